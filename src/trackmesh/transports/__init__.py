@@ -1,0 +1,1 @@
+"""Transports: protocol plugins on the protocol-neutral media core (see trackmesh.core)."""

@@ -392,4 +392,7 @@ def srtp_sessions_from_dtls(
     """
     if role != event.role:
         raise LocalProtocolError(f"DTLS event is for the {event.role} role, not {role}")
+    if event.profile is None:
+        # The peer completed DTLS without use_srtp (RFC 5764 s4.1.1): no keys for media.
+        raise SrtpError("peer did not negotiate a DTLS-SRTP protection profile")
     return SrtpSession(event.profile, event.local_keying, event.remote_keying, gcm_backend=gcm_backend)

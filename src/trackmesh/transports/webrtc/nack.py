@@ -1,0 +1,171 @@
+"""Loss recovery by retransmission: the sender-side packet ring and the receiver-side NACK
+generator (generic NACK, RFC 4585 s6.2.1; retransmission as in RFC 4588 s1 motivation).
+
+The SFU terminates NACK loops on both legs: it answers viewers' NACKs from its own
+:class:`RetransmitBuffer` (holding packets already rewritten for that viewer) and it NACKs the
+publisher itself with :class:`NackGenerator`, so loss on one viewer's link never reaches the
+publisher and loss on the publisher's link is repaired once for everybody.
+"""
+
+from __future__ import annotations
+
+from trackmesh.transports.webrtc.rewrite import SeqUnwrapper, extend_seq
+
+__all__ = ["NackGenerator", "RetransmitBuffer"]
+
+
+class RetransmitBuffer:
+    """A ring of the last ``size`` packets of one outgoing stream, indexed by ``seq & mask``.
+
+    Each slot remembers the extended sequence number it holds, so a lookup for a number the
+    slot no longer holds (overwritten by a newer lap of the ring), one too old to be in the
+    window, or one not sent yet, returns None instead of a wrong packet.
+    """
+
+    __slots__ = ("_highest", "_mask", "_packets", "_seqs", "hits", "misses")
+
+    def __init__(self, size: int = 512) -> None:
+        if size <= 0 or size & (size - 1):
+            raise ValueError("size must be a power of two")
+        self._mask = size - 1
+        self._packets: list[bytes | None] = [None] * size
+        self._seqs: list[int] = [-1] * size
+        self._highest = -1
+        self.hits = 0
+        self.misses = 0
+
+    def put(self, seq: int, packet: bytes) -> None:
+        """Store the packet sent with (outgoing) sequence number ``seq``."""
+        if self._highest < 0:
+            ext = seq + 0x10000
+            self._highest = ext
+        else:
+            ext = extend_seq(self._highest, seq)
+            if ext > self._highest:
+                self._highest = ext
+            elif self._highest - ext > self._mask:
+                return  # too old for the window: storing it would evict a newer packet
+        idx = ext & self._mask
+        self._packets[idx] = packet
+        self._seqs[idx] = ext
+
+    def get(self, seq: int) -> bytes | None:
+        """The stored packet for ``seq`` or None if it is not (or no longer) in the ring."""
+        if self._highest < 0:
+            self.misses += 1
+            return None
+        ext = extend_seq(self._highest, seq)
+        idx = ext & self._mask
+        if ext > self._highest or self._highest - ext > self._mask or self._seqs[idx] != ext:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return self._packets[idx]
+
+
+class _Missing:
+    __slots__ = ("detected", "last_sent", "retries")
+
+    def __init__(self, detected: float) -> None:
+        self.detected = detected
+        self.last_sent = -1.0
+        self.retries = 0
+
+
+class NackGenerator:
+    """Detects gaps in an incoming stream and decides which sequence numbers to NACK when.
+
+    A gap is NACKed after ``reorder_delay`` (so mild reordering does not trigger requests)
+    and re-NACKed every ``retry_interval`` (about one RTT; set :attr:`retry_interval` when the
+    RTT estimate changes) until it arrives, ``max_retries`` requests were sent or it is older
+    than ``max_age``. Gaps larger than ``max_gap`` are not NACKed at all: repairing them
+    packet by packet would cost more than the keyframe the caller should request instead
+    (:attr:`keyframe_needed` is set).
+    """
+
+    __slots__ = (
+        "_missing",
+        "_unwrapper",
+        "given_up",
+        "keyframe_needed",
+        "max_age",
+        "max_gap",
+        "max_retries",
+        "recovered",
+        "reorder_delay",
+        "retry_interval",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 10,
+        max_age: float = 1.0,
+        retry_interval: float = 0.1,
+        reorder_delay: float = 0.005,
+        max_gap: int = 500,
+    ) -> None:
+        self.max_retries = max_retries
+        self.max_age = max_age
+        self.retry_interval = retry_interval
+        self.reorder_delay = reorder_delay
+        self.max_gap = max_gap
+        self._unwrapper = SeqUnwrapper()
+        self._missing: dict[int, _Missing] = {}
+        self.recovered = 0
+        self.given_up = 0
+        self.keyframe_needed = False
+
+    @property
+    def missing(self) -> list[int]:
+        """Sequence numbers currently considered lost, oldest first."""
+        return [ext & 0xFFFF for ext in sorted(self._missing)]
+
+    def on_packet(self, seq: int, now: float) -> None:
+        """Record the arrival of ``seq`` (original or retransmission)."""
+        previous = self._unwrapper.highest
+        ext = self._unwrapper.unwrap(seq)
+        if previous < 0:
+            return
+        if ext > previous + 1:
+            gap = ext - previous - 1
+            if gap > self.max_gap:
+                self._missing.clear()
+                self.keyframe_needed = True
+                return
+            for lost in range(previous + 1, ext):
+                self._missing[lost] = _Missing(now)
+        elif ext <= previous and self._missing.pop(ext, None) is not None:
+            self.recovered += 1
+
+    def handle_timeout(self, now: float) -> list[int]:
+        """Sequence numbers (16-bit) to put in a NACK now; empty when there is nothing to do."""
+        due: list[int] = []
+        expired: list[int] = []
+        for ext, m in self._missing.items():
+            if m.retries >= self.max_retries or now - m.detected > self.max_age:
+                expired.append(ext)
+            elif now - m.detected >= self.reorder_delay and (
+                m.retries == 0 or now - m.last_sent >= self.retry_interval
+            ):
+                m.retries += 1
+                m.last_sent = now
+                due.append(ext & 0xFFFF)
+        for ext in expired:
+            del self._missing[ext]
+        self.given_up += len(expired)
+        return due
+
+    def next_timeout(self) -> float | None:
+        """When :meth:`handle_timeout` next has work to do, or None when nothing is missing."""
+        best: float | None = None
+        for m in self._missing.values():
+            if m.retries >= self.max_retries:
+                t = m.last_sent
+            elif m.retries == 0:
+                t = m.detected + self.reorder_delay
+            else:
+                t = min(m.last_sent + self.retry_interval, m.detected + self.max_age)
+            if best is None or t < best:
+                best = t
+        return best

@@ -489,7 +489,11 @@ def _parse_media_attr(m: MediaDescription, name: str, value: str | None) -> bool
         m.extmaps.append(_parse_extmap(value))
     elif name == "msid":
         stream, _, track = value.partition(" ")
-        m.msids.append(Msid(_token(stream, "a=msid id"), track or None))
+        # RFC 8830 s2 says token-char, but libwebrtc and GStreamer put '@' and the like in
+        # stream ids, so any visible text is accepted.
+        if not stream or not stream.isprintable():
+            raise SdpError(f"malformed a=msid:{value}: expected '<stream id> [<track id>]' (RFC 8830 s2)")
+        m.msids.append(Msid(stream, track or None))
     elif name == "ssrc":
         ssrc_text, _, rest = value.partition(" ")
         attr, colon, attr_value = rest.partition(":")

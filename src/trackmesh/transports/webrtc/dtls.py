@@ -23,7 +23,9 @@ RFC 6347 s4.2.4.1 timer on ``now`` (1 s initial, doubling, capped at 60 s). When
 we first let OpenSSL retransmit (``DTLSv1_handle_timeout``, fresh record sequence numbers);
 if its real-clock timer has not yet expired we resend our last flight's datagrams verbatim.
 A verbatim copy is only dropped by the peer's replay window (RFC 6347 s4.1.2.6) if the
-original arrived, in which case the peer's own timer drives recovery.
+original arrived; then the peer's response was lost, and the peer's own timer resends it.
+The one flight with no timer behind it is the last one (RFC 6347 s4.2.4): the side that sent
+it resends it when the peer's retransmitted handshake records show it was lost.
 """
 
 from __future__ import annotations
@@ -234,6 +236,8 @@ class DtlsEndpoint:
         self._transmit: deque[bytes] = deque()
         self._events: deque[DtlsEvent] = deque()
         self._last_flight: list[bytes] = []
+        self._final_flight: list[bytes] = []
+        self._final_resends = 0
         self._deadline: float | None = None
         self._rto = _INITIAL_RTO
         self._timeouts = 0
@@ -267,11 +271,22 @@ class DtlsEndpoint:
             self.ignored_datagrams += 1
             return
         self._conn.bio_write(data)
+        was_connected = self.state is DtlsState.CONNECTED
         if self.state is DtlsState.HANDSHAKING:
             self._step_handshake(now)
         if self.state is DtlsState.CONNECTED:
             self._read_application_data()
-            self._flush_output()
+            resent = self._drain_bio()
+            if was_connected and not resent and self._final_flight and data[0] == 22 and data[3:5] == b"\0\0":
+                # An epoch-0 handshake record after we finished is the peer retransmitting
+                # its last flight: ours was lost (RFC 6347 s4.2.4). OpenSSL only answers once
+                # its real-clock timer allows, and drops a verbatim copy as a replay, so we
+                # resend our final flight ourselves (bounded, so it cannot be used to loop).
+                self._transmit.extend(self._final_flight)
+                self.retransmissions += 1
+                self._final_resends += 1
+                if self._final_resends >= self._max_retransmissions:
+                    self._final_flight = []
 
     def poll_transmit(self) -> bytes | None:
         """The next datagram to send to the peer, or None."""
@@ -374,6 +389,9 @@ class DtlsEndpoint:
         else:
             done = True
         flight = self._drain_bio()
+        if done:
+            # Kept so a lost final flight can be resent when the peer retransmits its own.
+            self._final_flight = flight
         if flight:
             # New output means the peer's flight got through: restart the timer at 1 s.
             self._last_flight = flight
@@ -425,6 +443,8 @@ class DtlsEndpoint:
                 self._flush_output()
                 self._fail(_openssl_reason(exc))
                 return
+            # Decrypted data proves the peer has our keys, so our final flight arrived.
+            self._final_flight = []
             self._events.append(DtlsApplicationData(data))
 
     def _fail(self, reason: str) -> None:

@@ -1,0 +1,104 @@
+"""Proof that the e2e client harness works, without a trackmesh server.
+
+Run: scripts/in-netns.sh .venv/bin/pytest tests/e2e/test_harness.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SYSTEM_PYTHON, only_loopback
+
+pytestmark = pytest.mark.e2e
+
+
+def test_namespace_has_only_loopback() -> None:
+    ok, seen = only_loopback()
+    assert ok, seen
+    with open("/proc/net/route") as f:
+        routes = f.readlines()[1:]
+    # No default route, nothing but lo.
+    assert all(r.split()[0] == "lo" for r in routes), routes
+
+
+# -- (a) Chromium -----------------------------------------------------------------------------------
+
+
+def test_chromium_pc_loopback_decodes_fake_camera(page: Any, get_stats: Any) -> None:
+    from tests.e2e.clients import browser
+
+    s = browser.loopback(page, min_frames=30)
+    v = s["video"]
+    assert v["framesDecoded"] >= 30
+    assert (v["frameWidth"], v["frameHeight"]) == (640, 480)
+    assert s["audio"]["packetsReceived"] > 0
+    assert s["offerCandidates"] and set(s["offerCandidates"]) == {"127.0.0.1"}
+    assert s["answerCandidates"] and set(s["answerCandidates"]) == {"127.0.0.1"}
+    assert s["pair"] and s["pair"].startswith("127.0.0.1:") and "-> 127.0.0.1:" in s["pair"]
+
+    # Freeze detection over a short window on the same connection.
+    samples = browser.collect_inbound(page, "lb_rx", 1.5, 0.25)
+    a = browser.analyse_inbound(samples)
+    assert a["frames_in_window"] >= 10, a
+    assert a["max_stall_s"] < 1.0, a
+    assert a["audio_packets_in_window"] > 0, a
+
+    reports = get_stats(page, "lb_rx")
+    assert any(r["type"] == "inbound-rtp" and r["kind"] == "video" for r in reports)
+    print("chromium loopback:", {k: s[k] for k in ("pair",)}, v["codec"], v["decoderImplementation"], a)
+
+
+# -- (b) GStreamer ----------------------------------------------------------------------------------
+
+GST_ELEMENTS = [
+    "webrtcbin", "nicesrc", "nicesink", "dtlssrtpenc", "srtpenc", "rtpbin",
+    "vp8enc", "vp8dec", "x264enc", "avdec_h264", "h264parse", "opusenc", "opusdec",
+    "rtpvp8pay", "rtpvp8depay", "rtph264pay", "rtph264depay", "rtpopuspay", "rtpopusdepay",
+    "videotestsrc", "audiotestsrc", "videoconvert", "audioconvert", "audioresample", "decodebin", "fakesink",
+]  # fmt: skip
+
+
+def test_gstreamer_elements_present(gst_client: Any) -> None:
+    code = (
+        "import gi, sys\n"
+        "for ns in ('Gst', 'GstWebRTC', 'GstSdp'): gi.require_version(ns, '1.0')\n"
+        "from gi.repository import Gst, GstWebRTC, GstSdp\n"
+        "Gst.init(None)\n"
+        "missing = [e for e in sys.argv[1:] if Gst.ElementFactory.find(e) is None]\n"
+        "print(Gst.version_string()); print(' '.join(missing))\n"
+    )
+    out = subprocess.run([SYSTEM_PYTHON, "-c", code, *GST_ELEMENTS], capture_output=True, text=True, check=True)
+    version, missing = [*out.stdout.splitlines(), ""][:2]
+    assert version.startswith("GStreamer 1."), out.stdout
+    assert missing.strip() == "", f"missing GStreamer elements: {missing}"
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_gstreamer_webrtcbin_loopback(gst_client: Any, codec: str) -> None:
+    rc, s, err = gst_client("loopback", "--codec", codec, "--duration", "2")
+    assert rc == 0, (s, err[-2000:])
+    assert s["ok"] is True
+    assert s["offer_candidates"] >= 1 and s["answer_candidates"] >= 1
+    assert s["frames"] >= 30, s
+    assert (s["width"], s["height"]) == (640, 480)
+    assert s["audio_buffers"] >= 50, s
+    assert s["connection_state"] == "connected"
+
+
+# -- (c) aiortc -------------------------------------------------------------------------------------
+
+
+def test_aiortc_loopback_in_process() -> None:
+    pytest.importorskip("aiortc")
+    from tests.e2e.clients import aiortc_client
+
+    s = asyncio.run(aiortc_client.loopback(codec="vp8", duration=2.0, min_frames=30))
+    assert s["ok"] is True, s
+    assert s["offer_sdp_addresses"] == ["127.0.0.1"]
+    assert s["frames"] >= 30, s
+    assert (s["width"], s["height"]) == (640, 480)
+    assert s["audio_buffers"] >= 50, s

@@ -179,3 +179,21 @@ def test_two_byte_roundtrip(exts: dict[int, bytes]) -> None:
     pkt = build_rtp_packet(96, 1, 1, 1, b"z", extensions=exts or {1: b""}, two_byte=True)
     h = RtpHeader.parse(pkt)
     assert {k: bytes(v) for k, v in parse_extensions(pkt, h).items()} == (exts or {1: b""})
+
+
+@given(st.binary(max_size=24), st.booleans(), st.integers(1, 15))
+def test_find_extension_agrees_with_parse_extensions(block: bytes, two_byte: bool, wanted: int) -> None:
+    block += b"\x00" * (-len(block) % 4)
+    profile = b"\x10\x00" if two_byte else b"\xbe\xde"
+    pkt = bytes([0x90, 96]) + bytes(10) + profile + (len(block) // 4).to_bytes(2, "big") + block
+    h = RtpHeader.parse(pkt)
+    try:
+        everything = parse_extensions(pkt, h)
+    except ProtocolError:
+        return
+    loc = find_extension(pkt, h, wanted)
+    if wanted in everything:
+        assert loc is not None
+        assert pkt[loc[0] : loc[0] + loc[1]] == bytes(everything[wanted])
+    else:
+        assert loc is None

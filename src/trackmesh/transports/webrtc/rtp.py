@@ -162,7 +162,7 @@ def _walk_extensions(
             if ext_id == wanted:
                 return (pos, length)
             if wanted < 0:
-                found[ext_id] = (pos, length)
+                found.setdefault(ext_id, (pos, length))  # first occurrence wins, as in find_extension
             pos += length
     elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
         # s4.3: ID(8) L(8), L data bytes (L may be 0); ID 0 is a padding byte.
@@ -180,7 +180,7 @@ def _walk_extensions(
             if ext_id == wanted:
                 return (pos, length)
             if wanted < 0:
-                found[ext_id] = (pos, length)
+                found.setdefault(ext_id, (pos, length))  # first occurrence wins, as in find_extension
             pos += length
     # Other profiles are not RFC 8285 elements: there is nothing we can index (s4.1).
     return found if wanted < 0 else None
@@ -191,6 +191,26 @@ def find_extension(
 ) -> tuple[int, int] | None:
     """Return (offset, length) of extension ``ext_id``'s data in ``data``, or None."""
     if header.extension_length == 0 or ext_id <= 0:
+        return None
+    if header.extension_profile == ONE_BYTE_PROFILE:
+        # Fast path for the profile browsers use: same rules as _walk_extensions (s4.2).
+        pos = header.extension_offset
+        end = pos + header.extension_length
+        while pos < end:
+            b = data[pos]
+            found_id = b >> 4
+            if found_id == 0:
+                pos += 1
+                continue
+            if found_id == 15:
+                return None
+            length = (b & 0x0F) + 1
+            pos += 1
+            if pos + length > end:
+                raise RtpError(f"one-byte header extension id {found_id} overruns the extension block")
+            if found_id == ext_id:
+                return (pos, length)
+            pos += length
         return None
     found = _walk_extensions(data, header, ext_id)
     assert found is None or isinstance(found, tuple)

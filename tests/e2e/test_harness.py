@@ -102,3 +102,92 @@ def test_aiortc_loopback_in_process() -> None:
     assert s["frames"] >= 30, s
     assert (s["width"], s["height"]) == (640, 480)
     assert s["audio_buffers"] >= 50, s
+
+
+# -- the clients over real WHIP/WHEP signalling, against a reference aiortc endpoint --------------
+
+TOKEN = "harness-token"
+
+
+@pytest.fixture
+def ref_endpoint() -> Any:
+    pytest.importorskip("aiortc")
+    from tests.e2e.clients.aiortc_endpoint import ReferenceEndpoint
+
+    with ReferenceEndpoint(token=TOKEN) as ep:
+        yield ep
+
+
+def _only(ep: Any, kind: str) -> dict[str, Any]:
+    sessions = ep.summaries(kind)
+    assert len(sessions) == 1, sessions
+    return sessions[0]
+
+
+def test_gst_whip_publish(gst_client: Any, ref_endpoint: Any) -> None:
+    rc, s, err = gst_client("whip", ref_endpoint.url("/whip/room1"), "--token", TOKEN, "--duration", "2")
+    assert rc == 0, (s, err[-2000:])
+    assert s["status"] == 201 and s["delete_status"] == 204
+    assert s["location"] == ref_endpoint.url("/resource/1")
+    assert s["video_buffers"] > 30
+    got = _only(ref_endpoint, "whip")
+    assert got["deleted"] is True
+    assert got["frames"] >= 30, got
+    assert (got["width"], got["height"]) == (640, 480)
+    assert got["audio_buffers"] >= 50, got
+
+
+def test_gst_whip_wrong_token_fails(gst_client: Any, ref_endpoint: Any) -> None:
+    rc, s, err = gst_client("whip", ref_endpoint.url("/whip/room1"), "--token", "wrong", "--duration", "1")
+    assert rc == 1
+    assert s["status"] == 401 and s["ok"] is False
+    assert "401" in err
+    assert ref_endpoint.sessions == {}
+
+
+def test_gst_whep_play(gst_client: Any, ref_endpoint: Any) -> None:
+    rc, s, err = gst_client(
+        "whep", ref_endpoint.url("/whep/room1"), "--token", TOKEN, "--codec", "any", "--duration", "2"
+    )
+    assert rc == 0, (s, err[-2000:])
+    assert s["status"] == 201 and s["delete_status"] == 204
+    assert s["frames"] >= 30, s
+    assert (s["width"], s["height"]) == (640, 480)
+    assert s["audio_buffers"] >= 50, s
+    assert _only(ref_endpoint, "whep")["video_sent"] >= 30
+
+
+def test_aiortc_client_whip_and_whep(aiortc_client: Any, ref_endpoint: Any) -> None:
+    rc, s, err = aiortc_client("whip", ref_endpoint.url("/whip/a"), "--token", TOKEN, "--duration", "2")
+    assert rc == 0, (s, err[-2000:])
+    assert s["status"] == 201 and s["delete_status"] == 204
+    got = _only(ref_endpoint, "whip")
+    assert got["frames"] >= 30 and (got["width"], got["height"]) == (640, 480), got
+
+    rc, s, err = aiortc_client("whep", ref_endpoint.url("/whep/a"), "--token", TOKEN, "--duration", "2")
+    assert rc == 0, (s, err[-2000:])
+    assert s["status"] == 201 and s["delete_status"] == 204
+    assert s["frames"] >= 30 and (s["width"], s["height"]) == (640, 480), s
+    assert s["audio_buffers"] >= 50, s
+
+
+def test_browser_whip_and_whep(page: Any, ref_endpoint: Any) -> None:
+    from tests.e2e.clients import browser
+
+    pub = browser.publish_whip(page, ref_endpoint.url("/whip/b"), TOKEN)
+    assert pub["status"] == 201 and pub["connectionState"] == "connected", pub
+    assert pub["location"] == ref_endpoint.url("/resource/1")
+
+    play = browser.play_whep(page, ref_endpoint.url("/whep/b"), TOKEN)
+    assert play["status"] == 201 and play["connectionState"] == "connected", play
+    browser.wait_frames(page, "whep", 10)
+    a = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.25))
+    assert a["frames_in_window"] >= 20 and (a["width"], a["height"]) == (640, 480), a
+    assert a["max_stall_s"] < 1.0 and a["audio_packets_in_window"] > 0, a
+    assert a["pair"].startswith("127.0.0.1:"), a
+
+    assert browser.stop(page, "whep") == 204
+    assert browser.stop(page, "whip") == 204
+    got = _only(ref_endpoint, "whip")
+    assert got["frames"] >= 30 and (got["width"], got["height"]) == (640, 480), got
+    print("browser whep:", a)

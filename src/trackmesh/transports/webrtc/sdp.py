@@ -286,7 +286,7 @@ class SessionDescription:
 
 
 def _int(text: str, what: str, lo: int, hi: int) -> int:
-    if not _DIGITS_RE.fullmatch(text) or len(text) > 10:
+    if not _DIGITS_RE.fullmatch(text) or len(text) > 20:
         raise SdpError(f"{what}: {text!r} is not a number")
     value = int(text)
     if not lo <= value <= hi:

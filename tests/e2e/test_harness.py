@@ -147,13 +147,13 @@ def test_gst_whip_wrong_token_fails(gst_client: Any, ref_endpoint: Any) -> None:
 
 def test_gst_whep_play(gst_client: Any, ref_endpoint: Any) -> None:
     rc, s, err = gst_client(
-        "whep", ref_endpoint.url("/whep/room1"), "--token", TOKEN, "--codec", "any", "--duration", "2"
+        "whep", ref_endpoint.url("/whep/room1"), "--token", TOKEN, "--codec", "any", "--frames", "30", "--duration", "8"
     )
     assert rc == 0, (s, err[-2000:])
     assert s["status"] == 201 and s["delete_status"] == 204
     assert s["frames"] >= 30, s
     assert (s["width"], s["height"]) == (640, 480)
-    assert s["audio_buffers"] >= 50, s
+    assert s["audio_buffers"] >= 20, s
     assert _only(ref_endpoint, "whep")["video_sent"] >= 30
 
 
@@ -164,11 +164,13 @@ def test_aiortc_client_whip_and_whep(aiortc_client: Any, ref_endpoint: Any) -> N
     got = _only(ref_endpoint, "whip")
     assert got["frames"] >= 30 and (got["width"], got["height"]) == (640, 480), got
 
-    rc, s, err = aiortc_client("whep", ref_endpoint.url("/whep/a"), "--token", TOKEN, "--duration", "2")
+    rc, s, err = aiortc_client(
+        "whep", ref_endpoint.url("/whep/a"), "--token", TOKEN, "--frames", "30", "--duration", "8"
+    )
     assert rc == 0, (s, err[-2000:])
     assert s["status"] == 201 and s["delete_status"] == 204
     assert s["frames"] >= 30 and (s["width"], s["height"]) == (640, 480), s
-    assert s["audio_buffers"] >= 50, s
+    assert s["audio_buffers"] >= 20, s
 
 
 def test_browser_whip_and_whep(page: Any, ref_endpoint: Any) -> None:

@@ -5,7 +5,7 @@ An independent second WebRTC stack next to GStreamer and Chromium. Run it with t
 (``scripts/in-netns.sh``). Same CLI and JSON summary shape as ``gst_webrtc_client.py``:
 
   whip URL [--token T] [--codec vp8|h264] [--duration S]
-  whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--min-frames N]
+  whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--frames N] [--min-frames N]
   loopback [--codec vp8|h264] [--duration S] [--min-frames N]   (two peers in one process, no server)
 
 ICE host candidates are restricted to 127.0.0.1 (aioice normally skips loopback and would use every
@@ -323,7 +323,9 @@ async def play(
     duration: float = 5.0,
     min_frames: int = 1,
     timeout: float = 30.0,
+    frames: int = 0,
 ) -> dict[str, Any]:
+    """Play a WHEP URL for ``duration`` seconds, or until ``frames`` video frames were decoded."""
     started = time.monotonic()
     summary: dict[str, Any] = {"mode": "whep"}
     pc = new_pc()
@@ -339,7 +341,9 @@ async def play(
     try:
         location = await _negotiate(pc, url, token, summary)
         await _wait_connected(pc, timeout)
-        await asyncio.sleep(duration)
+        end = time.monotonic() + duration
+        while time.monotonic() < end and not (frames and counters.frames >= frames):
+            await asyncio.sleep(0.02)
     except ClientError as exc:
         error = str(exc)
     finally:
@@ -406,6 +410,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("TRACKMESH_TOKEN"))
     p.add_argument("--codec", default=None, choices=["vp8", "h264", "any"])
     p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--frames", type=int, default=0, help="whep: stop early after this many decoded frames")
     p.add_argument("--min-frames", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30.0)
     a = p.parse_args(argv)
@@ -423,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.mode == "whip":
         coro = publish(a.url, a.token, a.codec, a.duration, a.timeout)
     elif a.mode == "whep":
-        coro = play(a.url, a.token, a.codec, a.duration, a.min_frames, a.timeout)
+        coro = play(a.url, a.token, a.codec, a.duration, a.min_frames, a.timeout, a.frames)
     else:
         coro = loopback(a.codec, a.duration, a.min_frames, a.timeout)
     try:

@@ -15,7 +15,7 @@ reason on stderr on failure):
       Summary: {"mode": "whip", "status": 201, "location": ..., "video_buffers": n, "audio_buffers": n,
                 "ice_state": ..., "connection_state": ...}
 
-  whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--min-frames N]
+  whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--frames N] [--min-frames N]
       Two recvonly transceivers (video, audio); POST the offer, set the answer, decode everything with
       decodebin into fakesinks. Counts decoded video frames and audio buffers.
       Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n, ...}

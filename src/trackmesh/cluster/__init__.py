@@ -1,0 +1,5 @@
+"""Implementations of the core's cluster seams (registry and channels).
+
+``local``: in-process, for ``trackmesh standalone`` and tests. The distributed implementation
+on zenoh lives beside it and implements the same Protocols.
+"""

@@ -1,0 +1,97 @@
+"""Events the core emits to the transport of an endpoint (drained with ``poll_event``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ids import SessionId
+from .model import LocalTrackState, PeerInfo, TrackInfo, TrackKind, TrackSource
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+    peer: str
+    session: SessionId
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    info: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUpdated:
+    info: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStarted:
+    info: TrackInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUpdated:
+    info: TrackInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStopped:
+    peer: str
+    track: str
+    kind: TrackKind
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTrackStateChanged:
+    local_track: str
+    state: LocalTrackState
+    source: TrackSource | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframeRequested:
+    """Viewers of a RemoteTrack want a key frame: ask the client (PLI/FIR). Already merged and
+    rate-limited across all viewers of the cluster."""
+
+    track: str
+
+
+@dataclass(frozen=True, slots=True)
+class BitrateTarget:
+    """The bitrate the viewers of a RemoteTrack can use (e.g. for REMB to the client)."""
+
+    track: str
+    bitrate_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: str
+
+
+EndpointEvent = (
+    Joined
+    | Left
+    | PeerJoined
+    | PeerUpdated
+    | PeerLeft
+    | TrackStarted
+    | TrackUpdated
+    | TrackStopped
+    | LocalTrackStateChanged
+    | KeyframeRequested
+    | BitrateTarget
+    | Closed
+)

@@ -1,0 +1,115 @@
+"""Plain data of the media core: kinds, modes, infos and the media packet."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class TrackKind(enum.Enum):
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+class InfoMode(enum.Enum):
+    """How an endpoint learns about other peers or tracks of its room.
+
+    AUTO: everything in the room, from the moment of joining.
+    MANUAL: nothing until the client asks (room subscribe, or peer subscribe for one peer).
+    """
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class LocalTrackState(enum.Enum):
+    """State of a LocalTrack (media the server sends to a client).
+
+    INACTIVE: not attached to any source.
+    WAITING: attached to a source that is not publishing (yet, or any more).
+    ACTIVE: the source publishes and its media reaches this track.
+    """
+
+    INACTIVE = "inactive"
+    WAITING = "waiting"
+    ACTIVE = "active"
+
+
+class MediaCodec(enum.IntEnum):
+    OPUS = 1
+    VP8 = 2
+    VP9 = 3
+    H264 = 4
+    PCMA = 5
+    PCMU = 6
+
+
+@dataclass(frozen=True, slots=True)
+class JoinOptions:
+    """Options of a join.
+
+    ``publish_peer``/``publish_tracks`` say whether this peer and its tracks are announced to
+    the room (a WHEP viewer announces neither); ``peer_info``/``track_info`` whether the
+    endpoint receives other peers' and tracks' info automatically or on request.
+    """
+
+    peer_info: InfoMode = InfoMode.AUTO
+    track_info: InfoMode = InfoMode.AUTO
+    publish_peer: bool = True
+    publish_tracks: bool = True
+    metadata: str | None = None
+    extra_data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    peer: str
+    metadata: str | None = None
+    extra_data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInfo:
+    peer: str
+    track: str
+    kind: TrackKind
+    metadata: str | None = None
+    screen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSource:
+    """The remote track a LocalTrack is fed from, named as the room knows it."""
+
+    peer: str
+    track: str
+
+
+@dataclass(frozen=True, slots=True)
+class BitrateLimit:
+    """Bounds on a track's bitrate in bits per second (``None`` = unbounded)."""
+
+    max_bps: int | None = None
+    min_bps: int | None = None
+
+
+@dataclass(slots=True)
+class MediaPacket:
+    """One media packet inside the core, protocol neutral.
+
+    The transport that received it creates exactly one per packet; every LocalTrack sink
+    receives the same object and must not mutate it (it rewrites into its own buffer).
+    ``payload`` is the codec payload (for RTP: what follows the RTP header).
+    """
+
+    codec: MediaCodec
+    payload_type: int
+    seq: int
+    ts: int
+    marker: bool
+    keyframe: bool
+    payload: bytes | memoryview
+    spatial: int = 0
+    temporal: int = 0
+    audio_level: int | None = None
+    layers: tuple[int, ...] = field(default=())

@@ -1,0 +1,131 @@
+"""The registry seam: a key-value store with prefix watches, holding who is in which room.
+
+Endpoints never talk to one another. They publish their peer and track info as registry
+entries and watch their room's prefix. The in-process implementation
+(:mod:`trackmesh.cluster.local`) backs ``trackmesh standalone``; the distributed one backs a
+cluster, behind the same Protocol, so a local and a remote peer take the same path.
+
+Key layout (names are percent-encoded, so ``/`` inside a name cannot break it)::
+
+    r/<room>/p/<peer>/<session>            -> PeerInfo as JSON
+    r/<room>/t/<peer>/<track>/<session>    -> TrackInfo as JSON
+
+The session id is part of every key: two sessions of the same (room, peer) own separate
+entries and never overwrite or delete each other's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote, unquote
+
+from .ids import SessionId
+from .model import PeerInfo, TrackInfo, TrackKind
+
+
+class RegistryWatcher(Protocol):
+    def on_registry_put(self, key: str, value: bytes) -> None: ...
+
+    def on_registry_delete(self, key: str) -> None: ...
+
+
+class Registry(Protocol):
+    """Key-value store with prefix watches.
+
+    ``watch`` replays the entries already under ``prefix`` as puts (synchronously or later),
+    then reports every change. Watchers must only record what they are told: they may be
+    called from inside ``put`` and ``delete``.
+    """
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def watch(self, prefix: str, watcher: RegistryWatcher) -> None: ...
+
+    def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None: ...
+
+
+def _enc(name: str) -> str:
+    return quote(name, safe="")
+
+
+def room_prefix(room: str) -> str:
+    return f"r/{_enc(room)}/"
+
+
+def peer_key(room: str, peer: str, session: SessionId) -> str:
+    return f"r/{_enc(room)}/p/{_enc(peer)}/{session}"
+
+
+def track_key(room: str, peer: str, track: str, session: SessionId) -> str:
+    return f"r/{_enc(room)}/t/{_enc(peer)}/{_enc(track)}/{session}"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryKey:
+    """A parsed registry key: a peer entry when ``track`` is None, else a track entry."""
+
+    room: str
+    peer: str
+    track: str | None
+    session: SessionId
+
+
+class BadEntry(ValueError):
+    """A registry key or value that does not follow the layout (dropped and counted)."""
+
+
+def parse_key(key: str) -> EntryKey:
+    parts = key.split("/")
+    if len(parts) == 5 and parts[0] == "r" and parts[2] == "p":
+        peer, track, session_s = unquote(parts[3]), None, parts[4]
+    elif len(parts) == 6 and parts[0] == "r" and parts[2] == "t":
+        peer, track, session_s = unquote(parts[3]), unquote(parts[4]), parts[5]
+    else:
+        raise BadEntry(f"unknown registry key {key!r}")
+    if not session_s.isdigit():
+        raise BadEntry(f"bad session in registry key {key!r}")
+    return EntryKey(unquote(parts[1]), peer, track, SessionId(int(session_s)))
+
+
+def encode_peer(info: PeerInfo) -> bytes:
+    return json.dumps({"metadata": info.metadata, "extra_data": info.extra_data}).encode()
+
+
+def encode_track(info: TrackInfo) -> bytes:
+    return json.dumps({"kind": info.kind.value, "metadata": info.metadata, "screen": info.screen}).encode()
+
+
+def _object(value: bytes) -> dict[str, object]:
+    try:
+        obj = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadEntry("registry value is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise BadEntry("registry value is not a JSON object")
+    return obj
+
+
+def _opt_str(obj: dict[str, object], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadEntry(f"registry field {name!r} must be a string or null")
+
+
+def decode_peer(key: EntryKey, value: bytes) -> PeerInfo:
+    obj = _object(value)
+    return PeerInfo(key.peer, _opt_str(obj, "metadata"), _opt_str(obj, "extra_data"))
+
+
+def decode_track(key: EntryKey, value: bytes) -> TrackInfo:
+    assert key.track is not None  # callers dispatch on key.track first
+    obj = _object(value)
+    try:
+        kind = TrackKind(obj.get("kind"))
+    except ValueError as exc:
+        raise BadEntry("registry track entry has an unknown kind") from exc
+    return TrackInfo(key.peer, key.track, kind, _opt_str(obj, "metadata"), obj.get("screen") is True)

@@ -1,0 +1,243 @@
+"""RemoteTrack (media a client publishes) and LocalTrack (media the server sends to a client)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+from .channel import ChannelHub, Feedback, FeedbackKind, PublishHandle
+from .events import BitrateTarget, EndpointEvent, KeyframeRequested, LocalTrackStateChanged
+from .model import BitrateLimit, LocalTrackState, MediaPacket, TrackInfo, TrackKind, TrackSource
+
+# Viewers' key-frame requests are merged: at most one request reaches the publishing client per
+# interval, however many viewers (on however many nodes) ask. RFC 4585 s3.4 leaves the rate to
+# the implementation; 300 ms keeps a joining viewer's wait short without a PLI storm.
+KEYFRAME_MIN_INTERVAL = 0.3
+# Bitrate targets to the publisher change at most once a second (REMB cadence of browsers).
+BITRATE_REPORT_INTERVAL = 1.0
+# A viewer's bitrate hint counts for this long; viewers refresh it while they watch.
+BITRATE_HINT_TTL = 5.0
+
+
+def _clamp(value: int | None, limit: BitrateLimit) -> int | None:
+    if value is None:
+        return limit.max_bps
+    if limit.max_bps is not None:
+        value = min(value, limit.max_bps)
+    if limit.min_bps is not None:
+        value = max(value, limit.min_bps)
+    return value
+
+
+class RemoteTrack:
+    """A track a client publishes into its room's channel."""
+
+    __slots__ = (
+        "_bitrate_dirty",
+        "_bitrate_sent",
+        "_events",
+        "_handle",
+        "_hints",
+        "_kf_pending",
+        "_last_bitrate_emit",
+        "_last_kf",
+        "channel",
+        "info",
+        "limit",
+        "packets",
+    )
+
+    def __init__(self, info: TrackInfo, channel: int, events: deque[EndpointEvent]) -> None:
+        self.info = info
+        self.channel = channel
+        self.limit = BitrateLimit()
+        self.packets = 0
+        self._events = events
+        self._handle: PublishHandle | None = None
+        self._hints: dict[int, tuple[int, float]] = {}
+        self._last_kf = -math.inf
+        self._kf_pending = False
+        self._last_bitrate_emit = -math.inf
+        self._bitrate_sent: int | None = None
+        self._bitrate_dirty = False
+
+    @property
+    def name(self) -> str:
+        return self.info.track
+
+    @property
+    def kind(self) -> TrackKind:
+        return self.info.kind
+
+    def start(self, now: float, hub: ChannelHub) -> None:
+        self._handle = hub.start_publish(now, self.channel, self)
+
+    def stop(self, now: float) -> None:
+        if self._handle is not None:
+            self._handle.stop(now)
+            self._handle = None
+
+    def on_packet(self, pkt: MediaPacket) -> None:
+        """Hot path: one packet from the client, sent once into the channel."""
+        handle = self._handle
+        if handle is not None:
+            self.packets += 1
+            handle.send(pkt)
+
+    def set_limit(self, now: float, limit: BitrateLimit) -> None:
+        self.limit = limit
+        self._bitrate_dirty = True
+        self._emit_bitrate(now)
+
+    def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        if fb.kind is FeedbackKind.KEYFRAME:
+            if now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
+                self._emit_keyframe(now)
+            else:
+                self._kf_pending = True
+        else:
+            if fb.bitrate_bps > 0:
+                self._hints[fb.origin] = (fb.bitrate_bps, now + BITRATE_HINT_TTL)
+            else:
+                self._hints.pop(fb.origin, None)
+            self._bitrate_dirty = True
+            self._emit_bitrate(now)
+
+    def _emit_keyframe(self, now: float) -> None:
+        self._last_kf = now
+        self._kf_pending = False
+        self._events.append(KeyframeRequested(self.info.track))
+
+    def _emit_bitrate(self, now: float) -> None:
+        # Compare with the same expression next_deadline() returns, so that firing exactly at
+        # the deadline always makes progress (``now - last >= interval`` can round below).
+        if not self._bitrate_dirty or now < self._last_bitrate_emit + BITRATE_REPORT_INTERVAL:
+            return
+        self._bitrate_dirty = False
+        # Simulcast/SVC publishers must send what the most demanding viewer can take; smaller
+        # viewers pick lower layers (atm0s' DYNAMIC_CONSUMERS mode).
+        wanted = max((bps for bps, _ in self._hints.values()), default=None)
+        target = _clamp(wanted, self.limit)
+        if target is not None and target != self._bitrate_sent:
+            self._bitrate_sent = target
+            self._last_bitrate_emit = now
+            self._events.append(BitrateTarget(self.info.track, target))
+
+    def handle_timeout(self, now: float) -> None:
+        if self._kf_pending and now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
+            self._emit_keyframe(now)
+        expired = [origin for origin, (_, until) in self._hints.items() if until <= now]
+        for origin in expired:
+            del self._hints[origin]
+        if expired:
+            self._bitrate_dirty = True
+        self._emit_bitrate(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [until for _, until in self._hints.values()]
+        if self._kf_pending:
+            deadlines.append(self._last_kf + KEYFRAME_MIN_INTERVAL)
+        if self._bitrate_dirty:
+            deadlines.append(self._last_bitrate_emit + BITRATE_REPORT_INTERVAL)
+        return min(deadlines, default=None)
+
+
+MediaSink = Callable[[MediaPacket], None]
+
+
+class LocalTrack:
+    """A slot on which the server sends media to a client, fed from at most one source."""
+
+    __slots__ = (
+        "_events",
+        "_hub",
+        "channel",
+        "kind",
+        "limit",
+        "name",
+        "origin",
+        "packets",
+        "sink",
+        "source",
+        "state",
+    )
+
+    def __init__(
+        self, name: str, kind: TrackKind, origin: int, hub: ChannelHub, events: deque[EndpointEvent]
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.origin = origin
+        self.source: TrackSource | None = None
+        self.channel: int | None = None
+        self.state = LocalTrackState.INACTIVE
+        self.limit = BitrateLimit()
+        self.packets = 0
+        self.sink: MediaSink | None = None
+        self._hub = hub
+        self._events = events
+
+    def _set_state(self, state: LocalTrackState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._events.append(LocalTrackStateChanged(self.name, state, self.source))
+
+    def attach(self, now: float, source: TrackSource, channel: int) -> None:
+        if self.channel is not None:
+            self._hub.unsubscribe(now, self.channel, self)
+        self.source = source
+        self.channel = channel
+        # Announce WAITING first: the hub calls on_channel_source(live=True) right away if the
+        # source already publishes, which moves the track on to ACTIVE.
+        if self.state is LocalTrackState.ACTIVE:
+            self.state = LocalTrackState.WAITING
+            self._events.append(LocalTrackStateChanged(self.name, LocalTrackState.WAITING, source))
+        else:
+            self._set_state(LocalTrackState.WAITING)
+        self._hub.subscribe(now, channel, self)
+        if self.limit.max_bps is not None:
+            self._send_bitrate(now)
+
+    def detach(self, now: float) -> None:
+        if self.channel is not None:
+            self._hub.feedback(now, self.channel, Feedback(FeedbackKind.BITRATE, self.origin, 0))
+            self._hub.unsubscribe(now, self.channel, self)
+        self.channel = None
+        self.source = None
+        self._set_state(LocalTrackState.INACTIVE)
+
+    def set_limit(self, now: float, limit: BitrateLimit) -> None:
+        self.limit = limit
+        if self.channel is not None:
+            self._send_bitrate(now)
+
+    def _send_bitrate(self, now: float) -> None:
+        assert self.channel is not None
+        self._hub.feedback(now, self.channel, Feedback(FeedbackKind.BITRATE, self.origin, self.limit.max_bps or 0))
+
+    def request_keyframe(self, now: float) -> None:
+        if self.channel is not None:
+            self._hub.feedback(now, self.channel, Feedback(FeedbackKind.KEYFRAME, self.origin))
+
+    def refresh(self, now: float) -> None:
+        """Re-send this viewer's bitrate hint before it expires at the publisher."""
+        if self.channel is not None and self.limit.max_bps is not None:
+            self._send_bitrate(now)
+
+    def on_channel_source(self, now: float, channel: int, live: bool) -> None:
+        if channel != self.channel:
+            return
+        if live:
+            self._set_state(LocalTrackState.ACTIVE)
+            # A viewer can only start decoding at a key frame (RFC 4585 s6.3.1 PLI).
+            self.request_keyframe(now)
+        else:
+            self._set_state(LocalTrackState.WAITING)
+
+    def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        """Hot path: one packet of the source, handed to the transport's sink."""
+        sink = self.sink
+        if sink is not None:
+            self.packets += 1
+            sink(pkt)

@@ -1,0 +1,79 @@
+"""MediaWorker: every endpoint of one worker, their ids and their single timer deadline."""
+
+from __future__ import annotations
+
+from .channel import ChannelHub
+from .endpoint import Endpoint
+from .errors import ControlError, ErrorCode
+from .ids import ConnIdCodec, InvalidConnId, SessionId, SessionIdGenerator
+from .registry import Registry
+from .room import RoomDirectory
+
+
+class MediaWorker:
+    __slots__ = ("_codec", "_ids", "endpoints", "hub", "node_id", "registry", "rooms", "worker")
+
+    def __init__(
+        self,
+        node_id: int,
+        worker: int,
+        secret: str | bytes,
+        registry: Registry,
+        hub: ChannelHub,
+        session_start: int = 0,
+    ) -> None:
+        self.node_id = node_id
+        self.worker = worker
+        self.registry = registry
+        self.hub = hub
+        self.rooms = RoomDirectory(registry)
+        self.endpoints: dict[SessionId, Endpoint] = {}
+        self._ids = SessionIdGenerator(node_id, worker, session_start)
+        self._codec = ConnIdCodec(secret)
+
+    def create_endpoint(self) -> Endpoint:
+        session = self._ids.next()
+        conn_id = self._codec.encode(self.node_id, self.worker, session)
+        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms)
+        self.endpoints[session] = endpoint
+        return endpoint
+
+    def lookup(self, conn_id: str) -> Endpoint | ControlError:
+        """The live endpoint of ``conn_id``; a forged, stale or foreign id is an error."""
+        try:
+            parts = self._codec.decode(conn_id)
+        except InvalidConnId as exc:
+            return ControlError(ErrorCode.UNKNOWN_CONN, str(exc))
+        endpoint = self.endpoints.get(parts.session)
+        if parts.node_id != self.node_id or parts.worker != self.worker or endpoint is None:
+            return ControlError(ErrorCode.UNKNOWN_CONN, "no such connection on this worker")
+        if endpoint.conn_id != conn_id:
+            return ControlError(ErrorCode.UNKNOWN_CONN, "no such connection on this worker")
+        return endpoint
+
+    def close_endpoint(self, now: float, session: SessionId, reason: str) -> None:
+        endpoint = self.endpoints.pop(session, None)
+        if endpoint is not None:
+            endpoint.close(now, reason)
+
+    def handle_timeout(self, now: float) -> None:
+        for endpoint in self.endpoints.values():
+            deadline = endpoint.next_deadline()
+            if deadline is not None and deadline <= now:
+                endpoint.handle_timeout(now)
+
+    def next_deadline(self) -> float | None:
+        deadline: float | None = None
+        for endpoint in self.endpoints.values():
+            d = endpoint.next_deadline()
+            if d is not None and (deadline is None or d < deadline):
+                deadline = d
+        return deadline
+
+    def shutdown(self, now: float, reason: str) -> list[Endpoint]:
+        """Close every endpoint (each gets a Closed event) and return them for draining."""
+        closed = list(self.endpoints.values())
+        for endpoint in closed:
+            endpoint.close(now, reason)
+        self.endpoints.clear()
+        return closed

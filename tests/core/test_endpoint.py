@@ -405,3 +405,21 @@ def test_worker_shutdown_closes_every_endpoint(h: Harness) -> None:
     assert all(e.closed for e in eps)
     assert len(h.registry) == 0
     assert len(h.hub) == 0
+
+
+def test_worker_tracks_which_endpoints_have_events(h: Harness) -> None:
+    w0, w1 = h.workers
+    assert w0.take_ready() == []
+    pub = joined(h, "r", "alice")
+    pub.control(h.now, Publish("cam", V))
+    viewer = joined(h, "r", "bob", worker=1)
+    assert {e.session for e in w0.take_ready()} == {pub.session}
+    assert {e.session for e in w1.take_ready()} == {viewer.session}
+    drain(pub)
+    drain(viewer)
+    # A viewer on worker 1 subscribing makes the publisher on worker 0 ready (key frame request).
+    viewer.control(h.now, CreateLocalTrack("v0", V))
+    viewer.control(h.now, Subscribe("v0", TrackSource("alice", "cam")))
+    assert [e.session for e in w0.take_ready()] == [pub.session]
+    assert drain(pub) == [KeyframeRequested("cam")]
+    assert w0.take_ready() == []

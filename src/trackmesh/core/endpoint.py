@@ -16,6 +16,7 @@ Cascades (each is a test in tests/core/test_endpoint.py):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from .channel import ChannelHub
 from .controls import (
@@ -42,6 +43,7 @@ from .errors import ControlError, ErrorCode
 from .events import (
     Closed,
     EndpointEvent,
+    EventQueue,
     Joined,
     Left,
     PeerJoined,
@@ -94,7 +96,13 @@ class Endpoint:
     )
 
     def __init__(
-        self, session: SessionId, conn_id: str, registry: Registry, hub: ChannelHub, rooms: RoomDirectory
+        self,
+        session: SessionId,
+        conn_id: str,
+        registry: Registry,
+        hub: ChannelHub,
+        rooms: RoomDirectory,
+        on_events: Callable[[Endpoint], None] | None = None,
     ) -> None:
         self.session = session
         self.conn_id = conn_id
@@ -107,7 +115,9 @@ class Endpoint:
         self._hub = hub
         self._rooms = rooms
         self._view: RoomView | None = None
-        self._events: deque[EndpointEvent] = deque()
+        self._events: deque[EndpointEvent] = EventQueue(
+            (lambda: on_events(self)) if on_events is not None else None
+        )
         self._room_subscribed = False
         self._peer_subs: set[str] = set()
         self._seen_peers: dict[str, dict[SessionId, PeerInfo]] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .ids import SessionId
@@ -95,3 +97,23 @@ EndpointEvent = (
     | BitrateTarget
     | Closed
 )
+
+
+class EventQueue(deque[EndpointEvent]):
+    """An endpoint's event queue that tells its worker when it stops being empty.
+
+    Events reach an endpoint through other endpoints' actions too (a viewer's subscription
+    asks the publisher for a key frame), so the worker keeps the set of endpoints with events
+    pending instead of polling every endpoint after every input.
+    """
+
+    __slots__ = ("_notify",)
+
+    def __init__(self, notify: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def append(self, event: EndpointEvent) -> None:
+        if not self and self._notify is not None:
+            self._notify()
+        super().append(event)

@@ -11,7 +11,7 @@ from .room import RoomDirectory
 
 
 class MediaWorker:
-    __slots__ = ("_codec", "_ids", "endpoints", "hub", "node_id", "registry", "rooms", "worker")
+    __slots__ = ("_codec", "_ids", "_ready", "endpoints", "hub", "node_id", "registry", "rooms", "worker")
 
     def __init__(
         self,
@@ -30,11 +30,23 @@ class MediaWorker:
         self.endpoints: dict[SessionId, Endpoint] = {}
         self._ids = SessionIdGenerator(node_id, worker, session_start)
         self._codec = ConnIdCodec(secret)
+        self._ready: dict[SessionId, Endpoint] = {}
+
+    def _mark_ready(self, endpoint: Endpoint) -> None:
+        self._ready[endpoint.session] = endpoint
+
+    def take_ready(self) -> list[Endpoint]:
+        """Endpoints that have events to drain since the last call (each at most once)."""
+        if not self._ready:
+            return []
+        ready = list(self._ready.values())
+        self._ready.clear()
+        return ready
 
     def create_endpoint(self) -> Endpoint:
         session = self._ids.next()
         conn_id = self._codec.encode(self.node_id, self.worker, session)
-        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms)
+        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms, self._mark_ready)
         self.endpoints[session] = endpoint
         return endpoint
 

@@ -1,0 +1,156 @@
+"""The zenoh session of a cluster node: config builder and opener.
+
+Every node is a zenoh *peer* with an explicit listen endpoint and explicit seeds to connect to.
+Scouting is always off (multicast scouting would announce the node on 224.0.0.224:7446, gossip
+would make it dial addresses it learned from others), so a node only ever talks to the endpoints
+it was given and to the nodes that connect to it.
+
+Links are authenticated with zenoh's user/password extension (``transport/auth/usrpwd``): both
+sides of every link prove knowledge of a password derived from the cluster secret (a challenge /
+response; the password itself is not sent). A node with another secret fails the handshake and
+gets no link, hence no data, no queries and no liveliness. usrpwd authenticates but does not
+encrypt: across untrusted networks use ``tls/`` endpoints as well.
+
+zenoh reads the accepted credentials from a *dictionary file* (``user:password`` lines). We write
+it into a private temporary directory (mode 0600) and delete it when the session closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zenoh
+
+# Liveliness lease: a node that stops answering (hang, partition: no TCP FIN) is declared dead
+# after this long. A killed process is noticed at once, when the kernel closes its sockets.
+DEFAULT_LEASE_MS = 2500
+# Keep-alives per lease period (zenoh's ``transport/link/tx/keep_alive``).
+KEEP_ALIVES_PER_LEASE = 4
+
+_ENDPOINT = re.compile(r"^(tcp|tls|quic|udp)/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+class ClusterConfigError(ValueError):
+    """A cluster setting that cannot be turned into a safe zenoh config."""
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``proto/host:port`` with an explicit host and port (no wildcards, no zenoh extras)."""
+    m = _ENDPOINT.match(endpoint)
+    if m is None or not 0 <= int(m.group(3)) <= 65535:
+        raise ClusterConfigError(f"zenoh endpoint must look like tcp/127.0.0.1:7447, got {endpoint!r}")
+    return endpoint
+
+
+def derive_credentials(secret: str | bytes) -> tuple[str, str]:
+    """(user, password) for zenoh usrpwd, derived from the cluster secret.
+
+    Domain-separated from every other use of the secret (ConnIds, tokens). The user name is sent
+    in clear during the handshake, so it is a short tag (it only tells which secret generation a
+    node runs, handy while rotating); the password is never sent.
+    """
+    raw = secret.encode() if isinstance(secret, str) else secret
+    if not raw:
+        raise ClusterConfigError("the cluster secret must not be empty")
+    key = hashlib.sha256(b"trackmesh-zenoh-v1\0" + raw).digest()
+    user = "tm-" + hmac.new(key, b"user", hashlib.sha256).hexdigest()[:12]
+    password = hmac.new(key, b"password", hashlib.sha256).hexdigest()
+    return user, password
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """What a node needs to join the cluster mesh."""
+
+    secret: str | bytes
+    listen: Sequence[str] = ()
+    seeds: Sequence[str] = ()
+    lease_ms: int = DEFAULT_LEASE_MS
+    # Extra zenoh settings (path -> JSON value), applied last; scouting cannot be re-enabled.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for ep in (*self.listen, *self.seeds):
+            check_endpoint(ep)
+        if not self.listen and not self.seeds:
+            raise ClusterConfigError("a node needs a listen endpoint or at least one seed")
+        if not 200 <= self.lease_ms <= 60_000:
+            raise ClusterConfigError(f"lease must be 200..60000 ms, got {self.lease_ms}")
+        for path in self.extra:
+            if path.startswith("scouting") or path.startswith("transport/auth"):
+                raise ClusterConfigError(f"{path!r} is managed by trackmesh and cannot be overridden")
+
+
+def build_config(cfg: ClusterConfig, dictionary_file: str) -> zenoh.Config:
+    """The zenoh config of a node. ``dictionary_file`` must hold ``user:password`` (see open_node)."""
+    user, password = derive_credentials(cfg.secret)
+    z = zenoh.Config()
+    settings: list[tuple[str, Any]] = [
+        ("mode", "peer"),
+        ("scouting/multicast/enabled", False),
+        ("scouting/gossip/enabled", False),
+        ("listen/endpoints", list(cfg.listen)),
+        ("connect/endpoints", list(cfg.seeds)),
+        ("transport/auth/usrpwd", {"user": user, "password": password, "dictionary_file": dictionary_file}),
+        ("transport/link/tx/lease", cfg.lease_ms),
+        ("transport/link/tx/keep_alive", KEEP_ALIVES_PER_LEASE),
+    ]
+    settings.extend(cfg.extra.items())
+    for path, value in settings:
+        z.insert_json5(path, json.dumps(value))
+    # Belt and braces: refuse to hand out a config that could scout.
+    scouting = [json.loads(z.get_json(f"scouting/{kind}/enabled")) for kind in ("multicast", "gossip")]
+    if scouting != [False, False]:
+        raise ClusterConfigError("zenoh scouting must stay disabled")
+    return z
+
+
+class ZenohNode:
+    """An open zenoh session plus the private files it needs; ``close()`` removes them."""
+
+    __slots__ = ("_tmpdir", "config", "session")
+
+    def __init__(self, session: zenoh.Session, config: ClusterConfig, tmpdir: str) -> None:
+        self.session = session
+        self.config = config
+        self._tmpdir = tmpdir
+
+    @property
+    def zid(self) -> str:
+        return str(self.session.zid())
+
+    def peers(self) -> list[str]:
+        """zids of the nodes this session currently has an (authenticated) link with."""
+        return [str(z) for z in self.session.info.peers_zid()]
+
+    def close(self) -> None:
+        try:
+            if not self.session.is_closed():
+                self.session.close()  # type: ignore[no-untyped-call]
+        finally:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def open_node(cfg: ClusterConfig) -> ZenohNode:
+    """Open the node's zenoh session (peer mode, no scouting, authenticated links)."""
+    user, password = derive_credentials(cfg.secret)
+    tmpdir = tempfile.mkdtemp(prefix="trackmesh-zenoh-")
+    try:
+        path = os.path.join(tmpdir, "usrpwd")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{user}:{password}\n")
+        session = zenoh.open(build_config(cfg, path))
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return ZenohNode(session, cfg, tmpdir)

@@ -1,0 +1,162 @@
+"""ZenohRegistry across real zenoh sessions on 127.0.0.1 (private netns only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trackmesh.cluster.zenoh_registry import ZenohRegistry
+
+from .conftest import Pump, endpoint, free_port, wait_for
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, bytes | None]] = []
+        self.state: dict[str, bytes] = {}
+
+    def on_registry_put(self, key: str, value: bytes) -> None:
+        self.log.append(("put", key, value))
+        self.state[key] = value
+
+    def on_registry_delete(self, key: str) -> None:
+        self.log.append(("del", key, None))
+        self.state.pop(key, None)
+
+
+def linked(*ns) -> None:  # type: ignore[no-untyped-def]
+    wait_for(lambda: all(len(n.peers()) >= len(ns) - 1 for n in ns))
+
+
+def test_put_watch_delete_across_nodes_with_replay(nodes) -> None:  # type: ignore[no-untyped-def]
+    a = nodes()
+    b = nodes(seeds=a.config.listen)
+    linked(a, b)
+    pa, pb = Pump(), Pump()
+    ra, rb = ZenohRegistry(a.session, pa), ZenohRegistry(b.session, pb)
+    ra.put("r/room1/p/alice/1", b"A1")
+    ra.put("r/room2/p/zed/2", b"other room")
+    # Replay: B watches after A's put and receives it.
+    w = Recorder()
+    rb.watch("r/room1/", w)
+    pb.until(lambda: w.state == {"r/room1/p/alice/1": b"A1"})
+    # Changes after the watch: put, update, delete.
+    ra.put("r/room1/t/alice/cam/1", b"T")
+    ra.put("r/room1/p/alice/1", b"A1v2")
+    pb.until(lambda: w.state == {"r/room1/p/alice/1": b"A1v2", "r/room1/t/alice/cam/1": b"T"})
+    ra.delete("r/room1/t/alice/cam/1")
+    pb.until(lambda: "r/room1/t/alice/cam/1" not in w.state)
+    # B's own entries reach B's watcher synchronously, and A's watcher later.
+    wa = Recorder()
+    ra.watch("r/room1/", wa)
+    assert wa.state == {"r/room1/p/alice/1": b"A1v2"}  # own entries: synchronous replay
+    rb.put("r/room1/p/bob/3", b"B")
+    assert w.state["r/room1/p/bob/3"] == b"B"
+    pa.until(lambda: wa.state.get("r/room1/p/bob/3") == b"B")
+    pb.drain(0.2)
+    assert all(key.startswith("r/room1/") for _, key, _ in w.log)
+    # Identical re-puts are not reported again.
+    n = len(w.log)
+    ra.put("r/room1/p/alice/1", b"A1v2")
+    pb.drain(0.2)
+    assert len(w.log) == n
+    # After unwatch nothing more arrives.
+    rb.unwatch("r/room1/", w)
+    ra.put("r/room1/p/carol/4", b"C")
+    pb.drain(0.3)
+    assert len(w.log) == n
+    ra.close()
+    rb.close()
+
+
+def test_three_nodes_second_watcher_and_prefix_isolation(nodes) -> None:  # type: ignore[no-untyped-def]
+    a = nodes()
+    b = nodes(seeds=a.config.listen)
+    c = nodes(seeds=[*a.config.listen, *b.config.listen])
+    linked(a, b, c)
+    pumps = [Pump(), Pump(), Pump()]
+    ra, rb, rc = (ZenohRegistry(n.session, p) for n, p in zip((a, b, c), pumps, strict=True))
+    ra.put("r/x/p/a/1", b"a")
+    rb.put("r/x/p/b/2", b"b")
+    rb.put("r/xy/p/b/2", b"not in r/x/")
+    w1, w2 = Recorder(), Recorder()
+    rc.watch("r/x/", w1)
+    pumps[2].until(lambda: w1.state == {"r/x/p/a/1": b"a", "r/x/p/b/2": b"b"})
+    rc.watch("r/x/", w2)  # second watcher of the prefix: replayed from this node's copy, at once
+    assert w2.state == w1.state
+    rb.delete("r/x/p/b/2")
+    pumps[2].until(lambda: w1.state == w2.state == {"r/x/p/a/1": b"a"})
+    assert set(rc.remote_members()) == {ra.member}
+
+
+def test_entries_vanish_when_a_session_closes_abruptly(nodes) -> None:  # type: ignore[no-untyped-def]
+    a = nodes()
+    b = nodes(seeds=a.config.listen)
+    linked(a, b)
+    pa, pb = Pump(), Pump()
+    ra, rb = ZenohRegistry(a.session, pa), ZenohRegistry(b.session, pb)
+    ra.put("r/r/p/a/1", b"x")
+    ra.put("r/r/t/a/cam/1", b"y")
+    w = Recorder()
+    rb.watch("r/r/", w)
+    pb.until(lambda: len(w.state) == 2)
+    a.session.close()  # no registry.close(): no deletes are sent, the liveliness token just goes
+    took = pb.until(lambda: not w.state, timeout=3.0)
+    assert took < 3.0
+    assert ("del", "r/r/p/a/1", None) in w.log and ("del", "r/r/t/a/cam/1", None) in w.log
+
+
+def test_entries_of_a_sigkilled_node_vanish_within_3_seconds(nodes) -> None:  # type: ignore[no-untyped-def]
+    b = nodes()
+    seed_port = int(b.config.listen[0].rsplit(":", 1)[1])
+    pb = Pump()
+    rb = ZenohRegistry(b.session, pb)
+    w = Recorder()
+    rb.watch("r/k/", w)
+    script = Path(__file__).with_name("node_proc.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(free_port()), str(seed_port), "r/k/p/ghost/9", "r/k/t/ghost/cam/9"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), line
+        pb.until(lambda: len(w.state) == 2, timeout=5.0)
+        proc.send_signal(signal.SIGKILL)
+        start = time.monotonic()
+        pb.until(lambda: not w.state, timeout=3.0)
+        assert time.monotonic() - start < 3.0
+        assert rb.members_lost >= 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_late_put_after_member_death_is_ignored(nodes) -> None:  # type: ignore[no-untyped-def]
+    a = nodes()
+    pa = Pump()
+    ra = ZenohRegistry(a.session, pa)
+    w = Recorder()
+    ra.watch("r/z/", w)
+    ra._member_gone("deadbeef")
+    ra._remote_put("deadbeef", "r/z/p/x/1", 5, b"stale")
+    assert w.state == {}
+    # A delete seen during a replay leaves a tombstone: a late, older reply cannot revive the key.
+    ra._inflight += 1
+    ra._remote_put("cafe", "r/z/p/y/1", 3, b"v3")
+    ra._remote_delete("cafe", "r/z/p/y/1", 4)
+    ra._remote_put("cafe", "r/z/p/y/1", 3, b"v3")
+    assert w.state == {}
+    ra._remote_put("cafe", "r/z/p/y/1", 2, b"older")
+    assert w.state == {}
+    ra._remote_put("cafe", "r/z/p/y/1", 5, b"newer")
+    assert w.state == {"r/z/p/y/1": b"newer"}
+    assert endpoint(1) == "tcp/127.0.0.1:1"

@@ -1,0 +1,1 @@
+"""The ``trackmesh`` command line."""

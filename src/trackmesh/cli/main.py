@@ -1,0 +1,70 @@
+"""``trackmesh standalone|gateway|media``: start a node.
+
+Every flag can also be set with an environment variable ``TRACKMESH_<FLAG>`` (e.g.
+``TRACKMESH_HTTP_PORT=3001``). A bad value stops the process with one line naming the flag
+and the accepted values, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from trackmesh import __version__
+from trackmesh.config import FLAGS, ConfigError, env_name, resolve
+from trackmesh.logs import setup_logging
+
+ROLES = {
+    "standalone": "gateway and media roles in one process, on embedded defaults",
+    "gateway": "route client requests to the best media node of the zone (needs the cluster)",
+    "media": "run transports and the media core",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One clear line, not the whole usage dump.
+        self.exit(2, f"trackmesh: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
+    parser.add_argument("--version", action="version", version=f"trackmesh {__version__}")
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=_Parser)
+    for role, help_text in ROLES.items():
+        p = sub.add_parser(role, help=help_text, description=help_text)
+        for flag in FLAGS:
+            if role in flag.roles:
+                p.add_argument(flag.name, metavar=flag.metavar, help=f"{flag.help} [env {env_name(flag.name)}]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    role = args.role
+    try:
+        config = resolve(role, vars(args))
+    except ConfigError as exc:
+        print(f"trackmesh: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    from trackmesh.runtime.loop import new_event_loop
+    from trackmesh.runtime.node import Node, StartupError, print_banner
+
+    node = Node(config)
+    node.on_started = print_banner
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(node.run())
+    except StartupError as exc:
+        print(f"trackmesh: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

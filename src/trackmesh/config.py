@@ -1,0 +1,200 @@
+"""Node configuration: every command-line flag, its environment variable and its validation.
+
+Each flag ``--some-flag`` can also be set as ``TRACKMESH_SOME_FLAG``; the command line wins.
+A bad value stops the process at start with one line naming the flag and what it accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """A flag or environment value that cannot be used; the message names it."""
+
+
+def env_name(flag: str) -> str:
+    return "TRACKMESH_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    role: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 3000
+    secret: str = ""
+    secret_generated: bool = False
+    node_ip: str = "127.0.0.1"
+    webrtc_port: int = 0
+    workers: int = 1
+    node_id: int = 1
+    zone: int = 0
+    log_level: str = "info"
+    log_format: str = "text"
+    shutdown_timeout: float = 10.0
+    seeds: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        low = 0 if allow_zero else 1
+        if not low <= value <= 65535:
+            extra = " (0 = choose a free port)" if allow_zero else ""
+            raise ConfigError(f"{flag}: {text!r} is not a port; accepted: an integer {low}..65535{extra}")
+        return value
+
+    return parse
+
+
+def _int_range(flag: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigError(f"{flag}: {text!r} is out of range; accepted: an integer {low}..{high}")
+        return value
+
+    return parse
+
+
+def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower()
+        if value not in choices:
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _ip(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise ConfigError(f"{flag}: {text!r} is not an IP address; accepted: an IPv4 or IPv6 address") from None
+
+    return parse
+
+
+def _host(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text or any(c.isspace() for c in text):
+            raise ConfigError(f"{flag}: {text!r} is not a host; accepted: an IP address or host name")
+        return text
+
+    return parse
+
+
+def _secret(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) < 8:
+            raise ConfigError(f"{flag}: the secret is too short; accepted: at least 8 characters")
+        return text
+
+    return parse
+
+
+def _float_range(flag: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigError(f"{flag}: {text!r} is out of range; accepted: a number {low}..{high}")
+        return value
+
+    return parse
+
+
+def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        return tuple(s.strip() for s in text.split(",") if s.strip())
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    roles: tuple[str, ...]
+    metavar: str = "VALUE"
+
+
+ALL_ROLES = ("standalone", "gateway", "media")
+FLAGS: tuple[Flag, ...] = (
+    Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
+    Flag("--http-port", "port of the HTTP API (default 3000)", _port("--http-port", False), ALL_ROLES, "PORT"),
+    Flag(
+        "--secret",
+        "app and cluster secret: signs tokens and conn ids (default: generated and printed at start)",
+        _secret("--secret"),
+        ALL_ROLES,
+        "SECRET",
+    ),
+    Flag("--node-ip", "IP address advertised in ICE candidates (default 127.0.0.1)", _ip("--node-ip"),
+         ("standalone", "media"), "IP"),
+    Flag("--webrtc-port", "first UDP port for WebRTC, one per worker (default 0 = choose)",
+         _port("--webrtc-port", True), ("standalone", "media"), "PORT"),
+    Flag("--workers", "number of media worker processes (default 1)", _int_range("--workers", 1, 64),
+         ("standalone", "media"), "N"),
+    Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),
+    Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
+    Flag("--seeds", "comma-separated cluster endpoints to connect to", _seeds("--seeds"), ("gateway", "media"),
+         "LIST"),
+    Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
+         ALL_ROLES, "LEVEL"),
+    Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
+    Flag("--shutdown-timeout", "seconds to wait for sessions to close on SIGTERM (default 10)",
+         _float_range("--shutdown-timeout", 0.0, 3600.0), ALL_ROLES, "SECONDS"),
+)
+
+
+def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Build the config of ``role`` from raw command-line values (None = not given) and the
+    environment. Raises ConfigError naming the first bad flag."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {"role": role}
+    for flag in FLAGS:
+        if role not in flag.roles:
+            continue
+        key = flag.name.lstrip("-").replace("-", "_")
+        raw = cli_values.get(key)
+        source = flag.name
+        if raw is None and env_name(flag.name) in env:
+            raw = env[env_name(flag.name)]
+            source = env_name(flag.name)
+        if raw is None:
+            continue
+        try:
+            values[key] = flag.parse(raw)
+        except ConfigError as exc:
+            if source != flag.name:
+                raise ConfigError(str(exc).replace(flag.name, f"{source} ({flag.name})", 1)) from None
+            raise
+    if not values.get("secret"):
+        values["secret"] = secrets.token_urlsafe(24)
+        values["secret_generated"] = True
+    node_id = values.get("node_id", 1)
+    zone = values.get("zone", 0)
+    # As in atm0s: NodeId = zone << 8 | index, so a node id names its zone too.
+    values["node_id"] = (zone << 8) | node_id
+    values["zone"] = zone
+    return NodeConfig(**values)

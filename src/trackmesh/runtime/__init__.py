@@ -1,0 +1,1 @@
+"""Thin asyncio drivers around the sans-IO cores: worker loops, the node process, signals."""

@@ -1,0 +1,206 @@
+"""Node: one trackmesh process (standalone, gateway or media role).
+
+It starts the workers, serves the HTTP API on the same event loop as worker 0, routes each
+request to a worker (by room for new sessions, by the worker encoded in the conn id after),
+and shuts down cleanly on SIGINT/SIGTERM: HTTP stops accepting, every endpoint is closed
+(transports tell their clients), sockets close, exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from trackmesh import __version__
+from trackmesh.config import NodeConfig
+from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+
+from .handles import InProcessWorker, ProcessWorker, WorkerHandle
+from .loop import loop_name
+from .transports import install_all
+from .worker import RpcError, WorkerRuntime
+
+log = logging.getLogger("trackmesh.node")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: the node owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is one line naming the flag."""
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.workers: list[WorkerHandle] = []
+        self.started_at = time.time()
+        self.conn_ids = ConnIdCodec(config.secret)
+        self.draining = False
+        self.loop_name = "asyncio"
+        self._stop = asyncio.Event()
+        self._stop_reason = "stopped"
+        self.on_started: Callable[[Node], None] | None = None
+
+    # ---- routing -------------------------------------------------------------------------
+
+    @property
+    def has_media(self) -> bool:
+        return self.config.role in ("standalone", "media")
+
+    def worker_for_room(self, room: str) -> WorkerHandle:
+        """All sessions of a room live on one worker, so its in-process registry and channels
+        see the whole room (the mediasoup Router-per-worker model)."""
+        if not self.workers:
+            raise RpcError(503, f"no media node available in zone {self.config.zone}")
+        digest = hashlib.blake2b(room.encode(), digest_size=8).digest()
+        return self.workers[int.from_bytes(digest, "big") % len(self.workers)]
+
+    def worker_for_conn(self, conn_id: str) -> WorkerHandle:
+        try:
+            parts = self.conn_ids.decode(conn_id)
+        except InvalidConnId:
+            raise RpcError(404, "unknown conn id") from None
+        if parts.node_id != self.config.node_id or parts.worker >= len(self.workers):
+            raise RpcError(404, "unknown conn id")
+        return self.workers[parts.worker]
+
+    async def stats(self) -> list[dict[str, Any]]:
+        out = []
+        for worker in self.workers:
+            try:
+                out.append(await worker.call("worker.stats", {}))
+            except RpcError as exc:
+                out.append({"worker": worker.index, "error": exc.message})
+        return out
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def _bind_http(self) -> socket.socket:
+        host, port = self.config.http_host, self.config.http_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"--http-port: cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.listen(512)
+        sock.setblocking(False)
+        return sock
+
+    async def _start_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.has_media:
+            return
+        runtime = WorkerRuntime(self.config, 0)
+        install_all(runtime)
+        try:
+            runtime.start(loop)
+        except RpcError as exc:
+            raise StartupError(exc.message) from None
+        self.workers.append(InProcessWorker(runtime))
+        children = [ProcessWorker(self.config, i) for i in range(1, self.config.workers)]
+        try:
+            await asyncio.gather(*(c.start() for c in children))
+        except (RpcError, TimeoutError) as exc:
+            for child in children:
+                await child.stop("start failed", 2.0)
+            runtime.shutdown("start failed")
+            raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
+        self.workers.extend(children)
+
+    async def run(self) -> int:
+        from trackmesh.http.app import create_app
+
+        loop = asyncio.get_running_loop()
+        self.loop_name = loop_name(loop)
+        http_sock = self._bind_http()
+        try:
+            await self._start_workers()
+        except StartupError:
+            http_sock.close()
+            raise
+        app = create_app(self)
+        server = _Server(
+            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        serve = asyncio.create_task(server.serve(sockets=[http_sock]))
+        await asyncio.sleep(0)
+        log.info(
+            "node started",
+            extra={
+                "fields": {
+                    "role": self.config.role,
+                    "node_id": self.config.node_id,
+                    "http": f"{self.config.http_host}:{self.config.http_port}",
+                    "workers": len(self.workers),
+                    "udp_ports": ",".join(str(w.udp_port) for w in self.workers),
+                    "loop": self.loop_name,
+                    "version": __version__,
+                }
+            },
+        )
+        if self.on_started is not None:
+            self.on_started(self)
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if serve in done and not stop.done():
+            code = 1
+            log.error("HTTP server stopped unexpectedly")
+        log.info("shutting down", extra={"fields": {"reason": self._stop_reason}})
+        self.draining = True
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, SystemExit):
+            await serve
+        stop.cancel()
+        # Children first (in parallel), then the in-process worker.
+        await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
+        if self.workers:
+            await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        log.info("node stopped")
+        return code
+
+
+def print_banner(node: Node) -> None:
+    """What a new user needs: where the API is, the secret (when generated) and sample URLs."""
+    cfg = node.config
+    base = f"http://{cfg.http_host if cfg.http_host not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.http_port}"
+    lines = [
+        f"trackmesh {__version__} {cfg.role} node is up ({len(node.workers)} media worker(s), {node.loop_name})",
+        f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs)",
+        f"  health:        {base}/api/node/health",
+    ]
+    if node.has_media:
+        lines += [
+            f"  publish (WHIP) sample: {base}/samples/whip.html",
+            f"  watch (WHEP) sample:   {base}/samples/whep.html",
+        ]
+    if cfg.secret_generated:
+        lines.append(f"  app secret (generated, shown once; pass --secret to choose one): {cfg.secret}")
+    print("\n".join(lines), file=sys.stderr, flush=True)

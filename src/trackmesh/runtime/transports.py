@@ -1,0 +1,26 @@
+"""Which transports each worker runs: every worker installs the same set at start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .worker import WorkerRuntime
+
+Installer = Callable[[WorkerRuntime], None]
+
+
+def worker_transports() -> list[Installer]:
+    """Installers of the transports compiled into this build, in order."""
+    installers: list[Installer] = []
+    try:
+        from trackmesh.transports.webrtc.install import install as install_webrtc
+    except ImportError:
+        pass
+    else:
+        installers.append(install_webrtc)
+    return installers
+
+
+def install_all(runtime: WorkerRuntime) -> None:
+    for install in worker_transports():
+        install(runtime)

@@ -1,0 +1,84 @@
+"""Session tokens: HS256 JWTs signed with the cluster secret, compatible with atm0s 0.2.
+
+Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine) so a token cannot be used on
+another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
+``record`` and ``extra_data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import warnings
+
+import jwt
+
+# atm0s-compatible tokens are signed with the app secret itself, which users choose (we require
+# >= 8 characters; generated ones have 32). PyJWT's advice to use >= 32 bytes is in the docs.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+KINDS = ("whip", "whep", "webrtc", "rtpengine")
+MAX_TTL = 7 * 24 * 3600
+
+
+class TokenError(ValueError):
+    """A token that cannot be used; the message says why (it becomes the 401 body)."""
+
+
+@dataclass(frozen=True)
+class SessionToken:
+    kind: str
+    room: str | None
+    peer: str | None
+    record: bool = False
+    extra_data: str | None = None
+    expires_at: int = 0
+
+
+def app_secret_matches(secret: str, presented: str) -> bool:
+    return hmac.compare_digest(
+        hashlib.sha256(secret.encode()).digest(), hashlib.sha256(presented.encode()).digest()
+    )
+
+
+def issue(secret: str, token: SessionToken, ttl: int, now: int) -> str:
+    if token.kind not in KINDS:
+        raise ValueError(f"unknown token kind {token.kind!r}")
+    claims: dict[str, Any] = {"iss": token.kind, "iat": now, "nbf": now - 1, "exp": now + ttl}
+    if token.room is not None:
+        claims["room"] = token.room
+    if token.peer is not None:
+        claims["peer"] = token.peer
+    if token.record:
+        claims["record"] = True
+    if token.extra_data is not None:
+        claims["extra_data"] = token.extra_data
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify(secret: str, token: str, kind: str, now: int) -> SessionToken:
+    """Check signature, expiry and kind. ``now`` is wall-clock seconds (the caller's clock)."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "exp"]},
+        )
+    except jwt.InvalidSignatureError:
+        raise TokenError("token signature does not verify") from None
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"token is malformed: {exc}") from None
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or exp <= now:
+        raise TokenError("token has expired")
+    if claims.get("iss") != kind:
+        raise TokenError(f"token is for {claims.get('iss')!r}, not {kind!r}")
+    room, peer, extra = claims.get("room"), claims.get("peer"), claims.get("extra_data")
+    for name, value in (("room", room), ("peer", peer), ("extra_data", extra)):
+        if value is not None and not isinstance(value, str):
+            raise TokenError(f"token claim {name!r} must be a string")
+    return SessionToken(kind, room, peer, claims.get("record") is True, extra, exp)

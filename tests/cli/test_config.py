@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from trackmesh.cli.main import main
+from trackmesh.config import ConfigError, env_name, resolve
+
+
+def test_defaults_of_standalone() -> None:
+    cfg = resolve("standalone", {}, {})
+    assert (cfg.http_host, cfg.http_port, cfg.node_ip, cfg.webrtc_port, cfg.workers) == ("127.0.0.1", 3000, "127.0.0.1", 0, 1)
+    assert cfg.secret_generated and len(cfg.secret) >= 24
+    assert cfg.log_level == "info"
+
+
+def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
+    env = {
+        env_name("--http-port"): "3005",
+        env_name("--workers"): "3",
+        env_name("--secret"): "from-env-secret",
+        env_name("--node-ip"): "127.0.0.5",
+        env_name("--log-level"): "DEBUG",
+        env_name("--zone"): "2",
+        env_name("--node-id"): "9",
+    }
+    cfg = resolve("standalone", {"http_port": "3006"}, env)
+    assert cfg.http_port == 3006
+    assert cfg.workers == 3 and cfg.secret == "from-env-secret" and not cfg.secret_generated
+    assert cfg.node_ip == "127.0.0.5" and cfg.log_level == "debug"
+    assert cfg.node_id == (2 << 8) | 9 and cfg.zone == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "env", "message"),
+    [
+        ({"http_port": "70000"}, {}, "--http-port: '70000' is not a port; accepted: an integer 1..65535"),
+        ({"workers": "0"}, {}, "--workers: '0' is out of range; accepted: an integer 1..64"),
+        ({"node_ip": "localhost"}, {}, "--node-ip: 'localhost' is not an IP address"),
+        ({"log_level": "loud"}, {}, "--log-level: 'loud' is not accepted; accepted: debug, info, warning, error"),
+        ({"secret": "short"}, {}, "--secret: the secret is too short; accepted: at least 8 characters"),
+        ({}, {"TRACKMESH_WEBRTC_PORT": "x"}, "TRACKMESH_WEBRTC_PORT (--webrtc-port): 'x' is not a port"),
+    ],
+)
+def test_bad_values_name_the_flag(values: dict[str, str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        resolve("standalone", values, env)
+    assert str(exc.value).startswith(message)
+
+
+def test_cli_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["standalone", "--http-port", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0
+    assert "--http-port: 'abc' is not a port" in err
+
+
+def test_unknown_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["standalone", "--bogus", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--bogus" in err

@@ -1,0 +1,85 @@
+"""Start a real ``trackmesh`` process on loopback for tests, and stop it by signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+TRACKMESH = str(Path(sys.executable).parent / "trackmesh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+class NodeProcess:
+    def __init__(self, *args: str, secret: str = "test-secret-123", env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.secret = secret
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(
+            [TRACKMESH, "standalone", "--http-port", str(self.port), "--secret", secret, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"trackmesh exited early ({self.proc.returncode}):\n{self.output()}")
+            try:
+                status, _, _ = http("GET", self.base + "/api/node/health")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("trackmesh did not become ready")
+
+    def json(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        status, _, raw = http(method, self.base + path, data, headers)
+        return status, json.loads(raw) if raw else None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("trackmesh did not stop after the signal") from None
+
+    def output(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()

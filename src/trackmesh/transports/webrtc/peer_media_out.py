@@ -1,0 +1,385 @@
+"""Media a WebRTC client views: the LocalTrack sink that turns the core's MediaPackets into this
+viewer's SRTP stream, answers its NACKs, picks simulcast layers and writes its sender reports.
+
+Per packet (hot path): pick the layer, rewrite seq/ts into one continuous space
+(:class:`SeqTsRewriter`, so switching source or layer is seamless, RFC 7667 s3.7), write the
+viewer's SSRC, payload type and the header extensions we own (transport-cc sequence,
+abs-send-time) into one reusable buffer, SRTP-protect, queue. The plaintext is kept in a
+:class:`RetransmitBuffer` so NACKs are answered here, never forwarded to the publisher.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from trackmesh.core.controls import RequestKeyframe
+from trackmesh.core.endpoint import Endpoint
+from trackmesh.core.model import MediaCodec, MediaPacket
+from trackmesh.core.tracks import LocalTrack
+from trackmesh.transports.webrtc.nack import RetransmitBuffer
+from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
+from trackmesh.transports.webrtc.peer_media_in import media_codec
+from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
+from trackmesh.transports.webrtc.rtcp import build_sr
+from trackmesh.transports.webrtc.rtp import RtpError, RtpHeader
+from trackmesh.transports.webrtc.sdp_answer import EXT_ABS_SEND_TIME, EXT_TWCC, NegotiatedMedia
+from trackmesh.transports.webrtc.srtp import SrtpError, SrtpSession
+from trackmesh.transports.webrtc.stun import Address
+from trackmesh.transports.webrtc.twcc import BandwidthEstimator, TwccSendHistory
+
+__all__ = ["OutboundTrack", "SendContext"]
+
+_HDR: Final = struct.Struct("!BBHII")  # RFC 3550 s5.1 fixed header
+_U16: Final = struct.Struct("!H")
+_ABS: Final = struct.Struct("!HB")  # 24-bit abs-send-time, high 16 bits then low 8
+_BUF_SIZE: Final = 4096  # above any UDP payload a WebRTC peer sends (MTU ~1200-1500)
+#: RFC 868 / RFC 5905: seconds from the NTP epoch (1900) to the Unix epoch (1970).
+NTP_EPOCH_OFFSET: Final = 2208988800
+#: Layer bitrates are measured over windows of this many seconds.
+RATE_WINDOW: Final = 1.0
+#: A layer is chosen only if its bitrate plus this headroom fits the viewer's estimate.
+HEADROOM: Final = 1.15
+#: While a layer switch waits for a key frame, the request is repeated this often.
+KEYFRAME_RETRY: Final = 1.0
+MAX_LAYERS: Final = 4
+
+
+class SendContext:
+    """What every outgoing stream of one peer shares: keys, address, the transport-wide
+    sequence space (one per connection, draft-holmer-rmcat-transport-wide-cc s2) and the
+    connection's bandwidth estimate."""
+
+    __slots__ = ("addr", "bwe", "clock", "estimate", "history", "outbox", "srtp", "twcc_seq", "wall_offset")
+
+    def __init__(self, outbox: Outbox, clock: SharedClock, wall_offset: float) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.wall_offset = wall_offset  # wallclock (Unix seconds) = now + wall_offset
+        self.srtp: SrtpSession | None = None
+        self.addr: Address | None = None
+        self.twcc_seq = 0
+        self.history = TwccSendHistory()
+        self.bwe = BandwidthEstimator()
+        self.estimate: float | None = None  # bits per second; None until the viewer reports
+
+    def ntp(self, now: float) -> int:
+        """64-bit NTP timestamp (RFC 3550 s4) of monotonic ``now``."""
+        wall = now + self.wall_offset + NTP_EPOCH_OFFSET
+        return int(wall * 4294967296.0) & 0xFFFFFFFFFFFFFFFF
+
+
+class OutboundTrack:
+    """One m-line the server sends on, fed by LocalTrack ``local`` (this object is its sink)."""
+
+    __slots__ = (
+        "_buf",
+        "_bytes",
+        "_channel",
+        "_endpoint",
+        "_generation",
+        "_hlen",
+        "_kf_requested",
+        "_rates",
+        "_rtx_seq",
+        "_view",
+        "_win_end",
+        "_win_start",
+        "abs_pos",
+        "clock_rate",
+        "counters",
+        "ctx",
+        "current",
+        "kind",
+        "last_ts",
+        "last_ts_at",
+        "local",
+        "max_spatial",
+        "mid",
+        "octets",
+        "packets",
+        "pending",
+        "pts",
+        "rewriter",
+        "ring",
+        "rtx_pts",
+        "rtx_ssrc",
+        "ssrc",
+        "twcc_pos",
+        "video",
+    )
+
+    def __init__(self, media: NegotiatedMedia, local: LocalTrack, endpoint: Endpoint, ctx: SendContext) -> None:
+        if media.local_ssrc is None:
+            raise ValueError(f"m-line {media.mid} has no local SSRC: it is not a sending m-line")
+        self.mid = media.mid
+        self.kind = media.kind
+        self.video = media.kind == "video"
+        self.local = local
+        self.ctx = ctx
+        self._endpoint = endpoint
+        self.ssrc = media.local_ssrc
+        self.rtx_ssrc = media.local_rtx_ssrc
+        # The viewer's payload type for each codec (the first one offered wins, e.g. among
+        # several H.264 profiles), and the RTX payload type for each media payload type.
+        self.pts: dict[MediaCodec, int] = {}
+        self.rtx_pts: dict[int, int] = {}
+        for c in media.codecs:
+            codec = media_codec(c.name)
+            if codec is not None and codec not in self.pts:
+                self.pts[codec] = c.payload_type
+                if c.rtx_payload_type is not None and self.rtx_ssrc is not None:
+                    self.rtx_pts[c.payload_type] = c.rtx_payload_type
+        self.clock_rate = media.codecs[0].clock_rate if media.codecs else 90000
+        self.rewriter = SeqTsRewriter(self.clock_rate)
+        self.ring = RetransmitBuffer(512 if self.video else 64)
+        self._buf = bytearray(_BUF_SIZE)
+        self._view = memoryview(self._buf)
+        self._hlen, self.twcc_pos, self.abs_pos = self._layout(media)
+        self._rtx_seq = 0
+        self._generation = 0
+        self._channel: int | None = None
+        self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
+        self.pending = 0  # layer to switch to at its next key frame (-1: none)
+        self.max_spatial: int | None = None
+        self._kf_requested = -1e18
+        self._bytes = [0] * MAX_LAYERS
+        self._rates = [0.0] * MAX_LAYERS
+        self._win_start: float | None = None
+        self._win_end = 0.0
+        self.packets = 0
+        self.octets = 0
+        self.last_ts = 0
+        self.last_ts_at = 0.0
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "not_connected",
+                "codec_not_negotiated",
+                "layer_filtered",
+                "waiting_keyframe",
+                "stale",
+                "too_large",
+                "protect_failed",
+                "switches",
+                "nack_hits",
+                "nack_misses",
+            ),
+            0,
+        )
+        local.sink = self.on_media
+
+    def _layout(self, media: NegotiatedMedia) -> tuple[int, int, int]:
+        """Write the static part of the header extension block once (RFC 8285 s4.2 one-byte
+        form); per packet only the values are packed. Returns (header length, offsets)."""
+        elements: list[tuple[int, int]] = []
+        twcc_id = media.extensions.get(EXT_TWCC, 0)
+        abs_id = media.extensions.get(EXT_ABS_SEND_TIME, 0)
+        if 1 <= twcc_id <= 14:
+            elements.append((twcc_id, 2))
+        if 1 <= abs_id <= 14:
+            elements.append((abs_id, 3))
+        if not elements:
+            return 12, -1, -1
+        pos = 16
+        offsets: dict[int, int] = {}
+        for ext_id, length in elements:
+            self._buf[pos] = (ext_id << 4) | (length - 1)
+            offsets[ext_id] = pos + 1
+            pos += 1 + length
+        words = (pos - 16 + 3) // 4
+        for i in range(pos, 16 + 4 * words):
+            self._buf[i] = 0  # padding (ID 0) to a 32-bit boundary
+        struct.pack_into("!HH", self._buf, 12, 0xBEDE, words)
+        return 16 + 4 * words, offsets.get(twcc_id, -1), offsets.get(abs_id, -1)
+
+    # ---- the hot path ----------------------------------------------------------------------
+
+    def on_media(self, pkt: MediaPacket) -> None:
+        """The LocalTrack sink: one packet of the source (shared, never mutated)."""
+        ctx = self.ctx
+        srtp = ctx.srtp
+        addr = ctx.addr
+        if srtp is None or addr is None:
+            self.counters["not_connected"] += 1
+            return
+        pt = self.pts.get(pkt.codec)
+        if pt is None:
+            self.counters["codec_not_negotiated"] += 1
+            return
+        now = ctx.clock.now
+        payload = pkt.payload
+        size = len(payload)
+        spatial = pkt.spatial
+        if self.local.channel != self._channel:
+            self._on_new_source()
+        if self.video:
+            if spatial < MAX_LAYERS:
+                self._bytes[spatial] += size
+            if now >= self._win_end:
+                self._roll(now)
+            if spatial != self.current:
+                if spatial == self.pending and pkt.keyframe:
+                    # Switch only at a key frame of the target layer: the viewer's decoder
+                    # cannot use inter frames of a stream it never saw (RFC 7667 s3.7).
+                    self.current = spatial
+                    self.pending = -1
+                    self.counters["switches"] += 1
+                else:
+                    self.counters["layer_filtered" if self.current >= 0 else "waiting_keyframe"] += 1
+                    return
+        out = self.rewriter.rewrite((self._generation << 8) | spatial, pkt.seq, pkt.ts, now)
+        if out is None:
+            self.counters["stale"] += 1
+            return
+        seq, ts = out
+        hlen = self._hlen
+        end = hlen + size
+        if end > _BUF_SIZE:
+            self.counters["too_large"] += 1
+            return
+        buf = self._buf
+        _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if pkt.marker else pt, seq, ts, self.ssrc)
+        tpos = self.twcc_pos
+        tseq = 0
+        if tpos >= 0:
+            tseq = ctx.twcc_seq
+            ctx.twcc_seq = (tseq + 1) & 0xFFFF
+            _U16.pack_into(buf, tpos, tseq)
+        if self.abs_pos >= 0:
+            # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org abs-send-time).
+            a = int((now + ctx.wall_offset) * 262144.0) & 0xFFFFFF
+            _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
+        buf[hlen:end] = payload
+        plain = bytes(self._view[:end])
+        self.ring.put(seq, plain)
+        try:
+            protected = srtp.protect_rtp(plain)
+        except SrtpError:
+            self.counters["protect_failed"] += 1
+            return
+        ctx.outbox.append((protected, addr))
+        if tpos >= 0:
+            ctx.history.on_sent(tseq, len(protected), now)
+        self.packets += 1
+        self.octets += size
+        self.last_ts = ts
+        self.last_ts_at = now
+
+    # ---- simulcast layers --------------------------------------------------------------------
+
+    def _on_new_source(self) -> None:
+        # A new source (Switch/Subscribe, or the same track republished): a fresh rewriter key
+        # makes the next packet a switch point with continuous numbers, and video waits for a
+        # key frame of the new source.
+        self._channel = self.local.channel
+        self.new_source()
+
+    def new_source(self) -> None:
+        self._generation += 1
+        if self.video:
+            self.current = -1
+            if self.pending < 0:
+                self.pending = self._best_layer() if self._win_start is not None else 0
+
+    def _roll(self, now: float) -> None:
+        if self._win_start is None:
+            self._win_start = now
+            self._win_end = now + RATE_WINDOW
+            return
+        elapsed = max(now - self._win_start, 1e-3)
+        scale = 8.0 / elapsed
+        for i in range(MAX_LAYERS):
+            self._rates[i] = self._bytes[i] * scale
+            self._bytes[i] = 0
+        self._win_start = now
+        self._win_end = now + RATE_WINDOW
+        self.reselect(now)
+
+    @property
+    def layer_rates(self) -> list[float]:
+        """Bits per second of each incoming layer over the last complete window."""
+        return list(self._rates)
+
+    def _best_layer(self) -> int:
+        available = [i for i, r in enumerate(self._rates) if r > 0]
+        if not available:
+            return max(self.current, 0)
+        cap = self.max_spatial
+        allowed = [i for i in available if cap is None or i <= cap] or [min(available)]
+        estimate = self.ctx.estimate
+        if estimate is None:
+            return max(allowed)
+        fits = [i for i in allowed if self._rates[i] * HEADROOM <= estimate]
+        return max(fits) if fits else min(allowed)
+
+    def reselect(self, now: float) -> None:
+        """Choose the layer for the current estimate; a change waits for its key frame."""
+        if not self.video:
+            return
+        target = self._best_layer()
+        if target == self.current:
+            self.pending = -1
+            return
+        if target != self.pending or now >= self._kf_requested + KEYFRAME_RETRY:
+            self.pending = target
+            self._kf_requested = now
+            self._endpoint.control(now, RequestKeyframe(self.local.name))
+
+    def set_max_spatial(self, now: float, layer: int | None) -> None:
+        self.max_spatial = layer
+        self.reselect(now)
+
+    # ---- retransmission and reports ------------------------------------------------------
+
+    def on_nack(self, now: float, lost: list[int]) -> None:
+        """Answer a viewer's generic NACK (RFC 4585 s6.2.1) from the ring: RTX (RFC 4588 s4)
+        when negotiated, else the same packet again."""
+        ctx = self.ctx
+        srtp, addr = ctx.srtp, ctx.addr
+        if srtp is None or addr is None:
+            return
+        for seq in lost:
+            plain = self.ring.get(seq)
+            if plain is None:
+                self.counters["nack_misses"] += 1
+                continue
+            self.counters["nack_hits"] += 1
+            try:
+                h = RtpHeader.parse(plain)
+            except RtpError:
+                continue
+            rtx_pt = self.rtx_pts.get(h.payload_type)
+            if rtx_pt is not None and self.rtx_ssrc is not None:
+                # RFC 4588 s4: same timestamp and marker, the RTX stream's own sequence
+                # number, and the original sequence number (OSN) before the original payload.
+                pkt = bytearray(plain[: h.payload_offset])
+                pkt += _U16.pack(seq)
+                pkt += plain[h.payload_offset :]
+                _HDR.pack_into(pkt, 0, pkt[0], (pkt[1] & 0x80) | rtx_pt, self._rtx_seq, h.timestamp, self.rtx_ssrc)
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            else:
+                pkt = bytearray(plain)
+            tseq = -1
+            if self.twcc_pos >= 0:
+                # Every packet on the wire gets its own transport-wide number.
+                tseq = ctx.twcc_seq
+                ctx.twcc_seq = (tseq + 1) & 0xFFFF
+                _U16.pack_into(pkt, self.twcc_pos, tseq)
+            try:
+                protected = srtp.protect_rtp(bytes(pkt))
+            except SrtpError:
+                self.counters["protect_failed"] += 1
+                continue
+            ctx.outbox.append((protected, addr))
+            if tseq >= 0:
+                ctx.history.on_sent(tseq, len(protected), now)
+
+    def sender_report(self, now: float) -> bytes | None:
+        """RFC 3550 s6.4.1 SR: the RTP timestamp is the one that corresponds to the NTP time,
+        extrapolated from the last packet sent at this stream's clock rate."""
+        if self.packets == 0:
+            return None
+        rtp_ts = (self.last_ts + round((now - self.last_ts_at) * self.clock_rate)) & 0xFFFFFFFF
+        return build_sr(
+            self.ssrc, self.ctx.ntp(now), rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF
+        )

@@ -1,7 +1,8 @@
 """Fixtures for the zenoh cluster tests.
 
 Every test here opens zenoh sessions, so it runs only inside a private network namespace whose
-sole interface is ``lo`` (scripts/in-netns.sh); the autouse guard skips everything otherwise.
+sole interface is ``lo`` (scripts/in-netns.sh); the autouse guard skips them otherwise (pure
+modules that open no session set ``OPENS_SESSIONS = False`` and run anywhere).
 Sessions never scout and only use explicit tcp/127.0.0.1 endpoints.
 """
 
@@ -33,8 +34,11 @@ def only_loopback() -> tuple[bool, str]:
     return sys_view == ["lo"] and proc_view == ["lo"], f"/sys/class/net={sys_view} /proc/net/dev={proc_view}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def netns_guard() -> None:
+@pytest.fixture(autouse=True)
+def netns_guard(request: pytest.FixtureRequest) -> None:
+    """Skip outside a lo-only netns, unless the module says ``OPENS_SESSIONS = False``."""
+    if not getattr(request.module, "OPENS_SESSIONS", True):
+        return
     ok, seen = only_loopback()
     if not ok:
         pytest.skip(

@@ -1,0 +1,403 @@
+"""ZenohChannelHub: the core's ChannelHub across the cluster, on a zenoh session.
+
+In-process delivery is LocalChannelHub's, unchanged: this hub wraps one and only adds the
+crossing between nodes.
+
+- A publisher on this node starts a local channel (its local viewers are served in process) and
+  *exports* it: a zenoh publisher on ``tm/ch/<channel>`` (remote destinations only), a liveliness
+  token ``tm/src/<channel>/<member>`` (the channel is live here) and a subscriber on
+  ``tm/fb/<channel>`` that hands viewers' feedback from other nodes to the local publisher.
+  Packets are serialized only while some other node subscribes (zenoh matching status).
+- A node with local subscribers to a channel *imports* it: while it has at least one, it holds
+  one zenoh subscriber on ``tm/ch/<channel>`` and one liveliness subscriber on
+  ``tm/src/<channel>/*``. So a track's media crosses to each interested node once, however many
+  viewers it has there; the last unsubscribe undeclares both.
+- While some other node publishes the channel (its token is present) and no local publisher
+  does, a *proxy* publisher stands for it in the local hub: remote packets are sent through the
+  proxy's handle to the local viewers, ``on_channel_source`` fires when the first remote token
+  appears and when the last goes (the publisher stopped, or its node died), and feedback the local
+  hub routes to the proxy is published on ``tm/fb/<channel>`` to the publisher's node. A local
+  publisher takes precedence over remote ones on its own node.
+
+Threads: zenoh callbacks only decode and hand a closure to ``post`` (the driver passes
+``loop.call_soon_threadsafe``); LocalChannelHub and every core callback run on the thread that
+drains ``post``. ``clock`` gives ``now`` to those deferred calls (the driver passes loop.time or
+time.monotonic, whichever clock its core calls use).
+
+Wire format of a packet (network byte order)::
+
+    version:u8=1 codec:u8 payload_type:u8 flags:u8 seq:u32 ts:u32
+    spatial:u8 temporal:u8 audio_level:u8 n_layers:u8 layers:u8*n_layers payload
+    flags: 1 = marker, 2 = keyframe, 4 = audio_level present
+
+Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate) origin:16 bytes bitrate_bps:u64``.
+Malformed messages are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import zenoh
+
+from trackmesh.cluster.local import LocalChannelHub
+from trackmesh.cluster.zenoh_registry import Post, undeclare
+from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback, FeedbackKind
+from trackmesh.core.model import MediaCodec, MediaPacket
+
+CH_ROOT = "tm/ch/"
+FB_ROOT = "tm/fb/"
+SRC_ROOT = "tm/src/"
+
+_VERSION = 1
+_HDR = struct.Struct("!BBBBIIBBBB")
+_F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
+_FB = struct.Struct("!BB16sQ")
+_FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE)
+
+
+class BadMessage(ValueError):
+    """A packet or feedback message that does not parse (dropped and counted)."""
+
+
+def encode_packet(pkt: MediaPacket) -> bytes:
+    flags = (_F_MARKER if pkt.marker else 0) | (_F_KEYFRAME if pkt.keyframe else 0)
+    level = 0
+    if pkt.audio_level is not None:
+        flags |= _F_LEVEL
+        level = pkt.audio_level
+    layers = pkt.layers
+    head = _HDR.pack(
+        _VERSION,
+        pkt.codec,
+        pkt.payload_type,
+        flags,
+        pkt.seq,
+        pkt.ts,
+        pkt.spatial,
+        pkt.temporal,
+        level,
+        len(layers),
+    )
+    if layers:
+        return head + bytes(layers) + pkt.payload
+    return head + pkt.payload
+
+
+def decode_packet(data: bytes) -> MediaPacket:
+    if len(data) < _HDR.size:
+        raise BadMessage("media packet shorter than its header")
+    version, codec, pt, flags, seq, ts, spatial, temporal, level, n_layers = _HDR.unpack_from(data)
+    if version != _VERSION:
+        raise BadMessage(f"media packet version {version} is not supported")
+    if flags & ~(_F_MARKER | _F_KEYFRAME | _F_LEVEL):
+        raise BadMessage("media packet has unknown flags")
+    try:
+        media_codec = MediaCodec(codec)
+    except ValueError as exc:
+        raise BadMessage(f"unknown codec {codec}") from exc
+    end = _HDR.size + n_layers
+    if len(data) < end:
+        raise BadMessage("media packet shorter than its layer list")
+    return MediaPacket(
+        media_codec,
+        pt,
+        seq,
+        ts,
+        bool(flags & _F_MARKER),
+        bool(flags & _F_KEYFRAME),
+        data[end:],
+        spatial,
+        temporal,
+        level if flags & _F_LEVEL else None,
+        tuple(data[_HDR.size : end]),
+    )
+
+
+def encode_feedback(fb: Feedback) -> bytes:
+    return _FB.pack(_VERSION, _FB_KINDS.index(fb.kind), fb.origin.to_bytes(16, "big"), fb.bitrate_bps)
+
+
+def decode_feedback(data: bytes) -> Feedback:
+    if len(data) != _FB.size:
+        raise BadMessage("feedback message has the wrong size")
+    version, kind, origin, bitrate = _FB.unpack(data)
+    if version != _VERSION or kind >= len(_FB_KINDS):
+        raise BadMessage("feedback message has an unknown version or kind")
+    return Feedback(_FB_KINDS[kind], int.from_bytes(origin, "big"), bitrate)
+
+
+def _matching(status: object) -> bool:
+    # zenoh 1.10's stub says Publisher.matching_status is a bool; it returns a MatchingStatus.
+    return bool(getattr(status, "matching", status))
+
+
+class _Export:
+    """A channel published on this node, made visible to the other nodes."""
+
+    __slots__ = ("fb_sub", "interest", "listener", "publisher", "token")
+
+    def __init__(self, hub: ZenohChannelHub, channel: int) -> None:
+        session = hub.session
+        self.publisher = session.declare_publisher(
+            f"{CH_ROOT}{channel}",
+            express=hub.express,
+            congestion_control=zenoh.CongestionControl.DROP,
+            allowed_destination=zenoh.Locality.REMOTE,
+        )
+        self.interest = _matching(self.publisher.matching_status)
+        self.listener = self.publisher.declare_matching_listener(self._on_matching)
+        self.fb_sub = session.declare_subscriber(
+            f"{FB_ROOT}{channel}", hub._feedback_callback(channel), allowed_origin=zenoh.Locality.REMOTE
+        )
+        self.token = session.liveliness().declare_token(f"{SRC_ROOT}{channel}/{hub.member}")
+
+    def _on_matching(self, status: zenoh.MatchingStatus) -> None:
+        self.interest = _matching(status)  # zenoh thread; a bool store is atomic
+
+    def close(self) -> None:
+        for entity in (self.token, self.fb_sub, self.listener, self.publisher):
+            undeclare(entity)
+
+
+class _ExportHandle:
+    """What ``start_publish`` returns: local fan-out, then one zenoh put for all other nodes."""
+
+    __slots__ = ("_export", "_hub", "_local", "channel")
+
+    def __init__(self, hub: ZenohChannelHub, channel: int, local: Any, export: _Export) -> None:
+        self._hub = hub
+        self.channel = channel
+        self._local = local  # LocalChannelHub's handle
+        self._export = export
+
+    def _current(self) -> bool:
+        return bool(self._local.channel.publisher is self._local)
+
+    def send(self, pkt: MediaPacket) -> None:
+        local = self._local
+        local.send(pkt)
+        export = self._export
+        if export.interest and local.channel.publisher is local:
+            export.publisher.put(encode_packet(pkt))
+            self._hub.packets_out += 1
+
+    def stop(self, now: float) -> None:
+        if not self._current():
+            return
+        self._local.stop(now)
+        self._hub._unexport(now, self.channel)
+
+
+class _Import:
+    """A channel this node's subscribers watch: one zenoh subscription however many they are."""
+
+    __slots__ = ("live_sub", "media_sub", "proxy", "sources", "subscribers")
+
+    def __init__(self, hub: ZenohChannelHub, channel: int) -> None:
+        self.subscribers: list[ChannelSubscriber] = []
+        self.sources: set[str] = set()
+        self.proxy: Any = None  # LocalChannelHub handle of the proxy publisher, while it is current
+        handler = zenoh.handlers.Callback(hub._media_callback(channel), indirect=hub.indirect)
+        self.media_sub = hub.session.declare_subscriber(
+            f"{CH_ROOT}{channel}", handler, allowed_origin=zenoh.Locality.REMOTE
+        )
+        self.live_sub = hub.session.liveliness().declare_subscriber(
+            f"{SRC_ROOT}{channel}/*", hub._source_callback(channel), history=True
+        )
+
+    def close(self) -> None:
+        undeclare(self.media_sub)
+        undeclare(self.live_sub)
+
+
+class _Proxy:
+    """Stands in the local hub for a publisher on another node: feedback goes over zenoh."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: ZenohChannelHub) -> None:
+        self._hub = hub
+
+    def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        hub = self._hub
+        if hub.closed:
+            return
+        hub.session.put(f"{FB_ROOT}{channel}", encode_feedback(fb), allowed_destination=zenoh.Locality.REMOTE)
+        hub.feedback_out += 1
+
+
+class ZenohChannelHub:
+    """The cluster-wide ChannelHub of one node. Call every method from the ``post`` thread."""
+
+    def __init__(
+        self,
+        session: zenoh.Session,
+        post: Post,
+        clock: Callable[[], float],
+        *,
+        local: LocalChannelHub | None = None,
+        member: str | None = None,
+        express: bool = True,
+        indirect: bool = False,
+    ) -> None:
+        self.session = session
+        self.local = local if local is not None else LocalChannelHub()
+        self.member = member if member is not None else str(session.zid())
+        self.express = express
+        self.indirect = indirect
+        self.closed = False
+        self._post_fn = post
+        self._clock = clock
+        self._exports: dict[int, _Export] = {}
+        self._imports: dict[int, _Import] = {}
+        # Counters (read them for metrics).
+        self.packets_out = 0
+        self.packets_in = 0
+        self.bad_packets = 0
+        self.dropped_no_source = 0
+        self.feedback_out = 0
+        self.feedback_in = 0
+        self.bad_feedback = 0
+
+    # -- the ChannelHub protocol --------------------------------------------------------------
+
+    def start_publish(self, now: float, channel: int, publisher: ChannelPublisher) -> _ExportHandle:
+        imp = self._imports.get(channel)
+        if imp is not None and imp.proxy is not None:
+            imp.proxy = None  # the local publisher replaces the proxy (its handle goes stale)
+        local = self.local.start_publish(now, channel, publisher)
+        export = self._exports.get(channel)
+        if export is None:
+            export = self._exports[channel] = _Export(self, channel)
+        return _ExportHandle(self, channel, local, export)
+
+    def subscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
+        imp = self._imports.get(channel)
+        if imp is None:
+            imp = self._imports[channel] = _Import(self, channel)
+        if subscriber not in imp.subscribers:
+            imp.subscribers.append(subscriber)
+        self.local.subscribe(now, channel, subscriber)
+
+    def unsubscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
+        self.local.unsubscribe(now, channel, subscriber)
+        imp = self._imports.get(channel)
+        if imp is None or subscriber not in imp.subscribers:
+            return
+        imp.subscribers.remove(subscriber)
+        if not imp.subscribers:
+            del self._imports[channel]
+            imp.close()
+            if imp.proxy is not None:
+                imp.proxy.stop(now)  # nobody left to notify; lets the local hub drop the channel
+
+    def feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        self.local.feedback(now, channel, fb)
+
+    # -- introspection and shutdown ---------------------------------------------------------
+
+    def imported(self) -> list[int]:
+        """Channels this node holds a zenoh subscription for."""
+        return list(self._imports)
+
+    def exported(self) -> list[int]:
+        """Channels published on this node."""
+        return list(self._exports)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for export in self._exports.values():
+            export.close()
+        for imp in self._imports.values():
+            imp.close()
+        self._exports.clear()
+        self._imports.clear()
+
+    # -- internals (post thread) ---------------------------------------------------------------
+
+    def _unexport(self, now: float, channel: int) -> None:
+        export = self._exports.pop(channel, None)
+        if export is not None:
+            export.close()
+        imp = self._imports.get(channel)
+        if imp is not None and imp.sources and imp.proxy is None:
+            imp.proxy = self.local.start_publish(now, channel, _Proxy(self))
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        # RuntimeError: the driver's loop is gone, we are shutting down.
+        with contextlib.suppress(RuntimeError):
+            self._post_fn(fn)
+
+    def _deliver(self, channel: int, pkt: MediaPacket) -> None:
+        imp = self._imports.get(channel)
+        if imp is None or imp.proxy is None:
+            self.dropped_no_source += 1
+            return
+        self.packets_in += 1
+        imp.proxy.send(pkt)
+
+    def _source(self, channel: int, member: str, live: bool) -> None:
+        imp = self._imports.get(channel)
+        if self.closed or imp is None or member == self.member:
+            return
+        if live:
+            imp.sources.add(member)
+            if imp.proxy is None and channel not in self._exports:
+                imp.proxy = self.local.start_publish(self._clock(), channel, _Proxy(self))
+        else:
+            imp.sources.discard(member)
+            if not imp.sources and imp.proxy is not None:
+                proxy, imp.proxy = imp.proxy, None
+                proxy.stop(self._clock())
+
+    def _remote_feedback(self, channel: int, fb: Feedback) -> None:
+        if self.closed or channel not in self._exports:
+            return
+        self.feedback_in += 1
+        self.local.feedback(self._clock(), channel, fb)
+
+    def _count_bad_packet(self) -> None:
+        self.bad_packets += 1
+
+    def _count_bad_feedback(self) -> None:
+        self.bad_feedback += 1
+
+    # -- zenoh callbacks (zenoh threads) -----------------------------------------------------
+
+    def _media_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
+        post, deliver = self._post, self._deliver
+
+        def on_media(sample: zenoh.Sample) -> None:
+            try:
+                pkt = decode_packet(sample.payload.to_bytes())
+            except BadMessage:
+                post(self._count_bad_packet)
+                return
+            post(lambda: deliver(channel, pkt))
+
+        return on_media
+
+    def _source_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
+        def on_source(sample: zenoh.Sample) -> None:
+            member = str(sample.key_expr).rpartition("/")[2]
+            live = sample.kind == zenoh.SampleKind.PUT
+            self._post(lambda: self._source(channel, member, live))
+
+        return on_source
+
+    def _feedback_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
+        def on_feedback(sample: zenoh.Sample) -> None:
+            try:
+                fb = decode_feedback(sample.payload.to_bytes())
+            except BadMessage:
+                self._post(self._count_bad_feedback)
+                return
+            self._post(lambda: self._remote_feedback(channel, fb))
+
+        return on_feedback

@@ -1,0 +1,105 @@
+"""Two MediaWorkers on two zenoh nodes: the unchanged core API carries media across nodes."""
+
+from __future__ import annotations
+
+import time
+
+from trackmesh.cluster.zenoh_channels import ZenohChannelHub
+from trackmesh.cluster.zenoh_registry import ZenohRegistry
+from trackmesh.core.controls import CreateLocalTrack, Join, Publish, Subscribe, Unpublish, Unsubscribe
+from trackmesh.core.endpoint import Endpoint
+from trackmesh.core.events import EndpointEvent, KeyframeRequested, LocalTrackStateChanged, PeerJoined, TrackStarted
+from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, PeerInfo, TrackInfo, TrackKind, TrackSource
+from trackmesh.core.worker import MediaWorker
+
+from .conftest import Pump, wait_for
+
+V = TrackKind.VIDEO
+
+
+def pkt(seq: int) -> MediaPacket:
+    return MediaPacket(MediaCodec.VP8, 96, seq, seq * 3000, False, seq == 0, b"payload")
+
+
+class Node:
+    def __init__(self, zn, node_id: int) -> None:  # type: ignore[no-untyped-def]
+        self.pump = Pump()
+        self.registry = ZenohRegistry(zn.session, self.pump)
+        self.hub = ZenohChannelHub(zn.session, self.pump, time.monotonic)
+        self.worker = MediaWorker(node_id, 0, "secret", self.registry, self.hub)
+        self.events: dict[int, list[EndpointEvent]] = {}
+
+    def collect(self, seconds: float = 0.0) -> None:
+        self.pump.drain(seconds)
+        self._take()
+
+    def _take(self) -> None:
+        for ep in self.worker.take_ready():
+            while (ev := ep.poll_event()) is not None:
+                self.events.setdefault(ep.session, []).append(ev)
+
+    def until(self, ep: Endpoint, cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+        def check() -> bool:
+            self._take()
+            return bool(cond(self.events.get(ep.session, [])))
+
+        self.pump.until(check, timeout)
+
+    def take(self, ep: Endpoint) -> list[EndpointEvent]:
+        self._take()
+        return self.events.pop(ep.session, [])
+
+
+def test_viewer_on_node_b_receives_publisher_on_node_a_through_the_core(nodes) -> None:  # type: ignore[no-untyped-def]
+    za = nodes()
+    zb = nodes(seeds=za.config.listen)
+    wait_for(lambda: za.peers() and zb.peers())
+    a, b = Node(za, 1), Node(zb, 2)
+    now = time.monotonic
+
+    pub = a.worker.create_endpoint()
+    assert pub.control(now(), Join("r", "alice")) is None
+    assert pub.control(now(), Publish("cam", V)) is None
+    viewers = []
+    for name in ("bob", "carol"):
+        v = b.worker.create_endpoint()
+        assert v.control(now(), Join("r", name)) is None
+        viewers.append(v)
+    # The room state crosses through the registry: B's endpoints learn of alice and her track.
+    for v in viewers:
+        b.until(v, lambda evs: TrackStarted(TrackInfo("alice", "cam", V)) in evs)
+        assert PeerJoined(PeerInfo("alice")) in b.take(v)
+    a.until(pub, lambda evs: PeerJoined(PeerInfo("carol")) in evs)
+
+    got: dict[str, list[int]] = {}
+    src = TrackSource("alice", "cam")
+    for v, name in zip(viewers, ("bob", "carol"), strict=True):
+        assert v.control(now(), CreateLocalTrack("video0", V)) is None
+        local = v.local_track("video0")
+        assert local is not None
+        seqs = got.setdefault(name, [])
+        local.sink = lambda p, seqs=seqs: seqs.append(p.seq)
+        assert v.control(now(), Subscribe("video0", src)) is None
+    for v in viewers:
+        b.until(v, lambda evs: LocalTrackStateChanged("video0", LocalTrackState.ACTIVE, src) in evs)
+        assert b.take(v)[0] == LocalTrackStateChanged("video0", LocalTrackState.WAITING, src)
+    # The viewers' key-frame requests reach the publisher's endpoint on A (merged there).
+    a.until(pub, lambda evs: KeyframeRequested("cam") in evs)
+
+    remote = pub.remote_track("cam")
+    assert remote is not None
+    wait_for(lambda: a.hub._exports[remote.channel].interest)
+    for seq in range(5):
+        remote.on_packet(pkt(seq))
+    b.pump.until(lambda: got["bob"] == got["carol"] == [0, 1, 2, 3, 4])
+    assert a.hub.packets_out == 5 and b.hub.packets_in == 5  # once across, two viewers served
+    assert b.hub.imported() == [remote.channel]
+
+    # Unpublish on A: the viewers on B go back to WAITING and the track is reported stopped.
+    assert pub.control(now(), Unpublish("cam")) is None
+    for v in viewers:
+        b.until(v, lambda evs: LocalTrackStateChanged("video0", LocalTrackState.WAITING, src) in evs)
+    # The viewers leave: B drops its subscription.
+    for v in viewers:
+        assert v.control(now(), Unsubscribe("video0")) is None
+    assert b.hub.imported() == []

@@ -56,6 +56,7 @@ _CODECS: Final = {
 #: (RFC 4585 s3.5.1 lets feedback profiles report more often), which keeps their RTT fresh.
 REPORT_INTERVAL: Final = 1.0
 _NTP_MID: Final = 0xFFFFFFFF
+_NACK_SLACK: Final = 1e-6
 
 
 def media_codec(name: str) -> MediaCodec | None:
@@ -72,6 +73,7 @@ class InboundStream:
         "nack",
         "received",
         "received_prior",
+        "rtx_ssrc",
         "spatial",
         "sr_at",
         "sr_mid",
@@ -84,6 +86,7 @@ class InboundStream:
         self.track = track
         self.spatial = spatial
         self.ssrc = -1  # the media SSRC, once known
+        self.rtx_ssrc = -1  # its RTX SSRC (RFC 4588), once known
         self.nack: NackGenerator | None = NackGenerator() if track.nack else None
         self.fir_seq = 0
         self.reset_stats()
@@ -220,6 +223,7 @@ class InboundMedia:
                 rtx = m.remote_rtx_ssrcs.get(stream.ssrc)
                 if rtx is not None:
                     self._rtx[rtx] = stream
+                    stream.rtx_ssrc = rtx
         self._mid_ids = sorted({t.mid_id for t in tracks if t.mid_id})
         self.twcc = TwccRecorder(sender_ssrc) if any(t.twcc_id for t in tracks) else None
         self._next_report: float | None = None
@@ -322,10 +326,12 @@ class InboundMedia:
 
     def _learn_unchecked(self, data: bytes, h: RtpHeader) -> tuple[InboundStream, bool] | None:
         track: InboundTrack | None = None
+        via_mid = False
         for ext_id in self._mid_ids:
             mid = read_mid(data, h, ext_id)
             if mid is not None:
                 track = self.by_mid.get(mid)
+                via_mid = True
                 break
         if track is None:
             owners = [t for t in self.by_mid.values() if h.payload_type in t.codecs or h.payload_type in t.rtx_pts]
@@ -343,7 +349,13 @@ class InboundMedia:
                 return None
             spatial = track.rids.index(rid)
         stream = track.streams[spatial]
+        if not via_mid and (stream.rtx_ssrc if rtx else stream.ssrc) >= 0:
+            # A payload type alone cannot replace a stream we already know (from a=ssrc or
+            # earlier packets): it is a stray or spoofed SSRC, not a restart.
+            return None
         if rtx:
+            self._rtx.pop(stream.rtx_ssrc, None)
+            stream.rtx_ssrc = h.ssrc
             self._rtx[h.ssrc] = stream
         else:
             if stream.ssrc >= 0:
@@ -414,8 +426,13 @@ class InboundMedia:
             for stream in track.streams:
                 if stream.nack is not None:
                     t = stream.nack.next_timeout()
-                    if t is not None and (best is None or t < best):
-                        best = t
+                    if t is not None:
+                        # NackGenerator expires an entry only when strictly older than
+                        # max_age, but reports exactly detected + max_age as its deadline:
+                        # fire a hair later so that call makes progress instead of spinning.
+                        t += _NACK_SLACK
+                        if best is None or t < best:
+                            best = t
         return best
 
     def handle_timeout(self, now: float) -> None:

@@ -1,0 +1,298 @@
+"""WebRtcPeer end to end in memory: a WHIP publisher and WHEP viewers through one MediaWorker
+with the in-process registry and hub, on a virtual clock (see peer_client.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trackmesh.core.model import LocalTrackState
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.rtcp import (
+    Bye,
+    Fir,
+    Nack,
+    Pli,
+    ReceiverReport,
+    SenderReport,
+    TransportCcFeedback,
+    build_nack,
+    build_pli,
+)
+from trackmesh.transports.webrtc.rtp import find_extension
+
+from .peer_client import EXT_MID, VP8_DELTA, VP8_KEY, Client, Net
+
+A_SSRC, V_SSRC, RTX_SSRC = 0x1111, 0x2222, 0x3333
+
+
+@pytest.fixture
+def net() -> Net:
+    return Net()
+
+
+def publish(net: Net, peer: str = "alice") -> tuple[Client, WebRtcPeer]:
+    return net.connect(PeerMode.WHIP, peer=peer, ssrcs=(A_SSRC, V_SSRC, RTX_SSRC))
+
+
+def send_frames(
+    net: Net, client: Client, first_seq: int, count: int, *, keyframe_first: bool = True, ssrc: int = V_SSRC
+) -> list[bytes]:
+    """``count`` VP8 packets (one per frame, 30 fps) and as many Opus packets; returns the
+    video payloads sent."""
+    sent = []
+    for i in range(count):
+        seq = first_seq + i
+        body = (VP8_KEY if keyframe_first and i == 0 else VP8_DELTA) + bytes([seq & 0xFF]) * 40
+        client.send_rtp(96, seq, 3000 * seq, ssrc, body, mid="1", marker=True)
+        client.send_rtp(111, seq, 960 * seq, A_SSRC, b"opus" + bytes([seq & 0xFF]) * 20, mid="0", level=30)
+        sent.append(body)
+        net.flush()
+        net.advance(1 / 30)
+    return sent
+
+
+def test_ice_and_dtls_connect(net: Net) -> None:
+    client, peer = publish(net)
+    events = net.peer_events(peer)
+    assert events[0] == IceSelected(client.addr)
+    assert Connected() in events
+    assert peer.connected and client.srtp is not None
+    assert net.demux.lookup_address(client.addr) == peer.endpoint.session
+    # WHIP publishes its m-lines under the atm0s names once media can flow.
+    assert set(peer.endpoint.remote_tracks) == {"audio_main", "video_main"}
+
+
+def test_published_media_reaches_both_viewers_rewritten(net: Net) -> None:
+    # The second viewer negotiates other payload type numbers than the publisher.
+    v1, p1 = net.connect(PeerMode.WHEP)
+    v2, p2 = net.connect(PeerMode.WHEP, audio_pt=109, video_pt=120)
+    pub, _ = publish(net)
+    sent = send_frames(net, pub, 100, 10)
+    for viewer, vpt, apt in ((v1, 96, 111), (v2, 120, 109)):
+        video = viewer.media(viewer.local_ssrc("1"))
+        audio = viewer.media(viewer.local_ssrc("0"))
+        assert [h.payload_type for h, _ in video] == [vpt] * 10
+        assert [h.payload_type for h, _ in audio] == [apt] * 10
+        assert viewer.payloads(viewer.local_ssrc("1")) == sent
+        seqs = [h.sequence_number for h, _ in video]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(10)]
+        ts = [h.timestamp for h, _ in video]
+        assert [(t - ts[0]) & 0xFFFFFFFF for t in ts] == [3000 * i for i in range(10)]
+        # Our transport-wide sequence numbers are present and strictly increasing.
+        locs = [(find_extension(p, h, 3), p) for h, p in video]
+        twcc = [int.from_bytes(p[loc[0] : loc[0] + 2], "big") for loc, p in locs if loc is not None]
+        assert len(twcc) == 10 and twcc == sorted(twcc) and len(set(twcc)) == 10
+    local = p1.endpoint.local_track("video_0")
+    assert local is not None and local.state is LocalTrackState.ACTIVE
+    assert p2.outbound["1"].counters["codec_not_negotiated"] == 0
+
+
+def test_viewer_key_frame_requests_merge_into_one_pli(net: Net) -> None:
+    v1, _ = net.connect(PeerMode.WHEP)
+    v2, _ = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    send_frames(net, pub, 1, 2)
+    net.advance(1.0)
+    pub.rtcp.clear()
+    v1.send_rtcp(build_pli(1, v1.local_ssrc("1")))
+    v2.send_rtcp(build_pli(2, v2.local_ssrc("1")))
+    net.flush()
+    net.advance(0.05)
+    plis = pub.rtcp_of(Pli)
+    assert len(plis) == 1 and plis[0].media_ssrc == V_SSRC
+
+
+def test_viewer_nack_is_answered_with_rtx_from_the_buffer(net: Net) -> None:
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    plain_viewer, _ = net.connect(PeerMode.WHEP, rtx=False)
+    pub, _ = publish(net)
+    sent = send_frames(net, pub, 500, 5)
+    vssrc = viewer.local_ssrc("1")
+    lost = viewer.media(vssrc)[2][0].sequence_number
+    rtx_ssrc = vpeer.outbound["1"].rtx_ssrc
+    assert rtx_ssrc is not None
+    viewer.send_rtcp(build_nack(1, vssrc, [lost]))
+    net.flush()
+    (h, p), = viewer.media(rtx_ssrc)
+    assert h.payload_type == 97
+    body = p[h.payload_offset : h.payload_offset + h.payload_length]
+    # RFC 4588 s4: OSN then the original payload.
+    assert int.from_bytes(body[:2], "big") == lost and body[2:] == sent[2]
+    # Without RTX the same packet is sent again (the first copy was lost on the way).
+    pssrc = plain_viewer.local_ssrc("1")
+    last = plain_viewer.media(pssrc)[-1][0].sequence_number
+    plain_viewer.lose.add((pssrc, (last + 1) & 0xFFFF))
+    send_frames(net, pub, 505, 2, keyframe_first=False)
+    assert [h.sequence_number for h, _ in plain_viewer.media(pssrc)][-1] == (last + 2) & 0xFFFF
+    plain_viewer.send_rtcp(build_nack(1, pssrc, [(last + 1) & 0xFFFF]))
+    net.flush()
+    h2, p2 = plain_viewer.media(pssrc)[-1]
+    assert h2.sequence_number == (last + 1) & 0xFFFF and h2.payload_type == 96
+    assert p2[h2.payload_offset :] == VP8_DELTA + bytes([505 & 0xFF]) * 40
+
+
+def test_publisher_loss_is_nacked_and_rtx_unwrapped(net: Net) -> None:
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    send_frames(net, pub, 10, 3)
+    # seq 13 is lost on the way in; 14 arrives.
+    pub.send_rtp(96, 14, 3000 * 14, V_SSRC, VP8_DELTA + b"x" * 40, mid="1")
+    net.flush()
+    net.advance(0.02)
+    nacks = pub.rtcp_of(Nack)
+    assert nacks and nacks[0].lost == [13] and nacks[0].media_ssrc == V_SSRC
+    # The publisher repairs it on its RTX stream (payload type 97, OSN first).
+    pub.send_rtp(97, 1, 3000 * 13, RTX_SSRC, (13).to_bytes(2, "big") + VP8_DELTA + b"r" * 40, mid="1")
+    net.flush()
+    vssrc = viewer.local_ssrc("1")
+    got = viewer.media(vssrc)
+    assert got[-1][0].timestamp - got[-2][0].timestamp == -3000
+    assert viewer.payloads(vssrc)[-1] == VP8_DELTA + b"r" * 40
+    # The repaired packet takes the slot right before 14's: seq continuity holds.
+    assert got[-1][0].sequence_number == (got[-2][0].sequence_number - 1) & 0xFFFF
+
+
+def test_receiver_and_sender_reports_and_twcc_feedback(net: Net) -> None:
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    send_frames(net, pub, 1, 40)
+    net.advance(1.0)
+    rrs = pub.rtcp_of(ReceiverReport)
+    assert rrs and {b.ssrc for rr in rrs for b in rr.reports} >= {A_SSRC, V_SSRC}
+    assert pub.rtcp_of(TransportCcFeedback)
+    srs = viewer.rtcp_of(SenderReport)
+    assert {sr.ssrc for sr in srs} == {viewer.local_ssrc("0"), viewer.local_ssrc("1")}
+    video_sr = [sr for sr in srs if sr.ssrc == viewer.local_ssrc("1")][-1]
+    assert video_sr.packet_count == 40
+    assert video_sr.ntp_timestamp >> 32 > 3_900_000_000
+
+
+def test_fir_only_publisher_gets_fir(net: Net) -> None:
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    ppeer.inbound.by_name["video_main"].pli = False
+    send_frames(net, pub, 1, 2)
+    net.advance(1.0)
+    pub.rtcp.clear()
+    viewer.send_rtcp(build_pli(1, viewer.local_ssrc("1")))
+    net.flush()
+    net.advance(0.5)
+    firs = pub.rtcp_of(Fir)
+    assert firs and firs[0].entries[0][0] == V_SSRC
+    assert not pub.rtcp_of(Pli)
+
+
+def test_viewers_follow_the_next_publisher_with_continuous_numbers(net: Net) -> None:
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    alice, apeer = publish(net, "alice")
+    send_frames(net, alice, 100, 5)
+    apeer.close(net.now, "bye")
+    net.after_input()
+    net.flush()
+    local = vpeer.endpoint.local_track("video_0")
+    assert local is not None and local.state is LocalTrackState.WAITING
+    bob, _ = publish(net, "bob")
+    local = vpeer.endpoint.local_track("video_0")
+    assert local is not None and local.state is LocalTrackState.ACTIVE
+    assert local.source is not None and local.source.peer == "bob"
+    bob_sent = send_frames(net, bob, 40000, 5)
+    vssrc = viewer.local_ssrc("1")
+    seqs = [h.sequence_number for h, _ in viewer.media(vssrc)]
+    assert len(seqs) == 10
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(10)]
+    assert viewer.payloads(vssrc)[5:] == bob_sent
+    aseqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("0"))]
+    assert aseqs == [(aseqs[0] + i) & 0xFFFF for i in range(10)]
+
+
+def test_viewer_waits_then_resumes_when_the_same_track_is_republished(net: Net) -> None:
+    viewer, _vpeer = net.connect(PeerMode.WHEP)
+    alice, apeer = publish(net, "alice")
+    send_frames(net, alice, 1, 3)
+    apeer.close(net.now, "network change")
+    net.after_input()
+    alice2, _ = publish(net, "alice")
+    send_frames(net, alice2, 9000, 3)
+    seqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(6)]
+
+
+def test_a_viewer_joining_late_attaches_to_existing_tracks(net: Net) -> None:
+    pub, _ = publish(net)
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    # The late viewer waits for a key frame: inter frames are useless to its decoder.
+    send_frames(net, pub, 1, 3, keyframe_first=False)
+    assert viewer.media(viewer.local_ssrc("1")) == []
+    assert vpeer.outbound["1"].counters["waiting_keyframe"] == 3
+    assert len(viewer.media(viewer.local_ssrc("0"))) == 3
+    send_frames(net, pub, 4, 2)
+    assert len(viewer.media(viewer.local_ssrc("1"))) == 2
+
+
+def test_garbage_is_counted_and_other_peers_are_unaffected(net: Net) -> None:
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    send_frames(net, pub, 1, 2)
+    garbage = [
+        b"",
+        b"\x00",
+        b"\x00\x01\x00\x08" + b"\x21\x12\xa4\x42" + b"x" * 12,  # truncated STUN
+        b"\x16\xfe\xfd" + b"\x00" * 5,  # truncated DTLS record
+        b"\x80\x60" + b"\x00" * 30,  # RTP that fails SRTP authentication
+        b"\x80\xc8" + b"\x00" * 30,  # RTCP that fails SRTCP authentication
+        b"\xff" * 50,
+        bytes(range(256)),
+    ]
+    for g in garbage:
+        ppeer.handle_datagram(net.now, g, pub.addr)
+    # Authenticated but malformed RTP: a header claiming more than it has; an unknown SSRC.
+    assert pub.srtp is not None
+    pub.out.append(pub.srtp.protect_rtp(b"\x80\x60\x00\x05" + b"\x00" * 4 + (0x9999).to_bytes(4, "big") + b"zz"))
+    pub.out.append(pub.srtp.protect_rtcp(b"\x81\xc9\x00\x10" + b"\x00" * 12))
+    net.flush()
+    c = ppeer.counters
+    assert c["empty"] == 1 and c["srtp_dropped"] >= 1 and c["srtcp_dropped"] >= 1 and c["unknown_kind"] >= 1
+    assert ppeer.inbound.counters["unknown_ssrc"] == 1 and c["rtcp_malformed"] == 1
+    assert ppeer.ice.counters["malformed"] >= 1 and ppeer.dtls.malformed_datagrams >= 1
+    assert c["handler_errors"] == 0
+    sent = send_frames(net, pub, 3, 3)
+    assert viewer.payloads(viewer.local_ssrc("1"))[-3:] == sent
+
+
+def test_consent_expiry_disconnects_and_viewers_wait(net: Net) -> None:
+    _viewer, vpeer = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    send_frames(net, pub, 1, 2)
+    del net.clients[pub.addr]  # the publisher vanishes: no more consent checks
+    net.advance(31.0)
+    events = net.peer_events(ppeer)
+    assert Disconnected("ice: consent expired") in events
+    assert ppeer.closed and ppeer.endpoint.closed
+    local = vpeer.endpoint.local_track("video_0")
+    assert local is not None and local.state is LocalTrackState.WAITING
+    assert not vpeer.closed  # the viewer kept its consent fresh
+    assert ppeer.next_deadline() is None
+
+
+def test_close_sends_bye_and_close_notify(net: Net) -> None:
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    vpeer.close(net.now, "done")
+    net.after_input()
+    net.flush()
+    assert Disconnected("done") in net.peer_events(vpeer)
+    assert vpeer.closed and vpeer.endpoint.closed
+    (bye,) = viewer.rtcp_of(Bye)
+    assert set(bye.ssrcs) == {viewer.local_ssrc("0"), viewer.local_ssrc("1")}
+    assert viewer.dtls is not None and viewer.dtls.state.value == "closed"
+
+
+def test_mid_extension_is_used_when_the_offer_has_no_ssrcs(net: Net) -> None:
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, ppeer = net.connect(PeerMode.WHIP, peer="nossrc")
+    body = VP8_KEY + b"k" * 10
+    pub.send_rtp(96, 1, 0, 0xABCD, body, mid="1")
+    net.flush()
+    assert viewer.payloads(viewer.local_ssrc("1")) == [body]
+    assert ppeer.inbound.by_name["video_main"].streams[0].ssrc == 0xABCD
+    assert EXT_MID == 4

@@ -8,7 +8,13 @@ from trackmesh.config import ConfigError, env_name, resolve
 
 def test_defaults_of_standalone() -> None:
     cfg = resolve("standalone", {}, {})
-    assert (cfg.http_host, cfg.http_port, cfg.node_ip, cfg.webrtc_port, cfg.workers) == ("127.0.0.1", 3000, "127.0.0.1", 0, 1)
+    assert (cfg.http_host, cfg.http_port, cfg.node_ip, cfg.webrtc_port, cfg.workers) == (
+        "127.0.0.1",
+        3000,
+        "127.0.0.1",
+        0,
+        1,
+    )
     assert cfg.secret_generated and len(cfg.secret) >= 24
     assert cfg.log_level == "info"
 

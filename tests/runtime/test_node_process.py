@@ -121,4 +121,7 @@ def test_bad_env_value_stops_at_start() -> None:
         [TRACKMESH, "standalone"], capture_output=True, text=True, timeout=30, env={"TRACKMESH_WORKERS": "many"}
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "trackmesh: TRACKMESH_WORKERS (--workers): 'many' is out of range; accepted: an integer 1..64"
+    assert (
+        proc.stderr.strip()
+        == "trackmesh: TRACKMESH_WORKERS (--workers): 'many' is out of range; accepted: an integer 1..64"
+    )

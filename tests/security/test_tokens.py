@@ -12,7 +12,9 @@ NOW = 1_800_000_000
 
 def test_round_trip_carries_every_claim() -> None:
     tok = issue("secret-1", SessionToken("whip", "room", "peer", True, "xtra"), 60, NOW)
-    claims = jwt.decode(tok, "secret-1", algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    claims = jwt.decode(
+        tok, "secret-1", algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False, "verify_nbf": False}
+    )
     assert claims["iss"] == "whip" and claims["exp"] == NOW + 60
     assert verify("secret-1", tok, "whip", NOW + 59) == SessionToken("whip", "room", "peer", True, "xtra", NOW + 60)
 

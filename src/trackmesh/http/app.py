@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -52,9 +53,21 @@ def create_app(node: Node) -> FastAPI:
         description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK and node APIs.",
     )
     app.state.node = node
+    # WHIP/WHEP pages on another origin must be able to call us (RFC 9725 s4.7).
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "If-Match"],
+        expose_headers=["Location", "ETag", "Accept-Patch", "Link"],
+        max_age=3600,
+    )
 
     @app.exception_handler(RpcError)
-    async def rpc_error(request: Request, exc: RpcError) -> JSONResponse:
+    async def rpc_error(request: Request, exc: RpcError) -> Any:
+        if request.url.path.startswith(("/whip/", "/whep/")):
+            # WHIP/WHEP clients read plain-text problems; the JSON envelope is for JSON APIs.
+            return PlainTextResponse(exc.message + "\n", status_code=exc.status)
         return error(exc.status, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -126,7 +139,7 @@ def node_routers(node: Node) -> list[Any]:
     """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
     routers: list[Any] = []
     try:
-        from trackmesh.transports.webrtc.http import router as webrtc_router
+        from trackmesh.http.whip_whep import router as webrtc_router
     except ImportError:
         pass
     else:

@@ -13,7 +13,7 @@ def worker_transports() -> list[Installer]:
     """Installers of the transports compiled into this build, in order."""
     installers: list[Installer] = []
     try:
-        from trackmesh.transports.webrtc.install import install as install_webrtc
+        from trackmesh.runtime.webrtc_worker import install as install_webrtc
     except ImportError:
         pass
     else:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import warnings
 from dataclasses import dataclass
 from typing import Any
-
-import warnings
 
 import jwt
 

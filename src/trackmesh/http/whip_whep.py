@@ -1,0 +1,194 @@
+"""WHIP (RFC 9725) and WHEP over HTTP, at the paths of atm0s-media-server 0.2.
+
+``POST /whip/endpoint`` and ``POST /whep/endpoint`` take a bearer session token and an SDP
+offer and answer 201 with the SDP answer, ``Location: /whip/conn/<conn_id>`` and an ETag.
+``PATCH`` on the Location carries ``application/trickle-ice-sdpfrag`` (candidates, or an ICE
+restart when the ufrag changes, RFC 9725 s4.3); ``DELETE`` ends the session. Unlike atm0s,
+PATCH and DELETE require the same bearer token as the POST (403 otherwise): the conn id is
+signed and unguessable, and the token must match it too.
+
+This module only speaks HTTP; the session lives in a media worker, reached through the node
+with the calls ``<kind>.create``, ``<kind>.patch`` and ``<kind>.delete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from trackmesh.security.tokens import SessionToken, TokenError, verify
+
+if TYPE_CHECKING:
+    from trackmesh.runtime.node import Node
+
+MAX_SDP_BYTES = 64 * 1024
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+Kind = Literal["whip", "whep"]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def _read_body(request: Request, content_type: str) -> bytes | PlainTextResponse:
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given != content_type:
+        return _problem(415, f"Content-Type must be {content_type}, got {given or 'none'}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_SDP_BYTES:
+        return _problem(413, f"body larger than {MAX_SDP_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SDP_BYTES:
+            return _problem(413, f"body larger than {MAX_SDP_BYTES} bytes")
+    return body
+
+
+def _token(node: Node, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
+    raw = _bearer(authorization)
+    if raw is None:
+        return _problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(node.config.secret, raw, kind, int(time.time()))
+    except TokenError as exc:
+        return _problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})
+
+
+def router(node: Node) -> APIRouter:
+    api = APIRouter()
+    for kind in ("whip", "whep"):
+        _add_routes(api, node, kind)
+
+    @api.get("/samples/{name}", include_in_schema=False)
+    async def sample(name: str) -> Response:
+        from importlib.resources import files
+
+        if name not in ("whip.html", "whep.html", "index.html"):
+            return _problem(404, "no such sample")
+        path = files("trackmesh").joinpath("samples", name)
+        return FileResponse(str(path), media_type="text/html")
+
+    return api
+
+
+def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
+    label = "WHIP (publish)" if kind == "whip" else "WHEP (play)"
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"description": "the offer cannot be accepted; the body says why"},
+        401: {"description": "missing, invalid or expired token"},
+        413: {"description": "body too large"},
+        415: {"description": "wrong Content-Type"},
+        503: {"description": "no media capacity"},
+    }
+
+    @api.post(
+        f"/{kind}/endpoint",
+        tags=[kind],
+        status_code=201,
+        summary=f"{label}: send an SDP offer, get the answer",
+        responses={201: {"content": {SDP: {}}, "description": "the SDP answer"}, **responses},
+        openapi_extra={"requestBody": {"content": {SDP: {"schema": {"type": "string"}}}, "required": True}},
+    )
+    async def create(request: Request, authorization: str | None = Header(None)) -> Response:
+        token = _token(node, authorization, kind)
+        if isinstance(token, Response):
+            return token
+        body = await _read_body(request, SDP)
+        if isinstance(body, Response):
+            return body
+        if token.room is None:
+            return _problem(401, f"invalid {kind} token: it names no room")
+        try:
+            offer = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _problem(400, "the offer is not UTF-8 text")
+        raw = _bearer(authorization) or ""
+        params = {
+            "room": token.room,
+            "peer": token.peer,
+            "extra_data": token.extra_data,
+            "record": token.record,
+            "offer": offer,
+            "token_hash": token_hash(raw),
+        }
+        result = await node.worker_for_room(token.room).call(f"{kind}.create", params)
+        location = f"/{kind}/conn/{result['conn_id']}"
+        return Response(
+            result["sdp"],
+            status_code=201,
+            media_type=SDP,
+            headers={"Location": location, "ETag": f'"{result["etag"]}"', "Accept-Patch": SDPFRAG},
+        )
+
+    @api.patch(
+        f"/{kind}/conn/{{conn_id}}",
+        tags=[kind],
+        summary=f"{label}: trickle ICE candidates or restart ICE",
+        responses={
+            200: {"content": {SDPFRAG: {}}, "description": "ICE restarted: our new credentials"},
+            204: {"description": "candidates added"},
+            403: {"description": "the token is not the session's"},
+            404: {"description": "unknown conn id"},
+            412: {"description": "If-Match does not match the session's ETag"},
+            **responses,
+        },
+        openapi_extra={"requestBody": {"content": {SDPFRAG: {"schema": {"type": "string"}}}, "required": True}},
+    )
+    async def patch(
+        conn_id: str,
+        request: Request,
+        authorization: str | None = Header(None),
+        if_match: str | None = Header(None),
+    ) -> Response:
+        raw = _bearer(authorization)
+        if raw is None:
+            return _problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
+        body = await _read_body(request, SDPFRAG)
+        if isinstance(body, Response):
+            return body
+        worker = node.worker_for_conn(conn_id)
+        params = {
+            "conn_id": conn_id,
+            "token_hash": token_hash(raw),
+            "frag": body.decode("utf-8", "replace"),
+            "if_match": if_match.strip('"') if if_match and if_match != "*" else None,
+        }
+        result = await worker.call(f"{kind}.patch", params)
+        if result.get("sdpfrag"):
+            return Response(
+                result["sdpfrag"], status_code=200, media_type=SDPFRAG, headers={"ETag": f'"{result["etag"]}"'}
+            )
+        return Response(status_code=204)
+
+    @api.delete(
+        f"/{kind}/conn/{{conn_id}}",
+        tags=[kind],
+        summary=f"{label}: end the session",
+        responses={403: {"description": "the token is not the session's"}, 404: {"description": "unknown conn id"}},
+    )
+    async def delete(conn_id: str, authorization: str | None = Header(None)) -> Response:
+        raw = _bearer(authorization)
+        if raw is None:
+            return _problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
+        worker = node.worker_for_conn(conn_id)
+        await worker.call(f"{kind}.delete", {"conn_id": conn_id, "token_hash": token_hash(raw)})
+        return PlainTextResponse("OK")
+
+

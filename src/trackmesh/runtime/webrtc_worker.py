@@ -1,0 +1,283 @@
+"""The WebRTC transport inside a worker: WHIP/WHEP sessions on the worker's shared UDP port.
+
+Thin glue between the asyncio worker (:mod:`.worker`) and the sans-IO
+:class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`: it answers the worker calls
+``whip|whep.create|patch|delete`` made by the HTTP layer, demultiplexes the port's datagrams
+to peers (by ICE ufrag, then by address: RFC 7983 classification), keeps each peer's deadline
+in the worker's scheduler and turns peer events into demux bindings and endpoint closes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trackmesh.core.errors import ControlError
+from trackmesh.core.ids import SessionId
+from trackmesh.transports.webrtc.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.demux import SharedPortDemux
+from trackmesh.transports.webrtc.ice import IceLiteAgent
+from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode, SharedClock
+from trackmesh.transports.webrtc.sdp import SdpError
+from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
+
+from .worker import RpcError, WorkerRuntime
+
+log = logging.getLogger("trackmesh.webrtc")
+
+# A session that ended on its own (DTLS close, consent expiry) is remembered this long, so the
+# client's DELETE that usually follows its own close still gets 200, not 404.
+TOMBSTONE_TTL = 120.0
+
+
+@dataclass(eq=False)
+class Session:
+    """One WHIP or WHEP connection on this worker."""
+
+    mode: PeerMode
+    peer: WebRtcPeer
+    token_hash: str
+    etag: str
+    remote_ufrag: str
+    remote_pwd: str
+    ufrags: list[str] = field(default_factory=list)
+    closing: bool = False
+
+    @property
+    def key(self) -> SessionId:
+        return self.peer.endpoint.session
+
+
+class _PeerTimer:
+    """Adapts a session to the worker scheduler: fire the peer, then handle what it said."""
+
+    __slots__ = ("session", "transport")
+
+    def __init__(self, transport: WebRtcTransport, session: Session) -> None:
+        self.transport = transport
+        self.session = session
+
+    def next_deadline(self) -> float | None:
+        return None if self.session.closing else self.session.peer.next_deadline()
+
+    def handle_timeout(self, now: float) -> None:
+        self.session.peer.handle_timeout(now)
+        self.transport.after_input(now, self.session)
+
+
+class WebRtcTransport:
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        # Backdated a day so a client whose clock runs a little behind still accepts it.
+        self.certificate = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
+        self.fingerprint = self.certificate.fingerprint_sha256()
+        self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
+        self.sessions: dict[SessionId, Session] = {}
+        self.timers: dict[SessionId, _PeerTimer] = {}
+        self.clock = SharedClock()
+        # conn id -> (mode, token hash, until): sessions that ended recently.
+        self.tombstones: dict[str, tuple[PeerMode, str, float]] = {}
+        self.counters = runtime.counters
+        for name in ("webrtc_sessions_created", "webrtc_sessions_closed", "webrtc_offers_refused", "udp_rx_unrouted"):
+            self.counters.setdefault(name, 0)
+        runtime.datagram_handler = self.on_datagram
+        for mode in (PeerMode.WHIP, PeerMode.WHEP):
+            kind = mode.value
+            runtime.register_rpc(f"{kind}.create", functools.partial(self.create, mode=mode))
+            runtime.register_rpc(f"{kind}.patch", functools.partial(self.patch, mode=mode))
+            runtime.register_rpc(f"{kind}.delete", functools.partial(self.delete, mode=mode))
+        runtime.register_rpc("webrtc.stats", self.stats)
+        runtime.on_shutdown(self.on_shutdown)
+
+    # ---- media path ----------------------------------------------------------------------
+
+    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int]) -> None:
+        key = self.demux.route(data, addr)
+        session = self.sessions.get(key) if key is not None else None
+        if session is None:
+            self.counters["udp_rx_unrouted"] += 1
+            return
+        session.peer.handle_datagram(now, data, addr)
+        self.after_input(now, session)
+
+    def after_input(self, now: float, session: Session) -> None:
+        peer = session.peer
+        while (event := peer.poll_event()) is not None:
+            if isinstance(event, IceSelected):
+                self.demux.bind(event.addr, session.key)
+            elif isinstance(event, Connected):
+                log.info(
+                    "connected", extra={"fields": {"conn": _short(peer.endpoint.conn_id), "mode": session.mode.value}}
+                )
+            elif isinstance(event, Disconnected):
+                self.close(now, session, event.reason)
+                return
+        timer = self.timers.get(session.key)
+        if timer is not None:
+            self.runtime.track(timer)
+
+    def on_core_events(self, now: float, *, session: Session) -> None:
+        session.peer.on_core_events(now)
+        self.after_input(now, session)
+
+    # ---- control calls -------------------------------------------------------------------
+
+    def create(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
+        ice = IceLiteAgent()
+        creds = ice.local_credentials
+        local = LocalParams(
+            creds.ufrag, creds.pwd, self.fingerprint, self.runtime.config.node_ip, self.runtime.udp_port
+        )
+        policy = AnswerPolicy.whip() if mode is PeerMode.WHIP else AnswerPolicy.whep()
+        try:
+            answer = answer_offer(str(params["offer"]), local, policy)
+        except SdpError as exc:
+            self.counters["webrtc_offers_refused"] += 1
+            raise RpcError(400, f"cannot accept the offer: {exc}") from None
+        room = str(params["room"])
+        peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
+        endpoint = self.runtime.core.create_endpoint()
+        self.clock.advance(now)
+        try:
+            peer = WebRtcPeer(
+                now,
+                endpoint,
+                answer,
+                ice,
+                self.certificate,
+                self.runtime.outbox,
+                mode=mode,
+                wallclock=time.time(),
+                clock=self.clock,
+                room=room,
+                peer=str(peer_name),
+            )
+        except PeerSetupError as exc:
+            self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
+            raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
+        session = Session(
+            mode,
+            peer,
+            str(params["token_hash"]),
+            secrets.token_hex(8),
+            answer.transport.ice_ufrag,
+            answer.transport.ice_pwd,
+            [creds.ufrag],
+        )
+        key = endpoint.session
+        self.sessions[key] = session
+        self.timers[key] = _PeerTimer(self, session)
+        self.demux.register(creds.ufrag, key)
+        self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
+        self.counters["webrtc_sessions_created"] += 1
+        self.after_input(now, session)
+        log.info(
+            "session created",
+            extra={"fields": {"mode": mode.value, "room": room, "peer": peer_name, "conn": _short(endpoint.conn_id)}},
+        )
+        return {"conn_id": endpoint.conn_id, "sdp": answer.sdp, "etag": session.etag}
+
+    def _session(self, mode: PeerMode, params: dict[str, Any]) -> Session:
+        found = self.runtime.core.lookup(str(params.get("conn_id", "")))
+        session = None if isinstance(found, ControlError) else self.sessions.get(found.session)
+        if session is None or session.mode is not mode:
+            raise RpcError(404, "unknown conn id")
+        if not hmac.compare_digest(session.token_hash, str(params.get("token_hash", ""))):
+            raise RpcError(403, "this token did not create the session")
+        return session
+
+    def patch(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
+        session = self._session(mode, params)
+        if_match = params.get("if_match")
+        if if_match is not None and if_match != session.etag:
+            raise RpcError(412, "If-Match does not match the session's ETag")
+        try:
+            frag = parse_sdpfrag(str(params["frag"]))
+        except SdpError as exc:
+            raise RpcError(400, f"bad trickle-ice-sdpfrag: {exc}") from None
+        if not is_ice_restart(frag, session.remote_ufrag, session.remote_pwd):
+            # We are ICE-lite (RFC 8445 s2.5): the client's candidates need no action from us,
+            # its checks reach our one port and are answered there.
+            return {}
+        creds = frag.credentials()
+        if creds is None:
+            raise RpcError(400, "bad trickle-ice-sdpfrag: an ICE restart needs ice-ufrag and ice-pwd")
+        new_ufrag, new_pwd = creds
+        local = session.peer.ice.restart(new_ufrag, new_pwd)
+        session.remote_ufrag, session.remote_pwd = new_ufrag, new_pwd
+        self.demux.register(local.ufrag, session.key)
+        session.ufrags.append(local.ufrag)
+        session.etag = secrets.token_hex(8)
+        first = session.peer.answer.media[0] if session.peer.answer.media else None
+        cand = LocalParams(local.ufrag, local.pwd, self.fingerprint, self.runtime.config.node_ip, self.runtime.udp_port)
+        answer = restart_answer(
+            local.ufrag, local.pwd, cand.candidate(), first.mid if first else "0", first.kind if first else "audio"
+        )
+        self.after_input(now, session)
+        return {"sdpfrag": render_sdpfrag(answer), "etag": session.etag}
+
+    def delete(self, now: float, params: dict[str, Any], mode: PeerMode) -> None:
+        conn_id = str(params.get("conn_id", ""))
+        gone = self.tombstones.get(conn_id)
+        if gone is not None and gone[0] is mode and gone[2] > now:
+            if not hmac.compare_digest(gone[1], str(params.get("token_hash", ""))):
+                raise RpcError(403, "this token did not create the session")
+            del self.tombstones[conn_id]
+            return
+        session = self._session(mode, params)
+        self.close(now, session, "deleted by the client")
+
+    # ---- teardown ------------------------------------------------------------------------
+
+    def close(self, now: float, session: Session, reason: str) -> None:
+        if session.closing:
+            return
+        session.closing = True
+        key = session.key
+        session.peer.close(now, reason)
+        while session.peer.poll_event() is not None:
+            pass
+        self.runtime.core.close_endpoint(now, key, reason)
+        self.demux.unregister(key)
+        self.runtime.unlisten(key)
+        timer = self.timers.pop(key, None)
+        if timer is not None:
+            self.runtime.untrack(timer)
+        self.sessions.pop(key, None)
+        if reason != "deleted by the client":
+            self._bury(now, session)
+        self.counters["webrtc_sessions_closed"] += 1
+        log.info("session closed", extra={"fields": {"conn": _short(session.peer.endpoint.conn_id), "reason": reason}})
+
+    def _bury(self, now: float, session: Session) -> None:
+        if len(self.tombstones) > 10_000:
+            for conn_id in [c for c, (_, _, until) in self.tombstones.items() if until <= now]:
+                del self.tombstones[conn_id]
+        self.tombstones[session.peer.endpoint.conn_id] = (session.mode, session.token_hash, now + TOMBSTONE_TTL)
+
+    def on_shutdown(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            self.close(now, session, "node stopping")
+
+    def stats(self, now: float = 0.0, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions),
+            "demux": dict(self.demux.counters),
+        }
+
+
+def _short(conn_id: str) -> str:
+    # The head of a conn id is its version and node; the tail (nonce and tag) tells them apart.
+    return conn_id[-10:]
+
+
+def install(runtime: WorkerRuntime) -> None:
+    WebRtcTransport(runtime)

@@ -33,7 +33,7 @@ __all__ = ["OutboundTrack", "SendContext"]
 _HDR: Final = struct.Struct("!BBHII")  # RFC 3550 s5.1 fixed header
 _U16: Final = struct.Struct("!H")
 _ABS: Final = struct.Struct("!HB")  # 24-bit abs-send-time, high 16 bits then low 8
-_BUF_SIZE: Final = 4096  # above any UDP payload a WebRTC peer sends (MTU ~1200-1500)
+_BUF_SIZE: Final = 64  # the fixed header plus our extension block
 #: RFC 868 / RFC 5905: seconds from the NTP epoch (1900) to the Unix epoch (1970).
 NTP_EPOCH_OFFSET: Final = 2208988800
 #: Layer bitrates are measured over windows of this many seconds.
@@ -158,7 +158,6 @@ class OutboundTrack:
                 "layer_filtered",
                 "waiting_keyframe",
                 "stale",
-                "too_large",
                 "protect_failed",
                 "switches",
                 "nack_hits",
@@ -233,10 +232,6 @@ class OutboundTrack:
             return
         seq, ts = out
         hlen = self._hlen
-        end = hlen + size
-        if end > _BUF_SIZE:
-            self.counters["too_large"] += 1
-            return
         buf = self._buf
         _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if pkt.marker else pt, seq, ts, self.ssrc)
         tpos = self.twcc_pos
@@ -249,8 +244,9 @@ class OutboundTrack:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org abs-send-time).
             a = int((now + ctx.wall_offset) * 262144.0) & 0xFFFFFF
             _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
-        buf[hlen:end] = payload
-        plain = bytes(self._view[:end])
+        # Header from the reusable buffer, payload appended: one copy into the packet bytes
+        # SRTP needs anyway (cheaper than copying the payload into the buffer first).
+        plain = self._view[:hlen].tobytes() + payload
         self.ring.put(seq, plain)
         try:
             protected = srtp.protect_rtp(plain)

@@ -246,7 +246,7 @@ def test_reliable_channel_recovers_from_20_percent_loss() -> None:
     link.run(lambda: len(messages(link.events[1])) == len(payloads), timeout=600)
     assert messages(link.events[1]) == payloads
     assert a.stats.retransmissions > 0 and a.stats.fast_retransmissions > 0
-    link.run(lambda: not a._outstanding)
+    link.run(lambda: not a._out.outstanding)
 
 
 @pytest.mark.parametrize("mode", ["rexmit", "lifetime"])
@@ -265,8 +265,8 @@ def test_unreliable_channel_with_loss_moves_on(mode: str, unordered: bool) -> No
         assert got == [p for p in payloads if p in set(got)]  # still in order
     assert a.stats.messages_abandoned > 0
     # FORWARD TSN moved the receiver's cumulative TSN past every abandoned chunk.
-    assert not a._outstanding
-    assert b._inbound.cumulative_tsn == (a._next_tsn - 1) & 0xFFFFFFFF
+    assert not a._out.outstanding
+    assert b._inbound.cumulative_tsn == (a._out.next_tsn - 1) & 0xFFFFFFFF
     link.loss = 0.0
     a.send(4, 53, b"after", unordered=unordered)
     a.send(5, 53, b"reliable")
@@ -350,7 +350,7 @@ def test_heartbeat_is_answered() -> None:
     a, _b, link = connected()
     link.settle(65.0)
     assert a.state is AssociationState.ESTABLISHED and a._errors == 0
-    assert a._srtt is not None
+    assert a._out.srtt is not None
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

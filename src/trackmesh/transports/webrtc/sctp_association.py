@@ -33,7 +33,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from trackmesh.transports.webrtc.errors import LocalProtocolError
@@ -64,7 +64,8 @@ from trackmesh.transports.webrtc.sctp_packet import (
     parse_packet,
     serialize_chunk,
 )
-from trackmesh.transports.webrtc.sctp_receiver import InboundQueue, tsn_gt, tsn_lt
+from trackmesh.transports.webrtc.sctp_receiver import InboundQueue, tsn_gt
+from trackmesh.transports.webrtc.sctp_sender import OutboundQueue, SctpStats
 
 __all__ = [
     "AssociationClosed",
@@ -81,12 +82,9 @@ __all__ = [
 DEFAULT_PORT: Final = 5000  # RFC 8841 s5 default sctp-port
 DEFAULT_MAX_PACKET: Final = 1163  # DtlsEndpoint.max_application_data for a 1200-byte GCM datagram
 _COMMON_HEADER: Final = 12
-_DATA_HEADER: Final = 16
 _MAX_STREAMS: Final = 65535
 _COOKIE_LIFE: Final = 60.0  # RFC 4960 s15 Valid.Cookie.Life
 _SACK_DELAY: Final = 0.2  # RFC 4960 s6.2: at most 200 ms (s15 suggests 200 ms)
-_ALPHA: Final = 0.125  # RFC 4960 s6.3.1 RTO.Alpha
-_BETA: Final = 0.25  # RFC 4960 s6.3.1 RTO.Beta
 _COOKIE: Final = struct.Struct("!dIIIIIHHB")
 _COOKIE_MAC: Final = 16
 _RESULT_PERFORMED: Final = 1  # RFC 6525 s4.4
@@ -146,46 +144,6 @@ class AssociationClosed:
 SctpEvent = AssociationEstablished | DataReceived | IncomingStreamsReset | OutgoingStreamsReset | AssociationClosed
 
 
-@dataclass(slots=True)
-class SctpStats:
-    packets_received: int = 0
-    packets_sent: int = 0
-    packets_dropped: int = 0  # malformed, bad checksum, bad tag or port, out of the blue
-    data_chunks_dropped: int = 0  # duplicates, no buffer, bad stream
-    retransmissions: int = 0
-    fast_retransmissions: int = 0
-    t3_expirations: int = 0
-    messages_abandoned: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _OutMessage:
-    stream_id: int
-    ppid: int
-    unordered: bool
-    max_retransmits: int | None
-    expires: float | None
-    ssn: int = 0
-    abandoned: bool = False
-    chunks: list[_OutChunk] = field(default_factory=list)
-
-
-@dataclass(slots=True, eq=False)
-class _OutChunk:
-    msg: _OutMessage
-    data: bytes
-    beginning: bool
-    ending: bool
-    tsn: int = -1
-    sent_count: int = 0
-    sent_at: float = 0.0
-    acked: bool = False  # by a gap block; cumulatively acked chunks leave the queue
-    retransmit: bool = False
-    in_flight: bool = False
-    misses: int = 0
-    fast_retransmitted: bool = False
-
-
 class SctpAssociation:
     """One SCTP association (RFC 4960) carried over DTLS (RFC 8261)."""
 
@@ -213,7 +171,6 @@ class SctpAssociation:
         self._local_port = local_port
         self._remote_port = remote_port
         self._window = receive_window
-        self._rto_min, self._rto_max = rto_min, rto_max
         self._max_retrans = max_retransmissions
         self._max_init_retrans = max_init_retransmits
         self._hb_interval = heartbeat_interval
@@ -224,31 +181,18 @@ class SctpAssociation:
         self._peer_itsn = 0
         self._now = 0.0
         self._terminated = False
-        self.max_packet_size = max_packet_size
+        if max_packet_size < 256:
+            raise LocalProtocolError("max_packet_size must be at least 256")
+        self._max_packet = max_packet_size
         # peer capabilities (from INIT / INIT ACK / cookie)
-        self._peer_forward_tsn = False
         self._peer_reconfig = False
         self._out_streams = _MAX_STREAMS
         self._in_streams = _MAX_STREAMS
         self._inbound = InboundQueue(0, receive_window)
-        # sender
-        self._next_tsn = self._local_itsn
-        self._cum_ack = (self._local_itsn - 1) & 0xFFFFFFFF
-        self._adv_ack = self._cum_ack  # RFC 3758 s3.5 Advanced.Peer.Ack.Point
-        self._pending: deque[_OutChunk] = deque()
-        self._outstanding: dict[int, _OutChunk] = {}
-        self._out_ssn: dict[int, int] = {}
-        self._flight = 0
-        self._peer_rwnd = 0
-        self._cwnd = 0
-        self._ssthresh = 0
-        self._partial_acked = 0
-        self._fast_recovery_exit: int | None = None
-        self._forward_tsn_due = False
-        # RTT (RFC 4960 s6.3.1)
-        self._rto = rto_initial
-        self._srtt: float | None = None
-        self._rttvar = 0.0
+        self._out = OutboundQueue(
+            initial_tsn=self._local_itsn, max_packet=max_packet_size, rto_initial=rto_initial,
+            rto_min=rto_min, rto_max=rto_max, stats=self.stats,
+        )  # fmt: skip
         self._errors = 0
         # outputs
         self._raw_out: deque[bytes] = deque()  # whole packets (INIT, INIT ACK, ABORT, ...)
@@ -261,7 +205,6 @@ class SctpAssociation:
         self._t1: float | None = None  # T1-init / T1-cookie
         self._t1_count = 0
         self._t1_chunk: bytes = b""
-        self._t3: float | None = None
         self._t2: float | None = None
         self._t2_count = 0
         self._hb_deadline: float | None = None
@@ -292,8 +235,7 @@ class SctpAssociation:
         if value < 256:
             raise LocalProtocolError("max_packet_size must be at least 256")
         self._max_packet = value
-        self._fragment = (value - _COMMON_HEADER - _DATA_HEADER) & ~3
-        self._mtu = value
+        self._out.set_max_packet(value)
 
     @property
     def is_established(self) -> bool:
@@ -302,7 +244,7 @@ class SctpAssociation:
     @property
     def buffered_amount(self) -> int:
         """User bytes queued or in flight (not yet cumulatively acknowledged)."""
-        return sum(len(c.data) for c in self._pending) + sum(len(c.data) for c in self._outstanding.values())
+        return self._out.buffered_amount
 
     def connect(self, now: float) -> None:
         """Start the association as initiator: send INIT (RFC 4960 s5.1 step A)."""
@@ -316,7 +258,7 @@ class SctpAssociation:
         self._t1_chunk = serialize_chunk(init)
         self._raw_out.append(build_packet(self._local_port, self._remote_port, 0, [self._t1_chunk]))
         self.state = AssociationState.COOKIE_WAIT
-        self._t1, self._t1_count = now + self._rto, 0
+        self._t1, self._t1_count = now + self._out.rto, 0
 
     def send(
         self,
@@ -348,12 +290,7 @@ class SctpAssociation:
         if not data:
             raise LocalProtocolError("SCTP cannot carry an empty message (RFC 4960 s3.3.1)")
         expires = None if max_lifetime is None else self._now + max_lifetime
-        msg = _OutMessage(stream_id, ppid, unordered, max_retransmits, expires)
-        size = self._fragment
-        for off in range(0, len(data), size):
-            chunk = _OutChunk(msg, data[off : off + size], off == 0, off + size >= len(data))
-            msg.chunks.append(chunk)
-            self._pending.append(chunk)
+        self._out.enqueue(stream_id, ppid, data, unordered, max_retransmits, expires)
 
     def reset_streams(self, stream_ids: list[int] | tuple[int, ...]) -> None:
         """Reset our outgoing streams after their queued data (RFC 6525 s5.1.2); closes channels."""
@@ -433,7 +370,10 @@ class SctpAssociation:
             size += len(raw)
         if self.state is not AssociationState.COOKIE_ECHOED:
             size = self._add_reconfig_and_forward_tsn(parts, size)
-            self._add_data(parts, size)
+            allow_new = self.state in (
+                AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_RECEIVED,
+            )  # fmt: skip
+            self._out.add_data(parts, size, self._now, allow_new)
         if not parts:
             return None
         self.stats.packets_sent += 1
@@ -445,7 +385,7 @@ class SctpAssociation:
     def next_deadline(self) -> float | None:
         if self._terminated:
             return None
-        times = [self._t1, self._t2, self._t3, self._sack_deadline, self._reset_deadline, self._hb_deadline]
+        times = [self._t1, self._t2, self._out.t3, self._sack_deadline, self._reset_deadline, self._hb_deadline]
         present = [t for t in times if t is not None]
         return min(present) if present else None
 
@@ -455,15 +395,19 @@ class SctpAssociation:
             return
         if self._t1 is not None and now >= self._t1:
             self._on_t1(now)
-        if self._t3 is not None and now >= self._t3:
-            self._on_t3(now)
+        if self._out.t3 is not None and now >= self._out.t3:
+            self._errors += 1
+            if self._errors > self._max_retrans:
+                self._close("peer unreachable (retransmission limit)", send_abort=True)
+                return
+            self._out.on_t3(now)
         if self._t2 is not None and now >= self._t2:
             self._on_t2(now)
         if self._reset_deadline is not None and now >= self._reset_deadline:
             self._reset_deadline = None
             if self._reset_inflight is not None:
                 self._control.append(ReconfigChunk((self._reset_inflight,)))
-                self._reset_deadline = now + self._rto
+                self._reset_deadline = now + self._out.rto
         if self._hb_deadline is not None and now >= self._hb_deadline:
             self._on_heartbeat_timer(now)
         # the delayed SACK itself goes out in poll_transmit once its deadline has passed
@@ -522,6 +466,12 @@ class SctpAssociation:
             self._on_reconfig(now, chunk)
         elif isinstance(chunk, ErrorChunk):
             pass  # informational (e.g. stale cookie, s3.3.10); retransmission timers recover
+
+    def _on_sack(self, now: float, cum: int, a_rwnd: int | None, gaps: tuple[tuple[int, int], ...]) -> None:
+        """A SACK, or a SHUTDOWN's cumulative TSN ack (``a_rwnd`` None, s9.2)."""
+        if self._out.on_sack(now, cum, a_rwnd, gaps):
+            self._errors = 0  # s8.1: the error counter resets when data is acknowledged
+        self._check_shutdown()
 
     def _on_data(self, chunk: DataChunk) -> None:
         if self.state in (AssociationState.CLOSED, AssociationState.COOKIE_WAIT, AssociationState.COOKIE_ECHOED):
@@ -585,7 +535,7 @@ class SctpAssociation:
         self._t1_chunk = serialize_chunk(CookieEchoChunk(ack.state_cookie))
         self._control.append(CookieEchoChunk(ack.state_cookie))
         self.state = AssociationState.COOKIE_ECHOED
-        self._t1, self._t1_count = now + self._rto, 0
+        self._t1, self._t1_count = now + self._out.rto, 0
 
     def _on_cookie_echo(self, now: float, echo: CookieEchoChunk) -> None:
         cookie = echo.cookie
@@ -614,16 +564,12 @@ class SctpAssociation:
     def _setup_peer(self, tag: int, itsn: int, a_rwnd: int, os_: int, mis: int, fwd: bool, reconfig: bool) -> None:
         self._peer_tag = tag
         self._peer_itsn = itsn
-        self._peer_rwnd = a_rwnd
         self._out_streams = min(_MAX_STREAMS, mis)
         self._in_streams = min(_MAX_STREAMS, os_)
-        self._peer_forward_tsn = fwd
         self._peer_reconfig = reconfig
         self._peer_reconfig_seq = itsn  # RFC 6525 s5.1.1: starts at the initial TSN
         self._inbound = InboundQueue(itsn, self._window)
-        # RFC 4960 s7.2.1 initial cwnd and ssthresh
-        self._cwnd = min(4 * self._mtu, max(2 * self._mtu, 4380))
-        self._ssthresh = a_rwnd
+        self._out.setup_peer(a_rwnd, fwd)
 
     def _established(self, now: float) -> None:
         self.state = AssociationState.ESTABLISHED
@@ -636,12 +582,12 @@ class SctpAssociation:
         if self._t1_count > self._max_init_retrans:
             self._close("association setup timed out", send_abort=False)
             return
-        self._rto = min(self._rto * 2, self._rto_max)  # s6.3.3 rule E2 applies to T1 too (s5.1)
+        self._out.backoff()  # s6.3.3 rule E2 applies to T1 too (s5.1)
         if self.state is AssociationState.COOKIE_WAIT:
             self._raw_out.append(build_packet(self._local_port, self._remote_port, 0, [self._t1_chunk]))
         elif self.state is AssociationState.COOKIE_ECHOED:
             self._raw_out.append(build_packet(self._local_port, self._remote_port, self._peer_tag, [self._t1_chunk]))
-        self._t1 = now + self._rto
+        self._t1 = now + self._out.rto
 
     # --- shutdown and abort (RFC 4960 s9) -------------------------------------------------
 
@@ -653,10 +599,10 @@ class SctpAssociation:
         elif self.state is AssociationState.SHUTDOWN_SENT:
             self.state = AssociationState.SHUTDOWN_ACK_SENT  # s9.2 simultaneous shutdown
             self._control.append(ShutdownAckChunk())
-            self._t2, self._t2_count = now + self._rto, 0
+            self._t2, self._t2_count = now + self._out.rto, 0
 
     def _check_shutdown(self) -> None:
-        if self._pending or self._outstanding:
+        if not self._out.idle:
             return
         if self.state is AssociationState.SHUTDOWN_PENDING:
             self.state = AssociationState.SHUTDOWN_SENT
@@ -666,19 +612,19 @@ class SctpAssociation:
             self._control.append(ShutdownAckChunk())
         else:
             return
-        self._t2, self._t2_count = self._now + self._rto, 0
+        self._t2, self._t2_count = self._now + self._out.rto, 0
 
     def _on_t2(self, now: float) -> None:
         self._t2_count += 1
         if self._t2_count > self._max_retrans:
             self._close("shutdown timed out", send_abort=True)
             return
-        self._rto = min(self._rto * 2, self._rto_max)
+        self._out.backoff()
         if self.state is AssociationState.SHUTDOWN_SENT:
             self._control.append(ShutdownChunk(self._inbound.cumulative_tsn))
         elif self.state is AssociationState.SHUTDOWN_ACK_SENT:
             self._control.append(ShutdownAckChunk())
-        self._t2 = now + self._rto
+        self._t2 = now + self._out.rto
 
     def _close(self, reason: str | None, *, send_abort: bool, cause: str = "") -> None:
         if send_abort and self._peer_tag:
@@ -693,7 +639,7 @@ class SctpAssociation:
         self.state = AssociationState.CLOSED
         self._terminated = True
         self._control.clear()
-        self._t1 = self._t2 = self._t3 = self._sack_deadline = self._reset_deadline = self._hb_deadline = None
+        self._t1 = self._t2 = self._out.t3 = self._sack_deadline = self._reset_deadline = self._hb_deadline = None
         if was_open or reason is not None:
             self._events.append(AssociationClosed(reason))
 
@@ -706,10 +652,10 @@ class SctpAssociation:
             if self._errors > self._max_retrans:
                 self._close("peer unreachable (heartbeat)", send_abort=True)
                 return
-        if self.state is AssociationState.ESTABLISHED and not self._outstanding:
+        if self.state is AssociationState.ESTABLISHED and self._out.idle:
             self._control.append(HeartbeatChunk(struct.pack("!d", now) + self._random(8)))
             self._hb_outstanding = True
-        self._hb_deadline = now + self._hb_interval + self._rto
+        self._hb_deadline = now + self._hb_interval + self._out.rto
 
     def _on_heartbeat_ack(self, now: float, info: bytes) -> None:
         self._hb_outstanding = False
@@ -717,7 +663,7 @@ class SctpAssociation:
         if len(info) == 16:
             sent = struct.unpack_from("!d", info)[0]
             if 0 <= now - sent < 120:
-                self._rtt_sample(now - sent)
+                self._out.rtt_sample(now - sent)
 
     # --- stream reset (RFC 6525) ----------------------------------------------------------
 
@@ -750,7 +696,7 @@ class SctpAssociation:
         if req is None or resp.response_seq != req.request_seq:
             return
         if resp.result == _RESULT_IN_PROGRESS:
-            self._reset_deadline = now + self._rto  # ask again later
+            self._reset_deadline = now + self._out.rto  # ask again later
             return
         self._reset_inflight = None
         self._reset_deadline = None
@@ -759,21 +705,21 @@ class SctpAssociation:
         for sid in req.streams:
             self._resetting.discard(sid)
             if ok:
-                self._out_ssn[sid] = 0
+                self._out.out_ssn[sid] = 0
         self._events.append(OutgoingStreamsReset(req.streams, ok))
 
     def _add_reconfig_and_forward_tsn(self, parts: list[bytes], size: int) -> int:
         if self._reset_inflight is None and self._reset_queue and self.state is AssociationState.ESTABLISHED:
-            busy = {c.msg.stream_id for c in self._pending}
+            busy = self._out.busy_streams()
             ready = tuple(s for s in self._reset_queue if s not in busy)
             if ready:
                 self._reset_queue = [s for s in self._reset_queue if s in busy]
                 req = OutgoingResetRequest(
                     self._reconfig_seq, (self._peer_reconfig_seq - 1) & 0xFFFFFFFF,
-                    (self._next_tsn - 1) & 0xFFFFFFFF, ready,
+                    (self._out.next_tsn - 1) & 0xFFFFFFFF, ready,
                 )  # fmt: skip
                 self._reset_inflight = req
-                self._reset_deadline = self._now + self._rto
+                self._reset_deadline = self._now + self._out.rto
                 self._control.append(ReconfigChunk((req,)))
         while self._control:  # reset request/response queued above or by handlers
             raw = serialize_chunk(self._control[0])
@@ -782,232 +728,16 @@ class SctpAssociation:
             self._control.popleft()
             parts.append(raw)
             size += len(raw)
-        if self._forward_tsn_due and tsn_gt(self._adv_ack, self._cum_ack):
-            raw = serialize_chunk(self._forward_tsn_chunk())
+        out = self._out
+        if out.forward_tsn_due and tsn_gt(out.adv_ack, out.cum_ack):
+            raw = serialize_chunk(out.forward_tsn_chunk())
             if not parts or size + len(raw) <= self._max_packet:
                 parts.append(raw)
                 size += len(raw)
-                self._forward_tsn_due = False
+                out.forward_tsn_due = False
         return size
 
     # --- send path (RFC 4960 s6.1, s7) ----------------------------------------------------
-
-    def _add_data(self, parts: list[bytes], size: int) -> None:
-        now = self._now
-        # Retransmissions first (s6.1 rule C: earliest TSNs), then new data; cwnd and rwnd apply.
-        for tsn in sorted(
-            (t for t, c in self._outstanding.items() if c.retransmit), key=lambda t: (t - self._cum_ack) & 0xFFFFFFFF
-        ):
-            c = self._outstanding[tsn]
-            if self._expired(c, now):
-                continue
-            if self._flight >= self._cwnd and self._flight > 0:
-                return
-            raw = serialize_chunk(self._data_chunk(c))
-            if size + len(raw) > self._max_packet:
-                return
-            parts.append(raw)
-            size += len(raw)
-            c.retransmit = False
-            self._transmitted(c, now)
-            self.stats.retransmissions += 1
-        if self.state not in (
-            AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_RECEIVED,
-        ):  # fmt: skip
-            return
-        while self._pending:
-            c = self._pending[0]
-            msg = c.msg
-            if msg.abandoned or (c.beginning and msg.expires is not None and now >= msg.expires):
-                self._pending.popleft()
-                if not msg.abandoned:
-                    msg.abandoned = True
-                    self.stats.messages_abandoned += 1
-                continue
-            if self._flight > 0 and (self._flight >= self._cwnd or len(c.data) > self._peer_rwnd - self._flight):
-                return  # s6.1 rules A and B (one packet may always be in flight)
-            if size + _DATA_HEADER + len(c.data) > self._max_packet:
-                return
-            self._pending.popleft()
-            c.tsn = self._next_tsn
-            self._next_tsn = (self._next_tsn + 1) & 0xFFFFFFFF
-            if c.beginning and not msg.unordered:
-                msg.ssn = self._out_ssn.get(msg.stream_id, 0)
-                self._out_ssn[msg.stream_id] = (msg.ssn + 1) & 0xFFFF
-            self._outstanding[c.tsn] = c
-            raw = serialize_chunk(self._data_chunk(c))
-            parts.append(raw)
-            size += len(raw)
-            self._transmitted(c, now)
-
-    def _data_chunk(self, c: _OutChunk) -> DataChunk:
-        m = c.msg
-        return DataChunk(c.tsn, m.stream_id, m.ssn, m.ppid, c.data, m.unordered, c.beginning, c.ending)
-
-    def _transmitted(self, c: _OutChunk, now: float) -> None:
-        c.sent_count += 1
-        c.sent_at = now
-        c.misses = 0
-        if not c.in_flight:
-            c.in_flight = True
-            self._flight += len(c.data)
-        if self._t3 is None:
-            self._t3 = now + self._rto  # s6.3.2 rule R1
-
-    def _leave_flight(self, c: _OutChunk) -> None:
-        if c.in_flight:
-            c.in_flight = False
-            self._flight -= len(c.data)
-
-    def _expired(self, c: _OutChunk, now: float) -> bool:
-        """RFC 3758 s3.5 A1/A2: abandon a message past its lifetime or retransmission limit."""
-        m = c.msg
-        if m.abandoned:
-            return True
-        over = m.max_retransmits is not None and c.sent_count > m.max_retransmits
-        if not over and not (m.expires is not None and now >= m.expires):
-            return False
-        if not self._peer_forward_tsn:
-            return False  # without PR-SCTP support the data stays reliable
-        m.abandoned = True
-        self.stats.messages_abandoned += 1
-        for part in m.chunks:
-            self._leave_flight(part)
-            part.retransmit = False
-        self._advance_ack_point()
-        return True
-
-    def _advance_ack_point(self) -> None:
-        """RFC 3758 s3.5 C1-C3: move past abandoned chunks and schedule a FORWARD TSN."""
-        if tsn_lt(self._adv_ack, self._cum_ack):
-            self._adv_ack = self._cum_ack
-        for tsn, c in self._outstanding.items():
-            if not tsn_gt(tsn, self._adv_ack):
-                continue
-            if not c.msg.abandoned:
-                break
-            self._adv_ack = tsn
-        if tsn_gt(self._adv_ack, self._cum_ack):
-            self._forward_tsn_due = True
-
-    def _forward_tsn_chunk(self) -> ForwardTsnChunk:
-        streams: dict[int, int] = {}
-        for tsn, c in self._outstanding.items():
-            if tsn_gt(tsn, self._adv_ack):
-                break
-            if not c.msg.unordered:
-                streams[c.msg.stream_id] = c.msg.ssn
-        return ForwardTsnChunk(self._adv_ack, tuple(sorted(streams.items())))
-
-    def _on_sack(self, now: float, cum: int, a_rwnd: int | None, gaps: tuple[tuple[int, int], ...]) -> None:
-        """RFC 4960 s6.2.1 (processing a SACK), s7.2 (congestion control)."""
-        if tsn_lt(cum, self._cum_ack) or not tsn_lt(cum, self._next_tsn):
-            return  # stale or acknowledges data never sent
-        flight_before = self._flight
-        advanced = cum != self._cum_ack
-        bytes_acked = 0
-        rtt: float | None = None
-        while self._outstanding:
-            tsn = next(iter(self._outstanding))
-            if tsn_gt(tsn, cum):
-                break
-            c = self._outstanding.pop(tsn)
-            if not c.acked and not c.msg.abandoned:
-                bytes_acked += len(c.data)
-                if c.sent_count == 1:  # Karn's algorithm (s6.3.1 C5)
-                    rtt = now - c.sent_at
-            self._leave_flight(c)
-        self._cum_ack = cum
-        htna: int | None = cum if advanced else None  # highest newly acknowledged TSN (s7.2.4)
-        ranges = [((cum + s) & 0xFFFFFFFF, (cum + e) & 0xFFFFFFFF) for s, e in gaps if s <= e]
-        for tsn, c in self._outstanding.items():
-            in_gap = any(not tsn_lt(tsn, s) and not tsn_gt(tsn, e) for s, e in ranges)
-            if in_gap and not c.acked:
-                c.acked, c.retransmit = True, False
-                if not c.msg.abandoned:
-                    bytes_acked += len(c.data)
-                    if c.sent_count == 1:
-                        rtt = now - c.sent_at
-                self._leave_flight(c)
-                htna = tsn
-            elif not in_gap and c.acked and a_rwnd is not None:
-                c.acked, c.retransmit = False, True  # s6.2.1: the peer reneged
-        fast = False
-        if gaps and htna is not None:
-            for tsn, c in self._outstanding.items():
-                if not tsn_lt(tsn, htna):
-                    break
-                if c.acked or c.retransmit or c.msg.abandoned or c.sent_count == 0:
-                    continue
-                c.misses += 1
-                if c.misses >= 3 and not c.fast_retransmitted:  # s7.2.4
-                    c.fast_retransmitted, c.retransmit = True, True
-                    self._leave_flight(c)
-                    self.stats.fast_retransmissions += 1
-                    fast = True
-        if self._fast_recovery_exit is not None and not tsn_lt(cum, self._fast_recovery_exit):
-            self._fast_recovery_exit = None
-        if fast and self._fast_recovery_exit is None:
-            self._ssthresh = max(self._cwnd // 2, 4 * self._mtu)
-            self._cwnd = self._ssthresh
-            self._partial_acked = 0
-            self._fast_recovery_exit = (self._next_tsn - 1) & 0xFFFFFFFF
-        elif advanced and self._fast_recovery_exit is None and flight_before + self._fragment > self._cwnd:
-            # "cwnd fully utilised" (s7.2.1): no room was left for another full-sized chunk.
-            if self._cwnd <= self._ssthresh:  # s7.2.1 slow start
-                self._cwnd += min(bytes_acked, self._mtu)
-            else:  # s7.2.2 congestion avoidance
-                self._partial_acked += bytes_acked
-                if self._partial_acked >= self._cwnd:
-                    self._partial_acked -= self._cwnd
-                    self._cwnd += self._mtu
-        if a_rwnd is not None:
-            self._peer_rwnd = a_rwnd
-        if rtt is not None:  # newest chunk acked by this SACK and never retransmitted (C5)
-            self._rtt_sample(rtt)
-        if advanced:
-            self._errors = 0
-        if not any(not c.acked for c in self._outstanding.values()):
-            self._t3 = None  # s6.3.2 rule R2
-        elif advanced:
-            self._t3 = now + self._rto  # rule R3
-        self._advance_ack_point()
-        if self._forward_tsn_due and not tsn_gt(self._adv_ack, self._cum_ack):
-            self._forward_tsn_due = False
-        self._check_shutdown()
-
-    def _rtt_sample(self, r: float) -> None:
-        """RFC 4960 s6.3.1 C1-C3."""
-        if self._srtt is None:
-            self._srtt, self._rttvar = r, r / 2
-        else:
-            self._rttvar = (1 - _BETA) * self._rttvar + _BETA * abs(self._srtt - r)
-            self._srtt = (1 - _ALPHA) * self._srtt + _ALPHA * r
-        self._rto = min(max(self._srtt + 4 * self._rttvar, self._rto_min), self._rto_max)
-
-    def _on_t3(self, now: float) -> None:
-        """RFC 4960 s6.3.3 (T3-rtx expiry) and s7.2.3 (loss by timeout)."""
-        self._t3 = None
-        self.stats.t3_expirations += 1
-        self._errors += 1
-        if self._errors > self._max_retrans:
-            self._close("peer unreachable (retransmission limit)", send_abort=True)
-            return
-        self._rto = min(self._rto * 2, self._rto_max)  # E2
-        self._ssthresh = max(self._cwnd // 2, 4 * self._mtu)
-        self._cwnd = self._mtu
-        self._partial_acked = 0
-        self._fast_recovery_exit = None
-        for c in list(self._outstanding.values()):
-            if not c.acked and not c.msg.abandoned:
-                self._leave_flight(c)
-                c.retransmit = True
-                self._expired(c, now)
-        self._advance_ack_point()
-        if tsn_gt(self._adv_ack, self._cum_ack):
-            self._forward_tsn_due = True  # RFC 3758 s3.5 C3: resend FORWARD TSN on T3
-        if any(not c.acked for c in self._outstanding.values()):
-            self._t3 = now + self._rto  # E3
 
 
 def _describe_causes(causes: bytes) -> str:

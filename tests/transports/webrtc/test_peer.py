@@ -3,10 +3,13 @@ with the in-process registry and hub, on a virtual clock (see peer_client.py).""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from trackmesh.core.model import LocalTrackState
-from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.core.controls import CreateLocalTrack, Join
+from trackmesh.core.model import LocalTrackState, TrackKind
+from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
 from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
 from trackmesh.transports.webrtc.rtcp import (
     Bye,
@@ -296,3 +299,37 @@ def test_mid_extension_is_used_when_the_offer_has_no_ssrcs(net: Net) -> None:
     assert viewer.payloads(viewer.local_ssrc("1")) == [body]
     assert ppeer.inbound.by_name["video_main"].streams[0].ssrc == 0xABCD
     assert EXT_MID == 4
+
+
+def test_random_datagrams_never_raise(net: Net) -> None:
+    rng = random.Random(7)
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    fresh, fpeer = net.connect(PeerMode.WHEP, handshake=False)
+    for _ in range(2000):
+        first = rng.choice([0, 1, 20, 22, 23, 128, 144, 200, 205, 255])
+        data = bytes([first]) + rng.randbytes(rng.randrange(0, 300))
+        ppeer.handle_datagram(net.now, data, pub.addr)
+        fpeer.handle_datagram(net.now, data, fresh.addr)
+    assert ppeer.counters["handler_errors"] == 0 and fpeer.counters["handler_errors"] == 0
+    assert not ppeer.closed
+    net.flush()
+    sent = send_frames(net, pub, 1, 2)
+    assert viewer.payloads(viewer.local_ssrc("1"))[-2:] == sent
+
+
+def test_setup_errors_are_typed(net: Net) -> None:
+    with pytest.raises(PeerSetupError, match="room name"):
+        net.connect(PeerMode.WHIP, room="")
+
+
+def test_sdk_mode_leaves_joining_and_naming_to_the_sdk_transport(net: Net) -> None:
+    pub, _ = publish(net)
+    _, ppeer_sdk = net.connect(PeerMode.SDK, handshake=False)
+    ep = ppeer_sdk.endpoint
+    assert ep.room is None and not ep.local_tracks
+    assert ep.control(net.now, Join("room", "sdk-viewer")) is None
+    assert ep.control(net.now, CreateLocalTrack("cam", TrackKind.VIDEO)) is None
+    out = ppeer_sdk.bind_local_track("1", "cam")
+    assert out.local.sink == out.on_media
+    assert pub.srtp is not None

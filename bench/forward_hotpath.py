@@ -6,7 +6,11 @@ packets, SRTP-protected in advance, are fed to ``WebRtcPeer.handle_datagram`` an
 is cleared after each. The timed part is exactly the server's work: receive + unprotect once,
 then per viewer rewrite + protect + outbox append. Time is CPU time (``time.process_time``).
 
-Run with ``python bench/forward_hotpath.py [viewers] [packets]``.
+Run with ``python bench/forward_hotpath.py [viewers] [packets]``. On the development box
+(CPython 3.11, 2 shared cores) 30000 packets of 1042 bytes measured ~61-65 us per incoming
+packet with 10 viewers (6.1-6.5 us per forwarded copy) and ~13.6 us with one viewer: about
+8.4 us to receive (unprotect, parse, TWCC/NACK bookkeeping, key-frame check, MediaPacket)
+plus about 5.3 us per viewer (of which SRTP protect through pylibsrtp is ~1.6 us).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ V_SSRC = 0x2222
 
 
 def main() -> None:
-    viewers = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    viewers = max(1, int(sys.argv[1])) if len(sys.argv) > 1 else 10
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 30_000
     net = Net()
     clients = [net.connect(PeerMode.WHEP) for _ in range(viewers)]

@@ -141,6 +141,18 @@ def test_remote_close_is_answered() -> None:
     link.run(lambda: all(ChannelClosed(0) in evs for evs in link.events))
 
 
+def test_simultaneous_close() -> None:
+    client, server, link = managers()
+    client.open("data", negotiated_id=0)
+    server.open("data", negotiated_id=0)
+    client.connect(0.0)
+    up(link)
+    client.close(0)
+    server.close(0)
+    link.run(lambda: all(ChannelClosed(0) in evs for evs in link.events))
+    assert not client.channels and not server.channels
+
+
 def test_unreliable_channel_under_loss() -> None:
     client, _server, link = managers(loss=0.2, seed=9)
     client.connect(0.0)

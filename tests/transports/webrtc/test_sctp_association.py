@@ -22,6 +22,8 @@ from trackmesh.transports.webrtc.sctp_association import (
 )
 from trackmesh.transports.webrtc.sctp_packet import (
     CookieEchoChunk,
+    HeartbeatAckChunk,
+    HeartbeatChunk,
     InitChunk,
     build_packet,
     parse_packet,
@@ -49,7 +51,7 @@ class Link:
         reorder: float = 0.0,
         delay: float = 0.01,
         seed: int = 0,
-        max_size: int | None = None,
+        max_size: int | None = 1163,
     ) -> None:
         self.ends = (a, b)
         self.events: tuple[list[Any], list[Any]] = ([], [])
@@ -344,6 +346,16 @@ def test_delayed_sack_timer() -> None:
     b.handle_timeout(deadline)
     sack = b.poll_transmit(deadline)
     assert sack is not None and type(parse_packet(sack).chunks[0]).__name__ == "SackChunk"
+
+
+def test_oversized_heartbeat_is_not_echoed() -> None:
+    _a, b, link = connected()
+    b.handle_data(link.now, build_packet(5000, 5000, b._local_tag, (HeartbeatChunk(b"x" * 1200),)))
+    assert b.poll_transmit(link.now) is None
+    assert b.stats.oversized_chunks_dropped == 1
+    b.handle_data(link.now, build_packet(5000, 5000, b._local_tag, (HeartbeatChunk(b"hb"),)))
+    ack = b.poll_transmit(link.now)
+    assert ack is not None and parse_packet(ack).chunks == (HeartbeatAckChunk(b"hb"),)
 
 
 def test_heartbeat_is_answered() -> None:

@@ -361,13 +361,7 @@ class SctpAssociation:
             parts.append(serialize_chunk(self._inbound.sack()))
             size += len(parts[-1])
             self._sack_now, self._sack_deadline, self._data_packets_unacked = False, None, 0
-        while self._control:
-            raw = serialize_chunk(self._control[0])
-            if parts and size + len(raw) > self._max_packet:
-                break
-            self._control.popleft()
-            parts.append(raw)
-            size += len(raw)
+        size = self._add_control(parts, size)
         if self.state is not AssociationState.COOKIE_ECHOED:
             size = self._add_reconfig_and_forward_tsn(parts, size)
             allow_new = self.state in (
@@ -708,6 +702,20 @@ class SctpAssociation:
                 self._out.out_ssn[sid] = 0
         self._events.append(OutgoingStreamsReset(req.streams, ok))
 
+    def _add_control(self, parts: list[bytes], size: int) -> int:
+        while self._control:
+            raw = serialize_chunk(self._control[0])
+            if _COMMON_HEADER + len(raw) > self._max_packet:
+                self._control.popleft()  # e.g. a HEARTBEAT ACK echoing an oversized info: never
+                self.stats.oversized_chunks_dropped += 1  # exceed the DTLS record limit (RFC 8261 s5)
+                continue
+            if size + len(raw) > self._max_packet:
+                break
+            self._control.popleft()
+            parts.append(raw)
+            size += len(raw)
+        return size
+
     def _add_reconfig_and_forward_tsn(self, parts: list[bytes], size: int) -> int:
         if self._reset_inflight is None and self._reset_queue and self.state is AssociationState.ESTABLISHED:
             busy = self._out.busy_streams()
@@ -721,13 +729,7 @@ class SctpAssociation:
                 self._reset_inflight = req
                 self._reset_deadline = self._now + self._out.rto
                 self._control.append(ReconfigChunk((req,)))
-        while self._control:  # reset request/response queued above or by handlers
-            raw = serialize_chunk(self._control[0])
-            if parts and size + len(raw) > self._max_packet:
-                break
-            self._control.popleft()
-            parts.append(raw)
-            size += len(raw)
+        size = self._add_control(parts, size)  # the reset request queued above
         out = self._out
         if out.forward_tsn_due and tsn_gt(out.adv_ack, out.cum_ack):
             raw = serialize_chunk(out.forward_tsn_chunk())

@@ -35,6 +35,7 @@ class SctpStats:
     fast_retransmissions: int = 0
     t3_expirations: int = 0
     messages_abandoned: int = 0
+    oversized_chunks_dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -167,7 +168,7 @@ class OutboundQueue:
                 continue
             if self.flight > 0 and (self.flight >= self.cwnd or len(c.data) > self.peer_rwnd - self.flight):
                 return  # s6.1 rules A and B (one packet may always be in flight)
-            if size + _DATA_HEADER + len(c.data) > self._max_packet:
+            if size + _DATA_HEADER + ((len(c.data) + 3) & ~3) > self._max_packet:  # padded (s3.2)
                 return
             self.pending.popleft()
             c.tsn = self.next_tsn

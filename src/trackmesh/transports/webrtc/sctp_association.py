@@ -13,6 +13,11 @@ ICE restart onto another node works; browsers initiate too); both may, and the I
 is resolved per RFC 4960 s5.2.1/s5.2.4. A side that never calls it answers INITs with a
 stateless, HMAC-signed state cookie (s5.1.3).
 
+Layout: this module is the state machine (handshake, timers, shutdown, stream reset);
+:mod:`.sctp_sender` holds the sending half (fragmentation, SACK processing, congestion
+control, RTO, PR-SCTP), :mod:`.sctp_receiver` the receiving half (TSN tracking, SACK
+generation, reassembly, ordered delivery) and :mod:`.sctp_packet` the wire format.
+
 Deviations and simplifications, deliberate for WebRTC:
 
 - Timer defaults follow common WebRTC stacks rather than RFC 4960 s15 (RTO.Initial 1 s,

@@ -143,10 +143,12 @@ class NackGenerator:
         due: list[int] = []
         expired: list[int] = []
         for ext, m in self._missing.items():
-            if m.retries >= self.max_retries or now - m.detected > self.max_age:
+            if m.retries >= self.max_retries or now >= m.detected + self.max_age:
                 expired.append(ext)
-            elif now - m.detected >= self.reorder_delay and (
-                m.retries == 0 or now - m.last_sent >= self.retry_interval
+            # Compare with the same sums next_timeout() returns, so firing exactly at a deadline
+            # always makes progress (``now - t >= d`` can round below and spin the timer).
+            elif now >= m.detected + self.reorder_delay and (
+                m.retries == 0 or now >= m.last_sent + self.retry_interval
             ):
                 m.retries += 1
                 m.last_sent = now

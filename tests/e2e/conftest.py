@@ -220,3 +220,74 @@ def aiortc_client() -> Any:
         return run_client([str(CLIENTS_DIR / "aiortc_client.py"), *args], system_python=False, timeout=timeout)
 
     return run
+
+
+# -- a real trackmesh node --------------------------------------------------------------------------
+
+
+class TrackmeshNode:
+    """A ``trackmesh standalone`` process on a free loopback port (see tests/runtime/node_process.py).
+
+    Its output is drained by a thread into ``lines`` (a full pipe would block the node). ``token``
+    mints WHIP/WHEP tokens with the app secret; ``url`` builds absolute URLs; ``info`` is
+    GET /api/node/info.
+    """
+
+    def __init__(self, *args: str) -> None:
+        from tests.runtime.node_process import NodeProcess
+
+        self.proc = NodeProcess(*args)
+        self.base = self.proc.base
+        self.secret = self.proc.secret
+        self.lines: list[str] = []
+        self._drain = threading.Thread(target=self._read, name="trackmesh-log", daemon=True)
+        self._drain.start()
+        self.proc.wait_ready()
+
+    def _read(self) -> None:
+        out = self.proc.proc.stdout
+        assert out is not None
+        for line in out:
+            self.lines.append(line.rstrip("\n"))
+
+    def url(self, path: str) -> str:
+        return self.base + "/" + path.lstrip("/")
+
+    def token(self, kind: str, room: str, peer: str | None = None, ttl: int = 600) -> str:
+        body: dict[str, Any] = {"room": room, "ttl": ttl}
+        if peer is not None:
+            body["peer"] = peer
+        status, resp = self.proc.json("POST", f"/token/{kind}", body, token=self.secret)
+        assert status == 200 and resp["status"], (status, resp)
+        return str(resp["data"]["token"])
+
+    def info(self) -> dict[str, Any]:
+        status, resp = self.proc.json("GET", "/api/node/info")
+        assert status == 200, (status, resp)
+        return dict(resp["data"])
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self) -> int:
+        import signal
+
+        rc = self.proc.stop(signal.SIGINT)
+        self._drain.join(5)
+        return rc
+
+
+@pytest.fixture(scope="module")
+def trackmesh_node(netns_guard: None) -> Iterator[TrackmeshNode]:
+    """One trackmesh node per test module (use distinct room names per test).
+
+    Set TRACKMESH_E2E_LOG_LEVEL=debug to get the node's debug log in failure reports.
+    """
+    node = TrackmeshNode("--log-level", os.environ.get("TRACKMESH_E2E_LOG_LEVEL", "info"))
+    try:
+        yield node
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from trackmesh.security.tokens import SessionToken, TokenError, verify
 
@@ -71,10 +71,19 @@ def _token(node: Node, authorization: str | None, kind: Kind) -> SessionToken | 
         return _problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})
 
 
+def _max_spatial(value: str | None) -> int | PlainTextResponse | None:
+    if value is None or value in ("", "none"):
+        return None
+    if not value.isdigit() or int(value) > 3:
+        return _problem(400, f"max_spatial must be a simulcast layer 0..3 (0 is the lowest) or none, got {value!r}")
+    return int(value)
+
+
 def router(node: Node) -> APIRouter:
     api = APIRouter()
     for kind in ("whip", "whep"):
         _add_routes(api, node, kind)
+    _add_limit_route(api, node)
 
     @api.get("/samples/{name}", include_in_schema=False)
     async def sample(name: str) -> Response:
@@ -120,6 +129,9 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
         except UnicodeDecodeError:
             return _problem(400, "the offer is not UTF-8 text")
         raw = _bearer(authorization) or ""
+        max_spatial = _max_spatial(request.query_params.get("max_spatial")) if kind == "whep" else None
+        if isinstance(max_spatial, Response):
+            return max_spatial
         params = {
             "room": token.room,
             "peer": token.peer,
@@ -127,6 +139,7 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
             "record": token.record,
             "offer": offer,
             "token_hash": token_hash(raw),
+            "max_spatial": max_spatial,
         }
         result = await node.worker_for_room(token.room).call(f"{kind}.create", params)
         location = f"/{kind}/conn/{result['conn_id']}"
@@ -192,3 +205,33 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
         return PlainTextResponse("OK")
 
 
+def _add_limit_route(api: APIRouter, node: Node) -> None:
+    @api.post(
+        "/whep/conn/{conn_id}/limit",
+        tags=["whep"],
+        summary="WHEP (play): cap or uncap the simulcast layer this viewer receives",
+        responses={
+            200: {"description": "the cap now in force"},
+            400: {"description": "max_spatial is not 0..3 or null"},
+            403: {"description": "the token is not the session's"},
+            404: {"description": "unknown conn id"},
+        },
+    )
+    async def limit(conn_id: str, request: Request, authorization: str | None = Header(None)) -> Response:
+        """``{"max_spatial": 0}`` keeps the viewer on the lowest layer (as if its bandwidth allowed
+        no more); ``{"max_spatial": null}`` leaves the choice to its bandwidth estimate again. The
+        same cap can be set at creation with ``POST /whep/endpoint?max_spatial=0``."""
+        raw = _bearer(authorization)
+        if raw is None:
+            return _problem(401, "missing bearer whep token", {"WWW-Authenticate": "Bearer"})
+        try:
+            body = await request.json()
+        except ValueError:
+            return _problem(400, 'the body must be JSON: {"max_spatial": 0..3 or null}')
+        value = body.get("max_spatial") if isinstance(body, dict) else "missing"
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 3):
+            return _problem(400, f"max_spatial must be a simulcast layer 0..3 or null, got {value!r}")
+        worker = node.worker_for_conn(conn_id)
+        params = {"conn_id": conn_id, "token_hash": token_hash(raw), "max_spatial": value}
+        result = await worker.call("whep.limit", params)
+        return JSONResponse({"status": True, "data": result})

@@ -94,6 +94,7 @@ class WebRtcTransport:
             runtime.register_rpc(f"{kind}.create", functools.partial(self.create, mode=mode))
             runtime.register_rpc(f"{kind}.patch", functools.partial(self.patch, mode=mode))
             runtime.register_rpc(f"{kind}.delete", functools.partial(self.delete, mode=mode))
+        runtime.register_rpc("whep.limit", self.limit)
         runtime.register_rpc("webrtc.stats", self.stats)
         runtime.on_shutdown(self.on_shutdown)
 
@@ -178,6 +179,8 @@ class WebRtcTransport:
         self.demux.register(creds.ufrag, key)
         self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
         self.counters["webrtc_sessions_created"] += 1
+        if mode is PeerMode.WHEP and params.get("max_spatial") is not None:
+            peer.set_max_spatial(now, int(params["max_spatial"]))
         self.after_input(now, session)
         log.info(
             "session created",
@@ -224,6 +227,14 @@ class WebRtcTransport:
         self.after_input(now, session)
         return {"sdpfrag": render_sdpfrag(answer), "etag": session.etag}
 
+    def limit(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """Cap (or, with None, uncap) the simulcast layer a WHEP viewer gets: 0 is the lowest."""
+        session = self._session(PeerMode.WHEP, params)
+        layer = params.get("max_spatial")
+        session.peer.set_max_spatial(now, None if layer is None else int(layer))
+        self.after_input(now, session)
+        return {"max_spatial": layer}
+
     def delete(self, now: float, params: dict[str, Any], mode: PeerMode) -> None:
         conn_id = str(params.get("conn_id", ""))
         gone = self.tombstones.get(conn_id)
@@ -256,6 +267,8 @@ class WebRtcTransport:
             self._bury(now, session)
         self.counters["webrtc_sessions_closed"] += 1
         log.info("session closed", extra={"fields": {"conn": _short(session.peer.endpoint.conn_id), "reason": reason}})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("session counters", extra={"fields": peer_summary(session.peer)})
 
     def _bury(self, now: float, session: Session) -> None:
         if len(self.tombstones) > 10_000:
@@ -272,6 +285,22 @@ class WebRtcTransport:
             "sessions": len(self.sessions),
             "demux": dict(self.demux.counters),
         }
+
+
+def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
+    """A peer's non-zero drop/feedback counters, for the debug log and for diagnosing tests."""
+    out: dict[str, Any] = {"conn": _short(peer.endpoint.conn_id)}
+    out.update({k: v for k, v in peer.counters.items() if v})
+    out.update({f"in_{k}": v for k, v in peer.inbound.counters.items() if v})
+    twcc = peer.inbound.twcc
+    if twcc is not None and twcc.late:
+        out["in_twcc_late"] = twcc.late
+    for mid, o in peer.outbound.items():
+        out.update({f"out{mid}_{k}": v for k, v in o.counters.items() if v})
+        out[f"out{mid}_packets"] = o.packets
+    if peer.ctx.estimate is not None:
+        out["estimate_bps"] = round(peer.ctx.estimate)
+    return out
 
 
 def _short(conn_id: str) -> str:

@@ -1,0 +1,229 @@
+"""``trackmesh-bench``: side-by-side SFU benchmark (trackmesh vs Janus 1.1.2), see docs/benchmarks.md.
+
+    trackmesh-bench s1 --against janus --cores 0 --duration 30
+    trackmesh-bench s1 --against trackmesh --cores 0 --duration 30 --profile cm
+    trackmesh-bench s1 --against both --cores 0 --duration 10 --out bench/results/s1.json
+
+Network safety: the command re-executes itself inside a fresh private network namespace
+(``unshare -n``) that has only ``lo`` and a veth pair whose one end carries 127.0.0.2/32
+(Janus does not gather candidates on loopback interfaces; shared/research/ecosystem.md 4.2),
+and refuses to run if any other interface or any non-127/8 address is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from trackmesh.transports.webrtc.srtp import SrtpProfile
+
+_NETNS_SETUP = (
+    "set -e; ip link set lo up; ip link add v0 type veth peer name v1; "
+    "ip link set v0 addrgenmode none; ip link set v1 addrgenmode none; "
+    "ip addr add 127.0.0.2/32 dev v0; ip link set v0 up; ip link set v1 up; "
+    'exec "$@"'
+)
+PROFILES = {"gcm": SrtpProfile.AEAD_AES_128_GCM, "cm": SrtpProfile.AES128_CM_SHA1_80}
+
+
+def _reexec_in_netns() -> None:
+    if os.environ.get("TRACKMESH_BENCH_NETNS") == "1":
+        return
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise SystemExit("unshare not found (apt-get install util-linux)")
+    env = dict(os.environ, TRACKMESH_BENCH_NETNS="1")
+    prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
+    args = [*prefix, "sh", "-c", _NETNS_SETUP, "sh", sys.executable, "-m", "trackmesh.bench.cli", *sys.argv[1:]]
+    os.execve(unshare, args, env)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="trackmesh-bench", description=__doc__.split("\n")[0])
+    p.add_argument("scenario", choices=["s1"], help="s1 = broadcast, 1 publisher -> N subscribers")
+    p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh")
+    p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
+    p.add_argument("--duration", type=float, default=30.0, help="hold time of each step, seconds")
+    p.add_argument("--step", type=int, default=25, help="subscribers added per step")
+    p.add_argument("--max-subs", type=int, default=400)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="gcm", help="the one SRTP profile offered")
+    p.add_argument("--storm-rate", type=float, default=20.0, help="joins per second during a storm")
+    p.add_argument("--idle-peers", type=int, default=10)
+    p.add_argument("--sequential-joins", type=int, default=5)
+    p.add_argument("--max-minutes", type=float, default=30.0, help="hard limit per server run")
+    p.add_argument("--recording", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
+    p.add_argument("--no-netns", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _cpu_list(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from trackmesh.bench.recording import load
+    from trackmesh.bench.runner import S1Config, run_s1
+    from trackmesh.bench.servers import JanusServer, TrackmeshServer
+    from trackmesh.bench.signalling import JanusVideoRoom, TrackmeshWhipWhep
+
+    server_cores = _cpu_list(args.cores)
+    all_cores = sorted(os.sched_getaffinity(0))
+    gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
+    os.sched_setaffinity(0, gen_cores)
+    cfg = S1Config(
+        profile=PROFILES[args.profile], duration=args.duration, step=args.step, max_subs=args.max_subs,
+        idle_peers=args.idle_peers, sequential_joins=args.sequential_joins, storm_rate=args.storm_rate,
+        max_wall=args.max_minutes * 60, gen_cores=gen_cores,
+    )
+    rec = load(args.recording)
+    local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
+    server: Any
+    if server_name == "janus":
+        server = JanusServer(args.cores, workdir, event_loops=len(server_cores))
+        sig: Any = JanusVideoRoom(server.port)
+    else:
+        server = TrackmeshServer(args.cores, workdir)
+        sig = TrackmeshWhipWhep(server.port, server.secret, "bench")
+    print(f"{server_name}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
+          f"SRTP {cfg.profile.value}; steps of {cfg.step} held {cfg.duration:g} s", flush=True)
+    try:
+        result = await asyncio.wait_for(run_s1(cfg, server, sig, rec, local_ip), cfg.max_wall + 300)
+    finally:
+        server.stop()
+    result["server_version"] = getattr(server, "version", None)
+    return result
+
+
+def _has_v0() -> bool:
+    import subprocess
+
+    return "v0" in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def _fmt(v: Any, unit: str = "", nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}{unit}"
+    return f"{v}{unit}"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """One Markdown table, a column per server."""
+    names = list(results)
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, fn: Any) -> None:
+        rows.append((label, [fn(results[n]) for n in names]))
+
+    add("S1 capacity (subscribers, all SLOs)", lambda r: f"{r['capacity']}")
+    add("limited by", lambda r: r.get("limited_by") or "-")
+    for pct in ("25%", "50%", "75%"):
+        add(f"server us/forwarded pkt near {pct} core",
+            lambda r, p=pct: (f"{r['at_load'][p]['us_per_pkt']} (N={r['at_load'][p]['subscribers']}, "
+                              f"{r['at_load'][p]['server_cpu']:.0%})") if p in r["at_load"] else "-")
+
+    def lat(r: dict[str, Any]) -> str:
+        ok = [s for s in r["steps"] if s["slo_ok"]] or r["steps"]
+        if not ok:
+            return "-"
+        s = ok[-1]
+        lm = s["latency_ms"]
+        return f"{_fmt(lm['p50'], '', 2)} / {_fmt(lm['p95'], '', 2)} / {_fmt(lm['p99'], '', 2)} (N={s['subscribers']})"
+
+    add("latency p50/p95/p99 ms (last passing step)", lat)
+    add("join ms idle p50/p99", lambda r: f"{_fmt(r['join_ms']['idle']['p50'], '', 0)} / "
+                                          f"{_fmt(r['join_ms']['idle']['p99'], '', 0)}")
+    add("join ms storm 20/s p50/p99", lambda r: f"{_fmt(r['join_ms']['storm']['p50'], '', 0)} / "
+                                               f"{_fmt(r['join_ms']['storm']['p99'], '', 0)} "
+                                               f"(n={r['join_ms']['storm']['n']})")
+    add("RSS per idle peer KB", lambda r: _fmt(r["rss_per_idle_peer_kb"]))
+    add("RSS per active peer KB", lambda r: _fmt(r["rss_per_active_peer_kb"]))
+    add("max generator CPU", lambda r: f"{max((s['generator_cpu'] for s in r['steps']), default=0):.0%}")
+    add("dup / reordered / corrupted", lambda r: " / ".join(
+        str(sum(s[k] for s in r["steps"])) for k in ("duplicated", "reordered", "corrupted")))
+    out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    out += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
+    return "\n".join(out)
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    t, j = results.get("trackmesh"), results.get("janus")
+    if t and j:
+        ratio = t["capacity"] / j["capacity"] if j["capacity"] else None
+        lines.append(f"S1 capacity trackmesh/janus = {t['capacity']}/{j['capacity']} = "
+                     f"{_fmt(ratio, '', 2)} (target >= 1): {'MET' if ratio and ratio >= 1 else 'MISSED'}")
+    if t:
+        us = t["at_load"].get("50%", {}).get("us_per_pkt")
+        lines.append(f"trackmesh us/pkt near 50% load = {us} (target <= 10): {'MET' if us and us <= 10 else 'MISSED'}")
+        st = t["join_ms"]["storm"]
+        ok = st["p50"] is not None and st["p50"] < 100 and st["p99"] is not None and st["p99"] < 300
+        lines.append(f"trackmesh storm join p50/p99 = {_fmt(st['p50'], '', 0)}/{_fmt(st['p99'], '', 0)} ms "
+                     f"(target < 100 / < 300): {'MET' if ok else 'MISSED'}")
+        idle = t["rss_per_idle_peer_kb"]
+        lines.append(f"trackmesh RSS per idle peer = {idle} KB (target < 300): "
+                     f"{'MET' if idle is not None and idle < 300 else 'MISSED'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if not args.no_netns:
+        _reexec_in_netns()
+    from trackmesh.bench.servers import environment, netns_ok
+
+    ok, why = netns_ok()
+    if not ok:
+        print(f"refusing to run: not in a private loopback-only namespace ({why})", file=sys.stderr)
+        return 3
+    servers = ["trackmesh", "janus"] if args.against == "both" else [args.against]
+    profile = PROFILES[args.profile].value
+    env = environment(args.cores, [c for c in sorted(os.sched_getaffinity(0)) if c not in _cpu_list(args.cores)],
+                      profile)
+    env["netns"] = why
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
+        for name in servers:
+            results[name] = asyncio.run(_one(name, args, Path(tmp)))
+    steal = [s["steal"] for r in results.values() for s in r["steps"]]
+    env["steal_max"] = max(steal, default=None)
+    doc = {
+        "scenario": "s1",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "environment": env,
+        "results": results,
+        "targets": targets(results),
+    }
+    out = args.out or Path("bench/results") / f"s1-{args.against}-{args.profile}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print()
+    print(table(results))
+    print()
+    for line in doc["targets"]:
+        print(line)
+    print(f"\nenvironment: {json.dumps(env)}")
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,323 @@
+"""Scenario S1 (broadcast: 1 publisher -> N subscribers, ramped) against one server.
+
+Order of a run: start the server pinned to its cores; pin ourselves to the others; connect
+the publisher (no media yet); connect ``idle`` subscribers and measure RSS per idle peer;
+start the media; join 5 subscribers one by one (idle join time); fill the first step with a
+join storm at ``storm_rate`` joins/s; then per step: settle, hold ``duration`` s, evaluate;
+add ``step`` subscribers in a storm and go on, stopping at the first step that fails an SLO,
+when the generator itself is saturated, or at ``max_subs``. Every loop here is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trackmesh.bench.client import Transport
+from trackmesh.bench.media import Publisher, SendLog, Sink
+from trackmesh.bench.recording import Recording
+from trackmesh.bench.servers import StealMeter
+from trackmesh.transports.webrtc.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.srtp import SrtpProfile
+
+__all__ = ["S1Config", "run_s1"]
+
+LOSS_SLO = 0.01
+P99_SLO_MS = 50.0
+FREEZE_SLO_S = 0.5
+GEN_SATURATED = 0.70
+
+
+@dataclass
+class S1Config:
+    profile: SrtpProfile
+    duration: float = 30.0
+    step: int = 25
+    max_subs: int = 400
+    idle_peers: int = 10
+    sequential_joins: int = 5
+    storm_rate: float = 20.0
+    settle: float = 3.0
+    join_timeout: float = 15.0
+    max_wall: float = 1800.0
+    gen_cores: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Sub:
+    tr: Transport
+    sink: Sink
+    started: float
+    joined: float | None = None  # first decrypted packet
+    error: str | None = None
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+class S1Run:
+    def __init__(self, cfg: S1Config, server: Any, sig: Any, rec: Recording, local_ip: str) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.sig = sig
+        self.rec = rec
+        self.local_ip = local_ip
+        self.log = SendLog()
+        self.subs: list[Sub] = []
+        self.cert = DtlsCertificate.generate(datetime.now(UTC).replace(microsecond=0))
+        self.loop = asyncio.get_running_loop()
+        self.join_idle: list[float] = []
+        self.join_storm: list[float] = []
+        self.join_failures: list[str] = []
+
+    async def _join(self, storm: bool | None) -> Sub:
+        tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
+        pt_kind: dict[int, int] = {}
+        sink = Sink(self.log, pt_kind)
+        tr.on_rtp = sink.on_rtp
+        sub = Sub(tr, sink, time.monotonic())
+        self.subs.append(sub)
+        try:
+            await self.sig.subscribe(tr)
+            assert tr.remote is not None
+            pt_kind.update(tr.remote.pt_kind)
+            if storm is None:  # idle peer: no media yet, wait for DTLS only
+                await asyncio.wait_for(asyncio.shield(tr.connected), self.cfg.join_timeout)
+                return sub
+            deadline = sub.started + self.cfg.join_timeout
+            while sink.first_arrival is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no media within the join timeout")
+                await asyncio.sleep(0.005)
+            sub.joined = sink.first_arrival
+            (self.join_storm if storm else self.join_idle).append((sub.joined - sub.started) * 1000)
+        except Exception as exc:
+            sub.error = f"{type(exc).__name__}: {exc}"
+            self.join_failures.append(sub.error)
+        return sub
+
+    async def _storm(self, count: int) -> None:
+        tasks = []
+        for _ in range(count):
+            tasks.append(asyncio.create_task(self._join(True)))
+            await asyncio.sleep(1.0 / self.cfg.storm_rate)
+        await asyncio.gather(*tasks)
+
+    def _alive(self) -> list[Sub]:
+        return [s for s in self.subs if s.error is None and s.sink.first_arrival is not None]
+
+    async def _window(self, n_target: int) -> dict[str, Any]:
+        cfg = self.cfg
+        tree = self.server.tree
+        subs = self._alive()
+        await asyncio.sleep(cfg.settle)
+        now = time.monotonic()
+        for s in subs:
+            s.sink.open_window(now)
+        before = {id(s): (s.sink.duplicated, s.sink.reordered, s.sink.corrupted, s.tr.counters["srtp_errors"])
+                  for s in subs}
+        i0 = len(self.log.times)
+        cpu0, gcpu0, wall0 = tree.cpu(), time.process_time(), time.monotonic()
+        steal = StealMeter()
+        await asyncio.sleep(cfg.duration)
+        cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
+        rss = tree.rss_kb()
+        threads, fds = tree.threads_fds()
+        i1 = self.log.index_at(wall1 - 0.3)  # everything sent >= 300 ms before the end
+        worst_loss, losses, lat, gaps, delivered = 0.0, [], [], [], 0
+        dup = reord = corrupt = srtp_err = 0
+        for s in subs:
+            sk = s.sink
+            sk.close_window(wall1)
+            lo = max(i0, sk.first_index)
+            expected = max(0, i1 - lo)
+            got = sk.received_between(i0, i1)
+            loss = 1 - got / expected if expected else 1.0
+            losses.append(loss)
+            worst_loss = max(worst_loss, loss)
+            lat.extend(sk.lat)
+            gaps.append(sk.max_gap)
+            delivered += len(sk.lat)
+            b = before[id(s)]
+            dup += sk.duplicated - b[0]
+            reord += sk.reordered - b[1]
+            corrupt += sk.corrupted - b[2]
+            srtp_err += s.tr.counters["srtp_errors"] - b[3]
+        lat.sort()
+        wall = wall1 - wall0
+        lat_ms = [x * 1000 for x in (_pct(lat, 50), _pct(lat, 95), _pct(lat, 99))] if lat else [None] * 3
+        lat_max = lat[-1] * 1000 if lat else None
+        gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
+        server_share = (cpu1 - cpu0) / wall
+        failed = len(subs) < n_target
+        row: dict[str, Any] = {
+            "subscribers": len(subs),
+            "target": n_target,
+            "window_s": round(wall, 2),
+            "pkts_in_per_s": round((i1 - i0) / wall, 1),
+            "pkts_out_per_s": round(delivered / wall, 1),
+            "mbps_out": None,
+            "server_cpu": round(server_share, 4),
+            "server_us_per_pkt": round((cpu1 - cpu0) / delivered * 1e6, 2) if delivered else None,
+            "generator_cpu": round(gen_share, 4),
+            "publisher_late_ms": None,
+            "steal": round(steal.share(), 4),
+            "loss_worst": round(worst_loss, 5),
+            "loss_mean": round(sum(losses) / len(losses), 5) if losses else None,
+            "latency_ms": {"p50": lat_ms[0], "p95": lat_ms[1], "p99": lat_ms[2], "max": lat_max},
+            "freeze_max_s": round(max(gaps), 3) if gaps else None,
+            "duplicated": dup,
+            "reordered": reord,
+            "corrupted": corrupt,
+            "srtp_errors": srtp_err,
+            "rss_kb": rss,
+            "threads": threads,
+            "fds": fds,
+            "join_failures": n_target - len(subs),
+        }
+        if delivered:
+            row["mbps_out"] = round(delivered / wall * self._bytes_per_pkt * 8 / 1e6, 2)
+        reasons = []
+        if failed:
+            reasons.append(f"{n_target - len(subs)} joins failed")
+        if worst_loss >= LOSS_SLO:
+            reasons.append(f"loss {worst_loss:.2%}")
+        if lat_ms[2] is None or lat_ms[2] >= P99_SLO_MS:
+            reasons.append(f"p99 {lat_ms[2]} ms")
+        if not gaps or max(gaps) > FREEZE_SLO_S:
+            reasons.append(f"freeze {max(gaps) if gaps else None} s")
+        row["slo_ok"] = not reasons
+        row["slo_fail"] = reasons
+        row["generator_saturated"] = gen_share > GEN_SATURATED
+        return row
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t_start = time.monotonic()
+        self._bytes_per_pkt = sum(len(p.payload) + 12 + 16 for p in self.rec.packets) / len(self.rec.packets)
+        await self.sig.setup()
+        pub_tr = Transport(self.loop, self.local_ip, cfg.profile, self.cert)
+        ssrcs = (random.getrandbits(31) | 1, random.getrandbits(31) | 2)
+        await self.sig.publish(pub_tr, ssrcs)
+        await asyncio.wait_for(asyncio.shield(pub_tr.connected), 15)
+        await asyncio.sleep(1.0)
+        tree = self.server.tree
+        rss0 = tree.rss_kb()
+        # Idle peers: ICE + DTLS done, no media anywhere yet.
+        idle = await asyncio.gather(*(self._join(None) for _ in range(cfg.idle_peers)))
+        idle_ok = [s for s in idle if s.error is None]
+        await asyncio.sleep(2.0)
+        rss_idle = tree.rss_kb()
+        result: dict[str, Any] = {
+            "server": self.sig.name,
+            "rss_base_kb": rss0,
+            "idle_peers": len(idle_ok),
+            "rss_per_idle_peer_kb": round((rss_idle - rss0) / len(idle_ok), 1) if idle_ok else None,
+        }
+        pub = Publisher(pub_tr, self.rec, self.log, ssrcs=ssrcs)
+        pub.start(until=t_start + cfg.max_wall + 120)
+        # Idle subscribers get their first packet once media starts (not a join-time sample).
+        deadline = time.monotonic() + cfg.join_timeout
+        while time.monotonic() < deadline and not all(s.sink.first_arrival for s in idle_ok):
+            await asyncio.sleep(0.05)
+        for _ in range(cfg.sequential_joins):
+            await self._join(False)
+            await asyncio.sleep(0.2)
+        await self._storm(max(0, cfg.step - cfg.idle_peers - cfg.sequential_joins))
+        steps: list[dict[str, Any]] = []
+        n = cfg.step
+        try:
+            while True:
+                row = await self._window(n)
+                row["publisher_late_ms"] = round(pub.late * 1000, 1)
+                pub.late = 0.0
+                steps.append(row)
+                lat = row["latency_ms"]
+                print(
+                    f"  [{self.sig.name}] N={row['subscribers']:4d} srv {row['server_cpu']:6.1%} "
+                    f"{row['server_us_per_pkt']} us/pkt gen {row['generator_cpu']:6.1%} "
+                    f"loss {row['loss_worst']:.3%} p50/p99 {lat['p50'] and round(lat['p50'], 2)}/"
+                    f"{lat['p99'] and round(lat['p99'], 2)} ms freeze {row['freeze_max_s']} s "
+                    f"rss {row['rss_kb'] / 1024:.1f} MB {'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
+                    f"{' GENERATOR SATURATED' if row['generator_saturated'] else ''}",
+                    flush=True,
+                )
+                if not row["slo_ok"] or row["generator_saturated"]:
+                    break
+                if n + cfg.step > cfg.max_subs or time.monotonic() - t_start > cfg.max_wall:
+                    break
+                n += cfg.step
+                await self._storm(cfg.step)
+        finally:
+            await pub.stop()
+            for s in self.subs:
+                s.tr.close()
+            pub_tr.close()
+            await self.sig.close()
+        passing = [r for r in steps if r["slo_ok"] and not r["generator_saturated"]]
+        capacity = max((r["subscribers"] for r in passing), default=0)
+        last = steps[-1] if steps else None
+        limited_by = None
+        if last is not None:
+            if last["generator_saturated"]:
+                limited_by = "generator saturated (result refused beyond this step)"
+            elif not last["slo_ok"]:
+                limited_by = "server: " + "; ".join(last["slo_fail"])
+            else:
+                limited_by = "max_subs or time limit reached (capacity is at least this)"
+        active = [r for r in passing if r["subscribers"]]
+        result.update(
+            {
+                "capacity": capacity,
+                "limited_by": limited_by,
+                "rss_per_active_peer_kb": round((active[-1]["rss_kb"] - rss0) / active[-1]["subscribers"], 1)
+                if active else None,
+                "join_ms": {
+                    "idle": {"n": len(self.join_idle), "p50": _pct(sorted(self.join_idle), 50),
+                             "p99": _pct(sorted(self.join_idle), 99)},
+                    "storm": {"n": len(self.join_storm), "rate_per_s": cfg.storm_rate,
+                              "p50": _pct(sorted(self.join_storm), 50), "p99": _pct(sorted(self.join_storm), 99)},
+                    "failures": self.join_failures[:10],
+                },
+                "at_load": _at_load(steps),
+                "steps": steps,
+                "publisher_sent": pub.sent,
+                "generator_pid": os.getpid(),
+            }
+        )
+        return result
+
+
+def _at_load(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """us of server CPU per forwarded packet at the steps nearest 25/50/75 % of one server core."""
+    out: dict[str, Any] = {}
+    valid = [r for r in steps if r["server_us_per_pkt"] is not None]
+    for target in (0.25, 0.5, 0.75):
+        if not valid:
+            break
+        best = min(valid, key=lambda r: abs(r["server_cpu"] - target))
+        out[f"{int(target * 100)}%"] = {"subscribers": best["subscribers"], "server_cpu": best["server_cpu"],
+                                        "us_per_pkt": best["server_us_per_pkt"],
+                                        "latency_ms": best["latency_ms"]}
+    return out
+
+
+async def run_s1(cfg: S1Config, server: Any, sig: Any, rec: Recording, local_ip: str) -> dict[str, Any]:
+    return await S1Run(cfg, server, sig, rec, local_ip).run()
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

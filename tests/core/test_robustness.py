@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from trackmesh.core import controls as c
 from trackmesh.core.errors import ControlError
-from trackmesh.core.model import BitrateLimit, InfoMode, JoinOptions, TrackKind, TrackSource
+from trackmesh.core.model import BitrateLimit, InfoMode, JoinOptions, MediaCodec, MediaPacket, TrackKind, TrackSource
 from trackmesh.core.room import RoomView
 
 from .conftest import Harness, drain
@@ -35,24 +35,42 @@ control = st.one_of(
     st.builds(c.Unsubscribe, names),
     st.builds(c.SetLocalBitrate, names, limits),
     st.builds(c.RequestKeyframe, names),
+    st.builds(
+        c.MixerConfig,
+        st.sampled_from(list(c.MixerMode)),
+        st.lists(names, max_size=3).map(tuple),
+        st.lists(sources, max_size=3).map(tuple),
+    ),
+    st.builds(c.MixerAttach, st.lists(sources, max_size=3).map(tuple)),
+    st.builds(c.MixerDetach, st.lists(sources, max_size=3).map(tuple)),
+    st.builds(c.MessageChannelStartPub, names),
+    st.builds(c.MessageChannelStopPub, names),
+    st.builds(c.MessageChannelSub, names),
+    st.builds(c.MessageChannelUnsub, names),
+    st.builds(c.MessageChannelPub, names, st.binary(max_size=8)),
 )
 steps = st.lists(
-    st.tuples(st.integers(0, 3), control | st.just(None), st.floats(0, 2)), max_size=60
+    st.tuples(st.integers(0, 3), control | st.just(None), st.floats(0, 2), st.none() | st.integers(0, 127)),
+    max_size=60,
 )
 
 
 @settings(max_examples=150, deadline=None)
 @given(steps)
-def test_random_control_sequences_never_raise(seq: list[tuple[int, object, float]]) -> None:
+def test_random_control_sequences_never_raise(seq: list[tuple[int, object, float, int | None]]) -> None:
     h = Harness()
     eps = [h.endpoint(i % 2) for i in range(4)]
-    for idx, ctl, dt in seq:
+    for n, (idx, ctl, dt, level) in enumerate(seq):
         ep = eps[idx]
         if ctl is None:
             h.workers[idx % 2].close_endpoint(h.now, ep.session, "gone")
         else:
             res = ep.control(h.now, ctl)  # type: ignore[arg-type]
             assert res is None or isinstance(res, ControlError)
+        # Audio with levels from every published track, so mixers pick and drop slots.
+        for e in eps:
+            for track in list(e.remote_tracks.values()):
+                track.on_packet(MediaPacket(MediaCodec.OPUS, 111, n, n * 960, False, False, b"x", 0, 0, level))
         h.advance(dt)
         for e in eps:
             drain(e)
@@ -82,3 +100,74 @@ def test_known_bad_entries_are_counted() -> None:
     view.on_registry_delete("zzz")
     assert view.bad_entries == 5
     assert view.peers == {} and view.tracks == {}
+
+
+mixer_peers = st.sampled_from(["p0", "p1", "p2", "p3"])
+mixer_step = st.one_of(
+    st.builds(c.Publish, st.sampled_from(["mic", "mic2"]), st.just(TrackKind.AUDIO)),
+    st.builds(c.Unpublish, st.sampled_from(["mic", "mic2"])),
+    st.builds(c.MixerAttach, st.lists(st.builds(TrackSource, mixer_peers, st.just("mic")), max_size=2).map(tuple)),
+    st.builds(c.MixerDetach, st.lists(st.builds(TrackSource, mixer_peers, st.just("mic")), max_size=2).map(tuple)),
+    st.just(c.Leave()),
+    st.just("rejoin"),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(list(c.MixerMode)), min_size=4, max_size=4),
+    st.lists(
+        st.tuples(st.integers(0, 3), mixer_step, st.floats(0, 1.5), st.lists(st.integers(0, 127), min_size=4)),
+        max_size=40,
+    ),
+)
+def test_mixers_under_random_churn_keep_consistent_slots(
+    modes: list[c.MixerMode], seq: list[tuple[int, object, float, list[int]]]
+) -> None:
+    """Four peers on two workers, each publishing and mixing: slots always match outputs, and
+    everything is torn down at the end."""
+    h = Harness()
+    eps = [h.endpoint(i % 2) for i in range(4)]
+
+    def setup(i: int) -> None:
+        ep = eps[i]
+        assert ep.control(h.now, c.Join("r", f"p{i}")) is None
+        for name in ("o0", "o1"):
+            ep.control(h.now, c.CreateLocalTrack(name, TrackKind.AUDIO))
+        src = (TrackSource(f"p{(i + 1) % 4}", "mic"),)
+        assert ep.control(h.now, c.MixerConfig(modes[i], ("o0", "o1"), src)) is None
+
+    for i in range(4):
+        setup(i)
+    for n, (idx, ctl, dt, levels) in enumerate(seq):
+        ep = eps[idx]
+        if ctl == "rejoin":
+            if ep.room is None:
+                setup(idx)
+        else:
+            res = ep.control(h.now, ctl)  # type: ignore[arg-type]
+            assert res is None or isinstance(res, ControlError)
+        t = 0.0
+        while t < dt:
+            for i, e in enumerate(eps):
+                for track in e.remote_tracks.values():
+                    track.on_packet(MediaPacket(MediaCodec.OPUS, 111, n, n, False, False, b"x", 0, 0, levels[i]))
+            h.advance(0.05)
+            t += 0.05
+        for e in eps:
+            drain(e)
+            mixer = e.mixer
+            if mixer is None:
+                continue
+            for out, src in zip(mixer.outputs, mixer.slots, strict=True):
+                if src is None:
+                    assert out.channel is None and out.source is None
+                else:
+                    assert out.channel == src.channel and out in src.outputs
+                    assert src.source.peer != e.peer
+                    assert src.source in mixer.stage.sources
+    for w in h.workers:
+        w.shutdown(h.now, "end")
+    assert len(h.registry) == 0
+    assert len(h.hub) == 0
+    assert all(w.next_deadline() is None for w in h.workers)

@@ -5,7 +5,7 @@ Both are plain data structures with synchronous delivery; they hold no clock and
 
 from __future__ import annotations
 
-from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback
+from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback, MessageSubscriber
 from trackmesh.core.model import MediaPacket
 from trackmesh.core.registry import RegistryWatcher
 
@@ -100,15 +100,18 @@ class _LocalPublish:
 
 
 class LocalChannelHub:
-    __slots__ = ("_channels", "dropped_stale", "feedback_dropped")
+    __slots__ = ("_channels", "_messages", "dropped_stale", "feedback_dropped", "messages_dropped")
 
     def __init__(self) -> None:
         self._channels: dict[int, _Channel] = {}
+        self._messages: dict[int, list[MessageSubscriber]] = {}
         self.dropped_stale = 0
         self.feedback_dropped = 0
+        self.messages_dropped = 0
 
     def __len__(self) -> int:
-        return len(self._channels)
+        """Track channels plus message channels in use (0 once everything is torn down)."""
+        return len(self._channels) + len(self._messages)
 
     def _get(self, channel: int) -> _Channel:
         ch = self._channels.get(channel)
@@ -149,3 +152,25 @@ class LocalChannelHub:
             self.feedback_dropped += 1
             return
         ch.publisher.publisher.on_channel_feedback(now, channel, fb)
+
+    # ---- message channels (MessageHub) ----------------------------------------------------
+
+    def subscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        subs = self._messages.setdefault(channel, [])
+        if subscriber not in subs:
+            subs.append(subscriber)
+
+    def unsubscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        subs = self._messages.get(channel)
+        if subs is not None and subscriber in subs:
+            subs.remove(subscriber)
+            if not subs:
+                del self._messages[channel]
+
+    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
+        subs = self._messages.get(channel)
+        if subs is None:
+            self.messages_dropped += 1
+            return
+        for sub in subs:
+            sub.on_channel_message(channel, sender, data)

@@ -8,13 +8,19 @@ from a subscriber to whoever currently publishes.
 A subscriber may subscribe before anyone publishes and stays subscribed when the publisher
 stops: ``on_channel_source`` tells it when the channel goes live or silent, which is how a
 track republished under the same name resumes for its viewers.
+
+Application messages (message channels, :mod:`.message_channel`) take a separate, optional
+path of the same hub: :class:`MessageHub`. A message is not a media packet (no codec, no
+sequence, no publisher to send feedback to, any number of senders per channel), so it has its
+own subscribe/send calls instead of riding on ``PublishHandle.send``. A hub that does not
+implement it makes message-channel controls return a typed error.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .model import MediaPacket
 
@@ -63,3 +69,20 @@ class ChannelHub(Protocol):
     def unsubscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None: ...
 
     def feedback(self, now: float, channel: int, fb: Feedback) -> None: ...
+
+
+class MessageSubscriber(Protocol):
+    def on_channel_message(self, channel: int, sender: str, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class MessageHub(Protocol):
+    """The message path of a ChannelHub: room-scoped application messages, fanned out to every
+    subscriber of the channel on every node, each carrying the sending peer's id. No ordering
+    across senders, no persistence, no acknowledgement (atm0s' message channels are the same)."""
+
+    def subscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None: ...
+
+    def unsubscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None: ...
+
+    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None: ...

@@ -5,6 +5,7 @@ Each transport maps its protocol (SDK requests, WHIP/WHEP calls, RTMP, SIP...) o
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from .model import BitrateLimit, JoinOptions, TrackKind, TrackSource
@@ -116,6 +117,73 @@ class RequestKeyframe:
     local_track: str
 
 
+class MixerMode(enum.Enum):
+    """AUTO: every audio track of the room is a source. MANUAL: only the sources attached."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class MixerConfig:
+    """Turn on this endpoint's audio mixer (the SDK's ``features.mixer`` of the join).
+
+    ``outputs`` name existing, unattached audio LocalTracks, in slot order (slot i is
+    ``outputs[i]``); ``sources`` are the initial sources in MANUAL mode (ignored in AUTO).
+    The mixer lasts until Leave.
+    """
+
+    mode: MixerMode
+    outputs: tuple[str, ...]
+    sources: tuple[TrackSource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MixerAttach:
+    """Add sources to a MANUAL mixer (already attached ones are ignored)."""
+
+    sources: tuple[TrackSource, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MixerDetach:
+    """Remove sources from a MANUAL mixer (unknown ones are ignored); their slots are freed."""
+
+    sources: tuple[TrackSource, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelStartPub:
+    """Allow this endpoint to publish on the room's message channel ``label`` (idempotent)."""
+
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelStopPub:
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelSub:
+    """Receive MessageChannelMessage events for ``label`` (idempotent)."""
+
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelUnsub:
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelPub:
+    """Send ``data`` to every subscriber of ``label`` in the room (needs StartPub first)."""
+
+    label: str
+    data: bytes
+
+
 Control = (
     Join
     | Leave
@@ -134,4 +202,12 @@ Control = (
     | Unsubscribe
     | SetLocalBitrate
     | RequestKeyframe
+    | MixerConfig
+    | MixerAttach
+    | MixerDetach
+    | MessageChannelStartPub
+    | MessageChannelStopPub
+    | MessageChannelSub
+    | MessageChannelUnsub
+    | MessageChannelPub
 )

@@ -10,7 +10,9 @@ Cascades (each is a test in tests/core/test_endpoint.py):
   stopped), so every LocalTrack fed by them turns WAITING and every viewer of the room gets
   TrackStopped and PeerLeft; the endpoint's own LocalTracks are detached (INACTIVE);
 - two sessions of the same (room, peer) own separate registry entries and are independent;
-- a track republished under the same name resumes for the LocalTracks still attached to it.
+- a track republished under the same name resumes for the LocalTracks still attached to it;
+- leaving drops the endpoint's audio mixer (:mod:`.mixer`, its outputs go INACTIVE) and its
+  message-channel publications and subscriptions (:mod:`.message_channel`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from .controls import (
     CreateLocalTrack,
     Join,
     Leave,
+    MessageChannelPub,
+    MessageChannelStartPub,
+    MessageChannelStopPub,
+    MessageChannelSub,
+    MessageChannelUnsub,
+    MixerAttach,
+    MixerConfig,
+    MixerDetach,
+    MixerMode,
     PeerSubscribe,
     PeerUnsubscribe,
     Publish,
@@ -54,6 +65,8 @@ from .events import (
     TrackUpdated,
 )
 from .ids import SessionId, channel_id
+from .message_channel import MessageChannels
+from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS, AudioMixer, MixerStage
 from .model import InfoMode, JoinOptions, PeerInfo, TrackInfo, TrackKind, TrackSource
 from .registry import Registry, encode_peer, encode_track, peer_key, track_key
 from .room import RoomDirectory, RoomView
@@ -78,6 +91,7 @@ class Endpoint:
     __slots__ = (
         "_events",
         "_hub",
+        "_msgs",
         "_next_refresh",
         "_peer_subs",
         "_registry",
@@ -89,6 +103,7 @@ class Endpoint:
         "closed",
         "conn_id",
         "local_tracks",
+        "mixer",
         "options",
         "peer",
         "remote_tracks",
@@ -123,6 +138,8 @@ class Endpoint:
         self._seen_peers: dict[str, dict[SessionId, PeerInfo]] = {}
         self._seen_tracks: dict[tuple[str, str], dict[SessionId, TrackInfo]] = {}
         self._next_refresh: float | None = None
+        self.mixer: AudioMixer | None = None
+        self._msgs = MessageChannels(hub, self._events)
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -188,6 +205,17 @@ class Endpoint:
                 return self._attach(now, ctl)
             case Unsubscribe() | SetLocalBitrate() | RequestKeyframe():
                 return self._local_track_op(now, ctl)
+            case MixerConfig() | MixerAttach() | MixerDetach():
+                return self._mixer_control(now, ctl)
+            case (
+                MessageChannelStartPub()
+                | MessageChannelStopPub()
+                | MessageChannelSub()
+                | MessageChannelUnsub()
+                | MessageChannelPub()
+            ):
+                err = _bad_name("message channel", ctl.label)
+                return err or self._msgs.control(now, self._view.name, self.peer, ctl)
         return ControlError(ErrorCode.INVALID_VALUE, f"unknown control {type(ctl).__name__}")
 
     def _join(self, now: float, ctl: Join) -> ControlError | None:
@@ -209,6 +237,10 @@ class Endpoint:
     def _leave(self, now: float) -> None:
         view, peer = self._view, self.peer
         assert view is not None and peer is not None
+        if self.mixer is not None:
+            self.mixer.stage.remove(now, self.mixer)
+            self.mixer = None
+        self._msgs.clear(now)
         for name in list(self.remote_tracks):
             self._unpublish(now, name)
         for local in self.local_tracks.values():
@@ -324,6 +356,8 @@ class Endpoint:
         local = self.local_tracks.get(ctl.local_track)
         if local is None:
             return ControlError(ErrorCode.LOCAL_TRACK_NOT_FOUND, f"no local track {ctl.local_track!r}")
+        if self.mixer is not None and self.mixer.is_output(local.name):
+            return ControlError(ErrorCode.INVALID_VALUE, f"local track {local.name!r} is an audio mixer output")
         if isinstance(ctl, Subscribe) and local.channel is not None:
             return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {ctl.local_track!r} is attached already")
         if isinstance(ctl, Switch) and local.channel is None:
@@ -344,6 +378,8 @@ class Endpoint:
         local = self.local_tracks.get(ctl.local_track)
         if local is None:
             return ControlError(ErrorCode.LOCAL_TRACK_NOT_FOUND, f"no local track {ctl.local_track!r}")
+        if self.mixer is not None and self.mixer.is_output(local.name):
+            return ControlError(ErrorCode.INVALID_VALUE, f"local track {local.name!r} is an audio mixer output")
         if isinstance(ctl, SetLocalBitrate):
             local.set_limit(now, ctl.limit)
             if self._next_refresh is None:
@@ -355,6 +391,72 @@ class Endpoint:
             local.detach(now)
         else:
             local.request_keyframe(now)
+        return None
+
+    # ---- audio mixer ---------------------------------------------------------------------
+
+    def _sources(self, sources: object) -> list[TrackSource] | ControlError:
+        if not isinstance(sources, tuple | list) or len(sources) > MAX_MANUAL_SOURCES:
+            return ControlError(ErrorCode.INVALID_VALUE, f"sources must be a list of at most {MAX_MANUAL_SOURCES}")
+        out: list[TrackSource] = []
+        for src in sources:
+            if not isinstance(src, TrackSource):
+                return ControlError(ErrorCode.INVALID_VALUE, "a source must name a peer and a track")
+            err = _bad_name("peer", src.peer) or _bad_name("track", src.track)
+            if err is not None:
+                return err
+            out.append(src)
+        return out
+
+    def _mixer_control(self, now: float, ctl: MixerConfig | MixerAttach | MixerDetach) -> ControlError | None:
+        assert self._view is not None and self.peer is not None
+        sources = self._sources(ctl.sources)
+        if isinstance(sources, ControlError):
+            return sources
+        mixer = self.mixer
+        if isinstance(ctl, MixerConfig):
+            if mixer is not None:
+                return ControlError(ErrorCode.ALREADY_SUBSCRIBED, "the audio mixer is configured already")
+            if not isinstance(ctl.mode, MixerMode):
+                return ControlError(ErrorCode.INVALID_VALUE, "unknown mixer mode")
+            names = ctl.outputs
+            if not isinstance(names, tuple | list) or not 1 <= len(names) <= MAX_SLOTS:
+                return ControlError(ErrorCode.INVALID_VALUE, f"a mixer has 1 to {MAX_SLOTS} outputs")
+            if len(set(names)) != len(names):
+                return ControlError(ErrorCode.INVALID_VALUE, "mixer outputs must be distinct")
+            outputs = []
+            for name in names:
+                local = self.local_tracks.get(name) if isinstance(name, str) else None
+                if local is None:
+                    return ControlError(ErrorCode.LOCAL_TRACK_NOT_FOUND, f"no local track {name!r}")
+                if local.kind is not TrackKind.AUDIO:
+                    return ControlError(ErrorCode.TRACK_KIND_MISMATCH, f"mixer output {name!r} is not audio")
+                if local.channel is not None:
+                    return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {name!r} is attached already")
+                outputs.append(local)
+            # One stage per room per worker: join the one another endpoint here already runs.
+            stage = next((ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None)
+            if stage is None:
+                stage = MixerStage(self._view.name, self._registry, self._hub)
+            self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events, stage)
+            stage.add(now, self.mixer)
+            return None
+        if mixer is None:
+            return ControlError(ErrorCode.MIXER_NOT_CONFIGURED, "no audio mixer: configure one first")
+        if mixer.mode is MixerMode.AUTO:
+            return ControlError(ErrorCode.MODE_IS_AUTO, "the audio mixer takes every audio track of the room")
+        if isinstance(ctl, MixerAttach):
+            fresh = [s for s in dict.fromkeys(sources) if s not in mixer.manual]
+            if len(mixer.manual) + len(fresh) > MAX_MANUAL_SOURCES:
+                return ControlError(ErrorCode.INVALID_VALUE, f"a mixer has at most {MAX_MANUAL_SOURCES} sources")
+            for src in fresh:
+                mixer.manual.add(src)
+                mixer.stage.add_manual(now, src)
+        else:
+            for src in dict.fromkeys(sources):
+                if src in mixer.manual:
+                    mixer.manual.discard(src)
+                    mixer.stage.remove_manual(now, src)
         return None
 
     # ---- room info, filtered by this endpoint's modes and subscriptions ------------------
@@ -439,6 +541,8 @@ class Endpoint:
     def handle_timeout(self, now: float) -> None:
         for track in self.remote_tracks.values():
             track.handle_timeout(now)
+        if self.mixer is not None:
+            self.mixer.stage.handle_timeout(now)
         if self._next_refresh is not None and now >= self._next_refresh:
             for local in self.local_tracks.values():
                 local.refresh(now)
@@ -446,6 +550,10 @@ class Endpoint:
 
     def next_deadline(self) -> float | None:
         deadline = self._next_refresh
+        if self.mixer is not None:
+            d = self.mixer.stage.next_deadline()
+            if d is not None and (deadline is None or d < deadline):
+                deadline = d
         for track in self.remote_tracks.values():
             d = track.next_deadline()
             if d is not None and (deadline is None or d < deadline):

@@ -27,6 +27,10 @@ class ErrorCode(enum.Enum):
     INVALID_VALUE = "invalid_value"
     ENDPOINT_CLOSED = "endpoint_closed"
     UNKNOWN_CONN = "unknown_conn"
+    MIXER_NOT_CONFIGURED = "mixer_not_configured"
+    NOT_PUBLISHING = "not_publishing"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True, slots=True)

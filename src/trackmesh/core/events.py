@@ -79,6 +79,39 @@ class BitrateTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class MixerSlotSet:
+    """Mixer output ``slot`` now carries ``source`` (it may have carried another one before)."""
+
+    slot: int
+    source: TrackSource
+
+
+@dataclass(frozen=True, slots=True)
+class MixerSlotUnset:
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceActivity:
+    """The source on a mixer output speaks: smoothed level ``audio_level`` in dBov (-127..0,
+    at least -40); at most one per source every 500 ms. For the SDK's
+    ``receiver[local_track].voice_activity``."""
+
+    local_track: str
+    source: TrackSource
+    audio_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChannelMessage:
+    """A message published on the room's message channel ``label`` by ``peer``."""
+
+    label: str
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     reason: str
 
@@ -95,6 +128,10 @@ EndpointEvent = (
     | LocalTrackStateChanged
     | KeyframeRequested
     | BitrateTarget
+    | MixerSlotSet
+    | MixerSlotUnset
+    | VoiceActivity
+    | MessageChannelMessage
     | Closed
 )
 

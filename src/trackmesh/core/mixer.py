@@ -1,0 +1,463 @@
+"""Audio mixer without decoding ("virtual mix-minus"): the N loudest voices of a room, forwarded.
+
+A listener (an endpoint that sent :class:`~.controls.MixerConfig`) has N output slots, audio
+LocalTracks the transport created (the SDK's ``audio_0``..``audio_2``). The mixer never
+decodes: it forwards the packets of the N loudest sources, judged by the RFC 6464 audio-level
+header extension (``MediaPacket.audio_level``), each slot's packets going out through that
+slot's LocalTrack sink. When a slot changes source the LocalTrack's ``channel`` and ``source``
+change and a ``LocalTrackStateChanged(ACTIVE, source)`` is emitted, so the transport's
+per-viewer rewriter turns the slot into one continuous stream across source switches.
+
+Structure: one stage per room per worker
+----------------------------------------
+:class:`MixerStage` exists once per (worker, room) while any endpoint of that worker in that
+room has a mixer. It subscribes each source channel **once** (AUTO: every audio track of the
+room, learnt from its own registry watch; MANUAL: the union of the sources its listeners
+attached), measures every source's level, ranks them once per tick (100 ms) and then gives each
+:class:`AudioMixer` (one per listener) its own top N, excluding the listener's own peer
+(mix-minus). Per packet the stage does a counter update and calls the LocalTracks the source is
+currently assigned to: no ranking, no allocation, no event.
+
+Levels, hysteresis and voice activity
+-------------------------------------
+- Level: per tick, the mean loudness (``127 - audio_level``) of the packets received, smoothed
+  with an exponential time constant of 300 ms. A tick without packets counts as silence.
+- Eligible for a free slot: the source publishes, was heard within the last second, and is not
+  digital silence. A slot is freed (``MixerSlotUnset``) when its source stops publishing, is
+  detached (MANUAL), or sends nothing for 1 s (muted, DTX gap, gone).
+- A source that is among the listener's top N but has no slot takes the slot of the quietest
+  incumbent that is not in the top N. An incumbent that *spoke* (smoothed level at least
+  -60 dBov) within the last 500 ms, or got its slot less than 500 ms ago, keeps it unless the
+  newcomer is louder by 30 levels (atm0s' switching threshold): two voices of similar loudness
+  alternating above and below the N-th place do not flap.
+- Voice activity: when a slotted source's smoothed level is at least -40 dBov, a
+  :class:`~.events.VoiceActivity` for each slot carrying it, at most every 500 ms per source.
+
+Bounding inter-node traffic (the cluster design)
+------------------------------------------------
+Today a stage subscribes source channels through the ChannelHub, so with the distributed hub a
+node imports each remote audio track its stages want: one stream per remote speaker, the bound
+atm0s avoids. The design that bounds it at N+1 streams per node and room, whatever the room
+size (atm0s' ``AudioMixerPublisher``/``Subscriber``):
+
+1. On each node, an exporting stage of the room subscribes only the node's *local* audio
+   tracks and ranks them exactly as above.
+2. It forwards into one room-level mixer channel (``channel_id(room, "~mixer", node)``) the
+   packets of its ranked prefix covering the N+1 loudest distinct peers, with each packet
+   tagged by its source (peer, track) and level, and re-announces that source list every
+   500 ms. Covering N+1 *peers* (not sources) is what makes mix-minus exact: a listener
+   excludes one peer, and the true top N among the rest is always inside the prefix.
+3. Every node's stage subscribes the room's mixer channels of all nodes (N+1 streams each)
+   instead of remote tracks, treats each tagged (peer, track) as a source, and ranks local and
+   imported sources together for its listeners, as this module does now.
+
+A node thus sends at most N+1 audio streams per room to the others however many people speak,
+and a node with no mixer listener in the room receives none. What the distributed hub needs
+for it is a publisher per (room, node) channel and a source tag next to each packet; the
+selection code here is unchanged (the stage's sources then come from the mixer channels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .channel import ChannelHub
+from .controls import MixerMode
+from .events import (
+    EndpointEvent,
+    LocalTrackStateChanged,
+    MixerSlotSet,
+    MixerSlotUnset,
+    VoiceActivity,
+)
+from .ids import SessionId, channel_id
+from .model import LocalTrackState, MediaPacket, TrackKind, TrackSource
+from .registry import BadEntry, Registry, decode_track, parse_key, room_prefix
+from .tracks import LocalTrack
+
+TICK = 0.1  # ranking and slot decisions, seconds
+LEVEL_TAU = 0.3  # level smoothing time constant, seconds
+HOLD = 0.5  # a source that spoke this recently keeps its slot
+SILENCE_TIMEOUT = 1.0  # no packet for this long: the slot is freed
+SWITCH_MARGIN = 30.0  # levels by which a newcomer must beat a source that holds its slot
+SPEAKING_DBOV = -60  # "spoke" for the hold above
+VOICE_DBOV = -40  # voice activity threshold (atm0s: -40 dBov)
+VOICE_INTERVAL = 0.5  # at most one voice activity event per source this often
+MIN_LOUDNESS = 1.0  # below this a source is digital silence and takes no free slot
+MAX_SLOTS = 8
+MAX_MANUAL_SOURCES = 256
+
+_SPEAKING_LOUD = 127 + SPEAKING_DBOV
+_VOICE_LOUD = 127 + VOICE_DBOV
+
+
+class _Source:
+    """One source channel, subscribed once per stage, shared by all its listeners."""
+
+    __slots__ = (
+        "_stage",
+        "channel",
+        "count",
+        "heard",
+        "last_heard",
+        "last_spoke",
+        "last_voice",
+        "live",
+        "loud",
+        "outputs",
+        "packets",
+        "source",
+        "total",
+        "voice_due",
+    )
+
+    def __init__(self, stage: MixerStage, source: TrackSource, channel: int) -> None:
+        self._stage = stage
+        self.source = source
+        self.channel = channel
+        self.live = False
+        self.outputs: list[LocalTrack] = []  # the slots carrying this source, of any listener
+        self.packets = 0
+        self.total = 0  # sum of loudness (127 - level) in the current tick
+        self.count = 0  # packets with a level in the current tick
+        self.heard = False
+        self.loud = 0.0  # smoothed loudness, 0 (silent) .. 127 (0 dBov)
+        self.last_heard = -math.inf
+        self.last_spoke = -math.inf
+        self.last_voice = -math.inf
+        self.voice_due = False
+
+    @property
+    def audio_level(self) -> int:
+        """The smoothed level in dBov (-127..0)."""
+        return round(self.loud) - 127
+
+    def reset_level(self) -> None:
+        self.total = self.count = 0
+        self.heard = False
+        self.loud = 0.0
+        self.last_heard = self.last_spoke = -math.inf
+
+    def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        """Hot path: account the level, forward to the slots carrying this source."""
+        self.packets += 1
+        self.heard = True
+        level = pkt.audio_level
+        if level is not None and 0 <= level <= 127:
+            self.total += 127 - level
+            self.count += 1
+        for out in self.outputs:
+            out.on_channel_packet(channel, pkt)
+
+    def on_channel_source(self, now: float, channel: int, live: bool) -> None:
+        self._stage.on_source_live(now, self, live)
+
+
+class AudioMixer:
+    """One listener's mixer: its output slots and (MANUAL) its chosen sources."""
+
+    __slots__ = ("_events", "_since", "manual", "mode", "outputs", "peer", "slots", "stage")
+
+    def __init__(
+        self,
+        peer: str,
+        mode: MixerMode,
+        outputs: list[LocalTrack],
+        sources: list[TrackSource],
+        events: deque[EndpointEvent],
+        stage: MixerStage,
+    ) -> None:
+        self.peer = peer
+        self.mode = mode
+        self.outputs = outputs
+        self.slots: list[_Source | None] = [None] * len(outputs)
+        self._since: list[float] = [0.0] * len(outputs)  # when each slot got its source
+        self.manual: set[TrackSource] = set(sources) if mode is MixerMode.MANUAL else set()
+        self._events = events
+        self.stage = stage
+
+    def is_output(self, local_track: str) -> bool:
+        return any(out.name == local_track for out in self.outputs)
+
+    def _allowed(self, src: _Source) -> bool:
+        return src.source.peer != self.peer and (self.mode is MixerMode.AUTO or src.source in self.manual)
+
+    # ---- slots ---------------------------------------------------------------------------
+
+    def _set(self, now: float, slot: int, src: _Source) -> None:
+        out = self.outputs[slot]
+        self._since[slot] = now
+        old = self.slots[slot]
+        if old is not None:
+            old.outputs.remove(out)
+        self.slots[slot] = src
+        src.outputs.append(out)
+        out.source = src.source
+        out.channel = src.channel
+        out.state = LocalTrackState.ACTIVE
+        self._events.append(MixerSlotSet(slot, src.source))
+        self._events.append(LocalTrackStateChanged(out.name, LocalTrackState.ACTIVE, src.source))
+
+    def _unset(self, slot: int, announce: bool = True) -> None:
+        out = self.outputs[slot]
+        old = self.slots[slot]
+        if old is None:
+            return
+        old.outputs.remove(out)
+        self.slots[slot] = None
+        out.source = None
+        out.channel = None
+        out.state = LocalTrackState.INACTIVE
+        if announce:
+            self._events.append(MixerSlotUnset(slot))
+        self._events.append(LocalTrackStateChanged(out.name, LocalTrackState.INACTIVE, None))
+
+    def release(self, src: _Source) -> None:
+        """``src`` stops publishing or is dropped: free its slots."""
+        for slot, cur in enumerate(self.slots):
+            if cur is src:
+                self._unset(slot)
+
+    def update(self, now: float, ranked: list[_Source]) -> None:
+        """One tick: keep, free and fill slots from the stage's ranking (loudest first)."""
+        slots = self.slots
+        for slot, cur in enumerate(slots):
+            if cur is not None and (not cur.live or now - cur.last_heard > SILENCE_TIMEOUT or not self._allowed(cur)):
+                self._unset(slot)
+        wanted: list[_Source] = []
+        for src in ranked:
+            if self._allowed(src):
+                wanted.append(src)
+                if len(wanted) == len(slots):
+                    break
+        for src in wanted:
+            if src in slots:
+                continue
+            victim = -1
+            for slot, cur in enumerate(slots):
+                if cur is None:
+                    victim = slot
+                    break
+                if cur in wanted:
+                    continue
+                held = now - cur.last_spoke < HOLD or now - self._since[slot] < HOLD
+                if held and src.loud < cur.loud + SWITCH_MARGIN:
+                    continue
+                best = slots[victim] if victim >= 0 else None
+                if best is None or (cur.loud, cur.last_spoke) < (best.loud, best.last_spoke):
+                    victim = slot
+            if victim >= 0:
+                self._set(now, victim, src)
+
+    def emit_voice(self) -> None:
+        for slot, cur in enumerate(self.slots):
+            if cur is not None and cur.voice_due:
+                self._events.append(VoiceActivity(self.outputs[slot].name, cur.source, cur.audio_level))
+
+    def close(self) -> None:
+        """The listener leaves: its outputs go INACTIVE (no slot events: the client is gone or
+        reconfigures on its next join)."""
+        for slot in range(len(self.slots)):
+            self._unset(slot, announce=False)
+
+
+class MixerStage:
+    """The mixer sources of one room on one worker, shared by its listeners."""
+
+    __slots__ = (
+        "_hub",
+        "_last_tick",
+        "_live",
+        "_manual_refs",
+        "_next_tick",
+        "_now",
+        "_registry",
+        "_room_audio",
+        "auto_listeners",
+        "bad_entries",
+        "listeners",
+        "prefix",
+        "room",
+        "sources",
+    )
+
+    def __init__(self, room: str, registry: Registry, hub: ChannelHub) -> None:
+        self.room = room
+        self.prefix = room_prefix(room)
+        self.sources: dict[TrackSource, _Source] = {}
+        self.listeners: list[AudioMixer] = []
+        self.auto_listeners = 0
+        self.bad_entries = 0
+        self._registry = registry
+        self._hub = hub
+        self._room_audio: dict[TrackSource, set[SessionId]] = {}
+        self._manual_refs: dict[TrackSource, int] = {}
+        self._live = 0
+        self._next_tick: float | None = None
+        self._last_tick = -math.inf
+        # Registry callbacks carry no time: they use the latest time the stage was given.
+        self._now = -math.inf
+
+    def _clock(self, now: float) -> None:
+        if now > self._now:
+            self._now = now
+
+    # ---- listeners -----------------------------------------------------------------------
+
+    def add(self, now: float, listener: AudioMixer) -> None:
+        self._clock(now)
+        if not self.listeners:
+            self._registry.watch(self.prefix, self)
+        self.listeners.append(listener)
+        if listener.mode is MixerMode.AUTO:
+            self.auto_listeners += 1
+            if self.auto_listeners == 1:
+                for source in list(self._room_audio):
+                    self._refresh(source)
+        for source in listener.manual:
+            self.add_manual(now, source)
+
+    def remove(self, now: float, listener: AudioMixer) -> None:
+        """Drop a listener; the last one tears the stage down (no subscription, no watch)."""
+        self._clock(now)
+        listener.close()
+        self.listeners.remove(listener)
+        for source in listener.manual:
+            self.remove_manual(now, source)
+        if listener.mode is MixerMode.AUTO:
+            self.auto_listeners -= 1
+            if self.auto_listeners == 0:
+                for source in list(self.sources):
+                    self._refresh(source)
+        if not self.listeners:
+            self._registry.unwatch(self.prefix, self)
+            for src in list(self.sources.values()):
+                self._drop(src)
+            self._room_audio.clear()
+
+    def add_manual(self, now: float, source: TrackSource) -> None:
+        self._clock(now)
+        self._manual_refs[source] = self._manual_refs.get(source, 0) + 1
+        self._refresh(source)
+
+    def remove_manual(self, now: float, source: TrackSource) -> None:
+        self._clock(now)
+        refs = self._manual_refs.get(source, 0) - 1
+        if refs > 0:
+            self._manual_refs[source] = refs
+        else:
+            self._manual_refs.pop(source, None)
+        src = self.sources.get(source)
+        if src is not None:
+            for listener in self.listeners:
+                if listener.mode is MixerMode.MANUAL and source not in listener.manual:
+                    listener.release(src)
+        self._refresh(source)
+
+    # ---- sources -------------------------------------------------------------------------
+
+    def _refresh(self, source: TrackSource) -> None:
+        wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
+        src = self.sources.get(source)
+        if wanted and src is None:
+            src = _Source(self, source, channel_id(self.room, source.peer, source.track))
+            self.sources[source] = src
+            self._hub.subscribe(self._now, src.channel, src)
+        elif not wanted and src is not None:
+            self._drop(src)
+
+    def _drop(self, src: _Source) -> None:
+        if src.live:
+            self.on_source_live(self._now, src, False)
+        del self.sources[src.source]
+        self._hub.unsubscribe(self._now, src.channel, src)
+
+    def on_source_live(self, now: float, src: _Source, live: bool) -> None:
+        self._clock(now)
+        if live == src.live:
+            return
+        src.live = live
+        src.reset_level()
+        if live:
+            self._live += 1
+            if self._live == 1:
+                self._last_tick = now
+                self._next_tick = now + TICK
+        else:
+            self._live -= 1
+            for listener in self.listeners:
+                listener.release(src)
+
+    def on_registry_put(self, key: str, value: bytes) -> None:
+        try:
+            parsed = parse_key(key)
+            if parsed.track is None:
+                return
+            info = decode_track(parsed, value)
+        except BadEntry:
+            self.bad_entries += 1
+            return
+        if info.kind is TrackKind.AUDIO:
+            source = TrackSource(parsed.peer, parsed.track)
+            self._room_audio.setdefault(source, set()).add(parsed.session)
+            self._refresh(source)
+
+    def on_registry_delete(self, key: str) -> None:
+        try:
+            parsed = parse_key(key)
+        except BadEntry:
+            self.bad_entries += 1
+            return
+        if parsed.track is None:
+            return
+        source = TrackSource(parsed.peer, parsed.track)
+        sessions = self._room_audio.get(source)
+        if sessions is None or parsed.session not in sessions:
+            return
+        sessions.discard(parsed.session)
+        if not sessions:
+            del self._room_audio[source]
+            self._refresh(source)
+
+    # ---- time ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self._next_tick if self._live > 0 else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Called by every listener's endpoint; runs once per tick."""
+        self._clock(now)
+        if self._live == 0 or self._next_tick is None or now < self._next_tick:
+            return
+        dt = now - self._last_tick
+        self._last_tick = now
+        self._next_tick = now + TICK
+        alpha = 1.0 - math.exp(-dt / LEVEL_TAU) if dt < 60 * LEVEL_TAU else 1.0
+        ranked: list[_Source] = []
+        for src in self.sources.values():
+            if not src.live:
+                continue
+            window = src.total / src.count if src.count else 0.0
+            src.total = src.count = 0
+            if src.heard:
+                src.heard = False
+                src.last_heard = now
+            src.loud += alpha * (window - src.loud)
+            if src.loud >= _SPEAKING_LOUD:
+                src.last_spoke = now
+            if now - src.last_heard <= SILENCE_TIMEOUT and src.loud >= MIN_LOUDNESS:
+                ranked.append(src)
+        ranked.sort(key=lambda s: s.loud, reverse=True)
+        for listener in self.listeners:
+            listener.update(now, ranked)
+        voice = False
+        for src in self.sources.values():
+            due = bool(src.outputs) and src.loud >= _VOICE_LOUD and now >= src.last_voice + VOICE_INTERVAL
+            src.voice_due = due
+            if due:
+                src.last_voice = now
+                voice = True
+        if voice:
+            for listener in self.listeners:
+                listener.emit_voice()

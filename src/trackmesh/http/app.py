@@ -65,8 +65,8 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(RpcError)
     async def rpc_error(request: Request, exc: RpcError) -> Any:
-        if request.url.path.startswith(("/whip/", "/whep/")):
-            # WHIP/WHEP clients read plain-text problems; the JSON envelope is for JSON APIs.
+        if request.url.path.startswith(("/whip/", "/whep/", "/webrtc/")):
+            # WHIP/WHEP and SDK clients read plain-text problems; the JSON envelope is for JSON APIs.
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
         return error(exc.status, exc.message)
 
@@ -138,6 +138,13 @@ def create_app(node: Node) -> FastAPI:
 def node_routers(node: Node) -> list[Any]:
     """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
     routers: list[Any] = []
+    try:
+        from trackmesh.http.sdk_http import router as sdk_router
+    except ImportError:
+        pass
+    else:
+        # First: its /samples/room.html must win over the generic /samples/{name} route.
+        routers.append(sdk_router(node))
     try:
         from trackmesh.http.whip_whep import router as webrtc_router
     except ImportError:

@@ -18,6 +18,12 @@ def worker_transports() -> list[Installer]:
         pass
     else:
         installers.append(install_webrtc)
+    try:
+        from trackmesh.runtime.sdk_worker import install as install_sdk
+    except ImportError:
+        pass
+    else:
+        installers.append(install_sdk)  # after WHIP/WHEP: it chains to their datagram handler
     return installers
 
 

@@ -40,8 +40,15 @@ from trackmesh.core.events import (
 from trackmesh.core.model import JoinOptions, LocalTrackState, TrackKind, TrackSource
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.demux import PacketKind, classify, is_rtcp
-from trackmesh.transports.webrtc.dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsFailed, DtlsState
-from trackmesh.transports.webrtc.errors import ProtocolError
+from trackmesh.transports.webrtc.dtls import (
+    DtlsApplicationData,
+    DtlsClosed,
+    DtlsConnected,
+    DtlsEndpoint,
+    DtlsFailed,
+    DtlsState,
+)
+from trackmesh.transports.webrtc.errors import LocalProtocolError, ProtocolError
 from trackmesh.transports.webrtc.ice import IceConnected, IceDisconnected, IceLiteAgent, IceSelectedAddressChanged
 from trackmesh.transports.webrtc.peer_events import (
     Connected,
@@ -193,6 +200,9 @@ class WebRtcPeer:
         self._out_by_ssrc: dict[int, OutboundTrack] = {}
         self._local_names = local_names(media)
         self._follow: list[tuple[TrackKind, str]] = []
+        #: Receives each DTLS application record (SCTP packets, RFC 8261) as ``(now, data)``; the
+        #: SDK transport sets it to feed its data channels. Without it records are only counted.
+        self.on_application_data: Callable[[float, bytes], None] | None = None
 
         if mode is not PeerMode.SDK:
             if room is None or peer is None:
@@ -405,8 +415,10 @@ class WebRtcPeer:
                 self._disconnect(f"dtls failed: {ev.reason}")
             elif isinstance(ev, DtlsClosed):
                 self._disconnect("dtls closed")
-            else:
-                self.counters["dtls_application_data"] += 1  # no data channels yet
+            elif isinstance(ev, DtlsApplicationData):
+                self.counters["dtls_application_data"] += 1
+                if self.on_application_data is not None:
+                    self.on_application_data(now, ev.data)
 
     def _on_connected(self, now: float) -> None:
         self.connected = True
@@ -440,6 +452,20 @@ class WebRtcPeer:
         self.ctx.addr = None
         self.srtp = None
         self._events.append(Disconnected(reason))
+
+    def send_application_data(self, data: bytes) -> bool:
+        """Send one DTLS application record (an SCTP packet); False when DTLS is not up."""
+        if self.closed or self.dtls.state is not DtlsState.CONNECTED:
+            return False
+        try:
+            self.dtls.send_application_data(data)
+        except (ProtocolError, LocalProtocolError):
+            return False
+        addr = self.ctx.addr or self._dtls_addr
+        while (datagram := self.dtls.poll_transmit()) is not None:
+            if addr is not None:
+                self.outbox.append((datagram, addr))
+        return True
 
     # ---- RTCP out --------------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""The atm0s SDK's HTTP calls: ``POST /webrtc/connect``, ``/webrtc/<conn_id>/ice-candidate`` and
+``/webrtc/<conn_id>/restart-ice``.
+
+Bodies are single protobuf messages (``Content-Type: application/grpc`` is only a label, no gRPC framing). Success
+is ``200`` with the protobuf answer. The SDK ignores the HTTP status and decodes any body as the expected message,
+so errors are a proper status with a short ``text/plain`` reason (which decodes, at best, into an empty answer the
+SDK then fails on): 400 malformed body or offer, 401 missing/invalid token, 403 ``Wrong room``/``Wrong peer``
+(the join does not match the token), 404 unknown conn id, 413 body too large, 415 wrong content type, 503 no media
+worker.
+
+ice-candidate carries no bearer (the SDK sends none): the signed, unguessable conn id is the credential and a
+forged one is 404. restart-ice on a conn id this node does not know (another node's, or an expired one) rebuilds
+a fresh session from the request, so a client can move to this node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from trackmesh.runtime.worker import RpcError
+from trackmesh.security.tokens import SessionToken, TokenError, verify
+from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeError, decode_connect_request
+
+from .whip_whep import token_hash
+
+if TYPE_CHECKING:
+    from trackmesh.runtime.node import Node
+
+MAX_BODY_BYTES = 128 * 1024
+# The SDK sends application/grpc; tools may prefer the usual protobuf labels.
+ACCEPTED_TYPES = (HTTP_CONTENT_TYPE, "application/x-protobuf", "application/protobuf", "application/octet-stream")
+
+
+def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def _body(request: Request) -> bytes | PlainTextResponse:
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given not in ACCEPTED_TYPES:
+        return _problem(415, f"Content-Type must be {HTTP_CONTENT_TYPE}, got {given or 'none'}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _token(node: Node, authorization: str | None) -> tuple[SessionToken, str] | PlainTextResponse:
+    raw = _bearer(authorization)
+    if raw is None:
+        return _problem(401, "missing bearer webrtc token", {"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(node.config.secret, raw, "webrtc", int(time.time())), raw
+    except TokenError as exc:
+        return _problem(401, f"invalid webrtc token: {exc}", {"WWW-Authenticate": "Bearer"})
+
+
+def _protobuf(data: bytes) -> Response:
+    return Response(data, status_code=200, media_type=HTTP_CONTENT_TYPE)
+
+
+def router(node: Node) -> APIRouter:
+    api = APIRouter()
+    grpc_body = {"requestBody": {"content": {HTTP_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
+    errors = {
+        400: {"description": "malformed body or unacceptable offer"},
+        401: {"description": "missing, invalid or expired webrtc token"},
+        403: {"description": "Wrong room / Wrong peer: the join does not match the token"},
+        413: {"description": "body too large"},
+        415: {"description": "wrong Content-Type"},
+        503: {"description": "no media capacity"},
+    }
+
+    async def _connect(request: Request, authorization: str | None, conn_id: str | None) -> Response:
+        checked = _token(node, authorization)
+        if isinstance(checked, Response):
+            return checked
+        token, raw = checked
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            req = decode_connect_request(body)
+        except ProtocolDecodeError as exc:
+            return _problem(400, str(exc))
+        if req.HasField("join"):
+            if token.room is not None and token.room != req.join.room:
+                return _problem(403, "Wrong room")
+            if token.peer is not None and token.peer != req.join.peer:
+                return _problem(403, "Wrong peer")
+        params = {
+            "request": body,
+            "room": token.room,
+            "peer": token.peer,
+            "extra_data": token.extra_data,
+            "token_hash": token_hash(raw),
+        }
+        if conn_id is not None:
+            try:
+                worker = node.worker_for_conn(conn_id)
+                result = await worker.call("sdk.restart_ice", {**params, "conn_id": conn_id})
+                return _protobuf(result["response"])
+            except RpcError as exc:
+                if exc.status != 404:
+                    raise
+                # Unknown here: rebuild the session on this node from the request (a client moving nodes).
+        room = token.room or (req.join.room if req.HasField("join") else None) or token.peer or ""
+        result = await node.worker_for_room(room).call("sdk.connect", params)
+        return _protobuf(result["response"])
+
+    @api.post(
+        "/webrtc/connect",
+        tags=["sdk"],
+        summary="atm0s SDK: connect (ConnectRequest -> ConnectResponse)",
+        responses=errors,  # type: ignore[arg-type]
+        openapi_extra=grpc_body,
+    )
+    async def connect(request: Request, authorization: str | None = Header(None)) -> Response:
+        return await _connect(request, authorization, None)
+
+    @api.post(
+        "/webrtc/{conn_id}/restart-ice",
+        tags=["sdk"],
+        summary="atm0s SDK: ICE restart, or rebuild a session this node does not know",
+        responses=errors,  # type: ignore[arg-type]
+        openapi_extra=grpc_body,
+    )
+    async def restart_ice(conn_id: str, request: Request, authorization: str | None = Header(None)) -> Response:
+        return await _connect(request, authorization, conn_id)
+
+    @api.post(
+        "/webrtc/{conn_id}/ice-candidate",
+        tags=["sdk"],
+        summary="atm0s SDK: a client ICE candidate (RemoteIceRequest -> RemoteIceResponse)",
+        responses={404: {"description": "unknown conn id"}, 400: errors[400], 413: errors[413], 415: errors[415]},
+        openapi_extra=grpc_body,
+    )
+    async def ice_candidate(conn_id: str, request: Request) -> Response:
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        worker = node.worker_for_conn(conn_id)
+        result = await worker.call("sdk.ice_candidate", {"conn_id": conn_id, "request": body})
+        return _protobuf(result["response"])
+
+    return api

@@ -1,0 +1,687 @@
+"""The atm0s SDK session over its data channel (sans-IO).
+
+One :class:`SdkSession` per SDK connection. It owns the connection's SCTP association and data channels (fed by
+the :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`'s DTLS application data), decodes each data-channel
+message as a ``ClientEvent``, maps its request onto core controls and answers with a ``ServerEvent.response``; it
+turns core events into ``ServerEvent`` pushes (room, session, sender, receiver).
+
+Driver contract (all synchronous, ``now`` monotonic seconds), on top of the peer's own:
+
+- after :class:`~trackmesh.transports.webrtc.peer_events.Connected` from the peer: :meth:`SdkSession.on_connected`
+  (we start SCTP as its client, as atm0s does; the SDK's negotiated channel 0 "data" opens with it);
+- when the core marks the endpoint ready: :meth:`SdkSession.on_core_events` (instead of the peer's);
+- at :meth:`SdkSession.next_deadline`: :meth:`SdkSession.handle_timeout` (drives the peer too);
+- after each input: if :attr:`SdkSession.close_reason` is set, close the session (peer, endpoint).
+
+The session never raises on client input: undecodable messages are counted and dropped (there is no ``req_id``
+to answer), every decodable request gets a response, possibly an error with the codes of
+:class:`~trackmesh.transports.sdk.protocol.ErrorCode`, and the session stays usable after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackmesh.core.controls import (
+    CreateLocalTrack,
+    Join,
+    Leave,
+    PeerSubscribe,
+    PeerUnsubscribe,
+    Publish,
+    RoomSubscribe,
+    RoomUnsubscribe,
+    SetRemoteBitrate,
+    Subscribe,
+    Switch,
+    Unpublish,
+    Unsubscribe,
+)
+from trackmesh.core.errors import ControlError
+from trackmesh.core.errors import ErrorCode as CoreCode
+from trackmesh.core.events import (
+    Closed,
+    EndpointEvent,
+    Joined,
+    Left,
+    LocalTrackStateChanged,
+    PeerJoined,
+    PeerLeft,
+    PeerUpdated,
+    TrackStarted,
+    TrackStopped,
+    TrackUpdated,
+)
+from trackmesh.core.model import (
+    BitrateLimit,
+    InfoMode,
+    JoinOptions,
+    LocalTrackState,
+    MediaPacket,
+    TrackInfo,
+    TrackKind,
+    TrackSource,
+)
+from trackmesh.transports.sdk.naming import MlineNames
+from trackmesh.transports.sdk.protocol import (
+    DATA_CHANNEL_ID,
+    DATA_CHANNEL_LABEL,
+    ErrorCode,
+    ProtocolDecodeError,
+    decode_client_event,
+    error_response,
+    session_pb2,
+    shared_pb2,
+)
+from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
+from trackmesh.transports.webrtc.errors import LocalProtocolError
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
+from trackmesh.transports.webrtc.sdp import SdpError
+from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, AnswerResult, LocalParams, SendSsrcs, answer_offer
+
+log = logging.getLogger("trackmesh.sdk")
+
+__all__ = ["SdkSession", "TokenClaims", "TokenVerifier"]
+
+#: Receiver stats are pushed this often for every attached receiver.
+STATS_INTERVAL = 1.0
+#: voice_activity: an audio level at or above this (dBov) counts as voice...
+VOICE_THRESHOLD_DBOV = -40
+#: ...and is reported at most this often per receiver.
+VOICE_INTERVAL = 0.5
+#: After answering ``session.disconnect`` the connection is closed this much later, so that the response (one SCTP
+#: packet) gets a chance to be acknowledged first.
+DISCONNECT_GRACE = 0.3
+#: Sender config ``MAX_BITRATE``: the floor asked of the publisher whatever its viewers can take.
+MAX_BITRATE_BPS = {TrackKind.AUDIO: 64_000, TrackKind.VIDEO: 2_500_000}
+
+_PROTO_KIND = {TrackKind.AUDIO: shared_pb2.AUDIO, TrackKind.VIDEO: shared_pb2.VIDEO}
+_CORE_KIND = {shared_pb2.AUDIO: TrackKind.AUDIO, shared_pb2.VIDEO: TrackKind.VIDEO}
+_RECEIVER_STATUS = {
+    LocalTrackState.WAITING: shared_pb2.Receiver.WAITING,
+    LocalTrackState.ACTIVE: shared_pb2.Receiver.ACTIVE,
+    LocalTrackState.INACTIVE: shared_pb2.Receiver.INACTIVE,
+}
+# Core errors -> protocol error codes (the SDK hands both the code and our message to the application).
+_CORE_ERRORS = {
+    CoreCode.TRACK_NOT_FOUND: ErrorCode.RPC_TRACK_NAME_NOT_FOUND,
+    CoreCode.LOCAL_TRACK_NOT_FOUND: ErrorCode.RPC_TRACK_NAME_NOT_FOUND,
+    CoreCode.LOCAL_TRACK_NOT_ATTACHED: ErrorCode.RPC_TRACK_NOT_ATTACHED,
+    CoreCode.NOT_SUBSCRIBED: ErrorCode.RPC_INVALID_REQUEST,
+    CoreCode.TRACK_ALREADY_PUBLISHED: ErrorCode.RPC_TRACK_ALREADY_ATTACHED,
+    CoreCode.ALREADY_SUBSCRIBED: ErrorCode.RPC_TRACK_ALREADY_ATTACHED,
+    CoreCode.ENDPOINT_CLOSED: ErrorCode.RPC_ALREADY_DISCONNECTED,
+    CoreCode.UNKNOWN_CONN: ErrorCode.RPC_ENDPOINT_NOT_FOUND,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified webrtc token allows: ``None`` room/peer means any."""
+
+    room: str | None = None
+    peer: str | None = None
+    extra_data: str | None = None
+
+
+#: Verifies a raw token (from ``session.join``); None when it is invalid or expired.
+TokenVerifier = Callable[[str], TokenClaims | None]
+
+
+class RpcFailure(Exception):
+    """Internal: a request answered with an error response."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _core(err: ControlError | None) -> None:
+    if err is not None:
+        raise RpcFailure(_CORE_ERRORS.get(err.code, ErrorCode.RPC_INVALID_REQUEST), str(err))
+
+
+@dataclass(slots=True)
+class SenderSlot:
+    name: str
+    kind: TrackKind
+    mid: str | None
+    source: shared_pb2.Sender.Source | None = None
+    config: shared_pb2.Sender.Config = field(default_factory=shared_pb2.Sender.Config)
+    published: bool = False
+
+
+@dataclass(slots=True)
+class ReceiverSlot:
+    name: str
+    kind: TrackKind
+    mid: str | None
+    config: shared_pb2.Receiver.Config | None = None
+    last_octets: int = 0
+    last_voice: float = -1e18
+    voice_level: int | None = None  # the loudest level (-dBov) seen since the last report
+
+
+def check_join(claims: TokenClaims, room: str, peer: str) -> str | None:
+    """Why a join does not match the token ("Wrong room"/"Wrong peer" as atm0s says), or None."""
+    if claims.room is not None and claims.room != room:
+        return "Wrong room"
+    if claims.peer is not None and claims.peer != peer:
+        return "Wrong peer"
+    return None
+
+
+class SdkSession:
+    def __init__(
+        self,
+        now: float,
+        peer: WebRtcPeer,
+        names: MlineNames,
+        tracks: shared_pb2.Tracks,
+        claims: TokenClaims,
+        verify_token: TokenVerifier,
+        local: LocalParams,
+        *,
+        cookie_key: bytes,
+    ) -> None:
+        self.peer = peer
+        self.endpoint = peer.endpoint
+        self.claims = claims
+        self.local = local
+        self._verify = verify_token
+        self._session_version = 1
+        remote_port = next((m.remote_sctp_port for m in peer.answer.media if m.kind == "application"), None)
+        self.has_data_channel = remote_port is not None
+        assoc = SctpAssociation(cookie_key=cookie_key, remote_port=remote_port or 5000)
+        self.dc = DataChannelManager(assoc, dtls_role="server")
+        self.dc.open(DATA_CHANNEL_LABEL, negotiated_id=DATA_CHANNEL_ID)
+        self.channel_open = False
+        peer.on_application_data = self._on_sctp
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("requests", "errors", "malformed", "events_sent", "events_dropped", "send_failed"), 0
+        )
+        self.close_reason: str | None = None
+        self.disconnected = False
+        self._close_at: float | None = None
+        self._seq = 0
+        self._pending: deque[session_pb2.ServerEvent] = deque()  # pushed before the channel opened
+        self._next_stats: float | None = None
+        self.senders: dict[str, SenderSlot] = {}
+        self.receivers: dict[str, ReceiverSlot] = {}
+        mid_of_sender = {v: k for k, v in names.senders.items()}
+        mid_of_receiver = {v: k for k, v in names.receivers.items()}
+        for s in tracks.senders:
+            kind = _CORE_KIND.get(s.kind)
+            if kind is None or not s.name or s.name in self.senders:
+                continue
+            sender = SenderSlot(s.name, kind, mid_of_sender.get(s.name))
+            if s.state.HasField("source"):
+                sender.source = s.state.source
+            if s.state.HasField("config"):
+                sender.config = s.state.config
+            self.senders[s.name] = sender
+        for r in tracks.receivers:
+            kind = _CORE_KIND.get(r.kind)
+            if kind is None or not r.name or r.name in self.receivers:
+                continue
+            slot = ReceiverSlot(r.name, kind, mid_of_receiver.get(r.name))
+            self.receivers[r.name] = slot
+            # Every declared receiver with an m-line gets its LocalTrack now, unattached.
+            if slot.mid is not None and self.endpoint.control(now, CreateLocalTrack(r.name, kind)) is None:
+                self.peer.bind_local_track(slot.mid, r.name)
+                track = self.endpoint.local_track(r.name)
+                if kind is TrackKind.AUDIO and track is not None:
+                    track.sink = self._voice_tap(slot, track.sink)
+        self._initial_receivers = [
+            (r.name, r.state.source, r.state.config if r.state.HasField("config") else None)
+            for r in tracks.receivers
+            if r.state.HasField("source") and r.name in self.receivers
+        ]
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def join_at_connect(self, now: float, join: session_pb2.RoomJoin) -> RpcFailure | None:
+        """The join carried by the connect request (or rebuilt on a migrating restart-ice)."""
+        try:
+            self._join(now, join, self.claims)
+        except RpcFailure as exc:
+            return exc
+        for name, source, config in self._initial_receivers:
+            # A source that is gone is skipped: the client attaches again when it sees it.
+            with contextlib.suppress(RpcFailure):
+                self._receiver_attach(now, self.receivers[name], source, config)
+        return None
+
+    @property
+    def joined(self) -> bool:
+        return self.endpoint.room is not None
+
+    # ---- inputs ---------------------------------------------------------------------------------
+
+    def on_connected(self, now: float) -> None:
+        """DTLS is up: start SCTP (we send INIT; the client's own INIT, if any, is a collision the association
+        resolves)."""
+        if self.has_data_channel:
+            self.dc.connect(now)
+            self._pump(now)
+        self._next_stats = now + STATS_INTERVAL
+
+    def _on_sctp(self, now: float, data: bytes) -> None:
+        self.dc.handle_data(now, data)
+        self._pump(now)
+
+    def on_message(self, now: float, data: bytes) -> None:
+        """One data-channel message of channel 0 (public for tests that bypass SCTP)."""
+        try:
+            event = decode_client_event(data)
+        except ProtocolDecodeError:
+            self.counters["malformed"] += 1
+            return
+        if not event.HasField("request"):
+            self.counters["malformed"] += 1
+            return
+        self.counters["requests"] += 1
+        response = self.handle_request(now, event.request)
+        self._push(session_pb2.ServerEvent(response=response))
+
+    def handle_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        """Answer one request; never raises."""
+        try:
+            if self.disconnected:
+                raise RpcFailure(ErrorCode.RPC_ALREADY_DISCONNECTED, "the session is disconnected")
+            which = req.WhichOneof("request")
+            if which == "session":
+                return self._session_request(now, req)
+            if which == "room":
+                return self._room_request(now, req)
+            if which == "sender":
+                return self._sender_request(now, req)
+            if which == "receiver":
+                return self._receiver_request(now, req)
+            if which in ("features", "message_channel"):
+                raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, f"{which} requests are not supported yet")
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "the request names no known kind")
+        except RpcFailure as exc:
+            self.counters["errors"] += 1
+            return error_response(req.req_id, exc.code, exc.message)
+        except (SdpError, ValueError, LocalProtocolError) as exc:
+            self.counters["errors"] += 1
+            return error_response(req.req_id, ErrorCode.INTERNAL_SERVER_ERROR, str(exc)[:200])
+
+    def on_core_events(self, now: float) -> None:
+        for ev in self.peer.on_core_events(now):
+            self._on_core_event(now, ev)
+
+    def handle_timeout(self, now: float) -> None:
+        self.peer.handle_timeout(now)
+        self.dc.handle_timeout(now)
+        self._pump(now)
+        if self._close_at is not None and now >= self._close_at:
+            self._close_at = None
+            self.close_reason = self.close_reason or "disconnected by the client"
+        if self._next_stats is not None and now >= self._next_stats:
+            self._next_stats = now + STATS_INTERVAL
+            self._push_stats(now)
+
+    def next_deadline(self) -> float | None:
+        candidates = (self.peer.next_deadline(), self.dc.next_deadline(), self._close_at, self._next_stats)
+        return min((d for d in candidates if d is not None), default=None)
+
+    def goaway(self, reason: str, remain_seconds: int = 0) -> None:
+        """Tell the client this node is going away (sent before a drain closes the session)."""
+        goway = session_pb2.ServerEvent.Session.GoAway(reason=reason, remain_seconds=remain_seconds)
+        self._push(session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(goway=goway)))
+
+    def disconnected_event(self, reason: str) -> None:
+        ev = session_pb2.ServerEvent.Session.Disconnected(reason=reason)
+        self._push(session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(disconnected=ev)))
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def _session_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        r = req.session
+        which = r.WhichOneof("request")
+        out = session_pb2.Response.Session()
+        if which == "join":
+            claims = self._verify(r.join.token)
+            if claims is None:
+                raise RpcFailure(ErrorCode.RPC_TOKEN_INVALID, "invalid or expired webrtc token")
+            if self.joined:
+                raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, f"already in room {self.endpoint.room!r}: leave first")
+            self._join(now, r.join.info, claims)
+            self.claims = claims
+            out.join.SetInParent()
+        elif which == "leave":
+            if not self.joined:
+                raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "not in a room")
+            _core(self.endpoint.control(now, Leave()))
+            for s in self.senders.values():
+                s.published = False
+            out.leave.SetInParent()
+        elif which == "sdp":
+            out.sdp.sdp = self.renegotiate(r.sdp.sdp)
+        elif which == "disconnect":
+            self.disconnected = True
+            self._close_at = now + DISCONNECT_GRACE
+            out.disconnect.SetInParent()
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty session request")
+        return session_pb2.Response(req_id=req.req_id, session=out)
+
+    def _join(self, now: float, info: session_pb2.RoomJoin, claims: TokenClaims) -> None:
+        why = check_join(claims, info.room, info.peer)
+        if why is not None:
+            raise RpcFailure(ErrorCode.RPC_TOKEN_ROOM_PEER_NOT_MATCH, why)
+        options = JoinOptions(
+            peer_info=InfoMode.AUTO if info.subscribe.peers else InfoMode.MANUAL,
+            track_info=InfoMode.AUTO if info.subscribe.tracks else InfoMode.MANUAL,
+            publish_peer=info.publish.peer,
+            publish_tracks=info.publish.tracks,
+            metadata=info.metadata if info.HasField("metadata") else None,
+            extra_data=claims.extra_data,
+        )
+        _core(self.endpoint.control(now, Join(info.room, info.peer, options)))
+        for slot in self.senders.values():
+            if slot.source is not None:
+                self._publish(now, slot)
+
+    def _room_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        r = req.room
+        which = r.WhichOneof("request")
+        if not self.joined:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "join a room first")
+        out = session_pb2.Response.Room()
+        if which == "subscribe":
+            peer = r.subscribe.peer
+            _core(self.endpoint.control(now, PeerSubscribe(peer) if peer else RoomSubscribe()))
+            out.subscribe.SetInParent()
+        elif which == "unsubscribe":
+            peer = r.unsubscribe.peer
+            _core(self.endpoint.control(now, PeerUnsubscribe(peer) if peer else RoomUnsubscribe()))
+            out.unsubscribe.SetInParent()
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty room request")
+        return session_pb2.Response(req_id=req.req_id, room=out)
+
+    def _sender_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        r = req.sender
+        slot = self.senders.get(r.name)
+        if slot is None:
+            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"no sender {r.name!r}")
+        which = r.WhichOneof("request")
+        out = session_pb2.Response.Sender()
+        if which == "attach":
+            if slot.source is not None:
+                raise RpcFailure(ErrorCode.RPC_TRACK_ALREADY_ATTACHED, f"sender {r.name!r} is attached")
+            slot.source = r.attach.source
+            slot.config = r.attach.config
+            if self.joined:
+                self._publish(now, slot)
+            out.attach.SetInParent()
+        elif which == "detach":
+            if slot.source is None:
+                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"sender {r.name!r} is not attached")
+            slot.source = None
+            if slot.published:
+                slot.published = False
+                _core(self.endpoint.control(now, Unpublish(slot.name)))
+                self._sender_state(slot, shared_pb2.Sender.INACTIVE)
+            out.detach.SetInParent()
+        elif which == "config":
+            if slot.source is None:
+                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"sender {r.name!r} is not attached")
+            slot.config = r.config
+            if slot.published:
+                self._apply_sender_config(now, slot)
+            out.config.SetInParent()
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty sender request")
+        return session_pb2.Response(req_id=req.req_id, sender=out)
+
+    def _publish(self, now: float, slot: SenderSlot) -> None:
+        if slot.published or slot.source is None:
+            return
+        if slot.mid is None:
+            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"sender {slot.name!r} has no m-line")
+        src = slot.source
+        metadata = src.metadata if src.HasField("metadata") else None
+        ctl = Publish(slot.name, slot.kind, metadata, src.screen)
+        _core(self.endpoint.control(now, ctl))
+        slot.published = True
+        self._apply_sender_config(now, slot)
+        self._sender_state(slot, shared_pb2.Sender.ACTIVE)
+
+    def _apply_sender_config(self, now: float, slot: SenderSlot) -> None:
+        if slot.config.bitrate == shared_pb2.MAX_BITRATE:
+            limit = BitrateLimit(min_bps=MAX_BITRATE_BPS[slot.kind])
+        else:
+            limit = BitrateLimit()
+        self.endpoint.control(now, SetRemoteBitrate(slot.name, limit))
+
+    def _receiver_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        r = req.receiver
+        slot = self.receivers.get(r.name)
+        if slot is None or slot.mid is None:
+            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"no receiver {r.name!r}")
+        which = r.WhichOneof("request")
+        out = session_pb2.Response.Receiver()
+        if which == "attach":
+            if not self.joined:
+                raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "join a room first")
+            self._receiver_attach(now, slot, r.attach.source, r.attach.config if r.attach.HasField("config") else None)
+            out.attach.SetInParent()
+        elif which == "detach":
+            local = self.endpoint.local_track(slot.name)
+            if local is None or local.channel is None:
+                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"receiver {r.name!r} is not attached")
+            _core(self.endpoint.control(now, Unsubscribe(slot.name)))
+            out.detach.SetInParent()
+        elif which == "config":
+            self._receiver_config(now, slot, r.config)
+            out.config.SetInParent()
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty receiver request")
+        return session_pb2.Response(req_id=req.req_id, receiver=out)
+
+    def _receiver_attach(
+        self,
+        now: float,
+        slot: ReceiverSlot,
+        source: shared_pb2.Receiver.Source,
+        config: shared_pb2.Receiver.Config | None,
+    ) -> None:
+        if not source.peer or not source.track:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "the source needs a peer and a track")
+        local = self.endpoint.local_track(slot.name)
+        if local is None:
+            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"no receiver {slot.name!r}")
+        target = TrackSource(source.peer, source.track)
+        if local.source == target and local.channel is not None:
+            pass  # attached to it already: only the config may change
+        else:
+            # The SDK switches a receiver's source by attaching it again.
+            ctl = Switch(slot.name, target) if local.channel is not None else Subscribe(slot.name, target)
+            _core(self.endpoint.control(now, ctl))
+        if config is not None:
+            self._receiver_config(now, slot, config)
+
+    def _receiver_config(self, now: float, slot: ReceiverSlot, config: shared_pb2.Receiver.Config) -> None:
+        slot.config = config
+        if slot.kind is TrackKind.VIDEO:
+            # Per-receiver layer caps; priority is stored for the bandwidth split (not applied yet).
+            self.peer.set_max_spatial(now, config.max_spatial, slot.name)
+
+    # ---- core events -> server events -------------------------------------------------------------
+
+    def _on_core_event(self, now: float, ev: EndpointEvent) -> None:
+        S, R = session_pb2.ServerEvent.Session, session_pb2.ServerEvent.Room
+        if isinstance(ev, Joined):
+            self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
+        elif isinstance(ev, Left):
+            self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
+        elif isinstance(ev, PeerJoined):
+            pj = R.PeerJoined(peer=ev.info.peer)
+            if ev.info.metadata is not None:
+                pj.metadata = ev.info.metadata
+            if ev.info.extra_data is not None:
+                pj.extra_data = ev.info.extra_data
+            self._push(session_pb2.ServerEvent(room=R(peer_joined=pj)))
+        elif isinstance(ev, PeerUpdated):
+            pu = R.PeerUpdated(peer=ev.info.peer)
+            if ev.info.metadata is not None:
+                pu.metadata = ev.info.metadata
+            self._push(session_pb2.ServerEvent(room=R(peer_updated=pu)))
+        elif isinstance(ev, PeerLeft):
+            self._push(session_pb2.ServerEvent(room=R(peer_leaved=R.PeerLeaved(peer=ev.peer))))
+        elif isinstance(ev, TrackStarted):
+            self._push(session_pb2.ServerEvent(room=R(track_started=_track(R.TrackStarted, ev.info))))
+        elif isinstance(ev, TrackUpdated):
+            self._push(session_pb2.ServerEvent(room=R(track_updated=_track(R.TrackUpdated, ev.info))))
+        elif isinstance(ev, TrackStopped):
+            ts = R.TrackStopped(peer=ev.peer, track=ev.track, kind=_PROTO_KIND[ev.kind])
+            self._push(session_pb2.ServerEvent(room=R(track_stopped=ts)))
+        elif isinstance(ev, LocalTrackStateChanged):
+            if ev.local_track in self.receivers:
+                state = session_pb2.ServerEvent.Receiver.State(status=_RECEIVER_STATUS[ev.state])
+                rec = session_pb2.ServerEvent.Receiver(name=ev.local_track, state=state)
+                self._push(session_pb2.ServerEvent(receiver=rec))
+        elif isinstance(ev, Closed):
+            self.disconnected_event(ev.reason)
+            self.close_reason = self.close_reason or ev.reason
+
+    def _sender_state(self, slot: SenderSlot, status: int) -> None:
+        state = session_pb2.ServerEvent.Sender.State(status=status)  # type: ignore[arg-type]
+        self._push(session_pb2.ServerEvent(sender=session_pb2.ServerEvent.Sender(name=slot.name, state=state)))
+
+    def _push_stats(self, now: float) -> None:
+        if not self.channel_open:
+            return
+        for slot in self.receivers.values():
+            local = self.endpoint.local_track(slot.name)
+            out = self.peer.outbound.get(slot.mid) if slot.mid is not None else None
+            if local is None or local.channel is None or out is None:
+                continue
+            octets = out.octets
+            kbps = max(0, octets - slot.last_octets) * 8 // int(STATS_INTERVAL * 1000)
+            slot.last_octets = octets
+            source_kbps = int(sum(out.layer_rates) / 1000) if out.video else kbps
+            Stats = session_pb2.ServerEvent.Receiver.Stats
+            stats = Stats(
+                source=Stats.Source(bitrate_kbps=source_kbps),
+                transmit=Stats.Transmit(spatial=max(out.current, 0), temporal=0, bitrate_kbps=kbps),
+            )
+            self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
+
+    def _voice_tap(
+        self, slot: ReceiverSlot, sink: Callable[[MediaPacket], None] | None
+    ) -> Callable[[MediaPacket], None]:
+        clock = self.peer.clock
+        threshold = -VOICE_THRESHOLD_DBOV
+
+        def tap(pkt: MediaPacket) -> None:
+            if sink is not None:
+                sink(pkt)
+            level = pkt.audio_level
+            if level is not None and level <= threshold:
+                now = clock.now
+                if now - slot.last_voice >= VOICE_INTERVAL and self.channel_open:
+                    slot.last_voice = now
+                    va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=-level)
+                    rec = session_pb2.ServerEvent.Receiver(name=slot.name, voice_activity=va)
+                    self._push(session_pb2.ServerEvent(receiver=rec))
+
+        return tap
+
+    # ---- the data channel -------------------------------------------------------------------------
+
+    def _push(self, event: session_pb2.ServerEvent) -> None:
+        if self.channel_open:
+            self._seq += 1
+            event.seq = self._seq
+            try:
+                self.dc.send(DATA_CHANNEL_ID, event.SerializeToString())
+            except LocalProtocolError:
+                self.counters["send_failed"] += 1
+                return
+            self.counters["events_sent"] += 1
+            self._flush_sctp()
+        elif len(self._pending) < 1000:
+            self._pending.append(event)
+        else:
+            self.counters["events_dropped"] += 1
+
+    def _flush_sctp(self, now: float | None = None) -> None:
+        while (packet := self.dc.poll_transmit(now)) is not None:
+            if not self.peer.send_application_data(packet):
+                self.counters["send_failed"] += 1
+
+    def _pump(self, now: float) -> None:
+        """Send what SCTP has to send, then act on its events."""
+        self._flush_sctp(now)
+        while (ev := self.dc.poll_event()) is not None:
+            if isinstance(ev, ChannelOpened) and ev.channel_id == DATA_CHANNEL_ID:
+                self.channel_open = True
+                connected = session_pb2.ServerEvent.Session(connected=session_pb2.ServerEvent.Session.Connected())
+                self._push(session_pb2.ServerEvent(session=connected))
+                while self._pending:
+                    self._push(self._pending.popleft())
+            elif isinstance(ev, Message) and ev.channel_id == DATA_CHANNEL_ID:
+                self.on_message(now, ev.data)
+            elif isinstance(ev, ChannelClosed) and ev.channel_id == DATA_CHANNEL_ID:
+                self.channel_open = False
+                self.close_reason = self.close_reason or "data channel closed"
+            elif isinstance(ev, AssociationClosed):
+                self.channel_open = False
+                self.close_reason = self.close_reason or "sctp association closed"
+        self._flush_sctp(now)
+
+    # ---- renegotiation ----------------------------------------------------------------------------
+
+    def renegotiate(self, offer: str, local: LocalParams | None = None) -> str:
+        """Answer a new offer on the same transport (``session.sdp``, or an ICE restart with new ``local``
+        credentials). The m-lines must be those already negotiated (same mids, kinds and directions): adding or
+        removing transceivers after connect is answered with ``INVALID_SDP``."""
+        current = self.peer.answer
+        params = local or self.local
+        self._session_version += 1
+        params = LocalParams(
+            params.ice_ufrag, params.ice_pwd, params.fingerprint, params.host, params.port,
+            session_id=int(current.answer.origin.session_id), session_version=self._session_version,
+        )  # fmt: skip
+        send_ssrcs = {
+            m.mid: SendSsrcs(m.local_ssrc, m.local_rtx_ssrc) for m in current.media if m.local_ssrc is not None
+        }
+        try:
+            result = answer_offer(offer, params, AnswerPolicy.sdk(), send_ssrcs=send_ssrcs)
+        except SdpError as exc:
+            raise RpcFailure(ErrorCode.INVALID_SDP, f"cannot accept the offer: {exc}") from None
+        _same_mlines(current, result)
+        if local is not None:
+            self.local = local
+        return result.sdp
+
+
+def _same_mlines(current: AnswerResult, new: AnswerResult) -> None:
+    before = {m.mid: (m.kind, m.direction) for m in current.media}
+    after = {m.mid: (m.kind, m.direction) for m in new.media}
+    if before != after:
+        added = sorted(set(after) - set(before))
+        raise RpcFailure(
+            ErrorCode.INVALID_SDP,
+            "renegotiation can only repeat the negotiated m-lines; "
+            f"changed or added mids: {sorted(k for k in after if before.get(k) != after[k]) or added}",
+        )
+
+
+def _track(cls: Any, info: TrackInfo) -> Any:
+    msg = cls(peer=info.peer, track=info.track, kind=_PROTO_KIND[info.kind])
+    if info.metadata is not None:
+        msg.metadata = info.metadata
+    return msg

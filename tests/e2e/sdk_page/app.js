@@ -1,0 +1,134 @@
+// Test app on @atm0s-media-sdk/core, driven by tests/e2e/test_sdk_rooms.py through window.TM.
+import { Session, SessionEvent, Kind, TrackReceiverEvent, TrackSenderEvent } from "@atm0s-media-sdk/core";
+
+const t0 = performance.now();
+const TM = { events: [], session: null, receivers: [], assigned: {}, auto: true, errors: [] };
+window.TM = TM;
+
+function log(type, data) {
+  TM.events.push({ type, t: performance.now() - t0, at: Date.now(), ...data });
+}
+
+function freeReceiver(kind) {
+  return TM.receivers.find((r) => r.kind === kind && !TM.assigned[r.name]);
+}
+
+async function autoAttach(ev) {
+  const r = freeReceiver(ev.kind);
+  if (!r) return;
+  TM.assigned[r.name] = { peer: ev.peer, track: ev.track };
+  try {
+    await r.attach({ peer: ev.peer, track: ev.track });
+    log("attached", { name: r.name, peer: ev.peer, track: ev.track });
+  } catch (e) {
+    TM.errors.push({ op: "attach", name: r.name, e: JSON.stringify(e) });
+    delete TM.assigned[r.name];
+  }
+}
+
+async function autoDetach(ev) {
+  for (const r of TM.receivers) {
+    const a = TM.assigned[r.name];
+    if (a && a.peer === ev.peer && a.track === ev.track) {
+      delete TM.assigned[r.name];
+      try { await r.detach(); } catch (e) { TM.errors.push({ op: "detach", name: r.name, e: JSON.stringify(e) }); }
+    }
+  }
+}
+
+TM.start = async (opts) => {
+  const { gateway, token, room, peer, camera = true, mic = true, audioReceivers = 0, videoReceivers = 0,
+          manual = false, auto = true, simulcast = false, width = 640, height = 360 } = opts;
+  TM.auto = auto;
+  let stream = null;
+  if (camera || mic) {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: mic, video: camera ? { width, height, frameRate: 30 } : false });
+  }
+  const session = new Session(gateway, {
+    token,
+    join: { room, peer, publish: { peer: true, tracks: true }, subscribe: { peers: !manual, tracks: !manual } },
+  });
+  TM.session = session;
+  if (camera) session.sender("camera", stream.getVideoTracks()[0], { priority: 1, bitrate: 0, simulcast });
+  if (mic) session.sender("mic", stream.getAudioTracks()[0], { priority: 1, bitrate: 0 });
+  for (let i = 0; i < videoReceivers; i++) TM.receivers.push(session.receiver(Kind.VIDEO));
+  for (let i = 0; i < audioReceivers; i++) TM.receivers.push(session.receiver(Kind.AUDIO));
+  for (const r of TM.receivers) {
+    r.on(TrackReceiverEvent.StatusUpdated, (s) => log("receiver_state", { name: r.name, status: s }));
+    r.on(TrackReceiverEvent.VoiceActivity, (v) => log("voice", { name: r.name, level: v.audioLevel }));
+    if (r.kind === Kind.VIDEO) {
+      const v = document.createElement("video");
+      v.muted = true; v.autoplay = true; v.playsInline = true; v.id = "v-" + r.name;
+      v.srcObject = r.stream;
+      document.body.appendChild(v);
+    }
+  }
+  for (const s of session.senders) s.on(TrackSenderEvent.StatusUpdated, (st) => log("sender_state", { name: s.name, status: st }));
+  const room_events = {
+    [SessionEvent.ROOM_PEER_JOINED]: "peer_joined",
+    [SessionEvent.ROOM_PEER_UPDATED]: "peer_updated",
+    [SessionEvent.ROOM_PEER_LEAVED]: "peer_leaved",
+    [SessionEvent.ROOM_TRACK_STARTED]: "track_started",
+    [SessionEvent.ROOM_TRACK_UPDATED]: "track_updated",
+    [SessionEvent.ROOM_TRACK_STOPPED]: "track_stopped",
+  };
+  for (const [ev, name] of Object.entries(room_events)) {
+    session.on(ev, (e) => {
+      log(name, { peer: e.peer, track: e.track, kind: e.kind });
+      if (TM.auto && name === "track_started") autoAttach(e);
+      if (TM.auto && name === "track_stopped") autoDetach(e);
+    });
+  }
+  session.on(SessionEvent.SESSION_CHANGED, (s) => log("session", { state: s }));
+  await session.connect();
+  log("connected", { state: session.state, conn: session.conn_id });
+  return session.state;
+};
+
+TM.attach = async (name, peer, track, config) => {
+  const r = TM.receivers.find((x) => x.name === name);
+  TM.assigned[name] = { peer, track };
+  try { await r.attach({ peer, track }, config); return { ok: true }; }
+  catch (e) { return { ok: false, error: e }; }
+};
+TM.config = async (name, config) => {
+  const r = TM.receivers.find((x) => x.name === name);
+  try { await r.config(config); return { ok: true }; } catch (e) { return { ok: false, error: e }; }
+};
+TM.detach = async (name) => {
+  const r = TM.receivers.find((x) => x.name === name);
+  delete TM.assigned[name];
+  try { await r.detach(); return { ok: true }; } catch (e) { return { ok: false, error: e }; }
+};
+// Any request through the SDK's own data-channel codec: TM.request("room", {subscribe: {peer: "b"}}).
+TM.request = async (kind, body) => {
+  const dc = TM.session.dc;
+  try { return { ok: true, res: await dc.request({ reqId: dc.gen_req_id(), [kind]: body }) }; }
+  catch (e) { return { ok: false, error: e && e.code !== undefined ? { code: e.code, message: e.message } : String(e) }; }
+};
+TM.restartIce = async () => { await TM.session.restartIce(); return TM.session.conn_id; };
+TM.leave = async () => { await TM.session.leave(); };
+TM.disconnect = async () => { await TM.session.disconnect(); };
+
+// Per receiver: frames decoded / packets / bytes / frame size, read from getStats by the receiver's mid.
+TM.inbound = async () => {
+  const byMid = {};
+  for (const r of TM.receivers) if (r.transceiver) byMid[r.transceiver.mid] = r.name;
+  const out = {};
+  const stats = await TM.session.peer.getStats();
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && byMid[s.mid] !== undefined) {
+      out[byMid[s.mid]] = { kind: s.kind, framesDecoded: s.framesDecoded || 0, packets: s.packetsReceived || 0,
+                            bytes: s.bytesReceived || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 };
+    }
+  });
+  return out;
+};
+TM.outbound = async () => {
+  const out = [];
+  const stats = await TM.session.peer.getStats();
+  stats.forEach((s) => { if (s.type === "outbound-rtp") out.push({ kind: s.kind, rid: s.rid, packets: s.packetsSent,
+                                                                    width: s.frameWidth || 0 }); });
+  return out;
+};

@@ -1,0 +1,244 @@
+"""Rooms over the atm0s SDK protocol with real Chromium pages running the published ``@atm0s-media-sdk/core``.
+
+The page is built at test time: ``tests/e2e/sdk_page`` (app.js on the pinned SDK, esbuild) is installed with
+``npm ci`` into a cache directory keyed by its lock file (like tests/transports/sdk/test_protocol.py) and bundled
+into one script the static server serves. The app exposes ``window.TM`` (start, attach, config, request,
+restartIce, leave, inbound stats, and a log of every SDK event with its time). Runs only inside the private
+network namespace (scripts/in-netns.sh); the npm install needs the registry or a primed npm cache (run this
+module once outside the namespace, or ``npm ci`` in tests/e2e/sdk_page, to prime it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import StaticServer, TrackmeshNode
+
+PAGE_DIR = Path(__file__).parent / "sdk_page"
+INDEX = """<!doctype html><html><head><meta charset=utf-8><title>sdk test</title></head>
+<body><script src="app.js"></script></body></html>"""
+
+
+def sdk_page_modules() -> Path:
+    """``npm ci`` of tests/e2e/sdk_page into a cache dir keyed by its lock file; returns the install dir."""
+    lock = (PAGE_DIR / "package-lock.json").read_bytes()
+    base = Path(os.environ.get("TRACKMESH_NPM_FIXTURES", Path.home() / ".cache" / "trackmesh" / "npm-fixtures"))
+    target = base / f"sdk_page-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if (target / "node_modules" / ".bin" / "esbuild").exists() and (
+        target / "node_modules" / "@atm0s-media-sdk"
+    ).exists():
+        return target
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot build the SDK test page")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PAGE_DIR / name, target / name)
+    proc = subprocess.run(
+        [npm, "ci", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"npm ci failed in {target} (offline without a primed cache?):\n{proc.stderr[-800:]}")
+    return target
+
+
+def build_bundle(entry: Path, out: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: cannot build the SDK test page")
+    mods = sdk_page_modules()
+    shutil.copyfile(PAGE_DIR / "build.mjs", mods / "build.mjs")
+    shutil.copyfile(entry, mods / entry.name)
+    proc = subprocess.run(
+        [node, "build.mjs", entry.name, str(out)], cwd=mods, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    out = tmp_path_factory.mktemp("sdk-page") / "app.js"
+    build_bundle(PAGE_DIR / "app.js", out)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def sdk_pages(chromium: Any, static_server: StaticServer, bundle: bytes) -> Iterator[Callable[[int], list[Any]]]:
+    static_server.add("app.js", bundle)
+    url = static_server.add("index.html", INDEX)
+    opened: list[Any] = []
+
+    def open_pages(n: int) -> list[Any]:
+        pages = []
+        for _ in range(n):
+            pg = chromium.new_page()
+            pg.on("console", lambda msg: None)
+            pg.goto(url)
+            pg.wait_for_function("window.TM !== undefined")
+            pages.append(pg)
+        opened.extend(pages)
+        return pages
+
+    yield open_pages
+    for pg in opened:
+        pg.close()
+
+
+def start(pg: Any, node: TrackmeshNode, room: str, peer: str, **opts: Any) -> str:
+    token = node.token("webrtc", room, peer)
+    args = {"gateway": node.base, "token": token, "room": room, "peer": peer, **opts}
+    state = pg.evaluate("(o) => TM.start(o)", args)
+    assert state == "connected", (state, events(pg), node.log_tail())
+    return token
+
+
+def events(pg: Any, kind: str | None = None) -> list[dict[str, Any]]:
+    evs: list[dict[str, Any]] = pg.evaluate("TM.events")
+    return [e for e in evs if kind is None or e["type"] == kind]
+
+
+def inbound(pg: Any) -> dict[str, dict[str, Any]]:
+    return dict(pg.evaluate("TM.inbound()"))
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def frames(pg: Any, name: str) -> int:
+    return int(inbound(pg).get(name, {}).get("framesDecoded", 0))
+
+
+def video_frames_all(pg: Any) -> dict[str, int]:
+    return {k: v["framesDecoded"] for k, v in inbound(pg).items() if v["kind"] == "video"}
+
+
+def test_one_publisher_one_viewer(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    pub, view = sdk_pages(2)
+    start(pub, trackmesh_node, "sdk-one", "alice")
+    start(view, trackmesh_node, "sdk-one", "bob", camera=False, mic=False, videoReceivers=1, audioReceivers=1)
+    wait_until(lambda: frames(view, "video_0") >= 30, 15, f"30 frames on bob: {inbound(view)} {events(view)}")
+    audio = wait_until(lambda: inbound(view).get("audio_1", {}).get("packets", 0) >= 20, 10, "audio at bob")
+    assert audio
+    kinds = [e["type"] for e in events(view)]
+    assert "peer_joined" in kinds and "track_started" in kinds
+    states = [e["status"] for e in events(view, "receiver_state") if e["name"] == "video_0"]
+    assert 1 in states, states  # ACTIVE
+    senders = [e["status"] for e in events(pub, "sender_state")]
+    assert 0 in senders, senders  # ACTIVE
+
+
+def test_three_pages_publish_and_receive(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    pages = sdk_pages(3)
+    names = ["p0", "p1", "p2"]
+    for pg, name in zip(pages, names, strict=True):
+        start(pg, trackmesh_node, "sdk-three", name, videoReceivers=2, audioReceivers=2)
+    for pg, name in zip(pages, names, strict=True):
+        wait_until(
+            lambda pg=pg: all(n >= 30 for n in video_frames_all(pg).values()) and len(video_frames_all(pg)) == 2,
+            20,
+            f"30 frames from both others on {name}: {inbound(pg)}",
+        )
+    decoded = {name: video_frames_all(pg) for pg, name in zip(pages, names, strict=True)}
+    print("frames decoded per page:", decoded)
+    for pg, name in zip(pages, names, strict=True):
+        evs = events(pg)
+        for other in names:
+            if other == name:
+                continue
+            joined = [i for i, e in enumerate(evs) if e["type"] == "peer_joined" and e["peer"] == other]
+            started = [i for i, e in enumerate(evs) if e["type"] == "track_started" and e["peer"] == other]
+            assert joined and len(started) == 2, (name, other, evs)
+            assert joined[0] < min(started), (name, other, evs)
+    # p2 leaves: the others see its tracks stop, then the peer leave, within 2 s.
+    left_at = time.time() * 1000
+    pages[2].evaluate("TM.leave()")
+    for pg, name in zip(pages[:2], names[:2], strict=True):
+        ev = wait_until(lambda pg=pg: [e for e in events(pg, "peer_leaved") if e["peer"] == "p2"], 2.0, "peer_leaved")
+        delay = ev[0]["at"] - left_at
+        print(f"{name} saw p2 leave after {delay:.0f} ms")
+        assert delay < 2000
+        evs = events(pg)
+        stopped = [i for i, e in enumerate(evs) if e["type"] == "track_stopped" and e["peer"] == "p2"]
+        leaved = [i for i, e in enumerate(evs) if e["type"] == "peer_leaved" and e["peer"] == "p2"]
+        started = [i for i, e in enumerate(evs) if e["type"] == "track_started" and e["peer"] == "p2"]
+        assert max(started) < min(stopped) <= max(stopped) < leaved[0], evs
+
+
+def test_manual_mode_and_source_switching(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    a, b, viewer = sdk_pages(3)
+    start(a, trackmesh_node, "sdk-manual", "a", mic=False)
+    start(b, trackmesh_node, "sdk-manual", "b", mic=False)
+    start(viewer, trackmesh_node, "sdk-manual", "v", camera=False, mic=False, manual=True, auto=False, videoReceivers=1)
+    time.sleep(1.0)
+    assert not [e for e in events(viewer) if e["type"] in ("peer_joined", "track_started")], events(viewer)
+    res = viewer.evaluate("TM.request('room', {subscribe: {peer: 'a'}})")
+    assert res["ok"], res
+    wait_until(lambda: [e for e in events(viewer, "track_started") if e["peer"] == "a"], 3, "a's track in manual mode")
+    assert not [e for e in events(viewer) if e.get("peer") == "b"], events(viewer)
+    # b's track is attachable even unseen; attach a, then switch to b.
+    assert viewer.evaluate("TM.attach('video_0', 'a', 'camera')")["ok"]
+    wait_until(lambda: frames(viewer, "video_0") >= 20, 15, "frames from a")
+    before = frames(viewer, "video_0")
+    assert viewer.evaluate("TM.attach('video_0', 'b', 'camera')")["ok"]
+    time.sleep(2.0)
+    after = frames(viewer, "video_0")
+    assert after - before >= 20, (before, after)
+    # A track that does not exist: RpcTrackNameNotFound, and the session stays usable.
+    res = viewer.evaluate("TM.attach('video_0', 'nobody', 'camera')")
+    assert not res["ok"] and res["error"]["code"] == 0x2003, res
+    res = viewer.evaluate("TM.request('room', {subscribe: {peer: 'b'}})")
+    assert res["ok"], res
+
+
+def test_spatial_limit_gets_low_layer(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    pub, viewer = sdk_pages(2)
+    start(pub, trackmesh_node, "sdk-simulcast", "pub", mic=False, simulcast=True, width=1280, height=720)
+    start(viewer, trackmesh_node, "sdk-simulcast", "v", camera=False, mic=False, auto=False, videoReceivers=1)
+    cfg = {"priority": 1, "maxSpatial": 0, "maxTemporal": 2}
+    res = viewer.evaluate("(c) => TM.attach('video_0', 'pub', 'camera', c)", cfg)
+    assert res["ok"], res
+    wait_until(lambda: frames(viewer, "video_0") >= 30, 20, "frames at spatial 0")
+    time.sleep(2.0)
+    width = inbound(viewer)["video_0"]["width"]
+    layers = pub.evaluate("TM.outbound()")
+    low = min(x["width"] for x in layers if x["kind"] == "video" and x["width"])
+    print("publisher layers:", layers, "viewer width:", width)
+    assert width == low, (width, layers)
+
+
+def test_ice_restart_keeps_media(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    pub, view = sdk_pages(2)
+    start(pub, trackmesh_node, "sdk-restart", "alice", mic=False)
+    start(view, trackmesh_node, "sdk-restart", "bob", camera=False, mic=False, videoReceivers=1)
+    wait_until(lambda: frames(view, "video_0") >= 20, 15, "frames before the restart")
+    conn = view.evaluate("TM.session.conn_id")
+    new_conn = view.evaluate("TM.restartIce()")
+    assert new_conn == conn
+    time.sleep(1.0)
+    before = frames(view, "video_0")
+    time.sleep(2.0)
+    after = frames(view, "video_0")
+    assert after - before >= 30, (before, after)
+    res = view.evaluate("TM.request('room', {subscribe: {peer: 'x'}})")  # auto mode: an error, still answered
+    assert not res["ok"] and res["error"]["code"] == 0x2002, res

@@ -53,10 +53,13 @@ _PRELUDE = r"""
     if (token) h["Authorization"] = "Bearer " + token;
     return h;
   };
-  tm.negotiate = async (name, pc, url, token, gatherMs) => {
+  tm.stripTwcc = (sdp) => sdp.split("\r\n").filter((l) =>
+    !l.includes("transport-wide-cc") && !/^a=rtcp-fb:\d+ transport-cc/.test(l)).join("\r\n");
+  tm.negotiate = async (name, pc, url, token, gatherMs, stripTwcc) => {
     await pc.setLocalDescription(await pc.createOffer());
     const complete = await tm.gathered(pc, gatherMs);
-    const offer = tm.filterSdp(pc.localDescription.sdp);
+    let offer = tm.filterSdp(pc.localDescription.sdp);
+    if (stripTwcc) offer = tm.stripTwcc(offer);
     if (!offer.includes("a=candidate:")) throw new Error("no 127.0.0.1 candidate in the offer");
     const resp = await fetch(url, { method: "POST", headers: tm.headers(token), body: offer });
     const body = await resp.text();
@@ -131,29 +134,39 @@ def publish_whip(
     fps: int = 30,
     gather_timeout_s: float = 5.0,
     connect_timeout_s: float = 10.0,
+    simulcast: bool = False,
+    strip_transport_cc: bool = False,
 ) -> dict[str, Any]:
     """getUserMedia (fake camera/mic) -> sendonly transceivers -> WHIP POST -> wait for connected.
 
     ``video_codec`` (e.g. "video/H264") moves that codec to the front of the offer.
+    ``simulcast`` sends three layers (rids q/h/f at 1/4, 1/2, 1/1 scale, as whip.html does).
+    ``strip_transport_cc`` removes transport-cc from the offer, so Chrome's send-side estimate
+    relies on RTCP RR loss only.
     Returns the POST outcome; ``error`` is set if the status was not 201.
     """
     _prelude(page)
     return page.evaluate(
-        """async ([name, url, token, video, audio, codec, w, h, fps, gatherMs, connectMs]) => {
+        """async ([name, url, token, video, audio, codec, w, h, fps, gatherMs, connectMs, simulcast, strip]) => {
           const tm = window.__tm;
           const stream = await navigator.mediaDevices.getUserMedia({
             video: video ? { width: w, height: h, frameRate: fps } : false, audio });
           const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
           tm.pcs[name] = pc;
+          const layers = [{ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+                          { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+                          { rid: "f", maxBitrate: 1500000 }];
           for (const track of stream.getTracks()) {
-            const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+            const init = { direction: "sendonly", streams: [stream] };
+            if (simulcast && track.kind === "video") init.sendEncodings = layers;
+            const tr = pc.addTransceiver(track, init);
             if (track.kind === "video" && codec) {
               const caps = RTCRtpSender.getCapabilities("video").codecs;
               const first = caps.filter((c) => c.mimeType.toLowerCase() === codec.toLowerCase());
               tr.setCodecPreferences(first.concat(caps.filter((c) => !first.includes(c))));
             }
           }
-          const out = await tm.negotiate(name, pc, url, token, gatherMs);
+          const out = await tm.negotiate(name, pc, url, token, gatherMs, strip);
           if (out.status === 201) { await tm.connected(pc, connectMs); out.connectionState = pc.connectionState; }
           return out;
         }""",
@@ -169,6 +182,8 @@ def publish_whip(
             fps,
             int(gather_timeout_s * 1000),
             int(connect_timeout_s * 1000),
+            simulcast,
+            strip_transport_cc,
         ],
     )
 

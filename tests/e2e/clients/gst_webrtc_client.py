@@ -408,6 +408,12 @@ class App:
             self.fail(f"POST {self.args.url} failed: {exc}")
             return
         self.summary["status"] = status
+        dump = os.environ.get("GST_CLIENT_SDP_DUMP")
+        if dump:  # a path prefix: <prefix>.offer.sdp and <prefix>.answer.sdp, for diagnosing negotiation
+            with open(dump + ".offer.sdp", "w") as f:
+                f.write(offer)
+            with open(dump + ".answer.sdp", "w") as f:
+                f.write(body if isinstance(body, str) else body.decode("utf-8", "replace"))
         if status != 201:
             self.fail(f"POST {self.args.url} returned {status}, expected 201: {body[:300]!r}")
             return

@@ -114,14 +114,14 @@ def inbound(pg: Any) -> dict[str, dict[str, Any]]:
     return dict(pg.evaluate("TM.inbound()"))
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(pred: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(0.1)
 
 
@@ -212,19 +212,29 @@ def test_manual_mode_and_source_switching(trackmesh_node: TrackmeshNode, sdk_pag
 
 
 def test_spatial_limit_gets_low_layer(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
-    pub, viewer = sdk_pages(2)
+    capped, pub = sdk_pages(2)  # the publisher's page opened last: in front, its fake camera is not throttled
     start(pub, trackmesh_node, "sdk-simulcast", "pub", mic=False, simulcast=True, width=1280, height=720)
-    start(viewer, trackmesh_node, "sdk-simulcast", "v", camera=False, mic=False, auto=False, videoReceivers=1)
-    cfg = {"priority": 1, "maxSpatial": 0, "maxTemporal": 2}
-    res = viewer.evaluate("(c) => TM.attach('video_0', 'pub', 'camera', c)", cfg)
+    start(capped, trackmesh_node, "sdk-simulcast", "capped", camera=False, mic=False, auto=False, videoReceivers=1)
+
+    def layers() -> list[dict[str, Any]]:
+        return [x for x in pub.evaluate("TM.outbound()") if x["kind"] == "video" and x["width"]]
+
+    config = {"priority": 1, "maxSpatial": 0, "maxTemporal": 2}
+    res = capped.evaluate("(c) => TM.attach('video_0', 'pub', 'camera', c)", config)
     assert res["ok"], res
-    wait_until(lambda: frames(viewer, "video_0") >= 30, 20, "frames at spatial 0")
-    time.sleep(2.0)
-    width = inbound(viewer)["video_0"]["width"]
-    layers = pub.evaluate("TM.outbound()")
-    low = min(x["width"] for x in layers if x["kind"] == "video" and x["width"])
-    print("publisher layers:", layers, "viewer width:", width)
-    assert width == low, (width, layers)
+    wait_until(lambda: frames(capped, "video_0") >= 30, 20, lambda: f"frames at spatial 0: {inbound(capped)}")
+    # Chrome adds simulcast layers as its estimate grows: wait for at least two to be sent.
+    try:
+        wait_until(lambda: len(layers()) >= 2, 20, lambda: f"two simulcast layers: {pub.evaluate('TM.outbound()')}")
+    except AssertionError as exc:
+        # Seen so far: Chrome's target for the publisher stays near 30 kbps ("bandwidth" limited), so it never sends
+        # a second layer and the cap cannot be told apart from no cap. Only layer 0 frames were checked above.
+        pytest.xfail(f"the publisher never sent a second simulcast layer: {exc}")
+    time.sleep(1.0)
+    low = min(x["width"] for x in layers())
+    width = inbound(capped)["video_0"]["width"]
+    print("publisher layers:", layers(), "capped viewer width:", width)
+    assert width == low < max(x["width"] for x in layers())
 
 
 def test_ice_restart_keeps_media(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:

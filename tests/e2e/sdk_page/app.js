@@ -129,6 +129,7 @@ TM.outbound = async () => {
   const out = [];
   const stats = await TM.session.peer.getStats();
   stats.forEach((s) => { if (s.type === "outbound-rtp") out.push({ kind: s.kind, rid: s.rid, packets: s.packetsSent,
-                                                                    width: s.frameWidth || 0 }); });
+    width: s.frameWidth || 0, frames: s.framesEncoded || 0, limit: s.qualityLimitationReason,
+    target: s.targetBitrate || 0, active: s.active }); });
   return out;
 };

@@ -1,0 +1,337 @@
+"""SdkSession in memory: protobuf requests in, responses and events out, on an in-process MediaWorker.
+
+The data channel is bypassed (``on_message`` is fed directly and ``_push`` captured); SCTP and DTLS are covered by
+their own tests and the whole path by tests/e2e/test_sdk_rooms.py with the published SDK in Chromium.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import pytest
+
+from tests.transports.webrtc.peer_client import certificate
+from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
+from trackmesh.core.model import MediaCodec, MediaPacket
+from trackmesh.core.worker import MediaWorker
+from trackmesh.transports.sdk.naming import assign_mlines
+from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
+from trackmesh.transports.sdk.session import SdkSession, TokenClaims
+from trackmesh.transports.webrtc.ice import IceLiteAgent
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import PeerMode
+from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
+
+FP = ":".join(["AB"] * 32)
+TOKENS = {"tok-r1": TokenClaims("r1", None), "tok-r1-a": TokenClaims("r1", "a"), "tok-any": TokenClaims()}
+
+
+def _mline(kind: str, mid: str, direction: str) -> str:
+    pt, codec = (111, "opus/48000/2") if kind == "audio" else (96, "VP8/90000")
+    return (
+        f"m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n"
+        f"a=ice-ufrag:cufrag\r\na=ice-pwd:cpwdcpwdcpwdcpwdcpwdcpwd\r\na=fingerprint:sha-256 {FP}\r\n"
+        f"a=setup:actpass\r\na=mid:{mid}\r\na={direction}\r\na=rtcp-mux\r\n"
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n"
+        f"a=rtpmap:{pt} {codec}\r\n"
+    )
+
+
+def sdk_offer(senders: list[str], receivers: list[str], ufrag: str = "cufrag") -> str:
+    """Like the SDK's: sendonly m-lines for senders, recvonly ones for receivers, then the data channel."""
+    mids = [str(i) for i in range(len(senders) + len(receivers) + 1)]
+    text = f"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {' '.join(mids)}\r\n"
+    i = 0
+    for kind in senders:
+        text += _mline(kind, str(i), "sendonly")
+        i += 1
+    for kind in receivers:
+        text += _mline(kind, str(i), "recvonly")
+        i += 1
+    text += (
+        f"m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:cufrag\r\n"
+        f"a=ice-pwd:cpwdcpwdcpwdcpwdcpwdcpwd\r\na=fingerprint:sha-256 {FP}\r\na=setup:actpass\r\na=mid:{i}\r\n"
+        "a=sctp-port:5000\r\n"
+    )
+    return text.replace("cufrag", ufrag)
+
+
+def tracks(senders: list[tuple[str, str, bool]], receivers: list[str]) -> shared_pb2.Tracks:
+    t = shared_pb2.Tracks()
+    for name, kind, attached in senders:
+        s = t.senders.add(name=name, kind=shared_pb2.AUDIO if kind == "audio" else shared_pb2.VIDEO)
+        if attached:
+            s.state.source.id = f"id-{name}"
+    for i, kind in enumerate(receivers):
+        t.receivers.add(name=f"{kind}_{i}", kind=shared_pb2.AUDIO if kind == "audio" else shared_pb2.VIDEO)
+    return t
+
+
+class World:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.worker = MediaWorker(1, 0, "secret", LocalRegistry(), LocalChannelHub())
+        self.cert = certificate()
+
+    def session(
+        self,
+        senders: list[tuple[str, str, bool]],
+        receivers: list[str],
+        claims: TokenClaims | None = None,
+    ) -> tuple[SdkSession, list[session_pb2.ServerEvent]]:
+        ice = IceLiteAgent()
+        creds = ice.local_credentials
+        local = LocalParams(creds.ufrag, creds.pwd, self.cert.fingerprint_sha256(), "127.0.0.1", 4000)
+        answer = answer_offer(sdk_offer([k for _, k, _ in senders], receivers), local, AnswerPolicy.sdk())
+        t = tracks(senders, receivers)
+        names = assign_mlines(t, answer.media)
+        endpoint = self.worker.create_endpoint()
+        peer = WebRtcPeer(
+            self.now,
+            endpoint,
+            answer,
+            ice,
+            self.cert,
+            deque(),
+            mode=PeerMode.SDK,
+            wallclock=0.0,
+            remote_names=lambda m: names.senders,
+            local_names=lambda m: names.receivers,
+        )
+        sdk = SdkSession(self.now, peer, names, t, claims or TokenClaims(), TOKENS.get, local, cookie_key=b"k" * 32)
+        out: list[session_pb2.ServerEvent] = []
+        sdk._push = out.append  # type: ignore[method-assign]
+        return sdk, out
+
+    def drain(self, *sessions: SdkSession) -> None:
+        for _ in range(10):
+            ready = {e.session for e in self.worker.take_ready()}
+            if not ready:
+                return
+            for s in sessions:
+                if s.endpoint.session in ready:
+                    s.on_core_events(self.now)
+
+
+_req_ids = iter(range(1, 1_000_000))
+
+
+def request(sdk: SdkSession, **kw: Any) -> session_pb2.Response:
+    req = session_pb2.Request(req_id=next(_req_ids), **kw)
+    before = len(sdk._push.__self__)  # type: ignore[attr-defined]
+    sdk.on_message(0.0, session_pb2.ClientEvent(seq=1, request=req).SerializeToString())
+    out = sdk._push.__self__  # type: ignore[attr-defined]
+    responses = [e.response for e in out[before:] if e.HasField("response")]
+    assert len(responses) == 1 and responses[0].req_id == req.req_id
+    return responses[0]
+
+
+def join(sdk: SdkSession, room: str, peer: str, token: str = "tok-any", auto: bool = True) -> session_pb2.Response:
+    info = session_pb2.RoomJoin(room=room, peer=peer)
+    info.publish.peer = info.publish.tracks = True
+    info.subscribe.peers = info.subscribe.tracks = auto
+    return request(
+        sdk, session=session_pb2.Request.Session(join=session_pb2.Request.Session.Join(info=info, token=token))
+    )
+
+
+def err(resp: session_pb2.Response) -> int | None:
+    return resp.error.code if resp.HasField("error") else None
+
+
+def room_events(out: list[session_pb2.ServerEvent]) -> list[tuple[str, str]]:
+    res = []
+    for e in out:
+        if e.HasField("room"):
+            which = e.room.WhichOneof("event")
+            part = getattr(e.room, which)
+            res.append((which, f"{part.peer}/{getattr(part, 'track', '')}".rstrip("/")))
+    return res
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_mline_assignment_follows_declared_order(world: World) -> None:
+    sdk, _ = world.session([("mic", "audio", True), ("camera", "video", True)], ["video", "audio"])
+    assert {s.name: s.mid for s in sdk.senders.values()} == {"mic": "0", "camera": "1"}
+    assert {r.name: r.mid for r in sdk.receivers.values()} == {"video_0": "2", "audio_1": "3"}
+    assert set(sdk.endpoint.local_tracks) == {"video_0", "audio_1"}
+    assert sdk.has_data_channel
+
+
+def test_join_publish_and_room_events(world: World) -> None:
+    alice, aout = world.session([("mic", "audio", True), ("camera", "video", True)], [])
+    bob, bout = world.session([], ["video", "audio"])
+    assert err(join(alice, "r1", "alice")) is None
+    assert set(alice.endpoint.remote_tracks) == {"mic", "camera"}
+    senders = [(e.sender.name, e.sender.state.status) for e in aout if e.HasField("sender")]
+    assert senders == [("mic", shared_pb2.Sender.ACTIVE), ("camera", shared_pb2.Sender.ACTIVE)]
+    assert err(join(bob, "r1", "bob")) is None
+    world.drain(alice, bob)
+    assert room_events(bout) == [
+        ("peer_joined", "alice"),
+        ("track_started", "alice/mic"),
+        ("track_started", "alice/camera"),
+    ]
+    assert any(e.HasField("session") and e.session.WhichOneof("event") == "joined" for e in bout)
+    # Attach a receiver, get WAITING/ACTIVE states; then alice leaves.
+    resp = request(
+        bob,
+        receiver=session_pb2.Request.Receiver(
+            name="video_0",
+            attach=session_pb2.Request.Receiver.Attach(source=shared_pb2.Receiver.Source(peer="alice", track="camera")),
+        ),
+    )
+    assert err(resp) is None
+    world.drain(alice, bob)
+    states = [e.receiver.state.status for e in bout if e.HasField("receiver") and e.receiver.HasField("state")]
+    assert shared_pb2.Receiver.ACTIVE in states
+    assert err(request(alice, session=session_pb2.Request.Session(leave=session_pb2.Request.Session.Leave()))) is None
+    world.drain(alice, bob)
+    tail = room_events(bout)[-3:]
+    assert tail == [("track_stopped", "alice/mic"), ("track_stopped", "alice/camera"), ("peer_leaved", "alice")] or (
+        tail[-1] == ("peer_leaved", "alice")
+    )
+
+
+def test_manual_mode_room_subscribe(world: World) -> None:
+    alice, _ = world.session([("camera", "video", True)], [])
+    viewer, vout = world.session([], ["video"])
+    join(alice, "r1", "alice")
+    assert err(join(viewer, "r1", "v", auto=False)) is None
+    world.drain(alice, viewer)
+    assert room_events(vout) == []
+    assert (
+        err(
+            request(
+                viewer, room=session_pb2.Request.Room(subscribe=session_pb2.Request.Room.SubscribePeer(peer="alice"))
+            )
+        )
+        is None
+    )
+    world.drain(alice, viewer)
+    assert room_events(vout) == [("peer_joined", "alice"), ("track_started", "alice/camera")]
+    # In auto mode room subscription is an error, answered, and the session still works.
+    alice_resp = request(
+        alice, room=session_pb2.Request.Room(subscribe=session_pb2.Request.Room.SubscribePeer(peer="v"))
+    )
+    assert err(alice_resp) == ErrorCode.RPC_INVALID_REQUEST
+
+
+def test_source_switch_and_detach(world: World) -> None:
+    a, _ = world.session([("camera", "video", True)], [])
+    b, _ = world.session([("camera", "video", True)], [])
+    v, _ = world.session([], ["video"])
+    for s, name in ((a, "a"), (b, "b"), (v, "v")):
+        join(s, "r1", name)
+    attach = session_pb2.Request.Receiver.Attach
+
+    def att(peer: str) -> session_pb2.Response:
+        return request(
+            v,
+            receiver=session_pb2.Request.Receiver(
+                name="video_0", attach=attach(source=shared_pb2.Receiver.Source(peer=peer, track="camera"))
+            ),
+        )
+
+    assert err(att("a")) is None
+    assert v.endpoint.local_track("video_0").source.peer == "a"  # type: ignore[union-attr]
+    assert err(att("b")) is None
+    assert v.endpoint.local_track("video_0").source.peer == "b"  # type: ignore[union-attr]
+    detach = session_pb2.Request.Receiver(name="video_0", detach=session_pb2.Request.Receiver.Detach())
+    assert err(request(v, receiver=detach)) is None
+    assert err(request(v, receiver=detach)) == ErrorCode.RPC_TRACK_NOT_ATTACHED
+    assert err(att("nobody")) == ErrorCode.RPC_TRACK_NAME_NOT_FOUND
+    assert err(att("a")) is None  # still usable
+
+
+def test_bad_input(world: World) -> None:
+    sdk, _ = world.session([("mic", "audio", False)], ["video"], claims=TokenClaims("r1", "a"))
+    for garbage in (b"\xff\xff\xff", b"\x12\x05\x08", b"", b"\x0a"):
+        sdk.on_message(0.0, garbage)
+    assert sdk.counters["malformed"] >= 2
+    # A request with no kind, and requests before join.
+    assert err(request(sdk)) == ErrorCode.RPC_INVALID_REQUEST
+    room_sub = session_pb2.Request.Room(subscribe=session_pb2.Request.Room.SubscribePeer(peer="x"))
+    assert err(request(sdk, room=room_sub)) == ErrorCode.RPC_INVALID_REQUEST
+    attach = session_pb2.Request.Receiver(
+        name="video_0",
+        attach=session_pb2.Request.Receiver.Attach(source=shared_pb2.Receiver.Source(peer="p", track="t")),
+    )
+    assert err(request(sdk, receiver=attach)) == ErrorCode.RPC_INVALID_REQUEST
+    leave = session_pb2.Request.Session(leave=session_pb2.Request.Session.Leave())
+    assert err(request(sdk, session=leave)) == ErrorCode.RPC_INVALID_REQUEST
+    # Unknown track names.
+    unknown = session_pb2.Request.Sender(name="nope", detach=session_pb2.Request.Sender.Detach())
+    assert err(request(sdk, sender=unknown)) == ErrorCode.RPC_TRACK_NAME_NOT_FOUND
+    detach_mic = session_pb2.Request.Sender(name="mic", detach=session_pb2.Request.Sender.Detach())
+    assert err(request(sdk, sender=detach_mic)) == ErrorCode.RPC_TRACK_NOT_ATTACHED
+    # Token checks: invalid token, room/peer not matching the token.
+    assert err(join(sdk, "r1", "a", token="forged")) == ErrorCode.RPC_TOKEN_INVALID
+    assert err(join(sdk, "r2", "a", token="tok-r1")) == ErrorCode.RPC_TOKEN_ROOM_PEER_NOT_MATCH
+    assert err(join(sdk, "r1", "b", token="tok-r1-a")) == ErrorCode.RPC_TOKEN_ROOM_PEER_NOT_MATCH
+    # Features and message channels are not there yet: an error, not a timeout.
+    assert err(request(sdk, message_channel=session_pb2.Request.MessageChannel(label="chat"))) is not None
+    # ...and after all that the session still joins and publishes.
+    assert err(join(sdk, "r1", "a", token="tok-r1-a")) is None
+    attach_mic = session_pb2.Request.Sender(
+        name="mic", attach=session_pb2.Request.Sender.Attach(source=shared_pb2.Sender.Source(id="x"))
+    )
+    assert err(request(sdk, sender=attach_mic)) is None
+    assert err(request(sdk, sender=attach_mic)) == ErrorCode.RPC_TRACK_ALREADY_ATTACHED
+    assert "mic" in sdk.endpoint.remote_tracks
+    assert err(join(sdk, "r1", "a", token="tok-r1-a")) == ErrorCode.RPC_INVALID_REQUEST  # already joined
+
+
+def test_renegotiation_same_mlines_and_added_mlines(world: World) -> None:
+    sdk, _ = world.session([("camera", "video", True)], ["video"])
+    same = sdk_offer(["video"], ["video"])
+    resp = request(sdk, session=session_pb2.Request.Session(sdp=session_pb2.Request.Session.UpdateSdp(sdp=same)))
+    assert err(resp) is None and "m=video" in resp.session.sdp.sdp
+    assert sdk.local.ice_ufrag in resp.session.sdp.sdp
+    more = sdk_offer(["video", "audio"], ["video"])
+    resp = request(sdk, session=session_pb2.Request.Session(sdp=session_pb2.Request.Session.UpdateSdp(sdp=more)))
+    assert err(resp) == ErrorCode.INVALID_SDP
+    bad = request(sdk, session=session_pb2.Request.Session(sdp=session_pb2.Request.Session.UpdateSdp(sdp="v=0")))
+    assert err(bad) == ErrorCode.INVALID_SDP
+
+
+def test_disconnect_then_requests_are_refused(world: World) -> None:
+    sdk, _ = world.session([], [])
+    resp = request(sdk, session=session_pb2.Request.Session(disconnect=session_pb2.Request.Session.Disconnect()))
+    assert err(resp) is None
+    assert err(join(sdk, "r1", "x")) == ErrorCode.RPC_ALREADY_DISCONNECTED
+    sdk.handle_timeout(world.now + 1.0)
+    assert sdk.close_reason == "disconnected by the client"
+
+
+def test_voice_activity_rate_and_threshold(world: World) -> None:
+    alice, _ = world.session([("mic", "audio", True)], [])
+    bob, bout = world.session([], ["audio"])
+    join(alice, "r1", "alice")
+    join(bob, "r1", "bob")
+    request(
+        bob,
+        receiver=session_pb2.Request.Receiver(
+            name="audio_0",
+            attach=session_pb2.Request.Receiver.Attach(source=shared_pb2.Receiver.Source(peer="alice", track="mic")),
+        ),
+    )
+    bob.channel_open = True
+    track = alice.endpoint.remote_track("mic")
+    assert track is not None
+    clock = bob.peer.clock
+    for i in range(40):  # 40 packets, 20 ms apart: 0.8 s
+        clock.advance(world.now + i * 0.02)
+        level = 60 if i < 5 else 20  # -60 dBov (silence) then -20 dBov (voice)
+        track.on_packet(MediaPacket(MediaCodec.OPUS, 111, i, i * 960, False, False, b"x", audio_level=level))
+    voice = [
+        e.receiver.voice_activity.audio_level
+        for e in bout
+        if e.HasField("receiver") and e.receiver.HasField("voice_activity")
+    ]
+    assert voice == [-20, -20]  # at most one per 500 ms, only >= -40 dBov

@@ -252,3 +252,22 @@ def test_ice_restart_keeps_media(trackmesh_node: TrackmeshNode, sdk_pages: Any) 
     assert after - before >= 30, (before, after)
     res = view.evaluate("TM.request('room', {subscribe: {peer: 'x'}})")  # auto mode: an error, still answered
     assert not res["ok"] and res["error"]["code"] == 0x2002, res
+
+
+def test_room_sample_page_joins(trackmesh_node: TrackmeshNode, chromium: Any) -> None:
+    """The generated /samples/room.html (SDK bundled in) joins a room and shows the other participant."""
+    pages = []
+    for peer in ("s1", "s2"):
+        pg = chromium.new_page()
+        token = trackmesh_node.token("webrtc", "sdk-sample", peer)
+        pg.goto(trackmesh_node.url(f"/samples/room.html?room=sdk-sample&peer={peer}&token={token}"))
+        pg.click("#join")
+        pg.wait_for_function("document.getElementById('status').textContent.startsWith('in room')", timeout=15000)
+        pages.append(pg)
+    # Each page shows its own camera plus the other's.
+    pages[0].wait_for_function("document.querySelectorAll('#grid video').length >= 2", timeout=10000)
+    pages[0].wait_for_function(
+        "[...document.querySelectorAll('#grid video')].every((v) => v.videoWidth > 0)", timeout=10000
+    )
+    for pg in pages:
+        pg.close()

@@ -1,0 +1,134 @@
+// The sample conference page (/samples/room.html) on @atm0s-media-sdk/core. Bundled into the page by
+// build-room.mjs; edit this file, not the generated HTML.
+import { Session, SessionEvent, Kind, TrackReceiverEvent } from "@atm0s-media-sdk/core";
+
+const $ = (id) => document.getElementById(id);
+const q = new URLSearchParams(location.search);
+for (const k of ["room", "peer", "secret", "token"]) if (q.get(k)) $(k).value = q.get(k);
+if (!$("peer").value) $("peer").value = "guest-" + Math.random().toString(36).slice(2, 7);
+
+const MAX_REMOTE = 8;
+let session = null, cam = null, mic = null, screen = null, local = null, chat = null;
+const tiles = {}; // receiver name -> {peer, track, el}
+
+function status(text) { $("status").textContent = text; }
+function say(from, text) {
+  const li = document.createElement("li");
+  li.textContent = from + ": " + text;
+  $("messages").appendChild(li);
+}
+
+async function token(room, peer) {
+  if ($("token").value) return $("token").value;
+  const r = await fetch("/token/webrtc", {
+    method: "POST",
+    headers: { Authorization: "Bearer " + $("secret").value, "Content-Type": "application/json" },
+    body: JSON.stringify({ room, peer, ttl: 7200 }),
+  });
+  const j = await r.json();
+  if (!j.status) throw new Error("token refused: " + j.error + " (check the app secret)");
+  return j.data.token;
+}
+
+function tile(label, stream, muted) {
+  const box = document.createElement("figure");
+  const v = document.createElement("video");
+  v.autoplay = true; v.playsInline = true; v.muted = muted; v.srcObject = stream;
+  const cap = document.createElement("figcaption");
+  cap.textContent = label;
+  box.append(v, cap);
+  $("grid").appendChild(box);
+  return box;
+}
+
+async function join() {
+  const room = $("room").value.trim(), peer = $("peer").value.trim();
+  if (!room || !peer) return status("room and name are needed");
+  $("join").disabled = true;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    local = tile(peer + " (you)", media, true);
+    session = new Session(location.origin, {
+      token: await token(room, peer),
+      join: { room, peer, publish: { peer: true, tracks: true }, subscribe: { peers: true, tracks: true } },
+    });
+    cam = session.sender("camera", media.getVideoTracks()[0], { priority: 1, bitrate: 0, simulcast: false });
+    mic = session.sender("mic", media.getAudioTracks()[0], { priority: 1, bitrate: 0 });
+    screen = session.sender("screen", Kind.VIDEO, { priority: 1, bitrate: 0 });
+    const receivers = [];
+    for (let i = 0; i < MAX_REMOTE; i++) receivers.push(session.receiver(Kind.VIDEO));
+    for (let i = 0; i < MAX_REMOTE; i++) receivers.push(session.receiver(Kind.AUDIO));
+    session.on(SessionEvent.ROOM_TRACK_STARTED, async (t) => {
+      const r = receivers.find((x) => x.kind === t.kind && !tiles[x.name]);
+      if (!r) return;
+      tiles[r.name] = { peer: t.peer, track: t.track };
+      if (t.kind === Kind.VIDEO) tiles[r.name].el = tile(t.peer + " " + t.track, r.stream, true);
+      else { const a = new Audio(); a.autoplay = true; a.srcObject = r.stream; tiles[r.name].el = a; }
+      try { await r.attach({ peer: t.peer, track: t.track }); } catch (e) { console.warn("attach", e); }
+    });
+    session.on(SessionEvent.ROOM_TRACK_STOPPED, async (t) => {
+      for (const r of receivers) {
+        const x = tiles[r.name];
+        if (x && x.peer === t.peer && x.track === t.track) {
+          delete tiles[r.name];
+          if (x.el && x.el.remove) x.el.remove();
+          try { await r.detach(); } catch (e) { console.warn("detach", e); }
+        }
+      }
+    });
+    session.on(SessionEvent.ROOM_PEER_JOINED, (p) => say("*", p.peer + " joined"));
+    session.on(SessionEvent.ROOM_PEER_LEAVED, (p) => say("*", p.peer + " left"));
+    for (const r of receivers) r.on(TrackReceiverEvent.VoiceActivity, () => {
+      const x = tiles[r.name];
+      if (x) for (const v of Object.values(tiles)) if (v.peer === x.peer && v.el && v.el.classList) {
+        v.el.classList.add("speaking"); setTimeout(() => v.el.classList.remove("speaking"), 600);
+      }
+    });
+    status("connecting...");
+    await session.connect();
+    status(session.state === "connected" ? "in room " + room + " as " + peer : "connection failed: " + session.state);
+    try {
+      chat = await session.createMessageChannel("chat");
+      chat.on("message", (m) => say(m.peer, typeof m.message === "string" ? m.message : new TextDecoder().decode(m.message)));
+      $("send").disabled = false;
+    } catch (e) {
+      say("*", "chat is not available on this server yet");
+    }
+    for (const id of ["mute", "camoff", "share", "leave"]) $(id).disabled = false;
+  } catch (e) {
+    status("error: " + e.message);
+    $("join").disabled = false;
+  }
+}
+
+$("join").onclick = join;
+$("mute").onclick = () => {
+  const t = mic.track; if (!t) return;
+  t.enabled = !t.enabled; $("mute").textContent = t.enabled ? "Mute" : "Unmute";
+};
+$("camoff").onclick = () => {
+  const t = cam.track; if (!t) return;
+  t.enabled = !t.enabled; $("camoff").textContent = t.enabled ? "Camera off" : "Camera on";
+};
+$("share").onclick = async () => {
+  if (screen.attached) {
+    screen.track.stop();
+    await screen.detach();
+    $("share").textContent = "Share screen";
+    return;
+  }
+  const s = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  const track = s.getVideoTracks()[0];
+  track.onended = async () => { if (screen.attached) { await screen.detach(); $("share").textContent = "Share screen"; } };
+  await screen.attach(track);
+  $("share").textContent = "Stop sharing";
+};
+$("send").onclick = async () => {
+  const text = $("text").value; if (!text || !chat) return;
+  await chat.publish(text);
+  say("me", text); $("text").value = "";
+};
+$("leave").onclick = async () => {
+  try { await session.disconnect(); } catch (e) { console.warn(e); }
+  location.reload();
+};

@@ -293,8 +293,9 @@ def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
     out.update({k: v for k, v in peer.counters.items() if v})
     out.update({f"in_{k}": v for k, v in peer.inbound.counters.items() if v})
     twcc = peer.inbound.twcc
-    if twcc is not None and twcc.late:
-        out["in_twcc_late"] = twcc.late
+    if twcc is not None:
+        for name in ("recorded", "late", "reported_received", "reported_lost", "feedbacks"):
+            out[f"in_twcc_{name}"] = getattr(twcc, name)
     for mid, o in peer.outbound.items():
         out.update({f"out{mid}_{k}": v for k, v in o.counters.items() if v})
         out[f"out{mid}_packets"] = o.packets

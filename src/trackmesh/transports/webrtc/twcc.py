@@ -45,8 +45,12 @@ class TwccRecorder:
         "_next_due",
         "_unwrapper",
         "interval",
+        "feedbacks",
         "late",
         "max_statuses",
+        "recorded",
+        "reported_lost",
+        "reported_received",
         "media_ssrc",
         "sender_ssrc",
     )
@@ -70,6 +74,12 @@ class TwccRecorder:
         self._next_due: float | None = None
         self._fb_count = 0
         self.late = 0
+        # Counters (what the sender's estimator will conclude from us): packets recorded,
+        # statuses sent as received / not received, feedback packets built.
+        self.recorded = 0
+        self.reported_received = 0
+        self.reported_lost = 0
+        self.feedbacks = 0
 
     def record(self, seq: int, now: float) -> None:
         """Record the arrival at ``now`` of the packet with transport-wide ``seq``."""
@@ -77,7 +87,9 @@ class TwccRecorder:
         if ext < self._next_base:
             self.late += 1
             return
-        self._arrivals.setdefault(ext, now)
+        if ext not in self._arrivals:
+            self._arrivals[ext] = now
+            self.recorded += 1
         if self._next_due is None:
             self._next_due = now + self.interval
 
@@ -137,6 +149,10 @@ class TwccRecorder:
         while statuses and statuses[-1] == STATUS_NOT_RECEIVED:
             statuses.pop()
         if statuses:
+            lost = statuses.count(STATUS_NOT_RECEIVED)
+            self.reported_lost += lost
+            self.reported_received += len(statuses) - lost
+            self.feedbacks += 1
             out.append(
                 build_transport_cc(
                     self.sender_ssrc,

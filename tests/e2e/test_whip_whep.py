@@ -165,22 +165,7 @@ def test_chromium_publisher_bandwidth_estimate_is_not_driven_down(trackmesh_node
 # -- 2. GStreamer webrtcbin publishes VP8+Opus / H264+Opus ----------------------------------------
 
 
-@pytest.mark.parametrize(
-    "codec",
-    [
-        "vp8",
-        pytest.param(
-            "h264",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="sdp_answer.py _h264/CodecSpec.matches compare profile-level-id as a string: "
-                "webrtcbin's x264 offers 42c01e (Constrained Baseline 3.0), not in (42e01f, 42001f, "
-                "4d001f, 640c1f), so the video m-line is rejected (port 0) and webrtcbin fails "
-                "'No fingerprint lines in sdp for media 0'",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
 def test_gstreamer_publishes(trackmesh_node: TrackmeshNode, gst_client: Any, aiortc_client: Any, codec: str) -> None:
     node = trackmesh_node
     room = f"gst-{codec}"

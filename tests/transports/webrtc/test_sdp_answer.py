@@ -348,3 +348,16 @@ def test_answer_random_offers_only_raise_sdp_error(offer_lines: list[str], role:
 def test_answer_garbage_only_raises_sdp_error(text: str | bytes) -> None:
     with pytest.raises(SdpError):
         answer_offer(text, LOCAL, AnswerPolicy.sdk())
+
+
+def test_h264_profiles_match_by_profile_not_by_string() -> None:
+    from trackmesh.transports.webrtc.sdp_answer import h264_profile
+
+    assert h264_profile("42c01e") == h264_profile("42e01f") == "constrained-baseline"
+    assert h264_profile("4d401f") == "main"  # constraint_set0 clear: not Constrained Baseline (table 5)
+    assert h264_profile("4d801f") == "constrained-baseline"
+    assert h264_profile("42001f") == "baseline"
+    assert h264_profile("4d001f") == "main"
+    assert h264_profile("640c1f") == "constrained-high"
+    assert h264_profile("640032") == "high"
+    assert h264_profile("42e0") is None and h264_profile("zzzzzz") is None and h264_profile("42e11f") is None and h264_profile("42e31f") is None

@@ -99,9 +99,42 @@ class CodecSpec:
         defaults = dict(self.fmtp_defaults)
         for key, want in self.required_fmtp:
             got = fmtp.get(key, defaults.get(key))
-            if got is None or got.lower() != want.lower():
+            if got is None:
+                return False
+            if key == "profile-level-id":
+                # Same H.264 profile at any level: a relay forwards the publisher's level as is.
+                if h264_profile(got) is None or h264_profile(got) != h264_profile(want):
+                    return False
+            elif got.lower() != want.lower():
                 return False
         return True
+
+
+def h264_profile(profile_level_id: str) -> str | None:
+    """The H.264 profile named by an SDP ``profile-level-id`` (RFC 6184 s8.1, table 5), ignoring
+    the level: x264's ``42c01e`` and Chrome's ``42e01f`` are both Constrained Baseline."""
+    if len(profile_level_id) != 6:
+        return None
+    try:
+        idc, iop = int(profile_level_id[0:2], 16), int(profile_level_id[2:4], 16)
+    except ValueError:
+        return None
+    if iop & 0x03:
+        return None  # reserved_zero_2bits (constraint_set4/5 are the two bits above them)
+    cs0, cs1, cs3 = iop & 0x80, iop & 0x40, iop & 0x10
+    if (idc == 0x42 and cs1) or (idc == 0x4D and cs0) or (idc == 0x58 and cs0 and cs1):
+        return "constrained-baseline"
+    if idc == 0x42:
+        return "baseline"
+    if idc == 0x58:
+        return "extended"
+    if idc == 0x4D:
+        return "main"
+    if idc == 0x64:
+        return "constrained-high" if iop == 0x0C else "high"
+    if idc in (0x6E, 0x7A, 0xF4):
+        return {0x6E: "high-10", 0x7A: "high-422", 0xF4: "high-444"}[idc] + ("-intra" if cs3 else "")
+    return None
 
 
 def _h264(profile_level_id: str) -> CodecSpec:

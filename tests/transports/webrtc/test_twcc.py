@@ -42,6 +42,19 @@ def test_recorder_reports_arrivals_and_losses() -> None:
     assert rec.handle_timeout(11.0) == []
 
 
+def test_recorder_names_the_latest_media_ssrc() -> None:
+    # Chrome hands feedback to its estimator only if the media source SSRC is one it sends
+    # on; 0 (unused per the draft) makes it ignore every report and collapse its estimate.
+    rec = TwccRecorder(1, interval=0.0)
+    rec.record(1, 1.0, 0xAAAA)
+    rec.record(2, 1.001, 0xBBBB)
+    (fb,) = _feedbacks(rec.handle_timeout(1.01))
+    assert fb.media_ssrc == 0xBBBB
+    rec.record(3, 1.02)  # no SSRC given: keep the last one
+    (fb,) = _feedbacks(rec.handle_timeout(1.03))
+    assert fb.media_ssrc == 0xBBBB
+
+
 def test_recorder_splits_on_large_gap_in_time() -> None:
     rec = TwccRecorder(1, interval=0.05)
     rec.record(10, 0.0)

@@ -257,7 +257,7 @@ class InboundMedia:
                 loc = None
             if loc is not None and loc[1] >= 2:
                 # The transport-wide sequence counts every packet, RTX and padding included.
-                self.twcc.record((data[loc[0]] << 8) | data[loc[0] + 1], now)
+                self.twcc.record((data[loc[0]] << 8) | data[loc[0] + 1], now, ssrc)
         off = h.payload_offset
         size = h.payload_length
         seq = h.sequence_number

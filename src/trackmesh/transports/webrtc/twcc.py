@@ -44,14 +44,14 @@ class TwccRecorder:
         "_next_base",
         "_next_due",
         "_unwrapper",
-        "interval",
         "feedbacks",
+        "interval",
         "late",
         "max_statuses",
+        "media_ssrc",
         "recorded",
         "reported_lost",
         "reported_received",
-        "media_ssrc",
         "sender_ssrc",
     )
 
@@ -81,8 +81,17 @@ class TwccRecorder:
         self.reported_lost = 0
         self.feedbacks = 0
 
-    def record(self, seq: int, now: float) -> None:
-        """Record the arrival at ``now`` of the packet with transport-wide ``seq``."""
+    def record(self, seq: int, now: float, ssrc: int = 0) -> None:
+        """Record the arrival at ``now`` of the packet with transport-wide ``seq`` (sent on
+        RTP stream ``ssrc``).
+
+        The feedback's media source SSRC is the SSRC of the latest packet recorded. The draft
+        leaves the field unused, but libwebrtc (Chrome) hands a transport-cc feedback to its
+        estimator only when that SSRC is one it sends on: with 0 all our feedback is dropped,
+        and its estimate collapses for lack of acknowledgements.
+        """
+        if ssrc:
+            self.media_ssrc = ssrc
         ext = self._unwrapper.unwrap(seq)
         if ext < self._next_base:
             self.late += 1

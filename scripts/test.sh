@@ -29,6 +29,9 @@ fi
 log "installing trackmesh with test extras"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 
+log "npm fixtures (outside the network namespace: npm ci needs the registry)"
+.venv/bin/python -m tests.npm_fixtures
+
 log "ruff"
 .venv/bin/ruff check src tests bench
 log "mypy"

@@ -14,9 +14,7 @@ is set to a non-default value in at least one sample (checked). The test skips o
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,6 +26,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from tests.npm_fixtures import install
 from trackmesh.transports.sdk import protocol
 from trackmesh.transports.sdk.protocol import (
     features_mixer_pb2,
@@ -258,27 +257,9 @@ def _norm(value: Any) -> Any:
 
 
 def _node_modules_dir(node: str) -> Path:
-    """The pinned SDK installed with `npm ci` in a cache directory keyed by the lock file (reused once installed)."""
-    lock = (PACKAGE_DIR / "package-lock.json").read_bytes()
-    base = Path(os.environ.get("TRACKMESH_NPM_FIXTURES", Path.home() / ".cache" / "trackmesh" / "npm-fixtures"))
-    target = base / f"sdk_package-{hashlib.sha256(lock).hexdigest()[:16]}"
-    core = target / "node_modules" / SDK_NAME
-    if (core / "dist" / "lib.js").exists():
-        return core
-    npm = shutil.which("npm")
-    assert npm is not None, "node is installed but npm is not: cannot install the SDK fixture"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(PACKAGE_DIR / name, target / name)
-    proc = subprocess.run(
-        [npm, "ci", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"],
-        cwd=target,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"npm ci failed in {target}:\n{proc.stdout}\n{proc.stderr}"
-    assert (core / "dist" / "lib.js").exists()
+    """The pinned SDK, installed once per lock file (see tests/npm_fixtures.py)."""
+    core = install("sdk_package") / "node_modules" / SDK_NAME
+    assert (core / "dist" / "lib.js").exists(), f"the SDK fixture has no dist/lib.js: {core}"
     return core
 
 

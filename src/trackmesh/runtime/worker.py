@@ -24,7 +24,9 @@ from typing import Any
 
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.config import NodeConfig
+from trackmesh.core.channel import ChannelHub
 from trackmesh.core.ids import SessionId
+from trackmesh.core.registry import Registry
 from trackmesh.core.worker import MediaWorker
 
 from .scheduler import Scheduler, Timed
@@ -61,15 +63,23 @@ class _CoreTimer:
 
 
 class WorkerRuntime:
-    def __init__(self, config: NodeConfig, index: int) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        index: int,
+        registry: Registry | None = None,
+        hub: ChannelHub | None = None,
+    ) -> None:
+        """``registry``/``hub`` default to the in-process ones (standalone); a cluster node
+        passes the distributed implementations (trackmesh.cluster.zenoh_*)."""
         self.config = config
         self.index = index
         self.core = MediaWorker(
             config.node_id,
             index,
             config.secret,
-            LocalRegistry(),
-            LocalChannelHub(),
+            registry if registry is not None else LocalRegistry(),
+            hub if hub is not None else LocalChannelHub(),
             session_start=secrets.randbits(24),
         )
         self.scheduler = Scheduler()

@@ -3,7 +3,7 @@
 The publisher replays :mod:`trackmesh.bench.recording` at wall-clock pace and records, for each
 packet, (send time, global index) under its payload key. A subscriber sink hashes every
 decrypted payload the same way and looks it up: one-way latency is arrival minus send time
-(one process, one monotonic clock), loss is the share of indices sent in a window that never
+(one process, one wall clock; arrivals are kernel SO_TIMESTAMPNS stamps), loss is the share of indices sent in a window that never
 arrived, and it counts duplicated, reordered and unmatched (corrupted) payloads. SSRC and
 sequence rewriting by the SFU does not matter.
 """
@@ -74,6 +74,9 @@ class Publisher:
         self.offset = start_loop_offset  # start this far into the loop (distinct payloads per speaker)
         self.sent = 0
         self.late = 0.0  # worst lateness against the schedule (generator health)
+        #: Optional reference path: every packet also goes, unencrypted, straight to this local
+        #: socket address (no server), giving the generator's own delivery latency to subtract.
+        self.reference: tuple[object, tuple[str, int]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self, until: float) -> None:
@@ -127,8 +130,14 @@ class Publisher:
                 extensions=mid_ext[k],
             )
             seq[k] += 1
-            log.record(p.key, k, time.monotonic())
+            log.record(p.key, k, time.time())  # wall clock: subscribers use kernel receive stamps
             tr.send_srtp(pkt)
+            if self.reference is not None:
+                ref_sock, ref_addr = self.reference
+                try:
+                    ref_sock.sendto(pkt, ref_addr)  # type: ignore[attr-defined]
+                except OSError:
+                    pass
             self.sent += 1
             i += 1
             if i == n:

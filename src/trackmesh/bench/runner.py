@@ -11,16 +11,18 @@ when the generator itself is saturated, or at ``max_subs``. Every loop here is b
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.media import Publisher, SendLog, Sink
+from trackmesh.bench.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
+from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
 from trackmesh.bench.recording import Recording
 from trackmesh.bench.servers import StealMeter
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
@@ -58,6 +60,36 @@ class Sub:
     error: str | None = None
 
 
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 3)
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def _core_times() -> dict[int, tuple[int, int]]:
+    """Per CPU (busy, total) jiffies from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                total = sum(v[:8])
+                out[int(name[3:])] = (total - v[3] - v[4], total)
+    return out
+
+
+def _core_busy(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]], cores: list[int]) -> float:
+    """Busy share of ``cores`` between two samples, in cores (1.0 = one core fully busy)."""
+    busy = 0.0
+    for c in cores:
+        if c in a and c in b:
+            busy += (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1])
+    return busy
+
+
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -79,13 +111,42 @@ class S1Run:
         self.join_idle: list[float] = []
         self.join_storm: list[float] = []
         self.join_failures: list[str] = []
+        self.server_cores: list[int] = []
+        self.ref_sink = Sink(self.log, {AUDIO_PT: 0, VIDEO_PT: 1})
+        self.lags: list[float] = []
+
+    async def _lag_monitor(self) -> None:
+        """Event-loop lag of the generator every 10 ms: a stalled generator inflates latency."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.lags.append(time.monotonic() - t - 0.01)
+
+    def _reference_path(self, pub: Publisher) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((self.local_ip, 0))
+        sock.setblocking(False)
+        sink = self.ref_sink
+
+        def drain() -> None:
+            for _ in range(64):
+                try:
+                    data, anc, _f, _a = sock.recvmsg(2048, 64)
+                except OSError:
+                    return
+                sink.on_rtp(data, kernel_timestamp(anc))
+
+        self.loop.add_reader(sock.fileno(), drain)
+        pub.reference = (sock, sock.getsockname())
+        return sock
 
     async def _join(self, storm: bool | None) -> Sub:
         tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
         pt_kind: dict[int, int] = {}
         sink = Sink(self.log, pt_kind)
         tr.on_rtp = sink.on_rtp
-        sub = Sub(tr, sink, time.monotonic())
+        sub = Sub(tr, sink, time.time())
         self.subs.append(sub)
         try:
             await self.sig.subscribe(tr)
@@ -96,7 +157,7 @@ class S1Run:
                 return sub
             deadline = sub.started + self.cfg.join_timeout
             while sink.first_arrival is None:
-                if time.monotonic() > deadline:
+                if time.time() > deadline:
                     raise TimeoutError("no media within the join timeout")
                 await asyncio.sleep(0.005)
             sub.joined = sink.first_arrival
@@ -121,9 +182,12 @@ class S1Run:
         tree = self.server.tree
         subs = self._alive()
         await asyncio.sleep(cfg.settle)
-        now = time.monotonic()
+        now = time.time()
         for s in subs:
             s.sink.open_window(now)
+        self.ref_sink.open_window(now)
+        self.lags = []
+        cores0 = _core_times()
         before = {id(s): (s.sink.duplicated, s.sink.reordered, s.sink.corrupted, s.tr.counters["srtp_errors"])
                   for s in subs}
         i0 = len(self.log.times)
@@ -131,14 +195,18 @@ class S1Run:
         steal = StealMeter()
         await asyncio.sleep(cfg.duration)
         cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
+        cores1 = _core_times()
+        lags = sorted(self.lags)
+        ref = sorted(self.ref_sink.lat)
         rss = tree.rss_kb()
         threads, fds = tree.threads_fds()
-        i1 = self.log.index_at(wall1 - 0.3)  # everything sent >= 300 ms before the end
+        real1 = time.time()
+        i1 = self.log.index_at(real1 - 0.3)  # everything sent >= 300 ms before the end
         worst_loss, losses, lat, gaps, delivered = 0.0, [], [], [], 0
         dup = reord = corrupt = srtp_err = 0
         for s in subs:
             sk = s.sink
-            sk.close_window(wall1)
+            sk.close_window(real1)
             lo = max(i0, sk.first_index)
             expected = max(0, i1 - lo)
             got = sk.received_between(i0, i1)
@@ -160,6 +228,10 @@ class S1Run:
         gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
         server_share = (cpu1 - cpu0) / wall
         failed = len(subs) < n_target
+        ref_ms = {"p50": _ms(_pct(ref, 50)), "p99": _ms(_pct(ref, 99)), "max": _ms(ref[-1] if ref else None)}
+        added_p99 = lat_ms[2] - ref_ms["p99"] if lat_ms[2] is not None and ref_ms["p99"] is not None else None
+        server_core_busy = _core_busy(cores0, cores1, self.server_cores)
+        gen_core_busy = _core_busy(cores0, cores1, cfg.gen_cores)
         row: dict[str, Any] = {
             "subscribers": len(subs),
             "target": n_target,
@@ -175,6 +247,11 @@ class S1Run:
             "loss_worst": round(worst_loss, 5),
             "loss_mean": round(sum(losses) / len(losses), 5) if losses else None,
             "latency_ms": {"p50": lat_ms[0], "p95": lat_ms[1], "p99": lat_ms[2], "max": lat_max},
+            "direct_path_ms": ref_ms,
+            "added_p99_ms": added_p99,
+            "generator_loop_lag_ms": {"p99": _ms(_pct(lags, 99)), "max": _ms(lags[-1] if lags else None)},
+            "foreign_load_server_cores": round(max(0.0, server_core_busy - server_share), 3),
+            "foreign_load_generator_cores": round(max(0.0, gen_core_busy - gen_share * len(cfg.gen_cores)), 3),
             "freeze_max_s": round(max(gaps), 3) if gaps else None,
             "duplicated": dup,
             "reordered": reord,
@@ -192,14 +269,28 @@ class S1Run:
             reasons.append(f"{n_target - len(subs)} joins failed")
         if worst_loss >= LOSS_SLO:
             reasons.append(f"loss {worst_loss:.2%}")
-        if lat_ms[2] is None or lat_ms[2] >= P99_SLO_MS:
-            reasons.append(f"p99 {lat_ms[2]} ms")
+        if added_p99 is None or added_p99 >= P99_SLO_MS:
+            reasons.append(f"added p99 {_r(added_p99)} ms (raw {_r(lat_ms[2])}, direct {_r(ref_ms['p99'])})")
         if not gaps or max(gaps) > FREEZE_SLO_S:
-            reasons.append(f"freeze {max(gaps) if gaps else None} s")
+            reasons.append(f"freeze {_r(max(gaps)) if gaps else None} s")
         row["slo_ok"] = not reasons
         row["slo_fail"] = reasons
         row["generator_saturated"] = gen_share > GEN_SATURATED
         return row
+
+    def _print(self, row: dict[str, Any]) -> None:
+        lat = row["latency_ms"]
+        print(
+            f"  [{self.sig.name}] N={row['subscribers']:4d} srv {row['server_cpu']:6.1%} "
+            f"{row['server_us_per_pkt']} us/pkt gen {row['generator_cpu']:6.1%} "
+            f"loss {row['loss_worst']:.3%} p50/p99 {lat['p50'] and round(lat['p50'], 2)}/"
+            f"{lat['p99'] and round(lat['p99'], 2)} ms (direct p99 {row['direct_path_ms']['p99']}, "
+            f"lag max {row['generator_loop_lag_ms']['max']}, foreign srv/gen "
+            f"{row['foreign_load_server_cores']}/{row['foreign_load_generator_cores']}) freeze {row['freeze_max_s']} s "
+            f"rss {row['rss_kb'] / 1024:.1f} MB {'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
+            f"{' GENERATOR SATURATED' if row['generator_saturated'] else ''}",
+            flush=True,
+        )
 
     async def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -225,6 +316,11 @@ class S1Run:
             "rss_per_idle_peer_kb": round((rss_idle - rss0) / len(idle_ok), 1) if idle_ok else None,
         }
         pub = Publisher(pub_tr, self.rec, self.log, ssrcs=ssrcs)
+        ref_sock = self._reference_path(pub)
+        lag_task = self.loop.create_task(self._lag_monitor())
+        # The generator makes few cycles; a full collection over its objects mid-window would
+        # show up as latency, so freeze what exists and collect only the young generations.
+        gc.freeze()
         pub.start(until=t_start + cfg.max_wall + 120)
         # Idle subscribers get their first packet once media starts (not a join-time sample).
         deadline = time.monotonic() + cfg.join_timeout
@@ -241,17 +337,17 @@ class S1Run:
                 row = await self._window(n)
                 row["publisher_late_ms"] = round(pub.late * 1000, 1)
                 pub.late = 0.0
+                if not row["slo_ok"] and not row["generator_saturated"] and row["join_failures"] == 0:
+                    # This box is shared: one scheduling hiccup can sink a p99 or open a gap. A
+                    # failure counts only if the same step fails twice in a row; both are kept.
+                    row["retried"] = True
+                    steps.append(row)
+                    self._print(row)
+                    row = await self._window(n)
+                    row["publisher_late_ms"] = round(pub.late * 1000, 1)
+                    pub.late = 0.0
                 steps.append(row)
-                lat = row["latency_ms"]
-                print(
-                    f"  [{self.sig.name}] N={row['subscribers']:4d} srv {row['server_cpu']:6.1%} "
-                    f"{row['server_us_per_pkt']} us/pkt gen {row['generator_cpu']:6.1%} "
-                    f"loss {row['loss_worst']:.3%} p50/p99 {lat['p50'] and round(lat['p50'], 2)}/"
-                    f"{lat['p99'] and round(lat['p99'], 2)} ms freeze {row['freeze_max_s']} s "
-                    f"rss {row['rss_kb'] / 1024:.1f} MB {'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
-                    f"{' GENERATOR SATURATED' if row['generator_saturated'] else ''}",
-                    flush=True,
-                )
+                self._print(row)
                 if not row["slo_ok"] or row["generator_saturated"]:
                     break
                 if n + cfg.step > cfg.max_subs or time.monotonic() - t_start > cfg.max_wall:
@@ -259,14 +355,18 @@ class S1Run:
                 n += cfg.step
                 await self._storm(cfg.step)
         finally:
+            lag_task.cancel()
+            self.loop.remove_reader(ref_sock.fileno())
+            ref_sock.close()
             await pub.stop()
             for s in self.subs:
                 s.tr.close()
             pub_tr.close()
             await self.sig.close()
         passing = [r for r in steps if r["slo_ok"] and not r["generator_saturated"]]
+        final = [r for r in steps if not r.get("retried")]
         capacity = max((r["subscribers"] for r in passing), default=0)
-        last = steps[-1] if steps else None
+        last = final[-1] if final else None
         limited_by = None
         if last is not None:
             if last["generator_saturated"]:
@@ -290,12 +390,24 @@ class S1Run:
                     "failures": self.join_failures[:10],
                 },
                 "at_load": _at_load(steps),
+                "cpu_bound_estimate": _cpu_bound(steps),
                 "steps": steps,
                 "publisher_sent": pub.sent,
+                "client_dtls_early_resends": sum(s.tr.counters["dtls_early_resend"] for s in self.subs),
+                "client_dtls_retransmissions": sum(s.tr.dtls.retransmissions for s in self.subs if s.tr.dtls),
                 "generator_pid": os.getpid(),
             }
         )
         return result
+
+
+def _cpu_bound(steps: list[dict[str, Any]]) -> int | None:
+    """Subscribers at 85 % of one server core, extrapolated linearly from the busiest clean step."""
+    ok = [r for r in steps if r["server_cpu"] > 0.05 and r["loss_worst"] < LOSS_SLO]
+    if not ok:
+        return None
+    r = max(ok, key=lambda r: r["server_cpu"])
+    return int(r["subscribers"] * 0.85 / r["server_cpu"])
 
 
 def _at_load(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,8 +424,12 @@ def _at_load(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def run_s1(cfg: S1Config, server: Any, sig: Any, rec: Recording, local_ip: str) -> dict[str, Any]:
-    return await S1Run(cfg, server, sig, rec, local_ip).run()
+async def run_s1(
+    cfg: S1Config, server: Any, sig: Any, rec: Recording, local_ip: str, server_cores: list[int]
+) -> dict[str, Any]:
+    run = S1Run(cfg, server, sig, rec, local_ip)
+    run.server_cores = server_cores
+    return await run.run()
 
 
 def save(path: Path, data: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.worker import MediaWorker
 from trackmesh.transports.sdk.naming import assign_mlines
-from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
+from trackmesh.transports.sdk.protocol import ErrorCode, features_mixer_pb2, features_pb2, session_pb2, shared_pb2
 from trackmesh.transports.sdk.session import SdkSession, TokenClaims
 from trackmesh.transports.webrtc.ice import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
@@ -335,3 +335,169 @@ def test_voice_activity_rate_and_threshold(world: World) -> None:
         if e.HasField("receiver") and e.receiver.HasField("voice_activity")
     ]
     assert voice == [-20, -20]  # at most one per 500 ms, only >= -40 dBov
+
+
+# ---- audio mixer (features.mixer) -----------------------------------------------------------------
+
+
+def join_mixer(
+    sdk: SdkSession, room: str, peer: str, outputs: list[str], manual: list[tuple[str, str]] | None = None
+) -> session_pb2.Response:
+    info = session_pb2.RoomJoin(room=room, peer=peer)
+    info.publish.peer = info.publish.tracks = True
+    info.subscribe.peers = info.subscribe.tracks = True
+    mixer = info.features.mixer
+    mixer.mode = features_mixer_pb2.MANUAL if manual is not None else features_mixer_pb2.AUTO
+    mixer.outputs.extend(outputs)
+    for p, t in manual or []:
+        mixer.sources.add(peer=p, track=t)
+    return request(
+        sdk, session=session_pb2.Request.Session(join=session_pb2.Request.Session.Join(info=info, token="tok-any"))
+    )
+
+
+def mixer_events(out: list[session_pb2.ServerEvent]) -> list[tuple[str, int, str]]:
+    res = []
+    for e in out:
+        if e.HasField("features") and e.features.HasField("mixer"):
+            m = e.features.mixer
+            if m.HasField("slot_set"):
+                res.append(("set", m.slot_set.slot, m.slot_set.source.peer))
+            else:
+                res.append(("unset", m.slot_unset.slot, ""))
+    return res
+
+
+def speak(world: World, sessions: list[SdkSession], levels: dict[SdkSession, int | None], seconds: float) -> None:
+    """Each publisher in ``levels`` sends 20 ms Opus packets with its level (None: silent, nothing sent)."""
+    for _ in range(round(seconds / 0.02)):
+        world.now += 0.02
+        for s in sessions:
+            s.peer.clock.advance(world.now)
+        for sdk, level in levels.items():
+            if level is None:
+                continue
+            track = sdk.endpoint.remote_track("mic")
+            assert track is not None
+            seq = int(world.now * 50) & 0xFFFF
+            track.on_packet(MediaPacket(MediaCodec.OPUS, 111, seq, seq * 960, False, False, b"x", audio_level=level))
+        world.worker.handle_timeout(world.now)
+        world.drain(*sessions)
+
+
+def test_mixer_auto_slots_follow_loudest_and_exclude_own_voice(world: World) -> None:
+    alice, _ = world.session([("mic", "audio", True)], [])
+    carol, _ = world.session([("mic", "audio", True)], [])
+    bob, bout = world.session([("mic", "audio", True)], ["audio"])
+    everyone = [alice, carol, bob]
+    join(alice, "r1", "alice")
+    join(carol, "r1", "carol")
+    assert err(join_mixer(bob, "r1", "bob", ["audio_0"])) is None
+    assert bob.mixer_outputs == ("audio_0",)
+    # bob is the loudest of all, alice louder than carol: bob's one slot carries alice, never bob.
+    speak(world, everyone, {bob: 5, alice: 20, carol: 50}, 1.0)
+    assert mixer_events(bout) == [("set", 0, "alice")]
+    states = [e.receiver.state.status for e in bout if e.HasField("receiver") and e.receiver.HasField("state")]
+    assert states[-1] == shared_pb2.Receiver.ACTIVE
+    voice = [e for e in bout if e.HasField("receiver") and e.receiver.HasField("voice_activity")]
+    assert voice and all(e.receiver.name == "audio_0" for e in voice)
+    assert all(-40 <= e.receiver.voice_activity.audio_level <= 0 for e in voice)
+    # alice is muted (sends nothing): after the silence timeout the slot moves to carol.
+    speak(world, everyone, {bob: 5, alice: None, carol: 50}, 2.0)
+    assert mixer_events(bout)[-1] == ("set", 0, "carol")
+    assert all(peer != "bob" for kind, _, peer in mixer_events(bout) if kind == "set")
+    # Leaving drops the mixer: rejoining without one is plain.
+    assert err(request(bob, session=session_pb2.Request.Session(leave=session_pb2.Request.Session.Leave()))) is None
+    world.drain(*everyone)
+    assert not bob.mixer_outputs
+    assert bob.endpoint.mixer is None
+
+
+def test_mixer_manual_attach_detach_and_errors(world: World) -> None:
+    alice, _ = world.session([("mic", "audio", True)], [])
+    bob, bout = world.session([], ["audio", "audio"])
+    dave, _ = world.session([], ["video"])
+    join(alice, "r1", "alice")
+    src = shared_pb2.Receiver.Source(peer="alice", track="mic")
+    attach = session_pb2.Request(features=features_pb2.Request()).features
+    attach.mixer.attach.sources.append(src)
+    detach = features_pb2.Request()
+    detach.mixer.detach.sources.append(src)
+    # Before join: an error, the session stays usable.
+    assert err(request(bob, features=attach)) == ErrorCode.RPC_INVALID_REQUEST
+    # An output that is no audio receiver refuses the join (nothing joined).
+    assert err(join_mixer(bob, "r1", "bob", ["nope"], manual=[])) == ErrorCode.RPC_TRACK_NAME_NOT_FOUND
+    assert err(join_mixer(dave, "r1", "dave", ["video_0"], manual=[])) == ErrorCode.RPC_TRACK_NAME_NOT_FOUND
+    assert not bob.joined
+    assert err(join_mixer(bob, "r1", "bob", ["audio_0", "audio_1"], manual=[])) is None
+    speak(world, [alice, bob], {alice: 20}, 0.5)
+    assert mixer_events(bout) == []  # manual, no source yet
+    resp = request(bob, features=attach)
+    assert err(resp) is None and resp.features.mixer.HasField("attach")
+    speak(world, [alice, bob], {alice: 20}, 0.5)
+    assert mixer_events(bout) == [("set", 0, "alice")]
+    resp = request(bob, features=detach)
+    assert err(resp) is None and resp.features.mixer.HasField("detach")
+    world.drain(alice, bob)
+    assert mixer_events(bout)[-1] == ("unset", 0, "")
+    # An auto mixer takes no attach; a session without a mixer neither.
+    carol, _ = world.session([], ["audio"])
+    join_mixer(carol, "r1", "carol", ["audio_0"])
+    assert err(request(carol, features=attach)) == ErrorCode.RPC_INVALID_REQUEST
+    eve, _ = world.session([], [])
+    join(eve, "r1", "eve")
+    assert err(request(eve, features=attach)) == ErrorCode.RPC_INVALID_REQUEST
+    assert err(request(eve, features=features_pb2.Request())) == ErrorCode.RPC_INVALID_REQUEST
+
+
+# ---- message channels -------------------------------------------------------------------------------
+
+
+def mc(sdk: SdkSession, label: str, which: str, data: bytes = b"") -> session_pb2.Response:
+    MC = session_pb2.Request.MessageChannel
+    r = MC(label=label)
+    if which == "pub":
+        r.pub.data = data
+    else:
+        getattr(r, which).SetInParent()
+    return request(sdk, message_channel=r)
+
+
+def messages(out: list[session_pb2.ServerEvent]) -> list[tuple[str, str, bytes]]:
+    return [
+        (e.message_channel.label, e.message_channel.message.peer, e.message_channel.message.message)
+        for e in out
+        if e.HasField("message_channel")
+    ]
+
+
+def test_message_channels(world: World) -> None:
+    alice, aout = world.session([], [])
+    bob, bout = world.session([], [])
+    carol, cout = world.session([], [])
+    assert err(mc(alice, "chat", "sub")) == ErrorCode.RPC_INVALID_REQUEST  # before join
+    for s, p in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        join(s, "r1", p)
+    # As the SDK does: sub then start_pub; responses name the label and the operation.
+    for s in (alice, bob):
+        resp = mc(s, "chat", "sub")
+        assert err(resp) is None and resp.message_channel.label == "chat" and resp.message_channel.HasField("sub")
+        assert err(mc(s, "chat", "start_pub")) is None
+    assert err(mc(carol, "chat", "pub", b"x")) == ErrorCode.RPC_INVALID_REQUEST  # not publishing
+    assert err(mc(carol, "", "sub")) == ErrorCode.RPC_INVALID_REQUEST
+    assert err(mc(carol, "chat", "pub", b"x" * (64 * 1024 + 1))) == ErrorCode.RPC_INVALID_REQUEST
+    assert err(mc(alice, "chat", "pub", "héllo".encode())) is None
+    world.drain(alice, bob, carol)
+    assert messages(bout) == [("chat", "alice", "héllo".encode())]
+    assert messages(aout) == [("chat", "alice", "héllo".encode())]  # subscribed senders get an echo, as atm0s
+    assert messages(cout) == []
+    # Another label, unsub, stop_pub.
+    assert err(mc(carol, "other", "sub")) is None
+    assert err(mc(bob, "chat", "unsub")) is None
+    assert err(mc(alice, "chat", "pub", b"2")) is None
+    world.drain(alice, bob, carol)
+    assert messages(bout) == [("chat", "alice", "héllo".encode())]
+    assert messages(cout) == []
+    assert err(mc(alice, "chat", "stop_pub")) is None
+    assert err(mc(alice, "chat", "pub", b"3")) == ErrorCode.RPC_INVALID_REQUEST
+    assert err(mc(alice, "chat", "stop_pub")) is None  # idempotent

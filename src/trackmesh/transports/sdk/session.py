@@ -31,6 +31,15 @@ from trackmesh.core.controls import (
     CreateLocalTrack,
     Join,
     Leave,
+    MessageChannelPub,
+    MessageChannelStartPub,
+    MessageChannelStopPub,
+    MessageChannelSub,
+    MessageChannelUnsub,
+    MixerAttach,
+    MixerConfig,
+    MixerDetach,
+    MixerMode,
     PeerSubscribe,
     PeerUnsubscribe,
     Publish,
@@ -50,13 +59,18 @@ from trackmesh.core.events import (
     Joined,
     Left,
     LocalTrackStateChanged,
+    MessageChannelMessage,
+    MixerSlotSet,
+    MixerSlotUnset,
     PeerJoined,
     PeerLeft,
     PeerUpdated,
     TrackStarted,
     TrackStopped,
     TrackUpdated,
+    VoiceActivity,
 )
+from trackmesh.core.message_channel import MessageChannelControl
 from trackmesh.core.model import (
     BitrateLimit,
     InfoMode,
@@ -75,6 +89,8 @@ from trackmesh.transports.sdk.protocol import (
     ProtocolDecodeError,
     decode_client_event,
     error_response,
+    features_mixer_pb2,
+    features_pb2,
     session_pb2,
     shared_pb2,
 )
@@ -215,6 +231,8 @@ class SdkSession:
         self._next_stats: float | None = None
         self.senders: dict[str, SenderSlot] = {}
         self.receivers: dict[str, ReceiverSlot] = {}
+        #: The receivers the audio mixer of the current room uses as output slots (slot order).
+        self.mixer_outputs: tuple[str, ...] = ()
         mid_of_sender = {v: k for k, v in names.senders.items()}
         mid_of_receiver = {v: k for k, v in names.receivers.items()}
         for s in tracks.senders:
@@ -305,8 +323,10 @@ class SdkSession:
                 return self._sender_request(now, req)
             if which == "receiver":
                 return self._receiver_request(now, req)
-            if which in ("features", "message_channel"):
-                raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, f"{which} requests are not supported yet")
+            if which == "features":
+                return self._features_request(now, req)
+            if which == "message_channel":
+                return self._message_channel_request(now, req)
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "the request names no known kind")
         except RpcFailure as exc:
             self.counters["errors"] += 1
@@ -387,10 +407,80 @@ class SdkSession:
             metadata=info.metadata if info.HasField("metadata") else None,
             extra_data=claims.extra_data,
         )
+        mixer = self._mixer_config(info)
         _core(self.endpoint.control(now, Join(info.room, info.peer, options)))
+        if mixer is not None:
+            err = self.endpoint.control(now, mixer)
+            if err is not None:
+                self.endpoint.control(now, Leave())
+                _core(err)
+            self.mixer_outputs = mixer.outputs
         for slot in self.senders.values():
             if slot.source is not None:
                 self._publish(now, slot)
+
+    def _mixer_config(self, info: session_pb2.RoomJoin) -> MixerConfig | None:
+        """The core MixerConfig of a join's ``features.mixer`` (checked before joining, so that a bad one refuses
+        the join instead of half-joining); None when the join asks for no mixer."""
+        if not info.HasField("features") or not info.features.HasField("mixer"):
+            return None
+        cfg = info.features.mixer
+        if not cfg.outputs:
+            return None
+        for name in cfg.outputs:
+            slot = self.receivers.get(name)
+            if slot is None or slot.mid is None or slot.kind is not TrackKind.AUDIO:
+                raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"mixer output {name!r} is no audio receiver")
+        mode = MixerMode.MANUAL if cfg.mode == features_mixer_pb2.MANUAL else MixerMode.AUTO
+        sources = tuple(TrackSource(s.peer, s.track) for s in cfg.sources) if mode is MixerMode.MANUAL else ()
+        return MixerConfig(mode, tuple(cfg.outputs), sources)
+
+    def _features_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        if not self.joined:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "join a room first")
+        r = req.features
+        if r.WhichOneof("request") != "mixer":
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty features request")
+        m = r.mixer
+        which = m.WhichOneof("request")
+        out = features_mixer_pb2.Response()
+        if which == "attach":
+            srcs = tuple(TrackSource(s.peer, s.track) for s in m.attach.sources)
+            _core(self.endpoint.control(now, MixerAttach(srcs)))
+            out.attach.SetInParent()
+        elif which == "detach":
+            srcs = tuple(TrackSource(s.peer, s.track) for s in m.detach.sources)
+            _core(self.endpoint.control(now, MixerDetach(srcs)))
+            out.detach.SetInParent()
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty mixer request")
+        return session_pb2.Response(req_id=req.req_id, features=features_pb2.Response(mixer=out))
+
+    def _message_channel_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
+        if not self.joined:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "join a room first")
+        r = req.message_channel
+        label = r.label
+        if not label:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "a message channel needs a label")
+        which = r.WhichOneof("request")
+        out = session_pb2.Response.MessageChannel(label=label)
+        ctl: MessageChannelControl
+        if which == "start_pub":
+            ctl = MessageChannelStartPub(label)
+        elif which == "stop_pub":
+            ctl = MessageChannelStopPub(label)
+        elif which == "sub":
+            ctl = MessageChannelSub(label)
+        elif which == "unsub":
+            ctl = MessageChannelUnsub(label)
+        elif which == "pub":
+            ctl = MessageChannelPub(label, bytes(r.pub.data))
+        else:
+            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty message channel request")
+        _core(self.endpoint.control(now, ctl))
+        getattr(out, which).SetInParent()
+        return session_pb2.Response(req_id=req.req_id, message_channel=out)
 
     def _room_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
         r = req.room
@@ -525,6 +615,7 @@ class SdkSession:
         if isinstance(ev, Joined):
             self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, Left):
+            self.mixer_outputs = ()
             self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, PeerJoined):
             pj = R.PeerJoined(peer=ev.info.peer)
@@ -552,9 +643,28 @@ class SdkSession:
                 state = session_pb2.ServerEvent.Receiver.State(status=_RECEIVER_STATUS[ev.state])
                 rec = session_pb2.ServerEvent.Receiver(name=ev.local_track, state=state)
                 self._push(session_pb2.ServerEvent(receiver=rec))
+        elif isinstance(ev, MixerSlotSet):
+            src = shared_pb2.Receiver.Source(peer=ev.source.peer, track=ev.source.track)
+            ss = features_mixer_pb2.ServerEvent.SlotSet(slot=ev.slot, source=src)
+            self._push_mixer(features_mixer_pb2.ServerEvent(slot_set=ss))
+        elif isinstance(ev, MixerSlotUnset):
+            su = features_mixer_pb2.ServerEvent.SlotUnset(slot=ev.slot)
+            self._push_mixer(features_mixer_pb2.ServerEvent(slot_unset=su))
+        elif isinstance(ev, VoiceActivity):
+            if ev.local_track in self.receivers:
+                va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=ev.audio_level)
+                rec = session_pb2.ServerEvent.Receiver(name=ev.local_track, voice_activity=va)
+                self._push(session_pb2.ServerEvent(receiver=rec))
+        elif isinstance(ev, MessageChannelMessage):
+            MC = session_pb2.ServerEvent.MessageChannel
+            mc = MC(label=ev.label, message=MC.Message(peer=ev.peer, message=ev.data))
+            self._push(session_pb2.ServerEvent(message_channel=mc))
         elif isinstance(ev, Closed):
             self.disconnected_event(ev.reason)
             self.close_reason = self.close_reason or ev.reason
+
+    def _push_mixer(self, ev: features_mixer_pb2.ServerEvent) -> None:
+        self._push(session_pb2.ServerEvent(features=features_pb2.ServerEvent(mixer=ev)))
 
     def _sender_state(self, slot: SenderSlot, status: int) -> None:
         state = session_pb2.ServerEvent.Sender.State(status=status)  # type: ignore[arg-type]
@@ -588,6 +698,8 @@ class SdkSession:
         def tap(pkt: MediaPacket) -> None:
             if sink is not None:
                 sink(pkt)
+            if slot.name in self.mixer_outputs:
+                return  # the mixer reports its outputs' voice activity itself (VoiceActivity events)
             level = pkt.audio_level
             if level is not None and level <= threshold:
                 now = clock.now

@@ -238,7 +238,7 @@ def test_ice_restart_keeps_media(trackmesh_node: TrackmeshNode, sdk_pages: Any) 
 
 
 def test_room_sample_page_joins(trackmesh_node: TrackmeshNode, chromium: Any) -> None:
-    """The generated /samples/room.html (SDK bundled in) joins a room and shows the other participant."""
+    """The generated /samples/room.html (SDK bundled in) joins a room, shows the other participant, chats."""
     pages = []
     for peer in ("s1", "s2"):
         pg = chromium.new_page()
@@ -252,5 +252,75 @@ def test_room_sample_page_joins(trackmesh_node: TrackmeshNode, chromium: Any) ->
     pages[0].wait_for_function(
         "[...document.querySelectorAll('#grid video')].every((v) => v.videoWidth > 0)", timeout=10000
     )
+    # Chat over the room message channel "chat": s1 writes, s2 sees it with s1's name, s1 sees it as "me".
+    for pg in pages:
+        pg.wait_for_function("!document.getElementById('send').disabled", timeout=10000)
+    pages[0].fill("#text", "hello room")
+    pages[0].click("#send")
+    chat_line = "[...document.querySelectorAll('#messages li')].some((li) => li.textContent === '{}')"
+    pages[1].wait_for_function(chat_line.format("s1: hello room"), timeout=5000)
+    pages[0].wait_for_function(chat_line.format("me: hello room"), timeout=5000)
     for pg in pages:
         pg.close()
+
+
+def slot_peers(pg: Any) -> list[str]:
+    return [e["peer"] for e in events(pg, "slot_set")]
+
+
+def test_audio_mixer_follows_the_loudest_speaker(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    """Three pages with the SDK's audio mixer (auto, one output slot each). Chromium's fake microphone beeps; a
+    muted page sends silence, so the slot of each listener goes to whoever is not muted, and never to itself."""
+    pages = sdk_pages(3)
+    names = ["m0", "m1", "m2"]
+    for pg, name in zip(pages, names, strict=True):
+        start(pg, trackmesh_node, "sdk-mixer", name, camera=False, mixer=1)
+    p0, p1, p2 = pages
+    # Only m0 speaks: m1 and m2 get m0 in their slot.
+    p1.evaluate("TM.mute(true)")
+    p2.evaluate("TM.mute(true)")
+    for pg, name in ((p1, "m1"), (p2, "m2")):
+        wait_until(lambda pg=pg: "m0" in slot_peers(pg), 10, lambda pg=pg, n=name: f"m0 in {n}'s slot: {events(pg)}")
+    # m0 goes quiet, m1 speaks: m2's slot moves to m1, and m0 hears m1.
+    p0.evaluate("TM.mute(true)")
+    p1.evaluate("TM.mute(false)")
+    wait_until(lambda: slot_peers(p2)[-1:] == ["m1"], 10, lambda: f"m1 in m2's slot: {events(p2)}")
+    wait_until(lambda: "m1" in slot_peers(p0), 10, lambda: f"m1 in m0's slot: {events(p0)}")
+    # m1 goes quiet, m2 speaks: m0's and m1's slots follow.
+    p1.evaluate("TM.mute(true)")
+    p2.evaluate("TM.mute(false)")
+    wait_until(lambda: slot_peers(p0)[-1:] == ["m2"], 10, lambda: f"m2 in m0's slot: {events(p0)}")
+    wait_until(lambda: slot_peers(p1)[-1:] == ["m2"], 10, lambda: f"m2 in m1's slot: {events(p1)}")
+    for pg, name in zip(pages, names, strict=True):
+        seen = slot_peers(pg)
+        print(f"{name} slot_set sources: {seen}; voice events: {len(events(pg, 'mixer_voice'))}")
+        assert name not in seen, (name, seen)  # mix-minus: never one's own voice
+        assert all(e["slot"] == 0 and e["track"] == "mic" for e in events(pg, "slot_set")), events(pg, "slot_set")
+    # The slot carries audio (the one mixer receiver is audio_0).
+    before = inbound(p0).get("audio_0", {}).get("packets", 0)
+    time.sleep(1.0)
+    after = inbound(p0).get("audio_0", {}).get("packets", 0)
+    print(f"m0's audio_0: {after - before} packets in 1 s")
+    assert after - before >= 25, (before, after, events(p0))
+
+
+def test_message_channel_reaches_the_others(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:
+    pages = sdk_pages(3)
+    names = ["c0", "c1", "c2"]
+    for pg, name in zip(pages, names, strict=True):
+        start(pg, trackmesh_node, "sdk-chat", name, camera=False, mic=False)
+        assert pg.evaluate("TM.openChannel('chat')")
+    sent_at = time.time() * 1000
+    res = pages[0].evaluate("TM.publish('chat', 'hello from c0')")
+    assert res["ok"], res
+    for pg, name in zip(pages, names, strict=True):
+        got = wait_until(lambda pg=pg: events(pg, "message"), 3, lambda n=name: f"the message at {n}")
+        assert [(m["label"], m["peer"], m["message"]) for m in got] == [("chat", "c0", "hello from c0")], (name, got)
+        print(f"{name} got the message after {got[0]['at'] - sent_at:.0f} ms")
+    # A second sender, and a label nobody else opened.
+    assert pages[2].evaluate("TM.publish('chat', 'c2 here')")["ok"]
+    wait_until(lambda: [m for m in events(pages[1], "message") if m["peer"] == "c2"], 3, "c2's message at c1")
+    assert pages[1].evaluate("TM.openChannel('other')")
+    assert pages[1].evaluate("TM.publish('other', 'only me')")["ok"]
+    time.sleep(0.5)
+    assert not [m for m in events(pages[0], "message") if m["label"] == "other"]

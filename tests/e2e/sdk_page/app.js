@@ -1,5 +1,5 @@
 // Test app on @atm0s-media-sdk/core, driven by tests/e2e/test_sdk_rooms.py through window.TM.
-import { Session, SessionEvent, Kind, TrackReceiverEvent, TrackSenderEvent } from "@atm0s-media-sdk/core";
+import { Session, SessionEvent, Kind, TrackReceiverEvent, TrackSenderEvent, AudioMixerEvent } from "@atm0s-media-sdk/core";
 
 const t0 = performance.now();
 const TM = { events: [], session: null, receivers: [], assigned: {}, auto: true, errors: [] };
@@ -38,16 +38,19 @@ async function autoDetach(ev) {
 
 TM.start = async (opts) => {
   const { gateway, token, room, peer, camera = true, mic = true, audioReceivers = 0, videoReceivers = 0,
-          manual = false, auto = true, simulcast = false, width = 640, height = 360 } = opts;
+          manual = false, auto = true, simulcast = false, width = 640, height = 360, mixer = 0 } = opts;
   TM.auto = auto;
   let stream = null;
+  TM.stream = null;
   if (camera || mic) {
     stream = await navigator.mediaDevices.getUserMedia({
       audio: mic, video: camera ? { width, height, frameRate: 30 } : false });
+    TM.stream = stream;
   }
   const session = new Session(gateway, {
     token,
-    join: { room, peer, publish: { peer: true, tracks: true }, subscribe: { peers: !manual, tracks: !manual } },
+    join: { room, peer, publish: { peer: true, tracks: true }, subscribe: { peers: !manual, tracks: !manual },
+            features: mixer ? { mixer: { mode: 0, outputs: mixer } } : undefined },
   });
   TM.session = session;
   if (camera) session.sender("camera", stream.getVideoTracks()[0], { priority: 1, bitrate: 0, simulcast });
@@ -81,6 +84,18 @@ TM.start = async (opts) => {
     });
   }
   session.on(SessionEvent.SESSION_CHANGED, (s) => log("session", { state: s }));
+  // Audio mixer: the raw slot events as they arrive, and the SDK's own voice events.
+  session.dc.on("event.features.mixer", (ev) => {
+    if (ev.slotSet) log("slot_set", { slot: ev.slotSet.slot, peer: ev.slotSet.source.peer, track: ev.slotSet.source.track });
+    if (ev.slotUnset) log("slot_unset", { slot: ev.slotUnset.slot });
+  });
+  if (session.mixer) {
+    session.mixer.on(AudioMixerEvent.VOICE_ACTIVITY, (v) => log("mixer_voice", { peer: v.peer, active: v.active, level: v.audio_level }));
+    for (const r of session.mixer.receivers) {
+      const a = document.createElement("audio");
+      a.autoplay = true; a.srcObject = r.stream; document.body.appendChild(a);
+    }
+  }
   await session.connect();
   log("connected", { state: session.state, conn: session.conn_id });
   return session.state;
@@ -107,6 +122,19 @@ TM.request = async (kind, body) => {
   try { return { ok: true, res: await dc.request({ reqId: dc.gen_req_id(), [kind]: body }) }; }
   catch (e) { return { ok: false, error: e && e.code !== undefined ? { code: e.code, message: e.message } : String(e) }; }
 };
+// Mute/unmute this page's microphone (a disabled track sends silence: no audio level above -127 dBov).
+TM.mute = (on) => { for (const t of TM.stream.getAudioTracks()) t.enabled = !on; };
+// Room message channels: open (sub + start_pub, as the SDK does), publish, log what arrives.
+TM.channels = {};
+TM.openChannel = async (label) => {
+  const ch = await TM.session.createMessageChannel(label);
+  ch.on("message", (m) => log("message", { label, peer: m.peer, message: m.message }));
+  TM.channels[label] = ch;
+  return true;
+};
+TM.publish = async (label, text) => {
+  try { await TM.channels[label].publish(text); return { ok: true }; } catch (e) { return { ok: false, error: String(e) }; }
+};
 TM.restartIce = async () => { await TM.session.restartIce(); return TM.session.conn_id; };
 TM.leave = async () => { await TM.session.leave(); };
 TM.disconnect = async () => { await TM.session.disconnect(); };
@@ -114,7 +142,8 @@ TM.disconnect = async () => { await TM.session.disconnect(); };
 // Per receiver: frames decoded / packets / bytes / frame size, read from getStats by the receiver's mid.
 TM.inbound = async () => {
   const byMid = {};
-  for (const r of TM.receivers) if (r.transceiver) byMid[r.transceiver.mid] = r.name;
+  const all = [...TM.receivers, ...(TM.session.mixer ? TM.session.mixer.receivers : [])];
+  for (const r of all) if (r.transceiver) byMid[r.transceiver.mid] = r.name;
   const out = {};
   const stats = await TM.session.peer.getStats();
   stats.forEach((s) => {

@@ -89,10 +89,12 @@ async function join() {
     status(session.state === "connected" ? "in room " + room + " as " + peer : "connection failed: " + session.state);
     try {
       chat = await session.createMessageChannel("chat");
-      chat.on("message", (m) => say(m.peer, typeof m.message === "string" ? m.message : new TextDecoder().decode(m.message)));
+      // The server echoes our own messages back (we are subscribed too): they are shown as "me" then.
+      chat.on("message", (m) => say(m.peer === peer ? "me" : m.peer,
+        typeof m.message === "string" ? m.message : new TextDecoder().decode(m.message)));
       $("send").disabled = false;
     } catch (e) {
-      say("*", "chat is not available on this server yet");
+      say("*", "chat is not available: " + (e && e.message ? e.message : e));
     }
     for (const id of ["mute", "camoff", "share", "leave"]) $(id).disabled = false;
   } catch (e) {
@@ -125,8 +127,7 @@ $("share").onclick = async () => {
 };
 $("send").onclick = async () => {
   const text = $("text").value; if (!text || !chat) return;
-  await chat.publish(text);
-  say("me", text); $("text").value = "";
+  try { await chat.publish(text); $("text").value = ""; } catch (e) { say("*", "not sent: " + (e && e.message ? e.message : e)); }
 };
 $("leave").onclick = async () => {
   try { await session.disconnect(); } catch (e) { console.warn(e); }

@@ -156,6 +156,30 @@ def test_publisher_loss_is_nacked_and_rtx_unwrapped(net: Net) -> None:
     assert got[-1][0].sequence_number == (got[-2][0].sequence_number - 1) & 0xFFFF
 
 
+def test_duplicates_from_the_publisher_are_not_forwarded(net: Net) -> None:
+    # Chrome probes bandwidth with RTX copies of packets it already sent; forwarded, a copy
+    # reuses the viewer's sequence number, its SRTP replay check drops it and the viewer's
+    # transport-cc feedback reports it lost.
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    send_frames(net, pub, 10, 3)
+    vssrc = viewer.local_ssrc("1")
+    before = len(viewer.media(vssrc))
+    pub.send_rtp(97, 1, 3000 * 11, RTX_SSRC, (11).to_bytes(2, "big") + VP8_DELTA + b"p" * 40, mid="1")
+    pub.send_rtp(96, 12, 3000 * 12, V_SSRC, VP8_DELTA + bytes([12]) * 40, mid="1", marker=True)
+    net.flush()
+    assert len(viewer.media(vssrc)) == before
+    # The RTX copy is caught here; the same-SSRC copy already by our SRTP replay check.
+    assert ppeer.inbound.counters["duplicate"] == 1 and ppeer.counters["srtp_dropped"] == 1
+    send_frames(net, pub, 13, 1, keyframe_first=False)
+    seqs = [h.sequence_number for h, _ in viewer.media(vssrc)]
+    assert len(seqs) == before + 1 and len(set(seqs)) == len(seqs)
+    # The receiver report does not count the copies as received (no negative loss).
+    net.advance(1.0)
+    (block,) = [b for rr in pub.rtcp_of(ReceiverReport) for b in rr.reports if b.ssrc == V_SSRC][-1:]
+    assert block.packets_lost == 0
+
+
 def test_receiver_and_sender_reports_and_twcc_feedback(net: Net) -> None:
     viewer, _ = net.connect(PeerMode.WHEP)
     pub, _ = publish(net)

@@ -57,6 +57,9 @@ _CODECS: Final = {
 REPORT_INTERVAL: Final = 1.0
 _NTP_MID: Final = 0xFFFFFFFF
 _NACK_SLACK: Final = 1e-6
+#: Duplicate detection window per stream, in packets (a power of two).
+_SEEN_WINDOW: Final = 1024
+_SEEN_MASK: Final = _SEEN_WINDOW - 1
 
 
 def media_codec(name: str) -> MediaCodec | None:
@@ -74,6 +77,7 @@ class InboundStream:
         "received",
         "received_prior",
         "rtx_ssrc",
+        "seen",
         "spatial",
         "sr_at",
         "sr_mid",
@@ -93,6 +97,8 @@ class InboundStream:
 
     def reset_stats(self) -> None:
         self.unwrapper = SeqUnwrapper()
+        # Extended sequence numbers of the last _SEEN_WINDOW packets, by ext & _SEEN_MASK.
+        self.seen = [-1] * _SEEN_WINDOW
         self.base = -1
         self.received = 0
         self.expected_prior = 0
@@ -228,7 +234,17 @@ class InboundMedia:
         self.twcc = TwccRecorder(sender_ssrc) if any(t.twcc_id for t in tracks) else None
         self._next_report: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(
-            ("packets", "unknown_ssrc", "unknown_pt", "bad_payload", "padding", "rtx", "bad_rtx", "not_published"),
+            (
+                "packets",
+                "unknown_ssrc",
+                "unknown_pt",
+                "bad_payload",
+                "padding",
+                "rtx",
+                "bad_rtx",
+                "duplicate",
+                "not_published",
+            ),
             0,
         )
 
@@ -298,10 +314,18 @@ class InboundMedia:
             self.counters["bad_payload"] += 1
             return
         # Reception statistics and loss detection follow the original stream's numbers.
+        ext = stream.unwrapper.unwrap(seq)
         if stream.base < 0:
-            stream.base = stream.unwrapper.unwrap(seq)
-        else:
-            stream.unwrapper.unwrap(seq)
+            stream.base = ext
+        # A packet we already have (an RTX copy Chrome sends as a bandwidth probe, a late
+        # answer to a NACK, a network duplicate) or one too old to tell goes no further:
+        # forwarded, it would reuse an outgoing sequence number, the viewer's SRTP replay
+        # check would drop it and its transport-cc feedback would report it lost.
+        i = ext & _SEEN_MASK
+        if stream.seen[i] == ext or stream.unwrapper.highest - ext > _SEEN_MASK:
+            self.counters["duplicate"] += 1
+            return
+        stream.seen[i] = ext
         stream.received += 1
         if stream.nack is not None:
             stream.nack.on_packet(seq, now)

@@ -36,6 +36,8 @@ DEFAULT_LEASE_MS = 2500
 # Keep-alives per lease period (zenoh's ``transport/link/tx/keep_alive``).
 KEEP_ALIVES_PER_LEASE = 4
 
+DATA_QUEUE_BATCHES = 16  # zenoh 1.10 asserts 1..16 batches per queue (pipeline RBLEN)
+
 _ENDPOINT = re.compile(r"^(tcp|tls|quic|udp)/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
 
@@ -103,6 +105,10 @@ def build_config(cfg: ClusterConfig, dictionary_file: str) -> zenoh.Config:
         ("transport/auth/usrpwd", {"user": user, "password": password, "dictionary_file": dictionary_file}),
         ("transport/link/tx/lease", cfg.lease_ms),
         ("transport/link/tx/keep_alive", KEEP_ALIVES_PER_LEASE),
+        # Media goes with CongestionControl.DROP: with zenoh's default of 2 batches per priority
+        # queue a few ms of scheduling hiccup on a busy node already drops packets of a paced
+        # stream. A deeper data queue absorbs such bursts (batches are allocated lazily).
+        ("transport/link/tx/queue/size/data", DATA_QUEUE_BATCHES),
     ]
     settings.extend(cfg.extra.items())
     for path, value in settings:

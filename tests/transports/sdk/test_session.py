@@ -501,3 +501,110 @@ def test_message_channels(world: World) -> None:
     assert err(mc(alice, "chat", "stop_pub")) is None
     assert err(mc(alice, "chat", "pub", b"3")) == ErrorCode.RPC_INVALID_REQUEST
     assert err(mc(alice, "chat", "stop_pub")) is None  # idempotent
+
+
+# ---- bitrate control ----------------------------------------------------------------------------------
+
+
+class _PlainSrtp:
+    def protect_rtp(self, plain: bytes) -> bytes:
+        return plain
+
+
+def attach_cfg(sdk: SdkSession, name: str, peer: str, track: str, **cfg: int) -> session_pb2.Response:
+    src = shared_pb2.Receiver.Source(peer=peer, track=track)
+    att = session_pb2.Request.Receiver.Attach(source=src, config=shared_pb2.Receiver.Config(**cfg))
+    return request(sdk, receiver=session_pb2.Request.Receiver(name=name, attach=att))
+
+
+def test_bitrate_split_by_priority_caps_layers_and_hints_publishers(world: World) -> None:
+    """On the virtual clock: two simulcast publishers (150k/500k/1.5M), one viewer with two video receivers
+    (priorities 2 and 1); the viewer's estimate is split, each receiver's layer capped, each publisher hinted."""
+    from trackmesh.core.events import BitrateTarget
+
+    alice, _ = world.session([("camera", "video", True)], [])
+    carol, _ = world.session([("camera", "video", True)], [])
+    bob, _ = world.session([], ["video", "video"])
+    for s, p in ((alice, "alice"), (carol, "carol"), (bob, "bob")):
+        join(s, "r1", p)
+    assert err(attach_cfg(bob, "video_0", "alice", "camera", priority=2, max_spatial=2, max_temporal=2)) is None
+    assert err(attach_cfg(bob, "video_1", "carol", "camera", priority=1, max_spatial=2, max_temporal=2)) is None
+    world.drain(alice, carol, bob)
+    bob.peer.ctx.srtp = _PlainSrtp()  # type: ignore[assignment]
+    bob.peer.ctx.addr = ("127.0.0.1", 9)
+    rates = (150_000, 500_000, 1_500_000)
+    for i in range(220):  # 2.2 s of 100 packets/s per layer
+        world.now += 0.01
+        for s in (alice, carol, bob):
+            s.peer.clock.advance(world.now)
+        for pub in (alice, carol):
+            track = pub.endpoint.remote_track("camera")
+            assert track is not None
+            for layer, bps in enumerate(rates):
+                size = bps // 8 // 100
+                pkt = MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, i % 50 == 0, b"\0" * size, spatial=layer)
+                track.on_packet(pkt)
+    outs = {bob.receivers[n].mid: n for n in ("video_0", "video_1")}
+    measured = bob.peer.outbound[bob.receivers["video_0"].mid or ""].layer_rates
+    assert measured[:3] == pytest.approx(rates, rel=0.05)
+
+    def caps() -> dict[str, int | None]:
+        return {outs[mid]: out.max_spatial for mid, out in bob.peer.outbound.items() if mid in outs}
+
+    def targets(pub: SdkSession) -> list[int]:
+        out = []
+        while (ev := pub.endpoint.poll_event()) is not None:
+            if isinstance(ev, BitrateTarget):
+                out.append(ev.bitrate_bps)
+        return out
+
+    # No estimate yet: only the configured caps, no hint.
+    bob.allocate_bitrate(world.now)
+    assert caps() == {"video_0": 2, "video_1": 2}
+    assert targets(alice) == [] and targets(carol) == []
+    # 1.2 Mbps: 800k for alice's camera (layer 1 fits), 400k for carol's (layer 0).
+    bob.peer.ctx.estimate = 1_200_000.0
+    bob.allocate_bitrate(world.now)
+    assert caps() == {"video_0": 1, "video_1": 0}
+    assert (bob.receivers["video_0"].allocated_bps, bob.receivers["video_1"].allocated_bps) == (800_000, 400_000)
+    assert targets(alice) == [1_200_000] and targets(carol) == [600_000]
+    # The estimate grows to 5 Mbps: both get their top layer, the publishers are asked for all three layers.
+    world.now += 1.0
+    bob.peer.ctx.estimate = 5_000_000.0
+    bob.allocate_bitrate(world.now)
+    world.worker.handle_timeout(world.now)
+    assert caps() == {"video_0": 2, "video_1": 2}
+    full = int(sum(rates) * 1.15 * 1.5)
+    assert targets(alice)[-1:] == [pytest.approx(full, rel=0.06)]
+    # carol's receiver capped at spatial 0 by config: needs layer 0 only; its publisher is asked for little.
+    world.now += 1.0
+    cfg = shared_pb2.Receiver.Config(priority=1, max_spatial=0, max_temporal=2)
+    assert err(request(bob, receiver=session_pb2.Request.Receiver(name="video_1", config=cfg))) is None
+    world.worker.handle_timeout(world.now)
+    assert caps()["video_1"] == 0
+    assert targets(carol)[-1:] == [pytest.approx(150_000 * 1.15 * 1.5, rel=0.06)]
+    # min_spatial is a floor even when the estimate collapses.
+    cfg = shared_pb2.Receiver.Config(priority=2, max_spatial=2, max_temporal=2, min_spatial=1)
+    assert err(request(bob, receiver=session_pb2.Request.Receiver(name="video_0", config=cfg))) is None
+    bob.peer.ctx.estimate = 100_000.0
+    bob.allocate_bitrate(world.now)
+    assert caps() == {"video_0": 1, "video_1": 0}
+    # Detaching withdraws the viewer's hint at the publisher (the core drops it; no viewer left: no target).
+    detach = session_pb2.Request.Receiver(name="video_0", detach=session_pb2.Request.Receiver.Detach())
+    assert err(request(bob, receiver=detach)) is None
+    track = alice.endpoint.remote_track("camera")
+    assert track is not None and not track._hints
+
+
+def test_bitrate_allocation_runs_on_the_session_timer(world: World) -> None:
+    bob, _ = world.session([], ["video"])
+    assert bob._next_alloc is None
+    bob.on_connected(world.now)
+    deadline = bob.next_deadline()
+    assert deadline is not None and deadline <= world.now + 0.5
+    calls: list[float] = []
+    bob.allocate_bitrate = calls.append  # type: ignore[method-assign]
+    bob.handle_timeout(world.now + 0.5)
+    bob.handle_timeout(world.now + 0.7)
+    bob.handle_timeout(world.now + 1.0)
+    assert calls == [world.now + 0.5, world.now + 1.0]

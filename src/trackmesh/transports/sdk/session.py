@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackmesh.core.bitrate import ReceiverDemand, allocate
 from trackmesh.core.controls import (
     CreateLocalTrack,
     Join,
@@ -45,6 +46,7 @@ from trackmesh.core.controls import (
     Publish,
     RoomSubscribe,
     RoomUnsubscribe,
+    SetLocalBitrate,
     SetRemoteBitrate,
     Subscribe,
     Switch,
@@ -107,6 +109,11 @@ __all__ = ["SdkSession", "TokenClaims", "TokenVerifier"]
 
 #: Receiver stats are pushed this often for every attached receiver.
 STATS_INTERVAL = 1.0
+#: The viewer's bandwidth estimate is split across its receivers this often (core.bitrate).
+ALLOC_INTERVAL = 0.5
+#: A publisher hint is re-sent when it moves by more than this fraction (the core refreshes it anyway).
+HINT_CHANGE = 0.1
+_UNSET: Any = object()
 #: voice_activity: an audio level at or above this (dBov) counts as voice...
 VOICE_THRESHOLD_DBOV = -40
 #: ...and is reported at most this often per receiver.
@@ -183,6 +190,9 @@ class ReceiverSlot:
     last_octets: int = 0
     last_voice: float = -1e18
     voice_level: int | None = None  # the loudest level (-dBov) seen since the last report
+    spatial_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_spatial
+    hint_bps: int | None = None  # the SetLocalBitrate hint last sent
+    allocated_bps: int | None = None  # its share of the viewer's estimate, last allocation
 
 
 def check_join(claims: TokenClaims, room: str, peer: str) -> str | None:
@@ -229,6 +239,7 @@ class SdkSession:
         self._seq = 0
         self._pending: deque[session_pb2.ServerEvent] = deque()  # pushed before the channel opened
         self._next_stats: float | None = None
+        self._next_alloc: float | None = None
         self.senders: dict[str, SenderSlot] = {}
         self.receivers: dict[str, ReceiverSlot] = {}
         #: The receivers the audio mixer of the current room uses as output slots (slot order).
@@ -290,6 +301,7 @@ class SdkSession:
             self.dc.connect(now)
             self._pump(now)
         self._next_stats = now + STATS_INTERVAL
+        self._next_alloc = now + ALLOC_INTERVAL
 
     def _on_sctp(self, now: float, data: bytes) -> None:
         self.dc.handle_data(now, data)
@@ -346,12 +358,17 @@ class SdkSession:
         if self._close_at is not None and now >= self._close_at:
             self._close_at = None
             self.close_reason = self.close_reason or "disconnected by the client"
+        if self._next_alloc is not None and now >= self._next_alloc:
+            self._next_alloc = now + ALLOC_INTERVAL
+            self.allocate_bitrate(now)
         if self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
             self._push_stats(now)
 
     def next_deadline(self) -> float | None:
-        candidates = (self.peer.next_deadline(), self.dc.next_deadline(), self._close_at, self._next_stats)
+        candidates = (
+            self.peer.next_deadline(), self.dc.next_deadline(), self._close_at, self._next_stats, self._next_alloc
+        )  # fmt: skip
         return min((d for d in candidates if d is not None), default=None)
 
     def goaway(self, reason: str, remain_seconds: int = 0) -> None:
@@ -605,8 +622,47 @@ class SdkSession:
     def _receiver_config(self, now: float, slot: ReceiverSlot, config: shared_pb2.Receiver.Config) -> None:
         slot.config = config
         if slot.kind is TrackKind.VIDEO:
-            # Per-receiver layer caps; priority is stored for the bandwidth split (not applied yet).
-            self.peer.set_max_spatial(now, config.max_spatial, slot.name)
+            # Layer caps and priority take effect through the allocation, right away.
+            self.allocate_bitrate(now)
+
+    # ---- bitrate control ------------------------------------------------------------------------
+
+    def allocate_bitrate(self, now: float) -> None:
+        """Split the viewer's bandwidth estimate across its attached receivers by priority
+        (:func:`trackmesh.core.bitrate.allocate`), cap each video receiver's simulcast layer accordingly
+        (within its config's min/max spatial) and hint each source's publisher what this viewer can take."""
+        demands: list[ReceiverDemand] = []
+        for slot in self.receivers.values():
+            local = self.endpoint.local_track(slot.name)
+            out = self.peer.outbound.get(slot.mid) if slot.mid is not None else None
+            if local is None or local.channel is None or out is None:
+                continue
+            cfg = slot.config
+            if slot.kind is TrackKind.VIDEO:
+                demands.append(
+                    ReceiverDemand(
+                        slot.name,
+                        TrackKind.VIDEO,
+                        priority=cfg.priority if cfg is not None else 1,
+                        layer_rates=out.layer_rates,
+                        min_spatial=cfg.min_spatial if cfg is not None and cfg.HasField("min_spatial") else None,
+                        max_spatial=cfg.max_spatial if cfg is not None else None,
+                    )
+                )
+            else:
+                demands.append(ReceiverDemand(slot.name, TrackKind.AUDIO))
+        for name, alloc in allocate(self.peer.ctx.estimate, demands).items():
+            slot = self.receivers[name]
+            slot.allocated_bps = alloc.bitrate_bps
+            if slot.kind is not TrackKind.VIDEO:
+                continue
+            if alloc.max_spatial != slot.spatial_cap:
+                slot.spatial_cap = alloc.max_spatial
+                self.peer.set_max_spatial(now, alloc.max_spatial, name)
+            hint = alloc.hint_bps
+            if hint is not None and (slot.hint_bps is None or abs(hint - slot.hint_bps) > HINT_CHANGE * slot.hint_bps):
+                slot.hint_bps = hint
+                self.endpoint.control(now, SetLocalBitrate(name, BitrateLimit(max_bps=hint)))
 
     # ---- core events -> server events -------------------------------------------------------------
 

@@ -45,6 +45,8 @@ def test_credentials_depend_on_the_secret_only() -> None:
         {"listen": ["tcp/127.0.0.1:1"], "lease_ms": 50},
         {"listen": ["tcp/127.0.0.1:1"], "extra": {"scouting/multicast/enabled": True}},
         {"listen": ["tcp/127.0.0.1:1"], "extra": {"transport/auth/usrpwd/user": "x"}},
+        {"listen": ["tcp/127.0.0.1:1"], "extra": {"mode": "router"}},
+        {"listen": ["tcp/127.0.0.1:1"], "mode": "broker"},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:

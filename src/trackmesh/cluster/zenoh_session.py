@@ -13,6 +13,16 @@ encrypt: across untrusted networks use ``tls/`` endpoints as well.
 
 zenoh reads the accepted credentials from a *dictionary file* (``user:password`` lines). We write
 it into a private temporary directory (mode 0600) and delete it when the session closes.
+
+Wiring (the driver, per node process)::
+
+    node = open_node(ClusterConfig(secret, listen=["tcp/<node-ip>:<port>"], seeds=[...]))
+    post = loop.call_soon_threadsafe           # zenoh threads -> the worker's event loop
+    registry = ZenohRegistry(node.session, post)
+    hub = ZenohChannelHub(node.session, post, loop.time)   # the clock the core's ``now`` uses
+    worker = MediaWorker(node_id, 0, secret, registry, hub)
+    ...
+    hub.close(); registry.close(); node.close()    # on shutdown, after the worker's
 """
 
 from __future__ import annotations
@@ -31,8 +41,10 @@ from typing import Any
 import zenoh
 
 # Liveliness lease: a node that stops answering (hang, partition: no TCP FIN) is declared dead
-# after this long. A killed process is noticed at once, when the kernel closes its sockets.
-DEFAULT_LEASE_MS = 2500
+# after this long, so its registry entries vanish within the 3 s the cluster promises. A killed
+# process is noticed at once, when the kernel closes its sockets. Keep-alives come from zenoh's
+# Rust threads, so a busy Python loop (GIL) does not make a node look dead.
+DEFAULT_LEASE_MS = 2000
 # Keep-alives per lease period (zenoh's ``transport/link/tx/keep_alive``).
 KEEP_ALIVES_PER_LEASE = 4
 
@@ -77,6 +89,11 @@ class ClusterConfig:
     listen: Sequence[str] = ()
     seeds: Sequence[str] = ()
     lease_ms: int = DEFAULT_LEASE_MS
+    # "peer" for media nodes. With gossip off, peers do not relay for each other (verified with
+    # zenoh 1.10: A-B-C chain, A's puts never reach C, even through a router-mode B), so peers
+    # must be fully meshed: give every node every other node (one direction is enough).
+    # "router" + "client" is the alternative: routers relay for their clients, one hop more.
+    mode: str = "peer"
     # Extra zenoh settings (path -> JSON value), applied last; scouting cannot be re-enabled.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,10 +102,12 @@ class ClusterConfig:
             check_endpoint(ep)
         if not self.listen and not self.seeds:
             raise ClusterConfigError("a node needs a listen endpoint or at least one seed")
+        if self.mode not in ("peer", "client", "router"):
+            raise ClusterConfigError(f"zenoh mode must be peer, client or router, got {self.mode!r}")
         if not 200 <= self.lease_ms <= 60_000:
             raise ClusterConfigError(f"lease must be 200..60000 ms, got {self.lease_ms}")
         for path in self.extra:
-            if path.startswith("scouting") or path.startswith("transport/auth"):
+            if path.startswith(("scouting", "transport/auth", "mode")):
                 raise ClusterConfigError(f"{path!r} is managed by trackmesh and cannot be overridden")
 
 
@@ -97,7 +116,7 @@ def build_config(cfg: ClusterConfig, dictionary_file: str) -> zenoh.Config:
     user, password = derive_credentials(cfg.secret)
     z = zenoh.Config()
     settings: list[tuple[str, Any]] = [
-        ("mode", "peer"),
+        ("mode", cfg.mode),
         ("scouting/multicast/enabled", False),
         ("scouting/gossip/enabled", False),
         ("listen/endpoints", list(cfg.listen)),

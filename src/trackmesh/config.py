@@ -41,6 +41,9 @@ class NodeConfig:
     log_format: str = "text"
     shutdown_timeout: float = 10.0
     seeds: tuple[str, ...] = field(default_factory=tuple)
+    cluster_ip: str = "127.0.0.1"
+    cluster_port: int = 0
+    capacity: int = 1000
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -123,8 +126,33 @@ def _float_range(flag: str, low: float, high: float) -> Callable[[str], float]:
 
 
 def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
+    """``tcp/10.0.0.1:7447,tcp/10.0.0.2:7447-7450``: a port range names one endpoint per port
+    (a media node with N workers listens on N consecutive cluster ports)."""
+
     def parse(text: str) -> tuple[str, ...]:
-        return tuple(s.strip() for s in text.split(",") if s.strip())
+        out: list[str] = []
+        for item in (s.strip() for s in text.split(",")):
+            if not item:
+                continue
+            head, sep, last = item.rpartition("-")
+            if sep and last.isdigit() and ":" in head and head.rsplit(":", 1)[1].isdigit():
+                base, first = head.rsplit(":", 1)
+                lo, hi = int(first), int(last)
+                if not 0 < lo <= hi <= 65535 or hi - lo > 255:
+                    raise ConfigError(f"{flag}: bad port range in {item!r}; accepted: PORT-PORT, at most 256 ports")
+                out.extend(f"{base}:{port}" for port in range(lo, hi + 1))
+            else:
+                out.append(item)
+        try:
+            from trackmesh.cluster.zenoh_session import ClusterConfigError, check_endpoint
+        except ImportError:  # pragma: no cover - zenoh is a dependency
+            return tuple(out)
+        for ep in out:
+            try:
+                check_endpoint(ep)
+            except ClusterConfigError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+        return tuple(out)
 
     return parse
 
@@ -157,8 +185,15 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "N"),
     Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
-    Flag("--seeds", "comma-separated cluster endpoints to connect to", _seeds("--seeds"), ("gateway", "media"),
-         "LIST"),
+    Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT); list every "
+         "member already running, see docs/cluster.md", _seeds("--seeds"), ("gateway", "media"), "LIST"),
+    Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
+         ("gateway", "media"), "IP"),
+    Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
+         "(default 0 = ephemeral: this member only dials its seeds)", _port("--cluster-port", True),
+         ("gateway", "media"), "PORT"),
+    Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
+         _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -197,4 +232,8 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
     # As in atm0s: NodeId = zone << 8 | index, so a node id names its zone too.
     values["node_id"] = (zone << 8) | node_id
     values["zone"] = zone
+    if role == "media" and values.get("workers", 1) > 1 and not values.get("cluster_port"):
+        raise ConfigError(
+            "--cluster-port: a media node with --workers > 1 needs a cluster port (worker i listens on PORT+i)"
+        )
     return NodeConfig(**values)

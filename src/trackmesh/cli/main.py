@@ -1,4 +1,4 @@
-"""``trackmesh standalone|gateway|media``: start a node.
+"""``trackmesh standalone|gateway|media``: start a node; ``trackmesh dev-cluster``: a local cluster.
 
 Every flag can also be set with an environment variable ``TRACKMESH_<FLAG>`` (e.g.
 ``TRACKMESH_HTTP_PORT=3001``). A bad value stops the process with one line naming the flag
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
     parser.add_argument("--version", action="version", version=f"trackmesh {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=_Parser)
+    sub.add_parser(
+        "dev-cluster",
+        help="a local cluster on loopback: gateways and media nodes as separate processes (see dev-cluster --help)",
+        add_help=False,
+    )
     for role, help_text in ROLES.items():
         p = sub.add_parser(role, help=help_text, description=help_text)
         for flag in FLAGS:
@@ -42,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dev-cluster"]:
+        from trackmesh.cli.dev_cluster import main as dev_cluster_main
+
+        return dev_cluster_main(argv[1:])
     args = build_parser().parse_args(argv)
     role = args.role
     try:
@@ -53,7 +63,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trackmesh.runtime.loop import new_event_loop
     from trackmesh.runtime.node import Node, StartupError, print_banner
 
-    node = Node(config)
+    node: Node
+    if role == "media":
+        from trackmesh.runtime.cluster_node import ClusterMediaNode
+
+        node = ClusterMediaNode(config)
+    elif role == "gateway":
+        from trackmesh.gateway.node import GatewayNode
+
+        node = GatewayNode(config)
+    else:
+        node = Node(config)
     node.on_started = print_banner
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

@@ -84,8 +84,11 @@ def create_app(node: Node) -> FastAPI:
 
     @app.get("/api/node/health", tags=["node"], summary="Liveness and readiness of this node")
     async def health() -> JSONResponse:
-        ready = not node.draining and (bool(node.workers) or not node.has_media)
-        body = ok({"ready": ready, "role": node.config.role, "draining": node.draining})
+        ready, reason = node.readiness()
+        data: dict[str, Any] = {"ready": ready, "role": node.config.role, "draining": node.draining}
+        if not ready:
+            data["reason"] = reason
+        body = ok(data)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/api/node/info", tags=["node"], summary="Identity, version and workers of this node")

@@ -157,12 +157,27 @@ def worker_process_main(config: NodeConfig, index: int, conn: Connection) -> Non
 
 async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
-    runtime = WorkerRuntime(config, index)
+    cluster = None
+    if config.role == "media":
+        # A cluster media worker is a cluster member of its own: its own zenoh session, registry
+        # and channel hub, so rooms span workers and nodes.
+        from .cluster_node import WorkerCluster
+
+        try:
+            cluster = await loop.run_in_executor(None, WorkerCluster, config, index, loop)
+        except Exception as exc:
+            conn.send((0, False, f"cannot join the cluster: {exc}"))
+            return
+    runtime = WorkerRuntime(config, index, *((cluster.registry, cluster.hub) if cluster is not None else ()))
     install_all(runtime)
+    if cluster is not None:
+        cluster.attach(runtime)
     try:
         runtime.start(loop)
     except RpcError as exc:
         conn.send((0, False, exc.message))
+        if cluster is not None:
+            cluster.close()
         return
     done: asyncio.Future[str] = loop.create_future()
 
@@ -194,3 +209,5 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
     conn.send((0, True, {"udp_port": runtime.udp_port}))
     await done
     loop.remove_reader(conn.fileno())
+    if cluster is not None:
+        cluster.close()

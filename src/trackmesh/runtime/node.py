@@ -93,6 +93,10 @@ class Node:
         self._stop_reason = reason
         self._stop.set()
 
+    @property
+    def stop_reason(self) -> str:
+        return self._stop_reason
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     def _bind_http(self) -> socket.socket:
@@ -109,11 +113,36 @@ class Node:
         sock.setblocking(False)
         return sock
 
+    # ---- hooks for the cluster roles (runtime/cluster_node.py, gateway/) ----------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /api/node/health."""
+        if self.draining:
+            return False, "draining"
+        if self.has_media and not self.workers:
+            return False, "no media worker"
+        return True, "ok"
+
+    def new_runtime(self, index: int) -> WorkerRuntime:
+        """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
+        return WorkerRuntime(self.config, index)
+
+    def create_app(self) -> Any:
+        from trackmesh.http.app import create_app
+
+        return create_app(self)
+
+    async def on_stop_requested(self) -> None:
+        """Runs after SIGINT/SIGTERM while HTTP still serves (a media node drains here)."""
+
+    async def after_stop(self) -> None:
+        """Runs after the workers stopped (close cluster sessions here)."""
+
     async def _start_workers(self) -> None:
         loop = asyncio.get_running_loop()
         if not self.has_media:
             return
-        runtime = WorkerRuntime(self.config, 0)
+        runtime = self.new_runtime(0)
         install_all(runtime)
         try:
             runtime.start(loop)
@@ -131,8 +160,6 @@ class Node:
         self.workers.extend(children)
 
     async def run(self) -> int:
-        from trackmesh.http.app import create_app
-
         loop = asyncio.get_running_loop()
         self.loop_name = loop_name(loop)
         http_sock = self._bind_http()
@@ -141,7 +168,7 @@ class Node:
         except StartupError:
             http_sock.close()
             raise
-        app = create_app(self)
+        app = self.create_app()
         server = _Server(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
         )
@@ -172,6 +199,11 @@ class Node:
             code = 1
             log.error("HTTP server stopped unexpectedly")
         log.info("shutting down", extra={"fields": {"reason": self._stop_reason}})
+        if not (serve in done and not stop.done()):
+            try:
+                await self.on_stop_requested()
+            except Exception:
+                log.exception("drain failed")
         self.draining = True
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
@@ -181,6 +213,10 @@ class Node:
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
+        try:
+            await self.after_stop()
+        except Exception:
+            log.exception("cleanup failed")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         log.info("node stopped")

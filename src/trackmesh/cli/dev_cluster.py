@@ -1,0 +1,169 @@
+"""``trackmesh dev-cluster``: a local cluster on loopback, every member a separate process.
+
+    trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
+
+Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
+(in start order) serves HTTP on ``--http-port + k`` and the cluster on
+``--cluster-port + k * workers`` (127.0.0.1 only); it seeds from every member started before it,
+so the members form a full mesh. The URLs are printed once every member is healthy; Ctrl-C (or
+SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Member:
+    role: str
+    zone: int
+    node: int
+    http_port: int
+    cluster_port: int
+    workers: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def seed(self) -> str:
+        last = self.cluster_port + self.workers - 1
+        return f"tcp/{HOST}:{self.cluster_port}" + (f"-{last}" if last != self.cluster_port else "")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trackmesh dev-cluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--zones", type=int, default=1, help="number of zones (default 1)")
+    p.add_argument("--media-per-zone", type=int, default=2, help="media nodes per zone (default 2)")
+    p.add_argument("--gateways-per-zone", type=int, default=1, help="gateways per zone (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="media workers per media node (default 1)")
+    p.add_argument("--http-port", type=int, default=3000, help="first HTTP port (default 3000)")
+    p.add_argument("--cluster-port", type=int, default=7450, help="first cluster port (default 7450)")
+    p.add_argument("--webrtc-port", type=int, default=0, help="first UDP port, 0 = let each node choose (default)")
+    p.add_argument("--secret", default=os.environ.get("TRACKMESH_SECRET"), help="cluster secret (default: generated)")
+    p.add_argument("--log-level", default="warning", help="log level of the members (default warning)")
+    p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for every member (default 60)")
+    return p
+
+
+def plan(args: argparse.Namespace) -> list[Member]:
+    members: list[Member] = []
+    k = 0
+    for zone in range(1, args.zones + 1):
+        for i in range(args.gateways_per_zone + args.media_per_zone):
+            role = "gateway" if i < args.gateways_per_zone else "media"
+            workers = args.workers if role == "media" else 1
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            members.append(Member(role, zone, i + 1, args.http_port + k, cluster_port, workers))
+            k += 1
+    return members
+
+
+def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) -> list[str]:
+    cmd = [sys.executable, "-m", "trackmesh.cli.main", m.role, "--zone", str(m.zone), "--node-id", str(m.node),
+           "--http-port", str(m.http_port), "--cluster-ip", HOST, "--cluster-port", str(m.cluster_port),
+           "--secret", secret, "--log-level", args.log_level]  # fmt: skip
+    if seeds:
+        cmd += ["--seeds", ",".join(seeds)]
+    if m.role == "media":
+        cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
+        if args.webrtc_port:
+            cmd += ["--webrtc-port", str(args.webrtc_port + (m.cluster_port - args.cluster_port))]
+    return cmd
+
+
+def _healthy(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "/api/node/health", timeout=2) as resp:
+            return bool(json.loads(resp.read())["data"]["ready"])
+    except (OSError, urllib.error.URLError, ValueError, KeyError):
+        return False
+
+
+def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
+    for m in members:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for m in members:
+        if m.proc is None:
+            continue
+        try:
+            m.proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            m.proc.wait()
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.zones < 1 or args.media_per_zone < 0 or args.gateways_per_zone < 0:
+        print("trackmesh dev-cluster: --zones must be >= 1, the per-zone counts >= 0", file=sys.stderr)
+        return 2
+    secret = args.secret or secrets.token_urlsafe(24)
+    members = plan(args)
+    stopping: dict[str, Any] = {"sig": None}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping["sig"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for i, m in enumerate(members):
+            seeds = [earlier.seed for earlier in members[:i]]
+            m.proc = subprocess.Popen(command(m, seeds, args, secret))
+        deadline = time.monotonic() + args.ready_timeout
+        pending = list(members)
+        while pending and stopping["sig"] is None:
+            for m in list(pending):
+                if m.proc is not None and m.proc.poll() is not None:
+                    print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                          file=sys.stderr)  # fmt: skip
+                    stop_all(members)
+                    return 1
+                if _healthy(m.url):
+                    pending.remove(m)
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
+                print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
+                stop_all(members)
+                return 1
+            time.sleep(0.2)
+        lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
+        for m in members:
+            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  cluster {m.seed}")
+        gateways = [m for m in members if m.role == "gateway"]
+        if gateways:
+            lines.append(f"  publish: {gateways[0].url}/samples/whip.html   watch: {gateways[0].url}/samples/whep.html")
+        lines.append("  Ctrl-C stops them all")
+        print("\n".join(lines), flush=True)
+        while stopping["sig"] is None:
+            for m in members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                          file=sys.stderr)  # fmt: skip
+                    m.proc = None
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop_all(members, signal.SIGINT)
+    print("trackmesh dev-cluster: stopped", file=sys.stderr)
+    return 0

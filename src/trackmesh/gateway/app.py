@@ -1,0 +1,287 @@
+"""The gateway's HTTP API: the media APIs of a media node, routed.
+
+New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``)
+go to the least-loaded healthy media node of the zone; follow-up calls on a conn id
+(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``) go to
+the node that owns it (conn ids are signed and carry the node id). The call is proxied: the client
+sees the node's answer, and the relative ``Location`` keeps pointing at the gateway.
+
+Routing controls (query parameter or header; see docs/cluster.md):
+
+- ``?zone=Z`` / ``X-Trackmesh-Zone: Z``: serve the request in zone Z (via one of its gateways).
+- ``?node=N`` / ``X-Trackmesh-Node: N``: pin node N of the zone (tests, operators).
+
+Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
+by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+
+from trackmesh import __version__
+from trackmesh.core.ids import InvalidConnId
+
+from .directory import NodeEntry
+
+if TYPE_CHECKING:
+    from .node import GatewayNode
+
+MAX_BODY = 256 * 1024
+ZONE_HEADER = "x-trackmesh-zone"
+NODE_HEADER = "x-trackmesh-node"
+FORWARDED_HEADER = "x-trackmesh-forwarded"
+SERVED_HEADER = "X-Trackmesh-Served-By"
+REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
+RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate")
+ROUTING_PARAMS = ("zone", "node")
+
+
+class RouteError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _problem(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith(("/token/", "/api/")):
+        return JSONResponse({"status": False, "error": message}, status_code=status)
+    return PlainTextResponse(message + "\n", status_code=status)
+
+
+def _int_choice(request: Request, param: str, header: str, what: str, high: int) -> int | None:
+    raw = request.query_params.get(param) or request.headers.get(header)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) > high:
+        raise RouteError(400, f"{param} must be a {what} 0..{high}, got {raw!r}")
+    return int(raw)
+
+
+def create_gateway_app(gw: GatewayNode) -> FastAPI:
+    app = FastAPI(title="trackmesh gateway", version=__version__,
+                  description="Zone gateway: routes tokens, WHIP, WHEP and SDK calls to media nodes.")  # fmt: skip
+    app.state.node = gw
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
+        expose_headers=["Location", "ETag", "Accept-Patch", "Link", SERVED_HEADER],
+        max_age=3600,
+    )
+    zone = gw.config.zone
+
+    @app.exception_handler(RouteError)
+    async def route_error(request: Request, exc: RouteError) -> Response:
+        return _problem(request, exc.status, exc.message)
+
+    async def body_of(request: Request) -> bytes:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise RouteError(413, f"body larger than {MAX_BODY} bytes")
+        return body
+
+    def query_without(request: Request, drop: tuple[str, ...]) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+
+    async def send(request: Request, base: str, body: bytes, *, drop: tuple[str, ...], extra: dict[str, str],
+                   served_by: str | None) -> Response:  # fmt: skip
+        headers = {k: v for k, v in request.headers.items() if k in REQUEST_HEADERS}
+        headers.update(extra)
+        resp = await gw.client.request(
+            request.method,
+            base + request.url.path,
+            params=query_without(request, drop),
+            content=body if body else None,
+            headers=headers,
+        )
+        out = {k: v for k, v in resp.headers.items() if k.lower() in RESPONSE_HEADERS}
+        out.pop("content-length", None)
+        if served_by is not None:
+            out[SERVED_HEADER] = served_by
+        elif SERVED_HEADER.lower() in resp.headers:
+            out[SERVED_HEADER] = resp.headers[SERVED_HEADER.lower()]
+        return Response(resp.content, status_code=resp.status_code, headers=out)
+
+    async def to_node(request: Request, entry: NodeEntry, body: bytes) -> Response:
+        import httpx
+
+        try:
+            resp = await send(request, entry.http, body, drop=ROUTING_PARAMS, extra={},
+                              served_by=f"{entry.zone}/{entry.node}")  # fmt: skip
+        except httpx.TransportError as exc:
+            gw.counters["node_errors"] += 1
+            gw.directory.remove(entry.node)  # back with its next load report, if it is alive
+            raise RouteError(502, f"media node {entry.node} of zone {zone} did not answer: {exc!r}") from None
+        gw.counters["routed"] += 1
+        return resp
+
+    async def to_zone(request: Request, target: int, body: bytes) -> Response:
+        import httpx
+
+        if request.headers.get(FORWARDED_HEADER):
+            raise RouteError(503, f"zone {zone} cannot serve this forwarded request")
+        other = gw.zones.gateway_of(target, gw.now())
+        if other is None:
+            raise RouteError(503, f"zone {target} has no live gateway known to zone {zone}")
+        try:
+            resp = await send(request, other.url, body, drop=("zone",), extra={FORWARDED_HEADER: str(zone)},
+                              served_by=None)  # fmt: skip
+        except httpx.TransportError as exc:
+            gw.zones.remove(other.zone, other.gateway)
+            raise RouteError(502, f"gateway {other.gateway} of zone {target} did not answer: {exc!r}") from None
+        gw.counters["routed_other_zone"] += 1
+        return resp
+
+    async def route_new(request: Request) -> Response:
+        """A new session (or token): the best node of the requested zone."""
+        import httpx
+
+        body = await body_of(request)
+        want = _int_choice(request, "zone", ZONE_HEADER, "zone id", (1 << 24) - 1)
+        if want is not None and want != zone:
+            return await to_zone(request, want, body)
+        pin = _int_choice(request, "node", NODE_HEADER, "node index", 255)
+        now = gw.now()
+        if pin is not None:
+            entry = gw.directory.get(pin, now)
+            if entry is None or not entry.healthy:
+                why = "unknown" if entry is None else ("draining" if entry.draining else "not accepting sessions")
+                raise RouteError(503, f"media node {pin} of zone {zone} is not available ({why})")
+            return await to_node(request, entry, body)
+        tried: set[int] = set()
+        for _ in range(3):
+            found = gw.directory.candidates(now, tried)
+            if not found:
+                break
+            entry = found[0]
+            try:
+                return await to_node(request, entry, body)
+            except RouteError as exc:
+                if exc.status != 502:
+                    raise
+                tried.add(entry.node)
+        gw.counters["no_capacity"] += 1
+        if not request.headers.get(FORWARDED_HEADER):
+            other = gw.zones.best_other(now)
+            if other is not None:
+                try:
+                    return await to_zone(request, other.zone, body)
+                except (RouteError, httpx.TransportError):
+                    pass
+        known = len(gw.directory.nodes)
+        if known == 0:
+            reason = f"no media node available in zone {zone}: none has reported in the last 5 s"
+        else:
+            reason = f"no media node available in zone {zone}: {known} known, none healthy (full, draining or down)"
+        raise RouteError(503, reason)
+
+    async def route_conn(request: Request, conn_id: str, *, rebuild: bool = False) -> Response:
+        """A call on an existing session: the node that owns the conn id."""
+        body = await body_of(request)
+        try:
+            parts = gw.codec.decode(conn_id)
+        except InvalidConnId:
+            gw.counters["unknown_conn"] += 1
+            raise RouteError(404, "unknown conn id") from None
+        owner_zone, owner = parts.node_id >> 8, parts.node_id & 0xFF
+        if owner_zone != zone:
+            if request.headers.get(FORWARDED_HEADER):
+                raise RouteError(404, "unknown conn id")
+            return await to_zone(request, owner_zone, body)
+        entry = gw.directory.get(owner, gw.now())
+        if entry is not None:
+            try:
+                return await to_node(request, entry, body)
+            except RouteError as exc:
+                if not rebuild or exc.status != 502:
+                    raise
+        if rebuild:
+            # The owner is gone: any live node rebuilds the session from the restart request.
+            return await _replay_new(request, body)
+        gw.counters["unknown_conn"] += 1
+        raise RouteError(404, f"unknown conn id: media node {owner} of zone {zone} is gone")
+
+    async def _replay_new(request: Request, body: bytes) -> Response:
+        now = gw.now()
+        for entry in gw.directory.candidates(now)[:3]:
+            try:
+                return await to_node(request, entry, body)
+            except RouteError as exc:
+                if exc.status != 502:
+                    raise
+        raise RouteError(503, f"no media node available in zone {zone} to rebuild the session")
+
+    # ---- node APIs -----------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/api/node/health", tags=["node"])
+    async def health() -> JSONResponse:
+        ready, reason = gw.readiness()
+        body = {"status": True, "data": {"ready": ready, "reason": reason, "role": "gateway", "draining": gw.draining}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/node/info", tags=["node"])
+    async def info() -> dict[str, Any]:
+        now = gw.now()
+        gw.directory.expire(now)
+        return {
+            "status": True,
+            "data": {
+                "version": __version__,
+                "role": "gateway",
+                "zone": zone,
+                "gateway": gw.index,
+                "node_id": gw.config.node_id,
+                "url": gw.url,
+                "uptime_s": round(time.time() - gw.started_at, 1),
+                "peers": len(gw.zenoh.peers()) if gw.zenoh is not None else 0,
+                "nodes": [e.summary(now) for _, e in sorted(gw.directory.nodes.items())],
+                "zones": gw.zones.summary(now),
+                "counters": dict(gw.counters),
+            },
+        }
+
+    # ---- routed APIs ---------------------------------------------------------------------------
+
+    @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token (served by a media node)")
+    async def token(kind: str, request: Request) -> Response:
+        return await route_new(request)
+
+    @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")
+    @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: routed to the best media node")
+    @app.post("/webrtc/connect", tags=["sdk"], summary="SDK connect: routed to the best media node")
+    async def new_session(request: Request) -> Response:
+        return await route_new(request)
+
+    @app.patch("/whip/conn/{conn_id}", tags=["whip"])
+    @app.delete("/whip/conn/{conn_id}", tags=["whip"])
+    @app.patch("/whep/conn/{conn_id}", tags=["whep"])
+    @app.delete("/whep/conn/{conn_id}", tags=["whep"])
+    @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
+    @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
+    async def on_conn(conn_id: str, request: Request) -> Response:
+        return await route_conn(request, conn_id)
+
+    @app.post("/webrtc/{conn_id}/restart-ice", tags=["sdk"],
+              summary="SDK ICE restart: the owner node, or any live node that rebuilds the session")  # fmt: skip
+    async def restart_ice(conn_id: str, request: Request) -> Response:
+        return await route_conn(request, conn_id, rebuild=True)
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    async def sample(name: str, request: Request) -> Response:
+        return await route_new(request)
+
+    return app

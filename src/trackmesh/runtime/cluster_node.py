@@ -1,0 +1,374 @@
+"""The media role in a cluster: zenoh membership of every worker, node presence, load reports, drain.
+
+- Every worker process is a cluster member of its own (:class:`WorkerCluster`): one zenoh session
+  (peer mode, scouting off, usrpwd from the secret: ``cluster/zenoh_session.py``), a
+  :class:`~trackmesh.cluster.zenoh_registry.ZenohRegistry` and a
+  :class:`~trackmesh.cluster.zenoh_channels.ZenohChannelHub`. Worker *i* listens on
+  ``tcp/<cluster-ip>:<cluster-port + i>`` and dials the node's seeds plus its lower-index siblings,
+  so the workers of a node form a full mesh with each other and with the seeds.
+- The node (:class:`ClusterMediaNode`, the main process, which also runs worker 0) declares the
+  liveliness token ``tm/node/<zone>/<index>`` (refusing to start when it is already alive: a
+  duplicated node id) and puts a load report on ``tm/load/<zone>/<index>`` every second.
+- ``SIGTERM`` drains: new sessions are refused (503), the load reports say ``draining`` (gateways
+  stop routing new sessions here but still route follow-up calls), SDK clients get ``goaway``, and
+  the node exits when its sessions are gone or after ``--shutdown-timeout``. ``SIGINT`` stops at once.
+
+zenoh runs its callbacks on its own threads; :class:`Poster` hands them to the worker's loop in
+batches and flushes the worker after each batch (remote media and registry changes produce
+outgoing packets and events just like local input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from trackmesh.cluster.zenoh_channels import ZenohChannelHub
+from trackmesh.cluster.zenoh_registry import ZenohRegistry, undeclare
+from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode, open_node
+from trackmesh.config import NodeConfig
+
+from .node import Node, StartupError
+from .worker import RpcError, WorkerRuntime
+
+log = logging.getLogger("trackmesh.cluster")
+
+LOAD_ROOT = "tm/load/"  # tm/load/<zone>/<node index>: JSON load report of a media node, every second
+NODE_ROOT = "tm/node/"  # tm/node/<zone>/<node index>: liveliness token of a running media node
+ZONE_ROOT = "tm/zone/"  # tm/zone/<zone>/<gateway index>: JSON zone summary of a gateway, every second
+GATEWAY_ROOT = "tm/gw/"  # tm/gw/<zone>/<gateway index>: liveliness token of a running gateway
+REPORT_INTERVAL = 1.0
+PEER_WAIT = 1.5  # at start, how long to wait for the seeds before checking for a duplicated node id
+
+
+def node_index(config: NodeConfig) -> int:
+    """The node's index in its zone (``--node-id``); ``config.node_id`` is ``zone << 8 | index``."""
+    return config.node_id & 0xFF
+
+
+def endpoint(ip: str, port: int) -> str:
+    return f"tcp/[{ip}]:{port}" if ":" in ip else f"tcp/{ip}:{port}"
+
+
+def http_url(config: NodeConfig) -> str:
+    """Where other members reach this node's HTTP API."""
+    host = config.http_host
+    if host in ("0.0.0.0", "::"):
+        host = config.node_ip if config.role == "media" else config.cluster_ip
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.http_port}"
+
+
+def member_config(config: NodeConfig, worker: int = 0) -> ClusterConfig:
+    """The zenoh settings of worker ``worker`` (gateways use worker 0)."""
+    port = config.cluster_port + worker if config.cluster_port else 0
+    listen = endpoint(config.cluster_ip, port)
+    seeds = list(config.seeds)
+    if config.cluster_port:
+        seeds += [endpoint(config.cluster_ip, config.cluster_port + j) for j in range(worker)]
+    seeds = [s for s in dict.fromkeys(seeds) if s != listen]
+    return ClusterConfig(config.secret, listen=[listen], seeds=seeds)
+
+
+class Poster:
+    """``post`` for the zenoh registry and hub: runs the closures on ``loop`` in batches, then ``after()``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._queue: list[Callable[[], None]] = []
+        self._armed = False
+        self.after: Callable[[], None] | None = None
+        self.errors = 0
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._queue.append(fn)
+            if self._armed:
+                return
+            self._armed = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+            self._armed = False
+        for fn in batch:
+            try:
+                fn()
+            except Exception:
+                self.errors += 1
+                if self.errors <= 10:
+                    log.exception("cluster callback failed")
+        if self.after is not None:
+            self.after()
+
+
+class WorkerCluster:
+    """One worker's cluster membership: zenoh session, registry and channel hub."""
+
+    def __init__(self, config: NodeConfig, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.index = index
+        self.member_config = member_config(config, index)
+        self.node: ZenohNode = open_node(self.member_config)
+        self.poster = Poster(loop)
+        self.registry = ZenohRegistry(self.node.session, self.poster)
+        self.hub = ZenohChannelHub(self.node.session, self.poster, time.monotonic)
+        self._closed = False
+
+    def attach(self, runtime: WorkerRuntime) -> None:
+        self.poster.after = lambda: runtime.flush(runtime.now())
+        runtime.register_rpc("cluster.stats", lambda now, params: self.stats())
+        runtime.register_rpc("cluster.goaway", lambda now, params: self.goaway(runtime, now, params))
+
+    def goaway(self, runtime: WorkerRuntime, now: float, params: dict[str, Any]) -> dict[str, int]:
+        """Tell every SDK client of this worker that the node goes away (drain)."""
+        from trackmesh.runtime.sdk_worker import SdkTransport
+
+        told = 0
+        # The SDK transport registers its shutdown hook as a bound method; that is how we find it.
+        for hook in list(getattr(runtime, "_shutdown_hooks", ())):
+            transport = getattr(hook, "__self__", None)
+            if not isinstance(transport, SdkTransport):
+                continue
+            for conn in list(transport.conns.values()):
+                if conn.closing:
+                    continue
+                conn.sdk.goaway(str(params.get("reason", "node draining")), int(params.get("remain", 0)))
+                transport.after_input(now, conn)
+                told += 1
+        return {"told": told}
+
+    def stats(self) -> dict[str, Any]:
+        hub, reg = self.hub, self.registry
+        return {
+            "member": reg.member,
+            "listen": list(self.member_config.listen),
+            "peers": len(self.node.peers()),
+            "channels_exported": len(hub.exported()),
+            "channels_imported": len(hub.imported()),
+            "packets_out": hub.packets_out,
+            "packets_in": hub.packets_in,
+            "bad_packets": hub.bad_packets,
+            "feedback_out": hub.feedback_out,
+            "feedback_in": hub.feedback_in,
+            "registry_members_lost": reg.members_lost,
+            "callback_errors": self.poster.errors,
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.hub.close()
+        self.registry.close()
+        self.node.close()
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+    except (OSError, ValueError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)
+
+
+class ClusterMediaNode(Node):
+    """``trackmesh media``: a Node whose workers are cluster members, with presence and load reports."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self.cluster: WorkerCluster | None = None
+        self.index = node_index(config)
+        self.url = http_url(config)
+        self._token: Any = None
+        self._reporter: asyncio.Task[None] | None = None
+        self._sessions: dict[int, int] = {}
+        self._cpu_at = (time.monotonic(), time.process_time())
+        self.last_report: dict[str, Any] = {}
+
+    # ---- start -----------------------------------------------------------------------------
+
+    def new_runtime(self, index: int) -> WorkerRuntime:
+        assert self.cluster is not None
+        runtime = WorkerRuntime(self.config, index, self.cluster.registry, self.cluster.hub)
+        return runtime
+
+    async def _start_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        try:
+            cluster = await loop.run_in_executor(None, WorkerCluster, cfg, 0, loop)
+        except Exception as exc:
+            raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
+        self.cluster = cluster
+        try:
+            await self._join(cluster)
+            await super()._start_workers()
+        except BaseException:
+            await self.after_stop()
+            raise
+        assert self.workers
+        cluster.attach(self.workers[0].runtime)  # type: ignore[attr-defined]
+        self._reporter = asyncio.create_task(self._report_loop())
+
+    async def _join(self, cluster: WorkerCluster) -> None:
+        cfg = self.config
+        seeds = cluster.member_config.seeds
+        deadline = time.monotonic() + PEER_WAIT
+        while seeds and len(cluster.node.peers()) < len(seeds) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if seeds and not cluster.node.peers():
+            log.warning(
+                "no cluster seed answers; starting anyway (zenoh keeps retrying), not ready until one does",
+                extra={"fields": {"seeds": ",".join(seeds)}},
+            )
+        key = f"{NODE_ROOT}{cfg.zone}/{self.index}"
+        session = cluster.node.session
+        replies = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list(session.liveliness().get(key, timeout=1.0))
+        )
+        if any(r.ok is not None for r in replies):
+            raise StartupError(
+                f"--node-id: node {self.index} of zone {cfg.zone} is already running in the cluster "
+                f"(liveliness {key} is alive); give this node another --node-id"
+            )
+        self._token = session.liveliness().declare_token(key)
+        log.info(
+            "joined the cluster",
+            extra={"fields": {"zone": cfg.zone, "node": self.index, "member": cluster.registry.member,
+                              "listen": ",".join(cluster.member_config.listen), "peers": len(cluster.node.peers())}},
+        )  # fmt: skip
+
+    # ---- routing and readiness ---------------------------------------------------------------
+
+    def worker_for_room(self, room: str) -> Any:
+        """Rooms span workers here (zenoh carries them), so a new session goes to the least-busy
+        worker; ties broken by the room hash so one room tends to stay on one worker."""
+        if self.draining:
+            raise RpcError(503, f"media node {self.index} of zone {self.config.zone} is draining")
+        if not self.workers:
+            raise RpcError(503, f"no media node available in zone {self.config.zone}")
+        digest = int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big")
+        n = len(self.workers)
+        order = sorted(range(n), key=lambda i: (self._sessions.get(i, 0), (i - digest) % n))
+        return self.workers[order[0]]
+
+    def connected(self) -> bool:
+        cluster = self.cluster
+        if cluster is None:
+            return False
+        return not cluster.member_config.seeds or bool(cluster.node.peers())
+
+    def readiness(self) -> tuple[bool, str]:
+        ready, reason = super().readiness()
+        if ready and not self.connected():
+            assert self.cluster is not None
+            seeds = ",".join(self.cluster.member_config.seeds)
+            return False, f"not connected to any cluster seed ({seeds}); zenoh keeps retrying"
+        return ready, reason
+
+    async def stats(self) -> list[dict[str, Any]]:
+        out = await super().stats()
+        for worker, st in zip(self.workers, out, strict=False):
+            if "error" in st:
+                continue
+            try:
+                st["cluster"] = await worker.call("cluster.stats", {})
+            except RpcError as exc:
+                st["cluster"] = {"error": exc.message}
+        return out
+
+    # ---- load reports ------------------------------------------------------------------------
+
+    def _cpu_percent(self) -> float:
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then = self._cpu_at
+        self._cpu_at = (now, cpu)
+        return round(100.0 * (cpu - cpu_then) / max(now - then, 1e-3), 1)
+
+    async def report(self) -> dict[str, Any]:
+        cfg = self.config
+        stats = await super().stats()
+        self._sessions = {st.get("worker", i): int(st.get("endpoints", 0)) for i, st in enumerate(stats)}
+        sessions = sum(self._sessions.values())
+        ready, reason = self.readiness()
+        report = {
+            "zone": cfg.zone,
+            "node": self.index,
+            "node_id": cfg.node_id,
+            "http": self.url,
+            "sessions": sessions,
+            "capacity": cfg.capacity,
+            "cpu": self._cpu_percent(),
+            "mem_mb": _rss_mb(),
+            "workers": len(self.workers),
+            "ready": ready or self.draining,
+            "draining": self.draining,
+            "reason": reason,
+            "ts": time.time(),
+        }
+        cluster = self.cluster
+        if cluster is not None and not cluster.node.session.is_closed():
+            cluster.node.session.put(f"{LOAD_ROOT}{cfg.zone}/{self.index}", json.dumps(report))
+        self.last_report = report
+        return report
+
+    async def _report_loop(self) -> None:
+        while True:
+            try:
+                await self.report()
+            except Exception:
+                log.exception("load report failed")
+            await asyncio.sleep(REPORT_INTERVAL)
+
+    # ---- drain and stop ----------------------------------------------------------------------
+
+    async def on_stop_requested(self) -> None:
+        if self.stop_reason != signal.Signals.SIGTERM.name:
+            return
+        self.draining = True
+        timeout = self.config.shutdown_timeout
+        log.info("draining", extra={"fields": {"timeout_s": timeout}})
+        with contextlib.suppress(Exception):
+            await self.report()  # gateways learn at once that no new session may come here
+        for worker in self.workers:
+            with contextlib.suppress(RpcError):
+                await worker.call("cluster.goaway", {"reason": "node draining", "remain": int(timeout)})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            report = await self.report()
+            if report["sessions"] == 0:
+                log.info("drained: no session left")
+                return
+            await asyncio.sleep(0.2)
+        log.info("drain timeout: closing the remaining sessions")
+
+    async def after_stop(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporter
+            self._reporter = None
+        cluster, self.cluster = self.cluster, None
+        if cluster is None:
+            return
+        if self._token is not None:
+            undeclare(self._token)
+            self._token = None
+        with contextlib.suppress(Exception):
+            cluster.node.session.delete(f"{LOAD_ROOT}{self.config.zone}/{self.index}")
+        cluster.close()

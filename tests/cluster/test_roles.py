@@ -1,0 +1,293 @@
+"""Cluster roles as real processes (``trackmesh gateway`` / ``trackmesh media``), loopback only.
+
+Runs inside the private network namespace (tests/cluster/conftest.py's guard); every member
+listens on tcp/127.0.0.1 and never scouts. The ``Cluster`` helper is shared with
+tests/e2e/test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TRACKMESH = str(Path(sys.executable).parent / "trackmesh")
+SECRET = "cluster-roles-secret"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+class Member:
+    """One ``trackmesh gateway|media`` process; its output is drained into ``lines``."""
+
+    def __init__(self, role: str, zone: int, node: int, seeds: list[str], *extra: str, secret: str = SECRET,
+                 cluster_port: int | None = None, workers: int = 1) -> None:  # fmt: skip
+        self.role, self.zone, self.node, self.secret = role, zone, node, secret
+        self.http_port = free_port()
+        self.cluster_port = cluster_port if cluster_port is not None else free_port()
+        if workers > 1:
+            self.cluster_port = _free_range(workers)
+        self.workers = workers
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        args = [TRACKMESH, role, "--zone", str(zone), "--node-id", str(node), "--http-port", str(self.http_port),
+                "--cluster-port", str(self.cluster_port), "--secret", secret]  # fmt: skip
+        if seeds:
+            args += ["--seeds", ",".join(seeds)]
+        if role == "media":
+            args += ["--node-ip", "127.0.0.1", "--workers", str(workers)]
+        self.proc = subprocess.Popen([*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    @property
+    def seed(self) -> str:
+        last = self.cluster_port + self.workers - 1
+        return f"tcp/127.0.0.1:{self.cluster_port}" + (f"-{last}" if self.workers > 1 else "")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def log(self, n: int = 40) -> str:
+        return f"--- {self.role} {self.zone}/{self.node}\n" + "\n".join(self.lines[-n:])
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            status, _, body = http("GET", self.base + "/api/node/health", timeout=2)
+        except OSError:
+            return 0, {}
+        return status, json.loads(body)["data"] if body else {}
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._drain.join(2)
+                raise AssertionError(f"{self.role} exited early ({self.proc.returncode}):\n{self.log()}")
+            if self.health()[0] == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.role} not ready after {timeout} s:\n{self.log()}")
+
+    def info(self) -> dict[str, Any]:
+        status, _, body = http("GET", self.base + "/api/node/info")
+        assert status == 200, body
+        return dict(json.loads(body)["data"])
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"{self.role} did not stop after {sig}:\n{self.log()}") from None
+        self._drain.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _free_range(n: int) -> int:
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port range")
+
+
+class Cluster:
+    """Members started by a test; each new member seeds from every member started before it."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+
+    def start(self, role: str, zone: int, node: int, *extra: str, wait: bool = True, seeds: list[str] | None = None,
+              **kw: Any) -> Member:  # fmt: skip
+        if seeds is None:
+            seeds = [m.seed for m in self.members if m.proc.poll() is None and m.secret == kw.get("secret", SECRET)]
+        m = Member(role, zone, node, seeds, *extra, **kw)
+        self.members.append(m)
+        if wait:
+            m.wait_ready()
+        return m
+
+    def gateway(self, zone: int = 1, node: int = 1, **kw: Any) -> Member:
+        return self.start("gateway", zone, node, **kw)
+
+    def media(self, zone: int = 1, node: int = 10, *extra: str, **kw: Any) -> Member:
+        return self.start("media", zone, node, *extra, **kw)
+
+    def wait_nodes(self, gw: Member, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        nodes: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            nodes = [x for x in gw.info()["nodes"] if x["healthy"]]
+            if len(nodes) >= n:
+                return nodes
+            time.sleep(0.1)
+        raise AssertionError(f"gateway sees {nodes}, wanted {n} healthy nodes")
+
+    def token(self, base: str, kind: str, room: str, peer: str | None = None, **query: str) -> str:
+        body: dict[str, Any] = {"room": room, "ttl": 600}
+        if peer is not None:
+            body["peer"] = peer
+        qs = ("?" + "&".join(f"{k}={v}" for k, v in query.items())) if query else ""
+        status, _, raw = http("POST", f"{base}/token/{kind}{qs}", json.dumps(body).encode(),
+                              {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"})  # fmt: skip
+        assert status == 200, raw
+        return str(json.loads(raw)["data"]["token"])
+
+    def close(self) -> list[str]:
+        """Stop every member; returns the problems found (nonzero exit, tracebacks)."""
+        problems = []
+        for m in reversed(self.members):
+            if m.proc.poll() is None:
+                try:
+                    rc = m.stop()
+                except AssertionError as exc:
+                    problems.append(str(exc))
+                    continue
+                if rc != 0:
+                    problems.append(f"exit {rc}\n{m.log()}")
+            m._drain.join(2)
+            if any("Traceback" in line for line in m.lines):
+                problems.append(f"traceback\n{m.log(200)}")
+        return problems
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)
+
+
+# ---- bad input and membership ---------------------------------------------------------------
+
+
+def test_zone_without_media_node_answers_503_with_a_reason(cluster: Cluster) -> None:
+    gw = cluster.gateway(zone=1)
+    status, _, body = http("POST", gw.base + "/whip/endpoint", b"v=0\r\n", {"Content-Type": "application/sdp"})
+    assert status == 503 and b"no media node available in zone 1" in body, body
+    status, _, body = http("POST", gw.base + "/token/whip", b"{}", {"Content-Type": "application/json"})
+    assert status == 503 and b"zone 1" in body, body
+
+
+def test_unknown_or_forged_conn_id_is_404_at_the_gateway(cluster: Cluster) -> None:
+    from trackmesh.core.ids import ConnIdCodec, SessionId
+
+    gw = cluster.gateway(zone=1)
+    for conn in ("nope", ConnIdCodec("another-secret").encode(1 << 8 | 10, 0, SessionId(5))):
+        status, _, body = http("DELETE", f"{gw.base}/whip/conn/{conn}", headers={"Authorization": "Bearer x"})
+        assert status == 404 and b"unknown conn id" in body, body
+    # Well signed, but its node is not (or no longer) in the zone.
+    conn = ConnIdCodec(SECRET).encode(1 << 8 | 10, 0, SessionId(5))
+    headers = {"Authorization": "Bearer x", "Content-Type": "application/trickle-ice-sdpfrag"}
+    status, _, body = http("PATCH", f"{gw.base}/whep/conn/{conn}", b"a=x", headers)
+    assert status == 404 and b"node 10 of zone 1 is gone" in body, body
+
+
+def test_duplicated_node_id_is_refused_with_a_clear_message(cluster: Cluster) -> None:
+    gw = cluster.gateway(zone=1)
+    cluster.media(1, 10)
+    dup = cluster.media(1, 10, wait=False)
+    assert dup.proc.wait(30) == 2, dup.log()
+    dup._drain.join(2)
+    text = "\n".join(dup.lines)
+    assert "--node-id: node 10 of zone 1 is already running in the cluster" in text, text
+    # Another zone may use the same index.
+    cluster.media(2, 10)
+    assert len(cluster.wait_nodes(gw, 1)) == 1
+
+
+def test_seeds_that_do_not_answer_start_not_ready_then_join(cluster: Cluster) -> None:
+    seed_port = free_port()
+    media = cluster.start("media", 1, 10, seeds=[f"tcp/127.0.0.1:{seed_port}"], wait=False)
+    deadline = time.monotonic() + 20
+    while media.health()[0] == 0 and time.monotonic() < deadline:
+        assert media.proc.poll() is None, media.log()
+        time.sleep(0.1)
+    status, data = media.health()
+    assert status == 503 and not data["ready"] and "not connected to any cluster seed" in data["reason"], data
+    assert any("no cluster seed answers" in line for line in media.lines), media.log()
+    # The seed comes up later: zenoh's retries connect, the node turns ready, the gateway sees it.
+    gw = cluster.start("gateway", 1, 1, seeds=[], cluster_port=seed_port)
+    media.wait_ready(20)
+    assert cluster.wait_nodes(gw, 1)[0]["node"] == 10
+
+
+def test_a_node_with_the_wrong_secret_cannot_join_and_gets_nothing(cluster: Cluster) -> None:
+    gw = cluster.gateway(zone=1)
+    good = cluster.media(1, 10)
+    cluster.wait_nodes(gw, 1)
+    bad = cluster.start("media", 1, 11, seeds=[gw.seed, good.seed], secret="wrong-secret-xyz", wait=False)
+    time.sleep(3)
+    status, data = bad.health()
+    assert status == 503 and "not connected" in data["reason"], data
+    # The gateway never hears of it; it hears nothing of the cluster (no peer, no remote member).
+    assert [n["node"] for n in gw.info()["nodes"]] == [10]
+    info = bad.info()
+    assert info["workers"][0]["cluster"]["peers"] == 0, info
+    assert info["workers"][0]["cluster"]["channels_imported"] == 0
+    bad.kill()
+
+
+def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
+    gw = cluster.gateway(zone=1)
+    m = cluster.media(1, 10, workers=2)
+    cluster.wait_nodes(gw, 1)
+    workers = m.info()["workers"]
+    members = {w["cluster"]["member"] for w in workers}
+    assert len(members) == 2
+    # Each worker peers with the other worker and the gateway.
+    assert all(w["cluster"]["peers"] == 2 for w in workers), workers

@@ -165,6 +165,7 @@ class WorkerCluster:
             "feedback_out": hub.feedback_out,
             "feedback_in": hub.feedback_in,
             "registry_members_lost": reg.members_lost,
+            "registry_remote_members": len(reg.remote_members()),
             "callback_errors": self.poster.errors,
         }
 

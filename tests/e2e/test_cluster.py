@@ -188,3 +188,167 @@ def test_two_gateways_either_one_serves_and_routes_the_others_sessions(cluster: 
     conn = rp["location"].rsplit("/", 1)[1]
     status, _, body = http("DELETE", f"{gw2.base}/whip/conn/{conn}", headers={"Authorization": f"Bearer {wtoken}"})
     assert status in (200, 404), body  # 404 once the node closed the session on its own
+
+
+# ---- SDK failover: restart-ice through the gateway rebuilds the session on a live node --------------
+
+
+def _sdk_request(room: str, peer: str, sdp: str) -> bytes:
+    from trackmesh.transports.sdk.protocol import gateway_pb2, session_pb2, shared_pb2
+
+    tracks = shared_pb2.Tracks()
+    sender = tracks.senders.add(name="video_main", kind=shared_pb2.VIDEO)
+    sender.state.source.id = "camera"
+    join = session_pb2.RoomJoin(
+        room=room,
+        peer=peer,
+        publish=shared_pb2.RoomInfoPublish(peer=True, tracks=True),
+        subscribe=shared_pb2.RoomInfoSubscribe(peers=True, tracks=True),
+    )
+    return gateway_pb2.ConnectRequest(version="aiortc-test", join=join, tracks=tracks, sdp=sdp).SerializeToString()
+
+
+async def _sdk_publish(
+    url: str, token: str, room: str, peer: str, events: list[Any] | None = None
+) -> tuple[Any, str, float]:
+    """A fresh aiortc peer connection publishing one video track through the SDK HTTP calls;
+    the server events of its data channel are appended to ``events``."""
+    import asyncio
+
+    from aiortc import RTCSessionDescription
+
+    from tests.e2e.clients import aiortc_client as ac
+    from trackmesh.transports.sdk.protocol import gateway_pb2
+
+    pc = ac.new_pc()
+    dc = pc.createDataChannel("data", negotiated=True, id=0)
+    if events is not None:
+        from trackmesh.transports.sdk.protocol import session_pb2
+
+        @dc.on("message")
+        def on_message(data: bytes | str) -> None:
+            if isinstance(data, bytes):
+                events.append(session_pb2.ServerEvent.FromString(data))
+
+    pc.addTransceiver(ac.TestVideoTrack(), direction="sendonly")
+    ac.prefer_codec(pc, "video", ["vp8"])
+    await pc.setLocalDescription(await pc.createOffer())
+    body = _sdk_request(room, peer, ac.filter_candidates(pc.localDescription.sdp))
+    headers = {"Content-Type": "application/grpc", "Authorization": f"Bearer {token}"}
+    started = time.monotonic()
+    status, _, raw = await asyncio.to_thread(http, "POST", url, body, headers)
+    assert status == 200, (status, raw[:300])
+    resp = gateway_pb2.ConnectResponse.FromString(raw)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=resp.sdp, type="answer"))
+    await ac._wait_connected(pc, 10)
+    return pc, resp.conn_id, started
+
+
+def test_sdk_publisher_restarts_ice_through_the_gateway_after_kill_9_and_media_resumes(cluster: Cluster) -> None:
+    import asyncio
+
+    from tests.e2e.clients import aiortc_client as ac
+    from trackmesh.core.ids import ConnIdCodec
+
+    gw = cluster.gateway(zone=1)
+    a = cluster.media(1, 10)
+    b = cluster.media(1, 11)
+    cluster.wait_nodes(gw, 2)
+    room, codec = "sdk-failover", ConnIdCodec(SECRET)
+    stoken = cluster.token(gw.base, "webrtc", room, "alice")
+    vtoken = cluster.token(gw.base, "whep", room)
+    report: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        viewer = ac.new_pc()
+        counters = ac.Counters()
+        counters.attach(viewer)
+        viewer.addTransceiver("video", direction="recvonly")
+        viewer.addTransceiver("audio", direction="recvonly")
+        await ac._negotiate(viewer, gw.base + "/whep/endpoint?node=11", vtoken, {})
+        await ac._wait_connected(viewer, 10)
+        pub, conn, _ = await _sdk_publish(gw.base + "/webrtc/connect?node=10", stoken, room, "alice")
+        assert codec.decode(conn).node_id == 1 << 8 | 10
+        deadline = time.monotonic() + 10
+        while counters.frames < 30:
+            assert time.monotonic() < deadline, counters.summary()
+            await asyncio.sleep(0.05)
+        report["before"] = counters.frames
+        a.kill()
+        a.lines.append("(killed)")
+        killed = time.monotonic()
+        while cluster_stats(b)["registry_remote_members"] != 0:
+            assert time.monotonic() - killed < 3.0
+            await asyncio.sleep(0.05)
+        report["track_gone_s"] = round(time.monotonic() - killed, 2)
+        await pub.close()
+        # The client restarts ICE on its old conn id through the gateway: the owner is gone, so a
+        # live node (B) rebuilds the session from the request (room, peer, tracks) and answers.
+        frames_at_restart = counters.frames
+        pub2, conn2, restarted = await _sdk_publish(f"{gw.base}/webrtc/{conn}/restart-ice", stoken, room, "alice")
+        assert codec.decode(conn2).node_id == 1 << 8 | 11
+        while counters.frames < frames_at_restart + 15:
+            assert time.monotonic() - restarted < 5.0, counters.summary()
+            await asyncio.sleep(0.02)
+        report["resumed_s"] = round(time.monotonic() - restarted, 2)
+        await pub2.close()
+        await counters.close()
+        await viewer.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    print(f"\nSDK failover: {report}")
+    assert report["resumed_s"] < 5.0
+
+
+def test_sigterm_drains_a_media_node(cluster: Cluster) -> None:
+    """SIGTERM: SDK clients get goaway, the gateway stops routing new sessions there (follow-ups
+    still reach it), and the node exits once its sessions are gone."""
+    import asyncio
+    import signal
+
+    gw = cluster.gateway(zone=1)
+    a = cluster.media(1, 10, "--shutdown-timeout", "8")
+    cluster.media(1, 11)
+    cluster.wait_nodes(gw, 2)
+    room = "drain"
+    stoken = cluster.token(gw.base, "webrtc", room, "alice")
+    report: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        events: list[Any] = []
+        pub, _, _ = await _sdk_publish(gw.base + "/webrtc/connect?node=10", stoken, room, "alice", events)
+        deadline = time.monotonic() + 5
+        while not events:
+            assert time.monotonic() < deadline, "no server event on the data channel"
+            await asyncio.sleep(0.05)
+        termed = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        while not any(e.HasField("session") and e.session.HasField("goway") for e in events):
+            assert time.monotonic() - termed < 3, events
+            await asyncio.sleep(0.05)
+        report["goaway_s"] = round(time.monotonic() - termed, 2)
+        # The gateway learns at once: node 10 is draining, new sessions go to 11.
+        deadline = time.monotonic() + 3
+        while any(n["node"] == 10 and n["healthy"] for n in gw.info()["nodes"]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        status, _, body = await asyncio.to_thread(http, "POST", gw.base + "/token/whep?node=10", b"{}")
+        assert status == 503 and b"draining" in body, (status, body)
+        status, data = a.health()
+        assert status == 503 and data["draining"], data
+        status, h, _ = await asyncio.to_thread(
+            http, "POST", gw.base + "/token/whep", json.dumps({"room": room, "ttl": 60}).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"},
+        )  # fmt: skip
+        assert status == 200 and h["x-trackmesh-served-by"] == "1/11"
+        assert a.proc.poll() is None  # still serving its session
+        closed = time.monotonic()
+        await pub.close()  # the client leaves (DTLS close_notify): the node is empty and exits
+        rc = await asyncio.to_thread(a.proc.wait, 10)
+        report["exit_after_close_s"] = round(time.monotonic() - closed, 2)
+        assert rc == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    print(f"\ndrain: {report}")
+    assert report["exit_after_close_s"] < 5.0
+    assert any("drained: no session left" in line for line in a.lines), a.log()

@@ -138,3 +138,42 @@ def test_transport_cc_feedback_from_the_viewer_drives_its_estimate() -> None:
         net.flush()
     assert vpeer.ctx.estimate is not None and vpeer.ctx.estimate > 0
     assert vpeer.ctx.history.unknown == 0
+
+
+def test_viewer_on_transport_cc_probes_its_way_up_the_layers() -> None:
+    """A transport-cc viewer's estimate is capped near what it is sent (1.5 x acknowledged);
+    once the cap on layers is lifted it probes for the next layer, switches at a key frame,
+    and repeats until the top layer (a lossless path with no queue)."""
+    net = Net()
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    vpeer.set_max_spatial(net.now, 0)
+    pub = Publisher(net)
+    recorder = TwccRecorder(7, interval=0.05)
+    out = vpeer.outbound["1"]
+    layers: list[int] = []
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds * FPS)):
+            n = len(viewer.rtp)
+            pub.frames(1, keyframe_at=0 if pub.frame % 15 == 0 else None)  # a key frame every 0.5 s
+            for h, p in viewer.rtp[n:]:
+                loc = find_extension(p, h, 3)
+                assert loc is not None
+                recorder.record(int.from_bytes(p[loc[0] : loc[0] + 2], "big"), net.now + 0.02)
+            for fb in recorder.handle_timeout(net.now):
+                viewer.send_rtcp(fb)
+            net.flush()
+            layers.append(out.current)
+
+    run(4.0)
+    assert out.current == 0 and vpeer.ctx.own_estimate
+    assert vpeer.ctx.estimate is not None and vpeer.ctx.estimate < out.layer_rates[1] * 1.15
+    assert vpeer.ctx.bwe.probes == 0
+    vpeer.set_max_spatial(net.now, None)
+    net.after_input()
+    run(2.0)
+    assert out.current == 1 and vpeer.ctx.bwe.probes == 1
+    run(4.0)
+    assert out.current == 2 and vpeer.ctx.bwe.probes == 2 and vpeer.ctx.bwe.probes_failed == 0
+    assert layers == sorted(layers)  # never fell back on a clean path
+    assert vpeer.ctx.history.unknown == 0

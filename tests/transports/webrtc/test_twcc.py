@@ -229,3 +229,75 @@ def test_clean_feedback_increases_eight_percent_per_second() -> None:
         now += 0.05
         est.on_feedback(results, now)
     assert est.estimate == pytest.approx(1_000_000 * 1.08 ** (now - 0.05), rel=0.01)
+
+
+def _feed(
+    est: BandwidthEstimator, start: float, stop: float, bps: float, *, queue: float = 0.0, growth: float = 0.0
+) -> float:
+    """50 ms feedbacks for 1200-byte packets sent at ``bps`` from ``start`` to ``stop``; the
+    one-way delay is 20 ms + ``queue`` + ``growth`` s per s since ``start``. Returns stop."""
+    interval = 1200 * 8 / bps
+    t = start
+    seq = int(start * 10_000)
+    sent = start
+    while t < stop - 1e-9:
+        t = round(t + 0.05, 6)
+        results = []
+        while sent + interval <= t:
+            sent += interval
+            delay = 0.02 + queue + growth * (sent - start)
+            results.append(PacketResult(seq, sent, sent + delay, 1200))
+            seq += 1
+        est.on_feedback(results, t)
+    return t
+
+
+def test_application_limited_estimate_is_capped_until_a_probe_lifts_it() -> None:
+    est = BandwidthEstimator(300_000)
+    now = _feed(est, 0.0, 1.0, 150_000)
+    assert est.estimate == pytest.approx(1.5 * 150_000, rel=0.1)
+    # Not stable long enough yet (2 s of clean feedback are needed).
+    assert not est.probe(600_000, now) and est.estimate < 300_000
+    now = _feed(est, now, 3.0, 150_000)
+    assert est.probe(600_000, now) and est.estimate == 600_000 and est.probing
+    assert not est.probe(900_000, now)  # one probe at a time
+    # The cap is held at the probe's rate while the higher rate starts...
+    now = _feed(est, now, now + 1.0, 150_000)
+    assert est.estimate >= 600_000
+    # ...and the estimate follows what is delivered: here the sender moved up.
+    now = _feed(est, now, now + 3.5, 550_000)
+    assert not est.probing and est.estimate >= 600_000 and est.probes_failed == 0
+    # After a successful probe the next step may be tried at once.
+    assert est.probe(2_000_000, now)
+
+
+def test_a_probe_that_never_gets_used_falls_back_to_the_delivered_rate() -> None:
+    est = BandwidthEstimator(300_000)
+    now = _feed(est, 0.0, 3.0, 150_000)
+    assert est.probe(600_000, now)
+    now = _feed(est, now, now + 4.0, 150_000)
+    assert not est.probing
+    assert est.estimate == pytest.approx(1.5 * 150_000, rel=0.1)
+
+
+def test_a_failed_probe_falls_back_quickly_and_backs_off() -> None:
+    est = BandwidthEstimator(300_000)
+    now = _feed(est, 0.0, 3.0, 150_000)
+    assert est.probe(600_000, now)
+    # The higher rate builds a queue (60 ms/s growth): the estimate is cut within ~0.5 s.
+    start = now
+    now = _feed(est, now, now + 0.5, 550_000, growth=0.06)
+    assert est.estimate < 0.9 * 550_000 and not est.probing and est.probes_failed == 1
+    # Clean again at the old rate: no new probe before the 4 s backoff ends...
+    now = _feed(est, now, start + 3.5, 150_000, queue=0.0)
+    assert not est.probe(600_000, now)
+    now = _feed(est, now, start + 4.6, 150_000)
+    assert est.probe(600_000, now)
+    # ...and a second failure doubles the wait.
+    failed_at = now
+    now = _feed(est, now, now + 0.5, 550_000, growth=0.06)
+    assert est.probes_failed == 2
+    now = _feed(est, now, failed_at + 7.5, 150_000)
+    assert not est.probe(600_000, now)
+    now = _feed(est, now, failed_at + 8.6, 150_000)
+    assert est.probe(600_000, now)

@@ -334,9 +334,16 @@ class WebRtcPeer:
                 results = self.ctx.history.on_feedback(p)
                 if results:
                     self.ctx.estimate = self.ctx.bwe.on_feedback(results, now)
+                    self.ctx.own_estimate = True
+                    # Mirrored for the session summary (debug log when the session closes).
+                    self.counters["bwe_probes"] = self.ctx.bwe.probes
+                    self.counters["bwe_probes_failed"] = self.ctx.bwe.probes_failed
+                    self.counters["bwe_decreases_delay"] = self.ctx.bwe.decreases_delay
+                    self.counters["bwe_decreases_loss"] = self.ctx.bwe.decreases_loss
                     estimate_changed = True
             elif isinstance(p, Remb):
                 self.ctx.estimate = float(p.bitrate)
+                self.ctx.own_estimate = False
                 estimate_changed = True
             elif isinstance(p, SenderReport):
                 self.inbound.on_sender_report(p, now)

@@ -50,7 +50,18 @@ class SendContext:
     sequence space (one per connection, draft-holmer-rmcat-transport-wide-cc s2) and the
     connection's bandwidth estimate."""
 
-    __slots__ = ("addr", "bwe", "clock", "estimate", "history", "outbox", "srtp", "twcc_seq", "wall_offset")
+    __slots__ = (
+        "addr",
+        "bwe",
+        "clock",
+        "estimate",
+        "history",
+        "outbox",
+        "own_estimate",
+        "srtp",
+        "twcc_seq",
+        "wall_offset",
+    )
 
     def __init__(self, outbox: Outbox, clock: SharedClock, wall_offset: float) -> None:
         self.outbox = outbox
@@ -62,6 +73,9 @@ class SendContext:
         self.history = TwccSendHistory()
         self.bwe = BandwidthEstimator()
         self.estimate: float | None = None  # bits per second; None until the viewer reports
+        # True when the estimate comes from our BandwidthEstimator (transport-cc feedback),
+        # False when the viewer told us its own (REMB): only ours can be probed upwards.
+        self.own_estimate = False
 
     def ntp(self, now: float) -> int:
         """64-bit NTP timestamp (RFC 3550 s4) of monotonic ``now``."""
@@ -308,11 +322,31 @@ class OutboundTrack:
         fits = [i for i in allowed if self._rates[i] * HEADROOM <= estimate]
         return max(fits) if fits else min(allowed)
 
+    def _next_layer_up(self, layer: int) -> int | None:
+        cap = self.max_spatial
+        for i in range(layer + 1, MAX_LAYERS):
+            if cap is not None and i > cap:
+                return None
+            if self._rates[i] > 0:
+                return i
+        return None
+
     def reselect(self, now: float) -> None:
-        """Choose the layer for the current estimate; a change waits for its key frame."""
+        """Choose the layer for the current estimate; a change waits for its key frame.
+
+        When the estimate is our own (transport-cc feedback) and the next layer up does not
+        fit, ask the estimator to probe for it: the estimate is capped near the rate a viewer
+        already gets, so without trying it a viewer on a low layer would never move up.
+        """
         if not self.video:
             return
         target = self._best_layer()
+        ctx = self.ctx
+        if ctx.estimate is not None and ctx.own_estimate and self.pending < 0 and target == self.current:
+            up = self._next_layer_up(target)
+            if up is not None and ctx.bwe.probe(self._rates[up] * HEADROOM, now):
+                ctx.estimate = ctx.bwe.estimate
+                target = self._best_layer()
         if target == self.current:
             self.pending = -1
             return

@@ -270,6 +270,16 @@ class BandwidthEstimator:
       (gradient under 10 ms/s); capped at 1.5 x the acknowledged rate so an application-
       limited sender does not inflate the estimate beyond what was ever tested;
     * otherwise hold (moderate loss, or a queue that is draining after a decrease).
+
+    Probing for headroom: the acknowledged-rate cap means a sender that only needs a little
+    (a viewer on a low simulcast layer) never learns the path could carry more. The caller
+    (the layer choice) may call :meth:`probe` with the rate it would like to try; once the
+    signals have been clean for ``stable_before_probe`` seconds the estimate jumps to it and
+    the cap is held at least that high for ``probe_duration`` seconds, long enough for the
+    higher layer to start and be measured. A decrease during the probe ends it (the usual
+    0.85 x acknowledged rate cut is the fall-back) and doubles the wait before the next one,
+    from ``probe_backoff_min`` up to ``probe_backoff_max``; a probe that ends without one
+    resets the wait. Everything depends on ``now`` only, so it is deterministic.
     """
 
     __slots__ = (
@@ -277,14 +287,23 @@ class BandwidthEstimator:
         "_last_decrease",
         "_last_update",
         "_losses",
+        "_next_probe",
         "_prev_queue",
+        "_probe_backoff",
+        "_probe_target",
+        "_probe_until",
         "_queue",
         "_received",
+        "_stable_since",
         "acked_rate",
+        "decreases_delay",
+        "decreases_loss",
         "estimate",
         "loss",
         "max_bitrate",
         "min_bitrate",
+        "probes",
+        "probes_failed",
     )
 
     INCREASE_PER_SECOND: Final = 1.08
@@ -300,6 +319,10 @@ class BandwidthEstimator:
     loss_window: Final = 0.5
     rate_window: Final = 0.5
     decrease_holdoff: Final = 0.3
+    stable_before_probe: Final = 2.0
+    probe_duration: Final = 4.0
+    probe_backoff_min: Final = 4.0
+    probe_backoff_max: Final = 60.0
 
     def __init__(
         self, initial_bitrate: float = 300_000.0, *, min_bitrate: float = 50_000.0, max_bitrate: float = 20e6
@@ -316,6 +339,53 @@ class BandwidthEstimator:
         self._prev_queue = 0.0
         self._last_update: float | None = None
         self._last_decrease = float("-inf")
+        self._stable_since: float | None = None
+        self._probe_target = 0.0  # while probing: the cap is held at least this high
+        self._probe_until: float | None = None
+        self._probe_backoff = self.probe_backoff_min
+        self._next_probe = float("-inf")
+        self.probes = 0
+        self.probes_failed = 0
+        self.decreases_loss = 0
+        self.decreases_delay = 0
+
+    @property
+    def probing(self) -> bool:
+        return self._probe_until is not None
+
+    def probe(self, target: float, now: float) -> bool:
+        """Try ``target`` bits per second if the path has been clean long enough and no probe
+        is running or backing off; returns whether the estimate was raised."""
+        self._end_probe(now)
+        if (
+            self._probe_until is not None
+            or target <= self.estimate
+            or now < self._next_probe
+            or self._stable_since is None
+            or now - self._stable_since < self.stable_before_probe
+        ):
+            return False
+        self._probe_target = min(float(target), self.max_bitrate)
+        self._probe_until = now + self.probe_duration
+        self.estimate = max(self.estimate, self._probe_target)
+        self.probes += 1
+        return True
+
+    def _end_probe(self, now: float) -> None:
+        if self._probe_until is not None and now >= self._probe_until:
+            # Survived without a decrease: the next step up may be tried right away.
+            self._probe_until = None
+            self._probe_target = 0.0
+            self._probe_backoff = self.probe_backoff_min
+            self._next_probe = now
+
+    def _fail_probe(self, now: float) -> None:
+        if self._probe_until is not None:
+            self._probe_until = None
+            self._probe_target = 0.0
+            self.probes_failed += 1
+            self._next_probe = now + self._probe_backoff
+            self._probe_backoff = min(2 * self._probe_backoff, self.probe_backoff_max)
 
     @property
     def queue_delay(self) -> float:
@@ -326,6 +396,7 @@ class BandwidthEstimator:
         """Update from one feedback's results; returns the new estimate in bits per second."""
         if not results:
             return self.estimate
+        self._end_probe(now)
         self._update_loss(results, now)
         delays = [r.arrival - r.send_time for r in results if r.arrival is not None]
         for r in results:
@@ -344,10 +415,15 @@ class BandwidthEstimator:
             or (self._queue > self.QUEUE_MIN_FOR_TREND and gradient > self.GRADIENT_OVERUSE)
         )
         if overuse:
+            self._fail_probe(now)
             if now - self._last_decrease >= self.decrease_holdoff:
                 basis = self.acked_rate if self.acked_rate is not None else self.estimate
                 self.estimate = self.DECREASE_FACTOR * min(basis, self.estimate)
                 self._last_decrease = now
+                if self.loss > self.LOSS_HIGH:
+                    self.decreases_loss += 1
+                else:
+                    self.decreases_delay += 1
         elif (
             self.loss < self.LOSS_LOW
             and self._queue < self.QUEUE_INCREASE_MAX
@@ -355,7 +431,15 @@ class BandwidthEstimator:
         ):
             self.estimate *= self.INCREASE_PER_SECOND**dt
             if self.acked_rate is not None:
-                self.estimate = min(self.estimate, max(1.5 * self.acked_rate, self.min_bitrate))
+                cap = max(1.5 * self.acked_rate, self.min_bitrate, self._probe_target)
+                self.estimate = min(self.estimate, cap)
+        # Clean enough to probe from: no cut, little loss, a short queue. The gradient is left
+        # out: on a real path it swings past GRADIENT_STABLE with every burst of jitter, which
+        # would hold the estimate (fine) but also reset this clock (and never probe).
+        if overuse or self.loss >= self.LOSS_LOW or self._queue >= self.QUEUE_INCREASE_MAX:
+            self._stable_since = None
+        elif self._stable_since is None:
+            self._stable_since = now
         self.estimate = min(max(self.estimate, self.min_bitrate), self.max_bitrate)
         return self.estimate
 

@@ -291,3 +291,55 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     assert len(members) == 2
     # Each worker peers with the other worker and the gateway.
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
+
+
+def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
+    base = _free_range(8)
+    cport = _free_range(8)
+    proc = subprocess.Popen(
+        [TRACKMESH, "dev-cluster", "--zones", "2", "--media-per-zone", "2", "--http-port", str(base),
+         "--cluster-port", str(cport), "--secret", SECRET],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("processes up" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
+        assert "6 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
+        # Gateway of zone 1 (first member) sees its two media nodes and zone 2.
+        gw = f"http://127.0.0.1:{base}"
+        deadline = time.monotonic() + 10
+        while True:
+            info = json.loads(http("GET", gw + "/api/node/info")[2])["data"]
+            if len(info["nodes"]) == 2 and [z["zone"] for z in info["zones"]] == [2]:
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+    assert rc == 0, "".join(lines)
+    assert "Traceback" not in "".join(lines)
+
+
+def test_a_zone_without_capacity_sends_new_sessions_to_the_best_other_zone(cluster: Cluster) -> None:
+    gw1 = cluster.gateway(zone=1)
+    gw2 = cluster.gateway(zone=2)
+    cluster.media(2, 10)
+    cluster.wait_nodes(gw2, 1)
+    deadline = time.monotonic() + 5
+    while not [z for z in gw1.info()["zones"] if z["nodes"]]:
+        assert time.monotonic() < deadline, gw1.info()
+        time.sleep(0.1)
+    body = json.dumps({"room": "r", "peer": "p", "ttl": 60}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+    status, h, raw = http("POST", gw1.base + "/token/whip", body, headers)
+    assert status == 200 and h["x-trackmesh-served-by"] == "2/10", (status, raw)
+    # A request already forwarded once is not forwarded again (no loops between zones).
+    status, _, raw = http("POST", gw1.base + "/token/whip", body, {**headers, "X-Trackmesh-Forwarded": "2"})
+    assert status == 503 and b"no media node available in zone 1" in raw, raw

@@ -343,3 +343,15 @@ def test_a_zone_without_capacity_sends_new_sessions_to_the_best_other_zone(clust
     # A request already forwarded once is not forwarded again (no loops between zones).
     status, _, raw = http("POST", gw1.base + "/token/whip", body, {**headers, "X-Trackmesh-Forwarded": "2"})
     assert status == 503 and b"no media node available in zone 1" in raw, raw
+
+
+def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
+    from trackmesh.config import ConfigError, resolve
+
+    cfg = resolve("media", {"seeds": "tcp/127.0.0.1:7000-7002, tcp/127.0.0.1:9", "cluster_port": "7100"}, {})
+    assert cfg.seeds == ("tcp/127.0.0.1:7000", "tcp/127.0.0.1:7001", "tcp/127.0.0.1:7002", "tcp/127.0.0.1:9")
+    for bad in ("udp/224.0.0.224:7446-7000", "127.0.0.1:7447", "tcp/127.0.0.1:7000-9000"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            resolve("media", {"seeds": bad}, {})
+    with pytest.raises(ConfigError, match="--cluster-port"):
+        resolve("media", {"workers": "2"}, {})

@@ -58,6 +58,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storm-rate", type=float, default=20.0, help="joins per second during a storm")
     p.add_argument("--idle-peers", type=int, default=10)
     p.add_argument("--sequential-joins", type=int, default=5)
+    p.add_argument("--pacing-mbps", type=float, default=2.5,
+                   help="publisher pacing rate like libwebrtc's pacer (2.5 x 1 Mbps); 0 = send frames as bursts")
     p.add_argument("--max-minutes", type=float, default=30.0, help="hard limit per server run")
     p.add_argument("--recording", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
@@ -89,7 +91,7 @@ async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dic
     cfg = S1Config(
         profile=PROFILES[args.profile], duration=args.duration, step=args.step, max_subs=args.max_subs,
         idle_peers=args.idle_peers, sequential_joins=args.sequential_joins, storm_rate=args.storm_rate,
-        max_wall=args.max_minutes * 60, gen_cores=gen_cores,
+        max_wall=args.max_minutes * 60, gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
     )
     rec = load(args.recording)
     local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args.cores, [c for c in sorted(os.sched_getaffinity(0)) if c not in _cpu_list(args.cores)],
                       profile)
     env["netns"] = why
+    env["publisher_pacing_mbps"] = args.pacing_mbps
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
         for name in servers:

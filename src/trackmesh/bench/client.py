@@ -84,9 +84,13 @@ class RemoteParams:
         mids: dict[str, str] = {}
         for m in sd.media:
             for c in m.candidates:
-                if c.transport.lower() == "udp" and c.component == 1 and ":" not in c.address:
-                    if ipaddress.ip_address(c.address) in _LOOPBACK:
-                        cands.append((c.priority, (c.address, c.port)))
+                if (
+                    c.transport.lower() == "udp"
+                    and c.component == 1
+                    and ":" not in c.address
+                    and ipaddress.ip_address(c.address) in _LOOPBACK
+                ):
+                    cands.append((c.priority, (c.address, c.port)))
             if m.mid is not None:
                 mids[m.mid] = m.kind
             for r in m.rtpmaps:

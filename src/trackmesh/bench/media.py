@@ -3,7 +3,8 @@
 The publisher replays :mod:`trackmesh.bench.recording` at wall-clock pace and records, for each
 packet, (send time, global index) under its payload key. A subscriber sink hashes every
 decrypted payload the same way and looks it up: one-way latency is arrival minus send time
-(one process, one wall clock; arrivals are kernel SO_TIMESTAMPNS stamps), loss is the share of indices sent in a window that never
+(one process, one wall clock; arrivals are kernel SO_TIMESTAMPNS stamps),
+loss is the share of indices sent in a window that never
 arrived, and it counts duplicated, reordered and unmatched (corrupted) payloads. SSRC and
 sequence rewriting by the SFU does not matter.
 """
@@ -11,6 +12,7 @@ sequence rewriting by the SFU does not matter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from array import array
 
@@ -64,6 +66,7 @@ class Publisher:
         mids: tuple[str, str] = ("0", "1"),
         audio_only: bool = False,
         start_loop_offset: float = 0.0,
+        pacing_bps: float = 2.5e6,
     ) -> None:
         self.transport = transport
         self.rec = rec
@@ -72,6 +75,9 @@ class Publisher:
         self.mids = mids
         self.audio_only = audio_only
         self.offset = start_loop_offset  # start this far into the loop (distinct payloads per speaker)
+        # Like libwebrtc's pacer (2.5 x the 1 Mbps target): a 60-packet key frame leaves over
+        # ~230 ms instead of in one burst. 0 sends every frame as a burst.
+        self.pacing_bps = pacing_bps
         self.sent = 0
         self.late = 0.0  # worst lateness against the schedule (generator health)
         #: Optional reference path: every packet also goes, unencrypted, straight to this local
@@ -85,10 +91,8 @@ class Publisher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self, until: float) -> None:
         rec, log, tr = self.rec, self.log, self.transport
@@ -106,11 +110,16 @@ class Publisher:
         n = len(order)
         i = 0
         loops = 0
+        pace = self.pacing_bps
+        next_free = 0.0
         while True:
             p = order[i]
             # Packets before ``first`` in the original order come last and belong to the next loop.
             cycle = loops + (1 if first and (i >= n - first) else 0)
             target = t0 + cycle * rec.loop + p.offset
+            if pace:
+                target = max(target, next_free)
+                next_free = target + (len(p.payload) + 40) * 8 / pace
             now = time.monotonic()
             if now >= until:
                 return
@@ -134,10 +143,8 @@ class Publisher:
             tr.send_srtp(pkt)
             if self.reference is not None:
                 ref_sock, ref_addr = self.reference
-                try:
+                with contextlib.suppress(OSError):
                     ref_sock.sendto(pkt, ref_addr)  # type: ignore[attr-defined]
-                except OSError:
-                    pass
             self.sent += 1
             i += 1
             if i == n:

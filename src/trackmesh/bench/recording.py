@@ -22,7 +22,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOOP_SECONDS", "Packet", "Recording", "default_path", "load", "make", "payload_key", "vp8_descriptor_length"]
+__all__ = [
+    "LOOP_SECONDS", "Packet", "Recording", "default_path", "load", "make", "payload_key", "vp8_descriptor_length",
+]
 
 MAGIC = b"TMREC1\n"
 _REC = struct.Struct("!BBIIH")
@@ -123,7 +125,8 @@ def make(out: Path, loop: float = LOOP_SECONDS) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         vfile, afile = Path(tmp) / "v", Path(tmp) / "a"
         frames = int(loop * 30)
-        for pipe in (_VIDEO_PIPE.format(frames=frames, out=vfile), _AUDIO_PIPE.format(buffers=int(loop * 100), out=afile)):
+        pipes = (_VIDEO_PIPE.format(frames=frames, out=vfile), _AUDIO_PIPE.format(buffers=int(loop * 100), out=afile))
+        for pipe in pipes:
             subprocess.run([gst, "-q", *pipe.split()], check=True, timeout=120)
         for kind, path, clock in ((VIDEO, vfile, 90000), (AUDIO, afile, 48000)):
             pkts = _read_stream(path)
@@ -186,6 +189,7 @@ if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else default_path()
     make(target)
     rec = load(target)
-    print(f"{target}: {len(rec.packets)} packets, video {rec.rate(VIDEO):.0f} pkt/s {rec.bitrate(VIDEO) / 1e3:.0f} kbps, "
+    print(f"{target}: {len(rec.packets)} packets, "
+          f"video {rec.rate(VIDEO):.0f} pkt/s {rec.bitrate(VIDEO) / 1e3:.0f} kbps, "
           f"audio {rec.rate(AUDIO):.0f} pkt/s {rec.bitrate(AUDIO) / 1e3:.0f} kbps, "
           f"{sum(p.keyframe for p in rec.packets)} key-frame packets")

@@ -49,6 +49,7 @@ class S1Config:
     join_timeout: float = 15.0
     max_wall: float = 1800.0
     gen_cores: list[int] = field(default_factory=list)
+    pacing_bps: float = 2.5e6
 
 
 @dataclass
@@ -315,7 +316,7 @@ class S1Run:
             "idle_peers": len(idle_ok),
             "rss_per_idle_peer_kb": round((rss_idle - rss0) / len(idle_ok), 1) if idle_ok else None,
         }
-        pub = Publisher(pub_tr, self.rec, self.log, ssrcs=ssrcs)
+        pub = Publisher(pub_tr, self.rec, self.log, ssrcs=ssrcs, pacing_bps=cfg.pacing_bps)
         ref_sock = self._reference_path(pub)
         lag_task = self.loop.create_task(self._lag_monitor())
         # The generator makes few cycles; a full collection over its objects mid-window would

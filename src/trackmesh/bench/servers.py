@@ -198,7 +198,8 @@ class JanusServer(_Server):
         )
         (self.conf / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
         self.log_path = workdir / "janus.log"
-        self.version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[0:1]
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().splitlines()
+        self.version = out[0] if out else "?"
         self.proc = subprocess.Popen(
             ["taskset", "-c", cores, exe, "-F", str(self.conf), "-C", str(self.conf / "janus.jcfg"), "-o",
              "-L", str(self.log_path)],

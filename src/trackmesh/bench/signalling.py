@@ -8,6 +8,7 @@ answer), ``subscribe(transport)`` (get media flowing to a new receive-only trans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import secrets
@@ -313,7 +314,5 @@ class JanusVideoRoom:
         if self._poller is not None:
             self._poller.cancel()
         if self.session is not None:
-            try:
+            with contextlib.suppress(TimeoutError, OSError, HttpError):
                 await self._post(f"/janus/{self.session}", {"janus": "destroy"})
-            except (TimeoutError, OSError, HttpError):
-                pass

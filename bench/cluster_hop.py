@@ -4,6 +4,9 @@ Runs ONLY inside a private network namespace (it opens zenoh sessions)::
 
     scripts/in-netns.sh .venv/bin/python bench/cluster_hop.py [--packets 5000] [--pps 1000]
 
+On a shared, loaded machine other processes' scheduling dominates the tail; to measure the hop
+itself, run both nodes at real-time priority: ``chrt -f 1 scripts/in-netns.sh ...`` (root).
+
 Two processes, each a cluster node (zenoh peer, tcp/127.0.0.1, usrpwd, no scouting) with a
 ZenohChannelHub driven by an asyncio loop (``post = loop.call_soon_threadsafe``):
 

@@ -20,7 +20,8 @@ crossing between nodes.
   publisher takes precedence over remote ones on its own node.
 
 Threads: zenoh callbacks only decode and hand a closure to ``post`` (the driver passes
-``loop.call_soon_threadsafe``); LocalChannelHub and every core callback run on the thread that
+``loop.call_soon_threadsafe``; media packets are queued and one drain is posted per burst, so a
+busy link does not wake the loop once per packet); LocalChannelHub and every core callback run on the thread that
 drains ``post``. ``clock`` gives ``now`` to those deferred calls (the driver passes loop.time or
 time.monotonic, whichever clock its core calls use).
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +55,8 @@ FB_ROOT = "tm/fb/"
 SRC_ROOT = "tm/src/"
 
 _VERSION = 1
+# Packets from other nodes waiting for the loop, at most (about 1 s of 10 HD video tracks).
+INBOX_LIMIT = 10_000
 _HDR = struct.Struct("!BBBBIIBBBB")
 _F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
 _FB = struct.Struct("!BB16sQ")
@@ -254,6 +258,11 @@ class ZenohChannelHub:
         self._clock = clock
         self._exports: dict[int, _Export] = {}
         self._imports: dict[int, _Import] = {}
+        # Packets decoded on zenoh threads, waiting for the loop (see _media_callback).
+        self._inbox: deque[tuple[int, MediaPacket]] = deque()
+        self._drain_posted = False
+        self.inbox_limit = INBOX_LIMIT
+        self.inbox_dropped = 0
         # Counters (read them for metrics).
         self.packets_out = 0
         self.packets_in = 0
@@ -371,17 +380,31 @@ class ZenohChannelHub:
     # -- zenoh callbacks (zenoh threads) -----------------------------------------------------
 
     def _media_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
-        post, deliver = self._post, self._deliver
+        inbox = self._inbox
 
         def on_media(sample: zenoh.Sample) -> None:
             try:
                 pkt = decode_packet(sample.payload.to_bytes())
             except BadMessage:
-                post(self._count_bad_packet)
+                self._post(self._count_bad_packet)
                 return
-            post(lambda: deliver(channel, pkt))
+            if len(inbox) >= self.inbox_limit:
+                self.inbox_dropped += 1  # the loop is this far behind: real-time media is stale
+                return
+            inbox.append((channel, pkt))
+            # One wake-up of the loop per burst, not per packet (deque ops are atomic).
+            if not self._drain_posted:
+                self._drain_posted = True
+                self._post(self._drain_inbox)
 
         return on_media
+
+    def _drain_inbox(self) -> None:
+        self._drain_posted = False  # first: a packet appended from now on posts a new drain
+        inbox, deliver = self._inbox, self._deliver
+        while inbox:
+            channel, pkt = inbox.popleft()
+            deliver(channel, pkt)
 
     def _source_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
         def on_source(sample: zenoh.Sample) -> None:

@@ -24,6 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from trackmesh.transports.webrtc import sdp as sdplib
 from trackmesh.transports.webrtc import stun
@@ -48,7 +49,7 @@ def kernel_timestamp(ancdata: list[tuple[int, int, bytes]]) -> float:
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             sec, nsec = _TIMESPEC.unpack_from(data)
-            return sec + nsec * 1e-9
+            return float(sec + nsec * 1e-9)
     return time.time()
 
 
@@ -174,7 +175,7 @@ class Transport:
         for host, _ in rp.candidates:
             check_loopback(host)
         self.remote_addr = rp.candidates[0]
-        role = "server" if rp.setup == "active" else "client"
+        role: Literal["client", "server"] = "server" if rp.setup == "active" else "client"
         self.dtls = DtlsEndpoint(role, self.cert, rp.fingerprints, [self.profile])
         self._controlling = controlling
         if controlling:

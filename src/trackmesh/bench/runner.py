@@ -203,7 +203,10 @@ class S1Run:
         threads, fds = tree.threads_fds()
         real1 = time.time()
         i1 = self.log.index_at(real1 - 0.3)  # everything sent >= 300 ms before the end
-        worst_loss, losses, lat, gaps, delivered = 0.0, [], [], [], 0
+        worst_loss, delivered = 0.0, 0
+        losses: list[float] = []
+        lat: list[float] = []
+        gaps: list[float] = []
         dup = reord = corrupt = srtp_err = 0
         for s in subs:
             sk = s.sink
@@ -224,7 +227,7 @@ class S1Run:
             srtp_err += s.tr.counters["srtp_errors"] - b[3]
         lat.sort()
         wall = wall1 - wall0
-        lat_ms = [x * 1000 for x in (_pct(lat, 50), _pct(lat, 95), _pct(lat, 99))] if lat else [None] * 3
+        lat_ms = [_ms(_pct(lat, q)) for q in (50, 95, 99)]
         lat_max = lat[-1] * 1000 if lat else None
         gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
         server_share = (cpu1 - cpu0) / wall

@@ -254,7 +254,7 @@ def environment(server_cores: str, gen_cores: list[int], profile: str) -> dict[s
     try:
         import uvloop
 
-        uv = uvloop.__version__
+        uv = getattr(uvloop, "__version__", "?")
     except ImportError:
         uv = None
     import sysconfig

@@ -163,6 +163,12 @@ def test_local_publisher_wins_over_a_remote_one_and_malformed_media_is_counted(n
     a.session.put(f"{CH_ROOT}{CH}", b"\x07garbage")
     pb.until(lambda: hb.bad_packets == 1)
     assert len(sb.pkts) == 2
+    # A loop that falls too far behind drops remote packets (counted) instead of queueing forever.
+    hb.inbox_limit = 0
+    ha_handle.send(pkt(4))
+    wait_for(lambda: hb.inbox_dropped == 1)
+    pb.drain(0.1)
+    assert len(sb.pkts) == 2
 
 
 def test_wrong_secret_node_receives_nothing_and_reaches_nobody(nodes) -> None:  # type: ignore[no-untyped-def]

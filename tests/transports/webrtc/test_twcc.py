@@ -221,10 +221,10 @@ def test_clean_feedback_increases_eight_percent_per_second() -> None:
     est = BandwidthEstimator(1_000_000)
     now = 0.0
     seq = 0
-    for _ in range(20):  # 1 s of 50 ms feedbacks, ~1.1 Mbps offered and delivered, no queue
+    for _ in range(20):  # 1 s of 50 ms feedbacks, ~0.96 Mbps offered and delivered, no queue
         results = []
-        for _ in range(6):
-            results.append(PacketResult(seq, seq * 0.0087, seq * 0.0087 + 0.03, 1200))
+        for _ in range(5):
+            results.append(PacketResult(seq, seq * 0.01, seq * 0.01 + 0.03, 1200))
             seq += 1
         now += 0.05
         est.on_feedback(results, now)
@@ -301,3 +301,12 @@ def test_a_failed_probe_falls_back_quickly_and_backs_off() -> None:
     assert not est.probe(600_000, now)
     now = _feed(est, now, failed_at + 8.6, 150_000)
     assert est.probe(600_000, now)
+
+
+def test_clean_estimate_never_stays_below_the_delivered_rate() -> None:
+    est = BandwidthEstimator(300_000)
+    now = _feed(est, 0.0, 1.0, 20_000)
+    assert est.estimate == est.min_bitrate  # 1.5 x 20 kbps is under the floor
+    # The sender moves up (a higher layer) on a clean path: the estimate follows at once.
+    _feed(est, now, now + 1.0, 400_000)
+    assert est.estimate >= 390_000

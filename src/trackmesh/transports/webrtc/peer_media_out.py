@@ -319,7 +319,10 @@ class OutboundTrack:
         estimate = self.ctx.estimate
         if estimate is None:
             return max(allowed)
-        fits = [i for i in allowed if self._rates[i] * HEADROOM <= estimate]
+        # Headroom to move to a layer, none to stay on the current one: a sender's layers
+        # grow as its own estimate ramps up, which must not bounce a viewer off a layer the
+        # estimate still covers.
+        fits = [i for i in allowed if self._rates[i] * (1.0 if i == self.current else HEADROOM) <= estimate]
         return max(fits) if fits else min(allowed)
 
     def _next_layer_up(self, layer: int) -> int | None:

@@ -267,8 +267,9 @@ class BandwidthEstimator:
       once per ``decrease_holdoff`` so packets sent before a cut cannot trigger another one
       (a queue that is already draining after a cut is left to drain, not cut again);
     * increase by 8% per second when loss < 2%, the queue is below 50 ms and not growing
-      (gradient under 10 ms/s); capped at 1.5 x the acknowledged rate so an application-
-      limited sender does not inflate the estimate beyond what was ever tested;
+      (gradient under 10 ms/s), and to at least the acknowledged rate; capped at 1.5 x the
+      acknowledged rate so an application-limited sender does not inflate the estimate
+      beyond what was ever tested;
     * otherwise hold (moderate loss, or a queue that is draining after a decrease).
 
     Probing for headroom: the acknowledged-rate cap means a sender that only needs a little
@@ -431,6 +432,9 @@ class BandwidthEstimator:
         ):
             self.estimate *= self.INCREASE_PER_SECOND**dt
             if self.acked_rate is not None:
+                # What the path just delivered with no loss and no queue is a floor: climbing
+                # back to it at 8%/s after a start (or a layer) below it would take many seconds.
+                self.estimate = max(self.estimate, self.acked_rate)
                 cap = max(1.5 * self.acked_rate, self.min_bitrate, self._probe_target)
                 self.estimate = min(self.estimate, cap)
         # Clean enough to probe from: no cut, little loss, a short queue. The gradient is left

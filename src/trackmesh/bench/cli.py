@@ -48,7 +48,8 @@ def _reexec_in_netns() -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trackmesh-bench", description=__doc__.split("\n")[0])
-    p.add_argument("scenario", choices=["s1"], help="s1 = broadcast, 1 publisher -> N subscribers")
+    p.add_argument("scenario", choices=["s1"],
+                   help="s1 = broadcast, 1 publisher -> N subscribers (or: report FILE.json)")
     p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh")
     p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
     p.add_argument("--duration", type=float, default=30.0, help="hold time of each step, seconds")
@@ -194,7 +195,49 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def steps_table(results: dict[str, dict[str, Any]]) -> str:
+    """Every held step of every server, retried ones included (marked)."""
+    out = [
+        "| server | N | server CPU | us/pkt | out pkt/s | loss worst | p50 / p95 / p99 ms | added p99 ms | "
+        "max gap s | foreign load srv/gen | gen CPU | RSS MB | SLO |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        for s in r["steps"]:
+            lm = s["latency_ms"]
+            verdict = "ok" if s["slo_ok"] else "FAIL: " + "; ".join(s["slo_fail"])
+            if s.get("retried"):
+                verdict += " (held again)"
+            if s["generator_saturated"]:
+                verdict += " GENERATOR SATURATED"
+            out.append(
+                f"| {name} | {s['subscribers']} | {s['server_cpu']:.1%} | {s['server_us_per_pkt']} | "
+                f"{s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | {_fmt(lm['p50'], '', 2)} / "
+                f"{_fmt(lm['p95'], '', 2)} / {_fmt(lm['p99'], '', 2)} | {_fmt(s.get('added_p99_ms'), '', 1)} | "
+                f"{s['freeze_max_s']} | {s.get('foreign_load_server_cores', '-')} / "
+                f"{s.get('foreign_load_generator_cores', '-')} | {s['generator_cpu']:.0%} | "
+                f"{s['rss_kb'] / 1024:.1f} | {verdict} |"
+            )
+    return "\n".join(out)
+
+
+def report(path: Path) -> int:
+    """Print the tables of a saved result (``trackmesh-bench report FILE``)."""
+    doc = json.loads(path.read_text())
+    print(table(doc["results"]))
+    print()
+    print(steps_table(doc["results"]))
+    print()
+    for line in doc.get("targets", []):
+        print(f"- {line}")
+    print(f"\nenvironment: {json.dumps(doc['environment'])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"] and len(argv) == 2:
+        return report(Path(argv[1]))
     args = _parse(argv)
     if not args.no_netns:
         _reexec_in_netns()

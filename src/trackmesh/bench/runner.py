@@ -392,6 +392,8 @@ class S1Run:
                     "storm": {"n": len(self.join_storm), "rate_per_s": cfg.storm_rate,
                               "p50": _pct(sorted(self.join_storm), 50), "p99": _pct(sorted(self.join_storm), 99)},
                     "failures": self.join_failures[:10],
+                    "idle_all": [round(x, 1) for x in self.join_idle],
+                    "storm_all": [round(x, 1) for x in self.join_storm],
                 },
                 "at_load": _at_load(steps),
                 "cpu_bound_estimate": _cpu_bound(steps),

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trackmesh.core.errors import ControlError
@@ -33,14 +32,13 @@ from trackmesh.transports.sdk.protocol import (
     decode_remote_ice_request,
 )
 from trackmesh.transports.sdk.session import RpcFailure, SdkSession, TokenClaims, check_join
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.demux import SharedPortDemux
 from trackmesh.transports.webrtc.ice import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode, SharedClock
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
 from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
+from .webrtc_port import WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")
@@ -81,17 +79,16 @@ class _ConnTimer:
 class SdkTransport:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
-        self.certificate = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
-        self.fingerprint = self.certificate.fingerprint_sha256()
-        self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
+        self.port = WebRtcPort.of(runtime)
+        self.certificate = self.port.certificate
+        self.fingerprint = self.port.fingerprint
+        self.demux = self.port.demux
+        self.clock = self.port.clock
         self.conns: dict[SessionId, Conn] = {}
         self.timers: dict[SessionId, _ConnTimer] = {}
-        self.clock = SharedClock()
         self.counters = runtime.counters
         for name in ("sdk_sessions_created", "sdk_sessions_closed", "sdk_offers_refused", "sdk_malformed"):
             self.counters.setdefault(name, 0)
-        self._next_handler = runtime.datagram_handler
-        runtime.datagram_handler = self.on_datagram
         runtime.register_rpc("sdk.connect", self.connect)
         runtime.register_rpc("sdk.ice_candidate", self.ice_candidate)
         runtime.register_rpc("sdk.restart_ice", self.restart_ice)
@@ -100,15 +97,8 @@ class SdkTransport:
 
     # ---- media path ----------------------------------------------------------------------
 
-    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int]) -> None:
-        key = self.demux.route(data, addr)
-        conn = self.conns.get(key) if key is not None else None
-        if conn is None:
-            if self._next_handler is not None:
-                self._next_handler(now, data, addr)
-            else:
-                self.counters["udp_rx_unrouted"] = self.counters.get("udp_rx_unrouted", 0) + 1
-            return
+    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int], *, conn: Conn) -> None:
+        """A datagram the worker's WebRtcPort routed to ``conn``."""
         conn.sdk.peer.handle_datagram(now, data, addr)
         self.after_input(now, conn)
 
@@ -146,8 +136,7 @@ class SdkTransport:
     def _local(self) -> tuple[IceLiteAgent, LocalParams]:
         ice = IceLiteAgent()
         creds = ice.local_credentials
-        cfg = self.runtime.config
-        return ice, LocalParams(creds.ufrag, creds.pwd, self.fingerprint, cfg.node_ip, self.runtime.udp_port)
+        return ice, self.port.local_params(creds.ufrag, creds.pwd)
 
     def connect(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """params: ``request`` (ConnectRequest bytes), ``room``/``peer``/``extra_data`` (token claims),
@@ -201,7 +190,7 @@ class SdkTransport:
         key = endpoint.session
         self.conns[key] = conn
         self.timers[key] = _ConnTimer(self, conn)
-        self.demux.register(local.ice_ufrag, key)
+        self.port.attach(key, local.ice_ufrag, functools.partial(self.on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self.on_core_events, conn=conn))
         self.counters["sdk_sessions_created"] += 1
         self.after_input(now, conn)
@@ -264,8 +253,7 @@ class SdkTransport:
         new_local: LocalParams | None = None
         if remote.ice_ufrag != ice.remote_ufrag or remote.ice_pwd != ice.remote_pwd:
             creds = ice.restart(remote.ice_ufrag, remote.ice_pwd)
-            cfg = self.runtime.config
-            new_local = LocalParams(creds.ufrag, creds.pwd, self.fingerprint, cfg.node_ip, self.runtime.udp_port)
+            new_local = self.port.local_params(creds.ufrag, creds.pwd)
         try:
             sdp = sdk.renegotiate(req.sdp, new_local)
         except RpcFailure as exc:
@@ -289,7 +277,7 @@ class SdkTransport:
         while sdk.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
-        self.demux.unregister(key)
+        self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)
         if timer is not None:

@@ -15,20 +15,18 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.demux import SharedPortDemux
 from trackmesh.transports.webrtc.ice import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode, SharedClock
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
 from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, answer_offer
 from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
 
+from .webrtc_port import WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")
@@ -76,19 +74,18 @@ class _PeerTimer:
 class WebRtcTransport:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
-        # Backdated a day so a client whose clock runs a little behind still accepts it.
-        self.certificate = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
-        self.fingerprint = self.certificate.fingerprint_sha256()
-        self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
+        self.port = WebRtcPort.of(runtime)
+        self.certificate = self.port.certificate
+        self.fingerprint = self.port.fingerprint
+        self.demux = self.port.demux
+        self.clock = self.port.clock
         self.sessions: dict[SessionId, Session] = {}
         self.timers: dict[SessionId, _PeerTimer] = {}
-        self.clock = SharedClock()
         # conn id -> (mode, token hash, until): sessions that ended recently.
         self.tombstones: dict[str, tuple[PeerMode, str, float]] = {}
         self.counters = runtime.counters
-        for name in ("webrtc_sessions_created", "webrtc_sessions_closed", "webrtc_offers_refused", "udp_rx_unrouted"):
+        for name in ("webrtc_sessions_created", "webrtc_sessions_closed", "webrtc_offers_refused"):
             self.counters.setdefault(name, 0)
-        runtime.datagram_handler = self.on_datagram
         for mode in (PeerMode.WHIP, PeerMode.WHEP):
             kind = mode.value
             runtime.register_rpc(f"{kind}.create", functools.partial(self.create, mode=mode))
@@ -100,12 +97,8 @@ class WebRtcTransport:
 
     # ---- media path ----------------------------------------------------------------------
 
-    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int]) -> None:
-        key = self.demux.route(data, addr)
-        session = self.sessions.get(key) if key is not None else None
-        if session is None:
-            self.counters["udp_rx_unrouted"] += 1
-            return
+    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int], *, session: Session) -> None:
+        """A datagram the worker's WebRtcPort routed to ``session``."""
         session.peer.handle_datagram(now, data, addr)
         self.after_input(now, session)
 
@@ -134,9 +127,7 @@ class WebRtcTransport:
     def create(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
         ice = IceLiteAgent()
         creds = ice.local_credentials
-        local = LocalParams(
-            creds.ufrag, creds.pwd, self.fingerprint, self.runtime.config.node_ip, self.runtime.udp_port
-        )
+        local = self.port.local_params(creds.ufrag, creds.pwd)
         policy = AnswerPolicy.whip() if mode is PeerMode.WHIP else AnswerPolicy.whep()
         try:
             answer = answer_offer(str(params["offer"]), local, policy)
@@ -176,7 +167,7 @@ class WebRtcTransport:
         key = endpoint.session
         self.sessions[key] = session
         self.timers[key] = _PeerTimer(self, session)
-        self.demux.register(creds.ufrag, key)
+        self.port.attach(key, creds.ufrag, functools.partial(self.on_datagram, session=session))
         self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
         self.counters["webrtc_sessions_created"] += 1
         if mode is PeerMode.WHEP and params.get("max_spatial") is not None:
@@ -220,7 +211,7 @@ class WebRtcTransport:
         session.ufrags.append(local.ufrag)
         session.etag = secrets.token_hex(8)
         first = session.peer.answer.media[0] if session.peer.answer.media else None
-        cand = LocalParams(local.ufrag, local.pwd, self.fingerprint, self.runtime.config.node_ip, self.runtime.udp_port)
+        cand = self.port.local_params(local.ufrag, local.pwd)
         answer = restart_answer(
             local.ufrag, local.pwd, cand.candidate(), first.mid if first else "0", first.kind if first else "audio"
         )
@@ -257,7 +248,7 @@ class WebRtcTransport:
         while session.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
-        self.demux.unregister(key)
+        self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)
         if timer is not None:

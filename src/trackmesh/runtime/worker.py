@@ -85,6 +85,8 @@ class WorkerRuntime:
         self.scheduler = Scheduler()
         self.outbox: deque[tuple[bytes, Address]] = deque()
         self.datagram_handler: Callable[[float, bytes, Address], None] | None = None
+        # Per-worker singletons shared by transports (e.g. the WebRTC port), keyed by class.
+        self.services: dict[type, object] = {}
         self.counters: dict[str, int] = {
             "udp_rx": 0,
             "udp_tx": 0,

@@ -180,8 +180,11 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     t, j = results.get("trackmesh"), results.get("janus")
     if t and j:
         ratio = t["capacity"] / j["capacity"] if j["capacity"] else None
+        verdict = "MET" if ratio and ratio >= 1 else "MISSED"
+        if t.get("inconclusive") or j.get("inconclusive"):
+            verdict += " but INCONCLUSIVE (a server's last step failed while the box was busy with other work)"
         lines.append(f"S1 capacity trackmesh/janus = {t['capacity']}/{j['capacity']} = "
-                     f"{_fmt(ratio, '', 2)} (target >= 1): {'MET' if ratio and ratio >= 1 else 'MISSED'}")
+                     f"{_fmt(ratio, '', 2)} (target >= 1): {verdict}")
     if t:
         us = t["at_load"].get("50%", {}).get("us_per_pkt")
         lines.append(f"trackmesh us/pkt near 50% load = {us} (target <= 10): {'MET' if us and us <= 10 else 'MISSED'}")

@@ -34,6 +34,10 @@ LOSS_SLO = 0.01
 P99_SLO_MS = 50.0
 FREEZE_SLO_S = 0.5
 GEN_SATURATED = 0.70
+#: A failed step during which other processes used more than this share of the server's core
+#: is not the server's failure: it is held again (at most MAX_EXTRA_HOLDS times in all).
+DISTURBED = 0.15
+MAX_EXTRA_HOLDS = 3
 
 
 @dataclass
@@ -341,15 +345,23 @@ class S1Run:
                 row = await self._window(n)
                 row["publisher_late_ms"] = round(pub.late * 1000, 1)
                 pub.late = 0.0
-                if not row["slo_ok"] and not row["generator_saturated"] and row["join_failures"] == 0:
+                holds = 1
+                while (
+                    not row["slo_ok"] and not row["generator_saturated"] and row["join_failures"] == 0
+                    and holds < 1 + MAX_EXTRA_HOLDS
+                    and (holds == 1 or row["foreign_load_server_cores"] > DISTURBED)
+                ):
                     # This box is shared: one scheduling hiccup can sink a p99 or open a gap. A
-                    # failure counts only if the same step fails twice in a row; both are kept.
+                    # failure counts only if the same step fails again, and a failure while other
+                    # processes took > DISTURBED of the server's core is held again (bounded).
                     row["retried"] = True
                     steps.append(row)
                     self._print(row)
                     row = await self._window(n)
                     row["publisher_late_ms"] = round(pub.late * 1000, 1)
                     pub.late = 0.0
+                    holds += 1
+                row["disturbed"] = row["foreign_load_server_cores"] > DISTURBED
                 steps.append(row)
                 self._print(row)
                 if not row["slo_ok"] or row["generator_saturated"]:
@@ -375,6 +387,10 @@ class S1Run:
         if last is not None:
             if last["generator_saturated"]:
                 limited_by = "generator saturated (result refused beyond this step)"
+            elif not last["slo_ok"] and last.get("disturbed"):
+                busy = last["foreign_load_server_cores"]
+                limited_by = (f"INCONCLUSIVE: failed while other processes used {busy:.0%} "
+                              "of the server core: " + "; ".join(last["slo_fail"]))
             elif not last["slo_ok"]:
                 limited_by = "server: " + "; ".join(last["slo_fail"])
             else:
@@ -383,6 +399,7 @@ class S1Run:
         result.update(
             {
                 "capacity": capacity,
+                "inconclusive": bool(last is not None and not last["slo_ok"] and last.get("disturbed")),
                 "limited_by": limited_by,
                 "rss_per_active_peer_kb": round((active[-1]["rss_kb"] - rss0) / active[-1]["subscribers"], 1)
                 if active else None,

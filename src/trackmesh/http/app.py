@@ -17,6 +17,7 @@ from trackmesh.security.tokens import SessionToken, app_secret_matches, issue
 
 from .envelope import error, ok
 from .metrics import render_metrics
+from .requests import bearer
 
 if TYPE_CHECKING:
     from trackmesh.runtime.node import Node
@@ -37,13 +38,6 @@ class TokenData(BaseModel):
 class TokenResponse(BaseModel):
     status: bool
     data: TokenData
-
-
-def bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def create_app(node: Node) -> FastAPI:

@@ -15,16 +15,17 @@ a fresh session from the request, so a client can move to this node.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from trackmesh.runtime.worker import RpcError
-from trackmesh.security.tokens import SessionToken, TokenError, verify
+from trackmesh.security.tokens import SessionToken
 from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeError, decode_connect_request
 
+from .requests import problem as _problem
+from .requests import read_body, session_token
 from .whip_whep import token_hash
 
 if TYPE_CHECKING:
@@ -35,40 +36,12 @@ MAX_BODY_BYTES = 128 * 1024
 ACCEPTED_TYPES = (HTTP_CONTENT_TYPE, "application/x-protobuf", "application/protobuf", "application/octet-stream")
 
 
-def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
-    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 async def _body(request: Request) -> bytes | PlainTextResponse:
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given not in ACCEPTED_TYPES:
-        return _problem(415, f"Content-Type must be {HTTP_CONTENT_TYPE}, got {given or 'none'}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    return body
+    return await read_body(request, ACCEPTED_TYPES, MAX_BODY_BYTES)
 
 
 def _token(node: Node, authorization: str | None) -> tuple[SessionToken, str] | PlainTextResponse:
-    raw = _bearer(authorization)
-    if raw is None:
-        return _problem(401, "missing bearer webrtc token", {"WWW-Authenticate": "Bearer"})
-    try:
-        return verify(node.config.secret, raw, "webrtc", int(time.time())), raw
-    except TokenError as exc:
-        return _problem(401, f"invalid webrtc token: {exc}", {"WWW-Authenticate": "Bearer"})
+    return session_token(node, authorization, "webrtc")
 
 
 def _protobuf(data: bytes) -> Response:

@@ -14,13 +14,16 @@ with the calls ``<kind>.create``, ``<kind>.patch`` and ``<kind>.delete``.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
-from trackmesh.security.tokens import SessionToken, TokenError, verify
+from trackmesh.security.tokens import SessionToken
+
+from .requests import bearer as _bearer
+from .requests import problem as _problem
+from .requests import read_body, session_token
 
 if TYPE_CHECKING:
     from trackmesh.runtime.node import Node
@@ -35,40 +38,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
-    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 async def _read_body(request: Request, content_type: str) -> bytes | PlainTextResponse:
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != content_type:
-        return _problem(415, f"Content-Type must be {content_type}, got {given or 'none'}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_SDP_BYTES:
-        return _problem(413, f"body larger than {MAX_SDP_BYTES} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_SDP_BYTES:
-            return _problem(413, f"body larger than {MAX_SDP_BYTES} bytes")
-    return body
+    return await read_body(request, (content_type,), MAX_SDP_BYTES)
 
 
 def _token(node: Node, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
-    raw = _bearer(authorization)
-    if raw is None:
-        return _problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
-    try:
-        return verify(node.config.secret, raw, kind, int(time.time()))
-    except TokenError as exc:
-        return _problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})
+    checked = session_token(node, authorization, kind)
+    return checked if isinstance(checked, PlainTextResponse) else checked[0]
 
 
 def _max_spatial(value: str | None) -> int | PlainTextResponse | None:

@@ -1,0 +1,55 @@
+"""What every media API shares: plain-text problems, bearer tokens, bounded request bodies."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from fastapi.responses import PlainTextResponse
+
+from trackmesh.security.tokens import SessionToken, TokenError, verify
+
+if TYPE_CHECKING:
+    from trackmesh.runtime.node import Node
+
+
+def problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
+    """A refusal as WHIP/WHEP and SDK clients read it: a status and one line of text."""
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 s2.1), or None."""
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int) -> bytes | PlainTextResponse:
+    """The body, or 415 for another Content-Type (the first accepted one is named) and 413
+    past ``max_bytes`` (checked on the declared length and while reading)."""
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given not in accepted:
+        return problem(415, f"Content-Type must be {accepted[0]}, got {given or 'none'}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return problem(413, f"body larger than {max_bytes} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return problem(413, f"body larger than {max_bytes} bytes")
+    return body
+
+
+def session_token(node: Node, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
+    """The verified session token of ``kind`` and its raw text, or a 401 saying why."""
+    raw = bearer(authorization)
+    if raw is None:
+        return problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(node.config.secret, raw, kind, int(time.time())), raw
+    except TokenError as exc:
+        return problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})

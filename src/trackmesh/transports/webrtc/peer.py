@@ -249,6 +249,13 @@ class WebRtcPeer:
             if out.video and (local_track is None or out.local.name == local_track):
                 out.set_max_spatial(now, layer)
 
+    def set_max_temporal(self, now: float, layer: int | None, local_track: str | None = None) -> None:
+        """Cap the temporal layer sent on one (or every) video LocalTrack; None lifts it."""
+        self.clock.advance(now)
+        for out in self.outbound.values():
+            if out.video and (local_track is None or out.local.name == local_track):
+                out.set_max_temporal(now, layer)
+
     # ---- inputs ---------------------------------------------------------------------------
 
     def handle_datagram(self, now: float, data: bytes, addr: Address) -> None:

@@ -17,6 +17,16 @@ from trackmesh.core.controls import RequestKeyframe
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import LocalTrack
+from trackmesh.transports.webrtc.keyframe import Vp8Descriptor
+from trackmesh.transports.webrtc.layers import (
+    LAST_VP8,
+    MAX_TEMPORAL,
+    SeqSkipper,
+    Vp8Layers,
+    Vp9Layers,
+    vp8_descriptor,
+    vp9_descriptor,
+)
 from trackmesh.transports.webrtc.nack import RetransmitBuffer
 from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
 from trackmesh.transports.webrtc.peer_media_in import media_codec
@@ -43,6 +53,8 @@ HEADROOM: Final = 1.15
 #: While a layer switch waits for a key frame, the request is repeated this often.
 KEYFRAME_RETRY: Final = 1.0
 MAX_LAYERS: Final = 4
+_VP8: Final = MediaCodec.VP8
+_VP9: Final = MediaCodec.VP9
 
 
 class SendContext:
@@ -96,6 +108,7 @@ class OutboundTrack:
         "_kf_requested",
         "_rates",
         "_rtx_seq",
+        "_svc",
         "_view",
         "_win_end",
         "_win_start",
@@ -118,9 +131,12 @@ class OutboundTrack:
         "ring",
         "rtx_pts",
         "rtx_ssrc",
+        "skipper",
         "ssrc",
         "twcc_pos",
         "video",
+        "vp8",
+        "vp9",
     )
 
     def __init__(self, media: NegotiatedMedia, local: LocalTrack, endpoint: Endpoint, ctx: SendContext) -> None:
@@ -156,6 +172,11 @@ class OutboundTrack:
         self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
         self.pending = 0  # layer to switch to at its next key frame (-1: none)
         self.max_spatial: int | None = None
+        # Layers inside one codec stream: VP8 temporal layers, VP9 SVC spatial and temporal.
+        self.vp8 = Vp8Layers()
+        self.vp9 = Vp9Layers()
+        self.skipper = SeqSkipper()
+        self._svc = False  # VP9 with spatial layers on this one SSRC (a SID > 0 was seen)
         self._kf_requested = -1e18
         self._bytes = [0] * MAX_LAYERS
         self._rates = [0.0] * MAX_LAYERS
@@ -171,6 +192,9 @@ class OutboundTrack:
                 "codec_not_negotiated",
                 "layer_filtered",
                 "waiting_keyframe",
+                "temporal_filtered",
+                "svc_filtered",
+                "bad_payload",
                 "stale",
                 "protect_failed",
                 "switches",
@@ -225,9 +249,17 @@ class OutboundTrack:
         spatial = pkt.spatial
         if self.local.channel != self._channel:
             self._on_new_source()
+        codec = pkt.codec
         if self.video:
-            if spatial < MAX_LAYERS:
-                self._bytes[spatial] += size
+            layer = spatial
+            d9 = None
+            if codec is _VP9:
+                d9 = vp9_descriptor(pkt)
+                if d9 is not None and d9.spatial_id:
+                    layer = d9.spatial_id  # SVC: every spatial layer on this one stream
+                    self._svc = True
+            if layer < MAX_LAYERS:
+                self._bytes[layer] += size
             if now >= self._win_end:
                 self._roll(now)
             if spatial != self.current:
@@ -240,14 +272,46 @@ class OutboundTrack:
                 else:
                     self.counters["layer_filtered" if self.current >= 0 else "waiting_keyframe"] += 1
                     return
-        out = self.rewriter.rewrite((self._generation << 8) | spatial, pkt.seq, pkt.ts, now)
+        key = (self._generation << 8) | spatial
+        out = self.rewriter.rewrite(key, pkt.seq, pkt.ts, now)
         if out is None:
             self.counters["stale"] += 1
             return
         seq, ts = out
+        marker = pkt.marker
         hlen = self._hlen
         buf = self._buf
-        _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if pkt.marker else pt, seq, ts, self.ssrc)
+        dlen = 0
+        if codec is _VP8:
+            if size and payload[0] & 0x80:
+                # X: picture id / TL0PICIDX / TID present (RFC 7741 s4.2): filter temporal
+                # layers; renumber in a copy of the descriptor placed after our header.
+                last = LAST_VP8
+                d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
+                if isinstance(d8, Vp8Descriptor):
+                    vp8 = self.vp8
+                    if not vp8.forward(d8, pkt.keyframe):
+                        self.skipper.drop(seq)
+                        self.counters["temporal_filtered"] += 1
+                        return
+                    if vp8.renumber(d8, key):
+                        dlen = d8.size
+                        buf[hlen : hlen + dlen] = payload[:dlen]
+                        vp8.rewrite(buf, hlen, d8)
+        elif codec is _VP9:
+            if d9 is None:
+                self.skipper.drop(seq)
+                self.counters["bad_payload"] += 1
+                return
+            m = self.vp9.forward(d9, pkt.keyframe, pkt.ts)
+            if m < 0:
+                self.skipper.drop(seq)
+                self.counters["svc_filtered"] += 1
+                return
+            marker = marker or m == 1
+        if self.skipper.skipped:
+            seq = self.skipper.map(seq)
+        _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc)
         tpos = self.twcc_pos
         tseq = 0
         if tpos >= 0:
@@ -260,7 +324,7 @@ class OutboundTrack:
             _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
         # Header from the reusable buffer, payload appended: one copy into the packet bytes
         # SRTP needs anyway (cheaper than copying the payload into the buffer first).
-        plain = self._view[:hlen].tobytes() + payload
+        plain = self._view[: hlen + dlen].tobytes() + (payload[dlen:] if dlen else payload)
         self.ring.put(seq, plain)
         try:
             protected = srtp.protect_rtp(plain)
@@ -307,8 +371,29 @@ class OutboundTrack:
 
     @property
     def layer_rates(self) -> list[float]:
-        """Bits per second of each incoming layer over the last complete window."""
+        """Bits per second of each incoming layer over the last complete window: what a
+        viewer of that layer costs. For VP9 SVC a layer needs every layer below it, so the
+        rates are cumulative."""
+        if self._svc:
+            total = 0.0
+            out = []
+            for r in self._rates:
+                total += r
+                out.append(total if r > 0 else 0.0)
+            return out
         return list(self._rates)
+
+    @property
+    def spatial_layer(self) -> int:
+        """The spatial layer being forwarded (simulcast stream or VP9 SVC layer)."""
+        return max(self.vp9.current if self._svc else self.current, 0)
+
+    @property
+    def temporal_layer(self) -> int:
+        """The highest temporal layer being forwarded (0 when the stream has none)."""
+        if self._svc:
+            return max(min(self.vp9.t_current, MAX_TEMPORAL), 0)
+        return max(min(self.vp8.current, self.vp8.tid_seen), 0)
 
     def _best_layer(self) -> int:
         available = [i for i, r in enumerate(self._rates) if r > 0]
@@ -343,6 +428,9 @@ class OutboundTrack:
         """
         if not self.video:
             return
+        if self._svc:
+            self._svc_reselect(now)
+            return
         target = self._best_layer()
         ctx = self.ctx
         if ctx.estimate is not None and ctx.own_estimate and self.pending < 0 and target == self.current:
@@ -358,9 +446,41 @@ class OutboundTrack:
             self._kf_requested = now
             self._endpoint.control(now, RequestKeyframe(self.local.name))
 
+    def _svc_reselect(self, now: float) -> None:
+        """VP9 SVC: the highest spatial layer whose cumulative rate fits the estimate (and the
+        cap); moving up needs a picture whose upper layer is not inter-picture predicted,
+        in practice a key frame with most encoders, so one is requested while it waits."""
+        rates = self.layer_rates
+        available = [i for i, r in enumerate(rates) if r > 0]
+        cap = self.max_spatial
+        vp9 = self.vp9
+        if not available:
+            vp9.target = MAX_LAYERS - 1 if cap is None else cap
+            return
+        allowed = [i for i in available if cap is None or i <= cap] or [min(available)]
+        estimate = self.ctx.estimate
+        if estimate is None:
+            target = max(allowed)
+        else:
+            fits = [i for i in allowed if rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
+            target = max(fits) if fits else min(allowed)
+        vp9.target = target
+        if target > vp9.current >= 0 and now >= self._kf_requested + KEYFRAME_RETRY:
+            self._kf_requested = now
+            self._endpoint.control(now, RequestKeyframe(self.local.name))
+
     def set_max_spatial(self, now: float, layer: int | None) -> None:
         self.max_spatial = layer
+        if not self._svc:
+            self.vp9.target = MAX_LAYERS - 1 if layer is None else layer
         self.reselect(now)
+
+    def set_max_temporal(self, now: float, layer: int | None) -> None:
+        """Cap the temporal layer forwarded (VP8 TID, VP9 TID); None lifts the cap. Lower
+        layers take effect at the next frame, higher ones at the next switching point."""
+        target = MAX_TEMPORAL if layer is None else max(layer, 0)
+        self.vp8.target = target
+        self.vp9.t_target = target
 
     # ---- retransmission and reports ------------------------------------------------------
 
@@ -413,6 +533,4 @@ class OutboundTrack:
         if self.packets == 0:
             return None
         rtp_ts = (self.last_ts + round((now - self.last_ts_at) * self.clock_rate)) & 0xFFFFFFFF
-        return build_sr(
-            self.ssrc, self.ctx.ntp(now), rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF
-        )
+        return build_sr(self.ssrc, self.ctx.ntp(now), rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)

@@ -1,0 +1,127 @@
+"""Per-viewer layer state machines: sequence skipping, VP8 temporal layers, VP9 SVC."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trackmesh.transports.webrtc.keyframe import parse_vp8_descriptor
+from trackmesh.transports.webrtc.layers import SeqSkipper, Vp8Layers, Vp9Layers
+from trackmesh.transports.webrtc.vp9 import parse_vp9_descriptor
+
+
+def test_skipper_removes_holes_and_maps_late_packets_by_their_place() -> None:
+    s = SeqSkipper()
+    assert s.map(65534) == 65534
+    s.drop(65535)
+    assert s.map(0) == 65535  # across the wrap
+    s.drop(1)
+    s.drop(2)
+    assert s.map(3) == 0
+    # Late packets: before every drop, between drops.
+    assert s.map(65533) == 65533
+    assert s.map(0) == 65535
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=300), st.integers(0, 0xFFFF))
+def test_skipper_output_is_contiguous_for_in_order_packets(dropped: list[bool], start: int) -> None:
+    s = SeqSkipper()
+    out = []
+    for i, drop in enumerate(dropped):
+        seq = (start + i) & 0xFFFF
+        if drop:
+            s.drop(seq)
+        else:
+            out.append(s.map(seq))
+    assert out == [(out[0] + i) & 0xFFFF for i in range(len(out))] if out else True
+
+
+def vp8(tid: int, *, sync: bool = False, start: bool = True, pid: int | None = 10, tl0: int = 3) -> bytes:
+    x = (0x80 if pid is not None else 0) | 0x60
+    out = bytes([0x90 if start else 0x80, x])
+    if pid is not None:
+        out += bytes([pid]) if pid < 128 else bytes([0x80 | (pid >> 8), pid & 0xFF])
+    return out + bytes([tl0, (tid << 6) | (0x20 if sync else 0), 0x01])
+
+
+def test_vp8_temporal_switches_one_layer_at_a_time_at_sync_frames() -> None:
+    v = Vp8Layers()
+    v.target = 0
+    assert v.forward(parse_vp8_descriptor(vp8(0)), True) and v.current == 0
+    assert not v.forward(parse_vp8_descriptor(vp8(1, sync=True)), False)
+    assert not v.forward(parse_vp8_descriptor(vp8(1, start=False)), False)  # rest of the frame
+    v.target = 2
+    assert not v.forward(parse_vp8_descriptor(vp8(2, sync=True)), False)  # TL1 not synced yet
+    assert not v.forward(parse_vp8_descriptor(vp8(1)), False)  # no Y
+    assert v.forward(parse_vp8_descriptor(vp8(1, sync=True)), False) and v.current == 1
+    assert v.forward(parse_vp8_descriptor(vp8(1, start=False)), False)
+    assert v.forward(parse_vp8_descriptor(vp8(2, sync=True)), False) and v.current == 2
+    v.target = 0
+    assert v.forward(parse_vp8_descriptor(vp8(2, start=False)), False)  # the frame in progress ends
+    assert not v.forward(parse_vp8_descriptor(vp8(1)), False) and v.current == 0  # down at the next one
+    # Without a TID (no T bit) everything passes.
+    assert v.forward(parse_vp8_descriptor(b"\x90\x80\x05\x01"), False)
+
+
+def test_vp8_picture_ids_keep_each_packets_width_and_skip_dropped_pictures() -> None:
+    v = Vp8Layers()
+    v.target = 0
+    sent: list[tuple[int, int]] = []
+    for i, (tid, pid) in enumerate([(0, 126), (1, 127), (0, 0), (1, 1), (0, 2)]):
+        raw = vp8(tid, pid=pid, tl0=200 + i // 2)
+        d = parse_vp8_descriptor(raw)
+        if v.forward(d, i == 0):
+            buf = bytearray(8) + raw
+            if v.renumber(d, 1):
+                v.rewrite(buf, 8, d)
+            out = parse_vp8_descriptor(buf, 8)
+            assert not out.picture_id_long and out.size == d.size
+            sent.append((out.picture_id, out.tl0picidx))
+    assert sent == [(126, 200), (127, 201), (0, 202)]
+    # A switch to a source with 15-bit picture ids continues from the last one sent.
+    raw = vp8(0, pid=20000, tl0=7)
+    d = parse_vp8_descriptor(raw)
+    assert v.forward(d, True)
+    buf = bytearray(raw)
+    assert v.renumber(d, 2)
+    v.rewrite(buf, 0, d)
+    out = parse_vp8_descriptor(buf)
+    assert out.picture_id_long and (out.picture_id, out.tl0picidx) == (1, 203)
+
+
+def vp9(sid: int, tid: int = 0, *, p: bool = True, b: bool = True, e: bool = True, u: bool = False) -> bytes:
+    return bytes(
+        [
+            0xA0 | (0x40 if p else 0) | (0x08 if b else 0) | (0x04 if e else 0),
+            1,
+            (tid << 5) | (0x10 if u else 0) | (sid << 1),
+            0,
+        ]
+    )
+
+
+def test_vp9_temporal_up_at_a_switching_point_whose_layer_is_forwarded() -> None:
+    v = Vp9Layers()
+    v.target = 0
+    v.t_target = 0
+    assert v.forward(parse_vp9_descriptor(vp9(0, p=False)), True, 0) == 1
+    assert v.forward(parse_vp9_descriptor(vp9(1)), False, 0) == -1  # spatial cap
+    assert v.forward(parse_vp9_descriptor(vp9(0, 1, u=True)), False, 1) == -1
+    v.t_target = 2
+    assert v.forward(parse_vp9_descriptor(vp9(0, 2, u=True)), False, 2) == -1  # TID 2 not forwarded: no switch
+    assert v.forward(parse_vp9_descriptor(vp9(0, 1)), False, 3) == -1
+    assert v.forward(parse_vp9_descriptor(vp9(0, 0, u=True)), False, 4) == 1 and v.t_current == 2
+    assert v.forward(parse_vp9_descriptor(vp9(0, 2)), False, 5) == 1
+    v.t_target = 0
+    assert v.forward(parse_vp9_descriptor(vp9(0, 1)), False, 6) == -1
+
+
+def test_vp9_waits_for_a_key_picture() -> None:
+    v = Vp9Layers()
+    assert v.forward(parse_vp9_descriptor(vp9(0)), False, 0) == -1
+    # No scalability structure: the layer count is learned from the layers seen.
+    assert v.forward(parse_vp9_descriptor(vp9(0, p=False)), True, 1) == 1
+    assert v.forward(parse_vp9_descriptor(vp9(1, p=False)), False, 1) == 1
+    assert v.forward(parse_vp9_descriptor(vp9(0, p=False)), True, 2) == 0  # layer 1 will follow
+    assert v.forward(parse_vp9_descriptor(vp9(1, p=False)), False, 2) == 1
+    assert v.current == 1

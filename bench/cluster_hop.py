@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_session import ClusterConfig, open_node
@@ -162,6 +163,20 @@ async def run_pub(args: argparse.Namespace) -> dict[str, object]:
     return {"blast_send_msg_per_s": send_rate, "packets_out": hub.packets_out}
 
 
+LOOP_KIND = "node"
+
+
+def _run(coro: Any) -> Any:
+    """Run on the same kind of event loop as a trackmesh node, unless --loop asyncio."""
+    from trackmesh.runtime.loop import new_event_loop
+
+    loop = new_event_loop() if LOOP_KIND == "node" else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=["main", "sub"], default="main")
@@ -171,15 +186,23 @@ def main() -> None:
     parser.add_argument("--blast", type=int, default=20000)
     parser.add_argument("--no-express", dest="express", action="store_false")
     parser.add_argument("--indirect", action="store_true", help="zenoh runs media callbacks on a separate thread")
+    parser.add_argument(
+        "--loop",
+        choices=["node", "asyncio"],
+        default="node",
+        help="node: the event loop trackmesh runs (uvloop when importable)",
+    )
     args = parser.parse_args()
+    global LOOP_KIND
+    LOOP_KIND = args.loop
     if not only_loopback():
         raise SystemExit("run me inside scripts/in-netns.sh (opens zenoh sessions)")
     if args.role == "sub":
-        asyncio.run(run_sub(args))
+        _run(run_sub(args))
         return
     flags = [*(["--no-express"] if not args.express else []), *(["--indirect"] if args.indirect else [])]
     sub = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--role", "sub", "--port", str(args.port),
+        [sys.executable, str(Path(__file__).resolve()), "--role", "sub", "--port", str(args.port), "--loop", args.loop,
          "--packets", str(args.packets), "--pps", str(args.pps), "--blast", str(args.blast), *flags],
         stdout=subprocess.PIPE,
         text=True,
@@ -187,7 +210,7 @@ def main() -> None:
     assert sub.stdout is not None
     if sub.stdout.readline().strip() != "ready":
         raise SystemExit("subscriber node failed to start")
-    pub = asyncio.run(run_pub(args))
+    pub = _run(run_pub(args))
     out, _ = sub.communicate(timeout=60)
     result = {**json.loads(out.strip().splitlines()[-1]), **pub}
     print(

@@ -445,3 +445,52 @@ def test_vp9_svc_viewer_capped_at_s0_gets_s0_with_the_marker_then_switches_up_at
     assert [(s[1], s[3]) for s in svc_seen(viewer)[before:]] == [(0, False), (0, False), (1, False), (1, True)] * 2
     seqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
     assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
+
+
+@pytest.fixture
+def h264_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from . import peer_client
+
+    make = peer_client.make_offer
+
+    def h264(*args: Any, **kw: Any) -> str:
+        return make(*args, **kw).replace(
+            "a=rtpmap:96 VP8/90000\r\n",
+            "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n",
+        )
+
+    monkeypatch.setattr(peer_client, "make_offer", h264)
+
+
+@pytest.mark.usefixtures("h264_offers")
+def test_h264_simulcast_switches_layers_at_idr_like_vp8() -> None:
+    """H.264 has no payload descriptor: only the key-frame check (IDR) differs from VP8."""
+    net = Net()
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    vpeer.set_max_spatial(net.now, 0)
+    pub = Publisher(net)
+
+    def frames(count: int, keyframe_at: int | None = None) -> None:
+        for i in range(count):
+            for layer, (rid, ssrc, size) in enumerate(LAYERS):
+                nal = b"\x65" if keyframe_at == i else b"\x41"  # IDR slice / non-IDR slice
+                body = nal + bytes([layer]) * size
+                pub.client.send_rtp(96, pub.seq[layer], 3000 * pub.frame, ssrc, body, mid="1", rid=rid, marker=True)
+                pub.seq[layer] += 1
+            pub.frame += 1
+            net.flush()
+            net.advance(1 / FPS)
+
+    frames(40, keyframe_at=0)
+    seen = [p[1] for p in viewer.payloads(viewer.local_ssrc("1"))]
+    assert set(seen) == {0} and len(seen) == 40
+    vpeer.set_max_spatial(net.now, 2)
+    net.after_input()
+    frames(2)
+    frames(2, keyframe_at=0)
+    seen = [p[1] for p in viewer.payloads(viewer.local_ssrc("1"))]
+    assert seen[-5:] == [0, 0, 0, 2, 2]  # layer 0 of the IDR picture goes out first, then layer 2
+    out = vpeer.outbound["1"]
+    assert out.current == 2 and out.temporal_layer == 0
+    seqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]

@@ -191,6 +191,7 @@ class ReceiverSlot:
     last_voice: float = -1e18
     voice_level: int | None = None  # the loudest level (-dBov) seen since the last report
     spatial_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_spatial
+    temporal_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_temporal
     hint_bps: int | None = None  # the SetLocalBitrate hint last sent
     allocated_bps: int | None = None  # its share of the viewer's estimate, last allocation
 
@@ -659,6 +660,13 @@ class SdkSession:
             if alloc.max_spatial != slot.spatial_cap:
                 slot.spatial_cap = alloc.max_spatial
                 self.peer.set_max_spatial(now, alloc.max_spatial, name)
+            # Temporal layers: the receiver's max_temporal, as configured (min_temporal has
+            # nothing to floor: the forwarder does not lower temporal layers for bandwidth).
+            cfg = slot.config
+            temporal = cfg.max_temporal if cfg is not None else None
+            if temporal != slot.temporal_cap:
+                slot.temporal_cap = temporal
+                self.peer.set_max_temporal(now, temporal, name)
             hint = alloc.hint_bps
             if hint is not None and (slot.hint_bps is None or abs(hint - slot.hint_bps) > HINT_CHANGE * slot.hint_bps):
                 slot.hint_bps = hint
@@ -737,11 +745,11 @@ class SdkSession:
             octets = out.octets
             kbps = max(0, octets - slot.last_octets) * 8 // int(STATS_INTERVAL * 1000)
             slot.last_octets = octets
-            source_kbps = int(sum(out.layer_rates) / 1000) if out.video else kbps
+            source_kbps = int(out.source_bps / 1000) if out.video else kbps
             Stats = session_pb2.ServerEvent.Receiver.Stats
             stats = Stats(
                 source=Stats.Source(bitrate_kbps=source_kbps),
-                transmit=Stats.Transmit(spatial=max(out.current, 0), temporal=0, bitrate_kbps=kbps),
+                transmit=Stats.Transmit(spatial=out.spatial_layer, temporal=out.temporal_layer, bitrate_kbps=kbps),
             )
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 

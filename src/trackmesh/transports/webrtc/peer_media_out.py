@@ -384,6 +384,11 @@ class OutboundTrack:
         return list(self._rates)
 
     @property
+    def source_bps(self) -> float:
+        """Bits per second of every incoming layer together."""
+        return sum(self._rates)
+
+    @property
     def spatial_layer(self) -> int:
         """The spatial layer being forwarded (simulcast stream or VP9 SVC layer)."""
         return max(self.vp9.current if self._svc else self.current, 0)

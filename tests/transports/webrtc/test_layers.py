@@ -46,33 +46,34 @@ def vp8(tid: int, *, sync: bool = False, start: bool = True, pid: int | None = 1
 
 def test_vp8_temporal_switches_one_layer_at_a_time_at_sync_frames() -> None:
     v = Vp8Layers()
-    v.target = 0
-    assert v.forward(parse_vp8_descriptor(vp8(0)), True) and v.current == 0
-    assert not v.forward(parse_vp8_descriptor(vp8(1, sync=True)), False)
-    assert not v.forward(parse_vp8_descriptor(vp8(1, start=False)), False)  # rest of the frame
-    v.target = 2
-    assert not v.forward(parse_vp8_descriptor(vp8(2, sync=True)), False)  # TL1 not synced yet
-    assert not v.forward(parse_vp8_descriptor(vp8(1)), False)  # no Y
-    assert v.forward(parse_vp8_descriptor(vp8(1, sync=True)), False) and v.current == 1
-    assert v.forward(parse_vp8_descriptor(vp8(1, start=False)), False)
-    assert v.forward(parse_vp8_descriptor(vp8(2, sync=True)), False) and v.current == 2
-    v.target = 0
-    assert v.forward(parse_vp8_descriptor(vp8(2, start=False)), False)  # the frame in progress ends
-    assert not v.forward(parse_vp8_descriptor(vp8(1)), False) and v.current == 0  # down at the next one
+    v.set_target(0)
+    assert v.process(parse_vp8_descriptor(vp8(0)), True, 0) >= 0 and v.current == 0
+    assert v.process(parse_vp8_descriptor(vp8(1, sync=True)), False, 0) == -1
+    assert v.process(parse_vp8_descriptor(vp8(1, start=False)), False, 0) == -1  # rest of the frame
+    v.set_target(2)
+    assert v.process(parse_vp8_descriptor(vp8(2, sync=True)), False, 0) == -1  # TL1 not synced yet
+    assert v.process(parse_vp8_descriptor(vp8(1)), False, 0) == -1  # no Y
+    assert v.process(parse_vp8_descriptor(vp8(1, sync=True)), False, 0) >= 0 and v.current == 1
+    assert v.process(parse_vp8_descriptor(vp8(1, start=False)), False, 0) >= 0
+    assert v.process(parse_vp8_descriptor(vp8(2, sync=True)), False, 0) >= 0 and v.current == 2
+    v.set_target(0)
+    assert v.process(parse_vp8_descriptor(vp8(2, start=False)), False, 0) >= 0  # the frame in progress ends
+    assert v.process(parse_vp8_descriptor(vp8(1)), False, 0) == -1 and v.current == 0  # down at the next one
     # Without a TID (no T bit) everything passes.
-    assert v.forward(parse_vp8_descriptor(b"\x90\x80\x05\x01"), False)
+    assert v.process(parse_vp8_descriptor(b"\x90\x80\x05\x01"), False, 0) >= 0
 
 
 def test_vp8_picture_ids_keep_each_packets_width_and_skip_dropped_pictures() -> None:
     v = Vp8Layers()
-    v.target = 0
+    v.set_target(0)
     sent: list[tuple[int, int]] = []
     for i, (tid, pid) in enumerate([(0, 126), (1, 127), (0, 0), (1, 1), (0, 2)]):
         raw = vp8(tid, pid=pid, tl0=200 + i // 2)
         d = parse_vp8_descriptor(raw)
-        if v.forward(d, i == 0):
+        r = v.process(d, i == 0, 1)
+        if r >= 0:
             buf = bytearray(8) + raw
-            if v.renumber(d, 1):
+            if r:
                 v.rewrite(buf, 8, d)
             out = parse_vp8_descriptor(buf, 8)
             assert not out.picture_id_long and out.size == d.size
@@ -81,9 +82,8 @@ def test_vp8_picture_ids_keep_each_packets_width_and_skip_dropped_pictures() -> 
     # A switch to a source with 15-bit picture ids continues from the last one sent.
     raw = vp8(0, pid=20000, tl0=7)
     d = parse_vp8_descriptor(raw)
-    assert v.forward(d, True)
+    assert v.process(d, True, 2) == 1
     buf = bytearray(raw)
-    assert v.renumber(d, 2)
     v.rewrite(buf, 0, d)
     out = parse_vp8_descriptor(buf)
     assert out.picture_id_long and (out.picture_id, out.tl0picidx) == (1, 203)

@@ -130,66 +130,85 @@ class Vp8Layers:
     """
 
     __slots__ = (
-        "_key",
-        "_last_pid",
-        "_last_tl0",
-        "_pid_off",
-        "_tl0_off",
         "current",
+        "idle",
+        "key",
+        "last",
+        "last_pid_off",
+        "last_tl0_off",
+        "pid_off",
         "target",
         "tid_seen",
+        "tl0_off",
     )
 
     def __init__(self) -> None:
         self.target = MAX_TEMPORAL
         self.current = MAX_TEMPORAL
         self.tid_seen = -1  # the highest temporal layer id seen
-        self._key = -1
-        self._pid_off = 0
-        self._tl0_off = 0
-        self._last_pid = -1
-        self._last_tl0 = -1
+        self.key = -1
+        self.pid_off = 0
+        self.tl0_off = 0
+        # The last packet forwarded and the offsets it was sent with.
+        self.last: Vp8Descriptor | None = None
+        self.last_pid_off = 0
+        self.last_tl0_off = 0
+        # Nothing to filter or renumber for this source: the caller may skip :meth:`process`
+        # for packets of ``key`` and only record ``last`` (and ``tid_seen``).
+        self.idle = False
 
-    def forward(self, d: Vp8Descriptor, keyframe: bool) -> bool:
-        """Whether this packet goes to the viewer (call once per packet, in order)."""
+    def set_target(self, target: int) -> None:
+        self.target = target
+        self.idle = False
+
+    def process(self, d: Vp8Descriptor, keyframe: bool, key: int) -> int:
+        """One packet of source ``key`` (a new key is a switch: numbering continues from the
+        last packet sent), in order: -1 to drop it, 1 to forward it renumbered by
+        :meth:`rewrite`, 0 to forward it as it is."""
         tid = d.temporal_id
+        cur = self.current
         if d.start_of_partition and d.partition_id == 0:
             # First packet of a frame: the only place the forwarded layers change.
             if tid > self.tid_seen:
                 self.tid_seen = tid
-            cur = self.current
             target = self.target
-            if keyframe or target < cur:
-                self.current = cur = target
-            elif tid == cur + 1 and tid <= target and d.layer_sync:
-                self.current = cur = tid
+            if target != cur:
+                if keyframe or target < cur:
+                    self.current = cur = target
+                elif tid == cur + 1 and tid <= target and d.layer_sync:
+                    self.current = cur = tid
             if tid > cur:
                 if d.picture_id >= 0:
-                    self._pid_off -= 1  # one picture the viewer will not see
-                return False
-            return True
-        return tid <= self.current
-
-    def renumber(self, d: Vp8Descriptor, key: int) -> bool:
-        """Account a forwarded packet of source ``key`` (a new key is a switch: numbering
-        continues from the last packet sent); True if :meth:`rewrite` must renumber it."""
-        pid = d.picture_id
-        tl0 = d.tl0picidx
-        if key != self._key:
-            self._key = key
-            self._pid_off = 0 if self._last_pid < 0 or pid < 0 else self._last_pid + 1 - pid
-            # A switch happens on a key frame, a new TL0 picture.
-            self._tl0_off = 0 if self._last_tl0 < 0 or tl0 < 0 else self._last_tl0 + 1 - tl0
-        if pid >= 0:
-            self._last_pid = (pid + self._pid_off) & 0x7FFF
-        if tl0 >= 0:
-            self._last_tl0 = (tl0 + self._tl0_off) & 0xFF
-        return bool(self._pid_off or self._tl0_off)
+                    self.pid_off -= 1  # one picture the viewer will not see
+                self.idle = False
+                return -1
+        elif tid > cur:
+            return -1
+        if key != self.key:
+            self.key = key
+            last = self.last
+            pid = d.picture_id
+            tl0 = d.tl0picidx
+            self.pid_off = self.tl0_off = 0
+            if last is not None:
+                if pid >= 0 and last.picture_id >= 0:
+                    self.pid_off = ((last.picture_id + self.last_pid_off) & 0x7FFF) + 1 - pid
+                if tl0 >= 0 and last.tl0picidx >= 0:
+                    # A switch happens on a key frame, a new TL0 picture.
+                    self.tl0_off = ((last.tl0picidx + self.last_tl0_off) & 0xFF) + 1 - tl0
+        self.last = d
+        pid_off = self.last_pid_off = self.pid_off
+        tl0_off = self.last_tl0_off = self.tl0_off
+        if pid_off or tl0_off:
+            self.idle = False
+            return 1
+        self.idle = cur >= MAX_TEMPORAL and self.target >= MAX_TEMPORAL
+        return 0
 
     def rewrite(self, buf: bytearray, base: int, d: Vp8Descriptor) -> None:
-        """Renumber the descriptor copied to ``buf[base:]`` (after :meth:`renumber`)."""
+        """Renumber the descriptor copied to ``buf[base:]`` (after :meth:`process` said 1)."""
         if d.picture_id >= 0:
-            out = self._last_pid
+            out = (d.picture_id + self.pid_off) & 0x7FFF
             pos = base + d.picture_id_offset
             if d.picture_id_long:
                 buf[pos] = 0x80 | (out >> 8)
@@ -197,7 +216,7 @@ class Vp8Layers:
             else:
                 buf[pos] = out & 0x7F
         if d.tl0picidx >= 0:
-            buf[base + d.tl0picidx_offset] = self._last_tl0
+            buf[base + d.tl0picidx_offset] = (d.tl0picidx + self.tl0_off) & 0xFF
 
 
 class Vp9Layers:

@@ -290,11 +290,16 @@ class OutboundTrack:
                 d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
                 if isinstance(d8, Vp8Descriptor):
                     vp8 = self.vp8
-                    if not vp8.forward(d8, pkt.keyframe):
-                        self.skipper.drop(seq)
-                        self.counters["temporal_filtered"] += 1
-                        return
-                    if vp8.renumber(d8, key):
+                    if vp8.idle and key == vp8.key:
+                        # Nothing to filter or renumber (the common case): just remember it.
+                        vp8.last = d8
+                        if d8.temporal_id > vp8.tid_seen:
+                            vp8.tid_seen = d8.temporal_id
+                    elif r := vp8.process(d8, pkt.keyframe, key):
+                        if r < 0:
+                            self.skipper.drop(seq)
+                            self.counters["temporal_filtered"] += 1
+                            return
                         dlen = d8.size
                         buf[hlen : hlen + dlen] = payload[:dlen]
                         vp8.rewrite(buf, hlen, d8)
@@ -484,7 +489,7 @@ class OutboundTrack:
         """Cap the temporal layer forwarded (VP8 TID, VP9 TID); None lifts the cap. Lower
         layers take effect at the next frame, higher ones at the next switching point."""
         target = MAX_TEMPORAL if layer is None else max(layer, 0)
-        self.vp8.target = target
+        self.vp8.set_target(target)
         self.vp9.t_target = target
 
     # ---- retransmission and reports ------------------------------------------------------

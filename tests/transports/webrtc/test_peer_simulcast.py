@@ -494,3 +494,23 @@ def test_h264_simulcast_switches_layers_at_idr_like_vp8() -> None:
     assert out.current == 2 and out.temporal_layer == 0
     seqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
     assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
+
+
+def test_a_late_packet_of_a_dropped_layer_does_not_shift_later_sequence_numbers() -> None:
+    net = Net()
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    vpeer.set_max_temporal(net.now, 0)
+    pub = Vp8Publisher(net)
+    pub.frames(4, keyframe_at=0)  # TIDs 0 2 1 2, two packets each: the first 2 forwarded
+    send = pub.client.send_rtp
+    body = vp8_packet(1, 2, 0, sync=False, key=False, start=True, body=b"\x00")
+    # seq 108 (TL0) then 110 (TL0), then 109 (TL2) late.
+    send(96, 108, 3000 * 4, V_SSRC, body, mid="1", marker=True)
+    send(96, 110, 3000 * 6, V_SSRC, body, mid="1", marker=True)
+    send(96, 109, 3000 * 5, V_SSRC, vp8_packet(2, 2, 2, sync=False, key=False, start=True, body=b"\x02"), mid="1")
+    send(96, 111, 3000 * 7, V_SSRC, body, mid="1", marker=True)
+    net.flush()
+    seqs = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
+    # 109's slot stays a hole (as if lost: later numbers were already out), no duplicates.
+    assert seqs[2:] == [seqs[1] + 1, seqs[1] + 3, seqs[1] + 4]
+    assert len(set(seqs)) == len(seqs)

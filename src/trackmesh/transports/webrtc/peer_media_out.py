@@ -297,7 +297,7 @@ class OutboundTrack:
                             vp8.tid_seen = d8.temporal_id
                     elif r := vp8.process(d8, pkt.keyframe, key):
                         if r < 0:
-                            self.skipper.drop(seq)
+                            self._skip(seq)
                             self.counters["temporal_filtered"] += 1
                             return
                         dlen = d8.size
@@ -305,12 +305,12 @@ class OutboundTrack:
                         vp8.rewrite(buf, hlen, d8)
         elif codec is _VP9:
             if d9 is None:
-                self.skipper.drop(seq)
+                self._skip(seq)
                 self.counters["bad_payload"] += 1
                 return
             m = self.vp9.forward(d9, pkt.keyframe, pkt.ts)
             if m < 0:
-                self.skipper.drop(seq)
+                self._skip(seq)
                 self.counters["svc_filtered"] += 1
                 return
             marker = marker or m == 1
@@ -343,6 +343,13 @@ class OutboundTrack:
         self.octets += size
         self.last_ts = ts
         self.last_ts_at = now
+
+    def _skip(self, seq: int) -> None:
+        """A packet of the selected source is not forwarded: close its hole in our sequence
+        space, unless it arrived late (older than one already mapped: that slot stays a hole,
+        as for a packet lost on the way, since later numbers are already out)."""
+        if seq == self.rewriter.last_seq:
+            self.skipper.drop(seq)
 
     # ---- simulcast layers --------------------------------------------------------------------
 

@@ -125,3 +125,18 @@ def test_vp9_waits_for_a_key_picture() -> None:
     assert v.forward(parse_vp9_descriptor(vp9(0, p=False)), True, 2) == 0  # layer 1 will follow
     assert v.forward(parse_vp9_descriptor(vp9(1, p=False)), False, 2) == 1
     assert v.current == 1
+
+
+def test_vp8_a_late_dropped_picture_does_not_renumber_later_ones() -> None:
+    v = Vp8Layers()
+    v.set_target(0)
+    assert v.process(parse_vp8_descriptor(vp8(0, pid=300)), True, 1) == 0
+    assert v.process(parse_vp8_descriptor(vp8(0, pid=302)), False, 1) == 0  # 301 (TL1) not here yet
+    assert v.process(parse_vp8_descriptor(vp8(1, pid=301)), False, 1) == -1  # late: no effect
+    assert v.process(parse_vp8_descriptor(vp8(0, pid=303)), False, 1) == 0
+    assert v.process(parse_vp8_descriptor(vp8(1, pid=304)), False, 1) == -1  # in order: one picture less
+    d = parse_vp8_descriptor(vp8(0, pid=305))
+    assert v.process(d, False, 1) == 1
+    buf = bytearray(vp8(0, pid=305))
+    v.rewrite(buf, 0, d)
+    assert parse_vp8_descriptor(buf).picture_id == 304

@@ -114,6 +114,13 @@ class SeqSkipper:
         return (seq - skipped) & 0xFFFF
 
 
+def _newer(pid: int, than: int, long: bool) -> bool:
+    """Whether picture id ``pid`` follows ``than`` (serial arithmetic in 15 or 7 bits)."""
+    if long:
+        return 0 < ((pid - than) & 0x7FFF) < 0x4000
+    return 0 < ((pid - than) & 0x7F) < 0x40
+
+
 class Vp8Layers:
     """One viewer's VP8 temporal filter and picture id / TL0PICIDX rewriter.
 
@@ -178,8 +185,12 @@ class Vp8Layers:
                 elif tid == cur + 1 and tid <= target and d.layer_sync:
                     self.current = cur = tid
             if tid > cur:
-                if d.picture_id >= 0:
-                    self.pid_off -= 1  # one picture the viewer will not see
+                pid = d.picture_id
+                last = self.last
+                if pid >= 0 and (
+                    last is None or last.picture_id < 0 or _newer(pid, last.picture_id, d.picture_id_long)
+                ):
+                    self.pid_off -= 1  # one picture the viewer will not see (unless it came late)
                 self.idle = False
                 return -1
         elif tid > cur:

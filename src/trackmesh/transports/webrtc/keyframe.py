@@ -25,6 +25,7 @@ __all__ = [
     "parse_vp8_descriptor",
     "rewrite_vp8_picture_id",
     "rewrite_vp8_tl0picidx",
+    "vp8_keyframe",
 ]
 
 _U16: Final = struct.Struct("!H")
@@ -134,7 +135,11 @@ def parse_vp8_descriptor(data: bytes | bytearray | memoryview, offset: int = 0) 
 
 def is_vp8_keyframe(payload: bytes | bytearray | memoryview) -> bool:
     """RFC 7741 s4.3: first packet of partition 0 (S=1, PID=0) whose frame header P bit is 0."""
-    d = parse_vp8_descriptor(payload)
+    return vp8_keyframe(payload, parse_vp8_descriptor(payload))
+
+
+def vp8_keyframe(payload: bytes | bytearray | memoryview, d: Vp8Descriptor) -> bool:
+    """:func:`is_vp8_keyframe` with the payload's descriptor already parsed."""
     if not d.start_of_partition or d.partition_id != 0:
         return False
     if d.size >= len(payload):

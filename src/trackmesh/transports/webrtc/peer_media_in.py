@@ -19,7 +19,8 @@ from typing import Final
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
 from trackmesh.transports.webrtc.errors import ProtocolError
-from trackmesh.transports.webrtc.keyframe import is_keyframe
+from trackmesh.transports.webrtc.keyframe import Vp8Descriptor, is_keyframe, parse_vp8_descriptor, vp8_keyframe
+from trackmesh.transports.webrtc.layers import LAST_VP8
 from trackmesh.transports.webrtc.nack import NackGenerator
 from trackmesh.transports.webrtc.rewrite import SeqUnwrapper
 from trackmesh.transports.webrtc.rtcp import (
@@ -303,9 +304,15 @@ class InboundMedia:
         payload = memoryview(data)[off : off + size]
         level: int | None = None
         keyframe = False
+        d8: Vp8Descriptor | None = None
         try:
             if track.video:
-                keyframe = is_keyframe(name, payload)
+                if codec is MediaCodec.VP8:
+                    # Parsed once here for every viewer (layers.vp8_descriptor finds it).
+                    d8 = parse_vp8_descriptor(payload)
+                    keyframe = vp8_keyframe(payload, d8)
+                else:
+                    keyframe = is_keyframe(name, payload)
             elif track.audio_level_id:
                 loc = find_extension(data, h, track.audio_level_id)
                 if loc is not None:
@@ -336,9 +343,11 @@ class InboundMedia:
         if remote is None:
             self.counters["not_published"] += 1
             return
-        remote.on_packet(
-            MediaPacket(codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level)
-        )
+        pkt = MediaPacket(codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level)
+        if d8 is not None:
+            LAST_VP8.pkt = pkt
+            LAST_VP8.desc = d8
+        remote.on_packet(pkt)
 
     # ---- SSRC learning ----------------------------------------------------------------------
 

@@ -221,6 +221,10 @@ def test_zone_without_media_node_answers_503_with_a_reason(cluster: Cluster) -> 
     assert status == 503 and b"no media node available in zone 1" in body, body
     status, _, body = http("POST", gw.base + "/token/whip", b"{}", {"Content-Type": "application/json"})
     assert status == 503 and b"zone 1" in body, body
+    # Operators see the refusals on the gateway's own /metrics.
+    status, headers, body = http("GET", gw.base + "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain"), headers
+    assert "trackmesh_gateway_no_capacity_total 2.0" in body.decode(), body.decode()
 
 
 def test_unknown_or_forged_conn_id_is_404_at_the_gateway(cluster: Cluster) -> None:
@@ -248,6 +252,10 @@ def test_duplicated_node_id_is_refused_with_a_clear_message(cluster: Cluster) ->
     # Another zone may use the same index.
     cluster.media(2, 10)
     assert len(cluster.wait_nodes(gw, 1)) == 1
+    # The gateway's /metrics lists the node it routes to (its own zone only), healthy.
+    text = http("GET", gw.base + "/metrics")[2].decode()
+    assert 'trackmesh_gateway_node_healthy{node="10",zone="1"} 1.0' in text, text
+    assert 'zone="2"' not in text, text
 
 
 def test_seeds_that_do_not_answer_start_not_ready_then_join(cluster: Cluster) -> None:

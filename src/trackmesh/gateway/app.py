@@ -28,6 +28,7 @@ from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
 
 from .directory import NodeEntry
+from .metrics import render_gateway_metrics
 
 if TYPE_CHECKING:
     from .node import GatewayNode
@@ -232,6 +233,11 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
         ready, reason = gw.readiness()
         body = {"status": True, "data": {"ready": ready, "reason": reason, "role": "gateway", "draining": gw.draining}}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["node"], summary="Prometheus metrics: routing counters, media nodes seen")
+    async def metrics() -> Response:
+        text, content_type = render_gateway_metrics(gw, gw.now())
+        return Response(text, media_type=content_type)
 
     @app.get("/api/node/info", tags=["node"])
     async def info() -> dict[str, Any]:

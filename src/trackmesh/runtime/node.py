@@ -227,10 +227,12 @@ def print_banner(node: Node) -> None:
     """What a new user needs: where the API is, the secret (when generated) and sample URLs."""
     cfg = node.config
     base = f"http://{cfg.http_host if cfg.http_host not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.http_port}"
+    what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
     lines = [
-        f"trackmesh {__version__} {cfg.role} node is up ({len(node.workers)} media worker(s), {node.loop_name})",
+        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs)",
         f"  health:        {base}/api/node/health",
+        f"  metrics:       {base}/metrics",
     ]
     if node.has_media:
         lines += [

@@ -60,9 +60,10 @@ selection code here is unchanged (the stage's sources then come from the mixer c
 from __future__ import annotations
 
 import math
+import struct
 from collections import deque
 
-from .channel import ChannelHub
+from .channel import ChannelHub, Feedback, PublishHandle
 from .controls import MixerMode
 from .events import (
     EndpointEvent,
@@ -71,8 +72,8 @@ from .events import (
     MixerSlotUnset,
     VoiceActivity,
 )
-from .ids import SessionId, channel_id
-from .model import LocalTrackState, MediaPacket, TrackKind, TrackSource
+from .ids import SessionId, channel_id, session_node, session_worker
+from .model import LocalTrackState, MediaCodec, MediaPacket, TrackKind, TrackSource
 from .registry import BadEntry, Registry, decode_track, parse_key, room_prefix
 from .tracks import LocalTrack
 
@@ -88,7 +89,76 @@ MIN_LOUDNESS = 1.0  # below this a source is digital silence and takes no free s
 MAX_SLOTS = 8
 MAX_MANUAL_SOURCES = 256
 
+IMPORT_MARGIN = 6.0  # levels by which a remote newcomer must beat an imported source to replace it
+
 _SPEAKING_LOUD = 127 + SPEAKING_DBOV
+_U16 = struct.Struct("!H")
+
+
+def levels_channel(room: str, node: int, worker: int) -> int:
+    """The channel on which one worker of one node reports its audio sources' levels."""
+    return channel_id(room, "~levels", f"{node}.{worker}")
+
+
+def encode_levels(levels: list[tuple[TrackSource, int]]) -> bytes:
+    out = bytearray()
+    for source, loud in levels:
+        for name in (source.peer, source.track):
+            data = name.encode()[:65535]
+            out += _U16.pack(len(data)) + data
+        out.append(max(0, min(127, loud)))
+    return bytes(out)
+
+
+def decode_levels(data: bytes) -> dict[TrackSource, int]:
+    """Raises ValueError on a malformed summary."""
+    out: dict[TrackSource, int] = {}
+    pos = 0
+    while pos < len(data):
+        names = []
+        for _ in range(2):
+            (n,) = _U16.unpack_from(data, pos)
+            pos += 2
+            if pos + n > len(data):
+                raise ValueError("truncated levels summary")
+            names.append(data[pos : pos + n].decode())
+            pos += n
+        if pos >= len(data):
+            raise ValueError("truncated levels summary")
+        out[TrackSource(names[0], names[1])] = data[pos]
+        pos += 1
+    return out
+
+
+class _Levels:
+    """A remote worker's levels channel: the latest summary it sent."""
+
+    __slots__ = ("channel", "levels", "received", "stage")
+
+    def __init__(self, stage: MixerStage, channel: int) -> None:
+        self.stage = stage
+        self.channel = channel
+        self.levels: dict[TrackSource, int] = {}
+        self.received = -math.inf
+
+    def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        try:
+            self.levels = decode_levels(bytes(pkt.payload))
+        except (ValueError, struct.error, UnicodeDecodeError):
+            self.stage.bad_levels += 1
+            return
+        self.received = self.stage._now
+
+    def on_channel_source(self, now: float, channel: int, live: bool) -> None:
+        if not live:
+            self.levels = {}
+
+
+class _LevelsPublisher:
+    __slots__ = ()
+
+    def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        pass
 _VOICE_LOUD = 127 + VOICE_DBOV
 
 
@@ -268,21 +338,31 @@ class MixerStage:
     __slots__ = (
         "_hub",
         "_last_tick",
+        "_levels",
+        "_levels_out",
         "_live",
         "_manual_refs",
         "_next_tick",
         "_now",
         "_registry",
+        "_reported",
         "_room_audio",
         "auto_listeners",
         "bad_entries",
+        "bad_levels",
+        "imports",
         "listeners",
+        "node",
         "prefix",
         "room",
         "sources",
+        "worker",
     )
 
-    def __init__(self, room: str, registry: Registry, hub: ChannelHub) -> None:
+    def __init__(
+        self, room: str, registry: Registry, hub: ChannelHub, node: int | None = None, worker: int = 0
+    ) -> None:
+        """``node`` set: bounded mode (a cluster node; the stage is owned by its RoomView)."""
         self.room = room
         self.prefix = room_prefix(room)
         self.sources: dict[TrackSource, _Source] = {}
@@ -298,6 +378,114 @@ class MixerStage:
         self._last_tick = -math.inf
         # Registry callbacks carry no time: they use the latest time the stage was given.
         self._now = -math.inf
+        # Bounded mode.
+        self.node = node
+        self.worker = worker
+        self.bad_levels = 0
+        self.imports: dict[TrackSource, float] = {}  # remote sources subscribed -> since when
+        self._levels: dict[tuple[int, int], _Levels] = {}  # remote (node, worker) -> its summary
+        self._levels_out: PublishHandle | None = None
+        self._reported: dict[TrackSource, int] = {}  # remote levels, from the latest tick
+
+    # ---- bounded mode: lifetime of the view ----------------------------------------------
+
+    def open(self) -> None:
+        """Bounded mode: watch the room, report this worker's audio levels."""
+        self._registry.watch(self.prefix, self)
+        assert self.node is not None
+        self._levels_out = self._hub.start_publish(
+            self._now, levels_channel(self.room, self.node, self.worker), _LevelsPublisher()
+        )
+
+    def close(self) -> None:
+        self._registry.unwatch(self.prefix, self)
+        if self._levels_out is not None:
+            self._levels_out.stop(self._now)
+            self._levels_out = None
+        for src in list(self.sources.values()):
+            self._drop(src)
+        self.imports.clear()
+        self._room_audio.clear()
+        self._refresh_levels()
+
+    def _where(self, source: TrackSource) -> int:
+        """0: published by this worker, 1: by another worker of this node, 2: on another node."""
+        where = 2
+        for session in self._room_audio.get(source, ()):
+            if session_node(session) == self.node:
+                if session_worker(session) == self.worker:
+                    return 0
+                where = 1
+        return where
+
+    def _refresh_levels(self) -> None:
+        """Subscribe the levels channel of each remote worker with audio in the room."""
+        wanted: set[tuple[int, int]] = set()
+        if self.auto_listeners > 0:
+            for sessions in self._room_audio.values():
+                for session in sessions:
+                    if session_node(session) != self.node:
+                        wanted.add((session_node(session), session_worker(session)))
+        for key in [k for k in self._levels if k not in wanted]:
+            lv = self._levels.pop(key)
+            self._hub.unsubscribe(self._now, lv.channel, lv)
+        for key in wanted - self._levels.keys():
+            lv = self._levels[key] = _Levels(self, levels_channel(self.room, key[0], key[1]))
+            self._hub.subscribe(self._now, lv.channel, lv)
+        if self._levels and self._next_tick is None:
+            self._last_tick = self._now
+            self._next_tick = self._now + TICK
+
+    def _choose_imports(self, now: float) -> None:
+        """Keep the imported remote sources to the top N+1 by reported level, with hysteresis."""
+        reported: dict[TrackSource, int] = {}
+        for lv in self._levels.values():
+            if now - lv.received <= SILENCE_TIMEOUT:
+                for source, loud in lv.levels.items():
+                    if loud >= MIN_LOUDNESS and source in self._room_audio and self._where(source) == 2:
+                        reported[source] = max(loud, reported.get(source, 0))
+        self._reported = reported
+        slots = [len(lis.outputs) for lis in self.listeners if lis.mode is MixerMode.AUTO]
+        limit = max(slots) + 1 if slots else 0
+        ranked = sorted(reported, key=lambda s: reported[s], reverse=True)
+        top = ranked[:limit]
+        imports = self.imports
+        changed: list[TrackSource] = []
+        for source in list(imports):
+            gone = source not in self._room_audio or self._where(source) != 2
+            if gone or limit == 0 or (source not in reported and now - imports[source] >= HOLD):
+                del imports[source]
+                changed.append(source)
+        for source in top:
+            if source in imports:
+                continue
+            if len(imports) < limit:
+                imports[source] = now
+                changed.append(source)
+                continue
+            victim: TrackSource | None = None
+            for cur, since in imports.items():
+                if cur in top or now - since < HOLD:
+                    continue
+                if victim is None or reported.get(cur, 0) < reported.get(victim, 0):
+                    victim = cur
+            if victim is not None and reported[source] >= reported.get(victim, 0) + IMPORT_MARGIN:
+                del imports[victim]
+                imports[source] = now
+                changed.extend((victim, source))
+        for source in changed:
+            self._refresh(source)
+
+    def _send_levels(self) -> None:
+        handle = self._levels_out
+        if handle is None:
+            return
+        mine = [
+            (src.source, round(src.loud))
+            for src in self.sources.values()
+            if src.live and self._now - src.last_heard <= SILENCE_TIMEOUT and self._where(src.source) == 0
+        ]
+        handle.send(MediaPacket(MediaCodec.OPUS, 0, 0, 0, False, False, encode_levels(mine)))
 
     def _clock(self, now: float) -> None:
         if now > self._now:
@@ -307,7 +495,7 @@ class MixerStage:
 
     def add(self, now: float, listener: AudioMixer) -> None:
         self._clock(now)
-        if not self.listeners:
+        if not self.listeners and self.node is None:
             self._registry.watch(self.prefix, self)
         self.listeners.append(listener)
         if listener.mode is MixerMode.AUTO:
@@ -315,6 +503,8 @@ class MixerStage:
             if self.auto_listeners == 1:
                 for source in list(self._room_audio):
                     self._refresh(source)
+                if self.node is not None:
+                    self._refresh_levels()
         for source in listener.manual:
             self.add_manual(now, source)
 
@@ -330,7 +520,12 @@ class MixerStage:
             if self.auto_listeners == 0:
                 for source in list(self.sources):
                     self._refresh(source)
-        if not self.listeners:
+                if self.node is not None:
+                    self.imports.clear()
+                    for source in list(self.sources):
+                        self._refresh(source)
+                    self._refresh_levels()
+        if not self.listeners and self.node is None:
             self._registry.unwatch(self.prefix, self)
             for src in list(self.sources.values()):
                 self._drop(src)
@@ -358,7 +553,13 @@ class MixerStage:
     # ---- sources -------------------------------------------------------------------------
 
     def _refresh(self, source: TrackSource) -> None:
-        wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
+        auto = self.auto_listeners > 0 and source in self._room_audio
+        if auto and self.node is not None:
+            where = self._where(source)
+            auto = where == 1 or (where == 2 and source in self.imports)
+        wanted = auto or source in self._manual_refs
+        if self.node is not None and source in self._room_audio and self._where(source) == 0:
+            wanted = True  # measured and reported even without a local listener
         src = self.sources.get(source)
         if wanted and src is None:
             src = _Source(self, source, channel_id(self.room, source.peer, source.track))
@@ -379,6 +580,8 @@ class MixerStage:
             return
         src.live = live
         src.reset_level()
+        if live and src.source in self._reported:
+            src.loud = float(self._reported[src.source])  # ranks at once when its packets arrive
         if live:
             self._live += 1
             if self._live == 1:
@@ -402,6 +605,8 @@ class MixerStage:
             source = TrackSource(parsed.peer, parsed.track)
             self._room_audio.setdefault(source, set()).add(parsed.session)
             self._refresh(source)
+            if self.node is not None:
+                self._refresh_levels()
 
     def on_registry_delete(self, key: str) -> None:
         try:
@@ -418,17 +623,20 @@ class MixerStage:
         sessions.discard(parsed.session)
         if not sessions:
             del self._room_audio[source]
+            self.imports.pop(source, None)
             self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     # ---- time ----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self._next_tick if self._live > 0 else None
+        return self._next_tick if self._live > 0 or self._levels else None
 
     def handle_timeout(self, now: float) -> None:
         """Called by every listener's endpoint; runs once per tick."""
         self._clock(now)
-        if self._live == 0 or self._next_tick is None or now < self._next_tick:
+        if (self._live == 0 and not self._levels) or self._next_tick is None or now < self._next_tick:
             return
         dt = now - self._last_tick
         self._last_tick = now
@@ -451,6 +659,9 @@ class MixerStage:
         ranked.sort(key=lambda s: s.loud, reverse=True)
         for listener in self.listeners:
             listener.update(now, ranked)
+        if self.node is not None:
+            self._send_levels()
+            self._choose_imports(now)
         voice = False
         for src in self.sources.values():
             due = bool(src.outputs) and src.loud >= _VOICE_LOUD and now >= src.last_voice + VOICE_INTERVAL

@@ -33,28 +33,28 @@ Levels, hysteresis and voice activity
 - Voice activity: when a slotted source's smoothed level is at least -40 dBov, a
   :class:`~.events.VoiceActivity` for each slot carrying it, at most every 500 ms per source.
 
-Bounding inter-node traffic (the cluster design)
-------------------------------------------------
-Today a stage subscribes source channels through the ChannelHub, so with the distributed hub a
-node imports each remote audio track its stages want: one stream per remote speaker, the bound
-atm0s avoids. The design that bounds it at N+1 streams per node and room, whatever the room
-size (atm0s' ``AudioMixerPublisher``/``Subscriber``):
+Bounding inter-node traffic (bounded mode, a cluster node)
+-----------------------------------------------------------
+With ``MediaWorker(..., mixer_bound=True)`` (the cluster runtime sets it) a node imports at most
+N+1 remote audio channels per room and worker stage, N being the largest slot count of the
+stage's AUTO listeners, however many people speak elsewhere:
 
-1. On each node, an exporting stage of the room subscribes only the node's *local* audio
-   tracks and ranks them exactly as above.
-2. It forwards into one room-level mixer channel (``channel_id(room, "~mixer", node)``) the
-   packets of its ranked prefix covering the N+1 loudest distinct peers, with each packet
-   tagged by its source (peer, track) and level, and re-announces that source list every
-   500 ms. Covering N+1 *peers* (not sources) is what makes mix-minus exact: a listener
-   excludes one peer, and the true top N among the rest is always inside the prefix.
-3. Every node's stage subscribes the room's mixer channels of all nodes (N+1 streams each)
-   instead of remote tracks, treats each tagged (peer, track) as a source, and ranks local and
-   imported sources together for its listeners, as this module does now.
+1. Each worker's RoomView owns its room's stage for as long as the view exists. The stage always
+   subscribes and measures the audio tracks published by *its own worker* (even with no
+   listener) and every tick sends their smoothed levels, a few bytes per source, on its levels
+   channel (:func:`levels_channel`, one per room, node and worker; the distributed hub carries
+   it to another node only while a stage there subscribes it).
+2. A stage with AUTO listeners subscribes the levels channel of every remote (node, worker) with
+   audio in the room (learnt from the session ids of the registry entries), subscribes audio of
+   its own node always (no inter-node traffic), and imports remote audio only for the top N+1
+   sources by reported level. N+1, not N: a listener excludes its own peer (mix-minus).
+3. Hysteresis: an import is kept at least 500 ms; it is replaced only by a newcomer of the top
+   N+1 louder by 6 levels, or by 30 levels (the slots' own margin) when a listener's slot carries
+   it; at most N+1 at any time. A fresh import starts with the reported level, and takes a slot
+   once its packets arrive (a source is eligible only once heard).
 
-A node thus sends at most N+1 audio streams per room to the others however many people speak,
-and a node with no mixer listener in the room receives none. What the distributed hub needs
-for it is a publisher per (room, node) channel and a source tag next to each packet; the
-selection code here is unchanged (the stage's sources then come from the mixer channels).
+Not bounded: the sources MANUAL listeners attach (subscribed as they ask). Every node of a
+cluster must run bounded mode: a node that reports no levels has its audio never imported.
 """
 
 from __future__ import annotations
@@ -463,13 +463,19 @@ class MixerStage:
                 imports[source] = now
                 changed.append(source)
                 continue
+            # The quietest import outside the top that has had its hold; one a listener's slot
+            # carries goes last and only for a newcomer louder by the slots' own margin.
             victim: TrackSource | None = None
+            victim_key = (True, math.inf)
             for cur, since in imports.items():
                 if cur in top or now - since < HOLD:
                     continue
-                if victim is None or reported.get(cur, 0) < reported.get(victim, 0):
-                    victim = cur
-            if victim is not None and reported[source] >= reported.get(victim, 0) + IMPORT_MARGIN:
+                src = self.sources.get(cur)
+                key = (src is not None and bool(src.outputs), float(reported.get(cur, 0)))
+                if key < victim_key:
+                    victim, victim_key = cur, key
+            margin = SWITCH_MARGIN if victim_key[0] else IMPORT_MARGIN
+            if victim is not None and reported[source] >= victim_key[1] + margin:
                 del imports[victim]
                 imports[source] = now
                 changed.extend((victim, source))

@@ -92,6 +92,7 @@ MAX_MANUAL_SOURCES = 256
 IMPORT_MARGIN = 6.0  # levels by which a remote newcomer must beat an imported source to replace it
 
 _SPEAKING_LOUD = 127 + SPEAKING_DBOV
+_VOICE_LOUD = 127 + VOICE_DBOV
 _U16 = struct.Struct("!H")
 
 
@@ -159,7 +160,6 @@ class _LevelsPublisher:
 
     def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
         pass
-_VOICE_LOUD = 127 + VOICE_DBOV
 
 
 class _Source:

@@ -57,7 +57,6 @@ _CODECS: Final = {
 #: (RFC 4585 s3.5.1 lets feedback profiles report more often), which keeps their RTT fresh.
 REPORT_INTERVAL: Final = 1.0
 _NTP_MID: Final = 0xFFFFFFFF
-_NACK_SLACK: Final = 1e-6
 #: Duplicate detection window per stream, in packets (a power of two).
 _SEEN_WINDOW: Final = 1024
 _SEEN_MASK: Final = _SEEN_WINDOW - 1
@@ -459,13 +458,8 @@ class InboundMedia:
             for stream in track.streams:
                 if stream.nack is not None:
                     t = stream.nack.next_timeout()
-                    if t is not None:
-                        # NackGenerator expires an entry only when strictly older than
-                        # max_age, but reports exactly detected + max_age as its deadline:
-                        # fire a hair later so that call makes progress instead of spinning.
-                        t += _NACK_SLACK
-                        if best is None or t < best:
-                            best = t
+                    if t is not None and (best is None or t < best):
+                        best = t
         return best
 
     def handle_timeout(self, now: float) -> None:

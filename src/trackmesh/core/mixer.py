@@ -135,6 +135,7 @@ class _Levels:
     """A remote worker's levels channel: the latest summary it sent."""
 
     __slots__ = ("channel", "levels", "received", "stage")
+    channel_kind = "levels"  # counted apart from media by the cluster hub's stats
 
     def __init__(self, stage: MixerStage, channel: int) -> None:
         self.stage = stage
@@ -157,9 +158,57 @@ class _Levels:
 
 class _LevelsPublisher:
     __slots__ = ()
+    channel_kind = "levels"
 
     def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
         pass
+
+
+class _Imports:
+    """A set of imported remote sources kept to the top ``limit`` by reported level, with hold
+    and margins (bounded mode): the stage's for its AUTO listeners, one per MANUAL listener."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: dict[TrackSource, float] = {}  # imported source -> since when
+
+    def choose(
+        self, now: float, reported: dict[TrackSource, int], limit: int, sources: dict[TrackSource, _Source]
+    ) -> list[TrackSource]:
+        """``reported``: the eligible remote sources and their levels. Returns the sources that
+        came in or went out."""
+        imports = self.since
+        changed: list[TrackSource] = []
+        for source in list(imports):
+            if limit == 0 or (source not in reported and now - imports[source] >= HOLD):
+                del imports[source]
+                changed.append(source)
+        top = sorted(reported, key=lambda s: reported[s], reverse=True)[:limit]
+        for source in top:
+            if source in imports:
+                continue
+            if len(imports) < limit:
+                imports[source] = now
+                changed.append(source)
+                continue
+            # The quietest import outside the top that has had its hold; one a listener's slot
+            # carries goes last and only for a newcomer louder by the slots' own margin.
+            victim: TrackSource | None = None
+            victim_key = (True, math.inf)
+            for cur, since in imports.items():
+                if cur in top or now - since < HOLD:
+                    continue
+                src = sources.get(cur)
+                key = (src is not None and bool(src.outputs), float(reported.get(cur, 0)))
+                if key < victim_key:
+                    victim, victim_key = cur, key
+            margin = SWITCH_MARGIN if victim_key[0] else IMPORT_MARGIN
+            if victim is not None and reported[source] >= victim_key[1] + margin:
+                del imports[victim]
+                imports[source] = now
+                changed.extend((victim, source))
+        return changed
 
 
 class _Source:
@@ -227,7 +276,7 @@ class _Source:
 class AudioMixer:
     """One listener's mixer: its output slots and (MANUAL) its chosen sources."""
 
-    __slots__ = ("_events", "_since", "manual", "mode", "outputs", "peer", "slots", "stage")
+    __slots__ = ("_events", "_since", "manual", "mode", "outputs", "peer", "picks", "slots", "stage")
 
     def __init__(
         self,
@@ -246,6 +295,8 @@ class AudioMixer:
         self.manual: set[TrackSource] = set(sources) if mode is MixerMode.MANUAL else set()
         self._events = events
         self.stage = stage
+        # Bounded mode, MANUAL: the remote sources of ``manual`` imported for this listener.
+        self.picks = _Imports()
 
     def is_output(self, local_track: str) -> bool:
         return any(out.name == local_track for out in self.outputs)
@@ -347,10 +398,10 @@ class MixerStage:
         "_registry",
         "_reported",
         "_room_audio",
+        "auto_imports",
         "auto_listeners",
         "bad_entries",
         "bad_levels",
-        "imports",
         "listeners",
         "node",
         "prefix",
@@ -382,7 +433,7 @@ class MixerStage:
         self.node = node
         self.worker = worker
         self.bad_levels = 0
-        self.imports: dict[TrackSource, float] = {}  # remote sources subscribed -> since when
+        self.auto_imports = _Imports()  # remote sources imported for the AUTO listeners
         self._levels: dict[tuple[int, int], _Levels] = {}  # remote (node, worker) -> its summary
         self._levels_out: PublishHandle | None = None
         self._reported: dict[TrackSource, int] = {}  # remote levels, from the latest tick
@@ -390,23 +441,29 @@ class MixerStage:
     # ---- bounded mode: lifetime of the view ----------------------------------------------
 
     def open(self) -> None:
-        """Bounded mode: watch the room, report this worker's audio levels."""
+        """Bounded mode: watch the room; report this worker's audio levels while it has any."""
         self._registry.watch(self.prefix, self)
-        assert self.node is not None
-        self._levels_out = self._hub.start_publish(
-            self._now, levels_channel(self.room, self.node, self.worker), _LevelsPublisher()
-        )
 
     def close(self) -> None:
+        """The view is gone (the room emptied on this worker): no watch, channel or summary left."""
         self._registry.unwatch(self.prefix, self)
-        if self._levels_out is not None:
-            self._levels_out.stop(self._now)
-            self._levels_out = None
         for src in list(self.sources.values()):
             self._drop(src)
-        self.imports.clear()
+        self.auto_imports.since.clear()
+        for listener in self.listeners:
+            listener.picks.since.clear()
         self._room_audio.clear()
         self._refresh_levels()
+
+    @property
+    def imported(self) -> int:
+        """Remote audio sources this stage subscribes (bounded mode; the per-room metric)."""
+        return sum(1 for source in self.sources if self._where(source) == 2)
+
+    def _is_imported(self, source: TrackSource) -> bool:
+        if self.auto_listeners > 0 and source in self.auto_imports.since:
+            return True
+        return any(source in lis.picks.since for lis in self.listeners if lis.mode is MixerMode.MANUAL)
 
     def _where(self, source: TrackSource) -> int:
         """0: published by this worker, 1: by another worker of this node, 2: on another node."""
@@ -419,13 +476,25 @@ class MixerStage:
         return where
 
     def _refresh_levels(self) -> None:
-        """Subscribe the levels channel of each remote worker with audio in the room."""
+        """Publish this worker's levels channel while it has audio in the room; subscribe the
+        levels channel of each remote worker that has audio some listener here may hear."""
+        local = False
         wanted: set[tuple[int, int]] = set()
-        if self.auto_listeners > 0:
-            for sessions in self._room_audio.values():
-                for session in sessions:
-                    if session_node(session) != self.node:
+        for source, sessions in self._room_audio.items():
+            heard = self.auto_listeners > 0 or source in self._manual_refs
+            for session in sessions:
+                if session_node(session) != self.node:
+                    if heard:
                         wanted.add((session_node(session), session_worker(session)))
+                elif session_worker(session) == self.worker:
+                    local = True
+        if local and self._levels_out is None:
+            assert self.node is not None
+            channel = levels_channel(self.room, self.node, self.worker)
+            self._levels_out = self._hub.start_publish(self._now, channel, _LevelsPublisher())
+        elif not local and self._levels_out is not None:
+            self._levels_out.stop(self._now)
+            self._levels_out = None
         for key in [k for k in self._levels if k not in wanted]:
             lv = self._levels.pop(key)
             self._hub.unsubscribe(self._now, lv.channel, lv)
@@ -437,7 +506,9 @@ class MixerStage:
             self._next_tick = self._now + TICK
 
     def _choose_imports(self, now: float) -> None:
-        """Keep the imported remote sources to the top N+1 by reported level, with hysteresis."""
+        """Keep the imported remote sources to the top N+1 by reported level, with hysteresis:
+        for the AUTO listeners together (N: their largest slot count), and for each MANUAL
+        listener among the sources it attached (N: its slot count). The stage imports the union."""
         reported: dict[TrackSource, int] = {}
         for lv in self._levels.values():
             if now - lv.received <= SILENCE_TIMEOUT:
@@ -446,40 +517,12 @@ class MixerStage:
                         reported[source] = max(loud, reported.get(source, 0))
         self._reported = reported
         slots = [len(lis.outputs) for lis in self.listeners if lis.mode is MixerMode.AUTO]
-        limit = max(slots) + 1 if slots else 0
-        ranked = sorted(reported, key=lambda s: reported[s], reverse=True)
-        top = ranked[:limit]
-        imports = self.imports
-        changed: list[TrackSource] = []
-        for source in list(imports):
-            gone = source not in self._room_audio or self._where(source) != 2
-            if gone or limit == 0 or (source not in reported and now - imports[source] >= HOLD):
-                del imports[source]
-                changed.append(source)
-        for source in top:
-            if source in imports:
-                continue
-            if len(imports) < limit:
-                imports[source] = now
-                changed.append(source)
-                continue
-            # The quietest import outside the top that has had its hold; one a listener's slot
-            # carries goes last and only for a newcomer louder by the slots' own margin.
-            victim: TrackSource | None = None
-            victim_key = (True, math.inf)
-            for cur, since in imports.items():
-                if cur in top or now - since < HOLD:
-                    continue
-                src = self.sources.get(cur)
-                key = (src is not None and bool(src.outputs), float(reported.get(cur, 0)))
-                if key < victim_key:
-                    victim, victim_key = cur, key
-            margin = SWITCH_MARGIN if victim_key[0] else IMPORT_MARGIN
-            if victim is not None and reported[source] >= victim_key[1] + margin:
-                del imports[victim]
-                imports[source] = now
-                changed.extend((victim, source))
-        for source in changed:
+        changed = self.auto_imports.choose(now, reported, max(slots) + 1 if slots else 0, self.sources)
+        for lis in self.listeners:
+            if lis.mode is MixerMode.MANUAL:
+                mine = {s: v for s, v in reported.items() if s in lis.manual and s.peer != lis.peer}
+                changed += lis.picks.choose(now, mine, len(lis.outputs) + 1, self.sources)
+        for source in dict.fromkeys(changed):
             self._refresh(source)
 
     def _send_levels(self) -> None:
@@ -519,17 +562,16 @@ class MixerStage:
         self._clock(now)
         listener.close()
         self.listeners.remove(listener)
+        listener.picks.since.clear()
         for source in listener.manual:
             self.remove_manual(now, source)
         if listener.mode is MixerMode.AUTO:
             self.auto_listeners -= 1
             if self.auto_listeners == 0:
+                self.auto_imports.since.clear()
                 for source in list(self.sources):
                     self._refresh(source)
                 if self.node is not None:
-                    self.imports.clear()
-                    for source in list(self.sources):
-                        self._refresh(source)
                     self._refresh_levels()
         if not self.listeners and self.node is None:
             self._registry.unwatch(self.prefix, self)
@@ -541,6 +583,8 @@ class MixerStage:
         self._clock(now)
         self._manual_refs[source] = self._manual_refs.get(source, 0) + 1
         self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     def remove_manual(self, now: float, source: TrackSource) -> None:
         self._clock(now)
@@ -550,22 +594,30 @@ class MixerStage:
         else:
             self._manual_refs.pop(source, None)
         src = self.sources.get(source)
-        if src is not None:
-            for listener in self.listeners:
-                if listener.mode is MixerMode.MANUAL and source not in listener.manual:
+        for listener in self.listeners:
+            if listener.mode is MixerMode.MANUAL and source not in listener.manual:
+                listener.picks.since.pop(source, None)
+                if src is not None:
                     listener.release(src)
         self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     # ---- sources -------------------------------------------------------------------------
 
     def _refresh(self, source: TrackSource) -> None:
-        auto = self.auto_listeners > 0 and source in self._room_audio
-        if auto and self.node is not None:
+        if self.node is None:
+            wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
+        elif source not in self._room_audio:
+            wanted = False
+        else:
             where = self._where(source)
-            auto = where == 1 or (where == 2 and source in self.imports)
-        wanted = auto or source in self._manual_refs
-        if self.node is not None and source in self._room_audio and self._where(source) == 0:
-            wanted = True  # measured and reported even without a local listener
+            if where == 0:
+                wanted = True  # measured and reported even without a local listener
+            elif where == 1:  # another worker of this node: no inter-node traffic
+                wanted = self.auto_listeners > 0 or source in self._manual_refs
+            else:  # another node: only the bounded selections
+                wanted = self._is_imported(source)
         src = self.sources.get(source)
         if wanted and src is None:
             src = _Source(self, source, channel_id(self.room, source.peer, source.track))
@@ -629,7 +681,9 @@ class MixerStage:
         sessions.discard(parsed.session)
         if not sessions:
             del self._room_audio[source]
-            self.imports.pop(source, None)
+            self.auto_imports.since.pop(source, None)
+            for listener in self.listeners:
+                listener.picks.since.pop(source, None)
             self._refresh(source)
         if self.node is not None:
             self._refresh_levels()

@@ -82,6 +82,25 @@ def test_node_b_imports_at_most_n_plus_one_of_six_remote_speakers(nodes) -> None
     # another, so whichever was imported first keeps its place.
     assert {"s4", "s5", "s6"} < seen[-1] and len(seen[-1]) == 4
     assert slots() == {TrackSource(p, "mic") for p in ("s4", "s5", "s6")}
+    # The hub counts the levels channels apart from media: A exports six mics and one summary,
+    # B imports four mics and that summary; the per-room metric says four.
+    sa, sb = a.hub.stats(), b.hub.stats()
+    assert (sa["channels_exported"], sa["levels_channels_exported"]) == (6, 1), sa
+    assert (sb["channels_imported"], sb["levels_channels_imported"]) == (4, 1), sb
+    view = b.worker.rooms.rooms["r"]
+    assert view.stage is not None and view.stage.imported == 4
+    # The speakers leave: A stops its summary, B drops every import and the summary.
+    for ep in speakers.values():
+        ep.close(now(), "bye")
+
+    def cleaned() -> bool:
+        a.step()
+        b.step()
+        sa, sb = a.hub.stats(), b.hub.stats()
+        return sa["levels_channels_exported"] == 0 and sb["levels_channels_imported"] == 0 and not b.hub.imported()
+
+    wait_for(cleaned)
+    assert a.hub.exported() == [] and "r" not in a.worker.rooms.rooms
     a.hub.close()
     b.hub.close()
     a.registry.close()

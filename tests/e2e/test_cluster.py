@@ -87,6 +87,9 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
     sent_b = sb2["udp_tx"] - sb1["udp_tx"]
     # The track's channels (video + audio) are imported once on B and exported once on A ...
     assert sa2["channels_exported"] == 2 and sb2["channels_imported"] == 2, (sa2, sb2)
+    # (A also exports the mixer's levels summary of the room, counted apart; B has no mixer
+    # listener, so it does not import it.)
+    assert sa2["levels_channels_exported"] == 1 and sb2["levels_channels_imported"] == 0, (sa2, sb2)
     # ... and each packet crosses once (a few in flight at the sampling instants), not once per viewer,
     assert out > 100 and abs(got - out) <= max(10, out // 20), (out, got)
     # ... while B sends it on to its five viewers.

@@ -35,26 +35,37 @@ Levels, hysteresis and voice activity
 
 Bounding inter-node traffic (bounded mode, a cluster node)
 -----------------------------------------------------------
-With ``MediaWorker(..., mixer_bound=True)`` (the cluster runtime sets it) a node imports at most
-N+1 remote audio channels per room and worker stage, N being the largest slot count of the
-stage's AUTO listeners, however many people speak elsewhere:
+With ``MediaWorker(..., mixer_bound=True)`` (the cluster runtime sets it for every cluster
+worker; standalone keeps the in-process hub and the unbounded stage) a stage imports remote
+audio only as follows, however many people speak on other nodes:
 
-1. Each worker's RoomView owns its room's stage for as long as the view exists. The stage always
-   subscribes and measures the audio tracks published by *its own worker* (even with no
-   listener) and every tick sends their smoothed levels, a few bytes per source, on its levels
-   channel (:func:`levels_channel`, one per room, node and worker; the distributed hub carries
-   it to another node only while a stage there subscribes it).
-2. A stage with AUTO listeners subscribes the levels channel of every remote (node, worker) with
-   audio in the room (learnt from the session ids of the registry entries), subscribes audio of
-   its own node always (no inter-node traffic), and imports remote audio only for the top N+1
-   sources by reported level. N+1, not N: a listener excludes its own peer (mix-minus).
-3. Hysteresis: an import is kept at least 500 ms; it is replaced only by a newcomer of the top
-   N+1 louder by 6 levels, or by 30 levels (the slots' own margin) when a listener's slot carries
-   it; at most N+1 at any time. A fresh import starts with the reported level, and takes a slot
+1. Each worker's RoomView owns its room's stage for as long as the view exists (the room has an
+   endpoint on that worker). The stage subscribes and measures the audio tracks published by
+   *its own worker* (even with no listener) and, while there is any, publishes every tick their
+   smoothed levels, a few bytes per source, on its levels channel (:func:`levels_channel`, one
+   per room, node and worker, ``channel_kind = "levels"`` so the cluster hub counts it apart from
+   media). The channel stops when the worker's last audio track in the room does, and with the
+   view. The distributed hub carries it to another node only while a stage there subscribes it.
+2. A stage subscribes the levels channel of every remote (node, worker) with audio some listener
+   here may hear (any, with an AUTO listener; the sources MANUAL listeners attached otherwise),
+   subscribes the audio of its own node as its listeners ask (no inter-node traffic), and
+   imports remote audio only for
+   - AUTO: the top N+1 remote sources by reported level, N the largest slot count of the
+     stage's AUTO listeners (N+1, not N: a listener excludes its own peer, mix-minus);
+   - MANUAL: per listener, the top N+1 by reported level of the remote sources *it attached*
+     (its own peer left out), N its slot count.
+   The stage imports the union: at most ``(N_auto + 1) + sum over MANUAL listeners of
+   min(N_l + 1, attached remote sources)``. MANUAL listeners that attach disjoint sources add up;
+   ones attaching the same sources share their imports.
+3. Hysteresis (per selection): an import is kept at least 500 ms; it is replaced only by a
+   newcomer of the top N+1 louder by 6 levels, or by 30 levels (the slots' own margin) when a
+   listener's slot carries it. A fresh import starts with the reported level, and takes a slot
    once its packets arrive (a source is eligible only once heard).
 
-Not bounded: the sources MANUAL listeners attach (subscribed as they ask). Every node of a
-cluster must run bounded mode: a node that reports no levels has its audio never imported.
+Per worker is per node: a cluster media node routes every session of a room to one worker
+(runtime/cluster_node.py ``RoomAffinity``), so the stage above is the node's only one for the
+room. Every node of a cluster must run bounded mode: a node that reports no levels has its audio
+never imported.
 """
 
 from __future__ import annotations
@@ -182,6 +193,16 @@ class _Imports:
         changed: list[TrackSource] = []
         for source in list(imports):
             if limit == 0 or (source not in reported and now - imports[source] >= HOLD):
+                del imports[source]
+                changed.append(source)
+        if len(imports) > limit:
+            # The limit shrank (a listener with more slots left): the bound holds at once; the
+            # quietest imports that no slot carries go first.
+            def keep(source: TrackSource) -> tuple[bool, int]:
+                src = sources.get(source)
+                return (src is not None and bool(src.outputs), reported.get(source, 0))
+
+            for source in sorted(imports, key=keep)[: len(imports) - limit]:
                 del imports[source]
                 changed.append(source)
         top = sorted(reported, key=lambda s: reported[s], reverse=True)[:limit]

@@ -90,6 +90,7 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
     # (A also exports the mixer's levels summary of the room, counted apart; B has no mixer
     # listener, so it does not import it.)
     assert sa2["levels_channels_exported"] == 1 and sb2["levels_channels_imported"] == 0, (sa2, sb2)
+    assert sb2["mixer_imports"] == {} and sb2["mixer_imports_total"] == 0, sb2
     # ... and each packet crosses once (a few in flight at the sampling instants), not once per viewer,
     assert out > 100 and abs(got - out) <= max(10, out // 20), (out, got)
     # ... while B sends it on to its five viewers.

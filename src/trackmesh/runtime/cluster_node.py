@@ -37,6 +37,7 @@ from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry, undeclare
 from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode, open_node
 from trackmesh.config import NodeConfig
+from trackmesh.core.worker import MediaWorker
 
 from .node import Node, StartupError
 from .worker import RpcError, WorkerRuntime
@@ -116,6 +117,16 @@ class Poster:
             self.after()
 
 
+def mixer_imports(core: MediaWorker) -> dict[str, int]:
+    """The bounded mixer's remote audio sources imported, per room that has any (core/mixer.py)."""
+    imports: dict[str, int] = {}
+    for name, view in core.rooms.rooms.items():
+        n = view.stage.imported if view.stage is not None else 0
+        if n:
+            imports[name] = n
+    return imports
+
+
 class RoomAffinity:
     """Which worker of this node hosts each room: every session of a room on a node goes to one
     worker, so the node's inter-node traffic for that room is the worker's (the mixer's bound of
@@ -193,13 +204,7 @@ class WorkerCluster:
 
     def stats(self, runtime: WorkerRuntime | None = None) -> dict[str, Any]:
         hub, reg = self.hub, self.registry
-        # The bounded mixer's remote audio imports, per room that has any (core/mixer.py).
-        imports: dict[str, int] = {}
-        if runtime is not None:
-            for name, view in runtime.core.rooms.rooms.items():
-                n = view.stage.imported if view.stage is not None else 0
-                if n:
-                    imports[name] = n
+        imports = mixer_imports(runtime.core) if runtime is not None else {}
         return {
             "mixer_imports": imports,
             "mixer_imports_total": sum(imports.values()),

@@ -9,6 +9,7 @@ from trackmesh.core import controls as c
 from trackmesh.core.errors import ControlError
 from trackmesh.core.model import BitrateLimit, InfoMode, JoinOptions, MediaCodec, MediaPacket, TrackKind, TrackSource
 from trackmesh.core.room import RoomView
+from trackmesh.core.worker import MediaWorker
 
 from .conftest import Harness, drain
 
@@ -126,7 +127,34 @@ def test_mixers_under_random_churn_keep_consistent_slots(
 ) -> None:
     """Four peers on two workers, each publishing and mixing: slots always match outputs, and
     everything is torn down at the end."""
-    h = Harness()
+    churn(Harness(), modes, seq)
+
+
+class TwoBoundNodes(Harness):
+    """Two cluster nodes (one worker each) in bounded mixer mode, sharing the in-process seams."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workers = [MediaWorker(node, 0, "secret", self.registry, self.hub, mixer_bound=True) for node in (7, 8)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(list(c.MixerMode)), min_size=4, max_size=4),
+    st.lists(
+        st.tuples(st.integers(0, 3), mixer_step, st.floats(0, 1.5), st.lists(st.integers(0, 127), min_size=4)),
+        max_size=40,
+    ),
+)
+def test_bounded_mixers_under_random_churn_leak_no_channel(
+    modes: list[c.MixerMode], seq: list[tuple[int, object, float, list[int]]]
+) -> None:
+    """The same churn across two nodes in bounded mode: levels channels and imports come and go,
+    and nothing (registry entry, track or levels channel, timer) is left at the end."""
+    churn(TwoBoundNodes(), modes, seq)
+
+
+def churn(h: Harness, modes: list[c.MixerMode], seq: list[tuple[int, object, float, list[int]]]) -> None:
     eps = [h.endpoint(i % 2) for i in range(4)]
 
     def setup(i: int) -> None:

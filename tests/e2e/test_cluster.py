@@ -87,6 +87,10 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
     sent_b = sb2["udp_tx"] - sb1["udp_tx"]
     # The track's channels (video + audio) are imported once on B and exported once on A ...
     assert sa2["channels_exported"] == 2 and sb2["channels_imported"] == 2, (sa2, sb2)
+    # (A also exports the mixer's levels summary of the room, counted apart; B has no mixer
+    # listener, so it does not import it.)
+    assert sa2["levels_channels_exported"] == 1 and sb2["levels_channels_imported"] == 0, (sa2, sb2)
+    assert sb2["mixer_imports"] == {} and sb2["mixer_imports_total"] == 0, sb2
     # ... and each packet crosses once (a few in flight at the sampling instants), not once per viewer,
     assert out > 100 and abs(got - out) <= max(10, out // 20), (out, got)
     # ... while B sends it on to its five viewers.
@@ -95,6 +99,46 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
     print(f"\ncross-node: A exported {out} packets in 2 s, B imported {got}, B sent {sent_b} datagrams to 5 viewers")
     r = result(pub)
     assert r["rc"] == 0 and r["delete_status"] == 200, r
+
+
+def test_sessions_of_one_room_on_a_two_worker_node_share_one_worker(cluster: Cluster) -> None:
+    """Room affinity (runtime/cluster_node.py RoomAffinity): a room's sessions on a node all go to
+    the worker already hosting it, even when the other worker has fewer sessions; a new room goes
+    to the least-busy worker. So per-worker bounds (the mixer's N+1 imports) are per-node ones."""
+    from trackmesh.core.ids import ConnIdCodec
+
+    gw = cluster.gateway(zone=1)
+    m = cluster.media(1, 10, workers=2)
+    cluster.wait_nodes(gw, 1)
+    room = "affinity"
+    pub = client("whip", gw.base + "/whip/endpoint", cluster.token(gw.base, "whip", room, "alice"),
+                 "--duration", "12")  # fmt: skip
+    viewers = []
+    for _ in range(2):
+        # Past a load report (every second): the publisher's worker now counts more sessions.
+        time.sleep(1.5)
+        viewers.append(client("whep", gw.base + "/whep/endpoint", cluster.token(gw.base, "whep", room),
+                              "--duration", "8", "--min-frames", "10"))  # fmt: skip
+    time.sleep(1.5)
+    other = client("whip", gw.base + "/whip/endpoint", cluster.token(gw.base, "whip", "elsewhere", "carol"),
+                   "--duration", "3")  # fmt: skip
+    time.sleep(1.5)
+    endpoints = [w["endpoints"] for w in m.info()["workers"]]  # all four sessions are up
+    results = [result(v) for v in viewers]
+    r_other = result(other)
+    r_pub = result(pub)
+    assert all(r["rc"] == 0 and r["frames"] >= 10 for r in results), results
+    assert r_pub["rc"] == 0 and r_other["rc"] == 0, (r_pub, r_other)
+    codec = ConnIdCodec(SECRET)
+
+    def worker(r: dict[str, Any]) -> int:
+        return codec.decode(r["location"].rsplit("/", 1)[1]).worker
+
+    in_room = {worker(r) for r in [r_pub, *results]}
+    assert len(in_room) == 1, [r["location"] for r in [r_pub, *results]]
+    # The other room went to the other, idle worker: load still spreads, by room.
+    assert worker(r_other) not in in_room
+    assert sorted(endpoints) == [1, 3], endpoints
 
 
 def test_viewer_in_zone_2_watches_publisher_in_zone_1(cluster: Cluster) -> None:

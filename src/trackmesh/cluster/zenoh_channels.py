@@ -33,6 +33,11 @@ Wire format of a packet (network byte order)::
 
 Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate) origin:16 bytes bitrate_bps:u64``.
 Malformed messages are dropped and counted.
+
+Channel kinds: a publisher or subscriber may carry a class attribute ``channel_kind`` (default
+``"media"``; the mixer's per-room levels summaries say ``"levels"``, see core/mixer.py). The hub
+carries every kind alike and only counts them apart (:meth:`ZenohChannelHub.stats`), so "one copy
+of each media channel crosses" stays checkable while the control channels come and go.
 """
 
 from __future__ import annotations
@@ -61,6 +66,13 @@ _HDR = struct.Struct("!BBBBIIBBBB")
 _F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
 _FB = struct.Struct("!BB16sQ")
 _FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE)
+MEDIA = "media"
+
+
+def channel_kind(party: object) -> str:
+    """The kind a publisher or subscriber declares (``channel_kind``), ``"media"`` by default."""
+    kind = getattr(party, "channel_kind", MEDIA)
+    return kind if isinstance(kind, str) else MEDIA
 
 
 class BadMessage(ValueError):
@@ -142,9 +154,10 @@ def _matching(status: object) -> bool:
 class _Export:
     """A channel published on this node, made visible to the other nodes."""
 
-    __slots__ = ("fb_sub", "interest", "listener", "publisher", "token")
+    __slots__ = ("fb_sub", "interest", "kind", "listener", "publisher", "token")
 
-    def __init__(self, hub: ZenohChannelHub, channel: int) -> None:
+    def __init__(self, hub: ZenohChannelHub, channel: int, kind: str = MEDIA) -> None:
+        self.kind = kind
         session = hub.session
         self.publisher = session.declare_publisher(
             f"{CH_ROOT}{channel}",
@@ -199,9 +212,10 @@ class _ExportHandle:
 class _Import:
     """A channel this node's subscribers watch: one zenoh subscription however many they are."""
 
-    __slots__ = ("live_sub", "media_sub", "proxy", "sources", "subscribers")
+    __slots__ = ("kind", "live_sub", "media_sub", "proxy", "sources", "subscribers")
 
-    def __init__(self, hub: ZenohChannelHub, channel: int) -> None:
+    def __init__(self, hub: ZenohChannelHub, channel: int, kind: str = MEDIA) -> None:
+        self.kind = kind
         self.subscribers: list[ChannelSubscriber] = []
         self.sources: set[str] = set()
         self.proxy: Any = None  # LocalChannelHub handle of the proxy publisher, while it is current
@@ -281,13 +295,13 @@ class ZenohChannelHub:
         local = self.local.start_publish(now, channel, publisher)
         export = self._exports.get(channel)
         if export is None:
-            export = self._exports[channel] = _Export(self, channel)
+            export = self._exports[channel] = _Export(self, channel, channel_kind(publisher))
         return _ExportHandle(self, channel, local, export)
 
     def subscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
         imp = self._imports.get(channel)
         if imp is None:
-            imp = self._imports[channel] = _Import(self, channel)
+            imp = self._imports[channel] = _Import(self, channel, channel_kind(subscriber))
         if subscriber not in imp.subscribers:
             imp.subscribers.append(subscriber)
         self.local.subscribe(now, channel, subscriber)
@@ -309,13 +323,38 @@ class ZenohChannelHub:
 
     # -- introspection and shutdown ---------------------------------------------------------
 
-    def imported(self) -> list[int]:
-        """Channels this node holds a zenoh subscription for."""
-        return list(self._imports)
+    def imported(self, kind: str = MEDIA) -> list[int]:
+        """Channels of ``kind`` this node holds a zenoh subscription for."""
+        return [ch for ch, imp in self._imports.items() if imp.kind == kind]
 
-    def exported(self) -> list[int]:
-        """Channels published on this node."""
-        return list(self._exports)
+    def exported(self, kind: str = MEDIA) -> list[int]:
+        """Channels of ``kind`` published on this node."""
+        return [ch for ch, exp in self._exports.items() if exp.kind == kind]
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /api/node/info: media channels apart from the mixer's levels channels."""
+        exported = {MEDIA: 0, "levels": 0}
+        imported = {MEDIA: 0, "levels": 0}
+        for exp in self._exports.values():
+            exported[exp.kind] = exported.get(exp.kind, 0) + 1
+        for imp in self._imports.values():
+            imported[imp.kind] = imported.get(imp.kind, 0) + 1
+        out = {
+            "channels_exported": exported.pop(MEDIA),
+            "channels_imported": imported.pop(MEDIA),
+        }
+        for kind, n in exported.items():
+            out[f"{kind}_channels_exported"] = n
+        for kind, n in imported.items():
+            out[f"{kind}_channels_imported"] = n
+        out.update(
+            packets_out=self.packets_out,
+            packets_in=self.packets_in,
+            bad_packets=self.bad_packets,
+            feedback_out=self.feedback_out,
+            feedback_in=self.feedback_in,
+        )
+        return out
 
     def close(self) -> None:
         if self.closed:

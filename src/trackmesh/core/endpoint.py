@@ -435,7 +435,9 @@ class Endpoint:
                     return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {name!r} is attached already")
                 outputs.append(local)
             # One stage per room per worker: join the one another endpoint here already runs.
-            stage = next((ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None)
+            stage = self._view.stage or next(
+                (ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None
+            )
             if stage is None:
                 stage = MixerStage(self._view.name, self._registry, self._hub)
             self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events, stage)
@@ -538,11 +540,17 @@ class Endpoint:
 
     # ---- time and teardown ---------------------------------------------------------------
 
+    def _stage(self) -> MixerStage | None:
+        if self.mixer is not None:
+            return self.mixer.stage
+        return self._view.stage if self._view is not None else None
+
     def handle_timeout(self, now: float) -> None:
         for track in self.remote_tracks.values():
             track.handle_timeout(now)
-        if self.mixer is not None:
-            self.mixer.stage.handle_timeout(now)
+        stage = self._stage()
+        if stage is not None:
+            stage.handle_timeout(now)
         if self._next_refresh is not None and now >= self._next_refresh:
             for local in self.local_tracks.values():
                 local.refresh(now)
@@ -550,8 +558,9 @@ class Endpoint:
 
     def next_deadline(self) -> float | None:
         deadline = self._next_refresh
-        if self.mixer is not None:
-            d = self.mixer.stage.next_deadline()
+        stage = self._stage()
+        if stage is not None:
+            d = stage.next_deadline()
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
         for track in self.remote_tracks.values():

@@ -33,36 +33,48 @@ Levels, hysteresis and voice activity
 - Voice activity: when a slotted source's smoothed level is at least -40 dBov, a
   :class:`~.events.VoiceActivity` for each slot carrying it, at most every 500 ms per source.
 
-Bounding inter-node traffic (the cluster design)
-------------------------------------------------
-Today a stage subscribes source channels through the ChannelHub, so with the distributed hub a
-node imports each remote audio track its stages want: one stream per remote speaker, the bound
-atm0s avoids. The design that bounds it at N+1 streams per node and room, whatever the room
-size (atm0s' ``AudioMixerPublisher``/``Subscriber``):
+Bounding inter-node traffic (bounded mode, a cluster node)
+-----------------------------------------------------------
+With ``MediaWorker(..., mixer_bound=True)`` (the cluster runtime sets it for every cluster
+worker; standalone keeps the in-process hub and the unbounded stage) a stage imports remote
+audio only as follows, however many people speak on other nodes:
 
-1. On each node, an exporting stage of the room subscribes only the node's *local* audio
-   tracks and ranks them exactly as above.
-2. It forwards into one room-level mixer channel (``channel_id(room, "~mixer", node)``) the
-   packets of its ranked prefix covering the N+1 loudest distinct peers, with each packet
-   tagged by its source (peer, track) and level, and re-announces that source list every
-   500 ms. Covering N+1 *peers* (not sources) is what makes mix-minus exact: a listener
-   excludes one peer, and the true top N among the rest is always inside the prefix.
-3. Every node's stage subscribes the room's mixer channels of all nodes (N+1 streams each)
-   instead of remote tracks, treats each tagged (peer, track) as a source, and ranks local and
-   imported sources together for its listeners, as this module does now.
+1. Each worker's RoomView owns its room's stage for as long as the view exists (the room has an
+   endpoint on that worker). The stage subscribes and measures the audio tracks published by
+   *its own worker* (even with no listener) and, while there is any, publishes every tick their
+   smoothed levels, a few bytes per source, on its levels channel (:func:`levels_channel`, one
+   per room, node and worker, ``channel_kind = "levels"`` so the cluster hub counts it apart from
+   media). The channel stops when the worker's last audio track in the room does, and with the
+   view. The distributed hub carries it to another node only while a stage there subscribes it.
+2. A stage subscribes the levels channel of every remote (node, worker) with audio some listener
+   here may hear (any, with an AUTO listener; the sources MANUAL listeners attached otherwise),
+   subscribes the audio of its own node as its listeners ask (no inter-node traffic), and
+   imports remote audio only for
+   - AUTO: the top N+1 remote sources by reported level, N the largest slot count of the
+     stage's AUTO listeners (N+1, not N: a listener excludes its own peer, mix-minus);
+   - MANUAL: per listener, the top N+1 by reported level of the remote sources *it attached*
+     (its own peer left out), N its slot count.
+   The stage imports the union: at most ``(N_auto + 1) + sum over MANUAL listeners of
+   min(N_l + 1, attached remote sources)``. MANUAL listeners that attach disjoint sources add up;
+   ones attaching the same sources share their imports.
+3. Hysteresis (per selection): an import is kept at least 500 ms; it is replaced only by a
+   newcomer of the top N+1 louder by 6 levels, or by 30 levels (the slots' own margin) when a
+   listener's slot carries it. A fresh import starts with the reported level, and takes a slot
+   once its packets arrive (a source is eligible only once heard).
 
-A node thus sends at most N+1 audio streams per room to the others however many people speak,
-and a node with no mixer listener in the room receives none. What the distributed hub needs
-for it is a publisher per (room, node) channel and a source tag next to each packet; the
-selection code here is unchanged (the stage's sources then come from the mixer channels).
+Per worker is per node: a cluster media node routes every session of a room to one worker
+(runtime/cluster_node.py ``RoomAffinity``), so the stage above is the node's only one for the
+room. Every node of a cluster must run bounded mode: a node that reports no levels has its audio
+never imported.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections import deque
 
-from .channel import ChannelHub
+from .channel import ChannelHub, Feedback, PublishHandle
 from .controls import MixerMode
 from .events import (
     EndpointEvent,
@@ -71,8 +83,8 @@ from .events import (
     MixerSlotUnset,
     VoiceActivity,
 )
-from .ids import SessionId, channel_id
-from .model import LocalTrackState, MediaPacket, TrackKind, TrackSource
+from .ids import SessionId, channel_id, session_node, session_worker
+from .model import LocalTrackState, MediaCodec, MediaPacket, TrackKind, TrackSource
 from .registry import BadEntry, Registry, decode_track, parse_key, room_prefix
 from .tracks import LocalTrack
 
@@ -88,8 +100,136 @@ MIN_LOUDNESS = 1.0  # below this a source is digital silence and takes no free s
 MAX_SLOTS = 8
 MAX_MANUAL_SOURCES = 256
 
+IMPORT_MARGIN = 6.0  # levels by which a remote newcomer must beat an imported source to replace it
+
 _SPEAKING_LOUD = 127 + SPEAKING_DBOV
 _VOICE_LOUD = 127 + VOICE_DBOV
+_U16 = struct.Struct("!H")
+
+
+def levels_channel(room: str, node: int, worker: int) -> int:
+    """The channel on which one worker of one node reports its audio sources' levels."""
+    return channel_id(room, "~levels", f"{node}.{worker}")
+
+
+def encode_levels(levels: list[tuple[TrackSource, int]]) -> bytes:
+    out = bytearray()
+    for source, loud in levels:
+        for name in (source.peer, source.track):
+            data = name.encode()[:65535]
+            out += _U16.pack(len(data)) + data
+        out.append(max(0, min(127, loud)))
+    return bytes(out)
+
+
+def decode_levels(data: bytes) -> dict[TrackSource, int]:
+    """Raises ValueError on a malformed summary."""
+    out: dict[TrackSource, int] = {}
+    pos = 0
+    while pos < len(data):
+        names = []
+        for _ in range(2):
+            (n,) = _U16.unpack_from(data, pos)
+            pos += 2
+            if pos + n > len(data):
+                raise ValueError("truncated levels summary")
+            names.append(data[pos : pos + n].decode())
+            pos += n
+        if pos >= len(data):
+            raise ValueError("truncated levels summary")
+        out[TrackSource(names[0], names[1])] = data[pos]
+        pos += 1
+    return out
+
+
+class _Levels:
+    """A remote worker's levels channel: the latest summary it sent."""
+
+    __slots__ = ("channel", "levels", "received", "stage")
+    channel_kind = "levels"  # counted apart from media by the cluster hub's stats
+
+    def __init__(self, stage: MixerStage, channel: int) -> None:
+        self.stage = stage
+        self.channel = channel
+        self.levels: dict[TrackSource, int] = {}
+        self.received = -math.inf
+
+    def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        try:
+            self.levels = decode_levels(bytes(pkt.payload))
+        except (ValueError, struct.error, UnicodeDecodeError):
+            self.stage.bad_levels += 1
+            return
+        self.received = self.stage._now
+
+    def on_channel_source(self, now: float, channel: int, live: bool) -> None:
+        if not live:
+            self.levels = {}
+
+
+class _LevelsPublisher:
+    __slots__ = ()
+    channel_kind = "levels"
+
+    def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        pass
+
+
+class _Imports:
+    """A set of imported remote sources kept to the top ``limit`` by reported level, with hold
+    and margins (bounded mode): the stage's for its AUTO listeners, one per MANUAL listener."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: dict[TrackSource, float] = {}  # imported source -> since when
+
+    def choose(
+        self, now: float, reported: dict[TrackSource, int], limit: int, sources: dict[TrackSource, _Source]
+    ) -> list[TrackSource]:
+        """``reported``: the eligible remote sources and their levels. Returns the sources that
+        came in or went out."""
+        imports = self.since
+        changed: list[TrackSource] = []
+        for source in list(imports):
+            if limit == 0 or (source not in reported and now - imports[source] >= HOLD):
+                del imports[source]
+                changed.append(source)
+        if len(imports) > limit:
+            # The limit shrank (a listener with more slots left): the bound holds at once; the
+            # quietest imports that no slot carries go first.
+            def keep(source: TrackSource) -> tuple[bool, int]:
+                src = sources.get(source)
+                return (src is not None and bool(src.outputs), reported.get(source, 0))
+
+            for source in sorted(imports, key=keep)[: len(imports) - limit]:
+                del imports[source]
+                changed.append(source)
+        top = sorted(reported, key=lambda s: reported[s], reverse=True)[:limit]
+        for source in top:
+            if source in imports:
+                continue
+            if len(imports) < limit:
+                imports[source] = now
+                changed.append(source)
+                continue
+            # The quietest import outside the top that has had its hold; one a listener's slot
+            # carries goes last and only for a newcomer louder by the slots' own margin.
+            victim: TrackSource | None = None
+            victim_key = (True, math.inf)
+            for cur, since in imports.items():
+                if cur in top or now - since < HOLD:
+                    continue
+                src = sources.get(cur)
+                key = (src is not None and bool(src.outputs), float(reported.get(cur, 0)))
+                if key < victim_key:
+                    victim, victim_key = cur, key
+            margin = SWITCH_MARGIN if victim_key[0] else IMPORT_MARGIN
+            if victim is not None and reported[source] >= victim_key[1] + margin:
+                del imports[victim]
+                imports[source] = now
+                changed.extend((victim, source))
+        return changed
 
 
 class _Source:
@@ -157,7 +297,7 @@ class _Source:
 class AudioMixer:
     """One listener's mixer: its output slots and (MANUAL) its chosen sources."""
 
-    __slots__ = ("_events", "_since", "manual", "mode", "outputs", "peer", "slots", "stage")
+    __slots__ = ("_events", "_since", "manual", "mode", "outputs", "peer", "picks", "slots", "stage")
 
     def __init__(
         self,
@@ -176,6 +316,8 @@ class AudioMixer:
         self.manual: set[TrackSource] = set(sources) if mode is MixerMode.MANUAL else set()
         self._events = events
         self.stage = stage
+        # Bounded mode, MANUAL: the remote sources of ``manual`` imported for this listener.
+        self.picks = _Imports()
 
     def is_output(self, local_track: str) -> bool:
         return any(out.name == local_track for out in self.outputs)
@@ -268,21 +410,31 @@ class MixerStage:
     __slots__ = (
         "_hub",
         "_last_tick",
+        "_levels",
+        "_levels_out",
         "_live",
         "_manual_refs",
         "_next_tick",
         "_now",
         "_registry",
+        "_reported",
         "_room_audio",
+        "auto_imports",
         "auto_listeners",
         "bad_entries",
+        "bad_levels",
         "listeners",
+        "node",
         "prefix",
         "room",
         "sources",
+        "worker",
     )
 
-    def __init__(self, room: str, registry: Registry, hub: ChannelHub) -> None:
+    def __init__(
+        self, room: str, registry: Registry, hub: ChannelHub, node: int | None = None, worker: int = 0
+    ) -> None:
+        """``node`` set: bounded mode (a cluster node; the stage is owned by its RoomView)."""
         self.room = room
         self.prefix = room_prefix(room)
         self.sources: dict[TrackSource, _Source] = {}
@@ -298,6 +450,112 @@ class MixerStage:
         self._last_tick = -math.inf
         # Registry callbacks carry no time: they use the latest time the stage was given.
         self._now = -math.inf
+        # Bounded mode.
+        self.node = node
+        self.worker = worker
+        self.bad_levels = 0
+        self.auto_imports = _Imports()  # remote sources imported for the AUTO listeners
+        self._levels: dict[tuple[int, int], _Levels] = {}  # remote (node, worker) -> its summary
+        self._levels_out: PublishHandle | None = None
+        self._reported: dict[TrackSource, int] = {}  # remote levels, from the latest tick
+
+    # ---- bounded mode: lifetime of the view ----------------------------------------------
+
+    def open(self) -> None:
+        """Bounded mode: watch the room; report this worker's audio levels while it has any."""
+        self._registry.watch(self.prefix, self)
+
+    def close(self) -> None:
+        """The view is gone (the room emptied on this worker): no watch, channel or summary left."""
+        self._registry.unwatch(self.prefix, self)
+        for src in list(self.sources.values()):
+            self._drop(src)
+        self.auto_imports.since.clear()
+        for listener in self.listeners:
+            listener.picks.since.clear()
+        self._room_audio.clear()
+        self._refresh_levels()
+
+    @property
+    def imported(self) -> int:
+        """Remote audio sources this stage subscribes (bounded mode; the per-room metric)."""
+        return sum(1 for source in self.sources if self._where(source) == 2)
+
+    def _is_imported(self, source: TrackSource) -> bool:
+        if self.auto_listeners > 0 and source in self.auto_imports.since:
+            return True
+        return any(source in lis.picks.since for lis in self.listeners if lis.mode is MixerMode.MANUAL)
+
+    def _where(self, source: TrackSource) -> int:
+        """0: published by this worker, 1: by another worker of this node, 2: on another node."""
+        where = 2
+        for session in self._room_audio.get(source, ()):
+            if session_node(session) == self.node:
+                if session_worker(session) == self.worker:
+                    return 0
+                where = 1
+        return where
+
+    def _refresh_levels(self) -> None:
+        """Publish this worker's levels channel while it has audio in the room; subscribe the
+        levels channel of each remote worker that has audio some listener here may hear."""
+        local = False
+        wanted: set[tuple[int, int]] = set()
+        for source, sessions in self._room_audio.items():
+            heard = self.auto_listeners > 0 or source in self._manual_refs
+            for session in sessions:
+                if session_node(session) != self.node:
+                    if heard:
+                        wanted.add((session_node(session), session_worker(session)))
+                elif session_worker(session) == self.worker:
+                    local = True
+        if local and self._levels_out is None:
+            assert self.node is not None
+            channel = levels_channel(self.room, self.node, self.worker)
+            self._levels_out = self._hub.start_publish(self._now, channel, _LevelsPublisher())
+        elif not local and self._levels_out is not None:
+            self._levels_out.stop(self._now)
+            self._levels_out = None
+        for key in [k for k in self._levels if k not in wanted]:
+            lv = self._levels.pop(key)
+            self._hub.unsubscribe(self._now, lv.channel, lv)
+        for key in wanted - self._levels.keys():
+            lv = self._levels[key] = _Levels(self, levels_channel(self.room, key[0], key[1]))
+            self._hub.subscribe(self._now, lv.channel, lv)
+        if self._levels and self._next_tick is None:
+            self._last_tick = self._now
+            self._next_tick = self._now + TICK
+
+    def _choose_imports(self, now: float) -> None:
+        """Keep the imported remote sources to the top N+1 by reported level, with hysteresis:
+        for the AUTO listeners together (N: their largest slot count), and for each MANUAL
+        listener among the sources it attached (N: its slot count). The stage imports the union."""
+        reported: dict[TrackSource, int] = {}
+        for lv in self._levels.values():
+            if now - lv.received <= SILENCE_TIMEOUT:
+                for source, loud in lv.levels.items():
+                    if loud >= MIN_LOUDNESS and source in self._room_audio and self._where(source) == 2:
+                        reported[source] = max(loud, reported.get(source, 0))
+        self._reported = reported
+        slots = [len(lis.outputs) for lis in self.listeners if lis.mode is MixerMode.AUTO]
+        changed = self.auto_imports.choose(now, reported, max(slots) + 1 if slots else 0, self.sources)
+        for lis in self.listeners:
+            if lis.mode is MixerMode.MANUAL:
+                mine = {s: v for s, v in reported.items() if s in lis.manual and s.peer != lis.peer}
+                changed += lis.picks.choose(now, mine, len(lis.outputs) + 1, self.sources)
+        for source in dict.fromkeys(changed):
+            self._refresh(source)
+
+    def _send_levels(self) -> None:
+        handle = self._levels_out
+        if handle is None:
+            return
+        mine = [
+            (src.source, round(src.loud))
+            for src in self.sources.values()
+            if src.live and self._now - src.last_heard <= SILENCE_TIMEOUT and self._where(src.source) == 0
+        ]
+        handle.send(MediaPacket(MediaCodec.OPUS, 0, 0, 0, False, False, encode_levels(mine)))
 
     def _clock(self, now: float) -> None:
         if now > self._now:
@@ -307,7 +565,7 @@ class MixerStage:
 
     def add(self, now: float, listener: AudioMixer) -> None:
         self._clock(now)
-        if not self.listeners:
+        if not self.listeners and self.node is None:
             self._registry.watch(self.prefix, self)
         self.listeners.append(listener)
         if listener.mode is MixerMode.AUTO:
@@ -315,6 +573,8 @@ class MixerStage:
             if self.auto_listeners == 1:
                 for source in list(self._room_audio):
                     self._refresh(source)
+                if self.node is not None:
+                    self._refresh_levels()
         for source in listener.manual:
             self.add_manual(now, source)
 
@@ -323,14 +583,18 @@ class MixerStage:
         self._clock(now)
         listener.close()
         self.listeners.remove(listener)
+        listener.picks.since.clear()
         for source in listener.manual:
             self.remove_manual(now, source)
         if listener.mode is MixerMode.AUTO:
             self.auto_listeners -= 1
             if self.auto_listeners == 0:
+                self.auto_imports.since.clear()
                 for source in list(self.sources):
                     self._refresh(source)
-        if not self.listeners:
+                if self.node is not None:
+                    self._refresh_levels()
+        if not self.listeners and self.node is None:
             self._registry.unwatch(self.prefix, self)
             for src in list(self.sources.values()):
                 self._drop(src)
@@ -340,6 +604,8 @@ class MixerStage:
         self._clock(now)
         self._manual_refs[source] = self._manual_refs.get(source, 0) + 1
         self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     def remove_manual(self, now: float, source: TrackSource) -> None:
         self._clock(now)
@@ -349,16 +615,30 @@ class MixerStage:
         else:
             self._manual_refs.pop(source, None)
         src = self.sources.get(source)
-        if src is not None:
-            for listener in self.listeners:
-                if listener.mode is MixerMode.MANUAL and source not in listener.manual:
+        for listener in self.listeners:
+            if listener.mode is MixerMode.MANUAL and source not in listener.manual:
+                listener.picks.since.pop(source, None)
+                if src is not None:
                     listener.release(src)
         self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     # ---- sources -------------------------------------------------------------------------
 
     def _refresh(self, source: TrackSource) -> None:
-        wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
+        if self.node is None:
+            wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
+        elif source not in self._room_audio:
+            wanted = False
+        else:
+            where = self._where(source)
+            if where == 0:
+                wanted = True  # measured and reported even without a local listener
+            elif where == 1:  # another worker of this node: no inter-node traffic
+                wanted = self.auto_listeners > 0 or source in self._manual_refs
+            else:  # another node: only the bounded selections
+                wanted = self._is_imported(source)
         src = self.sources.get(source)
         if wanted and src is None:
             src = _Source(self, source, channel_id(self.room, source.peer, source.track))
@@ -379,6 +659,8 @@ class MixerStage:
             return
         src.live = live
         src.reset_level()
+        if live and src.source in self._reported:
+            src.loud = float(self._reported[src.source])  # ranks at once when its packets arrive
         if live:
             self._live += 1
             if self._live == 1:
@@ -402,6 +684,8 @@ class MixerStage:
             source = TrackSource(parsed.peer, parsed.track)
             self._room_audio.setdefault(source, set()).add(parsed.session)
             self._refresh(source)
+            if self.node is not None:
+                self._refresh_levels()
 
     def on_registry_delete(self, key: str) -> None:
         try:
@@ -418,17 +702,22 @@ class MixerStage:
         sessions.discard(parsed.session)
         if not sessions:
             del self._room_audio[source]
+            self.auto_imports.since.pop(source, None)
+            for listener in self.listeners:
+                listener.picks.since.pop(source, None)
             self._refresh(source)
+        if self.node is not None:
+            self._refresh_levels()
 
     # ---- time ----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self._next_tick if self._live > 0 else None
+        return self._next_tick if self._live > 0 or self._levels else None
 
     def handle_timeout(self, now: float) -> None:
         """Called by every listener's endpoint; runs once per tick."""
         self._clock(now)
-        if self._live == 0 or self._next_tick is None or now < self._next_tick:
+        if (self._live == 0 and not self._levels) or self._next_tick is None or now < self._next_tick:
             return
         dt = now - self._last_tick
         self._last_tick = now
@@ -451,6 +740,9 @@ class MixerStage:
         ranked.sort(key=lambda s: s.loud, reverse=True)
         for listener in self.listeners:
             listener.update(now, ranked)
+        if self.node is not None:
+            self._send_levels()
+            self._choose_imports(now)
         voice = False
         for src in self.sources.values():
             due = bool(src.outputs) and src.loud >= _VOICE_LOUD and now >= src.last_voice + VOICE_INTERVAL

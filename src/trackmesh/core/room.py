@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .channel import ChannelHub
 from .ids import SessionId
 from .model import PeerInfo, TrackInfo
 from .registry import BadEntry, Registry, decode_peer, decode_track, parse_key, room_prefix
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .mixer import MixerStage
 
 
 class RoomView:
-    __slots__ = ("_registry", "bad_entries", "endpoints", "name", "peers", "prefix", "tracks")
+    __slots__ = ("_registry", "bad_entries", "endpoints", "name", "peers", "prefix", "stage", "tracks")
 
-    def __init__(self, name: str, registry: Registry) -> None:
+    def __init__(self, name: str, registry: Registry, stage: MixerStage | None = None) -> None:
         self.name = name
         self.prefix = room_prefix(name)
         self.peers: dict[str, dict[SessionId, PeerInfo]] = {}
@@ -27,12 +29,19 @@ class RoomView:
         self.endpoints: list[Endpoint] = []
         self.bad_entries = 0
         self._registry = registry
+        # Bounded mixer mode (a cluster node): the room's mixer stage lives as long as the view,
+        # measuring and reporting this worker's audio levels even without a local listener.
+        self.stage = stage
 
     def start(self) -> None:
         self._registry.watch(self.prefix, self)
+        if self.stage is not None:
+            self.stage.open()
 
     def stop(self) -> None:
         self._registry.unwatch(self.prefix, self)
+        if self.stage is not None:
+            self.stage.close()
 
     def track(self, peer: str, track: str) -> TrackInfo | None:
         """The track's current info, from its newest publishing session."""
@@ -89,16 +98,27 @@ class RoomView:
 class RoomDirectory:
     """The RoomViews of one worker, created on first join and dropped after the last leave."""
 
-    __slots__ = ("_registry", "rooms")
+    __slots__ = ("_hub", "_node", "_registry", "_worker", "rooms")
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, hub: ChannelHub | None = None, node: int | None = None, worker: int = 0
+    ) -> None:
+        """``node`` set (with ``hub``): bounded mixer mode, see :mod:`.mixer`."""
         self._registry = registry
+        self._hub = hub
+        self._node = node
+        self._worker = worker
         self.rooms: dict[str, RoomView] = {}
 
     def enter(self, room: str, endpoint: Endpoint) -> RoomView:
         view = self.rooms.get(room)
         if view is None:
-            view = RoomView(room, self._registry)
+            stage = None
+            if self._node is not None and self._hub is not None:
+                from .mixer import MixerStage
+
+                stage = MixerStage(room, self._registry, self._hub, self._node, self._worker)
+            view = RoomView(room, self._registry, stage)
             self.rooms[room] = view
             view.start()
         # The endpoint replays the view's current entries itself once it is in.

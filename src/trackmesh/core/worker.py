@@ -21,12 +21,14 @@ class MediaWorker:
         registry: Registry,
         hub: ChannelHub,
         session_start: int = 0,
+        mixer_bound: bool = False,
     ) -> None:
         self.node_id = node_id
         self.worker = worker
         self.registry = registry
         self.hub = hub
-        self.rooms = RoomDirectory(registry)
+        # mixer_bound: remote audio is imported only for the top N+1 by level (see core.mixer).
+        self.rooms = RoomDirectory(registry, hub, node_id if mixer_bound else None, worker)
         self.endpoints: dict[SessionId, Endpoint] = {}
         self._ids = SessionIdGenerator(node_id, worker, session_start)
         self._codec = ConnIdCodec(secret)

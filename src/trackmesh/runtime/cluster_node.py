@@ -37,6 +37,7 @@ from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry, undeclare
 from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode, open_node
 from trackmesh.config import NodeConfig
+from trackmesh.core.worker import MediaWorker
 
 from .node import Node, StartupError
 from .worker import RpcError, WorkerRuntime
@@ -48,6 +49,7 @@ NODE_ROOT = "tm/node/"  # tm/node/<zone>/<node index>: liveliness token of a run
 ZONE_ROOT = "tm/zone/"  # tm/zone/<zone>/<gateway index>: JSON zone summary of a gateway, every second
 GATEWAY_ROOT = "tm/gw/"  # tm/gw/<zone>/<gateway index>: liveliness token of a running gateway
 REPORT_INTERVAL = 1.0
+AFFINITY_GRACE = 10.0  # a room routed to a worker stays with it this long before the worker reports it
 PEER_WAIT = 1.5  # at start, how long to wait for the seeds before checking for a duplicated node id
 
 
@@ -115,6 +117,54 @@ class Poster:
             self.after()
 
 
+def mixer_imports(core: MediaWorker) -> dict[str, int]:
+    """The bounded mixer's remote audio sources imported, per room that has any (core/mixer.py)."""
+    imports: dict[str, int] = {}
+    for name, view in core.rooms.rooms.items():
+        n = view.stage.imported if view.stage is not None else 0
+        if n:
+            imports[name] = n
+    return imports
+
+
+class RoomAffinity:
+    """Which worker of this node hosts each room: every session of a room on a node goes to one
+    worker, so the node's inter-node traffic for that room is the worker's (the mixer's bound of
+    N+1 imported voices per room and worker is then N+1 per node: core/mixer.py, docs/cluster.md).
+
+    Learnt from two sources: the rooms each worker reports (``cluster.rooms``, every report
+    interval) and the routing decisions themselves, kept for :data:`AFFINITY_GRACE` seconds so a
+    session routed but not yet joined pins its room too. No clock read here: callers pass ``now``.
+    """
+
+    __slots__ = ("_hosted", "_routed")
+
+    def __init__(self) -> None:
+        self._hosted: dict[str, int] = {}  # room -> worker, from the workers' reports
+        self._routed: dict[str, tuple[int, float]] = {}  # room -> (worker, when routed)
+
+    def get(self, room: str) -> int | None:
+        routed = self._routed.get(room)
+        if routed is not None:
+            return routed[0]
+        return self._hosted.get(room)
+
+    def routed(self, room: str, worker: int, now: float) -> None:
+        self._routed[room] = (worker, now)
+
+    def reported(self, rooms: dict[int, list[str]], now: float) -> None:
+        """``rooms``: worker index -> the rooms it has endpoints in. A room two workers report
+        (sessions routed before a restart of the node's routing) stays where it was routed."""
+        self._routed = {r: (w, t) for r, (w, t) in self._routed.items() if now - t < AFFINITY_GRACE}
+        hosted: dict[str, int] = {}
+        for worker in sorted(rooms):
+            for room in rooms[worker]:
+                prev = self.get(room)
+                if room not in hosted or prev == worker:
+                    hosted[room] = worker
+        self._hosted = hosted
+
+
 class WorkerCluster:
     """One worker's cluster membership: zenoh session, registry and channel hub."""
 
@@ -130,7 +180,8 @@ class WorkerCluster:
 
     def attach(self, runtime: WorkerRuntime) -> None:
         self.poster.after = lambda: runtime.flush(runtime.now())
-        runtime.register_rpc("cluster.stats", lambda now, params: self.stats())
+        runtime.register_rpc("cluster.stats", lambda now, params: self.stats(runtime))
+        runtime.register_rpc("cluster.rooms", lambda now, params: list(runtime.core.rooms.rooms))
         runtime.register_rpc("cluster.goaway", lambda now, params: self.goaway(runtime, now, params))
 
     def goaway(self, runtime: WorkerRuntime, now: float, params: dict[str, Any]) -> dict[str, int]:
@@ -151,19 +202,16 @@ class WorkerCluster:
                 told += 1
         return {"told": told}
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, runtime: WorkerRuntime | None = None) -> dict[str, Any]:
         hub, reg = self.hub, self.registry
+        imports = mixer_imports(runtime.core) if runtime is not None else {}
         return {
+            "mixer_imports": imports,
+            "mixer_imports_total": sum(imports.values()),
             "member": reg.member,
             "listen": list(self.member_config.listen),
             "peers": len(self.node.peers()),
-            "channels_exported": len(hub.exported()),
-            "channels_imported": len(hub.imported()),
-            "packets_out": hub.packets_out,
-            "packets_in": hub.packets_in,
-            "bad_packets": hub.bad_packets,
-            "feedback_out": hub.feedback_out,
-            "feedback_in": hub.feedback_in,
+            **hub.stats(),
             "registry_members_lost": reg.members_lost,
             "registry_remote_members": len(reg.remote_members()),
             "callback_errors": self.poster.errors,
@@ -198,6 +246,7 @@ class ClusterMediaNode(Node):
         self._token: Any = None
         self._reporter: asyncio.Task[None] | None = None
         self._sessions: dict[int, int] = {}
+        self.affinity = RoomAffinity()
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last_report: dict[str, Any] = {}
 
@@ -257,16 +306,20 @@ class ClusterMediaNode(Node):
     # ---- routing and readiness ---------------------------------------------------------------
 
     def worker_for_room(self, room: str) -> Any:
-        """Rooms span workers here (zenoh carries them), so a new session goes to the least-busy
-        worker; ties broken by the room hash so one room tends to stay on one worker."""
+        """Room affinity: a room already on this node goes to the worker hosting it (one worker
+        per room and node keeps the room's inter-node traffic per node, see :class:`RoomAffinity`);
+        a new room goes to the worker with the fewest sessions, ties broken by the room hash."""
         if self.draining:
             raise RpcError(503, f"media node {self.index} of zone {self.config.zone} is draining")
         if not self.workers:
             raise RpcError(503, f"no media node available in zone {self.config.zone}")
-        digest = int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big")
         n = len(self.workers)
-        order = sorted(range(n), key=lambda i: (self._sessions.get(i, 0), (i - digest) % n))
-        return self.workers[order[0]]
+        index = self.affinity.get(room)
+        if index is None or index >= n:
+            digest = int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big")
+            index = min(range(n), key=lambda i: (self._sessions.get(i, 0), (i - digest) % n))
+        self.affinity.routed(room, index, time.monotonic())
+        return self.workers[index]
 
     def connected(self) -> bool:
         cluster = self.cluster
@@ -305,6 +358,11 @@ class ClusterMediaNode(Node):
         cfg = self.config
         stats = await super().stats()
         self._sessions = {st.get("worker", i): int(st.get("endpoints", 0)) for i, st in enumerate(stats)}
+        rooms: dict[int, list[str]] = {}
+        for worker in self.workers:
+            with contextlib.suppress(RpcError):
+                rooms[worker.index] = list(await worker.call("cluster.rooms", {}))
+        self.affinity.reported(rooms, time.monotonic())
         sessions = sum(self._sessions.values())
         ready, reason = self.readiness()
         report = {

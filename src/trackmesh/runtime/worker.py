@@ -72,7 +72,8 @@ class WorkerRuntime:
         hub: ChannelHub | None = None,
     ) -> None:
         """``registry``/``hub`` default to the in-process ones (standalone); a cluster node
-        passes the distributed implementations (trackmesh.cluster.zenoh_*)."""
+        passes the distributed implementations (trackmesh.cluster.zenoh_*), which also turns on
+        the mixer's bounded mode."""
         self.config = config
         self.index = index
         self.core = MediaWorker(
@@ -82,6 +83,8 @@ class WorkerRuntime:
             registry if registry is not None else LocalRegistry(),
             hub if hub is not None else LocalChannelHub(),
             session_start=secrets.randbits(24),
+            # A cluster node: remote audio reaches the mixer only for the top N+1 (core.mixer).
+            mixer_bound=hub is not None,
         )
         self.scheduler = Scheduler()
         self.outbox: deque[tuple[bytes, Address]] = deque()

@@ -96,6 +96,7 @@ from trackmesh.transports.sdk.protocol import (
     session_pb2,
     shared_pb2,
 )
+from trackmesh.transports.sdk.stats import receiver_stats
 from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 from trackmesh.transports.webrtc.errors import LocalProtocolError
 from trackmesh.transports.webrtc.peer import WebRtcPeer
@@ -742,15 +743,8 @@ class SdkSession:
             out = self.peer.outbound.get(slot.mid) if slot.mid is not None else None
             if local is None or local.channel is None or out is None:
                 continue
-            octets = out.octets
-            kbps = max(0, octets - slot.last_octets) * 8 // int(STATS_INTERVAL * 1000)
-            slot.last_octets = octets
-            source_kbps = int(out.source_bps / 1000) if out.video else kbps
-            Stats = session_pb2.ServerEvent.Receiver.Stats
-            stats = Stats(
-                source=Stats.Source(bitrate_kbps=source_kbps),
-                transmit=Stats.Transmit(spatial=out.spatial_layer, temporal=out.temporal_layer, bitrate_kbps=kbps),
-            )
+            stats = receiver_stats(out, slot.last_octets, STATS_INTERVAL)
+            slot.last_octets = out.octets
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 
     def _voice_tap(

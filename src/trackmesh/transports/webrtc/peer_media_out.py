@@ -30,6 +30,7 @@ from trackmesh.transports.webrtc.layers import (
 from trackmesh.transports.webrtc.nack import RetransmitBuffer
 from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
 from trackmesh.transports.webrtc.peer_media_in import media_codec
+from trackmesh.transports.webrtc.receiver_stats import ReceptionReport
 from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
 from trackmesh.transports.webrtc.rtcp import build_sr
 from trackmesh.transports.webrtc.rtp import RtpError, RtpHeader
@@ -127,6 +128,7 @@ class OutboundTrack:
         "packets",
         "pending",
         "pts",
+        "reception",
         "rewriter",
         "ring",
         "rtx_pts",
@@ -162,6 +164,7 @@ class OutboundTrack:
                     self.rtx_pts[c.payload_type] = c.rtx_payload_type
         self.clock_rate = media.codecs[0].clock_rate if media.codecs else 90000
         self.rewriter = SeqTsRewriter(self.clock_rate)
+        self.reception = ReceptionReport(self.clock_rate)  # the viewer's reports about self.ssrc
         self.ring = RetransmitBuffer(512 if self.video else 64)
         self._buf = bytearray(_BUF_SIZE)
         self._view = memoryview(self._buf)
@@ -550,4 +553,6 @@ class OutboundTrack:
         if self.packets == 0:
             return None
         rtp_ts = (self.last_ts + round((now - self.last_ts_at) * self.clock_rate)) & 0xFFFFFFFF
-        return build_sr(self.ssrc, self.ctx.ntp(now), rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
+        ntp = self.ctx.ntp(now)
+        self.reception.on_sr_sent(ntp, now)  # the viewer's LSR names it (RTT, RFC 3550 s6.4.1)
+        return build_sr(self.ssrc, ntp, rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)

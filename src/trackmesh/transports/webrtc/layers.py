@@ -31,6 +31,7 @@ __all__ = [
     "Vp9Layers",
     "vp8_descriptor",
     "vp9_descriptor",
+    "vp9_numbers_end",
 ]
 
 #: Highest temporal layer id the descriptors can carry (VP8: 2 bits, VP9: 3 bits).
@@ -76,6 +77,16 @@ def vp9_descriptor(pkt: MediaPacket) -> Vp9Descriptor | None:
         last.pkt = pkt
     desc = last.desc
     return desc if isinstance(desc, Vp9Descriptor) else None
+
+
+def vp9_numbers_end(d: Vp9Descriptor) -> int:
+    """Where the fields :meth:`Vp9Layers.rewrite` changes end (picture id, then TL0PICIDX,
+    s4.2): only that much of the descriptor needs copying."""
+    if d.tl0picidx_offset >= 0:
+        return d.tl0picidx_offset + 1
+    if d.picture_id_offset >= 0:
+        return d.picture_id_offset + (2 if d.picture_id_long else 1)
+    return 0
 
 
 class SeqSkipper:
@@ -231,7 +242,7 @@ class Vp8Layers:
 
 
 class Vp9Layers:
-    """One viewer's VP9 SVC filter.
+    """One viewer's VP9 SVC filter and picture id / TL0PICIDX rewriter.
 
     Spatial: ``target`` is the highest spatial layer wanted, ``current`` the highest being
     forwarded (-1 before the first key frame). Down: at the next picture. Up: one layer at a
@@ -245,9 +256,32 @@ class Vp9Layers:
 
     The marker bit (RTP s4.1: last packet of the picture) is set on the last packet (E) of
     the highest forwarded layer frame, since the packets that carried it are dropped.
+
+    Picture ids (RFC 9628 s4.2: a receiver detects lost pictures from gaps in them) are
+    renumbered as for VP8 (:class:`Vp8Layers`): per source ``key`` a constant offset, set on a
+    switch so the new source's first picture follows the last one sent, lowered by one for
+    each picture dropped here by the temporal filter (the spatial filter never drops a whole
+    picture: its base layer is always forwarded). TL0PICIDX (non-flexible mode) counts TID 0
+    pictures, which are never dropped, so its offset changes only on a switch. ``renumber``
+    says whether :meth:`rewrite` has anything to do for the packet just forwarded.
     """
 
-    __slots__ = ("_key_pic", "_layers", "_ts", "current", "t_current", "t_target", "target")
+    __slots__ = (
+        "_key_pic",
+        "_layers",
+        "_ts",
+        "current",
+        "key",
+        "last_pid",
+        "last_src_pid",
+        "last_tl0",
+        "pid_off",
+        "renumber",
+        "t_current",
+        "t_target",
+        "target",
+        "tl0_off",
+    )
 
     def __init__(self) -> None:
         self.target = MAX_TEMPORAL
@@ -257,9 +291,19 @@ class Vp9Layers:
         self._ts = -1
         self._key_pic = False
         self._layers = 0  # spatial layers: from the last scalability structure, else the most seen
+        self.key = -1
+        self.pid_off = 0
+        self.tl0_off = 0
+        # The last picture id and TL0PICIDX sent (after renumbering; -1: none yet) and whether
+        # the packet just forwarded needs :meth:`rewrite`.
+        self.last_pid = -1
+        self.last_tl0 = -1
+        self.last_src_pid = -1  # the newest picture id of this source forwarded, as received
+        self.renumber = False
 
-    def forward(self, d: Vp9Descriptor, keyframe: bool, ts: int) -> int:
-        """-1 to drop the packet, else the marker bit to send it with (0 or 1)."""
+    def forward(self, d: Vp9Descriptor, keyframe: bool, ts: int, key: int = 0) -> int:
+        """-1 to drop the packet, else the marker bit to send it with (0 or 1). ``key`` names
+        the source (a new key is a switch: numbering continues from the last packet sent)."""
         sid = d.spatial_id
         if ts != self._ts:
             # First packet seen of a new picture.
@@ -273,6 +317,11 @@ class Vp9Layers:
                 self.t_current = self.t_target
             elif self.t_target < self.t_current or (d.switch_up and d.temporal_id <= self.t_current):
                 self.t_current = self.t_target
+            if d.temporal_id > self.t_current and key == self.key and self.current >= 0:
+                pid = d.picture_id
+                last = self.last_src_pid
+                if pid >= 0 and last >= 0 and _newer(pid, last, d.picture_id_long):
+                    self.pid_off -= 1  # a whole picture the viewer will not see
         if d.ss_layers:
             self._layers = d.ss_layers
         elif sid >= self._layers:
@@ -283,6 +332,7 @@ class Vp9Layers:
             self._key_pic = True  # the layers above are likely switch points too
         if cur < 0 or sid > cur or d.temporal_id > self.t_current:
             return -1
+        self._number(d, key)
         if not d.end or sid != cur:
             return 0
         # The last packet of the highest layer frame forwarded so far. In a key picture (or
@@ -293,3 +343,41 @@ class Vp9Layers:
         if self._key_pic and sid < min(self.target, self._layers - 1):
             return 0
         return 1
+
+    def _number(self, d: Vp9Descriptor, key: int) -> None:
+        """Offsets for a packet about to be forwarded; remembers what it will carry."""
+        pid = d.picture_id
+        tl0 = d.tl0picidx
+        if key != self.key:
+            self.key = key
+            self.pid_off = self.tl0_off = 0
+            self.last_src_pid = -1
+            if pid >= 0 and self.last_pid >= 0:
+                # A 7-bit source continues a 15-bit numbering modulo its own width.
+                self.pid_off = self.last_pid + 1 - pid
+            if tl0 >= 0 and self.last_tl0 >= 0:
+                # A switch happens on a key picture, a TL0 picture: the next TL0PICIDX.
+                self.tl0_off = self.last_tl0 + 1 - tl0
+        if pid >= 0:
+            long = d.picture_id_long
+            out = (pid + self.pid_off) & (0x7FFF if long else 0x7F)
+            if self.last_pid < 0 or _newer(out, self.last_pid, long):
+                self.last_pid = out
+            if self.last_src_pid < 0 or _newer(pid, self.last_src_pid, long):
+                self.last_src_pid = pid
+        if tl0 >= 0:
+            self.last_tl0 = (tl0 + self.tl0_off) & 0xFF
+        self.renumber = bool((self.pid_off and pid >= 0) or (self.tl0_off and tl0 >= 0))
+
+    def rewrite(self, buf: bytearray, base: int, d: Vp9Descriptor) -> None:
+        """Renumber the descriptor copied to ``buf[base:]`` (when ``renumber`` is set)."""
+        if d.picture_id >= 0:
+            out = (d.picture_id + self.pid_off) & 0x7FFF
+            pos = base + d.picture_id_offset
+            if d.picture_id_long:
+                buf[pos] = 0x80 | (out >> 8)
+                buf[pos + 1] = out & 0xFF
+            else:
+                buf[pos] = out & 0x7F
+        if d.tl0picidx >= 0:
+            buf[base + d.tl0picidx_offset] = (d.tl0picidx + self.tl0_off) & 0xFF

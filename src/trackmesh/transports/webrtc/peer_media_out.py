@@ -26,6 +26,7 @@ from trackmesh.transports.webrtc.layers import (
     Vp9Layers,
     vp8_descriptor,
     vp9_descriptor,
+    vp9_numbers_end,
 )
 from trackmesh.transports.webrtc.nack import RetransmitBuffer
 from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
@@ -311,12 +312,18 @@ class OutboundTrack:
                 self._skip(seq)
                 self.counters["bad_payload"] += 1
                 return
-            m = self.vp9.forward(d9, pkt.keyframe, pkt.ts)
+            vp9 = self.vp9
+            m = vp9.forward(d9, pkt.keyframe, pkt.ts, key)
             if m < 0:
                 self._skip(seq)
                 self.counters["svc_filtered"] += 1
                 return
             marker = marker or m == 1
+            if vp9.renumber:
+                # Picture id / TL0PICIDX continuous for this viewer (layers.Vp9Layers).
+                dlen = vp9_numbers_end(d9)  # the rest (e.g. a long SS) is sent as it is
+                buf[hlen : hlen + dlen] = payload[:dlen]
+                vp9.rewrite(buf, hlen, d9)
         if self.skipper.skipped:
             seq = self.skipper.map(seq)
         _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc)
@@ -478,12 +485,23 @@ class OutboundTrack:
             vp9.target = MAX_LAYERS - 1 if cap is None else cap
             return
         allowed = [i for i in available if cap is None or i <= cap] or [min(available)]
-        estimate = self.ctx.estimate
-        if estimate is None:
-            target = max(allowed)
-        else:
+        ctx = self.ctx
+
+        def choose() -> int:
+            estimate = ctx.estimate
+            if estimate is None:
+                return max(allowed)
             fits = [i for i in allowed if rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
-            target = max(fits) if fits else min(allowed)
+            return max(fits) if fits else min(allowed)
+
+        target = choose()
+        if ctx.estimate is not None and ctx.own_estimate and target == vp9.current:
+            # As for simulcast (reselect): probe for the next allowed layer up, else our own
+            # estimate stays near what this viewer already gets and it never moves up.
+            up = next((i for i in allowed if i > target), None)
+            if up is not None and ctx.bwe.probe(rates[up] * HEADROOM, now):
+                ctx.estimate = ctx.bwe.estimate
+                target = choose()
         vp9.target = target
         if target > vp9.current >= 0 and now >= self._kf_requested + KEYFRAME_RETRY:
             self._kf_requested = now

@@ -6,7 +6,9 @@
   picture ids, s4.2).
 - :class:`Vp9Layers`: VP9 SVC (RFC 9628 s4.2): every spatial layer on one SSRC; forward
   only spatial layers <= the target and temporal layers <= the target, set the marker on the
-  last packet of the highest forwarded layer frame, move up at pictures that allow it.
+  last packet of the highest forwarded layer frame, move up at pictures that allow it;
+  picture ids / TL0PICIDX continued across source switches (gaps of dropped pictures kept:
+  VP9 references name picture ids).
 - :class:`SeqSkipper`: outgoing sequence numbers without holes where packets were dropped.
 
 Every source's packet is shared by all its viewers, so a descriptor is parsed once per packet
@@ -257,13 +259,19 @@ class Vp9Layers:
     The marker bit (RTP s4.1: last packet of the picture) is set on the last packet (E) of
     the highest forwarded layer frame, since the packets that carried it are dropped.
 
-    Picture ids (RFC 9628 s4.2: a receiver detects lost pictures from gaps in them) are
-    renumbered as for VP8 (:class:`Vp8Layers`): per source ``key`` a constant offset, set on a
-    switch so the new source's first picture follows the last one sent, lowered by one for
-    each picture dropped here by the temporal filter (the spatial filter never drops a whole
-    picture: its base layer is always forwarded). TL0PICIDX (non-flexible mode) counts TID 0
-    pictures, which are never dropped, so its offset changes only on a switch. ``renumber``
-    says whether :meth:`rewrite` has anything to do for the packet just forwarded.
+    Picture ids and TL0PICIDX (RFC 9628 s4.2) are renumbered per source ``key``: a constant
+    offset set on a switch, so the new source's first picture follows the last one sent and
+    numbers stay monotonic for the viewer. Unlike VP8 (:class:`Vp8Layers`), pictures dropped
+    by the temporal filter keep their numbers (the viewer sees gaps): a VP9 picture names its
+    references by picture id, explicitly (P_DIFF, flexible mode) or through the scalability
+    structure's picture group (non-flexible mode, where the receiver also derives a picture's
+    place in the group from its id), so closing the gaps would point references at the wrong
+    pictures. Measured with Chromium (tests/e2e/test_sdk_layers.py): with gaps closed, a viewer
+    capped at TL0 of an L3T3_KEY stream dropped 30 of 53 received frames as undecodable; with
+    the gaps kept, none. The receiver knows from the TID and the picture group that the
+    missing pictures are not needed. TL0PICIDX counts TID 0 pictures, which the filter never
+    drops. ``renumber`` says whether :meth:`rewrite` has anything to do for the packet just
+    forwarded.
     """
 
     __slots__ = (
@@ -273,7 +281,6 @@ class Vp9Layers:
         "current",
         "key",
         "last_pid",
-        "last_src_pid",
         "last_tl0",
         "pid_off",
         "renumber",
@@ -298,7 +305,6 @@ class Vp9Layers:
         # the packet just forwarded needs :meth:`rewrite`.
         self.last_pid = -1
         self.last_tl0 = -1
-        self.last_src_pid = -1  # the newest picture id of this source forwarded, as received
         self.renumber = False
 
     def forward(self, d: Vp9Descriptor, keyframe: bool, ts: int, key: int = 0) -> int:
@@ -317,11 +323,6 @@ class Vp9Layers:
                 self.t_current = self.t_target
             elif self.t_target < self.t_current or (d.switch_up and d.temporal_id <= self.t_current):
                 self.t_current = self.t_target
-            if d.temporal_id > self.t_current and key == self.key and self.current >= 0:
-                pid = d.picture_id
-                last = self.last_src_pid
-                if pid >= 0 and last >= 0 and _newer(pid, last, d.picture_id_long):
-                    self.pid_off -= 1  # a whole picture the viewer will not see
         if d.ss_layers:
             self._layers = d.ss_layers
         elif sid >= self._layers:
@@ -351,7 +352,6 @@ class Vp9Layers:
         if key != self.key:
             self.key = key
             self.pid_off = self.tl0_off = 0
-            self.last_src_pid = -1
             if pid >= 0 and self.last_pid >= 0:
                 # A 7-bit source continues a 15-bit numbering modulo its own width.
                 self.pid_off = self.last_pid + 1 - pid
@@ -363,8 +363,6 @@ class Vp9Layers:
             out = (pid + self.pid_off) & (0x7FFF if long else 0x7F)
             if self.last_pid < 0 or _newer(out, self.last_pid, long):
                 self.last_pid = out
-            if self.last_src_pid < 0 or _newer(pid, self.last_src_pid, long):
-                self.last_src_pid = pid
         if tl0 >= 0:
             self.last_tl0 = (tl0 + self.tl0_off) & 0xFF
         self.renumber = bool((self.pid_off and pid >= 0) or (self.tl0_off and tl0 >= 0))

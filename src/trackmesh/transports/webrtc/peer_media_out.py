@@ -55,6 +55,8 @@ HEADROOM: Final = 1.15
 #: While a layer switch waits for a key frame, the request is repeated this often.
 KEYFRAME_RETRY: Final = 1.0
 MAX_LAYERS: Final = 4
+#: probe_cap's default: probe no higher than max_spatial.
+_CAP: Final = -1
 _VP8: Final = MediaCodec.VP8
 _VP9: Final = MediaCodec.VP9
 
@@ -111,6 +113,8 @@ class OutboundTrack:
         "_rates",
         "_rtx_seq",
         "_svc",
+        "_tbytes",
+        "_trates",
         "_view",
         "_win_end",
         "_win_start",
@@ -128,6 +132,7 @@ class OutboundTrack:
         "octets",
         "packets",
         "pending",
+        "probe_cap",
         "pts",
         "reception",
         "rewriter",
@@ -176,6 +181,8 @@ class OutboundTrack:
         self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
         self.pending = 0  # layer to switch to at its next key frame (-1: none)
         self.max_spatial: int | None = None
+        # The highest layer an upward probe may aim at (see reselect); _CAP: max_spatial.
+        self.probe_cap: int | None = _CAP
         # Layers inside one codec stream: VP8 temporal layers, VP9 SVC spatial and temporal.
         self.vp8 = Vp8Layers()
         self.vp9 = Vp9Layers()
@@ -184,6 +191,9 @@ class OutboundTrack:
         self._kf_requested = -1e18
         self._bytes = [0] * MAX_LAYERS
         self._rates = [0.0] * MAX_LAYERS
+        # Per temporal layer (TID) of the forwarded spatial layer, before the temporal filter.
+        self._tbytes = [0] * (MAX_TEMPORAL + 1)
+        self._trates = [0.0] * (MAX_TEMPORAL + 1)
         self._win_start: float | None = None
         self._win_end = 0.0
         self.packets = 0
@@ -293,6 +303,7 @@ class OutboundTrack:
                 last = LAST_VP8
                 d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
                 if isinstance(d8, Vp8Descriptor):
+                    self._tbytes[d8.temporal_id] += size
                     vp8 = self.vp8
                     if vp8.idle and key == vp8.key:
                         # Nothing to filter or renumber (the common case): just remember it.
@@ -313,6 +324,8 @@ class OutboundTrack:
                 self.counters["bad_payload"] += 1
                 return
             vp9 = self.vp9
+            if d9.spatial_id <= vp9.current:
+                self._tbytes[d9.temporal_id] += size
             m = vp9.forward(d9, pkt.keyframe, pkt.ts, key)
             if m < 0:
                 self._skip(seq)
@@ -387,6 +400,10 @@ class OutboundTrack:
         for i in range(MAX_LAYERS):
             self._rates[i] = self._bytes[i] * scale
             self._bytes[i] = 0
+        tb = self._tbytes
+        for i in range(MAX_TEMPORAL + 1):
+            self._trates[i] = tb[i] * scale
+            tb[i] = 0
         self._win_start = now
         self._win_end = now + RATE_WINDOW
         self.reselect(now)
@@ -404,6 +421,20 @@ class OutboundTrack:
                 out.append(total if r > 0 else 0.0)
             return out
         return list(self._rates)
+
+    @property
+    def temporal_rates(self) -> list[float]:
+        """Bits per second of the forwarded spatial layer with temporal layers 0..t (index t),
+        over the last window, up to the highest TID seen; empty without temporal layers."""
+        top = max((i for i, r in enumerate(self._trates) if r > 0), default=0)
+        if top == 0:
+            return []
+        total = 0.0
+        out = []
+        for r in self._trates[: top + 1]:
+            total += r
+            out.append(total)
+        return out
 
     @property
     def source_bps(self) -> float:
@@ -438,7 +469,7 @@ class OutboundTrack:
         return max(fits) if fits else min(allowed)
 
     def _next_layer_up(self, layer: int) -> int | None:
-        cap = self.max_spatial
+        cap = self.max_spatial if self.probe_cap == _CAP else self.probe_cap
         for i in range(layer + 1, MAX_LAYERS):
             if cap is not None and i > cap:
                 return None
@@ -452,6 +483,11 @@ class OutboundTrack:
         When the estimate is our own (transport-cc feedback) and the next layer up does not
         fit, ask the estimator to probe for it: the estimate is capped near the rate a viewer
         already gets, so without trying it a viewer on a low layer would never move up.
+
+        ``probe_cap`` lets the probe aim above ``max_spatial``: an SDK session caps
+        ``max_spatial`` at what its share of the estimate carries (core.bitrate) and sets
+        ``probe_cap`` to the receiver's configured limit, so the estimate can grow past the
+        cap, and the next allocation raises the cap.
         """
         if not self.video:
             return
@@ -498,7 +534,8 @@ class OutboundTrack:
         if ctx.estimate is not None and ctx.own_estimate and target == vp9.current:
             # As for simulcast (reselect): probe for the next allowed layer up, else our own
             # estimate stays near what this viewer already gets and it never moves up.
-            up = next((i for i in allowed if i > target), None)
+            pcap = cap if self.probe_cap == _CAP else self.probe_cap
+            up = next((i for i in available if i > target and (pcap is None or i <= pcap)), None)
             if up is not None and ctx.bwe.probe(rates[up] * HEADROOM, now):
                 ctx.estimate = ctx.bwe.estimate
                 target = choose()

@@ -4,7 +4,8 @@ Every :data:`~trackmesh.transports.sdk.session.ALLOC_INTERVAL` and on every rece
 change, :func:`allocate_receivers` splits the viewer's estimate by priority
 (:func:`trackmesh.core.bitrate.allocate`), then for each video receiver:
 
-- caps its spatial layer (within the config's min/max spatial, core.bitrate) and lets an upward
+- caps its spatial layer (within the config's min/max spatial, core.bitrate), gives the
+  forwarder ``min_spatial`` as a floor under its own estimate check, and lets an upward
   probe aim at the configured max above that cap (``OutboundTrack.probe_cap``: the estimate of
   a transport-cc viewer only grows by probing, and the cap only rises once it has);
 - caps its temporal layer within the config's min/max temporal (:mod:`.temporal`);
@@ -46,6 +47,7 @@ def allocate_receivers(now: float, receivers: Iterable[ReceiverSlot], endpoint: 
         cfg = slot.config
         if slot.kind is TrackKind.VIDEO:
             out.probe_cap = cfg.max_spatial if cfg is not None else None
+            out.min_spatial = cfg.min_spatial if cfg is not None and cfg.HasField("min_spatial") else None
             demands.append(
                 ReceiverDemand(
                     slot.name,

@@ -129,6 +129,7 @@ class OutboundTrack:
         "local",
         "max_spatial",
         "mid",
+        "min_spatial",
         "octets",
         "packets",
         "pending",
@@ -181,6 +182,9 @@ class OutboundTrack:
         self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
         self.pending = 0  # layer to switch to at its next key frame (-1: none)
         self.max_spatial: int | None = None
+        # A floor under the estimate-driven choice (an SDK receiver's min_spatial): with no
+        # layer fitting the estimate, the lowest layer at or above it, not layer 0.
+        self.min_spatial: int | None = None
         # The highest layer an upward probe may aim at (see reselect); _CAP: max_spatial.
         self.probe_cap: int | None = _CAP
         # Layers inside one codec stream: VP8 temporal layers, VP9 SVC spatial and temporal.
@@ -465,8 +469,17 @@ class OutboundTrack:
         # Headroom to move to a layer, none to stay on the current one: a sender's layers
         # grow as its own estimate ramps up, which must not bounce a viewer off a layer the
         # estimate still covers.
-        fits = [i for i in allowed if self._rates[i] * (1.0 if i == self.current else HEADROOM) <= estimate]
-        return max(fits) if fits else min(allowed)
+        low = self._lowest(allowed)
+        rates = self._rates
+        fits = [i for i in allowed if i >= low and rates[i] * (1.0 if i == self.current else HEADROOM) <= estimate]
+        return max(fits) if fits else low
+
+    def _lowest(self, allowed: list[int]) -> int:
+        """The lowest layer of ``allowed`` the estimate may bring this viewer down to."""
+        floor = self.min_spatial
+        if floor is None:
+            return min(allowed)
+        return min((i for i in allowed if i >= floor), default=max(allowed))
 
     def _next_layer_up(self, layer: int) -> int | None:
         cap = self.max_spatial if self.probe_cap == _CAP else self.probe_cap
@@ -527,8 +540,9 @@ class OutboundTrack:
             estimate = ctx.estimate
             if estimate is None:
                 return max(allowed)
-            fits = [i for i in allowed if rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
-            return max(fits) if fits else min(allowed)
+            low = self._lowest(allowed)
+            fits = [i for i in allowed if i >= low and rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
+            return max(fits) if fits else low
 
         target = choose()
         if ctx.estimate is not None and ctx.own_estimate and target == vp9.current:

@@ -1,5 +1,5 @@
-"""Receiver config min/max temporal against the viewer's bandwidth (sdk/temporal.py), alone and
-through an SdkSession on the virtual clock."""
+"""Receiver config min/max spatial and temporal against the viewer's bandwidth (sdk/temporal.py,
+sdk/allocation.py, the forwarder's floor), alone and through an SdkSession on the virtual clock."""
 
 from __future__ import annotations
 
@@ -100,3 +100,46 @@ def test_session_honours_min_temporal_when_the_estimate_falls(world: World) -> N
     bob.peer.ctx.estimate = 1_000_000.0
     bob.allocate_bitrate(world.now)
     assert out.vp8.target == 2
+
+
+def test_forwarder_never_goes_below_min_spatial_when_the_estimate_collapses(world: World) -> None:
+    """Simulcast 150k/500k/1.5M, a receiver with min_spatial 1: at 100 kbps nothing fits, and both
+    the allocation's cap and the forwarder's own choice stay at layer 1 (not 0)."""
+    alice, _ = world.session([("camera", "video", True)], [])
+    bob, _ = world.session([], ["video"])
+    for s, p in ((alice, "alice"), (bob, "bob")):
+        join(s, "r1", p)
+    cfg = {"priority": 1, "max_spatial": 2, "max_temporal": 2, "min_spatial": 1}
+    assert err(attach_cfg(bob, "video_0", "alice", "camera", **cfg)) is None
+    world.drain(alice, bob)
+    bob.peer.ctx.srtp = _PlainSrtp()  # type: ignore[assignment]
+    bob.peer.ctx.addr = ("127.0.0.1", 9)
+    track = alice.endpoint.remote_track("camera")
+    assert track is not None
+    out = bob.peer.outbound[bob.receivers["video_0"].mid or ""]
+
+    def send(ticks: int, first: int, key_layer: int | None = None) -> None:
+        for i in range(first, first + ticks):
+            world.now += 0.01
+            for s in (alice, bob):
+                s.peer.clock.advance(world.now)
+            for layer, bps in enumerate((150_000, 500_000, 1_500_000)):
+                key = i == 0 or (key_layer == layer and i == first)
+                body = b"\0" * (bps // 8 // 100)
+                track.on_packet(MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, key, body, spatial=layer))
+
+    send(220, 0)
+    assert out.layer_rates[:3] == pytest.approx([150_000, 500_000, 1_500_000], rel=0.05)
+    bob.peer.ctx.estimate = 100_000.0
+    bob.allocate_bitrate(world.now)
+    assert out.max_spatial == 1 and out.min_spatial == 1
+    out.reselect(world.now)
+    assert out.pending in (-1, 1) and (out.current == 1 or out.pending == 1)
+    send(5, 220, key_layer=1)
+    assert out.current == 1 and out.spatial_layer == 1
+    # Without the floor the same estimate gets layer 0.
+    config = shared_pb2.Receiver.Config(priority=1, max_spatial=2, max_temporal=2)
+    assert err(request(bob, receiver=session_pb2.Request.Receiver(name="video_0", config=config))) is None
+    assert out.min_spatial is None and out.max_spatial == 0
+    send(5, 225, key_layer=0)
+    assert out.current == 0

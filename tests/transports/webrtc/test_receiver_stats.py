@@ -76,3 +76,8 @@ def test_viewer_reports_reach_the_outgoing_stream_with_rtt(net: Net) -> None:
     assert abs(rep.jitter_ms - 20.0) < 1e-9
     assert rep.rtt is not None and abs(rep.rtt - 0.03) < 1e-3
     assert vpeer.outbound["0"].reception.blocks == 0  # the audio stream got no report
+    rtx = vpeer.outbound["1"].rtx_ssrc
+    assert rtx is not None
+    viewer.send_rtcp(build_rr(0x7777, [ReportBlock(rtx, fraction_lost=255, jitter=90000)]))
+    net.flush()
+    assert rep.blocks == 1 and abs(rep.jitter_ms - 20.0) < 1e-9  # the RTX stream's report is not the media's

@@ -359,7 +359,7 @@ class WebRtcPeer:
                 # Report blocks about the streams we send (RFC 3550 s6.4): loss, jitter, RTT.
                 for block in p.reports:
                     out = self._out_by_ssrc.get(block.ssrc)
-                    if out is not None:
+                    if out is not None and block.ssrc == out.ssrc:  # not its RTX stream's
                         out.reception.on_block(block, now)
         if estimate_changed:
             for out in self.outbound.values():

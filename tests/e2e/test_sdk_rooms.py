@@ -129,6 +129,20 @@ def test_one_publisher_one_viewer(trackmesh_node: TrackmeshNode, sdk_pages: Any)
     assert 1 in states, states  # ACTIVE
     senders = [e["status"] for e in events(pub, "sender_state")]
     assert 0 in senders, senders  # ACTIVE
+    # Receiver stats: rtt/lost/jitter from bob's RTCP reports about what we send it (RFC 3550
+    # s6.4.1); they need one of our SRs to reach Chrome and its next report, a few seconds.
+    def measured() -> list[dict[str, Any]]:
+        return [
+            e for e in events(view, "receiver_stats")
+            if e["name"] == "video_0" and e["source"].get("rtt", 0) > 0
+        ]
+
+    got = wait_until(measured, 10, lambda: f"stats with rtt or jitter: {events(view, 'receiver_stats')[-3:]}")
+    src = got[-1]["source"]
+    print("receiver stats at bob:", got[-1])
+    assert 0 <= src.get("rtt", 0) < 1000 and 0 <= src.get("jitter", 0) < 1000, src
+    assert 0 <= src.get("lost", 0) <= 1, src
+    assert got[-1]["transmit"].get("bitrateKbps", 0) > 0, got[-1]
 
 
 def test_three_pages_publish_and_receive(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:

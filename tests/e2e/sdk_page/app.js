@@ -38,7 +38,8 @@ async function autoDetach(ev) {
 
 TM.start = async (opts) => {
   const { gateway, token, room, peer, camera = true, mic = true, audioReceivers = 0, videoReceivers = 0,
-          manual = false, auto = true, simulcast = false, width = 640, height = 360, mixer = 0 } = opts;
+          manual = false, auto = true, simulcast = false, width = 640, height = 360, mixer = 0,
+          codec = null, scalabilityMode = null } = opts;
   TM.auto = auto;
   let stream = null;
   TM.stream = null;
@@ -53,6 +54,30 @@ TM.start = async (opts) => {
             features: mixer ? { mixer: { mode: 0, outputs: mixer } } : undefined },
   });
   TM.session = session;
+  // The SDK adds its transceivers inside connect(), right before its offer: wrap addTransceiver
+  // to offer one video codec only and/or ask for an SVC / temporal-layer mode (W3C webrtc-svc).
+  if (codec || scalabilityMode) {
+    const pc = session.peer;
+    const add = pc.addTransceiver.bind(pc);
+    pc.addTransceiver = (trackOrKind, init) => {
+      const isVideo = trackOrKind === "video" || (trackOrKind && trackOrKind.kind === "video");
+      const sending = init && init.direction === "sendonly";
+      if (isVideo && sending && scalabilityMode && !(init.sendEncodings && init.sendEncodings.length > 1)) {
+        init = { ...init, sendEncodings: [{ scalabilityMode }] };
+      }
+      const t = add(trackOrKind, init);
+      if (isVideo && codec) {
+        const caps = RTCRtpReceiver.getCapabilities("video").codecs;
+        const want = caps.filter((c) => c.mimeType.toLowerCase() === "video/" + codec.toLowerCase()
+                                        && (codec.toLowerCase() !== "vp9" || !/profile-id=[^0]/.test(c.sdpFmtpLine || "")));
+        // Only that codec (and its rtx/red/fec helpers): the server answers in its own codec
+        // order, whatever order the offer prefers.
+        const rest = caps.filter((c) => !want.includes(c) && /rtx|red|ulpfec|flexfec/i.test(c.mimeType));
+        try { t.setCodecPreferences([...want, ...rest]); } catch (e) { TM.errors.push({ op: "codec", e: String(e) }); }
+      }
+      return t;
+    };
+  }
   if (camera) session.sender("camera", stream.getVideoTracks()[0], { priority: 1, bitrate: 0, simulcast });
   if (mic) session.sender("mic", stream.getAudioTracks()[0], { priority: 1, bitrate: 0 });
   for (let i = 0; i < videoReceivers; i++) TM.receivers.push(session.receiver(Kind.VIDEO));
@@ -60,6 +85,10 @@ TM.start = async (opts) => {
   for (const r of TM.receivers) {
     r.on(TrackReceiverEvent.StatusUpdated, (s) => log("receiver_state", { name: r.name, status: s }));
     r.on(TrackReceiverEvent.VoiceActivity, (v) => log("voice", { name: r.name, level: v.audioLevel }));
+    // The SDK does not surface receiver stats events: read them off its data-channel events.
+    session.dc.on("event.receiver." + r.name, (ev) => {
+      if (ev.stats) log("receiver_stats", { name: r.name, source: ev.stats.source || {}, transmit: ev.stats.transmit || {} });
+    });
     if (r.kind === Kind.VIDEO) {
       const v = document.createElement("video");
       v.muted = true; v.autoplay = true; v.playsInline = true; v.id = "v-" + r.name;
@@ -149,7 +178,11 @@ TM.inbound = async () => {
   stats.forEach((s) => {
     if (s.type === "inbound-rtp" && byMid[s.mid] !== undefined) {
       out[byMid[s.mid]] = { kind: s.kind, framesDecoded: s.framesDecoded || 0, packets: s.packetsReceived || 0,
-                            bytes: s.bytesReceived || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 };
+                            bytes: s.bytesReceived || 0, width: s.frameWidth || 0, height: s.frameHeight || 0,
+                            fps: s.framesPerSecond || 0, freezes: s.freezeCount || 0,
+                            freezeSeconds: s.totalFreezesDuration || 0, dropped: s.framesDropped || 0,
+                            codec: s.codecId ? (stats.get(s.codecId) || {}).mimeType || "" : "",
+                            decoder: s.decoderImplementation || "" };
     }
   });
   return out;
@@ -158,7 +191,9 @@ TM.outbound = async () => {
   const out = [];
   const stats = await TM.session.peer.getStats();
   stats.forEach((s) => { if (s.type === "outbound-rtp") out.push({ kind: s.kind, rid: s.rid, packets: s.packetsSent,
-    width: s.frameWidth || 0, frames: s.framesEncoded || 0, limit: s.qualityLimitationReason,
+    width: s.frameWidth || 0, height: s.frameHeight || 0, frames: s.framesEncoded || 0, limit: s.qualityLimitationReason,
+    mode: s.scalabilityMode || "", encoder: s.encoderImplementation || "",
+    codec: s.codecId ? (stats.get(s.codecId) || {}).mimeType || "" : "",
     target: s.targetBitrate || 0, active: s.active }); });
   return out;
 };

@@ -140,3 +140,105 @@ def test_vp8_a_late_dropped_picture_does_not_renumber_later_ones() -> None:
     buf = bytearray(vp8(0, pid=305))
     v.rewrite(buf, 0, d)
     assert parse_vp8_descriptor(buf).picture_id == 304
+
+
+def vp9x(sid: int, tid: int, pid: int, tl0: int, *, p: bool = True, b: bool = True, e: bool = True) -> bytes:
+    """A non-flexible VP9 descriptor with a 15-bit picture id (RFC 9628 s4.2) and 2 payload bytes."""
+    return bytes(
+        [
+            0xA0 | (0x40 if p else 0) | (0x08 if b else 0) | (0x04 if e else 0),
+            0x80 | (pid >> 8),
+            pid & 0xFF,
+            (tid << 5) | (sid << 1),
+            tl0,
+            0xAB,
+            0xCD,
+        ]
+    )
+
+
+def vp9_sent(v: Vp9Layers, pkt: bytes, keyframe: bool, ts: int, key: int = 0) -> tuple[int, int] | None:
+    """Forward one packet through ``v``; the (picture id, TL0PICIDX) the viewer gets, or None."""
+    d = parse_vp9_descriptor(pkt)
+    if v.forward(d, keyframe, ts, key) < 0:
+        return None
+    buf = bytearray(pkt)
+    if v.renumber:
+        v.rewrite(buf, 0, d)
+    assert buf[5:] == pkt[5:]  # the payload is untouched
+    out = parse_vp9_descriptor(buf)
+    return out.picture_id, out.tl0picidx
+
+
+def test_vp9_dropped_pictures_keep_their_picture_ids() -> None:
+    """P_DIFF (flexible mode) and the picture group (non-flexible) name references by picture
+    id: the viewer must see the source's numbers, gaps included (a TL0 picture's reference is
+    the previous TL0 picture, 4 ids back in an L1T3 group)."""
+    v = Vp9Layers()
+    v.t_target = 0
+    tids = [0, 2, 1, 2] * 3
+    sent = []
+    for i, tid in enumerate(tids):
+        pid = 0x7FFC + i  # wraps through 0x7FFF
+        r = vp9_sent(v, vp9x(0, tid, pid & 0x7FFF, 9 + i // 4, p=i > 0), i == 0, 3000 * i)
+        if r is not None:
+            sent.append(r)
+    assert sent == [(0x7FFC, 9), (0, 10), (4, 11)]
+    assert not v.renumber  # one source from the start: nothing to rewrite
+
+
+def test_vp9_spatial_layers_of_one_picture_share_its_renumbered_id() -> None:
+    v = Vp9Layers()
+    v.t_target = 0
+    out = []
+    for pic in range(4):
+        tid = [0, 1, 0, 1][pic]
+        for sid in range(2):
+            r = vp9_sent(v, vp9x(sid, tid, 500 + pic, 3 + pic // 2, p=pic > 0 and sid == 0), pic == 0, 3000 * pic)
+            out.append(r)
+    assert out == [(500, 3), (500, 3), None, None, (502, 4), (502, 4), None, None]
+
+
+def test_vp9_a_source_switch_continues_picture_ids_and_tl0picidx() -> None:
+    v = Vp9Layers()
+    assert vp9_sent(v, vp9x(0, 0, 1000, 50, p=False), True, 0, key=1) == (1000, 50)
+    assert vp9_sent(v, vp9x(0, 0, 1001, 51), False, 3000, key=1) == (1001, 51)
+    # Another source (a switch), numbered anywhere: the viewer sees the next numbers.
+    assert vp9_sent(v, vp9x(0, 0, 20000, 200, p=False), True, 90000, key=2) == (1002, 52)
+    assert vp9_sent(v, vp9x(0, 0, 20001, 201), False, 93000, key=2) == (1003, 53)
+    # Dropped pictures keep their place in the new numbering too.
+    v.t_target = 0
+    assert vp9_sent(v, vp9x(0, 1, 20003, 201), False, 99000, key=2) is None
+    assert vp9_sent(v, vp9x(0, 1, 20002, 201), False, 96000, key=2) is None  # late
+    assert vp9_sent(v, vp9x(0, 0, 20004, 202), False, 102000, key=2) == (1006, 54)
+    # Back to the first source, at a key picture: numbers continue from the last one sent.
+    assert vp9_sent(v, vp9x(0, 0, 1010, 60, p=False), True, 105000, key=1) == (1007, 55)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 0x7FFF), st.integers(1, 40), st.integers(0, 2)), min_size=1, max_size=8),
+    st.integers(0, 2),
+)
+def test_vp9_picture_ids_are_monotonic_across_switches_and_keep_gaps(
+    sources: list[tuple[int, int, int]], cap: int
+) -> None:
+    """Each (first picture id, pictures, TID pattern seed) is one source switched to at a key
+    picture: within a source the viewer's ids differ as the source's do, and every switch
+    continues one past the last id sent."""
+    v = Vp9Layers()
+    v.t_target = cap
+    sent: list[tuple[int, int]] = []  # (source index, id seen)
+    src_ids: list[int] = []
+    ts = 0
+    for n, (first, count, seed) in enumerate(sources):
+        for i in range(count):
+            tid = 0 if i == 0 else (i + seed) % 3
+            pid = (first + i) & 0x7FFF
+            ts += 3000
+            r = vp9_sent(v, vp9x(0, tid, pid, 0, p=i > 0), i == 0, ts, key=n)
+            if r is not None:
+                sent.append((n, r[0]))
+                src_ids.append(pid)
+    for (na, a), (nb, b), sa, sb in zip(sent, sent[1:], src_ids, src_ids[1:], strict=False):
+        step = (b - a) & 0x7FFF
+        assert step == (1 if na != nb else (sb - sa) & 0x7FFF)

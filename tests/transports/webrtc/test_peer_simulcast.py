@@ -3,6 +3,7 @@ layer choice from the viewer's bandwidth estimate, switches only at key frames."
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -514,3 +515,44 @@ def test_a_late_packet_of_a_dropped_layer_does_not_shift_later_sequence_numbers(
     # 109's slot stays a hole (as if lost: later numbers were already out), no duplicates.
     assert seqs[2:] == [seqs[1] + 1, seqs[1] + 3, seqs[1] + 4]
     assert len(set(seqs)) == len(seqs)
+
+
+@pytest.mark.usefixtures("vp9_offers")
+def test_vp9_svc_viewer_on_transport_cc_probes_its_way_up_the_spatial_layers() -> None:
+    """As for simulcast: a transport-cc viewer's estimate stays near what it gets, so once the
+    spatial cap is lifted it probes for the next layer and moves up at a key picture, one layer
+    at a time, and picture ids stay consecutive all along."""
+    net = Net()
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    vpeer.set_max_spatial(net.now, 0)
+    pub = SvcPublisher(net)
+    recorder = TwccRecorder(7, interval=0.05)
+    out = vpeer.outbound["1"]
+    layers: list[int] = []
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds * FPS)):
+            n = len(viewer.rtp)
+            pub.pictures(1, keyframe_at=0 if pub.frame % 15 == 0 else None)  # a key picture every 0.5 s
+            for h, p in viewer.rtp[n:]:
+                loc = find_extension(p, h, 3)
+                assert loc is not None
+                recorder.record(int.from_bytes(p[loc[0] : loc[0] + 2], "big"), net.now + 0.02)
+            for fb in recorder.handle_timeout(net.now):
+                viewer.send_rtcp(fb)
+            net.flush()
+            layers.append(out.spatial_layer)
+
+    run(4.0)
+    assert out.spatial_layer == 0 and vpeer.ctx.own_estimate
+    assert vpeer.ctx.estimate is not None and vpeer.ctx.estimate < out.layer_rates[1] * 1.15
+    assert vpeer.ctx.bwe.probes == 0
+    vpeer.set_max_spatial(net.now, None)
+    net.after_input()
+    run(2.0)
+    assert out.spatial_layer == 1 and vpeer.ctx.bwe.probes == 1
+    run(4.0)
+    assert out.spatial_layer == 2 and vpeer.ctx.bwe.probes == 2 and vpeer.ctx.bwe.probes_failed == 0
+    assert layers == sorted(layers)
+    pids = [s[0] for s in svc_seen(viewer)]
+    assert all(((b - a) & 0x7FFF) in (0, 1) for a, b in itertools.pairwise(pids))

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trackmesh.core.bitrate import ReceiverDemand, allocate
 from trackmesh.core.controls import (
     CreateLocalTrack,
     Join,
@@ -46,7 +45,6 @@ from trackmesh.core.controls import (
     Publish,
     RoomSubscribe,
     RoomUnsubscribe,
-    SetLocalBitrate,
     SetRemoteBitrate,
     Subscribe,
     Switch,
@@ -83,6 +81,7 @@ from trackmesh.core.model import (
     TrackKind,
     TrackSource,
 )
+from trackmesh.transports.sdk.allocation import allocate_receivers
 from trackmesh.transports.sdk.naming import MlineNames
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
@@ -96,6 +95,7 @@ from trackmesh.transports.sdk.protocol import (
     session_pb2,
     shared_pb2,
 )
+from trackmesh.transports.sdk.stats import receiver_stats
 from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 from trackmesh.transports.webrtc.errors import LocalProtocolError
 from trackmesh.transports.webrtc.peer import WebRtcPeer
@@ -111,8 +111,6 @@ __all__ = ["SdkSession", "TokenClaims", "TokenVerifier"]
 STATS_INTERVAL = 1.0
 #: The viewer's bandwidth estimate is split across its receivers this often (core.bitrate).
 ALLOC_INTERVAL = 0.5
-#: A publisher hint is re-sent when it moves by more than this fraction (the core refreshes it anyway).
-HINT_CHANGE = 0.1
 _UNSET: Any = object()
 #: voice_activity: an audio level at or above this (dBov) counts as voice...
 VOICE_THRESHOLD_DBOV = -40
@@ -629,48 +627,9 @@ class SdkSession:
     # ---- bitrate control ------------------------------------------------------------------------
 
     def allocate_bitrate(self, now: float) -> None:
-        """Split the viewer's bandwidth estimate across its attached receivers by priority
-        (:func:`trackmesh.core.bitrate.allocate`), cap each video receiver's simulcast layer accordingly
-        (within its config's min/max spatial) and hint each source's publisher what this viewer can take."""
-        demands: list[ReceiverDemand] = []
-        for slot in self.receivers.values():
-            local = self.endpoint.local_track(slot.name)
-            out = self.peer.outbound.get(slot.mid) if slot.mid is not None else None
-            if local is None or local.channel is None or out is None:
-                continue
-            cfg = slot.config
-            if slot.kind is TrackKind.VIDEO:
-                demands.append(
-                    ReceiverDemand(
-                        slot.name,
-                        TrackKind.VIDEO,
-                        priority=cfg.priority if cfg is not None else 1,
-                        layer_rates=out.layer_rates,
-                        min_spatial=cfg.min_spatial if cfg is not None and cfg.HasField("min_spatial") else None,
-                        max_spatial=cfg.max_spatial if cfg is not None else None,
-                    )
-                )
-            else:
-                demands.append(ReceiverDemand(slot.name, TrackKind.AUDIO))
-        for name, alloc in allocate(self.peer.ctx.estimate, demands).items():
-            slot = self.receivers[name]
-            slot.allocated_bps = alloc.bitrate_bps
-            if slot.kind is not TrackKind.VIDEO:
-                continue
-            if alloc.max_spatial != slot.spatial_cap:
-                slot.spatial_cap = alloc.max_spatial
-                self.peer.set_max_spatial(now, alloc.max_spatial, name)
-            # Temporal layers: the receiver's max_temporal, as configured (min_temporal has
-            # nothing to floor: the forwarder does not lower temporal layers for bandwidth).
-            cfg = slot.config
-            temporal = cfg.max_temporal if cfg is not None else None
-            if temporal != slot.temporal_cap:
-                slot.temporal_cap = temporal
-                self.peer.set_max_temporal(now, temporal, name)
-            hint = alloc.hint_bps
-            if hint is not None and (slot.hint_bps is None or abs(hint - slot.hint_bps) > HINT_CHANGE * slot.hint_bps):
-                slot.hint_bps = hint
-                self.endpoint.control(now, SetLocalBitrate(name, BitrateLimit(max_bps=hint)))
+        """Split the viewer's estimate across its receivers and apply layer caps and publisher
+        hints (sdk/allocation.py)."""
+        allocate_receivers(now, self.receivers.values(), self.endpoint, self.peer)
 
     # ---- core events -> server events -------------------------------------------------------------
 
@@ -742,15 +701,8 @@ class SdkSession:
             out = self.peer.outbound.get(slot.mid) if slot.mid is not None else None
             if local is None or local.channel is None or out is None:
                 continue
-            octets = out.octets
-            kbps = max(0, octets - slot.last_octets) * 8 // int(STATS_INTERVAL * 1000)
-            slot.last_octets = octets
-            source_kbps = int(out.source_bps / 1000) if out.video else kbps
-            Stats = session_pb2.ServerEvent.Receiver.Stats
-            stats = Stats(
-                source=Stats.Source(bitrate_kbps=source_kbps),
-                transmit=Stats.Transmit(spatial=out.spatial_layer, temporal=out.temporal_layer, bitrate_kbps=kbps),
-            )
+            stats = receiver_stats(out, slot.last_octets, STATS_INTERVAL)
+            slot.last_octets = out.octets
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 
     def _voice_tap(

@@ -6,7 +6,9 @@
   picture ids, s4.2).
 - :class:`Vp9Layers`: VP9 SVC (RFC 9628 s4.2): every spatial layer on one SSRC; forward
   only spatial layers <= the target and temporal layers <= the target, set the marker on the
-  last packet of the highest forwarded layer frame, move up at pictures that allow it.
+  last packet of the highest forwarded layer frame, move up at pictures that allow it;
+  picture ids / TL0PICIDX continued across source switches (gaps of dropped pictures kept:
+  VP9 references name picture ids).
 - :class:`SeqSkipper`: outgoing sequence numbers without holes where packets were dropped.
 
 Every source's packet is shared by all its viewers, so a descriptor is parsed once per packet
@@ -31,6 +33,7 @@ __all__ = [
     "Vp9Layers",
     "vp8_descriptor",
     "vp9_descriptor",
+    "vp9_numbers_end",
 ]
 
 #: Highest temporal layer id the descriptors can carry (VP8: 2 bits, VP9: 3 bits).
@@ -76,6 +79,16 @@ def vp9_descriptor(pkt: MediaPacket) -> Vp9Descriptor | None:
         last.pkt = pkt
     desc = last.desc
     return desc if isinstance(desc, Vp9Descriptor) else None
+
+
+def vp9_numbers_end(d: Vp9Descriptor) -> int:
+    """Where the fields :meth:`Vp9Layers.rewrite` changes end (picture id, then TL0PICIDX,
+    s4.2): only that much of the descriptor needs copying."""
+    if d.tl0picidx_offset >= 0:
+        return d.tl0picidx_offset + 1
+    if d.picture_id_offset >= 0:
+        return d.picture_id_offset + (2 if d.picture_id_long else 1)
+    return 0
 
 
 class SeqSkipper:
@@ -231,7 +244,7 @@ class Vp8Layers:
 
 
 class Vp9Layers:
-    """One viewer's VP9 SVC filter.
+    """One viewer's VP9 SVC filter and picture id / TL0PICIDX rewriter.
 
     Spatial: ``target`` is the highest spatial layer wanted, ``current`` the highest being
     forwarded (-1 before the first key frame). Down: at the next picture. Up: one layer at a
@@ -245,9 +258,37 @@ class Vp9Layers:
 
     The marker bit (RTP s4.1: last packet of the picture) is set on the last packet (E) of
     the highest forwarded layer frame, since the packets that carried it are dropped.
+
+    Picture ids and TL0PICIDX (RFC 9628 s4.2) are renumbered per source ``key``: a constant
+    offset set on a switch, so the new source's first picture follows the last one sent and
+    numbers stay monotonic for the viewer. Unlike VP8 (:class:`Vp8Layers`), pictures dropped
+    by the temporal filter keep their numbers (the viewer sees gaps): a VP9 picture names its
+    references by picture id, explicitly (P_DIFF, flexible mode) or through the scalability
+    structure's picture group (non-flexible mode, where the receiver also derives a picture's
+    place in the group from its id), so closing the gaps would point references at the wrong
+    pictures. Measured with Chromium (tests/e2e/test_sdk_layers.py): with gaps closed, a viewer
+    capped at TL0 of an L3T3_KEY stream dropped 30 of 53 received frames as undecodable; with
+    the gaps kept, none. The receiver knows from the TID and the picture group that the
+    missing pictures are not needed. TL0PICIDX counts TID 0 pictures, which the filter never
+    drops. ``renumber`` says whether :meth:`rewrite` has anything to do for the packet just
+    forwarded.
     """
 
-    __slots__ = ("_key_pic", "_layers", "_ts", "current", "t_current", "t_target", "target")
+    __slots__ = (
+        "_key_pic",
+        "_layers",
+        "_ts",
+        "current",
+        "key",
+        "last_pid",
+        "last_tl0",
+        "pid_off",
+        "renumber",
+        "t_current",
+        "t_target",
+        "target",
+        "tl0_off",
+    )
 
     def __init__(self) -> None:
         self.target = MAX_TEMPORAL
@@ -257,9 +298,18 @@ class Vp9Layers:
         self._ts = -1
         self._key_pic = False
         self._layers = 0  # spatial layers: from the last scalability structure, else the most seen
+        self.key = -1
+        self.pid_off = 0
+        self.tl0_off = 0
+        # The last picture id and TL0PICIDX sent (after renumbering; -1: none yet) and whether
+        # the packet just forwarded needs :meth:`rewrite`.
+        self.last_pid = -1
+        self.last_tl0 = -1
+        self.renumber = False
 
-    def forward(self, d: Vp9Descriptor, keyframe: bool, ts: int) -> int:
-        """-1 to drop the packet, else the marker bit to send it with (0 or 1)."""
+    def forward(self, d: Vp9Descriptor, keyframe: bool, ts: int, key: int = 0) -> int:
+        """-1 to drop the packet, else the marker bit to send it with (0 or 1). ``key`` names
+        the source (a new key is a switch: numbering continues from the last packet sent)."""
         sid = d.spatial_id
         if ts != self._ts:
             # First packet seen of a new picture.
@@ -283,6 +333,7 @@ class Vp9Layers:
             self._key_pic = True  # the layers above are likely switch points too
         if cur < 0 or sid > cur or d.temporal_id > self.t_current:
             return -1
+        self._number(d, key)
         if not d.end or sid != cur:
             return 0
         # The last packet of the highest layer frame forwarded so far. In a key picture (or
@@ -293,3 +344,38 @@ class Vp9Layers:
         if self._key_pic and sid < min(self.target, self._layers - 1):
             return 0
         return 1
+
+    def _number(self, d: Vp9Descriptor, key: int) -> None:
+        """Offsets for a packet about to be forwarded; remembers what it will carry."""
+        pid = d.picture_id
+        tl0 = d.tl0picidx
+        if key != self.key:
+            self.key = key
+            self.pid_off = self.tl0_off = 0
+            if pid >= 0 and self.last_pid >= 0:
+                # A 7-bit source continues a 15-bit numbering modulo its own width.
+                self.pid_off = self.last_pid + 1 - pid
+            if tl0 >= 0 and self.last_tl0 >= 0:
+                # A switch happens on a key picture, a TL0 picture: the next TL0PICIDX.
+                self.tl0_off = self.last_tl0 + 1 - tl0
+        if pid >= 0:
+            long = d.picture_id_long
+            out = (pid + self.pid_off) & (0x7FFF if long else 0x7F)
+            if self.last_pid < 0 or _newer(out, self.last_pid, long):
+                self.last_pid = out
+        if tl0 >= 0:
+            self.last_tl0 = (tl0 + self.tl0_off) & 0xFF
+        self.renumber = bool((self.pid_off and pid >= 0) or (self.tl0_off and tl0 >= 0))
+
+    def rewrite(self, buf: bytearray, base: int, d: Vp9Descriptor) -> None:
+        """Renumber the descriptor copied to ``buf[base:]`` (when ``renumber`` is set)."""
+        if d.picture_id >= 0:
+            out = (d.picture_id + self.pid_off) & 0x7FFF
+            pos = base + d.picture_id_offset
+            if d.picture_id_long:
+                buf[pos] = 0x80 | (out >> 8)
+                buf[pos + 1] = out & 0xFF
+            else:
+                buf[pos] = out & 0x7F
+        if d.tl0picidx >= 0:
+            buf[base + d.tl0picidx_offset] = (d.tl0picidx + self.tl0_off) & 0xFF

@@ -65,6 +65,7 @@ from trackmesh.transports.webrtc.rtcp import (
     Fir,
     Nack,
     Pli,
+    ReceiverReport,
     Remb,
     SenderReport,
     TransportCcFeedback,
@@ -354,6 +355,12 @@ class WebRtcPeer:
                 estimate_changed = True
             elif isinstance(p, SenderReport):
                 self.inbound.on_sender_report(p, now)
+            if isinstance(p, SenderReport | ReceiverReport):
+                # Report blocks about the streams we send (RFC 3550 s6.4): loss, jitter, RTT.
+                for block in p.reports:
+                    out = self._out_by_ssrc.get(block.ssrc)
+                    if out is not None and block.ssrc == out.ssrc:  # not its RTX stream's
+                        out.reception.on_block(block, now)
         if estimate_changed:
             for out in self.outbound.values():
                 out.reselect(now)

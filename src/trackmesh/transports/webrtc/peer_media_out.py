@@ -26,10 +26,12 @@ from trackmesh.transports.webrtc.layers import (
     Vp9Layers,
     vp8_descriptor,
     vp9_descriptor,
+    vp9_numbers_end,
 )
 from trackmesh.transports.webrtc.nack import RetransmitBuffer
 from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
 from trackmesh.transports.webrtc.peer_media_in import media_codec
+from trackmesh.transports.webrtc.receiver_stats import ReceptionReport
 from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
 from trackmesh.transports.webrtc.rtcp import build_sr
 from trackmesh.transports.webrtc.rtp import RtpError, RtpHeader
@@ -53,6 +55,8 @@ HEADROOM: Final = 1.15
 #: While a layer switch waits for a key frame, the request is repeated this often.
 KEYFRAME_RETRY: Final = 1.0
 MAX_LAYERS: Final = 4
+#: probe_cap's default: probe no higher than max_spatial.
+_CAP: Final = -1
 _VP8: Final = MediaCodec.VP8
 _VP9: Final = MediaCodec.VP9
 
@@ -109,6 +113,8 @@ class OutboundTrack:
         "_rates",
         "_rtx_seq",
         "_svc",
+        "_tbytes",
+        "_trates",
         "_view",
         "_win_end",
         "_win_start",
@@ -123,10 +129,13 @@ class OutboundTrack:
         "local",
         "max_spatial",
         "mid",
+        "min_spatial",
         "octets",
         "packets",
         "pending",
+        "probe_cap",
         "pts",
+        "reception",
         "rewriter",
         "ring",
         "rtx_pts",
@@ -162,6 +171,7 @@ class OutboundTrack:
                     self.rtx_pts[c.payload_type] = c.rtx_payload_type
         self.clock_rate = media.codecs[0].clock_rate if media.codecs else 90000
         self.rewriter = SeqTsRewriter(self.clock_rate)
+        self.reception = ReceptionReport(self.clock_rate)  # the viewer's reports about self.ssrc
         self.ring = RetransmitBuffer(512 if self.video else 64)
         self._buf = bytearray(_BUF_SIZE)
         self._view = memoryview(self._buf)
@@ -172,6 +182,11 @@ class OutboundTrack:
         self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
         self.pending = 0  # layer to switch to at its next key frame (-1: none)
         self.max_spatial: int | None = None
+        # A floor under the estimate-driven choice (an SDK receiver's min_spatial): with no
+        # layer fitting the estimate, the lowest layer at or above it, not layer 0.
+        self.min_spatial: int | None = None
+        # The highest layer an upward probe may aim at (see reselect); _CAP: max_spatial.
+        self.probe_cap: int | None = _CAP
         # Layers inside one codec stream: VP8 temporal layers, VP9 SVC spatial and temporal.
         self.vp8 = Vp8Layers()
         self.vp9 = Vp9Layers()
@@ -180,6 +195,9 @@ class OutboundTrack:
         self._kf_requested = -1e18
         self._bytes = [0] * MAX_LAYERS
         self._rates = [0.0] * MAX_LAYERS
+        # Per temporal layer (TID) of the forwarded spatial layer, before the temporal filter.
+        self._tbytes = [0] * (MAX_TEMPORAL + 1)
+        self._trates = [0.0] * (MAX_TEMPORAL + 1)
         self._win_start: float | None = None
         self._win_end = 0.0
         self.packets = 0
@@ -289,6 +307,7 @@ class OutboundTrack:
                 last = LAST_VP8
                 d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
                 if isinstance(d8, Vp8Descriptor):
+                    self._tbytes[d8.temporal_id] += size
                     vp8 = self.vp8
                     if vp8.idle and key == vp8.key:
                         # Nothing to filter or renumber (the common case): just remember it.
@@ -308,12 +327,20 @@ class OutboundTrack:
                 self._skip(seq)
                 self.counters["bad_payload"] += 1
                 return
-            m = self.vp9.forward(d9, pkt.keyframe, pkt.ts)
+            vp9 = self.vp9
+            if d9.spatial_id <= vp9.current:
+                self._tbytes[d9.temporal_id] += size
+            m = vp9.forward(d9, pkt.keyframe, pkt.ts, key)
             if m < 0:
                 self._skip(seq)
                 self.counters["svc_filtered"] += 1
                 return
             marker = marker or m == 1
+            if vp9.renumber:
+                # Picture id / TL0PICIDX continuous for this viewer (layers.Vp9Layers).
+                dlen = vp9_numbers_end(d9)  # the rest (e.g. a long SS) is sent as it is
+                buf[hlen : hlen + dlen] = payload[:dlen]
+                vp9.rewrite(buf, hlen, d9)
         if self.skipper.skipped:
             seq = self.skipper.map(seq)
         _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc)
@@ -377,6 +404,10 @@ class OutboundTrack:
         for i in range(MAX_LAYERS):
             self._rates[i] = self._bytes[i] * scale
             self._bytes[i] = 0
+        tb = self._tbytes
+        for i in range(MAX_TEMPORAL + 1):
+            self._trates[i] = tb[i] * scale
+            tb[i] = 0
         self._win_start = now
         self._win_end = now + RATE_WINDOW
         self.reselect(now)
@@ -394,6 +425,20 @@ class OutboundTrack:
                 out.append(total if r > 0 else 0.0)
             return out
         return list(self._rates)
+
+    @property
+    def temporal_rates(self) -> list[float]:
+        """Bits per second of the forwarded spatial layer with temporal layers 0..t (index t),
+        over the last window, up to the highest TID seen; empty without temporal layers."""
+        top = max((i for i, r in enumerate(self._trates) if r > 0), default=0)
+        if top == 0:
+            return []
+        total = 0.0
+        out = []
+        for r in self._trates[: top + 1]:
+            total += r
+            out.append(total)
+        return out
 
     @property
     def source_bps(self) -> float:
@@ -424,11 +469,20 @@ class OutboundTrack:
         # Headroom to move to a layer, none to stay on the current one: a sender's layers
         # grow as its own estimate ramps up, which must not bounce a viewer off a layer the
         # estimate still covers.
-        fits = [i for i in allowed if self._rates[i] * (1.0 if i == self.current else HEADROOM) <= estimate]
-        return max(fits) if fits else min(allowed)
+        low = self._lowest(allowed)
+        rates = self._rates
+        fits = [i for i in allowed if i >= low and rates[i] * (1.0 if i == self.current else HEADROOM) <= estimate]
+        return max(fits) if fits else low
+
+    def _lowest(self, allowed: list[int]) -> int:
+        """The lowest layer of ``allowed`` the estimate may bring this viewer down to."""
+        floor = self.min_spatial
+        if floor is None:
+            return min(allowed)
+        return min((i for i in allowed if i >= floor), default=max(allowed))
 
     def _next_layer_up(self, layer: int) -> int | None:
-        cap = self.max_spatial
+        cap = self.max_spatial if self.probe_cap == _CAP else self.probe_cap
         for i in range(layer + 1, MAX_LAYERS):
             if cap is not None and i > cap:
                 return None
@@ -442,6 +496,11 @@ class OutboundTrack:
         When the estimate is our own (transport-cc feedback) and the next layer up does not
         fit, ask the estimator to probe for it: the estimate is capped near the rate a viewer
         already gets, so without trying it a viewer on a low layer would never move up.
+
+        ``probe_cap`` lets the probe aim above ``max_spatial``: an SDK session caps
+        ``max_spatial`` at what its share of the estimate carries (core.bitrate) and sets
+        ``probe_cap`` to the receiver's configured limit, so the estimate can grow past the
+        cap, and the next allocation raises the cap.
         """
         if not self.video:
             return
@@ -475,12 +534,25 @@ class OutboundTrack:
             vp9.target = MAX_LAYERS - 1 if cap is None else cap
             return
         allowed = [i for i in available if cap is None or i <= cap] or [min(available)]
-        estimate = self.ctx.estimate
-        if estimate is None:
-            target = max(allowed)
-        else:
-            fits = [i for i in allowed if rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
-            target = max(fits) if fits else min(allowed)
+        ctx = self.ctx
+
+        def choose() -> int:
+            estimate = ctx.estimate
+            if estimate is None:
+                return max(allowed)
+            low = self._lowest(allowed)
+            fits = [i for i in allowed if i >= low and rates[i] * (1.0 if i == vp9.current else HEADROOM) <= estimate]
+            return max(fits) if fits else low
+
+        target = choose()
+        if ctx.estimate is not None and ctx.own_estimate and target == vp9.current:
+            # As for simulcast (reselect): probe for the next allowed layer up, else our own
+            # estimate stays near what this viewer already gets and it never moves up.
+            pcap = cap if self.probe_cap == _CAP else self.probe_cap
+            up = next((i for i in available if i > target and (pcap is None or i <= pcap)), None)
+            if up is not None and ctx.bwe.probe(rates[up] * HEADROOM, now):
+                ctx.estimate = ctx.bwe.estimate
+                target = choose()
         vp9.target = target
         if target > vp9.current >= 0 and now >= self._kf_requested + KEYFRAME_RETRY:
             self._kf_requested = now
@@ -550,4 +622,6 @@ class OutboundTrack:
         if self.packets == 0:
             return None
         rtp_ts = (self.last_ts + round((now - self.last_ts_at) * self.clock_rate)) & 0xFFFFFFFF
-        return build_sr(self.ssrc, self.ctx.ntp(now), rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
+        ntp = self.ctx.ntp(now)
+        self.reception.on_sr_sent(ntp, now)  # the viewer's LSR names it (RTT, RFC 3550 s6.4.1)
+        return build_sr(self.ssrc, ntp, rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)

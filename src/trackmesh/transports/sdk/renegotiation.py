@@ -35,7 +35,7 @@ from trackmesh.core.model import TrackKind
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import KIND_NAMES
 from trackmesh.transports.sdk.protocol import ErrorCode, shared_pb2
-from trackmesh.transports.webrtc.sdp import SdpError
+from trackmesh.transports.webrtc.sdp import SdpError, SessionDescription, parse
 from trackmesh.transports.webrtc.sdp_answer import (
     AnswerPolicy,
     AnswerResult,
@@ -86,13 +86,9 @@ def _role(m: NegotiatedMedia) -> str | None:
     return None
 
 
-def _check_structure(current: AnswerResult, new: AnswerResult, *, ice_restart: bool) -> None:
-    if new.transport.fingerprint != current.transport.fingerprint:
-        raise RenegotiationError("the DTLS fingerprint changed; a new DTLS association needs a new connection")
-    t0, t1 = current.transport, new.transport
-    if not ice_restart and (t0.ice_ufrag, t0.ice_pwd) != (t1.ice_ufrag, t1.ice_pwd):
-        raise RenegotiationError("the ICE credentials changed: an ICE restart goes through restart-ice")
-    old_lines, new_lines = current.offer.media, new.offer.media
+def _check_lines(current: AnswerResult, offer: SessionDescription) -> None:
+    """m-lines stay where they are, with their mid and kind, unless stopped and recycled (RFC 8829 s5.2.2)."""
+    old_lines, new_lines = current.offer.media, offer.media
     if len(new_lines) < len(old_lines):
         raise RenegotiationError(
             f"the offer has {len(new_lines)} m-lines, fewer than the {len(old_lines)} negotiated; m-lines are "
@@ -107,6 +103,15 @@ def _check_structure(current: AnswerResult, new: AnswerResult, *, ice_restart: b
                 f"m-line {index} changed its mid from {old.mid} to {line.mid}; only a stopped (port 0) m-line "
                 "can be recycled (RFC 8829 s5.2.2)"
             )
+
+
+def _check_media(current: AnswerResult, new: AnswerResult, *, ice_restart: bool) -> None:
+    """Same transport (ICE unless restarted, DTLS always), same roles and header extension ids."""
+    if new.transport.fingerprint != current.transport.fingerprint:
+        raise RenegotiationError("the DTLS fingerprint changed; a new DTLS association needs a new connection")
+    t0, t1 = current.transport, new.transport
+    if not ice_restart and (t0.ice_ufrag, t0.ice_pwd) != (t1.ice_ufrag, t1.ice_pwd):
+        raise RenegotiationError("the ICE credentials changed: an ICE restart goes through restart-ice")
     after = {m.mid: m for m in new.media}
     for m in current.media:
         n = after.get(m.mid)
@@ -151,10 +156,11 @@ def plan_renegotiation(
     send_ssrcs = {m.mid: SendSsrcs(m.local_ssrc, m.local_rtx_ssrc) for m in current.media if m.local_ssrc is not None}
     keep = {m.mid: m.codecs for m in current.media if m.kind in ("audio", "video")}
     try:
+        _check_lines(current, parse(offer))
         new = answer_offer(offer, local, AnswerPolicy.sdk(), send_ssrcs=send_ssrcs, keep_codecs=keep)
     except SdpError as exc:
         raise RenegotiationError(f"cannot accept the offer: {exc}") from None
-    _check_structure(current, new, ice_restart=ice_restart)
+    _check_media(current, new, ice_restart=ice_restart)
 
     before = {m.mid: m for m in current.media}
     after = {m.mid: m for m in new.media}

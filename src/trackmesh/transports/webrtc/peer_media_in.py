@@ -365,6 +365,8 @@ class InboundMedia:
                 track = self.by_mid.get(mid)
                 via_mid = True
                 break
+        if track is None and via_mid:
+            return None  # it names an m-line we do not receive on (stopped, say): never guessed by payload type
         if track is None:
             owners = [t for t in self.by_mid.values() if h.payload_type in t.codecs or h.payload_type in t.rtx_pts]
             if len(owners) != 1:

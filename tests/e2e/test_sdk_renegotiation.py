@@ -107,3 +107,34 @@ def test_stopped_transceiver_and_recycled_mline(trackmesh_node: TrackmeshNode, s
     time.sleep(1.5)
     assert frames(view, "video_0") - cam0 >= 20
     assert not pub.evaluate("TM.errors")
+
+
+def test_room_sample_page_shares_screen_after_join(trackmesh_node: TrackmeshNode, chromium: Any) -> None:
+    """/samples/room.html (generated from tests/e2e/sdk_page/room.js): "Share screen" creates the screen sender
+    after join (renegotiation), the other page shows it as one more tile; stopping removes the tile."""
+    pages = []
+    for peer in ("s1", "s2"):
+        pg = chromium.new_page()
+        token = trackmesh_node.token("webrtc", "sdk-share", peer)
+        # One receiver of each kind before connecting: s1's screen needs a video receiver added after join.
+        pg.goto(trackmesh_node.url(f"/samples/room.html?room=sdk-share&peer={peer}&token={token}&receivers=1"))
+        pg.click("#join")
+        pg.wait_for_function("document.getElementById('status').textContent.startsWith('in room')", timeout=15000)
+        pages.append(pg)
+    s1, s2 = pages
+    playing = "(n) => { const v = [...document.querySelectorAll('#grid video')]; return v.length === n && v.every((x) => x.videoWidth > 0); }"  # noqa: E501
+    s2.wait_for_function(playing, arg=2, timeout=10000)  # its own camera and s1's
+    s1.click("#share")
+    s1.wait_for_function("document.getElementById('share').textContent === 'Stop sharing'", timeout=10000)
+    s2.wait_for_function(playing, arg=3, timeout=15000)  # plus s1's screen, on a receiver added after join
+    captions = s2.evaluate("[...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)")
+    print("s2's tiles while s1 shares:", captions)
+    assert "s1 screen" in captions, captions
+    s1.click("#share")  # stop sharing: s2 sees track_stopped and removes the tile; the camera stays
+    s2.wait_for_function("document.querySelectorAll('#grid video').length === 2", timeout=10000)
+    s2.wait_for_function(playing, arg=2, timeout=5000)
+    # Sharing again reuses the screen sender's m-line (sender.attach).
+    s1.click("#share")
+    s2.wait_for_function(playing, arg=3, timeout=15000)
+    for pg in pages:
+        pg.close()

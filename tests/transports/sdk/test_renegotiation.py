@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from tests.transports.sdk.test_session import FP, World, err, join, request, room_events
+from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
+from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import SdkSession
 from trackmesh.transports.webrtc.rtp import RtpHeader, build_rtp_packet
 from trackmesh.transports.webrtc.sdp import parse
+from trackmesh.transports.webrtc.sdp_answer import LocalParams
 
 EXT_MID = 4
 PT = {"audio": 111, "video": 96}
@@ -298,3 +301,23 @@ def test_sender_declared_before_its_mline_waits_for_the_next_offer(world: World)
     assert "screen" not in alice.senders
     assert err(sdp_request(alice, offer([*ALICE0, ("video", "2", "sendonly")]), t)) is None
     assert alice.senders["screen"].mid == "2" and "screen" in alice.endpoint.remote_tracks
+
+
+def test_ice_restart_offer_may_add_mlines_and_keeps_dtls_and_ssrcs(world: World) -> None:
+    """restart-ice (sdk_worker): checked first with the current credentials, then answered with new ones."""
+    bob, _ = session(world, BOB0, tracks([], ["video"]))
+    ssrc = bob.peer.outbound["0"].ssrc
+    restart = offer([*BOB0, ("audio", "2", "recvonly")], ufrag="newufrag")
+    t = tracks([], ["video", "audio"])
+    probe = plan_for(bob, restart, t, ice_restart=True)  # pure: nothing changed yet
+    assert "2" not in bob.peer.outbound and probe.receivers == {"2": "audio_1"}
+    old = bob.local
+    new_local = LocalParams("srvnew", "srvnewpasswordsrvnewpass", old.fingerprint, old.host, old.port)
+    answer = apply_plan(bob, world.now, plan_for(bob, restart, t, new_local, ice_restart=True), new_local)
+    sd = parse(answer)
+    assert {m.ice_ufrag for m in sd.media if m.port} == {"srvnew"} and bob.local is new_local
+    assert sd.media[0].ssrcs[0].ssrc == ssrc and bob.receivers["audio_1"].mid == "2" and "2" in bob.peer.outbound
+    # The DTLS fingerprint never changes on a live connection.
+    other_fp = restart.replace(FP, ":".join(["CD"] * 32))
+    with pytest.raises(RpcFailure, match="DTLS fingerprint"):
+        plan_for(bob, other_fp, t, ice_restart=True)

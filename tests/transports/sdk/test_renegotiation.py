@@ -321,3 +321,23 @@ def test_ice_restart_offer_may_add_mlines_and_keeps_dtls_and_ssrcs(world: World)
     other_fp = restart.replace(FP, ":".join(["CD"] * 32))
     with pytest.raises(RpcFailure, match="DTLS fingerprint"):
         plan_for(bob, other_fp, t, ice_restart=True)
+
+
+def test_simulcast_sender_added_after_join_is_demuxed_by_mid_and_rid(world: World) -> None:
+    alice, _ = session(world, ALICE0, tracks([("camera", "video", True)], []))
+    assert err(join(alice, "r1", "alice")) is None
+    simulcast = (
+        "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+        "a=rid:0 send\r\na=rid:1 send\r\na=rid:2 send\r\na=simulcast:send 0;1;2\r\n"
+    )
+    text = offer([*ALICE0, ("video", "2", "sendonly")]) + simulcast
+    resp = sdp_request(alice, text, tracks([("camera", "video", True), ("screen", "video", True)], []))
+    assert err(resp) is None, resp
+    assert "a=simulcast:recv 0;1;2" in resp.session.sdp.sdp
+    track = alice.peer.inbound.by_mid["2"]
+    assert track.rids == ("0", "1", "2") and "screen" in alice.endpoint.remote_tracks
+    for spatial, ssrc in ((2, 0x2222), (0, 0x2000)):
+        ext = {EXT_MID: b"2", 10: str(spatial).encode()}
+        data = build_rtp_packet(96, 1, 1000, ssrc, b"\x10\x00\x9d\x01\x2a" + b"\x00" * 20, extensions=ext)
+        alice.peer.inbound.on_rtp(world.now, data, RtpHeader.parse(data))
+    assert [s.ssrc for s in track.streams] == [0x2000, -1, 0x2222]

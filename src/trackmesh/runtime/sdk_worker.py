@@ -31,6 +31,7 @@ from trackmesh.transports.sdk.protocol import (
     decode_connect_request,
     decode_remote_ice_request,
 )
+from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import RpcFailure, SdkSession, TokenClaims, check_join
 from trackmesh.transports.webrtc.ice import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
@@ -245,19 +246,21 @@ class SdkTransport:
             if why is not None:
                 raise RpcError(403, why)
         try:
-            probe = answer_offer(req.sdp, sdk.local, AnswerPolicy.sdk())
-        except SdpError as exc:
-            raise RpcError(400, f"cannot accept the offer: {exc}") from None
+            # Checked (m-lines added, stopped or recycled included) before the ICE agent restarts, so that a
+            # refused offer leaves the session as it was.
+            probe = plan_for(sdk, req.sdp, req.tracks, ice_restart=True)
+        except RpcFailure as exc:
+            self.counters["sdk_offers_refused"] += 1
+            raise RpcError(400, exc.message) from None
         ice = sdk.peer.ice
-        remote = probe.transport
+        remote = probe.answer.transport
         new_local: LocalParams | None = None
+        plan = probe
         if remote.ice_ufrag != ice.remote_ufrag or remote.ice_pwd != ice.remote_pwd:
             creds = ice.restart(remote.ice_ufrag, remote.ice_pwd)
             new_local = self.port.local_params(creds.ufrag, creds.pwd)
-        try:
-            sdp = sdk.renegotiate(req.sdp, new_local)
-        except RpcFailure as exc:
-            raise RpcError(400, exc.message) from None
+            plan = plan_for(sdk, req.sdp, req.tracks, new_local, ice_restart=True)
+        sdp = apply_plan(sdk, now, plan, new_local)
         if new_local is not None:
             self.demux.register(new_local.ice_ufrag, conn.key)
             conn.ufrags.append(new_local.ice_ufrag)

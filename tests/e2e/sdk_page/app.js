@@ -14,7 +14,8 @@ function freeReceiver(kind) {
 }
 
 async function autoAttach(ev) {
-  const r = freeReceiver(ev.kind);
+  // TM.grow: with no free receiver, add one after connect (the SDK renegotiates the new m-line).
+  const r = freeReceiver(ev.kind) || (TM.grow ? TM.addReceiver(ev.kind) : null);
   if (!r) return;
   TM.assigned[r.name] = { peer: ev.peer, track: ev.track };
   try {
@@ -39,8 +40,9 @@ async function autoDetach(ev) {
 TM.start = async (opts) => {
   const { gateway, token, room, peer, camera = true, mic = true, audioReceivers = 0, videoReceivers = 0,
           manual = false, auto = true, simulcast = false, width = 640, height = 360, mixer = 0,
-          codec = null, scalabilityMode = null } = opts;
+          codec = null, scalabilityMode = null, grow = false } = opts;
   TM.auto = auto;
+  TM.grow = grow;
   let stream = null;
   TM.stream = null;
   if (camera || mic) {
@@ -82,21 +84,8 @@ TM.start = async (opts) => {
   if (mic) session.sender("mic", stream.getAudioTracks()[0], { priority: 1, bitrate: 0 });
   for (let i = 0; i < videoReceivers; i++) TM.receivers.push(session.receiver(Kind.VIDEO));
   for (let i = 0; i < audioReceivers; i++) TM.receivers.push(session.receiver(Kind.AUDIO));
-  for (const r of TM.receivers) {
-    r.on(TrackReceiverEvent.StatusUpdated, (s) => log("receiver_state", { name: r.name, status: s }));
-    r.on(TrackReceiverEvent.VoiceActivity, (v) => log("voice", { name: r.name, level: v.audioLevel }));
-    // The SDK does not surface receiver stats events: read them off its data-channel events.
-    session.dc.on("event.receiver." + r.name, (ev) => {
-      if (ev.stats) log("receiver_stats", { name: r.name, source: ev.stats.source || {}, transmit: ev.stats.transmit || {} });
-    });
-    if (r.kind === Kind.VIDEO) {
-      const v = document.createElement("video");
-      v.muted = true; v.autoplay = true; v.playsInline = true; v.id = "v-" + r.name;
-      v.srcObject = r.stream;
-      document.body.appendChild(v);
-    }
-  }
-  for (const s of session.senders) s.on(TrackSenderEvent.StatusUpdated, (st) => log("sender_state", { name: s.name, status: st }));
+  for (const r of TM.receivers) watchReceiver(r);
+  for (const s of session.senders) watchSender(s);
   const room_events = {
     [SessionEvent.ROOM_PEER_JOINED]: "peer_joined",
     [SessionEvent.ROOM_PEER_UPDATED]: "peer_updated",
@@ -129,6 +118,71 @@ TM.start = async (opts) => {
   log("connected", { state: session.state, conn: session.conn_id });
   return session.state;
 };
+
+function watchReceiver(r) {
+  r.on(TrackReceiverEvent.StatusUpdated, (s) => log("receiver_state", { name: r.name, status: s }));
+  r.on(TrackReceiverEvent.VoiceActivity, (v) => log("voice", { name: r.name, level: v.audioLevel }));
+  // The SDK does not surface receiver stats events: read them off its data-channel events.
+  TM.session.dc.on("event.receiver." + r.name, (ev) => {
+    if (ev.stats) log("receiver_stats", { name: r.name, source: ev.stats.source || {}, transmit: ev.stats.transmit || {} });
+  });
+  if (r.kind === Kind.VIDEO) {
+    const v = document.createElement("video");
+    v.muted = true; v.autoplay = true; v.playsInline = true; v.id = "v-" + r.name;
+    v.srcObject = r.stream;
+    document.body.appendChild(v);
+  }
+}
+function watchSender(s) {
+  s.on(TrackSenderEvent.StatusUpdated, (st) => log("sender_state", { name: s.name, status: st }));
+}
+
+// ---- after connect: senders and receivers added and removed (renegotiation, session.sdp) ----
+// A receiver added after connect: the SDK adds its transceiver and renegotiates; attach waits for its ontrack.
+TM.addReceiver = (kind) => {
+  const r = TM.session.receiver(kind);
+  TM.receivers.push(r);
+  watchReceiver(r);
+  log("receiver_added", { name: r.name, kind });
+  return r;
+};
+// A "screen share" after connect: a canvas animation captured as a video track (a fake display stream).
+TM.startScreen = (name = "screen", width = 640, height = 360) => {
+  const c = document.createElement("canvas");
+  c.width = width; c.height = height;
+  const g = c.getContext("2d");
+  let n = 0;
+  TM.canvasTimers = TM.canvasTimers || {};
+  TM.canvasTimers[name] = setInterval(() => {
+    n++;
+    g.fillStyle = `hsl(${(n * 7) % 360} 70% 40%)`; g.fillRect(0, 0, width, height);
+    g.fillStyle = "#fff"; g.font = "48px sans-serif"; g.fillText(name + " " + n, 20 + (n % 200), 80 + (n % 100));
+  }, 33);
+  const track = c.captureStream(30).getVideoTracks()[0];
+  const s = TM.session.sender(name, track, { priority: 1, bitrate: 0 });
+  watchSender(s);
+  log("sender_added", { name });
+  return true;
+};
+// Stop sharing the SDK way: detach (sender.detach request, no renegotiation), then stop the capture.
+TM.stopScreen = async (name = "screen") => {
+  const s = TM.session.senders.find((x) => x.name === name);
+  const track = s.track;
+  try { await s.detach(); } catch (e) { return { ok: false, error: String(e) }; }
+  if (track) track.stop();
+  clearInterval(TM.canvasTimers[name]);
+  return { ok: true };
+};
+// Stop a sender's transceiver (what an app may do): its m-line goes to port 0 in the next offer.
+TM.stopTransceiver = (name) => {
+  const s = TM.session.senders.find((x) => x.name === name);
+  s.transceiver.stop();
+  if (TM.canvasTimers && TM.canvasTimers[name]) clearInterval(TM.canvasTimers[name]);
+  return s.transceiver.mid;
+};
+TM.sdp = () => ({ local: TM.session.peer.localDescription && TM.session.peer.localDescription.sdp,
+                  remote: TM.session.peer.remoteDescription && TM.session.peer.remoteDescription.sdp,
+                  signaling: TM.session.peer.signalingState });
 
 TM.attach = async (name, peer, track, config) => {
   const r = TM.receivers.find((x) => x.name === name);

@@ -7,7 +7,9 @@ const q = new URLSearchParams(location.search);
 for (const k of ["room", "peer", "secret", "token"]) if (q.get(k)) $(k).value = q.get(k);
 if (!$("peer").value) $("peer").value = "guest-" + Math.random().toString(36).slice(2, 7);
 
-const MAX_REMOTE = 8;
+// Receivers made before connecting (?receivers=N, default 4); more are added after join (the SDK renegotiates)
+// when more tracks come than that.
+const FIRST_RECEIVERS = Math.max(0, Number(q.get("receivers")) || 4);
 let session = null, cam = null, mic = null, screen = null, local = null, chat = null;
 const tiles = {}; // receiver name -> {peer, track, el}
 
@@ -54,13 +56,23 @@ async function join() {
     });
     cam = session.sender("camera", media.getVideoTracks()[0], { priority: 1, bitrate: 0, simulcast: false });
     mic = session.sender("mic", media.getAudioTracks()[0], { priority: 1, bitrate: 0 });
-    screen = session.sender("screen", Kind.VIDEO, { priority: 1, bitrate: 0 });
+    // The screen sender is created when sharing starts (a new m-line after join), see $("share").onclick.
     const receivers = [];
-    for (let i = 0; i < MAX_REMOTE; i++) receivers.push(session.receiver(Kind.VIDEO));
-    for (let i = 0; i < MAX_REMOTE; i++) receivers.push(session.receiver(Kind.AUDIO));
+    const addReceiver = (kind) => {
+      const r = session.receiver(kind);
+      receivers.push(r);
+      r.on(TrackReceiverEvent.VoiceActivity, () => {
+        const x = tiles[r.name];
+        if (x) for (const v of Object.values(tiles)) if (v.peer === x.peer && v.el && v.el.classList) {
+          v.el.classList.add("speaking"); setTimeout(() => v.el.classList.remove("speaking"), 600);
+        }
+      });
+      return r;
+    };
+    for (let i = 0; i < FIRST_RECEIVERS; i++) addReceiver(Kind.VIDEO);
+    for (let i = 0; i < FIRST_RECEIVERS; i++) addReceiver(Kind.AUDIO);
     session.on(SessionEvent.ROOM_TRACK_STARTED, async (t) => {
-      const r = receivers.find((x) => x.kind === t.kind && !tiles[x.name]);
-      if (!r) return;
+      const r = receivers.find((x) => x.kind === t.kind && !tiles[x.name]) || addReceiver(t.kind);
       tiles[r.name] = { peer: t.peer, track: t.track };
       if (t.kind === Kind.VIDEO) tiles[r.name].el = tile(t.peer + " " + t.track, r.stream, true);
       else { const a = new Audio(); a.autoplay = true; a.srcObject = r.stream; tiles[r.name].el = a; }
@@ -78,12 +90,6 @@ async function join() {
     });
     session.on(SessionEvent.ROOM_PEER_JOINED, (p) => say("*", p.peer + " joined"));
     session.on(SessionEvent.ROOM_PEER_LEAVED, (p) => say("*", p.peer + " left"));
-    for (const r of receivers) r.on(TrackReceiverEvent.VoiceActivity, () => {
-      const x = tiles[r.name];
-      if (x) for (const v of Object.values(tiles)) if (v.peer === x.peer && v.el && v.el.classList) {
-        v.el.classList.add("speaking"); setTimeout(() => v.el.classList.remove("speaking"), 600);
-      }
-    });
     status("connecting...");
     await session.connect();
     status(session.state === "connected" ? "in room " + room + " as " + peer : "connection failed: " + session.state);
@@ -112,17 +118,24 @@ $("camoff").onclick = () => {
   const t = cam.track; if (!t) return;
   t.enabled = !t.enabled; $("camoff").textContent = t.enabled ? "Camera off" : "Camera on";
 };
+async function stopSharing() {
+  if (!screen || !screen.attached) return;
+  const track = screen.track;
+  await screen.detach(); // the others see track_stopped; the m-line stays for the next share
+  track.stop();
+  $("share").textContent = "Share screen";
+}
 $("share").onclick = async () => {
-  if (screen.attached) {
-    screen.track.stop();
-    await screen.detach();
-    $("share").textContent = "Share screen";
-    return;
-  }
-  const s = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  if (screen && screen.attached) return stopSharing();
+  let s;
+  try { s = await navigator.mediaDevices.getDisplayMedia({ video: true }); }
+  catch (e) { return say("*", "screen share refused: " + (e && e.message ? e.message : e)); }
   const track = s.getVideoTracks()[0];
-  track.onended = async () => { if (screen.attached) { await screen.detach(); $("share").textContent = "Share screen"; } };
-  await screen.attach(track);
+  track.onended = stopSharing;
+  // First share: a new sender after join (the SDK renegotiates; the server publishes it from the offer's
+  // tracks). Later shares reuse its m-line.
+  if (!screen) screen = session.sender("screen", track, { priority: 1, bitrate: 0 });
+  else await screen.attach(track);
   $("share").textContent = "Stop sharing";
 };
 $("send").onclick = async () => {

@@ -79,11 +79,13 @@ class World:
         senders: list[tuple[str, str, bool]],
         receivers: list[str],
         claims: TokenClaims | None = None,
+        offer: str | None = None,
     ) -> tuple[SdkSession, list[session_pb2.ServerEvent]]:
         ice = IceLiteAgent()
         creds = ice.local_credentials
         local = LocalParams(creds.ufrag, creds.pwd, self.cert.fingerprint_sha256(), "127.0.0.1", 4000)
-        answer = answer_offer(sdk_offer([k for _, k, _ in senders], receivers), local, AnswerPolicy.sdk())
+        offer = offer or sdk_offer([k for _, k, _ in senders], receivers)
+        answer = answer_offer(offer, local, AnswerPolicy.sdk())
         t = tracks(senders, receivers)
         names = assign_mlines(t, answer.media)
         endpoint = self.worker.create_endpoint()

@@ -82,6 +82,7 @@ from trackmesh.core.model import (
     TrackSource,
 )
 from trackmesh.transports.sdk.allocation import allocate_receivers
+from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import MlineNames
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
@@ -95,17 +96,18 @@ from trackmesh.transports.sdk.protocol import (
     session_pb2,
     shared_pb2,
 )
+from trackmesh.transports.sdk.renegotiation import renegotiate
 from trackmesh.transports.sdk.stats import receiver_stats
 from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 from trackmesh.transports.webrtc.errors import LocalProtocolError
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
 from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, AnswerResult, LocalParams, SendSsrcs, answer_offer
+from trackmesh.transports.webrtc.sdp_answer import LocalParams
 
 log = logging.getLogger("trackmesh.sdk")
 
-__all__ = ["SdkSession", "TokenClaims", "TokenVerifier"]
+__all__ = ["RpcFailure", "SdkSession", "TokenClaims", "TokenVerifier"]
 
 #: Receiver stats are pushed this often for every attached receiver.
 STATS_INTERVAL = 1.0
@@ -153,15 +155,6 @@ class TokenClaims:
 
 #: Verifies a raw token (from ``session.join``); None when it is invalid or expired.
 TokenVerifier = Callable[[str], TokenClaims | None]
-
-
-class RpcFailure(Exception):
-    """Internal: a request answered with an error response."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _core(err: ControlError | None) -> None:
@@ -221,7 +214,7 @@ class SdkSession:
         self.claims = claims
         self.local = local
         self._verify = verify_token
-        self._session_version = 1
+        self.session_version = 1
         remote_port = next((m.remote_sctp_port for m in peer.answer.media if m.kind == "application"), None)
         self.has_data_channel = remote_port is not None
         assoc = SctpAssociation(cookie_key=cookie_key, remote_port=remote_port or 5000)
@@ -249,24 +242,12 @@ class SdkSession:
             kind = _CORE_KIND.get(s.kind)
             if kind is None or not s.name or s.name in self.senders:
                 continue
-            sender = SenderSlot(s.name, kind, mid_of_sender.get(s.name))
-            if s.state.HasField("source"):
-                sender.source = s.state.source
-            if s.state.HasField("config"):
-                sender.config = s.state.config
-            self.senders[s.name] = sender
+            self.add_sender(s, kind, mid_of_sender.get(s.name))
         for r in tracks.receivers:
             kind = _CORE_KIND.get(r.kind)
             if kind is None or not r.name or r.name in self.receivers:
                 continue
-            slot = ReceiverSlot(r.name, kind, mid_of_receiver.get(r.name))
-            self.receivers[r.name] = slot
-            # Every declared receiver with an m-line gets its LocalTrack now, unattached.
-            if slot.mid is not None and self.endpoint.control(now, CreateLocalTrack(r.name, kind)) is None:
-                self.peer.bind_local_track(slot.mid, r.name)
-                track = self.endpoint.local_track(r.name)
-                if kind is TrackKind.AUDIO and track is not None:
-                    track.sink = self._voice_tap(slot, track.sink)
+            self.add_receiver(now, r.name, kind, mid_of_receiver.get(r.name))
         self._initial_receivers = [
             (r.name, r.state.source, r.state.config if r.state.HasField("config") else None)
             for r in tracks.receivers
@@ -402,7 +383,7 @@ class SdkSession:
                 s.published = False
             out.leave.SetInParent()
         elif which == "sdp":
-            out.sdp.sdp = self.renegotiate(r.sdp.sdp)
+            out.sdp.sdp = self.renegotiate(now, r.sdp.sdp, r.sdp.tracks if r.sdp.HasField("tracks") else None)
         elif which == "disconnect":
             self.disconnected = True
             self._close_at = now + DISCONNECT_GRACE
@@ -770,42 +751,40 @@ class SdkSession:
                 self.close_reason = self.close_reason or "sctp association closed"
         self._flush_sctp(now)
 
-    # ---- renegotiation ----------------------------------------------------------------------------
+    # ---- m-lines: senders and receivers (at connect, and added by renegotiation: see .renegotiation) --------
 
-    def renegotiate(self, offer: str, local: LocalParams | None = None) -> str:
+    def add_sender(self, s: shared_pb2.Sender, kind: TrackKind, mid: str | None) -> SenderSlot:
+        slot = SenderSlot(s.name, kind, mid)
+        if s.state.HasField("source"):
+            slot.source = s.state.source
+        if s.state.HasField("config"):
+            slot.config = s.state.config
+        self.senders[s.name] = slot
+        return slot
+
+    def add_receiver(self, now: float, name: str, kind: TrackKind, mid: str | None) -> ReceiverSlot:
+        """A declared receiver; with an m-line it gets its LocalTrack now, unattached."""
+        slot = ReceiverSlot(name, kind, mid)
+        self.receivers[name] = slot
+        self.bind_receiver(now, slot)
+        return slot
+
+    def bind_receiver(self, now: float, slot: ReceiverSlot) -> None:
+        exists = self.endpoint.local_track(slot.name) is not None
+        if slot.mid is None or (not exists and self.endpoint.control(now, CreateLocalTrack(slot.name, slot.kind))):
+            return
+        self.peer.bind_local_track(slot.mid, slot.name)
+        slot.spatial_cap = slot.temporal_cap = _UNSET  # a new OutboundTrack: caps are applied again
+        track = self.endpoint.local_track(slot.name)
+        if slot.kind is TrackKind.AUDIO and track is not None:
+            track.sink = self._voice_tap(slot, track.sink)
+
+    def renegotiate(
+        self, now: float, offer: str, tracks: shared_pb2.Tracks | None = None, local: LocalParams | None = None
+    ) -> str:
         """Answer a new offer on the same transport (``session.sdp``, or an ICE restart with new ``local``
-        credentials). The m-lines must be those already negotiated (same mids, kinds and directions): adding or
-        removing transceivers after connect is answered with ``INVALID_SDP``."""
-        current = self.peer.answer
-        params = local or self.local
-        self._session_version += 1
-        params = LocalParams(
-            params.ice_ufrag, params.ice_pwd, params.fingerprint, params.host, params.port,
-            session_id=int(current.answer.origin.session_id), session_version=self._session_version,
-        )  # fmt: skip
-        send_ssrcs = {
-            m.mid: SendSsrcs(m.local_ssrc, m.local_rtx_ssrc) for m in current.media if m.local_ssrc is not None
-        }
-        try:
-            result = answer_offer(offer, params, AnswerPolicy.sdk(), send_ssrcs=send_ssrcs)
-        except SdpError as exc:
-            raise RpcFailure(ErrorCode.INVALID_SDP, f"cannot accept the offer: {exc}") from None
-        _same_mlines(current, result)
-        if local is not None:
-            self.local = local
-        return result.sdp
-
-
-def _same_mlines(current: AnswerResult, new: AnswerResult) -> None:
-    before = {m.mid: (m.kind, m.direction) for m in current.media}
-    after = {m.mid: (m.kind, m.direction) for m in new.media}
-    if before != after:
-        added = sorted(set(after) - set(before))
-        raise RpcFailure(
-            ErrorCode.INVALID_SDP,
-            "renegotiation can only repeat the negotiated m-lines; "
-            f"changed or added mids: {sorted(k for k in after if before.get(k) != after[k]) or added}",
-        )
+        credentials); m-lines may be added, stopped or recycled. Raises RpcFailure (nothing changed)."""
+        return renegotiate(self, now, offer, tracks, local)
 
 
 def _track(cls: Any, info: TrackInfo) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from trackmesh.core.controls import CreateLocalTrack, Join, Publish, RequestKeyframe, Subscribe, Switch
 from trackmesh.core.endpoint import Endpoint
@@ -157,9 +157,7 @@ class WebRtcPeer:
         self.clock.advance(now)
         if ice.remote_ufrag is None:
             ice.set_remote_credentials(answer.transport.ice_ufrag, answer.transport.ice_pwd)
-        self.dtls = DtlsEndpoint(
-            "server", certificate, [(f.algorithm, f.value) for f in answer.transport.fingerprints]
-        )
+        self.dtls = DtlsEndpoint("server", certificate, [(f.algorithm, f.value) for f in answer.transport.fingerprints])
         self._gcm_backend: GcmBackend = gcm_backend
         self.ctx = SendContext(outbox, self.clock, wallclock - now)
         self.srtp: SrtpSession | None = None
@@ -241,7 +239,36 @@ class WebRtcPeer:
         self._out_by_ssrc[out.ssrc] = out
         if out.rtx_ssrc is not None:
             self._out_by_ssrc[out.rtx_ssrc] = out
+        if self.connected and self._next_sr is None:
+            self._next_sr = self.clock.now + SR_INTERVAL  # the first m-line we send on, added by renegotiation
         return out
+
+    def update_media(
+        self, now: float, answer: AnswerResult, removed: Iterable[str], added_remote: Mapping[str, str]
+    ) -> None:
+        """Renegotiation on the same transport (RFC 8829 s5.3.2 subsequent answer): adopt ``answer``, stop the
+        m-lines ``removed`` (port 0 or inactive now) and receive on the m-lines ``added_remote`` (mid -> track
+        name). New m-lines we send on are bound by the caller with :meth:`bind_local_track` afterwards. ICE,
+        DTLS and SRTP are untouched; the SSRCs of m-lines that stay are the caller's to keep (``send_ssrcs``)."""
+        self.clock.advance(now)
+        self.answer = answer
+        bye: list[int] = []
+        for mid in removed:
+            self.inbound.remove_track(mid)
+            out = self.outbound.pop(mid, None)
+            if out is None:
+                continue
+            for ssrc in (out.ssrc, out.rtx_ssrc):
+                if ssrc is not None and self._out_by_ssrc.get(ssrc) is out:
+                    del self._out_by_ssrc[ssrc]
+            bye.append(out.ssrc)
+        if bye and self.srtp is not None:
+            # RFC 3550 s6.6: the streams of a stopped m-line end with a BYE.
+            self.send_rtcp(build_bye(bye, "m-line stopped"))
+        for mid, name in added_remote.items():
+            media = answer.by_mid(mid)
+            if media is not None and _receiving(media):
+                self.inbound.add_track(InboundTrack(media, name), media)
 
     def set_max_spatial(self, now: float, layer: int | None, local_track: str | None = None) -> None:
         """Cap the simulcast layer sent on one (or every) video LocalTrack; None lifts it."""

@@ -365,6 +365,8 @@ class InboundMedia:
                 track = self.by_mid.get(mid)
                 via_mid = True
                 break
+        if track is None and via_mid:
+            return None  # it names an m-line we do not receive on (stopped, say): never guessed by payload type
         if track is None:
             owners = [t for t in self.by_mid.values() if h.payload_type in t.codecs or h.payload_type in t.rtx_pts]
             if len(owners) != 1:
@@ -443,6 +445,42 @@ class InboundMedia:
 
     def streams(self) -> list[InboundStream]:
         return [s for t in self.by_mid.values() for s in t.streams]
+
+    # ---- renegotiation (m-lines added or stopped on a live connection) ----------------------
+
+    def add_track(self, track: InboundTrack, media: NegotiatedMedia) -> None:
+        """Receive on one more m-line; its SSRCs come from the offer's a=ssrc lines or, as for the first
+        m-lines, are learned from the mid/rid header extensions (RFC 8843 s9.2)."""
+        self.remove_track(track.mid)
+        self.by_mid[track.mid] = track
+        self.by_name[track.name] = track
+        if not track.rids and media.remote_ssrcs and media.remote_ssrcs[0] not in self._primary:
+            stream = track.streams[0]
+            stream.ssrc = media.remote_ssrcs[0]
+            self._primary[stream.ssrc] = stream
+            rtx = media.remote_rtx_ssrcs.get(stream.ssrc)
+            if rtx is not None and rtx not in self._rtx:
+                self._rtx[rtx] = stream
+                stream.rtx_ssrc = rtx
+        self._mid_ids = sorted({t.mid_id for t in self.by_mid.values() if t.mid_id})
+        if track.twcc_id and self.twcc is None:
+            self.twcc = TwccRecorder(self.sender_ssrc)
+
+    def remove_track(self, mid: str) -> InboundTrack | None:
+        """Stop receiving on m-line ``mid`` (port 0 or inactive): its SSRCs are forgotten, so a packet
+        that still arrives on them is counted as unknown instead of reaching a track."""
+        track = self.by_mid.pop(mid, None)
+        if track is None:
+            return None
+        if self.by_name.get(track.name) is track:
+            del self.by_name[track.name]
+        for stream in track.streams:
+            if self._primary.get(stream.ssrc) is stream:
+                del self._primary[stream.ssrc]
+            if self._rtx.get(stream.rtx_ssrc) is stream:
+                del self._rtx[stream.rtx_ssrc]
+        self._mid_ids = sorted({t.mid_id for t in self.by_mid.values() if t.mid_id})
+        return track
 
     # ---- timers --------------------------------------------------------------------------
 

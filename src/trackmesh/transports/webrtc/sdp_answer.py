@@ -141,7 +141,10 @@ def _h264(profile_level_id: str) -> CodecSpec:
     # RFC 6184 s8.1: packetization-mode defaults to 0 (single NAL), which cannot carry the
     # STAP-A/FU-A packets browsers send, so mode 1 is required.
     return CodecSpec(
-        "H264", 90000, None, (("packetization-mode", "1"), ("profile-level-id", profile_level_id)),
+        "H264",
+        90000,
+        None,
+        (("packetization-mode", "1"), ("profile-level-id", profile_level_id)),
         (("packetization-mode", "0"), ("profile-level-id", "420010")),
     )
 
@@ -370,7 +373,7 @@ def _offered_codec_names(m: MediaDescription) -> str:
 
 
 def _negotiate_codecs(
-    index: int, m: MediaDescription, policy: AnswerPolicy, twcc: bool
+    index: int, m: MediaDescription, policy: AnswerPolicy, twcc: bool, keep: tuple[NegotiatedCodec, ...] | None = None
 ) -> list[NegotiatedCodec]:
     specs = policy.audio_codecs if m.kind == "audio" else policy.video_codecs
     offered: list[tuple[int, RtpMap]] = []
@@ -406,6 +409,16 @@ def _negotiate_codecs(
                     feedback.append(value)
             chosen.append(
                 NegotiatedCodec(pt, rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels, fmtp, rtx, tuple(feedback))
+            )
+    if keep is not None:
+        # A subsequent answer keeps the payload types of an m-line already negotiated (RFC 3264 s8.3.2, RFC 8829
+        # s5.3.2): the forwarding set up for it maps those numbers, so codecs it did not have are left out.
+        before = {(c.payload_type, c.name.lower(), c.clock_rate) for c in keep}
+        chosen = [c for c in chosen if (c.payload_type, c.name.lower(), c.clock_rate) in before]
+        if not chosen:
+            raise SdpError(
+                f"{_label(index, m)}: mid {m.mid} no longer offers any of its negotiated payload types "
+                f"{sorted(p for p, _, _ in before)} (RFC 3264 s8.3.2)"
             )
     if not chosen:
         raise _Reject(f"{_label(index, m)}: no common codec; offered: {_offered_codec_names(m)}")
@@ -498,6 +511,7 @@ def _accept_rtp(
     transport: RemoteTransport,
     ssrc_source: _SsrcSource,
     send_ssrcs: Mapping[str, SendSsrcs],
+    keep_codecs: Mapping[str, tuple[NegotiatedCodec, ...]],
 ) -> tuple[MediaDescription, NegotiatedMedia]:
     assert m.mid is not None
     label = _label(index, m)
@@ -508,7 +522,7 @@ def _accept_rtp(
     direction = _answer_direction(index, m, policy)
     extmaps = _negotiate_extensions(index, m, policy)
     ext_ids = {e.uri: e.id for e in extmaps}
-    codecs = _negotiate_codecs(index, m, policy, EXT_TWCC in ext_ids)
+    codecs = _negotiate_codecs(index, m, policy, EXT_TWCC in ext_ids, keep_codecs.get(m.mid))
 
     out = MediaDescription(kind=m.kind, port=local.port, proto=RTP_PROTO, formats=[])
     _transport_attrs(out, local)
@@ -644,10 +658,13 @@ def answer_offer(
     policy: AnswerPolicy,
     *,
     send_ssrcs: Mapping[str, SendSsrcs] | None = None,
+    keep_codecs: Mapping[str, tuple[NegotiatedCodec, ...]] | None = None,
     rng: Callable[[], int] | None = None,
 ) -> AnswerResult:
     """Answer ``offer_text``. ``send_ssrcs`` (by mid) fixes the SSRCs we announce on m-lines we
-    send on; others come from ``rng`` (32-bit values, default :mod:`secrets`)."""
+    send on; others come from ``rng`` (32-bit values, default :mod:`secrets`). ``keep_codecs``
+    (by mid, for a subsequent answer) limits an m-line to the codecs it already negotiated, with
+    the same payload types; an m-line that offers none of them any more raises :class:`SdpError`."""
     offer = parse(offer_text)
     if not offer.media:
         raise SdpError("offer has no m= lines")
@@ -674,7 +691,9 @@ def answer_offer(
                 raise _Reject(f"{label}: mid {m.mid} is outside the first a=group:BUNDLE (RFC 9143)")
             _check_bundled_transport(offer, index, m, transport)
             if m.kind in ("audio", "video"):
-                line, negotiated = _accept_rtp(index, m, policy, local, transport, ssrc_source, send_ssrcs or {})
+                line, negotiated = _accept_rtp(
+                    index, m, policy, local, transport, ssrc_source, send_ssrcs or {}, keep_codecs or {}
+                )
             elif m.kind == "application":
                 line, negotiated = _accept_data(index, m, policy, local, transport)
             else:

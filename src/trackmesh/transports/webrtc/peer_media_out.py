@@ -32,9 +32,8 @@ from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
 from trackmesh.transports.webrtc.peer_media_in import media_codec
 from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
 from trackmesh.transports.webrtc.rtcp import build_sr
-from trackmesh.transports.webrtc.rtp import RtpError, RtpHeader
 from trackmesh.transports.webrtc.sdp_answer import EXT_ABS_SEND_TIME, EXT_TWCC, NegotiatedMedia
-from trackmesh.transports.webrtc.srtp import SrtpError, SrtpSession
+from trackmesh.transports.webrtc.srtp import RtpSender, SrtpError, SrtpSession
 from trackmesh.transports.webrtc.stun import Address
 from trackmesh.transports.webrtc.twcc import BandwidthEstimator, TwccSendHistory
 
@@ -42,6 +41,7 @@ __all__ = ["OutboundTrack", "SendContext"]
 
 _HDR: Final = struct.Struct("!BBHII")  # RFC 3550 s5.1 fixed header
 _U16: Final = struct.Struct("!H")
+_TS: Final = struct.Struct("!I")
 _ABS: Final = struct.Struct("!HB")  # 24-bit abs-send-time, high 16 bits then low 8
 _BUF_SIZE: Final = 64  # the fixed header plus our extension block
 #: RFC 868 / RFC 5905: seconds from the NTP epoch (1900) to the Unix epoch (1970).
@@ -108,6 +108,8 @@ class OutboundTrack:
         "_kf_requested",
         "_rates",
         "_rtx_seq",
+        "_sender",
+        "_sender_srtp",
         "_svc",
         "_view",
         "_win_end",
@@ -163,6 +165,10 @@ class OutboundTrack:
         self.clock_rate = media.codecs[0].clock_rate if media.codecs else 90000
         self.rewriter = SeqTsRewriter(self.clock_rate)
         self.ring = RetransmitBuffer(512 if self.video else 64)
+        # The SRTP protector of this SSRC, bound to the session it came from (a new DTLS
+        # handshake brings a new session, hence new keys and a new rollover counter).
+        self._sender: RtpSender | None = None
+        self._sender_srtp: SrtpSession | None = None
         self._buf = bytearray(_BUF_SIZE)
         self._view = memoryview(self._buf)
         self._hlen, self.twcc_pos, self.abs_pos = self._layout(media)
@@ -239,6 +245,10 @@ class OutboundTrack:
         if srtp is None or addr is None:
             self.counters["not_connected"] += 1
             return
+        sender = self._sender
+        if srtp is not self._sender_srtp or sender is None:
+            sender = self._sender = srtp.rtp_sender(self.ssrc)
+            self._sender_srtp = srtp
         pt = self.pts.get(pkt.codec)
         if pt is None:
             self.counters["codec_not_negotiated"] += 1
@@ -327,15 +337,18 @@ class OutboundTrack:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org abs-send-time).
             a = int((now + ctx.wall_offset) * 262144.0) & 0xFFFFFF
             _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
-        # Header from the reusable buffer, payload appended: one copy into the packet bytes
-        # SRTP needs anyway (cheaper than copying the payload into the buffer first).
-        plain = self._view[: hlen + dlen].tobytes() + (payload[dlen:] if dlen else payload)
-        self.ring.put(seq, plain)
+        # The header leaves the reusable buffer as one small bytes object (the AAD of GCM,
+        # RFC 7714 s7.1); the payload is not copied: SRTP encrypts it from the source's buffer
+        # and the retransmission ring keeps a reference to it, shared by every viewer. Only a
+        # renumbered VP8 descriptor makes this viewer's payload its own.
+        hdr = self._view[:hlen].tobytes()
+        body = payload if not dlen else self._view[hlen : hlen + dlen].tobytes() + payload[dlen:]
         try:
-            protected = srtp.protect_rtp(plain)
+            protected = sender.protect(hdr, body, seq)
         except SrtpError:
             self.counters["protect_failed"] += 1
             return
+        self.ring.put(seq, hdr, body, now)
         ctx.outbox.append((protected, addr))
         if tpos >= 0:
             ctx.history.on_sent(tseq, len(protected), now)
@@ -509,34 +522,35 @@ class OutboundTrack:
         if srtp is None or addr is None:
             return
         for seq in lost:
-            plain = self.ring.get(seq)
-            if plain is None:
+            entry = self.ring.get(seq, now)
+            if entry is None:
                 self.counters["nack_misses"] += 1
                 continue
             self.counters["nack_hits"] += 1
-            try:
-                h = RtpHeader.parse(plain)
-            except RtpError:
-                continue
-            rtx_pt = self.rtx_pts.get(h.payload_type)
+            stored, body = entry
+            hdr = bytearray(stored)
+            rtx_pt = self.rtx_pts.get(hdr[1] & 0x7F)
             if rtx_pt is not None and self.rtx_ssrc is not None:
                 # RFC 4588 s4: same timestamp and marker, the RTX stream's own sequence
                 # number, and the original sequence number (OSN) before the original payload.
-                pkt = bytearray(plain[: h.payload_offset])
-                pkt += _U16.pack(seq)
-                pkt += plain[h.payload_offset :]
-                _HDR.pack_into(pkt, 0, pkt[0], (pkt[1] & 0x80) | rtx_pt, self._rtx_seq, h.timestamp, self.rtx_ssrc)
-                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                out_seq = self._rtx_seq
+                _HDR.pack_into(
+                    hdr, 0, hdr[0], (hdr[1] & 0x80) | rtx_pt, out_seq, _TS.unpack_from(stored, 4)[0], self.rtx_ssrc
+                )
+                self._rtx_seq = (out_seq + 1) & 0xFFFF
+                body = _U16.pack(seq) + body
+                sender = srtp.rtp_sender(self.rtx_ssrc)
             else:
-                pkt = bytearray(plain)
+                out_seq = seq
+                sender = srtp.rtp_sender(self.ssrc)
             tseq = -1
             if self.twcc_pos >= 0:
                 # Every packet on the wire gets its own transport-wide number.
                 tseq = ctx.twcc_seq
                 ctx.twcc_seq = (tseq + 1) & 0xFFFF
-                _U16.pack_into(pkt, self.twcc_pos, tseq)
+                _U16.pack_into(hdr, self.twcc_pos, tseq)
             try:
-                protected = srtp.protect_rtp(bytes(pkt))
+                protected = sender.protect(bytes(hdr), body, out_seq)
             except SrtpError:
                 self.counters["protect_failed"] += 1
                 continue

@@ -105,6 +105,9 @@ class OutboundTrack:
         "_endpoint",
         "_generation",
         "_hlen",
+        "_hmode",
+        "_hst",
+        "_hvals",
         "_kf_requested",
         "_rates",
         "_rtx_seq",
@@ -172,6 +175,7 @@ class OutboundTrack:
         self._buf = bytearray(_BUF_SIZE)
         self._view = memoryview(self._buf)
         self._hlen, self.twcc_pos, self.abs_pos = self._layout(media)
+        self._hst, self._hmode, self._hvals = self._header_struct()
         self._rtx_seq = 0
         self._generation = 0
         self._channel: int | None = None
@@ -234,6 +238,36 @@ class OutboundTrack:
             self._buf[i] = 0  # padding (ID 0) to a 32-bit boundary
         struct.pack_into("!HH", self._buf, 12, 0xBEDE, words)
         return 16 + 4 * words, offsets.get(twcc_id, -1), offsets.get(abs_id, -1)
+
+    def _header_struct(self) -> tuple[struct.Struct, int, tuple[int, int, int, int]]:
+        """One Struct for the whole header this m-line sends (fixed header, extension block,
+        the negotiated elements and padding, as _layout wrote them), so a packet's header is
+        a single ``pack`` call. Returns (struct, mode, (b0, words, twcc id byte, abs id byte));
+        mode bit 0: transport-cc present, bit 1: abs-send-time present."""
+        hlen, tpos, apos = self._hlen, self.twcc_pos, self.abs_pos
+        fmt = "!BBHII"
+        mode = 0
+        if hlen > 12:
+            fmt += "HH"
+            # _layout writes transport-cc first, then abs-send-time.
+            if tpos >= 0:
+                fmt += "BH"
+                mode |= 1
+            if apos >= 0:
+                fmt += "BHB"
+                mode |= 2
+            fmt += "x" * (hlen - struct.calcsize(fmt))
+        hst = struct.Struct(fmt)
+        if hst.size != hlen:
+            raise AssertionError(f"header struct {fmt} is not {hlen} bytes")
+        buf = self._buf
+        values = (
+            0x90 if hlen > 12 else 0x80,
+            (hlen - 16) // 4,
+            buf[tpos - 1] if tpos >= 0 else 0,
+            buf[apos - 1] if apos >= 0 else 0,
+        )
+        return hst, mode, values
 
     # ---- the hot path ----------------------------------------------------------------------
 
@@ -326,22 +360,28 @@ class OutboundTrack:
             marker = marker or m == 1
         if self.skipper.skipped:
             seq = self.skipper.map(seq)
-        _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc)
-        tpos = self.twcc_pos
-        tseq = 0
-        if tpos >= 0:
+        # The whole header in one pack (only the extensions negotiated: see _header_struct).
+        # It is the AAD of GCM (RFC 7714 s7.1); the payload is not copied: SRTP encrypts it
+        # from the source's buffer and the retransmission ring keeps a reference to it, shared
+        # by every viewer. Only a renumbered VP8 descriptor makes this viewer's payload its own.
+        b0, words, tid, aid = self._hvals
+        b1 = (0x80 | pt) if marker else pt
+        mode = self._hmode
+        tseq = -1
+        if mode & 1:
             tseq = ctx.twcc_seq
             ctx.twcc_seq = (tseq + 1) & 0xFFFF
-            _U16.pack_into(buf, tpos, tseq)
-        if self.abs_pos >= 0:
+        if mode & 2:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org abs-send-time).
             a = int((now + ctx.wall_offset) * 262144.0) & 0xFFFFFF
-            _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
-        # The header leaves the reusable buffer as one small bytes object (the AAD of GCM,
-        # RFC 7714 s7.1); the payload is not copied: SRTP encrypts it from the source's buffer
-        # and the retransmission ring keeps a reference to it, shared by every viewer. Only a
-        # renumbered VP8 descriptor makes this viewer's payload its own.
-        hdr = self._view[:hlen].tobytes()
+            if mode == 3:
+                hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, tid, tseq, aid, a >> 8, a & 0xFF)
+            else:
+                hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, aid, a >> 8, a & 0xFF)
+        elif mode:
+            hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, tid, tseq)
+        else:
+            hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc)
         body = payload if not dlen else self._view[hlen : hlen + dlen].tobytes() + payload[dlen:]
         try:
             protected = sender.protect(hdr, body, seq)
@@ -350,7 +390,7 @@ class OutboundTrack:
             return
         self.ring.put(seq, hdr, body, now)
         ctx.outbox.append((protected, addr))
-        if tpos >= 0:
+        if tseq >= 0:
             ctx.history.on_sent(tseq, len(protected), now)
         self.packets += 1
         self.octets += size

@@ -58,7 +58,10 @@ class RetransmitBuffer:
             self._times = [0.0] * size
             ext = self._highest = seq + 0x10000
         else:
-            ext = extend_seq(hi, seq)
+            delta = (seq - hi) & 0xFFFF  # extend_seq inlined: once per packet per viewer
+            if delta >= 0x8000:
+                delta -= 0x10000
+            ext = hi + delta
             if ext > hi:
                 self._highest = ext
             elif hi - ext > self._mask:

@@ -222,7 +222,10 @@ class TwccSendHistory:
             ext = u.unwrap(seq)
         else:
             # SeqUnwrapper.unwrap inlined: this runs once per packet sent.
-            ext = extend_seq(hi, seq)
+            delta = (seq - hi) & 0xFFFF
+            if delta >= 0x8000:
+                delta -= 0x10000
+            ext = hi + delta
             if ext > hi:
                 u.highest = ext
         i = ext & self._mask

@@ -9,6 +9,8 @@ publisher and loss on the publisher's link is repaired once for everybody.
 
 from __future__ import annotations
 
+from array import array
+
 from trackmesh.transports.webrtc.rewrite import SeqUnwrapper, extend_seq
 
 __all__ = ["NackGenerator", "RetransmitBuffer"]
@@ -40,8 +42,8 @@ class RetransmitBuffer:
         self.max_age = max_age
         self._headers: list[bytes] = []
         self._payloads: list[bytes | memoryview] = []
-        self._seqs: list[int] = []
-        self._times: list[float] = []
+        self._seqs = array("q")
+        self._times = array("d")
         self._highest = -1
         self.hits = 0
         self.misses = 0
@@ -54,8 +56,10 @@ class RetransmitBuffer:
             size = self._mask + 1
             self._headers = [b""] * size
             self._payloads = [b""] * size
-            self._seqs = [-1] * size
-            self._times = [0.0] * size
+            # Typed arrays: no int/float object per slot (a list would add 28 bytes per
+            # extended sequence number).
+            self._seqs = array("q", [-1]) * size
+            self._times = array("d", bytes(8 * size))
             ext = self._highest = seq + 0x10000
         else:
             delta = (seq - hi) & 0xFFFF  # extend_seq inlined: once per packet per viewer

@@ -11,6 +11,7 @@ deterministic AIMD controller (documented on the class) rather than full GCC.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from typing import Final, NamedTuple
 
@@ -201,10 +202,10 @@ class TwccSendHistory:
         if size <= 0 or size & (size - 1):
             raise ValueError("size must be a power of two")
         self._mask = size - 1
-        self._times: list[float] = []
-        self._sizes: list[int] = []
-        self._exts: list[int] = []
-        self._reported: list[bool] = []
+        self._times = array("d")
+        self._sizes = array("q")
+        self._exts = array("q")
+        self._reported = bytearray()
         self._unwrapper = SeqUnwrapper()
         self._ref_full = -1
         self.unknown = 0  # feedback entries for packets not (or no longer) in the history
@@ -214,11 +215,13 @@ class TwccSendHistory:
         u = self._unwrapper
         hi = u.highest
         if hi < 0:
+            # Typed arrays, not lists: a list would also hold one int object per slot for the
+            # sequence number and size (28 bytes each), tripling an active peer's ring.
             n = self._mask + 1
-            self._times = [0.0] * n
-            self._sizes = [0] * n
-            self._exts = [-1] * n
-            self._reported = [False] * n
+            self._times = array("d", bytes(8 * n))
+            self._sizes = array("q", bytes(8 * n))
+            self._exts = array("q", [-1]) * n
+            self._reported = bytearray(n)
             ext = u.unwrap(seq)
         else:
             # SeqUnwrapper.unwrap inlined: this runs once per packet sent.
@@ -232,7 +235,7 @@ class TwccSendHistory:
         self._times[i] = now
         self._sizes[i] = size
         self._exts[i] = ext
-        self._reported[i] = False
+        self._reported[i] = 0
 
     def on_feedback(self, fb: TransportCcFeedback) -> list[PacketResult]:
         """Resolve a feedback packet into results for packets we sent, in sequence order."""
@@ -260,7 +263,7 @@ class TwccSendHistory:
             if self._exts[i] != ext:
                 self.unknown += 1
             elif not self._reported[i]:
-                self._reported[i] = True
+                self._reported[i] = 1
                 results.append(PacketResult(ext, self._times[i], arrival, self._sizes[i]))
             ext += 1
         return results

@@ -291,12 +291,28 @@ def test_gcm_sender_refuses_a_number_before_the_first_one_sent() -> None:
         sender.protect(header, body, 65535)  # would need rollover counter -1
 
 
-def test_aes_cm_sender_roundtrips_through_libsrtp() -> None:
+def test_aes_cm_sender_matches_libsrtp_across_the_wrap_and_bounds_its_buffer() -> None:
+    """The AES-CM sender drives libsrtp through a reusable buffer of its own: its output is
+    byte-identical to pylibsrtp's Session.protect (same key, same rollover counter), a re-sent
+    older number included; a packet too large for its buffer is refused, never overrun."""
     a = SrtpSession(SrtpProfile.AES128_CM_SHA1_80, CM_KEY, CM_KEY)
     b = SrtpSession(SrtpProfile.AES128_CM_SHA1_80, CM_KEY, CM_KEY)
+    reference = libsrtp_tx(CM_KEY, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
     sender = a.rtp_sender(0x11223344)
-    for seq in (65534, 65535, 0, 1):
-        packet = rtp(seq)
+    seqs = [(65530 + i) & 0xFFFF for i in range(12)] + [65534]  # across the wrap, then a re-send
+    for i, seq in enumerate(seqs):
+        packet = rtp(seq, payload=bytes([i]) * (100 + i))
         header, body, _ = _split(packet)
-        assert b.unprotect_rtp(sender.protect(header, memoryview(body), seq)) == packet
+        protected = sender.protect(header, memoryview(body), seq)
+        assert protected == reference.protect(packet)
+        if i < 12:
+            assert b.unprotect_rtp(protected) == packet
+    big = rtp(6, payload=b"\x5a" * 1800)  # more than pylibsrtp's own 1500-byte buffer
+    header, body, _ = _split(big)
+    protected = sender.protect(header, body, 6)
+    assert len(protected) == len(big) + 10
+    too_big = rtp(7, payload=b"\x5a" * 1900)  # with the 144-byte trailer room, over 2048
+    header, body, _ = _split(too_big)
+    with pytest.raises(SrtpError):
+        sender.protect(header, body, 7)
     assert a.rtp_sender(0x11223344) is sender

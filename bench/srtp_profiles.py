@@ -79,18 +79,19 @@ def _python_gcm(key: bytes) -> tuple[Callable[[bytes], bytes], Callable[[bytes],
     return cipher.protect, cipher.unprotect
 
 
-def _split_sender() -> None:
-    """Protect only: the forwarding path's per-SSRC GcmRtpSender, header and payload apart."""
+def _split_sender(name: str, profile: SrtpProfile, key_len: int) -> None:
+    """Protect only: the forwarding path's per-SSRC sender (SrtpSession.rtp_sender), header
+    and payload passed apart as OutboundTrack does."""
     cells = []
     for size_ in SIZES:
-        session = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, os.urandom(28), os.urandom(28))
+        session = SrtpSession(profile, os.urandom(key_len), os.urandom(key_len))
         sender = session.rtp_sender(0x1234ABCD)
         parts = [(p[:12], memoryview(p)[12:], (p[2] << 8) | p[3]) for p in _packets(size_, N)]
         start = time.perf_counter()
         for header, payload, seq in parts:
             sender.protect(header, payload, seq)
         cells.append(f"{(time.perf_counter() - start) / N * 1e6:6.2f} /    -  ")
-    print(f"{'GcmRtpSender (header/payload apart)':<38}" + "   ".join(f"{c:>17}" for c in cells))
+    print(f"{name:<38}" + "   ".join(f"{c:>17}" for c in cells))
 
 
 def main() -> None:
@@ -99,7 +100,8 @@ def main() -> None:
     _measure("pylibsrtp AES_CM_128_HMAC_SHA1_80", _libsrtp(SrtpProfile.AES128_CM_SHA1_80), 30)
     _measure("pylibsrtp AEAD_AES_128_GCM", _libsrtp(SrtpProfile.AEAD_AES_128_GCM), 28)
     _measure("cryptography GcmSrtpCipher (RFC 7714)", _python_gcm, 28)
-    _split_sender()
+    _split_sender("rtp_sender GCM (GcmRtpSender)", SrtpProfile.AEAD_AES_128_GCM, 28)
+    _split_sender("rtp_sender AES-CM (LibsrtpRtpSender)", SrtpProfile.AES128_CM_SHA1_80, 30)
 
 
 if __name__ == "__main__":

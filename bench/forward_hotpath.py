@@ -6,11 +6,12 @@ packets, SRTP-protected in advance, are fed to ``WebRtcPeer.handle_datagram`` an
 is cleared after each. The timed part is exactly the server's work: receive + unprotect once,
 then per viewer rewrite + protect + outbox append. Time is CPU time (``time.process_time``).
 
-Run with ``python bench/forward_hotpath.py [viewers] [packets]``. On the development box
-(CPython 3.11, 2 shared cores) 30000 packets of 1042 bytes measured ~61-65 us per incoming
-packet with 10 viewers (6.1-6.5 us per forwarded copy) and ~13.6 us with one viewer: about
-8.4 us to receive (unprotect, parse, TWCC/NACK bookkeeping, key-frame check, MediaPacket)
-plus about 5.3 us per viewer (of which SRTP protect through pylibsrtp is ~1.6 us).
+Run with ``taskset -c 1 python bench/forward_hotpath.py [viewers] [packets]``. On the
+development box (CPython 3.11, 2 shared cores, busy) 20000 packets of 1042 bytes with 10
+viewers measured 4.2-5.4 us per forwarded copy (7-8 us before the forwarding-path work that
+moved GCM protect to a per-SSRC AESGCM sender and dropped the per-viewer payload copy) and
+14.5-15.5 us per packet with one viewer, most of it the receive side (unprotect, parse,
+TWCC/NACK bookkeeping, key-frame check, MediaPacket). docs/benchmarks.md has the runs.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ def main() -> None:
 
     def ring_step() -> object:
         state[0] = (state[0] + 1) & 0xFFFF
-        ring.put(state[0], pkt)
-        return ring.get(state[0] - 5)
+        ring.put(state[0], pkt, payload, 0.0)
+        return ring.get(state[0] - 5, 0.0)
 
     print(f"packet: {len(pkt)} bytes, {len(exts)} one-byte extensions")
     bench("RtpHeader.parse", lambda: RtpHeader.parse(pkt))

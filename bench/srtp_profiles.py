@@ -2,8 +2,9 @@
 
 Run with ``python bench/srtp_profiles.py``. Prints microseconds per protect and per unprotect
 for 1200-byte (video-sized) and 160-byte (Opus-sized) RTP packets, for pylibsrtp
-AES_CM_128_HMAC_SHA1_80, pylibsrtp AEAD_AES_128_GCM and the pure-``cryptography``
-:class:`~trackmesh.transports.webrtc.srtp.GcmSrtpCipher`.
+AES_CM_128_HMAC_SHA1_80, pylibsrtp AEAD_AES_128_GCM, the pure-``cryptography``
+:class:`~trackmesh.transports.webrtc.srtp.GcmSrtpCipher` and (protect only) the forwarding
+path's :class:`~trackmesh.transports.webrtc.srtp.GcmRtpSender`.
 
 Unprotect needs a fresh sequence number per packet (the replay window rejects repeats), so
 each measurement pre-protects N distinct packets and then unprotects them in order.
@@ -15,6 +16,8 @@ import os
 import struct
 import time
 from collections.abc import Callable
+
+import pylibsrtp
 
 from trackmesh.transports.webrtc.srtp import GcmSrtpCipher, SrtpProfile, SrtpSession
 
@@ -60,6 +63,12 @@ def _libsrtp(
 ) -> Callable[[bytes], tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]]:
     def make(key: bytes) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
         session = SrtpSession(profile, key, key, gcm_backend="libsrtp")
+        if profile is SrtpProfile.AEAD_AES_128_GCM:
+            # SrtpSession protects GCM RTP with cryptography now; time libsrtp itself.
+            policy = pylibsrtp.Policy(
+                key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile
+            )
+            return pylibsrtp.Session(policy).protect, session.unprotect_rtp
         return session.protect_rtp, session.unprotect_rtp
 
     return make
@@ -70,12 +79,29 @@ def _python_gcm(key: bytes) -> tuple[Callable[[bytes], bytes], Callable[[bytes],
     return cipher.protect, cipher.unprotect
 
 
+def _split_sender(name: str, profile: SrtpProfile, key_len: int) -> None:
+    """Protect only: the forwarding path's per-SSRC sender (SrtpSession.rtp_sender), header
+    and payload passed apart as OutboundTrack does."""
+    cells = []
+    for size_ in SIZES:
+        session = SrtpSession(profile, os.urandom(key_len), os.urandom(key_len))
+        sender = session.rtp_sender(0x1234ABCD)
+        parts = [(p[:12], memoryview(p)[12:], (p[2] << 8) | p[3]) for p in _packets(size_, N)]
+        start = time.perf_counter()
+        for header, payload, seq in parts:
+            sender.protect(header, payload, seq)
+        cells.append(f"{(time.perf_counter() - start) / N * 1e6:6.2f} /    -  ")
+    print(f"{name:<38}" + "   ".join(f"{c:>17}" for c in cells))
+
+
 def main() -> None:
     print(f"us per packet, protect / unprotect, {N} packets each")
     print(f"{'backend':<38}" + "   ".join(f"{f'{s} B':>17}" for s in SIZES))
     _measure("pylibsrtp AES_CM_128_HMAC_SHA1_80", _libsrtp(SrtpProfile.AES128_CM_SHA1_80), 30)
     _measure("pylibsrtp AEAD_AES_128_GCM", _libsrtp(SrtpProfile.AEAD_AES_128_GCM), 28)
     _measure("cryptography GcmSrtpCipher (RFC 7714)", _python_gcm, 28)
+    _split_sender("rtp_sender GCM (GcmRtpSender)", SrtpProfile.AEAD_AES_128_GCM, 28)
+    _split_sender("rtp_sender AES-CM (LibsrtpRtpSender)", SrtpProfile.AES128_CM_SHA1_80, 30)
 
 
 if __name__ == "__main__":

@@ -270,19 +270,22 @@ class WorkerRuntime:
         if sock is None:
             outbox.clear()
             return
-        sent = 0
+        errors = 0
         sendto = sock.sendto
-        while outbox:
-            data, addr = outbox.popleft()
-            try:
-                sendto(data, addr)
-                sent += 1
-            except (BlockingIOError, InterruptedError):
-                # The kernel buffer is full: drop like a congested link would; NACK/PLI recover.
-                self.counters["udp_tx_errors"] += 1
-            except OSError:
-                self.counters["udp_tx_errors"] += 1
+        # Iterate, then clear once: cheaper per datagram than popleft (one per forwarded copy).
+        try:
+            for data, addr in outbox:
+                try:
+                    sendto(data, addr)
+                except OSError:
+                    # BlockingIOError: the kernel buffer is full; drop like a congested link
+                    # would (NACK/PLI recover). Other errors (e.g. unreachable) likewise.
+                    errors += 1
+            sent = len(outbox) - errors
+        finally:
+            outbox.clear()
         self.counters["udp_tx"] += sent
+        self.counters["udp_tx_errors"] += errors
 
     def _arm_timer(self) -> None:
         deadline = self.scheduler.next_deadline()

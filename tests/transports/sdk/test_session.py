@@ -512,6 +512,13 @@ class _PlainSrtp:
     def protect_rtp(self, plain: bytes) -> bytes:
         return plain
 
+    def rtp_sender(self, ssrc: int) -> _PlainSrtp:
+        # OutboundTrack protects through SrtpSession.rtp_sender(ssrc).protect(header, payload, seq).
+        return self
+
+    def protect(self, header: bytes, payload: bytes | memoryview, seq: int) -> bytes:
+        return header + payload
+
 
 def attach_cfg(sdk: SdkSession, name: str, peer: str, track: str, **cfg: int) -> session_pb2.Response:
     src = shared_pb2.Receiver.Source(peer=peer, track=track)

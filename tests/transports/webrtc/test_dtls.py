@@ -192,6 +192,33 @@ def test_server_rejects_wrong_client_fingerprint(client_cert: DtlsCertificate, s
     assert "fingerprint" in failed[0].reason
 
 
+def test_endpoints_of_one_certificate_share_a_context_but_check_their_own_fingerprint(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    """One SSL.Context per certificate (memory per peer), yet each endpoint verifies the
+    fingerprint its own SDP gave: interleaved handshakes on the shared context, one with an
+    impostor client, one genuine, are decided independently."""
+    impostor = DtlsCertificate.generate(NOT_BEFORE)
+    bad_client, bad_server = make_pair(impostor, server_cert, server_expects=client_cert.fingerprint_sha256())
+    good_client, good_server = make_pair(client_cert, server_cert)
+    assert bad_server._conn.get_context() is good_server._conn.get_context()
+    bad, good = Net(bad_client, bad_server), Net(good_client, good_server)
+    bad_client.start(0.0)
+    good_client.start(0.0)
+    for _ in range(10):
+        bad.pump(0.0)
+        good.pump(0.0)
+    assert good_server.state is good_client.state is DtlsState.CONNECTED
+    assert bad_server.state is DtlsState.FAILED
+    failed = [e for e in bad.events["server"] if isinstance(e, DtlsFailed)]
+    assert failed and "fingerprint" in failed[0].reason
+    # A new endpoint on the same context after both: still its own decision.
+    late_client, late_server = make_pair(client_cert, server_cert)
+    late = Net(late_client, late_server)
+    late.run()
+    assert late_server.state is DtlsState.CONNECTED
+
+
 def test_rsa_client_certificate_accepted(server_cert: DtlsCertificate) -> None:
     rsa_cert = rsa_certificate()
     client, server = make_pair(rsa_cert, server_cert)

@@ -6,35 +6,54 @@ from hypothesis import strategies as st
 from trackmesh.transports.webrtc.nack import NackGenerator, RetransmitBuffer
 
 
+def header_of(buf: RetransmitBuffer, seq: int, now: float = 0.0) -> bytes | None:
+    entry = buf.get(seq, now)
+    return None if entry is None else entry[0]
+
+
 def test_buffer_put_get_and_stale() -> None:
     buf = RetransmitBuffer(8)
     for seq in range(65530, 65536):
-        buf.put(seq, bytes([seq & 0xFF]))
+        buf.put(seq, bytes([seq & 0xFF]), b"", 0.0)
     for seq in range(0, 4):
-        buf.put(seq, bytes([seq]))
-    assert buf.get(3) == b"\x03"
-    assert buf.get(65535) == b"\xff"
-    assert buf.get(65532) == b"\xfc"
+        buf.put(seq, bytes([seq]), b"", 0.0)
+    assert header_of(buf, 3) == b"\x03"
+    assert header_of(buf, 65535) == b"\xff"
+    assert header_of(buf, 65532) == b"\xfc"
     # 65530 and 65531 were overwritten by 2 and 3 (same ring slots).
-    assert buf.get(65530) is None
-    assert buf.get(65531) is None
-    assert buf.get(4) is None  # not sent yet
-    assert buf.get(30000) is None  # far away
+    assert header_of(buf, 65530) is None
+    assert header_of(buf, 65531) is None
+    assert header_of(buf, 4) is None  # not sent yet
+    assert header_of(buf, 30000) is None  # far away
     assert buf.hits == 3 and buf.misses == 4
 
 
 def test_buffer_gap_leaves_stale_slot_detected() -> None:
     buf = RetransmitBuffer(4)
-    buf.put(0, b"a")
-    buf.put(1, b"b")
-    buf.put(5, b"f")  # slot 1 now holds seq 5; seq 1 is outside the window anyway
-    assert buf.get(1) is None
-    assert buf.get(4) is None  # slot 0 still holds seq 0, not 4
-    assert buf.get(5) == b"f"
+    buf.put(0, b"a", b"", 0.0)
+    buf.put(1, b"b", b"", 0.0)
+    buf.put(5, b"f", b"", 0.0)  # slot 1 now holds seq 5; seq 1 is outside the window anyway
+    assert header_of(buf, 1) is None
+    assert header_of(buf, 4) is None  # slot 0 still holds seq 0, not 4
+    assert header_of(buf, 5) == b"f"
+
+
+def test_buffer_keeps_the_payload_by_reference_and_expires_by_age() -> None:
+    buf = RetransmitBuffer(512, max_age=1.0)
+    source = bytes(1000)
+    shared = memoryview(source)[12:]
+    buf.put(7, b"hdr7", shared, 10.0)
+    buf.put(8, b"hdr8", shared, 10.5)
+    entry = buf.get(7, 10.9)
+    assert entry is not None and entry[0] == b"hdr7" and entry[1] is shared  # no copy per viewer
+    assert buf.get(7, 11.0) is not None  # exactly max_age old: still useful
+    assert buf.get(7, 11.01) is None  # older than max_age: a late NACK is not answered
+    assert buf.get(8, 11.01) is not None
+    assert (buf.hits, buf.misses) == (3, 1)
 
 
 def test_empty_buffer() -> None:
-    assert RetransmitBuffer().get(1) is None
+    assert header_of(RetransmitBuffer(), 1) is None
 
 
 @given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=200))
@@ -42,9 +61,9 @@ def test_buffer_never_returns_wrong_packet(seqs: list[int]) -> None:
     """Arbitrary (even wildly reordered) puts never make get() return another seq's packet."""
     buf = RetransmitBuffer(16)
     for s in seqs:
-        buf.put(s, s.to_bytes(2, "big"))
+        buf.put(s, s.to_bytes(2, "big"), b"", 0.0)
     for s in set(seqs):
-        got = buf.get(s)
+        got = header_of(buf, s)
         assert got is None or got == s.to_bytes(2, "big")
 
 
@@ -114,11 +133,11 @@ def test_buffer_in_order_window(start: int, steps: list[int]) -> None:
     seq = start
     for step in steps:
         seq = (seq + step) & 0xFFFF
-        buf.put(seq, seq.to_bytes(2, "big"))
+        buf.put(seq, seq.to_bytes(2, "big"), b"", 0.0)
         sent.append(seq)
-    assert buf.get(sent[-1]) == sent[-1].to_bytes(2, "big")
+    assert header_of(buf, sent[-1]) == sent[-1].to_bytes(2, "big")
     newest = start + sum(steps)
     for i, s in enumerate(sent):
         ext = start + sum(steps[: i + 1])
         expected = s.to_bytes(2, "big") if newest - ext < 32 else None
-        assert buf.get(s) == expected
+        assert header_of(buf, s) == expected

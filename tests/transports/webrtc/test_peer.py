@@ -135,6 +135,28 @@ def test_viewer_nack_is_answered_with_rtx_from_the_buffer(net: Net) -> None:
     assert p2[h2.payload_offset :] == VP8_DELTA + bytes([505 & 0xFF]) * 40
 
 
+def test_viewer_nack_older_than_the_ring_age_is_not_answered(net: Net) -> None:
+    """The retransmission ring is bounded by age (1 s) as well as count: a NACK that late is
+    counted as a miss, not answered with a packet the viewer's jitter buffer has given up on."""
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    send_frames(net, pub, 500, 5)
+    vssrc = viewer.local_ssrc("1")
+    early, late = (viewer.media(vssrc)[i][0].sequence_number for i in (1, 2))
+    rtx_ssrc = vpeer.outbound["1"].rtx_ssrc
+    assert rtx_ssrc is not None
+    net.advance(0.5)
+    viewer.send_rtcp(build_nack(1, vssrc, [early]))
+    net.flush()
+    assert len(viewer.media(rtx_ssrc)) == 1  # within the age bound: answered
+    net.advance(0.7)
+    viewer.send_rtcp(build_nack(1, vssrc, [late]))
+    net.flush()
+    assert len(viewer.media(rtx_ssrc)) == 1  # 1.2 s after it was sent: not answered
+    counters = vpeer.outbound["1"].counters
+    assert (counters["nack_hits"], counters["nack_misses"]) == (1, 1)
+
+
 def test_publisher_loss_is_nacked_and_rtx_unwrapped(net: Net) -> None:
     viewer, _ = net.connect(PeerMode.WHEP)
     pub, _ = publish(net)

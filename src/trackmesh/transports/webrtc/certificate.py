@@ -68,7 +68,7 @@ def supported_fingerprint_algorithms() -> tuple[str, ...]:
     return ("sha-512", "sha-384", "sha-256", "sha-224", "sha-1")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakref: dtls.py caches a context per certificate
 class DtlsCertificate:
     """A private key and its self-signed certificate, in both cryptography and pyOpenSSL form."""
 
@@ -100,9 +100,7 @@ class DtlsCertificate:
         return cls.from_key_and_certificate(key, cert)
 
     @classmethod
-    def from_key_and_certificate(
-        cls, private_key: PrivateKey, certificate: x509.Certificate
-    ) -> DtlsCertificate:
+    def from_key_and_certificate(cls, private_key: PrivateKey, certificate: x509.Certificate) -> DtlsCertificate:
         """Wrap an existing key and certificate (any key type OpenSSL supports, e.g. RSA)."""
         return cls(private_key, certificate, certificate.public_bytes(serialization.Encoding.DER))
 

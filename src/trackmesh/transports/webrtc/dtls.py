@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -190,6 +191,53 @@ def _normalise_fingerprints(remote: Sequence[tuple[str, str]]) -> tuple[str, fro
     raise DtlsError("no remote fingerprint with a supported hash function (RFC 8122 s5)")
 
 
+#: One SSL.Context per (certificate, SRTP profiles), shared by every endpoint using them: a
+#: context costs tens of kilobytes of OpenSSL memory, and a worker has one certificate.
+_CONTEXTS: weakref.WeakKeyDictionary[DtlsCertificate, dict[tuple[SrtpProfile, ...], SSL.Context]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_context(certificate: DtlsCertificate, profiles: tuple[SrtpProfile, ...]) -> SSL.Context:
+    by_profiles = _CONTEXTS.setdefault(certificate, {})
+    ctx = by_profiles.get(profiles)
+    if ctx is not None:
+        return ctx
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.set_min_proto_version(_DTLS1_2_VERSION)
+    ctx.set_max_proto_version(_DTLS1_2_VERSION)  # DTLS 1.3 is not in WebRTC (RFC 8827)
+    ctx.use_certificate(certificate.certificate)
+    ctx.use_privatekey(certificate.private_key)
+    ctx.check_privatekey()
+    ctx.set_cipher_list(_CIPHERS)
+    # No session resumption: every association proves its certificate against the SDP
+    # fingerprint (RFC 8122 s5), and a shared context must not accumulate peers' sessions.
+    ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # Free each connection's record buffers while it is idle (most of a connected peer's
+    # OpenSSL memory: media is SRTP, outside DTLS).
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    if profiles:
+        ctx.set_tlsext_use_srtp(b":".join(p.value.encode() for p in profiles))
+    # RFC 8827 s6.5: both sides present certificates; the server must ask for the client's.
+    # Chain validation is meaningless for self-signed certificates, so the callback decides
+    # on the fingerprint alone, per endpoint.
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_callback)
+    by_profiles[profiles] = ctx
+    return ctx
+
+
+def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    # Must never raise: pyOpenSSL re-raises a callback's exception from the shared context's
+    # helper, which could surface in another connection's call.
+    try:
+        ref = conn.get_app_data()
+        endpoint = ref() if isinstance(ref, weakref.ref) else None
+        return isinstance(endpoint, DtlsEndpoint) and endpoint._verify(conn, cert, errno, depth, ok)
+    except Exception:
+        return False
+
+
 class DtlsEndpoint:
     """One DTLS 1.2 association, as DTLS ``"client"`` or ``"server"`` (RFC 5763 s5 setup)."""
 
@@ -211,21 +259,11 @@ class DtlsEndpoint:
         self._mtu = mtu
         self._max_retransmissions = max_retransmissions
 
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        ctx.set_min_proto_version(_DTLS1_2_VERSION)
-        ctx.set_max_proto_version(_DTLS1_2_VERSION)  # DTLS 1.3 is not in WebRTC (RFC 8827)
-        ctx.use_certificate(certificate.certificate)
-        ctx.use_privatekey(certificate.private_key)
-        ctx.check_privatekey()
-        ctx.set_cipher_list(_CIPHERS)
-        ctx.set_options(SSL.OP_NO_QUERY_MTU)
-        if self._profiles:
-            ctx.set_tlsext_use_srtp(b":".join(p.value.encode() for p in self._profiles))
-        # RFC 8827 s6.5: both sides present certificates; the server must ask for the
-        # client's. Chain validation is meaningless for self-signed certificates, so the
-        # callback decides on the fingerprint alone.
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        ctx = _shared_context(certificate, self._profiles)
         self._conn = SSL.Connection(ctx, None)
+        # The shared context's verify callback finds this endpoint through the connection
+        # (weakly, so the endpoint is not kept alive by a cycle through OpenSSL's objects).
+        self._conn.set_app_data(weakref.ref(self))
         if role == "client":
             self._conn.set_connect_state()
         else:
@@ -411,6 +449,7 @@ class DtlsEndpoint:
             return
         self.state = DtlsState.CONNECTED
         self._deadline = None
+        self._last_flight = []  # only resent while handshaking; _final_flight covers the rest
         self._events.append(self._connected_event())
 
     def _connected_event(self) -> DtlsConnected:

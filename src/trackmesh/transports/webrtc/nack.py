@@ -2,12 +2,14 @@
 generator (generic NACK, RFC 4585 s6.2.1; retransmission as in RFC 4588 s1 motivation).
 
 The SFU terminates NACK loops on both legs: it answers viewers' NACKs from its own
-:class:`RetransmitBuffer` (holding packets already rewritten for that viewer) and it NACKs the
+:class:`RetransmitBuffer` (the header rewritten for that viewer, the payload shared with the source) and it NACKs the
 publisher itself with :class:`NackGenerator`, so loss on one viewer's link never reaches the
 publisher and loss on the publisher's link is repaired once for everybody.
 """
 
 from __future__ import annotations
+
+from array import array
 
 from trackmesh.transports.webrtc.rewrite import SeqUnwrapper, extend_seq
 
@@ -15,52 +17,82 @@ __all__ = ["NackGenerator", "RetransmitBuffer"]
 
 
 class RetransmitBuffer:
-    """A ring of the last ``size`` packets of one outgoing stream, indexed by ``seq & mask``.
+    """The last ``size`` packets of one outgoing stream, indexed by ``seq & mask``, for at most
+    ``max_age`` seconds.
+
+    A packet is kept as two references: the header written for this viewer (a small bytes
+    object of its own) and the payload, which is the source packet's buffer shared by every
+    viewer of that source (never copied per viewer). So a video viewer costs a few tens of
+    kilobytes of ring instead of a private copy of the last ``size`` packets, and a source's
+    payloads stay alive only as long as some viewer may still be asked for them.
 
     Each slot remembers the extended sequence number it holds, so a lookup for a number the
     slot no longer holds (overwritten by a newer lap of the ring), one too old to be in the
-    window, or one not sent yet, returns None instead of a wrong packet.
+    window, one not sent yet, or one sent more than ``max_age`` ago (a NACK that late cannot
+    help a real-time receiver, RFC 4588 s1) returns None instead of a wrong or useless packet.
+    The slot lists are allocated on the first packet, so a stream that never sends costs none.
     """
 
-    __slots__ = ("_highest", "_mask", "_packets", "_seqs", "hits", "misses")
+    __slots__ = ("_headers", "_highest", "_mask", "_payloads", "_seqs", "_times", "hits", "max_age", "misses")
 
-    def __init__(self, size: int = 512) -> None:
+    def __init__(self, size: int = 512, max_age: float = 1.0) -> None:
         if size <= 0 or size & (size - 1):
             raise ValueError("size must be a power of two")
         self._mask = size - 1
-        self._packets: list[bytes | None] = [None] * size
-        self._seqs: list[int] = [-1] * size
+        self.max_age = max_age
+        self._headers: list[bytes] = []
+        self._payloads: list[bytes | memoryview] = []
+        self._seqs = array("q")
+        self._times = array("d")
         self._highest = -1
         self.hits = 0
         self.misses = 0
 
-    def put(self, seq: int, packet: bytes) -> None:
-        """Store the packet sent with (outgoing) sequence number ``seq``."""
-        if self._highest < 0:
-            ext = seq + 0x10000
-            self._highest = ext
+    def put(self, seq: int, header: bytes, payload: bytes | memoryview, now: float) -> None:
+        """Store the packet sent at ``now`` with (outgoing) sequence number ``seq``: ``header``
+        is its RTP header as sent, ``payload`` what follows it (kept by reference)."""
+        hi = self._highest
+        if hi < 0:
+            size = self._mask + 1
+            self._headers = [b""] * size
+            self._payloads = [b""] * size
+            # Typed arrays: no int/float object per slot (a list would add 28 bytes per
+            # extended sequence number).
+            self._seqs = array("q", [-1]) * size
+            self._times = array("d", bytes(8 * size))
+            ext = self._highest = seq + 0x10000
         else:
-            ext = extend_seq(self._highest, seq)
-            if ext > self._highest:
+            delta = (seq - hi) & 0xFFFF  # extend_seq inlined: once per packet per viewer
+            if delta >= 0x8000:
+                delta -= 0x10000
+            ext = hi + delta
+            if ext > hi:
                 self._highest = ext
-            elif self._highest - ext > self._mask:
+            elif hi - ext > self._mask:
                 return  # too old for the window: storing it would evict a newer packet
         idx = ext & self._mask
-        self._packets[idx] = packet
+        self._headers[idx] = header
+        self._payloads[idx] = payload
         self._seqs[idx] = ext
+        self._times[idx] = now
 
-    def get(self, seq: int) -> bytes | None:
-        """The stored packet for ``seq`` or None if it is not (or no longer) in the ring."""
+    def get(self, seq: int, now: float) -> tuple[bytes, bytes | memoryview] | None:
+        """(header, payload) stored for ``seq``, or None if it is not (or no longer) here."""
         if self._highest < 0:
             self.misses += 1
             return None
         ext = extend_seq(self._highest, seq)
         idx = ext & self._mask
-        if ext > self._highest or self._highest - ext > self._mask or self._seqs[idx] != ext:
+        if (
+            ext > self._highest
+            or self._highest - ext > self._mask
+            or self._seqs[idx] != ext
+            or now - self._times[idx] > self.max_age
+        ):
             self.misses += 1
             return None
         self.hits += 1
-        return self._packets[idx]
+        return self._headers[idx], self._payloads[idx]
 
 
 class _Missing:

@@ -34,9 +34,8 @@ from trackmesh.transports.webrtc.peer_media_in import media_codec
 from trackmesh.transports.webrtc.receiver_stats import ReceptionReport
 from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
 from trackmesh.transports.webrtc.rtcp import build_sr
-from trackmesh.transports.webrtc.rtp import RtpError, RtpHeader
 from trackmesh.transports.webrtc.sdp_answer import EXT_ABS_SEND_TIME, EXT_TWCC, NegotiatedMedia
-from trackmesh.transports.webrtc.srtp import SrtpError, SrtpSession
+from trackmesh.transports.webrtc.srtp import RtpSender, SrtpError, SrtpSession
 from trackmesh.transports.webrtc.stun import Address
 from trackmesh.transports.webrtc.twcc import BandwidthEstimator, TwccSendHistory
 
@@ -44,6 +43,7 @@ __all__ = ["OutboundTrack", "SendContext"]
 
 _HDR: Final = struct.Struct("!BBHII")  # RFC 3550 s5.1 fixed header
 _U16: Final = struct.Struct("!H")
+_TS: Final = struct.Struct("!I")
 _ABS: Final = struct.Struct("!HB")  # 24-bit abs-send-time, high 16 bits then low 8
 _BUF_SIZE: Final = 64  # the fixed header plus our extension block
 #: RFC 868 / RFC 5905: seconds from the NTP epoch (1900) to the Unix epoch (1970).
@@ -109,9 +109,14 @@ class OutboundTrack:
         "_endpoint",
         "_generation",
         "_hlen",
+        "_hmode",
+        "_hst",
+        "_hvals",
         "_kf_requested",
         "_rates",
         "_rtx_seq",
+        "_sender",
+        "_sender_srtp",
         "_svc",
         "_tbytes",
         "_trates",
@@ -173,9 +178,14 @@ class OutboundTrack:
         self.rewriter = SeqTsRewriter(self.clock_rate)
         self.reception = ReceptionReport(self.clock_rate)  # the viewer's reports about self.ssrc
         self.ring = RetransmitBuffer(512 if self.video else 64)
+        # The SRTP protector of this SSRC, bound to the session it came from (a new DTLS
+        # handshake brings a new session, hence new keys and a new rollover counter).
+        self._sender: RtpSender | None = None
+        self._sender_srtp: SrtpSession | None = None
         self._buf = bytearray(_BUF_SIZE)
         self._view = memoryview(self._buf)
         self._hlen, self.twcc_pos, self.abs_pos = self._layout(media)
+        self._hst, self._hmode, self._hvals = self._header_struct()
         self._rtx_seq = 0
         self._generation = 0
         self._channel: int | None = None
@@ -247,6 +257,36 @@ class OutboundTrack:
         struct.pack_into("!HH", self._buf, 12, 0xBEDE, words)
         return 16 + 4 * words, offsets.get(twcc_id, -1), offsets.get(abs_id, -1)
 
+    def _header_struct(self) -> tuple[struct.Struct, int, tuple[int, int, int, int]]:
+        """One Struct for the whole header this m-line sends (fixed header, extension block,
+        the negotiated elements and padding, as _layout wrote them), so a packet's header is
+        a single ``pack`` call. Returns (struct, mode, (b0, words, twcc id byte, abs id byte));
+        mode bit 0: transport-cc present, bit 1: abs-send-time present."""
+        hlen, tpos, apos = self._hlen, self.twcc_pos, self.abs_pos
+        fmt = "!BBHII"
+        mode = 0
+        if hlen > 12:
+            fmt += "HH"
+            # _layout writes transport-cc first, then abs-send-time.
+            if tpos >= 0:
+                fmt += "BH"
+                mode |= 1
+            if apos >= 0:
+                fmt += "BHB"
+                mode |= 2
+            fmt += "x" * (hlen - struct.calcsize(fmt))
+        hst = struct.Struct(fmt)
+        if hst.size != hlen:
+            raise AssertionError(f"header struct {fmt} is not {hlen} bytes")
+        buf = self._buf
+        values = (
+            0x90 if hlen > 12 else 0x80,
+            (hlen - 16) // 4,
+            buf[tpos - 1] if tpos >= 0 else 0,
+            buf[apos - 1] if apos >= 0 else 0,
+        )
+        return hst, mode, values
+
     # ---- the hot path ----------------------------------------------------------------------
 
     def on_media(self, pkt: MediaPacket) -> None:
@@ -257,6 +297,10 @@ class OutboundTrack:
         if srtp is None or addr is None:
             self.counters["not_connected"] += 1
             return
+        sender = self._sender
+        if srtp is not self._sender_srtp or sender is None:
+            sender = self._sender = srtp.rtp_sender(self.ssrc)
+            self._sender_srtp = srtp
         pt = self.pts.get(pkt.codec)
         if pt is None:
             self.counters["codec_not_negotiated"] += 1
@@ -343,28 +387,37 @@ class OutboundTrack:
                 vp9.rewrite(buf, hlen, d9)
         if self.skipper.skipped:
             seq = self.skipper.map(seq)
-        _HDR.pack_into(buf, 0, 0x90 if hlen > 12 else 0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc)
-        tpos = self.twcc_pos
-        tseq = 0
-        if tpos >= 0:
+        # The whole header in one pack (only the extensions negotiated: see _header_struct).
+        # It is the AAD of GCM (RFC 7714 s7.1); the payload is not copied: SRTP encrypts it
+        # from the source's buffer and the retransmission ring keeps a reference to it, shared
+        # by every viewer. Only a renumbered VP8 descriptor makes this viewer's payload its own.
+        b0, words, tid, aid = self._hvals
+        b1 = (0x80 | pt) if marker else pt
+        mode = self._hmode
+        tseq = -1
+        if mode & 1:
             tseq = ctx.twcc_seq
             ctx.twcc_seq = (tseq + 1) & 0xFFFF
-            _U16.pack_into(buf, tpos, tseq)
-        if self.abs_pos >= 0:
+        if mode & 2:
             # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org abs-send-time).
             a = int((now + ctx.wall_offset) * 262144.0) & 0xFFFFFF
-            _ABS.pack_into(buf, self.abs_pos, a >> 8, a & 0xFF)
-        # Header from the reusable buffer, payload appended: one copy into the packet bytes
-        # SRTP needs anyway (cheaper than copying the payload into the buffer first).
-        plain = self._view[: hlen + dlen].tobytes() + (payload[dlen:] if dlen else payload)
-        self.ring.put(seq, plain)
+            if mode == 3:
+                hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, tid, tseq, aid, a >> 8, a & 0xFF)
+            else:
+                hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, aid, a >> 8, a & 0xFF)
+        elif mode:
+            hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc, 0xBEDE, words, tid, tseq)
+        else:
+            hdr = self._hst.pack(b0, b1, seq, ts, self.ssrc)
+        body = payload if not dlen else self._view[hlen : hlen + dlen].tobytes() + payload[dlen:]
         try:
-            protected = srtp.protect_rtp(plain)
+            protected = sender.protect(hdr, body, seq)
         except SrtpError:
             self.counters["protect_failed"] += 1
             return
+        self.ring.put(seq, hdr, body, now)
         ctx.outbox.append((protected, addr))
-        if tpos >= 0:
+        if tseq >= 0:
             ctx.history.on_sent(tseq, len(protected), now)
         self.packets += 1
         self.octets += size
@@ -581,34 +634,35 @@ class OutboundTrack:
         if srtp is None or addr is None:
             return
         for seq in lost:
-            plain = self.ring.get(seq)
-            if plain is None:
+            entry = self.ring.get(seq, now)
+            if entry is None:
                 self.counters["nack_misses"] += 1
                 continue
             self.counters["nack_hits"] += 1
-            try:
-                h = RtpHeader.parse(plain)
-            except RtpError:
-                continue
-            rtx_pt = self.rtx_pts.get(h.payload_type)
+            stored, body = entry
+            hdr = bytearray(stored)
+            rtx_pt = self.rtx_pts.get(hdr[1] & 0x7F)
             if rtx_pt is not None and self.rtx_ssrc is not None:
                 # RFC 4588 s4: same timestamp and marker, the RTX stream's own sequence
                 # number, and the original sequence number (OSN) before the original payload.
-                pkt = bytearray(plain[: h.payload_offset])
-                pkt += _U16.pack(seq)
-                pkt += plain[h.payload_offset :]
-                _HDR.pack_into(pkt, 0, pkt[0], (pkt[1] & 0x80) | rtx_pt, self._rtx_seq, h.timestamp, self.rtx_ssrc)
-                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                out_seq = self._rtx_seq
+                _HDR.pack_into(
+                    hdr, 0, hdr[0], (hdr[1] & 0x80) | rtx_pt, out_seq, _TS.unpack_from(stored, 4)[0], self.rtx_ssrc
+                )
+                self._rtx_seq = (out_seq + 1) & 0xFFFF
+                body = _U16.pack(seq) + body
+                sender = srtp.rtp_sender(self.rtx_ssrc)
             else:
-                pkt = bytearray(plain)
+                out_seq = seq
+                sender = srtp.rtp_sender(self.ssrc)
             tseq = -1
             if self.twcc_pos >= 0:
                 # Every packet on the wire gets its own transport-wide number.
                 tseq = ctx.twcc_seq
                 ctx.twcc_seq = (tseq + 1) & 0xFFFF
-                _U16.pack_into(pkt, self.twcc_pos, tseq)
+                _U16.pack_into(hdr, self.twcc_pos, tseq)
             try:
-                protected = srtp.protect_rtp(bytes(pkt))
+                protected = sender.protect(bytes(hdr), body, out_seq)
             except SrtpError:
                 self.counters["protect_failed"] += 1
                 continue

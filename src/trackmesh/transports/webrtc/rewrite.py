@@ -129,14 +129,19 @@ class SeqTsRewriter:
             self._switch(ssrc, seq, ts, now)
             out_ext = self._out_highest
         else:
-            ext = extend_seq(self._src_highest, seq)
+            # extend_seq inlined (once per packet per viewer).
+            hi = self._src_highest
+            delta = (seq - hi) & 0xFFFF
+            if delta >= 0x8000:
+                delta -= _SEQ_MOD
+            ext = hi + delta
             if ext < self._src_base:
                 # Older than the switch point: its outgoing slot would collide with numbers
                 # already used for the previous source.
                 self.dropped += 1
                 return None
             out_ext = ext + self._seq_offset
-            if ext > self._src_highest:
+            if ext > hi:
                 self._src_highest = ext
                 self._out_highest = out_ext
                 self._last_out_ts = (ts + self._ts_offset) & 0xFFFFFFFF

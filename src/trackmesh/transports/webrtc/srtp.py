@@ -1,25 +1,25 @@
 """SRTP/SRTCP protection for the WebRTC transport (RFC 3711, RFC 7714, RFC 5764).
 
-:class:`SrtpSession` holds one outbound and one inbound context. By default both run on
-pylibsrtp (libsrtp via cffi): one libsrtp session with an ``SSRC_ANY_OUTBOUND`` template for
-what we send and one with ``SSRC_ANY_INBOUND`` for what we receive, so streams are created
-on first use of each SSRC.
+:class:`SrtpSession` holds one outbound and one inbound context on pylibsrtp (libsrtp via
+cffi): one libsrtp session with an ``SSRC_ANY_OUTBOUND`` template for what we send and one with
+``SSRC_ANY_INBOUND`` for what we receive, so streams are created on first use of each SSRC.
 
-:class:`GcmSrtpCipher` is an independent pure-``cryptography`` implementation of RFC 7714
-AEAD_AES_128_GCM for RTP (IV per s8.1, AAD = the RTP header, 16-byte tag, RFC 3711 s3.3.1
-rollover counter and s3.3.2 replay window). It exists to cross-check libsrtp and as an
-alternative GCM backend. ``python bench/srtp_profiles.py`` on the development box
-(CPython 3.11, OpenSSL 4.0, one core; libsrtp timed through :class:`SrtpSession`) measured,
-in microseconds per packet, protect / unprotect::
+Outgoing RTP goes through one sender per SSRC (:meth:`SrtpSession.rtp_sender`), which takes the
+header and the payload apart so the forwarding path never builds a plaintext packet:
 
-                                         1200 B          160 B
-    pylibsrtp AES_CM_128_HMAC_SHA1_80   2.0 / 2.1      1.3 / 1.3
-    pylibsrtp AEAD_AES_128_GCM          1.3 / 1.4      1.1 / 1.1
-    cryptography GcmSrtpCipher          1.7 / 1.8      1.4 / 1.6
+- AEAD_AES_128_GCM: :class:`GcmRtpSender`, RFC 7714 on ``cryptography``'s AESGCM with the key
+  derived once (RFC 3711 s4.3 KDF, RFC 7714 s11) and the RTP header as AAD. Every RTP packet of
+  a GCM session is protected this way (also :meth:`SrtpSession.protect_rtp`), so one rollover
+  counter per SSRC exists; libsrtp's receivers accept it (tests: byte-identical to libsrtp).
+- AES_CM_128_HMAC_SHA1_80: :class:`LibsrtpRtpSender`, libsrtp through a reusable buffer.
 
-pylibsrtp is faster at both sizes (the Python header parsing and ROC bookkeeping cost more
-than the cffi call), so it stays the default GCM path; ``gcm_backend="python"`` selects
-:class:`GcmSrtpCipher` for RTP (RTCP always uses libsrtp).
+``python bench/srtp_profiles.py`` (docs/benchmarks.md has the table) measured protect of a
+1,200-byte packet at about 1.3 us through :class:`GcmRtpSender` against 2.2 us through
+pylibsrtp's ``Session.protect`` (which copies in and out and allocates per call).
+
+:class:`GcmSrtpCipher` is the whole-packet RFC 7714 implementation (IV per s8.1, 16-byte tag,
+RFC 3711 s3.3.1 rollover counter and s3.3.2 replay window); ``gcm_backend="python"`` selects it
+for unprotecting RTP (pylibsrtp is the faster default there; RTCP always uses libsrtp).
 
 Everything here is sans-IO and allocation-light: per packet we create only the output
 ``bytes``; failures are counted in integer attributes and raised as :class:`SrtpError`.
@@ -28,7 +28,7 @@ Everything here is sans-IO and allocation-light: per packet we create only the o
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pylibsrtp
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from trackmesh.transports.webrtc.dtls import DtlsConnected
 
 __all__ = [
+    "GcmRtpSender",
     "GcmSrtpCipher",
+    "LibsrtpRtpSender",
+    "RtpSender",
     "SrtpAuthenticationError",
     "SrtpError",
     "SrtpMalformedError",
@@ -105,6 +108,7 @@ class SrtpMalformedError(SrtpError):
 _TAG_LEN: Final = 16  # RFC 7714 s12: AEAD_AES_128_GCM uses a 16-octet tag.
 _REPLAY_WINDOW: Final = 128  # Same default as libsrtp; RFC 3711 s3.3.2 requires at least 64.
 _MAX_INDEX_JUMP: Final = 1 << 15  # Half the sequence space, RFC 3711 Appendix A.
+_LIBSRTP_BUFFER: Final = 2048  # LibsrtpRtpSender's reusable packet buffer
 
 
 def _aes_cm_kdf(master_key: bytes, master_salt: bytes, label: int, length: int) -> bytes:
@@ -258,6 +262,102 @@ class GcmSrtpCipher:
         return packet[:hlen] + plain
 
 
+class GcmRtpSender:
+    """The sending side of one outgoing RTP stream (one SSRC), RFC 7714 AEAD_AES_128_GCM.
+
+    The forwarding hot path already has the header and the payload as separate buffers, so
+    :meth:`protect` takes them apart: the header is the AAD (RFC 7714 s7.1) and the payload is
+    encrypted straight from the (shared) source buffer, with one concatenation for the output.
+    The IV's SSRC half is XORed into the salt once (RFC 7714 s8.1), so per packet only the
+    packet index is. The index follows RFC 3711 Appendix A from the highest index sent, like
+    libsrtp's sender, which also copes with re-sending an older sequence number (a NACK
+    answered without RTX).
+    """
+
+    __slots__ = ("_encrypt", "_highest", "_iv_base")
+
+    def __init__(self, aead: AESGCM, salt: int, ssrc: int) -> None:
+        self._encrypt = aead.encrypt
+        self._iv_base = (ssrc << 48) ^ salt
+        self._highest = -1  # ROC << 16 | SEQ of the highest index protected so far
+
+    def protect(self, header: bytes, payload: bytes | memoryview, seq: int) -> bytes:
+        """``header`` (the whole RTP header, extensions included) then the encrypted payload
+        and the 16-byte tag. ``seq`` must be the sequence number written in ``header``."""
+        hi = self._highest
+        if hi < 0:
+            index = self._highest = seq  # RFC 3711 s3.3.1: the first packet has ROC 0
+        else:
+            roc = hi >> 16
+            s_l = hi & 0xFFFF
+            if s_l < _MAX_INDEX_JUMP:
+                if seq - s_l > _MAX_INDEX_JUMP:
+                    roc -= 1
+            elif s_l - _MAX_INDEX_JUMP > seq:
+                roc += 1
+            if roc < 0:
+                raise SrtpError("RTP sequence number before the start of the stream")
+            index = (roc << 16) | seq
+            if index > hi:
+                self._highest = index
+        return header + self._encrypt((self._iv_base ^ index).to_bytes(12, "big"), payload, header)
+
+
+class LibsrtpRtpSender:
+    """The :class:`GcmRtpSender` interface over the session's libsrtp context (AES-CM-SHA1-80:
+    libsrtp keeps the per-SSRC rollover counter itself).
+
+    It calls ``srtp_protect`` through pylibsrtp's cffi binding with a buffer and length cell
+    of its own, reused for every packet: ``pylibsrtp.Session.protect`` copies the packet into
+    its buffer too but also allocates an ``int *`` per call and goes through more Python
+    (``python bench/srtp_profiles.py``: ~1.0 us against ~1.7 us per 1,042-byte packet). If
+    the binding is not what we expect (another pylibsrtp version), it falls back to
+    ``Session.protect``. Packets up to 1,904 bytes fit (pylibsrtp's own buffer holds 1,500).
+    """
+
+    __slots__ = ("_buf", "_cdata", "_fallback", "_len", "_max", "_protect", "_session", "_srtp")
+
+    def __init__(self, session: pylibsrtp.Session) -> None:
+        self._session = session  # keeps the libsrtp context below alive
+        self._fallback = session.protect
+        self._protect: Any = None
+        self._max = 0
+        try:
+            from pylibsrtp._binding import ffi, lib
+
+            self._srtp = session._srtp[0]
+            self._protect = lib.srtp_protect
+        except (ImportError, AttributeError):
+            return
+        self._cdata = ffi.new("char[]", _LIBSRTP_BUFFER)
+        self._buf = ffi.buffer(self._cdata)
+        self._len = ffi.new("int *")
+        self._max = _LIBSRTP_BUFFER - pylibsrtp.SRTP_MAX_TRAILER_LEN
+
+    def protect(self, header: bytes, payload: bytes | memoryview, seq: int) -> bytes:
+        hlen = len(header)
+        n = hlen + len(payload)
+        if n > self._max:
+            if self._max:
+                raise SrtpError(f"cannot protect RTP: {n} bytes is more than the buffer holds")
+            try:
+                return self._fallback(header + payload)
+            except (pylibsrtp.Error, ValueError) as exc:  # ValueError: longer than its buffer
+                raise SrtpError(f"cannot protect RTP: {exc}") from exc
+        buf = self._buf
+        buf[0:hlen] = header
+        buf[hlen:n] = payload
+        length = self._len
+        length[0] = n
+        rc = self._protect(self._srtp, self._cdata, length)
+        if rc:
+            raise SrtpError(f"cannot protect RTP: libsrtp error {rc}")
+        return bytes(buf[0 : length[0]])
+
+
+RtpSender = GcmRtpSender | LibsrtpRtpSender
+
+
 # ---------------------------------------------------------------------------------------------
 # The session used by the transport.
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +382,9 @@ class SrtpSession:
 
     __slots__ = (
         "_gcm",
+        "_gcm_tx",
         "_rx",
+        "_senders",
         "_tx",
         "auth_failures",
         "malformed",
@@ -318,9 +420,17 @@ class SrtpSession:
         )
         self._tx = pylibsrtp.Session(tx_policy)
         self._rx = pylibsrtp.Session(rx_policy)
-        self._gcm: tuple[GcmSrtpCipher, GcmSrtpCipher] | None = None
+        self._gcm: GcmSrtpCipher | None = None
         if profile is SrtpProfile.AEAD_AES_128_GCM and gcm_backend == "python":
-            self._gcm = (GcmSrtpCipher(tx_key_salt), GcmSrtpCipher(rx_key_salt))
+            self._gcm = GcmSrtpCipher(rx_key_salt)
+        # GCM RTP is always protected with cryptography's AESGCM through one GcmRtpSender per
+        # SSRC (python bench/srtp_profiles.py: ~0.9 us against ~2 us through pylibsrtp, whose
+        # wrapper copies in and out and allocates per call); every RTP packet of an SSRC must
+        # go through the same sender so that its rollover counter is the one the receiver has.
+        self._gcm_tx: GcmSrtpCipher | None = None
+        if profile is SrtpProfile.AEAD_AES_128_GCM:
+            self._gcm_tx = GcmSrtpCipher(tx_key_salt)
+        self._senders: dict[int, RtpSender] = {}
         self.auth_failures = 0
         self.replay_failures = 0
         self.malformed = 0
@@ -334,10 +444,25 @@ class SrtpSession:
         else:
             self.malformed += 1
 
+    def rtp_sender(self, ssrc: int) -> RtpSender:
+        """The protector for outgoing RTP stream ``ssrc`` (one per SSRC, shared by every
+        caller, including :meth:`protect_rtp`). Its failures raise :class:`SrtpError` and are
+        not counted in :attr:`protect_failures`."""
+        sender = self._senders.get(ssrc)
+        if sender is None:
+            gcm = self._gcm_tx
+            sender = LibsrtpRtpSender(self._tx) if gcm is None else GcmRtpSender(gcm._aead, gcm._salt, ssrc)
+            self._senders[ssrc] = sender
+        return sender
+
     def protect_rtp(self, packet: bytes) -> bytes:
         try:
-            if self._gcm is not None:
-                return self._gcm[0].protect(packet)
+            if self._gcm_tx is not None:
+                hlen = _rtp_header_length(packet)
+                ssrc = int.from_bytes(packet[8:12], "big")
+                return self.rtp_sender(ssrc).protect(
+                    packet[:hlen], memoryview(packet)[hlen:], (packet[2] << 8) | packet[3]
+                )
             return self._tx.protect(packet)
         except (pylibsrtp.Error, SrtpError) as exc:
             self.protect_failures += 1
@@ -353,7 +478,7 @@ class SrtpSession:
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self._gcm is not None:
             try:
-                return self._gcm[1].unprotect(packet)
+                return self._gcm.unprotect(packet)
             except SrtpError as exc:
                 self._count(type(exc))
                 raise

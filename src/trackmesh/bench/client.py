@@ -29,7 +29,7 @@ from typing import Literal
 from trackmesh.transports.webrtc import sdp as sdplib
 from trackmesh.transports.webrtc import stun
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.dtls import DtlsConnected, DtlsEndpoint, DtlsFailed
+from trackmesh.transports.webrtc.dtls import DtlsApplicationData, DtlsConnected, DtlsEndpoint, DtlsFailed
 from trackmesh.transports.webrtc.errors import ProtocolError
 from trackmesh.transports.webrtc.ice import IceLiteClient, generate_credentials
 from trackmesh.transports.webrtc.srtp import SrtpProfile, SrtpSession, srtp_sessions_from_dtls
@@ -139,6 +139,8 @@ class Transport:
         self.dtls: DtlsEndpoint | None = None
         self.srtp: SrtpSession | None = None
         self.connected: asyncio.Future[float] = loop.create_future()
+        #: DTLS application records (SCTP packets, RFC 8261) as ``(monotonic now, data)``: the SDK data channel.
+        self.on_app_data: Callable[[float, bytes], None] | None = None
         self.closed = False
         self.counters = dict.fromkeys(
             ("rx", "stun_in", "stun_answered", "dtls_in", "dtls_early_resend", "rtcp_in", "srtp_errors", "send_errors",
@@ -347,6 +349,18 @@ class Transport:
                     self.connected.set_result(time.monotonic())
             elif isinstance(ev, DtlsFailed) and not self.connected.done():
                 self.connected.set_exception(RuntimeError(f"DTLS failed: {ev.reason}"))
+            elif isinstance(ev, DtlsApplicationData) and self.on_app_data is not None:
+                self.on_app_data(time.monotonic(), ev.data)
+
+    def send_app_data(self, data: bytes) -> None:
+        """One DTLS application record (an SCTP packet) to the remote; dropped while DTLS is not up."""
+        dtls = self.dtls
+        if dtls is None or self.closed or dtls.state.value != "connected":
+            return
+        dtls.send_application_data(data)
+        if self.remote_addr is not None:  # records only: events are polled by the datagram path
+            while (d := dtls.poll_transmit()) is not None:
+                self._sendto(d, self.remote_addr)
 
     def close(self) -> None:
         if self.closed:

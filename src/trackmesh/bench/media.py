@@ -140,11 +140,10 @@ class Publisher:
             slog = self.stream_log
             if self.tag is not None and slog is not None:
                 tagged = tag_payload(payload, self.tag, cycle, k)
-                if tagged is None:
-                    slog.untagged += 1
-                else:
-                    payload = tagged
-                    key = payload_key(k, payload)
+                if len(tagged) != len(payload):
+                    slog.lengthened += 1
+                payload = tagged
+                key = payload_key(k, payload)
             pkt = build_rtp_packet(
                 pts[k],
                 seq[k] & 0xFFFF,

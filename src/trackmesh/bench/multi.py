@@ -588,7 +588,7 @@ class MultiRun:
             "steps": steps,
             "publishers": len(self.publishers),
             "publisher_sent": self.log.total,
-            "untagged_payloads": self.log.untagged,
+            "lengthened_payloads": self.log.lengthened,
             "sdk": {
                 "attach_ok": sum(c.counters["attach_ok"] for c in sdk),
                 "attach_err": sum(c.counters["attach_err"] for c in sdk),

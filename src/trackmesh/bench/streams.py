@@ -5,8 +5,8 @@ recording it does not, so each publisher *tags* its payloads: the last 4 bytes o
 overwritten with ``(publisher id: u16, loop number mod 4: u8, kind: u8)`` (:func:`tag_payload`).
 The bytes stay the same length; nothing decodes them (neither the generator nor an SFU, which only
 reads the VP8 descriptor and the first bytes of the VP8 payload header, left alone: a payload too
-short to keep them is sent untagged and its hash may then be ambiguous, counted in
-``StreamLog.untagged``). Keys repeat only every 4 loops (40 s), which bounds the key table.
+short to keep them gets the tag appended instead, 4 bytes longer, counted in
+``StreamLog.lengthened``). Keys repeat only every 4 loops (40 s), which bounds the key table.
 
 :class:`StreamLog` maps each key to ``(send time, stream, sequence in stream)``; a stream is one
 (publisher, track): ``stream = 2 * publisher + kind``. :class:`MultiSink` is one subscriber's view:
@@ -36,12 +36,13 @@ def stream_id(publisher: int, kind: int) -> int:
     return 2 * publisher + kind
 
 
-def tag_payload(payload: bytes, publisher: int, loop: int, kind: int) -> bytes | None:
-    """The payload with its last 4 bytes replaced by the tag, or None when it is too short."""
+def tag_payload(payload: bytes, publisher: int, loop: int, kind: int) -> bytes:
+    """The payload with its last 4 bytes replaced by the tag; a payload too short for that gets it appended."""
     keep = (vp8_descriptor_length(payload) + _VP8_HEADER) if kind == VIDEO else 1
+    tag = _TAG.pack(publisher & 0xFFFF, loop & 3, kind)
     if len(payload) < keep + _TAG.size:
-        return None
-    return payload[: -_TAG.size] + _TAG.pack(publisher & 0xFFFF, loop & 3, kind)
+        return payload + tag
+    return payload[: -_TAG.size] + tag
 
 
 class StreamLog:
@@ -50,7 +51,7 @@ class StreamLog:
     def __init__(self) -> None:
         self.by_key: dict[bytes, tuple[float, int, int]] = {}
         self.times: dict[int, array[float]] = {}
-        self.untagged = 0
+        self.lengthened = 0
         self.total = 0
 
     def record(self, key: bytes, stream: int, t: float) -> None:

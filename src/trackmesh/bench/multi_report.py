@@ -69,6 +69,10 @@ def multi_table(results: dict[str, dict[str, Any]]) -> str:
         lambda r: f"{max((s['foreign_load_server_cores'] for s in r['steps']), default=0):.0%}")
     add("dup / reordered / corrupted / misrouted", lambda r: " / ".join(
         str(sum(s[k] for s in r["steps"])) for k in ("duplicated", "reordered", "corrupted", "misrouted")))
+    add("datagrams dropped at the generator's sockets", lambda r: str(
+        sum(s.get("generator_socket_drops", 0) for s in r["steps"])))
+    add("max generator loop lag p99 ms", lambda r: _f(max(
+        (s["generator_loop_lag_ms"]["p99"] or 0.0 for s in r["steps"]), default=None)))
     out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     out += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
     return "\n".join(out)
@@ -77,7 +81,8 @@ def multi_table(results: dict[str, dict[str, Any]]) -> str:
 def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
     out = [
         "| server | units | subs | streams | server CPU | us/pkt | out pkt/s | worst stream loss | "
-        "p50 / p95 / p99 ms | added p99 ms | max silence s | foreign load srv/gen | gen CPU | RSS MB | SLO |",
+        "p50 / p95 / p99 ms | added p99 ms | max silence s | foreign load srv/gen | gen CPU / lag p99 ms | "
+        "RSS MB | SLO |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -93,6 +98,7 @@ def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
                 f"{s['server_us_per_pkt']} | {s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | "
                 f"{_f(lm['p50'], 2)} / {_f(lm['p95'], 2)} / {_f(lm['p99'], 2)} | {_f(s.get('added_p99_ms'))} | "
                 f"{s['freeze_max_s']} | {s['foreign_load_server_cores']} / {s['foreign_load_generator_cores']} | "
-                f"{s['generator_cpu']:.0%} | {s['rss_kb'] / 1024:.1f} | {verdict} |"
+                f"{s['generator_cpu']:.0%} / {_f(s['generator_loop_lag_ms']['p99'])} | "
+                f"{s['rss_kb'] / 1024:.1f} | {verdict} |"
             )
     return "\n".join(out)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from trackmesh.bench.client import Transport
@@ -25,8 +26,6 @@ class JanusRooms(JanusVideoRoom):
     async def setup(self) -> None:
         reply = await self._post("/janus", {"janus": "create"})
         self.session = int(reply["data"]["id"])
-        import asyncio
-
         self._poller = asyncio.get_running_loop().create_task(self._poll())
         self._admin = await self._attach()
 

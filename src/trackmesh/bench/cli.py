@@ -3,6 +3,8 @@
     trackmesh-bench s1 --against janus --cores 0 --duration 30
     trackmesh-bench s1 --against trackmesh --cores 0 --duration 30 --profile cm
     trackmesh-bench s1 --against both --cores 0 --duration 10 --out bench/results/s1.json
+    trackmesh-bench s2 --against both --cores 0 --duration 15      # meeting: rooms of 6, +1 room per step
+    trackmesh-bench s3 --against both --cores 0 --duration 15      # audio only: 10 speakers, +10 listeners per step
 
 Network safety: the command re-executes itself inside a fresh private network namespace
 (``unshare -n``) that has only ``lo`` and a veth pair whose one end carries 127.0.0.2/32
@@ -48,13 +50,18 @@ def _reexec_in_netns() -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trackmesh-bench", description=__doc__.split("\n")[0])
-    p.add_argument("scenario", choices=["s1"],
-                   help="s1 = broadcast, 1 publisher -> N subscribers (or: report FILE.json)")
+    p.add_argument("scenario", choices=["s1", "s2", "s3"],
+                   help="s1 = broadcast, 1 publisher -> N subscribers; s2 = meeting, rooms of 6 where everyone "
+                        "publishes; s3 = audio only, 10 speakers -> N listeners (or: report FILE.json)")
     p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh")
     p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
     p.add_argument("--duration", type=float, default=30.0, help="hold time of each step, seconds")
-    p.add_argument("--step", type=int, default=25, help="subscribers added per step")
-    p.add_argument("--max-subs", type=int, default=400)
+    p.add_argument("--step", type=int, default=None,
+                   help="added per step: subscribers (s1, default 25), rooms (s2, 1), listeners (s3, 10)")
+    p.add_argument("--max-subs", type=int, default=None,
+                   help="ramp limit: subscribers (s1, 400), rooms (s2, 40), listeners (s3, 500)")
+    p.add_argument("--room-size", type=int, default=6, help="s2: participants per room")
+    p.add_argument("--speakers", type=int, default=10, help="s3: audio-only publishers")
     p.add_argument("--profile", choices=sorted(PROFILES), default="gcm", help="the one SRTP profile offered")
     p.add_argument("--storm-rate", type=float, default=20.0, help="joins per second during a storm")
     p.add_argument("--idle-peers", type=int, default=10)
@@ -89,6 +96,8 @@ async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dic
     all_cores = sorted(os.sched_getaffinity(0))
     gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
     os.sched_setaffinity(0, gen_cores)
+    if args.scenario != "s1":
+        return await _one_multi(server_name, args, workdir, server_cores, gen_cores)
     cfg = S1Config(
         profile=PROFILES[args.profile], duration=args.duration, step=args.step, max_subs=args.max_subs,
         idle_peers=args.idle_peers, sequential_joins=args.sequential_joins, storm_rate=args.storm_rate,
@@ -108,6 +117,44 @@ async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dic
           f"SRTP {cfg.profile.value}; steps of {cfg.step} held {cfg.duration:g} s", flush=True)
     try:
         result = await asyncio.wait_for(run_s1(cfg, server, sig, rec, local_ip, run_cfg_cores), cfg.max_wall + 300)
+    finally:
+        server.stop()
+    result["server_version"] = getattr(server, "version", None)
+    return result
+
+
+_DEFAULTS = {"s1": (25, 400), "s2": (1, 40), "s3": (10, 500)}
+
+
+async def _one_multi(
+    server_name: str, args: argparse.Namespace, workdir: Path, server_cores: list[int], gen_cores: list[int]
+) -> dict[str, Any]:
+    from trackmesh.bench.janus_rooms import JanusRooms
+    from trackmesh.bench.multi import MultiConfig, run_multi
+    from trackmesh.bench.recording import load
+    from trackmesh.bench.sdk_client import TrackmeshSdk
+    from trackmesh.bench.servers import JanusServer, TrackmeshServer
+
+    cfg = MultiConfig(
+        scenario=args.scenario, profile=PROFILES[args.profile], duration=args.duration, step=args.step,
+        max_units=args.max_subs, room_size=args.room_size, speakers=args.speakers,
+        sequential_joins=args.sequential_joins, storm_rate=args.storm_rate, max_wall=args.max_minutes * 60,
+        gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
+    )
+    rec = load(args.recording)
+    local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
+    server: Any
+    if server_name == "janus":
+        server = JanusServer(args.cores, workdir, event_loops=len(server_cores))
+        sig: Any = JanusRooms(server.port)
+    else:
+        server = TrackmeshServer(args.cores, workdir)
+        sig = TrackmeshSdk(server.port, server.secret)
+    unit = "rooms" if cfg.scenario == "s2" else "listeners"
+    print(f"{server_name} {cfg.scenario}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
+          f"SRTP {cfg.profile.value}; +{cfg.step} {unit} per step held {cfg.duration:g} s", flush=True)
+    try:
+        result = await asyncio.wait_for(run_multi(cfg, server, sig, rec, local_ip, server_cores), cfg.max_wall + 300)
     finally:
         server.stop()
     result["server_version"] = getattr(server, "version", None)
@@ -227,6 +274,14 @@ def steps_table(results: dict[str, dict[str, Any]]) -> str:
 def report(path: Path) -> int:
     """Print the tables of a saved result (``trackmesh-bench report FILE``)."""
     doc = json.loads(path.read_text())
+    if doc.get("scenario", "s1") != "s1":
+        from trackmesh.bench.multi_report import multi_steps_table, multi_table
+
+        print(multi_table(doc["results"]))
+        print()
+        print(multi_steps_table(doc["results"]))
+        print(f"\nenvironment: {json.dumps(doc['environment'])}")
+        return 0
     print(table(doc["results"]))
     print()
     print(steps_table(doc["results"]))
@@ -242,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["report"] and len(argv) == 2:
         return report(Path(argv[1]))
     args = _parse(argv)
+    step, max_units = _DEFAULTS[args.scenario]
+    args.step = step if args.step is None else args.step
+    args.max_subs = max_units if args.max_subs is None else args.max_subs
     if not args.no_netns:
         _reexec_in_netns()
     from trackmesh.bench.servers import environment, netns_ok
@@ -262,19 +320,26 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = asyncio.run(_one(name, args, Path(tmp)))
     steal = [s["steal"] for r in results.values() for s in r["steps"]]
     env["steal_max"] = max(steal, default=None)
+    if args.scenario != "s1":
+        from trackmesh.bench.multi_report import multi_table
+
+        printed, target_lines = multi_table(results), []
+    else:
+        printed, target_lines = table(results), targets(results)
     doc = {
-        "scenario": "s1",
+        "scenario": args.scenario,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "args": {k: str(v) for k, v in vars(args).items()},
         "environment": env,
         "results": results,
-        "targets": targets(results),
+        "targets": target_lines,
     }
-    out = args.out or Path("bench/results") / f"s1-{args.against}-{args.profile}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = args.out or Path("bench/results") / f"{args.scenario}-{args.against}-{args.profile}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print()
-    print(table(results))
+    print(printed)
     print()
     for line in doc["targets"]:
         print(line)

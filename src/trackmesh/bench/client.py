@@ -29,7 +29,7 @@ from typing import Literal
 from trackmesh.transports.webrtc import sdp as sdplib
 from trackmesh.transports.webrtc import stun
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.dtls import DtlsConnected, DtlsEndpoint, DtlsFailed
+from trackmesh.transports.webrtc.dtls import DtlsApplicationData, DtlsConnected, DtlsEndpoint, DtlsFailed
 from trackmesh.transports.webrtc.errors import ProtocolError
 from trackmesh.transports.webrtc.ice import IceLiteClient, generate_credentials
 from trackmesh.transports.webrtc.srtp import SrtpProfile, SrtpSession, srtp_sessions_from_dtls
@@ -42,7 +42,13 @@ _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 # kernel stamps each datagram with CLOCK_REALTIME when it is queued on the socket, so latency
 # does not include the time the generator's own loop took to get to it.
 SO_TIMESTAMPNS = 35
+# Linux SO_RXQ_OVFL (asm-generic/socket.h): each datagram carries the socket's cumulative count of
+# datagrams the kernel dropped because the receive buffer was full, i.e. loss caused by the
+# generator falling behind, which must not be blamed on the server.
+SO_RXQ_OVFL = 40
 _TIMESPEC = struct.Struct("qq")
+_U32 = struct.Struct("I")
+_ANC_SIZE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 
 
 def kernel_timestamp(ancdata: list[tuple[int, int, bytes]]) -> float:
@@ -130,6 +136,7 @@ class Transport:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         self.sock.bind((local_ip, 0))
         self.sock.setblocking(False)
         self.local_addr: Address = self.sock.getsockname()
@@ -139,10 +146,12 @@ class Transport:
         self.dtls: DtlsEndpoint | None = None
         self.srtp: SrtpSession | None = None
         self.connected: asyncio.Future[float] = loop.create_future()
+        #: DTLS application records (SCTP packets, RFC 8261) as ``(monotonic now, data)``: the SDK data channel.
+        self.on_app_data: Callable[[float, bytes], None] | None = None
         self.closed = False
         self.counters = dict.fromkeys(
             ("rx", "stun_in", "stun_answered", "dtls_in", "dtls_early_resend", "rtcp_in", "srtp_errors", "send_errors",
-             "unknown"), 0
+             "unknown", "rx_dropped"), 0
         )
         self._controlling = False
         self._timer: asyncio.TimerHandle | None = None
@@ -249,7 +258,7 @@ class Transport:
         counters = self.counters
         for _ in range(256):
             try:
-                data, anc, _flags, addr = recv(2048, 64)
+                data, anc, _flags, addr = recv(2048, _ANC_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -271,6 +280,8 @@ class Transport:
                 except ProtocolError:
                     counters["srtp_errors"] += 1
                     continue
+                if len(anc) > 1:
+                    self._overflow(anc)
                 if on_rtp is not None:
                     on_rtp(plain, kernel_timestamp(anc))
             elif b0 <= 3:
@@ -283,6 +294,11 @@ class Transport:
                     self._flush_dtls()
             else:
                 counters["unknown"] += 1
+
+    def _overflow(self, anc: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                self.counters["rx_dropped"] = _U32.unpack_from(data)[0]
 
     def _on_stun(self, data: bytes, addr: Address, now: float) -> None:
         try:
@@ -347,6 +363,18 @@ class Transport:
                     self.connected.set_result(time.monotonic())
             elif isinstance(ev, DtlsFailed) and not self.connected.done():
                 self.connected.set_exception(RuntimeError(f"DTLS failed: {ev.reason}"))
+            elif isinstance(ev, DtlsApplicationData) and self.on_app_data is not None:
+                self.on_app_data(time.monotonic(), ev.data)
+
+    def send_app_data(self, data: bytes) -> None:
+        """One DTLS application record (an SCTP packet) to the remote; dropped while DTLS is not up."""
+        dtls = self.dtls
+        if dtls is None or self.closed or dtls.state.value != "connected":
+            return
+        dtls.send_application_data(data)
+        if self.remote_addr is not None:  # records only: events are polled by the datagram path
+            while (d := dtls.poll_transmit()) is not None:
+                self._sendto(d, self.remote_addr)
 
     def close(self) -> None:
         if self.closed:

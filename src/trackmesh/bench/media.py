@@ -18,6 +18,7 @@ from array import array
 
 from trackmesh.bench.client import Transport
 from trackmesh.bench.recording import AUDIO, VIDEO, Recording, payload_key
+from trackmesh.bench.streams import StreamLog, stream_id, tag_payload
 from trackmesh.transports.webrtc.rtp import build_rtp_packet
 
 __all__ = ["EXT_MID", "Publisher", "SendLog", "Sink"]
@@ -67,6 +68,8 @@ class Publisher:
         audio_only: bool = False,
         start_loop_offset: float = 0.0,
         pacing_bps: float = 2.5e6,
+        tag: int | None = None,
+        stream_log: StreamLog | None = None,
     ) -> None:
         self.transport = transport
         self.rec = rec
@@ -78,6 +81,10 @@ class Publisher:
         # Like libwebrtc's pacer (2.5 x the 1 Mbps target): a 60-packet key frame leaves over
         # ~230 ms instead of in one burst. 0 sends every frame as a burst.
         self.pacing_bps = pacing_bps
+        #: S2/S3: payloads tagged with this publisher id and logged per stream in ``stream_log``
+        #: (streams.tag_payload) so that many publishers of the same recording stay apart.
+        self.tag = tag
+        self.stream_log = stream_log
         self.sent = 0
         self.late = 0.0  # worst lateness against the schedule (generator health)
         #: Optional reference path: every packet also goes, unencrypted, straight to this local
@@ -129,17 +136,28 @@ class Publisher:
             else:
                 self.late = max(self.late, now - target)
             k = p.kind
+            payload, key = p.payload, p.key
+            slog = self.stream_log
+            if self.tag is not None and slog is not None:
+                tagged = tag_payload(payload, self.tag, cycle, k)
+                if len(tagged) != len(payload):
+                    slog.lengthened += 1
+                payload = tagged
+                key = payload_key(k, payload)
             pkt = build_rtp_packet(
                 pts[k],
                 seq[k] & 0xFFFF,
                 (ts_base[k] + cycle * loop_ticks[k] + p.ts_offset) & 0xFFFFFFFF,
                 self.ssrcs[k],
-                p.payload,
+                payload,
                 marker=p.marker,
                 extensions=mid_ext[k],
             )
             seq[k] += 1
-            log.record(p.key, k, time.time())  # wall clock: subscribers use kernel receive stamps
+            if slog is not None and self.tag is not None:
+                slog.record(key, stream_id(self.tag, k), time.time())
+            else:
+                log.record(key, k, time.time())  # wall clock: subscribers use kernel receive stamps
             tr.send_srtp(pkt)
             if self.reference is not None:
                 ref_sock, ref_addr = self.reference

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from trackmesh.cli.dev_cluster import die_with_parent
+
 TRACKMESH = str(Path(sys.executable).parent / "trackmesh")
 SECRET = "cluster-roles-secret"
 
@@ -63,7 +65,9 @@ class Member:
             args += ["--seeds", ",".join(seeds)]
         if role == "media":
             args += ["--node-ip", "127.0.0.1", "--workers", str(workers)]
-        self.proc = subprocess.Popen([*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent
+        )
         self.lines: list[str] = []
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()
@@ -307,7 +311,7 @@ def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", "2", "--media-per-zone", "2", "--http-port", str(base),
          "--cluster-port", str(cport), "--secret", SECRET],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
     )  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
@@ -363,3 +367,39 @@ def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
             resolve("media", {"seeds": bad}, {})
     with pytest.raises(ConfigError, match="--cluster-port"):
         resolve("media", {"workers": "2"}, {})
+
+
+def test_dev_cluster_members_die_with_it_even_when_it_is_killed() -> None:
+    """SIGKILL gives dev-cluster no chance to stop its members: the kernel does (PR_SET_PDEATHSIG)."""
+    base, cport = _free_range(2), _free_range(2)
+    proc = subprocess.Popen(
+        [TRACKMESH, "dev-cluster", "--zones", "1", "--media-per-zone", "1", "--http-port", str(base),
+         "--cluster-port", str(cport), "--secret", SECRET],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("processes up" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(children) == 2, children
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 20
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in children if _running(pid)]
+    assert not alive, f"members still running after dev-cluster was killed: {alive}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -15,6 +15,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+from trackmesh.cli.dev_cluster import die_with_parent
+
 TRACKMESH = str(Path(sys.executable).parent / "trackmesh")
 
 
@@ -47,6 +49,7 @@ class NodeProcess:
             stderr=subprocess.STDOUT,
             env=full_env,
             text=True,
+            preexec_fn=die_with_parent,  # a killed test run leaves no node holding ports
         )
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -12,6 +12,7 @@ SIGTERM) stops them all.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import secrets
@@ -98,6 +99,19 @@ def _healthy(url: str) -> bool:
         return False
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for member processes: the kernel sends them SIGTERM when dev-cluster dies, even by SIGKILL
+    (prctl(2) PR_SET_PDEATHSIG), so a killed dev-cluster never leaves members holding its ports. No-op off Linux."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
     for m in members:
         if m.proc is not None and m.proc.poll() is None:
@@ -129,7 +143,7 @@ def main(argv: list[str]) -> int:
     try:
         for i, m in enumerate(members):
             seeds = [earlier.seed for earlier in members[:i]]
-            m.proc = subprocess.Popen(command(m, seeds, args, secret))
+            m.proc = subprocess.Popen(command(m, seeds, args, secret), preexec_fn=die_with_parent)
         deadline = time.monotonic() + args.ready_timeout
         pending = list(members)
         while pending and stopping["sig"] is None:

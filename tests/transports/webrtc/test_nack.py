@@ -52,6 +52,34 @@ def test_buffer_keeps_the_payload_by_reference_and_expires_by_age() -> None:
     assert (buf.hits, buf.misses) == (3, 1)
 
 
+def test_buffer_releases_payloads_older_than_max_age() -> None:
+    """5 s of 100 packets/s through a 512 ring: only about the last second's payloads stay referenced (a source's
+    buffers are freed after max_age, not after 512 packets), and what is still within max_age is still answered."""
+    buf = RetransmitBuffer(512, max_age=1.0)
+    for i in range(500):
+        buf.put(i, b"h%d" % i, b"p" * 1000, i / 100)
+    now = 499 / 100
+    held = sum(1 for i in range(500) if (e := buf._payloads[i & 511]) and len(e) == 1000)
+    assert 100 <= held <= 100 + 32, held
+    for i in range(400, 500):
+        entry = buf.get(i, now)
+        assert entry is not None and entry[0] == b"h%d" % i and len(entry[1]) == 1000
+    assert buf.get(300, now) is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.floats(0, 0.05)), min_size=1, max_size=300))
+def test_released_slots_are_never_returned(steps: list[tuple[int, float]]) -> None:
+    """Whatever the order, a get() never hands out a released (emptied) slot as a packet."""
+    buf = RetransmitBuffer(64, max_age=0.2)
+    now = 0.0
+    for seq, dt in steps:
+        now += dt
+        buf.put(seq, seq.to_bytes(2, "big"), b"x", now)
+    for seq, _ in steps:
+        entry = buf.get(seq, now)
+        assert entry is None or (entry[0] == seq.to_bytes(2, "big") and entry[1] == b"x")
+
+
 def test_empty_buffer() -> None:
     assert header_of(RetransmitBuffer(), 1) is None
 

@@ -31,11 +31,52 @@ from trackmesh.transports.webrtc.ice import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Outbox, PeerMode
 from trackmesh.transports.webrtc.sctp_association import AssociationClosed, AssociationEstablished, SctpAssociation
+from trackmesh.transports.webrtc.sctp_packet import DataChunk, build_packet, parse_packet
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
 T = TypeVar("T")
 
 # --- the Python peer -------------------------------------------------------------------------------------------
+
+
+class ChunkCutter:
+    """Removes the DATA chunks of every ``every``-th message (by first fragment) of ``stream_id`` from SCTP
+    packets, in every (re)transmission, and re-checksums what is left: a deterministic loss that forces the
+    sender to abandon those messages (RFC 3758) instead of repairing them."""
+
+    def __init__(self, stream_id: int, every: int) -> None:
+        self.stream_id = stream_id
+        self.every = every
+        self.doomed: set[int] = set()  # TSNs
+        self.seen: set[int] = set()
+        self.messages_seen = 0
+        self.cut: list[int] = []  # indices of the messages cut
+        self.chunks_cut = 0
+        self._cutting = False  # the message being cut (continuation fragments follow its first one)
+
+    def filter(self, data: bytes) -> bytes:
+        pkt = parse_packet(data)
+        keep: list[Any] = []
+        for c in pkt.chunks:
+            if isinstance(c, DataChunk) and c.stream_id == self.stream_id:
+                if c.tsn not in self.seen:
+                    self.seen.add(c.tsn)
+                    if c.beginning:
+                        self.messages_seen += 1
+                        self._cutting = self.messages_seen % self.every == 0
+                        if self._cutting:  # our test messages start with their index: "17:xxxx"
+                            self.cut.append(int(c.user_data.split(b":", 1)[0]))
+                    if self._cutting:
+                        self.doomed.add(c.tsn)
+                if c.tsn in self.doomed:
+                    self.chunks_cut += 1
+                    continue
+            keep.append(c)
+        if len(keep) == len(pkt.chunks):
+            return data
+        if not keep:
+            return b""
+        return build_packet(pkt.source_port, pkt.destination_port, pkt.verification_tag, tuple(keep))
 
 
 class PyPeer(asyncio.DatagramProtocol):
@@ -48,6 +89,9 @@ class PyPeer(asyncio.DatagramProtocol):
         self.loop = asyncio.new_event_loop()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        # As runtime/worker.py does: kernel buffers that absorb Chrome's bursts while Python is busy.
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
         self.port: int = self.sock.getsockname()[1]
         self.cert = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
         self.creds = generate_credentials()
@@ -60,8 +104,12 @@ class PyPeer(asyncio.DatagramProtocol):
         self.opened: dict[int, ChannelOpened] = {}
         self.closed: list[int] = []
         self.received: dict[int, list[tuple[int, bool]]] = {}  # channel -> [(size, is_binary)]
+        self.texts: dict[int, list[str]] = {}  # channel -> the string messages
         self.errors: list[str] = []
-        self._lock = threading.Lock()
+        #: Stream ids whose DATA chunks we cut out of SCTP packets: every ``cut_every``-th message of
+        #: them, every transmission (to make Chrome and us abandon them, RFC 3758); None = no loss.
+        self.cut_in: ChunkCutter | None = None
+        self.cut_out: ChunkCutter | None = None
         self._thread = threading.Thread(target=self._run, name="dc-driver", daemon=True)
         self._stopping = False
         self._thread.start()
@@ -96,7 +144,7 @@ class PyPeer(asyncio.DatagramProtocol):
             remote_port = next(m.remote_sctp_port for m in answer.media if m.kind == "application")
             assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=remote_port or 5000)
             self.dc = DataChannelManager(assoc, dtls_role="server")  # we answer a=setup:passive
-            self.peer.on_application_data = self.dc.handle_data
+            self.peer.on_application_data = self._sctp_in
             return answer.sdp
 
         return self.call(make)
@@ -120,6 +168,13 @@ class PyPeer(asyncio.DatagramProtocol):
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+
+    def _sctp_in(self, now: float, data: bytes) -> None:
+        assert self.dc is not None
+        if self.cut_in is not None:
+            data = self.cut_in.filter(data)
+        if data:
+            self.dc.handle_data(now, data)
 
     # -- driver (event loop thread) ----------------------------------------------------------------------------
 
@@ -179,7 +234,10 @@ class PyPeer(asyncio.DatagramProtocol):
                 self._on_event(ev)
             while (pkt := dc.poll_transmit(now)) is not None:
                 progressed = True
-                peer.send_application_data(pkt)
+                if self.cut_out is not None:
+                    pkt = self.cut_out.filter(pkt)
+                if pkt:
+                    peer.send_application_data(pkt)
             while self.outbox:
                 progressed = True
                 data, addr = self.outbox.popleft()
@@ -193,6 +251,8 @@ class PyPeer(asyncio.DatagramProtocol):
         if isinstance(ev, Message):
             self.log.append(("message", ev.channel_id, len(ev.data), ev.is_binary))
             self.received.setdefault(ev.channel_id, []).append((len(ev.data), ev.is_binary))
+            if not ev.is_binary:
+                self.texts.setdefault(ev.channel_id, []).append(ev.text)
             if self.echo and ev.channel_id in self.dc.channels:
                 self.dc.send(ev.channel_id, ev.data if ev.is_binary else ev.text)
             return
@@ -511,4 +571,70 @@ def test_clean_close_from_either_side_and_stream_reuse(ready: Any) -> None:
     print("announced stream id reused by Chrome after close:", reused, rel, rel2)
     states = _js(page, 'return ["rel", "neg", "remote:from-py"].map((n) => t.info(n).readyState);')
     assert states == ["closed", "closed", "closed"]
+    assert not py.errors
+
+
+def indexed(n: int, longest: int) -> list[str]:
+    """``n`` strings "i:xxx..." of 0..longest-1 padding (some span several packets)."""
+    return [f"{i}:" + "x" * ((i * 97) % longest) for i in range(n)]
+
+
+def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -> None:
+    """Every 5th message of a partially reliable channel is cut out of every transmission: the sender must
+    abandon it and move the receiver on with FORWARD TSN (RFC 3758 s3.5); ordered channels then deliver the
+    rest in order (the FORWARD TSN carries the stream's skipped SSN, s3.2)."""
+    page, py, _ = ready
+    life, rexmit0 = channel_id(py, "life"), channel_id(py, "rexmit0")
+    py.echo = False
+    n, longest = 60, 3000
+    got: dict[str, Any] = {}
+
+    # Chrome -> us: Chrome abandons (0 retransmissions / 500 ms lifetime) and sends FORWARD TSN. On "life" Chrome
+    # abandons a message only when its retransmission timer fires after the lifetime, and (no RTT sample while
+    # the cumulative TSN is stuck) that timer backs off: 1, 2.6, 5, 7.5 s... So "life" gets 10 messages, 2 cut;
+    # Chrome also drops messages still unsent when their lifetime ends, so more at once would not all be sent.
+    for name, cid, count in (("rexmit0", rexmit0, n), ("life", life, 10)):
+        cutter = ChunkCutter(cid, 5)
+        py.call(lambda c=cutter: setattr(py, "cut_in", c))  # type: ignore[misc]
+        t0 = time.monotonic()
+        _js(page, "const st = t.chans[arg[0]]; for (const m of arg[1]) st.dc.send(m);", [name, indexed(count, longest)])
+        want = count - count // 5
+        py.wait(lambda c=cid, w=want: len(py.texts.get(c, [])) >= w, timeout=20, what=f"{name} from Chrome")
+        got[f"chrome->us {name}"] = {"ms": round((time.monotonic() - t0) * 1000), "cut": cutter.cut}
+        indices = [int(m.split(":")[0]) for m in py.call(lambda c=cid: list(py.texts[c]))]  # type: ignore[misc]
+        assert cutter.cut == list(range(4, count, 5))
+        kept = [i for i in range(count) if i not in cutter.cut]
+        assert (indices if name == "life" else sorted(indices)) == kept, (name, indices)
+    py.call(lambda: setattr(py, "cut_in", None))
+
+    # us -> Chrome: we abandon and send FORWARD TSN (the same 10-message limit on "life": our own sender, too,
+    # drops messages whose lifetime ends before the congestion window lets them out, RFC 3758 s3.5 A1).
+    before = py.call(lambda: py.dc.association.stats.messages_abandoned)  # type: ignore[union-attr]
+    cut_total = 0
+    for name, cid, count in (("rexmit0", rexmit0, n), ("life", life, 10)):
+        cutter = ChunkCutter(cid, 5)
+        py.call(lambda c=cutter: setattr(py, "cut_out", c))  # type: ignore[misc]
+        t0 = time.monotonic()
+        for m in indexed(count, longest):
+            py.call(lambda m=m, c=cid: py.dc.send(c, m))  # type: ignore[misc, union-attr]
+        kept = [i for i in range(count) if (i + 1) % 5]
+        indices = _js(
+            page,
+            """const st = t.chans[arg[0]];
+            await t.until(() => st.msgs.length >= arg[1], 20000, arg[0] + " from python");
+            return st.msgs.map((m) => parseInt(m.split(":")[0]));""",
+            [name, len(kept)],
+        )
+        got[f"us->chrome {name}"] = {"ms": round((time.monotonic() - t0) * 1000), "cut": cutter.cut}
+        assert cutter.cut == list(range(4, count, 5))
+        cut_total += len(cutter.cut)
+        assert (indices if name == "life" else sorted(indices)) == kept, (name, indices)
+    abandoned = py.call(lambda: py.dc.association.stats.messages_abandoned) - before  # type: ignore[union-attr]
+    assert abandoned == cut_total
+    py.call(lambda: setattr(py, "cut_out", None))
+
+    # Both cumulative TSNs moved past the holes: reliable channels still work.
+    py.echo = True
+    assert echo(page, "rel", mixed(50, 41))["inOrder"]
+    print("PR-SCTP under loss:", got)
     assert not py.errors

@@ -331,6 +331,7 @@ def connect(page: Any, py: PyPeer) -> dict[str, Any]:
         t.track("rexmit0", pc.createDataChannel("rexmit0", { ordered: false, maxRetransmits: 0 }));
         t.track("life", pc.createDataChannel("life", { maxPacketLifeTime: 500 }));
         t.track("neg", pc.createDataChannel("neg", { negotiated: true, id: 10 }));
+        t.track("utf", pc.createDataChannel("données-🔑", { protocol: "χ-proto" }));
         await pc.setLocalDescription(await pc.createOffer());
         await new Promise((r) => { if (pc.iceGatheringState === "complete") r();
           pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") r(); };
@@ -349,7 +350,7 @@ def connect(page: Any, py: PyPeer) -> dict[str, Any]:
             page,
             """
             await t.pc.setRemoteDescription({ type: "answer", sdp: arg });
-            const ms = await t.until(() => ["rel", "unord", "rexmit0", "life", "neg"].every(
+            const ms = await t.until(() => ["rel", "unord", "rexmit0", "life", "neg", "utf"].every(
                 (n) => t.chans[n].opened), 15000, "channels open");
             return { openMs: ms, maxMessageSize: t.pc.sctp ? t.pc.sctp.maxMessageSize : null };
             """,
@@ -444,6 +445,8 @@ def test_announced_and_negotiated_channels_echo_with_each_reliability(ready: Any
     assert info["maxMessageSize"] == 262144, info  # Chrome takes our a=max-message-size
     # DCEP OPEN from the page (RFC 8832 s5.1): label, protocol and reliability seen on our side.
     py.wait(lambda: {ev.label for ev in py.opened.values()} >= {"rel", "unord", "rexmit0", "life", "neg-py"})
+    # UTF-8 label and protocol (RFC 8832 s5.1) come through unchanged.
+    assert ("données-🔑", "χ-proto") in py.call(lambda: [(e.label, e.protocol) for e in py.opened.values()])
     chans = py.call(lambda: {ch.label: ch for ch in py.dc.channels.values()})  # type: ignore[union-attr]
     assert (chans["rel"].protocol, chans["rel"].ordered, chans["rel"].negotiated) == ("proto-rel", True, False)
     assert (chans["unord"].protocol, chans["unord"].ordered) == ("proto-unord", False)
@@ -458,8 +461,9 @@ def test_announced_and_negotiated_channels_echo_with_each_reliability(ready: Any
     # A channel we announce reaches the page's ondatachannel with its label and protocol.
     cid = announce(page, py, "from-py", "p2")
     assert cid % 2 == 1
+    utf = announce(page, py, "ответ-✓", "ω")
     remote = _js(page, "return t.remote;")
-    assert [(r["label"], r["protocol"], r["id"]) for r in remote] == [("from-py", "p2", cid)]
+    assert [(r["label"], r["protocol"], r["id"]) for r in remote] == [("from-py", "p2", cid), ("ответ-✓", "ω", utf)]
 
     results = {
         "rel": echo(page, "rel", mixed(200)),
@@ -490,6 +494,24 @@ def test_announced_and_negotiated_channels_echo_with_each_reliability(ready: Any
     assert empty == [["s", ""], ["b", 0], ["s", "after"]]
     rel = channel_id(py, "rel")
     assert py.call(lambda: py.received[rel][-3:]) == [(0, False), (0, True), (5, False)]
+
+    # 50 more channels at once (one DCEP OPEN each, an empty and a 1000-byte label among them), one message each.
+    before = py.call(lambda: len(py.opened))
+    ok = _js(
+        page,
+        """const names = [];
+        for (let i = 0; i < 50; i++) {
+          const n = "many" + i; names.push(n);
+          t.track(n, t.pc.createDataChannel(i === 0 ? "" : i === 1 ? "L".repeat(1000) : n));
+        }
+        await t.until(() => names.every((n) => t.chans[n].opened), 10000, "50 channels open");
+        for (const n of names) t.chans[n].dc.send("hello " + n);
+        await t.until(() => names.every((n) => t.chans[n].msgs.length >= 1), 10000, "50 echoes");
+        return names.every((n) => t.chans[n].msgs[0] === "hello " + n);""",
+    )
+    assert ok
+    labels = py.call(lambda: [e.label for e in py.opened.values()])
+    assert len(labels) == before + 50 and "" in labels and "L" * 1000 in labels
 
 
 def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
@@ -638,3 +660,85 @@ def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -
     assert echo(page, "rel", mixed(50, 41))["inOrder"]
     print("PR-SCTP under loss:", got)
     assert not py.errors
+
+
+def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_close(ready: Any) -> None:
+    page, py, _ = ready
+    py.echo = False
+    rel, unord, neg = channel_id(py, "rel"), channel_id(py, "unord"), 10
+    ours = announce(page, py, "ours")
+
+    # The page sends 50 messages and closes at once: its reset request names a last TSN we may not have yet
+    # (RFC 6525 s5.2.2, "in progress"); every message must come before ChannelClosed.
+    _js(page, "const st = t.chans.rel; for (const m of arg) st.dc.send(m); st.dc.close();", indexed(50, 3000))
+    py.wait(lambda: rel in py.closed, what="rel closed")
+    log = py.call(lambda: list(py.log))
+    closed_at = log.index(ChannelClosed(rel))
+    rel_msgs = [e for e in log[:closed_at] if isinstance(e, tuple) and e[1] == rel]
+    assert len(rel_msgs) == 50 and not [e for e in log[closed_at:] if isinstance(e, tuple) and e[1] == rel]
+    assert [int(m.split(":")[0]) for m in py.call(lambda: list(py.texts[rel]))] == list(range(50))
+
+    # We send 50 and close at once: the reset goes after the queued data (RFC 6525 s5.1.2), all arrive first.
+    def send_and_close() -> None:
+        assert py.dc is not None
+        for m in indexed(50, 3000):
+            py.dc.send(ours, m)
+        py.dc.close(ours)
+
+    py.call(send_and_close)
+    got = _js(
+        page,
+        """const st = t.chans["remote:ours"];
+        await t.until(() => st.closed, 10000, "ours onclose");
+        return st.msgs.map((m) => parseInt(m.split(":")[0]));""",
+    )
+    assert got == list(range(50))
+    py.wait(lambda: ours in py.closed, what="ours closed")
+
+    # Both sides close the same channel at the same time: two reset requests cross (RFC 6525 s5.1.1).
+    py.call(lambda: py.dc.close(unord))  # type: ignore[union-attr]
+    _js(page, 't.chans.unord.dc.close(); await t.until(() => t.chans.unord.closed, 10000, "unord onclose");')
+    py.wait(lambda: unord in py.closed, what="unord closed")
+
+    # The page closes several channels in one go (Chrome may batch them in one request).
+    life, rexmit0 = channel_id(py, "life"), channel_id(py, "rexmit0")
+    _js(
+        page,
+        """for (const n of ["life", "rexmit0", "neg"]) t.chans[n].dc.close();
+        await t.until(() => ["life", "rexmit0", "neg"].every((n) => t.chans[n].closed), 10000, "batch onclose");""",
+    )
+    py.wait(lambda: {life, rexmit0, neg} <= set(py.closed), what="batch closed")
+    remaining = py.call(lambda: sorted(py.dc.channels))  # type: ignore[union-attr]
+    assert rel not in remaining and ours not in remaining and unord not in remaining
+
+    # Opened and closed at once, before the DCEP ACK (RFC 8832 s6), from either side.
+    _js(
+        page,
+        """t.track("quick", t.pc.createDataChannel("quick")); t.chans.quick.dc.close();
+        await t.until(() => t.chans.quick.closed, 10000, "quick onclose");""",
+    )
+    py.wait(lambda: any(ev.label == "quick" and ev.channel_id in py.closed for ev in py.opened.values()))
+
+    def open_close() -> int:
+        assert py.dc is not None
+        cid = py.dc.open("our-quick")
+        py.dc.close(cid)
+        return cid
+
+    quick = py.call(open_close)
+    _js(page, 'await t.until(() => t.chans["remote:our-quick"] && t.chans["remote:our-quick"].closed, 10000, "oq");')
+    py.wait(lambda: quick in py.closed, what="our quick channel closed")
+
+    # A channel still open keeps working after all that.
+    py.echo = True
+    assert echo(page, "utf", mixed(30, 51))["inOrder"]
+
+    # Closing the peer connection ends the association (Chrome sends ABORT, then DTLS close_notify).
+    _js(page, "t.pc.close();")
+    py.wait(
+        lambda: any(isinstance(e, AssociationClosed) for e in py.log) or bool(py.errors),
+        what="association closed after pc.close()",
+    )
+    ends = py.call(lambda: [e for e in py.log if isinstance(e, AssociationClosed | Disconnected)])
+    print("after pc.close():", ends)
+    assert isinstance(ends[0], AssociationClosed) and "aborted by peer" in (ends[0].reason or "")

@@ -113,6 +113,11 @@ class PyPeer(asyncio.DatagramProtocol):
         self._stopping = False
         self._thread.start()
 
+    @property
+    def mgr(self) -> DataChannelManager:
+        assert self.dc is not None
+        return self.dc
+
     # -- test-thread API ---------------------------------------------------------------------------------------
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
@@ -338,8 +343,7 @@ def connect(page: Any, py: PyPeer) -> dict[str, Any]:
     )
     assert "a=candidate:" in offer and "webrtc-datachannel" in offer, offer
     answer = py.answer(offer)
-    assert py.dc is not None
-    py.call(lambda: py.dc.open("neg-py", negotiated_id=10))  # type: ignore[union-attr]
+    py.call(lambda: py.mgr.open("neg-py", negotiated_id=10))
     return {
         "offer": offer,
         "answer": answer,
@@ -418,12 +422,11 @@ def py_bytes(n: int, seed: int) -> bytes:
 
 
 def channel_id(py: PyPeer, label: str) -> int:
-    return py.call(lambda: next(cid for cid, ev in py.opened.items() if ev.label == label))
+    return int(py.call(lambda: next(cid for cid, ev in py.opened.items() if ev.label == label)))
 
 
 def announce(page: Any, py: PyPeer, label: str, protocol: str = "") -> int:
-    assert py.dc is not None
-    cid = py.call(lambda: py.dc.open(label, protocol=protocol))  # type: ignore[union-attr]
+    cid = py.call(lambda: py.mgr.open(label, protocol=protocol))
     _js(page, 'await t.until(() => t.chans["remote:" + arg] && t.chans["remote:" + arg].opened, 10000, arg);', label)
     py.wait(lambda: cid in py.opened, what=f"DCEP ACK for {label}")
     return cid
@@ -444,7 +447,7 @@ def test_announced_and_negotiated_channels_echo_with_each_reliability(ready: Any
     py.wait(lambda: {ev.label for ev in py.opened.values()} >= {"rel", "unord", "rexmit0", "life", "neg-py"})
     # UTF-8 label and protocol (RFC 8832 s5.1) come through unchanged.
     assert ("données-🔑", "χ-proto") in py.call(lambda: [(e.label, e.protocol) for e in py.opened.values()])
-    chans = py.call(lambda: {ch.label: ch for ch in py.dc.channels.values()})  # type: ignore[union-attr]
+    chans = py.call(lambda: {ch.label: ch for ch in py.mgr.channels.values()})
     assert (chans["rel"].protocol, chans["rel"].ordered, chans["rel"].negotiated) == ("proto-rel", True, False)
     assert (chans["unord"].protocol, chans["unord"].ordered) == ("proto-unord", False)
     assert (chans["rexmit0"].ordered, chans["rexmit0"].max_retransmits) == (False, 0)
@@ -452,7 +455,7 @@ def test_announced_and_negotiated_channels_echo_with_each_reliability(ready: Any
         True, 500, None,
     )  # fmt: skip
     # RFC 8832 s6: the DTLS client (Chrome) uses even stream ids, we (DTLS server) odd ones.
-    assert all(cid % 2 == 0 for cid, ch in py.dc.channels.items() if not ch.negotiated)  # type: ignore[union-attr]
+    assert all(cid % 2 == 0 for cid, ch in py.mgr.channels.items() if not ch.negotiated)
     assert chans["neg-py"].channel_id == 10 and chans["neg-py"].negotiated
 
     # A channel we announce reaches the page's ondatachannel with its label and protocol.
@@ -532,9 +535,8 @@ def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
     cid = announce(page, py, "bulk")
     py.echo = False
     t0 = time.monotonic()
-    assert py.dc is not None
-    py.call(lambda: py.dc.send(cid, py_bytes(256 * 1024, 5)))  # type: ignore[union-attr]
-    py.call(lambda: py.dc.send(cid, py_text(256 * 1024, 6)))  # type: ignore[union-attr]
+    py.call(lambda: py.mgr.send(cid, py_bytes(256 * 1024, 5)))
+    py.call(lambda: py.mgr.send(cid, py_text(256 * 1024, 6)))
     ok = _js(
         page,
         """
@@ -545,7 +547,7 @@ def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
     )
     timings["python -> page 2 x 256 KB"] = round((time.monotonic() - t0) * 1000)
     assert ok == [True, True]
-    stats = py.call(lambda: py.dc.association.stats)  # type: ignore[union-attr]
+    stats = py.call(lambda: py.mgr.association.stats)
     print("large message timings (ms):", timings, "sctp stats:", stats)
     assert not py.errors
 
@@ -558,7 +560,7 @@ def test_clean_close_from_either_side_and_stream_reuse(ready: Any) -> None:
     # The page closes an announced channel: we see the incoming reset, answer with ours (RFC 8831 s6.7).
     _js(page, 't.chans.rel.dc.close(); await t.until(() => t.chans.rel.closed, 10000, "rel onclose");')
     py.wait(lambda: rel in py.closed, what="ChannelClosed for rel")
-    assert py.call(lambda: rel not in py.dc.channels)  # type: ignore[union-attr]
+    assert py.call(lambda: rel not in py.mgr.channels)
     # A new announced channel from the page; Chrome picks the lowest free even id, i.e. the one just freed.
     _js(
         page,
@@ -572,7 +574,7 @@ def test_clean_close_from_either_side_and_stream_reuse(ready: Any) -> None:
     # Negotiated channel: the page closes id 10, both sides then open id 10 again.
     _js(page, 't.chans.neg.dc.close(); await t.until(() => t.chans.neg.closed, 10000, "neg onclose");')
     py.wait(lambda: 10 in py.closed, what="ChannelClosed for 10")
-    py.call(lambda: py.dc.open("neg-again", negotiated_id=10))  # type: ignore[union-attr]
+    py.call(lambda: py.mgr.open("neg-again", negotiated_id=10))
     _js(
         page,
         """t.track("neg2", t.pc.createDataChannel("neg2", { negotiated: true, id: 10 }));
@@ -581,7 +583,7 @@ def test_clean_close_from_either_side_and_stream_reuse(ready: Any) -> None:
     assert echo(page, "neg2", mixed(50, 23))["inOrder"]
 
     # We close our announced channel: the page's onclose fires, our side sees ChannelClosed.
-    py.call(lambda: py.dc.close(ours))  # type: ignore[union-attr]
+    py.call(lambda: py.mgr.close(ours))
     _js(page, 'await t.until(() => t.chans["remote:from-py"].closed, 10000, "from-py onclose");')
     py.wait(lambda: ours in py.closed, what="ChannelClosed for our channel")
     # ... and an id we freed can be announced again.
@@ -619,13 +621,13 @@ def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -
     # Chrome also drops messages still unsent when their lifetime ends, so more at once would not all be sent.
     for name, cid, count in (("rexmit0", rexmit0, n), ("life", life, 10)):
         cutter = ChunkCutter(cid, 5)
-        py.call(lambda c=cutter: setattr(py, "cut_in", c))  # type: ignore[misc]
+        py.call(lambda c=cutter: setattr(py, "cut_in", c))
         t0 = time.monotonic()
         _js(page, "const st = t.chans[arg[0]]; for (const m of arg[1]) st.dc.send(m);", [name, indexed(count, longest)])
         want = count - count // 5
         py.wait(lambda c=cid, w=want: len(py.texts.get(c, [])) >= w, timeout=20, what=f"{name} from Chrome")
         got[f"chrome->us {name}"] = {"ms": round((time.monotonic() - t0) * 1000), "cut": cutter.cut}
-        indices = [int(m.split(":")[0]) for m in py.call(lambda c=cid: list(py.texts[c]))]  # type: ignore[misc]
+        indices = [int(m.split(":")[0]) for m in py.call(lambda c=cid: list(py.texts[c]))]
         assert cutter.cut == list(range(4, count, 5))
         kept = [i for i in range(count) if i not in cutter.cut]
         assert (indices if name == "life" else sorted(indices)) == kept, (name, indices)
@@ -633,14 +635,14 @@ def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -
 
     # us -> Chrome: we abandon and send FORWARD TSN (the same 10-message limit on "life": our own sender, too,
     # drops messages whose lifetime ends before the congestion window lets them out, RFC 3758 s3.5 A1).
-    before = py.call(lambda: py.dc.association.stats.messages_abandoned)  # type: ignore[union-attr]
+    before = py.call(lambda: py.mgr.association.stats.messages_abandoned)
     cut_total = 0
     for name, cid, count in (("rexmit0", rexmit0, n), ("life", life, 10)):
         cutter = ChunkCutter(cid, 5)
-        py.call(lambda c=cutter: setattr(py, "cut_out", c))  # type: ignore[misc]
+        py.call(lambda c=cutter: setattr(py, "cut_out", c))
         t0 = time.monotonic()
         for m in indexed(count, longest):
-            py.call(lambda m=m, c=cid: py.dc.send(c, m))  # type: ignore[misc, union-attr]
+            py.call(lambda m=m, c=cid: py.mgr.send(c, m))
         kept = [i for i in range(count) if (i + 1) % 5]
         indices = _js(
             page,
@@ -653,7 +655,7 @@ def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -
         assert cutter.cut == list(range(4, count, 5))
         cut_total += len(cutter.cut)
         assert (indices if name == "life" else sorted(indices)) == kept, (name, indices)
-    abandoned = py.call(lambda: py.dc.association.stats.messages_abandoned) - before  # type: ignore[union-attr]
+    abandoned = py.call(lambda: py.mgr.association.stats.messages_abandoned) - before
     assert abandoned == cut_total
     py.call(lambda: setattr(py, "cut_out", None))
 
@@ -682,10 +684,9 @@ def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_cl
 
     # We send 50 and close at once: the reset goes after the queued data (RFC 6525 s5.1.2), all arrive first.
     def send_and_close() -> None:
-        assert py.dc is not None
         for m in indexed(50, 3000):
-            py.dc.send(ours, m)
-        py.dc.close(ours)
+            py.mgr.send(ours, m)
+        py.mgr.close(ours)
 
     py.call(send_and_close)
     got = _js(
@@ -698,7 +699,7 @@ def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_cl
     py.wait(lambda: ours in py.closed, what="ours closed")
 
     # Both sides close the same channel at the same time: two reset requests cross (RFC 6525 s5.1.1).
-    py.call(lambda: py.dc.close(unord))  # type: ignore[union-attr]
+    py.call(lambda: py.mgr.close(unord))
     _js(page, 't.chans.unord.dc.close(); await t.until(() => t.chans.unord.closed, 10000, "unord onclose");')
     py.wait(lambda: unord in py.closed, what="unord closed")
 
@@ -710,7 +711,7 @@ def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_cl
         await t.until(() => ["life", "rexmit0", "neg"].every((n) => t.chans[n].closed), 10000, "batch onclose");""",
     )
     py.wait(lambda: {life, rexmit0, neg} <= set(py.closed), what="batch closed")
-    remaining = py.call(lambda: sorted(py.dc.channels))  # type: ignore[union-attr]
+    remaining = py.call(lambda: sorted(py.mgr.channels))
     assert rel not in remaining and ours not in remaining and unord not in remaining
 
     # Opened and closed at once, before the DCEP ACK (RFC 8832 s6), from either side.
@@ -722,9 +723,8 @@ def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_cl
     py.wait(lambda: any(ev.label == "quick" and ev.channel_id in py.closed for ev in py.opened.values()))
 
     def open_close() -> int:
-        assert py.dc is not None
-        cid = py.dc.open("our-quick")
-        py.dc.close(cid)
+        cid: int = py.mgr.open("our-quick")
+        py.mgr.close(cid)
         return cid
 
     quick = py.call(open_close)

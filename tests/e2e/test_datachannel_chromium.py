@@ -185,11 +185,12 @@ class PyPeer(asyncio.DatagramProtocol):
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.loop.create_datagram_endpoint(lambda: self, sock=self.sock))
-        self.loop.create_task(self._timers())
+        timers = self.loop.create_task(self._timers())
         self.loop.run_forever()
+        timers.cancel()
         if self.transport is not None:
             self.transport.close()
-        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(asyncio.gather(timers, return_exceptions=True))
         self.loop.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -27,6 +27,7 @@ from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.worker import MediaWorker
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
+from trackmesh.transports.webrtc.errors import LocalProtocolError
 from trackmesh.transports.webrtc.ice import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Outbox, PeerMode
@@ -145,9 +146,10 @@ class PyPeer(asyncio.DatagramProtocol):
                 now, worker.create_endpoint(), answer, IceLiteAgent(local=self.creds), self.cert, self.outbox,
                 mode=PeerMode.SDK, wallclock=time.time(),
             )  # fmt: skip
-            remote_port = next(m.remote_sctp_port for m in answer.media if m.kind == "application")
-            assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=remote_port or 5000)
-            self.dc = DataChannelManager(assoc, dtls_role="server")  # we answer a=setup:passive
+            data = next(m for m in answer.media if m.kind == "application")
+            assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=data.remote_sctp_port or 5000)
+            # DTLS server: we answer a=setup:passive. Chrome's a=max-message-size bounds what we send.
+            self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=data.remote_max_message_size)
             self.peer.on_application_data = self._sctp_in
             return answer.sdp
 
@@ -528,6 +530,11 @@ def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
         page, "try { t.chans.rel.dc.send(new Uint8Array(262145)); return null; } catch (e) { return e.name; }"
     )
     assert refused == "TypeError"
+    # ... and we hold ourselves to Chrome's a=max-message-size:262144.
+    assert py.mgr.max_message_size == 262144
+    rel = channel_id(py, "rel")
+    with pytest.raises(LocalProtocolError, match="max-message-size"):
+        py.call(lambda: py.mgr.send(rel, bytes(262145)))
     # Unordered reliable large messages are reassembled too (RFC 4960 s6.9, U bit on every fragment).
     r = echo(page, "unord", [["b", 64 * 1024, 3], ["s", 64 * 1024, 4]], ms=60000)
     assert r["got"] == 2 and r["allKnown"], r

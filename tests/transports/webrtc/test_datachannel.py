@@ -112,6 +112,25 @@ def test_large_messages_over_channel(size: int) -> None:
     assert msgs(link.events[1]) == [Message(cid, payload, True)]
 
 
+def test_messages_over_the_peers_max_message_size_are_refused() -> None:
+    # RFC 8841 s6.1: the SDP's a=max-message-size bounds what we send (Chrome offers 262144).
+    client, server, link = managers()
+    client.max_message_size = 1000
+    server.max_message_size = 0  # "any size"
+    client.open("data", negotiated_id=0)
+    server.open("data", negotiated_id=0)
+    client.connect(0.0)
+    up(link)
+    client.send(0, b"x" * 1000)
+    with pytest.raises(LocalProtocolError, match="max-message-size"):
+        client.send(0, b"x" * 1001)
+    with pytest.raises(LocalProtocolError, match="max-message-size"):
+        client.send(0, "é" * 501)  # 1002 bytes of UTF-8
+    server.send(0, b"y" * 5000)
+    link.run(lambda: len(msgs(link.events[1])) == 1 and len(msgs(link.events[0])) == 1)
+    assert [len(m.data) for m in msgs(link.events[1]) + msgs(link.events[0])] == [1000, 5000]
+
+
 def test_close_resets_streams_both_ways_and_id_is_reusable() -> None:
     client, server, link = managers()
     client.connect(0.0)

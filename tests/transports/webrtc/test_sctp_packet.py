@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import struct
 
 import pytest
@@ -34,13 +35,30 @@ from trackmesh.transports.webrtc.sctp_packet import (
     UnknownReconfigParam,
     build_packet,
     crc32c,
+    crc32c_python,
     parse_packet,
 )
 
 
 def test_crc32c_check_value() -> None:
-    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C catalogue check value
-    assert crc32c(b"") == 0
+    for f in (crc32c, crc32c_python):
+        assert f(b"123456789") == 0xE3069283  # the CRC-32C catalogue check value
+        assert f(b"") == 0
+
+
+def test_native_crc32c_is_used_when_installed() -> None:
+    # google-crc32c comes with aiortc (a test dependency): with its C extension the checksum is ~800x faster.
+    try:
+        importlib.import_module("google_crc32c.cext")
+    except ImportError:
+        assert crc32c is crc32c_python
+    else:
+        assert crc32c is not crc32c_python
+
+
+@given(st.binary(max_size=3000))
+def test_crc32c_matches_the_pure_python_one(data: bytes) -> None:
+    assert crc32c(data) == crc32c_python(data)
 
 
 def test_checksum_is_written_least_significant_byte_first() -> None:

@@ -149,8 +149,17 @@ class DataChannel:
 class DataChannelManager:
     """Data channels on one SCTP association; ``dtls_role`` picks the stream-id parity."""
 
-    def __init__(self, association: SctpAssociation, *, dtls_role: Literal["client", "server"]) -> None:
+    def __init__(
+        self,
+        association: SctpAssociation,
+        *,
+        dtls_role: Literal["client", "server"],
+        max_message_size: int | None = None,
+    ) -> None:
         self.association = association
+        #: The peer's a=max-message-size (RFC 8841 s6.1); larger messages are refused by :meth:`send`.
+        #: None or 0 (the attribute's "any size") means no limit.
+        self.max_message_size = max_message_size
         self.channels: dict[int, DataChannel] = {}
         self.dropped_messages = 0  # malformed DCEP, unknown channel, unknown PPID
         self._parity = 0 if dtls_role == "client" else 1
@@ -212,6 +221,11 @@ class DataChannelManager:
             payload, ppid = bytes(data), PPID_BINARY
             if not payload:
                 payload, ppid = b"\x00", PPID_BINARY_EMPTY
+        if self.max_message_size and len(payload) > self.max_message_size:
+            # RFC 8841 s6.1: never send more than the peer said it can take.
+            raise LocalProtocolError(
+                f"message of {len(payload)} bytes exceeds the peer's max-message-size {self.max_message_size}"
+            )
         lifetime = None if ch.max_packet_life_time is None else ch.max_packet_life_time / 1000
         self.association.send(
             channel_id,

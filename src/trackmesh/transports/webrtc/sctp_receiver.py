@@ -57,6 +57,12 @@ class InboundQueue:
         self._above: set[int] = set()  # received TSNs beyond the cumulative point
         self._dups: list[int] = []
         self._chunks: dict[int, DataChunk] = {}
+        # Stored fragments form runs: maximal TSN-contiguous pieces of one message. Keyed both ways so a
+        # fragment joins its neighbours' runs in O(1) and a message is copied out once, when its run spans
+        # B..E. (Walking to the B fragment on every arrival was quadratic: Chrome fills a nearly full cwnd
+        # with fragments of 50-100 bytes, and a 256 KB message in 64-byte fragments took 1.3 s.)
+        self._run_end: dict[int, int] = {}  # first TSN of a run -> its last TSN
+        self._run_start: dict[int, int] = {}  # last TSN of a run -> its first TSN
         self._waiting: dict[int, dict[int, InboundMessage]] = {}  # stream -> SSN -> message
         self._next_ssn: dict[int, int] = {}
         self._deferred: list[tuple[int, int, tuple[int, ...]]] = []  # (last TSN, request seq, streams)
@@ -123,28 +129,37 @@ class InboundQueue:
     def _same_message(self, a: DataChunk, b: DataChunk) -> bool:
         return a.stream_id == b.stream_id and a.unordered == b.unordered and (a.unordered or a.ssn == b.ssn)
 
+    def _joins(self, a: DataChunk, b: DataChunk) -> bool:
+        """Whether ``b`` (TSN a.tsn + 1) continues the message ``a`` belongs to (RFC 4960 s6.9)."""
+        return not a.ending and not b.beginning and self._same_message(a, b)
+
     def _assemble(self, chunk: DataChunk) -> None:
         """Store a chunk and deliver its message if now complete (RFC 4960 s6.9)."""
-        self._chunks[chunk.tsn] = chunk
+        tsn = chunk.tsn
+        self._chunks[tsn] = chunk
         self.buffered += len(chunk.user_data)
-        first = chunk
-        while not first.beginning:
-            prev = self._chunks.get((first.tsn - 1) & 0xFFFFFFFF)
-            if prev is None or prev.ending or not self._same_message(prev, chunk):
-                return
-            first = prev
-        last = chunk
-        while not last.ending:
-            nxt = self._chunks.get((last.tsn + 1) & 0xFFFFFFFF)
-            if nxt is None or nxt.beginning or not self._same_message(nxt, chunk):
-                return
-            last = nxt
+        start = end = tsn
+        before = (tsn - 1) & 0xFFFFFFFF
+        prev = self._chunks.get(before)
+        if prev is not None and self._joins(prev, chunk):
+            start = self._run_start.pop(before)  # ``before`` ended its run: ``tsn`` was missing
+            del self._run_end[start]
+        after = (tsn + 1) & 0xFFFFFFFF
+        nxt = self._chunks.get(after)
+        if nxt is not None and self._joins(chunk, nxt):
+            end = self._run_end.pop(after)
+            del self._run_start[end]
+        first = self._chunks[start]
+        if not (first.beginning and self._chunks[end].ending):
+            self._run_end[start] = end
+            self._run_start[end] = start
+            return
         parts = []
-        tsn = first.tsn
+        tsn = start
         while True:
             part = self._chunks.pop(tsn)
             parts.append(part.user_data)
-            if tsn == last.tsn:
+            if tsn == end:
                 break
             tsn = (tsn + 1) & 0xFFFFFFFF
         data = b"".join(parts)
@@ -181,6 +196,21 @@ class InboundQueue:
             return
         for tsn in [t for t in self._chunks if not tsn_gt(t, new_cumulative_tsn)]:
             self.buffered -= len(self._chunks.pop(tsn).user_data)  # abandoned fragments
+        # A run that starts at or before the new cumulative TSN, or right after it without a first fragment,
+        # belongs to a message the sender abandoned (it abandons whole messages, RFC 3758 s3.5): drop it.
+        nxt = (new_cumulative_tsn + 1) & 0xFFFFFFFF
+        for start, end in list(self._run_end.items()):
+            if tsn_gt(start, nxt) or (start == nxt and self._chunks[start].beginning):
+                continue
+            del self._run_end[start], self._run_start[end]
+            tsn = start
+            while True:
+                dropped = self._chunks.pop(tsn, None)
+                if dropped is not None:
+                    self.buffered -= len(dropped.user_data)
+                if tsn == end:
+                    break
+                tsn = (tsn + 1) & 0xFFFFFFFF
         self._above = {t for t in self._above if tsn_gt(t, new_cumulative_tsn)}
         self._advance(new_cumulative_tsn)
         for sid, ssn in streams:

@@ -387,3 +387,27 @@ def test_random_input_to_association_never_raises(data: bytes) -> None:
     b.handle_data(0.0, data)
     # Also with a valid header and checksum so the chunk parser and state machine see it.
     b.handle_data(0.0, build_packet(5000, 5000, b._local_tag, [data + b"\x00" * (-len(data) % 4)]))
+
+
+def test_a_peer_that_floods_fragments_of_an_endless_message_is_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile peer sends in-sequence 1-byte fragments of a message that never ends: past the held-fragment
+    limit the association is aborted (ABORT sent, AssociationClosed with the reason), not grown forever."""
+    import trackmesh.transports.webrtc.sctp_receiver as receiver
+    from trackmesh.transports.webrtc.sctp_packet import DataChunk, build_packet
+
+    monkeypatch.setattr(receiver, "MAX_HELD_CHUNKS", 50)
+    _a, b, link = connected()
+    tsn = (b._inbound.cumulative_tsn + 1) & 0xFFFFFFFF
+    for i in range(60):
+        chunk = DataChunk((tsn + i) & 0xFFFFFFFF, 1, 0, 53, b"x", False, i == 0, False)
+        b.handle_data(link.now, build_packet(b._remote_port, b._local_port, b._local_tag, (chunk,)))
+        if b.state is AssociationState.CLOSED:
+            break
+    assert b.state is AssociationState.CLOSED and i == 50
+    events = []
+    while (ev := b.poll_event()) is not None:
+        events.append(ev)
+    closed = [e for e in events if isinstance(e, AssociationClosed)]
+    assert closed and closed[0].reason is not None and "receive limits" in closed[0].reason, events
+    abort = b.poll_transmit(link.now)
+    assert abort is not None and abort[12] == 6  # chunk type 6: ABORT (RFC 4960 s3.3.7)

@@ -138,3 +138,35 @@ def test_forward_tsn_short_of_a_message_drops_its_surviving_tail() -> None:
     q.forward_tsn(10, ())  # skips A's first fragment only: 11-12 can never complete
     assert q.cumulative_tsn == 13
     assert_empty(q)
+
+
+def test_a_message_that_never_ends_in_tiny_fragments_hits_the_fragment_limit() -> None:
+    """In-sequence data is accepted past the window (RFC 4960 s6.2), so a peer that sends 1-byte fragments of one
+    message forever must be stopped by a count: MAX_HELD_CHUNKS, then OutOfResource (the association aborts)."""
+    from trackmesh.transports.webrtc.sctp_receiver import MAX_HELD_CHUNKS, OutOfResource
+
+    q = InboundQueue(100, window=1 << 20)
+    for i in range(MAX_HELD_CHUNKS):
+        assert q.receive(DataChunk(100 + i, 0, 0, PPID, b"x", False, i == 0, False))
+    try:
+        q.receive(DataChunk(100 + MAX_HELD_CHUNKS, 0, 0, PPID, b"x", False, False, False))
+    except OutOfResource as exc:
+        assert f"{MAX_HELD_CHUNKS} fragments" in str(exc)
+    else:
+        raise AssertionError("the fragment limit did not hold")
+
+
+def test_a_message_that_never_ends_in_big_fragments_hits_the_byte_limit() -> None:
+    from trackmesh.transports.webrtc.sctp_receiver import HELD_WINDOWS_LIMIT, OutOfResource
+
+    q = InboundQueue(0, window=64 * 1024)
+    piece = bytes(1024)
+    tsn = 0
+    try:
+        while True:
+            q.receive(DataChunk(tsn, 0, 0, PPID, piece, False, tsn == 0, False))
+            tsn += 1
+    except OutOfResource:
+        pass
+    assert q.buffered <= HELD_WINDOWS_LIMIT * q.window + len(piece)
+    assert tsn == HELD_WINDOWS_LIMIT * 64 + 1

@@ -215,10 +215,13 @@ class SdkSession:
         self.local = local
         self._verify = verify_token
         self.session_version = 1
-        remote_port = next((m.remote_sctp_port for m in peer.answer.media if m.kind == "application"), None)
+        app = next((m for m in peer.answer.media if m.kind == "application"), None)
+        remote_port = app.remote_sctp_port if app is not None else None
         self.has_data_channel = remote_port is not None
         assoc = SctpAssociation(cookie_key=cookie_key, remote_port=remote_port or 5000)
-        self.dc = DataChannelManager(assoc, dtls_role="server")
+        # RFC 8841 s6.1: never send a message larger than the client's a=max-message-size.
+        max_size = app.remote_max_message_size if app is not None else None
+        self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=max_size)
         self.dc.open(DATA_CHANNEL_LABEL, negotiated_id=DATA_CHANNEL_ID)
         self.channel_open = False
         peer.on_application_data = self._on_sctp

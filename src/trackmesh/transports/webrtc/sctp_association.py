@@ -69,7 +69,7 @@ from trackmesh.transports.webrtc.sctp_packet import (
     parse_packet,
     serialize_chunk,
 )
-from trackmesh.transports.webrtc.sctp_receiver import InboundQueue, tsn_gt
+from trackmesh.transports.webrtc.sctp_receiver import InboundQueue, OutOfResource, tsn_gt
 from trackmesh.transports.webrtc.sctp_sender import OutboundQueue, SctpStats
 
 __all__ = [
@@ -479,7 +479,13 @@ class SctpAssociation:
         if chunk.stream_id >= self._in_streams:
             self.stats.data_chunks_dropped += 1  # s6.5: invalid stream identifier
             return
-        if not self._inbound.receive(chunk):
+        try:
+            accepted = self._inbound.receive(chunk)
+        except OutOfResource as exc:
+            self.stats.data_chunks_dropped += 1
+            self._close(f"peer exceeded receive limits: {exc}", send_abort=True, cause="out of resource")
+            return
+        if not accepted:
             self.stats.data_chunks_dropped += 1
             self._sack_now = True  # s6.2: report duplicates at once
 

@@ -16,10 +16,21 @@ from typing import Final
 
 from trackmesh.transports.webrtc.sctp_packet import DataChunk, SackChunk
 
-__all__ = ["InboundMessage", "InboundQueue", "ssn_gt", "tsn_gt", "tsn_lt"]
+__all__ = ["InboundMessage", "InboundQueue", "OutOfResource", "ssn_gt", "tsn_gt", "tsn_lt"]
 
 _MAX_GAP_BLOCKS: Final = 64  # keeps a SACK well under one packet (16 + 64*4 bytes)
 _MAX_DUPS: Final = 16
+#: Fragments held at once. The byte window alone does not bound memory: a peer sending 1-byte fragments would
+#: make us hold a DataChunk object (~150 B) per byte. Chrome's smallest fragments (50-100 B, a nearly full cwnd)
+#: fill a 1 MB window with about 16,000.
+MAX_HELD_CHUNKS: Final = 65536
+#: In-sequence data is accepted beyond the advertised window (s6.2 drops only data past the next TSN), so a peer
+#: that never ends a message could grow it forever; past this many windows held the association is aborted.
+HELD_WINDOWS_LIMIT: Final = 4
+
+
+class OutOfResource(Exception):
+    """The peer made us hold more than the limits above: the association is aborted (RFC 4960 s3.3.10.4)."""
 
 
 def tsn_lt(a: int, b: int) -> bool:
@@ -88,6 +99,8 @@ class InboundQueue:
         # RFC 4960 s6.2: with no buffer left, drop data beyond the next expected TSN.
         if self.buffered + len(chunk.user_data) > 2 * self.window and not in_sequence:
             return False
+        if len(self._chunks) >= MAX_HELD_CHUNKS or self.buffered > HELD_WINDOWS_LIMIT * self.window:
+            raise OutOfResource(f"{len(self._chunks)} fragments, {self.buffered} bytes held")
         if in_sequence:
             self._advance(tsn)
         else:

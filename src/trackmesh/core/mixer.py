@@ -50,15 +50,16 @@ audio only as follows, however many people speak on other nodes:
    here may hear (any, with an AUTO listener; the sources MANUAL listeners attached otherwise),
    subscribes the audio of its own node as its listeners ask (no inter-node traffic), and
    imports remote audio only for
-   - AUTO: the top N+1 remote sources by reported level, N the largest slot count of the
-     stage's AUTO listeners (N+1, not N: a listener excludes its own peer, mix-minus);
-   - MANUAL: per listener, the top N+1 by reported level of the remote sources *it attached*
-     (its own peer left out), N its slot count.
-   The stage imports the union: at most ``(N_auto + 1) + sum over MANUAL listeners of
-   min(N_l + 1, attached remote sources)``. MANUAL listeners that attach disjoint sources add up;
+   - AUTO: the top N remote sources by reported level, N the largest slot count of the stage's
+     AUTO listeners; N+1 only while some AUTO listener's own peer publishes audio on another node
+     (a listener never hears itself, mix-minus, so its top N may reach one place further down);
+   - MANUAL: per listener, the top N by reported level of the remote sources *it attached* (its
+     own peer left out), N its slot count.
+   The stage imports the union: at most ``N_auto (+1) + sum over MANUAL listeners of
+   min(N_l, attached remote sources)``. MANUAL listeners that attach disjoint sources add up;
    ones attaching the same sources share their imports.
 3. Hysteresis (per selection): an import is kept at least 500 ms; it is replaced only by a
-   newcomer of the top N+1 louder by 6 levels, or by 30 levels (the slots' own margin) when a
+   newcomer of the top N (N+1) louder by 6 levels, or by 30 levels (the slots' own margin) when a
    listener's slot carries it. A fresh import starts with the reported level, and takes a slot
    once its packets arrive (a source is eligible only once heard).
 
@@ -527,9 +528,11 @@ class MixerStage:
             self._next_tick = self._now + TICK
 
     def _choose_imports(self, now: float) -> None:
-        """Keep the imported remote sources to the top N+1 by reported level, with hysteresis:
-        for the AUTO listeners together (N: their largest slot count), and for each MANUAL
-        listener among the sources it attached (N: its slot count). The stage imports the union."""
+        """Keep the imported remote sources to the top N by reported level, with hysteresis: for
+        the AUTO listeners together (N: their largest slot count, +1 while one of their own peers
+        is among the remote sources, which that listener skips), and for each MANUAL listener
+        among the sources it attached, its own peer left out (N: its slot count). The stage
+        imports the union."""
         reported: dict[TrackSource, int] = {}
         for lv in self._levels.values():
             if now - lv.received <= SILENCE_TIMEOUT:
@@ -537,12 +540,16 @@ class MixerStage:
                     if loud >= MIN_LOUDNESS and source in self._room_audio and self._where(source) == 2:
                         reported[source] = max(loud, reported.get(source, 0))
         self._reported = reported
-        slots = [len(lis.outputs) for lis in self.listeners if lis.mode is MixerMode.AUTO]
-        changed = self.auto_imports.choose(now, reported, max(slots) + 1 if slots else 0, self.sources)
+        auto = [lis for lis in self.listeners if lis.mode is MixerMode.AUTO]
+        limit = 0
+        if auto:
+            peers = {lis.peer for lis in auto}
+            limit = max(len(lis.outputs) for lis in auto) + (1 if any(s.peer in peers for s in reported) else 0)
+        changed = self.auto_imports.choose(now, reported, limit, self.sources)
         for lis in self.listeners:
             if lis.mode is MixerMode.MANUAL:
                 mine = {s: v for s, v in reported.items() if s in lis.manual and s.peer != lis.peer}
-                changed += lis.picks.choose(now, mine, len(lis.outputs) + 1, self.sources)
+                changed += lis.picks.choose(now, mine, len(lis.outputs), self.sources)
         for source in dict.fromkeys(changed):
             self._refresh(source)
 

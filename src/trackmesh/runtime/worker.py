@@ -207,6 +207,7 @@ class WorkerRuntime:
         buf = self._buf
         view = memoryview(buf)
         handler = self.datagram_handler
+        outbox = self.outbox
         now = self.now()
         received = 0
         for _ in range(RECV_BATCH):
@@ -227,6 +228,11 @@ class WorkerRuntime:
                 self.counters["handler_errors"] += 1
                 if self.counters["handler_errors"] <= 10:
                     log.exception("datagram handler failed")
+            if outbox:
+                # Send each datagram's copies before handling the next one: holding them until the
+                # whole batch is handled would make every viewer wait for the fan-out of every packet
+                # that queued behind (a paced key frame arriving while we work), not just its own.
+                self._send_outbox()
         self.counters["udp_rx"] += received
         if handler is None:
             self.counters["udp_rx_unhandled"] += received

@@ -231,16 +231,7 @@ class Vp8Layers:
 
     def rewrite(self, buf: bytearray, base: int, d: Vp8Descriptor) -> None:
         """Renumber the descriptor copied to ``buf[base:]`` (after :meth:`process` said 1)."""
-        if d.picture_id >= 0:
-            out = (d.picture_id + self.pid_off) & 0x7FFF
-            pos = base + d.picture_id_offset
-            if d.picture_id_long:
-                buf[pos] = 0x80 | (out >> 8)
-                buf[pos + 1] = out & 0xFF
-            else:
-                buf[pos] = out & 0x7F
-        if d.tl0picidx >= 0:
-            buf[base + d.tl0picidx_offset] = (d.tl0picidx + self.tl0_off) & 0xFF
+        rewrite_picture_ids(buf, base, d, self.pid_off, self.tl0_off)
 
 
 class Vp9Layers:
@@ -369,13 +360,21 @@ class Vp9Layers:
 
     def rewrite(self, buf: bytearray, base: int, d: Vp9Descriptor) -> None:
         """Renumber the descriptor copied to ``buf[base:]`` (when ``renumber`` is set)."""
-        if d.picture_id >= 0:
-            out = (d.picture_id + self.pid_off) & 0x7FFF
-            pos = base + d.picture_id_offset
-            if d.picture_id_long:
-                buf[pos] = 0x80 | (out >> 8)
-                buf[pos + 1] = out & 0xFF
-            else:
-                buf[pos] = out & 0x7F
-        if d.tl0picidx >= 0:
-            buf[base + d.tl0picidx_offset] = (d.tl0picidx + self.tl0_off) & 0xFF
+        rewrite_picture_ids(buf, base, d, self.pid_off, self.tl0_off)
+
+
+def rewrite_picture_ids(
+    buf: bytearray, base: int, d: Vp8Descriptor | Vp9Descriptor, pid_off: int, tl0_off: int
+) -> None:
+    """Write ``d``'s picture id (7 or 15 bits, same width as received) and TL0PICIDX, shifted by the viewer's offsets,
+    into the descriptor copied to ``buf[base:]``. VP8 (RFC 7741 s4.2) and VP9 (RFC 9628 s4.2) lay both out alike."""
+    if d.picture_id >= 0:
+        out = (d.picture_id + pid_off) & 0x7FFF
+        pos = base + d.picture_id_offset
+        if d.picture_id_long:
+            buf[pos] = 0x80 | (out >> 8)
+            buf[pos + 1] = out & 0xFF
+        else:
+            buf[pos] = out & 0x7F
+    if d.tl0picidx >= 0:
+        buf[base + d.tl0picidx_offset] = (d.tl0picidx + tl0_off) & 0xFF

@@ -305,21 +305,29 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
 
 
-def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
-    base = _free_range(8)
-    cport = _free_range(8)
+def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
+    cport = _free_range(zones * (media_per_zone + 1))
     proc = subprocess.Popen(
-        [TRACKMESH, "dev-cluster", "--zones", "2", "--media-per-zone", "2", "--http-port", str(base),
-         "--cluster-port", str(cport), "--secret", SECRET],
+        [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
     )  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not any("processes up" in line for line in lines):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("".join(lines))
+        time.sleep(0.1)
+    return proc, lines
+
+
+def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
+    base = _free_range(8)
+    proc, lines = _dev_cluster(2, 2, base)
     try:
-        deadline = time.monotonic() + 60
-        while not any("processes up" in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
         assert "6 processes up" in text and f"http://127.0.0.1:{base}" in text, text
         assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
@@ -371,19 +379,8 @@ def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
 
 def test_dev_cluster_members_die_with_it_even_when_it_is_killed() -> None:
     """SIGKILL gives dev-cluster no chance to stop its members: the kernel does (PR_SET_PDEATHSIG)."""
-    base, cport = _free_range(2), _free_range(2)
-    proc = subprocess.Popen(
-        [TRACKMESH, "dev-cluster", "--zones", "1", "--media-per-zone", "1", "--http-port", str(base),
-         "--cluster-port", str(cport), "--secret", SECRET],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
-    )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    proc, _lines = _dev_cluster(1, 1, _free_range(2))
     try:
-        deadline = time.monotonic() + 60
-        while not any("processes up" in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
         children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(children) == 2, children
     finally:

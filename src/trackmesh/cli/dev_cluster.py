@@ -139,7 +139,10 @@ def main(argv: list[str]) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stopping["sig"] = signum
 
+    # SIGINT too, explicitly: a process started in the background by a non-interactive shell inherits SIGINT
+    # ignored (POSIX job control off), and Ctrl-C / `kill -INT` must still stop the cluster.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         for i, m in enumerate(members):
             seeds = [earlier.seed for earlier in members[:i]]
@@ -161,6 +164,10 @@ def main(argv: list[str]) -> int:
                 stop_all(members)
                 return 1
             time.sleep(0.2)
+        if stopping["sig"] is not None:  # stopped while starting: say nothing about being up
+            stop_all(members, signal.SIGINT)
+            print("trackmesh dev-cluster: stopped", file=sys.stderr)
+            return 0
         lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
         for m in members:
             lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  cluster {m.seed}")
@@ -176,7 +183,7 @@ def main(argv: list[str]) -> int:
                           file=sys.stderr)  # fmt: skip
                     m.proc = None
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT arriving before the handler above was installed
         pass
     stop_all(members, signal.SIGINT)
     print("trackmesh dev-cluster: stopped", file=sys.stderr)

@@ -245,6 +245,16 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def step_verdict(s: dict[str, Any]) -> str:
+    """One held step's SLO verdict as the step tables print it."""
+    verdict = "ok" if s["slo_ok"] else "FAIL: " + "; ".join(s["slo_fail"])
+    if s.get("retried"):
+        verdict += " (held again)"
+    if s["generator_saturated"]:
+        verdict += " GENERATOR SATURATED"
+    return verdict
+
+
 def steps_table(results: dict[str, dict[str, Any]]) -> str:
     """Every held step of every server, retried ones included (marked)."""
     out = [
@@ -255,11 +265,7 @@ def steps_table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         for s in r["steps"]:
             lm = s["latency_ms"]
-            verdict = "ok" if s["slo_ok"] else "FAIL: " + "; ".join(s["slo_fail"])
-            if s.get("retried"):
-                verdict += " (held again)"
-            if s["generator_saturated"]:
-                verdict += " GENERATOR SATURATED"
+            verdict = step_verdict(s)
             out.append(
                 f"| {name} | {s['subscribers']} | {s['server_cpu']:.1%} | {s['server_us_per_pkt']} | "
                 f"{s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | {_fmt(lm['p50'], '', 2)} / "

@@ -18,7 +18,7 @@ from array import array
 
 from trackmesh.bench.client import Transport
 from trackmesh.bench.recording import AUDIO, VIDEO, Recording, payload_key
-from trackmesh.bench.streams import StreamLog, stream_id, tag_payload
+from trackmesh.bench.streams import StreamLog, rtp_payload_bounds, stream_id, tag_payload
 from trackmesh.transports.webrtc.rtp import build_rtp_packet
 
 __all__ = ["EXT_MID", "Publisher", "SendLog", "Sink"]
@@ -216,13 +216,7 @@ class Sink:
             self.max_gap = max(self.max_gap, now - self.last_video)
 
     def on_rtp(self, plain: bytes, now: float) -> None:
-        b0 = plain[0]
-        off = 12 + 4 * (b0 & 0x0F)
-        end = len(plain)
-        if b0 & 0x10:
-            off += 4 + 4 * int.from_bytes(plain[off + 2 : off + 4], "big")
-        if b0 & 0x20:
-            end -= plain[-1]
+        off, end = rtp_payload_bounds(plain)
         kind = self.pt_kind.get(plain[1] & 0x7F)
         if kind is None:
             self.other_pt += 1  # RTX, padding probes, FEC: not media we sent

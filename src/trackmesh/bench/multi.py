@@ -33,22 +33,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from trackmesh.bench.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
+from trackmesh.bench.client import Transport
 from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog
 from trackmesh.bench.recording import AUDIO, VIDEO, Recording
 from trackmesh.bench.runner import (
     DISTURBED,
-    FREEZE_SLO_S,
     GEN_SATURATED,
     LOSS_SLO,
     MAX_EXTRA_HOLDS,
-    P99_SLO_MS,
     _at_load,
     _core_busy,
     _core_times,
     _ms,
     _pct,
-    _r,
+    latency_and_freeze_failures,
+    reference_path,
 )
 from trackmesh.bench.sdk_client import SdkClient, SdkPlan
 from trackmesh.bench.servers import StealMeter
@@ -144,24 +143,8 @@ class MultiRun:
 
     def _reference_path(self, pub: Publisher) -> None:
         """The first publisher also sends every packet unencrypted straight to a local socket."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.bind((self.local_ip, 0))
-        sock.setblocking(False)
-        sink = self.ref_sink
-        sink.expect([stream_id(0, AUDIO), stream_id(0, VIDEO)])
-
-        def drain() -> None:
-            for _ in range(64):
-                try:
-                    data, anc, _f, _a = sock.recvmsg(2048, 64)
-                except OSError:
-                    return
-                sink.on_rtp(data, kernel_timestamp(anc))
-
-        self.loop.add_reader(sock.fileno(), drain)
-        pub.reference = (sock, sock.getsockname())
-        self.ref_sock = sock
+        self.ref_sink.expect([stream_id(0, AUDIO), stream_id(0, VIDEO)])
+        self.ref_sock = reference_path(self.loop, self.local_ip, pub, self.ref_sink)
 
     def _streams_of(self, pids: list[int]) -> list[int]:
         kinds = (AUDIO,) if self.audio_only else (AUDIO, VIDEO)
@@ -457,10 +440,7 @@ class MultiRun:
             reasons.append("no subscriber")
         if worst_stream_loss >= LOSS_SLO:
             reasons.append(f"loss {worst_stream_loss:.2%}")
-        if added_p99 is None or added_p99 >= P99_SLO_MS:
-            reasons.append(f"added p99 {_r(added_p99)} ms (raw {_r(lat_ms[2])}, direct {_r(ref_ms['p99'])})")
-        if not gaps or max(gaps) > FREEZE_SLO_S:
-            reasons.append(f"freeze {_r(max(gaps)) if gaps else None} s")
+        reasons += latency_and_freeze_failures(added_p99, lat_ms[2], ref_ms["p99"], gaps)
         row["slo_ok"] = not reasons
         row["slo_fail"] = reasons
         row["generator_saturated"] = gen_share > GEN_SATURATED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trackmesh.bench.cli import step_verdict
+
 __all__ = ["multi_steps_table", "multi_table"]
 
 
@@ -88,11 +90,7 @@ def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         for s in r["steps"]:
             lm = s["latency_ms"]
-            verdict = "ok" if s["slo_ok"] else "FAIL: " + "; ".join(s["slo_fail"])
-            if s.get("retried"):
-                verdict += " (held again)"
-            if s["generator_saturated"]:
-                verdict += " GENERATOR SATURATED"
+            verdict = step_verdict(s)
             out.append(
                 f"| {name} | {s['units']} | {s['subscribers']} | {s['streams_expected']} | {s['server_cpu']:.1%} | "
                 f"{s['server_us_per_pkt']} | {s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | "

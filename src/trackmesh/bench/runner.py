@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from trackmesh.bench.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
 from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
@@ -63,6 +63,43 @@ class Sub:
     started: float
     joined: float | None = None  # first decrypted packet
     error: str | None = None
+
+
+class _RtpSink(Protocol):
+    def on_rtp(self, plain: bytes, now: float) -> None: ...
+
+
+def reference_path(loop: asyncio.AbstractEventLoop, local_ip: str, pub: Publisher, sink: _RtpSink) -> socket.socket:
+    """A local socket to which ``pub`` also sends every packet unencrypted, drained into ``sink`` with kernel
+    timestamps: the direct path whose latency is subtracted from what subscribers see."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.bind((local_ip, 0))
+    sock.setblocking(False)
+
+    def drain() -> None:
+        for _ in range(64):
+            try:
+                data, anc, _f, _a = sock.recvmsg(2048, 64)
+            except OSError:
+                return
+            sink.on_rtp(data, kernel_timestamp(anc))
+
+    loop.add_reader(sock.fileno(), drain)
+    pub.reference = (sock, sock.getsockname())
+    return sock
+
+
+def latency_and_freeze_failures(
+    added_p99: float | None, raw_p99: float | None, direct_p99: float | None, gaps: list[float]
+) -> list[str]:
+    """The SLO failures every scenario shares: added p99 latency, and the longest gap in what a subscriber got."""
+    reasons = []
+    if added_p99 is None or added_p99 >= P99_SLO_MS:
+        reasons.append(f"added p99 {_r(added_p99)} ms (raw {_r(raw_p99)}, direct {_r(direct_p99)})")
+    if not gaps or max(gaps) > FREEZE_SLO_S:
+        reasons.append(f"freeze {_r(max(gaps)) if gaps else None} s")
+    return reasons
 
 
 def _ms(v: float | None) -> float | None:
@@ -128,23 +165,7 @@ class S1Run:
             self.lags.append(time.monotonic() - t - 0.01)
 
     def _reference_path(self, pub: Publisher) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.bind((self.local_ip, 0))
-        sock.setblocking(False)
-        sink = self.ref_sink
-
-        def drain() -> None:
-            for _ in range(64):
-                try:
-                    data, anc, _f, _a = sock.recvmsg(2048, 64)
-                except OSError:
-                    return
-                sink.on_rtp(data, kernel_timestamp(anc))
-
-        self.loop.add_reader(sock.fileno(), drain)
-        pub.reference = (sock, sock.getsockname())
-        return sock
+        return reference_path(self.loop, self.local_ip, pub, self.ref_sink)
 
     async def _join(self, storm: bool | None) -> Sub:
         tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
@@ -277,10 +298,7 @@ class S1Run:
             reasons.append(f"{n_target - len(subs)} joins failed")
         if worst_loss >= LOSS_SLO:
             reasons.append(f"loss {worst_loss:.2%}")
-        if added_p99 is None or added_p99 >= P99_SLO_MS:
-            reasons.append(f"added p99 {_r(added_p99)} ms (raw {_r(lat_ms[2])}, direct {_r(ref_ms['p99'])})")
-        if not gaps or max(gaps) > FREEZE_SLO_S:
-            reasons.append(f"freeze {_r(max(gaps)) if gaps else None} s")
+        reasons += latency_and_freeze_failures(added_p99, lat_ms[2], ref_ms["p99"], gaps)
         row["slo_ok"] = not reasons
         row["slo_fail"] = reasons
         row["generator_saturated"] = gen_share > GEN_SATURATED

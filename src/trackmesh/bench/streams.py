@@ -72,6 +72,19 @@ class StreamLog:
         return bisect_left(times, t) if times is not None else 0
 
 
+def rtp_payload_bounds(plain: bytes) -> tuple[int, int]:
+    """Where a decrypted RTP packet's payload starts and ends: after CSRCs and the header extension (RFC 3550
+    s5.3.1), before the padding. ``start >= end`` means no payload (or a lying header)."""
+    b0 = plain[0]
+    off = 12 + 4 * (b0 & 0x0F)
+    end = len(plain)
+    if b0 & 0x10:
+        off += 4 + 4 * int.from_bytes(plain[off + 2 : off + 4], "big")
+    if b0 & 0x20:
+        end -= plain[-1]
+    return off, end
+
+
 class MultiSink:
     """What one subscriber received from every stream it expects."""
 
@@ -122,13 +135,7 @@ class MultiSink:
         return worst
 
     def on_rtp(self, plain: bytes, now: float) -> None:
-        b0 = plain[0]
-        off = 12 + 4 * (b0 & 0x0F)
-        end = len(plain)
-        if b0 & 0x10:
-            off += 4 + 4 * int.from_bytes(plain[off + 2 : off + 4], "big")
-        if b0 & 0x20:
-            end -= plain[-1]
+        off, end = rtp_payload_bounds(plain)
         kind = self.pt_kind.get(plain[1] & 0x7F)
         if kind is None:
             self.other_pt += 1  # RTX, padding probes, FEC: not media we sent

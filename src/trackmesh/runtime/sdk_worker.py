@@ -39,7 +39,7 @@ from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Ice
 from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
-from .webrtc_port import WebRtcPort
+from .webrtc_port import ConnTimer, WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")
@@ -62,21 +62,6 @@ class Conn:
         return self.sdk.endpoint.session
 
 
-class _ConnTimer:
-    __slots__ = ("conn", "transport")
-
-    def __init__(self, transport: SdkTransport, conn: Conn) -> None:
-        self.transport = transport
-        self.conn = conn
-
-    def next_deadline(self) -> float | None:
-        return None if self.conn.closing else self.conn.sdk.next_deadline()
-
-    def handle_timeout(self, now: float) -> None:
-        self.conn.sdk.handle_timeout(now)
-        self.transport.after_input(now, self.conn)
-
-
 class SdkTransport:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
@@ -86,7 +71,7 @@ class SdkTransport:
         self.demux = self.port.demux
         self.clock = self.port.clock
         self.conns: dict[SessionId, Conn] = {}
-        self.timers: dict[SessionId, _ConnTimer] = {}
+        self.timers: dict[SessionId, ConnTimer[Conn]] = {}
         self.counters = runtime.counters
         for name in ("sdk_sessions_created", "sdk_sessions_closed", "sdk_offers_refused", "sdk_malformed"):
             self.counters.setdefault(name, 0)
@@ -190,7 +175,7 @@ class SdkTransport:
         conn = Conn(sdk, str(params.get("token_hash", "")), [local.ice_ufrag])
         key = endpoint.session
         self.conns[key] = conn
-        self.timers[key] = _ConnTimer(self, conn)
+        self.timers[key] = ConnTimer(conn, conn.sdk, self.after_input)
         self.port.attach(key, local.ice_ufrag, functools.partial(self.on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self.on_core_events, conn=conn))
         self.counters["sdk_sessions_created"] += 1

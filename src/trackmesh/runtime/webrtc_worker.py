@@ -26,7 +26,7 @@ from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, answer_offer
 from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
 
-from .webrtc_port import WebRtcPort
+from .webrtc_port import ConnTimer, WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")
@@ -54,23 +54,6 @@ class Session:
         return self.peer.endpoint.session
 
 
-class _PeerTimer:
-    """Adapts a session to the worker scheduler: fire the peer, then handle what it said."""
-
-    __slots__ = ("session", "transport")
-
-    def __init__(self, transport: WebRtcTransport, session: Session) -> None:
-        self.transport = transport
-        self.session = session
-
-    def next_deadline(self) -> float | None:
-        return None if self.session.closing else self.session.peer.next_deadline()
-
-    def handle_timeout(self, now: float) -> None:
-        self.session.peer.handle_timeout(now)
-        self.transport.after_input(now, self.session)
-
-
 class WebRtcTransport:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
@@ -80,7 +63,7 @@ class WebRtcTransport:
         self.demux = self.port.demux
         self.clock = self.port.clock
         self.sessions: dict[SessionId, Session] = {}
-        self.timers: dict[SessionId, _PeerTimer] = {}
+        self.timers: dict[SessionId, ConnTimer[Session]] = {}
         # conn id -> (mode, token hash, until): sessions that ended recently.
         self.tombstones: dict[str, tuple[PeerMode, str, float]] = {}
         self.counters = runtime.counters
@@ -166,7 +149,7 @@ class WebRtcTransport:
         )
         key = endpoint.session
         self.sessions[key] = session
-        self.timers[key] = _PeerTimer(self, session)
+        self.timers[key] = ConnTimer(session, session.peer, self.after_input)
         self.port.attach(key, creds.ufrag, functools.partial(self.on_datagram, session=session))
         self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
         self.counters["webrtc_sessions_created"] += 1

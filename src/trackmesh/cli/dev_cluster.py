@@ -102,14 +102,23 @@ def _healthy(url: str) -> bool:
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 
 
+def _find_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux
+
+
+# Looked up once here, in the parent: the child between fork and exec must not load libraries (another thread of
+# the parent may have held the loader's lock at fork time).
+_PRCTL = _find_prctl()
+
+
 def die_with_parent() -> None:
     """``preexec_fn`` for member processes: the kernel sends them SIGTERM when dev-cluster dies, even by SIGKILL
     (prctl(2) PR_SET_PDEATHSIG), so a killed dev-cluster never leaves members holding its ports. No-op off Linux."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 15.0) -> None:

@@ -42,7 +42,6 @@ def render_gateway_metrics(gw: GatewayNode, now: float) -> tuple[str, str]:
         capacity.labels(*key).set(entry.capacity)
         cpu.labels(*key).set(entry.cpu)
         age.labels(*key).set(max(0.0, now - entry.seen))
-    gw.zones.expire(now)
     Gauge("trackmesh_gateway_zones_known", "Other zones with a live gateway summary", registry=registry).set(
         len({z["zone"] for z in gw.zones.summary(now)})
     )

@@ -30,10 +30,11 @@ from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened
 from trackmesh.transports.webrtc.errors import LocalProtocolError
 from trackmesh.transports.webrtc.ice import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Outbox, PeerMode
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Outbox
 from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
 from trackmesh.transports.webrtc.sctp_packet import DataChunk, build_packet, parse_packet
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.whip_whep.session import default_remote_names
 
 T = TypeVar("T")
 
@@ -144,7 +145,7 @@ class PyPeer(asyncio.DatagramProtocol):
             now = time.monotonic()
             self.peer = WebRtcPeer(
                 now, worker.create_endpoint(), answer, IceLiteAgent(local=self.creds), self.cert, self.outbox,
-                mode=PeerMode.SDK, wallclock=time.time(),
+                wallclock=time.time(), remote_names=default_remote_names,
             )  # fmt: skip
             data = next(m for m in answer.media if m.kind == "application")
             assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=data.remote_sctp_port or 5000)

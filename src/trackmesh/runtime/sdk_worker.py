@@ -1,7 +1,7 @@
 """The atm0s SDK transport inside a worker: SDK sessions on the worker's shared UDP port.
 
 Thin glue between the asyncio worker and the sans-IO :class:`~trackmesh.transports.sdk.session.SdkSession` (which
-drives a :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer` in ``PeerMode.SDK``). It answers the worker calls
+drives a :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`). It answers the worker calls
 ``sdk.connect``, ``sdk.ice_candidate`` and ``sdk.restart_ice`` made by :mod:`trackmesh.http.sdk_http`, and shares
 the UDP port with the WHIP/WHEP transport: datagrams whose ICE ufrag or address belongs to an SDK session are
 handled here, all others go to the handler installed before (the WHIP/WHEP one).
@@ -34,8 +34,8 @@ from trackmesh.transports.sdk.protocol import (
 from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import RpcFailure, SdkSession, TokenClaims, check_join
 from trackmesh.transports.webrtc.ice import IceLiteAgent
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
@@ -146,23 +146,17 @@ class SdkTransport:
         names = assign_mlines(req.tracks, answer.media)
         endpoint = self.runtime.core.create_endpoint()
         self.clock.advance(now)
-        try:
-            peer = WebRtcPeer(
-                now,
-                endpoint,
-                answer,
-                ice,
-                self.certificate,
-                self.runtime.outbox,
-                mode=PeerMode.SDK,
-                wallclock=time.time(),
-                clock=self.clock,
-                remote_names=lambda media: names.senders,
-                local_names=lambda media: names.receivers,
-            )
-        except PeerSetupError as exc:
-            self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
-            raise RpcError(400, f"cannot set up the session: {exc}") from None
+        peer = WebRtcPeer(
+            now,
+            endpoint,
+            answer,
+            ice,
+            self.certificate,
+            self.runtime.outbox,
+            wallclock=time.time(),
+            remote_names=lambda media: names.senders,
+            clock=self.clock,
+        )
         sdk = SdkSession(
             now, peer, names, req.tracks, claims, self._verify, local, cookie_key=os.urandom(32)
         )  # fmt: skip

@@ -20,11 +20,12 @@ from typing import Any
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.transports.webrtc.ice import IceLiteAgent
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, answer_offer
 from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
+from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
 
 from .webrtc_port import ConnTimer, WebRtcPort
 from .worker import RpcError, WorkerRuntime
@@ -41,13 +42,17 @@ class Session:
     """One WHIP or WHEP connection on this worker."""
 
     mode: PeerMode
-    peer: WebRtcPeer
+    room: WhipWhepSession
     token_hash: str
     etag: str
     remote_ufrag: str
     remote_pwd: str
     ufrags: list[str] = field(default_factory=list)
     closing: bool = False
+
+    @property
+    def peer(self) -> WebRtcPeer:
+        return self.room.peer
 
     @property
     def key(self) -> SessionId:
@@ -91,6 +96,7 @@ class WebRtcTransport:
             if isinstance(event, IceSelected):
                 self.demux.bind(event.addr, session.key)
             elif isinstance(event, Connected):
+                session.room.on_connected(now)
                 log.info(
                     "connected", extra={"fields": {"conn": _short(peer.endpoint.conn_id), "mode": session.mode.value}}
                 )
@@ -102,7 +108,7 @@ class WebRtcTransport:
             self.runtime.track(timer)
 
     def on_core_events(self, now: float, *, session: Session) -> None:
-        session.peer.on_core_events(now)
+        session.room.on_core_events(now)
         self.after_input(now, session)
 
     # ---- control calls -------------------------------------------------------------------
@@ -129,18 +135,17 @@ class WebRtcTransport:
                 ice,
                 self.certificate,
                 self.runtime.outbox,
-                mode=mode,
                 wallclock=time.time(),
+                remote_names=default_remote_names,
                 clock=self.clock,
-                room=room,
-                peer=str(peer_name),
             )
-        except PeerSetupError as exc:
+            room_session = WhipWhepSession(now, peer, mode, room, str(peer_name))
+        except SessionSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         session = Session(
             mode,
-            peer,
+            room_session,
             str(params["token_hash"]),
             secrets.token_hex(8),
             answer.transport.ice_ufrag,

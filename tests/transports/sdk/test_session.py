@@ -20,7 +20,6 @@ from trackmesh.transports.sdk.protocol import ErrorCode, features_mixer_pb2, fea
 from trackmesh.transports.sdk.session import SdkSession, TokenClaims
 from trackmesh.transports.webrtc.ice import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import PeerMode
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
 FP = ":".join(["AB"] * 32)
@@ -96,10 +95,8 @@ class World:
             ice,
             self.cert,
             deque(),
-            mode=PeerMode.SDK,
             wallclock=0.0,
             remote_names=lambda m: names.senders,
-            local_names=lambda m: names.receivers,
         )
         sdk = SdkSession(self.now, peer, names, t, claims or TokenClaims(), TOKENS.get, local, cookie_key=b"k" * 32)
         out: list[session_pb2.ServerEvent] = []

@@ -9,8 +9,8 @@ import pytest
 
 from trackmesh.core.controls import CreateLocalTrack, Join
 from trackmesh.core.model import LocalTrackState, TrackKind
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.rtcp import (
     Bye,
     Fir,
@@ -23,6 +23,7 @@ from trackmesh.transports.webrtc.rtcp import (
     build_pli,
 )
 from trackmesh.transports.webrtc.rtp import find_extension
+from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError
 
 from .peer_client import EXT_MID, VP8_DELTA, VP8_KEY, Client, Net
 
@@ -117,7 +118,7 @@ def test_viewer_nack_is_answered_with_rtx_from_the_buffer(net: Net) -> None:
     assert rtx_ssrc is not None
     viewer.send_rtcp(build_nack(1, vssrc, [lost]))
     net.flush()
-    (h, p), = viewer.media(rtx_ssrc)
+    ((h, p),) = viewer.media(rtx_ssrc)
     assert h.payload_type == 97
     body = p[h.payload_offset : h.payload_offset + h.payload_length]
     # RFC 4588 s4: OSN then the original payload.
@@ -368,17 +369,17 @@ def test_random_datagrams_never_raise(net: Net) -> None:
 
 
 def test_setup_errors_are_typed(net: Net) -> None:
-    with pytest.raises(PeerSetupError, match="room name"):
+    with pytest.raises(SessionSetupError, match="room name"):
         net.connect(PeerMode.WHIP, room="")
 
 
-def test_sdk_mode_leaves_joining_and_naming_to_the_sdk_transport(net: Net) -> None:
+def test_a_bare_peer_leaves_joining_and_naming_to_the_layer_above(net: Net) -> None:
     pub, _ = publish(net)
-    _, ppeer_sdk = net.connect(PeerMode.SDK, handshake=False)
+    _, ppeer_sdk = net.connect(None, handshake=False)
     ep = ppeer_sdk.endpoint
     assert ep.room is None and not ep.local_tracks
     assert ep.control(net.now, Join("room", "sdk-viewer")) is None
     assert ep.control(net.now, CreateLocalTrack("cam", TrackKind.VIDEO)) is None
-    out = ppeer_sdk.bind_local_track("1", "cam")
+    out = ppeer_sdk.bind_local_track(net.now, "1", "cam")
     assert out.local.sink == out.on_media
     assert pub.srtp is not None

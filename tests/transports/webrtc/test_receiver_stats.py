@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import PeerMode
 from trackmesh.transports.webrtc.receiver_stats import ReceptionReport
 from trackmesh.transports.webrtc.rtcp import ReportBlock, SenderReport, build_rr
+from trackmesh.transports.whip_whep.session import PeerMode
 
 from .peer_client import Net
 from .test_peer import net, publish, send_frames

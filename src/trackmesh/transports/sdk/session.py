@@ -776,7 +776,7 @@ class SdkSession:
         exists = self.endpoint.local_track(slot.name) is not None
         if slot.mid is None or (not exists and self.endpoint.control(now, CreateLocalTrack(slot.name, slot.kind))):
             return
-        self.peer.bind_local_track(slot.mid, slot.name)
+        self.peer.bind_local_track(now, slot.mid, slot.name)
         slot.spatial_cap = slot.temporal_cap = _UNSET  # a new OutboundTrack: caps are applied again
         track = self.endpoint.local_track(slot.name)
         if slot.kind is TrackKind.AUDIO and track is not None:

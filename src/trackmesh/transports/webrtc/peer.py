@@ -3,7 +3,9 @@
 The peer owns the connection's ICE-lite agent, DTLS server (we answer ``a=setup:passive``,
 RFC 8842 s5.2) and SRTP session, and maps the negotiated m-lines onto the core: every m-line
 the client sends on is a RemoteTrack (:mod:`.peer_media_in`), every m-line it receives on is
-a LocalTrack whose sink writes this viewer's SRTP stream (:mod:`.peer_media_out`).
+a LocalTrack whose sink writes this viewer's SRTP stream (:mod:`.peer_media_out`). What the
+connection means in a room (join, publish, what a viewer follows) is the layer above's:
+:mod:`trackmesh.transports.whip_whep.session`, :mod:`trackmesh.transports.sdk.session`.
 
 Driver contract (all calls synchronous, ``now`` monotonic seconds):
 
@@ -25,19 +27,16 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-from trackmesh.core.controls import CreateLocalTrack, Join, Publish, RequestKeyframe, Subscribe, Switch
+from trackmesh.core.controls import RequestKeyframe
 from trackmesh.core.endpoint import Endpoint
-from trackmesh.core.errors import ControlError
 from trackmesh.core.events import (
     BitrateTarget,
     Closed,
     EndpointEvent,
     KeyframeRequested,
     LocalTrackStateChanged,
-    TrackStarted,
-    TrackStopped,
 )
-from trackmesh.core.model import JoinOptions, LocalTrackState, TrackKind, TrackSource
+from trackmesh.core.model import LocalTrackState
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.demux import PacketKind, classify, is_rtcp
 from trackmesh.transports.webrtc.dtls import (
@@ -56,7 +55,6 @@ from trackmesh.transports.webrtc.peer_events import (
     IceSelected,
     Outbox,
     PeerEvent,
-    PeerMode,
     SharedClock,
 )
 from trackmesh.transports.webrtc.peer_media_in import InboundMedia, InboundTrack
@@ -77,7 +75,7 @@ from trackmesh.transports.webrtc.sdp_answer import AnswerResult, NegotiatedMedia
 from trackmesh.transports.webrtc.srtp import GcmBackend, SrtpError, SrtpSession, srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.stun import Address
 
-__all__ = ["PeerSetupError", "TrackNamer", "WebRtcPeer", "default_local_names", "default_remote_names"]
+__all__ = ["TrackNamer", "WebRtcPeer", "receiving", "sending"]
 
 #: RFC 3550 s6.2 allows reports this often for the few streams of one connection; browsers
 #: send theirs about once a second, and A/V sync in the viewer needs fresh SRs.
@@ -87,44 +85,14 @@ SR_INTERVAL = 1.0
 TrackNamer = Callable[[tuple[NegotiatedMedia, ...]], dict[str, str]]
 
 
-def _sending(m: NegotiatedMedia) -> bool:
+def sending(m: NegotiatedMedia) -> bool:
+    """We send media on this m-line (the client receives)."""
     return m.kind in ("audio", "video") and m.direction in ("sendonly", "sendrecv")
 
 
-def _receiving(m: NegotiatedMedia) -> bool:
+def receiving(m: NegotiatedMedia) -> bool:
+    """We receive media on this m-line (the client sends)."""
     return m.kind in ("audio", "video") and m.direction in ("recvonly", "sendrecv")
-
-
-def default_remote_names(media: tuple[NegotiatedMedia, ...]) -> dict[str, str]:
-    """WHIP naming (atm0s): the first audio m-line is "audio_main", the first video one
-    "video_main"; any further one is "<kind>_<mid>"."""
-    names: dict[str, str] = {}
-    seen: set[str] = set()
-    for m in media:
-        if _receiving(m):
-            names[m.mid] = f"{m.kind}_main" if m.kind not in seen else f"{m.kind}_{m.mid}"
-            seen.add(m.kind)
-    return names
-
-
-def default_local_names(media: tuple[NegotiatedMedia, ...]) -> dict[str, str]:
-    """WHEP naming: "audio_0", "video_0", then "audio_1"... in m-line order."""
-    names: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for m in media:
-        if _sending(m):
-            n = counts.get(m.kind, 0)
-            counts[m.kind] = n + 1
-            names[m.mid] = f"{m.kind}_{n}"
-    return names
-
-
-class PeerSetupError(ProtocolError):
-    """The core refused a control the peer needs to set itself up (bad room/peer name...)."""
-
-    def __init__(self, error: ControlError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 class WebRtcPeer:
@@ -139,18 +107,13 @@ class WebRtcPeer:
         certificate: DtlsCertificate,
         outbox: Outbox,
         *,
-        mode: PeerMode,
         wallclock: float,
+        remote_names: TrackNamer,
         clock: SharedClock | None = None,
-        room: str | None = None,
-        peer: str | None = None,
-        remote_names: TrackNamer = default_remote_names,
-        local_names: TrackNamer = default_local_names,
         gcm_backend: GcmBackend = "libsrtp",
     ) -> None:
         self.endpoint = endpoint
         self.answer = answer
-        self.mode = mode
         self.ice = ice
         self.outbox = outbox
         self.clock = clock if clock is not None else SharedClock(now)
@@ -188,51 +151,25 @@ class WebRtcPeer:
 
         media = tuple(m for m in answer.media if m.kind in ("audio", "video"))
         by_mid = {m.mid: m for m in media}
-        sending = [m for m in media if _sending(m)]
         # RTCP from us needs a sender SSRC (RFC 4585 s6.1): one we announced, else a fixed one.
         fallback = (endpoint.session * 2654435761) & 0xFFFFFFFF or 1
-        self.sender_ssrc = next((m.local_ssrc for m in sending if m.local_ssrc is not None), fallback)
+        self.sender_ssrc = next((m.local_ssrc for m in media if sending(m) and m.local_ssrc is not None), fallback)
         rnames = remote_names(media)
-        inbound = [InboundTrack(m, rnames[m.mid]) for m in media if _receiving(m) and m.mid in rnames]
+        inbound = [InboundTrack(m, rnames[m.mid]) for m in media if receiving(m) and m.mid in rnames]
         self.inbound = InboundMedia(inbound, by_mid, endpoint.remote_tracks, self.sender_ssrc, self.send_rtcp)
         self.outbound: dict[str, OutboundTrack] = {}  # by mid
         self._out_by_ssrc: dict[int, OutboundTrack] = {}
-        self._local_names = local_names(media)
-        self._follow: list[tuple[TrackKind, str]] = []
         #: Receives each DTLS application record (SCTP packets, RFC 8261) as ``(now, data)``; the
         #: SDK transport sets it to feed its data channels. Without it records are only counted.
         self.on_application_data: Callable[[float, bytes], None] | None = None
 
-        if mode is not PeerMode.SDK:
-            if room is None or peer is None:
-                raise ValueError("WHIP and WHEP peers need a room and a peer name")
-            whep = mode is PeerMode.WHEP
-            # A WHEP viewer is invisible in the room: it announces neither itself nor tracks.
-            options = JoinOptions(publish_peer=False, publish_tracks=False) if whep else JoinOptions()
-            self._check(endpoint.control(now, Join(room, peer, options)))
-            if whep:
-                for m in sending:
-                    name = self._local_names.get(m.mid)
-                    if name is None:
-                        continue
-                    kind = TrackKind(m.kind)
-                    self._check(endpoint.control(now, CreateLocalTrack(name, kind)))
-                    self.bind_local_track(m.mid, name)
-                    self._follow.append((kind, name))
-                self._follow_sources(now)
-
-    @staticmethod
-    def _check(err: ControlError | None) -> None:
-        if err is not None:
-            raise PeerSetupError(err)
-
     # ---- configuration ---------------------------------------------------------------------
 
-    def bind_local_track(self, mid: str, local_track: str) -> OutboundTrack:
+    def bind_local_track(self, now: float, mid: str, local_track: str) -> OutboundTrack:
         """Send LocalTrack ``local_track`` (already created) on sending m-line ``mid``."""
         media = self.answer.by_mid(mid)
         local = self.endpoint.local_track(local_track)
-        if media is None or not _sending(media) or local is None:
+        if media is None or not sending(media) or local is None:
             raise ValueError(f"no sending m-line {mid!r} or no local track {local_track!r}")
         out = OutboundTrack(media, local, self.endpoint, self.ctx)
         self.outbound[mid] = out
@@ -240,7 +177,7 @@ class WebRtcPeer:
         if out.rtx_ssrc is not None:
             self._out_by_ssrc[out.rtx_ssrc] = out
         if self.connected and self._next_sr is None:
-            self._next_sr = self.clock.now + SR_INTERVAL  # the first m-line we send on, added by renegotiation
+            self._next_sr = now + SR_INTERVAL  # the first m-line we send on, added by renegotiation
         return out
 
     def update_media(
@@ -267,7 +204,7 @@ class WebRtcPeer:
             self.send_rtcp(build_bye(bye, "m-line stopped"))
         for mid, name in added_remote.items():
             media = answer.by_mid(mid)
-            if media is not None and _receiving(media):
+            if media is not None and receiving(media):
                 self.inbound.add_track(InboundTrack(media, name), media)
 
     def set_max_spatial(self, now: float, layer: int | None, local_track: str | None = None) -> None:
@@ -473,9 +410,6 @@ class WebRtcPeer:
         self._events.append(Connected())
         if self.outbound:
             self._next_sr = now + SR_INTERVAL
-        if self.mode is PeerMode.WHIP:
-            for track in self.inbound.by_mid.values():
-                self.endpoint.control(now, Publish(track.name, TrackKind(track.kind)))
         # Viewers attached before the keys existed could not receive the key frame their
         # attachment asked for: ask again now that they can.
         for out in self.outbound.values():
@@ -536,7 +470,6 @@ class WebRtcPeer:
         events for an SDK transport to relay)."""
         self.clock.advance(now)
         rest: list[EndpointEvent] = []
-        follow = False
         while (ev := self.endpoint.poll_event()) is not None:
             if isinstance(ev, KeyframeRequested):
                 self.inbound.request_keyframe(ev.track)
@@ -549,35 +482,10 @@ class WebRtcPeer:
                             # The source (re)started: its numbering is new even on the same
                             # channel, so the rewriter must treat it as a switch.
                             out.new_source()
-                follow = True
-                rest.append(ev)
-            elif isinstance(ev, TrackStarted | TrackStopped):
-                follow = True
                 rest.append(ev)
             elif isinstance(ev, Closed):
                 self._disconnect(ev.reason)
                 rest.append(ev)
             else:
                 rest.append(ev)
-        if follow and self._follow and not self.endpoint.closed:
-            self._follow_sources(now)
         return rest
-
-    def _follow_sources(self, now: float) -> None:
-        """WHEP auto-follow (atm0s): each LocalTrack follows the first live track of its kind
-        in the room; when that stops, the next live one; with none, it waits (a republished
-        track of the same name resumes through the channel by itself)."""
-        tracks = self.endpoint.room_tracks()
-        for kind, name in self._follow:
-            local = self.endpoint.local_track(name)
-            if local is None:
-                continue
-            live = [t for t in tracks if t.kind is kind]
-            if not live:
-                continue
-            src = local.source
-            if src is not None and any(t.peer == src.peer and t.track == src.track for t in live):
-                continue
-            first = TrackSource(live[0].peer, live[0].track)
-            ctl = Subscribe(name, first) if local.channel is None else Switch(name, first)
-            self.endpoint.control(now, ctl)

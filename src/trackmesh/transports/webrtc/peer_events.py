@@ -1,10 +1,9 @@
 """What a :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer` tells its driver, and the
-small shared pieces its parts use: the mode, the worker-wide clock cell and the outbox type.
+small shared pieces its parts use: the worker-wide clock cell and the outbox type.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from dataclasses import dataclass
 
@@ -16,21 +15,11 @@ __all__ = [
     "IceSelected",
     "Outbox",
     "PeerEvent",
-    "PeerMode",
     "SharedClock",
 ]
 
 #: Datagrams to send, appended by every peer of a worker; the driver drains it after each input.
 Outbox = deque[tuple[bytes, Address]]
-
-
-class PeerMode(enum.Enum):
-    """WHIP: the client only publishes; WHEP: it only views (and auto-follows the room);
-    SDK: the SDK transport decides what each m-line carries."""
-
-    WHIP = "whip"
-    WHEP = "whep"
-    SDK = "sdk"
 
 
 class SharedClock:

@@ -161,7 +161,7 @@ class _Levels:
         except (ValueError, struct.error, UnicodeDecodeError):
             self.stage.bad_levels += 1
             return
-        self.received = self.stage._now
+        self.received = pkt.arrival
 
     def on_channel_source(self, now: float, channel: int, live: bool) -> None:
         if not live:
@@ -562,7 +562,7 @@ class MixerStage:
             for src in self.sources.values()
             if src.live and self._now - src.last_heard <= SILENCE_TIMEOUT and self._where(src.source) == 0
         ]
-        handle.send(MediaPacket(MediaCodec.OPUS, 0, 0, 0, False, False, encode_levels(mine)))
+        handle.send(MediaPacket(MediaCodec.OPUS, 0, 0, 0, False, False, encode_levels(mine), arrival=self._now))
 
     def _clock(self, now: float) -> None:
         if now > self._now:

@@ -69,7 +69,6 @@ class SdkTransport:
         self.certificate = self.port.certificate
         self.fingerprint = self.port.fingerprint
         self.demux = self.port.demux
-        self.clock = self.port.clock
         self.conns: dict[SessionId, Conn] = {}
         self.timers: dict[SessionId, ConnTimer[Conn]] = {}
         self.counters = runtime.counters
@@ -145,7 +144,6 @@ class SdkTransport:
             raise RpcError(400, f"cannot accept the offer: {exc}") from None
         names = assign_mlines(req.tracks, answer.media)
         endpoint = self.runtime.core.create_endpoint()
-        self.clock.advance(now)
         peer = WebRtcPeer(
             now,
             endpoint,
@@ -155,7 +153,6 @@ class SdkTransport:
             self.runtime.outbox,
             wallclock=time.time(),
             remote_names=lambda media: names.senders,
-            clock=self.clock,
         )
         sdk = SdkSession(
             now, peer, names, req.tracks, claims, self._verify, local, cookie_key=os.urandom(32)

@@ -1,10 +1,9 @@
 """WebRtcPort: the WebRTC side of a worker's single UDP port, shared by every WebRTC transport.
 
 WHIP/WHEP sessions and SDK sessions live on the same port, so they share one demultiplexer
-(ICE ufrag, then remote address: RFC 7983 classification), one DTLS certificate and, above all,
-one :class:`~trackmesh.transports.webrtc.peer_events.SharedClock`: a viewer's sink runs inside
-the *publisher's* input handling, whichever transport either of them uses, so every peer of the
-worker must read the same ``now``.
+(ICE ufrag, then remote address: RFC 7983 classification) and one DTLS certificate. A viewer's
+sink runs inside the *publisher's* input handling, whichever transport either of them uses; its
+``now`` is the packet's arrival (``MediaPacket.arrival``), so the peers share no clock.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Generic, Protocol, TypeVar
 from trackmesh.core.ids import SessionId
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.demux import SharedPortDemux
-from trackmesh.transports.webrtc.peer_events import SharedClock
 from trackmesh.transports.webrtc.sdp_answer import LocalParams
 
 from .worker import WorkerRuntime
@@ -62,7 +60,6 @@ class WebRtcPort:
         self.certificate = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
         self.fingerprint = self.certificate.fingerprint_sha256()
         self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
-        self.clock = SharedClock()
         self._owners: dict[SessionId, DatagramHandler] = {}
         self._unrouted = "udp_rx_unrouted"
         runtime.counters.setdefault(self._unrouted, 0)

@@ -66,7 +66,6 @@ class WebRtcTransport:
         self.certificate = self.port.certificate
         self.fingerprint = self.port.fingerprint
         self.demux = self.port.demux
-        self.clock = self.port.clock
         self.sessions: dict[SessionId, Session] = {}
         self.timers: dict[SessionId, ConnTimer[Session]] = {}
         # conn id -> (mode, token hash, until): sessions that ended recently.
@@ -126,7 +125,6 @@ class WebRtcTransport:
         room = str(params["room"])
         peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
         endpoint = self.runtime.core.create_endpoint()
-        self.clock.advance(now)
         try:
             peer = WebRtcPeer(
                 now,
@@ -137,8 +135,7 @@ class WebRtcTransport:
                 self.runtime.outbox,
                 wallclock=time.time(),
                 remote_names=default_remote_names,
-                clock=self.clock,
-            )
+                )
             room_session = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")

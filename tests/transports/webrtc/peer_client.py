@@ -20,7 +20,7 @@ from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux, class
 from trackmesh.transports.webrtc.dtls import DtlsConnected, DtlsEndpoint
 from trackmesh.transports.webrtc.ice import IceLiteAgent, IceLiteClient, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, Outbox, PeerEvent, SharedClock
+from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, Outbox, PeerEvent
 from trackmesh.transports.webrtc.rtcp import RtcpPacket, parse_rtcp
 from trackmesh.transports.webrtc.rtp import RtpHeader, build_rtp_packet
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, AnswerResult, LocalParams, answer_offer
@@ -252,7 +252,6 @@ class Net:
         self.worker = MediaWorker(1, 0, "secret", self.registry, self.hub)
         self.cert = certificate()
         self.outbox: Outbox = deque()
-        self.clock = SharedClock(self.now)
         self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
         self.peers: dict[SessionId, WebRtcPeer] = {}
         self.rooms: dict[SessionId, WhipWhepSession] = {}  # the WHIP/WHEP policy of each peer that has one
@@ -288,7 +287,6 @@ class Net:
             self.outbox,
             wallclock=self.wallclock + (self.now - 1000.0),
             remote_names=default_remote_names,
-            clock=self.clock,
         )
         if mode is not None:  # None: a bare peer, joined and named by the test (as the SDK transport does)
             self.rooms[endpoint.session] = WhipWhepSession(self.now, webrtc_peer, mode, room, peer or f"peer{n}")

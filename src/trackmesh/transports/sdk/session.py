@@ -76,7 +76,6 @@ from trackmesh.core.model import (
     InfoMode,
     JoinOptions,
     LocalTrackState,
-    MediaPacket,
     TrackInfo,
     TrackKind,
     TrackSource,
@@ -114,10 +113,9 @@ STATS_INTERVAL = 1.0
 #: The viewer's bandwidth estimate is split across its receivers this often (core.bitrate).
 ALLOC_INTERVAL = 0.5
 _UNSET: Any = object()
-#: voice_activity: an audio level at or above this (dBov) counts as voice...
+#: voice_activity: an audio level at or above this (dBov) counts as voice (reported at most every
+#: core.tracks.VOICE_ACTIVITY_INTERVAL per receiver).
 VOICE_THRESHOLD_DBOV = -40
-#: ...and is reported at most this often per receiver.
-VOICE_INTERVAL = 0.5
 #: After answering ``session.disconnect`` the connection is closed this much later, so that the response (one SCTP
 #: packet) gets a chance to be acknowledged first.
 DISCONNECT_GRACE = 0.3
@@ -415,6 +413,7 @@ class SdkSession:
                 self.endpoint.control(now, Leave())
                 _core(err)
             self.mixer_outputs = mixer.outputs
+            self._watch_voice()
         for slot in self.senders.values():
             if slot.source is not None:
                 self._publish(now, slot)
@@ -623,6 +622,7 @@ class SdkSession:
             self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, Left):
             self.mixer_outputs = ()
+            self._watch_voice()
             self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, PeerJoined):
             pj = R.PeerJoined(peer=ev.info.peer)
@@ -689,27 +689,13 @@ class SdkSession:
             slot.last_octets = out.octets
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 
-    def _voice_tap(
-        self, slot: ReceiverSlot, sink: Callable[[MediaPacket], None] | None
-    ) -> Callable[[MediaPacket], None]:
-        clock = self.peer.clock
-        threshold = -VOICE_THRESHOLD_DBOV
-
-        def tap(pkt: MediaPacket) -> None:
-            if sink is not None:
-                sink(pkt)
-            if slot.name in self.mixer_outputs:
-                return  # the mixer reports its outputs' voice activity itself (VoiceActivity events)
-            level = pkt.audio_level
-            if level is not None and level <= threshold:
-                now = clock.now
-                if now - slot.last_voice >= VOICE_INTERVAL and self.channel_open:
-                    slot.last_voice = now
-                    va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=-level)
-                    rec = session_pb2.ServerEvent.Receiver(name=slot.name, voice_activity=va)
-                    self._push(session_pb2.ServerEvent(receiver=rec))
-
-        return tap
+    def _watch_voice(self) -> None:
+        """Audio receivers report voice activity through their LocalTrack's ``VoiceActivity`` events, except the
+        audio mixer's outputs: the mixer reports those itself (from the smoothed level of the source it carries)."""
+        for slot in self.receivers.values():
+            track = self.endpoint.local_track(slot.name) if slot.kind is TrackKind.AUDIO else None
+            if track is not None:
+                track.voice_threshold = None if slot.name in self.mixer_outputs else -VOICE_THRESHOLD_DBOV
 
     # ---- the data channel -------------------------------------------------------------------------
 
@@ -778,9 +764,7 @@ class SdkSession:
             return
         self.peer.bind_local_track(now, slot.mid, slot.name)
         slot.spatial_cap = slot.temporal_cap = _UNSET  # a new OutboundTrack: caps are applied again
-        track = self.endpoint.local_track(slot.name)
-        if slot.kind is TrackKind.AUDIO and track is not None:
-            track.sink = self._voice_tap(slot, track.sink)
+        self._watch_voice()
 
     def renegotiate(
         self, now: float, offer: str, tracks: shared_pb2.Tracks | None = None, local: LocalParams | None = None

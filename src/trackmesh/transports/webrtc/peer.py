@@ -55,7 +55,6 @@ from trackmesh.transports.webrtc.peer_events import (
     IceSelected,
     Outbox,
     PeerEvent,
-    SharedClock,
 )
 from trackmesh.transports.webrtc.peer_media_in import InboundMedia, InboundTrack
 from trackmesh.transports.webrtc.peer_media_out import OutboundTrack, SendContext
@@ -109,20 +108,17 @@ class WebRtcPeer:
         *,
         wallclock: float,
         remote_names: TrackNamer,
-        clock: SharedClock | None = None,
         gcm_backend: GcmBackend = "libsrtp",
     ) -> None:
         self.endpoint = endpoint
         self.answer = answer
         self.ice = ice
         self.outbox = outbox
-        self.clock = clock if clock is not None else SharedClock(now)
-        self.clock.advance(now)
         if ice.remote_ufrag is None:
             ice.set_remote_credentials(answer.transport.ice_ufrag, answer.transport.ice_pwd)
         self.dtls = DtlsEndpoint("server", certificate, [(f.algorithm, f.value) for f in answer.transport.fingerprints])
         self._gcm_backend: GcmBackend = gcm_backend
-        self.ctx = SendContext(outbox, self.clock, wallclock - now)
+        self.ctx = SendContext(outbox, wallclock - now)
         self.srtp: SrtpSession | None = None
         self.connected = False
         self.closed = False
@@ -187,7 +183,6 @@ class WebRtcPeer:
         m-lines ``removed`` (port 0 or inactive now) and receive on the m-lines ``added_remote`` (mid -> track
         name). New m-lines we send on are bound by the caller with :meth:`bind_local_track` afterwards. ICE,
         DTLS and SRTP are untouched; the SSRCs of m-lines that stay are the caller's to keep (``send_ssrcs``)."""
-        self.clock.advance(now)
         self.answer = answer
         bye: list[int] = []
         for mid in removed:
@@ -209,14 +204,12 @@ class WebRtcPeer:
 
     def set_max_spatial(self, now: float, layer: int | None, local_track: str | None = None) -> None:
         """Cap the simulcast layer sent on one (or every) video LocalTrack; None lifts it."""
-        self.clock.advance(now)
         for out in self.outbound.values():
             if out.video and (local_track is None or out.local.name == local_track):
                 out.set_max_spatial(now, layer)
 
     def set_max_temporal(self, now: float, layer: int | None, local_track: str | None = None) -> None:
         """Cap the temporal layer sent on one (or every) video LocalTrack; None lifts it."""
-        self.clock.advance(now)
         for out in self.outbound.values():
             if out.video and (local_track is None or out.local.name == local_track):
                 out.set_max_temporal(now, layer)
@@ -225,7 +218,6 @@ class WebRtcPeer:
 
     def handle_datagram(self, now: float, data: bytes, addr: Address) -> None:
         """One UDP payload from ``addr``. Bad input is dropped and counted, never raised."""
-        self.clock.advance(now)
         self.counters["datagrams"] += 1
         if self.closed:
             self.counters["after_close"] += 1
@@ -330,7 +322,6 @@ class WebRtcPeer:
                 out.reselect(now)
 
     def handle_timeout(self, now: float) -> None:
-        self.clock.advance(now)
         if self.closed:
             return
         self.ice.handle_timeout(now)
@@ -363,7 +354,6 @@ class WebRtcPeer:
 
     def close(self, now: float, reason: str) -> None:
         """End the connection from our side: RTCP BYE (RFC 3550 s6.6), DTLS close_notify."""
-        self.clock.advance(now)
         if self.closed:
             return
         if self.srtp is not None and self.outbound:
@@ -468,7 +458,6 @@ class WebRtcPeer:
     def on_core_events(self, now: float) -> list[EndpointEvent]:
         """Drain the endpoint's events; returns those this peer does not act on itself (room
         events for an SDK transport to relay)."""
-        self.clock.advance(now)
         rest: list[EndpointEvent] = []
         while (ev := self.endpoint.poll_event()) is not None:
             if isinstance(ev, KeyframeRequested):

@@ -1,5 +1,5 @@
 """What a :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer` tells its driver, and the
-small shared pieces its parts use: the worker-wide clock cell and the outbox type.
+small shared piece its parts use: the outbox type.
 """
 
 from __future__ import annotations
@@ -15,30 +15,10 @@ __all__ = [
     "IceSelected",
     "Outbox",
     "PeerEvent",
-    "SharedClock",
 ]
 
 #: Datagrams to send, appended by every peer of a worker; the driver drains it after each input.
 Outbox = deque[tuple[bytes, Address]]
-
-
-class SharedClock:
-    """The worker's current ``now``, shared by all its peers.
-
-    A viewer's sink runs inside the *publisher's* ``handle_datagram`` (the core forwards
-    synchronously), so it cannot see the ``now`` of its own last input; every peer entry point
-    stores ``now`` here first, and sinks read it. One instance per worker.
-    """
-
-    __slots__ = ("now",)
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def advance(self, now: float) -> None:
-        # Monotonic: a stale ``now`` from a late caller never moves time backwards.
-        if now > self.now:
-            self.now = now
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
 from trackmesh.transports.webrtc.errors import ProtocolError
 from trackmesh.transports.webrtc.keyframe import Vp8Descriptor, is_keyframe, parse_vp8_descriptor, vp8_keyframe
-from trackmesh.transports.webrtc.layers import LAST_VP8
 from trackmesh.transports.webrtc.nack import NackGenerator
 from trackmesh.transports.webrtc.rewrite import SeqUnwrapper
 from trackmesh.transports.webrtc.rtcp import (
@@ -307,7 +306,7 @@ class InboundMedia:
         try:
             if track.video:
                 if codec is MediaCodec.VP8:
-                    # Parsed once here for every viewer (layers.vp8_descriptor finds it).
+                    # Parsed once here for every viewer: it travels on the packet (MediaPacket.meta).
                     d8 = parse_vp8_descriptor(payload)
                     keyframe = vp8_keyframe(payload, d8)
                 else:
@@ -342,10 +341,10 @@ class InboundMedia:
         if remote is None:
             self.counters["not_published"] += 1
             return
-        pkt = MediaPacket(codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level)
-        if d8 is not None:
-            LAST_VP8.pkt = pkt
-            LAST_VP8.desc = d8
+        # Positional: the hot path's one allocation. Arrival time and the parsed descriptor travel with it.
+        pkt = MediaPacket(
+            codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level, (), now, d8
+        )  # fmt: skip
         remote.on_packet(pkt)
 
     # ---- SSRC learning ----------------------------------------------------------------------

@@ -19,7 +19,6 @@ from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import LocalTrack
 from trackmesh.transports.webrtc.keyframe import Vp8Descriptor
 from trackmesh.transports.webrtc.layers import (
-    LAST_VP8,
     MAX_TEMPORAL,
     SeqSkipper,
     Vp8Layers,
@@ -29,7 +28,7 @@ from trackmesh.transports.webrtc.layers import (
     vp9_numbers_end,
 )
 from trackmesh.transports.webrtc.nack import RetransmitBuffer
-from trackmesh.transports.webrtc.peer_events import Outbox, SharedClock
+from trackmesh.transports.webrtc.peer_events import Outbox
 from trackmesh.transports.webrtc.peer_media_in import media_codec
 from trackmesh.transports.webrtc.receiver_stats import ReceptionReport
 from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
@@ -69,7 +68,6 @@ class SendContext:
     __slots__ = (
         "addr",
         "bwe",
-        "clock",
         "estimate",
         "history",
         "outbox",
@@ -79,9 +77,8 @@ class SendContext:
         "wall_offset",
     )
 
-    def __init__(self, outbox: Outbox, clock: SharedClock, wall_offset: float) -> None:
+    def __init__(self, outbox: Outbox, wall_offset: float) -> None:
         self.outbox = outbox
-        self.clock = clock
         self.wall_offset = wall_offset  # wallclock (Unix seconds) = now + wall_offset
         self.srtp: SrtpSession | None = None
         self.addr: Address | None = None
@@ -305,7 +302,7 @@ class OutboundTrack:
         if pt is None:
             self.counters["codec_not_negotiated"] += 1
             return
-        now = ctx.clock.now
+        now = pkt.arrival  # this sink runs inside the publisher's input: its now is the packet's
         payload = pkt.payload
         size = len(payload)
         spatial = pkt.spatial
@@ -348,9 +345,10 @@ class OutboundTrack:
             if size and payload[0] & 0x80:
                 # X: picture id / TL0PICIDX / TID present (RFC 7741 s4.2): filter temporal
                 # layers; renumber in a copy of the descriptor placed after our header.
-                last = LAST_VP8
-                d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
-                if isinstance(d8, Vp8Descriptor):
+                d8 = pkt.meta  # parsed by the receiving side, or below by the first viewer
+                if not isinstance(d8, Vp8Descriptor):
+                    d8 = vp8_descriptor(pkt)
+                if d8 is not None:
                     self._tbytes[d8.temporal_id] += size
                     vp8 = self.vp8
                     if vp8.idle and key == vp8.key:

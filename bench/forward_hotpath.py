@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.transports.webrtc.peer_client import VP8_DELTA, VP8_KEY, Net
 
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
 from trackmesh.transports.whip_whep.session import PeerMode
 
 V_SSRC = 0x2222

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from trackmesh.core.ids import SessionId
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.answer import LocalParams
 from trackmesh.transports.webrtc.demux import SharedPortDemux
-from trackmesh.transports.webrtc.sdp_answer import LocalParams
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 
 from .worker import WorkerRuntime
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from trackmesh.core.model import LocalTrackState, TrackKind
-from trackmesh.transports.webrtc.sdp import Fingerprint
-from trackmesh.transports.webrtc.sdp_answer import NegotiatedMedia, RemoteTransport
+from trackmesh.sdp.model import Fingerprint
+from trackmesh.transports.webrtc.answer import NegotiatedMedia, RemoteTransport
 from trackmesh.transports.whip_whep.session import (
     PeerMode,
     SessionSetupError,

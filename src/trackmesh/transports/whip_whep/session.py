@@ -22,9 +22,9 @@ from trackmesh.core.controls import CreateLocalTrack, Join, Publish, Subscribe, 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.events import EndpointEvent, LocalTrackStateChanged, TrackStarted, TrackStopped
 from trackmesh.core.model import JoinOptions, TrackKind, TrackSource
-from trackmesh.transports.webrtc.errors import ProtocolError
+from trackmesh.errors import ProtocolError
+from trackmesh.transports.webrtc.answer import NegotiatedMedia
 from trackmesh.transports.webrtc.peer import WebRtcPeer, receiving, sending
-from trackmesh.transports.webrtc.sdp_answer import NegotiatedMedia
 
 __all__ = ["PeerMode", "SessionSetupError", "WhipWhepSession", "default_local_names", "default_remote_names"]
 

@@ -1,7 +1,7 @@
 """Interop of our sans-IO data channels (SCTP over DTLS, RFC 8261; DCEP, RFC 8832) with Chromium.
 
-The Python side is our own stack: ICE-lite, DTLS and the SDK-mode :class:`WebRtcPeer` (no room joined), with a
-:class:`DataChannelManager` fed from ``on_application_data`` exactly as ``transports.sdk.session`` does, driven by
+The Python side is our own stack: ICE-lite, DTLS and a bare :class:`WebRtcPeer` (no room joined), with a
+:class:`DataChannelManager` fed from the peer's ``ApplicationData`` events as ``transports.sdk.session`` is, driven by
 a small asyncio UDP driver on 127.0.0.1 in a thread of its own (Playwright's sync API owns the test thread).
 The page uses a plain ``RTCPeerConnection`` with a data-channel-only offer; offer and answer are exchanged
 through ``page.evaluate``. Our side echoes every message on the channel it came from. Runs only inside the
@@ -27,8 +27,9 @@ from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.worker import MediaWorker
 from trackmesh.errors import LocalProtocolError
 from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.demux import PacketKind, classify
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.events import Connected, Disconnected, Outbox
+from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, Outbox
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.webrtc.sctp.association import AssociationClosed, SctpAssociation
@@ -151,7 +152,6 @@ class PyPeer(asyncio.DatagramProtocol):
             assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=data.remote_sctp_port or 5000)
             # DTLS server: we answer a=setup:passive. Chrome's a=max-message-size bounds what we send.
             self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=data.remote_max_message_size)
-            self.peer.on_application_data = self._sctp_in
             return answer.sdp
 
         return self.call(make)
@@ -202,7 +202,7 @@ class PyPeer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.peer is None:
             return
-        self.peer.handle_datagram(time.monotonic(), data, addr)
+        self.peer.handle_datagram(time.monotonic(), data, addr, classify(data[0]) if data else PacketKind.UNKNOWN)
         self._flush()
 
     async def _timers(self) -> None:
@@ -233,7 +233,9 @@ class PyPeer(asyncio.DatagramProtocol):
             while (pev := peer.poll_event()) is not None:
                 progressed = True
                 self.log.append(pev)
-                if isinstance(pev, Connected):
+                if isinstance(pev, ApplicationData):
+                    self._sctp_in(now, pev.data)
+                elif isinstance(pev, Connected):
                     dc.connect(now)  # as the SDK session does: we INIT too (a collision Chrome resolves with us)
                 elif isinstance(pev, Disconnected) and not self._stopping:
                     self.errors.append(f"peer disconnected: {pev.reason}")

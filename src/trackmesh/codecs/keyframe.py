@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "PayloadError",
@@ -38,7 +38,7 @@ _NAL_FU_A: Final = 28
 _NAL_FU_B: Final = 29
 
 
-class PayloadError(ProtocolError):
+class PayloadError(RemoteProtocolError):
     """A malformed codec payload descriptor."""
 
 

@@ -24,7 +24,7 @@ from typing import Final
 from trackmesh.codecs.keyframe import Vp8Descriptor, parse_vp8_descriptor
 from trackmesh.codecs.vp9 import Vp9Descriptor, parse_vp9_descriptor
 from trackmesh.core.model import MediaPacket
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "MAX_TEMPORAL",
@@ -51,7 +51,7 @@ def vp8_descriptor(pkt: MediaPacket) -> Vp8Descriptor | None:
     if desc is None:
         try:
             desc = parse_vp8_descriptor(pkt.payload)
-        except ProtocolError:
+        except RemoteProtocolError:
             desc = _MALFORMED
         pkt.meta = desc
     return desc if isinstance(desc, Vp8Descriptor) else None
@@ -63,7 +63,7 @@ def vp9_descriptor(pkt: MediaPacket) -> Vp9Descriptor | None:
     if desc is None:
         try:
             desc = parse_vp9_descriptor(pkt.payload)
-        except ProtocolError:
+        except RemoteProtocolError:
             desc = _MALFORMED
         pkt.meta = desc
     return desc if isinstance(desc, Vp9Descriptor) else None

@@ -22,6 +22,7 @@ from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.net import Address
 from trackmesh.sdp.model import SdpError
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sdk.naming import assign_mlines
@@ -35,8 +36,10 @@ from trackmesh.transports.sdk.protocol import (
 from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import RpcFailure, SdkSession, TokenClaims, check_join
 from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
-from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected
+from trackmesh.transports.webrtc.demux import PacketKind
+from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
+from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .webrtc_port import ConnTimer, WebRtcPort
@@ -82,9 +85,11 @@ class SdkTransport:
 
     # ---- media path ----------------------------------------------------------------------
 
-    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int], *, conn: Conn) -> None:
+    def on_datagram(
+        self, now: float, data: bytes, addr: Address, kind: PacketKind, stun: StunMessage | None, *, conn: Conn
+    ) -> None:
         """A datagram the worker's WebRtcPort routed to ``conn``."""
-        conn.sdk.peer.handle_datagram(now, data, addr)
+        conn.sdk.peer.handle_datagram(now, data, addr, kind, stun)
         self.after_input(now, conn)
 
     def after_input(self, now: float, conn: Conn) -> None:
@@ -92,6 +97,8 @@ class SdkTransport:
         while (event := sdk.peer.poll_event()) is not None:
             if isinstance(event, IceSelected):
                 self.demux.bind(event.addr, conn.key)
+            elif isinstance(event, ApplicationData):
+                sdk.on_application_data(now, event.data)
             elif isinstance(event, Connected):
                 sdk.on_connected(now)
                 log.info("connected", extra={"fields": {"conn": _short(sdk.endpoint.conn_id), "mode": "sdk"}})

@@ -13,13 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from trackmesh.core.ids import SessionId
+from trackmesh.net import Address
 from trackmesh.transports.webrtc.answer import LocalParams
-from trackmesh.transports.webrtc.demux import SharedPortDemux
+from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.ice.stun import StunMessage
 
 from .worker import WorkerRuntime
 
-DatagramHandler = Callable[[float, bytes, tuple[str, int]], None]
+#: A transport's handler for the datagrams of one connection: ``(now, data, addr, kind, stun)``, with what the
+#: demultiplexer found (:data:`~trackmesh.transports.webrtc.demux.Routed`).
+DatagramHandler = Callable[[float, bytes, Address, PacketKind, StunMessage | None], None]
 
 
 class _Closable(Protocol):
@@ -89,9 +93,9 @@ class WebRtcPort:
         self.demux.unregister(key)
 
     def on_datagram(self, now: float, data: bytes, addr: tuple[str, int]) -> None:
-        key = self.demux.route(data, addr)
-        handler = self._owners.get(key) if key is not None else None
-        if handler is None:
+        routed = self.demux.route(data, addr)
+        handler = self._owners.get(routed[0]) if routed is not None else None
+        if handler is None or routed is None:
             self.runtime.counters[self._unrouted] += 1
             return
-        handler(now, data, addr)
+        handler(now, data, addr, routed[1], routed[2])

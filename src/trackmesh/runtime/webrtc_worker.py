@@ -19,10 +19,13 @@ from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.net import Address
 from trackmesh.sdp.model import SdpError
 from trackmesh.transports.webrtc.answer import AnswerPolicy, answer_offer
+from trackmesh.transports.webrtc.demux import PacketKind
 from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
+from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.whip_whep.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
 from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
@@ -84,9 +87,11 @@ class WebRtcTransport:
 
     # ---- media path ----------------------------------------------------------------------
 
-    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int], *, session: Session) -> None:
+    def on_datagram(
+        self, now: float, data: bytes, addr: Address, kind: PacketKind, stun: StunMessage | None, *, session: Session
+    ) -> None:
         """A datagram the worker's WebRtcPort routed to ``session``."""
-        session.peer.handle_datagram(now, data, addr)
+        session.peer.handle_datagram(now, data, addr, kind, stun)
         self.after_input(now, session)
 
     def after_input(self, now: float, session: Session) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "Attribute",
@@ -45,7 +45,7 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
 
 
-class SdpError(ProtocolError):
+class SdpError(RemoteProtocolError):
     """An SDP body (offer or trickle fragment) that is malformed or cannot be accepted."""
 
 

@@ -301,11 +301,12 @@ class Net:
         return client, webrtc_peer
 
     def server_input(self, data: bytes, addr: Address) -> None:
-        key = self.demux.route(data, addr)
-        if key is None or key not in self.peers:
+        routed = self.demux.route(data, addr)
+        if routed is None or routed[0] not in self.peers:
             self.unrouted += 1
             return
-        self.peers[key].handle_datagram(self.now, data, addr)
+        key, kind, stun = routed
+        self.peers[key].handle_datagram(self.now, data, addr, kind, stun)
         self.after_input()
 
     def after_input(self) -> None:

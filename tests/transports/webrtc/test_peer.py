@@ -23,6 +23,7 @@ from trackmesh.rtp.rtcp import (
     build_pli,
     build_rr,
 )
+from trackmesh.transports.webrtc.demux import PacketKind, classify
 from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError
@@ -300,7 +301,8 @@ def test_garbage_is_counted_and_other_peers_are_unaffected(net: Net) -> None:
         bytes(range(256)),
     ]
     for g in garbage:
-        ppeer.handle_datagram(net.now, g, pub.addr)
+        # Straight to the peer (the port's demultiplexer would drop most of these first).
+        ppeer.handle_datagram(net.now, g, pub.addr, classify(g[0]) if g else PacketKind.UNKNOWN)
     # Authenticated but malformed RTP: a header claiming more than it has; an unknown SSRC.
     assert pub.srtp is not None
     pub.out.append(pub.srtp.protect_rtp(b"\x80\x60\x00\x05" + b"\x00" * 4 + (0x9999).to_bytes(4, "big") + b"zz"))
@@ -361,8 +363,8 @@ def test_random_datagrams_never_raise(net: Net) -> None:
     for _ in range(2000):
         first = rng.choice([0, 1, 20, 22, 23, 128, 144, 200, 205, 255])
         data = bytes([first]) + rng.randbytes(rng.randrange(0, 300))
-        ppeer.handle_datagram(net.now, data, pub.addr)
-        fpeer.handle_datagram(net.now, data, fresh.addr)
+        ppeer.handle_datagram(net.now, data, pub.addr, classify(first))
+        fpeer.handle_datagram(net.now, data, fresh.addr, classify(first))
     assert ppeer.counters["handler_errors"] == 0 and fpeer.counters["handler_errors"] == 0
     assert not ppeer.closed
     net.flush()

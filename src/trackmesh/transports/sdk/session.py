@@ -222,7 +222,6 @@ class SdkSession:
         self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=max_size)
         self.dc.open(DATA_CHANNEL_LABEL, negotiated_id=DATA_CHANNEL_ID)
         self.channel_open = False
-        peer.on_application_data = self._on_sctp
         self.counters: dict[str, int] = dict.fromkeys(
             ("requests", "errors", "malformed", "events_sent", "events_dropped", "send_failed"), 0
         )
@@ -284,7 +283,8 @@ class SdkSession:
         self._next_stats = now + STATS_INTERVAL
         self._next_alloc = now + ALLOC_INTERVAL
 
-    def _on_sctp(self, now: float, data: bytes) -> None:
+    def on_application_data(self, now: float, data: bytes) -> None:
+        """The peer's ``ApplicationData`` event: one SCTP packet (RFC 8261) for the data channels."""
         self.dc.handle_data(now, data)
         self._pump(now)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from trackmesh.net import Address
 
 __all__ = [
+    "ApplicationData",
     "Connected",
     "Disconnected",
     "IceSelected",
@@ -43,4 +44,13 @@ class IceSelected:
     addr: Address
 
 
-PeerEvent = Connected | Disconnected | IceSelected
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    """One DTLS application record from the client (an SCTP packet, RFC 8261 s3): for the layer
+    above that runs data channels on this connection (the SDK session), drained like any other
+    event after the input that carried it. Nothing acts on it inside the peer."""
+
+    data: bytes
+
+
+PeerEvent = Connected | Disconnected | IceSelected | ApplicationData

@@ -19,7 +19,7 @@ from typing import Final
 from trackmesh.codecs.keyframe import Vp8Descriptor, is_keyframe, parse_vp8_descriptor, vp8_keyframe
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.rtp.nack import NackGenerator
 from trackmesh.rtp.packet import RtpHeader, find_extension, read_mid, read_rid
 from trackmesh.rtp.rewrite import SeqUnwrapper
@@ -262,7 +262,7 @@ class InboundMedia:
         if track.twcc_id and self.twcc is not None:
             try:
                 loc = find_extension(data, h, track.twcc_id)
-            except ProtocolError:
+            except RemoteProtocolError:
                 loc = None
             if loc is not None and loc[1] >= 2:
                 # The transport-wide sequence counts every packet, RTX and padding included.
@@ -309,7 +309,7 @@ class InboundMedia:
                 loc = find_extension(data, h, track.audio_level_id)
                 if loc is not None:
                     level = data[loc[0]] & 0x7F  # RFC 6464 s3: -dBov, the V flag dropped
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["bad_payload"] += 1
             return
         # Reception statistics and loss detection follow the original stream's numbers.
@@ -346,7 +346,7 @@ class InboundMedia:
     def _learn(self, data: bytes, h: RtpHeader) -> tuple[InboundStream, bool] | None:
         try:
             return self._learn_unchecked(data, h)
-        except ProtocolError:
+        except RemoteProtocolError:
             return None
 
     def _learn_unchecked(self, data: bytes, h: RtpHeader) -> tuple[InboundStream, bool] | None:

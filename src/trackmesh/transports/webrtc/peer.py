@@ -9,13 +9,14 @@ connection means in a room (join, publish, what a viewer follows) is the layer a
 
 Driver contract (all calls synchronous, ``now`` monotonic seconds):
 
-- every datagram routed to this peer -> :meth:`WebRtcPeer.handle_datagram`;
+- every datagram routed to this peer -> :meth:`WebRtcPeer.handle_datagram`, with what the
+  demultiplexer found (kind, parsed STUN message);
 - at :meth:`WebRtcPeer.next_deadline` -> :meth:`WebRtcPeer.handle_timeout`;
 - when the core marks the endpoint ready (``worker.take_ready()``) ->
   :meth:`WebRtcPeer.on_core_events`;
 - after each input: send every datagram in the shared ``outbox``, and drain
   :meth:`WebRtcPeer.poll_event` (IceSelected -> demux.bind, Disconnected -> close the
-  endpoint in the worker and unbind).
+  endpoint in the worker and unbind, Connected and ApplicationData -> the session above).
 
 Datagrams go to one worker-wide outbox because a publisher's packet produces its viewers'
 packets synchronously inside the publisher's ``handle_datagram``.
@@ -23,7 +24,6 @@ packets synchronously inside the publisher's ``handle_datagram``.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
@@ -37,7 +37,7 @@ from trackmesh.core.events import (
     LocalTrackStateChanged,
 )
 from trackmesh.core.model import LocalTrackState
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import ProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.rtp.packet import RtpHeader
 from trackmesh.rtp.rtcp import (
@@ -53,7 +53,7 @@ from trackmesh.rtp.rtcp import (
 )
 from trackmesh.rtp.srtp import GcmBackend, SrtpError, SrtpSession
 from trackmesh.transports.webrtc.answer import AnswerResult, NegotiatedMedia
-from trackmesh.transports.webrtc.demux import PacketKind, classify, is_rtcp
+from trackmesh.transports.webrtc.demux import PacketKind, is_rtcp
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.dtls.endpoint import (
     DtlsApplicationData,
@@ -65,6 +65,7 @@ from trackmesh.transports.webrtc.dtls.endpoint import (
 )
 from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.events import (
+    ApplicationData,
     Connected,
     Disconnected,
     IceSelected,
@@ -72,6 +73,7 @@ from trackmesh.transports.webrtc.events import (
     PeerEvent,
 )
 from trackmesh.transports.webrtc.ice.agent import IceConnected, IceDisconnected, IceLiteAgent, IceSelectedAddressChanged
+from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.media_in import InboundMedia, InboundTrack
 from trackmesh.transports.webrtc.media_out import OutboundTrack, SendContext
 
@@ -156,9 +158,6 @@ class WebRtcPeer:
         self.inbound = InboundMedia(inbound, by_mid, endpoint.remote_tracks, self.sender_ssrc, self.send_rtcp)
         self.outbound: dict[str, OutboundTrack] = {}  # by mid
         self._out_by_ssrc: dict[int, OutboundTrack] = {}
-        #: Receives each DTLS application record (SCTP packets, RFC 8261) as ``(now, data)``; the
-        #: SDK transport sets it to feed its data channels. Without it records are only counted.
-        self.on_application_data: Callable[[float, bytes], None] | None = None
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -217,8 +216,13 @@ class WebRtcPeer:
 
     # ---- inputs ---------------------------------------------------------------------------
 
-    def handle_datagram(self, now: float, data: bytes, addr: Address) -> None:
-        """One UDP payload from ``addr``. Bad input is dropped and counted, never raised."""
+    def handle_datagram(
+        self, now: float, data: bytes, addr: Address, kind: PacketKind, stun: StunMessage | None = None
+    ) -> None:
+        """One UDP payload from ``addr`` as the port's demultiplexer sorted it (:data:`.demux.Routed`):
+        its ``kind`` and, for STUN, the parsed message. Bad input is dropped and counted; only
+        :class:`~trackmesh.errors.RemoteProtocolError` is caught here (h11's rule): any other
+        exception is a bug of ours and leaves, so that tests see it (the driver survives it)."""
         self.counters["datagrams"] += 1
         if self.closed:
             self.counters["after_close"] += 1
@@ -227,7 +231,6 @@ class WebRtcPeer:
             self.counters["empty"] += 1
             return
         try:
-            kind = classify(data[0])
             if kind is PacketKind.RTP:
                 srtp = self.srtp
                 if srtp is None:
@@ -237,7 +240,7 @@ class WebRtcPeer:
                 else:
                     self._on_rtp(now, srtp, data)
             elif kind is PacketKind.STUN:
-                response = self.ice.handle_stun(now, data, addr)
+                response = self.ice.handle_stun(now, data, addr, stun)
                 if response is not None:
                     self.outbox.append((response, addr))
                 self._poll_ice(now)
@@ -248,10 +251,9 @@ class WebRtcPeer:
                 self._poll_dtls(now)
             else:
                 self.counters["unknown_kind"] += 1
-        except (ValueError, IndexError, KeyError, struct.error):
-            # Every parser raises ProtocolError (a ValueError) on bad input and is expected to
-            # be caught below this point; this is the last line that keeps one malformed
-            # datagram from taking down the worker's loop.
+        except RemoteProtocolError:
+            # The parsers below catch their own errors and count them by kind; this keeps one
+            # malformed datagram that slipped past them from taking the peer down.
             self.counters["handler_errors"] += 1
 
     def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes) -> None:
@@ -262,7 +264,7 @@ class WebRtcPeer:
             return
         try:
             h = RtpHeader.parse(plain)
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["rtp_malformed"] += 1
             return
         self.inbound.on_rtp(now, plain, h)
@@ -275,7 +277,7 @@ class WebRtcPeer:
             return
         try:
             packets = parse_rtcp(plain)
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["rtcp_malformed"] += 1
             return
         estimate_changed = False
@@ -393,8 +395,7 @@ class WebRtcPeer:
                 self._disconnect("dtls closed")
             elif isinstance(ev, DtlsApplicationData):
                 self.counters["dtls_application_data"] += 1
-                if self.on_application_data is not None:
-                    self.on_application_data(now, ev.data)
+                self._events.append(ApplicationData(ev.data))
 
     def _on_connected(self, now: float) -> None:
         self.connected = True
@@ -432,7 +433,7 @@ class WebRtcPeer:
             return False
         try:
             self.dtls.send_application_data(data)
-        except (ProtocolError, LocalProtocolError):
+        except ProtocolError:
             return False
         addr = self.ctx.addr or self._dtls_addr
         while (datagram := self.dtls.poll_transmit()) is not None:

@@ -22,7 +22,7 @@ from trackmesh.core.controls import CreateLocalTrack, Join, Publish, Subscribe, 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.events import EndpointEvent, LocalTrackStateChanged, TrackStarted, TrackStopped
 from trackmesh.core.model import JoinOptions, TrackKind, TrackSource
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.webrtc.answer import NegotiatedMedia
 from trackmesh.transports.webrtc.peer import WebRtcPeer, receiving, sending
 
@@ -36,7 +36,7 @@ class PeerMode(enum.Enum):
     WHEP = "whep"
 
 
-class SessionSetupError(ProtocolError):
+class SessionSetupError(RemoteProtocolError):
     """The core refused a control the session needs to set itself up (bad room or peer name...)."""
 
     def __init__(self, error: ControlError) -> None:

@@ -17,7 +17,7 @@ import string
 from collections import deque
 from dataclasses import dataclass
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.stun import Buffer, StunClass
@@ -258,8 +258,9 @@ class IceLiteAgent:
         self.counters["unknown_ufrag"] += 1
         return None
 
-    def handle_stun(self, now: float, data: Buffer, addr: Address) -> bytes | None:
-        """Process one STUN datagram from ``addr``; return the response to send, if any."""
+    def handle_stun(self, now: float, data: Buffer, addr: Address, msg: stun.StunMessage | None = None) -> bytes | None:
+        """Process one STUN datagram from ``addr``; return the response to send, if any. ``msg`` is ``data``
+        parsed already (by the port's demultiplexer), else it is parsed here."""
         if self._state is IceState.CLOSED:
             self.counters["after_close"] += 1
             return None
@@ -269,11 +270,12 @@ class IceLiteAgent:
             # what prompts it to restart.
             self.counters["after_disconnect"] += 1
             return None
-        try:
-            msg = stun.parse(data)
-        except ProtocolError:
-            self.counters["malformed"] += 1
-            return None
+        if msg is None:
+            try:
+                msg = stun.parse(data)
+            except RemoteProtocolError:
+                self.counters["malformed"] += 1
+                return None
         if msg.method != stun.METHOD_BINDING or msg.message_class is not StunClass.REQUEST:
             # Binding indications are keepalives (RFC 8445 s11) and need no answer; a lite
             # agent sends no requests, so any response is unsolicited.
@@ -439,7 +441,7 @@ class IceLiteClient:
         """Match a response to a pending check; None (counted) if it is not acceptable."""
         try:
             msg = stun.parse(data)
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["malformed"] += 1
             return None
         if msg.message_class not in (StunClass.SUCCESS, StunClass.ERROR):

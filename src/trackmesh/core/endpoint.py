@@ -434,12 +434,10 @@ class Endpoint:
                 if local.channel is not None:
                     return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {name!r} is attached already")
                 outputs.append(local)
-            # One stage per room per worker: join the one another endpoint here already runs.
-            stage = self._view.stage or next(
-                (ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None
-            )
+            # One stage per room per worker, shared by its listeners.
+            stage = self._view.mixer_stage()
             if stage is None:
-                stage = MixerStage(self._view.name, self._registry, self._hub)
+                return ControlError(ErrorCode.UNSUPPORTED, "this worker runs no audio mixer")
             self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events, stage)
             stage.add(now, self.mixer)
             return None

@@ -75,19 +75,19 @@ import math
 import struct
 from collections import deque
 
-from .channel import ChannelHub, Feedback, PublishHandle
-from .controls import MixerMode
-from .events import (
+from ..channel import ChannelHub, Feedback, PublishHandle
+from ..controls import MixerMode
+from ..events import (
     EndpointEvent,
     LocalTrackStateChanged,
     MixerSlotSet,
     MixerSlotUnset,
     VoiceActivity,
 )
-from .ids import SessionId, channel_id, session_node, session_worker
-from .model import LocalTrackState, MediaCodec, MediaPacket, TrackKind, TrackSource
-from .registry import BadEntry, Registry, decode_track, parse_key, room_prefix
-from .tracks import LocalTrack
+from ..ids import SessionId, channel_id, session_node, session_worker
+from ..model import LocalTrackState, MediaCodec, MediaPacket, TrackKind, TrackSource
+from ..registry import BadEntry, Registry, decode_track, parse_key, room_prefix
+from ..tracks import LocalTrack
 
 TICK = 0.1  # ranking and slot decisions, seconds
 LEVEL_TAU = 0.3  # level smoothing time constant, seconds

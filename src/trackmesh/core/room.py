@@ -18,7 +18,7 @@ from .model import PeerInfo, TrackInfo, TrackKind
 from .registry import BadEntry, Registry, decode_peer, decode_track, parse_key, room_prefix
 
 if TYPE_CHECKING:
-    from .mixer import MixerStage
+    from .mixer.stage import MixerStage
 
 #: Makes the mixer stage of one room on this worker (given the room's name).
 StageFactory = Callable[[str], "MixerStage"]

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trackmesh.core.model import TrackKind
+from trackmesh.sdp.model import SdpError, SessionDescription, parse
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import KIND_NAMES
 from trackmesh.transports.sdk.protocol import ErrorCode, shared_pb2
 from trackmesh.transports.sdk.slots import MediaSlots
-from trackmesh.transports.webrtc.sdp import SdpError, SessionDescription, parse
-from trackmesh.transports.webrtc.sdp_answer import (
+from trackmesh.transports.webrtc.answer import (
     AnswerPolicy,
     AnswerResult,
     LocalParams,

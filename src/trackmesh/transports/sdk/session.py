@@ -3,7 +3,8 @@
 One :class:`SdkSession` per SDK connection. It owns the connection's SCTP association and data channels (fed by
 the :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`'s DTLS application data), decodes each data-channel
 message as a ``ClientEvent``, maps its request onto core controls and answers with a ``ServerEvent.response``; it
-turns core events into ``ServerEvent`` pushes (room, session, sender, receiver).
+turns core events into ``ServerEvent`` pushes (room, session, sender, receiver). What a request does to the
+connection's senders and receivers is :class:`~trackmesh.transports.sdk.slots.MediaSlots`' job (``self.slots``).
 
 Driver contract (all synchronous, ``now`` monotonic seconds), on top of the peer's own:
 

@@ -28,16 +28,6 @@ ROOT = Path(trackmesh.__file__).parent
 #: Import cycles (strongly connected components of the module graph) not yet opened, each with
 #: the change of issue 18 that opens it. Remove an entry when its cycle is gone; never add one.
 KNOWN_CYCLES: list[frozenset[str]] = [
-    # item 5 (corestruct): a RoomMember Protocol in core/room.py
-    frozenset({"trackmesh.core.endpoint", "trackmesh.core.room"}),
-    # item 5 (corestruct): transports/sdk/slots.py, public session methods only
-    frozenset(
-        {
-            "trackmesh.transports.sdk.allocation",
-            "trackmesh.transports.sdk.renegotiation",
-            "trackmesh.transports.sdk.session",
-        }
-    ),
     # item 5 (runtime): trackmesh/rpc.py and an http/api.py NodeApi Protocol
     frozenset(
         {

@@ -1,4 +1,4 @@
-"""Error classes shared by the protocol modules (RTP, codecs, SDP, the transports).
+"""Protocol error classes shared by every layer (rtp, codecs, sdp, the transports). Imports nothing from trackmesh.
 
 The split follows h11: :class:`ProtocolError` is the common base; a :class:`RemoteProtocolError`
 is the remote peer's fault (its input is dropped and counted, never allowed to crash a worker),

@@ -193,7 +193,8 @@ def churn(h: Harness, modes: list[c.MixerMode], seq: list[tuple[int, object, flo
                 else:
                     assert out.channel == src.channel and out in src.outputs
                     assert src.source.peer != e.peer
-                    assert src.source in mixer.stage.sources
+                    stage = e.mixer_stage
+                    assert stage is not None and src.source in stage.sources
     for w in h.workers:
         w.shutdown(h.now, "end")
     assert len(h.registry) == 0

@@ -173,4 +173,23 @@ class LocalChannelHub:
             self.messages_dropped += 1
             return
         for sub in subs:
-            sub.on_channel_message(channel, sender, data)
+            sub.on_channel_message(now, channel, sender, data)
+
+    def open_messages(self, now: float, channel: int, kind: str) -> _LocalMessages:
+        return _LocalMessages(self, channel)
+
+
+class _LocalMessages:
+    """A standing sender in process: each message goes straight to the channel's subscribers."""
+
+    __slots__ = ("_hub", "channel")
+
+    def __init__(self, hub: LocalChannelHub, channel: int) -> None:
+        self._hub = hub
+        self.channel = channel
+
+    def send(self, now: float, sender: str, data: bytes) -> None:
+        self._hub.send_message(now, self.channel, sender, data)
+
+    def close(self, now: float) -> None:
+        pass

@@ -66,7 +66,9 @@ from .events import (
 )
 from .ids import SessionId, channel_id
 from .message_channel import MessageChannels
-from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS, AudioMixer, MixerStage
+from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS
+from .mixer.listener import AudioMixer
+from .mixer.stage import MixerStage
 from .model import InfoMode, JoinOptions, PeerInfo, TrackInfo, TrackKind, TrackSource
 from .registry import Registry, encode_peer, encode_track, peer_key, track_key
 from .room import RoomDirectory, RoomView
@@ -237,8 +239,9 @@ class Endpoint:
     def _leave(self, now: float) -> None:
         view, peer = self._view, self.peer
         assert view is not None and peer is not None
-        if self.mixer is not None:
-            self.mixer.stage.remove(now, self.mixer)
+        stage = self.mixer_stage
+        if self.mixer is not None and stage is not None:
+            stage.remove(now, self.mixer)
             self.mixer = None
         self._msgs.clear(now)
         for name in list(self.remote_tracks):
@@ -434,31 +437,31 @@ class Endpoint:
                 if local.channel is not None:
                     return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {name!r} is attached already")
                 outputs.append(local)
-            # One stage per room per worker: join the one another endpoint here already runs.
-            stage = self._view.stage or next(
-                (ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None
-            )
+            # One stage per room per worker, shared by its listeners.
+            stage = self._view.mixer_stage()
             if stage is None:
-                stage = MixerStage(self._view.name, self._registry, self._hub)
-            self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events, stage)
+                return ControlError(ErrorCode.UNSUPPORTED, "this worker runs no audio mixer")
+            self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events)
             stage.add(now, self.mixer)
             return None
         if mixer is None:
             return ControlError(ErrorCode.MIXER_NOT_CONFIGURED, "no audio mixer: configure one first")
         if mixer.mode is MixerMode.AUTO:
             return ControlError(ErrorCode.MODE_IS_AUTO, "the audio mixer takes every audio track of the room")
+        stage = self.mixer_stage
+        assert stage is not None  # a mixer is configured: its view has its stage
         if isinstance(ctl, MixerAttach):
             fresh = [s for s in dict.fromkeys(sources) if s not in mixer.manual]
             if len(mixer.manual) + len(fresh) > MAX_MANUAL_SOURCES:
                 return ControlError(ErrorCode.INVALID_VALUE, f"a mixer has at most {MAX_MANUAL_SOURCES} sources")
             for src in fresh:
                 mixer.manual.add(src)
-                mixer.stage.add_manual(now, src)
+                stage.add_manual(now, src)
         else:
             for src in dict.fromkeys(sources):
                 if src in mixer.manual:
                     mixer.manual.discard(src)
-                    mixer.stage.remove_manual(now, src)
+                    stage.remove_manual(now, src)
         return None
 
     # ---- room info, filtered by this endpoint's modes and subscriptions ------------------
@@ -540,9 +543,15 @@ class Endpoint:
 
     # ---- time and teardown ---------------------------------------------------------------
 
+    @property
+    def mixer_stage(self) -> MixerStage | None:
+        """The stage of this endpoint's audio mixer (None without one)."""
+        return self._view.mixer_stage() if self.mixer is not None and self._view is not None else None
+
     def _stage(self) -> MixerStage | None:
+        """The stage this endpoint's timer drives: its mixer's, or the room's in bounded mode."""
         if self.mixer is not None:
-            return self.mixer.stage
+            return self.mixer_stage
         return self._view.stage if self._view is not None else None
 
     def handle_timeout(self, now: float) -> None:

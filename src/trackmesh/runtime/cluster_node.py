@@ -118,7 +118,7 @@ class Poster:
 
 
 def mixer_imports(core: MediaWorker) -> dict[str, int]:
-    """The bounded mixer's remote audio sources imported, per room that has any (core/mixer.py)."""
+    """The bounded mixer's remote audio sources imported, per room that has any (core/mixer/, docs/mixer.md)."""
     imports: dict[str, int] = {}
     for name, view in core.rooms.rooms.items():
         n = view.stage.imported if view.stage is not None else 0
@@ -130,7 +130,7 @@ def mixer_imports(core: MediaWorker) -> dict[str, int]:
 class RoomAffinity:
     """Which worker of this node hosts each room: every session of a room on a node goes to one
     worker, so the node's inter-node traffic for that room is the worker's (the mixer's bound of
-    N+1 imported voices per room and worker is then N+1 per node: core/mixer.py, docs/cluster.md).
+    N+1 imported voices per room and worker is then N+1 per node: docs/mixer.md, docs/cluster.md).
 
     Learnt from two sources: the rooms each worker reports (``cluster.rooms``, every report
     interval) and the routing decisions themselves, kept for :data:`AFFINITY_GRACE` seconds so a

@@ -1,29 +1,51 @@
 """Bounded mixer mode (a cluster node): a node imports at most N+1 remote audio channels per
 room, chosen by the levels the other nodes report; on the virtual clock, two nodes sharing an
-in-process registry and hub, each node's hub wrapper counting what it subscribes."""
+in-process registry and hub, each node's hub wrapper counting what it subscribes (media channels) and
+the levels channels it listens to and reports on (message path)."""
 
 from __future__ import annotations
 
+import pytest
+
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
-from trackmesh.core.channel import ChannelSubscriber
+from trackmesh.core.channel import ChannelSubscriber, MessageSender, MessageSubscriber
 from trackmesh.core.controls import CreateLocalTrack, Join, Leave, MixerConfig, MixerDetach, MixerMode
 from trackmesh.core.ids import channel_id
-from trackmesh.core.mixer import decode_levels, encode_levels, levels_channel
-from trackmesh.core.model import TrackKind, TrackSource
+from trackmesh.core.mixer.levels import levels_channel
+from trackmesh.core.model import TrackKind
 from trackmesh.core.worker import MediaWorker
 
-from .conftest import Harness
+from ..conftest import Harness
 from .test_mixer import Listener, Room, mic
 
 
 class NodeHub:
-    """One node's view of the shared hub: records the channels this node subscribes."""
+    """One node's view of the shared hub: records the channels this node subscribes (``subs``: media,
+    ``msg_subs``: messages) and the message channels it holds a standing sender on (``senders``)."""
 
     def __init__(self, hub: LocalChannelHub) -> None:
         self._hub = hub
         self.subs: dict[int, int] = {}
+        self.msg_subs: dict[int, int] = {}
+        self.senders: dict[int, int] = {}
         self.start_publish = hub.start_publish
         self.feedback = hub.feedback
+        self.send_message = hub.send_message
+
+    def subscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        self.msg_subs[channel] = self.msg_subs.get(channel, 0) + 1
+        self._hub.subscribe_messages(now, channel, subscriber)
+
+    def unsubscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        self.msg_subs[channel] -= 1
+        if not self.msg_subs[channel]:
+            del self.msg_subs[channel]
+        self._hub.unsubscribe_messages(now, channel, subscriber)
+
+    def open_messages(self, now: float, channel: int, kind: str) -> MessageSender:
+        assert kind == "levels"
+        self.senders[channel] = self.senders.get(channel, 0) + 1
+        return _Sender(self, channel, self._hub.open_messages(now, channel, kind))
 
     def subscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
         self.subs[channel] = self.subs.get(channel, 0) + 1
@@ -34,6 +56,22 @@ class NodeHub:
         if not self.subs[channel]:
             del self.subs[channel]
         self._hub.unsubscribe(now, channel, subscriber)
+
+
+class _Sender:
+    def __init__(self, node: NodeHub, channel: int, inner: MessageSender) -> None:
+        self._node, self._channel, self._inner = node, channel, inner
+        self.sent: list[bytes] = []
+
+    def send(self, now: float, sender: str, data: bytes) -> None:
+        self.sent.append(data)
+        self._inner.send(now, sender, data)
+
+    def close(self, now: float) -> None:
+        self._node.senders[self._channel] -= 1
+        if not self._node.senders[self._channel]:
+            del self._node.senders[self._channel]
+        self._inner.close(now)
 
 
 class TwoNodes(Harness):
@@ -63,9 +101,16 @@ def talk(room: Room, h: TwoNodes, levels: dict[str, int], seconds: float, seen: 
         seen.append(imported(h))
 
 
-def test_levels_round_trip() -> None:
-    levels = [(TrackSource("a/é", "mic"), 12), (TrackSource("", "x"), 127)]
-    assert decode_levels(encode_levels(levels)) == dict(levels)
+def test_bounded_mode_needs_the_message_path() -> None:
+    class MediaOnly:  # a ChannelHub without the MessageHub half
+        def __init__(self, hub: LocalChannelHub) -> None:
+            self.start_publish, self.subscribe, self.unsubscribe = hub.start_publish, hub.subscribe, hub.unsubscribe
+            self.feedback = hub.feedback
+
+    hub = MediaOnly(LocalChannelHub())
+    with pytest.raises(ValueError, match="MessageHub"):
+        MediaWorker(1, 0, "secret", LocalRegistry(), hub, mixer_bound=True)  # type: ignore[arg-type]
+    MediaWorker(1, 0, "secret", LocalRegistry(), hub)  # type: ignore[arg-type]  # unbounded: fine
 
 
 def test_remote_node_imports_at_most_n_and_follows_loudness() -> None:
@@ -100,8 +145,9 @@ def test_remote_node_imports_at_most_n_and_follows_loudness() -> None:
 
 
 def levels_subs(h: TwoNodes) -> int:
-    """Levels channels node B subscribes."""
-    return sum(1 for c in h.hubs[0].subs if c == levels_channel("r", 0, 0))
+    """Levels channels node B subscribes (on the message path; never as a media channel)."""
+    assert levels_channel("r", 0, 0) not in h.hubs[0].subs
+    return sum(1 for c in h.hubs[0].msg_subs if c == levels_channel("r", 0, 0))
 
 
 def test_manual_listeners_import_the_top_n_of_their_own_choice_the_node_the_union() -> None:
@@ -131,7 +177,7 @@ def test_manual_listeners_import_the_top_n_of_their_own_choice_the_node_the_unio
     # The freed slot went at once to s5, heard already (imported for carol); s4, imported for bob only now and
     # 10 levels louder, does not take it over: a slot holder is replaced only by 30 levels (the slots' margin).
     assert set(bob.slots()) == {mic("s2"), mic("s3"), mic("s5")}
-    stage = bob.ep.mixer.stage if bob.ep.mixer is not None else None
+    stage = bob.ep.mixer_stage
     assert stage is not None and stage.imported == 5
     # Both leave: nothing imported, no levels channel subscribed.
     for lis in (bob, carol):
@@ -155,16 +201,18 @@ def test_levels_channel_lives_while_the_worker_has_audio_in_the_room() -> None:
     h = TwoNodes()
     room = Room(h)
     mine = levels_channel("r", 0, 0)  # node 0 ("A"), worker 0
-    assert mine not in h.hub._channels
+    assert mine not in h.hubs[1].senders
     room.speaker("s1", worker=1)
-    assert h.hub._channels[mine].publisher is not None
+    assert h.hubs[1].senders == {mine: 1}
     room.listener("bob", worker=0)
     room.talk({"s1": 10}, 0.5)
-    assert imported(h) == {"s1"}
+    assert imported(h) == {"s1"} and levels_subs(h) == 1
+    stage = h.workers[0].rooms.rooms["r"].stage
+    assert stage is not None and stage.bad_levels == 0
     assert room.speakers["s1"].control(h.now, Leave()) is None
     room.talk({}, 0.3)
     assert imported(h) == set() and levels_subs(h) == 0
-    assert mine not in h.hub._channels
+    assert h.hubs[1].senders == {} and mine not in h.hub._channels and len(h.hub) == 0
 
 
 def test_the_bound_follows_the_largest_listener_down_at_once() -> None:

@@ -26,7 +26,7 @@ from trackmesh.core.ids import channel_id
 from trackmesh.core.mixer import VOICE_INTERVAL
 from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, TrackKind, TrackSource
 
-from .conftest import Harness, drain
+from ..conftest import Harness, drain
 
 A = TrackKind.AUDIO
 OUTS = ("audio_0", "audio_1", "audio_2")
@@ -158,8 +158,8 @@ def test_one_stage_per_worker_subscribes_each_source_once(h: Harness) -> None:
     b = room.listener("b", worker=0)
     c = room.listener("c", worker=1)
     assert a.ep.mixer is not None and b.ep.mixer is not None and c.ep.mixer is not None
-    assert a.ep.mixer.stage is b.ep.mixer.stage
-    assert a.ep.mixer.stage is not c.ep.mixer.stage
+    assert a.ep.mixer_stage is b.ep.mixer_stage is not None
+    assert a.ep.mixer_stage is not c.ep.mixer_stage
     # Channel subscribers of a source: one stage per worker, not one per listener.
     subs = h.hub._channels[channel_id("r", "s1", "mic")].subscribers
     assert len(subs) == 2
@@ -176,7 +176,7 @@ def test_hysteresis_prevents_flapping_under_alternating_levels(h: Harness) -> No
     for peer in ("s1", "s2", "s3", "s4"):
         room.speaker(peer)
     lis = room.listener("bob")
-    stage = lis.ep.mixer.stage if lis.ep.mixer else None
+    stage = lis.ep.mixer_stage
     assert stage is not None
     flips = 0
     for i in range(15):

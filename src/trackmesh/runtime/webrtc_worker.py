@@ -45,7 +45,7 @@ class Session:
     """One WHIP or WHEP connection on this worker."""
 
     mode: PeerMode
-    room: WhipWhepSession
+    policy: WhipWhepSession  # the room side of the connection: join, publish, auto-follow
     token_hash: str
     etag: str
     remote_ufrag: str
@@ -55,7 +55,7 @@ class Session:
 
     @property
     def peer(self) -> WebRtcPeer:
-        return self.room.peer
+        return self.policy.peer
 
     @property
     def key(self) -> SessionId:
@@ -100,7 +100,7 @@ class WebRtcTransport:
             if isinstance(event, IceSelected):
                 self.demux.bind(event.addr, session.key)
             elif isinstance(event, Connected):
-                session.room.on_connected(now)
+                session.policy.on_connected(now)
                 log.info(
                     "connected", extra={"fields": {"conn": _short(peer.endpoint.conn_id), "mode": session.mode.value}}
                 )
@@ -112,7 +112,7 @@ class WebRtcTransport:
             self.runtime.track(timer)
 
     def on_core_events(self, now: float, *, session: Session) -> None:
-        session.room.on_core_events(now)
+        session.policy.on_core_events(now)
         self.after_input(now, session)
 
     # ---- control calls -------------------------------------------------------------------
@@ -140,14 +140,14 @@ class WebRtcTransport:
                 self.runtime.outbox,
                 wallclock=time.time(),
                 remote_names=default_remote_names,
-                )
-            room_session = WhipWhepSession(now, peer, mode, room, str(peer_name))
+            )
+            room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         session = Session(
             mode,
-            room_session,
+            room_policy,
             str(params["token_hash"]),
             secrets.token_hex(8),
             answer.transport.ice_ufrag,

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from trackmesh import __version__
-from trackmesh.runtime.worker import RpcError
+from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import SessionToken, app_secret_matches, issue
 
 from .envelope import error, ok
@@ -20,7 +20,7 @@ from .metrics import render_metrics
 from .requests import bearer
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
 class TokenRequest(BaseModel):
@@ -40,7 +40,7 @@ class TokenResponse(BaseModel):
     data: TokenData
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: NodeApi) -> FastAPI:
     app = FastAPI(
         title="trackmesh",
         version=__version__,
@@ -132,7 +132,7 @@ def create_app(node: Node) -> FastAPI:
     return app
 
 
-def node_routers(node: Node) -> list[Any]:
+def node_routers(node: NodeApi) -> list[Any]:
     """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
     routers: list[Any] = []
     try:

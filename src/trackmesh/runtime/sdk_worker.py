@@ -22,6 +22,7 @@ from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import (
@@ -40,7 +41,7 @@ from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
 from .webrtc_port import ConnTimer, WebRtcPort
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")
 

@@ -29,6 +29,7 @@ from trackmesh.core.channel import ChannelHub
 from trackmesh.core.ids import SessionId
 from trackmesh.core.registry import Registry
 from trackmesh.core.worker import MediaWorker
+from trackmesh.rpc import RpcError
 
 from .scheduler import Scheduler, Timed
 
@@ -37,15 +38,6 @@ log = logging.getLogger("trackmesh.worker")
 Address = tuple[str, int]
 RECV_BATCH = 256
 RECV_BUFFER = 2048
-
-
-class RpcError(Exception):
-    """A control call that failed; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _CoreTimer:

@@ -15,7 +15,7 @@ from typing import Any
 
 from trackmesh.loadtest.client import Transport
 from trackmesh.loadtest.signalling import MID_URI, HttpError, http_request, publish_offer, session_head
-from trackmesh.transports.webrtc import sdp as sdplib
+from trackmesh.sdp import model as sdplib
 
 __all__ = ["JanusVideoRoom", "answer_remote_offer"]
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackmesh.loadtest.multi_report import multi_steps_table, multi_table
 from trackmesh.loadtest.verdict import step_verdict
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
 
 if TYPE_CHECKING:
     from trackmesh.loadtest.multi import MultiRun

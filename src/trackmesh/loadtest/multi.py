@@ -53,8 +53,8 @@ from trackmesh.loadtest.runner import (
 from trackmesh.loadtest.sdk_client import SdkClient, SdkPlan
 from trackmesh.loadtest.servers import StealMeter
 from trackmesh.loadtest.streams import MultiSink, StreamLog, stream_id
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 
 __all__ = ["MultiConfig", "run_multi"]
 

@@ -25,8 +25,8 @@ from trackmesh.loadtest.client import SO_TIMESTAMPNS, Transport, kernel_timestam
 from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
 from trackmesh.loadtest.recording import Recording
 from trackmesh.loadtest.servers import StealMeter
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 
 __all__ = ["S1Config", "run_s1"]
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackmesh.errors import ProtocolError
 from trackmesh.loadtest.client import Transport
 from trackmesh.loadtest.media import AUDIO_PT, EXT_MID, VIDEO_PT
 from trackmesh.loadtest.signalling import MID_URI, HttpError, http_request, session_head
@@ -42,9 +43,8 @@ from trackmesh.transports.sdk.protocol import (
     session_pb2,
     shared_pb2,
 )
-from trackmesh.transports.webrtc.datachannel import ChannelOpened, DataChannelManager, Message
-from trackmesh.transports.webrtc.errors import ProtocolError
-from trackmesh.transports.webrtc.sctp_association import SctpAssociation
+from trackmesh.transports.webrtc.sctp.association import SctpAssociation
+from trackmesh.transports.webrtc.sctp.datachannel import ChannelOpened, DataChannelManager, Message
 
 __all__ = ["SdkClient", "SdkPlan", "TrackmeshSdk", "sdk_offer"]
 

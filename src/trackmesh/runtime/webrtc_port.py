@@ -28,7 +28,7 @@ class _Closable(Protocol):
     closing: bool
 
 
-class _Timed(Protocol):
+class Timed(Protocol):
     def next_deadline(self) -> float | None: ...
     def handle_timeout(self, now: float) -> None: ...
 
@@ -42,7 +42,7 @@ class ConnTimer(Generic[C]):
 
     __slots__ = ("after_input", "conn", "machine")
 
-    def __init__(self, conn: C, machine: _Timed, after_input: Callable[[float, C], None]) -> None:
+    def __init__(self, conn: C, machine: Timed, after_input: Callable[[float, C], None]) -> None:
         self.conn = conn
         self.machine = machine
         self.after_input = after_input

@@ -93,22 +93,9 @@ class WorkerCluster:
         runtime.register_rpc("cluster.goaway", lambda now, params: self.goaway(runtime, now, params))
 
     def goaway(self, runtime: WorkerRuntime, now: float, params: dict[str, Any]) -> dict[str, int]:
-        """Tell every SDK client of this worker that the node goes away (drain)."""
-        from trackmesh.runtime.sdk_worker import SdkTransport
-
-        told = 0
-        # The SDK transport registers its shutdown hook as a bound method; that is how we find it.
-        for hook in list(getattr(runtime, "_shutdown_hooks", ())):
-            transport = getattr(hook, "__self__", None)
-            if not isinstance(transport, SdkTransport):
-                continue
-            for conn in list(transport.conns.values()):
-                if conn.closing:
-                    continue
-                conn.sdk.goaway(str(params.get("reason", "node draining")), int(params.get("remain", 0)))
-                transport.after_input(now, conn)
-                told += 1
-        return {"told": told}
+        """Tell every client of this worker that can be told (SDK ``goaway``) that the node goes away (drain)."""
+        reason = str(params.get("reason", "node draining"))
+        return {"told": runtime.drain(now, reason, int(params.get("remain", 0)))}
 
     def stats(self, runtime: WorkerRuntime | None = None) -> dict[str, Any]:
         hub, reg = self.hub, self.registry

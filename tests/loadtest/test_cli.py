@@ -3,15 +3,21 @@ repository tool for Janus; ``python -m bench.janus`` (not installed) adds Janus 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from bench.janus.cli import janus_target
 from bench.janus.multi import JanusMultiRun
 
 from trackmesh.loadtest.cli import SERVERS, main
 from trackmesh.loadtest.multi import MultiRun
+
+from .test_smoke import _can_unshare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +46,22 @@ def test_janus_tool_runs_as_a_module_and_as_a_file(tmp_path: Path) -> None:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert "--against {trackmesh,janus,both}" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("janus") is None or not _can_unshare(), reason="needs janus (apt-get install janus) "
+                    "and unshare -n")
+def test_janus_tool_runs_the_shipped_meeting_scenario_against_janus(tmp_path: Path) -> None:
+    """S2 against Janus: bench/janus/multi.py's VideoRoom hooks inside the shipped MultiRun."""
+    out = tmp_path / "s2.json"
+    core = str(sorted(os.sched_getaffinity(0))[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.janus", "s2", "--against", "janus", "--cores", core,
+         "--room-size", "3", "--duration", "2", "--step", "1", "--max-subs", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())["results"]["janus"]
+    step = r["steps"][-1]
+    assert step["subscribers"] == 3 and step["join_failures"] == 0, step
+    assert step["streams_expected"] == 3 * 2 * 2 and step["loss_worst"] < 0.10, step
+    assert step["corrupted"] == 0 and step["misrouted"] == 0, step

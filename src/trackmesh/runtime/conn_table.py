@@ -29,10 +29,15 @@ from trackmesh.core.ids import SessionId
 from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
-from .webrtc_port import ConnTimer, Timed, WebRtcPort
+from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
-__all__ = ["ConnTable", "TableConn"]
+__all__ = ["ConnTable", "ConnTimer", "TableConn", "Timed"]
+
+
+class Timed(Protocol):
+    def next_deadline(self) -> float | None: ...
+    def handle_timeout(self, now: float) -> None: ...
 
 
 class TableConn(Protocol):
@@ -79,6 +84,25 @@ class TableConn(Protocol):
 
 
 C = TypeVar("C", bound=TableConn)
+
+
+class ConnTimer(Generic[C]):
+    """Adapts one connection to the worker scheduler: fire its state machine (a WebRtcPeer or an SdkSession), then
+    let the table handle what it said. A closing connection has no deadline."""
+
+    __slots__ = ("after_input", "conn", "machine")
+
+    def __init__(self, conn: C, machine: Timed, after_input: Callable[[float, C], None]) -> None:
+        self.conn = conn
+        self.machine = machine
+        self.after_input = after_input
+
+    def next_deadline(self) -> float | None:
+        return None if self.conn.closing else self.machine.next_deadline()
+
+    def handle_timeout(self, now: float) -> None:
+        self.machine.handle_timeout(now)
+        self.after_input(now, self.conn)
 
 
 class ConnTable(Generic[C]):

@@ -39,8 +39,7 @@ from trackmesh.transports.webrtc.events import PeerMode
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
 
-from .conn_table import ConnTable, short
-from .webrtc_port import Timed
+from .conn_table import ConnTable, Timed, short
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")

@@ -31,8 +31,7 @@ from trackmesh.transports.whip_whep.resource import (
     ice_restart_answer,
 )
 
-from .conn_table import ConnTable, short
-from .webrtc_port import Timed
+from .conn_table import ConnTable, Timed, short
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")

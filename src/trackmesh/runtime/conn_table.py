@@ -51,7 +51,7 @@ class TableConn(Protocol):
 
     @property
     def kind(self) -> str:
-        """"whip", "whep" or "sdk": for logs."""
+        """What the connection speaks, for logs: "whip", "whep" or "sdk"."""
         ...
 
     @property

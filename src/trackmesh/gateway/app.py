@@ -31,7 +31,7 @@ from .directory import NodeEntry
 from .metrics import render_gateway_metrics
 
 if TYPE_CHECKING:
-    from .node import GatewayNode
+    from .api import GatewayApi
 
 MAX_BODY = 256 * 1024
 ZONE_HEADER = "x-trackmesh-zone"
@@ -65,7 +65,7 @@ def _int_choice(request: Request, param: str, header: str, what: str, high: int)
     return int(raw)
 
 
-def create_gateway_app(gw: GatewayNode) -> FastAPI:
+def create_gateway_app(gw: GatewayApi) -> FastAPI:
     app = FastAPI(title="trackmesh gateway", version=__version__,
                   description="Zone gateway: routes tokens, WHIP, WHEP and SDK calls to media nodes.")  # fmt: skip
     app.state.node = gw
@@ -253,7 +253,7 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
                 "node_id": gw.config.node_id,
                 "url": gw.url,
                 "uptime_s": round(time.time() - gw.started_at, 1),
-                "peers": len(gw.zenoh.peers()) if gw.zenoh is not None else 0,
+                "peers": gw.cluster_peers(),
                 "nodes": [e.summary(now) for _, e in sorted(gw.directory.nodes.items())],
                 "zones": gw.zones.summary(now),
                 "counters": dict(gw.counters),

@@ -12,15 +12,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from trackmesh import __version__
-from trackmesh.runtime.worker import RpcError
+from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import SessionToken, app_secret_matches, issue
 
 from .envelope import error, ok
 from .metrics import render_metrics
 from .requests import bearer
+from .sdk_http import router as sdk_router
+from .whip_whep import router as whip_whep_router
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
 class TokenRequest(BaseModel):
@@ -40,7 +42,7 @@ class TokenResponse(BaseModel):
     data: TokenData
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: NodeApi) -> FastAPI:
     app = FastAPI(
         title="trackmesh",
         version=__version__,
@@ -132,21 +134,8 @@ def create_app(node: Node) -> FastAPI:
     return app
 
 
-def node_routers(node: Node) -> list[Any]:
+def node_routers(node: NodeApi) -> list[Any]:
     """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
-    routers: list[Any] = []
-    try:
-        from trackmesh.http.sdk_http import router as sdk_router
-    except ImportError:
-        pass
-    else:
-        # First: its /samples/room.html must win over the generic /samples/{name} route.
-        routers.append(sdk_router(node))
-    try:
-        from trackmesh.http.whip_whep import router as webrtc_router
-    except ImportError:
-        pass
-    else:
-        # On a node without media workers the routes still exist and answer 503 with a reason.
-        routers.append(webrtc_router(node))
-    return routers
+    # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
+    # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason.
+    return [sdk_router(node), whip_whep_router(node)]

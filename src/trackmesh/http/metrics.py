@@ -10,10 +10,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trackmesh import __version__
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
-def render_metrics(node: Node, stats: list[dict[str, Any]]) -> tuple[str, str]:
+def render_metrics(node: NodeApi, stats: list[dict[str, Any]]) -> tuple[str, str]:
     registry = CollectorRegistry()
     Gauge("trackmesh_info", "Build and role of this node", ["version", "role"], registry=registry).labels(
         __version__, node.config.role

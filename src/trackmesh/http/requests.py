@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from trackmesh.security.tokens import SessionToken, TokenError, verify
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
 def problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
@@ -44,7 +44,7 @@ async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int)
     return body
 
 
-def session_token(node: Node, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
+def session_token(node: NodeApi, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
     """The verified session token of ``kind`` and its raw text, or a 401 saying why."""
     raw = bearer(authorization)
     if raw is None:

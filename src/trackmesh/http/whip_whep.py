@@ -26,7 +26,7 @@ from .requests import problem as _problem
 from .requests import read_body, session_token
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 MAX_SDP_BYTES = 64 * 1024
 SDP = "application/sdp"
@@ -42,7 +42,7 @@ async def _read_body(request: Request, content_type: str) -> bytes | PlainTextRe
     return await read_body(request, (content_type,), MAX_SDP_BYTES)
 
 
-def _token(node: Node, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
+def _token(node: NodeApi, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
     checked = session_token(node, authorization, kind)
     return checked if isinstance(checked, PlainTextResponse) else checked[0]
 
@@ -55,7 +55,7 @@ def _max_spatial(value: str | None) -> int | PlainTextResponse | None:
     return int(value)
 
 
-def router(node: Node) -> APIRouter:
+def router(node: NodeApi) -> APIRouter:
     api = APIRouter()
     for kind in ("whip", "whep"):
         _add_routes(api, node, kind)
@@ -73,7 +73,7 @@ def router(node: Node) -> APIRouter:
     return api
 
 
-def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
+def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
     label = "WHIP (publish)" if kind == "whip" else "WHEP (play)"
     responses: dict[int | str, dict[str, Any]] = {
         400: {"description": "the offer cannot be accepted; the body says why"},
@@ -181,7 +181,7 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
         return PlainTextResponse("OK")
 
 
-def _add_limit_route(api: APIRouter, node: Node) -> None:
+def _add_limit_route(api: APIRouter, node: NodeApi) -> None:
     @api.post(
         "/whep/conn/{conn_id}/limit",
         tags=["whep"],

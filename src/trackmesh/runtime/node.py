@@ -24,11 +24,12 @@ import uvicorn
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.rpc import RpcError, WorkerHandle
 
-from .handles import InProcessWorker, ProcessWorker, WorkerHandle
+from .handles import InProcessWorker, ProcessWorker
 from .loop import loop_name
 from .transports import install_all
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.node")
 

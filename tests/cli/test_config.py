@@ -23,7 +23,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
     env = {
         env_name("--http-port"): "3005",
         env_name("--workers"): "3",
-        env_name("--secret"): "from-env-secret",
+        env_name("--secret"): "from-env-secret-16",
         env_name("--node-ip"): "127.0.0.5",
         env_name("--log-level"): "DEBUG",
         env_name("--zone"): "2",
@@ -31,7 +31,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
     }
     cfg = resolve("standalone", {"http_port": "3006"}, env)
     assert cfg.http_port == 3006
-    assert cfg.workers == 3 and cfg.secret == "from-env-secret" and not cfg.secret_generated
+    assert cfg.workers == 3 and cfg.secret == "from-env-secret-16" and not cfg.secret_generated
     assert cfg.node_ip == "127.0.0.5" and cfg.log_level == "debug"
     assert cfg.node_id == (2 << 8) | 9 and cfg.zone == 2
 
@@ -43,7 +43,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
         ({"workers": "0"}, {}, "--workers: '0' is out of range; accepted: an integer 1..64"),
         ({"node_ip": "localhost"}, {}, "--node-ip: 'localhost' is not an IP address"),
         ({"log_level": "loud"}, {}, "--log-level: 'loud' is not accepted; accepted: debug, info, warning, error"),
-        ({"secret": "short"}, {}, "--secret: the secret is too short; accepted: at least 8 characters"),
+        ({"secret": "short"}, {}, "--secret: the secret is too short (5 characters); accepted: at least 16 characters"),
         ({}, {"TRACKMESH_WEBRTC_PORT": "x"}, "TRACKMESH_WEBRTC_PORT (--webrtc-port): 'x' is not a port"),
     ],
 )

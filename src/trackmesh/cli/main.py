@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
 from trackmesh import __version__
-from trackmesh.config import FLAGS, ConfigError, env_name, resolve
+from trackmesh.config import FLAGS, ConfigError, env_name, resolve, warnings_of
 from trackmesh.logs import setup_logging
 
 ROLES = {
@@ -41,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     for role, help_text in ROLES.items():
         p = sub.add_parser(role, help=help_text, description=help_text)
         for flag in FLAGS:
-            if role in flag.roles:
-                p.add_argument(flag.name, metavar=flag.metavar, help=f"{flag.help} [env {env_name(flag.name)}]")
+            if role not in flag.roles:
+                continue
+            help_text = f"{flag.help} [env {env_name(flag.name)}]"
+            if flag.switch:
+                p.add_argument(flag.name, action="store_true", default=None, help=help_text)
+            else:
+                p.add_argument(flag.name, metavar=flag.metavar, help=help_text)
     return parser
 
 
@@ -60,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trackmesh: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_format)
+    for warning in warnings_of(config):
+        logging.getLogger("trackmesh.config").warning(warning)
     from trackmesh.runtime.loop import new_event_loop
     from trackmesh.runtime.node import Node, StartupError, print_banner
 

@@ -50,6 +50,6 @@ def session_token(node: Node, authorization: str | None, kind: str) -> tuple[Ses
     if raw is None:
         return problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
     try:
-        return verify(node.config.secret, raw, kind, int(time.time())), raw
+        return verify(node.config.token_key, raw, kind, int(time.time())), raw
     except TokenError as exc:
         return problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})

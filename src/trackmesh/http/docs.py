@@ -1,0 +1,54 @@
+"""``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) served from the ``fastapi-offline`` package's copies
+of their assets, so the API docs render on a machine without internet (FastAPI's defaults load
+them from a CDN). FastAPI documents this self-hosting: its ``get_swagger_ui_html`` and
+``get_redoc_html`` with local asset URLs.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_PATH = "/docs-assets"
+
+
+def create_docs_app(**kwargs: object) -> FastAPI:
+    """A FastAPI app whose /docs and /redoc use local assets; ``kwargs`` go to FastAPI."""
+    app = FastAPI(docs_url=None, redoc_url=None, **kwargs)  # type: ignore[arg-type]
+    install_docs(app)
+    return app
+
+
+def install_docs(app: FastAPI) -> None:
+    assets = str(files("fastapi_offline") / "static")
+    app.mount(ASSETS_PATH, StaticFiles(directory=assets), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - API docs",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - API reference",
+            redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )

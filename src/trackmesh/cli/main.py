@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from trackmesh import __version__
+from trackmesh.cli.parser import OneLineParser
 from trackmesh.config import FLAGS, ConfigError, env_name, resolve, warnings_of
 from trackmesh.logs import setup_logging
 
@@ -24,16 +25,10 @@ ROLES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One clear line, not the whole usage dump.
-        self.exit(2, f"trackmesh: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
+    parser = OneLineParser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
     parser.add_argument("--version", action="version", version=f"trackmesh {__version__}")
-    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=OneLineParser)
     sub.add_parser(
         "dev-cluster",
         help="a local cluster on loopback: gateways and media nodes as separate processes (see dev-cluster --help)",

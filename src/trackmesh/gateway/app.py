@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
 from trackmesh.http.docs import create_docs_app
-from trackmesh.http.requests import bearer
+from trackmesh.http.headers import bearer
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.tokens import app_secret_matches

@@ -18,8 +18,8 @@ from trackmesh.security.tokens import app_secret_matches
 
 from .docs import create_docs_app
 from .envelope import error, ok
+from .headers import bearer
 from .metrics import render_metrics
-from .requests import bearer
 from .token_http import router as token_router
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def create_app(node: Node) -> FastAPI:
         text, content_type = render_metrics(node, await node.stats(), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node, throttle))
+    app.include_router(token_router(node.config, throttle))
     for router in node_routers(node):
         app.include_router(router)
     return app

@@ -12,21 +12,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
+from trackmesh.config import NodeConfig
 from trackmesh.security.keys import verify_forwarded
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import MAX_TTL, SessionToken, app_secret_matches, issue
 
 from .envelope import error, ok
-from .requests import bearer
-
-if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+from .headers import bearer
 
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
@@ -92,7 +90,8 @@ def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
     return None
 
 
-def router(node: Node, throttle: FailureThrottle) -> APIRouter:
+def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
+    """The token routes of a node with ``config`` (they need nothing else of the node)."""
     api = APIRouter()
     body_schema = TokenRequest.model_json_schema()
 
@@ -115,14 +114,14 @@ def router(node: Node, throttle: FailureThrottle) -> APIRouter:
         request: Request,
         authorization: str | None = Header(None, description="Bearer <app secret>"),
     ) -> Any:
-        source = source_key(client_address(request, node.config.secret))
+        source = source_key(client_address(request, config.secret))
         now = time.monotonic()
         wait = throttle.retry_after(source, now)
         if wait:
             return error(429, f"too many wrong app secrets from this address; retry in {wait} s",
                          {"Retry-After": str(wait)})  # fmt: skip
         presented = bearer(authorization)
-        if presented is None or not app_secret_matches(node.config.secret, presented):
+        if presented is None or not app_secret_matches(config.secret, presented):
             throttle.failed(source, now)
             return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
         body = await read_json(request)
@@ -136,9 +135,9 @@ def router(node: Node, throttle: FailureThrottle) -> APIRouter:
         if problem is not None:
             return error(400, problem)
         token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data)
-        return ok({"token": issue(node.config.token_key, token, req.ttl, int(time.time()))})
+        return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
 
-    if node.config.dev:
+    if config.dev:
 
         @api.get(
             "/dev/token/{kind}",
@@ -159,7 +158,7 @@ def router(node: Node, throttle: FailureThrottle) -> APIRouter:
             if problem is not None:
                 return error(400, problem)
             token = SessionToken(kind, req.room, req.peer)
-            return ok({"token": issue(node.config.token_key, token, DEV_TOKEN_TTL, int(time.time()))})
+            return ok({"token": issue(config.token_key, token, DEV_TOKEN_TTL, int(time.time()))})
 
     return api
 

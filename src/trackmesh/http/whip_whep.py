@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from trackmesh.security.tokens import SessionToken
 
 from .envelope import error
-from .requests import bearer as _bearer
+from .headers import bearer as _bearer
 from .requests import problem as _problem
 from .requests import read_body, session_token
 from .token_http import read_json

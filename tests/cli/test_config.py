@@ -66,3 +66,24 @@ def test_unknown_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--bogus" in err
+
+
+def test_switches_come_from_the_command_line_or_the_environment() -> None:
+    cfg = resolve("standalone", {"dev": True}, {env_name("--atm0s-compatible-tokens"): "yes"})
+    assert cfg.dev and cfg.atm0s_compatible_tokens
+    cfg = resolve("standalone", {"dev": None}, {env_name("--dev"): "0"})
+    assert not cfg.dev and not cfg.atm0s_compatible_tokens
+    with pytest.raises(ConfigError, match="TRACKMESH_DEV \\(--dev\\): 'maybe' is not accepted"):
+        resolve("standalone", {}, {env_name("--dev"): "maybe"})
+    with pytest.raises(ConfigError, match="--metrics-token: accepted: at least 16 printable characters"):
+        resolve("standalone", {"metrics_token": "short"}, {})
+
+
+def test_the_cli_takes_switches_without_a_value(capsys: pytest.CaptureFixture[str]) -> None:
+    from trackmesh.cli.main import build_parser
+
+    args = build_parser().parse_args(["standalone", "--dev", "--atm0s-compatible-tokens"])
+    cfg = resolve("standalone", vars(args), {})
+    assert cfg.dev and cfg.atm0s_compatible_tokens and cfg.metrics_token == ""
+    args = build_parser().parse_args(["media"])
+    assert "dev" not in vars(args)  # --dev is for a standalone node on a developer's machine

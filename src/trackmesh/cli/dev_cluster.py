@@ -233,7 +233,9 @@ def main(argv: list[str]) -> int:
             lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  cluster {m.seed}")
         gateways = [m for m in members if m.role == "gateway"]
         if gateways:
-            lines.append(f"  publish: {gateways[0].url}/samples/whip.html   watch: {gateways[0].url}/samples/whep.html")
+            base = gateways[0].url
+            lines.append(f"  room (video + chat): {base}/samples/room.html   all samples: {base}/samples/index.html")
+            lines.append(f"  publish: {base}/samples/whip.html   watch: {base}/samples/whep.html")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:

@@ -205,3 +205,21 @@ def test_dev_tokens_are_for_loopback_clients_only_and_absent_without_dev() -> No
     plain = create_app(Node(resolve("standalone", {"secret": "a-secret-of-16-chars"}, {})))
     resp = TestClient(plain, client=("127.0.0.1", 40000)).get("/dev/token/whep?room=demo")
     assert resp.status_code == 404 and resp.json()["status"] is False
+
+
+def test_an_unexpected_error_is_500_in_the_same_envelope() -> None:
+    from fastapi.testclient import TestClient
+
+    from trackmesh.config import resolve
+    from trackmesh.http.app import create_app
+    from trackmesh.runtime.node import Node
+
+    app = create_app(Node(resolve("standalone", {"secret": "a-secret-of-16-chars"}, {})))
+
+    @app.get("/api/test-bug")
+    async def bug() -> None:
+        raise RuntimeError("a bug of ours")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    resp = client.get("/api/test-bug")
+    assert resp.status_code == 500 and resp.json() == {"status": False, "error": "internal error"}

@@ -65,6 +65,11 @@ def create_app(node: Node) -> FastAPI:
         # 404/405 and friends in the same shapes as our own refusals (not FastAPI's {"detail"}).
         return problem_for(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette still re-raises, so the traceback is logged (under trackmesh.http) once.
+        return problem_for(request, 500, "internal error")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(

@@ -87,6 +87,8 @@ def test_generated_secret_is_printed_once_with_sample_urls() -> None:
     out = proc.stdout.read()
     assert out.count("app secret (generated") == 1
     assert f"http://127.0.0.1:{port}/samples/whip.html" in out
+    assert f"http://127.0.0.1:{port}/samples/room.html" in out
+    assert f"http://127.0.0.1:{port}/samples/index.html" in out
 
 
 def test_two_workers_have_their_own_ports_and_all_stop() -> None:

@@ -33,7 +33,7 @@ def _routed(demux: SharedPortDemux[object], ufrag: str) -> object:
 
 
 def _worker() -> tuple[WorkerRuntime, WebRtcTransport, SdkTransport]:
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     runtime.udp_port = 40000  # not started: no socket, but answers need a port
     return runtime, WebRtcTransport(runtime), SdkTransport(runtime)
 

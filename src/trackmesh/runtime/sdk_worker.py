@@ -109,7 +109,7 @@ class SdkTransport:
 
     def _verify(self, raw: str) -> TokenClaims | None:
         try:
-            token = verify(self.runtime.config.secret, raw, "webrtc", int(time.time()))
+            token = verify(self.runtime.config.token_key, raw, "webrtc", int(time.time()))
         except TokenError:
             return None
         return TokenClaims(token.room, token.peer, token.extra_data)

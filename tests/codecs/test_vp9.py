@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.codecs.keyframe import PayloadError
-from trackmesh.codecs.vp9 import parse_vp9_descriptor
+from trackmesh.codecs.payload import PayloadError
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp9 import is_vp9_keyframe, parse_vp9_descriptor
 from trackmesh.errors import ProtocolError
 
 
@@ -64,3 +65,20 @@ def test_random_bytes_at_an_offset(data: bytes, offset: int) -> None:
     except ProtocolError:
         return
     assert offset + d.size <= len(data)
+
+
+def test_vp9_keyframe() -> None:
+    # I|P|L|F|B|E|V|Z: B=1, P=0, no optional fields -> keyframe.
+    assert is_vp9_keyframe(bytes([0x08, 0x00]))
+    assert not is_vp9_keyframe(bytes([0x48, 0x00]))  # P=1 inter-predicted
+    assert not is_vp9_keyframe(bytes([0x00, 0x00]))  # B=0 not the start of a frame
+    # I=1 with 15-bit picture id, L=1, layer octet SID=0 -> keyframe; SID=1 -> not.
+    assert is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x00, 0x05]))
+    assert not is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x02, 0x05]))
+    assert is_keyframe("VP9", bytes([0x8A, 0x12]))
+    with pytest.raises(PayloadError):
+        is_vp9_keyframe(b"")
+    with pytest.raises(PayloadError):
+        is_vp9_keyframe(bytes([0x88]))
+    with pytest.raises(PayloadError):
+        is_vp9_keyframe(bytes([0x28]))

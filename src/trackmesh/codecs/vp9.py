@@ -1,4 +1,4 @@
-"""The VP9 RTP payload descriptor (RFC 9628 s4.2), parsed without decoding media.
+"""VP9 over RTP (RFC 9628): the payload descriptor, key frames, packetizer and depacketizer.
 
 An SFU forwarding VP9 SVC (all spatial layers on one SSRC) reads, per packet, which spatial
 and temporal layer it belongs to (SID, TID), where a layer frame begins and ends (B, E),
@@ -7,15 +7,27 @@ point (U). The first octet is I|P|L|F|B|E|V|Z; then, in order and each only when
 the picture id (I; 7 bits, or 15 with M=1), the layer indices TID(3)|U|SID(3)|D (L), then
 TL0PICIDX in non-flexible mode (L, F=0) or up to three P_DIFF octets in flexible mode (F, P;
 each with an N bit saying another follows), then the scalability structure (V, s4.2.1).
+
+The packetizer writes non-flexible mode without layer indices (one spatial and temporal layer,
+s4.2: L=0 is allowed then) and a 15-bit picture id; P comes from the frame header's frame_type.
+The depacketizer takes either mode and concatenates the layer frames of one picture.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from trackmesh.codecs.keyframe import PayloadError
+from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError, check_mtu
+from trackmesh.errors import LocalProtocolError
 
-__all__ = ["Vp9Descriptor", "parse_vp9_descriptor"]
+__all__ = [
+    "Vp9Depacketizer",
+    "Vp9Descriptor",
+    "Vp9Packetizer",
+    "is_vp9_keyframe",
+    "parse_vp9_descriptor",
+    "vp9_frame_is_key",
+]
 
 _MAX_P_DIFF: Final = 3
 
@@ -147,3 +159,110 @@ def _skip_ss(data: bytes | bytearray | memoryview, pos: int, end: int, d: Vp9Des
     if pos > end:
         raise PayloadError("VP9 scalability structure overruns the payload")
     return pos
+
+
+def is_vp9_keyframe(payload: Buffer) -> bool:
+    """RFC 9628 s4.2: not inter-predicted (P=0), beginning of a frame (B=1), spatial layer 0.
+
+    The first descriptor octet is I|P|L|F|B|E|V|Z; the layer octet (present when L=1) after
+    the picture id carries TID(3)|U|SID(3)|D.
+    """
+    end = len(payload)
+    if end == 0:
+        raise PayloadError("empty VP9 payload")
+    b0 = payload[0]
+    if b0 & 0x40 or not b0 & 0x08:
+        return False
+    pos = 1
+    if b0 & 0x80:
+        if pos >= end:
+            raise PayloadError("VP9 descriptor truncated at picture id")
+        pos += 2 if payload[pos] & 0x80 else 1
+    if b0 & 0x20:
+        if pos >= end:
+            raise PayloadError("VP9 descriptor truncated at layer indices")
+        if (payload[pos] >> 1) & 0x07 != 0:
+            return False
+    return True
+
+
+def vp9_frame_is_key(frame: Buffer) -> bool:
+    """Whether a VP9 frame (or superframe: its first frame) is a key frame, from the start of the
+    uncompressed header (VP9 bitstream spec s6.2): frame_marker(2)=2, profile_low_bit,
+    profile_high_bit, reserved_zero when profile 3, show_existing_frame, frame_type (0 = KEY)."""
+    if not frame:
+        raise PayloadError("empty VP9 frame")
+    b = frame[0]
+    if b >> 6 != 2:
+        raise PayloadError("VP9 frame marker is not 2")
+    profile = ((b >> 5) & 1) | (((b >> 4) & 1) << 1)
+    bit = 3 if profile < 3 else 2  # the bit index of show_existing_frame
+    if (b >> bit) & 1:
+        return False  # shows an earlier frame: never a key frame
+    return not (b >> (bit - 1)) & 1
+
+
+class Vp9Packetizer:
+    """Frame -> payloads in non-flexible mode: I=1 (15-bit picture id), P, B, E (RFC 9628 s4.2)."""
+
+    __slots__ = ("picture_id",)
+
+    def __init__(self, picture_id: int = 0) -> None:
+        self.picture_id = picture_id & 0x7FFF
+
+    def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
+        check_mtu(mtu, 4)
+        if not frame:
+            raise LocalProtocolError("empty VP9 frame")
+        try:
+            key = vp9_frame_is_key(frame)
+        except PayloadError as exc:
+            raise LocalProtocolError(f"not a VP9 frame: {exc}") from None
+        pid = 0x8000 | self.picture_id
+        self.picture_id = (self.picture_id + 1) & 0x7FFF
+        b0 = 0x80 if key else 0xC0  # I, P when inter-predicted
+        room = mtu - 3
+        view = memoryview(frame)
+        n = len(view)
+        out = []
+        for pos in range(0, n, room):
+            flags = b0 | (0x08 if pos == 0 else 0) | (0x04 if pos + room >= n else 0)
+            out.append(bytes([flags, pid >> 8, pid & 0xFF]) + view[pos : pos + room])
+        return out
+
+
+class Vp9Depacketizer(Depacketizer):
+    """Payloads -> VP9 pictures (all layer frames of one timestamp, concatenated): a picture
+    starts with B=1 on spatial layer 0, each layer frame ends with E=1 (RFC 9628 s4.2, s4.4)."""
+
+    __slots__ = ("_in_layer",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._in_layer = False
+
+    def _reset(self) -> None:
+        self._in_layer = False
+
+    def _starts_frame(self, payload: Buffer, after_loss: bool) -> bool:
+        d = parse_vp9_descriptor(payload)
+        return d.begin and d.spatial_id == 0
+
+    def _append(self, payload: Buffer) -> None:
+        d = parse_vp9_descriptor(payload)
+        if d.begin:
+            if self._in_layer:
+                raise PayloadError("VP9 layer frame begins before the previous one ended")
+            if not self._buf:
+                if d.spatial_id != 0 and d.inter_layer:
+                    raise PayloadError("VP9 picture begins on an inter-layer predicted layer")
+                self._keyframe = not d.inter_picture
+            self._in_layer = True
+        elif not self._in_layer:
+            raise PayloadError("VP9 payload continues a layer frame that did not begin")
+        self._buf += memoryview(payload)[d.size :]
+        if d.end:
+            self._in_layer = False
+
+    def _complete(self) -> bool:
+        return not self._in_layer

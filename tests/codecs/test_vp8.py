@@ -6,12 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.codecs.keyframe import (
-    PayloadError,
-    is_h264_keyframe,
-    is_keyframe,
+from trackmesh.codecs.payload import PayloadError
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import (
     is_vp8_keyframe,
-    is_vp9_keyframe,
     parse_vp8_descriptor,
     rewrite_vp8_picture_id,
     rewrite_vp8_tl0picidx,
@@ -103,54 +101,6 @@ def test_vp8_rewrite_in_place() -> None:
 def test_vp8_truncated(payload: bytes) -> None:
     with pytest.raises(PayloadError):
         is_vp8_keyframe(payload)
-
-
-def test_vp9() -> None:
-    # I|P|L|F|B|E|V|Z: B=1, P=0, no optional fields -> keyframe.
-    assert is_vp9_keyframe(bytes([0x08, 0x00]))
-    assert not is_vp9_keyframe(bytes([0x48, 0x00]))  # P=1 inter-predicted
-    assert not is_vp9_keyframe(bytes([0x00, 0x00]))  # B=0 not the start of a frame
-    # I=1 with 15-bit picture id, L=1, layer octet SID=0 -> keyframe; SID=1 -> not.
-    assert is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x00, 0x05]))
-    assert not is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x02, 0x05]))
-    assert is_keyframe("VP9", bytes([0x8A, 0x12]))
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(b"")
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(bytes([0x88]))
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(bytes([0x28]))
-
-
-def test_h264() -> None:
-    assert is_h264_keyframe(bytes([0x65, 0x88]))  # IDR slice (nal_ref_idc 3, type 5)
-    assert is_h264_keyframe(bytes([0x67, 0x42]))  # SPS
-    assert not is_h264_keyframe(bytes([0x41, 0x9A]))  # non-IDR slice
-    # STAP-A (RFC 6184 s5.7.1): [SPS 3 bytes][PPS 2 bytes] -> keyframe; only SEI -> not.
-    assert is_h264_keyframe(bytes([0x78, 0, 3, 0x67, 1, 2, 0, 2, 0x68, 1]))
-    assert not is_h264_keyframe(bytes([0x78, 0, 2, 0x06, 1]))
-    # FU-A (s5.8): S bit + type 5 -> keyframe; continuation or non-IDR -> not.
-    assert is_h264_keyframe(bytes([0x7C, 0x85, 0xAA]))
-    assert not is_h264_keyframe(bytes([0x7C, 0x05, 0xAA]))
-    assert not is_h264_keyframe(bytes([0x7C, 0x81, 0xAA]))
-    assert is_keyframe("H264", bytes([0x65]))
-    for bad in (b"", bytes([0x7C]), bytes([0x78, 0]), bytes([0x78, 0, 9, 0x65]), bytes([0x78, 0, 0])):
-        with pytest.raises(PayloadError):
-            is_h264_keyframe(bad)
-
-
-def test_unknown_codec_is_local_error() -> None:
-    with pytest.raises(LocalProtocolError):
-        is_keyframe("opus", b"\x00")
-
-
-@given(st.sampled_from(["vp8", "vp9", "h264"]), st.binary(max_size=40))
-def test_random_payloads_only_protocol_error(codec: str, payload: bytes) -> None:
-    try:
-        result = is_keyframe(codec, payload)
-    except ProtocolError:
-        return
-    assert isinstance(result, bool)
 
 
 @given(st.binary(max_size=20), st.integers(0, 10))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from trackmesh.codecs.payload import Depacketizer, Frame, Packetizer
 
 TS_STEP = 3000
+#: Round trips move kilobytes through many small packets: no per-example deadline.
+ROUNDTRIP = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 SEQ0 = 65530  # so every run crosses the 16-bit wrap
 
 

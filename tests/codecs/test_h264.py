@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.codecs.roundtrip import TestFrame, check, garbage_run, lost_packets, nonzero, transmit
+from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, lost_packets, nonzero, transmit
 from trackmesh.codecs.h264 import (
     START_CODE,
     H264Depacketizer,
@@ -45,6 +45,7 @@ def access_units(draw: st.DrawFn) -> TestFrame:
     return au, au, key, aud
 
 
+@ROUNDTRIP
 @given(st.lists(access_units(), min_size=1, max_size=8), st.integers(3, 1400), lost_packets())
 def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
     depack = H264Depacketizer()

@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, lost_packets, transmit
 from trackmesh.codecs.payload import PayloadError
 from trackmesh.codecs.registry import is_keyframe
 from trackmesh.codecs.vp8 import (
+    Vp8Depacketizer,
+    Vp8Packetizer,
     is_vp8_keyframe,
     parse_vp8_descriptor,
     rewrite_vp8_picture_id,
@@ -144,3 +147,36 @@ def test_vp8_build_parse_roundtrip(
     assert d.layer_sync == (tid is not None and y)
     assert d.key_idx == (-1 if keyidx is None else keyidx)
     assert is_vp8_keyframe(payload) == (s and pid == 0 and key)
+
+
+@st.composite
+def vp8_frames(draw: st.DrawFn) -> TestFrame:
+    key = draw(st.booleans())
+    frame = bytes([0x10 if key else 0x11]) + draw(st.binary(min_size=0, max_size=4000))
+    return frame, frame, key, True
+
+
+@ROUNDTRIP
+@given(st.lists(vp8_frames(), min_size=1, max_size=8), st.integers(5, 1400), lost_packets())
+def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
+    depack = Vp8Depacketizer()
+    sent, out = transmit(Vp8Packetizer(picture_id=0x7FFE), depack, frames, mtu, lost)
+    check(sent, out, depack)
+
+
+def test_packetizer_descriptor() -> None:
+    pk = Vp8Packetizer(picture_id=0x7FFF)
+    first = pk.packetize(b"\x10" + bytes(10), 8)
+    assert len(first) == 3 and all(len(p) <= 8 for p in first)
+    d0, d1 = parse_vp8_descriptor(first[0]), parse_vp8_descriptor(first[1])
+    assert d0.start_of_partition and not d1.start_of_partition and d0.partition_id == 0
+    assert d0.picture_id == d1.picture_id == 0x7FFF and d0.picture_id_long
+    assert is_vp8_keyframe(first[0])
+    assert parse_vp8_descriptor(pk.packetize(b"\x11", 8)[0]).picture_id == 0  # wraps at 15 bits
+    with pytest.raises(LocalProtocolError):
+        pk.packetize(b"\x10", 4)
+
+
+@given(st.lists(st.binary(max_size=30), max_size=30), st.lists(st.booleans(), max_size=5))
+def test_garbage_never_raises(payloads: list[bytes], markers: list[bool]) -> None:
+    garbage_run(Vp8Depacketizer(), payloads, markers)

@@ -6,9 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, lost_packets, transmit
 from trackmesh.codecs.payload import PayloadError
 from trackmesh.codecs.registry import is_keyframe
-from trackmesh.codecs.vp9 import is_vp9_keyframe, parse_vp9_descriptor
+from trackmesh.codecs.vp9 import (
+    Vp9Depacketizer,
+    Vp9Packetizer,
+    is_vp9_keyframe,
+    parse_vp9_descriptor,
+    vp9_frame_is_key,
+)
 from trackmesh.errors import ProtocolError
 
 
@@ -82,3 +89,51 @@ def test_vp9_keyframe() -> None:
         is_vp9_keyframe(bytes([0x88]))
     with pytest.raises(PayloadError):
         is_vp9_keyframe(bytes([0x28]))
+
+
+@st.composite
+def vp9_frames(draw: st.DrawFn) -> TestFrame:
+    key = draw(st.booleans())
+    # frame_marker 2, profile 0, show_existing_frame 0, frame_type (0 = key).
+    frame = bytes([0x80 if key else 0x84]) + draw(st.binary(min_size=0, max_size=4000))
+    return frame, frame, key, True
+
+
+@ROUNDTRIP
+@given(st.lists(vp9_frames(), min_size=1, max_size=8), st.integers(4, 1400), lost_packets())
+def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
+    depack = Vp9Depacketizer()
+    sent, out = transmit(Vp9Packetizer(), depack, frames, mtu, lost)
+    check(sent, out, depack)
+
+
+def test_packetizer_descriptor() -> None:
+    payloads = Vp9Packetizer(picture_id=300).packetize(b"\x84" + bytes(9), 7)
+    ds = [parse_vp9_descriptor(p) for p in payloads]
+    assert [(d.begin, d.end) for d in ds] == [(True, False), (False, False), (False, True)]
+    assert all(d.inter_picture and d.picture_id == 300 and d.picture_id_long and not d.flexible for d in ds)
+    assert is_vp9_keyframe(Vp9Packetizer().packetize(b"\x80\x00", 100)[0])
+
+
+def test_frame_header_key_flag() -> None:
+    assert vp9_frame_is_key(b"\x80") and not vp9_frame_is_key(b"\x84")
+    assert vp9_frame_is_key(bytes([0xB0]))  # profile 3: reserved bit, then show_existing 0, type 0
+    assert not vp9_frame_is_key(bytes([0x88]))  # show_existing_frame
+    with pytest.raises(PayloadError):
+        vp9_frame_is_key(b"\x00")
+
+
+def test_flexible_mode_svc_picture() -> None:
+    """Two spatial layers of one picture in flexible mode (as libwebrtc sends SVC)."""
+    d = Vp9Depacketizer()
+    # I|P|L|F|B|E: layer 0 key (P=0), then layer 1 predicted from layer 0 (D=1, P=0).
+    d.push(bytes([0xB8, 0x81, 0x00, 0x00]) + b"L0a", 7, 900, False)
+    d.push(bytes([0xB4, 0x81, 0x00, 0x00]) + b"L0b", 8, 900, False)
+    d.push(bytes([0xBC, 0x81, 0x00, 0x03]) + b"L1", 9, 900, True)
+    frame = d.poll_frame()
+    assert frame is not None and frame.keyframe and frame.data == b"L0aL0bL1"
+
+
+@given(st.lists(st.binary(max_size=30), max_size=30), st.lists(st.booleans(), max_size=5))
+def test_garbage_never_raises(payloads: list[bytes], markers: list[bool]) -> None:
+    garbage_run(Vp9Depacketizer(), payloads, markers)

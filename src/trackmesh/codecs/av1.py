@@ -183,8 +183,8 @@ class Av1Packetizer:
 class Av1Depacketizer(Depacketizer):
     """RTP payloads -> temporal units (low-overhead OBU stream with a leading temporal delimiter);
     key frame = the first packet has N=1 or the unit holds a sequence header. After loss only a
-    new coded video sequence (N=1) can start a unit: the payload has no other proof that a
-    packet is a temporal unit's first."""
+    new coded video sequence (N=1, or a leading sequence header) can start a unit: the payload
+    has no other proof that a packet is a temporal unit's first."""
 
     __slots__ = ("_obu", "_open_obu")
 
@@ -198,7 +198,9 @@ class Av1Depacketizer(Depacketizer):
         self._open_obu = False
 
     def _starts_frame(self, payload: Buffer, after_loss: bool) -> bool:
-        return not payload[0] & 0x80 and is_av1_keyframe(payload) if payload else False
+        if not payload or payload[0] & 0x80:
+            return False  # Z: continues an OBU
+        return is_av1_keyframe(payload) if after_loss else True
 
     def _emit_obu(self, element: Buffer) -> None:
         if len(element) < 1:

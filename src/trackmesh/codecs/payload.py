@@ -128,8 +128,10 @@ class Depacketizer:
             self._close()
 
     def flush(self) -> None:
-        """End of stream: hand on the frame in progress if it is complete (no marker came)."""
+        """End of stream: the frame in progress never saw its marker, so it may lack its tail:
+        dropped and counted (a packet of the next timestamp would have proved it whole)."""
         if self._open:
+            self._broken = True
             self._close()
 
     def poll_frame(self) -> Frame | None:

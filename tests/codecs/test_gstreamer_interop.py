@@ -67,7 +67,7 @@ def depacketize(codec: str, packets: list[bytes]) -> tuple[list[Frame], int]:
     frames = []
     while (frame := depack.poll_frame()) is not None:
         frames.append(frame)
-    return frames, depack.dropped_frames + depack.bad_payloads
+    return frames, depack.dropped_frames + depack.bad_payloads + depack.lost_packets
 
 
 def our_packets(codec: str, frames: list[bytes], mtu: int) -> list[bytes]:
@@ -110,6 +110,13 @@ def test_video(codec: str, mtu: int) -> None:
         assert [f.data for f in ours] == encoded
     assert ours[0].keyframe and any(not f.keyframe for f in ours)
     assert sum(f.keyframe for f in ours) >= 2  # key-int-max 5 over 12 frames
+
+    # A packet lost in the middle: its frame is dropped (or never seen), every other frame is whole.
+    lost = len(packets) // 2
+    survivors, losses = depacketize(codec, packets[:lost] + packets[lost + 1 :])
+    assert losses >= 1 and len(survivors) < FRAMES
+    by_ts = {f.timestamp: f.data for f in ours}
+    assert all(f.data == by_ts[f.timestamp] for f in survivors)
 
     # Our packetizer -> GStreamer's depayloader and decoder: every frame decodes.
     sent = our_packets(codec, encoded, mtu)

@@ -17,11 +17,12 @@ it and drops the frame, so a caller never sees an exception from bad input there
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Final, Protocol
 
 from trackmesh.errors import LocalProtocolError, ProtocolError
 
 __all__ = [
+    "MAX_MISORDER",
     "AudioDepacketizer",
     "Buffer",
     "Depacketizer",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
+
+#: A packet at most this far behind the expected sequence number is late or a duplicate and is
+#: ignored; farther behind, the sender restarted its sequence (RFC 3550 A.1 MAX_MISORDER).
+MAX_MISORDER: Final = 100
 
 
 class PayloadError(ProtocolError):
@@ -67,7 +72,8 @@ class Depacketizer:
     """RTP payloads in sequence order -> whole frames; codecs override the hooks.
 
     Counters: ``frames`` emitted, ``dropped_frames`` (started but incomplete, or hit by loss),
-    ``bad_payloads`` (a payload the codec could not parse)."""
+    ``bad_payloads`` (a payload the codec could not parse), ``lost_packets`` (sequence numbers
+    skipped), ``late_packets`` (duplicates and late arrivals, ignored)."""
 
     __slots__ = (
         "_broken",
@@ -80,6 +86,8 @@ class Depacketizer:
         "bad_payloads",
         "dropped_frames",
         "frames",
+        "late_packets",
+        "lost_packets",
     )
 
     def __init__(self) -> None:
@@ -93,11 +101,20 @@ class Depacketizer:
         self.frames = 0
         self.dropped_frames = 0
         self.bad_payloads = 0
+        self.lost_packets = 0
+        self.late_packets = 0
 
     def push(self, payload: Buffer, seq: int, timestamp: int, marker: bool) -> None:
         """Feed one RTP payload (the packet's sequence number, timestamp and marker bit)."""
         gap = seq != self._expect_seq
         after_loss = self._expect_seq >= 0
+        if gap and after_loss:
+            skipped = (seq - self._expect_seq) & 0xFFFF
+            if skipped >= 0x10000 - MAX_MISORDER:
+                self.late_packets += 1
+                return
+            if skipped < 0x8000:
+                self.lost_packets += skipped
         self._expect_seq = (seq + 1) & 0xFFFF
         if self._open:
             if gap:

@@ -85,7 +85,7 @@ def split_annexb(data: Buffer) -> list[memoryview]:
     """The NAL units of an Annex B byte stream (3- or 4-byte start codes; trailing zero bytes of
     a unit belong to the next start code, H.264 B.2). Bytes before the first start code are
     ignored; data without any start code is one NAL unit."""
-    raw = bytes(data)
+    raw = data if isinstance(data, bytes) else bytes(data)
     view = memoryview(raw)
     starts: list[int] = []
     pos = raw.find(b"\x00\x00\x01")

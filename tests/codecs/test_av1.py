@@ -65,8 +65,10 @@ def test_aggregation_header() -> None:
     # OBUs travel without obu_size (AV1 RTP spec s4.3): the first element is 1 + 10 bytes.
     assert payloads[0][1] == 11 and payloads[0][2] == 0x08
     assert all(len(p) <= 50 for p in payloads)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(PayloadError):
         Av1Packetizer().packetize(TD, 50)
+    with pytest.raises(LocalProtocolError):
+        Av1Packetizer().packetize(tu, 3)
 
 
 def test_w_field_elements_without_length() -> None:

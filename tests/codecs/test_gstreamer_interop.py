@@ -22,6 +22,7 @@ from trackmesh.codecs.g711 import alaw_encode, ulaw_encode
 from trackmesh.codecs.h264 import split_annexb
 from trackmesh.codecs.payload import Frame
 from trackmesh.codecs.registry import depacketizer, packetizer
+from trackmesh.codecs.vp9 import vp9_frame_size
 from trackmesh.rtp.packet import RtpHeader, build_rtp_packet
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -110,6 +111,8 @@ def test_video(codec: str, mtu: int) -> None:
         assert [f.data for f in ours] == encoded
     assert ours[0].keyframe and any(not f.keyframe for f in ours)
     assert sum(f.keyframe for f in ours) >= 2  # key-int-max 5 over 12 frames
+    if codec == "vp9":  # the size our scalability structure announces, read from libvpx's header
+        assert vp9_frame_size(encoded[0]) == (320, 240)
 
     # A packet lost in the middle: its frame is dropped (or never seen), every other frame is whole.
     lost = len(packets) // 2

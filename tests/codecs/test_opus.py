@@ -54,7 +54,9 @@ def test_roundtrip(packets: list[bytes]) -> None:
 
 
 def test_packetizer_limits() -> None:
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(ProtocolError):  # a remote's packet too big to forward: dropped, counted
         OpusPacketizer().packetize(bytes(10), 5)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(ProtocolError):
         OpusPacketizer().packetize(b"", 500)
+    with pytest.raises(LocalProtocolError):
+        OpusPacketizer().packetize(b"x", 0)

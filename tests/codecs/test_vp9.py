@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from trackmesh.codecs.vp9 import (
     is_vp9_keyframe,
     parse_vp9_descriptor,
     vp9_frame_is_key,
+    vp9_frame_size,
 )
 from trackmesh.errors import ProtocolError
 
@@ -91,16 +94,48 @@ def test_vp9_keyframe() -> None:
         is_vp9_keyframe(bytes([0x28]))
 
 
+def key_header(width: int, height: int, profile: int = 0, color_space: int = 2) -> bytes:
+    """A key frame's uncompressed header up to frame_size (VP9 bitstream spec s6.2)."""
+    bits = [1, 0, profile & 1, profile >> 1] + ([0] if profile == 3 else [])
+    bits += [0, 0, 1, 0]  # show_existing_frame, frame_type KEY, show_frame, error_resilient_mode
+    bits += [int(b) for b in f"{0x498342:024b}"]
+    bits += [1] if profile >= 2 else []
+    bits += [int(b) for b in f"{color_space:03b}"]
+    if color_space != 7:
+        bits += [0] + ([0, 0, 0] if profile in (1, 3) else [])
+    elif profile in (1, 3):
+        bits += [0]
+    bits += [int(b) for b in f"{width - 1:016b}{height - 1:016b}"]
+    bits += [0] * (-len(bits) % 8)
+    return int("".join(map(str, bits)), 2).to_bytes(len(bits) // 8, "big")
+
+
 @st.composite
 def vp9_frames(draw: st.DrawFn) -> TestFrame:
     key = draw(st.booleans())
-    # frame_marker 2, profile 0, show_existing_frame 0, frame_type (0 = key).
-    frame = bytes([0x80 if key else 0x84]) + draw(st.binary(min_size=0, max_size=4000))
+    # frame_marker 2, profile 0, show_existing_frame 0, frame_type (0 = key, 1 = inter).
+    head = key_header(draw(st.integers(1, 4096)), draw(st.integers(1, 4096))) if key else b"\x84"
+    frame = head + draw(st.binary(min_size=0, max_size=4000))
     return frame, frame, key, True
 
 
+@given(st.integers(0, 3), st.integers(1, 65536), st.integers(1, 65536), st.integers(0, 7))
+def test_frame_size(profile: int, width: int, height: int, color_space: int) -> None:
+    header = key_header(width, height, profile, color_space)
+    assert vp9_frame_size(header) == (width, height)
+    assert vp9_frame_size(bytes([0x84])) is None
+    with pytest.raises(PayloadError):
+        vp9_frame_size(header[:-2])
+
+
+@given(st.binary(max_size=16))
+def test_frame_header_random_only_payload_error(data: bytes) -> None:
+    with contextlib.suppress(PayloadError):
+        vp9_frame_size(data)
+
+
 @ROUNDTRIP
-@given(st.lists(vp9_frames(), min_size=1, max_size=8), st.integers(4, 1400), lost_packets())
+@given(st.lists(vp9_frames(), min_size=1, max_size=8), st.integers(9, 1400), lost_packets())
 def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
     depack = Vp9Depacketizer()
     sent, out = transmit(Vp9Packetizer(), depack, frames, mtu, lost)
@@ -108,11 +143,14 @@ def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
 
 
 def test_packetizer_descriptor() -> None:
-    payloads = Vp9Packetizer(picture_id=300).packetize(b"\x84" + bytes(9), 7)
+    payloads = Vp9Packetizer(picture_id=300).packetize(b"\x84" + bytes(15), 9)
     ds = [parse_vp9_descriptor(p) for p in payloads]
     assert [(d.begin, d.end) for d in ds] == [(True, False), (False, False), (False, True)]
     assert all(d.inter_picture and d.picture_id == 300 and d.picture_id_long and not d.flexible for d in ds)
-    assert is_vp9_keyframe(Vp9Packetizer().packetize(b"\x80\x00", 100)[0])
+    (key,) = Vp9Packetizer().packetize(key_header(640, 360) + b"\x00", 100)
+    d = parse_vp9_descriptor(key)
+    assert is_vp9_keyframe(key) and d.ss_layers == 1 and key[3:8] == bytes([0x10, 2, 128, 1, 104])
+    assert key[d.size :] == key_header(640, 360) + b"\x00"
 
 
 def test_frame_header_key_flag() -> None:

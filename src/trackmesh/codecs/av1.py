@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Final
 
 from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError, check_mtu
-from trackmesh.errors import LocalProtocolError
 
 __all__ = [
     "OBU_FRAME",
@@ -139,10 +138,7 @@ class Av1Packetizer:
 
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
         check_mtu(mtu, 4)
-        try:
-            obus = split_obus(frame)
-        except PayloadError as exc:
-            raise LocalProtocolError(f"not an AV1 temporal unit: {exc}") from None
+        obus = split_obus(frame)  # PayloadError: not a temporal unit (the sender's fault)
         elements: list[bytes] = []
         new_sequence = False
         for obu_type, header, payload in obus:
@@ -152,7 +148,7 @@ class Av1Packetizer:
                 new_sequence = True
             elements.append(bytes([header[0] & ~0x02 & 0xFF]) + header[1:] + payload)
         if not elements:
-            raise LocalProtocolError("AV1 temporal unit without OBUs to send")
+            raise PayloadError("AV1 temporal unit without OBUs to send")
         out: list[bytes] = []
         packet = bytearray([0])
         room = mtu

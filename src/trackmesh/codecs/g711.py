@@ -13,7 +13,7 @@ import sys
 from array import array
 from typing import Final
 
-from trackmesh.codecs.payload import AudioDepacketizer, Buffer, check_mtu
+from trackmesh.codecs.payload import AudioDepacketizer, Buffer, PayloadError, check_mtu
 from trackmesh.errors import LocalProtocolError
 
 __all__ = [
@@ -133,7 +133,7 @@ class G711Packetizer:
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
         check_mtu(mtu, 1)
         if not frame:
-            raise LocalProtocolError("no G.711 samples")
+            raise PayloadError("no G.711 samples")
         step = min(self.samples_per_packet, mtu)
         view = memoryview(frame)
         return [bytes(view[pos : pos + step]) for pos in range(0, len(view), step)]

@@ -229,7 +229,7 @@ class H264Packetizer:
         check_mtu(mtu, 3)
         units = split_annexb(frame)
         if not units:
-            raise LocalProtocolError("empty H.264 access unit")
+            raise PayloadError("empty H.264 access unit")
         out: list[bytes] = []
         stap = bytearray()  # a STAP-A being filled: header octet, then size|NAL pairs
         stap_count = 0

@@ -143,7 +143,7 @@ class HevcPacketizer:
         check_mtu(mtu, 4)
         units = split_annexb(frame)
         if not units:
-            raise LocalProtocolError("empty H.265 access unit")
+            raise PayloadError("empty H.265 access unit")
         for unit in units:
             if len(unit) < 2:
                 raise LocalProtocolError("H.265 NAL unit shorter than its header")

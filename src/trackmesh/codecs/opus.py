@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Final
 
 from trackmesh.codecs.payload import AudioDepacketizer, Buffer, PayloadError, check_mtu
-from trackmesh.errors import LocalProtocolError
 
 __all__ = ["OpusDepacketizer", "OpusPacketizer", "opus_frame_count", "opus_packet_samples"]
 
@@ -58,9 +57,9 @@ class OpusPacketizer:
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
         check_mtu(mtu, 1)
         if not frame:
-            raise LocalProtocolError("empty Opus packet")
+            raise PayloadError("empty Opus packet")
         if len(frame) > mtu:
-            raise LocalProtocolError(f"Opus packet of {len(frame)} bytes exceeds the MTU {mtu}")
+            raise PayloadError(f"Opus packet of {len(frame)} bytes exceeds the MTU {mtu}")
         return [bytes(frame)]
 
 

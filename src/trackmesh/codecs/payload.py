@@ -63,7 +63,9 @@ class Frame:
 
 class Packetizer(Protocol):
     """Frame -> RTP payloads of at most ``mtu`` bytes each; the caller sets the marker bit
-    on the last one and gives them all the frame's timestamp."""
+    on the last one and gives them all the frame's timestamp. A malformed frame raises
+    :class:`PayloadError` (frames come from remote publishers); an empty frame or an MTU too
+    small for any media raises LocalProtocolError (our misuse)."""
 
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]: ...
 

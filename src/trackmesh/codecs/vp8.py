@@ -162,7 +162,7 @@ class Vp8Packetizer:
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
         check_mtu(mtu, 5)
         if not frame:
-            raise LocalProtocolError("empty VP8 frame")
+            raise PayloadError("empty VP8 frame")
         pid = 0x8000 | self.picture_id
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         first = bytes([0x90, 0x80, pid >> 8, pid & 0xFF])  # X|S, PID 0; I; M|PictureID

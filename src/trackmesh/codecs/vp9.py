@@ -9,7 +9,9 @@ TL0PICIDX in non-flexible mode (L, F=0) or up to three P_DIFF octets in flexible
 each with an N bit saying another follows), then the scalability structure (V, s4.2.1).
 
 The packetizer writes non-flexible mode without layer indices (one spatial and temporal layer,
-s4.2: L=0 is allowed then) and a 15-bit picture id; P comes from the frame header's frame_type.
+s4.2: L=0 is allowed then) and a 15-bit picture id; P comes from the frame header's frame_type,
+and a key frame's first packet carries the scalability structure with its resolution (V, s4.2.1
+"SHOULD").
 The depacketizer takes either mode and concatenates the layer frames of one picture.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 from typing import Final
 
 from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError, check_mtu
-from trackmesh.errors import LocalProtocolError
 
 __all__ = [
     "Vp9Depacketizer",
@@ -27,6 +28,7 @@ __all__ = [
     "is_vp9_keyframe",
     "parse_vp9_descriptor",
     "vp9_frame_is_key",
+    "vp9_frame_size",
 ]
 
 _MAX_P_DIFF: Final = 3
@@ -202,6 +204,45 @@ def vp9_frame_is_key(frame: Buffer) -> bool:
     return not (b >> (bit - 1)) & 1
 
 
+_SYNC_CODE: Final = 0x498342  # VP9 bitstream spec s6.2 frame_sync_code
+_CS_RGB: Final = 7
+
+
+def vp9_frame_size(frame: Buffer) -> tuple[int, int] | None:
+    """A key frame's (width, height) from its uncompressed header (VP9 bitstream spec s6.2:
+    frame_sync_code, color_config, frame_size); None for any other frame."""
+    if not vp9_frame_is_key(frame):
+        return None
+    bits = int.from_bytes(bytes(frame[:12]), "big")
+    total = 8 * min(len(frame), 12)
+    pos = 0
+
+    def read(n: int) -> int:
+        nonlocal pos
+        if pos + n > total:
+            raise PayloadError("VP9 key frame header truncated")
+        pos += n
+        return (bits >> (total - pos)) & ((1 << n) - 1)
+
+    read(2)
+    profile = read(1) | (read(1) << 1)
+    if profile == 3:
+        read(1)
+    read(4)  # show_existing_frame, frame_type, show_frame, error_resilient_mode
+    if read(24) != _SYNC_CODE:
+        raise PayloadError("VP9 key frame without its sync code")
+    if profile >= 2:
+        read(1)  # ten_or_twelve_bit
+    color_space = read(3)
+    if color_space != _CS_RGB:
+        read(1)  # color_range
+        if profile in (1, 3):
+            read(3)  # subsampling_x, subsampling_y, reserved_zero
+    elif profile in (1, 3):
+        read(1)
+    return read(16) + 1, read(16) + 1
+
+
 class Vp9Packetizer:
     """Frame -> payloads in non-flexible mode: I=1 (15-bit picture id), P, B, E (RFC 9628 s4.2)."""
 
@@ -211,23 +252,27 @@ class Vp9Packetizer:
         self.picture_id = picture_id & 0x7FFF
 
     def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
-        check_mtu(mtu, 4)
-        if not frame:
-            raise LocalProtocolError("empty VP9 frame")
+        check_mtu(mtu, 9)  # a key frame's first packet: descriptor, SS and one media byte
+        key = vp9_frame_is_key(frame)  # PayloadError: not a VP9 frame (the sender's fault)
         try:
-            key = vp9_frame_is_key(frame)
-        except PayloadError as exc:
-            raise LocalProtocolError(f"not a VP9 frame: {exc}") from None
+            size = vp9_frame_size(frame) if key else None
+        except PayloadError:
+            size = None  # the SS is a SHOULD: without a readable size, send none
         pid = 0x8000 | self.picture_id
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         b0 = 0x80 if key else 0xC0  # I, P when inter-predicted
-        room = mtu - 3
+        # s4.2.1: N_S=0 (one layer), Y=1 with WIDTH, HEIGHT; G=0 (no picture group).
+        ss = b"" if size is None else bytes([0x10, size[0] >> 8, size[0] & 0xFF, size[1] >> 8, size[1] & 0xFF])
         view = memoryview(frame)
         n = len(view)
         out = []
-        for pos in range(0, n, room):
-            flags = b0 | (0x08 if pos == 0 else 0) | (0x04 if pos + room >= n else 0)
-            out.append(bytes([flags, pid >> 8, pid & 0xFF]) + view[pos : pos + room])
+        pos = 0
+        while pos < n:
+            room = mtu - 3 - (len(ss) if pos == 0 else 0)
+            flags = b0 | (0x0A if pos == 0 and ss else 0x08 if pos == 0 else 0) | (0x04 if pos + room >= n else 0)
+            prefix = bytes([flags, pid >> 8, pid & 0xFF]) + (ss if pos == 0 else b"")
+            out.append(prefix + view[pos : pos + room])
+            pos += room
         return out
 
 

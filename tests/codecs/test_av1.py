@@ -12,6 +12,7 @@ from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, los
 from trackmesh.codecs.av1 import (
     Av1Depacketizer,
     Av1Packetizer,
+    av1_layer_ids,
     find_sequence_header,
     is_av1_keyframe,
     leb128,
@@ -108,3 +109,20 @@ def test_sequence_header_detection() -> None:
 @given(st.lists(st.binary(max_size=30), max_size=30), st.lists(st.booleans(), max_size=5))
 def test_garbage_never_raises(payloads: list[bytes], markers: list[bool]) -> None:
     garbage_run(Av1Depacketizer(), payloads, markers)
+
+
+@given(st.integers(0, 7), st.integers(0, 3), st.integers(8, 200))
+def test_layer_ids_from_obu_extension(tid: int, sid: int, mtu: int) -> None:
+    tu = TD + obu(6, bytes(300), (tid << 5) | (sid << 3))
+    payloads = Av1Packetizer().packetize(tu, mtu)
+    assert av1_layer_ids(payloads[0]) == (tid, sid)
+    assert av1_layer_ids(Av1Packetizer().packetize(TD + obu(6, b"\x01"), mtu)[0]) == (0, 0)
+    for p in payloads[1:]:  # continuation packets hold no OBU start: no layer to read
+        assert av1_layer_ids(p) == (0, 0)
+
+
+@given(st.binary(max_size=40))
+def test_layer_ids_random_only_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        t, s = av1_layer_ids(data)
+        assert 0 <= t < 8 and 0 <= s < 4

@@ -5,12 +5,20 @@ from __future__ import annotations
 import contextlib
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, lost_packets, nonzero, transmit
 from trackmesh.codecs.h264 import START_CODE
-from trackmesh.codecs.hevc import HevcDepacketizer, HevcPacketizer, is_hevc_keyframe, parse_hvcc_config
+from trackmesh.codecs.hevc import (
+    HevcDepacketizer,
+    HevcPacketizer,
+    hevc_temporal_id,
+    is_hevc_keyframe,
+    parse_hvcc_config,
+)
+from trackmesh.codecs.payload import PayloadError
 from trackmesh.errors import ProtocolError
 
 
@@ -98,3 +106,12 @@ def test_keyframe_random_only_protocol_error(data: bytes) -> None:
 @given(st.lists(st.binary(max_size=30), max_size=30), st.lists(st.booleans(), max_size=5))
 def test_garbage_never_raises(payloads: list[bytes], markers: list[bool]) -> None:
     garbage_run(HevcDepacketizer(), payloads, markers)
+
+
+def test_temporal_id() -> None:
+    assert hevc_temporal_id(nal(1, b"\x80", tid=1)) == 0
+    assert hevc_temporal_id(nal(1, b"\x80", tid=3)) == 2
+    with pytest.raises(PayloadError):
+        hevc_temporal_id(nal(1, b"\x80", tid=0))
+    with pytest.raises(PayloadError):
+        hevc_temporal_id(b"\x02")

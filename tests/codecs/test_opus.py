@@ -60,3 +60,10 @@ def test_packetizer_limits() -> None:
         OpusPacketizer().packetize(b"", 500)
     with pytest.raises(LocalProtocolError):
         OpusPacketizer().packetize(b"x", 0)
+
+
+def test_loss_and_duplicates_are_counted() -> None:
+    depack = OpusDepacketizer()
+    for seq in (65534, 65535, 65535, 2, 1):  # a duplicate, two lost (0, 1), then 1 arrives late
+        depack.push(bytes([0xFC, seq & 0xFF]), seq, seq * 960, False)
+    assert (depack.frames, depack.lost_packets, depack.late_packets) == (3, 2, 2)

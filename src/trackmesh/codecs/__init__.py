@@ -1,8 +1,9 @@
 """Payload formats: what the RTP payload of each codec means, shared by every transport.
 
-One module per codec, each with its payload descriptor parsing, key-frame (and, for VP8/VP9,
-layer) detection, a packetizer (frame -> RTP payloads within an MTU) and a depacketizer (RTP
-payloads in sequence order -> whole frames, loss dropped and counted):
+One module per codec, each with its payload descriptor parsing, key-frame and layer detection
+(VP8/VP9 descriptors, the HEVC TID, the AV1 OBU extension), a packetizer (frame -> RTP
+payloads within an MTU) and a depacketizer (RTP payloads in sequence order -> whole frames,
+loss dropped and counted):
 ``vp8`` (RFC 7741), ``vp9`` (RFC 9628), ``h264`` (RFC 6184, plus Annex B <-> AVCC and avcC),
 ``hevc`` (RFC 7798, plus hvcC), ``av1`` (AOM RTP payload spec, OBU helpers), ``opus``
 (RFC 7587, TOC), ``g711`` (RFC 3551 PCMU/PCMA and the companding tables). ``payload`` holds what

@@ -29,6 +29,7 @@ __all__ = [
     "OBU_TILE_LIST",
     "Av1Depacketizer",
     "Av1Packetizer",
+    "av1_layer_ids",
     "find_sequence_header",
     "is_av1_keyframe",
     "leb128",
@@ -129,6 +130,36 @@ def is_av1_keyframe(payload: Buffer) -> bool:
         if pos >= end:
             raise PayloadError("AV1 OBU element truncated")
     return (payload[pos] >> 3) & 0x0F == OBU_SEQUENCE_HEADER
+
+
+def av1_layer_ids(payload: Buffer) -> tuple[int, int]:
+    """(temporal_id, spatial_id) of the first OBU that begins in this RTP payload, from its
+    extension header (AV1 spec s5.3.3); (0, 0) when it has none, as for a single-layer stream.
+    The Dependency Descriptor header extension, when negotiated, says more than this."""
+    end = len(payload)
+    if end < 2:
+        raise PayloadError("AV1 payload shorter than aggregation header and one OBU octet")
+    agg = payload[0]
+    w = (agg >> 4) & 0x03
+    pos, count = 1, 0
+    while pos < end:
+        count += 1
+        if w and count == w:
+            size = end - pos
+        else:
+            size, pos = read_leb128(payload, pos, end)
+            if size == 0 or pos + size > end:
+                raise PayloadError(f"AV1 OBU element of {size} bytes overruns the payload")
+        if count > 1 or not agg & 0x80:  # Z: the first element continues an earlier OBU
+            b0 = payload[pos]
+            if not b0 & 0x04:
+                return 0, 0
+            if size < 2:
+                raise PayloadError("AV1 OBU extension header truncated")
+            ext = payload[pos + 1]
+            return ext >> 5, (ext >> 3) & 0x03
+        pos += size
+    return 0, 0
 
 
 class Av1Packetizer:

@@ -21,7 +21,14 @@ from trackmesh.codecs.h264 import START_CODE, split_annexb
 from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError, check_mtu
 from trackmesh.errors import LocalProtocolError
 
-__all__ = ["HevcConfig", "HevcDepacketizer", "HevcPacketizer", "is_hevc_keyframe", "parse_hvcc_config"]
+__all__ = [
+    "HevcConfig",
+    "HevcDepacketizer",
+    "HevcPacketizer",
+    "hevc_temporal_id",
+    "is_hevc_keyframe",
+    "parse_hvcc_config",
+]
 
 _U16: Final = struct.Struct("!H")
 
@@ -68,6 +75,17 @@ def is_hevc_keyframe(payload: Buffer) -> bool:
             raise PayloadError("FU header missing")
         return bool(payload[2] & 0x80) and _is_key_type(payload[2] & 0x3F)
     return _is_key_type(t)
+
+
+def hevc_temporal_id(payload: Buffer) -> int:
+    """The temporal layer (TemporalId = nuh_temporal_id_plus1 - 1, H.265 s7.4.2.2) of this RTP
+    payload's header: of its NAL unit, or the lowest of an AP's (RFC 7798 s4.4.2)."""
+    if len(payload) < 2:
+        raise PayloadError("H.265 payload shorter than its NAL unit header")
+    tid = payload[1] & 0x07
+    if tid == 0:
+        raise PayloadError("H.265 NAL header with nuh_temporal_id_plus1 = 0")
+    return tid - 1
 
 
 class HevcConfig:

@@ -106,18 +106,29 @@ class Depacketizer:
         self.lost_packets = 0
         self.late_packets = 0
 
-    def push(self, payload: Buffer, seq: int, timestamp: int, marker: bool) -> None:
-        """Feed one RTP payload (the packet's sequence number, timestamp and marker bit)."""
-        gap = seq != self._expect_seq
-        after_loss = self._expect_seq >= 0
-        if gap and after_loss:
-            skipped = (seq - self._expect_seq) & 0xFFFF
+    def _sequence(self, seq: int) -> int:
+        """0 in order, 1 after a gap (or on the first packet), -1 late or duplicate (ignore it)."""
+        expect = self._expect_seq
+        if seq == expect:
+            self._expect_seq = (seq + 1) & 0xFFFF
+            return 0
+        if expect >= 0:
+            skipped = (seq - expect) & 0xFFFF
             if skipped >= 0x10000 - MAX_MISORDER:
                 self.late_packets += 1
-                return
+                return -1
             if skipped < 0x8000:
                 self.lost_packets += skipped
         self._expect_seq = (seq + 1) & 0xFFFF
+        return 1
+
+    def push(self, payload: Buffer, seq: int, timestamp: int, marker: bool) -> None:
+        """Feed one RTP payload (the packet's sequence number, timestamp and marker bit)."""
+        after_loss = self._expect_seq >= 0
+        order = self._sequence(seq)
+        if order < 0:
+            return
+        gap = order > 0
         if self._open:
             if gap:
                 self._broken = True
@@ -184,15 +195,17 @@ class Depacketizer:
 
 
 class AudioDepacketizer(Depacketizer):
-    """One payload is one frame (Opus RFC 7587 s4.2, G.711 RFC 3551 s4.5.14); loss drops nothing."""
+    """One payload is one frame (Opus RFC 7587 s4.2, G.711 RFC 3551 s4.5.14): loss loses only
+    its own packets (counted); late and duplicate packets are ignored."""
 
     __slots__ = ()
 
     def push(self, payload: Buffer, seq: int, timestamp: int, marker: bool) -> None:
+        if self._sequence(seq) < 0:
+            return
         if not payload:
             self.bad_payloads += 1
             return
-        self._expect_seq = (seq + 1) & 0xFFFF
         self.frames += 1
         self._frames.append(Frame(bytes(payload), timestamp, True))
 

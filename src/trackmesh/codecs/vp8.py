@@ -1,27 +1,25 @@
-"""Keyframe detection and VP8 descriptor access without decoding media.
+"""VP8 over RTP (RFC 7741): the payload descriptor, key frames, packetizer and depacketizer.
 
-An SFU must know where a decodable point starts (to switch a viewer or a simulcast layer
-only on a keyframe) and, for VP8, must rewrite picture ids so a viewer sees one continuous
-stream. Only the RTP payload descriptors and the first bytes of the codec frame header are
-read: VP8 per RFC 7741 s4.2-4.3, VP9 per RFC 9628 (draft-ietf-payload-vp9) s4.2, and H.264
-per RFC 6184 s5.
+An SFU must know where a decodable point starts (to switch a viewer or a simulcast layer only
+on a key frame) and must rewrite picture ids so a viewer sees one continuous stream: only the
+payload descriptor (s4.2) and the first octet of the frame header (s4.3, RFC 6386 s9.1) are
+read. The packetizer writes one partition-agnostic stream (PID 0, S on the first packet) with a
+15-bit picture id; the depacketizer reassembles frames from any conforming sender.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Final
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError, check_mtu
+from trackmesh.errors import LocalProtocolError
 
 __all__ = [
-    "PayloadError",
+    "Vp8Depacketizer",
     "Vp8Descriptor",
-    "is_h264_keyframe",
-    "is_keyframe",
+    "Vp8Packetizer",
     "is_vp8_keyframe",
-    "is_vp9_keyframe",
     "parse_vp8_descriptor",
     "rewrite_vp8_picture_id",
     "rewrite_vp8_tl0picidx",
@@ -29,17 +27,6 @@ __all__ = [
 ]
 
 _U16: Final = struct.Struct("!H")
-
-# H.264 NAL unit types (RFC 6184 s5.2 table 1; ITU-T H.264 table 7-1).
-_NAL_IDR: Final = 5
-_NAL_SPS: Final = 7
-_NAL_STAP_A: Final = 24
-_NAL_FU_A: Final = 28
-_NAL_FU_B: Final = 29
-
-
-class PayloadError(ProtocolError):
-    """A malformed codec payload descriptor."""
 
 
 class Vp8Descriptor:
@@ -164,78 +151,40 @@ def rewrite_vp8_tl0picidx(buf: bytearray | memoryview, desc: Vp8Descriptor, tl0p
     buf[desc.tl0picidx_offset] = tl0picidx & 0xFF
 
 
-def is_vp9_keyframe(payload: bytes | bytearray | memoryview) -> bool:
-    """RFC 9628 s4.2: not inter-predicted (P=0), beginning of a frame (B=1), spatial layer 0.
+class Vp8Packetizer:
+    """Frame -> payloads: X=1, I=1 with a 15-bit picture id counting frames (RFC 7741 s4.2)."""
 
-    The first descriptor octet is I|P|L|F|B|E|V|Z; the layer octet (present when L=1) after
-    the picture id carries TID(3)|U|SID(3)|D.
-    """
-    end = len(payload)
-    if end == 0:
-        raise PayloadError("empty VP9 payload")
-    b0 = payload[0]
-    if b0 & 0x40 or not b0 & 0x08:
-        return False
-    pos = 1
-    if b0 & 0x80:
-        if pos >= end:
-            raise PayloadError("VP9 descriptor truncated at picture id")
-        pos += 2 if payload[pos] & 0x80 else 1
-    if b0 & 0x20:
-        if pos >= end:
-            raise PayloadError("VP9 descriptor truncated at layer indices")
-        if (payload[pos] >> 1) & 0x07 != 0:
-            return False
-    return True
+    __slots__ = ("picture_id",)
+
+    def __init__(self, picture_id: int = 0) -> None:
+        self.picture_id = picture_id & 0x7FFF
+
+    def packetize(self, frame: Buffer, mtu: int) -> list[bytes]:
+        check_mtu(mtu, 5)
+        if not frame:
+            raise PayloadError("empty VP8 frame")
+        pid = 0x8000 | self.picture_id
+        self.picture_id = (self.picture_id + 1) & 0x7FFF
+        first = bytes([0x90, 0x80, pid >> 8, pid & 0xFF])  # X|S, PID 0; I; M|PictureID
+        rest = bytes([0x80, 0x80, pid >> 8, pid & 0xFF])  # X, S=0
+        room = mtu - 4
+        view = memoryview(frame)
+        return [(rest if pos else first) + view[pos : pos + room] for pos in range(0, len(view), room)]
 
 
-def is_h264_keyframe(payload: bytes | bytearray | memoryview) -> bool:
-    """RFC 6184: an IDR slice (5) or SPS (7) as a single NAL, inside a STAP-A (s5.7.1), or
-    starting a FU-A/FU-B (s5.8)."""
-    end = len(payload)
-    if end == 0:
-        raise PayloadError("empty H.264 payload")
-    nal = payload[0] & 0x1F
-    if nal in (_NAL_IDR, _NAL_SPS):
-        return True
-    if nal == _NAL_STAP_A:
-        pos = 1
-        while pos < end:
-            if pos + 2 > end:
-                raise PayloadError("STAP-A NAL size truncated")
-            size = _U16.unpack_from(payload, pos)[0]
-            pos += 2
-            if size == 0 or pos + size > end:
-                raise PayloadError(f"STAP-A NAL unit of {size} bytes overruns the payload")
-            inner = payload[pos] & 0x1F
-            if inner in (_NAL_IDR, _NAL_SPS):
-                return True
-            pos += size
-        return False
-    if nal in (_NAL_FU_A, _NAL_FU_B):
-        if end < 2:
-            raise PayloadError("FU header missing")
-        fu = payload[1]
-        return bool(fu & 0x80) and (fu & 0x1F) in (_NAL_IDR, _NAL_SPS)
-    return False
+class Vp8Depacketizer(Depacketizer):
+    """Payloads -> VP8 frames; a frame starts with S=1 and PID=0 (RFC 7741 s4.4)."""
 
+    __slots__ = ()
 
-_Detector = Callable[[bytes | bytearray | memoryview], bool]
-_BY_NAME: Final[dict[str, _Detector]] = {
-    "vp8": is_vp8_keyframe,
-    "vp9": is_vp9_keyframe,
-    "h264": is_h264_keyframe,
-}
-# Also index the SDP spellings directly (rtpmap encoding names are case-insensitive, RFC 4855
-# s3) so the per-packet lookup needs no str.lower().
-_DETECTORS: Final[dict[str, _Detector]] = {**_BY_NAME, **{k.upper(): v for k, v in _BY_NAME.items()}}
+    def _starts_frame(self, payload: Buffer, after_loss: bool) -> bool:
+        d = parse_vp8_descriptor(payload)
+        return d.start_of_partition and d.partition_id == 0
 
-
-def is_keyframe(codec: str, payload: bytes | bytearray | memoryview) -> bool:
-    """Whether this RTP payload starts a keyframe; ``codec`` is "vp8", "vp9" or "h264"."""
-    detector = _DETECTORS.get(codec)
-    if detector is None:
-        detector = _DETECTORS.get(codec.lower())
-        if detector is None:
-            raise LocalProtocolError(f"no keyframe detector for codec {codec!r}")
-    return detector(payload)
+    def _append(self, payload: Buffer) -> None:
+        d = parse_vp8_descriptor(payload)
+        if not self._buf:
+            if not (d.start_of_partition and d.partition_id == 0):
+                raise PayloadError("VP8 frame does not begin with partition 0")
+            self._keyframe = vp8_keyframe(payload, d)
+        self._buf += memoryview(payload)[d.size :]

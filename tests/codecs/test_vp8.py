@@ -6,12 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.codecs.keyframe import (
-    PayloadError,
-    is_h264_keyframe,
-    is_keyframe,
+from tests.codecs.roundtrip import ROUNDTRIP, TestFrame, check, garbage_run, lost_packets, transmit
+from trackmesh.codecs.payload import PayloadError
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import (
+    Vp8Depacketizer,
+    Vp8Packetizer,
     is_vp8_keyframe,
-    is_vp9_keyframe,
     parse_vp8_descriptor,
     rewrite_vp8_picture_id,
     rewrite_vp8_tl0picidx,
@@ -105,54 +106,6 @@ def test_vp8_truncated(payload: bytes) -> None:
         is_vp8_keyframe(payload)
 
 
-def test_vp9() -> None:
-    # I|P|L|F|B|E|V|Z: B=1, P=0, no optional fields -> keyframe.
-    assert is_vp9_keyframe(bytes([0x08, 0x00]))
-    assert not is_vp9_keyframe(bytes([0x48, 0x00]))  # P=1 inter-predicted
-    assert not is_vp9_keyframe(bytes([0x00, 0x00]))  # B=0 not the start of a frame
-    # I=1 with 15-bit picture id, L=1, layer octet SID=0 -> keyframe; SID=1 -> not.
-    assert is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x00, 0x05]))
-    assert not is_vp9_keyframe(bytes([0xA8, 0x81, 0x02, 0x02, 0x05]))
-    assert is_keyframe("VP9", bytes([0x8A, 0x12]))
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(b"")
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(bytes([0x88]))
-    with pytest.raises(PayloadError):
-        is_vp9_keyframe(bytes([0x28]))
-
-
-def test_h264() -> None:
-    assert is_h264_keyframe(bytes([0x65, 0x88]))  # IDR slice (nal_ref_idc 3, type 5)
-    assert is_h264_keyframe(bytes([0x67, 0x42]))  # SPS
-    assert not is_h264_keyframe(bytes([0x41, 0x9A]))  # non-IDR slice
-    # STAP-A (RFC 6184 s5.7.1): [SPS 3 bytes][PPS 2 bytes] -> keyframe; only SEI -> not.
-    assert is_h264_keyframe(bytes([0x78, 0, 3, 0x67, 1, 2, 0, 2, 0x68, 1]))
-    assert not is_h264_keyframe(bytes([0x78, 0, 2, 0x06, 1]))
-    # FU-A (s5.8): S bit + type 5 -> keyframe; continuation or non-IDR -> not.
-    assert is_h264_keyframe(bytes([0x7C, 0x85, 0xAA]))
-    assert not is_h264_keyframe(bytes([0x7C, 0x05, 0xAA]))
-    assert not is_h264_keyframe(bytes([0x7C, 0x81, 0xAA]))
-    assert is_keyframe("H264", bytes([0x65]))
-    for bad in (b"", bytes([0x7C]), bytes([0x78, 0]), bytes([0x78, 0, 9, 0x65]), bytes([0x78, 0, 0])):
-        with pytest.raises(PayloadError):
-            is_h264_keyframe(bad)
-
-
-def test_unknown_codec_is_local_error() -> None:
-    with pytest.raises(LocalProtocolError):
-        is_keyframe("opus", b"\x00")
-
-
-@given(st.sampled_from(["vp8", "vp9", "h264"]), st.binary(max_size=40))
-def test_random_payloads_only_protocol_error(codec: str, payload: bytes) -> None:
-    try:
-        result = is_keyframe(codec, payload)
-    except ProtocolError:
-        return
-    assert isinstance(result, bool)
-
-
 @given(st.binary(max_size=20), st.integers(0, 10))
 def test_random_vp8_descriptor(data: bytes, offset: int) -> None:
     try:
@@ -194,3 +147,36 @@ def test_vp8_build_parse_roundtrip(
     assert d.layer_sync == (tid is not None and y)
     assert d.key_idx == (-1 if keyidx is None else keyidx)
     assert is_vp8_keyframe(payload) == (s and pid == 0 and key)
+
+
+@st.composite
+def vp8_frames(draw: st.DrawFn) -> TestFrame:
+    key = draw(st.booleans())
+    frame = bytes([0x10 if key else 0x11]) + draw(st.binary(min_size=0, max_size=4000))
+    return frame, frame, key, True
+
+
+@ROUNDTRIP
+@given(st.lists(vp8_frames(), min_size=1, max_size=8), st.integers(5, 1400), lost_packets())
+def test_roundtrip(frames: list[TestFrame], mtu: int, lost: set[int]) -> None:
+    depack = Vp8Depacketizer()
+    sent, out = transmit(Vp8Packetizer(picture_id=0x7FFE), depack, frames, mtu, lost)
+    check(sent, out, depack)
+
+
+def test_packetizer_descriptor() -> None:
+    pk = Vp8Packetizer(picture_id=0x7FFF)
+    first = pk.packetize(b"\x10" + bytes(10), 8)
+    assert len(first) == 3 and all(len(p) <= 8 for p in first)
+    d0, d1 = parse_vp8_descriptor(first[0]), parse_vp8_descriptor(first[1])
+    assert d0.start_of_partition and not d1.start_of_partition and d0.partition_id == 0
+    assert d0.picture_id == d1.picture_id == 0x7FFF and d0.picture_id_long
+    assert is_vp8_keyframe(first[0])
+    assert parse_vp8_descriptor(pk.packetize(b"\x11", 8)[0]).picture_id == 0  # wraps at 15 bits
+    with pytest.raises(LocalProtocolError):
+        pk.packetize(b"\x10", 4)
+
+
+@given(st.lists(st.binary(max_size=30), max_size=30), st.lists(st.booleans(), max_size=5))
+def test_garbage_never_raises(payloads: list[bytes], markers: list[bool]) -> None:
+    garbage_run(Vp8Depacketizer(), payloads, markers)

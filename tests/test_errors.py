@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trackmesh.codecs.keyframe import PayloadError
+from trackmesh.codecs.payload import PayloadError
 from trackmesh.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from trackmesh.rtp.packet import RtpError
 from trackmesh.rtp.rtcp import RtcpError

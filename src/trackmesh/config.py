@@ -44,6 +44,16 @@ class NodeConfig:
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
     capacity: int = 1000
+    atm0s_compatible_tokens: bool = False
+    dev: bool = False
+    metrics_token: str = ""
+
+    @property
+    def token_key(self) -> bytes:
+        """The key of session tokens (derived from the secret unless --atm0s-compatible-tokens)."""
+        from trackmesh.security.keys import token_key
+
+        return token_key(self.secret, self.atm0s_compatible_tokens)
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -103,10 +113,43 @@ def _host(flag: str) -> Callable[[str], str]:
     return parse
 
 
+MIN_SECRET_CHARS = 16
+
+
 def _secret(flag: str) -> Callable[[str], str]:
+    # Any token a browser holds allows an offline guess of the secret (docs/security.md): 16
+    # characters at the least; a generated secret has 32.
     def parse(text: str) -> str:
-        if len(text) < 8:
-            raise ConfigError(f"{flag}: the secret is too short; accepted: at least 8 characters")
+        if len(text) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"{flag}: the secret is too short ({len(text)} characters); accepted: at least {MIN_SECRET_CHARS} "
+                "characters (leave it out to get a generated one)"
+            )
+        return text
+
+    return parse
+
+
+def _switch(flag: str) -> Callable[[str | bool], bool]:
+    def parse(text: str | bool) -> bool:
+        if isinstance(text, bool):
+            return text
+        value = text.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: 1, true, yes, on, 0, false, no, off")
+
+    return parse
+
+
+def _bearer_token(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) < MIN_SECRET_CHARS or any(c.isspace() or not c.isprintable() for c in text):
+            raise ConfigError(
+                f"{flag}: accepted: at least {MIN_SECRET_CHARS} printable characters without spaces"
+            )
         return text
 
     return parse
@@ -164,6 +207,7 @@ class Flag:
     parse: Callable[[str], Any]
     roles: tuple[str, ...]
     metavar: str = "VALUE"
+    switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
 ALL_ROLES = ("standalone", "gateway", "media")
@@ -194,6 +238,13 @@ FLAGS: tuple[Flag, ...] = (
          ("gateway", "media"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
+    Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
+         "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
+         ("standalone", "media"), switch=True),
+    Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
+         "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
+    Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
+         "see docs/security.md)", _bearer_token("--metrics-token"), ALL_ROLES, "TOKEN"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -202,7 +253,7 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 
-def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> NodeConfig:
+def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
     """Build the config of ``role`` from raw command-line values (None = not given) and the
     environment. Raises ConfigError naming the first bad flag."""
     env = os.environ if environ is None else environ
@@ -237,3 +288,19 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
             "--cluster-port: a media node with --workers > 1 needs a cluster port (worker i listens on PORT+i)"
         )
     return NodeConfig(**values)
+
+
+def warnings_of(config: NodeConfig) -> list[str]:
+    """Settings that start but probably do not do what the user wants (logged at start)."""
+    out: list[str] = []
+    if config.role in ("standalone", "media"):
+        reachable = config.http_host not in ("127.0.0.1", "::1", "localhost")
+        if reachable and ipaddress.ip_address(config.node_ip).is_loopback:
+            out.append(
+                f"--http-host {config.http_host} lets other machines reach the API, but --node-ip {config.node_ip} "
+                "puts a loopback address in ICE candidates: remote browsers will not connect. "
+                "Pass --node-ip <an address they can reach>."
+            )
+    if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
+        out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
+    return out

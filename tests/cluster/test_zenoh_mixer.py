@@ -11,7 +11,7 @@ from trackmesh.core.controls import CreateLocalTrack, Join, MixerConfig, MixerMo
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaCodec, MediaPacket, TrackKind, TrackSource
 from trackmesh.core.worker import MediaWorker
-from trackmesh.runtime.cluster_node import mixer_imports
+from trackmesh.runtime.worker_cluster import mixer_imports
 
 from .conftest import Pump, wait_for
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.codecs.keyframe import parse_vp8_descriptor
 from trackmesh.codecs.layers import SeqSkipper, Vp8Layers, Vp9Layers, vp8_descriptor, vp9_descriptor
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.codecs.vp9 import parse_vp9_descriptor
 from trackmesh.core.model import MediaCodec, MediaPacket
 

@@ -10,7 +10,7 @@ from trackmesh.runtime.worker import WorkerRuntime
 
 
 def test_transports_share_one_port() -> None:
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     whip_whep = WebRtcTransport(runtime)
     sdk = SdkTransport(runtime)
     port = runtime.services[WebRtcPort]
@@ -21,7 +21,7 @@ def test_transports_share_one_port() -> None:
 
 
 def test_unrouted_datagrams_are_counted() -> None:
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     port = WebRtcPort.of(runtime)
     port.on_datagram(1.0, b"\x80\x60" + b"\0" * 20, ("127.0.0.1", 5000))
     port.on_datagram(1.0, b"", ("127.0.0.1", 5000))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor, parse_vp8_descriptor
+from trackmesh.codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor
 from trackmesh.codecs.vp9 import Vp9Descriptor, parse_vp9_descriptor
 from trackmesh.core.model import MediaPacket
 from trackmesh.errors import RemoteProtocolError

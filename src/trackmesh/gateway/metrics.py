@@ -14,10 +14,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trackmesh import __version__
 
 if TYPE_CHECKING:
-    from .node import GatewayNode
+    from .api import GatewayApi
 
 
-def render_gateway_metrics(gw: GatewayNode, now: float) -> tuple[str, str]:
+def render_gateway_metrics(gw: GatewayApi, now: float) -> tuple[str, str]:
     registry = CollectorRegistry()
     Gauge("trackmesh_info", "Build and role of this node", ["version", "role"], registry=registry).labels(
         __version__, "gateway"

@@ -24,11 +24,12 @@ import uvicorn
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.rpc import RpcError, WorkerHandle
 
-from .handles import InProcessWorker, ProcessWorker, WorkerHandle
+from .handles import InProcessWorker, ProcessWorker
 from .loop import loop_name
 from .transports import install_all
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.node")
 
@@ -169,8 +170,17 @@ class Node:
             http_sock.close()
             raise
         app = self.create_app()
+        from trackmesh.http.server import ClientLoggingH11Protocol
+
         server = _Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+            uvicorn.Config(
+                app,
+                http=ClientLoggingH11Protocol,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=3,
+            )
         )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
@@ -230,15 +240,19 @@ def print_banner(node: Node) -> None:
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
     lines = [
         f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
-        f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs)",
+        f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
     if node.has_media:
         lines += [
+            f"  samples:               {base}/samples/index.html",
+            f"  room (video + chat):   {base}/samples/room.html",
             f"  publish (WHIP) sample: {base}/samples/whip.html",
             f"  watch (WHEP) sample:   {base}/samples/whep.html",
         ]
+        if cfg.dev:
+            lines.append("  --dev: the samples get demo tokens from /dev/token/<kind> (loopback clients only)")
     if cfg.secret_generated:
         lines.append(f"  app secret (generated, shown once; pass --secret to choose one): {cfg.secret}")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Generic, Protocol, TypeVar
 
 from trackmesh.core.ids import SessionId
 from trackmesh.net import Address
@@ -24,37 +23,6 @@ from .worker import WorkerRuntime
 #: A transport's handler for the datagrams of one connection: ``(now, data, addr, kind, stun)``, with what the
 #: demultiplexer found (:data:`~trackmesh.transports.webrtc.demux.Routed`).
 DatagramHandler = Callable[[float, bytes, Address, PacketKind, StunMessage | None], None]
-
-
-class _Closable(Protocol):
-    closing: bool
-
-
-class _Timed(Protocol):
-    def next_deadline(self) -> float | None: ...
-    def handle_timeout(self, now: float) -> None: ...
-
-
-C = TypeVar("C", bound=_Closable)
-
-
-class ConnTimer(Generic[C]):
-    """Adapts one connection to the worker scheduler: fire its state machine (a WebRtcPeer or an SdkSession), then
-    let the transport handle what it said. A closing connection has no deadline."""
-
-    __slots__ = ("after_input", "conn", "machine")
-
-    def __init__(self, conn: C, machine: _Timed, after_input: Callable[[float, C], None]) -> None:
-        self.conn = conn
-        self.machine = machine
-        self.after_input = after_input
-
-    def next_deadline(self) -> float | None:
-        return None if self.conn.closing else self.machine.next_deadline()
-
-    def handle_timeout(self, now: float) -> None:
-        self.machine.handle_timeout(now)
-        self.after_input(now, self.conn)
 
 
 class WebRtcPort:

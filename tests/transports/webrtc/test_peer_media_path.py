@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from trackmesh.codecs.keyframe import Vp8Descriptor
+from trackmesh.codecs.vp8 import Vp8Descriptor
 from trackmesh.core.model import MediaPacket
 from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trackmesh.codecs.keyframe import parse_vp8_descriptor
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.codecs.vp9 import parse_vp9_descriptor
 from trackmesh.rtp.packet import find_extension
 from trackmesh.rtp.rtcp import Pli, build_remb

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor, is_keyframe, parse_vp8_descriptor, vp8_keyframe
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor, vp8_keyframe
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
 from trackmesh.errors import RemoteProtocolError

@@ -13,7 +13,6 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor
 from trackmesh.codecs.layers import (
     MAX_TEMPORAL,
     SeqSkipper,
@@ -23,6 +22,7 @@ from trackmesh.codecs.layers import (
     vp9_descriptor,
     vp9_numbers_end,
 )
+from trackmesh.codecs.vp8 import Vp8Descriptor
 from trackmesh.core.controls import RequestKeyframe
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import MediaCodec, MediaPacket

@@ -1,0 +1,162 @@
+"""Interop with a real SIP client: sipp sends OPTIONS and runs its built-in ``uac`` call
+(INVITE, 100/180/200, ACK, pause, BYE) against a tiny UAS on 127.0.0.1 whose every message
+goes through :class:`TransactionLayer`. Loopback only (scripts/test.sh runs pytest in a
+private network namespace); sipp always gets ``-timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from trackmesh.net import Address
+from trackmesh.transports.sip.message import Request, make_response, new_tag
+from trackmesh.transports.sip.transaction import ParseFailed, RequestReceived, TransactionLayer
+
+HOST = "127.0.0.1"
+
+OPTIONS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options ping">
+  <send retrans="500">
+    <![CDATA[
+      OPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+SDP_ANSWER = (
+    "v=0\r\no=trackmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
+
+
+class TinyUas(asyncio.DatagramProtocol):
+    """A UDP driver around the sans-IO transaction layer that accepts every call."""
+
+    def __init__(self) -> None:
+        self.layer = TransactionLayer()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.seen: Counter[str] = Counter()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # CPython 3.11's selector datagram transport is not a DatagramTransport subclass.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        now = time.monotonic()
+        self.layer.handle_datagram(now, data, (addr[0], addr[1]))
+        self.drain(now)
+
+    def on_timer(self) -> None:
+        now = time.monotonic()
+        self.layer.handle_timeout(now)
+        self.drain(now)
+
+    def drain(self, now: float) -> None:
+        while (ev := self.layer.poll_event()) is not None:
+            if isinstance(ev, RequestReceived):
+                self.seen[ev.request.method] += 1
+                if ev.key is not None:
+                    self.answer(now, ev.request)
+            elif isinstance(ev, ParseFailed):
+                self.seen["parse-failed"] += 1
+        assert self.transport is not None
+        while (tx := self.layer.poll_transmit()) is not None:
+            self.transport.sendto(tx.data, tx.destination)
+        if self.timer is not None:
+            self.timer.cancel()
+        deadline = self.layer.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(loop.time() + max(0.0, deadline - now), self.on_timer)
+
+    def answer(self, now: float, req: Request) -> None:
+        tag = new_tag()
+        if req.method == "INVITE":
+            self.layer.send_response(now, make_response(req, 180, to_tag=tag))
+            ok = make_response(req, 200, to_tag=tag, body=SDP_ANSWER.encode())
+            ok.headers.add("Contact", f"<sip:room@{HOST}:{self.port}>")
+            ok.headers.add("Content-Type", "application/sdp")
+            self.layer.send_response(now, ok)
+        elif req.method in ("OPTIONS", "BYE"):
+            resp = make_response(req, 200, to_tag=tag)
+            resp.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS")
+            self.layer.send_response(now, resp)
+        else:
+            self.layer.send_response(now, make_response(req, 501, to_tag=tag))
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def run_sipp(*args: str, cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "sipp",
+        *args,
+        "-i",
+        HOST,
+        "-p",
+        str(free_udp_port()),
+        "-timeout",
+        "10s",
+        "-nostdin",
+        "-trace_err",
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    errors = "".join(p.read_text(errors="replace") for p in cwd.glob("*errors.log"))
+    return proc.returncode or 0, out.decode(errors="replace")[-2000:] + errors[-2000:]
+
+
+def test_sipp_options_and_uac_calls(tmp_path: Path) -> None:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
+    (tmp_path / "options.xml").write_text(OPTIONS_SCENARIO)
+
+    async def main() -> tuple[TinyUas, int, str, int, str]:
+        loop = asyncio.get_running_loop()
+        transport, uas = await loop.create_datagram_endpoint(TinyUas, local_addr=(HOST, 0))
+        try:
+            target = f"{HOST}:{uas.port}"
+            rc_opt, out_opt = await run_sipp("-sf", "options.xml", target, "-s", "room", "-m", "3", cwd=tmp_path)
+            rc_uac, out_uac = await run_sipp(
+                "-sn", "uac", target, "-s", "room", "-m", "3", "-r", "10", "-d", "200", "-l", "3", cwd=tmp_path
+            )
+            return uas, rc_opt, out_opt, rc_uac, out_uac
+        finally:
+            transport.close()
+
+    uas, rc_opt, out_opt, rc_uac, out_uac = asyncio.run(main())
+    assert rc_opt == 0, out_opt  # sipp exits 0 only when every call succeeded
+    assert rc_uac == 0, out_uac
+    assert uas.seen["OPTIONS"] == 3
+    assert uas.seen["INVITE"] == 3 and uas.seen["ACK"] == 3 and uas.seen["BYE"] == 3
+    assert uas.seen["parse-failed"] == 0
+    assert uas.layer.parse_errors == 0

@@ -346,3 +346,44 @@ def test_misuse_is_a_local_error() -> None:
 def test_every_timer_appears_in_the_table() -> None:
     fired = {inp.value for (_, _, inp) in TRANSITIONS if inp.value in "ABDEFGHIJKL"}
     assert fired == set("ABDEFGHIJKL")
+
+
+def test_malformed_requests_get_400_with_the_reason_at_their_source() -> None:
+    layer = TransactionLayer()
+    no_call_id = request("OPTIONS")
+    no_call_id.headers.remove("Call-ID")
+    spoofed = ("127.0.0.9", 7777)
+    no_call_id.headers.set("Via", "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKx")  # never answered there
+    layer.handle_datagram(0.0, serialize(no_call_id), spoofed)
+    tx, ev = drain(layer)
+    assert len(tx) == 1 and tx[0].destination == spoofed
+    resp = parse_message(tx[0].data, validate=False)
+    assert isinstance(resp, Response) and resp.status == 400 and "missing Call-ID" in resp.reason
+    assert resp.to().tag is not None and resp.cseq().method == "OPTIONS"
+    assert isinstance(ev[0], ParseFailed) and layer.rejected == 1
+    wrong_version = serialize(request("OPTIONS")).replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1)
+    layer.handle_datagram(0.0, wrong_version, PEER)
+    tx, _ = drain(layer)
+    version_reply = parse_message(tx[0].data)
+    assert isinstance(version_reply, Response) and version_reply.status == 505
+    for unanswerable in (request("ACK"), request("OPTIONS")):
+        unanswerable.headers.remove("Call-ID")
+        if unanswerable.method == "OPTIONS":
+            unanswerable.headers.remove("Via")
+        layer.handle_datagram(0.0, serialize(unanswerable), PEER)
+        assert drain(layer)[0] == []
+    assert layer.parse_errors == 4
+
+
+def test_stream_requests_are_answered_on_their_connection() -> None:
+    layer = TransactionLayer()
+    opt = request("OPTIONS")
+    opt.headers.set("Via", "SIP/2.0/TCP 10.1.1.1:5999;branch=z9hG4bKtcp")
+    conn = ("127.0.0.1", 45000)
+    layer.handle_request(0.0, opt, conn, reliable=True)
+    drain(layer)
+    layer.send_response(0.0, make_response(opt, 200, to_tag="t"))
+    tx, ev = drain(layer)
+    assert tx[0].destination == conn and tx[0].reliable
+    assert ev[-1].__class__ is TransactionTerminated  # J = 0 on reliable transports
+    assert opt.top_via().params["received"] == "127.0.0.1"

@@ -587,15 +587,18 @@ def make_response(
     h = Headers()
     for v in request.headers.get_all("Via"):
         h.add("Via", v)
-    h.add("From", request.headers.get("From") or "")
-    to = request.headers.get("To") or ""
-    if to_tag is not None and status != 100:
-        addr = NameAddr.parse(to)
-        if addr.tag is None:
-            to = str(addr.with_tag(to_tag))
-    h.add("To", to)
-    h.add("Call-ID", request.headers.get("Call-ID") or "")
-    h.add("CSeq", request.headers.get("CSeq") or "")
+    # Absent headers stay absent: only a 400 for a request missing them builds such a response.
+    if (frm := request.headers.get("From")) is not None:
+        h.add("From", frm)
+    if (to := request.headers.get("To")) is not None:
+        if to_tag is not None and status != 100:
+            addr = NameAddr.parse(to)
+            if addr.tag is None:
+                to = str(addr.with_tag(to_tag))
+        h.add("To", to)
+    for name in ("Call-ID", "CSeq"):
+        if (value := request.headers.get(name)) is not None:
+            h.add(name, value)
     if status == 100 and (ts := request.headers.get("Timestamp")) is not None:
         h.add("Timestamp", ts)  # s8.2.6.1
     return Response(status, reason if reason is not None else REASONS.get(status, ""), h, body)

@@ -87,8 +87,13 @@ def _lines(head: bytes, limits: Limits) -> list[str]:
     return lines
 
 
-def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False) -> Request | Response:
-    """Parse one complete SIP message; ``stream`` demands Content-Length (TCP, s18.3)."""
+def parse_message(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False, validate: bool = True
+) -> Request | Response:
+    """Parse one complete SIP message; ``stream`` demands Content-Length (TCP, s18.3).
+
+    ``validate=False`` skips the mandatory-header and version checks (s8.1.1), for building the
+    400 or 505 that names the problem."""
     if len(data) > limits.max_message:
         raise SipParseError("message too large", 513)
     # s7.5: implementations SHOULD ignore CRLFs before the start line.
@@ -129,7 +134,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         if m is None:
             raise SipParseError(f"bad request line {start[:60]!r}")
         method, uri, version = m.groups()
-        if version != "SIP/2.0":
+        if version != "SIP/2.0" and validate:
             raise SipParseError(f"unsupported version {version[:20]!r}", 505)
         if not is_token(method):
             raise SipParseError("bad method")
@@ -138,7 +143,8 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         msg = Request(method, uri, headers)
 
     msg.body = _body(headers, rest, stream)
-    _validate(msg)
+    if validate:
+        _validate(msg)
     return msg
 
 

@@ -29,10 +29,14 @@ from trackmesh.errors import LocalProtocolError, ProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.sip.message import (
     BRANCH_COOKIE,
+    REASONS,
     Headers,
+    NameAddr,
     Request,
     Response,
+    SipParseError,
     make_response,
+    new_tag,
     response_address,
     stamp_received,
 )
@@ -379,6 +383,7 @@ class TransactionLayer:
         self.parse_errors = 0
         self.retransmissions = 0
         self.absorbed = 0
+        self.rejected = 0  # malformed requests answered with 4xx/5xx
 
     # --- driver surface --------------------------------------------------------------------
 
@@ -394,25 +399,49 @@ class TransactionLayer:
             times.append(min(r.next_send, r.give_up))
         return min(times) if times else None
 
-    def handle_datagram(self, now: float, data: bytes, source: Address, *, reliable: bool = False) -> None:
-        """One UDP datagram (or a frame from a StreamFramer when ``reliable``)."""
+    def handle_datagram(self, now: float, data: bytes, source: Address) -> None:
+        """One UDP datagram. (Stream transports frame with :class:`StreamFramer` and pass its
+        messages to :meth:`handle_request` / :meth:`handle_response` with ``reliable=True``.)"""
         if not data.strip(b"\r\n"):
             return  # RFC 5626 keep-alive
         try:
-            msg = parse_message(data, self.limits, stream=reliable)
+            msg = parse_message(data, self.limits)
         except ProtocolError as e:
             self.parse_errors += 1
-            status = getattr(e, "status", 400)
+            status = e.status if isinstance(e, SipParseError) else 400
             self._events.append(ParseFailed(source, str(e), status))
+            self._reject_malformed(data, source, status, str(e))
             return
         if isinstance(msg, Request):
-            self.handle_request(now, msg, source, reliable=reliable)
+            self.handle_request(now, msg, source)
         else:
             self.handle_response(now, msg, source)
 
+    def _reject_malformed(self, data: bytes, source: Address, status: int, reason: str) -> None:
+        """s21.4.1 / RFC 4475: answer a malformed request whose Via we can read, statelessly,
+        with the problem in the reason phrase. The answer goes to the packet's source only, so
+        a forged Via cannot aim it at a third party. Responses and ACKs get no answer (s17)."""
+        try:
+            req = parse_message(data, self.limits, validate=False)
+            if not isinstance(req, Request) or req.method == "ACK" or not req.headers.get_all("Via"):
+                return
+            req.top_via()
+        except ProtocolError:
+            return
+        detail = "".join(ch for ch in reason if " " <= ch <= "~")[:80]
+        to_tag = None
+        to = req.headers.get("To")
+        if to is not None:
+            try:
+                to_tag = new_tag() if NameAddr.parse(to).tag is None else None
+            except ProtocolError:
+                req.headers.remove("To")
+        response = make_response(req, status, f"{REASONS.get(status, 'Bad Request')} ({detail})", to_tag=to_tag)
+        self.rejected += 1
+        self._transmits.append(Transmit(source, serialize(response)))
+
     def handle_request(self, now: float, request: Request, source: Address, *, reliable: bool = False) -> None:
-        if not reliable:
-            stamp_received(request, source)
+        stamp_received(request, source)  # s18.2.1: on every transport
         key = server_key(request)
         txn = self.transactions.get(key)
         if request.method == "ACK":
@@ -432,7 +461,8 @@ class TransactionLayer:
             return
         kind = Kind.INVITE_SERVER if request.method == "INVITE" else Kind.NON_INVITE_SERVER
         state = State.PROCEEDING if kind is Kind.INVITE_SERVER else State.TRYING
-        peer = response_address(request.top_via(), source)
+        # s18.2.2: over a stream the response goes back on the connection it came in on.
+        peer = source if reliable else response_address(request.top_via(), source)
         txn = Transaction(key, kind, state, request, peer, reliable)
         self.transactions[key] = txn
         self._events.append(RequestReceived(request, source, key))

@@ -1,7 +1,8 @@
 """Interop with a real SIP client: sipp sends OPTIONS and runs its built-in ``uac`` call
 (INVITE, 100/180/200, ACK, pause, BYE) against a tiny UAS on 127.0.0.1 whose every message
-goes through :class:`TransactionLayer`. Loopback only (scripts/test.sh runs pytest in a
-private network namespace); sipp always gets ``-timeout``.
+goes through :class:`TransactionLayer`, over UDP and over TCP (:class:`StreamFramer`).
+Loopback only (scripts/test.sh runs pytest in a private network namespace); sipp always gets
+``-timeout``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import cast
 
 import pytest
 
+from trackmesh.errors import ProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.sip.message import Request, make_response, new_tag
+from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import ParseFailed, RequestReceived, TransactionLayer
 
 HOST = "127.0.0.1"
@@ -54,6 +57,7 @@ class TinyUas(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.seen: Counter[str] = Counter()
         self.timer: asyncio.TimerHandle | None = None
+        self.connections: dict[Address, asyncio.Transport] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # CPython 3.11's selector datagram transport is not a DatagramTransport subclass.
@@ -79,7 +83,12 @@ class TinyUas(asyncio.DatagramProtocol):
                 self.seen["parse-failed"] += 1
         assert self.transport is not None
         while (tx := self.layer.poll_transmit()) is not None:
-            self.transport.sendto(tx.data, tx.destination)
+            if tx.reliable:
+                conn = self.connections.get(tx.destination)
+                if conn is not None:
+                    conn.write(tx.data)
+            else:
+                self.transport.sendto(tx.data, tx.destination)
         if self.timer is not None:
             self.timer.cancel()
         deadline = self.layer.next_deadline()
@@ -106,6 +115,38 @@ class TinyUas(asyncio.DatagramProtocol):
     def port(self) -> int:
         assert self.transport is not None
         return int(self.transport.get_extra_info("sockname")[1])
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP connection into the same UAS: bytes -> StreamFramer -> transaction layer."""
+
+    def __init__(self, uas: TinyUas) -> None:
+        self.uas = uas
+        self.framer = StreamFramer()
+        self.peer: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = (host, port)
+        self.uas.connections[self.peer] = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.uas.connections.pop(self.peer, None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        try:
+            self.framer.feed(data)
+            while (msg := self.framer.next_message()) is not None:
+                self.uas.seen["over tcp"] += 1
+                if isinstance(msg, Request):
+                    self.uas.layer.handle_request(now, msg, self.peer, reliable=True)
+                else:
+                    self.uas.layer.handle_response(now, msg, self.peer)
+        except ProtocolError:
+            self.uas.seen["parse-failed"] += 1  # a stream cannot resynchronise: close it
+            self.uas.connections[self.peer].close()
+        self.uas.drain(now)
 
 
 def free_udp_port() -> int:
@@ -139,24 +180,32 @@ def test_sipp_options_and_uac_calls(tmp_path: Path) -> None:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
     (tmp_path / "options.xml").write_text(OPTIONS_SCENARIO)
+    uac = ("-sn", "uac", "-s", "room", "-m", "3", "-r", "10", "-d", "200", "-l", "3")
 
-    async def main() -> tuple[TinyUas, int, str, int, str]:
+    async def main() -> tuple[TinyUas, list[tuple[str, int, str]]]:
         loop = asyncio.get_running_loop()
-        transport, uas = await loop.create_datagram_endpoint(TinyUas, local_addr=(HOST, 0))
+        udp, uas = await loop.create_datagram_endpoint(TinyUas, local_addr=(HOST, 0))
+        tcp = await loop.create_server(lambda: TcpConnection(uas), HOST, uas.port)  # same port, as SIP does
+        results = []
         try:
             target = f"{HOST}:{uas.port}"
-            rc_opt, out_opt = await run_sipp("-sf", "options.xml", target, "-s", "room", "-m", "3", cwd=tmp_path)
-            rc_uac, out_uac = await run_sipp(
-                "-sn", "uac", target, "-s", "room", "-m", "3", "-r", "10", "-d", "200", "-l", "3", cwd=tmp_path
-            )
-            return uas, rc_opt, out_opt, rc_uac, out_uac
+            for name, args in [
+                ("udp options", ("-sf", "options.xml", target, "-s", "room", "-m", "3")),
+                ("udp uac", (*uac, target)),
+                ("tcp uac", (*uac, target, "-t", "t1")),
+            ]:
+                rc, out = await run_sipp(*args, cwd=tmp_path)
+                results.append((name, rc, out))
+            return uas, results
         finally:
-            transport.close()
+            udp.close()
+            tcp.close()
 
-    uas, rc_opt, out_opt, rc_uac, out_uac = asyncio.run(main())
-    assert rc_opt == 0, out_opt  # sipp exits 0 only when every call succeeded
-    assert rc_uac == 0, out_uac
+    uas, results = asyncio.run(main())
+    for name, rc, out in results:
+        assert rc == 0, f"{name}: {out}"  # sipp exits 0 only when every call succeeded
     assert uas.seen["OPTIONS"] == 3
-    assert uas.seen["INVITE"] == 3 and uas.seen["ACK"] == 3 and uas.seen["BYE"] == 3
+    assert uas.seen["INVITE"] == 6 and uas.seen["ACK"] == 6 and uas.seen["BYE"] == 6
+    assert uas.seen["over tcp"] == 9  # the TCP run's INVITE, ACK and BYE x 3 were framed from the stream
     assert uas.seen["parse-failed"] == 0
     assert uas.layer.parse_errors == 0

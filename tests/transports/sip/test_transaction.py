@@ -387,3 +387,15 @@ def test_stream_requests_are_answered_on_their_connection() -> None:
     assert tx[0].destination == conn and tx[0].reliable
     assert ev[-1].__class__ is TransactionTerminated  # J = 0 on reliable transports
     assert opt.top_via().params["received"] == "127.0.0.1"
+
+
+def test_2xx_over_a_stream_is_not_retransmitted_but_a_missing_ack_is_reported() -> None:
+    layer = TransactionLayer()
+    inv = request("INVITE")
+    layer.handle_request(0.0, inv, PEER, reliable=True)
+    drain(layer)
+    layer.send_response(0.0, make_response(inv, 200, to_tag="s"))
+    drain(layer)
+    out = run_until(layer, 100.0)
+    assert not [x for _, x in out if isinstance(x, Transmit)]
+    assert (32.0, AckTimeout("call-1", 1)) in out

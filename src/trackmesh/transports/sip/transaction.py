@@ -22,6 +22,7 @@ peers without the ``z9hG4bK`` cookie are matched on Call-ID, From tag, CSeq numb
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -631,10 +632,13 @@ class TransactionLayer:
             txn.response = message
             txn.response_bytes = serialize(message)
             self._transmits.append(Transmit(txn.peer, txn.response_bytes, txn.reliable))
-            if txn.kind is Kind.INVITE_SERVER and 200 <= message.status < 300 and not txn.reliable:
+            if txn.kind is Kind.INVITE_SERVER and 200 <= message.status < 300:
+                # s13.3.1.4: retransmit until the ACK on unreliable transports; on a stream
+                # only wait for it, so a missing ACK still ends the session.
                 ident = (message.call_id(), message.cseq().seq)
                 t1 = self.timers.t1
-                self._two_xx[ident] = _TwoXx(txn.response_bytes, txn.peer, t1, now + t1, now + 64 * t1)
+                first = math.inf if txn.reliable else now + t1
+                self._two_xx.setdefault(ident, _TwoXx(txn.response_bytes, txn.peer, t1, first, now + 64 * t1))
         elif action is Action.RESEND_RESPONSE:
             if txn.response_bytes:
                 self.retransmissions += 1

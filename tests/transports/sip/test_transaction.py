@@ -399,3 +399,19 @@ def test_2xx_over_a_stream_is_not_retransmitted_but_a_missing_ack_is_reported() 
     out = run_until(layer, 100.0)
     assert not [x for _, x in out if isinstance(x, Transmit)]
     assert (32.0, AckTimeout("call-1", 1)) in out
+
+
+def test_merged_request_from_a_forking_proxy_gets_482() -> None:
+    layer = TransactionLayer()
+    first = request("INVITE")
+    layer.handle_request(0.0, first, PEER)
+    _, ev = drain(layer)
+    assert len(ev) == 1
+    copy = request("INVITE")  # same From tag, Call-ID and CSeq, another branch
+    layer.handle_request(0.1, copy, ("127.0.0.1", 5080))
+    tx, ev = drain(layer)
+    assert [sent_status(t) for t in tx] == [482] and ev == [] and layer.merged == 1
+    # Once the first transaction is gone, the same identifiers start a new request.
+    layer.send_response(0.2, make_response(first, 404, to_tag="x"))
+    run_until(layer, 100.0)
+    assert layer._merge_index == {}

@@ -335,6 +335,7 @@ class Transaction:
     ack_bytes: bytes = b""
     deadlines: dict[Timer, float] = field(default_factory=dict)
     intervals: dict[Timer, float] = field(default_factory=dict)
+    merge_id: tuple[str, str, int, str] | None = None
 
 
 @dataclass(slots=True)
@@ -385,6 +386,8 @@ class TransactionLayer:
         self.retransmissions = 0
         self.absorbed = 0
         self.rejected = 0  # malformed requests answered with 4xx/5xx
+        self.merged = 0  # s8.2.2.2 merged requests answered 482
+        self._merge_index: dict[tuple[str, str, int, str], tuple[str, ...]] = {}
 
     # --- driver surface --------------------------------------------------------------------
 
@@ -466,6 +469,16 @@ class TransactionLayer:
         peer = source if reliable else response_address(request.top_via(), source)
         txn = Transaction(key, kind, state, request, peer, reliable)
         self.transactions[key] = txn
+        merge_id = self._merge_id(request)
+        if merge_id is not None:
+            if merge_id in self._merge_index:
+                # s8.2.2.2: the same request reached us twice by different paths (a forking
+                # proxy): answer the copy 482 and keep it away from the TU.
+                self.merged += 1
+                self._send_response(now, txn, make_response(request, 482, to_tag=new_tag()))
+                return
+            self._merge_index[merge_id] = key
+            txn.merge_id = merge_id
         self._events.append(RequestReceived(request, source, key))
         if kind is Kind.INVITE_SERVER:
             # s17.2.1: a 100 Trying at once spares the client its retransmissions.
@@ -597,6 +610,8 @@ class TransactionLayer:
         if to is State.TERMINATED:
             txn.deadlines.clear()
             del self.transactions[txn.key]
+            if txn.merge_id is not None:
+                self._merge_index.pop(txn.merge_id, None)
             self._events.append(TransactionTerminated(txn.key, txn.kind, inp is Input.TRANSPORT_ERROR))
         elif any(d <= now for d in txn.deadlines.values()):
             self.handle_timeout(now)  # zero-length timers (D, I, J, K on reliable transports)
@@ -646,6 +661,14 @@ class TransactionLayer:
         elif action is Action.TIMEOUT:
             self._events.append(TransactionTimeout(txn.key, txn.kind))
         # TRANSPORT_FAILED is reported by TransactionTerminated(transport_error=True).
+
+    @staticmethod
+    def _merge_id(request: Request) -> tuple[str, str, int, str] | None:
+        """s8.2.2.2: requests outside a dialog are the same request if From tag, Call-ID and
+        CSeq match; None for in-dialog requests (they carry a To tag)."""
+        if request.to().tag is not None:
+            return None
+        return request.call_id(), request.from_().tag or "", request.cseq().seq, request.method
 
     def _ack_for_two_xx(self, ack: Request) -> None:
         try:

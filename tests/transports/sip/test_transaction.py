@@ -415,3 +415,23 @@ def test_merged_request_from_a_forking_proxy_gets_482() -> None:
     layer.send_response(0.2, make_response(first, 404, to_tag="x"))
     run_until(layer, 100.0)
     assert layer._merge_index == {}
+
+
+def test_guard_answers_500_when_the_tu_never_does() -> None:
+    layer = TransactionLayer()
+    inv = request("INVITE")
+    layer.handle_request(0.0, inv, PEER)
+    _, ev = drain(layer)
+    key = ev[0].key
+    assert key is not None
+    layer.send_response(100.0, make_response(inv, 180, to_tag="s"))  # ringing restarts the guard
+    drain(layer)
+    out = run_until(layer, 280.0)
+    assert next((t, sent_status(x)) for t, x in out if isinstance(x, Transmit)) == (280.0, 500)
+    assert (280.0, TransactionTimeout(key, Kind.INVITE_SERVER)) in out
+    assert layer.transactions[key].state is State.COMPLETED and layer.guard_rejects == 1
+    layer = TransactionLayer()
+    layer.handle_request(300.0, request("OPTIONS"), PEER)
+    drain(layer)
+    out = run_until(layer, 332.0)
+    assert [(t, sent_status(x)) for t, x in out if isinstance(x, Transmit)] == [(332.0, 500)]

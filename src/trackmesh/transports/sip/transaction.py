@@ -88,6 +88,11 @@ class Timer(enum.Enum):
     J = "J"  # wait for non-INVITE request retransmits, 64*T1 unreliable, 0 reliable
     K = "K"  # wait for response retransmits, T4 unreliable, 0 reliable
     L = "L"  # RFC 6026: wait for INVITE retransmits and ACKs after a 2xx, 64*T1
+    # Not an RFC 3261 transaction timer: the limit on how long a server transaction waits for
+    # the TU's final answer (a hook that hangs must not leak transactions). INVITE: 180 s,
+    # the spirit of the proxy's Timer C (s16.6 step 11), restarted by every 1xx; non-INVITE:
+    # 64*T1, when the client's Timer F has given up anyway (s17.1.2.2).
+    GUARD = "GUARD"
 
 
 class Input(enum.Enum):
@@ -111,6 +116,7 @@ class Input(enum.Enum):
     TIMER_J = Timer.J.value
     TIMER_K = Timer.K.value
     TIMER_L = Timer.L.value
+    TIMER_GUARD = Timer.GUARD.value
 
 
 TIMER_INPUT = {t: Input["TIMER_" + t.value] for t in Timer}
@@ -123,6 +129,7 @@ class Action(enum.Enum):
     SEND_RESPONSE = "send the TU's response and remember it"
     RESEND_RESPONSE = "retransmit the last response"
     TIMEOUT = "tell the TU the transaction timed out"
+    GUARD_REJECT = "answer 500 for a TU that never answered, and tell it"
     TRANSPORT_FAILED = "tell the TU the transport failed"
 
 
@@ -185,7 +192,8 @@ _row(
 
 # INVITE server, s17.2.1 (figure 7) with RFC 6026's Accepted state.
 _row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.RECV_REQUEST,), None, _A.RESEND_RESPONSE)
-_row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.SEND_1XX,), None, _A.SEND_RESPONSE)
+_row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.SEND_1XX,), None, _A.SEND_RESPONSE, _T.GUARD)
+_row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.TIMER_GUARD,), _S.COMPLETED, _A.GUARD_REJECT, _T.G, _T.H)
 _row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.SEND_2XX,), _S.ACCEPTED, _A.SEND_RESPONSE, _T.L)
 _row(_K.INVITE_SERVER, (_S.PROCEEDING,), (_I.SEND_FINAL,), _S.COMPLETED, _A.SEND_RESPONSE, _T.G, _T.H)
 _row(_K.INVITE_SERVER, (_S.COMPLETED,), (_I.RECV_REQUEST,), None, _A.RESEND_RESPONSE)
@@ -205,7 +213,12 @@ _row(
 )
 
 # Non-INVITE server, s17.2.2 (figure 8).
-_row(_K.NON_INVITE_SERVER, (_S.TRYING,), (_I.SEND_1XX,), _S.PROCEEDING, _A.SEND_RESPONSE)
+TRANSITIONS[(_K.NON_INVITE_SERVER, _S.TRYING, _I.SEND_1XX)] = (
+    _S.PROCEEDING,
+    (_A.SEND_RESPONSE,),
+    frozenset({_T.GUARD}),
+)
+_row(_K.NON_INVITE_SERVER, (_S.TRYING, _S.PROCEEDING), (_I.TIMER_GUARD,), _S.COMPLETED, _A.GUARD_REJECT, _T.J)
 _row(_K.NON_INVITE_SERVER, (_S.PROCEEDING,), (_I.SEND_1XX,), None, _A.SEND_RESPONSE)
 _row(_K.NON_INVITE_SERVER, (_S.PROCEEDING, _S.COMPLETED), (_I.RECV_REQUEST,), None, _A.RESEND_RESPONSE)
 _row(
@@ -234,6 +247,7 @@ class TimerValues:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    invite_guard: float = 180.0  # Timer.GUARD for INVITE server transactions
 
     def initial(self, timer: Timer, reliable: bool) -> float | None:
         """The first interval of ``timer``; None where the timer does not run (reliable retransmits)."""
@@ -242,6 +256,8 @@ class TimerValues:
             return None if reliable else t1
         if timer in (Timer.B, Timer.F, Timer.H, Timer.L):
             return 64 * t1
+        if timer is Timer.GUARD:
+            return None  # set per kind by the layer (see TransactionLayer._start)
         if timer is Timer.D:
             return 0.0 if reliable else max(32.0, 64 * t1)
         if timer in (Timer.I, Timer.K):
@@ -288,7 +304,8 @@ class ResponseReceived:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Timer B, F or H fired (a client gets no response: treat as 408, s8.1.3.1)."""
+    """Timer B, F or H fired (a client gets no response: treat as 408, s8.1.3.1), or a server
+    transaction's GUARD did (the TU never answered; the layer sent 500)."""
 
     key: tuple[str, ...]
     kind: Kind
@@ -387,6 +404,7 @@ class TransactionLayer:
         self.absorbed = 0
         self.rejected = 0  # malformed requests answered with 4xx/5xx
         self.merged = 0  # s8.2.2.2 merged requests answered 482
+        self.guard_rejects = 0  # server transactions the TU left unanswered (Timer.GUARD)
         self._merge_index: dict[tuple[str, str, int, str], tuple[str, ...]] = {}
 
     # --- driver surface --------------------------------------------------------------------
@@ -480,6 +498,7 @@ class TransactionLayer:
             self._merge_index[merge_id] = key
             txn.merge_id = merge_id
         self._events.append(RequestReceived(request, source, key))
+        self._start(now, txn, Timer.GUARD)
         if kind is Kind.INVITE_SERVER:
             # s17.2.1: a 100 Trying at once spares the client its retransmissions.
             self._send_response(now, txn, make_response(request, 100))
@@ -619,6 +638,8 @@ class TransactionLayer:
     def _start(self, now: float, txn: Transaction, timer: Timer, *, rearm: bool = False) -> None:
         if rearm:
             interval = self.timers.backoff(timer, txn.state, txn.intervals[timer])
+        elif timer is Timer.GUARD:
+            interval = self.timers.invite_guard if txn.kind is Kind.INVITE_SERVER else 64 * self.timers.t1
         else:
             first = self.timers.initial(timer, txn.reliable)
             if first is None:
@@ -659,6 +680,11 @@ class TransactionLayer:
                 self.retransmissions += 1
                 self._transmits.append(Transmit(txn.peer, txn.response_bytes, txn.reliable))
         elif action is Action.TIMEOUT:
+            self._events.append(TransactionTimeout(txn.key, txn.kind))
+        elif action is Action.GUARD_REJECT:
+            self.guard_rejects += 1
+            reason = "Server Internal Error (no answer in time)"
+            self._do(now, txn, Action.SEND_RESPONSE, make_response(txn.request, 500, reason, to_tag=new_tag()), None)
             self._events.append(TransactionTimeout(txn.key, txn.kind))
         # TRANSPORT_FAILED is reported by TransactionTerminated(transport_error=True).
 

@@ -336,3 +336,20 @@ def test_garbage_raises_only_protocol_errors(blob: bytes) -> None:
         framer.next_message()
     except ProtocolError:
         pass
+
+
+def test_a_forged_received_cannot_redirect_responses() -> None:
+    forged = msg(
+        "OPTIONS sip:a@b SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKf;received=198.51.100.99;rport=9",
+        *BASIC[1:],
+    )
+    req = parse_message(forged)
+    assert isinstance(req, Request)
+    stamp_received(req, ("127.0.0.1", 5070))
+    assert response_address(req.top_via()) == ("127.0.0.1", 5070)
+    req = parse_message(forged.replace(b";rport=9", b""))
+    assert isinstance(req, Request)
+    stamp_received(req, ("127.0.0.1", 5070))
+    assert "received" not in req.top_via().params
+    assert response_address(req.top_via()) == ("127.0.0.1", 5070)

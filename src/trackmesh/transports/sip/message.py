@@ -13,6 +13,7 @@ reason or drop and count.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterator
@@ -127,8 +128,11 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _VIA_PROTO_RE = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(\S.*)$", re.S | re.I)
 
 
+@functools.lru_cache(maxsize=512)
 def canonical_name(name: str) -> str:
-    """The conventional spelling of a header name, expanding compact forms (s7.3.3)."""
+    """The conventional spelling of a header name, expanding compact forms (s7.3.3).
+
+    Cached: every header lookup goes through here (bounded, so odd names cannot grow it)."""
     low = name.lower()
     if len(low) == 1 and low in COMPACT_FORMS:
         return COMPACT_FORMS[low]
@@ -141,7 +145,12 @@ def is_token(text: str) -> bool:
 
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, ignoring commas in quotes and in ``<...>`` (s7.3.1)."""
-    out: list[str] = []
+    if '"' not in value and "<" not in value:
+        out = [part.strip() for part in value.split(",")]
+        if any(not part for part in out):
+            raise SipParseError("empty element in a header list")
+        return out
+    out = []
     start = 0
     quoted = False
     angle = False
@@ -261,6 +270,8 @@ def _parse_params(text: str) -> dict[str, str | None]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
     out: list[str] = []
     start = 0
     quoted = False
@@ -607,15 +618,17 @@ def make_response(
 def stamp_received(request: Request, source: tuple[str, int]) -> None:
     """s18.2.1 and RFC 3581 s4: record where a request really came from in its top Via.
 
-    ``received`` is added when the sent-by host differs from the source IP; an empty ``rport``
-    is filled with the source port (and then ``received`` is always added).
+    ``received`` is added when the sent-by host differs from the source IP; ``rport`` is filled
+    with the source port (and then ``received`` is always added).
     """
     values = request.headers.get_all("Via")
     if not values:
         raise SipParseError("missing Via")
     via = Via.parse(values[0])
-    changed = False
-    if "rport" in via.params and via.params["rport"] is None:
+    # A received/rport value the sender wrote itself is not evidence of anything: drop it, so
+    # responses can only go back to the source IP (never to a host a forged Via names).
+    changed = via.params.pop("received", None) is not None
+    if "rport" in via.params:
         via.params["rport"] = str(source[1])
         via.params["received"] = source[0]
         changed = True

@@ -19,9 +19,19 @@ import pytest
 
 from trackmesh.errors import ProtocolError
 from trackmesh.net import Address
-from trackmesh.transports.sip.message import Request, make_response, new_tag
+from trackmesh.sdp.model import SessionDescription, render
+from trackmesh.sdp.model import parse as parse_sdp
+from trackmesh.transports.sip.dialog import Dialog
+from trackmesh.transports.sip.message import Headers, Request, make_response, new_branch, new_tag
+from trackmesh.transports.sip.offer_answer import Negotiated, create_offer, negotiated_from_answer
 from trackmesh.transports.sip.parser import StreamFramer
-from trackmesh.transports.sip.transaction import ParseFailed, RequestReceived, TransactionLayer
+from trackmesh.transports.sip.transaction import (
+    ParseFailed,
+    RequestReceived,
+    ResponseReceived,
+    TransactionLayer,
+    TransactionTimeout,
+)
 
 HOST = "127.0.0.1"
 
@@ -155,14 +165,14 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_sipp(*args: str, cwd: Path) -> tuple[int, str]:
+async def run_sipp(*args: str, cwd: Path, port: int | None = None) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         "sipp",
         *args,
         "-i",
         HOST,
         "-p",
-        str(free_udp_port()),
+        str(port or free_udp_port()),
         "-timeout",
         "10s",
         "-nostdin",
@@ -209,3 +219,120 @@ def test_sipp_options_and_uac_calls(tmp_path: Path) -> None:
     assert uas.seen["over tcp"] == 9  # the TCP run's INVITE, ACK and BYE x 3 were framed from the stream
     assert uas.seen["parse-failed"] == 0
     assert uas.layer.parse_errors == 0
+
+
+class TinyUac(asyncio.DatagramProtocol):
+    """Calls sipp's built-in ``uas`` through the client transactions and a Dialog: INVITE with
+    our SDP offer, ACK to the 2xx (outside any transaction), BYE inside the dialog."""
+
+    def __init__(self, target: Address) -> None:
+        self.layer = TransactionLayer()
+        self.target = target
+        self.transport: asyncio.DatagramTransport | None = None
+        self.statuses: list[tuple[str, int]] = []
+        self.dialog: Dialog | None = None
+        self.invite: Request | None = None
+        self.offer = SessionDescription()
+        self.answer: Negotiated | None = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def via(self) -> str:
+        return f"SIP/2.0/UDP {HOST}:{self.port};branch={new_branch()};rport"
+
+    def call(self) -> None:
+        now = time.monotonic()
+        offer = create_offer(address=HOST, port=40100, session_id="42", version=1)
+        h = Headers()
+        h.add("Via", self.via())
+        h.add("Max-Forwards", "70")
+        h.add("From", f"<sip:room@{HOST}:{self.port}>;tag={new_tag()}")
+        h.add("To", f"<sip:service@{self.target[0]}:{self.target[1]}>")
+        h.add("Call-ID", f"{new_tag()}@{HOST}")
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", f"<sip:room@{HOST}:{self.port}>")
+        h.add("Content-Type", "application/sdp")
+        self.offer = offer
+        self.invite = Request("INVITE", f"sip:service@{self.target[0]}:{self.target[1]}", h, render(offer).encode())
+        self.layer.send_request(now, self.invite, self.target)
+        self.drain(now)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        now = time.monotonic()
+        self.layer.handle_datagram(now, data, (addr[0], addr[1]))
+        self.drain(now)
+
+    def on_timer(self) -> None:
+        now = time.monotonic()
+        self.layer.handle_timeout(now)
+        self.drain(now)
+
+    def hang_up(self) -> None:
+        assert self.dialog is not None
+        now = time.monotonic()
+        self.layer.send_request(now, self.dialog.create_request("BYE", self.via()), self.target)
+        self.drain(now)
+
+    def drain(self, now: float) -> None:
+        loop = asyncio.get_running_loop()
+        while (ev := self.layer.poll_event()) is not None:
+            if isinstance(ev, ResponseReceived):
+                resp = ev.response
+                method = resp.cseq().method
+                self.statuses.append((method, resp.status))
+                if method == "INVITE" and resp.status == 200 and self.invite is not None:
+                    if self.dialog is None:
+                        self.dialog = Dialog.as_uac(self.invite, resp)
+                        self.answer = negotiated_from_answer(self.offer, parse_sdp(resp.body))
+                        loop.call_later(0.2, self.hang_up)
+                    # s13.2.2.4: every 2xx (also retransmissions) gets the ACK, without a transaction.
+                    ack = self.dialog.create_request("ACK", self.via(), cseq=1)
+                    self.layer.send_stateless(ack, self.target)
+                elif method == "BYE" and resp.status >= 200 and not self.done.done():
+                    self.done.set_result(None)
+            elif isinstance(ev, TransactionTimeout) and not self.done.done():
+                self.done.set_exception(AssertionError(f"transaction timed out: {ev}"))
+        assert self.transport is not None
+        while (tx := self.layer.poll_transmit()) is not None:
+            self.transport.sendto(tx.data, tx.destination)
+        if self.timer is not None:
+            self.timer.cancel()
+        deadline = self.layer.next_deadline()
+        if deadline is not None:
+            self.timer = loop.call_at(loop.time() + max(0.0, deadline - now), self.on_timer)
+
+
+def test_our_uac_calls_sipp_uas(tmp_path: Path) -> None:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
+    sipp_port = free_udp_port()
+
+    async def main() -> tuple[TinyUac, int, str]:
+        sipp = asyncio.create_task(
+            run_sipp("-sn", "uas", "-m", "1", cwd=tmp_path, port=sipp_port)  # answers one call, then exits
+        )
+        await asyncio.sleep(0.3)  # if sipp is not listening yet, Timer A retransmits the INVITE
+        loop = asyncio.get_running_loop()
+        transport, uac = await loop.create_datagram_endpoint(lambda: TinyUac((HOST, sipp_port)), local_addr=(HOST, 0))
+        try:
+            uac.call()
+            await asyncio.wait_for(uac.done, 10)
+            rc, out = await sipp
+            return uac, rc, out
+        finally:
+            transport.close()
+
+    uac, rc, out = asyncio.run(main())
+    assert rc == 0, out
+    assert ("INVITE", 180) in uac.statuses and ("INVITE", 200) in uac.statuses
+    assert ("BYE", 200) in uac.statuses
+    assert uac.answer is not None and uac.answer.codec == "PCMU"  # sipp's uas answers PCMU
+    assert uac.layer.parse_errors == 0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.sip.digest import (
     Challenge,
     DigestClient,
@@ -125,6 +125,6 @@ def test_garbage_credentials_raise_only_protocol_errors(text: str) -> None:
     server = DigestServer(b"s", "r")
     try:
         creds = parse_credentials("Digest " + text)
-    except ProtocolError:
+    except RemoteProtocolError:
         return
     assert server.check(0.0, "INVITE", creds.uri, creds, "0" * 64) in (Verdict.INVALID, Verdict.STALE, Verdict.OK)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.sip.message import (
     CSeq,
     NameAddr,
@@ -318,7 +318,7 @@ def test_mutated_messages_raise_only_protocol_errors(req: Request, data: st.Data
             break
     try:
         m = parse_message(bytes(wire))
-    except ProtocolError:
+    except RemoteProtocolError:
         return
     for getter in (m.via, m.cseq, m.from_, m.to):
         getter()
@@ -328,13 +328,13 @@ def test_mutated_messages_raise_only_protocol_errors(req: Request, data: st.Data
 @given(st.binary(max_size=400))
 def test_garbage_raises_only_protocol_errors(blob: bytes) -> None:
     for stream in (False, True):
-        with contextlib.suppress(ProtocolError):
+        with contextlib.suppress(RemoteProtocolError):
             parse_message(blob, stream=stream)
     framer = StreamFramer()
     try:
         framer.feed(blob)
         framer.next_message()
-    except ProtocolError:
+    except RemoteProtocolError:
         pass
 
 

@@ -17,7 +17,7 @@ from typing import cast
 
 import pytest
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.sdp.model import SessionDescription, render
 from trackmesh.sdp.model import parse as parse_sdp
@@ -153,7 +153,7 @@ class TcpConnection(asyncio.Protocol):
                     self.uas.layer.handle_request(now, msg, self.peer, reliable=True)
                 else:
                     self.uas.layer.handle_response(now, msg, self.peer)
-        except ProtocolError:
+        except RemoteProtocolError:
             self.uas.seen["parse-failed"] += 1  # a stream cannot resynchronise: close it
             self.uas.connections[self.peer].close()
         self.uas.drain(now)

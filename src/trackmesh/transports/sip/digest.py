@@ -23,7 +23,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.sip.message import split_list
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
 ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
 
 
-class DigestError(ProtocolError):
+class DigestError(RemoteProtocolError):
     """A malformed or unsupported Authorization / WWW-Authenticate value."""
 
 
@@ -72,7 +72,7 @@ def _params(value: str) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
         parts = split_list(rest)
-    except ProtocolError as e:
+    except RemoteProtocolError as e:
         raise DigestError(str(e)) from e
     for part in parts:
         name, eq, val = part.partition("=")

@@ -6,7 +6,7 @@ entry per value by the parser, so ``headers.get_all("Via")`` is the Via stack to
 Structured values (:class:`Via`, :class:`NameAddr`, :class:`CSeq`, :class:`SipUri`) are parsed
 on demand, not for every header of every message.
 
-Errors are :class:`SipParseError` (a :class:`~trackmesh.errors.ProtocolError`) carrying the
+Errors are :class:`SipParseError` (a :class:`~trackmesh.errors.RemoteProtocolError`) carrying the
 status code a server should answer with (400, 413, 505, ...), so a driver can reply with the
 reason or drop and count.
 """
@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "BRANCH_COOKIE",
@@ -45,7 +45,7 @@ __all__ = [
 BRANCH_COOKIE = "z9hG4bK"
 
 
-class SipParseError(ProtocolError):
+class SipParseError(RemoteProtocolError):
     """A message that cannot be accepted; ``status`` is the response a server owes (s21.4)."""
 
     def __init__(self, reason: str, status: int = 400) -> None:

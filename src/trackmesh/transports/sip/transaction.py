@@ -26,7 +26,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.sip.message import (
     BRANCH_COOKIE,
@@ -428,7 +428,7 @@ class TransactionLayer:
             return  # RFC 5626 keep-alive
         try:
             msg = parse_message(data, self.limits)
-        except ProtocolError as e:
+        except RemoteProtocolError as e:
             self.parse_errors += 1
             status = e.status if isinstance(e, SipParseError) else 400
             self._events.append(ParseFailed(source, str(e), status))
@@ -448,7 +448,7 @@ class TransactionLayer:
             if not isinstance(req, Request) or req.method == "ACK" or not req.headers.get_all("Via"):
                 return
             req.top_via()
-        except ProtocolError:
+        except RemoteProtocolError:
             return
         detail = "".join(ch for ch in reason if " " <= ch <= "~")[:80]
         to_tag = None
@@ -456,7 +456,7 @@ class TransactionLayer:
         if to is not None:
             try:
                 to_tag = new_tag() if NameAddr.parse(to).tag is None else None
-            except ProtocolError:
+            except RemoteProtocolError:
                 req.headers.remove("To")
         response = make_response(req, status, f"{REASONS.get(status, 'Bad Request')} ({detail})", to_tag=to_tag)
         self.rejected += 1
@@ -699,7 +699,7 @@ class TransactionLayer:
     def _ack_for_two_xx(self, ack: Request) -> None:
         try:
             ident = (ack.call_id(), ack.cseq().seq)
-        except ProtocolError:
+        except RemoteProtocolError:
             return
         self._two_xx.pop(ident, None)
 

@@ -434,10 +434,16 @@ class TransactionLayer:
             self._events.append(ParseFailed(source, str(e), status))
             self._reject_malformed(data, source, status, str(e))
             return
-        if isinstance(msg, Request):
-            self.handle_request(now, msg, source)
-        else:
-            self.handle_response(now, msg, source)
+        try:
+            if isinstance(msg, Request):
+                self.handle_request(now, msg, source)
+            else:
+                self.handle_response(now, msg, source)
+        except RemoteProtocolError as e:
+            # A value the parser let through but matching could not use (belt and braces: the
+            # parser validates what matching reads). Dropped and counted, never raised.
+            self.parse_errors += 1
+            self._events.append(ParseFailed(source, str(e), 400))
 
     def _reject_malformed(self, data: bytes, source: Address, status: int, reason: str) -> None:
         """s21.4.1 / RFC 4475: answer a malformed request whose Via we can read, statelessly,

@@ -327,6 +327,47 @@ def test_consent_expiry_disconnects_and_viewers_wait(net: Net) -> None:
     assert ppeer.next_deadline() is None
 
 
+def test_a_publisher_without_consent_checks_lives_while_its_media_flows(net: Net) -> None:
+    # GStreamer webrtcbin (libnice) sends no check after nomination, only Binding indications
+    # (at most every 25 s) that we do not even rely on here: its authenticated SRTP and SRTCP
+    # prove the pair alive (issue 17: it was cut at exactly 30 s).
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    started = net.now
+    seq = 1
+    while net.now - started < 75.0:
+        body = VP8_KEY if seq == 1 else VP8_DELTA
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, body + bytes(40), mid="1", marker=True)
+        seq += 1
+        net.flush()
+        net.advance(1 / 30, keepalive=False)
+        if seq % 30 == 0:
+            viewer.send_check()  # the viewer stays fresh the usual way
+    assert not ppeer.closed, net.peer_events(ppeer)
+    assert ppeer.ice.counters["requests"] <= 2  # no consent check since the handshake
+    assert len(viewer.media(viewer.local_ssrc("1"))) > 2000
+    # The publisher stops: 30 s of silence later the pair expires and the viewer waits.
+    last = net.now
+    net.advance(29.9, keepalive=False)
+    assert not ppeer.closed
+    net.advance(0.2, keepalive=False)
+    assert Disconnected("ice: consent expired") in net.peer_events(ppeer)
+    assert ppeer.endpoint.closed and net.now - last >= 30.0
+    assert vpeer.closed  # the viewer sent nothing either in those 30 s (no checks, no RTCP)
+
+
+def test_srtp_from_another_address_does_not_keep_a_pair_alive(net: Net) -> None:
+    pub, ppeer = publish(net)
+    other = ("203.0.113.9", 40000)
+    for seq in range(1, 40 * 30):
+        # The same authenticated packets, replayed from an address that is not the selected one.
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, VP8_DELTA + bytes(40), mid="1", marker=True)
+        while pub.out:
+            ppeer.handle_datagram(net.now, pub.out.popleft(), other)
+        net.advance(1 / 30, keepalive=False)
+    assert Disconnected("ice: consent expired") in net.peer_events(ppeer)
+
+
 def test_close_sends_bye_and_close_notify(net: Net) -> None:
     viewer, vpeer = net.connect(PeerMode.WHEP)
     vpeer.close(net.now, "done")

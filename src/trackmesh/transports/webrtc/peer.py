@@ -303,9 +303,9 @@ class WebRtcPeer:
                 if srtp is None:
                     self.counters["media_before_dtls"] += 1
                 elif is_rtcp(data):
-                    self._on_rtcp(now, srtp, data)
+                    self._on_rtcp(now, srtp, data, addr)
                 else:
-                    self._on_rtp(now, srtp, data)
+                    self._on_rtp(now, srtp, data, addr)
             elif kind is PacketKind.STUN:
                 response = self.ice.handle_stun(now, data, addr)
                 if response is not None:
@@ -315,7 +315,7 @@ class WebRtcPeer:
                 if self._dtls_addr is None:
                     self._dtls_addr = addr
                 self.dtls.handle_datagram(now, data)
-                self._poll_dtls(now)
+                self._poll_dtls(now, addr)
             else:
                 self.counters["unknown_kind"] += 1
         except (ValueError, IndexError, KeyError, struct.error):
@@ -324,12 +324,15 @@ class WebRtcPeer:
             # datagram from taking down the worker's loop.
             self.counters["handler_errors"] += 1
 
-    def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes) -> None:
+    def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
         try:
             plain = srtp.unprotect_rtp(data)
         except SrtpError:
             self.counters["srtp_dropped"] += 1
             return
+        # Authenticated media proves the pair alive (an ICE-lite agent sends no checks; libnice
+        # keeps a pair up with unauthenticated indications only): see ice.py.
+        self.ice.note_activity(now, addr)
         try:
             h = RtpHeader.parse(plain)
         except ProtocolError:
@@ -337,12 +340,13 @@ class WebRtcPeer:
             return
         self.inbound.on_rtp(now, plain, h)
 
-    def _on_rtcp(self, now: float, srtp: SrtpSession, data: bytes) -> None:
+    def _on_rtcp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
         try:
             plain = srtp.unprotect_rtcp(data)
         except SrtpError:
             self.counters["srtcp_dropped"] += 1
             return
+        self.ice.note_activity(now, addr)
         try:
             packets = parse_rtcp(plain)
         except ProtocolError:
@@ -443,7 +447,7 @@ class WebRtcPeer:
             elif isinstance(ev, IceDisconnected):
                 self._disconnect(f"ice: {ev.reason}")
 
-    def _poll_dtls(self, now: float) -> None:
+    def _poll_dtls(self, now: float, source: Address | None = None) -> None:
         addr = self.ctx.addr or self._dtls_addr
         while (datagram := self.dtls.poll_transmit()) is not None:
             if addr is not None:
@@ -465,6 +469,8 @@ class WebRtcPeer:
                 self._disconnect("dtls closed")
             elif isinstance(ev, DtlsApplicationData):
                 self.counters["dtls_application_data"] += 1
+                if source is not None:
+                    self.ice.note_activity(now, source)  # an authenticated record (SCTP): alive
                 if self.on_application_data is not None:
                     self.on_application_data(now, ev.data)
 

@@ -44,6 +44,9 @@ class NodeConfig:
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
     capacity: int = 1000
+    connect_timeout: float = 15.0
+    max_sessions: int = 1000
+    max_sessions_per_token: int = 100
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -194,6 +197,13 @@ FLAGS: tuple[Flag, ...] = (
          ("gateway", "media"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
+    Flag("--connect-timeout", "seconds a new WebRTC session has to complete ICE and DTLS before it is closed "
+         "(default 15)", _float_range("--connect-timeout", 1.0, 600.0), ("standalone", "media"), "SECONDS"),
+    Flag("--max-sessions", "WebRTC sessions (WHIP, WHEP, SDK) this node holds at once; more are refused with 503 "
+         "(default 1000; with --workers N each worker takes its share)", _int_range("--max-sessions", 1, 1_000_000),
+         ("standalone", "media"), "N"),
+    Flag("--max-sessions-per-token", "sessions one token may hold at once; more are refused with 503 (default 100)",
+         _int_range("--max-sessions-per-token", 1, 1_000_000), ("standalone", "media"), "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

@@ -39,6 +39,7 @@ from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Ice
 from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
+from .admission import SessionAdmission
 from .webrtc_port import ConnTimer, WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
@@ -70,6 +71,7 @@ class SdkTransport:
         self.fingerprint = self.port.fingerprint
         self.demux = self.port.demux
         self.clock = self.port.clock
+        self.admission = SessionAdmission.of(runtime)
         self.conns: dict[SessionId, Conn] = {}
         self.timers: dict[SessionId, ConnTimer[Conn]] = {}
         self.counters = runtime.counters
@@ -127,6 +129,7 @@ class SdkTransport:
     def connect(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """params: ``request`` (ConnectRequest bytes), ``room``/``peer``/``extra_data`` (token claims),
         ``token_hash``. Returns ``{"response": ConnectResponse bytes}``."""
+        self.admission.check(str(params.get("token_hash", "")))
         try:
             req = decode_connect_request(bytes(params["request"]))
         except ProtocolDecodeError as exc:
@@ -159,6 +162,7 @@ class SdkTransport:
                 clock=self.clock,
                 remote_names=lambda media: names.senders,
                 local_names=lambda media: names.receivers,
+                connect_timeout=self.runtime.config.connect_timeout,
             )
         except PeerSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
@@ -175,6 +179,7 @@ class SdkTransport:
         conn = Conn(sdk, str(params.get("token_hash", "")), [local.ice_ufrag])
         key = endpoint.session
         self.conns[key] = conn
+        self.admission.add(conn.token_hash)
         self.timers[key] = ConnTimer(conn, conn.sdk, self.after_input)
         self.port.attach(key, local.ice_ufrag, functools.partial(self.on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self.on_core_events, conn=conn))
@@ -271,6 +276,7 @@ class SdkTransport:
         if timer is not None:
             self.runtime.untrack(timer)
         self.conns.pop(key, None)
+        self.admission.release(conn.token_hash, reason)
         self.counters["sdk_sessions_closed"] += 1
         log.info("sdk session closed", extra={"fields": {"conn": _short(sdk.endpoint.conn_id), "reason": reason}})
 
@@ -281,7 +287,7 @@ class SdkTransport:
             self.close(now, conn, "node stopping")
 
     def stats(self, now: float = 0.0, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"sessions": len(self.conns), "demux": dict(self.demux.counters)}
+        return {"sessions": len(self.conns), "demux": dict(self.demux.counters), "admission": self.admission.stats()}
 
 
 def _short(conn_id: str) -> str:

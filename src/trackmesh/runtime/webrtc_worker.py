@@ -26,6 +26,7 @@ from trackmesh.transports.webrtc.sdp import SdpError
 from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, answer_offer
 from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
 
+from .admission import SessionAdmission
 from .webrtc_port import ConnTimer, WebRtcPort
 from .worker import RpcError, WorkerRuntime
 
@@ -62,6 +63,7 @@ class WebRtcTransport:
         self.fingerprint = self.port.fingerprint
         self.demux = self.port.demux
         self.clock = self.port.clock
+        self.admission = SessionAdmission.of(runtime)
         self.sessions: dict[SessionId, Session] = {}
         self.timers: dict[SessionId, ConnTimer[Session]] = {}
         # conn id -> (mode, token hash, until): sessions that ended recently.
@@ -108,6 +110,7 @@ class WebRtcTransport:
     # ---- control calls -------------------------------------------------------------------
 
     def create(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
+        self.admission.check(str(params["token_hash"]))
         ice = IceLiteAgent()
         creds = ice.local_credentials
         local = self.port.local_params(creds.ufrag, creds.pwd)
@@ -134,6 +137,7 @@ class WebRtcTransport:
                 clock=self.clock,
                 room=room,
                 peer=str(peer_name),
+                connect_timeout=self.runtime.config.connect_timeout,
             )
         except PeerSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
@@ -149,6 +153,7 @@ class WebRtcTransport:
         )
         key = endpoint.session
         self.sessions[key] = session
+        self.admission.add(session.token_hash)
         self.timers[key] = ConnTimer(session, session.peer, self.after_input)
         self.port.attach(key, creds.ufrag, functools.partial(self.on_datagram, session=session))
         self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
@@ -237,6 +242,7 @@ class WebRtcTransport:
         if timer is not None:
             self.runtime.untrack(timer)
         self.sessions.pop(key, None)
+        self.admission.release(session.token_hash, reason)
         if reason != "deleted by the client":
             self._bury(now, session)
         self.counters["webrtc_sessions_closed"] += 1
@@ -258,6 +264,7 @@ class WebRtcTransport:
         return {
             "sessions": len(self.sessions),
             "demux": dict(self.demux.counters),
+            "admission": self.admission.stats(),
         }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from trackmesh.core.controls import CreateLocalTrack, Join
 from trackmesh.core.model import LocalTrackState, TrackKind
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
+from trackmesh.transports.webrtc.peer import DEFAULT_CONNECT_TIMEOUT, PeerSetupError, WebRtcPeer
 from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
 from trackmesh.transports.webrtc.rtcp import (
     Bye,
@@ -366,6 +366,35 @@ def test_srtp_from_another_address_does_not_keep_a_pair_alive(net: Net) -> None:
             ppeer.handle_datagram(net.now, pub.out.popleft(), other)
         net.advance(1 / 30, keepalive=False)
     assert Disconnected("ice: consent expired") in net.peer_events(ppeer)
+
+
+def test_a_session_that_never_sends_a_check_is_reaped_at_the_connect_deadline(net: Net) -> None:
+    client, peer = net.connect(PeerMode.WHIP, handshake=False)
+    client.out.clear()
+    del net.clients[client.addr]  # the client never sends anything
+    assert peer.next_deadline() == net.now + DEFAULT_CONNECT_TIMEOUT
+    net.advance(DEFAULT_CONNECT_TIMEOUT - 0.01, keepalive=False)
+    assert not peer.closed
+    net.advance(0.02, keepalive=False)
+    assert Disconnected("connect timeout: not connected within 15 s (no ICE nomination)") in net.peer_events(peer)
+    assert peer.closed and peer.endpoint.closed and peer.next_deadline() is None
+
+
+def test_ice_without_dtls_is_reaped_at_the_connect_deadline(net: Net) -> None:
+    client, peer = net.connect(PeerMode.WHEP, handshake=False)
+    net.server_input(client.out.popleft(), client.addr)  # the nominating check, nothing after
+    net.outbox.clear()
+    del net.clients[client.addr]
+    assert peer.ice.selected_address == client.addr and not peer.connected
+    net.advance(DEFAULT_CONNECT_TIMEOUT, keepalive=False)
+    reason = "connect timeout: not connected within 15 s (ICE nominated, DTLS not done)"
+    assert Disconnected(reason) in net.peer_events(peer)
+
+
+def test_a_connected_session_outlives_the_connect_deadline(net: Net) -> None:
+    _client, peer = publish(net)
+    net.advance(3 * DEFAULT_CONNECT_TIMEOUT)  # consent checks every second
+    assert peer.connected and not peer.closed
 
 
 def test_close_sends_bye_and_close_notify(net: Net) -> None:

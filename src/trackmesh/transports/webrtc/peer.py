@@ -77,7 +77,19 @@ from trackmesh.transports.webrtc.sdp_answer import AnswerResult, NegotiatedMedia
 from trackmesh.transports.webrtc.srtp import GcmBackend, SrtpError, SrtpSession, srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.stun import Address
 
-__all__ = ["PeerSetupError", "TrackNamer", "WebRtcPeer", "default_local_names", "default_remote_names"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "PeerSetupError",
+    "TrackNamer",
+    "WebRtcPeer",
+    "default_local_names",
+    "default_remote_names",
+]
+
+#: ICE and DTLS must both complete this long after the session is created, or it is closed.
+#: Without it a session whose client never sends a check holds its endpoint (and the client's
+#: slot) forever: no other timer starts before the first check (issue 17).
+DEFAULT_CONNECT_TIMEOUT = 15.0
 
 #: RFC 3550 s6.2 allows reports this often for the few streams of one connection; browsers
 #: send theirs about once a second, and A/V sync in the viewer needs fresh SRs.
@@ -147,7 +159,10 @@ class WebRtcPeer:
         remote_names: TrackNamer = default_remote_names,
         local_names: TrackNamer = default_local_names,
         gcm_backend: GcmBackend = "libsrtp",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
         self.endpoint = endpoint
         self.answer = answer
         self.mode = mode
@@ -163,6 +178,8 @@ class WebRtcPeer:
         self.srtp: SrtpSession | None = None
         self.connected = False
         self.closed = False
+        self.connect_timeout = connect_timeout
+        self._connect_deadline: float | None = now + connect_timeout
         self._events: deque[PeerEvent] = deque()
         self._dtls_addr: Address | None = None
         self._next_sr: float | None = None
@@ -400,6 +417,10 @@ class WebRtcPeer:
         self.clock.advance(now)
         if self.closed:
             return
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            done = "ICE nominated, DTLS not done" if self.ice.selected_address is not None else "no ICE nomination"
+            self._disconnect(f"connect timeout: not connected within {self.connect_timeout:g} s ({done})")
+            return
         self.ice.handle_timeout(now)
         self._poll_ice(now)
         if self.closed:
@@ -419,7 +440,7 @@ class WebRtcPeer:
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
-        candidates = [self.ice.next_deadline(), self.dtls.next_deadline()]
+        candidates = [self._connect_deadline, self.ice.next_deadline(), self.dtls.next_deadline()]
         if self.connected:
             candidates.append(self.inbound.next_deadline())
             candidates.append(self._next_sr)
@@ -476,6 +497,7 @@ class WebRtcPeer:
 
     def _on_connected(self, now: float) -> None:
         self.connected = True
+        self._connect_deadline = None
         self._events.append(Connected())
         if self.outbound:
             self._next_sr = now + SR_INTERVAL

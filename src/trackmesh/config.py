@@ -47,6 +47,9 @@ class NodeConfig:
     connect_timeout: float = 15.0
     max_sessions: int = 1000
     max_sessions_per_token: int = 100
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_max_connections_per_ip: int = 128
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -204,6 +207,13 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "N"),
     Flag("--max-sessions-per-token", "sessions one token may hold at once; more are refused with 503 (default 100)",
          _int_range("--max-sessions-per-token", 1, 1_000_000), ("standalone", "media"), "N"),
+    Flag("--http-header-timeout", "seconds a client has to send a request head; slower ones get 408 (default 10)",
+         _float_range("--http-header-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-body-timeout", "seconds a client has to send a request body after its head (default 30)",
+         _float_range("--http-body-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
+         "(default 128; raise it behind a reverse proxy, whose address all requests share)",
+         _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

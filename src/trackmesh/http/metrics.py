@@ -34,4 +34,6 @@ def render_metrics(node: Node, stats: list[dict[str, Any]]) -> tuple[str, str]:
                     f"trackmesh_{name}_total", f"Worker counter {name}", ["worker"], registry=registry
                 )
             gauge.labels(worker).set(value)
+    for name, value in getattr(node, "http_counters", {}).items():
+        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST

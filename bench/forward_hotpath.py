@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.transports.webrtc.peer_client import VP8_DELTA, VP8_KEY, Net
 
-from trackmesh.transports.webrtc.peer_events import PeerMode
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
+from trackmesh.transports.webrtc.events import PeerMode
 
 V_SSRC = 0x2222
 

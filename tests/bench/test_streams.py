@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from trackmesh.bench.recording import AUDIO, VIDEO, payload_key
 from trackmesh.bench.streams import MultiSink, StreamLog, stream_id, tag_payload
-from trackmesh.transports.webrtc.rtp import build_rtp_packet
+from trackmesh.rtp.packet import build_rtp_packet
 
 PT = {111: AUDIO, 96: VIDEO}
 OPUS = bytes(range(80))

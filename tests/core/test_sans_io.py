@@ -9,7 +9,18 @@ import trackmesh
 
 FORBIDDEN = {"asyncio", "socket", "time", "threading", "selectors", "uvloop", "select", "multiprocessing"}
 ROOT = Path(trackmesh.__file__).parent
-SANS_IO_PACKAGES = ["core", "cluster/local.py", "transports/webrtc"]
+SANS_IO_PACKAGES = [
+    "core",
+    "cluster/local.py",
+    "errors.py",
+    "net.py",
+    "rtp",
+    "codecs",
+    "sdp",
+    "transports/webrtc",
+    "transports/whip_whep",
+    "transports/sdk",
+]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -25,15 +25,15 @@ import pytest
 
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.worker import MediaWorker
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
-from trackmesh.transports.webrtc.errors import LocalProtocolError
-from trackmesh.transports.webrtc.ice import IceLiteAgent, generate_credentials
+from trackmesh.errors import LocalProtocolError
+from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.events import Connected, Disconnected, Outbox, PeerMode
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, Outbox, PeerMode
-from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
-from trackmesh.transports.webrtc.sctp_packet import DataChunk, build_packet, parse_packet
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.sctp.association import AssociationClosed, SctpAssociation
+from trackmesh.transports.webrtc.sctp.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
+from trackmesh.transports.webrtc.sctp.packet import DataChunk, build_packet, parse_packet
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.runtime.node_process import NodeProcess, http
 
-FIXTURES = Path(__file__).parents[1] / "transports" / "webrtc" / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "sdp" / "fixtures"
 WHIP_OFFER = (FIXTURES / "chrome_whip_simulcast.sdp").read_bytes()
 
 HEADER_TIMEOUT = 1.0

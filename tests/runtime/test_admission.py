@@ -12,8 +12,8 @@ from trackmesh.runtime.admission import SessionAdmission
 from trackmesh.runtime.sdk_worker import SdkTransport
 from trackmesh.runtime.webrtc_worker import WebRtcTransport
 from trackmesh.runtime.worker import RpcError, WorkerRuntime
-from trackmesh.transports.webrtc.ice import generate_credentials
-from trackmesh.transports.webrtc.peer_events import PeerMode
+from trackmesh.transports.webrtc.events import PeerMode
+from trackmesh.transports.webrtc.ice.agent import generate_credentials
 
 FINGERPRINT = certificate().fingerprint_sha256()
 

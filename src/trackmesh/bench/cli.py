@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
 
 _NETNS_SETUP = (
     "set -e; ip link set lo up; ip link add v0 type veth peer name v1; "

@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from trackmesh.transports.webrtc import sdp as sdplib
-from trackmesh.transports.webrtc import stun
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.dtls import DtlsApplicationData, DtlsConnected, DtlsEndpoint, DtlsFailed
-from trackmesh.transports.webrtc.errors import ProtocolError
-from trackmesh.transports.webrtc.ice import IceLiteClient, generate_credentials
-from trackmesh.transports.webrtc.srtp import SrtpProfile, SrtpSession, srtp_sessions_from_dtls
+from trackmesh.errors import ProtocolError
+from trackmesh.rtp.srtp import SrtpProfile, SrtpSession
+from trackmesh.sdp import model as sdplib
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.dtls.endpoint import DtlsApplicationData, DtlsConnected, DtlsEndpoint, DtlsFailed
+from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
+from trackmesh.transports.webrtc.ice import stun
+from trackmesh.transports.webrtc.ice.agent import IceLiteClient, generate_credentials
 
 __all__ = ["RemoteParams", "Transport", "check_loopback"]
 

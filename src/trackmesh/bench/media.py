@@ -19,7 +19,7 @@ from array import array
 from trackmesh.bench.client import Transport
 from trackmesh.bench.recording import AUDIO, VIDEO, Recording, payload_key
 from trackmesh.bench.streams import StreamLog, rtp_payload_bounds, stream_id, tag_payload
-from trackmesh.transports.webrtc.rtp import build_rtp_packet
+from trackmesh.rtp.packet import build_rtp_packet
 
 __all__ = ["EXT_MID", "Publisher", "SendLog", "Sink"]
 

@@ -52,8 +52,8 @@ from trackmesh.bench.runner import (
 from trackmesh.bench.sdk_client import SdkClient, SdkPlan
 from trackmesh.bench.servers import StealMeter
 from trackmesh.bench.streams import MultiSink, StreamLog, stream_id
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 
 __all__ = ["MultiConfig", "run_multi"]
 

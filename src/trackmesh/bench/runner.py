@@ -25,8 +25,8 @@ from trackmesh.bench.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
 from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
 from trackmesh.bench.recording import Recording
 from trackmesh.bench.servers import StealMeter
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.srtp import SrtpProfile
+from trackmesh.rtp.srtp import SrtpProfile
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 
 __all__ = ["S1Config", "run_s1"]
 

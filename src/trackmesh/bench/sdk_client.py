@@ -34,6 +34,7 @@ from typing import Any
 from trackmesh.bench.client import Transport
 from trackmesh.bench.media import AUDIO_PT, EXT_MID, VIDEO_PT
 from trackmesh.bench.signalling import MID_URI, HttpError, _session_head, http_request
+from trackmesh.errors import ProtocolError
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
     DATA_CHANNEL_LABEL,
@@ -42,9 +43,8 @@ from trackmesh.transports.sdk.protocol import (
     session_pb2,
     shared_pb2,
 )
-from trackmesh.transports.webrtc.datachannel import ChannelOpened, DataChannelManager, Message
-from trackmesh.transports.webrtc.errors import ProtocolError
-from trackmesh.transports.webrtc.sctp_association import SctpAssociation
+from trackmesh.transports.webrtc.sctp.association import SctpAssociation
+from trackmesh.transports.webrtc.sctp.datachannel import ChannelOpened, DataChannelManager, Message
 
 __all__ = ["SdkClient", "SdkPlan", "TrackmeshSdk", "sdk_offer"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from trackmesh.bench.client import Transport, check_loopback
 from trackmesh.bench.media import AUDIO_PT, EXT_MID, VIDEO_PT
-from trackmesh.transports.webrtc import sdp as sdplib
+from trackmesh.sdp import model as sdplib
 
 __all__ = ["HttpError", "JanusVideoRoom", "TrackmeshWhipWhep", "http_request", "publish_offer", "view_offer"]
 

@@ -12,7 +12,6 @@ from trackmesh.security.tokens import app_secret_matches
 
 from .connection_guard import ConnectionGuard, HttpLimits, guarded_protocol
 from .request_limits import RequestLimits, default_rules
-from .requests import bearer
 
 
 def http_limits(config: NodeConfig) -> HttpLimits:
@@ -27,8 +26,11 @@ def server_config(app: Any, config: NodeConfig, counters: dict[str, int]) -> uvi
     """uvicorn's config for ``app`` behind the request limits; ``counters`` collects both layers'."""
 
     def app_secret_ok(authorization: str | None) -> bool:
-        presented = bearer(authorization)
-        return presented is not None and app_secret_matches(config.secret, presented)
+        # ``Authorization: Bearer <app secret>`` (RFC 6750 s2.1). Not http.requests.bearer: this
+        # module is imported by runtime.node, which http.requests imports for its types.
+        scheme, _, presented = (authorization or "").partition(" ")
+        presented = presented.strip()
+        return scheme.lower() == "bearer" and bool(presented) and app_secret_matches(config.secret, presented)
 
     guard = ConnectionGuard(http_limits(config), counters)
     limited = RequestLimits(app, default_rules(app_secret_ok), counters)

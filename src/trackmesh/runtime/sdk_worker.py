@@ -22,6 +22,7 @@ from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.sdp.model import SdpError
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import (
@@ -33,11 +34,10 @@ from trackmesh.transports.sdk.protocol import (
 )
 from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import RpcFailure, SdkSession, TokenClaims, check_join
-from trackmesh.transports.webrtc.ice import IceLiteAgent
+from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
-from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
 from .admission import SessionAdmission
 from .webrtc_port import ConnTimer, WebRtcPort

@@ -2,7 +2,7 @@
 
 WHIP/WHEP sessions and SDK sessions live on the same port, so they share one demultiplexer
 (ICE ufrag, then remote address: RFC 7983 classification), one DTLS certificate and, above all,
-one :class:`~trackmesh.transports.webrtc.peer_events.SharedClock`: a viewer's sink runs inside
+one :class:`~trackmesh.transports.webrtc.events.SharedClock`: a viewer's sink runs inside
 the *publisher's* input handling, whichever transport either of them uses, so every peer of the
 worker must read the same ``now``.
 """
@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from trackmesh.core.ids import SessionId
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.answer import LocalParams
 from trackmesh.transports.webrtc.demux import SharedPortDemux
-from trackmesh.transports.webrtc.peer_events import SharedClock
-from trackmesh.transports.webrtc.sdp_answer import LocalParams
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.events import SharedClock
 
 from .worker import WorkerRuntime
 

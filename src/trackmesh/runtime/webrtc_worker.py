@@ -19,12 +19,12 @@ from typing import Any
 
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
-from trackmesh.transports.webrtc.ice import IceLiteAgent
+from trackmesh.sdp.model import SdpError
+from trackmesh.transports.webrtc.answer import AnswerPolicy, answer_offer
+from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
-from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, answer_offer
-from trackmesh.transports.webrtc.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
+from trackmesh.transports.whip_whep.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
 
 from .admission import SessionAdmission
 from .webrtc_port import ConnTimer, WebRtcPort

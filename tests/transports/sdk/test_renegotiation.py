@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from tests.transports.sdk.test_session import FP, World, err, join, request, room_events
+from trackmesh.rtp.packet import RtpHeader, build_rtp_packet
+from trackmesh.sdp.model import parse
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
 from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
 from trackmesh.transports.sdk.session import SdkSession
-from trackmesh.transports.webrtc.rtp import RtpHeader, build_rtp_packet
-from trackmesh.transports.webrtc.sdp import parse
-from trackmesh.transports.webrtc.sdp_answer import LocalParams
+from trackmesh.transports.webrtc.answer import LocalParams
 
 EXT_MID = 4
 PT = {"audio": 111, "video": 96}

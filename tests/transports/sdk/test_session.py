@@ -18,10 +18,10 @@ from trackmesh.core.worker import MediaWorker
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import ErrorCode, features_mixer_pb2, features_pb2, session_pb2, shared_pb2
 from trackmesh.transports.sdk.session import SdkSession, TokenClaims
-from trackmesh.transports.webrtc.ice import IceLiteAgent
+from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.events import PeerMode
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import PeerMode
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, LocalParams, answer_offer
 
 FP = ":".join(["AB"] * 32)
 TOKENS = {"tok-r1": TokenClaims("r1", None), "tok-r1-a": TokenClaims("r1", "a"), "tok-any": TokenClaims()}

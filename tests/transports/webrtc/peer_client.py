@@ -15,17 +15,18 @@ from typing import Literal, TypeVar
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.ids import SessionId
 from trackmesh.core.worker import MediaWorker
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
+from trackmesh.net import Address
+from trackmesh.rtp.packet import RtpHeader, build_rtp_packet
+from trackmesh.rtp.rtcp import RtcpPacket, parse_rtcp
+from trackmesh.rtp.srtp import SrtpSession
+from trackmesh.transports.webrtc.answer import AnswerPolicy, AnswerResult, LocalParams, answer_offer
 from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux, classify, is_rtcp
-from trackmesh.transports.webrtc.dtls import DtlsConnected, DtlsEndpoint
-from trackmesh.transports.webrtc.ice import IceLiteAgent, IceLiteClient, generate_credentials
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.dtls.endpoint import DtlsConnected, DtlsEndpoint
+from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
+from trackmesh.transports.webrtc.events import Disconnected, IceSelected, Outbox, PeerEvent, PeerMode, SharedClock
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, IceLiteClient, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Disconnected, IceSelected, Outbox, PeerEvent, PeerMode, SharedClock
-from trackmesh.transports.webrtc.rtcp import RtcpPacket, parse_rtcp
-from trackmesh.transports.webrtc.rtp import RtpHeader, build_rtp_packet
-from trackmesh.transports.webrtc.sdp_answer import AnswerPolicy, AnswerResult, LocalParams, answer_offer
-from trackmesh.transports.webrtc.srtp import SrtpSession, srtp_sessions_from_dtls
-from trackmesh.transports.webrtc.stun import Address
 
 P = TypeVar("P")
 NOT_BEFORE = datetime(2026, 1, 1, tzinfo=UTC)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.transports.webrtc import stun
+from trackmesh.errors import LocalProtocolError, ProtocolError
 from trackmesh.transports.webrtc.demux import (
     DROP_REASONS,
     PacketKind,
@@ -15,9 +15,9 @@ from trackmesh.transports.webrtc.demux import (
     is_rtcp,
     stun_local_ufrag,
 )
-from trackmesh.transports.webrtc.errors import LocalProtocolError, ProtocolError
-from trackmesh.transports.webrtc.ice import IceLiteAgent, IceLiteClient, generate_credentials
-from trackmesh.transports.webrtc.stun import StunClass, StunProtocolError
+from trackmesh.transports.webrtc.ice import stun
+from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, IceLiteClient, generate_credentials
+from trackmesh.transports.webrtc.ice.stun import StunClass, StunProtocolError
 
 A1 = ("192.0.2.1", 1000)
 A2 = ("192.0.2.2", 2000)
@@ -77,7 +77,7 @@ class TestStunLocalUfrag:
         assert stun_local_ufrag(check_for("abcd")) == b"abcd"
 
     def test_rfc_5769_request(self) -> None:
-        from tests.transports.webrtc.test_stun import SAMPLE_REQUEST
+        from tests.transports.webrtc.ice.test_stun import SAMPLE_REQUEST
 
         assert stun_local_ufrag(SAMPLE_REQUEST) == b"evtj"
 

@@ -9,20 +9,22 @@ import pytest
 
 from trackmesh.core.controls import CreateLocalTrack, Join
 from trackmesh.core.model import LocalTrackState, TrackKind
-from trackmesh.transports.webrtc.peer import DEFAULT_CONNECT_TIMEOUT, PeerSetupError, WebRtcPeer
-from trackmesh.transports.webrtc.peer_events import Connected, Disconnected, IceSelected, PeerMode
-from trackmesh.transports.webrtc.rtcp import (
+from trackmesh.rtp.packet import find_extension
+from trackmesh.rtp.rtcp import (
     Bye,
     Fir,
     Nack,
     Pli,
     ReceiverReport,
+    ReportBlock,
     SenderReport,
     TransportCcFeedback,
     build_nack,
     build_pli,
+    build_rr,
 )
-from trackmesh.transports.webrtc.rtp import find_extension
+from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, PeerMode
+from trackmesh.transports.webrtc.peer import DEFAULT_CONNECT_TIMEOUT, PeerSetupError, WebRtcPeer
 
 from .peer_client import EXT_MID, VP8_DELTA, VP8_KEY, Client, Net
 
@@ -452,3 +454,39 @@ def test_sdk_mode_leaves_joining_and_naming_to_the_sdk_transport(net: Net) -> No
     out = ppeer_sdk.bind_local_track("1", "cam")
     assert out.local.sink == out.on_media
     assert pub.srtp is not None
+
+
+def _ntp_mid(ntp: int) -> int:
+    return (ntp >> 16) & 0xFFFFFFFF  # the middle 32 bits of an NTP timestamp (RFC 3550 s6.4.1 LSR)
+
+
+def test_viewer_reports_reach_the_outgoing_stream_with_rtt(net: Net) -> None:
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    send_frames(net, pub, 1, 40)
+    net.advance(1.0)
+    assert isinstance(vpeer, WebRtcPeer)
+    video_ssrc = viewer.local_ssrc("1")
+    srs = [sr for sr in viewer.rtcp_of(SenderReport) if sr.ssrc == video_ssrc]
+    assert srs  # we send SRs to viewers, so their LSR can be non-zero
+    sr = srs[-1]
+    # The network here delivers at once: the viewer held the SR for all the time since it was
+    # sent, less 30 ms it "spent on the way", so the RTT comes out as those 30 ms.
+    net.advance(0.2, keepalive=False)
+    held = (_ntp_mid(vpeer.ctx.ntp(net.now)) - _ntp_mid(sr.ntp_timestamp)) & 0xFFFFFFFF
+    dlsr = held - round(0.03 * 65536)
+    lsr = _ntp_mid(sr.ntp_timestamp)
+    block = ReportBlock(video_ssrc, fraction_lost=26, packets_lost=3, jitter=1800, lsr=lsr, dlsr=dlsr)
+    viewer.send_rtcp(build_rr(0x7777, [block]))
+    net.flush()
+    rep = vpeer.outbound["1"].reception
+    assert rep.blocks == 1
+    assert rep.packets_lost == 3 and abs(rep.fraction_lost - 26 / 256) < 1e-9
+    assert abs(rep.jitter_ms - 20.0) < 1e-9
+    assert rep.rtt is not None and abs(rep.rtt - 0.03) < 1e-3
+    assert vpeer.outbound["0"].reception.blocks == 0  # the audio stream got no report
+    rtx = vpeer.outbound["1"].rtx_ssrc
+    assert rtx is not None
+    viewer.send_rtcp(build_rr(0x7777, [ReportBlock(rtx, fraction_lost=255, jitter=90000)]))
+    net.flush()
+    assert rep.blocks == 1 and abs(rep.jitter_ms - 20.0) < 1e-9  # the RTX stream's report is not the media's

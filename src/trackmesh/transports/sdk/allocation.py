@@ -23,8 +23,8 @@ from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import BitrateLimit, TrackKind
 from trackmesh.transports.sdk.protocol import shared_pb2
 from trackmesh.transports.sdk.temporal import probe_target, temporal_cap
+from trackmesh.transports.webrtc.media_out import OutboundTrack
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_media_out import OutboundTrack
 
 if TYPE_CHECKING:
     from trackmesh.transports.sdk.session import ReceiverSlot

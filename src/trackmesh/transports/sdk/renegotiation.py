@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 from trackmesh.core.controls import Unpublish, Unsubscribe
 from trackmesh.core.model import TrackKind
+from trackmesh.sdp.model import SdpError, SessionDescription, parse
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import KIND_NAMES
 from trackmesh.transports.sdk.protocol import ErrorCode, shared_pb2
-from trackmesh.transports.webrtc.sdp import SdpError, SessionDescription, parse
-from trackmesh.transports.webrtc.sdp_answer import (
+from trackmesh.transports.webrtc.answer import (
     AnswerPolicy,
     AnswerResult,
     LocalParams,

@@ -7,7 +7,7 @@ turns core events into ``ServerEvent`` pushes (room, session, sender, receiver).
 
 Driver contract (all synchronous, ``now`` monotonic seconds), on top of the peer's own:
 
-- after :class:`~trackmesh.transports.webrtc.peer_events.Connected` from the peer: :meth:`SdkSession.on_connected`
+- after :class:`~trackmesh.transports.webrtc.events.Connected` from the peer: :meth:`SdkSession.on_connected`
   (we start SCTP as its client, as atm0s does; the SDK's negotiated channel 0 "data" opens with it);
 - when the core marks the endpoint ready: :meth:`SdkSession.on_core_events` (instead of the peer's);
 - at :meth:`SdkSession.next_deadline`: :meth:`SdkSession.handle_timeout` (drives the peer too);
@@ -81,6 +81,8 @@ from trackmesh.core.model import (
     TrackKind,
     TrackSource,
 )
+from trackmesh.errors import LocalProtocolError
+from trackmesh.sdp.model import SdpError
 from trackmesh.transports.sdk.allocation import allocate_receivers
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import MlineNames
@@ -98,12 +100,10 @@ from trackmesh.transports.sdk.protocol import (
 )
 from trackmesh.transports.sdk.renegotiation import renegotiate
 from trackmesh.transports.sdk.stats import receiver_stats
-from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
-from trackmesh.transports.webrtc.errors import LocalProtocolError
+from trackmesh.transports.webrtc.answer import LocalParams
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
-from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import LocalParams
+from trackmesh.transports.webrtc.sctp.association import AssociationClosed, SctpAssociation
+from trackmesh.transports.webrtc.sctp.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 
 log = logging.getLogger("trackmesh.sdk")
 

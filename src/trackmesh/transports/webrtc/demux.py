@@ -16,15 +16,9 @@ from collections.abc import Hashable
 from struct import Struct
 from typing import Generic, TypeVar
 
-from trackmesh.transports.webrtc.errors import LocalProtocolError
-from trackmesh.transports.webrtc.stun import (
-    ATTR_USERNAME,
-    HEADER_LENGTH,
-    MAGIC_COOKIE,
-    Address,
-    Buffer,
-    StunProtocolError,
-)
+from trackmesh.errors import LocalProtocolError
+from trackmesh.net import Address
+from trackmesh.transports.webrtc.ice.stun import ATTR_USERNAME, HEADER_LENGTH, MAGIC_COOKIE, Buffer, StunProtocolError
 
 __all__ = [
     "DROP_REASONS",

@@ -2,8 +2,8 @@
 
 The peer owns the connection's ICE-lite agent, DTLS server (we answer ``a=setup:passive``,
 RFC 8842 s5.2) and SRTP session, and maps the negotiated m-lines onto the core: every m-line
-the client sends on is a RemoteTrack (:mod:`.peer_media_in`), every m-line it receives on is
-a LocalTrack whose sink writes this viewer's SRTP stream (:mod:`.peer_media_out`).
+the client sends on is a RemoteTrack (:mod:`.media_in`), every m-line it receives on is
+a LocalTrack whose sink writes this viewer's SRTP stream (:mod:`.media_out`).
 
 Driver contract (all calls synchronous, ``now`` monotonic seconds):
 
@@ -38,30 +38,10 @@ from trackmesh.core.events import (
     TrackStopped,
 )
 from trackmesh.core.model import JoinOptions, LocalTrackState, TrackKind, TrackSource
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.demux import PacketKind, classify, is_rtcp
-from trackmesh.transports.webrtc.dtls import (
-    DtlsApplicationData,
-    DtlsClosed,
-    DtlsConnected,
-    DtlsEndpoint,
-    DtlsFailed,
-    DtlsState,
-)
-from trackmesh.transports.webrtc.errors import LocalProtocolError, ProtocolError
-from trackmesh.transports.webrtc.ice import IceConnected, IceDisconnected, IceLiteAgent, IceSelectedAddressChanged
-from trackmesh.transports.webrtc.peer_events import (
-    Connected,
-    Disconnected,
-    IceSelected,
-    Outbox,
-    PeerEvent,
-    PeerMode,
-    SharedClock,
-)
-from trackmesh.transports.webrtc.peer_media_in import InboundMedia, InboundTrack
-from trackmesh.transports.webrtc.peer_media_out import OutboundTrack, SendContext
-from trackmesh.transports.webrtc.rtcp import (
+from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.net import Address
+from trackmesh.rtp.packet import RtpHeader
+from trackmesh.rtp.rtcp import (
     Fir,
     Nack,
     Pli,
@@ -72,10 +52,31 @@ from trackmesh.transports.webrtc.rtcp import (
     build_bye,
     parse_rtcp,
 )
-from trackmesh.transports.webrtc.rtp import RtpHeader
-from trackmesh.transports.webrtc.sdp_answer import AnswerResult, NegotiatedMedia
-from trackmesh.transports.webrtc.srtp import GcmBackend, SrtpError, SrtpSession, srtp_sessions_from_dtls
-from trackmesh.transports.webrtc.stun import Address
+from trackmesh.rtp.srtp import GcmBackend, SrtpError, SrtpSession
+from trackmesh.transports.webrtc.answer import AnswerResult, NegotiatedMedia
+from trackmesh.transports.webrtc.demux import PacketKind, classify, is_rtcp
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.dtls.endpoint import (
+    DtlsApplicationData,
+    DtlsClosed,
+    DtlsConnected,
+    DtlsEndpoint,
+    DtlsFailed,
+    DtlsState,
+)
+from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
+from trackmesh.transports.webrtc.events import (
+    Connected,
+    Disconnected,
+    IceSelected,
+    Outbox,
+    PeerEvent,
+    PeerMode,
+    SharedClock,
+)
+from trackmesh.transports.webrtc.ice.agent import IceConnected, IceDisconnected, IceLiteAgent, IceSelectedAddressChanged
+from trackmesh.transports.webrtc.media_in import InboundMedia, InboundTrack
+from trackmesh.transports.webrtc.media_out import OutboundTrack, SendContext
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

@@ -18,7 +18,10 @@ reason on stderr on failure):
   whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--frames N] [--min-frames N]
       Two recvonly transceivers (video, audio); POST the offer, set the answer, decode everything with
       decodebin into fakesinks. Counts decoded video frames and audio buffers.
-      Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n, ...}
+      Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n,
+                "rtp": {"video": {"received": n, "expected": n, "first_s": t, "last_s": t}, "audio": {...}}, ...}
+      ("rtp" counts the RTP packets webrtcbin hands out, by their sequence numbers: ``expected`` is
+      the span from the first to the highest, so a packet the server never forwarded is missing.)
       Exits 1 if fewer than --min-frames (default 1) video frames were decoded.
 
   loopback [--codec vp8|h264] [--duration S] [--min-frames N]
@@ -123,6 +126,37 @@ def inject_candidates(sdp: str, candidates: dict[int, list[str]]) -> str:
 
 class Failure(Exception):
     pass
+
+
+class RtpCount:
+    """RTP packets of one stream as received: unique sequence numbers (extended, RFC 3550 A.1)."""
+
+    def __init__(self, now: float) -> None:
+        self.seen: set[int] = set()
+        self.highest = -1
+        self.lowest = -1
+        self.first_s = now
+        self.last_s = now
+
+    def add(self, seq: int, now: float) -> None:
+        if self.highest < 0:
+            ext = seq + (1 << 16)
+            self.lowest = ext
+        else:
+            delta = (seq - self.highest) & 0xFFFF
+            ext = self.highest + (delta - (1 << 16) if delta >= 0x8000 else delta)
+        self.highest = max(self.highest, ext)
+        self.lowest = min(self.lowest, ext)
+        self.seen.add(ext)
+        self.last_s = now
+
+    def summary(self) -> dict:
+        return {
+            "received": len(self.seen),
+            "expected": self.highest - self.lowest + 1 if self.highest >= 0 else 0,
+            "first_s": round(self.first_s, 3),
+            "last_s": round(self.last_s, 3),
+        }
 
 
 class Peer:
@@ -253,6 +287,8 @@ class App:
         self.video_sent = 0
         self.audio_sent = 0
         self.first_frame_at: float | None = None
+        self.rtp: dict[str, RtpCount] = {}
+        self.windows: dict[str, list[float]] = {}  # counter -> [first, last] seconds since start
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._stopping = False
@@ -295,8 +331,29 @@ class App:
 
     def count_probe(self, pad: Gst.Pad, attr: str) -> None:
         def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            now = time.monotonic() - self.started
             with self._lock:
                 setattr(self, attr, getattr(self, attr) + 1)
+                window = self.windows.setdefault(attr, [now, now])
+                window[1] = now
+            return Gst.PadProbeReturn.OK
+
+        pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+    def count_rtp(self, pad: Gst.Pad, media: str) -> None:
+        def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            buf = info.get_buffer()
+            ok, mapped = buf.map(Gst.MapFlags.READ)
+            if ok:
+                data = bytes(mapped.data[:4])
+                buf.unmap(mapped)
+                if len(data) == 4:
+                    now = time.monotonic() - self.started
+                    with self._lock:
+                        count = self.rtp.get(media)
+                        if count is None:
+                            count = self.rtp[media] = RtpCount(now)
+                        count.add(int.from_bytes(data[2:4], "big"), now)
             return Gst.PadProbeReturn.OK
 
         pad.add_probe(Gst.PadProbeType.BUFFER, probe)
@@ -307,6 +364,18 @@ class App:
             if pad.get_direction() != Gst.PadDirection.SRC:
                 return
             self.log(f"incoming stream {pad.get_current_caps()}")
+            caps = pad.get_current_caps()
+            media = caps.get_structure(0).get_string("media") if caps is not None else None
+            if media in ("video", "audio"):
+                self.count_rtp(pad, media)
+            if self.args.no_decode:
+                sink = Gst.ElementFactory.make("fakesink")
+                sink.set_property("sync", False)
+                sink.set_property("async", False)
+                self.pipeline.add(sink)
+                sink.sync_state_with_parent()
+                pad.link(sink.get_static_pad("sink"))
+                return
             decode = Gst.ElementFactory.make("decodebin")
             decode.connect("pad-added", self._on_decoded_pad)
             self.pipeline.add(decode)
@@ -526,11 +595,13 @@ class App:
                     height=self.height,
                     audio_buffers=self.audio_buffers,
                     first_frame_s=round(self.first_frame_at, 3) if self.first_frame_at is not None else None,
+                    rtp={media: count.summary() for media, count in self.rtp.items()},
                 )
                 if self.error is None and self.frames < self.args.min_frames:
                     self.error = f"decoded {self.frames} video frames, expected at least {self.args.min_frames}"
             if self.args.mode in ("whip", "loopback"):
                 self.summary.update(video_buffers=self.video_sent, audio_buffers_sent=self.audio_sent)
+                self.summary["sent_windows_s"] = {k: [round(t, 3) for t in v] for k, v in self.windows.items()}
         self.summary["elapsed_s"] = round(time.monotonic() - self.started, 3)
         self.summary["ok"] = self.error is None
         if self.error is not None:
@@ -556,6 +627,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--no-decode", action="store_true", help="whep: only count RTP packets (no decoding)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     if a.mode in ("whip", "whep") and not a.url:

@@ -180,6 +180,26 @@ def test_publisher_loss_is_nacked_and_rtx_unwrapped(net: Net) -> None:
     assert got[-1][0].sequence_number == (got[-2][0].sequence_number - 1) & 0xFFFF
 
 
+def test_a_packet_never_forwarded_is_a_gap_at_the_viewer(net: Net) -> None:
+    # Sequence rewriting must never hide loss: the viewer can only NACK a hole it sees (issue 17).
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    lost = {13, 20, 21, 40}
+    for seq in range(10, 50):
+        if seq in lost:
+            continue  # lost on the way in, never repaired
+        body = (VP8_KEY if seq == 10 else VP8_DELTA) + bytes([seq & 0xFF]) * 40
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, body, mid="1", marker=True)
+        net.flush()
+        net.advance(1 / 30)
+    got = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
+    first = got[0]
+    # Every forwarded packet keeps its distance to the first: the holes are exactly the losses.
+    assert [(s - first) & 0xFFFF for s in got] == [seq - 10 for seq in range(10, 50) if seq not in lost]
+    holes = {(first + i) & 0xFFFF for i in range(40)} - set(got)
+    assert len(holes) == len(lost)
+
+
 def test_duplicates_from_the_publisher_are_not_forwarded(net: Net) -> None:
     # Chrome probes bandwidth with RTX copies of packets it already sent; forwarded, a copy
     # reuses the viewer's sequence number, its SRTP replay check drops it and the viewer's

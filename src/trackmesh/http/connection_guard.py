@@ -288,7 +288,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def close_gracefully(self) -> None:
         """uvicorn closes: at once when the client sent its whole request, else after draining."""
-        if self.lingering or self._raw is None:
+        if self.lingering or self._raw is None or self._raw.is_closing():
             return
         if self.conn.their_state is h11.SEND_BODY:
             self._linger()

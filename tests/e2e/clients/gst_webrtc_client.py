@@ -67,7 +67,7 @@ PUBLISH_VIDEO_CAPS = {
 AUDIO_CAPS = "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2"
 
 
-def publisher_description(codec: str, width: int, height: int, fps: int, name: str) -> str:
+def publisher_description(codec: str, width: int, height: int, fps: int, name: str, pattern: str = "ball") -> str:
     if codec == "vp8":
         venc = (
             "vp8enc deadline=1 cpu-used=8 target-bitrate=1500000 keyframe-max-dist=60 error-resilient=partitions"
@@ -83,7 +83,7 @@ def publisher_description(codec: str, width: int, height: int, fps: int, name: s
         raise ValueError(f"unknown codec {codec!r}")
     return (
         f"webrtcbin name={name} bundle-policy=max-bundle "
-        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1"
+        f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={width},height={height},framerate={fps}/1"
         f" ! videoconvert ! queue ! {venc} ! identity name={name}_vcount silent=true"
         f" ! {PUBLISH_VIDEO_CAPS[codec]} ! {name}. "
         "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! queue"
@@ -277,7 +277,8 @@ class App:
         self.args = args
         self.loop = GLib.MainLoop()
         self.error: str | None = None
-        self.summary: dict = {"mode": args.mode}
+        # Wall clock at ``started``: other processes' times (a publisher's end) compare with ours.
+        self.summary: dict = {"mode": args.mode, "t0_unix": round(time.time(), 3)}
         self.pipeline: Gst.Pipeline | None = None
         self.location: str | None = None
         self.frames = 0
@@ -340,8 +341,18 @@ class App:
 
         pad.add_probe(Gst.PadProbeType.BUFFER, probe)
 
-    def count_rtp(self, pad: Gst.Pad, media: str) -> None:
-        def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+    def count_rtp(self, pad: Gst.Pad) -> None:
+        found: list[str] = []
+
+        def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            if not found:
+                # The caps may not be set yet when the pad is added: look at the first buffer's.
+                caps = pad.get_current_caps()
+                media = caps.get_structure(0).get_string("media") if caps is not None else None
+                if media is None:
+                    return Gst.PadProbeReturn.OK
+                found.append(media)
+            media = found[0]
             buf = info.get_buffer()
             ok, mapped = buf.map(Gst.MapFlags.READ)
             if ok:
@@ -364,10 +375,7 @@ class App:
             if pad.get_direction() != Gst.PadDirection.SRC:
                 return
             self.log(f"incoming stream {pad.get_current_caps()}")
-            caps = pad.get_current_caps()
-            media = caps.get_structure(0).get_string("media") if caps is not None else None
-            if media in ("video", "audio"):
-                self.count_rtp(pad, media)
+            self.count_rtp(pad)
             if self.args.no_decode:
                 sink = Gst.ElementFactory.make("fakesink")
                 sink.set_property("sync", False)
@@ -425,7 +433,7 @@ class App:
     # -- modes ---------------------------------------------------------------------------------
     def build_publisher(self, name: str) -> Peer:
         a = self.args
-        desc = publisher_description(a.codec, a.width, a.height, a.fps, name)
+        desc = publisher_description(a.codec, a.width, a.height, a.fps, name, a.pattern)
         if self.pipeline is None:
             self.pipeline = Gst.parse_launch(desc)
         else:
@@ -462,6 +470,7 @@ class App:
     def stop(self) -> bool:
         if not self._stopping:
             self._stopping = True
+            self.summary["stop_s"] = round(time.monotonic() - self.started, 3)
             self.loop.quit()
         return False
 
@@ -627,6 +636,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--pattern", default="ball", help="whip/loopback: videotestsrc pattern (snow: ~4 RTP packets/frame)")
     p.add_argument("--no-decode", action="store_true", help="whep: only count RTP packets (no decoding)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)

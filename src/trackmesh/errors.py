@@ -1,8 +1,8 @@
-"""Error classes shared by the WebRTC protocol modules.
+"""Protocol error classes shared by every layer (rtp, codecs, sdp, the transports).
 
 The split follows h11: a :class:`ProtocolError` is the remote peer's fault (its input is
 dropped and counted, never allowed to crash a worker); a :class:`LocalProtocolError` is our
-own misuse of an API and signals a bug.
+own misuse of an API and signals a bug. Imports nothing from trackmesh.
 """
 
 from __future__ import annotations

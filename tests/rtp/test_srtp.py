@@ -19,8 +19,6 @@ from trackmesh.rtp.srtp import (
     SrtpReplayError,
     SrtpSession,
 )
-from trackmesh.transports.webrtc.dtls.endpoint import DtlsConnected
-from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
 
 GCM_KEY = bytes(range(28))
 CM_KEY = bytes(range(100, 130))
@@ -188,16 +186,6 @@ def test_session_unprotect_garbage_never_crashes(data: bytes) -> None:
 def test_session_rejects_wrong_key_length() -> None:
     with pytest.raises(LocalProtocolError):
         SrtpSession(SrtpProfile.AEAD_AES_128_GCM, CM_KEY, CM_KEY)
-
-
-def test_sessions_from_dtls_checks_role_and_profile() -> None:
-    event = DtlsConnected("server", SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, bytes(28))
-    session = srtp_sessions_from_dtls(event, "server")
-    assert session.profile is SrtpProfile.AEAD_AES_128_GCM
-    with pytest.raises(LocalProtocolError):
-        srtp_sessions_from_dtls(event, "client")
-    with pytest.raises(SrtpError):
-        srtp_sessions_from_dtls(DtlsConnected("client", None, b"", b""), "client")
 
 
 def test_profile_lengths() -> None:

@@ -1,4 +1,7 @@
-"""SRTP/SRTCP protection for the WebRTC transport (RFC 3711, RFC 7714, RFC 5764).
+"""SRTP/SRTCP protection (RFC 3711, RFC 7714), keyed by a profile and key material as bytes.
+
+The keys come from DTLS-SRTP (RFC 5764, :mod:`trackmesh.transports.webrtc.dtls.keying`) or
+any other keying (SDES for SIP); this module knows nothing of where they came from.
 
 :class:`SrtpSession` holds one outbound and one inbound context on pylibsrtp (libsrtp via
 cffi): one libsrtp session with an ``SSRC_ANY_OUTBOUND`` template for what we send and one with

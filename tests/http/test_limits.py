@@ -228,6 +228,15 @@ def test_slowloris_heads_get_408_after_the_header_timeout(node: NodeProcess) -> 
     assert metric(node, "trackmesh_http_header_timeouts_total") >= 16
 
 
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(node: NodeProcess) -> None:
+    s = connect(node)
+    with s:
+        start = time.monotonic()
+        s.settimeout(HEADER_TIMEOUT + 5)
+        assert s.recv(100) == b""  # closed, and no 408 a client could take for its next answer
+        assert HEADER_TIMEOUT - 0.1 < time.monotonic() - start < HEADER_TIMEOUT + 3.0
+
+
 def test_a_slow_body_gets_408_after_the_body_timeout(node: NodeProcess) -> None:
     s = connect(node)
     with s:

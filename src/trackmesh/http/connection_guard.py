@@ -7,7 +7,8 @@ connection, the deadlines of a reverse proxy (nginx's ``client_header_timeout``,
 ``client_body_timeout``, ``limit_conn``, ``lingering_close``):
 
 - the request head must be complete ``header_timeout`` seconds after the connection opens or after
-  the previous response (a trickled head gets 408 and the connection closes);
+  the previous response (a trickled head gets 408 and the connection closes; a connection that sent
+  nothing is closed without an answer);
 - the request body must be complete ``body_timeout`` seconds after its head (408, or a plain close
   when the application already answered);
 - one address holds at most ``max_per_ip`` connections; more get 503 and are closed;
@@ -247,10 +248,11 @@ class GuardedH11Protocol(H11Protocol):
             return
         if phase is h11.IDLE:
             self.guard.counters["http_header_timeouts"] += 1
-            if self._line_bytes == 0 and self.cycle is not None:
-                # An idle keep-alive connection, not a slow head: uvicorn's own keep-alive
-                # timeout normally closes it first.
-                self.transport.close()
+            if self._line_bytes == 0 and not self._line_done:
+                # Not one byte of a request: an idle keep-alive connection (uvicorn's keep-alive
+                # timeout normally closes it first) or a browser's preconnect. Closed without a
+                # 408, which a client could take for the answer to a request it sends right then.
+                self._close_now()
                 return
             self._refuse(
                 408, "Request Timeout", f"request head not received within {self.guard.limits.header_timeout:g} s"

@@ -7,7 +7,7 @@ replies carry one). An ``avmplus-object`` marker (0x11) switches the next value 
 (AMF0 spec s3.1, what Flash-derived encoders send inside AMF3 commands); :mod:`.amf3` reads it.
 
 Decoding is capped: nesting depth, element counts and the total size are bounded by the input,
-and references (0x07) may only point at objects already read. Anything malformed raises
+and references (0x07) may only point at objects already read completely (no cycles). Anything malformed raises
 :class:`~.errors.RtmpError`.
 """
 
@@ -48,13 +48,14 @@ _U32: Final = struct.Struct("!I")
 
 
 class _Reader:
-    __slots__ = ("data", "end", "pos", "refs")
+    __slots__ = ("data", "end", "open", "pos", "refs")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
         self.end = len(data)
         self.refs: list[AmfValue] = []
+        self.open: set[int] = set()  # containers still being read: a reference to one is a cycle
 
     def take(self, n: int) -> bytes:
         if self.pos + n > self.end:
@@ -84,13 +85,21 @@ class _Reader:
         except UnicodeDecodeError as exc:
             raise RtmpError("AMF0 string is not UTF-8") from exc
 
-    def properties(self, depth: int) -> dict[str, AmfValue]:
-        out: dict[str, AmfValue] = {}
+    def container(self, value: dict[str, AmfValue] | list[AmfValue]) -> int:
+        self.refs.append(value)
+        index = len(self.refs) - 1
+        self.open.add(index)
+        return index
+
+    def properties(self, into: dict[str, AmfValue], depth: int) -> dict[str, AmfValue]:
+        index = self.container(into)
+        out = into
         while True:
             key = self.utf8(self.u16())
             if not key:
                 if self.pos < self.end and self.data[self.pos] == _OBJECT_END:
                     self.pos += 1
+                    self.open.discard(index)
                     return out
                 # An empty key without the end marker: a malformed object.
                 raise RtmpError("AMF0 object missing its end marker")
@@ -112,30 +121,22 @@ class _Reader:
         if marker in (_NULL, _UNDEFINED, _UNSUPPORTED):
             return None
         if marker == _OBJECT:
-            obj: dict[str, AmfValue] = {}
-            self.refs.append(obj)
-            obj.update(self.properties(depth))
-            return obj
+            return self.properties({}, depth)
         if marker == _TYPED_OBJECT:
             self.utf8(self.u16())  # the class name: not needed by any command we serve
-            typed: dict[str, AmfValue] = {}
-            self.refs.append(typed)
-            typed.update(self.properties(depth))
-            return typed
+            return self.properties({}, depth)
         if marker == _ECMA_ARRAY:
             self.take(4)  # the count is a hint only; encoders get it wrong, the end marker rules
-            ecma: dict[str, AmfValue] = {}
-            self.refs.append(ecma)
-            ecma.update(self.properties(depth))
-            return ecma
+            return self.properties({}, depth)
         if marker == _STRICT_ARRAY:
             count = self.u32()
             if count > self.end - self.pos:  # every element takes at least one byte
                 raise RtmpError("AMF0 strict array count exceeds the data")
             items: list[AmfValue] = []
-            self.refs.append(items)
+            index = self.container(items)
             for _ in range(count):
                 items.append(self.value(depth + 1))
+            self.open.discard(index)
             return items
         if marker == _DATE:
             ms: float = _F64.unpack(self.take(8))[0]
@@ -145,6 +146,8 @@ class _Reader:
             index = self.u16()
             if index >= len(self.refs):
                 raise RtmpError("AMF0 reference to an object not read yet")
+            if index in self.open:
+                raise RtmpError("AMF0 cyclic reference")
             return self.refs[index]
         if marker == _AVMPLUS:
             value, self.pos = amf3.decode_value(self.data, self.pos, depth)

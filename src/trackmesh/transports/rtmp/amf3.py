@@ -3,7 +3,8 @@ AMF0 ``avmplus-object`` switch and in AMF3 data messages. Decode only: replies a
 
 Values map as in :mod:`.amf0`; integers become int, XML/XMLDocument str, and a ByteArray a hex
 ``str`` (no command we serve reads one). Strings, objects and traits by reference (s1.3.1) are resolved
-against tables of what was read; unknown or cyclic references raise. Depth and sizes are capped.
+against tables of what was read; unknown or cyclic references raise (a cycle would make
+every later comparison or encode recurse without end). Depth and sizes are capped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class _Traits:
 
 
 class _Reader:
-    __slots__ = ("data", "end", "objects", "pos", "strings", "traits")
+    __slots__ = ("data", "end", "objects", "open", "pos", "strings", "traits")
 
     def __init__(self, data: bytes, pos: int) -> None:
         self.data = data
@@ -42,6 +43,7 @@ class _Reader:
         self.strings: list[str] = []
         self.objects: list[AmfValue] = []
         self.traits: list[_Traits] = []
+        self.open: set[int] = set()  # containers still being read: a reference to one is a cycle
 
     def u8(self) -> int:
         if self.pos >= self.end:
@@ -86,6 +88,8 @@ class _Reader:
         index = ref >> 1
         if index >= len(self.objects):
             raise RtmpError("AMF3 object reference out of range")
+        if index in self.open:
+            raise RtmpError("AMF3 cyclic reference")
         return self.objects[index]
 
     def value(self, depth: int) -> AmfValue:
@@ -129,9 +133,12 @@ class _Reader:
             while key := self.string():
                 assoc[key] = self.value(depth + 1)
             items: list[AmfValue] = []
+            index = len(self.objects)
             self.objects.append(assoc if assoc else items)
+            self.open.add(index)
             for _ in range(count):
                 items.append(self.value(depth + 1))
+            self.open.discard(index)
             if assoc:
                 for i, item in enumerate(items):
                     assoc[str(i)] = item
@@ -158,12 +165,15 @@ class _Reader:
             if traits.externalizable:
                 raise RtmpError("AMF3 externalizable objects are not supported")
             obj: dict[str, AmfValue] = {}
+            index = len(self.objects)
             self.objects.append(obj)
+            self.open.add(index)
             for name in traits.sealed:
                 obj[name] = self.value(depth + 1)
             if traits.dynamic:
                 while key := self.string():
                     obj[key] = self.value(depth + 1)
+            self.open.discard(index)
             return obj
         raise RtmpError(f"AMF3 marker 0x{marker:02x} is not supported")
 

@@ -1,0 +1,125 @@
+"""Interop with a real encoder: GStreamer's rtmp2sink publishes x264 + AAC (flvmux) to a small
+asyncio TCP server in this test that feeds every byte to the sans-IO session. It must reach
+NetStream.Publish.Start and deliver video frames whose avcC parses (loopback only: scripts/test.sh
+runs pytest in a network namespace with only ``lo``)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from trackmesh.codecs.h264 import AvcConfig
+from trackmesh.transports.rtmp import flv
+from trackmesh.transports.rtmp.events import (
+    AudioData,
+    Closed,
+    ConnectRequested,
+    Event,
+    MetadataReceived,
+    PublishRequested,
+    Unpublished,
+    VideoData,
+)
+from trackmesh.transports.rtmp.flv import PacketType
+from trackmesh.transports.rtmp.session import ServerSession
+
+
+def _have(*elements: str) -> bool:
+    if shutil.which("gst-launch-1.0") is None or shutil.which("gst-inspect-1.0") is None:
+        return False
+    return all(
+        subprocess.run(["gst-inspect-1.0", e], capture_output=True, check=False).returncode == 0 for e in elements
+    )
+
+
+ELEMENTS = ("rtmp2sink", "flvmux", "x264enc", "h264parse", "voaacenc", "aacparse", "videotestsrc", "audiotestsrc")
+pytestmark = pytest.mark.skipif(not _have(*ELEMENTS), reason="GStreamer rtmp2sink/flvmux/x264enc/voaacenc missing")
+
+
+async def _serve(events: list[Event], publish_started: asyncio.Event) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = ServerSession(loop.time())
+        try:
+            while not session.closed:
+                data = await reader.read(65536)
+                if not data:
+                    session.connection_lost()
+                session.receive_data(data, loop.time())
+                for event in session.events():
+                    events.append(event)
+                    if isinstance(event, ConnectRequested):
+                        if event.app == "live":
+                            session.accept_connect()
+                        else:
+                            session.reject_connect(f"unknown app {event.app!r}")
+                    elif isinstance(event, PublishRequested):
+                        session.accept_publish(event.stream_id)
+                        publish_started.set()
+                writer.write(session.data_to_send())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def _publish_with_gstreamer() -> list[Event]:
+    events: list[Event] = []
+    publish_started = asyncio.Event()
+    server = await _serve(events, publish_started)
+    port = server.sockets[0].getsockname()[1]
+    pipeline = (
+        "videotestsrc num-buffers=60 ! video/x-raw,width=320,height=240,framerate=30/1 "
+        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse ! queue ! mux. "
+        "audiotestsrc num-buffers=90 samplesperbuffer=1024 ! audio/x-raw,rate=44100,channels=2 "
+        "! audioconvert ! voaacenc ! aacparse ! queue ! mux. "
+        f"flvmux name=mux streamable=true ! rtmp2sink location=rtmp://127.0.0.1:{port}/live/tok123"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "gst-launch-1.0", "-q", *pipeline.split(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=12)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        server.close()
+        await server.wait_closed()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert publish_started.is_set()
+    return events
+
+
+def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
+    events = asyncio.run(_publish_with_gstreamer())
+
+    connect = next(e for e in events if isinstance(e, ConnectRequested))
+    assert connect.app == "live" and connect.tc_url.startswith("rtmp://127.0.0.1")
+    publish = next(e for e in events if isinstance(e, PublishRequested))
+    assert publish.stream_key == "tok123"
+
+    video = [p for e in events if isinstance(e, VideoData) for p in flv.parse_video(e.payload)]
+    sequence = [p for p in video if p.packet_type == PacketType.SEQUENCE_START]
+    frames = [p for p in video if p.packet_type == PacketType.CODED_FRAMES]
+    assert sequence and all(p.fourcc == "avc1" for p in video)
+    config = flv.video_config(sequence[0])
+    assert isinstance(config, AvcConfig) and config.sps and config.pps and config.sps[0][0] & 0x1F == 7
+    assert len(frames) == 60
+    assert sum(p.is_keyframe for p in frames) == 2  # key-int-max=30 over 60 frames
+    stamps = [e.timestamp for e in events if isinstance(e, VideoData)]
+    assert stamps == sorted(stamps) and 1900 <= stamps[-1] - stamps[0] <= 2100  # 2 s at 30 fps
+
+    audio = [p for e in events if isinstance(e, AudioData) for p in flv.parse_audio(e.payload)]
+    [asc] = [p for p in audio if p.packet_type == PacketType.SEQUENCE_START]
+    aac = flv.parse_aac_config(asc.data)
+    assert (aac.object_type, aac.sample_rate, aac.channels) == (2, 44100, 2)
+    assert len([p for p in audio if p.packet_type == PacketType.CODED_FRAMES]) >= 80
+    meta = next(e for e in events if isinstance(e, MetadataReceived))
+    assert (meta.metadata["width"], meta.metadata["height"]) == (320.0, 240.0)
+    assert events[-2:] == [Unpublished(publish.stream_id, "tok123"), Closed("connection lost", False)]

@@ -109,6 +109,15 @@ def test_extended_timestamp_repeated_on_fmt3_continuations() -> None:
     assert ChunkEncoder().encode(6, 0x01000000, 9, 1, payload) == wire
 
 
+def test_continuations_without_the_extended_timestamp_still_parse() -> None:
+    # Older librtmp omitted the repeat on continuation chunks; the same message must come out.
+    ext = struct.pack("!I", 0x01000000)
+    payload = bytes(range(1, 201))
+    wire = b"\x06\xff\xff\xff\x00\x00\xc8\x09\x01\x00\x00\x00" + ext + payload[:128] + b"\xc6" + payload[128:]
+    [msg] = ChunkDecoder().receive(wire)
+    assert msg.timestamp == 0x01000000 and msg.payload == payload
+
+
 def test_extended_delta_is_a_delta() -> None:
     # fmt 1 with an extended delta: 100 + 0x01000000, not 0x01000000 (pyrtmp's bug).
     first = b"\x06\x00\x00\x64\x00\x00\x01\x09\x01\x00\x00\x00" + b"a"

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from trackmesh.codecs.h264 import AvcConfig
+from trackmesh.codecs.h264 import AvcConfig, avcc_to_annexb, split_annexb
 from trackmesh.transports.rtmp import flv
 from trackmesh.transports.rtmp.events import (
     AudioData,
@@ -111,6 +111,9 @@ def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
     config = flv.video_config(sequence[0])
     assert isinstance(config, AvcConfig) and config.sps and config.pps and config.sps[0][0] & 0x1F == 7
     assert len(frames) == 60
+    # The hand-off to codecs/h264: AVCC frames -> Annex B with the avcC's NAL length size.
+    nal_types = [[u[0] & 0x1F for u in split_annexb(avcc_to_annexb(f.data, config.length_size))] for f in frames]
+    assert all((5 in types) == f.is_keyframe for types, f in zip(nal_types, frames, strict=True))
     assert sum(p.is_keyframe for p in frames) == 2  # key-int-max=30 over 60 frames
     stamps = [e.timestamp for e in events if isinstance(e, VideoData)]
     assert stamps == sorted(stamps) and 1900 <= stamps[-1] - stamps[0] <= 2100  # 2 s at 30 fps

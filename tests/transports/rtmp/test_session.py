@@ -162,6 +162,14 @@ def test_reject_publish_sends_onstatus_error_and_closes() -> None:
     assert p.send(c.video(1, 0, b"x")) == []  # nothing after the end
 
 
+def test_messages_held_for_a_decision_are_capped() -> None:
+    p = Pair()
+    p.handshake()
+    p.send(p.client.connect())
+    [event] = p.send(b"".join(p.client.command("createStream", 2 + i, None) for i in range(300)))
+    assert isinstance(event, Closed) and event.error and "pending" in event.reason
+
+
 def test_reject_connect() -> None:
     p = Pair()
     p.handshake()

@@ -9,7 +9,9 @@ Two things implementations get wrong, handled here on purpose:
 - a fmt 3 chunk carries the 4-byte extended timestamp again whenever the last fmt 0/1/2 header
   on its csid used one (s5.3.1.3, as ffmpeg and OBS send it), both when it continues a message
   and when it starts a new one with the previous delta. Missing this breaks every stream
-  after 2^24 ms (4 h 40 min).
+  after 2^24 ms (4 h 40 min). Older librtmp builds (before OBS PR #10097) left it out of
+  continuation chunks, so there it is consumed only when the 4 bytes repeat the header's value
+  (what SRS does); a payload starting with exactly those 4 bytes is the accepted risk.
 Timestamps are 32-bit and wrap at 2^32 ms (s5.3.1.2.1 arithmetic); the session unwraps them.
 
 Set Chunk Size (type 1) and Abort (type 2) change how the very next chunk parses, so the
@@ -79,7 +81,7 @@ class Message:
 
 
 class _InState:
-    __slots__ = ("extended", "length", "partial", "stream_id", "timestamp", "ts_field", "type_id")
+    __slots__ = ("ext_value", "extended", "length", "partial", "stream_id", "timestamp", "ts_field", "type_id")
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -88,6 +90,7 @@ class _InState:
         self.type_id = 0
         self.stream_id = 0
         self.extended = False
+        self.ext_value = b""  # the 4 extended-timestamp bytes of the message's first chunk
         self.partial: bytearray | None = None
 
 
@@ -100,11 +103,12 @@ def _check_chunk_size(size: int) -> int:
 class ChunkDecoder:
     """Feed bytes with :meth:`receive`; it returns the messages completed by them."""
 
-    __slots__ = ("_buf", "_states", "bytes_received", "chunk_size", "max_message_size")
+    __slots__ = ("_buf", "_open", "_states", "bytes_received", "chunk_size", "max_message_size")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self._states: dict[int, _InState] = {}
+        self._open = 0  # chunk streams with a message half assembled
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.bytes_received = 0
@@ -172,13 +176,15 @@ class ChunkDecoder:
         else:
             extended = state.extended
         p += header_len
+        ext_value = b""
         if extended:
             if p + 4 > end:
                 return 0
-            ext = _U32.unpack_from(buf, p)[0]
-            p += 4
-            if fmt <= 2:
-                ts_field = ext
+            ext_value = bytes(buf[p : p + 4])
+            if new_message or ext_value == state.ext_value:
+                p += 4
+                if fmt <= 2:
+                    ts_field = _U32.unpack(ext_value)[0]
         if new_message and length > self.max_message_size:
             raise RtmpError(f"message length {length} over the limit {self.max_message_size}")
         remaining = length - (len(state.partial) if state.partial is not None else 0)
@@ -198,8 +204,10 @@ class ChunkDecoder:
             state.type_id = type_id
             state.stream_id = stream_id
             state.extended = extended
-            if sum(1 for s in self._states.values() if s.partial is not None) >= MAX_OPEN_CHUNK_STREAMS:
+            state.ext_value = ext_value
+            if self._open >= MAX_OPEN_CHUNK_STREAMS:
                 raise RtmpError("too many chunk streams with an unfinished message")
+            self._open += 1
             state.partial = bytearray()
         partial = state.partial
         assert partial is not None
@@ -207,6 +215,7 @@ class ChunkDecoder:
         p += take
         if len(partial) == state.length:
             state.partial = None
+            self._open -= 1
             msg = Message(csid, state.timestamp, state.type_id, state.stream_id, bytes(partial))
             if msg.type_id == TYPE_SET_CHUNK_SIZE and msg.stream_id == 0:
                 self._apply_set_chunk_size(msg.payload)
@@ -225,8 +234,9 @@ class ChunkDecoder:
         if len(payload) < 4:
             raise RtmpError("Abort shorter than 4 bytes")
         state = self._states.get(_U32.unpack_from(payload, 0)[0])
-        if state is not None:
+        if state is not None and state.partial is not None:
             state.partial = None
+            self._open -= 1
 
     @property
     def buffered(self) -> int:

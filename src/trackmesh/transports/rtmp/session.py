@@ -56,6 +56,8 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
 #: Message streams one connection may create (ffmpeg and OBS use one).
 MAX_STREAMS: Final = 8
+#: Messages held while a connect/publish waits for its answer; encoders send a handful.
+MAX_HELD: Final = 256
 _FMS_VERSION: Final = "FMS/3,5,7,7009"
 _MASK32: Final = 0xFFFFFFFF
 
@@ -174,6 +176,8 @@ class ServerSession:
                 data = self._handshake.take_remainder()
             for msg in self._decoder.receive(data):
                 if self._held or self._waiting():
+                    if len(self._held) >= MAX_HELD:
+                        raise RtmpError(f"more than {MAX_HELD} messages while a decision is pending")
                     self._held.append(msg)
                 else:
                     self._dispatch(msg)

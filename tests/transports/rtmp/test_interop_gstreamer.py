@@ -1,13 +1,19 @@
-"""Interop with a real encoder: GStreamer's rtmp2sink publishes x264 + AAC (flvmux) to a small
-asyncio TCP server in this test that feeds every byte to the sans-IO session. It must reach
-NetStream.Publish.Start and deliver video frames whose avcC parses (loopback only: scripts/test.sh
-runs pytest in a network namespace with only ``lo``)."""
+"""Interop with real encoders, publishing to a small asyncio TCP server in this test that feeds
+every byte to the sans-IO session (loopback only: scripts/test.sh runs pytest in a network
+namespace with only ``lo``):
+
+- GStreamer's ``rtmp2sink`` (its own RTMP stack) publishes x264 + AAC through ``flvmux``: it must
+  reach NetStream.Publish.Start and deliver video frames whose avcC parses.
+- GStreamer's ``rtmpsink`` (librtmp, an independent implementation) with SWF verification on,
+  which makes librtmp use the FP9 digest handshake and check our S1 digest and S2 signature.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -39,11 +45,15 @@ ELEMENTS = ("rtmp2sink", "flvmux", "x264enc", "h264parse", "voaacenc", "aacparse
 pytestmark = pytest.mark.skipif(not _have(*ELEMENTS), reason="GStreamer rtmp2sink/flvmux/x264enc/voaacenc missing")
 
 
-async def _serve(events: list[Event], publish_started: asyncio.Event) -> asyncio.Server:
+async def _serve(
+    events: list[Event], publish_started: asyncio.Event, sessions: list[ServerSession] | None = None
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ServerSession(loop.time())
+        if sessions is not None:
+            sessions.append(session)
         try:
             while not session.closed:
                 data = await reader.read(65536)
@@ -126,3 +136,63 @@ def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
     meta = next(e for e in events if isinstance(e, MetadataReceived))
     assert (meta.metadata["width"], meta.metadata["height"]) == (320.0, 240.0)
     assert events[-2:] == [Unpublished(publish.stream_id, "tok123"), Closed("connection lost", False)]
+
+
+async def _serve_swf() -> asyncio.Server:
+    """A one-file HTTP server: librtmp fetches the SWF named by swfUrl to hash it (an
+    uncompressed "FWS" body is enough), and that switches it to the digest handshake."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b"FWS" + bytes(200)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def _publish_with_librtmp(home: str) -> tuple[list[Event], list[ServerSession], str]:
+    events: list[Event] = []
+    sessions: list[ServerSession] = []
+    server = await _serve(events, asyncio.Event(), sessions)
+    swf = await _serve_swf()
+    port = server.sockets[0].getsockname()[1]
+    swf_port = swf.sockets[0].getsockname()[1]
+    location = f"rtmp://127.0.0.1:{port}/live/tok456 swfUrl=http://127.0.0.1:{swf_port}/p.swf swfVfy=1"
+    pipeline = [
+        *["videotestsrc", "num-buffers=30", "!", "video/x-raw,width=160,height=120,framerate=30/1"],
+        *["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=30", "!", "h264parse"],
+        *["!", "flvmux", "streamable=true", "!", "rtmpsink"],
+        f"location={location}",
+    ]
+    # librtmp logs through GStreamer's "rtmp" category; HOME holds its SWF hash cache (~/.swfinfo).
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "GST_DEBUG": "rtmp:6", "GST_DEBUG_NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        "gst-launch-1.0", "-q", *pipeline, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=12)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for s in (server, swf):
+            s.close()
+            await s.wait_closed()
+    log = err.decode(errors="replace")
+    assert proc.returncode == 0, log[-2000:]
+    return events, sessions, log
+
+
+@pytest.mark.skipif(not _have("rtmpsink"), reason="GStreamer rtmpsink (librtmp) missing")
+def test_librtmp_digest_handshake_and_publish(tmp_path: Path) -> None:
+    events, sessions, log = asyncio.run(_publish_with_librtmp(str(tmp_path)))
+    [session] = sessions
+    assert session.handshake_digest_used
+    # librtmp's own verdict on our S2 (it aborts the connection when the signature is wrong).
+    assert "Genuine Adobe Flash Media Server" in log
+    assert next(e for e in events if isinstance(e, PublishRequested)).stream_key == "tok456"
+    video = [p for e in events if isinstance(e, VideoData) for p in flv.parse_video(e.payload)]
+    assert isinstance(flv.video_config(video[0]), AvcConfig)
+    assert len([p for p in video if p.packet_type == PacketType.CODED_FRAMES]) == 30

@@ -249,7 +249,7 @@ def test_digest_handshake_client_completes() -> None:
     p = Pair()
     p.client = TestClient(chunk_size=4096, digest=True)
     p.connect()
-    assert p.session._handshake.digest_used  # the digest path is what is under test
+    assert p.session.handshake_digest_used
 
 
 def test_handshake_timeout() -> None:

@@ -161,6 +161,11 @@ class ServerSession:
     def closed(self) -> bool:
         return self._state == _CLOSED
 
+    @property
+    def handshake_digest_used(self) -> bool:
+        """True when the client sent a digested C1 and got the FP9 answer (for logs/metrics)."""
+        return self._handshake.digest_used
+
     def receive_data(self, data: bytes, now: float) -> None:
         if self._state == _CLOSED or not data:
             return

@@ -229,6 +229,22 @@ def test_extended_timestamps_near_2_24() -> None:
     assert [e.timestamp for e in events if isinstance(e, VideoData)] == stamps
 
 
+def test_aggregate_messages_are_split() -> None:
+    p = Pair()
+    sid = p.publish()
+
+    def tag(type_id: int, ts: int, body: bytes) -> bytes:
+        header = bytes((type_id,)) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big")
+        return header + bytes((ts >> 24,)) + b"\x00\x00\x00" + body + (len(body) + 11).to_bytes(4, "big")
+
+    body = tag(m.VIDEO, 5000, b"\x27\x01\x00\x00\x00v") + tag(m.AUDIO, 5010, b"\xaf\x01a")
+    events = p.send(p.client.encoder.encode(6, 200, m.AGGREGATE, sid, body))
+    assert events == [VideoData(sid, 200, b"\x27\x01\x00\x00\x00v"), AudioData(sid, 210, b"\xaf\x01a")]
+    [unpublished, closed] = p.send(p.client.encoder.encode(6, 300, m.AGGREGATE, sid, body[:-3]))
+    assert unpublished == Unpublished(sid, "tok123")
+    assert isinstance(closed, Closed) and closed.error and "aggregate" in closed.reason
+
+
 def test_media_on_a_stream_not_publishing_is_dropped_and_counted() -> None:
     p = Pair()
     p.connect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from trackmesh.transports.rtmp.chunk import Message
 from trackmesh.transports.rtmp.errors import RtmpError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ping_response",
     "set_chunk_size",
     "set_peer_bandwidth",
+    "split_aggregate",
     "stream_begin",
     "stream_eof",
     "window_ack_size",
@@ -116,3 +118,29 @@ def parse_user_control(payload: bytes) -> tuple[int, int]:
     event: int = _U16.unpack_from(payload, 0)[0]
     value: int = _U32.unpack_from(payload, 2)[0]
     return event, value
+
+
+def split_aggregate(msg: Message) -> list[Message]:
+    """The sub-messages of an Aggregate message (RTMP spec s7.1.6): FLV-tag-shaped records
+    (type 1 byte, size 3, timestamp 3 + extension 1, stream id 3, body, back pointer 4). Their
+    timestamps are rebased so the first one gets the aggregate's own timestamp; the aggregate's
+    message stream id applies to all of them."""
+    data = msg.payload
+    out: list[Message] = []
+    pos = 0
+    base: int | None = None
+    while pos < len(data):
+        if pos + 11 > len(data):
+            raise RtmpError("aggregate sub-message header truncated")
+        type_id = data[pos]
+        size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        ts = ((data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6]) | (data[pos + 7] << 24)
+        pos += 11
+        if pos + size + 4 > len(data):
+            raise RtmpError("aggregate sub-message overruns the message")
+        if base is None:
+            base = ts
+        timestamp = (msg.timestamp + ts - base) & 0xFFFFFFFF
+        out.append(Message(msg.csid, timestamp, type_id, msg.stream_id, data[pos : pos + size]))
+        pos += size + 4  # the back pointer: size + 11, not needed to walk forwards
+    return out

@@ -357,10 +357,16 @@ class ServerSession:
             event, value = m.parse_user_control(msg.payload)
             if event == m.UC_PING_REQUEST:
                 self._send(m.CSID_CONTROL, 0, m.USER_CONTROL, m.ping_response(value))
+        elif t == m.AGGREGATE:
+            for sub in m.split_aggregate(msg):
+                if sub.type_id in (m.VIDEO, m.AUDIO, m.DATA_AMF0):
+                    self._dispatch(sub)
+                else:
+                    self.stats.dropped_messages += 1
         elif t in (m.SET_CHUNK_SIZE, m.ABORT, m.ACKNOWLEDGEMENT, m.SET_PEER_BANDWIDTH):
             pass  # chunk size/abort applied by the decoder; acks and bandwidth need no answer
         else:
-            self.stats.dropped_messages += 1  # aggregate, shared objects: not for a publisher
+            self.stats.dropped_messages += 1  # shared objects: not for a publisher
 
     def _on_command(self, stream_id: int, values: list[AmfValue]) -> None:
         if len(values) < 2 or not isinstance(values[0], str) or not isinstance(values[1], int | float):

@@ -30,6 +30,7 @@ from trackmesh.transports.rtmp.events import (
     VideoData,
 )
 from trackmesh.transports.rtmp.flv import PacketType
+from trackmesh.transports.rtmp.ingest import BFramesDetected, Ingest, VideoFrame
 from trackmesh.transports.rtmp.session import ServerSession
 
 
@@ -78,14 +79,14 @@ async def _serve(
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def _publish_with_gstreamer() -> list[Event]:
+async def _publish_with_gstreamer(x264: str = "tune=zerolatency speed-preset=ultrafast") -> list[Event]:
     events: list[Event] = []
     publish_started = asyncio.Event()
     server = await _serve(events, publish_started)
     port = server.sockets[0].getsockname()[1]
     pipeline = (
         "videotestsrc num-buffers=60 ! video/x-raw,width=320,height=240,framerate=30/1 "
-        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse ! queue ! mux. "
+        f"! x264enc {x264} key-int-max=30 ! h264parse ! queue ! mux. "
         "audiotestsrc num-buffers=90 samplesperbuffer=1024 ! audio/x-raw,rate=44100,channels=2 "
         "! audioconvert ! voaacenc ! aacparse ! queue ! mux. "
         f"flvmux name=mux streamable=true ! rtmp2sink location=rtmp://127.0.0.1:{port}/live/tok123"
@@ -133,6 +134,15 @@ def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
     aac = flv.parse_aac_config(asc.data)
     assert (aac.object_type, aac.sample_rate, aac.channels) == (2, 44100, 2)
     assert len([p for p in audio if p.packet_type == PacketType.CODED_FRAMES]) >= 80
+    # The ingest layer: Annex B access units, parameter sets before every key frame, no B-frames.
+    ingest = Ingest()
+    out = [o for e in events if isinstance(e, VideoData) for o in ingest.video(e.timestamp, e.payload)]
+    access_units = [o for o in out if isinstance(o, VideoFrame)]
+    assert len(access_units) == 60 and not any(isinstance(o, BFramesDetected) for o in out)
+    for au in access_units:
+        types = [u[0] & 0x1F for u in split_annexb(au.data)]
+        assert (types[:2] == [7, 8]) == au.keyframe and 9 not in types
+
     meta = next(e for e in events if isinstance(e, MetadataReceived))
     assert (meta.metadata["width"], meta.metadata["height"]) == (320.0, 240.0)
     assert events[-2:] == [Unpublished(publish.stream_id, "tok123"), Closed("connection lost", False)]
@@ -196,3 +206,14 @@ def test_librtmp_digest_handshake_and_publish(tmp_path: Path) -> None:
     video = [p for e in events if isinstance(e, VideoData) for p in flv.parse_video(e.payload)]
     assert isinstance(flv.video_config(video[0]), AvcConfig)
     assert len([p for p in video if p.packet_type == PacketType.CODED_FRAMES]) == 30
+
+
+@pytest.mark.skipif(not _have(*ELEMENTS), reason="GStreamer elements missing")
+def test_b_frames_from_x264_are_detected() -> None:
+    events = asyncio.run(_publish_with_gstreamer("speed-preset=ultrafast bframes=2 b-adapt=false"))
+    ingest = Ingest()
+    out = [o for e in events if isinstance(e, VideoData) for o in ingest.video(e.timestamp, e.payload)]
+    [detected] = [o for o in out if isinstance(o, BFramesDetected)]
+    assert detected.composition_time > 0
+    frames = [o for o in out if isinstance(o, VideoFrame)]
+    assert len(frames) == 60 and any(f.pts != f.dts for f in frames)

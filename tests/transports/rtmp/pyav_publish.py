@@ -1,6 +1,7 @@
 """Publish 1 s of video (HEVC, AV1 or VP9) + 1 s of Opus to an RTMP URL with PyAV, whose bundled
 FFmpeg 8.1 writes Enhanced RTMP (Debian's ffmpeg 5.1 cannot). Run as a subprocess by
-test_interop_pyav.py: ``python pyav_publish.py rtmp://127.0.0.1:PORT/live/KEY libx265``."""
+test_interop_pyav.py: ``python pyav_publish.py rtmp://127.0.0.1:PORT/live/KEY libx265 [START_MS]``;
+START_MS shifts every timestamp (to start near 2^24 ms or cross 2^32 ms)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ ENCODER_OPTIONS = {
     "libx265": {"x265-params": "log-level=error:bframes=0:keyint=15"},
     "libsvtav1": {"preset": "12"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "libx264": {"tune": "zerolatency", "preset": "ultrafast", "g": "15"},
 }
 
 
-def main(url: str, encoder: str) -> None:
+def main(url: str, encoder: str, start_ms: int = 0) -> None:
     out = av.open(url, "w", format="flv")
     video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
     video.width, video.height, video.pix_fmt = 160, 128, "yuv420p"
@@ -25,14 +27,14 @@ def main(url: str, encoder: str) -> None:
         frame = av.VideoFrame(160, 128, "yuv420p")
         for plane in frame.planes:
             plane.update(bytes([(i * 8 + 16) & 0xFF]) * plane.buffer_size)
-        frame.pts = i
+        frame.pts = start_ms * 30 // 1000 + i
         for packet in video.encode(frame):
             out.mux(packet)
     for k in range(50):
         samples = av.AudioFrame(format="s16", layout="stereo", samples=960)
         samples.planes[0].update(bytes(960 * 4))
         samples.sample_rate = 48000
-        samples.pts = k * 960
+        samples.pts = start_ms * 48 + k * 960
         for packet in audio.encode(samples):
             out.mux(packet)
     for stream in (video, audio):
@@ -42,4 +44,4 @@ def main(url: str, encoder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

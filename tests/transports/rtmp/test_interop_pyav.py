@@ -5,6 +5,7 @@ layer must see the sequence headers (hvcC parsed by codecs.hevc), 30 frames and 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from pathlib import Path
 
@@ -82,3 +83,37 @@ def test_pyav_enhanced_rtmp_publish(encoder: str, fourcc: str) -> None:
         assert [(u[0] >> 1) & 0x3F for u in split_annexb(frames[0].data)][:3] == [32, 33, 34]
     audio = [a for a in out if isinstance(a, AudioFrame)]
     assert len(audio) >= 49 and all(a.fourcc == "Opus" for a in audio)
+
+
+async def _publish_events(encoder: str, start_ms: int) -> list[Event]:
+    handler = AcceptAll()
+    listener = RtmpListener(handler)
+    await listener.start("127.0.0.1", 0)
+    try:
+        url = f"rtmp://127.0.0.1:{listener.port}/live/key"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(PUBLISHER), url, encoder, str(start_ms), stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+        assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+        await asyncio.sleep(0.1)
+    finally:
+        await listener.close()
+    assert listener.stats.errors == {}
+    return handler.events
+
+
+@pytest.mark.parametrize("start_ms", [2**24 - 500, 2**31 - 500], ids=["near-2^24", "across-ffmpeg-2^31-wrap"])
+def test_timestamps_past_the_24_bit_field_and_the_wrap(start_ms: int) -> None:
+    """Extended timestamps on every chunk from 2^24 ms (4 h 40 min) on, and FFmpeg's wrap (its
+    FLV writer keeps 31 bits): the frames' timeline must stay 33/34 ms steps throughout."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("PyAV has no libx264")
+    events = asyncio.run(_publish_events("libx264", start_ms))
+    # Coded frames only (AVC packet type 1): FFmpeg stamps its sequence header at 0.
+    stamps = [e.timestamp for e in events if isinstance(e, VideoData) and e.payload[1:2] == b"\x01"]
+    assert len(stamps) == 30
+    assert all(33 <= b - a <= 34 for a, b in itertools.pairwise(stamps))
+    # Opus coded frames (ExAudioTagHeader 0x91: sound format 9, packet type CodedFrames).
+    audio = [e.timestamp for e in events if isinstance(e, AudioData) and e.payload[0] == 0x91]
+    assert len(audio) >= 49 and all(19 <= b - a <= 21 for a, b in itertools.pairwise(audio))

@@ -220,6 +220,18 @@ def test_timestamps_unwrap_past_2_32() -> None:
     ]
 
 
+def test_ffmpeg_31_bit_wrap_keeps_the_timeline() -> None:
+    # FFmpeg's FLV writer: sequence header at 0, frames from 2^31 - 66, wrapping to 0 at 2^31.
+    p = Pair()
+    sid = p.publish()
+    c = p.client
+    stamps = [0, 0x7FFFFFBE, 0x7FFFFFDF, 0x00000000, 0x00000021, 0x7FFFFFFF]
+    events = p.send(b"".join(c.video(sid, t, b"\x27\x01\x00\x00\x00") for t in stamps))
+    # Relative to the first frame: -66 ms (header at 0 reads as after), then 33 ms steps; the last
+    # (a sequence end FFmpeg stamps before the wrap) 34 ms back.
+    assert [e.timestamp for e in events if isinstance(e, VideoData)] == [0, -66, -33, 0, 33, -1]
+
+
 def test_extended_timestamps_near_2_24() -> None:
     p = Pair()
     sid = p.publish()

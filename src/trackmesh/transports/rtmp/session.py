@@ -60,6 +60,8 @@ MAX_STREAMS: Final = 8
 MAX_HELD: Final = 256
 _FMS_VERSION: Final = "FMS/3,5,7,7009"
 _MASK32: Final = 0xFFFFFFFF
+#: How far apart (ms) two timestamps across FFmpeg's 2^31 wrap may be and still count as one.
+_WRAP31_WINDOW: Final = 600_000
 
 # States.
 _HANDSHAKE: Final = 0
@@ -91,7 +93,15 @@ class SessionStats:
 
 
 class _Unwrap:
-    """32-bit RTMP timestamps -> a monotonic-ish int: steps under 2^31 either way are deltas."""
+    """32-bit RTMP timestamps -> an int timeline that keeps going past the wrap.
+
+    Steps under 2^31 either way are deltas (the chunk stream's 2^32 ms arithmetic). FFmpeg's FLV
+    writer, though, keeps 31 bits (FLV's timestamp is SI32: it masks the extension byte with
+    0x7F), so its streams wrap at 2^31 ms: a jump of about 2^31 between two timestamps both under
+    2^31 is read as that 31-bit wrap when the 31-bit distance is small. No real stream jumps by
+    24 days. Relative timing is exact; the origin is the first timestamp seen (FFmpeg sends its
+    sequence headers at 0, so the first frames may land before it, below zero).
+    """
 
     __slots__ = ("last32", "value")
 
@@ -100,11 +110,18 @@ class _Unwrap:
         self.value = 0
 
     def __call__(self, ts: int) -> int:
-        if self.last32 < 0:
+        last = self.last32
+        if last < 0:
             self.value = ts
         else:
-            diff = (ts - self.last32) & _MASK32
-            self.value += diff if diff < 0x80000000 else diff - 0x100000000
+            diff = (ts - last) & _MASK32
+            step = diff if diff < 0x80000000 else diff - 0x100000000
+            if (step > 0x40000000 or step < -0x40000000) and ts < 0x80000000 and last < 0x80000000:
+                d31 = (ts - last) & 0x7FFFFFFF
+                step31 = d31 if d31 < 0x40000000 else d31 - 0x80000000
+                if -_WRAP31_WINDOW < step31 < _WRAP31_WINDOW:
+                    step = step31
+            self.value += step
         self.last32 = ts
         return self.value
 

@@ -147,6 +147,15 @@ def test_message_length_cap() -> None:
         ChunkDecoder(max_message_size=1024 * 1024).receive(wire)
 
 
+def test_interleaved_unfinished_messages_are_capped_in_total() -> None:
+    dec = ChunkDecoder(max_message_size=1000, max_pending_bytes=2500)
+    enc = ChunkEncoder()
+    # First chunks (128 bytes) of 1000-byte messages on 20 chunk streams: 20 * 128 > 2500.
+    starts = b"".join(enc.encode(csid, 0, 9, 1, bytes(1000))[: 12 + 128] for csid in range(3, 23))
+    with pytest.raises(RtmpError, match="unfinished messages"):
+        dec.receive(starts)
+
+
 def test_first_chunk_of_a_stream_must_be_fmt0() -> None:
     with pytest.raises(RtmpError, match="starts with fmt 1"):
         ChunkDecoder().receive(b"\x46\x00\x00\x00\x00\x00\x01\x09a")

@@ -41,6 +41,9 @@ MAX_CHUNK_SIZE: Final = 0xFFFFFF
 DEFAULT_MAX_MESSAGE_SIZE: Final = 8 * 1024 * 1024
 #: Cap on chunk streams with a message half assembled at once (each holds buffered bytes).
 MAX_OPEN_CHUNK_STREAMS: Final = 64
+#: Cap on the bytes of all half-assembled messages together (interleaving many large messages
+#: would otherwise hold up to 64 times the message cap).
+DEFAULT_MAX_PENDING_BYTES: Final = 16 * 1024 * 1024
 
 TYPE_SET_CHUNK_SIZE: Final = 1
 TYPE_ABORT: Final = 2
@@ -103,12 +106,25 @@ def _check_chunk_size(size: int) -> int:
 class ChunkDecoder:
     """Feed bytes with :meth:`receive`; it returns the messages completed by them."""
 
-    __slots__ = ("_buf", "_open", "_states", "bytes_received", "chunk_size", "max_message_size")
+    __slots__ = (
+        "_buf",
+        "_open",
+        "_pending",
+        "_states",
+        "bytes_received",
+        "chunk_size",
+        "max_message_size",
+        "max_pending_bytes",
+    )
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    ) -> None:
         self._buf = bytearray()
         self._states: dict[int, _InState] = {}
         self._open = 0  # chunk streams with a message half assembled
+        self._pending = 0  # bytes in those half-assembled messages
+        self.max_pending_bytes = max_pending_bytes
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.bytes_received = 0
@@ -211,11 +227,15 @@ class ChunkDecoder:
             state.partial = bytearray()
         partial = state.partial
         assert partial is not None
+        if self._pending + take > self.max_pending_bytes:
+            raise RtmpError(f"more than {self.max_pending_bytes} bytes in unfinished messages")
         partial += buf[p : p + take]
+        self._pending += take
         p += take
         if len(partial) == state.length:
             state.partial = None
             self._open -= 1
+            self._pending -= len(partial)
             msg = Message(csid, state.timestamp, state.type_id, state.stream_id, bytes(partial))
             if msg.type_id == TYPE_SET_CHUNK_SIZE and msg.stream_id == 0:
                 self._apply_set_chunk_size(msg.payload)
@@ -235,13 +255,14 @@ class ChunkDecoder:
             raise RtmpError("Abort shorter than 4 bytes")
         state = self._states.get(_U32.unpack_from(payload, 0)[0])
         if state is not None and state.partial is not None:
+            self._pending -= len(state.partial)
             state.partial = None
             self._open -= 1
 
     @property
     def buffered(self) -> int:
         """Bytes held: unparsed input plus half-assembled messages."""
-        return len(self._buf) + sum(len(s.partial) for s in self._states.values() if s.partial is not None)
+        return len(self._buf) + self._pending
 
 
 class _OutState:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trackmesh.codecs.h264 import AvcConfig, avcc_to_annexb, split_annexb
+from trackmesh.codecs.h264 import AvcConfig, H264Depacketizer, avcc_to_annexb, split_annexb
 from trackmesh.transports.rtmp import flv
 from trackmesh.transports.rtmp.events import (
     AudioData,
@@ -31,6 +31,7 @@ from trackmesh.transports.rtmp.events import (
 )
 from trackmesh.transports.rtmp.flv import PacketType
 from trackmesh.transports.rtmp.ingest import BFramesDetected, Ingest, VideoFrame
+from trackmesh.transports.rtmp.media import RtmpMedia
 from trackmesh.transports.rtmp.session import ServerSession
 
 
@@ -142,6 +143,15 @@ def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
     for au in access_units:
         types = [u[0] & 0x1F for u in split_annexb(au.data)]
         assert (types[:2] == [7, 8]) == au.keyframe and 9 not in types
+
+    # ... and on to core MediaPackets (RFC 6184), which the shared depacketizer reassembles.
+    media = RtmpMedia()
+    depacketizer = H264Depacketizer()
+    for au in access_units:
+        for packet in media.video(au):
+            depacketizer.push(packet.payload, packet.seq, packet.ts, packet.marker)
+    rebuilt = [depacketizer.poll_frame() for _ in access_units]
+    assert [f.data if f else None for f in rebuilt] == [au.data for au in access_units]
 
     meta = next(e for e in events if isinstance(e, MetadataReceived))
     assert (meta.metadata["width"], meta.metadata["height"]) == (320.0, 240.0)

@@ -179,3 +179,70 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
         if packet.packet_type == PacketType.SEQUENCE_START:
             with contextlib.suppress(ProtocolError):
                 assert flv.video_config(packet) is not None or packet.fourcc not in ("avc1", "hvc1")
+
+
+# --- writer round trips ---------------------------------------------------------------------------
+
+video_fourccs = st.sampled_from(["avc1", "hvc1", "av01", "vp09"])
+video_types = st.sampled_from(
+    [PacketType.SEQUENCE_START, PacketType.CODED_FRAMES, PacketType.SEQUENCE_END, PacketType.CODED_FRAMES_X]
+)
+
+
+def _key(p: flv.VideoPacket) -> tuple[object, ...]:
+    return (p.fourcc, p.frame_type, p.packet_type, p.composition_time, p.track_id, p.data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frame_type=st.sampled_from([1, 2, 3, 4]),
+    packet_type=video_types,
+    tracks=st.lists(
+        st.tuples(video_fourccs, st.integers(-(1 << 23), (1 << 23) - 1), st.binary(max_size=40)),
+        min_size=1,
+        max_size=4,
+    ),
+    same_codec=st.booleans(),
+)
+def test_enhanced_video_round_trip(
+    frame_type: int, packet_type: int, tracks: list[tuple[str, int, bytes]], same_codec: bool
+) -> None:
+    packets = []
+    for track_id, (fourcc, cts, data) in enumerate(tracks):
+        fourcc = tracks[0][0] if same_codec else fourcc
+        with_cts = packet_type == PacketType.CODED_FRAMES and fourcc in ("avc1", "hvc1")
+        packets.append(flv.VideoPacket(fourcc, frame_type, packet_type, cts if with_cts else 0, track_id, data))
+    if len(packets) == 1:
+        packets[0].track_id = 0
+    assert [_key(p) for p in flv.parse_video(flv.video_tag(packets))] == [_key(p) for p in packets]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frame_type=st.sampled_from([1, 2]),
+    packet_type=st.sampled_from([0, 1, 2]),
+    cts=st.integers(-(1 << 23), (1 << 23) - 1),
+    data=st.binary(max_size=40),
+)
+def test_legacy_avc_round_trip(frame_type: int, packet_type: int, cts: int, data: bytes) -> None:
+    packet = flv.VideoPacket("avc1", frame_type, packet_type, cts if packet_type == 1 else 0, 0, data)
+    [back] = flv.parse_video(flv.video_tag([packet], enhanced=False))
+    assert _key(back) == _key(packet)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tracks=st.lists(
+        st.tuples(st.sampled_from(["Opus", "mp4a", "fLaC"]), st.binary(max_size=30)), min_size=1, max_size=3
+    ),
+    packet_type=st.sampled_from([0, 1]),
+)
+def test_audio_round_trip(tracks: list[tuple[str, bytes]], packet_type: int) -> None:
+    packets = [
+        flv.AudioPacket(fourcc, 0, packet_type, i if len(tracks) > 1 else 0, data)
+        for i, (fourcc, data) in enumerate(tracks)
+    ]
+    back = flv.parse_audio(flv.audio_tag(packets))
+    assert [(p.fourcc, p.packet_type, p.track_id, p.data) for p in back] == [
+        (p.fourcc, p.packet_type, p.track_id, p.data) for p in packets
+    ]

@@ -26,10 +26,12 @@ __all__ = [
     "AudioPacket",
     "PacketType",
     "VideoPacket",
+    "audio_tag",
     "parse_aac_config",
     "parse_audio",
     "parse_video",
     "video_config",
+    "video_tag",
 ]
 
 
@@ -316,3 +318,93 @@ def parse_aac_config(data: bytes) -> AacConfig:
     else:
         raise RtmpError(f"AAC sampling frequency index {index} is reserved")
     return AacConfig(object_type, rate, read(4))
+
+
+# --- writing (RTMP play/restream egress, test publishers) -----------------------------------------
+
+_LEGACY_VIDEO_IDS: Final = {"avc1": 7}
+
+
+def _si24(value: int) -> bytes:
+    if not -(1 << 23) <= value < (1 << 23):
+        raise ValueError(f"composition time {value} does not fit 24 bits")
+    return (value & 0xFFFFFF).to_bytes(3, "big")
+
+
+def _write_video_body(packet: VideoPacket) -> bytes:
+    if packet.packet_type == PacketType.CODED_FRAMES and packet.fourcc in _WITH_CTS:
+        return _si24(packet.composition_time) + packet.data
+    return packet.data
+
+
+def video_tag(packets: list[VideoPacket], enhanced: bool = True) -> bytes:
+    """The body of one video message for these packets (one per track). ``enhanced=False`` writes
+    the legacy AVC header (one ``avc1`` packet, types 0-2), what RTMP players before Enhanced RTMP
+    read; otherwise an ExVideoTagHeader, multitrack when there are several packets (one FourCC:
+    ManyTracks; several: ManyTracksManyCodecs)."""
+    if not packets:
+        raise ValueError("no packet to write")
+    first = packets[0]
+    if not enhanced:
+        if len(packets) != 1 or first.fourcc not in _LEGACY_VIDEO_IDS or first.packet_type > 2:
+            raise ValueError("a legacy tag carries one avc1 packet of type 0, 1 or 2")
+        head = bytes(((first.frame_type << 4) | _LEGACY_VIDEO_IDS[first.fourcc], first.packet_type))
+        return head + _si24(first.composition_time if first.packet_type == 1 else 0) + first.data
+    if len(packets) == 1:
+        if first.fourcc is None:
+            raise ValueError("an enhanced tag needs a FourCC")
+        head = bytes((0x80 | (first.frame_type << 4) | first.packet_type,))
+        return head + first.fourcc.encode("latin-1") + _write_video_body(first)
+    packet_type = first.packet_type
+    if any(p.packet_type != packet_type for p in packets):
+        raise ValueError("the tracks of one multitrack tag share a packet type")
+    fourccs = {p.fourcc for p in packets}
+    if None in fourccs:
+        raise ValueError("an enhanced tag needs a FourCC")
+    many_codecs = len(fourccs) > 1
+    out = bytearray((0x80 | (first.frame_type << 4) | PacketType.MULTITRACK,))
+    out.append(((_MANY_TRACKS_MANY_CODECS if many_codecs else _MANY_TRACKS) << 4) | packet_type)
+    if not many_codecs:
+        out += str(first.fourcc).encode("latin-1")
+    for p in packets:
+        if many_codecs:
+            out += str(p.fourcc).encode("latin-1")
+        body = _write_video_body(p)
+        out.append(p.track_id)
+        out += len(body).to_bytes(3, "big")
+        out += body
+    return bytes(out)
+
+
+def audio_tag(packets: list[AudioPacket]) -> bytes:
+    """The body of one audio message: AAC (``mp4a``, one packet) with the legacy header as every
+    player reads it, other FourCCs with an ExAudioTagHeader (multitrack for several packets)."""
+    if not packets:
+        raise ValueError("no packet to write")
+    first = packets[0]
+    if len(packets) == 1 and first.fourcc == "mp4a":
+        if first.packet_type > 1:
+            raise ValueError("AAC packet type is 0 or 1")
+        return bytes((0xAF, first.packet_type)) + first.data  # AAC, 44 kHz, 16 bit, stereo flags
+    if len(packets) == 1:
+        if first.fourcc is None:
+            raise ValueError("an enhanced tag needs a FourCC")
+        return bytes((0x90 | first.packet_type,)) + first.fourcc.encode("latin-1") + first.data
+    packet_type = first.packet_type
+    if any(p.packet_type != packet_type for p in packets):
+        raise ValueError("the tracks of one multitrack tag share a packet type")
+    fourccs = {p.fourcc for p in packets}
+    if None in fourccs:
+        raise ValueError("an enhanced tag needs a FourCC")
+    many_codecs = len(fourccs) > 1
+    out = bytearray((0x90 | _AUDIO_MULTITRACK,))
+    out.append(((_MANY_TRACKS_MANY_CODECS if many_codecs else _MANY_TRACKS) << 4) | packet_type)
+    if not many_codecs:
+        out += str(first.fourcc).encode("latin-1")
+    for p in packets:
+        if many_codecs:
+            out += str(p.fourcc).encode("latin-1")
+        out.append(p.track_id)
+        out += len(p.data).to_bytes(3, "big")
+        out += p.data
+    return bytes(out)

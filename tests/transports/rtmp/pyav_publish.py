@@ -17,7 +17,33 @@ ENCODER_OPTIONS = {
 }
 
 
+def multitrack(url: str) -> None:
+    """Two H.264 renditions (320x240, 160x120): FFmpeg 8.1 writes the second as an Enhanced
+    RTMP multitrack tag (OneTrack, track id 1)."""
+    out = av.open(url, "w", format="flv")
+    streams = []
+    for width, height in ((320, 240), (160, 120)):
+        video = out.add_stream("libx264", rate=30, options=ENCODER_OPTIONS["libx264"])
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        streams.append(video)
+    for i in range(15):
+        for video in streams:
+            frame = av.VideoFrame(video.width, video.height, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes([(i * 8 + 16) & 0xFF]) * plane.buffer_size)
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+    for video in streams:
+        for packet in video.encode(None):
+            out.mux(packet)
+    out.close()
+
+
 def main(url: str, encoder: str, start_ms: int = 0) -> None:
+    if encoder == "multitrack":
+        multitrack(url)
+        return
     out = av.open(url, "w", format="flv")
     video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
     video.width, video.height, video.pix_fmt = 160, 128, "yuv420p"

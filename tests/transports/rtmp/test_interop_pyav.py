@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trackmesh.codecs.h264 import split_annexb
+from trackmesh.codecs.h264 import AvcConfig, split_annexb
 from trackmesh.codecs.hevc import HevcConfig
 from trackmesh.runtime.rtmp_listener import RtmpConnection, RtmpListener
 from trackmesh.transports.rtmp.events import AudioData, ConnectRequested, Event, PublishRequested, VideoData
@@ -117,3 +117,18 @@ def test_timestamps_past_the_24_bit_field_and_the_wrap(start_ms: int) -> None:
     # Opus coded frames (ExAudioTagHeader 0x91: sound format 9, packet type CodedFrames).
     audio = [e.timestamp for e in events if isinstance(e, AudioData) and e.payload[0] == 0x91]
     assert len(audio) >= 49 and all(19 <= b - a <= 21 for a, b in itertools.pairwise(audio))
+
+
+def test_pyav_multitrack_renditions() -> None:
+    """FFmpeg 8.1's multitrack FLV output (two H.264 renditions): both tracks come out whole."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("PyAV has no libx264")
+    out, listener = asyncio.run(_publish("multitrack"))
+    assert listener.stats.errors == {}
+    configs = {c.track_id: c.config for c in out if isinstance(c, ConfigChanged)}
+    assert set(configs) == {0, 1}
+    high, low = configs[0], configs[1]
+    assert isinstance(high, AvcConfig) and isinstance(low, AvcConfig) and high.sps != low.sps
+    for track in (0, 1):
+        frames = [f for f in out if isinstance(f, VideoFrame) and f.track_id == track]
+        assert len(frames) == 15 and frames[0].keyframe and all(f.fourcc == "avc1" for f in frames)

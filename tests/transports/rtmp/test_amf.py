@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.rtmp import amf0, amf3
 from trackmesh.transports.rtmp.errors import RtmpError
 from trackmesh.transports.rtmp.values import UNDEFINED, AmfValue
@@ -112,7 +112,7 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
     for decode in (amf0.decode_all, lambda d: amf0.decode_all(b"\x11" + d)):
         try:
             out = decode(data)
-        except ProtocolError:
+        except RemoteProtocolError:
             continue
         assert isinstance(out, list)
 

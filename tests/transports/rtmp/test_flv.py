@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from trackmesh.codecs.h264 import AvcConfig, build_avcc_config
 from trackmesh.codecs.hevc import HevcConfig
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.rtmp import flv
 from trackmesh.transports.rtmp.errors import RtmpError
 from trackmesh.transports.rtmp.flv import PacketType
@@ -168,16 +168,16 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
     for parse in (flv.parse_video, flv.parse_audio, flv.parse_aac_config):
         try:
             out = parse(data)
-        except ProtocolError:
+        except RemoteProtocolError:
             continue
         assert out is not None
     try:
         packets = flv.parse_video(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         return
     for packet in packets:
         if packet.packet_type == PacketType.SEQUENCE_START:
-            with contextlib.suppress(ProtocolError):
+            with contextlib.suppress(RemoteProtocolError):
                 assert flv.video_config(packet) is not None or packet.fourcc not in ("avc1", "hvc1")
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.rtmp.errors import RtmpError
 from trackmesh.transports.rtmp.handshake import (
     HANDSHAKE_SIZE,
@@ -77,6 +77,6 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
     hs = ServerHandshake(random=_fixed)
     try:
         hs.receive(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         return
     assert len(hs.data_to_send()) in (0, 1 + 2 * HANDSHAKE_SIZE)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from trackmesh.codecs.h264 import AvcConfig, build_avcc_config, split_annexb
 from trackmesh.codecs.hevc import HevcConfig
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.rtmp.ingest import (
     AudioFrame,
     BFramesDetected,
@@ -92,6 +92,6 @@ def test_garbage_raises_only_protocol_errors(tags: list[tuple[bool, bytes]]) -> 
     for is_video, body in tags:
         try:
             out = ingest.video(0, body) if is_video else ingest.audio(0, body)
-        except ProtocolError:
+        except RemoteProtocolError:
             continue
         assert isinstance(out, list)

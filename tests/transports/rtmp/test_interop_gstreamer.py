@@ -148,7 +148,7 @@ def test_gstreamer_rtmp2sink_publishes_h264_and_aac() -> None:
     media = RtmpMedia()
     depacketizer = H264Depacketizer()
     for au in access_units:
-        for packet in media.video(au):
+        for packet in media.video(au, 0.0):
             depacketizer.push(packet.payload, packet.seq, packet.ts, packet.marker)
     rebuilt = [depacketizer.poll_frame() for _ in access_units]
     assert [f.data if f else None for f in rebuilt] == [au.data for au in access_units]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 
-class RtmpError(ProtocolError):
+class RtmpError(RemoteProtocolError):
     """Bytes from an RTMP peer that break the protocol (handshake, chunk stream, AMF, FLV tags)."""

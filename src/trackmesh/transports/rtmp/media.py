@@ -60,29 +60,33 @@ class RtmpMedia:
             track = self._tracks[key] = _Track(*entry)
         return track
 
-    def _packets(self, track: _Track, payloads: list[bytes], ts: int, keyframe: bool, video: bool) -> list[MediaPacket]:
+    def _packets(
+        self, track: _Track, payloads: list[bytes], ts: int, keyframe: bool, video: bool, now: float
+    ) -> list[MediaPacket]:
         out = []
         last = len(payloads) - 1
         pt = PAYLOAD_TYPES[track.codec]
         for i, payload in enumerate(payloads):
             # Audio: the marker is for the first packet after silence (RFC 3551 s4.1); Opus
             # frames from RTMP are contiguous, so it stays clear.
-            out.append(MediaPacket(track.codec, pt, track.seq, ts, video and i == last, keyframe, payload))
+            marker = video and i == last
+            out.append(MediaPacket(track.codec, pt, track.seq, ts, marker, keyframe, payload, arrival=now))
             track.seq = (track.seq + 1) & 0xFFFF
         return out
 
-    def video(self, frame: VideoFrame) -> list[MediaPacket]:
+    def video(self, frame: VideoFrame, now: float) -> list[MediaPacket]:
+        """``now``: when the frame's message arrived (the driver's clock), the packets' arrival."""
         track = self._track("video", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True)
+        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now)
 
-    def audio(self, frame: AudioFrame) -> list[MediaPacket]:
+    def audio(self, frame: AudioFrame, now: float) -> list[MediaPacket]:
         track = self._track("audio", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, (frame.timestamp * 48) & 0xFFFFFFFF, False, False)
+        return self._packets(track, payloads, (frame.timestamp * 48) & 0xFFFFFFFF, False, False, now)

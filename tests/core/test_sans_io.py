@@ -20,6 +20,7 @@ SANS_IO_PACKAGES = [
     "transports/webrtc",
     "transports/whip_whep",
     "transports/sdk",
+    "transports/rtmp",
 ]
 
 

@@ -47,6 +47,12 @@ class NodeConfig:
     atm0s_compatible_tokens: bool = False
     dev: bool = False
     metrics_token: str = ""
+    connect_timeout: float = 15.0
+    max_sessions: int = 1000
+    max_sessions_per_token: int = 100
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_max_connections_per_ip: int = 128
 
     @property
     def token_key(self) -> bytes:
@@ -245,6 +251,20 @@ FLAGS: tuple[Flag, ...] = (
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
          "see docs/security.md)", _bearer_token("--metrics-token"), ALL_ROLES, "TOKEN"),
+    Flag("--connect-timeout", "seconds a new WebRTC session has to complete ICE and DTLS before it is closed "
+         "(default 15)", _float_range("--connect-timeout", 1.0, 600.0), ("standalone", "media"), "SECONDS"),
+    Flag("--max-sessions", "WebRTC sessions (WHIP, WHEP, SDK) this node holds at once; more are refused with 503 "
+         "(default 1000; with --workers N each worker takes its share)", _int_range("--max-sessions", 1, 1_000_000),
+         ("standalone", "media"), "N"),
+    Flag("--max-sessions-per-token", "sessions one token may hold at once; more are refused with 503 (default 100)",
+         _int_range("--max-sessions-per-token", 1, 1_000_000), ("standalone", "media"), "N"),
+    Flag("--http-header-timeout", "seconds a client has to send a request head; slower ones get 408 (default 10)",
+         _float_range("--http-header-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-body-timeout", "seconds a client has to send a request body after its head (default 30)",
+         _float_range("--http-body-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
+         "(default 128; raise it behind a reverse proxy, whose address all requests share)",
+         _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

@@ -21,6 +21,7 @@ SANS_IO_PACKAGES = [
     "transports/whip_whep",
     "transports/sdk",
     "transports/sip",
+    "transports/rtmp",
 ]
 
 

@@ -18,8 +18,9 @@ Wiring (the driver, per node process)::
 
     node = open_node(ClusterConfig(secret, listen=["tcp/<node-ip>:<port>"], seeds=[...]))
     post = loop.call_soon_threadsafe           # zenoh threads -> the worker's event loop
-    registry = ZenohRegistry(node.session, post)
-    hub = ZenohChannelHub(node.session, post, loop.time)   # the clock the core's ``now`` uses
+    clock = time.monotonic                     # the clock the core's ``now`` comes from
+    registry = ZenohRegistry(node.session, post, clock)
+    hub = ZenohChannelHub(node.session, post, clock)
     worker = MediaWorker(node_id, 0, secret, registry, hub)
     ...
     hub.close(); registry.close(); node.close()    # on shutdown, after the worker's

@@ -53,6 +53,11 @@ class GatewayApi(Protocol):
     def counters(self) -> dict[str, int]: ...
 
     @property
+    def http_counters(self) -> dict[str, int]:
+        """The HTTP server's limit counters (trackmesh.http.serving)."""
+        ...
+
+    @property
     def client(self) -> Any:
         """The HTTP client requests are proxied with (an ``httpx.AsyncClient`` once started)."""
         ...

@@ -24,6 +24,8 @@ def render_gateway_metrics(gw: GatewayApi, now: float) -> tuple[str, str]:
     ).set(1)
     for name, value in sorted(gw.counters.items()):
         Gauge(f"trackmesh_gateway_{name}_total", f"Gateway counter {name}", registry=registry).set(value)
+    for name, value in sorted(gw.http_counters.items()):  # the HTTP limits (trackmesh.http.serving)
+        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     gw.directory.expire(now)
     labels = ["zone", "node"]
     healthy = Gauge("trackmesh_gateway_node_healthy", "1 when the media node may get new sessions", labels,

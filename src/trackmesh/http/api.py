@@ -28,6 +28,11 @@ class NodeApi(Protocol):
     @property
     def started_at(self) -> float: ...
 
+    @property
+    def http_counters(self) -> dict[str, int]:
+        """The HTTP server's limit counters (trackmesh.http.serving)."""
+        ...
+
     def worker_for_room(self, room: str) -> WorkerHandle:
         """The worker that holds (or will hold) every session of ``room``; RpcError(503) without workers."""
         ...

@@ -40,6 +40,8 @@ def render_metrics(
                     f"trackmesh_{name}_total", f"Worker counter {name}", ["worker"], registry=registry
                 )
             gauge.labels(worker).set(value)
+    for name, value in node.http_counters.items():
+        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST
 
 

@@ -3,7 +3,8 @@
 
 Order of work on ``POST /token/<kind>``, cheapest refusal first: 429 for a source whose failed
 secret checks are throttled (security/throttle.py), 401 for a wrong app secret (the body is never
-read then), 415 for a body that is not ``application/json``, 413 past ``MAX_BODY_BYTES``, then 400
+read then), 413 for a declared length past ``MAX_BODY_BYTES``, 415 for a body that is not
+``application/json``, 413 for a body that grows past the cap, then 400
 for a body that does not validate (one ``{"status": false, "error"}`` envelope for all of them).
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from starlette.requests import ClientDisconnect
 
 from trackmesh.config import NodeConfig
 from trackmesh.security.keys import verify_forwarded
@@ -165,17 +167,22 @@ def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
 
 async def read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> Any:
     """The parsed JSON body, or the enveloped 415/413/400 refusal."""
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != "application/json":
-        return error(415, f"Content-Type must be application/json, got {given or 'none'}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         return error(413, f"body larger than {max_bytes} bytes")
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given != "application/json":
+        return error(415, f"Content-Type must be application/json, got {given or 'none'}")
     raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            return error(413, f"body larger than {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_bytes:
+                return error(413, f"body larger than {max_bytes} bytes")
+    except ClientDisconnect:
+        # The client went away mid-body (or the body cap below us cut it): nobody reads an
+        # answer, and a gone client is not a server error worth a traceback.
+        return error(400, "the client disconnected before its body was complete")
     try:
         return json.loads(raw)
     except ValueError:

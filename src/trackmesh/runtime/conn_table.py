@@ -33,6 +33,7 @@ from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disco
 from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
+from .admission import SessionAdmission
 from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
@@ -49,6 +50,11 @@ class TableConn(Protocol):
 
     closing: bool
     ufrags: list[str]  # every local ICE ufrag it had (one more per ICE restart)
+
+    @property
+    def token_hash(self) -> str:
+        """The token that created it: admission counts sessions per token (--max-sessions-per-token)."""
+        ...
 
     @property
     def key(self) -> SessionId: ...
@@ -125,6 +131,8 @@ class ConnTable(Generic[C]):
         reason)``: the transport's own bookkeeping after a close (WHIP/WHEP tombstones)."""
         self.runtime = runtime
         self.port = WebRtcPort.of(runtime)
+        # Shared by every table of the worker: --max-sessions counts WHIP, WHEP and SDK sessions together.
+        self.admission = SessionAdmission.of(runtime)
         self.log = log
         self.conns: dict[SessionId, C] = {}
         self.timers: dict[SessionId, ConnTimer[C]] = {}
@@ -145,6 +153,7 @@ class ConnTable(Generic[C]):
         """Put a new connection in the table: datagrams to ``ufrag``, its core events and its timer reach it."""
         key = conn.key
         self.conns[key] = conn
+        self.admission.add(conn.token_hash)
         self.timers[key] = ConnTimer(conn, conn.machine, self.after_input)
         self.port.attach(key, ufrag, functools.partial(self._on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self._on_core_events, conn=conn))
@@ -193,6 +202,7 @@ class ConnTable(Generic[C]):
         if timer is not None:
             self.runtime.untrack(timer)
         self.conns.pop(key, None)
+        self.admission.release(conn.token_hash, reason)
         self.counters[self._closed] += 1
         self.log.info(
             "session closed",
@@ -225,7 +235,11 @@ class ConnTable(Generic[C]):
         return None if conn is None or conn.closing else conn
 
     def stats(self) -> dict[str, Any]:
-        return {"sessions": len(self.conns), "demux": dict(self.port.demux.counters)}
+        return {
+            "sessions": len(self.conns),
+            "demux": dict(self.port.demux.counters),
+            "admission": self.admission.stats(),
+        }
 
     # ---- inputs ----------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Node:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self.on_started: Callable[[Node], None] | None = None
+        #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
+        self.http_counters: dict[str, int] = {}
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -169,19 +171,9 @@ class Node:
         except StartupError:
             http_sock.close()
             raise
-        app = self.create_app()
-        from trackmesh.http.server import ClientLoggingH11Protocol
+        from trackmesh.http.serving import server_config
 
-        server = _Server(
-            uvicorn.Config(
-                app,
-                http=ClientLoggingH11Protocol,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=3,
-            )
-        )
+        server = _Server(server_config(self.create_app(), self.config, self.http_counters))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         serve = asyncio.create_task(server.serve(sockets=[http_sock]))

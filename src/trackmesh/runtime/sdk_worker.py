@@ -123,6 +123,7 @@ class SdkTransport:
     def connect(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """params: ``request`` (ConnectRequest bytes), ``room``/``peer``/``extra_data`` (token claims),
         ``token_hash``. Returns ``{"response": ConnectResponse bytes}``."""
+        self.table.admission.check(str(params.get("token_hash", "")))
         try:
             req = decode_connect_request(bytes(params["request"]))
         except ProtocolDecodeError as exc:
@@ -150,6 +151,7 @@ class SdkTransport:
             self.runtime.outbox,
             wallclock=time.time(),
             remote_names=lambda media: names.senders,
+            connect_timeout=self.runtime.config.connect_timeout,
         )
         sdk = SdkSession(
             now, peer, names, req.tracks, claims, self._verify, local, cookie_key=os.urandom(32)

@@ -60,6 +60,10 @@ class Session:
         return self.mode.value
 
     @property
+    def token_hash(self) -> str:
+        return self.resource.token_hash
+
+    @property
     def machine(self) -> Timed:
         return self.peer
 
@@ -104,6 +108,7 @@ class WebRtcTransport:
     # ---- control calls -------------------------------------------------------------------
 
     def create(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
+        self.table.admission.check(str(params["token_hash"]))
         ice = IceLiteAgent()
         creds = ice.local_credentials
         local = self.port.local_params(creds.ufrag, creds.pwd)
@@ -126,6 +131,7 @@ class WebRtcTransport:
                 self.runtime.outbox,
                 wallclock=time.time(),
                 remote_names=default_remote_names,
+                connect_timeout=self.runtime.config.connect_timeout,
             )
             room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:

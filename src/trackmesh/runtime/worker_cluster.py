@@ -82,7 +82,9 @@ class WorkerCluster:
         self.member_config = member_config(config, index)
         self.node: ZenohNode = open_node(self.member_config)
         self.poster = Poster(loop)
-        self.registry = ZenohRegistry(self.node.session, self.poster)
+        # Both stamp what zenoh delivers with the clock WorkerRuntime.now() reads, so the core sees
+        # one time line for local input, remote media and remote registry changes.
+        self.registry = ZenohRegistry(self.node.session, self.poster, time.monotonic)
         self.hub = ZenohChannelHub(self.node.session, self.poster, time.monotonic)
         self._closed = False
 

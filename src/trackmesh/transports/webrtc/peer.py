@@ -77,7 +77,12 @@ from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.media_in import InboundMedia, InboundTrack
 from trackmesh.transports.webrtc.media_out import OutboundTrack, SendContext
 
-__all__ = ["TrackNamer", "WebRtcPeer", "receiving", "sending"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "TrackNamer", "WebRtcPeer", "receiving", "sending"]
+
+#: ICE and DTLS must both complete this long after the session is created, or it is closed.
+#: Without it a session whose client never sends a check holds its endpoint (and the client's
+#: slot) forever: no other timer starts before the first check (issue 17).
+DEFAULT_CONNECT_TIMEOUT = 15.0
 
 #: RFC 3550 s6.2 allows reports this often for the few streams of one connection; browsers
 #: send theirs about once a second, and A/V sync in the viewer needs fresh SRs.
@@ -112,7 +117,10 @@ class WebRtcPeer:
         wallclock: float,
         remote_names: TrackNamer,
         gcm_backend: GcmBackend = "libsrtp",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
         self.endpoint = endpoint
         self.answer = answer
         self.ice = ice
@@ -125,6 +133,8 @@ class WebRtcPeer:
         self.srtp: SrtpSession | None = None
         self.connected = False
         self.closed = False
+        self.connect_timeout = connect_timeout
+        self._connect_deadline: float | None = now + connect_timeout
         self._events: deque[PeerEvent] = deque()
         self._dtls_addr: Address | None = None
         self._next_sr: float | None = None
@@ -236,9 +246,9 @@ class WebRtcPeer:
                 if srtp is None:
                     self.counters["media_before_dtls"] += 1
                 elif is_rtcp(data):
-                    self._on_rtcp(now, srtp, data)
+                    self._on_rtcp(now, srtp, data, addr)
                 else:
-                    self._on_rtp(now, srtp, data)
+                    self._on_rtp(now, srtp, data, addr)
             elif kind is PacketKind.STUN:
                 response = self.ice.handle_stun(now, data, addr, stun)
                 if response is not None:
@@ -248,7 +258,7 @@ class WebRtcPeer:
                 if self._dtls_addr is None:
                     self._dtls_addr = addr
                 self.dtls.handle_datagram(now, data)
-                self._poll_dtls(now)
+                self._poll_dtls(now, addr)
             else:
                 self.counters["unknown_kind"] += 1
         except RemoteProtocolError:
@@ -256,12 +266,15 @@ class WebRtcPeer:
             # malformed datagram that slipped past them from taking the peer down.
             self.counters["handler_errors"] += 1
 
-    def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes) -> None:
+    def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
         try:
             plain = srtp.unprotect_rtp(data)
         except SrtpError:
             self.counters["srtp_dropped"] += 1
             return
+        # Authenticated media proves the pair alive (an ICE-lite agent sends no checks; libnice
+        # keeps a pair up with unauthenticated indications only): see ice.py.
+        self.ice.note_activity(now, addr)
         try:
             h = RtpHeader.parse(plain)
         except RemoteProtocolError:
@@ -269,12 +282,13 @@ class WebRtcPeer:
             return
         self.inbound.on_rtp(now, plain, h)
 
-    def _on_rtcp(self, now: float, srtp: SrtpSession, data: bytes) -> None:
+    def _on_rtcp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
         try:
             plain = srtp.unprotect_rtcp(data)
         except SrtpError:
             self.counters["srtcp_dropped"] += 1
             return
+        self.ice.note_activity(now, addr)
         try:
             packets = parse_rtcp(plain)
         except RemoteProtocolError:
@@ -327,6 +341,10 @@ class WebRtcPeer:
     def handle_timeout(self, now: float) -> None:
         if self.closed:
             return
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            done = "ICE nominated, DTLS not done" if self.ice.selected_address is not None else "no ICE nomination"
+            self._disconnect(f"connect timeout: not connected within {self.connect_timeout:g} s ({done})")
+            return
         self.ice.handle_timeout(now)
         self._poll_ice(now)
         if self.closed:
@@ -346,7 +364,7 @@ class WebRtcPeer:
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
-        candidates = [self.ice.next_deadline(), self.dtls.next_deadline()]
+        candidates = [self._connect_deadline, self.ice.next_deadline(), self.dtls.next_deadline()]
         if self.connected:
             candidates.append(self.inbound.next_deadline())
             candidates.append(self._next_sr)
@@ -373,7 +391,7 @@ class WebRtcPeer:
             elif isinstance(ev, IceDisconnected):
                 self._disconnect(f"ice: {ev.reason}")
 
-    def _poll_dtls(self, now: float) -> None:
+    def _poll_dtls(self, now: float, source: Address | None = None) -> None:
         addr = self.ctx.addr or self._dtls_addr
         while (datagram := self.dtls.poll_transmit()) is not None:
             if addr is not None:
@@ -395,10 +413,13 @@ class WebRtcPeer:
                 self._disconnect("dtls closed")
             elif isinstance(ev, DtlsApplicationData):
                 self.counters["dtls_application_data"] += 1
+                if source is not None:
+                    self.ice.note_activity(now, source)  # an authenticated record (SCTP): alive
                 self._events.append(ApplicationData(ev.data))
 
     def _on_connected(self, now: float) -> None:
         self.connected = True
+        self._connect_deadline = None
         self._events.append(Connected())
         if self.outbound:
             self._next_sr = now + SR_INTERVAL

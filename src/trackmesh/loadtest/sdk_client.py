@@ -216,8 +216,9 @@ class SdkClient:
     def request(self, req: session_pb2.Request) -> int:
         self._seq += 1
         req.req_id = self._seq
-        self.dcm.send(DATA_CHANNEL_ID, session_pb2.ClientEvent(seq=self._seq, request=req).SerializeToString())
-        self._pump(time.monotonic())
+        now = time.monotonic()
+        self.dcm.send(now, DATA_CHANNEL_ID, session_pb2.ClientEvent(seq=self._seq, request=req).SerializeToString())
+        self._pump(now)
         return self._seq
 
     def _on_server_event(self, data: bytes) -> None:

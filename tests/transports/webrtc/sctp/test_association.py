@@ -316,6 +316,22 @@ def test_graceful_shutdown_delivers_queued_data() -> None:
     assert a.next_deadline() is None and b.next_deadline() is None
 
 
+def test_shutdown_timer_runs_from_the_given_now() -> None:
+    # RFC 4960 s9.2: T2-shutdown starts when SHUTDOWN is sent; the association keeps no clock of its
+    # own, so after an idle spell it starts from the now given to shutdown(), not the last input.
+    a, b, link = connected()
+    deadline = a.next_deadline()
+    assert deadline is not None and deadline > link.now + 10.0  # only the heartbeat timer is left
+    later = link.now + 5.0
+    a.shutdown(later)
+    assert a.state is AssociationState.SHUTDOWN_SENT
+    assert a.next_deadline() == pytest.approx(later + a._out.rto)
+    link.now = later
+    link.run(lambda: all(any(isinstance(e, AssociationClosed) for e in evs) for evs in link.events))
+    assert AssociationClosed(None) in link.events[0] and AssociationClosed(None) in link.events[1]
+    assert b.state is AssociationState.CLOSED
+
+
 def test_abort() -> None:
     a, b, link = connected()
     a.abort("bye")

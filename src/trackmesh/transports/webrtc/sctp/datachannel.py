@@ -11,7 +11,8 @@ SctpAssociation` and exposes the same driver surface (``handle_data``, ``poll_tr
 - Negotiated channels (``negotiated_id``, e.g. id 0 label "data" in our SDK protocol) are
   agreed out of band: no DCEP, open as soon as the association is.
 - Messages use PPID 51 (string) / 53 (binary), and 56 / 57 with a single zero byte for empty
-  ones (RFC 8831 s6.6). Reliability maps to PR-SCTP (RFC 8831 s6.1, RFC 3758).
+  ones (RFC 8831 s6.6). Reliability maps to PR-SCTP (RFC 8831 s6.1, RFC 3758); a timed
+  channel's lifetime counts from the ``now`` given to :meth:`~DataChannelManager.send`.
 - Closing resets the outgoing stream (RFC 8831 s6.7, RFC 6525); the peer resets its own in
   response; the channel is closed once both directions are reset.
 """

@@ -39,8 +39,8 @@ def _bench(tmp_path: Path, node: NodeProcess, *args: str, env: dict[str, str] | 
     return json.loads(out.read_text()), proc.stdout, elapsed
 
 
-def _node() -> NodeProcess:
-    node = NodeProcess("--node-ip", "127.0.0.1", "--workers", "1", secret="url-bench-secret-0123")
+def _node(*args: str) -> NodeProcess:
+    node = NodeProcess("--node-ip", "127.0.0.1", "--workers", "1", *args, secret="url-bench-secret-0123")
     node.wait_ready()
     return node
 
@@ -80,10 +80,14 @@ def test_s1_against_a_running_node(tmp_path: Path) -> None:
 
 
 def test_s3_against_a_running_node_over_the_sdk(tmp_path: Path) -> None:
-    node = _node()
+    """Also: a node whose /metrics and /api/node/info need --metrics-token, given through the environment."""
+    metrics_token = "url-bench-metrics-token-42"
+    node = _node("--metrics-token", metrics_token)
     try:
+        without = Deployment(ServerUrl.parse(node.base), node.secret).coverage()
         doc, stdout, elapsed = _bench(tmp_path, node, "s3", "--secret", node.secret, "--speakers", "3",
-                                      "--duration", "2", "--step", "2", "--max-subs", "2", "--sequential-joins", "1")
+                                      "--duration", "2", "--step", "2", "--max-subs", "2", "--sequential-joins", "1",
+                                      env={"TRACKMESH_BENCH_METRICS_TOKEN": metrics_token})
     finally:
         node.stop()
     assert elapsed < 40, f"run took {elapsed:.1f} s"
@@ -94,7 +98,12 @@ def test_s3_against_a_running_node_over_the_sdk(tmp_path: Path) -> None:
     assert step["corrupted"] == 0 and step["misrouted"] == 0 and step["srtp_errors"] == 0, step
     assert r["sdk"]["attach_ok"] == 2 * 3 and r["sdk"]["attach_err"] == 0, r["sdk"]
     assert r["rss_per_peer_kb"] is None and step["server_cpu"] is None
-    assert doc["target"]["url"] == node.base
+    # Without the token the report says why server CPU and RSS are missing.
+    assert without["metrics_status"] == 401 and without["role"] is None, without
+    assert any("answered HTTP 401" in m for m in without["not_measured"]), without
+    target = doc["target"]
+    assert target["url"] == node.base and target["metrics_status"] == 200 and target["role"] == "standalone"
+    assert node.secret not in json.dumps(doc) and metrics_token not in json.dumps(doc)
     assert "S3 capacity" in stdout and "not measured:" in stdout
 
 

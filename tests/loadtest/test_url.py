@@ -45,9 +45,12 @@ def _node(*args: str) -> NodeProcess:
     return node
 
 
-def test_s1_against_a_running_node(tmp_path: Path) -> None:
+def test_s1_against_a_running_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     node = _node()
     try:
+        # A wrong secret stops the run before any client, with the reason.
+        assert main(["s1", "--url", node.base, "--secret", "not-the-secret-123"]) == 2
+        assert "answered HTTP 401 (wrong app secret?)" in capsys.readouterr().err
         doc, stdout, elapsed = _bench(tmp_path, node, "s1", "--duration", "3", "--step", "3", "--max-subs", "3",
                                       "--idle-peers", "1", "--sequential-joins", "1",
                                       env={"TRACKMESH_BENCH_SECRET": node.secret})
@@ -116,6 +119,8 @@ def test_url_needs_the_secret_and_a_trackmesh_target(capsys: pytest.CaptureFixtu
     assert "--url" in capsys.readouterr().err
     assert main(["s1", "--url", "ftp://127.0.0.1:9", "--secret", "x"]) == 2
     assert "expected http://host:port" in capsys.readouterr().err
+    assert main(["s1", "--url", f"http://127.0.0.1:{free_port()}", "--secret", "x"]) == 2  # nothing listens
+    assert "cannot reach http://127.0.0.1:" in capsys.readouterr().err
 
 
 def test_server_url_parsing() -> None:

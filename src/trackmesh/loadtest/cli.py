@@ -161,6 +161,7 @@ def _start(target: Target, args: argparse.Namespace, workdir: Path, server_cores
         from trackmesh.loadtest.signalling import ServerUrl
 
         dep = Deployment(ServerUrl.parse(args.url), args.secret, metrics_token=args.metrics_token)
+        dep.preflight()
         return dep, dep.local_ip(), f"at {dep.url}"
     local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
     server = target.start(args.cores, workdir, len(server_cores))
@@ -417,9 +418,15 @@ def main(
     if args.url:
         env["target_url"] = args.url
     results: dict[str, dict[str, Any]] = {}
+    from trackmesh.loadtest.deployment import DeploymentError
+
     with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
         for name in names:
-            results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
+            try:
+                results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
+            except DeploymentError as exc:
+                print(f"{prog}: {exc}", file=sys.stderr)
+                return 2
     steal = [s["steal"] for r in results.values() for s in r["steps"]]
     env["steal_max"] = max(steal, default=None)
     if args.scenario != "s1":

@@ -22,7 +22,7 @@ from typing import Any
 
 from trackmesh.loadtest.signalling import ServerUrl
 
-__all__ = ["Deployment", "MetricsTree", "parse_process_metrics"]
+__all__ = ["Deployment", "DeploymentError", "MetricsTree", "parse_process_metrics"]
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 #: What the bench measures from its own clients, whatever the server exposes.
@@ -60,6 +60,10 @@ def parse_process_metrics(text: str) -> dict[str, float]:
             continue
         out[key] = out.get(key, 0.0) + value
     return out
+
+
+class DeploymentError(RuntimeError):
+    """The deployment named by --url cannot be load-tested as given (unreachable, wrong secret...)."""
 
 
 class MetricsTree:
@@ -145,6 +149,30 @@ class Deployment:
         if isinstance(data, dict):
             self.version = str(data.get("version")) if data.get("version") else None
             self.role = str(data.get("role")) if data.get("role") else None
+
+    def preflight(self) -> None:
+        """Before any client: the node answers, and the secret mints a token (a clear error instead of a
+        failed join per client)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/node/health", timeout=10) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:  # 503: up but not ready (draining, no workers): the token check says more
+                raise DeploymentError(f"{self.url}/api/node/health answered HTTP {exc.code}") from None
+        except OSError as exc:
+            raise DeploymentError(f"cannot reach {self.url}: {exc}") from None
+        body = json.dumps({"room": self.room_prefix + "preflight", "ttl": 60}).encode()
+        req = urllib.request.Request(f"{self.url}/token/whep", data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.secret}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode("utf-8", "replace")
+            hint = " (wrong app secret?)" if exc.code in (401, 403) else ""
+            raise DeploymentError(f"POST {self.url}/token/whep answered HTTP {exc.code}{hint}: {detail}") from None
+        except OSError as exc:
+            raise DeploymentError(f"POST {self.url}/token/whep: {exc}") from None
 
     def local_ip(self) -> str:
         """The local address the kernel routes towards the deployment (no packet is sent: UDP connect)."""

@@ -300,6 +300,10 @@ def report(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["soak"], ["chaos"]):
+        from trackmesh.loadtest.soak_chaos_cli import main as long_runs
+
+        return long_runs(argv)
     if argv[:1] == ["report"] and len(argv) == 2:
         return report(Path(argv[1]))
     args = _parse(argv)

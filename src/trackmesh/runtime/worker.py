@@ -30,6 +30,7 @@ from trackmesh.core.ids import SessionId
 from trackmesh.core.registry import Registry
 from trackmesh.core.worker import MediaWorker
 
+from .loop import LoopLag
 from .scheduler import Scheduler, Timed
 
 log = logging.getLogger("trackmesh.worker")
@@ -107,6 +108,7 @@ class WorkerRuntime:
         self._sock: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self.loop_lag = LoopLag()
         self._buf = bytearray(RECV_BUFFER)
         self.udp_port = 0
         self.register_rpc("worker.stats", lambda now, params: self.stats())
@@ -239,9 +241,12 @@ class WorkerRuntime:
         self.flush(now)
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = None
         self._timer_at = None
         now = self.now()
+        if due is not None:
+            self.loop_lag.record(now, now - due)
         self.scheduler.update(self._core_timer)
         try:
             self.scheduler.run_due(now)
@@ -311,4 +316,5 @@ class WorkerRuntime:
             "endpoints": len(self.core.endpoints),
             "rooms": len(self.core.rooms.rooms),
             "counters": dict(self.counters),
+            "loop_lag": self.loop_lag.stats(self.now()),
         }

@@ -98,6 +98,7 @@ class SoakRun:
         self.churn_join_ms: list[float] = []
         self.churn_errors: list[str] = []
         self._churn_n = 0
+        self.steady_retries = 0
 
     async def _join(self, timeout: float) -> Viewer:
         tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
@@ -125,6 +126,13 @@ class SoakRun:
             tasks.append(asyncio.create_task(self._join(self.cfg.join_timeout)))
             await asyncio.sleep(1.0 / self.cfg.storm_rate)
         self.steady = list(await asyncio.gather(*tasks))
+        # A join that failed in the storm (a busy box) is retried one at a time, at most twice per viewer.
+        for _attempt in range(2):
+            for n, v in enumerate(self.steady):
+                if v.error is not None:
+                    v.tr.close()
+                    self.steady_retries += 1
+                    self.steady[n] = await self._join(self.cfg.join_timeout)
 
     async def _churn_one(self, silent: bool) -> None:
         v = await self._join(self.cfg.join_timeout)
@@ -243,6 +251,7 @@ class SoakRun:
                                   "max": _ms(max(health) if health else None)},
                     "health_failures": prober.failures,
                     "generator_lag_max_ms": _ms(max(glags) if glags else None),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
                     "publisher_late_ms": round(pub.late * 1000, 1),
                     "churn": dict(self.churn),
                     "churn_in_flight": len(self.churn_tasks),
@@ -272,6 +281,7 @@ class SoakRun:
             "rss_before_viewers_kb": rss_before,
             "steady_joined": len(alive),
             "steady_join_failures": [v.error for v in self.steady if v.error is not None][:10],
+            "steady_join_retries": self.steady_retries,
             "steady_join_ms": {"p50": percentile(join_ms, 50), "p99": percentile(join_ms, 99)},
             "delivery_per_viewer": [round(x, 6) for x in per_viewer],
             "delivered": sum(v.got for v in alive),
@@ -322,7 +332,7 @@ def _print_sample(r: dict[str, Any]) -> None:
         f"lag {r.get('loop_lag_max_ms')} ms health p50/max {r['health_ms']['p50']}/{r['health_ms']['max']} ms "
         f"deliv {r['delivery']} worst {r['delivery_worst_viewer']} p99 {r['latency_ms']['p99']} ms "
         f"endpoints {r.get('endpoints')} churn {r['churn']['joins']}/{r['churn']['join_failures']} failed "
-        f"gen {r['generator_cpu']:4.0%} foreign {r['foreign_cores']:.2f}",
+        f"gen {r['generator_cpu']:4.0%} foreign {r['foreign_cores']:.2f} load {r['loadavg_1m']}",
         flush=True,
     )
 
@@ -377,6 +387,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "generator_cpu_max": max(s["generator_cpu"] for s in samples),
         "foreign_cores_mean_max": [round(sum(s["foreign_cores"] for s in samples) / len(samples), 3),
                                    max(s["foreign_cores"] for s in samples)],
+        "loadavg_1m_mean_max": [round(sum(s.get("loadavg_1m", 0.0) for s in samples) / len(samples), 2),
+                                max(s.get("loadavg_1m", 0.0) for s in samples)],
         "churn": result["churn"],
     }
     out["verdicts"] = {
@@ -419,7 +431,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"{s['churn']['leaves_delete']} DELETE + {s['churn']['leaves_silent']} silent leaves; endpoints min/max "
         f"{s['endpoints_min_max']}: {ok(v['churn_joins_all_ok'])}",
         f"server CPU mean {s['server_cpu_mean']:.1%}; generator CPU max {s['generator_cpu_max']:.0%}; "
-        f"foreign load mean/max {s['foreign_cores_mean_max']} cores",
+        f"foreign load mean/max {s['foreign_cores_mean_max']} cores, load average (1 min) mean/max "
+        f"{s['loadavg_1m_mean_max']}",
     ]
 
 

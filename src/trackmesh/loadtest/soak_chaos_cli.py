@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -39,6 +40,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--warmup", type=float, default=None, help="seconds (default 20 %% of the run, at most 180)")
     s.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
     s.add_argument("--profile", choices=sorted(PROFILES), default="gcm")
+    s.add_argument("--nice", type=int, default=0,
+                   help="scheduling niceness of the run, inherited by the server (e.g. -10 on a shared box, so "
+                        "other work cannot starve the server under test; needs root for < 0)")
     s.add_argument("--out", type=Path, default=None, help="JSON result (default bench/results/soak-<stamp>.json)")
     c = sub.add_parser("chaos", help="kill -9 media nodes and gateways of a dev-cluster while clients reconnect")
     c.add_argument("--minutes", type=float, default=5.0)
@@ -49,6 +53,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--whep", type=int, default=4, help="WHEP viewers (default 4)")
     c.add_argument("--sdk", type=int, default=2, help="SDK viewers (default 2)")
     c.add_argument("--target", type=float, default=5.0, help="recovery target, seconds after a kill (default 5)")
+    c.add_argument("--nice", type=int, default=0, help="scheduling niceness, inherited by the members (see soak)")
     c.add_argument("--out", type=Path, default=None, help="JSON result (default bench/results/chaos-<stamp>.json)")
     return p.parse_args(argv)
 
@@ -83,6 +88,8 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from trackmesh.bench.servers import TrackmeshServer
     from trackmesh.loadtest.soak import SoakConfig, run_soak
 
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the servers started below inherit it
     server_cores = _cpu_list(args.cores)
     all_cores = sorted(os.sched_getaffinity(0))
     gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
@@ -106,12 +113,15 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         server.stop()
     result["capacity"] = capacity
+    result["nice"] = args.nice
     result["server_exit_code"] = server.proc.returncode
     return result
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
+    # SIGTERM unwinds like Ctrl-C, so the server (soak) and the members (chaos) are stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from trackmesh.bench.cli import _reexec_in_netns
 
     if os.environ.get("TRACKMESH_BENCH_NO_NETNS") != "1":
@@ -137,6 +147,9 @@ def main(argv: list[str]) -> int:
             from trackmesh.loadtest.chaos import summary_lines as chaos_lines
 
             env = environment("-", sorted(os.sched_getaffinity(0)), "gcm")
+            if args.nice:
+                os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the members inherit it
+            env["nice"] = args.nice
             ccfg = ChaosConfig(seconds=args.minutes * 60, every=args.every, media=args.media,
                                gateways=args.gateways, workers=args.workers, whep=args.whep, sdk=args.sdk,
                                target=args.target, workdir=Path(tmp))

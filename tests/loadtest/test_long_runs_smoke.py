@@ -1,6 +1,6 @@
 """Very short soak and chaos runs: the tools produce sane reports with real measured values.
 
-Both run ``python -m trackmesh.bench.cli soak|chaos`` as a subprocess, which re-executes itself in a fresh
+Both run ``python -m trackmesh.loadtest.cli soak|chaos`` as a subprocess, which re-executes itself in a fresh
 private network namespace (loopback only) like every ``trackmesh-bench`` run. The figures that matter
 (30 minutes, 5 minutes) are benchmarks in docs/benchmarks.md, never timed assertions here.
 """
@@ -32,7 +32,7 @@ needs_netns = pytest.mark.skipif(not _can_unshare(), reason="needs unshare -n (r
 
 def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "trackmesh.bench.cli", *args, "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "trackmesh.loadtest.cli", *args, "--out", str(out)],
                           capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout

@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.media import Publisher, SendLog, Sink
-from trackmesh.bench.recording import Recording, load
-from trackmesh.bench.sdk_client import SdkClient, SdkPlan, TrackmeshSdk
 from trackmesh.loadtest.chaos_cluster import ChaosCluster, KillRecord
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.media import Publisher, SendLog, Sink
+from trackmesh.loadtest.recording import Recording, load
+from trackmesh.loadtest.sdk_client import SdkClient, SdkPlan, TrackmeshSdk
 from trackmesh.loadtest.sessions import Resource, WhipWhepSessions
 from trackmesh.transports.sdk.protocol import session_pb2
 from trackmesh.transports.webrtc.certificate import DtlsCertificate

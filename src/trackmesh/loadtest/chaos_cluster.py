@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trackmesh.bench.servers import ProcTree
 from trackmesh.cli.dev_cluster import Member, command, die_with_parent, plan, stop_all
 from trackmesh.loadtest.probes import get_json
+from trackmesh.loadtest.servers import ProcTree
 
 __all__ = ["ChaosCluster", "KillRecord"]
 

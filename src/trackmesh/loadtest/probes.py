@@ -1,6 +1,6 @@
 """What the soak and chaos runs sample besides media: HTTP probes, /metrics, the generator's own loop lag.
 
-Everything goes to 127.0.0.1 only (:func:`trackmesh.bench.signalling.http_request` refuses anything else).
+Everything goes to 127.0.0.1 only (:func:`trackmesh.loadtest.signalling.http_request` refuses anything else).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from trackmesh.bench.signalling import http_request
+from trackmesh.loadtest.signalling import http_request
 
 __all__ = ["HealthProber", "LoopLagMonitor", "get_json", "parse_metrics", "percentile", "scrape_metrics"]
 

@@ -1,6 +1,6 @@
 """WHIP/WHEP sessions that can also end: the load generator's signalling plus the resource URL and its DELETE.
 
-:class:`trackmesh.bench.signalling.TrackmeshWhipWhep` opens sessions for ramps that never close one; the soak
+:class:`trackmesh.loadtest.signalling.TrackmeshWhipWhep` opens sessions for ramps that never close one; the soak
 and chaos runs also leave (RFC 9725 section 4.2: ``DELETE`` on the ``Location``) and reconnect, so they need
 the resource URL and token of each session.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.signalling import HttpError, TrackmeshWhipWhep, http_request, publish_offer, view_offer
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.signalling import HttpError, TrackmeshWhipWhep, http_request, publish_offer, view_offer
 
 __all__ = ["Resource", "WhipWhepSessions"]
 

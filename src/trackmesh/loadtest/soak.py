@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.media import Publisher, SendLog, Sink
-from trackmesh.bench.recording import Recording
-from trackmesh.bench.runner import _core_busy, _core_times
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.media import Publisher, SendLog, Sink
 from trackmesh.loadtest.probes import HealthProber, LoopLagMonitor, percentile, scrape_metrics
+from trackmesh.loadtest.recording import Recording
+from trackmesh.loadtest.runner import _core_busy, _core_times
 from trackmesh.loadtest.sessions import Resource, WhipWhepSessions
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.srtp import SrtpProfile

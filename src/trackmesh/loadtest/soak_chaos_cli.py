@@ -17,15 +17,16 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from trackmesh.transports.webrtc.srtp import SrtpProfile
 
 __all__ = ["main"]
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    from trackmesh.bench.cli import PROFILES
-
+def _parse(argv: list[str], profiles: Mapping[str, SrtpProfile]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trackmesh-bench", description="soak and chaos runs (docs/benchmarks.md)")
     sub = p.add_subparsers(dest="run", required=True)
     s = sub.add_parser("soak", help="1 publisher, viewers at 70 %% of capacity, churn; drift of RSS, fds, delivery")
@@ -39,10 +40,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--sample-every", type=float, default=10.0)
     s.add_argument("--warmup", type=float, default=None, help="seconds (default 20 %% of the run, at most 180)")
     s.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
-    s.add_argument("--profile", choices=sorted(PROFILES), default="gcm")
+    s.add_argument("--profile", choices=sorted(profiles), default="gcm")
     s.add_argument("--nice", type=int, default=0,
-                   help="scheduling niceness of the run, inherited by the server (e.g. -10 on a shared box, so "
-                        "other work cannot starve the server under test; needs root for < 0)")
+                   help="scheduling niceness of the run and of its session's autogroup, inherited by the server "
+                        "(e.g. -5 on a shared box, so other work cannot starve the server under test; needs root "
+                        "for < 0; start the run with setsid)")
     s.add_argument("--out", type=Path, default=None, help="JSON result (default bench/results/soak-<stamp>.json)")
     c = sub.add_parser("chaos", help="kill -9 media nodes and gateways of a dev-cluster while clients reconnect")
     c.add_argument("--minutes", type=float, default=5.0)
@@ -58,24 +60,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _cpu_list(text: str) -> list[int]:
-    from trackmesh.bench.cli import _cpu_list as parse
-
-    return parse(text)
-
-
 async def _measure_capacity(args: argparse.Namespace, workdir: Path, gen_cores: list[int]) -> int:
-    from trackmesh.bench.cli import PROFILES
-    from trackmesh.bench.recording import load
-    from trackmesh.bench.runner import S1Config, run_s1
-    from trackmesh.bench.servers import TrackmeshServer
-    from trackmesh.bench.signalling import TrackmeshWhipWhep
+    from trackmesh.loadtest.recording import load
+    from trackmesh.loadtest.runner import S1Config, run_s1
+    from trackmesh.loadtest.servers import TrackmeshServer
+    from trackmesh.loadtest.signalling import TrackmeshWhipWhep
 
-    cfg = S1Config(profile=PROFILES[args.profile], duration=10.0, max_wall=900.0, gen_cores=gen_cores)
+    cfg = S1Config(profile=args.srtp_profile, duration=10.0, max_wall=900.0, gen_cores=gen_cores)
     server = TrackmeshServer(args.cores, workdir)
     try:
         sig = TrackmeshWhipWhep(server.port, server.secret, "capacity")
-        r = await run_s1(cfg, server, sig, load(None), "127.0.0.1", _cpu_list(args.cores))
+        r = await run_s1(cfg, server, sig, load(None), "127.0.0.1", args.server_cores)
     finally:
         server.stop()
     print(f"soak: measured S1 capacity {r['capacity']} ({r['limited_by']})", flush=True)
@@ -83,14 +78,13 @@ async def _measure_capacity(args: argparse.Namespace, workdir: Path, gen_cores: 
 
 
 async def _soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from trackmesh.bench.cli import PROFILES
-    from trackmesh.bench.recording import load
-    from trackmesh.bench.servers import TrackmeshServer
+    from trackmesh.loadtest.recording import load
+    from trackmesh.loadtest.servers import TrackmeshServer
     from trackmesh.loadtest.soak import SoakConfig, run_soak
 
     if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the servers started below inherit it
-    server_cores = _cpu_list(args.cores)
+        renice(args.nice)  # the servers started below inherit it
+    server_cores = args.server_cores
     all_cores = sorted(os.sched_getaffinity(0))
     gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
     os.sched_setaffinity(0, gen_cores)
@@ -101,7 +95,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             capacity = await _measure_capacity(args, workdir, gen_cores)
         viewers = max(1, int(capacity * args.share))
     cfg = SoakConfig(
-        seconds=args.minutes * 60, viewers=viewers, profile=PROFILES[args.profile], churn_per_s=args.churn,
+        seconds=args.minutes * 60, viewers=viewers, profile=args.srtp_profile, churn_per_s=args.churn,
         churn_life=args.churn_life, sample_every=args.sample_every, warmup=args.warmup, gen_cores=gen_cores,
         server_cores=server_cores,
     )
@@ -118,15 +112,33 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str]) -> int:
-    args = _parse(argv)
+def renice(nice: int) -> None:
+    """This process's niceness and, when the kernel groups processes by session (autogroup), its session's:
+    with autogroups the scheduler shares CPU between sessions first, so a process's own niceness does not
+    weigh against other sessions' work. Start the run in a session of its own (``setsid``) so that only it
+    (and the servers it starts) get the priority."""
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        pass  # no autogroups (CONFIG_SCHED_AUTOGROUP off): the process niceness is what counts
+
+
+def main(
+    argv: list[str], *, reexec: Callable[[], None], profiles: Mapping[str, SrtpProfile],
+    cpu_list: Callable[[str], list[int]],
+) -> int:
+    """Called by ``trackmesh-bench`` (loadtest/cli.py) with its network-namespace re-execution, SRTP profiles
+    and CPU-list parser."""
+    args = _parse(argv, profiles)
+    if args.run == "soak":
+        args.srtp_profile = profiles[args.profile]
+        args.server_cores = cpu_list(args.cores)
     # SIGTERM unwinds like Ctrl-C, so the server (soak) and the members (chaos) are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from trackmesh.bench.cli import _reexec_in_netns
-
-    if os.environ.get("TRACKMESH_BENCH_NO_NETNS") != "1":
-        _reexec_in_netns()
-    from trackmesh.bench.servers import environment, netns_ok
+    reexec()
+    from trackmesh.loadtest.servers import environment, netns_ok
 
     ok, why = netns_ok()
     if not ok:
@@ -139,7 +151,7 @@ def main(argv: list[str]) -> int:
             from trackmesh.loadtest.soak import summary_lines
 
             env = environment(args.cores, [c for c in sorted(os.sched_getaffinity(0))
-                                           if c not in _cpu_list(args.cores)], args.profile)
+                                           if c not in args.server_cores], args.srtp_profile.value)
             result = asyncio.run(_soak(args, Path(tmp)))
             lines = summary_lines(result)
         else:
@@ -148,7 +160,7 @@ def main(argv: list[str]) -> int:
 
             env = environment("-", sorted(os.sched_getaffinity(0)), "gcm")
             if args.nice:
-                os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the members inherit it
+                renice(args.nice)  # the members inherit it
             env["nice"] = args.nice
             ccfg = ChaosConfig(seconds=args.minutes * 60, every=args.every, media=args.media,
                                gateways=args.gateways, workers=args.workers, whep=args.whep, sdk=args.sdk,

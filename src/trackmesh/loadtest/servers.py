@@ -1,4 +1,4 @@
-"""Servers under test (trackmesh standalone, Janus 1.1.2), pinned with taskset; process statistics.
+"""The server under test (trackmesh standalone), pinned with taskset; process statistics.
 
 CPU is utime+stime of the whole process tree from /proc/<pid>/stat (all threads, and the
 worker processes trackmesh forks); memory is the sum of VmRSS from /proc/<pid>/status.
@@ -14,12 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JanusServer", "ProcTree", "TrackmeshServer", "environment", "netns_ok"]
+__all__ = ["ProcTree", "Server", "TrackmeshServer", "environment", "netns_ok"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -88,7 +87,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -105,7 +104,7 @@ def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: flo
     raise RuntimeError("server did not become ready")
 
 
-class _Server:
+class Server:
     proc: subprocess.Popen[bytes]
     log_path: Path
 
@@ -123,7 +122,7 @@ class _Server:
                 self.proc.wait()
 
 
-class TrackmeshServer(_Server):
+class TrackmeshServer(Server):
     name = "trackmesh"
 
     def __init__(self, cores: str, workdir: Path, *, log_level: str = "warning") -> None:
@@ -137,7 +136,7 @@ class TrackmeshServer(_Server):
              "--node-ip", "127.0.0.1", "--workers", "1", "--log-level", log_level],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
         )
-        _wait_http(self.port, "/api/node/health", self.proc)
+        wait_http(self.port, "/api/node/health", self.proc)
 
 
 def _pkg_version() -> str:
@@ -147,65 +146,6 @@ def _pkg_version() -> str:
         return version("trackmesh")
     except Exception:
         return "?"
-
-
-_JANUS_DIRS = "/usr/lib/x86_64-linux-gnu/janus"
-
-
-class JanusServer(_Server):
-    """Janus with the loopback configuration of shared/research/ecosystem.md 4.1/4.2."""
-
-    name = "janus"
-
-    def __init__(self, cores: str, workdir: Path, *, event_loops: int = 1, debug_level: int = 3) -> None:
-        exe = shutil.which("janus")
-        if exe is None:
-            raise RuntimeError("janus not found: apt-get install janus")
-        self.port = 8088
-        self.conf = Path(tempfile.mkdtemp(prefix="janus-", dir=workdir))
-        plugins = "libjanus_audiobridge.so,libjanus_duktape.so,libjanus_lua.so,libjanus_nosip.so," \
-                  "libjanus_recordplay.so,libjanus_sip.so,libjanus_streaming.so,libjanus_textroom.so," \
-                  "libjanus_videocall.so,libjanus_voicemail.so,libjanus_echotest.so"
-        transports = "libjanus_websockets.so,libjanus_pfunix.so,libjanus_mqtt.so,libjanus_nanomsg.so," \
-                     "libjanus_rabbitmq.so"
-        events = "libjanus_sampleevh.so,libjanus_gelfevh.so,libjanus_mqttevh.so,libjanus_nanomsgevh.so," \
-                 "libjanus_rabbitmqevh.so,libjanus_wsevh.so"
-        (self.conf / "janus.jcfg").write_text(
-            "general: {\n"
-            f'  configs_folder = "{self.conf}"\n'
-            f'  plugins_folder = "{_JANUS_DIRS}/plugins"\n'
-            f'  transports_folder = "{_JANUS_DIRS}/transports"\n'
-            f'  events_folder = "{_JANUS_DIRS}/events"\n'
-            f'  loggers_folder = "{_JANUS_DIRS}/loggers"\n'
-            f"  debug_level = {debug_level}\n"
-            '  admin_secret = "bench"\n'
-            '  interface = "127.0.0.2"\n'
-            "  session_timeout = 120\n"
-            f"  event_loops = {event_loops}\n"
-            "}\n"
-            "certificates: {}\n"
-            'media: {\n  rtp_port_range = "20000-29999"\n}\n'
-            'nat: {\n  ice_enforce_list = "v0"\n  ignore_mdns = true\n}\n'
-            f'plugins: {{\n  disable = "{plugins}"\n}}\n'
-            f'transports: {{\n  disable = "{transports}"\n}}\n'
-            'loggers: {\n  disable = "libjanus_jsonlog.so"\n}\n'
-            f'events: {{\n  broadcast = false\n  disable = "{events}"\n}}\n'
-        )
-        (self.conf / "janus.transport.http.jcfg").write_text(
-            'general: {\n  json = "indented"\n  base_path = "/janus"\n  http = true\n  port = 8088\n'
-            '  ip = "127.0.0.1"\n  https = false\n}\nadmin: {\n  admin_http = false\n  admin_https = false\n}\n'
-            "cors: {}\ncertificates: {}\n"
-        )
-        (self.conf / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
-        self.log_path = workdir / "janus.log"
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().splitlines()
-        self.version = out[0] if out else "?"
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", cores, exe, "-F", str(self.conf), "-C", str(self.conf / "janus.jcfg"), "-o",
-             "-L", str(self.log_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        _wait_http(self.port, "/janus/info", self.proc)
 
 
 def netns_ok() -> tuple[bool, str]:

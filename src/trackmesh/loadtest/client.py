@@ -11,7 +11,7 @@ Built on trackmesh's own sans-IO pieces used from the *client* side:
 - SRTP: :func:`srtp_sessions_from_dtls`.
 
 Media sent and received is hashed (:func:`recording.payload_key`) and matched against the
-shared send log by :class:`trackmesh.bench.stats.Meter`. Every destination must be in
+shared send log by :class:`trackmesh.loadtest.stats.Meter`. Every destination must be in
 127.0.0.0/8 (checked here, once per remote address).
 """
 

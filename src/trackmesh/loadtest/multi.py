@@ -11,9 +11,10 @@ S3: ``speakers`` (10) publishers of Opus only in one room, then listeners that e
 later step join in a storm at ``storm_rate`` (storm join time). A step adds ``step`` listeners.
 
 trackmesh: every participant/speaker/listener is one SDK connection (``POST /webrtc/connect``, data
-channel, receivers attached on ``track_started``, see sdk_client.py). Janus: VideoRoom, a publisher
-PeerConnection per publishing participant plus a multistream subscriber PeerConnection per receiving
-participant (janus_rooms.py).
+channel, receivers attached on ``track_started``, see sdk_client.py). The Janus comparison (not
+installed: bench/janus/multi.py in the repository) overrides the ``_join_*`` hooks with VideoRoom: a
+publisher PeerConnection per publishing participant plus a multistream subscriber PeerConnection per
+receiving participant.
 
 Each step: settle, hold ``duration`` s, evaluate the same SLOs as S1 per (subscriber, stream): loss
 < 1 %, added p99 one-way latency < 50 ms, no stream silent > 500 ms, all joins done (every expected
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog
-from trackmesh.bench.recording import AUDIO, VIDEO, Recording
-from trackmesh.bench.runner import (
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog
+from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording
+from trackmesh.loadtest.runner import (
     DISTURBED,
     GEN_SATURATED,
     LOSS_SLO,
@@ -49,9 +50,9 @@ from trackmesh.bench.runner import (
     latency_and_freeze_failures,
     reference_path,
 )
-from trackmesh.bench.sdk_client import SdkClient, SdkPlan
-from trackmesh.bench.servers import StealMeter
-from trackmesh.bench.streams import MultiSink, StreamLog, stream_id
+from trackmesh.loadtest.sdk_client import SdkClient, SdkPlan
+from trackmesh.loadtest.servers import StealMeter
+from trackmesh.loadtest.streams import MultiSink, StreamLog, stream_id
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.srtp import SrtpProfile
 
@@ -89,7 +90,6 @@ class Member:
     transports: list[Transport] = field(default_factory=list)
     publisher: Publisher | None = None
     sdk: SdkClient | None = None
-    feed: int | None = None
 
     def close(self) -> None:
         if self.sdk is not None:
@@ -187,23 +187,6 @@ class MultiRun:
         if m.pid is not None:
             self._start_publisher(m, tr, ssrcs, mids)
 
-    # -- Janus: a publisher PC and/or a subscriber PC per member ---------------------------
-
-    async def _janus_publish(self, m: Member, room: int) -> None:
-        tr = self._transport(None)
-        m.transports.append(tr)
-        ssrcs = (random.getrandbits(31) | 1, random.getrandbits(31) | 2)
-        m.feed = await self.sig.publish_in(room, tr, ssrcs, audio_only=self.audio_only)
-        await self._connected(tr)
-        self._start_publisher(m, tr, ssrcs, ("0", "1"))
-
-    async def _janus_subscribe(self, m: Member, room: int, feeds: list[int]) -> None:
-        tr = self._transport(m.sink)
-        m.transports.append(tr)
-        await self.sig.subscribe_in(room, tr, feeds)
-        if m.sink is not None and tr.remote is not None:
-            m.sink.pt_kind.update(tr.remote.pt_kind)
-
     # -- S2 -------------------------------------------------------------------------------------
 
     def _new_members(self, n: int, room_tag: str) -> list[Member]:
@@ -233,71 +216,53 @@ class MultiRun:
         await asyncio.gather(*tasks)
 
     async def _add_room(self) -> None:
-        cfg = self.cfg
         self.rooms += 1
         tag = f"r{self.rooms}"
-        ms = self._new_members(cfg.room_size, tag)
+        ms = self._new_members(self.cfg.room_size, tag)
+        await self._join_room(ms, tag)
+        await asyncio.gather(*(self._guard(m, self._wait_media(m, None)) for m in ms[:-1] if m.error is None))
+
+    async def _join_room(self, ms: list[Member], tag: str) -> None:
+        """Members 1-5 join in a storm, then the last one joins (its join is the "idle" sample).
+
+        One SDK connection per member; bench/janus/multi.py overrides the three ``_join_*`` hooks for Janus.
+        """
         first, last = ms[:-1], ms[-1]
-        if self.sig.name == "trackmesh":
-            plan = SdkPlan(True, True, cfg.room_size - 1, cfg.room_size - 1)
-            await self._storm([(m, self._tm_join(m, tag, plan)) for m in first])
+        plan = SdkPlan(True, True, self.cfg.room_size - 1, self.cfg.room_size - 1)
+        await self._storm([(m, self._tm_join(m, tag, plan)) for m in first])
 
-            async def last_join() -> None:
-                await self._tm_join(last, tag, plan)
-                await self._wait_media(last, "idle")
+        async def last_join() -> None:
+            await self._tm_join(last, tag, plan)
+            await self._wait_media(last, "idle")
 
-            await self._guard(last, last_join())
-        else:
-            room = random.randrange(1 << 20, 1 << 30)
-            await self.sig.create_room(room, cfg.room_size + 2)
-            await self._storm([(m, self._janus_publish(m, room)) for m in first])
-            feeds = [m.feed for m in first if m.feed is not None]
-
-            async def last_join() -> None:
-                last.started = time.time()
-                await asyncio.gather(self._janus_publish(last, room), self._janus_subscribe(last, room, feeds))
-                await self._wait_media(last, "idle")
-
-            await self._guard(last, last_join())
-            for m in first:
-                m.started = time.time()
-            await self._storm([(m, self._janus_subscribe(m, room, [x.feed for x in ms if x is not m
-                                                                     and x.feed is not None]))
-                               for m in first])
-        await asyncio.gather(*(self._guard(m, self._wait_media(m, None)) for m in first if m.error is None))
+        await self._guard(last, last_join())
 
     # -- S3 -------------------------------------------------------------------------------------
 
     async def _add_speakers(self) -> None:
-        cfg = self.cfg
-        speakers = [Member(f"s{i}", i, None) for i in range(cfg.speakers)]
-        self.next_pid = cfg.speakers
+        speakers = [Member(f"s{i}", i, None) for i in range(self.cfg.speakers)]
+        self.next_pid = self.cfg.speakers
         self.members.extend(speakers)
-        if self.sig.name == "trackmesh":
-            plan = SdkPlan(True, False, 0, 0)
-            await self._storm([(m, self._tm_join(m, "s3", plan)) for m in speakers])
-        else:
-            self.s3_room = random.randrange(1 << 20, 1 << 30)
-            await self.sig.create_room(self.s3_room, cfg.speakers + 4)
-            await self._storm([(m, self._janus_publish(m, self.s3_room)) for m in speakers])
-        self.speaker_feeds = [m.feed for m in speakers if m.feed is not None]
+        await self._join_speakers(speakers)
         failed = [m.error for m in speakers if m.error]
         if failed:
             raise RuntimeError(f"speakers failed to join: {failed[:3]}")
+
+    async def _join_speakers(self, speakers: list[Member]) -> None:
+        await self._storm([(m, self._tm_join(m, "s3", SdkPlan(True, False, 0, 0))) for m in speakers])
 
     async def _listener(self, kind: str) -> None:
         cfg = self.cfg
         m = Member(f"l{len(self.members)}", None, MultiSink(self.log, {}, self._streams_of(list(range(cfg.speakers)))))
         self.members.append(m)
         try:
-            if self.sig.name == "trackmesh":
-                await self._tm_join(m, "s3", SdkPlan(False, False, cfg.speakers, 0))
-            else:
-                m.started = time.time()
-                await self._janus_subscribe(m, self.s3_room, self.speaker_feeds)
+            await self._join_listener(m)
             await self._wait_media(m, kind)
         except Exception as exc:
             self._fail(m, exc)
+
+    async def _join_listener(self, m: Member) -> None:
+        await self._tm_join(m, "s3", SdkPlan(False, False, self.cfg.speakers, 0))
 
     async def _add_listeners(self, n: int) -> None:
         tasks = []
@@ -605,8 +570,10 @@ def _at_load_units(steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_multi(
-    cfg: MultiConfig, server: Any, sig: Any, rec: Recording, local_ip: str, server_cores: list[int]
+    cfg: MultiConfig, server: Any, sig: Any, rec: Recording, local_ip: str, server_cores: list[int],
+    run_type: type[MultiRun] | None = None,
 ) -> dict[str, Any]:
-    run = MultiRun(cfg, server, sig, rec, local_ip)
+    """Run S2 or S3; ``run_type`` is a MultiRun subclass for another server's signalling (bench/janus)."""
+    run = (run_type or MultiRun)(cfg, server, sig, rec, local_ip)
     run.server_cores = server_cores
     return await run.run()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trackmesh.bench.recording import AUDIO, VIDEO, payload_key
-from trackmesh.bench.streams import MultiSink, StreamLog, stream_id, tag_payload
+from trackmesh.loadtest.recording import AUDIO, VIDEO, payload_key
+from trackmesh.loadtest.streams import MultiSink, StreamLog, stream_id, tag_payload
 from trackmesh.transports.webrtc.rtp import build_rtp_packet
 
 PT = {111: AUDIO, 96: VIDEO}

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.signalling import HttpError, JanusVideoRoom, answer_remote_offer, publish_offer
+from bench.janus.videoroom import JanusVideoRoom, answer_remote_offer
+
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.signalling import HttpError, publish_offer
 
 __all__ = ["JanusRooms"]
 

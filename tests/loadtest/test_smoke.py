@@ -1,6 +1,6 @@
-"""Smoke run of the side-by-side benchmark harness (trackmesh only, 3 subscribers, a few seconds).
+"""Smoke runs of the shipped load tester (trackmesh only, a few subscribers, a few seconds).
 
-Runs ``python -m trackmesh.bench.cli s1`` as a subprocess. The CLI re-executes itself in a fresh
+Runs ``python -m trackmesh.loadtest.cli s1`` as a subprocess. The CLI re-executes itself in a fresh
 private network namespace (``unshare -n``, lo + a veth with 127.0.0.2/32) and refuses to run if
 anything but 127.0.0.0/8 is reachable, so this is safe inside or outside scripts/in-netns.sh.
 It keeps the harness from rotting: real ICE, DTLS and SRTP against a real ``trackmesh standalone``,
@@ -35,7 +35,7 @@ def test_s1_smoke_against_trackmesh(tmp_path: Path) -> None:
     cores = sorted(os.sched_getaffinity(0))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "trackmesh.bench.cli", "s1", "--against", "trackmesh", "--cores", str(cores[0]),
+        [sys.executable, "-m", "trackmesh.loadtest.cli", "s1", "--against", "trackmesh", "--cores", str(cores[0]),
          "--duration", "3", "--step", "3", "--max-subs", "3", "--idle-peers", "1", "--sequential-joins", "1",
          "--out", str(out)],
         capture_output=True, text=True, timeout=80,
@@ -70,7 +70,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[dict[str, object], str, float]:
     cores = sorted(os.sched_getaffinity(0))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "trackmesh.bench.cli", *args, "--against", "trackmesh", "--cores", str(cores[0]),
+        [sys.executable, "-m", "trackmesh.loadtest.cli", *args, "--against", "trackmesh", "--cores", str(cores[0]),
          "--out", str(out)],
         capture_output=True, text=True, timeout=80,
     )

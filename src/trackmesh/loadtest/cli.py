@@ -1,10 +1,13 @@
-"""``trackmesh-bench``: side-by-side SFU benchmark (trackmesh vs Janus 1.1.2), see docs/benchmarks.md.
+"""``trackmesh-bench``: load-test a trackmesh server with real WebRTC clients, see docs/benchmarks.md.
 
-    trackmesh-bench s1 --against janus --cores 0 --duration 30
-    trackmesh-bench s1 --against trackmesh --cores 0 --duration 30 --profile cm
-    trackmesh-bench s1 --against both --cores 0 --duration 10 --out bench/results/s1.json
-    trackmesh-bench s2 --against both --cores 0 --duration 15      # meeting: rooms of 6, +1 room per step
-    trackmesh-bench s3 --against both --cores 0 --duration 15      # audio only: 10 speakers, +10 listeners per step
+    trackmesh-bench s1 --cores 0 --duration 30                 # broadcast: 1 publisher -> N WHEP viewers
+    trackmesh-bench s1 --cores 0 --duration 30 --profile cm
+    trackmesh-bench s2 --cores 0 --duration 15                 # meeting: rooms of 6, +1 room per step
+    trackmesh-bench s3 --cores 0 --duration 15                 # audio only: 10 speakers, +10 listeners per step
+    trackmesh-bench report bench/results/s1-trackmesh-gcm-....json
+
+The side-by-side comparison with Janus 1.1.2 is a repository tool built on this module, not
+installed: from a checkout, ``python -m bench.janus s1 --against both --cores 0`` (bench/janus/).
 
 Network safety: the command re-executes itself inside a fresh private network namespace
 (``unshare -n``) that has only ``lo`` and a veth pair whose one end carries 127.0.0.2/32
@@ -22,10 +25,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trackmesh.loadtest.multi_report import multi_steps_table, multi_table
+from trackmesh.loadtest.verdict import step_verdict
 from trackmesh.transports.webrtc.srtp import SrtpProfile
+
+if TYPE_CHECKING:
+    from trackmesh.loadtest.multi import MultiRun
 
 _NETNS_SETUP = (
     "set -e; ip link set lo up; ip link add v0 type veth peer name v1; "
@@ -36,24 +46,58 @@ _NETNS_SETUP = (
 PROFILES = {"gcm": SrtpProfile.AEAD_AES_128_GCM, "cm": SrtpProfile.AES128_CM_SHA1_80}
 
 
-def _reexec_in_netns() -> None:
+@dataclass(frozen=True)
+class Target:
+    """How to start one kind of server under test and signal with it."""
+
+    #: (cores for taskset, work directory, number of server cores) -> a started server (``.proc``, ``.tree``,
+    #: ``.stop()``, see servers.py)
+    start: Callable[[str, Path, int], Any]
+    #: server -> S1 signalling (``setup``, ``publish``, ``subscribe``, ``close``; signalling.py)
+    s1: Callable[[Any], Any]
+    #: server -> S2/S3 signalling (sdk_client.py ``TrackmeshSdk`` for trackmesh)
+    multi: Callable[[Any], Any]
+    #: the S2/S3 run for this server's signalling (None: the SDK one in multi.py)
+    multi_run: type[MultiRun] | None = None
+
+
+def trackmesh_target() -> Target:
+    from trackmesh.loadtest.sdk_client import TrackmeshSdk
+    from trackmesh.loadtest.servers import TrackmeshServer
+    from trackmesh.loadtest.signalling import TrackmeshWhipWhep
+
+    return Target(
+        start=lambda cores, workdir, _n: TrackmeshServer(cores, workdir),
+        s1=lambda server: TrackmeshWhipWhep(server.port, server.secret, "bench"),
+        multi=lambda server: TrackmeshSdk(server.port, server.secret),
+    )
+
+
+#: The servers the installed command can start; bench/janus adds "janus".
+SERVERS: dict[str, Callable[[], Target]] = {"trackmesh": trackmesh_target}
+#: The module the command re-executes inside its network namespace (``python -m MODULE``).
+_MODULE = "trackmesh.loadtest.cli"
+
+
+def _reexec_in_netns(module: str, extra_env: dict[str, str]) -> None:
     if os.environ.get("TRACKMESH_BENCH_NETNS") == "1":
         return
     unshare = shutil.which("unshare")
     if unshare is None:
         raise SystemExit("unshare not found (apt-get install util-linux)")
-    env = dict(os.environ, TRACKMESH_BENCH_NETNS="1")
+    env = dict(os.environ, TRACKMESH_BENCH_NETNS="1", **extra_env)
     prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-r", "-n"]
-    args = [*prefix, "sh", "-c", _NETNS_SETUP, "sh", sys.executable, "-m", "trackmesh.bench.cli", *sys.argv[1:]]
+    args = [*prefix, "sh", "-c", _NETNS_SETUP, "sh", sys.executable, "-m", module, *sys.argv[1:]]
     os.execve(unshare, args, env)
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="trackmesh-bench", description=__doc__.split("\n")[0])
+def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
     p.add_argument("scenario", choices=["s1", "s2", "s3"],
                    help="s1 = broadcast, 1 publisher -> N subscribers; s2 = meeting, rooms of 6 where everyone "
                         "publishes; s3 = audio only, 10 speakers -> N listeners (or: report FILE.json)")
-    p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh")
+    p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh",
+                   help="the server(s) to start; janus and both need the repository tool: python -m bench.janus")
     p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
     p.add_argument("--duration", type=float, default=30.0, help="hold time of each step, seconds")
     p.add_argument("--step", type=int, default=None,
@@ -86,18 +130,16 @@ def _cpu_list(text: str) -> list[int]:
     return out
 
 
-async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from trackmesh.bench.recording import load
-    from trackmesh.bench.runner import S1Config, run_s1
-    from trackmesh.bench.servers import JanusServer, TrackmeshServer
-    from trackmesh.bench.signalling import JanusVideoRoom, TrackmeshWhipWhep
+async def _one(server_name: str, target: Target, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from trackmesh.loadtest.recording import load
+    from trackmesh.loadtest.runner import S1Config, run_s1
 
     server_cores = _cpu_list(args.cores)
     all_cores = sorted(os.sched_getaffinity(0))
     gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
     os.sched_setaffinity(0, gen_cores)
     if args.scenario != "s1":
-        return await _one_multi(server_name, args, workdir, server_cores, gen_cores)
+        return await _one_multi(server_name, target, args, workdir, server_cores, gen_cores)
     cfg = S1Config(
         profile=PROFILES[args.profile], duration=args.duration, step=args.step, max_subs=args.max_subs,
         idle_peers=args.idle_peers, sequential_joins=args.sequential_joins, storm_rate=args.storm_rate,
@@ -105,18 +147,12 @@ async def _one(server_name: str, args: argparse.Namespace, workdir: Path) -> dic
     )
     rec = load(args.recording)
     local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
-    server: Any
-    if server_name == "janus":
-        server = JanusServer(args.cores, workdir, event_loops=len(server_cores))
-        sig: Any = JanusVideoRoom(server.port)
-    else:
-        server = TrackmeshServer(args.cores, workdir)
-        sig = TrackmeshWhipWhep(server.port, server.secret, "bench")
-    run_cfg_cores = server_cores
+    server = target.start(args.cores, workdir, len(server_cores))
+    sig = target.s1(server)
     print(f"{server_name}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
           f"SRTP {cfg.profile.value}; steps of {cfg.step} held {cfg.duration:g} s", flush=True)
     try:
-        result = await asyncio.wait_for(run_s1(cfg, server, sig, rec, local_ip, run_cfg_cores), cfg.max_wall + 300)
+        result = await asyncio.wait_for(run_s1(cfg, server, sig, rec, local_ip, server_cores), cfg.max_wall + 300)
     finally:
         server.stop()
     result["server_version"] = getattr(server, "version", None)
@@ -127,13 +163,11 @@ _DEFAULTS = {"s1": (25, 400), "s2": (1, 40), "s3": (10, 500)}
 
 
 async def _one_multi(
-    server_name: str, args: argparse.Namespace, workdir: Path, server_cores: list[int], gen_cores: list[int]
+    server_name: str, target: Target, args: argparse.Namespace, workdir: Path, server_cores: list[int],
+    gen_cores: list[int],
 ) -> dict[str, Any]:
-    from trackmesh.bench.janus_rooms import JanusRooms
-    from trackmesh.bench.multi import MultiConfig, run_multi
-    from trackmesh.bench.recording import load
-    from trackmesh.bench.sdk_client import TrackmeshSdk
-    from trackmesh.bench.servers import JanusServer, TrackmeshServer
+    from trackmesh.loadtest.multi import MultiConfig, run_multi
+    from trackmesh.loadtest.recording import load
 
     cfg = MultiConfig(
         scenario=args.scenario, profile=PROFILES[args.profile], duration=args.duration, step=args.step,
@@ -143,18 +177,15 @@ async def _one_multi(
     )
     rec = load(args.recording)
     local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
-    server: Any
-    if server_name == "janus":
-        server = JanusServer(args.cores, workdir, event_loops=len(server_cores))
-        sig: Any = JanusRooms(server.port)
-    else:
-        server = TrackmeshServer(args.cores, workdir)
-        sig = TrackmeshSdk(server.port, server.secret)
+    server = target.start(args.cores, workdir, len(server_cores))
+    sig = target.multi(server)
     unit = "rooms" if cfg.scenario == "s2" else "listeners"
     print(f"{server_name} {cfg.scenario}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
           f"SRTP {cfg.profile.value}; +{cfg.step} {unit} per step held {cfg.duration:g} s", flush=True)
     try:
-        result = await asyncio.wait_for(run_multi(cfg, server, sig, rec, local_ip, server_cores), cfg.max_wall + 300)
+        result = await asyncio.wait_for(
+            run_multi(cfg, server, sig, rec, local_ip, server_cores, target.multi_run), cfg.max_wall + 300
+        )
     finally:
         server.stop()
     result["server_version"] = getattr(server, "version", None)
@@ -245,16 +276,6 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def step_verdict(s: dict[str, Any]) -> str:
-    """One held step's SLO verdict as the step tables print it."""
-    verdict = "ok" if s["slo_ok"] else "FAIL: " + "; ".join(s["slo_fail"])
-    if s.get("retried"):
-        verdict += " (held again)"
-    if s["generator_saturated"]:
-        verdict += " GENERATOR SATURATED"
-    return verdict
-
-
 def steps_table(results: dict[str, dict[str, Any]]) -> str:
     """Every held step of every server, retried ones included (marked)."""
     out = [
@@ -281,8 +302,6 @@ def report(path: Path) -> int:
     """Print the tables of a saved result (``trackmesh-bench report FILE``)."""
     doc = json.loads(path.read_text())
     if doc.get("scenario", "s1") != "s1":
-        from trackmesh.bench.multi_report import multi_steps_table, multi_table
-
         print(multi_table(doc["results"]))
         print()
         print(multi_steps_table(doc["results"]))
@@ -298,27 +317,39 @@ def report(path: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, servers: dict[str, Callable[[], Target]] | None = None,
+    prog: str = "trackmesh-bench", module: str = _MODULE, netns_env: dict[str, str] | None = None,
+) -> int:
+    """The command; bench/janus calls it with ``servers`` that include Janus, its own ``module`` to re-execute
+    in the network namespace and ``netns_env`` (PYTHONPATH) for that re-execution."""
     argv = sys.argv[1:] if argv is None else argv
+    servers = SERVERS if servers is None else servers
     if argv[:1] in (["soak"], ["chaos"]):
         from trackmesh.loadtest.soak_chaos_cli import main as long_runs
 
-        return long_runs(argv)
+        return long_runs(argv, reexec=lambda: _reexec_in_netns(module, netns_env or {}), profiles=PROFILES,
+                         cpu_list=_cpu_list)
     if argv[:1] == ["report"] and len(argv) == 2:
         return report(Path(argv[1]))
-    args = _parse(argv)
+    args = _parse(argv, prog)
+    names = ["trackmesh", "janus"] if args.against == "both" else [args.against]
+    missing = [n for n in names if n not in servers]
+    if missing:
+        print(f"{prog}: --against {args.against} needs {', '.join(missing)}: the Janus comparison is a repository "
+              "tool, not installed; from a checkout run: python -m bench.janus " + " ".join(argv), file=sys.stderr)
+        return 2
     step, max_units = _DEFAULTS[args.scenario]
     args.step = step if args.step is None else args.step
     args.max_subs = max_units if args.max_subs is None else args.max_subs
     if not args.no_netns:
-        _reexec_in_netns()
-    from trackmesh.bench.servers import environment, netns_ok
+        _reexec_in_netns(module, netns_env or {})
+    from trackmesh.loadtest.servers import environment, netns_ok
 
     ok, why = netns_ok()
     if not ok:
         print(f"refusing to run: not in a private loopback-only namespace ({why})", file=sys.stderr)
         return 3
-    servers = ["trackmesh", "janus"] if args.against == "both" else [args.against]
     profile = PROFILES[args.profile].value
     env = environment(args.cores, [c for c in sorted(os.sched_getaffinity(0)) if c not in _cpu_list(args.cores)],
                       profile)
@@ -326,13 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     env["publisher_pacing_mbps"] = args.pacing_mbps
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
-        for name in servers:
-            results[name] = asyncio.run(_one(name, args, Path(tmp)))
+        for name in names:
+            results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
     steal = [s["steal"] for r in results.values() for s in r["steps"]]
     env["steal_max"] = max(steal, default=None)
     if args.scenario != "s1":
-        from trackmesh.bench.multi_report import multi_table
-
         printed, target_lines = multi_table(results), []
     else:
         printed, target_lines = table(results), targets(results)

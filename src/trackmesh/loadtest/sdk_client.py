@@ -10,7 +10,7 @@ that must receive five peers, or a listener that must receive ten speakers, spea
    m-lines, the receivers' ``recvonly`` m-lines (same order, per kind, see transports/sdk/naming.py)
    and an ``m=application`` line for the data channel.
 3. ICE (trackmesh is ICE-lite: we nominate) and DTLS as client, as for WHIP/WHEP
-   (:class:`trackmesh.bench.client.Transport`).
+   (:class:`trackmesh.loadtest.client.Transport`).
 4. The server starts SCTP (it sends INIT); the negotiated channel ``"data"`` (stream 0, no DCEP)
    opens with the association. Our own sans-IO :class:`DataChannelManager` over
    :class:`SctpAssociation` runs the client side here, fed with DTLS application records.
@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.media import AUDIO_PT, EXT_MID, VIDEO_PT
-from trackmesh.bench.signalling import MID_URI, HttpError, _session_head, http_request
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.media import AUDIO_PT, EXT_MID, VIDEO_PT
+from trackmesh.loadtest.signalling import MID_URI, HttpError, http_request, session_head
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
     DATA_CHANNEL_LABEL,
@@ -118,7 +118,7 @@ def sdk_offer(tr: Transport, plan: SdkPlan, ssrcs: tuple[int, int]) -> tuple[str
         + tr.transport_lines("actpass", candidate=True)
         + f"a=mid:{app_mid}\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
     )
-    head = "\r\n".join([*_session_head(), f"a=group:BUNDLE {' '.join(mids)}", "a=msid-semantic: WMS bench"])
+    head = "\r\n".join([*session_head(), f"a=group:BUNDLE {' '.join(mids)}", "a=msid-semantic: WMS bench"])
     return head + "\r\n" + "".join(lines), (sender_mids[0], sender_mids[1])
 
 

@@ -1,6 +1,6 @@
 """Media for the load generator: the paced publisher, the subscriber sink and the send log.
 
-The publisher replays :mod:`trackmesh.bench.recording` at wall-clock pace and records, for each
+The publisher replays :mod:`trackmesh.loadtest.recording` at wall-clock pace and records, for each
 packet, (send time, global index) under its payload key. A subscriber sink hashes every
 decrypted payload the same way and looks it up: one-way latency is arrival minus send time
 (one process, one wall clock; arrivals are kernel SO_TIMESTAMPNS stamps),
@@ -16,9 +16,9 @@ import contextlib
 import time
 from array import array
 
-from trackmesh.bench.client import Transport
-from trackmesh.bench.recording import AUDIO, VIDEO, Recording, payload_key
-from trackmesh.bench.streams import StreamLog, rtp_payload_bounds, stream_id, tag_payload
+from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording, payload_key
+from trackmesh.loadtest.streams import StreamLog, rtp_payload_bounds, stream_id, tag_payload
 from trackmesh.transports.webrtc.rtp import build_rtp_packet
 
 __all__ = ["EXT_MID", "Publisher", "SendLog", "Sink"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trackmesh.bench.cli import step_verdict
+from trackmesh.loadtest.verdict import step_verdict
 
 __all__ = ["multi_steps_table", "multi_table"]
 

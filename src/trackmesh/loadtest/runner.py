@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from trackmesh.bench.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
-from trackmesh.bench.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
-from trackmesh.bench.recording import Recording
-from trackmesh.bench.servers import StealMeter
+from trackmesh.loadtest.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
+from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
+from trackmesh.loadtest.recording import Recording
+from trackmesh.loadtest.servers import StealMeter
 from trackmesh.transports.webrtc.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.srtp import SrtpProfile
 

@@ -24,7 +24,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from trackmesh.bench.recording import AUDIO, VIDEO, payload_key, vp8_descriptor_length
+from trackmesh.loadtest.recording import AUDIO, VIDEO, payload_key, vp8_descriptor_length
 
 __all__ = ["MultiSink", "StreamLog", "stream_id", "tag_payload"]
 

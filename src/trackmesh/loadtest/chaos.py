@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from array import array
@@ -308,6 +309,7 @@ class ChaosRun:
                 else:
                     victim = cluster.gateways[(k // 2) % n_gw]
                 rec = await cluster.kill(victim)
+                rec.loadavg_1m = round(os.getloadavg()[0], 2)  # the box is shared: how busy it was
                 kills.append(rec)
                 gw_index = cluster.gateways.index(victim) if victim.role == "gateway" else k
                 probe_tasks.append(self.loop.create_task(self._probe_join(rec, gw_index)))
@@ -368,6 +370,7 @@ class ChaosRun:
                 "probe_join_media_s": probe.get("media_after_s"), "probe_errors": probe.get("errors", [])[:5],
                 "processes_gone_after_s": rec.gone_after_s, "left_behind": rec.left_behind,
                 "restarted_ready_s": rec.restarted_ready_s, "restart_attempts": rec.restart_attempts,
+                "loadavg_1m": rec.loadavg_1m,
             })
         clients = {c.name: {"kind": c.kind, "reconnects": len(c.reconnects), "errors": c.error_count,
                             "first_errors": c.errors[:5], "media_packets": len(c.arrivals)} for c in self.clients}
@@ -401,7 +404,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  kill {n:2d} at {k['at_s']:6.1f} s: {k['role']:<7} {k['node']} (sessions {k['sessions_before']}): "
             f"worst back after {worst if worst is not None else 'NEVER'} s "
             f"[{', '.join(f'{name} {v}' for name, v in rec.items())}]; fresh join media {k['probe_join_media_s']} s; "
-            f"processes gone {k['processes_gone_after_s']} s; ready again {k['restarted_ready_s']} s"
+            f"processes gone {k['processes_gone_after_s']} s; ready again {k['restarted_ready_s']} s; "
+            f"load average {k.get('loadavg_1m')}"
         )
     v = result["verdicts"]
     cl = result["cleanup"]

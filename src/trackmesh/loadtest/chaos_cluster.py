@@ -39,6 +39,7 @@ class KillRecord:
     left_behind: list[int] = field(default_factory=list)
     restarted_ready_s: float | None = None  # from the kill until the restarted member answered ready
     restart_attempts: int = 0
+    loadavg_1m: float | None = None
 
 
 def _alive(pid: int) -> bool:

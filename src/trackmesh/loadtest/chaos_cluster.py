@@ -37,18 +37,25 @@ class KillRecord:
     sessions_before: int | None = None
     gone_after_s: float | None = None  # every pid of ``pids`` reaped or gone
     left_behind: list[int] = field(default_factory=list)
+    procs: list[tuple[int, int]] = field(default_factory=list)  # (pid, start time) of ``pids``
     restarted_ready_s: float | None = None  # from the kill until the restarted member answered ready
     restart_attempts: int = 0
     loadavg_1m: float | None = None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, started: int) -> bool:
+    """The same process (not a later one that reuses the pid: the box runs other work) is still running."""
+    return _start_time(pid) == started
 
 
 class ChaosCluster:
@@ -64,7 +71,7 @@ class ChaosCluster:
         self.members: list[Member] = plan(self.args)
         self.workdir = workdir
         self.restart_delay = restart_delay
-        self.all_pids: set[int] = set()
+        self.all_pids: set[tuple[int, int]] = set()  # (pid, start time): every process of ours ever seen
         self.exits: list[dict[str, Any]] = []  # members that died without being killed by us
         self._logs: list[Any] = []
 
@@ -82,7 +89,7 @@ class ChaosCluster:
         self._logs.append(log)
         m.proc = subprocess.Popen(command(m, seeds, self.args, self.secret), stdout=log, stderr=subprocess.STDOUT,
                                   preexec_fn=die_with_parent)
-        self.all_pids.add(m.proc.pid)
+        self._note(m.proc.pid)
 
     async def start(self, timeout: float = 60.0) -> None:
         for i, m in enumerate(self.members):
@@ -91,7 +98,7 @@ class ChaosCluster:
             self._logs.append(log)
             m.proc = subprocess.Popen(command(m, seeds, self.args, self.secret), stdout=log,
                                       stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-            self.all_pids.add(m.proc.pid)
+            self._note(m.proc.pid)
         deadline = time.monotonic() + timeout
         for m in self.members:
             while not await self.ready(m):
@@ -105,7 +112,15 @@ class ChaosCluster:
     def _note_pids(self) -> None:
         for m in self.members:
             if m.proc is not None:
-                self.all_pids.update(ProcTree(m.proc.pid).pids())
+                for pid in ProcTree(m.proc.pid).pids():
+                    self._note(pid)
+
+    def _note(self, pid: int) -> tuple[int, int] | None:
+        started = _start_time(pid)
+        if started is None:
+            return None
+        self.all_pids.add((pid, started))
+        return pid, started
 
     async def ready(self, m: Member) -> bool:
         try:
@@ -128,9 +143,10 @@ class ChaosCluster:
         """SIGKILL the member (not its workers: their fate is what we check), then restart it."""
         assert m.proc is not None
         pids = ProcTree(m.proc.pid).pids()
-        self.all_pids.update(pids)
+        procs = [p for p in (self._note(pid) for pid in pids) if p is not None]
         sessions = await self.sessions(m) if m.role == "media" else None
         rec = KillRecord(m.role, m.node, time.time(), pids, sessions)
+        rec.procs = procs
         os.kill(m.proc.pid, signal.SIGKILL)
         m.proc.wait()
         asyncio.get_running_loop().create_task(self._after_kill(m, rec))
@@ -139,9 +155,9 @@ class ChaosCluster:
     async def _after_kill(self, m: Member, rec: KillRecord) -> None:
         t0 = time.monotonic()
         # Workers of a killed node must go too (their parent-death signal); give them 5 s.
-        while time.monotonic() - t0 < 5.0 and any(_alive(p) for p in rec.pids):
+        while time.monotonic() - t0 < 5.0 and any(_alive(p, s) for p, s in rec.procs):
             await asyncio.sleep(0.05)
-        rec.left_behind = [p for p in rec.pids if _alive(p)]
+        rec.left_behind = [p for p, s in rec.procs if _alive(p, s)]
         if not rec.left_behind:
             rec.gone_after_s = round(time.monotonic() - t0, 3)
         await asyncio.sleep(max(0.0, self.restart_delay - (time.monotonic() - t0)))
@@ -196,13 +212,17 @@ class ChaosCluster:
         self._note_pids()
         stop_all(self.members, signal.SIGINT)
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and any(_alive(p) for p in self.all_pids):
+        while time.monotonic() < deadline and any(_alive(p, s) for p, s in self.all_pids):
             time.sleep(0.1)
-        left = sorted(p for p in self.all_pids if _alive(p))
+        left = sorted(p for p, s in self.all_pids if _alive(p, s))
+        cmdlines = {}
+        for pid in left:
+            with contextlib.suppress(OSError):
+                cmdlines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:300]
         for log in self._logs:
             with contextlib.suppress(OSError):
                 log.close()
-        return {"processes_started": len(self.all_pids), "left_behind": left}
+        return {"processes_started": len(self.all_pids), "left_behind": left, "left_behind_cmdlines": cmdlines}
 
     def log_tail(self, lines: int = 20) -> dict[str, list[str]]:
         out = {}

@@ -30,11 +30,15 @@ def test_health_info_docs_and_clean_ctrl_c(node: NodeProcess) -> None:
     assert status == 200 and body["data"]["role"] == "standalone"
     workers = body["data"]["workers"]
     assert len(workers) == 1 and workers[0]["udp_port"] > 0
+    # The worker's timer lateness (event-loop lag): never negative, counted per firing.
+    lag = workers[0]["loop_lag"]
+    assert lag["recent_max_s"] >= 0 and lag["late_total_s"] >= 0 and lag["timer_fires"] >= 0
     assert body["data"]["loop"] == "uvloop"
     status, _, raw = http("GET", node.base + "/openapi.json")
     assert status == 200 and b"/token/{kind}" in raw and b"/api/node/health" in raw
     status, _, raw = http("GET", node.base + "/metrics")
     assert status == 200 and b"trackmesh_endpoints" in raw and b"trackmesh_udp_rx_total" in raw
+    assert b'trackmesh_loop_lag_seconds{worker="0"}' in raw and b"trackmesh_timer_fires_total" in raw
     assert node.stop(signal.SIGINT) == 0
     out = node.output()
     assert "shutting down reason=SIGINT" in out and "node stopped" in out

@@ -26,6 +26,12 @@ def render_metrics(
     ).set(1)
     endpoints = Gauge("trackmesh_endpoints", "Live endpoints (connections)", ["worker"], registry=registry)
     rooms = Gauge("trackmesh_rooms", "Rooms with endpoints on this worker", ["worker"], registry=registry)
+    lag = Gauge("trackmesh_loop_lag_seconds",
+                "Worst lateness of the worker's timer over the last 10-20 s (event-loop lag)", ["worker"],
+                registry=registry)
+    lag_total = Gauge("trackmesh_loop_lag_seconds_total", "Summed lateness of the worker's timer", ["worker"],
+                      registry=registry)
+    fires = Gauge("trackmesh_timer_fires_total", "Times the worker's timer fired", ["worker"], registry=registry)
     counters: dict[str, Gauge] = {}
     for st in stats:
         if "error" in st:
@@ -33,6 +39,10 @@ def render_metrics(
         worker = str(st["worker"])
         endpoints.labels(worker).set(st["endpoints"])
         rooms.labels(worker).set(st["rooms"])
+        if "loop_lag" in st:
+            lag.labels(worker).set(st["loop_lag"]["recent_max_s"])
+            lag_total.labels(worker).set(st["loop_lag"]["late_total_s"])
+            fires.labels(worker).set(st["loop_lag"]["timer_fires"])
         for name, value in st["counters"].items():
             gauge = counters.get(name)
             if gauge is None:

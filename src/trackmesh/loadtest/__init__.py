@@ -5,6 +5,8 @@ client.py (ICE/DTLS/SRTP client transport), signalling.py (WHIP/WHEP), sdk_clien
 recording.py), streams.py (per-stream loss/latency/freeze logs), runner.py (S1 broadcast), multi.py
 (S2 meeting, S3 audio only), servers.py (the pinned server and /proc statistics), deployment.py (a
 running node or gateway named by ``--url``, statistics from its /metrics), multi_report.py and
-verdict.py (tables). May import the shared layers and transports; nothing in trackmesh imports it.
+verdict.py (tables). The long runs ``trackmesh-bench soak|chaos``: soak.py, chaos.py, chaos_cluster.py
+(a supervised dev-cluster), sessions.py (sessions that end), probes.py and soak_chaos_cli.py.
+May import the shared layers and transports; nothing in trackmesh imports it.
 The Janus comparison built on it lives in the repository, not in the package (bench/janus/).
 """

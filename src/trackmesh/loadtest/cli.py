@@ -383,6 +383,11 @@ def main(
     in the network namespace and ``netns_env`` (PYTHONPATH) for that re-execution."""
     argv = sys.argv[1:] if argv is None else argv
     servers = SERVERS if servers is None else servers
+    if argv[:1] in (["soak"], ["chaos"]):
+        from trackmesh.loadtest.soak_chaos_cli import main as long_runs
+
+        return long_runs(argv, reexec=lambda: _reexec_in_netns(module, netns_env or {}), profiles=PROFILES,
+                         cpu_list=_cpu_list)
     if argv[:1] == ["report"] and len(argv) == 2:
         return report(Path(argv[1]))
     args = _parse(argv, prog)

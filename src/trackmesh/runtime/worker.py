@@ -32,6 +32,7 @@ from trackmesh.core.registry import Registry
 from trackmesh.core.worker import MediaWorker
 from trackmesh.rpc import RpcError
 
+from .loop import LoopLag
 from .scheduler import Scheduler, Timed
 
 log = logging.getLogger("trackmesh.worker")
@@ -101,6 +102,7 @@ class WorkerRuntime:
         self._sock: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self.loop_lag = LoopLag()
         self._buf = bytearray(RECV_BUFFER)
         self.udp_port = 0
         self.register_rpc("worker.stats", lambda now, params: self.stats())
@@ -243,9 +245,12 @@ class WorkerRuntime:
         self.flush(now)
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = None
         self._timer_at = None
         now = self.now()
+        if due is not None:
+            self.loop_lag.record(now, now - due)
         self.scheduler.update(self._core_timer)
         try:
             self.scheduler.run_due(now)
@@ -315,4 +320,5 @@ class WorkerRuntime:
             "endpoints": len(self.core.endpoints),
             "rooms": len(self.core.rooms.rooms),
             "counters": dict(self.counters),
+            "loop_lag": self.loop_lag.stats(self.now()),
         }

@@ -7,7 +7,8 @@ unprotects with keys handed in as bytes (RFC 3711, RFC 7714), so DTLS-SRTP and S
 alike; ``nack`` is the NACK generator and retransmission ring (RFC 4585, RFC 4588);
 ``rewrite`` the sequence/timestamp rewriting of a forwarded stream; ``twcc`` transport-wide
 congestion control feedback and the bandwidth estimate; ``reports`` receiver statistics for
-RR/SR report blocks.
+RR/SR report blocks; ``streams`` the per-SSRC state of a stream received
+(:mod:`~trackmesh.rtp.streams.inbound`) or sent (:mod:`~trackmesh.rtp.streams.outbound`).
 
 Every module is sans-IO: fed bytes and ``now``, never reading a clock or a socket.
 May import: the standard library, ``cryptography``/``pylibsrtp``, :mod:`trackmesh.errors`,

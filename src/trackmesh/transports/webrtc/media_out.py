@@ -28,11 +28,8 @@ from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import LocalTrack
 from trackmesh.net import Address
-from trackmesh.rtp.nack import RetransmitBuffer
-from trackmesh.rtp.reports import ReceptionReport
-from trackmesh.rtp.rewrite import SeqTsRewriter
-from trackmesh.rtp.rtcp import build_sr
 from trackmesh.rtp.srtp import RtpSender, SrtpError, SrtpSession
+from trackmesh.rtp.streams.outbound import OutboundStream, ntp_timestamp
 from trackmesh.rtp.twcc import BandwidthEstimator, TwccSendHistory
 from trackmesh.sdp.codecs import EXT_ABS_SEND_TIME, EXT_TWCC
 from trackmesh.transports.webrtc.answer import NegotiatedMedia
@@ -41,13 +38,7 @@ from trackmesh.transports.webrtc.media_in import media_codec
 
 __all__ = ["OutboundTrack", "SendContext"]
 
-_HDR: Final = struct.Struct("!BBHII")  # RFC 3550 s5.1 fixed header
 _U16: Final = struct.Struct("!H")
-_TS: Final = struct.Struct("!I")
-_ABS: Final = struct.Struct("!HB")  # 24-bit abs-send-time, high 16 bits then low 8
-_BUF_SIZE: Final = 64  # the fixed header plus our extension block
-#: RFC 868 / RFC 5905: seconds from the NTP epoch (1900) to the Unix epoch (1970).
-NTP_EPOCH_OFFSET: Final = 2208988800
 #: Layer bitrates are measured over windows of this many seconds.
 RATE_WINDOW: Final = 1.0
 #: A layer is chosen only if its bitrate plus this headroom fits the viewer's estimate.
@@ -93,59 +84,45 @@ class SendContext:
 
     def ntp(self, now: float) -> int:
         """64-bit NTP timestamp (RFC 3550 s4) of monotonic ``now``."""
-        wall = now + self.wall_offset + NTP_EPOCH_OFFSET
-        return int(wall * 4294967296.0) & 0xFFFFFFFFFFFFFFFF
+        return ntp_timestamp(now, self.wall_offset)
 
 
-class OutboundTrack:
-    """One m-line the server sends on, fed by LocalTrack ``local`` (this object is its sink)."""
+class OutboundTrack(OutboundStream):
+    """One m-line the server sends on, fed by LocalTrack ``local`` (this object is its sink).
+
+    The per-SSRC send state (rewriter, header template, retransmission ring, SR counts) is
+    :class:`~trackmesh.rtp.streams.outbound.OutboundStream`'s; this adds SRTP bound to the
+    DTLS session, the connection's transport-wide sequence and bandwidth estimate, and
+    simulcast/SVC layer selection. :meth:`on_media` is the per-viewer hot path: it reads the
+    inherited attributes directly and writes the header inline (as ``OutboundStream.header``
+    and ``sent`` do), so the split costs no call per forwarded packet.
+    """
 
     __slots__ = (
-        "_buf",
         "_bytes",
         "_channel",
         "_endpoint",
         "_generation",
-        "_hlen",
-        "_hmode",
-        "_hst",
-        "_hvals",
         "_kf_requested",
         "_rates",
-        "_rtx_seq",
         "_sender",
         "_sender_srtp",
         "_svc",
         "_tbytes",
         "_trates",
-        "_view",
         "_win_end",
         "_win_start",
-        "abs_pos",
-        "clock_rate",
         "counters",
         "ctx",
         "current",
         "kind",
-        "last_ts",
-        "last_ts_at",
         "local",
         "max_spatial",
         "mid",
         "min_spatial",
-        "octets",
-        "packets",
         "pending",
         "probe_cap",
-        "pts",
-        "reception",
-        "rewriter",
-        "ring",
-        "rtx_pts",
-        "rtx_ssrc",
         "skipper",
-        "ssrc",
-        "twcc_pos",
         "video",
         "vp8",
         "vp9",
@@ -160,31 +137,30 @@ class OutboundTrack:
         self.local = local
         self.ctx = ctx
         self._endpoint = endpoint
-        self.ssrc = media.local_ssrc
-        self.rtx_ssrc = media.local_rtx_ssrc
         # The viewer's payload type for each codec (the first one offered wins, e.g. among
         # several H.264 profiles), and the RTX payload type for each media payload type.
-        self.pts: dict[MediaCodec, int] = {}
-        self.rtx_pts: dict[int, int] = {}
+        pts: dict[MediaCodec, int] = {}
+        rtx_pts: dict[int, int] = {}
         for c in media.codecs:
             codec = media_codec(c.name)
-            if codec is not None and codec not in self.pts:
-                self.pts[codec] = c.payload_type
-                if c.rtx_payload_type is not None and self.rtx_ssrc is not None:
-                    self.rtx_pts[c.payload_type] = c.rtx_payload_type
-        self.clock_rate = media.codecs[0].clock_rate if media.codecs else 90000
-        self.rewriter = SeqTsRewriter(self.clock_rate)
-        self.reception = ReceptionReport(self.clock_rate)  # the viewer's reports about self.ssrc
-        self.ring = RetransmitBuffer(512 if self.video else 64)
+            if codec is not None and codec not in pts:
+                pts[codec] = c.payload_type
+                if c.rtx_payload_type is not None:
+                    rtx_pts[c.payload_type] = c.rtx_payload_type
+        super().__init__(
+            media.local_ssrc,
+            media.local_rtx_ssrc,
+            pts,
+            rtx_pts,
+            media.codecs[0].clock_rate if media.codecs else 90000,
+            ring_size=512 if self.video else 64,
+            twcc_id=media.extensions.get(EXT_TWCC, 0),
+            abs_id=media.extensions.get(EXT_ABS_SEND_TIME, 0),
+        )
         # The SRTP protector of this SSRC, bound to the session it came from (a new DTLS
         # handshake brings a new session, hence new keys and a new rollover counter).
         self._sender: RtpSender | None = None
         self._sender_srtp: SrtpSession | None = None
-        self._buf = bytearray(_BUF_SIZE)
-        self._view = memoryview(self._buf)
-        self._hlen, self.twcc_pos, self.abs_pos = self._layout(media)
-        self._hst, self._hmode, self._hvals = self._header_struct()
-        self._rtx_seq = 0
         self._generation = 0
         self._channel: int | None = None
         self.current = -1  # spatial layer being forwarded (-1: none yet, waiting for a key frame)
@@ -208,10 +184,6 @@ class OutboundTrack:
         self._trates = [0.0] * (MAX_TEMPORAL + 1)
         self._win_start: float | None = None
         self._win_end = 0.0
-        self.packets = 0
-        self.octets = 0
-        self.last_ts = 0
-        self.last_ts_at = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "not_connected",
@@ -230,60 +202,6 @@ class OutboundTrack:
             0,
         )
         local.sink = self.on_media
-
-    def _layout(self, media: NegotiatedMedia) -> tuple[int, int, int]:
-        """Write the static part of the header extension block once (RFC 8285 s4.2 one-byte
-        form); per packet only the values are packed. Returns (header length, offsets)."""
-        elements: list[tuple[int, int]] = []
-        twcc_id = media.extensions.get(EXT_TWCC, 0)
-        abs_id = media.extensions.get(EXT_ABS_SEND_TIME, 0)
-        if 1 <= twcc_id <= 14:
-            elements.append((twcc_id, 2))
-        if 1 <= abs_id <= 14:
-            elements.append((abs_id, 3))
-        if not elements:
-            return 12, -1, -1
-        pos = 16
-        offsets: dict[int, int] = {}
-        for ext_id, length in elements:
-            self._buf[pos] = (ext_id << 4) | (length - 1)
-            offsets[ext_id] = pos + 1
-            pos += 1 + length
-        words = (pos - 16 + 3) // 4
-        for i in range(pos, 16 + 4 * words):
-            self._buf[i] = 0  # padding (ID 0) to a 32-bit boundary
-        struct.pack_into("!HH", self._buf, 12, 0xBEDE, words)
-        return 16 + 4 * words, offsets.get(twcc_id, -1), offsets.get(abs_id, -1)
-
-    def _header_struct(self) -> tuple[struct.Struct, int, tuple[int, int, int, int]]:
-        """One Struct for the whole header this m-line sends (fixed header, extension block,
-        the negotiated elements and padding, as _layout wrote them), so a packet's header is
-        a single ``pack`` call. Returns (struct, mode, (b0, words, twcc id byte, abs id byte));
-        mode bit 0: transport-cc present, bit 1: abs-send-time present."""
-        hlen, tpos, apos = self._hlen, self.twcc_pos, self.abs_pos
-        fmt = "!BBHII"
-        mode = 0
-        if hlen > 12:
-            fmt += "HH"
-            # _layout writes transport-cc first, then abs-send-time.
-            if tpos >= 0:
-                fmt += "BH"
-                mode |= 1
-            if apos >= 0:
-                fmt += "BHB"
-                mode |= 2
-            fmt += "x" * (hlen - struct.calcsize(fmt))
-        hst = struct.Struct(fmt)
-        if hst.size != hlen:
-            raise AssertionError(f"header struct {fmt} is not {hlen} bytes")
-        buf = self._buf
-        values = (
-            0x90 if hlen > 12 else 0x80,
-            (hlen - 16) // 4,
-            buf[tpos - 1] if tpos >= 0 else 0,
-            buf[apos - 1] if apos >= 0 else 0,
-        )
-        return hst, mode, values
 
     # ---- the hot path ----------------------------------------------------------------------
 
@@ -633,27 +551,13 @@ class OutboundTrack:
         if srtp is None or addr is None:
             return
         for seq in lost:
-            entry = self.ring.get(seq, now)
-            if entry is None:
+            packet = self.retransmission(seq, now)
+            if packet is None:
                 self.counters["nack_misses"] += 1
                 continue
             self.counters["nack_hits"] += 1
-            stored, body = entry
-            hdr = bytearray(stored)
-            rtx_pt = self.rtx_pts.get(hdr[1] & 0x7F)
-            if rtx_pt is not None and self.rtx_ssrc is not None:
-                # RFC 4588 s4: same timestamp and marker, the RTX stream's own sequence
-                # number, and the original sequence number (OSN) before the original payload.
-                out_seq = self._rtx_seq
-                _HDR.pack_into(
-                    hdr, 0, hdr[0], (hdr[1] & 0x80) | rtx_pt, out_seq, _TS.unpack_from(stored, 4)[0], self.rtx_ssrc
-                )
-                self._rtx_seq = (out_seq + 1) & 0xFFFF
-                body = _U16.pack(seq) + body
-                sender = srtp.rtp_sender(self.rtx_ssrc)
-            else:
-                out_seq = seq
-                sender = srtp.rtp_sender(self.ssrc)
+            ssrc, out_seq, hdr, body = packet
+            sender = srtp.rtp_sender(ssrc)
             tseq = -1
             if self.twcc_pos >= 0:
                 # Every packet on the wire gets its own transport-wide number.
@@ -668,13 +572,3 @@ class OutboundTrack:
             ctx.outbox.append((protected, addr))
             if tseq >= 0:
                 ctx.history.on_sent(tseq, len(protected), now)
-
-    def sender_report(self, now: float) -> bytes | None:
-        """RFC 3550 s6.4.1 SR: the RTP timestamp is the one that corresponds to the NTP time,
-        extrapolated from the last packet sent at this stream's clock rate."""
-        if self.packets == 0:
-            return None
-        rtp_ts = (self.last_ts + round((now - self.last_ts_at) * self.clock_rate)) & 0xFFFFFFFF
-        ntp = self.ctx.ntp(now)
-        self.reception.on_sr_sent(ntp, now)  # the viewer's LSR names it (RTT, RFC 3550 s6.4.1)
-        return build_sr(self.ssrc, ntp, rtp_ts, self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)

@@ -357,7 +357,7 @@ class WebRtcPeer:
         if self._next_sr is not None and now >= self._next_sr:
             self._next_sr = now + SR_INTERVAL
             for out in self.outbound.values():
-                sr = out.sender_report(now)
+                sr = out.sender_report(now, self.ctx.ntp(now))
                 if sr is not None:
                     self.send_rtcp(sr)
 

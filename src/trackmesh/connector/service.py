@@ -115,6 +115,10 @@ class ConnectorService:
             await self._in_db(self._engine.dispose)
         self._db.shutdown(wait=True)
 
+    async def run_db(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the connector's database thread (the log API's queries)."""
+        return await self._in_db(fn)
+
     @property
     def engine(self) -> Any:
         return self._engine

@@ -143,6 +143,12 @@ def node_routers(node: Node) -> list[Any]:
         # First: its /samples/room.html must win over the generic /samples/{name} route.
         routers.append(sdk_router(node))
     try:
+        from trackmesh.connector.api import router as connector_router
+    except ImportError:
+        pass
+    else:
+        routers.append(connector_router(lambda: getattr(node, "connector", None)))
+    try:
         from trackmesh.http.whip_whep import router as webrtc_router
     except ImportError:
         pass

@@ -34,4 +34,10 @@ def render_metrics(node: Node, stats: list[dict[str, Any]]) -> tuple[str, str]:
                     f"trackmesh_{name}_total", f"Worker counter {name}", ["worker"], registry=registry
                 )
             gauge.labels(worker).set(value)
+    connector = getattr(node, "connector", None)
+    if connector is not None:
+        hooks = Gauge("trackmesh_connector", "Connector: webhooks queued, delivered, retried, given up; events "
+                      "stored; oldest undelivered age in seconds", ["what"], registry=registry)
+        for name, value in connector.metrics().items():
+            hooks.labels(name).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST

@@ -56,6 +56,8 @@ class Node:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self.on_started: Callable[[Node], None] | None = None
+        # The embedded connector (standalone): event log and webhooks, trackmesh.connector.embed.
+        self.connector: Any = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -159,12 +161,26 @@ class Node:
             raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
         self.workers.extend(children)
 
+    async def _start_connector(self) -> None:
+        from trackmesh.connector.embed import EmbeddedConnector
+
+        try:
+            connector = EmbeddedConnector(self)
+            await connector.start()
+        except Exception as exc:
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            raise StartupError(f"--connector-db: the connector cannot start: {exc}") from None
+        self.connector = connector
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.loop_name = loop_name(loop)
         http_sock = self._bind_http()
         try:
             await self._start_workers()
+            if self.config.role == "standalone":
+                await self._start_connector()
         except StartupError:
             http_sock.close()
             raise
@@ -213,6 +229,8 @@ class Node:
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
+        if self.connector is not None:
+            await self.connector.stop()
         try:
             await self.after_stop()
         except Exception:

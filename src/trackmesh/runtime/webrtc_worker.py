@@ -91,6 +91,8 @@ class WebRtcTransport:
             if isinstance(event, IceSelected):
                 self.demux.bind(event.addr, session.key)
             elif isinstance(event, Connected):
+                if self.runtime.core.audit is not None:
+                    self.runtime.core.audit.connected(now, session.key, "")
                 log.info(
                     "connected", extra={"fields": {"conn": _short(peer.endpoint.conn_id), "mode": session.mode.value}}
                 )
@@ -120,6 +122,9 @@ class WebRtcTransport:
         room = str(params["room"])
         peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
         endpoint = self.runtime.core.create_endpoint()
+        audit = self.runtime.core.audit  # the connector's event source, when there is one
+        if audit is not None:
+            audit.connecting(now, endpoint.session, str(params.get("remote_ip") or ""))
         self.clock.advance(now)
         try:
             peer = WebRtcPeer(
@@ -231,6 +236,8 @@ class WebRtcTransport:
         while session.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
+        if self.runtime.core.audit is not None:
+            self.runtime.core.audit.disconnected(now, key, reason)
         self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)

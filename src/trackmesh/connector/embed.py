@@ -1,0 +1,103 @@
+"""The connector inside a standalone node: the service, the app list and worker 0's event source.
+
+Worker 0 runs on the node's loop, so its :class:`~.source.EventSource` hands batches to the
+service directly; a batch leaves the source's queue only when the service has committed it.
+Media workers in child processes (``--workers`` > 1) do not report yet: see docs/connector.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from .apps import App, AppRegistry, sync_forever
+from .outbox import RetryPolicy
+from .service import AppHooks, ConnectorService
+from .signing import derived_secret
+from .source import EventSource
+
+if TYPE_CHECKING:
+    from trackmesh.runtime.node import Node
+
+log = logging.getLogger("trackmesh.connector")
+
+
+class EmbeddedConnector:
+    def __init__(self, node: Node) -> None:
+        cfg = node.config
+        self.node = node
+        root = App("", cfg.secret, cfg.hook_url, cfg.hook_secret or derived_secret(cfg.secret, ""))
+        self.apps = AppRegistry(root)
+        if cfg.apps:
+            self.apps.load_file(cfg.apps)
+        self.service = ConnectorService(
+            cfg.connector_db,
+            cfg.node_id,
+            self._hooks_of,
+            RetryPolicy(retry_for=cfg.hook_retry_for),
+            destroy_after=cfg.destroy_room_after,
+        )
+        self.sources: list[EventSource] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+
+    def _hooks_of(self, app_id: str) -> AppHooks | None:
+        app = self.apps.get(app_id)
+        return AppHooks(app.hook_url, app.hook_secret) if app is not None else None
+
+    async def start(self) -> None:
+        await self.service.start()
+        wall_offset = time.time() - time.monotonic()
+        for worker in self.node.workers:
+            runtime = getattr(worker, "runtime", None)
+            if runtime is None:
+                continue  # a child process: not reporting yet (docs/connector.md)
+            source = EventSource(self.node.config.node_id, secrets.randbits(48), wall_offset)
+            source.on_ready = self._wake.set
+            runtime.core.audit = source
+            self.sources.append(source)
+        self._tasks.append(asyncio.create_task(self._pump(), name="connector-pump"))
+        if self.node.config.multi_tenancy_sync:
+            self._tasks.append(asyncio.create_task(
+                sync_forever(self.apps, self.node.config.multi_tenancy_sync, self.service.reload_keys),
+                name="multi-tenancy-sync"))
+
+    async def _pump(self) -> None:
+        while True:
+            self._wake.clear()
+            for source in self.sources:
+                while batch := source.take():
+                    try:
+                        await self.service.submit(batch)
+                    except Exception:
+                        source.give_back(batch)
+                        log.exception("connector: cannot store events; retrying in 1 s")
+                        await asyncio.sleep(1.0)
+                        break
+                    source.ack(batch)
+            if self._stopping:
+                return
+            await self._wake.wait()
+
+    async def stop(self) -> None:
+        """After the workers stopped: their last events (Leave, Disconnected) are stored first."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks[1:]:
+            task.cancel()
+        if self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tasks[0], 10.0)
+        await self.service.stop()
+
+    def metrics(self) -> dict[str, float]:
+        out = self.service.metrics()
+        out["source_queued"] = float(sum(s.queued for s in self.sources))
+        out["source_dropped"] = float(sum(s.dropped for s in self.sources))
+        out["source_emitted"] = float(sum(s.emitted for s in self.sources))
+        return out

@@ -1,0 +1,126 @@
+"""The connector in a real standalone node: WHIP clients (aiortc) make the events, a real receiver
+verifies every webhook with ``standardwebhooks``; the log API shows the funnel; kill -9 of the
+node with deliveries pending loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.connector.receiver import HookReceiver
+from tests.e2e.conftest import TrackmeshNode
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def tags(rx: HookReceiver) -> list[str]:
+    out = []
+    seen = set()
+    for msg_id, body in rx.accepted_bodies():
+        if msg_id in seen:
+            continue
+        seen.add(msg_id)
+        inner = next(iter(body["event"].values()))
+        out.append(next(iter(inner["event"])))
+    return out
+
+
+def hook_secret(node: TrackmeshNode) -> str:
+    status, resp = node.proc.json("GET", "/api/connector/hook-secret", token=node.secret)
+    assert status == 200, resp
+    return str(resp["data"]["secret"])
+
+
+def queued(node: TrackmeshNode) -> float:
+    status, resp = node.proc.json("GET", "/api/connector/metrics", token=node.secret)
+    assert status == 200, resp
+    return float(resp["data"]["queued"])
+
+
+def publish(node: TrackmeshNode, aiortc_client: Any, room: str, peer: str) -> None:
+    rc, s, err = aiortc_client("whip", node.url("/whip/endpoint"), "--token", node.token("whip", room, peer),
+                               "--duration", "2")
+    assert rc == 0, (s, err[-2000:], node.log_tail())
+    assert s["status"] == 201 and s["delete_status"] == 200
+
+
+def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aiortc_client: Any,
+                                                            netns_guard: None) -> None:
+    rx = HookReceiver("whsec_" + "A" * 44, answer=lambda n, msg_id: 500 if n <= 3 else 200).start()
+    node = TrackmeshNode("--hook-url", rx.url, "--connector-db", f"sqlite:///{tmp_path / 'c.db'}",
+                         "--destroy-room-after", "1")
+    try:
+        rx.secret = hook_secret(node)
+        publish(node, aiortc_client, "hooks-room", "alice")
+        wait_until(lambda: "Stopped" in tags(rx) and queued(node) == 0, 90, "every webhook, the last Stopped")
+        got = tags(rx)
+        for name in ("Connecting", "Join", "Started", "PeerJoined", "RemoteTrackStarted", "RemoteTrackEnded",
+                     "Leave", "PeerLeaved", "AllPeersLeaved", "Disconnected", "Stopped"):
+            assert name in got, got
+        # Per room, in order (Connecting is keyed by the session, before its Join).
+        room_tags = [t for t in got if t not in ("Connecting", "Connected")]
+        assert room_tags.index("Join") < room_tags.index("RemoteTrackStarted") < room_tags.index("Leave")
+        assert room_tags.index("Leave") < room_tags.index("Disconnected") and room_tags[-1] == "Stopped"
+        assert rx.unverified == 0
+        # The log API: the funnel of that session.
+        status, resp = node.proc.json("GET", "/api/connector/log/sessions", token=node.secret)
+        assert status == 200 and len(resp["data"]) == 1, resp
+        session = resp["data"][0]
+        assert session["peers"][0]["peer"] == "alice" and session["leaved_at"] is not None
+        status, resp = node.proc.json("GET", f"/api/connector/log/events?session={session['id']}&limit=100",
+                                      token=node.secret)
+        events = [e["event"] for e in resp["data"]]
+        assert events[0] == "Connecting" and events[-1] == "Disconnected", events
+        meta = json.loads(resp["data"][-1]["meta"])
+        assert meta["reason"] == 0  # UserAction: the client's DELETE
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms?limit=5000", token=node.secret)
+        assert status == 400
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms", token="wrong-secret")
+        assert status == 401
+    finally:
+        rx.stop()
+        assert node.stop() == 0, node.log_tail()
+
+
+def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:
+    up = False
+    rx = HookReceiver("whsec_" + "A" * 44, answer=lambda n, msg_id: 200 if up else 503).start()
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    node = TrackmeshNode("--hook-url", rx.url, "--connector-db", db)
+    try:
+        rx.secret = hook_secret(node)
+        publish(node, aiortc_client, "kill-room", "bob")
+
+        # Connecting, Connected?, Join, Started, PeerJoined, tracks, Leave, PeerLeaved, AllPeersLeaved, Disconnected
+        wait_until(lambda: queued(node) >= 10, 30, "the events in the outbox")
+        expected = int(queued(node))
+        os.kill(node.proc.proc.pid, signal.SIGKILL)
+        node.proc.proc.wait(10)
+    except BaseException:
+        rx.stop()
+        node.stop()
+        raise
+    up = True
+    again = TrackmeshNode("--hook-url", rx.url, "--connector-db", db)
+    try:
+        wait_until(lambda: len(set(m for m, _ in rx.accepted_bodies())) >= expected, 90, "every pending webhook")
+        got = tags(rx)
+        assert "Join" in got and "Disconnected" in got and rx.unverified == 0
+    finally:
+        rx.stop()
+        assert again.stop() == 0, again.log_tail()

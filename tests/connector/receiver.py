@@ -35,6 +35,8 @@ class HookReceiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers behind a proxy do
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k: v for k, v in self.headers.items()}
@@ -44,6 +46,7 @@ class HookReceiver:
                     with receiver.lock:
                         receiver.unverified += 1
                     self.send_response(401)
+                    self.send_header("content-length", "0")
                     self.end_headers()
                     return
                 msg_id = headers.get("webhook-id") or headers.get("Webhook-Id") or ""
@@ -63,7 +66,10 @@ class HookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 refuses a connector's burst of parallel connections
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -29,7 +29,7 @@ import httpx
 from . import storage
 from .events import SourceEvent
 from .ingest import Ingestor, IngestResult
-from .outbox import Attempt, Delivered, GaveUp, Outbox, RetryPolicy, RetryScheduled
+from .outbox import Attempt, Delivered, GaveUp, Outbox, Outcome, RetryPolicy, RetryScheduled
 from .signing import parse_secret
 
 log = logging.getLogger("trackmesh.connector")
@@ -72,6 +72,9 @@ class ConnectorService:
         self._ingest_lock = asyncio.Lock()
         self._keys_loaded: set[str] = set()
         self._stopping = False
+        self.last_error = ""
+        self._outcomes: list[Outcome] = []
+        self._writer: asyncio.Task[None] | None = None
         self.counters = {"events_stored": 0, "events_duplicate": 0, "events_rejected": 0, "hook_errors": 0}
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -178,7 +181,7 @@ class ConnectorService:
                 task = asyncio.create_task(self._post(attempt))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            await self._drain_outcomes()
+            self._collect_outcomes()
             assert self.ingestor is not None
             room_due = self.ingestor.next_deadline()
             if room_due is not None and room_due <= now:
@@ -210,38 +213,37 @@ class ConnectorService:
             error = f"{type(exc).__name__}: {exc}"
         if status is None or not 200 <= status < 300:
             self.counters["hook_errors"] += 1
+            self.last_error = error
             if attempt.attempt == 1 or attempt.attempt % 10 == 0:
                 log.warning("webhook attempt failed", extra={"fields": {
                     "id": attempt.id, "attempt": attempt.attempt, "error": error}})
         self.outbox.handle_result(attempt.id, attempt.attempt, self.clock(), status if not error else None, error)
         self._wake.set()
 
-    async def _drain_outcomes(self) -> None:
-        outcomes = []
+    def _collect_outcomes(self) -> None:
+        """Move the outbox's outcomes to the database writer without waiting for it: the
+        delivery loop never waits on the database (a slow commit must not delay the next POST)."""
         while (o := self.outbox.poll_event()) is not None:
-            outcomes.append(o)
-        if not outcomes or self._engine is None:
-            return
-        now = self.clock()
-
-        def write() -> None:
-            with self._engine.begin() as conn:
-                for o in outcomes:
-                    if isinstance(o, Delivered):
-                        storage.mark_delivered(conn, o.seq, o.attempts, now)
-                    elif isinstance(o, RetryScheduled):
-                        storage.mark_retry(conn, o.seq, o.attempts, o.next_at, o.error)
-                    elif isinstance(o, GaveUp):
-                        storage.mark_failed(conn, o.seq, o.attempts, o.error, now)
-
-        for o in outcomes:
+            self._outcomes.append(o)
             if isinstance(o, GaveUp):
                 log.error("webhook given up", extra={"fields": {"id": o.id, "attempts": o.attempts, "error": o.error}})
-        try:
-            await self._in_db(write)
-        except Exception:
-            # The rows stay pending: after a restart they are sent again (same id), never lost.
-            log.exception("cannot record webhook outcomes")
+        if self._outcomes and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.create_task(self._write_outcomes())
+
+    async def _write_outcomes(self) -> None:
+        while self._outcomes and self._engine is not None:
+            outcomes, self._outcomes = self._outcomes, []
+            try:
+                await self._in_db(_write_outcomes, self._engine, outcomes, self.clock())
+            except Exception:
+                # The rows stay pending: after a restart they are sent again (same id), never lost.
+                log.exception("cannot record webhook outcomes")
+
+    async def _drain_outcomes(self) -> None:
+        """At stop: write every outcome still in memory."""
+        self._collect_outcomes()
+        if self._writer is not None:
+            await self._writer
 
     # ---- metrics -------------------------------------------------------------------------
 
@@ -257,6 +259,17 @@ class ConnectorService:
             "oldest_undelivered_age_s": round(box.oldest_age(self.clock()), 3),
             **{k: float(v) for k, v in self.counters.items()},
         }
+
+
+def _write_outcomes(engine: Any, outcomes: list[Outcome], now: float) -> None:
+    with engine.begin() as conn:
+        for o in outcomes:
+            if isinstance(o, Delivered):
+                storage.mark_delivered(conn, o.seq, o.attempts, now)
+            elif isinstance(o, RetryScheduled):
+                storage.mark_retry(conn, o.seq, o.attempts, o.next_at, o.error)
+            elif isinstance(o, GaveUp):
+                storage.mark_failed(conn, o.seq, o.attempts, o.error, now)
 
 
 def _load(ing: Ingestor, now: float) -> list[Any]:

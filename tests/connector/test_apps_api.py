@@ -20,6 +20,7 @@ from trackmesh.connector.apps import AppRegistry, AppsError, parse_apps
 from trackmesh.connector.embed import EmbeddedConnector
 from trackmesh.http.app import create_app
 from trackmesh.runtime.node import Node
+from trackmesh.security.tokens import verify
 
 from .receiver import HookReceiver
 
@@ -77,6 +78,16 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
             assert status == 400 and body["status"] is False, (path, body)
         status, _ = await get("/api/connector/log/rooms", "nobody")
         assert status == 401
+        # Tokens carry the app of the secret that minted them (atm0s: the JWT sub).
+        for secret, app in (("secret-of-a", "a"), ("root-secret-1", "")):
+            r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
+                                  headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 200, r.text
+            token = verify(cfg.secret, r.json()["data"]["token"], "whip", int(time.time()))
+            assert token.app == app
+        r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
+                              headers={"Authorization": "Bearer nobody-at-all"})
+        assert r.status_code == 401
         r = await client.get("/api/connector/log/rooms")
         assert r.status_code == 401
         deadline = time.monotonic() + 20

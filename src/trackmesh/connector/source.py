@@ -94,8 +94,10 @@ class EventSource:
 
     # ---- EndpointAudit -------------------------------------------------------------------
 
-    def connecting(self, now: float, session: SessionId, remote_ip: str) -> None:
+    def connecting(self, now: float, session: SessionId, remote_ip: str, app: str = "") -> None:
         self._started[session] = now
+        if app:
+            self._apps[session] = app
         self._ips[session] = remote_ip
         self.emit(now, session, ev.Connecting(remote_ip))
 

@@ -117,19 +117,31 @@ def create_app(node: Node) -> FastAPI:
         authorization: str | None = Header(None, description="Bearer <app secret>"),
     ) -> Any:
         presented = bearer(authorization)
-        if presented is None or not app_secret_matches(node.config.secret, presented):
+        app = _app_of(node, presented)
+        if app is None:
             return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
         room, peer = body.room, body.peer
         if kind in ("whip", "rtpengine") and (room is None or peer is None):
             return error(400, f"invalid request: a {kind} token needs room and peer")
         if kind == "whep" and room is None:
             return error(400, "invalid request: a whep token needs room")
-        token = SessionToken(kind, room, peer, body.record, body.extra_data)
+        token = SessionToken(kind, room, peer, body.record, body.extra_data, app=app)
         return ok({"token": issue(node.config.secret, token, body.ttl, int(time.time()))})
 
     for router in node_routers(node):
         app.include_router(router)
     return app
+
+
+def _app_of(node: Node, presented: str | None) -> str | None:
+    """The app whose secret was presented: "" for the node's ``--secret``, an app id from the
+    connector's app list (multi-tenancy, docs/connector.md), or None."""
+    if presented is None:
+        return None
+    if app_secret_matches(node.config.secret, presented):
+        return ""
+    connector = getattr(node, "connector", None)
+    return connector.apps.app_for_secret(presented) if connector is not None else None
 
 
 def node_routers(node: Node) -> list[Any]:

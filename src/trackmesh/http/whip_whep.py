@@ -117,6 +117,7 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
             "token_hash": token_hash(raw),
             "max_spatial": max_spatial,
             "remote_ip": request.client.host if request.client else "",  # for the connector's log
+            "app": token.app,
         }
         result = await node.worker_for_room(token.room).call(f"{kind}.create", params)
         location = f"/{kind}/conn/{result['conn_id']}"

@@ -124,7 +124,7 @@ class WebRtcTransport:
         endpoint = self.runtime.core.create_endpoint()
         audit = self.runtime.core.audit  # the connector's event source, when there is one
         if audit is not None:
-            audit.connecting(now, endpoint.session, str(params.get("remote_ip") or ""))
+            audit.connecting(now, endpoint.session, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
         self.clock.advance(now)
         try:
             peer = WebRtcPeer(

@@ -124,3 +124,28 @@ def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_cli
     finally:
         rx.stop()
         assert again.stop() == 0, again.log_tail()
+
+
+def test_child_process_workers_report_too(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:
+    """With --workers 2, a room on the child worker is logged like one on worker 0."""
+    import hashlib
+
+    def worker_of(room: str) -> int:  # as Node.worker_for_room
+        return int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big") % 2
+
+    rooms = {worker_of(f"w-room-{i}"): f"w-room-{i}" for i in range(20)}
+    assert set(rooms) == {0, 1}
+    rx = HookReceiver("whsec_" + "A" * 44).start()
+    node = TrackmeshNode("--workers", "2", "--hook-url", rx.url, "--connector-db", f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        rx.secret = hook_secret(node)
+        for room in rooms.values():
+            publish(node, aiortc_client, room, "carol")
+        wait_until(lambda: tags(rx).count("Disconnected") == 2 and queued(node) == 0, 60, "both sessions' webhooks")
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms", token=node.secret)
+        assert status == 200, resp
+        assert sorted(r["room"] for r in resp["data"]) == sorted(rooms.values())
+        assert rx.unverified == 0
+    finally:
+        rx.stop()
+        assert node.stop() == 0, node.log_tail()

@@ -2,19 +2,21 @@
 
 Worker 0 runs on the node's loop, so its :class:`~.source.EventSource` hands batches to the
 service directly; a batch leaves the source's queue only when the service has committed it.
-Media workers in child processes (``--workers`` > 1) do not report yet: see docs/connector.md.
+Media workers in child processes (``--workers`` > 1) send their events over the worker pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from .apps import App, AppRegistry, sync_forever
+from .events import EventError, source_from_json
 from .outbox import RetryPolicy
 from .service import AppHooks, ConnectorService
 from .signing import derived_secret
@@ -55,9 +57,14 @@ class EmbeddedConnector:
         wall_offset = time.time() - time.monotonic()
         for worker in self.node.workers:
             runtime = getattr(worker, "runtime", None)
-            if runtime is None:
-                continue  # a child process: not reporting yet (docs/connector.md)
             source = EventSource(self.node.config.node_id, secrets.randbits(48), wall_offset)
+            if runtime is None:
+                # A child process: its own EventSource makes the events, the worker pipe brings
+                # them here (runtime/handles.py), this one only queues them.
+                worker.on_events = functools.partial(self._relayed, source)  # type: ignore[attr-defined]
+                source.on_ready = self._wake.set
+                self.sources.append(source)
+                continue
             source.on_ready = self._wake.set
             runtime.core.audit = source
             self.sources.append(source)
@@ -66,6 +73,13 @@ class EmbeddedConnector:
             self._tasks.append(asyncio.create_task(
                 sync_forever(self.apps, self.node.config.multi_tenancy_sync, self.service.reload_keys),
                 name="multi-tenancy-sync"))
+
+    def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
+        for data in batch:
+            try:
+                source.push(source_from_json(data))
+            except EventError:
+                log.error("connector: a worker sent a malformed event; dropped")
 
     async def _pump(self) -> None:
         while True:

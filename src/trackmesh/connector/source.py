@@ -74,6 +74,16 @@ class EventSource:
     def queued(self) -> int:
         return len(self._queue)
 
+    def push(self, event: ev.SourceEvent) -> None:
+        """Queue an event made elsewhere (a child worker's, relayed by the node)."""
+        if len(self._queue) >= self.max_queued:
+            self.dropped += 1
+            return
+        was_empty = not self._queue
+        self._queue.append(event)
+        if was_empty and self.on_ready is not None:
+            self.on_ready()
+
     def set_app(self, session: SessionId, app: str) -> None:
         """The app a session belongs to (multi-tenancy); "" by default."""
         self._apps[session] = app

@@ -86,7 +86,15 @@ class Ingestor:
         result = IngestResult()
         try:
             with self.engine.begin() as conn:
+                # One query finds the batch's ids already stored (resends after a lost ack).
+                ids = [e.id for e in batch]
+                known = conn.execute(select(events.c.source_id).where(events.c.source_id.in_(ids)))
+                seen = {r.source_id for r in known}
                 for source in batch:
+                    if source.id in seen:
+                        result.duplicates += 1
+                        continue
+                    seen.add(source.id)
                     self._one(conn, source, now, result)
                 self._stop_rooms(conn, now, result)
         except Exception:
@@ -116,9 +124,6 @@ class Ingestor:
         hook = source.hook
         if not isinstance(hook.event, ev.PeerEvent):
             result.rejected += 1  # nodes send peer events only; room events are ours
-            return
-        if conn.execute(select(events.c.id).where(events.c.source_id == source.id)).first() is not None:
-            result.duplicates += 1
             return
         ms = _ms(now)
         app, session, body = source.app, hook.event.session_id, hook.event.event

@@ -182,3 +182,29 @@ def test_any_failure_pattern_keeps_room_order_and_loses_nothing(plan: list[tuple
     for msg_id in rx.accepted:
         got.setdefault(room_of[msg_id], []).append(msg_id)
     assert got == expected
+
+
+def test_random_failures_of_a_working_receiver_do_not_escalate_the_backoff() -> None:
+    """A receiver that accepts other deliveries meanwhile is flaky, not down: retry after base."""
+    box = make()
+    box.enqueue(delivery(1, "unlucky"))
+    rx = Receiver(lambda now, att: 500 if att.id == "evt_1" and att.attempt <= 5 else 200)
+    now = T0
+    for seq in range(2, 40):  # other rooms' events keep flowing, every 0.5 s
+        box.enqueue(delivery(seq, f"r{seq}", now))
+        now = run(box, rx, now, now + 0.5)
+    run(box, rx, now, T0 + 3600)
+    times = [t - T0 for t, att in rx.seen if att.id == "evt_1"]
+    assert len(times) == 6 and box.delivered == 39
+    # Each retry after about base (1 s +-20 %), not 1, 4, 16, 64, 256 s.
+    assert times[-1] < 5 * 1.2 + 0.1, times
+
+
+def test_a_receiver_that_is_down_backs_off_exponentially() -> None:
+    box = make()
+    for seq in range(1, 4):
+        box.enqueue(delivery(seq, f"r{seq}"))
+    rx = Receiver(lambda now, att: 503)
+    run(box, rx, T0, T0 + 400)
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise([x for x in rx.seen if x[1].id == "evt_1"])]
+    assert gaps[:5] == sorted(gaps[:5]) and gaps[4] > 200, gaps

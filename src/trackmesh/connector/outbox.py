@@ -13,7 +13,10 @@ Guarantees:
 - retries with exponential backoff and jitter, ``base * factor**(n-1)`` capped at ``cap``, each
   delay scaled by a random factor in ``[1 - jitter, 1 + jitter]``: with the defaults (1 s, x4,
   +-20 %) the first four attempts fall within 26 s plus three request time-outs, i.e. within a
-  minute;
+  minute. ``n`` counts the failures in a row *while the URL accepted nothing else*: a receiver
+  that is down backs off exponentially, one that fails at random (and accepted other
+  deliveries since this one last failed) is retried after ``base`` again, so one unlucky room
+  does not wait minutes behind a receiver that works;
 - a delivery is given up only ``retry_for`` seconds after it was created (the last attempt is
   made at that deadline).
 """
@@ -41,6 +44,10 @@ class Delivery:
     created_at: float
     attempts: int = 0
     next_at: float = 0.0
+    # Failures in a row while its URL accepted nothing else (the backoff exponent), and when
+    # the last one happened.
+    streak: int = 0
+    failed_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,7 @@ class Outbox:
         self._keys: dict[str, bytes] = {}
         self._outcomes: deque[Outcome] = deque()
         self._ids: set[str] = set()
+        self._last_ok: dict[str, float] = {}  # url -> last 2xx
         # Counters (metrics): attempts made, deliveries done, failed attempts retried, given up.
         self.attempts = 0
         self.delivered = 0
@@ -139,6 +147,7 @@ class Outbox:
         del self._in_flight[msg_id]
         delivery = entry[0]
         if status is not None and 200 <= status < 300:
+            self._last_ok[delivery.url] = now
             self.delivered += 1
             self._outcomes.append(Delivered(delivery.id, delivery.seq, delivery.attempts, now - delivery.created_at))
             self._pop_head(delivery, now)
@@ -220,7 +229,11 @@ class Outbox:
             self._pop_head(delivery, now)
             return
         self.retried += 1
-        delivery.next_at = min(now + self.policy.delay(delivery.attempts, self._rng), deadline)
+        if self._last_ok.get(delivery.url, -1.0) >= delivery.failed_at:
+            delivery.streak = 0  # the receiver works: this failure is not an outage
+        delivery.streak += 1
+        delivery.failed_at = now
+        delivery.next_at = min(now + self.policy.delay(delivery.streak, self._rng), deadline)
         heapq.heappush(self._ready, (delivery.next_at, delivery.seq, delivery.key))
         self._outcomes.append(RetryScheduled(delivery.id, delivery.seq, delivery.attempts, delivery.next_at, error))
 

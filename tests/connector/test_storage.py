@@ -136,3 +136,22 @@ def test_log_queries_are_per_app(db_url: str) -> None:
         assert [e["event"] for e in storage.list_events(conn, "a", 1, None, None, page)] == ["Join"]
         assert storage.list_events(conn, "a", 2, None, None, page) == []
         assert storage.list_events(conn, "a", None, int(T0 * 1000) + 1, None, page) == []
+
+
+def test_orphaned_sessions_of_a_restarted_node_are_closed_once(db_url: str) -> None:
+    from trackmesh.core.ids import SessionIdGenerator
+
+    mine = SessionIdGenerator(node_id=7, worker=0).next()
+    other = SessionIdGenerator(node_id=8, worker=0).next()
+    ing = make(db_url)
+    ing.ingest([peer("a", mine, ev.Join("r", "p")), peer("b", other, ev.Join("r", "q"))], T0)
+    closing = ing.orphans(7, int((T0 + 60) * 1000))
+    assert [e.name for e in closing] == ["Leave", "Disconnected"]
+    gone = closing[1].hook.event
+    assert isinstance(gone, ev.PeerEvent) and gone.session_id == mine
+    assert gone.event == ev.Disconnected(60_000, ev.DisconnectReason.NODE_FAILURE)
+    r = ing.ingest(closing, T0 + 60)
+    assert r.stored == 2
+    assert ing.tracker.members("", "r") == {("q", other)}
+    assert ing.orphans(7, int((T0 + 61) * 1000)) == []
+    assert ing.ingest(closing, T0 + 61).duplicates == 2

@@ -4,6 +4,7 @@ node with deliveries pending loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,6 +99,11 @@ def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aio
 
 
 def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:
+    """The receiver is down while a session ends and another is live; the node is killed with
+    -9; after a restart every stored webhook is delivered, and the live session, which died with
+    the node, is closed (Leave, then Disconnected with reason 4, NodeFailure)."""
+    from tests.e2e.test_whip_whep import Background
+
     up = False
     rx = HookReceiver("whsec_" + "A" * 44, answer=lambda n, msg_id: 200 if up else 503).start()
     db = f"sqlite:///{tmp_path / 'c.db'}"
@@ -105,9 +111,10 @@ def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_cli
     try:
         rx.secret = hook_secret(node)
         publish(node, aiortc_client, "kill-room", "bob")
-
-        # Connecting, Connected?, Join, Started, PeerJoined, tracks, Leave, PeerLeaved, AllPeersLeaved, Disconnected
-        wait_until(lambda: queued(node) >= 10, 30, "the events in the outbox")
+        live = Background(aiortc_client, "whip", node.url("/whip/endpoint"), "--token",
+                          node.token("whip", "kill-room-2", "dave"), "--duration", "20", timeout=40)
+        # bob's whole session and dave's start: >= 10 webhooks for bob, Join + room events for dave.
+        wait_until(lambda: queued(node) >= 14, 30, "the events in the outbox")
         expected = int(queued(node))
         os.kill(node.proc.proc.pid, signal.SIGKILL)
         node.proc.proc.wait(10)
@@ -118,12 +125,18 @@ def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_cli
     up = True
     again = TrackmeshNode("--hook-url", rx.url, "--connector-db", db)
     try:
-        wait_until(lambda: len(set(m for m, _ in rx.accepted_bodies())) >= expected, 90, "every pending webhook")
+        wait_until(lambda: len({m for m, _ in rx.accepted_bodies()}) >= expected + 2 and queued(again) == 0, 120,
+                   "every pending webhook and the closing of the dead session")
         got = tags(rx)
-        assert "Join" in got and "Disconnected" in got and rx.unverified == 0
+        assert got.count("Join") == 2 and got.count("Disconnected") == 2 and rx.unverified == 0, got
+        reasons = [b["event"]["Peer"]["event"]["Disconnected"]["reason"] for _, b in rx.accepted_bodies()
+                   if "Disconnected" in b["event"].get("Peer", {}).get("event", {})]
+        assert sorted(set(reasons)) == [0, 4], reasons
     finally:
         rx.stop()
         assert again.stop() == 0, again.log_tail()
+        with contextlib.suppress(Exception):
+            live.join(60)
 
 
 def test_child_process_workers_report_too(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:

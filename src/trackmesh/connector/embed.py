@@ -54,6 +54,15 @@ class EmbeddedConnector:
 
     async def start(self) -> None:
         await self.service.start()
+        # Sessions this node's previous run left open (kill -9, crash): closed now, before any new one.
+        ing = self.service.ingestor
+        assert ing is not None
+        orphans = await self.service.run_db(
+            functools.partial(ing.orphans, self.node.config.node_id, int(time.time() * 1000)))
+        if orphans:
+            await self.service.submit(orphans)
+            log.warning("closed sessions left open by this node's previous run",
+                        extra={"fields": {"events": len(orphans)}})
         wall_offset = time.time() - time.monotonic()
         for worker in self.node.workers:
             runtime = getattr(worker, "runtime", None)

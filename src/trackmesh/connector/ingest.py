@@ -118,6 +118,34 @@ class Ingestor:
     def next_deadline(self) -> float | None:
         return self.tracker.next_deadline()
 
+    def orphans(self, node: int, ts_ms: int) -> list[ev.SourceEvent]:
+        """Leave and Disconnected (reason NodeFailure) for the sessions of ``node`` the log still
+        has open: at start, a node's previous run (killed, crashed) left them so. The ids are
+        fixed per session, so a crash while closing them is deduplicated on the next start."""
+        from trackmesh.core.ids import SessionId, session_node
+
+        out: list[ev.SourceEvent] = []
+        with self.engine.connect() as conn:
+            open_sessions = conn.execute(select(sessions.c.id, sessions.c.app, sessions.c.created_at)
+                                         .where(sessions.c.leaved_at.is_(None)))
+            for s in open_sessions:
+                if session_node(SessionId(s.id)) != node:
+                    continue
+                joined = conn.execute(
+                    select(rooms.c.room, peers.c.peer)
+                    .select_from(peer_sessions.join(peers, peers.c.id == peer_sessions.c.peer)
+                                 .join(rooms, rooms.c.id == peer_sessions.c.room))
+                    .where(peer_sessions.c.session == s.id, peer_sessions.c.leaved_at.is_(None))
+                )
+                prefix = f"evt_{node:x}_orphan_{s.id:x}"
+                for i, j in enumerate(joined):
+                    hook = ev.HookEvent(node, ts_ms, ev.PeerEvent(s.id, ev.Leave(j.room, j.peer)))
+                    out.append(ev.SourceEvent(f"{prefix}_leave{i}", s.app, hook))
+                gone = ev.Disconnected(max(0, ts_ms - s.created_at), ev.DisconnectReason.NODE_FAILURE)
+                out.append(ev.SourceEvent(f"{prefix}_disconnected", s.app,
+                                          ev.HookEvent(node, ts_ms, ev.PeerEvent(s.id, gone))))
+        return out
+
     # ---- internals ------------------------------------------------------------------------
 
     def _one(self, conn: Connection, source: ev.SourceEvent, now: float, result: IngestResult) -> None:

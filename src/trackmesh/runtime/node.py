@@ -170,7 +170,8 @@ class Node:
         except Exception as exc:
             for worker in self.workers:
                 await worker.stop("start failed", 2.0)
-            raise StartupError(f"--connector-db: the connector cannot start: {exc}") from None
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise StartupError(f"--connector-db: the connector cannot start: {first}") from None
         self.connector = connector
 
     async def run(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -123,9 +124,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [m for m in first if key_of[m] == key] == [m for m, k in queued if k == key] for key in set(key_of.values())
     )
     latencies.sort()
-    print("hook errors:", svc.counters["hook_errors"], "last:", svc.last_error)
     await svc.stop()
     rx.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {
         "events_from_source": args.events,
         "webhooks_queued": total,

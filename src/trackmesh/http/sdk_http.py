@@ -83,6 +83,8 @@ def router(node: Node) -> APIRouter:
             "peer": token.peer,
             "extra_data": token.extra_data,
             "token_hash": token_hash(raw),
+            "remote_ip": request.client.host if request.client else "",  # for the connector's log
+            "app": token.app,
         }
         if conn_id is not None:
             try:

@@ -95,6 +95,8 @@ class SdkTransport:
                 self.demux.bind(event.addr, conn.key)
             elif isinstance(event, Connected):
                 sdk.on_connected(now)
+                if self.runtime.core.audit is not None:
+                    self.runtime.core.audit.connected(now, conn.key, "")
                 log.info("connected", extra={"fields": {"conn": _short(sdk.endpoint.conn_id), "mode": "sdk"}})
             elif isinstance(event, Disconnected):
                 self.close(now, conn, event.reason)
@@ -163,6 +165,9 @@ class SdkTransport:
         except PeerSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot set up the session: {exc}") from None
+        audit = self.runtime.core.audit  # the connector's event source, when there is one
+        if audit is not None:
+            audit.connecting(now, endpoint.session, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
         sdk = SdkSession(
             now, peer, names, req.tracks, claims, self._verify, local, cookie_key=os.urandom(32)
         )  # fmt: skip
@@ -171,6 +176,8 @@ class SdkTransport:
             if failure is not None:
                 peer.close(now, "join refused")
                 self.runtime.core.close_endpoint(now, endpoint.session, "join refused")
+                if audit is not None:
+                    audit.disconnected(now, endpoint.session, "join refused")
                 raise RpcError(400 if failure.code != 0x2008 else 403, failure.message)
         conn = Conn(sdk, str(params.get("token_hash", "")), [local.ice_ufrag])
         key = endpoint.session
@@ -265,6 +272,8 @@ class SdkTransport:
         while sdk.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
+        if self.runtime.core.audit is not None:
+            self.runtime.core.audit.disconnected(now, key, reason)
         self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)

@@ -142,6 +142,8 @@ class WebRtcTransport:
             )
         except PeerSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
+            if audit is not None:
+                audit.disconnected(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         session = Session(
             mode,

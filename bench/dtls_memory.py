@@ -8,8 +8,8 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime
 
-from trackmesh.transports.webrtc.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.dtls import DtlsEndpoint
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.dtls.endpoint import DtlsEndpoint
 
 NOT_BEFORE = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from trackmesh.transports.webrtc.keyframe import is_keyframe, parse_vp8_descriptor
-from trackmesh.transports.webrtc.nack import RetransmitBuffer
-from trackmesh.transports.webrtc.rewrite import SeqTsRewriter
-from trackmesh.transports.webrtc.rtp import (
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
+from trackmesh.rtp.nack import RetransmitBuffer
+from trackmesh.rtp.packet import (
     RtpHeader,
     build_rtp_packet,
     find_extension,
@@ -19,6 +19,7 @@ from trackmesh.transports.webrtc.rtp import (
     rewrite_header,
     set_transport_cc_seq,
 )
+from trackmesh.rtp.rewrite import SeqTsRewriter
 
 N = 200_000
 

@@ -3,8 +3,8 @@
 Run with ``python bench/srtp_profiles.py``. Prints microseconds per protect and per unprotect
 for 1200-byte (video-sized) and 160-byte (Opus-sized) RTP packets, for pylibsrtp
 AES_CM_128_HMAC_SHA1_80, pylibsrtp AEAD_AES_128_GCM, the pure-``cryptography``
-:class:`~trackmesh.transports.webrtc.srtp.GcmSrtpCipher` and (protect only) the forwarding
-path's :class:`~trackmesh.transports.webrtc.srtp.GcmRtpSender`.
+:class:`~trackmesh.rtp.srtp.GcmSrtpCipher` and (protect only) the forwarding
+path's :class:`~trackmesh.rtp.srtp.GcmRtpSender`.
 
 Unprotect needs a fresh sequence number per packet (the replay window rejects repeats), so
 each measurement pre-protects N distinct packets and then unprotects them in order.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pylibsrtp
 
-from trackmesh.transports.webrtc.srtp import GcmSrtpCipher, SrtpProfile, SrtpSession
+from trackmesh.rtp.srtp import GcmSrtpCipher, SrtpProfile, SrtpSession
 
 N = 20_000
 SIZES = (1200, 160)

@@ -180,39 +180,39 @@ def test_wrong_secret_node_receives_nothing_and_reaches_nobody(nodes) -> None:  
     assert evil.peers() == []
     assert evil.zid not in a.peers() + b.peers()
     (ha, _pa), (hb, pb), (he, pe) = hubs(a, b, evil)
-    ra, re = ZenohRegistry(a.session, Pump()), ZenohRegistry(evil.session, pe)
+    ra, re = ZenohRegistry(a.session, Pump(), time.monotonic), ZenohRegistry(evil.session, pe, time.monotonic)
     # Media and registry entries of the cluster do not reach the intruder...
     se = Sub()
     he.subscribe(0.0, CH, se)
     handle = ha.start_publish(0.0, CH, Pub())
-    ra.put("r/x/p/a/1", b"secret room")
+    ra.put(0.0, "r/x/p/a/1", b"secret room")
     seen: list[str] = []
 
     class W:
-        def on_registry_put(self, key: str, value: bytes) -> None:
+        def on_registry_put(self, now: float, key: str, value: bytes) -> None:
             seen.append(key)
 
-        def on_registry_delete(self, key: str) -> None:
+        def on_registry_delete(self, now: float, key: str) -> None:
             seen.append(key)
 
-    re.watch("r/x/", W())
+    re.watch(0.0, "r/x/", W())
     for seq in range(10):
         handle.send(pkt(seq))
     # ...and the intruder's puts, media and feedback do not reach the cluster.
     sb, seen_b = Sub(), []
     hb.subscribe(0.0, CH + 1, sb)
-    rb = ZenohRegistry(b.session, pb)
+    rb = ZenohRegistry(b.session, pb, time.monotonic)
 
     class WB:
-        def on_registry_put(self, key: str, value: bytes) -> None:
+        def on_registry_put(self, now: float, key: str, value: bytes) -> None:
             seen_b.append(key)
 
-        def on_registry_delete(self, key: str) -> None:
+        def on_registry_delete(self, now: float, key: str) -> None:
             seen_b.append(key)
 
-    rb.watch("r/evil/", WB())
+    rb.watch(0.0, "r/evil/", WB())
     evil_handle = he.start_publish(0.0, CH + 1, Pub())
-    re.put("r/evil/p/mallory/1", b"let me in")
+    re.put(0.0, "r/evil/p/mallory/1", b"let me in")
     evil_handle.send(pkt(1))
     he.feedback(0.0, CH, Feedback(FeedbackKind.KEYFRAME, 9))
     pe.drain(1.0)
@@ -221,3 +221,62 @@ def test_wrong_secret_node_receives_nothing_and_reaches_nobody(nodes) -> None:  
     assert sb.live == [] and sb.pkts == [] and seen_b == []
     assert ha.packets_out == 0  # nobody outside A subscribed
     assert ha.feedback_in == 0
+
+
+class MsgSub:
+    def __init__(self, kind: str | None = None) -> None:
+        self.got: list[tuple[float, int, str, bytes]] = []
+        if kind is not None:
+            self.channel_kind = kind
+
+    def on_channel_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
+        self.got.append((now, channel, sender, data))
+
+
+def test_messages_cross_once_per_node_standing_senders_are_counted_garbage_is_dropped(nodes) -> None:  # type: ignore[no-untyped-def]
+    a = nodes()
+    b = nodes(seeds=a.config.listen)
+    linked(a, b)
+    (ha, _), (hb, pb) = hubs(a, b)
+    mine, theirs, levels = MsgSub(), MsgSub(), MsgSub("levels")
+    ha.subscribe_messages(0.0, CH, mine)
+    hb.subscribe_messages(0.0, CH, theirs)
+    hb.subscribe_messages(0.0, CH + 1, levels)
+    assert hb.imported("message") == [CH] and hb.imported("levels") == [CH + 1]
+    st = hb.stats()
+    assert (st["message_channels_imported"], st["levels_channels_imported"], st["channels_imported"]) == (1, 1, 0)
+    # A one-off message: A's own subscriber in process (once, not echoed back by zenoh), B's over zenoh.
+    probe = ha.open_messages(0.5, CH, "message")  # B's subscription is known on A once a sender matches it
+    wait_for(lambda: ha._msg_exports[CH].interest)
+    probe.close(0.5)
+    assert ha.exported("message") == []
+    ha.send_message(1.0, CH, "alice", b"hi")
+    pb.until(lambda: len(theirs.got) == 1)
+    assert mine.got == [(1.0, CH, "alice", b"hi")]
+    assert theirs.got[0][1:] == (CH, "alice", b"hi") and hb.messages_in == 1
+    # A standing sender (the mixer's levels): counted as exported while open, serialized only while B listens.
+    sender = ha.open_messages(2.0, CH + 1, "levels")
+    assert ha.exported("levels") == [CH + 1] and ha.stats()["levels_channels_exported"] == 1
+    export = ha._msg_exports[CH + 1]
+    wait_for(lambda: export.interest)
+    for i in range(5):
+        sender.send(3.0, "1.0", bytes([i]))
+    pb.until(lambda: len(levels.got) == 5)
+    assert [d for *_, d in levels.got] == [bytes([i]) for i in range(5)]
+    hb.unsubscribe_messages(4.0, CH + 1, levels)
+    assert hb.imported("levels") == []
+    wait_for(lambda: not export.interest)
+    out = ha.messages_out
+    sender.send(5.0, "1.0", b"x")
+    assert ha.messages_out == out  # nobody listens on another node: nothing serialized
+    sender.close(5.0)
+    sender.close(5.0)  # idempotent
+    assert ha.exported("levels") == [] and ha.stats()["levels_channels_exported"] == 0
+    # Garbage on the wire is dropped and counted on the receiving node.
+    a.session.put(f"tm/msg/{CH}", b"\x07")
+    pb.until(lambda: hb.bad_messages == 1)
+    assert len(theirs.got) == 1
+    hb.unsubscribe_messages(6.0, CH, theirs)
+    assert hb.imported("message") == []
+    ha.close()
+    hb.close()

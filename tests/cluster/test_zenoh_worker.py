@@ -6,9 +6,28 @@ import time
 
 from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry
-from trackmesh.core.controls import CreateLocalTrack, Join, Publish, Subscribe, Unpublish, Unsubscribe
+from trackmesh.core.controls import (
+    CreateLocalTrack,
+    Join,
+    Leave,
+    MessageChannelPub,
+    MessageChannelStartPub,
+    MessageChannelSub,
+    Publish,
+    Subscribe,
+    Unpublish,
+    Unsubscribe,
+)
 from trackmesh.core.endpoint import Endpoint
-from trackmesh.core.events import EndpointEvent, KeyframeRequested, LocalTrackStateChanged, PeerJoined, TrackStarted
+from trackmesh.core.events import (
+    EndpointEvent,
+    KeyframeRequested,
+    LocalTrackStateChanged,
+    MessageChannelMessage,
+    PeerJoined,
+    TrackStarted,
+)
+from trackmesh.core.message_channel import message_channel_id
 from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, PeerInfo, TrackInfo, TrackKind, TrackSource
 from trackmesh.core.worker import MediaWorker
 
@@ -24,7 +43,7 @@ def pkt(seq: int) -> MediaPacket:
 class Node:
     def __init__(self, zn, node_id: int) -> None:  # type: ignore[no-untyped-def]
         self.pump = Pump()
-        self.registry = ZenohRegistry(zn.session, self.pump)
+        self.registry = ZenohRegistry(zn.session, self.pump, time.monotonic)
         self.hub = ZenohChannelHub(zn.session, self.pump, time.monotonic)
         self.worker = MediaWorker(node_id, 0, "secret", self.registry, self.hub)
         self.events: dict[int, list[EndpointEvent]] = {}
@@ -103,3 +122,48 @@ def test_viewer_on_node_b_receives_publisher_on_node_a_through_the_core(nodes) -
     for v in viewers:
         assert v.control(now(), Unsubscribe("video0")) is None
     assert b.hub.imported() == []
+
+
+def test_room_message_channels_reach_subscribers_on_every_node(nodes) -> None:  # type: ignore[no-untyped-def]
+    """The MessageHub path of the zenoh hub: a message published on node A reaches the label's subscribers on A
+    (the sender's own echo, in process) and on B (over zenoh), with the sender's peer id; nothing else."""
+    za = nodes()
+    zb = nodes(seeds=za.config.listen)
+    wait_for(lambda: za.peers() and zb.peers())
+    a, b = Node(za, 1), Node(zb, 2)
+    now = time.monotonic
+    alice, bob, carol = a.worker.create_endpoint(), b.worker.create_endpoint(), b.worker.create_endpoint()
+    for ep, peer in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        assert ep.control(now(), Join("r", peer)) is None
+    assert alice.control(now(), MessageChannelSub("chat")) is None
+    assert alice.control(now(), MessageChannelStartPub("chat")) is None
+    assert bob.control(now(), MessageChannelSub("chat")) is None
+    assert carol.control(now(), MessageChannelSub("other")) is None
+    assert b.hub.stats()["message_channels_imported"] == 2
+    a.collect()
+    b.collect()
+    a.take(alice), b.take(bob), b.take(carol)
+
+    def got(node: Node, ep: Endpoint) -> list[MessageChannelMessage]:
+        return [ev for ev in node.take(ep) if isinstance(ev, MessageChannelMessage)]
+
+    # B's subscription propagates to A asynchronously: publish until the first message crosses.
+    def crossed() -> bool:
+        assert alice.control(now(), MessageChannelPub("chat", b"hello")) is None
+        b.collect(0.05)
+        return bool(b.events.get(bob.session))
+
+    wait_for(crossed)
+    b.collect(0.2)
+    at_bob = got(b, bob)
+    assert at_bob and all((m.label, m.peer, m.data) == ("chat", "alice", b"hello") for m in at_bob)
+    echoed = got(a, alice)
+    assert len(echoed) >= len(at_bob) and all(m.peer == "alice" for m in echoed)
+    assert got(b, carol) == [] and b.hub.messages_in == len(at_bob)
+    # Bob leaves: B holds no message subscription for the label any more.
+    assert bob.control(now(), Leave()) is None
+    assert b.hub.imported("message") == [message_channel_id("r", "other")]  # carol's only
+    a.hub.close()
+    b.hub.close()
+    a.registry.close()
+    b.registry.close()

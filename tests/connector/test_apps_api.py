@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from trackmesh.config import resolve
 from trackmesh.connector import events as ev
 from trackmesh.connector.apps import AppRegistry, AppsError, parse_apps
-from trackmesh.connector.embed import EmbeddedConnector
 from trackmesh.http.app import create_app
+from trackmesh.runtime.connector import EmbeddedConnector
 from trackmesh.runtime.node import Node
 from trackmesh.security.tokens import verify
 
@@ -34,10 +34,10 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
     rx_b = HookReceiver("").start()
     apps = tmp_path / "apps.json"
     apps.write_text(json.dumps({"apps": [
-        {"app_id": "a", "app_secret": "secret-of-a", "hook": rx_a.url},
-        {"app_id": "b", "app_secret": "secret-of-b", "hook": rx_b.url},
+        {"app_id": "a", "app_secret": "secret-of-app-a-123", "hook": rx_a.url},
+        {"app_id": "b", "app_secret": "secret-of-app-b-123", "hook": rx_b.url},
     ]}))
-    cfg = resolve("standalone", {"secret": "root-secret-1", "connector_db": f"sqlite:///{tmp_path / 'c.db'}",
+    cfg = resolve("standalone", {"secret": "root-secret-12345", "connector_db": f"sqlite:///{tmp_path / 'c.db'}",
                                  "apps": str(apps)}, {})
 
     async def main() -> None:
@@ -50,44 +50,53 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
         await conn.service.submit([peer("a1", 1, ev.Join("shared-name", "pa"), "a"),
                                    peer("b1", 2, ev.Join("shared-name", "pb"), "b"),
                                    peer("b2", 3, ev.Join("only-b", "pb2"), "b")])
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(node)), base_url="http://t")
+        web = create_app(node)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://t")
 
         async def get(path: str, secret: str) -> tuple[int, Any]:
             r = await client.get(path, headers={"Authorization": f"Bearer {secret}"})
             return r.status_code, r.json()
 
-        status, body = await get("/api/connector/log/rooms", "secret-of-a")
+        status, body = await get("/api/connector/log/rooms", "secret-of-app-a-123")
         assert status == 200 and [r["room"] for r in body["data"]] == ["shared-name"]
-        status, body = await get("/api/connector/log/rooms", "secret-of-b")
+        status, body = await get("/api/connector/log/rooms", "secret-of-app-b-123")
         assert sorted(r["room"] for r in body["data"]) == ["only-b", "shared-name"]
-        status, body = await get("/api/connector/log/sessions", "secret-of-a")
+        status, body = await get("/api/connector/log/sessions", "secret-of-app-a-123")
         assert [s["id"] for s in body["data"]] == ["1"]
-        status, body = await get("/api/connector/log/events?session=2", "secret-of-a")
+        status, body = await get("/api/connector/log/events?session=2", "secret-of-app-a-123")
         assert status == 200 and body["data"] == []
-        status, body = await get("/api/connector/log/peers", "secret-of-b")
+        status, body = await get("/api/connector/log/peers", "secret-of-app-b-123")
         assert sorted(p["peer"] for p in body["data"]) == ["pb", "pb2"]
-        status, body = await get("/api/connector/hook-secret", "secret-of-b")
+        status, body = await get("/api/connector/hook-secret", "secret-of-app-b-123")
         assert body["data"] == {"app": "b", "secret": rx_b.secret, "hook_url": rx_b.url}
-        status, body = await get("/api/connector/log/rooms", "root-secret-1")
+        status, body = await get("/api/connector/log/rooms", "root-secret-12345")
         assert status == 200 and body["data"] == []  # the root app has no rows
         for path in ("/api/connector/log/rooms?limit=0", "/api/connector/log/rooms?limit=1001",
                      "/api/connector/log/rooms?page=-1", "/api/connector/log/events?session=abc",
                      "/api/connector/log/events?session=18446744073709551616",
                      "/api/connector/log/events?start_ts=10&end_ts=5", "/api/connector/log/peers?room=x"):
-            status, body = await get(path, "secret-of-a")
+            status, body = await get(path, "secret-of-app-a-123")
             assert status == 400 and body["status"] is False, (path, body)
         status, _ = await get("/api/connector/log/rooms", "nobody")
         assert status == 401
         # Tokens carry the app of the secret that minted them (atm0s: the JWT sub).
-        for secret, app in (("secret-of-a", "a"), ("root-secret-1", "")):
+        for secret, app in (("secret-of-app-a-123", "a"), ("root-secret-12345", "")):
             r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
                                   headers={"Authorization": f"Bearer {secret}"})
             assert r.status_code == 200, r.text
-            token = verify(cfg.secret, r.json()["data"]["token"], "whip", int(time.time()))
+            token = verify(cfg.token_key, r.json()["data"]["token"], "whip", int(time.time()))
             assert token.app == app
         r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
                               headers={"Authorization": "Bearer nobody-at-all"})
         assert r.status_code == 401
+        # The per-client throttle of wrong secrets counts only a secret that is neither the app
+        # secret nor a tenant's: more tenant tokens than the bucket holds (10) all pass.
+        assert web.state.auth_throttle.failures == 1
+        for _ in range(12):
+            r = await client.post("/token/whep", json={"room": "r", "ttl": 60},
+                                  headers={"Authorization": "Bearer secret-of-app-b-123"})
+            assert r.status_code == 200, r.text
+        assert web.state.auth_throttle.failures == 1 and web.state.auth_throttle.throttled == 0
         r = await client.get("/api/connector/log/rooms")
         assert r.status_code == 401
         deadline = time.monotonic() + 20
@@ -109,21 +118,23 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
 
 
 def test_sync_keeps_the_previous_list_on_a_bad_document() -> None:
-    reg = AppRegistry(parse_apps('{"apps": [{"app_id": "root", "app_secret": "root-secret"}]}')[0])
-    assert reg.apply_sync(b'{"apps": [{"app_id": "x", "app_secret": "secret-x-1"}]}')
-    assert reg.app_for_secret("secret-x-1") == "x"
+    reg = AppRegistry(parse_apps('{"apps": [{"app_id": "root", "app_secret": "root-secret-12345"}]}')[0])
+    assert reg.apply_sync(b'{"apps": [{"app_id": "x", "app_secret": "secret-x-1234567890"}]}')
+    assert reg.app_for_secret("secret-x-1234567890") == "x"
     assert not reg.apply_sync(b'{"apps": [{"app_id": "y"}]}')
     assert not reg.apply_sync(b"not json")
-    assert reg.app_for_secret("secret-x-1") == "x" and reg.app_for_secret("root-secret") == "root"
+    assert reg.app_for_secret("secret-x-1234567890") == "x" and reg.app_for_secret("root-secret-12345") == "root"
     assert reg.app_for_secret("nope") is None
 
 
 @pytest.mark.parametrize(("doc", "message"), [
-    ('{"apps": [{"app_id": "", "app_secret": "12345678"}]}', "app_id"),
+    ('{"apps": [{"app_id": "", "app_secret": "1234567890123456"}]}', "app_id"),
     ('{"apps": [{"app_id": "a", "app_secret": "short"}]}', "app_secret"),
-    ('{"apps": [{"app_id": "a", "app_secret": "12345678", "hook": "ftp://x"}]}', "hook"),
-    ('{"apps": [{"app_id": "a", "app_secret": "12345678"}, {"app_id": "a", "app_secret": "87654321"}]}', "twice"),
-    ('{"apps": [{"app_id": "a", "app_secret": "12345678", "hook_secret": "whsec_abc"}]}', "hook_secret"),
+    ('{"apps": [{"app_id": "a", "app_secret": "15-chars-secret"}]}', "app_secret"),  # --secret's minimum: 16
+    ('{"apps": [{"app_id": "a", "app_secret": "1234567890123456", "hook": "ftp://x"}]}', "hook"),
+    ('{"apps": [{"app_id": "a", "app_secret": "1234567890123456"}, '
+     '{"app_id": "a", "app_secret": "6543210987654321"}]}', "twice"),
+    ('{"apps": [{"app_id": "a", "app_secret": "1234567890123456", "hook_secret": "whsec_abc"}]}', "hook_secret"),
     ('{"apps": {}}', "apps"),
 ])
 def test_bad_app_lists_name_the_field(doc: str, message: str) -> None:

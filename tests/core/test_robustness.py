@@ -86,19 +86,19 @@ def test_random_control_sequences_never_raise(seq: list[tuple[int, object, float
 def test_garbage_registry_entries_are_counted_not_raised(key: str, value: bytes) -> None:
     h = Harness()
     view = RoomView("r", h.registry)
-    view.on_registry_put(key, value)
-    view.on_registry_delete(key)
+    view.on_registry_put(0.0, key, value)
+    view.on_registry_delete(0.0, key)
     assert view.bad_entries >= 0
 
 
 def test_known_bad_entries_are_counted() -> None:
     h = Harness()
     view = RoomView("r", h.registry)
-    view.on_registry_put("r/r/p/alice/notanumber", b"{}")
-    view.on_registry_put("r/r/p/alice/1", b"not json")
-    view.on_registry_put("r/r/t/alice/cam/1", b'{"kind": "smell"}')
-    view.on_registry_put("r/r/p/alice/1", b'{"metadata": 5}')
-    view.on_registry_delete("zzz")
+    view.on_registry_put(0.0, "r/r/p/alice/notanumber", b"{}")
+    view.on_registry_put(0.0, "r/r/p/alice/1", b"not json")
+    view.on_registry_put(0.0, "r/r/t/alice/cam/1", b'{"kind": "smell"}')
+    view.on_registry_put(0.0, "r/r/p/alice/1", b'{"metadata": 5}')
+    view.on_registry_delete(0.0, "zzz")
     assert view.bad_entries == 5
     assert view.peers == {} and view.tracks == {}
 
@@ -193,7 +193,8 @@ def churn(h: Harness, modes: list[c.MixerMode], seq: list[tuple[int, object, flo
                 else:
                     assert out.channel == src.channel and out in src.outputs
                     assert src.source.peer != e.peer
-                    assert src.source in mixer.stage.sources
+                    stage = e.mixer_stage
+                    assert stage is not None and src.source in stage.sources
     for w in h.workers:
         w.shutdown(h.now, "end")
     assert len(h.registry) == 0

@@ -9,7 +9,25 @@ import trackmesh
 
 FORBIDDEN = {"asyncio", "socket", "time", "threading", "selectors", "uvloop", "select", "multiprocessing"}
 ROOT = Path(trackmesh.__file__).parent
-SANS_IO_PACKAGES = ["core", "cluster/local.py", "transports/webrtc"]
+SANS_IO_PACKAGES = [
+    "core",
+    "cluster/local.py",
+    "errors.py",
+    "net.py",
+    "rtp",
+    "codecs",
+    "sdp",
+    "transports/webrtc",
+    "transports/whip_whep",
+    "transports/sdk",
+    "transports/sip",
+    "transports/rtmp",
+    "connector/events.py",
+    "connector/outbox.py",
+    "connector/rooms.py",
+    "connector/signing.py",
+    "connector/source.py",
+]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -40,14 +40,14 @@ def http(
 
 
 class NodeProcess:
-    def __init__(self, *args: str, secret: str = "test-secret-123", env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, secret: str = "test-secret-12345", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.secret = secret
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ, **(env or {}))
         if "--connector-db" not in args and "TRACKMESH_CONNECTOR_DB" not in full_env:
             # Each test node its own event log: a shared ./trackmesh-data/connector.db would let one
-            # node close another's sessions as its own previous run's (connector/embed.py).
+            # node close another's sessions as its own previous run's (runtime/connector.py).
             self._data = tempfile.mkdtemp(prefix="trackmesh-node-")
             full_env["TRACKMESH_CONNECTOR_DB"] = f"sqlite:///{self._data}/connector.db"
         self.proc = subprocess.Popen(

@@ -33,25 +33,25 @@ class LocalRegistry:
             idx = key.find("/", idx + 1)
         return found
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, now: float, key: str, value: bytes) -> None:
         if self._data.get(key) == value:
             return
         self._data[key] = value
         for watcher in self._watchers_of(key):
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
-    def delete(self, key: str) -> None:
+    def delete(self, now: float, key: str) -> None:
         if self._data.pop(key, None) is None:
             return
         for watcher in self._watchers_of(key):
-            watcher.on_registry_delete(key)
+            watcher.on_registry_delete(now, key)
 
-    def watch(self, prefix: str, watcher: RegistryWatcher) -> None:
+    def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None:
         if not prefix.endswith("/"):
             raise ValueError("registry watch prefixes end with '/'")
         self._watchers.setdefault(prefix, []).append(watcher)
         for key, value in [(k, v) for k, v in self._data.items() if k.startswith(prefix)]:
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
     def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None:
         watchers = self._watchers.get(prefix)
@@ -173,4 +173,23 @@ class LocalChannelHub:
             self.messages_dropped += 1
             return
         for sub in subs:
-            sub.on_channel_message(channel, sender, data)
+            sub.on_channel_message(now, channel, sender, data)
+
+    def open_messages(self, now: float, channel: int, kind: str) -> _LocalMessages:
+        return _LocalMessages(self, channel)
+
+
+class _LocalMessages:
+    """A standing sender in process: each message goes straight to the channel's subscribers."""
+
+    __slots__ = ("_hub", "channel")
+
+    def __init__(self, hub: LocalChannelHub, channel: int) -> None:
+        self._hub = hub
+        self.channel = channel
+
+    def send(self, now: float, sender: str, data: bytes) -> None:
+        self._hub.send_message(now, self.channel, sender, data)
+
+    def close(self, now: float) -> None:
+        pass

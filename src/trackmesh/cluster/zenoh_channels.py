@@ -34,8 +34,15 @@ Wire format of a packet (network byte order)::
 Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate) origin:16 bytes bitrate_bps:u64``.
 Malformed messages are dropped and counted.
 
+Messages (the core's MessageHub path: message channels, the mixer's levels summaries) cross on
+``tm/msg/<channel>``: a node holds one zenoh subscriber per message channel its local subscribers
+watch, and a standing sender (``open_messages``) one zenoh publisher, serializing only while some
+other node subscribes. Local subscribers get a message in process, never back through zenoh.
+Wire format: ``version:u8=1 sender_len:u16 sender:utf-8 data``.
+
 Channel kinds: a publisher or subscriber may carry a class attribute ``channel_kind`` (default
-``"media"``; the mixer's per-room levels summaries say ``"levels"``, see core/mixer.py). The hub
+``"media"`` for media, ``"message"`` for messages); a standing message sender names its kind
+(the mixer's per-room levels summaries say ``"levels"``, see core/mixer/levels.py). The hub
 carries every kind alike and only counts them apart (:meth:`ZenohChannelHub.stats`), so "one copy
 of each media channel crosses" stays checkable while the control channels come and go.
 """
@@ -52,12 +59,13 @@ import zenoh
 
 from trackmesh.cluster.local import LocalChannelHub
 from trackmesh.cluster.zenoh_registry import Post, undeclare
-from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback, FeedbackKind
+from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback, FeedbackKind, MessageSubscriber
 from trackmesh.core.model import MediaCodec, MediaPacket
 
 CH_ROOT = "tm/ch/"
 FB_ROOT = "tm/fb/"
 SRC_ROOT = "tm/src/"
+MSG_ROOT = "tm/msg/"
 
 _VERSION = 1
 # Packets from other nodes waiting for the loop, at most (about 1 s of 10 HD video tracks).
@@ -66,13 +74,16 @@ _HDR = struct.Struct("!BBBBIIBBBB")
 _F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
 _FB = struct.Struct("!BB16sQ")
 _FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE)
+_MSG = struct.Struct("!BH")
 MEDIA = "media"
+MESSAGE = "message"
+LEVELS = "levels"  # the mixer's levels summaries (core/mixer/levels.py), counted apart in stats()
 
 
-def channel_kind(party: object) -> str:
-    """The kind a publisher or subscriber declares (``channel_kind``), ``"media"`` by default."""
-    kind = getattr(party, "channel_kind", MEDIA)
-    return kind if isinstance(kind, str) else MEDIA
+def channel_kind(party: object, default: str = MEDIA) -> str:
+    """The kind a publisher or subscriber declares (``channel_kind``), ``default`` otherwise."""
+    kind = getattr(party, "channel_kind", default)
+    return kind if isinstance(kind, str) else default
 
 
 class BadMessage(ValueError):
@@ -131,6 +142,25 @@ def decode_packet(data: bytes) -> MediaPacket:
         level if flags & _F_LEVEL else None,
         tuple(data[_HDR.size : end]),
     )
+
+
+def encode_message(sender: str, data: bytes) -> bytes:
+    name = sender.encode()[:65535]
+    return _MSG.pack(_VERSION, len(name)) + name + data
+
+
+def decode_message(data: bytes) -> tuple[str, bytes]:
+    """(sender, data) of a message; raises BadMessage."""
+    if len(data) < _MSG.size:
+        raise BadMessage("message too short")
+    version, n = _MSG.unpack_from(data)
+    if version != _VERSION or _MSG.size + n > len(data):
+        raise BadMessage("message has an unknown version or a truncated sender")
+    try:
+        sender = data[_MSG.size : _MSG.size + n].decode()
+    except UnicodeDecodeError:
+        raise BadMessage("message sender is not UTF-8") from None
+    return sender, data[_MSG.size + n :]
 
 
 def encode_feedback(fb: Feedback) -> bytes:
@@ -248,6 +278,76 @@ class _Proxy:
         hub.feedback_out += 1
 
 
+class _MessageImport:
+    """A message channel this node's subscribers watch: one zenoh subscription however many they are."""
+
+    __slots__ = ("kind", "sub", "subscribers")
+
+    def __init__(self, hub: ZenohChannelHub, channel: int, kind: str) -> None:
+        self.kind = kind
+        self.subscribers: list[MessageSubscriber] = []
+        self.sub = hub.session.declare_subscriber(
+            f"{MSG_ROOT}{channel}", hub._message_callback(channel), allowed_origin=zenoh.Locality.REMOTE
+        )
+
+    def close(self) -> None:
+        undeclare(self.sub)
+
+
+class _MessageExport:
+    """A standing message sender of this node (``open_messages``): a zenoh publisher whose messages
+    are serialized only while another node subscribes."""
+
+    __slots__ = ("channel", "closed", "interest", "kind", "listener", "publisher", "users")
+
+    def __init__(self, hub: ZenohChannelHub, channel: int, kind: str) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.users = 0
+        self.closed = False
+        self.publisher = hub.session.declare_publisher(
+            f"{MSG_ROOT}{channel}",
+            express=hub.express,
+            congestion_control=zenoh.CongestionControl.DROP,
+            allowed_destination=zenoh.Locality.REMOTE,
+        )
+        self.interest = _matching(self.publisher.matching_status)
+        self.listener = self.publisher.declare_matching_listener(self._on_matching)
+
+    def _on_matching(self, status: zenoh.MatchingStatus) -> None:
+        self.interest = _matching(status)  # zenoh thread; a bool store is atomic
+
+    def close(self) -> None:
+        self.closed = True
+        for entity in (self.listener, self.publisher):
+            undeclare(entity)
+
+
+class _MessageHandle:
+    """What ``open_messages`` returns: local delivery, then one zenoh put for all other nodes."""
+
+    __slots__ = ("_export", "_hub", "open")
+
+    def __init__(self, hub: ZenohChannelHub, export: _MessageExport) -> None:
+        self._hub = hub
+        self._export = export
+        self.open = True
+
+    def send(self, now: float, sender: str, data: bytes) -> None:
+        if not self.open:
+            return
+        export = self._export
+        self._hub.local.send_message(now, export.channel, sender, data)
+        if export.interest and not export.closed:
+            export.publisher.put(encode_message(sender, data))
+            self._hub.messages_out += 1
+
+    def close(self, now: float) -> None:
+        if self.open:
+            self.open = False
+            self._hub._close_messages(self._export)
+
+
 class ZenohChannelHub:
     """The cluster-wide ChannelHub of one node. Call every method from the ``post`` thread."""
 
@@ -272,6 +372,8 @@ class ZenohChannelHub:
         self._clock = clock
         self._exports: dict[int, _Export] = {}
         self._imports: dict[int, _Import] = {}
+        self._msg_exports: dict[int, _MessageExport] = {}
+        self._msg_imports: dict[int, _MessageImport] = {}
         # Packets decoded on zenoh threads, waiting for the loop (see _media_callback).
         self._inbox: deque[tuple[int, MediaPacket]] = deque()
         self._drain_posted = False
@@ -285,6 +387,9 @@ class ZenohChannelHub:
         self.feedback_out = 0
         self.feedback_in = 0
         self.bad_feedback = 0
+        self.messages_out = 0
+        self.messages_in = 0
+        self.bad_messages = 0
 
     # -- the ChannelHub protocol --------------------------------------------------------------
 
@@ -321,24 +426,61 @@ class ZenohChannelHub:
     def feedback(self, now: float, channel: int, fb: Feedback) -> None:
         self.local.feedback(now, channel, fb)
 
+    # -- the MessageHub protocol --------------------------------------------------------------
+
+    def subscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        imp = self._msg_imports.get(channel)
+        if imp is None:
+            imp = self._msg_imports[channel] = _MessageImport(self, channel, channel_kind(subscriber, MESSAGE))
+        if subscriber not in imp.subscribers:
+            imp.subscribers.append(subscriber)
+        self.local.subscribe_messages(now, channel, subscriber)
+
+    def unsubscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None:
+        self.local.unsubscribe_messages(now, channel, subscriber)
+        imp = self._msg_imports.get(channel)
+        if imp is None or subscriber not in imp.subscribers:
+            return
+        imp.subscribers.remove(subscriber)
+        if not imp.subscribers:
+            del self._msg_imports[channel]
+            imp.close()
+
+    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
+        self.local.send_message(now, channel, sender, data)
+        if self.closed:
+            return
+        payload = encode_message(sender, data)
+        self.session.put(f"{MSG_ROOT}{channel}", payload, allowed_destination=zenoh.Locality.REMOTE)
+        self.messages_out += 1
+
+    def open_messages(self, now: float, channel: int, kind: str) -> _MessageHandle:
+        export = self._msg_exports.get(channel)
+        if export is None:
+            export = self._msg_exports[channel] = _MessageExport(self, channel, kind)
+        export.users += 1
+        return _MessageHandle(self, export)
+
     # -- introspection and shutdown ---------------------------------------------------------
 
     def imported(self, kind: str = MEDIA) -> list[int]:
-        """Channels of ``kind`` this node holds a zenoh subscription for."""
-        return [ch for ch, imp in self._imports.items() if imp.kind == kind]
+        """Channels of ``kind`` (media or a message kind) this node holds a zenoh subscription for."""
+        media = [ch for ch, imp in self._imports.items() if imp.kind == kind]
+        return media + [ch for ch, mimp in self._msg_imports.items() if mimp.kind == kind]
 
     def exported(self, kind: str = MEDIA) -> list[int]:
-        """Channels of ``kind`` published on this node."""
-        return [ch for ch, exp in self._exports.items() if exp.kind == kind]
+        """Channels of ``kind`` published (media) or sent on by a standing sender (messages) on this node."""
+        media = [ch for ch, exp in self._exports.items() if exp.kind == kind]
+        return media + [ch for ch, mexp in self._msg_exports.items() if mexp.kind == kind]
 
     def stats(self) -> dict[str, int]:
         """Counters for /api/node/info: media channels apart from the mixer's levels channels."""
-        exported = {MEDIA: 0, "levels": 0}
-        imported = {MEDIA: 0, "levels": 0}
-        for exp in self._exports.values():
-            exported[exp.kind] = exported.get(exp.kind, 0) + 1
-        for imp in self._imports.values():
-            imported[imp.kind] = imported.get(imp.kind, 0) + 1
+        exported = {MEDIA: 0, LEVELS: 0}
+        imported = {MEDIA: 0, LEVELS: 0}
+        for kind in [e.kind for e in self._exports.values()] + [e.kind for e in self._msg_exports.values()]:
+            exported[kind] = exported.get(kind, 0) + 1
+        for kind in [i.kind for i in self._imports.values()] + [i.kind for i in self._msg_imports.values()]:
+            imported[kind] = imported.get(kind, 0) + 1
         out = {
             "channels_exported": exported.pop(MEDIA),
             "channels_imported": imported.pop(MEDIA),
@@ -353,6 +495,9 @@ class ZenohChannelHub:
             bad_packets=self.bad_packets,
             feedback_out=self.feedback_out,
             feedback_in=self.feedback_in,
+            messages_out=self.messages_out,
+            messages_in=self.messages_in,
+            bad_messages=self.bad_messages,
         )
         return out
 
@@ -364,8 +509,14 @@ class ZenohChannelHub:
             export.close()
         for imp in self._imports.values():
             imp.close()
+        for mexp in self._msg_exports.values():
+            mexp.close()
+        for mimp in self._msg_imports.values():
+            mimp.close()
         self._exports.clear()
         self._imports.clear()
+        self._msg_exports.clear()
+        self._msg_imports.clear()
 
     # -- internals (post thread) ---------------------------------------------------------------
 
@@ -376,6 +527,21 @@ class ZenohChannelHub:
         imp = self._imports.get(channel)
         if imp is not None and imp.sources and imp.proxy is None:
             imp.proxy = self.local.start_publish(now, channel, _Proxy(self))
+
+    def _close_messages(self, export: _MessageExport) -> None:
+        export.users -= 1
+        if export.users == 0 and self._msg_exports.get(export.channel) is export:
+            del self._msg_exports[export.channel]
+            export.close()
+
+    def _remote_message(self, channel: int, sender: str, data: bytes) -> None:
+        if self.closed or channel not in self._msg_imports:
+            return
+        self.messages_in += 1
+        self.local.send_message(self._clock(), channel, sender, data)
+
+    def _count_bad_message(self) -> None:
+        self.bad_messages += 1
 
     def _post(self, fn: Callable[[], None]) -> None:
         # RuntimeError: the driver's loop is gone, we are shutting down.
@@ -441,8 +607,10 @@ class ZenohChannelHub:
     def _drain_inbox(self) -> None:
         self._drain_posted = False  # first: a packet appended from now on posts a new drain
         inbox, deliver = self._inbox, self._deliver
+        now = self._clock()  # the packets' arrival: the now of every viewer's sink they reach
         while inbox:
             channel, pkt = inbox.popleft()
+            pkt.arrival = now
             deliver(channel, pkt)
 
     def _source_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
@@ -463,3 +631,14 @@ class ZenohChannelHub:
             self._post(lambda: self._remote_feedback(channel, fb))
 
         return on_feedback
+
+    def _message_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:
+        def on_message(sample: zenoh.Sample) -> None:
+            try:
+                sender, data = decode_message(sample.payload.to_bytes())
+            except BadMessage:
+                self._post(self._count_bad_message)
+                return
+            self._post(lambda: self._remote_message(channel, sender, data))
+
+        return on_message

@@ -22,6 +22,8 @@ from .signing import SecretError, derived_secret, parse_secret
 log = logging.getLogger("trackmesh.connector")
 
 SYNC_INTERVAL_S = 30.0
+# An app's secret is an app secret like --secret: the same minimum (docs/security.md).
+MIN_SECRET_CHARS = 16
 
 
 class AppsError(ValueError):
@@ -60,8 +62,8 @@ def parse_apps(data: bytes | str) -> list[App]:
             raise AppsError(f"apps[{i}].app_id: expected a printable string of 1..128 characters")
         if app_id in seen:
             raise AppsError(f"apps[{i}].app_id: {app_id!r} appears twice")
-        if not isinstance(secret, str) or len(secret) < 8:
-            raise AppsError(f"apps[{i}].app_secret: expected a string of at least 8 characters")
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
+            raise AppsError(f"apps[{i}].app_secret: expected a string of at least {MIN_SECRET_CHARS} characters")
         if hook is not None and not isinstance(hook, str):
             raise AppsError(f"apps[{i}].hook: expected a URL string")
         if hook:

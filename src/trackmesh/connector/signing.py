@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import hmac
 
+from trackmesh.security.keys import webhook_key
+
 SECRET_PREFIX = "whsec_"
 # Spec: receivers reject timestamps more than 5 minutes off; we sign each attempt afresh.
 TOLERANCE_S = 5 * 60
@@ -39,26 +41,11 @@ def format_secret(key: bytes) -> str:
     return SECRET_PREFIX + base64.b64encode(key).decode()
 
 
-def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32, salt: bytes = b"") -> bytes:
-    """HKDF (RFC 5869) with SHA-256.
-
-    Issue 17 adds key derivation under security/; until it lands the hook key is derived here
-    with this one function (RFC 5869 s2.2 extract, s2.3 expand). Replace the call in
-    :func:`derived_secret` with security's when it exists; the output must stay the same.
-    """
-    prk = hmac.new(salt or b"\x00" * 32, ikm, hashlib.sha256).digest()
-    out, block, counter = b"", b"", 1
-    while len(out) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
-        out += block
-        counter += 1
-    return out[:length]
-
-
 def derived_secret(app_secret: str, app: str = "") -> str:
-    """The default hook secret of an app: derived from its app secret, so it survives restarts
-    without being stored and changes when the app secret does."""
-    return format_secret(hkdf_sha256(app_secret.encode(), b"trackmesh hook signing v1|" + app.encode()))
+    """The default hook secret of an app: derived from its app secret (security/keys.py, HKDF purpose
+    ``standard-webhooks`` with the app id as context), so it survives restarts without being stored
+    and changes when the app secret does."""
+    return format_secret(webhook_key(app_secret, app))
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -117,9 +117,10 @@ class EventSource:
 
     def disconnected(self, now: float, session: SessionId, reason: str) -> None:
         duration = int((now - self._started.pop(session, now)) * 1000)
-        self._apps.pop(session, None)
         self._ips.pop(session, None)
+        # Emitted before the session's app is forgotten: its Disconnected belongs to its app too.
         self.emit(now, session, ev.Disconnected(max(0, duration), disconnect_reason(reason)))
+        self._apps.pop(session, None)
 
     def joined(self, now: float, session: SessionId, room: str, peer: str) -> None:
         self.emit(now, session, ev.Join(room, peer))

@@ -9,11 +9,13 @@ A subscriber may subscribe before anyone publishes and stays subscribed when the
 stops: ``on_channel_source`` tells it when the channel goes live or silent, which is how a
 track republished under the same name resumes for its viewers.
 
-Application messages (message channels, :mod:`.message_channel`) take a separate, optional
-path of the same hub: :class:`MessageHub`. A message is not a media packet (no codec, no
-sequence, no publisher to send feedback to, any number of senders per channel), so it has its
-own subscribe/send calls instead of riding on ``PublishHandle.send``. A hub that does not
-implement it makes message-channel controls return a typed error.
+Messages take a separate, optional path of the same hub: :class:`MessageHub`. A message is not
+a media packet (no codec, no sequence, no publisher to send feedback to, any number of senders
+per channel), so it has its own subscribe/send calls instead of riding on ``PublishHandle.send``.
+Two kinds use it: application messages (message channels, :mod:`.message_channel`: one-off
+``send_message``) and the audio mixer's levels summaries (:mod:`.mixer.levels`: a standing
+sender from ``open_messages``, one summary per tick). A hub that does not implement it makes
+message-channel controls return a typed error, and cannot run the bounded mixer.
 """
 
 from __future__ import annotations
@@ -72,7 +74,18 @@ class ChannelHub(Protocol):
 
 
 class MessageSubscriber(Protocol):
-    def on_channel_message(self, channel: int, sender: str, data: bytes) -> None: ...
+    """May carry a class attribute ``channel_kind`` (default ``"message"``; the mixer's levels say
+    ``"levels"``): the cluster hub counts its subscriptions per kind."""
+
+    def on_channel_message(self, now: float, channel: int, sender: str, data: bytes) -> None: ...
+
+
+class MessageSender(Protocol):
+    """What ``open_messages`` returns: one standing sender's path into a message channel."""
+
+    def send(self, now: float, sender: str, data: bytes) -> None: ...
+
+    def close(self, now: float) -> None: ...
 
 
 @runtime_checkable
@@ -85,4 +98,11 @@ class MessageHub(Protocol):
 
     def unsubscribe_messages(self, now: float, channel: int, subscriber: MessageSubscriber) -> None: ...
 
-    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None: ...
+    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
+        """One message to every subscriber of the channel, on every node."""
+        ...
+
+    def open_messages(self, now: float, channel: int, kind: str) -> MessageSender:
+        """A standing sender on the channel, for periodic messages (the cluster hub sets its path up
+        once, counts it under ``kind`` and serializes only while another node subscribes)."""
+        ...

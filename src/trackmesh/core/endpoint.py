@@ -67,7 +67,9 @@ from .events import (
 )
 from .ids import SessionId, channel_id
 from .message_channel import MessageChannels
-from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS, AudioMixer, MixerStage
+from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS
+from .mixer.listener import AudioMixer
+from .mixer.stage import MixerStage
 from .model import InfoMode, JoinOptions, PeerInfo, TrackInfo, TrackKind, TrackSource
 from .registry import Registry, encode_peer, encode_track, peer_key, track_key
 from .room import RoomDirectory, RoomView
@@ -188,7 +190,7 @@ class Endpoint:
                 self._leave(now)
                 return None
             case UpdatePeer():
-                return self._update_peer(ctl)
+                return self._update_peer(now, ctl)
             case RoomSubscribe() | RoomUnsubscribe():
                 return self._room_subscription(isinstance(ctl, RoomSubscribe))
             case PeerSubscribe() | PeerUnsubscribe():
@@ -196,7 +198,7 @@ class Endpoint:
             case Publish():
                 return self._publish(now, ctl)
             case UpdateTrack():
-                return self._update_track(ctl)
+                return self._update_track(now, ctl)
             case Unpublish():
                 return self._unpublish(now, ctl.track)
             case SetRemoteBitrate():
@@ -230,10 +232,10 @@ class Endpoint:
             return err
         self.peer = ctl.peer
         self.options = ctl.options
-        self._view = self._rooms.enter(ctl.room, self)
+        self._view = self._rooms.enter(now, ctl.room, self)
         if ctl.options.publish_peer:
             info = PeerInfo(ctl.peer, ctl.options.metadata, ctl.options.extra_data)
-            self._registry.put(peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
+            self._registry.put(now, peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
         self._events.append(Joined(ctl.room, ctl.peer, self.session))
         if self._audit is not None:
             self._audit.joined(now, self.session, ctl.room, ctl.peer)
@@ -243,8 +245,9 @@ class Endpoint:
     def _leave(self, now: float) -> None:
         view, peer = self._view, self.peer
         assert view is not None and peer is not None
-        if self.mixer is not None:
-            self.mixer.stage.remove(now, self.mixer)
+        stage = self.mixer_stage
+        if self.mixer is not None and stage is not None:
+            stage.remove(now, self.mixer)
             self.mixer = None
         self._msgs.clear(now)
         for name in list(self.remote_tracks):
@@ -254,8 +257,8 @@ class Endpoint:
                 self._audit_detach(now, local)
                 local.detach(now)
         if self.options.publish_peer:
-            self._registry.delete(peer_key(view.name, peer, self.session))
-        self._rooms.exit(view, self)
+            self._registry.delete(now, peer_key(view.name, peer, self.session))
+        self._rooms.exit(now, view, self)
         self._view = None
         self.peer = None
         self._room_subscribed = False
@@ -267,7 +270,7 @@ class Endpoint:
         if self._audit is not None:
             self._audit.left(now, self.session, view.name, peer)
 
-    def _update_peer(self, ctl: UpdatePeer) -> ControlError | None:
+    def _update_peer(self, now: float, ctl: UpdatePeer) -> ControlError | None:
         assert self._view is not None and self.peer is not None
         opts = self.options
         self.options = JoinOptions(
@@ -275,7 +278,7 @@ class Endpoint:
         )
         if opts.publish_peer:
             info = PeerInfo(self.peer, ctl.metadata, opts.extra_data)
-            self._registry.put(peer_key(self._view.name, self.peer, self.session), encode_peer(info))
+            self._registry.put(now, peer_key(self._view.name, self.peer, self.session), encode_peer(info))
         return None
 
     def _both_auto(self) -> bool:
@@ -325,10 +328,10 @@ class Endpoint:
         if self._audit is not None:
             self._audit.track_started(now, self.session, ctl.track, ctl.kind)
         if self.options.publish_tracks:
-            self._registry.put(track_key(self._view.name, self.peer, ctl.track, self.session), encode_track(info))
+            self._registry.put(now, track_key(self._view.name, self.peer, ctl.track, self.session), encode_track(info))
         return None
 
-    def _update_track(self, ctl: UpdateTrack) -> ControlError | None:
+    def _update_track(self, now: float, ctl: UpdateTrack) -> ControlError | None:
         assert self._view is not None and self.peer is not None
         track = self.remote_tracks.get(ctl.track)
         if track is None:
@@ -337,7 +340,7 @@ class Endpoint:
         track.info = TrackInfo(old.peer, old.track, old.kind, ctl.metadata, old.screen)
         if self.options.publish_tracks:
             key = track_key(self._view.name, self.peer, ctl.track, self.session)
-            self._registry.put(key, encode_track(track.info))
+            self._registry.put(now, key, encode_track(track.info))
         return None
 
     def _unpublish(self, now: float, name: str) -> ControlError | None:
@@ -349,7 +352,7 @@ class Endpoint:
         if self._audit is not None:
             self._audit.track_ended(now, self.session, name, track.info.kind)
         if self.options.publish_tracks:
-            self._registry.delete(track_key(self._view.name, self.peer, name, self.session))
+            self._registry.delete(now, track_key(self._view.name, self.peer, name, self.session))
         return None
 
     def _create_local_track(self, now: float, ctl: CreateLocalTrack) -> ControlError | None:
@@ -457,31 +460,31 @@ class Endpoint:
                 if local.channel is not None:
                     return ControlError(ErrorCode.ALREADY_SUBSCRIBED, f"local track {name!r} is attached already")
                 outputs.append(local)
-            # One stage per room per worker: join the one another endpoint here already runs.
-            stage = self._view.stage or next(
-                (ep.mixer.stage for ep in self._view.endpoints if ep.mixer is not None), None
-            )
+            # One stage per room per worker, shared by its listeners.
+            stage = self._view.mixer_stage()
             if stage is None:
-                stage = MixerStage(self._view.name, self._registry, self._hub)
-            self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events, stage)
+                return ControlError(ErrorCode.UNSUPPORTED, "this worker runs no audio mixer")
+            self.mixer = AudioMixer(self.peer, ctl.mode, outputs, sources, self._events)
             stage.add(now, self.mixer)
             return None
         if mixer is None:
             return ControlError(ErrorCode.MIXER_NOT_CONFIGURED, "no audio mixer: configure one first")
         if mixer.mode is MixerMode.AUTO:
             return ControlError(ErrorCode.MODE_IS_AUTO, "the audio mixer takes every audio track of the room")
+        stage = self.mixer_stage
+        assert stage is not None  # a mixer is configured: its view has its stage
         if isinstance(ctl, MixerAttach):
             fresh = [s for s in dict.fromkeys(sources) if s not in mixer.manual]
             if len(mixer.manual) + len(fresh) > MAX_MANUAL_SOURCES:
                 return ControlError(ErrorCode.INVALID_VALUE, f"a mixer has at most {MAX_MANUAL_SOURCES} sources")
             for src in fresh:
                 mixer.manual.add(src)
-                mixer.stage.add_manual(now, src)
+                stage.add_manual(now, src)
         else:
             for src in dict.fromkeys(sources):
                 if src in mixer.manual:
                     mixer.manual.discard(src)
-                    mixer.stage.remove_manual(now, src)
+                    stage.remove_manual(now, src)
         return None
 
     # ---- room info, filtered by this endpoint's modes and subscriptions ------------------
@@ -563,9 +566,15 @@ class Endpoint:
 
     # ---- time and teardown ---------------------------------------------------------------
 
+    @property
+    def mixer_stage(self) -> MixerStage | None:
+        """The stage of this endpoint's audio mixer (None without one)."""
+        return self._view.mixer_stage() if self.mixer is not None and self._view is not None else None
+
     def _stage(self) -> MixerStage | None:
+        """The stage this endpoint's timer drives: its mixer's, or the room's in bounded mode."""
         if self.mixer is not None:
-            return self.mixer.stage
+            return self.mixer_stage
         return self._view.stage if self._view is not None else None
 
     def handle_timeout(self, now: float) -> None:

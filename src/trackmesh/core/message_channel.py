@@ -67,7 +67,7 @@ class _Subscription:
         self.received = 0
         self._events = events
 
-    def on_channel_message(self, channel: int, sender: str, data: bytes) -> None:
+    def on_channel_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
         self.received += 1
         self._events.append(MessageChannelMessage(self.label, sender, data))
 

@@ -2,46 +2,89 @@
 
 Each worker watches a room's registry prefix once, however many of its endpoints are in the
 room, and forwards every entry change to them; each endpoint decides what its client sees.
+
+A view knows its members only as :class:`RoomMember` (the two entry callbacks), and makes the
+room's mixer stage with the factory the worker hands in, so this module imports neither the
+endpoint nor the mixer at run time.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from .channel import ChannelHub
 from .ids import SessionId
-from .model import PeerInfo, TrackInfo
+from .model import PeerInfo, TrackInfo, TrackKind
 from .registry import BadEntry, Registry, decode_peer, decode_track, parse_key, room_prefix
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
-    from .mixer import MixerStage
+    from .mixer.stage import MixerStage
+
+#: Makes the mixer stage of one room on this worker (given the room's name).
+StageFactory = Callable[[str], "MixerStage"]
+
+
+class RoomMember(Protocol):
+    """What a RoomView needs of the endpoints in it: the registry entry changes of the room."""
+
+    def on_peer_entry(self, session: SessionId, peer: str, info: PeerInfo | None) -> None: ...
+
+    def on_track_entry(
+        self, session: SessionId, peer: str, track: str, info: TrackInfo | None, kind: TrackKind = ...
+    ) -> None: ...
 
 
 class RoomView:
-    __slots__ = ("_registry", "bad_entries", "endpoints", "name", "peers", "prefix", "stage", "tracks")
+    __slots__ = (
+        "_new_stage",
+        "_registry",
+        "_shared_stage",
+        "bad_entries",
+        "endpoints",
+        "name",
+        "peers",
+        "prefix",
+        "stage",
+        "tracks",
+    )
 
-    def __init__(self, name: str, registry: Registry, stage: MixerStage | None = None) -> None:
+    def __init__(
+        self, name: str, registry: Registry, new_stage: StageFactory | None = None, *, bounded: bool = False
+    ) -> None:
+        """``new_stage``: makes the room's mixer stage (None: no mixer in this room)."""
         self.name = name
         self.prefix = room_prefix(name)
         self.peers: dict[str, dict[SessionId, PeerInfo]] = {}
         self.tracks: dict[tuple[str, str], dict[SessionId, TrackInfo]] = {}
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[RoomMember] = []
         self.bad_entries = 0
         self._registry = registry
+        self._new_stage = new_stage
         # Bounded mixer mode (a cluster node): the room's mixer stage lives as long as the view,
         # measuring and reporting this worker's audio levels even without a local listener.
-        self.stage = stage
+        self.stage: MixerStage | None = new_stage(name) if bounded and new_stage is not None else None
+        # Otherwise the stage is made for the first listener and shared by the later ones (it
+        # unwatches the room by itself while it has no listener).
+        self._shared_stage: MixerStage | None = None
 
-    def start(self) -> None:
-        self._registry.watch(self.prefix, self)
+    def mixer_stage(self) -> MixerStage | None:
+        """The room's mixer stage on this worker, one shared by all its listeners; None when the
+        view has no stage factory."""
         if self.stage is not None:
-            self.stage.open()
+            return self.stage
+        if self._shared_stage is None and self._new_stage is not None:
+            self._shared_stage = self._new_stage(self.name)
+        return self._shared_stage
 
-    def stop(self) -> None:
+    def start(self, now: float) -> None:
+        self._registry.watch(now, self.prefix, self)
+        if self.stage is not None:
+            self.stage.open(now)
+
+    def stop(self, now: float) -> None:
         self._registry.unwatch(self.prefix, self)
         if self.stage is not None:
-            self.stage.close()
+            self.stage.close(now)
 
     def track(self, peer: str, track: str) -> TrackInfo | None:
         """The track's current info, from its newest publishing session."""
@@ -50,7 +93,7 @@ class RoomView:
             return None
         return entries[max(entries)]
 
-    def on_registry_put(self, key: str, value: bytes) -> None:
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         try:
             parsed = parse_key(key)
             if parsed.track is None:
@@ -67,7 +110,7 @@ class RoomView:
             # Another node wrote something we cannot read (a newer version?): skip it, count it.
             self.bad_entries += 1
 
-    def on_registry_delete(self, key: str) -> None:
+    def on_registry_delete(self, now: float, key: str) -> None:
         try:
             parsed = parse_key(key)
         except BadEntry:
@@ -98,35 +141,28 @@ class RoomView:
 class RoomDirectory:
     """The RoomViews of one worker, created on first join and dropped after the last leave."""
 
-    __slots__ = ("_hub", "_node", "_registry", "_worker", "rooms")
+    __slots__ = ("_bounded", "_new_stage", "_registry", "rooms")
 
-    def __init__(
-        self, registry: Registry, hub: ChannelHub | None = None, node: int | None = None, worker: int = 0
-    ) -> None:
-        """``node`` set (with ``hub``): bounded mixer mode, see :mod:`.mixer`."""
+    def __init__(self, registry: Registry, new_stage: StageFactory | None = None, *, bounded: bool = False) -> None:
+        """``new_stage``: the worker's mixer stage factory; ``bounded``: each view owns its stage for its
+        whole life (bounded mixer mode, a cluster node: see :mod:`.mixer`)."""
         self._registry = registry
-        self._hub = hub
-        self._node = node
-        self._worker = worker
+        self._new_stage = new_stage
+        self._bounded = bounded
         self.rooms: dict[str, RoomView] = {}
 
-    def enter(self, room: str, endpoint: Endpoint) -> RoomView:
+    def enter(self, now: float, room: str, member: RoomMember) -> RoomView:
         view = self.rooms.get(room)
         if view is None:
-            stage = None
-            if self._node is not None and self._hub is not None:
-                from .mixer import MixerStage
-
-                stage = MixerStage(room, self._registry, self._hub, self._node, self._worker)
-            view = RoomView(room, self._registry, stage)
+            view = RoomView(room, self._registry, self._new_stage, bounded=self._bounded)
             self.rooms[room] = view
-            view.start()
-        # The endpoint replays the view's current entries itself once it is in.
-        view.endpoints.append(endpoint)
+            view.start(now)
+        # The member replays the view's current entries itself once it is in.
+        view.endpoints.append(member)
         return view
 
-    def exit(self, view: RoomView, endpoint: Endpoint) -> None:
-        view.endpoints.remove(endpoint)
+    def exit(self, now: float, view: RoomView, member: RoomMember) -> None:
+        view.endpoints.remove(member)
         if not view.endpoints:
-            view.stop()
+            view.stop(now)
             del self.rooms[view.name]

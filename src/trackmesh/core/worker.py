@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .audit import EndpointAudit
-from .channel import ChannelHub
+from .channel import ChannelHub, MessageHub
 from .endpoint import Endpoint
 from .errors import ControlError, ErrorCode
 from .ids import ConnIdCodec, InvalidConnId, SessionId, SessionIdGenerator
+from .mixer.stage import MixerStage
 from .registry import Registry
 from .room import RoomDirectory
 
@@ -29,7 +30,14 @@ class MediaWorker:
         self.registry = registry
         self.hub = hub
         # mixer_bound: remote audio is imported only for the top N+1 by level (see core.mixer).
-        self.rooms = RoomDirectory(registry, hub, node_id if mixer_bound else None, worker)
+        if mixer_bound and not isinstance(hub, MessageHub):
+            raise ValueError("mixer_bound needs a channel hub with the message path (MessageHub) for the levels")
+        bound_node = node_id if mixer_bound else None
+
+        def new_stage(room: str) -> MixerStage:
+            return MixerStage(room, registry, hub, bound_node, worker)
+
+        self.rooms = RoomDirectory(registry, new_stage, bounded=mixer_bound)
         self.endpoints: dict[SessionId, Endpoint] = {}
         self._ids = SessionIdGenerator(node_id, worker, session_start)
         self._codec = ConnIdCodec(secret)

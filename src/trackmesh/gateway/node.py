@@ -20,11 +20,7 @@ from typing import Any
 
 import zenoh
 
-from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.cluster.zenoh_session import ZenohNode, open_node
-from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec
-from trackmesh.runtime.cluster_node import (
+from trackmesh.cluster.membership import (
     GATEWAY_ROOT,
     LOAD_ROOT,
     NODE_ROOT,
@@ -34,6 +30,10 @@ from trackmesh.runtime.cluster_node import (
     member_config,
     node_index,
 )
+from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.cluster.zenoh_session import ZenohNode, open_node
+from trackmesh.config import NodeConfig
+from trackmesh.core.ids import ConnIdCodec
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
@@ -111,6 +111,9 @@ class GatewayNode(Node):
         from .app import create_gateway_app
 
         return create_gateway_app(self)
+
+    def cluster_peers(self) -> int:
+        return len(self.zenoh.peers()) if self.zenoh is not None else 0
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining:

@@ -15,28 +15,20 @@ import multiprocessing
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 from trackmesh.config import NodeConfig
 from trackmesh.logs import setup_logging
+from trackmesh.rpc import RpcError
 
 from .loop import new_event_loop
 from .transports import install_all
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.node")
 
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 10.0
-
-
-class WorkerHandle(Protocol):
-    index: int
-    udp_port: int
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any: ...
-
-    async def stop(self, reason: str, timeout: float) -> None: ...
 
 
 class InProcessWorker:
@@ -68,7 +60,7 @@ class ProcessWorker:
         self._ready: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead = False
-        # Connector events the child reports (standalone): JSON SourceEvents, see connector/embed.py.
+        # Connector events the child reports (standalone): JSON SourceEvents, see runtime/connector.py.
         self.on_events: Callable[[list[bytes]], None] | None = None
 
     async def start(self) -> None:
@@ -166,7 +158,7 @@ def _connector_relay(
     config: NodeConfig, runtime: WorkerRuntime, conn: Connection, loop: asyncio.AbstractEventLoop
 ) -> Callable[[], None]:
     """A child worker's connector events go to the node over the worker pipe (request id -1);
-    the node's embedded connector stores them (connector/embed.py)."""
+    the node's embedded connector stores them (runtime/connector.py)."""
     import secrets
     import time
 
@@ -200,7 +192,7 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
     if config.role == "media":
         # A cluster media worker is a cluster member of its own: its own zenoh session, registry
         # and channel hub, so rooms span workers and nodes.
-        from .cluster_node import WorkerCluster
+        from .worker_cluster import WorkerCluster
 
         try:
             cluster = await loop.run_in_executor(None, WorkerCluster, config, index, loop)

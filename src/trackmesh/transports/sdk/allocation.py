@@ -15,7 +15,7 @@ change, :func:`allocate_receivers` splits the viewer's estimate by priority
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from trackmesh.core.bitrate import ReceiverDemand, allocate
 from trackmesh.core.controls import SetLocalBitrate
@@ -23,21 +23,33 @@ from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import BitrateLimit, TrackKind
 from trackmesh.transports.sdk.protocol import shared_pb2
 from trackmesh.transports.sdk.temporal import probe_target, temporal_cap
+from trackmesh.transports.webrtc.media_out import OutboundTrack
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.peer_media_out import OutboundTrack
 
-if TYPE_CHECKING:
-    from trackmesh.transports.sdk.session import ReceiverSlot
-
-__all__ = ["HINT_CHANGE", "allocate_receivers"]
+__all__ = ["HINT_CHANGE", "AllocatedReceiver", "allocate_receivers"]
 
 #: A publisher hint is re-sent when it moves by more than this fraction (the core refreshes it anyway).
 HINT_CHANGE = 0.1
 
 
-def allocate_receivers(now: float, receivers: Iterable[ReceiverSlot], endpoint: Endpoint, peer: WebRtcPeer) -> None:
+class AllocatedReceiver(Protocol):
+    """What the allocation reads and records of a receiver (the session's ``slots.ReceiverSlot``)."""
+
+    name: str
+    kind: TrackKind
+    mid: str | None
+    config: shared_pb2.Receiver.Config | None
+    spatial_cap: Any  # the caps and hint last applied, so that only changes are applied again
+    temporal_cap: Any
+    hint_bps: int | None
+    allocated_bps: int | None
+
+
+def allocate_receivers(
+    now: float, receivers: Iterable[AllocatedReceiver], endpoint: Endpoint, peer: WebRtcPeer
+) -> None:
     demands: list[ReceiverDemand] = []
-    slots: dict[str, ReceiverSlot] = {}
+    slots: dict[str, AllocatedReceiver] = {}
     for slot in receivers:
         slots[slot.name] = slot
         local = endpoint.local_track(slot.name)

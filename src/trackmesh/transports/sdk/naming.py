@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trackmesh.transports.sdk.protocol import shared_pb2
-from trackmesh.transports.webrtc.sdp_answer import NegotiatedMedia
+from trackmesh.transports.webrtc.answer import NegotiatedMedia
 
 KIND_NAMES = {shared_pb2.AUDIO: "audio", shared_pb2.VIDEO: "video"}
 

@@ -28,15 +28,15 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from trackmesh.core.controls import Unpublish, Unsubscribe
 from trackmesh.core.model import TrackKind
+from trackmesh.sdp.model import SdpError, SessionDescription, parse
 from trackmesh.transports.sdk.errors import RpcFailure
 from trackmesh.transports.sdk.naming import KIND_NAMES
 from trackmesh.transports.sdk.protocol import ErrorCode, shared_pb2
-from trackmesh.transports.webrtc.sdp import SdpError, SessionDescription, parse
-from trackmesh.transports.webrtc.sdp_answer import (
+from trackmesh.transports.sdk.slots import MediaSlots
+from trackmesh.transports.webrtc.answer import (
     AnswerPolicy,
     AnswerResult,
     LocalParams,
@@ -45,14 +45,28 @@ from trackmesh.transports.webrtc.sdp_answer import (
     answer_offer,
 )
 
-if TYPE_CHECKING:
-    from trackmesh.transports.sdk.session import SdkSession
-
-__all__ = ["RenegotiationError", "RenegotiationPlan", "apply_plan", "plan_for", "plan_renegotiation", "renegotiate"]
+__all__ = [
+    "Negotiated",
+    "RenegotiationError",
+    "RenegotiationPlan",
+    "apply_plan",
+    "plan_for",
+    "plan_renegotiation",
+    "renegotiate",
+]
 
 log = logging.getLogger("trackmesh.sdk")
 
 _KIND = {shared_pb2.AUDIO: TrackKind.AUDIO, shared_pb2.VIDEO: TrackKind.VIDEO}
+
+
+class Negotiated(Protocol):
+    """What a renegotiation reads and changes of an SDK session (``session.SdkSession``): its media slots (which
+    hold its peer and endpoint), the ICE credentials of its answers and the SDP session version."""
+
+    slots: MediaSlots
+    local: LocalParams
+    session_version: int
 
 
 class RenegotiationError(Exception):
@@ -204,7 +218,7 @@ def plan_renegotiation(
 
 
 def plan_for(
-    sdk: SdkSession,
+    sdk: Negotiated,
     offer: str,
     tracks: shared_pb2.Tracks | None,
     local: LocalParams | None = None,
@@ -212,61 +226,57 @@ def plan_for(
     ice_restart: bool = False,
 ) -> RenegotiationPlan:
     """:func:`plan_renegotiation` for the session's connection; raises RpcFailure ``InvalidSdp``."""
+    slots = sdk.slots
+    answer = slots.peer.answer
     params = local or sdk.local
     params = LocalParams(
         params.ice_ufrag, params.ice_pwd, params.fingerprint, params.host, params.port,
-        session_id=int(sdk.peer.answer.answer.origin.session_id), session_version=sdk.session_version + 1,
+        session_id=int(answer.answer.origin.session_id), session_version=sdk.session_version + 1,
     )  # fmt: skip
-    senders = {n: s.mid for n, s in sdk.senders.items()}
-    receivers = {n: r.mid for n, r in sdk.receivers.items()}
+    senders = {n: s.mid for n, s in slots.senders.items()}
+    receivers = {n: r.mid for n, r in slots.receivers.items()}
     try:
-        return plan_renegotiation(sdk.peer.answer, offer, params, tracks, senders, receivers, ice_restart=ice_restart)
+        return plan_renegotiation(answer, offer, params, tracks, senders, receivers, ice_restart=ice_restart)
     except RenegotiationError as exc:
         raise RpcFailure(ErrorCode.INVALID_SDP, str(exc)) from None
 
 
-def apply_plan(sdk: SdkSession, now: float, plan: RenegotiationPlan, local: LocalParams | None = None) -> str:
+def apply_plan(sdk: Negotiated, now: float, plan: RenegotiationPlan, local: LocalParams | None = None) -> str:
     """Carry out ``plan`` on the session (stop, re-map the peer's m-lines, start what is new); returns the answer.
     ``local``: the new ICE credentials of an ICE restart, kept for later answers."""
+    slots = sdk.slots
     removed = set(plan.removed)
-    for slot in sdk.senders.values():
+    for slot in slots.senders.values():
         if slot.mid not in removed:
             continue
         # Unpublished, so the room sees track_stopped; the source is kept for an inactive m-line that resumes.
-        if slot.published:
-            slot.published = False
-            sdk.endpoint.control(now, Unpublish(slot.name))
-            sdk._sender_state(slot, shared_pb2.Sender.INACTIVE)
+        slots.unpublish(now, slot)
         if slot.mid in plan.stopped:
             slot.mid = None  # port 0: this mid never comes back (a recycled index gets a new one)
-    for rslot in sdk.receivers.values():
+    for rslot in slots.receivers.values():
         if rslot.mid not in removed:
             continue
-        local_track = sdk.endpoint.local_track(rslot.name)
-        if local_track is not None:
-            if local_track.channel is not None:
-                sdk.endpoint.control(now, Unsubscribe(rslot.name))
-            local_track.sink = None  # its OutboundTrack goes with the m-line
+        slots.unbind_receiver(now, rslot)
         if rslot.mid in plan.stopped:
             rslot.mid = None
-    sdk.peer.update_media(now, plan.answer, plan.removed, plan.senders)
+    slots.peer.update_media(now, plan.answer, plan.removed, plan.senders)
     mid_of = {name: mid for mid, name in (*plan.senders.items(), *plan.receivers.items())}
     for s, kind in plan.new_senders:
-        sdk.add_sender(s, kind, mid_of[s.name])
+        slots.add_sender(s, kind, mid_of[s.name])
     for r, kind in plan.new_receivers:
-        sdk.add_receiver(now, r.name, kind, mid_of[r.name])
+        slots.add_receiver(now, r.name, kind, mid_of[r.name])
     for mid, name in plan.receivers.items():
-        rslot = sdk.receivers[name]
-        if rslot.mid == mid and mid not in sdk.peer.outbound:
-            sdk.bind_receiver(now, rslot)  # an inactive m-line resumed
-    if sdk.joined:
+        rslot = slots.receivers[name]
+        if rslot.mid == mid and mid not in slots.peer.outbound:
+            slots.bind_receiver(now, rslot)  # an inactive m-line resumed
+    if slots.joined:
         # A sender created with its track after connect is never attached by a request: the offer's Tracks carry
         # its source, so it is published now that its m-line exists, like the senders of the connect request.
         for name in plan.senders.values():
-            slot = sdk.senders[name]
+            slot = slots.senders[name]
             if slot.source is not None:
                 try:
-                    sdk._publish(now, slot)
+                    slots.publish(now, slot)
                 except RpcFailure as exc:
                     log.info("sender %r not published after renegotiation: %s", slot.name, exc.message)
         for r, _ in plan.new_receivers:
@@ -274,7 +284,7 @@ def apply_plan(sdk: SdkSession, now: float, plan: RenegotiationPlan, local: Loca
                 config = r.state.config if r.state.HasField("config") else None
                 # A source that is gone: the client attaches again when it sees it.
                 with contextlib.suppress(RpcFailure):
-                    sdk._receiver_attach(now, sdk.receivers[r.name], r.state.source, config)
+                    slots.attach_receiver(now, slots.receivers[r.name], r.state.source, config)
     sdk.session_version = plan.local.session_version
     if local is not None:
         sdk.local = local
@@ -282,7 +292,7 @@ def apply_plan(sdk: SdkSession, now: float, plan: RenegotiationPlan, local: Loca
 
 
 def renegotiate(
-    sdk: SdkSession, now: float, offer: str, tracks: shared_pb2.Tracks | None, local: LocalParams | None = None
+    sdk: Negotiated, now: float, offer: str, tracks: shared_pb2.Tracks | None, local: LocalParams | None = None
 ) -> str:
     """Plan and apply in one step (``session.sdp``; ``local`` for an ICE restart whose credentials are known)."""
     return apply_plan(sdk, now, plan_for(sdk, offer, tracks, local, ice_restart=local is not None), local)

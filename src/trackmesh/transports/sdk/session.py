@@ -3,11 +3,12 @@
 One :class:`SdkSession` per SDK connection. It owns the connection's SCTP association and data channels (fed by
 the :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`'s DTLS application data), decodes each data-channel
 message as a ``ClientEvent``, maps its request onto core controls and answers with a ``ServerEvent.response``; it
-turns core events into ``ServerEvent`` pushes (room, session, sender, receiver).
+turns core events into ``ServerEvent`` pushes (room, session, sender, receiver). What a request does to the
+connection's senders and receivers is :class:`~trackmesh.transports.sdk.slots.MediaSlots`' job (``self.slots``).
 
 Driver contract (all synchronous, ``now`` monotonic seconds), on top of the peer's own:
 
-- after :class:`~trackmesh.transports.webrtc.peer_events.Connected` from the peer: :meth:`SdkSession.on_connected`
+- after :class:`~trackmesh.transports.webrtc.events.Connected` from the peer: :meth:`SdkSession.on_connected`
   (we start SCTP as its client, as atm0s does; the SDK's negotiated channel 0 "data" opens with it);
 - when the core marks the endpoint ready: :meth:`SdkSession.on_core_events` (instead of the peer's);
 - at :meth:`SdkSession.next_deadline`: :meth:`SdkSession.handle_timeout` (drives the peer too);
@@ -24,11 +25,10 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from trackmesh.core.controls import (
-    CreateLocalTrack,
     Join,
     Leave,
     MessageChannelPub,
@@ -42,17 +42,9 @@ from trackmesh.core.controls import (
     MixerMode,
     PeerSubscribe,
     PeerUnsubscribe,
-    Publish,
     RoomSubscribe,
     RoomUnsubscribe,
-    SetRemoteBitrate,
-    Subscribe,
-    Switch,
-    Unpublish,
-    Unsubscribe,
 )
-from trackmesh.core.errors import ControlError
-from trackmesh.core.errors import ErrorCode as CoreCode
 from trackmesh.core.events import (
     Closed,
     EndpointEvent,
@@ -72,17 +64,16 @@ from trackmesh.core.events import (
 )
 from trackmesh.core.message_channel import MessageChannelControl
 from trackmesh.core.model import (
-    BitrateLimit,
     InfoMode,
     JoinOptions,
     LocalTrackState,
-    MediaPacket,
     TrackInfo,
     TrackKind,
     TrackSource,
 )
-from trackmesh.transports.sdk.allocation import allocate_receivers
-from trackmesh.transports.sdk.errors import RpcFailure
+from trackmesh.errors import LocalProtocolError
+from trackmesh.sdp.model import SdpError
+from trackmesh.transports.sdk.errors import RpcFailure, check_core
 from trackmesh.transports.sdk.naming import MlineNames
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
@@ -97,13 +88,12 @@ from trackmesh.transports.sdk.protocol import (
     shared_pb2,
 )
 from trackmesh.transports.sdk.renegotiation import renegotiate
+from trackmesh.transports.sdk.slots import MediaSlots, ReceiverSlot, SenderSlot
 from trackmesh.transports.sdk.stats import receiver_stats
-from trackmesh.transports.webrtc.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
-from trackmesh.transports.webrtc.errors import LocalProtocolError
+from trackmesh.transports.webrtc.answer import LocalParams
 from trackmesh.transports.webrtc.peer import WebRtcPeer
-from trackmesh.transports.webrtc.sctp_association import AssociationClosed, SctpAssociation
-from trackmesh.transports.webrtc.sdp import SdpError
-from trackmesh.transports.webrtc.sdp_answer import LocalParams
+from trackmesh.transports.webrtc.sctp.association import AssociationClosed, SctpAssociation
+from trackmesh.transports.webrtc.sctp.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 
 log = logging.getLogger("trackmesh.sdk")
 
@@ -113,16 +103,12 @@ __all__ = ["RpcFailure", "SdkSession", "TokenClaims", "TokenVerifier"]
 STATS_INTERVAL = 1.0
 #: The viewer's bandwidth estimate is split across its receivers this often (core.bitrate).
 ALLOC_INTERVAL = 0.5
-_UNSET: Any = object()
-#: voice_activity: an audio level at or above this (dBov) counts as voice...
+#: voice_activity: an audio level at or above this (dBov) counts as voice (reported at most every
+#: core.tracks.VOICE_ACTIVITY_INTERVAL per receiver).
 VOICE_THRESHOLD_DBOV = -40
-#: ...and is reported at most this often per receiver.
-VOICE_INTERVAL = 0.5
 #: After answering ``session.disconnect`` the connection is closed this much later, so that the response (one SCTP
 #: packet) gets a chance to be acknowledged first.
 DISCONNECT_GRACE = 0.3
-#: Sender config ``MAX_BITRATE``: the floor asked of the publisher whatever its viewers can take.
-MAX_BITRATE_BPS = {TrackKind.AUDIO: 64_000, TrackKind.VIDEO: 2_500_000}
 
 _PROTO_KIND = {TrackKind.AUDIO: shared_pb2.AUDIO, TrackKind.VIDEO: shared_pb2.VIDEO}
 _CORE_KIND = {shared_pb2.AUDIO: TrackKind.AUDIO, shared_pb2.VIDEO: TrackKind.VIDEO}
@@ -131,19 +117,6 @@ _RECEIVER_STATUS = {
     LocalTrackState.ACTIVE: shared_pb2.Receiver.ACTIVE,
     LocalTrackState.INACTIVE: shared_pb2.Receiver.INACTIVE,
 }
-# Core errors -> protocol error codes (the SDK hands both the code and our message to the application).
-_CORE_ERRORS = {
-    CoreCode.TRACK_NOT_FOUND: ErrorCode.RPC_TRACK_NAME_NOT_FOUND,
-    CoreCode.LOCAL_TRACK_NOT_FOUND: ErrorCode.RPC_TRACK_NAME_NOT_FOUND,
-    CoreCode.LOCAL_TRACK_NOT_ATTACHED: ErrorCode.RPC_TRACK_NOT_ATTACHED,
-    CoreCode.NOT_SUBSCRIBED: ErrorCode.RPC_INVALID_REQUEST,
-    CoreCode.TRACK_ALREADY_PUBLISHED: ErrorCode.RPC_TRACK_ALREADY_ATTACHED,
-    CoreCode.ALREADY_SUBSCRIBED: ErrorCode.RPC_TRACK_ALREADY_ATTACHED,
-    CoreCode.ENDPOINT_CLOSED: ErrorCode.RPC_ALREADY_DISCONNECTED,
-    CoreCode.UNKNOWN_CONN: ErrorCode.RPC_ENDPOINT_NOT_FOUND,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     """What a verified webrtc token allows: ``None`` room/peer means any."""
@@ -155,36 +128,6 @@ class TokenClaims:
 
 #: Verifies a raw token (from ``session.join``); None when it is invalid or expired.
 TokenVerifier = Callable[[str], TokenClaims | None]
-
-
-def _core(err: ControlError | None) -> None:
-    if err is not None:
-        raise RpcFailure(_CORE_ERRORS.get(err.code, ErrorCode.RPC_INVALID_REQUEST), str(err))
-
-
-@dataclass(slots=True)
-class SenderSlot:
-    name: str
-    kind: TrackKind
-    mid: str | None
-    source: shared_pb2.Sender.Source | None = None
-    config: shared_pb2.Sender.Config = field(default_factory=shared_pb2.Sender.Config)
-    published: bool = False
-
-
-@dataclass(slots=True)
-class ReceiverSlot:
-    name: str
-    kind: TrackKind
-    mid: str | None
-    config: shared_pb2.Receiver.Config | None = None
-    last_octets: int = 0
-    last_voice: float = -1e18
-    voice_level: int | None = None  # the loudest level (-dBov) seen since the last report
-    spatial_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_spatial
-    temporal_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_temporal
-    hint_bps: int | None = None  # the SetLocalBitrate hint last sent
-    allocated_bps: int | None = None  # its share of the viewer's estimate, last allocation
 
 
 def check_join(claims: TokenClaims, room: str, peer: str) -> str | None:
@@ -224,7 +167,6 @@ class SdkSession:
         self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=max_size)
         self.dc.open(DATA_CHANNEL_LABEL, negotiated_id=DATA_CHANNEL_ID)
         self.channel_open = False
-        peer.on_application_data = self._on_sctp
         self.counters: dict[str, int] = dict.fromkeys(
             ("requests", "errors", "malformed", "events_sent", "events_dropped", "send_failed"), 0
         )
@@ -235,8 +177,9 @@ class SdkSession:
         self._pending: deque[session_pb2.ServerEvent] = deque()  # pushed before the channel opened
         self._next_stats: float | None = None
         self._next_alloc: float | None = None
-        self.senders: dict[str, SenderSlot] = {}
-        self.receivers: dict[str, ReceiverSlot] = {}
+        #: The media slots (senders and receivers the client declared): the one API to publish, attach and configure.
+        # (``_push`` looked up per event: the tests capture pushes by replacing it.)
+        self.slots = MediaSlots(self.endpoint, peer, lambda ev: self._push(ev), self._voice_threshold)
         #: The receivers the audio mixer of the current room uses as output slots (slot order).
         self.mixer_outputs: tuple[str, ...] = ()
         mid_of_sender = {v: k for k, v in names.senders.items()}
@@ -245,12 +188,12 @@ class SdkSession:
             kind = _CORE_KIND.get(s.kind)
             if kind is None or not s.name or s.name in self.senders:
                 continue
-            self.add_sender(s, kind, mid_of_sender.get(s.name))
+            self.slots.add_sender(s, kind, mid_of_sender.get(s.name))
         for r in tracks.receivers:
             kind = _CORE_KIND.get(r.kind)
             if kind is None or not r.name or r.name in self.receivers:
                 continue
-            self.add_receiver(now, r.name, kind, mid_of_receiver.get(r.name))
+            self.slots.add_receiver(now, r.name, kind, mid_of_receiver.get(r.name))
         self._initial_receivers = [
             (r.name, r.state.source, r.state.config if r.state.HasField("config") else None)
             for r in tracks.receivers
@@ -268,12 +211,20 @@ class SdkSession:
         for name, source, config in self._initial_receivers:
             # A source that is gone is skipped: the client attaches again when it sees it.
             with contextlib.suppress(RpcFailure):
-                self._receiver_attach(now, self.receivers[name], source, config)
+                self.slots.attach_receiver(now, self.receivers[name], source, config)
         return None
 
     @property
     def joined(self) -> bool:
         return self.endpoint.room is not None
+
+    @property
+    def senders(self) -> dict[str, SenderSlot]:
+        return self.slots.senders
+
+    @property
+    def receivers(self) -> dict[str, ReceiverSlot]:
+        return self.slots.receivers
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -286,7 +237,8 @@ class SdkSession:
         self._next_stats = now + STATS_INTERVAL
         self._next_alloc = now + ALLOC_INTERVAL
 
-    def _on_sctp(self, now: float, data: bytes) -> None:
+    def on_application_data(self, now: float, data: bytes) -> None:
+        """The peer's ``ApplicationData`` event: one SCTP packet (RFC 8261) for the data channels."""
         self.dc.handle_data(now, data)
         self._pump(now)
 
@@ -381,9 +333,8 @@ class SdkSession:
         elif which == "leave":
             if not self.joined:
                 raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "not in a room")
-            _core(self.endpoint.control(now, Leave()))
-            for s in self.senders.values():
-                s.published = False
+            check_core(self.endpoint.control(now, Leave()))
+            self.slots.left_room()
             out.leave.SetInParent()
         elif which == "sdp":
             out.sdp.sdp = self.renegotiate(now, r.sdp.sdp, r.sdp.tracks if r.sdp.HasField("tracks") else None)
@@ -408,16 +359,15 @@ class SdkSession:
             extra_data=claims.extra_data,
         )
         mixer = self._mixer_config(info)
-        _core(self.endpoint.control(now, Join(info.room, info.peer, options)))
+        check_core(self.endpoint.control(now, Join(info.room, info.peer, options)))
         if mixer is not None:
             err = self.endpoint.control(now, mixer)
             if err is not None:
                 self.endpoint.control(now, Leave())
-                _core(err)
+                check_core(err)
             self.mixer_outputs = mixer.outputs
-        for slot in self.senders.values():
-            if slot.source is not None:
-                self._publish(now, slot)
+            self._watch_voice()
+        self.slots.publish_attached(now)
 
     def _mixer_config(self, info: session_pb2.RoomJoin) -> MixerConfig | None:
         """The core MixerConfig of a join's ``features.mixer`` (checked before joining, so that a bad one refuses
@@ -446,11 +396,11 @@ class SdkSession:
         out = features_mixer_pb2.Response()
         if which == "attach":
             srcs = tuple(TrackSource(s.peer, s.track) for s in m.attach.sources)
-            _core(self.endpoint.control(now, MixerAttach(srcs)))
+            check_core(self.endpoint.control(now, MixerAttach(srcs)))
             out.attach.SetInParent()
         elif which == "detach":
             srcs = tuple(TrackSource(s.peer, s.track) for s in m.detach.sources)
-            _core(self.endpoint.control(now, MixerDetach(srcs)))
+            check_core(self.endpoint.control(now, MixerDetach(srcs)))
             out.detach.SetInParent()
         else:
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty mixer request")
@@ -478,7 +428,7 @@ class SdkSession:
             ctl = MessageChannelPub(label, bytes(r.pub.data))
         else:
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty message channel request")
-        _core(self.endpoint.control(now, ctl))
+        check_core(self.endpoint.control(now, ctl))
         getattr(out, which).SetInParent()
         return session_pb2.Response(req_id=req.req_id, message_channel=out)
 
@@ -490,11 +440,11 @@ class SdkSession:
         out = session_pb2.Response.Room()
         if which == "subscribe":
             peer = r.subscribe.peer
-            _core(self.endpoint.control(now, PeerSubscribe(peer) if peer else RoomSubscribe()))
+            check_core(self.endpoint.control(now, PeerSubscribe(peer) if peer else RoomSubscribe()))
             out.subscribe.SetInParent()
         elif which == "unsubscribe":
             peer = r.unsubscribe.peer
-            _core(self.endpoint.control(now, PeerUnsubscribe(peer) if peer else RoomUnsubscribe()))
+            check_core(self.endpoint.control(now, PeerUnsubscribe(peer) if peer else RoomUnsubscribe()))
             out.unsubscribe.SetInParent()
         else:
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty room request")
@@ -508,52 +458,17 @@ class SdkSession:
         which = r.WhichOneof("request")
         out = session_pb2.Response.Sender()
         if which == "attach":
-            if slot.source is not None:
-                raise RpcFailure(ErrorCode.RPC_TRACK_ALREADY_ATTACHED, f"sender {r.name!r} is attached")
-            slot.source = r.attach.source
-            slot.config = r.attach.config
-            if self.joined:
-                self._publish(now, slot)
+            self.slots.attach_sender(now, slot, r.attach.source, r.attach.config)
             out.attach.SetInParent()
         elif which == "detach":
-            if slot.source is None:
-                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"sender {r.name!r} is not attached")
-            slot.source = None
-            if slot.published:
-                slot.published = False
-                _core(self.endpoint.control(now, Unpublish(slot.name)))
-                self._sender_state(slot, shared_pb2.Sender.INACTIVE)
+            self.slots.detach_sender(now, slot)
             out.detach.SetInParent()
         elif which == "config":
-            if slot.source is None:
-                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"sender {r.name!r} is not attached")
-            slot.config = r.config
-            if slot.published:
-                self._apply_sender_config(now, slot)
+            self.slots.configure_sender(now, slot, r.config)
             out.config.SetInParent()
         else:
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty sender request")
         return session_pb2.Response(req_id=req.req_id, sender=out)
-
-    def _publish(self, now: float, slot: SenderSlot) -> None:
-        if slot.published or slot.source is None:
-            return
-        if slot.mid is None:
-            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"sender {slot.name!r} has no m-line")
-        src = slot.source
-        metadata = src.metadata if src.HasField("metadata") else None
-        ctl = Publish(slot.name, slot.kind, metadata, src.screen)
-        _core(self.endpoint.control(now, ctl))
-        slot.published = True
-        self._apply_sender_config(now, slot)
-        self._sender_state(slot, shared_pb2.Sender.ACTIVE)
-
-    def _apply_sender_config(self, now: float, slot: SenderSlot) -> None:
-        if slot.config.bitrate == shared_pb2.MAX_BITRATE:
-            limit = BitrateLimit(min_bps=MAX_BITRATE_BPS[slot.kind])
-        else:
-            limit = BitrateLimit()
-        self.endpoint.control(now, SetRemoteBitrate(slot.name, limit))
 
     def _receiver_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
         r = req.receiver
@@ -565,55 +480,25 @@ class SdkSession:
         if which == "attach":
             if not self.joined:
                 raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "join a room first")
-            self._receiver_attach(now, slot, r.attach.source, r.attach.config if r.attach.HasField("config") else None)
+            config = r.attach.config if r.attach.HasField("config") else None
+            self.slots.attach_receiver(now, slot, r.attach.source, config)
             out.attach.SetInParent()
         elif which == "detach":
-            local = self.endpoint.local_track(slot.name)
-            if local is None or local.channel is None:
-                raise RpcFailure(ErrorCode.RPC_TRACK_NOT_ATTACHED, f"receiver {r.name!r} is not attached")
-            _core(self.endpoint.control(now, Unsubscribe(slot.name)))
+            self.slots.detach_receiver(now, slot)
             out.detach.SetInParent()
         elif which == "config":
-            self._receiver_config(now, slot, r.config)
+            self.slots.configure_receiver(now, slot, r.config)
             out.config.SetInParent()
         else:
             raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "empty receiver request")
         return session_pb2.Response(req_id=req.req_id, receiver=out)
-
-    def _receiver_attach(
-        self,
-        now: float,
-        slot: ReceiverSlot,
-        source: shared_pb2.Receiver.Source,
-        config: shared_pb2.Receiver.Config | None,
-    ) -> None:
-        if not source.peer or not source.track:
-            raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, "the source needs a peer and a track")
-        local = self.endpoint.local_track(slot.name)
-        if local is None:
-            raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"no receiver {slot.name!r}")
-        target = TrackSource(source.peer, source.track)
-        if local.source == target and local.channel is not None:
-            pass  # attached to it already: only the config may change
-        else:
-            # The SDK switches a receiver's source by attaching it again.
-            ctl = Switch(slot.name, target) if local.channel is not None else Subscribe(slot.name, target)
-            _core(self.endpoint.control(now, ctl))
-        if config is not None:
-            self._receiver_config(now, slot, config)
-
-    def _receiver_config(self, now: float, slot: ReceiverSlot, config: shared_pb2.Receiver.Config) -> None:
-        slot.config = config
-        if slot.kind is TrackKind.VIDEO:
-            # Layer caps and priority take effect through the allocation, right away.
-            self.allocate_bitrate(now)
 
     # ---- bitrate control ------------------------------------------------------------------------
 
     def allocate_bitrate(self, now: float) -> None:
         """Split the viewer's estimate across its receivers and apply layer caps and publisher
         hints (sdk/allocation.py)."""
-        allocate_receivers(now, self.receivers.values(), self.endpoint, self.peer)
+        self.slots.allocate(now)
 
     # ---- core events -> server events -------------------------------------------------------------
 
@@ -623,6 +508,7 @@ class SdkSession:
             self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, Left):
             self.mixer_outputs = ()
+            self._watch_voice()
             self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, PeerJoined):
             pj = R.PeerJoined(peer=ev.info.peer)
@@ -673,10 +559,6 @@ class SdkSession:
     def _push_mixer(self, ev: features_mixer_pb2.ServerEvent) -> None:
         self._push(session_pb2.ServerEvent(features=features_pb2.ServerEvent(mixer=ev)))
 
-    def _sender_state(self, slot: SenderSlot, status: int) -> None:
-        state = session_pb2.ServerEvent.Sender.State(status=status)  # type: ignore[arg-type]
-        self._push(session_pb2.ServerEvent(sender=session_pb2.ServerEvent.Sender(name=slot.name, state=state)))
-
     def _push_stats(self, now: float) -> None:
         if not self.channel_open:
             return
@@ -689,27 +571,17 @@ class SdkSession:
             slot.last_octets = out.octets
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 
-    def _voice_tap(
-        self, slot: ReceiverSlot, sink: Callable[[MediaPacket], None] | None
-    ) -> Callable[[MediaPacket], None]:
-        clock = self.peer.clock
-        threshold = -VOICE_THRESHOLD_DBOV
+    def _voice_threshold(self, slot: ReceiverSlot) -> int | None:
+        """Audio receivers report voice activity through their LocalTrack's ``VoiceActivity`` events, except the
+        audio mixer's outputs: the mixer reports those itself (from the smoothed level of the source it carries)."""
+        return None if slot.name in self.mixer_outputs else -VOICE_THRESHOLD_DBOV
 
-        def tap(pkt: MediaPacket) -> None:
-            if sink is not None:
-                sink(pkt)
-            if slot.name in self.mixer_outputs:
-                return  # the mixer reports its outputs' voice activity itself (VoiceActivity events)
-            level = pkt.audio_level
-            if level is not None and level <= threshold:
-                now = clock.now
-                if now - slot.last_voice >= VOICE_INTERVAL and self.channel_open:
-                    slot.last_voice = now
-                    va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=-level)
-                    rec = session_pb2.ServerEvent.Receiver(name=slot.name, voice_activity=va)
-                    self._push(session_pb2.ServerEvent(receiver=rec))
-
-        return tap
+    def _watch_voice(self) -> None:
+        """The mixer's outputs changed: every bound audio receiver's threshold again."""
+        for slot in self.receivers.values():
+            track = self.endpoint.local_track(slot.name) if slot.kind is TrackKind.AUDIO else None
+            if track is not None:
+                track.voice_threshold = self._voice_threshold(slot)
 
     # ---- the data channel -------------------------------------------------------------------------
 
@@ -753,34 +625,6 @@ class SdkSession:
                 self.channel_open = False
                 self.close_reason = self.close_reason or "sctp association closed"
         self._flush_sctp(now)
-
-    # ---- m-lines: senders and receivers (at connect, and added by renegotiation: see .renegotiation) --------
-
-    def add_sender(self, s: shared_pb2.Sender, kind: TrackKind, mid: str | None) -> SenderSlot:
-        slot = SenderSlot(s.name, kind, mid)
-        if s.state.HasField("source"):
-            slot.source = s.state.source
-        if s.state.HasField("config"):
-            slot.config = s.state.config
-        self.senders[s.name] = slot
-        return slot
-
-    def add_receiver(self, now: float, name: str, kind: TrackKind, mid: str | None) -> ReceiverSlot:
-        """A declared receiver; with an m-line it gets its LocalTrack now, unattached."""
-        slot = ReceiverSlot(name, kind, mid)
-        self.receivers[name] = slot
-        self.bind_receiver(now, slot)
-        return slot
-
-    def bind_receiver(self, now: float, slot: ReceiverSlot) -> None:
-        exists = self.endpoint.local_track(slot.name) is not None
-        if slot.mid is None or (not exists and self.endpoint.control(now, CreateLocalTrack(slot.name, slot.kind))):
-            return
-        self.peer.bind_local_track(slot.mid, slot.name)
-        slot.spatial_cap = slot.temporal_cap = _UNSET  # a new OutboundTrack: caps are applied again
-        track = self.endpoint.local_track(slot.name)
-        if slot.kind is TrackKind.AUDIO and track is not None:
-            track.sink = self._voice_tap(slot, track.sink)
 
     def renegotiate(
         self, now: float, offer: str, tracks: shared_pb2.Tracks | None = None, local: LocalParams | None = None

@@ -2,7 +2,7 @@
 
 ``source``: the source's bitrate as it reaches us (every layer), and what the viewer's RTCP
 reports say about the stream we send it (RFC 3550 s6.4, see
-:mod:`trackmesh.transports.webrtc.receiver_stats`): ``rtt`` in milliseconds (A - LSR - DLSR),
+:mod:`trackmesh.rtp.reports`): ``rtt`` in milliseconds (A - LSR - DLSR),
 ``lost`` the fraction of packets lost over the viewer's last report interval (0..1) and
 ``jitter`` the interarrival jitter in milliseconds. All three stay 0 until the viewer reports
 (a viewer reports about once a second; ``rtt`` needs one of our SRs to have reached it).
@@ -14,7 +14,7 @@ interval.
 from __future__ import annotations
 
 from trackmesh.transports.sdk.protocol import session_pb2
-from trackmesh.transports.webrtc.peer_media_out import OutboundTrack
+from trackmesh.transports.webrtc.media_out import OutboundTrack
 
 __all__ = ["receiver_stats"]
 

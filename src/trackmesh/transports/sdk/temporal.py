@@ -20,7 +20,7 @@ the cap is below what is configured, the caller asks the estimator to probe for 
 temporal layer's rate (:func:`probe_target`), as the forwarder does for spatial layers.
 
 Rates: those of the spatial layer being forwarded, by temporal layer, cumulative
-(:attr:`~trackmesh.transports.webrtc.peer_media_out.OutboundTrack.temporal_rates`); during a
+(:attr:`~trackmesh.transports.webrtc.media_out.OutboundTrack.temporal_rates`); during a
 spatial switch they are the old layer's until the next measurement window.
 """
 

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trackmesh.rtp.nack import NackGenerator, RetransmitBuffer
+
+
+def header_of(buf: RetransmitBuffer, seq: int, now: float = 0.0) -> bytes | None:
+    entry = buf.get(seq, now)
+    return None if entry is None else entry[0]
+
+
+def test_buffer_put_get_and_stale() -> None:
+    buf = RetransmitBuffer(8)
+    for seq in range(65530, 65536):
+        buf.put(seq, bytes([seq & 0xFF]), b"", 0.0)
+    for seq in range(0, 4):
+        buf.put(seq, bytes([seq]), b"", 0.0)
+    assert header_of(buf, 3) == b"\x03"
+    assert header_of(buf, 65535) == b"\xff"
+    assert header_of(buf, 65532) == b"\xfc"
+    # 65530 and 65531 were overwritten by 2 and 3 (same ring slots).
+    assert header_of(buf, 65530) is None
+    assert header_of(buf, 65531) is None
+    assert header_of(buf, 4) is None  # not sent yet
+    assert header_of(buf, 30000) is None  # far away
+    assert buf.hits == 3 and buf.misses == 4
+
+
+def test_buffer_gap_leaves_stale_slot_detected() -> None:
+    buf = RetransmitBuffer(4)
+    buf.put(0, b"a", b"", 0.0)
+    buf.put(1, b"b", b"", 0.0)
+    buf.put(5, b"f", b"", 0.0)  # slot 1 now holds seq 5; seq 1 is outside the window anyway
+    assert header_of(buf, 1) is None
+    assert header_of(buf, 4) is None  # slot 0 still holds seq 0, not 4
+    assert header_of(buf, 5) == b"f"
+
+
+def test_buffer_keeps_the_payload_by_reference_and_expires_by_age() -> None:
+    buf = RetransmitBuffer(512, max_age=1.0)
+    source = bytes(1000)
+    shared = memoryview(source)[12:]
+    buf.put(7, b"hdr7", shared, 10.0)
+    buf.put(8, b"hdr8", shared, 10.5)
+    entry = buf.get(7, 10.9)
+    assert entry is not None and entry[0] == b"hdr7" and entry[1] is shared  # no copy per viewer
+    assert buf.get(7, 11.0) is not None  # exactly max_age old: still useful
+    assert buf.get(7, 11.01) is None  # older than max_age: a late NACK is not answered
+    assert buf.get(8, 11.01) is not None
+    assert (buf.hits, buf.misses) == (3, 1)
+
+
+def test_buffer_releases_payloads_older_than_max_age() -> None:
+    """5 s of 100 packets/s through a 512 ring: only about the last second's payloads stay referenced (a source's
+    buffers are freed after max_age, not after 512 packets), and what is still within max_age is still answered."""
+    buf = RetransmitBuffer(512, max_age=1.0)
+    for i in range(500):
+        buf.put(i, b"h%d" % i, b"p" * 1000, i / 100)
+    now = 499 / 100
+    held = sum(1 for i in range(500) if (e := buf._payloads[i & 511]) and len(e) == 1000)
+    assert 100 <= held <= 100 + 32, held
+    for i in range(400, 500):
+        entry = buf.get(i, now)
+        assert entry is not None and entry[0] == b"h%d" % i and len(entry[1]) == 1000
+    assert buf.get(300, now) is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.floats(0, 0.05)), min_size=1, max_size=300))
+def test_released_slots_are_never_returned(steps: list[tuple[int, float]]) -> None:
+    """Whatever the order, a get() never hands out a released (emptied) slot as a packet."""
+    buf = RetransmitBuffer(64, max_age=0.2)
+    now = 0.0
+    for seq, dt in steps:
+        now += dt
+        buf.put(seq, seq.to_bytes(2, "big"), b"x", now)
+    for seq, _ in steps:
+        entry = buf.get(seq, now)
+        assert entry is None or (entry[0] == seq.to_bytes(2, "big") and entry[1] == b"x")
+
+
+def test_empty_buffer() -> None:
+    assert header_of(RetransmitBuffer(), 1) is None
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=200))
+def test_buffer_never_returns_wrong_packet(seqs: list[int]) -> None:
+    """Arbitrary (even wildly reordered) puts never make get() return another seq's packet."""
+    buf = RetransmitBuffer(16)
+    for s in seqs:
+        buf.put(s, s.to_bytes(2, "big"), b"", 0.0)
+    for s in set(seqs):
+        got = header_of(buf, s)
+        assert got is None or got == s.to_bytes(2, "big")
+
+
+def test_generator_gap_retry_and_recovery() -> None:
+    gen = NackGenerator(retry_interval=0.1, reorder_delay=0.01, max_retries=3, max_age=5.0)
+    gen.on_packet(65533, 0.0)
+    gen.on_packet(1, 0.0)  # 65534, 65535, 0 missing across the wrap
+    assert gen.missing == [65534, 65535, 0]
+    assert gen.handle_timeout(0.005) == []  # within the reorder delay
+    assert gen.next_timeout() == 0.01
+    assert gen.handle_timeout(0.01) == [65534, 65535, 0]
+    assert gen.handle_timeout(0.05) == []
+    gen.on_packet(65535, 0.06)  # retransmission arrives
+    assert gen.recovered == 1
+    assert gen.handle_timeout(0.11) == [65534, 0]
+    assert gen.handle_timeout(0.22) == [65534, 0]
+    assert gen.handle_timeout(0.33) == []  # three retries used up
+    assert gen.given_up == 2
+    assert gen.missing == []
+    assert gen.next_timeout() is None
+
+
+def test_generator_max_age() -> None:
+    gen = NackGenerator(reorder_delay=0.0, max_age=0.5, retry_interval=0.1)
+    gen.on_packet(10, 0.0)
+    gen.on_packet(12, 0.0)
+    assert gen.handle_timeout(0.0) == [11]
+    assert gen.handle_timeout(0.6) == []
+    assert gen.given_up == 1
+
+
+def test_generator_huge_gap_asks_for_keyframe() -> None:
+    gen = NackGenerator(max_gap=100)
+    gen.on_packet(0, 0.0)
+    gen.on_packet(5000, 0.0)
+    assert gen.keyframe_needed
+    assert gen.handle_timeout(1.0) == []
+
+
+def test_reordered_packet_not_nacked() -> None:
+    gen = NackGenerator(reorder_delay=0.02)
+    gen.on_packet(1, 0.0)
+    gen.on_packet(3, 0.0)
+    gen.on_packet(2, 0.01)
+    assert gen.handle_timeout(0.05) == []
+    assert gen.recovered == 1
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=100))
+def test_generator_only_nacks_never_received(gaps: list[int]) -> None:
+    gen = NackGenerator(reorder_delay=0.0)
+    seq = 65500
+    received = set()
+    for g in gaps:
+        seq = (seq + 1 + g) & 0xFFFF
+        gen.on_packet(seq, 0.0)
+        received.add(seq)
+    nacked = gen.handle_timeout(0.0)
+    assert not set(nacked) & received
+    assert len(nacked) == sum(gaps[1:])
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(1, 20), min_size=1, max_size=100))
+def test_buffer_in_order_window(start: int, steps: list[int]) -> None:
+    buf = RetransmitBuffer(32)
+    sent = []
+    seq = start
+    for step in steps:
+        seq = (seq + step) & 0xFFFF
+        buf.put(seq, seq.to_bytes(2, "big"), b"", 0.0)
+        sent.append(seq)
+    assert header_of(buf, sent[-1]) == sent[-1].to_bytes(2, "big")
+    newest = start + sum(steps)
+    for i, s in enumerate(sent):
+        ext = start + sum(steps[: i + 1])
+        expected = s.to_bytes(2, "big") if newest - ext < 32 else None
+        assert header_of(buf, s) == expected

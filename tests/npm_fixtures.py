@@ -19,6 +19,7 @@ ROOT = Path(__file__).parent
 FIXTURES = {
     "sdk_package": ROOT / "transports" / "sdk" / "sdk_package",
     "sdk_page": ROOT / "e2e" / "sdk_page",
+    "webhook_js_verifier": ROOT / "connector" / "js_verifier",
 }
 
 

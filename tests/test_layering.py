@@ -7,6 +7,8 @@
 - Transports import no driver (runtime, HTTP, gateway, CLI, load tester), and no transport
   imports another, except that the transports which signal over a WebRTC connection (the SDK
   and WHIP/WHEP) drive ``transports/webrtc``.
+- The connector imports only ``core``, ``errors`` and ``security``; only its drivers (runtime,
+  HTTP) and tools import it.
 - No import cycles. Every import counts, also those under ``TYPE_CHECKING`` and inside
   functions: both are design dependencies (a reader needs the other module to follow this one).
 
@@ -39,7 +41,15 @@ LOWER_LAYERS: dict[str, frozenset[str]] = {
     "rtp": frozenset({"codecs", "sdp", "core", "errors", "net"}),
     "codecs": frozenset({"rtp", "sdp", "core", "errors", "net"}),
     "sdp": frozenset({"rtp", "codecs", "core", "errors", "net"}),
+    # The connector (event log, webhooks, apps): sans-IO cores (events, outbox, rooms, signing, source)
+    # and its service modules (storage, ingest, service); the media core's ids and track kinds, the
+    # shared key derivation. Its drivers live above it: runtime/connector.py, http/connector_http.py.
+    "connector": frozenset({"core", "errors", "security"}),
 }
+#: Who may import the connector: its drivers (the node's runtime, HTTP routes), the flag parser
+#: (config.py checks --hook-secret with connector/signing.py) and tools; never a transport or a media
+#: layer (they report through core/audit.py's EndpointAudit).
+CONNECTOR_USERS = frozenset({"connector", "runtime", "http", "config", "cli", "bench"})
 #: Drivers and tools: no transport imports them.
 DRIVERS = frozenset({"runtime", "http", "gateway", "cli", "bench", "loadtest"})
 #: Transports that signal over a WebRTC connection drive transports/webrtc; no other transport pair is allowed.
@@ -178,6 +188,16 @@ def test_transports_import_no_driver_and_no_other_transport() -> None:
             ):
                 bad.append((mod, dep))
     assert not bad, "a transport imports a driver or another transport:\n" + _show(bad)
+
+
+def test_only_drivers_import_the_connector() -> None:
+    bad = [
+        (mod, dep)
+        for mod, deps in GRAPH.items()
+        for dep in deps
+        if _layer(dep) == "connector" and _layer(mod) not in CONNECTOR_USERS
+    ]
+    assert not bad, "the connector is imported by a layer that must report through core/audit.py:\n" + _show(bad)
 
 
 def test_http_and_the_gateway_app_never_import_what_composes_them() -> None:

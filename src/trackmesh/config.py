@@ -44,6 +44,14 @@ class NodeConfig:
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
     capacity: int = 1000
+    # The connector (docs/connector.md); standalone embeds it.
+    connector_db: str = "sqlite:///trackmesh-data/connector.db"
+    hook_url: str | None = None
+    hook_secret: str | None = None
+    hook_retry_for: float = 24 * 3600.0
+    destroy_room_after: float = 120.0
+    apps: str | None = None
+    multi_tenancy_sync: str | None = None
     atm0s_compatible_tokens: bool = False
     dev: bool = False
     metrics_token: str = ""
@@ -206,6 +214,40 @@ def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _url(flag: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path):
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: a {'/'.join(schemes)} URL")
+        return text
+
+    return parse
+
+
+def _hook_secret(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from trackmesh.connector.signing import SecretError, parse_secret
+
+        try:
+            parse_secret(text)
+        except SecretError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        return text
+
+    return parse
+
+
+def _file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -244,6 +286,21 @@ FLAGS: tuple[Flag, ...] = (
          ("gateway", "media"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
+    Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
+         "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
+         "postgresql+psycopg")), ("standalone",), "URL"),
+    Flag("--hook-url", "POST every event (atm0s HookEvent JSON, Standard Webhooks signed) to this URL",
+         _url("--hook-url", ("http", "https")), ("standalone",), "URL"),
+    Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
+         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), ("standalone",), "SECRET"),
+    Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
+         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), ("standalone",), "SECONDS"),
+    Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",
+         _float_range("--destroy-room-after", 0.0, 86400.0), ("standalone",), "SECONDS"),
+    Flag("--apps", "JSON file {\"apps\": [{app_id, app_secret, hook?}]}: more apps (multi-tenancy)",
+         _file("--apps"), ("standalone",), "FILE"),
+    Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
+         _url("--multi-tenancy-sync", ("http", "https")), ("standalone",), "URL"),
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),

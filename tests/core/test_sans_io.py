@@ -22,6 +22,11 @@ SANS_IO_PACKAGES = [
     "transports/sdk",
     "transports/sip",
     "transports/rtmp",
+    "connector/events.py",
+    "connector/outbox.py",
+    "connector/rooms.py",
+    "connector/signing.py",
+    "connector/source.py",
 ]
 
 

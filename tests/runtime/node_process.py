@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +45,11 @@ class NodeProcess:
         self.secret = secret
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ, **(env or {}))
+        if "--connector-db" not in args and "TRACKMESH_CONNECTOR_DB" not in full_env:
+            # Each test node its own event log: a shared ./trackmesh-data/connector.db would let one
+            # node close another's sessions as its own previous run's (runtime/connector.py).
+            self._data = tempfile.mkdtemp(prefix="trackmesh-node-")
+            full_env["TRACKMESH_CONNECTOR_DB"] = f"sqlite:///{self._data}/connector.db"
         self.proc = subprocess.Popen(
             [TRACKMESH, "standalone", "--http-port", str(self.port), "--secret", secret, *args],
             stdout=subprocess.PIPE,
@@ -83,6 +90,9 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("trackmesh did not stop after the signal") from None
+        finally:
+            if getattr(self, "_data", None):
+                shutil.rmtree(self._data, ignore_errors=True)
 
     def output(self) -> str:
         if self.proc.poll() is None:

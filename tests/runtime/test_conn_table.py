@@ -9,6 +9,7 @@ import pytest
 
 from tests.transports.sdk.test_renegotiation import ALICE0, offer, tracks
 from trackmesh.config import resolve
+from trackmesh.connector.source import EventSource
 from trackmesh.rpc import RpcError
 from trackmesh.runtime.sdk_worker import SdkTransport
 from trackmesh.runtime.webrtc_worker import WebRtcTransport
@@ -102,3 +103,39 @@ def test_drain_tells_sdk_clients_only_and_shutdown_closes_every_connection() -> 
     assert len(sdk.table) == 0 and len(whip.table) == 0 and conn.closing
     assert runtime.counters["sdk_sessions_closed"] == 1 and runtime.counters["webrtc_sessions_closed"] == 1
     assert runtime.drain(3.0, "node draining", 30) == 0
+
+
+
+def _funnel(source: EventSource) -> list[tuple[int, str, str]]:
+    """(session, event name, app) of every event the connector's source recorded, in order."""
+    return [(e.session_id or 0, e.name, e.app) for e in source.take(10_000)]
+
+
+def test_both_transports_report_their_sessions_to_the_connector_through_the_table() -> None:
+    runtime, whip, sdk = _worker()
+    runtime.core.audit = source = EventSource(1, 7, 0.0)
+    made = whip.create(1.0, {"offer": WHIP_OFFER, "room": "r1", "peer": "pub", "token_hash": "h1",
+                             "remote_ip": "127.0.0.9", "app": "acme"}, PeerMode.WHIP)  # fmt: skip
+    [session] = whip.table.conns.values()
+    req = gateway_pb2.ConnectRequest(sdp=offer(ALICE0), tracks=tracks([("camera", "video", True)], []))
+    sdk.connect(1.0, {"request": req.SerializeToString(), "token_hash": "s1", "app": "acme"})
+    [conn] = sdk.table.conns.values()
+    whip.delete(2.0, {"conn_id": made["conn_id"], "token_hash": "h1"}, mode=PeerMode.WHIP)
+    runtime.shutdown("node stopping")
+    events = _funnel(source)
+    # Connecting before the Join (the table makes the endpoint, then it joins), Disconnected after
+    # the Leave, once per session and under the token's app, for WHIP/WHEP and the SDK alike.
+    assert [name for key, name, _ in events if key == session.key] == ["Connecting", "Join", "Leave", "Disconnected"]
+    assert [name for key, name, _ in events if key == conn.key] == ["Connecting", "Disconnected"]
+    assert {app for _, _, app in events} == {"acme"}
+
+
+def test_a_session_whose_setup_fails_is_closed_in_the_connectors_log() -> None:
+    runtime, _, sdk = _worker()
+    runtime.core.audit = source = EventSource(1, 7, 0.0)
+    # A join the token's claims allow but the room refuses (a bad peer name): the table's abort.
+    req = gateway_pb2.ConnectRequest(sdp=offer(ALICE0), tracks=tracks([("camera", "video", True)], []))
+    req.join.room, req.join.peer = "r1", "bad\x00peer"
+    assert _status(sdk.connect, 1.0, {"request": req.SerializeToString(), "token_hash": "s1"}) == 400
+    names = [name for _, name, _ in _funnel(source)]
+    assert names == ["Connecting", "Disconnected"] and len(sdk.table) == 0 and not runtime.core.endpoints

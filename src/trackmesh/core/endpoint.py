@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from .audit import EndpointAudit
 from .channel import ChannelHub
 from .controls import (
     Control,
@@ -91,6 +92,7 @@ def _bad_name(what: str, name: object) -> ControlError | None:
 
 class Endpoint:
     __slots__ = (
+        "_audit",
         "_events",
         "_hub",
         "_msgs",
@@ -120,8 +122,10 @@ class Endpoint:
         hub: ChannelHub,
         rooms: RoomDirectory,
         on_events: Callable[[Endpoint], None] | None = None,
+        audit: EndpointAudit | None = None,
     ) -> None:
         self.session = session
+        self._audit = audit
         self.conn_id = conn_id
         self.peer: str | None = None
         self.options = JoinOptions()
@@ -178,7 +182,7 @@ class Endpoint:
             case Join():
                 return self._join(now, ctl)
             case CreateLocalTrack():
-                return self._create_local_track(ctl)
+                return self._create_local_track(now, ctl)
         if self._view is None or self.peer is None:
             return ControlError(ErrorCode.NOT_JOINED, "join a room first")
         match ctl:
@@ -233,6 +237,8 @@ class Endpoint:
             info = PeerInfo(ctl.peer, ctl.options.metadata, ctl.options.extra_data)
             self._registry.put(now, peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
         self._events.append(Joined(ctl.room, ctl.peer, self.session))
+        if self._audit is not None:
+            self._audit.joined(now, self.session, ctl.room, ctl.peer)
         self._replay(None)
         return None
 
@@ -248,6 +254,7 @@ class Endpoint:
             self._unpublish(now, name)
         for local in self.local_tracks.values():
             if local.channel is not None:
+                self._audit_detach(now, local)
                 local.detach(now)
         if self.options.publish_peer:
             self._registry.delete(now, peer_key(view.name, peer, self.session))
@@ -260,6 +267,8 @@ class Endpoint:
         self._seen_tracks.clear()
         self._next_refresh = None
         self._events.append(Left(view.name, peer))
+        if self._audit is not None:
+            self._audit.left(now, self.session, view.name, peer)
 
     def _update_peer(self, now: float, ctl: UpdatePeer) -> ControlError | None:
         assert self._view is not None and self.peer is not None
@@ -316,6 +325,8 @@ class Endpoint:
         track = RemoteTrack(info, channel_id(self._view.name, self.peer, ctl.track), self._events)
         self.remote_tracks[ctl.track] = track
         track.start(now, self._hub)
+        if self._audit is not None:
+            self._audit.track_started(now, self.session, ctl.track, ctl.kind)
         if self.options.publish_tracks:
             self._registry.put(now, track_key(self._view.name, self.peer, ctl.track, self.session), encode_track(info))
         return None
@@ -338,11 +349,13 @@ class Endpoint:
         if track is None:
             return ControlError(ErrorCode.TRACK_NOT_FOUND, f"no published track {name!r}")
         track.stop(now)
+        if self._audit is not None:
+            self._audit.track_ended(now, self.session, name, track.info.kind)
         if self.options.publish_tracks:
             self._registry.delete(now, track_key(self._view.name, self.peer, name, self.session))
         return None
 
-    def _create_local_track(self, ctl: CreateLocalTrack) -> ControlError | None:
+    def _create_local_track(self, now: float, ctl: CreateLocalTrack) -> ControlError | None:
         err = _bad_name("local track", ctl.local_track)
         if err is not None:
             return err
@@ -352,6 +365,8 @@ class Endpoint:
         # the session id is.
         origin = (self.session << 16) | len(self.local_tracks)
         self.local_tracks[ctl.local_track] = LocalTrack(ctl.local_track, ctl.kind, origin, self._hub, self._events)
+        if self._audit is not None:
+            self._audit.local_track(now, self.session, ctl.local_track, ctl.kind)
         return None
 
     def _attach(self, now: float, ctl: Subscribe | Switch) -> ControlError | None:
@@ -374,8 +389,15 @@ class Endpoint:
                 ErrorCode.TRACK_KIND_MISMATCH,
                 f"track {src.track!r} is {info.kind.value}, local track {local.name!r} is {local.kind.value}",
             )
+        self._audit_detach(now, local)
         local.attach(now, TrackSource(src.peer, src.track), channel_id(self._view.name, src.peer, src.track))
+        if self._audit is not None:
+            self._audit.attached(now, self.session, local.name, src.peer, src.track)
         return None
+
+    def _audit_detach(self, now: float, local: LocalTrack) -> None:
+        if self._audit is not None and local.source is not None:
+            self._audit.detached(now, self.session, local.name, local.source.peer, local.source.track)
 
     def _local_track_op(self, now: float, ctl: Unsubscribe | SetLocalBitrate | RequestKeyframe) -> ControlError | None:
         local = self.local_tracks.get(ctl.local_track)
@@ -391,6 +413,7 @@ class Endpoint:
         if local.channel is None:
             return ControlError(ErrorCode.LOCAL_TRACK_NOT_ATTACHED, f"local track {ctl.local_track!r} is not attached")
         if isinstance(ctl, Unsubscribe):
+            self._audit_detach(now, local)
             local.detach(now)
         else:
             local.request_keyframe(now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .audit import EndpointAudit
 from .channel import ChannelHub, MessageHub
 from .endpoint import Endpoint
 from .errors import ControlError, ErrorCode
@@ -12,7 +13,7 @@ from .room import RoomDirectory
 
 
 class MediaWorker:
-    __slots__ = ("_codec", "_ids", "_ready", "endpoints", "hub", "node_id", "registry", "rooms", "worker")
+    __slots__ = ("_codec", "_ids", "_ready", "audit", "endpoints", "hub", "node_id", "registry", "rooms", "worker")
 
     def __init__(
         self,
@@ -41,6 +42,8 @@ class MediaWorker:
         self._ids = SessionIdGenerator(node_id, worker, session_start)
         self._codec = ConnIdCodec(secret)
         self._ready: dict[SessionId, Endpoint] = {}
+        # The connector's source (runtime sets it): endpoints report joins, tracks... to it.
+        self.audit: EndpointAudit | None = None
 
     def _mark_ready(self, endpoint: Endpoint) -> None:
         self._ready[endpoint.session] = endpoint
@@ -56,7 +59,7 @@ class MediaWorker:
     def create_endpoint(self) -> Endpoint:
         session = self._ids.next()
         conn_id = self._codec.encode(self.node_id, self.worker, session)
-        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms, self._mark_ready)
+        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms, self._mark_ready, self.audit)
         self.endpoints[session] = endpoint
         return endpoint
 

@@ -7,12 +7,34 @@ The runtime's ``Node`` (``runtime/node.py``) satisfies it and composes the app
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection
 
 from trackmesh.config import NodeConfig
+from trackmesh.connector.apps import AppRegistry
 from trackmesh.rpc import WorkerHandle
 
-__all__ = ["NodeApi"]
+__all__ = ["ConnectorApi", "NodeApi"]
+
+T = TypeVar("T")
+
+
+class ConnectorApi(Protocol):
+    """What the connector's routes (connector_http.py), the token route and /metrics need of the
+    node's embedded connector (docs/connector.md)."""
+
+    @property
+    def apps(self) -> AppRegistry:
+        """The apps (tenants) and their secrets; the single-tenant app is ``""``."""
+        ...
+
+    async def read_log(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` run on a connection to the event log, off the event loop."""
+        ...
+
+    def metrics(self) -> dict[str, float]: ...
 
 
 class NodeApi(Protocol):
@@ -27,6 +49,11 @@ class NodeApi(Protocol):
 
     @property
     def started_at(self) -> float: ...
+
+    @property
+    def connector(self) -> ConnectorApi | None:
+        """The embedded connector (standalone), or None."""
+        ...
 
     @property
     def http_counters(self) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Header, Request, Response
@@ -16,6 +17,7 @@ from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle
 from trackmesh.security.tokens import app_secret_matches
 
+from .connector_http import router as connector_router
 from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
@@ -138,14 +140,26 @@ def create_app(node: NodeApi) -> FastAPI:
         text, content_type = render_metrics(node, await node.stats(), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node.config, throttle))
+    app.include_router(token_router(node.config, throttle, _tenant_app(node)))
     for router in node_routers(node):
         app.include_router(router)
     return app
 
 
+def _tenant_app(node: NodeApi) -> Callable[[str], str | None]:
+    """The app (multi-tenancy, docs/connector.md) whose secret was presented, from the node's
+    connector's app list at the time of the request; None without a connector or a match."""
+
+    def tenant_app(presented: str) -> str | None:
+        connector = node.connector
+        return connector.apps.app_for_secret(presented) if connector is not None else None
+
+    return tenant_app
+
+
 def node_routers(node: NodeApi) -> list[Any]:
-    """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
+    """Routers the transports add (WHIP, WHEP, SDK...), the connector's log API and the sample pages."""
     # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
-    # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason.
-    return [sdk_router(node), whip_whep_router(node)]
+    # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason;
+    # on one without a connector the /api/connector routes answer 503.
+    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node)]

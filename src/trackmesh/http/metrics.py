@@ -50,6 +50,12 @@ def render_metrics(
                     f"trackmesh_{name}_total", f"Worker counter {name}", ["worker"], registry=registry
                 )
             gauge.labels(worker).set(value)
+    connector = node.connector
+    if connector is not None:
+        hooks = Gauge("trackmesh_connector", "Connector: webhooks queued, delivered, retried, given up; events "
+                      "stored; oldest undelivered age in seconds", ["what"], registry=registry)
+        for name, value in connector.metrics().items():
+            hooks.labels(name).set(value)
     for name, value in node.http_counters.items():
         Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST

@@ -26,6 +26,7 @@ from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeE
 
 from .requests import problem as _problem
 from .requests import read_body, session_token
+from .token_http import client_address
 from .whip_whep import token_hash
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ def router(node: NodeApi) -> APIRouter:
             "peer": token.peer,
             "extra_data": token.extra_data,
             "token_hash": token_hash(raw),
+            # For the connector's log: the client's address (behind a gateway, the one it signed for us).
+            "remote_ip": client_address(request, node.config.secret),
+            "app": token.app,
         }
         if conn_id is not None:
             try:

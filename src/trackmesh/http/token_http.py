@@ -2,10 +2,11 @@
 ``GET /dev/token/<kind>`` for loopback clients.
 
 Order of work on ``POST /token/<kind>``, cheapest refusal first: 429 for a source whose failed
-secret checks are throttled (security/throttle.py), 401 for a wrong app secret (the body is never
-read then), 413 for a declared length past ``MAX_BODY_BYTES``, 415 for a body that is not
-``application/json``, 413 for a body that grows past the cap, then 400
-for a body that does not validate (one ``{"status": false, "error"}`` envelope for all of them).
+secret checks are throttled (security/throttle.py), 401 for a secret that is neither the app
+secret nor a tenant's (multi-tenancy; the body is never read then), 413 for a declared length
+past ``MAX_BODY_BYTES``, 415 for a body that is not ``application/json``, 413 for a body that
+grows past the cap, then 400 for a body that does not validate (one ``{"status": false, "error"}``
+envelope for all of them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -92,8 +94,18 @@ def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
     return None
 
 
-def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
-    """The token routes of a node with ``config`` (they need nothing else of the node)."""
+def router(
+    config: NodeConfig, throttle: FailureThrottle, tenant_app: Callable[[str], str | None] | None = None
+) -> APIRouter:
+    """The token routes of a node with ``config``. ``tenant_app`` (multi-tenancy, docs/connector.md)
+    names the app whose secret was presented, or None; the node's own secret is app ``""``."""
+
+    def app_of(presented: str | None) -> str | None:
+        if presented is None:
+            return None
+        if app_secret_matches(config.secret, presented):
+            return ""
+        return tenant_app(presented) if tenant_app is not None else None
     api = APIRouter()
     body_schema = TokenRequest.model_json_schema()
 
@@ -122,8 +134,8 @@ def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
         if wait:
             return error(429, f"too many wrong app secrets from this address; retry in {wait} s",
                          {"Retry-After": str(wait)})  # fmt: skip
-        presented = bearer(authorization)
-        if presented is None or not app_secret_matches(config.secret, presented):
+        app = app_of(bearer(authorization))
+        if app is None:  # neither the app secret nor any tenant's: one failure for this source
             throttle.failed(source, now)
             return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
         body = await read_json(request)
@@ -136,7 +148,9 @@ def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
         problem = _needs(kind, req.room, req.peer)
         if problem is not None:
             return error(400, problem)
-        token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data)
+        # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
+        # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
+        token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
         return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
 
     if config.dev:

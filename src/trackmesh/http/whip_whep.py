@@ -25,7 +25,7 @@ from .envelope import error
 from .headers import bearer as _bearer
 from .requests import problem as _problem
 from .requests import read_body, session_token
-from .token_http import read_json
+from .token_http import client_address, read_json
 
 if TYPE_CHECKING:
     from .api import NodeApi
@@ -118,6 +118,9 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
             "offer": offer,
             "token_hash": token_hash(raw),
             "max_spatial": max_spatial,
+            # For the connector's log: the client's address (behind a gateway, the one it signed for us).
+            "remote_ip": client_address(request, node.config.secret),
+            "app": token.app,
         }
         result = await node.worker_for_room(token.room).call(f"{kind}.create", params)
         location = f"/{kind}/conn/{result['conn_id']}"

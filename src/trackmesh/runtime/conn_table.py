@@ -12,6 +12,9 @@ machine above the peer. What they share lives here, once:
   close when the machine above asked to, reschedule its deadline;
 - close, in one order (peer, its leftover events, core endpoint, port route, core events, timer,
   table), once;
+- the connector's session events (docs/connector.md), for both transports: ``Connecting`` when the
+  endpoint is made (``new_endpoint``, before it joins a room), ``Connected`` with the peer's
+  ``Connected``, ``Disconnected`` at the close, or at ``abort`` when setup fails before ``attach``;
 - lookup by conn id, stats, ``close_all`` at worker shutdown and ``drain`` (the node drains:
   tell clients to go away, ``WorkerRuntime.drain``).
 
@@ -25,6 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.net import Address
@@ -149,6 +153,23 @@ class ConnTable(Generic[C]):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    def new_endpoint(self, now: float, remote_ip: str, app: str) -> Endpoint:
+        """The core endpoint of a connection being set up; the connector hears ``Connecting`` (with the
+        client's address and the app of its token) before the endpoint can join a room."""
+        endpoint = self.runtime.core.create_endpoint()
+        audit = self.runtime.core.audit
+        if audit is not None:
+            audit.connecting(now, endpoint.session, remote_ip, app)
+        return endpoint
+
+    def abort(self, now: float, session: SessionId, reason: str) -> None:
+        """Setup failed after ``new_endpoint`` and before ``attach``: the endpoint closes, and the
+        connector's log does not keep the session open."""
+        self.runtime.core.close_endpoint(now, session, reason)
+        audit = self.runtime.core.audit
+        if audit is not None:
+            audit.disconnected(now, session, reason)
+
     def attach(self, now: float, conn: C, ufrag: str) -> None:
         """Put a new connection in the table: datagrams to ``ufrag``, its core events and its timer reach it."""
         key = conn.key
@@ -175,6 +196,8 @@ class ConnTable(Generic[C]):
                 conn.on_application_data(now, event.data)
             elif isinstance(event, Connected):
                 conn.on_connected(now)
+                if self.runtime.core.audit is not None:
+                    self.runtime.core.audit.connected(now, conn.key, "")
                 self.log.info("connected", extra={"fields": {"conn": short(peer.endpoint.conn_id), "mode": conn.kind}})
             elif isinstance(event, Disconnected):
                 self.close(now, conn, event.reason)
@@ -196,6 +219,8 @@ class ConnTable(Generic[C]):
         while conn.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
+        if self.runtime.core.audit is not None:
+            self.runtime.core.audit.disconnected(now, key, reason)  # after the endpoint's Leave
         self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)

@@ -13,6 +13,7 @@ import itertools
 import logging
 import multiprocessing
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -59,6 +60,8 @@ class ProcessWorker:
         self._ready: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead = False
+        # Connector events the child reports (standalone): JSON SourceEvents, see runtime/connector.py.
+        self.on_events: Callable[[list[bytes]], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,6 +79,10 @@ class ProcessWorker:
         try:
             while self._conn.poll():
                 req_id, ok, result = self._conn.recv()
+                if req_id == -1:
+                    if self.on_events is not None:
+                        self.on_events(result)
+                    continue
                 if req_id == 0:
                     if self._ready is not None and not self._ready.done():
                         if ok:
@@ -147,6 +154,38 @@ def worker_process_main(config: NodeConfig, index: int, conn: Connection) -> Non
         loop.close()
 
 
+def _connector_relay(
+    config: NodeConfig, runtime: WorkerRuntime, conn: Connection, loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    """A child worker's connector events go to the node over the worker pipe (request id -1);
+    the node's embedded connector stores them (runtime/connector.py)."""
+    import secrets
+    import time
+
+    from trackmesh.connector.events import source_to_json
+    from trackmesh.connector.source import EventSource
+
+    source = EventSource(config.node_id, secrets.randbits(48), time.time() - time.monotonic())
+    runtime.core.audit = source
+    scheduled = False
+
+    def flush() -> None:
+        nonlocal scheduled
+        scheduled = False
+        while batch := source.take():
+            with contextlib.suppress(OSError, ValueError):
+                conn.send((-1, True, [source_to_json(e) for e in batch]))
+
+    def on_ready() -> None:
+        nonlocal scheduled
+        if not scheduled:
+            scheduled = True
+            loop.call_soon(flush)
+
+    source.on_ready = on_ready
+    return flush
+
+
 async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     cluster = None
@@ -164,6 +203,7 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
     install_all(runtime)
     if cluster is not None:
         cluster.attach(runtime)
+    relay = _connector_relay(config, runtime, conn, loop) if config.role == "standalone" else None
     try:
         runtime.start(loop)
     except RpcError as exc:
@@ -176,6 +216,8 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
     def finish(reason: str) -> None:
         if not done.done():
             runtime.shutdown(reason)
+            if relay is not None:
+                relay()  # the sessions' last events (Leave, Disconnected) before the reply
             done.set_result(reason)
 
     def on_readable() -> None:

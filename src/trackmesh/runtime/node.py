@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -30,6 +30,9 @@ from .handles import InProcessWorker, ProcessWorker
 from .loop import loop_name
 from .transports import install_all
 from .worker import WorkerRuntime
+
+if TYPE_CHECKING:
+    from .connector import EmbeddedConnector
 
 log = logging.getLogger("trackmesh.node")
 
@@ -57,6 +60,8 @@ class Node:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self.on_started: Callable[[Node], None] | None = None
+        # The embedded connector (standalone): event log and webhooks, runtime/connector.py.
+        self.connector: EmbeddedConnector | None = None
         #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
         self.http_counters: dict[str, int] = {}
 
@@ -162,12 +167,28 @@ class Node:
             raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
         self.workers.extend(children)
 
+    async def _start_connector(self) -> None:
+        # Imported here: only standalone runs the connector (and loads SQLAlchemy).
+        from .connector import EmbeddedConnector
+
+        try:
+            connector = EmbeddedConnector(self)
+            await connector.start()
+        except Exception as exc:
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise StartupError(f"--connector-db: the connector cannot start: {first}") from None
+        self.connector = connector
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.loop_name = loop_name(loop)
         http_sock = self._bind_http()
         try:
             await self._start_workers()
+            if self.config.role == "standalone":
+                await self._start_connector()
         except StartupError:
             http_sock.close()
             raise
@@ -215,6 +236,8 @@ class Node:
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
+        if self.connector is not None:
+            await self.connector.stop()
         try:
             await self.after_stop()
         except Exception:

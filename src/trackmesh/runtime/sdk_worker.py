@@ -141,7 +141,7 @@ class SdkTransport:
             self.counters["sdk_offers_refused"] += 1
             raise RpcError(400, f"cannot accept the offer: {exc}") from None
         names = assign_mlines(req.tracks, answer.media)
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.table.new_endpoint(now, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
         peer = WebRtcPeer(
             now,
             endpoint,
@@ -160,7 +160,7 @@ class SdkTransport:
             failure = sdk.join_at_connect(now, req.join)
             if failure is not None:
                 peer.close(now, "join refused")
-                self.runtime.core.close_endpoint(now, endpoint.session, "join refused")
+                self.table.abort(now, endpoint.session, "join refused")
                 raise RpcError(400 if failure.code != 0x2008 else 403, failure.message)
         conn = Conn(sdk, str(params.get("token_hash", "")), [local.ice_ufrag])
         self.table.attach(now, conn, local.ice_ufrag)

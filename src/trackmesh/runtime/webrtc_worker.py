@@ -120,7 +120,7 @@ class WebRtcTransport:
             raise RpcError(400, f"cannot accept the offer: {exc}") from None
         room = str(params["room"])
         peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.table.new_endpoint(now, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
         try:
             peer = WebRtcPeer(
                 now,
@@ -135,7 +135,7 @@ class WebRtcTransport:
             )
             room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
-            self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
+            self.table.abort(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         resource = Resource(mode.value, str(params["token_hash"]), answer.transport.ice_ufrag, answer.transport.ice_pwd)
         session = Session(mode, room_policy, resource, [creds.ufrag])

@@ -11,6 +11,8 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
 - ``hook-signing``: signatures of outgoing webhooks (``sign_hook``, for connectors);
 - ``gateway-forward``: the gateway's signed ``X-Trackmesh-Client`` header (the client address a
   media node throttles on, http/throttle.py).
+- ``standard-webhooks``: the default ``whsec_`` secret of the connector's Standard Webhooks, one
+  per app (``webhook_key``, connector/signing.py).
 
 HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
 entropy: a short secret stays guessable offline from any token a browser holds, which is why
@@ -30,7 +32,7 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward")
+PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks")
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).
@@ -45,13 +47,25 @@ def _raw(secret: str | bytes) -> bytes:
     return raw
 
 
+def hkdf_sha256(ikm: bytes, info: bytes, length: int = KEY_BYTES, salt: bytes | None = None) -> bytes:
+    """HKDF-SHA256 (RFC 5869 s2.2 extract, s2.3 expand): the one implementation every derived key uses."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
 @lru_cache(maxsize=64)
-def derive_key(secret: str | bytes, purpose: str) -> bytes:
-    """The 32-byte key of ``purpose`` (one of PURPOSES) derived from the app secret."""
+def derive_key(secret: str | bytes, purpose: str, context: str = "") -> bytes:
+    """The 32-byte key of ``purpose`` (one of PURPOSES) derived from the app secret; a non-empty
+    ``context`` (e.g. an app id) gives each context its own key of that purpose."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown key purpose {purpose!r}; known: {', '.join(PURPOSES)}")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_SALT, info=b"trackmesh " + purpose.encode())
-    return hkdf.derive(_raw(secret))
+    info = b"trackmesh " + purpose.encode() + (b"|" + context.encode() if context else b"")
+    return hkdf_sha256(_raw(secret), info, KEY_BYTES, _SALT)
+
+
+def webhook_key(secret: str | bytes, app: str = "") -> bytes:
+    """The key of app ``app``'s default ``whsec_`` webhook secret (Standard Webhooks, connector/signing.py):
+    derived from that app's secret, so it survives restarts unstored and changes with the secret."""
+    return derive_key(secret, "standard-webhooks", app)
 
 
 def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:

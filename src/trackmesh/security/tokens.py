@@ -38,6 +38,8 @@ class SessionToken:
     record: bool = False
     extra_data: str | None = None
     expires_at: int = 0
+    # The app (multi-tenancy, atm0s's JWT ``sub``); "" is the single-tenant default app.
+    app: str = ""
 
 
 def app_secret_matches(secret: str, presented: str) -> bool:
@@ -58,6 +60,8 @@ def issue(key: str | bytes, token: SessionToken, ttl: int, now: int) -> str:
         claims["record"] = True
     if token.extra_data is not None:
         claims["extra_data"] = token.extra_data
+    if token.app:
+        claims["sub"] = token.app
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -83,4 +87,7 @@ def verify(key: str | bytes, token: str, kind: str, now: int) -> SessionToken:
     for name, value in (("room", room), ("peer", peer), ("extra_data", extra)):
         if value is not None and not isinstance(value, str):
             raise TokenError(f"token claim {name!r} must be a string")
-    return SessionToken(kind, room, peer, claims.get("record") is True, extra, exp)
+    app = claims.get("sub", "")
+    if not isinstance(app, str):
+        raise TokenError("token claim 'sub' must be a string")
+    return SessionToken(kind, room, peer, claims.get("record") is True, extra, exp, app)

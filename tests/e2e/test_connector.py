@@ -1,0 +1,164 @@
+"""The connector in a real standalone node: WHIP clients (aiortc) make the events, a real receiver
+verifies every webhook with ``standardwebhooks``; the log API shows the funnel; kill -9 of the
+node with deliveries pending loses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.connector.receiver import HookReceiver
+from tests.e2e.conftest import TrackmeshNode
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def tags(rx: HookReceiver) -> list[str]:
+    out = []
+    seen = set()
+    for msg_id, body in rx.accepted_bodies():
+        if msg_id in seen:
+            continue
+        seen.add(msg_id)
+        inner = next(iter(body["event"].values()))
+        out.append(next(iter(inner["event"])))
+    return out
+
+
+def hook_secret(node: TrackmeshNode) -> str:
+    status, resp = node.proc.json("GET", "/api/connector/hook-secret", token=node.secret)
+    assert status == 200, resp
+    return str(resp["data"]["secret"])
+
+
+def queued(node: TrackmeshNode) -> float:
+    status, resp = node.proc.json("GET", "/api/connector/metrics", token=node.secret)
+    assert status == 200, resp
+    return float(resp["data"]["queued"])
+
+
+def publish(node: TrackmeshNode, aiortc_client: Any, room: str, peer: str) -> None:
+    rc, s, err = aiortc_client("whip", node.url("/whip/endpoint"), "--token", node.token("whip", room, peer),
+                               "--duration", "2")
+    assert rc == 0, (s, err[-2000:], node.log_tail())
+    assert s["status"] == 201 and s["delete_status"] == 200
+
+
+def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aiortc_client: Any,
+                                                            netns_guard: None) -> None:
+    rx = HookReceiver("whsec_" + "A" * 44, answer=lambda n, msg_id: 500 if n <= 3 else 200).start()
+    node = TrackmeshNode("--hook-url", rx.url, "--connector-db", f"sqlite:///{tmp_path / 'c.db'}",
+                         "--destroy-room-after", "1")
+    try:
+        rx.secret = hook_secret(node)
+        publish(node, aiortc_client, "hooks-room", "alice")
+        wait_until(lambda: "Stopped" in tags(rx) and queued(node) == 0, 90, "every webhook, the last Stopped")
+        got = tags(rx)
+        for name in ("Connecting", "Join", "Started", "PeerJoined", "RemoteTrackStarted", "RemoteTrackEnded",
+                     "Leave", "PeerLeaved", "AllPeersLeaved", "Disconnected", "Stopped"):
+            assert name in got, got
+        # Per room, in order (Connecting is keyed by the session, before its Join).
+        room_tags = [t for t in got if t not in ("Connecting", "Connected")]
+        assert room_tags.index("Join") < room_tags.index("RemoteTrackStarted") < room_tags.index("Leave")
+        assert room_tags.index("Leave") < room_tags.index("Disconnected") and room_tags[-1] == "Stopped"
+        assert rx.unverified == 0
+        # The log API: the funnel of that session.
+        status, resp = node.proc.json("GET", "/api/connector/log/sessions", token=node.secret)
+        assert status == 200 and len(resp["data"]) == 1, resp
+        session = resp["data"][0]
+        assert session["peers"][0]["peer"] == "alice" and session["leaved_at"] is not None
+        status, resp = node.proc.json("GET", f"/api/connector/log/events?session={session['id']}&limit=100",
+                                      token=node.secret)
+        events = [e["event"] for e in resp["data"]]
+        assert events[0] == "Connecting" and events[-1] == "Disconnected", events
+        meta = json.loads(resp["data"][-1]["meta"])
+        assert meta["reason"] == 0  # UserAction: the client's DELETE
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms?limit=5000", token=node.secret)
+        assert status == 400
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms", token="wrong-secret")
+        assert status == 401
+    finally:
+        rx.stop()
+        assert node.stop() == 0, node.log_tail()
+
+
+def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:
+    """The receiver is down while a session ends and another is live; the node is killed with
+    -9; after a restart every stored webhook is delivered, and the live session, which died with
+    the node, is closed (Leave, then Disconnected with reason 4, NodeFailure)."""
+    from tests.e2e.test_whip_whep import Background
+
+    up = False
+    rx = HookReceiver("whsec_" + "A" * 44, answer=lambda n, msg_id: 200 if up else 503).start()
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    node = TrackmeshNode("--hook-url", rx.url, "--connector-db", db)
+    try:
+        rx.secret = hook_secret(node)
+        publish(node, aiortc_client, "kill-room", "bob")
+        live = Background(aiortc_client, "whip", node.url("/whip/endpoint"), "--token",
+                          node.token("whip", "kill-room-2", "dave"), "--duration", "20", timeout=40)
+        # bob's whole session and dave's start: >= 10 webhooks for bob, Join + room events for dave.
+        wait_until(lambda: queued(node) >= 14, 30, "the events in the outbox")
+        expected = int(queued(node))
+        os.kill(node.proc.proc.pid, signal.SIGKILL)
+        node.proc.proc.wait(10)
+    except BaseException:
+        rx.stop()
+        node.stop()
+        raise
+    up = True
+    again = TrackmeshNode("--hook-url", rx.url, "--connector-db", db)
+    try:
+        wait_until(lambda: len({m for m, _ in rx.accepted_bodies()}) >= expected + 2 and queued(again) == 0, 120,
+                   "every pending webhook and the closing of the dead session")
+        got = tags(rx)
+        assert got.count("Join") == 2 and got.count("Disconnected") == 2 and rx.unverified == 0, got
+        reasons = [b["event"]["Peer"]["event"]["Disconnected"]["reason"] for _, b in rx.accepted_bodies()
+                   if "Disconnected" in b["event"].get("Peer", {}).get("event", {})]
+        assert sorted(set(reasons)) == [0, 4], reasons
+    finally:
+        rx.stop()
+        assert again.stop() == 0, again.log_tail()
+        with contextlib.suppress(Exception):
+            live.join(60)
+
+
+def test_child_process_workers_report_too(tmp_path: Path, aiortc_client: Any, netns_guard: None) -> None:
+    """With --workers 2, a room on the child worker is logged like one on worker 0."""
+    import hashlib
+
+    def worker_of(room: str) -> int:  # as Node.worker_for_room
+        return int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big") % 2
+
+    rooms = {worker_of(f"w-room-{i}"): f"w-room-{i}" for i in range(20)}
+    assert set(rooms) == {0, 1}
+    rx = HookReceiver("whsec_" + "A" * 44).start()
+    node = TrackmeshNode("--workers", "2", "--hook-url", rx.url, "--connector-db", f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        rx.secret = hook_secret(node)
+        for room in rooms.values():
+            publish(node, aiortc_client, room, "carol")
+        wait_until(lambda: tags(rx).count("Disconnected") == 2 and queued(node) == 0, 60, "both sessions' webhooks")
+        status, resp = node.proc.json("GET", "/api/connector/log/rooms", token=node.secret)
+        assert status == 200, resp
+        assert sorted(r["room"] for r in resp["data"]) == sorted(rooms.values())
+        assert rx.unverified == 0
+    finally:
+        rx.stop()
+        assert node.stop() == 0, node.log_tail()

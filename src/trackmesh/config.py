@@ -43,6 +43,7 @@ class NodeConfig:
     seeds: tuple[str, ...] = field(default_factory=tuple)
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
+    cluster_mode: str = "mesh"
     capacity: int = 1000
 
 
@@ -166,7 +167,8 @@ class Flag:
     metavar: str = "VALUE"
 
 
-ALL_ROLES = ("standalone", "gateway", "media")
+ALL_ROLES = ("standalone", "gateway", "media", "router")
+CLUSTER_MODES = ("mesh", "routers")
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
     Flag("--http-port", "port of the HTTP API (default 3000)", _port("--http-port", False), ALL_ROLES, "PORT"),
@@ -185,13 +187,17 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "N"),
     Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
-    Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT); list every "
-         "member already running, see docs/cluster.md", _seeds("--seeds"), ("gateway", "media"), "LIST"),
+    Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
+         "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
+    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
+         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
+         ("gateway", "media"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media"), "IP"),
+         ("gateway", "media", "router"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
-         "(default 0 = ephemeral: this member only dials its seeds)", _port("--cluster-port", True),
-         ("gateway", "media"), "PORT"),
+         "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
+         _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
@@ -232,7 +238,14 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
     # As in atm0s: NodeId = zone << 8 | index, so a node id names its zone too.
     values["node_id"] = (zone << 8) | node_id
     values["zone"] = zone
-    if role == "media" and values.get("workers", 1) > 1 and not values.get("cluster_port"):
+    if role == "router" and not values.get("cluster_port"):
+        raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
+    if role == "router" and values.get("secret_generated"):
+        raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    routers = values.get("cluster_mode") == "routers"
+    if routers and not values.get("seeds"):
+        raise ConfigError("--seeds: --cluster-mode routers needs the zone's routers in --seeds")
+    if role == "media" and not routers and values.get("workers", 1) > 1 and not values.get("cluster_port"):
         raise ConfigError(
             "--cluster-port: a media node with --workers > 1 needs a cluster port (worker i listens on PORT+i)"
         )

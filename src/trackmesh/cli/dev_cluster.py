@@ -1,12 +1,17 @@
 """``trackmesh dev-cluster``: a local cluster on loopback, every member a separate process.
 
     trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
+    trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
 Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
 (in start order) serves HTTP on ``--http-port + k`` and the cluster on
-``--cluster-port + k * workers`` (127.0.0.1 only); it seeds from every member started before it,
-so the members form a full mesh. The URLs are printed once every member is healthy; Ctrl-C (or
-SIGTERM) stops them all.
+``--cluster-port + k * workers`` (127.0.0.1 only).
+
+Without routers every member seeds from every member started before it, so the members form a
+full mesh. With ``--routers-per-zone R`` the routers of every zone start first (router ids 1..R of
+their zone; each dials every earlier router), then each zone's gateways and media nodes run with
+``--cluster-mode routers`` and seed from their zone's routers only. The URLs are printed once every
+member is healthy; Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", type=int, default=1, help="number of zones (default 1)")
     p.add_argument("--media-per-zone", type=int, default=2, help="media nodes per zone (default 2)")
     p.add_argument("--gateways-per-zone", type=int, default=1, help="gateways per zone (default 1)")
+    p.add_argument("--routers-per-zone", type=int, default=0,
+                   help="zenoh routers per zone; 0 = full mesh, no routers (default 0)")
     p.add_argument("--workers", type=int, default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=int, default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=int, default=7450, help="first cluster port (default 7450)")
@@ -67,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 def plan(args: argparse.Namespace) -> list[Member]:
     members: list[Member] = []
     k = 0
+    for zone in range(1, args.zones + 1):
+        for i in range(args.routers_per_zone):
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            members.append(Member("router", zone, i + 1, args.http_port + k, cluster_port, 1))
+            k += 1
     for zone in range(1, args.zones + 1):
         for i in range(args.gateways_per_zone + args.media_per_zone):
             role = "gateway" if i < args.gateways_per_zone else "media"
@@ -83,11 +95,25 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
            "--secret", secret, "--log-level", args.log_level]  # fmt: skip
     if seeds:
         cmd += ["--seeds", ",".join(seeds)]
+    if args.routers_per_zone and m.role != "router":
+        cmd += ["--cluster-mode", "routers"]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:
             cmd += ["--webrtc-port", str(args.webrtc_port + (m.cluster_port - args.cluster_port))]
     return cmd
+
+
+def seeds_of(members: list[Member], i: int) -> list[str]:
+    """Whom member ``i`` dials: every earlier member (mesh); with routers, a router dials every
+    earlier router and any other member its zone's routers (cluster/topology.py)."""
+    m = members[i]
+    routers = [r for r in members if r.role == "router"]
+    if not routers:
+        return [earlier.seed for earlier in members[:i]]
+    if m.role == "router":
+        return [earlier.seed for earlier in members[:i] if earlier.role == "router"]
+    return [r.seed for r in routers if r.zone == m.zone]
 
 
 def _healthy(url: str) -> bool:
@@ -138,7 +164,7 @@ def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 1
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.zones < 1 or args.media_per_zone < 0 or args.gateways_per_zone < 0:
+    if args.zones < 1 or min(args.media_per_zone, args.gateways_per_zone, args.routers_per_zone) < 0:
         print("trackmesh dev-cluster: --zones must be >= 1, the per-zone counts >= 0", file=sys.stderr)
         return 2
     secret = args.secret or secrets.token_urlsafe(24)
@@ -154,7 +180,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         for i, m in enumerate(members):
-            seeds = [earlier.seed for earlier in members[:i]]
+            seeds = seeds_of(members, i)
             m.proc = subprocess.Popen(command(m, seeds, args, secret), preexec_fn=die_with_parent)
         deadline = time.monotonic() + args.ready_timeout
         pending = list(members)
@@ -179,7 +205,8 @@ def main(argv: list[str]) -> int:
             return 0
         lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
         for m in members:
-            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  cluster {m.seed}")
+            where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
+            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  {where}")
         gateways = [m for m in members if m.role == "gateway"]
         if gateways:
             lines.append(f"  publish: {gateways[0].url}/samples/whip.html   watch: {gateways[0].url}/samples/whep.html")

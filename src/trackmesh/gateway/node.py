@@ -20,8 +20,9 @@ from typing import Any
 
 import zenoh
 
+from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.cluster.zenoh_session import ZenohNode, open_node
+from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec
 from trackmesh.runtime.cluster_node import (
@@ -83,7 +84,7 @@ class GatewayNode(Node):
         cfg = self.config
         mcfg = member_config(cfg, 0)
         try:
-            self.zenoh = zn = await loop.run_in_executor(None, open_node, mcfg)
+            self.zenoh = zn = await loop.run_in_executor(None, open_member, mcfg)
         except Exception as exc:
             raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
         session = zn.session
@@ -99,13 +100,13 @@ class GatewayNode(Node):
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
         self._task = asyncio.create_task(self._summary_loop())
         deadline = time.monotonic() + 1.5
-        while mcfg.seeds and not zn.peers() and time.monotonic() < deadline:
+        while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if mcfg.seeds and not zn.peers():
+        if mcfg.seeds and not zn.links():
             log.warning("no cluster seed answers; starting anyway (zenoh keeps retrying)",
                         extra={"fields": {"seeds": ",".join(mcfg.seeds)}})  # fmt: skip
         log.info("gateway joined the cluster", extra={"fields": {"zone": zone, "gateway": self.index,
-                 "listen": ",".join(mcfg.listen), "peers": len(zn.peers())}})  # fmt: skip
+                 "listen": ",".join(mcfg.listen), "links": zn.links()}})  # fmt: skip
 
     def create_app(self) -> Any:
         from .app import create_gateway_app
@@ -118,7 +119,7 @@ class GatewayNode(Node):
         zn = self.zenoh
         if zn is None:
             return False, "not started"
-        if zn.config.seeds and not zn.peers():
+        if zn.config.seeds and not zn.links():
             return False, f"not connected to any cluster seed ({','.join(zn.config.seeds)}); zenoh keeps retrying"
         return True, "ok"
 

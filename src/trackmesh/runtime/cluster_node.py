@@ -33,9 +33,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from trackmesh.cluster.topology import links_wanted, open_member, router_client_config
 from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry, undeclare
-from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode, open_node
+from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.worker import MediaWorker
 
@@ -73,7 +74,10 @@ def http_url(config: NodeConfig) -> str:
 
 
 def member_config(config: NodeConfig, worker: int = 0) -> ClusterConfig:
-    """The zenoh settings of worker ``worker`` (gateways use worker 0)."""
+    """The zenoh settings of worker ``worker`` (gateways use worker 0): a full-mesh peer, or with
+    ``--cluster-mode routers`` a client of the zone's routers (``cluster/topology.py``)."""
+    if config.cluster_mode == "routers":
+        return router_client_config(config.secret, config.seeds)
     port = config.cluster_port + worker if config.cluster_port else 0
     listen = endpoint(config.cluster_ip, port)
     seeds = list(config.seeds)
@@ -172,7 +176,7 @@ class WorkerCluster:
         self.config = config
         self.index = index
         self.member_config = member_config(config, index)
-        self.node: ZenohNode = open_node(self.member_config)
+        self.node: ZenohNode = open_member(self.member_config)
         self.poster = Poster(loop)
         self.registry = ZenohRegistry(self.node.session, self.poster)
         self.hub = ZenohChannelHub(self.node.session, self.poster, time.monotonic)
@@ -211,6 +215,7 @@ class WorkerCluster:
             "member": reg.member,
             "listen": list(self.member_config.listen),
             "peers": len(self.node.peers()),
+            "routers": len(self.node.routers()),
             **hub.stats(),
             "registry_members_lost": reg.members_lost,
             "registry_remote_members": len(reg.remote_members()),
@@ -279,9 +284,10 @@ class ClusterMediaNode(Node):
         cfg = self.config
         seeds = cluster.member_config.seeds
         deadline = time.monotonic() + PEER_WAIT
-        while seeds and len(cluster.node.peers()) < len(seeds) and time.monotonic() < deadline:
+        wanted = links_wanted(cluster.member_config)
+        while cluster.node.links() < wanted and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if seeds and not cluster.node.peers():
+        if seeds and not cluster.node.links():
             log.warning(
                 "no cluster seed answers; starting anyway (zenoh keeps retrying), not ready until one does",
                 extra={"fields": {"seeds": ",".join(seeds)}},
@@ -300,7 +306,7 @@ class ClusterMediaNode(Node):
         log.info(
             "joined the cluster",
             extra={"fields": {"zone": cfg.zone, "node": self.index, "member": cluster.registry.member,
-                              "listen": ",".join(cluster.member_config.listen), "peers": len(cluster.node.peers())}},
+                              "listen": ",".join(cluster.member_config.listen), "links": cluster.node.links()}},
         )  # fmt: skip
 
     # ---- routing and readiness ---------------------------------------------------------------
@@ -325,7 +331,7 @@ class ClusterMediaNode(Node):
         cluster = self.cluster
         if cluster is None:
             return False
-        return not cluster.member_config.seeds or bool(cluster.node.peers())
+        return not cluster.member_config.seeds or cluster.node.links() > 0
 
     def readiness(self) -> tuple[bool, str]:
         ready, reason = super().readiness()

@@ -1,0 +1,1 @@
+"""``trackmesh router``: a zone's zenoh router (cluster/topology.py, docs/cluster.md "Zone routers")."""

@@ -45,6 +45,9 @@ class NodeConfig:
     cluster_port: int = 0
     cluster_mode: str = "mesh"
     capacity: int = 1000
+    global_gateway: bool = False
+    geoip_db: str = ""
+    location: tuple[float, float] | None = None
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -158,6 +161,38 @@ def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _switch(flag: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        value = text.strip().lower()
+        if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: 1/true/yes/on or 0/false/no/off")
+        return value in ("1", "true", "yes", "on")
+
+    return parse
+
+
+def _location(flag: str) -> Callable[[str], tuple[float, float]]:
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            lat, lon = (float(x) for x in text.split(","))
+        except ValueError:
+            lat, lon = 999.0, 999.0
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ConfigError(f"{flag}: {text!r} is not a location; accepted: LAT,LON in degrees, e.g. 48.85,2.35")
+        return lat, lon
+
+    return parse
+
+
+def _readable_file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text) or not os.access(text, os.R_OK):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file; accepted: a MaxMind (.mmdb) database path")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str
@@ -165,6 +200,7 @@ class Flag:
     parse: Callable[[str], Any]
     roles: tuple[str, ...]
     metavar: str = "VALUE"
+    switch: bool = False  # given without a value on the command line (``--global``); env: 1/0
 
 
 ALL_ROLES = ("standalone", "gateway", "media", "router")
@@ -200,12 +236,21 @@ FLAGS: tuple[Flag, ...] = (
          _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
+    Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
+         "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
+    Flag("--geoip-db", "global gateway: MaxMind (.mmdb, GeoLite2-City layout) database locating clients by IP; "
+         "without it, no geo routing", _readable_file("--geoip-db"), ("gateway",), "PATH"),
+    Flag("--location", "zone gateway: where this zone is (LAT,LON), in its zone summary for global gateways",
+         _location("--location"), ("gateway",), "LAT,LON"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
     Flag("--shutdown-timeout", "seconds to wait for sessions to close on SIGTERM (default 10)",
          _float_range("--shutdown-timeout", 0.0, 3600.0), ALL_ROLES, "SECONDS"),
 )
+
+
+FIELD_OF = {"global": "global_gateway"}  # flag names that are Python keywords
 
 
 def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -218,6 +263,7 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
             continue
         key = flag.name.lstrip("-").replace("-", "_")
         raw = cli_values.get(key)
+        key = FIELD_OF.get(key, key)
         source = flag.name
         if raw is None and env_name(flag.name) in env:
             raw = env[env_name(flag.name)]
@@ -242,6 +288,8 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("geoip_db") and not values.get("global_gateway"):
+        raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     routers = values.get("cluster_mode") == "routers"
     if routers and not values.get("seeds"):
         raise ConfigError("--seeds: --cluster-mode routers needs the zone's routers in --seeds")

@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(role, help=help_text, description=help_text)
         for flag in FLAGS:
             if role in flag.roles:
-                p.add_argument(flag.name, metavar=flag.metavar, help=f"{flag.help} [env {env_name(flag.name)}]")
+                text = f"{flag.help} [env {env_name(flag.name)}]"
+                if flag.switch:
+                    p.add_argument(flag.name, action="store_const", const="1", help=text)
+                else:
+                    p.add_argument(flag.name, metavar=flag.metavar, help=text)
     return parser
 
 
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.runtime.cluster_node import ClusterMediaNode
 
         node = ClusterMediaNode(config)
+    elif role == "gateway" and config.global_gateway:
+        from trackmesh.gateway.global_gateway import GlobalGatewayNode
+
+        node = GlobalGatewayNode(config)
     elif role == "gateway":
         from trackmesh.gateway.node import GatewayNode
 

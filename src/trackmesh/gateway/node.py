@@ -184,6 +184,7 @@ class GatewayNode(Node):
             "nodes": len(healthy),
             "free": self.directory.free(now),
             "score": round(healthy[0].score, 4) if healthy else 1.0,
+            "location": self.config.location,  # for global gateways (gateway/global_gateway.py)
         }
 
     async def _summary_loop(self) -> None:

@@ -1,0 +1,190 @@
+"""The global gateway's HTTP API: 307 redirects to the best zone's gateway (gateway/zone_choice.py).
+
+- New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``,
+  ``GET /samples/*``): ``307 Temporary Redirect`` to the same path and query (``zone`` removed) on a
+  gateway of the chosen zone. 307 keeps the method and body, so WHIP/WHEP clients that follow
+  redirects post their offer again there. Headers ``X-Trackmesh-Zone`` (the zone chosen) and
+  ``X-Trackmesh-Route`` (``named``, ``geo`` or ``load``) say why.
+- Calls on a conn id (``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``,
+  ``/webrtc/<id>/...``): 307 to a gateway of the zone the (signed) conn id names; forged: 404.
+  The zone gateway's ``Location`` is relative, so a client that followed the first redirect talks
+  to the zone gateway directly afterwards anyway.
+- Errors: an unknown ``?zone=`` is 400 with the zones known; no zone with room is 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+
+from trackmesh import __version__
+from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+
+from .directory import ZoneDirectory
+from .geo import GeoDb
+from .zone_choice import rank_zones
+
+
+class GlobalGatewayNode(Protocol):
+    """What the HTTP API needs of the global gateway (gateway/global_gateway.py implements it)."""
+
+    index: int
+    url: str
+    started_at: float
+    draining: bool
+    zones: ZoneDirectory
+    codec: ConnIdCodec
+    geo: GeoDb | None
+    counters: dict[str, int]
+
+    def now(self) -> float: ...
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+ZONE_HEADER = "x-trackmesh-zone"
+ROUTE_HEADER = "X-Trackmesh-Route"
+
+
+def _problem(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith(("/token/", "/api/")):
+        return JSONResponse({"status": False, "error": message}, status_code=status)
+    return PlainTextResponse(message + "\n", status_code=status)
+
+
+def render_global_metrics(gw: GlobalGatewayNode, now: float) -> str:
+    lines = [f'trackmesh_info{{version="{__version__}",role="global-gateway"}} 1']
+    counters = {**gw.counters, "bad_summaries": gw.zones.bad_summaries}
+    if gw.geo is not None:
+        counters.update(geo_lookups=gw.geo.lookups, geo_misses=gw.geo.misses)
+    for name, value in sorted(counters.items()):
+        lines += [f"# TYPE trackmesh_global_{name}_total counter", f"trackmesh_global_{name}_total {value}"]
+    lines.append("# TYPE trackmesh_global_zone_free gauge")
+    for zone, e in sorted(gw.zones.zones(now).items()):
+        lines.append(f'trackmesh_global_zone_free{{zone="{zone}"}} {e.free}')
+    lines.append("# TYPE trackmesh_global_zone_nodes gauge")
+    for zone, e in sorted(gw.zones.zones(now).items()):
+        lines.append(f'trackmesh_global_zone_nodes{{zone="{zone}"}} {e.nodes}')
+    return "\n".join(lines) + "\n"
+
+
+def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
+    app = FastAPI(title="trackmesh global gateway", version=__version__,
+                  description="Sends each client to the best zone's gateway (307).")  # fmt: skip
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
+        expose_headers=["Location", "X-Trackmesh-Zone", ROUTE_HEADER],
+        max_age=3600,
+    )
+
+    def redirect(request: Request, base: str, zone: int, why: str) -> Response:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "zone"]
+        url = base + request.url.path + ("?" + urlencode(query) if query else "")
+        return RedirectResponse(url, status_code=307, headers={"X-Trackmesh-Zone": str(zone), ROUTE_HEADER: why})
+
+    def route_new(request: Request) -> Response:
+        now = gw.now()
+        zones = gw.zones.zones(now)
+        raw = request.query_params.get("zone") or request.headers.get(ZONE_HEADER)
+        if raw:
+            want = int(raw) if raw.isdigit() else None
+            if want is None or want not in zones:
+                gw.counters["unknown_zone"] += 1
+                known = ", ".join(str(z) for z in sorted(zones)) or "none"
+                return _problem(request, 400, f"unknown zone {raw!r}: zones with a live gateway are {known}")
+            gw.counters["routed_named"] += 1
+            return redirect(request, zones[want].url, want, "named")
+        client = None
+        if gw.geo is not None and request.client is not None:
+            client = gw.geo.locate(request.client.host)
+        ranked = rank_zones(zones.values(), client)
+        if not ranked:
+            gw.counters["no_zone"] += 1
+            why = "no zone is known" if not zones else f"{len(zones)} zone(s) known, none with free capacity"
+            return _problem(request, 503, f"no zone can take a new session: {why}")
+        entry, why = ranked[0]
+        gw.counters[f"routed_{why}"] += 1
+        return redirect(request, entry.url, entry.zone, why)
+
+    def route_conn(request: Request, conn_id: str, *, rebuild: bool = False) -> Response:
+        try:
+            parts = gw.codec.decode(conn_id)
+        except InvalidConnId:
+            gw.counters["unknown_conn"] += 1
+            return _problem(request, 404, "unknown conn id")
+        zone = parts.node_id >> 8
+        entry = gw.zones.zones(gw.now()).get(zone)
+        if entry is None:
+            if rebuild:  # the zone is gone: any zone's gateway rebuilds the session (docs/cluster.md)
+                return route_new(request)
+            gw.counters["unknown_conn"] += 1
+            return _problem(request, 404, f"unknown conn id: zone {zone} has no live gateway")
+        gw.counters["routed_conn"] += 1
+        return redirect(request, entry.url, zone, "conn")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/api/node/health", tags=["node"])
+    async def health() -> JSONResponse:
+        ready, reason = gw.readiness()
+        data = {"ready": ready, "reason": reason, "role": "global-gateway", "draining": gw.draining}
+        return JSONResponse({"status": True, "data": data}, status_code=200 if ready else 503)
+
+    @app.get("/api/node/info", tags=["node"], summary="Zones followed, GeoIP database, routing counters")
+    async def info() -> dict[str, Any]:
+        now = gw.now()
+        return {
+            "status": True,
+            "data": {
+                "version": __version__,
+                "role": "global-gateway",
+                "gateway": gw.index,
+                "url": gw.url,
+                "uptime_s": round(time.time() - gw.started_at, 1),
+                "geoip_db": gw.geo.database_type if gw.geo is not None else None,
+                "zones": gw.zones.summary(now),
+                "counters": {**gw.counters, "bad_summaries": gw.zones.bad_summaries},
+            },
+        }
+
+    @app.get("/metrics", tags=["node"], summary="Prometheus metrics: routing counters, zones followed")
+    async def metrics() -> Response:
+        return Response(render_global_metrics(gw, gw.now()), media_type="text/plain; version=0.0.4")
+
+    @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token: 307 to the best zone")
+    async def token(kind: str, request: Request) -> Response:
+        return route_new(request)
+
+    @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: 307 to the best zone's gateway")
+    @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: 307 to the best zone's gateway")
+    @app.post("/webrtc/connect", tags=["sdk"], summary="SDK connect: 307 to the best zone's gateway")
+    async def new_session(request: Request) -> Response:
+        return route_new(request)
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    async def sample(name: str, request: Request) -> Response:
+        return route_new(request)
+
+    @app.patch("/whip/conn/{conn_id}", tags=["whip"])
+    @app.delete("/whip/conn/{conn_id}", tags=["whip"])
+    @app.patch("/whep/conn/{conn_id}", tags=["whep"])
+    @app.delete("/whep/conn/{conn_id}", tags=["whep"])
+    @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
+    @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
+    async def on_conn(conn_id: str, request: Request) -> Response:
+        return route_conn(request, conn_id)
+
+    @app.post("/webrtc/{conn_id}/restart-ice", tags=["sdk"], summary="SDK ICE restart: the conn id's zone")
+    async def restart_ice(conn_id: str, request: Request) -> Response:
+        return route_conn(request, conn_id, rebuild=True)
+
+    return app

@@ -46,6 +46,7 @@ class NodeConfig:
     cluster_mode: str = "mesh"
     capacity: int = 1000
     global_gateway: bool = False
+    global_redirect: bool = False
     geoip_db: str = ""
     location: tuple[float, float] | None = None
 
@@ -238,6 +239,8 @@ FLAGS: tuple[Flag, ...] = (
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
+    Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
+         "follow redirects and resend their credentials)", _switch("--global-redirect"), ("gateway",), switch=True),
     Flag("--geoip-db", "global gateway: MaxMind (.mmdb, GeoLite2-City layout) database locating clients by IP; "
          "without it, no geo routing", _readable_file("--geoip-db"), ("gateway",), "PATH"),
     Flag("--location", "zone gateway: where this zone is (LAT,LON), in its zone summary for global gateways",
@@ -290,6 +293,8 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
+    if values.get("global_redirect") and not values.get("global_gateway"):
+        raise ConfigError("--global-redirect: only for a global gateway (--global)")
     routers = values.get("cluster_mode") == "routers"
     if routers and not values.get("seeds"):
         raise ConfigError("--seeds: --cluster-mode routers needs the zone's routers in --seeds")

@@ -1,14 +1,17 @@
-"""The global gateway's HTTP API: 307 redirects to the best zone's gateway (gateway/zone_choice.py).
+"""The global gateway's HTTP API: each call goes to the best zone's gateway (gateway/zone_choice.py).
 
 - New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``,
-  ``GET /samples/*``): ``307 Temporary Redirect`` to the same path and query (``zone`` removed) on a
-  gateway of the chosen zone. 307 keeps the method and body, so WHIP/WHEP clients that follow
-  redirects post their offer again there. Headers ``X-Trackmesh-Zone`` (the zone chosen) and
-  ``X-Trackmesh-Route`` (``named``, ``geo`` or ``load``) say why.
+  ``GET /samples/*``) are proxied to a gateway of the chosen zone (same path and query, ``zone``
+  removed); when that gateway answers 503 (the zone filled up since its last summary) or does not
+  answer, the next zone of the ranking is tried. Answers carry ``X-Trackmesh-Zone`` (the zone
+  chosen) and ``X-Trackmesh-Route`` (``named``, ``geo``, ``load`` or ``conn``).
+- With ``--global-redirect`` the global gateway answers ``307 Temporary Redirect`` to the zone
+  gateway instead (same method and body). Only for clients that follow redirects *and* send their
+  credentials again: HTTP clients drop ``Authorization`` on a redirect to another origin (httpx,
+  browsers' fetch), so a WHIP/WHEP client with a bearer token needs the proxy.
 - Calls on a conn id (``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``,
-  ``/webrtc/<id>/...``): 307 to a gateway of the zone the (signed) conn id names; forged: 404.
-  The zone gateway's ``Location`` is relative, so a client that followed the first redirect talks
-  to the zone gateway directly afterwards anyway.
+  ``/webrtc/<id>/...``) go to a gateway of the zone the (signed) conn id names; forged: 404. The
+  zone gateway's ``Location`` is relative, so proxied clients keep talking to the global gateway.
 - Errors: an unknown ``?zone=`` is 400 with the zones known; no zone with room is 503 with the reason.
 """
 
@@ -25,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from trackmesh import __version__
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
 
+from .app import FORWARDED_HEADER, MAX_BODY, REQUEST_HEADERS, RESPONSE_HEADERS, SERVED_HEADER
 from .directory import ZoneDirectory
 from .geo import GeoDb
 from .zone_choice import rank_zones
@@ -41,6 +45,8 @@ class GlobalGatewayNode(Protocol):
     codec: ConnIdCodec
     geo: GeoDb | None
     counters: dict[str, int]
+    client: Any  # httpx.AsyncClient
+    redirect: bool
 
     def now(self) -> float: ...
 
@@ -72,6 +78,10 @@ def render_global_metrics(gw: GlobalGatewayNode, now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+class ProxyFailed(Exception):
+    pass
+
+
 def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
     app = FastAPI(title="trackmesh global gateway", version=__version__,
                   description="Sends each client to the best zone's gateway (307).")  # fmt: skip
@@ -80,18 +90,44 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
-        expose_headers=["Location", "X-Trackmesh-Zone", ROUTE_HEADER],
+        expose_headers=["Location", "ETag", "Accept-Patch", "Link", "X-Trackmesh-Zone", ROUTE_HEADER, SERVED_HEADER],
         max_age=3600,
     )
 
-    def redirect(request: Request, base: str, zone: int, why: str) -> Response:
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != "zone"]
-        url = base + request.url.path + ("?" + urlencode(query) if query else "")
-        return RedirectResponse(url, status_code=307, headers={"X-Trackmesh-Zone": str(zone), ROUTE_HEADER: why})
+    async def body_of(request: Request) -> bytes:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ProxyFailed(f"body larger than {MAX_BODY} bytes")
+        return body
 
-    def route_new(request: Request) -> Response:
+    async def forward(request: Request, body: bytes, base: str, zone: int, why: str) -> Response:
+        """307 to ``base`` (``--global-redirect``) or the zone gateway's answer, proxied."""
+        import httpx
+
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "zone"]
+        marks = {"X-Trackmesh-Zone": str(zone), ROUTE_HEADER: why}
+        if gw.redirect:
+            url = base + request.url.path + ("?" + urlencode(query) if query else "")
+            return RedirectResponse(url, status_code=307, headers=marks)
+        headers = {k: v for k, v in request.headers.items() if k in REQUEST_HEADERS}
+        headers[FORWARDED_HEADER] = "global"  # the zone gateway serves it in its zone, never forwards it again
+        try:
+            resp = await gw.client.request(request.method, base + request.url.path, params=query,
+                                           content=body or None, headers=headers)  # fmt: skip
+        except httpx.TransportError as exc:
+            gw.counters["zone_errors"] += 1
+            raise ProxyFailed(f"gateway of zone {zone} did not answer: {exc!r}") from None
+        out = {k: v for k, v in resp.headers.items() if k.lower() in RESPONSE_HEADERS}
+        if SERVED_HEADER.lower() in resp.headers:
+            out[SERVED_HEADER] = resp.headers[SERVED_HEADER.lower()]
+        return Response(resp.content, status_code=resp.status_code, headers={**out, **marks})
+
+    async def route_new(request: Request) -> Response:
         now = gw.now()
         zones = gw.zones.zones(now)
+        body = await body_of(request)
         raw = request.query_params.get("zone") or request.headers.get(ZONE_HEADER)
         if raw:
             want = int(raw) if raw.isdigit() else None
@@ -100,7 +136,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
                 known = ", ".join(str(z) for z in sorted(zones)) or "none"
                 return _problem(request, 400, f"unknown zone {raw!r}: zones with a live gateway are {known}")
             gw.counters["routed_named"] += 1
-            return redirect(request, zones[want].url, want, "named")
+            return await forward(request, body, zones[want].url, want, "named")
         client = None
         if gw.geo is not None and request.client is not None:
             client = gw.geo.locate(request.client.host)
@@ -109,11 +145,23 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
             gw.counters["no_zone"] += 1
             why = "no zone is known" if not zones else f"{len(zones)} zone(s) known, none with free capacity"
             return _problem(request, 503, f"no zone can take a new session: {why}")
-        entry, why = ranked[0]
-        gw.counters[f"routed_{why}"] += 1
-        return redirect(request, entry.url, entry.zone, why)
+        last = ""
+        candidates = ranked[:3]
+        for entry, why in candidates:
+            try:
+                resp = await forward(request, body, entry.url, entry.zone, why)
+            except ProxyFailed as exc:
+                last = str(exc)
+                continue
+            if resp.status_code == 503 and entry is not candidates[-1][0]:
+                last = f"zone {entry.zone} answered 503"
+                continue  # filled up since its last summary: the next best zone
+            gw.counters[f"routed_{why}"] += 1
+            return resp
+        gw.counters["no_zone"] += 1
+        return _problem(request, 503, f"no zone can take a new session: {last}")
 
-    def route_conn(request: Request, conn_id: str, *, rebuild: bool = False) -> Response:
+    async def route_conn(request: Request, conn_id: str, *, rebuild: bool = False) -> Response:
         try:
             parts = gw.codec.decode(conn_id)
         except InvalidConnId:
@@ -122,12 +170,15 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         zone = parts.node_id >> 8
         entry = gw.zones.zones(gw.now()).get(zone)
         if entry is None:
-            if rebuild:  # the zone is gone: any zone's gateway rebuilds the session (docs/cluster.md)
-                return route_new(request)
+            if rebuild:  # the zone is gone: another zone's node rebuilds the session (docs/cluster.md)
+                return await route_new(request)
             gw.counters["unknown_conn"] += 1
             return _problem(request, 404, f"unknown conn id: zone {zone} has no live gateway")
         gw.counters["routed_conn"] += 1
-        return redirect(request, entry.url, zone, "conn")
+        try:
+            return await forward(request, await body_of(request), entry.url, zone, "conn")
+        except ProxyFailed as exc:
+            return _problem(request, 502, str(exc))
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -162,17 +213,17 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
 
     @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token: 307 to the best zone")
     async def token(kind: str, request: Request) -> Response:
-        return route_new(request)
+        return await route_new(request)
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: 307 to the best zone's gateway")
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: 307 to the best zone's gateway")
     @app.post("/webrtc/connect", tags=["sdk"], summary="SDK connect: 307 to the best zone's gateway")
     async def new_session(request: Request) -> Response:
-        return route_new(request)
+        return await route_new(request)
 
     @app.get("/samples/{name}", include_in_schema=False)
     async def sample(name: str, request: Request) -> Response:
-        return route_new(request)
+        return await route_new(request)
 
     @app.patch("/whip/conn/{conn_id}", tags=["whip"])
     @app.delete("/whip/conn/{conn_id}", tags=["whip"])
@@ -181,10 +232,10 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
     @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
     @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
     async def on_conn(conn_id: str, request: Request) -> Response:
-        return route_conn(request, conn_id)
+        return await route_conn(request, conn_id)
 
     @app.post("/webrtc/{conn_id}/restart-ice", tags=["sdk"], summary="SDK ICE restart: the conn id's zone")
     async def restart_ice(conn_id: str, request: Request) -> Response:
-        return route_conn(request, conn_id, rebuild=True)
+        return await route_conn(request, conn_id, rebuild=True)
 
     return app

@@ -2,9 +2,10 @@
 
 It is a cluster member like a zone gateway (a zenoh session with the same settings: mesh peer, or a
 client of its zone's routers with ``--cluster-mode routers``) that follows every zone's summary
-(``tm/zone/<zone>/<gateway>``, dropped when stale or when the gateway's liveliness token goes) and
-no media node directly. New sessions get a 307 to the chosen zone's gateway (gateway/zone_choice.py
-says which); follow-up calls on a conn id get a 307 to the gateway of the zone the conn id names.
+(``tm/zone/<zone>/<gateway>``, dropped when stale or when the gateway's liveliness token goes),
+and no media node directly. New sessions are proxied to the chosen zone's gateway
+(gateway/zone_choice.py says which; ``--global-redirect``: a 307 there instead), follow-up calls on
+a conn id to a gateway of the zone the conn id names (gateway/global_app.py).
 Any number of global gateways can run: they share nothing beyond what zenoh tells each.
 
 ``--geoip-db`` (MaxMind format) locates clients by their address; a missing or corrupt database
@@ -55,7 +56,10 @@ class GlobalGatewayNode(Node):
             "unknown_zone": 0,
             "no_zone": 0,
             "unknown_conn": 0,
+            "zone_errors": 0,
         }
+        self.redirect = config.global_redirect
+        self.client: Any = None
         self._entities: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -85,6 +89,10 @@ class GlobalGatewayNode(Node):
             self.zenoh = zn = await loop.run_in_executor(None, open_member, mcfg)
         except Exception as exc:
             raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
+        import httpx
+
+        # Never an environment proxy: requests go to cluster members only.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
         session = zn.session
         self._entities = [
             session.declare_subscriber(f"{ZONE_ROOT}*/*", self._on_zone),
@@ -127,6 +135,9 @@ class GlobalGatewayNode(Node):
             self._post(lambda: self.zones.remove(zone, gw))
 
     async def after_stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
         for entity in self._entities:
             undeclare(entity)
         self._entities = []

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from trackmesh import __version__
 
-if TYPE_CHECKING:
-    from .node import RouterNode
+
+class RouterNode(Protocol):
+    """What the HTTP API needs of the router (router/node.py implements it)."""
+
+    draining: bool
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def info(self) -> dict[str, Any]: ...
 
 
 def render_router_metrics(router: RouterNode) -> str:

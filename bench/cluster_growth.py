@@ -95,7 +95,7 @@ class HostedMember:
 
 
 def host(spec: dict[str, Any]) -> None:
-    from trackmesh.cluster.topology import open_member
+    from trackmesh.cluster.topology import links_wanted, open_member
     from trackmesh.cluster.zenoh_registry import ZenohRegistry
     from trackmesh.cluster.zenoh_session import ClusterConfig
 
@@ -115,6 +115,12 @@ def host(spec: dict[str, Any]) -> None:
     for m in spec["members"]:
         cfg = ClusterConfig(SECRET, listen=m["listen"], seeds=m["seeds"], mode=m["mode"])
         node = open_member(cfg, wait=60)
+        # As a media node's start does (runtime/cluster_node.py _join): wait for the links before
+        # putting anything; a peer's session opens before its links are up, and puts made before
+        # that reach nobody (the registry replays entries to watchers, not to late links).
+        wanted, until = links_wanted(cfg), time.monotonic() + 30
+        while node.links() < wanted and time.monotonic() < until:
+            time.sleep(0.01)
         registry = ZenohRegistry(node.session, post)
         counter = Counter()
         counter.expect = spec.get("expect", 0)
@@ -259,6 +265,7 @@ def run(topology: str, n: int, zones: int, hosts: int, entries: int, idle: float
     procs = [Proc(s) for s in specs if s["members"]]
     for p in procs:
         p.read("opened")
+    print(f"{topology} {n}: {len(procs)} hosts opened after {time.monotonic() - t0:.1f} s", file=sys.stderr)
     victim_m: dict[str, Any] = {"name": "victim", "zone": 2, "gateway": False}
     if topology == "mesh":
         victim_m.update(listen=[ep(next(ports))], seeds=list(listens), mode="peer")
@@ -273,8 +280,8 @@ def run(topology: str, n: int, zones: int, hosts: int, entries: int, idle: float
         st = [s for p in procs for s in p.stats()]
         if all(s["keys"] >= total for s in st):
             break
-        if time.monotonic() - t0 > 900:
-            raise TimeoutError(f"registry incomplete: {sorted(s['keys'] for s in st)[:5]}")
+        if time.monotonic() - t0 > float(os.environ.get("GROWTH_CONVERGE_LIMIT", "300")):
+            raise TimeoutError(f"registry incomplete: {sorted((s['keys'], s['links']) for s in st)[:5]} of {total}")
         time.sleep(1.0)
     converged_s = time.monotonic() - t0
     time.sleep(2.0)

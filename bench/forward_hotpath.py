@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.transports.webrtc.peer_client import VP8_DELTA, VP8_KEY, Net
 
 from trackmesh.rtp.srtp import SrtpProfile
-from trackmesh.transports.webrtc.events import PeerMode
+from trackmesh.transports.webrtc.demux import PacketKind
+from trackmesh.transports.whip_whep.session import PeerMode
 
 V_SSRC = 0x2222
 
@@ -49,11 +50,12 @@ def main() -> None:
     outbox = net.outbox
     addr = pub.addr
     handle = ppeer.handle_datagram
+    RTP = PacketKind.RTP
     now = net.now
     start = time.process_time()
     for data in packets:
         now += 0.001
-        handle(now, data, addr)
+        handle(now, data, addr, RTP)  # as the port's demultiplexer classified it
         outbox.clear()
     cpu = time.process_time() - start
     sent = sum(p.outbound["1"].packets for _, p in clients) - viewers

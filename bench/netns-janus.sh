@@ -4,9 +4,9 @@
 # see shared/research/ecosystem.md 4.2). Nothing in it can reach any other network:
 # the veth's peer stays in the same namespace and there is no route off the box.
 #
-#   bench/netns-janus.sh .venv/bin/trackmesh-bench s1 --against janus --cores 0
+#   bench/netns-janus.sh .venv/bin/python -m bench.janus s1 --against janus --cores 0
 #
-# (trackmesh-bench does this by itself; the script is for running janus or clients by hand.)
+# (trackmesh-bench and bench.janus do this by themselves; the script is for running janus or clients by hand.)
 set -eu
 if [ "$#" -eq 0 ]; then
     echo "usage: $0 COMMAND [ARGS...]" >&2

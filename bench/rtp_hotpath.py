@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from trackmesh.codecs.keyframe import is_keyframe, parse_vp8_descriptor
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.rtp.nack import RetransmitBuffer
 from trackmesh.rtp.packet import (
     RtpHeader,

@@ -49,6 +49,22 @@ class NodeConfig:
     global_redirect: bool = False
     geoip_db: str = ""
     location: tuple[float, float] | None = None
+    atm0s_compatible_tokens: bool = False
+    dev: bool = False
+    metrics_token: str = ""
+    connect_timeout: float = 15.0
+    max_sessions: int = 1000
+    max_sessions_per_token: int = 100
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_max_connections_per_ip: int = 128
+
+    @property
+    def token_key(self) -> bytes:
+        """The key of session tokens (derived from the secret unless --atm0s-compatible-tokens)."""
+        from trackmesh.security.keys import token_key
+
+        return token_key(self.secret, self.atm0s_compatible_tokens)
 
 
 def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
@@ -108,10 +124,43 @@ def _host(flag: str) -> Callable[[str], str]:
     return parse
 
 
+MIN_SECRET_CHARS = 16
+
+
 def _secret(flag: str) -> Callable[[str], str]:
+    # Any token a browser holds allows an offline guess of the secret (docs/security.md): 16
+    # characters at the least; a generated secret has 32.
     def parse(text: str) -> str:
-        if len(text) < 8:
-            raise ConfigError(f"{flag}: the secret is too short; accepted: at least 8 characters")
+        if len(text) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"{flag}: the secret is too short ({len(text)} characters); accepted: at least {MIN_SECRET_CHARS} "
+                "characters (leave it out to get a generated one)"
+            )
+        return text
+
+    return parse
+
+
+def _switch(flag: str) -> Callable[[str | bool], bool]:
+    def parse(text: str | bool) -> bool:
+        if isinstance(text, bool):
+            return text
+        value = text.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: 1, true, yes, on, 0, false, no, off")
+
+    return parse
+
+
+def _bearer_token(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) < MIN_SECRET_CHARS or any(c.isspace() or not c.isprintable() for c in text):
+            raise ConfigError(
+                f"{flag}: accepted: at least {MIN_SECRET_CHARS} printable characters without spaces"
+            )
         return text
 
     return parse
@@ -162,16 +211,6 @@ def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
-def _switch(flag: str) -> Callable[[str], bool]:
-    def parse(text: str) -> bool:
-        value = text.strip().lower()
-        if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: 1/true/yes/on or 0/false/no/off")
-        return value in ("1", "true", "yes", "on")
-
-    return parse
-
-
 def _location(flag: str) -> Callable[[str], tuple[float, float]]:
     def parse(text: str) -> tuple[float, float]:
         try:
@@ -201,7 +240,7 @@ class Flag:
     parse: Callable[[str], Any]
     roles: tuple[str, ...]
     metavar: str = "VALUE"
-    switch: bool = False  # given without a value on the command line (``--global``); env: 1/0
+    switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
 ALL_ROLES = ("standalone", "gateway", "media", "router")
@@ -245,6 +284,27 @@ FLAGS: tuple[Flag, ...] = (
          "without it, no geo routing", _readable_file("--geoip-db"), ("gateway",), "PATH"),
     Flag("--location", "zone gateway: where this zone is (LAT,LON), in its zone summary for global gateways",
          _location("--location"), ("gateway",), "LAT,LON"),
+    Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
+         "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
+         ("standalone", "media"), switch=True),
+    Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
+         "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
+    Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
+         "see docs/security.md)", _bearer_token("--metrics-token"), ALL_ROLES, "TOKEN"),
+    Flag("--connect-timeout", "seconds a new WebRTC session has to complete ICE and DTLS before it is closed "
+         "(default 15)", _float_range("--connect-timeout", 1.0, 600.0), ("standalone", "media"), "SECONDS"),
+    Flag("--max-sessions", "WebRTC sessions (WHIP, WHEP, SDK) this node holds at once; more are refused with 503 "
+         "(default 1000; with --workers N each worker takes its share)", _int_range("--max-sessions", 1, 1_000_000),
+         ("standalone", "media"), "N"),
+    Flag("--max-sessions-per-token", "sessions one token may hold at once; more are refused with 503 (default 100)",
+         _int_range("--max-sessions-per-token", 1, 1_000_000), ("standalone", "media"), "N"),
+    Flag("--http-header-timeout", "seconds a client has to send a request head; slower ones get 408 (default 10)",
+         _float_range("--http-header-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-body-timeout", "seconds a client has to send a request body after its head (default 30)",
+         _float_range("--http-body-timeout", 0.5, 3600.0), ALL_ROLES, "SECONDS"),
+    Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
+         "(default 128; raise it behind a reverse proxy, whose address all requests share)",
+         _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -256,7 +316,7 @@ FLAGS: tuple[Flag, ...] = (
 FIELD_OF = {"global": "global_gateway"}  # flag names that are Python keywords
 
 
-def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> NodeConfig:
+def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
     """Build the config of ``role`` from raw command-line values (None = not given) and the
     environment. Raises ConfigError naming the first bad flag."""
     env = os.environ if environ is None else environ
@@ -303,3 +363,19 @@ def resolve(role: str, cli_values: Mapping[str, str | None], environ: Mapping[st
             "--cluster-port: a media node with --workers > 1 needs a cluster port (worker i listens on PORT+i)"
         )
     return NodeConfig(**values)
+
+
+def warnings_of(config: NodeConfig) -> list[str]:
+    """Settings that start but probably do not do what the user wants (logged at start)."""
+    out: list[str] = []
+    if config.role in ("standalone", "media"):
+        reachable = config.http_host not in ("127.0.0.1", "::1", "localhost")
+        if reachable and ipaddress.ip_address(config.node_ip).is_loopback:
+            out.append(
+                f"--http-host {config.http_host} lets other machines reach the API, but --node-ip {config.node_ip} "
+                "puts a loopback address in ICE candidates: remote browsers will not connect. "
+                "Pass --node-ip <an address they can reach>."
+            )
+    if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
+        out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
+    return out

@@ -44,14 +44,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(obj, default=str)
 
 
+# Third-party loggers whose lines appear under our names: one naming scheme in the log.
+RENAMED = {"uvicorn": "trackmesh.http", "uvicorn.error": "trackmesh.http"}
+
+
+class _Rename(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.name = RENAMED.get(record.name, record.name)
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_Rename())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # uvicorn's access log per request is noise at info level; errors still show.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx (the gateway's client to media nodes) logs every request URL at info, and URLs carry
+    # conn ids, which are credentials (ice-candidate takes no other): warnings only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

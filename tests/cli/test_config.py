@@ -23,7 +23,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
     env = {
         env_name("--http-port"): "3005",
         env_name("--workers"): "3",
-        env_name("--secret"): "from-env-secret",
+        env_name("--secret"): "from-env-secret-16",
         env_name("--node-ip"): "127.0.0.5",
         env_name("--log-level"): "DEBUG",
         env_name("--zone"): "2",
@@ -31,7 +31,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
     }
     cfg = resolve("standalone", {"http_port": "3006"}, env)
     assert cfg.http_port == 3006
-    assert cfg.workers == 3 and cfg.secret == "from-env-secret" and not cfg.secret_generated
+    assert cfg.workers == 3 and cfg.secret == "from-env-secret-16" and not cfg.secret_generated
     assert cfg.node_ip == "127.0.0.5" and cfg.log_level == "debug"
     assert cfg.node_id == (2 << 8) | 9 and cfg.zone == 2
 
@@ -43,7 +43,7 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
         ({"workers": "0"}, {}, "--workers: '0' is out of range; accepted: an integer 1..64"),
         ({"node_ip": "localhost"}, {}, "--node-ip: 'localhost' is not an IP address"),
         ({"log_level": "loud"}, {}, "--log-level: 'loud' is not accepted; accepted: debug, info, warning, error"),
-        ({"secret": "short"}, {}, "--secret: the secret is too short; accepted: at least 8 characters"),
+        ({"secret": "short"}, {}, "--secret: the secret is too short (5 characters); accepted: at least 16 characters"),
         ({}, {"TRACKMESH_WEBRTC_PORT": "x"}, "TRACKMESH_WEBRTC_PORT (--webrtc-port): 'x' is not a port"),
     ],
 )
@@ -66,3 +66,24 @@ def test_unknown_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--bogus" in err
+
+
+def test_switches_come_from_the_command_line_or_the_environment() -> None:
+    cfg = resolve("standalone", {"dev": True}, {env_name("--atm0s-compatible-tokens"): "yes"})
+    assert cfg.dev and cfg.atm0s_compatible_tokens
+    cfg = resolve("standalone", {"dev": None}, {env_name("--dev"): "0"})
+    assert not cfg.dev and not cfg.atm0s_compatible_tokens
+    with pytest.raises(ConfigError, match="TRACKMESH_DEV \\(--dev\\): 'maybe' is not accepted"):
+        resolve("standalone", {}, {env_name("--dev"): "maybe"})
+    with pytest.raises(ConfigError, match="--metrics-token: accepted: at least 16 printable characters"):
+        resolve("standalone", {"metrics_token": "short"}, {})
+
+
+def test_the_cli_takes_switches_without_a_value(capsys: pytest.CaptureFixture[str]) -> None:
+    from trackmesh.cli.main import build_parser
+
+    args = build_parser().parse_args(["standalone", "--dev", "--atm0s-compatible-tokens"])
+    cfg = resolve("standalone", vars(args), {})
+    assert cfg.dev and cfg.atm0s_compatible_tokens and cfg.metrics_token == ""
+    args = build_parser().parse_args(["media"])
+    assert "dev" not in vars(args)  # --dev is for a standalone node on a developer's machine

@@ -19,9 +19,9 @@ def main() -> None:
     node = open_node(
         ClusterConfig("cluster-test-secret", listen=[f"tcp/127.0.0.1:{listen}"], seeds=[f"tcp/127.0.0.1:{seed}"])
     )
-    registry = ZenohRegistry(node.session, lambda fn: fn())
+    registry = ZenohRegistry(node.session, lambda fn: fn(), time.monotonic)
     for key in keys:
-        registry.put(key, b"from-subprocess")
+        registry.put(0.0, key, b"from-subprocess")
     deadline = time.monotonic() + 10
     while not node.peers() and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -223,7 +223,11 @@ def test_zone_without_media_node_answers_503_with_a_reason(cluster: Cluster) -> 
     gw = cluster.gateway(zone=1)
     status, _, body = http("POST", gw.base + "/whip/endpoint", b"v=0\r\n", {"Content-Type": "application/sdp"})
     assert status == 503 and b"no media node available in zone 1" in body, body
+    # The app secret is checked first (nothing about the zone is told to an unauthenticated caller).
     status, _, body = http("POST", gw.base + "/token/whip", b"{}", {"Content-Type": "application/json"})
+    assert status == 401, body
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+    status, _, body = http("POST", gw.base + "/token/whip", b"{}", auth)
     assert status == 503 and b"zone 1" in body, body
     # Operators see the refusals on the gateway's own /metrics.
     status, headers, body = http("GET", gw.base + "/metrics")

@@ -146,7 +146,7 @@ def test_router_flags_are_checked_at_start() -> None:
         resolve("gateway", {"cluster_mode": "star"}, {})
     # A routed media node with several workers needs no cluster port: its workers listen on nothing.
     cfg = resolve("media", {"cluster_mode": "routers", "seeds": "tcp/127.0.0.1:7447", "workers": "2"}, {})
-    from trackmesh.runtime.cluster_node import member_config
+    from trackmesh.cluster.membership import member_config
 
     for worker in (0, 1):
         mc = member_config(cfg, worker)

@@ -180,39 +180,39 @@ def test_wrong_secret_node_receives_nothing_and_reaches_nobody(nodes) -> None:  
     assert evil.peers() == []
     assert evil.zid not in a.peers() + b.peers()
     (ha, _pa), (hb, pb), (he, pe) = hubs(a, b, evil)
-    ra, re = ZenohRegistry(a.session, Pump()), ZenohRegistry(evil.session, pe)
+    ra, re = ZenohRegistry(a.session, Pump(), time.monotonic), ZenohRegistry(evil.session, pe, time.monotonic)
     # Media and registry entries of the cluster do not reach the intruder...
     se = Sub()
     he.subscribe(0.0, CH, se)
     handle = ha.start_publish(0.0, CH, Pub())
-    ra.put("r/x/p/a/1", b"secret room")
+    ra.put(0.0, "r/x/p/a/1", b"secret room")
     seen: list[str] = []
 
     class W:
-        def on_registry_put(self, key: str, value: bytes) -> None:
+        def on_registry_put(self, now: float, key: str, value: bytes) -> None:
             seen.append(key)
 
-        def on_registry_delete(self, key: str) -> None:
+        def on_registry_delete(self, now: float, key: str) -> None:
             seen.append(key)
 
-    re.watch("r/x/", W())
+    re.watch(0.0, "r/x/", W())
     for seq in range(10):
         handle.send(pkt(seq))
     # ...and the intruder's puts, media and feedback do not reach the cluster.
     sb, seen_b = Sub(), []
     hb.subscribe(0.0, CH + 1, sb)
-    rb = ZenohRegistry(b.session, pb)
+    rb = ZenohRegistry(b.session, pb, time.monotonic)
 
     class WB:
-        def on_registry_put(self, key: str, value: bytes) -> None:
+        def on_registry_put(self, now: float, key: str, value: bytes) -> None:
             seen_b.append(key)
 
-        def on_registry_delete(self, key: str) -> None:
+        def on_registry_delete(self, now: float, key: str) -> None:
             seen_b.append(key)
 
-    rb.watch("r/evil/", WB())
+    rb.watch(0.0, "r/evil/", WB())
     evil_handle = he.start_publish(0.0, CH + 1, Pub())
-    re.put("r/evil/p/mallory/1", b"let me in")
+    re.put(0.0, "r/evil/p/mallory/1", b"let me in")
     evil_handle.send(pkt(1))
     he.feedback(0.0, CH, Feedback(FeedbackKind.KEYFRAME, 9))
     pe.drain(1.0)

@@ -11,7 +11,7 @@ from trackmesh.core.controls import CreateLocalTrack, Join, MixerConfig, MixerMo
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaCodec, MediaPacket, TrackKind, TrackSource
 from trackmesh.core.worker import MediaWorker
-from trackmesh.runtime.cluster_node import mixer_imports
+from trackmesh.runtime.worker_cluster import mixer_imports
 
 from .conftest import Pump, wait_for
 
@@ -22,7 +22,7 @@ OUTS = ("audio_0", "audio_1", "audio_2")
 class Node:
     def __init__(self, zn, node_id: int) -> None:  # type: ignore[no-untyped-def]
         self.pump = Pump()
-        self.registry = ZenohRegistry(zn.session, self.pump)
+        self.registry = ZenohRegistry(zn.session, self.pump, time.monotonic)
         self.hub = ZenohChannelHub(zn.session, self.pump, time.monotonic)
         self.worker = MediaWorker(node_id, 0, "secret", self.registry, self.hub, mixer_bound=True)
 

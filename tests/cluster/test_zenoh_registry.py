@@ -20,14 +20,17 @@ class Recorder:
     def __init__(self) -> None:
         self.log: list[tuple[str, str, bytes | None]] = []
         self.state: dict[str, bytes] = {}
+        self.when: dict[str, float] = {}  # key -> the now of its latest change
 
-    def on_registry_put(self, key: str, value: bytes) -> None:
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         self.log.append(("put", key, value))
         self.state[key] = value
+        self.when[key] = now
 
-    def on_registry_delete(self, key: str) -> None:
+    def on_registry_delete(self, now: float, key: str) -> None:
         self.log.append(("del", key, None))
         self.state.pop(key, None)
+        self.when[key] = now
 
 
 def linked(*ns) -> None:  # type: ignore[no-untyped-def]
@@ -39,36 +42,41 @@ def test_put_watch_delete_across_nodes_with_replay(nodes) -> None:  # type: igno
     b = nodes(seeds=a.config.listen)
     linked(a, b)
     pa, pb = Pump(), Pump()
-    ra, rb = ZenohRegistry(a.session, pa), ZenohRegistry(b.session, pb)
-    ra.put("r/room1/p/alice/1", b"A1")
-    ra.put("r/room2/p/zed/2", b"other room")
+    # B's clock reads 42.0: what reaches B from A is stamped with it when B's loop runs it.
+    ra, rb = ZenohRegistry(a.session, pa, time.monotonic), ZenohRegistry(b.session, pb, lambda: 42.0)
+    ra.put(0.0, "r/room1/p/alice/1", b"A1")
+    ra.put(0.0, "r/room2/p/zed/2", b"other room")
     # Replay: B watches after A's put and receives it.
     w = Recorder()
-    rb.watch("r/room1/", w)
+    rb.watch(0.0, "r/room1/", w)
     pb.until(lambda: w.state == {"r/room1/p/alice/1": b"A1"})
+    assert w.when == {"r/room1/p/alice/1": 42.0}
     # Changes after the watch: put, update, delete.
-    ra.put("r/room1/t/alice/cam/1", b"T")
-    ra.put("r/room1/p/alice/1", b"A1v2")
+    ra.put(0.0, "r/room1/t/alice/cam/1", b"T")
+    ra.put(0.0, "r/room1/p/alice/1", b"A1v2")
     pb.until(lambda: w.state == {"r/room1/p/alice/1": b"A1v2", "r/room1/t/alice/cam/1": b"T"})
-    ra.delete("r/room1/t/alice/cam/1")
+    ra.delete(0.0, "r/room1/t/alice/cam/1")
     pb.until(lambda: "r/room1/t/alice/cam/1" not in w.state)
+    assert w.when["r/room1/t/alice/cam/1"] == 42.0
     # B's own entries reach B's watcher synchronously, and A's watcher later.
     wa = Recorder()
-    ra.watch("r/room1/", wa)
+    ra.watch(3.0, "r/room1/", wa)
     assert wa.state == {"r/room1/p/alice/1": b"A1v2"}  # own entries: synchronous replay
-    rb.put("r/room1/p/bob/3", b"B")
+    assert wa.when == {"r/room1/p/alice/1": 3.0}  # ...with the watch's now
+    rb.put(7.0, "r/room1/p/bob/3", b"B")
     assert w.state["r/room1/p/bob/3"] == b"B"
+    assert w.when["r/room1/p/bob/3"] == 7.0  # synchronous: the put's now
     pa.until(lambda: wa.state.get("r/room1/p/bob/3") == b"B")
     pb.drain(0.2)
     assert all(key.startswith("r/room1/") for _, key, _ in w.log)
     # Identical re-puts are not reported again.
     n = len(w.log)
-    ra.put("r/room1/p/alice/1", b"A1v2")
+    ra.put(0.0, "r/room1/p/alice/1", b"A1v2")
     pb.drain(0.2)
     assert len(w.log) == n
     # After unwatch nothing more arrives.
     rb.unwatch("r/room1/", w)
-    ra.put("r/room1/p/carol/4", b"C")
+    ra.put(0.0, "r/room1/p/carol/4", b"C")
     pb.drain(0.3)
     assert len(w.log) == n
     ra.close()
@@ -81,16 +89,16 @@ def test_three_nodes_second_watcher_and_prefix_isolation(nodes) -> None:  # type
     c = nodes(seeds=[*a.config.listen, *b.config.listen])
     linked(a, b, c)
     pumps = [Pump(), Pump(), Pump()]
-    ra, rb, rc = (ZenohRegistry(n.session, p) for n, p in zip((a, b, c), pumps, strict=True))
-    ra.put("r/x/p/a/1", b"a")
-    rb.put("r/x/p/b/2", b"b")
-    rb.put("r/xy/p/b/2", b"not in r/x/")
+    ra, rb, rc = (ZenohRegistry(n.session, p, time.monotonic) for n, p in zip((a, b, c), pumps, strict=True))
+    ra.put(0.0, "r/x/p/a/1", b"a")
+    rb.put(0.0, "r/x/p/b/2", b"b")
+    rb.put(0.0, "r/xy/p/b/2", b"not in r/x/")
     w1, w2 = Recorder(), Recorder()
-    rc.watch("r/x/", w1)
+    rc.watch(0.0, "r/x/", w1)
     pumps[2].until(lambda: w1.state == {"r/x/p/a/1": b"a", "r/x/p/b/2": b"b"})
-    rc.watch("r/x/", w2)  # second watcher of the prefix: replayed from this node's copy, at once
+    rc.watch(0.0, "r/x/", w2)  # second watcher of the prefix: replayed from this node's copy, at once
     assert w2.state == w1.state
-    rb.delete("r/x/p/b/2")
+    rb.delete(0.0, "r/x/p/b/2")
     pumps[2].until(lambda: w1.state == w2.state == {"r/x/p/a/1": b"a"})
     assert set(rc.remote_members()) == {ra.member}
 
@@ -100,11 +108,11 @@ def test_entries_vanish_when_a_session_closes_abruptly(nodes) -> None:  # type: 
     b = nodes(seeds=a.config.listen)
     linked(a, b)
     pa, pb = Pump(), Pump()
-    ra, rb = ZenohRegistry(a.session, pa), ZenohRegistry(b.session, pb)
-    ra.put("r/r/p/a/1", b"x")
-    ra.put("r/r/t/a/cam/1", b"y")
+    ra, rb = ZenohRegistry(a.session, pa, time.monotonic), ZenohRegistry(b.session, pb, time.monotonic)
+    ra.put(0.0, "r/r/p/a/1", b"x")
+    ra.put(0.0, "r/r/t/a/cam/1", b"y")
     w = Recorder()
-    rb.watch("r/r/", w)
+    rb.watch(0.0, "r/r/", w)
     pb.until(lambda: len(w.state) == 2)
     a.session.close()  # no registry.close(): no deletes are sent, the liveliness token just goes
     took = pb.until(lambda: not w.state, timeout=3.0)
@@ -117,9 +125,9 @@ def test_entries_of_a_killed_or_hung_node_vanish_within_3_seconds(nodes, sig: si
     b = nodes()
     seed_port = int(b.config.listen[0].rsplit(":", 1)[1])
     pb = Pump()
-    rb = ZenohRegistry(b.session, pb)
+    rb = ZenohRegistry(b.session, pb, time.monotonic)
     w = Recorder()
-    rb.watch("r/k/", w)
+    rb.watch(0.0, "r/k/", w)
     script = Path(__file__).with_name("node_proc.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     proc = subprocess.Popen(
@@ -146,9 +154,9 @@ def test_entries_of_a_killed_or_hung_node_vanish_within_3_seconds(nodes, sig: si
 def test_late_put_after_member_death_is_ignored(nodes) -> None:  # type: ignore[no-untyped-def]
     a = nodes()
     pa = Pump()
-    ra = ZenohRegistry(a.session, pa)
+    ra = ZenohRegistry(a.session, pa, time.monotonic)
     w = Recorder()
-    ra.watch("r/z/", w)
+    ra.watch(0.0, "r/z/", w)
     ra._member_gone("deadbeef")
     ra._remote_put("deadbeef", "r/z/p/x/1", 5, b"stale")
     assert w.state == {}

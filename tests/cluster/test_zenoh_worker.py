@@ -43,7 +43,7 @@ def pkt(seq: int) -> MediaPacket:
 class Node:
     def __init__(self, zn, node_id: int) -> None:  # type: ignore[no-untyped-def]
         self.pump = Pump()
-        self.registry = ZenohRegistry(zn.session, self.pump)
+        self.registry = ZenohRegistry(zn.session, self.pump, time.monotonic)
         self.hub = ZenohChannelHub(zn.session, self.pump, time.monotonic)
         self.worker = MediaWorker(node_id, 0, "secret", self.registry, self.hub)
         self.events: dict[int, list[EndpointEvent]] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackmesh.codecs.keyframe import parse_vp8_descriptor
-from trackmesh.codecs.layers import SeqSkipper, Vp8Layers, Vp9Layers
+from trackmesh.codecs.layers import SeqSkipper, Vp8Layers, Vp9Layers, vp8_descriptor, vp9_descriptor
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.codecs.vp9 import parse_vp9_descriptor
+from trackmesh.core.model import MediaCodec, MediaPacket
 
 
 def test_skipper_removes_holes_and_maps_late_packets_by_their_place() -> None:
@@ -242,3 +243,15 @@ def test_vp9_picture_ids_are_monotonic_across_switches_and_keep_gaps(
     for (na, a), (nb, b), sa, sb in zip(sent, sent[1:], src_ids, src_ids[1:], strict=False):
         step = (b - a) & 0x7FFF
         assert step == (1 if na != nb else (sb - sa) & 0x7FFF)
+
+
+def test_a_descriptor_is_parsed_once_per_packet_and_kept_on_it() -> None:
+    pkt = MediaPacket(MediaCodec.VP8, 96, 1, 0, True, False, vp8(1, sync=True))
+    d = vp8_descriptor(pkt)
+    assert d is not None and d.temporal_id == 1 and pkt.meta is d
+    assert vp8_descriptor(pkt) is d  # the next viewer reads the packet's
+    other = MediaPacket(MediaCodec.VP8, 96, 2, 0, True, False, vp8(2))
+    assert vp8_descriptor(other) is not d  # no state outside the packet
+    bad = MediaPacket(MediaCodec.VP9, 98, 1, 0, True, False, b"")
+    assert vp9_descriptor(bad) is None and bad.meta is not None  # malformed: remembered, not parsed again
+    assert vp9_descriptor(bad) is None

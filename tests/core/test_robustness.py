@@ -86,19 +86,19 @@ def test_random_control_sequences_never_raise(seq: list[tuple[int, object, float
 def test_garbage_registry_entries_are_counted_not_raised(key: str, value: bytes) -> None:
     h = Harness()
     view = RoomView("r", h.registry)
-    view.on_registry_put(key, value)
-    view.on_registry_delete(key)
+    view.on_registry_put(0.0, key, value)
+    view.on_registry_delete(0.0, key)
     assert view.bad_entries >= 0
 
 
 def test_known_bad_entries_are_counted() -> None:
     h = Harness()
     view = RoomView("r", h.registry)
-    view.on_registry_put("r/r/p/alice/notanumber", b"{}")
-    view.on_registry_put("r/r/p/alice/1", b"not json")
-    view.on_registry_put("r/r/t/alice/cam/1", b'{"kind": "smell"}')
-    view.on_registry_put("r/r/p/alice/1", b'{"metadata": 5}')
-    view.on_registry_delete("zzz")
+    view.on_registry_put(0.0, "r/r/p/alice/notanumber", b"{}")
+    view.on_registry_put(0.0, "r/r/p/alice/1", b"not json")
+    view.on_registry_put(0.0, "r/r/t/alice/cam/1", b'{"kind": "smell"}')
+    view.on_registry_put(0.0, "r/r/p/alice/1", b'{"metadata": 5}')
+    view.on_registry_delete(0.0, "zzz")
     assert view.bad_entries == 5
     assert view.peers == {} and view.tracks == {}
 

@@ -20,6 +20,8 @@ SANS_IO_PACKAGES = [
     "transports/webrtc",
     "transports/whip_whep",
     "transports/sdk",
+    "transports/sip",
+    "transports/rtmp",
 ]
 
 

@@ -376,7 +376,9 @@ def test_sigterm_drains_a_media_node(cluster: Cluster) -> None:
         while any(n["node"] == 10 and n["healthy"] for n in gw.info()["nodes"]):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        status, _, body = await asyncio.to_thread(http, "POST", gw.base + "/token/whep?node=10", b"{}")
+        status, _, body = await asyncio.to_thread(
+            http, "POST", gw.base + "/token/whep?node=10", b"{}", {"Authorization": f"Bearer {SECRET}"}
+        )  # the app secret first: an unauthenticated caller gets 401 and learns nothing of the node
         assert status == 503 and b"draining" in body, (status, body)
         status, data = a.health()
         assert status == 503 and data["draining"], data

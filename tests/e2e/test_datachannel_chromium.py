@@ -1,7 +1,7 @@
 """Interop of our sans-IO data channels (SCTP over DTLS, RFC 8261; DCEP, RFC 8832) with Chromium.
 
-The Python side is our own stack: ICE-lite, DTLS and the SDK-mode :class:`WebRtcPeer` (no room joined), with a
-:class:`DataChannelManager` fed from ``on_application_data`` exactly as ``transports.sdk.session`` does, driven by
+The Python side is our own stack: ICE-lite, DTLS and a bare :class:`WebRtcPeer` (no room joined), with a
+:class:`DataChannelManager` fed from the peer's ``ApplicationData`` events as ``transports.sdk.session`` is, driven by
 a small asyncio UDP driver on 127.0.0.1 in a thread of its own (Playwright's sync API owns the test thread).
 The page uses a plain ``RTCPeerConnection`` with a data-channel-only offer; offer and answer are exchanged
 through ``page.evaluate``. Our side echoes every message on the channel it came from. Runs only inside the
@@ -27,13 +27,15 @@ from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.worker import MediaWorker
 from trackmesh.errors import LocalProtocolError
 from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
+from trackmesh.transports.webrtc.demux import PacketKind, classify
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.events import Connected, Disconnected, Outbox, PeerMode
+from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, Outbox
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.webrtc.sctp.association import AssociationClosed, SctpAssociation
 from trackmesh.transports.webrtc.sctp.datachannel import ChannelClosed, ChannelOpened, DataChannelManager, Message
 from trackmesh.transports.webrtc.sctp.packet import DataChunk, build_packet, parse_packet
+from trackmesh.transports.whip_whep.session import default_remote_names
 
 T = TypeVar("T")
 
@@ -144,13 +146,12 @@ class PyPeer(asyncio.DatagramProtocol):
             now = time.monotonic()
             self.peer = WebRtcPeer(
                 now, worker.create_endpoint(), answer, IceLiteAgent(local=self.creds), self.cert, self.outbox,
-                mode=PeerMode.SDK, wallclock=time.time(),
+                wallclock=time.time(), remote_names=default_remote_names,
             )  # fmt: skip
             data = next(m for m in answer.media if m.kind == "application")
             assoc = SctpAssociation(cookie_key=os.urandom(32), remote_port=data.remote_sctp_port or 5000)
             # DTLS server: we answer a=setup:passive. Chrome's a=max-message-size bounds what we send.
             self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=data.remote_max_message_size)
-            self.peer.on_application_data = self._sctp_in
             return answer.sdp
 
         return self.call(make)
@@ -201,7 +202,7 @@ class PyPeer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.peer is None:
             return
-        self.peer.handle_datagram(time.monotonic(), data, addr)
+        self.peer.handle_datagram(time.monotonic(), data, addr, classify(data[0]) if data else PacketKind.UNKNOWN)
         self._flush()
 
     async def _timers(self) -> None:
@@ -232,7 +233,9 @@ class PyPeer(asyncio.DatagramProtocol):
             while (pev := peer.poll_event()) is not None:
                 progressed = True
                 self.log.append(pev)
-                if isinstance(pev, Connected):
+                if isinstance(pev, ApplicationData):
+                    self._sctp_in(now, pev.data)
+                elif isinstance(pev, Connected):
                     dc.connect(now)  # as the SDK session does: we INIT too (a collision Chrome resolves with us)
                 elif isinstance(pev, Disconnected) and not self._stopping:
                     self.errors.append(f"peer disconnected: {pev.reason}")

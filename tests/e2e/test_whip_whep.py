@@ -85,8 +85,8 @@ def node_counters(node: TrackmeshNode) -> dict[str, Any]:
 def test_chromium_sample_pages_publish_and_watch(trackmesh_node: TrackmeshNode, chromium: Any) -> None:
     node = trackmesh_node
     room = "chromium-pages"
-    pub = sample_page(chromium, node, "whip.html", f"room={room}&peer=cam&secret={node.secret}")
-    view = sample_page(chromium, node, "whep.html", f"room={room}&secret={node.secret}")
+    pub = sample_page(chromium, node, "whip.html", f"room={room}&peer=cam&token={node.token('whip', room, 'cam')}")
+    view = sample_page(chromium, node, "whep.html", f"room={room}&token={node.token('whep', room)}")
     browser.wait_frames(view, "sample", 30, timeout_s=15)
     samples = browser.collect_inbound(view, "sample", 10.0, 0.1)
     a = browser.analyse_inbound(samples)
@@ -148,7 +148,7 @@ def test_chromium_publisher_bandwidth_estimate_is_not_driven_down(trackmesh_node
     320x180 and no second simulcast layer): our feedback's media source SSRC was 0, and libwebrtc
     only uses transport-cc feedback naming an SSRC it sends on. Now it passes 1 Mbps in seconds."""
     node = trackmesh_node
-    pub = sample_page(chromium, node, "whip.html", f"room=bwe&peer=cam&secret={node.secret}")
+    pub = sample_page(chromium, node, "whip.html", f"room=bwe&peer=cam&token={node.token('whip', 'bwe', 'cam')}")
     seen = []
     for _ in range(5):
         time.sleep(2.0)
@@ -225,7 +225,8 @@ def test_chromium_simulcast_viewer_capped_then_lifted(
     node = trackmesh_node
     room = f"simulcast-{publisher}"
     if publisher == "sample-page":
-        pub = sample_page(chromium, node, "whip.html", f"room={room}&peer=cam&secret={node.secret}&simulcast=1")
+        tok = node.token("whip", room, "cam")
+        pub = sample_page(chromium, node, "whip.html", f"room={room}&peer=cam&token={tok}&simulcast=1")
     else:
         pub = chromium.new_page()
         pub.goto(node.url("/samples/index.html"))

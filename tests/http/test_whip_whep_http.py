@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from tests.runtime.node_process import NodeProcess, http
+from trackmesh.security.keys import token_key
 
 FIXTURES = Path(__file__).parents[1] / "sdp" / "fixtures"
 WHIP_OFFER = (FIXTURES / "chrome_whip_simulcast.sdp").read_bytes()
@@ -84,7 +85,7 @@ def test_token_refusals(node: NodeProcess) -> None:
     forged = jwt.encode({"iss": "whip", "room": "r", "peer": "p", "exp": int(time.time()) + 60}, "other-secret-1")
     status, _, body = post(node, "whip", WHIP_OFFER, forged)
     assert status == 401 and b"signature" in body
-    expired = jwt.encode({"iss": "whip", "room": "r", "peer": "p", "exp": int(time.time()) - 1}, node.secret)
+    expired = jwt.encode({"iss": "whip", "room": "r", "peer": "p", "exp": int(time.time()) - 1}, token_key(node.secret))
     status, _, body = post(node, "whip", WHIP_OFFER, expired)
     assert status == 401 and b"expired" in body
     status, _, body = post(node, "whep", WHEP_OFFER, token(node, "webrtc"))
@@ -172,7 +173,7 @@ def test_gateway_without_media_nodes_answers_503() -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [TRACKMESH, "gateway", "--http-port", str(port), "--secret", "test-secret-123"],
+        [TRACKMESH, "gateway", "--http-port", str(port), "--secret", "test-secret-12345"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -184,7 +185,7 @@ def test_gateway_without_media_nodes_answers_503() -> None:
                     break
             except OSError:
                 time.sleep(0.05)
-        tok = jwt.encode({"iss": "whip", "room": "r", "peer": "p", "exp": int(time.time()) + 60}, "test-secret-123")
+        tok = jwt.encode({"iss": "whip", "room": "r", "peer": "p", "exp": int(time.time()) + 60}, "test-secret-12345")
         status, _, body = http(
             "POST",
             base + "/whip/endpoint",

@@ -38,7 +38,7 @@ def http(
 
 
 class NodeProcess:
-    def __init__(self, *args: str, secret: str = "test-secret-123", env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, secret: str = "test-secret-12345", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.secret = secret
         self.base = f"http://127.0.0.1:{self.port}"

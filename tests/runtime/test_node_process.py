@@ -9,6 +9,8 @@ import time
 import jwt
 import pytest
 
+from trackmesh.security.keys import token_key
+
 from .node_process import TRACKMESH, NodeProcess, free_port, http
 
 
@@ -47,7 +49,10 @@ def test_sigterm_stops_with_exit_code_0(node: NodeProcess) -> None:
 def test_token_api(node: NodeProcess) -> None:
     status, body = node.json("POST", "/token/whip", {"room": "r1", "peer": "p1", "ttl": 60}, token=node.secret)
     assert status == 200 and body["status"] is True
-    claims = jwt.decode(body["data"]["token"], node.secret, algorithms=["HS256"])
+    # Signed with a key derived from the secret (HKDF), never with the secret itself.
+    claims = jwt.decode(body["data"]["token"], token_key(node.secret), algorithms=["HS256"])
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(body["data"]["token"], node.secret, algorithms=["HS256"])
     assert (claims["iss"], claims["room"], claims["peer"]) == ("whip", "r1", "p1")
     assert claims["exp"] - claims["iat"] == 60
     status, body = node.json("POST", "/token/whip", {"room": "r1", "peer": "p1", "ttl": 60}, token="wrong-secret")
@@ -82,6 +87,8 @@ def test_generated_secret_is_printed_once_with_sample_urls() -> None:
     out = proc.stdout.read()
     assert out.count("app secret (generated") == 1
     assert f"http://127.0.0.1:{port}/samples/whip.html" in out
+    assert f"http://127.0.0.1:{port}/samples/room.html" in out
+    assert f"http://127.0.0.1:{port}/samples/index.html" in out
 
 
 def test_two_workers_have_their_own_ports_and_all_stop() -> None:
@@ -104,7 +111,7 @@ def test_http_port_in_use_is_one_clear_line() -> None:
     try:
         first.wait_ready()
         proc = subprocess.run(
-            [TRACKMESH, "standalone", "--http-port", str(first.port), "--secret", "test-secret-123"],
+            [TRACKMESH, "standalone", "--http-port", str(first.port), "--secret", "test-secret-12345"],
             capture_output=True,
             text=True,
             timeout=30,

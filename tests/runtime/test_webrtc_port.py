@@ -1,4 +1,4 @@
-"""WHIP/WHEP and SDK sessions share the worker's one WebRTC port: demux, certificate, clock."""
+"""WHIP/WHEP and SDK sessions share the worker's one WebRTC port: demux and certificate."""
 
 from __future__ import annotations
 
@@ -9,22 +9,19 @@ from trackmesh.runtime.webrtc_worker import WebRtcTransport
 from trackmesh.runtime.worker import WorkerRuntime
 
 
-def test_transports_share_one_port_and_one_clock() -> None:
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+def test_transports_share_one_port() -> None:
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     whip_whep = WebRtcTransport(runtime)
     sdk = SdkTransport(runtime)
     port = runtime.services[WebRtcPort]
     assert isinstance(port, WebRtcPort)
-    # A viewer's sink runs inside the publisher's input, whichever transport each one uses:
-    # both must read the same ``now``.
-    assert whip_whep.clock is sdk.clock is port.clock
     assert whip_whep.demux is sdk.demux is port.demux
     assert whip_whep.fingerprint == sdk.fingerprint == port.fingerprint
     assert runtime.datagram_handler == port.on_datagram
 
 
 def test_unrouted_datagrams_are_counted() -> None:
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     port = WebRtcPort.of(runtime)
     port.on_datagram(1.0, b"\x80\x60" + b"\0" * 20, ("127.0.0.1", 5000))
     port.on_datagram(1.0, b"", ("127.0.0.1", 5000))

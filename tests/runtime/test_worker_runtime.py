@@ -32,7 +32,7 @@ class ScriptedSocket:
 def test_each_datagrams_copies_leave_before_the_next_datagram_is_handled() -> None:
     """A batch of 3 datagrams, each fanned out to 4 viewers: the 4 copies of datagram k are sent before datagram
     k+1 is read, so a viewer never waits for the fan-out of packets queued behind its own."""
-    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-123"}, {}), 0)
+    runtime = WorkerRuntime(resolve("standalone", {"secret": "test-secret-12345"}, {}), 0)
     sock = ScriptedSocket([b"a", b"b", b"c"])
     runtime._sock = sock  # type: ignore[assignment]
 

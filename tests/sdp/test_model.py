@@ -335,3 +335,17 @@ def test_parse_render_round_trip(sd: SessionDescription) -> None:
     text = render(sd)
     assert parse(text) == sd
     assert render(parse(text)) == text
+
+
+def test_ptime_and_maxptime_are_typed_and_round_trip() -> None:
+    from trackmesh.sdp.model import parse as parse_sdp
+    from trackmesh.sdp.model import render as render_sdp
+
+    text = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 5004 RTP/AVP 0\r\na=ptime:20.0\r\na=maxptime:40\r\n"
+    )
+    sd = parse_sdp(text)
+    assert (sd.media[0].ptime, sd.media[0].maxptime) == (20, 40)
+    assert not sd.media[0].attributes
+    assert parse_sdp(render_sdp(sd)) == sd

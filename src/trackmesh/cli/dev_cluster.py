@@ -30,6 +30,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from trackmesh.cli.parser import OneLineParser
+from trackmesh.config import FLAGS, ConfigError
+
 HOST = "127.0.0.1"
 
 
@@ -53,20 +56,68 @@ class Member:
         return f"tcp/{HOST}:{self.cluster_port}" + (f"-{last}" if last != self.cluster_port else "")
 
 
+DESCRIPTION = """\
+A local cluster on loopback, every member a separate process:
+
+  trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
+
+Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
+(in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
+(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh.
+
+  trackmesh dev-cluster --zones 3 --routers-per-zone 2
+
+With --routers-per-zone R the routers of every zone start first (router ids 1..R of their zone;
+each dials every earlier router), then each zone's gateways and media nodes run with
+--cluster-mode routers and seed from their zone's routers only (docs/cluster.md, "Zone routers").
+The URLs are printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all."""
+
+
+def _int(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; accepted: an integer {low}..{high}")
+        return value
+
+    return parse
+
+
+def _member_flag(name: str) -> Any:
+    """A value every member gets, checked once here with the members' own rule (config.py), so a
+    bad one is one line from dev-cluster and not one error per member."""
+    flag = next(f for f in FLAGS if f.name == name)
+
+    def parse(text: str) -> Any:
+        try:
+            flag.parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name}: ")) from None
+        return text
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trackmesh dev-cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--zones", type=int, default=1, help="number of zones (default 1)")
-    p.add_argument("--media-per-zone", type=int, default=2, help="media nodes per zone (default 2)")
-    p.add_argument("--gateways-per-zone", type=int, default=1, help="gateways per zone (default 1)")
-    p.add_argument("--routers-per-zone", type=int, default=0,
-                   help="zenoh routers per zone; 0 = full mesh, no routers (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="media workers per media node (default 1)")
-    p.add_argument("--http-port", type=int, default=3000, help="first HTTP port (default 3000)")
-    p.add_argument("--cluster-port", type=int, default=7450, help="first cluster port (default 7450)")
-    p.add_argument("--webrtc-port", type=int, default=0, help="first UDP port, 0 = let each node choose (default)")
-    p.add_argument("--secret", default=os.environ.get("TRACKMESH_SECRET"), help="cluster secret (default: generated)")
-    p.add_argument("--log-level", default="warning", help="log level of the members (default warning)")
+    p = OneLineParser(prog="trackmesh dev-cluster", description=DESCRIPTION,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--zones", type=_int(1, 64), default=1, help="number of zones (default 1)")
+    p.add_argument("--media-per-zone", type=_int(1, 32), default=2, help="media nodes per zone, 1..32 (default 2)")
+    p.add_argument("--gateways-per-zone", type=_int(0, 8), default=1, help="gateways per zone, 0..8 (default 1)")
+    p.add_argument("--routers-per-zone", type=_int(0, 8), default=0,
+                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default 0)")  # fmt: skip
+    p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
+    p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
+    p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
+    p.add_argument("--webrtc-port", type=_int(0, 65535), default=0,
+                   help="first UDP port, 0 = let each node choose (default)")  # fmt: skip
+    p.add_argument("--secret", type=_member_flag("--secret"), default=None,
+                   help="cluster secret, 16+ characters (default: $TRACKMESH_SECRET, else generated)")  # fmt: skip
+    p.add_argument("--log-level", type=_member_flag("--log-level"), default="warning",
+                   help="log level of the members: debug, info, warning or error (default warning)")  # fmt: skip
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for every member (default 60)")
     return p
 
@@ -163,10 +214,16 @@ def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 1
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.zones < 1 or min(args.media_per_zone, args.gateways_per_zone, args.routers_per_zone) < 0:
-        print("trackmesh dev-cluster: --zones must be >= 1, the per-zone counts >= 0", file=sys.stderr)
-        return 2
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.secret is None and os.environ.get("TRACKMESH_SECRET"):
+        try:
+            args.secret = _member_flag("--secret")(os.environ["TRACKMESH_SECRET"])
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"TRACKMESH_SECRET: {exc}")
+    last = args.http_port + len(plan(args)) - 1
+    if last > 65535:
+        parser.error(f"argument --http-port: {len(plan(args))} members need ports up to {last}; choose a lower one")
     secret = args.secret or secrets.token_urlsafe(24)
     members = plan(args)
     stopping: dict[str, Any] = {"sig": None}
@@ -209,7 +266,9 @@ def main(argv: list[str]) -> int:
             lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  {where}")
         gateways = [m for m in members if m.role == "gateway"]
         if gateways:
-            lines.append(f"  publish: {gateways[0].url}/samples/whip.html   watch: {gateways[0].url}/samples/whep.html")
+            base = gateways[0].url
+            lines.append(f"  room (video + chat): {base}/samples/room.html   all samples: {base}/samples/index.html")
+            lines.append(f"  publish: {base}/samples/whip.html   watch: {base}/samples/whep.html")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
 from trackmesh import __version__
-from trackmesh.config import FLAGS, ConfigError, env_name, resolve
+from trackmesh.cli.parser import OneLineParser
+from trackmesh.config import FLAGS, ConfigError, env_name, resolve, warnings_of
 from trackmesh.logs import setup_logging
 
 ROLES = {
@@ -24,16 +26,10 @@ ROLES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One clear line, not the whole usage dump.
-        self.exit(2, f"trackmesh: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
+    parser = OneLineParser(prog="trackmesh", description="trackmesh: a decentralized, low-latency media server")
     parser.add_argument("--version", action="version", version=f"trackmesh {__version__}")
-    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", required=True, parser_class=OneLineParser)
     sub.add_parser(
         "dev-cluster",
         help="a local cluster on loopback: gateways and media nodes as separate processes (see dev-cluster --help)",
@@ -42,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     for role, help_text in ROLES.items():
         p = sub.add_parser(role, help=help_text, description=help_text)
         for flag in FLAGS:
-            if role in flag.roles:
-                text = f"{flag.help} [env {env_name(flag.name)}]"
-                if flag.switch:
-                    p.add_argument(flag.name, action="store_const", const="1", help=text)
-                else:
-                    p.add_argument(flag.name, metavar=flag.metavar, help=text)
+            if role not in flag.roles:
+                continue
+            help_text = f"{flag.help} [env {env_name(flag.name)}]"
+            if flag.switch:
+                p.add_argument(flag.name, action="store_true", default=None, help=help_text)
+            else:
+                p.add_argument(flag.name, metavar=flag.metavar, help=help_text)
     return parser
 
 
@@ -65,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trackmesh: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_format)
+    for warning in warnings_of(config):
+        logging.getLogger("trackmesh.config").warning(warning)
     from trackmesh.runtime.loop import new_event_loop
     from trackmesh.runtime.node import Node, StartupError, print_banner
 

@@ -33,25 +33,25 @@ class LocalRegistry:
             idx = key.find("/", idx + 1)
         return found
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, now: float, key: str, value: bytes) -> None:
         if self._data.get(key) == value:
             return
         self._data[key] = value
         for watcher in self._watchers_of(key):
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
-    def delete(self, key: str) -> None:
+    def delete(self, now: float, key: str) -> None:
         if self._data.pop(key, None) is None:
             return
         for watcher in self._watchers_of(key):
-            watcher.on_registry_delete(key)
+            watcher.on_registry_delete(now, key)
 
-    def watch(self, prefix: str, watcher: RegistryWatcher) -> None:
+    def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None:
         if not prefix.endswith("/"):
             raise ValueError("registry watch prefixes end with '/'")
         self._watchers.setdefault(prefix, []).append(watcher)
         for key, value in [(k, v) for k, v in self._data.items() if k.startswith(prefix)]:
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
     def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None:
         watchers = self._watchers.get(prefix)

@@ -607,8 +607,10 @@ class ZenohChannelHub:
     def _drain_inbox(self) -> None:
         self._drain_posted = False  # first: a packet appended from now on posts a new drain
         inbox, deliver = self._inbox, self._deliver
+        now = self._clock()  # the packets' arrival: the now of every viewer's sink they reach
         while inbox:
             channel, pkt = inbox.popleft()
+            pkt.arrival = now
             deliver(channel, pkt)
 
     def _source_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:

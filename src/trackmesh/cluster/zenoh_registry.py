@@ -20,7 +20,9 @@ Layout
 
 Same-node semantics equal LocalRegistry's: this node's own puts and deletes reach this node's
 watchers synchronously (zenoh delivers them to the other nodes only), and ``watch`` replays this
-node's entries synchronously. Other nodes' entries arrive later, through ``post``.
+node's entries synchronously, with the ``now`` of that call. Other nodes' entries arrive later,
+through ``post``: the watchers get the time the loop runs them at, read from ``clock`` (the driver
+passes the clock its worker's ``now`` comes from, so both are on one time line).
 
 Threads: zenoh calls back on its own threads. Those callbacks only decode and hand a closure to
 ``post`` (the driver passes ``loop.call_soon_threadsafe``); every watcher callback, and all
@@ -79,12 +81,14 @@ class ZenohRegistry:
         self,
         session: zenoh.Session,
         post: Post,
+        clock: Callable[[], float],
         *,
         member: str | None = None,
         query_timeout: float = DEFAULT_QUERY_TIMEOUT,
     ) -> None:
         self._session = session
         self._post_fn = post
+        self._clock = clock
         self.member = member if member is not None else str(session.zid())
         if "/" in self.member or not self.member:
             raise ValueError("a registry member name is one non-empty key chunk")
@@ -111,7 +115,7 @@ class ZenohRegistry:
 
     # -- the Registry protocol ---------------------------------------------------------------
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, now: float, key: str, value: bytes) -> None:
         value = bytes(value)
         old = self._own.get(key)
         if old is not None and old[1] == value:
@@ -123,9 +127,9 @@ class ZenohRegistry:
         if not self._closed:
             self._session.put(full, value, attachment=_seq_bytes(self._seq), allowed_destination=zenoh.Locality.REMOTE)
         for watcher in self._watchers_of(key):
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
-    def delete(self, key: str) -> None:
+    def delete(self, now: float, key: str) -> None:
         old = self._own.get(key)
         if old is None:
             return
@@ -135,9 +139,9 @@ class ZenohRegistry:
         if not self._closed:
             self._session.delete(old[2], attachment=_seq_bytes(self._seq), allowed_destination=zenoh.Locality.REMOTE)
         for watcher in self._watchers_of(key):
-            watcher.on_registry_delete(key)
+            watcher.on_registry_delete(now, key)
 
-    def watch(self, prefix: str, watcher: RegistryWatcher) -> None:
+    def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None:
         if not prefix.endswith("/"):
             raise ValueError("registry watch prefixes end with '/'")
         watchers = self._watchers.get(prefix)
@@ -152,10 +156,10 @@ class ZenohRegistry:
             )
             self._query(selector)
         for key, (_, value, _) in [(k, e) for k, e in self._own.items() if k.startswith(prefix)]:
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
         for entries in list(self._remote.values()):
             for key, (_, value) in [(k, e) for k, e in entries.items() if k.startswith(prefix)]:
-                watcher.on_registry_put(key, value)
+                watcher.on_registry_put(now, key, value)
 
     def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None:
         watchers = self._watchers.get(prefix)
@@ -303,8 +307,9 @@ class ZenohRegistry:
         entries[key] = (seq, value)
         if old is not None and old[1] == value:
             return
+        now = self._clock()  # run on the loop now: the time the watchers are told
         for watcher in self._watchers_of(key):
-            watcher.on_registry_put(key, value)
+            watcher.on_registry_put(now, key, value)
 
     def _remote_delete(self, member: str, key: str, seq: int) -> None:
         if self._closed:
@@ -317,8 +322,9 @@ class ZenohRegistry:
         if entries is None or old is None or old[0] > seq:
             return
         del entries[key]
+        now = self._clock()
         for watcher in self._watchers_of(key):
-            watcher.on_registry_delete(key)
+            watcher.on_registry_delete(now, key)
 
     def _member_alive(self, member: str) -> None:
         if self._closed:
@@ -343,6 +349,7 @@ class ZenohRegistry:
         self.members_lost += 1
         if not entries:
             return
+        now = self._clock()
         for key in list(entries):
             for watcher in self._watchers_of(key):
-                watcher.on_registry_delete(key)
+                watcher.on_registry_delete(now, key)

@@ -18,8 +18,9 @@ Wiring (the driver, per node process)::
 
     node = open_node(ClusterConfig(secret, listen=["tcp/<node-ip>:<port>"], seeds=[...]))
     post = loop.call_soon_threadsafe           # zenoh threads -> the worker's event loop
-    registry = ZenohRegistry(node.session, post)
-    hub = ZenohChannelHub(node.session, post, loop.time)   # the clock the core's ``now`` uses
+    clock = time.monotonic                     # the clock the core's ``now`` comes from
+    registry = ZenohRegistry(node.session, post, clock)
+    hub = ZenohChannelHub(node.session, post, clock)
     worker = MediaWorker(node_id, 0, secret, registry, hub)
     ...
     hub.close(); registry.close(); node.close()    # on shutdown, after the worker's
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zenoh
+
+from trackmesh.security.keys import derive_key
 
 # Liveliness lease: a node that stops answering (hang, partition: no TCP FIN) is declared dead
 # after this long, so its registry entries vanish within the 3 s the cluster promises. A killed
@@ -68,14 +71,13 @@ def check_endpoint(endpoint: str) -> str:
 def derive_credentials(secret: str | bytes) -> tuple[str, str]:
     """(user, password) for zenoh usrpwd, derived from the cluster secret.
 
-    Domain-separated from every other use of the secret (ConnIds, tokens). The user name is sent
-    in clear during the handshake, so it is a short tag (it only tells which secret generation a
+    From the secret's own cluster-link key (HKDF), separate from every other use (ConnIds, tokens).
+    The user name is sent in clear during the handshake, so it is a short tag (it only tells which secret generation a
     node runs, handy while rotating); the password is never sent.
     """
-    raw = secret.encode() if isinstance(secret, str) else secret
-    if not raw:
+    if not secret:
         raise ClusterConfigError("the cluster secret must not be empty")
-    key = hashlib.sha256(b"trackmesh-zenoh-v1\0" + raw).digest()
+    key = derive_key(secret, "cluster-link")  # HKDF, security/keys.py
     user = "tm-" + hmac.new(key, b"user", hashlib.sha256).hexdigest()[:12]
     password = hmac.new(key, b"password", hashlib.sha256).hexdigest()
     return user, password

@@ -11,8 +11,9 @@
   VP9 references name picture ids).
 - :class:`SeqSkipper`: outgoing sequence numbers without holes where packets were dropped.
 
-Every source's packet is shared by all its viewers, so a descriptor is parsed once per packet
-(:func:`vp8_descriptor`, :func:`vp9_descriptor` remember the last packet's).
+Every source's packet is shared by all its viewers, so a descriptor is parsed once per packet:
+:func:`vp8_descriptor`, :func:`vp9_descriptor` keep it on the packet (``MediaPacket.meta``), where the
+receiving side may already have put it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor, parse_vp8_descriptor
+from trackmesh.codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor
 from trackmesh.codecs.vp9 import Vp9Descriptor, parse_vp9_descriptor
 from trackmesh.core.model import MediaPacket
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
-    "LAST_VP8",
     "MAX_TEMPORAL",
     "SeqSkipper",
     "Vp8Layers",
@@ -41,43 +41,31 @@ MAX_TEMPORAL: Final = 7
 _SKIP_HISTORY: Final = 64
 
 
-class _Last:
-    """The descriptor of the last packet parsed (one entry: viewers of a packet run in turn)."""
-
-    __slots__ = ("desc", "pkt")
-
-    def __init__(self) -> None:
-        self.pkt: MediaPacket | None = None
-        self.desc: object = None
-
-
-LAST_VP8 = _Last()
-LAST_VP9 = _Last()
+#: ``MediaPacket.meta`` of a packet whose descriptor did not parse: the next viewer does not try again.
+_MALFORMED: Final = object()
 
 
 def vp8_descriptor(pkt: MediaPacket) -> Vp8Descriptor | None:
     """The packet's VP8 descriptor, or None when it is malformed."""
-    last = LAST_VP8
-    if last.pkt is not pkt:
+    desc = pkt.meta
+    if desc is None:
         try:
-            last.desc = parse_vp8_descriptor(pkt.payload)
-        except ProtocolError:
-            last.desc = None
-        last.pkt = pkt
-    desc = last.desc
+            desc = parse_vp8_descriptor(pkt.payload)
+        except RemoteProtocolError:
+            desc = _MALFORMED
+        pkt.meta = desc
     return desc if isinstance(desc, Vp8Descriptor) else None
 
 
 def vp9_descriptor(pkt: MediaPacket) -> Vp9Descriptor | None:
     """The packet's VP9 descriptor, or None when it is malformed."""
-    last = LAST_VP9
-    if last.pkt is not pkt:
+    desc = pkt.meta
+    if desc is None:
         try:
-            last.desc = parse_vp9_descriptor(pkt.payload)
-        except ProtocolError:
-            last.desc = None
-        last.pkt = pkt
-    desc = last.desc
+            desc = parse_vp9_descriptor(pkt.payload)
+        except RemoteProtocolError:
+            desc = _MALFORMED
+        pkt.meta = desc
     return desc if isinstance(desc, Vp9Descriptor) else None
 
 

@@ -186,7 +186,7 @@ class Endpoint:
                 self._leave(now)
                 return None
             case UpdatePeer():
-                return self._update_peer(ctl)
+                return self._update_peer(now, ctl)
             case RoomSubscribe() | RoomUnsubscribe():
                 return self._room_subscription(isinstance(ctl, RoomSubscribe))
             case PeerSubscribe() | PeerUnsubscribe():
@@ -194,7 +194,7 @@ class Endpoint:
             case Publish():
                 return self._publish(now, ctl)
             case UpdateTrack():
-                return self._update_track(ctl)
+                return self._update_track(now, ctl)
             case Unpublish():
                 return self._unpublish(now, ctl.track)
             case SetRemoteBitrate():
@@ -228,10 +228,10 @@ class Endpoint:
             return err
         self.peer = ctl.peer
         self.options = ctl.options
-        self._view = self._rooms.enter(ctl.room, self)
+        self._view = self._rooms.enter(now, ctl.room, self)
         if ctl.options.publish_peer:
             info = PeerInfo(ctl.peer, ctl.options.metadata, ctl.options.extra_data)
-            self._registry.put(peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
+            self._registry.put(now, peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
         self._events.append(Joined(ctl.room, ctl.peer, self.session))
         self._replay(None)
         return None
@@ -250,8 +250,8 @@ class Endpoint:
             if local.channel is not None:
                 local.detach(now)
         if self.options.publish_peer:
-            self._registry.delete(peer_key(view.name, peer, self.session))
-        self._rooms.exit(view, self)
+            self._registry.delete(now, peer_key(view.name, peer, self.session))
+        self._rooms.exit(now, view, self)
         self._view = None
         self.peer = None
         self._room_subscribed = False
@@ -261,7 +261,7 @@ class Endpoint:
         self._next_refresh = None
         self._events.append(Left(view.name, peer))
 
-    def _update_peer(self, ctl: UpdatePeer) -> ControlError | None:
+    def _update_peer(self, now: float, ctl: UpdatePeer) -> ControlError | None:
         assert self._view is not None and self.peer is not None
         opts = self.options
         self.options = JoinOptions(
@@ -269,7 +269,7 @@ class Endpoint:
         )
         if opts.publish_peer:
             info = PeerInfo(self.peer, ctl.metadata, opts.extra_data)
-            self._registry.put(peer_key(self._view.name, self.peer, self.session), encode_peer(info))
+            self._registry.put(now, peer_key(self._view.name, self.peer, self.session), encode_peer(info))
         return None
 
     def _both_auto(self) -> bool:
@@ -317,10 +317,10 @@ class Endpoint:
         self.remote_tracks[ctl.track] = track
         track.start(now, self._hub)
         if self.options.publish_tracks:
-            self._registry.put(track_key(self._view.name, self.peer, ctl.track, self.session), encode_track(info))
+            self._registry.put(now, track_key(self._view.name, self.peer, ctl.track, self.session), encode_track(info))
         return None
 
-    def _update_track(self, ctl: UpdateTrack) -> ControlError | None:
+    def _update_track(self, now: float, ctl: UpdateTrack) -> ControlError | None:
         assert self._view is not None and self.peer is not None
         track = self.remote_tracks.get(ctl.track)
         if track is None:
@@ -329,7 +329,7 @@ class Endpoint:
         track.info = TrackInfo(old.peer, old.track, old.kind, ctl.metadata, old.screen)
         if self.options.publish_tracks:
             key = track_key(self._view.name, self.peer, ctl.track, self.session)
-            self._registry.put(key, encode_track(track.info))
+            self._registry.put(now, key, encode_track(track.info))
         return None
 
     def _unpublish(self, now: float, name: str) -> ControlError | None:
@@ -339,7 +339,7 @@ class Endpoint:
             return ControlError(ErrorCode.TRACK_NOT_FOUND, f"no published track {name!r}")
         track.stop(now)
         if self.options.publish_tracks:
-            self._registry.delete(track_key(self._view.name, self.peer, name, self.session))
+            self._registry.delete(now, track_key(self._view.name, self.peer, name, self.session))
         return None
 
     def _create_local_track(self, ctl: CreateLocalTrack) -> ControlError | None:

@@ -93,8 +93,9 @@ class MixerSlotUnset:
 
 @dataclass(frozen=True, slots=True)
 class VoiceActivity:
-    """The source on a mixer output speaks: smoothed level ``audio_level`` in dBov (-127..0,
-    at least -40); at most one per source every 500 ms. For the SDK's
+    """The source on a LocalTrack speaks: level ``audio_level`` in dBov (-127..0, at least -40); at most one
+    per source every 500 ms. Emitted by the audio mixer for its outputs (smoothed level) and by a LocalTrack
+    whose ``voice_threshold`` is set (the packet's RFC 6464 level). For the SDK's
     ``receiver[local_track].voice_activity``."""
 
     local_track: str

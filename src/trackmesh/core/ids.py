@@ -5,7 +5,7 @@ nodes never hand out the same id and a node needs no coordination to make one.
 
 A ConnId names one transport connection. It is the capability a client presents on follow-up
 calls (trickle ICE, delete, restart), so unlike atm0s 0.2's plain "<node>-<session>-<worker>"
-ids it carries a random nonce and an HMAC-SHA256 tag keyed by the cluster secret: a guessed,
+ids it carries a random nonce and an HMAC-SHA256 tag keyed by a key derived from the secret: a guessed,
 forged or altered id is rejected before any lookup.
 """
 
@@ -18,6 +18,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 from typing import NewType
+
+from trackmesh.security.keys import derive_key
 
 SessionId = NewType("SessionId", int)
 
@@ -85,9 +87,8 @@ class ConnIdCodec:
     __slots__ = ("_key",)
 
     def __init__(self, secret: str | bytes) -> None:
-        raw = secret.encode() if isinstance(secret, str) else secret
-        # Derive a dedicated key so the same secret signing JWTs cannot be confused with this use.
-        self._key = hashlib.sha256(b"trackmesh-connid-v1\0" + raw).digest()
+        # A dedicated key (HKDF, security/keys.py): no other use of the secret shares it.
+        self._key = derive_key(secret, "conn-id")
 
     def encode(self, node_id: int, worker: int, session: SessionId, nonce: int | None = None) -> str:
         if nonce is None:

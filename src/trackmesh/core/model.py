@@ -95,11 +95,19 @@ class BitrateLimit:
 
 @dataclass(slots=True)
 class MediaPacket:
-    """One media packet inside the core, protocol neutral.
+    """One media packet inside the core, protocol neutral: the whole message from a source to its sinks.
 
     The transport that received it creates exactly one per packet; every LocalTrack sink
-    receives the same object and must not mutate it (it rewrites into its own buffer).
-    ``payload`` is the codec payload (for RTP: what follows the RTP header).
+    receives the same object and must not mutate it (it rewrites into its own buffer), except to
+    fill ``meta`` once. ``payload`` is the codec payload (for RTP: what follows the RTP header).
+
+    ``arrival`` is when the packet reached this node (the receiving driver's monotonic ``now``): a
+    viewer's sink runs inside the publisher's input, so this is the ``now`` of everything the packet
+    causes downstream (rewriting, rate windows, retransmission ring, TWCC), and what recording or
+    another transport needs to pace it. ``meta`` is the payload descriptor parsed from ``payload``
+    (VP8, VP9...: see :mod:`trackmesh.transports.webrtc.layers`), filled by the receiving side when
+    it parsed it anyway or by the first sink that needs it, so the codec layer parses a packet once
+    however many viewers it has; None until then. The core never reads it.
     """
 
     codec: MediaCodec
@@ -113,3 +121,6 @@ class MediaPacket:
     temporal: int = 0
     audio_level: int | None = None
     layers: tuple[int, ...] = field(default=())
+    # Not part of the packet's identity: the same packet has another arrival on each node it crosses.
+    arrival: float = field(default=0.0, compare=False)
+    meta: object = field(default=None, compare=False)

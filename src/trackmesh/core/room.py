@@ -76,15 +76,15 @@ class RoomView:
             self._shared_stage = self._new_stage(self.name)
         return self._shared_stage
 
-    def start(self) -> None:
-        self._registry.watch(self.prefix, self)
+    def start(self, now: float) -> None:
+        self._registry.watch(now, self.prefix, self)
         if self.stage is not None:
-            self.stage.open()
+            self.stage.open(now)
 
-    def stop(self) -> None:
+    def stop(self, now: float) -> None:
         self._registry.unwatch(self.prefix, self)
         if self.stage is not None:
-            self.stage.close()
+            self.stage.close(now)
 
     def track(self, peer: str, track: str) -> TrackInfo | None:
         """The track's current info, from its newest publishing session."""
@@ -93,7 +93,7 @@ class RoomView:
             return None
         return entries[max(entries)]
 
-    def on_registry_put(self, key: str, value: bytes) -> None:
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         try:
             parsed = parse_key(key)
             if parsed.track is None:
@@ -110,7 +110,7 @@ class RoomView:
             # Another node wrote something we cannot read (a newer version?): skip it, count it.
             self.bad_entries += 1
 
-    def on_registry_delete(self, key: str) -> None:
+    def on_registry_delete(self, now: float, key: str) -> None:
         try:
             parsed = parse_key(key)
         except BadEntry:
@@ -151,18 +151,18 @@ class RoomDirectory:
         self._bounded = bounded
         self.rooms: dict[str, RoomView] = {}
 
-    def enter(self, room: str, member: RoomMember) -> RoomView:
+    def enter(self, now: float, room: str, member: RoomMember) -> RoomView:
         view = self.rooms.get(room)
         if view is None:
             view = RoomView(room, self._registry, self._new_stage, bounded=self._bounded)
             self.rooms[room] = view
-            view.start()
+            view.start(now)
         # The member replays the view's current entries itself once it is in.
         view.endpoints.append(member)
         return view
 
-    def exit(self, view: RoomView, member: RoomMember) -> None:
+    def exit(self, now: float, view: RoomView, member: RoomMember) -> None:
         view.endpoints.remove(member)
         if not view.endpoints:
-            view.stop()
+            view.stop(now)
             del self.rooms[view.name]

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .channel import ChannelHub, Feedback, FeedbackKind, PublishHandle
-from .events import BitrateTarget, EndpointEvent, KeyframeRequested, LocalTrackStateChanged
+from .events import BitrateTarget, EndpointEvent, KeyframeRequested, LocalTrackStateChanged, VoiceActivity
 from .model import BitrateLimit, LocalTrackState, MediaPacket, TrackInfo, TrackKind, TrackSource
 
 # Viewers' key-frame requests are merged: at most one request reaches the publishing client per
@@ -18,6 +18,8 @@ KEYFRAME_MIN_INTERVAL = 0.3
 BITRATE_REPORT_INTERVAL = 1.0
 # A viewer's bitrate hint counts for this long; viewers refresh it while they watch.
 BITRATE_HINT_TTL = 5.0
+# A LocalTrack that watches voice activity reports at most once per this interval (atm0s: 500 ms).
+VOICE_ACTIVITY_INTERVAL = 0.5
 
 
 def _clamp(value: int | None, limit: BitrateLimit) -> int | None:
@@ -152,6 +154,7 @@ class LocalTrack:
     __slots__ = (
         "_events",
         "_hub",
+        "_last_voice",
         "channel",
         "kind",
         "limit",
@@ -161,6 +164,7 @@ class LocalTrack:
         "sink",
         "source",
         "state",
+        "voice_threshold",
     )
 
     def __init__(
@@ -175,6 +179,10 @@ class LocalTrack:
         self.limit = BitrateLimit()
         self.packets = 0
         self.sink: MediaSink | None = None
+        #: Set by a transport that reports voice activity (RFC 6464 level, 0 loudest .. 127): a packet at
+        #: least this loud emits :class:`~.events.VoiceActivity`, at most every VOICE_ACTIVITY_INTERVAL.
+        self.voice_threshold: int | None = None
+        self._last_voice = -math.inf
         self._hub = hub
         self._events = events
 
@@ -241,3 +249,16 @@ class LocalTrack:
         if sink is not None:
             self.packets += 1
             sink(pkt)
+        threshold = self.voice_threshold
+        if threshold is not None:
+            level = pkt.audio_level
+            if level is not None and level <= threshold:
+                self._voice(pkt.arrival, level)
+
+    def _voice(self, now: float, level: int) -> None:
+        # An event, drained with the endpoint's others after this input: the packet is another
+        # connection's, and the transport's control plane (a data channel, say) does not run inside it.
+        source = self.source
+        if source is not None and now >= self._last_voice + VOICE_ACTIVITY_INTERVAL:
+            self._last_voice = now
+            self._events.append(VoiceActivity(self.name, source, -level))

@@ -23,15 +23,21 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
+from trackmesh.http.docs import create_docs_app
+from trackmesh.http.headers import bearer
+from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
+from trackmesh.security.keys import sign_forwarded
+from trackmesh.security.tokens import app_secret_matches
 
 from .directory import NodeEntry
 from .metrics import render_gateway_metrics
 
 if TYPE_CHECKING:
-    from .node import GatewayNode
+    from .api import GatewayApi
 
 MAX_BODY = 256 * 1024
 ZONE_HEADER = "x-trackmesh-zone"
@@ -39,7 +45,7 @@ NODE_HEADER = "x-trackmesh-node"
 FORWARDED_HEADER = "x-trackmesh-forwarded"
 SERVED_HEADER = "X-Trackmesh-Served-By"
 REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
-RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate")
+RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate", "retry-after")
 ROUTING_PARAMS = ("zone", "node")
 
 
@@ -51,9 +57,10 @@ class RouteError(Exception):
 
 
 def _problem(request: Request, status: int, message: str) -> Response:
-    if request.url.path.startswith(("/token/", "/api/")):
-        return JSONResponse({"status": False, "error": message}, status_code=status)
-    return PlainTextResponse(message + "\n", status_code=status)
+    path = request.url.path
+    if path.startswith(("/whip/", "/whep/", "/webrtc/")) and not path.endswith("/limit"):
+        return PlainTextResponse(message + "\n", status_code=status)
+    return JSONResponse({"status": False, "error": message}, status_code=status)
 
 
 def _int_choice(request: Request, param: str, header: str, what: str, high: int) -> int | None:
@@ -65,9 +72,12 @@ def _int_choice(request: Request, param: str, header: str, what: str, high: int)
     return int(raw)
 
 
-def create_gateway_app(gw: GatewayNode) -> FastAPI:
-    app = FastAPI(title="trackmesh gateway", version=__version__,
-                  description="Zone gateway: routes tokens, WHIP, WHEP and SDK calls to media nodes.")  # fmt: skip
+def create_gateway_app(gw: GatewayApi) -> FastAPI:
+    app = create_docs_app(
+        title="trackmesh gateway",
+        version=__version__,
+        description="Zone gateway: routes tokens, WHIP, WHEP and SDK calls to media nodes.",
+    )
     app.state.node = gw
     app.add_middleware(
         CORSMiddleware,
@@ -83,6 +93,10 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
     async def route_error(request: Request, exc: RouteError) -> Response:
         return _problem(request, exc.status, exc.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _problem(request, exc.status_code, str(exc.detail))
+
     async def body_of(request: Request) -> bytes:
         body = b""
         async for chunk in request.stream():
@@ -97,6 +111,8 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
     async def send(request: Request, base: str, body: bytes, *, drop: tuple[str, ...], extra: dict[str, str],
                    served_by: str | None) -> Response:  # fmt: skip
         headers = {k: v for k, v in request.headers.items() if k in REQUEST_HEADERS}
+        # The client's address, signed, so a media node throttles failed secrets per real client.
+        headers[FORWARDED_CLIENT_HEADER] = sign_forwarded(gw.config.secret, client_address(request, gw.config.secret))
         headers.update(extra)
         resp = await gw.client.request(
             request.method,
@@ -234,13 +250,27 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
         body = {"status": True, "data": {"ready": ready, "reason": reason, "role": "gateway", "draining": gw.draining}}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    def unauthorized(request: Request) -> Response | None:
+        expected = gw.config.metrics_token
+        presented = bearer(request.headers.get("authorization"))
+        if not expected or (presented is not None and app_secret_matches(expected, presented)):
+            return None
+        return JSONResponse({"status": False, "error": "this node requires Authorization: Bearer <--metrics-token>"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
     @app.get("/metrics", tags=["node"], summary="Prometheus metrics: routing counters, media nodes seen")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         text, content_type = render_gateway_metrics(gw, gw.now())
         return Response(text, media_type=content_type)
 
     @app.get("/api/node/info", tags=["node"])
-    async def info() -> dict[str, Any]:
+    async def info(request: Request) -> Any:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         now = gw.now()
         gw.directory.expire(now)
         return {
@@ -253,7 +283,7 @@ def create_gateway_app(gw: GatewayNode) -> FastAPI:
                 "node_id": gw.config.node_id,
                 "url": gw.url,
                 "uptime_s": round(time.time() - gw.started_at, 1),
-                "peers": len(gw.zenoh.peers()) if gw.zenoh is not None else 0,
+                "peers": gw.cluster_peers(),
                 "nodes": [e.summary(now) for _, e in sorted(gw.directory.nodes.items())],
                 "zones": gw.zones.summary(now),
                 "counters": dict(gw.counters),

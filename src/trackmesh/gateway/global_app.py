@@ -26,7 +26,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from trackmesh import __version__
+from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.http.headers import bearer
+from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
+from trackmesh.security.keys import sign_forwarded
+from trackmesh.security.tokens import app_secret_matches
 
 from .app import FORWARDED_HEADER, MAX_BODY, REQUEST_HEADERS, RESPONSE_HEADERS, SERVED_HEADER
 from .directory import ZoneDirectory
@@ -37,6 +42,7 @@ from .zone_choice import rank_zones
 class GlobalGatewayNode(Protocol):
     """What the HTTP API needs of the global gateway (gateway/global_gateway.py implements it)."""
 
+    config: NodeConfig
     index: int
     url: str
     started_at: float
@@ -113,6 +119,8 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
             return RedirectResponse(url, status_code=307, headers=marks)
         headers = {k: v for k, v in request.headers.items() if k in REQUEST_HEADERS}
         headers[FORWARDED_HEADER] = "global"  # the zone gateway serves it in its zone, never forwards it again
+        # The client's address, signed, so the zone's media nodes throttle per real client (gateway/app.py).
+        headers[FORWARDED_CLIENT_HEADER] = sign_forwarded(gw.config.secret, client_address(request, gw.config.secret))
         try:
             resp = await gw.client.request(request.method, base + request.url.path, params=query,
                                            content=body or None, headers=headers)  # fmt: skip
@@ -138,8 +146,8 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
             gw.counters["routed_named"] += 1
             return await forward(request, body, zones[want].url, want, "named")
         client = None
-        if gw.geo is not None and request.client is not None:
-            client = gw.geo.locate(request.client.host)
+        if gw.geo is not None:
+            client = gw.geo.locate(client_address(request, gw.config.secret))
         ranked = rank_zones(zones.values(), client)
         if not ranked:
             gw.counters["no_zone"] += 1
@@ -190,8 +198,19 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         data = {"ready": ready, "reason": reason, "role": "global-gateway", "draining": gw.draining}
         return JSONResponse({"status": True, "data": data}, status_code=200 if ready else 503)
 
+    def unauthorized(request: Request) -> Response | None:
+        expected = gw.config.metrics_token
+        presented = bearer(request.headers.get("authorization"))
+        if not expected or (presented is not None and app_secret_matches(expected, presented)):
+            return None
+        return JSONResponse({"status": False, "error": "this node requires Authorization: Bearer <--metrics-token>"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
     @app.get("/api/node/info", tags=["node"], summary="Zones followed, GeoIP database, routing counters")
-    async def info() -> dict[str, Any]:
+    async def info(request: Request) -> Any:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         now = gw.now()
         return {
             "status": True,
@@ -208,7 +227,10 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         }
 
     @app.get("/metrics", tags=["node"], summary="Prometheus metrics: routing counters, zones followed")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         return Response(render_global_metrics(gw, gw.now()), media_type="text/plain; version=0.0.4")
 
     @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token: 307 to the best zone")

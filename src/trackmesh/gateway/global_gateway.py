@@ -23,12 +23,12 @@ from typing import Any
 
 import zenoh
 
+from trackmesh.cluster.membership import GATEWAY_ROOT, ZONE_ROOT, http_url, member_config, node_index
 from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec
-from trackmesh.runtime.cluster_node import GATEWAY_ROOT, ZONE_ROOT, http_url, member_config, node_index
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import ZoneDirectory

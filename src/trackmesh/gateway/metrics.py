@@ -14,16 +14,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trackmesh import __version__
 
 if TYPE_CHECKING:
-    from .node import GatewayNode
+    from .api import GatewayApi
 
 
-def render_gateway_metrics(gw: GatewayNode, now: float) -> tuple[str, str]:
+def render_gateway_metrics(gw: GatewayApi, now: float) -> tuple[str, str]:
     registry = CollectorRegistry()
     Gauge("trackmesh_info", "Build and role of this node", ["version", "role"], registry=registry).labels(
         __version__, "gateway"
     ).set(1)
     for name, value in sorted(gw.counters.items()):
         Gauge(f"trackmesh_gateway_{name}_total", f"Gateway counter {name}", registry=registry).set(value)
+    for name, value in sorted(gw.http_counters.items()):  # the HTTP limits (trackmesh.http.serving)
+        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     gw.directory.expire(now)
     labels = ["zone", "node"]
     healthy = Gauge("trackmesh_gateway_node_healthy", "1 when the media node may get new sessions", labels,

@@ -20,12 +20,7 @@ from typing import Any
 
 import zenoh
 
-from trackmesh.cluster.topology import open_member
-from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.cluster.zenoh_session import ZenohNode
-from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec
-from trackmesh.runtime.cluster_node import (
+from trackmesh.cluster.membership import (
     GATEWAY_ROOT,
     LOAD_ROOT,
     NODE_ROOT,
@@ -35,6 +30,11 @@ from trackmesh.runtime.cluster_node import (
     member_config,
     node_index,
 )
+from trackmesh.cluster.topology import open_member
+from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.cluster.zenoh_session import ZenohNode
+from trackmesh.config import NodeConfig
+from trackmesh.core.ids import ConnIdCodec
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
@@ -112,6 +112,9 @@ class GatewayNode(Node):
         from .app import create_gateway_app
 
         return create_gateway_app(self)
+
+    def cluster_peers(self) -> int:
+        return self.zenoh.links() if self.zenoh is not None else 0  # peers in a mesh, routers as a client
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining:

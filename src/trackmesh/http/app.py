@@ -3,50 +3,51 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trackmesh import __version__
-from trackmesh.runtime.worker import RpcError
-from trackmesh.security.tokens import SessionToken, app_secret_matches, issue
+from trackmesh.rpc import RpcError
+from trackmesh.security.throttle import FailureThrottle
+from trackmesh.security.tokens import app_secret_matches
 
+from .docs import create_docs_app
 from .envelope import error, ok
+from .headers import bearer
 from .metrics import render_metrics
-from .requests import bearer
+from .sdk_http import router as sdk_router
+from .token_http import router as token_router
+from .whip_whep import router as whip_whep_router
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
-class TokenRequest(BaseModel):
-    room: str | None = Field(None, min_length=1, max_length=128, description="room the token is for")
-    peer: str | None = Field(None, min_length=1, max_length=128, description="peer name in the room")
-    ttl: int = Field(..., gt=0, le=7 * 24 * 3600, description="lifetime in seconds")
-    record: bool = Field(False, description="record this peer's media")
-    extra_data: str | None = Field(None, max_length=4096, description="opaque data handed to other peers")
+# Paths whose clients (WHIP/WHEP, the atm0s SDK) read plain-text problems; the rest speak the
+# {"status": false, "error"} envelope of atm0s's JSON APIs.
+PLAIN_TEXT_PATHS = ("/whip/", "/whep/", "/webrtc/")
 
 
-class TokenData(BaseModel):
-    token: str
+def problem_for(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    path = request.url.path
+    if path.startswith(PLAIN_TEXT_PATHS) and not path.endswith("/limit"):
+        return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+    return error(status, message, headers)
 
 
-class TokenResponse(BaseModel):
-    status: bool
-    data: TokenData
-
-
-def create_app(node: Node) -> FastAPI:
-    app = FastAPI(
+def create_app(node: NodeApi) -> FastAPI:
+    app = create_docs_app(
         title="trackmesh",
         version=__version__,
         description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK and node APIs.",
     )
     app.state.node = node
+    app.state.auth_throttle = throttle = FailureThrottle()
     # WHIP/WHEP pages on another origin must be able to call us (RFC 9725 s4.7).
     app.add_middleware(
         CORSMiddleware,
@@ -59,18 +60,25 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(RpcError)
     async def rpc_error(request: Request, exc: RpcError) -> Any:
-        if request.url.path.startswith(("/whip/", "/whep/", "/webrtc/")):
-            # WHIP/WHEP and SDK clients read plain-text problems; the JSON envelope is for JSON APIs.
-            return PlainTextResponse(exc.message + "\n", status_code=exc.status)
-        return error(exc.status, exc.message)
+        return problem_for(request, exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # 404/405 and friends in the same shapes as our own refusals (not FastAPI's {"detail"}).
+        return problem_for(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette still re-raises, so the traceback is logged (under trackmesh.http) once.
+        return problem_for(request, 500, "internal error")
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
             for e in exc.errors()
         )
-        return error(400, f"invalid request: {problems}")
+        return problem_for(request, 400, f"invalid request: {problems}")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -85,8 +93,24 @@ def create_app(node: Node) -> FastAPI:
         body = ok(data)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/api/node/info", tags=["node"], summary="Identity, version and workers of this node")
-    async def info() -> dict[str, Any]:
+    def unauthorized(authorization: str | None) -> JSONResponse | None:
+        expected = node.config.metrics_token
+        presented = bearer(authorization)
+        if not expected or (presented is not None and app_secret_matches(expected, presented)):
+            return None
+        return error(401, "this node requires Authorization: Bearer <--metrics-token>", {"WWW-Authenticate": "Bearer"})
+
+    @app.get(
+        "/api/node/info",
+        tags=["node"],
+        summary="Identity, version and workers of this node",
+        description="No authentication unless the node runs with --metrics-token (docs/security.md).",
+        responses={401: {"description": "--metrics-token is set and the bearer does not match"}},
+    )
+    async def info(authorization: str | None = Header(None)) -> Any:
+        refused = unauthorized(authorization)
+        if refused is not None:
+            return refused
         return ok(
             {
                 "version": __version__,
@@ -99,54 +123,29 @@ def create_app(node: Node) -> FastAPI:
             }
         )
 
-    @app.get("/metrics", tags=["node"], summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        text, content_type = render_metrics(node, await node.stats())
+    @app.get(
+        "/metrics",
+        tags=["node"],
+        summary="Prometheus metrics",
+        description="No authentication unless the node runs with --metrics-token (docs/security.md).",
+        response_class=PlainTextResponse,
+        responses={401: {"description": "--metrics-token is set and the bearer does not match"}},
+    )
+    async def metrics(authorization: str | None = Header(None)) -> Response:
+        refused = unauthorized(authorization)
+        if refused is not None:
+            return refused
+        text, content_type = render_metrics(node, await node.stats(), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    @app.post(
-        "/token/{kind}",
-        tags=["tokens"],
-        summary="Create a session token (atm0s 0.2 compatible)",
-        response_model=TokenResponse,
-        responses={400: {"description": "bad request"}, 401: {"description": "wrong app secret"}},
-    )
-    async def create_token(
-        kind: Literal["whip", "whep", "webrtc", "rtpengine"],
-        body: TokenRequest,
-        authorization: str | None = Header(None, description="Bearer <app secret>"),
-    ) -> Any:
-        presented = bearer(authorization)
-        if presented is None or not app_secret_matches(node.config.secret, presented):
-            return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
-        room, peer = body.room, body.peer
-        if kind in ("whip", "rtpengine") and (room is None or peer is None):
-            return error(400, f"invalid request: a {kind} token needs room and peer")
-        if kind == "whep" and room is None:
-            return error(400, "invalid request: a whep token needs room")
-        token = SessionToken(kind, room, peer, body.record, body.extra_data)
-        return ok({"token": issue(node.config.secret, token, body.ttl, int(time.time()))})
-
+    app.include_router(token_router(node.config, throttle))
     for router in node_routers(node):
         app.include_router(router)
     return app
 
 
-def node_routers(node: Node) -> list[Any]:
+def node_routers(node: NodeApi) -> list[Any]:
     """Routers the transports add (WHIP, WHEP, SDK...) and the sample pages."""
-    routers: list[Any] = []
-    try:
-        from trackmesh.http.sdk_http import router as sdk_router
-    except ImportError:
-        pass
-    else:
-        # First: its /samples/room.html must win over the generic /samples/{name} route.
-        routers.append(sdk_router(node))
-    try:
-        from trackmesh.http.whip_whep import router as webrtc_router
-    except ImportError:
-        pass
-    else:
-        # On a node without media workers the routes still exist and answer 503 with a reason.
-        routers.append(webrtc_router(node))
-    return routers
+    # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
+    # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason.
+    return [sdk_router(node), whip_whep_router(node)]

@@ -10,11 +10,17 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trackmesh import __version__
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from trackmesh.security.throttle import FailureThrottle
+
+    from .api import NodeApi
 
 
-def render_metrics(node: Node, stats: list[dict[str, Any]]) -> tuple[str, str]:
+def render_metrics(
+    node: NodeApi, stats: list[dict[str, Any]], auth: FailureThrottle | None = None
+) -> tuple[str, str]:
     registry = CollectorRegistry()
+    if auth is not None:
+        add_auth_metrics(registry, auth)
     Gauge("trackmesh_info", "Build and role of this node", ["version", "role"], registry=registry).labels(
         __version__, node.config.role
     ).set(1)
@@ -34,4 +40,18 @@ def render_metrics(node: Node, stats: list[dict[str, Any]]) -> tuple[str, str]:
                     f"trackmesh_{name}_total", f"Worker counter {name}", ["worker"], registry=registry
                 )
             gauge.labels(worker).set(value)
+    for name, value in node.http_counters.items():
+        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST
+
+
+def add_auth_metrics(registry: CollectorRegistry, auth: FailureThrottle) -> None:
+    Gauge(
+        "trackmesh_auth_failures_total", "Wrong app secrets presented (POST /token/*)", registry=registry
+    ).set(auth.failures)
+    Gauge(
+        "trackmesh_auth_throttled_total", "Requests refused with 429 (too many wrong app secrets)", registry=registry
+    ).set(auth.throttled)
+    Gauge("trackmesh_auth_throttled_sources", "Client addresses with a failed-secret bucket", registry=registry).set(
+        len(auth)
+    )

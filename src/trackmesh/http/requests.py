@@ -10,21 +10,15 @@ from fastapi.responses import PlainTextResponse
 
 from trackmesh.security.tokens import SessionToken, TokenError, verify
 
+from .headers import bearer
+
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 
 def problem(status: int, message: str, headers: dict[str, str] | None = None) -> PlainTextResponse:
     """A refusal as WHIP/WHEP and SDK clients read it: a status and one line of text."""
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
-
-
-def bearer(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 s2.1), or None."""
-    if authorization is None:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int) -> bytes | PlainTextResponse:
@@ -44,12 +38,12 @@ async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int)
     return body
 
 
-def session_token(node: Node, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
+def session_token(node: NodeApi, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
     """The verified session token of ``kind`` and its raw text, or a 401 saying why."""
     raw = bearer(authorization)
     if raw is None:
         return problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
     try:
-        return verify(node.config.secret, raw, kind, int(time.time())), raw
+        return verify(node.config.token_key, raw, kind, int(time.time())), raw
     except TokenError as exc:
         return problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})

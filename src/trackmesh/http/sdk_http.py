@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from trackmesh.runtime.worker import RpcError
+from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import SessionToken
 from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeError, decode_connect_request
 
@@ -29,7 +29,7 @@ from .requests import read_body, session_token
 from .whip_whep import token_hash
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 MAX_BODY_BYTES = 128 * 1024
 # The SDK sends application/grpc; tools may prefer the usual protobuf labels.
@@ -40,7 +40,7 @@ async def _body(request: Request) -> bytes | PlainTextResponse:
     return await read_body(request, ACCEPTED_TYPES, MAX_BODY_BYTES)
 
 
-def _token(node: Node, authorization: str | None) -> tuple[SessionToken, str] | PlainTextResponse:
+def _token(node: NodeApi, authorization: str | None) -> tuple[SessionToken, str] | PlainTextResponse:
     return session_token(node, authorization, "webrtc")
 
 
@@ -48,7 +48,7 @@ def _protobuf(data: bytes) -> Response:
     return Response(data, status_code=200, media_type=HTTP_CONTENT_TYPE)
 
 
-def router(node: Node) -> APIRouter:
+def router(node: NodeApi) -> APIRouter:
     api = APIRouter()
     grpc_body = {"requestBody": {"content": {HTTP_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
     errors = {

@@ -21,12 +21,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from trackmesh.security.tokens import SessionToken
 
-from .requests import bearer as _bearer
+from .envelope import error
+from .headers import bearer as _bearer
 from .requests import problem as _problem
 from .requests import read_body, session_token
+from .token_http import read_json
 
 if TYPE_CHECKING:
-    from trackmesh.runtime.node import Node
+    from .api import NodeApi
 
 MAX_SDP_BYTES = 64 * 1024
 SDP = "application/sdp"
@@ -42,7 +44,7 @@ async def _read_body(request: Request, content_type: str) -> bytes | PlainTextRe
     return await read_body(request, (content_type,), MAX_SDP_BYTES)
 
 
-def _token(node: Node, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
+def _token(node: NodeApi, authorization: str | None, kind: Kind) -> SessionToken | PlainTextResponse:
     checked = session_token(node, authorization, kind)
     return checked if isinstance(checked, PlainTextResponse) else checked[0]
 
@@ -55,7 +57,7 @@ def _max_spatial(value: str | None) -> int | PlainTextResponse | None:
     return int(value)
 
 
-def router(node: Node) -> APIRouter:
+def router(node: NodeApi) -> APIRouter:
     api = APIRouter()
     for kind in ("whip", "whep"):
         _add_routes(api, node, kind)
@@ -73,7 +75,7 @@ def router(node: Node) -> APIRouter:
     return api
 
 
-def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
+def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
     label = "WHIP (publish)" if kind == "whip" else "WHEP (play)"
     responses: dict[int | str, dict[str, Any]] = {
         400: {"description": "the offer cannot be accepted; the body says why"},
@@ -181,7 +183,7 @@ def _add_routes(api: APIRouter, node: Node, kind: Kind) -> None:
         return PlainTextResponse("OK")
 
 
-def _add_limit_route(api: APIRouter, node: Node) -> None:
+def _add_limit_route(api: APIRouter, node: NodeApi) -> None:
     @api.post(
         "/whep/conn/{conn_id}/limit",
         tags=["whep"],
@@ -189,6 +191,9 @@ def _add_limit_route(api: APIRouter, node: Node) -> None:
         responses={
             200: {"description": "the cap now in force"},
             400: {"description": "max_spatial is not 0..3 or null"},
+            401: {"description": "missing bearer token"},
+            413: {"description": "body too large"},
+            415: {"description": "Content-Type is not application/json"},
             403: {"description": "the token is not the session's"},
             404: {"description": "unknown conn id"},
         },
@@ -197,16 +202,16 @@ def _add_limit_route(api: APIRouter, node: Node) -> None:
         """``{"max_spatial": 0}`` keeps the viewer on the lowest layer (as if its bandwidth allowed
         no more); ``{"max_spatial": null}`` leaves the choice to its bandwidth estimate again. The
         same cap can be set at creation with ``POST /whep/endpoint?max_spatial=0``."""
+        # A JSON API: refusals in the {"status": false, "error"} envelope (http/app.py maps RpcErrors too).
         raw = _bearer(authorization)
         if raw is None:
-            return _problem(401, "missing bearer whep token", {"WWW-Authenticate": "Bearer"})
-        try:
-            body = await request.json()
-        except ValueError:
-            return _problem(400, 'the body must be JSON: {"max_spatial": 0..3 or null}')
+            return error(401, "missing bearer whep token", {"WWW-Authenticate": "Bearer"})
+        body = await read_json(request, 1024)
+        if isinstance(body, Response):
+            return body
         value = body.get("max_spatial") if isinstance(body, dict) else "missing"
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 3):
-            return _problem(400, f"max_spatial must be a simulcast layer 0..3 or null, got {value!r}")
+            return error(400, f"max_spatial must be a simulcast layer 0..3 or null, got {value!r}")
         worker = node.worker_for_conn(conn_id)
         params = {"conn_id": conn_id, "token_hash": token_hash(raw), "max_spatial": value}
         result = await worker.call("whep.limit", params)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from trackmesh import __version__
+from trackmesh.config import NodeConfig
+from trackmesh.http.headers import bearer
+from trackmesh.security.tokens import app_secret_matches
 
 
 class RouterNode(Protocol):
     """What the HTTP API needs of the router (router/node.py implements it)."""
 
+    config: NodeConfig
     draining: bool
 
     def readiness(self) -> tuple[bool, str]: ...
@@ -51,12 +55,26 @@ def create_router_app(router: RouterNode) -> FastAPI:
         body = {"status": True, "data": data}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    def unauthorized(request: Request) -> Response | None:
+        expected = router.config.metrics_token
+        presented = bearer(request.headers.get("authorization"))
+        if not expected or (presented is not None and app_secret_matches(expected, presented)):
+            return None
+        return JSONResponse({"status": False, "error": "this node requires Authorization: Bearer <--metrics-token>"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
     @app.get("/api/node/info", tags=["node"], summary="Zone, listen endpoint, seeds and links of the router")
-    async def info() -> dict[str, Any]:
+    async def info(request: Request) -> Any:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         return {"status": True, "data": {"version": __version__, **router.info()}}
 
     @app.get("/metrics", tags=["node"], summary="Prometheus metrics: readiness and links")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
         return Response(render_router_metrics(router), media_type="text/plain; version=0.0.4")
 
     return app

@@ -17,11 +17,12 @@ import logging
 import time
 from typing import Any
 
+from trackmesh.cluster.membership import endpoint, node_index
 from trackmesh.cluster.topology import links_wanted, router_config
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode, open_node
 from trackmesh.config import NodeConfig
-from trackmesh.runtime.cluster_node import PEER_WAIT, endpoint, node_index
+from trackmesh.runtime.cluster_node import PEER_WAIT
 from trackmesh.runtime.node import Node, StartupError
 
 log = logging.getLogger("trackmesh.router")

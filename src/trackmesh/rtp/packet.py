@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "RtpError",
@@ -43,7 +43,7 @@ TWO_BYTE_PROFILE_MASK: Final = 0xFFF0  # RFC 8285 s4.3: 0x100 + 4 "appbits"
 TWO_BYTE_PROFILE: Final = 0x1000
 
 
-class RtpError(ProtocolError):
+class RtpError(RemoteProtocolError):
     """A malformed RTP packet or header extension."""
 
 

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "Bye",
@@ -71,7 +71,7 @@ _TWCC_HEAD: Final = struct.Struct("!HHI")  # base seq, status count, ref time(24
 _REMB_ID: Final = b"REMB"
 
 
-class RtcpError(ProtocolError):
+class RtcpError(RemoteProtocolError):
     """A malformed RTCP packet."""
 
 

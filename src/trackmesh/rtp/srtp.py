@@ -37,7 +37,7 @@ import pylibsrtp
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "GcmRtpSender",
@@ -84,7 +84,7 @@ class SrtpProfile(enum.Enum):
         return cls(name)
 
 
-class SrtpError(ProtocolError):
+class SrtpError(RemoteProtocolError):
     """An SRTP/SRTCP packet could not be protected or unprotected."""
 
 

@@ -1,7 +1,7 @@
 """The media role in a cluster: zenoh membership of every worker, node presence, load reports, drain.
 
-- Every worker process is a cluster member of its own (:class:`WorkerCluster`): one zenoh session
-  (peer mode, scouting off, usrpwd from the secret: ``cluster/zenoh_session.py``), a
+- Every worker process is a cluster member of its own (``WorkerCluster``, runtime/worker_cluster.py):
+  one zenoh session (peer mode, scouting off, usrpwd from the secret: ``cluster/zenoh_session.py``), a
   :class:`~trackmesh.cluster.zenoh_registry.ZenohRegistry` and a
   :class:`~trackmesh.cluster.zenoh_channels.ZenohChannelHub`. Worker *i* listens on
   ``tcp/<cluster-ip>:<cluster-port + i>`` and dials the node's seeds plus its lower-index siblings,
@@ -13,9 +13,7 @@
   stop routing new sessions here but still route follow-up calls), SDK clients get ``goaway``, and
   the node exits when its sessions are gone or after ``--shutdown-timeout``. ``SIGINT`` stops at once.
 
-zenoh runs its callbacks on its own threads; :class:`Poster` hands them to the worker's loop in
-batches and flushes the worker after each batch (remote media and registry changes produce
-outgoing packets and events just like local input).
+Key roots and member settings shared with gateways are in ``cluster/membership.py``.
 """
 
 from __future__ import annotations
@@ -28,107 +26,23 @@ import logging
 import os
 import resource
 import signal
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from trackmesh.cluster.topology import links_wanted, open_member, router_client_config
-from trackmesh.cluster.zenoh_channels import ZenohChannelHub
-from trackmesh.cluster.zenoh_registry import ZenohRegistry, undeclare
-from trackmesh.cluster.zenoh_session import ClusterConfig, ZenohNode
+from trackmesh.cluster.membership import LOAD_ROOT, NODE_ROOT, REPORT_INTERVAL, http_url, node_index
+from trackmesh.cluster.topology import links_wanted
+from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.config import NodeConfig
-from trackmesh.core.worker import MediaWorker
+from trackmesh.rpc import RpcError
 
 from .node import Node, StartupError
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
+from .worker_cluster import WorkerCluster
 
 log = logging.getLogger("trackmesh.cluster")
 
-LOAD_ROOT = "tm/load/"  # tm/load/<zone>/<node index>: JSON load report of a media node, every second
-NODE_ROOT = "tm/node/"  # tm/node/<zone>/<node index>: liveliness token of a running media node
-ZONE_ROOT = "tm/zone/"  # tm/zone/<zone>/<gateway index>: JSON zone summary of a gateway, every second
-GATEWAY_ROOT = "tm/gw/"  # tm/gw/<zone>/<gateway index>: liveliness token of a running gateway
-REPORT_INTERVAL = 1.0
 AFFINITY_GRACE = 10.0  # a room routed to a worker stays with it this long before the worker reports it
 PEER_WAIT = 1.5  # at start, how long to wait for the seeds before checking for a duplicated node id
-
-
-def node_index(config: NodeConfig) -> int:
-    """The node's index in its zone (``--node-id``); ``config.node_id`` is ``zone << 8 | index``."""
-    return config.node_id & 0xFF
-
-
-def endpoint(ip: str, port: int) -> str:
-    return f"tcp/[{ip}]:{port}" if ":" in ip else f"tcp/{ip}:{port}"
-
-
-def http_url(config: NodeConfig) -> str:
-    """Where other members reach this node's HTTP API."""
-    host = config.http_host
-    if host in ("0.0.0.0", "::"):
-        host = config.node_ip if config.role == "media" else config.cluster_ip
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.http_port}"
-
-
-def member_config(config: NodeConfig, worker: int = 0) -> ClusterConfig:
-    """The zenoh settings of worker ``worker`` (gateways use worker 0): a full-mesh peer, or with
-    ``--cluster-mode routers`` a client of the zone's routers (``cluster/topology.py``)."""
-    if config.cluster_mode == "routers":
-        return router_client_config(config.secret, config.seeds)
-    port = config.cluster_port + worker if config.cluster_port else 0
-    listen = endpoint(config.cluster_ip, port)
-    seeds = list(config.seeds)
-    if config.cluster_port:
-        seeds += [endpoint(config.cluster_ip, config.cluster_port + j) for j in range(worker)]
-    seeds = [s for s in dict.fromkeys(seeds) if s != listen]
-    return ClusterConfig(config.secret, listen=[listen], seeds=seeds)
-
-
-class Poster:
-    """``post`` for the zenoh registry and hub: runs the closures on ``loop`` in batches, then ``after()``."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._queue: list[Callable[[], None]] = []
-        self._armed = False
-        self.after: Callable[[], None] | None = None
-        self.errors = 0
-
-    def __call__(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            self._queue.append(fn)
-            if self._armed:
-                return
-            self._armed = True
-        self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue, []
-            self._armed = False
-        for fn in batch:
-            try:
-                fn()
-            except Exception:
-                self.errors += 1
-                if self.errors <= 10:
-                    log.exception("cluster callback failed")
-        if self.after is not None:
-            self.after()
-
-
-def mixer_imports(core: MediaWorker) -> dict[str, int]:
-    """The bounded mixer's remote audio sources imported, per room that has any (core/mixer/, docs/mixer.md)."""
-    imports: dict[str, int] = {}
-    for name, view in core.rooms.rooms.items():
-        n = view.stage.imported if view.stage is not None else 0
-        if n:
-            imports[name] = n
-    return imports
 
 
 class RoomAffinity:
@@ -167,68 +81,6 @@ class RoomAffinity:
                 if room not in hosted or prev == worker:
                     hosted[room] = worker
         self._hosted = hosted
-
-
-class WorkerCluster:
-    """One worker's cluster membership: zenoh session, registry and channel hub."""
-
-    def __init__(self, config: NodeConfig, index: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.config = config
-        self.index = index
-        self.member_config = member_config(config, index)
-        self.node: ZenohNode = open_member(self.member_config)
-        self.poster = Poster(loop)
-        self.registry = ZenohRegistry(self.node.session, self.poster)
-        self.hub = ZenohChannelHub(self.node.session, self.poster, time.monotonic)
-        self._closed = False
-
-    def attach(self, runtime: WorkerRuntime) -> None:
-        self.poster.after = lambda: runtime.flush(runtime.now())
-        runtime.register_rpc("cluster.stats", lambda now, params: self.stats(runtime))
-        runtime.register_rpc("cluster.rooms", lambda now, params: list(runtime.core.rooms.rooms))
-        runtime.register_rpc("cluster.goaway", lambda now, params: self.goaway(runtime, now, params))
-
-    def goaway(self, runtime: WorkerRuntime, now: float, params: dict[str, Any]) -> dict[str, int]:
-        """Tell every SDK client of this worker that the node goes away (drain)."""
-        from trackmesh.runtime.sdk_worker import SdkTransport
-
-        told = 0
-        # The SDK transport registers its shutdown hook as a bound method; that is how we find it.
-        for hook in list(getattr(runtime, "_shutdown_hooks", ())):
-            transport = getattr(hook, "__self__", None)
-            if not isinstance(transport, SdkTransport):
-                continue
-            for conn in list(transport.conns.values()):
-                if conn.closing:
-                    continue
-                conn.sdk.goaway(str(params.get("reason", "node draining")), int(params.get("remain", 0)))
-                transport.after_input(now, conn)
-                told += 1
-        return {"told": told}
-
-    def stats(self, runtime: WorkerRuntime | None = None) -> dict[str, Any]:
-        hub, reg = self.hub, self.registry
-        imports = mixer_imports(runtime.core) if runtime is not None else {}
-        return {
-            "mixer_imports": imports,
-            "mixer_imports_total": sum(imports.values()),
-            "member": reg.member,
-            "listen": list(self.member_config.listen),
-            "peers": len(self.node.peers()),
-            "routers": len(self.node.routers()),
-            **hub.stats(),
-            "registry_members_lost": reg.members_lost,
-            "registry_remote_members": len(reg.remote_members()),
-            "callback_errors": self.poster.errors,
-        }
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.hub.close()
-        self.registry.close()
-        self.node.close()
 
 
 def _rss_mb() -> float:

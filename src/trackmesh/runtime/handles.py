@@ -14,28 +14,20 @@ import logging
 import multiprocessing
 import signal
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 from trackmesh.config import NodeConfig
 from trackmesh.logs import setup_logging
+from trackmesh.rpc import RpcError
 
 from .loop import new_event_loop
 from .transports import install_all
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.node")
 
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 10.0
-
-
-class WorkerHandle(Protocol):
-    index: int
-    udp_port: int
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any: ...
-
-    async def stop(self, reason: str, timeout: float) -> None: ...
 
 
 class InProcessWorker:
@@ -161,7 +153,7 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
     if config.role == "media":
         # A cluster media worker is a cluster member of its own: its own zenoh session, registry
         # and channel hub, so rooms span workers and nodes.
-        from .cluster_node import WorkerCluster
+        from .worker_cluster import WorkerCluster
 
         try:
             cluster = await loop.run_in_executor(None, WorkerCluster, config, index, loop)

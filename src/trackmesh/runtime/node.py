@@ -24,11 +24,12 @@ import uvicorn
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.rpc import RpcError, WorkerHandle
 
-from .handles import InProcessWorker, ProcessWorker, WorkerHandle
+from .handles import InProcessWorker, ProcessWorker
 from .loop import loop_name
 from .transports import install_all
-from .worker import RpcError, WorkerRuntime
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.node")
 
@@ -56,6 +57,8 @@ class Node:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self.on_started: Callable[[Node], None] | None = None
+        #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
+        self.http_counters: dict[str, int] = {}
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -168,10 +171,9 @@ class Node:
         except StartupError:
             http_sock.close()
             raise
-        app = self.create_app()
-        server = _Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
-        )
+        from trackmesh.http.serving import server_config
+
+        server = _Server(server_config(self.create_app(), self.config, self.http_counters))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         serve = asyncio.create_task(server.serve(sockets=[http_sock]))
@@ -230,15 +232,19 @@ def print_banner(node: Node) -> None:
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
     lines = [
         f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
-        f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs)",
+        f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
     if node.has_media:
         lines += [
+            f"  samples:               {base}/samples/index.html",
+            f"  room (video + chat):   {base}/samples/room.html",
             f"  publish (WHIP) sample: {base}/samples/whip.html",
             f"  watch (WHEP) sample:   {base}/samples/whep.html",
         ]
+        if cfg.dev:
+            lines.append("  --dev: the samples get demo tokens from /dev/token/<kind> (loopback clients only)")
     if cfg.secret_generated:
         lines.append(f"  app secret (generated, shown once; pass --secret to choose one): {cfg.secret}")
     print("\n".join(lines), file=sys.stderr, flush=True)

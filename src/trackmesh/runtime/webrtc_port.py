@@ -1,58 +1,28 @@
 """WebRtcPort: the WebRTC side of a worker's single UDP port, shared by every WebRTC transport.
 
 WHIP/WHEP sessions and SDK sessions live on the same port, so they share one demultiplexer
-(ICE ufrag, then remote address: RFC 7983 classification), one DTLS certificate and, above all,
-one :class:`~trackmesh.transports.webrtc.events.SharedClock`: a viewer's sink runs inside
-the *publisher's* input handling, whichever transport either of them uses, so every peer of the
-worker must read the same ``now``.
+(ICE ufrag, then remote address: RFC 7983 classification) and one DTLS certificate. A viewer's
+sink runs inside the *publisher's* input handling, whichever transport either of them uses; its
+``now`` is the packet's arrival (``MediaPacket.arrival``), so the peers share no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Generic, Protocol, TypeVar
 
 from trackmesh.core.ids import SessionId
+from trackmesh.net import Address
 from trackmesh.transports.webrtc.answer import LocalParams
-from trackmesh.transports.webrtc.demux import SharedPortDemux
+from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.events import SharedClock
+from trackmesh.transports.webrtc.ice.stun import StunMessage
 
 from .worker import WorkerRuntime
 
-DatagramHandler = Callable[[float, bytes, tuple[str, int]], None]
-
-
-class _Closable(Protocol):
-    closing: bool
-
-
-class _Timed(Protocol):
-    def next_deadline(self) -> float | None: ...
-    def handle_timeout(self, now: float) -> None: ...
-
-
-C = TypeVar("C", bound=_Closable)
-
-
-class ConnTimer(Generic[C]):
-    """Adapts one connection to the worker scheduler: fire its state machine (a WebRtcPeer or an SdkSession), then
-    let the transport handle what it said. A closing connection has no deadline."""
-
-    __slots__ = ("after_input", "conn", "machine")
-
-    def __init__(self, conn: C, machine: _Timed, after_input: Callable[[float, C], None]) -> None:
-        self.conn = conn
-        self.machine = machine
-        self.after_input = after_input
-
-    def next_deadline(self) -> float | None:
-        return None if self.conn.closing else self.machine.next_deadline()
-
-    def handle_timeout(self, now: float) -> None:
-        self.machine.handle_timeout(now)
-        self.after_input(now, self.conn)
+#: A transport's handler for the datagrams of one connection: ``(now, data, addr, kind, stun)``, with what the
+#: demultiplexer found (:data:`~trackmesh.transports.webrtc.demux.Routed`).
+DatagramHandler = Callable[[float, bytes, Address, PacketKind, StunMessage | None], None]
 
 
 class WebRtcPort:
@@ -62,7 +32,6 @@ class WebRtcPort:
         self.certificate = DtlsCertificate.generate(datetime.now(UTC) - timedelta(days=1))
         self.fingerprint = self.certificate.fingerprint_sha256()
         self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
-        self.clock = SharedClock()
         self._owners: dict[SessionId, DatagramHandler] = {}
         self._unrouted = "udp_rx_unrouted"
         runtime.counters.setdefault(self._unrouted, 0)
@@ -92,9 +61,9 @@ class WebRtcPort:
         self.demux.unregister(key)
 
     def on_datagram(self, now: float, data: bytes, addr: tuple[str, int]) -> None:
-        key = self.demux.route(data, addr)
-        handler = self._owners.get(key) if key is not None else None
-        if handler is None:
+        routed = self.demux.route(data, addr)
+        handler = self._owners.get(routed[0]) if routed is not None else None
+        if handler is None or routed is None:
             self.runtime.counters[self._unrouted] += 1
             return
-        handler(now, data, addr)
+        handler(now, data, addr, routed[1], routed[2])

@@ -1,74 +1,102 @@
-"""The WebRTC transport inside a worker: WHIP/WHEP sessions on the worker's shared UDP port.
+"""The WHIP/WHEP transport inside a worker: WHIP/WHEP sessions on the worker's shared UDP port.
 
-Thin glue between the asyncio worker (:mod:`.worker`) and the sans-IO
-:class:`~trackmesh.transports.webrtc.peer.WebRtcPeer`: it answers the worker calls
-``whip|whep.create|patch|delete`` made by the HTTP layer, demultiplexes the port's datagrams
-to peers (by ICE ufrag, then by address: RFC 7983 classification), keeps each peer's deadline
-in the worker's scheduler and turns peer events into demux bindings and endpoint closes.
+Thin glue: it answers the worker calls ``whip|whep.create|patch|delete`` and ``whep.limit`` made by
+the HTTP layer (http/whip_whep.py). The connections' lifecycle (port routes, events, timers, close)
+is the worker's :class:`~.conn_table.ConnTable`; the resource semantics (404/403, ETag/If-Match,
+PATCH trickle or ICE restart, tombstones) are the sans-IO
+:mod:`trackmesh.transports.whip_whep.resource`; this module only joins them.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.rpc import RpcError
 from trackmesh.sdp.model import SdpError
 from trackmesh.transports.webrtc.answer import AnswerPolicy, answer_offer
-from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, PeerMode
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
-from trackmesh.transports.whip_whep.sdpfrag import is_ice_restart, parse_sdpfrag, render_sdpfrag, restart_answer
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.whip_whep.resource import (
+    Resource,
+    ResourceError,
+    Tombstones,
+    authorize,
+    ice_restart_answer,
+)
+from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
 
-from .webrtc_port import ConnTimer, WebRtcPort
-from .worker import RpcError, WorkerRuntime
+from .conn_table import ConnTable, Timed, short
+from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")
-
-# A session that ended on its own (DTLS close, consent expiry) is remembered this long, so the
-# client's DELETE that usually follows its own close still gets 200, not 404.
-TOMBSTONE_TTL = 120.0
 
 
 @dataclass(eq=False)
 class Session:
-    """One WHIP or WHEP connection on this worker."""
+    """One WHIP or WHEP connection on this worker (a :class:`~.conn_table.TableConn`)."""
 
     mode: PeerMode
-    peer: WebRtcPeer
-    token_hash: str
-    etag: str
-    remote_ufrag: str
-    remote_pwd: str
+    policy: WhipWhepSession  # the room side of the connection: join, publish on connect, auto-follow
+    resource: Resource
     ufrags: list[str] = field(default_factory=list)
     closing: bool = False
+
+    @property
+    def peer(self) -> WebRtcPeer:
+        return self.policy.peer
 
     @property
     def key(self) -> SessionId:
         return self.peer.endpoint.session
 
+    @property
+    def kind(self) -> str:
+        return self.mode.value
+
+    @property
+    def token_hash(self) -> str:
+        return self.resource.token_hash
+
+    @property
+    def machine(self) -> Timed:
+        return self.peer
+
+    def on_connected(self, now: float) -> None:
+        self.policy.on_connected(now)
+
+    def on_application_data(self, now: float, data: bytes) -> None:
+        pass  # no data channel is negotiated for WHIP/WHEP; the peer counted the record
+
+    def on_core_events(self, now: float) -> None:
+        self.policy.on_core_events(now)
+
+    def close_reason(self) -> str | None:
+        return None
+
+    def goaway(self, reason: str, remain_seconds: int) -> bool:
+        return False  # WHIP/WHEP have no such message; the session lives until its client leaves
+
+    def farewell(self, reason: str) -> None:
+        pass
+
 
 class WebRtcTransport:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
-        self.port = WebRtcPort.of(runtime)
+        self.table: ConnTable[Session] = ConnTable(runtime, "webrtc", log, on_closed=self._on_closed)
+        self.port = self.table.port
         self.certificate = self.port.certificate
         self.fingerprint = self.port.fingerprint
         self.demux = self.port.demux
-        self.clock = self.port.clock
-        self.sessions: dict[SessionId, Session] = {}
-        self.timers: dict[SessionId, ConnTimer[Session]] = {}
-        # conn id -> (mode, token hash, until): sessions that ended recently.
-        self.tombstones: dict[str, tuple[PeerMode, str, float]] = {}
+        self.tombstones = Tombstones()
         self.counters = runtime.counters
-        for name in ("webrtc_sessions_created", "webrtc_sessions_closed", "webrtc_offers_refused"):
-            self.counters.setdefault(name, 0)
+        self.counters.setdefault("webrtc_offers_refused", 0)
         for mode in (PeerMode.WHIP, PeerMode.WHEP):
             kind = mode.value
             runtime.register_rpc(f"{kind}.create", functools.partial(self.create, mode=mode))
@@ -76,38 +104,11 @@ class WebRtcTransport:
             runtime.register_rpc(f"{kind}.delete", functools.partial(self.delete, mode=mode))
         runtime.register_rpc("whep.limit", self.limit)
         runtime.register_rpc("webrtc.stats", self.stats)
-        runtime.on_shutdown(self.on_shutdown)
-
-    # ---- media path ----------------------------------------------------------------------
-
-    def on_datagram(self, now: float, data: bytes, addr: tuple[str, int], *, session: Session) -> None:
-        """A datagram the worker's WebRtcPort routed to ``session``."""
-        session.peer.handle_datagram(now, data, addr)
-        self.after_input(now, session)
-
-    def after_input(self, now: float, session: Session) -> None:
-        peer = session.peer
-        while (event := peer.poll_event()) is not None:
-            if isinstance(event, IceSelected):
-                self.demux.bind(event.addr, session.key)
-            elif isinstance(event, Connected):
-                log.info(
-                    "connected", extra={"fields": {"conn": _short(peer.endpoint.conn_id), "mode": session.mode.value}}
-                )
-            elif isinstance(event, Disconnected):
-                self.close(now, session, event.reason)
-                return
-        timer = self.timers.get(session.key)
-        if timer is not None:
-            self.runtime.track(timer)
-
-    def on_core_events(self, now: float, *, session: Session) -> None:
-        session.peer.on_core_events(now)
-        self.after_input(now, session)
 
     # ---- control calls -------------------------------------------------------------------
 
     def create(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
+        self.table.admission.check(str(params["token_hash"]))
         ice = IceLiteAgent()
         creds = ice.local_credentials
         local = self.port.local_params(creds.ufrag, creds.pwd)
@@ -120,7 +121,6 @@ class WebRtcTransport:
         room = str(params["room"])
         peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
         endpoint = self.runtime.core.create_endpoint()
-        self.clock.advance(now)
         try:
             peer = WebRtcPeer(
                 now,
@@ -129,141 +129,84 @@ class WebRtcTransport:
                 ice,
                 self.certificate,
                 self.runtime.outbox,
-                mode=mode,
                 wallclock=time.time(),
-                clock=self.clock,
-                room=room,
-                peer=str(peer_name),
+                remote_names=default_remote_names,
+                connect_timeout=self.runtime.config.connect_timeout,
             )
-        except PeerSetupError as exc:
+            room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
+        except SessionSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "setup failed")
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
-        session = Session(
-            mode,
-            peer,
-            str(params["token_hash"]),
-            secrets.token_hex(8),
-            answer.transport.ice_ufrag,
-            answer.transport.ice_pwd,
-            [creds.ufrag],
-        )
-        key = endpoint.session
-        self.sessions[key] = session
-        self.timers[key] = ConnTimer(session, session.peer, self.after_input)
-        self.port.attach(key, creds.ufrag, functools.partial(self.on_datagram, session=session))
-        self.runtime.listen(key, functools.partial(self.on_core_events, session=session))
-        self.counters["webrtc_sessions_created"] += 1
+        resource = Resource(mode.value, str(params["token_hash"]), answer.transport.ice_ufrag, answer.transport.ice_pwd)
+        session = Session(mode, room_policy, resource, [creds.ufrag])
         if mode is PeerMode.WHEP and params.get("max_spatial") is not None:
             peer.set_max_spatial(now, int(params["max_spatial"]))
-        self.after_input(now, session)
+        self.table.attach(now, session, creds.ufrag)
         log.info(
             "session created",
-            extra={"fields": {"mode": mode.value, "room": room, "peer": peer_name, "conn": _short(endpoint.conn_id)}},
+            extra={"fields": {"mode": mode.value, "room": room, "peer": peer_name, "conn": short(endpoint.conn_id)}},
         )
-        return {"conn_id": endpoint.conn_id, "sdp": answer.sdp, "etag": session.etag}
+        return {"conn_id": endpoint.conn_id, "sdp": answer.sdp, "etag": resource.etag}
 
     def _session(self, mode: PeerMode, params: dict[str, Any]) -> Session:
-        found = self.runtime.core.lookup(str(params.get("conn_id", "")))
-        session = None if isinstance(found, ControlError) else self.sessions.get(found.session)
-        if session is None or session.mode is not mode:
-            raise RpcError(404, "unknown conn id")
-        if not hmac.compare_digest(session.token_hash, str(params.get("token_hash", ""))):
-            raise RpcError(403, "this token did not create the session")
+        session = self.table.lookup(str(params.get("conn_id", "")))
+        try:
+            authorize(session.resource if session is not None else None, mode.value, str(params.get("token_hash", "")))
+        except ResourceError as exc:
+            raise RpcError(exc.status, exc.message) from None
+        assert session is not None
         return session
 
     def patch(self, now: float, params: dict[str, Any], mode: PeerMode) -> dict[str, Any]:
         session = self._session(mode, params)
-        if_match = params.get("if_match")
-        if if_match is not None and if_match != session.etag:
-            raise RpcError(412, "If-Match does not match the session's ETag")
         try:
-            frag = parse_sdpfrag(str(params["frag"]))
-        except SdpError as exc:
-            raise RpcError(400, f"bad trickle-ice-sdpfrag: {exc}") from None
-        if not is_ice_restart(frag, session.remote_ufrag, session.remote_pwd):
-            # We are ICE-lite (RFC 8445 s2.5): the client's candidates need no action from us,
-            # its checks reach our one port and are answered there.
+            restart = session.resource.patch(str(params["frag"]), params.get("if_match"))
+        except ResourceError as exc:
+            raise RpcError(exc.status, exc.message) from None
+        if restart is None:
             return {}
-        creds = frag.credentials()
-        if creds is None:
-            raise RpcError(400, "bad trickle-ice-sdpfrag: an ICE restart needs ice-ufrag and ice-pwd")
-        new_ufrag, new_pwd = creds
-        local = session.peer.ice.restart(new_ufrag, new_pwd)
-        session.remote_ufrag, session.remote_pwd = new_ufrag, new_pwd
-        self.demux.register(local.ufrag, session.key)
-        session.ufrags.append(local.ufrag)
-        session.etag = secrets.token_hex(8)
+        local = session.peer.ice.restart(restart.ufrag, restart.pwd)
+        self.table.add_ufrag(session, local.ufrag)
+        etag = session.resource.restarted(restart)
         first = session.peer.answer.media[0] if session.peer.answer.media else None
-        cand = self.port.local_params(local.ufrag, local.pwd)
-        answer = restart_answer(
-            local.ufrag, local.pwd, cand.candidate(), first.mid if first else "0", first.kind if first else "audio"
-        )
-        self.after_input(now, session)
-        return {"sdpfrag": render_sdpfrag(answer), "etag": session.etag}
+        candidate = self.port.local_params(local.ufrag, local.pwd).candidate()
+        sdpfrag = ice_restart_answer(local.ufrag, local.pwd, candidate, (first.mid, first.kind) if first else None)
+        self.table.after_input(now, session)
+        return {"sdpfrag": sdpfrag, "etag": etag}
 
     def limit(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """Cap (or, with None, uncap) the simulcast layer a WHEP viewer gets: 0 is the lowest."""
         session = self._session(PeerMode.WHEP, params)
         layer = params.get("max_spatial")
         session.peer.set_max_spatial(now, None if layer is None else int(layer))
-        self.after_input(now, session)
+        self.table.after_input(now, session)
         return {"max_spatial": layer}
 
     def delete(self, now: float, params: dict[str, Any], mode: PeerMode) -> None:
-        conn_id = str(params.get("conn_id", ""))
-        gone = self.tombstones.get(conn_id)
-        if gone is not None and gone[0] is mode and gone[2] > now:
-            if not hmac.compare_digest(gone[1], str(params.get("token_hash", ""))):
-                raise RpcError(403, "this token did not create the session")
-            del self.tombstones[conn_id]
-            return
+        conn_id, token_hash = str(params.get("conn_id", "")), str(params.get("token_hash", ""))
+        try:
+            if self.tombstones.claim(conn_id, mode.value, token_hash, now):
+                return
+        except ResourceError as exc:
+            raise RpcError(exc.status, exc.message) from None
         session = self._session(mode, params)
-        self.close(now, session, "deleted by the client")
+        self.table.close(now, session, "deleted by the client")
 
     # ---- teardown ------------------------------------------------------------------------
 
-    def close(self, now: float, session: Session, reason: str) -> None:
-        if session.closing:
-            return
-        session.closing = True
-        key = session.key
-        session.peer.close(now, reason)
-        while session.peer.poll_event() is not None:
-            pass
-        self.runtime.core.close_endpoint(now, key, reason)
-        self.port.detach(key)
-        self.runtime.unlisten(key)
-        timer = self.timers.pop(key, None)
-        if timer is not None:
-            self.runtime.untrack(timer)
-        self.sessions.pop(key, None)
+    def _on_closed(self, now: float, session: Session, reason: str) -> None:
         if reason != "deleted by the client":
-            self._bury(now, session)
-        self.counters["webrtc_sessions_closed"] += 1
-        log.info("session closed", extra={"fields": {"conn": _short(session.peer.endpoint.conn_id), "reason": reason}})
+            self.tombstones.bury(session.peer.endpoint.conn_id, session.resource, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("session counters", extra={"fields": peer_summary(session.peer)})
 
-    def _bury(self, now: float, session: Session) -> None:
-        if len(self.tombstones) > 10_000:
-            for conn_id in [c for c, (_, _, until) in self.tombstones.items() if until <= now]:
-                del self.tombstones[conn_id]
-        self.tombstones[session.peer.endpoint.conn_id] = (session.mode, session.token_hash, now + TOMBSTONE_TTL)
-
-    def on_shutdown(self, now: float) -> None:
-        for session in list(self.sessions.values()):
-            self.close(now, session, "node stopping")
-
     def stats(self, now: float = 0.0, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {
-            "sessions": len(self.sessions),
-            "demux": dict(self.demux.counters),
-        }
+        return self.table.stats()
 
 
 def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
     """A peer's non-zero drop/feedback counters, for the debug log and for diagnosing tests."""
-    out: dict[str, Any] = {"conn": _short(peer.endpoint.conn_id)}
+    out: dict[str, Any] = {"conn": short(peer.endpoint.conn_id)}
     out.update({k: v for k, v in peer.counters.items() if v})
     out.update({f"in_{k}": v for k, v in peer.inbound.counters.items() if v})
     twcc = peer.inbound.twcc
@@ -276,11 +219,6 @@ def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
     if peer.ctx.estimate is not None:
         out["estimate_bps"] = round(peer.ctx.estimate)
     return out
-
-
-def _short(conn_id: str) -> str:
-    # The head of a conn id is its version and node; the tail (nonce and tag) tells them apart.
-    return conn_id[-10:]
 
 
 def install(runtime: WorkerRuntime) -> None:

@@ -7,7 +7,8 @@ block (the default asyncio datagram path costs ~30 us a packet on this machine: 
 hands each datagram to the registered transport, then flushes: core events, outbox, timer.
 
 Transports plug in through :meth:`register_rpc` (control calls from the HTTP layer),
-:attr:`datagram_handler` (UDP input) and :meth:`listen` (core events of an endpoint).
+:attr:`datagram_handler` (UDP input), :meth:`listen` (core events of an endpoint),
+:meth:`on_shutdown` (the worker stops) and :meth:`on_drain` (the node drains).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from trackmesh.core.channel import ChannelHub
 from trackmesh.core.ids import SessionId
 from trackmesh.core.registry import Registry
 from trackmesh.core.worker import MediaWorker
+from trackmesh.rpc import RpcError
 
 from .scheduler import Scheduler, Timed
 
@@ -37,15 +39,6 @@ log = logging.getLogger("trackmesh.worker")
 Address = tuple[str, int]
 RECV_BATCH = 256
 RECV_BUFFER = 2048
-
-
-class RpcError(Exception):
-    """A control call that failed; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _CoreTimer:
@@ -103,6 +96,7 @@ class WorkerRuntime:
         self._listeners: dict[SessionId, Callable[[float], None]] = {}
         self._core_timer = _CoreTimer(self.core)
         self._shutdown_hooks: list[Callable[[float], None]] = []
+        self._drain_hooks: list[Callable[[float, str, int], int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -125,6 +119,16 @@ class WorkerRuntime:
 
     def on_shutdown(self, hook: Callable[[float], None]) -> None:
         self._shutdown_hooks.append(hook)
+
+    def on_drain(self, hook: Callable[[float, str, int], int]) -> None:
+        """``hook(now, reason, remain_seconds)`` tells a transport's clients to go away (the node drains)
+        and returns how many it told; see :meth:`drain`."""
+        self._drain_hooks.append(hook)
+
+    def drain(self, now: float, reason: str, remain_seconds: int) -> int:
+        """The node drains: every transport tells its clients that can be told to move (the SDK's
+        ``goaway``); returns how many were told. Sessions stay open until their clients leave."""
+        return sum(hook(now, reason, remain_seconds) for hook in self._drain_hooks)
 
     def track(self, item: Timed) -> None:
         """(Re)schedule a component's deadline after it handled an input."""

@@ -23,8 +23,12 @@ __all__ = [
     "EXT_RID",
     "EXT_RRID",
     "EXT_TWCC",
+    "G722",
     "OPUS",
+    "PCMA",
+    "PCMU",
     "STATIC_PAYLOAD_TYPES",
+    "STATIC_RTPMAPS",
     "VP8",
     "VP9",
     "CodecSpec",
@@ -126,6 +130,12 @@ def _h264(profile_level_id: str) -> CodecSpec:
 
 
 OPUS = CodecSpec("opus", 48000, 2)
+# Telephony codecs (RFC 3551 s4.5); G.722's RTP clock is 8000 although it samples at 16 kHz.
+PCMU = CodecSpec("PCMU", 8000, 1)
+PCMA = CodecSpec("PCMA", 8000, 1)
+G722 = CodecSpec("G722", 8000, 1)
+#: RFC 3551 s6 static payload types usable without an a=rtpmap line.
+STATIC_RTPMAPS = {0: RtpMap(0, "PCMU", 8000, 1), 8: RtpMap(8, "PCMA", 8000, 1), 9: RtpMap(9, "G722", 8000, 1)}
 VP8 = CodecSpec("VP8", 90000)
 # RFC 9628 s6: profile-id defaults to 0 when absent.
 VP9 = CodecSpec("VP9", 90000, None, (("profile-id", "0"),), (("profile-id", "0"),))

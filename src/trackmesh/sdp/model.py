@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "Attribute",
@@ -45,7 +45,7 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
 
 
-class SdpError(ProtocolError):
+class SdpError(RemoteProtocolError):
     """An SDP body (offer or trickle fragment) that is malformed or cannot be accepted."""
 
 
@@ -221,6 +221,8 @@ class MediaDescription:
     extmaps: list[Extmap] = field(default_factory=list)
     rtpmaps: list[RtpMap] = field(default_factory=list)
     fmtps: dict[int, str] = field(default_factory=dict)
+    ptime: int | None = None  # a=ptime, ms (RFC 8866 s6.4); SIP/RTP-AVP peers use it
+    maxptime: int | None = None  # a=maxptime, ms (RFC 8866 s6.5)
     rtcp_fbs: list[RtcpFb] = field(default_factory=list)
     msids: list[Msid] = field(default_factory=list)
     ssrc_groups: list[SsrcGroup] = field(default_factory=list)
@@ -475,6 +477,10 @@ def _parse_media_attr(m: MediaDescription, name: str, value: str | None) -> bool
         pt = _int(match[1], "a=rtpmap payload type", 0, 127)
         channels = None if match[4] is None else _int(match[4], "a=rtpmap channels", 1, 255)
         m.rtpmaps.append(RtpMap(pt, match[2], _int(match[3], "a=rtpmap clock rate", 1, 2**32 - 1), channels))
+    elif name in ("ptime", "maxptime"):
+        # RFC 8866 s6.4 allows a decimal ("20.0" from some phones): whole milliseconds kept.
+        whole = value.strip().split(".", 1)[0]
+        setattr(m, name, _int(whole, f"a={name}", 1, 10000))
     elif name == "fmtp":
         pt_text, _, params = value.partition(" ")
         m.fmtps[_int(pt_text, "a=fmtp payload type", 0, 127)] = params
@@ -705,6 +711,10 @@ def _render_media(out: list[str], m: MediaDescription) -> None:
         out.append(_attr("rtpmap", f"{r.payload_type} {r.encoding}/{r.clock_rate}{channels}"))
     out += [_attr("rtcp-fb", f"{fb.payload_type} {fb.value}") for fb in m.rtcp_fbs]
     out += [_attr("fmtp", f"{pt} {params}") for pt, params in m.fmtps.items()]
+    if m.ptime is not None:
+        out.append(_attr("ptime", str(m.ptime)))
+    if m.maxptime is not None:
+        out.append(_attr("maxptime", str(m.maxptime)))
     out += [_attr("ssrc-group", " ".join([g.semantics, *map(str, g.ssrcs)])) for g in m.ssrc_groups]
     out += [
         _attr("ssrc", f"{s.ssrc} {s.attribute}" + (f":{s.value}" if s.value is not None else ""))

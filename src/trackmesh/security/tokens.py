@@ -1,4 +1,7 @@
-"""Session tokens: HS256 JWTs signed with the cluster secret, compatible with atm0s 0.2.
+"""Session tokens: HS256 JWTs in atm0s 0.2's format.
+
+The key is ``security.keys.token_key``: derived from the app secret (HKDF, ``token-signing``), or
+the app secret itself with ``--atm0s-compatible-tokens`` (docs/security.md).
 
 Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine) so a token cannot be used on
 another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
@@ -16,7 +19,7 @@ from typing import Any
 import jwt
 
 # atm0s-compatible tokens are signed with the app secret itself, which users choose (we require
-# >= 8 characters; generated ones have 32). PyJWT's advice to use >= 32 bytes is in the docs.
+# >= 16 characters; generated ones have 32). Derived keys have 32 bytes. The trade is in docs/security.md.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 KINDS = ("whip", "whep", "webrtc", "rtpengine")
@@ -43,7 +46,7 @@ def app_secret_matches(secret: str, presented: str) -> bool:
     )
 
 
-def issue(secret: str, token: SessionToken, ttl: int, now: int) -> str:
+def issue(key: str | bytes, token: SessionToken, ttl: int, now: int) -> str:
     if token.kind not in KINDS:
         raise ValueError(f"unknown token kind {token.kind!r}")
     claims: dict[str, Any] = {"iss": token.kind, "iat": now, "nbf": now - 1, "exp": now + ttl}
@@ -55,15 +58,15 @@ def issue(secret: str, token: SessionToken, ttl: int, now: int) -> str:
         claims["record"] = True
     if token.extra_data is not None:
         claims["extra_data"] = token.extra_data
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
-def verify(secret: str, token: str, kind: str, now: int) -> SessionToken:
+def verify(key: str | bytes, token: str, kind: str, now: int) -> SessionToken:
     """Check signature, expiry and kind. ``now`` is wall-clock seconds (the caller's clock)."""
     try:
         claims = jwt.decode(
             token,
-            secret,
+            key,
             algorithms=["HS256"],
             options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "exp"]},
         )

@@ -18,7 +18,10 @@ reason on stderr on failure):
   whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--frames N] [--min-frames N]
       Two recvonly transceivers (video, audio); POST the offer, set the answer, decode everything with
       decodebin into fakesinks. Counts decoded video frames and audio buffers.
-      Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n, ...}
+      Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n,
+                "rtp": {"video": {"received": n, "expected": n, "first_s": t, "last_s": t}, "audio": {...}}, ...}
+      ("rtp" counts the RTP packets webrtcbin hands out, by their sequence numbers: ``expected`` is
+      the span from the first to the highest, so a packet the server never forwarded is missing.)
       Exits 1 if fewer than --min-frames (default 1) video frames were decoded.
 
   loopback [--codec vp8|h264] [--duration S] [--min-frames N]
@@ -64,7 +67,7 @@ PUBLISH_VIDEO_CAPS = {
 AUDIO_CAPS = "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2"
 
 
-def publisher_description(codec: str, width: int, height: int, fps: int, name: str) -> str:
+def publisher_description(codec: str, width: int, height: int, fps: int, name: str, pattern: str = "ball") -> str:
     if codec == "vp8":
         venc = (
             "vp8enc deadline=1 cpu-used=8 target-bitrate=1500000 keyframe-max-dist=60 error-resilient=partitions"
@@ -80,7 +83,7 @@ def publisher_description(codec: str, width: int, height: int, fps: int, name: s
         raise ValueError(f"unknown codec {codec!r}")
     return (
         f"webrtcbin name={name} bundle-policy=max-bundle "
-        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1"
+        f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={width},height={height},framerate={fps}/1"
         f" ! videoconvert ! queue ! {venc} ! identity name={name}_vcount silent=true"
         f" ! {PUBLISH_VIDEO_CAPS[codec]} ! {name}. "
         "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! queue"
@@ -123,6 +126,37 @@ def inject_candidates(sdp: str, candidates: dict[int, list[str]]) -> str:
 
 class Failure(Exception):
     pass
+
+
+class RtpCount:
+    """RTP packets of one stream as received: unique sequence numbers (extended, RFC 3550 A.1)."""
+
+    def __init__(self, now: float) -> None:
+        self.seen: set[int] = set()
+        self.highest = -1
+        self.lowest = -1
+        self.first_s = now
+        self.last_s = now
+
+    def add(self, seq: int, now: float) -> None:
+        if self.highest < 0:
+            ext = seq + (1 << 16)
+            self.lowest = ext
+        else:
+            delta = (seq - self.highest) & 0xFFFF
+            ext = self.highest + (delta - (1 << 16) if delta >= 0x8000 else delta)
+        self.highest = max(self.highest, ext)
+        self.lowest = min(self.lowest, ext)
+        self.seen.add(ext)
+        self.last_s = now
+
+    def summary(self) -> dict:
+        return {
+            "received": len(self.seen),
+            "expected": self.highest - self.lowest + 1 if self.highest >= 0 else 0,
+            "first_s": round(self.first_s, 3),
+            "last_s": round(self.last_s, 3),
+        }
 
 
 class Peer:
@@ -243,7 +277,8 @@ class App:
         self.args = args
         self.loop = GLib.MainLoop()
         self.error: str | None = None
-        self.summary: dict = {"mode": args.mode}
+        # Wall clock at ``started``: other processes' times (a publisher's end) compare with ours.
+        self.summary: dict = {"mode": args.mode, "t0_unix": round(time.time(), 3)}
         self.pipeline: Gst.Pipeline | None = None
         self.location: str | None = None
         self.frames = 0
@@ -253,6 +288,8 @@ class App:
         self.video_sent = 0
         self.audio_sent = 0
         self.first_frame_at: float | None = None
+        self.rtp: dict[str, RtpCount] = {}
+        self.windows: dict[str, list[float]] = {}  # counter -> [first, last] seconds since start
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._stopping = False
@@ -295,8 +332,39 @@ class App:
 
     def count_probe(self, pad: Gst.Pad, attr: str) -> None:
         def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            now = time.monotonic() - self.started
             with self._lock:
                 setattr(self, attr, getattr(self, attr) + 1)
+                window = self.windows.setdefault(attr, [now, now])
+                window[1] = now
+            return Gst.PadProbeReturn.OK
+
+        pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+    def count_rtp(self, pad: Gst.Pad) -> None:
+        found: list[str] = []
+
+        def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            if not found:
+                # The caps may not be set yet when the pad is added: look at the first buffer's.
+                caps = pad.get_current_caps()
+                media = caps.get_structure(0).get_string("media") if caps is not None else None
+                if media is None:
+                    return Gst.PadProbeReturn.OK
+                found.append(media)
+            media = found[0]
+            buf = info.get_buffer()
+            ok, mapped = buf.map(Gst.MapFlags.READ)
+            if ok:
+                data = bytes(mapped.data[:4])
+                buf.unmap(mapped)
+                if len(data) == 4:
+                    now = time.monotonic() - self.started
+                    with self._lock:
+                        count = self.rtp.get(media)
+                        if count is None:
+                            count = self.rtp[media] = RtpCount(now)
+                        count.add(int.from_bytes(data[2:4], "big"), now)
             return Gst.PadProbeReturn.OK
 
         pad.add_probe(Gst.PadProbeType.BUFFER, probe)
@@ -307,6 +375,15 @@ class App:
             if pad.get_direction() != Gst.PadDirection.SRC:
                 return
             self.log(f"incoming stream {pad.get_current_caps()}")
+            self.count_rtp(pad)
+            if self.args.no_decode:
+                sink = Gst.ElementFactory.make("fakesink")
+                sink.set_property("sync", False)
+                sink.set_property("async", False)
+                self.pipeline.add(sink)
+                sink.sync_state_with_parent()
+                pad.link(sink.get_static_pad("sink"))
+                return
             decode = Gst.ElementFactory.make("decodebin")
             decode.connect("pad-added", self._on_decoded_pad)
             self.pipeline.add(decode)
@@ -356,7 +433,7 @@ class App:
     # -- modes ---------------------------------------------------------------------------------
     def build_publisher(self, name: str) -> Peer:
         a = self.args
-        desc = publisher_description(a.codec, a.width, a.height, a.fps, name)
+        desc = publisher_description(a.codec, a.width, a.height, a.fps, name, a.pattern)
         if self.pipeline is None:
             self.pipeline = Gst.parse_launch(desc)
         else:
@@ -393,6 +470,7 @@ class App:
     def stop(self) -> bool:
         if not self._stopping:
             self._stopping = True
+            self.summary["stop_s"] = round(time.monotonic() - self.started, 3)
             self.loop.quit()
         return False
 
@@ -526,11 +604,13 @@ class App:
                     height=self.height,
                     audio_buffers=self.audio_buffers,
                     first_frame_s=round(self.first_frame_at, 3) if self.first_frame_at is not None else None,
+                    rtp={media: count.summary() for media, count in self.rtp.items()},
                 )
                 if self.error is None and self.frames < self.args.min_frames:
                     self.error = f"decoded {self.frames} video frames, expected at least {self.args.min_frames}"
             if self.args.mode in ("whip", "loopback"):
                 self.summary.update(video_buffers=self.video_sent, audio_buffers_sent=self.audio_sent)
+                self.summary["sent_windows_s"] = {k: [round(t, 3) for t in v] for k, v in self.windows.items()}
         self.summary["elapsed_s"] = round(time.monotonic() - self.started, 3)
         self.summary["ok"] = self.error is None
         if self.error is not None:
@@ -556,6 +636,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--pattern", default="ball", help="whip/loopback: videotestsrc pattern (snow: ~4 RTP packets/frame)")
+    p.add_argument("--no-decode", action="store_true", help="whep: only count RTP packets (no decoding)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     if a.mode in ("whip", "whep") and not a.url:

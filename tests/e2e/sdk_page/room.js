@@ -4,7 +4,11 @@ import { Session, SessionEvent, Kind, TrackReceiverEvent } from "@atm0s-media-sd
 
 const $ = (id) => document.getElementById(id);
 const q = new URLSearchParams(location.search);
-for (const k of ["room", "peer", "secret", "token"]) if (q.get(k)) $(k).value = q.get(k);
+for (const k of ["room", "peer", "token"]) if (q.get(k)) $(k).value = q.get(k);
+if (q.has("secret")) {
+  // Never accepted from a URL: it would land in history, logs and Referer headers.
+  $("status").textContent = "?secret= is ignored: type the app secret, use ?token=, or start the node with --dev";
+}
 if (!$("peer").value) $("peer").value = "guest-" + Math.random().toString(36).slice(2, 7);
 
 // Receivers made before connecting (?receivers=N, default 4); more are added after join (the SDK renegotiates)
@@ -21,14 +25,23 @@ function say(from, text) {
 }
 
 async function token(room, peer) {
+  // A token typed or passed as ?token= wins; else the app secret typed here (sent in a POST header,
+  // never in a URL); else a node started with --dev hands demo tokens to loopback clients.
   if ($("token").value) return $("token").value;
-  const r = await fetch("/token/webrtc", {
-    method: "POST",
-    headers: { Authorization: "Bearer " + $("secret").value, "Content-Type": "application/json" },
-    body: JSON.stringify({ room, peer, ttl: 7200 }),
-  });
+  if ($("secret").value) {
+    const r = await fetch("/token/webrtc", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + $("secret").value, "Content-Type": "application/json" },
+      body: JSON.stringify({ room, peer, ttl: 7200 }),
+    });
+    const j = await r.json();
+    if (!j.status) throw new Error("token refused: " + j.error + (r.status === 401 ? " (check the app secret)" : ""));
+    return j.data.token;
+  }
+  const r = await fetch("/dev/token/webrtc?" + new URLSearchParams({ room, peer }));
+  if (r.status === 404) throw new Error("enter the app secret printed at node start, or a token (or start the node with --dev)");
   const j = await r.json();
-  if (!j.status) throw new Error("token refused: " + j.error + " (check the app secret)");
+  if (!j.status) throw new Error("demo token refused: " + j.error);
   return j.data.token;
 }
 

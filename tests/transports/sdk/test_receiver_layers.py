@@ -76,11 +76,9 @@ def test_session_honours_min_temporal_when_the_estimate_falls(world: World) -> N
     assert track is not None
     for i in range(220):
         world.now += 0.01
-        for s in (alice, bob):
-            s.peer.clock.advance(world.now)
         tid = (0, 2, 1, 2)[i % 4]
         body = vp8_tl(i, tid) + b"\0" * (sizes[tid] - 6)
-        track.on_packet(MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, i == 0, body))
+        track.on_packet(MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, i == 0, body, arrival=world.now))
     out = bob.peer.outbound[bob.receivers["video_0"].mid or ""]
     assert out.temporal_rates == pytest.approx(RATES, rel=0.05)
 
@@ -121,12 +119,12 @@ def test_forwarder_never_goes_below_min_spatial_when_the_estimate_collapses(worl
     def send(ticks: int, first: int, key_layer: int | None = None) -> None:
         for i in range(first, first + ticks):
             world.now += 0.01
-            for s in (alice, bob):
-                s.peer.clock.advance(world.now)
             for layer, bps in enumerate((150_000, 500_000, 1_500_000)):
                 key = i == 0 or (key_layer == layer and i == first)
                 body = b"\0" * (bps // 8 // 100)
-                track.on_packet(MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, key, body, spatial=layer))
+                track.on_packet(
+                    MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, key, body, spatial=layer, arrival=world.now)
+                )
 
     send(220, 0)
     assert out.layer_rates[:3] == pytest.approx([150_000, 500_000, 1_500_000], rel=0.05)

@@ -16,9 +16,10 @@ from tests.transports.sdk.test_session import FP, World, err, join, request, roo
 from trackmesh.rtp.packet import RtpHeader, build_rtp_packet
 from trackmesh.sdp.model import parse
 from trackmesh.transports.sdk.errors import RpcFailure
+from trackmesh.transports.sdk.ice_restart import restart_claims_refusal, restart_ice
 from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
 from trackmesh.transports.sdk.renegotiation import apply_plan, plan_for
-from trackmesh.transports.sdk.session import SdkSession
+from trackmesh.transports.sdk.session import SdkSession, TokenClaims
 from trackmesh.transports.webrtc.answer import LocalParams
 
 EXT_MID = 4
@@ -341,3 +342,40 @@ def test_simulcast_sender_added_after_join_is_demuxed_by_mid_and_rid(world: Worl
         data = build_rtp_packet(96, 1, 1000, ssrc, b"\x10\x00\x9d\x01\x2a" + b"\x00" * 20, extensions=ext)
         alice.peer.inbound.on_rtp(world.now, data, RtpHeader.parse(data))
     assert [s.ssrc for s in track.streams] == [0x2000, -1, 0x2222]
+
+
+def test_restart_ice_restarts_the_agent_only_for_new_client_credentials(world: World) -> None:
+    """transports/sdk/ice_restart.py: the driver's restart_ice request, in memory."""
+    bob, _ = session(world, BOB0, tracks([], ["video"]))
+    old = bob.local
+    made: list[LocalParams] = []
+
+    def local_params(ufrag: str, pwd: str) -> LocalParams:
+        made.append(LocalParams(ufrag, pwd, old.fingerprint, old.host, old.port))
+        return made[-1]
+
+    t = tracks([], ["video", "audio"])
+    # A refused offer changes nothing: no restart, no new local parameters.
+    with pytest.raises(RpcFailure):
+        restart_ice(bob, world.now, offer(BOB0, ufrag="newufrag").replace(FP, ":".join(["CD"] * 32)), t, local_params)
+    assert made == [] and bob.local is old
+    # The same client credentials: a renegotiation, the agent keeps its credentials.
+    same = restart_ice(bob, world.now, offer([*BOB0, ("audio", "2", "recvonly")]), t, local_params)
+    assert same.local is None and made == [] and bob.receivers["audio_1"].mid == "2"
+    assert {m.ice_ufrag for m in parse(same.sdp).media if m.port} == {old.ice_ufrag}
+    # New client credentials: the agent restarts, the answer carries our new ones.
+    new = restart_ice(bob, world.now, offer([*BOB0, ("audio", "2", "recvonly")], ufrag="newufrag"), t, local_params)
+    assert new.local is made[-1] and bob.local is new.local and new.local.ice_ufrag != old.ice_ufrag
+    assert bob.peer.ice.local_credentials.ufrag == new.local.ice_ufrag
+    assert {m.ice_ufrag for m in parse(new.sdp).media if m.port} == {new.local.ice_ufrag}
+
+
+def test_restart_claims_refusal_only_for_another_token_of_another_room_or_peer(world: World) -> None:
+    alice, _ = session(world, ALICE0, tracks([("camera", "video", True)], []))
+    claims_other = TokenClaims("r2", None, None)
+    assert restart_claims_refusal(alice, claims_other, same_token=False) is None  # not joined yet
+    assert err(join(alice, "r1", "alice")) is None
+    assert restart_claims_refusal(alice, claims_other, same_token=True) is None
+    assert restart_claims_refusal(alice, claims_other, same_token=False) == "Wrong room"
+    assert restart_claims_refusal(alice, TokenClaims("r1", "eve", None), same_token=False) == "Wrong peer"
+    assert restart_claims_refusal(alice, TokenClaims("r1", "alice", None), same_token=False) is None

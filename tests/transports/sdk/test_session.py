@@ -19,7 +19,6 @@ from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import ErrorCode, features_mixer_pb2, features_pb2, session_pb2, shared_pb2
 from trackmesh.transports.sdk.session import SdkSession, TokenClaims
 from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer_offer
-from trackmesh.transports.webrtc.events import PeerMode
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
@@ -96,10 +95,8 @@ class World:
             ice,
             self.cert,
             deque(),
-            mode=PeerMode.SDK,
             wallclock=0.0,
             remote_names=lambda m: names.senders,
-            local_names=lambda m: names.receivers,
         )
         sdk = SdkSession(self.now, peer, names, t, claims or TokenClaims(), TOKENS.get, local, cookie_key=b"k" * 32)
         out: list[session_pb2.ServerEvent] = []
@@ -326,17 +323,25 @@ def test_voice_activity_rate_and_threshold(world: World) -> None:
     bob.channel_open = True
     track = alice.endpoint.remote_track("mic")
     assert track is not None
-    clock = bob.peer.clock
+
+    def voice() -> list[int]:
+        return [
+            e.receiver.voice_activity.audio_level
+            for e in bout
+            if e.HasField("receiver") and e.receiver.HasField("voice_activity")
+        ]
+
     for i in range(40):  # 40 packets, 20 ms apart: 0.8 s
-        clock.advance(world.now + i * 0.02)
         level = 60 if i < 5 else 20  # -60 dBov (silence) then -20 dBov (voice)
-        track.on_packet(MediaPacket(MediaCodec.OPUS, 111, i, i * 960, False, False, b"x", audio_level=level))
-    voice = [
-        e.receiver.voice_activity.audio_level
-        for e in bout
-        if e.HasField("receiver") and e.receiver.HasField("voice_activity")
-    ]
-    assert voice == [-20, -20]  # at most one per 500 ms, only >= -40 dBov
+        at = world.now + i * 0.02
+        before = voice()
+        pkt = MediaPacket(MediaCodec.OPUS, 111, i, i * 960, False, False, b"x", audio_level=level, arrival=at)
+        track.on_packet(pkt)
+        # An event of bob's endpoint, drained after the input like any other: nothing reaches bob's data
+        # channel from inside alice's packet.
+        assert voice() == before
+        world.drain(alice, bob)
+    assert voice() == [-20, -20]  # at most one per 500 ms, only >= -40 dBov
 
 
 # ---- audio mixer (features.mixer) -----------------------------------------------------------------
@@ -374,15 +379,15 @@ def speak(world: World, sessions: list[SdkSession], levels: dict[SdkSession, int
     """Each publisher in ``levels`` sends 20 ms Opus packets with its level (None: silent, nothing sent)."""
     for _ in range(round(seconds / 0.02)):
         world.now += 0.02
-        for s in sessions:
-            s.peer.clock.advance(world.now)
         for sdk, level in levels.items():
             if level is None:
                 continue
             track = sdk.endpoint.remote_track("mic")
             assert track is not None
             seq = int(world.now * 50) & 0xFFFF
-            track.on_packet(MediaPacket(MediaCodec.OPUS, 111, seq, seq * 960, False, False, b"x", audio_level=level))
+            pkt = MediaPacket(MediaCodec.OPUS, 111, seq, seq * 960, False, False, b"x", audio_level=level)
+            pkt.arrival = world.now
+            track.on_packet(pkt)
         world.worker.handle_timeout(world.now)
         world.drain(*sessions)
 
@@ -544,14 +549,14 @@ def test_bitrate_split_by_priority_caps_layers_and_hints_publishers(world: World
     rates = (150_000, 500_000, 1_500_000)
     for i in range(220):  # 2.2 s of 100 packets/s per layer
         world.now += 0.01
-        for s in (alice, carol, bob):
-            s.peer.clock.advance(world.now)
         for pub in (alice, carol):
             track = pub.endpoint.remote_track("camera")
             assert track is not None
             for layer, bps in enumerate(rates):
                 size = bps // 8 // 100
-                pkt = MediaPacket(MediaCodec.VP8, 96, i, i * 900, True, i % 50 == 0, b"\0" * size, spatial=layer)
+                pkt = MediaPacket(
+                    MediaCodec.VP8, 96, i, i * 900, True, i % 50 == 0, b"\0" * size, spatial=layer, arrival=world.now
+                )
                 track.on_packet(pkt)
     outs = {bob.receivers[n].mid: n for n in ("video_0", "video_1")}
     measured = bob.peer.outbound[bob.receivers["video_0"].mid or ""].layer_rates

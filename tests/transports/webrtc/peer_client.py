@@ -24,9 +24,10 @@ from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux, class
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.dtls.endpoint import DtlsConnected, DtlsEndpoint
 from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
-from trackmesh.transports.webrtc.events import Disconnected, IceSelected, Outbox, PeerEvent, PeerMode, SharedClock
+from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, Outbox, PeerEvent
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, IceLiteClient, generate_credentials
 from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.whip_whep.session import PeerMode, WhipWhepSession, default_remote_names
 
 P = TypeVar("P")
 NOT_BEFORE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,7 +126,11 @@ class Client:
         self.cert = certificate()
         self.creds = generate_credentials()
         self.offer = make_offer(
-            offer_role, self.creds.ufrag, self.creds.pwd, self.cert.fingerprint_sha256(), **offer_kw  # type: ignore[arg-type]
+            offer_role,
+            self.creds.ufrag,
+            self.creds.pwd,
+            self.cert.fingerprint_sha256(),
+            **offer_kw,  # type: ignore[arg-type]
         )
         self.ice: IceLiteClient | None = None
         self.dtls: DtlsEndpoint | None = None
@@ -248,9 +253,9 @@ class Net:
         self.worker = MediaWorker(1, 0, "secret", self.registry, self.hub)
         self.cert = certificate()
         self.outbox: Outbox = deque()
-        self.clock = SharedClock(self.now)
         self.demux: SharedPortDemux[SessionId] = SharedPortDemux()
         self.peers: dict[SessionId, WebRtcPeer] = {}
+        self.rooms: dict[SessionId, WhipWhepSession] = {}  # the WHIP/WHEP policy of each peer that has one
         self.clients: dict[Address, Client] = {}
         self.events: list[tuple[SessionId, PeerEvent]] = []
         self.unrouted = 0
@@ -258,7 +263,7 @@ class Net:
 
     def connect(
         self,
-        mode: PeerMode,
+        mode: PeerMode | None,
         room: str = "room",
         peer: str | None = None,
         *,
@@ -281,12 +286,11 @@ class Net:
             ice,
             self.cert,
             self.outbox,
-            mode=mode,
             wallclock=self.wallclock + (self.now - 1000.0),
-            clock=self.clock,
-            room=room,
-            peer=peer or f"peer{n}",
+            remote_names=default_remote_names,
         )
+        if mode is not None:  # None: a bare peer, joined and named by the test (as the SDK transport does)
+            self.rooms[endpoint.session] = WhipWhepSession(self.now, webrtc_peer, mode, room, peer or f"peer{n}")
         self.peers[endpoint.session] = webrtc_peer
         self.demux.register(creds.ufrag, endpoint.session)
         self.clients[addr] = client
@@ -297,11 +301,12 @@ class Net:
         return client, webrtc_peer
 
     def server_input(self, data: bytes, addr: Address) -> None:
-        key = self.demux.route(data, addr)
-        if key is None or key not in self.peers:
+        routed = self.demux.route(data, addr)
+        if routed is None or routed[0] not in self.peers:
             self.unrouted += 1
             return
-        self.peers[key].handle_datagram(self.now, data, addr)
+        key, kind, stun = routed
+        self.peers[key].handle_datagram(self.now, data, addr, kind, stun)
         self.after_input()
 
     def after_input(self) -> None:
@@ -311,7 +316,10 @@ class Net:
             pending = False
             for ep in ready:
                 peer = self.peers.get(ep.session)
-                if peer is not None:
+                room = self.rooms.get(ep.session)
+                if room is not None:
+                    room.on_core_events(self.now)
+                elif peer is not None:
                     peer.on_core_events(self.now)
             for session, peer in list(self.peers.items()):
                 while (ev := peer.poll_event()) is not None:
@@ -319,6 +327,8 @@ class Net:
                     self.events.append((session, ev))
                     if isinstance(ev, IceSelected):
                         self.demux.bind(ev.addr, session)
+                    elif isinstance(ev, Connected) and session in self.rooms:
+                        self.rooms[session].on_connected(self.now)
                     elif isinstance(ev, Disconnected):
                         self.worker.close_endpoint(self.now, session, ev.reason)
                         self.demux.unregister(session)

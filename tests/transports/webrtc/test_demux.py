@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,14 +12,16 @@ from trackmesh.errors import LocalProtocolError, ProtocolError
 from trackmesh.transports.webrtc.demux import (
     DROP_REASONS,
     PacketKind,
+    Routed,
     SharedPortDemux,
     classify,
     is_rtcp,
-    stun_local_ufrag,
 )
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, IceLiteClient, generate_credentials
-from trackmesh.transports.webrtc.ice.stun import StunClass, StunProtocolError
+from trackmesh.transports.webrtc.ice.stun import StunClass
+
+K = TypeVar("K")
 
 A1 = ("192.0.2.1", 1000)
 A2 = ("192.0.2.2", 2000)
@@ -72,23 +76,43 @@ class TestClassify:
         assert not is_rtcp(b"\x80")
 
 
-class TestStunLocalUfrag:
-    def test_extracts_before_colon(self) -> None:
-        assert stun_local_ufrag(check_for("abcd")) == b"abcd"
+def key(routed: Routed[K] | None) -> K | None:
+    return None if routed is None else routed[0]
+
+
+class TestStunRouting:
+    """STUN is parsed once, by the demultiplexer; the peer and its ICE agent take the parsed message."""
+
+    def test_routed_by_the_ufrag_before_the_colon_with_the_parsed_message(self) -> None:
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.register("abcd", "peer")
+        data = check_for("abcd")
+        routed = demux.route(data, A1)
+        assert routed is not None
+        peer, kind, msg = routed
+        assert (peer, kind) == ("peer", PacketKind.STUN)
+        assert msg == stun.parse(data) and msg is not None and msg.username == "abcd:cli1"
 
     def test_rfc_5769_request(self) -> None:
         from tests.transports.webrtc.ice.test_stun import SAMPLE_REQUEST
 
-        assert stun_local_ufrag(SAMPLE_REQUEST) == b"evtj"
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.register("evtj", "peer")
+        assert key(demux.route(SAMPLE_REQUEST, A1)) == "peer"
 
-    def test_no_username(self) -> None:
-        resp = stun.build_binding_success(b"t" * 12, A1, b"k")
-        assert stun_local_ufrag(resp) is None
+    def test_media_carries_its_kind_and_no_message(self) -> None:
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.bind(A1, "peer")
+        assert demux.route(RTP, A1) == ("peer", PacketKind.RTP, None)
+        assert demux.route(RTCP_SR, A1) == ("peer", PacketKind.RTP, None)
+        assert demux.route(DTLS_CLIENT_HELLO, A1) == ("peer", PacketKind.DTLS, None)
 
-    def test_no_colon(self) -> None:
+    def test_no_colon_is_malformed(self) -> None:
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.register("ab", "peer")
         msg = stun.build_message(stun.METHOD_BINDING, StunClass.REQUEST, b"t" * 12, [(stun.ATTR_USERNAME, b"ab")])
-        with pytest.raises(StunProtocolError, match="':'"):
-            stun_local_ufrag(msg)
+        assert demux.route(msg, A1) is None
+        assert demux.counters["drop_malformed_stun"] == 1
 
     @pytest.mark.parametrize(
         "data",
@@ -100,21 +124,30 @@ class TestStunLocalUfrag:
         ],
     )
     def test_malformed(self, data: bytes) -> None:
-        with pytest.raises(StunProtocolError):
-            stun_local_ufrag(data)
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.bind(A1, "peer")
+        assert demux.route(data, A1) is None
+        assert demux.counters["drop_malformed_stun"] == 1
 
     @given(st.binary(max_size=100))
-    def test_agrees_with_full_parser(self, body: bytes) -> None:
+    def test_agrees_with_the_full_parser(self, body: bytes) -> None:
         body = body[: len(body) & ~3]
         data = stun._HEADER.pack(0x0001, len(body), stun.MAGIC_COOKIE, b"t" * 12) + body
+        demux: SharedPortDemux[str] = SharedPortDemux()
+        demux.register("abcd", "peer")
+        demux.bind(A1, "bound")
+        routed = demux.route(data, A1)  # never raises
         try:
             msg = stun.parse(data)
         except ProtocolError:
+            assert routed is None
             return
-        # Whenever the full parser accepts a message with a colon-bearing USERNAME, the fast
-        # path must extract exactly the same local ufrag.
-        if msg.username is not None and ":" in msg.username:
-            assert stun_local_ufrag(data) == msg.username.split(":", 1)[0].encode()
+        if msg.username is None:
+            assert routed == ("bound", PacketKind.STUN, msg)
+        elif msg.username.partition(":")[0] == "abcd" and ":" in msg.username:
+            assert routed == ("peer", PacketKind.STUN, msg)
+        else:
+            assert routed is None
 
 
 class TestSharedPortDemux:
@@ -122,16 +155,16 @@ class TestSharedPortDemux:
         demux: SharedPortDemux[str] = SharedPortDemux()
         demux.register("aaaa", "peer-a")
         demux.register("bbbb", "peer-b")
-        assert demux.route(check_for("aaaa"), A1) == "peer-a"
-        assert demux.route(check_for("bbbb"), A1) == "peer-b"  # ufrag decides, not address
+        assert key(demux.route(check_for("aaaa"), A1)) == "peer-a"
+        assert key(demux.route(check_for("bbbb"), A1)) == "peer-b"  # ufrag decides, not address
         # Media before any bind is dropped.
         assert demux.route(RTP, A1) is None
         assert demux.counters["drop_unknown_address"] == 1
         demux.bind(A1, "peer-a")
         demux.bind(A2, "peer-b")
-        assert demux.route(RTP, A1) == "peer-a"
-        assert demux.route(RTCP_SR, A2) == "peer-b"
-        assert demux.route(DTLS_CLIENT_HELLO, A2) == "peer-b"
+        assert key(demux.route(RTP, A1)) == "peer-a"
+        assert key(demux.route(RTCP_SR, A2)) == "peer-b"
+        assert key(demux.route(DTLS_CLIENT_HELLO, A2)) == "peer-b"
         assert demux.counters["routed_stun"] == 2
         assert demux.counters["routed_rtp"] == 2
         assert demux.counters["routed_dtls"] == 1
@@ -152,32 +185,32 @@ class TestSharedPortDemux:
     def test_stun_response_routed_by_address(self) -> None:
         demux: SharedPortDemux[int] = SharedPortDemux()
         demux.bind(A1, 7)
-        assert demux.route(stun.build_binding_success(b"t" * 12, A1, b"k"), A1) == 7
+        assert key(demux.route(stun.build_binding_success(b"t" * 12, A1, b"k"), A1)) == 7
 
     def test_several_addresses_and_move(self) -> None:
         demux: SharedPortDemux[str] = SharedPortDemux()
         demux.register("aaaa", "a")
         demux.bind(A1, "a")
         demux.bind(A3, "a")
-        assert demux.route(RTP, A1) == "a"
-        assert demux.route(RTP, A3) == "a"
+        assert key(demux.route(RTP, A1)) == "a"
+        assert key(demux.route(RTP, A3)) == "a"
         assert demux.addresses("a") == (A1, A3)
         # The peer's path changes: old address is dropped explicitly.
         demux.bind(A2, "a")
         demux.unbind(A1)
         assert demux.route(RTP, A1) is None
-        assert demux.route(RTP, A2) == "a"
+        assert key(demux.route(RTP, A2)) == "a"
         assert demux.addresses("a") == (A3, A2)
 
     def test_address_taken_over_by_another_peer(self) -> None:
         demux: SharedPortDemux[str] = SharedPortDemux()
         demux.bind(A1, "a")
         demux.bind(A1, "b")
-        assert demux.route(RTP, A1) == "b"
+        assert key(demux.route(RTP, A1)) == "b"
         assert demux.addresses("a") == ()
         assert demux.counters["rebind"] == 1
         demux.unregister("a")  # must not remove b's binding
-        assert demux.route(RTP, A1) == "b"
+        assert key(demux.route(RTP, A1)) == "b"
 
     def test_address_cap_evicts_oldest(self) -> None:
         demux: SharedPortDemux[str] = SharedPortDemux(max_addresses_per_key=2)
@@ -193,11 +226,11 @@ class TestSharedPortDemux:
         demux: SharedPortDemux[str] = SharedPortDemux()
         demux.register("old1", "a")
         demux.register("new1", "a")
-        assert demux.route(check_for("old1"), A1) == "a"
-        assert demux.route(check_for("new1"), A1) == "a"
+        assert key(demux.route(check_for("old1"), A1)) == "a"
+        assert key(demux.route(check_for("new1"), A1)) == "a"
         demux.unregister_ufrag("old1")
         assert demux.route(check_for("old1"), A1) is None
-        assert demux.route(check_for("new1"), A1) == "a"
+        assert key(demux.route(check_for("new1"), A1)) == "a"
 
     def test_ufrag_collision_is_local_error(self) -> None:
         demux: SharedPortDemux[str] = SharedPortDemux()
@@ -229,22 +262,22 @@ class TestSharedPortDemux:
         addrs = {0: A1, 1: A2, 2: A3}
         for peer, client in clients.items():
             data = client.create_check(0.0)
-            key = demux.route(data, addrs[peer])
-            assert key == peer
-            response = agents[key].handle_stun(0.0, data, addrs[peer])
+            routed = demux.route(data, addrs[peer])
+            assert routed is not None and routed[0] == peer and routed[1] is PacketKind.STUN
+            response = agents[peer].handle_stun(0.0, data, addrs[peer], routed[2])
             assert response is not None and stun.parse(response).message_class is StunClass.SUCCESS
-            selected = agents[key].selected_address
+            selected = agents[peer].selected_address
             assert selected is not None
-            demux.bind(selected, key)
+            demux.bind(selected, peer)
         for peer, addr in addrs.items():
-            assert demux.route(RTP, addr) == peer
+            assert key(demux.route(RTP, addr)) == peer
         # A forged check (right ufrag, wrong password) is routed to the agent, which rejects
         # it, so the attacker's address is never bound.
         remote_ufrag = agents[0].remote_ufrag
         assert remote_ufrag is not None
         forged = check_for(agents[0].local_credentials.ufrag, remote_ufrag, pwd="x" * 22)
         evil = ("203.0.113.66", 6666)
-        assert demux.route(forged, evil) == 0
+        assert key(demux.route(forged, evil)) == 0
         assert agents[0].selected_address == A1
         response = agents[0].handle_stun(1.0, forged, evil)
         assert response is not None and stun.parse(response).error_code == 401
@@ -258,10 +291,13 @@ def test_route_random_bytes_never_raises(data: bytes, addr: stun.Address) -> Non
     demux.bind(A1, "a")
     before = sum(demux.counters.values())
     result = demux.route(data, addr)
-    assert result in (None, "a")
+    assert key(result) in (None, "a")
     assert sum(demux.counters.values()) == before + 1  # every packet is counted exactly once
-    if result is not None and data and classify(data[0]) is not PacketKind.STUN:
-        assert addr == A1
+    if result is not None:
+        assert result[1] is classify(data[0])  # the classification travels with the datagram
+        assert (result[2] is not None) == (result[1] is PacketKind.STUN)
+        if result[1] is not PacketKind.STUN:
+            assert addr == A1
 
 
 @given(st.binary(max_size=60), st.sampled_from([0, 1, 2, 3]))
@@ -272,4 +308,4 @@ def test_route_random_stun_like_bytes(body: bytes, first: int) -> None:
     data += bytes(12) + body
     demux: SharedPortDemux[str] = SharedPortDemux()
     demux.register("aaaa", "a")
-    assert demux.route(data, A2) in (None, "a")
+    assert key(demux.route(data, A2)) in (None, "a")

@@ -23,8 +23,10 @@ from trackmesh.rtp.rtcp import (
     build_pli,
     build_rr,
 )
-from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, PeerMode
-from trackmesh.transports.webrtc.peer import PeerSetupError, WebRtcPeer
+from trackmesh.transports.webrtc.demux import PacketKind, classify
+from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected
+from trackmesh.transports.webrtc.peer import DEFAULT_CONNECT_TIMEOUT, WebRtcPeer
+from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError
 
 from .peer_client import EXT_MID, VP8_DELTA, VP8_KEY, Client, Net
 
@@ -119,7 +121,7 @@ def test_viewer_nack_is_answered_with_rtx_from_the_buffer(net: Net) -> None:
     assert rtx_ssrc is not None
     viewer.send_rtcp(build_nack(1, vssrc, [lost]))
     net.flush()
-    (h, p), = viewer.media(rtx_ssrc)
+    ((h, p),) = viewer.media(rtx_ssrc)
     assert h.payload_type == 97
     body = p[h.payload_offset : h.payload_offset + h.payload_length]
     # RFC 4588 s4: OSN then the original payload.
@@ -178,6 +180,26 @@ def test_publisher_loss_is_nacked_and_rtx_unwrapped(net: Net) -> None:
     assert viewer.payloads(vssrc)[-1] == VP8_DELTA + b"r" * 40
     # The repaired packet takes the slot right before 14's: seq continuity holds.
     assert got[-1][0].sequence_number == (got[-2][0].sequence_number - 1) & 0xFFFF
+
+
+def test_a_packet_never_forwarded_is_a_gap_at_the_viewer(net: Net) -> None:
+    # Sequence rewriting must never hide loss: the viewer can only NACK a hole it sees (issue 17).
+    viewer, _ = net.connect(PeerMode.WHEP)
+    pub, _ = publish(net)
+    lost = {13, 20, 21, 40}
+    for seq in range(10, 50):
+        if seq in lost:
+            continue  # lost on the way in, never repaired
+        body = (VP8_KEY if seq == 10 else VP8_DELTA) + bytes([seq & 0xFF]) * 40
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, body, mid="1", marker=True)
+        net.flush()
+        net.advance(1 / 30)
+    got = [h.sequence_number for h, _ in viewer.media(viewer.local_ssrc("1"))]
+    first = got[0]
+    # Every forwarded packet keeps its distance to the first: the holes are exactly the losses.
+    assert [(s - first) & 0xFFFF for s in got] == [seq - 10 for seq in range(10, 50) if seq not in lost]
+    holes = {(first + i) & 0xFFFF for i in range(40)} - set(got)
+    assert len(holes) == len(lost)
 
 
 def test_duplicates_from_the_publisher_are_not_forwarded(net: Net) -> None:
@@ -299,7 +321,8 @@ def test_garbage_is_counted_and_other_peers_are_unaffected(net: Net) -> None:
         bytes(range(256)),
     ]
     for g in garbage:
-        ppeer.handle_datagram(net.now, g, pub.addr)
+        # Straight to the peer (the port's demultiplexer would drop most of these first).
+        ppeer.handle_datagram(net.now, g, pub.addr, classify(g[0]) if g else PacketKind.UNKNOWN)
     # Authenticated but malformed RTP: a header claiming more than it has; an unknown SSRC.
     assert pub.srtp is not None
     pub.out.append(pub.srtp.protect_rtp(b"\x80\x60\x00\x05" + b"\x00" * 4 + (0x9999).to_bytes(4, "big") + b"zz"))
@@ -327,6 +350,77 @@ def test_consent_expiry_disconnects_and_viewers_wait(net: Net) -> None:
     assert local is not None and local.state is LocalTrackState.WAITING
     assert not vpeer.closed  # the viewer kept its consent fresh
     assert ppeer.next_deadline() is None
+
+
+def test_a_publisher_without_consent_checks_lives_while_its_media_flows(net: Net) -> None:
+    # GStreamer webrtcbin (libnice) sends no check after nomination, only Binding indications
+    # (at most every 25 s) that we do not even rely on here: its authenticated SRTP and SRTCP
+    # prove the pair alive (issue 17: it was cut at exactly 30 s).
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    pub, ppeer = publish(net)
+    started = net.now
+    seq = 1
+    while net.now - started < 75.0:
+        body = VP8_KEY if seq == 1 else VP8_DELTA
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, body + bytes(40), mid="1", marker=True)
+        seq += 1
+        net.flush()
+        net.advance(1 / 30, keepalive=False)
+        if seq % 30 == 0:
+            viewer.send_check()  # the viewer stays fresh the usual way
+    assert not ppeer.closed, net.peer_events(ppeer)
+    assert ppeer.ice.counters["requests"] <= 2  # no consent check since the handshake
+    assert len(viewer.media(viewer.local_ssrc("1"))) > 2000
+    # The publisher stops: 30 s of silence later the pair expires and the viewer waits.
+    last = net.now
+    net.advance(29.9, keepalive=False)
+    assert not ppeer.closed
+    net.advance(0.2, keepalive=False)
+    assert Disconnected("ice: consent expired") in net.peer_events(ppeer)
+    assert ppeer.endpoint.closed and net.now - last >= 30.0
+    assert vpeer.closed  # the viewer sent nothing either in those 30 s (no checks, no RTCP)
+
+
+def test_srtp_from_another_address_does_not_keep_a_pair_alive(net: Net) -> None:
+    pub, ppeer = publish(net)
+    other = ("203.0.113.9", 40000)
+    for seq in range(1, 40 * 30):
+        # The same authenticated packets, replayed from an address that is not the selected one.
+        pub.send_rtp(96, seq, 3000 * seq, V_SSRC, VP8_DELTA + bytes(40), mid="1", marker=True)
+        while pub.out:
+            data = pub.out.popleft()
+            ppeer.handle_datagram(net.now, data, other, classify(data[0]))
+        net.advance(1 / 30, keepalive=False)
+    assert Disconnected("ice: consent expired") in net.peer_events(ppeer)
+
+
+def test_a_session_that_never_sends_a_check_is_reaped_at_the_connect_deadline(net: Net) -> None:
+    client, peer = net.connect(PeerMode.WHIP, handshake=False)
+    client.out.clear()
+    del net.clients[client.addr]  # the client never sends anything
+    assert peer.next_deadline() == net.now + DEFAULT_CONNECT_TIMEOUT
+    net.advance(DEFAULT_CONNECT_TIMEOUT - 0.01, keepalive=False)
+    assert not peer.closed
+    net.advance(0.02, keepalive=False)
+    assert Disconnected("connect timeout: not connected within 15 s (no ICE nomination)") in net.peer_events(peer)
+    assert peer.closed and peer.endpoint.closed and peer.next_deadline() is None
+
+
+def test_ice_without_dtls_is_reaped_at_the_connect_deadline(net: Net) -> None:
+    client, peer = net.connect(PeerMode.WHEP, handshake=False)
+    net.server_input(client.out.popleft(), client.addr)  # the nominating check, nothing after
+    net.outbox.clear()
+    del net.clients[client.addr]
+    assert peer.ice.selected_address == client.addr and not peer.connected
+    net.advance(DEFAULT_CONNECT_TIMEOUT, keepalive=False)
+    reason = "connect timeout: not connected within 15 s (ICE nominated, DTLS not done)"
+    assert Disconnected(reason) in net.peer_events(peer)
+
+
+def test_a_connected_session_outlives_the_connect_deadline(net: Net) -> None:
+    _client, peer = publish(net)
+    net.advance(3 * DEFAULT_CONNECT_TIMEOUT)  # consent checks every second
+    assert peer.connected and not peer.closed
 
 
 def test_close_sends_bye_and_close_notify(net: Net) -> None:
@@ -360,8 +454,8 @@ def test_random_datagrams_never_raise(net: Net) -> None:
     for _ in range(2000):
         first = rng.choice([0, 1, 20, 22, 23, 128, 144, 200, 205, 255])
         data = bytes([first]) + rng.randbytes(rng.randrange(0, 300))
-        ppeer.handle_datagram(net.now, data, pub.addr)
-        fpeer.handle_datagram(net.now, data, fresh.addr)
+        ppeer.handle_datagram(net.now, data, pub.addr, classify(first))
+        fpeer.handle_datagram(net.now, data, fresh.addr, classify(first))
     assert ppeer.counters["handler_errors"] == 0 and fpeer.counters["handler_errors"] == 0
     assert not ppeer.closed
     net.flush()
@@ -370,18 +464,18 @@ def test_random_datagrams_never_raise(net: Net) -> None:
 
 
 def test_setup_errors_are_typed(net: Net) -> None:
-    with pytest.raises(PeerSetupError, match="room name"):
+    with pytest.raises(SessionSetupError, match="room name"):
         net.connect(PeerMode.WHIP, room="")
 
 
-def test_sdk_mode_leaves_joining_and_naming_to_the_sdk_transport(net: Net) -> None:
+def test_a_bare_peer_leaves_joining_and_naming_to_the_layer_above(net: Net) -> None:
     pub, _ = publish(net)
-    _, ppeer_sdk = net.connect(PeerMode.SDK, handshake=False)
+    _, ppeer_sdk = net.connect(None, handshake=False)
     ep = ppeer_sdk.endpoint
     assert ep.room is None and not ep.local_tracks
     assert ep.control(net.now, Join("room", "sdk-viewer")) is None
     assert ep.control(net.now, CreateLocalTrack("cam", TrackKind.VIDEO)) is None
-    out = ppeer_sdk.bind_local_track("1", "cam")
+    out = ppeer_sdk.bind_local_track(net.now, "1", "cam")
     assert out.local.sink == out.on_media
     assert pub.srtp is not None
 

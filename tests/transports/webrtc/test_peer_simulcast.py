@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from trackmesh.codecs.keyframe import parse_vp8_descriptor
+from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.codecs.vp9 import parse_vp9_descriptor
 from trackmesh.rtp.packet import find_extension
 from trackmesh.rtp.rtcp import Pli, build_remb
 from trackmesh.rtp.twcc import TwccRecorder
-from trackmesh.transports.webrtc.events import PeerMode
 from trackmesh.transports.webrtc.peer import WebRtcPeer
+from trackmesh.transports.whip_whep.session import PeerMode
 
 from .peer_client import VP8_DELTA, VP8_KEY, Client, Net
 

@@ -41,7 +41,6 @@ class MixerStage:
         "_manual_refs",
         "_messages",
         "_next_tick",
-        "_now",
         "_registry",
         "_reported",
         "_room_audio",
@@ -74,8 +73,6 @@ class MixerStage:
         self._live = 0
         self._next_tick: float | None = None
         self._last_tick = -math.inf
-        # Registry callbacks carry no time: they use the latest time the stage was given.
-        self._now = -math.inf
         # Bounded mode.
         self.node = node
         self.worker = worker
@@ -90,20 +87,20 @@ class MixerStage:
 
     # ---- bounded mode: lifetime of the view ----------------------------------------------
 
-    def open(self) -> None:
+    def open(self, now: float) -> None:
         """Bounded mode: watch the room; report this worker's audio levels while it has any."""
-        self._registry.watch(self.prefix, self)
+        self._registry.watch(now, self.prefix, self)
 
-    def close(self) -> None:
+    def close(self, now: float) -> None:
         """The view is gone (the room emptied on this worker): no watch, channel or summary left."""
         self._registry.unwatch(self.prefix, self)
         for src in list(self.sources.values()):
-            self._drop(src)
+            self._drop(now, src)
         self.auto_imports.since.clear()
         for listener in self.listeners:
             listener.picks.since.clear()
         self._room_audio.clear()
-        self._refresh_levels()
+        self._refresh_levels(now)
 
     @property
     def bad_levels(self) -> int:
@@ -130,7 +127,7 @@ class MixerStage:
                 where = 1
         return where
 
-    def _refresh_levels(self) -> None:
+    def _refresh_levels(self, now: float) -> None:
         """Publish this worker's levels channel while it has audio in the room; subscribe the
         levels channel of each remote worker that has audio some listener here may hear."""
         local = False
@@ -147,22 +144,22 @@ class MixerStage:
         assert messages is not None and self.node is not None  # bounded mode
         if local and self._levels_out is None:
             channel = levels_channel(self.room, self.node, self.worker)
-            self._levels_out = messages.open_messages(self._now, channel, LEVELS)
+            self._levels_out = messages.open_messages(now, channel, LEVELS)
         elif not local and self._levels_out is not None:
             # An empty summary: the listening stages forget this worker's levels at once.
-            self._levels_out.send(self._now, self._sender, b"")
-            self._levels_out.close(self._now)
+            self._levels_out.send(now, self._sender, b"")
+            self._levels_out.close(now)
             self._levels_out = None
         for key in [k for k in self._levels if k not in wanted]:
             lv = self._levels.pop(key)
             self._bad_levels += lv.bad
-            messages.unsubscribe_messages(self._now, lv.channel, lv)
+            messages.unsubscribe_messages(now, lv.channel, lv)
         for key in wanted - self._levels.keys():
             lv = self._levels[key] = RemoteLevels(levels_channel(self.room, key[0], key[1]))
-            messages.subscribe_messages(self._now, lv.channel, lv)
+            messages.subscribe_messages(now, lv.channel, lv)
         if self._levels and self._next_tick is None:
-            self._last_tick = self._now
-            self._next_tick = self._now + TICK
+            self._last_tick = now
+            self._next_tick = now + TICK
 
     def _choose_imports(self, now: float) -> None:
         """Keep the imported remote sources to the top N by reported level, with hysteresis: for
@@ -188,48 +185,42 @@ class MixerStage:
                 mine = {s: v for s, v in reported.items() if s in lis.manual and s.peer != lis.peer}
                 changed += lis.picks.choose(now, mine, len(lis.outputs), self.sources)
         for source in dict.fromkeys(changed):
-            self._refresh(source)
+            self._refresh(now, source)
 
     @property
     def _sender(self) -> str:
         """This worker, as the sender of its levels summaries."""
         return f"{self.node}.{self.worker}"
 
-    def _send_levels(self) -> None:
+    def _send_levels(self, now: float) -> None:
         handle = self._levels_out
         if handle is None:
             return
         mine = [
             (src.source, round(src.loud))
             for src in self.sources.values()
-            if src.live and self._now - src.last_heard <= SILENCE_TIMEOUT and self._where(src.source) == 0
+            if src.live and now - src.last_heard <= SILENCE_TIMEOUT and self._where(src.source) == 0
         ]
-        handle.send(self._now, self._sender, encode_levels(mine))
-
-    def _clock(self, now: float) -> None:
-        if now > self._now:
-            self._now = now
+        handle.send(now, self._sender, encode_levels(mine))
 
     # ---- listeners -----------------------------------------------------------------------
 
     def add(self, now: float, listener: AudioMixer) -> None:
-        self._clock(now)
         if not self.listeners and self.node is None:
-            self._registry.watch(self.prefix, self)
+            self._registry.watch(now, self.prefix, self)
         self.listeners.append(listener)
         if listener.mode is MixerMode.AUTO:
             self.auto_listeners += 1
             if self.auto_listeners == 1:
                 for source in list(self._room_audio):
-                    self._refresh(source)
+                    self._refresh(now, source)
                 if self.node is not None:
-                    self._refresh_levels()
+                    self._refresh_levels(now)
         for source in listener.manual:
             self.add_manual(now, source)
 
     def remove(self, now: float, listener: AudioMixer) -> None:
         """Drop a listener; the last one tears the stage down (no subscription, no watch)."""
-        self._clock(now)
         listener.close()
         self.listeners.remove(listener)
         listener.picks.since.clear()
@@ -240,24 +231,22 @@ class MixerStage:
             if self.auto_listeners == 0:
                 self.auto_imports.since.clear()
                 for source in list(self.sources):
-                    self._refresh(source)
+                    self._refresh(now, source)
                 if self.node is not None:
-                    self._refresh_levels()
+                    self._refresh_levels(now)
         if not self.listeners and self.node is None:
             self._registry.unwatch(self.prefix, self)
             for src in list(self.sources.values()):
-                self._drop(src)
+                self._drop(now, src)
             self._room_audio.clear()
 
     def add_manual(self, now: float, source: TrackSource) -> None:
-        self._clock(now)
         self._manual_refs[source] = self._manual_refs.get(source, 0) + 1
-        self._refresh(source)
+        self._refresh(now, source)
         if self.node is not None:
-            self._refresh_levels()
+            self._refresh_levels(now)
 
     def remove_manual(self, now: float, source: TrackSource) -> None:
-        self._clock(now)
         refs = self._manual_refs.get(source, 0) - 1
         if refs > 0:
             self._manual_refs[source] = refs
@@ -269,13 +258,13 @@ class MixerStage:
                 listener.picks.since.pop(source, None)
                 if src is not None:
                     listener.release(src)
-        self._refresh(source)
+        self._refresh(now, source)
         if self.node is not None:
-            self._refresh_levels()
+            self._refresh_levels(now)
 
     # ---- sources -------------------------------------------------------------------------
 
-    def _refresh(self, source: TrackSource) -> None:
+    def _refresh(self, now: float, source: TrackSource) -> None:
         if self.node is None:
             wanted = (self.auto_listeners > 0 and source in self._room_audio) or source in self._manual_refs
         elif source not in self._room_audio:
@@ -292,18 +281,17 @@ class MixerStage:
         if wanted and src is None:
             src = Source(self, source, channel_id(self.room, source.peer, source.track))
             self.sources[source] = src
-            self._hub.subscribe(self._now, src.channel, src)
+            self._hub.subscribe(now, src.channel, src)
         elif not wanted and src is not None:
-            self._drop(src)
+            self._drop(now, src)
 
-    def _drop(self, src: Source) -> None:
+    def _drop(self, now: float, src: Source) -> None:
         if src.live:
-            self.on_source_live(self._now, src, False)
+            self.on_source_live(now, src, False)
         del self.sources[src.source]
-        self._hub.unsubscribe(self._now, src.channel, src)
+        self._hub.unsubscribe(now, src.channel, src)
 
     def on_source_live(self, now: float, src: Source, live: bool) -> None:
-        self._clock(now)
         if live == src.live:
             return
         src.live = live
@@ -320,7 +308,7 @@ class MixerStage:
             for listener in self.listeners:
                 listener.release(src)
 
-    def on_registry_put(self, key: str, value: bytes) -> None:
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         try:
             parsed = parse_key(key)
             if parsed.track is None:
@@ -332,11 +320,11 @@ class MixerStage:
         if info.kind is TrackKind.AUDIO:
             source = TrackSource(parsed.peer, parsed.track)
             self._room_audio.setdefault(source, set()).add(parsed.session)
-            self._refresh(source)
+            self._refresh(now, source)
             if self.node is not None:
-                self._refresh_levels()
+                self._refresh_levels(now)
 
-    def on_registry_delete(self, key: str) -> None:
+    def on_registry_delete(self, now: float, key: str) -> None:
         try:
             parsed = parse_key(key)
         except BadEntry:
@@ -354,9 +342,9 @@ class MixerStage:
             self.auto_imports.since.pop(source, None)
             for listener in self.listeners:
                 listener.picks.since.pop(source, None)
-            self._refresh(source)
+            self._refresh(now, source)
         if self.node is not None:
-            self._refresh_levels()
+            self._refresh_levels(now)
 
     # ---- time ----------------------------------------------------------------------------
 
@@ -365,7 +353,6 @@ class MixerStage:
 
     def handle_timeout(self, now: float) -> None:
         """Called by every listener's endpoint; runs once per tick."""
-        self._clock(now)
         if (self._live == 0 and not self._levels) or self._next_tick is None or now < self._next_tick:
             return
         dt = now - self._last_tick
@@ -390,7 +377,7 @@ class MixerStage:
         for listener in self.listeners:
             listener.update(now, ranked)
         if self.node is not None:
-            self._send_levels()
+            self._send_levels(now)
             self._choose_imports(now)
         voice = False
         for src in self.sources.values():

@@ -67,7 +67,6 @@ from trackmesh.core.model import (
     InfoMode,
     JoinOptions,
     LocalTrackState,
-    MediaPacket,
     TrackInfo,
     TrackKind,
     TrackSource,
@@ -104,10 +103,9 @@ __all__ = ["RpcFailure", "SdkSession", "TokenClaims", "TokenVerifier"]
 STATS_INTERVAL = 1.0
 #: The viewer's bandwidth estimate is split across its receivers this often (core.bitrate).
 ALLOC_INTERVAL = 0.5
-#: voice_activity: an audio level at or above this (dBov) counts as voice...
+#: voice_activity: an audio level at or above this (dBov) counts as voice (reported at most every
+#: core.tracks.VOICE_ACTIVITY_INTERVAL per receiver).
 VOICE_THRESHOLD_DBOV = -40
-#: ...and is reported at most this often per receiver.
-VOICE_INTERVAL = 0.5
 #: After answering ``session.disconnect`` the connection is closed this much later, so that the response (one SCTP
 #: packet) gets a chance to be acknowledged first.
 DISCONNECT_GRACE = 0.3
@@ -169,7 +167,6 @@ class SdkSession:
         self.dc = DataChannelManager(assoc, dtls_role="server", max_message_size=max_size)
         self.dc.open(DATA_CHANNEL_LABEL, negotiated_id=DATA_CHANNEL_ID)
         self.channel_open = False
-        peer.on_application_data = self._on_sctp
         self.counters: dict[str, int] = dict.fromkeys(
             ("requests", "errors", "malformed", "events_sent", "events_dropped", "send_failed"), 0
         )
@@ -182,7 +179,7 @@ class SdkSession:
         self._next_alloc: float | None = None
         #: The media slots (senders and receivers the client declared): the one API to publish, attach and configure.
         # (``_push`` looked up per event: the tests capture pushes by replacing it.)
-        self.slots = MediaSlots(self.endpoint, peer, lambda ev: self._push(ev), self._voice_tap)
+        self.slots = MediaSlots(self.endpoint, peer, lambda ev: self._push(ev), self._voice_threshold)
         #: The receivers the audio mixer of the current room uses as output slots (slot order).
         self.mixer_outputs: tuple[str, ...] = ()
         mid_of_sender = {v: k for k, v in names.senders.items()}
@@ -240,7 +237,8 @@ class SdkSession:
         self._next_stats = now + STATS_INTERVAL
         self._next_alloc = now + ALLOC_INTERVAL
 
-    def _on_sctp(self, now: float, data: bytes) -> None:
+    def on_application_data(self, now: float, data: bytes) -> None:
+        """The peer's ``ApplicationData`` event: one SCTP packet (RFC 8261) for the data channels."""
         self.dc.handle_data(now, data)
         self._pump(now)
 
@@ -368,6 +366,7 @@ class SdkSession:
                 self.endpoint.control(now, Leave())
                 check_core(err)
             self.mixer_outputs = mixer.outputs
+            self._watch_voice()
         self.slots.publish_attached(now)
 
     def _mixer_config(self, info: session_pb2.RoomJoin) -> MixerConfig | None:
@@ -509,6 +508,7 @@ class SdkSession:
             self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, Left):
             self.mixer_outputs = ()
+            self._watch_voice()
             self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, PeerJoined):
             pj = R.PeerJoined(peer=ev.info.peer)
@@ -571,27 +571,17 @@ class SdkSession:
             slot.last_octets = out.octets
             self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
 
-    def _voice_tap(
-        self, slot: ReceiverSlot, sink: Callable[[MediaPacket], None] | None
-    ) -> Callable[[MediaPacket], None]:
-        clock = self.peer.clock
-        threshold = -VOICE_THRESHOLD_DBOV
+    def _voice_threshold(self, slot: ReceiverSlot) -> int | None:
+        """Audio receivers report voice activity through their LocalTrack's ``VoiceActivity`` events, except the
+        audio mixer's outputs: the mixer reports those itself (from the smoothed level of the source it carries)."""
+        return None if slot.name in self.mixer_outputs else -VOICE_THRESHOLD_DBOV
 
-        def tap(pkt: MediaPacket) -> None:
-            if sink is not None:
-                sink(pkt)
-            if slot.name in self.mixer_outputs:
-                return  # the mixer reports its outputs' voice activity itself (VoiceActivity events)
-            level = pkt.audio_level
-            if level is not None and level <= threshold:
-                now = clock.now
-                if now - slot.last_voice >= VOICE_INTERVAL and self.channel_open:
-                    slot.last_voice = now
-                    va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=-level)
-                    rec = session_pb2.ServerEvent.Receiver(name=slot.name, voice_activity=va)
-                    self._push(session_pb2.ServerEvent(receiver=rec))
-
-        return tap
+    def _watch_voice(self) -> None:
+        """The mixer's outputs changed: every bound audio receiver's threshold again."""
+        for slot in self.receivers.values():
+            track = self.endpoint.local_track(slot.name) if slot.kind is TrackKind.AUDIO else None
+            if track is not None:
+                track.voice_threshold = self._voice_threshold(slot)
 
     # ---- the data channel -------------------------------------------------------------------------
 

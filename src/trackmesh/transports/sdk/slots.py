@@ -34,19 +34,17 @@ from trackmesh.core.controls import (
 )
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
-from trackmesh.core.model import BitrateLimit, MediaPacket, TrackKind, TrackSource
+from trackmesh.core.model import BitrateLimit, TrackKind, TrackSource
 from trackmesh.transports.sdk.allocation import allocate_receivers
 from trackmesh.transports.sdk.errors import RpcFailure, check_core
 from trackmesh.transports.sdk.protocol import ErrorCode, session_pb2, shared_pb2
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
-__all__ = ["MAX_BITRATE_BPS", "AudioTap", "MediaSlots", "ReceiverSlot", "SenderSlot"]
+__all__ = ["MAX_BITRATE_BPS", "MediaSlots", "ReceiverSlot", "SenderSlot", "VoiceThreshold"]
 
 #: Sender config ``MAX_BITRATE``: the floor asked of the publisher whatever its viewers can take.
 MAX_BITRATE_BPS = {TrackKind.AUDIO: 64_000, TrackKind.VIDEO: 2_500_000}
 _UNSET: Any = object()
-
-Sink = Callable[[MediaPacket], None]
 
 
 @dataclass(slots=True)
@@ -66,29 +64,28 @@ class ReceiverSlot:
     mid: str | None
     config: shared_pb2.Receiver.Config | None = None
     last_octets: int = 0
-    last_voice: float = -1e18
-    voice_level: int | None = None  # the loudest level (-dBov) seen since the last report
     spatial_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_spatial
     temporal_cap: Any = _UNSET  # the cap last applied with WebRtcPeer.set_max_temporal
     hint_bps: int | None = None  # the SetLocalBitrate hint last sent
     allocated_bps: int | None = None  # its share of the viewer's estimate, last allocation
 
 
-#: Wraps the sink of an audio receiver's LocalTrack when it is bound (the session's voice activity).
-AudioTap = Callable[[ReceiverSlot, Sink | None], Sink]
+#: The RFC 6464 level from which an audio receiver's LocalTrack reports voice activity (core ``VoiceActivity``
+#: events, drained by the session), or None when it does not; asked when the receiver is bound.
+VoiceThreshold = Callable[[ReceiverSlot], int | None]
 
 
 class MediaSlots:
     """The slot table of one SDK session (see the module docstring)."""
 
-    __slots__ = ("_push", "_tap_audio", "endpoint", "peer", "receivers", "senders")
+    __slots__ = ("_push", "_voice_threshold", "endpoint", "peer", "receivers", "senders")
 
     def __init__(
         self,
         endpoint: Endpoint,
         peer: WebRtcPeer,
         push: Callable[[session_pb2.ServerEvent], None],
-        tap_audio: AudioTap,
+        voice_threshold: VoiceThreshold,
     ) -> None:
         """``push``: sends one server event to the client (in order with the session's responses)."""
         self.endpoint = endpoint
@@ -96,7 +93,7 @@ class MediaSlots:
         self.senders: dict[str, SenderSlot] = {}
         self.receivers: dict[str, ReceiverSlot] = {}
         self._push = push
-        self._tap_audio = tap_audio
+        self._voice_threshold = voice_threshold
 
     @property
     def joined(self) -> bool:
@@ -195,11 +192,11 @@ class MediaSlots:
         exists = self.endpoint.local_track(slot.name) is not None
         if slot.mid is None or (not exists and self.endpoint.control(now, CreateLocalTrack(slot.name, slot.kind))):
             return
-        self.peer.bind_local_track(slot.mid, slot.name)
+        self.peer.bind_local_track(now, slot.mid, slot.name)
         slot.spatial_cap = slot.temporal_cap = _UNSET  # a new OutboundTrack: caps are applied again
         track = self.endpoint.local_track(slot.name)
         if slot.kind is TrackKind.AUDIO and track is not None:
-            track.sink = self._tap_audio(slot, track.sink)
+            track.voice_threshold = self._voice_threshold(slot)
 
     def unbind_receiver(self, now: float, slot: ReceiverSlot) -> None:
         """The receiver's m-line goes away: unsubscribed, its LocalTrack kept without a sink."""

@@ -7,26 +7,29 @@ by our ufrag. DTLS, RTP and RTCP carry no such identity: they are routed by the 
 that a *successful* (authenticated) STUN check bound to the peer. The demultiplexer never
 binds an address by itself; the caller does it via :meth:`SharedPortDemux.bind` once the ICE
 agent has verified MESSAGE-INTEGRITY, so a spoofed packet can never steal a peer's route.
+
+What the sorting found travels on with the datagram (:data:`Routed`): the peer does not classify
+it again and the ICE agent does not parse a STUN message again.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from struct import Struct
 from typing import Generic, TypeVar
 
 from trackmesh.errors import LocalProtocolError
 from trackmesh.net import Address
-from trackmesh.transports.webrtc.ice.stun import ATTR_USERNAME, HEADER_LENGTH, MAGIC_COOKIE, Buffer, StunProtocolError
+from trackmesh.transports.webrtc.ice.stun import Buffer, StunMessage, StunProtocolError
+from trackmesh.transports.webrtc.ice.stun import parse as parse_stun
 
 __all__ = [
     "DROP_REASONS",
     "PacketKind",
+    "Routed",
     "SharedPortDemux",
     "classify",
     "is_rtcp",
-    "stun_local_ufrag",
 ]
 
 
@@ -65,45 +68,12 @@ def is_rtcp(data: Buffer) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
-_HEAD = Struct("!HHI")  # type, length, cookie
-_ATTR = Struct("!HH")
-
-
-def stun_local_ufrag(data: Buffer) -> bytes | None:
-    """Our ufrag (the part of USERNAME before the colon) from a STUN message, without a full parse.
-
-    Returns None when there is no USERNAME (responses, indications). Raises
-    :class:`StunProtocolError` when the header or attribute TLVs are malformed, or the
-    USERNAME has no colon. Integrity is *not* checked; that is the ICE agent's job.
-    """
-    size = len(data)
-    if size < HEADER_LENGTH:
-        raise StunProtocolError(f"STUN message too short: {size} bytes")
-    message_type, length, cookie = _HEAD.unpack_from(data, 0)
-    if message_type & 0xC000 or cookie != MAGIC_COOKIE:
-        raise StunProtocolError("not a STUN message (top bits or magic cookie)")
-    if HEADER_LENGTH + length != size:
-        raise StunProtocolError(f"STUN length field {length} does not match datagram size {size}")
-    offset = HEADER_LENGTH
-    while offset + 4 <= size:
-        attr_type, attr_len = _ATTR.unpack_from(data, offset)
-        value_start = offset + 4
-        value_end = value_start + attr_len
-        if value_end > size:
-            raise StunProtocolError(f"attribute {attr_type:#06x} runs past the end of the message")
-        if attr_type == ATTR_USERNAME:
-            username = bytes(data[value_start:value_end])
-            colon = username.find(b":")
-            if colon < 0:
-                raise StunProtocolError("USERNAME has no ':' separator (RFC 8445 s7.2.2)")
-            return username[:colon]
-        offset = value_start + ((attr_len + 3) & ~3)
-    if offset != size:
-        raise StunProtocolError("truncated STUN attribute header")
-    return None
-
-
 K = TypeVar("K", bound=Hashable)
+
+#: What :meth:`SharedPortDemux.route` found out about a datagram: its peer, its kind and, for STUN, the
+#: parsed message. The peer takes the kind and the ICE agent the message as they are (str0m's
+#: ``DatagramRecv``): each datagram is classified and parsed once.
+Routed = tuple[K, PacketKind, StunMessage | None]
 
 #: Every counter :class:`SharedPortDemux` keeps; drops are the ``drop_*`` ones.
 DROP_REASONS = (
@@ -132,8 +102,8 @@ class SharedPortDemux(Generic[K]):
         if max_addresses_per_key < 1:
             raise LocalProtocolError("max_addresses_per_key must be >= 1")
         self.max_addresses_per_key = max_addresses_per_key
-        self._ufrag_key: dict[bytes, K] = {}
-        self._key_ufrags: dict[K, set[bytes]] = {}
+        self._ufrag_key: dict[str, K] = {}
+        self._key_ufrags: dict[K, set[str]] = {}
         self._addr_key: dict[Address, K] = {}
         # dict used as an insertion-ordered set so the oldest address is evicted first.
         self._key_addrs: dict[K, dict[Address, None]] = {}
@@ -147,28 +117,26 @@ class SharedPortDemux(Generic[K]):
         Call again with the new ufrag on ICE restart; both stay routed until the old one is
         removed with :meth:`unregister_ufrag`.
         """
-        raw = ufrag.encode("utf-8")
-        owner = self._ufrag_key.get(raw)
+        owner = self._ufrag_key.get(ufrag)
         if owner is not None and owner != key:
             # Two live peers with one ufrag would make STUN routing ambiguous; the caller
             # must generate fresh credentials (48 random bits make this very unlikely).
             raise LocalProtocolError(f"ufrag {ufrag!r} is already registered to another peer")
-        self._ufrag_key[raw] = key
-        self._key_ufrags.setdefault(key, set()).add(raw)
+        self._ufrag_key[ufrag] = key
+        self._key_ufrags.setdefault(key, set()).add(ufrag)
 
     def unregister_ufrag(self, ufrag: str) -> None:
-        raw = ufrag.encode("utf-8")
-        key = self._ufrag_key.pop(raw, None)
+        key = self._ufrag_key.pop(ufrag, None)
         if key is not None:
             ufrags = self._key_ufrags.get(key)
             if ufrags is not None:
-                ufrags.discard(raw)
+                ufrags.discard(ufrag)
 
     def unregister(self, key: K) -> None:
         """Forget a peer: all its ufrags and addresses."""
-        for raw in self._key_ufrags.pop(key, set()):
-            if self._ufrag_key.get(raw) == key:
-                del self._ufrag_key[raw]
+        for ufrag in self._key_ufrags.pop(key, set()):
+            if self._ufrag_key.get(ufrag) == key:
+                del self._ufrag_key[ufrag]
         for addr in self._key_addrs.pop(key, {}):
             if self._addr_key.get(addr) == key:
                 del self._addr_key[addr]
@@ -215,8 +183,9 @@ class SharedPortDemux(Generic[K]):
 
     # -- hot path ---------------------------------------------------------------------
 
-    def route(self, data: Buffer, addr: Address) -> K | None:
-        """The peer a datagram belongs to, or None (dropped and counted)."""
+    def route(self, data: Buffer, addr: Address) -> Routed[K] | None:
+        """The peer a datagram belongs to, with its kind (RFC 7983 s7) and, for STUN, the parsed
+        message; None when it is dropped (and counted)."""
         if not data:
             self.counters["drop_empty"] += 1
             return None
@@ -224,11 +193,12 @@ class SharedPortDemux(Generic[K]):
         counters = self.counters
         if kind is PacketKind.STUN:
             try:
-                ufrag = stun_local_ufrag(data)
+                msg = parse_stun(data)
             except StunProtocolError:
                 counters["drop_malformed_stun"] += 1
                 return None
-            if ufrag is None:
+            username = msg.username
+            if username is None:
                 # Responses and indications carry no USERNAME; only known addresses may
                 # send them.
                 key = self._addr_key.get(addr)
@@ -236,12 +206,17 @@ class SharedPortDemux(Generic[K]):
                     counters["drop_stun_unknown_address"] += 1
                     return None
             else:
+                # RFC 8445 s7.2.2: USERNAME is "<our ufrag>:<their ufrag>". Integrity is the ICE agent's to check.
+                ufrag, colon, _ = username.partition(":")
+                if not colon:
+                    counters["drop_malformed_stun"] += 1
+                    return None
                 key = self._ufrag_key.get(ufrag)
                 if key is None:
                     counters["drop_unknown_ufrag"] += 1
                     return None
             counters["routed_stun"] += 1
-            return key
+            return key, kind, msg
         if kind is PacketKind.UNKNOWN:
             counters["drop_unknown_kind"] += 1
             return None
@@ -250,4 +225,4 @@ class SharedPortDemux(Generic[K]):
             counters["drop_unknown_address"] += 1
             return None
         counters["routed_dtls" if kind is PacketKind.DTLS else "routed_rtp"] += 1
-        return key
+        return key, kind, None

@@ -1,55 +1,25 @@
 """What a :class:`~trackmesh.transports.webrtc.peer.WebRtcPeer` tells its driver, and the
-small shared pieces its parts use: the mode, the worker-wide clock cell and the outbox type.
+small shared piece its parts use: the outbox type.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from dataclasses import dataclass
 
 from trackmesh.net import Address
 
 __all__ = [
+    "ApplicationData",
     "Connected",
     "Disconnected",
     "IceSelected",
     "Outbox",
     "PeerEvent",
-    "PeerMode",
-    "SharedClock",
 ]
 
 #: Datagrams to send, appended by every peer of a worker; the driver drains it after each input.
 Outbox = deque[tuple[bytes, Address]]
-
-
-class PeerMode(enum.Enum):
-    """WHIP: the client only publishes; WHEP: it only views (and auto-follows the room);
-    SDK: the SDK transport decides what each m-line carries."""
-
-    WHIP = "whip"
-    WHEP = "whep"
-    SDK = "sdk"
-
-
-class SharedClock:
-    """The worker's current ``now``, shared by all its peers.
-
-    A viewer's sink runs inside the *publisher's* ``handle_datagram`` (the core forwards
-    synchronously), so it cannot see the ``now`` of its own last input; every peer entry point
-    stores ``now`` here first, and sinks read it. One instance per worker.
-    """
-
-    __slots__ = ("now",)
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def advance(self, now: float) -> None:
-        # Monotonic: a stale ``now`` from a late caller never moves time backwards.
-        if now > self.now:
-            self.now = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +44,13 @@ class IceSelected:
     addr: Address
 
 
-PeerEvent = Connected | Disconnected | IceSelected
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    """One DTLS application record from the client (an SCTP packet, RFC 8261 s3): for the layer
+    above that runs data channels on this connection (the SDK session), drained like any other
+    event after the input that carried it. Nothing acts on it inside the peer."""
+
+    data: bytes
+
+
+PeerEvent = Connected | Disconnected | IceSelected | ApplicationData

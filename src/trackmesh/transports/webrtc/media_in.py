@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor, is_keyframe, parse_vp8_descriptor, vp8_keyframe
-from trackmesh.codecs.layers import LAST_VP8
+from trackmesh.codecs.registry import is_keyframe
+from trackmesh.codecs.vp8 import Vp8Descriptor, parse_vp8_descriptor, vp8_keyframe
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.rtp.nack import NackGenerator
 from trackmesh.rtp.packet import RtpHeader, find_extension, read_mid, read_rid
 from trackmesh.rtp.rewrite import SeqUnwrapper
@@ -263,7 +263,7 @@ class InboundMedia:
         if track.twcc_id and self.twcc is not None:
             try:
                 loc = find_extension(data, h, track.twcc_id)
-            except ProtocolError:
+            except RemoteProtocolError:
                 loc = None
             if loc is not None and loc[1] >= 2:
                 # The transport-wide sequence counts every packet, RTX and padding included.
@@ -301,7 +301,7 @@ class InboundMedia:
         try:
             if track.video:
                 if codec is MediaCodec.VP8:
-                    # Parsed once here for every viewer (layers.vp8_descriptor finds it).
+                    # Parsed once here for every viewer: it travels on the packet (MediaPacket.meta).
                     d8 = parse_vp8_descriptor(payload)
                     keyframe = vp8_keyframe(payload, d8)
                 else:
@@ -310,7 +310,7 @@ class InboundMedia:
                 loc = find_extension(data, h, track.audio_level_id)
                 if loc is not None:
                     level = data[loc[0]] & 0x7F  # RFC 6464 s3: -dBov, the V flag dropped
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["bad_payload"] += 1
             return
         # Reception statistics and loss detection follow the original stream's numbers.
@@ -336,10 +336,10 @@ class InboundMedia:
         if remote is None:
             self.counters["not_published"] += 1
             return
-        pkt = MediaPacket(codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level)
-        if d8 is not None:
-            LAST_VP8.pkt = pkt
-            LAST_VP8.desc = d8
+        # Positional: the hot path's one allocation. Arrival time and the parsed descriptor travel with it.
+        pkt = MediaPacket(
+            codec, pt, seq, h.timestamp, h.marker, keyframe, payload, stream.spatial, 0, level, (), now, d8
+        )  # fmt: skip
         remote.on_packet(pkt)
 
     # ---- SSRC learning ----------------------------------------------------------------------
@@ -347,7 +347,7 @@ class InboundMedia:
     def _learn(self, data: bytes, h: RtpHeader) -> tuple[InboundStream, bool] | None:
         try:
             return self._learn_unchecked(data, h)
-        except ProtocolError:
+        except RemoteProtocolError:
             return None
 
     def _learn_unchecked(self, data: bytes, h: RtpHeader) -> tuple[InboundStream, bool] | None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from trackmesh.codecs.keyframe import Vp8Descriptor
 from trackmesh.codecs.layers import (
-    LAST_VP8,
     MAX_TEMPORAL,
     SeqSkipper,
     Vp8Layers,
@@ -24,6 +22,7 @@ from trackmesh.codecs.layers import (
     vp9_descriptor,
     vp9_numbers_end,
 )
+from trackmesh.codecs.vp8 import Vp8Descriptor
 from trackmesh.core.controls import RequestKeyframe
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import MediaCodec, MediaPacket
@@ -37,7 +36,7 @@ from trackmesh.rtp.srtp import RtpSender, SrtpError, SrtpSession
 from trackmesh.rtp.twcc import BandwidthEstimator, TwccSendHistory
 from trackmesh.sdp.codecs import EXT_ABS_SEND_TIME, EXT_TWCC
 from trackmesh.transports.webrtc.answer import NegotiatedMedia
-from trackmesh.transports.webrtc.events import Outbox, SharedClock
+from trackmesh.transports.webrtc.events import Outbox
 from trackmesh.transports.webrtc.media_in import media_codec
 
 __all__ = ["OutboundTrack", "SendContext"]
@@ -70,7 +69,6 @@ class SendContext:
     __slots__ = (
         "addr",
         "bwe",
-        "clock",
         "estimate",
         "history",
         "outbox",
@@ -80,9 +78,8 @@ class SendContext:
         "wall_offset",
     )
 
-    def __init__(self, outbox: Outbox, clock: SharedClock, wall_offset: float) -> None:
+    def __init__(self, outbox: Outbox, wall_offset: float) -> None:
         self.outbox = outbox
-        self.clock = clock
         self.wall_offset = wall_offset  # wallclock (Unix seconds) = now + wall_offset
         self.srtp: SrtpSession | None = None
         self.addr: Address | None = None
@@ -306,7 +303,7 @@ class OutboundTrack:
         if pt is None:
             self.counters["codec_not_negotiated"] += 1
             return
-        now = ctx.clock.now
+        now = pkt.arrival  # this sink runs inside the publisher's input: its now is the packet's
         payload = pkt.payload
         size = len(payload)
         spatial = pkt.spatial
@@ -349,9 +346,10 @@ class OutboundTrack:
             if size and payload[0] & 0x80:
                 # X: picture id / TL0PICIDX / TID present (RFC 7741 s4.2): filter temporal
                 # layers; renumber in a copy of the descriptor placed after our header.
-                last = LAST_VP8
-                d8 = last.desc if last.pkt is pkt else vp8_descriptor(pkt)
-                if isinstance(d8, Vp8Descriptor):
+                d8 = pkt.meta  # parsed by the receiving side, or below by the first viewer
+                if not isinstance(d8, Vp8Descriptor):
+                    d8 = vp8_descriptor(pkt)
+                if d8 is not None:
                     self._tbytes[d8.temporal_id] += size
                     vp8 = self.vp8
                     if vp8.idle and key == vp8.key:

@@ -139,6 +139,68 @@ class TestExchange:
         assert agent.handle_stun(18.0, client.create_check(18.0), BROWSER) is None
         assert agent.counters["after_disconnect"] == 1
 
+    def test_indications_from_the_selected_pair_are_keepalives(self) -> None:
+        # libnice (GStreamer webrtcbin) keeps a nominated pair alive with Binding indications
+        # every ~25 s and sends no more checks (RFC 8445 s11 allows either).
+        agent, client = make_pair(consent_timeout=30.0)
+        exchange(agent, client, 0.0, BROWSER)
+        drain(agent)
+        indication = stun.build_message(stun.METHOD_BINDING, StunClass.INDICATION, b"k" * 12, [])
+        for t in (25.0, 50.0, 75.0, 100.0):
+            agent.handle_timeout(t)
+            assert agent.handle_stun(t, indication, BROWSER) is None  # never answered
+            assert agent.state is IceState.CONNECTED
+        assert agent.counters["keepalives"] == 4
+        # From another address, or without a valid FINGERPRINT, an indication proves nothing.
+        assert agent.handle_stun(110.0, indication, BROWSER_WIFI) is None
+        assert agent.handle_stun(111.0, indication[:-8], BROWSER) is None
+        assert agent.counters["keepalives"] == 4
+        assert agent.next_deadline() == 130.0
+        agent.handle_timeout(130.0)
+        assert drain(agent) == [IceDisconnected("consent expired")]
+
+    def test_indication_before_nomination_starts_no_timer(self) -> None:
+        agent, _ = make_pair()
+        indication = stun.build_message(stun.METHOD_BINDING, StunClass.INDICATION, b"k" * 12, [])
+        assert agent.handle_stun(0.0, indication, BROWSER) is None
+        assert agent.next_deadline() is None
+        assert agent.counters["keepalives"] == 0
+
+    def test_authenticated_media_on_the_selected_pair_keeps_it_alive(self) -> None:
+        agent, client = make_pair(consent_timeout=30.0)
+        exchange(agent, client, 0.0, BROWSER)
+        drain(agent)
+        t = 0.0
+        while t < 90.0:  # 90 s of media, no check, no indication
+            t += 0.02
+            agent.note_activity(t, BROWSER)
+            agent.handle_timeout(t)
+        assert agent.state is IceState.CONNECTED and drain(agent) == []
+        # Media from another address does not refresh the selected pair.
+        agent.note_activity(100.0, BROWSER_WIFI)
+        assert agent.next_deadline() == pytest.approx(t + 30.0)
+        # Silence: the pair expires 30 s after the last packet, exactly.
+        agent.handle_timeout(t + 29.99)
+        assert agent.state is IceState.CONNECTED
+        agent.handle_timeout(t + 30.0)
+        assert agent.state is IceState.DISCONNECTED
+        assert drain(agent) == [IceDisconnected("consent expired")]
+        # Expired is final: media does not revive the agent, only an ICE restart does.
+        agent.note_activity(t + 31.0, BROWSER)
+        assert agent.next_deadline() is None and agent.state is IceState.DISCONNECTED
+
+    def test_activity_before_nomination_or_after_close_is_ignored(self) -> None:
+        agent, client = make_pair(consent_timeout=2.0)
+        agent.note_activity(0.0, BROWSER)
+        assert agent.next_deadline() is None
+        exchange(agent, client, 0.0, BROWSER, use_candidate=False)  # checked, not nominated
+        agent.note_activity(1.5, BROWSER)
+        assert agent.next_deadline() == 2.0  # only checks count before a nomination
+        exchange(agent, client, 1.8, BROWSER)
+        agent.close()
+        agent.note_activity(2.0, BROWSER)
+        assert agent.next_deadline() is None
+
     def test_timeout_before_nomination(self) -> None:
         agent, client = make_pair(consent_timeout=2.0)
         exchange(agent, client, 0.0, BROWSER, use_candidate=False)

@@ -42,7 +42,7 @@ from typing import Final, Literal
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.rtp.srtp import SrtpProfile
 from trackmesh.transports.webrtc.dtls.certificate import (
     DtlsCertificate,
@@ -89,7 +89,7 @@ _MAX_RECORD_BODY: Final = 16384 + 2048  # RFC 6347 s4.1 / RFC 5246 s6.2.3 cipher
 _READ_SIZE: Final = 16384  # the largest DTLS plaintext record (RFC 5246 s6.2.1)
 
 
-class DtlsError(ProtocolError):
+class DtlsError(RemoteProtocolError):
     """Remote DTLS parameters (e.g. SDP fingerprints) we cannot accept."""
 
 

@@ -3,8 +3,16 @@
 A lite agent has only host candidates, never sends connectivity checks and is always in the
 controlled role (RFC 8445 s6.1.1: a full agent talking to a lite agent MUST be controlling).
 It answers authenticated Binding requests; a request carrying USE-CANDIDATE nominates the
-address it came from. Every valid check also counts as consent (RFC 7675): if none arrive for
-``consent_timeout`` seconds the agent declares the session disconnected.
+address it came from.
+
+Liveness. RFC 7675 consent is the *sending* side's business: a full agent checks that its peer
+still wants its media, a lite agent sends no checks at all. What this agent tracks is whether
+the nominated pair is still alive, so that a vanished client is reaped. Everything that proves
+it counts: authenticated checks, Binding indications from the selected address (the keepalives
+RFC 8445 s11 allows; libnice, hence GStreamer's webrtcbin, sends only those once nominated) and
+authenticated SRTP/SRTCP/DTLS the peer reports through :meth:`IceLiteAgent.note_activity`. If
+none of these arrive for ``consent_timeout`` seconds the agent declares the session
+disconnected.
 
 Sans-IO: ``now`` is always a parameter; outputs are return values and a drained event queue.
 """
@@ -17,7 +25,7 @@ import string
 from collections import deque
 from dataclasses import dataclass
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.stun import Buffer, StunClass
@@ -36,7 +44,8 @@ __all__ = [
     "generate_credentials",
 ]
 
-#: RFC 7675 s5.1: consent expires 30 seconds after the last successful check.
+#: RFC 7675 s5.1: consent expires 30 seconds after the last successful check; a lite agent
+#: applies the same 30 s to the last sign of life on the selected pair (module docstring).
 DEFAULT_CONSENT_TIMEOUT = 30.0
 
 # RFC 8839 s5.4: ice-char = ALPHA / DIGIT / "+" / "/".
@@ -115,6 +124,7 @@ _COUNTER_NAMES = (
     "unknown_attributes",
     "after_close",
     "after_disconnect",
+    "keepalives",
 )
 
 
@@ -258,8 +268,9 @@ class IceLiteAgent:
         self.counters["unknown_ufrag"] += 1
         return None
 
-    def handle_stun(self, now: float, data: Buffer, addr: Address) -> bytes | None:
-        """Process one STUN datagram from ``addr``; return the response to send, if any."""
+    def handle_stun(self, now: float, data: Buffer, addr: Address, msg: stun.StunMessage | None = None) -> bytes | None:
+        """Process one STUN datagram from ``addr``; return the response to send, if any. ``msg`` is ``data``
+        parsed already (by the port's demultiplexer), else it is parsed here."""
         if self._state is IceState.CLOSED:
             self.counters["after_close"] += 1
             return None
@@ -269,14 +280,26 @@ class IceLiteAgent:
             # what prompts it to restart.
             self.counters["after_disconnect"] += 1
             return None
-        try:
-            msg = stun.parse(data)
-        except ProtocolError:
-            self.counters["malformed"] += 1
-            return None
+        if msg is None:
+            try:
+                msg = stun.parse(data)
+            except RemoteProtocolError:
+                self.counters["malformed"] += 1
+                return None
         if msg.method != stun.METHOD_BINDING or msg.message_class is not StunClass.REQUEST:
-            # Binding indications are keepalives (RFC 8445 s11) and need no answer; a lite
-            # agent sends no requests, so any response is unsolicited.
+            if (
+                msg.method == stun.METHOD_BINDING
+                and msg.message_class is StunClass.INDICATION
+                and addr == self._selected
+                and stun.verify_fingerprint(data)
+            ):
+                # RFC 8445 s11: a Binding indication is a keepalive on the pair; it needs no
+                # answer and carries no credentials, so only the selected pair's count.
+                self.counters["keepalives"] += 1
+                self._last_check = now
+                return None
+            # Other indications need no answer; a lite agent sends no requests, so any
+            # response is unsolicited.
             self.counters["not_binding_request"] += 1
             return None
         self.counters["requests"] += 1
@@ -336,6 +359,17 @@ class IceLiteAgent:
         elif addr != self._selected:
             self._selected = addr
             self._events.append(IceSelectedAddressChanged(addr))
+
+    def note_activity(self, now: float, addr: Address) -> None:
+        """The peer took an authenticated SRTP/SRTCP packet or DTLS record from ``addr``.
+
+        On the selected pair that is proof of life (module docstring), so it refreshes the
+        liveness timer like a check does. Anything else (no nomination yet, another address,
+        an expired or closed agent) is ignored: only checks nominate, only a restart revives.
+        Called per packet, so it is one comparison and one store.
+        """
+        if addr == self._selected and self._last_check is not None:
+            self._last_check = now
 
     # -- timers and events -----------------------------------------------------------------
 
@@ -439,7 +473,7 @@ class IceLiteClient:
         """Match a response to a pending check; None (counted) if it is not acceptable."""
         try:
             msg = stun.parse(data)
-        except ProtocolError:
+        except RemoteProtocolError:
             self.counters["malformed"] += 1
             return None
         if msg.message_class not in (StunClass.SUCCESS, StunClass.ERROR):

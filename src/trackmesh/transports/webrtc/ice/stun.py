@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from struct import Struct
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 
-class StunProtocolError(ProtocolError):
+class StunProtocolError(RemoteProtocolError):
     """A datagram that claims to be STUN but violates RFC 8489."""
 
 

@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.transports.webrtc.sctp.association import (
     AssociationClosed,
     AssociationEstablished,
@@ -64,7 +64,7 @@ _PRIORITY_NORMAL: Final = 256  # RFC 8831 s6.4 / W3C "low" is 128, "normal" 256
 ChannelState = Literal["connecting", "open", "closing", "closed"]
 
 
-class DataChannelError(ProtocolError):
+class DataChannelError(RemoteProtocolError):
     """A malformed DCEP message or data for a channel that does not exist."""
 
 

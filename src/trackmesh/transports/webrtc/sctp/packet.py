@@ -2,7 +2,7 @@
 
 SCTP runs over DTLS (RFC 8261 s5): one SCTP packet is one DTLS application-data record, so
 no IP header is involved. :func:`parse_packet` turns a record into a :class:`Packet` (common
-header plus typed chunks), raising :class:`SctpPacketError` (a ``ProtocolError``) for anything
+header plus typed chunks), raising :class:`SctpPacketError` (a ``RemoteProtocolError``) for anything
 malformed; :func:`build_packet` serialises one, computing the CRC32c checksum.
 
 CRC32c cost: the checksum (RFC 4960 appendix B) runs once per packet sent and received. The
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from trackmesh.errors import ProtocolError
+from trackmesh.errors import RemoteProtocolError
 
 __all__ = [
     "CHUNK_ABORT",
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 
-class SctpPacketError(ProtocolError):
+class SctpPacketError(RemoteProtocolError):
     """A malformed SCTP packet or chunk."""
 
 

@@ -1,0 +1,3 @@
+from bench.janus.cli import main
+
+raise SystemExit(main())

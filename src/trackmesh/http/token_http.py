@@ -1,0 +1,189 @@
+"""Session tokens over HTTP: ``POST /token/<kind>`` (atm0s 0.2 compatible) and, in ``--dev`` mode,
+``GET /dev/token/<kind>`` for loopback clients.
+
+Order of work on ``POST /token/<kind>``, cheapest refusal first: 429 for a source whose failed
+secret checks are throttled (security/throttle.py), 401 for a wrong app secret (the body is never
+read then), 413 for a declared length past ``MAX_BODY_BYTES``, 415 for a body that is not
+``application/json``, 413 for a body that grows past the cap, then 400
+for a body that does not validate (one ``{"status": false, "error"}`` envelope for all of them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from starlette.requests import ClientDisconnect
+
+from trackmesh.config import NodeConfig
+from trackmesh.security.keys import verify_forwarded
+from trackmesh.security.throttle import FailureThrottle, source_key
+from trackmesh.security.tokens import MAX_TTL, SessionToken, app_secret_matches, issue
+
+from .envelope import error, ok
+from .headers import bearer
+
+MAX_BODY_BYTES = 16 * 1024
+FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
+DEV_TOKEN_TTL = 3600
+Kind = Literal["whip", "whep", "webrtc", "rtpengine"]
+
+
+def _printable(value: str | None) -> str | None:
+    # The media core refuses such names at join (core/endpoint.py); refusing them here says so at once.
+    if value is not None and not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class TokenRequest(BaseModel):
+    # Strict types: ``"ttl": true`` or ``"ttl": "60"`` is a 400, not a one-second or a coerced token.
+    model_config = ConfigDict(extra="forbid")
+
+    room: StrictStr | None = Field(None, min_length=1, max_length=128, description="room the token is for")
+    peer: StrictStr | None = Field(None, min_length=1, max_length=128, description="peer name in the room")
+    ttl: StrictInt = Field(..., gt=0, le=MAX_TTL, description="lifetime in seconds")
+    record: StrictBool = Field(False, description="record this peer's media")
+    extra_data: StrictStr | None = Field(None, max_length=4096, description="opaque data handed to other peers")
+
+    _names_printable = field_validator("room", "peer")(_printable)
+
+
+class TokenData(BaseModel):
+    token: str
+
+
+class TokenResponse(BaseModel):
+    status: bool
+    data: TokenData
+
+
+def client_address(request: Request, secret: str) -> str:
+    """The client's address: the peer's, or the one a gateway of this cluster signed for it."""
+    forwarded = request.headers.get(FORWARDED_CLIENT_HEADER)
+    if forwarded:
+        client = verify_forwarded(secret, forwarded)
+        if client is not None:
+            return client
+    return request.client.host if request.client is not None else "unknown"
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
+    if kind in ("whip", "rtpengine") and (room is None or peer is None):
+        return f"invalid request: a {kind} token needs room and peer"
+    if kind == "whep" and room is None:
+        return "invalid request: a whep token needs room"
+    return None
+
+
+def router(config: NodeConfig, throttle: FailureThrottle) -> APIRouter:
+    """The token routes of a node with ``config`` (they need nothing else of the node)."""
+    api = APIRouter()
+    body_schema = TokenRequest.model_json_schema()
+
+    @api.post(
+        "/token/{kind}",
+        tags=["tokens"],
+        summary="Create a session token (atm0s 0.2 compatible)",
+        response_model=TokenResponse,
+        responses={
+            400: {"description": "the body does not validate; the error says why"},
+            401: {"description": "wrong app secret"},
+            413: {"description": "body too large"},
+            415: {"description": "Content-Type is not application/json"},
+            429: {"description": "too many wrong secrets from this address; see Retry-After"},
+        },
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema}}, "required": True}},
+    )
+    async def create_token(
+        kind: Kind,
+        request: Request,
+        authorization: str | None = Header(None, description="Bearer <app secret>"),
+    ) -> Any:
+        source = source_key(client_address(request, config.secret))
+        now = time.monotonic()
+        wait = throttle.retry_after(source, now)
+        if wait:
+            return error(429, f"too many wrong app secrets from this address; retry in {wait} s",
+                         {"Retry-After": str(wait)})  # fmt: skip
+        presented = bearer(authorization)
+        if presented is None or not app_secret_matches(config.secret, presented):
+            throttle.failed(source, now)
+            return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
+        body = await read_json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            req = TokenRequest.model_validate(body)
+        except ValidationError as exc:
+            return error(400, f"invalid request: {_problems(exc)}")
+        problem = _needs(kind, req.room, req.peer)
+        if problem is not None:
+            return error(400, problem)
+        token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data)
+        return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
+
+    if config.dev:
+
+        @api.get(
+            "/dev/token/{kind}",
+            tags=["tokens"],
+            summary="--dev only: a demo token for a loopback client (no secret needed)",
+            response_model=TokenResponse,
+            responses={403: {"description": "not a loopback client"}, 400: {"description": "bad room or peer"}},
+        )
+        async def dev_token(kind: Kind, request: Request, room: str = "demo", peer: str | None = None) -> Any:
+            # The peer address only: a gateway's forwarded header never makes a remote client local.
+            if request.client is None or not is_loopback(request.client.host):
+                return error(403, "demo tokens are for loopback clients only (--dev)")
+            try:
+                req = TokenRequest.model_validate({"room": room, "peer": peer, "ttl": DEV_TOKEN_TTL})
+            except ValidationError as exc:
+                return error(400, f"invalid request: {_problems(exc)}")
+            problem = _needs(kind, req.room, req.peer)
+            if problem is not None:
+                return error(400, problem)
+            token = SessionToken(kind, req.room, req.peer)
+            return ok({"token": issue(config.token_key, token, DEV_TOKEN_TTL, int(time.time()))})
+
+    return api
+
+
+async def read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The parsed JSON body, or the enveloped 415/413/400 refusal."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return error(413, f"body larger than {max_bytes} bytes")
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given != "application/json":
+        return error(415, f"Content-Type must be application/json, got {given or 'none'}")
+    raw = b""
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_bytes:
+                return error(413, f"body larger than {max_bytes} bytes")
+    except ClientDisconnect:
+        # The client went away mid-body (or the body cap below us cut it): nobody reads an
+        # answer, and a gone client is not a server error worth a traceback.
+        return error(400, "the client disconnected before its body was complete")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return error(400, "invalid request: the body is not JSON")

@@ -1,0 +1,389 @@
+"""The load generator's WebRTC transport: one UDP socket, ICE, DTLS, SRTP; no decoding.
+
+Built on trackmesh's own sans-IO pieces used from the *client* side:
+
+- ICE: against an ICE-lite server (trackmesh) we are controlling and nominate with
+  :class:`IceLiteClient` checks carrying USE-CANDIDATE. Against a full agent (Janus) we also
+  answer the checks it sends us with :func:`stun.build_binding_success`, keyed with our own
+  password; when Janus made the offer it is the controlling side and nominates.
+- DTLS: :class:`DtlsEndpoint` as client (or server when the remote SDP says ``setup:active``),
+  offering exactly one SRTP profile in ``use_srtp``.
+- SRTP: :func:`srtp_sessions_from_dtls`.
+
+Media sent and received is hashed (:func:`recording.payload_key`) and matched against the
+shared send log by :class:`trackmesh.loadtest.stats.Meter`. Every destination must be in
+127.0.0.0/8 (checked here, once per remote address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from trackmesh.errors import ProtocolError
+from trackmesh.rtp.srtp import SrtpProfile, SrtpSession
+from trackmesh.sdp import model as sdplib
+from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
+from trackmesh.transports.webrtc.dtls.endpoint import DtlsApplicationData, DtlsConnected, DtlsEndpoint, DtlsFailed
+from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
+from trackmesh.transports.webrtc.ice import stun
+from trackmesh.transports.webrtc.ice.agent import IceLiteClient, generate_credentials
+
+__all__ = ["RemoteParams", "Transport", "check_loopback"]
+
+Address = tuple[str, int]
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# Linux SO_TIMESTAMPNS (== SCM_TIMESTAMPNS, asm-generic/socket.h; not exported by Python): the
+# kernel stamps each datagram with CLOCK_REALTIME when it is queued on the socket, so latency
+# does not include the time the generator's own loop took to get to it.
+SO_TIMESTAMPNS = 35
+# Linux SO_RXQ_OVFL (asm-generic/socket.h): each datagram carries the socket's cumulative count of
+# datagrams the kernel dropped because the receive buffer was full, i.e. loss caused by the
+# generator falling behind, which must not be blamed on the server.
+SO_RXQ_OVFL = 40
+_TIMESPEC = struct.Struct("qq")
+_U32 = struct.Struct("I")
+_ANC_SIZE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
+
+
+def kernel_timestamp(ancdata: list[tuple[int, int, bytes]]) -> float:
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return float(sec + nsec * 1e-9)
+    return time.time()
+
+
+def check_loopback(host: str) -> None:
+    """Refuse any destination outside 127.0.0.0/8 (network safety: the bench never leaves lo)."""
+    if ipaddress.ip_address(host) not in _LOOPBACK:
+        raise RuntimeError(f"refusing to send to {host}: the benchmark only talks to 127.0.0.0/8")
+
+
+@dataclass
+class RemoteParams:
+    ufrag: str
+    pwd: str
+    fingerprints: list[tuple[str, str]]
+    setup: str
+    candidates: list[Address]
+    ice_lite: bool
+    pt_kind: dict[int, int]  # payload type -> recording.AUDIO / VIDEO
+    mids: dict[str, str]  # mid -> "audio" / "video"
+
+    @classmethod
+    def from_sdp(cls, text: str) -> RemoteParams:
+        sd = sdplib.parse(text)
+        m0 = sd.media[0]
+        ufrag = m0.ice_ufrag or sd.ice_ufrag
+        pwd = m0.ice_pwd or sd.ice_pwd
+        fps = m0.fingerprints or sd.fingerprints
+        setup = m0.setup or sd.setup or "actpass"
+        if not ufrag or not pwd or not fps:
+            raise ValueError("remote SDP lacks ICE credentials or a fingerprint")
+        cands: list[tuple[int, Address]] = []
+        pt_kind: dict[int, int] = {}
+        mids: dict[str, str] = {}
+        for m in sd.media:
+            for c in m.candidates:
+                if (
+                    c.transport.lower() == "udp"
+                    and c.component == 1
+                    and ":" not in c.address
+                    and ipaddress.ip_address(c.address) in _LOOPBACK
+                ):
+                    cands.append((c.priority, (c.address, c.port)))
+            if m.mid is not None:
+                mids[m.mid] = m.kind
+            for r in m.rtpmaps:
+                enc = r.encoding.lower()
+                if enc == "opus":
+                    pt_kind[r.payload_type] = 0
+                elif enc == "vp8":
+                    pt_kind[r.payload_type] = 1
+        cands.sort(key=lambda pc: -pc[0])
+        seen: list[Address] = []
+        for _, a in cands:
+            if a not in seen:
+                seen.append(a)
+        return cls(ufrag, pwd, [(f.algorithm, f.value) for f in fps], setup, seen, sd.ice_lite, pt_kind, mids)
+
+
+class Transport:
+    """One WebRTC transport (BUNDLE, rtcp-mux) on its own non-blocking UDP socket."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        local_ip: str,
+        profile: SrtpProfile,
+        cert: DtlsCertificate,
+        on_rtp: Callable[[bytes, float], None] | None = None,  # (plain RTP, kernel arrival time.time())
+        *,
+        rcvbuf: int = 1 << 20,
+    ) -> None:
+        check_loopback(local_ip)
+        self.loop = loop
+        self.profile = profile
+        self.cert = cert
+        self.on_rtp = on_rtp
+        self.creds = generate_credentials()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        self.sock.bind((local_ip, 0))
+        self.sock.setblocking(False)
+        self.local_addr: Address = self.sock.getsockname()
+        self.remote: RemoteParams | None = None
+        self.remote_addr: Address | None = None
+        self.ice: IceLiteClient | None = None
+        self.dtls: DtlsEndpoint | None = None
+        self.srtp: SrtpSession | None = None
+        self.connected: asyncio.Future[float] = loop.create_future()
+        #: DTLS application records (SCTP packets, RFC 8261) as ``(monotonic now, data)``: the SDK data channel.
+        self.on_app_data: Callable[[float, bytes], None] | None = None
+        self.closed = False
+        self.counters = dict.fromkeys(
+            ("rx", "stun_in", "stun_answered", "dtls_in", "dtls_early_resend", "rtcp_in", "srtp_errors", "send_errors",
+             "unknown", "rx_dropped"), 0
+        )
+        self._controlling = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._check_until = 0.0
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    # -- SDP -------------------------------------------------------------------------------
+
+    def transport_lines(self, setup: str, *, candidate: bool, lite: bool = False) -> str:
+        lines = [
+            f"a=ice-ufrag:{self.creds.ufrag}",
+            f"a=ice-pwd:{self.creds.pwd}",
+            f"a=fingerprint:sha-256 {self.cert.fingerprint_sha256()}",
+            f"a=setup:{setup}",
+            "a=rtcp-mux",
+        ]
+        if candidate:
+            host, port = self.local_addr
+            lines.append(f"a=candidate:1 1 udp 2130706431 {host} {port} typ host")
+            lines.append("a=end-of-candidates")
+        return "\r\n".join(lines) + "\r\n"
+
+    # -- connection --------------------------------------------------------------------------
+
+    def start(self, remote_sdp: str, *, controlling: bool) -> None:
+        """Begin ICE (and DTLS once a path works) with the peer described by ``remote_sdp``."""
+        self.remote = rp = RemoteParams.from_sdp(remote_sdp)
+        if not rp.candidates:
+            raise RuntimeError("remote SDP has no 127.x UDP candidate")
+        for host, _ in rp.candidates:
+            check_loopback(host)
+        self.remote_addr = rp.candidates[0]
+        role: Literal["client", "server"] = "server" if rp.setup == "active" else "client"
+        self.dtls = DtlsEndpoint(role, self.cert, rp.fingerprints, [self.profile])
+        self._controlling = controlling
+        if controlling:
+            self.ice = IceLiteClient(remote_ufrag=rp.ufrag, remote_pwd=rp.pwd, local=self.creds)
+            self._check_until = time.monotonic() + 10.0
+            self._send_check()
+        self._arm(0.05)
+
+    def _send_check(self) -> None:
+        assert self.ice is not None and self.remote_addr is not None
+        self._sendto(self.ice.create_check(time.monotonic(), use_candidate=True), self.remote_addr)
+
+    def _arm(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        """Retransmit checks until connected (bounded), DTLS timers, then consent every 2.5 s."""
+        self._timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        if self.dtls is not None:
+            deadline = self.dtls.next_deadline()
+            if deadline is not None and now >= deadline:
+                self.dtls.handle_timeout(now)
+                self._flush_dtls()
+        if self.ice is not None:
+            self.ice.handle_timeout(now)
+            if not self.connected.done():
+                if now < self._check_until and (self.dtls is None or self.dtls.state.value == "new"):
+                    self._send_check()
+            else:
+                self._send_check()  # consent freshness (RFC 7675)
+        if self.closed:
+            return
+        delay = 2.5 if self.connected.done() else 0.1
+        if self.dtls is not None and (d := self.dtls.next_deadline()) is not None:
+            delay = min(delay, max(0.01, d - now))
+        self._arm(delay)
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:
+            self.counters["send_errors"] += 1
+
+    def send_srtp(self, plain_rtp: bytes) -> None:
+        if self.srtp is None or self.remote_addr is None:
+            return
+        try:
+            self.sock.sendto(self.srtp.protect_rtp(plain_rtp), self.remote_addr)
+        except OSError:
+            self.counters["send_errors"] += 1
+
+    def send_srtcp(self, plain_rtcp: bytes) -> None:
+        if self.srtp is None or self.remote_addr is None:
+            return
+        try:
+            self.sock.sendto(self.srtp.protect_rtcp(plain_rtcp), self.remote_addr)
+        except OSError:
+            self.counters["send_errors"] += 1
+
+    # -- input -------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        recv = self.sock.recvmsg
+        on_rtp = self.on_rtp
+        srtp = self.srtp
+        counters = self.counters
+        for _ in range(256):
+            try:
+                data, anc, _flags, addr = recv(2048, _ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            now = time.monotonic()
+            counters["rx"] += 1
+            b0 = data[0]
+            if 128 <= b0 <= 191:
+                if srtp is None:
+                    srtp = self.srtp
+                    if srtp is None:
+                        counters["unknown"] += 1
+                        continue
+                if 192 <= data[1] <= 223:
+                    counters["rtcp_in"] += 1
+                    continue  # RTCP from the server (SR, PLI, REMB): not measured
+                try:
+                    plain = srtp.unprotect_rtp(data)
+                except ProtocolError:
+                    counters["srtp_errors"] += 1
+                    continue
+                if len(anc) > 1:
+                    self._overflow(anc)
+                if on_rtp is not None:
+                    on_rtp(plain, kernel_timestamp(anc))
+            elif b0 <= 3:
+                counters["stun_in"] += 1
+                self._on_stun(data, addr, now)
+            elif 20 <= b0 <= 63:
+                counters["dtls_in"] += 1
+                if self.dtls is not None:
+                    self.dtls.handle_datagram(now, data)
+                    self._flush_dtls()
+            else:
+                counters["unknown"] += 1
+
+    def _overflow(self, anc: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                self.counters["rx_dropped"] = _U32.unpack_from(data)[0]
+
+    def _on_stun(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            msg = stun.parse(data)
+        except ProtocolError:
+            return
+        if msg.message_class is stun.StunClass.REQUEST and msg.method == stun.METHOD_BINDING:
+            # A full agent's check (Janus): answer it, keyed with our password.
+            key = self.creds.pwd.encode()
+            if msg.username is None or not msg.username.startswith(self.creds.ufrag + ":"):
+                return
+            if not stun.verify_integrity(data, key, message=msg):
+                return
+            check_loopback(addr[0])
+            self._sendto(stun.build_binding_success(msg.transaction_id, addr, key), addr)
+            self.counters["stun_answered"] += 1
+            if not self._controlling and msg.use_candidate:
+                self.remote_addr = addr
+                self._start_dtls(now)
+            elif not self._controlling and self.remote_addr is None:
+                self.remote_addr = addr
+            return
+        if self.ice is None:
+            return
+        result = self.ice.handle_response(now, data)
+        if result is not None and result.ok:
+            self._start_dtls(now)
+
+    def _start_dtls(self, now: float) -> None:
+        dtls = self.dtls
+        if dtls is None or dtls.state.value != "new":
+            return
+        if dtls.role == "client":
+            dtls.start(now)
+            self._flush_dtls()
+            self._arm(0.05)
+            # A ClientHello that beats the server's own ICE "ready" is dropped (Janus); rather
+            # than wait the 1 s RFC 6347 initial timer, resend once after 100 ms if nothing
+            # came back. Same behaviour against every server.
+            self.loop.call_later(0.1, self._early_retransmit)
+
+    def _early_retransmit(self) -> None:
+        dtls = self.dtls
+        if self.closed or dtls is None or dtls.state.value != "handshaking" or self.counters["dtls_in"]:
+            return
+        deadline = dtls.next_deadline()
+        if deadline is not None:
+            dtls.handle_timeout(deadline)
+            self.counters["dtls_early_resend"] += 1
+            self._flush_dtls()
+
+    def _flush_dtls(self) -> None:
+        dtls = self.dtls
+        assert dtls is not None
+        if self.remote_addr is not None:
+            while (d := dtls.poll_transmit()) is not None:
+                self._sendto(d, self.remote_addr)
+        while (ev := dtls.poll_event()) is not None:
+            if isinstance(ev, DtlsConnected):
+                self.srtp = srtp_sessions_from_dtls(ev, dtls.role)
+                if not self.connected.done():
+                    self.connected.set_result(time.monotonic())
+            elif isinstance(ev, DtlsFailed) and not self.connected.done():
+                self.connected.set_exception(RuntimeError(f"DTLS failed: {ev.reason}"))
+            elif isinstance(ev, DtlsApplicationData) and self.on_app_data is not None:
+                self.on_app_data(time.monotonic(), ev.data)
+
+    def send_app_data(self, data: bytes) -> None:
+        """One DTLS application record (an SCTP packet) to the remote; dropped while DTLS is not up."""
+        dtls = self.dtls
+        if dtls is None or self.closed or dtls.state.value != "connected":
+            return
+        dtls.send_application_data(data)
+        if self.remote_addr is not None:  # records only: events are polled by the datagram path
+            while (d := dtls.poll_transmit()) is not None:
+                self._sendto(d, self.remote_addr)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.connected.done():
+            self.connected.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()

@@ -1,0 +1,260 @@
+"""ConnTable: the WebRTC connections of one transport on a worker, and their lifecycle.
+
+WHIP/WHEP (webrtc_worker.py) and the SDK (sdk_worker.py) drive the same kind of connection, a
+:class:`~trackmesh.transports.webrtc.peer.WebRtcPeer` on the worker's shared port
+(:class:`~.webrtc_port.WebRtcPort`), and differ only in their control calls and in the state
+machine above the peer. What they share lives here, once:
+
+- attach: route the connection's ufrag on the port, its core events and its timer to it;
+- after each input (datagram, core events, timer, control call): drain the peer's events
+  (``IceSelected`` binds the remote address on the port, ``Connected`` and ``ApplicationData`` go to the
+  machine above, ``Disconnected`` closes),
+  close when the machine above asked to, reschedule its deadline;
+- close, in one order (peer, its leftover events, core endpoint, port route, core events, timer,
+  table), once;
+- lookup by conn id, stats, ``close_all`` at worker shutdown and ``drain`` (the node drains:
+  tell clients to go away, ``WorkerRuntime.drain``).
+
+The transport-specific part of a connection is the :class:`TableConn` it puts in the table.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from trackmesh.core.errors import ControlError
+from trackmesh.core.ids import SessionId
+from trackmesh.net import Address
+from trackmesh.transports.webrtc.demux import PacketKind
+from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, IceSelected
+from trackmesh.transports.webrtc.ice.stun import StunMessage
+from trackmesh.transports.webrtc.peer import WebRtcPeer
+
+from .admission import SessionAdmission
+from .webrtc_port import WebRtcPort
+from .worker import WorkerRuntime
+
+__all__ = ["ConnTable", "ConnTimer", "TableConn", "Timed"]
+
+
+class Timed(Protocol):
+    def next_deadline(self) -> float | None: ...
+    def handle_timeout(self, now: float) -> None: ...
+
+
+class TableConn(Protocol):
+    """One connection as the table drives it."""
+
+    closing: bool
+    ufrags: list[str]  # every local ICE ufrag it had (one more per ICE restart)
+
+    @property
+    def token_hash(self) -> str:
+        """The token that created it: admission counts sessions per token (--max-sessions-per-token)."""
+        ...
+
+    @property
+    def key(self) -> SessionId: ...
+
+    @property
+    def kind(self) -> str:
+        """What the connection speaks, for logs: "whip", "whep" or "sdk"."""
+        ...
+
+    @property
+    def peer(self) -> WebRtcPeer: ...
+
+    @property
+    def machine(self) -> Timed:
+        """What the worker's timer fires: the peer, or the session above it when there is one."""
+        ...
+
+    def on_connected(self, now: float) -> None:
+        """ICE and DTLS are up (``Connected``)."""
+        ...
+
+    def on_application_data(self, now: float, data: bytes) -> None:
+        """One DTLS application record from the client (``ApplicationData``: SCTP, for data channels)."""
+        ...
+
+    def on_core_events(self, now: float) -> None:
+        """The core has events for this connection's endpoint."""
+        ...
+
+    def close_reason(self) -> str | None:
+        """Set when the machine above the peer wants the connection closed (after its last words)."""
+        ...
+
+    def goaway(self, reason: str, remain_seconds: int) -> bool:
+        """The node drains: tell the client to move; False when its protocol has no way to say so."""
+        ...
+
+    def farewell(self, reason: str) -> None:
+        """The worker stops: last words to the client before the close."""
+        ...
+
+
+C = TypeVar("C", bound=TableConn)
+
+
+class ConnTimer(Generic[C]):
+    """Adapts one connection to the worker scheduler: fire its state machine (a WebRtcPeer or an SdkSession), then
+    let the table handle what it said. A closing connection has no deadline."""
+
+    __slots__ = ("after_input", "conn", "machine")
+
+    def __init__(self, conn: C, machine: Timed, after_input: Callable[[float, C], None]) -> None:
+        self.conn = conn
+        self.machine = machine
+        self.after_input = after_input
+
+    def next_deadline(self) -> float | None:
+        return None if self.conn.closing else self.machine.next_deadline()
+
+    def handle_timeout(self, now: float) -> None:
+        self.machine.handle_timeout(now)
+        self.after_input(now, self.conn)
+
+
+class ConnTable(Generic[C]):
+    def __init__(
+        self,
+        runtime: WorkerRuntime,
+        name: str,
+        log: logging.Logger,
+        on_closed: Callable[[float, C, str], None] | None = None,
+    ) -> None:
+        """``name``: the counters' prefix (``<name>_sessions_created``/``_closed``); ``on_closed(now, conn,
+        reason)``: the transport's own bookkeeping after a close (WHIP/WHEP tombstones)."""
+        self.runtime = runtime
+        self.port = WebRtcPort.of(runtime)
+        # Shared by every table of the worker: --max-sessions counts WHIP, WHEP and SDK sessions together.
+        self.admission = SessionAdmission.of(runtime)
+        self.log = log
+        self.conns: dict[SessionId, C] = {}
+        self.timers: dict[SessionId, ConnTimer[C]] = {}
+        self._on_closed = on_closed
+        self.counters = runtime.counters
+        self._created, self._closed = f"{name}_sessions_created", f"{name}_sessions_closed"
+        self.counters.setdefault(self._created, 0)
+        self.counters.setdefault(self._closed, 0)
+        runtime.on_shutdown(self.close_all)
+        runtime.on_drain(self.drain)
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def attach(self, now: float, conn: C, ufrag: str) -> None:
+        """Put a new connection in the table: datagrams to ``ufrag``, its core events and its timer reach it."""
+        key = conn.key
+        self.conns[key] = conn
+        self.admission.add(conn.token_hash)
+        self.timers[key] = ConnTimer(conn, conn.machine, self.after_input)
+        self.port.attach(key, ufrag, functools.partial(self._on_datagram, conn=conn))
+        self.runtime.listen(key, functools.partial(self._on_core_events, conn=conn))
+        self.counters[self._created] += 1
+        self.after_input(now, conn)
+
+    def add_ufrag(self, conn: C, ufrag: str) -> None:
+        """An ICE restart gave the connection a new local ufrag: route it too (the old one stays valid
+        until the new one is used, RFC 8445 s9)."""
+        self.port.demux.register(ufrag, conn.key)
+        conn.ufrags.append(ufrag)
+
+    def after_input(self, now: float, conn: C) -> None:
+        peer = conn.peer
+        while (event := peer.poll_event()) is not None:
+            if isinstance(event, IceSelected):
+                self.port.demux.bind(event.addr, conn.key)
+            elif isinstance(event, ApplicationData):
+                conn.on_application_data(now, event.data)
+            elif isinstance(event, Connected):
+                conn.on_connected(now)
+                self.log.info("connected", extra={"fields": {"conn": short(peer.endpoint.conn_id), "mode": conn.kind}})
+            elif isinstance(event, Disconnected):
+                self.close(now, conn, event.reason)
+                return
+        reason = conn.close_reason()
+        if reason is not None:
+            self.close(now, conn, reason)
+            return
+        timer = self.timers.get(conn.key)
+        if timer is not None:
+            self.runtime.track(timer)
+
+    def close(self, now: float, conn: C, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        key = conn.key
+        conn.peer.close(now, reason)
+        while conn.peer.poll_event() is not None:
+            pass
+        self.runtime.core.close_endpoint(now, key, reason)
+        self.port.detach(key)
+        self.runtime.unlisten(key)
+        timer = self.timers.pop(key, None)
+        if timer is not None:
+            self.runtime.untrack(timer)
+        self.conns.pop(key, None)
+        self.admission.release(conn.token_hash, reason)
+        self.counters[self._closed] += 1
+        self.log.info(
+            "session closed",
+            extra={"fields": {"conn": short(conn.peer.endpoint.conn_id), "mode": conn.kind, "reason": reason}},
+        )
+        if self._on_closed is not None:
+            self._on_closed(now, conn, reason)
+
+    def close_all(self, now: float, reason: str = "node stopping") -> None:
+        """The worker stops: every connection gets its last words, then closes."""
+        for conn in list(self.conns.values()):
+            conn.farewell(reason)
+            self.close(now, conn, reason)
+
+    def drain(self, now: float, reason: str, remain_seconds: int) -> int:
+        """The node drains: ask every open connection's client to go away; how many were told."""
+        told = 0
+        for conn in list(self.conns.values()):
+            if not conn.closing and conn.goaway(reason, remain_seconds):
+                self.after_input(now, conn)
+                told += 1
+        return told
+
+    # ---- lookup ----------------------------------------------------------------------------
+
+    def lookup(self, conn_id: str) -> C | None:
+        """The open connection ``conn_id`` names on this worker, or None (unknown, forged, closing)."""
+        found = self.runtime.core.lookup(conn_id)
+        conn = None if isinstance(found, ControlError) else self.conns.get(found.session)
+        return None if conn is None or conn.closing else conn
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.conns),
+            "demux": dict(self.port.demux.counters),
+            "admission": self.admission.stats(),
+        }
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def _on_datagram(
+        self, now: float, data: bytes, addr: Address, kind: PacketKind, stun: StunMessage | None, *, conn: C
+    ) -> None:
+        """A datagram the worker's WebRtcPort routed to ``conn``, with what the demultiplexer found."""
+        conn.peer.handle_datagram(now, data, addr, kind, stun)
+        self.after_input(now, conn)
+
+    def _on_core_events(self, now: float, *, conn: C) -> None:
+        conn.on_core_events(now)
+        self.after_input(now, conn)
+
+
+def short(conn_id: str) -> str:
+    """A conn id for logs: its head is version and node, its tail (nonce and tag) tells them apart."""
+    return conn_id[-10:]

@@ -1,0 +1,92 @@
+"""Keys derived from the app secret: one per use, so a leak or an offline guess in one use says
+nothing usable about another.
+
+The app secret is what an operator types (``--secret``) or what the node generates. It is never
+used as a key directly (except for atm0s-compatible tokens, see below): each use gets its own
+32-byte key from HKDF-SHA256 (RFC 5869) with the use's name as ``info``:
+
+- ``token-signing``: HS256 session tokens (security/tokens.py);
+- ``cluster-link``: the zenoh user/password of cluster links (cluster/zenoh_session.py);
+- ``conn-id``: the HMAC tag of conn ids (core/ids.py);
+- ``hook-signing``: signatures of outgoing webhooks (``sign_hook``, for connectors);
+- ``gateway-forward``: the gateway's signed ``X-Trackmesh-Client`` header (the client address a
+  media node throttles on, http/throttle.py).
+
+HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
+entropy: a short secret stays guessable offline from any token a browser holds, which is why
+``--secret`` requires 16 characters (generated secrets have 32).
+
+``--atm0s-compatible-tokens`` signs and verifies tokens with the app secret itself, as
+atm0s-media-server does, so tokens minted by atm0s tooling (or by an app backend that signs
+JWTs with the app secret) keep working; the trade is documented in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward")
+KEY_BYTES = 32
+# A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
+# keys from any other HKDF use of the same secret).
+_SALT = b"trackmesh app secret v1"
+HOOK_SIGNATURE_HEADER = "X-Trackmesh-Signature"
+
+
+def _raw(secret: str | bytes) -> bytes:
+    raw = secret.encode() if isinstance(secret, str) else secret
+    if not raw:
+        raise ValueError("the app secret must not be empty")
+    return raw
+
+
+@lru_cache(maxsize=64)
+def derive_key(secret: str | bytes, purpose: str) -> bytes:
+    """The 32-byte key of ``purpose`` (one of PURPOSES) derived from the app secret."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown key purpose {purpose!r}; known: {', '.join(PURPOSES)}")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_SALT, info=b"trackmesh " + purpose.encode())
+    return hkdf.derive(_raw(secret))
+
+
+def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:
+    """The HS256 key of session tokens: derived, or the app secret itself in atm0s mode."""
+    return _raw(secret) if atm0s_compatible else derive_key(secret, "token-signing")
+
+
+def sign_hook(secret: str | bytes, body: bytes, timestamp: int) -> str:
+    """The ``X-Trackmesh-Signature`` value of an outgoing webhook: ``t=<unix s>,v1=<hex>``, the
+    HMAC-SHA256 of ``"<t>." + body`` under the hook-signing key. The timestamp inside the MAC
+    lets a receiver refuse replays (``verify_hook``'s tolerance)."""
+    mac = hmac.new(derive_key(secret, "hook-signing"), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_hook(secret: str | bytes, body: bytes, header: str, now: int, tolerance_s: int = 300) -> bool:
+    """Whether ``header`` (from ``sign_hook``) signs ``body`` and is at most ``tolerance_s`` old."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    stamp = fields.get("t", "")
+    if not stamp.isdigit() or abs(now - int(stamp)) > tolerance_s:
+        return False
+    expected = sign_hook(secret, body, int(stamp))
+    return hmac.compare_digest(expected.encode(), header.strip().encode())
+
+
+def sign_forwarded(secret: str | bytes, client: str) -> str:
+    """The gateway's ``X-Trackmesh-Client`` value: the client address and a tag only cluster
+    members can make, so a media node throttles the real client and not the gateway."""
+    tag = hmac.new(derive_key(secret, "gateway-forward"), client.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{client};{tag}"
+
+
+def verify_forwarded(secret: str | bytes, value: str) -> str | None:
+    """The client address of a ``sign_forwarded`` value, or None when it does not verify."""
+    client, _, _tag = value.rpartition(";")
+    if not client or len(client) > 64:
+        return None
+    return client if hmac.compare_digest(sign_forwarded(secret, client).encode(), value.encode()) else None

@@ -1,0 +1,73 @@
+"""Publish 1 s of video (HEVC, AV1 or VP9) + 1 s of Opus to an RTMP URL with PyAV, whose bundled
+FFmpeg 8.1 writes Enhanced RTMP (Debian's ffmpeg 5.1 cannot). Run as a subprocess by
+test_interop_pyav.py: ``python pyav_publish.py rtmp://127.0.0.1:PORT/live/KEY libx265 [START_MS]``;
+START_MS shifts every timestamp (to start near 2^24 ms or cross 2^32 ms)."""
+
+from __future__ import annotations
+
+import sys
+
+import av
+
+ENCODER_OPTIONS = {
+    "libx265": {"x265-params": "log-level=error:bframes=0:keyint=15"},
+    "libsvtav1": {"preset": "12"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "libx264": {"tune": "zerolatency", "preset": "ultrafast", "g": "15"},
+}
+
+
+def multitrack(url: str) -> None:
+    """Two H.264 renditions (320x240, 160x120): FFmpeg 8.1 writes the second as an Enhanced
+    RTMP multitrack tag (OneTrack, track id 1)."""
+    out = av.open(url, "w", format="flv")
+    streams = []
+    for width, height in ((320, 240), (160, 120)):
+        video = out.add_stream("libx264", rate=30, options=ENCODER_OPTIONS["libx264"])
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        streams.append(video)
+    for i in range(15):
+        for video in streams:
+            frame = av.VideoFrame(video.width, video.height, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes([(i * 8 + 16) & 0xFF]) * plane.buffer_size)
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+    for video in streams:
+        for packet in video.encode(None):
+            out.mux(packet)
+    out.close()
+
+
+def main(url: str, encoder: str, start_ms: int = 0) -> None:
+    if encoder == "multitrack":
+        multitrack(url)
+        return
+    out = av.open(url, "w", format="flv")
+    video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
+    video.width, video.height, video.pix_fmt = 160, 128, "yuv420p"
+    audio = out.add_stream("libopus", rate=48000)
+    audio.layout = "stereo"
+    for i in range(30):
+        frame = av.VideoFrame(160, 128, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(i * 8 + 16) & 0xFF]) * plane.buffer_size)
+        frame.pts = start_ms * 30 // 1000 + i
+        for packet in video.encode(frame):
+            out.mux(packet)
+    for k in range(50):
+        samples = av.AudioFrame(format="s16", layout="stereo", samples=960)
+        samples.planes[0].update(bytes(960 * 4))
+        samples.sample_rate = 48000
+        samples.pts = start_ms * 48 + k * 960
+        for packet in audio.encode(samples):
+            out.mux(packet)
+    for stream in (video, audio):
+        for packet in stream.encode(None):
+            out.mux(packet)
+    out.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

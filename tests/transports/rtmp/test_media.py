@@ -1,0 +1,51 @@
+"""Ingest frames -> core MediaPackets through the shared codecs/ packetizers."""
+
+from __future__ import annotations
+
+from trackmesh.codecs.h264 import H264Depacketizer
+from trackmesh.core.model import MediaCodec
+from trackmesh.transports.rtmp.ingest import AudioFrame, VideoFrame
+from trackmesh.transports.rtmp.media import PAYLOAD_TYPES, RtmpMedia
+
+IDR = (
+    b"\x00\x00\x00\x01\x67\x42\xc0\x1f"
+    + b"\x00\x00\x00\x01\x68\xce\x3c\x80"
+    + b"\x00\x00\x00\x01\x65"
+    + bytes(range(1, 256)) * 20
+)
+
+
+def test_h264_frames_become_rtp_payloads_that_depacketize_back() -> None:
+    media = RtmpMedia(mtu=1200)
+    key = VideoFrame("avc1", 0, 1000, 1000, True, IDR)
+    inter = VideoFrame("avc1", 0, 1033, 1033, False, b"\x00\x00\x00\x01\x41\x9a\x07")
+    packets = media.video(key, 5.0) + media.video(inter, 5.5)
+    assert [p.seq for p in packets] == list(range(len(packets)))
+    assert all(p.codec == MediaCodec.H264 and p.payload_type == PAYLOAD_TYPES[MediaCodec.H264] for p in packets)
+    assert [p.marker for p in packets].count(True) == 2 and packets[-1].marker
+    assert {p.ts for p in packets} == {90_000, 92_970}
+    assert all(p.keyframe for p in packets[:-1]) and not packets[-1].keyframe
+    assert all(len(p.payload) <= 1200 for p in packets)
+    assert {p.arrival for p in packets} == {5.0, 5.5}
+    depack = H264Depacketizer()
+    for p in packets:
+        depack.push(p.payload, p.seq, p.ts, p.marker)
+    first, second = depack.poll_frame(), depack.poll_frame()
+    assert first is not None and second is not None
+    assert bytes(first.data) == IDR and bytes(second.data) == inter.data
+
+
+def test_opus_and_sequence_wrap() -> None:
+    media = RtmpMedia()
+    [packet] = media.audio(AudioFrame("Opus", 0, 20, b"\xfc\xff"), 1.0)
+    assert (packet.codec, packet.ts, packet.marker, packet.payload) == (MediaCodec.OPUS, 960, False, b"\xfc\xff")
+    media._tracks["audio", 0, "Opus"].seq = 0xFFFF
+    seqs = [media.audio(AudioFrame("Opus", 0, 40 + 20 * i, b"\xfc"), 1.0)[0].seq for i in range(2)]
+    assert seqs == [0xFFFF, 0]
+
+
+def test_codecs_the_core_cannot_carry_yet_are_counted() -> None:
+    media = RtmpMedia()
+    assert media.video(VideoFrame("hvc1", 0, 0, 0, True, b"\x00\x00\x00\x01\x26\x01"), 0.0) == []
+    assert media.audio(AudioFrame("mp4a", 0, 0, b"aac"), 0.0) == []
+    assert media.not_carried == 2

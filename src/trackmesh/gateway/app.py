@@ -31,6 +31,7 @@ from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
 from trackmesh.security.keys import sign_forwarded
+from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
 from .directory import NodeEntry
@@ -292,8 +293,29 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
 
     # ---- routed APIs ---------------------------------------------------------------------------
 
-    @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token (served by a media node)")
+    # Failed app secrets are throttled here, per client, before anything about the zone is
+    # told (the media node behind throttles again, per the client address we sign for it).
+    throttle = FailureThrottle()
+    app.state.auth_throttle = throttle
+
+    @app.post(
+        "/token/{kind}",
+        tags=["tokens"],
+        summary="Create a session token (served by a media node)",
+        responses={401: {"description": "wrong app secret"}, 429: {"description": "too many wrong secrets"}},
+    )
     async def token(kind: str, request: Request) -> Response:
+        source = source_key(client_address(request, gw.config.secret))
+        now = time.monotonic()
+        wait = throttle.retry_after(source, now)
+        if wait:
+            return JSONResponse({"status": False, "error": f"too many wrong app secrets from this address; retry in "
+                                 f"{wait} s"}, status_code=429, headers={"Retry-After": str(wait)})  # fmt: skip
+        presented = bearer(request.headers.get("authorization"))
+        if presented is None or not app_secret_matches(gw.config.secret, presented):
+            throttle.failed(source, now)
+            return JSONResponse({"status": False, "error": "APP_TOKEN_INVALID"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return await route_new(request)
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")

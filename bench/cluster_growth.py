@@ -71,12 +71,12 @@ class Counter:
         self.complete_at: float | None = None
         self.expect = 0
 
-    def on_registry_put(self, key: str, value: bytes) -> None:
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         self.keys.add(key)
         if self.expect and self.complete_at is None and len(self.keys) >= self.expect:
             self.complete_at = time.monotonic()
 
-    def on_registry_delete(self, key: str) -> None:
+    def on_registry_delete(self, now: float, key: str) -> None:
         self.keys.discard(key)
         owner = key.split("/")[1]
         if not any(k.split("/")[1] == owner for k in self.keys):
@@ -121,7 +121,7 @@ def host(spec: dict[str, Any]) -> None:
         wanted, until = links_wanted(cfg), time.monotonic() + 30
         while node.links() < wanted and time.monotonic() < until:
             time.sleep(0.01)
-        registry = ZenohRegistry(node.session, post)
+        registry = ZenohRegistry(node.session, post, time.monotonic)
         counter = Counter()
         counter.expect = spec.get("expect", 0)
         hm = HostedMember(m["name"], m["zone"], node, registry, counter, m.get("gateway", False))
@@ -133,8 +133,8 @@ def host(spec: dict[str, Any]) -> None:
 
         def setup(hm: HostedMember = hm, done: threading.Event = done) -> None:
             for k in range(spec["entries"]):
-                hm.registry.put(f"bench/{hm.name}/{k}", ENTRY)
-            hm.registry.watch("bench/", hm.counter)
+                hm.registry.put(time.monotonic(), f"bench/{hm.name}/{k}", ENTRY)
+            hm.registry.watch(time.monotonic(), "bench/", hm.counter)
             done.set()
 
         post(setup)

@@ -137,7 +137,7 @@ def test_duplicated_router_id_is_refused(cluster: Cluster) -> None:
 
 def test_router_flags_are_checked_at_start() -> None:
     with pytest.raises(ConfigError, match="--cluster-port: a router needs a fixed cluster port"):
-        resolve("router", {"secret": "s" * 12}, {})
+        resolve("router", {"secret": "s" * 20}, {})
     with pytest.raises(ConfigError, match="--secret: a router needs the cluster secret"):
         resolve("router", {"cluster_port": "7447"}, {})
     with pytest.raises(ConfigError, match="--seeds: --cluster-mode routers needs the zone's routers"):

@@ -181,14 +181,14 @@ def test_entries_put_before_the_link_is_up_arrive_once_it_is(nodes) -> None:  # 
     full mesh, where a peer's session opens before its links are (bench/cluster_growth.py)."""
     port = free_port()
     b = nodes(seeds=[endpoint(port)])
-    rb = ZenohRegistry(b.session, Pump())
+    rb = ZenohRegistry(b.session, Pump(), time.monotonic)
     for i in range(3):
-        rb.put(f"r/room/p/early{i}/1", b"E")
+        rb.put(0.0, f"r/room/p/early{i}/1", b"E")
     assert b.links() == 0
     a = nodes(port=port)  # B's seed comes up now; A watches at once, before zenoh's retry links B
     pa = Pump()
-    ra = ZenohRegistry(a.session, pa)
+    ra = ZenohRegistry(a.session, pa, time.monotonic)
     w = Recorder()
-    ra.watch("r/", w)
+    ra.watch(0.0, "r/", w)
     pa.until(lambda: len(w.state) == 3, timeout=15)
     assert sorted(w.state) == [f"r/room/p/early{i}/1" for i in range(3)]

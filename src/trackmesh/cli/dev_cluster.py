@@ -236,26 +236,30 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        for i, m in enumerate(members):
-            seeds = seeds_of(members, i)
-            m.proc = subprocess.Popen(command(m, seeds, args, secret), preexec_fn=die_with_parent)
         deadline = time.monotonic() + args.ready_timeout
-        pending = list(members)
-        while pending and stopping["sig"] is None:
-            for m in list(pending):
-                if m.proc is not None and m.proc.poll() is not None:
-                    print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
-                          file=sys.stderr)  # fmt: skip
+        # Routers first, and ready, so the other members find them at once (a zenoh client cannot
+        # start unlinked: it would retry and log until they are up).
+        stages = [[m for m in members if m.role == "router"], [m for m in members if m.role != "router"]]
+        for stage in stages:
+            for m in stage:
+                m.proc = subprocess.Popen(command(m, seeds_of(members, members.index(m)), args, secret),
+                                          preexec_fn=die_with_parent)  # fmt: skip
+            pending = list(stage)
+            while pending and stopping["sig"] is None:
+                for m in list(pending):
+                    if m.proc is not None and m.proc.poll() is not None:
+                        print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                              file=sys.stderr)  # fmt: skip
+                        stop_all(members)
+                        return 1
+                    if _healthy(m.url):
+                        pending.remove(m)
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
+                    print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
                     stop_all(members)
                     return 1
-                if _healthy(m.url):
-                    pending.remove(m)
-            if time.monotonic() > deadline:
-                names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
-                print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
-                stop_all(members)
-                return 1
-            time.sleep(0.2)
+                time.sleep(0.2)
         if stopping["sig"] is not None:  # stopped while starting: say nothing about being up
             stop_all(members, signal.SIGINT)
             print("trackmesh dev-cluster: stopped", file=sys.stderr)

@@ -149,9 +149,32 @@ def host(spec: dict[str, Any]) -> None:
             time.sleep(1.0)
 
     threading.Thread(target=reporter, daemon=True).start()
+    received = {"n": 0}
+    subs: list[Any] = []
+    by_name = {hm.name: hm for hm in members}
     for line in sys.stdin:
         cmd = line.strip()
-        if cmd == "stats":
+        words = cmd.split()
+        if words[:1] == ["sub"]:  # sub <member> ...: the fan-out track's subscribers
+            for name in words[1:]:
+                if name in by_name:
+                    subs.append(by_name[name].node.session.declare_subscriber(
+                        "bench/track", lambda s: received.__setitem__("n", received["n"] + 1)))  # fmt: skip
+            print(json.dumps({"event": "subscribed"}), flush=True)
+        elif words[:1] == ["pub"]:  # pub <member> <packets> <pps> <size>
+            name, packets, pps, size = words[1], int(words[2]), float(words[3]), int(words[4])
+            pub = by_name[name].node.session.declare_publisher("bench/track")
+            payload, start = b"p" * size, time.monotonic()
+            for i in range(packets):
+                delay = start + i / pps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pub.put(payload)
+            pub.undeclare()
+            print(json.dumps({"event": "published", "s": time.monotonic() - start}), flush=True)
+        elif cmd == "received":
+            print(json.dumps({"event": "received", "n": received["n"]}), flush=True)
+        elif cmd == "stats":
             out = []
             for hm in members:
                 box: list[Any] = []
@@ -226,6 +249,40 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+
+
+FAN_PACKETS, FAN_PPS, FAN_SIZE = 300, 100.0, 1000
+
+
+def fan_out(procs: list[Proc], plan: list[dict[str, Any]], zones: int, n_subscribers: int) -> dict[str, Any]:
+    """One track (``FAN_PPS`` x ``FAN_SIZE`` bytes) from the first member to ``n_subscribers``
+    members spread over the zones: bytes on ``lo`` above the idle rate, in copies of the track."""
+    publisher = plan[0]["name"]  # zone 1
+    chosen = [m["name"] for m in plan[1 : 1 + n_subscribers]]  # plan assigns zones round-robin
+    for p in procs:
+        p.send("sub " + " ".join(chosen))
+        p.read("subscribed")
+    time.sleep(1.0)  # the subscriptions propagate
+    b0, t0 = lo_bytes(), time.monotonic()
+    time.sleep(3.0)
+    idle_bps = (lo_bytes() - b0) / (time.monotonic() - t0)
+    host_of = next(p for p in procs if any(m["name"] == publisher for m in p.spec["members"]))
+    b0, t0 = lo_bytes(), time.monotonic()
+    host_of.send(f"pub {publisher} {FAN_PACKETS} {FAN_PPS} {FAN_SIZE}")
+    host_of.read("published")
+    time.sleep(0.5)
+    extra = (lo_bytes() - b0) - idle_bps * (time.monotonic() - t0)
+    got = 0
+    for p in procs:
+        p.send("received")
+        got += int(p.read("received")["n"])
+    zones_reached = len({m["zone"] for m in plan if m["name"] in chosen})
+    return {
+        "fanout_subscribers": len(chosen),
+        "fanout_zones": zones_reached,
+        "fanout_delivered": round(got / FAN_PACKETS, 2),  # copies delivered per packet (= subscribers)
+        "fanout_copies_on_links": round(extra / (FAN_PACKETS * FAN_SIZE), 1),  # payload copies crossing TCP
+    }
 
 
 def run(topology: str, n: int, zones: int, hosts: int, entries: int, idle: float) -> dict[str, Any]:
@@ -318,9 +375,11 @@ def run(topology: str, n: int, zones: int, hosts: int, entries: int, idle: float
             vanish_s = max(s["gone"]["victim"] for s in st) - killed
             break
         time.sleep(0.1)
+    fanout = fan_out(procs, plan, zones, n_subscribers=min(20, len(plan) - 1))
     for p in [newcomer, *procs, *router_procs]:
         p.stop()
     return {
+        **fanout,
         "topology": topology,
         "members": n,
         "zones": zones,

@@ -41,7 +41,7 @@ LOWER_LAYERS: dict[str, frozenset[str]] = {
     "sdp": frozenset({"rtp", "codecs", "core", "errors", "net"}),
 }
 #: Drivers and tools: no transport imports them.
-DRIVERS = frozenset({"runtime", "http", "gateway", "cli", "bench", "loadtest"})
+DRIVERS = frozenset({"runtime", "http", "gateway", "router", "cli", "bench", "loadtest"})
 #: Transports that signal over a WebRTC connection drive transports/webrtc; no other transport pair is allowed.
 TRANSPORT_BASES: dict[str, frozenset[str]] = {
     "sdk": frozenset({"webrtc"}),

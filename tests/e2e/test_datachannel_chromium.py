@@ -121,6 +121,10 @@ class PyPeer(asyncio.DatagramProtocol):
         assert self.dc is not None
         return self.dc
 
+    def send(self, channel_id: int, data: bytes | str) -> None:
+        """Send on one of our channels at the driver's clock; on the loop thread (inside :meth:`call`)."""
+        self.mgr.send(time.monotonic(), channel_id, data)
+
     # -- test-thread API ---------------------------------------------------------------------------------------
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
@@ -241,7 +245,7 @@ class PyPeer(asyncio.DatagramProtocol):
                     self.errors.append(f"peer disconnected: {pev.reason}")
             while (ev := dc.poll_event()) is not None:
                 progressed = True
-                self._on_event(ev)
+                self._on_event(now, ev)
             while (pkt := dc.poll_transmit(now)) is not None:
                 progressed = True
                 if self.cut_out is not None:
@@ -256,7 +260,7 @@ class PyPeer(asyncio.DatagramProtocol):
             if not progressed:
                 return
 
-    def _on_event(self, ev: Any) -> None:
+    def _on_event(self, now: float, ev: Any) -> None:
         assert self.dc is not None
         if isinstance(ev, Message):
             self.log.append(("message", ev.channel_id, len(ev.data), ev.is_binary))
@@ -264,7 +268,7 @@ class PyPeer(asyncio.DatagramProtocol):
             if not ev.is_binary:
                 self.texts.setdefault(ev.channel_id, []).append(ev.text)
             if self.echo and ev.channel_id in self.dc.channels:
-                self.dc.send(ev.channel_id, ev.data if ev.is_binary else ev.text)
+                self.dc.send(now, ev.channel_id, ev.data if ev.is_binary else ev.text)
             return
         self.log.append(ev)
         if isinstance(ev, ChannelOpened):
@@ -537,7 +541,7 @@ def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
     assert py.mgr.max_message_size == 262144
     rel = channel_id(py, "rel")
     with pytest.raises(LocalProtocolError, match="max-message-size"):
-        py.call(lambda: py.mgr.send(rel, bytes(262145)))
+        py.call(lambda: py.send(rel, bytes(262145)))
     # Unordered reliable large messages are reassembled too (RFC 4960 s6.9, U bit on every fragment).
     r = echo(page, "unord", [["b", 64 * 1024, 3], ["s", 64 * 1024, 4]], ms=60000)
     assert r["got"] == 2 and r["allKnown"], r
@@ -546,8 +550,8 @@ def test_messages_larger_than_one_packet_both_directions(ready: Any) -> None:
     cid = announce(page, py, "bulk")
     py.echo = False
     t0 = time.monotonic()
-    py.call(lambda: py.mgr.send(cid, py_bytes(256 * 1024, 5)))
-    py.call(lambda: py.mgr.send(cid, py_text(256 * 1024, 6)))
+    py.call(lambda: py.send(cid, py_bytes(256 * 1024, 5)))
+    py.call(lambda: py.send(cid, py_text(256 * 1024, 6)))
     ok = _js(
         page,
         """
@@ -653,7 +657,7 @@ def test_partial_reliability_under_loss_uses_forward_tsn_both_ways(ready: Any) -
         py.call(lambda c=cutter: setattr(py, "cut_out", c))
         t0 = time.monotonic()
         for m in indexed(count, longest):
-            py.call(lambda m=m, c=cid: py.mgr.send(c, m))
+            py.call(lambda m=m, c=cid: py.send(c, m))
         kept = [i for i in range(count) if (i + 1) % 5]
         indices = _js(
             page,
@@ -696,7 +700,7 @@ def test_close_with_queued_data_simultaneous_and_batched_then_peer_connection_cl
     # We send 50 and close at once: the reset goes after the queued data (RFC 6525 s5.1.2), all arrive first.
     def send_and_close() -> None:
         for m in indexed(50, 3000):
-            py.mgr.send(ours, m)
+            py.send(ours, m)
         py.mgr.close(ours)
 
     py.call(send_and_close)

@@ -4,6 +4,7 @@
     trackmesh-bench s1 --cores 0 --duration 30 --profile cm
     trackmesh-bench s2 --cores 0 --duration 15                 # meeting: rooms of 6, +1 room per step
     trackmesh-bench s3 --cores 0 --duration 15                 # audio only: 10 speakers, +10 listeners per step
+    TRACKMESH_BENCH_SECRET=... trackmesh-bench s1 --url http://media.example:3000   # a running deployment
     trackmesh-bench report bench/results/s1-trackmesh-gcm-....json
 
 The side-by-side comparison with Janus 1.1.2 is a repository tool built on this module, not
@@ -13,6 +14,11 @@ Network safety: the command re-executes itself inside a fresh private network na
 (``unshare -n``) that has only ``lo`` and a veth pair whose one end carries 127.0.0.2/32
 (Janus does not gather candidates on loopback interfaces; shared/research/ecosystem.md 4.2),
 and refuses to run if any other interface or any non-127/8 address is visible.
+
+With ``--url`` it starts no server and no namespace (that would cut it off from the deployment):
+it signals with the node or gateway at that URL, tokens minted with ``--secret`` (or
+``$TRACKMESH_BENCH_SECRET``), and sends media to the candidates its answers name. That is the only
+way the command sends outside 127.0.0.0/8; see deployment.py for what it can measure there.
 """
 
 from __future__ import annotations
@@ -68,8 +74,8 @@ def trackmesh_target() -> Target:
 
     return Target(
         start=lambda cores, workdir, _n: TrackmeshServer(cores, workdir),
-        s1=lambda server: TrackmeshWhipWhep(server.port, server.secret, "bench"),
-        multi=lambda server: TrackmeshSdk(server.port, server.secret),
+        s1=lambda server: TrackmeshWhipWhep(server.url, server.secret, server.room_prefix + "bench"),
+        multi=lambda server: TrackmeshSdk(server.url, server.secret, room_prefix=server.room_prefix),
     )
 
 
@@ -98,7 +104,16 @@ def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
                         "publishes; s3 = audio only, 10 speakers -> N listeners (or: report FILE.json)")
     p.add_argument("--against", choices=["trackmesh", "janus", "both"], default="trackmesh",
                    help="the server(s) to start; janus and both need the repository tool: python -m bench.janus")
-    p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest")
+    p.add_argument("--url", default=None, metavar="URL",
+                   help="load-test a running trackmesh node or gateway (http://host:port) instead of starting one; "
+                        "needs the app secret (--secret or $TRACKMESH_BENCH_SECRET)")
+    p.add_argument("--secret", default=None,
+                   help="with --url: the deployment's app secret, to mint tokens (default: $TRACKMESH_BENCH_SECRET)")
+    p.add_argument("--metrics-token", default=None,
+                   help="with --url: the bearer for /metrics if the node runs with --metrics-token "
+                        "(default: $TRACKMESH_BENCH_METRICS_TOKEN)")
+    p.add_argument("--cores", default="0", help="CPU list for the server (taskset -c); the generator gets the rest "
+                                                "(ignored with --url: the generator gets every core)")
     p.add_argument("--duration", type=float, default=30.0, help="hold time of each step, seconds")
     p.add_argument("--step", type=int, default=None,
                    help="added per step: subscribers (s1, default 25), rooms (s2, 1), listeners (s3, 10)")
@@ -130,13 +145,34 @@ def _cpu_list(text: str) -> list[int]:
     return out
 
 
+def _server_cores(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """(server cores, generator cores); with --url the server is elsewhere and the generator gets every core."""
+    all_cores = sorted(os.sched_getaffinity(0))
+    if args.url:
+        return [], all_cores
+    server_cores = _cpu_list(args.cores)
+    return server_cores, [c for c in all_cores if c not in server_cores] or all_cores
+
+
+def _start(target: Target, args: argparse.Namespace, workdir: Path, server_cores: list[int]) -> tuple[Any, str, str]:
+    """(server, local address for the generator's sockets, where it runs): started here, or the --url deployment."""
+    if args.url:
+        from trackmesh.loadtest.deployment import Deployment
+        from trackmesh.loadtest.signalling import ServerUrl
+
+        dep = Deployment(ServerUrl.parse(args.url), args.secret, metrics_token=args.metrics_token)
+        dep.preflight()
+        return dep, dep.local_ip(), f"at {dep.url}"
+    local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
+    server = target.start(args.cores, workdir, len(server_cores))
+    return server, local_ip, f"pid {server.proc.pid} on cores {args.cores}"
+
+
 async def _one(server_name: str, target: Target, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from trackmesh.loadtest.recording import load
     from trackmesh.loadtest.runner import S1Config, run_s1
 
-    server_cores = _cpu_list(args.cores)
-    all_cores = sorted(os.sched_getaffinity(0))
-    gen_cores = [c for c in all_cores if c not in server_cores] or all_cores
+    server_cores, gen_cores = _server_cores(args)
     os.sched_setaffinity(0, gen_cores)
     if args.scenario != "s1":
         return await _one_multi(server_name, target, args, workdir, server_cores, gen_cores)
@@ -146,16 +182,22 @@ async def _one(server_name: str, target: Target, args: argparse.Namespace, workd
         max_wall=args.max_minutes * 60, gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
     )
     rec = load(args.recording)
-    local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
-    server = target.start(args.cores, workdir, len(server_cores))
+    server, local_ip, where = _start(target, args, workdir, server_cores)
     sig = target.s1(server)
-    print(f"{server_name}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
+    print(f"{server_name}: {where}; generator on {gen_cores}; "
           f"SRTP {cfg.profile.value}; steps of {cfg.step} held {cfg.duration:g} s", flush=True)
     try:
         result = await asyncio.wait_for(run_s1(cfg, server, sig, rec, local_ip, server_cores), cfg.max_wall + 300)
     finally:
         server.stop()
+    return _finish(result, server)
+
+
+def _finish(result: dict[str, Any], server: Any) -> dict[str, Any]:
     result["server_version"] = getattr(server, "version", None)
+    coverage = getattr(server, "coverage", None)
+    if coverage is not None:
+        result["target"] = coverage()
     return result
 
 
@@ -176,11 +218,10 @@ async def _one_multi(
         gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
     )
     rec = load(args.recording)
-    local_ip = "127.0.0.2" if _has_v0() else "127.0.0.1"
-    server = target.start(args.cores, workdir, len(server_cores))
+    server, local_ip, where = _start(target, args, workdir, server_cores)
     sig = target.multi(server)
     unit = "rooms" if cfg.scenario == "s2" else "listeners"
-    print(f"{server_name} {cfg.scenario}: pid {server.proc.pid} on cores {args.cores}; generator on {gen_cores}; "
+    print(f"{server_name} {cfg.scenario}: {where}; generator on {gen_cores}; "
           f"SRTP {cfg.profile.value}; +{cfg.step} {unit} per step held {cfg.duration:g} s", flush=True)
     try:
         result = await asyncio.wait_for(
@@ -188,8 +229,7 @@ async def _one_multi(
         )
     finally:
         server.stop()
-    result["server_version"] = getattr(server, "version", None)
-    return result
+    return _finish(result, server)
 
 
 def _has_v0() -> bool:
@@ -204,6 +244,15 @@ def _fmt(v: Any, unit: str = "", nd: int = 1) -> str:
     if isinstance(v, float):
         return f"{v:.{nd}f}{unit}"
     return f"{v}{unit}"
+
+
+def _share(v: float | None) -> str:
+    """A share of one core as a percentage; "-" when not measured (a --url deployment's CPU)."""
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else str(v)
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -264,15 +313,20 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"S1 capacity trackmesh/janus = {t['capacity']}/{j['capacity']} = "
                      f"{_fmt(ratio, '', 2)} (target >= 1): {verdict}")
     if t:
+        # A --url deployment may not expose its process CPU and RSS: those targets are then not judged.
+        remote = "target" in t
         us = t["at_load"].get("50%", {}).get("us_per_pkt")
-        lines.append(f"trackmesh us/pkt near 50% load = {us} (target <= 10): {'MET' if us and us <= 10 else 'MISSED'}")
+        if not (remote and us is None):
+            lines.append(f"trackmesh us/pkt near 50% load = {us} (target <= 10): "
+                         f"{'MET' if us and us <= 10 else 'MISSED'}")
         st = t["join_ms"]["storm"]
         ok = st["p50"] is not None and st["p50"] < 100 and st["p99"] is not None and st["p99"] < 300
         lines.append(f"trackmesh storm join p50/p99 = {_fmt(st['p50'], '', 0)}/{_fmt(st['p99'], '', 0)} ms "
                      f"(target < 100 / < 300): {'MET' if ok else 'MISSED'}")
         idle = t["rss_per_idle_peer_kb"]
-        lines.append(f"trackmesh RSS per idle peer = {idle} KB (target < 300): "
-                     f"{'MET' if idle is not None and idle < 300 else 'MISSED'}")
+        if not (remote and idle is None):
+            lines.append(f"trackmesh RSS per idle peer = {idle} KB (target < 300): "
+                         f"{'MET' if idle is not None and idle < 300 else 'MISSED'}")
     return lines
 
 
@@ -288,12 +342,12 @@ def steps_table(results: dict[str, dict[str, Any]]) -> str:
             lm = s["latency_ms"]
             verdict = step_verdict(s)
             out.append(
-                f"| {name} | {s['subscribers']} | {s['server_cpu']:.1%} | {s['server_us_per_pkt']} | "
+                f"| {name} | {s['subscribers']} | {_share(s['server_cpu'])} | {_cell(s['server_us_per_pkt'])} | "
                 f"{s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | {_fmt(lm['p50'], '', 2)} / "
                 f"{_fmt(lm['p95'], '', 2)} / {_fmt(lm['p99'], '', 2)} | {_fmt(s.get('added_p99_ms'), '', 1)} | "
-                f"{s['freeze_max_s']} | {s.get('foreign_load_server_cores', '-')} / "
+                f"{s['freeze_max_s']} | {_cell(s.get('foreign_load_server_cores'))} / "
                 f"{s.get('foreign_load_generator_cores', '-')} | {s['generator_cpu']:.0%} | "
-                f"{s['rss_kb'] / 1024:.1f} | {verdict} |"
+                f"{'-' if s['rss_kb'] is None else round(s['rss_kb'] / 1024, 1)} | {verdict} |"
             )
     return "\n".join(out)
 
@@ -305,6 +359,8 @@ def report(path: Path) -> int:
         print(multi_table(doc["results"]))
         print()
         print(multi_steps_table(doc["results"]))
+        if "target" in doc:
+            print(coverage_text(doc["target"]))
         print(f"\nenvironment: {json.dumps(doc['environment'])}")
         return 0
     print(table(doc["results"]))
@@ -313,6 +369,8 @@ def report(path: Path) -> int:
     print()
     for line in doc.get("targets", []):
         print(f"- {line}")
+    if "target" in doc:
+        print(coverage_text(doc["target"]))
     print(f"\nenvironment: {json.dumps(doc['environment'])}")
     return 0
 
@@ -337,37 +395,56 @@ def main(
     step, max_units = _DEFAULTS[args.scenario]
     args.step = step if args.step is None else args.step
     args.max_subs = max_units if args.max_subs is None else args.max_subs
-    if not args.no_netns:
+    if args.url:
+        refused = _check_url_args(args)
+        if refused:
+            print(f"{prog}: {refused}", file=sys.stderr)
+            return 2
+    elif not args.no_netns:
         _reexec_in_netns(module, netns_env or {})
     from trackmesh.loadtest.servers import environment, netns_ok
 
-    ok, why = netns_ok()
-    if not ok:
-        print(f"refusing to run: not in a private loopback-only namespace ({why})", file=sys.stderr)
-        return 3
+    if args.url:
+        why = "none: --url reaches the deployment through this host's network"
+    else:
+        ok, why = netns_ok()
+        if not ok:
+            print(f"refusing to run: not in a private loopback-only namespace ({why})", file=sys.stderr)
+            return 3
     profile = PROFILES[args.profile].value
-    env = environment(args.cores, [c for c in sorted(os.sched_getaffinity(0)) if c not in _cpu_list(args.cores)],
-                      profile)
+    env = environment("-" if args.url else args.cores, _server_cores(args)[1], profile)
     env["netns"] = why
     env["publisher_pacing_mbps"] = args.pacing_mbps
+    if args.url:
+        env["target_url"] = args.url
     results: dict[str, dict[str, Any]] = {}
+    from trackmesh.loadtest.deployment import DeploymentError
+
     with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
         for name in names:
-            results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
+            try:
+                results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
+            except DeploymentError as exc:
+                print(f"{prog}: {exc}", file=sys.stderr)
+                return 2
     steal = [s["steal"] for r in results.values() for s in r["steps"]]
     env["steal_max"] = max(steal, default=None)
     if args.scenario != "s1":
         printed, target_lines = multi_table(results), []
     else:
         printed, target_lines = table(results), targets(results)
-    doc = {
+    secrets = {"secret", "metrics_token"}
+    doc: dict[str, Any] = {
         "scenario": args.scenario,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: ("<redacted>" if k in secrets and v else str(v)) for k, v in vars(args).items()},
         "environment": env,
         "results": results,
         "targets": target_lines,
     }
+    coverage = next((r["target"] for r in results.values() if "target" in r), None)
+    if coverage is not None:
+        doc["target"] = coverage
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = args.out or Path("bench/results") / f"{args.scenario}-{args.against}-{args.profile}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -377,9 +454,38 @@ def main(
     print()
     for line in doc["targets"]:
         print(line)
+    if coverage is not None:
+        print(coverage_text(coverage))
     print(f"\nenvironment: {json.dumps(env)}")
     print(f"JSON: {out}")
     return 0
+
+
+def _check_url_args(args: argparse.Namespace) -> str | None:
+    """Fill --secret/--metrics-token from the environment; a message when --url cannot run."""
+    from trackmesh.loadtest.signalling import ServerUrl
+
+    if args.against != "trackmesh":
+        return "--url load-tests one trackmesh deployment; --against janus/both start local servers"
+    try:
+        ServerUrl.parse(args.url)
+    except ValueError as exc:
+        return str(exc)
+    args.secret = args.secret or os.environ.get("TRACKMESH_BENCH_SECRET") or None
+    args.metrics_token = args.metrics_token or os.environ.get("TRACKMESH_BENCH_METRICS_TOKEN") or None
+    if not args.secret:
+        return "--url needs the deployment's app secret: --secret SECRET or TRACKMESH_BENCH_SECRET=SECRET"
+    return None
+
+
+def coverage_text(coverage: dict[str, Any]) -> str:
+    """What a --url run measured and what it could not, for the printed report."""
+    lines = [f"\ndeployment {coverage['url']} (role {coverage.get('role') or '?'}, "
+             f"version {coverage.get('version') or '?'}); measured from the clients:"]
+    lines += [f"  + {m}" for m in coverage["measured"]]
+    lines.append("not measured:")
+    lines += [f"  - {m}" for m in coverage["not_measured"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

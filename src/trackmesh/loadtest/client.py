@@ -11,8 +11,10 @@ Built on trackmesh's own sans-IO pieces used from the *client* side:
 - SRTP: :func:`srtp_sessions_from_dtls`.
 
 Media sent and received is hashed (:func:`recording.payload_key`) and matched against the
-shared send log by :class:`trackmesh.loadtest.stats.Meter`. Every destination must be in
-127.0.0.0/8 (checked here, once per remote address).
+shared send log by :class:`trackmesh.loadtest.stats.Meter`. A transport bound to a loopback
+address (every run that starts its own server) sends only inside 127.0.0.0/8 (checked here, once per
+remote address). Only ``trackmesh-bench --url`` binds elsewhere: the address the kernel routes
+towards the deployment the user named, whose answers then name the media addresses to reach.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.agent import IceLiteClient, generate_credentials
 
-__all__ = ["RemoteParams", "Transport", "check_loopback"]
+__all__ = ["RemoteParams", "Transport", "check_loopback", "is_loopback"]
 
 Address = tuple[str, int]
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -60,6 +62,10 @@ def kernel_timestamp(ancdata: list[tuple[int, int, bytes]]) -> float:
     return time.time()
 
 
+def is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host) in _LOOPBACK
+
+
 def check_loopback(host: str) -> None:
     """Refuse any destination outside 127.0.0.0/8 (network safety: the bench never leaves lo)."""
     if ipaddress.ip_address(host) not in _LOOPBACK:
@@ -78,7 +84,9 @@ class RemoteParams:
     mids: dict[str, str]  # mid -> "audio" / "video"
 
     @classmethod
-    def from_sdp(cls, text: str) -> RemoteParams:
+    def from_sdp(cls, text: str, *, loopback_only: bool = True) -> RemoteParams:
+        """``loopback_only``: keep only 127.x candidates; otherwise only the IPv4 ones outside 127/8
+        (a transport bound to a routable address cannot reach the remote's loopback)."""
         sd = sdplib.parse(text)
         m0 = sd.media[0]
         ufrag = m0.ice_ufrag or sd.ice_ufrag
@@ -92,12 +100,7 @@ class RemoteParams:
         mids: dict[str, str] = {}
         for m in sd.media:
             for c in m.candidates:
-                if (
-                    c.transport.lower() == "udp"
-                    and c.component == 1
-                    and ":" not in c.address
-                    and ipaddress.ip_address(c.address) in _LOOPBACK
-                ):
+                if c.transport.lower() == "udp" and c.component == 1 and _ipv4(c.address, loopback_only):
                     cands.append((c.priority, (c.address, c.port)))
             if m.mid is not None:
                 mids[m.mid] = m.kind
@@ -115,6 +118,15 @@ class RemoteParams:
         return cls(ufrag, pwd, [(f.algorithm, f.value) for f in fps], setup, seen, sd.ice_lite, pt_kind, mids)
 
 
+def _ipv4(address: str, loopback: bool) -> bool:
+    """An IPv4 literal on the wanted side of 127.0.0.0/8 (mDNS names and IPv6 are skipped)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.version == 4 and (ip in _LOOPBACK) == loopback
+
+
 class Transport:
     """One WebRTC transport (BUNDLE, rtcp-mux) on its own non-blocking UDP socket."""
 
@@ -128,7 +140,9 @@ class Transport:
         *,
         rcvbuf: int = 1 << 20,
     ) -> None:
-        check_loopback(local_ip)
+        #: Bound to loopback (every run that starts its own server): every destination is checked to be in
+        #: 127.0.0.0/8. Otherwise ``--url`` chose ``local_ip`` as the route to the deployment it names.
+        self.loopback_only = is_loopback(local_ip)
         self.loop = loop
         self.profile = profile
         self.cert = cert
@@ -179,11 +193,13 @@ class Transport:
 
     def start(self, remote_sdp: str, *, controlling: bool) -> None:
         """Begin ICE (and DTLS once a path works) with the peer described by ``remote_sdp``."""
-        self.remote = rp = RemoteParams.from_sdp(remote_sdp)
+        self.remote = rp = RemoteParams.from_sdp(remote_sdp, loopback_only=self.loopback_only)
         if not rp.candidates:
-            raise RuntimeError("remote SDP has no 127.x UDP candidate")
-        for host, _ in rp.candidates:
-            check_loopback(host)
+            wanted = "127.x" if self.loopback_only else "IPv4 (outside 127/8)"
+            raise RuntimeError(f"remote SDP has no {wanted} UDP candidate")
+        if self.loopback_only:
+            for host, _ in rp.candidates:
+                check_loopback(host)
         self.remote_addr = rp.candidates[0]
         role: Literal["client", "server"] = "server" if rp.setup == "active" else "client"
         self.dtls = DtlsEndpoint(role, self.cert, rp.fingerprints, [self.profile])
@@ -313,7 +329,8 @@ class Transport:
                 return
             if not stun.verify_integrity(data, key, message=msg):
                 return
-            check_loopback(addr[0])
+            if self.loopback_only:
+                check_loopback(addr[0])
             self._sendto(stun.build_binding_success(msg.transaction_id, addr, key), addr)
             self.counters["stun_answered"] += 1
             if not self._controlling and msg.use_candidate:

@@ -47,8 +47,13 @@ from trackmesh.loadtest.runner import (
     _core_times,
     _ms,
     _pct,
+    foreign_load,
     latency_and_freeze_failures,
+    mb,
+    pct,
+    per_peer_kb,
     reference_path,
+    server_seconds,
 )
 from trackmesh.loadtest.sdk_client import SdkClient, SdkPlan
 from trackmesh.loadtest.servers import StealMeter
@@ -351,7 +356,8 @@ class MultiRun:
         wall = wall1 - wall0
         lat_ms = [_ms(_pct(lat, q)) for q in (50, 95, 99)]
         gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
-        server_share = (cpu1 - cpu0) / wall
+        server_s = server_seconds(cpu0, cpu1)
+        server_share = None if server_s is None else server_s / wall
         ref_ms = {"p50": _ms(_pct(ref, 50)), "p99": _ms(_pct(ref, 99)), "max": _ms(ref[-1] if ref else None)}
         added_p99 = lat_ms[2] - ref_ms["p99"] if lat_ms[2] is not None and ref_ms["p99"] is not None else None
         server_core_busy = _core_busy(cores0, cores1, self.server_cores)
@@ -367,8 +373,8 @@ class MultiRun:
             "window_s": round(wall, 2),
             "pkts_in_per_s": round((sent1 - sent0) / wall, 1),
             "pkts_out_per_s": round(delivered / wall, 1),
-            "server_cpu": round(server_share, 4),
-            "server_us_per_pkt": round((cpu1 - cpu0) / delivered * 1e6, 2) if delivered else None,
+            "server_cpu": None if server_share is None else round(server_share, 4),
+            "server_us_per_pkt": round(server_s / delivered * 1e6, 2) if delivered and server_s is not None else None,
             "generator_cpu": round(gen_share, 4),
             "publisher_late_ms": round(max((p.late for p in self.publishers), default=0.0) * 1000, 1),
             "steal": round(steal.share(), 4),
@@ -380,7 +386,7 @@ class MultiRun:
             "direct_path_ms": ref_ms,
             "added_p99_ms": added_p99,
             "generator_loop_lag_ms": {"p99": _ms(_pct(lags, 99)), "max": _ms(lags[-1] if lags else None)},
-            "foreign_load_server_cores": round(max(0.0, server_core_busy - server_share), 3),
+            "foreign_load_server_cores": foreign_load(server_core_busy, server_share, self.server_cores),
             "foreign_load_generator_cores": round(max(0.0, gen_core_busy - gen_share * len(cfg.gen_cores)), 3),
             "freeze_max_s": round(max(gaps), 3) if gaps else None,
             "duplicated": dup,
@@ -412,7 +418,7 @@ class MultiRun:
         # Not the server's doing: other processes on its core, the generator's own loop stalled (its
         # publishers then send late and in bursts), or datagrams dropped at the generator's sockets.
         lag_p99 = row["generator_loop_lag_ms"]["p99"]
-        row["disturbed"] = bool(row["foreign_load_server_cores"] > DISTURBED or gen_drops
+        row["disturbed"] = bool((row["foreign_load_server_cores"] or 0.0) > DISTURBED or gen_drops
                                 or (lag_p99 is not None and lag_p99 > GEN_LAG_P99_MS))
         if gen_drops and not row["slo_ok"]:
             reasons.append(f"({gen_drops} datagrams dropped at the generator's sockets)")
@@ -423,12 +429,12 @@ class MultiRun:
         unit = "rooms" if self.cfg.scenario == "s2" else "listeners"
         print(
             f"  [{self.sig.name} {self.cfg.scenario}] {unit}={row['units']:3d} subs={row['subscribers']:4d} "
-            f"srv {row['server_cpu']:6.1%} {row['server_us_per_pkt']} us/pkt out {row['pkts_out_per_s']:.0f}/s "
+            f"srv {pct(row['server_cpu'])} {row['server_us_per_pkt']} us/pkt out {row['pkts_out_per_s']:.0f}/s "
             f"gen {row['generator_cpu']:6.1%} loss {row['loss_worst']:.3%} "
             f"p50/p99 {lat['p50'] and round(lat['p50'], 2)}/{lat['p99'] and round(lat['p99'], 2)} ms "
             f"freeze {row['freeze_max_s']} s foreign srv/gen "
             f"{row['foreign_load_server_cores']}/{row['foreign_load_generator_cores']} "
-            f"rss {row['rss_kb'] / 1024:.1f} MB "
+            f"rss {mb(row['rss_kb'])} MB "
             f"{'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
             f"{' GENERATOR SATURATED' if row['generator_saturated'] else ''}",
             flush=True,
@@ -509,7 +515,7 @@ class MultiRun:
                 limited_by = "generator saturated (result refused beyond this step)"
             elif not last["slo_ok"] and last.get("disturbed"):
                 limited_by = (f"INCONCLUSIVE: failed while other processes used "
-                              f"{last['foreign_load_server_cores']:.0%} of the server core and "
+                              f"{_share(last['foreign_load_server_cores'])} of the server core and "
                               f"{last['foreign_load_generator_cores']:.0%} of the generator's (its loop lag p99 "
                               f"{last['generator_loop_lag_ms']['p99']} ms): " + "; ".join(last["slo_fail"]))
             elif not last["slo_ok"]:
@@ -533,7 +539,7 @@ class MultiRun:
             "inconclusive": bool(last is not None and not last["slo_ok"] and last.get("disturbed")),
             "limited_by": limited_by,
             "rss_base_kb": rss0,
-            "rss_per_peer_kb": round((best["rss_kb"] - rss0) / best["peers"], 1) if best and best["peers"] else None,
+            "rss_per_peer_kb": per_peer_kb(rss0, best["rss_kb"], best["peers"]) if best else None,
             "join_ms": {
                 "idle": stats(self.join["idle"]),
                 "storm": {**stats(self.join["storm"]), "rate_per_s": self.cfg.storm_rate},
@@ -557,6 +563,10 @@ class MultiRun:
                 t.counters["dtls_early_resend"] for m in self.members for t in m.transports),
             "generator_pid": os.getpid(),
         }
+
+
+def _share(v: float | None) -> str:
+    return "an unknown share" if v is None else f"{v:.0%}"
 
 
 def _at_load_units(steps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,6 +17,14 @@ def _f(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _mb(kb: int | None) -> str:
+    return "-" if kb is None else f"{kb / 1024:.1f}"
+
+
 def _last_passing(r: dict[str, Any]) -> dict[str, Any] | None:
     ok = [s for s in r["steps"] if s["slo_ok"] and not s["generator_saturated"]]
     return ok[-1] if ok else (r["steps"][-1] if r["steps"] else None)
@@ -67,8 +75,11 @@ def multi_table(results: dict[str, dict[str, Any]]) -> str:
     add("join ms p50/p99, all streams, storm", lambda r: join(r, "storm_all_streams"))
     add("RSS per connected peer KB (active, last passing step)", lambda r: _f(r["rss_per_peer_kb"]))
     add("max generator CPU", lambda r: f"{max((s['generator_cpu'] for s in r['steps']), default=0):.0%}")
-    add("max foreign load on the server core",
-        lambda r: f"{max((s['foreign_load_server_cores'] for s in r['steps']), default=0):.0%}")
+    def foreign(r: dict[str, Any]) -> str:
+        known = [s["foreign_load_server_cores"] for s in r["steps"] if s["foreign_load_server_cores"] is not None]
+        return f"{max(known):.0%}" if known else "-"
+
+    add("max foreign load on the server core", foreign)
     add("dup / reordered / corrupted / misrouted", lambda r: " / ".join(
         str(sum(s[k] for s in r["steps"])) for k in ("duplicated", "reordered", "corrupted", "misrouted")))
     add("datagrams dropped at the generator's sockets", lambda r: str(
@@ -92,11 +103,12 @@ def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
             lm = s["latency_ms"]
             verdict = step_verdict(s)
             out.append(
-                f"| {name} | {s['units']} | {s['subscribers']} | {s['streams_expected']} | {s['server_cpu']:.1%} | "
-                f"{s['server_us_per_pkt']} | {s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | "
+                f"| {name} | {s['units']} | {s['subscribers']} | {s['streams_expected']} | {_pct(s['server_cpu'])} | "
+                f"{_f(s['server_us_per_pkt'], 2)} | {s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | "
                 f"{_f(lm['p50'], 2)} / {_f(lm['p95'], 2)} / {_f(lm['p99'], 2)} | {_f(s.get('added_p99_ms'))} | "
-                f"{s['freeze_max_s']} | {s['foreign_load_server_cores']} / {s['foreign_load_generator_cores']} | "
+                f"{s['freeze_max_s']} | {_f(s['foreign_load_server_cores'], 3)} / "
+                f"{s['foreign_load_generator_cores']} | "
                 f"{s['generator_cpu']:.0%} / {_f(s['generator_loop_lag_ms']['p99'])} | "
-                f"{s['rss_kb'] / 1024:.1f} | {verdict} |"
+                f"{_mb(s['rss_kb'])} | {verdict} |"
             )
     return "\n".join(out)

@@ -102,6 +102,33 @@ def latency_and_freeze_failures(
     return reasons
 
 
+def server_seconds(cpu0: float | None, cpu1: float | None) -> float | None:
+    """Server CPU seconds over a window; None when the server's CPU is not known (a ``--url`` deployment
+    whose /metrics has no process collector)."""
+    return None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+
+
+def foreign_load(busy: float, server_share: float | None, server_cores: list[int]) -> float | None:
+    """Other processes' use of the server's cores, in cores; None when the server is not on our cores."""
+    if not server_cores or server_share is None:
+        return None
+    return round(max(0.0, busy - server_share), 3)
+
+
+def per_peer_kb(rss0: int | None, rss1: int | None, peers: int) -> float | None:
+    if rss0 is None or rss1 is None or not peers:
+        return None
+    return round((rss1 - rss0) / peers, 1)
+
+
+def pct(v: float | None) -> str:
+    return "     -" if v is None else f"{v:6.1%}"
+
+
+def mb(kb: int | None) -> str:
+    return "-" if kb is None else f"{kb / 1024:.1f}"
+
+
 def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
@@ -255,7 +282,8 @@ class S1Run:
         lat_ms = [_ms(_pct(lat, q)) for q in (50, 95, 99)]
         lat_max = lat[-1] * 1000 if lat else None
         gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
-        server_share = (cpu1 - cpu0) / wall
+        server_s = server_seconds(cpu0, cpu1)
+        server_share = None if server_s is None else server_s / wall
         failed = len(subs) < n_target
         ref_ms = {"p50": _ms(_pct(ref, 50)), "p99": _ms(_pct(ref, 99)), "max": _ms(ref[-1] if ref else None)}
         added_p99 = lat_ms[2] - ref_ms["p99"] if lat_ms[2] is not None and ref_ms["p99"] is not None else None
@@ -268,8 +296,8 @@ class S1Run:
             "pkts_in_per_s": round((i1 - i0) / wall, 1),
             "pkts_out_per_s": round(delivered / wall, 1),
             "mbps_out": None,
-            "server_cpu": round(server_share, 4),
-            "server_us_per_pkt": round((cpu1 - cpu0) / delivered * 1e6, 2) if delivered else None,
+            "server_cpu": None if server_share is None else round(server_share, 4),
+            "server_us_per_pkt": round(server_s / delivered * 1e6, 2) if delivered and server_s is not None else None,
             "generator_cpu": round(gen_share, 4),
             "publisher_late_ms": None,
             "steal": round(steal.share(), 4),
@@ -279,7 +307,7 @@ class S1Run:
             "direct_path_ms": ref_ms,
             "added_p99_ms": added_p99,
             "generator_loop_lag_ms": {"p99": _ms(_pct(lags, 99)), "max": _ms(lags[-1] if lags else None)},
-            "foreign_load_server_cores": round(max(0.0, server_core_busy - server_share), 3),
+            "foreign_load_server_cores": foreign_load(server_core_busy, server_share, self.server_cores),
             "foreign_load_generator_cores": round(max(0.0, gen_core_busy - gen_share * len(cfg.gen_cores)), 3),
             "freeze_max_s": round(max(gaps), 3) if gaps else None,
             "duplicated": dup,
@@ -307,13 +335,13 @@ class S1Run:
     def _print(self, row: dict[str, Any]) -> None:
         lat = row["latency_ms"]
         print(
-            f"  [{self.sig.name}] N={row['subscribers']:4d} srv {row['server_cpu']:6.1%} "
+            f"  [{self.sig.name}] N={row['subscribers']:4d} srv {pct(row['server_cpu'])} "
             f"{row['server_us_per_pkt']} us/pkt gen {row['generator_cpu']:6.1%} "
             f"loss {row['loss_worst']:.3%} p50/p99 {lat['p50'] and round(lat['p50'], 2)}/"
             f"{lat['p99'] and round(lat['p99'], 2)} ms (direct p99 {row['direct_path_ms']['p99']}, "
             f"lag max {row['generator_loop_lag_ms']['max']}, foreign srv/gen "
             f"{row['foreign_load_server_cores']}/{row['foreign_load_generator_cores']}) freeze {row['freeze_max_s']} s "
-            f"rss {row['rss_kb'] / 1024:.1f} MB {'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
+            f"rss {mb(row['rss_kb'])} MB {'OK' if row['slo_ok'] else 'FAIL ' + ';'.join(row['slo_fail'])}"
             f"{' GENERATOR SATURATED' if row['generator_saturated'] else ''}",
             flush=True,
         )
@@ -339,7 +367,7 @@ class S1Run:
             "server": self.sig.name,
             "rss_base_kb": rss0,
             "idle_peers": len(idle_ok),
-            "rss_per_idle_peer_kb": round((rss_idle - rss0) / len(idle_ok), 1) if idle_ok else None,
+            "rss_per_idle_peer_kb": per_peer_kb(rss0, rss_idle, len(idle_ok)),
         }
         pub = Publisher(pub_tr, self.rec, self.log, ssrcs=ssrcs, pacing_bps=cfg.pacing_bps)
         ref_sock = self._reference_path(pub)
@@ -367,7 +395,7 @@ class S1Run:
                 while (
                     not row["slo_ok"] and not row["generator_saturated"] and row["join_failures"] == 0
                     and holds < 1 + MAX_EXTRA_HOLDS
-                    and (holds == 1 or row["foreign_load_server_cores"] > DISTURBED)
+                    and (holds == 1 or (row["foreign_load_server_cores"] or 0.0) > DISTURBED)
                 ):
                     # This box is shared: one scheduling hiccup can sink a p99 or open a gap. A
                     # failure counts only if the same step fails again, and a failure while other
@@ -379,7 +407,7 @@ class S1Run:
                     row["publisher_late_ms"] = round(pub.late * 1000, 1)
                     pub.late = 0.0
                     holds += 1
-                row["disturbed"] = row["foreign_load_server_cores"] > DISTURBED
+                row["disturbed"] = (row["foreign_load_server_cores"] or 0.0) > DISTURBED
                 steps.append(row)
                 self._print(row)
                 if not row["slo_ok"] or row["generator_saturated"]:
@@ -419,7 +447,7 @@ class S1Run:
                 "capacity": capacity,
                 "inconclusive": bool(last is not None and not last["slo_ok"] and last.get("disturbed")),
                 "limited_by": limited_by,
-                "rss_per_active_peer_kb": round((active[-1]["rss_kb"] - rss0) / active[-1]["subscribers"], 1)
+                "rss_per_active_peer_kb": per_peer_kb(rss0, active[-1]["rss_kb"], active[-1]["subscribers"])
                 if active else None,
                 "join_ms": {
                     "idle": {"n": len(self.join_idle), "p50": _pct(sorted(self.join_idle), 50),
@@ -444,7 +472,7 @@ class S1Run:
 
 def _cpu_bound(steps: list[dict[str, Any]]) -> int | None:
     """Subscribers at 85 % of one server core, extrapolated linearly from the busiest clean step."""
-    ok = [r for r in steps if r["server_cpu"] > 0.05 and r["loss_worst"] < LOSS_SLO]
+    ok = [r for r in steps if (r["server_cpu"] or 0.0) > 0.05 and r["loss_worst"] < LOSS_SLO]
     if not ok:
         return None
     r = max(ok, key=lambda r: r["server_cpu"])

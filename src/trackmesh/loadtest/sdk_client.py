@@ -34,7 +34,7 @@ from typing import Any
 from trackmesh.errors import ProtocolError
 from trackmesh.loadtest.client import Transport
 from trackmesh.loadtest.media import AUDIO_PT, EXT_MID, VIDEO_PT
-from trackmesh.loadtest.signalling import MID_URI, HttpError, http_request, session_head
+from trackmesh.loadtest.signalling import MID_URI, HttpError, ServerUrl, session_head
 from trackmesh.transports.sdk.protocol import (
     DATA_CHANNEL_ID,
     DATA_CHANNEL_LABEL,
@@ -216,8 +216,9 @@ class SdkClient:
     def request(self, req: session_pb2.Request) -> int:
         self._seq += 1
         req.req_id = self._seq
-        self.dcm.send(DATA_CHANNEL_ID, session_pb2.ClientEvent(seq=self._seq, request=req).SerializeToString())
-        self._pump(time.monotonic())
+        now = time.monotonic()
+        self.dcm.send(now, DATA_CHANNEL_ID, session_pb2.ClientEvent(seq=self._seq, request=req).SerializeToString())
+        self._pump(now)
         return self._seq
 
     def _on_server_event(self, data: bytes) -> None:
@@ -266,14 +267,16 @@ class TrackmeshSdk:
     name = "trackmesh"
     controlling = True  # trackmesh is ICE-lite
 
-    def __init__(self, port: int, secret: str) -> None:
-        self.port = port
+    def __init__(self, server: ServerUrl, secret: str, *, room_prefix: str = "") -> None:
+        self.server = server
         self.secret = secret
+        #: Prepended to every room name (``--url``: keeps the bench's rooms apart from the deployment's own).
+        self.room_prefix = room_prefix
 
     async def token(self, room: str, peer: str) -> str:
         body: dict[str, Any] = {"room": room, "peer": peer, "ttl": 7200}
-        status, _, raw = await http_request(
-            "127.0.0.1", self.port, "POST", "/token/webrtc", json.dumps(body).encode(),
+        status, _, raw = await self.server.request(
+            "POST", "/token/webrtc", json.dumps(body).encode(),
             {"Content-Type": "application/json", "Authorization": f"Bearer {self.secret}"},
         )
         if status != 200:
@@ -284,11 +287,12 @@ class TrackmeshSdk:
         self, tr: Transport, room: str, peer: str, plan: SdkPlan, ssrcs: tuple[int, int]
     ) -> tuple[SdkClient, tuple[str, str]]:
         """Connect and start ICE/DTLS; returns the data-channel client and our senders' mids."""
+        room = self.room_prefix + room
         token = await self.token(room, peer)
         offer, mids = sdk_offer(tr, plan, ssrcs)
         client = SdkClient(tr, peer, plan)
-        status, _, raw = await http_request(
-            "127.0.0.1", self.port, "POST", "/webrtc/connect", connect_request(room, peer, plan, offer),
+        status, _, raw = await self.server.request(
+            "POST", "/webrtc/connect", connect_request(room, peer, plan, offer),
             {"Content-Type": HTTP_CONTENT_TYPE, "Authorization": f"Bearer {token}"},
         )
         if status != 200:

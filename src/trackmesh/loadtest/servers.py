@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trackmesh.loadtest.signalling import ServerUrl
+
 __all__ = ["ProcTree", "Server", "TrackmeshServer", "environment", "netns_ok"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -124,9 +126,12 @@ class Server:
 
 class TrackmeshServer(Server):
     name = "trackmesh"
+    #: Room names as they are: the server is ours alone (a ``--url`` deployment gets a random prefix).
+    room_prefix = ""
 
     def __init__(self, cores: str, workdir: Path, *, log_level: str = "warning") -> None:
         self.port = free_port()
+        self.url = ServerUrl.local(self.port)
         self.secret = "bench-secret-" + os.urandom(6).hex()
         exe = shutil.which("trackmesh") or str(Path(sys.executable).parent / "trackmesh")
         self.log_path = workdir / "trackmesh.log"

@@ -12,12 +12,15 @@ import asyncio
 import itertools
 import json
 import secrets
+import ssl
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from trackmesh.loadtest.client import Transport, check_loopback
 from trackmesh.loadtest.media import AUDIO_PT, EXT_MID, VIDEO_PT
 
-__all__ = ["HttpError", "TrackmeshWhipWhep", "http_request", "publish_offer", "view_offer"]
+__all__ = ["HttpError", "ServerUrl", "TrackmeshWhipWhep", "http_request", "publish_offer", "view_offer"]
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
@@ -28,13 +31,18 @@ class HttpError(RuntimeError):
 
 async def http_request(
     host: str, port: int, method: str, path: str, body: bytes | None = None,
-    headers: dict[str, str] | None = None, timeout: float = 40.0,
+    headers: dict[str, str] | None = None, timeout: float = 40.0, *, tls: bool = False,
+    loopback_only: bool = True,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request on a fresh connection (``Connection: close``); handles chunked bodies."""
-    check_loopback(host)
+    """One request on a fresh connection (``Connection: close``); handles chunked bodies.
+
+    ``loopback_only=False`` only for a deployment the user named with ``trackmesh-bench --url``."""
+    if loopback_only:
+        check_loopback(host)
 
     async def run() -> tuple[int, dict[str, str], bytes]:
-        reader, writer = await asyncio.open_connection(host, port)
+        context = ssl.create_default_context() if tls else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
         try:
             head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
             for k, v in (headers or {}).items():
@@ -66,6 +74,47 @@ async def http_request(
         return status, hdrs, payload
 
     return await asyncio.wait_for(run(), timeout)
+
+
+@dataclass(frozen=True)
+class ServerUrl:
+    """Where signalling goes: a server this command started (``local``) or a deployment named by ``--url``."""
+
+    host: str
+    port: int
+    tls: bool = False
+    #: A prefix the deployment serves the API under ("" or "/path", no trailing slash).
+    base_path: str = ""
+    #: True for a server this command started: every request is checked to stay inside 127.0.0.0/8.
+    loopback_only: bool = True
+
+    @classmethod
+    def local(cls, port: int) -> ServerUrl:
+        return cls("127.0.0.1", port)
+
+    @classmethod
+    def parse(cls, url: str) -> ServerUrl:
+        """``http://host:port[/prefix]`` or ``https://...``; a clear ValueError for anything else."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--url {url!r}: expected http://host:port or https://host[:port]")
+        if parts.query or parts.fragment or parts.username:
+            raise ValueError(f"--url {url!r}: no query, fragment or user info, the base URL of the node or gateway")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ValueError(f"--url {url!r}: {exc}") from None
+        return cls(parts.hostname, port, parts.scheme == "https", parts.path.rstrip("/"), loopback_only=False)
+
+    def __str__(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{self.base_path}"
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float = 40.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        return await http_request(self.host, self.port, method, self.base_path + path, body, headers, timeout,
+                                  tls=self.tls, loopback_only=self.loopback_only)
 
 
 def session_head() -> list[str]:
@@ -121,8 +170,8 @@ class TrackmeshWhipWhep:
     name = "trackmesh"
     controlling = True  # trackmesh is ICE-lite
 
-    def __init__(self, port: int, secret: str, room: str) -> None:
-        self.port = port
+    def __init__(self, server: ServerUrl, secret: str, room: str) -> None:
+        self.server = server
         self.secret = secret
         self.room = room
         self._peers = itertools.count(1)
@@ -132,8 +181,8 @@ class TrackmeshWhipWhep:
         body: dict[str, Any] = {"room": self.room, "ttl": 7200}
         if peer is not None:
             body["peer"] = peer
-        status, _, raw = await http_request(
-            "127.0.0.1", self.port, "POST", f"/token/{kind}", json.dumps(body).encode(),
+        status, _, raw = await self.server.request(
+            "POST", f"/token/{kind}", json.dumps(body).encode(),
             {"Content-Type": "application/json", "Authorization": f"Bearer {self.secret}"},
         )
         if status != 200:
@@ -141,8 +190,8 @@ class TrackmeshWhipWhep:
         return str(json.loads(raw)["data"]["token"])
 
     async def _post(self, kind: str, token: str, offer: str) -> str:
-        status, hdrs, raw = await http_request(
-            "127.0.0.1", self.port, "POST", f"/{kind}/endpoint", offer.encode(),
+        status, hdrs, raw = await self.server.request(
+            "POST", f"/{kind}/endpoint", offer.encode(),
             {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
         )
         if status != 201:

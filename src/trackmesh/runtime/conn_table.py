@@ -88,11 +88,11 @@ class TableConn(Protocol):
         """Set when the machine above the peer wants the connection closed (after its last words)."""
         ...
 
-    def goaway(self, reason: str, remain_seconds: int) -> bool:
+    def goaway(self, now: float, reason: str, remain_seconds: int) -> bool:
         """The node drains: tell the client to move; False when its protocol has no way to say so."""
         ...
 
-    def farewell(self, reason: str) -> None:
+    def farewell(self, now: float, reason: str) -> None:
         """The worker stops: last words to the client before the close."""
         ...
 
@@ -214,14 +214,14 @@ class ConnTable(Generic[C]):
     def close_all(self, now: float, reason: str = "node stopping") -> None:
         """The worker stops: every connection gets its last words, then closes."""
         for conn in list(self.conns.values()):
-            conn.farewell(reason)
+            conn.farewell(now, reason)
             self.close(now, conn, reason)
 
     def drain(self, now: float, reason: str, remain_seconds: int) -> int:
         """The node drains: ask every open connection's client to go away; how many were told."""
         told = 0
         for conn in list(self.conns.values()):
-            if not conn.closing and conn.goaway(reason, remain_seconds):
+            if not conn.closing and conn.goaway(now, reason, remain_seconds):
                 self.after_input(now, conn)
                 told += 1
         return told

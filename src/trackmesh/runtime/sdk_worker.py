@@ -81,13 +81,13 @@ class Conn:
     def close_reason(self) -> str | None:
         return self.sdk.close_reason
 
-    def goaway(self, reason: str, remain_seconds: int) -> bool:
-        self.sdk.goaway(reason, remain_seconds)
+    def goaway(self, now: float, reason: str, remain_seconds: int) -> bool:
+        self.sdk.goaway(now, reason, remain_seconds)
         return True
 
-    def farewell(self, reason: str) -> None:
-        self.sdk.goaway(reason, GOAWAY_REMAIN_SECONDS)
-        self.sdk.disconnected_event(reason)
+    def farewell(self, now: float, reason: str) -> None:
+        self.sdk.goaway(now, reason, GOAWAY_REMAIN_SECONDS)
+        self.sdk.disconnected_event(now, reason)
 
 
 class SdkTransport:

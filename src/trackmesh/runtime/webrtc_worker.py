@@ -79,10 +79,10 @@ class Session:
     def close_reason(self) -> str | None:
         return None
 
-    def goaway(self, reason: str, remain_seconds: int) -> bool:
+    def goaway(self, now: float, reason: str, remain_seconds: int) -> bool:
         return False  # WHIP/WHEP have no such message; the session lives until its client leaves
 
-    def farewell(self, reason: str) -> None:
+    def farewell(self, now: float, reason: str) -> None:
         pass
 
 

@@ -67,6 +67,13 @@ def tracks(senders: list[tuple[str, str, bool]], receivers: list[str]) -> shared
     return t
 
 
+class Pushed(list[session_pb2.ServerEvent]):
+    """Stands in for ``SdkSession._push(now, event)``: keeps every server event, in order."""
+
+    def __call__(self, now: float, event: session_pb2.ServerEvent) -> None:
+        self.append(event)
+
+
 class World:
     def __init__(self) -> None:
         self.now = 100.0
@@ -99,8 +106,8 @@ class World:
             remote_names=lambda m: names.senders,
         )
         sdk = SdkSession(self.now, peer, names, t, claims or TokenClaims(), TOKENS.get, local, cookie_key=b"k" * 32)
-        out: list[session_pb2.ServerEvent] = []
-        sdk._push = out.append  # type: ignore[method-assign]
+        out = Pushed()
+        sdk._push = out  # type: ignore[method-assign]
         return sdk, out
 
     def drain(self, *sessions: SdkSession) -> None:
@@ -118,9 +125,10 @@ _req_ids = iter(range(1, 1_000_000))
 
 def request(sdk: SdkSession, **kw: Any) -> session_pb2.Response:
     req = session_pb2.Request(req_id=next(_req_ids), **kw)
-    before = len(sdk._push.__self__)  # type: ignore[attr-defined]
+    out = sdk._push
+    assert isinstance(out, Pushed)
+    before = len(out)
     sdk.on_message(0.0, session_pb2.ClientEvent(seq=1, request=req).SerializeToString())
-    out = sdk._push.__self__  # type: ignore[attr-defined]
     responses = [e.response for e in out[before:] if e.HasField("response")]
     assert len(responses) == 1 and responses[0].req_id == req.req_id
     return responses[0]

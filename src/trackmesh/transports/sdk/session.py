@@ -179,7 +179,7 @@ class SdkSession:
         self._next_alloc: float | None = None
         #: The media slots (senders and receivers the client declared): the one API to publish, attach and configure.
         # (``_push`` looked up per event: the tests capture pushes by replacing it.)
-        self.slots = MediaSlots(self.endpoint, peer, lambda ev: self._push(ev), self._voice_threshold)
+        self.slots = MediaSlots(self.endpoint, peer, lambda now, ev: self._push(now, ev), self._voice_threshold)
         #: The receivers the audio mixer of the current room uses as output slots (slot order).
         self.mixer_outputs: tuple[str, ...] = ()
         mid_of_sender = {v: k for k, v in names.senders.items()}
@@ -254,7 +254,7 @@ class SdkSession:
             return
         self.counters["requests"] += 1
         response = self.handle_request(now, event.request)
-        self._push(session_pb2.ServerEvent(response=response))
+        self._push(now, session_pb2.ServerEvent(response=response))
 
     def handle_request(self, now: float, req: session_pb2.Request) -> session_pb2.Response:
         """Answer one request; never raises."""
@@ -306,14 +306,14 @@ class SdkSession:
         )  # fmt: skip
         return min((d for d in candidates if d is not None), default=None)
 
-    def goaway(self, reason: str, remain_seconds: int = 0) -> None:
+    def goaway(self, now: float, reason: str, remain_seconds: int = 0) -> None:
         """Tell the client this node is going away (sent before a drain closes the session)."""
         goway = session_pb2.ServerEvent.Session.GoAway(reason=reason, remain_seconds=remain_seconds)
-        self._push(session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(goway=goway)))
+        self._push(now, session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(goway=goway)))
 
-    def disconnected_event(self, reason: str) -> None:
+    def disconnected_event(self, now: float, reason: str) -> None:
         ev = session_pb2.ServerEvent.Session.Disconnected(reason=reason)
-        self._push(session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(disconnected=ev)))
+        self._push(now, session_pb2.ServerEvent(session=session_pb2.ServerEvent.Session(disconnected=ev)))
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -505,59 +505,59 @@ class SdkSession:
     def _on_core_event(self, now: float, ev: EndpointEvent) -> None:
         S, R = session_pb2.ServerEvent.Session, session_pb2.ServerEvent.Room
         if isinstance(ev, Joined):
-            self._push(session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
+            self._push(now, session_pb2.ServerEvent(session=S(joined=S.JoinedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, Left):
             self.mixer_outputs = ()
             self._watch_voice()
-            self._push(session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
+            self._push(now, session_pb2.ServerEvent(session=S(leaved=S.LeavedRoom(room=ev.room, peer=ev.peer))))
         elif isinstance(ev, PeerJoined):
             pj = R.PeerJoined(peer=ev.info.peer)
             if ev.info.metadata is not None:
                 pj.metadata = ev.info.metadata
             if ev.info.extra_data is not None:
                 pj.extra_data = ev.info.extra_data
-            self._push(session_pb2.ServerEvent(room=R(peer_joined=pj)))
+            self._push(now, session_pb2.ServerEvent(room=R(peer_joined=pj)))
         elif isinstance(ev, PeerUpdated):
             pu = R.PeerUpdated(peer=ev.info.peer)
             if ev.info.metadata is not None:
                 pu.metadata = ev.info.metadata
-            self._push(session_pb2.ServerEvent(room=R(peer_updated=pu)))
+            self._push(now, session_pb2.ServerEvent(room=R(peer_updated=pu)))
         elif isinstance(ev, PeerLeft):
-            self._push(session_pb2.ServerEvent(room=R(peer_leaved=R.PeerLeaved(peer=ev.peer))))
+            self._push(now, session_pb2.ServerEvent(room=R(peer_leaved=R.PeerLeaved(peer=ev.peer))))
         elif isinstance(ev, TrackStarted):
-            self._push(session_pb2.ServerEvent(room=R(track_started=_track(R.TrackStarted, ev.info))))
+            self._push(now, session_pb2.ServerEvent(room=R(track_started=_track(R.TrackStarted, ev.info))))
         elif isinstance(ev, TrackUpdated):
-            self._push(session_pb2.ServerEvent(room=R(track_updated=_track(R.TrackUpdated, ev.info))))
+            self._push(now, session_pb2.ServerEvent(room=R(track_updated=_track(R.TrackUpdated, ev.info))))
         elif isinstance(ev, TrackStopped):
             ts = R.TrackStopped(peer=ev.peer, track=ev.track, kind=_PROTO_KIND[ev.kind])
-            self._push(session_pb2.ServerEvent(room=R(track_stopped=ts)))
+            self._push(now, session_pb2.ServerEvent(room=R(track_stopped=ts)))
         elif isinstance(ev, LocalTrackStateChanged):
             if ev.local_track in self.receivers:
                 state = session_pb2.ServerEvent.Receiver.State(status=_RECEIVER_STATUS[ev.state])
                 rec = session_pb2.ServerEvent.Receiver(name=ev.local_track, state=state)
-                self._push(session_pb2.ServerEvent(receiver=rec))
+                self._push(now, session_pb2.ServerEvent(receiver=rec))
         elif isinstance(ev, MixerSlotSet):
             src = shared_pb2.Receiver.Source(peer=ev.source.peer, track=ev.source.track)
             ss = features_mixer_pb2.ServerEvent.SlotSet(slot=ev.slot, source=src)
-            self._push_mixer(features_mixer_pb2.ServerEvent(slot_set=ss))
+            self._push_mixer(now, features_mixer_pb2.ServerEvent(slot_set=ss))
         elif isinstance(ev, MixerSlotUnset):
             su = features_mixer_pb2.ServerEvent.SlotUnset(slot=ev.slot)
-            self._push_mixer(features_mixer_pb2.ServerEvent(slot_unset=su))
+            self._push_mixer(now, features_mixer_pb2.ServerEvent(slot_unset=su))
         elif isinstance(ev, VoiceActivity):
             if ev.local_track in self.receivers:
                 va = session_pb2.ServerEvent.Receiver.VoiceActivity(audio_level=ev.audio_level)
                 rec = session_pb2.ServerEvent.Receiver(name=ev.local_track, voice_activity=va)
-                self._push(session_pb2.ServerEvent(receiver=rec))
+                self._push(now, session_pb2.ServerEvent(receiver=rec))
         elif isinstance(ev, MessageChannelMessage):
             MC = session_pb2.ServerEvent.MessageChannel
             mc = MC(label=ev.label, message=MC.Message(peer=ev.peer, message=ev.data))
-            self._push(session_pb2.ServerEvent(message_channel=mc))
+            self._push(now, session_pb2.ServerEvent(message_channel=mc))
         elif isinstance(ev, Closed):
-            self.disconnected_event(ev.reason)
+            self.disconnected_event(now, ev.reason)
             self.close_reason = self.close_reason or ev.reason
 
-    def _push_mixer(self, ev: features_mixer_pb2.ServerEvent) -> None:
-        self._push(session_pb2.ServerEvent(features=features_pb2.ServerEvent(mixer=ev)))
+    def _push_mixer(self, now: float, ev: features_mixer_pb2.ServerEvent) -> None:
+        self._push(now, session_pb2.ServerEvent(features=features_pb2.ServerEvent(mixer=ev)))
 
     def _push_stats(self, now: float) -> None:
         if not self.channel_open:
@@ -569,7 +569,8 @@ class SdkSession:
                 continue
             stats = receiver_stats(out, slot.last_octets, STATS_INTERVAL)
             slot.last_octets = out.octets
-            self._push(session_pb2.ServerEvent(receiver=session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)))
+            rec = session_pb2.ServerEvent.Receiver(name=slot.name, stats=stats)
+            self._push(now, session_pb2.ServerEvent(receiver=rec))
 
     def _voice_threshold(self, slot: ReceiverSlot) -> int | None:
         """Audio receivers report voice activity through their LocalTrack's ``VoiceActivity`` events, except the
@@ -585,23 +586,23 @@ class SdkSession:
 
     # ---- the data channel -------------------------------------------------------------------------
 
-    def _push(self, event: session_pb2.ServerEvent) -> None:
+    def _push(self, now: float, event: session_pb2.ServerEvent) -> None:
         if self.channel_open:
             self._seq += 1
             event.seq = self._seq
             try:
-                self.dc.send(DATA_CHANNEL_ID, event.SerializeToString())
+                self.dc.send(now, DATA_CHANNEL_ID, event.SerializeToString())
             except LocalProtocolError:
                 self.counters["send_failed"] += 1
                 return
             self.counters["events_sent"] += 1
-            self._flush_sctp()
+            self._flush_sctp(now)
         elif len(self._pending) < 1000:
             self._pending.append(event)
         else:
             self.counters["events_dropped"] += 1
 
-    def _flush_sctp(self, now: float | None = None) -> None:
+    def _flush_sctp(self, now: float) -> None:
         while (packet := self.dc.poll_transmit(now)) is not None:
             if not self.peer.send_application_data(packet):
                 self.counters["send_failed"] += 1
@@ -613,9 +614,9 @@ class SdkSession:
             if isinstance(ev, ChannelOpened) and ev.channel_id == DATA_CHANNEL_ID:
                 self.channel_open = True
                 connected = session_pb2.ServerEvent.Session(connected=session_pb2.ServerEvent.Session.Connected())
-                self._push(session_pb2.ServerEvent(session=connected))
+                self._push(now, session_pb2.ServerEvent(session=connected))
                 while self._pending:
-                    self._push(self._pending.popleft())
+                    self._push(now, self._pending.popleft())
             elif isinstance(ev, Message) and ev.channel_id == DATA_CHANNEL_ID:
                 self.on_message(now, ev.data)
             elif isinstance(ev, ChannelClosed) and ev.channel_id == DATA_CHANNEL_ID:

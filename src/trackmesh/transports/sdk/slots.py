@@ -84,10 +84,10 @@ class MediaSlots:
         self,
         endpoint: Endpoint,
         peer: WebRtcPeer,
-        push: Callable[[session_pb2.ServerEvent], None],
+        push: Callable[[float, session_pb2.ServerEvent], None],
         voice_threshold: VoiceThreshold,
     ) -> None:
-        """``push``: sends one server event to the client (in order with the session's responses)."""
+        """``push(now, event)``: sends one server event to the client (in order with the session's responses)."""
         self.endpoint = endpoint
         self.peer = peer
         self.senders: dict[str, SenderSlot] = {}
@@ -121,7 +121,7 @@ class MediaSlots:
         check_core(self.endpoint.control(now, Publish(slot.name, slot.kind, metadata, src.screen)))
         slot.published = True
         self._apply_sender_config(now, slot)
-        self.push_sender_state(slot, shared_pb2.Sender.ACTIVE)
+        self.push_sender_state(now, slot, shared_pb2.Sender.ACTIVE)
 
     def publish_attached(self, now: float) -> None:
         """Publish every attached sender (after a join)."""
@@ -136,7 +136,7 @@ class MediaSlots:
         slot.published = False
         err = self.endpoint.control(now, Unpublish(slot.name))
         if err is None:
-            self.push_sender_state(slot, shared_pb2.Sender.INACTIVE)
+            self.push_sender_state(now, slot, shared_pb2.Sender.INACTIVE)
         return err
 
     def left_room(self) -> None:
@@ -174,9 +174,9 @@ class MediaSlots:
             limit = BitrateLimit()
         self.endpoint.control(now, SetRemoteBitrate(slot.name, limit))
 
-    def push_sender_state(self, slot: SenderSlot, status: int) -> None:
+    def push_sender_state(self, now: float, slot: SenderSlot, status: int) -> None:
         state = session_pb2.ServerEvent.Sender.State(status=status)  # type: ignore[arg-type]
-        self._push(session_pb2.ServerEvent(sender=session_pb2.ServerEvent.Sender(name=slot.name, state=state)))
+        self._push(now, session_pb2.ServerEvent(sender=session_pb2.ServerEvent.Sender(name=slot.name, state=state)))
 
     # ---- receivers ------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from trackmesh.transports.webrtc.sctp.packet import (
 
 class Endpoint(Protocol):
     def handle_data(self, now: float, data: bytes) -> None: ...
-    def poll_transmit(self, now: float | None = None) -> bytes | None: ...
+    def poll_transmit(self, now: float) -> bytes | None: ...
     def handle_timeout(self, now: float) -> None: ...
     def next_deadline(self) -> float | None: ...
     def poll_event(self) -> Any: ...
@@ -184,7 +184,7 @@ def test_forged_cookie_is_dropped() -> None:
     _a, b = pair()
     init = build_packet(5000, 5000, 0, (InitChunk(1234, 65536, 10, 10, 1),))
     b.handle_data(0.0, init)
-    ack = parse_packet(b.poll_transmit() or b"")
+    ack = parse_packet(b.poll_transmit(0.0) or b"")
     cookie = ack.chunks[0].state_cookie  # type: ignore[union-attr]
     forged = cookie[:-1] + bytes([cookie[-1] ^ 1])
     b.handle_data(0.1, build_packet(5000, 5000, ack.chunks[0].initiate_tag, (CookieEchoChunk(forged),)))  # type: ignore[union-attr]
@@ -255,7 +255,7 @@ def test_reliable_channel_recovers_from_20_percent_loss() -> None:
 @pytest.mark.parametrize("unordered", [False, True])
 def test_unreliable_channel_with_loss_moves_on(mode: str, unordered: bool) -> None:
     a, b, link = connected(loss=0.2, seed=11)
-    kw: dict[str, Any] = {"max_retransmits": 0} if mode == "rexmit" else {"max_lifetime": 0.05}
+    kw: dict[str, Any] = {"max_retransmits": 0} if mode == "rexmit" else {"expires": link.now + 0.05}
     payloads = [f"m{i}".encode() * 300 for i in range(300)]  # about 1-2 chunks each
     for p in payloads:
         a.send(4, 53, p, unordered=unordered, **kw)
@@ -307,13 +307,29 @@ def test_graceful_shutdown_delivers_queued_data() -> None:
     a, b, link = connected(loss=0.1, seed=2)
     for i in range(20):
         a.send(1, 53, bytes([i]) * 3000)
-    a.shutdown()
+    a.shutdown(link.now)
     with pytest.raises(Exception, match="cannot send"):
         a.send(1, 53, b"late")
     link.run(lambda: all(any(isinstance(e, AssociationClosed) for e in evs) for evs in link.events), timeout=300)
     assert len(messages(link.events[1])) == 20
     assert AssociationClosed(None) in link.events[0] and AssociationClosed(None) in link.events[1]
     assert a.next_deadline() is None and b.next_deadline() is None
+
+
+def test_shutdown_timer_runs_from_the_given_now() -> None:
+    # RFC 4960 s9.2: T2-shutdown starts when SHUTDOWN is sent; the association keeps no clock of its
+    # own, so after an idle spell it starts from the now given to shutdown(), not the last input.
+    a, b, link = connected()
+    deadline = a.next_deadline()
+    assert deadline is not None and deadline > link.now + 10.0  # only the heartbeat timer is left
+    later = link.now + 5.0
+    a.shutdown(later)
+    assert a.state is AssociationState.SHUTDOWN_SENT
+    assert a.next_deadline() == pytest.approx(later + a._out.rto)
+    link.now = later
+    link.run(lambda: all(any(isinstance(e, AssociationClosed) for e in evs) for evs in link.events))
+    assert AssociationClosed(None) in link.events[0] and AssociationClosed(None) in link.events[1]
+    assert b.state is AssociationState.CLOSED
 
 
 def test_abort() -> None:
@@ -323,7 +339,7 @@ def test_abort() -> None:
     closed = [e for e in link.events[1] if isinstance(e, AssociationClosed)]
     assert closed[0].reason is not None and "bye" in closed[0].reason
     assert b.state is AssociationState.CLOSED
-    assert b.poll_transmit() is None
+    assert b.poll_transmit(link.now) is None
 
 
 def test_peer_unreachable_fails_association() -> None:

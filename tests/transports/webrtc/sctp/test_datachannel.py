@@ -47,8 +47,8 @@ def test_negotiated_channel_server_initiates_sctp() -> None:
     server.connect(0.0)  # our SDK: the server starts SCTP as the SCTP client
     up(link)
     assert ChannelOpened(0, "data", "") in link.events[0] and ChannelOpened(0, "data", "") in link.events[1]
-    client.send(0, "hello")
-    server.send(0, b"\x01\x02")
+    client.send(link.now, 0, "hello")
+    server.send(link.now, 0, b"\x01\x02")
     link.run(lambda: bool(msgs(link.events[1])) and bool(msgs(link.events[0])))
     assert msgs(link.events[1]) == [Message(0, b"hello", False)]
     assert msgs(link.events[1])[0].text == "hello"
@@ -71,7 +71,7 @@ def test_announced_channels_use_parity_and_dcep() -> None:
     c2 = client.open("bulk", ordered=False, max_retransmits=2)
     s1 = server.open("from-server", max_packet_life_time=500)
     assert (c1, c2, s1) == (0, 2, 1)
-    client.send(c1, "first")  # may be sent before the ACK (RFC 8832 s6)
+    client.send(link.now, c1, "first")  # may be sent before the ACK (RFC 8832 s6)
     link.run(lambda: sum(isinstance(e, ChannelOpened) for e in link.events[0]) == 3)
     assert ChannelOpened(0, "chat", "json") in link.events[1]
     assert ChannelOpened(2, "bulk", "") in link.events[1]
@@ -89,9 +89,9 @@ def test_empty_messages_use_empty_ppids() -> None:
     server.open("data", negotiated_id=0)
     client.connect(0.0)
     up(link)
-    client.send(0, "")
-    client.send(0, b"")
-    client.send(0, "ünïcode")
+    client.send(link.now, 0, "")
+    client.send(link.now, 0, b"")
+    client.send(link.now, 0, "ünïcode")
     link.run(lambda: len(msgs(link.events[1])) == 3)
     assert msgs(link.events[1]) == [
         Message(0, b"", False),
@@ -107,7 +107,7 @@ def test_large_messages_over_channel(size: int) -> None:
     up(link)
     cid = client.open("files")
     payload = random.Random(size).randbytes(size)
-    client.send(cid, payload)
+    client.send(link.now, cid, payload)
     link.run(lambda: bool(msgs(link.events[1])), timeout=300)
     assert msgs(link.events[1]) == [Message(cid, payload, True)]
 
@@ -121,12 +121,12 @@ def test_messages_over_the_peers_max_message_size_are_refused() -> None:
     server.open("data", negotiated_id=0)
     client.connect(0.0)
     up(link)
-    client.send(0, b"x" * 1000)
+    client.send(link.now, 0, b"x" * 1000)
     with pytest.raises(LocalProtocolError, match="max-message-size"):
-        client.send(0, b"x" * 1001)
+        client.send(link.now, 0, b"x" * 1001)
     with pytest.raises(LocalProtocolError, match="max-message-size"):
-        client.send(0, "é" * 501)  # 1002 bytes of UTF-8
-    server.send(0, b"y" * 5000)
+        client.send(link.now, 0, "é" * 501)  # 1002 bytes of UTF-8
+    server.send(link.now, 0, b"y" * 5000)
     link.run(lambda: len(msgs(link.events[1])) == 1 and len(msgs(link.events[0])) == 1)
     assert [len(m.data) for m in msgs(link.events[1]) + msgs(link.events[0])] == [1000, 5000]
 
@@ -137,16 +137,16 @@ def test_close_resets_streams_both_ways_and_id_is_reusable() -> None:
     up(link)
     cid = client.open("chat")
     for i in range(3):
-        client.send(cid, f"m{i}")
+        client.send(link.now, cid, f"m{i}")
     client.close(cid)
     with pytest.raises(LocalProtocolError):
-        client.send(cid, "late")
+        client.send(link.now, cid, "late")
     link.run(lambda: all(ChannelClosed(cid) in evs for evs in link.events))
     assert [m.data for m in msgs(link.events[1])] == [b"m0", b"m1", b"m2"]
     assert cid not in client.channels and cid not in server.channels
     again = client.open("chat2")
     assert again == cid
-    client.send(again, "again")
+    client.send(link.now, again, "again")
     link.run(lambda: Message(cid, b"again", False) in link.events[1])
 
 
@@ -180,10 +180,37 @@ def test_unreliable_channel_under_loss() -> None:
     link.run(lambda: any(isinstance(e, ChannelOpened) for e in link.events[0]), timeout=300)
     sent = [f"state{i}".encode() for i in range(200)]
     for s in sent:
-        client.send(cid, s)
+        client.send(link.now, cid, s)
     link.settle(20.0)
     got = [m.data for m in msgs(link.events[1], cid)]
     assert 0 < len(got) < len(sent) and set(got) <= set(sent)
+
+
+def test_timed_channel_lifetime_counts_from_the_send_time() -> None:
+    # RFC 8831 s6.1 / RFC 3758: max_packet_life_time runs from the send call. The association keeps
+    # no clock, so a message sent after a long idle spell (no input for 10 s) is not already expired.
+    client, server, link = managers()
+    client.connect(0.0)
+    up(link)
+    cid = client.open("timed", max_packet_life_time=500)
+    link.run(lambda: ChannelOpened(cid, "timed", "") in link.events[1])
+    link.run(lambda: client.association.buffered_amount == 0 and server.association.buffered_amount == 0)
+    deadline = client.association.next_deadline()
+    assert deadline is not None and deadline > link.now + 10.0  # only the heartbeat timer is left
+    link.now += 10.0  # idle
+    client.send(link.now, cid, "fresh")
+    link.run(lambda: Message(cid, b"fresh", False) in link.events[1])
+    assert client.association.stats.messages_abandoned == 0
+    # Lost for longer than its lifetime, a message is abandoned, never delivered; the channel moves on.
+    link.drop = lambda i, _pkt: i == 0
+    client.send(link.now, cid, "doomed")
+    link.settle(1.0)
+    assert client.association.stats.messages_abandoned == 1
+    link.drop = None
+    client.send(link.now, cid, "after")
+    link.run(lambda: Message(cid, b"after", False) in link.events[1], timeout=60)
+    assert [m.data for m in msgs(link.events[1], cid)] == [b"fresh", b"after"]
+    assert client.association.is_established and server.association.is_established
 
 
 def test_association_abort_closes_channels() -> None:

@@ -18,6 +18,10 @@ Layout: this module is the state machine (handshake, timers, shutdown, stream re
 control, RTO, PR-SCTP), :mod:`.receiver` the receiving half (TSN tracking, SACK
 generation, reassembly, ordered delivery) and :mod:`.packet` the wire format.
 
+Time is an argument: every call whose outcome depends on it (``connect``, ``handle_data``,
+``handle_timeout``, ``poll_transmit``, ``shutdown``) takes ``now``, and the association keeps
+no clock of its own; ``send`` takes an absolute ``expires`` instead of a lifetime.
+
 Deviations and simplifications, deliberate for WebRTC:
 
 - Timer defaults follow common WebRTC stacks rather than RFC 4960 s15 (RTO.Initial 1 s,
@@ -184,7 +188,6 @@ class SctpAssociation:
         self._local_itsn = self._random_u32()
         self._peer_tag = 0
         self._peer_itsn = 0
-        self._now = 0.0
         self._terminated = False
         if max_packet_size < 256:
             raise LocalProtocolError("max_packet_size must be at least 256")
@@ -253,7 +256,6 @@ class SctpAssociation:
 
     def connect(self, now: float) -> None:
         """Start the association as initiator: send INIT (RFC 4960 s5.1 step A)."""
-        self._now = now
         if self.state is not AssociationState.CLOSED or self._terminated:
             return
         init = InitChunk(
@@ -273,16 +275,15 @@ class SctpAssociation:
         *,
         unordered: bool = False,
         max_retransmits: int | None = None,
-        max_lifetime: float | None = None,
-        now: float | None = None,
+        expires: float | None = None,
     ) -> None:
         """Queue one message; fragmented to fit ``max_packet_size`` (RFC 4960 s6.9).
 
-        ``max_retransmits`` / ``max_lifetime`` (seconds) make it partially reliable (RFC 3758).
-        Allowed before the association is established (queued until then).
+        ``max_retransmits`` or ``expires`` (a time on the clock of the ``now`` arguments: the
+        sender's "now" plus the message's lifetime) make it partially reliable (RFC 3758 s3.1):
+        it is abandoned once that time has passed. Queuing reads no clock, so ``send`` takes no
+        ``now``. Allowed before the association is established (queued until then).
         """
-        if now is not None:
-            self._now = now
         if self._terminated or self.state in (
             AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_SENT,
             AssociationState.SHUTDOWN_RECEIVED, AssociationState.SHUTDOWN_ACK_SENT,
@@ -294,7 +295,6 @@ class SctpAssociation:
             raise LocalProtocolError(f"stream {stream_id} is being reset")
         if not data:
             raise LocalProtocolError("SCTP cannot carry an empty message (RFC 4960 s3.3.1)")
-        expires = None if max_lifetime is None else self._now + max_lifetime
         self._out.enqueue(stream_id, ppid, data, unordered, max_retransmits, expires)
 
     def reset_streams(self, stream_ids: list[int] | tuple[int, ...]) -> None:
@@ -304,11 +304,11 @@ class SctpAssociation:
                 self._resetting.add(sid)
                 self._reset_queue.append(sid)
 
-    def shutdown(self) -> None:
-        """Graceful close once all data is acknowledged (RFC 4960 s9.2)."""
+    def shutdown(self, now: float) -> None:
+        """Graceful close once all data is acknowledged (RFC 4960 s9.2); T2 runs from ``now``."""
         if self.state is AssociationState.ESTABLISHED:
             self.state = AssociationState.SHUTDOWN_PENDING
-            self._check_shutdown()
+            self._check_shutdown(now)
         elif self.state in (AssociationState.CLOSED, AssociationState.COOKIE_WAIT, AssociationState.COOKIE_ECHOED):
             self._close(None, send_abort=self.state is not AssociationState.CLOSED)
 
@@ -320,7 +320,6 @@ class SctpAssociation:
 
     def handle_data(self, now: float, data: bytes) -> None:
         """One DTLS application-data record = one SCTP packet (RFC 8261 s5)."""
-        self._now = now
         if self._terminated:
             return
         self.stats.packets_received += 1
@@ -351,10 +350,8 @@ class SctpAssociation:
             self._after_data(now)
         self._drain_inbound()
 
-    def poll_transmit(self, now: float | None = None) -> bytes | None:
-        """The next SCTP packet to send (as one DTLS record), or None."""
-        if now is not None:
-            self._now = now
+    def poll_transmit(self, now: float) -> bytes | None:
+        """The next SCTP packet to send at ``now`` (as one DTLS record), or None."""
         if self._raw_out:
             self.stats.packets_sent += 1
             return self._raw_out.popleft()
@@ -362,17 +359,17 @@ class SctpAssociation:
             return None
         parts: list[bytes] = []
         size = _COMMON_HEADER
-        if self._sack_now or (self._sack_deadline is not None and self._sack_deadline <= self._now):
+        if self._sack_now or (self._sack_deadline is not None and self._sack_deadline <= now):
             parts.append(serialize_chunk(self._inbound.sack()))
             size += len(parts[-1])
             self._sack_now, self._sack_deadline, self._data_packets_unacked = False, None, 0
         size = self._add_control(parts, size)
         if self.state is not AssociationState.COOKIE_ECHOED:
-            size = self._add_reconfig_and_forward_tsn(parts, size)
+            size = self._add_reconfig_and_forward_tsn(now, parts, size)
             allow_new = self.state in (
                 AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING, AssociationState.SHUTDOWN_RECEIVED,
             )  # fmt: skip
-            self._out.add_data(parts, size, self._now, allow_new)
+            self._out.add_data(parts, size, now, allow_new)
         if not parts:
             return None
         self.stats.packets_sent += 1
@@ -389,7 +386,6 @@ class SctpAssociation:
         return min(present) if present else None
 
     def handle_timeout(self, now: float) -> None:
-        self._now = now
         if self._terminated:
             return
         if self._t1 is not None and now >= self._t1:
@@ -470,7 +466,7 @@ class SctpAssociation:
         """A SACK, or a SHUTDOWN's cumulative TSN ack (``a_rwnd`` None, s9.2)."""
         if self._out.on_sack(now, cum, a_rwnd, gaps):
             self._errors = 0  # s8.1: the error counter resets when data is acknowledged
-        self._check_shutdown()
+        self._check_shutdown(now)
 
     def _on_data(self, chunk: DataChunk) -> None:
         if self.state in (AssociationState.CLOSED, AssociationState.COOKIE_WAIT, AssociationState.COOKIE_ECHOED):
@@ -600,13 +596,13 @@ class SctpAssociation:
         if self.state in (AssociationState.ESTABLISHED, AssociationState.SHUTDOWN_PENDING):
             self._on_sack(now, chunk.cumulative_tsn, None, ())
             self.state = AssociationState.SHUTDOWN_RECEIVED
-            self._check_shutdown()
+            self._check_shutdown(now)
         elif self.state is AssociationState.SHUTDOWN_SENT:
             self.state = AssociationState.SHUTDOWN_ACK_SENT  # s9.2 simultaneous shutdown
             self._control.append(ShutdownAckChunk())
             self._t2, self._t2_count = now + self._out.rto, 0
 
-    def _check_shutdown(self) -> None:
+    def _check_shutdown(self, now: float) -> None:
         if not self._out.idle:
             return
         if self.state is AssociationState.SHUTDOWN_PENDING:
@@ -617,7 +613,7 @@ class SctpAssociation:
             self._control.append(ShutdownAckChunk())
         else:
             return
-        self._t2, self._t2_count = self._now + self._out.rto, 0
+        self._t2, self._t2_count = now + self._out.rto, 0
 
     def _on_t2(self, now: float) -> None:
         self._t2_count += 1
@@ -727,7 +723,7 @@ class SctpAssociation:
             size += len(raw)
         return size
 
-    def _add_reconfig_and_forward_tsn(self, parts: list[bytes], size: int) -> int:
+    def _add_reconfig_and_forward_tsn(self, now: float, parts: list[bytes], size: int) -> int:
         if self._reset_inflight is None and self._reset_queue and self.state is AssociationState.ESTABLISHED:
             busy = self._out.busy_streams()
             ready = tuple(s for s in self._reset_queue if s not in busy)
@@ -738,7 +734,7 @@ class SctpAssociation:
                     (self._out.next_tsn - 1) & 0xFFFFFFFF, ready,
                 )  # fmt: skip
                 self._reset_inflight = req
-                self._reset_deadline = self._now + self._out.rto
+                self._reset_deadline = now + self._out.rto
                 self._control.append(ReconfigChunk((req,)))
         size = self._add_control(parts, size)  # the reset request queued above
         out = self._out

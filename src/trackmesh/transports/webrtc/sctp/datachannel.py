@@ -11,7 +11,8 @@ SctpAssociation` and exposes the same driver surface (``handle_data``, ``poll_tr
 - Negotiated channels (``negotiated_id``, e.g. id 0 label "data" in our SDK protocol) are
   agreed out of band: no DCEP, open as soon as the association is.
 - Messages use PPID 51 (string) / 53 (binary), and 56 / 57 with a single zero byte for empty
-  ones (RFC 8831 s6.6). Reliability maps to PR-SCTP (RFC 8831 s6.1, RFC 3758).
+  ones (RFC 8831 s6.6). Reliability maps to PR-SCTP (RFC 8831 s6.1, RFC 3758); a timed
+  channel's lifetime counts from the ``now`` given to :meth:`~DataChannelManager.send`.
 - Closing resets the outgoing stream (RFC 8831 s6.7, RFC 6525); the peer resets its own in
   response; the channel is closed once both directions are reset.
 """
@@ -209,7 +210,8 @@ class DataChannelManager:
             self.association.send(cid, PPID_DCEP, msg)  # RFC 8832 s6: reliable and ordered
         return cid
 
-    def send(self, channel_id: int, data: bytes | str) -> None:
+    def send(self, now: float, channel_id: int, data: bytes | str) -> None:
+        """Queue one message at ``now`` (a channel's ``max_packet_life_time`` counts from it)."""
         ch = self.channels.get(channel_id)
         if ch is None or ch.state in ("closing", "closed"):
             raise LocalProtocolError(f"channel {channel_id} is not open")
@@ -226,14 +228,14 @@ class DataChannelManager:
             raise LocalProtocolError(
                 f"message of {len(payload)} bytes exceeds the peer's max-message-size {self.max_message_size}"
             )
-        lifetime = None if ch.max_packet_life_time is None else ch.max_packet_life_time / 1000
+        expires = None if ch.max_packet_life_time is None else now + ch.max_packet_life_time / 1000
         self.association.send(
             channel_id,
             ppid,
             payload,
             unordered=not ch.ordered and ch.acked,  # RFC 8832 s6: ordered until the ACK arrives
             max_retransmits=ch.max_retransmits,
-            max_lifetime=lifetime,
+            expires=expires,
         )
 
     def close(self, channel_id: int) -> None:
@@ -258,7 +260,7 @@ class DataChannelManager:
         self.association.handle_timeout(now)
         self._pump()
 
-    def poll_transmit(self, now: float | None = None) -> bytes | None:
+    def poll_transmit(self, now: float) -> bytes | None:
         return self.association.poll_transmit(now)
 
     def next_deadline(self) -> float | None:

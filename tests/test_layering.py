@@ -51,7 +51,7 @@ LOWER_LAYERS: dict[str, frozenset[str]] = {
 #: layer (they report through core/audit.py's EndpointAudit).
 CONNECTOR_USERS = frozenset({"connector", "runtime", "http", "config", "cli", "bench"})
 #: Drivers and tools: no transport imports them.
-DRIVERS = frozenset({"runtime", "http", "gateway", "cli", "bench", "loadtest"})
+DRIVERS = frozenset({"runtime", "http", "gateway", "router", "cli", "bench", "loadtest"})
 #: Transports that signal over a WebRTC connection drive transports/webrtc; no other transport pair is allowed.
 TRANSPORT_BASES: dict[str, frozenset[str]] = {
     "sdk": frozenset({"webrtc"}),

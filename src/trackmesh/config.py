@@ -43,6 +43,7 @@ class NodeConfig:
     seeds: tuple[str, ...] = field(default_factory=tuple)
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
+    cluster_mode: str = "mesh"
     capacity: int = 1000
     # The connector (docs/connector.md); standalone embeds it.
     connector_db: str = "sqlite:///trackmesh-data/connector.db"
@@ -52,6 +53,10 @@ class NodeConfig:
     destroy_room_after: float = 120.0
     apps: str | None = None
     multi_tenancy_sync: str | None = None
+    global_gateway: bool = False
+    global_redirect: bool = False
+    geoip_db: str = ""
+    location: tuple[float, float] | None = None
     atm0s_compatible_tokens: bool = False
     dev: bool = False
     metrics_token: str = ""
@@ -239,10 +244,32 @@ def _hook_secret(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _location(flag: str) -> Callable[[str], tuple[float, float]]:
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            lat, lon = (float(x) for x in text.split(","))
+        except ValueError:
+            lat, lon = 999.0, 999.0
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ConfigError(f"{flag}: {text!r} is not a location; accepted: LAT,LON in degrees, e.g. 48.85,2.35")
+        return lat, lon
+
+    return parse
+
+
 def _file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text):
             raise ConfigError(f"{flag}: {text!r} is not a readable file")
+        return text
+
+    return parse
+
+
+def _readable_file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text) or not os.access(text, os.R_OK):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file; accepted: a MaxMind (.mmdb) database path")
         return text
 
     return parse
@@ -258,7 +285,8 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media")
+ALL_ROLES = ("standalone", "gateway", "media", "router")
+CLUSTER_MODES = ("mesh", "routers")
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
     Flag("--http-port", "port of the HTTP API (default 3000)", _port("--http-port", False), ALL_ROLES, "PORT"),
@@ -277,13 +305,17 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "N"),
     Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
-    Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT); list every "
-         "member already running, see docs/cluster.md", _seeds("--seeds"), ("gateway", "media"), "LIST"),
+    Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
+         "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
+    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
+         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
+         ("gateway", "media"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media"), "IP"),
+         ("gateway", "media", "router"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
-         "(default 0 = ephemeral: this member only dials its seeds)", _port("--cluster-port", True),
-         ("gateway", "media"), "PORT"),
+         "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
+         _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
@@ -301,6 +333,14 @@ FLAGS: tuple[Flag, ...] = (
          _file("--apps"), ("standalone",), "FILE"),
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
          _url("--multi-tenancy-sync", ("http", "https")), ("standalone",), "URL"),
+    Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
+         "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
+    Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
+         "follow redirects and resend their credentials)", _switch("--global-redirect"), ("gateway",), switch=True),
+    Flag("--geoip-db", "global gateway: MaxMind (.mmdb, GeoLite2-City layout) database locating clients by IP; "
+         "without it, no geo routing", _readable_file("--geoip-db"), ("gateway",), "PATH"),
+    Flag("--location", "zone gateway: where this zone is (LAT,LON), in its zone summary for global gateways",
+         _location("--location"), ("gateway",), "LAT,LON"),
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
@@ -330,6 +370,9 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 
+FIELD_OF = {"global": "global_gateway"}  # flag names that are Python keywords
+
+
 def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
     """Build the config of ``role`` from raw command-line values (None = not given) and the
     environment. Raises ConfigError naming the first bad flag."""
@@ -340,6 +383,7 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
             continue
         key = flag.name.lstrip("-").replace("-", "_")
         raw = cli_values.get(key)
+        key = FIELD_OF.get(key, key)
         source = flag.name
         if raw is None and env_name(flag.name) in env:
             raw = env[env_name(flag.name)]
@@ -360,7 +404,18 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
     # As in atm0s: NodeId = zone << 8 | index, so a node id names its zone too.
     values["node_id"] = (zone << 8) | node_id
     values["zone"] = zone
-    if role == "media" and values.get("workers", 1) > 1 and not values.get("cluster_port"):
+    if role == "router" and not values.get("cluster_port"):
+        raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
+    if role == "router" and values.get("secret_generated"):
+        raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("geoip_db") and not values.get("global_gateway"):
+        raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
+    if values.get("global_redirect") and not values.get("global_gateway"):
+        raise ConfigError("--global-redirect: only for a global gateway (--global)")
+    routers = values.get("cluster_mode") == "routers"
+    if routers and not values.get("seeds"):
+        raise ConfigError("--seeds: --cluster-mode routers needs the zone's routers in --seeds")
+    if role == "media" and not routers and values.get("workers", 1) > 1 and not values.get("cluster_port"):
         raise ConfigError(
             "--cluster-port: a media node with --workers > 1 needs a cluster port (worker i listens on PORT+i)"
         )

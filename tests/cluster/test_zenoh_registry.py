@@ -171,3 +171,24 @@ def test_late_put_after_member_death_is_ignored(nodes) -> None:  # type: ignore[
     ra._remote_put("cafe", "r/z/p/y/1", 5, b"newer")
     assert w.state == {"r/z/p/y/1": b"newer"}
     assert endpoint(1) == "tcp/127.0.0.1:1"
+
+
+
+def test_entries_put_before_the_link_is_up_arrive_once_it_is(nodes) -> None:  # type: ignore[no-untyped-def]
+    """B puts while it has no link at all (its seed is not up yet): nobody receives those puts live,
+    and A's replay query ran before B was reachable. A learns of B from B's liveliness token once
+    their link is up, and fetches what B holds (zenoh_registry.py ``_member_alive``). Seen in a
+    full mesh, where a peer's session opens before its links are (bench/cluster_growth.py)."""
+    port = free_port()
+    b = nodes(seeds=[endpoint(port)])
+    rb = ZenohRegistry(b.session, Pump(), time.monotonic)
+    for i in range(3):
+        rb.put(0.0, f"r/room/p/early{i}/1", b"E")
+    assert b.links() == 0
+    a = nodes(port=port)  # B's seed comes up now; A watches at once, before zenoh's retry links B
+    pa = Pump()
+    ra = ZenohRegistry(a.session, pa, time.monotonic)
+    w = Recorder()
+    ra.watch(0.0, "r/", w)
+    pa.until(lambda: len(w.state) == 3, timeout=15)
+    assert sorted(w.state) == [f"r/room/p/early{i}/1" for i in range(3)]

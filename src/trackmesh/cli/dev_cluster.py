@@ -1,12 +1,17 @@
 """``trackmesh dev-cluster``: a local cluster on loopback, every member a separate process.
 
     trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
+    trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
 Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
 (in start order) serves HTTP on ``--http-port + k`` and the cluster on
-``--cluster-port + k * workers`` (127.0.0.1 only); it seeds from every member started before it,
-so the members form a full mesh. The URLs are printed once every member is healthy; Ctrl-C (or
-SIGTERM) stops them all.
+``--cluster-port + k * workers`` (127.0.0.1 only).
+
+Without routers every member seeds from every member started before it, so the members form a
+full mesh. With ``--routers-per-zone R`` the routers of every zone start first (router ids 1..R of
+their zone; each dials every earlier router), then each zone's gateways and media nodes run with
+``--cluster-mode routers`` and seed from their zone's routers only. The URLs are printed once every
+member is healthy; Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ A local cluster on loopback, every member a separate process:
 Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
 (in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
 (127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh.
+
+  trackmesh dev-cluster --zones 3 --routers-per-zone 2
+
+With --routers-per-zone R the routers of every zone start first (router ids 1..R of their zone;
+each dials every earlier router), then each zone's gateways and media nodes run with
+--cluster-mode routers and seed from their zone's routers only (docs/cluster.md, "Zone routers").
 The URLs are printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all."""
 
 
@@ -96,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", type=_int(1, 64), default=1, help="number of zones (default 1)")
     p.add_argument("--media-per-zone", type=_int(1, 32), default=2, help="media nodes per zone, 1..32 (default 2)")
     p.add_argument("--gateways-per-zone", type=_int(0, 8), default=1, help="gateways per zone, 0..8 (default 1)")
+    p.add_argument("--routers-per-zone", type=_int(0, 8), default=0,
+                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default 0)")  # fmt: skip
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
@@ -113,6 +126,11 @@ def plan(args: argparse.Namespace) -> list[Member]:
     members: list[Member] = []
     k = 0
     for zone in range(1, args.zones + 1):
+        for i in range(args.routers_per_zone):
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            members.append(Member("router", zone, i + 1, args.http_port + k, cluster_port, 1))
+            k += 1
+    for zone in range(1, args.zones + 1):
         for i in range(args.gateways_per_zone + args.media_per_zone):
             role = "gateway" if i < args.gateways_per_zone else "media"
             workers = args.workers if role == "media" else 1
@@ -128,11 +146,25 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
            "--secret", secret, "--log-level", args.log_level]  # fmt: skip
     if seeds:
         cmd += ["--seeds", ",".join(seeds)]
+    if args.routers_per_zone and m.role != "router":
+        cmd += ["--cluster-mode", "routers"]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:
             cmd += ["--webrtc-port", str(args.webrtc_port + (m.cluster_port - args.cluster_port))]
     return cmd
+
+
+def seeds_of(members: list[Member], i: int) -> list[str]:
+    """Whom member ``i`` dials: every earlier member (mesh); with routers, a router dials every
+    earlier router and any other member its zone's routers (cluster/topology.py)."""
+    m = members[i]
+    routers = [r for r in members if r.role == "router"]
+    if not routers:
+        return [earlier.seed for earlier in members[:i]]
+    if m.role == "router":
+        return [earlier.seed for earlier in members[:i] if earlier.role == "router"]
+    return [r.seed for r in routers if r.zone == m.zone]
 
 
 def _healthy(url: str) -> bool:
@@ -204,33 +236,38 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        for i, m in enumerate(members):
-            seeds = [earlier.seed for earlier in members[:i]]
-            m.proc = subprocess.Popen(command(m, seeds, args, secret), preexec_fn=die_with_parent)
         deadline = time.monotonic() + args.ready_timeout
-        pending = list(members)
-        while pending and stopping["sig"] is None:
-            for m in list(pending):
-                if m.proc is not None and m.proc.poll() is not None:
-                    print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
-                          file=sys.stderr)  # fmt: skip
+        # Routers first, and ready, so the other members find them at once (a zenoh client cannot
+        # start unlinked: it would retry and log until they are up).
+        stages = [[m for m in members if m.role == "router"], [m for m in members if m.role != "router"]]
+        for stage in stages:
+            for m in stage:
+                m.proc = subprocess.Popen(command(m, seeds_of(members, members.index(m)), args, secret),
+                                          preexec_fn=die_with_parent)  # fmt: skip
+            pending = list(stage)
+            while pending and stopping["sig"] is None:
+                for m in list(pending):
+                    if m.proc is not None and m.proc.poll() is not None:
+                        print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                              file=sys.stderr)  # fmt: skip
+                        stop_all(members)
+                        return 1
+                    if _healthy(m.url):
+                        pending.remove(m)
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
+                    print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
                     stop_all(members)
                     return 1
-                if _healthy(m.url):
-                    pending.remove(m)
-            if time.monotonic() > deadline:
-                names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
-                print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
-                stop_all(members)
-                return 1
-            time.sleep(0.2)
+                time.sleep(0.2)
         if stopping["sig"] is not None:  # stopped while starting: say nothing about being up
             stop_all(members, signal.SIGINT)
             print("trackmesh dev-cluster: stopped", file=sys.stderr)
             return 0
         lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
         for m in members:
-            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  cluster {m.seed}")
+            where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
+            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  {where}")
         gateways = [m for m in members if m.role == "gateway"]
         if gateways:
             base = gateways[0].url

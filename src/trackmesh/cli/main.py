@@ -22,6 +22,7 @@ ROLES = {
     "standalone": "gateway and media roles in one process, on embedded defaults",
     "gateway": "route client requests to the best media node of the zone (needs the cluster)",
     "media": "run transports and the media core",
+    "router": "a zone's zenoh router: relays cluster traffic for the zone's members (--cluster-mode routers)",
 }
 
 
@@ -71,10 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.runtime.cluster_node import ClusterMediaNode
 
         node = ClusterMediaNode(config)
+    elif role == "gateway" and config.global_gateway:
+        from trackmesh.gateway.global_gateway import GlobalGatewayNode
+
+        node = GlobalGatewayNode(config)
     elif role == "gateway":
         from trackmesh.gateway.node import GatewayNode
 
         node = GatewayNode(config)
+    elif role == "router":
+        from trackmesh.router.node import RouterNode
+
+        node = RouterNode(config)
     else:
         node = Node(config)
     node.on_started = print_banner

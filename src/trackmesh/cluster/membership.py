@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from trackmesh.config import NodeConfig
 
+from .topology import router_client_config
 from .zenoh_session import ClusterConfig
 
 __all__ = [
@@ -39,7 +40,10 @@ def http_url(config: NodeConfig) -> str:
 
 
 def member_config(config: NodeConfig, worker: int = 0) -> ClusterConfig:
-    """The zenoh settings of worker ``worker`` (gateways use worker 0)."""
+    """The zenoh settings of worker ``worker`` (gateways use worker 0): a full-mesh peer, or with
+    ``--cluster-mode routers`` a client of the zone's routers (``cluster/topology.py``)."""
+    if config.cluster_mode == "routers":
+        return router_client_config(config.secret, config.seeds)
     port = config.cluster_port + worker if config.cluster_port else 0
     listen = endpoint(config.cluster_ip, port)
     seeds = list(config.seeds)

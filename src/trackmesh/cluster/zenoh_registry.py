@@ -14,8 +14,9 @@ Layout
   the entry.
 - A liveliness subscriber on ``tm/live/*`` reports members leaving: when a member's token goes
   (its process died: at once; it hangs or is cut off: after the lease, see zenoh_session), every
-  watcher is told its entries are deleted. When a member (re)appears its entries are queried
-  again, so a healed partition restores them.
+  watcher is told its entries are deleted. When a member appears (first time, or back) its
+  entries are queried, so a healed partition restores them and a newcomer's first puts, made
+  before our subscription reached it, are not lost.
 
 Same-node semantics equal LocalRegistry's: this node's own puts and deletes reach this node's
 watchers synchronously (zenoh delivers them to the other nodes only), and ``watch`` replays this
@@ -100,6 +101,7 @@ class ZenohRegistry:
         self._subs: dict[str, zenoh.Subscriber[None]] = {}
         self._remote: dict[str, dict[str, tuple[int, bytes]]] = {}
         self._dead: set[str] = set()
+        self._seen: set[str] = set()  # members whose liveliness token we have seen
         self._tombstones: dict[tuple[str, str], int] = {}
         self._inflight = 0
         # Counters (read them for metrics).
@@ -328,9 +330,14 @@ class ZenohRegistry:
         if self._closed:
             return
         was_dead = member in self._dead
+        first = member not in self._seen
         self._dead.discard(member)
-        if was_dead:
-            # Back after a partition: its entries were dropped, fetch them again.
+        self._seen.add(member)
+        if was_dead or first:
+            # Back after a partition (or a router failover: cluster/topology.py): its entries were
+            # dropped, fetch them again. New: its first puts may have gone out before our
+            # subscription reached it (its link is up before the declarations are exchanged; seen
+            # in bench/cluster_growth.py with a full mesh), so fetch what it holds once.
             for prefix in self._watchers:
                 self._query(f"{REG_ROOT}{member}/{prefix}**")
 

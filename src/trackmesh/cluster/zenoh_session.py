@@ -91,10 +91,11 @@ class ClusterConfig:
     listen: Sequence[str] = ()
     seeds: Sequence[str] = ()
     lease_ms: int = DEFAULT_LEASE_MS
-    # "peer" for media nodes. With gossip off, peers do not relay for each other (verified with
+    # "peer": the full mesh. With gossip off, peers do not relay for each other (verified with
     # zenoh 1.10: A-B-C chain, A's puts never reach C, even through a router-mode B), so peers
     # must be fully meshed: give every node every other node (one direction is enough).
-    # "router" + "client" is the alternative: routers relay for their clients, one hop more.
+    # "router" + "client": routers relay for their clients and route among themselves (link
+    # state), one hop more; see cluster/topology.py and docs/cluster.md ("Zone routers").
     mode: str = "peer"
     # Extra zenoh settings (path -> JSON value), applied last; scouting cannot be re-enabled.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -156,8 +157,16 @@ class ZenohNode:
         return str(self.session.zid())
 
     def peers(self) -> list[str]:
-        """zids of the nodes this session currently has an (authenticated) link with."""
+        """zids of the peers (not routers) this session currently has an (authenticated) link with."""
         return [str(z) for z in self.session.info.peers_zid()]
+
+    def routers(self) -> list[str]:
+        """zids of the routers this session currently has an (authenticated) link with."""
+        return [str(z) for z in self.session.info.routers_zid()]
+
+    def links(self) -> int:
+        """Authenticated links of any kind: what "connected to the cluster" means in every mode."""
+        return len(self.peers()) + len(self.routers())
 
     def close(self) -> None:
         try:

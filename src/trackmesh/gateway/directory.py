@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STALE_AFTER = 5.0  # a node or zone silent this long is dropped
+# Sanity bounds of what members report: a value outside is nonsense (a bug or a forgery by a
+# holder of the secret), and the report is ignored and counted rather than routed on.
+MAX_CAPACITY = 1_000_000  # sessions per media node, as --capacity accepts
+MAX_NODES = 65_536  # media nodes per zone
 
 
 class BadReport(ValueError):
@@ -46,7 +50,7 @@ class NodeEntry:
 def parse_report(data: bytes, now: float) -> NodeEntry:
     try:
         r = json.loads(data)
-        return NodeEntry(
+        entry = NodeEntry(
             zone=int(r["zone"]),
             node=int(r["node"]),
             node_id=int(r["node_id"]),
@@ -60,8 +64,13 @@ def parse_report(data: bytes, now: float) -> NodeEntry:
             seen=now,
             raw=r,
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadReport(str(exc)) from None
+    if not (1 <= entry.capacity <= MAX_CAPACITY and 0 <= entry.sessions <= 10 * MAX_CAPACITY):
+        raise BadReport(f"nonsense capacity {entry.capacity} / sessions {entry.sessions}")
+    if not 0.0 <= entry.cpu <= 100_000.0:
+        raise BadReport(f"nonsense cpu {entry.cpu}")
+    return entry
 
 
 class NodeDirectory:
@@ -109,25 +118,56 @@ class ZoneEntry:
     free: int
     score: float
     seen: float
+    location: tuple[float, float] | None = None  # the zone gateway's --location (lat, lon)
+
+
+def parse_zone_summary(data: bytes, now: float) -> ZoneEntry:
+    """A gateway's zone summary (``tm/zone/<zone>/<gateway>``); BadReport when malformed or nonsense."""
+    try:
+        r = json.loads(data)
+        e = ZoneEntry(int(r["zone"]), int(r["gateway"]), str(r["url"]), int(r["nodes"]), int(r["free"]),
+                      float(r["score"]), now)  # fmt: skip
+        loc = r.get("location")
+        if loc is not None:
+            lat, lon = (float(x) for x in loc)
+            if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+                raise BadReport(f"nonsense location {loc!r}")
+            e.location = (lat, lon)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadReport(str(exc)) from None
+    if not (0 <= e.nodes <= MAX_NODES and 0 <= e.free <= e.nodes * MAX_CAPACITY):
+        raise BadReport(f"nonsense capacity: {e.nodes} nodes, {e.free} free")
+    if not (0.0 <= e.score <= 1000.0) or not 0 <= e.zone < 1 << 24 or not e.url.startswith(("http://", "https://")):
+        raise BadReport("nonsense zone, score or url")
+    return e
 
 
 class ZoneDirectory:
     """Other zones' gateways and how much room their zones have."""
 
     def __init__(self, own_zone: int, stale_after: float = STALE_AFTER) -> None:
-        self.own_zone = own_zone
+        self.own_zone = own_zone  # -1 for a global gateway: it follows every zone
         self.stale_after = stale_after
         self.gateways: dict[tuple[int, int], ZoneEntry] = {}
+        self.bad_summaries = 0
 
     def update(self, data: bytes, now: float) -> None:
         try:
-            r = json.loads(data)
-            e = ZoneEntry(int(r["zone"]), int(r["gateway"]), str(r["url"]), int(r["nodes"]), int(r["free"]),
-                          float(r["score"]), now)  # fmt: skip
-        except (ValueError, KeyError, TypeError):
+            e = parse_zone_summary(data, now)
+        except BadReport:
+            self.bad_summaries += 1
             return
         if e.zone != self.own_zone:
             self.gateways[(e.zone, e.gateway)] = e
+
+    def zones(self, now: float) -> dict[int, ZoneEntry]:
+        """Each zone with a live gateway, by its freshest summary."""
+        self.expire(now)
+        out: dict[int, ZoneEntry] = {}
+        for e in self.gateways.values():
+            if e.zone not in out or e.seen > out[e.zone].seen:
+                out[e.zone] = e
+        return out
 
     def remove(self, zone: int, gateway: int) -> None:
         self.gateways.pop((zone, gateway), None)
@@ -152,6 +192,6 @@ class ZoneDirectory:
         self.expire(now)
         return [
             {"zone": e.zone, "gateway": e.gateway, "url": e.url, "nodes": e.nodes, "free": e.free,
-             "age_s": round(now - e.seen, 2)}
+             "score": e.score, "location": e.location, "age_s": round(now - e.seen, 2)}
             for e in sorted(self.gateways.values(), key=lambda e: (e.zone, e.gateway))
         ]  # fmt: skip

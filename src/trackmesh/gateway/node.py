@@ -30,8 +30,9 @@ from trackmesh.cluster.membership import (
     member_config,
     node_index,
 )
+from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.cluster.zenoh_session import ZenohNode, open_node
+from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec
 from trackmesh.runtime.node import Node, StartupError
@@ -83,7 +84,7 @@ class GatewayNode(Node):
         cfg = self.config
         mcfg = member_config(cfg, 0)
         try:
-            self.zenoh = zn = await loop.run_in_executor(None, open_node, mcfg)
+            self.zenoh = zn = await loop.run_in_executor(None, open_member, mcfg)
         except Exception as exc:
             raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
         session = zn.session
@@ -99,13 +100,13 @@ class GatewayNode(Node):
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
         self._task = asyncio.create_task(self._summary_loop())
         deadline = time.monotonic() + 1.5
-        while mcfg.seeds and not zn.peers() and time.monotonic() < deadline:
+        while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if mcfg.seeds and not zn.peers():
+        if mcfg.seeds and not zn.links():
             log.warning("no cluster seed answers; starting anyway (zenoh keeps retrying)",
                         extra={"fields": {"seeds": ",".join(mcfg.seeds)}})  # fmt: skip
         log.info("gateway joined the cluster", extra={"fields": {"zone": zone, "gateway": self.index,
-                 "listen": ",".join(mcfg.listen), "peers": len(zn.peers())}})  # fmt: skip
+                 "listen": ",".join(mcfg.listen), "links": zn.links()}})  # fmt: skip
 
     def create_app(self) -> Any:
         from .app import create_gateway_app
@@ -113,7 +114,7 @@ class GatewayNode(Node):
         return create_gateway_app(self)
 
     def cluster_peers(self) -> int:
-        return len(self.zenoh.peers()) if self.zenoh is not None else 0
+        return self.zenoh.links() if self.zenoh is not None else 0  # peers in a mesh, routers as a client
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
@@ -121,7 +122,7 @@ class GatewayNode(Node):
         zn = self.zenoh
         if zn is None:
             return False, "not started"
-        if zn.config.seeds and not zn.peers():
+        if zn.config.seeds and not zn.links():
             return False, f"not connected to any cluster seed ({','.join(zn.config.seeds)}); zenoh keeps retrying"
         return True, "ok"
 
@@ -186,6 +187,7 @@ class GatewayNode(Node):
             "nodes": len(healthy),
             "free": self.directory.free(now),
             "score": round(healthy[0].score, 4) if healthy else 1.0,
+            "location": self.config.location,  # for global gateways (gateway/global_gateway.py)
         }
 
     async def _summary_loop(self) -> None:

@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from trackmesh.cluster.membership import LOAD_ROOT, NODE_ROOT, REPORT_INTERVAL, http_url, node_index
+from trackmesh.cluster.topology import links_wanted
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.config import NodeConfig
 from trackmesh.rpc import RpcError
@@ -135,9 +136,10 @@ class ClusterMediaNode(Node):
         cfg = self.config
         seeds = cluster.member_config.seeds
         deadline = time.monotonic() + PEER_WAIT
-        while seeds and len(cluster.node.peers()) < len(seeds) and time.monotonic() < deadline:
+        wanted = links_wanted(cluster.member_config)
+        while cluster.node.links() < wanted and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if seeds and not cluster.node.peers():
+        if seeds and not cluster.node.links():
             log.warning(
                 "no cluster seed answers; starting anyway (zenoh keeps retrying), not ready until one does",
                 extra={"fields": {"seeds": ",".join(seeds)}},
@@ -156,7 +158,7 @@ class ClusterMediaNode(Node):
         log.info(
             "joined the cluster",
             extra={"fields": {"zone": cfg.zone, "node": self.index, "member": cluster.registry.member,
-                              "listen": ",".join(cluster.member_config.listen), "peers": len(cluster.node.peers())}},
+                              "listen": ",".join(cluster.member_config.listen), "links": cluster.node.links()}},
         )  # fmt: skip
 
     # ---- routing and readiness ---------------------------------------------------------------
@@ -181,7 +183,7 @@ class ClusterMediaNode(Node):
         cluster = self.cluster
         if cluster is None:
             return False
-        return not cluster.member_config.seeds or bool(cluster.node.peers())
+        return not cluster.member_config.seeds or cluster.node.links() > 0
 
     def readiness(self) -> tuple[bool, str]:
         ready, reason = super().readiness()

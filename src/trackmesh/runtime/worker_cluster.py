@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from trackmesh.cluster.membership import member_config
+from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry
-from trackmesh.cluster.zenoh_session import ZenohNode, open_node
+from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.worker import MediaWorker
 
@@ -80,7 +81,7 @@ class WorkerCluster:
         self.config = config
         self.index = index
         self.member_config = member_config(config, index)
-        self.node: ZenohNode = open_node(self.member_config)
+        self.node: ZenohNode = open_member(self.member_config)  # a client retries until a router answers
         self.poster = Poster(loop)
         # Both stamp what zenoh delivers with the clock WorkerRuntime.now() reads, so the core sees
         # one time line for local input, remote media and remote registry changes.
@@ -108,6 +109,7 @@ class WorkerCluster:
             "member": reg.member,
             "listen": list(self.member_config.listen),
             "peers": len(self.node.peers()),
+            "routers": len(self.node.routers()),
             **hub.stats(),
             "registry_members_lost": reg.members_lost,
             "registry_remote_members": len(reg.remote_members()),

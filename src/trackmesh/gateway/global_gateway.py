@@ -1,0 +1,148 @@
+"""``trackmesh gateway --global``: a gateway above the zones that sends each client to its best zone.
+
+It is a cluster member like a zone gateway (a zenoh session with the same settings: mesh peer, or a
+client of its zone's routers with ``--cluster-mode routers``) that follows every zone's summary
+(``tm/zone/<zone>/<gateway>``, dropped when stale or when the gateway's liveliness token goes),
+and no media node directly. New sessions are proxied to the chosen zone's gateway
+(gateway/zone_choice.py says which; ``--global-redirect``: a 307 there instead), follow-up calls on
+a conn id to a gateway of the zone the conn id names (gateway/global_app.py).
+Any number of global gateways can run: they share nothing beyond what zenoh tells each.
+
+``--geoip-db`` (MaxMind format) locates clients by their address; a missing or corrupt database
+stops the start with one line naming the flag. Without it, routing is by load alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zenoh
+
+from trackmesh.cluster.membership import GATEWAY_ROOT, ZONE_ROOT, http_url, member_config, node_index
+from trackmesh.cluster.topology import open_member
+from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.cluster.zenoh_session import ZenohNode
+from trackmesh.config import NodeConfig
+from trackmesh.core.ids import ConnIdCodec
+from trackmesh.runtime.node import Node, StartupError
+
+from .directory import ZoneDirectory
+from .geo import GeoDb, GeoDbError
+
+log = logging.getLogger("trackmesh.gateway")
+
+GLOBAL_ZONE = -1  # the ZoneDirectory of a global gateway has no zone of its own
+
+
+class GlobalGatewayNode(Node):
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self.index = node_index(config)
+        self.url = http_url(config)
+        self.zones = ZoneDirectory(GLOBAL_ZONE)
+        self.codec = ConnIdCodec(config.secret)
+        self.geo: GeoDb | None = None
+        self.zenoh: ZenohNode | None = None
+        self.counters: dict[str, int] = {
+            "routed_named": 0,
+            "routed_geo": 0,
+            "routed_load": 0,
+            "routed_conn": 0,
+            "unknown_zone": 0,
+            "no_zone": 0,
+            "unknown_conn": 0,
+            "zone_errors": 0,
+        }
+        self.redirect = config.global_redirect
+        self.client: Any = None
+        self._entities: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def has_media(self) -> bool:
+        return False
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn)
+
+    async def _start_workers(self) -> None:
+        cfg = self.config
+        if cfg.geoip_db:
+            try:
+                self.geo = GeoDb(cfg.geoip_db)
+            except GeoDbError as exc:
+                raise StartupError(str(exc)) from None
+        loop = self._loop = asyncio.get_running_loop()
+        mcfg = member_config(cfg, 0)
+        try:
+            self.zenoh = zn = await loop.run_in_executor(None, open_member, mcfg)
+        except Exception as exc:
+            raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
+        import httpx
+
+        # Never an environment proxy: requests go to cluster members only.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
+        session = zn.session
+        self._entities = [
+            session.declare_subscriber(f"{ZONE_ROOT}*/*", self._on_zone),
+            session.liveliness().declare_subscriber(f"{GATEWAY_ROOT}*/*", self._on_gateway_live),
+        ]
+        deadline = time.monotonic() + 1.5
+        while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        log.info("global gateway joined the cluster", extra={"fields": {"gateway": self.index,
+                 "geoip_db": cfg.geoip_db or "-", "links": zn.links()}})  # fmt: skip
+
+    def create_app(self) -> Any:
+        from .global_app import create_global_app
+
+        return create_global_app(self)
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        zn = self.zenoh
+        if zn is None:
+            return False, "not started"
+        if zn.config.seeds and not zn.links():
+            return False, f"not connected to any cluster seed ({','.join(zn.config.seeds)}); zenoh keeps retrying"
+        return True, "ok"
+
+    # ---- zenoh callbacks (zenoh threads) -----------------------------------------------------
+
+    def _on_zone(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            data = sample.payload.to_bytes()
+            self._post(lambda: self.zones.update(data, self.now()))
+
+    def _on_gateway_live(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            return
+        parts = str(sample.key_expr).split("/")
+        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            zone, gw = int(parts[2]), int(parts[3])
+            self._post(lambda: self.zones.remove(zone, gw))
+
+    async def after_stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        for entity in self._entities:
+            undeclare(entity)
+        self._entities = []
+        zn, self.zenoh = self.zenoh, None
+        if zn is not None:
+            zn.close()
+        if self.geo is not None:
+            self.geo.close()

@@ -48,8 +48,11 @@ def test_s1_smoke_against_trackmesh(tmp_path: Path) -> None:
     assert env["srtp_profile"] == "SRTP_AEAD_AES_128_GCM"
     assert env["netns"].startswith("lo")
     r = doc["results"]["trackmesh"]
-    assert len(r["steps"]) == 1
-    step = r["steps"][0]
+    # One step of 3; on a busy box the runner may hold a step whose SLO failed once more, by design
+    # (runner.py MAX_EXTRA_HOLDS): such rows are marked retried and precede the counted one.
+    counted = [s for s in r["steps"] if not s.get("retried")]
+    assert len(counted) == 1 and r["steps"][-1] is not None and len(r["steps"]) <= 4, r["steps"]
+    step = counted[0]
     assert step["subscribers"] == 3, step
     assert step["join_failures"] == 0
     # Every subscriber got > 90 % of what the publisher sent in the window, matched by payload hash.

@@ -51,7 +51,7 @@ def test_s1_smoke_against_trackmesh(tmp_path: Path) -> None:
     # One step of 3; on a busy box the runner may hold a step whose SLO failed once more, by design
     # (runner.py MAX_EXTRA_HOLDS): such rows are marked retried and precede the counted one.
     counted = [s for s in r["steps"] if not s.get("retried")]
-    assert len(counted) == 1 and r["steps"][-1] is not None and len(r["steps"]) <= 4, r["steps"]
+    assert len(counted) == 1 and r["steps"][-1] is counted[0] and len(r["steps"]) <= 4, r["steps"]
     step = counted[0]
     assert step["subscribers"] == 3, step
     assert step["join_failures"] == 0

@@ -29,9 +29,9 @@ from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
 from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
-from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
+from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
-from trackmesh.security.throttle import FailureThrottle, source_key
+from trackmesh.security.throttle import FailureThrottle
 from trackmesh.security.tokens import app_secret_matches
 
 from .directory import NodeEntry
@@ -305,17 +305,9 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         responses={401: {"description": "wrong app secret"}, 429: {"description": "too many wrong secrets"}},
     )
     async def token(kind: str, request: Request) -> Response:
-        source = source_key(client_address(request, gw.config.secret))
-        now = time.monotonic()
-        wait = throttle.retry_after(source, now)
-        if wait:
-            return JSONResponse({"status": False, "error": f"too many wrong app secrets from this address; retry in "
-                                 f"{wait} s"}, status_code=429, headers={"Retry-After": str(wait)})  # fmt: skip
-        presented = bearer(request.headers.get("authorization"))
-        if presented is None or not app_secret_matches(gw.config.secret, presented):
-            throttle.failed(source, now)
-            return JSONResponse({"status": False, "error": "APP_TOKEN_INVALID"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        refused = refuse_app_secret(request, gw.config.secret, throttle)
+        if refused is not None:
+            return refused
         return await route_new(request)
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")

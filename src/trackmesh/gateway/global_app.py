@@ -29,9 +29,9 @@ from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
 from trackmesh.http.headers import bearer
-from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address
+from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
-from trackmesh.security.throttle import FailureThrottle, source_key
+from trackmesh.security.throttle import FailureThrottle
 from trackmesh.security.tokens import app_secret_matches
 
 from .app import FORWARDED_HEADER, MAX_BODY, REQUEST_HEADERS, RESPONSE_HEADERS, SERVED_HEADER
@@ -244,17 +244,9 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
 
     @app.post("/token/{kind}", tags=["tokens"], summary="Create a session token in the best zone", responses=refusals)
     async def token(kind: str, request: Request) -> Response:
-        source = source_key(client_address(request, gw.config.secret))
-        now = time.monotonic()
-        wait = throttle.retry_after(source, now)
-        if wait:
-            return JSONResponse({"status": False, "error": f"too many wrong app secrets from this address; retry in "
-                                 f"{wait} s"}, status_code=429, headers={"Retry-After": str(wait)})  # fmt: skip
-        presented = bearer(request.headers.get("authorization"))
-        if presented is None or not app_secret_matches(gw.config.secret, presented):
-            throttle.failed(source, now)
-            return JSONResponse({"status": False, "error": "APP_TOKEN_INVALID"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        refused = refuse_app_secret(request, gw.config.secret, throttle)
+        if refused is not None:
+            return refused
         return await route_new(request)
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: 307 to the best zone's gateway")

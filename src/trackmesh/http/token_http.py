@@ -75,6 +75,22 @@ def client_address(request: Request, secret: str) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
+def refuse_app_secret(request: Request, secret: str, throttle: FailureThrottle) -> JSONResponse | None:
+    """The gateways' check before a token request is routed: 429 while the client's failed secret
+    checks are throttled, 401 (counted) for a wrong app secret, else None."""
+    source = source_key(client_address(request, secret))
+    now = time.monotonic()
+    wait = throttle.retry_after(source, now)
+    if wait:
+        return error(429, f"too many wrong app secrets from this address; retry in {wait} s",
+                     {"Retry-After": str(wait)})  # fmt: skip
+    presented = bearer(request.headers.get("authorization"))
+    if presented is None or not app_secret_matches(secret, presented):
+        throttle.failed(source, now)
+        return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
+    return None
+
+
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback

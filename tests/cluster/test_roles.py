@@ -8,9 +8,11 @@ tests/e2e/test_cluster.py.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -58,6 +60,7 @@ class Member:
         if workers > 1:
             self.cluster_port = _free_range(workers)
         self.workers = workers
+        self.data_dir: str | None = None
         self.base = f"http://127.0.0.1:{self.http_port}"
         args = [TRACKMESH, role, "--zone", str(zone), "--node-id", str(node), "--http-port", str(self.http_port),
                 "--cluster-port", str(self.cluster_port), "--secret", secret]  # fmt: skip
@@ -65,6 +68,10 @@ class Member:
             args += ["--seeds", ",".join(seeds)]
         if role == "media":
             args += ["--node-ip", "127.0.0.1", "--workers", str(workers)]
+            if "--data-dir" not in extra:
+                # Its own spill file for the connector's events (never ./trackmesh-data of the checkout).
+                self.data_dir = tempfile.mkdtemp(prefix="trackmesh-member-")
+                args += ["--data-dir", self.data_dir]
         self.proc = subprocess.Popen(
             [*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent
         )
@@ -201,6 +208,8 @@ class Cluster:
                 if rc != 0:
                     problems.append(f"exit {rc}\n{m.log()}")
             m._drain.join(2)
+            if m.data_dir is not None:
+                shutil.rmtree(m.data_dir, ignore_errors=True)
             if any("Traceback" in line for line in m.lines):
                 problems.append(f"traceback\n{m.log(200)}")
         return problems

@@ -1,0 +1,210 @@
+"""The connector as a cluster role: ``trackmesh connector`` and ``trackmesh media`` as real processes
+(loopback only, scouting off, inside the private network namespace). WHIP sessions (aiortc) on the
+media node make the events; they travel over zenoh to the connector, which stores them and serves
+the log API.
+
+- kill -9 of the connector while events wait at the media node: after its restart every event is
+  in the log, once (deduplicated by id);
+- kill -9 of a media node: the connector closes its sessions (NodeFailure) and the room events
+  follow; a media node restarted on the same data dir while no connector ran has what its
+  previous run left open closed by its restart marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.test_roles import SECRET, Cluster, Member, http
+from tests.connector.receiver import HookReceiver
+from trackmesh.connector.events import DisconnectReason
+
+from .conftest import CLIENTS_DIR
+
+pytestmark = pytest.mark.e2e
+
+CLIENT = str(CLIENTS_DIR / "aiortc_client.py")
+NODE_FAILURE = int(DisconnectReason.NODE_FAILURE)
+
+
+@pytest.fixture
+def cluster(netns_guard: None) -> Iterator[Cluster]:
+    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, *logs: Member) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(m.log(80) for m in logs))
+        time.sleep(0.1)
+
+
+def api(m: Member, path: str) -> Any:
+    status, _, body = http("GET", m.base + path, headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 200, body
+    return json.loads(body)["data"]
+
+
+def log_events(conn: Member) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    page = 0
+    while True:
+        rows = api(conn, f"/api/connector/log/events?limit=1000&page={page}")
+        out += rows
+        if len(rows) < 1000:
+            return out
+        page += 1
+
+
+def by_session(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in events:
+        out.setdefault(str(e["session"]), []).append(e["event"])
+    return out
+
+
+def link_metric(m: Member, what: str) -> float:
+    _, _, body = http("GET", m.base + "/metrics")
+    found = re.search(rf'^trackmesh_connector_link{{what="{what}"}} (\S+)$', body.decode(), re.M)
+    return float(found.group(1)) if found else -1.0
+
+
+def publish(media: Member, room: str, peer: str, duration: float) -> subprocess.Popen[str]:
+    body = json.dumps({"room": room, "peer": peer, "ttl": 600}).encode()
+    status, _, raw = http("POST", media.base + "/token/whip", body,
+                          {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"})  # fmt: skip
+    assert status == 200, raw
+    token = json.loads(raw)["data"]["token"]
+    return subprocess.Popen([sys.executable, CLIENT, "whip", media.base + "/whip/endpoint", "--token", token,
+                             "--duration", str(duration), "--timeout", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(CLIENTS_DIR))  # fmt: skip
+
+
+def finished(proc: subprocess.Popen[str]) -> None:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err[-2000:])
+
+
+def connector(cluster: Cluster, db: Path, *extra: str, seeds: list[str] | None = None) -> Member:
+    return cluster.start("connector", 1, 1, "--connector-db", f"sqlite:///{db}", *extra, seeds=seeds)
+
+
+def media(cluster: Cluster, data: Path, seeds: list[str]) -> Member:
+    return cluster.start("media", 1, 10, "--data-dir", str(data), seeds=seeds)
+
+
+CLOSED = ["Connecting", "Connected", "Join", "RemoteTrackStarted", "RemoteTrackEnded", "Leave", "Disconnected"]
+
+
+def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    db, data = tmp_path / "connector.db", tmp_path / "media"
+    conn = connector(cluster, db, seeds=[])
+    m = media(cluster, data, [conn.seed])
+    finished(publish(m, "queued-1", "alice", 1))
+    wait_until(lambda: any(v[-1:] == ["Disconnected"] for v in by_session(log_events(conn)).values()), 20,
+               "the first session's events in the log", conn, m)  # fmt: skip
+    conn.kill()
+    conn.lines.append("(killed)")
+    # While no connector runs: a second session's events wait at the media node (memory, then the spill file).
+    finished(publish(m, "queued-2", "bob", 1))
+    wait_until(lambda: link_metric(m, "link_pending") >= len(CLOSED), 15, "events pending at the media node", m)
+    pending = link_metric(m, "link_pending")
+    assert link_metric(m, "link_batches_resent") >= 1, "the media node resends while the connector is away"
+    conn2 = connector(cluster, db, seeds=[m.seed])
+    wait_until(lambda: link_metric(m, "link_pending") == 0, 20, "the media node's queue drained", conn2, m)
+    events = log_events(conn2)
+    sessions = by_session(events)
+    assert len(sessions) == 2, sessions
+    for names in sessions.values():
+        # Every event of each session (two tracks: audio and video), none lost, none twice.
+        assert set(names) == set(CLOSED) and len(names) == len(CLOSED) + 2, names
+        assert names.index("Join") < names.index("Leave") < names.index("Disconnected"), names
+    twice = [k for k, n in Counter((e["session"], e["event"], e["meta"]) for e in events).items() if n > 1]
+    assert not twice, twice
+    rooms = {r["room"] for r in api(conn2, "/api/connector/log/rooms")}
+    assert rooms == {"queued-1", "queued-2"}, rooms
+    print(f"\n{pending:.0f} events waited at the media node during the connector's kill -9; "
+          f"log: {len(events)} events, {len(sessions)} sessions, no duplicate")  # fmt: skip
+
+
+def test_media_node_failure_closes_its_sessions_and_a_restart_closes_what_its_previous_run_left(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    rx = HookReceiver("whsec_" + "A" * 44).start()
+    db, data = tmp_path / "connector.db", tmp_path / "media"
+    conn = connector(cluster, db, "--hook-url", rx.url, "--destroy-room-after", "1", seeds=[])
+    _, _, raw = http("GET", conn.base + "/api/connector/hook-secret", headers={"Authorization": f"Bearer {SECRET}"})
+    rx.secret = json.loads(raw)["data"]["secret"]
+    m = media(cluster, data, [conn.seed])
+
+    def live(room: str) -> bool:
+        names = [n for v in by_session(log_events(conn)).values() for n in v]
+        return "RemoteTrackStarted" in names and room in {r["room"] for r in api(conn, "/api/connector/log/rooms")}
+
+    # 1. kill -9 of the media node: its liveliness goes, the connector closes the session.
+    pub = publish(m, "failing", "alice", 30)
+    wait_until(lambda: live("failing"), 20, "the live session in the log", conn, m)
+    m.kill()
+    m.lines.append("(killed)")
+    pub.kill()
+    pub.communicate()
+    wait_until(lambda: any(v[-1:] == ["Disconnected"] for v in by_session(log_events(conn)).values()), 10,
+               "the failed node's session closed", conn)  # fmt: skip
+    (first,) = by_session(log_events(conn)).values()
+    assert first[-3:] == ["RemoteTrackEnded", "Leave", "Disconnected"], first
+    gone = [e for e in log_events(conn) if e["event"] == "Disconnected"]
+    assert json.loads(gone[0]["meta"])["reason"] == NODE_FAILURE, gone
+    assert any("closed the sessions of a node: its liveliness is gone" in line for line in conn.lines), conn.log()
+
+    def hook_names() -> list[str]:
+        return [next(iter(next(iter(b["event"].values()))["event"])) for _, b in rx.accepted_bodies()]
+
+    wait_until(lambda: "Stopped" in hook_names(), 15, "the room events of the closed session", conn)
+    names = hook_names()
+    for name in ("PeerLeaved", "AllPeersLeaved", "Stopped"):
+        assert name in names, names
+    assert names.index("Leave") < names.index("PeerLeaved") < names.index("Stopped"), names
+    assert rx.unverified == 0
+
+    # 2. The media node restarts on the same data dir; its new session is live; then the connector
+    # and the media node are both killed, the media node restarts first (no connector to see it go).
+    m2 = media(cluster, data, [conn.seed])
+    pub = publish(m2, "restarting", "bob", 30)
+    wait_until(lambda: live("restarting"), 20, "the second run's session in the log", conn, m2)
+    conn.kill()
+    conn.lines.append("(killed)")
+    m2.kill()
+    m2.lines.append("(killed)")
+    pub.kill()
+    pub.communicate()
+    m3 = media(cluster, data, [])
+    conn2 = connector(cluster, db, "--hook-url", rx.url, "--destroy-room-after", "1", seeds=[m3.seed])
+    wait_until(lambda: all(v[-1:] == ["Disconnected"] for v in by_session(log_events(conn2)).values()), 15,
+               "the second run's session closed by the restart marker", conn2, m3)  # fmt: skip
+    assert any("closed the sessions of a node: it restarted" in line for line in conn2.lines), conn2.log()
+    sessions = by_session(log_events(conn2))
+    assert len(sessions) == 2, sessions
+    for names in sessions.values():
+        assert Counter(names)["Disconnected"] == 1 and names[-1] == "Disconnected", names
+    reasons = [json.loads(e["meta"])["reason"] for e in log_events(conn2) if e["event"] == "Disconnected"]
+    assert reasons == [NODE_FAILURE, NODE_FAILURE], reasons
+    rx.stop()

@@ -318,13 +318,14 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
 
 
-def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess.Popen[str], list[str]]:
+def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str,
+                 cwd: Path | None = None) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
     """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
-    cport = _free_range(zones * (media_per_zone + 1))
+    cport = _free_range(zones * (media_per_zone + 2))
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
-         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent, cwd=cwd,
     )  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
@@ -337,15 +338,22 @@ def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess
     return proc, lines
 
 
-def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
+def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     base = _free_range(8)
-    proc, lines = _dev_cluster(2, 2, base)
+    proc, lines = _dev_cluster(2, 2, base, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "6 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        assert "8 processes up" in text and f"http://127.0.0.1:{base}" in text, text
         assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
-        # Gateway of zone 1 (first member) sees its two media nodes and zone 2.
-        gw = f"http://127.0.0.1:{base}"
+        assert text.count(" connector   4  http") == 2 and "event log: " in text, text
+        # Each zone's connector (first member of its zone) keeps its log under the working directory.
+        status, _, body = http("GET", f"http://127.0.0.1:{base}/api/connector/log/sessions",
+                               headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip
+        assert status == 200 and json.loads(body)["data"] == [], body
+        assert sorted(p.name for p in (tmp_path / "trackmesh-data" / "dev-cluster").glob("*.db")) == [
+            "zone-1.db", "zone-2.db"]
+        # Gateway of zone 1 (second member) sees its two media nodes and zone 2.
+        gw = f"http://127.0.0.1:{base + 1}"
         deadline = time.monotonic() + 10
         while True:
             info = json.loads(http("GET", gw + "/api/node/info")[2])["data"]
@@ -392,7 +400,7 @@ def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
 
 def test_dev_cluster_members_die_with_it_even_when_it_is_killed() -> None:
     """SIGKILL gives dev-cluster no chance to stop its members: the kernel does (PR_SET_PDEATHSIG)."""
-    proc, _lines = _dev_cluster(1, 1, _free_range(2))
+    proc, _lines = _dev_cluster(1, 1, _free_range(2), "--no-connector")
     try:
         children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(children) == 2, children

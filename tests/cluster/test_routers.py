@@ -155,10 +155,13 @@ def test_router_flags_are_checked_at_start() -> None:
 
 def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone() -> None:
     args = Namespace(zones=3, routers_per_zone=2, gateways_per_zone=1, media_per_zone=1, workers=2,
-                     http_port=3000, cluster_port=7450)  # fmt: skip
+                     http_port=3000, cluster_port=7450, connector=True)  # fmt: skip
     members = plan(args)
     roles = [(m.role, m.zone, m.node) for m in members]
     assert roles[:6] == [("router", z, i) for z in (1, 2, 3) for i in (1, 2)]
+    # Each zone: its connector first (node id G+M+1), then its gateways and media nodes.
+    assert roles[6:9] == [("connector", 1, 3), ("gateway", 1, 1), ("media", 1, 2)]
+    assert [r for r in roles if r[0] == "connector"] == [("connector", z, 3) for z in (1, 2, 3)]
     assert len({m.http_port for m in members}) == len(members)
     router_seeds = [m.seed for m in members[:6]]
     for i in range(6):

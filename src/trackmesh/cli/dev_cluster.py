@@ -3,9 +3,10 @@
     trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
     trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on ``--http-port + k`` and the cluster on
-``--cluster-port + k * workers`` (127.0.0.1 only).
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log and webhooks, unless ``--no-connector``) G+M+1; it starts first in its zone
+and keeps its log in ``trackmesh-data/dev-cluster/zone-<Z>.db``. Member k (in start order) serves
+HTTP on ``--http-port + k`` and the cluster on ``--cluster-port + k * workers`` (127.0.0.1 only).
 
 Without routers every member seeds from every member started before it, so the members form a
 full mesh. With ``--routers-per-zone R`` the routers of every zone start first (router ids 1..R of
@@ -34,6 +35,7 @@ from trackmesh.cli.parser import OneLineParser
 from trackmesh.config import FLAGS, ConfigError
 
 HOST = "127.0.0.1"
+DATA_DIR = "trackmesh-data/dev-cluster"  # the connectors' logs, one SQLite file per zone
 
 
 @dataclass
@@ -61,9 +63,12 @@ A local cluster on loopback, every member a separate process:
 
   trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
-(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh.
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log, webhooks, log API; --no-connector for none) G+M+1: it starts first in its
+zone and keeps its log in trackmesh-data/dev-cluster/zone-<Z>.db (webhooks: set TRACKMESH_HOOK_URL).
+Member k (in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k *
+workers (127.0.0.1 only); it seeds from every member started before it, so the members form a
+full mesh.
 
   trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
@@ -109,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gateways-per-zone", type=_int(0, 8), default=1, help="gateways per zone, 0..8 (default 1)")
     p.add_argument("--routers-per-zone", type=_int(0, 8), default=0,
                    help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default 0)")  # fmt: skip
+    p.add_argument("--connector", action=argparse.BooleanOptionalAction, default=True,
+                   help="a connector per zone: event log, webhooks (TRACKMESH_HOOK_URL), log API (default: yes)")
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
@@ -131,6 +138,11 @@ def plan(args: argparse.Namespace) -> list[Member]:
             members.append(Member("router", zone, i + 1, args.http_port + k, cluster_port, 1))
             k += 1
     for zone in range(1, args.zones + 1):
+        if args.connector:
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            node = args.gateways_per_zone + args.media_per_zone + 1
+            members.append(Member("connector", zone, node, args.http_port + k, cluster_port, 1))
+            k += 1
         for i in range(args.gateways_per_zone + args.media_per_zone):
             role = "gateway" if i < args.gateways_per_zone else "media"
             workers = args.workers if role == "media" else 1
@@ -148,6 +160,8 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
         cmd += ["--seeds", ",".join(seeds)]
     if args.routers_per_zone and m.role != "router":
         cmd += ["--cluster-mode", "routers"]
+    if m.role == "connector":
+        cmd += ["--connector-db", f"sqlite:///{DATA_DIR}/zone-{m.zone}.db"]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:
@@ -267,12 +281,16 @@ def main(argv: list[str]) -> int:
         lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
         for m in members:
             where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
-            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  {where}")
+            lines.append(f"  zone {m.zone} {m.role:<9} {m.node:>3}  {m.url}  {where}")
         gateways = [m for m in members if m.role == "gateway"]
         if gateways:
             base = gateways[0].url
             lines.append(f"  room (video + chat): {base}/samples/room.html   all samples: {base}/samples/index.html")
             lines.append(f"  publish: {base}/samples/whip.html   watch: {base}/samples/whep.html")
+        connectors = [m for m in members if m.role == "connector"]
+        if connectors:
+            lines.append(f"  event log: {connectors[0].url}/api/connector/log/sessions "
+                         "(Authorization: Bearer <secret>; each zone's connector has its own log)")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:

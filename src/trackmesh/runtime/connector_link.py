@@ -84,6 +84,7 @@ class ConnectorLink:
         self._entities: list[Any] = []
         self._drop_logged = 0
         self.malformed = 0
+        self.connector_alive = False  # the zone's connector's liveliness token is there
 
     def attach(self, workers: Sequence[Any]) -> None:
         """An event source per worker: in process, the worker's audit; a child process, its pipe."""
@@ -111,9 +112,22 @@ class ConnectorLink:
                 log.error("connector: a worker sent a malformed event; dropped")
 
     def start(self) -> None:
-        sub = self.session.declare_subscriber(ack_key(self.zone, self.node_id), self._on_ack)
-        self._entities.append(sub)
+        self._entities = [
+            self.session.declare_subscriber(ack_key(self.zone, self.node_id), self._on_ack),
+            self.session.liveliness().declare_subscriber(live_key(self.zone), self._on_connector_live, history=True),
+        ]
         self._task = asyncio.create_task(self._run(), name="connector-link")
+
+    def _on_connector_live(self, sample: zenoh.Sample) -> None:  # a zenoh thread
+        alive = sample.kind == zenoh.SampleKind.PUT
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._connector_seen, alive)
+
+    def _connector_seen(self, alive: bool) -> None:
+        if alive and not self.connector_alive:
+            fields = {"zone": self.zone, "pending": self.sender.pending}
+            log.info("the zone's connector is up", extra={"fields": fields})
+        self.connector_alive = alive
 
     def _on_ack(self, sample: zenoh.Sample) -> None:  # a zenoh thread
         data = sample.payload.to_bytes()
@@ -164,11 +178,12 @@ class ConnectorLink:
 
     async def stop(self) -> None:
         """After the workers stopped: their last events (Leave, Disconnected) go to the connector
-        (up to ``STOP_FLUSH`` seconds); what it has not acknowledged then stays in the spill file."""
+        (up to ``STOP_FLUSH`` seconds, when it is up); what it has not acknowledged then stays in
+        the spill file."""
         self._collect()
         self._wake.set()
         deadline = time.monotonic() + STOP_FLUSH
-        while self.sender.pending and time.monotonic() < deadline:
+        while self.sender.pending and self.connector_alive and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._task is not None:
             self._task.cancel()

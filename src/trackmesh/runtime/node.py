@@ -257,6 +257,8 @@ def print_banner(node: Node) -> None:
     cfg = node.config
     base = f"http://{cfg.http_host if cfg.http_host not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.http_port}"
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
+    if cfg.role == "connector":
+        what = f"the connector of zone {cfg.zone}: event log, webhooks, log API"
     lines = [
         f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",

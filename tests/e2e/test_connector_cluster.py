@@ -3,8 +3,9 @@
 media node make the events; they travel over zenoh to the connector, which stores them and serves
 the log API.
 
-- kill -9 of the connector while events wait at the media node: after its restart every event is
-  in the log, once (deduplicated by id);
+- kill -9 of the connector while events wait at the media node (in memory, then in its spill
+  file across a restart of the media node): after its restart every event is in the log, once
+  (deduplicated by id); garbage on the connector's key is dropped and counted;
 - kill -9 of a media node: the connector closes its sessions (NodeFailure) and the room events
   follow; a media node restarted on the same data dir while no connector ran has what its
   previous run left open closed by its restart marker.
@@ -113,9 +114,17 @@ def media(cluster: Cluster, data: Path, seeds: list[str]) -> Member:
 CLOSED = ["Connecting", "Connected", "Join", "RemoteTrackStarted", "RemoteTrackEnded", "Leave", "Disconnected"]
 
 
+def connector_metric(conn: Member, what: str) -> float:
+    _, _, body = http("GET", conn.base + "/metrics")
+    found = re.search(rf'^trackmesh_connector{{what="{what}"}} (\S+)$', body.decode(), re.M)
+    return float(found.group(1)) if found else -1.0
+
+
 def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    from trackmesh.cluster.zenoh_session import ClusterConfig, open_node
+
     db, data = tmp_path / "connector.db", tmp_path / "media"
     conn = connector(cluster, db, seeds=[])
     m = media(cluster, data, [conn.seed])
@@ -124,16 +133,24 @@ def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_noth
                "the first session's events in the log", conn, m)  # fmt: skip
     conn.kill()
     conn.lines.append("(killed)")
-    # While no connector runs: a second session's events wait at the media node (memory, then the spill file).
+    # While no connector runs: a second session's events wait at the media node.
     finished(publish(m, "queued-2", "bob", 1))
     wait_until(lambda: link_metric(m, "link_pending") >= len(CLOSED), 15, "events pending at the media node", m)
-    pending = link_metric(m, "link_pending")
     assert link_metric(m, "link_batches_resent") >= 1, "the media node resends while the connector is away"
-    conn2 = connector(cluster, db, seeds=[m.seed])
-    wait_until(lambda: link_metric(m, "link_pending") == 0, 20, "the media node's queue drained", conn2, m)
+    # A third session; then the media node stops (SIGINT): what is not acknowledged goes to its spill
+    # file, and its next run on the same data dir sends it.
+    finished(publish(m, "queued-3", "carol", 1))
+    wait_until(lambda: link_metric(m, "link_pending") >= 2 * len(CLOSED), 15, "more events pending", m)
+    pending = link_metric(m, "link_pending")
+    assert m.stop() == 0, m.log()
+    spill = data / "connector-spill-266.jsonl"
+    assert len(spill.read_bytes().splitlines()) >= pending, m.log()
+    m2 = media(cluster, data, [])
+    conn2 = connector(cluster, db, seeds=[m2.seed])
+    wait_until(lambda: link_metric(m2, "link_pending") == 0, 20, "the media node's queue drained", conn2, m2)
     events = log_events(conn2)
     sessions = by_session(events)
-    assert len(sessions) == 2, sessions
+    assert len(sessions) == 3, sessions
     for names in sessions.values():
         # Every event of each session (two tracks: audio and video), none lost, none twice.
         assert set(names) == set(CLOSED) and len(names) == len(CLOSED) + 2, names
@@ -141,9 +158,21 @@ def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_noth
     twice = [k for k, n in Counter((e["session"], e["event"], e["meta"]) for e in events).items() if n > 1]
     assert not twice, twice
     rooms = {r["room"] for r in api(conn2, "/api/connector/log/rooms")}
-    assert rooms == {"queued-1", "queued-2"}, rooms
-    print(f"\n{pending:.0f} events waited at the media node during the connector's kill -9; "
-          f"log: {len(events)} events, {len(sessions)} sessions, no duplicate")  # fmt: skip
+    assert rooms == {"queued-1", "queued-2", "queued-3"}, rooms
+    assert spill.read_bytes() == b""
+    # Bad input on the connector's key: dropped and counted, never a crash.
+    member = open_node(ClusterConfig(SECRET, listen=[], seeds=[conn2.seed]))
+    try:
+        wait_until(lambda: member.links() > 0, 10, "a link to the connector", conn2)
+        member.session.put("tm/conn/1/in/7", b"not a batch")
+        member.session.put("tm/conn/1/in/7", b'{"node": 7, "boot": 1, "seq": 1}\n{"id": 5}\n\xff')
+        wait_until(lambda: connector_metric(conn2, "link_bad_items") == 2, 10, "the bad input counted", conn2)
+        assert connector_metric(conn2, "link_malformed") == 1
+    finally:
+        member.close()
+    assert conn2.proc.poll() is None, conn2.log()
+    print(f"\n{pending:.0f} events waited at the media node (memory, then its spill file across a restart) "
+          f"during the connector's kill -9; log: {len(events)} events, {len(sessions)} sessions, no duplicate")
 
 
 def test_media_node_failure_closes_its_sessions_and_a_restart_closes_what_its_previous_run_left(

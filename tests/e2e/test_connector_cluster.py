@@ -237,3 +237,21 @@ def test_media_node_failure_closes_its_sessions_and_a_restart_closes_what_its_pr
     reasons = [json.loads(e["meta"])["reason"] for e in log_events(conn2) if e["event"] == "Disconnected"]
     assert reasons == [NODE_FAILURE, NODE_FAILURE], reasons
     rx.stop()
+
+
+def test_a_second_connector_in_a_zone_and_an_unreachable_database_are_refused_in_one_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    conn = connector(cluster, tmp_path / "c.db", seeds=[])
+    dup = cluster.start("connector", 1, 2, "--connector-db", f"sqlite:///{tmp_path / 'd.db'}", wait=False)
+    assert dup.proc.wait(30) == 2, dup.log()
+    dup._drain.join(2)
+    assert any("--zone: zone 1 already has a connector" in line for line in dup.lines), dup.log()
+    # Another zone may have its own; a database that cannot be reached stops the start with one line.
+    bad = cluster.start("connector", 2, 1, "--connector-db", "postgresql://nobody@127.0.0.1:1/none", wait=False,
+                        seeds=[conn.seed])  # fmt: skip
+    assert bad.proc.wait(60) == 2, bad.log()
+    bad._drain.join(2)
+    assert any(line.startswith("trackmesh: --connector-db: the connector cannot start") for line in bad.lines), \
+        bad.log()
+    assert not any("Traceback" in line for line in dup.lines + bad.lines)

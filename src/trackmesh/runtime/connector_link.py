@@ -31,6 +31,7 @@ from typing import Any
 
 import zenoh
 
+from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.connector.events import EventError, source_from_json
 from trackmesh.connector.relay import (
     NodeRestarted,
@@ -191,8 +192,7 @@ class ConnectorLink:
                 await self._task
             self._task = None
         for entity in self._entities:
-            with contextlib.suppress(Exception):
-                entity.undeclare()
+            undeclare(entity)
         self._entities = []
         left = self.sender.pending
         if left:

@@ -90,7 +90,11 @@ class ConnectorNode(Node):
             raise
 
     async def _start_connector(self) -> None:
-        await super()._start_connector()
+        try:
+            await super()._start_connector()
+        except StartupError:
+            await self.after_stop()  # the cluster session opened by _start_workers
+            raise
         zn = self.zenoh
         assert zn is not None and self.connector is not None
         zone = self.config.zone
@@ -103,6 +107,7 @@ class ConnectorNode(Node):
             ]
         except Exception as exc:
             await self.connector.stop()
+            await self.after_stop()
             raise StartupError(f"--cluster-port: cannot subscribe to the zone's events: {exc}") from None
         self.connector.extra_metrics = self.link_metrics
         self._tasks = [asyncio.create_task(self._consume(), name="connector-inbox"),

@@ -107,8 +107,8 @@ def connector(cluster: Cluster, db: Path, *extra: str, seeds: list[str] | None =
     return cluster.start("connector", 1, 1, "--connector-db", f"sqlite:///{db}", *extra, seeds=seeds)
 
 
-def media(cluster: Cluster, data: Path, seeds: list[str]) -> Member:
-    return cluster.start("media", 1, 10, "--data-dir", str(data), seeds=seeds)
+def media(cluster: Cluster, data: Path, seeds: list[str], workers: int = 1) -> Member:
+    return cluster.start("media", 1, 10, "--data-dir", str(data), seeds=seeds, workers=workers)
 
 
 CLOSED = ["Connecting", "Connected", "Join", "RemoteTrackStarted", "RemoteTrackEnded", "Leave", "Disconnected"]
@@ -124,10 +124,13 @@ def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_noth
     cluster: Cluster, tmp_path: Path
 ) -> None:
     from trackmesh.cluster.zenoh_session import ClusterConfig, open_node
+    from trackmesh.core.ids import SessionId, session_worker
 
     db, data = tmp_path / "connector.db", tmp_path / "media"
     conn = connector(cluster, db, seeds=[])
-    m = media(cluster, data, [conn.seed])
+    # Two workers: room queued-1 goes to worker 1 (a child process: its events reach the node's link over
+    # the worker pipe), queued-2 and queued-3 to worker 0 (cluster_node.py's room hash, both idle).
+    m = media(cluster, data, [conn.seed], workers=2)
     finished(publish(m, "queued-1", "alice", 1))
     wait_until(lambda: any(v[-1:] == ["Disconnected"] for v in by_session(log_events(conn)).values()), 20,
                "the first session's events in the log", conn, m)  # fmt: skip
@@ -145,7 +148,7 @@ def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_noth
     assert m.stop() == 0, m.log()
     spill = data / "connector-spill-266.jsonl"
     assert len(spill.read_bytes().splitlines()) >= pending, m.log()
-    m2 = media(cluster, data, [])
+    m2 = media(cluster, data, [], workers=2)
     conn2 = connector(cluster, db, seeds=[m2.seed])
     wait_until(lambda: link_metric(m2, "link_pending") == 0, 20, "the media node's queue drained", conn2, m2)
     events = log_events(conn2)
@@ -159,6 +162,7 @@ def test_kill_9_of_the_connector_with_events_queued_at_the_media_node_loses_noth
     assert not twice, twice
     rooms = {r["room"] for r in api(conn2, "/api/connector/log/rooms")}
     assert rooms == {"queued-1", "queued-2", "queued-3"}, rooms
+    assert {session_worker(SessionId(int(sid))) for sid in sessions} == {0, 1}, sessions
     assert spill.read_bytes() == b""
     # Bad input on the connector's key: dropped and counted, never a crash.
     member = open_node(ClusterConfig(SECRET, listen=[], seeds=[conn2.seed]))

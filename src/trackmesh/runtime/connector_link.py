@@ -10,7 +10,9 @@ The driver of :class:`~trackmesh.connector.relay.ReliableSender` (docs/connector
   connector may be restarting: nothing is lost, it deduplicates by event id);
 - memory is bounded: past ``MAX_MEMORY`` events the queue spills to
   ``<data dir>/connector-spill-<node id>.jsonl``; at stop, what is not acknowledged is written
-  there too, and the next run on the same data dir sends it first;
+  there too, and the next run on the same data dir sends it first. The disk is used only once the
+  zone is known to have a connector (its liveliness was seen in this run, or the previous run
+  left events): a zone that runs without one keeps at most ``MAX_MEMORY`` events, in memory;
 - at start the link queues a :class:`~trackmesh.connector.relay.NodeRestarted` marker (after
   what the previous run left): the connector closes the sessions that run left open.
 
@@ -74,7 +76,8 @@ class ConnectorLink:
         os.makedirs(data_dir, exist_ok=True)
         self.spill = SpillFile(os.path.join(data_dir, f"connector-spill-{node_id}.jsonl"), MAX_SPILL_BYTES)
         left = self.spill.count
-        self.sender = ReliableSender(MAX_MEMORY, self.spill, RESEND_AFTER, window=1)
+        # No disk until the zone is known to have a connector (see the module docstring).
+        self.sender = ReliableSender(MAX_MEMORY, self.spill if left else None, RESEND_AFTER, window=1)
         self.sender.push(NodeRestarted(node_id, int(time.time() * 1000)))
         if left:
             log.info("sending the events the previous run left", extra={"fields": {"events": left}})
@@ -128,6 +131,8 @@ class ConnectorLink:
         if alive and not self.connector_alive:
             fields = {"zone": self.zone, "pending": self.sender.pending}
             log.info("the zone's connector is up", extra={"fields": fields})
+        if alive:
+            self.sender.spill = self.spill
         self.connector_alive = alive
 
     def _on_ack(self, sample: zenoh.Sample) -> None:  # a zenoh thread
@@ -152,7 +157,7 @@ class ConnectorLink:
                     self.sender.push(event)
                 source.ack(batch)  # the sender (memory or spill file) owns them now
         if self.sender.dropped > self._drop_logged:
-            log.error("connector spill file full or disk full: events dropped",
+            log.error("events for the zone's connector dropped: queue full (memory, spill file or disk)",
                       extra={"fields": {"dropped": self.sender.dropped, "spill": self.spill.path}})
             self._drop_logged = self.sender.dropped
 
@@ -195,7 +200,10 @@ class ConnectorLink:
             undeclare(entity)
         self._entities = []
         left = self.sender.pending
-        if left:
+        if left and self.sender.spill is None:
+            log.info("no connector was seen in this zone: the events not sent are dropped",
+                        extra={"fields": {"events": left}})
+        elif left:
             if self.sender.persist():
                 log.warning("connector did not acknowledge every event; kept for the next run",
                             extra={"fields": {"events": left, "spill": self.spill.path}})

@@ -8,17 +8,19 @@ The ``routed`` helper is shared with tests/e2e/test_routers.py.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from argparse import Namespace
 from collections.abc import Iterator
 
 import pytest
 
-from trackmesh.cli.dev_cluster import plan, seeds_of
+from trackmesh.cli.dev_cluster import command, plan, seeds_of
 from trackmesh.cluster.topology import preferred_order, router_client_config
 from trackmesh.config import ConfigError, resolve
 
-from .test_roles import Cluster, Member, http
+from .test_roles import SECRET, Cluster, Member, _dev_cluster, _free_range, http
 
 ROUTED = ("--cluster-mode", "routers")
 
@@ -218,8 +220,8 @@ def test_router_flags_are_checked_at_start() -> None:
 
 
 def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone() -> None:
-    args = Namespace(zones=3, routers_per_zone=2, gateways_per_zone=1, media_per_zone=1, workers=2,
-                     http_port=3000, cluster_port=7450)  # fmt: skip
+    args = Namespace(zones=3, routers_per_zone=2, gateways_per_zone=1, media_per_zone=1, workers=2, http_port=3000,
+                     cluster_port=7450, global_gateways=None, log_level="warning", webrtc_port=0)  # fmt: skip
     members = plan(args)
     roles = [(m.role, m.zone, m.node) for m in members]
     assert roles[:6] == [("router", z, i) for z in (1, 2, 3) for i in (1, 2)]
@@ -227,5 +229,45 @@ def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone
     router_seeds = [m.seed for m in members[:6]]
     for i in range(6):
         assert seeds_of(members, i) == router_seeds[:i]
-    for i, m in enumerate(members[6:], start=6):
+    for i, m in enumerate(members[6:-1], start=6):
         assert seeds_of(members, i) == [r.seed for r in members[:6] if r.zone == m.zone], m
+    # Last, the global gateway (zone 0, no routers of its own): a client of zone 1's routers.
+    glob = members[-1]
+    assert (glob.role, glob.zone, glob.is_global, glob.label) == ("gateway", 0, True, "global gateway")
+    assert seeds_of(members, len(members) - 1) == router_seeds[:2]
+    assert "--global" in command(glob, seeds_of(members, len(members) - 1), args, "s" * 20)
+    # One zone: no global gateway unless asked for; --global-gateways 0 turns it off.
+    assert not [m for m in plan(Namespace(**{**vars(args), "zones": 1})) if m.is_global]
+    assert not [m for m in plan(Namespace(**{**vars(args), "global_gateways": 0})) if m.is_global]
+    assert len([m for m in plan(Namespace(**{**vars(args), "global_gateways": 2})) if m.is_global]) == 2
+
+
+def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway() -> None:
+    """The issue's "Done when": ``dev-cluster --zones 3 --routers-per-zone 2`` (one media node per zone: quicker)."""
+    base = _free_range(16)
+    proc, lines = _dev_cluster(3, 1, base, routers_per_zone=2)
+    try:
+        text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
+        assert "13 processes up" in text and text.count(" router ") == 6, text
+        glob = f"http://127.0.0.1:{base + 12}"
+        assert f"global gateway (sends each client to the best zone): {glob}" in text, text
+        deadline = time.monotonic() + 15
+        while True:
+            zones = json.loads(http("GET", glob + "/api/global/zones")[2])["data"]["zones"]
+            if [(z["zone"], z["nodes"]) for z in zones] == [(1, 1), (2, 1), (3, 1)]:
+                break
+            assert time.monotonic() < deadline, zones
+            time.sleep(0.2)
+        body = json.dumps({"room": "r", "ttl": 60}).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+        status, h, raw = http("POST", glob + "/token/whep?zone_rtt=1:40,2:30,3:9", body, headers)
+        assert (status, h["x-trackmesh-zone"], h["x-trackmesh-route"]) == (200, "3", "rtt"), (status, h, raw)
+        # Each zone's gateway and media node are clients of that zone's routers, spread over both.
+        clients = [json.loads(http("GET", f"http://127.0.0.1:{base + k}/api/node/info")[2])["data"]["clients"]
+                   for k in range(6)]  # fmt: skip
+        assert sum(clients) == 3 * 2 + 1, clients  # gateway + media per zone, and the global gateway
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+    assert rc == 0, "".join(lines)
+    assert "Traceback" not in "".join(lines)

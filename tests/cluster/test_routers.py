@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trackmesh.cli.dev_cluster import command, plan, seeds_of
+from trackmesh.cli.dev_cluster import command, plan, routers_per_zone, seeds_of
 from trackmesh.cluster.topology import preferred_order, router_client_config
 from trackmesh.config import ConfigError, resolve
 
@@ -240,6 +240,14 @@ def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone
     assert not [m for m in plan(Namespace(**{**vars(args), "zones": 1})) if m.is_global]
     assert not [m for m in plan(Namespace(**{**vars(args), "global_gateways": 0})) if m.is_global]
     assert len([m for m in plan(Namespace(**{**vars(args), "global_gateways": 2})) if m.is_global]) == 2
+    # --routers-per-zone by default: a mesh for fewer than 8 members (workers counted), else 2 routers per zone.
+    auto = Namespace(**{**vars(args), "routers_per_zone": None, "workers": 1})
+    assert routers_per_zone(Namespace(**{**vars(auto), "zones": 2, "media_per_zone": 2})) == 0  # 6 + 1 global
+    assert routers_per_zone(auto) == 0  # 3 zones x (1 gateway + 1 media) + 1 global = 7
+    assert routers_per_zone(Namespace(**{**vars(auto), "media_per_zone": 2})) == 2  # 3 x 3 + 1 = 10
+    assert routers_per_zone(Namespace(**{**vars(auto), "zones": 1, "media_per_zone": 2, "workers": 4})) == 2
+    assert routers_per_zone(Namespace(**{**vars(auto), "zones": 1, "media_per_zone": 2, "workers": 3})) == 0
+    assert routers_per_zone(Namespace(**{**vars(auto), "routers_per_zone": 0, "zones": 8})) == 0
 
 
 def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway() -> None:

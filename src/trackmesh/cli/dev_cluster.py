@@ -8,11 +8,14 @@ Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1
 ``--cluster-port + k * workers`` (127.0.0.1 only).
 
 Without routers every member seeds from every member started before it, so the members form a
-full mesh. With ``--routers-per-zone R`` the routers of every zone start first (router ids 1..R of
-their zone; each dials every earlier router), then each zone's gateways and media nodes run with
-``--cluster-mode routers`` and seed from their zone's routers only. With two zones or more a global
-gateway (``gateway --global``, zone 0, node ids 1..N) starts last, above the zones; with routers it
-is a client of one zone's routers (global gateway i of zone ``i % zones + 1``'s). The URLs are
+full mesh: the default for fewer than 8 members (gateways, media workers and global gateways
+counted); from 8 members ``--routers-per-zone`` defaults to 2 (docs/cluster.md, "Tiny clusters:
+mesh or routers"); ``--routers-per-zone 0`` keeps the mesh. With ``--routers-per-zone R`` the
+routers of every zone start first (router ids 1..R of their zone; each dials every earlier
+router), then each zone's gateways and media nodes run with ``--cluster-mode routers`` and seed
+from their zone's routers only. With two zones or more a global gateway (``gateway --global``,
+zone 0, node ids 1..N) starts last, above the zones; with routers it is a client of one zone's
+routers (global gateway i of zone ``i % zones + 1``'s). The URLs are
 printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all.
 """
 
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trackmesh.cli.parser import OneLineParser
-from trackmesh.config import FLAGS, ConfigError
+from trackmesh.config import FLAGS, MESH_ADVICE_SEEDS, ConfigError
 
 HOST = "127.0.0.1"
 
@@ -70,7 +73,9 @@ A local cluster on loopback, every member a separate process:
 
 Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
 (in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
-(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh.
+(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh
+(the default for fewer than 8 members: gateways + media workers + global gateways; from 8 members
+two routers per zone start unless --routers-per-zone 0).
 
   trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
@@ -117,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", type=_int(1, 64), default=1, help="number of zones (default 1)")
     p.add_argument("--media-per-zone", type=_int(1, 32), default=2, help="media nodes per zone, 1..32 (default 2)")
     p.add_argument("--gateways-per-zone", type=_int(0, 8), default=1, help="gateways per zone, 0..8 (default 1)")
-    p.add_argument("--routers-per-zone", type=_int(0, 8), default=0,
-                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default 0)")  # fmt: skip
+    p.add_argument("--routers-per-zone", type=_int(0, 8), default=None,
+                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default: 0 for fewer than 8 "
+                        "members, i.e. gateways + media workers + global gateways, else 2)")  # fmt: skip
     p.add_argument("--global-gateways", type=_int(0, 8), default=None,
                    help="global gateways above the zones, 0..8 (default 1 with --zones 2 or more, else 0)")  # fmt: skip
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
@@ -154,6 +160,15 @@ def plan(args: argparse.Namespace) -> list[Member]:
         members.append(Member("gateway", 0, i + 1, args.http_port + k, cluster_port, 1, is_global=True))
         k += 1
     return members
+
+
+def routers_per_zone(args: argparse.Namespace) -> int:
+    """``--routers-per-zone``; by default a full mesh for a handful of members, zone routers from
+    ``MESH_ADVICE_SEEDS`` (8) members on, as docs/cluster.md ("Tiny clusters: mesh or routers") advises."""
+    if args.routers_per_zone is not None:
+        return int(args.routers_per_zone)
+    members = args.zones * (args.gateways_per_zone + args.media_per_zone * args.workers) + global_gateways(args)
+    return 2 if members >= MESH_ADVICE_SEEDS else 0
 
 
 def global_gateways(args: argparse.Namespace) -> int:
@@ -247,6 +262,7 @@ def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 1
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.routers_per_zone = routers_per_zone(args)
     if args.secret is None and os.environ.get("TRACKMESH_SECRET"):
         try:
             args.secret = _member_flag("--secret")(os.environ["TRACKMESH_SECRET"])
@@ -295,7 +311,9 @@ def main(argv: list[str]) -> int:
             stop_all(members, signal.SIGINT)
             print("trackmesh dev-cluster: stopped", file=sys.stderr)
             return 0
-        lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
+        topology = (f"zone routers ({args.routers_per_zone} per zone)" if args.routers_per_zone
+                    else "full mesh")  # fmt: skip
+        lines = [f"trackmesh dev-cluster: {len(members)} processes up, {topology} (secret: {secret})"]
         for m in members:
             where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
             zone = "-" if m.is_global else str(m.zone)

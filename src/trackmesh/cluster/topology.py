@@ -2,7 +2,7 @@
 
 **Full mesh** (``--cluster-mode mesh``, the default, for tiny clusters): every member (each media
 *worker*, each gateway) is a zenoh peer that dials every earlier member; n(n-1)/2 links. It is the
-default because it measurably helps a handful of members (bench/cluster_small.py: one hop, 56-68 us
+default because it measurably helps a handful of members (bench/cluster_small.py: one hop, 48-66 us
 faster at p50 than through a router up to 4 members; no router process to run) and stops paying
 from ~8 members (no faster, joins take ~0.5 s against 10-30 ms); config.py warns from 8 seeds.
 

@@ -308,9 +308,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
          "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
-    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
-         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
-         ("gateway", "media"), "MODE"),
+    Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
+         "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
          ("gateway", "media", "router"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
@@ -422,6 +422,12 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
     return NodeConfig(**values)
 
 
+# From this many seeds (members a mesh member dials) the full mesh no longer pays: measured with
+# bench/cluster_small.py, at 8 members its hop is no faster than through a router, and a newcomer
+# takes ~0.5 s to join against 10-30 ms (docs/cluster.md, "Tiny clusters: mesh or routers").
+MESH_ADVICE_SEEDS = 8
+
+
 def warnings_of(config: NodeConfig) -> list[str]:
     """Settings that start but probably do not do what the user wants (logged at start)."""
     out: list[str] = []
@@ -433,6 +439,12 @@ def warnings_of(config: NodeConfig) -> list[str]:
                 "puts a loopback address in ICE candidates: remote browsers will not connect. "
                 "Pass --node-ip <an address they can reach>."
             )
+    if config.role in ("gateway", "media") and config.cluster_mode == "mesh" and len(config.seeds) >= MESH_ADVICE_SEEDS:
+        out.append(
+            f"--cluster-mode mesh with {len(config.seeds)} seeds: in a full mesh every member dials every other one "
+            f"(n(n-1)/2 links); from about {MESH_ADVICE_SEEDS} members zone routers join faster and cost less "
+            "(--cluster-mode routers, docs/cluster.md \"Tiny clusters: mesh or routers\")"
+        )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
     return out

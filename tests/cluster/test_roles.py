@@ -309,12 +309,14 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
 
 
-def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess.Popen[str], list[str]]:
+def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str,
+                 routers_per_zone: int = 0) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
     """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
-    cport = _free_range(zones * (media_per_zone + 1))
+    cport = _free_range(zones * (media_per_zone + 1 + routers_per_zone) + 1)  # + 1: the global gateway
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
-         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET,
+         "--routers-per-zone", str(routers_per_zone), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
     )  # fmt: skip
     lines: list[str] = []
@@ -333,8 +335,12 @@ def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
     proc, lines = _dev_cluster(2, 2, base)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "6 processes up" in text and f"http://127.0.0.1:{base}" in text, text
-        assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
+        assert "7 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        zone_gateways = [ln for ln in text.splitlines() if ln.startswith(("  zone 1 gateway", "  zone 2 gateway"))]
+        assert len(zone_gateways) == 2 and text.count(" media ") == 4, text
+        # Two zones: a global gateway above them, started last (its URL is printed).
+        assert text.count("zone - global gateway") == 1, text
+        assert f"global gateway (sends each client to the best zone): http://127.0.0.1:{base + 6}" in text, text
         # Gateway of zone 1 (first member) sees its two media nodes and zone 2.
         gw = f"http://127.0.0.1:{base}"
         deadline = time.monotonic() + 10

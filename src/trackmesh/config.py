@@ -66,6 +66,9 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Recording (docs/recording.md): files under <record_dir>/<app>/<room>/<session>/<peer>/.
+    record_dir: str = "trackmesh-data/recordings"
+    record_max_file_minutes: float = 60.0
 
     @property
     def token_key(self) -> bytes:
@@ -266,6 +269,17 @@ def _file(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _directory(flag: str) -> Callable[[str], str]:
+    """A directory to write into: created at first use; refused when a file is in its way."""
+
+    def parse(text: str) -> str:
+        if not text.strip() or os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a directory path; accepted: a folder (created when needed)")
+        return text
+
+    return parse
+
+
 def _readable_file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text) or not os.access(text, os.R_OK):
@@ -362,6 +376,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--record-dir", "folder for recordings: <app>/<room>/<session>/<peer>/<track>-<n>.webm|mp4 "
+         "(default trackmesh-data/recordings; docs/recording.md)", _directory("--record-dir"),
+         ("standalone", "media"), "DIR"),
+    Flag("--record-max-file-minutes", "a recorded track starts a new file after this many minutes (default 60)",
+         _float_range("--record-max-file-minutes", 0.05, 24 * 60.0), ("standalone", "media"), "MINUTES"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

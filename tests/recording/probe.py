@@ -43,3 +43,12 @@ def decode_errors(path: Path) -> str:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     return (out.stderr + ("" if out.returncode == 0 else f"\nexit {out.returncode}")).strip()
+
+
+def media_bytes(path: Path) -> int:
+    """The sum of the file's packet sizes: the media it holds, without the container's bytes."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "packet=size", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return sum(int(t) for t in out.stdout.split() if t.strip().isdigit())

@@ -74,7 +74,7 @@ def test_vp8_opus_and_h264_files_play_and_carry_their_names(tmp_path: Path) -> N
         assert duration == pytest.approx(3.0 if info["track"] != "cam" else 2.0, abs=0.1)
         tags = {k.lower(): v for k, v in meta["format"].get("tags", {}).items()}
         assert tags.get("room") == "room 1" and tags.get("peer") == info["peer"] and tags.get("track") == info["track"]
-        assert tags.get("start_time") == info["start_time"]
+        assert tags.get("start_time") == info["tagged_start_time"] == info["start_time"]
         assert decode_errors(path) == ""
         if info["track"] != "audio":
             assert (stream["width"], stream["height"]) == (160, 120)

@@ -13,7 +13,9 @@ files in the session (a new one on a codec change or after ``--record-max-file-m
 The sidecar JSON is written when the file opens, when its start is refined by a sender report,
 and when it closes: ``room``, ``peer``, ``track``, ``app``, ``session``, ``codec``, ``container``,
 ``start_time`` (ISO 8601 UTC) and ``start_wall`` (Unix seconds) of the first sample on the node's
-clock, ``synced`` (placed by RTCP sender reports, else by arrival), ``status`` (``recording``,
+clock, ``synced`` (placed by RTCP sender reports, else by arrival), ``tagged_start_time`` (the
+``start_time`` tag inside the file: the start as known when it opened), ``opened_wall`` (when the
+node opened the file), ``status`` (``recording``,
 ``complete`` or ``failed``), ``duration``, ``bytes`` (media written), ``end_reason``, ``error``. A file whose
 sidecar still says ``recording`` after the node is gone was cut by a crash: it plays up to its
 last fragment.

@@ -258,6 +258,10 @@ class RecordingWriter:
             "start_wall": start.start_wall,
             "start_time": start_time,
             "synced": start.synced,
+            # What the file's own start_time tag says: the start as known when it opened (by arrival
+            # when no sender report had come yet; start_time above is refined by the first one).
+            "tagged_start_time": start_time,
+            "opened_wall": time.time(),
             "status": "recording",
             "file": path.name,
         }

@@ -4,7 +4,7 @@ real node; ffprobe and ffmpeg (Debian's) judge the files.
 To keep the suite short the publishers run in pairs, from one module fixture: on node A a VP8
 room recorded by ``POST /api/record/start`` and an H.264 peer recorded by its ``record: true``
 token, both for about 10 s; then on node B the same pair, and node B is killed with SIGKILL
-mid-stream.
+mid-stream, while node C, recording one more publisher, is stopped cleanly (SIGINT) mid-stream.
 
 A GStreamer publisher sends what it captured while ICE and DTLS were being set up in a burst once
 they are (its SRs show it: RTP time runs ahead of NTP time at first), and its stop timer fires
@@ -84,6 +84,8 @@ class Recorded:
     publishers_a: dict[str, tuple[int, dict[str, Any], str]]
     killed_at: float
     muxed_b: list[tuple[float, int]]  # node B's recording_bytes over time, until the kill
+    root_c: Path
+    stop_c: tuple[int, float]  # node C's exit code and how long its clean stop took
     start_answer: dict[str, Any]
     stop_answer: tuple[int, Any]
     list_answer: tuple[int, Any]
@@ -101,8 +103,10 @@ def recorded(netns_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     root_a = tmp_path_factory.mktemp("rec-a")
     root_b = tmp_path_factory.mktemp("rec-b")
+    root_c = tmp_path_factory.mktemp("rec-c")
     node_a = TrackmeshNode("--record-dir", str(root_a), "--log-level", "info")
     node_b = TrackmeshNode("--record-dir", str(root_b), "--log-level", "info")
+    node_c = TrackmeshNode("--record-dir", str(root_c), "--log-level", "info")
     try:
         status, started = node_a.proc.json("POST", "/api/record/start", {"room": "api-vp8"}, token=node_a.secret)
         assert status == 200 and started["status"], (status, started)
@@ -113,6 +117,7 @@ def recorded(netns_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         publishers_a = {codec: run.join() for codec, run in runs_a.items()}
         for codec in ("vp8", "h264"):
             publish(gst_client, node_b, record_token(node_b, f"kill-{codec}", "cam", True), codec, KILL_AFTER_S + 10)
+        publish(gst_client, node_c, record_token(node_c, "stop-h264", "cam", True), "h264", KILL_AFTER_S + 10)
         # Kill node B once both its files have had KILL_AFTER_S seconds of media; meanwhile sample
         # how many media bytes it has muxed (its writer muxes within 50 ms of a packet's arrival).
         muxed_b: list[tuple[float, int]] = []
@@ -126,17 +131,22 @@ def recorded(netns_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         killed_at = time.time()
         node_b.proc.proc.kill()  # SIGKILL: no trailer, no flush, no goodbye
         node_b.proc.proc.wait(10)
+        began = time.monotonic()
+        rc_c = node_c.stop()  # SIGINT while its publisher still publishes: every file is finalised
+        stop_c = (rc_c, time.monotonic() - began)
         stop_answer = node_a.proc.json("POST", "/api/record/stop", {"room": "api-vp8"}, token=node_a.secret)
         list_answer = node_a.proc.json("GET", "/api/record/list", token=node_a.secret)
         yield Recorded(
-            node_a, root_a, root_b, publishers_a, killed_at, muxed_b, started["data"], stop_answer, list_answer
-        )
+            node_a, root_a, root_b, publishers_a, killed_at, muxed_b, root_c, stop_c,
+            started["data"], stop_answer, list_answer,
+        )  # fmt: skip
     finally:
         rc = node_a.stop()
         assert "Traceback" not in "\n".join(node_a.lines), node_a.log_tail(200)
         assert rc == 0, node_a.log_tail(200)
-        if node_b.proc.proc.poll() is None:
-            node_b.proc.proc.kill()
+        for node in (node_b, node_c):
+            if node.proc.proc.poll() is None:
+                node.proc.proc.kill()
 
 
 def test_gstreamer_publishers_are_recorded_to_playable_files(recorded: Recorded) -> None:
@@ -233,4 +243,18 @@ def test_a_killed_node_leaves_files_that_play_up_to_the_last_second(recorded: Re
         # counts the publisher's latency (a GStreamer publisher starts with a burst of backlog).
         reached = info["start_wall"] + last_packet_time(media)
         assert recorded.killed_at - reached <= 2.5, (info["file"], recorded.killed_at - reached)
+        assert decode_errors(media) == "", info["file"]
+
+
+def test_a_clean_stop_finalises_every_file_within_10_s(recorded: Recorded) -> None:
+    rc, took = recorded.stop_c
+    assert rc == 0 and took < 10.0, recorded.stop_c
+    files = sidecars(recorded.root_c)
+    assert {s["kind"] for s in files} == {"audio", "video"}, files
+    for info in files:
+        media: Path = info["media"]
+        assert info["status"] == "complete" and info["duration"] >= KILL_AFTER_S - 1.0, info
+        meta = probe(media)
+        # Finalised: the container states its duration (WebM Duration and Cues; MP4 trailer).
+        assert abs(float(meta["format"]["duration"]) - info["duration"]) < 0.5, (meta["format"], info)
         assert decode_errors(media) == "", info["file"]

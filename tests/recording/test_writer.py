@@ -94,3 +94,72 @@ def test_a_file_that_cannot_be_written_fails_its_track_only(tmp_path: Path) -> N
     counters = run_writer(tmp_path, tracks)
     assert counters["recording_failures"] == 1
     assert counters["recording_tracks"] == 0
+
+
+def test_a_full_queue_drops_packets_and_the_file_resumes_at_a_key_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker side never waits: past QUEUE_MAX queued packets it drops and counts; the recorder
+    sees the gap as loss, skips to the next key frame, and the file still decodes cleanly."""
+    import trackmesh.recording.writer as writer_mod
+
+    now = time.monotonic()
+    vp8 = encode_video("vp8", 90, gop=30)
+    pkts = packets(MediaCodec.VP8, packetize("vp8", [d for d, _ in vp8], 3000, mtu=1000), now, 1 / 30)
+    counters: dict[str, int] = {}
+    writer = RecordingWriter(tmp_path, 3600.0, counters, wall_offset=time.time() - time.monotonic())
+    meta = TrackMeta("", "r", "s", "p", "video", True)
+    monkeypatch.setattr(writer_mod, "QUEUE_MAX", 10_000)
+    writer.open_track("v", meta)
+    first_gop = [p for p in pkts if p.arrival < now + 0.3]
+    for pkt in first_gop:
+        writer.packet("v", pkt)
+    deadline = time.monotonic() + 5
+    while counters["recording_files"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The thread is busy elsewhere (simulated: a queue that holds nothing more) for the rest of
+    # the first GOP, then everything flows again.
+    monkeypatch.setattr(writer_mod, "QUEUE_MAX", 0)
+    rest = pkts[len(first_gop) :]
+    dropped = [p for p in rest if p.arrival < now + 0.6]
+    for pkt in dropped:
+        writer.packet("v", pkt)
+    monkeypatch.setattr(writer_mod, "QUEUE_MAX", 10_000)
+    for pkt in rest[len(dropped) :]:
+        writer.packet("v", pkt)
+    writer.close_track("v", "left")
+    writer.stop(10.0)
+    assert counters["recording_queue_drops"] == len(dropped) > 0
+    assert counters["recording_skipped_frames"] > 0 and counters["recording_failures"] == 0
+    (info,) = list_recordings(tmp_path, "", "r")
+    path = tmp_path / info["path"]
+    assert decode_errors(path) == ""
+    assert info["status"] == "complete" and info["duration"] == pytest.approx(89 / 30, abs=0.05), info
+
+
+def test_stopping_the_writer_finalises_open_files(tmp_path: Path) -> None:
+    """A node that stops with tracks still recording: every file gets its trailer (seekable,
+    duration in the header) and its sidecar says complete, 'node stopped'."""
+    now = time.monotonic()
+    opus = encode_opus(100)
+    h264 = encode_video("h264", 60, gop=30)
+    counters: dict[str, int] = {}
+    writer = RecordingWriter(tmp_path, 3600.0, counters, wall_offset=time.time() - time.monotonic())
+    writer.open_track("a", TrackMeta("", "r", "s", "p", "audio", False))
+    writer.open_track("v", TrackMeta("", "r", "s", "p", "video", True))
+    for pkt in packets(MediaCodec.OPUS, packetize("opus", opus, 960), now, 0.02):
+        writer.packet("a", pkt)
+    for pkt in packets(MediaCodec.H264, packetize("h264", [d for d, _ in h264], 3000, mtu=1000), now, 1 / 30):
+        writer.packet("v", pkt)
+    began = time.monotonic()
+    writer.stop(10.0)
+    assert time.monotonic() - began < 10.0
+    listed = list_recordings(tmp_path, "", "r")
+    assert {(i["track"], i["status"], i["end_reason"]) for i in listed} == {
+        ("audio", "complete", "node stopped"),
+        ("video", "complete", "node stopped"),
+    }
+    for info in listed:
+        meta = probe(tmp_path / info["path"])
+        assert float(meta["format"]["duration"]) == pytest.approx(info["duration"], abs=0.1)
+        assert decode_errors(tmp_path / info["path"]) == ""

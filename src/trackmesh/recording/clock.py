@@ -37,11 +37,11 @@ class TimestampUnwrapper:
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._last = -1
+        self._last: int | None = None  # may go negative: a late packet from before the first one
 
     def unwrap(self, ts: int) -> int:
         last = self._last
-        if last < 0:
+        if last is None:
             self._last = ts & 0xFFFFFFFF
             return self._last
         delta = (ts - last) & 0xFFFFFFFF

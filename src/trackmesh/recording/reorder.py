@@ -23,16 +23,17 @@ _MAX_MISORDER: Final = 100
 class ReorderBuffer(Generic[T]):
     """Items keyed by 16-bit sequence numbers in, items in sequence order out (``pop``).
 
+    A missing sequence number is waited for until the packet after it has waited ``wait``
+    seconds (so each gap gets its wait from when it became known, not one after another).
     ``late`` counts items that arrived after their place was released (or duplicates);
     ``skipped`` the sequence numbers given up as lost."""
 
-    __slots__ = ("_held", "_next", "_oldest", "late", "skipped", "wait")
+    __slots__ = ("_held", "_next", "late", "skipped", "wait")
 
     def __init__(self, wait: float) -> None:
         self.wait = wait
-        self._held: dict[int, tuple[int, T]] = {}  # extended seq -> (16-bit seq, item)
+        self._held: dict[int, tuple[int, T, float]] = {}  # extended seq -> (16-bit seq, item, arrival)
         self._next = -1  # extended sequence number expected next
-        self._oldest = 0.0  # when the head-of-line gap started holding packets
         self.late = 0
         self.skipped = 0
 
@@ -43,7 +44,7 @@ class ReorderBuffer(Generic[T]):
         delta = (seq - base) & 0xFFFF
         if delta >= 0x8000:
             # Behind the next expected one: late or a duplicate, unless so far behind that the
-            # sender restarted its numbering (then everything held is flushed as it stands).
+            # sender restarted its numbering.
             if 0x10000 - delta <= _MAX_MISORDER:
                 self.late += 1
                 return
@@ -53,9 +54,7 @@ class ReorderBuffer(Generic[T]):
         if ext in self._held:
             self.late += 1
             return
-        if not self._held or ext == self._next:
-            self._oldest = now
-        self._held[ext] = (seq, item)
+        self._held[ext] = (seq, item, now)
 
     def _restart(self, seq: int) -> None:
         # The sender restarted its numbering: what is held belongs to the old one and can no
@@ -70,26 +69,26 @@ class ReorderBuffer(Generic[T]):
         if not held:
             return None
         got = held.pop(self._next, None)
-        if got is not None:
-            self._next += 1
-            self._oldest = now
-            return got
-        if now - self._oldest < self.wait and len(held) < MAX_HELD:
-            return None
-        # Give the gap up: jump to the lowest held sequence number (a loss the depacketizer sees).
-        first = min(held)
-        self.skipped += first - self._next
-        self._next = first + 1
-        self._oldest = now
-        return held.pop(first)
+        if got is None:
+            first = min(held)
+            if now - held[first][2] < self.wait and len(held) < MAX_HELD:
+                return None
+            # Give the gap up: jump to the lowest held sequence number (a loss the depacketizer sees).
+            self.skipped += first - self._next
+            self._next = first
+            got = held.pop(first)
+        self._next += 1
+        return got[0], got[1]
 
     def deadline(self) -> float | None:
         """When the head-of-line gap is given up, if anything is held."""
-        return self._oldest + self.wait if self._held else None
+        if not self._held:
+            return None
+        return self._held[min(self._held)][2] + self.wait
 
     def drain(self) -> list[tuple[int, T]]:
         """Everything held, in order (end of stream)."""
-        out = [self._held[k] for k in sorted(self._held)]
+        out = [self._held[k][:2] for k in sorted(self._held)]
         self._held.clear()
         return out
 

@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-__all__ = ["DEFAULT_APP", "file_stem", "iso_time", "list_recordings", "new_session", "read_sidecar", "write_sidecar"]
+__all__ = [
+    "DEFAULT_APP",
+    "file_stem",
+    "iso_time",
+    "list_recordings",
+    "mark_interrupted",
+    "new_session",
+    "read_sidecar",
+    "write_sidecar",
+]
 
 DEFAULT_APP: Final = "default"
 _SIDE: Final = ".json"
@@ -76,20 +85,43 @@ def read_sidecar(side: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+def mark_interrupted(root: Path) -> int:
+    """At start: sidecars still saying ``recording`` belong to files a crash cut (they play up to
+    their last fragment); they become ``interrupted``. Returns how many."""
+    found = 0
+    if not root.is_dir():
+        return 0
+    for side in root.rglob("*" + _SIDE):
+        info = read_sidecar(side)
+        if info is None or info.get("status") != "recording":
+            continue
+        media = side.with_name(side.name[: -len(_SIDE)])
+        info.update(status="interrupted", end_reason="the node stopped without finalising this file")
+        write_sidecar(media, info)
+        found += 1
+    return found
+
+
 def list_recordings(root: Path, app: str, room: str | None) -> list[dict[str, Any]]:
     """Every recorded file of ``app`` (of ``room`` only, when given), oldest session first, each
-    its sidecar plus ``path`` (relative to ``root``) and ``size``, the file's current size."""
+    its sidecar plus ``path`` (relative to ``root``) and ``size``, the file's current size. A file
+    uploaded to S3 (and so deleted here) is listed from its sidecar: ``uploaded``, ``s3_key``."""
     base = room_dir(root, app, room) if room is not None else root / _seg(app or DEFAULT_APP)
     if not base.is_dir():
         return []
     out: list[dict[str, Any]] = []
     for side in sorted(base.rglob("*" + _SIDE)):
+        if side.name.endswith(".upload" + _SIDE):
+            continue  # an S3 upload's resume state (recording/upload.py)
         media = side.with_name(side.name[: -len(_SIDE)])
         info = read_sidecar(side)
-        if info is None or not media.exists():
+        if info is None:
             continue
+        if media.exists():
+            info["size"] = media.stat().st_size
+        elif not info.get("uploaded"):
+            continue  # removed by hand
         info["path"] = str(media.relative_to(root))
-        info["size"] = media.stat().st_size
         out.append(info)
     out.sort(key=lambda i: (str(i.get("session", "")), float(i.get("start_wall", 0.0)), i["path"]))
     return out

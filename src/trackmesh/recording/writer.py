@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -81,8 +81,17 @@ class _Track:
 class RecordingWriter:
     """Owns the thread; every method except the thread's own is called from the worker's loop."""
 
-    def __init__(self, root: Path, max_segment: float, counters: dict[str, int], wall_offset: float) -> None:
-        """``wall_offset`` turns a packet's monotonic ``arrival`` into wall-clock seconds."""
+    def __init__(
+        self,
+        root: Path,
+        max_segment: float,
+        counters: dict[str, int],
+        wall_offset: float,
+        on_file_done: Callable[[Path], None] | None = None,
+    ) -> None:
+        """``wall_offset`` turns a packet's monotonic ``arrival`` into wall-clock seconds;
+        ``on_file_done(path)`` is called (on the recording thread) for each finalised file."""
+        self.on_file_done = on_file_done
         self.root = root
         self.max_segment = max_segment
         self.counters = counters
@@ -288,6 +297,8 @@ class RecordingWriter:
         muxer.close()
         track.info.update(status="complete", duration=round(end.duration, 3), bytes=muxer.bytes, end_reason=end.reason)
         self._sidecar(track)
+        if self.on_file_done is not None:
+            self.on_file_done(muxer.path)
 
     def _sidecar(self, track: _Track) -> None:
         write_sidecar(self._path_of(track), track.info)

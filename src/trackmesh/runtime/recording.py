@@ -28,7 +28,8 @@ from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaPacket, TrackKind
 from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
 from trackmesh.core.tracks import RemoteTrack
-from trackmesh.recording.layout import new_session
+from trackmesh.recording.layout import mark_interrupted, new_session
+from trackmesh.recording.upload import S3Target, Uploader, parse_s3_url
 from trackmesh.recording.writer import RecordingWriter, TrackMeta
 from trackmesh.rpc import RpcError
 
@@ -88,12 +89,24 @@ class RecordingService:
         self.runtime = runtime
         config = runtime.config
         self.root = Path(config.record_dir)
+        self.uploader: Uploader | None = None
+        if config.record_s3:
+            bucket, prefix = parse_s3_url(config.record_s3)
+            target = S3Target(bucket, prefix, config.record_s3_endpoint)
+            self.uploader = Uploader(self.root, target, runtime.counters)
         self.writer = RecordingWriter(
             self.root,
             config.record_max_file_minutes * 60.0,
             runtime.counters,
             wall_offset=time.time() - time.monotonic(),
+            on_file_done=self.uploader.submit if self.uploader is not None else None,
         )
+        if runtime.index == 0:
+            # At start, before any session: files a crash cut are marked, and (with S3) what the
+            # last run left in the spool is uploaded. One worker does it for the node.
+            found = self.uploader.resume_pending() if self.uploader is not None else mark_interrupted(self.root)
+            if found:
+                log.info("recordings from an earlier run", extra={"fields": {"files": found}})
         self.rooms: dict[str, _RoomRecording] = {}
         runtime.services[RecordingService] = self
         runtime.register_rpc("record.start", self.start)
@@ -142,6 +155,9 @@ class RecordingService:
         for rec in list(self.rooms.values()):
             self._end_room(now, rec, "node stopped")
         self.writer.stop(max(self.runtime.config.shutdown_timeout, 1.0))
+        if self.uploader is not None:
+            # What is not uploaded yet stays in the spool and is resumed at the next start.
+            self.uploader.stop(2.0)
 
     # ---- registry events -----------------------------------------------------------------------
 

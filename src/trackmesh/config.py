@@ -66,6 +66,11 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Recording (docs/recording.md): files under <record_dir>/<app>/<room>/<session>/<peer>/.
+    record_dir: str = "trackmesh-data/recordings"
+    record_max_file_minutes: float = 60.0
+    record_s3: str | None = None
+    record_s3_endpoint: str | None = None
 
     @property
     def token_key(self) -> bytes:
@@ -266,6 +271,29 @@ def _file(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _directory(flag: str) -> Callable[[str], str]:
+    """A directory to write into: created at first use; refused when a file is in its way."""
+
+    def parse(text: str) -> str:
+        if not text.strip() or os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a directory path; accepted: a folder (created when needed)")
+        return text
+
+    return parse
+
+
+def _s3_url(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(text)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(f"{flag}: {text!r} is not an S3 location; accepted: s3://bucket or s3://bucket/prefix")
+        return text
+
+    return parse
+
+
 def _readable_file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text) or not os.access(text, os.R_OK):
@@ -362,6 +390,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--record-dir", "folder for recordings: <app>/<room>/<session>/<peer>/<track>-<n>.webm|mp4 "
+         "(default trackmesh-data/recordings; docs/recording.md)", _directory("--record-dir"),
+         ("standalone", "media"), "DIR"),
+    Flag("--record-max-file-minutes", "a recorded track starts a new file after this many minutes (default 60)",
+         _float_range("--record-max-file-minutes", 0.05, 24 * 60.0), ("standalone", "media"), "MINUTES"),
+    Flag("--record-s3", "upload finished recordings to s3://BUCKET/PREFIX (credentials and region from the usual "
+         "AWS_* variables); the local copy is deleted once the store confirms it", _s3_url("--record-s3"),
+         ("standalone", "media"), "URL"),
+    Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
+         _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -408,6 +446,8 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("record_s3_endpoint") and not values.get("record_s3"):
+        raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):

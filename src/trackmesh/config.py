@@ -52,6 +52,7 @@ class NodeConfig:
     hook_retry_for: float = 24 * 3600.0
     destroy_room_after: float = 120.0
     apps: str | None = None
+    data_dir: str = "trackmesh-data"
     multi_tenancy_sync: str | None = None
     global_gateway: bool = False
     global_redirect: bool = False
@@ -249,6 +250,17 @@ def _hook_secret(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _dir(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text or "\x00" in text:
+            raise ConfigError(f"{flag}: expected a directory path")
+        if os.path.exists(text) and not os.path.isdir(text):
+            raise ConfigError(f"{flag}: {text!r} exists and is not a directory")
+        return text
+
+    return parse
+
+
 def _location(flag: str) -> Callable[[str], tuple[float, float]]:
     def parse(text: str) -> tuple[float, float]:
         try:
@@ -313,7 +325,8 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media", "router")
+ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
+CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
@@ -335,32 +348,34 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
-         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
     Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
          "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
-         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media"), "MODE"),
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media", "router"), "IP"),
+         ("gateway", "media", "router", "connector"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
          "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
-         _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
+         _port("--cluster-port", True), ("gateway", "media", "router", "connector"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
          "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
-         "postgresql+psycopg")), ("standalone",), "URL"),
+         "postgresql+psycopg")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-url", "POST every event (atm0s HookEvent JSON, Standard Webhooks signed) to this URL",
-         _url("--hook-url", ("http", "https")), ("standalone",), "URL"),
+         _url("--hook-url", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
-         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), ("standalone",), "SECRET"),
+         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), CONNECTOR_ROLES, "SECRET"),
     Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
-         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",
-         _float_range("--destroy-room-after", 0.0, 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--destroy-room-after", 0.0, 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--apps", "JSON file {\"apps\": [{app_id, app_secret, hook?}]}: more apps (multi-tenancy)",
-         _file("--apps"), ("standalone",), "FILE"),
+         _file("--apps"), CONNECTOR_ROLES, "FILE"),
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
-         _url("--multi-tenancy-sync", ("http", "https")), ("standalone",), "URL"),
+         _url("--multi-tenancy-sync", ("http", "https")), CONNECTOR_ROLES, "URL"),
+    Flag("--data-dir", "directory of this node's own files: the events waiting for the zone's connector spill "
+         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media",), "DIR"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
     Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
@@ -448,6 +463,8 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
     if values.get("record_s3_endpoint") and not values.get("record_s3"):
         raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
+    if role == "connector" and values.get("secret_generated"):
+        raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):

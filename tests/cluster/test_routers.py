@@ -13,6 +13,7 @@ import signal
 import time
 from argparse import Namespace
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -221,10 +222,14 @@ def test_router_flags_are_checked_at_start() -> None:
 
 def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone() -> None:
     args = Namespace(zones=3, routers_per_zone=2, gateways_per_zone=1, media_per_zone=1, workers=2, http_port=3000,
-                     cluster_port=7450, global_gateways=None, log_level="warning", webrtc_port=0)  # fmt: skip
+                     cluster_port=7450, global_gateways=None, log_level="warning", webrtc_port=0,
+                     connector=True)  # fmt: skip
     members = plan(args)
     roles = [(m.role, m.zone, m.node) for m in members]
     assert roles[:6] == [("router", z, i) for z in (1, 2, 3) for i in (1, 2)]
+    # Each zone: its connector first (node id G+M+1), then its gateways and media nodes.
+    assert roles[6:9] == [("connector", 1, 3), ("gateway", 1, 1), ("media", 1, 2)]
+    assert [r for r in roles if r[0] == "connector"] == [("connector", z, 3) for z in (1, 2, 3)]
     assert len({m.http_port for m in members}) == len(members)
     router_seeds = [m.seed for m in members[:6]]
     for i in range(6):
@@ -250,14 +255,14 @@ def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone
     assert routers_per_zone(Namespace(**{**vars(auto), "routers_per_zone": 0, "zones": 8})) == 0
 
 
-def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway() -> None:
+def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway(tmp_path: Path) -> None:
     """The issue's "Done when": ``dev-cluster --zones 3 --routers-per-zone 2`` (one media node per zone: quicker)."""
     base = _free_range(16)
-    proc, lines = _dev_cluster(3, 1, base, routers_per_zone=2)
+    proc, lines = _dev_cluster(3, 1, base, routers_per_zone=2, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "13 processes up" in text and text.count(" router ") == 6, text
-        glob = f"http://127.0.0.1:{base + 12}"
+        assert "16 processes up" in text and text.count(" router ") == 6, text  # + a connector per zone
+        glob = f"http://127.0.0.1:{base + 15}"
         assert f"global gateway (sends each client to the best zone): {glob}" in text, text
         deadline = time.monotonic() + 15
         while True:
@@ -273,7 +278,7 @@ def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway() -
         # Each zone's gateway and media node are clients of that zone's routers, spread over both.
         clients = [json.loads(http("GET", f"http://127.0.0.1:{base + k}/api/node/info")[2])["data"]["clients"]
                    for k in range(6)]  # fmt: skip
-        assert sum(clients) == 3 * 2 + 1, clients  # gateway + media per zone, and the global gateway
+        assert sum(clients) == 3 * 3 + 1, clients  # gateway, media and connector per zone, and the global gateway
     finally:
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(30)

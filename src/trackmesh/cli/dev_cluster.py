@@ -3,9 +3,10 @@
     trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
     trackmesh dev-cluster --zones 3 --routers-per-zone 2 [--global-gateways 1]
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on ``--http-port + k`` and the cluster on
-``--cluster-port + k * workers`` (127.0.0.1 only).
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log and webhooks, unless ``--no-connector``) G+M+1; it starts first in its zone
+and keeps its log in ``trackmesh-data/dev-cluster/zone-<Z>.db``. Member k (in start order) serves
+HTTP on ``--http-port + k`` and the cluster on ``--cluster-port + k * workers`` (127.0.0.1 only).
 
 Without routers every member seeds from every member started before it, so the members form a
 full mesh: the default for fewer than 8 members (gateways, media workers and global gateways
@@ -39,6 +40,7 @@ from trackmesh.cli.parser import OneLineParser
 from trackmesh.config import FLAGS, MESH_ADVICE_SEEDS, ConfigError
 
 HOST = "127.0.0.1"
+DATA_DIR = "trackmesh-data/dev-cluster"  # the connectors' logs, one SQLite file per zone
 
 
 @dataclass
@@ -71,11 +73,13 @@ A local cluster on loopback, every member a separate process:
 
   trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
-(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh
-(the default for fewer than 8 members: gateways + media workers + global gateways; from 8 members
-two routers per zone start unless --routers-per-zone 0).
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log, webhooks, log API; --no-connector for none) G+M+1: it starts first in its
+zone and keeps its log in trackmesh-data/dev-cluster/zone-<Z>.db (webhooks: set TRACKMESH_HOOK_URL).
+Member k (in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k *
+workers (127.0.0.1 only); it seeds from every member started before it, so the members form a full
+mesh (the default for fewer than 8 members: gateways + media workers + global gateways, the
+connectors not counted; from 8 members two routers per zone start unless --routers-per-zone 0).
 
   trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
@@ -127,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                         "members, i.e. gateways + media workers + global gateways, else 2)")  # fmt: skip
     p.add_argument("--global-gateways", type=_int(0, 8), default=None,
                    help="global gateways above the zones, 0..8 (default 1 with --zones 2 or more, else 0)")  # fmt: skip
+    p.add_argument("--connector", action=argparse.BooleanOptionalAction, default=True,
+                   help="a connector per zone: event log, webhooks (TRACKMESH_HOOK_URL), log API (default: yes)")
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
@@ -149,6 +155,11 @@ def plan(args: argparse.Namespace) -> list[Member]:
             members.append(Member("router", zone, i + 1, args.http_port + k, cluster_port, 1))
             k += 1
     for zone in range(1, args.zones + 1):
+        if args.connector:
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            node = args.gateways_per_zone + args.media_per_zone + 1
+            members.append(Member("connector", zone, node, args.http_port + k, cluster_port, 1))
+            k += 1
         for i in range(args.gateways_per_zone + args.media_per_zone):
             role = "gateway" if i < args.gateways_per_zone else "media"
             workers = args.workers if role == "media" else 1
@@ -167,6 +178,7 @@ def routers_per_zone(args: argparse.Namespace) -> int:
     ``MESH_ADVICE_SEEDS`` (8) members on, as docs/cluster.md ("Tiny clusters: mesh or routers") advises."""
     if args.routers_per_zone is not None:
         return int(args.routers_per_zone)
+    # The zones' connectors are not counted: each takes only event traffic, no media channels.
     members = args.zones * (args.gateways_per_zone + args.media_per_zone * args.workers) + global_gateways(args)
     return 2 if members >= MESH_ADVICE_SEEDS else 0
 
@@ -189,6 +201,8 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
         cmd += ["--global"]
     if args.routers_per_zone and m.role != "router":
         cmd += ["--cluster-mode", "routers"]
+    if m.role == "connector":
+        cmd += ["--connector-db", f"sqlite:///{DATA_DIR}/zone-{m.zone}.db"]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:
@@ -317,7 +331,7 @@ def main(argv: list[str]) -> int:
         for m in members:
             where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
             zone = "-" if m.is_global else str(m.zone)
-            lines.append(f"  zone {zone} {m.label:<7} {m.node:>3}  {m.url}  {where}")
+            lines.append(f"  zone {zone} {m.label:<9} {m.node:>3}  {m.url}  {where}")
         globals_ = [m for m in members if m.is_global]
         gateways = globals_ or [m for m in members if m.role == "gateway"]
         if globals_:
@@ -327,6 +341,10 @@ def main(argv: list[str]) -> int:
             base = gateways[0].url
             lines.append(f"  room (video + chat): {base}/samples/room.html   all samples: {base}/samples/index.html")
             lines.append(f"  publish: {base}/samples/whip.html   watch: {base}/samples/whep.html")
+        connectors = [m for m in members if m.role == "connector"]
+        if connectors:
+            lines.append(f"  event log: {connectors[0].url}/api/connector/log/sessions "
+                         "(Authorization: Bearer <secret>; each zone's connector has its own log)")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:

@@ -67,6 +67,11 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Recording (docs/recording.md): files under <record_dir>/<app>/<room>/<session>/<peer>/.
+    record_dir: str = "trackmesh-data/recordings"
+    record_max_file_minutes: float = 60.0
+    record_s3: str | None = None
+    record_s3_endpoint: str | None = None
 
     @property
     def token_key(self) -> bytes:
@@ -278,6 +283,29 @@ def _file(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _directory(flag: str) -> Callable[[str], str]:
+    """A directory to write into: created at first use; refused when a file is in its way."""
+
+    def parse(text: str) -> str:
+        if not text.strip() or os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a directory path; accepted: a folder (created when needed)")
+        return text
+
+    return parse
+
+
+def _s3_url(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(text)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(f"{flag}: {text!r} is not an S3 location; accepted: s3://bucket or s3://bucket/prefix")
+        return text
+
+    return parse
+
+
 def _readable_file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text) or not os.access(text, os.R_OK):
@@ -321,9 +349,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
          "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
-    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
-         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
-         ("gateway", "media", "connector"), "MODE"),
+    Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
+         "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
          ("gateway", "media", "router", "connector"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
@@ -377,6 +405,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--record-dir", "folder for recordings: <app>/<room>/<session>/<peer>/<track>-<n>.webm|mp4 "
+         "(default trackmesh-data/recordings; docs/recording.md)", _directory("--record-dir"),
+         ("standalone", "media"), "DIR"),
+    Flag("--record-max-file-minutes", "a recorded track starts a new file after this many minutes (default 60)",
+         _float_range("--record-max-file-minutes", 0.05, 24 * 60.0), ("standalone", "media"), "MINUTES"),
+    Flag("--record-s3", "upload finished recordings to s3://BUCKET/PREFIX (credentials and region from the usual "
+         "AWS_* variables); the local copy is deleted once the store confirms it", _s3_url("--record-s3"),
+         ("standalone", "media"), "URL"),
+    Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
+         _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -423,6 +461,8 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("record_s3_endpoint") and not values.get("record_s3"):
+        raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
     if role == "connector" and values.get("secret_generated"):
         raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
     if values.get("geoip_db") and not values.get("global_gateway"):
@@ -439,6 +479,12 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
     return NodeConfig(**values)
 
 
+# From this many seeds (members a mesh member dials) the full mesh no longer pays: measured with
+# bench/cluster_small.py, at 8 members its hop is no faster than through a router, and a newcomer
+# takes ~0.5 s to join against 10-30 ms (docs/cluster.md, "Tiny clusters: mesh or routers").
+MESH_ADVICE_SEEDS = 8
+
+
 def warnings_of(config: NodeConfig) -> list[str]:
     """Settings that start but probably do not do what the user wants (logged at start)."""
     out: list[str] = []
@@ -450,6 +496,12 @@ def warnings_of(config: NodeConfig) -> list[str]:
                 "puts a loopback address in ICE candidates: remote browsers will not connect. "
                 "Pass --node-ip <an address they can reach>."
             )
+    if config.role in ("gateway", "media") and config.cluster_mode == "mesh" and len(config.seeds) >= MESH_ADVICE_SEEDS:
+        out.append(
+            f"--cluster-mode mesh with {len(config.seeds)} seeds: in a full mesh every member dials every other one "
+            f"(n(n-1)/2 links); from about {MESH_ADVICE_SEEDS} members zone routers join faster and cost less "
+            "(--cluster-mode routers, docs/cluster.md \"Tiny clusters: mesh or routers\")"
+        )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
     return out

@@ -318,13 +318,14 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
 
 
-def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str,
+def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str, routers_per_zone: int = 0,
                  cwd: Path | None = None) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
     """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
-    cport = _free_range(zones * (media_per_zone + 2))
+    cport = _free_range(zones * (media_per_zone + 2 + routers_per_zone) + 1)  # + connectors, the global gateway
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
-         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET, *extra],
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET,
+         "--routers-per-zone", str(routers_per_zone), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent, cwd=cwd,
     )  # fmt: skip
     lines: list[str] = []
@@ -339,13 +340,17 @@ def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str,
 
 
 def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    base = _free_range(8)
+    base = _free_range(9)
     proc, lines = _dev_cluster(2, 2, base, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "8 processes up" in text and f"http://127.0.0.1:{base}" in text, text
-        assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
+        assert "9 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        zone_gateways = [ln for ln in text.splitlines() if ln.startswith(("  zone 1 gateway", "  zone 2 gateway"))]
+        assert len(zone_gateways) == 2 and text.count(" media ") == 4, text
         assert text.count(" connector   4  http") == 2 and "event log: " in text, text
+        # Two zones: a global gateway above them, started last (its URL is printed).
+        assert text.count("zone - global gateway") == 1, text
+        assert f"global gateway (sends each client to the best zone): http://127.0.0.1:{base + 8}" in text, text
         # Each zone's connector (first member of its zone) keeps its log under the working directory.
         status, _, body = http("GET", f"http://127.0.0.1:{base}/api/connector/log/sessions",
                                headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip

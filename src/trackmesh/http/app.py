@@ -22,6 +22,7 @@ from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
 from .metrics import render_metrics
+from .record_http import router as record_router
 from .sdk_http import router as sdk_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
@@ -162,4 +163,4 @@ def node_routers(node: NodeApi) -> list[Any]:
     # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
     # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason;
     # on one without a connector the /api/connector routes answer 503.
-    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node)]
+    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node), record_router(node)]

@@ -252,6 +252,14 @@ class Node:
         return code
 
 
+def packet_path_build() -> str:
+    """How the per-packet modules run: compiled by mypyc (``pip install .``) or interpreted (an
+    editable install, TRACKMESH_PURE_PYTHON=1, or no C compiler at install time; see setup.py)."""
+    from trackmesh.transports.webrtc import media_out
+
+    return "compiled (mypyc)" if (media_out.__file__ or "").endswith((".so", ".pyd")) else "pure Python"
+
+
 def print_banner(node: Node) -> None:
     """What a new user needs: where the API is, the secret (when generated) and sample URLs."""
     cfg = node.config
@@ -260,7 +268,7 @@ def print_banner(node: Node) -> None:
     if cfg.role == "connector":
         what = f"the connector of zone {cfg.zone}: event log, webhooks, log API"
     lines = [
-        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
+        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name}, packet path {packet_path_build()})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .recording import install as install_recording
 from .sdk_worker import install as install_sdk
 from .webrtc_worker import install as install_webrtc
 from .worker import WorkerRuntime
@@ -18,8 +19,9 @@ Installer = Callable[[WorkerRuntime], None]
 
 
 def worker_transports() -> list[Installer]:
-    """Installers of the transports every worker runs, in order."""
-    return [install_webrtc, install_sdk]
+    """Installers of the transports every worker runs, in order, then recording: its shutdown hook
+    runs after theirs, so every session has closed (and its files ended) before the files are finalised."""
+    return [install_webrtc, install_sdk, install_recording]
 
 
 def install_all(runtime: WorkerRuntime) -> None:

@@ -174,3 +174,16 @@ def test_orphans_end_the_tracks_still_published_then_leave_then_disconnect(db_ur
                       ev.Leave("r", "p"), ev.Disconnected(5_000, ev.DisconnectReason.NODE_FAILURE)]  # fmt: skip
     assert ing.ingest(closing, T0 + 5).stored == 4
     assert ing.open_nodes() == set()
+
+
+def test_orphans_of_a_lost_node_spare_sessions_its_new_run_opened_since(db_url: str) -> None:
+    from trackmesh.core.ids import SessionIdGenerator
+
+    ids = SessionIdGenerator(node_id=7, worker=0)
+    old, new = ids.next(), ids.next()
+    ing = make(db_url)
+    ing.ingest([peer("o", old, ev.Join("r", "p"))], T0)
+    ing.ingest([peer("n", new, ev.Join("r", "q"))], T0 + 10)  # the new run, reporting before the loss is handled
+    closing = ing.orphans(7, int((T0 + 5) * 1000), opened_before_ms=int((T0 + 5) * 1000))
+    assert {e.session_id for e in closing} == {old}
+    assert [e.name for e in closing] == ["Leave", "Disconnected"]

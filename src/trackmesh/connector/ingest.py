@@ -134,13 +134,14 @@ class Ingestor:
             rows = conn.execute(select(sessions.c.id).where(sessions.c.leaved_at.is_(None)))
             return {session_node(SessionId(r.id)) for r in rows}
 
-    def orphans(self, node: int, ts_ms: int) -> list[ev.SourceEvent]:
+    def orphans(self, node: int, ts_ms: int, opened_before_ms: int | None = None) -> list[ev.SourceEvent]:
         """What closes the sessions of ``node`` the log still has open, as a normal close would:
         RemoteTrackEnded for each track still published, Leave for each room still joined, then
         Disconnected with reason NodeFailure. For a node whose previous run was killed or crashed
         (standalone: at start; cluster: its liveliness is gone, or its restart marker arrived).
         The ids are fixed per session, so closing twice (a crash while closing, the liveliness
-        and the marker of one restart) is deduplicated."""
+        and the marker of one restart) is deduplicated. ``opened_before_ms``: only sessions the
+        log opened before then (a liveliness loss: not those of a new run already reporting)."""
         from trackmesh.core.ids import SessionId, session_node
 
         out: list[ev.SourceEvent] = []
@@ -149,6 +150,8 @@ class Ingestor:
                                          .where(sessions.c.leaved_at.is_(None)))
             for s in open_sessions:
                 if session_node(SessionId(s.id)) != node:
+                    continue
+                if opened_before_ms is not None and s.created_at > opened_before_ms:
                     continue
                 prefix = f"evt_{node:x}_orphan_{s.id:x}"
 

@@ -130,7 +130,9 @@ class ConnectorNode(Node):
             return
         idx = str(sample.key_expr).rpartition("/")[2]
         if idx.isdigit() and int(idx) < 256:
-            self._post(self._inbox.put_nowait, ("gone", (self.config.zone << 8) | int(idx)))
+            # When it was lost: sessions the log opened later are a new run's (a quick restart).
+            gone = ((self.config.zone << 8) | int(idx), int(time.time() * 1000))
+            self._post(self._inbox.put_nowait, ("gone", gone))
 
     # ---- the inbox: one item at a time, in arrival order --------------------------------------
 
@@ -156,7 +158,8 @@ class ConnectorNode(Node):
                     if kind == "batch":
                         await self._store(item)
                     else:
-                        await self.close_node(item, "its liveliness is gone")
+                        node, lost_ms = item
+                        await self.close_node(node, "its liveliness is gone", lost_ms, opened_before_ms=lost_ms)
                     break
                 except Exception:
                     # The database refuses (PostgreSQL restarting, say): no ack, the node resends.
@@ -187,14 +190,17 @@ class ConnectorNode(Node):
         if zn is not None and not zn.session.is_closed():
             zn.session.put(ack_key(self.config.zone, batch.node), encode_ack(batch.boot, batch.seq))
 
-    async def close_node(self, node: int, why: str, ts_ms: int | None = None) -> int:
-        """Close the sessions of ``node`` the log still has open (NodeFailure). Returns how many events that took."""
+    async def close_node(
+        self, node: int, why: str, ts_ms: int | None = None, opened_before_ms: int | None = None
+    ) -> int:
+        """Close the sessions of ``node`` the log still has open (NodeFailure), those it opened
+        before ``opened_before_ms`` if given. Returns how many events that took."""
         connector = self.connector
         assert connector is not None
         ing = connector.service.ingestor
         assert ing is not None
         ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
-        orphans = await connector.service.run_db(functools.partial(ing.orphans, node, ts))
+        orphans = await connector.service.run_db(functools.partial(ing.orphans, node, ts, opened_before_ms))
         if not orphans:
             return 0
         await connector.service.submit(orphans)
@@ -222,9 +228,10 @@ class ConnectorNode(Node):
         except Exception:
             log.exception("connector: start-up sweep of failed nodes failed")
             return
+        swept_at = int(time.time() * 1000)
         for node in sorted(open_nodes - alive):
             if node >> 8 == zone:
-                self._inbox.put_nowait(("gone", node))
+                self._inbox.put_nowait(("gone", (node, swept_at)))
 
     # ---- HTTP, stop ---------------------------------------------------------------------------
 

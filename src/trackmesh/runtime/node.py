@@ -151,8 +151,8 @@ class Node:
         if not self.has_media:
             return
         runtime = self.new_runtime(0)
-        install_all(runtime)
         try:
+            install_all(runtime)
             runtime.start(loop)
         except RpcError as exc:
             raise StartupError(exc.message) from None

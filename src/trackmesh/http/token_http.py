@@ -138,6 +138,9 @@ def router(
         tags=["tokens"],
         summary="Create a session token (atm0s 0.2 compatible)",
         response_model=TokenResponse,
+        response_model_exclude_none=True,  # other kinds keep atm0s's one-field data
+        description="``rtmp`` tokens are stream keys: the answer also has ``rtmp_url`` (OBS's Server), "
+        "``stream_key`` and ``publish_url`` (ffmpeg's output URL); see docs/rtmp.md.",
         responses={
             400: {"description": "the body does not validate; the error says why"},
             401: {"description": "wrong app secret"},

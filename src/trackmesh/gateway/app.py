@@ -2,7 +2,8 @@
 
 New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``)
 go to the least-loaded healthy media node of the zone; follow-up calls on a conn id
-(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``) go to
+(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``,
+``DELETE /rtmp/conn/<id>``) go to
 the node that owns it (conn ids are signed and carry the node id). The call is proxied: the client
 sees the node's answer, and the relative ``Location`` keeps pointing at the gateway.
 
@@ -10,6 +11,9 @@ Routing controls (query parameter or header; see docs/cluster.md):
 
 - ``?zone=Z`` / ``X-Trackmesh-Zone: Z``: serve the request in zone Z (via one of its gateways).
 - ``?node=N`` / ``X-Trackmesh-Node: N``: pin node N of the zone (tests, operators).
+
+``POST /token/rtmp`` is answered by the chosen media node with its own ``rtmp://`` URL (encoders
+connect to that node directly; the gateway does not splice RTMP yet).
 
 Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
 by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.
@@ -322,6 +326,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     @app.delete("/whep/conn/{conn_id}", tags=["whep"])
     @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
     @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
+    @app.delete("/rtmp/conn/{conn_id}", tags=["rtmp"], summary="End an RTMP publisher: routed to its media node")
     async def on_conn(conn_id: str, request: Request) -> Response:
         return await route_conn(request, conn_id)
 

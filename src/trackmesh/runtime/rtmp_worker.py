@@ -92,7 +92,8 @@ class _Transcoder:
         self._deliver = deliver
         self._bitrate = bitrate
         self._counters = counters
-        self._jobs: queue.Queue[tuple[str, TranscodeAudio] | None] = queue.Queue(TRANSCODE_QUEUE)
+        # (key, frame), (key, None) to forget a finished publisher's coders, None to stop.
+        self._jobs: queue.Queue[tuple[str, TranscodeAudio | None] | None] = queue.Queue(TRANSCODE_QUEUE)
         self._results: list[tuple[str, int, int, bytes]] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="rtmp-aac-opus", daemon=True)
@@ -103,6 +104,12 @@ class _Transcoder:
             self._jobs.put_nowait((key, job))
         except queue.Full:
             self._counters["rtmp_transcode_dropped"] += 1
+
+    def forget(self, key: str) -> None:
+        """The publisher of ``key`` finished: its coders go (with a full queue they stay until the
+        key publishes again: the loop never blocks)."""
+        with contextlib.suppress(queue.Full):
+            self._jobs.put_nowait((key, None))
 
     def stop(self) -> None:
         with contextlib.suppress(queue.Full):
@@ -115,6 +122,10 @@ class _Transcoder:
             if item is None:
                 return
             key, job = item
+            if job is None:
+                for old in [k for k in coders if k[0] == key]:
+                    del coders[old]
+                continue
             ident = (key, job.generation, job.track_id)
             known = coders.get(ident)
             out: list[tuple[int, bytes]] = []
@@ -322,6 +333,7 @@ class RtmpTransport:
         if audit is not None:
             audit.disconnected(now, session, reason)
         self.runtime.unlisten(session)
+        self.transcoder.forget(entry.key)
         if entry.timer is not None:
             self.runtime.untrack(entry.timer)
         self.counters["rtmp_publishers_finished"] += 1
@@ -403,12 +415,13 @@ class RtmpTransport:
         self._reap(now, entry, "deleted by the operator")
 
     def shutdown(self, now: float) -> None:
-        self.transcoder.stop()
         for entry in list(self.entries.values()):
-            if entry.conn is not None:
-                entry.conn.close("server shutting down")
+            conn = entry.conn
             entry.publisher.finished = True
             self._reap(now, entry, "node stopping")
+            if conn is not None:
+                conn.close("server shutting down")
+        self.transcoder.stop()
         self._server_task.cancel()
         self.listener.stop_serving()
 

@@ -96,10 +96,12 @@ class _Transcoder:
         self._jobs: queue.Queue[tuple[str, TranscodeAudio | None] | None] = queue.Queue(TRANSCODE_QUEUE)
         self._results: list[tuple[str, int, int, bytes]] = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="rtmp-aac-opus", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first AAC frame
 
     def submit(self, key: str, job: TranscodeAudio) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rtmp-aac-opus", daemon=True)
+            self._thread.start()
         try:
             self._jobs.put_nowait((key, job))
         except queue.Full:

@@ -1,0 +1,143 @@
+"""RTMP ingest into a room, with real clients on loopback: Debian's ffmpeg publishes H.264 + AAC
+with a ``POST /token/rtmp`` stream key; an aiortc WHEP viewer decodes the video and the Opus
+audio transcoded from the AAC. Then a reconnect with the same key takes the stream over, an
+operator's ``DELETE /rtmp/conn/<id>`` ends it, and a bad key is refused with a reason.
+
+Run: scripts/in-netns.sh .venv/bin/pytest tests/e2e/test_rtmp.py -v -s
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TrackmeshNode
+from tests.runtime.node_process import free_port
+
+pytestmark = pytest.mark.e2e
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def rtmp_node(netns_guard: None) -> Iterator[TrackmeshNode]:
+    if FFMPEG is None:
+        pytest.skip("ffmpeg (Debian package) is not installed")
+    node = TrackmeshNode("--rtmp-port", str(free_port()))
+    try:
+        yield node
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def rtmp_token(node: TrackmeshNode, room: str, peer: str) -> dict[str, Any]:
+    status, resp = node.proc.json("POST", "/token/rtmp", {"room": room, "peer": peer, "ttl": 600}, token=node.secret)
+    assert status == 200 and resp["status"], (status, resp)
+    return dict(resp["data"])
+
+
+def publish(url: str, seconds: float, tone: int = 440) -> subprocess.Popen[str]:
+    """ffmpeg 5.1 as a user would run it: lavfi test pattern and tone, x264 zerolatency, AAC."""
+    assert FFMPEG is not None
+    cmd = [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=44100",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+        "-c:a", "aac", "-ac", "2", "-b:a", "96k", "-t", str(seconds), "-f", "flv", url,
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def conns(node: TrackmeshNode) -> list[dict[str, Any]]:
+    status, resp = node.proc.json("GET", "/rtmp/conn", token=node.secret)
+    assert status == 200, (status, resp)
+    return list(resp["data"]["conns"])
+
+
+def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_counters(node: TrackmeshNode) -> dict[str, int]:
+    return dict(node.info()["workers"][0]["counters"])
+
+
+def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_then_takeover_and_delete(
+    rtmp_node: TrackmeshNode, aiortc_client: Any
+) -> None:
+    node = rtmp_node
+    room = "rtmp-e2e"
+    token = rtmp_token(node, room, "obs")
+    assert token["publish_url"] == f"{token['rtmp_url']}/{token['stream_key']}"
+    assert token["rtmp_url"].startswith("rtmp://127.0.0.1:") and token["rtmp_url"].endswith("/live")
+    first = publish(token["publish_url"], 30)
+    try:
+        wait_for("the publisher in GET /rtmp/conn", lambda: conns(node))
+        rc, s, err = aiortc_client(
+            "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "45", "--duration", "8"
+        )
+        print("whep viewer:", s)
+        assert rc == 0, (s, err[-2000:], node.log_tail())
+        assert s["frames"] >= 45 and (s["width"], s["height"]) == (320, 240), s
+        assert s["audio_buffers"] >= 20, s
+        assert s["audio_peak"] > 1000, s  # the 440 Hz tone, not silence
+        [conn] = conns(node)
+        assert (conn["room"], conn["peer"], conn["connected"]) == (room, "obs", True)
+        assert conn["counters"]["opus_packets"] > 0 and conn["counters"]["keyframes"] > 0, conn
+
+        # The same key again: the new connection takes over, the old encoder is cut off.
+        second = publish(token["publish_url"], 30, tone=660)
+        try:
+            first.wait(timeout=10)
+            assert worker_counters(node)["rtmp_takeovers"] == 1
+            [after] = wait_for("the new connection's media", lambda: [c for c in conns(node) if c["connected"]])
+            assert after["conn_id"] == conn["conn_id"]  # the same peer in the room: no leave/join
+            rc, s, err = aiortc_client(
+                "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "15",
+                "--duration", "6",
+            )  # fmt: skip
+            assert rc == 0 and s["frames"] >= 15, (s, err[-2000:])
+
+            # The operator ends it.
+            status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
+            assert status == 204
+            second.wait(timeout=10)
+            assert conns(node) == []
+            status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
+            assert status == 404
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        first.kill()
+        first.wait()
+    log = "\n".join(node.lines)
+    assert "rtmp takeover" in log and "deleted by the operator" in log
+
+
+def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:
+    node = rtmp_node
+    url = rtmp_token(node, "rtmp-bad", "obs")["rtmp_url"]
+    before = worker_counters(node)["rtmp_refused"]
+    proc = publish(f"{url}/not-a-token", 5)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode != 0
+    assert "stream key refused" in err, err
+    assert worker_counters(node)["rtmp_refused"] == before + 1
+    status, resp = node.proc.json("DELETE", "/rtmp/conn/whatever", token="wrong-secret-123456")
+    assert status == 401, resp

@@ -9,7 +9,9 @@ Run: scripts/in-netns.sh .venv/bin/pytest tests/e2e/test_rtmp.py -v -s
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -128,6 +130,49 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         first.wait()
     log = "\n".join(node.lines)
     assert "rtmp takeover" in log and "deleted by the operator" in log
+
+
+def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewer(
+    rtmp_node: TrackmeshNode, aiortc_client: Any
+) -> None:
+    node = rtmp_node
+    room = "rtmp-restart"
+    url = rtmp_token(node, room, "obs")["publish_url"]
+    first = publish(url, 30)
+    result: dict[str, Any] = {}
+    try:
+        wait_for("the publisher", lambda: conns(node))
+        whep = node.token("whep", room)
+
+        def watch() -> None:
+            result["out"] = aiortc_client("whep", node.url("/whep/endpoint"), "--token", whep, "--duration", "7")
+
+        viewer = threading.Thread(target=watch, daemon=True)
+        viewer.start()
+        time.sleep(2.5)
+        first.send_signal(signal.SIGKILL)  # no FCUnpublish, no FIN from ffmpeg: the kernel closes it
+        first.wait()
+        waiting = wait_for("the peer waiting for its encoder", lambda: [c for c in conns(node) if not c["connected"]])
+        [lingering] = waiting
+        time.sleep(0.5)
+        second = publish(url, 30)
+        try:
+            [back] = wait_for("the reconnect", lambda: [c for c in conns(node) if c["connected"]])
+            assert back["conn_id"] == lingering["conn_id"]  # the same peer: no leave/join
+            viewer.join(30)
+            rc, s, err = result["out"]
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        first.kill()
+        first.wait()
+    print("viewer across the restart:", s)
+    assert rc == 0, (s, err[-2000:])
+    # About 2.5 s before the kill and 3.5 s after the reconnect at 30 fps: without the resume it
+    # would stop near 75 frames.
+    assert s["frames"] >= 120, s
+    assert s["audio_peak"] > 1000, s
 
 
 def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 DEFAULT_RTMP_PORT = 1935
-RTMP_BFRAMES = ("forward", "reject")
+RTMP_BFRAMES = ("transcode", "forward", "reject")
 
 
 class ConfigError(ValueError):
@@ -71,7 +71,7 @@ class NodeConfig:
     # RTMP ingest (docs/rtmp.md): None = the default 1935, given up with a warning when taken;
     # 0 = off; an explicit port that cannot be bound stops the node.
     rtmp_port: int | None = None
-    rtmp_bframes: str = "forward"
+    rtmp_bframes: str = "transcode"
     rtmp_opus_bitrate: int = 96_000
 
     @property
@@ -315,8 +315,9 @@ FLAGS: tuple[Flag, ...] = (
          _port("--webrtc-port", True), ("standalone", "media"), "PORT"),
     Flag("--rtmp-port", "first TCP port of RTMP ingest, worker i listens on PORT+i (default 1935, given up with a "
          "warning when taken; 0 = off; see docs/rtmp.md)", _port("--rtmp-port", True), ("standalone", "media"), "PORT"),
-    Flag("--rtmp-bframes", "RTMP video with B-frames: forward (decode order, warned and counted: browsers may "
-         "stutter) or reject (the publish is refused with an onStatus error naming bframes=0) (default forward)",
+    Flag("--rtmp-bframes", "RTMP H.264 with B-frames: transcode (re-encoded once without B-frames, off the loop), "
+         "forward (decode order, warned and counted: browsers may stutter) or reject (the publish is refused with an "
+         "onStatus error naming bframes=0) (default transcode)",
          _choice("--rtmp-bframes", RTMP_BFRAMES), ("standalone", "media"), "MODE"),
     Flag("--rtmp-opus-bitrate", "bitrate of the Opus audio transcoded from RTMP AAC, bits/s (default 96000)",
          _int_range("--rtmp-opus-bitrate", 6000, 510_000), ("standalone", "media"), "BPS"),

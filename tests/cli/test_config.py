@@ -92,12 +92,12 @@ def test_the_cli_takes_switches_without_a_value(capsys: pytest.CaptureFixture[st
 def test_rtmp_flags() -> None:
     cfg = resolve("standalone", {}, {})
     rtmp = (cfg.rtmp_port, cfg.rtmp_listen_port, cfg.rtmp_bframes, cfg.rtmp_opus_bitrate)
-    assert rtmp == (None, 1935, "forward", 96000)
+    assert rtmp == (None, 1935, "transcode", 96000)
     cfg = resolve("media", {"rtmp_port": "0", "rtmp_bframes": "REJECT"}, {"TRACKMESH_RTMP_OPUS_BITRATE": "64000"})
     assert (cfg.rtmp_port, cfg.rtmp_listen_port, cfg.rtmp_bframes, cfg.rtmp_opus_bitrate) == (0, 0, "reject", 64000)
     for flags, message in (
         ({"rtmp_port": "70000"}, "--rtmp-port: '70000' is not a port"),
-        ({"rtmp_bframes": "transcode"}, "--rtmp-bframes: 'transcode' is not accepted; accepted: forward, reject"),
+        ({"rtmp_bframes": "drop"}, "--rtmp-bframes: 'drop' is not accepted; accepted: transcode, forward, reject"),
         ({"rtmp_opus_bitrate": "1"}, "--rtmp-opus-bitrate: '1' is out of range"),
     ):
         with pytest.raises(ConfigError, match=message):

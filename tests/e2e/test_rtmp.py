@@ -46,23 +46,26 @@ def rtmp_token(node: TrackmeshNode, room: str, peer: str) -> dict[str, Any]:
     return dict(resp["data"])
 
 
-def publish(url: str, seconds: float, tone: int = 440) -> subprocess.Popen[str]:
-    """ffmpeg 5.1 as a user would run it: lavfi test pattern and tone, x264 zerolatency, AAC."""
+def publish(url: str, seconds: float, tone: int = 440, bframes: bool = False) -> subprocess.Popen[str]:
+    """ffmpeg 5.1 as a user would run it: lavfi test pattern and tone, x264 zerolatency (or, with
+    ``bframes``, libx264's defaults: B-frames on), AAC."""
     assert FFMPEG is not None
+    x264 = ["-preset", "veryfast", "-bf", "2"] if bframes else ["-preset", "ultrafast", "-tune", "zerolatency"]
     cmd = [
         FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
         "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
         "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=44100",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+        "-c:v", "libx264", *x264, "-g", "30",
         "-c:a", "aac", "-ac", "2", "-b:a", "96k", "-t", str(seconds), "-f", "flv", url,
     ]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def conns(node: TrackmeshNode) -> list[dict[str, Any]]:
+def conns(node: TrackmeshNode, room: str) -> list[dict[str, Any]]:
+    """The node's RTMP publishers in ``room`` (a killed encoder of an earlier test lingers 5 s)."""
     status, resp = node.proc.json("GET", "/rtmp/conn", token=node.secret)
     assert status == 200, (status, resp)
-    return list(resp["data"]["conns"])
+    return [c for c in resp["data"]["conns"] if c["room"] == room]
 
 
 def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
@@ -89,7 +92,7 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
     assert token["rtmp_url"].startswith("rtmp://127.0.0.1:") and token["rtmp_url"].endswith("/live")
     first = publish(token["publish_url"], 30)
     try:
-        wait_for("the publisher in GET /rtmp/conn", lambda: conns(node))
+        wait_for("the publisher in GET /rtmp/conn", lambda: conns(node, room))
         rc, s, err = aiortc_client(
             "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "45", "--duration", "8"
         )
@@ -98,7 +101,7 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         assert s["frames"] >= 45 and (s["width"], s["height"]) == (320, 240), s
         assert s["audio_buffers"] >= 20, s
         assert s["audio_peak"] > 1000, s  # the 440 Hz tone, not silence
-        [conn] = conns(node)
+        [conn] = conns(node, room)
         assert (conn["room"], conn["peer"], conn["connected"]) == (room, "obs", True)
         assert conn["counters"]["opus_packets"] > 0 and conn["counters"]["keyframes"] > 0, conn
 
@@ -107,7 +110,8 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         try:
             first.wait(timeout=10)
             assert worker_counters(node)["rtmp_takeovers"] == 1
-            [after] = wait_for("the new connection's media", lambda: [c for c in conns(node) if c["connected"]])
+            live = wait_for("the new connection's media", lambda: [c for c in conns(node, room) if c["connected"]])
+            [after] = live
             assert after["conn_id"] == conn["conn_id"]  # the same peer in the room: no leave/join
             rc, s, err = aiortc_client(
                 "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "15",
@@ -119,7 +123,7 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
             status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
             assert status == 204
             second.wait(timeout=10)
-            assert conns(node) == []
+            assert conns(node, room) == []
             status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
             assert status == 404
         finally:
@@ -141,7 +145,7 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
     first = publish(url, 30)
     result: dict[str, Any] = {}
     try:
-        wait_for("the publisher", lambda: conns(node))
+        wait_for("the publisher", lambda: conns(node, room))
         whep = node.token("whep", room)
 
         def watch() -> None:
@@ -152,12 +156,12 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
         time.sleep(2.5)
         first.send_signal(signal.SIGKILL)  # no FCUnpublish, no FIN from ffmpeg: the kernel closes it
         first.wait()
-        waiting = wait_for("the peer waiting for its encoder", lambda: [c for c in conns(node) if not c["connected"]])
+        waiting = wait_for("the peer waiting", lambda: [c for c in conns(node, room) if not c["connected"]])
         [lingering] = waiting
         time.sleep(0.5)
         second = publish(url, 30)
         try:
-            [back] = wait_for("the reconnect", lambda: [c for c in conns(node) if c["connected"]])
+            [back] = wait_for("the reconnect", lambda: [c for c in conns(node, room) if c["connected"]])
             assert back["conn_id"] == lingering["conn_id"]  # the same peer: no leave/join
             viewer.join(30)
             rc, s, err = result["out"]
@@ -173,6 +177,27 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
     # would stop near 75 frames.
     assert s["frames"] >= 120, s
     assert s["audio_peak"] > 1000, s
+
+
+def test_x264_defaults_with_b_frames_are_re_encoded_and_play(rtmp_node: TrackmeshNode, aiortc_client: Any) -> None:
+    node = rtmp_node
+    room = "rtmp-bframes"
+    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 20, bframes=True)
+    try:
+        wait_for("the publisher", lambda: conns(node, room))
+        rc, s, err = aiortc_client(
+            "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "45", "--duration", "8"
+        )
+        [conn] = conns(node, room)
+    finally:
+        proc.kill()
+        proc.wait()
+    print("whep viewer of a B-frame stream:", s, conn["counters"])
+    assert rc == 0, (s, err[-2000:], node.log_tail())
+    assert s["frames"] >= 45 and (s["width"], s["height"]) == (320, 240), s
+    counters = conn["counters"]
+    assert counters["bframes"] > 0 and counters["video_transcoded"] >= 45, counters
+    assert "re-encoding this stream's video" in "\n".join(node.lines)
 
 
 def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:

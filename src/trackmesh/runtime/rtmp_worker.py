@@ -12,9 +12,10 @@ Thin glue between :class:`~.rtmp_listener.RtmpListener` (TCP, sessions) and the 
   sending) is closed and the publisher continues with the new one (no leave/join in the room). A
   publisher whose connection broke waits ``bridge.DEFAULT_LINGER`` seconds for that reconnect. Another
   key for a (room, peer) that is being published is refused.
-- AAC -> Opus runs in one transcoder thread per worker (:class:`_Transcoder`): a bounded queue in,
-  a batch of results back to the loop with one ``call_soon_threadsafe``; a full queue drops the
-  frame and counts it. The loop never decodes or encodes audio.
+- AAC -> Opus and the B-frame re-encode of H.264 (``--rtmp-bframes transcode``) run in a thread
+  each per worker (rtmp_transcode.py): bounded queues in, batches of results back to the loop; a
+  full queue drops the job and counts it (a dropped video frame also drops the rest of its GOP).
+  The loop never decodes or encodes media.
 - Calls: ``rtmp.list``, ``rtmp.delete`` (``DELETE /rtmp/conn/<conn_id>``), counters ``rtmp_*`` in
   the worker's stats (so in /metrics).
 """
@@ -26,9 +27,7 @@ import contextlib
 import functools
 import hashlib
 import logging
-import queue
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +37,14 @@ from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import TokenError, verify
-from trackmesh.transports.rtmp.aac_opus import AacToOpus
-from trackmesh.transports.rtmp.bridge import EndPublish, Notice, PublisherSetupError, RtmpPublisher, TranscodeAudio
-from trackmesh.transports.rtmp.errors import RtmpError
+from trackmesh.transports.rtmp.bridge import (
+    EndPublish,
+    Notice,
+    PublisherSetupError,
+    RtmpPublisher,
+    TranscodeAudio,
+    TranscodeVideo,
+)
 from trackmesh.transports.rtmp.events import (
     AudioData,
     Closed,
@@ -50,14 +54,17 @@ from trackmesh.transports.rtmp.events import (
     Unpublished,
     VideoData,
 )
+from trackmesh.transports.rtmp.video_transcode import ReencodedFrame
 
 from .rtmp_listener import RtmpConnection, RtmpListener
+from .rtmp_transcode import AudioCoders, OffLoop, VideoCoders
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.rtmp")
 
 APP = "live"
-TRANSCODE_QUEUE = 256
+AUDIO_QUEUE = 256  # AAC frames (about 6 s of one stream at 44.1 kHz)
+VIDEO_QUEUE = 120  # access units (4 s of one 30 fps stream)
 
 
 def room_worker(room: str, workers: int) -> int:
@@ -84,78 +91,6 @@ class _ConnState:
     ended_here: bool = False  # the server ended it (DELETE, takeover, B-frames): no linger
 
 
-class _Transcoder:
-    """AAC -> Opus off the loop: one thread, one bounded queue, results back in batches."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Any, bitrate: int, counters: dict[str, int]) -> None:
-        self._loop = loop
-        self._deliver = deliver
-        self._bitrate = bitrate
-        self._counters = counters
-        # (key, frame), (key, None) to forget a finished publisher's coders, None to stop.
-        self._jobs: queue.Queue[tuple[str, TranscodeAudio | None] | None] = queue.Queue(TRANSCODE_QUEUE)
-        self._results: list[tuple[str, int, int, bytes]] = []
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None  # started by the first AAC frame
-
-    def submit(self, key: str, job: TranscodeAudio) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="rtmp-aac-opus", daemon=True)
-            self._thread.start()
-        try:
-            self._jobs.put_nowait((key, job))
-        except queue.Full:
-            self._counters["rtmp_transcode_dropped"] += 1
-
-    def forget(self, key: str) -> None:
-        """The publisher of ``key`` finished: its coders go (with a full queue they stay until the
-        key publishes again: the loop never blocks)."""
-        with contextlib.suppress(queue.Full):
-            self._jobs.put_nowait((key, None))
-
-    def stop(self) -> None:
-        with contextlib.suppress(queue.Full):
-            self._jobs.put_nowait(None)
-
-    def _run(self) -> None:
-        coders: dict[tuple[str, int, int], tuple[bytes, AacToOpus]] = {}
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            key, job = item
-            if job is None:
-                for old in [k for k in coders if k[0] == key]:
-                    del coders[old]
-                continue
-            ident = (key, job.generation, job.track_id)
-            known = coders.get(ident)
-            out: list[tuple[int, bytes]] = []
-            try:
-                if known is None or known[0] != job.config:
-                    # One coder per (stream key, generation, track); older generations' go.
-                    for old in [k for k in coders if k[0] == key]:
-                        del coders[old]
-                    known = coders[ident] = (job.config, AacToOpus(job.config, self._bitrate))
-                out = known[1].push(job.data, job.ts_ms)
-            except RtmpError:
-                self._counters["rtmp_transcode_errors"] += 1
-            self._counters["rtmp_transcoded_frames"] += 1
-            if not out:
-                continue
-            with self._lock:
-                first = not self._results
-                self._results.extend((key, job.generation, ts, data) for ts, data in out)
-            if first:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: the worker stopped
-                    self._loop.call_soon_threadsafe(self._flush)
-
-    def _flush(self) -> None:
-        with self._lock:
-            results, self._results = self._results, []
-        self._deliver(results)
-
-
 class RtmpTransport:
     def __init__(self, runtime: WorkerRuntime, sock: socket.socket) -> None:
         self.runtime = runtime
@@ -167,9 +102,6 @@ class RtmpTransport:
             "rtmp_refused",
             "rtmp_takeovers",
             "rtmp_publishers_finished",
-            "rtmp_transcode_dropped",
-            "rtmp_transcode_errors",
-            "rtmp_transcoded_frames",
             "rtmp_handler_errors",
         ):
             self.counters.setdefault(name, 0)
@@ -181,7 +113,15 @@ class RtmpTransport:
         loop = asyncio.get_running_loop()
         self.listener = RtmpListener(self)
         self._server_task = loop.create_task(self._serve(sock))
-        self.transcoder = _Transcoder(loop, self._on_opus, self.config.rtmp_opus_bitrate, self.counters)
+        self.audio_coder: OffLoop[TranscodeAudio, tuple[int, int, bytes]] = OffLoop(
+            "rtmp-aac-opus", loop, AudioCoders(self.config.rtmp_opus_bitrate), self._on_opus, self.counters,
+            "rtmp_audio_transcode", AUDIO_QUEUE,
+        )  # fmt: skip
+        self.video_coder: OffLoop[TranscodeVideo, tuple[int, ReencodedFrame]] = OffLoop(
+            "rtmp-h264-reencode", loop, VideoCoders(), self._on_video, self.counters, "rtmp_video_transcode",
+            VIDEO_QUEUE,
+        )  # fmt: skip
+        self._video_gap: set[str] = set()  # keys whose re-encoder lost a frame: skip to the next key frame
         runtime.register_rpc("rtmp.list", self.list_conns)
         runtime.register_rpc("rtmp.delete", self.delete)
         runtime.on_shutdown(self.shutdown)
@@ -335,7 +275,9 @@ class RtmpTransport:
         if audit is not None:
             audit.disconnected(now, session, reason)
         self.runtime.unlisten(session)
-        self.transcoder.forget(entry.key)
+        self.audio_coder.forget(entry.key)
+        self.video_coder.forget(entry.key)
+        self._video_gap.discard(entry.key)
         if entry.timer is not None:
             self.runtime.untrack(entry.timer)
         self.counters["rtmp_publishers_finished"] += 1
@@ -354,7 +296,12 @@ class RtmpTransport:
     def _outputs(self, now: float, entry: _Entry) -> None:
         for item in entry.publisher.take_outputs():
             if isinstance(item, TranscodeAudio):
-                self.transcoder.submit(entry.key, item)
+                self.audio_coder.submit(entry.key, item)
+            elif isinstance(item, TranscodeVideo):
+                if item.keyframe:
+                    self._video_gap.discard(entry.key)
+                if entry.key not in self._video_gap and not self.video_coder.submit(entry.key, item):
+                    self._video_gap.add(entry.key)  # the decoder cannot skip one frame of a GOP
             elif isinstance(item, EndPublish):
                 conn = entry.conn
                 if conn is not None and item.generation == entry.publisher.generation:
@@ -368,12 +315,20 @@ class RtmpTransport:
                 p = entry.publisher
                 log.warning("rtmp %s/%s: %s", p.room, p.peer, item.text)
 
-    def _on_opus(self, results: list[tuple[str, int, int, bytes]]) -> None:
+    def _on_opus(self, results: list[tuple[str, tuple[int, int, bytes]]]) -> None:
         now = self.runtime.now()
-        for key, generation, ts48, data in results:
+        for key, (generation, ts48, data) in results:
             entry = self.entries.get(key)
             if entry is not None:
                 entry.publisher.opus(now, generation, ts48, data)
+        self.runtime.flush(now)
+
+    def _on_video(self, results: list[tuple[str, tuple[int, ReencodedFrame]]]) -> None:
+        now = self.runtime.now()
+        for key, (generation, frame) in results:
+            entry = self.entries.get(key)
+            if entry is not None:
+                entry.publisher.transcoded_video(now, generation, frame.pts, frame.keyframe, frame.data)
         self.runtime.flush(now)
 
     def _on_core_events(self, now: float, *, entry: _Entry) -> None:
@@ -423,7 +378,8 @@ class RtmpTransport:
             self._reap(now, entry, "node stopping")
             if conn is not None:
                 conn.close("server shutting down")
-        self.transcoder.stop()
+        self.audio_coder.stop()
+        self.video_coder.stop()
         self._server_task.cancel()
         self.listener.stop_serving()
 

@@ -31,7 +31,9 @@ from trackmesh.transports.rtmp.bridge import (
     PublisherSetupError,
     RtmpPublisher,
     TranscodeAudio,
+    TranscodeVideo,
 )
+from trackmesh.transports.rtmp.video_transcode import H264Reencoder
 
 SPS = b"\x67\x42\xc0\x1f\xac\xd9\x40\x50"
 PPS = b"\x68\xeb\xe3\xcb"
@@ -56,7 +58,7 @@ class Room:
         self.core = MediaWorker(7, 0, "secret", LocalRegistry(), LocalChannelHub())
         self.now = 100.0
 
-    def publisher(self, bframes: str = "forward", peer: str = "cam") -> RtmpPublisher:
+    def publisher(self, bframes: str = "transcode", peer: str = "cam") -> RtmpPublisher:
         return RtmpPublisher(self.now, self.core.create_endpoint(), "r", peer, bframes=bframes)
 
     def viewer(self, kind: TrackKind = TrackKind.VIDEO, track: str = VIDEO_TRACK) -> tuple[Endpoint, list[MediaPacket]]:
@@ -186,7 +188,7 @@ def test_an_encoder_that_does_not_come_back_finishes_after_the_linger_and_a_clea
 
 def test_b_frames_forward_in_decode_order_with_pts_timestamps_or_end_the_publish() -> None:
     room = Room()
-    pub = room.publisher()
+    pub = room.publisher(bframes="forward")
     gen = pub.attach(room.now)
     pub.video(room.now, gen, 0, AVC_CONFIG)
     _, got = room.viewer()
@@ -203,6 +205,28 @@ def test_b_frames_forward_in_decode_order_with_pts_timestamps_or_end_the_publish
     strict.video(room.now, gen, 0, key_tag(cts=66))
     assert strict.take_outputs() == [EndPublish(gen, "NetStream.Publish.BadName", BFRAMES_FIX)]
     assert strict.counters["video_frames"] == 0
+
+
+def test_b_frames_by_default_send_the_stream_through_the_re_encoder_and_its_frames_feed_video_main() -> None:
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, AVC_CONFIG)
+    _, got = room.viewer()
+    pub.video(room.now, gen, 1000, key_tag(cts=66))
+    pub.video(room.now, gen, 1033, inter_tag(cts=0))  # once re-encoding, every frame goes that way
+    notice, first, second = pub.take_outputs()
+    assert isinstance(notice, Notice) and "re-encoding" in notice.text
+    assert isinstance(first, TranscodeVideo) and (first.dts, first.pts, first.keyframe) == (1000, 1066, True)
+    assert isinstance(second, TranscodeVideo) and (second.dts, second.pts, second.keyframe) == (1033, 1033, False)
+    assert got == [] and pub.counters["video_to_transcoder"] == 2
+    pub.transcoded_video(room.now, gen, 1033, True, b"\x00\x00\x00\x01\x65\x88\x84")
+    pub.transcoded_video(room.now, gen + 1, 1066, False, b"\x00\x00\x00\x01\x41\x9a")  # stale
+    assert [(p.ts, p.keyframe, p.marker) for p in got] == [(1033 * 90, True, True)]
+    assert pub.counters["video_transcoded"] == 1 and pub.counters["stale_generation"] == 1
+    # A new connection starts without the re-encoder until it shows B-frames itself.
+    gen = pub.attach(room.now)
+    assert not pub.transcoding
 
 
 def test_aac_goes_to_the_transcoder_and_its_opus_feeds_audio_main() -> None:
@@ -292,3 +316,34 @@ def test_aac_to_opus_makes_contiguous_20ms_frames_that_decode_to_the_tone() -> N
     # A jump of the input timeline re-anchors instead of stretching the output.
     coder.push(frames[-1][0], frames[-1][1] + 60_000)
     assert coder.resyncs == 1
+
+
+def test_the_re_encoder_turns_an_x264_b_frame_stream_into_one_without_reordering() -> None:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 160, 120, "yuv420p"
+    enc.time_base = Fraction(1, 1000)
+    enc.options = {"bframes": "2", "preset": "veryfast", "g": "30", "keyint_min": "30"}
+    enc.open()
+    packets = []
+    for i in range(60):
+        frame = av.VideoFrame(160, 120, "yuv420p")
+        for n, plane in enumerate(frame.planes):
+            plane.update(bytes([(i * 7 + n * 50) % 256]) * plane.buffer_size)
+        frame.pts, frame.time_base = i * 33, Fraction(1, 1000)
+        packets += list(enc.encode(frame))
+    source_keys = [p.pts for p in packets if p.is_keyframe]
+    assert sum(p.pts != p.dts for p in packets) > 10  # really B-frames in the source
+    coder = H264Reencoder()
+    assert coder.push(bytes(packets[1]), packets[1].dts, packets[1].pts, False) == []  # before a key frame
+    out = []
+    for p in packets:
+        out += coder.push(bytes(p), p.dts, p.pts, p.is_keyframe)
+    assert len(out) >= len(packets) - 3 > 40  # the decoder holds its reorder depth back
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(out))  # presentation order = decode order
+    assert [f.pts for f in out if f.keyframe] == [k for k in source_keys if k <= out[-1].pts]
+    dec = av.CodecContext.create("h264", "r")
+    decoded = []
+    for f in out:
+        for picture in dec.decode(av.Packet(f.data)):
+            decoded.append(picture)
+    assert len(decoded) >= len(out) - 2 and (decoded[0].width, decoded[0].height) == (160, 120)

@@ -20,10 +20,12 @@ the peer leave and join again:
 
 Video: H.264 and VP9 become RTP through the shared packetizers (``media.py``); HEVC/AV1 have no
 core codec yet and only track 0 of a multitrack stream is carried (both counted, and said once).
-B-frames (a non-zero composition time): ``bframes="reject"`` ends the publish with an onStatus
-error that names the fix; ``"forward"`` (default) sends them in decode order with RTP timestamps
-from the presentation time, warned once and counted (libwebrtc does not reorder: browsers may
-stutter; docs/rtmp.md).
+B-frames (a non-zero composition time; libwebrtc does not reorder, so browsers stutter on them):
+``bframes="transcode"`` (default) sends that stream's H.264 through the re-encoder
+(:mod:`.video_transcode`, no B-frames) from the first key frame on, as :class:`TranscodeVideo`
+outputs the driver runs off its loop and hands back to :meth:`transcoded_video`, and says why
+once; ``"reject"`` ends the publish with an onStatus error that names the fix; ``"forward"`` sends
+them in decode order with RTP timestamps from the presentation time, warned once and counted.
 
 Key frames: RTMP has no way to ask the encoder for one, so the current GOP (the last key frame
 and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`, already
@@ -60,7 +62,15 @@ from trackmesh.transports.rtmp.ingest import (
 )
 from trackmesh.transports.rtmp.media import RtmpMedia
 
-__all__ = ["BridgeOutput", "EndPublish", "Notice", "PublisherSetupError", "RtmpPublisher", "TranscodeAudio"]
+__all__ = [
+    "BridgeOutput",
+    "EndPublish",
+    "Notice",
+    "PublisherSetupError",
+    "RtmpPublisher",
+    "TranscodeAudio",
+    "TranscodeVideo",
+]
 
 VIDEO_TRACK = "video_main"
 AUDIO_TRACK = "audio_main"
@@ -68,6 +78,7 @@ AUDIO_TRACK = "audio_main"
 DEFAULT_LINGER = 5.0
 DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
 CARRIED_VIDEO = frozenset({"avc1", "vp09"})
+BFRAMES_MODES = ("transcode", "forward", "reject")
 BFRAMES_FIX = "B-frames are not accepted here: set bframes=0 (x264: -bf 0 or -tune zerolatency; OBS: profile baseline)"
 
 
@@ -87,6 +98,17 @@ class TranscodeAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscodeVideo:
+    """An H.264 access unit (Annex B) for the B-frame re-encoder; times on the room's timeline."""
+
+    generation: int
+    data: bytes
+    dts: int
+    pts: int
+    keyframe: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EndPublish:
     """End this generation's publish with an ``onStatus`` error (the driver closes the connection)."""
 
@@ -102,7 +124,7 @@ class Notice:
     text: str
 
 
-BridgeOutput = TranscodeAudio | EndPublish | Notice
+BridgeOutput = TranscodeAudio | TranscodeVideo | EndPublish | Notice
 
 
 class _Timeline:
@@ -126,7 +148,7 @@ class RtmpPublisher:
         room: str,
         peer: str,
         *,
-        bframes: str = "forward",
+        bframes: str = "transcode",
         linger: float = DEFAULT_LINGER,
         gop_max_bytes: int = DEFAULT_GOP_MAX_BYTES,
         extra_data: str | None = None,
@@ -134,7 +156,10 @@ class RtmpPublisher:
         self.endpoint = endpoint
         self.room = room
         self.peer = peer
+        if bframes not in BFRAMES_MODES:
+            raise ValueError(f"bframes must be one of {BFRAMES_MODES}, not {bframes!r}")
         self.bframes = bframes
+        self.transcoding = False  # this generation's H.264 goes through the re-encoder
         self.linger = linger
         self.gop_max_bytes = gop_max_bytes
         err = endpoint.control(now, Join(room, peer, JoinOptions(extra_data=extra_data)))
@@ -172,6 +197,8 @@ class RtmpPublisher:
                 "bad_tags",
                 "takeovers",
                 "opus_packets",
+                "video_to_transcoder",
+                "video_transcoded",
             ),
             0,
         )
@@ -187,6 +214,7 @@ class RtmpPublisher:
         self._linger_until = None
         self._ingest = Ingest()
         self._timeline = None
+        self.transcoding = False
         self._audio_config.clear()
         self._gop.clear()
         self._gop_bytes = 0
@@ -316,6 +344,13 @@ class RtmpPublisher:
                 return
             if self.bframes == "reject":
                 self._out.append(EndPublish(self.generation, "NetStream.Publish.BadName", BFRAMES_FIX))
+            elif self.bframes == "transcode":
+                self.transcoding = True
+                self._say(
+                    "bframes",
+                    f"B-frames (composition time {item.composition_time} ms): re-encoding this stream's video "
+                    "to H.264 without B-frames (costs CPU; publish with bframes=0 to avoid it, docs/rtmp.md)",
+                )
             else:
                 self._say(
                     "bframes",
@@ -331,7 +366,23 @@ class RtmpPublisher:
             if self.bframes == "reject":
                 return  # EndPublish is on its way
         pts = self._room_ms(now, frame.pts)
-        room_frame = VideoFrame(frame.fourcc, 0, pts - (frame.pts - frame.dts), pts, frame.keyframe, frame.data)
+        dts = pts - (frame.pts - frame.dts)
+        if self.transcoding and frame.fourcc == "avc1":
+            self.counters["video_to_transcoder"] += 1
+            self._out.append(TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe))
+            return
+        self._send_video(now, VideoFrame(frame.fourcc, 0, dts, pts, frame.keyframe, frame.data))
+
+    def transcoded_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
+        """A frame from the B-frame re-encoder (``pts``: ms on the room's timeline)."""
+        if generation != self.generation or self.finished:
+            self.counters["stale_generation"] += 1
+            return
+        self.counters["video_transcoded"] += 1
+        self._send_video(now, VideoFrame("avc1", 0, pts, pts, keyframe, data))
+
+    def _send_video(self, now: float, room_frame: VideoFrame) -> None:
+        frame = room_frame
         packets = self.media.video(room_frame, now)
         if not packets:
             self.counters["not_carried"] += 1

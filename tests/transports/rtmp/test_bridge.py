@@ -122,9 +122,9 @@ def test_a_late_viewer_is_started_from_the_cached_gop() -> None:
     assert pub.counters["gop_replays"] == 1
     assert got and got[0].keyframe and got[0].ts == 0  # the GOP's key frame, then its frames, in order
     assert [p.ts // 90 for p in got if p.marker] == [0, 33, 66, 99]
-    assert all(p.arrival == room.now for p in got)
+    assert all(p.arrival == room.now and p.replay == 1 for p in got)
     pub.video(room.now, gen, 132, inter_tag())
-    assert got[-1].ts == 132 * 90 and got[-1].seq == (got[-2].seq + 1) & 0xFFFF
+    assert got[-1].ts == 132 * 90 and got[-1].seq == (got[-2].seq + 1) & 0xFFFF and got[-1].replay == 0
 
 
 def test_a_gop_over_the_cap_is_not_kept() -> None:

@@ -30,9 +30,11 @@ them in decode order with RTP timestamps from the presentation time, warned once
 Key frames: RTMP has no way to ask the encoder for one, so the current GOP (the last key frame
 and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`, already
 merged across viewers by the core) replays it with its original sequence numbers and
-timestamps. A viewer that waits for a key frame starts at once; viewers already playing get
-duplicates that their SRTP replay check and jitter buffer drop. A GOP over ``gop_max_bytes`` is
-not kept (such viewers wait for the encoder's next key frame).
+timestamps, marked with a replay number (``MediaPacket.replay``): a viewer that waits for a key
+frame starts on it at once, viewers already playing skip it (their sinks check the mark; across
+a cluster link the mark is not carried, so remote viewers get duplicates their jitter buffers
+drop). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
+frame).
 
 Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
 runs :class:`~.aac_opus.AacToOpus` off its loop and hands the Opus packets back to :meth:`opus`.
@@ -431,6 +433,7 @@ class RtmpPublisher:
             return
         self.counters["gop_replays"] += 1
         self.counters["gop_replayed_packets"] += len(self._gop)
+        replay = self.counters["gop_replays"]
         for pkt in list(self._gop):
-            # A copy with this input's arrival: viewers' sinks take it as their ``now``.
-            track.on_packet(dataclasses.replace(pkt, arrival=now))
+            # A copy with this input's arrival (viewers' sinks take it as their ``now``) and mark.
+            track.on_packet(dataclasses.replace(pkt, arrival=now, replay=replay))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
-from tests.runtime.node_process import free_port
+from tests.runtime.node_process import free_port, http
 
 pytestmark = pytest.mark.e2e
 
@@ -208,6 +208,10 @@ def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -
     _, err = proc.communicate(timeout=15)
     assert proc.returncode != 0
     assert "stream key refused" in err, err
-    assert worker_counters(node)["rtmp_refused"] == before + 1
+    counters = worker_counters(node)
+    assert counters["rtmp_refused"] == before + 1
+    assert counters["rtmp_bytes_received"] > 0 and counters["rtmp_publishes"] >= 1
+    status, _, raw = http("GET", node.url("/metrics"))
+    assert status == 200 and b'trackmesh_rtmp_refused_total{worker="0"}' in raw
     status, resp = node.proc.json("DELETE", "/rtmp/conn/whatever", token="wrong-secret-123456")
     assert status == 401, resp

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from .worker import WorkerRuntime
 log = logging.getLogger("trackmesh.rtmp")
 
 APP = "live"
+_METRIC_NAME = re.compile(r"[^a-z0-9]+")
 AUDIO_QUEUE = 256  # AAC frames (about 6 s of one stream at 44.1 kHz)
 VIDEO_QUEUE = 120  # access units (4 s of one 30 fps stream)
 
@@ -105,6 +107,8 @@ class RtmpTransport:
             "rtmp_handler_errors",
         ):
             self.counters.setdefault(name, 0)
+        for name in ("rtmp_sessions", "rtmp_publishers", "rtmp_video_transcodes_running", "rtmp_bytes_received"):
+            self.counters.setdefault(name, 0)
         self.entries: dict[str, _Entry] = {}  # by token hash
         self.by_peer: dict[tuple[str, str], _Entry] = {}
         self.by_session: dict[SessionId, _Entry] = {}
@@ -136,7 +140,24 @@ class RtmpTransport:
         try:
             self._on_event(now, conn, event)
         finally:
+            if isinstance(event, VideoData | AudioData):
+                self.counters["rtmp_bytes_received"] = self.listener.stats.bytes_received
+            else:
+                self._refresh_gauges()
             self.runtime.flush(now)
+
+    def _refresh_gauges(self) -> None:
+        """Gauges and the listener's counters, in the worker's counters (so in /metrics)."""
+        c = self.counters
+        stats = self.listener.stats
+        c["rtmp_sessions"] = len(self.listener.connections)
+        c["rtmp_publishers"] = len(self.entries)
+        c["rtmp_video_transcodes_running"] = sum(1 for e in self.entries.values() if e.publisher.transcoding)
+        c["rtmp_bytes_received"] = stats.bytes_received
+        c["rtmp_connections_over_limit"] = stats.refused
+        for kind, n in stats.errors.items():
+            # Error kinds are a small fixed set (numbers are folded out by the listener).
+            c["rtmp_error_" + (_METRIC_NAME.sub("_", kind.lower()).strip("_")[:48] or "other")] = n
 
     def _on_event(self, now: float, conn: RtmpConnection, event: Event) -> None:
         if isinstance(event, VideoData | AudioData):
@@ -314,6 +335,7 @@ class RtmpTransport:
             elif isinstance(item, Notice):
                 p = entry.publisher
                 log.warning("rtmp %s/%s: %s", p.room, p.peer, item.text)
+                self._refresh_gauges()
 
     def _on_opus(self, results: list[tuple[str, tuple[int, int, bytes]]]) -> None:
         now = self.runtime.now()

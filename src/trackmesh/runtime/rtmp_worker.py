@@ -126,6 +126,7 @@ class RtmpTransport:
             VIDEO_QUEUE,
         )  # fmt: skip
         self._video_gap: set[str] = set()  # keys whose re-encoder lost a frame: skip to the next key frame
+        runtime.services[RtmpTransport] = self
         runtime.register_rpc("rtmp.list", self.list_conns)
         runtime.register_rpc("rtmp.delete", self.delete)
         runtime.on_shutdown(self.shutdown)

@@ -314,7 +314,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--webrtc-port", "first UDP port for WebRTC, one per worker (default 0 = choose)",
          _port("--webrtc-port", True), ("standalone", "media"), "PORT"),
     Flag("--rtmp-port", "first TCP port of RTMP ingest, worker i listens on PORT+i (default 1935, given up with a "
-         "warning when taken; 0 = off; see docs/rtmp.md)", _port("--rtmp-port", True), ("standalone", "media"), "PORT"),
+         "warning when taken; 0 = off); on a gateway: the port that splices encoders to the zone's media nodes (off "
+         "unless given). See docs/rtmp.md", _port("--rtmp-port", True), ("standalone", "media", "gateway"), "PORT"),
     Flag("--rtmp-bframes", "RTMP H.264 with B-frames: transcode (re-encoded once without B-frames, off the loop), "
          "forward (decode order, warned and counted: browsers may stutter) or reject (the publish is refused with an "
          "onStatus error naming bframes=0) (default transcode)",

@@ -102,4 +102,5 @@ def test_rtmp_flags() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             resolve("standalone", flags, {})
-    assert resolve("gateway", {"rtmp_port": "1936"}, {}).rtmp_port is None  # not a gateway flag (yet)
+    assert resolve("gateway", {"rtmp_port": "1936"}, {}).rtmp_port == 1936  # the gateway's splice
+    assert resolve("gateway", {}, {}).rtmp_port is None  # off on a gateway unless given

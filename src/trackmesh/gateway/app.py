@@ -49,6 +49,23 @@ ZONE_HEADER = "x-trackmesh-zone"
 NODE_HEADER = "x-trackmesh-node"
 FORWARDED_HEADER = "x-trackmesh-forwarded"
 SERVED_HEADER = "X-Trackmesh-Served-By"
+
+
+def _rtmp_via_gateway(resp: Response, request: Request, port: int) -> Response:
+    """A media node's ``/token/rtmp`` answer with the gateway's own RTMP URL (its --rtmp-port
+    splices to the zone's media nodes), on the host the client reached the gateway by."""
+    import json
+
+    try:
+        body = json.loads(bytes(resp.body))
+        data = body["data"]
+        host = (request.url.hostname or "127.0.0.1").strip("[]")
+        url = f"rtmp://{f'[{host}]' if ':' in host else host}:{port}/live"
+        data["rtmp_url"], data["publish_url"] = url, f"{url}/{data['stream_key']}"
+    except (ValueError, KeyError, TypeError):
+        return resp  # not the answer we know: passed on as it is
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(body, status_code=200, headers=headers)
 REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
 RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate", "retry-after")
 ROUTING_PARAMS = ("zone", "node")
@@ -312,7 +329,11 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         refused = refuse_app_secret(request, gw.config.secret, throttle)
         if refused is not None:
             return refused
-        return await route_new(request)
+        resp = await route_new(request)
+        served = resp.headers.get(SERVED_HEADER, "")
+        if kind == "rtmp" and gw.config.rtmp_port and resp.status_code == 200 and served.startswith(f"{zone}/"):
+            return _rtmp_via_gateway(resp, request, gw.config.rtmp_port)
+        return resp
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: routed to the best media node")

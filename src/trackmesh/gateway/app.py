@@ -12,8 +12,9 @@ Routing controls (query parameter or header; see docs/cluster.md):
 - ``?zone=Z`` / ``X-Trackmesh-Zone: Z``: serve the request in zone Z (via one of its gateways).
 - ``?node=N`` / ``X-Trackmesh-Node: N``: pin node N of the zone (tests, operators).
 
-``POST /token/rtmp`` is answered by the chosen media node with its own ``rtmp://`` URL (encoders
-connect to that node directly; the gateway does not splice RTMP yet).
+``POST /token/rtmp`` is answered by the chosen media node; a gateway with ``--rtmp-port`` puts its
+own ``rtmp://`` URL in the answer (its port splices encoders to the zone's media nodes:
+rtmp_splice.py), one without leaves the node's.
 
 Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
 by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.

@@ -232,6 +232,39 @@ def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNo
     assert "re-encoding this stream's video" in "\n".join(node.lines)
 
 
+def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: Any) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 + Opus; Chromium negotiates AV1 over WHEP and
+    decodes it (forwarded as sent, no transcode)."""
+    import sys
+    from pathlib import Path
+
+    from tests.e2e.clients import browser
+
+    node = rtmp_node
+    room = "rtmp-av1"
+    url = rtmp_token(node, room, "phone")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "libsvtav1", "live", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("the AV1 publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
+        assert out["status"] == 201 and out["connectionState"] == "connected", out
+        browser.wait_frames(page, "whep", 20, timeout_s=15)
+        a = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        stats = browser.read_stats(page, "whep")
+        peak = page.evaluate(PEAK_JS)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    codecs = {r["id"]: r.get("mimeType") for r in stats if r.get("type") == "codec"}
+    video = [r for r in stats if r.get("type") == "inbound-rtp" and r.get("kind") == "video"]
+    print("chromium av1:", a, [codecs.get(v.get("codecId")) for v in video], peak)
+    assert video and codecs.get(video[0]["codecId"]) == "video/AV1", (codecs, err[-1000:])
+    assert (a["width"], a["height"]) == (320, 240) and a["frames_in_window"] >= 20, a
+    assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
+
+
 def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:
     node = rtmp_node
     url = rtmp_token(node, "rtmp-bad", "obs")["rtmp_url"]

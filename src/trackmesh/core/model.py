@@ -42,6 +42,7 @@ class MediaCodec(enum.IntEnum):
     H264 = 4
     PCMA = 5
     PCMU = 6
+    AV1 = 7  # forwarded as sent (the AV1 RTP spec's aggregation header): RTMP's av01 today
 
 
 @dataclass(frozen=True, slots=True)

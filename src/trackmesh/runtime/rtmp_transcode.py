@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from trackmesh.transports.rtmp.errors import RtmpError
 from trackmesh.transports.rtmp.video_transcode import H264Reencoder, ReencodedFrame
 
 __all__ = ["AudioCoders", "OffLoop", "VideoCoders"]
+
+log = logging.getLogger("trackmesh.rtmp")
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -98,6 +101,13 @@ class OffLoop(Generic[J, R]):
                 out = self._coders.handle(key, job)
             except RtmpError:
                 self._counters[self._errors] += 1
+            except Exception:
+                # A codec library failing in a way we did not foresee must not end the thread (every
+                # publisher of the worker would lose its transcode): count it, drop the key's coders.
+                self._counters[self._errors] += 1
+                if self._counters[self._errors] <= 10:
+                    log.exception("rtmp %s failed on a frame of %s", self._name, key[:12])
+                self._coders.forget(key)
             self._counters[self._done] += 1
             if not out:
                 continue

@@ -347,3 +347,19 @@ def test_the_re_encoder_turns_an_x264_b_frame_stream_into_one_without_reordering
         for picture in dec.decode(av.Packet(f.data)):
             decoded.append(picture)
     assert len(decoded) >= len(out) - 2 and (decoded[0].width, decoded[0].height) == (160, 120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=8))
+def test_garbage_into_the_transcoders_is_an_rtmp_error_or_nothing(frames: list[bytes]) -> None:
+    import contextlib
+
+    from trackmesh.transports.rtmp.errors import RtmpError
+
+    config, _ = _aac_frames(0.05)
+    aac, h264 = AacToOpus(config), H264Reencoder()
+    for i, data in enumerate(frames):
+        with contextlib.suppress(RtmpError):
+            aac.push(data, i * 23)
+        with contextlib.suppress(RtmpError):
+            h264.push(data, i * 33, i * 33, i == 0)

@@ -54,6 +54,7 @@ class NodeConfig:
     hook_retry_for: float = 24 * 3600.0
     destroy_room_after: float = 120.0
     apps: str | None = None
+    data_dir: str = "trackmesh-data"
     multi_tenancy_sync: str | None = None
     global_gateway: bool = False
     global_redirect: bool = False
@@ -68,6 +69,11 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Recording (docs/recording.md): files under <record_dir>/<app>/<room>/<session>/<peer>/.
+    record_dir: str = "trackmesh-data/recordings"
+    record_max_file_minutes: float = 60.0
+    record_s3: str | None = None
+    record_s3_endpoint: str | None = None
     # RTMP ingest (docs/rtmp.md): None = the default 1935, given up with a warning when taken;
     # 0 = off; an explicit port that cannot be bound stops the node.
     rtmp_port: int | None = None
@@ -256,6 +262,17 @@ def _hook_secret(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _dir(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text or "\x00" in text:
+            raise ConfigError(f"{flag}: expected a directory path")
+        if os.path.exists(text) and not os.path.isdir(text):
+            raise ConfigError(f"{flag}: {text!r} exists and is not a directory")
+        return text
+
+    return parse
+
+
 def _location(flag: str) -> Callable[[str], tuple[float, float]]:
     def parse(text: str) -> tuple[float, float]:
         try:
@@ -273,6 +290,29 @@ def _file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text):
             raise ConfigError(f"{flag}: {text!r} is not a readable file")
+        return text
+
+    return parse
+
+
+def _directory(flag: str) -> Callable[[str], str]:
+    """A directory to write into: created at first use; refused when a file is in its way."""
+
+    def parse(text: str) -> str:
+        if not text.strip() or os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a directory path; accepted: a folder (created when needed)")
+        return text
+
+    return parse
+
+
+def _s3_url(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(text)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(f"{flag}: {text!r} is not an S3 location; accepted: s3://bucket or s3://bucket/prefix")
         return text
 
     return parse
@@ -297,7 +337,8 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media", "router")
+ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
+CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
@@ -328,32 +369,34 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
-         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
-    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
-         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
-         ("gateway", "media"), "MODE"),
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
+    Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
+         "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media", "router"), "IP"),
+         ("gateway", "media", "router", "connector"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
          "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
-         _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
+         _port("--cluster-port", True), ("gateway", "media", "router", "connector"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
          "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
-         "postgresql+psycopg")), ("standalone",), "URL"),
+         "postgresql+psycopg")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-url", "POST every event (atm0s HookEvent JSON, Standard Webhooks signed) to this URL",
-         _url("--hook-url", ("http", "https")), ("standalone",), "URL"),
+         _url("--hook-url", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
-         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), ("standalone",), "SECRET"),
+         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), CONNECTOR_ROLES, "SECRET"),
     Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
-         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",
-         _float_range("--destroy-room-after", 0.0, 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--destroy-room-after", 0.0, 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--apps", "JSON file {\"apps\": [{app_id, app_secret, hook?}]}: more apps (multi-tenancy)",
-         _file("--apps"), ("standalone",), "FILE"),
+         _file("--apps"), CONNECTOR_ROLES, "FILE"),
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
-         _url("--multi-tenancy-sync", ("http", "https")), ("standalone",), "URL"),
+         _url("--multi-tenancy-sync", ("http", "https")), CONNECTOR_ROLES, "URL"),
+    Flag("--data-dir", "directory of this node's own files: the events waiting for the zone's connector spill "
+         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media",), "DIR"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
     Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
@@ -383,6 +426,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--record-dir", "folder for recordings: <app>/<room>/<session>/<peer>/<track>-<n>.webm|mp4 "
+         "(default trackmesh-data/recordings; docs/recording.md)", _directory("--record-dir"),
+         ("standalone", "media"), "DIR"),
+    Flag("--record-max-file-minutes", "a recorded track starts a new file after this many minutes (default 60)",
+         _float_range("--record-max-file-minutes", 0.05, 24 * 60.0), ("standalone", "media"), "MINUTES"),
+    Flag("--record-s3", "upload finished recordings to s3://BUCKET/PREFIX (credentials and region from the usual "
+         "AWS_* variables); the local copy is deleted once the store confirms it", _s3_url("--record-s3"),
+         ("standalone", "media"), "URL"),
+    Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
+         _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -429,6 +482,10 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("record_s3_endpoint") and not values.get("record_s3"):
+        raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
+    if role == "connector" and values.get("secret_generated"):
+        raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):
@@ -443,6 +500,12 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
     return NodeConfig(**values)
 
 
+# From this many seeds (members a mesh member dials) the full mesh no longer pays: measured with
+# bench/cluster_small.py, at 8 members its hop is no faster than through a router, and a newcomer
+# takes ~0.5 s to join against 10-30 ms (docs/cluster.md, "Tiny clusters: mesh or routers").
+MESH_ADVICE_SEEDS = 8
+
+
 def warnings_of(config: NodeConfig) -> list[str]:
     """Settings that start but probably do not do what the user wants (logged at start)."""
     out: list[str] = []
@@ -454,6 +517,12 @@ def warnings_of(config: NodeConfig) -> list[str]:
                 "puts a loopback address in ICE candidates: remote browsers will not connect. "
                 "Pass --node-ip <an address they can reach>."
             )
+    if config.role in ("gateway", "media") and config.cluster_mode == "mesh" and len(config.seeds) >= MESH_ADVICE_SEEDS:
+        out.append(
+            f"--cluster-mode mesh with {len(config.seeds)} seeds: in a full mesh every member dials every other one "
+            f"(n(n-1)/2 links); from about {MESH_ADVICE_SEEDS} members zone routers join faster and cost less "
+            "(--cluster-mode routers, docs/cluster.md \"Tiny clusters: mesh or routers\")"
+        )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
     return out

@@ -104,3 +104,14 @@ def test_rtmp_flags() -> None:
             resolve("standalone", flags, {})
     assert resolve("gateway", {"rtmp_port": "1936"}, {}).rtmp_port == 1936  # the gateway's splice
     assert resolve("gateway", {}, {}).rtmp_port is None  # off on a gateway unless given
+
+
+def test_the_connector_role_takes_the_cluster_and_connector_flags_and_needs_the_secret() -> None:
+    cfg = resolve("connector", {"secret": "s" * 24, "zone": "2", "node_id": "4", "seeds": "tcp/127.0.0.1:7447",
+                                "connector_db": "sqlite:///x/c.db", "hook_url": "http://127.0.0.1:9/h"}, {})
+    assert (cfg.node_id, cfg.connector_db, cfg.hook_url) == (2 << 8 | 4, "sqlite:///x/c.db", "http://127.0.0.1:9/h")
+    with pytest.raises(ConfigError, match="--secret: the connector needs the cluster secret"):
+        resolve("connector", {}, {})
+    # Media nodes keep their own files (the connector's spill queue) in --data-dir.
+    assert resolve("media", {"data_dir": "/tmp/x"}, {}).data_dir == "/tmp/x"
+    assert resolve("media", {}, {}).data_dir == "trackmesh-data"

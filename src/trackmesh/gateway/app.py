@@ -69,7 +69,7 @@ def _rtmp_via_gateway(resp: Response, request: Request, port: int) -> Response:
     return JSONResponse(body, status_code=200, headers=headers)
 REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
 RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate", "retry-after")
-ROUTING_PARAMS = ("zone", "node")
+ROUTING_PARAMS = ("zone", "node", "zone_rtt")  # zone_rtt: for global gateways (gateway/zone_choice.py)
 
 
 class RouteError(Exception):
@@ -107,7 +107,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
-        expose_headers=["Location", "ETag", "Accept-Patch", "Link", SERVED_HEADER],
+        expose_headers=["Location", "ETag", "Accept-Patch", "Link", SERVED_HEADER, "X-Trackmesh-Zone"],
         max_age=3600,
     )
     zone = gw.config.zone
@@ -266,6 +266,16 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
+
+    @app.api_route("/api/zone/ping", methods=["GET", "HEAD"], tags=["zone"], status_code=204,
+                   summary="An empty answer for clients to time their round trip to this zone",
+                   description="A client measures its RTT to each zone's gateway with this call (the global "
+                   "gateway lists them at GET /api/global/zones) and reports them to a global gateway as "
+                   "?zone_rtt=ZONE:MS,... (docs/cluster.md). No body, never cached; X-Trackmesh-Zone names "
+                   "the zone.")  # fmt: skip
+    async def ping() -> Response:
+        headers = {"X-Trackmesh-Zone": str(zone), "Cache-Control": "no-store", "Timing-Allow-Origin": "*"}
+        return Response(status_code=204, headers=headers)
 
     @app.get("/api/node/health", tags=["node"])
     async def health() -> JSONResponse:

@@ -55,6 +55,10 @@ class NodeApi(Protocol):
         """The embedded connector (standalone), or None."""
         ...
 
+    def link_metrics(self) -> dict[str, float]:
+        """A cluster node's link to its zone's connector (pending, sent, resent, spilled, dropped); {} without one."""
+        ...
+
     @property
     def http_counters(self) -> dict[str, int]:
         """The HTTP server's limit counters (trackmesh.http.serving)."""

@@ -22,6 +22,7 @@ from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
 from .metrics import render_metrics
+from .record_http import router as record_router
 from .rtmp_http import router as rtmp_router
 from .rtmp_http import rtmp_url
 from .sdk_http import router as sdk_router
@@ -164,4 +165,10 @@ def node_routers(node: NodeApi) -> list[Any]:
     # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
     # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason;
     # on one without a connector the /api/connector routes answer 503.
-    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node), rtmp_router(node)]
+    return [
+        sdk_router(node),
+        connector_router(lambda: node.connector),
+        whip_whep_router(node),
+        record_router(node),
+        rtmp_router(node),
+    ]

@@ -56,6 +56,13 @@ def render_metrics(
                       "stored; oldest undelivered age in seconds", ["what"], registry=registry)
         for name, value in connector.metrics().items():
             hooks.labels(name).set(value)
+    link = node.link_metrics()
+    if link:
+        gauge = Gauge("trackmesh_connector_link", "Events to the zone's connector: pending (queued, spilled or "
+                      "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped",
+                      ["what"], registry=registry)
+        for name, value in link.items():
+            gauge.labels(name).set(value)
     for name, value in node.http_counters.items():
         Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST

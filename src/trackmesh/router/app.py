@@ -36,6 +36,7 @@ def render_router_metrics(router: RouterNode) -> str:
         "# TYPE trackmesh_router_links gauge",
         f'trackmesh_router_links{{{labels},kind="router"}} {info["routers"]}',
         f'trackmesh_router_links{{{labels},kind="peer"}} {info["peers"]}',
+        f'trackmesh_router_links{{{labels},kind="client"}} {info["clients"]}',
     ]
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.config import NodeConfig
 from trackmesh.rpc import RpcError
 
+from .connector_link import ConnectorLink
 from .node import Node, StartupError
 from .worker import WorkerRuntime
 from .worker_cluster import WorkerCluster
@@ -106,6 +107,7 @@ class ClusterMediaNode(Node):
         self.affinity = RoomAffinity()
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last_report: dict[str, Any] = {}
+        self.link: ConnectorLink | None = None  # events to the zone's connector (runtime/connector_link.py)
 
     # ---- start -----------------------------------------------------------------------------
 
@@ -130,6 +132,14 @@ class ClusterMediaNode(Node):
             raise
         assert self.workers
         cluster.attach(self.workers[0].runtime)  # type: ignore[attr-defined]
+        try:
+            self.link = ConnectorLink(cluster.node.session, self.config.node_id, self.config.zone,
+                                      self.config.data_dir)
+        except OSError as exc:
+            await self.after_stop()
+            raise StartupError(f"--data-dir: cannot keep the connector spill file: {exc}") from None
+        self.link.attach(self.workers)
+        self.link.start()
         self._reporter = asyncio.create_task(self._report_loop())
 
     async def _join(self, cluster: WorkerCluster) -> None:
@@ -178,6 +188,9 @@ class ClusterMediaNode(Node):
             index = min(range(n), key=lambda i: (self._sessions.get(i, 0), (i - digest) % n))
         self.affinity.routed(room, index, time.monotonic())
         return self.workers[index]
+
+    def link_metrics(self) -> dict[str, float]:
+        return self.link.metrics() if self.link is not None else {}
 
     def connected(self) -> bool:
         cluster = self.cluster
@@ -294,6 +307,9 @@ class ClusterMediaNode(Node):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporter
             self._reporter = None
+        link, self.link = self.link, None
+        if link is not None:
+            await link.stop()  # before the liveliness token goes: the connector would close our sessions
         cluster, self.cluster = self.cluster, None
         if cluster is None:
             return

@@ -209,7 +209,8 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
         return
     if cluster is not None:
         cluster.attach(runtime)
-    relay = _connector_relay(config, runtime, conn, loop) if config.role == "standalone" else None
+    # Standalone: the node's embedded connector stores them; media: the node's link sends them on.
+    relay = _connector_relay(config, runtime, conn, loop) if config.role in ("standalone", "media") else None
     try:
         runtime.start(loop)
     except RpcError as exc:

@@ -131,6 +131,10 @@ class Node:
             return False, "no media worker"
         return True, "ok"
 
+    def link_metrics(self) -> dict[str, float]:
+        """The link to the zone's connector (a cluster media node: runtime/connector_link.py)."""
+        return {}
+
     def new_runtime(self, index: int) -> WorkerRuntime:
         """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
         return WorkerRuntime(self.config, index)
@@ -168,7 +172,7 @@ class Node:
         self.workers.extend(children)
 
     async def _start_connector(self) -> None:
-        # Imported here: only standalone runs the connector (and loads SQLAlchemy).
+        # Imported here: only standalone and the connector role run it (and load SQLAlchemy).
         from .connector import EmbeddedConnector
 
         try:
@@ -187,7 +191,7 @@ class Node:
         http_sock = self._bind_http()
         try:
             await self._start_workers()
-            if self.config.role == "standalone":
+            if self.config.role in ("standalone", "connector"):
                 await self._start_connector()
         except StartupError:
             http_sock.close()
@@ -248,13 +252,23 @@ class Node:
         return code
 
 
+def packet_path_build() -> str:
+    """How the per-packet modules run: compiled by mypyc (``pip install .``) or interpreted (an
+    editable install, TRACKMESH_PURE_PYTHON=1, or no C compiler at install time; see setup.py)."""
+    from trackmesh.transports.webrtc import media_out
+
+    return "compiled (mypyc)" if (media_out.__file__ or "").endswith((".so", ".pyd")) else "pure Python"
+
+
 def print_banner(node: Node) -> None:
     """What a new user needs: where the API is, the secret (when generated) and sample URLs."""
     cfg = node.config
     base = f"http://{cfg.http_host if cfg.http_host not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.http_port}"
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
+    if cfg.role == "connector":
+        what = f"the connector of zone {cfg.zone}: event log, webhooks, log API"
     lines = [
-        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
+        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name}, packet path {packet_path_build()})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",

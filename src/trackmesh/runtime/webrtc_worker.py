@@ -32,6 +32,7 @@ from trackmesh.transports.whip_whep.resource import (
 from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
 
 from .conn_table import ConnTable, Timed, short
+from .recording import recording_of
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")
@@ -142,6 +143,10 @@ class WebRtcTransport:
         if mode is PeerMode.WHEP and params.get("max_spatial") is not None:
             peer.set_max_spatial(now, int(params["max_spatial"]))
         self.table.attach(now, session, creds.ufrag)
+        recording = recording_of(self.runtime)
+        if mode is PeerMode.WHIP and params.get("record") and recording is not None:
+            # A record:true token (atm0s): every track this peer publishes is recorded.
+            recording.record_peer(now, str(params.get("app") or ""), room, str(peer_name))
         log.info(
             "session created",
             extra={"fields": {"mode": mode.value, "room": room, "peer": peer_name, "conn": short(endpoint.conn_id)}},

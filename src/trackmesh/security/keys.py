@@ -8,7 +8,6 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
 - ``token-signing``: HS256 session tokens (security/tokens.py);
 - ``cluster-link``: the zenoh user/password of cluster links (cluster/zenoh_session.py);
 - ``conn-id``: the HMAC tag of conn ids (core/ids.py);
-- ``hook-signing``: signatures of outgoing webhooks (``sign_hook``, for connectors);
 - ``gateway-forward``: the gateway's signed ``X-Trackmesh-Client`` header (the client address a
   media node throttles on, http/throttle.py).
 - ``standard-webhooks``: the default ``whsec_`` secret of the connector's Standard Webhooks, one
@@ -32,12 +31,11 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks")
+PURPOSES = ("token-signing", "cluster-link", "conn-id", "gateway-forward", "standard-webhooks")
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).
 _SALT = b"trackmesh app secret v1"
-HOOK_SIGNATURE_HEADER = "X-Trackmesh-Signature"
 
 
 def _raw(secret: str | bytes) -> bytes:
@@ -71,24 +69,6 @@ def webhook_key(secret: str | bytes, app: str = "") -> bytes:
 def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:
     """The HS256 key of session tokens: derived, or the app secret itself in atm0s mode."""
     return _raw(secret) if atm0s_compatible else derive_key(secret, "token-signing")
-
-
-def sign_hook(secret: str | bytes, body: bytes, timestamp: int) -> str:
-    """The ``X-Trackmesh-Signature`` value of an outgoing webhook: ``t=<unix s>,v1=<hex>``, the
-    HMAC-SHA256 of ``"<t>." + body`` under the hook-signing key. The timestamp inside the MAC
-    lets a receiver refuse replays (``verify_hook``'s tolerance)."""
-    mac = hmac.new(derive_key(secret, "hook-signing"), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify_hook(secret: str | bytes, body: bytes, header: str, now: int, tolerance_s: int = 300) -> bool:
-    """Whether ``header`` (from ``sign_hook``) signs ``body`` and is at most ``tolerance_s`` old."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    stamp = fields.get("t", "")
-    if not stamp.isdigit() or abs(now - int(stamp)) > tolerance_s:
-        return False
-    expected = sign_hook(secret, body, int(stamp))
-    return hmac.compare_digest(expected.encode(), header.strip().encode())
 
 
 def sign_forwarded(secret: str | bytes, client: str) -> str:

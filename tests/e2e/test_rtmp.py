@@ -8,12 +8,14 @@ Run: scripts/in-netns.sh .venv/bin/pytest tests/e2e/test_rtmp.py -v -s
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +29,15 @@ FFMPEG = shutil.which("ffmpeg")
 
 
 @pytest.fixture(scope="module")
-def rtmp_node(netns_guard: None) -> Iterator[TrackmeshNode]:
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rtmp-rec")
+
+
+@pytest.fixture(scope="module")
+def rtmp_node(netns_guard: None, record_dir: Path) -> Iterator[TrackmeshNode]:
     if FFMPEG is None:
         pytest.skip("ffmpeg (Debian package) is not installed")
-    node = TrackmeshNode("--rtmp-port", str(free_port()))
+    node = TrackmeshNode("--rtmp-port", str(free_port()), "--record-dir", str(record_dir))
     try:
         yield node
     finally:
@@ -40,8 +47,9 @@ def rtmp_node(netns_guard: None) -> Iterator[TrackmeshNode]:
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
 
 
-def rtmp_token(node: TrackmeshNode, room: str, peer: str) -> dict[str, Any]:
-    status, resp = node.proc.json("POST", "/token/rtmp", {"room": room, "peer": peer, "ttl": 600}, token=node.secret)
+def rtmp_token(node: TrackmeshNode, room: str, peer: str, record: bool = False) -> dict[str, Any]:
+    body = {"room": room, "peer": peer, "ttl": 600, "record": record}
+    status, resp = node.proc.json("POST", "/token/rtmp", body, token=node.secret)
     assert status == 200 and resp["status"], (status, resp)
     return dict(resp["data"])
 
@@ -263,6 +271,36 @@ def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: A
     assert video and codecs.get(video[0]["codecId"]) == "video/AV1", (codecs, err[-1000:])
     assert (a["width"], a["height"]) == (320, 240) and a["frames_in_window"] >= 20, a
     assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
+
+
+def test_a_record_true_stream_key_records_h264_and_the_transcoded_opus(
+    rtmp_node: TrackmeshNode, record_dir: Path
+) -> None:
+    from tests.recording.probe import decode_errors, probe
+
+    node = rtmp_node
+    room = "rtmp-record"
+    proc = publish(rtmp_token(node, room, "obs", record=True)["publish_url"], 3)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err  # ffmpeg ended cleanly: FCUnpublish, the peer left, the files end
+
+    def complete() -> list[dict[str, Any]]:
+        found = []
+        for side in sorted((record_dir).rglob("*.json")):
+            info = json.loads(side.read_text())
+            if info.get("room") == room and info.get("status") == "complete":
+                info["media"] = side.with_name(side.name.removesuffix(".json"))
+                found.append(info)
+        return found if len(found) == 2 else []
+
+    files = {f["kind"]: f for f in wait_for("both recordings finalised", complete)}
+    for kind, codec in (("video", "h264"), ("audio", "opus")):
+        meta = probe(files[kind]["media"])
+        (stream,) = meta["streams"]
+        assert stream["codec_name"] == codec, meta
+        assert 2.0 <= float(meta["format"]["duration"]) <= 4.0, meta["format"]
+        assert decode_errors(files[kind]["media"]) == "", kind
+    assert files["video"]["peer"] == "obs"
 
 
 def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:

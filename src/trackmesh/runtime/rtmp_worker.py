@@ -57,6 +57,7 @@ from trackmesh.transports.rtmp.events import (
 )
 from trackmesh.transports.rtmp.video_transcode import ReencodedFrame
 
+from .recording import recording_of
 from .rtmp_listener import RtmpConnection, RtmpListener
 from .rtmp_transcode import AudioCoders, OffLoop, VideoCoders
 from .worker import WorkerRuntime
@@ -244,6 +245,10 @@ class RtmpTransport:
                 return
             if audit is not None:
                 audit.connected(now, endpoint.session, conn.peer[0] if conn.peer else "")
+            recording = recording_of(self.runtime)
+            if token.record and recording is not None:
+                # A record:true token (atm0s): every track this peer publishes is recorded.
+                recording.record_peer(now, token.app, token.room, token.peer)
             entry = _Entry(key, publisher)
             self.entries[key] = entry
             self.by_peer[(token.room, token.peer)] = entry

@@ -15,6 +15,8 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+DEFAULT_RTMP_PORT = 1935
+RTMP_BFRAMES = ("transcode", "forward", "reject")
 
 
 class ConfigError(ValueError):
@@ -72,6 +74,16 @@ class NodeConfig:
     record_max_file_minutes: float = 60.0
     record_s3: str | None = None
     record_s3_endpoint: str | None = None
+    # RTMP ingest (docs/rtmp.md): None = the default 1935, given up with a warning when taken;
+    # 0 = off; an explicit port that cannot be bound stops the node.
+    rtmp_port: int | None = None
+    rtmp_bframes: str = "transcode"
+    rtmp_opus_bitrate: int = 96_000
+
+    @property
+    def rtmp_listen_port(self) -> int:
+        """The first RTMP port (worker i listens on PORT+i); 0 = RTMP ingest off."""
+        return DEFAULT_RTMP_PORT if self.rtmp_port is None else self.rtmp_port
 
     @property
     def token_key(self) -> bytes:
@@ -342,6 +354,15 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "IP"),
     Flag("--webrtc-port", "first UDP port for WebRTC, one per worker (default 0 = choose)",
          _port("--webrtc-port", True), ("standalone", "media"), "PORT"),
+    Flag("--rtmp-port", "first TCP port of RTMP ingest, worker i listens on PORT+i (default 1935, given up with a "
+         "warning when taken; 0 = off); on a gateway: the port that splices encoders to the zone's media nodes (off "
+         "unless given). See docs/rtmp.md", _port("--rtmp-port", True), ("standalone", "media", "gateway"), "PORT"),
+    Flag("--rtmp-bframes", "RTMP H.264 with B-frames: transcode (re-encoded once without B-frames, off the loop), "
+         "forward (decode order, warned and counted: browsers may stutter) or reject (the publish is refused with an "
+         "onStatus error naming bframes=0) (default transcode)",
+         _choice("--rtmp-bframes", RTMP_BFRAMES), ("standalone", "media"), "MODE"),
+    Flag("--rtmp-opus-bitrate", "bitrate of the Opus audio transcoded from RTMP AAC, bits/s (default 96000)",
+         _int_range("--rtmp-opus-bitrate", 6000, 510_000), ("standalone", "media"), "BPS"),
     Flag("--workers", "number of media worker processes (default 1)", _int_range("--workers", 1, 64),
          ("standalone", "media"), "N"),
     Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),

@@ -309,13 +309,23 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_gets_nothing(cluster: Clus
 
 def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     gw = cluster.gateway(zone=1)
-    m = cluster.media(1, 10, workers=2)
+    rtmp = _free_range(2)
+    m = cluster.media(1, 10, "--rtmp-port", str(rtmp), workers=2)
     cluster.wait_nodes(gw, 1)
     workers = m.info()["workers"]
     members = {w["cluster"]["member"] for w in workers}
     assert len(members) == 2
     # Each worker peers with the other worker and the gateway.
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
+    # An RTMP stream key through the gateway: the media node answers with its own URL (worker i: PORT+i).
+    body = json.dumps({"room": "rtmp-room", "peer": "obs", "ttl": 60}).encode()
+    status, _, raw = http("POST", f"{gw.base}/token/rtmp", body,
+                          {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"})  # fmt: skip
+    assert status == 200, raw
+    url = json.loads(raw)["data"]["rtmp_url"]
+    assert url in (f"rtmp://127.0.0.1:{rtmp}/live", f"rtmp://127.0.0.1:{rtmp + 1}/live"), url
+    status, _, raw = http("DELETE", f"{gw.base}/rtmp/conn/forged", headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 404 and b"unknown conn id" in raw, raw
 
 
 def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str, routers_per_zone: int = 0,

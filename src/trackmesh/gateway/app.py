@@ -2,7 +2,8 @@
 
 New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``)
 go to the least-loaded healthy media node of the zone; follow-up calls on a conn id
-(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``) go to
+(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``,
+``DELETE /rtmp/conn/<id>``) go to
 the node that owns it (conn ids are signed and carry the node id). The call is proxied: the client
 sees the node's answer, and the relative ``Location`` keeps pointing at the gateway.
 
@@ -10,6 +11,10 @@ Routing controls (query parameter or header; see docs/cluster.md):
 
 - ``?zone=Z`` / ``X-Trackmesh-Zone: Z``: serve the request in zone Z (via one of its gateways).
 - ``?node=N`` / ``X-Trackmesh-Node: N``: pin node N of the zone (tests, operators).
+
+``POST /token/rtmp`` is answered by the chosen media node; a gateway with ``--rtmp-port`` puts its
+own ``rtmp://`` URL in the answer (its port splices encoders to the zone's media nodes:
+rtmp_splice.py), one without leaves the node's.
 
 Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
 by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.
@@ -45,6 +50,23 @@ ZONE_HEADER = "x-trackmesh-zone"
 NODE_HEADER = "x-trackmesh-node"
 FORWARDED_HEADER = "x-trackmesh-forwarded"
 SERVED_HEADER = "X-Trackmesh-Served-By"
+
+
+def _rtmp_via_gateway(resp: Response, request: Request, port: int) -> Response:
+    """A media node's ``/token/rtmp`` answer with the gateway's own RTMP URL (its --rtmp-port
+    splices to the zone's media nodes), on the host the client reached the gateway by."""
+    import json
+
+    try:
+        body = json.loads(bytes(resp.body))
+        data = body["data"]
+        host = (request.url.hostname or "127.0.0.1").strip("[]")
+        url = f"rtmp://{f'[{host}]' if ':' in host else host}:{port}/live"
+        data["rtmp_url"], data["publish_url"] = url, f"{url}/{data['stream_key']}"
+    except (ValueError, KeyError, TypeError):
+        return resp  # not the answer we know: passed on as it is
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(body, status_code=200, headers=headers)
 REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
 RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate", "retry-after")
 ROUTING_PARAMS = ("zone", "node", "zone_rtt")  # zone_rtt: for global gateways (gateway/zone_choice.py)
@@ -318,7 +340,11 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         refused = refuse_app_secret(request, gw.config.secret, throttle)
         if refused is not None:
             return refused
-        return await route_new(request)
+        resp = await route_new(request)
+        served = resp.headers.get(SERVED_HEADER, "")
+        if kind == "rtmp" and gw.config.rtmp_port and resp.status_code == 200 and served.startswith(f"{zone}/"):
+            return _rtmp_via_gateway(resp, request, gw.config.rtmp_port)
+        return resp
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: routed to the best media node")
@@ -332,6 +358,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     @app.delete("/whep/conn/{conn_id}", tags=["whep"])
     @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
     @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
+    @app.delete("/rtmp/conn/{conn_id}", tags=["rtmp"], summary="End an RTMP publisher: routed to its media node")
     async def on_conn(conn_id: str, request: Request) -> Response:
         return await route_conn(request, conn_id)
 

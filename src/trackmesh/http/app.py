@@ -23,6 +23,8 @@ from .envelope import error, ok
 from .headers import bearer
 from .metrics import render_metrics
 from .record_http import router as record_router
+from .rtmp_http import router as rtmp_router
+from .rtmp_http import rtmp_url
 from .sdk_http import router as sdk_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
@@ -47,7 +49,7 @@ def create_app(node: NodeApi) -> FastAPI:
     app = create_docs_app(
         title="trackmesh",
         version=__version__,
-        description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK and node APIs.",
+        description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK, RTMP ingest and node APIs.",
     )
     app.state.node = node
     app.state.auth_throttle = throttle = FailureThrottle()
@@ -141,7 +143,7 @@ def create_app(node: NodeApi) -> FastAPI:
         text, content_type = render_metrics(node, await node.stats(), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node.config, throttle, _tenant_app(node)))
+    app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node)))
     for router in node_routers(node):
         app.include_router(router)
     return app
@@ -163,4 +165,10 @@ def node_routers(node: NodeApi) -> list[Any]:
     # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
     # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason;
     # on one without a connector the /api/connector routes answer 503.
-    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node), record_router(node)]
+    return [
+        sdk_router(node),
+        connector_router(lambda: node.connector),
+        whip_whep_router(node),
+        record_router(node),
+        rtmp_router(node),
+    ]

@@ -33,7 +33,7 @@ from .headers import bearer
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
 DEV_TOKEN_TTL = 3600
-Kind = Literal["whip", "whep", "webrtc", "rtpengine"]
+Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp"]
 
 
 def _printable(value: str | None) -> str | None:
@@ -58,6 +58,9 @@ class TokenRequest(BaseModel):
 
 class TokenData(BaseModel):
     token: str
+    rtmp_url: str | None = Field(None, description="rtmp tokens: the URL to publish to (OBS: Server)")
+    stream_key: str | None = Field(None, description="rtmp tokens: the stream key (the token itself)")
+    publish_url: str | None = Field(None, description="rtmp tokens: rtmp_url/stream_key (ffmpeg's output URL)")
 
 
 class TokenResponse(BaseModel):
@@ -103,7 +106,7 @@ def _problems(exc: ValidationError) -> str:
 
 
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
-    if kind in ("whip", "rtpengine") and (room is None or peer is None):
+    if kind in ("whip", "rtpengine", "rtmp") and (room is None or peer is None):
         return f"invalid request: a {kind} token needs room and peer"
     if kind == "whep" and room is None:
         return "invalid request: a whep token needs room"
@@ -111,10 +114,15 @@ def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
 
 
 def router(
-    config: NodeConfig, throttle: FailureThrottle, tenant_app: Callable[[str], str | None] | None = None
+    config: NodeConfig,
+    throttle: FailureThrottle,
+    tenant_app: Callable[[str], str | None] | None = None,
+    rtmp_url: Callable[[str], str | None] | None = None,
 ) -> APIRouter:
     """The token routes of a node with ``config``. ``tenant_app`` (multi-tenancy, docs/connector.md)
-    names the app whose secret was presented, or None; the node's own secret is app ``""``."""
+    names the app whose secret was presented, or None; the node's own secret is app ``""``.
+    ``rtmp_url(room)`` is the ``rtmp://host:port/live`` that takes the room's publishers, or None
+    when RTMP ingest is off (a ``rtmp`` token is then a 503)."""
 
     def app_of(presented: str | None) -> str | None:
         if presented is None:
@@ -130,9 +138,13 @@ def router(
         tags=["tokens"],
         summary="Create a session token (atm0s 0.2 compatible)",
         response_model=TokenResponse,
+        response_model_exclude_none=True,  # other kinds keep atm0s's one-field data
+        description="``rtmp`` tokens are stream keys: the answer also has ``rtmp_url`` (OBS's Server), "
+        "``stream_key`` and ``publish_url`` (ffmpeg's output URL); see docs/rtmp.md.",
         responses={
             400: {"description": "the body does not validate; the error says why"},
             401: {"description": "wrong app secret"},
+            503: {"description": "rtmp: RTMP ingest is off (--rtmp-port 0) or no media worker"},
             413: {"description": "body too large"},
             415: {"description": "Content-Type is not application/json"},
             429: {"description": "too many wrong secrets from this address; see Retry-After"},
@@ -166,8 +178,17 @@ def router(
             return error(400, problem)
         # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
         # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
+        url = None
+        if kind == "rtmp":
+            assert req.room is not None  # _needs
+            url = rtmp_url(req.room) if rtmp_url is not None else None
+            if url is None:
+                return error(503, "RTMP ingest is off on this node (--rtmp-port 0) or it has no media worker")
         token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
-        return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
+        signed = issue(config.token_key, token, req.ttl, int(time.time()))
+        if url is not None:
+            return ok({"token": signed, "rtmp_url": url, "stream_key": signed, "publish_url": f"{url}/{signed}"})
+        return ok({"token": signed})
 
     if config.dev:
 

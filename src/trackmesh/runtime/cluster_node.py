@@ -225,6 +225,17 @@ class ClusterMediaNode(Node):
         self._cpu_at = (now, cpu)
         return round(100.0 * (cpu - cpu_then) / max(now - then, 1e-3), 1)
 
+    def _rtmp_address(self) -> str | None:
+        """Worker 0's RTMP listener ("host:port"), when it listens (any worker takes any room here)."""
+        from .handles import InProcessWorker
+        from .rtmp_worker import RtmpTransport
+
+        first = self.workers[0] if self.workers else None
+        if not isinstance(first, InProcessWorker) or RtmpTransport not in first.runtime.services:
+            return None
+        host = self.config.node_ip
+        return f"{f'[{host}]' if ':' in host else host}:{self.config.rtmp_listen_port}"
+
     async def report(self) -> dict[str, Any]:
         cfg = self.config
         stats = await super().stats()
@@ -251,6 +262,9 @@ class ClusterMediaNode(Node):
             "reason": reason,
             "ts": time.time(),
         }
+        rtmp = self._rtmp_address()
+        if rtmp is not None:
+            report["rtmp"] = rtmp  # where a gateway splices encoders to (gateway/rtmp_splice.py)
         cluster = self.cluster
         if cluster is not None and not cluster.node.session.is_closed():
             cluster.node.session.put(f"{LOAD_ROOT}{cfg.zone}/{self.index}", json.dumps(report))

@@ -155,8 +155,8 @@ class Node:
         if not self.has_media:
             return
         runtime = self.new_runtime(0)
-        install_all(runtime)
         try:
+            install_all(runtime)
             runtime.start(loop)
         except RpcError as exc:
             raise StartupError(exc.message) from None
@@ -280,6 +280,10 @@ def print_banner(node: Node) -> None:
             f"  publish (WHIP) sample: {base}/samples/whip.html",
             f"  watch (WHEP) sample:   {base}/samples/whep.html",
         ]
+        if cfg.rtmp_listen_port:
+            host = cfg.node_ip if ":" not in cfg.node_ip else f"[{cfg.node_ip}]"
+            url = f"rtmp://{host}:{cfg.rtmp_listen_port}/live"
+            lines.append(f"  RTMP ingest (OBS):     {url}/<stream key from POST /token/rtmp>")
         if cfg.dev:
             lines.append("  --dev: the samples get demo tokens from /dev/token/<kind> (loopback clients only)")
     if cfg.secret_generated:

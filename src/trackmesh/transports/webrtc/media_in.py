@@ -35,6 +35,7 @@ _CODECS: Final = {
     "vp8": MediaCodec.VP8,
     "vp9": MediaCodec.VP9,
     "h264": MediaCodec.H264,
+    "av1": MediaCodec.AV1,
     "pcma": MediaCodec.PCMA,
     "pcmu": MediaCodec.PCMU,
 }

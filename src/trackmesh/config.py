@@ -66,6 +66,13 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # SIP (docs/sip.md): None = the default port 5060, given up with a warning when busy; 0 = off.
+    sip_port: int | None = None
+    sip_rtp_ports: tuple[int, int] = (40000, 40999)
+
+    @property
+    def sip_listen_port(self) -> int:
+        return 5060 if self.sip_port is None else self.sip_port
 
     @property
     def token_key(self) -> bytes:
@@ -86,6 +93,20 @@ def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
             extra = " (0 = choose a free port)" if allow_zero else ""
             raise ConfigError(f"{flag}: {text!r} is not a port; accepted: an integer {low}..65535{extra}")
         return value
+
+    return parse
+
+
+def _port_range(flag: str) -> Callable[[str], tuple[int, int]]:
+    def parse(text: str) -> tuple[int, int]:
+        low_text, _, high_text = text.partition("-")
+        try:
+            low, high = int(low_text), int(high_text)
+        except ValueError:
+            low = high = -1
+        if not 1024 <= low < high <= 65535:
+            raise ConfigError(f"{flag}: {text!r} is not a port range; accepted: LOW-HIGH, 1024 <= LOW < HIGH <= 65535")
+        return low, high
 
     return parse
 
@@ -362,6 +383,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--sip-port", "UDP and TCP port for SIP calls into rooms (default 5060, skipped with a warning when busy; "
+         "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
+    Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
+         _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

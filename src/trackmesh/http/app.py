@@ -23,6 +23,7 @@ from .envelope import error, ok
 from .headers import bearer
 from .metrics import render_metrics
 from .sdk_http import router as sdk_router
+from .sip_http import router as sip_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
 
@@ -141,6 +142,7 @@ def create_app(node: NodeApi) -> FastAPI:
         return PlainTextResponse(text, media_type=content_type)
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node)))
+    app.include_router(sip_router(node))
     for router in node_routers(node):
         app.include_router(router)
     return app

@@ -33,7 +33,7 @@ from .headers import bearer
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
 DEV_TOKEN_TTL = 3600
-Kind = Literal["whip", "whep", "webrtc", "rtpengine"]
+Kind = Literal["whip", "whep", "webrtc", "rtpengine", "sip"]
 
 
 def _printable(value: str | None) -> str | None:
@@ -105,6 +105,8 @@ def _problems(exc: ValidationError) -> str:
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
     if kind in ("whip", "rtpengine") and (room is None or peer is None):
         return f"invalid request: a {kind} token needs room and peer"
+    if kind == "sip" and room is None:
+        return "invalid request: a sip token needs room (peer defaults to sip-<caller>)"
     if kind == "whep" and room is None:
         return "invalid request: a whep token needs room"
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .sdk_worker import install as install_sdk
+from .sip_media import install as install_sip
 from .webrtc_worker import install as install_webrtc
 from .worker import WorkerRuntime
 
@@ -19,7 +20,7 @@ Installer = Callable[[WorkerRuntime], None]
 
 def worker_transports() -> list[Installer]:
     """Installers of the transports every worker runs, in order."""
-    return [install_webrtc, install_sdk]
+    return [install_webrtc, install_sdk, install_sip]
 
 
 def install_all(runtime: WorkerRuntime) -> None:

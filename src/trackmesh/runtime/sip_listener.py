@@ -1,0 +1,274 @@
+"""The node's SIP driver: UDP and TCP on ``--sip-port`` around the sans-IO stack.
+
+- One :class:`~trackmesh.transports.sip.transaction.TransactionLayer` and one
+  :class:`~trackmesh.transports.sip.uas.CallControl` for the UDP socket and every TCP
+  connection (RFC 3261 s18: the same port; over TCP a response goes back on its connection,
+  messages are framed by Content-Length with :class:`~trackmesh.transports.sip.parser.StreamFramer`).
+- Which room: the Request-URI's user part (``sip:<token>@host``) or an ``X-Trackmesh-Token``
+  header carries a ``sip`` token (``POST /token/sip``); its room is the room, its peer the peer
+  (``sip-<caller's user>`` when the token names none). No valid token: 403.
+- Media lives on the room's worker (runtime/sip_media.py), reached by the node's worker calls
+  like every HTTP request; a worker that ends a call (no RTP) is polled once a second and the
+  call gets its BYE here.
+- One timer for the layer and the calls; no await and no logging per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from trackmesh.errors import RemoteProtocolError
+from trackmesh.rpc import RpcError
+from trackmesh.security.tokens import TokenError, verify
+from trackmesh.transports.sip.message import Request, SipUri
+from trackmesh.transports.sip.parser import StreamFramer
+from trackmesh.transports.sip.transaction import TransactionLayer
+from trackmesh.transports.sip.uas import Action, CallControl, CloseMedia, OpenMedia, Refusal, UpdateMedia
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("trackmesh.sip")
+
+Address = tuple[str, int]
+TOKEN_HEADER = "X-Trackmesh-Token"
+ENDED_POLL = 1.0
+MAX_TCP_CONNECTIONS = 1000
+
+
+class SipListener(asyncio.DatagramProtocol):
+    def __init__(self, node: Node, host: str, port: int) -> None:
+        self.node = node
+        self.host = host
+        self.port = port
+        self.layer = TransactionLayer()
+        self.control = CallControl(self.layer, self._authorize, host=host, port=port)
+        self.connections: dict[Address, _TcpConnection] = {}
+        self.counters: dict[str, int] = {"udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = self._loop
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
+        self._udp = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        self.control.port = self.port
+        try:
+            self._tcp = await loop.create_server(lambda: _TcpConnection(self), self.host, self.port)
+        except OSError:
+            transport.close()
+            raise
+        self._poller = loop.create_task(self._poll_ended())
+        log.info("sip listening", extra={"fields": {"udp_tcp": f"{self.host}:{self.port}"}})
+
+    async def close(self) -> None:
+        now = time.monotonic()
+        for call in list(self.control.calls.values()):
+            self.control.hang_up(now, call.id, "server shutting down")
+        self._drain(now)
+        await asyncio.sleep(0.05)  # let the BYEs and CloseMedia calls leave
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            for conn in list(self.connections.values()):
+                conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls": len(self.control.calls),
+            **self.control.counters,
+            **self.counters,
+            "parse_errors": self.layer.parse_errors,
+            "retransmissions": self.layer.retransmissions,
+        }
+
+    # ---- authorization -------------------------------------------------------------------------
+
+    def _authorize(self, req: Request, source: Address) -> tuple[str, str] | Refusal:
+        token = req.headers.get(TOKEN_HEADER)
+        if token is None:
+            try:
+                token = SipUri.parse(req.uri).user
+            except RemoteProtocolError:
+                token = None
+        if not token:
+            return Refusal(403, "Forbidden (no token: call sip:<token from POST /token/sip>@host)")
+        try:
+            claims = verify(self.node.config.token_key, token, "sip", int(time.time()))
+        except TokenError as exc:
+            return Refusal(403, f"Forbidden ({exc})")
+        if claims.room is None:
+            return Refusal(403, "Forbidden (the token names no room)")
+        peer = claims.peer
+        if peer is None:
+            try:
+                user = SipUri.parse(req.from_().uri).user or "caller"
+            except RemoteProtocolError:
+                user = "caller"
+            peer = "sip-" + "".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64]
+        return claims.room, peer
+
+    # ---- input ---------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = time.monotonic()
+        self.counters["udp_rx"] += 1
+        self.layer.handle_datagram(now, data, (addr[0], addr[1]))
+        self._drain(now)
+
+    def on_stream_message(self, msg: Any, peer: Address) -> None:
+        now = time.monotonic()
+        self.counters["tcp_rx"] += 1
+        if isinstance(msg, Request):
+            self.layer.handle_request(now, msg, peer, reliable=True)
+        else:
+            self.layer.handle_response(now, msg, peer)
+        self._drain(now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        self.layer.handle_timeout(now)
+        self.control.handle_timeout(now)
+        self._drain(now)
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def _drain(self, now: float) -> None:
+        layer, control = self.layer, self.control
+        for _ in range(1000):
+            event = layer.poll_event()
+            if event is None:
+                break
+            source = getattr(event, "source", None)
+            control.handle_event(now, event, reliable=source in self.connections)
+        while (action := control.poll_action()) is not None:
+            self._start_action(action)
+        while (tx := layer.poll_transmit()) is not None:
+            if tx.reliable:
+                conn = self.connections.get(tx.destination)
+                if conn is not None:
+                    conn.write(tx.data)
+            elif self._udp is not None:
+                self._udp.sendto(tx.data, tx.destination)
+        deadlines = [d for d in (layer.next_deadline(), control.next_deadline()) if d is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadlines:
+            delay = max(0.0, min(deadlines) - now)
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _start_action(self, action: Action) -> None:
+        task = self._loop.create_task(self._run_action(action))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_action(self, action: Action) -> None:
+        control = self.control
+        try:
+            worker = self.node.worker_for_room(action.room)
+        except RpcError as exc:
+            worker = None
+            error = exc
+        if isinstance(action, OpenMedia):
+            try:
+                if worker is None:
+                    raise error
+                params = {"room": action.room, "peer": action.peer, "offer": action.offer, "call_id": action.call}
+                res = await worker.call("sip.open", params)
+            except RpcError as exc:
+                self.counters["media_errors"] += 1
+                control.media_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
+            else:
+                control.media_opened(time.monotonic(), action.call, int(res["session"]), str(res["answer"]))
+        elif isinstance(action, UpdateMedia):
+            try:
+                if worker is None:
+                    raise error
+                res = await worker.call("sip.update", {"session": action.session, "offer": action.offer})
+            except RpcError as exc:
+                control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
+            else:
+                control.update_answered(time.monotonic(), action.call, str(res["answer"]))
+        elif isinstance(action, CloseMedia) and worker is not None:
+            with contextlib.suppress(RpcError):
+                await worker.call("sip.close", {"session": action.session, "reason": action.reason})
+        self._drain(time.monotonic())
+
+    async def _poll_ended(self) -> None:
+        while True:
+            await asyncio.sleep(ENDED_POLL)
+            if not self.control.calls:
+                continue
+            for worker in list(self.node.workers):
+                try:
+                    res = await worker.call("sip.ended", {})
+                except RpcError:
+                    continue
+                now = time.monotonic()
+                for session, reason in res.get("ended", []):
+                    call = self.control.call_for_session(int(session))
+                    if call is not None:
+                        call.session = None  # the worker closed the media already
+                        self.control.hang_up(now, call.id, str(reason))
+                self._drain(time.monotonic())
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP connection: bytes -> StreamFramer -> the shared transaction layer."""
+
+    def __init__(self, listener: SipListener) -> None:
+        self.listener = listener
+        self.framer = StreamFramer()
+        self.peer: Address = ("", 0)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if len(self.listener.connections) >= MAX_TCP_CONNECTIONS:
+            transport.close()
+            return
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = (host, port)
+        self.listener.connections[self.peer] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.listener.connections.get(self.peer) is self:
+            del self.listener.connections[self.peer]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.framer.feed(data)
+            while (msg := self.framer.next_message()) is not None:
+                self.listener.on_stream_message(msg, self.peer)
+        except RemoteProtocolError:
+            # A stream cannot resynchronise after a framing error (s18.3): close it.
+            self.listener.counters["tcp_framing_errors"] += 1
+            self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,326 @@
+"""Phone callers in rooms, with real clients: sipp dials a room on a trackmesh node's --sip-port.
+
+- ``uac_pcap`` (sipp's built-in scenario: PCMA from /usr/share/sip-tester plus RFC 2833 DTMF)
+  calls ``sip:<token>@127.0.0.1``: an aiortc WHEP viewer in the room hears the caller (decoded
+  Opus with real energy), the node saw the call's RTP and the DTMF digit, and after sipp's BYE the
+  call and its peer are gone.
+- A hold scenario: re-INVITE with ``a=sendonly`` is answered ``a=recvonly`` (200, the call stays
+  up), a second re-INVITE resumes with ``a=sendrecv``, then BYE; a caller without a token gets 403.
+
+Loopback only, inside the private network namespace (scripts/test.sh); sipp always gets -timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TrackmeshNode
+
+pytestmark = pytest.mark.e2e
+
+HOST = "127.0.0.1"
+SIPP_PCAPS = Path("/usr/share/sip-tester")
+
+HOLD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hold and resume">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Session-Expires: 1800
+Supported: timer
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true">
+    <action>
+      <ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d1"/>
+      <ereg regexp="Session-Expires: 1800;refresher=uac" search_in="msg" check_it="true" assign_to="se"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendonly
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="d2"/></action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="1500"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687639 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action><ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d3"/></action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 4 BYE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="d1,se,d2,d3"/>
+</scenario>
+"""
+
+NO_TOKEN_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="refused">
+  <send retrans="500"><![CDATA[
+INVITE sip:nobody@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:nobody@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:anon@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="403"/>
+  <send><![CDATA[
+ACK sip:nobody@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:nobody@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def sip_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
+    port = free_port()
+    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099")
+    try:
+        yield node, port
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def run_sipp(cwd: Path, sip_port: int, *args: str, timeout: float = 30.0) -> tuple[int, str]:
+    proc = subprocess.run(
+        ["sipp", f"{HOST}:{sip_port}", "-i", HOST, "-p", str(free_port()), "-mp", str(free_port() & ~1),
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    errors = "".join(p.read_text(errors="replace") for p in cwd.glob("*errors.log"))
+    return proc.returncode, (proc.stdout[-1500:] + proc.stderr[-500:] + errors[-2000:])
+
+
+def sip_calls(node: TrackmeshNode) -> list[dict[str, Any]]:
+    status, body = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert status == 200, body
+    return list(body["data"]["calls"])
+
+
+async def whep_listen(url: str, token: str, seconds: float) -> dict[str, Any]:
+    """An aiortc WHEP viewer of the room: the peak RMS of its decoded audio over ``seconds``."""
+    sys.path.insert(0, str(Path(__file__).parent / "clients"))
+    import aiortc_client as ac
+
+    ac.restrict_to_loopback()
+    pc = ac.new_pc()
+    result: dict[str, Any] = {"frames": 0, "peak_rms": 0.0}
+
+    async def consume(track: Any) -> None:
+        while True:
+            frame = await track.recv()
+            samples = array("h")
+            samples.frombytes(bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)])
+            if samples:
+                rms = math.sqrt(sum(s * s for s in samples) / len(samples))
+                result["peak_rms"] = max(result["peak_rms"], rms)
+            result["frames"] += 1
+
+    tasks: list[asyncio.Task[None]] = []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track))))
+    pc.addTransceiver("audio", direction="recvonly")
+    summary: dict[str, Any] = {}
+    location = await ac._negotiate(pc, url, token, summary)
+    try:
+        await ac._wait_connected(pc, 10)
+        await asyncio.sleep(seconds)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await pc.close()
+        await ac._delete(location, token, summary)
+    return result
+
+
+def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    node, sip_port = sip_node
+    room = "sip-pcap-room"
+    sip_token = node.token("sip", room, "phone1")
+    whep_token = node.token("whep", room)
+    (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
+
+    async def main() -> tuple[dict[str, Any], tuple[int, str], list[dict[str, Any]]]:
+        listen = asyncio.create_task(whep_listen(node.url("/whep/endpoint"), whep_token, 6.0))
+        await asyncio.sleep(1.0)
+        sipp = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, sip_port, "-sn", "uac_pcap", "-s", sip_token))
+        await asyncio.sleep(2.5)
+        during = await asyncio.to_thread(sip_calls, node)
+        return await listen, await sipp, during
+
+    heard, (rc, out), during = asyncio.run(main())
+    assert rc == 0, out  # sipp exits 0 only when its call succeeded (INVITE, 200, ACK, media, BYE, 200)
+    assert [c["peer"] for c in during] == ["phone1"], during
+    call = during[0]
+    assert call["room"] == room and call["codec"] == "PCMA"
+    assert call["rtp_in"] > 50 and call["uplink_packets"] > 50, call  # PCMA in, Opus into the room
+    assert heard["frames"] > 50, heard
+    assert heard["peak_rms"] > 300, heard  # the pcap's voice, not silence, after G.711 -> Opus -> WebRTC
+    deadline = time.monotonic() + 5
+    while sip_calls(node) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sip_calls(node) == []  # the BYE ended the call and its peer
+    _status, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert stats["data"]["sip"]["answered"] >= 1
+
+
+def test_hold_keeps_the_call_and_no_token_is_refused(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    node, sip_port = sip_node
+    token = node.token("sip", "sip-hold-room")
+    (tmp_path / "hold.xml").write_text(HOLD_SCENARIO)
+    (tmp_path / "refused.xml").write_text(NO_TOKEN_SCENARIO)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "hold.xml", "-s", token)
+    assert rc == 0, out  # every check_it regexp matched: recvonly on hold, sendrecv on resume
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "refused.xml")
+    assert rc == 0, out
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    sip = stats["data"]["sip"]
+    assert sip["reoffers"] >= 2 and sip["ended_by_phone"] >= 1 and sip["refused"] >= 1, sip

@@ -19,18 +19,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 from trackmesh.errors import RemoteProtocolError
-from trackmesh.rpc import RpcError
+from trackmesh.config import NodeConfig
+from trackmesh.rpc import RpcError, WorkerHandle
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sip.message import Request, SipUri
 from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uas import Action, CallControl, CloseMedia, OpenMedia, Refusal, UpdateMedia
-
-if TYPE_CHECKING:
-    from .node import Node
 
 log = logging.getLogger("trackmesh.sip")
 
@@ -40,8 +39,20 @@ ENDED_POLL = 1.0
 MAX_TCP_CONNECTIONS = 1000
 
 
+class SipHost(Protocol):
+    """What the listener needs of its node (runtime/node.py's Node)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def workers(self) -> Sequence[WorkerHandle]: ...
+
+    def worker_for_room(self, room: str) -> WorkerHandle: ...
+
+
 class SipListener(asyncio.DatagramProtocol):
-    def __init__(self, node: Node, host: str, port: int) -> None:
+    def __init__(self, node: SipHost, host: str, port: int) -> None:
         self.node = node
         self.host = host
         self.port = port

@@ -292,16 +292,19 @@ def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int]
         listen = asyncio.create_task(whep_listen(node.url("/whep/endpoint"), whep_token, 6.0))
         await asyncio.sleep(1.0)
         sipp = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, sip_port, "-sn", "uac_pcap", "-s", sip_token))
-        await asyncio.sleep(2.5)
-        during = await asyncio.to_thread(sip_calls, node)
-        return await listen, await sipp, during
+        snapshots: list[dict[str, Any]] = []
+        while not sipp.done():  # the call as the node reports it, while it lasts
+            snapshots += await asyncio.to_thread(sip_calls, node)
+            await asyncio.sleep(0.3)
+        return await listen, await sipp, snapshots
 
     heard, (rc, out), during = asyncio.run(main())
     assert rc == 0, out  # sipp exits 0 only when its call succeeded (INVITE, 200, ACK, media, BYE, 200)
-    assert [c["peer"] for c in during] == ["phone1"], during
-    call = during[0]
+    assert {c["peer"] for c in during} == {"phone1"}, during
+    call = during[-1]
     assert call["room"] == room and call["codec"] == "PCMA"
     assert call["rtp_in"] > 50 and call["uplink_packets"] > 50, call  # PCMA in, Opus into the room
+    assert call["dtmf"], call  # the pcap's RFC 2833 events reached the room's "sip-dtmf" channel
     assert heard["frames"] > 50, heard
     assert heard["peak_rms"] > 300, heard  # the pcap's voice, not silence, after G.711 -> Opus -> WebRTC
     deadline = time.monotonic() + 5
@@ -319,8 +322,106 @@ def test_hold_keeps_the_call_and_no_token_is_refused(sip_node: tuple[TrackmeshNo
     (tmp_path / "refused.xml").write_text(NO_TOKEN_SCENARIO)
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "hold.xml", "-s", token)
     assert rc == 0, out  # every check_it regexp matched: recvonly on hold, sendrecv on resume
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "hold.xml", "-s", token, "-t", "t1")
+    assert rc == 0, out  # the same over TCP (one connection, Content-Length framing)
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "refused.xml")
     assert rc == 0, out
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     sip = stats["data"]["sip"]
     assert sip["reoffers"] >= 2 and sip["ended_by_phone"] >= 1 and sip["refused"] >= 1, sip
+
+
+class RawPhone:
+    """A minimal SIP phone written with plain sockets (none of our SIP code): INVITE with a PCMU
+    offer, ACK, record the RTP it is sent, BYE. It sends no RTP itself (a listener)."""
+
+    def __init__(self, sip_port: int, token: str) -> None:
+        self.server = (HOST, sip_port)
+        self.token = token
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind((HOST, 0))
+        self.sip.settimeout(5)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((HOST, 0))
+        self.rtp.settimeout(0.2)
+        self.to = f"<sip:{token}@{HOST}:{sip_port}>"
+        self.call_id = f"raw-{time.monotonic_ns()}"
+
+    def _send(self, method: str, cseq: int, to: str, body: str = "") -> None:
+        port = self.sip.getsockname()[1]
+        lines = [
+            f"{method} sip:{self.token}@{HOST}:{self.server[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{time.monotonic_ns()};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:rawphone@{HOST}:{port}>;tag=raw1",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:rawphone@{HOST}:{port}>",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self.sip.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), self.server)
+
+    def _final(self) -> str:
+        while True:
+            data = self.sip.recv(65535).decode()
+            status = int(data.split(" ", 2)[1])
+            if status >= 200:
+                assert status == 200, data
+                return data
+
+    def call_and_record(self, seconds: float) -> list[bytes]:
+        rtp_port = self.rtp.getsockname()[1]
+        sdp = (f"v=0\r\no=raw 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+               f"m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")  # fmt: skip
+        self._send("INVITE", 1, self.to, sdp)
+        ok = self._final()
+        to_line = next(line for line in ok.split("\r\n") if line.lower().startswith("to:"))
+        self.to = to_line.split(":", 1)[1].strip()
+        self._send("ACK", 1, self.to)
+        payloads = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                data, _ = self.rtp.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if data[1] & 0x7F == 0:
+                payloads.append(data[12:])
+        self._send("BYE", 2, self.to)
+        self._final()
+        self.sip.close()
+        self.rtp.close()
+        return payloads
+
+
+def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshNode, int]) -> None:
+    from trackmesh.codecs.g711 import ulaw_decode
+
+    node, sip_port = sip_node
+    room = "sip-downlink-room"
+    sip_token = node.token("sip", room, "listener")
+    whip_token = node.token("whip", room, "speaker")
+
+    async def main() -> tuple[dict[str, Any], list[bytes]]:
+        sys.path.insert(0, str(Path(__file__).parent / "clients"))
+        import aiortc_client as ac
+
+        ac.restrict_to_loopback()
+        publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=5.0))
+        await asyncio.sleep(1.5)
+        phone = RawPhone(sip_port, sip_token)
+        heard = await asyncio.to_thread(phone.call_and_record, 2.5)
+        return await publisher, heard
+
+    summary, heard = asyncio.run(main())
+    assert summary.get("error") is None, summary
+    assert len(heard) > 50, len(heard)  # 20 ms packets of the mix
+    loud = [p for p in heard if len(p) == 160]
+    samples = array("h")
+    for p in loud[-25:]:
+        samples.frombytes(ulaw_decode(p))
+    rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert rms > 1000, rms  # aiortc's 440 Hz tone (amplitude 8000) through Opus -> mix -> PCMU

@@ -69,6 +69,7 @@ class NodeConfig:
     # SIP (docs/sip.md): None = the default port 5060, given up with a warning when busy; 0 = off.
     sip_port: int | None = None
     sip_rtp_ports: tuple[int, int] = (40000, 40999)
+    sip_digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
     @property
     def sip_listen_port(self) -> int:
@@ -107,6 +108,16 @@ def _port_range(flag: str) -> Callable[[str], tuple[int, int]]:
         if not 1024 <= low < high <= 65535:
             raise ConfigError(f"{flag}: {text!r} is not a port range; accepted: LOW-HIGH, 1024 <= LOW < HIGH <= 65535")
         return low, high
+
+    return parse
+
+
+def _digest_algorithms(flag: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip().upper() for v in text.split(",") if v.strip())
+        if not values or any(v not in ("SHA-256", "MD5") for v in values) or len(set(values)) != len(values):
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: SHA-256 and/or MD5, comma-separated")
+        return values
 
     return parse
 
@@ -387,6 +398,9 @@ FLAGS: tuple[Flag, ...] = (
          "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
     Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
          _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
+    Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default SHA-256,MD5; "
+         "MD5,SHA-256 for phones that answer only the first challenge, such as sipp)",
+         _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

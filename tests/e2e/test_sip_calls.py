@@ -171,6 +171,118 @@ Content-Length: 0
 </scenario>
 """
 
+DIGEST_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!-- sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
+     goes there; the room is the one the credentials name. -->
+<scenario name="register, then call with digest">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[remote_ip]>;tag=r[call_number]
+To: <sip:phone@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:phone@[local_ip]:[local_port]>
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[remote_ip]>;tag=r[call_number]
+To: <sip:phone@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:phone@[local_ip]:[local_port]>
+[authentication]
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:phone@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send><![CDATA[
+ACK sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <send retrans="500"><![CDATA[
+INVITE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:phone@[local_ip]:[local_port]>
+[authentication]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
 NO_TOKEN_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="refused">
   <send retrans="500"><![CDATA[
@@ -220,7 +332,10 @@ def sip_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
     port = free_port()
-    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099")
+    # sipp answers only the first digest challenge and knows only MD5.
+    node = TrackmeshNode(
+        "--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-digest-algorithms", "MD5,SHA-256"
+    )
     try:
         yield node, port
     finally:
@@ -425,3 +540,24 @@ def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshN
         samples.frombytes(ulaw_decode(p))
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
     assert rms > 1000, rms  # aiortc's 440 Hz tone (amplitude 8000) through Opus -> mix -> PCMU
+
+
+def test_softphone_credentials_register_and_call_with_digest(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    """sipp computes the digest itself (MD5) from the username/password POST /token/sip answered."""
+    node, sip_port = sip_node
+    status, body = node.proc.json("POST", "/token/sip", {"room": "sip-digest-room", "ttl": 600}, token=node.secret)
+    assert status == 200, body
+    creds = body["data"]
+    assert creds["uri"] == f"sip:sip-digest-room@127.0.0.1:{sip_port}" and creds["realm"] == "trackmesh"
+    (tmp_path / "digest.xml").write_text(DIGEST_SCENARIO)
+    args = ("-sf", "digest.xml", "-s", "sip-digest-room", "-au", creds["username"], "-ap", creds["password"])
+    rc, out = run_sipp(tmp_path, sip_port, *args)
+    assert rc == 0, out
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "digest.xml", "-s", "sip-digest-room",
+                       "-au", creds["username"], "-ap", "not-the-password")  # fmt: skip
+    assert rc != 0  # the REGISTER got 403 where the scenario expects 200
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    sip = stats["data"]["sip"]
+    assert sip["digest_ok"] >= 2 and sip["digest_refused"] >= 1 and sip["registrations"] >= 1, sip

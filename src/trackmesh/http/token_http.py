@@ -58,6 +58,10 @@ class TokenRequest(BaseModel):
 
 class TokenData(BaseModel):
     token: str
+    username: str | None = Field(None, description="sip: digest username for a softphone or PBX trunk")
+    password: str | None = Field(None, description="sip: digest password (derived, never stored)")
+    realm: str | None = Field(None, description="sip: the digest realm")
+    uri: str | None = Field(None, description="sip: the address to call (and to REGISTER to)")
 
 
 class TokenResponse(BaseModel):
@@ -100,6 +104,21 @@ def is_loopback(address: str) -> bool:
 
 def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def sip_credentials(config: NodeConfig, room: str, peer: str | None, expires_at: int) -> dict[str, Any]:
+    """What a softphone is configured with (transports/sip/auth.py): nothing is stored."""
+    from urllib.parse import quote
+
+    from trackmesh.security.keys import sip_digest_key
+    from trackmesh.transports.sip.auth import sip_password, sip_username
+
+    username = sip_username(room, peer, expires_at)
+    host = f"[{config.node_ip}]" if ":" in config.node_ip else config.node_ip
+    port = config.sip_listen_port
+    uri = f"sip:{quote(room, safe='')}@{host}:{port}" if port else None
+    return {"username": username, "password": sip_password(sip_digest_key(config.secret), username),
+            "realm": "trackmesh", "uri": uri}  # fmt: skip
 
 
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
@@ -169,7 +188,11 @@ def router(
         # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
         # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
         token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
-        return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
+        signed = issue(config.token_key, token, req.ttl, int(time.time()))
+        if kind == "sip":
+            assert req.room is not None  # _needs
+            return ok({"token": signed, **sip_credentials(config, req.room, req.peer, int(time.time()) + req.ttl)})
+        return ok({"token": signed})
 
     if config.dev:
 

@@ -4,9 +4,10 @@
   :class:`~trackmesh.transports.sip.uas.CallControl` for the UDP socket and every TCP
   connection (RFC 3261 s18: the same port; over TCP a response goes back on its connection,
   messages are framed by Content-Length with :class:`~trackmesh.transports.sip.parser.StreamFramer`).
-- Which room: the Request-URI's user part (``sip:<token>@host``) or an ``X-Trackmesh-Token``
-  header carries a ``sip`` token (``POST /token/sip``); its room is the room, its peer the peer
-  (``sip-<caller's user>`` when the token names none). No valid token: 403.
+- Which room (transports/sip/auth.py): a ``sip`` token (``POST /token/sip``) in the Request-URI's
+  user part (``sip:<token>@host``) or an ``X-Trackmesh-Token`` header, or digest credentials
+  (the username and password ``POST /token/sip`` also answers); the grant's room is the room, its
+  peer the peer (``sip-<caller's user>`` when it names none). No credentials: 401; bad ones: 403.
 - Media lives on the room's worker (runtime/sip_media.py), reached by the node's worker calls
   like every HTTP request; a worker that ends a call (no RTP) is polled once a second and the
   call gets its BYE here.
@@ -22,19 +23,21 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from trackmesh.errors import RemoteProtocolError
 from trackmesh.config import NodeConfig
+from trackmesh.errors import RemoteProtocolError
 from trackmesh.rpc import RpcError, WorkerHandle
+from trackmesh.security.keys import sip_digest_key
 from trackmesh.security.tokens import TokenError, verify
-from trackmesh.transports.sip.message import Request, SipUri
+from trackmesh.transports.sip.auth import CallAuthenticator, Denied, Grant
+from trackmesh.transports.sip.message import Request
 from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import TransactionLayer
-from trackmesh.transports.sip.uas import Action, CallControl, CloseMedia, OpenMedia, Refusal, UpdateMedia
+from trackmesh.transports.sip.uas import Action, CallControl, CloseMedia, OpenMedia, UpdateMedia
 
 log = logging.getLogger("trackmesh.sip")
 
 Address = tuple[str, int]
-TOKEN_HEADER = "X-Trackmesh-Token"
+REALM = "trackmesh"
 ENDED_POLL = 1.0
 MAX_TCP_CONNECTIONS = 1000
 
@@ -57,6 +60,9 @@ class SipListener(asyncio.DatagramProtocol):
         self.host = host
         self.port = port
         self.layer = TransactionLayer()
+        self.auth = CallAuthenticator(
+            sip_digest_key(node.config.secret), REALM, self._verify_token, algorithms=node.config.sip_digest_algorithms
+        )
         self.control = CallControl(self.layer, self._authorize, host=host, port=port)
         self.connections: dict[Address, _TcpConnection] = {}
         self.counters: dict[str, int] = {"udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0}
@@ -106,6 +112,8 @@ class SipListener(asyncio.DatagramProtocol):
         return {
             "calls": len(self.control.calls),
             **self.control.counters,
+            **self.auth.counters,
+            "registrations": len(self.control.registrations),
             **self.counters,
             "parse_errors": self.layer.parse_errors,
             "retransmissions": self.layer.retransmissions,
@@ -113,29 +121,17 @@ class SipListener(asyncio.DatagramProtocol):
 
     # ---- authorization -------------------------------------------------------------------------
 
-    def _authorize(self, req: Request, source: Address) -> tuple[str, str] | Refusal:
-        token = req.headers.get(TOKEN_HEADER)
-        if token is None:
-            try:
-                token = SipUri.parse(req.uri).user
-            except RemoteProtocolError:
-                token = None
-        if not token:
-            return Refusal(403, "Forbidden (no token: call sip:<token from POST /token/sip>@host)")
+    def _verify_token(self, token: str, wallclock: int) -> Grant | str:
         try:
-            claims = verify(self.node.config.token_key, token, "sip", int(time.time()))
+            claims = verify(self.node.config.token_key, token, "sip", wallclock)
         except TokenError as exc:
-            return Refusal(403, f"Forbidden ({exc})")
+            return str(exc)
         if claims.room is None:
-            return Refusal(403, "Forbidden (the token names no room)")
-        peer = claims.peer
-        if peer is None:
-            try:
-                user = SipUri.parse(req.from_().uri).user or "caller"
-            except RemoteProtocolError:
-                user = "caller"
-            peer = "sip-" + "".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64]
-        return claims.room, peer
+            return "the token names no room"
+        return Grant(claims.room, claims.peer)
+
+    def _authorize(self, now: float, req: Request) -> Grant | Denied:
+        return self.auth.authorize(now, int(time.time()), req)
 
     # ---- input ---------------------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks")
+PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks",
+            "sip-digest")  # fmt: skip
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).
@@ -66,6 +67,11 @@ def webhook_key(secret: str | bytes, app: str = "") -> bytes:
     """The key of app ``app``'s default ``whsec_`` webhook secret (Standard Webhooks, connector/signing.py):
     derived from that app's secret, so it survives restarts unstored and changes with the secret."""
     return derive_key(secret, "standard-webhooks", app)
+
+
+def sip_digest_key(secret: str | bytes) -> bytes:
+    """The key of SIP digest passwords and nonces (transports/sip/auth.py, docs/sip.md)."""
+    return derive_key(secret, "sip-digest")
 
 
 def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:

@@ -3,10 +3,11 @@ fed to a real TransactionLayer; what we send is parsed back from the layer's tra
 
 from __future__ import annotations
 
+from trackmesh.transports.sip.auth import Denied, Grant
 from trackmesh.transports.sip.message import Headers, Request, Response, new_branch
 from trackmesh.transports.sip.parser import parse_message
 from trackmesh.transports.sip.transaction import TransactionLayer
-from trackmesh.transports.sip.uas import MIN_SE, CallControl, CloseMedia, OpenMedia, Refusal, UpdateMedia
+from trackmesh.transports.sip.uas import MIN_SE, CallControl, CloseMedia, OpenMedia, UpdateMedia
 
 PHONE = ("127.0.0.1", 5070)
 OFFER = (
@@ -16,9 +17,9 @@ OFFER = (
 ANSWER = "v=0\r\no=trackmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\n"
 
 
-def authorize(req: Request, source: tuple[str, int]) -> tuple[str, str] | Refusal:
+def authorize(now: float, req: Request) -> Grant | Denied:
     user = req.uri.split(":", 1)[1].split("@", 1)[0]
-    return ("room1", "sip-alice") if user == "good-token" else Refusal(403, "Forbidden (bad token)")
+    return Grant("room1", "sip-alice") if user == "good-token" else Denied(403, "Forbidden (bad token)")
 
 
 class Phone:
@@ -260,3 +261,17 @@ def test_hang_up_sends_bye_and_closes_media() -> None:
     assert isinstance(bye, Request) and bye.method == "BYE"
     assert bye.headers.get("Call-ID") == "c1" and bye.to().tag == "alice1" and bye.from_().tag == phone.to_tag
     assert [type(a) for a in h.actions()] == [CloseMedia]
+
+
+def test_register_keeps_a_binding_until_it_expires_or_is_removed() -> None:
+    h = Harness()
+    phone = Phone(call_id="reg1")
+    sent = h.feed(phone.request("REGISTER", headers={"Expires": "7200"}))
+    assert statuses(sent) == [200]
+    assert sent[0].headers.get("Contact") == "<sip:alice@127.0.0.1:5070>;expires=3600"  # capped at an hour
+    (binding,) = h.control.registrations.values()
+    assert binding.room == "room1" and binding.contact == "sip:alice@127.0.0.1:5070" and binding.expires_at == 3600
+    h.now = 10.0
+    h.feed(phone.request("REGISTER", headers={"Expires": "0"}))
+    assert h.control.registrations == {}
+    assert statuses(h.feed(Phone(user="bad", call_id="reg2").request("REGISTER"))) == [403]

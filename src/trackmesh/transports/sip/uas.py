@@ -18,8 +18,11 @@ the layer and asks its driver to open, update and close the calls' media (:class
   and Require: timer when it supports timers. With refresher=uac a call not refreshed in time is
   ended with BYE (s10); with refresher=uas we refresh at half the interval (UPDATE if the phone
   allows it, else a re-INVITE with our SDP). No session timer was agreed: we send no refresh.
-- OPTIONS: 200 with Allow/Accept/Supported. Anything else outside a dialog: 501 (405 for
-  REGISTER: we are no registrar yet); inside an unknown dialog: 481.
+- REGISTER (s10.3): with the same credentials as a call (a token or digest, :mod:`.auth`), the
+  binding is kept until it expires (at most an hour), so the phone may stay registered; ``*`` or
+  ``expires=0`` removes it.
+- OPTIONS: 200 with Allow/Accept/Supported. Anything else outside a dialog: 501; inside an
+  unknown dialog: 481.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from dataclasses import dataclass, field
 
 from trackmesh.errors import RemoteProtocolError
 
+from .auth import Denied, Grant
 from .dialog import Dialog
-from .message import Headers, Request, Response, make_response, new_branch, new_tag
+from .message import Headers, NameAddr, Request, Response, SipUri, make_response, new_branch, new_tag
 from .transaction import AckTimeout, Event, RequestReceived, ResponseReceived, TransactionLayer, TransactionTimeout
 
 __all__ = [
@@ -41,23 +45,31 @@ __all__ = [
     "CallControl",
     "CloseMedia",
     "OpenMedia",
-    "Refusal",
+    "Registration",
     "UpdateMedia",
 ]
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REGISTER, INFO"
 SUPPORTED = "timer"
 MIN_SE = 90  # RFC 4028 s4: the floor is 90 s
 Address = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """What ``authorize`` answers for a call it does not take."""
+MAX_REGISTER_EXPIRES = 3600
+DEFAULT_REGISTER_EXPIRES = 3600
+MAX_BINDINGS = 10000
 
-    status: int
-    reason: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A softphone's REGISTER (s10): where it can be called, until when."""
+
+    room: str
+    peer: str | None
+    contact: str
+    source: Address
+    reliable: bool
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +97,17 @@ class CloseMedia:
 
 
 Action = OpenMedia | UpdateMedia | CloseMedia
-Authorizer = Callable[[Request, Address], "tuple[str, str] | Refusal"]
+#: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`).
+Authorizer = Callable[[float, Request], Grant | Denied]
+
+
+def caller_peer(req: Request) -> str:
+    """The peer name of a caller whose grant names none: ``sip-<its From user>``."""
+    try:
+        user = SipUri.parse(req.from_().uri).user or "caller"
+    except RemoteProtocolError:
+        user = "caller"
+    return "sip-" + ("".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64] or "caller")
 
 
 @dataclass(eq=False)
@@ -140,6 +162,7 @@ class CallControl:
         self.port = port
         self.min_se = min_se
         self.calls: dict[str, Call] = {}
+        self.registrations: dict[str, Registration] = {}
         self._actions: deque[Action] = deque()
         self.counters: dict[str, int] = {
             "invites": 0,
@@ -152,6 +175,7 @@ class CallControl:
             "session_timer_expired": 0,
             "unknown_dialog": 0,
             "not_implemented": 0,
+            "registered": 0,
         }
 
     # ---- driver surface ------------------------------------------------------------------------
@@ -280,9 +304,7 @@ class CallControl:
             ok.headers.add("Supported", SUPPORTED)
             self.layer.send_response(now, ok)
         elif method == "REGISTER":
-            resp = make_response(req, 405, to_tag=new_tag())
-            resp.headers.add("Allow", ALLOW)
-            self.layer.send_response(now, resp)
+            self._register(now, req, source, reliable)
         else:
             self.counters["not_implemented"] += 1
             resp = make_response(req, 481 if method == "BYE" else 501, to_tag=new_tag())
@@ -313,20 +335,53 @@ class CallControl:
             self.counters["refused"] += 1
             self.layer.send_response(now, resp)
             return
-        verdict = self.authorize(req, source)
-        if isinstance(verdict, Refusal):
-            resp = make_response(req, verdict.status, verdict.reason or None, to_tag=new_tag())
-            for name, value in verdict.headers:
-                resp.headers.add(name, value)
+        verdict = self.authorize(now, req)
+        if isinstance(verdict, Denied):
+            self._deny(now, req, verdict)
             self.counters["refused"] += 1
-            self.layer.send_response(now, resp)
             return
-        room, peer = verdict
+        room, peer = verdict.room, verdict.peer or caller_peer(req)
         call = Call(call_id, req, key, source, reliable, room, peer, new_tag())
         call.peer_allows_update = "update" in _tokens(req.headers, "Allow")
         self.calls[call_id] = call
         self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
         self._actions.append(OpenMedia(call_id, room, peer, req.body.decode("utf-8", "replace")))
+
+    def _deny(self, now: float, req: Request, denied: Denied) -> None:
+        resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())
+        for name, value in denied.headers:
+            resp.headers.add(name, value)
+        self.layer.send_response(now, resp)
+
+    def _register(self, now: float, req: Request, source: Address, reliable: bool) -> None:
+        """s10.3: a registrar for our own grants: the binding of the To AOR to the Contact."""
+        verdict = self.authorize(now, req)
+        if isinstance(verdict, Denied):
+            self._deny(now, req, verdict)
+            return
+        key = verdict.username or f"{verdict.room}/{verdict.peer or ''}"
+        contacts = req.headers.get_all("Contact")
+        ok = make_response(req, 200, to_tag=new_tag())
+        if contacts:
+            contact = contacts[0]
+            params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
+            expires_param = next(
+                (p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None
+            )
+            header = req.headers.get("Expires")
+            raw = expires_param or header or str(DEFAULT_REGISTER_EXPIRES)
+            expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+            if contact.strip() == "*" or expires == 0:
+                self.registrations.pop(key, None)
+            elif len(self.registrations) < MAX_BINDINGS or key in self.registrations:
+                uri = NameAddr.parse(contact).uri
+                self.registrations[key] = Registration(verdict.room, verdict.peer, uri, source, reliable, now + expires)
+                self.counters["registered"] += 1
+                ok.headers.add("Contact", f"<{uri}>;expires={expires}")
+        # Expired bindings go when a REGISTER comes (no timer of their own).
+        for name in [k for k, r in self.registrations.items() if r.expires_at <= now]:
+            del self.registrations[name]
+        self.layer.send_response(now, ok)
 
     def _cancel(self, now: float, req: Request, call_id: str) -> None:
         # s9.2: 200 to the CANCEL (or 481 with nothing to cancel), then 487 to the INVITE.

@@ -10,9 +10,11 @@ from trackmesh.config import ConfigError, resolve
 def test_sip_defaults_and_values() -> None:
     cfg = resolve("standalone", {}, {})
     assert cfg.sip_port is None and cfg.sip_listen_port == 5060  # the default: skipped with a warning when busy
-    assert cfg.sip_rtp_ports == (40000, 40999) and cfg.sip_digest_algorithms == ("SHA-256", "MD5")
-    cfg = resolve("media", {"sip_port": "0", "sip_rtp_ports": "30000-30099", "sip_digest_algorithms": "md5"}, {})
-    assert cfg.sip_listen_port == 0 and cfg.sip_rtp_ports == (30000, 30099) and cfg.sip_digest_algorithms == ("MD5",)
+    assert cfg.sip_rtp_ports == (40000, 40999) and cfg.sip_digest_algorithms == ("MD5",)
+    given = {"sip_port": "0", "sip_rtp_ports": "30000-30099", "sip_digest_algorithms": "sha-256,md5"}
+    cfg = resolve("media", given, {})
+    assert cfg.sip_listen_port == 0 and cfg.sip_rtp_ports == (30000, 30099)
+    assert cfg.sip_digest_algorithms == ("SHA-256", "MD5")
     assert resolve("standalone", {}, {"TRACKMESH_SIP_PORT": "5070"}).sip_listen_port == 5070
 
 

@@ -5,7 +5,11 @@
   Opus with real energy), the node saw the call's RTP and the DTMF digit, and after sipp's BYE the
   call and its peer are gone.
 - A hold scenario: re-INVITE with ``a=sendonly`` is answered ``a=recvonly`` (200, the call stays
-  up), a second re-INVITE resumes with ``a=sendrecv``, then BYE; a caller without a token gets 403.
+  up), a second re-INVITE resumes with ``a=sendrecv``, then BYE; a caller without credentials gets
+  a 401 challenge.
+- sipp REGISTERs and calls with the digest credentials of ``POST /token/sip`` (its own MD5).
+- A phone of bare sockets hears an aiortc WHIP publisher through the mixer (PCMU).
+- baresip (Debian's 1.0) with the digest account calls in Opus and records what it hears.
 
 Loopback only, inside the private network namespace (scripts/test.sh); sipp always gets -timeout.
 """
@@ -13,6 +17,7 @@ Loopback only, inside the private network namespace (scripts/test.sh); sipp alwa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import shutil
 import socket
@@ -306,7 +311,7 @@ m=audio [media_port] RTP/AVP 0
 a=rtpmap:0 PCMU/8000
 ]]></send>
   <recv response="100" optional="true"/>
-  <recv response="403"/>
+  <recv response="401"/>
   <send><![CDATA[
 ACK sip:nobody@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -332,10 +337,7 @@ def sip_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
     port = free_port()
-    # sipp answers only the first digest challenge and knows only MD5.
-    node = TrackmeshNode(
-        "--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-digest-algorithms", "MD5,SHA-256"
-    )
+    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099")
     try:
         yield node, port
     finally:
@@ -430,7 +432,9 @@ def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int]
     assert stats["data"]["sip"]["answered"] >= 1
 
 
-def test_hold_keeps_the_call_and_no_token_is_refused(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
     node, sip_port = sip_node
     token = node.token("sip", "sip-hold-room")
     (tmp_path / "hold.xml").write_text(HOLD_SCENARIO)
@@ -561,3 +565,99 @@ def test_softphone_credentials_register_and_call_with_digest(
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     sip = stats["data"]["sip"]
     assert sip["digest_ok"] >= 2 and sip["digest_refused"] >= 1 and sip["registrations"] >= 1, sip
+
+
+BARESIP_CONFIG = """poll_method epoll
+sip_listen 127.0.0.1:{sip_port}
+net_interface 127.0.0.1
+audio_player aubridge,nil
+audio_source aufile,{wav}
+audio_alert aubridge,nil
+rtp_ports 46000-46100
+module_path /usr/lib/baresip/modules
+module g711.so
+module opus.so
+module aufile.so
+module aubridge.so
+module sndfile.so
+snd_path {snd}
+module_app account.so
+module_app menu.so
+"""
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float) -> None:
+    """48 kHz stereo (what baresip's aufile needs for Opus), amplitude 8000."""
+    import wave
+
+    n = int(48000 * seconds)
+    samples = array("h")
+    for i in range(n):
+        v = int(8000 * math.sin(2 * math.pi * freq * i / 48000))
+        samples.extend((v, v))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(samples.tobytes())
+
+
+def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    """baresip 1.0 (Debian) with the digest account of POST /token/sip calls the room in Opus
+    (passed through into the room) and records what it hears: an aiortc WHIP publisher's tone."""
+    import wave
+
+    if shutil.which("baresip") is None:
+        pytest.fail("baresip is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
+    node, sip_port = sip_node
+    room = "sip-baresip-room"
+    status, body = node.proc.json("POST", "/token/sip", {"room": room, "peer": "bare", "ttl": 600}, token=node.secret)
+    assert status == 200, body
+    creds = body["data"]
+    cfg = tmp_path / "cfg"
+    snd = tmp_path / "snd"
+    cfg.mkdir()
+    snd.mkdir()
+    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0)
+    (cfg / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=tmp_path / "tone.wav", snd=snd))
+    (cfg / "accounts").write_text(
+        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;"
+        "audio_codecs=opus/48000/2\n"
+    )
+    whip_token = node.token("whip", room, "speaker")
+
+    async def main() -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+        sys.path.insert(0, str(Path(__file__).parent / "clients"))
+        import aiortc_client as ac
+
+        ac.restrict_to_loopback()
+        publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=6.5))
+        await asyncio.sleep(1.0)
+        proc = await asyncio.create_subprocess_exec(
+            "baresip", "-f", str(cfg), "-t", "5", "-e", f"/dial {creds['uri']}",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        snapshots: list[dict[str, Any]] = []
+        while proc.returncode is None:
+            snapshots += await asyncio.to_thread(sip_calls, node)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.5)
+        out = (await proc.stdout.read()).decode(errors="replace") if proc.stdout else ""
+        return await publisher, out, snapshots
+
+    summary, log, snapshots = asyncio.run(main())
+    assert summary.get("error") is None, summary
+    assert "Call established" in log, log[-3000:]
+    calls = [c for c in snapshots if c["peer"] == "bare"]
+    assert calls and calls[-1]["codec"] == "opus", snapshots
+    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's Opus, passed through into the room
+    assert calls[-1]["downlink_packets"] > 100, calls[-1]
+    (dump,) = snd.glob("*-dec.wav")  # what baresip decoded from us
+    with wave.open(str(dump)) as w:
+        frames = w.readframes(w.getnframes())
+    samples = array("h")
+    samples.frombytes(frames[-2 * 2 * 48000 :])  # the last second, stereo
+    rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus -> baresip

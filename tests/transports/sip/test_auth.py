@@ -49,7 +49,7 @@ def test_tokens_in_the_uri_or_a_header() -> None:
 
 
 def test_digest_with_derived_credentials_both_algorithms() -> None:
-    auth = CallAuthenticator(KEY, "trackmesh", verify_token)
+    auth = CallAuthenticator(KEY, "trackmesh", verify_token, algorithms=("SHA-256", "MD5"))
     username = sip_username("my room", None, NOW_WALL + 60)
     password = sip_password(KEY, username)
     for algorithm in ALGORITHMS:
@@ -58,6 +58,18 @@ def test_digest_with_derived_credentials_both_algorithms() -> None:
         assert [n for n, _ in challenge.headers] == ["WWW-Authenticate", "WWW-Authenticate"]  # SHA-256 and MD5
         verdict = auth.authorize(1.0, NOW_WALL, answer(auth, challenge, username, password, algorithm))
         assert verdict == Grant("my room", None, username), algorithm
+
+
+def test_the_default_challenge_is_md5_only_and_sha256_answers_are_refused_then() -> None:
+    auth = CallAuthenticator(KEY, "trackmesh", verify_token)
+    challenge = auth.authorize(0.0, NOW_WALL, invite())
+    assert isinstance(challenge, Denied) and len(challenge.headers) == 1 and "algorithm=MD5" in challenge.headers[0][1]
+    username = sip_username("r", None, NOW_WALL + 60)
+    sha = CallAuthenticator(KEY, "trackmesh", verify_token, algorithms=("SHA-256",))
+    offered = sha.authorize(0.0, NOW_WALL, invite())
+    assert isinstance(offered, Denied)
+    request = answer(sha, offered, username, sip_password(KEY, username), "SHA-256")
+    assert auth.authorize(0.0, NOW_WALL, request) == Denied(403, "Forbidden")  # not an algorithm we offered
 
 
 def test_wrong_expired_or_forged_credentials_get_one_answer() -> None:
@@ -79,7 +91,7 @@ def test_wrong_expired_or_forged_credentials_get_one_answer() -> None:
 
 
 def test_old_nonce_and_replayed_nc_get_a_stale_challenge() -> None:
-    auth = CallAuthenticator(KEY, "trackmesh", verify_token, nonce_ttl=30.0)
+    auth = CallAuthenticator(KEY, "trackmesh", verify_token, nonce_ttl=30.0, algorithms=("SHA-256", "MD5"))
     username = sip_username("r", None, NOW_WALL + 3600)
     challenge = auth.authorize(0.0, NOW_WALL, invite())
     assert isinstance(challenge, Denied)

@@ -152,7 +152,7 @@ def test_downlink_mixes_slots_toward_the_phone() -> None:
     encoder_side = Uplink("PCMU")  # makes Opus packets of a tone
     opus = [p for i in range(10) for p, _ in encoder_side.feed(ulaw_encode(tone(300, 160, start=160 * i)))]
     downlink = Downlink("PCMU", 3)
-    assert downlink.mix() is None  # nothing to say: nothing sent
+    assert downlink.mix() == b"\xff" * 160  # a silent room: PCMU silence, RTP keeps flowing
     for p in opus:
         downlink.on_slot_packet(0, p)
         downlink.on_slot_packet(2, p)
@@ -209,7 +209,7 @@ def test_two_callers_hear_each_other_and_dtmf_reaches_the_room() -> None:
     pcm = alaw_decode(heard_by_bob[-1][12:])
     assert rms(pcm) > 2000
     # Mix-minus: alice hears bob's near-silence (G.711 idle noise), never her own tone.
-    assert heard_by_alice and max(rms(ulaw_decode(p[12:])) for p in heard_by_alice) < 100
+    assert len(heard_by_alice) > 90 and max(rms(ulaw_decode(p[12:])) for p in heard_by_alice) < 100
     # DTMF from alice: one message on the room's channel.
     alice.handle_rtp(now, build_rtp_packet(101, 500, 99999, 1, dtmf_payload(9, False, 160)), ("127.0.0.1", 6000))
     messages = []

@@ -7,7 +7,8 @@
 - Downlink (room -> phone): each mixer slot's Opus packets are decoded as they arrive (48 kHz,
   resampled to the phone's rate) into a short per-slot queue; every 20 ms one frame of each slot
   is summed with clipping (mix-minus: the mixer never gives a listener its own voice) and encoded
-  to the phone's codec. A slot without a frame adds silence; a queue past
+  to the phone's codec; a silent room is sent as silence (RTP keeps flowing, as phones expect).
+  A slot without a frame adds silence; a queue past
   :data:`MAX_QUEUED` frames drops its oldest (a source faster than our clock).
 
 No clock, no socket: the call's driver feeds packets and calls :meth:`Downlink.mix` every ptime.
@@ -143,6 +144,8 @@ class Downlink:
         self._decoders = [OpusDecoder(self.rate) for _ in range(slots)]
         self._encoder = OpusEncoder(48000) if codec == "opus" else None
         self._encode = ulaw_encode if codec == "PCMU" else alaw_encode
+        # G.711 silence is one constant payload; Opus encodes its silence (tiny packets) to keep its state.
+        self._silence = None if self._encoder is not None else self._encode(bytes(2 * self.samples))
         self._carry: list[bytes] = [b"" for _ in range(slots)]
         self.dropped = 0
 
@@ -164,10 +167,11 @@ class Downlink:
         self._carry[slot] = b""
 
     def mix(self) -> bytes | None:
-        """One ptime of the mix in the phone's codec; None when every slot is silent."""
+        """One ptime of the mix in the phone's codec (silence when no slot has a frame: phones and PBXs
+        hang up on calls without RTP); None only if the encoder held the frame back."""
         frames = [q.popleft() for q in self._queues if q]
-        if not frames:
-            return None
+        if not frames and self._silence is not None:
+            return self._silence
         pcm = mix_frames(frames, self.samples)
         if self._encoder is not None:
             packets = self._encoder.encode(pcm)

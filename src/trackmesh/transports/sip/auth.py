@@ -93,7 +93,7 @@ class CallAuthenticator:
         verify_token: Callable[[str, int], Grant | str],
         *,
         nonce_ttl: float = 300.0,
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] = ("MD5",),
     ) -> None:
         self._key = key
         self.digest = DigestServer(key, realm, nonce_ttl=nonce_ttl, algorithms=algorithms)

@@ -3,7 +3,8 @@
 - On :meth:`CallMedia.start` the call's endpoint joins the room as ``peer``, publishes
   ``audio_main`` (the phone's voice as Opus, :mod:`.audio`) and turns on an AUTO audio mixer with
   :data:`SLOTS` output slots (``audio_0``..): the room's loudest voices, never the caller's own
-  (mix-minus, docs/mixer.md). The slots' packets are decoded as they come and mixed every ptime.
+  (mix-minus, docs/mixer.md). The slots' packets are decoded as they come and mixed every ptime;
+  a silent room is sent as silence.
 - DTMF from the phone (RFC 4733) is published on the room's message channel :data:`DTMF_LABEL`
   as JSON ``{"peer", "digit", "duration_ms"}`` and kept in :attr:`CallMedia.digits`.
 - Hold (RFC 3264 s8.4): while the phone does not want our media (``a=sendonly``/``inactive``

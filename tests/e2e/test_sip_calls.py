@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -465,6 +465,7 @@ class RawPhone:
         self.rtp.settimeout(0.2)
         self.to = f"<sip:{token}@{HOST}:{sip_port}>"
         self.call_id = f"raw-{time.monotonic_ns()}"
+        self.events: list[bytes] = []  # RFC 4733 payloads received
 
     def _send(self, method: str, cseq: int, to: str, body: str = "") -> None:
         port = self.sip.getsockname()[1]
@@ -491,24 +492,31 @@ class RawPhone:
                 assert status == 200, data
                 return data
 
-    def call_and_record(self, seconds: float) -> list[bytes]:
+    def call_and_record(self, seconds: float, midway: Callable[[], None] | None = None) -> list[bytes]:
         rtp_port = self.rtp.getsockname()[1]
         sdp = (f"v=0\r\no=raw 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
-               f"m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")  # fmt: skip
+               f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+               "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")  # fmt: skip
         self._send("INVITE", 1, self.to, sdp)
         ok = self._final()
         to_line = next(line for line in ok.split("\r\n") if line.lower().startswith("to:"))
         self.to = to_line.split(":", 1)[1].strip()
         self._send("ACK", 1, self.to)
         payloads = []
-        end = time.monotonic() + seconds
+        start = time.monotonic()
+        end = start + seconds
         while time.monotonic() < end:
+            if midway is not None and time.monotonic() > start + seconds / 2:
+                midway()
+                midway = None
             try:
                 data, _ = self.rtp.recvfrom(2048)
             except TimeoutError:
                 continue
             if data[1] & 0x7F == 0:
                 payloads.append(data[12:])
+            elif data[1] & 0x7F == 101:
+                self.events.append(data[12:])
         self._send("BYE", 2, self.to)
         self._final()
         self.sip.close()
@@ -516,7 +524,7 @@ class RawPhone:
         return payloads
 
 
-def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshNode, int]) -> None:
+def test_a_phone_hears_a_webrtc_publisher_and_gets_dtmf_from_the_api(sip_node: tuple[TrackmeshNode, int]) -> None:
     from trackmesh.codecs.g711 import ulaw_decode
 
     node, sip_port = sip_node
@@ -524,7 +532,7 @@ def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshN
     sip_token = node.token("sip", room, "listener")
     whip_token = node.token("whip", room, "speaker")
 
-    async def main() -> tuple[dict[str, Any], list[bytes]]:
+    async def main() -> tuple[dict[str, Any], list[bytes], list[bytes]]:
         sys.path.insert(0, str(Path(__file__).parent / "clients"))
         import aiortc_client as ac
 
@@ -532,10 +540,17 @@ def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshN
         publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=5.0))
         await asyncio.sleep(1.5)
         phone = RawPhone(sip_port, sip_token)
-        heard = await asyncio.to_thread(phone.call_and_record, 2.5)
-        return await publisher, heard
 
-    summary, heard = asyncio.run(main())
+        def send_digits() -> None:  # DTMF toward the phone through the HTTP API
+            (call,) = [c for c in sip_calls(node) if c["peer"] == "listener"]
+            path = f"/api/sip/calls/{call['session']}/dtmf"
+            status, body = node.proc.json("POST", path, {"digits": "1#"}, token=node.secret)
+            assert status == 200 and body["data"]["sent"] == 2, body
+
+        heard = await asyncio.to_thread(phone.call_and_record, 2.5, send_digits)
+        return await publisher, heard, phone.events
+
+    summary, heard, events = asyncio.run(main())
     assert summary.get("error") is None, summary
     assert len(heard) > 50, len(heard)  # 20 ms packets of the mix
     loud = [p for p in heard if len(p) == 160]
@@ -544,6 +559,9 @@ def test_a_phone_hears_a_webrtc_publisher_of_the_room(sip_node: tuple[TrackmeshN
         samples.frombytes(ulaw_decode(p))
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
     assert rms > 1000, rms  # aiortc's 440 Hz tone (amplitude 8000) through Opus -> mix -> PCMU
+    # The digits of POST /api/sip/calls/<session>/dtmf: RFC 4733 events 1 and 11 (#), each ended.
+    assert sorted({e[0] for e in events}) == [1, 11], events
+    assert {e[0] for e in events if e[1] & 0x80} == {1, 11}
 
 
 def test_softphone_credentials_register_and_call_with_digest(

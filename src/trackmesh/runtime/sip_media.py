@@ -5,7 +5,7 @@ Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The no
 (runtime/sip_listener.py) signals and calls, on the room's worker:
 
 - ``sip.open {room, peer, offer, call_id}`` -> ``{session, answer}`` (SDP) or an RpcError
-  (488 no acceptable codec, 409 the peer is in the room, 503 no RTP port);
+  (488 no acceptable codec, 409 a join refused (a bad room or peer name), 503 no RTP port);
 - ``sip.update {session, offer}`` -> ``{answer}``: a re-INVITE/UPDATE (hold, resume);
 - ``sip.close {session, reason}``; ``sip.dtmf {session, digits}`` -> ``{sent}``;
 - ``sip.ended {}`` -> ``{ended: [[session, reason], ...]}``: calls this worker ended (no RTP for

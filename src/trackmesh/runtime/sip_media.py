@@ -25,6 +25,7 @@ from trackmesh.rpc import RpcError
 from trackmesh.sdp.codecs import G722, OPUS, PCMA, PCMU, CodecSpec
 from trackmesh.sdp.model import SdpError, render
 from trackmesh.sdp.model import parse as parse_sdp
+from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
 from trackmesh.transports.sip.offer_answer import answer_offer
 
@@ -54,6 +55,7 @@ class SipMediaTransport:
         self.runtime = runtime
         self.calls: dict[SessionId, _Call] = {}
         self.ended: list[tuple[int, str]] = []
+        self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
         self.counters = runtime.counters
         for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
             self.counters.setdefault(name, 0)
@@ -126,7 +128,7 @@ class SipMediaTransport:
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
         core = self.runtime.core
         endpoint = core.create_endpoint()
-        media = CallMedia(endpoint, str(params["room"]), str(params["peer"]), negotiated, now)
+        media = CallMedia(endpoint, str(params["room"]), str(params["peer"]), negotiated, now, self.decoders)
         try:
             media.start(now)
         except CallSetupError as exc:
@@ -198,6 +200,7 @@ class SipMediaTransport:
 
     def stats(self, now: float = 0.0, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
+            "opus_decoders": len(self.decoders),
             "calls": [
                 {
                     "session": int(c.session),
@@ -263,6 +266,7 @@ class SipMediaTransport:
 
     def handle_timeout(self, now: float) -> None:
         wall = time.time()
+        self.decoders.sweep(now)
         for call in list(self.calls.values()):
             if call.media.dead(now):
                 self.counters["sip_calls_timed_out"] += 1

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from trackmesh.core.controls import Join, MessageChannelSub
+from trackmesh.core.controls import Join, MessageChannelSub, Publish
 from trackmesh.core.events import MessageChannelMessage
+from trackmesh.core.model import MediaCodec, MediaPacket, TrackKind
 from trackmesh.core.worker import MediaWorker
 from trackmesh.rtp.packet import RtpHeader, build_rtp_packet
-from trackmesh.transports.sip.audio import Downlink, OpusDecoder, Uplink, mix_frames
+from trackmesh.transports.sip.audio import Downlink, OpusDecoder, SharedDecoders, Uplink, mix_frames
 from trackmesh.transports.sip.call_media import DTMF_LABEL, MEDIA_TIMEOUT, TRACK, CallMedia
 from trackmesh.transports.sip.offer_answer import Negotiated
 from trackmesh.transports.sip.rtp_leg import DtmfDigit, RtpLeg, level_of_pcm
@@ -231,3 +232,35 @@ def test_hold_stops_our_media_and_the_media_timeout() -> None:
     assert not call.dead(1.0 + MEDIA_TIMEOUT - 1) and call.dead(1.0 + MEDIA_TIMEOUT + 1)  # hold music expected
     call.renegotiate(negotiated(6000, direction="inactive"), 50.0)
     assert not call.dead(50.0 + 10 * MEDIA_TIMEOUT)  # inactive: no RTP either way, the call stays up
+
+
+def test_a_voice_heard_by_many_phones_is_decoded_once_per_packet() -> None:
+    worker = MediaWorker(1, 0, "secret-secret-secret", LocalRegistry(), LocalChannelHub())
+    now = 0.0
+    speaker = worker.create_endpoint()
+    assert speaker.control(now, Join("r", "speaker")) is None
+    assert speaker.control(now, Publish("mic", TrackKind.AUDIO)) is None
+    mic = speaker.remote_track("mic")
+    assert mic is not None
+    decoders = SharedDecoders()
+    calls = [CallMedia(worker.create_endpoint(), "r", f"sip-{i}", negotiated(6000 + 2 * i), now, decoders)
+             for i in range(4)]  # fmt: skip
+    for call in calls:
+        call.start(now)
+    opus = [p for i in range(50) for p, _ in Uplink("PCMU").feed(ulaw_encode(tone(440, 160, start=160 * i)))]
+    heard = [0] * len(calls)
+    for k, payload in enumerate(opus):
+        now += 0.02
+        pkt = MediaPacket(MediaCodec.OPUS, 111, k, 960 * k, False, False, payload, audio_level=20)
+        pkt.arrival = now
+        mic.on_packet(pkt)
+        worker.handle_timeout(now)
+        for i, call in enumerate(calls):
+            call.on_core_events(now)
+            call.tick(now, now)
+            heard[i] += len(drain(call))
+    assert all(h > 30 for h in heard), heard
+    # Each packet the slots received was decoded once for the four phones.
+    assert decoders.shared == 3 * decoders.decoded and decoders.decoded > 30 and len(decoders) == 1
+    decoders.sweep(now + 10)
+    assert len(decoders) == 0

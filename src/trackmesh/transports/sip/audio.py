@@ -24,7 +24,7 @@ import av
 
 from trackmesh.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
-__all__ = ["MAX_QUEUED", "Downlink", "OpusDecoder", "OpusEncoder", "Uplink", "mix_frames"]
+__all__ = ["MAX_QUEUED", "Downlink", "OpusDecoder", "OpusEncoder", "SharedDecoders", "Uplink", "mix_frames"]
 
 MAX_QUEUED = 5  # frames (100 ms) of a slot waiting to be mixed
 OPUS_BITRATE = 32000
@@ -83,6 +83,54 @@ class OpusDecoder:
         except (av.error.FFmpegError, ValueError):
             self.errors += 1
             return b""
+
+
+class _Shared:
+    __slots__ = ("decoder", "last", "pcm", "used")
+
+    def __init__(self, decoder: OpusDecoder) -> None:
+        self.decoder = decoder
+        self.last: object = None
+        self.pcm = b""
+        self.used = 0.0
+
+
+class SharedDecoders:
+    """One Opus decoder per (source channel, output rate) for every call of a worker.
+
+    A room's voice heard by many phones is decoded once per packet, not once per phone: every sink
+    of a source receives the same packet object (the core's contract), so the first call to ask
+    decodes it and the others get the same PCM. The decoder sees each packet of the source once, in
+    order, exactly as a per-call decoder would. Entries unused for ``idle`` seconds are dropped by
+    :meth:`sweep`.
+    """
+
+    def __init__(self, idle: float = 5.0) -> None:
+        self._by: dict[tuple[int, int], _Shared] = {}
+        self.idle = idle
+        self.decoded = 0
+        self.shared = 0
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def decode(self, channel: int, rate: int, packet: object, payload: bytes, now: float) -> bytes:
+        key = (channel, rate)
+        entry = self._by.get(key)
+        if entry is None:
+            entry = self._by[key] = _Shared(OpusDecoder(rate))
+        entry.used = now
+        if entry.last is packet:
+            self.shared += 1
+            return entry.pcm
+        entry.last = packet
+        entry.pcm = entry.decoder.decode(payload)
+        self.decoded += 1
+        return entry.pcm
+
+    def sweep(self, now: float) -> None:
+        for key in [k for k, e in self._by.items() if now - e.used > self.idle]:
+            del self._by[key]
 
 
 def _pcm_decoder(codec: str) -> Any:
@@ -150,8 +198,12 @@ class Downlink:
         self.dropped = 0
 
     def on_slot_packet(self, slot: int, payload: bytes) -> None:
-        """An Opus packet of the source in ``slot``: decoded now, mixed at the next tick."""
-        pcm = self._carry[slot] + self._decoders[slot].decode(payload)
+        """An Opus packet of the source in ``slot``: decoded now (by this slot's decoder), mixed at the next tick."""
+        self.on_slot_pcm(slot, self._decoders[slot].decode(payload))
+
+    def on_slot_pcm(self, slot: int, decoded: bytes) -> None:
+        """The PCM of the source in ``slot`` at this downlink's rate (a :class:`SharedDecoders` decoded it)."""
+        pcm = self._carry[slot] + decoded
         step = 2 * self.samples
         queue = self._queues[slot]
         while len(pcm) >= step:

@@ -36,7 +36,7 @@ from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
 from trackmesh.core.tracks import MediaSink
 from trackmesh.net import Address
 
-from .audio import Downlink, Uplink
+from .audio import Downlink, SharedDecoders, Uplink
 from .offer_answer import Negotiated
 from .rtp_leg import DtmfDigit, RtpLeg, level_of_pcm
 
@@ -64,7 +64,17 @@ class CallStats:
 class CallMedia:
     """One call's endpoint, RTP leg and transcoders."""
 
-    def __init__(self, endpoint: Endpoint, room: str, peer: str, negotiated: Negotiated, now: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        room: str,
+        peer: str,
+        negotiated: Negotiated,
+        now: float,
+        decoders: SharedDecoders | None = None,
+    ) -> None:
+        """``decoders``: the worker's shared Opus decoders (a voice heard by many phones is decoded
+        once); without it each slot decodes for itself."""
         self.endpoint = endpoint
         self.room = room
         self.peer = peer
@@ -79,6 +89,7 @@ class CallMedia:
         codec = "opus" if negotiated.codec.lower() == "opus" else negotiated.codec.upper()
         self.uplink = Uplink(codec)
         self.downlink = Downlink(codec, SLOTS, 20)
+        self.decoders = decoders
         self.digits: list[str] = []
         self.stats = CallStats()
         self.last_rtp = now
@@ -107,9 +118,17 @@ class CallMedia:
 
     def _slot_sink(self, slot: int) -> MediaSink:
         downlink = self.downlink
+        decoders = self.decoders
+        track = self.endpoint.local_track(self.outputs[slot])
+        assert track is not None
+        rate = downlink.rate
 
         def sink(pkt: MediaPacket) -> None:
-            downlink.on_slot_packet(slot, bytes(pkt.payload))
+            channel = track.channel
+            if decoders is None or channel is None:
+                downlink.on_slot_packet(slot, bytes(pkt.payload))
+            else:
+                downlink.on_slot_pcm(slot, decoders.decode(channel, rate, pkt, bytes(pkt.payload), pkt.arrival))
 
         return sink
 

@@ -679,3 +679,43 @@ def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
     samples.frombytes(frames[-2 * 2 * 48000 :])  # the last second, stereo
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
     assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus -> baresip
+
+
+def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """POST /api/sip/calls calls sipp's built-in ``uas`` (which echoes our RTP back with -rtp_echo):
+    the call joins the room, RTP flows both ways, DELETE sends the BYE sipp waits for."""
+    node, _ = sip_node
+    uas_port = free_port()
+    sipp = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1), "-rtp_echo",
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        body = {"room": "sip-dialout-room", "to": f"sip:service@{HOST}:{uas_port}"}
+        status, resp = node.proc.json("POST", "/api/sip/calls", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session"]
+        assert resp["data"]["peer"] == "sip-service"
+        call: dict[str, Any] = {}
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            found = [c for c in sip_calls(node) if c["session"] == session]
+            if found and found[0]["rtp_in"] > 25 and found[0]["rtp_out"] > 25:
+                call = found[0]
+                break
+            time.sleep(0.2)
+        assert call, sip_calls(node)
+        assert call["room"] == "sip-dialout-room" and call["codec"] == "PCMU", call  # sipp's uas answers PCMU
+        status, _ = node.proc.json("DELETE", f"/api/sip/calls/{session}", token=node.secret)
+        assert status == 200
+        out, _ = sipp.communicate(timeout=15)
+        assert sipp.returncode == 0, out[-2000:]  # its one call ended with our BYE
+        assert [c for c in sip_calls(node) if c["session"] == session] == []
+        status, _ = node.proc.json("DELETE", f"/api/sip/calls/{session}", token=node.secret)
+        assert status == 404
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()

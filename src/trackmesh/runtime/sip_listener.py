@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
@@ -29,10 +30,11 @@ from trackmesh.rpc import RpcError, WorkerHandle
 from trackmesh.security.keys import sip_digest_key
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sip.auth import CallAuthenticator, Denied, Grant
-from trackmesh.transports.sip.message import Request
+from trackmesh.transports.sip.message import Request, SipUri
 from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import TransactionLayer
-from trackmesh.transports.sip.uas import Action, CallControl, CloseMedia, OpenMedia, UpdateMedia
+from trackmesh.transports.sip.uac import Dialer
+from trackmesh.transports.sip.uas import Action, AnswerMedia, CallControl, CloseMedia, OpenMedia, UpdateMedia
 
 log = logging.getLogger("trackmesh.sip")
 
@@ -64,6 +66,7 @@ class SipListener(asyncio.DatagramProtocol):
             sip_digest_key(node.config.secret), REALM, self._verify_token, algorithms=node.config.sip_digest_algorithms
         )
         self.control = CallControl(self.layer, self._authorize, host=host, port=port)
+        self.dialer = Dialer(self.control)
         self.connections: dict[Address, _TcpConnection] = {}
         self.counters: dict[str, int] = {"udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0}
         self._udp: asyncio.DatagramTransport | None = None
@@ -113,6 +116,8 @@ class SipListener(asyncio.DatagramProtocol):
             "calls": len(self.control.calls),
             **self.control.counters,
             **self.auth.counters,
+            **{f"dialout_{k}": v for k, v in self.dialer.counters.items()},
+            "dialling": len(self.dialer.calling),
             "registrations": len(self.control.registrations),
             **self.counters,
             "parse_errors": self.layer.parse_errors,
@@ -216,10 +221,64 @@ class SipListener(asyncio.DatagramProtocol):
                 control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
                 control.update_answered(time.monotonic(), action.call, str(res["answer"]))
+        elif isinstance(action, AnswerMedia):
+            try:
+                if worker is None:
+                    raise error
+                await worker.call("sip.answer", {"session": action.session, "answer": action.answer})
+            except RpcError as exc:
+                self.counters["media_errors"] += 1
+                call = self.control.calls.get(action.call)
+                if call is not None:
+                    call.session = None  # the worker dropped it already
+                self.control.hang_up(time.monotonic(), action.call, f"media: {exc.message[:80]}")
         elif isinstance(action, CloseMedia) and worker is not None:
             with contextlib.suppress(RpcError):
                 await worker.call("sip.close", {"session": action.session, "reason": action.reason})
         self._drain(time.monotonic())
+
+    # ---- dial-out (POST /api/sip/calls) -----------------------------------------------------------
+
+    async def dial(
+        self, room: str, peer: str, to: str, from_user: str, credentials: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """Call ``to`` (a sip: URI with an IP address and port) into ``room``; RpcError on bad input."""
+        try:
+            uri = SipUri.parse(to)
+        except RemoteProtocolError as exc:
+            raise RpcError(400, f"'to' is not a SIP URI: {exc}") from None
+        if uri.scheme != "sip":
+            raise RpcError(400, "'to' must be a sip: URI (sips/TLS is not supported)")
+        transport = uri.params.get("transport")
+        if transport is not None and transport.lower() != "udp":
+            raise RpcError(400, "dial-out goes over UDP only (transport=tcp is not supported yet)")
+        try:
+            ipaddress.ip_address(uri.host.strip("[]"))
+        except ValueError:
+            raise RpcError(400, "'to' must name an IP address (no DNS/SRV look-up)") from None
+        worker = self.node.worker_for_room(room)
+        res = await worker.call("sip.offer", {"room": room, "peer": peer})
+        now = time.monotonic()
+        call_id = self.dialer.dial(
+            now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=str(uri),
+            destination=(uri.host.strip("[]"), uri.port or 5060), from_user=from_user, credentials=credentials,
+        )  # fmt: skip
+        self._drain(now)
+        return {"session": int(res["session"]), "call_id": call_id}
+
+    def hang_up_session(self, session: int) -> bool:
+        """End the call of ``session``: BYE once answered, CANCEL while a dial-out rings."""
+        now = time.monotonic()
+        call = self.control.call_for_session(session)
+        done = False
+        if call is not None:
+            self.control.hang_up(now, call.id, "ended by the API")
+            done = True
+        else:
+            out = next((o for o in self.dialer.calling.values() if o.session == session), None)
+            done = out is not None and self.dialer.cancel(now, out.call_id)
+        self._drain(now)
+        return done
 
     async def _poll_ended(self) -> None:
         while True:

@@ -10,6 +10,9 @@ Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The no
 - ``sip.close {session, reason}``; ``sip.dtmf {session, digits}`` -> ``{sent}``;
 - ``sip.ended {}`` -> ``{ended: [[session, reason], ...]}``: calls this worker ended (no RTP for
   30 s, the worker shutting down) since the last poll; the SIP driver sends their BYE.
+- Dial-out: ``sip.offer {room, peer}`` -> ``{session, offer}`` (RTP ports bound, nothing in the room
+  yet), then ``sip.answer {session, answer}`` -> ``{codec}`` (the call joins the room) or 488;
+  ``sip.close`` also drops an offer never answered.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from trackmesh.sdp.model import SdpError, render
 from trackmesh.sdp.model import parse as parse_sdp
 from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
-from trackmesh.transports.sip.offer_answer import answer_offer
+from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
 
 from .worker import WorkerRuntime
 
@@ -56,6 +59,8 @@ class SipMediaTransport:
         self.calls: dict[SessionId, _Call] = {}
         self.ended: list[tuple[int, str]] = []
         self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
+        # Dial-outs waiting for the far end's answer: session -> (endpoint, rtp, rtcp, offer, room, peer).
+        self.offers: dict[SessionId, tuple[Any, socket.socket, socket.socket, Any, str, str]] = {}
         self.counters = runtime.counters
         for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
             self.counters.setdefault(name, 0)
@@ -71,6 +76,8 @@ class SipMediaTransport:
             ("sip.update", self.update),
             ("sip.close", self.close),
             ("sip.dtmf", self.dtmf),
+            ("sip.offer", self.offer),
+            ("sip.answer", self.answer),
             ("sip.ended", self.take_ended),
             ("sip.stats", self.stats),
         ):
@@ -126,13 +133,19 @@ class SipMediaTransport:
             rtcp.close()
             self.counters["sip_calls_refused"] += 1
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
-        core = self.runtime.core
-        endpoint = core.create_endpoint()
-        media = CallMedia(endpoint, str(params["room"]), str(params["peer"]), negotiated, now, self.decoders)
+        endpoint = self.runtime.core.create_endpoint()
+        self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
+        return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
+
+    def _admit(
+        self, now: float, endpoint: Any, room: str, peer: str, negotiated: Any, rtp: socket.socket, rtcp: socket.socket
+    ) -> _Call:
+        """The call's endpoint joins the room; its sockets are read from now on."""
+        media = CallMedia(endpoint, room, peer, negotiated, now, self.decoders)
         try:
             media.start(now)
         except CallSetupError as exc:
-            core.close_endpoint(now, endpoint.session, "sip call refused")
+            self.runtime.core.close_endpoint(now, endpoint.session, "sip call refused")
             rtp.close()
             rtcp.close()
             self.counters["sip_calls_refused"] += 1
@@ -146,12 +159,38 @@ class SipMediaTransport:
             loop.add_reader(rtcp.fileno(), self._on_rtcp, call)
         self.runtime.track(self)
         self.counters["sip_calls_opened"] += 1
-        log.info(
-            "sip call joined",
-            extra={"fields": {"room": media.room, "peer": media.peer, "codec": negotiated.codec, "rtp_port": port,
-                              "call_id": str(params.get("call_id", ""))[:80]}},
-        )  # fmt: skip
-        return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
+        port = rtp.getsockname()[1]
+        log.info("sip call joined", extra={"fields": {"room": room, "peer": peer, "codec": negotiated.codec,
+                                                      "rtp_port": port}})  # fmt: skip
+        return call
+
+    def offer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event)."""
+        rtp, rtcp = self._bind_pair()
+        port = rtp.getsockname()[1]
+        sdp = create_offer(
+            address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
+        )
+        endpoint = self.runtime.core.create_endpoint()
+        self.offers[endpoint.session] = (endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]))
+        return {"session": int(endpoint.session), "offer": render(sdp)}
+
+    def answer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        pending = self.offers.pop(SessionId(int(params["session"])), None)
+        if pending is None:
+            raise RpcError(404, "no such offer on this worker")
+        endpoint, rtp, rtcp, sdp, room, peer = pending
+        try:
+            negotiated = negotiated_from_answer(sdp, parse_sdp(str(params["answer"])))
+        except SdpError:
+            negotiated = None
+        if negotiated is None:
+            self.runtime.core.close_endpoint(now, endpoint.session, "no acceptable answer")
+            rtp.close()
+            rtcp.close()
+            raise RpcError(488, "the far end's answer has no audio stream we can use")
+        self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
+        return {"codec": negotiated.codec}
 
     def _call(self, params: dict[str, Any]) -> _Call:
         call = self.calls.get(SessionId(int(params["session"])))
@@ -184,6 +223,11 @@ class SipMediaTransport:
         return {"answer": render(answer), "direction": negotiated.direction}
 
     def close(self, now: float, params: dict[str, Any]) -> None:
+        pending = self.offers.pop(SessionId(int(params["session"])), None)
+        if pending is not None:
+            self.runtime.core.close_endpoint(now, pending[0].session, "dial-out ended")
+            pending[1].close()
+            pending[2].close()
         call = self.calls.get(SessionId(int(params["session"])))
         if call is not None:
             self._end(now, call, str(params.get("reason", "hung up")), report=False)
@@ -292,6 +336,8 @@ class SipMediaTransport:
     def _shutdown(self, now: float) -> None:
         for call in list(self.calls.values()):
             self._end(now, call, "server shutting down", report=True)
+        for session in list(self.offers):
+            self.close(now, {"session": int(session)})
 
 
 def install(runtime: WorkerRuntime) -> None:

@@ -115,7 +115,7 @@ def test_any_authorization_header_is_refused_or_challenged_never_raised(value: s
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1, max_size=64), st.one_of(st.none(), st.text(max_size=64)), st.integers(0, 2**40))
+@given(st.text(min_size=1, max_size=128), st.one_of(st.none(), st.text(max_size=128)), st.integers(0, 2**40))
 def test_usernames_round_trip_through_the_grant(room: str, peer: str | None, expires: int) -> None:
     from trackmesh.transports.sip.auth import _decode_username
 

@@ -38,6 +38,7 @@ __all__ = [
 
 TOKEN_HEADER = "X-Trackmesh-Token"
 USERNAME_PREFIX = "tm1."
+MAX_USERNAME = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class Denied:
 
 def sip_username(room: str, peer: str | None, expires_at: int) -> str:
     """The digest username of a grant (the password comes from :func:`sip_password`)."""
-    raw = json.dumps([room, peer, expires_at], separators=(",", ":")).encode()
+    raw = json.dumps([room, peer, expires_at], separators=(",", ":"), ensure_ascii=False).encode()
     return USERNAME_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -67,7 +68,8 @@ def sip_password(key: bytes, username: str) -> str:
 
 
 def _decode_username(username: str) -> tuple[str, str | None, int] | None:
-    if not username.startswith(USERNAME_PREFIX) or len(username) > 1024:
+    # 128-character room and peer names (the token API's caps) in UTF-8 stay under 2 KiB here.
+    if not username.startswith(USERNAME_PREFIX) or len(username) > MAX_USERNAME:
         return None
     body = username[len(USERNAME_PREFIX) :]
     try:

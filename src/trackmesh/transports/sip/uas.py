@@ -41,6 +41,7 @@ from .transaction import AckTimeout, Event, RequestReceived, ResponseReceived, T
 __all__ = [
     "ALLOW",
     "MIN_SE",
+    "AnswerMedia",
     "Call",
     "CallControl",
     "CloseMedia",
@@ -89,6 +90,16 @@ class UpdateMedia:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerMedia:
+    """A dial-out was answered: the media side applies the far end's ``answer`` to ``session``."""
+
+    call: str
+    room: str
+    session: int
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
 class CloseMedia:
     call: str
     room: str
@@ -96,7 +107,7 @@ class CloseMedia:
     reason: str
 
 
-Action = OpenMedia | UpdateMedia | CloseMedia
+Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia
 #: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`).
 Authorizer = Callable[[float, Request], Grant | Denied]
 
@@ -132,6 +143,7 @@ class Call:
     deadline: float | None = None  # session timer: refresh (us) or give up (them)
     peer_allows_update: bool = False
     cancelled: bool = False
+    outgoing: bool = False  # a dial-out (uac.py): we sent the INVITE
     byes: list[str] = field(default_factory=list)
 
 
@@ -163,6 +175,8 @@ class CallControl:
         self.min_se = min_se
         self.calls: dict[str, Call] = {}
         self.registrations: dict[str, Registration] = {}
+        #: Sees every transaction event first (the dialler, uac.py); True: it was its own.
+        self.event_hook: Callable[[float, Event], bool] | None = None
         self._actions: deque[Action] = deque()
         self.counters: dict[str, int] = {
             "invites": 0,
@@ -183,11 +197,24 @@ class CallControl:
     def poll_action(self) -> Action | None:
         return self._actions.popleft() if self._actions else None
 
+    def push_action(self, action: Action) -> None:
+        self._actions.append(action)
+
+    @property
+    def hostport(self) -> str:
+        return self._hostport()
+
+    def via(self, reliable: bool) -> str:
+        """A Via value for a new request of ours (fresh branch, rport)."""
+        return f"SIP/2.0/{'TCP' if reliable else 'UDP'} {self._hostport()};branch={new_branch()};rport"
+
     def next_deadline(self) -> float | None:
         return min((c.deadline for c in self.calls.values() if c.deadline is not None), default=None)
 
     def handle_event(self, now: float, event: Event, *, reliable: bool = False) -> None:
         """One event of the transaction layer; ``reliable``: the request came over TCP."""
+        if self.event_hook is not None and self.event_hook(now, event):
+            return
         if isinstance(event, RequestReceived):
             try:
                 self._request(now, event.request, event.source, event.key, reliable)
@@ -482,8 +509,7 @@ class CallControl:
         return f"{host}:{self.port}"
 
     def _via(self, call: Call) -> str:
-        proto = "TCP" if call.reliable else "UDP"
-        return f"SIP/2.0/{proto} {self._hostport()};branch={new_branch()};rport"
+        return self.via(call.reliable)
 
     def _session_timer_headers(self, now: float, call: Call, req: Request, resp: Response) -> None:
         """RFC 4028 s9: agree on the caller's interval and refresher; arm our timer."""

@@ -275,3 +275,21 @@ def test_register_keeps_a_binding_until_it_expires_or_is_removed() -> None:
     h.feed(phone.request("REGISTER", headers={"Expires": "0"}))
     assert h.control.registrations == {}
     assert statuses(h.feed(Phone(user="bad", call_id="reg2").request("REGISTER"))) == [403]
+
+
+def test_a_flood_from_one_address_gets_503_and_others_still_get_through() -> None:
+    from trackmesh.transports.sip.uas import FLOOD_BURST, FLOOD_RATE
+
+    h = Harness()
+    answers = [statuses(h.feed(Phone(call_id=f"o{i}").request("OPTIONS")))[0] for i in range(int(FLOOD_BURST) + 10)]
+    assert answers[: int(FLOOD_BURST)] == [200] * int(FLOOD_BURST) and set(answers[int(FLOOD_BURST) :]) == {503}
+    assert h.control.counters["flood_refused"] == 10
+    other = Phone(call_id="other").request("OPTIONS")
+    h.layer.handle_request(h.now, other, ("127.0.0.2", 5070))
+    while (ev := h.layer.poll_event()) is not None:
+        h.control.handle_event(h.now, ev)
+    tx = h.layer.poll_transmit()
+    assert (tx is not None and tx.destination == ("127.0.0.1", 5070)) or tx is not None  # answered (to its Via)
+    assert parse_message(tx.data).status == 200  # type: ignore[union-attr]
+    h.now += 1.0 / FLOOD_RATE  # one request's worth of refill
+    assert statuses(h.feed(Phone(call_id="later").request("OPTIONS"))) == [200]

@@ -258,6 +258,8 @@ class SipMediaTransport:
                     "downlink_packets": c.media.stats.downlink_packets,
                     "dtmf": "".join(c.media.digits),
                     "foreign_rtp": c.media.leg.stats.foreign,
+                    "lost": c.media.jitter.stats.lost,
+                    "early": c.media.jitter.stats.early,
                 }
                 for c in self.calls.values()
             ]

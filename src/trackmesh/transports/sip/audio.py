@@ -162,6 +162,7 @@ class Uplink:
         self._opus_in = OpusDecoder(8000) if self.passthrough else None
         self._encoder = None if self.passthrough else OpusEncoder(8000)
         self._pending = b""
+        self._last = b""  # the last packet's PCM (loss concealment repeats it once)
 
     def feed(self, payload: bytes) -> list[tuple[bytes, bytes]]:
         """One RTP payload of the phone -> [(Opus packet, its 8 kHz PCM for the level)]."""
@@ -170,7 +171,22 @@ class Uplink:
             return [(payload, self._opus_in.decode(payload))]
         if self._decode is None:
             return []  # G.722 is negotiated only for its level of support: no transcoder yet
-        pcm = self._pending + self._decode(payload)
+        return self._encode_pcm(self._decode(payload))
+
+    def conceal(self, samples: int) -> list[tuple[bytes, bytes]]:
+        """``samples`` (8 kHz) the phone never delivered (lost packets): the last packet's sound once
+        at half level, then silence, so the encoder's stream stays continuous. An Opus phone's loss
+        is left to the room's decoders (the caller skips sequence numbers)."""
+        if self.passthrough or self._decode is None or samples <= 0:
+            return []
+        last = array("h")
+        last.frombytes(self._last[: 2 * samples])
+        fill = array("h", [v // 2 for v in last]).tobytes()
+        return self._encode_pcm(fill + bytes(2 * samples - len(fill)))
+
+    def _encode_pcm(self, decoded: bytes) -> list[tuple[bytes, bytes]]:
+        self._last = decoded
+        pcm = self._pending + decoded
         out: list[tuple[bytes, bytes]] = []
         assert self._encoder is not None
         frame_bytes = 2 * self._encoder.frame_samples

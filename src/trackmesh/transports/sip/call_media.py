@@ -7,6 +7,9 @@
   a silent room is sent as silence.
 - DTMF from the phone (RFC 4733) is published on the room's message channel :data:`DTMF_LABEL`
   as JSON ``{"peer", "digit", "duration_ms"}`` and kept in :attr:`CallMedia.digits`.
+- The phone's packets go through a reorder buffer (:mod:`.jitter`); lost ones are concealed
+  (G.711: the last sound once at half level, then silence) or, for Opus, left to the room's
+  decoders by a gap in our sequence numbers.
 - Hold (RFC 3264 s8.4): while the phone does not want our media (``a=sendonly``/``inactive``
   from it, or ``c=0.0.0.0``) we send nothing but keep the call, the peer and its track.
 - A call that receives no RTP for :data:`MEDIA_TIMEOUT` seconds while not on hold is ended by
@@ -37,6 +40,7 @@ from trackmesh.core.tracks import MediaSink
 from trackmesh.net import Address
 
 from .audio import Downlink, SharedDecoders, Uplink
+from .jitter import Lost, ReorderBuffer
 from .offer_answer import Negotiated
 from .rtp_leg import DtmfDigit, RtpLeg, level_of_pcm
 
@@ -90,6 +94,7 @@ class CallMedia:
         self.uplink = Uplink(codec)
         self.downlink = Downlink(codec, SLOTS, 20)
         self.decoders = decoders
+        self.jitter = ReorderBuffer()
         self.digits: list[str] = []
         self.stats = CallStats()
         self.last_rtp = now
@@ -163,11 +168,24 @@ class CallMedia:
         if isinstance(got, DtmfDigit):
             self._dtmf(now, got)
             return
-        _, payload = got
+        header, payload = got
+        for item in self.jitter.push(header.sequence_number, payload):
+            if isinstance(item, Lost):
+                samples = item.count * self.leg.samples_per_packet
+                if self.uplink.passthrough:
+                    # Our sequence numbers and timestamps skip too: the room's decoders conceal.
+                    self._seq = (self._seq + item.count) & 0xFFFF
+                    self._ts = (self._ts + item.count * OPUS_SAMPLES) & 0xFFFFFFFF
+                else:
+                    self._publish(now, self.uplink.conceal(samples))
+            else:
+                self._publish(now, self.uplink.feed(item))
+
+    def _publish(self, now: float, packets: list[tuple[bytes, bytes]]) -> None:
         track = self.endpoint.remote_track(TRACK)
         if track is None:
             return
-        for packet, pcm in self.uplink.feed(payload):
+        for packet, pcm in packets:
             self._seq = (self._seq + 1) & 0xFFFF
             self._ts = (self._ts + OPUS_SAMPLES) & 0xFFFFFFFF
             self.stats.uplink_packets += 1

@@ -10,6 +10,9 @@
 - sipp REGISTERs and calls with the digest credentials of ``POST /token/sip`` (its own MD5).
 - A phone of bare sockets hears an aiortc WHIP publisher through the mixer (PCMU).
 - baresip (Debian's 1.0) with the digest account calls in Opus and records what it hears.
+- linphonec (Debian's 5.1) calls, pauses (hold) and resumes the call, sends a DTMF digit: the call
+  stays up on hold and the digit reaches the room.
+- The room dials sipp's ``uas`` through ``POST /api/sip/calls`` and hangs up with ``DELETE``.
 
 Loopback only, inside the private network namespace (scripts/test.sh); sipp always gets -timeout.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -719,3 +723,66 @@ def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, 
         if sipp.poll() is None:
             sipp.kill()
             sipp.wait()
+
+
+LINPHONERC = """[sip]
+sip_port={sip_port}
+sip_tcp_port=-1
+sip_tls_port=-1
+use_ipv6=0
+bind_address=127.0.0.1
+use_info=0
+use_rfc2833=1
+[sound]
+use_files=1
+echocancellation=0
+[rtp]
+audio_rtp_port=46200-46300
+"""
+
+
+def test_linphone_holds_resumes_and_sends_dtmf(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    if shutil.which("linphonec") is None:
+        pytest.fail("linphonec is missing: scripts/test.sh installs linphone-cli (scripts/system-packages.txt)")
+    node, sip_port = sip_node
+    token = node.token("sip", "sip-linphone-room", "lin")
+    home = tmp_path / "home"
+    (home / ".local/share/linphone").mkdir(parents=True)
+    (tmp_path / "linphonerc").write_text(LINPHONERC.format(sip_port=free_port()))
+    write_tone_wav(tmp_path / "tone.wav", 440.0, 10.0)  # linphone resamples what it plays
+    proc = subprocess.Popen(
+        ["linphonec", "-c", str(tmp_path / "linphonerc"), "-s", f"sip:{token}@{HOST}:{sip_port}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HOME": str(home)},
+    )  # fmt: skip
+    assert proc.stdin is not None
+
+    def say(command: str, wait: float) -> list[dict[str, Any]]:
+        assert proc.stdin is not None
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        time.sleep(wait)
+        return [c for c in sip_calls(node) if c["peer"] == "lin"]
+
+    try:
+        time.sleep(1.5)
+        talking = say(f"play {tmp_path / 'tone.wav'}", 1.0)
+        held = say("pause", 1.2)
+        resumed = say("resume", 1.0)
+        digits = say("5", 1.0)
+        say("terminate", 0.5)
+        out, _ = proc.communicate("quit\n", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert talking and talking[0]["direction"] == "sendrecv" and talking[0]["codec"] == "opus", (talking, out[-2000:])
+    assert held and held[0]["direction"] == "recvonly", held  # linphone's a=sendonly: still in the room
+    assert resumed and resumed[0]["direction"] == "sendrecv", resumed
+    assert resumed[0]["session"] == talking[0]["session"]  # one call all along
+    assert digits and digits[0]["dtmf"] == "5", digits  # RFC 4733 from linphone, on the room's channel
+    assert digits[0]["rtp_in"] > 100 and digits[0]["rtp_out"] > 50, digits
+    deadline = time.monotonic() + 5
+    while [c for c in sip_calls(node) if c["peer"] == "lin"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [c for c in sip_calls(node) if c["peer"] == "lin"] == []

@@ -189,7 +189,8 @@ class SipMediaTransport:
             rtp.close()
             rtcp.close()
             raise RpcError(488, "the far end's answer has no audio stream we can use")
-        self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
+        call = self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
+        call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
         return {"codec": negotiated.codec}
 
     def _call(self, params: dict[str, Any]) -> _Call:
@@ -314,9 +315,10 @@ class SipMediaTransport:
         wall = time.time()
         self.decoders.sweep(now)
         for call in list(self.calls.values()):
-            if call.media.dead(now):
+            reason = call.media.dead(now)
+            if reason is not None:
                 self.counters["sip_calls_timed_out"] += 1
-                self._end(now, call, "no RTP from the phone", report=True)
+                self._end(now, call, reason, report=True)
                 continue
             call.media.tick(now, wall)
             self._send(call)

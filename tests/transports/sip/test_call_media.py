@@ -229,9 +229,10 @@ def test_hold_stops_our_media_and_the_media_timeout() -> None:
     call.renegotiate(negotiated(6000, direction="recvonly"), 1.0)  # the phone said a=sendonly
     call.tick(1.0, 0.0)
     assert drain(call) == [] and call.on_hold
-    assert not call.dead(1.0 + MEDIA_TIMEOUT - 1) and call.dead(1.0 + MEDIA_TIMEOUT + 1)  # hold music expected
+    assert call.dead(1.0 + MEDIA_TIMEOUT - 1) is None  # hold music expected: the timeout still runs
+    assert call.dead(1.0 + MEDIA_TIMEOUT + 1) == "no RTP from the phone"
     call.renegotiate(negotiated(6000, direction="inactive"), 50.0)
-    assert not call.dead(50.0 + 10 * MEDIA_TIMEOUT)  # inactive: no RTP either way, the call stays up
+    assert call.dead(50.0 + 10 * MEDIA_TIMEOUT) is None  # inactive: no RTP either way, the call stays up
 
 
 def test_a_voice_heard_by_many_phones_is_decoded_once_per_packet() -> None:
@@ -279,3 +280,19 @@ def test_reordered_and_lost_phone_packets() -> None:
     assert call.jitter.stats.early == 5 and call.jitter.stats.lost == 1  # 3 before 2; 6..9 before the loss
     # Every 20 ms of the phone's time became Opus: 11 packets, the lost one concealed.
     assert call.stats.uplink_packets == 11
+
+
+def test_a_dial_out_ends_when_every_other_peer_left() -> None:
+    worker = MediaWorker(1, 0, "secret-secret-secret", LocalRegistry(), LocalChannelHub())
+    other = worker.create_endpoint()
+    assert other.control(0.0, Join("r", "alice")) is None
+    call = CallMedia(worker.create_endpoint(), "r", "sip-out", negotiated(6000), 0.0)
+    call.end_when_alone = True
+    call.start(0.0)
+    call.on_core_events(0.0)
+    assert call.others == {"alice"}
+    call.last_rtp = 100.0
+    assert call.dead(100.0) is None
+    worker.close_endpoint(100.0, other.session, "left")
+    call.on_core_events(100.0)
+    assert call.dead(101.0) is None and call.dead(102.5) == "every other peer left the room"

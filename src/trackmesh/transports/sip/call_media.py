@@ -13,7 +13,8 @@
 - Hold (RFC 3264 s8.4): while the phone does not want our media (``a=sendonly``/``inactive``
   from it, or ``c=0.0.0.0``) we send nothing but keep the call, the peer and its track.
 - A call that receives no RTP for :data:`MEDIA_TIMEOUT` seconds while not on hold is ended by
-  the driver (:attr:`CallMedia.dead`): a phone that vanished without BYE.
+  the driver (:meth:`CallMedia.dead`): a phone that vanished without BYE. A dial-out
+  (``end_when_alone``) also ends :data:`ALONE_GRACE` seconds after the last other peer left.
 
 Sans-IO: fed datagrams and ``now``; RTP to send is drained from :attr:`CallMedia.leg`.
 """
@@ -34,7 +35,7 @@ from trackmesh.core.controls import (
     Publish,
 )
 from trackmesh.core.endpoint import Endpoint
-from trackmesh.core.events import LocalTrackStateChanged
+from trackmesh.core.events import LocalTrackStateChanged, PeerJoined, PeerLeft
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
 from trackmesh.core.tracks import MediaSink
 from trackmesh.net import Address
@@ -50,6 +51,7 @@ TRACK = "audio_main"
 SLOTS = 3
 DTMF_LABEL = "sip-dtmf"
 MEDIA_TIMEOUT = 30.0
+ALONE_GRACE = 2.0  # a dial-out whose room emptied ends after this (a browser reloading comes back in time)
 OPUS_PT = 111  # the payload type of the Opus packets inside the room (any value; viewers rewrite it)
 OPUS_SAMPLES = 960  # 20 ms at Opus' 48 kHz RTP clock
 
@@ -95,6 +97,9 @@ class CallMedia:
         self.downlink = Downlink(codec, SLOTS, 20)
         self.decoders = decoders
         self.jitter = ReorderBuffer()
+        self.end_when_alone = False
+        self.others: set[str] = set()  # the other peers of the room
+        self._alone_since: float | None = None
         self.digits: list[str] = []
         self.stats = CallStats()
         self.last_rtp = now
@@ -217,6 +222,13 @@ class CallMedia:
         while (event := self.endpoint.poll_event()) is not None:
             if isinstance(event, LocalTrackStateChanged) and event.local_track in self.outputs:
                 self.downlink.clear_slot(self.outputs.index(event.local_track))
+            elif isinstance(event, PeerJoined) and event.info.peer != self.peer:
+                self.others.add(event.info.peer)
+                self._alone_since = None
+            elif isinstance(event, PeerLeft) and event.peer in self.others:
+                self.others.discard(event.peer)
+                if not self.others:
+                    self._alone_since = now
 
     # ---- time ----------------------------------------------------------------------------------
 
@@ -242,6 +254,11 @@ class CallMedia:
             self._next_tick = now + ptime
         self.leg.handle_timeout(now, wallclock)
 
-    def dead(self, now: float) -> bool:
-        """No RTP for MEDIA_TIMEOUT while the phone should be sending: it is gone."""
-        return self.receives and now - self.last_rtp > MEDIA_TIMEOUT
+    def dead(self, now: float) -> str | None:
+        """Why the call should end now, if it should: no RTP for MEDIA_TIMEOUT while the phone should
+        be sending (it is gone), or a dial-out whose room has had no other peer for ALONE_GRACE."""
+        if self.receives and now - self.last_rtp > MEDIA_TIMEOUT:
+            return "no RTP from the phone"
+        if self.end_when_alone and self._alone_since is not None and now - self._alone_since > ALONE_GRACE:
+            return "every other peer left the room"
+        return None

@@ -69,6 +69,7 @@ class NodeConfig:
     # SIP (docs/sip.md): None = the default port 5060, given up with a warning when busy; 0 = off.
     sip_port: int | None = None
     sip_rtp_ports: tuple[int, int] = (40000, 40999)
+    sip_hook_url: str | None = None
     # MD5 alone by default: baresip 1.0 (libre) gives up on a challenge set containing SHA-256 and sipp
     # answers only the first; the passwords are 128-bit random (HMAC), so MD5 exposes no guessable secret.
     sip_digest_algorithms: tuple[str, ...] = ("MD5",)
@@ -400,6 +401,9 @@ FLAGS: tuple[Flag, ...] = (
          "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
     Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
          _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
+    Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "
+         "credentials, URL/auth answers the HA1 of a digest username (see docs/sip.md)",
+         _url("--sip-hook-url", ("http", "https")), ("standalone", "media"), "URL"),
     Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
          "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
          _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),

@@ -336,12 +336,61 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class HookServer:
+    """atm0s 0.1 SIP hooks on 127.0.0.1: /invite accepts to_number "conf1" and user "alice" (into
+    rooms of their own), rejects "busy", answers {} otherwise; /auth knows alice (password "pass")."""
+
+    def __init__(self) -> None:
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.seen.append((self.path, body))
+                answer: dict[str, Any] = {}
+                if self.path == "/hooks/auth":
+                    ha1 = hashlib.md5(f"alice:{body['realm']}:pass".encode()).hexdigest()
+                    answer = {"success": body["username"] == "alice", "ha1": ha1}
+                elif body.get("username") == "alice":
+                    answer = {"strategy": "Accept", "room_id": "sip-hooked-alice"}
+                elif body.get("to_number") == "conf1":
+                    answer = {"strategy": "Accept", "room_id": "sip-hooked-conf1"}
+                elif body.get("to_number") == "busy":
+                    answer = {"strategy": "Reject"}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.url = f"http://{HOST}:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def sip_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
+def hooks() -> Iterator[HookServer]:
+    server = HookServer()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sip_node(netns_guard: None, hooks: HookServer) -> Iterator[tuple[TrackmeshNode, int]]:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
     port = free_port()
-    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099")
+    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-hook-url", hooks.url)
     try:
         yield node, port
     finally:
@@ -786,3 +835,33 @@ def test_linphone_holds_resumes_and_sends_dtmf(sip_node: tuple[TrackmeshNode, in
     while [c for c in sip_calls(node) if c["peer"] == "lin"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [c for c in sip_calls(node) if c["peer"] == "lin"] == []
+
+
+def test_atm0s_hooks_name_the_room_or_refuse(
+    sip_node: tuple[TrackmeshNode, int], hooks: HookServer, tmp_path: Path
+) -> None:
+    """Calls without our token or credentials go to --sip-hook-url: URL/invite accepts one (its
+    room), rejects another (603); a digest user of URL/auth is checked against the HA1 it answers."""
+    node, sip_port = sip_node
+    uac = ("-sn", "uac", "-d", "300")
+    rc, out = run_sipp(tmp_path, sip_port, *uac, "-s", "conf1")
+    assert rc == 0, out
+    rc, _ = run_sipp(tmp_path, sip_port, *uac, "-s", "busy")
+    assert rc != 0  # 603 Decline where sipp's uac expects 180/200
+    invite_only = (
+        DIGEST_SCENARIO[: DIGEST_SCENARIO.index("  <send retrans")]
+        + DIGEST_SCENARIO[DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE') :]
+    )
+    (tmp_path / "digest-invite.xml").write_text(invite_only)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "pass")
+    assert rc == 0, out
+    rc, _ = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "wrong")
+    assert rc != 0
+    invites = [body for path, body in hooks.seen if path == "/hooks/invite"]
+    conf1 = [b for b in invites if b["to_number"] == "conf1"]
+    assert conf1 and {"username": None, "from_number": "sipp", "source": HOST}.items() <= conf1[0].items()
+    assert any(b["to_number"] == "busy" for b in invites)
+    assert [b["username"] for b in invites if b["username"] is not None] == ["alice"]  # after the digest only
+    assert [b["username"] for p, b in hooks.seen if p == "/hooks/auth"] == ["alice", "alice"]
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert stats["data"]["sip"]["hook_failures"] == 0, stats

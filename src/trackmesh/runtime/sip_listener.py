@@ -24,22 +24,35 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
+import httpx
+
 from trackmesh.config import NodeConfig
 from trackmesh.errors import RemoteProtocolError
 from trackmesh.rpc import RpcError, WorkerHandle
 from trackmesh.security.keys import sip_digest_key
 from trackmesh.security.tokens import TokenError, verify
-from trackmesh.transports.sip.auth import CallAuthenticator, Denied, Grant
+from trackmesh.transports.sip.auth import TOKEN_HEADER, USERNAME_PREFIX, CallAuthenticator, Denied, Grant
+from trackmesh.transports.sip.digest import DigestError, Verdict, parse_credentials
 from trackmesh.transports.sip.message import Request, SipUri
 from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uac import Dialer
-from trackmesh.transports.sip.uas import Action, AnswerMedia, CallControl, CloseMedia, OpenMedia, UpdateMedia
+from trackmesh.transports.sip.uas import (
+    Action,
+    AnswerMedia,
+    AuthorizeCall,
+    CallControl,
+    CloseMedia,
+    OpenMedia,
+    Pending,
+    UpdateMedia,
+)
 
 log = logging.getLogger("trackmesh.sip")
 
 Address = tuple[str, int]
 REALM = "trackmesh"
+HOOK_TIMEOUT = 2.0  # a hook that does not answer in time: the call is refused (480), others go on
 ENDED_POLL = 1.0
 MAX_TCP_CONNECTIONS = 1000
 
@@ -68,7 +81,11 @@ class SipListener(asyncio.DatagramProtocol):
         self.control = CallControl(self.layer, self._authorize, host=host, port=port)
         self.dialer = Dialer(self.control)
         self.connections: dict[Address, _TcpConnection] = {}
-        self.counters: dict[str, int] = {"udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0}
+        self.counters: dict[str, int] = {
+            "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0, "hook_calls": 0, "hook_failures": 0,
+        }  # fmt: skip
+        self.hook_url = node.config.sip_hook_url
+        self._hook_client: httpx.AsyncClient | None = None  # one connection pool for every hook call
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +119,8 @@ class SipListener(asyncio.DatagramProtocol):
             self._poller.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        if self._hook_client is not None:
+            await self._hook_client.aclose()
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -135,8 +154,84 @@ class SipListener(asyncio.DatagramProtocol):
             return "the token names no room"
         return Grant(claims.room, claims.peer)
 
-    def _authorize(self, now: float, req: Request) -> Grant | Denied:
-        return self.auth.authorize(now, int(time.time()), req)
+    def _authorize(self, now: float, req: Request) -> Grant | Denied | Pending:
+        if self.hook_url is None or req.method != "INVITE" or self._ours(req):
+            return self.auth.authorize(now, int(time.time()), req)
+        return Pending()  # the hooks decide (AuthorizeCall)
+
+    @staticmethod
+    def _ours(req: Request) -> bool:
+        """The request carries our token or our derived digest credentials (not the hook's)."""
+        if req.headers.get(TOKEN_HEADER) is not None:
+            return True
+        user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
+        if user.count(".") == 2 and len(user) > 40:
+            return True
+        header = req.headers.get("Authorization") or ""
+        return f'username="{USERNAME_PREFIX}' in header
+
+    async def _post_hook(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST URL/<path>; the JSON answer, or None (no answer in HOOK_TIMEOUT, an error status)."""
+        assert self.hook_url is not None
+        if self._hook_client is None:
+            self._hook_client = httpx.AsyncClient(timeout=HOOK_TIMEOUT, trust_env=False)
+        url = self.hook_url.rstrip("/") + "/" + path
+        try:
+            resp = await self._hook_client.post(url, json=body)
+            answer = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            answer = None
+        self.counters["hook_calls"] += 1
+        if not isinstance(answer, dict):
+            self.counters["hook_failures"] += 1
+            return None
+        return answer
+
+    async def _hook_verdict(self, action: AuthorizeCall) -> Grant | Denied:
+        """atm0s 0.1's flow: digest credentials are checked against the HA1 of URL/auth, then
+        URL/invite names the room (or refuses); a hook that fails refuses the call."""
+        req = action.request
+        username = None
+        header = req.headers.get("Authorization")
+        if header is not None:
+            try:
+                creds = parse_credentials(header)
+            except DigestError:
+                return Denied(400, "Bad Request (malformed Authorization)")
+            answer = await self._post_hook(
+                "auth", {"username": creds.username, "realm": creds.realm, "session_id": action.call}
+            )
+            if answer is None:
+                return Denied(480, "Temporarily Unavailable (the auth hook did not answer)")
+            ha1 = answer.get("ha1") if answer.get("success") is True else None
+            verdict = self.auth.digest.check(
+                time.monotonic(), req.method, req.uri, creds, ha1 if isinstance(ha1, str) else None
+            )
+            if verdict is Verdict.STALE:
+                return self.auth.challenge(time.monotonic(), stale=True)
+            if verdict is not Verdict.OK:
+                return Denied(403, "Forbidden")
+            username = creds.username
+        to_user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
+        from_uri = req.from_().uri
+        from_user = from_uri.split(":", 1)[-1].split("@", 1)[0] if "@" in from_uri else ""
+        answer = await self._post_hook(
+            "invite",
+            {"source": action.source[0], "username": username, "from_number": from_user, "to_number": to_user,
+             "conn_id": action.call},
+        )  # fmt: skip
+        if answer is None:
+            return Denied(480, "Temporarily Unavailable (the invite hook did not answer)")
+        strategy = answer.get("strategy")
+        room = answer.get("room_id")
+        if strategy in ("Accept", "WaitOtherPeers") and isinstance(room, str) and room:
+            # WaitOtherPeers is answered at once too (ringing until others join is not built).
+            return Grant(room, None)
+        if strategy == "Reject":
+            return Denied(603, "Decline")
+        if username is None and header is None:
+            return self.auth.challenge(time.monotonic())  # unknown to the hook: maybe with credentials
+        return Denied(403, "Forbidden")
 
     # ---- input ---------------------------------------------------------------------------------
 
@@ -196,6 +291,11 @@ class SipListener(asyncio.DatagramProtocol):
 
     async def _run_action(self, action: Action) -> None:
         control = self.control
+        if isinstance(action, AuthorizeCall):
+            verdict = await self._hook_verdict(action)
+            control.authorized(time.monotonic(), action.call, verdict)
+            self._drain(time.monotonic())
+            return
         try:
             worker = self.node.worker_for_room(action.room)
         except RpcError as exc:

@@ -293,3 +293,30 @@ def test_a_flood_from_one_address_gets_503_and_others_still_get_through() -> Non
     assert parse_message(tx.data).status == 200  # type: ignore[union-attr]
     h.now += 1.0 / FLOOD_RATE  # one request's worth of refill
     assert statuses(h.feed(Phone(call_id="later").request("OPTIONS"))) == [200]
+
+
+def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
+    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    phone = Phone()
+    sent = h.feed(phone.request("INVITE", body=OFFER.format(dir="")))
+    assert statuses(sent) == [100]  # nothing more until the hook answers
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall) and ask.source == PHONE
+    h.control.authorized(h.now, ask.call, Grant("hooked", None))
+    assert statuses(h.drain()) == [180]
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia) and open_media.room == "hooked" and open_media.peer == "sip-alice"
+    # A refusal from the hook, and a CANCEL while the hook is asked.
+    h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir="")))
+    (ask,) = h.actions()
+    h.control.authorized(h.now, ask.call, Denied(603, "Decline"))
+    assert statuses(h.drain()) == [603]
+    branch = new_branch()
+    h.feed(Phone(call_id="c3").request("INVITE", body=OFFER.format(dir=""), branch=branch))
+    (ask,) = h.actions()
+    assert sorted(statuses(h.feed(Phone(call_id="c3").request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
+    h.control.authorized(h.now, ask.call, Grant("hooked", None))
+    assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls

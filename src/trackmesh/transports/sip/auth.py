@@ -102,6 +102,10 @@ class CallAuthenticator:
         self.verify_token = verify_token
         self.counters = {"token_ok": 0, "token_refused": 0, "challenged": 0, "digest_ok": 0, "digest_refused": 0}
 
+    def challenge(self, now: float, *, stale: bool = False) -> Denied:
+        """A 401 with our challenges."""
+        return self._challenge(now, stale=stale)
+
     def _challenge(self, now: float, *, stale: bool = False) -> Denied:
         self.counters["challenged"] += 1
         values = self.digest.challenges(now, stale=stale)

@@ -44,10 +44,12 @@ __all__ = [
     "ALLOW",
     "MIN_SE",
     "AnswerMedia",
+    "AuthorizeCall",
     "Call",
     "CallControl",
     "CloseMedia",
     "OpenMedia",
+    "Pending",
     "Registration",
     "UpdateMedia",
 ]
@@ -115,9 +117,25 @@ class CloseMedia:
     reason: str
 
 
-Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia
-#: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`).
-Authorizer = Callable[[float, Request], Grant | Denied]
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """``authorize`` cannot decide at once (a hook is asked): the INVITE waits for
+    :meth:`CallControl.authorized` (it already got 100 Trying)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeCall:
+    """Ask the driver (its hooks) who may make this call; answer with :meth:`CallControl.authorized`."""
+
+    call: str
+    request: Request
+    source: Address
+
+
+Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall
+#: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`); ``Pending``
+#: for an INVITE the driver decides later (:class:`AuthorizeCall`).
+Authorizer = Callable[[float, Request], Grant | Denied | Pending]
 
 
 def caller_peer(req: Request) -> str:
@@ -141,7 +159,7 @@ class Call:
     room: str
     peer: str
     to_tag: str
-    state: str = "opening"  # opening -> answered -> confirmed -> ended
+    state: str = "opening"  # (authorizing ->) opening -> answered -> confirmed -> ended
     session: int | None = None
     dialog: Dialog | None = None
     sdp: bytes = b""  # our current answer
@@ -392,16 +410,32 @@ class CallControl:
             self.layer.send_response(now, resp)
             return
         verdict = self.authorize(now, req)
+        call = Call(call_id, req, key, source, reliable, "", "", new_tag(), state="authorizing")
+        call.peer_allows_update = "update" in _tokens(req.headers, "Allow")
+        self.calls[call_id] = call
+        if isinstance(verdict, Pending):
+            self._actions.append(AuthorizeCall(call_id, req, source))
+            return
+        self.authorized(now, call_id, verdict)
+
+    def authorized(self, now: float, call_id: str, verdict: Grant | Denied) -> None:
+        """The decision on an INVITE (at once, or from the driver's hooks after AuthorizeCall)."""
+        call = self.calls.get(call_id)
+        if call is None or call.state != "authorizing":
+            return
+        if call.cancelled:
+            self.calls.pop(call_id, None)
+            return
+        req = call.invite
         if isinstance(verdict, Denied):
+            self.calls.pop(call_id, None)
             self._deny(now, req, verdict)
             self.counters["refused"] += 1
             return
-        room, peer = verdict.room, verdict.peer or caller_peer(req)
-        call = Call(call_id, req, key, source, reliable, room, peer, new_tag())
-        call.peer_allows_update = "update" in _tokens(req.headers, "Allow")
-        self.calls[call_id] = call
+        call.room, call.peer = verdict.room, verdict.peer or caller_peer(req)
+        call.state = "opening"
         self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
-        self._actions.append(OpenMedia(call_id, room, peer, req.body.decode("utf-8", "replace")))
+        self._actions.append(OpenMedia(call_id, call.room, call.peer, req.body.decode("utf-8", "replace")))
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:
         resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())
@@ -412,6 +446,8 @@ class CallControl:
     def _register(self, now: float, req: Request, source: Address, reliable: bool) -> None:
         """s10.3: a registrar for our own grants: the binding of the To AOR to the Contact."""
         verdict = self.authorize(now, req)
+        if isinstance(verdict, Pending):
+            verdict = Denied(403, "Forbidden (REGISTER takes a token or our digest credentials)")
         if isinstance(verdict, Denied):
             self._deny(now, req, verdict)
             return
@@ -443,13 +479,15 @@ class CallControl:
         # s9.2: 200 to the CANCEL (or 481 with nothing to cancel), then 487 to the INVITE.
         target = self.layer.invite_for_cancel(req)
         call = self.calls.get(call_id)
-        if target is None or call is None or call.state != "opening":
+        if target is None or call is None or call.state not in ("opening", "authorizing"):
             self._respond(now, req, 481 if target is None else 200)
             return
         self._respond(now, req, 200)
         self._respond(now, call.invite, 487, to_tag=call.to_tag)
         call.cancelled = True
         self.counters["cancelled"] += 1
+        if call.state == "authorizing":
+            return  # authorized() drops it
         if call.session is not None:
             self._actions.append(CloseMedia(call.id, call.room, call.session, "cancelled"))
             self.calls.pop(call.id, None)
@@ -584,14 +622,17 @@ class CallControl:
             self.layer.send_request(now, bye, call.source, reliable=call.reliable)
             call.byes.append(reason)
             self.counters["ended_by_us"] += 1
-        elif call.state == "opening":
+        elif call.state in ("opening", "authorizing"):
             self._respond(now, call.invite, 480, to_tag=call.to_tag)
         self._end(call, reason)
 
     def _end(self, call: Call, reason: str) -> None:
+        was = call.state
         call.state = "ended"
         call.deadline = None
         if call.session is not None:
             self._actions.append(CloseMedia(call.id, call.room, call.session, reason))
             self.calls.pop(call.id, None)
+        elif was == "authorizing":
+            self.calls.pop(call.id, None)  # no media yet, and the hook's answer will find nothing
         # A call still opening stays until media_opened/media_failed, which then closes it.

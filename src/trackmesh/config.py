@@ -84,6 +84,17 @@ class NodeConfig:
     def rtmp_listen_port(self) -> int:
         """The first RTMP port (worker i listens on PORT+i); 0 = RTMP ingest off."""
         return DEFAULT_RTMP_PORT if self.rtmp_port is None else self.rtmp_port
+    # SIP (docs/sip.md): None = the default port 5060, given up with a warning when busy; 0 = off.
+    sip_port: int | None = None
+    sip_rtp_ports: tuple[int, int] = (40000, 40999)
+    sip_hook_url: str | None = None
+    # MD5 alone by default: baresip 1.0 (libre) gives up on a challenge set containing SHA-256 and sipp
+    # answers only the first; the passwords are 128-bit random (HMAC), so MD5 exposes no guessable secret.
+    sip_digest_algorithms: tuple[str, ...] = ("MD5",)
+
+    @property
+    def sip_listen_port(self) -> int:
+        return 5060 if self.sip_port is None else self.sip_port
 
     @property
     def token_key(self) -> bytes:
@@ -104,6 +115,30 @@ def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
             extra = " (0 = choose a free port)" if allow_zero else ""
             raise ConfigError(f"{flag}: {text!r} is not a port; accepted: an integer {low}..65535{extra}")
         return value
+
+    return parse
+
+
+def _port_range(flag: str) -> Callable[[str], tuple[int, int]]:
+    def parse(text: str) -> tuple[int, int]:
+        low_text, _, high_text = text.partition("-")
+        try:
+            low, high = int(low_text), int(high_text)
+        except ValueError:
+            low = high = -1
+        if not 1024 <= low < high <= 65535:
+            raise ConfigError(f"{flag}: {text!r} is not a port range; accepted: LOW-HIGH, 1024 <= LOW < HIGH <= 65535")
+        return low, high
+
+    return parse
+
+
+def _digest_algorithms(flag: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip().upper() for v in text.split(",") if v.strip())
+        if not values or any(v not in ("SHA-256", "MD5") for v in values) or len(set(values)) != len(values):
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: SHA-256 and/or MD5, comma-separated")
+        return values
 
     return parse
 
@@ -436,6 +471,16 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "URL"),
     Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
          _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-port", "UDP and TCP port for SIP calls into rooms (default 5060, skipped with a warning when busy; "
+         "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
+    Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
+         _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
+    Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "
+         "credentials, URL/auth answers the HA1 of a digest username (see docs/sip.md)",
+         _url("--sip-hook-url", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
+         "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
+         _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),

@@ -26,6 +26,7 @@ from .record_http import router as record_router
 from .rtmp_http import router as rtmp_router
 from .rtmp_http import rtmp_url
 from .sdk_http import router as sdk_router
+from .sip_http import router as sip_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
 
@@ -144,6 +145,7 @@ def create_app(node: NodeApi) -> FastAPI:
         return PlainTextResponse(text, media_type=content_type)
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node)))
+    app.include_router(sip_router(node))
     for router in node_routers(node):
         app.include_router(router)
     return app

@@ -33,7 +33,7 @@ from .headers import bearer
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
 DEV_TOKEN_TTL = 3600
-Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp"]
+Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp", "sip"]
 
 
 def _printable(value: str | None) -> str | None:
@@ -61,6 +61,10 @@ class TokenData(BaseModel):
     rtmp_url: str | None = Field(None, description="rtmp tokens: the URL to publish to (OBS: Server)")
     stream_key: str | None = Field(None, description="rtmp tokens: the stream key (the token itself)")
     publish_url: str | None = Field(None, description="rtmp tokens: rtmp_url/stream_key (ffmpeg's output URL)")
+    username: str | None = Field(None, description="sip: digest username for a softphone or PBX trunk")
+    password: str | None = Field(None, description="sip: digest password (derived, never stored)")
+    realm: str | None = Field(None, description="sip: the digest realm")
+    uri: str | None = Field(None, description="sip: the address to call (and to REGISTER to)")
 
 
 class TokenResponse(BaseModel):
@@ -105,9 +109,26 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
+def sip_credentials(config: NodeConfig, room: str, peer: str | None, expires_at: int) -> dict[str, Any]:
+    """What a softphone is configured with (transports/sip/auth.py): nothing is stored."""
+    from urllib.parse import quote
+
+    from trackmesh.security.keys import sip_digest_key
+    from trackmesh.transports.sip.auth import sip_password, sip_username
+
+    username = sip_username(room, peer, expires_at)
+    host = f"[{config.node_ip}]" if ":" in config.node_ip else config.node_ip
+    port = config.sip_listen_port
+    uri = f"sip:{quote(room, safe='')}@{host}:{port}" if port else None
+    return {"username": username, "password": sip_password(sip_digest_key(config.secret), username),
+            "realm": "trackmesh", "uri": uri}  # fmt: skip
+
+
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
     if kind in ("whip", "rtpengine", "rtmp") and (room is None or peer is None):
         return f"invalid request: a {kind} token needs room and peer"
+    if kind == "sip" and room is None:
+        return "invalid request: a sip token needs room (peer defaults to sip-<caller>)"
     if kind == "whep" and room is None:
         return "invalid request: a whep token needs room"
     return None
@@ -188,6 +209,9 @@ def router(
         signed = issue(config.token_key, token, req.ttl, int(time.time()))
         if url is not None:
             return ok({"token": signed, "rtmp_url": url, "stream_key": signed, "publish_url": f"{url}/{signed}"})
+        if kind == "sip":
+            assert req.room is not None  # _needs
+            return ok({"token": signed, **sip_credentials(config, req.room, req.peer, int(time.time()) + req.ttl)})
         return ok({"token": signed})
 
     if config.dev:

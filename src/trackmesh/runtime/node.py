@@ -33,6 +33,7 @@ from .worker import WorkerRuntime
 
 if TYPE_CHECKING:
     from .connector import EmbeddedConnector
+    from .sip_listener import SipListener
 
 log = logging.getLogger("trackmesh.node")
 
@@ -64,6 +65,8 @@ class Node:
         self.connector: EmbeddedConnector | None = None
         #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
         self.http_counters: dict[str, int] = {}
+        #: The SIP driver on --sip-port (docs/sip.md), None when off.
+        self.sip: SipListener | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -185,6 +188,27 @@ class Node:
             raise StartupError(f"--connector-db: the connector cannot start: {first}") from None
         self.connector = connector
 
+    async def _start_sip(self) -> None:
+        cfg = self.config
+        if not self.has_media or not cfg.sip_listen_port:
+            return
+        from .sip_listener import SipListener
+
+        listener = SipListener(self, cfg.node_ip, cfg.sip_listen_port)
+        try:
+            await listener.start()
+        except OSError as exc:
+            if cfg.sip_port is None:  # the default port: a second node on this host runs without SIP
+                log.warning("SIP is off: cannot listen on %s:%d (%s); pass --sip-port", cfg.node_ip,
+                            cfg.sip_listen_port, exc.strerror)  # fmt: skip
+                return
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            if self.connector is not None:
+                await self.connector.stop()
+            raise StartupError(f"--sip-port: cannot listen on {cfg.node_ip}:{cfg.sip_port}: {exc.strerror}") from None
+        self.sip = listener
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.loop_name = loop_name(loop)
@@ -193,6 +217,7 @@ class Node:
             await self._start_workers()
             if self.config.role in ("standalone", "connector"):
                 await self._start_connector()
+            await self._start_sip()
         except StartupError:
             http_sock.close()
             raise
@@ -232,6 +257,8 @@ class Node:
             except Exception:
                 log.exception("drain failed")
         self.draining = True
+        if self.sip is not None:
+            await self.sip.close()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await serve

@@ -12,6 +12,8 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
   media node throttles on, http/throttle.py).
 - ``standard-webhooks``: the default ``whsec_`` secret of the connector's Standard Webhooks, one
   per app (``webhook_key``, connector/signing.py).
+- ``sip-digest``: the digest passwords of SIP callers, HMACs of their usernames (``sip_digest_key``,
+  transports/sip/auth.py): nothing stored, every node answers the same.
 
 HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
 entropy: a short secret stays guessable offline from any token a browser holds, which is why
@@ -31,7 +33,7 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "gateway-forward", "standard-webhooks")
+PURPOSES = ("token-signing", "cluster-link", "conn-id", "gateway-forward", "standard-webhooks", "sip-digest")
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).
@@ -64,6 +66,11 @@ def webhook_key(secret: str | bytes, app: str = "") -> bytes:
     """The key of app ``app``'s default ``whsec_`` webhook secret (Standard Webhooks, connector/signing.py):
     derived from that app's secret, so it survives restarts unstored and changes with the secret."""
     return derive_key(secret, "standard-webhooks", app)
+
+
+def sip_digest_key(secret: str | bytes) -> bytes:
+    """The key of SIP digest passwords and nonces (transports/sip/auth.py, docs/sip.md)."""
+    return derive_key(secret, "sip-digest")
 
 
 def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:

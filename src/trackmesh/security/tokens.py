@@ -3,8 +3,8 @@
 The key is ``security.keys.token_key``: derived from the app secret (HKDF, ``token-signing``), or
 the app secret itself with ``--atm0s-compatible-tokens`` (docs/security.md).
 
-Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key) so a token cannot be used on
-another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
+Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key, sip) so a token
+cannot be used on another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
 ``record`` and ``extra_data``.
 """
 
@@ -22,7 +22,7 @@ import jwt
 # >= 16 characters; generated ones have 32). Derived keys have 32 bytes. The trade is in docs/security.md.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
-KINDS = ("whip", "whep", "webrtc", "rtpengine", "rtmp")
+KINDS = ("whip", "whep", "webrtc", "rtpengine", "rtmp", "sip")
 MAX_TTL = 7 * 24 * 3600
 
 

@@ -259,17 +259,19 @@ _DECODERS: dict[int, Callable[[Reader], m.ControlMessage]] = {
 MESSAGE_TYPES = frozenset(_DECODERS)
 
 
-def split_message(buf: bytes | bytearray | memoryview) -> tuple[int, memoryview, int] | None:
+def split_message(buf: bytes | bytearray | memoryview) -> tuple[int, bytes, int] | None:
     """The first whole message of a control stream buffer: (type, payload, bytes used), or None
     when more bytes are needed."""
     r = Reader(buf)
     try:
         kind = r.varint()
         size = r.uint16()
-        payload = r.view(size)
+        payload = r.raw(size)  # a copy: the caller then trims its (resizable) buffer
     except Truncated:
         return None
-    return kind, payload, r.pos
+    end = r.pos
+    r.data.release()
+    return kind, payload, end
 
 
 def decode_message(kind: int, payload: bytes | bytearray | memoryview) -> m.ControlMessage:

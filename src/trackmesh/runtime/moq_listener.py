@@ -1,0 +1,267 @@
+"""The asyncio driver of the sans-IO MoQ session (transports/moq) on aioquic: one UDP port, raw
+QUIC with the ALPN of each supported draft, one timer, nothing else.
+
+- One :class:`MoqConnection` (an aioquic protocol) per QUIC connection: its events become
+  ``ServerSession`` calls with the loop's time, and the session's outputs become QUIC calls. The
+  session opens server unidirectional streams through :meth:`MoqConnection.open_uni`, which
+  numbers them itself (RFC 9000 s2.1: 4n+3), because several may open before the next send.
+- Sessions share one :class:`~trackmesh.transports.moq.relay.Relay`; a write from the relay to
+  another session is flushed on the next loop turn (``on_output`` -> ``call_soon``).
+- The certificate: ``--moq-cert``/``--moq-key``, or a self-signed ECDSA P-256 certificate valid
+  for 10 days made at start (browsers accept at most 14 with ``serverCertificateHashes``); its
+  SHA-256 is :attr:`MoqListener.certificate_sha256`.
+- No await and no logging per packet; counters in :class:`MoqStats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    ProtocolNegotiated,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from trackmesh.transports.moq.errors import SessionErrorCode
+from trackmesh.transports.moq.relay import Relay
+from trackmesh.transports.moq.session import (
+    Anonymous,
+    Authorizer,
+    CloseSession,
+    DatagramOut,
+    ServerSession,
+    StreamWrite,
+)
+from trackmesh.transports.moq.session import StreamReset as ResetOut
+
+__all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
+
+log = logging.getLogger("trackmesh.moq")
+
+#: The raw-QUIC ALPNs we answer, in our order of preference (the server picks by its own list).
+ALPNS = ("moqt-16",)
+CERT_DAYS = 10
+TIMER_INTERVAL = 0.25
+
+
+def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 certificate and key (PEM) for ``hosts`` (names or IPs)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trackmesh moq")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class MoqStats:
+    __slots__ = ("connections", "refused_alpn", "sessions_closed_with_error")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.refused_alpn = 0
+        self.sessions_closed_with_error = 0
+
+
+class MoqConnection(QuicConnectionProtocol):
+    """One QUIC connection carrying one MoQ session (raw QUIC)."""
+
+    def __init__(self, *args: Any, listener: MoqListener, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listener = listener
+        self.session: ServerSession | None = None
+        self._next_uni = 3  # server-initiated unidirectional (RFC 9000 s2.1)
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def open_uni(self) -> int:
+        stream_id = self._next_uni
+        self._next_uni += 4
+        return stream_id
+
+    def _wake(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        now = self._loop.time()
+        session = self.session
+        if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol not in ALPNS:
+                self.listener.stats.refused_alpn += 1
+                self._quic.close(error_code=SessionErrorCode.VERSION_NEGOTIATION_FAILED, reason_phrase="no MoQ ALPN")
+                return
+            self.listener.stats.connections += 1
+            self.session = ServerSession(
+                self.listener.relay, self.open_uni, authorizer=self.listener.authorizer, on_output=self._wake
+            )
+            self.listener.sessions.add(self)
+        elif session is None:
+            return
+        elif isinstance(event, StreamDataReceived):
+            session.stream_data(event.stream_id, bool(event.stream_id & 2), event.data, event.end_stream, now)
+        elif isinstance(event, DatagramFrameReceived):
+            session.datagram(event.data, now)
+        elif isinstance(event, StreamReset):
+            session.stream_reset(event.stream_id, event.error_code, now)
+        elif isinstance(event, ConnectionTerminated):
+            session.transport_closed()
+            self.listener.sessions.discard(self)
+        self.flush()
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        session = self.session
+        if session is None:
+            return
+        quic = self._quic
+        for out in session.drain():
+            try:
+                if isinstance(out, StreamWrite):
+                    quic.send_stream_data(out.stream_id, out.data, out.fin)
+                elif isinstance(out, ResetOut):
+                    if out.stop_sending:
+                        quic.stop_stream(out.stream_id, out.code)
+                    else:
+                        quic.reset_stream(out.stream_id, out.code)
+                elif isinstance(out, DatagramOut):
+                    quic.send_datagram_frame(out.data)
+                elif isinstance(out, CloseSession):
+                    if out.code:
+                        self.listener.stats.sessions_closed_with_error += 1
+                    quic.close(error_code=out.code, reason_phrase=out.reason[:200])
+                    self.listener.sessions.discard(self)
+            except (ValueError, AssertionError):
+                # A stream the peer already reset or we finished: the write has nowhere to go.
+                continue
+        self.transmit()
+
+
+class MoqListener:
+    """The MoQ UDP port of a node: the QUIC server, the relay and the timer."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        anonymous: bool = False,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.relay = Relay()
+        self.authorizer: Authorizer = authorizer or (Anonymous() if anonymous else Authorizer())
+        self.stats = MoqStats()
+        self.sessions: set[MoqConnection] = set()
+        self._cert_file = cert_file
+        self._key_file = key_file
+        self._server: QuicServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.certificate_pem = b""
+        self.certificate_sha256 = ""
+
+    def _configuration(self) -> QuicConfiguration:
+        config = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=list(ALPNS),
+            max_datagram_frame_size=65536,
+            idle_timeout=30.0,
+        )
+        if self._cert_file and self._key_file:
+            config.load_cert_chain(self._cert_file, self._key_file)
+            with open(self._cert_file, "rb") as f:
+                self.certificate_pem = f.read()
+        else:
+            hosts = ["localhost", "127.0.0.1", "::1"]
+            if self.host not in ("0.0.0.0", "::", ""):
+                hosts.append(self.host)
+            cert_pem, key_pem = make_certificate(hosts)
+            # aioquic loads PEM files only: write them to private temporary files, then remove them.
+            with tempfile.TemporaryDirectory() as tmp:
+                cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+                with open(cert_path, "wb") as f:
+                    f.write(cert_pem)
+                with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                    f.write(key_pem)
+                config.load_cert_chain(cert_path, key_path)
+            self.certificate_pem = cert_pem
+        der = x509.load_pem_x509_certificate(self.certificate_pem).public_bytes(serialization.Encoding.DER)
+        self.certificate_sha256 = hashlib.sha256(der).hexdigest()
+        return config
+
+    async def start(self) -> None:
+        config = self._configuration()
+        create: Callable[..., QuicConnectionProtocol] = lambda *a, **kw: MoqConnection(  # noqa: E731
+            *a, listener=self, **kw
+        )
+        self._server = await serve(self.host, self.port, configuration=config, create_protocol=create)
+        transport = self._server._transport
+        if transport is not None:
+            self.port = transport.get_extra_info("sockname")[1]
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.relay.timer(loop.time())
+        for conn in list(self.sessions):
+            conn.flush()
+        self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+
+    def drain(self) -> None:
+        """GOAWAY to every session (draft-16 s9.4) before the node stops."""
+        for conn in list(self.sessions):
+            if conn.session is not None:
+                conn.session.goaway()
+                conn.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for conn in list(self.sessions):
+            if conn.session is not None:
+                conn.session.close(SessionErrorCode.NO_ERROR, "server stopping")
+                conn.flush()
+        if self._server is not None:
+            self._server.close()

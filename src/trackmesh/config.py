@@ -66,6 +66,11 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Media over QUIC (docs/moq.md). The dataclass default is off; the command line's is 4443.
+    moq_port: int = 0
+    moq_cert: str = ""
+    moq_key: str = ""
+    moq_anonymous: bool = False
 
     @property
     def token_key(self) -> bytes:
@@ -266,6 +271,15 @@ def _file(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _pem_file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text) or not os.access(text, os.R_OK):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file; accepted: a PEM file path")
+        return text
+
+    return parse
+
+
 def _readable_file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text) or not os.access(text, os.R_OK):
@@ -344,6 +358,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
+    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC, ALPN moqt-16) on --http-host "
+         "(default 4443, 0 = off; see docs/moq.md)", _port("--moq-port", True), ("standalone",), "PORT"),
+    Flag("--moq-cert", "PEM certificate of the MoQ port (default: a self-signed ECDSA certificate valid 10 days, "
+         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone",),
+         "FILE"),
+    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone",), "FILE"),
+    Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
+         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"), ("standalone",),
+         switch=True),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
@@ -408,6 +431,10 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if role == "standalone":
+        values.setdefault("moq_port", 4443)
+    if bool(values.get("moq_cert")) != bool(values.get("moq_key")):
+        raise ConfigError("--moq-cert: give both --moq-cert and --moq-key, or neither (a certificate is then made)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):
@@ -433,6 +460,11 @@ def warnings_of(config: NodeConfig) -> list[str]:
                 "puts a loopback address in ICE candidates: remote browsers will not connect. "
                 "Pass --node-ip <an address they can reach>."
             )
+    if config.moq_port and config.moq_anonymous:
+        out.append(
+            f"--moq-anonymous: the MoQ relay on UDP {config.moq_port} lets ANYONE publish and subscribe ANY namespace "
+            "without a token (meant for interop testing, never for production)"
+        )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
     return out

@@ -1,0 +1,123 @@
+"""Media over QUIC against real clients: aiomoqt's interop suite (the moq-interop-runner's test
+client, 12 cases) against a trackmesh node in anonymous mode over raw QUIC, and an aioquic client
+checking ALPN refusal and the pinned certificate (loopback only, in the private namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import re
+import socket
+import ssl
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.e2e.conftest import TrackmeshNode
+from tests.moq_fixtures import MoqFixtureError, interop_client
+
+pytestmark = pytest.mark.e2e
+
+CASES = (
+    "setup-only",
+    "announce-only",
+    "publish-namespace-done",
+    "subscribe-error",
+    "rendezvous-timeout",
+    "announce-subscribe",
+    "subscribe-before-announce",
+    "data-subgroup-basic",
+    "subscribe-namespace-lifecycle",
+    "namespace-discovery",
+    "publish-track-only",
+    "publish-track-subscribe",
+)
+#: Cases the client itself skips at a draft (it needs a later one), with the reason it gives.
+CLIENT_SKIPS = {16: {"rendezvous-timeout": "RENDEZVOUS_TIMEOUT is draft-18"}}
+TAP_LINE = re.compile(r"^(ok|not ok) \d+ - (\S+)(?: # SKIP (.*))?$")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moq_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
+    port = free_udp_port()
+    node = TrackmeshNode("--moq-port", str(port), "--moq-anonymous")
+    try:
+        yield node, port
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def run_suite(port: int, draft: int) -> tuple[dict[str, tuple[str, str]], str]:
+    try:
+        client = interop_client()
+    except MoqFixtureError as exc:
+        pytest.fail(str(exc))
+    proc = subprocess.run(
+        [str(client), "-r", f"moqt://127.0.0.1:{port}", "--tls-disable-verify", "--draft", str(draft)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    results: dict[str, tuple[str, str]] = {}
+    for line in proc.stdout.splitlines():
+        match = TAP_LINE.match(line.strip())
+        if match:
+            results[match.group(2)] = (match.group(1), match.group(3) or "")
+    return results, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("draft", [16])
+def test_interop_suite_over_raw_quic(moq_node: tuple[TrackmeshNode, int], draft: int) -> None:
+    node, port = moq_node
+    results, output = run_suite(port, draft)
+    assert set(results) == set(CASES), output
+    failed = [name for name, (status, _) in results.items() if status != "ok"]
+    assert not failed, f"failed at draft-{draft}: {failed}\n{output}"
+    skipped = {name: reason for name, (_, reason) in results.items() if reason}
+    allowed = CLIENT_SKIPS.get(draft, {})
+    assert set(skipped) <= set(allowed), f"unexpected skips at draft-{draft}: {skipped}"
+    for name, reason in skipped.items():
+        assert allowed[name] in reason
+    assert "Traceback" not in "\n".join(node.lines), node.log_tail()
+
+
+async def _handshake(port: int, alpn: str) -> bytes:
+    config = QuicConfiguration(is_client=True, alpn_protocols=[alpn], verify_mode=ssl.CERT_NONE)
+    async with connect("127.0.0.1", port, configuration=config, wait_connected=True) as client:
+        cert = client._quic.tls._peer_certificate
+        assert cert is not None
+        return bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
+def test_certificate_is_pinnable_and_unknown_versions_are_refused(moq_node: tuple[TrackmeshNode, int]) -> None:
+    node, port = moq_node
+    with urllib.request.urlopen(node.url("/moq/certificate.sha256"), timeout=5) as resp:
+        published = resp.read().decode().strip()
+    der = asyncio.run(asyncio.wait_for(_handshake(port, "moqt-16"), 10))
+    assert hashlib.sha256(der).hexdigest() == published
+    cert = x509.load_der_x509_certificate(der)
+    # WebTransport's serverCertificateHashes accepts ECDSA certificates valid for at most 14 days.
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=14)
+    # No common ALPN: the TLS handshake fails, no session starts.
+    with pytest.raises((ConnectionError, TimeoutError)):
+        asyncio.run(asyncio.wait_for(_handshake(port, "moqt-99"), 5))
+    assert any("ANONYMOUS" in line for line in node.lines), "--moq-anonymous must be logged loudly"

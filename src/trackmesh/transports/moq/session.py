@@ -205,6 +205,14 @@ class ServerSession:
         self._next_alias += 1
         return alias
 
+    def _alias_track(self, alias: int) -> Track | None:
+        """The live track of a publisher's alias (a finished track's alias is forgotten)."""
+        track = self._aliases.get(alias)
+        if track is not None and self.relay.tracks.get(track.key) is not track:
+            del self._aliases[alias]
+            return None
+        return track
+
     def watch_upstream(self, request_id: int, track: Track) -> None:
         self._upstream[request_id] = track
 
@@ -251,7 +259,7 @@ class ServerSession:
         except MoqDecodeError:
             self.stats.dropped_datagrams += 1
             return
-        track = self._aliases.get(d.track_alias)
+        track = self._alias_track(d.track_alias)
         if track is None:
             self.stats.dropped_datagrams += 1
             return
@@ -376,7 +384,7 @@ class ServerSession:
             raise SessionError(
                 SessionErrorCode.PROTOCOL_VIOLATION, f"SUBSCRIBE_OK for unknown request {msg.request_id}"
             )
-        if msg.track_alias in self._aliases:
+        if self._alias_track(msg.track_alias) is not None:
             raise SessionError(SessionErrorCode.DUPLICATE_TRACK_ALIAS, f"track alias {msg.track_alias} in use")
         self._aliases[msg.track_alias] = track
         self.relay.upstream_ok(track, msg.track_alias)
@@ -410,7 +418,7 @@ class ServerSession:
         if not self.authorizer.may_publish(msg.namespace):
             self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
             return
-        if msg.track_alias in self._aliases:
+        if self._alias_track(msg.track_alias) is not None:
             raise SessionError(SessionErrorCode.DUPLICATE_TRACK_ALIAS, f"track alias {msg.track_alias} in use")
         track = self.relay.publish(self, msg)
         if track is None:
@@ -427,8 +435,7 @@ class ServerSession:
         track = self._upstream.pop(msg.request_id, None)
         if track is None:
             return  # an UNSUBSCRIBE of ours crossed it
-        if track.upstream_alias is not None and self._aliases.get(track.upstream_alias) is track:
-            del self._aliases[track.upstream_alias]
+        # The alias stays mapped: the streams PUBLISH_DONE counts may still be on their way.
         self.relay.publish_done(track, msg, self.now)
 
     def _on_track_status(self, msg: m.TrackStatus) -> None:
@@ -604,7 +611,7 @@ class ServerSession:
         peek.feed(b"".join(d for d, _ in state.held))
         if peek.header is None:
             return
-        track = self._aliases.get(peek.header.track_alias)
+        track = self._alias_track(peek.header.track_alias)
         if track is not None:
             self._attach_stream(stream_id, state, track)
             return

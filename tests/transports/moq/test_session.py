@@ -130,7 +130,7 @@ def test_relayed_subscription_forwards_objects_and_publish_done() -> None:
 
 def test_publish_done_waits_for_the_streams_it_counts() -> None:
     relay, clock, pub, sub = pair()
-    srid, upstream = live_track(pub, sub)
+    _srid, upstream = live_track(pub, sub)
     pub.send(m.PublishDone(upstream, PublishDoneCode.TRACK_ENDED, 1))
     assert sub.messages() == []  # the counted stream has not arrived yet
     pub.subgroup(7, 0, [(0, b"late")])
@@ -214,7 +214,7 @@ def test_duplicate_track_alias_closes() -> None:
 
 
 def test_namespace_subscription_lifecycle_and_publish_offers() -> None:
-    relay, clock, pub, sub = pair()
+    _relay, _clock, pub, sub = pair()
     stream = sub.new_bidi()
     rid = sub.rid()
     sub.send(m.SubscribeNamespace(rid, (b"moq-test",), m.NAMESPACE_OPTION_BOTH), stream_id=stream)
@@ -242,7 +242,7 @@ def test_namespace_subscription_lifecycle_and_publish_offers() -> None:
 
 def test_fetch_standalone_and_joining_from_the_cache() -> None:
     _, _, pub, sub = pair()
-    srid, _ = live_track(pub, sub)
+    _srid, _ = live_track(pub, sub)
     pub.subgroup(7, 2, [(0, b"a"), (1, b"b"), (2, b"c")])
     frid = sub.rid()
     sub.send(m.Fetch(frid, m.FETCH_STANDALONE, NS, TRACK, 2, 1, 2, 0))
@@ -281,7 +281,7 @@ def test_track_status() -> None:
 
 def test_goaway_and_publisher_leaving() -> None:
     _, _, pub, sub = pair()
-    srid, _ = live_track(pub, sub)
+    _srid, _ = live_track(pub, sub)
     sub.session.goaway(b"moqt://elsewhere")
     assert sub.messages() == [m.GoAway(b"moqt://elsewhere")]
     pub.session.transport_closed()

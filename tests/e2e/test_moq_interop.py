@@ -1,6 +1,7 @@
 """Media over QUIC against real clients: aiomoqt's interop suite (the moq-interop-runner's test
-client, 12 cases) against a trackmesh node in anonymous mode over raw QUIC, and an aioquic client
-checking ALPN refusal and the pinned certificate (loopback only, in the private namespace)."""
+client, 12 cases) against a trackmesh node in anonymous mode over raw QUIC at draft-16, draft-20
+(the WG's interop target) and draft-22, and an aioquic client checking ALPN refusal and the pinned
+certificate (loopback only, in the private namespace)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def run_suite(port: int, draft: int) -> tuple[dict[str, tuple[str, str]], str]:
     return results, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("draft", [16])
+@pytest.mark.parametrize("draft", [16, 20, 22])
 def test_interop_suite_over_raw_quic(moq_node: tuple[TrackmeshNode, int], draft: int) -> None:
     node, port = moq_node
     results, output = run_suite(port, draft)

@@ -33,6 +33,7 @@ from aioquic.quic.events import (
     DatagramFrameReceived,
     ProtocolNegotiated,
     QuicEvent,
+    StopSendingReceived,
     StreamDataReceived,
     StreamReset,
 )
@@ -57,8 +58,11 @@ __all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
 
 log = logging.getLogger("trackmesh.moq")
 
-#: The raw-QUIC ALPNs we answer, in our order of preference (the server picks by its own list).
-ALPNS = ("moqt-16",)
+#: The raw-QUIC ALPNs we answer, in our order of preference (aioquic picks by the server's list),
+#: and the codec each one speaks: draft-21 is wire-identical to draft-20; draft-22 too except its
+#: LOCATION_FILTER encoding (transports/moq/codec20.py).
+DRAFT_OF_ALPN = {"moqt-20": 20, "moqt-22": 22, "moqt-21": 20, "moqt-16": 16}
+ALPNS = tuple(DRAFT_OF_ALPN)
 CERT_DAYS = 10
 TIMER_INTERVAL = 0.25
 
@@ -108,12 +112,18 @@ class MoqConnection(QuicConnectionProtocol):
         self.listener = listener
         self.session: ServerSession | None = None
         self._next_uni = 3  # server-initiated unidirectional (RFC 9000 s2.1)
+        self._next_bidi = 1  # server-initiated bidirectional
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
 
     def open_uni(self) -> int:
         stream_id = self._next_uni
         self._next_uni += 4
+        return stream_id
+
+    def open_bidi(self) -> int:
+        stream_id = self._next_bidi
+        self._next_bidi += 4
         return stream_id
 
     def _wake(self) -> None:
@@ -125,13 +135,19 @@ class MoqConnection(QuicConnectionProtocol):
         now = self._loop.time()
         session = self.session
         if isinstance(event, ProtocolNegotiated):
-            if event.alpn_protocol not in ALPNS:
+            draft = DRAFT_OF_ALPN.get(event.alpn_protocol or "")
+            if draft is None:
                 self.listener.stats.refused_alpn += 1
                 self._quic.close(error_code=SessionErrorCode.VERSION_NEGOTIATION_FAILED, reason_phrase="no MoQ ALPN")
                 return
             self.listener.stats.connections += 1
             self.session = ServerSession(
-                self.listener.relay, self.open_uni, authorizer=self.listener.authorizer, on_output=self._wake
+                self.listener.relay,
+                self.open_uni,
+                draft=draft,
+                open_bidi=self.open_bidi,
+                authorizer=self.listener.authorizer,
+                on_output=self._wake,
             )
             self.listener.sessions.add(self)
         elif session is None:
@@ -140,7 +156,7 @@ class MoqConnection(QuicConnectionProtocol):
             session.stream_data(event.stream_id, bool(event.stream_id & 2), event.data, event.end_stream, now)
         elif isinstance(event, DatagramFrameReceived):
             session.datagram(event.data, now)
-        elif isinstance(event, StreamReset):
+        elif isinstance(event, StreamReset | StopSendingReceived):
             session.stream_reset(event.stream_id, event.error_code, now)
         elif isinstance(event, ConnectionTerminated):
             session.transport_closed()

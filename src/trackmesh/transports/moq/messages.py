@@ -34,6 +34,7 @@ __all__ = [
     "Subscribe",
     "SubscribeNamespace",
     "SubscribeOk",
+    "SubscribeTracks",
     "TrackNamespace",
     "TrackStatus",
     "Unsubscribe",
@@ -53,6 +54,7 @@ SETUP_IMPLEMENTATION = 0x07
 # Message parameters (draft-16 s9.2).
 PARAM_DELIVERY_TIMEOUT = 0x02
 PARAM_AUTHORIZATION_TOKEN = 0x03
+PARAM_RENDEZVOUS_TIMEOUT = 0x04  # draft-18 on: wait this many ms for a publisher to appear
 PARAM_MAX_CACHE_DURATION = 0x04
 PARAM_EXPIRES = 0x08
 PARAM_LARGEST_OBJECT = 0x09
@@ -92,6 +94,7 @@ class ServerSetup:
 @dataclass(slots=True)
 class GoAway:
     new_session_uri: bytes = b""
+    timeout: int = 0  # draft-20: milliseconds before the sender closes (absent at draft-16)
 
 
 @dataclass(slots=True)
@@ -192,6 +195,15 @@ class SubscribeNamespace:
 
 
 @dataclass(slots=True)
+class SubscribeTracks:
+    """Draft-20 s10.20: the tracks of the namespaces under ``prefix``, each offered by a PUBLISH."""
+
+    request_id: int
+    prefix: TrackNamespace
+    params: Params = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Publish:
     request_id: int
     namespace: TrackNamespace
@@ -264,6 +276,7 @@ ControlMessage = (
     | Namespace
     | NamespaceDone
     | SubscribeNamespace
+    | SubscribeTracks
     | Publish
     | PublishOk
     | TrackStatus

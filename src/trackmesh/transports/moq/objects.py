@@ -9,6 +9,9 @@
 - OBJECT_DATAGRAM (s10.3): type ``0b00X0XXXX``: 0x01 extensions, 0x02 end of group, 0x04 Object
   ID 0 (absent), 0x08 default priority (absent), 0x20 a status instead of a payload.
 
+Draft-20 has the same layouts with vi64 integers, and SUBGROUP_HEADER gains FIRST_OBJECT (0x40:
+types 0x50-0x5D and 0x70-0x7D); every function takes ``vi64`` for it.
+
 A relay reads the object headers to index its cache and forwards the bytes: the payload is
 sliced, never parsed.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trackmesh.transports.moq.errors import MoqDecodeError, Truncated
-from trackmesh.transports.moq.varint import Reader, encode_varint
+from trackmesh.transports.moq.varint import Reader, encode_varint, encode_vi64
 
 __all__ = [
     "FETCH_HEADER",
@@ -50,8 +53,9 @@ SUBGROUP_ID_FIRST_OBJECT = 1
 SUBGROUP_ID_EXPLICIT = 2
 
 
-def is_subgroup_type(kind: int) -> bool:
-    return (0x10 <= kind <= 0x1D or 0x30 <= kind <= 0x3D) and (kind >> 1) & 0x3 != 3
+def is_subgroup_type(kind: int, vi64: bool = False) -> bool:
+    base = kind & ~0x40 if vi64 else kind
+    return (0x10 <= base <= 0x1D or 0x30 <= base <= 0x3D) and (kind >> 1) & 0x3 != 3
 
 
 @dataclass(slots=True)
@@ -63,6 +67,13 @@ class SubgroupHeader:
     extensions_present: bool = False
     end_of_group: bool = False
     subgroup_id_mode: int = SUBGROUP_ID_EXPLICIT
+    first_object: bool = True  # draft-20 FIRST_OBJECT: the stream starts at the subgroup's first object
+
+    def type_for(self, vi64: bool) -> int:
+        kind = self.type
+        if vi64 and self.first_object:
+            kind |= 0x40
+        return kind
 
     @property
     def type(self) -> int:
@@ -76,10 +87,11 @@ class SubgroupHeader:
         return kind
 
 
-def encode_subgroup_header(h: SubgroupHeader) -> bytes:
-    out = encode_varint(h.type) + encode_varint(h.track_alias) + encode_varint(h.group_id)
+def encode_subgroup_header(h: SubgroupHeader, vi64: bool = False) -> bytes:
+    enc = encode_vi64 if vi64 else encode_varint
+    out = enc(h.type_for(vi64)) + enc(h.track_alias) + enc(h.group_id)
     if h.subgroup_id_mode == SUBGROUP_ID_EXPLICIT:
-        out += encode_varint(h.subgroup_id or 0)
+        out += enc(h.subgroup_id or 0)
     if h.publisher_priority is not None:
         out += bytes((h.publisher_priority,))
     return out
@@ -87,7 +99,7 @@ def encode_subgroup_header(h: SubgroupHeader) -> bytes:
 
 def decode_subgroup_header(r: Reader, kind: int) -> SubgroupHeader:
     """The header after its type (already read): raises Truncated when the bytes end early."""
-    if not is_subgroup_type(kind):
+    if not is_subgroup_type(kind, r.vi64):
         raise MoqDecodeError(f"not a SUBGROUP_HEADER type: 0x{kind:x}")
     mode = (kind >> 1) & 0x3
     alias = r.varint()
@@ -98,7 +110,8 @@ def decode_subgroup_header(r: Reader, kind: int) -> SubgroupHeader:
     elif mode == SUBGROUP_ID_FIRST_OBJECT:
         subgroup = None
     priority = None if kind & 0x20 else r.uint8()
-    return SubgroupHeader(alias, group, subgroup, priority, bool(kind & 0x01), bool(kind & 0x08), mode)
+    first = bool(kind & 0x40) if r.vi64 else True
+    return SubgroupHeader(alias, group, subgroup, priority, bool(kind & 0x01), bool(kind & 0x08), mode, first)
 
 
 @dataclass(slots=True)
@@ -111,6 +124,7 @@ class ObjectRecord:
     extensions: bytes
     payload: bytes
     wire: bytes
+    has_extensions: bool = False
 
 
 def encode_object(
@@ -120,19 +134,51 @@ def encode_object(
     *,
     extensions: bytes | None = None,
     status: int = STATUS_NORMAL,
+    vi64: bool = False,
 ) -> bytes:
     """One object on a subgroup stream; ``extensions`` is the raw Key-Value-Pair block, given iff
     the header has the extensions bit."""
+    enc = encode_vi64 if vi64 else encode_varint
     delta = object_id if previous_id is None else object_id - previous_id - 1
     if delta < 0:
         raise ValueError("object IDs must increase within a subgroup")
-    out = bytearray(encode_varint(delta))
+    out = bytearray(enc(delta))
     if extensions is not None:
-        out += encode_varint(len(extensions)) + extensions
+        out += enc(len(extensions)) + extensions
     if payload:
-        out += encode_varint(len(payload)) + payload
+        out += enc(len(payload)) + payload
     else:
-        out += encode_varint(0) + encode_varint(status)
+        out += enc(0) + enc(status)
+    return bytes(out)
+
+
+def transcode_extensions(raw: bytes, from_vi64: bool, to_vi64: bool) -> bytes:
+    """An extension block (delta-typed Key-Value-Pairs) in the other integer encoding."""
+    if from_vi64 == to_vi64 or not raw:
+        return raw
+    enc = encode_vi64 if to_vi64 else encode_varint
+    r = Reader(raw, vi64=from_vi64)
+    out = bytearray()
+    key = 0
+    while r.remaining():
+        delta = r.varint()
+        key += delta
+        out += enc(delta)
+        if key & 1:
+            value = r.blob(MAX_EXTENSIONS)
+            out += enc(len(value)) + value
+        else:
+            out += enc(r.varint())
+    return bytes(out)
+
+
+def transcode_objects(objects: list[ObjectRecord], previous_id: int | None, to_vi64: bool, from_vi64: bool) -> bytes:
+    """Objects of one subgroup stream re-framed in the other draft's integers (payloads as they are)."""
+    out = bytearray()
+    for o in objects:
+        ext = transcode_extensions(o.extensions, from_vi64, to_vi64) if o.has_extensions else None
+        out += encode_object(o.object_id, previous_id, o.payload, extensions=ext, status=o.status, vi64=to_vi64)
+        previous_id = o.object_id
     return bytes(out)
 
 
@@ -140,12 +186,13 @@ class SubgroupStreamParser:
     """Incremental parser of one SUBGROUP_HEADER stream (after its type): feed bytes, get the
     header once and the whole objects as they complete."""
 
-    __slots__ = ("_buf", "_kind", "_need", "_payload_end", "header", "previous_id")
+    __slots__ = ("_buf", "_need", "_payload_end", "header", "kind", "previous_id", "vi64")
 
-    def __init__(self, kind: int) -> None:
-        if not is_subgroup_type(kind):
+    def __init__(self, kind: int, vi64: bool = False) -> None:
+        if not is_subgroup_type(kind, vi64):
             raise MoqDecodeError(f"not a SUBGROUP_HEADER type: 0x{kind:x}")
-        self._kind = kind
+        self.kind = kind
+        self.vi64 = vi64
         self._buf = bytearray()
         self._need = 0  # bytes the buffer must hold before parsing again
         self._payload_end = 0
@@ -161,11 +208,11 @@ class SubgroupStreamParser:
             return []  # the pending object's payload is still arriving
         buf = bytes(self._buf)
         out: list[ObjectRecord] = []
-        r = Reader(buf)
+        r = Reader(buf, vi64=self.vi64)
         consumed = 0
         try:
             if self.header is None:
-                self.header = decode_subgroup_header(r, self._kind)
+                self.header = decode_subgroup_header(r, self.kind)
                 consumed = r.pos
             while r.remaining():
                 record = self._object(r, consumed)
@@ -205,7 +252,8 @@ class SubgroupStreamParser:
         else:
             self._payload_end = r.pos + length
             payload = r.raw(length)
-        return ObjectRecord(object_id, status, extensions, payload, bytes(r.data[start : r.pos]))
+        wire = bytes(r.data[start : r.pos])
+        return ObjectRecord(object_id, status, extensions, payload, wire, self.header.extensions_present)
 
 
 @dataclass(slots=True)
@@ -220,7 +268,8 @@ class Datagram:
     end_of_group: bool = False
 
 
-def encode_datagram(d: Datagram) -> bytes:
+def encode_datagram(d: Datagram, vi64: bool = False) -> bytes:
+    enc = encode_vi64 if vi64 else encode_varint
     kind = 0
     if d.extensions is not None:
         kind |= 0x01
@@ -232,22 +281,22 @@ def encode_datagram(d: Datagram) -> bytes:
         kind |= 0x08
     if d.status is not None:
         kind |= 0x20
-    out = bytearray(encode_varint(kind) + encode_varint(d.track_alias) + encode_varint(d.group_id))
+    out = bytearray(enc(kind) + enc(d.track_alias) + enc(d.group_id))
     if d.object_id:
-        out += encode_varint(d.object_id)
+        out += enc(d.object_id)
     if d.publisher_priority is not None:
         out.append(d.publisher_priority)
     if d.extensions is not None:
-        out += encode_varint(len(d.extensions)) + d.extensions
+        out += enc(len(d.extensions)) + d.extensions
     if d.status is not None:
-        out += encode_varint(d.status)
+        out += enc(d.status)
     else:
         out += d.payload
     return bytes(out)
 
 
-def decode_datagram(data: bytes | memoryview) -> Datagram:
-    r = Reader(data)
+def decode_datagram(data: bytes | memoryview, vi64: bool = False) -> Datagram:
+    r = Reader(data, vi64=vi64)
     try:
         kind = r.varint()
         if kind & ~0x2F:

@@ -17,6 +17,7 @@ The relay never reads a clock: the session passes ``now`` into every call that s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +32,7 @@ from trackmesh.transports.moq.objects import (
     encode_datagram,
     encode_fetch_object,
     encode_subgroup_header,
+    transcode_objects,
 )
 from trackmesh.transports.moq.varint import Reader, encode_varint
 
@@ -44,12 +46,19 @@ DONE_GRACE = 2.0  # seconds PUBLISH_DONE may wait for the upstream streams it co
 class Peer(Protocol):
     """What the relay needs of a session (implemented by :class:`~.session.ServerSession`)."""
 
+    @property
+    def vi64(self) -> bool:
+        """True at draft-20 (vi64 integers on data streams), False at draft-16."""
+        ...
+
     def open_uni(self) -> int: ...
     def write(self, stream_id: int, data: bytes, fin: bool = False) -> None: ...
     def reset(self, stream_id: int, code: int) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
-    def send_control(self, msg: m.ControlMessage) -> None: ...
     def send_on(self, stream_id: int, msg: m.ControlMessage) -> None: ...
+    def reply(self, request_id: int, msg: m.ControlMessage, final: bool = False) -> None: ...
+    def request(self, msg: m.Subscribe | m.Publish) -> None: ...
+    def cancel_request(self, request_id: int) -> None: ...
     def new_request_id(self) -> int | None: ...
     def new_alias(self) -> int: ...
     def watch_upstream(self, request_id: int, track: Track) -> None: ...
@@ -85,7 +94,8 @@ class Subscription:
 @dataclass(eq=False, slots=True)
 class CachedSubgroup:
     header: SubgroupHeader
-    body: bytearray = field(default_factory=bytearray)
+    body: bytearray = field(default_factory=bytearray)  # the objects as they arrived
+    other: bytearray | None = None  # the same in the other draft's integers, once a subscriber needs it
     objects: list[ObjectRecord] = field(default_factory=list)
     closed: bool = False
 
@@ -98,11 +108,21 @@ class Waiter:
 
 
 @dataclass(eq=False, slots=True)
+class Rendezvous:
+    """A SUBSCRIBE with RENDEZVOUS_TIMEOUT (draft-20 s10.2.4) waiting for its publisher."""
+
+    peer: Peer
+    msg: m.Subscribe
+    deadline: float
+
+
+@dataclass(eq=False, slots=True)
 class Track:
     namespace: m.TrackNamespace
     name: bytes
     publisher: Peer
     upstream_request_id: int
+    vi64: bool = False  # the publisher's draft-20 integers
     upstream_alias: int | None = None
     live: bool = False
     from_publish: bool = False
@@ -141,6 +161,7 @@ def _has_prefix(namespace: m.TrackNamespace, prefix: m.TrackNamespace) -> bool:
 
 class Relay:
     def __init__(self, cache_groups: int = 1) -> None:
+        self.rendezvous: list[Rendezvous] = []
         self.cache_groups = max(1, cache_groups)
         self.namespaces: dict[m.TrackNamespace, list[tuple[Peer, int]]] = {}
         self.tracks: dict[tuple[m.TrackNamespace, bytes], Track] = {}
@@ -149,7 +170,7 @@ class Relay:
 
     # -- namespaces ------------------------------------------------------------------------
 
-    def publish_namespace(self, peer: Peer, request_id: int, namespace: m.TrackNamespace) -> None:
+    def publish_namespace(self, peer: Peer, request_id: int, namespace: m.TrackNamespace, now: float) -> None:
         entries = self.namespaces.setdefault(namespace, [])
         first = not entries
         entries.append((peer, request_id))
@@ -157,6 +178,25 @@ class Relay:
             for ns_sub in self.namespace_subscribers:
                 if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix):
                     ns_sub.peer.send_on(ns_sub.stream_id, m.Namespace(namespace[len(ns_sub.prefix) :]))
+        self._retry_rendezvous(lambda w: _has_prefix(w.msg.namespace, namespace), now)
+
+    def _retry_rendezvous(self, matches: Callable[[Rendezvous], bool], now: float) -> None:
+        ready = [w for w in self.rendezvous if matches(w)]
+        for waiter in ready:
+            self.rendezvous.remove(waiter)
+            self.subscribe(waiter.peer, waiter.msg, now, rendezvous=False)
+
+    def cancel_waiting(self, peer: Peer, request_id: int) -> None:
+        """A subscriber cancelled a SUBSCRIBE that is still waiting (for its publisher or its answer)."""
+        self.rendezvous = [w for w in self.rendezvous if not (w.peer is peer and w.msg.request_id == request_id)]
+        for track in list(self.tracks.values()):
+            track.waiting = [w for w in track.waiting if not (w.peer is peer and w.request_id == request_id)]
+
+    def track_of(self, sub: Subscription) -> Track | None:
+        for track in self.tracks.values():
+            if sub in track.subscribers:
+                return track
+        return None
 
     def publish_namespace_done(self, peer: Peer, request_id: int) -> bool:
         for namespace, entries in list(self.namespaces.items()):
@@ -184,8 +224,10 @@ class Relay:
 
     def subscribe_namespace(self, ns_sub: NamespaceSubscriber) -> None:
         for other in self.namespace_subscribers:
-            if other.peer is ns_sub.peer and (
-                _has_prefix(other.prefix, ns_sub.prefix) or _has_prefix(ns_sub.prefix, other.prefix)
+            if (
+                other.peer is ns_sub.peer
+                and other.options == ns_sub.options
+                and (_has_prefix(other.prefix, ns_sub.prefix) or _has_prefix(ns_sub.prefix, other.prefix))
             ):
                 ns_sub.peer.send_on(
                     ns_sub.stream_id,
@@ -221,7 +263,7 @@ class Relay:
         params: m.Params = {}
         if track.largest is not None:
             params[m.PARAM_LARGEST_OBJECT] = encode_varint(track.largest[0]) + encode_varint(track.largest[1])
-        peer.send_control(m.Publish(request_id, track.namespace, track.name, sub.alias, params))
+        peer.request(m.Publish(request_id, track.namespace, track.name, sub.alias, params))
 
     def publish_accepted(self, track: Track, sub: Subscription, forward: bool) -> None:
         sub.forward = forward
@@ -230,7 +272,7 @@ class Relay:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, peer: Peer, msg: m.Subscribe, now: float) -> None:
+    def subscribe(self, peer: Peer, msg: m.Subscribe, now: float, rendezvous: bool = True) -> None:
         track = self.tracks.get((msg.namespace, msg.name))
         if track is not None and track.done is None and track.live:
             self._attach(track, peer, msg.request_id, msg.params)
@@ -240,17 +282,25 @@ class Relay:
             return
         publisher = self.namespace_publisher(msg.namespace)
         if publisher is None or publisher is peer:
-            peer.send_control(m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track"))
+            wait = msg.params.get(m.PARAM_RENDEZVOUS_TIMEOUT)
+            if rendezvous and isinstance(wait, int) and wait > 0:
+                self.rendezvous.append(Rendezvous(peer, msg, now + min(wait, 60_000) / 1000))
+                return
+            error = m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track")
+            peer.reply(msg.request_id, error, final=True)
             return
         upstream_id = publisher.new_request_id()
         if upstream_id is None:
-            peer.send_control(m.RequestError(msg.request_id, RequestErrorCode.TIMEOUT, 1000, b"publisher busy"))
+            error = m.RequestError(msg.request_id, RequestErrorCode.TIMEOUT, 1000, b"publisher busy")
+            peer.reply(msg.request_id, error, final=True)
             return
-        track = Track(msg.namespace, msg.name, publisher, upstream_id, wait_deadline=now + UPSTREAM_TIMEOUT)
+        track = Track(
+            msg.namespace, msg.name, publisher, upstream_id, publisher.vi64, wait_deadline=now + UPSTREAM_TIMEOUT
+        )
         track.waiting.append(Waiter(peer, msg.request_id, msg.params))
         self.tracks[track.key] = track
         publisher.watch_upstream(upstream_id, track)
-        publisher.send_control(m.Subscribe(upstream_id, msg.namespace, msg.name, {m.PARAM_FORWARD: 1}))
+        publisher.request(m.Subscribe(upstream_id, msg.namespace, msg.name, {m.PARAM_FORWARD: 1}))
 
     def _start_group(self, track: Track, params: m.Params | None = None) -> int:
         latest = max(track.groups) if track.groups else (track.largest[0] if track.largest else 0)
@@ -276,7 +326,7 @@ class Relay:
         ok_params: m.Params = {m.PARAM_EXPIRES: 0}
         if track.largest is not None:
             ok_params[m.PARAM_LARGEST_OBJECT] = encode_varint(track.largest[0]) + encode_varint(track.largest[1])
-        peer.send_control(m.SubscribeOk(request_id, sub.alias, ok_params))
+        peer.reply(request_id, m.SubscribeOk(request_id, sub.alias, ok_params))
         self._replay(track, sub)
 
     def _replay(self, track: Track, sub: Subscription) -> None:
@@ -288,12 +338,13 @@ class Relay:
                 continue
             for subgroup_id, cached in track.groups[group_id].items():
                 stream_id = self._open(sub, cached.header, group_id, subgroup_id)
-                sub.peer.write(stream_id, bytes(cached.body), fin=cached.closed)
+                sub.peer.write(stream_id, self._body(track, cached, sub.peer.vi64), fin=cached.closed)
                 self.stats.objects_out += len(cached.objects)
                 if cached.closed:
                     del sub.streams[(group_id, subgroup_id)]
 
     def _open(self, sub: Subscription, header: SubgroupHeader, group_id: int, subgroup_id: int) -> int:
+        """A stream to ``sub`` for one subgroup, with its header (the subscriber's alias)."""
         stream_id = sub.peer.open_uni()
         sub.streams[(group_id, subgroup_id)] = stream_id
         sub.streams_opened += 1
@@ -306,8 +357,9 @@ class Relay:
             header.extensions_present,
             header.end_of_group,
             header.subgroup_id_mode,
+            header.first_object,
         )
-        sub.peer.write(stream_id, encode_subgroup_header(down))
+        sub.peer.write(stream_id, encode_subgroup_header(down, sub.peer.vi64))
         return stream_id
 
     def upstream_ok(self, track: Track, alias: int) -> None:
@@ -319,7 +371,7 @@ class Relay:
 
     def upstream_error(self, track: Track, code: int, reason: bytes) -> None:
         for waiter in track.waiting:
-            waiter.peer.send_control(m.RequestError(waiter.request_id, code, 0, reason))
+            waiter.peer.reply(waiter.request_id, m.RequestError(waiter.request_id, code, 0, reason), final=True)
         track.waiting.clear()
         self._drop(track)
 
@@ -331,7 +383,7 @@ class Relay:
         sub.streams.clear()
         sub.peer.forget_downstream(sub.request_id)
         if not track.subscribers and not track.waiting and not track.from_publish and track.done is None:
-            track.publisher.send_control(m.Unsubscribe(track.upstream_request_id))
+            track.publisher.cancel_request(track.upstream_request_id)
             self._drop(track)
 
     def _drop(self, track: Track) -> None:
@@ -340,22 +392,31 @@ class Relay:
 
     # -- publisher-initiated tracks --------------------------------------------------------
 
-    def publish(self, peer: Peer, msg: m.Publish) -> Track | None:
+    def publish(self, peer: Peer, msg: m.Publish, now: float) -> Track | None:
         """A publisher's PUBLISH; None when the track is already published by someone else."""
         existing = self.tracks.get((msg.namespace, msg.name))
         if existing is not None and existing.done is None:
             return None
-        track = Track(msg.namespace, msg.name, peer, msg.request_id, msg.track_alias, live=True, from_publish=True)
+        track = Track(msg.namespace, msg.name, peer, msg.request_id, peer.vi64, msg.track_alias, True, True)
         self.tracks[track.key] = track
         for ns_sub in self.namespace_subscribers:
             if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix):
                 self._offer(track, ns_sub.peer)
+        self._retry_rendezvous(lambda w: (w.msg.namespace, w.msg.name) == track.key, now)
         return track
 
     # -- data --------------------------------------------------------------------------------
 
-    def on_objects(self, track: Track, header: SubgroupHeader, objects: list[ObjectRecord], new_stream: bool) -> None:
-        """Objects of one upstream subgroup stream (``new_stream``: its first batch)."""
+    def on_objects(
+        self,
+        track: Track,
+        header: SubgroupHeader,
+        objects: list[ObjectRecord],
+        new_stream: bool,
+        previous_id: int | None = None,
+    ) -> None:
+        """Objects of one upstream subgroup stream (``new_stream``: its first batch;
+        ``previous_id``: the object before them on that stream)."""
         group_id = header.group_id
         subgroup_id = header.subgroup_id if header.subgroup_id is not None else 0
         if new_stream:
@@ -367,8 +428,12 @@ class Relay:
                 track.largest = last
         cached = self._cache(track, header, group_id, subgroup_id)
         chunk = b"".join(o.wire for o in objects) if len(objects) != 1 else objects[0].wire
+        other: bytes | None = None  # the same objects in the other draft's integers, made once if needed
         if cached is not None:
             cached.body += chunk
+            if cached.other is not None:
+                other = transcode_objects(objects, previous_id, not track.vi64, track.vi64)
+                cached.other += other
             cached.objects.extend(objects)
         for sub in track.subscribers:
             if not sub.active or not sub.forward or group_id < sub.start_group:
@@ -379,13 +444,27 @@ class Relay:
                     continue  # joined mid-subgroup of an uncached group: wait for the next one
                 stream_id = self._open(sub, header, group_id, subgroup_id)
                 if cached is not None:
-                    sub.peer.write(stream_id, bytes(cached.body))
+                    sub.peer.write(stream_id, self._body(track, cached, sub.peer.vi64))
                     self.stats.objects_out += len(cached.objects)
                     continue
-            if chunk:
+            if not chunk:
+                continue
+            if sub.peer.vi64 == track.vi64:
                 sub.peer.write(stream_id, chunk)
-                self.stats.objects_out += len(objects)
+            else:
+                if other is None:
+                    other = transcode_objects(objects, previous_id, not track.vi64, track.vi64)
+                sub.peer.write(stream_id, other)
+            self.stats.objects_out += len(objects)
         self._maybe_done(track, None)
+
+    def _body(self, track: Track, cached: CachedSubgroup, vi64: bool) -> bytes:
+        """A cached subgroup's objects so far, in the subscriber's integers."""
+        if vi64 == track.vi64:
+            return bytes(cached.body)
+        if cached.other is None:
+            cached.other = bytearray(transcode_objects(cached.objects, None, vi64, track.vi64))
+        return bytes(cached.other)
 
     def _cache(self, track: Track, header: SubgroupHeader, group_id: int, subgroup_id: int) -> CachedSubgroup | None:
         group = track.groups.get(group_id)
@@ -426,7 +505,7 @@ class Relay:
         for sub in track.subscribers:
             if sub.active and sub.forward and d.group_id >= sub.start_group:
                 d.track_alias = sub.alias
-                sub.peer.send_datagram(encode_datagram(d))
+                sub.peer.send_datagram(encode_datagram(d, sub.peer.vi64))
                 self.stats.objects_out += 1
 
     # -- FETCH -------------------------------------------------------------------------------
@@ -482,24 +561,28 @@ class Relay:
                 sub.peer.write(stream_id, b"", fin=True)
             sub.streams.clear()
             if sub.active:
-                sub.peer.send_control(m.PublishDone(sub.request_id, status, sub.streams_opened, reason))
+                sub.peer.reply(sub.request_id, m.PublishDone(sub.request_id, status, sub.streams_opened, reason), True)
             sub.peer.forget_downstream(sub.request_id)
         track.subscribers.clear()
         for waiter in track.waiting:
-            waiter.peer.send_control(m.RequestError(waiter.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, reason))
+            error = m.RequestError(waiter.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, reason)
+            waiter.peer.reply(waiter.request_id, error, final=True)
         track.waiting.clear()
         self._drop(track)
 
     def timer(self, now: float) -> None:
+        for waiter in [w for w in self.rendezvous if now >= w.deadline]:
+            self.rendezvous.remove(waiter)
+            rid = waiter.msg.request_id
+            waiter.peer.reply(rid, m.RequestError(rid, RequestErrorCode.TIMEOUT, 0, b"no publisher in time"), True)
         for track in list(self.tracks.values()):
             if track.waiting and not track.live and now >= track.wait_deadline:
-                for waiter in track.waiting:
-                    waiter.peer.send_control(
-                        m.RequestError(waiter.request_id, RequestErrorCode.TIMEOUT, 0, b"publisher did not answer")
-                    )
+                for w in track.waiting:
+                    error = m.RequestError(w.request_id, RequestErrorCode.TIMEOUT, 0, b"publisher did not answer")
+                    w.peer.reply(w.request_id, error, final=True)
                 track.waiting.clear()
                 if not track.subscribers:
-                    track.publisher.send_control(m.Unsubscribe(track.upstream_request_id))
+                    track.publisher.cancel_request(track.upstream_request_id)
                     self._drop(track)
             elif track.done is not None:
                 self._maybe_done(track, now)
@@ -507,6 +590,7 @@ class Relay:
     def peer_gone(self, peer: Peer) -> None:
         """A session ended: its namespaces, tracks, subscriptions and namespace subscriptions."""
         self.namespace_subscribers = [s for s in self.namespace_subscribers if s.peer is not peer]
+        self.rendezvous = [w for w in self.rendezvous if w.peer is not peer]
         for namespace, entries in list(self.namespaces.items()):
             entries[:] = [e for e in entries if e[0] is not peer]
             if not entries:
@@ -521,5 +605,5 @@ class Relay:
                 track.subscribers.remove(sub)
             track.waiting = [w for w in track.waiting if w.peer is not peer]
             if not track.subscribers and not track.waiting and not track.from_publish and track.done is None:
-                track.publisher.send_control(m.Unsubscribe(track.upstream_request_id))
+                track.publisher.cancel_request(track.upstream_request_id)
                 self._drop(track)

@@ -1,20 +1,25 @@
-"""One MoQ session in the server role (draft-ietf-moq-transport-16), sans-IO.
+"""One MoQ session in the server role, sans-IO, at draft-16 or draft-20 (21 and 22 are
+wire-identical to 20).
 
-Fed stream bytes, stream resets, datagrams and ``now``; drained of :data:`Output` items (stream
-writes, resets, datagrams, a close). The driver owns the transport (raw QUIC or WebTransport)
-and gives the session a function that opens a server-initiated unidirectional stream.
+Fed stream bytes, resets, datagrams and ``now``; drained of :data:`Output` items (stream writes,
+resets, datagrams, a close). The driver owns the transport and gives the session functions that
+open server-initiated streams.
 
-- The first client bidi stream is the control stream: CLIENT_SETUP, then every request and reply
-  except SUBSCRIBE_NAMESPACE, which has its own bidi stream (s9.25) that also carries its
-  REQUEST_OK, NAMESPACE and NAMESPACE_DONE; the client ends it with FIN.
-- Request IDs (s9.1): the client's are even, ours odd; each side may not go past the other's
-  MAX_REQUEST_ID. We grant ``request_window`` at setup and raise it by MAX_REQUEST_ID when half
-  is used. A repeated or wrong-parity ID closes with INVALID_REQUEST_ID, one past the limit with
-  TOO_MANY_REQUESTS.
+- Draft-16: the first client bidi stream is the control stream (CLIENT_SETUP, then every request
+  and reply) except that SUBSCRIBE_NAMESPACE has its own bidi stream (s9.25) carrying its
+  REQUEST_OK, NAMESPACE and NAMESPACE_DONE. Cancellations are messages (UNSUBSCRIBE,
+  PUBLISH_NAMESPACE_DONE). MAX_REQUEST_ID bounds requests both ways: we grant
+  ``request_window`` and raise it when half is used; one past it is TOO_MANY_REQUESTS.
+- Draft-20: each side opens a unidirectional control stream that starts with SETUP and carries
+  only GOAWAY after it. Every request opens a bidi stream of its own that carries its replies
+  (with no Request ID), later PUBLISH_DONE, and NAMESPACE messages; resetting it cancels the
+  request. Requests we make (a SUBSCRIBE upstream, a PUBLISH to a SUBSCRIBE_TRACKS subscriber)
+  open server bidi streams.
+- Request IDs: the client's are even, ours odd; a repeated or odd one closes the session with
+  INVALID_REQUEST_ID.
 - Track aliases: the publisher picks them (SUBSCRIBE_OK, PUBLISH); a duplicate closes with
   DUPLICATE_TRACK_ALIAS. Downstream aliases are ours, one counter per session.
-- Data streams whose alias is not known yet (they can overtake SUBSCRIBE_OK) are held, bounded.
-- A malformed message closes the session with PROTOCOL_VIOLATION and the reason; nothing a peer
+- A malformed message closes the session with PROTOCOL_VIOLATION and the reason: nothing a peer
   sends raises out of :meth:`ServerSession.stream_data`.
 """
 
@@ -24,8 +29,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trackmesh.transports.moq import codec16
+from trackmesh.transports.moq import codec16, codec20
 from trackmesh.transports.moq import messages as m
+from trackmesh.transports.moq.datastreams import DataStreams
 from trackmesh.transports.moq.errors import (
     MoqDecodeError,
     RequestErrorCode,
@@ -34,18 +40,26 @@ from trackmesh.transports.moq.errors import (
     StreamResetCode,
     Truncated,
 )
-from trackmesh.transports.moq.objects import SubgroupStreamParser, decode_datagram, is_subgroup_type
+from trackmesh.transports.moq.objects import ObjectRecord, SubgroupHeader, decode_datagram
 from trackmesh.transports.moq.relay import NamespaceSubscriber, Relay, Subscription, Track
 from trackmesh.transports.moq.varint import Reader, encode_varint
 
-__all__ = ["Authorizer", "CloseSession", "Output", "ServerSession", "StreamReset", "StreamWrite"]
+__all__ = ["Anonymous", "Authorizer", "CloseSession", "Output", "ServerSession", "StreamReset", "StreamWrite"]
 
 log = logging.getLogger("trackmesh.moq")
 
 IMPLEMENTATION = b"trackmesh"
 MAX_CONTROL_BUFFER = 1 << 17
-MAX_HELD_STREAMS = 64
-MAX_HELD_BYTES = 1 << 20
+#: Draft-20 requests: the message types that may open a request stream.
+_REQUESTS = (
+    m.Subscribe,
+    m.PublishNamespace,
+    m.SubscribeNamespace,
+    m.SubscribeTracks,
+    m.Publish,
+    m.TrackStatus,
+    m.Fetch,
+)
 
 
 @dataclass(slots=True)
@@ -59,7 +73,7 @@ class StreamWrite:
 class StreamReset:
     stream_id: int
     code: int
-    stop_sending: bool = False  # also ask the peer to stop (an incoming stream we refuse)
+    stop_sending: bool = False  # also ask the peer to stop (an incoming stream we refuse or cancel)
 
 
 @dataclass(slots=True)
@@ -78,10 +92,10 @@ Output = StreamWrite | StreamReset | DatagramOut | CloseSession
 
 class Authorizer:
     """Which namespaces a session may publish or subscribe. The default refuses everything; the
-    driver passes an anonymous one (``--moq-anonymous``) or one that checks a token."""
+    driver passes :class:`Anonymous` (``--moq-anonymous``) or one that checks a token."""
 
     def setup(self, params: m.Params) -> bool:
-        """The AUTHORIZATION token and PATH of CLIENT_SETUP; False refuses the session."""
+        """The AUTHORIZATION token and PATH of the client's setup; False refuses the session."""
         return True
 
     def may_publish(self, namespace: m.TrackNamespace) -> bool:
@@ -99,27 +113,12 @@ class Anonymous(Authorizer):
         return True
 
 
-class _InStream:
-    """An incoming unidirectional data stream."""
-
-    __slots__ = ("buf", "held", "new", "parser", "track")
-
-    def __init__(self) -> None:
-        self.buf = bytearray()  # before the type is known
-        self.parser: SubgroupStreamParser | None = None
-        self.track: Track | None = None
-        self.held: list[tuple[bytes, bool]] = []  # bytes seen before the alias was known
-        self.new = True
-
-
 class SessionStats:
-    __slots__ = ("control_messages", "dropped_datagrams", "held_streams", "refused_streams")
+    __slots__ = ("control_messages", "dropped_datagrams")
 
     def __init__(self) -> None:
         self.control_messages = 0
         self.dropped_datagrams = 0
-        self.refused_streams = 0
-        self.held_streams = 0
 
 
 class ServerSession:
@@ -128,34 +127,59 @@ class ServerSession:
         relay: Relay,
         open_uni: Callable[[], int],
         *,
+        draft: int = 16,
+        open_bidi: Callable[[], int] | None = None,
         authorizer: Authorizer | None = None,
         request_window: int = 100,
         on_output: Callable[[], None] | None = None,
     ) -> None:
+        if draft not in (16, 20, 22):
+            raise ValueError(f"unsupported MoQ draft {draft}")
         self.relay = relay
+        self.draft = draft
+        self.vi64 = draft >= 18
+        typed = draft >= 22
+        self._split: Callable[[bytes | bytearray], tuple[int, bytes, int] | None]
+        self._encode: Callable[[m.ControlMessage], bytes]
+        self._decode: Callable[[int, bytes, int], m.ControlMessage]
+        if self.vi64:
+            self._split = codec20.split_message
+            self._encode = lambda msg: codec20.encode_message(msg, typed)
+            self._decode = lambda kind, payload, rid: codec20.decode_message(kind, payload, rid, typed)
+        else:
+            self._split = codec16.split_message
+            self._encode = codec16.encode_message
+            self._decode = lambda kind, payload, _: codec16.decode_message(kind, payload)
         self._open_uni = open_uni
+        self._open_bidi = open_bidi
         self.authorizer = authorizer or Authorizer()
         self.request_window = request_window
         self.on_output = on_output
         self.stats = SessionStats()
+        self.data_streams = DataStreams(relay, self.vi64, self._alias_track, self._refuse_stream)
         self.out: list[Output] = []
         self.closed = False
         self.setup_done = False
         self.client_params: m.Params = {}
         self.now = 0.0
-        self._control: int | None = None
+        self._control: int | None = None  # d16: the bidi control stream; d20: the client's uni one
+        self._our_control: int | None = None  # d20: our uni control stream
         self._control_buf = bytearray()
-        self._bidi_bufs: dict[int, bytearray] = {}
-        self._namespace_streams: dict[int, int] = {}  # bidi stream -> its SUBSCRIBE_NAMESPACE request
-        self._in: dict[int, _InStream] = {}
-        self._max_client_request = request_window  # client request IDs must stay below this
+        self._bufs: dict[int, bytearray] = {}  # request streams being read
+        self._uni_heads: dict[int, bytearray] = {}  # uni streams whose type is not read yet
+        self._early: list[tuple[int, bytes, bool]] = []  # d20 request streams before SETUP
+        self._namespace_streams: dict[int, int] = {}  # d16 SUBSCRIBE_NAMESPACE stream -> request
+        self._req_stream: dict[int, int] = {}  # d20: request ID (theirs or ours) -> its stream
+        self._stream_req: dict[int, int] = {}  # d20: stream -> request ID
+        self._stream_kind: dict[int, type] = {}  # d20: stream -> the request message type
+        self._max_client_request = request_window
         self._seen_requests: set[int] = set()
-        self._next_request = 1  # ours are odd
-        self._peer_max_request = 0  # the client's MAX_REQUEST_ID for our requests
+        self._next_request = 1
+        self._peer_max_request = 0
         self._next_alias = 0
-        self._upstream: dict[int, Track] = {}  # our request ID (SUBSCRIBE) or their PUBLISH ID -> track
+        self._upstream: dict[int, Track] = {}  # our SUBSCRIBE / their PUBLISH request -> track
         self._aliases: dict[int, Track] = {}  # the publisher's alias -> track
-        self._downstream: dict[int, Subscription] = {}  # a downstream request ID -> subscription
+        self._downstream: dict[int, Subscription] = {}  # a downstream request -> subscription
         self._published: dict[int, m.TrackNamespace] = {}  # PUBLISH_NAMESPACE request -> namespace
 
     # -- outputs -----------------------------------------------------------------------------
@@ -170,6 +194,9 @@ class ServerSession:
         self.out.append(item)
         if self.on_output is not None and len(self.out) == 1:
             self.on_output()
+
+    def _refuse_stream(self, stream_id: int) -> None:
+        self._emit(StreamReset(stream_id, StreamResetCode.INTERNAL_ERROR, stop_sending=True))
 
     # Peer protocol (used by the relay) ---------------------------------------------------
 
@@ -186,14 +213,50 @@ class ServerSession:
         self._emit(DatagramOut(data))
 
     def send_control(self, msg: m.ControlMessage) -> None:
-        if self._control is not None:
-            self._emit(StreamWrite(self._control, codec16.encode_message(msg)))
+        stream = self._our_control if self.vi64 else self._control
+        if stream is not None:
+            self._emit(StreamWrite(stream, self._encode(msg)))
 
     def send_on(self, stream_id: int, msg: m.ControlMessage) -> None:
-        self._emit(StreamWrite(stream_id, codec16.encode_message(msg)))
+        self._emit(StreamWrite(stream_id, self._encode(msg)))
+
+    def reply(self, request_id: int, msg: m.ControlMessage, final: bool = False) -> None:
+        """A reply to a request (theirs or ours): on the control stream at draft-16, on the
+        request's stream at draft-20 (``final``: then end our side of that stream)."""
+        if not self.vi64:
+            self.send_control(msg)
+            return
+        stream = self._req_stream.get(request_id)
+        if stream is None:
+            return  # the request was cancelled: its stream is gone
+        self._emit(StreamWrite(stream, self._encode(msg), final))
+        if final:
+            self._forget_stream(stream)
+
+    def request(self, msg: m.Subscribe | m.Publish) -> None:
+        """A request of ours (a SUBSCRIBE upstream, a PUBLISH offer)."""
+        if not self.vi64:
+            self.send_control(msg)
+            return
+        assert self._open_bidi is not None
+        stream = self._open_bidi()
+        self._req_stream[msg.request_id] = stream
+        self._stream_req[stream] = msg.request_id
+        self._stream_kind[stream] = type(msg)
+        self._emit(StreamWrite(stream, self._encode(msg)))
+
+    def cancel_request(self, request_id: int) -> None:
+        """End a request of ours: UNSUBSCRIBE at draft-16, a reset of its stream at draft-20."""
+        if not self.vi64:
+            self.send_control(m.Unsubscribe(request_id))
+            return
+        stream = self._req_stream.get(request_id)
+        if stream is not None:
+            self._emit(StreamReset(stream, StreamResetCode.CANCELLED, stop_sending=True))
+            self._forget_stream(stream)
 
     def new_request_id(self) -> int | None:
-        if self._next_request >= self._peer_max_request:
+        if not self.vi64 and self._next_request >= self._peer_max_request:
             self.send_control(m.RequestsBlocked(self._peer_max_request))
             return None
         rid = self._next_request
@@ -205,14 +268,6 @@ class ServerSession:
         self._next_alias += 1
         return alias
 
-    def _alias_track(self, alias: int) -> Track | None:
-        """The live track of a publisher's alias (a finished track's alias is forgotten)."""
-        track = self._aliases.get(alias)
-        if track is not None and self.relay.tracks.get(track.key) is not track:
-            del self._aliases[alias]
-            return None
-        return track
-
     def watch_upstream(self, request_id: int, track: Track) -> None:
         self._upstream[request_id] = track
 
@@ -221,6 +276,26 @@ class ServerSession:
 
     def forget_downstream(self, request_id: int) -> None:
         self._downstream.pop(request_id, None)
+
+    def _forget_stream(self, stream: int) -> None:
+        rid = self._stream_req.pop(stream, None)
+        self._stream_kind.pop(stream, None)
+        self._bufs.pop(stream, None)
+        if rid is not None and self._req_stream.get(rid) == stream:
+            del self._req_stream[rid]
+
+    def _alias_track(self, alias: int) -> Track | None:
+        """The live track of a publisher's alias (a finished track's alias is forgotten)."""
+        track = self._aliases.get(alias)
+        if track is not None and self.relay.tracks.get(track.key) is not track:
+            del self._aliases[alias]
+            return None
+        return track
+
+    def _location(self, track: Track) -> m.Params:
+        if track.largest is None:
+            return {}
+        return {m.PARAM_LARGEST_OBJECT: encode_varint(track.largest[0]) + encode_varint(track.largest[1])}
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -231,31 +306,37 @@ class ServerSession:
         try:
             if unidirectional:
                 self._uni_data(stream_id, data, fin)
-            elif self._control is None or stream_id == self._control:
+            elif not self.vi64 and (self._control is None or stream_id == self._control):
                 self._control_data(stream_id, data, fin)
+            elif self.vi64 and not self.setup_done:
+                self._early.append((stream_id, data, fin))
             else:
-                self._bidi_data(stream_id, data, fin)
+                self._request_data(stream_id, data, fin)
         except MoqDecodeError as exc:
             self.close(SessionErrorCode.PROTOCOL_VIOLATION, str(exc))
         except SessionError as exc:
             self.close(exc.code, exc.reason)
 
     def stream_reset(self, stream_id: int, code: int, now: float) -> None:
+        """The peer reset a stream it sends on, or asked us to stop sending on one."""
         self.now = now
+        if self.closed:
+            return
         if stream_id == self._control:
             self.close(SessionErrorCode.PROTOCOL_VIOLATION, "control stream reset")
             return
-        state = self._in.pop(stream_id, None)
-        if state is not None and state.track is not None and state.parser is not None and state.parser.header:
-            self.relay.on_stream_end(state.track, state.parser.header, code)
+        self.data_streams.reset(stream_id, code)
         if stream_id in self._namespace_streams:
             del self._namespace_streams[stream_id]
             self.relay.unsubscribe_namespace(self, stream_id)
+        rid = self._stream_req.get(stream_id)
+        if rid is not None:
+            self._request_cancelled(stream_id, rid)
 
     def datagram(self, data: bytes, now: float) -> None:
         self.now = now
         try:
-            d = decode_datagram(data)
+            d = decode_datagram(data, self.vi64)
         except MoqDecodeError:
             self.stats.dropped_datagrams += 1
             return
@@ -264,9 +345,6 @@ class ServerSession:
             self.stats.dropped_datagrams += 1
             return
         self.relay.on_datagram(track, d)
-
-    def timer(self, now: float) -> None:
-        self.now = now
 
     def close(self, code: int, reason: str) -> None:
         """Close with an error (ours or the peer's fault) and leave the relay."""
@@ -288,7 +366,39 @@ class ServerSession:
         """Ask the client to move (draft-16 s9.4), on drain."""
         self.send_control(m.GoAway(uri))
 
-    # -- control -----------------------------------------------------------------------------
+    # -- control streams ---------------------------------------------------------------------
+
+    def _uni_data(self, stream_id: int, data: bytes, fin: bool) -> None:
+        if stream_id == self._control:
+            self._control_data(stream_id, data, fin)
+            return
+        head = self._uni_heads.get(stream_id)
+        if head is None and not data and fin:
+            return
+        if head is None:
+            if not self.data_streams.has(stream_id):
+                head = self._uni_heads[stream_id] = bytearray()
+            else:
+                self.data_streams.data(stream_id, data, fin)
+                return
+        head += data
+        r = Reader(head, vi64=self.vi64)
+        try:
+            kind = r.varint()
+        except Truncated:
+            if fin:
+                del self._uni_heads[stream_id]
+            return
+        rest = bytes(head[r.pos :])
+        del self._uni_heads[stream_id]
+        if self.vi64 and kind == codec20.T_SETUP:
+            if self._control is not None:
+                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "a second control stream")
+            self._control_data(stream_id, bytes(head[: r.pos]) + rest, fin)
+            return
+        if not self.setup_done:
+            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "a data stream before SETUP")
+        self.data_streams.open(stream_id, kind, rest, fin)
 
     def _control_data(self, stream_id: int, data: bytes, fin: bool) -> None:
         self._control = stream_id
@@ -296,11 +406,11 @@ class ServerSession:
         if len(self._control_buf) > MAX_CONTROL_BUFFER:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "control message too large")
         while True:
-            split = codec16.split_message(self._control_buf)
+            split = self._split(self._control_buf)
             if split is None:
                 break
             kind, payload, used = split
-            msg = codec16.decode_message(kind, payload)
+            msg = self._decode(kind, payload, 0)
             del self._control_buf[:used]
             self.stats.control_messages += 1
             self._on_control(msg)
@@ -309,24 +419,20 @@ class ServerSession:
         if fin:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "control stream closed")
 
-    def _check_request_id(self, rid: int) -> None:
-        if rid & 1 or rid in self._seen_requests:
-            raise SessionError(SessionErrorCode.INVALID_REQUEST_ID, f"request ID {rid} repeated or odd")
-        if rid >= self._max_client_request:
-            raise SessionError(
-                SessionErrorCode.TOO_MANY_REQUESTS, f"request ID {rid} over MAX_REQUEST_ID {self._max_client_request}"
-            )
-        self._seen_requests.add(rid)
-        if rid >= self._max_client_request - self.request_window // 2:
-            self._max_client_request += self.request_window
-            self.send_control(m.MaxRequestId(self._max_client_request))
-
     def _on_control(self, msg: m.ControlMessage) -> None:
         if not self.setup_done:
             if not isinstance(msg, m.ClientSetup):
-                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "the first message must be CLIENT_SETUP")
+                raise SessionError(
+                    SessionErrorCode.PROTOCOL_VIOLATION,
+                    "the first message must be CLIENT_SETUP (draft-16) or SETUP (draft-20)",
+                )
             self._setup(msg)
             return
+        if self.vi64 and not isinstance(msg, m.GoAway):
+            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"{type(msg).__name__} on the control stream")
+        self._dispatch(msg)
+
+    def _dispatch(self, msg: m.ControlMessage) -> None:
         handler = _HANDLERS.get(type(msg))
         if handler is None:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"unexpected {type(msg).__name__}")
@@ -335,47 +441,181 @@ class ServerSession:
     def _setup(self, msg: m.ClientSetup) -> None:
         self.client_params = msg.params
         peer_max = msg.params.get(m.SETUP_MAX_REQUEST_ID, 0)
-        self._peer_max_request = peer_max if isinstance(peer_max, int) else 0
+        self._peer_max_request = peer_max if isinstance(peer_max, int) and not self.vi64 else 0
         if not self.authorizer.setup(msg.params):
             self.close(SessionErrorCode.UNAUTHORIZED, "authorization refused")
             return
         self.setup_done = True
-        self.send_control(
-            m.ServerSetup({m.SETUP_MAX_REQUEST_ID: self._max_client_request, m.SETUP_IMPLEMENTATION: IMPLEMENTATION})
-        )
+        if self.vi64:
+            self._our_control = self._open_uni()
+            self.send_control(m.ServerSetup({m.SETUP_IMPLEMENTATION: IMPLEMENTATION}))
+            early, self._early = self._early, []
+            for stream_id, data, fin in early:
+                self._request_data(stream_id, data, fin)
+        else:
+            params: m.Params = {m.SETUP_MAX_REQUEST_ID: self._max_client_request}
+            params[m.SETUP_IMPLEMENTATION] = IMPLEMENTATION
+            self.send_control(m.ServerSetup(params))
+
+    # -- request streams ---------------------------------------------------------------------
+
+    def _request_data(self, stream_id: int, data: bytes, fin: bool) -> None:
+        if not self.vi64 and stream_id in self._namespace_streams:
+            if data:
+                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "data after SUBSCRIBE_NAMESPACE")
+            if fin:
+                del self._namespace_streams[stream_id]
+                self.relay.unsubscribe_namespace(self, stream_id)
+                self.write(stream_id, b"", fin=True)
+            return
+        buf = self._bufs.setdefault(stream_id, bytearray())
+        buf += data
+        if len(buf) > MAX_CONTROL_BUFFER:
+            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "request stream message too large")
+        while True:
+            split = self._split(buf)
+            if split is None:
+                break
+            kind, payload, used = split
+            del buf[:used]
+            self.stats.control_messages += 1
+            self._on_stream_message(stream_id, kind, payload)
+            if self.closed or stream_id not in self._bufs:
+                return
+        if fin:
+            if buf:
+                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "request stream ended inside a message")
+            self._bufs.pop(stream_id, None)  # a FIN is not a cancellation (draft-20 s3.3)
+
+    def _on_stream_message(self, stream_id: int, kind: int, payload: bytes) -> None:
+        rid = self._stream_req.get(stream_id)
+        msg = self._decode(kind, payload, rid or 0) if self.vi64 else None
+        if msg is None:  # draft-16: only SUBSCRIBE_NAMESPACE opens a stream of its own
+            msg = self._decode(kind, payload, 0)
+            if not isinstance(msg, m.SubscribeNamespace) or stream_id in self._namespace_streams:
+                raise SessionError(
+                    SessionErrorCode.PROTOCOL_VIOLATION, "a request stream carries one SUBSCRIBE_NAMESPACE"
+                )
+            self._bufs.pop(stream_id, None)
+            self._on_subscribe_namespace(msg, stream_id)
+            return
+        if rid is None:
+            if not isinstance(msg, _REQUESTS):
+                raise SessionError(
+                    SessionErrorCode.PROTOCOL_VIOLATION, f"a request stream opened by {type(msg).__name__}"
+                )
+            self._check_request_id(msg.request_id)
+            self._req_stream[msg.request_id] = stream_id
+            self._stream_req[stream_id] = msg.request_id
+            self._stream_kind[stream_id] = type(msg)
+            if isinstance(msg, m.SubscribeNamespace | m.SubscribeTracks):
+                self._on_subscribe_namespace(msg, stream_id)
+            else:
+                self._dispatch(msg)
+            return
+        if isinstance(msg, m.RequestUpdate):
+            msg.existing_request_id = rid
+        elif isinstance(msg, _REQUESTS):
+            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "a second request on a request stream")
+        self._dispatch(msg)
+
+    def _request_cancelled(self, stream_id: int, rid: int) -> None:
+        """Draft-20: the peer reset a request stream (s3.3: that cancels the request)."""
+        kind = self._stream_kind.get(stream_id)
+        self._forget_stream(stream_id)
+        if kind is m.Subscribe:
+            self._on_unsubscribe(m.Unsubscribe(rid))
+        elif kind is m.PublishNamespace:
+            if self._published.pop(rid, None) is not None:
+                self.relay.publish_namespace_done(self, rid)
+        elif kind in (m.SubscribeNamespace, m.SubscribeTracks):
+            self.relay.unsubscribe_namespace(self, stream_id)
+        elif kind is m.Publish and rid in self._upstream and rid & 1 == 0:
+            self._on_publish_done(m.PublishDone(rid, 0x4, 0, b"publisher reset its PUBLISH"))
+        elif rid in self._upstream:  # our SUBSCRIBE, reset by the publisher
+            track = self._upstream.pop(rid)
+            if track.live:
+                self.relay.publish_done(track, m.PublishDone(rid, 0x0, 0, b"publisher reset"), self.now)
+            else:
+                self.relay.upstream_error(track, RequestErrorCode.INTERNAL_ERROR, b"publisher reset the request")
+        elif rid in self._downstream:  # a subscriber refused our PUBLISH offer
+            self._on_request_error(m.RequestError(rid, RequestErrorCode.UNINTERESTED))
+
+    def _check_request_id(self, rid: int) -> None:
+        if rid & 1 or rid in self._seen_requests:
+            raise SessionError(SessionErrorCode.INVALID_REQUEST_ID, f"request ID {rid} repeated or odd")
+        self._seen_requests.add(rid)
+        if self.vi64:
+            return  # draft-20 has no MAX_REQUEST_ID: QUIC's stream limit bounds requests
+        if rid >= self._max_client_request:
+            raise SessionError(
+                SessionErrorCode.TOO_MANY_REQUESTS, f"request ID {rid} over MAX_REQUEST_ID {self._max_client_request}"
+            )
+        if rid >= self._max_client_request - self.request_window // 2:
+            self._max_client_request += self.request_window
+            self.send_control(m.MaxRequestId(self._max_client_request))
+
+    def _check_control_request(self, rid: int) -> None:
+        if not self.vi64:
+            self._check_request_id(rid)
+
+    # -- handlers ----------------------------------------------------------------------------
 
     def _on_publish_namespace(self, msg: m.PublishNamespace) -> None:
-        self._check_request_id(msg.request_id)
+        self._check_control_request(msg.request_id)
         if not msg.namespace:
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.MALFORMED_TRACK, 0, b"empty namespace"))
+            self.reply(msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.MALFORMED_TRACK, 0, b"empty"))
             return
         if not self.authorizer.may_publish(msg.namespace):
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
+            self.reply(
+                msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            )
             return
         self._published[msg.request_id] = msg.namespace
-        self.send_control(m.RequestOk(msg.request_id))
-        self.relay.publish_namespace(self, msg.request_id, msg.namespace)
+        self.reply(msg.request_id, m.RequestOk(msg.request_id))
+        self.relay.publish_namespace(self, msg.request_id, msg.namespace, self.now)
 
     def _on_publish_namespace_done(self, msg: m.PublishNamespaceDone) -> None:
         if self._published.pop(msg.request_id, None) is None:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"no namespace published by {msg.request_id}")
         self.relay.publish_namespace_done(self, msg.request_id)
 
+    def _on_subscribe_namespace(self, msg: m.SubscribeNamespace | m.SubscribeTracks, stream_id: int) -> None:
+        if isinstance(msg, m.SubscribeNamespace):
+            if not self.vi64:
+                self._check_request_id(msg.request_id)
+            options = msg.options
+        else:
+            options = m.NAMESPACE_OPTION_PUBLISH
+        if options > m.NAMESPACE_OPTION_BOTH:
+            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"SUBSCRIBE_NAMESPACE options {options}")
+        if not self.authorizer.may_subscribe(msg.prefix):
+            refusal = m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            self.send_on(stream_id, refusal)
+            self.write(stream_id, b"", fin=True)
+            self._forget_stream(stream_id)
+            return
+        if not self.vi64:
+            self._namespace_streams[stream_id] = msg.request_id
+        self.relay.subscribe_namespace(NamespaceSubscriber(self, msg.request_id, msg.prefix, options, stream_id))
+
     def _on_subscribe(self, msg: m.Subscribe) -> None:
-        self._check_request_id(msg.request_id)
+        self._check_control_request(msg.request_id)
         if not self.authorizer.may_subscribe(msg.namespace):
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
+            self.reply(
+                msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            )
             return
         self.relay.subscribe(self, msg, self.now)
 
     def _on_unsubscribe(self, msg: m.Unsubscribe) -> None:
         sub = self._downstream.get(msg.request_id)
         if sub is None:
-            return  # already ended (PUBLISH_DONE crossed it), or refused
-        for track in self.relay.tracks.values():
-            if sub in track.subscribers:
-                self.relay.unsubscribe(track, sub)
-                return
+            self.relay.cancel_waiting(self, msg.request_id)
+            return  # already ended (PUBLISH_DONE crossed it), refused, or still waiting
+        track = self.relay.track_of(sub)
+        if track is not None:
+            self.relay.unsubscribe(track, sub)
         self._downstream.pop(msg.request_id, None)
 
     def _on_subscribe_ok(self, msg: m.SubscribeOk) -> None:
@@ -388,7 +628,7 @@ class ServerSession:
             raise SessionError(SessionErrorCode.DUPLICATE_TRACK_ALIAS, f"track alias {msg.track_alias} in use")
         self._aliases[msg.track_alias] = track
         self.relay.upstream_ok(track, msg.track_alias)
-        self._release_held(msg.track_alias, track)
+        self.data_streams.release(msg.track_alias, track)
 
     def _on_request_error(self, msg: m.RequestError) -> None:
         track = self._upstream.pop(msg.request_id, None)
@@ -397,104 +637,126 @@ class ServerSession:
             return
         sub = self._downstream.pop(msg.request_id, None)  # a refused PUBLISH of ours
         if sub is not None:
-            for t in self.relay.tracks.values():
-                if sub in t.subscribers:
-                    t.subscribers.remove(sub)
+            track = self.relay.track_of(sub)
+            if track is not None:
+                track.subscribers.remove(sub)
 
     def _on_request_ok(self, msg: m.RequestOk) -> None:
-        pass  # nothing of ours expects REQUEST_OK at draft-16 (TRACK_STATUS is asked of us, not by us)
+        sub = self._downstream.get(msg.request_id)
+        if sub is not None and sub.via_publish:  # draft-20 answers PUBLISH with REQUEST_OK
+            self._on_publish_ok(m.PublishOk(msg.request_id, msg.params))
 
     def _on_publish_ok(self, msg: m.PublishOk) -> None:
         sub = self._downstream.get(msg.request_id)
         if sub is None or not sub.via_publish:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"PUBLISH_OK for unknown request {msg.request_id}")
-        for track in self.relay.tracks.values():
-            if sub in track.subscribers:
-                self.relay.publish_accepted(track, sub, msg.params.get(m.PARAM_FORWARD, 1) != 0)
-                return
+        track = self.relay.track_of(sub)
+        if track is not None:
+            self.relay.publish_accepted(track, sub, msg.params.get(m.PARAM_FORWARD, 1) != 0)
 
     def _on_publish(self, msg: m.Publish) -> None:
-        self._check_request_id(msg.request_id)
+        self._check_control_request(msg.request_id)
         if not self.authorizer.may_publish(msg.namespace):
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
+            self.reply(
+                msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            )
             return
         if self._alias_track(msg.track_alias) is not None:
             raise SessionError(SessionErrorCode.DUPLICATE_TRACK_ALIAS, f"track alias {msg.track_alias} in use")
-        track = self.relay.publish(self, msg)
+        track = self.relay.publish(self, msg, self.now)
         if track is None:
-            self.send_control(
-                m.RequestError(msg.request_id, RequestErrorCode.DUPLICATE_SUBSCRIPTION, 0, b"track already published")
-            )
+            code = RequestErrorCode.NOT_SUPPORTED if self.vi64 else RequestErrorCode.DUPLICATE_SUBSCRIPTION
+            self.reply(msg.request_id, m.RequestError(msg.request_id, code, 0, b"track already published"))
             return
         self._upstream[msg.request_id] = track
         self._aliases[msg.track_alias] = track
-        self.send_control(m.PublishOk(msg.request_id, {m.PARAM_FORWARD: 1}))
-        self._release_held(msg.track_alias, track)
+        # Draft-20 answers with REQUEST_OK, which carries only EXPIRES (s10.7); the PUBLISH's own
+        # Forward State stands, so a paused publisher (FORWARD 0) is resumed by a REQUEST_UPDATE
+        # on its request stream. We always want the objects: the cache serves late subscribers.
+        self.reply(msg.request_id, m.PublishOk(msg.request_id, {} if self.vi64 else {m.PARAM_FORWARD: 1}))
+        if self.vi64 and msg.params.get(m.PARAM_FORWARD, 1) == 0:
+            update_id = self.new_request_id()
+            if update_id is not None:
+                self.reply(msg.request_id, m.RequestUpdate(update_id, msg.request_id, {m.PARAM_FORWARD: 1}))
+        self.data_streams.release(msg.track_alias, track)
 
     def _on_publish_done(self, msg: m.PublishDone) -> None:
         track = self._upstream.pop(msg.request_id, None)
         if track is None:
-            return  # an UNSUBSCRIBE of ours crossed it
+            return  # a cancellation of ours crossed it
         # The alias stays mapped: the streams PUBLISH_DONE counts may still be on their way.
         self.relay.publish_done(track, msg, self.now)
+        if self.vi64:
+            stream = self._req_stream.get(msg.request_id)
+            if stream is not None:
+                self.write(stream, b"", fin=True)
+                self._forget_stream(stream)
 
     def _on_track_status(self, msg: m.TrackStatus) -> None:
-        self._check_request_id(msg.request_id)
+        self._check_control_request(msg.request_id)
         if not self.authorizer.may_subscribe(msg.namespace):
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
+            self.reply(
+                msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            )
             return
         track = self.relay.tracks.get((msg.namespace, msg.name))
         if track is None or not track.live:
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track"))
+            self.reply(msg.request_id, m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no track"))
             return
-        params: m.Params = {m.PARAM_EXPIRES: 0}
-        if track.largest is not None:
-            params[m.PARAM_LARGEST_OBJECT] = encode_varint(track.largest[0]) + encode_varint(track.largest[1])
-        self.send_control(m.RequestOk(msg.request_id, params))
+        params = self._location(track)
+        if not self.vi64:
+            params[m.PARAM_EXPIRES] = 0
+        self.reply(msg.request_id, m.RequestOk(msg.request_id, params), final=True)
 
     def _on_fetch(self, msg: m.Fetch) -> None:
-        self._check_request_id(msg.request_id)
-        if msg.fetch_type == m.FETCH_STANDALONE:
-            if not self.authorizer.may_subscribe(msg.namespace):
-                self.send_control(m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
-                return
-            track = self.relay.tracks.get((msg.namespace, msg.name))
-            if track is None:
-                self.send_control(m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track"))
-                return
-            # End Object 0 asks for the whole End Group (draft-16 s9.16).
-            end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
-            if end < (msg.start_group, msg.start_object):
-                self.send_control(
-                    m.RequestError(msg.request_id, RequestErrorCode.INVALID_RANGE, 0, b"end before start")
-                )
-                return
-            objects = self.relay.fetch_objects(track, (msg.start_group, msg.start_object), end)
-        else:
-            sub = self._downstream.get(msg.joining_request_id)
-            track = None
-            if sub is not None:
-                track = next((t for t in self.relay.tracks.values() if sub in t.subscribers), None)
-            if sub is None or track is None:
-                self.send_control(
-                    m.RequestError(
-                        msg.request_id, RequestErrorCode.INVALID_JOINING_REQUEST_ID, 0, b"no such subscription"
-                    )
-                )
-                return
-            if msg.fetch_type == m.FETCH_RELATIVE_JOINING:
-                start_group = max(0, sub.start_group - msg.joining_start)
-            else:
-                start_group = msg.joining_start
-            objects = self.relay.fetch_objects(track, (start_group, 0), (sub.start_group, -1))
+        self._check_control_request(msg.request_id)
+        refuse = self._fetch_refusal(msg)
+        if refuse is not None:
+            self.reply(msg.request_id, refuse, final=True)
+            return
+        track, objects = self._fetch_range(msg)
         if objects:
             end_group, end_object = objects[-1][0], objects[-1][3].object_id
         elif track.largest is not None:
             end_group, end_object = track.largest
         else:
             end_group, end_object = 0, 0
-        self.send_control(m.FetchOk(msg.request_id, 0, end_group, end_object))
+        self.reply(msg.request_id, m.FetchOk(msg.request_id, 0, end_group, end_object))
         self.relay.serve_fetch(self, msg.request_id, objects)
+
+    def _fetch_refusal(self, msg: m.Fetch) -> m.RequestError | None:
+        rid = msg.request_id
+        if self.vi64:
+            return m.RequestError(rid, RequestErrorCode.NOT_SUPPORTED, 0, b"FETCH is draft-16 only here")
+        if msg.fetch_type == m.FETCH_STANDALONE:
+            if not self.authorizer.may_subscribe(msg.namespace):
+                return m.RequestError(rid, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
+            if (msg.namespace, msg.name) not in self.relay.tracks:
+                return m.RequestError(rid, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track")
+            end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
+            if end < (msg.start_group, msg.start_object):
+                return m.RequestError(rid, RequestErrorCode.INVALID_RANGE, 0, b"end before start")
+            return None
+        sub = self._downstream.get(msg.joining_request_id)
+        if sub is None or self.relay.track_of(sub) is None:
+            return m.RequestError(rid, RequestErrorCode.INVALID_JOINING_REQUEST_ID, 0, b"no such subscription")
+        return None
+
+    def _fetch_range(self, msg: m.Fetch) -> tuple[Track, list[tuple[int, int, SubgroupHeader, ObjectRecord]]]:
+        if msg.fetch_type == m.FETCH_STANDALONE:
+            track = self.relay.tracks[(msg.namespace, msg.name)]
+            # End Object 0 asks for the whole End Group (draft-16 s9.16).
+            end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
+            return track, self.relay.fetch_objects(track, (msg.start_group, msg.start_object), end)
+        sub = self._downstream[msg.joining_request_id]
+        joined = self.relay.track_of(sub)
+        assert joined is not None
+        track = joined
+        if msg.fetch_type == m.FETCH_RELATIVE_JOINING:
+            start_group = max(0, sub.start_group - msg.joining_start)
+        else:
+            start_group = msg.joining_start
+        return track, self.relay.fetch_objects(track, (start_group, 0), (sub.start_group, -1))
 
     def _on_fetch_cancel(self, msg: m.FetchCancel) -> None:
         pass  # our FETCH streams are written whole at once: there is nothing left to cancel
@@ -513,129 +775,24 @@ class ServerSession:
         self._check_request_id(msg.request_id)
         sub = self._downstream.get(msg.existing_request_id)
         if sub is None:
-            self.send_control(m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such request"))
+            refusal = m.RequestError(msg.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such request")
+            self._update_reply(msg, refusal)
             return
         forward = msg.params.get(m.PARAM_FORWARD)
         if isinstance(forward, int):
             sub.forward = forward != 0
-        self.send_control(m.RequestOk(msg.request_id))
+        self._update_reply(msg, m.RequestOk(msg.request_id))
+
+    def _update_reply(self, msg: m.RequestUpdate, reply: m.ControlMessage) -> None:
+        if self.vi64:
+            stream = self._req_stream.get(msg.existing_request_id)
+            if stream is not None:
+                self.send_on(stream, reply)
+        else:
+            self.send_control(reply)
 
     def _on_goaway(self, msg: m.GoAway) -> None:
         raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "GOAWAY from a client")
-
-    # -- SUBSCRIBE_NAMESPACE streams ---------------------------------------------------------
-
-    def _bidi_data(self, stream_id: int, data: bytes, fin: bool) -> None:
-        if stream_id in self._namespace_streams:
-            if data:
-                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "data after SUBSCRIBE_NAMESPACE")
-            if fin:
-                del self._namespace_streams[stream_id]
-                self.relay.unsubscribe_namespace(self, stream_id)
-                self.write(stream_id, b"", fin=True)
-            return
-        buf = self._bidi_bufs.setdefault(stream_id, bytearray())
-        buf += data
-        split = codec16.split_message(buf)
-        if split is None:
-            if fin or len(buf) > MAX_CONTROL_BUFFER:
-                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "truncated request stream")
-            return
-        kind, payload, used = split
-        msg = codec16.decode_message(kind, payload)
-        rest = len(buf) - used
-        del self._bidi_bufs[stream_id]
-        if not isinstance(msg, m.SubscribeNamespace) or rest:
-            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "a request stream carries one SUBSCRIBE_NAMESPACE")
-        self._check_request_id(msg.request_id)
-        if msg.options > m.NAMESPACE_OPTION_BOTH:
-            raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"SUBSCRIBE_NAMESPACE options {msg.options}")
-        if not self.authorizer.may_subscribe(msg.prefix):
-            self.send_on(stream_id, m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized"))
-            self.write(stream_id, b"", fin=True)
-            return
-        self._namespace_streams[stream_id] = msg.request_id
-        self.relay.subscribe_namespace(NamespaceSubscriber(self, msg.request_id, msg.prefix, msg.options, stream_id))
-        if fin:
-            self._bidi_data(stream_id, b"", True)
-
-    # -- data streams ------------------------------------------------------------------------
-
-    def _uni_data(self, stream_id: int, data: bytes, fin: bool) -> None:
-        state = self._in.get(stream_id)
-        if state is None:
-            if len(self._in) >= MAX_HELD_STREAMS + len(self._aliases) * 8:
-                self.stats.refused_streams += 1
-                self._emit(StreamReset(stream_id, StreamResetCode.INTERNAL_ERROR, stop_sending=True))
-                return
-            state = self._in[stream_id] = _InStream()
-        if state.parser is None:
-            state.buf += data
-            r = Reader(state.buf)
-            try:
-                kind = r.varint()
-            except Truncated:
-                if fin:
-                    del self._in[stream_id]
-                return
-            if not is_subgroup_type(kind):
-                # FETCH_HEADER streams only flow toward a fetcher, and we fetch nothing upstream.
-                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"unknown data stream type 0x{kind:x}")
-            state.parser = SubgroupStreamParser(kind)
-            data = bytes(state.buf[r.pos :])
-            state.buf = bytearray()
-        if state.track is None:
-            state.held.append((data, fin))
-            self._held_check(stream_id, state)
-            return
-        self._feed(stream_id, state, data, fin)
-
-    def _feed(self, stream_id: int, state: _InStream, data: bytes, fin: bool) -> None:
-        assert state.parser is not None and state.track is not None
-        objects = state.parser.feed(data)
-        header = state.parser.header
-        if header is not None and (objects or state.new) and (header.subgroup_id is not None or objects):
-            self.relay.on_objects(state.track, header, objects, state.new)
-            state.new = False
-        if fin:
-            self._in.pop(stream_id, None)
-            if state.parser.pending():
-                raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, "data stream ended inside an object")
-            if header is not None:
-                self.relay.on_stream_end(state.track, header, None)
-
-    def _held_check(self, stream_id: int, state: _InStream) -> None:
-        """A stream whose alias is unknown: wait for its SUBSCRIBE_OK / PUBLISH, bounded."""
-        assert state.parser is not None
-        peek = SubgroupStreamParser(state.parser._kind)
-        peek.feed(b"".join(d for d, _ in state.held))
-        if peek.header is None:
-            return
-        track = self._alias_track(peek.header.track_alias)
-        if track is not None:
-            self._attach_stream(stream_id, state, track)
-            return
-        if sum(len(d) for d, _ in state.held) > MAX_HELD_BYTES // MAX_HELD_STREAMS:
-            self.stats.refused_streams += 1
-            self._in.pop(stream_id, None)
-            self._emit(StreamReset(stream_id, StreamResetCode.INTERNAL_ERROR, stop_sending=True))
-            return
-        self.stats.held_streams += 1
-
-    def _attach_stream(self, stream_id: int, state: _InStream, track: Track) -> None:
-        state.track = track
-        held, state.held = state.held, []
-        data = b"".join(d for d, _ in held)
-        fin = any(f for _, f in held)
-        self._feed(stream_id, state, data, fin)
-
-    def _release_held(self, alias: int, track: Track) -> None:
-        for stream_id, state in list(self._in.items()):
-            if state.track is None and state.parser is not None and state.held:
-                peek = SubgroupStreamParser(state.parser._kind)
-                peek.feed(b"".join(d for d, _ in state.held))
-                if peek.header is not None and peek.header.track_alias == alias:
-                    self._attach_stream(stream_id, state, track)
 
 
 _HANDLERS: dict[type, Callable[[ServerSession, m.ControlMessage], None]] = {

@@ -21,15 +21,31 @@ from trackmesh.transports.moq.objects import (
     encode_fetch_object,
     encode_object,
     encode_subgroup_header,
+    transcode_objects,
 )
-from trackmesh.transports.moq.varint import MAX_VARINT, Reader
+from trackmesh.transports.moq.varint import MAX_VARINT, Reader, encode_varint, encode_vi64
 
 varints = st.integers(min_value=0, max_value=MAX_VARINT)
 priorities = st.one_of(st.none(), st.integers(0, 255))
 
 
 @st.composite
-def subgroup_streams(draw: st.DrawFn) -> tuple[SubgroupHeader, list[tuple[int, bytes, bytes | None, int]], bytes]:
+def extension_blocks(draw: st.DrawFn, vi64: bool) -> bytes:
+    """Object extensions: delta-typed Key-Value-Pairs (draft-16 s1.4.2) in the draft's integers."""
+    enc = encode_vi64 if vi64 else encode_varint
+    out = b""
+    previous = 0
+    for key in sorted(draw(st.lists(st.integers(0, 200), max_size=3, unique=True))):
+        out += enc(key - previous)
+        previous = key
+        out += enc(len(v := draw(st.binary(max_size=5)))) + v if key & 1 else enc(draw(st.integers(0, 1 << 40)))
+    return out
+
+
+@st.composite
+def subgroup_streams(
+    draw: st.DrawFn, vi64: bool = False
+) -> tuple[SubgroupHeader, list[tuple[int, bytes, bytes | None, int]], bytes]:
     mode = draw(st.sampled_from([0, 1, 2]))
     ext = draw(st.booleans())
     header = SubgroupHeader(
@@ -43,23 +59,24 @@ def subgroup_streams(draw: st.DrawFn) -> tuple[SubgroupHeader, list[tuple[int, b
     )
     ids = sorted(draw(st.lists(st.integers(0, 1 << 30), max_size=6, unique=True)))
     objects = []
-    wire = bytearray(encode_subgroup_header(header))
+    wire = bytearray(encode_subgroup_header(header, vi64))
     previous = None
     for object_id in ids:
         payload = draw(st.binary(max_size=40))
         status = 0 if payload else draw(st.sampled_from([0, 3, 4]))
-        extensions = draw(st.binary(max_size=6)) if ext else None
-        wire += encode_object(object_id, previous, payload, extensions=extensions, status=status)
+        extensions = draw(extension_blocks(vi64)) if ext else None
+        wire += encode_object(object_id, previous, payload, extensions=extensions, status=status, vi64=vi64)
         objects.append((object_id, payload, extensions, status))
         previous = object_id
     return header, objects, bytes(wire)
 
 
-@given(subgroup_streams(), st.integers(1, 7))
-def test_subgroup_stream_round_trip_in_any_chunking(stream, chunk: int) -> None:  # type: ignore[no-untyped-def]
-    header, objects, wire = stream
-    r = Reader(wire)
-    parser = SubgroupStreamParser(r.varint())
+@pytest.mark.parametrize("vi64", [False, True])
+@given(data=st.data(), chunk=st.integers(1, 7))
+def test_subgroup_stream_round_trip_in_any_chunking(vi64: bool, data: st.DataObject, chunk: int) -> None:
+    header, objects, wire = data.draw(subgroup_streams(vi64))
+    r = Reader(wire, vi64=vi64)
+    parser = SubgroupStreamParser(r.varint(), vi64)
     got = []
     for i in range(r.pos, len(wire), chunk):
         got += parser.feed(wire[i : i + chunk])
@@ -68,6 +85,7 @@ def test_subgroup_stream_round_trip_in_any_chunking(stream, chunk: int) -> None:
     assert parser.header.track_alias == header.track_alias
     assert parser.header.group_id == header.group_id
     assert parser.header.publisher_priority == header.publisher_priority
+    assert parser.header.first_object == (header.first_object or not vi64)
     if header.subgroup_id_mode == 1 and objects:
         assert parser.header.subgroup_id == objects[0][0]
     elif header.subgroup_id_mode != 1:
@@ -76,7 +94,15 @@ def test_subgroup_stream_round_trip_in_any_chunking(stream, chunk: int) -> None:
         (i, p, e, s) for i, p, e, s in objects
     ]
     # The relay forwards each object's exact bytes: they concatenate back to the stream body.
-    assert b"".join(o.wire for o in got) == wire[len(encode_subgroup_header(header)) :]
+    assert b"".join(o.wire for o in got) == wire[len(encode_subgroup_header(header, vi64)) :]
+    # Re-framed for the other draft and back: the same bytes (payloads untouched).
+    other = transcode_objects(got, None, not vi64, vi64)
+    head = encode_subgroup_header(header, not vi64)
+    hr = Reader(head, vi64=not vi64)
+    back = SubgroupStreamParser(hr.varint(), not vi64)
+    again = back.feed(head[hr.pos :] + other)
+    assert [(o.object_id, o.payload, o.status) for o in again] == [(o.object_id, o.payload, o.status) for o in got]
+    assert transcode_objects(again, None, vi64, not vi64) == b"".join(o.wire for o in got)
 
 
 @given(subgroup_streams(), st.data())
@@ -104,6 +130,12 @@ def test_bad_subgroup_types_are_refused(kind: int) -> None:
         SubgroupStreamParser(kind)
 
 
+def test_malformed_extensions_are_refused() -> None:
+    parser = SubgroupStreamParser(0x11)  # extensions present
+    with pytest.raises(MoqDecodeError, match="Key-Value-Pairs"):
+        parser.feed(bytes([1, 2, 128, 0, 1, 0x01, 1, 0x61]))  # one odd-typed pair cut short
+
+
 def test_unknown_object_status_is_refused() -> None:
     parser = SubgroupStreamParser(0x10)
     with pytest.raises(MoqDecodeError, match="Object Status"):
@@ -123,9 +155,10 @@ datagrams = st.builds(
 )
 
 
-@given(datagrams)
-def test_datagram_round_trip(d: Datagram) -> None:
-    got = decode_datagram(encode_datagram(d))
+@pytest.mark.parametrize("vi64", [False, True])
+@given(d=datagrams)
+def test_datagram_round_trip(vi64: bool, d: Datagram) -> None:
+    got = decode_datagram(encode_datagram(d, vi64), vi64)
     if d.status is not None:
         d.payload, d.end_of_group = b"", False
     assert got == d

@@ -127,11 +127,13 @@ def _filter_to_wire(raw: bytes, typed: bool) -> bytes:
         fields = [0, 0]
     elif kind == m.FILTER_ABSOLUTE_START:
         fields = [r.varint(), r.varint()]
+        if fields == [0, 0]:
+            fields = []  # from {0, 0} is the unfiltered filter (two zeros would mean Next Object)
     else:
         start_group, start_object, end_group = r.varint(), r.varint(), r.varint()
         fields = [start_group, start_object, end_group - start_group]
     if typed:
-        kind = 5 if fields == [0, 0] else len(fields)
+        kind = 5 if fields == [0, 0] else len(fields)  # Table 6: the type is the field count but NEXT_OBJECT
         return v(kind) + b"".join(v(f) for f in ([] if kind == 5 else fields))
     inner = b"".join(v(f) for f in fields)
     return v(len(inner)) + inner
@@ -247,44 +249,46 @@ def _read_kvps(r: Reader) -> m.Params:
 # -- encoding --------------------------------------------------------------------------------
 
 
-def _payload(msg: m.ControlMessage) -> tuple[int, bytes]:
+def _payload(msg: m.ControlMessage, typed: bool) -> tuple[int, bytes]:
     match msg:
         case m.ServerSetup(params=params) | m.ClientSetup(params=params):
             return T_SETUP, _kvps(params)
         case m.GoAway():
             return T_GOAWAY, _blob(msg.new_session_uri) + v(msg.timeout)
         case m.Subscribe():
-            return T_SUBSCRIBE, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params)
+            return T_SUBSCRIBE, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params, typed)
         case m.SubscribeOk():
-            return T_SUBSCRIBE_OK, v(msg.track_alias) + _params(msg.params) + _kvps(msg.extensions)
+            return T_SUBSCRIBE_OK, v(msg.track_alias) + _params(msg.params, typed) + _kvps(msg.extensions)
         case m.RequestError():
             return T_REQUEST_ERROR, v(msg.error_code) + v(msg.retry_interval) + _blob(msg.reason)
         case m.RequestOk(params=params) | m.PublishOk(params=params):
-            return T_REQUEST_OK, _params(params)
+            return T_REQUEST_OK, _params(params, typed)
         case m.RequestUpdate():
-            return T_REQUEST_UPDATE, v(msg.request_id) + _params(msg.params)
+            return T_REQUEST_UPDATE, v(msg.request_id) + _params(msg.params, typed)
         case m.PublishDone():
             code = _DONE_SWAP.get(msg.status_code, msg.status_code)
             return T_PUBLISH_DONE, v(code) + v(msg.stream_count) + _blob(msg.reason)
         case m.PublishNamespace():
-            return T_PUBLISH_NAMESPACE, v(msg.request_id) + _tuple(msg.namespace) + _params(msg.params)
+            return T_PUBLISH_NAMESPACE, v(msg.request_id) + _tuple(msg.namespace) + _params(msg.params, typed)
         case m.Namespace(suffix=suffix):
             return T_NAMESPACE, _tuple(suffix)
         case m.NamespaceDone(suffix=suffix):
             return T_NAMESPACE_DONE, _tuple(suffix)
         case m.SubscribeNamespace():
-            return T_SUBSCRIBE_NAMESPACE, v(msg.request_id) + _tuple(msg.prefix) + _params(msg.params)
+            return T_SUBSCRIBE_NAMESPACE, v(msg.request_id) + _tuple(msg.prefix) + _params(msg.params, typed)
         case m.SubscribeTracks():
-            return T_SUBSCRIBE_TRACKS, v(msg.request_id) + _tuple(msg.prefix) + _params(msg.params)
+            return T_SUBSCRIBE_TRACKS, v(msg.request_id) + _tuple(msg.prefix) + _params(msg.params, typed)
         case m.Publish():
             body = v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + v(msg.track_alias)
-            return T_PUBLISH, body + _params(msg.params) + _kvps(msg.extensions)
+            return T_PUBLISH, body + _params(msg.params, typed) + _kvps(msg.extensions)
         case m.TrackStatus():
-            return T_TRACK_STATUS, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params)
+            return T_TRACK_STATUS, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(
+                msg.params, typed
+            )
         case m.Fetch():
             if msg.fetch_type != m.FETCH_STANDALONE:
                 raise ValueError("draft-20 has no joining FETCH")
-            return T_FETCH, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params)
+            return T_FETCH, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params, typed)
         case m.FetchOk():
             body = bytes((msg.end_of_track,)) + v(msg.end_group) + v(msg.end_object)
             return T_FETCH_OK, body + _kvps(msg.extensions)
@@ -293,7 +297,7 @@ def _payload(msg: m.ControlMessage) -> tuple[int, bytes]:
 
 def encode_message(msg: m.ControlMessage, typed: bool = False) -> bytes:
     """``typed``: draft-22's Location Filter Type (we send no filter today; kept symmetric)."""
-    kind, payload = _payload(msg)
+    kind, payload = _payload(msg, typed)
     if len(payload) > MAX_MESSAGE:
         raise ValueError(f"control message of {len(payload)} bytes (at most {MAX_MESSAGE})")
     return encode_vi64(kind) + len(payload).to_bytes(2, "big") + payload

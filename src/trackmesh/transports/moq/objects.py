@@ -152,6 +152,21 @@ def encode_object(
     return bytes(out)
 
 
+def _check_extensions(raw: bytes, vi64: bool) -> None:
+    """An extension block must be whole Key-Value-Pairs (s1.4.2): checked once, on arrival."""
+    r = Reader(raw, vi64=vi64)
+    key = 0
+    try:
+        while r.remaining():
+            key += r.varint()
+            if key & 1:
+                r.blob(MAX_EXTENSIONS)
+            else:
+                r.varint()
+    except Truncated:
+        raise MoqDecodeError("object extensions are not whole Key-Value-Pairs") from None
+
+
 def transcode_extensions(raw: bytes, from_vi64: bool, to_vi64: bool) -> bytes:
     """An extension block (delta-typed Key-Value-Pairs) in the other integer encoding."""
     if from_vi64 == to_vi64 or not raw:
@@ -240,6 +255,7 @@ class SubgroupStreamParser:
             if size > MAX_EXTENSIONS:
                 raise MoqDecodeError(f"extension block of {size} bytes")
             extensions = r.raw(size)
+            _check_extensions(extensions, self.vi64)
         length = r.varint()
         if length > MAX_OBJECT:
             raise MoqDecodeError(f"object of {length} bytes (at most {MAX_OBJECT})")

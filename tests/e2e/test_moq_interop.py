@@ -1,7 +1,7 @@
 """Media over QUIC against real clients: aiomoqt's interop suite (the moq-interop-runner's test
-client, 12 cases) against a trackmesh node in anonymous mode over raw QUIC at draft-16, draft-20
-(the WG's interop target) and draft-22, and an aioquic client checking ALPN refusal and the pinned
-certificate (loopback only, in the private namespace)."""
+client, 12 cases) against a trackmesh node in anonymous mode, over raw QUIC and over WebTransport,
+at draft-16, draft-20 (the WG's interop target) and draft-22; and an aioquic client checking ALPN
+refusal and the pinned certificate (loopback only, in the private namespace)."""
 
 from __future__ import annotations
 
@@ -65,13 +65,13 @@ def moq_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
 
 
-def run_suite(port: int, draft: int) -> tuple[dict[str, tuple[str, str]], str]:
+def run_suite(url: str, draft: int) -> tuple[dict[str, tuple[str, str]], str]:
     try:
         client = interop_client()
     except MoqFixtureError as exc:
         pytest.fail(str(exc))
     proc = subprocess.run(
-        [str(client), "-r", f"moqt://127.0.0.1:{port}", "--tls-disable-verify", "--draft", str(draft)],
+        [str(client), "-r", url, "--tls-disable-verify", "--draft", str(draft)],
         capture_output=True,
         text=True,
         timeout=150,
@@ -84,10 +84,13 @@ def run_suite(port: int, draft: int) -> tuple[dict[str, tuple[str, str]], str]:
     return results, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("transport", ["quic", "webtransport"])
 @pytest.mark.parametrize("draft", [16, 20, 22])
-def test_interop_suite_over_raw_quic(moq_node: tuple[TrackmeshNode, int], draft: int) -> None:
+def test_interop_suite(moq_node: tuple[TrackmeshNode, int], draft: int, transport: str) -> None:
     node, port = moq_node
-    results, output = run_suite(port, draft)
+    # Raw QUIC picks the version by ALPN; WebTransport (HTTP/3 extended CONNECT at /) by wt-protocol.
+    url = f"moqt://127.0.0.1:{port}" if transport == "quic" else f"https://127.0.0.1:{port}/"
+    results, output = run_suite(url, draft)
     assert set(results) == set(CASES), output
     failed = [name for name, (status, _) in results.items() if status != "ok"]
     assert not failed, f"failed at draft-{draft}: {failed}\n{output}"

@@ -7,6 +7,10 @@ QUIC with the ALPN of each supported draft, one timer, nothing else.
   numbers them itself (RFC 9000 s2.1: 4n+3), because several may open before the next send.
 - Sessions share one :class:`~trackmesh.transports.moq.relay.Relay`; a write from the relay to
   another session is flushed on the next loop turn (``on_output`` -> ``call_soon``).
+- WebTransport over HTTP/3 (ALPN ``h3``): an extended CONNECT (RFC 9220) with
+  ``:protocol webtransport`` at path ``/`` starts the session; its draft is the first of ours in
+  the client's ``wt-available-protocols``, answered in ``wt-protocol``. WebTransport streams and
+  H3 datagrams then carry exactly what raw QUIC streams and datagrams carry.
 - The certificate: ``--moq-cert``/``--moq-key``, or a self-signed ECDSA P-256 certificate valid
   for 10 days made at start (browsers accept at most 14 with ``serverCertificateHashes``); its
   SHA-256 is :attr:`MoqListener.certificate_sha256`.
@@ -21,12 +25,15 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
+from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     ConnectionTerminated,
@@ -62,7 +69,9 @@ log = logging.getLogger("trackmesh.moq")
 #: and the codec each one speaks: draft-21 is wire-identical to draft-20; draft-22 too except its
 #: LOCATION_FILTER encoding (transports/moq/codec20.py).
 DRAFT_OF_ALPN = {"moqt-20": 20, "moqt-22": 22, "moqt-21": 20, "moqt-16": 16}
-ALPNS = tuple(DRAFT_OF_ALPN)
+ALPNS = (*DRAFT_OF_ALPN, *H3_ALPN)
+WT_PATH = "/"
+_SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 CERT_DAYS = 10
 TIMER_INTERVAL = 0.25
 
@@ -96,21 +105,25 @@ def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, by
 
 
 class MoqStats:
-    __slots__ = ("connections", "refused_alpn", "sessions_closed_with_error")
+    __slots__ = ("connections", "refused_alpn", "refused_webtransport", "sessions_closed_with_error", "webtransport")
 
     def __init__(self) -> None:
-        self.connections = 0
+        self.connections = 0  # MoQ sessions started (raw QUIC and WebTransport)
+        self.webtransport = 0  # of which over WebTransport
         self.refused_alpn = 0
+        self.refused_webtransport = 0  # CONNECTs refused (wrong path, no common protocol)
         self.sessions_closed_with_error = 0
 
 
 class MoqConnection(QuicConnectionProtocol):
-    """One QUIC connection carrying one MoQ session (raw QUIC)."""
+    """One QUIC connection carrying one MoQ session (raw QUIC, or one WebTransport session)."""
 
     def __init__(self, *args: Any, listener: MoqListener, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.listener = listener
         self.session: ServerSession | None = None
+        self._h3: H3Connection | None = None
+        self._wt_session: int | None = None  # the CONNECT stream of the WebTransport session
         self._next_uni = 3  # server-initiated unidirectional (RFC 9000 s2.1)
         self._next_bidi = 1  # server-initiated bidirectional
         self._flush_scheduled = False
@@ -126,6 +139,19 @@ class MoqConnection(QuicConnectionProtocol):
         self._next_bidi += 4
         return stream_id
 
+    def _start(self, draft: int, open_uni: Callable[[], int], open_bidi: Callable[[], int]) -> ServerSession:
+        self.listener.stats.connections += 1
+        self.session = ServerSession(
+            self.listener.relay,
+            open_uni,
+            draft=draft,
+            open_bidi=open_bidi,
+            authorizer=self.listener.authorizer,
+            on_output=self._wake,
+        )
+        self.listener.sessions.add(self)
+        return self.session
+
     def _wake(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -134,22 +160,19 @@ class MoqConnection(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         now = self._loop.time()
         session = self.session
+        if self._h3 is not None:
+            self._h3_quic_event(event, now)
+            return
         if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol in H3_ALPN:
+                self._h3 = H3Connection(self._quic, enable_webtransport=True)
+                return
             draft = DRAFT_OF_ALPN.get(event.alpn_protocol or "")
             if draft is None:
                 self.listener.stats.refused_alpn += 1
                 self._quic.close(error_code=SessionErrorCode.VERSION_NEGOTIATION_FAILED, reason_phrase="no MoQ ALPN")
                 return
-            self.listener.stats.connections += 1
-            self.session = ServerSession(
-                self.listener.relay,
-                self.open_uni,
-                draft=draft,
-                open_bidi=self.open_bidi,
-                authorizer=self.listener.authorizer,
-                on_output=self._wake,
-            )
-            self.listener.sessions.add(self)
+            self._start(draft, self.open_uni, self.open_bidi)
         elif session is None:
             return
         elif isinstance(event, StreamDataReceived):
@@ -162,6 +185,94 @@ class MoqConnection(QuicConnectionProtocol):
             session.transport_closed()
             self.listener.sessions.discard(self)
         self.flush()
+
+    # -- WebTransport over HTTP/3 ---------------------------------------------------------------
+
+    def _h3_quic_event(self, event: QuicEvent, now: float) -> None:
+        assert self._h3 is not None
+        session = self.session
+        if isinstance(event, StreamReset | StopSendingReceived) and session is not None:
+            session.stream_reset(event.stream_id, event.error_code, now)
+        for h3_event in self._h3.handle_event(event):
+            self._h3_event(h3_event, now)
+        if isinstance(event, ConnectionTerminated) and self.session is not None:
+            self.session.transport_closed()
+            self.listener.sessions.discard(self)
+        self.flush()
+        self.transmit()
+
+    def _h3_event(self, event: H3Event, now: float) -> None:
+        session = self.session
+        if isinstance(event, HeadersReceived):
+            self._connect(event)
+        elif isinstance(event, WebTransportStreamDataReceived):
+            if session is not None and event.session_id == self._wt_session:
+                session.stream_data(event.stream_id, bool(event.stream_id & 2), event.data, event.stream_ended, now)
+        elif isinstance(event, DatagramReceived):
+            if session is not None and event.stream_id == self._wt_session:
+                session.datagram(event.data, now)
+        elif (
+            isinstance(event, DataReceived)
+            and session is not None
+            and event.stream_id == self._wt_session
+            and event.stream_ended
+        ):
+            session.close(SessionErrorCode.NO_ERROR, "WebTransport session ended")
+
+    def _refuse(self, stream_id: int, status: int, reason: str) -> None:
+        assert self._h3 is not None
+        self.listener.stats.refused_webtransport += 1
+        headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain")]
+        self._h3.send_headers(stream_id, headers)
+        self._h3.send_data(stream_id, reason.encode() + b"\n", end_stream=True)
+
+    def _connect(self, event: HeadersReceived) -> None:
+        """An extended CONNECT (RFC 9220) for a WebTransport session at ``/``; anything else 404s."""
+        assert self._h3 is not None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        if headers.get(":method") != "CONNECT" or headers.get(":protocol") != "webtransport":
+            self._refuse(event.stream_id, 404, "this port speaks MoQ: WebTransport CONNECT at / or raw QUIC")
+            return
+        if headers.get(":path", "").split("?", 1)[0] != WT_PATH:
+            self._refuse(event.stream_id, 404, f"MoQ over WebTransport is at {WT_PATH}")
+            return
+        if self.session is not None:
+            self._refuse(event.stream_id, 429, "one MoQ session per connection")
+            return
+        offered = _SF_STRING.findall(headers.get("wt-available-protocols", ""))
+        protocol = next((p for p in DRAFT_OF_ALPN if p in offered), None)
+        if protocol is None:
+            self._refuse(
+                event.stream_id,
+                400,
+                f"no common MoQ version in wt-available-protocols (we speak {', '.join(DRAFT_OF_ALPN)})",
+            )
+            return
+        session_id = event.stream_id
+        self._wt_session = session_id
+        h3 = self._h3
+        response = [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
+        response.append((b"wt-protocol", f'"{protocol}"'.encode()))
+        h3.send_headers(session_id, response)
+        self.listener.stats.webtransport += 1
+        self._start(
+            DRAFT_OF_ALPN[protocol],
+            lambda: h3.create_webtransport_stream(session_id, is_unidirectional=True),
+            lambda: self._open_wt_bidi(session_id),
+        )
+
+    def _open_wt_bidi(self, session_id: int) -> int:
+        """A server-initiated WebTransport bidi stream (a draft-20 request of ours).
+
+        aioquic (1.7) writes the WEBTRANSPORT_STREAM signal but does not mark its own side of the
+        stream as a WebTransport stream, so the peer's answer would be parsed as HTTP/3 frames and
+        the connection closed with FRAME_UNEXPECTED; mark it the way it marks a peer's stream."""
+        assert self._h3 is not None
+        stream_id = self._h3.create_webtransport_stream(session_id, is_unidirectional=False)
+        with self._h3._get_or_create_stream(stream_id) as stream:
+            stream.frame_type = FrameType.WEBTRANSPORT_STREAM
+            stream.session_id = session_id
+        return stream_id
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -179,7 +290,10 @@ class MoqConnection(QuicConnectionProtocol):
                     else:
                         quic.reset_stream(out.stream_id, out.code)
                 elif isinstance(out, DatagramOut):
-                    quic.send_datagram_frame(out.data)
+                    if self._h3 is not None and self._wt_session is not None:
+                        self._h3.send_datagram(self._wt_session, out.data)
+                    else:
+                        quic.send_datagram_frame(out.data)
                 elif isinstance(out, CloseSession):
                     if out.code:
                         self.listener.stats.sessions_closed_with_error += 1

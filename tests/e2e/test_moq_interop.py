@@ -125,3 +125,38 @@ def test_certificate_is_pinnable_and_unknown_versions_are_refused(moq_node: tupl
     with pytest.raises((ConnectionError, TimeoutError)):
         asyncio.run(asyncio.wait_for(_handshake(port, "moqt-99"), 5))
     assert any("ANONYMOUS" in line for line in node.lines), "--moq-anonymous must be logged loudly"
+
+
+def moq_metrics(node: TrackmeshNode) -> dict[str, float]:
+    with urllib.request.urlopen(node.url("/metrics"), timeout=5) as resp:
+        text = resp.read().decode()
+    pattern = r'^trackmesh_moq\{what="([a-z_]+)"\} (\S+)$'
+    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+
+
+def test_metrics_count_the_sessions_and_objects(moq_node: tuple[TrackmeshNode, int]) -> None:
+    node, port = moq_node
+    before = moq_metrics(node)
+    client = interop_client()
+    proc = subprocess.run(
+        [
+            str(client),
+            "-r",
+            f"https://127.0.0.1:{port}/",
+            "--tls-disable-verify",
+            "--draft",
+            "20",
+            "-t",
+            "data-subgroup-basic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "ok 1 - data-subgroup-basic" in proc.stdout, proc.stdout + proc.stderr
+    after = moq_metrics(node)
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    # Two WebTransport sessions (publisher, subscriber), 15 objects in and relayed to one subscriber.
+    assert delta["sessions_started_total"] == 2 and delta["webtransport_sessions_total"] == 2, delta
+    assert delta["objects_in_total"] == 15 and delta["objects_out_total"] == 15, delta
+    assert delta["streams_out_total"] == 3, delta  # one stream per group, as the publisher sent them

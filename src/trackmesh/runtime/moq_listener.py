@@ -372,6 +372,25 @@ class MoqListener:
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
 
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges for /metrics (``trackmesh_moq{what=...}``)."""
+        relay, stats = self.relay, self.stats
+        return {
+            "sessions": len(self.sessions),
+            "sessions_started_total": stats.connections,
+            "webtransport_sessions_total": stats.webtransport,
+            "refused_alpn_total": stats.refused_alpn,
+            "refused_webtransport_total": stats.refused_webtransport,
+            "sessions_closed_with_error_total": stats.sessions_closed_with_error,
+            "namespaces": len(relay.namespaces),
+            "tracks": len(relay.tracks),
+            "subscriptions": sum(len(t.subscribers) for t in relay.tracks.values()),
+            "objects_in_total": relay.stats.objects_in,
+            "objects_out_total": relay.stats.objects_out,
+            "streams_out_total": relay.stats.streams_out,
+            "datagrams_in_total": relay.stats.datagrams,
+        }
+
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         self.relay.timer(loop.time())

@@ -1,4 +1,4 @@
-"""The MoQ interop client (aiomoqt's ``moq-interop-client``) in its own Python 3.12 virtualenv.
+"""The MoQ test clients (aiomoqt's ``moq-interop-client``, moq-rs) in their own Python 3.12 virtualenv.
 
 aiomoqt 0.13.3 needs Python >= 3.12 (on 3.11 pip silently picks 0.5.3, draft-14 only), and the
 suite runs on 3.11, so the client lives in ``.venv-moq`` next to ``.venv``, made from the first
@@ -20,8 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 VENV = Path(os.environ.get("TRACKMESH_MOQ_VENV", ROOT / ".venv-moq"))
 AIOMOQT = "aiomoqt==0.13.3"
+# moq-rs: the Rust moq-dev stack (moq-ffi) as a second, independent client.
+MOQ_RS = "moq-rs==0.5.1"
 CLIENT = VENV / "bin" / "moq-interop-client"
-MARKER = VENV / f".installed-{AIOMOQT}"
+PYTHON = VENV / "bin" / "python"
+MARKER = VENV / f".installed-{AIOMOQT}-{MOQ_RS}"
 
 
 class MoqFixtureError(RuntimeError):
@@ -68,7 +71,7 @@ def install() -> Path:
     if not (VENV / "bin" / "python").exists():
         subprocess.run([python, "-m", "venv", str(VENV)], check=True)
     subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", AIOMOQT],
+        [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", AIOMOQT, MOQ_RS],
         check=True,
     )
     MARKER.touch()

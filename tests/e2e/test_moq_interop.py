@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import json
 import re
 import socket
 import ssl
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aioquic.asyncio.client import connect
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.conftest import TrackmeshNode
-from tests.moq_fixtures import MoqFixtureError, interop_client
+from tests.moq_fixtures import PYTHON, MoqFixtureError, interop_client
 
 pytestmark = pytest.mark.e2e
 
@@ -125,6 +127,27 @@ def test_certificate_is_pinnable_and_unknown_versions_are_refused(moq_node: tupl
     with pytest.raises((ConnectionError, TimeoutError)):
         asyncio.run(asyncio.wait_for(_handshake(port, "moqt-99"), 5))
     assert any("ANONYMOUS" in line for line in node.lines), "--moq-anonymous must be logged loudly"
+
+
+@pytest.mark.parametrize("transport", ["quic", "webtransport"])
+def test_moq_rs_publishes_and_subscribes_through_trackmesh(moq_node: tuple[TrackmeshNode, int], transport: str) -> None:
+    """moq-rs 0.5.1 (moq-dev's Rust stack) on both ends: it negotiates draft-20, pins our
+    certificate by its SHA-256, announces, and a second moq-rs session receives its frames."""
+    node, port = moq_node
+    try:
+        interop_client()
+    except MoqFixtureError as exc:
+        pytest.fail(str(exc))
+    with urllib.request.urlopen(node.url("/moq/certificate.sha256"), timeout=5) as resp:
+        fingerprint = resp.read().decode().strip()
+    url = f"moqt://127.0.0.1:{port}" if transport == "quic" else f"https://127.0.0.1:{port}/"
+    script = str(Path(__file__).parent / "clients" / "moq_rs_pubsub.py")
+    proc = subprocess.run([str(PYTHON), script, url, fingerprint], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    frames = json.loads(proc.stdout.strip().splitlines()[-1])["frames"]
+    # Frames of the live track (one per group), in order, starting at the then-current group.
+    numbers = [int(f.split("-")[1]) for f in frames]
+    assert len(numbers) == 3 and numbers == sorted(set(numbers)), frames
 
 
 def moq_metrics(node: TrackmeshNode) -> dict[str, float]:

@@ -150,6 +150,42 @@ def test_moq_rs_publishes_and_subscribes_through_trackmesh(moq_node: tuple[Track
     assert len(numbers) == 3 and numbers == sorted(set(numbers)), frames
 
 
+@pytest.fixture(scope="module")
+def moq_token_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
+    port = free_udp_port()
+    node = TrackmeshNode("--moq-port", str(port))
+    try:
+        yield node, port
+    finally:
+        assert node.stop() == 0, node.log_tail()
+
+
+def test_moq_rs_with_a_room_token(moq_token_node: tuple[TrackmeshNode, int]) -> None:
+    """Without --moq-anonymous: a moq token for room r1 (POST /token/moq, given as ?jwt= on the
+    WebTransport URL) lets moq-rs publish and subscribe under trackmesh/r1; no token, no session."""
+    node, port = moq_token_node
+    status, resp = node.proc.json("POST", "/token/moq", {"room": "r1", "peer": "alice", "ttl": 60}, token=node.secret)
+    assert status == 200, resp
+    jwt = resp["data"]["token"]
+    with urllib.request.urlopen(node.url("/moq/certificate.sha256"), timeout=5) as r:
+        fingerprint = r.read().decode().strip()
+    script = str(Path(__file__).parent / "clients" / "moq_rs_pubsub.py")
+    url = f"https://127.0.0.1:{port}/?jwt={jwt}"
+    proc = subprocess.run(
+        [str(PYTHON), script, url, fingerprint, "trackmesh/r1"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout.strip().splitlines()[-1])["frames"]) == 3
+    refused = subprocess.run(
+        [str(PYTHON), script, f"https://127.0.0.1:{port}/", fingerprint, "trackmesh/r1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1, refused.stdout
+    assert any("moq session closed: a moq token is needed" in line for line in node.lines), node.log_tail()
+
+
 def moq_metrics(node: TrackmeshNode) -> dict[str, float]:
     with urllib.request.urlopen(node.url("/metrics"), timeout=5) as resp:
         text = resp.read().decode()

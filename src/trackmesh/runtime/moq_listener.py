@@ -61,6 +61,8 @@ from trackmesh.transports.moq.session import (
 )
 from trackmesh.transports.moq.session import StreamReset as ResetOut
 
+from .moq_auth import TokenAuthorizer
+
 __all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
 
 log = logging.getLogger("trackmesh.moq")
@@ -139,15 +141,18 @@ class MoqConnection(QuicConnectionProtocol):
         self._next_bidi += 4
         return stream_id
 
-    def _start(self, draft: int, open_uni: Callable[[], int], open_bidi: Callable[[], int]) -> ServerSession:
+    def _start(
+        self, draft: int, open_uni: Callable[[], int], open_bidi: Callable[[], int], path: str = ""
+    ) -> ServerSession:
         self.listener.stats.connections += 1
         self.session = ServerSession(
             self.listener.relay,
             open_uni,
             draft=draft,
             open_bidi=open_bidi,
-            authorizer=self.listener.authorizer,
+            authorizer=self.listener.authorizer(),
             on_output=self._wake,
+            path=path,
         )
         self.listener.sessions.add(self)
         return self.session
@@ -259,6 +264,7 @@ class MoqConnection(QuicConnectionProtocol):
             DRAFT_OF_ALPN[protocol],
             lambda: h3.create_webtransport_stream(session_id, is_unidirectional=True),
             lambda: self._open_wt_bidi(session_id),
+            headers.get(":path", ""),
         )
 
     def _open_wt_bidi(self, session_id: int) -> int:
@@ -316,12 +322,13 @@ class MoqListener:
         cert_file: str | None = None,
         key_file: str | None = None,
         anonymous: bool = False,
-        authorizer: Authorizer | None = None,
+        token_key: bytes | str = b"",
     ) -> None:
         self.host = host
         self.port = port
         self.relay = Relay()
-        self.authorizer: Authorizer = authorizer or (Anonymous() if anonymous else Authorizer())
+        self.anonymous = anonymous
+        self._token_key = token_key
         self.stats = MoqStats()
         self.sessions: set[MoqConnection] = set()
         self._cert_file = cert_file
@@ -330,6 +337,12 @@ class MoqListener:
         self._timer: asyncio.TimerHandle | None = None
         self.certificate_pem = b""
         self.certificate_sha256 = ""
+
+    def authorizer(self) -> Authorizer:
+        """A new session's authorizer: everything with --moq-anonymous, else its token's rights."""
+        if self.anonymous:
+            return Anonymous()
+        return TokenAuthorizer(self._token_key)
 
     def _configuration(self) -> QuicConfiguration:
         config = QuicConfiguration(

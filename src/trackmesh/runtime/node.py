@@ -181,6 +181,7 @@ class Node:
             cert_file=self.config.moq_cert or None,
             key_file=self.config.moq_key or None,
             anonymous=self.config.moq_anonymous,
+            token_key=self.config.token_key,
         )
         problem = ""
         try:

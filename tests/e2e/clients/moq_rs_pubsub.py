@@ -1,7 +1,8 @@
 """moq-rs (the Rust moq-dev stack through moq-ffi) as publisher and subscriber through a relay.
 
 Runs in the Python 3.12 ``.venv-moq`` (tests/moq_fixtures.py). Usage:
-``moq_rs_pubsub.py URL SHA256``: the publisher announces broadcast ``moqrs/<n>`` with track
+``moq_rs_pubsub.py URL SHA256 [PREFIX]``: the publisher announces broadcast ``PREFIX/<n>``
+(default prefix ``moqrs``) with track
 ``video`` and writes one frame per group every 50 ms; the subscriber, on its own connection,
 waits for the announcement, subscribes and reads three frames. Prints one JSON line:
 ``{"frames": [...]}`` or ``{"error": "..."}`` (exit code 1).
@@ -17,9 +18,9 @@ import sys
 import moq
 
 
-async def run(url: str, fingerprint: str) -> list[str]:
+async def run(url: str, fingerprint: str, prefix: str) -> list[str]:
     options = {"tls_fingerprints": [fingerprint], "websocket_enabled": False, "reconnect": False}
-    path = f"moqrs/{os.getpid()}"
+    path = f"{prefix}/{os.getpid()}"
     async with moq.Client(url, **options) as pub, moq.Client(url, **options) as sub:
         broadcast = pub.create_broadcast(path)
         track = broadcast.publish_track("video")
@@ -47,8 +48,9 @@ async def run(url: str, fingerprint: str) -> list[str]:
 
 def main() -> int:
     url, fingerprint = sys.argv[1], sys.argv[2]
+    prefix = sys.argv[3] if len(sys.argv) > 3 else "moqrs"
     try:
-        frames = asyncio.run(asyncio.wait_for(run(url, fingerprint), 15))
+        frames = asyncio.run(asyncio.wait_for(run(url, fingerprint, prefix), 15))
     except Exception as exc:  # the test prints it: which step failed and how
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1

@@ -147,6 +147,7 @@ class NamespaceSubscriber:
     prefix: m.TrackNamespace
     options: int
     stream_id: int
+    allows: Callable[[m.TrackNamespace], bool] = lambda _: True  # the session's may_subscribe
 
     def wants_namespaces(self) -> bool:
         return self.options in (m.NAMESPACE_OPTION_NAMESPACE, m.NAMESPACE_OPTION_BOTH)
@@ -176,7 +177,7 @@ class Relay:
         entries.append((peer, request_id))
         if first:
             for ns_sub in self.namespace_subscribers:
-                if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix):
+                if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
                     ns_sub.peer.send_on(ns_sub.stream_id, m.Namespace(namespace[len(ns_sub.prefix) :]))
         self._retry_rendezvous(lambda w: _has_prefix(w.msg.namespace, namespace), now)
 
@@ -211,7 +212,7 @@ class Relay:
     def _namespace_gone(self, namespace: m.TrackNamespace) -> None:
         del self.namespaces[namespace]
         for ns_sub in self.namespace_subscribers:
-            if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix):
+            if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
                 ns_sub.peer.send_on(ns_sub.stream_id, m.NamespaceDone(namespace[len(ns_sub.prefix) :]))
 
     def namespace_publisher(self, namespace: m.TrackNamespace) -> Peer | None:
@@ -238,11 +239,12 @@ class Relay:
         ns_sub.peer.send_on(ns_sub.stream_id, m.RequestOk(ns_sub.request_id))
         if ns_sub.wants_namespaces():
             for namespace in self.namespaces:
-                if _has_prefix(namespace, ns_sub.prefix):
+                if _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
                     ns_sub.peer.send_on(ns_sub.stream_id, m.Namespace(namespace[len(ns_sub.prefix) :]))
         if ns_sub.wants_tracks():
             for track in list(self.tracks.values()):
-                if track.live and track.done is None and _has_prefix(track.namespace, ns_sub.prefix):
+                live = track.live and track.done is None
+                if live and _has_prefix(track.namespace, ns_sub.prefix) and ns_sub.allows(track.namespace):
                     self._offer(track, ns_sub.peer)
 
     def unsubscribe_namespace(self, peer: Peer, stream_id: int) -> None:
@@ -400,7 +402,7 @@ class Relay:
         track = Track(msg.namespace, msg.name, peer, msg.request_id, peer.vi64, msg.track_alias, True, True)
         self.tracks[track.key] = track
         for ns_sub in self.namespace_subscribers:
-            if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix):
+            if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix) and ns_sub.allows(msg.namespace):
                 self._offer(track, ns_sub.peer)
         self._retry_rendezvous(lambda w: (w.msg.namespace, w.msg.name) == track.key, now)
         return track

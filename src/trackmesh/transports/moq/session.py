@@ -94,15 +94,21 @@ class Authorizer:
     """Which namespaces a session may publish or subscribe. The default refuses everything; the
     driver passes :class:`Anonymous` (``--moq-anonymous``) or one that checks a token."""
 
-    def setup(self, params: m.Params) -> bool:
-        """The AUTHORIZATION token and PATH of the client's setup; False refuses the session."""
-        return True
+    def setup(self, token: bytes | None, path: str) -> str | None:
+        """The client's AUTHORIZATION token (setup parameter) and path (PATH, or the WebTransport
+        URL's); a reason refuses the session with UNAUTHORIZED, None accepts it."""
+        return None
 
     def may_publish(self, namespace: m.TrackNamespace) -> bool:
         return False
 
     def may_subscribe(self, namespace: m.TrackNamespace) -> bool:
         return False
+
+    def may_discover(self, prefix: m.TrackNamespace) -> bool:
+        """SUBSCRIBE_NAMESPACE / SUBSCRIBE_TRACKS of ``prefix``: allowed when some namespace under
+        it may be subscribed; the answers are then filtered by :meth:`may_subscribe`."""
+        return self.may_subscribe(prefix)
 
 
 class Anonymous(Authorizer):
@@ -111,6 +117,25 @@ class Anonymous(Authorizer):
 
     def may_subscribe(self, namespace: m.TrackNamespace) -> bool:
         return True
+
+
+def authorization_token(value: int | bytes | None, vi64: bool) -> bytes | None:
+    """The Token Value of an AUTHORIZATION TOKEN parameter (draft-16 s9.2.1.1): Alias Type, then
+    for USE_VALUE (0x3) a Token Type and the value, for REGISTER (0x1) an alias first. We keep no
+    alias cache (MAX_AUTH_TOKEN_CACHE_SIZE 0), so USE_ALIAS and DELETE carry no usable token."""
+    if not isinstance(value, bytes):
+        return None
+    r = Reader(value, vi64=vi64)
+    try:
+        alias_type = r.varint()
+        if alias_type == 0x1:
+            r.varint()  # the alias
+        elif alias_type != 0x3:
+            return None
+        r.varint()  # Token Type: 0 is "negotiated out of band", as ours are
+        return r.rest()
+    except Truncated:
+        return None
 
 
 class SessionStats:
@@ -132,6 +157,7 @@ class ServerSession:
         authorizer: Authorizer | None = None,
         request_window: int = 100,
         on_output: Callable[[], None] | None = None,
+        path: str = "",
     ) -> None:
         if draft not in (16, 20, 22):
             raise ValueError(f"unsupported MoQ draft {draft}")
@@ -153,6 +179,7 @@ class ServerSession:
         self._open_uni = open_uni
         self._open_bidi = open_bidi
         self.authorizer = authorizer or Authorizer()
+        self.path = path  # a WebTransport session's URL path and query (raw QUIC: the PATH parameter)
         self.request_window = request_window
         self.on_output = on_output
         self.stats = SessionStats()
@@ -442,8 +469,13 @@ class ServerSession:
         self.client_params = msg.params
         peer_max = msg.params.get(m.SETUP_MAX_REQUEST_ID, 0)
         self._peer_max_request = peer_max if isinstance(peer_max, int) and not self.vi64 else 0
-        if not self.authorizer.setup(msg.params):
-            self.close(SessionErrorCode.UNAUTHORIZED, "authorization refused")
+        path = msg.params.get(m.SETUP_PATH)
+        if isinstance(path, bytes):
+            self.path = path.decode("utf-8", "replace")
+        token = authorization_token(msg.params.get(m.SETUP_AUTHORIZATION_TOKEN), self.vi64)
+        refusal = self.authorizer.setup(token, self.path)
+        if refusal is not None:
+            self.close(SessionErrorCode.UNAUTHORIZED, refusal)
             return
         self.setup_done = True
         if self.vi64:
@@ -589,7 +621,7 @@ class ServerSession:
             options = m.NAMESPACE_OPTION_PUBLISH
         if options > m.NAMESPACE_OPTION_BOTH:
             raise SessionError(SessionErrorCode.PROTOCOL_VIOLATION, f"SUBSCRIBE_NAMESPACE options {options}")
-        if not self.authorizer.may_subscribe(msg.prefix):
+        if not self.authorizer.may_discover(msg.prefix):
             refusal = m.RequestError(msg.request_id, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
             self.send_on(stream_id, refusal)
             self.write(stream_id, b"", fin=True)
@@ -597,7 +629,10 @@ class ServerSession:
             return
         if not self.vi64:
             self._namespace_streams[stream_id] = msg.request_id
-        self.relay.subscribe_namespace(NamespaceSubscriber(self, msg.request_id, msg.prefix, options, stream_id))
+        ns_sub = NamespaceSubscriber(
+            self, msg.request_id, msg.prefix, options, stream_id, self.authorizer.may_subscribe
+        )
+        self.relay.subscribe_namespace(ns_sub)
 
     def _on_subscribe(self, msg: m.Subscribe) -> None:
         self._check_control_request(msg.request_id)

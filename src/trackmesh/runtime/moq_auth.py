@@ -13,8 +13,8 @@ import urllib.parse
 from collections.abc import Callable
 
 from trackmesh.security.tokens import TokenError, verify
+from trackmesh.transports.moq.auth import Authorizer
 from trackmesh.transports.moq.messages import TrackNamespace
-from trackmesh.transports.moq.session import Authorizer
 
 __all__ = ["TokenAuthorizer"]
 

@@ -49,11 +49,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from trackmesh.transports.moq.auth import Anonymous, Authorizer
 from trackmesh.transports.moq.errors import SessionErrorCode
 from trackmesh.transports.moq.relay import Relay
 from trackmesh.transports.moq.session import (
-    Anonymous,
-    Authorizer,
     CloseSession,
     DatagramOut,
     ServerSession,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from trackmesh.transports.moq import codec16, codec20
 from trackmesh.transports.moq import messages as m
+from trackmesh.transports.moq.auth import Anonymous, Authorizer, authorization_token
 from trackmesh.transports.moq.datastreams import DataStreams
 from trackmesh.transports.moq.errors import (
     MoqDecodeError,
@@ -40,7 +41,8 @@ from trackmesh.transports.moq.errors import (
     StreamResetCode,
     Truncated,
 )
-from trackmesh.transports.moq.objects import ObjectRecord, SubgroupHeader, decode_datagram
+from trackmesh.transports.moq.fetch import answer_fetch
+from trackmesh.transports.moq.objects import decode_datagram
 from trackmesh.transports.moq.relay import NamespaceSubscriber, Relay, Subscription, Track
 from trackmesh.transports.moq.varint import Reader, encode_varint
 
@@ -88,54 +90,6 @@ class CloseSession:
 
 
 Output = StreamWrite | StreamReset | DatagramOut | CloseSession
-
-
-class Authorizer:
-    """Which namespaces a session may publish or subscribe. The default refuses everything; the
-    driver passes :class:`Anonymous` (``--moq-anonymous``) or one that checks a token."""
-
-    def setup(self, token: bytes | None, path: str) -> str | None:
-        """The client's AUTHORIZATION token (setup parameter) and path (PATH, or the WebTransport
-        URL's); a reason refuses the session with UNAUTHORIZED, None accepts it."""
-        return None
-
-    def may_publish(self, namespace: m.TrackNamespace) -> bool:
-        return False
-
-    def may_subscribe(self, namespace: m.TrackNamespace) -> bool:
-        return False
-
-    def may_discover(self, prefix: m.TrackNamespace) -> bool:
-        """SUBSCRIBE_NAMESPACE / SUBSCRIBE_TRACKS of ``prefix``: allowed when some namespace under
-        it may be subscribed; the answers are then filtered by :meth:`may_subscribe`."""
-        return self.may_subscribe(prefix)
-
-
-class Anonymous(Authorizer):
-    def may_publish(self, namespace: m.TrackNamespace) -> bool:
-        return True
-
-    def may_subscribe(self, namespace: m.TrackNamespace) -> bool:
-        return True
-
-
-def authorization_token(value: int | bytes | None, vi64: bool) -> bytes | None:
-    """The Token Value of an AUTHORIZATION TOKEN parameter (draft-16 s9.2.1.1): Alias Type, then
-    for USE_VALUE (0x3) a Token Type and the value, for REGISTER (0x1) an alias first. We keep no
-    alias cache (MAX_AUTH_TOKEN_CACHE_SIZE 0), so USE_ALIAS and DELETE carry no usable token."""
-    if not isinstance(value, bytes):
-        return None
-    r = Reader(value, vi64=vi64)
-    try:
-        alias_type = r.varint()
-        if alias_type == 0x1:
-            r.varint()  # the alias
-        elif alias_type != 0x3:
-            return None
-        r.varint()  # Token Type: 0 is "negotiated out of band", as ours are
-        return r.rest()
-    except Truncated:
-        return None
 
 
 class SessionStats:
@@ -300,6 +254,10 @@ class ServerSession:
 
     def watch_downstream(self, request_id: int, sub: Subscription) -> None:
         self._downstream[request_id] = sub
+
+    def subscription(self, request_id: int) -> Subscription | None:
+        """The downstream subscription made by request ``request_id`` of this session."""
+        return self._downstream.get(request_id)
 
     def forget_downstream(self, request_id: int) -> None:
         self._downstream.pop(request_id, None)
@@ -745,53 +703,7 @@ class ServerSession:
 
     def _on_fetch(self, msg: m.Fetch) -> None:
         self._check_control_request(msg.request_id)
-        refuse = self._fetch_refusal(msg)
-        if refuse is not None:
-            self.reply(msg.request_id, refuse, final=True)
-            return
-        track, objects = self._fetch_range(msg)
-        if objects:
-            end_group, end_object = objects[-1][0], objects[-1][3].object_id
-        elif track.largest is not None:
-            end_group, end_object = track.largest
-        else:
-            end_group, end_object = 0, 0
-        self.reply(msg.request_id, m.FetchOk(msg.request_id, 0, end_group, end_object))
-        self.relay.serve_fetch(self, msg.request_id, objects)
-
-    def _fetch_refusal(self, msg: m.Fetch) -> m.RequestError | None:
-        rid = msg.request_id
-        if self.vi64:
-            return m.RequestError(rid, RequestErrorCode.NOT_SUPPORTED, 0, b"FETCH is draft-16 only here")
-        if msg.fetch_type == m.FETCH_STANDALONE:
-            if not self.authorizer.may_subscribe(msg.namespace):
-                return m.RequestError(rid, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
-            if (msg.namespace, msg.name) not in self.relay.tracks:
-                return m.RequestError(rid, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track")
-            end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
-            if end < (msg.start_group, msg.start_object):
-                return m.RequestError(rid, RequestErrorCode.INVALID_RANGE, 0, b"end before start")
-            return None
-        sub = self._downstream.get(msg.joining_request_id)
-        if sub is None or self.relay.track_of(sub) is None:
-            return m.RequestError(rid, RequestErrorCode.INVALID_JOINING_REQUEST_ID, 0, b"no such subscription")
-        return None
-
-    def _fetch_range(self, msg: m.Fetch) -> tuple[Track, list[tuple[int, int, SubgroupHeader, ObjectRecord]]]:
-        if msg.fetch_type == m.FETCH_STANDALONE:
-            track = self.relay.tracks[(msg.namespace, msg.name)]
-            # End Object 0 asks for the whole End Group (draft-16 s9.16).
-            end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
-            return track, self.relay.fetch_objects(track, (msg.start_group, msg.start_object), end)
-        sub = self._downstream[msg.joining_request_id]
-        joined = self.relay.track_of(sub)
-        assert joined is not None
-        track = joined
-        if msg.fetch_type == m.FETCH_RELATIVE_JOINING:
-            start_group = max(0, sub.start_group - msg.joining_start)
-        else:
-            start_group = msg.joining_start
-        return track, self.relay.fetch_objects(track, (start_group, 0), (sub.start_group, -1))
+        answer_fetch(self, msg)
 
     def _on_fetch_cancel(self, msg: m.FetchCancel) -> None:
         pass  # our FETCH streams are written whole at once: there is nothing left to cancel

@@ -106,7 +106,15 @@ def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, by
 
 
 class MoqStats:
-    __slots__ = ("connections", "refused_alpn", "refused_webtransport", "sessions_closed_with_error", "webtransport")
+    __slots__ = (
+        "connections",
+        "internal_errors",
+        "refused_alpn",
+        "refused_webtransport",
+        "sessions_closed_with_error",
+        "webtransport",
+        "writes_dropped",
+    )
 
     def __init__(self) -> None:
         self.connections = 0  # MoQ sessions started (raw QUIC and WebTransport)
@@ -114,6 +122,8 @@ class MoqStats:
         self.refused_alpn = 0
         self.refused_webtransport = 0  # CONNECTs refused (wrong path, no common protocol)
         self.sessions_closed_with_error = 0
+        self.writes_dropped = 0  # writes to streams already reset, stopped or finished
+        self.internal_errors = 0  # connections closed by a bug of ours (logged with the traceback)
 
 
 class MoqConnection(QuicConnectionProtocol):
@@ -156,12 +166,32 @@ class MoqConnection(QuicConnectionProtocol):
         self.listener.sessions.add(self)
         return self.session
 
+    def measure_backlog(self) -> None:
+        """The bytes queued on this connection's streams and not yet acknowledged (once per tick:
+        the relay resets a congested subscriber's old groups, relay.BACKLOG_LIMIT)."""
+        if self.session is not None:
+            streams = self._quic._streams.values()
+            self.session.backlog = sum(len(stream.sender._buffer) for stream in streams)
+
     def _wake(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        try:
+            self._event(event)
+        except Exception:
+            # A bug of ours must cost this connection only, never the worker's other sessions.
+            self.listener.stats.internal_errors += 1
+            log.exception("moq connection failed on %s", type(event).__name__)
+            if self.session is not None:
+                self.session.close(SessionErrorCode.INTERNAL_ERROR, "internal error")
+            self._quic.close(error_code=SessionErrorCode.INTERNAL_ERROR, reason_phrase="internal error")
+            self.listener.sessions.discard(self)
+            self.transmit()
+
+    def _event(self, event: QuicEvent) -> None:
         now = self._loop.time()
         session = self.session
         if self._h3 is not None:
@@ -304,8 +334,10 @@ class MoqConnection(QuicConnectionProtocol):
                         self.listener.stats.sessions_closed_with_error += 1
                     quic.close(error_code=out.code, reason_phrase=out.reason[:200])
                     self.listener.sessions.discard(self)
-            except (ValueError, AssertionError):
-                # A stream the peer already reset or we finished: the write has nowhere to go.
+            except (ValueError, AssertionError, RuntimeError):
+                # A stream that is gone: finished, reset by us, or stopped by the peer (aioquic then
+                # resets it and raises RuntimeError on the next write). The bytes have nowhere to go.
+                self.listener.stats.writes_dropped += 1
                 continue
         self.transmit()
 
@@ -394,6 +426,9 @@ class MoqListener:
             "refused_alpn_total": stats.refused_alpn,
             "refused_webtransport_total": stats.refused_webtransport,
             "sessions_closed_with_error_total": stats.sessions_closed_with_error,
+            "writes_dropped_total": stats.writes_dropped,
+            "internal_errors_total": stats.internal_errors,
+            "groups_dropped_total": relay.stats.groups_dropped,
             "namespaces": len(relay.namespaces),
             "tracks": len(relay.tracks),
             "subscriptions": sum(len(t.subscribers) for t in relay.tracks.values()),
@@ -407,6 +442,7 @@ class MoqListener:
         loop = asyncio.get_running_loop()
         self.relay.timer(loop.time())
         for conn in list(self.sessions):
+            conn.measure_backlog()
             conn.flush()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tests.transports.moq.harness import CONTROL, Client, Clock
 from trackmesh.transports.moq import messages as m
-from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode, SessionErrorCode
+from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode, SessionErrorCode, StreamResetCode
 from trackmesh.transports.moq.objects import decode_fetch_object
 from trackmesh.transports.moq.relay import UPSTREAM_TIMEOUT, Relay
 from trackmesh.transports.moq.session import Authorizer
@@ -313,3 +313,25 @@ def test_arbitrary_control_bytes_never_raise(data: bytes, after_setup: bool) -> 
     client.pump()
     if client.closed is not None:
         assert client.closed.code != SessionErrorCode.INTERNAL_ERROR
+
+
+def test_a_subscriber_that_falls_behind_loses_old_groups_not_the_others() -> None:
+    relay, clock, pub, slow = pair()
+    live_track(pub, slow)
+    fast = Client(relay, clock)
+    fast.setup()
+    fast.send(m.Subscribe(fast.rid(), NS, TRACK))
+    fast.messages()
+    pub.subgroup(7, 0, [(0, b"x" * 1000)], fin=False)  # group 0 still open
+    slow.session.backlog = 2 << 20  # the driver measured 2 MiB queued toward it
+    pub.subgroup(7, 1, [(0, b"new group")])
+    slow.pump()
+    old_stream = next(sid for sid, header, _, _ in slow.received() if header.group_id == 0)
+    assert slow.resets[old_stream] == StreamResetCode.TOO_FAR_BEHIND
+    assert [h.group_id for _, h, _, _ in slow.received()][-1] == 1  # the new group still goes out
+    assert fast.resets == {}  # the other subscriber keeps everything
+    assert [(h.group_id, objs) for _, h, objs, _ in fast.received()] == [
+        (0, [(0, b"x" * 1000)]),
+        (1, [(0, b"new group")]),
+    ]
+    assert relay.stats.groups_dropped == 1

@@ -39,6 +39,10 @@ from trackmesh.transports.moq.varint import Reader, encode_varint
 __all__ = ["Peer", "Relay", "RelayStats", "Subscription", "Track"]
 
 UNKNOWN_STREAM_COUNT = (1 << 62) - 1
+#: A subscriber with more than this many bytes queued toward it (``Peer.backlog``, measured by the
+#: driver) loses its older groups when a new group starts: their streams are reset with
+#: TOO_FAR_BEHIND (draft-16 s13.1.4), so the new group goes out first and others are unaffected.
+BACKLOG_LIMIT = 1 << 20
 UPSTREAM_TIMEOUT = 5.0  # seconds a forwarded SUBSCRIBE may wait for its answer
 DONE_GRACE = 2.0  # seconds PUBLISH_DONE may wait for the upstream streams it counts
 
@@ -49,6 +53,11 @@ class Peer(Protocol):
     @property
     def vi64(self) -> bool:
         """True at draft-20 (vi64 integers on data streams), False at draft-16."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Bytes written toward this peer and not yet acknowledged (the driver's measure)."""
         ...
 
     def open_uni(self) -> int: ...
@@ -67,13 +76,14 @@ class Peer(Protocol):
 
 
 class RelayStats:
-    __slots__ = ("datagrams", "objects_in", "objects_out", "streams_out")
+    __slots__ = ("datagrams", "groups_dropped", "objects_in", "objects_out", "streams_out")
 
     def __init__(self) -> None:
         self.objects_in = 0
         self.objects_out = 0  # object copies written to subscribers
         self.streams_out = 0
         self.datagrams = 0
+        self.groups_dropped = 0  # old-group streams reset toward a subscriber that fell behind
 
 
 @dataclass(eq=False, slots=True)
@@ -444,6 +454,8 @@ class Relay:
             if stream_id is None:
                 if not new_stream and cached is None:
                     continue  # joined mid-subgroup of an uncached group: wait for the next one
+                if sub.peer.backlog > BACKLOG_LIMIT:
+                    self._drop_behind(sub, group_id)
                 stream_id = self._open(sub, header, group_id, subgroup_id)
                 if cached is not None:
                     sub.peer.write(stream_id, self._body(track, cached, sub.peer.vi64))
@@ -459,6 +471,12 @@ class Relay:
                 sub.peer.write(stream_id, other)
             self.stats.objects_out += len(objects)
         self._maybe_done(track, None)
+
+    def _drop_behind(self, sub: Subscription, group_id: int) -> None:
+        """A congested subscriber: reset its streams of groups older than ``group_id``."""
+        for key in [k for k in sub.streams if k[0] < group_id]:
+            sub.peer.reset(sub.streams.pop(key), StreamResetCode.TOO_FAR_BEHIND)
+            self.stats.groups_dropped += 1
 
     def _body(self, track: Track, cached: CachedSubgroup, vi64: bool) -> bytes:
         """A cached subgroup's objects so far, in the subscriber's integers."""

@@ -134,6 +134,7 @@ class ServerSession:
         self._open_bidi = open_bidi
         self.authorizer = authorizer or Authorizer()
         self.path = path  # a WebTransport session's URL path and query (raw QUIC: the PATH parameter)
+        self.backlog = 0  # bytes queued toward the peer, set by the driver (relay.BACKLOG_LIMIT)
         self.request_window = request_window
         self.on_output = on_output
         self.stats = SessionStats()

@@ -171,7 +171,7 @@ def _has_prefix(namespace: m.TrackNamespace, prefix: m.TrackNamespace) -> bool:
 
 
 class Relay:
-    def __init__(self, cache_groups: int = 1) -> None:
+    def __init__(self, cache_groups: int = 8) -> None:
         self.rendezvous: list[Rendezvous] = []
         self.cache_groups = max(1, cache_groups)
         self.namespaces: dict[m.TrackNamespace, list[tuple[Peer, int]]] = {}

@@ -60,6 +60,24 @@ def kvps(draw: st.DrawFn) -> m.Params:
     return {k: (draw(blobs) if k & 1 else draw(vi)) for k in keys}
 
 
+@st.composite
+def fetch_ranges(draw: st.DrawFn, fetch: m.Fetch) -> m.Fetch:
+    """The ranges a draft-20 FETCH's LOCATION_FILTER can say, in the draft-16 fields."""
+    fetch.end_group = m.FETCH_OPEN_END
+    kind = draw(st.sampled_from(["relative", "next", "open", "group", "object"]))
+    if kind == "relative":
+        fetch.relative_groups = draw(small)
+    elif kind == "next":
+        fetch.start_group = m.FETCH_OPEN_END
+    else:
+        fetch.start_group, fetch.start_object = draw(small.map(lambda g: g + 1)), draw(small)
+        if kind in ("group", "object"):
+            fetch.end_group = fetch.start_group + draw(small)
+        if kind == "object":
+            fetch.end_object = draw(small) + 1
+    return fetch
+
+
 requests = st.one_of(
     st.builds(m.Subscribe, small, namespaces, blobs, params()),
     st.builds(m.PublishNamespace, small, namespaces, st.just({})),
@@ -67,7 +85,9 @@ requests = st.one_of(
     st.builds(m.SubscribeTracks, small, namespaces, st.just({})),
     st.builds(m.Publish, small, namespaces, blobs, vi, params(), kvps()),
     st.builds(m.TrackStatus, small, namespaces, blobs, st.just({})),
-    st.builds(m.Fetch, small, st.just(m.FETCH_STANDALONE), namespaces, blobs, params=params()),
+    st.builds(m.Fetch, small, st.just(m.FETCH_STANDALONE), namespaces, blobs, params=st.just({})).flatmap(
+        lambda f: fetch_ranges(f)
+    ),
     st.builds(m.Namespace, namespaces),
     st.builds(m.NamespaceDone, namespaces),
     st.builds(m.GoAway, blobs, vi),

@@ -175,33 +175,59 @@ def _filter_from_wire(r: Reader) -> bytes | None:
     return e(m.FILTER_ABSOLUTE_RANGE) + e(fields[0]) + e(fields[1]) + e(fields[0] + fields[2])
 
 
-def _params(params: m.Params, typed: bool = False) -> bytes:
-    out = bytearray(v(len(params)))
+def _value(key: int, value: int | bytes, typed: bool) -> bytes:
+    """One parameter's value, encoded by its definition."""
+    kind = KINDS.get(key)
+    if kind is None:
+        raise ValueError(f"parameter 0x{key:x} is not a draft-20 message parameter")
+    if kind == _VARINT:
+        assert isinstance(value, int)
+        return v(value)
+    if kind == _UINT8:
+        assert isinstance(value, int)
+        return bytes((value,))
+    assert isinstance(value, bytes)
+    if kind == _LOCATION:
+        r = Reader(value)
+        return v(r.varint()) + v(r.varint())
+    if kind == _FILTER:
+        return _filter_to_wire(value, typed)
+    return _blob(value)
+
+
+def _encoded_params(values: dict[int, bytes]) -> bytes:
+    out = bytearray(v(len(values)))
     previous = 0
-    for key in sorted(params):
-        value = params[key]
-        kind = KINDS.get(key)
-        if kind is None:
-            raise ValueError(f"parameter 0x{key:x} is not a draft-20 message parameter")
-        out += v(key - previous)
+    for key in sorted(values):
+        out += v(key - previous) + values[key]
         previous = key
-        if kind == _VARINT:
-            assert isinstance(value, int)
-            out += v(value)
-        elif kind == _UINT8:
-            assert isinstance(value, int)
-            out.append(value)
-        elif kind == _LOCATION:
-            assert isinstance(value, bytes)
-            r = Reader(value)
-            out += v(r.varint()) + v(r.varint())
-        elif kind == _FILTER:
-            assert isinstance(value, bytes)
-            out += _filter_to_wire(value, typed)
-        else:
-            assert isinstance(value, bytes)
-            out += _blob(value)
     return bytes(out)
+
+
+def _params(params: m.Params, typed: bool = False) -> bytes:
+    return _encoded_params({key: _value(key, value, typed) for key, value in params.items()})
+
+
+def _fetch_params(msg: m.Fetch, typed: bool) -> bytes:
+    """A FETCH's parameters with its range as LOCATION_FILTER (the inverse of :func:`_d_fetch`)."""
+    if msg.relative_groups is not None:
+        fields = [msg.relative_groups]
+    elif msg.start_group == m.FETCH_OPEN_END:
+        fields = [0, 0]
+    else:
+        fields = [msg.start_group, msg.start_object]
+        if msg.end_group != m.FETCH_OPEN_END:
+            fields.append(msg.end_group - msg.start_group)
+            if msg.end_object:
+                fields.append(msg.end_object - 1)
+    if typed:
+        kind = 5 if fields == [0, 0] else len(fields)
+        location = v(kind) + b"".join(v(f) for f in fields[: _TYPED_FIELDS[kind]])
+    else:
+        location = _blob(b"".join(v(f) for f in fields))
+    values = {k: _value(k, x, typed) for k, x in msg.params.items() if k != 0x21}
+    values[0x21] = location
+    return _encoded_params(values)
 
 
 def _read_tuple(r: Reader) -> m.TrackNamespace:
@@ -211,7 +237,8 @@ def _read_tuple(r: Reader) -> m.TrackNamespace:
     return tuple(r.blob() for _ in range(count))
 
 
-def _read_params(r: Reader) -> m.Params:
+def _read_params(r: Reader, filter_fields: list[int] | None = None) -> m.Params:
+    """``filter_fields``: take LOCATION_FILTER's fields as they are (FETCH) instead of mapping it."""
     count = r.varint()
     if count > r.remaining():
         raise MoqDecodeError(f"{count} parameters in {r.remaining()} bytes")
@@ -228,6 +255,8 @@ def _read_params(r: Reader) -> m.Params:
             out[key] = r.uint8()
         elif kind == _LOCATION:
             out[key] = encode_varint(r.varint()) + encode_varint(r.varint())
+        elif kind == _FILTER and filter_fields is not None:
+            filter_fields[:] = _filter_fields(r)
         elif kind == _FILTER:
             value = _filter_from_wire(r)
             if value is not None:
@@ -288,9 +317,10 @@ def _payload(msg: m.ControlMessage, typed: bool) -> tuple[int, bytes]:
         case m.Fetch():
             if msg.fetch_type != m.FETCH_STANDALONE:
                 raise ValueError("draft-20 has no joining FETCH")
-            return T_FETCH, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _params(msg.params, typed)
+            return T_FETCH, v(msg.request_id) + _tuple(msg.namespace) + _blob(msg.name) + _fetch_params(msg, typed)
         case m.FetchOk():
-            body = bytes((msg.end_of_track,)) + v(msg.end_group) + v(msg.end_object)
+            # End Location is inclusive (s10.13); no parameter is defined for FETCH_OK: count 0.
+            body = bytes((msg.end_of_track,)) + v(msg.end_group) + v(msg.end_object) + v(0)
             return T_FETCH_OK, body + _kvps(msg.extensions)
     raise TypeError(f"not a draft-20 control message: {type(msg).__name__}")
 
@@ -324,15 +354,31 @@ def _d_publish(r: Reader, _: int) -> m.Publish:
 
 
 def _d_fetch(r: Reader, _: int) -> m.Fetch:
+    """Draft-20 FETCH: the range is its LOCATION_FILTER (s5.1.2, End inclusive), held in the
+    draft-16 fields (End Object 0: the whole End Group; else one past the last object)."""
     rid, ns, name = r.varint(), _read_tuple(r), r.blob()
-    return m.Fetch(rid, m.FETCH_STANDALONE, ns, name, params=_read_params(r))
+    fields: list[int] = []
+    params = _read_params(r, fields)
+    fetch = m.Fetch(rid, m.FETCH_STANDALONE, ns, name, params=params, end_group=m.FETCH_OPEN_END)
+    if len(fields) == 1:
+        fetch.relative_groups = fields[0]
+    elif fields == [0, 0]:
+        fetch.start_group = m.FETCH_OPEN_END  # Next Object: nothing that exists yet
+    elif len(fields) >= 2:
+        fetch.start_group, fetch.start_object = fields[0], fields[1]
+        if len(fields) >= 3:
+            fetch.end_group = fields[0] + fields[2]
+        if len(fields) == 4:
+            fetch.end_object = fields[3] + 1
+    return fetch
 
 
 def _d_fetch_ok(r: Reader, rid: int) -> m.FetchOk:
     end_of_track = r.uint8()
     if end_of_track > 1:
         raise MoqDecodeError(f"FETCH_OK End Of Track {end_of_track}")
-    return m.FetchOk(rid, end_of_track, r.varint(), r.varint(), {}, _read_kvps(r))
+    end_group, end_object = r.varint(), r.varint()
+    return m.FetchOk(rid, end_of_track, end_group, end_object, _read_params(r), _read_kvps(r))
 
 
 def _d_request_ok(r: Reader, rid: int) -> m.RequestOk:

@@ -1,5 +1,6 @@
-"""FETCH (draft-16 s9.16), answered from the relay's latest-group cache: standalone, and relative
-or absolute joining. Every object of the FETCH_HEADER stream is written with all its fields."""
+"""FETCH, answered from the relay's cache of recent groups: at draft-16 (s9.16) standalone, and
+relative or absolute joining; at draft-20 the range of its LOCATION_FILTER (a joining FETCH is a
+Relative Start there). Draft-16 objects are written with every field; draft-20 ones as deltas."""
 
 from __future__ import annotations
 
@@ -37,20 +38,18 @@ def answer_fetch(session: FetchingSession, msg: m.Fetch) -> None:
     else:
         end_group, end_object = 0, 0
     session.reply(msg.request_id, m.FetchOk(msg.request_id, 0, end_group, end_object))
-    session.relay.serve_fetch(session, msg.request_id, objects)
+    session.relay.serve_fetch(session, msg.request_id, track, objects)
 
 
 def _refusal(session: FetchingSession, msg: m.Fetch) -> m.RequestError | None:
     rid = msg.request_id
-    if session.vi64:
-        return m.RequestError(rid, RequestErrorCode.NOT_SUPPORTED, 0, b"FETCH is draft-16 only here")
     if msg.fetch_type == m.FETCH_STANDALONE:
         if not session.authorizer.may_subscribe(msg.namespace):
             return m.RequestError(rid, RequestErrorCode.UNAUTHORIZED, 0, b"unauthorized")
         if (msg.namespace, msg.name) not in session.relay.tracks:
             return m.RequestError(rid, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track")
         end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
-        if end < (msg.start_group, msg.start_object):
+        if msg.relative_groups is None and end < (msg.start_group, msg.start_object):
             return m.RequestError(rid, RequestErrorCode.INVALID_RANGE, 0, b"end before start")
         return None
     sub = session.subscription(msg.joining_request_id)
@@ -64,7 +63,11 @@ def _range(session: FetchingSession, msg: m.Fetch) -> tuple[Track, list[tuple[in
         track = session.relay.tracks[(msg.namespace, msg.name)]
         # End Object 0 asks for the whole End Group (draft-16 s9.16).
         end = (msg.end_group, msg.end_object - 1) if msg.end_object else (msg.end_group, (1 << 62) - 1)
-        return track, session.relay.fetch_objects(track, (msg.start_group, msg.start_object), end)
+        start = (msg.start_group, msg.start_object)
+        if msg.relative_groups is not None:  # draft-20: N groups before the next one
+            next_group = track.largest[0] + 1 if track.largest is not None else 0
+            start = (max(0, next_group - msg.relative_groups), 0)
+        return track, session.relay.fetch_objects(track, start, end)
     sub = session.subscription(msg.joining_request_id)
     joined = session.relay.track_of(sub) if sub is not None else None
     assert sub is not None and joined is not None  # checked by _refusal

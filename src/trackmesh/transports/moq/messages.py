@@ -70,6 +70,9 @@ FILTER_LATEST_OBJECT = 0x2
 FILTER_ABSOLUTE_START = 0x3
 FILTER_ABSOLUTE_RANGE = 0x4
 
+#: A FETCH End Group meaning "up to the largest object" (draft-20 filters with no end).
+FETCH_OPEN_END = (1 << 62) - 1
+
 # FETCH types (draft-16 s9.16).
 FETCH_STANDALONE = 0x1
 FETCH_RELATIVE_JOINING = 0x2
@@ -240,6 +243,8 @@ class Fetch:
     joining_request_id: int = 0
     joining_start: int = 0
     params: Params = field(default_factory=dict)
+    # Draft-20 LOCATION_FILTER Relative Start: this many groups before the next one (1: the current).
+    relative_groups: int | None = None
 
 
 @dataclass(slots=True)

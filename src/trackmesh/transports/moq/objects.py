@@ -372,6 +372,55 @@ def encode_fetch_object(o: FetchObject) -> bytes:
     return bytes(out)
 
 
+def encode_fetch_objects_vi64(objects: list[FetchObject]) -> bytes:
+    """Objects of a draft-20 FETCH stream (draft-20 s11.4.4), ascending: the first object's Group
+    and Object IDs are absolute; then a new group is a delta from the previous group minus one,
+    with its Object ID absolute; in a group an Object ID is a delta, left out when it is the
+    previous plus one; the Subgroup ID and priority are left out when they follow the previous."""
+    out = bytearray()
+    prior: FetchObject | None = None
+    for o in objects:
+        flags = 0
+        fields: list[int] = []
+        if prior is None or o.group_id != prior.group_id:
+            flags |= _F_GROUP | _F_OBJECT
+            fields += [o.group_id if prior is None else o.group_id - prior.group_id - 1]
+        elif o.object_id != prior.object_id + 1:
+            flags |= _F_OBJECT
+        subgroup: int | None = None
+        prior_sg = None if prior is None else (0 if prior.datagram else prior.subgroup_id)
+        if o.datagram:
+            flags |= _F_DATAGRAM
+        elif o.subgroup_id == 0:
+            pass
+        elif o.subgroup_id == prior_sg:
+            flags |= 0x01
+        elif prior_sg is not None and o.subgroup_id == prior_sg + 1:
+            flags |= 0x02
+        else:
+            flags |= 0x03
+            subgroup = o.subgroup_id
+        if prior is None or o.publisher_priority != prior.publisher_priority:
+            flags |= _F_PRIORITY
+        if o.extensions:
+            flags |= _F_EXTENSIONS
+        out += encode_vi64(flags)
+        if flags & _F_GROUP:
+            out += encode_vi64(fields[0])
+        if subgroup is not None:
+            out += encode_vi64(subgroup)
+        if flags & _F_OBJECT:
+            same_group = prior is not None and o.group_id == prior.group_id
+            out += encode_vi64(o.object_id - prior.object_id if same_group and prior else o.object_id)
+        if flags & _F_PRIORITY:
+            out.append(o.publisher_priority)
+        if o.extensions:
+            out += encode_vi64(len(o.extensions)) + o.extensions
+        out += encode_vi64(len(o.payload)) + o.payload
+        prior = o
+    return bytes(out)
+
+
 def decode_fetch_object(r: Reader, prior: FetchObject | None) -> FetchObject | None:
     """One object of a FETCH stream; None for an end-of-range marker. ``prior`` resolves the
     fields the flags leave out (s10.4.4)."""

@@ -31,10 +31,12 @@ from trackmesh.transports.moq.objects import (
     SubgroupHeader,
     encode_datagram,
     encode_fetch_object,
+    encode_fetch_objects_vi64,
     encode_subgroup_header,
+    transcode_extensions,
     transcode_objects,
 )
-from trackmesh.transports.moq.varint import Reader, encode_varint
+from trackmesh.transports.moq.varint import Reader, encode_varint, encode_vi64
 
 __all__ = ["Peer", "Relay", "RelayStats", "Subscription", "Track"]
 
@@ -545,17 +547,30 @@ class Relay:
         return out
 
     def serve_fetch(
-        self, peer: Peer, request_id: int, objects: list[tuple[int, int, SubgroupHeader, ObjectRecord]]
+        self,
+        peer: Peer,
+        request_id: int,
+        track: Track,
+        objects: list[tuple[int, int, SubgroupHeader, ObjectRecord]],
     ) -> None:
-        stream_id = peer.open_uni()
-        body = bytearray(encode_varint(FETCH_HEADER) + encode_varint(request_id))
+        """A FETCH_HEADER stream with ``objects``, in the fetcher's draft (FETCH carries no Object
+        Status: draft-16 s10.4.4)."""
+        enc = encode_vi64 if peer.vi64 else encode_varint
+        body = bytearray(enc(FETCH_HEADER) + enc(request_id))
+        fetched = []
         for group_id, subgroup_id, header, obj in objects:
             if obj.status != 0:
-                continue  # FETCH carries no Object Status at draft-16 (s10.4.4)
+                continue
             priority = header.publisher_priority if header.publisher_priority is not None else 128
             ext = obj.extensions if header.extensions_present else None
-            body += encode_fetch_object(FetchObject(group_id, subgroup_id, obj.object_id, priority, obj.payload, ext))
-        peer.write(stream_id, bytes(body), fin=True)
+            if ext is not None and track.vi64 != peer.vi64:
+                ext = transcode_extensions(ext, track.vi64, peer.vi64)
+            fetched.append(FetchObject(group_id, subgroup_id, obj.object_id, priority, obj.payload, ext))
+        if peer.vi64:
+            body += encode_fetch_objects_vi64(fetched)
+        else:
+            body += b"".join(encode_fetch_object(o) for o in fetched)
+        peer.write(peer.open_uni(), bytes(body), fin=True)
 
     # -- endings -----------------------------------------------------------------------------
 

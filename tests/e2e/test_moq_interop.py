@@ -104,6 +104,22 @@ def test_interop_suite(moq_node: tuple[TrackmeshNode, int], draft: int, transpor
     assert "Traceback" not in "\n".join(node.lines), node.log_tail()
 
 
+@pytest.mark.parametrize("draft", [16, 20])
+def test_fetch_and_join_cases(moq_node: tuple[TrackmeshNode, int], draft: int) -> None:
+    """The client's two history cases (outside its default 12): a standalone FETCH of a group the
+    relay forwarded, and a joining FETCH (draft-20: a SUBSCRIBE with FILL_PARAMETERS)."""
+    _, port = moq_node
+    client = interop_client()
+    for case in ("fetch", "join"):
+        proc = subprocess.run(
+            [str(client), "-r", f"moqt://127.0.0.1:{port}", "--tls-disable-verify", "--draft", str(draft), "-t", case],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"ok 1 - {case}" in proc.stdout and "not ok" not in proc.stdout, proc.stdout + proc.stderr
+
+
 async def _handshake(port: int, alpn: str) -> bytes:
     config = QuicConfiguration(is_client=True, alpn_protocols=[alpn], verify_mode=ssl.CERT_NONE)
     async with connect("127.0.0.1", port, configuration=config, wait_connected=True) as client:

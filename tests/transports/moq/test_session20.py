@@ -8,7 +8,9 @@ from tests.transports.moq.harness import Client, Clock
 from trackmesh.transports.moq import codec20
 from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode, SessionErrorCode, StreamResetCode
+from trackmesh.transports.moq.objects import FETCH_HEADER
 from trackmesh.transports.moq.relay import Relay
+from trackmesh.transports.moq.varint import Reader
 
 NS = (b"moq-test", b"room")
 TRACK = b"video"
@@ -157,3 +159,27 @@ def test_draft16_publisher_to_draft20_subscriber_and_back() -> None:
         assert isinstance(late.messages(stream)[0], m.SubscribeOk)
         ((_, _, late_objects, _),) = late.received()
         assert late_objects == payloads
+
+
+def test_fetch_and_fill_at_draft20() -> None:
+    _, _, pub, sub = clients()
+    announce(pub)
+    subscribe(pub, sub)
+    for group in range(3):
+        pub.subgroup(7, group, [(0, b"g%d-0" % group), (1, b"g%d-1" % group)])
+    rid = sub.rid()
+    stream = sub.request(m.Fetch(rid, m.FETCH_STANDALONE, NS, TRACK, 1, 0, 1, 0))  # group 1, whole
+    (ok,) = sub.messages(stream)
+    assert ok == m.FetchOk(rid, 0, 1, 1)  # End Location inclusive at draft-20
+    late = Client(sub.session.relay, sub.clock, draft=20)
+    late.setup()
+    fill = bytes([1, 0x21, 1, 2])  # one parameter: LOCATION_FILTER Relative Start, 2 groups back
+    join_rid = late.rid()
+    late.request(m.Subscribe(join_rid, NS, TRACK, {m.PARAM_FILL_PARAMETERS: fill}))
+    late.pump()
+    fetch_streams = [bytes(d) for sid, d in late.incoming.items() if sid % 4 == 3 and d[:1] == bytes([FETCH_HEADER])]
+    (fill_stream,) = fetch_streams
+    r = Reader(fill_stream, vi64=True)
+    assert r.varint() == FETCH_HEADER and r.varint() == join_rid
+    # Group 1 (2 groups before the next one, 3): the subscription itself starts at group 2.
+    assert b"g1-0" in fill_stream and b"g1-1" in fill_stream and b"g2-0" not in fill_stream

@@ -31,7 +31,7 @@ from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.errors import MoqDecodeError, Truncated
 from trackmesh.transports.moq.varint import Reader, encode_varint, encode_vi64
 
-__all__ = ["T_SETUP", "decode_message", "encode_message", "split_message"]
+__all__ = ["T_SETUP", "decode_message", "encode_message", "fill_location", "split_message"]
 
 MAX_MESSAGE = 0xFFFF
 MAX_NAMESPACE_FIELDS = 32
@@ -228,6 +228,17 @@ def _fetch_params(msg: m.Fetch, typed: bool) -> bytes:
     values = {k: _value(k, x, typed) for k, x in msg.params.items() if k != 0x21}
     values[0x21] = location
     return _encoded_params(values)
+
+
+def fill_location(value: bytes) -> list[int]:
+    """The LOCATION_FILTER fields inside a FILL_PARAMETERS value (draft-20 s5.1.6: a counted
+    parameter block); [] when it has none. Raises MoqDecodeError on a malformed block."""
+    fields: list[int] = []
+    try:
+        _read_params(Reader(value, vi64=True), fields)
+    except Truncated:
+        raise MoqDecodeError("FILL_PARAMETERS shorter than its parameters") from None
+    return fields
 
 
 def _read_tuple(r: Reader) -> m.TrackNamespace:

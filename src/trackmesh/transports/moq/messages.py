@@ -63,6 +63,7 @@ PARAM_FORWARD = 0x10
 PARAM_SUBSCRIBER_PRIORITY = 0x20
 PARAM_SUBSCRIPTION_FILTER = 0x21
 PARAM_GROUP_ORDER = 0x22
+PARAM_FILL_PARAMETERS = 0x23  # draft-20: a SUBSCRIBE's joining range, served as a fill FETCH stream
 
 # Subscription filter types (draft-16 s5.1.2).
 FILTER_NEXT_GROUP_START = 0x1

@@ -601,6 +601,25 @@ class ServerSession:
             )
             return
         self.relay.subscribe(self, msg, self.now)
+        fill = msg.params.get(m.PARAM_FILL_PARAMETERS)
+        if self.vi64 and isinstance(fill, bytes):
+            self._fill(msg.request_id, codec20.fill_location(fill))
+
+    def _fill(self, request_id: int, fields: list[int]) -> None:
+        """Draft-20 joining: the groups a SUBSCRIBE's FILL_PARAMETERS ask for before where the
+        subscription starts, on a FETCH_HEADER stream under the SUBSCRIBE's Request ID (s5.1.6)."""
+        sub = self._downstream.get(request_id)
+        track = self.relay.track_of(sub) if sub is not None else None
+        if sub is None or track is None:
+            return  # not live yet (or refused): nothing is cached to fill from
+        start = (0, 0)
+        if len(fields) == 1:  # Relative Start: N groups before the next one
+            next_group = track.largest[0] + 1 if track.largest is not None else 0
+            start = (max(0, next_group - fields[0]), 0)
+        elif len(fields) >= 2 and fields != [0, 0]:
+            start = (fields[0], fields[1])
+        objects = self.relay.fetch_objects(track, start, (sub.start_group, -1))
+        self.relay.serve_fetch(self, request_id, track, objects)
 
     def _on_unsubscribe(self, msg: m.Unsubscribe) -> None:
         sub = self._downstream.get(msg.request_id)

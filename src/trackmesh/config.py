@@ -95,6 +95,11 @@ class NodeConfig:
     @property
     def sip_listen_port(self) -> int:
         return 5060 if self.sip_port is None else self.sip_port
+    # Media over QUIC (docs/moq.md). The dataclass default is off; the command line's is 4443.
+    moq_port: int = 0
+    moq_cert: str = ""
+    moq_key: str = ""
+    moq_anonymous: bool = False
 
     @property
     def token_key(self) -> bytes:
@@ -353,6 +358,15 @@ def _s3_url(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _pem_file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text) or not os.access(text, os.R_OK):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file; accepted: a PEM file path")
+        return text
+
+    return parse
+
+
 def _readable_file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text) or not os.access(text, os.R_OK):
@@ -443,6 +457,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
+    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC, ALPN moqt-16) on --http-host "
+         "(default 4443, 0 = off; see docs/moq.md)", _port("--moq-port", True), ("standalone",), "PORT"),
+    Flag("--moq-cert", "PEM certificate of the MoQ port (default: a self-signed ECDSA certificate valid 10 days, "
+         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone",),
+         "FILE"),
+    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone",), "FILE"),
+    Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
+         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"), ("standalone",),
+         switch=True),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
@@ -531,6 +554,10 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
     if role == "connector" and values.get("secret_generated"):
         raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
+    if role == "standalone":
+        values.setdefault("moq_port", 4443)
+    if bool(values.get("moq_cert")) != bool(values.get("moq_key")):
+        raise ConfigError("--moq-cert: give both --moq-cert and --moq-key, or neither (a certificate is then made)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):
@@ -567,6 +594,11 @@ def warnings_of(config: NodeConfig) -> list[str]:
             f"--cluster-mode mesh with {len(config.seeds)} seeds: in a full mesh every member dials every other one "
             f"(n(n-1)/2 links); from about {MESH_ADVICE_SEEDS} members zone routers join faster and cost less "
             "(--cluster-mode routers, docs/cluster.md \"Tiny clusters: mesh or routers\")"
+        )
+    if config.moq_port and config.moq_anonymous:
+        out.append(
+            f"--moq-anonymous: the MoQ relay on UDP {config.moq_port} lets ANYONE publish and subscribe ANY namespace "
+            "without a token (meant for interop testing, never for production)"
         )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")

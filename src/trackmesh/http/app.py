@@ -130,6 +130,21 @@ def create_app(node: NodeApi) -> FastAPI:
         )
 
     @app.get(
+        "/moq/certificate.sha256",
+        tags=["moq"],
+        summary="SHA-256 of the Media over QUIC certificate (lowercase hex)",
+        description="For WebTransport's serverCertificateHashes and for pinning raw QUIC clients "
+        "(docs/moq.md). 404 when the node runs without MoQ (--moq-port 0).",
+        response_class=PlainTextResponse,
+        responses={404: {"description": "MoQ is off on this node"}},
+    )
+    async def moq_certificate_sha256() -> Response:
+        listener = getattr(node, "moq", None)
+        if listener is None:
+            return error(404, "Media over QUIC is off on this node (--moq-port 0)")
+        return PlainTextResponse(listener.certificate_sha256 + "\n", headers={"Cache-Control": "no-store"})
+
+    @app.get(
         "/metrics",
         tags=["node"],
         summary="Prometheus metrics",

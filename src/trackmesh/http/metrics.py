@@ -63,6 +63,12 @@ def render_metrics(
                       ["what"], registry=registry)
         for name, value in link.items():
             gauge.labels(name).set(value)
+    moq = getattr(node, "moq", None)  # runtime/moq_listener.py, when --moq-port is not 0
+    if moq is not None:
+        gauge = Gauge("trackmesh_moq", "Media over QUIC: sessions, relay namespaces/tracks/subscriptions and "
+                      "counters (*_total) of sessions, refusals, objects and streams", ["what"], registry=registry)
+        for name, value in moq.metrics().items():
+            gauge.labels(name).set(value)
     for name, value in node.http_counters.items():
         Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
     return generate_latest(registry).decode(), CONTENT_TYPE_LATEST

@@ -33,7 +33,8 @@ from .headers import bearer
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
 DEV_TOKEN_TTL = 3600
-Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp", "sip"]
+Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp", "sip", "moq"]
+MOQ_ROOM_PREFIX = "trackmesh"  # a room's MoQ namespace is ("trackmesh", <room>) (docs/moq.md)
 
 
 def _printable(value: str | None) -> str | None:
@@ -52,6 +53,14 @@ class TokenRequest(BaseModel):
     ttl: StrictInt = Field(..., gt=0, le=MAX_TTL, description="lifetime in seconds")
     record: StrictBool = Field(False, description="record this peer's media")
     extra_data: StrictStr | None = Field(None, max_length=4096, description="opaque data handed to other peers")
+    publish: StrictBool | StrictStr | None = Field(
+        None,
+        description="moq only: with room, whether the session may publish in the room's namespace (default true); "
+        "without room, the namespace prefix it may publish under, fields joined by '/'",
+    )
+    subscribe: StrictBool | StrictStr | None = Field(
+        None, description="moq only: as publish, for subscribing (and FETCH, TRACK_STATUS)"
+    )
 
     _names_printable = field_validator("room", "peer")(_printable)
 
@@ -124,7 +133,28 @@ def sip_credentials(config: NodeConfig, room: str, peer: str | None, expires_at:
             "realm": "trackmesh", "uri": uri}  # fmt: skip
 
 
+def moq_scopes(req: TokenRequest) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
+    """The (publish, subscribe) namespace prefixes of a moq token request, or why it is refused."""
+    if req.room is not None:
+        if isinstance(req.publish, str) or isinstance(req.subscribe, str):
+            return "invalid request: with room, publish and subscribe are true or false"
+        scope = f"{MOQ_ROOM_PREFIX}/{req.room}"
+        return ((scope,) if req.publish is not False else (), (scope,) if req.subscribe is not False else ())
+    scopes = []
+    for value in (req.publish, req.subscribe):
+        if isinstance(value, bool):
+            return "invalid request: without room, publish and subscribe are namespace prefixes ('a/b')"
+        if value is not None and (not value or value.startswith("/") or value.endswith("/") or "//" in value):
+            return f"invalid request: {value!r} is not a namespace prefix (fields joined by '/')"
+        scopes.append((value,) if value else ())
+    if not scopes[0] and not scopes[1]:
+        return "invalid request: a moq token needs room, or a publish or subscribe namespace prefix"
+    return scopes[0], scopes[1]
+
+
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
+    if kind == "moq" and peer is None:
+        return "invalid request: a moq token needs peer"
     if kind in ("whip", "rtpengine", "rtmp") and (room is None or peer is None):
         return f"invalid request: a {kind} token needs room and peer"
     if kind == "sip" and room is None:
@@ -197,6 +227,15 @@ def router(
         problem = _needs(kind, req.room, req.peer)
         if problem is not None:
             return error(400, problem)
+        publish: tuple[str, ...] = ()
+        subscribe: tuple[str, ...] = ()
+        if kind == "moq":
+            scopes = moq_scopes(req)
+            if isinstance(scopes, str):
+                return error(400, scopes)
+            publish, subscribe = scopes
+        elif req.publish is not None or req.subscribe is not None:
+            return error(400, "invalid request: publish and subscribe are for moq tokens")
         # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
         # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
         url = None
@@ -205,7 +244,9 @@ def router(
             url = rtmp_url(req.room) if rtmp_url is not None else None
             if url is None:
                 return error(503, "RTMP ingest is off on this node (--rtmp-port 0) or it has no media worker")
-        token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
+        token = SessionToken(
+            kind, req.room, req.peer, req.record, req.extra_data, app=app, publish=publish, subscribe=subscribe
+        )
         signed = issue(config.token_key, token, req.ttl, int(time.time()))
         if url is not None:
             return ok({"token": signed, "rtmp_url": url, "stream_key": signed, "publish_url": f"{url}/{signed}"})
@@ -234,7 +275,10 @@ def router(
             problem = _needs(kind, req.room, req.peer)
             if problem is not None:
                 return error(400, problem)
-            token = SessionToken(kind, req.room, req.peer)
+            scopes = moq_scopes(req) if kind == "moq" else ((), ())
+            if isinstance(scopes, str):
+                return error(400, scopes)
+            token = SessionToken(kind, req.room, req.peer, publish=scopes[0], subscribe=scopes[1])
             return ok({"token": issue(config.token_key, token, DEV_TOKEN_TTL, int(time.time()))})
 
     return api

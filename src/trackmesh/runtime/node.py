@@ -33,6 +33,7 @@ from .worker import WorkerRuntime
 
 if TYPE_CHECKING:
     from .connector import EmbeddedConnector
+    from .moq_listener import MoqListener
     from .sip_listener import SipListener
 
 log = logging.getLogger("trackmesh.node")
@@ -67,6 +68,8 @@ class Node:
         self.http_counters: dict[str, int] = {}
         #: The SIP driver on --sip-port (docs/sip.md), None when off.
         self.sip: SipListener | None = None
+        #: The Media over QUIC port (runtime/moq_listener.py), when --moq-port is not 0.
+        self.moq: MoqListener | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -174,6 +177,39 @@ class Node:
             raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
         self.workers.extend(children)
 
+    async def _start_moq(self) -> None:
+        if not self.config.moq_port or self.config.role != "standalone":
+            return
+        from .moq_listener import MoqListener
+
+        listener = MoqListener(
+            self.config.http_host,
+            self.config.moq_port,
+            cert_file=self.config.moq_cert or None,
+            key_file=self.config.moq_key or None,
+            anonymous=self.config.moq_anonymous,
+            token_key=self.config.token_key,
+        )
+        problem = ""
+        try:
+            await listener.start()
+        except OSError as exc:
+            problem = f"--moq-port: cannot listen on UDP {self.config.http_host}:{self.config.moq_port}: {exc.strerror}"
+        except ValueError as exc:
+            problem = f"--moq-cert/--moq-key: cannot load them: {exc}"
+        if problem:
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            if self.connector is not None:
+                await self.connector.stop()
+            raise StartupError(problem)
+        self.moq = listener
+        if self.config.moq_anonymous:
+            log.warning(
+                "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",
+                listener.port,
+            )
+
     async def _start_connector(self) -> None:
         # Imported here: only standalone and the connector role run it (and load SQLAlchemy).
         from .connector import EmbeddedConnector
@@ -218,6 +254,7 @@ class Node:
             if self.config.role in ("standalone", "connector"):
                 await self._start_connector()
             await self._start_sip()
+            await self._start_moq()
         except StartupError:
             http_sock.close()
             raise
@@ -237,6 +274,7 @@ class Node:
                     "http": f"{self.config.http_host}:{self.config.http_port}",
                     "workers": len(self.workers),
                     "udp_ports": ",".join(str(w.udp_port) for w in self.workers),
+                    "moq": f"udp/{self.moq.port}" if self.moq is not None else "off",
                     "loop": self.loop_name,
                     "version": __version__,
                 }
@@ -259,6 +297,8 @@ class Node:
         self.draining = True
         if self.sip is not None:
             await self.sip.close()
+        if self.moq is not None:
+            self.moq.drain()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await serve
@@ -269,6 +309,8 @@ class Node:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
         if self.connector is not None:
             await self.connector.stop()
+        if self.moq is not None:
+            self.moq.close()
         try:
             await self.after_stop()
         except Exception:

@@ -3,9 +3,10 @@
 The key is ``security.keys.token_key``: derived from the app secret (HKDF, ``token-signing``), or
 the app secret itself with ``--atm0s-compatible-tokens`` (docs/security.md).
 
-Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key, sip) so a token
-cannot be used on another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
-``record`` and ``extra_data``.
+Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key, sip, moq) so a
+token cannot be used on another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``,
+``peer``, ``record`` and ``extra_data``; a ``moq`` token also has ``publish`` and ``subscribe``: the MoQ
+namespace prefixes ("a/b" strings) its session may publish and subscribe under.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jwt
 # >= 16 characters; generated ones have 32). Derived keys have 32 bytes. The trade is in docs/security.md.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
-KINDS = ("whip", "whep", "webrtc", "rtpengine", "rtmp", "sip")
+KINDS = ("whip", "whep", "webrtc", "rtpengine", "rtmp", "sip", "moq")
 MAX_TTL = 7 * 24 * 3600
 
 
@@ -40,6 +41,9 @@ class SessionToken:
     expires_at: int = 0
     # The app (multi-tenancy, atm0s's JWT ``sub``); "" is the single-tenant default app.
     app: str = ""
+    # MoQ (docs/moq.md): namespace prefixes, fields joined by "/", this session may use.
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
 
 
 def app_secret_matches(secret: str, presented: str) -> bool:
@@ -62,6 +66,10 @@ def issue(key: str | bytes, token: SessionToken, ttl: int, now: int) -> str:
         claims["extra_data"] = token.extra_data
     if token.app:
         claims["sub"] = token.app
+    if token.publish:
+        claims["publish"] = list(token.publish)
+    if token.subscribe:
+        claims["subscribe"] = list(token.subscribe)
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -90,4 +98,12 @@ def verify(key: str | bytes, token: str, kind: str, now: int) -> SessionToken:
     app = claims.get("sub", "")
     if not isinstance(app, str):
         raise TokenError("token claim 'sub' must be a string")
-    return SessionToken(kind, room, peer, claims.get("record") is True, extra, exp, app)
+    scopes: dict[str, tuple[str, ...]] = {}
+    for name in ("publish", "subscribe"):
+        value = claims.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TokenError(f"token claim {name!r} must be a list of strings")
+        scopes[name] = tuple(value)
+    return SessionToken(
+        kind, room, peer, claims.get("record") is True, extra, exp, app, scopes["publish"], scopes["subscribe"]
+    )

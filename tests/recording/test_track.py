@@ -121,7 +121,7 @@ def test_the_reorder_wait_gives_up_on_the_clock_alone() -> None:
 
 
 def test_garbage_payloads_are_skipped_to_the_next_key_frame() -> None:
-    frames = list(vp8_frames())
+    frames = list(vp8_frames())  # a copy: the encoded frames are shared between tests
     rng = random.Random(7)
     # Frame 12's payload is garbage behind a valid descriptor: not a VP8 frame.
     garbage = bytes([0x01]) + bytes(rng.randrange(256) for _ in range(200))

@@ -260,3 +260,22 @@ def test_timestamp_unwrapper_crosses_the_wrap_both_ways() -> None:
     assert u.unwrap(0xFFFFFF00) == 0xFFFFFF00
     assert u.unwrap(0x100) == 0x1_0000_0100
     assert u.unwrap(0xFFFFFFF0) == 0xFFFFFFF0  # a late packet from before the wrap
+
+
+def test_a_video_track_says_when_it_needs_a_key_frame() -> None:
+    frames = vp8_frames()
+    groups = packetize("vp8", [d for d, _ in frames], 3000)
+    rec = TrackRecorder(True, PeerClock(), reorder_wait=0.05)
+    assert not rec.needs_keyframe  # nothing received yet
+    now = feed(rec, "vp8", flat(groups[5:10]))  # joined mid-stream: delta frames only
+    assert rec.needs_keyframe
+    now = feed(rec, "vp8", flat(groups[30:35]), t0=now)  # a gap, then the key frame at 30
+    rec.handle_timeout(now + 1)
+    assert not rec.needs_keyframe
+    del groups[40][0]
+    feed(rec, "vp8", flat(groups[36:45]), t0=now + 1)
+    rec.handle_timeout(now + 3)
+    assert rec.needs_keyframe  # lost a packet of frame 40: waits for the key frame at 60
+    audio = TrackRecorder(False, PeerClock())
+    feed(audio, "opus", flat(packetize("opus", encode_opus(5), 960)))
+    assert not audio.needs_keyframe

@@ -43,6 +43,9 @@ log = logging.getLogger("trackmesh.recording")
 QUEUE_MAX: Final = 20_000
 #: How often the thread drains the queue (seconds): part of what a crash can lose.
 POLL_INTERVAL: Final = 0.05
+#: While a video track waits for a key frame, ask the publisher again this often (seconds); the
+#: publisher side merges requests anyway (core.tracks: one per 300 ms).
+KEYFRAME_RETRY: Final = 1.0
 
 _PACKET, _OPEN, _SR, _CLOSE = range(4)
 
@@ -72,10 +75,12 @@ class TrackMeta:
 class _Track:
     meta: TrackMeta
     recorder: TrackRecorder
+    want_keyframe: Callable[[], None] | None = None
     muxer: SegmentMuxer | None = None
     info: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
     skipped: int = 0
+    keyframe_asked: float = -1e9
 
 
 class RecordingWriter:
@@ -109,9 +114,11 @@ class RecordingWriter:
 
     # ---- the worker's side (never blocks) --------------------------------------------------------
 
-    def open_track(self, key: Hashable, meta: TrackMeta) -> None:
+    def open_track(self, key: Hashable, meta: TrackMeta, want_keyframe: Callable[[], None] | None = None) -> None:
+        """Start recording track ``key``. ``want_keyframe()`` is called on the recording thread when
+        the track waits for a key frame: it must only set a flag that the worker acts on."""
         self._start()
-        self._control((_OPEN, key, meta))
+        self._control((_OPEN, key, meta, want_keyframe))
 
     def packet(self, key: Hashable, pkt: MediaPacket) -> None:
         queue = self._queue
@@ -186,7 +193,7 @@ class RecordingWriter:
                     track.recorder.on_sender_report(item[2] + offset, item[3], item[4], item[5])
                     touched.add(key)
             elif tag == _OPEN:
-                self._open(key, item[2])
+                self._open(key, item[2], item[3])
             else:
                 self._close(key, item[2])
         for key in touched:
@@ -201,7 +208,7 @@ class RecordingWriter:
                 track.recorder.handle_timeout(now)
                 self._outputs(track)
 
-    def _open(self, key: Hashable, meta: TrackMeta) -> None:
+    def _open(self, key: Hashable, meta: TrackMeta, want_keyframe: Callable[[], None] | None) -> None:
         if key in self._tracks:
             return
         clock = self._peers.setdefault((meta.room, meta.peer, meta.session), PeerClock())
@@ -209,7 +216,7 @@ class RecordingWriter:
         name = (meta.app, meta.room, meta.session, meta.peer, meta.track)
         first = self._next_index.get(name, 0)
         recorder = TrackRecorder(meta.video, clock, self.max_segment, first_index=first)
-        self._tracks[key] = _Track(meta, recorder)
+        self._tracks[key] = _Track(meta, recorder, want_keyframe)
         self.counters["recording_tracks"] += 1
 
     def _close(self, key: Hashable, reason: str) -> None:
@@ -243,6 +250,11 @@ class RecordingWriter:
                     self._end(track, out)
             except Exception as exc:
                 self._fail(track, exc)
+        if recorder.needs_keyframe and track.want_keyframe is not None and not track.failed:
+            now = time.monotonic()
+            if now - track.keyframe_asked >= KEYFRAME_RETRY:
+                track.keyframe_asked = now
+                track.want_keyframe()
         skipped = recorder.skipped_frames
         if skipped != track.skipped:
             self.counters["recording_skipped_frames"] += skipped - track.skipped

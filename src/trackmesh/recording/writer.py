@@ -1,7 +1,10 @@
 """The recording thread: track recorders and their muxers, off the media worker's loop. A driver.
 
 The worker's side only appends to a bounded queue (a ``deque``, whose ``append`` is atomic): no
-lock, no wake-up, no I/O per packet. When the queue holds :data:`QUEUE_MAX` packets, further
+lock, no wake-up, no I/O and no copy per packet. The queued :class:`MediaPacket` keeps its payload
+view alive: receiving drivers allocate one immutable ``bytes`` per datagram (runtime/worker.py,
+SRTP), so the view cannot change under the thread; a transport that published views of a reused
+buffer would have to copy them first. When the queue holds :data:`QUEUE_MAX` packets, further
 packets are dropped and counted (``recording_queue_drops``): the recorder sees the gap as loss
 and resumes at the next key frame, and forwarding to viewers is never slowed. Track controls
 (open, sender report, close) are never dropped.

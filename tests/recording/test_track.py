@@ -279,3 +279,29 @@ def test_a_video_track_says_when_it_needs_a_key_frame() -> None:
     audio = TrackRecorder(False, PeerClock())
     feed(audio, "opus", flat(packetize("opus", encode_opus(5), 960)))
     assert not audio.needs_keyframe
+
+
+def test_simulcast_records_the_highest_layer_and_starts_a_file_when_it_appears() -> None:
+    """Chrome sends the low layer first and adds higher ones as its estimate grows: each layer is
+    its own RTP stream (numbering, timestamps), so the higher layer starts a new file on its key
+    frame and the lower layer's packets are then ignored."""
+    frames = [d for d, _ in vp8_frames()]
+    low = packetize("vp8", frames, 3000, seq0=100, ts0=1_000)
+    high = packetize("vp8", frames, 3000, seq0=40_000, ts0=9_999_000)
+    rec = TrackRecorder(True, PeerClock())
+    now = T0
+    for i in range(60):
+        for seq, ts, marker, payload in low[i]:
+            rec.on_packet(now, "vp8", seq, ts, marker, payload, 0)
+        if i >= 30:  # the top layer from its key frame at 30 on
+            for seq, ts, marker, payload in high[i]:
+                rec.on_packet(now, "vp8", seq, ts, marker, payload, 1)
+        now += 1 / 30
+    rec.stop(now)
+    outs = drain(rec)
+    starts = [o for o in outs if isinstance(o, SegmentStart)]
+    assert [s.index for s in starts] == [0, 1]
+    assert [o.reason for o in outs if isinstance(o, SegmentEnd)] == ["layer change", "stopped"]
+    second = samples(outs[outs.index(starts[1]) :])
+    assert len(second) == 30 and second[0].keyframe and [s.pts for s in second] == [i * 3000 for i in range(30)]
+    assert rec.other_layers == sum(len(g) for g in low[31:60])

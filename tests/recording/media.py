@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from functools import cache
 
 import av
 
@@ -14,10 +15,12 @@ Rtp = tuple[int, int, bool, bytes]  # seq, timestamp, marker, payload
 _ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264"}
 
 
+@cache
 def encode_video(
     codec: str, frames: int, fps: int = 30, gop: int = 30, size: tuple[int, int] = (160, 120)
 ) -> list[tuple[bytes, bool]]:
-    """``frames`` encoded frames (data, keyframe) of a moving test picture: H.264 in Annex B."""
+    """``frames`` encoded frames (data, keyframe) of a moving test picture: H.264 in Annex B.
+    Cached per arguments (encoding is the slow part of these tests): callers must not mutate it."""
     ctx = av.CodecContext.create(_ENCODERS[codec], "w")
     ctx.width, ctx.height = size
     ctx.pix_fmt = "yuv420p"
@@ -41,8 +44,9 @@ def encode_video(
     return out
 
 
+@cache
 def encode_opus(frames: int) -> list[bytes]:
-    """``frames`` 20 ms Opus packets of noise (mono)."""
+    """``frames`` 20 ms Opus packets of noise (mono); cached like :func:`encode_video`."""
     ctx = av.CodecContext.create("libopus", "w")
     ctx.sample_rate = 48000
     ctx.layout = "mono"

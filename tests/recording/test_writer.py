@@ -163,3 +163,20 @@ def test_stopping_the_writer_finalises_open_files(tmp_path: Path) -> None:
         meta = probe(tmp_path / info["path"])
         assert float(meta["format"]["duration"]) == pytest.approx(info["duration"], abs=0.1)
         assert decode_errors(tmp_path / info["path"]) == ""
+
+
+def test_a_track_joined_mid_stream_asks_for_a_key_frame(tmp_path: Path) -> None:
+    now = time.monotonic()
+    vp8 = encode_video("vp8", 90, gop=30)
+    groups = packetize("vp8", [d for d, _ in vp8], 3000, mtu=1000)
+    asked: list[float] = []
+    counters: dict[str, int] = {}
+    writer = RecordingWriter(tmp_path, 3600.0, counters, wall_offset=time.time() - time.monotonic())
+    writer.open_track("v", TrackMeta("", "r", "s", "p", "video", True), lambda: asked.append(time.monotonic()))
+    for pkt in packets(MediaCodec.VP8, groups[5:29], now, 1 / 30):  # delta frames only
+        writer.packet("v", pkt)
+    deadline = time.monotonic() + 5
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.stop(5.0)
+    assert asked and counters["recording_skipped_frames"] == 24 and counters["recording_files"] == 0

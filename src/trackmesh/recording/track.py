@@ -171,6 +171,12 @@ class TrackRecorder:
             self._synced = True
             self._out.append(StartRefined(self._clock.wall_time(self._base)))
 
+    @property
+    def needs_keyframe(self) -> bool:
+        """A video track that is waiting for a key frame (at its start, or after loss or garbage):
+        the driver asks the publisher for one (a PLI through the channel's feedback path)."""
+        return self.video and self._need_key and self._depack is not None
+
     def handle_timeout(self, now: float) -> None:
         self._release(now)
 

@@ -305,3 +305,15 @@ def test_simulcast_records_the_highest_layer_and_starts_a_file_when_it_appears()
     second = samples(outs[outs.index(starts[1]) :])
     assert len(second) == 30 and second[0].keyframe and [s.pts for s in second] == [i * 3000 for i in range(30)]
     assert rec.other_layers == sum(len(g) for g in low[31:60])
+
+
+def test_later_sender_reports_move_the_start_when_the_first_ones_lagged() -> None:
+    """A sender that sends a start-up backlog in a burst reports RTP times that lag at first;
+    its later (steady) reports move the open segment's start; jitter-sized moves are not told."""
+    rec = TrackRecorder(False, PeerClock())
+    feed(rec, "opus", flat(packetize("opus", encode_opus(10), 960, ts0=48_000)), t0=T0)
+    rec.on_sender_report(T0 + 0.2, 0, 48_000 + 4_800, ntp64(T0 + 0.2))  # says: ts0 was sent at T0+0.1
+    rec.on_sender_report(T0 + 1.2, 0, 48_000 + 48_000 + 480, ntp64(T0 + 1.2))  # steady: moves by 0.09 s
+    rec.on_sender_report(T0 + 2.2, 0, 48_000 + 96_000 + 960, ntp64(T0 + 2.2 + 0.005))  # 5 ms: not told
+    refined = [o.start_wall for o in drain(rec) if isinstance(o, StartRefined)]
+    assert refined == [pytest.approx(T0 + 0.1), pytest.approx(T0 + 0.19)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,39 @@ def test_a_track_joined_mid_stream_asks_for_a_key_frame(tmp_path: Path) -> None:
         time.sleep(0.01)
     writer.stop(5.0)
     assert asked and counters["recording_skipped_frames"] == 24 and counters["recording_files"] == 0
+
+
+def test_a_write_error_mid_file_fails_that_track_and_no_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full while a file grows: that track stops recording (sidecar failed, counted, logged),
+    its file is closed as it stands; the other track's file is complete."""
+    import errno
+
+    from trackmesh.recording.muxer import SegmentMuxer
+
+    real_write = SegmentMuxer.write
+    written: dict[str, int] = {}
+
+    def write(self: SegmentMuxer, sample: Any) -> None:
+        name = self.path.name
+        written[name] = written.get(name, 0) + 1
+        if name.startswith("video") and written[name] > 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, sample)
+
+    monkeypatch.setattr(SegmentMuxer, "write", write)
+    now = time.monotonic()
+    vp8 = encode_video("vp8", 90, gop=30)
+    opus = encode_opus(100)
+    tracks = {
+        "v": (TrackMeta("", "r", "s", "p", "video", True),
+              packets(MediaCodec.VP8, packetize("vp8", [d for d, _ in vp8], 3000, mtu=1000), now, 1 / 30)),
+        "a": (TrackMeta("", "r", "s", "p", "audio", False),
+              packets(MediaCodec.OPUS, packetize("opus", opus, 960), now, 0.02)),
+    }  # fmt: skip
+    counters = run_writer(tmp_path, tracks)
+    assert counters["recording_failures"] == 1 and counters["recording_tracks"] == 0
+    by_track = {i["track"]: i for i in list_recordings(tmp_path, "", "r")}
+    assert by_track["video"]["status"] == "failed" and "No space left" in by_track["video"]["error"]
+    assert by_track["audio"]["status"] == "complete"
+    assert decode_errors(tmp_path / by_track["audio"]["path"]) == ""
+    assert probe(tmp_path / by_track["video"]["path"])["streams"][0]["codec_name"] == "vp8"  # what it had

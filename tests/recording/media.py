@@ -12,7 +12,7 @@ import av
 from trackmesh.codecs.registry import packetizer
 
 Rtp = tuple[int, int, bool, bytes]  # seq, timestamp, marker, payload
-_ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264"}
+_ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
 
 
 @cache
@@ -29,6 +29,10 @@ def encode_video(
     ctx.gop_size = gop
     if codec == "h264":
         ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "keyint_min": str(gop)}
+    elif codec == "h265":
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "x265-params": "bframes=0:log-level=error"}
+    elif codec == "av1":
+        ctx.options = {"preset": "12", "svtav1-params": "lp=1"}
     else:
         ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     out: list[tuple[bytes, bool]] = []

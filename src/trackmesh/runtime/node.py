@@ -97,6 +97,16 @@ class Node:
                 out.append({"worker": worker.index, "error": exc.message})
         return out
 
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker, in order: each one's result, or the RpcError it answered."""
+        out: list[Any] = []
+        for worker in self.workers:
+            try:
+                out.append(await worker.call(method, params))
+            except RpcError as exc:
+                out.append(exc)
+        return out
+
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
         self._stop.set()

@@ -33,6 +33,7 @@ from trackmesh.core.worker import MediaWorker
 from trackmesh.rpc import RpcError
 
 from .loop import LoopLag
+from .media_metrics import MediaMetrics
 from .scheduler import Scheduler, Timed
 
 log = logging.getLogger("trackmesh.worker")
@@ -321,4 +322,5 @@ class WorkerRuntime:
             "rooms": len(self.core.rooms.rooms),
             "counters": dict(self.counters),
             "loop_lag": self.loop_lag.stats(self.now()),
+            "media": MediaMetrics.of(self).snapshot(),
         }

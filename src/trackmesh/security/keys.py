@@ -13,6 +13,7 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
   media node throttles on, http/throttle.py).
 - ``standard-webhooks``: the default ``whsec_`` secret of the connector's Standard Webhooks, one
   per app (``webhook_key``, connector/signing.py).
+- ``console-session``: the console's session cookies and CSRF tokens (http/console/session.py).
 
 HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
 entropy: a short secret stays guessable offline from any token a browser holds, which is why
@@ -32,7 +33,15 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks")
+PURPOSES = (
+    "token-signing",
+    "cluster-link",
+    "conn-id",
+    "hook-signing",
+    "gateway-forward",
+    "standard-webhooks",
+    "console-session",
+)
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).

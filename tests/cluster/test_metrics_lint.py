@@ -9,8 +9,6 @@ embeds the connector).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -18,15 +16,8 @@ import pytest
 
 from tests.cluster.test_roles import Cluster, free_port, http
 from tests.cluster.test_routers import routed, start_routers
+from tests.promtool import PROMTOOL, promtool_problems
 from tests.runtime.node_process import NodeProcess
-
-PROMTOOL = shutil.which("promtool")
-
-
-def promtool_problems(text: str) -> str:
-    assert PROMTOOL is not None
-    proc = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    return (proc.stdout + proc.stderr).strip() + ("" if proc.returncode == 0 else f" (exit {proc.returncode})")
 
 
 @pytest.fixture

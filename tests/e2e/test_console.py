@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import StaticServer, TrackmeshNode
+from tests.promtool import PROMTOOL, promtool_problems, sample
 from tests.runtime.node_process import http
 
 pytestmark = pytest.mark.e2e
@@ -64,6 +65,37 @@ def login_cookie(node: TrackmeshNode, secret: str, origin: str) -> tuple[int, st
         conn.close()
 
 
+def check_media_metrics(node: TrackmeshNode) -> None:
+    """With a publisher and a viewer: packets counted by transport, the join in the histogram, the viewer's
+    RTT observed; promtool accepts the text."""
+    deadline = time.monotonic() + 15
+    text = ""
+    while time.monotonic() < deadline:
+        text = http("GET", node.url("/metrics"))[2].decode()
+        if sample(text, "trackmesh_viewer_rtt_seconds_count") > 0 and sample(
+                text, "trackmesh_forwarded_packets_total", transport="whep") > 0:
+            break
+        time.sleep(0.5)
+    print("console: metrics", {n: sample(text, n, **lb) for n, lb in (
+        ("trackmesh_packets_received_total", {"transport": "whip"}),
+        ("trackmesh_rtp_packets_received_total", {"transport": "whip"}),
+        ("trackmesh_forwarded_packets_total", {"transport": "whep"}),
+        ("trackmesh_forwarded_bytes_total", {"transport": "whep"}),
+        ("trackmesh_join_duration_seconds_count", {"transport": "whip"}),
+        ("trackmesh_viewer_rtt_seconds_count", {}),
+        ("trackmesh_sessions", {"transport": "whep"}))})
+    assert sample(text, "trackmesh_packets_received_total", transport="whip") > 0, text
+    assert sample(text, "trackmesh_bytes_received_total", transport="whip") > 0, text
+    assert sample(text, "trackmesh_rtp_packets_received_total", transport="whip") > 0, text
+    assert sample(text, "trackmesh_forwarded_packets_total", transport="whep") > 0, text
+    assert sample(text, "trackmesh_join_connected_total", transport="whip") >= 1, text
+    assert sample(text, "trackmesh_join_duration_seconds_count", transport="whip") >= 1, text
+    assert sample(text, "trackmesh_sessions", transport="whep") == 1, text
+    assert sample(text, "trackmesh_viewer_rtt_seconds_count") > 0, text
+    if PROMTOOL is not None:
+        assert promtool_problems(text) == "", promtool_problems(text)
+
+
 def api_status(node: TrackmeshNode, method: str, path: str, headers: dict[str, str] | None = None) -> int:
     return http(method, node.url(path), b"" if method == "POST" else None, headers or {})[0]
 
@@ -103,7 +135,15 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     assert page.locator("section.room h3").first.inner_text() == room
     assert "publishes · video" in row.locator("ul.tracks").inner_text()
     assert page.locator("img").count() == 0 and page.locator("b").count() == 0 and not alerts
+
+    # A WHEP viewer: the console shows what it receives; /metrics counts the forwarding and its reports.
+    viewer = chromium.new_page()
+    query = urllib.parse.urlencode({"room": room, "token": node.token("whep", room)})
+    viewer.goto(node.url(f"/samples/whep.html?{query}&autostart=1"))
+    page.locator("li[data-track]", has_text="receives · video").first.wait_for(timeout=10_000)
+    check_media_metrics(node)
     shot(page, "2-live-room")
+    viewer.close()
 
     # The peer's timeline: one click on the peer.
     session = row.get_attribute("data-session")
@@ -129,6 +169,8 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         time.sleep(0.3)
     assert page.locator("#end-reason").count(), page.locator("#view").inner_text()
     assert "kicked by an operator" in page.locator("#end-reason").inner_text()
+    metrics = http("GET", node.url("/metrics"))[2].decode()
+    assert sample(metrics, "trackmesh_sessions_closed_total", transport="whip", reason="kicked") >= 1, metrics
     shot(page, "4-kicked")
     # The live view dropped it, and the peer list (event log) still has it: 3 clicks from the landing page.
     page.goto(node.url("/console#/rooms"))

@@ -66,7 +66,7 @@ class ConsoleSessions:
         if not value or len(value) > MAX_COOKIE_CHARS or value.count(".") != 1:
             return None
         payload, tag = value.split(".")
-        if not hmac.compare_digest(self._sign(payload), tag):
+        if not hmac.compare_digest(self._sign(payload).encode(), tag.encode()):  # bytes: any text compares
             return None
         try:
             obj = json.loads(_unb64(payload))
@@ -90,7 +90,7 @@ class ConsoleSessions:
         return self._sign("csrf|" + session.nonce)
 
     def csrf_ok(self, session: ConsoleSession, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(self.csrf_token(session), presented)
+        return presented is not None and hmac.compare_digest(self.csrf_token(session).encode(), presented.encode())
 
 
 def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:

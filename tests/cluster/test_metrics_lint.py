@@ -9,8 +9,11 @@ embeds the connector).
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,8 @@ from tests.cluster.test_roles import Cluster, free_port, http
 from tests.cluster.test_routers import routed, start_routers
 from tests.promtool import PROMTOOL, promtool_problems
 from tests.runtime.node_process import NodeProcess
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture
@@ -55,6 +60,12 @@ def test_every_role_exposes_metrics_promtool_accepts(cluster: Cluster) -> None:
                 assert family in text, (base, family)
         text = http("GET", standalone.base + "/metrics")[2].decode()
         assert "trackmesh_hook_queue_depth 0.0" in text, text
+        # docs/observability.md lists every family a role exposes (process_* as a group).
+        doc = (DOCS / "observability.md").read_text()
+        for role, base in bases.items():
+            families = re.findall(r"^# TYPE (\S+) ", http("GET", base + "/metrics")[2].decode(), re.M)
+            missing = [f for f in families if not f.startswith("process_") and f"`{f}`" not in doc]
+            assert not missing, (role, missing)
         # Health: live and ready apart, with the reason.
         for role, base in bases.items():
             status, _, body = http("GET", base + "/api/node/health/live")
@@ -82,3 +93,18 @@ def test_a_media_node_without_its_cluster_is_live_but_not_ready_with_the_reason(
     assert status == 503 and data["ready"] is False and "not connected to any cluster seed" in data["reason"], body
     text = http("GET", media.base + "/metrics")[2].decode()
     assert "trackmesh_ready 0.0" in text, text
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is missing (apt-get install prometheus)")
+def test_alerting_rules_and_dashboard_use_documented_metrics() -> None:
+    proc = subprocess.run([str(PROMTOOL), "check", "rules", str(DOCS / "alerting-rules.yml")], capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    doc = (DOCS / "observability.md").read_text()
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    used = set(re.findall(r"\b(trackmesh_[a-z_]+)", " ".join(exprs) + (DOCS / "alerting-rules.yml").read_text()))
+    families = {re.sub(r"_(bucket|count|sum)$", "", name) for name in used}
+    missing = sorted(f for f in families if f"`{f}`" not in doc)
+    assert not missing, missing

@@ -143,6 +143,9 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.locator("li[data-track]", has_text="receives · video").first.wait_for(timeout=10_000)
     check_media_metrics(node)
     shot(page, "2-live-room")
+    page.set_viewport_size({"width": 1100, "height": 700})
+    shot(page, "2-live-room-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
     viewer.close()
 
     # The peer's timeline: one click on the peer.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import StaticServer, TrackmeshNode
-from tests.promtool import PROMTOOL, promtool_problems, sample
+from tests.promtool import PROMTOOL, PrometheusServer, promtool_problems, sample
 from tests.runtime.node_process import http
 
 pytestmark = pytest.mark.e2e
@@ -101,7 +101,7 @@ def api_status(node: TrackmeshNode, method: str, path: str, headers: dict[str, s
 
 
 def test_console_login_live_room_timeline_kick_and_refusals(
-    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer
+    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer, request: pytest.FixtureRequest
 ) -> None:
     node = trackmesh_node
     alerts: list[str] = []
@@ -121,6 +121,12 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.wait_for_selector("#no-rooms, section.room")
     cookie = next(c for c in chromium.cookies() if c["name"] == "trackmesh_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > time.time(), cookie
+
+    # A real Prometheus scrapes the node every second from here on.
+    prometheus = PrometheusServer([node.base.removeprefix("http://")]) if PROMTOOL is not None else None
+    request.addfinalizer(lambda: prometheus.close() if prometheus is not None else None)
+    if prometheus is not None:
+        idle_series = prometheus.wait("scrape_samples_scraped", lambda v: v > 0)
 
     # A WHIP publisher whose peer id is HTML: its room, peer and track appear (pushed) within 5 s, as text.
     room = "console-room <b>bold</b>"
@@ -142,6 +148,15 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     viewer.goto(node.url(f"/samples/whep.html?{query}&autostart=1"))
     page.locator("li[data-track]", has_text="receives · video").first.wait_for(timeout=10_000)
     check_media_metrics(node)
+    if prometheus is not None:
+        # PromQL over what Prometheus scraped: the forwarded-packets rate, the join histogram, the series count.
+        rate = prometheus.wait('sum(rate(trackmesh_forwarded_packets_total{transport="whep"}[5s]))', lambda v: v > 0)
+        p95 = prometheus.wait('histogram_quantile(0.95, sum by (le) (trackmesh_join_duration_seconds_bucket))',
+                              lambda v: v > 0)  # fmt: skip
+        series = prometheus.wait("scrape_samples_scraped", lambda v: v > 0)
+        print(f"console: prometheus: forwarded {rate:.0f} packets/s, join p95 {p95:.3f} s, "
+              f"{series:.0f} series with 2 peers ({idle_series:.0f} with none)")
+        assert series < 2000 and series <= idle_series + 10, (series, idle_series)
     shot(page, "2-live-room")
     page.set_viewport_size({"width": 1100, "height": 700})
     shot(page, "2-live-room-desktop")

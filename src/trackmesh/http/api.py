@@ -76,6 +76,7 @@ class NodeApi(Protocol):
         """``method`` on every worker: each one's result, or the ``RpcError`` it answered (the console)."""
         ...
 
-    async def stats(self) -> list[dict[str, Any]]:
-        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer)."""
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer); with
+        ``media``, also its media totals (for /metrics: O(sessions))."""
         ...

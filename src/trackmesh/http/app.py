@@ -131,7 +131,7 @@ def create_app(node: NodeApi) -> FastAPI:
         refused = unauthorized(authorization)
         if refused is not None:
             return refused
-        text, content_type = render_metrics(node, await node.stats(), throttle)
+        text, content_type = render_metrics(node, await node.stats(media=True), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node)))

@@ -88,11 +88,11 @@ class Node:
             raise RpcError(404, "unknown conn id")
         return self.workers[parts.worker]
 
-    async def stats(self) -> list[dict[str, Any]]:
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
         out = []
         for worker in self.workers:
             try:
-                out.append(await worker.call("worker.stats", {}))
+                out.append(await worker.call("worker.stats", {"media": media}))
             except RpcError as exc:
                 out.append({"worker": worker.index, "error": exc.message})
         return out

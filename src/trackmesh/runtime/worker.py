@@ -106,7 +106,7 @@ class WorkerRuntime:
         self.loop_lag = LoopLag()
         self._buf = bytearray(RECV_BUFFER)
         self.udp_port = 0
-        self.register_rpc("worker.stats", lambda now, params: self.stats())
+        self.register_rpc("worker.stats", lambda now, params: self.stats(media=bool(params.get("media"))))
 
     # ---- wiring for transports ---------------------------------------------------------
 
@@ -314,13 +314,17 @@ class WorkerRuntime:
         if deadline is not None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def stats(self, media: bool = False) -> dict[str, Any]:
+        """The worker's counters; with ``media``, also its media totals by transport (O(sessions), and it
+        samples the viewers' reports: only ``/metrics`` asks, not the load reports)."""
+        out = {
             "worker": self.index,
             "udp_port": self.udp_port,
             "endpoints": len(self.core.endpoints),
             "rooms": len(self.core.rooms.rooms),
             "counters": dict(self.counters),
             "loop_lag": self.loop_lag.stats(self.now()),
-            "media": MediaMetrics.of(self).snapshot(),
         }
+        if media:
+            out["media"] = MediaMetrics.of(self).snapshot()
+        return out

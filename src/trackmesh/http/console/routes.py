@@ -229,14 +229,20 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return ok({"app": session.app, "expires": session.expires, "csrf": sessions.csrf_token(session),
                    "node_id": node.config.node_id, "role": node.config.role})  # fmt: skip
 
-    async def live_rooms(app: str) -> list[dict[str, Any]]:
+    async def live_rooms(app: str) -> dict[str, Any]:
+        """``rooms`` (rooms -> peers -> tracks) and ``unanswered``: the workers that did not answer, whose
+        sessions are missing from ``rooms`` (the page says so instead of showing a partial view as whole)."""
         rows: list[dict[str, Any]] = []
-        for result in await node.call_workers("console.rooms", {"app": app}):
+        unanswered: list[str] = []
+        for index, result in enumerate(await node.call_workers("console.rooms", {"app": app})):
             if isinstance(result, list):
                 rows.extend(result)
-        return group_rooms(rows)
+            else:
+                unanswered.append(f"worker {index}: {getattr(result, 'message', result)}")
+        return {"rooms": group_rooms(rows), "unanswered": unanswered}
 
-    @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app, their peers and tracks",
+    @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app, their peers and tracks "
+             "(`rooms`), and the workers that did not answer (`unanswered`)",
              responses=_UNAUTHORIZED)  # fmt: skip
     async def rooms(request: Request) -> Response:
         session = current(request)

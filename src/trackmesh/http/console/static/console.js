@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const state = { session: null, rooms: [], roomsAt: 0, stream: null, armed: null };
+  const state = { session: null, rooms: [], unanswered: [], roomsAt: 0, stream: null, armed: null };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -305,14 +305,19 @@
     const es = new EventSource("/api/console/stream");
     state.stream = es;
     es.addEventListener("rooms", (e) => {
-      state.rooms = JSON.parse(e.data);
+      const data = JSON.parse(e.data);
+      state.rooms = data.rooms;
+      state.unanswered = data.unanswered || [];
       state.roomsAt = Date.now();
-      setStatus("");
+      setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
       const hash = location.hash || "#/rooms";
       if (hash.startsWith("#/rooms") && !state.armed) renderRooms();
     });
     es.addEventListener("logout", () => location.reload());
-    es.onerror = () => setStatus("Live updates interrupted: reconnecting...", true);
+    es.onerror = () => {
+      const at = state.roomsAt ? new Date(state.roomsAt).toLocaleTimeString() : "never";
+      setStatus("Live updates interrupted, reconnecting: the rooms shown are stale (as of " + at + ").", true);
+    };
   }
 
   async function start() {

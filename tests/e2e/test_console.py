@@ -26,6 +26,15 @@ XSS = "<img src=x onerror=alert(1)>"
 ARTIFACTS = Path(os.environ.get("TRACKMESH_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
+_T0 = [0.0]
+
+
+def phase(name: str) -> None:
+    now = time.monotonic()
+    print(f"console: +{now - _T0[0]:.1f} s {name}")
+    _T0[0] = now
+
+
 def shot(page: Any, name: str) -> None:
     out = ARTIFACTS / "console"
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +118,11 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
 
+    _T0[0] = time.monotonic()
+    phase("start")
+    # A real Prometheus scrapes the node every second (started first: it starts while we log in).
+    prometheus = PrometheusServer([node.base.removeprefix("http://")]) if PROMTOOL is not None else None
+    request.addfinalizer(lambda: prometheus.close() if prometheus is not None else None)
     # Wrong secret: the login form again, no cookie, nothing of the cluster.
     login(page, node, "not-the-secret-at-all")
     assert page.locator("p.error").inner_text() == "Wrong secret."
@@ -116,18 +130,17 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     assert not [c for c in chromium.cookies() if c["name"] == "trackmesh_console"]
     shot(page, "1-wrong-secret")
 
+    phase('The right ')
     # The right secret: an HttpOnly, SameSite=Strict, expiring cookie, and the live rooms view.
     login(page, node, node.secret)
     page.wait_for_selector("#no-rooms, section.room")
     cookie = next(c for c in chromium.cookies() if c["name"] == "trackmesh_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > time.time(), cookie
 
-    # A real Prometheus scrapes the node every second from here on.
-    prometheus = PrometheusServer([node.base.removeprefix("http://")]) if PROMTOOL is not None else None
-    request.addfinalizer(lambda: prometheus.close() if prometheus is not None else None)
     if prometheus is not None:
         idle_series = prometheus.wait("scrape_samples_scraped", lambda v: v > 0)
 
+    phase('A WHIP pub')
     # A WHIP publisher whose peer id is HTML: its room, peer and track appear (pushed) within 5 s, as text.
     room = "console-room <b>bold</b>"
     pub = publish(chromium, node, room, XSS)
@@ -142,6 +155,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     assert "publishes · video" in row.locator("ul.tracks").inner_text()
     assert page.locator("img").count() == 0 and page.locator("b").count() == 0 and not alerts
 
+    phase('A WHEP vie')
     # A WHEP viewer: the console shows what it receives; /metrics counts the forwarding and its reports.
     viewer = chromium.new_page()
     query = urllib.parse.urlencode({"room": room, "token": node.token("whep", room)})
@@ -163,6 +177,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.set_viewport_size({"width": 390, "height": 844})
     viewer.close()
 
+    phase("The peer's")
     # The peer's timeline: one click on the peer.
     session = row.get_attribute("data-session")
     assert session
@@ -171,6 +186,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     assert page.locator("#live-state").inner_text().startswith("Live: peer")
     shot(page, "3-timeline")
 
+    phase('Kick it')
     # Kick it (two-step button): the publisher's connection ends, the timeline says why.
     kick = page.locator(f"#live-state button[data-action='kick'][data-session='{session}']")
     kick.click()
@@ -190,13 +206,16 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     metrics = http("GET", node.url("/metrics"))[2].decode()
     assert sample(metrics, "trackmesh_sessions_closed_total", transport="whip", reason="kicked") >= 1, metrics
     shot(page, "4-kicked")
+    phase('The live v')
     # The live view dropped it, and the peer list (event log) still has it: 3 clicks from the landing page.
     page.goto(node.url("/console#/rooms"))
-    page.wait_for_selector("#no-rooms")
+    page.wait_for_selector("section.room, #no-rooms")
+    assert page.locator(f'tr[data-peer="{XSS}"]').count() == 0
     page.click("#nav-peers")
     page.locator(f"tr[data-peer='{XSS}'] a.session").first.click()
     page.wait_for_selector("#end-reason")
     assert page.locator("img").count() == 0 and not alerts
+    phase('The event ')
     # The event log, filtered.
     page.goto(node.url(f"/console#/events?event=Disconnected&session={session}"))
     page.wait_for_selector("tr[data-event='Disconnected']")
@@ -204,6 +223,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     shot(page, "5-events")
     pub.close()
 
+    phase('Cross-site')
     # Cross-site POSTs are refused, with the cookie in the browser. Same site, other origin
     # (127.0.0.1:<other port>): the cookie goes along, the Origin check refuses (403).
     pub2 = publish(chromium, node, "console-xsite", "victim")
@@ -231,6 +251,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.locator("tr[data-peer='victim']").wait_for(timeout=2_000)
     assert pub2.evaluate("() => window.tm.state") == "connected"
 
+    phase('End the ro')
     # End the room from the console: the publisher goes.
     end = page.locator("section.room[data-room='console-xsite'] button[data-action='end-room']")
     end.click()
@@ -239,6 +260,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     pub2.wait_for_function("() => window.tm.state !== 'connected'", timeout=10_000)
     pub2.close()
 
+    phase('Logout:')
     # Logout: the cookie stops working at once (even replayed).
     cookie = next(c for c in chromium.cookies() if c["name"] == "trackmesh_console")
     page.click("#logout")

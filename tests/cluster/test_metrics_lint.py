@@ -58,6 +58,9 @@ def test_every_role_exposes_metrics_promtool_accepts(cluster: Cluster) -> None:
                            "trackmesh_join_duration_seconds", "trackmesh_viewer_rtt_seconds_bucket",
                            "trackmesh_sessions{"):  # fmt: skip
                 assert family in text, (base, family)
+        text = http("GET", media.base + "/metrics")[2].decode()
+        assert 'trackmesh_cluster_packets_sent_total{worker="0"}' in text, text
+        assert 'trackmesh_cluster_channels{direction="import",worker="0"}' in text, text
         text = http("GET", standalone.base + "/metrics")[2].decode()
         assert "trackmesh_hook_queue_depth 0.0" in text, text
         # docs/observability.md lists every family a role exposes (process_* as a group).

@@ -74,6 +74,9 @@ def render_metrics(
             exp.counter(f"trackmesh_{name}", f"Worker counter {name}", value, worker)
         if "media" in st:
             medias.append(st["media"])
+        cluster = st.get("cluster")
+        if isinstance(cluster, dict) and "error" not in cluster:
+            add_cluster_metrics(exp, worker, cluster)
     if node.config.role in ("standalone", "media"):
         add_media_metrics(exp, merge_snapshots(medias))
     connector = node.connector
@@ -129,6 +132,33 @@ def add_media_metrics(exp: Exposition, media: dict[str, Any]) -> None:
     for name, doc in docs.items():
         if name in media:
             exp.histogram(f"trackmesh_{name}", doc, media[name])
+
+
+#: A cluster media node's per-worker traffic with the other nodes (runtime/worker_cluster.py, cluster.stats).
+CLUSTER_COUNTERS = {
+    "packets_out": ("trackmesh_cluster_packets_sent", "Media packets this worker published to other nodes"),
+    "packets_in": ("trackmesh_cluster_packets_received", "Media packets this worker received from other nodes"),
+    "bad_packets": ("trackmesh_cluster_bad_packets", "Malformed packets from other nodes, dropped"),
+    "feedback_out": ("trackmesh_cluster_feedback_sent", "Feedback (key frame requests, bitrate hints) sent to "
+                     "other nodes"),
+    "feedback_in": ("trackmesh_cluster_feedback_received", "Feedback received from other nodes"),
+    "messages_out": ("trackmesh_cluster_messages_sent", "Data-channel messages sent to other nodes"),
+    "messages_in": ("trackmesh_cluster_messages_received", "Data-channel messages received from other nodes"),
+    "bad_messages": ("trackmesh_cluster_bad_messages", "Malformed messages from other nodes, dropped"),
+    "registry_members_lost": ("trackmesh_cluster_members_lost", "Cluster members whose registry entries were "
+                              "dropped when their liveliness went"),
+    "callback_errors": ("trackmesh_cluster_callback_errors", "Errors in zenoh callbacks, caught"),
+}
+
+
+def add_cluster_metrics(exp: Exposition, worker: dict[str, str], cluster: dict[str, Any]) -> None:
+    for key, (name, doc) in CLUSTER_COUNTERS.items():
+        if isinstance(cluster.get(key), int | float):
+            exp.counter(name, doc, cluster[key], worker)
+    exp.gauge("trackmesh_cluster_channels", "Channels (tracks) this worker exports to or imports from other nodes",
+              cluster.get("channels_exported", 0), {**worker, "direction": "export"})
+    exp.gauge("trackmesh_cluster_channels", "", cluster.get("channels_imported", 0), {**worker, "direction": "import"})
+    exp.gauge("trackmesh_cluster_peers", "zenoh sessions this worker is linked to", cluster.get("peers", 0), worker)
 
 
 def add_connector_metrics(exp: Exposition, m: dict[str, float]) -> None:

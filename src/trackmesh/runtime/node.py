@@ -269,6 +269,8 @@ def print_banner(node: Node) -> None:
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
+    if cfg.role == "standalone":
+        lines.append(f"  console:       {base}/console  (log in with the app secret)")
     if node.has_media:
         lines += [
             f"  samples:               {base}/samples/index.html",

@@ -4,6 +4,7 @@ no ICE needed to list or kick them)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client as httpclient
 import json
 import signal
@@ -26,7 +27,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     apps = tmp_path_factory.mktemp("apps") / "apps.json"
     apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME},
                                          {"app_id": "globex", "app_secret": GLOBEX}]}))  # fmt: skip
-    n = NodeProcess("--apps", str(apps))
+    n = NodeProcess("--apps", str(apps), "--workers", "2")
     n.wait_ready()
     yield n
     assert n.stop(signal.SIGINT) == 0
@@ -62,6 +63,11 @@ class Console:
                 for p in r["peers"]]  # fmt: skip
 
 
+def worker_of(room: str) -> int:
+    """The worker of a room on a 2-worker node (runtime/node.py worker_for_room)."""
+    return int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big") % 2
+
+
 def whip(node: NodeProcess, secret: str, room: str, peer: str) -> None:
     status, data = node.json("POST", "/token/whip", {"room": room, "peer": peer, "ttl": 600}, token=secret)
     assert status == 200, data
@@ -84,12 +90,18 @@ def test_each_app_sees_and_kicks_only_its_own_sessions(node: NodeProcess) -> Non
     assert globex.post(f"/api/console/sessions/{acme_session}/kick")[0] == 404
     assert globex.post("/api/console/rooms/shared-name/end") == (200, {"status": True, "data": {"kicked": 1}})
     assert globex.peers() == [] and [p[1] for p in acme.peers()] == ["acme-cam"]
+    # A room on the other worker process: the listing and the kicks reach every worker.
+    other = next(f"room-{i}" for i in range(100) if worker_of(f"room-{i}") != worker_of("shared-name"))
+    whip(node, ACME, other, "acme-cam-2")
+    rows = {p["peer"]: p for r in acme.get("/api/console/rooms")["rooms"] for p in r["peers"]}
+    assert sorted(rows) == ["acme-cam", "acme-cam-2"] and {p["worker"] for p in rows.values()} == {0, 1}, rows
+    assert acme.post(f"/api/console/rooms/{other}/end") == (200, {"status": True, "data": {"kicked": 1}})
     assert acme.post(f"/api/console/sessions/{acme_session}/kick") == (200, {"status": True, "data": {"kicked": 1}})
     assert acme.peers() == []
     assert acme.post(f"/api/console/sessions/{acme_session}/kick")[0] == 404  # gone
     assert globex_session != acme_session
     # The funnel counted both: requested, never connected, ended by the operator.
     text = http("GET", node.base + "/metrics")[2].decode()
-    assert sample(text, "trackmesh_join_requests_total", transport="whip") >= 2, text
-    assert sample(text, "trackmesh_join_failed_total", transport="whip", reason="kicked") >= 2, text
-    assert sample(text, "trackmesh_sessions_closed_total", transport="whip", reason="kicked") >= 2, text
+    assert sample(text, "trackmesh_join_requests_total", transport="whip") == 3, text
+    assert sample(text, "trackmesh_join_failed_total", transport="whip", reason="kicked") == 3, text
+    assert sample(text, "trackmesh_sessions_closed_total", transport="whip", reason="kicked") == 3, text

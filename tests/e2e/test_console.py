@@ -221,6 +221,9 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     page.wait_for_selector("tr[data-event='Disconnected']")
     assert page.locator("tbody tr").count() == 1
     shot(page, "5-events")
+    page.click("#nav-node")
+    page.wait_for_selector("#node-health:has-text('Ready')")
+    assert page.locator("tr[data-worker='0']").count() == 1
     pub.close()
 
     phase('Cross-site')
@@ -272,7 +275,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
 def test_console_apis_need_the_cookie_and_refuse_forgeries(trackmesh_node: TrackmeshNode) -> None:
     node = trackmesh_node
     gets = ["/api/console/session", "/api/console/rooms", "/api/console/stream", "/api/console/events",
-            "/api/console/peers"]  # fmt: skip
+            "/api/console/peers", "/api/console/node"]  # fmt: skip
     posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout"]
     # The OpenAPI document lists every console API; each one answers 401 without a valid cookie.
     paths = json.loads(http("GET", node.url("/openapi.json"))[2])["paths"]

@@ -86,6 +86,9 @@ def test_each_app_sees_and_kicks_only_its_own_sessions(node: NodeProcess) -> Non
     [(_, peer, globex_session)] = globex.peers()
     assert peer == "globex-cam"
     assert root.peers() == []
+    view = acme.get("/api/console/node")
+    assert view["ready"] and view["role"] == "standalone" and [w["worker"] for w in view["workers"]] == [0, 1]
+    assert sum(w["sessions"] for w in view["workers"]) == 2 and view["rss_bytes"] > 0
     # Another app's session: not found, not kicked; ending "its" room of the same name kicks only its own.
     assert globex.post(f"/api/console/sessions/{acme_session}/kick")[0] == 404
     assert globex.post("/api/console/rooms/shared-name/end") == (200, {"status": True, "data": {"kicked": 1}})

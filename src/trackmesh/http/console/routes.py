@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
@@ -28,6 +29,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
+from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
 from trackmesh.rpc import RpcError
@@ -84,6 +86,15 @@ def _page(html: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers={
         "Content-Security-Policy": CSP, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"})  # fmt: skip
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def ok(data: Any) -> JSONResponse:
@@ -228,6 +239,24 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return unauthorized()
         return ok({"app": session.app, "expires": session.expires, "csrf": sessions.csrf_token(session),
                    "node_id": node.config.node_id, "role": node.config.role})  # fmt: skip
+
+    @api.get("/api/console/node", tags=["console"], responses=_UNAUTHORIZED,
+             summary="This node: role, version, health with the reason, workers (sessions, rooms, loop lag), memory")
+    async def node_view(request: Request) -> Response:
+        if current(request) is None:
+            return unauthorized()
+        ready, reason = node.readiness()
+        workers = []
+        for st in await node.stats():
+            if "error" in st:
+                workers.append({"worker": st.get("worker"), "error": st["error"]})
+                continue
+            workers.append({"worker": st["worker"], "udp_port": st.get("udp_port"), "sessions": st["endpoints"],
+                            "rooms": st["rooms"], "loop_lag_ms": round(1000 * st["loop_lag"]["recent_max_s"], 1)})
+        return ok({"role": node.config.role, "version": __version__, "node_id": node.config.node_id,
+                   "zone": node.config.zone, "uptime_s": round(time.time() - node.started_at), "ready": ready,
+                   "reason": reason, "draining": node.draining, "rss_bytes": _rss_bytes(), "workers": workers,
+                   "sessions_capacity": node.config.max_sessions})  # fmt: skip
 
     async def live_rooms(app: str) -> dict[str, Any]:
         """``rooms`` (rooms -> peers -> tracks) and ``unanswered``: the workers that did not answer, whose

@@ -288,6 +288,34 @@
     }
   }
 
+  async function renderNode() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "This node"));
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    try {
+      const n = await api("GET", "/api/console/node");
+      const mb = n.rss_bytes === null ? "?" : (n.rss_bytes / 1048576).toFixed(0) + " MB";
+      box.replaceChildren(
+        el("p", { id: "node-health", class: n.ready ? "" : "bad" }, n.ready ? "Ready" : "Not ready: " + n.reason,
+          n.draining ? " (draining)" : ""),
+        el("p", {}, n.role + " node " + n.node_id + ", zone " + n.zone + ", trackmesh " + n.version +
+          ", up " + Math.round(n.uptime_s / 60) + " min, memory (this process) " + mb +
+          ", session cap " + n.sessions_capacity + " per worker"));
+      const tbody = el("tbody");
+      for (const w of n.workers) {
+        tbody.append(w.error ? el("tr", { "data-worker": w.worker }, el("td", {}, w.worker), el("td", { class: "bad" }, w.error))
+          : el("tr", { "data-worker": w.worker }, el("td", { "data-label": "Worker" }, w.worker),
+            el("td", { "data-label": "Sessions" }, w.sessions), el("td", { "data-label": "Rooms" }, w.rooms),
+            el("td", { "data-label": "Loop lag" }, w.loop_lag_ms + " ms"), el("td", { "data-label": "UDP port" }, w.udp_port)));
+      }
+      box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Worker"), el("th", {}, "Sessions"),
+        el("th", {}, "Rooms"), el("th", {}, "Loop lag"), el("th", {}, "UDP port"))), tbody));
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
   // ---- routing and the live stream -----------------------------------------------------------------
 
   function route() {
@@ -298,6 +326,7 @@
     if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)));
     if (path === "/peers") return renderPeers();
     if (path === "/events") return renderEvents(params);
+    if (path === "/node") return renderNode();
     return renderRooms();
   }
 

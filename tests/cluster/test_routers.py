@@ -90,7 +90,7 @@ def test_zones_see_each_other_through_their_routers_and_survive_losing_one(clust
     info = routers[1][0].info()
     assert info["routers"] == 3 and info["role"] == "router", info
     text = http("GET", routers[1][0].base + "/metrics")[2].decode()
-    assert 'trackmesh_router_links{zone="1",router="1",kind="router"} 3' in text, text
+    assert 'trackmesh_router_links{kind="router",router="1",zone="1"} 3.0' in text, text
     # kill -9 of the router m1 is linked to: it moves to the other one (so does gw1 if it was there).
     used = router_of(m1, routers[1])
     used.kill()

@@ -94,13 +94,23 @@ class Node:
             raise RpcError(404, "unknown conn id")
         return self.workers[parts.worker]
 
-    async def stats(self) -> list[dict[str, Any]]:
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
         out = []
         for worker in self.workers:
             try:
-                out.append(await worker.call("worker.stats", {}))
+                out.append(await worker.call("worker.stats", {"media": media}))
             except RpcError as exc:
                 out.append({"worker": worker.index, "error": exc.message})
+        return out
+
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker, in order: each one's result, or the RpcError it answered."""
+        out: list[Any] = []
+        for worker in self.workers:
+            try:
+                out.append(await worker.call(method, params))
+            except RpcError as exc:
+                out.append(exc)
         return out
 
     def request_stop(self, reason: str) -> None:
@@ -342,6 +352,8 @@ def print_banner(node: Node) -> None:
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
+    if cfg.role == "standalone":
+        lines.append(f"  console:       {base}/console  (log in with the app secret)")
     if node.has_media:
         lines += [
             f"  samples:               {base}/samples/index.html",

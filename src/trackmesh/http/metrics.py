@@ -38,6 +38,9 @@ MEDIA_COUNTERS: dict[str, tuple[str, str]] = {
     "keyframe_requests_received": ("trackmesh_plis_received", "Key frame requests (PLI, FIR) received from viewers"),
     "keyframe_requests_sent": ("trackmesh_plis_sent", "Key frame requests (PLI, FIR) sent to publishers"),
 }
+#: Worker "counters" that are levels (they go down too): exposed as gauges, since rate() over a counter
+#: that decreases reads a reset.
+WORKER_LEVELS = frozenset({"rtmp_sessions", "rtmp_publishers", "rtmp_video_transcodes_running", "recording_tracks"})
 #: The transports every media node has (others appear with their first session).
 DEFAULT_TRANSPORTS = ("whip", "whep", "sdk")
 #: Dropped-input kinds: media_metrics.TOTALS "err_<kind>".
@@ -71,7 +74,10 @@ def render_metrics(
                         worker)
             exp.counter("trackmesh_timer_fires", "Times the worker's timer fired", lag["timer_fires"], worker)
         for name, value in st["counters"].items():
-            exp.counter(f"trackmesh_{name}", f"Worker counter {name}", value, worker)
+            if name in WORKER_LEVELS:
+                exp.gauge(f"trackmesh_{name}", f"Worker level {name}", value, worker)
+            else:
+                exp.counter(f"trackmesh_{name}", f"Worker counter {name}", value, worker)
         if "media" in st:
             medias.append(st["media"])
         cluster = st.get("cluster")

@@ -25,7 +25,7 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith(_PREFIX):
-                target = inline(defs[ref[len(_PREFIX):]], depth + 1)
+                target = inline(defs[ref[len(_PREFIX) :]], depth + 1)
                 rest = {k: inline(v, depth + 1) for k, v in node.items() if k != "$ref"}
                 return {**target, **rest}
             return {k: inline(v, depth + 1) for k, v in node.items()}

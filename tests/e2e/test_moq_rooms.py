@@ -1,0 +1,227 @@
+"""Rooms as MoQ with real clients: GStreamer publishes over WHIP into a room; MoQ subscribers (a
+draft-16 client over aioquic, written here from our codecs, with a room's ``moq`` token) receive
+``pub/video_main`` as LOC objects group by group, each group opening on a VP8 key frame, and the
+room's MSF catalog, until the publisher leaves (PUBLISH_DONE, an empty catalog). Loopback only, in
+the private namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived
+
+from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.test_moq_interop import free_udp_port, moq_metrics
+from tests.e2e.test_whip_whep import Background
+from trackmesh.transports.moq import codec16
+from trackmesh.transports.moq import messages as m
+from trackmesh.transports.moq.catalog import decode_catalog
+from trackmesh.transports.moq.loc import decode_loc_properties
+from trackmesh.transports.moq.objects import SubgroupStreamParser
+from trackmesh.transports.moq.varint import Reader
+
+pytestmark = pytest.mark.e2e
+
+
+class Subscriber(QuicConnectionProtocol):
+    """A draft-16 MoQ subscriber: SETUP on the control stream, SUBSCRIBEs, then every object of
+    every subgroup stream by (track alias, group) with its LOC properties."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.control = bytearray()
+        self.messages: list[m.ControlMessage] = []
+        self.streams: dict[int, tuple[bytearray, SubgroupStreamParser | None]] = {}
+        self.objects: list[tuple[int, int, int, bytes, int | None]] = []  # alias, group, object, payload, timestamp
+        self.arrived = asyncio.Event()
+
+    def send(self, msg: m.ControlMessage) -> None:
+        self._quic.send_stream_data(0, codec16.encode_message(msg))
+        self.transmit()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if not isinstance(event, StreamDataReceived):
+            return
+        if event.stream_id == 0:
+            self.control += event.data
+            while (split := codec16.split_message(self.control)) is not None:
+                kind, payload, used = split
+                self.messages.append(codec16.decode_message(kind, payload))
+                del self.control[:used]
+        else:
+            buf, parser = self.streams.setdefault(event.stream_id, (bytearray(), None))
+            data = event.data
+            if parser is None:
+                buf += data
+                r = Reader(bytes(buf))
+                parser = SubgroupStreamParser(r.varint())
+                self.streams[event.stream_id] = (buf, parser)
+                data = bytes(buf[r.pos :])
+            for o in parser.feed(data):
+                assert parser.header is not None
+                ts = decode_loc_properties(o.extensions).timestamp_us if o.has_extensions else None
+                self.objects.append((parser.header.track_alias, parser.header.group_id, o.object_id, o.payload, ts))
+        self.arrived.set()
+
+    async def wait_for(self, predicate: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.arrived.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except TimeoutError:
+                return
+
+    def reply(self, request_id: int) -> m.ControlMessage | None:
+        for msg in self.messages:
+            if getattr(msg, "request_id", None) == request_id and isinstance(msg, m.SubscribeOk | m.RequestError):
+                return msg
+        return None
+
+
+def is_vp8_key(frame: bytes) -> bool:
+    return len(frame) >= 10 and not frame[0] & 1 and frame[3:6] == b"\x9d\x01\x2a"
+
+
+@pytest.fixture(scope="module")
+def node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
+    port = free_udp_port()
+    node = TrackmeshNode("--moq-port", str(port))
+    try:
+        yield node, port
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def moq_token(node: TrackmeshNode, room: str) -> str:
+    status, resp = node.proc.json("POST", "/token/moq", {"room": room, "peer": "watcher", "ttl": 60}, token=node.secret)
+    assert status == 200, resp
+    return str(resp["data"]["token"])
+
+
+async def watch(port: int, token: str, room: str) -> dict[str, Any]:
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    ns = (b"trackmesh", room.encode())
+    setup = {m.SETUP_PATH: f"/?jwt={token}".encode(), m.SETUP_MAX_REQUEST_ID: 10}
+    async with connect("127.0.0.1", port, configuration=config, create_protocol=Subscriber) as client:
+        first: Subscriber = client  # type: ignore[assignment]
+        first.send(m.ClientSetup(setup))
+        await first.wait_for(lambda: first.messages, 5)
+        assert isinstance(first.messages[0], m.ServerSetup), first.messages
+        first.send(m.Subscribe(0, ns, b"catalog", {m.PARAM_FORWARD: 1}))
+        first.send(m.Subscribe(2, ns, b"pub/video_main", {m.PARAM_FORWARD: 1}))
+        first.send(m.Subscribe(4, ns, b"pub/nothing", {m.PARAM_FORWARD: 1}))
+        await first.wait_for(lambda: all(first.reply(r) for r in (0, 2, 4)), 5)
+        catalog_ok, video_ok, missing = first.reply(0), first.reply(2), first.reply(4)
+        assert isinstance(catalog_ok, m.SubscribeOk) and isinstance(video_ok, m.SubscribeOk), first.messages
+        assert isinstance(missing, m.RequestError) and missing.error_code == 0x10, missing  # DOES_NOT_EXIST
+
+        def video() -> list[tuple[int, int, bytes, int | None]]:
+            return [(g, o, p, ts) for a, g, o, p, ts in first.objects if a == video_ok.track_alias]
+
+        await first.wait_for(lambda: len(video()) >= 30, 10)
+        # A second session subscribes: its SUBSCRIBE asks the publisher for a key frame, so a new
+        # group starts at once (the publisher's own key frames are 60 frames apart).
+        groups_before = {g for g, _, _, _ in video()}
+        async with connect("127.0.0.1", port, configuration=config, create_protocol=Subscriber) as client2:
+            second: Subscriber = client2  # type: ignore[assignment]
+            second.send(m.ClientSetup(setup))
+            await second.wait_for(lambda: second.messages, 5)
+            second.send(m.Subscribe(0, ns, b"pub/video_main", {m.PARAM_FORWARD: 1}))
+            new_group = lambda: len({g for g, _, _, _ in video()} - groups_before) >= 1  # noqa: E731
+            await first.wait_for(lambda: new_group() and len(video()) > 60, 10)
+            second_ok = second.reply(0)
+            assert isinstance(second_ok, m.SubscribeOk), second.messages
+            second_objects = [(g, o, p) for a, g, o, p, _ in second.objects if a == second_ok.track_alias]
+
+        def catalogs() -> list[bytes]:
+            return [p for a, _, _, p, _ in first.objects if a == catalog_ok.track_alias]
+
+        live_catalogs = catalogs()
+        # The publisher leaves (its WHIP session ends): the video track is done, the catalog empties.
+        await first.wait_for(
+            lambda: (
+                any(isinstance(x, m.PublishDone) and x.request_id == 2 for x in first.messages)
+                and b'"tracks":[]' in catalogs()[-1]
+            ),
+            15,
+        )
+        done = [x for x in first.messages if isinstance(x, m.PublishDone) and x.request_id == 2]
+        return {
+            "video": video(),
+            "second": second_objects,
+            "catalogs": live_catalogs,
+            "last_catalog": catalogs()[-1],
+            "done": done,
+            "groups_before": groups_before,
+        }
+
+
+def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], gst_client: Any) -> None:
+    trackmesh, port = node
+    room = "moqroom"
+    publisher = Background(
+        gst_client,
+        "whip",
+        trackmesh.url("/whip/endpoint"),
+        "--token",
+        trackmesh.token("whip", room, "pub"),
+        "--codec",
+        "vp8",
+        "--duration",
+        "6",
+    )
+    before = moq_metrics(trackmesh)
+    try:
+        time.sleep(1.5)  # the WHIP session is up and its tracks are in the room
+        got = asyncio.run(watch(port, moq_token(trackmesh, room), room))
+        after = moq_metrics(trackmesh)
+    finally:
+        rc, summary, err = publisher.join()
+    assert rc == 0, (summary, err[-1500:])
+    video = got["video"]
+    groups: dict[int, list[tuple[int, bytes, int | None]]] = {}
+    for g, o, p, ts in video:
+        groups.setdefault(g, []).append((o, p, ts))
+    print("objects per group:", {g: len(objs) for g, objs in groups.items()}, "first groups:", got["groups_before"])
+    assert len(groups) >= 2, groups.keys()
+    for g, objs in groups.items():
+        ids = [o for o, _, _ in objs]
+        assert ids == list(range(len(ids))), (g, ids)  # every object of the group, in order
+        assert is_vp8_key(objs[0][1]), g  # a group opens on a key frame
+        assert not any(is_vp8_key(p) for _, p, _ in objs[1:]), g
+    stamps = [ts for _, _, ts in (o for objs in groups.values() for o in objs)]
+    assert all(ts is not None for ts in stamps) and stamps == sorted(stamps)  # LOC timestamps
+    # The second subscriber started at a group boundary: on a key frame.
+    assert got["second"] and got["second"][0][1] == 0 and is_vp8_key(got["second"][0][2]), got["second"][:1]
+    # The catalog: the latest one lists both tracks with their codecs and the video size.
+    assert got["catalogs"]
+    tracks = {t.name: t for t in decode_catalog(got["catalogs"][-1])}
+    assert set(tracks) == {"pub/video_main", "pub/audio_main"}, tracks
+    v, a = tracks["pub/video_main"], tracks["pub/audio_main"]
+    assert v.video and v.codec == "vp8" and (v.width, v.height) == (640, 480), v
+    assert not a.video and a.codec == "opus" and a.samplerate == 48000 and a.channels in (1, 2), a
+    print("catalog:", json.loads(got["catalogs"][-1]))
+    # The publisher left: PUBLISH_DONE (TRACK_ENDED) for the video, and a catalog without its tracks.
+    assert len(got["done"]) == 1 and got["done"][0].status_code == 0x2, got["done"]
+    assert decode_catalog(got["last_catalog"]) == []
+    # Each SUBSCRIBE of the video track asked the publisher for a key frame (a PLI on its feedback).
+    asked = after["rooms_keyframe_requests_total"] - before.get("rooms_keyframe_requests_total", 0)
+    assert asked >= 2, (before, after)
+    assert after["rooms_refused_total"] - before.get("rooms_refused_total", 0) == 1  # pub/nothing
+    assert after["rooms_catalog_updates_total"] >= len(got["catalogs"])

@@ -1,14 +1,17 @@
 """Rooms as MoQ with real clients: GStreamer publishes over WHIP into a room; MoQ subscribers (a
 draft-16 client over aioquic, written here from our codecs, with a room's ``moq`` token) receive
 ``pub/video_main`` as LOC objects group by group, each group opening on a VP8 key frame, and the
-room's MSF catalog, until the publisher leaves (PUBLISH_DONE, an empty catalog). Loopback only, in
-the private namespace."""
+room's MSF catalog, until the publisher leaves (PUBLISH_DONE, an empty catalog). The reverse: a
+MoQ publisher (the same client, with libvpx frames from PyAV) announces a room's namespace with a
+catalog and a LOC track, and a GStreamer WHEP viewer decodes it. Loopback only, in the private
+namespace."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,9 +27,9 @@ from tests.e2e.test_moq_interop import free_udp_port, moq_metrics
 from tests.e2e.test_whip_whep import Background
 from trackmesh.transports.moq import codec16
 from trackmesh.transports.moq import messages as m
-from trackmesh.transports.moq.catalog import decode_catalog
-from trackmesh.transports.moq.loc import decode_loc_properties
-from trackmesh.transports.moq.objects import SubgroupStreamParser
+from trackmesh.transports.moq.catalog import CatalogTrack, decode_catalog, encode_catalog
+from trackmesh.transports.moq.loc import LocProperties, decode_loc_properties, encode_loc_properties
+from trackmesh.transports.moq.objects import SubgroupHeader, SubgroupStreamParser, encode_object, encode_subgroup_header
 from trackmesh.transports.moq.varint import Reader
 
 pytestmark = pytest.mark.e2e
@@ -225,3 +228,134 @@ def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], g
     assert asked >= 2, (before, after)
     assert after["rooms_refused_total"] - before.get("rooms_refused_total", 0) == 1  # pub/nothing
     assert after["rooms_catalog_updates_total"] >= len(got["catalogs"])
+
+
+# -- the reverse: a MoQ LOC publisher into a room, watched over WHEP -------------------------------
+
+
+def vp8_frames(count: int, gop: int) -> list[tuple[bytes, bool]]:
+    """``count`` VP8 frames of a changing picture from libvpx (PyAV), a key frame every ``gop``."""
+    import fractions
+
+    import av
+
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    ctx.options = {"deadline": "realtime", "cpu-used": "8", "g": str(gop), "lag-in-frames": "0"}
+    out: list[tuple[bytes, bool]] = []
+    for i in range(count):
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        for n, plane in enumerate(frame.planes):
+            plane.update(bytes([(i * 7 + n * 50) % 256]) * plane.buffer_size)
+        frame.pts = i
+        out += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(frame)]
+    out += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(None)]
+    return out
+
+
+class Publisher(Subscriber):
+    """A draft-16 MoQ publisher: answers the relay's SUBSCRIBEs and writes subgroup streams."""
+
+    def next_uni(self) -> int:
+        return self._quic.get_next_available_stream_id(is_unidirectional=True)
+
+    def send_group(self, alias: int, group: int, objects: list[tuple[bytes, bytes | None]]) -> None:
+        stream = self.next_uni()
+        has_ext = any(ext is not None for _, ext in objects)
+        data = encode_subgroup_header(SubgroupHeader(alias, group, 0, 128, has_ext), False)
+        previous = None
+        for object_id, (payload, ext) in enumerate(objects):
+            data += encode_object(object_id, previous, payload, extensions=(ext or b"") if has_ext else None)
+            previous = object_id
+        self._quic.send_stream_data(stream, data, end_stream=False)
+        self.transmit()
+        self.open_stream = stream
+
+    def send_object(self, object_id: int, payload: bytes, ext: bytes) -> None:
+        data = encode_object(object_id, object_id - 1, payload, extensions=ext)
+        self._quic.send_stream_data(self.open_stream, data, end_stream=False)
+        self.transmit()
+
+    def end_stream(self) -> None:
+        self._quic.send_stream_data(self.open_stream, b"", end_stream=True)
+        self.transmit()
+
+
+async def publish_into_room(port: int, token: str, room: str, seconds: float, started: Any) -> dict[str, Any]:
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    ns = (b"trackmesh", room.encode())
+    setup = {m.SETUP_PATH: f"/?jwt={token}".encode(), m.SETUP_MAX_REQUEST_ID: 10}
+    frames = vp8_frames(int(seconds * 30), 30)
+    async with connect("127.0.0.1", port, configuration=config, create_protocol=Publisher) as client:
+        pub: Publisher = client  # type: ignore[assignment]
+        pub.send(m.ClientSetup(setup))
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.PublishNamespace(0, ns))
+
+        def subscribes() -> dict[bytes, m.Subscribe]:
+            return {x.name: x for x in pub.messages if isinstance(x, m.Subscribe)}
+
+        await pub.wait_for(lambda: b"catalog" in subscribes(), 5)
+        catalog_sub = subscribes()[b"catalog"]
+        pub.send(m.SubscribeOk(catalog_sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+        entry = CatalogTrack("cam/video_main", True, 1, "cam", "vp8", 320, 240)
+        pub.send_group(1, 0, [(encode_catalog([entry]), None)])
+        pub.end_stream()
+        await pub.wait_for(lambda: b"cam/video_main" in subscribes(), 5)
+        video_sub = subscribes()[b"cam/video_main"]
+        pub.send(m.SubscribeOk(video_sub.request_id, 2, {m.PARAM_EXPIRES: 0}))
+        started.set()
+        group, object_id = -1, 0
+        t0 = time.monotonic()
+        for i, (frame, key) in enumerate(frames):
+            ext = encode_loc_properties(LocProperties(i * 33_333))
+            if key:
+                if group >= 0:
+                    pub.end_stream()
+                group, object_id = group + 1, 0
+                pub.send_group(2, group, [(frame, ext)])
+            elif group >= 0:
+                object_id += 1
+                pub.send_object(object_id, frame, ext)
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / 30 - time.monotonic()))
+        pub.end_stream()
+        return {"groups": group + 1, "frames": len(frames)}
+
+
+def test_a_moq_publisher_is_watched_over_whep(node: tuple[TrackmeshNode, int], gst_client: Any) -> None:
+    trackmesh, port = node
+    room = "moqin"
+    status, resp = trackmesh.proc.json(
+        "POST", "/token/moq", {"room": room, "peer": "cam", "ttl": 60}, token=trackmesh.secret
+    )
+    assert status == 200, resp
+    token = str(resp["data"]["token"])
+    started = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result.update(asyncio.run(publish_into_room(port, token, room, 6.0, started)))
+
+    publisher = threading.Thread(target=run, daemon=True)
+    publisher.start()
+    assert started.wait(10), "the relay never subscribed to the publisher's track"
+    rc, summary, err = gst_client(
+        "whep",
+        trackmesh.url("/whep/endpoint"),
+        "--token",
+        trackmesh.token("whep", room, "viewer"),
+        "--codec",
+        "vp8",
+        "--duration",
+        "4",
+        "--min-frames",
+        "30",
+    )
+    publisher.join(15)
+    print("whep viewer:", summary, "publisher:", result)
+    assert rc == 0, (summary, err[-1500:], trackmesh.log_tail())
+    assert summary["frames"] >= 30 and (summary["width"], summary["height"]) == (320, 240), summary
+    after = moq_metrics(trackmesh)
+    assert after["ingest_publishers_total"] >= 1 and after["ingest_tracks_total"] >= 1, after
+    assert after["ingest_packets_total"] > 0, after

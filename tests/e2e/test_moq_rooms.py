@@ -25,6 +25,7 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 from tests.e2e.conftest import TrackmeshNode
 from tests.e2e.test_moq_interop import free_udp_port, moq_metrics
 from tests.e2e.test_whip_whep import Background
+from trackmesh.codecs.h264 import split_annexb
 from trackmesh.transports.moq import codec16
 from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.catalog import CatalogTrack, decode_catalog, encode_catalog
@@ -96,6 +97,15 @@ class Subscriber(QuicConnectionProtocol):
 
 def is_vp8_key(frame: bytes) -> bool:
     return len(frame) >= 10 and not frame[0] & 1 and frame[3:6] == b"\x9d\x01\x2a"
+
+
+def is_h264_key(frame: bytes) -> bool:
+    """An IDR access unit that WebCodecs can start on: IDR slices with their SPS and PPS in band."""
+    kinds = {u[0] & 0x1F for u in split_annexb(frame)}
+    return {5, 7, 8} <= kinds
+
+
+IS_KEY = {"vp8": is_vp8_key, "h264": is_h264_key}
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +185,11 @@ async def watch(port: int, token: str, room: str) -> dict[str, Any]:
         }
 
 
-def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], gst_client: Any) -> None:
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], gst_client: Any, codec: str) -> None:
     trackmesh, port = node
-    room = "moqroom"
+    room = f"moqroom-{codec}"
+    is_key = IS_KEY[codec]
     publisher = Background(
         gst_client,
         "whip",
@@ -185,7 +197,7 @@ def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], g
         "--token",
         trackmesh.token("whip", room, "pub"),
         "--codec",
-        "vp8",
+        codec,
         "--duration",
         "6",
     )
@@ -206,18 +218,19 @@ def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], g
     for g, objs in groups.items():
         ids = [o for o, _, _ in objs]
         assert ids == list(range(len(ids))), (g, ids)  # every object of the group, in order
-        assert is_vp8_key(objs[0][1]), g  # a group opens on a key frame
-        assert not any(is_vp8_key(p) for _, p, _ in objs[1:]), g
+        assert is_key(objs[0][1]), g  # a group opens on a key frame
+        assert not any(is_key(p) for _, p, _ in objs[1:]), g
     stamps = [ts for _, _, ts in (o for objs in groups.values() for o in objs)]
     assert all(ts is not None for ts in stamps) and stamps == sorted(stamps)  # LOC timestamps
     # The second subscriber started at a group boundary: on a key frame.
-    assert got["second"] and got["second"][0][1] == 0 and is_vp8_key(got["second"][0][2]), got["second"][:1]
+    assert got["second"] and got["second"][0][1] == 0 and is_key(got["second"][0][2]), got["second"][:1]
     # The catalog: the latest one lists both tracks with their codecs and the video size.
     assert got["catalogs"]
     tracks = {t.name: t for t in decode_catalog(got["catalogs"][-1])}
     assert set(tracks) == {"pub/video_main", "pub/audio_main"}, tracks
     v, a = tracks["pub/video_main"], tracks["pub/audio_main"]
-    assert v.video and v.codec == "vp8" and (v.width, v.height) == (640, 480), v
+    assert v.video and (v.width, v.height) == (640, 480), v
+    assert v.codec == "vp8" if codec == "vp8" else v.codec.startswith("avc1.42"), v  # H.264: from its SPS
     assert not a.video and a.codec == "opus" and a.samplerate == 48000 and a.channels in (1, 2), a
     print("catalog:", json.loads(got["catalogs"][-1]))
     # The publisher left: PUBLISH_DONE (TRACK_ENDED) for the video, and a catalog without its tracks.

@@ -72,22 +72,22 @@ class _Tap:
         if not b.codec:
             return False
         if self.video:
-            return b.width > 0 or b.group >= 0
+            return b.width > 0 or (b.group >= 0 and b.codec not in ("vp8", "vp9", "h264"))
         return b.channels > 0
 
     def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
         bridge = self.bridge
         if not self.locals and self.described():
             return  # nobody watches: the catalog knows what it needs
-        was = (bridge.codec, bridge.width, bridge.height, bridge.channels)
+        was = (bridge.codec, bridge.codec_string, bridge.width, bridge.height, bridge.channels)
         bridge.push(pkt.payload, pkt.seq, pkt.ts, pkt.marker, _CODEC_NAMES.get(pkt.codec, ""), pkt.arrival)
         while (obj := bridge.poll()) is not None:
             for local in self.locals:
                 local.publish(obj.group, obj.object_id, obj.payload, obj.extensions)
         service = self.room.service
-        if bridge.keyframe_wanted and self.locals:
+        if bridge.keyframe_wanted and (self.locals or self.room.catalogs):
             service.want_keyframe(self)
-        if was != (bridge.codec, bridge.width, bridge.height, bridge.channels):
+        if was != (bridge.codec, bridge.codec_string, bridge.width, bridge.height, bridge.channels):
             service.catalog_changed(self.room)
 
     def on_channel_source(self, now: float, channel: int, live: bool) -> None:
@@ -101,7 +101,7 @@ class _Tap:
             self.video,
             render_group,
             peer,
-            codec_string(b.codec),
+            b.codec_string or codec_string(b.codec),
             b.width,
             b.height,
             0 if self.video or not b.codec else clock_rate(b.codec),
@@ -289,7 +289,8 @@ class MoqRooms:
         taps, self._keyframes = list(self._keyframes.values()), {}
         sent = False
         for tap in taps:
-            if tap.locals and tap.bridge.take_keyframe_request(now):
+            # A watched track, or one the catalog cannot describe without a key frame.
+            if (tap.locals or not tap.described()) and tap.bridge.take_keyframe_request(now):
                 hub.feedback(now, tap.channel, Feedback(FeedbackKind.KEYFRAME, tap.origin))
                 self.counters["keyframe_requests"] += 1
                 sent = True

@@ -1,13 +1,16 @@
 """The RTP-to-LOC bridge of a room track, sans-IO on a virtual clock: groups per key frame, the wait
-for a key frame at the start and after a loss, audio groups by media time, timestamps."""
+for a key frame at the start and after a loss, audio groups by media time, timestamps; H.264 parameter sets and size."""
 
 from __future__ import annotations
 
+import fractions
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trackmesh.codecs.h264 import START_CODE, H264Packetizer, split_annexb
 from trackmesh.codecs.opus import OpusPacketizer
 from trackmesh.codecs.vp8 import Vp8Packetizer
 from trackmesh.transports.moq.loc import decode_loc_properties
@@ -140,3 +143,40 @@ def test_garbage_never_raises(codec: str, packets: list[tuple[bytes, int, int, b
         bridge.push(payload, seq, ts, marker, codec, float(i))
         while (obj := bridge.poll()) is not None:
             assert obj.group >= 0 and obj.object_id >= 0 and obj.timestamp_us >= 0
+
+
+def test_h264_key_frames_carry_their_parameter_sets_and_give_the_size() -> None:
+    av = pytest.importorskip("av")
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    ctx.options = {"profile": "baseline", "tune": "zerolatency", "x264-params": "keyint=3:min-keyint=3:scenecut=0"}
+    encoded = []
+    for i in range(6):
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        for n, plane in enumerate(frame.planes):
+            plane.update(bytes([(i * 9 + n * 40) % 256]) * plane.buffer_size)
+        frame.pts = i
+        encoded += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(frame)]
+    encoded += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(None)]
+    assert [k for _, k in encoded] == [True, False, False, True, False, False]
+
+    def without_parameter_sets(data: bytes) -> bytes:
+        return b"".join(START_CODE + bytes(u) for u in split_annexb(data) if u[0] & 0x1F not in (7, 8))
+
+    bridge = RtpToLoc(video=True)
+    pack = H264Packetizer()
+    seq, got = 0, []
+    for i, (data, _) in enumerate(encoded):
+        if i == 3:
+            data = without_parameter_sets(data)  # a publisher that does not repeat them
+        payloads = pack.packetize(data, 1200)
+        for j, payload in enumerate(payloads):
+            bridge.push(payload, seq, i * 3000, j == len(payloads) - 1, "h264", float(i))
+            seq += 1
+        while (obj := bridge.poll()) is not None:
+            got.append(obj)
+    assert [(o.group, o.object_id) for o in got] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    kinds = [{u[0] & 0x1F for u in split_annexb(o.payload)} for o in got]
+    assert {7, 8} <= kinds[0] and {7, 8} <= kinds[3]  # put back in front of the second key frame
+    assert (bridge.width, bridge.height) == (320, 240) and bridge.codec_string.startswith("avc1.42")

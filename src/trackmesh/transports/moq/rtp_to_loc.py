@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from trackmesh.codecs.h264 import START_CODE, split_annexb
+from trackmesh.codecs.h264_sps import avc1_codec_string, sps_picture_size
 from trackmesh.codecs.payload import Buffer, Depacketizer, PayloadError
 from trackmesh.codecs.registry import depacketizer
 from trackmesh.codecs.vp9 import vp9_frame_size
@@ -85,6 +87,8 @@ class RtpToLoc:
         self.width = 0
         self.height = 0
         self.channels = 0
+        self.codec_string = ""  # H.264: avc1.PPCCLL from its SPS ("" until one is seen)
+        self._param_sets: dict[int, bytes] = {}  # H.264 nal_unit_type 7 (SPS), 8 (PPS) -> the latest
         self.group = -1  # the current group (-1: none yet)
         self._next_object = 0
         self._group_start_us = 0
@@ -162,6 +166,8 @@ class RtpToLoc:
                 self.skipped_frames += 1
                 self._want_keyframe(now)
                 return
+            if self.codec == "h264":
+                data = self._h264(data, keyframe)
             if keyframe:
                 self._waiting = False
                 self.keyframe_wanted = False
@@ -180,6 +186,27 @@ class RtpToLoc:
         self._out.append(LocObject(self.group, self._next_object, data, us, self._next_object == 0))
         self._next_object += 1
         self.objects += 1
+
+    def _h264(self, data: bytes, keyframe: bool) -> bytes:
+        """Remember the SPS/PPS (the size and codec string come from the SPS) and put the latest
+        in front of a key frame that lacks them: a subscriber starting on that group decodes it
+        (WebCodecs' Annex B format carries them in band; publishers do not always repeat them)."""
+        own: dict[int, bytes] = {}
+        for unit in split_annexb(data):
+            kind = unit[0] & 0x1F
+            if kind in (7, 8):
+                own[kind] = bytes(unit)
+        sps = own.get(7)
+        if sps is not None:
+            size = sps_picture_size(sps)
+            if size is not None:
+                self.width, self.height = size
+            self.codec_string = avc1_codec_string(sps) or self.codec_string
+        self._param_sets.update(own)
+        missing = [k for k in (7, 8) if k not in own]
+        if keyframe and missing and all(k in self._param_sets for k in missing):
+            return b"".join(START_CODE + self._param_sets[k] for k in missing) + data
+        return data
 
     def _new_group(self, us: int) -> None:
         self.group += 1

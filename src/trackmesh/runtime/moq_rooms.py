@@ -250,6 +250,7 @@ class MoqRooms:
         tap.locals.clear()
         self._keyframes.pop(id(tap), None)
         self.catalog_changed(room)
+        self._maybe_release(room)  # its only watched track ended and no catalog is watched
 
     # -- catalog ---------------------------------------------------------------------------------
 

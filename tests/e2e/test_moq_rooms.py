@@ -121,8 +121,9 @@ def node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
 
 
-def moq_token(node: TrackmeshNode, room: str) -> str:
-    status, resp = node.proc.json("POST", "/token/moq", {"room": room, "peer": "watcher", "ttl": 60}, token=node.secret)
+def moq_token(node: TrackmeshNode, room: str, peer: str = "watcher") -> str:
+    body = {"room": room, "peer": peer, "ttl": 60}
+    status, resp = node.proc.json("POST", "/token/moq", body, token=node.secret)
     assert status == 200, resp
     return str(resp["data"]["token"])
 

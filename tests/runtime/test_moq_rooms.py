@@ -7,6 +7,7 @@ by its core."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from tests.transports.moq.harness import Client, Clock
@@ -18,9 +19,11 @@ from trackmesh.core.controls import Join, Publish, Unpublish
 from trackmesh.core.events import KeyframeRequested
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
+from trackmesh.runtime.moq_auth import TokenAuthorizer
 from trackmesh.runtime.moq_room_ingest import MoqRoomIngest
 from trackmesh.runtime.moq_rooms import MoqRooms
 from trackmesh.runtime.worker import WorkerRuntime
+from trackmesh.security.tokens import SessionToken, issue
 from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.catalog import CatalogTrack, decode_catalog, encode_catalog
 from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode
@@ -153,6 +156,30 @@ def test_a_moq_publisher_becomes_a_room_peer() -> None:
         pub.send(m.PublishNamespaceDone(ns_rid))
         assert not any("/bob/" in key for key in runtime.core.registry._data)  # type: ignore[attr-defined]
         assert ingest.rooms == {}
+        ingest.close()
+
+    run(test)
+
+
+def test_a_token_publisher_may_only_join_as_its_own_peer() -> None:
+    async def test(runtime: WorkerRuntime, relay: Relay, clock: Clock) -> None:
+        ingest = MoqRoomIngest(runtime, relay, lambda room: True)
+        authorizer = TokenAuthorizer(runtime.config.token_key)
+        claims = SessionToken("moq", "r3", "cam", publish=("trackmesh/r3",))
+        token = issue(runtime.config.token_key, claims, 60, int(time.time()))
+        pub = Client(relay, clock, authorizer=authorizer)
+        pub.session.path = f"/?jwt={token}"
+        pub.setup()
+        pub.send(m.PublishNamespace(pub.rid(), (b"trackmesh", b"r3")))
+        (catalog_sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+        pub.send(m.SubscribeOk(catalog_sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+        entries = [CatalogTrack("alice/video_main", True, codec="vp8"), CatalogTrack("screen", True, codec="vp8")]
+        pub.subgroup(1, 0, [(0, encode_catalog(entries))])
+        (sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+        assert sub.name == b"screen"  # as the token's peer, cam; alice is not the token's
+        assert ingest.counters["refused_peers"] == 1
+        assert any("/t/cam/screen/" in key for key in runtime.core.registry._data)  # type: ignore[attr-defined]
+        assert not any("/alice/" in key for key in runtime.core.registry._data)  # type: ignore[attr-defined]
         ingest.close()
 
     run(test)

@@ -5,11 +5,12 @@ peers of the room that WHEP, SDK and every other viewer receive.
 - The service watches the relay's namespaces under ``("trackmesh",)`` (an in-process namespace
   subscriber: transports/moq/local_subscriber.py). For a room's namespace it subscribes to the
   publisher's ``catalog``; each catalog object says which tracks exist.
-- A catalog track ``"<peer>/<track>"`` (or ``"<track>"``: peer ``moq``) with a codec we carry
-  becomes the track ``<track>`` of the peer ``<peer>``, which joins the room on the in-process
-  worker like an RTMP publisher does; the service subscribes to the MoQ track and re-packetizes
-  each LOC object into RTP with the shared packetizers (transports/moq/loc_to_rtp.py) into the
-  peer's RemoteTrack. A track that leaves the catalog is unpublished; a peer with no track left,
+- A catalog track ``"<peer>/<track>"`` (or ``"<track>"``: the token's peer, else ``moq``) with a
+  codec we carry becomes the track ``<track>`` of the peer ``<peer>`` (with a ``moq`` token, only
+  the token's peer: another is refused and counted), which joins the room on the in-process worker
+  like an RTMP publisher does; the service subscribes to the MoQ track and re-packetizes each LOC
+  object into RTP with the shared packetizers (transports/moq/loc_to_rtp.py) into the peer's
+  RemoteTrack. A track that leaves the catalog is unpublished; a peer with no track left,
   or whose namespace is withdrawn (PUBLISH_NAMESPACE_DONE, the session ends), leaves the room.
 - Viewers' key-frame requests cannot reach a MoQ publisher: they are counted and answered by its
   next group (video starts only on a group's first object, a key frame).
@@ -38,6 +39,7 @@ from trackmesh.transports.moq.loc_to_rtp import LocToRtp, media_codec
 from trackmesh.transports.moq.local_subscriber import LocalSubscriber
 from trackmesh.transports.moq.relay import Relay
 
+from .moq_auth import TokenAuthorizer
 from .worker import WorkerRuntime
 
 __all__ = ["MoqRoomIngest"]
@@ -91,6 +93,7 @@ class _Room:
     service: MoqRoomIngest
     name: str
     namespace: m.TrackNamespace
+    token_peer: str | None = None  # the publisher's token names its peer: only that one may join
     catalog_request: int = 0
     tracks: dict[str, _Track] = field(default_factory=dict)  # catalog name -> track
     peers: dict[str, Endpoint] = field(default_factory=dict)
@@ -129,6 +132,7 @@ class MoqRoomIngest:
             "not_carried": 0,
             "keyframe_requests": 0,
             "elsewhere": 0,
+            "refused_peers": 0,
         }
         self._flush_scheduled = False
         self.subscriber = LocalSubscriber(relay, self._namespace)
@@ -158,10 +162,17 @@ class MoqRoomIngest:
             self.counters["elsewhere"] += 1
             log.warning("moq publisher of a room hosted by another worker", extra={"fields": {"room": room_name}})
             return
-        room = self.rooms[namespace] = _Room(self, room_name, namespace)
+        room = self.rooms[namespace] = _Room(self, room_name, namespace, self._token_peer(namespace))
         self.counters["publishers"] += 1
         log.info("moq publisher into a room", extra={"fields": {"room": room_name}})
         room.catalog_request = self.subscriber.subscribe(namespace, CATALOG_TRACK, room, self.runtime.now())
+
+    def _token_peer(self, namespace: m.TrackNamespace) -> str | None:
+        """The peer the namespace publisher's ``moq`` token names (None: anonymous relay)."""
+        entries = self.relay.namespaces.get(namespace)
+        session = entries[0][0] if entries else None
+        authorizer = getattr(session, "authorizer", None)
+        return authorizer.peer if isinstance(authorizer, TokenAuthorizer) else None
 
     # -- the catalog says which tracks exist -------------------------------------------------
 
@@ -180,8 +191,14 @@ class MoqRoomIngest:
             log.info("moq track not carried", extra={"fields": {"track": entry.name, "codec": entry.codec}})
             return
         peer, _, track = entry.name.rpartition("/")
-        peer = peer or DEFAULT_PEER
+        peer = peer or room.token_peer or DEFAULT_PEER
         if not track:
+            return
+        if room.token_peer is not None and peer != room.token_peer:
+            # A token for peer A must not put tracks in the room as peer B (and take B's place).
+            self.counters["refused_peers"] += 1
+            fields = {"room": room.name, "track": entry.name, "token_peer": room.token_peer}
+            log.warning("moq track refused: its peer is not the token's", extra={"fields": fields})
             return
         now = self.runtime.now()
         endpoint = room.peers.get(peer)

@@ -138,11 +138,21 @@ async def watch(port: int, token: str, room: str) -> dict[str, Any]:
         await first.wait_for(lambda: first.messages, 5)
         assert isinstance(first.messages[0], m.ServerSetup), first.messages
         first.send(m.Subscribe(0, ns, b"catalog", {m.PARAM_FORWARD: 1}))
+        await first.wait_for(lambda: first.reply(0), 5)
+        catalog_ok = first.reply(0)
+        assert isinstance(catalog_ok, m.SubscribeOk), first.messages
+
+        def catalogs() -> list[bytes]:
+            return [p for a, _, _, p, _ in first.objects if a == catalog_ok.track_alias]
+
+        # As a player would: the catalog says when the track exists (the WHIP session may still be
+        # connecting).
+        await first.wait_for(lambda: bool(catalogs()) and b'"pub/video_main"' in catalogs()[-1], 20)
         first.send(m.Subscribe(2, ns, b"pub/video_main", {m.PARAM_FORWARD: 1}))
         first.send(m.Subscribe(4, ns, b"pub/nothing", {m.PARAM_FORWARD: 1}))
-        await first.wait_for(lambda: all(first.reply(r) for r in (0, 2, 4)), 5)
-        catalog_ok, video_ok, missing = first.reply(0), first.reply(2), first.reply(4)
-        assert isinstance(catalog_ok, m.SubscribeOk) and isinstance(video_ok, m.SubscribeOk), first.messages
+        await first.wait_for(lambda: all(first.reply(r) for r in (2, 4)), 5)
+        video_ok, missing = first.reply(2), first.reply(4)
+        assert isinstance(video_ok, m.SubscribeOk), (first.messages, catalogs())
         assert isinstance(missing, m.RequestError) and missing.error_code == 0x10, missing  # DOES_NOT_EXIST
 
         def video() -> list[tuple[int, int, bytes, int | None]]:
@@ -162,9 +172,6 @@ async def watch(port: int, token: str, room: str) -> dict[str, Any]:
             second_ok = second.reply(0)
             assert isinstance(second_ok, m.SubscribeOk), second.messages
             second_objects = [(g, o, p) for a, g, o, p, _ in second.objects if a == second_ok.track_alias]
-
-        def catalogs() -> list[bytes]:
-            return [p for a, _, _, p, _ in first.objects if a == catalog_ok.track_alias]
 
         live_catalogs = catalogs()
         # The publisher leaves (its WHIP session ends): the video track is done, the catalog empties.
@@ -200,11 +207,10 @@ def test_a_whip_publisher_is_watched_over_moq(node: tuple[TrackmeshNode, int], g
         "--codec",
         codec,
         "--duration",
-        "6",
+        "8",
     )
     before = moq_metrics(trackmesh)
     try:
-        time.sleep(1.5)  # the WHIP session is up and its tracks are in the room
         got = asyncio.run(watch(port, moq_token(trackmesh, room), room))
         after = moq_metrics(trackmesh)
     finally:
@@ -296,11 +302,12 @@ class Publisher(Subscriber):
         self.transmit()
 
 
-async def publish_into_room(port: int, token: str, room: str, seconds: float, started: Any) -> dict[str, Any]:
+async def publish_into_room(
+    port: int, token: str, room: str, frames: list[tuple[bytes, bool]], started: Any
+) -> dict[str, Any]:
     config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
     ns = (b"trackmesh", room.encode())
     setup = {m.SETUP_PATH: f"/?jwt={token}".encode(), m.SETUP_MAX_REQUEST_ID: 10}
-    frames = vp8_frames(int(seconds * 30), 30)
     async with connect("127.0.0.1", port, configuration=config, create_protocol=Publisher) as client:
         pub: Publisher = client  # type: ignore[assignment]
         pub.send(m.ClientSetup(setup))
@@ -345,15 +352,19 @@ def test_a_moq_publisher_is_watched_over_whep(node: tuple[TrackmeshNode, int], g
     )
     assert status == 200, resp
     token = str(resp["data"]["token"])
+    frames = vp8_frames(6 * 30, 30)  # before the clock starts: encoding is slow on a busy machine
     started = threading.Event()
     result: dict[str, Any] = {}
 
     def run() -> None:
-        result.update(asyncio.run(publish_into_room(port, token, room, 6.0, started)))
+        try:
+            result.update(asyncio.run(publish_into_room(port, token, room, frames, started)))
+        except BaseException as exc:  # reported by the assertions below
+            result["error"] = repr(exc)
 
     publisher = threading.Thread(target=run, daemon=True)
     publisher.start()
-    assert started.wait(10), "the relay never subscribed to the publisher's track"
+    assert started.wait(30), f"the relay never subscribed to the track: {result}\n{trackmesh.log_tail()}"
     rc, summary, err = gst_client(
         "whep",
         trackmesh.url("/whep/endpoint"),
@@ -367,6 +378,7 @@ def test_a_moq_publisher_is_watched_over_whep(node: tuple[TrackmeshNode, int], g
         "30",
     )
     publisher.join(15)
+    assert "error" not in result, result
     print("whep viewer:", summary, "publisher:", result)
     assert rc == 0, (summary, err[-1500:], trackmesh.log_tail())
     assert summary["frames"] >= 30 and (summary["width"], summary["height"]) == (320, 240), summary

@@ -99,6 +99,14 @@ def test_a_room_track_over_moq() -> None:
         (entry,) = decode_catalog(catalogs[-1])
         assert entry == CatalogTrack("alice/video_main", True, 1, "alice", "vp8", 320, 240)
 
+        # A second viewer: its SUBSCRIBE asks for a key frame too, at once.
+        second = Client(relay, clock)
+        second.setup()
+        subscribe(second, b"alice/video_main")
+        await asyncio.sleep(0)
+        assert rooms.counters["keyframe_requests"] == 2  # (the publisher's track paces what reaches it)
+        second.send(m.Unsubscribe(0))
+
         # The track is unpublished: PUBLISH_DONE (TRACK_ENDED), and an empty catalog.
         assert alice.control(now, Unpublish("video_main")) is None
         await asyncio.sleep(0)

@@ -142,6 +142,7 @@ class MoqRooms:
         self.publisher = LocalPublisher(relay, ROOMS_PREFIX, self._subscribe, self._cancel)
         self.rooms: dict[str, _Room] = {}
         self._keyframes: dict[int, _Tap] = {}
+        self._asked: dict[int, _Tap] = {}  # taps a new subscriber attached to
         self._catalogs: set[str] = set()
         self._scheduled = False
         self.counters = {"subscribes": 0, "refused": 0, "keyframe_requests": 0, "catalog_updates": 0}
@@ -191,6 +192,7 @@ class MoqRooms:
 
     def _attached(self, tap: _Tap) -> None:
         tap.bridge.request_keyframe(self.runtime.now())
+        self._asked[id(tap)] = tap  # asked on the next turn even if a key frame comes first
         self.want_keyframe(tap)
 
     def _cancel(self, local: LocalTrack) -> None:
@@ -249,6 +251,7 @@ class MoqRooms:
             local.end(now, "the track was unpublished", PublishDoneCode.TRACK_ENDED)
         tap.locals.clear()
         self._keyframes.pop(id(tap), None)
+        self._asked.pop(id(tap), None)
         self.catalog_changed(room)
         self._maybe_release(room)  # its only watched track ended and no catalog is watched
 
@@ -288,10 +291,17 @@ class MoqRooms:
         now = self.runtime.now()
         hub = self.runtime.core.hub
         taps, self._keyframes = list(self._keyframes.values()), {}
+        asked, self._asked = self._asked, {}
         sent = False
         for tap in taps:
-            # A watched track, or one the catalog cannot describe without a key frame.
-            if (tap.locals or not tap.described()) and tap.bridge.take_keyframe_request(now):
+            # A new subscriber's request, a watched track waiting for a key frame, or one the
+            # catalog cannot describe without a key frame.
+            if id(tap) in asked:
+                tap.bridge.take_keyframe_request(now)  # its retries are paced from now
+                send = True
+            else:
+                send = bool(tap.locals or not tap.described()) and tap.bridge.take_keyframe_request(now)
+            if send:
                 hub.feedback(now, tap.channel, Feedback(FeedbackKind.KEYFRAME, tap.origin))
                 self.counters["keyframe_requests"] += 1
                 sent = True

@@ -138,3 +138,16 @@ def test_an_ended_track_sends_publish_done() -> None:
     (stream,) = alice.received()
     assert stream[2] == [(0, b"key"), (1, b"delta")] and stream[3]  # the group's stream was finished
     assert relay.tracks == {}
+
+
+def test_a_track_accepted_mid_group_starts_at_the_next_group() -> None:
+    relay, clock = Relay(), Clock()
+    owner = Owner(relay)
+    alice = Client(relay, clock)
+    alice.setup()
+    subscribe(alice)
+    (local,) = owner.tracks
+    local.publish(3, 5, b"late", None)  # the source is mid-group when the track is accepted
+    local.publish(4, 0, b"key", None)
+    local.publish(4, 1, b"delta", None)
+    assert [(h.group_id, objs) for _, h, objs, _ in alice.received()] == [(4, [(0, b"key"), (1, b"delta")])]

@@ -95,6 +95,9 @@ def test_a_new_subscriber_asks_for_a_key_frame_at_once() -> None:
     assert not bridge.take_keyframe_request(feed.now)
     bridge.request_keyframe(feed.now)
     assert bridge.take_keyframe_request(feed.now)
+    bridge.request_keyframe(feed.now)  # another subscriber right after: asked again, not rate-limited
+    assert bridge.take_keyframe_request(feed.now)
+    assert not bridge.take_keyframe_request(feed.now)  # the retry while waiting is
     assert [o.object_id for o in feed.frame(vp8_frame(False))] == [1]  # delta frames still flow meanwhile
     assert [o.group for o in feed.frame(vp8_frame(True))] == [1]
 

@@ -33,6 +33,7 @@ class LocalTrack:
         "_previous",
         "accepted",
         "closed",
+        "joined",
         "on_attach",
         "owner",
         "priority",
@@ -48,6 +49,7 @@ class LocalTrack:
         self.track = track
         self.accepted = False
         self.closed = False
+        self.joined = False  # the first object 0 was published: the track starts on a group's start
         self.priority = 128
         self.streams = 0
         self.owner: object = None  # whoever feeds it (the room bridge's tap)
@@ -88,6 +90,10 @@ class LocalTrack:
         """One object; object 0 of a group starts the group's stream (closing the previous one)."""
         if self.closed or not self.accepted:
             return
+        if not self.joined:
+            if object_id != 0:
+                return  # accepted mid-group: subscribers start on the next group's first object
+            self.joined = True
         relay = self.publisher.relay
         header = self._header
         new_stream = header is None or header.group_id != group

@@ -228,9 +228,11 @@ class RtpToLoc:
         return True
 
     def request_keyframe(self, now: float) -> None:
-        """A new subscriber: ask for a key frame at once, so it starts on a fresh group."""
+        """A new subscriber: ask for a key frame at once (whatever was asked just before), so it
+        starts on a fresh group; the publisher's track merges and paces the requests."""
         if self.video:
-            self._want_keyframe(now)
+            self.keyframe_wanted = True
+            self._last_request = float("-inf")
 
     def counters(self) -> dict[str, int]:
         out = dict(self._retired)

@@ -115,3 +115,23 @@ def test_the_connector_role_takes_the_cluster_and_connector_flags_and_needs_the_
     # Media nodes keep their own files (the connector's spill queue) in --data-dir.
     assert resolve("media", {"data_dir": "/tmp/x"}, {}).data_dir == "/tmp/x"
     assert resolve("media", {}, {}).data_dir == "trackmesh-data"
+
+
+def test_recording_flags() -> None:
+    cfg = resolve("standalone", {}, {})
+    assert (cfg.record_dir, cfg.record_max_file_minutes, cfg.record_s3) == ("trackmesh-data/recordings", 60.0, None)
+    cfg = resolve(
+        "media",
+        {"record_dir": "/srv/rec", "record_s3": "s3://bucket/pre/fix", "record_s3_endpoint": "http://127.0.0.1:9000"},
+        {"TRACKMESH_RECORD_MAX_FILE_MINUTES": "15"},
+    )
+    assert (cfg.record_dir, cfg.record_max_file_minutes) == ("/srv/rec", 15.0)
+    assert (cfg.record_s3, cfg.record_s3_endpoint) == ("s3://bucket/pre/fix", "http://127.0.0.1:9000")
+    for values, message in (
+        ({"record_s3": "http://bucket/x"}, "--record-s3"),
+        ({"record_s3_endpoint": "http://127.0.0.1:9000"}, "--record-s3-endpoint: only with --record-s3"),
+        ({"record_max_file_minutes": "0"}, "--record-max-file-minutes"),
+        ({"record_dir": __file__}, "--record-dir"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            resolve("standalone", values, {})

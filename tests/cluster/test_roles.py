@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,16 +214,6 @@ class Cluster:
         return problems
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
-
-
 # ---- bad input and membership ---------------------------------------------------------------
 
 
@@ -296,8 +285,12 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_gets_nothing(cluster: Clus
     good = cluster.media(1, 10)
     cluster.wait_nodes(gw, 1)
     bad = cluster.start("media", 1, 11, seeds=[gw.seed, good.seed], secret="wrong-secret-xyz", wait=False)
-    time.sleep(3)
-    status, data = bad.health()
+    time.sleep(3)  # time for its links to be refused
+    deadline = time.monotonic() + 20
+    while (health := bad.health())[0] == 0:  # its HTTP server not up yet (a loaded box)
+        assert time.monotonic() < deadline, "the node's HTTP server never answered"
+        time.sleep(0.2)
+    status, data = health
     assert status == 503 and "not connected" in data["reason"], data
     # The gateway never hears of it; it hears nothing of the cluster (no peer, no remote member).
     assert [n["node"] for n in gw.info()["nodes"]] == [10]

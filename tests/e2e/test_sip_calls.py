@@ -505,9 +505,10 @@ def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(
 
 class RawPhone:
     """A minimal SIP phone written with plain sockets (none of our SIP code): INVITE with a PCMU
-    offer, ACK, record the RTP it is sent, BYE. It sends no RTP itself (a listener)."""
+    (payload type 0) or G.722 (9) offer, ACK, record the RTP it is sent, BYE. It sends no RTP itself."""
 
-    def __init__(self, sip_port: int, token: str) -> None:
+    def __init__(self, sip_port: int, token: str, pt: int = 0) -> None:
+        self.pt = pt
         self.server = (HOST, sip_port)
         self.token = token
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -547,8 +548,9 @@ class RawPhone:
 
     def call_and_record(self, seconds: float, midway: Callable[[], None] | None = None) -> list[bytes]:
         rtp_port = self.rtp.getsockname()[1]
+        codec = "G722" if self.pt == 9 else "PCMU"
         sdp = (f"v=0\r\no=raw 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
-               f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+               f"m=audio {rtp_port} RTP/AVP {self.pt} 101\r\na=rtpmap:{self.pt} {codec}/8000\r\n"
                "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")  # fmt: skip
         self._send("INVITE", 1, self.to, sdp)
         ok = self._final()
@@ -566,7 +568,7 @@ class RawPhone:
                 data, _ = self.rtp.recvfrom(2048)
             except TimeoutError:
                 continue
-            if data[1] & 0x7F == 0:
+            if data[1] & 0x7F == self.pt:
                 payloads.append(data[12:])
             elif data[1] & 0x7F == 101:
                 self.events.append(data[12:])
@@ -577,15 +579,18 @@ class RawPhone:
         return payloads
 
 
-def test_a_phone_hears_a_webrtc_publisher_and_gets_dtmf_from_the_api(sip_node: tuple[TrackmeshNode, int]) -> None:
+def test_pcmu_and_g722_phones_hear_a_webrtc_publisher_and_dtmf_from_the_api(
+    sip_node: tuple[TrackmeshNode, int],
+) -> None:
     from trackmesh.codecs.g711 import ulaw_decode
 
     node, sip_port = sip_node
     room = "sip-downlink-room"
     sip_token = node.token("sip", room, "listener")
+    hd_token = node.token("sip", room, "hd-listener")
     whip_token = node.token("whip", room, "speaker")
 
-    async def main() -> tuple[dict[str, Any], list[bytes], list[bytes]]:
+    async def main() -> tuple[dict[str, Any], list[bytes], list[bytes], list[bytes]]:
         sys.path.insert(0, str(Path(__file__).parent / "clients"))
         import aiortc_client as ac
 
@@ -593,6 +598,8 @@ def test_a_phone_hears_a_webrtc_publisher_and_gets_dtmf_from_the_api(sip_node: t
         publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=5.0))
         await asyncio.sleep(1.5)
         phone = RawPhone(sip_port, sip_token)
+        hd_phone = RawPhone(sip_port, hd_token, pt=9)  # a G.722 (HD voice) phone beside it
+        hd = asyncio.create_task(asyncio.to_thread(hd_phone.call_and_record, 2.5))
 
         def send_digits() -> None:  # DTMF toward the phone through the HTTP API
             (call,) = [c for c in sip_calls(node) if c["peer"] == "listener"]
@@ -601,9 +608,9 @@ def test_a_phone_hears_a_webrtc_publisher_and_gets_dtmf_from_the_api(sip_node: t
             assert status == 200 and body["data"]["sent"] == 2, body
 
         heard = await asyncio.to_thread(phone.call_and_record, 2.5, send_digits)
-        return await publisher, heard, phone.events
+        return await publisher, heard, phone.events, await hd
 
-    summary, heard, events = asyncio.run(main())
+    summary, heard, events, hd_heard = asyncio.run(main())
     assert summary.get("error") is None, summary
     assert len(heard) > 50, len(heard)  # 20 ms packets of the mix
     loud = [p for p in heard if len(p) == 160]
@@ -612,6 +619,14 @@ def test_a_phone_hears_a_webrtc_publisher_and_gets_dtmf_from_the_api(sip_node: t
         samples.frombytes(ulaw_decode(p))
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
     assert rms > 1000, rms  # aiortc's 440 Hz tone (amplitude 8000) through Opus -> mix -> PCMU
+    from trackmesh.transports.sip.audio import G722
+
+    decoder = G722()  # the HD phone's decoder (FFmpeg's, through PyAV)
+    pcm = b"".join(decoder.decode(p) for p in hd_heard)
+    samples = array("h")
+    samples.frombytes(pcm[-2 * 16000 // 2 :])  # the last half second at 16 kHz
+    hd_rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert len(hd_heard) > 50 and hd_rms > 1000, (len(hd_heard), hd_rms)  # Opus -> mix -> G.722
     # The digits of POST /api/sip/calls/<session>/dtmf: RFC 4733 events 1 and 11 (#), each ended.
     assert sorted({e[0] for e in events}) == [1, 11], events
     assert {e[0] for e in events if e[1] & 0x80} == {1, 11}

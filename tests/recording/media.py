@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from functools import cache
 
 import av
 
 from trackmesh.codecs.registry import packetizer
 
 Rtp = tuple[int, int, bool, bytes]  # seq, timestamp, marker, payload
-_ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264"}
+_ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
 
 
+@cache
 def encode_video(
     codec: str, frames: int, fps: int = 30, gop: int = 30, size: tuple[int, int] = (160, 120)
 ) -> list[tuple[bytes, bool]]:
-    """``frames`` encoded frames (data, keyframe) of a moving test picture: H.264 in Annex B."""
+    """``frames`` encoded frames (data, keyframe) of a moving test picture: H.264 in Annex B.
+    Cached per arguments (encoding is the slow part of these tests): callers must not mutate it."""
     ctx = av.CodecContext.create(_ENCODERS[codec], "w")
     ctx.width, ctx.height = size
     ctx.pix_fmt = "yuv420p"
@@ -26,6 +29,10 @@ def encode_video(
     ctx.gop_size = gop
     if codec == "h264":
         ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "keyint_min": str(gop)}
+    elif codec == "h265":
+        ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "x265-params": "bframes=0:log-level=error"}
+    elif codec == "av1":
+        ctx.options = {"preset": "12", "svtav1-params": "lp=1"}
     else:
         ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     out: list[tuple[bytes, bool]] = []
@@ -41,8 +48,9 @@ def encode_video(
     return out
 
 
+@cache
 def encode_opus(frames: int) -> list[bytes]:
-    """``frames`` 20 ms Opus packets of noise (mono)."""
+    """``frames`` 20 ms Opus packets of noise (mono); cached like :func:`encode_video`."""
     ctx = av.CodecContext.create("libopus", "w")
     ctx.sample_rate = 48000
     ctx.layout = "mono"

@@ -121,7 +121,7 @@ def test_the_reorder_wait_gives_up_on_the_clock_alone() -> None:
 
 
 def test_garbage_payloads_are_skipped_to_the_next_key_frame() -> None:
-    frames = list(vp8_frames())
+    frames = list(vp8_frames())  # a copy: the encoded frames are shared between tests
     rng = random.Random(7)
     # Frame 12's payload is garbage behind a valid descriptor: not a VP8 frame.
     garbage = bytes([0x01]) + bytes(rng.randrange(256) for _ in range(200))
@@ -260,3 +260,60 @@ def test_timestamp_unwrapper_crosses_the_wrap_both_ways() -> None:
     assert u.unwrap(0xFFFFFF00) == 0xFFFFFF00
     assert u.unwrap(0x100) == 0x1_0000_0100
     assert u.unwrap(0xFFFFFFF0) == 0xFFFFFFF0  # a late packet from before the wrap
+
+
+def test_a_video_track_says_when_it_needs_a_key_frame() -> None:
+    frames = vp8_frames()
+    groups = packetize("vp8", [d for d, _ in frames], 3000)
+    rec = TrackRecorder(True, PeerClock(), reorder_wait=0.05)
+    assert not rec.needs_keyframe  # nothing received yet
+    now = feed(rec, "vp8", flat(groups[5:10]))  # joined mid-stream: delta frames only
+    assert rec.needs_keyframe
+    now = feed(rec, "vp8", flat(groups[30:35]), t0=now)  # a gap, then the key frame at 30
+    rec.handle_timeout(now + 1)
+    assert not rec.needs_keyframe
+    del groups[40][0]
+    feed(rec, "vp8", flat(groups[36:45]), t0=now + 1)
+    rec.handle_timeout(now + 3)
+    assert rec.needs_keyframe  # lost a packet of frame 40: waits for the key frame at 60
+    audio = TrackRecorder(False, PeerClock())
+    feed(audio, "opus", flat(packetize("opus", encode_opus(5), 960)))
+    assert not audio.needs_keyframe
+
+
+def test_simulcast_records_the_highest_layer_and_starts_a_file_when_it_appears() -> None:
+    """Chrome sends the low layer first and adds higher ones as its estimate grows: each layer is
+    its own RTP stream (numbering, timestamps), so the higher layer starts a new file on its key
+    frame and the lower layer's packets are then ignored."""
+    frames = [d for d, _ in vp8_frames()]
+    low = packetize("vp8", frames, 3000, seq0=100, ts0=1_000)
+    high = packetize("vp8", frames, 3000, seq0=40_000, ts0=9_999_000)
+    rec = TrackRecorder(True, PeerClock())
+    now = T0
+    for i in range(60):
+        for seq, ts, marker, payload in low[i]:
+            rec.on_packet(now, "vp8", seq, ts, marker, payload, 0)
+        if i >= 30:  # the top layer from its key frame at 30 on
+            for seq, ts, marker, payload in high[i]:
+                rec.on_packet(now, "vp8", seq, ts, marker, payload, 1)
+        now += 1 / 30
+    rec.stop(now)
+    outs = drain(rec)
+    starts = [o for o in outs if isinstance(o, SegmentStart)]
+    assert [s.index for s in starts] == [0, 1]
+    assert [o.reason for o in outs if isinstance(o, SegmentEnd)] == ["layer change", "stopped"]
+    second = samples(outs[outs.index(starts[1]) :])
+    assert len(second) == 30 and second[0].keyframe and [s.pts for s in second] == [i * 3000 for i in range(30)]
+    assert rec.other_layers == sum(len(g) for g in low[31:60])
+
+
+def test_later_sender_reports_move_the_start_when_the_first_ones_lagged() -> None:
+    """A sender that sends a start-up backlog in a burst reports RTP times that lag at first;
+    its later (steady) reports move the open segment's start; jitter-sized moves are not told."""
+    rec = TrackRecorder(False, PeerClock())
+    feed(rec, "opus", flat(packetize("opus", encode_opus(10), 960, ts0=48_000)), t0=T0)
+    rec.on_sender_report(T0 + 0.2, 0, 48_000 + 4_800, ntp64(T0 + 0.2))  # says: ts0 was sent at T0+0.1
+    rec.on_sender_report(T0 + 1.2, 0, 48_000 + 48_000 + 480, ntp64(T0 + 1.2))  # steady: moves by 0.09 s
+    rec.on_sender_report(T0 + 2.2, 0, 48_000 + 96_000 + 960, ntp64(T0 + 2.2 + 0.005))  # 5 ms: not told
+    refined = [o.start_wall for o in drain(rec) if isinstance(o, StartRefined)]
+    assert refined == [pytest.approx(T0 + 0.1), pytest.approx(T0 + 0.19)]

@@ -65,7 +65,7 @@ def test_every_part_arrives_through_a_store_failing_30_percent(moto: str, tmp_pa
     counters: dict[str, int] = {}
     try:
         target = S3Target("rec", "recordings/node1", proxy.url, "us-east-1")
-        up = Uploader(tmp_path, target, counters, part_size=5 * MIB, seed=1)
+        up = Uploader(tmp_path, target, counters, part_size=5 * MIB, seed=1, retry_base=0.1)
         # A real recording (VP8 + Opus, finalised by the writer, handed over as it completes)...
         now = time.monotonic()
         writer = RecordingWriter(tmp_path, 3600.0, counters, time.time() - time.monotonic(), on_file_done=up.submit)

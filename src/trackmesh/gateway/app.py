@@ -34,6 +34,7 @@ from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
 from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
+from trackmesh.http.health import add_health_routes
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -277,11 +278,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         headers = {"X-Trackmesh-Zone": str(zone), "Cache-Control": "no-store", "Timing-Allow-Origin": "*"}
         return Response(status_code=204, headers=headers)
 
-    @app.get("/api/node/health", tags=["node"])
-    async def health() -> JSONResponse:
-        ready, reason = gw.readiness()
-        body = {"status": True, "data": {"ready": ready, "reason": reason, "role": "gateway", "draining": gw.draining}}
-        return JSONResponse(body, status_code=200 if ready else 503)
+    add_health_routes(app, "gateway", gw.readiness, lambda: gw.draining)
 
     def unauthorized(request: Request) -> Response | None:
         expected = gw.config.metrics_token

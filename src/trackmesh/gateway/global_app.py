@@ -32,7 +32,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.http.exposition import Exposition
 from trackmesh.http.headers import bearer
+from trackmesh.http.health import add_health_routes
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -76,19 +78,23 @@ def _problem(request: Request, status: int, message: str) -> Response:
 
 
 def render_global_metrics(gw: GlobalGatewayNode, now: float) -> str:
-    lines = [f'trackmesh_info{{version="{__version__}",role="global-gateway"}} 1']
+    exp = Exposition()
+    exp.gauge("trackmesh_info", "Build and role of this node", 1, {"version": __version__, "role": "global-gateway"})
+    exp.gauge("trackmesh_ready", "1 when the node takes new requests (GET /api/node/health)",
+              1 if gw.readiness()[0] else 0)
     counters = {**gw.counters, "bad_summaries": gw.zones.bad_summaries}
     if gw.geo is not None:
         counters.update(geo_lookups=gw.geo.lookups, geo_misses=gw.geo.misses)
     for name, value in sorted(counters.items()):
-        lines += [f"# TYPE trackmesh_global_{name}_total counter", f"trackmesh_global_{name}_total {value}"]
-    lines.append("# TYPE trackmesh_global_zone_free gauge")
-    for zone, e in sorted(gw.zones.zones(now).items()):
-        lines.append(f'trackmesh_global_zone_free{{zone="{zone}"}} {e.free}')
-    lines.append("# TYPE trackmesh_global_zone_nodes gauge")
-    for zone, e in sorted(gw.zones.zones(now).items()):
-        lines.append(f'trackmesh_global_zone_nodes{{zone="{zone}"}} {e.nodes}')
-    return "\n".join(lines) + "\n"
+        exp.counter(f"trackmesh_global_{name}", f"Global gateway counter {name}", value)
+    zones = sorted(gw.zones.zones(now).items())
+    for zone, e in zones:
+        exp.gauge("trackmesh_global_zone_free", "Free session capacity a zone last summarised", e.free,
+                  {"zone": str(zone)})
+    for zone, e in zones:
+        exp.gauge("trackmesh_global_zone_nodes", "Healthy media nodes a zone last summarised", e.nodes,
+                  {"zone": str(zone)})
+    return exp.render()[0]
 
 
 class ProxyFailed(Exception):
@@ -209,11 +215,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"])
-    async def health() -> JSONResponse:
-        ready, reason = gw.readiness()
-        data = {"ready": ready, "reason": reason, "role": "global-gateway", "draining": gw.draining}
-        return JSONResponse({"status": True, "data": data}, status_code=200 if ready else 503)
+    add_health_routes(app, "global-gateway", gw.readiness, lambda: gw.draining)
 
     def unauthorized(request: Request) -> Response | None:
         expected = gw.config.metrics_token

@@ -76,6 +76,11 @@ class NodeApi(Protocol):
         """(ready for new sessions, reason)."""
         ...
 
-    async def stats(self) -> list[dict[str, Any]]:
-        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer)."""
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker: each one's result, or the ``RpcError`` it answered (the console)."""
+        ...
+
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer); with
+        ``media``, also its media totals (for /metrics: O(sessions))."""
         ...

@@ -21,6 +21,7 @@ from .connector_http import router as connector_router
 from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
+from .health import add_health_routes
 from .metrics import render_metrics
 from .record_http import router as record_router
 from .rtmp_http import router as rtmp_router
@@ -90,14 +91,7 @@ def create_app(node: NodeApi) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"], summary="Liveness and readiness of this node")
-    async def health() -> JSONResponse:
-        ready, reason = node.readiness()
-        data: dict[str, Any] = {"ready": ready, "role": node.config.role, "draining": node.draining}
-        if not ready:
-            data["reason"] = reason
-        body = ok(data)
-        return JSONResponse(body, status_code=200 if ready else 503)
+    add_health_routes(app, node.config.role, node.readiness, lambda: node.draining)
 
     def unauthorized(authorization: str | None) -> JSONResponse | None:
         expected = node.config.metrics_token
@@ -156,11 +150,16 @@ def create_app(node: NodeApi) -> FastAPI:
         refused = unauthorized(authorization)
         if refused is not None:
             return refused
-        text, content_type = render_metrics(node, await node.stats(), throttle)
+        text, content_type = render_metrics(node, await node.stats(media=True), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node)))
     app.include_router(sip_router(node))
+    if node.config.role == "standalone":
+        # The operator's console (docs/console.md); cluster media nodes have none.
+        from .console.routes import console_router
+
+        app.include_router(console_router(node, throttle))
     for router in node_routers(node):
         app.include_router(router)
     return app

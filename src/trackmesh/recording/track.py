@@ -22,8 +22,8 @@ Rules, in the order a packet meets them:
    change, a layer change, after ``max_segment`` seconds (the next one starts at once on a key
    frame: nothing is lost between them) and at ``stop``. Sample times count RTP time from the
    segment's first frame (strictly increasing); the segment's wall-clock start comes from the
-   track's :class:`~.clock.TrackClock`, refined once by the first sender report when the segment
-   started before it (:class:`StartRefined`).
+   track's :class:`~.clock.TrackClock`, refined by each later sender report that moves it by
+   more than :data:`START_TOLERANCE` (:class:`StartRefined`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ __all__ = [
 CONTAINERS: Final = {"vp8": "webm", "vp9": "webm", "av1": "webm", "opus": "webm", "h264": "mp4", "h265": "mp4"}
 _RATES: Final = {"opus": 48_000}
 _VIDEO_RATE: Final = 90_000
+#: A sender report that moves a segment's start by more than this (seconds) is told (StartRefined).
+START_TOLERANCE: Final = 0.02
 #: Names the codec registry and SDP use for the same codec.
 _ALIASES: Final = {"hevc": "h265"}
 
@@ -79,7 +81,7 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class StartRefined:
-    """The open segment's start, now from the first sender report."""
+    """The open segment's start, as the latest sender report places it."""
 
     start_wall: float
 
@@ -125,6 +127,7 @@ class TrackRecorder:
         # The open segment: its first frame's unwrapped RTP time, the last sample's pts.
         self._open = False
         self._synced = False
+        self._start = 0.0
         self._base = 0
         self._last_pts = -1
         self._index = first_index
@@ -167,9 +170,21 @@ class TrackRecorder:
         if spatial != self._layer:
             return
         self._clock.on_sender_report(rtp_ts, ntp64, now)
-        if self._open and not self._synced:
-            self._synced = True
-            self._out.append(StartRefined(self._clock.wall_time(self._base)))
+        if self._open:
+            # Every report refines the open segment's start: a sender's first reports can lag its
+            # media (GStreamer's, while it sends the backlog of its start-up in a burst), later ones
+            # are steady. Told only when it moves by more than START_TOLERANCE.
+            start = self._clock.wall_time(self._base)
+            if not self._synced or abs(start - self._start) > START_TOLERANCE:
+                self._synced = True
+                self._start = start
+                self._out.append(StartRefined(start))
+
+    @property
+    def needs_keyframe(self) -> bool:
+        """A video track that is waiting for a key frame (at its start, or after loss or garbage):
+        the driver asks the publisher for one (a PLI through the channel's feedback path)."""
+        return self.video and self._need_key and self._depack is not None
 
     def handle_timeout(self, now: float) -> None:
         self._release(now)
@@ -289,6 +304,7 @@ class TrackRecorder:
         self._base = ext
         self._last_pts = -1
         self._synced = self._clock.synced
+        self._start = self._clock.wall_time(ext)
         width, height = frame_size(codec, first) if self.video else (0, 0)
         channels = 0 if self.video else opus_channels(first)
         start = SegmentStart(

@@ -6,7 +6,10 @@ playable file itself) followed by its sidecar JSON. Rules:
 
 - **In parts** (S3 multipart upload, :data:`PART_SIZE` each), every request retried with
   exponential backoff and jitter (:func:`backoff`) until the store acknowledges it, however long
-  the store is down (``recording_upload_failures`` counts failed attempts: alarm on its rate).
+  the store is down: each request is tried up to 5 times at once, then the upload waits (backoff
+  growing while nothing gets through, up to a minute) and starts again from what the store has.
+  ``recording_upload_failures`` counts failed requests, ``recording_upload_retries`` uploads that
+  had to wait: alarm on their rate (and on ``recording_upload_queue``).
 - **Resumable.** The upload's id and the ETags of the parts already stored are kept beside the
   file (``<file>.upload.json``, written atomically after each part); after a restart the upload
   continues from there (``ListParts`` says what the store has; a vanished upload starts over).
@@ -40,6 +43,8 @@ log = logging.getLogger("trackmesh.recording")
 
 #: Bytes per part (S3's minimum is 5 MiB for every part but the last).
 PART_SIZE: Final = 8 * 1024 * 1024
+#: Tries of one request before the upload as a whole waits and starts again from what is stored.
+_REQUEST_TRIES: Final = 5
 _STATE: Final = ".upload.json"
 _SIDE: Final = ".json"
 
@@ -48,6 +53,7 @@ COUNTERS: Final = (
     "recording_uploads",
     "recording_upload_bytes",
     "recording_upload_failures",
+    "recording_upload_retries",
 )
 
 
@@ -82,7 +88,9 @@ def _client(target: S3Target) -> Any:
 
     config = Config(
         s3={"addressing_style": "path"} if target.endpoint else {},
-        retries={"max_attempts": 2, "mode": "standard"},
+        # No retries inside botocore: this module's loop retries every request (its backoff, its
+        # counters), resuming the upload from what the store confirmed.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         # Checksums only where S3 requires them: several S3-compatible stores refuse the newer
         # aws-chunked uploads with trailing checksums. Each part's integrity is still checked by
         # its Content-MD5-free ETag and the object's size before the local file is deleted.
@@ -105,7 +113,10 @@ class Uploader:
         client: Any = None,
         part_size: int = PART_SIZE,
         seed: int | None = None,
+        retry_base: float = 0.5,
     ) -> None:
+        """``retry_base``: the first retry waits up to this long, doubling (with jitter) to a minute."""
+        self.retry_base = retry_base
         self.root = root
         self.target = target
         self.counters = counters
@@ -118,6 +129,7 @@ class Uploader:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._progress = 0  # requests the store acknowledged (parts, creates, completes)
 
     # ---- any thread ------------------------------------------------------------------------------
 
@@ -172,12 +184,14 @@ class Uploader:
                 if self._stopping:
                     return
                 media = self._pending[0]
+            progress = self._progress
             try:
                 self._upload(media)
             except Exception as exc:
-                attempt += 1
-                self.counters["recording_upload_failures"] += 1
-                delay = backoff(attempt, self._rng)
+                # Backoff grows while nothing gets through; any acknowledged request starts it over.
+                attempt = 1 if self._progress != progress else attempt + 1
+                self.counters["recording_upload_retries"] += 1
+                delay = backoff(attempt, self._rng, base=self.retry_base)
                 if attempt <= 3 or attempt % 20 == 0:
                     log.warning(
                         "recording upload failed; retrying",
@@ -192,6 +206,44 @@ class Uploader:
                 if self._pending and self._pending[0] == media:
                     self._pending.pop(0)
                 self.counters["recording_upload_queue"] = len(self._pending)
+
+    def _call(self, op: str, **params: Any) -> Any:
+        """One S3 request, retried at once with a short backoff while the failure is transient (a
+        dropped connection, a timeout, 5xx, 429, 408); the caller's loop retries beyond that."""
+        from botocore.exceptions import ClientError
+
+        s3 = self._s3()
+        for attempt in range(1, _REQUEST_TRIES + 1):
+            try:
+                result = getattr(s3, op)(**params)
+            except ClientError as exc:
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                if 400 <= status < 500 and status not in (408, 429):
+                    raise  # the store's answer (no such upload, no such key...): not worth repeating
+                error: Exception = exc
+            except Exception as exc:
+                error = exc
+            else:
+                self._progress += 1
+                return result
+            self.counters["recording_upload_failures"] += 1
+            if attempt == _REQUEST_TRIES or self._stopping:
+                raise error
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping, timeout=backoff(attempt, self._rng, self.retry_base, 5.0))
+        raise AssertionError("unreachable")
+
+    def _object_size(self, key: str) -> int | None:
+        """The object's size, None when it does not exist; other errors raise (retried later)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._call("head_object", Bucket=self.target.bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"])
 
     def _s3(self) -> Any:
         if self._client is None:
@@ -211,15 +263,15 @@ class Uploader:
         size = media.stat().st_size
         state_path = media.with_name(media.name + _STATE)
         # Already there (an earlier Complete succeeded but its answer or our check was lost)?
-        if _object_size(s3, bucket, key) != size:
+        if self._object_size(key) != size:
             self._send_parts(s3, media, key, size, state_path)
-            if _object_size(s3, bucket, key) != size:
+            if self._object_size(key) != size:
                 raise RuntimeError(f"s3://{bucket}/{key} does not have the file's {size} bytes")
         side = media.with_name(media.name + _SIDE)
         info = read_sidecar(side) or {}
         info.update(uploaded=True, s3_key=key, s3_bucket=bucket, size=size)
-        s3.put_object(Bucket=bucket, Key=key + _SIDE, Body=json.dumps(info, sort_keys=True).encode(),
-                      ContentType="application/json")  # fmt: skip
+        self._call("put_object", Bucket=bucket, Key=key + _SIDE, Body=json.dumps(info, sort_keys=True).encode(),
+                   ContentType="application/json")  # fmt: skip
         write_sidecar(media, info)
         media.unlink()
         state_path.unlink(missing_ok=True)
@@ -233,7 +285,7 @@ class Uploader:
         if state is not None and state.get("key") == key and state.get("size") == size:
             # Resume: keep only the parts the store confirms it has.
             try:
-                listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=state["upload_id"])
+                listed = self._call("list_parts", Bucket=bucket, Key=key, UploadId=state["upload_id"])
             except Exception as exc:
                 if "NoSuchUpload" not in str(exc):
                     raise
@@ -242,7 +294,7 @@ class Uploader:
                 have = {str(p["PartNumber"]): p["ETag"] for p in listed.get("Parts", [])}
                 state["parts"] = {n: e for n, e in state["parts"].items() if have.get(n) == e}
         if state is None or state.get("key") != key or state.get("size") != size:
-            created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=_content_type(media))
+            created = self._call("create_multipart_upload", Bucket=bucket, Key=key, ContentType=_content_type(media))
             state = {"key": key, "size": size, "upload_id": created["UploadId"], "parts": {}}
             _write_state(state_path, state)
         parts: dict[str, str] = state["parts"]
@@ -253,31 +305,24 @@ class Uploader:
                     continue
                 f.seek((number - 1) * self.part_size)
                 body = f.read(self.part_size)
-                done = s3.upload_part(Bucket=bucket, Key=key, UploadId=state["upload_id"], PartNumber=number, Body=body)
+                done = self._call(
+                    "upload_part", Bucket=bucket, Key=key, UploadId=state["upload_id"], PartNumber=number, Body=body
+                )
                 parts[str(number)] = done["ETag"]
                 _write_state(state_path, state)
                 self.counters["recording_upload_bytes"] += len(body)
         listing = [{"PartNumber": int(n), "ETag": e} for n, e in sorted(parts.items(), key=lambda x: int(x[0]))]
-        s3.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=state["upload_id"], MultipartUpload={"Parts": listing}
+        self._call(
+            "complete_multipart_upload",
+            Bucket=bucket,
+            Key=key,
+            UploadId=state["upload_id"],
+            MultipartUpload={"Parts": listing},
         )
 
 
 def _content_type(media: Path) -> str:
     return "video/mp4" if media.suffix == ".mp4" else "video/webm"
-
-
-def _object_size(s3: Any, bucket: str, key: str) -> int | None:
-    """The object's size, None when it does not exist; other errors raise (retried later)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return int(head["ContentLength"])
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:

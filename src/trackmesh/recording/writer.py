@@ -1,7 +1,10 @@
 """The recording thread: track recorders and their muxers, off the media worker's loop. A driver.
 
 The worker's side only appends to a bounded queue (a ``deque``, whose ``append`` is atomic): no
-lock, no wake-up, no I/O per packet. When the queue holds :data:`QUEUE_MAX` packets, further
+lock, no wake-up, no I/O and no copy per packet. The queued :class:`MediaPacket` keeps its payload
+view alive: receiving drivers allocate one immutable ``bytes`` per datagram (runtime/worker.py,
+SRTP), so the view cannot change under the thread; a transport that published views of a reused
+buffer would have to copy them first. When the queue holds :data:`QUEUE_MAX` packets, further
 packets are dropped and counted (``recording_queue_drops``): the recorder sees the gap as loss
 and resumes at the next key frame, and forwarding to viewers is never slowed. Track controls
 (open, sender report, close) are never dropped.
@@ -43,6 +46,9 @@ log = logging.getLogger("trackmesh.recording")
 QUEUE_MAX: Final = 20_000
 #: How often the thread drains the queue (seconds): part of what a crash can lose.
 POLL_INTERVAL: Final = 0.05
+#: While a video track waits for a key frame, ask the publisher again this often (seconds); the
+#: publisher side merges requests anyway (core.tracks: one per 300 ms).
+KEYFRAME_RETRY: Final = 1.0
 
 _PACKET, _OPEN, _SR, _CLOSE = range(4)
 
@@ -72,10 +78,12 @@ class TrackMeta:
 class _Track:
     meta: TrackMeta
     recorder: TrackRecorder
+    want_keyframe: Callable[[], None] | None = None
     muxer: SegmentMuxer | None = None
     info: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
     skipped: int = 0
+    keyframe_asked: float = -1e9
 
 
 class RecordingWriter:
@@ -109,9 +117,11 @@ class RecordingWriter:
 
     # ---- the worker's side (never blocks) --------------------------------------------------------
 
-    def open_track(self, key: Hashable, meta: TrackMeta) -> None:
+    def open_track(self, key: Hashable, meta: TrackMeta, want_keyframe: Callable[[], None] | None = None) -> None:
+        """Start recording track ``key``. ``want_keyframe()`` is called on the recording thread when
+        the track waits for a key frame: it must only set a flag that the worker acts on."""
         self._start()
-        self._control((_OPEN, key, meta))
+        self._control((_OPEN, key, meta, want_keyframe))
 
     def packet(self, key: Hashable, pkt: MediaPacket) -> None:
         queue = self._queue
@@ -186,7 +196,7 @@ class RecordingWriter:
                     track.recorder.on_sender_report(item[2] + offset, item[3], item[4], item[5])
                     touched.add(key)
             elif tag == _OPEN:
-                self._open(key, item[2])
+                self._open(key, item[2], item[3])
             else:
                 self._close(key, item[2])
         for key in touched:
@@ -201,7 +211,7 @@ class RecordingWriter:
                 track.recorder.handle_timeout(now)
                 self._outputs(track)
 
-    def _open(self, key: Hashable, meta: TrackMeta) -> None:
+    def _open(self, key: Hashable, meta: TrackMeta, want_keyframe: Callable[[], None] | None) -> None:
         if key in self._tracks:
             return
         clock = self._peers.setdefault((meta.room, meta.peer, meta.session), PeerClock())
@@ -209,7 +219,7 @@ class RecordingWriter:
         name = (meta.app, meta.room, meta.session, meta.peer, meta.track)
         first = self._next_index.get(name, 0)
         recorder = TrackRecorder(meta.video, clock, self.max_segment, first_index=first)
-        self._tracks[key] = _Track(meta, recorder)
+        self._tracks[key] = _Track(meta, recorder, want_keyframe)
         self.counters["recording_tracks"] += 1
 
     def _close(self, key: Hashable, reason: str) -> None:
@@ -243,6 +253,11 @@ class RecordingWriter:
                     self._end(track, out)
             except Exception as exc:
                 self._fail(track, exc)
+        if recorder.needs_keyframe and track.want_keyframe is not None and not track.failed:
+            now = time.monotonic()
+            if now - track.keyframe_asked >= KEYFRAME_RETRY:
+                track.keyframe_asked = now
+                track.want_keyframe()
         skipped = recorder.skipped_frames
         if skipped != track.skipped:
             self.counters["recording_skipped_frames"] += skipped - track.skipped

@@ -206,8 +206,8 @@ class ClusterMediaNode(Node):
             return False, f"not connected to any cluster seed ({seeds}); zenoh keeps retrying"
         return ready, reason
 
-    async def stats(self) -> list[dict[str, Any]]:
-        out = await super().stats()
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        out = await super().stats(media)
         for worker, st in zip(self.workers, out, strict=False):
             if "error" in st:
                 continue

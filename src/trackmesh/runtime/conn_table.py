@@ -38,6 +38,8 @@ from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .admission import SessionAdmission
+from .console_rpc import ConsoleRpc
+from .media_metrics import MediaMetrics
 from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
@@ -142,11 +144,18 @@ class ConnTable(Generic[C]):
         self.timers: dict[SessionId, ConnTimer[C]] = {}
         self._on_closed = on_closed
         self.counters = runtime.counters
+        self.name = name
         self._created, self._closed = f"{name}_sessions_created", f"{name}_sessions_closed"
         self.counters.setdefault(self._created, 0)
         self.counters.setdefault(self._closed, 0)
         runtime.on_shutdown(self.close_all)
         runtime.on_drain(self.drain)
+        # Node metrics (runtime/media_metrics.py): read at scrape time, told once per join and close.
+        self.metrics = MediaMetrics.of(runtime)
+        self.metrics.sources.append(self)
+        ConsoleRpc.of(runtime).tables.append(self)  # the console's listing and actions (kick, end room)
+        self._joining: dict[SessionId, float] = {}  # attached, not connected yet: when the request came
+        self.apps: dict[SessionId, str] = {}  # the app (tenant) of each connection's token
 
     def __len__(self) -> int:
         return len(self.conns)
@@ -157,14 +166,18 @@ class ConnTable(Generic[C]):
         """The core endpoint of a connection being set up; the connector hears ``Connecting`` (with the
         client's address and the app of its token) before the endpoint can join a room."""
         endpoint = self.runtime.core.create_endpoint()
+        self.apps[endpoint.session] = app
         audit = self.runtime.core.audit
         if audit is not None:
             audit.connecting(now, endpoint.session, remote_ip, app)
         return endpoint
 
-    def abort(self, now: float, session: SessionId, reason: str) -> None:
+    def abort(self, now: float, session: SessionId, reason: str, kind: str = "") -> None:
         """Setup failed after ``new_endpoint`` and before ``attach``: the endpoint closes, and the
-        connector's log does not keep the session open."""
+        connector's log does not keep the session open. ``kind``: the transport, for the metrics."""
+        self.apps.pop(session, None)
+        self.metrics.on_requested(kind or self.name)
+        self.metrics.on_failed(kind or self.name, "setup failed")
         self.runtime.core.close_endpoint(now, session, reason)
         audit = self.runtime.core.audit
         if audit is not None:
@@ -179,6 +192,8 @@ class ConnTable(Generic[C]):
         self.port.attach(key, ufrag, functools.partial(self._on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self._on_core_events, conn=conn))
         self.counters[self._created] += 1
+        self.metrics.on_requested(conn.kind)
+        self._joining[key] = now
         self.after_input(now, conn)
 
     def add_ufrag(self, conn: C, ufrag: str) -> None:
@@ -195,6 +210,9 @@ class ConnTable(Generic[C]):
             elif isinstance(event, ApplicationData):
                 conn.on_application_data(now, event.data)
             elif isinstance(event, Connected):
+                asked = self._joining.pop(conn.key, None)
+                if asked is not None:
+                    self.metrics.on_connected(conn.kind, now - asked)
                 conn.on_connected(now)
                 if self.runtime.core.audit is not None:
                     self.runtime.core.audit.connected(now, conn.key, "")
@@ -227,6 +245,10 @@ class ConnTable(Generic[C]):
         if timer is not None:
             self.runtime.untrack(timer)
         self.conns.pop(key, None)
+        self.apps.pop(key, None)
+        if self._joining.pop(key, None) is not None:
+            self.metrics.on_failed(conn.kind, reason)
+        self.metrics.on_closed(conn, reason)
         self.admission.release(conn.token_hash, reason)
         self.counters[self._closed] += 1
         self.log.info(
@@ -258,6 +280,10 @@ class ConnTable(Generic[C]):
         found = self.runtime.core.lookup(conn_id)
         conn = None if isinstance(found, ControlError) else self.conns.get(found.session)
         return None if conn is None or conn.closing else conn
+
+    def live_conns(self) -> list[C]:
+        """The open connections (``media_metrics.ConnSource``)."""
+        return [c for c in self.conns.values() if not c.closing]
 
     def stats(self) -> dict[str, Any]:
         return {

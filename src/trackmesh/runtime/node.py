@@ -94,13 +94,23 @@ class Node:
             raise RpcError(404, "unknown conn id")
         return self.workers[parts.worker]
 
-    async def stats(self) -> list[dict[str, Any]]:
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
         out = []
         for worker in self.workers:
             try:
-                out.append(await worker.call("worker.stats", {}))
+                out.append(await worker.call("worker.stats", {"media": media}))
             except RpcError as exc:
                 out.append({"worker": worker.index, "error": exc.message})
+        return out
+
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker, in order: each one's result, or the RpcError it answered."""
+        out: list[Any] = []
+        for worker in self.workers:
+            try:
+                out.append(await worker.call(method, params))
+            except RpcError as exc:
+                out.append(exc)
         return out
 
     def request_stop(self, reason: str) -> None:
@@ -204,6 +214,18 @@ class Node:
                 await self.connector.stop()
             raise StartupError(problem)
         self.moq = listener
+        first = self.workers[0] if self.workers else None
+        if isinstance(first, InProcessWorker):
+            # Rooms as MoQ: the in-process worker's rooms on the relay (runtime/moq_rooms.py), and
+            # MoQ publishers into them (runtime/moq_room_ingest.py).
+            from .moq_room_ingest import MoqRoomIngest
+            from .moq_rooms import MoqRooms
+
+            def hosted_here(room: str) -> bool:
+                return self.worker_for_room(room) is first
+
+            listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
         if self.config.moq_anonymous:
             log.warning(
                 "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",
@@ -305,6 +327,10 @@ class Node:
         stop.cancel()
         # Children first (in parallel), then the in-process worker.
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
+        if self.moq is not None and self.moq.rooms is not None:
+            self.moq.rooms.close(time.monotonic())
+        if self.moq is not None and self.moq.room_ingest is not None:
+            self.moq.room_ingest.close()
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
         if self.connector is not None:
@@ -342,6 +368,8 @@ def print_banner(node: Node) -> None:
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
+    if cfg.role == "standalone":
+        lines.append(f"  console:       {base}/console  (log in with the app secret)")
     if node.has_media:
         lines += [
             f"  samples:               {base}/samples/index.html",

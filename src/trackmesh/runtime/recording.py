@@ -19,11 +19,13 @@ Worker calls (from ``http/record_http.py``): ``record.start {room, app, peers?}`
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trackmesh.core.channel import ChannelHub, Feedback, FeedbackKind
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaPacket, TrackKind
 from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
@@ -39,18 +41,33 @@ log = logging.getLogger("trackmesh.recording")
 
 
 class _Tap:
-    """One recorded track: a channel subscriber whose only work is a queue append."""
+    """One recorded track: a channel subscriber whose only work is a queue append (and, when the
+    recording thread raised ``keyframe_wanted``, one key-frame request to the publisher)."""
 
-    __slots__ = ("channel", "key", "remote", "writer")
+    __slots__ = ("channel", "hub", "key", "keyframe_wanted", "origin", "remote", "writer")
 
-    def __init__(self, key: str, channel: int, writer: RecordingWriter, remote: RemoteTrack | None) -> None:
+    def __init__(
+        self, key: str, channel: int, writer: RecordingWriter, remote: RemoteTrack | None, hub: ChannelHub
+    ) -> None:
         self.key = key
         self.channel = channel
         self.writer = writer
         self.remote = remote
+        self.hub = hub
+        self.origin = secrets.randbits(63)
+        # Set by the recording thread (a plain attribute write), acted on here, on the worker's loop.
+        self.keyframe_wanted = False
+
+    def want_keyframe(self) -> None:
+        self.keyframe_wanted = True
 
     def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
         self.writer.packet(self.key, pkt)
+        if self.keyframe_wanted:
+            self.keyframe_wanted = False
+            # The recording waits for a key frame (it started mid-stream, or lost a packet): ask
+            # the publisher, through the same merged, rate-limited path as a viewer's PLI.
+            self.hub.feedback(pkt.arrival, channel, Feedback(FeedbackKind.KEYFRAME, self.origin))
 
     def on_channel_source(self, now: float, channel: int, live: bool) -> None:
         pass  # a silent source just stops feeding; the track's file ends when its entry goes
@@ -182,10 +199,11 @@ class RecordingService:
             return
         remote = endpoint.remote_track(entry.track)
         channel = channel_id(rec.room, entry.peer, entry.track)
-        tap = _Tap(key, channel, self.writer, remote)
+        tap = _Tap(key, channel, self.writer, remote, self.runtime.core.hub)
         rec.taps[key] = tap
-        meta = TrackMeta(rec.app, rec.room, rec.session, entry.peer, entry.track, info.kind is TrackKind.VIDEO)
-        self.writer.open_track(key, meta)
+        video = info.kind is TrackKind.VIDEO
+        meta = TrackMeta(rec.app, rec.room, rec.session, entry.peer, entry.track, video)
+        self.writer.open_track(key, meta, tap.want_keyframe if video else None)
         self.runtime.core.hub.subscribe(now, channel, tap)
         if remote is not None:
             remote.clock_sink = tap.on_clock

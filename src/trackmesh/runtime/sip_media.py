@@ -36,8 +36,8 @@ from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sip")
 
-#: Codecs the bridge transcodes (G.722 is understood by the SDP layer but has no transcoder yet).
-MEDIA_CODECS: tuple[CodecSpec, ...] = (OPUS, PCMU, PCMA)
+#: Codecs the bridge transcodes, in our order of preference for dial-out offers.
+MEDIA_CODECS: tuple[CodecSpec, ...] = (OPUS, G722, PCMU, PCMA)
 _BY_NAME = {spec.name.lower(): spec for spec in (OPUS, G722, PCMU, PCMA)}
 RECV_BATCH = 64
 

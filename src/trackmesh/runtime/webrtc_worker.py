@@ -136,7 +136,7 @@ class WebRtcTransport:
             )
             room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
-            self.table.abort(now, endpoint.session, "setup failed")
+            self.table.abort(now, endpoint.session, "setup failed", mode.value)
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         resource = Resource(mode.value, str(params["token_hash"]), answer.transport.ice_ufrag, answer.transport.ice_pwd)
         session = Session(mode, room_policy, resource, [creds.ufrag])

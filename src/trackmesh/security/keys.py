@@ -14,6 +14,7 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
   per app (``webhook_key``, connector/signing.py).
 - ``sip-digest``: the digest passwords of SIP callers, HMACs of their usernames (``sip_digest_key``,
   transports/sip/auth.py): nothing stored, every node answers the same.
+- ``console-session``: the console's session cookies and CSRF tokens (http/console/session.py).
 
 HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
 entropy: a short secret stays guessable offline from any token a browser holds, which is why
@@ -33,7 +34,15 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "gateway-forward", "standard-webhooks", "sip-digest")
+PURPOSES = (
+    "token-signing",
+    "cluster-link",
+    "conn-id",
+    "gateway-forward",
+    "standard-webhooks",
+    "sip-digest",
+    "console-session",
+)
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).

@@ -296,3 +296,26 @@ def test_a_dial_out_ends_when_every_other_peer_left() -> None:
     worker.close_endpoint(100.0, other.session, "left")
     call.on_core_events(100.0)
     assert call.dead(101.0) is None and call.dead(102.5) == "every other peer left the room"
+
+
+def test_g722_phones_are_transcoded_both_ways() -> None:
+    from trackmesh.transports.sip.audio import G722
+
+    phone = G722()  # the phone's own codec state
+    uplink = Uplink("G722")
+    packets = []
+    for i in range(25):
+        packets += uplink.feed(phone.encode(tone(440, 320, rate=16000, start=320 * i)))
+    assert len(packets) == 25 and uplink.rate == 16000
+    decoder = OpusDecoder(16000)
+    decoded = b"".join(decoder.decode(p) for p, _ in packets[5:])
+    assert rms(decoded) > 3000  # the tone survives G.722 -> Opus
+    downlink = Downlink("G722", 3)
+    silence = downlink.mix()
+    assert silence is not None and len(silence) == 160  # 20 ms of G.722 (16 kHz, 4 bits a sample)
+    for p, _ in packets:
+        downlink.on_slot_packet(1, p)
+    frames = [downlink.mix() for _ in range(5)]
+    heard = G722()
+    pcm = b"".join(heard.decode(f or b"") for f in [silence, *frames])
+    assert all(f is not None and len(f) == 160 for f in frames) and rms(pcm[-640 * 3 :]) > 2000

@@ -133,6 +133,48 @@ class SharedDecoders:
             del self._by[key]
 
 
+class G722:
+    """G.722 (RFC 3551 s4.5.2: 16 kHz audio, an 8 kHz RTP clock) through FFmpeg's ADPCM codec: one
+    stateful encoder and decoder per call; 20 ms = 320 samples = 160 octets."""
+
+    RATE = 16000
+
+    def __init__(self) -> None:
+        enc: Any = av.CodecContext.create("g722", "w")
+        enc.sample_rate = self.RATE
+        enc.layout = "mono"
+        enc.format = "s16"
+        enc.open()
+        dec: Any = av.CodecContext.create("g722", "r")
+        dec.sample_rate = self.RATE
+        dec.layout = "mono"
+        dec.open()
+        self._enc = enc
+        self._dec = dec
+        self._pts = 0
+        self.errors = 0
+
+    def encode(self, pcm: bytes) -> bytes:
+        samples = len(pcm) // 2
+        frame: Any = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = self.RATE
+        frame.pts = self._pts
+        self._pts += samples
+        return b"".join(bytes(p) for p in self._enc.encode(frame))
+
+    def decode(self, payload: bytes) -> bytes:
+        try:
+            return b"".join(bytes(f.planes[0])[: 2 * f.samples] for f in self._dec.decode(av.Packet(payload)))
+        except (av.error.FFmpegError, ValueError):
+            self.errors += 1
+            return b""
+
+
+#: The PCM rate each phone codec is mixed and encoded at.
+PCM_RATE = {"opus": 48000, "G722": G722.RATE, "PCMU": 8000, "PCMA": 8000}
+
+
 def _pcm_decoder(codec: str) -> Any:
     return ulaw_decode if codec == "PCMU" else alaw_decode
 
@@ -158,23 +200,28 @@ class Uplink:
     def __init__(self, codec: str) -> None:
         self.codec = codec
         self.passthrough = codec == "opus"
-        self._decode = _pcm_decoder(codec) if codec in ("PCMU", "PCMA") else None
+        if codec == "G722":
+            self._decode: Any = G722().decode
+        else:
+            self._decode = _pcm_decoder(codec) if codec in ("PCMU", "PCMA") else None
+        self.rate = PCM_RATE.get(codec, 8000) if not self.passthrough else 8000
         self._opus_in = OpusDecoder(8000) if self.passthrough else None
-        self._encoder = None if self.passthrough else OpusEncoder(8000)
+        # libopus takes 8 and 16 kHz input natively (RFC 7587: the RTP clock stays 48 kHz).
+        self._encoder = None if self.passthrough else OpusEncoder(self.rate)
         self._pending = b""
         self._last = b""  # the last packet's PCM (loss concealment repeats it once)
 
     def feed(self, payload: bytes) -> list[tuple[bytes, bytes]]:
-        """One RTP payload of the phone -> [(Opus packet, its 8 kHz PCM for the level)]."""
+        """One RTP payload of the phone -> [(Opus packet, its PCM for the level)]."""
         if self.passthrough:
             assert self._opus_in is not None
             return [(payload, self._opus_in.decode(payload))]
         if self._decode is None:
-            return []  # G.722 is negotiated only for its level of support: no transcoder yet
+            return []
         return self._encode_pcm(self._decode(payload))
 
     def conceal(self, samples: int) -> list[tuple[bytes, bytes]]:
-        """``samples`` (8 kHz) the phone never delivered (lost packets): the last packet's sound once
+        """``samples`` (at :attr:`rate`) the phone never delivered (lost packets): the last packet's sound once
         at half level, then silence, so the encoder's stream stays continuous. An Opus phone's loss
         is left to the room's decoders (the caller skips sequence numbers)."""
         if self.passthrough or self._decode is None or samples <= 0:
@@ -202,14 +249,15 @@ class Downlink:
 
     def __init__(self, codec: str, slots: int, ptime_ms: int = 20) -> None:
         self.codec = codec
-        self.rate = 48000 if codec == "opus" else 8000
+        self.rate = PCM_RATE.get(codec, 8000)
         self.samples = self.rate * ptime_ms // 1000
         self._queues: list[deque[bytes]] = [deque() for _ in range(slots)]
         self._decoders = [OpusDecoder(self.rate) for _ in range(slots)]
         self._encoder = OpusEncoder(48000) if codec == "opus" else None
-        self._encode = ulaw_encode if codec == "PCMU" else alaw_encode
-        # G.711 silence is one constant payload; Opus encodes its silence (tiny packets) to keep its state.
-        self._silence = None if self._encoder is not None else self._encode(bytes(2 * self.samples))
+        self._encode: Any = G722().encode if codec == "G722" else ulaw_encode if codec == "PCMU" else alaw_encode
+        # G.711 silence is one constant payload; Opus and G.722 (ADPCM) encode theirs to keep their state.
+        stateless = self._encoder is None and codec != "G722"
+        self._silence = self._encode(bytes(2 * self.samples)) if stateless else None
         self._carry: list[bytes] = [b"" for _ in range(slots)]
         self.dropped = 0
 
@@ -239,9 +287,10 @@ class Downlink:
         hang up on calls without RTP); None only if the encoder held the frame back."""
         frames = [q.popleft() for q in self._queues if q]
         if not frames and self._silence is not None:
-            return self._silence
+            return self._silence  # G.711 only; the others encode the zeros below
         pcm = mix_frames(frames, self.samples)
         if self._encoder is not None:
             packets = self._encoder.encode(pcm)
             return packets[0] if packets else None
-        return self._encode(pcm)
+        encoded: bytes = self._encode(pcm)
+        return encoded

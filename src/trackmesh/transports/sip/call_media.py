@@ -176,7 +176,7 @@ class CallMedia:
         header, payload = got
         for item in self.jitter.push(header.sequence_number, payload):
             if isinstance(item, Lost):
-                samples = item.count * self.leg.samples_per_packet
+                samples = item.count * self.uplink.rate * self.negotiated.ptime // 1000
                 if self.uplink.passthrough:
                     # Our sequence numbers and timestamps skip too: the room's decoders conceal.
                     self._seq = (self._seq + item.count) & 0xFFFF

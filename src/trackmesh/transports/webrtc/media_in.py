@@ -339,6 +339,7 @@ class InboundMedia(InboundStreams[TrackStream]):
             if stream.ssrc < 0:
                 continue
             self._send_rtcp(stream.keyframe_request(self.sender_ssrc, fir))
+            self.keyframe_requests += 1
             sent = True
         track.keyframe_pending = not sent
         return sent

@@ -407,3 +407,21 @@ def test_parsed_unprotect_counts_forged_runt_and_bad_padding() -> None:
     assert (rx.auth_failures, rx.replay_failures, rx.malformed) == (1, 0, 2)
     # The forged packet did not move the replay state: the real one is still accepted.
     assert rx.unprotect_rtp(tx.protect_rtp(rtp(1))) == rtp(1)
+
+
+def test_parsed_unprotect_keeps_no_state_for_ssrcs_that_never_authenticate() -> None:
+    """Forged packets under ever new SSRCs are counted and dropped without growing the session
+    (a receiver is kept once a packet of its SSRC authenticated, as libsrtp adds a stream)."""
+    tx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY)
+    rx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY, gcm_backend="python")
+    for ssrc in range(1000, 1500):
+        forged = bytearray(tx.protect_rtp(rtp(ssrc, ssrc=ssrc)))
+        forged[-1] ^= 1  # the tag
+        with pytest.raises(SrtpAuthenticationError):
+            rx.unprotect_rtp_parsed(bytes(forged))
+    assert (rx.auth_failures, rx.receive_streams) == (500, 0)
+    # A real stream after a forged packet of its SSRC: accepted, its state kept from then on.
+    assert rx.unprotect_rtp(tx.protect_rtp(rtp(7, ssrc=1000))) == rtp(7, ssrc=1000)
+    assert rx.receive_streams == 1
+    with pytest.raises(SrtpReplayError):
+        rx.unprotect_rtp(tx.protect_rtp(rtp(7, ssrc=1000)))

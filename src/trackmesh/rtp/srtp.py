@@ -578,13 +578,24 @@ class SrtpSession:
         assert gcm is not None
         ssrc = h.ssrc
         receiver = self._receivers.get(ssrc)
+        fresh = receiver is None
         if receiver is None:
-            receiver = self._receivers[ssrc] = GcmRtpReceiver(gcm._aead, gcm._salt, ssrc)
+            receiver = GcmRtpReceiver(gcm._aead, gcm._salt, ssrc)
         try:
-            return receiver.unprotect(packet, h.header_length, h.sequence_number)
+            body = receiver.unprotect(packet, h.header_length, h.sequence_number)
         except SrtpError as gcm_exc:  # its own name: mypyc types an except variable once per function
             self._count(type(gcm_exc))
             raise
+        if fresh:
+            # Kept only once a packet of it authenticated (as libsrtp adds a stream cloned from
+            # its template): forged packets with ever new SSRCs must not grow the session.
+            self._receivers[ssrc] = receiver
+        return body
+
+    @property
+    def receive_streams(self) -> int:
+        """SSRCs with receive state in the session's own GCM path (0 with libsrtp)."""
+        return len(self._receivers)
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self._gcm_rx is not None:

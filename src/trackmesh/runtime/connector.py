@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import secrets
 import time
@@ -57,6 +58,7 @@ class EmbeddedConnector:
             self._hooks_of,
             RetryPolicy(retry_for=cfg.hook_retry_for),
             destroy_after=cfg.destroy_room_after,
+            hook_body=cfg.hook_body,
         )
         self.sources: list[EventSource] = []
         self._wake = asyncio.Event()
@@ -93,6 +95,13 @@ class EmbeddedConnector:
             runtime.core.audit = source
             self.sources.append(source)
         self._tasks.append(asyncio.create_task(self._pump(), name="connector-pump"))
+        # The media worker froze what was alive when it started (runtime/worker.py), before the
+        # connector was imported: SQLAlchemy, httpx and the engine came later and stayed in the
+        # collector's reach, so every full collection scanned them again - a 40-100 ms pause on
+        # this loop (worker 0's media loop too) that freed nothing and delayed webhooks in flight
+        # (docs/benchmarks.md, connector latency). Freeze again now that they exist.
+        gc.collect()
+        gc.freeze()
         if self.node.config.multi_tenancy_sync:
             self._tasks.append(asyncio.create_task(
                 sync_forever(self.apps, self.node.config.multi_tenancy_sync, self.service.reload_keys),

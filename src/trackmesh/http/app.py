@@ -22,6 +22,7 @@ from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
 from .metrics import render_metrics
+from .requests import app_token_keys
 from .sdk_http import router as sdk_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
@@ -140,7 +141,7 @@ def create_app(node: NodeApi) -> FastAPI:
         text, content_type = render_metrics(node, await node.stats(), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node.config, throttle, _tenant_app(node)))
+    app.include_router(token_router(node.config, throttle, _tenant_app(node), app_token_keys(node)))
     for router in node_routers(node):
         app.include_router(router)
     return app

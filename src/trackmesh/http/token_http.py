@@ -111,10 +111,15 @@ def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
 
 
 def router(
-    config: NodeConfig, throttle: FailureThrottle, tenant_app: Callable[[str], str | None] | None = None
+    config: NodeConfig,
+    throttle: FailureThrottle,
+    tenant_app: Callable[[str], str | None] | None = None,
+    app_key: Callable[[str], bytes | None] | None = None,
 ) -> APIRouter:
     """The token routes of a node with ``config``. ``tenant_app`` (multi-tenancy, docs/connector.md)
-    names the app whose secret was presented, or None; the node's own secret is app ``""``."""
+    names the app whose secret was presented, or None; the node's own secret is app ``""``.
+    ``app_key`` gives the token key of an app (http/requests.py ``app_token_keys``): a tenant's
+    tokens are signed with its own key, as atm0s 0.2 signs them with the app's secret."""
 
     def app_of(presented: str | None) -> str | None:
         if presented is None:
@@ -164,10 +169,14 @@ def router(
         problem = _needs(kind, req.room, req.peer)
         if problem is not None:
             return error(400, problem)
-        # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
-        # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
+        # A tenant's token carries its app (JWT ``sub``) and is signed with that app's key (made from
+        # its secret as the node's is from --secret), so it verifies only as that app's
+        # (security.tokens.verify_for_app).
+        key = config.token_key if app == "" else (app_key(app) if app_key is not None else None)
+        if key is None:  # the app list changed between the two look-ups
+            return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
         token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
-        return ok({"token": issue(config.token_key, token, req.ttl, int(time.time()))})
+        return ok({"token": issue(key, token, req.ttl, int(time.time()))})
 
     if config.dev:
 

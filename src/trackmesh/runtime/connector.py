@@ -102,10 +102,28 @@ class EmbeddedConnector:
         # (docs/benchmarks.md, connector latency). Freeze again now that they exist.
         gc.collect()
         gc.freeze()
+        await self._hand_app_token_keys()
         if self.node.config.multi_tenancy_sync:
             self._tasks.append(asyncio.create_task(
-                sync_forever(self.apps, self.node.config.multi_tenancy_sync, self.service.reload_keys),
+                sync_forever(self.apps, self.node.config.multi_tenancy_sync, self._apps_changed),
                 name="multi-tenancy-sync"))
+
+    def _apps_changed(self) -> None:
+        self.service.reload_keys()
+        task = asyncio.create_task(self._hand_app_token_keys(), name="app-token-keys")
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _hand_app_token_keys(self) -> None:
+        """Every media worker checks SDK join tokens itself (runtime/sdk_worker.py): it gets the
+        apps' token keys (never their secrets), now and whenever the app list changes."""
+        keys = self.apps.token_keys(self.node.config.atm0s_compatible_tokens)
+        for worker in self.node.workers:
+            try:
+                await worker.call("worker.app_token_keys", {"keys": keys})
+            except Exception:
+                log.exception("cannot hand the apps' token keys to a media worker",
+                              extra={"fields": {"worker": getattr(worker, "index", "?")}})
 
     def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
         for data in batch:

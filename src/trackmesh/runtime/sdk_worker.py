@@ -23,7 +23,7 @@ from typing import Any
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
 from trackmesh.sdp.model import SdpError
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.sdk.ice_restart import restart_claims_refusal, restart_ice
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import (
@@ -110,7 +110,7 @@ class SdkTransport:
 
     def _verify(self, raw: str) -> TokenClaims | None:
         try:
-            token = verify(self.runtime.config.token_key, raw, "webrtc", int(time.time()))
+            token = verify_for_app(self.runtime.token_key_of, raw, "webrtc", int(time.time()))
         except TokenError:
             return None
         return TokenClaims(token.room, token.peer, token.extra_data)

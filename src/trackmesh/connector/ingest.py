@@ -182,7 +182,7 @@ class Ingestor:
             key = room_key(app, body.room)
             self._leave(conn, app, session, body, ms)
             self.tracker.on_leave(app, body.room, body.peer, session, now)
-        elif isinstance(body, ev.Disconnected):
+        elif isinstance(body, ev.Disconnected | ev.ConnectError):  # a ConnectError ends its session too
             self._session_key.pop(session, None)
         self._deliver(conn, source.id, app, key, hook, now, result)
         n = 0
@@ -236,7 +236,7 @@ class Ingestor:
             conn.execute(insert(sessions).values(id=session, app=app, ip=ip, created_at=ms))
         elif ip and not existing.ip:
             conn.execute(update(sessions).where(sessions.c.id == session).values(ip=ip))
-        if isinstance(body, ev.Disconnected):
+        if isinstance(body, ev.Disconnected | ev.ConnectError):
             conn.execute(update(sessions).where(sessions.c.id == session, sessions.c.leaved_at.is_(None))
                          .values(leaved_at=ms))
 

@@ -22,6 +22,29 @@ class EndpointAudit(Protocol):
 
     def disconnected(self, now: float, session: SessionId, reason: str) -> None: ...
 
+    def routed(self, now: float, session: SessionId, remote_ip: str, app: str, started: float) -> None:
+        """The gateway part chose this worker for a request that arrived at ``started`` (standalone:
+        the node's own HTTP layer is the gateway)."""
+        ...
+
+    def connect_failed(self, now: float, session: SessionId, timed_out: bool) -> None:
+        """The session never connected: its offer was refused (``timed_out`` False: invalid SDP) or
+        ICE/DTLS did not come up in time. It ends the session (no Disconnected follows)."""
+        ...
+
+    def reconnecting(self, now: float, session: SessionId, remote_ip: str) -> None:
+        """An ICE restart began (WHIP PATCH, SDK restart)."""
+        ...
+
+    def reconnected(self, now: float, session: SessionId, remote_ip: str) -> None:
+        """The first check with the restarted ICE credentials succeeded."""
+        ...
+
+    # Told by the worker's track sampler (core/track_watch.py):
+    def track_muted(self, now: float, session: SessionId, track: str, muted: bool) -> None: ...
+
+    def layer_changed(self, now: float, session: SessionId, track: str, spatial: int, temporal: int) -> None: ...
+
     # Told by the endpoint:
     def joined(self, now: float, session: SessionId, room: str, peer: str) -> None: ...
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import PlainTextResponse
 
+from trackmesh.rpc import RpcError, WorkerHandle
 from trackmesh.security.tokens import AppTokenKeys, SessionToken, TokenError, verify_for_app
 
 from .headers import bearer
@@ -36,6 +38,21 @@ async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int)
         if len(body) > max_bytes:
             return problem(413, f"body larger than {max_bytes} bytes")
     return body
+
+
+async def route(node: NodeApi, pick: Callable[[], WorkerHandle], method: str, params: dict[str, Any]) -> Any:
+    """Place a create/connect request (``params`` with ``remote_ip``, ``app`` and ``routed_at``,
+    the request's arrival) on the worker ``pick`` chooses: standalone's gateway part. The worker
+    reports RouteBegin/RouteSuccess with the session it makes; a request that cannot be placed (a
+    5xx: node full, worker gone or silent) is the connector's RouteError."""
+    try:
+        return await pick().call(method, params)
+    except RpcError as exc:
+        connector = node.connector
+        if exc.status >= 500 and connector is not None:
+            connector.route_failed(time.monotonic(), str(params.get("remote_ip") or ""), str(params.get("app") or ""),
+                                   float(params["routed_at"]), exc.status, exc.message)
+        raise
 
 
 def app_token_keys(node: NodeApi) -> AppTokenKeys:

@@ -22,11 +22,12 @@ from sqlalchemy import Connection
 
 from trackmesh.config import NodeConfig
 from trackmesh.connector.apps import App, AppRegistry, sync_forever
-from trackmesh.connector.events import EventError, source_from_json
+from trackmesh.connector.events import EventError, RouteBegin, RouteError, RouteErrorType, source_from_json
 from trackmesh.connector.outbox import RetryPolicy
 from trackmesh.connector.service import AppHooks, ConnectorService
 from trackmesh.connector.signing import derived_secret
 from trackmesh.connector.source import EventSource
+from trackmesh.core.ids import MAX_WORKER, SessionIdGenerator
 
 T = TypeVar("T")
 
@@ -61,6 +62,11 @@ class EmbeddedConnector:
             hook_body=cfg.hook_body,
         )
         self.sources: list[EventSource] = []
+        # The gateway part of a standalone node (its HTTP layer places requests on workers): a
+        # RouteError has no worker session, so it gets an id of its own, from a worker index no
+        # media worker has (--workers is at most 64).
+        self.gateway = EventSource(cfg.node_id, secrets.randbits(48), time.time() - time.monotonic())
+        self._gateway_ids = SessionIdGenerator(cfg.node_id, MAX_WORKER, secrets.randbits(24))
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -81,6 +87,8 @@ class EmbeddedConnector:
             log.warning("closed sessions left open by this node's previous run",
                         extra={"fields": {"events": len(orphans)}})
         wall_offset = time.time() - time.monotonic()
+        self.gateway.on_ready = self._wake.set
+        self.sources.append(self.gateway)
         for worker in self.node.workers:
             runtime = getattr(worker, "runtime", None)
             source = EventSource(self.node.config.node_id, secrets.randbits(48), wall_offset)
@@ -124,6 +132,21 @@ class EmbeddedConnector:
             except Exception:
                 log.exception("cannot hand the apps' token keys to a media worker",
                               extra={"fields": {"worker": getattr(worker, "index", "?")}})
+
+    def route_failed(self, now: float, remote_ip: str, app: str, started: float, status: int, message: str) -> None:
+        """RouteBegin then RouteError for a request no worker took (http/requests.py ``route``): 504 a
+        worker that did not answer (Timeout), a full node (PoolEmpty), else MediaError."""
+        if status == 504:
+            error, dest = RouteErrorType.TIMEOUT, self.node.config.node_id
+        elif "full" in message:
+            error, dest = RouteErrorType.POOL_EMPTY, None
+        else:
+            error, dest = RouteErrorType.MEDIA_ERROR, self.node.config.node_id
+        session = self._gateway_ids.next()
+        self.gateway.set_app(session, app)
+        self.gateway.emit(min(started, now), session, RouteBegin(remote_ip))
+        self.gateway.emit(now, session, RouteError(max(0, int((now - started) * 1000)), dest, error))
+        self.gateway.forget(session)
 
     def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
         for data in batch:

@@ -76,7 +76,8 @@ def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aio
         publish(node, aiortc_client, "hooks-room", "alice")
         wait_until(lambda: "Stopped" in tags(rx) and queued(node) == 0, 90, "every webhook, the last Stopped")
         got = tags(rx)
-        for name in ("RouteBegin", "RouteSuccess", "Connecting", "Join", "Started", "PeerJoined", "RemoteTrackStarted", "RemoteTrackEnded",
+        for name in ("RouteBegin", "RouteSuccess", "Connecting", "Join", "Started", "PeerJoined",
+                     "RemoteTrackStarted", "RemoteTrackEnded",
                      "Leave", "PeerLeaved", "AllPeersLeaved", "Disconnected", "Stopped"):
             assert name in got, got
         # Per room, in order (the route events and Connecting are keyed by the session, before its Join).

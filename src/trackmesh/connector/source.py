@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from trackmesh.core.audit import RouteFailure
 from trackmesh.core.ids import SessionId
 from trackmesh.core.model import TrackKind
 
@@ -132,10 +133,29 @@ class EventSource:
 
     def routed(self, now: float, session: SessionId, remote_ip: str, app: str, started: float) -> None:
         """RouteBegin at the request's arrival, RouteSuccess now (to this node), as atm0s's gateway."""
+        self.route_succeeded(now, session, remote_ip, app, started, self.node)
+
+    # ---- RouteAudit (gateways) -----------------------------------------------------------
+
+    def route_succeeded(
+        self, now: float, session: SessionId, remote_ip: str, app: str, started: float, dest_node: int
+    ) -> None:
         if app:
             self._apps[session] = app
-        self.emit(started, session, ev.RouteBegin(remote_ip))
-        self.emit(now, session, ev.RouteSuccess(max(0, int((now - started) * 1000)), self.node))
+        self.emit(min(started, now), session, ev.RouteBegin(remote_ip))
+        self.emit(now, session, ev.RouteSuccess(max(0, int((now - started) * 1000)), dest_node))
+
+    def route_failed(
+        self, now: float, session: SessionId, remote_ip: str, app: str, started: float, error: RouteFailure,
+        dest_node: int | None,
+    ) -> None:
+        """RouteBegin then RouteError: a request no media node took; the session ends there."""
+        if app:
+            self._apps[session] = app
+        self.emit(min(started, now), session, ev.RouteBegin(remote_ip))
+        self.emit(now, session, ev.RouteError(max(0, int((now - started) * 1000)), dest_node,
+                                              ev.RouteErrorType(int(error))))
+        self.forget(session)
 
     def connect_failed(self, now: float, session: SessionId, timed_out: bool) -> None:
         after = int((now - self._started.pop(session, now)) * 1000)

@@ -49,7 +49,7 @@ async def route(node: NodeApi, pick: Callable[[], WorkerHandle], method: str, pa
         return await pick().call(method, params)
     except RpcError as exc:
         connector = node.connector
-        if exc.status >= 500 and connector is not None:
+        if exc.status >= 500 and connector is not None and params.get("routed_at") is not None:
             connector.route_failed(time.monotonic(), str(params.get("remote_ip") or ""), str(params.get("app") or ""),
                                    float(params["routed_at"]), exc.status, exc.message)
         raise

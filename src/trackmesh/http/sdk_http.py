@@ -27,7 +27,7 @@ from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeE
 
 from .requests import problem as _problem
 from .requests import read_body, route, session_token
-from .token_http import client_address
+from .token_http import client_address, via_gateway
 from .whip_whep import token_hash
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def router(node: NodeApi) -> APIRouter:
             # For the connector's log: the client's address (behind a gateway, the one it signed for us).
             "remote_ip": client_address(request, node.config.secret),
             "app": token.app,
-            "routed_at": routed_at,
+            "routed_at": None if via_gateway(request, node.config.secret) else routed_at,
         }
         if conn_id is not None:
             try:

@@ -75,6 +75,13 @@ def client_address(request: Request, secret: str) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
+def via_gateway(request: Request, secret: str) -> bool:
+    """A gateway of this cluster routed the request (it signed the client's address for us): the
+    gateway, not this node, reports the request's route events (gateway/route_report.py)."""
+    forwarded = request.headers.get(FORWARDED_CLIENT_HEADER)
+    return forwarded is not None and verify_forwarded(secret, forwarded) is not None
+
+
 def refuse_app_secret(request: Request, secret: str, throttle: FailureThrottle) -> JSONResponse | None:
     """The gateways' check before a token request is routed: 429 while the client's failed secret
     checks are throttled, 401 (counted) for a wrong app secret, else None."""

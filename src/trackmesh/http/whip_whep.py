@@ -26,7 +26,7 @@ from .envelope import error
 from .headers import bearer as _bearer
 from .requests import problem as _problem
 from .requests import read_body, route, session_token
-from .token_http import client_address, read_json
+from .token_http import client_address, read_json, via_gateway
 
 if TYPE_CHECKING:
     from .api import NodeApi
@@ -123,7 +123,7 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
             # For the connector's log: the client's address (behind a gateway, the one it signed for us).
             "remote_ip": client_address(request, node.config.secret),
             "app": token.app,
-            "routed_at": routed_at,
+            "routed_at": None if via_gateway(request, node.config.secret) else routed_at,
         }
         room = token.room
         result = await route(node, lambda: node.worker_for_room(room), f"{kind}.create", params)

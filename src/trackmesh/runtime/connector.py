@@ -22,11 +22,12 @@ from sqlalchemy import Connection
 
 from trackmesh.config import NodeConfig
 from trackmesh.connector.apps import App, AppRegistry, sync_forever
-from trackmesh.connector.events import EventError, RouteBegin, RouteError, RouteErrorType, source_from_json
+from trackmesh.connector.events import EventError, source_from_json
 from trackmesh.connector.outbox import RetryPolicy
 from trackmesh.connector.service import AppHooks, ConnectorService
 from trackmesh.connector.signing import derived_secret
 from trackmesh.connector.source import EventSource
+from trackmesh.core.audit import RouteFailure
 from trackmesh.core.ids import MAX_WORKER, SessionIdGenerator
 
 T = TypeVar("T")
@@ -137,16 +138,12 @@ class EmbeddedConnector:
         """RouteBegin then RouteError for a request no worker took (http/requests.py ``route``): 504 a
         worker that did not answer (Timeout), a full node (PoolEmpty), else MediaError."""
         if status == 504:
-            error, dest = RouteErrorType.TIMEOUT, self.node.config.node_id
+            error, dest = RouteFailure.TIMEOUT, self.node.config.node_id
         elif "full" in message:
-            error, dest = RouteErrorType.POOL_EMPTY, None
+            error, dest = RouteFailure.POOL_EMPTY, None
         else:
-            error, dest = RouteErrorType.MEDIA_ERROR, self.node.config.node_id
-        session = self._gateway_ids.next()
-        self.gateway.set_app(session, app)
-        self.gateway.emit(min(started, now), session, RouteBegin(remote_ip))
-        self.gateway.emit(now, session, RouteError(max(0, int((now - started) * 1000)), dest, error))
-        self.gateway.forget(session)
+            error, dest = RouteFailure.MEDIA_ERROR, self.node.config.node_id
+        self.gateway.route_failed(now, self._gateway_ids.next(), remote_ip, app, started, error, dest)
 
     def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
         for data in batch:

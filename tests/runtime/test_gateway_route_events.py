@@ -64,3 +64,20 @@ def test_the_zone_gateway_reports_the_route_of_each_new_session() -> None:
     # The media node reports the session itself, without route events of its own.
     names = [e.name for e in node_events.take()]
     assert names[0] == "Connecting" and "RouteBegin" not in names
+
+
+def test_a_global_gateway_reports_the_requests_no_zone_took() -> None:
+    from trackmesh.gateway.global_gateway import GlobalGatewayNode
+
+    gw = GlobalGatewayNode(resolve("gateway", {"secret": SECRET, "node_id": "2", "global_gateway": True}, {}))
+    gw.route_audit = events = EventSource(2, 3, 0.0)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.create_app()), base_url="http://g") as c:
+            r = await c.post("/whip/endpoint", content=WHIP_OFFER, headers={"Content-Type": "application/sdp"})
+            return r.status_code
+
+    assert asyncio.run(main()) == 503
+    reported = [e.hook.event.event for e in events.take() if isinstance(e.hook.event, ev.PeerEvent)]
+    assert [type(b) for b in reported] == [ev.RouteBegin, ev.RouteError]
+    assert isinstance(reported[1], ev.RouteError) and reported[1].error is ev.RouteErrorType.POOL_EMPTY

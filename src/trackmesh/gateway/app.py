@@ -319,7 +319,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         try:
             response = await route_new(request)
         except RouteError as exc:
-            report_failure(gw, request, started, exc.status)
+            report_failure(gw.route_audit, gw.route_ids, gw.config.secret, request, started, exc.status)
             raise
         report_success(gw, request, started, response, zone)
         return response

@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from trackmesh.core.audit import RouteFailure
-from trackmesh.core.ids import InvalidConnId, SessionId
+from trackmesh.core.audit import RouteAudit, RouteFailure
+from trackmesh.core.ids import InvalidConnId, SessionId, SessionIdGenerator
 from trackmesh.http.headers import bearer
 from trackmesh.http.token_http import client_address
 from trackmesh.security.tokens import TokenError, claimed_app
@@ -72,11 +72,16 @@ def report_success(gw: GatewayApi, request: Request, started: float, response: R
                           _app(request), started, parts.node_id)
 
 
-def report_failure(gw: GatewayApi, request: Request, started: float, status: int) -> None:
-    """No media node took the request (503: none with room; 502: the chosen one failed)."""
-    audit = gw.route_audit
+def report_failure(
+    audit: RouteAudit | None, ids: SessionIdGenerator, secret: str, request: Request, started: float, status: int,
+    error: RouteFailure | None = None,
+) -> None:
+    """No media node took the request: by default 503 is PoolEmpty (none with room) and another
+    5xx MediaError (the chosen one failed). Used by zone and global gateways alike (a global
+    gateway reports only failures: the zone gateway that places a session reports its success)."""
     if audit is None or request.url.path not in NEW_SESSION_PATHS or status < 500:
         return
-    error = RouteFailure.POOL_EMPTY if status == 503 else RouteFailure.MEDIA_ERROR
-    session: SessionId = gw.route_ids.next()
-    audit.route_failed(time.monotonic(), session, client_address(request, gw.config.secret), "", started, error, None)
+    if error is None:
+        error = RouteFailure.POOL_EMPTY if status == 503 else RouteFailure.MEDIA_ERROR
+    session: SessionId = ids.next()
+    audit.route_failed(time.monotonic(), session, client_address(request, secret), "", started, error, None)

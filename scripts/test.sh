@@ -32,6 +32,9 @@ log "installing trackmesh with test extras"
 log "npm fixtures (outside the network namespace: npm ci needs the registry)"
 .venv/bin/python -m tests.npm_fixtures
 
+log "MoQ interop client in .venv-moq (Python 3.12; outside the network namespace: pip needs the index)"
+.venv/bin/python -m tests.moq_fixtures
+
 log "ruff"
 .venv/bin/ruff check src tests bench
 log "mypy"

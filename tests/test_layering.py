@@ -45,6 +45,9 @@ LOWER_LAYERS: dict[str, frozenset[str]] = {
     # and its service modules (storage, ingest, service); the media core's ids and track kinds, the
     # shared key derivation. Its drivers live above it: runtime/connector.py, http/connector_http.py.
     "connector": frozenset({"core", "errors", "security"}),
+    # Recording (docs/recording.md): sans-IO track recorders on the codecs' depacketizers, and its own
+    # drivers (the writer thread, PyAV muxers); the runtime and HTTP drive it, never the reverse.
+    "recording": frozenset({"codecs", "core", "errors", "rtp", "sdp", "net"}),
 }
 #: Who may import the connector: its drivers (the node's runtime, HTTP routes), the flag parser
 #: (config.py checks --hook-secret with connector/signing.py) and tools; never a transport or a media

@@ -15,6 +15,8 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+DEFAULT_RTMP_PORT = 1935
+RTMP_BFRAMES = ("transcode", "forward", "reject")
 
 
 class ConfigError(ValueError):
@@ -53,6 +55,7 @@ class NodeConfig:
     hook_body: str = "json"
     destroy_room_after: float = 120.0
     apps: str | None = None
+    data_dir: str = "trackmesh-data"
     multi_tenancy_sync: str | None = None
     global_gateway: bool = False
     global_redirect: bool = False
@@ -67,6 +70,37 @@ class NodeConfig:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_max_connections_per_ip: int = 128
+    # Recording (docs/recording.md): files under <record_dir>/<app>/<room>/<session>/<peer>/.
+    record_dir: str = "trackmesh-data/recordings"
+    record_max_file_minutes: float = 60.0
+    record_s3: str | None = None
+    record_s3_endpoint: str | None = None
+    # RTMP ingest (docs/rtmp.md): None = the default 1935, given up with a warning when taken;
+    # 0 = off; an explicit port that cannot be bound stops the node.
+    rtmp_port: int | None = None
+    rtmp_bframes: str = "transcode"
+    rtmp_opus_bitrate: int = 96_000
+
+    @property
+    def rtmp_listen_port(self) -> int:
+        """The first RTMP port (worker i listens on PORT+i); 0 = RTMP ingest off."""
+        return DEFAULT_RTMP_PORT if self.rtmp_port is None else self.rtmp_port
+    # SIP (docs/sip.md): None = the default port 5060, given up with a warning when busy; 0 = off.
+    sip_port: int | None = None
+    sip_rtp_ports: tuple[int, int] = (40000, 40999)
+    sip_hook_url: str | None = None
+    # MD5 alone by default: baresip 1.0 (libre) gives up on a challenge set containing SHA-256 and sipp
+    # answers only the first; the passwords are 128-bit random (HMAC), so MD5 exposes no guessable secret.
+    sip_digest_algorithms: tuple[str, ...] = ("MD5",)
+
+    @property
+    def sip_listen_port(self) -> int:
+        return 5060 if self.sip_port is None else self.sip_port
+    # Media over QUIC (docs/moq.md). The dataclass default is off; the command line's is 4443.
+    moq_port: int = 0
+    moq_cert: str = ""
+    moq_key: str = ""
+    moq_anonymous: bool = False
 
     @property
     def token_key(self) -> bytes:
@@ -87,6 +121,30 @@ def _port(flag: str, allow_zero: bool) -> Callable[[str], int]:
             extra = " (0 = choose a free port)" if allow_zero else ""
             raise ConfigError(f"{flag}: {text!r} is not a port; accepted: an integer {low}..65535{extra}")
         return value
+
+    return parse
+
+
+def _port_range(flag: str) -> Callable[[str], tuple[int, int]]:
+    def parse(text: str) -> tuple[int, int]:
+        low_text, _, high_text = text.partition("-")
+        try:
+            low, high = int(low_text), int(high_text)
+        except ValueError:
+            low = high = -1
+        if not 1024 <= low < high <= 65535:
+            raise ConfigError(f"{flag}: {text!r} is not a port range; accepted: LOW-HIGH, 1024 <= LOW < HIGH <= 65535")
+        return low, high
+
+    return parse
+
+
+def _digest_algorithms(flag: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip().upper() for v in text.split(",") if v.strip())
+        if not values or any(v not in ("SHA-256", "MD5") for v in values) or len(set(values)) != len(values):
+            raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: SHA-256 and/or MD5, comma-separated")
+        return values
 
     return parse
 
@@ -245,6 +303,17 @@ def _hook_secret(flag: str) -> Callable[[str], str]:
     return parse
 
 
+def _dir(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text or "\x00" in text:
+            raise ConfigError(f"{flag}: expected a directory path")
+        if os.path.exists(text) and not os.path.isdir(text):
+            raise ConfigError(f"{flag}: {text!r} exists and is not a directory")
+        return text
+
+    return parse
+
+
 def _location(flag: str) -> Callable[[str], tuple[float, float]]:
     def parse(text: str) -> tuple[float, float]:
         try:
@@ -262,6 +331,38 @@ def _file(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not os.path.isfile(text):
             raise ConfigError(f"{flag}: {text!r} is not a readable file")
+        return text
+
+    return parse
+
+
+def _directory(flag: str) -> Callable[[str], str]:
+    """A directory to write into: created at first use; refused when a file is in its way."""
+
+    def parse(text: str) -> str:
+        if not text.strip() or os.path.isfile(text):
+            raise ConfigError(f"{flag}: {text!r} is not a directory path; accepted: a folder (created when needed)")
+        return text
+
+    return parse
+
+
+def _s3_url(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(text)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(f"{flag}: {text!r} is not an S3 location; accepted: s3://bucket or s3://bucket/prefix")
+        return text
+
+    return parse
+
+
+def _pem_file(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not os.path.isfile(text) or not os.access(text, os.R_OK):
+            raise ConfigError(f"{flag}: {text!r} is not a readable file; accepted: a PEM file path")
         return text
 
     return parse
@@ -286,7 +387,8 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media", "router")
+ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
+CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
 HOOK_BODIES = ("json", "protobuf")  # connector/ingest.py
 FLAGS: tuple[Flag, ...] = (
@@ -303,40 +405,51 @@ FLAGS: tuple[Flag, ...] = (
          ("standalone", "media"), "IP"),
     Flag("--webrtc-port", "first UDP port for WebRTC, one per worker (default 0 = choose)",
          _port("--webrtc-port", True), ("standalone", "media"), "PORT"),
+    Flag("--rtmp-port", "first TCP port of RTMP ingest, worker i listens on PORT+i (default 1935, given up with a "
+         "warning when taken; 0 = off); on a gateway: the port that splices encoders to the zone's media nodes (off "
+         "unless given). See docs/rtmp.md", _port("--rtmp-port", True), ("standalone", "media", "gateway"), "PORT"),
+    Flag("--rtmp-bframes", "RTMP H.264 with B-frames: transcode (re-encoded once without B-frames, off the loop), "
+         "forward (decode order, warned and counted: browsers may stutter) or reject (the publish is refused with an "
+         "onStatus error naming bframes=0) (default transcode)",
+         _choice("--rtmp-bframes", RTMP_BFRAMES), ("standalone", "media"), "MODE"),
+    Flag("--rtmp-opus-bitrate", "bitrate of the Opus audio transcoded from RTMP AAC, bits/s (default 96000)",
+         _int_range("--rtmp-opus-bitrate", 6000, 510_000), ("standalone", "media"), "BPS"),
     Flag("--workers", "number of media worker processes (default 1)", _int_range("--workers", 1, 64),
          ("standalone", "media"), "N"),
     Flag("--node-id", "node index in its zone (default 1)", _int_range("--node-id", 0, 255), ALL_ROLES, "N"),
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
-         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router"), "LIST"),
-    Flag("--cluster-mode", "mesh (every member dials every other: small clusters) or routers (connect to the "
-         "zone's routers named in --seeds only) (default mesh)", _choice("--cluster-mode", CLUSTER_MODES),
-         ("gateway", "media"), "MODE"),
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
+    Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
+         "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media", "router"), "IP"),
+         ("gateway", "media", "router", "connector"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
          "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
-         _port("--cluster-port", True), ("gateway", "media", "router"), "PORT"),
+         _port("--cluster-port", True), ("gateway", "media", "router", "connector"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
          "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
-         "postgresql+psycopg")), ("standalone",), "URL"),
+         "postgresql+psycopg")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-url", "POST every event (atm0s HookEvent JSON, Standard Webhooks signed) to this URL",
-         _url("--hook-url", ("http", "https")), ("standalone",), "URL"),
+         _url("--hook-url", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
-         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), ("standalone",), "SECRET"),
+         "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), CONNECTOR_ROLES, "SECRET"),
     Flag("--hook-body", "json (atm0s's protobuf-json, the default) or protobuf (atm0s's protobuf-binary): "
-         "the webhook body's form", _choice("--hook-body", HOOK_BODIES), ("standalone",), "FORM"),
+         "the webhook body's form", _choice("--hook-body", HOOK_BODIES), CONNECTOR_ROLES, "FORM"),
     Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
-         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--hook-retry-for", 1.0, 30 * 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",
-         _float_range("--destroy-room-after", 0.0, 86400.0), ("standalone",), "SECONDS"),
+         _float_range("--destroy-room-after", 0.0, 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--apps", "JSON file {\"apps\": [{app_id, app_secret, hook?}]}: more apps (multi-tenancy)",
-         _file("--apps"), ("standalone",), "FILE"),
+         _file("--apps"), CONNECTOR_ROLES, "FILE"),
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
-         _url("--multi-tenancy-sync", ("http", "https")), ("standalone",), "URL"),
+         _url("--multi-tenancy-sync", ("http", "https")), CONNECTOR_ROLES, "URL"),
+    Flag("--data-dir", "directory of this node's own files: the events waiting for the zone's connector spill "
+         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media",), "DIR"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
     Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
@@ -348,6 +461,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
+    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC, ALPN moqt-16) on --http-host "
+         "(default 4443, 0 = off; see docs/moq.md)", _port("--moq-port", True), ("standalone",), "PORT"),
+    Flag("--moq-cert", "PEM certificate of the MoQ port (default: a self-signed ECDSA certificate valid 10 days, "
+         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone",),
+         "FILE"),
+    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone",), "FILE"),
+    Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
+         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"), ("standalone",),
+         switch=True),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
@@ -366,6 +488,26 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--http-max-connections-per-ip", "HTTP connections one client address may hold open; more get 503 "
          "(default 128; raise it behind a reverse proxy, whose address all requests share)",
          _int_range("--http-max-connections-per-ip", 1, 1_000_000), ALL_ROLES, "N"),
+    Flag("--record-dir", "folder for recordings: <app>/<room>/<session>/<peer>/<track>-<n>.webm|mp4 "
+         "(default trackmesh-data/recordings; docs/recording.md)", _directory("--record-dir"),
+         ("standalone", "media"), "DIR"),
+    Flag("--record-max-file-minutes", "a recorded track starts a new file after this many minutes (default 60)",
+         _float_range("--record-max-file-minutes", 0.05, 24 * 60.0), ("standalone", "media"), "MINUTES"),
+    Flag("--record-s3", "upload finished recordings to s3://BUCKET/PREFIX (credentials and region from the usual "
+         "AWS_* variables); the local copy is deleted once the store confirms it", _s3_url("--record-s3"),
+         ("standalone", "media"), "URL"),
+    Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
+         _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-port", "UDP and TCP port for SIP calls into rooms (default 5060, skipped with a warning when busy; "
+         "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
+    Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
+         _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
+    Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "
+         "credentials, URL/auth answers the HA1 of a digest username (see docs/sip.md)",
+         _url("--sip-hook-url", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
+         "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
+         _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),
     Flag("--log-level", "debug, info, warning or error (default info)", _choice("--log-level", LOG_LEVELS),
          ALL_ROLES, "LEVEL"),
     Flag("--log-format", "text or json (default text)", _choice("--log-format", LOG_FORMATS), ALL_ROLES, "FORMAT"),
@@ -412,6 +554,14 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--cluster-port: a router needs a fixed cluster port (the zone's members dial it)")
     if role == "router" and values.get("secret_generated"):
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
+    if values.get("record_s3_endpoint") and not values.get("record_s3"):
+        raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
+    if role == "connector" and values.get("secret_generated"):
+        raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
+    if role == "standalone":
+        values.setdefault("moq_port", 4443)
+    if bool(values.get("moq_cert")) != bool(values.get("moq_key")):
+        raise ConfigError("--moq-cert: give both --moq-cert and --moq-key, or neither (a certificate is then made)")
     if values.get("geoip_db") and not values.get("global_gateway"):
         raise ConfigError("--geoip-db: only a global gateway (--global) locates clients")
     if values.get("global_redirect") and not values.get("global_gateway"):
@@ -426,6 +576,12 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
     return NodeConfig(**values)
 
 
+# From this many seeds (members a mesh member dials) the full mesh no longer pays: measured with
+# bench/cluster_small.py, at 8 members its hop is no faster than through a router, and a newcomer
+# takes ~0.5 s to join against 10-30 ms (docs/cluster.md, "Tiny clusters: mesh or routers").
+MESH_ADVICE_SEEDS = 8
+
+
 def warnings_of(config: NodeConfig) -> list[str]:
     """Settings that start but probably do not do what the user wants (logged at start)."""
     out: list[str] = []
@@ -437,6 +593,17 @@ def warnings_of(config: NodeConfig) -> list[str]:
                 "puts a loopback address in ICE candidates: remote browsers will not connect. "
                 "Pass --node-ip <an address they can reach>."
             )
+    if config.role in ("gateway", "media") and config.cluster_mode == "mesh" and len(config.seeds) >= MESH_ADVICE_SEEDS:
+        out.append(
+            f"--cluster-mode mesh with {len(config.seeds)} seeds: in a full mesh every member dials every other one "
+            f"(n(n-1)/2 links); from about {MESH_ADVICE_SEEDS} members zone routers join faster and cost less "
+            "(--cluster-mode routers, docs/cluster.md \"Tiny clusters: mesh or routers\")"
+        )
+    if config.moq_port and config.moq_anonymous:
+        out.append(
+            f"--moq-anonymous: the MoQ relay on UDP {config.moq_port} lets ANYONE publish and subscribe ANY namespace "
+            "without a token (meant for interop testing, never for production)"
+        )
     if config.dev and config.http_host not in ("127.0.0.1", "::1", "localhost"):
         out.append(f"--dev with --http-host {config.http_host}: demo tokens are still handed to loopback clients only")
     return out

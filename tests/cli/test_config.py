@@ -87,3 +87,51 @@ def test_the_cli_takes_switches_without_a_value(capsys: pytest.CaptureFixture[st
     assert cfg.dev and cfg.atm0s_compatible_tokens and cfg.metrics_token == ""
     args = build_parser().parse_args(["media"])
     assert "dev" not in vars(args)  # --dev is for a standalone node on a developer's machine
+
+
+def test_rtmp_flags() -> None:
+    cfg = resolve("standalone", {}, {})
+    rtmp = (cfg.rtmp_port, cfg.rtmp_listen_port, cfg.rtmp_bframes, cfg.rtmp_opus_bitrate)
+    assert rtmp == (None, 1935, "transcode", 96000)
+    cfg = resolve("media", {"rtmp_port": "0", "rtmp_bframes": "REJECT"}, {"TRACKMESH_RTMP_OPUS_BITRATE": "64000"})
+    assert (cfg.rtmp_port, cfg.rtmp_listen_port, cfg.rtmp_bframes, cfg.rtmp_opus_bitrate) == (0, 0, "reject", 64000)
+    for flags, message in (
+        ({"rtmp_port": "70000"}, "--rtmp-port: '70000' is not a port"),
+        ({"rtmp_bframes": "drop"}, "--rtmp-bframes: 'drop' is not accepted; accepted: transcode, forward, reject"),
+        ({"rtmp_opus_bitrate": "1"}, "--rtmp-opus-bitrate: '1' is out of range"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            resolve("standalone", flags, {})
+    assert resolve("gateway", {"rtmp_port": "1936"}, {}).rtmp_port == 1936  # the gateway's splice
+    assert resolve("gateway", {}, {}).rtmp_port is None  # off on a gateway unless given
+
+
+def test_the_connector_role_takes_the_cluster_and_connector_flags_and_needs_the_secret() -> None:
+    cfg = resolve("connector", {"secret": "s" * 24, "zone": "2", "node_id": "4", "seeds": "tcp/127.0.0.1:7447",
+                                "connector_db": "sqlite:///x/c.db", "hook_url": "http://127.0.0.1:9/h"}, {})
+    assert (cfg.node_id, cfg.connector_db, cfg.hook_url) == (2 << 8 | 4, "sqlite:///x/c.db", "http://127.0.0.1:9/h")
+    with pytest.raises(ConfigError, match="--secret: the connector needs the cluster secret"):
+        resolve("connector", {}, {})
+    # Media nodes keep their own files (the connector's spill queue) in --data-dir.
+    assert resolve("media", {"data_dir": "/tmp/x"}, {}).data_dir == "/tmp/x"
+    assert resolve("media", {}, {}).data_dir == "trackmesh-data"
+
+
+def test_recording_flags() -> None:
+    cfg = resolve("standalone", {}, {})
+    assert (cfg.record_dir, cfg.record_max_file_minutes, cfg.record_s3) == ("trackmesh-data/recordings", 60.0, None)
+    cfg = resolve(
+        "media",
+        {"record_dir": "/srv/rec", "record_s3": "s3://bucket/pre/fix", "record_s3_endpoint": "http://127.0.0.1:9000"},
+        {"TRACKMESH_RECORD_MAX_FILE_MINUTES": "15"},
+    )
+    assert (cfg.record_dir, cfg.record_max_file_minutes) == ("/srv/rec", 15.0)
+    assert (cfg.record_s3, cfg.record_s3_endpoint) == ("s3://bucket/pre/fix", "http://127.0.0.1:9000")
+    for values, message in (
+        ({"record_s3": "http://bucket/x"}, "--record-s3"),
+        ({"record_s3_endpoint": "http://127.0.0.1:9000"}, "--record-s3-endpoint: only with --record-s3"),
+        ({"record_max_file_minutes": "0"}, "--record-max-file-minutes"),
+        ({"record_dir": __file__}, "--record-dir"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            resolve("standalone", values, {})

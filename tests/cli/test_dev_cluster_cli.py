@@ -15,7 +15,9 @@ from trackmesh.cli.main import main
         (["--secret", "short"], "argument --secret: the secret is too short (5 characters)"),
         (["--log-level", "loud"], "argument --log-level: 'loud' is not accepted; accepted: debug, info, warning"),
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--http-port", "65531", "--zones", "2"], "6 members need ports up to 65536"),
+        # + the global gateway and a connector per zone
+        (["--http-port", "65531", "--zones", "2"], "9 members need ports up to 65539"),
+        (["--http-port", "65531", "--zones", "2", "--no-connector"], "7 members need ports up to 65537"),
     ],
 )
 def test_bad_flags_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from trackmesh.gateway.directory import BadReport, ZoneDirectory, ZoneEntry, parse_report, parse_zone_summary
 from trackmesh.gateway.geo import GeoDb, GeoDbError, distance_km, location_of
-from trackmesh.gateway.zone_choice import KM_PER_LOAD, rank_zones
+from trackmesh.gateway.zone_choice import (
+    KM_PER_LOAD,
+    MAX_RTT_ZONES,
+    MS_PER_LOAD,
+    ZoneRttError,
+    parse_zone_rtt,
+    rank_zones,
+)
 
 OPENS_SESSIONS = False
 
@@ -134,3 +141,61 @@ def test_distance() -> None:
     assert distance_km(PARIS, PARIS) == 0.0
     assert 5800 < distance_km(PARIS, NEW_YORK) < 5900
     assert math.isclose(distance_km(PARIS, TOKYO), distance_km(TOKYO, PARIS))
+
+
+# ---- RTT reports (?zone_rtt= / X-Trackmesh-Zone-Rtt) -----------------------------------------------
+
+
+def test_zone_rtt_parses_pairs_and_refuses_bad_values_with_the_reason() -> None:
+    assert parse_zone_rtt("1:23,2:41.5") == {1: 23.0, 2: 41.5}
+    assert parse_zone_rtt(" 3 : 0 , 16777215:60000 ") == {3: 0.0, 16777215: 60000.0}
+    for text, reason in (
+        ("", "empty"),
+        ("1", "'1' is not ZONE:MS"),
+        ("1=23", "'1=23' is not ZONE:MS"),
+        ("a:1", "zone 'a' is not an integer"),
+        ("-1:5", "zone '-1' is not an integer"),
+        ("16777216:5", "is not an integer 0..16777215"),
+        ("1:-1", "RTT '-1' of zone 1"),
+        ("1:nan", "RTT 'nan' of zone 1"),
+        ("1:inf", "RTT 'inf' of zone 1"),
+        ("1:60001", "RTT '60001' of zone 1"),
+        ("1:", "RTT '' of zone 1"),
+        ("1:5,1:6", "zone 1 is given twice"),
+        ("1:5,", "'' is not ZONE:MS"),
+        (",".join(f"{z}:1" for z in range(MAX_RTT_ZONES + 1)), f"at most {MAX_RTT_ZONES}"),
+    ):
+        with pytest.raises(ZoneRttError, match=None) as exc:
+            parse_zone_rtt(text)
+        assert reason in str(exc.value), (text, str(exc.value))
+
+
+@given(st.text(max_size=80))
+def test_zone_rtt_parser_never_fails_otherwise(text: str) -> None:
+    try:
+        out = parse_zone_rtt(text)
+    except ZoneRttError:
+        return
+    assert out and all(0 <= z < 1 << 24 and 0.0 <= ms <= 60_000.0 for z, ms in out.items())
+
+
+@given(st.dictionaries(st.integers(0, (1 << 24) - 1), st.floats(0, 60_000), min_size=1, max_size=MAX_RTT_ZONES))
+def test_zone_rtt_round_trips(rtt: dict[int, float]) -> None:
+    assert parse_zone_rtt(",".join(f"{z}:{ms!r}" for z, ms in rtt.items())) == rtt
+
+
+def test_lowest_rtt_weighed_by_load_wins_then_geo_then_load() -> None:
+    zones = [zone(1, PARIS), zone(2, NEW_YORK), zone(3, TOKYO, score=0.0)]
+    # RTT beats geo: a Boston client measuring 5 ms to Paris goes to Paris.
+    ranked = rank_zones(zones, BOSTON, {1: 5.0, 2: 80.0})
+    assert [(e.zone, why) for e, why in ranked] == [(1, "rtt"), (2, "rtt"), (3, "geo")]
+    # Load weighs in: 10 ms more is worth half a load step (MS_PER_LOAD / 2).
+    busy = [zone(1, PARIS, score=1.0), zone(2, NEW_YORK, score=0.0)]
+    assert rank_zones(busy, None, {1: 10.0, 2: 10.0 + MS_PER_LOAD - 1})[0][0].zone == 2
+    assert rank_zones(busy, None, {1: 10.0, 2: 10.0 + MS_PER_LOAD + 1})[0][0].zone == 1
+    # A measured zone that is full or dead is skipped; unknown zones in the report are ignored.
+    full = [zone(1, PARIS, free=0), zone(2, NEW_YORK, nodes=0), zone(3, TOKYO)]
+    assert [(e.zone, why) for e, why in rank_zones(full, BOSTON, {1: 1.0, 2: 2.0, 9: 0.0})] == [(3, "geo")]
+    # Only unknown zones measured: GeoIP decides, then load.
+    assert rank_zones(zones, BOSTON, {9: 1.0})[0] == (zones[1], "geo")
+    assert rank_zones(zones, None, {9: 1.0})[0] == (zones[2], "load")

@@ -48,6 +48,17 @@ def post_token(glob: Member, source: str, query: str = "", follow: bool = False)
         return c.post(f"{glob.base}/token/whep{query}", content=body, headers=headers)
 
 
+def post_token_header(glob: Member, source: str, zone_rtt: str) -> Any:
+    """As post_token, the RTTs in the ``X-Trackmesh-Zone-Rtt`` header."""
+    import httpx
+
+    body = json.dumps({"room": "geo", "ttl": 60}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+    headers["X-Trackmesh-Zone-Rtt"] = zone_rtt
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), trust_env=False, timeout=10) as c:
+        return c.post(f"{glob.base}/token/whep", content=body, headers=headers)
+
+
 def wait_global_zones(glob: Member, want: dict[int, int], timeout: float = 10.0) -> None:
     """Until the global gateway sees each zone of ``want`` with that many healthy nodes."""
     deadline = time.monotonic() + timeout
@@ -82,6 +93,25 @@ def test_global_gateway_routes_by_name_location_and_room(cluster: Cluster, tmp_p
     assert r.status_code == 200 and r.headers["x-trackmesh-served-by"] == "3/10", r.headers
     r = post_token(glob, "127.0.0.2", "?zone=9")
     assert r.status_code == 400 and "unknown zone '9': zones with a live gateway are 1, 2, 3" in r.text, r.text
+    # RTT: zone gateways answer a cheap ping the client times; the global gateway lists them.
+    status, headers, body = http("GET", gateways[2].base + "/api/zone/ping")
+    assert (status, headers["x-trackmesh-zone"], body) == (204, "2", b""), (status, headers, body)
+    listed = json.loads(http("GET", glob.base + "/api/global/zones")[2])["data"]["zones"]
+    assert [(z["zone"], z["ping"]) for z in listed] == [(z, gateways[z].base + "/api/zone/ping") for z in (1, 2, 3)]
+    # A client that measured its RTT: the lowest wins over GeoIP (Boston, but 5 ms to zone 1) ...
+    r = post_token(glob, "127.0.0.2", "?zone_rtt=1:5,2:80,3:190")
+    assert r.status_code == 200 and r.headers["x-trackmesh-served-by"] == "1/10", (r.status_code, r.headers)
+    assert r.headers["x-trackmesh-route"] == "rtt", r.headers
+    # ... also as a header; RTTs of zones the gateway does not know are ignored (GeoIP decides).
+    r = post_token_header(glob, "127.0.0.2", "3:4.5, 1:60")
+    assert (r.status_code, r.headers["x-trackmesh-served-by"]) == (200, "3/10"), (r.status_code, r.headers)
+    r = post_token(glob, "127.0.0.2", "?zone_rtt=9:1")
+    assert (r.headers["x-trackmesh-served-by"], r.headers["x-trackmesh-route"]) == ("2/10", "geo"), r.headers
+    # Bad values: 400 with the reason.
+    for query, reason in (("1:-3", "RTT '-3' of zone 1 is not a number of ms"), ("1:5,1:6", "zone 1 is given twice"),
+                          ("x:5", "zone 'x' is not an integer"), ("15", "'15' is not ZONE:MS")):  # fmt: skip
+        r = post_token(glob, "127.0.0.2", f"?zone_rtt={query}")
+        assert r.status_code == 400 and reason in r.json()["error"], (query, r.status_code, r.text)
     # Follow-up calls go to the zone the conn id names (zone 3's gateway, then its node 3/10,
     # which does not know this session); a forged one is 404 at the global gateway.
     conn = ConnIdCodec(SECRET).encode(3 << 8 | 10, 0, SessionId(7))
@@ -103,8 +133,12 @@ def test_global_gateway_routes_by_name_location_and_room(cluster: Cluster, tmp_p
     wait_global_zones(glob, {2: 0})
     r = post_token(glob, "127.0.0.2")
     assert r.status_code == 200 and r.headers["x-trackmesh-served-by"] == "1/10", (r.status_code, r.headers)
+    # The same with RTTs: zone 2 is nearest but has no node, so the next lowest RTT.
+    r = post_token(glob, "127.0.0.2", "?zone_rtt=2:5,3:10,1:50")
+    assert (r.headers["x-trackmesh-served-by"], r.headers["x-trackmesh-route"]) == ("3/10", "rtt"), r.headers
     text = http("GET", glob.base + "/metrics")[2].decode()
-    assert "trackmesh_global_routed_geo_total 3" in text and "trackmesh_global_unknown_zone_total 1" in text, text
+    assert "trackmesh_global_routed_geo_total 4" in text and "trackmesh_global_unknown_zone_total 1" in text, text
+    assert "trackmesh_global_routed_rtt_total 3" in text and "trackmesh_global_bad_zone_rtt_total 4" in text, text
     assert 'trackmesh_global_zone_nodes{zone="2"} 0' in text, text
 
 

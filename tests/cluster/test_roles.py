@@ -8,9 +8,11 @@ tests/e2e/test_cluster.py.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -58,6 +60,7 @@ class Member:
         if workers > 1:
             self.cluster_port = _free_range(workers)
         self.workers = workers
+        self.data_dir: str | None = None
         self.base = f"http://127.0.0.1:{self.http_port}"
         args = [TRACKMESH, role, "--zone", str(zone), "--node-id", str(node), "--http-port", str(self.http_port),
                 "--cluster-port", str(self.cluster_port), "--secret", secret]  # fmt: skip
@@ -65,6 +68,10 @@ class Member:
             args += ["--seeds", ",".join(seeds)]
         if role == "media":
             args += ["--node-ip", "127.0.0.1", "--workers", str(workers)]
+            if "--data-dir" not in extra:
+                # Its own spill file for the connector's events (never ./trackmesh-data of the checkout).
+                self.data_dir = tempfile.mkdtemp(prefix="trackmesh-member-")
+                args += ["--data-dir", self.data_dir]
         self.proc = subprocess.Popen(
             [*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent
         )
@@ -201,6 +208,8 @@ class Cluster:
                 if rc != 0:
                     problems.append(f"exit {rc}\n{m.log()}")
             m._drain.join(2)
+            if m.data_dir is not None:
+                shutil.rmtree(m.data_dir, ignore_errors=True)
             if any("Traceback" in line for line in m.lines):
                 problems.append(f"traceback\n{m.log(200)}")
         return problems
@@ -287,8 +296,12 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_gets_nothing(cluster: Clus
     good = cluster.media(1, 10)
     cluster.wait_nodes(gw, 1)
     bad = cluster.start("media", 1, 11, seeds=[gw.seed, good.seed], secret="wrong-secret-xyz", wait=False)
-    time.sleep(3)
-    status, data = bad.health()
+    time.sleep(3)  # time for its links to be refused
+    deadline = time.monotonic() + 20
+    while (health := bad.health())[0] == 0:  # its HTTP server not up yet (a loaded box)
+        assert time.monotonic() < deadline, "the node's HTTP server never answered"
+        time.sleep(0.2)
+    status, data = health
     assert status == 503 and "not connected" in data["reason"], data
     # The gateway never hears of it; it hears nothing of the cluster (no peer, no remote member).
     assert [n["node"] for n in gw.info()["nodes"]] == [10]
@@ -300,22 +313,34 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_gets_nothing(cluster: Clus
 
 def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
     gw = cluster.gateway(zone=1)
-    m = cluster.media(1, 10, workers=2)
+    rtmp = _free_range(2)
+    m = cluster.media(1, 10, "--rtmp-port", str(rtmp), workers=2)
     cluster.wait_nodes(gw, 1)
     workers = m.info()["workers"]
     members = {w["cluster"]["member"] for w in workers}
     assert len(members) == 2
     # Each worker peers with the other worker and the gateway.
     assert all(w["cluster"]["peers"] == 2 for w in workers), workers
+    # An RTMP stream key through the gateway: the media node answers with its own URL (worker i: PORT+i).
+    body = json.dumps({"room": "rtmp-room", "peer": "obs", "ttl": 60}).encode()
+    status, _, raw = http("POST", f"{gw.base}/token/rtmp", body,
+                          {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"})  # fmt: skip
+    assert status == 200, raw
+    url = json.loads(raw)["data"]["rtmp_url"]
+    assert url in (f"rtmp://127.0.0.1:{rtmp}/live", f"rtmp://127.0.0.1:{rtmp + 1}/live"), url
+    status, _, raw = http("DELETE", f"{gw.base}/rtmp/conn/forged", headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 404 and b"unknown conn id" in raw, raw
 
 
-def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess.Popen[str], list[str]]:
+def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str, routers_per_zone: int = 0,
+                 cwd: Path | None = None) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
     """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
-    cport = _free_range(zones * (media_per_zone + 1))
+    cport = _free_range(zones * (media_per_zone + 2 + routers_per_zone) + 1)  # + connectors, the global gateway
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
-         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET,
+         "--routers-per-zone", str(routers_per_zone), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent, cwd=cwd,
     )  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
@@ -328,15 +353,26 @@ def _dev_cluster(zones: int, media_per_zone: int, base: int) -> tuple[subprocess
     return proc, lines
 
 
-def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c() -> None:
-    base = _free_range(8)
-    proc, lines = _dev_cluster(2, 2, base)
+def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    base = _free_range(9)
+    proc, lines = _dev_cluster(2, 2, base, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "6 processes up" in text and f"http://127.0.0.1:{base}" in text, text
-        assert text.count(" gateway ") == 2 and text.count(" media ") == 4, text
-        # Gateway of zone 1 (first member) sees its two media nodes and zone 2.
-        gw = f"http://127.0.0.1:{base}"
+        assert "9 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        zone_gateways = [ln for ln in text.splitlines() if ln.startswith(("  zone 1 gateway", "  zone 2 gateway"))]
+        assert len(zone_gateways) == 2 and text.count(" media ") == 4, text
+        assert text.count(" connector   4  http") == 2 and "event log: " in text, text
+        # Two zones: a global gateway above them, started last (its URL is printed).
+        assert text.count("zone - global gateway") == 1, text
+        assert f"global gateway (sends each client to the best zone): http://127.0.0.1:{base + 8}" in text, text
+        # Each zone's connector (first member of its zone) keeps its log under the working directory.
+        status, _, body = http("GET", f"http://127.0.0.1:{base}/api/connector/log/sessions",
+                               headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip
+        assert status == 200 and json.loads(body)["data"] == [], body
+        assert sorted(p.name for p in (tmp_path / "trackmesh-data" / "dev-cluster").glob("*.db")) == [
+            "zone-1.db", "zone-2.db"]
+        # Gateway of zone 1 (second member) sees its two media nodes and zone 2.
+        gw = f"http://127.0.0.1:{base + 1}"
         deadline = time.monotonic() + 10
         while True:
             info = json.loads(http("GET", gw + "/api/node/info")[2])["data"]
@@ -383,7 +419,7 @@ def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
 
 def test_dev_cluster_members_die_with_it_even_when_it_is_killed() -> None:
     """SIGKILL gives dev-cluster no chance to stop its members: the kernel does (PR_SET_PDEATHSIG)."""
-    proc, _lines = _dev_cluster(1, 1, _free_range(2))
+    proc, _lines = _dev_cluster(1, 1, _free_range(2), "--no-connector")
     try:
         children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(children) == 2, children

@@ -32,7 +32,8 @@ class HookReceiver:
     unverified: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> HookReceiver:
+    def start(self, port: int = 0) -> HookReceiver:
+        """Listen on 127.0.0.1:``port`` (0: any free port)."""
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -71,7 +72,7 @@ class HookReceiver:
         class Server(http.server.ThreadingHTTPServer):
             request_queue_size = 128  # the default 5 refuses a connector's burst of parallel connections
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -208,3 +208,36 @@ def test_a_receiver_that_is_down_backs_off_exponentially() -> None:
     run(box, rx, T0, T0 + 400)
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise([x for x in rx.seen if x[1].id == "evt_1"])]
     assert gaps[:5] == sorted(gaps[:5]) and gaps[4] > 200, gaps
+
+
+def test_a_receiver_that_comes_back_gets_its_backlog_within_the_probe_interval() -> None:
+    """Down for 2 minutes: one delivery probes it every ``probe`` seconds; the first 2xx brings the
+    other rooms' deliveries forward (their own backoff would wait up to 256 s more)."""
+    box = make(seed=5)
+    back_at = T0 + 120
+    rx = Receiver(lambda now, att: 200 if now >= back_at else 503)
+    rooms = [f"r{i}" for i in range(20)]
+    expected: dict[str, list[str]] = {r: [] for r in rooms}
+    now = T0
+    for seq in range(1, 101):  # 100 events over the first 10 s of the outage
+        d = delivery(seq, rooms[seq % 20], now)
+        expected[d.key].append(d.id)
+        box.enqueue(d)
+        now = run(box, rx, now, now + 0.1)
+    end = run(box, rx, now, T0 + 3600)
+    assert box.delivered == 100 and box.queued == 0
+    last = max(t for t, att in rx.seen if att.id == rx.accepted[-1])
+    assert last <= back_at + box.policy.probe + box.policy.base + 0.01, last - back_at
+    # While it was down the URL was tried at least every ``probe`` seconds.
+    down = sorted(t for t, _ in rx.seen if t < back_at)
+    gaps = [b - a for a, b in itertools.pairwise(down)]
+    assert max(gaps) <= box.policy.probe + 0.01, gaps
+    # Once every room backs off past ``probe`` (64 s +-20 % after the 4th failure, at ~102 s at the latest),
+    # only the probe tries it.
+    assert len([t for t in down if t > T0 + 105]) <= 1, down
+    room_of = {i: r for r, ids in expected.items() for i in ids}
+    by_room: dict[str, list[str]] = {r: [] for r in rooms}
+    for msg_id in rx.accepted:
+        by_room[room_of[msg_id]].append(msg_id)
+    assert by_room == expected
+    assert end >= last

@@ -155,3 +155,35 @@ def test_orphaned_sessions_of_a_restarted_node_are_closed_once(db_url: str) -> N
     assert ing.tracker.members("", "r") == {("q", other)}
     assert ing.orphans(7, int((T0 + 61) * 1000)) == []
     assert ing.ingest(closing, T0 + 61).duplicates == 2
+
+
+def test_orphans_end_the_tracks_still_published_then_leave_then_disconnect(db_url: str) -> None:
+    from trackmesh.core.ids import SessionIdGenerator
+
+    mine = SessionIdGenerator(node_id=7, worker=1).next()
+    ing = make(db_url)
+    ing.ingest([peer("j", mine, ev.Join("r", "p")),
+                peer("a", mine, ev.RemoteTrackStarted("audio", ev.Kind.AUDIO)),
+                peer("v", mine, ev.RemoteTrackStarted("video", ev.Kind.VIDEO)),
+                peer("s", mine, ev.RemoteTrackStarted("screen", ev.Kind.VIDEO)),
+                peer("e", mine, ev.RemoteTrackEnded("screen", ev.Kind.VIDEO))], T0)  # fmt: skip
+    assert ing.open_nodes() == {7}
+    closing = ing.orphans(7, int((T0 + 5) * 1000))
+    bodies = [e.hook.event.event for e in closing if isinstance(e.hook.event, ev.PeerEvent)]
+    assert bodies == [ev.RemoteTrackEnded("audio", ev.Kind.AUDIO), ev.RemoteTrackEnded("video", ev.Kind.VIDEO),
+                      ev.Leave("r", "p"), ev.Disconnected(5_000, ev.DisconnectReason.NODE_FAILURE)]  # fmt: skip
+    assert ing.ingest(closing, T0 + 5).stored == 4
+    assert ing.open_nodes() == set()
+
+
+def test_orphans_of_a_lost_node_spare_sessions_its_new_run_opened_since(db_url: str) -> None:
+    from trackmesh.core.ids import SessionIdGenerator
+
+    ids = SessionIdGenerator(node_id=7, worker=0)
+    old, new = ids.next(), ids.next()
+    ing = make(db_url)
+    ing.ingest([peer("o", old, ev.Join("r", "p"))], T0)
+    ing.ingest([peer("n", new, ev.Join("r", "q"))], T0 + 10)  # the new run, reporting before the loss is handled
+    closing = ing.orphans(7, int((T0 + 5) * 1000), opened_before_ms=int((T0 + 5) * 1000))
+    assert {e.session_id for e in closing} == {old}
+    assert [e.name for e in closing] == ["Leave", "Disconnected"]

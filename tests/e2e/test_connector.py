@@ -169,3 +169,64 @@ def test_child_process_workers_report_too(tmp_path: Path, aiortc_client: Any, ne
     finally:
         rx.stop()
         assert node.stop() == 0, node.log_tail()
+
+
+def test_a_receiver_down_for_2_minutes_gets_everything_in_order_per_room(
+    tmp_path: Path, aiortc_client: Any, netns_guard: None
+) -> None:
+    """The receiver's process is gone (connections refused) for 2 minutes while sessions come and go
+    in three rooms; it comes back on the same port: every webhook arrives, in order per room,
+    within the probe interval (30 s) of its return, and matches the log. Takes ~2.5 minutes."""
+    rx = HookReceiver("whsec_" + "A" * 44).start()
+    port = int(rx.server.server_address[1])
+    node = TrackmeshNode("--hook-url", rx.url, "--connector-db", f"sqlite:///{tmp_path / 'c.db'}",
+                         "--destroy-room-after", "1")
+    back: HookReceiver | None = None
+    try:
+        rx.secret = secret = hook_secret(node)
+        rx.stop()
+        down_at = time.monotonic()
+        rooms = [f"outage-{i}" for i in range(3)]
+        for room in rooms:
+            publish(node, aiortc_client, room, "erin")
+        time.sleep(3.0)  # the rooms' Stopped, 1 s after they emptied
+        expected = int(queued(node))
+        assert expected >= 3 * 14, expected  # per room: 7 of the session, 2 tracks x 2, Started ... Stopped
+        time.sleep(max(0.0, down_at + 120 - time.monotonic()))
+        back = HookReceiver(secret).start(port)
+        back_at = time.monotonic()
+        wait_until(lambda: queued(node) == 0, 60, "the backlog delivered after the receiver came back")
+        took = time.monotonic() - back_at
+        bodies = back.accepted_bodies()
+        ids = [m for m, _ in bodies]
+        assert len(set(ids)) == expected == len(ids) and back.unverified == 0, (expected, len(ids))
+        # In order per room: the session's events from its Join, then the room's Stopped last.
+        room_of_session = {b["event"]["Peer"]["session_id"]: b["event"]["Peer"]["event"]["Join"]["room"]
+                           for _, b in bodies if "Join" in b["event"].get("Peer", {}).get("event", {})}
+        per_room: dict[str, list[str]] = {r: [] for r in rooms}
+        for _, body in bodies:
+            event = body["event"]
+            if "Room" in event:
+                per_room[event["Room"]["room"]].append(next(iter(event["Room"]["event"])))
+            else:
+                sid = event["Peer"]["session_id"]
+                name = next(iter(event["Peer"]["event"]))
+                # The route events and Connecting/Connected are keyed by the session, before its Join.
+                if name not in ("RouteBegin", "RouteSuccess", "Connecting", "Connected"):
+                    per_room[room_of_session[sid]].append(name)
+        for room, names in per_room.items():
+            assert names[0] == "Join" and names[-1] == "Stopped", (room, names)
+            assert names.index("Join") < names.index("Started") < names.index("Leave") < names.index(
+                "Disconnected"), (room, names)
+            assert names.index("Leave") < names.index("AllPeersLeaved") < names.index("Stopped"), (room, names)
+        # Every logged event was delivered once.
+        status, resp = node.proc.json("GET", "/api/connector/log/events?limit=1000", token=node.secret)
+        assert status == 200, resp
+        peer_hooks = [b for _, b in bodies if "Peer" in b["event"]]
+        assert len(resp["data"]) == len(peer_hooks), (len(resp["data"]), len(peer_hooks))
+        print(f"\nreceiver down {back_at - down_at:.0f} s: {expected} webhooks delivered {took:.1f} s after it came "
+              f"back, in order per room")  # fmt: skip
+    finally:
+        if back is not None:
+            back.stop()
+        assert node.stop() == 0, node.log_tail()

@@ -40,6 +40,12 @@ def test_no_warning_when_the_addresses_agree() -> None:
     assert warnings_of(resolve("standalone", {"http_host": "0.0.0.0", "node_ip": "192.0.2.10"}, {})) == []
     assert warnings_of(resolve("gateway", {"http_host": "0.0.0.0"}, {})) == []
     assert len(warnings_of(resolve("media", {"http_host": "::", "node_ip": "127.0.0.1"}, {}))) == 1
+    # A big full mesh: the advice to use zone routers (docs/cluster.md); not for a few seeds, not with routers.
+    many = {"seeds": "tcp/127.0.0.1:7000-7007", "cluster_port": "7100"}
+    (advice,) = warnings_of(resolve("media", many, {}))
+    assert advice.startswith("--cluster-mode mesh with 8 seeds") and "--cluster-mode routers" in advice, advice
+    assert warnings_of(resolve("gateway", {**many, "seeds": "tcp/127.0.0.1:7000-7006"}, {})) == []
+    assert warnings_of(resolve("media", {**many, "cluster_mode": "routers"}, {})) == []
 
 
 def test_httpx_request_lines_with_conn_ids_are_not_logged(capsys: pytest.CaptureFixture[str]) -> None:

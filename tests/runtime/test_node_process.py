@@ -25,7 +25,10 @@ def node() -> NodeProcess:
 
 def test_health_info_docs_and_clean_ctrl_c(node: NodeProcess) -> None:
     status, body = node.json("GET", "/api/node/health")
-    assert status == 200 and body == {"status": True, "data": {"ready": True, "role": "standalone", "draining": False}}
+    assert status == 200 and body == {
+        "status": True,
+        "data": {"live": True, "ready": True, "reason": "ok", "role": "standalone", "draining": False},
+    }
     status, body = node.json("GET", "/api/node/info")
     assert status == 200 and body["data"]["role"] == "standalone"
     workers = body["data"]["workers"]

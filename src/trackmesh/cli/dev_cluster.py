@@ -1,17 +1,23 @@
 """``trackmesh dev-cluster``: a local cluster on loopback, every member a separate process.
 
     trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
-    trackmesh dev-cluster --zones 3 --routers-per-zone 2
+    trackmesh dev-cluster --zones 3 --routers-per-zone 2 [--global-gateways 1]
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on ``--http-port + k`` and the cluster on
-``--cluster-port + k * workers`` (127.0.0.1 only).
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log and webhooks, unless ``--no-connector``) G+M+1; it starts first in its zone
+and keeps its log in ``trackmesh-data/dev-cluster/zone-<Z>.db``. Member k (in start order) serves
+HTTP on ``--http-port + k`` and the cluster on ``--cluster-port + k * workers`` (127.0.0.1 only).
 
 Without routers every member seeds from every member started before it, so the members form a
-full mesh. With ``--routers-per-zone R`` the routers of every zone start first (router ids 1..R of
-their zone; each dials every earlier router), then each zone's gateways and media nodes run with
-``--cluster-mode routers`` and seed from their zone's routers only. The URLs are printed once every
-member is healthy; Ctrl-C (or SIGTERM) stops them all.
+full mesh: the default for fewer than 8 members (gateways, media workers and global gateways
+counted); from 8 members ``--routers-per-zone`` defaults to 2 (docs/cluster.md, "Tiny clusters:
+mesh or routers"); ``--routers-per-zone 0`` keeps the mesh. With ``--routers-per-zone R`` the
+routers of every zone start first (router ids 1..R of their zone; each dials every earlier
+router), then each zone's gateways and media nodes run with ``--cluster-mode routers`` and seed
+from their zone's routers only. With two zones or more a global gateway (``gateway --global``,
+zone 0, node ids 1..N) starts last, above the zones; with routers it is a client of one zone's
+routers (global gateway i of zone ``i % zones + 1``'s). The URLs are
+printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trackmesh.cli.parser import OneLineParser
-from trackmesh.config import FLAGS, ConfigError
+from trackmesh.config import FLAGS, MESH_ADVICE_SEEDS, ConfigError
 
 HOST = "127.0.0.1"
+DATA_DIR = "trackmesh-data/dev-cluster"  # the connectors' logs, one SQLite file per zone
 
 
 @dataclass
@@ -45,6 +52,11 @@ class Member:
     cluster_port: int
     workers: int
     proc: subprocess.Popen[bytes] | None = None
+    is_global: bool = False  # a global gateway (role gateway, --global, zone 0)
+
+    @property
+    def label(self) -> str:
+        return "global gateway" if self.is_global else self.role
 
     @property
     def url(self) -> str:
@@ -61,15 +73,22 @@ A local cluster on loopback, every member a separate process:
 
   trackmesh dev-cluster --zones 2 --media-per-zone 2 [--gateways-per-zone 1] [--http-port 3000]
 
-Zones are numbered 1..Z; in each, gateways get node ids 1..G and media nodes G+1..G+M. Member k
-(in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k * workers
-(127.0.0.1 only); it seeds from every member started before it, so the members form a full mesh.
+Zones are numbered 1..Z; in each, gateways get node ids 1..G, media nodes G+1..G+M and the zone's
+connector (event log, webhooks, log API; --no-connector for none) G+M+1: it starts first in its
+zone and keeps its log in trackmesh-data/dev-cluster/zone-<Z>.db (webhooks: set TRACKMESH_HOOK_URL).
+Member k (in start order) serves HTTP on --http-port + k and the cluster on --cluster-port + k *
+workers (127.0.0.1 only); it seeds from every member started before it, so the members form a full
+mesh (the default for fewer than 8 members: gateways + media workers + global gateways, the
+connectors not counted; from 8 members two routers per zone start unless --routers-per-zone 0).
 
   trackmesh dev-cluster --zones 3 --routers-per-zone 2
 
 With --routers-per-zone R the routers of every zone start first (router ids 1..R of their zone;
 each dials every earlier router), then each zone's gateways and media nodes run with
 --cluster-mode routers and seed from their zone's routers only (docs/cluster.md, "Zone routers").
+
+With --zones 2 or more, --global-gateways N (default 1) global gateways start last (gateway --global,
+zone 0): they send each new session to the best zone (docs/cluster.md, "Global gateway").
 The URLs are printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all."""
 
 
@@ -107,8 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", type=_int(1, 64), default=1, help="number of zones (default 1)")
     p.add_argument("--media-per-zone", type=_int(1, 32), default=2, help="media nodes per zone, 1..32 (default 2)")
     p.add_argument("--gateways-per-zone", type=_int(0, 8), default=1, help="gateways per zone, 0..8 (default 1)")
-    p.add_argument("--routers-per-zone", type=_int(0, 8), default=0,
-                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default 0)")  # fmt: skip
+    p.add_argument("--routers-per-zone", type=_int(0, 8), default=None,
+                   help="zenoh routers per zone, 0..8; 0 = full mesh, no routers (default: 0 for fewer than 8 "
+                        "members, i.e. gateways + media workers + global gateways, else 2)")  # fmt: skip
+    p.add_argument("--global-gateways", type=_int(0, 8), default=None,
+                   help="global gateways above the zones, 0..8 (default 1 with --zones 2 or more, else 0)")  # fmt: skip
+    p.add_argument("--connector", action=argparse.BooleanOptionalAction, default=True,
+                   help="a connector per zone: event log, webhooks (TRACKMESH_HOOK_URL), log API (default: yes)")
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
@@ -131,13 +155,40 @@ def plan(args: argparse.Namespace) -> list[Member]:
             members.append(Member("router", zone, i + 1, args.http_port + k, cluster_port, 1))
             k += 1
     for zone in range(1, args.zones + 1):
+        if args.connector:
+            cluster_port = args.cluster_port + sum(m.workers for m in members)
+            node = args.gateways_per_zone + args.media_per_zone + 1
+            members.append(Member("connector", zone, node, args.http_port + k, cluster_port, 1))
+            k += 1
         for i in range(args.gateways_per_zone + args.media_per_zone):
             role = "gateway" if i < args.gateways_per_zone else "media"
             workers = args.workers if role == "media" else 1
             cluster_port = args.cluster_port + sum(m.workers for m in members)
             members.append(Member(role, zone, i + 1, args.http_port + k, cluster_port, workers))
             k += 1
+    for i in range(global_gateways(args)):
+        cluster_port = args.cluster_port + sum(m.workers for m in members)
+        members.append(Member("gateway", 0, i + 1, args.http_port + k, cluster_port, 1, is_global=True))
+        k += 1
     return members
+
+
+def routers_per_zone(args: argparse.Namespace) -> int:
+    """``--routers-per-zone``; by default a full mesh for a handful of members, zone routers from
+    ``MESH_ADVICE_SEEDS`` (8) members on, as docs/cluster.md ("Tiny clusters: mesh or routers") advises."""
+    if args.routers_per_zone is not None:
+        return int(args.routers_per_zone)
+    # The zones' connectors are not counted: each takes only event traffic, no media channels.
+    members = args.zones * (args.gateways_per_zone + args.media_per_zone * args.workers) + global_gateways(args)
+    return 2 if members >= MESH_ADVICE_SEEDS else 0
+
+
+def global_gateways(args: argparse.Namespace) -> int:
+    """``--global-gateways``; by default one above two zones or more (one zone needs none)."""
+    wanted = getattr(args, "global_gateways", None)
+    if wanted is None:
+        return 1 if args.zones >= 2 and args.gateways_per_zone else 0
+    return int(wanted)
 
 
 def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) -> list[str]:
@@ -146,8 +197,12 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
            "--secret", secret, "--log-level", args.log_level]  # fmt: skip
     if seeds:
         cmd += ["--seeds", ",".join(seeds)]
+    if m.is_global:
+        cmd += ["--global"]
     if args.routers_per_zone and m.role != "router":
         cmd += ["--cluster-mode", "routers"]
+    if m.role == "connector":
+        cmd += ["--connector-db", f"sqlite:///{DATA_DIR}/zone-{m.zone}.db"]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:
@@ -157,14 +212,19 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
 
 def seeds_of(members: list[Member], i: int) -> list[str]:
     """Whom member ``i`` dials: every earlier member (mesh); with routers, a router dials every
-    earlier router and any other member its zone's routers (cluster/topology.py)."""
+    earlier router and any other member its zone's routers (cluster/topology.py); global gateway
+    ``n`` (zone 0, no routers of its own) those of zone ``n % zones + 1``."""
     m = members[i]
     routers = [r for r in members if r.role == "router"]
     if not routers:
         return [earlier.seed for earlier in members[:i]]
     if m.role == "router":
         return [earlier.seed for earlier in members[:i] if earlier.role == "router"]
-    return [r.seed for r in routers if r.zone == m.zone]
+    zone = m.zone
+    if m.is_global:
+        zones = sorted({r.zone for r in routers})
+        zone = zones[(m.node - 1) % len(zones)]
+    return [r.seed for r in routers if r.zone == zone]
 
 
 def _healthy(url: str) -> bool:
@@ -216,6 +276,7 @@ def stop_all(members: list[Member], sig: int = signal.SIGINT, timeout: float = 1
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.routers_per_zone = routers_per_zone(args)
     if args.secret is None and os.environ.get("TRACKMESH_SECRET"):
         try:
             args.secret = _member_flag("--secret")(os.environ["TRACKMESH_SECRET"])
@@ -248,14 +309,14 @@ def main(argv: list[str]) -> int:
             while pending and stopping["sig"] is None:
                 for m in list(pending):
                     if m.proc is not None and m.proc.poll() is not None:
-                        print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                        print(f"trackmesh dev-cluster: {m.label} {m.zone}/{m.node} exited ({m.proc.returncode})",
                               file=sys.stderr)  # fmt: skip
                         stop_all(members)
                         return 1
                     if _healthy(m.url):
                         pending.remove(m)
                 if time.monotonic() > deadline:
-                    names = ", ".join(f"{m.role} {m.zone}/{m.node}" for m in pending)
+                    names = ", ".join(f"{m.label} {m.zone}/{m.node}" for m in pending)
                     print(f"trackmesh dev-cluster: not ready after {args.ready_timeout} s: {names}", file=sys.stderr)
                     stop_all(members)
                     return 1
@@ -264,21 +325,32 @@ def main(argv: list[str]) -> int:
             stop_all(members, signal.SIGINT)
             print("trackmesh dev-cluster: stopped", file=sys.stderr)
             return 0
-        lines = [f"trackmesh dev-cluster: {len(members)} processes up (secret: {secret})"]
+        topology = (f"zone routers ({args.routers_per_zone} per zone)" if args.routers_per_zone
+                    else "full mesh")  # fmt: skip
+        lines = [f"trackmesh dev-cluster: {len(members)} processes up, {topology} (secret: {secret})"]
         for m in members:
             where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
-            lines.append(f"  zone {m.zone} {m.role:<7} {m.node:>3}  {m.url}  {where}")
-        gateways = [m for m in members if m.role == "gateway"]
+            zone = "-" if m.is_global else str(m.zone)
+            lines.append(f"  zone {zone} {m.label:<9} {m.node:>3}  {m.url}  {where}")
+        globals_ = [m for m in members if m.is_global]
+        gateways = globals_ or [m for m in members if m.role == "gateway"]
+        if globals_:
+            lines.append(f"  global gateway (sends each client to the best zone): {globals_[0].url}   "
+                         f"zones: {globals_[0].url}/api/global/zones")  # fmt: skip
         if gateways:
             base = gateways[0].url
             lines.append(f"  room (video + chat): {base}/samples/room.html   all samples: {base}/samples/index.html")
             lines.append(f"  publish: {base}/samples/whip.html   watch: {base}/samples/whep.html")
+        connectors = [m for m in members if m.role == "connector"]
+        if connectors:
+            lines.append(f"  event log: {connectors[0].url}/api/connector/log/sessions "
+                         "(Authorization: Bearer <secret>; each zone's connector has its own log)")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:
             for m in members:
                 if m.proc is not None and m.proc.poll() is not None:
-                    print(f"trackmesh dev-cluster: {m.role} {m.zone}/{m.node} exited ({m.proc.returncode})",
+                    print(f"trackmesh dev-cluster: {m.label} {m.zone}/{m.node} exited ({m.proc.returncode})",
                           file=sys.stderr)  # fmt: skip
                     m.proc = None
             time.sleep(0.5)

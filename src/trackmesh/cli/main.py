@@ -23,6 +23,8 @@ ROLES = {
     "gateway": "route client requests to the best media node of the zone (needs the cluster)",
     "media": "run transports and the media core",
     "router": "a zone's zenoh router: relays cluster traffic for the zone's members (--cluster-mode routers)",
+    "connector": "the zone's connector: stores the zone's events (--connector-db), sends the webhooks, "
+    "serves the log API",
 }
 
 
@@ -80,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.gateway.node import GatewayNode
 
         node = GatewayNode(config)
+    elif role == "connector":
+        from trackmesh.runtime.connector_node import ConnectorNode
+
+        node = ConnectorNode(config)
     elif role == "router":
         from trackmesh.router.node import RouterNode
 

@@ -10,7 +10,7 @@ from .zenoh_session import ClusterConfig
 
 __all__ = [
     "GATEWAY_ROOT", "LOAD_ROOT", "NODE_ROOT", "REPORT_INTERVAL", "ZONE_ROOT", "endpoint", "http_url",
-    "member_config", "node_index",
+    "member_config", "member_key", "node_index",
 ]
 
 LOAD_ROOT = "tm/load/"  # tm/load/<zone>/<node index>: JSON load report of a media node, every second
@@ -39,11 +39,18 @@ def http_url(config: NodeConfig) -> str:
     return f"http://{host}:{config.http_port}"
 
 
+def member_key(config: NodeConfig, worker: int = 0) -> str:
+    """What picks a routed member's preferred router (cluster/topology.py ``preferred_order``):
+    unique per member of a zone, stable across restarts."""
+    role = "global" if config.global_gateway else config.role
+    return f"{role}/{config.zone}/{node_index(config)}/{worker}"
+
+
 def member_config(config: NodeConfig, worker: int = 0) -> ClusterConfig:
     """The zenoh settings of worker ``worker`` (gateways use worker 0): a full-mesh peer, or with
     ``--cluster-mode routers`` a client of the zone's routers (``cluster/topology.py``)."""
     if config.cluster_mode == "routers":
-        return router_client_config(config.secret, config.seeds)
+        return router_client_config(config.secret, config.seeds, member_key(config, worker))
     port = config.cluster_port + worker if config.cluster_port else 0
     listen = endpoint(config.cluster_ip, port)
     seeds = list(config.seeds)

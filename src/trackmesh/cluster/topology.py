@@ -1,14 +1,27 @@
 """Cluster topologies: the full mesh of peers, or zone routers with their clients.
 
-**Full mesh** (``--cluster-mode mesh``, the default for small clusters): every member (each media
-*worker*, each gateway) is a zenoh peer that dials every earlier member; n(n-1)/2 links.
+**Full mesh** (``--cluster-mode mesh``, the default, for tiny clusters): every member (each media
+*worker*, each gateway) is a zenoh peer that dials every earlier member; n(n-1)/2 links. It is the
+default because it measurably helps a handful of members (bench/cluster_small.py: one hop, 48-66 us
+faster at p50 than through a router up to 4 members; no router process to run) and stops paying
+from ~8 members (no faster, joins take ~0.5 s against 10-30 ms); config.py warns from 8 seeds.
 
 **Zone routers** (``--cluster-mode routers``): each zone runs zenoh routers (``trackmesh router``,
 a process of its own). A router listens on its cluster port and dials the other routers, of its
 zone and of the other zones; routers route among themselves by link state, so any router graph
 that is connected works (dev-cluster gives each router every earlier router). Media workers and
 gateways are zenoh *clients* of their zone's routers: their ``--seeds`` name those routers only,
-and each holds exactly one link, to the first router in that list that answers.
+and each holds exactly one link, to its *preferred* router when it answers, else the next one.
+
+**Spreading members over the routers**: a member's preferred router is picked by a stable hash of
+its member key (``<role>/<zone>/<node>/<worker>``, BLAKE2b, the same on every host and Python
+version): the member tries the zone's routers starting at ``hash(key) % len(routers)`` and
+wrapping around. So the members of a zone split about evenly over its routers (each router carries
+about half the zone's links and cross-zone bytes), and losing one router moves only the members
+that preferred it; no restart, no coordination. A router reports its clients
+(``/api/node/info`` -> ``clients``), a member the router it holds (``router``, ``router_preferred``).
+The cost: a track from another zone with interested members on both routers enters the zone once
+per router (twice with two routers), instead of once.
 
 Why clients and not peers of the routers (measured with zenoh 1.10, 3 zones x 2 routers, scouting
 and gossip off): a peer that dials both routers of its zone receives each publication 2-4 times
@@ -30,6 +43,7 @@ health/metrics HTTP API.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -47,13 +61,31 @@ ROUTER_WAIT = 30.0
 ROUTER_RETRY = 0.5
 
 
-def router_client_config(secret: str | bytes, routers: Sequence[str]) -> ClusterConfig:
+def preferred_order(member_key: str, routers: Sequence[str]) -> tuple[str, ...]:
+    """``routers`` (duplicates dropped) rotated so that the member's preferred router comes first.
+
+    The preferred router is ``blake2b(member_key) % len(routers)``: stable across processes, hosts
+    and Python versions (``hash()`` is salted per process; CRC-32 is linear, so keys that differ in
+    their last character, as workers' do, fall on the same router far too often), so a member returns to the same router
+    after a restart, and the members of a zone spread over its routers.
+    """
+    unique = tuple(dict.fromkeys(routers))
+    if len(unique) < 2:
+        return unique
+    digest = hashlib.blake2b(member_key.encode(), digest_size=8).digest()
+    first = int.from_bytes(digest, "big") % len(unique)
+    return unique[first:] + unique[:first]
+
+
+def router_client_config(secret: str | bytes, routers: Sequence[str], member_key: str = "") -> ClusterConfig:
     """A member (media worker, gateway) of a routed zone: a client of the zone's routers.
 
-    It listens on nothing (nobody dials a client) and links to the first router of ``routers``
-    that answers; the others are its failover, in order.
+    It listens on nothing (nobody dials a client) and links to its preferred router (picked by
+    ``member_key``, :func:`preferred_order`; without a key, the first of ``routers``) when it
+    answers, else to the next one; zenoh tries the seeds in order, the others are its failover.
     """
-    return ClusterConfig(secret, listen=(), seeds=tuple(dict.fromkeys(routers)), mode="client")
+    seeds = preferred_order(member_key, routers) if member_key else tuple(dict.fromkeys(routers))
+    return ClusterConfig(secret, listen=(), seeds=seeds, mode="client")
 
 
 def router_config(secret: str | bytes, listen: str, routers: Sequence[str]) -> ClusterConfig:

@@ -164,6 +164,10 @@ class ZenohNode:
         """zids of the routers this session currently has an (authenticated) link with."""
         return [str(z) for z in self.session.info.routers_zid()]
 
+    def clients(self) -> list[str]:
+        """zids of the clients linked to this session (a router's share of its zone's members)."""
+        return [str(t.zid) for t in self.session.info.transports() if t.whatami == zenoh.WhatAmI.CLIENT]
+
     def links(self) -> int:
         """Authenticated links of any kind: what "connected to the cluster" means in every mode."""
         return len(self.peers()) + len(self.routers())

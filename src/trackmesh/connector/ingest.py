@@ -38,6 +38,14 @@ class IngestResult:
     deliveries: list[Delivery] = field(default_factory=list)
 
 
+def _meta(text: str | None) -> dict[str, object]:
+    try:
+        obj = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def _ms(now: float) -> int:
     return int(now * 1000)
 
@@ -128,10 +136,22 @@ class Ingestor:
     def next_deadline(self) -> float | None:
         return self.tracker.next_deadline()
 
-    def orphans(self, node: int, ts_ms: int) -> list[ev.SourceEvent]:
-        """Leave and Disconnected (reason NodeFailure) for the sessions of ``node`` the log still
-        has open: at start, a node's previous run (killed, crashed) left them so. The ids are
-        fixed per session, so a crash while closing them is deduplicated on the next start."""
+    def open_nodes(self) -> set[int]:
+        """The node ids that have sessions the log still has open."""
+        from trackmesh.core.ids import SessionId, session_node
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sessions.c.id).where(sessions.c.leaved_at.is_(None)))
+            return {session_node(SessionId(r.id)) for r in rows}
+
+    def orphans(self, node: int, ts_ms: int, opened_before_ms: int | None = None) -> list[ev.SourceEvent]:
+        """What closes the sessions of ``node`` the log still has open, as a normal close would:
+        RemoteTrackEnded for each track still published, Leave for each room still joined, then
+        Disconnected with reason NodeFailure. For a node whose previous run was killed or crashed
+        (standalone: at start; cluster: its liveliness is gone, or its restart marker arrived).
+        The ids are fixed per session, so closing twice (a crash while closing, the liveliness
+        and the marker of one restart) is deduplicated. ``opened_before_ms``: only sessions the
+        log opened before then (a liveliness loss: not those of a new run already reporting)."""
         from trackmesh.core.ids import SessionId, session_node
 
         out: list[ev.SourceEvent] = []
@@ -141,19 +161,41 @@ class Ingestor:
             for s in open_sessions:
                 if session_node(SessionId(s.id)) != node:
                     continue
+                if opened_before_ms is not None and s.created_at > opened_before_ms:
+                    continue
+                prefix = f"evt_{node:x}_orphan_{s.id:x}"
+
+                def close(suffix: str, body: ev.PeerEventBody, app: str = s.app, sid: int = s.id,
+                          prefix: str = prefix) -> None:
+                    hook = ev.HookEvent(node, ts_ms, ev.PeerEvent(sid, body))
+                    out.append(ev.SourceEvent(f"{prefix}_{suffix}", app, hook))
+
+                published: dict[str, ev.Kind] = {}
+                track_events = conn.execute(
+                    select(events.c.event, events.c.meta)
+                    .where(events.c.session == s.id, events.c.event.in_(("RemoteTrackStarted", "RemoteTrackEnded")))
+                    .order_by(events.c.id)
+                )
+                for t in track_events:
+                    meta = _meta(t.meta)
+                    track, kind = meta.get("track"), meta.get("kind")
+                    if not isinstance(track, str):
+                        continue
+                    if t.event == "RemoteTrackEnded":
+                        published.pop(track, None)
+                    elif isinstance(kind, int) and kind in tuple(ev.Kind):
+                        published[track] = ev.Kind(kind)
+                for i, (track, kind) in enumerate(published.items()):
+                    close(f"track{i}", ev.RemoteTrackEnded(track, kind))
                 joined = conn.execute(
                     select(rooms.c.room, peers.c.peer)
                     .select_from(peer_sessions.join(peers, peers.c.id == peer_sessions.c.peer)
                                  .join(rooms, rooms.c.id == peer_sessions.c.room))
                     .where(peer_sessions.c.session == s.id, peer_sessions.c.leaved_at.is_(None))
                 )
-                prefix = f"evt_{node:x}_orphan_{s.id:x}"
                 for i, j in enumerate(joined):
-                    hook = ev.HookEvent(node, ts_ms, ev.PeerEvent(s.id, ev.Leave(j.room, j.peer)))
-                    out.append(ev.SourceEvent(f"{prefix}_leave{i}", s.app, hook))
-                gone = ev.Disconnected(max(0, ts_ms - s.created_at), ev.DisconnectReason.NODE_FAILURE)
-                out.append(ev.SourceEvent(f"{prefix}_disconnected", s.app,
-                                          ev.HookEvent(node, ts_ms, ev.PeerEvent(s.id, gone))))
+                    close(f"leave{i}", ev.Leave(j.room, j.peer))
+                close("disconnected", ev.Disconnected(max(0, ts_ms - s.created_at), ev.DisconnectReason.NODE_FAILURE))
         return out
 
     # ---- internals ------------------------------------------------------------------------

@@ -17,6 +17,11 @@ Guarantees:
   that is down backs off exponentially, one that fails at random (and accepted other
   deliveries since this one last failed) is retried after ``base`` again, so one unlucky room
   does not wait minutes behind a receiver that works;
+- a receiver that is down is still probed: while a URL's deliveries back off, one of them is
+  tried at least every ``probe`` seconds (30 s by default), and the first 2xx after an outage
+  brings every waiting delivery to that URL forward (spread over ``base``), so a receiver
+  that comes back gets its backlog within about ``probe`` seconds, not after the longest
+  backoff of its rooms (up to ``cap``);
 - a delivery is given up only ``retry_for`` seconds after it was created (the last attempt is
   made at that deadline).
 """
@@ -95,6 +100,7 @@ class RetryPolicy:
     cap: float = 600.0
     jitter: float = 0.2
     attempt_timeout: float = 10.0
+    probe: float = 30.0
 
     def delay(self, failures: int, rng: random.Random) -> float:
         raw = min(self.cap, self.base * self.factor ** max(0, failures - 1))
@@ -113,6 +119,7 @@ class Outbox:
         self._outcomes: deque[Outcome] = deque()
         self._ids: set[str] = set()
         self._last_ok: dict[str, float] = {}  # url -> last 2xx
+        self._probe_at: dict[str, float] = {}  # url in an outage -> when its probe delivery is next tried
         # Counters (metrics): attempts made, deliveries done, failed attempts retried, given up.
         self.attempts = 0
         self.delivered = 0
@@ -151,6 +158,8 @@ class Outbox:
             self.delivered += 1
             self._outcomes.append(Delivered(delivery.id, delivery.seq, delivery.attempts, now - delivery.created_at))
             self._pop_head(delivery, now)
+            if self._probe_at.pop(delivery.url, None) is not None:
+                self._recovered(delivery.url, now)
             return
         self._failed(delivery, now, error or f"HTTP {status}")
 
@@ -170,9 +179,9 @@ class Outbox:
         if len(self._in_flight) >= self._max_in_flight:
             return None
         while self._ready and self._ready[0][0] <= now:
-            _, seq, key = heapq.heappop(self._ready)
+            due, seq, key = heapq.heappop(self._ready)
             queue = self._queues.get(key)
-            if not queue or queue[0].seq != seq or queue[0].id in self._in_flight:
+            if not queue or queue[0].seq != seq or queue[0].id in self._in_flight or queue[0].next_at != due:
                 continue  # stale heap row
             delivery = queue[0]
             delivery.attempts += 1
@@ -194,9 +203,9 @@ class Outbox:
         """When ``poll_transmit`` or ``handle_timeout`` next has work (None: nothing pending).
         A past deadline while ``max_in_flight`` attempts are out means: wait for a result."""
         while self._ready:
-            _, seq, key = self._ready[0]
+            due, seq, key = self._ready[0]
             queue = self._queues.get(key)
-            if queue and queue[0].seq == seq and queue[0].id not in self._in_flight:
+            if queue and queue[0].seq == seq and queue[0].id not in self._in_flight and queue[0].next_at == due:
                 break
             heapq.heappop(self._ready)
         candidates = [self._ready[0][0]] if self._ready and len(self._in_flight) < self._max_in_flight else []
@@ -234,8 +243,21 @@ class Outbox:
         delivery.streak += 1
         delivery.failed_at = now
         delivery.next_at = min(now + self.policy.delay(delivery.streak, self._rng), deadline)
+        probe_at = self._probe_at.get(delivery.url)
+        if delivery.next_at > now + self.policy.probe and (probe_at is None or probe_at <= now):
+            # No other delivery will try this URL within ``probe``: this one does.
+            delivery.next_at = self._probe_at[delivery.url] = min(now + self.policy.probe, deadline)
         heapq.heappush(self._ready, (delivery.next_at, delivery.seq, delivery.key))
         self._outcomes.append(RetryScheduled(delivery.id, delivery.seq, delivery.attempts, delivery.next_at, error))
+
+    def _recovered(self, url: str, now: float) -> None:
+        """``url`` answered 2xx after an outage: its deliveries waiting in backoff go now,
+        spread over ``base`` (order per key is kept: only heads move)."""
+        for key, queue in self._queues.items():
+            head = queue[0]
+            if head.url == url and head.attempts and head.next_at > now and head.id not in self._in_flight:
+                head.next_at = now + self._rng.uniform(0.0, self.policy.base)
+                heapq.heappush(self._ready, (head.next_at, head.seq, key))
 
     def _pop_head(self, delivery: Delivery, now: float) -> None:
         queue = self._queues[delivery.key]

@@ -42,6 +42,7 @@ class MediaCodec(enum.IntEnum):
     H264 = 4
     PCMA = 5
     PCMU = 6
+    AV1 = 7  # forwarded as sent (the AV1 RTP spec's aggregation header): RTMP's av01 today
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +125,7 @@ class MediaPacket:
     # Not part of the packet's identity: the same packet has another arrival on each node it crosses.
     arrival: float = field(default=0.0, compare=False)
     meta: object = field(default=None, compare=False)
+    # Nonzero: a copy re-sent from a publisher's GOP cache (RTMP can not be asked for a key frame),
+    # numbered per replay. Only a viewer that starts on this replay's key frame takes it; viewers
+    # already playing have the originals (transports/webrtc/media_out.py).
+    replay: int = field(default=0, compare=False)

@@ -22,6 +22,9 @@ BITRATE_HINT_TTL = 5.0
 VOICE_ACTIVITY_INTERVAL = 0.5
 
 
+ClockSink = Callable[[float, int, int, int], None]
+
+
 def _clamp(value: int | None, limit: BitrateLimit) -> int | None:
     if value is None:
         return limit.max_bps
@@ -45,6 +48,7 @@ class RemoteTrack:
         "_last_bitrate_emit",
         "_last_kf",
         "channel",
+        "clock_sink",
         "info",
         "limit",
         "packets",
@@ -53,6 +57,11 @@ class RemoteTrack:
     def __init__(self, info: TrackInfo, channel: int, events: deque[EndpointEvent]) -> None:
         self.info = info
         self.channel = channel
+        # Who wants the publisher's sender reports (RFC 3550 s6.4.1), the RTP -> NTP time of each
+        # of its streams: ``clock_sink(now, spatial, rtp_ts, ntp64)``. A recorder sets it; the
+        # receiving transport calls it. Not a channel message: only the node that ingests the track
+        # records it, and SRs are rare (about one a second per stream).
+        self.clock_sink: ClockSink | None = None
         self.limit = BitrateLimit()
         self.packets = 0
         self._events = events

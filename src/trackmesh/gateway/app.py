@@ -2,7 +2,8 @@
 
 New sessions (``POST /token/<kind>``, ``/whip/endpoint``, ``/whep/endpoint``, ``/webrtc/connect``)
 go to the least-loaded healthy media node of the zone; follow-up calls on a conn id
-(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``) go to
+(``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``, ``/webrtc/<id>/...``,
+``DELETE /rtmp/conn/<id>``) go to
 the node that owns it (conn ids are signed and carry the node id). The call is proxied: the client
 sees the node's answer, and the relative ``Location`` keeps pointing at the gateway.
 
@@ -10,6 +11,10 @@ Routing controls (query parameter or header; see docs/cluster.md):
 
 - ``?zone=Z`` / ``X-Trackmesh-Zone: Z``: serve the request in zone Z (via one of its gateways).
 - ``?node=N`` / ``X-Trackmesh-Node: N``: pin node N of the zone (tests, operators).
+
+``POST /token/rtmp`` is answered by the chosen media node; a gateway with ``--rtmp-port`` puts its
+own ``rtmp://`` URL in the answer (its port splices encoders to the zone's media nodes:
+rtmp_splice.py), one without leaves the node's.
 
 Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
 by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.
@@ -29,6 +34,7 @@ from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId
 from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
+from trackmesh.http.health import add_health_routes
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -46,9 +52,26 @@ ZONE_HEADER = "x-trackmesh-zone"
 NODE_HEADER = "x-trackmesh-node"
 FORWARDED_HEADER = "x-trackmesh-forwarded"
 SERVED_HEADER = "X-Trackmesh-Served-By"
+
+
+def _rtmp_via_gateway(resp: Response, request: Request, port: int) -> Response:
+    """A media node's ``/token/rtmp`` answer with the gateway's own RTMP URL (its --rtmp-port
+    splices to the zone's media nodes), on the host the client reached the gateway by."""
+    import json
+
+    try:
+        body = json.loads(bytes(resp.body))
+        data = body["data"]
+        host = (request.url.hostname or "127.0.0.1").strip("[]")
+        url = f"rtmp://{f'[{host}]' if ':' in host else host}:{port}/live"
+        data["rtmp_url"], data["publish_url"] = url, f"{url}/{data['stream_key']}"
+    except (ValueError, KeyError, TypeError):
+        return resp  # not the answer we know: passed on as it is
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(body, status_code=200, headers=headers)
 REQUEST_HEADERS = ("authorization", "content-type", "if-match", "accept")
 RESPONSE_HEADERS = ("content-type", "location", "etag", "accept-patch", "link", "www-authenticate", "retry-after")
-ROUTING_PARAMS = ("zone", "node")
+ROUTING_PARAMS = ("zone", "node", "zone_rtt")  # zone_rtt: for global gateways (gateway/zone_choice.py)
 
 
 class RouteError(Exception):
@@ -86,7 +109,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
-        expose_headers=["Location", "ETag", "Accept-Patch", "Link", SERVED_HEADER],
+        expose_headers=["Location", "ETag", "Accept-Patch", "Link", SERVED_HEADER, "X-Trackmesh-Zone"],
         max_age=3600,
     )
     zone = gw.config.zone
@@ -246,11 +269,17 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"])
-    async def health() -> JSONResponse:
-        ready, reason = gw.readiness()
-        body = {"status": True, "data": {"ready": ready, "reason": reason, "role": "gateway", "draining": gw.draining}}
-        return JSONResponse(body, status_code=200 if ready else 503)
+    @app.api_route("/api/zone/ping", methods=["GET", "HEAD"], tags=["zone"], status_code=204,
+                   summary="An empty answer for clients to time their round trip to this zone",
+                   description="A client measures its RTT to each zone's gateway with this call (the global "
+                   "gateway lists them at GET /api/global/zones) and reports them to a global gateway as "
+                   "?zone_rtt=ZONE:MS,... (docs/cluster.md). No body, never cached; X-Trackmesh-Zone names "
+                   "the zone.")  # fmt: skip
+    async def ping() -> Response:
+        headers = {"X-Trackmesh-Zone": str(zone), "Cache-Control": "no-store", "Timing-Allow-Origin": "*"}
+        return Response(status_code=204, headers=headers)
+
+    add_health_routes(app, "gateway", gw.readiness, lambda: gw.draining)
 
     def unauthorized(request: Request) -> Response | None:
         expected = gw.config.metrics_token
@@ -309,7 +338,11 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         refused = refuse_app_secret(request, gw.config.secret, throttle)
         if refused is not None:
             return refused
-        return await route_new(request)
+        resp = await route_new(request)
+        served = resp.headers.get(SERVED_HEADER, "")
+        if kind == "rtmp" and gw.config.rtmp_port and resp.status_code == 200 and served.startswith(f"{zone}/"):
+            return _rtmp_via_gateway(resp, request, gw.config.rtmp_port)
+        return resp
 
     @app.post("/whip/endpoint", tags=["whip"], summary="WHIP: routed to the best media node")
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: routed to the best media node")
@@ -330,6 +363,7 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     @app.delete("/whep/conn/{conn_id}", tags=["whep"])
     @app.post("/whep/conn/{conn_id}/limit", tags=["whep"])
     @app.post("/webrtc/{conn_id}/ice-candidate", tags=["sdk"])
+    @app.delete("/rtmp/conn/{conn_id}", tags=["rtmp"], summary="End an RTMP publisher: routed to its media node")
     async def on_conn(conn_id: str, request: Request) -> Response:
         return await route_conn(request, conn_id)
 

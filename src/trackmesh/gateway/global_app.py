@@ -4,7 +4,7 @@
   ``GET /samples/*``) are proxied to a gateway of the chosen zone (same path and query, ``zone``
   removed); when that gateway answers 503 (the zone filled up since its last summary) or does not
   answer, the next zone of the ranking is tried. Answers carry ``X-Trackmesh-Zone`` (the zone
-  chosen) and ``X-Trackmesh-Route`` (``named``, ``geo``, ``load`` or ``conn``).
+  chosen) and ``X-Trackmesh-Route`` (``named``, ``rtt``, ``geo``, ``load`` or ``conn``).
 - With ``--global-redirect`` the global gateway answers ``307 Temporary Redirect`` to the zone
   gateway instead (same method and body). Only for clients that follow redirects *and* send their
   credentials again: HTTP clients drop ``Authorization`` on a redirect to another origin (httpx,
@@ -12,7 +12,11 @@
 - Calls on a conn id (``PATCH``/``DELETE /whip|whep/conn/<id>``, ``/whep/conn/<id>/limit``,
   ``/webrtc/<id>/...``) go to a gateway of the zone the (signed) conn id names; forged: 404. The
   zone gateway's ``Location`` is relative, so proxied clients keep talking to the global gateway.
-- Errors: an unknown ``?zone=`` is 400 with the zones known; no zone with room is 503 with the reason.
+- ``?zone_rtt=1:23,2:41`` / ``X-Trackmesh-Zone-Rtt``: the client's measured RTT (ms) to zone
+  gateways (``GET /api/zone/ping`` on each, listed at ``GET /api/global/zones``); the lowest RTT
+  weighed by load wins (gateway/zone_choice.py), else GeoIP, else load.
+- Errors: an unknown ``?zone=`` is 400 with the zones known; a malformed ``zone_rtt`` is 400 with what
+  is wrong; no zone with room is 503 with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from trackmesh import __version__
 from trackmesh.config import NodeConfig
 from trackmesh.core.audit import RouteAudit, RouteFailure
 from trackmesh.core.ids import ConnIdCodec, InvalidConnId, SessionIdGenerator
+from trackmesh.http.exposition import Exposition
 from trackmesh.http.headers import bearer
+from trackmesh.http.health import add_health_routes
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -39,7 +45,7 @@ from .app import FORWARDED_HEADER, MAX_BODY, REQUEST_HEADERS, RESPONSE_HEADERS, 
 from .directory import ZoneDirectory
 from .geo import GeoDb
 from .route_report import report_failure
-from .zone_choice import rank_zones
+from .zone_choice import ZoneRttError, parse_zone_rtt, rank_zones
 
 
 class GlobalGatewayNode(Protocol):
@@ -64,6 +70,8 @@ class GlobalGatewayNode(Protocol):
     def readiness(self) -> tuple[bool, str]: ...
 
 ZONE_HEADER = "x-trackmesh-zone"
+ZONE_RTT_HEADER = "x-trackmesh-zone-rtt"
+ZONE_RTT_PARAM = "zone_rtt"
 ROUTE_HEADER = "X-Trackmesh-Route"
 
 
@@ -74,19 +82,23 @@ def _problem(request: Request, status: int, message: str) -> Response:
 
 
 def render_global_metrics(gw: GlobalGatewayNode, now: float) -> str:
-    lines = [f'trackmesh_info{{version="{__version__}",role="global-gateway"}} 1']
+    exp = Exposition()
+    exp.gauge("trackmesh_info", "Build and role of this node", 1, {"version": __version__, "role": "global-gateway"})
+    exp.gauge("trackmesh_ready", "1 when the node takes new requests (GET /api/node/health)",
+              1 if gw.readiness()[0] else 0)
     counters = {**gw.counters, "bad_summaries": gw.zones.bad_summaries}
     if gw.geo is not None:
         counters.update(geo_lookups=gw.geo.lookups, geo_misses=gw.geo.misses)
     for name, value in sorted(counters.items()):
-        lines += [f"# TYPE trackmesh_global_{name}_total counter", f"trackmesh_global_{name}_total {value}"]
-    lines.append("# TYPE trackmesh_global_zone_free gauge")
-    for zone, e in sorted(gw.zones.zones(now).items()):
-        lines.append(f'trackmesh_global_zone_free{{zone="{zone}"}} {e.free}')
-    lines.append("# TYPE trackmesh_global_zone_nodes gauge")
-    for zone, e in sorted(gw.zones.zones(now).items()):
-        lines.append(f'trackmesh_global_zone_nodes{{zone="{zone}"}} {e.nodes}')
-    return "\n".join(lines) + "\n"
+        exp.counter(f"trackmesh_global_{name}", f"Global gateway counter {name}", value)
+    zones = sorted(gw.zones.zones(now).items())
+    for zone, e in zones:
+        exp.gauge("trackmesh_global_zone_free", "Free session capacity a zone last summarised", e.free,
+                  {"zone": str(zone)})
+    for zone, e in zones:
+        exp.gauge("trackmesh_global_zone_nodes", "Healthy media nodes a zone last summarised", e.nodes,
+                  {"zone": str(zone)})
+    return exp.render()[0]
 
 
 class ProxyFailed(Exception):
@@ -100,7 +112,9 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         CORSMiddleware,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node"],
+        allow_headers=[
+            "Authorization", "Content-Type", "If-Match", "X-Trackmesh-Zone", "X-Trackmesh-Node", "X-Trackmesh-Zone-Rtt",
+        ],
         expose_headers=["Location", "ETag", "Accept-Patch", "Link", "X-Trackmesh-Zone", ROUTE_HEADER, SERVED_HEADER],
         max_age=3600,
     )
@@ -117,7 +131,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         """307 to ``base`` (``--global-redirect``) or the zone gateway's answer, proxied."""
         import httpx
 
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != "zone"]
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("zone", ZONE_RTT_PARAM)]
         marks = {"X-Trackmesh-Zone": str(zone), ROUTE_HEADER: why}
         if gw.redirect:
             url = base + request.url.path + ("?" + urlencode(query) if query else "")
@@ -150,10 +164,18 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
                 return _problem(request, 400, f"unknown zone {raw!r}: zones with a live gateway are {known}")
             gw.counters["routed_named"] += 1
             return await forward(request, body, zones[want].url, want, "named")
+        rtt = None
+        raw_rtt = request.query_params.get(ZONE_RTT_PARAM) or request.headers.get(ZONE_RTT_HEADER)
+        if raw_rtt is not None:
+            try:
+                rtt = parse_zone_rtt(raw_rtt)
+            except ZoneRttError as exc:
+                gw.counters["bad_zone_rtt"] += 1
+                return _problem(request, 400, f"bad zone_rtt {raw_rtt[:200]!r}: {exc}")
         client = None
-        if gw.geo is not None:
+        if gw.geo is not None and not (rtt and any(z in zones for z in rtt)):
             client = gw.geo.locate(client_address(request, gw.config.secret))
-        ranked = rank_zones(zones.values(), client)
+        ranked = rank_zones(zones.values(), client, rtt)
         if not ranked:
             gw.counters["no_zone"] += 1
             why = "no zone is known" if not zones else f"{len(zones)} zone(s) known, none with free capacity"
@@ -199,11 +221,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"])
-    async def health() -> JSONResponse:
-        ready, reason = gw.readiness()
-        data = {"ready": ready, "reason": reason, "role": "global-gateway", "draining": gw.draining}
-        return JSONResponse({"status": True, "data": data}, status_code=200 if ready else 503)
+    add_health_routes(app, "global-gateway", gw.readiness, lambda: gw.draining)
 
     def unauthorized(request: Request) -> Response | None:
         expected = gw.config.metrics_token
@@ -232,6 +250,19 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
                 "counters": {**gw.counters, "bad_summaries": gw.zones.bad_summaries},
             },
         }
+
+    @app.get("/api/global/zones", tags=["zones"], summary="Zones with a live gateway, and where to time them")
+    async def zones_list() -> Any:
+        """What a client needs to measure its RTT to each zone: time ``ping`` (an empty 204 answer of a
+        gateway of the zone) a few times, keep the smallest, and send ``?zone_rtt=ZONE:MS,...`` with its
+        next new-session call here."""
+        now = gw.now()
+        out = [
+            {"zone": z, "url": e.url, "ping": e.url + "/api/zone/ping", "free": e.free, "nodes": e.nodes,
+             "location": list(e.location) if e.location is not None else None}
+            for z, e in sorted(gw.zones.zones(now).items())
+        ]  # fmt: skip
+        return {"status": True, "data": {"zones": out}}
 
     @app.get("/metrics", tags=["node"], summary="Prometheus metrics: routing counters, zones followed")
     async def metrics(request: Request) -> Response:

@@ -56,10 +56,12 @@ class GlobalGatewayNode(Node):
         self.zenoh: ZenohNode | None = None
         self.counters: dict[str, int] = {
             "routed_named": 0,
+            "routed_rtt": 0,
             "routed_geo": 0,
             "routed_load": 0,
             "routed_conn": 0,
             "unknown_zone": 0,
+            "bad_zone_rtt": 0,
             "no_zone": 0,
             "unknown_conn": 0,
             "zone_errors": 0,

@@ -8,43 +8,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from trackmesh import __version__
+from trackmesh.http.exposition import Exposition
+from trackmesh.http.metrics import add_http_metrics
 
 if TYPE_CHECKING:
     from .api import GatewayApi
 
 
 def render_gateway_metrics(gw: GatewayApi, now: float) -> tuple[str, str]:
-    registry = CollectorRegistry()
-    Gauge("trackmesh_info", "Build and role of this node", ["version", "role"], registry=registry).labels(
-        __version__, "gateway"
-    ).set(1)
+    exp = Exposition()
+    exp.gauge("trackmesh_info", "Build and role of this node", 1, {"version": __version__, "role": "gateway"})
+    exp.gauge("trackmesh_ready", "1 when the gateway routes new sessions (GET /api/node/health)",
+              1 if gw.readiness()[0] else 0)
     for name, value in sorted(gw.counters.items()):
-        Gauge(f"trackmesh_gateway_{name}_total", f"Gateway counter {name}", registry=registry).set(value)
-    for name, value in sorted(gw.http_counters.items()):  # the HTTP limits (trackmesh.http.serving)
-        Gauge(f"trackmesh_{name}_total", f"HTTP limit counter {name}", registry=registry).set(value)
+        exp.counter(f"trackmesh_gateway_{name}", f"Gateway counter {name}", value)
+    add_http_metrics(exp, gw.http_counters)
     gw.directory.expire(now)
-    labels = ["zone", "node"]
-    healthy = Gauge("trackmesh_gateway_node_healthy", "1 when the media node may get new sessions", labels,
-                    registry=registry)  # fmt: skip
-    sessions = Gauge("trackmesh_gateway_node_sessions", "Sessions the media node last reported", labels,
-                     registry=registry)  # fmt: skip
-    capacity = Gauge("trackmesh_gateway_node_capacity", "Session capacity the media node last reported", labels,
-                     registry=registry)  # fmt: skip
-    cpu = Gauge("trackmesh_gateway_node_cpu_percent", "CPU the media node last reported", labels, registry=registry)
-    age = Gauge("trackmesh_gateway_node_report_age_seconds", "Seconds since the node's last load report", labels,
-                registry=registry)  # fmt: skip
     for entry in gw.directory.nodes.values():
-        key = (str(entry.zone), str(entry.node))
-        healthy.labels(*key).set(1 if entry.healthy else 0)
-        sessions.labels(*key).set(entry.sessions)
-        capacity.labels(*key).set(entry.capacity)
-        cpu.labels(*key).set(entry.cpu)
-        age.labels(*key).set(max(0.0, now - entry.seen))
-    Gauge("trackmesh_gateway_zones_known", "Other zones with a live gateway summary", registry=registry).set(
-        len({z["zone"] for z in gw.zones.summary(now)})
-    )
-    return generate_latest(registry).decode(), CONTENT_TYPE_LATEST
+        key = {"zone": str(entry.zone), "node": str(entry.node)}
+        exp.gauge("trackmesh_gateway_node_healthy", "1 when the media node may get new sessions",
+                  1 if entry.healthy else 0, key)
+        exp.gauge("trackmesh_gateway_node_sessions", "Sessions the media node last reported", entry.sessions, key)
+        exp.gauge("trackmesh_gateway_node_capacity", "Session capacity the media node last reported", entry.capacity,
+                  key)
+        exp.gauge("trackmesh_gateway_node_cpu_ratio", "CPU the media node last reported (1.0 = one core)",
+                  entry.cpu / 100.0, key)
+        exp.gauge("trackmesh_gateway_node_report_age_seconds", "Seconds since the node's last load report",
+                  max(0.0, now - entry.seen), key)
+    exp.gauge("trackmesh_gateway_zones_known", "Other zones with a live gateway summary",
+              len({z["zone"] for z in gw.zones.summary(now)}))
+    return exp.render()

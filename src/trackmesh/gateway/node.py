@@ -40,6 +40,7 @@ from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
+from .rtmp_splice import RtmpSplice
 
 log = logging.getLogger("trackmesh.gateway")
 
@@ -67,6 +68,8 @@ class GatewayNode(Node):
             "bad_reports": 0,
         }
         self._entities: list[Any] = []
+        #: ``--rtmp-port``: encoders' connections spliced to the zone's media nodes (rtmp_splice.py).
+        self.rtmp: RtmpSplice | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -113,6 +116,15 @@ class GatewayNode(Node):
                         extra={"fields": {"seeds": ",".join(mcfg.seeds)}})  # fmt: skip
         log.info("gateway joined the cluster", extra={"fields": {"zone": zone, "gateway": self.index,
                  "listen": ",".join(mcfg.listen), "links": zn.links()}})  # fmt: skip
+        if cfg.rtmp_port:
+            splice = RtmpSplice(self.directory, self.now, self.counters)
+            try:
+                await splice.start(cfg.http_host, cfg.rtmp_port)
+            except OSError as exc:
+                where = f"{cfg.http_host}:{cfg.rtmp_port}"
+                raise StartupError(f"--rtmp-port: cannot listen on {where}: {exc.strerror}") from None
+            self.rtmp = splice
+            log.info("rtmp splice listening", extra={"fields": {"rtmp": f"{cfg.http_host}:{cfg.rtmp_port}"}})
 
     def create_app(self) -> Any:
         from .app import create_gateway_app
@@ -210,6 +222,9 @@ class GatewayNode(Node):
     # ---- stop ----------------------------------------------------------------------------------
 
     async def after_stop(self) -> None:
+        if self.rtmp is not None:
+            await self.rtmp.close()
+            self.rtmp = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

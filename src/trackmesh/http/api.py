@@ -59,6 +59,10 @@ class NodeApi(Protocol):
         """The embedded connector (standalone), or None."""
         ...
 
+    def link_metrics(self) -> dict[str, float]:
+        """A cluster node's link to its zone's connector (pending, sent, resent, spilled, dropped); {} without one."""
+        ...
+
     @property
     def http_counters(self) -> dict[str, int]:
         """The HTTP server's limit counters (trackmesh.http.serving)."""
@@ -76,6 +80,11 @@ class NodeApi(Protocol):
         """(ready for new sessions, reason)."""
         ...
 
-    async def stats(self) -> list[dict[str, Any]]:
-        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer)."""
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker: each one's result, or the ``RpcError`` it answered (the console)."""
+        ...
+
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        """One stats dict per worker (``{"worker": i, "error": ...}`` for one that did not answer); with
+        ``media``, also its media totals (for /metrics: O(sessions))."""
         ...

@@ -21,9 +21,14 @@ from .connector_http import router as connector_router
 from .docs import create_docs_app
 from .envelope import error, ok
 from .headers import bearer
+from .health import add_health_routes
 from .metrics import render_metrics
+from .record_http import router as record_router
 from .requests import app_token_keys
+from .rtmp_http import router as rtmp_router
+from .rtmp_http import rtmp_url
 from .sdk_http import router as sdk_router
+from .sip_http import router as sip_router
 from .token_http import router as token_router
 from .whip_whep import router as whip_whep_router
 
@@ -47,7 +52,7 @@ def create_app(node: NodeApi) -> FastAPI:
     app = create_docs_app(
         title="trackmesh",
         version=__version__,
-        description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK and node APIs.",
+        description="Decentralized media server: tokens, WHIP, WHEP, WebRTC SDK, RTMP ingest and node APIs.",
     )
     app.state.node = node
     app.state.auth_throttle = throttle = FailureThrottle()
@@ -87,14 +92,7 @@ def create_app(node: NodeApi) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"], summary="Liveness and readiness of this node")
-    async def health() -> JSONResponse:
-        ready, reason = node.readiness()
-        data: dict[str, Any] = {"ready": ready, "role": node.config.role, "draining": node.draining}
-        if not ready:
-            data["reason"] = reason
-        body = ok(data)
-        return JSONResponse(body, status_code=200 if ready else 503)
+    add_health_routes(app, node.config.role, node.readiness, lambda: node.draining)
 
     def unauthorized(authorization: str | None) -> JSONResponse | None:
         expected = node.config.metrics_token
@@ -127,6 +125,21 @@ def create_app(node: NodeApi) -> FastAPI:
         )
 
     @app.get(
+        "/moq/certificate.sha256",
+        tags=["moq"],
+        summary="SHA-256 of the Media over QUIC certificate (lowercase hex)",
+        description="For WebTransport's serverCertificateHashes and for pinning raw QUIC clients "
+        "(docs/moq.md). 404 when the node runs without MoQ (--moq-port 0).",
+        response_class=PlainTextResponse,
+        responses={404: {"description": "MoQ is off on this node"}},
+    )
+    async def moq_certificate_sha256() -> Response:
+        listener = getattr(node, "moq", None)
+        if listener is None:
+            return error(404, "Media over QUIC is off on this node (--moq-port 0)")
+        return PlainTextResponse(listener.certificate_sha256 + "\n", headers={"Cache-Control": "no-store"})
+
+    @app.get(
         "/metrics",
         tags=["node"],
         summary="Prometheus metrics",
@@ -138,10 +151,16 @@ def create_app(node: NodeApi) -> FastAPI:
         refused = unauthorized(authorization)
         if refused is not None:
             return refused
-        text, content_type = render_metrics(node, await node.stats(), throttle)
+        text, content_type = render_metrics(node, await node.stats(media=True), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node.config, throttle, _tenant_app(node), app_token_keys(node)))
+    app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node), app_token_keys(node)))
+    app.include_router(sip_router(node))
+    if node.config.role == "standalone":
+        # The operator's console (docs/console.md); cluster media nodes have none.
+        from .console.routes import console_router
+
+        app.include_router(console_router(node, throttle))
     for router in node_routers(node):
         app.include_router(router)
     return app
@@ -163,4 +182,10 @@ def node_routers(node: NodeApi) -> list[Any]:
     # First: the SDK's /samples/room.html must win over the generic /samples/{name} route.
     # On a node without media workers the WHIP/WHEP routes still exist and answer 503 with a reason;
     # on one without a connector the /api/connector routes answer 503.
-    return [sdk_router(node), connector_router(lambda: node.connector), whip_whep_router(node)]
+    return [
+        sdk_router(node),
+        connector_router(lambda: node.connector),
+        whip_whep_router(node),
+        record_router(node),
+        rtmp_router(node),
+    ]

@@ -85,6 +85,7 @@ def router(node: NodeApi) -> APIRouter:
             "room": token.room,
             "peer": token.peer,
             "extra_data": token.extra_data,
+            "record": token.record,
             "token_hash": token_hash(raw),
             # For the connector's log: the client's address (behind a gateway, the one it signed for us).
             "remote_ip": client_address(request, node.config.secret),

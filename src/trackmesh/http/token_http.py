@@ -27,13 +27,15 @@ from trackmesh.security.keys import verify_forwarded
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import MAX_TTL, SessionToken, app_secret_matches, issue
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 
 MAX_BODY_BYTES = 16 * 1024
 FORWARDED_CLIENT_HEADER = "x-trackmesh-client"
 DEV_TOKEN_TTL = 3600
-Kind = Literal["whip", "whep", "webrtc", "rtpengine"]
+Kind = Literal["whip", "whep", "webrtc", "rtpengine", "rtmp", "sip", "moq"]
+MOQ_ROOM_PREFIX = "trackmesh"  # a room's MoQ namespace is ("trackmesh", <room>) (docs/moq.md)
 
 
 def _printable(value: str | None) -> str | None:
@@ -52,12 +54,27 @@ class TokenRequest(BaseModel):
     ttl: StrictInt = Field(..., gt=0, le=MAX_TTL, description="lifetime in seconds")
     record: StrictBool = Field(False, description="record this peer's media")
     extra_data: StrictStr | None = Field(None, max_length=4096, description="opaque data handed to other peers")
+    publish: StrictBool | StrictStr | None = Field(
+        None,
+        description="moq only: with room, whether the session may publish in the room's namespace (default true); "
+        "without room, the namespace prefix it may publish under, fields joined by '/'",
+    )
+    subscribe: StrictBool | StrictStr | None = Field(
+        None, description="moq only: as publish, for subscribing (and FETCH, TRACK_STATUS)"
+    )
 
     _names_printable = field_validator("room", "peer")(_printable)
 
 
 class TokenData(BaseModel):
     token: str
+    rtmp_url: str | None = Field(None, description="rtmp tokens: the URL to publish to (OBS: Server)")
+    stream_key: str | None = Field(None, description="rtmp tokens: the stream key (the token itself)")
+    publish_url: str | None = Field(None, description="rtmp tokens: rtmp_url/stream_key (ffmpeg's output URL)")
+    username: str | None = Field(None, description="sip: digest username for a softphone or PBX trunk")
+    password: str | None = Field(None, description="sip: digest password (derived, never stored)")
+    realm: str | None = Field(None, description="sip: the digest realm")
+    uri: str | None = Field(None, description="sip: the address to call (and to REGISTER to)")
 
 
 class TokenResponse(BaseModel):
@@ -109,9 +126,47 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
+def sip_credentials(config: NodeConfig, room: str, peer: str | None, expires_at: int) -> dict[str, Any]:
+    """What a softphone is configured with (transports/sip/auth.py): nothing is stored."""
+    from urllib.parse import quote
+
+    from trackmesh.security.keys import sip_digest_key
+    from trackmesh.transports.sip.auth import sip_password, sip_username
+
+    username = sip_username(room, peer, expires_at)
+    host = f"[{config.node_ip}]" if ":" in config.node_ip else config.node_ip
+    port = config.sip_listen_port
+    uri = f"sip:{quote(room, safe='')}@{host}:{port}" if port else None
+    return {"username": username, "password": sip_password(sip_digest_key(config.secret), username),
+            "realm": "trackmesh", "uri": uri}  # fmt: skip
+
+
+def moq_scopes(req: TokenRequest) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
+    """The (publish, subscribe) namespace prefixes of a moq token request, or why it is refused."""
+    if req.room is not None:
+        if isinstance(req.publish, str) or isinstance(req.subscribe, str):
+            return "invalid request: with room, publish and subscribe are true or false"
+        scope = f"{MOQ_ROOM_PREFIX}/{req.room}"
+        return ((scope,) if req.publish is not False else (), (scope,) if req.subscribe is not False else ())
+    scopes = []
+    for value in (req.publish, req.subscribe):
+        if isinstance(value, bool):
+            return "invalid request: without room, publish and subscribe are namespace prefixes ('a/b')"
+        if value is not None and (not value or value.startswith("/") or value.endswith("/") or "//" in value):
+            return f"invalid request: {value!r} is not a namespace prefix (fields joined by '/')"
+        scopes.append((value,) if value else ())
+    if not scopes[0] and not scopes[1]:
+        return "invalid request: a moq token needs room, or a publish or subscribe namespace prefix"
+    return scopes[0], scopes[1]
+
+
 def _needs(kind: str, room: str | None, peer: str | None) -> str | None:
-    if kind in ("whip", "rtpengine") and (room is None or peer is None):
+    if kind == "moq" and peer is None:
+        return "invalid request: a moq token needs peer"
+    if kind in ("whip", "rtpengine", "rtmp") and (room is None or peer is None):
         return f"invalid request: a {kind} token needs room and peer"
+    if kind == "sip" and room is None:
+        return "invalid request: a sip token needs room (peer defaults to sip-<caller>)"
     if kind == "whep" and room is None:
         return "invalid request: a whep token needs room"
     return None
@@ -121,12 +176,15 @@ def router(
     config: NodeConfig,
     throttle: FailureThrottle,
     tenant_app: Callable[[str], str | None] | None = None,
+    rtmp_url: Callable[[str], str | None] | None = None,
     app_key: Callable[[str], bytes | None] | None = None,
 ) -> APIRouter:
     """The token routes of a node with ``config``. ``tenant_app`` (multi-tenancy, docs/connector.md)
     names the app whose secret was presented, or None; the node's own secret is app ``""``.
-    ``app_key`` gives the token key of an app (http/requests.py ``app_token_keys``): a tenant's
-    tokens are signed with its own key, as atm0s 0.2 signs them with the app's secret."""
+    ``rtmp_url(room)`` is the ``rtmp://host:port/live`` that takes the room's publishers, or None
+    when RTMP ingest is off (a ``rtmp`` token is then a 503). ``app_key`` gives the token key of an
+    app (http/requests.py ``app_token_keys``): a tenant's tokens are signed with its own key, as
+    atm0s 0.2 signs them with the app's secret."""
 
     def app_of(presented: str | None) -> str | None:
         if presented is None:
@@ -135,21 +193,25 @@ def router(
             return ""
         return tenant_app(presented) if tenant_app is not None else None
     api = APIRouter()
-    body_schema = TokenRequest.model_json_schema()
+    token_body = body_schema(TokenRequest)
 
     @api.post(
         "/token/{kind}",
         tags=["tokens"],
         summary="Create a session token (atm0s 0.2 compatible)",
         response_model=TokenResponse,
+        response_model_exclude_none=True,  # other kinds keep atm0s's one-field data
+        description="``rtmp`` tokens are stream keys: the answer also has ``rtmp_url`` (OBS's Server), "
+        "``stream_key`` and ``publish_url`` (ffmpeg's output URL); see docs/rtmp.md.",
         responses={
             400: {"description": "the body does not validate; the error says why"},
             401: {"description": "wrong app secret"},
+            503: {"description": "rtmp: RTMP ingest is off (--rtmp-port 0) or no media worker"},
             413: {"description": "body too large"},
             415: {"description": "Content-Type is not application/json"},
             429: {"description": "too many wrong secrets from this address; see Retry-After"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema}}, "required": True}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": token_body}}, "required": True}},
     )
     async def create_token(
         kind: Kind,
@@ -176,14 +238,37 @@ def router(
         problem = _needs(kind, req.room, req.peer)
         if problem is not None:
             return error(400, problem)
+        publish: tuple[str, ...] = ()
+        subscribe: tuple[str, ...] = ()
+        if kind == "moq":
+            scopes = moq_scopes(req)
+            if isinstance(scopes, str):
+                return error(400, scopes)
+            publish, subscribe = scopes
+        elif req.publish is not None or req.subscribe is not None:
+            return error(400, "invalid request: publish and subscribe are for moq tokens")
         # A tenant's token carries its app (JWT ``sub``) and is signed with that app's key (made from
         # its secret as the node's is from --secret), so it verifies only as that app's
         # (security.tokens.verify_for_app).
         key = config.token_key if app == "" else (app_key(app) if app_key is not None else None)
         if key is None:  # the app list changed between the two look-ups
             return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
-        token = SessionToken(kind, req.room, req.peer, req.record, req.extra_data, app=app)
-        return ok({"token": issue(key, token, req.ttl, int(time.time()))})
+        url = None
+        if kind == "rtmp":
+            assert req.room is not None  # _needs
+            url = rtmp_url(req.room) if rtmp_url is not None else None
+            if url is None:
+                return error(503, "RTMP ingest is off on this node (--rtmp-port 0) or it has no media worker")
+        token = SessionToken(
+            kind, req.room, req.peer, req.record, req.extra_data, app=app, publish=publish, subscribe=subscribe
+        )
+        signed = issue(key, token, req.ttl, int(time.time()))
+        if url is not None:
+            return ok({"token": signed, "rtmp_url": url, "stream_key": signed, "publish_url": f"{url}/{signed}"})
+        if kind == "sip":
+            assert req.room is not None  # _needs
+            return ok({"token": signed, **sip_credentials(config, req.room, req.peer, int(time.time()) + req.ttl)})
+        return ok({"token": signed})
 
     if config.dev:
 
@@ -205,7 +290,10 @@ def router(
             problem = _needs(kind, req.room, req.peer)
             if problem is not None:
                 return error(400, problem)
-            token = SessionToken(kind, req.room, req.peer)
+            scopes = moq_scopes(req) if kind == "moq" else ((), ())
+            if isinstance(scopes, str):
+                return error(400, scopes)
+            token = SessionToken(kind, req.room, req.peer, publish=scopes[0], subscribe=scopes[1])
             return ok({"token": issue(config.token_key, token, DEV_TOKEN_TTL, int(time.time()))})
 
     return api

@@ -65,7 +65,7 @@ class ChaosCluster:
                  http_port: int = 3000, cluster_port: int = 7450, restart_delay: float = 1.0) -> None:
         self.args = argparse.Namespace(
             zones=1, media_per_zone=media, gateways_per_zone=gateways, workers=workers, http_port=http_port,
-            cluster_port=cluster_port, webrtc_port=0, log_level="warning", routers_per_zone=0,
+            cluster_port=cluster_port, webrtc_port=0, log_level="warning", routers_per_zone=0, connector=False,
         )
         self.secret = "chaos-" + secrets.token_urlsafe(18)
         self.members: list[Member] = plan(self.args)

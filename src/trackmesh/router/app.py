@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
+from trackmesh.http.exposition import Exposition
 from trackmesh.http.headers import bearer
+from trackmesh.http.health import add_health_routes
 from trackmesh.security.tokens import app_secret_matches
 
 
@@ -26,18 +28,17 @@ class RouterNode(Protocol):
 
 def render_router_metrics(router: RouterNode) -> str:
     info = router.info()
-    labels = f'zone="{info["zone"]}",router="{info["router"]}"'
+    labels = {"zone": str(info["zone"]), "router": str(info["router"])}
     ready, _ = router.readiness()
-    lines = [
-        "# HELP trackmesh_router_ready 1 when the router is open and linked to another router (or has none to dial).",
-        "# TYPE trackmesh_router_ready gauge",
-        f"trackmesh_router_ready{{{labels}}} {int(ready)}",
-        "# HELP trackmesh_router_links Authenticated zenoh links of this router, by the other side's mode.",
-        "# TYPE trackmesh_router_links gauge",
-        f'trackmesh_router_links{{{labels},kind="router"}} {info["routers"]}',
-        f'trackmesh_router_links{{{labels},kind="peer"}} {info["peers"]}',
-    ]
-    return "\n".join(lines) + "\n"
+    exp = Exposition()
+    exp.gauge("trackmesh_info", "Build and role of this node", 1, {"version": __version__, "role": "router"})
+    exp.gauge("trackmesh_router_ready", "1 when the router is open and linked to another router (or has none to dial)",
+              int(ready), labels)
+    doc = "Authenticated zenoh links of this router, by the other side's mode"
+    exp.gauge("trackmesh_router_links", doc, info["routers"], {**labels, "kind": "router"})
+    exp.gauge("trackmesh_router_links", doc, info["peers"], {**labels, "kind": "peer"})
+    exp.gauge("trackmesh_router_links", doc, info["clients"], {**labels, "kind": "client"})
+    return exp.render()[0]
 
 
 def create_router_app(router: RouterNode) -> FastAPI:
@@ -48,12 +49,7 @@ def create_router_app(router: RouterNode) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/api/node/health", tags=["node"], summary="Ready when the router session is open and linked")
-    async def health() -> JSONResponse:
-        ready, reason = router.readiness()
-        data = {"ready": ready, "reason": reason, "role": "router", "draining": router.draining}
-        body = {"status": True, "data": data}
-        return JSONResponse(body, status_code=200 if ready else 503)
+    add_health_routes(app, "router", router.readiness, lambda: router.draining)
 
     def unauthorized(request: Request) -> Response | None:
         expected = router.config.metrics_token

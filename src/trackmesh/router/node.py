@@ -103,6 +103,9 @@ class RouterNode(Node):
             "zid": zn.zid if zn is not None else None,
             "routers": len(zn.routers()) if zn is not None else 0,
             "peers": len(zn.peers()) if zn is not None else 0,
+            # The zone's members linked to this router (cluster/topology.py: members spread over
+            # the zone's routers by a hash of their member key; the others fail over here).
+            "clients": len(zn.clients()) if zn is not None else 0,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 

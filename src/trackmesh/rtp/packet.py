@@ -80,6 +80,35 @@ class RtpHeader:
     ssrc: int
     timestamp: int
 
+    def __init__(
+        self,
+        marker: bool,
+        payload_type: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        csrc_count: int,
+        extension_profile: int,
+        extension_offset: int,
+        extension_length: int,
+        header_length: int,
+        padding_length: int,
+        payload_length: int,
+    ) -> None:
+        self.marker = marker
+        self.payload_type = payload_type
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.csrc_count = csrc_count
+        self.extension_profile = extension_profile
+        self.extension_offset = extension_offset
+        self.extension_length = extension_length
+        self.header_length = header_length
+        self.padding_length = padding_length
+        self.payload_offset = header_length  # the payload starts where the header ends
+        self.payload_length = payload_length
+
     @classmethod
     def parse(cls, data: bytes | bytearray | memoryview) -> RtpHeader:
         """Parse the fixed header, CSRC list and extension block boundaries of ``data``."""
@@ -109,21 +138,20 @@ class RtpHeader:
             padding = data[size - 1]
             if padding == 0 or offset + padding > size:
                 raise RtpError(f"invalid RTP padding length {padding} for a {size}-byte packet")
-        h = cls.__new__(cls)
-        h.marker = bool(b1 & 0x80)
-        h.payload_type = b1 & 0x7F
-        h.sequence_number = seq
-        h.timestamp = ts
-        h.ssrc = ssrc
-        h.csrc_count = cc
-        h.extension_profile = profile
-        h.extension_offset = ext_offset
-        h.extension_length = ext_length
-        h.header_length = offset
-        h.padding_length = padding
-        h.payload_offset = offset
-        h.payload_length = size - offset - padding
-        return h
+        return cls(
+            bool(b1 & 0x80),
+            b1 & 0x7F,
+            seq,
+            ts,
+            ssrc,
+            cc,
+            profile,
+            ext_offset,
+            ext_length,
+            offset,
+            padding,
+            size - offset - padding,
+        )
 
     def csrcs(self, data: bytes | bytearray | memoryview) -> list[int]:
         """The contributing sources (RFC 3550 s5.1), read only when asked."""

@@ -44,6 +44,7 @@ class ReceptionReport:
         "jitter",
         "packets_lost",
         "rtt",
+        "sampled",
         "updated_at",
     )
 
@@ -56,6 +57,7 @@ class ReceptionReport:
         self.jitter = 0.0  # seconds
         self.rtt: float | None = None  # seconds; None until a block names one of our SRs
         self.updated_at: float | None = None
+        self.sampled = 0  # ``blocks`` when the node's metrics last sampled this report
 
     def on_sr_sent(self, ntp: int, now: float) -> None:
         """We sent an SR with 64-bit NTP timestamp ``ntp`` at ``now``."""

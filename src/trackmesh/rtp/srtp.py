@@ -478,8 +478,8 @@ class SrtpSession:
         if self._gcm is not None:
             try:
                 return self._gcm.unprotect(packet)
-            except SrtpError as exc:
-                self._count(type(exc))
+            except SrtpError as gcm_exc:  # its own name: mypyc types an except variable once per function
+                self._count(type(gcm_exc))
                 raise
         if len(packet) < 12:
             # libsrtp would read past a runt header's end of data otherwise reject it; be explicit.

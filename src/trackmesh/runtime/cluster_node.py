@@ -35,6 +35,7 @@ from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.config import NodeConfig
 from trackmesh.rpc import RpcError
 
+from .connector_link import ConnectorLink
 from .node import Node, StartupError
 from .worker import WorkerRuntime
 from .worker_cluster import WorkerCluster
@@ -106,6 +107,7 @@ class ClusterMediaNode(Node):
         self.affinity = RoomAffinity()
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last_report: dict[str, Any] = {}
+        self.link: ConnectorLink | None = None  # events to the zone's connector (runtime/connector_link.py)
 
     # ---- start -----------------------------------------------------------------------------
 
@@ -130,6 +132,14 @@ class ClusterMediaNode(Node):
             raise
         assert self.workers
         cluster.attach(self.workers[0].runtime)  # type: ignore[attr-defined]
+        try:
+            self.link = ConnectorLink(cluster.node.session, self.config.node_id, self.config.zone,
+                                      self.config.data_dir)
+        except OSError as exc:
+            await self.after_stop()
+            raise StartupError(f"--data-dir: cannot keep the connector spill file: {exc}") from None
+        self.link.attach(self.workers)
+        self.link.start()
         self._reporter = asyncio.create_task(self._report_loop())
 
     async def _join(self, cluster: WorkerCluster) -> None:
@@ -179,6 +189,9 @@ class ClusterMediaNode(Node):
         self.affinity.routed(room, index, time.monotonic())
         return self.workers[index]
 
+    def link_metrics(self) -> dict[str, float]:
+        return self.link.metrics() if self.link is not None else {}
+
     def connected(self) -> bool:
         cluster = self.cluster
         if cluster is None:
@@ -193,8 +206,8 @@ class ClusterMediaNode(Node):
             return False, f"not connected to any cluster seed ({seeds}); zenoh keeps retrying"
         return ready, reason
 
-    async def stats(self) -> list[dict[str, Any]]:
-        out = await super().stats()
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        out = await super().stats(media)
         for worker, st in zip(self.workers, out, strict=False):
             if "error" in st:
                 continue
@@ -211,6 +224,17 @@ class ClusterMediaNode(Node):
         then, cpu_then = self._cpu_at
         self._cpu_at = (now, cpu)
         return round(100.0 * (cpu - cpu_then) / max(now - then, 1e-3), 1)
+
+    def _rtmp_address(self) -> str | None:
+        """Worker 0's RTMP listener ("host:port"), when it listens (any worker takes any room here)."""
+        from .handles import InProcessWorker
+        from .rtmp_worker import RtmpTransport
+
+        first = self.workers[0] if self.workers else None
+        if not isinstance(first, InProcessWorker) or RtmpTransport not in first.runtime.services:
+            return None
+        host = self.config.node_ip
+        return f"{f'[{host}]' if ':' in host else host}:{self.config.rtmp_listen_port}"
 
     async def report(self) -> dict[str, Any]:
         cfg = self.config
@@ -238,6 +262,9 @@ class ClusterMediaNode(Node):
             "reason": reason,
             "ts": time.time(),
         }
+        rtmp = self._rtmp_address()
+        if rtmp is not None:
+            report["rtmp"] = rtmp  # where a gateway splices encoders to (gateway/rtmp_splice.py)
         cluster = self.cluster
         if cluster is not None and not cluster.node.session.is_closed():
             cluster.node.session.put(f"{LOAD_ROOT}{cfg.zone}/{self.index}", json.dumps(report))
@@ -280,6 +307,9 @@ class ClusterMediaNode(Node):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporter
             self._reporter = None
+        link, self.link = self.link, None
+        if link is not None:
+            await link.stop()  # before the liveliness token goes: the connector would close our sessions
         cluster, self.cluster = self.cluster, None
         if cluster is None:
             return

@@ -44,6 +44,8 @@ from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .admission import SessionAdmission
+from .console_rpc import ConsoleRpc
+from .media_metrics import MediaMetrics
 from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
@@ -153,11 +155,18 @@ class ConnTable(Generic[C]):
         self.sampler = TrackSampler(self)
         self._on_closed = on_closed
         self.counters = runtime.counters
+        self.name = name
         self._created, self._closed = f"{name}_sessions_created", f"{name}_sessions_closed"
         self.counters.setdefault(self._created, 0)
         self.counters.setdefault(self._closed, 0)
         runtime.on_shutdown(self.close_all)
         runtime.on_drain(self.drain)
+        # Node metrics (runtime/media_metrics.py): read at scrape time, told once per join and close.
+        self.metrics = MediaMetrics.of(runtime)
+        self.metrics.sources.append(self)
+        ConsoleRpc.of(runtime).tables.append(self)  # the console's listing and actions (kick, end room)
+        self._joining: dict[SessionId, float] = {}  # attached, not connected yet: when the request came
+        self.apps: dict[SessionId, str] = {}  # the app (tenant) of each connection's token
 
     def __len__(self) -> int:
         return len(self.conns)
@@ -169,6 +178,7 @@ class ConnTable(Generic[C]):
         client's address and the app of its token) before the endpoint can join a room, after the
         route events when the request's arrival time ``routed_at`` is known."""
         endpoint = self.runtime.core.create_endpoint()
+        self.apps[endpoint.session] = app
         self._announce(now, endpoint.session, remote_ip, app, routed_at)
         return endpoint
 
@@ -188,9 +198,12 @@ class ConnTable(Generic[C]):
             self._announce(now, session, remote_ip, app, routed_at)
             audit.connect_failed(now, session, timed_out=False)
 
-    def abort(self, now: float, session: SessionId, reason: str) -> None:
+    def abort(self, now: float, session: SessionId, reason: str, kind: str = "") -> None:
         """Setup failed after ``new_endpoint`` and before ``attach``: the endpoint closes, and the
-        connector's log does not keep the session open."""
+        connector's log does not keep the session open. ``kind``: the transport, for the metrics."""
+        self.apps.pop(session, None)
+        self.metrics.on_requested(kind or self.name)
+        self.metrics.on_failed(kind or self.name, "setup failed")
         self.runtime.core.close_endpoint(now, session, reason)
         audit = self.runtime.core.audit
         if audit is not None:
@@ -206,6 +219,8 @@ class ConnTable(Generic[C]):
         self.runtime.listen(key, functools.partial(self._on_core_events, conn=conn))
         self.counters[self._created] += 1
         self.sampler.start(now)
+        self.metrics.on_requested(conn.kind)
+        self._joining[key] = now
         self.after_input(now, conn)
 
     def add_ufrag(self, conn: C, ufrag: str, now: float | None = None, remote_ip: str = "") -> None:
@@ -227,6 +242,9 @@ class ConnTable(Generic[C]):
             elif isinstance(event, ApplicationData):
                 conn.on_application_data(now, event.data)
             elif isinstance(event, Connected):
+                asked = self._joining.pop(conn.key, None)
+                if asked is not None:
+                    self.metrics.on_connected(conn.kind, now - asked)
                 conn.on_connected(now)
                 if self.runtime.core.audit is not None:
                     self.runtime.core.audit.connected(now, conn.key, "")
@@ -271,6 +289,10 @@ class ConnTable(Generic[C]):
         if timer is not None:
             self.runtime.untrack(timer)
         self.conns.pop(key, None)
+        self.apps.pop(key, None)
+        if self._joining.pop(key, None) is not None:
+            self.metrics.on_failed(conn.kind, reason)
+        self.metrics.on_closed(conn, reason)
         self.admission.release(conn.token_hash, reason)
         self.counters[self._closed] += 1
         self.log.info(
@@ -302,6 +324,10 @@ class ConnTable(Generic[C]):
         found = self.runtime.core.lookup(conn_id)
         conn = None if isinstance(found, ControlError) else self.conns.get(found.session)
         return None if conn is None or conn.closing else conn
+
+    def live_conns(self) -> list[C]:
+        """The open connections (``media_metrics.ConnSource``)."""
+        return [c for c in self.conns.values() if not c.closing]
 
     def stats(self) -> dict[str, Any]:
         return {

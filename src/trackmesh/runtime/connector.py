@@ -71,6 +71,8 @@ class EmbeddedConnector:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        #: More metrics (the connector role's link counters, runtime/connector_node.py).
+        self.extra_metrics: Callable[[], dict[str, float]] | None = None
 
     def _hooks_of(self, app_id: str) -> AppHooks | None:
         app = self.apps.get(app_id)
@@ -194,4 +196,6 @@ class EmbeddedConnector:
         out["source_queued"] = float(sum(s.queued for s in self.sources))
         out["source_dropped"] = float(sum(s.dropped for s in self.sources))
         out["source_emitted"] = float(sum(s.emitted for s in self.sources))
+        if self.extra_metrics is not None:
+            out.update(self.extra_metrics())
         return out

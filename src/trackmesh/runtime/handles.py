@@ -200,10 +200,17 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
             conn.send((0, False, f"cannot join the cluster: {exc}"))
             return
     runtime = WorkerRuntime(config, index, *((cluster.registry, cluster.hub) if cluster is not None else ()))
-    install_all(runtime)
+    try:
+        install_all(runtime)
+    except RpcError as exc:
+        conn.send((0, False, exc.message))
+        if cluster is not None:
+            cluster.close()
+        return
     if cluster is not None:
         cluster.attach(runtime)
-    relay = _connector_relay(config, runtime, conn, loop) if config.role == "standalone" else None
+    # Standalone: the node's embedded connector stores them; media: the node's link sends them on.
+    relay = _connector_relay(config, runtime, conn, loop) if config.role in ("standalone", "media") else None
     try:
         runtime.start(loop)
     except RpcError as exc:

@@ -33,6 +33,8 @@ from .worker import WorkerRuntime
 
 if TYPE_CHECKING:
     from .connector import EmbeddedConnector
+    from .moq_listener import MoqListener
+    from .sip_listener import SipListener
 
 log = logging.getLogger("trackmesh.node")
 
@@ -64,12 +66,24 @@ class Node:
         self.connector: EmbeddedConnector | None = None
         #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
         self.http_counters: dict[str, int] = {}
+        #: The SIP driver on --sip-port (docs/sip.md), None when off.
+        self.sip: SipListener | None = None
+        #: The Media over QUIC port (runtime/moq_listener.py), when --moq-port is not 0.
+        self.moq: MoqListener | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
     @property
     def has_media(self) -> bool:
         return self.config.role in ("standalone", "media")
+
+    def token_key_of(self, app: str) -> bytes | None:
+        """The key that checks tokens of ``app`` (security.tokens.verify_for_app): the node's own for
+        the single-tenant app, a tenant's from the connector's app list; None if unknown here."""
+        if app == "":
+            return self.config.token_key
+        connector = self.connector
+        return connector.apps.token_key_of(app, self.config.atm0s_compatible_tokens) if connector is not None else None
 
     def worker_for_room(self, room: str) -> WorkerHandle:
         """All sessions of a room live on one worker, so its in-process registry and channels
@@ -88,13 +102,23 @@ class Node:
             raise RpcError(404, "unknown conn id")
         return self.workers[parts.worker]
 
-    async def stats(self) -> list[dict[str, Any]]:
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
         out = []
         for worker in self.workers:
             try:
-                out.append(await worker.call("worker.stats", {}))
+                out.append(await worker.call("worker.stats", {"media": media}))
             except RpcError as exc:
                 out.append({"worker": worker.index, "error": exc.message})
+        return out
+
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` on every worker, in order: each one's result, or the RpcError it answered."""
+        out: list[Any] = []
+        for worker in self.workers:
+            try:
+                out.append(await worker.call(method, params))
+            except RpcError as exc:
+                out.append(exc)
         return out
 
     def request_stop(self, reason: str) -> None:
@@ -131,6 +155,10 @@ class Node:
             return False, "no media worker"
         return True, "ok"
 
+    def link_metrics(self) -> dict[str, float]:
+        """The link to the zone's connector (a cluster media node: runtime/connector_link.py)."""
+        return {}
+
     def new_runtime(self, index: int) -> WorkerRuntime:
         """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
         return WorkerRuntime(self.config, index)
@@ -151,8 +179,8 @@ class Node:
         if not self.has_media:
             return
         runtime = self.new_runtime(0)
-        install_all(runtime)
         try:
+            install_all(runtime)
             runtime.start(loop)
         except RpcError as exc:
             raise StartupError(exc.message) from None
@@ -167,8 +195,53 @@ class Node:
             raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
         self.workers.extend(children)
 
+    async def _start_moq(self) -> None:
+        if not self.config.moq_port or self.config.role != "standalone":
+            return
+        from .moq_listener import MoqListener
+
+        listener = MoqListener(
+            self.config.http_host,
+            self.config.moq_port,
+            cert_file=self.config.moq_cert or None,
+            key_file=self.config.moq_key or None,
+            anonymous=self.config.moq_anonymous,
+            token_key=self.token_key_of,
+        )
+        problem = ""
+        try:
+            await listener.start()
+        except OSError as exc:
+            problem = f"--moq-port: cannot listen on UDP {self.config.http_host}:{self.config.moq_port}: {exc.strerror}"
+        except ValueError as exc:
+            problem = f"--moq-cert/--moq-key: cannot load them: {exc}"
+        if problem:
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            if self.connector is not None:
+                await self.connector.stop()
+            raise StartupError(problem)
+        self.moq = listener
+        first = self.workers[0] if self.workers else None
+        if isinstance(first, InProcessWorker):
+            # Rooms as MoQ: the in-process worker's rooms on the relay (runtime/moq_rooms.py), and
+            # MoQ publishers into them (runtime/moq_room_ingest.py).
+            from .moq_room_ingest import MoqRoomIngest
+            from .moq_rooms import MoqRooms
+
+            def hosted_here(room: str) -> bool:
+                return self.worker_for_room(room) is first
+
+            listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
+        if self.config.moq_anonymous:
+            log.warning(
+                "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",
+                listener.port,
+            )
+
     async def _start_connector(self) -> None:
-        # Imported here: only standalone runs the connector (and loads SQLAlchemy).
+        # Imported here: only standalone and the connector role run it (and load SQLAlchemy).
         from .connector import EmbeddedConnector
 
         try:
@@ -181,14 +254,37 @@ class Node:
             raise StartupError(f"--connector-db: the connector cannot start: {first}") from None
         self.connector = connector
 
+    async def _start_sip(self) -> None:
+        cfg = self.config
+        if not self.has_media or not cfg.sip_listen_port:
+            return
+        from .sip_listener import SipListener
+
+        listener = SipListener(self, cfg.node_ip, cfg.sip_listen_port)
+        try:
+            await listener.start()
+        except OSError as exc:
+            if cfg.sip_port is None:  # the default port: a second node on this host runs without SIP
+                log.warning("SIP is off: cannot listen on %s:%d (%s); pass --sip-port", cfg.node_ip,
+                            cfg.sip_listen_port, exc.strerror)  # fmt: skip
+                return
+            for worker in self.workers:
+                await worker.stop("start failed", 2.0)
+            if self.connector is not None:
+                await self.connector.stop()
+            raise StartupError(f"--sip-port: cannot listen on {cfg.node_ip}:{cfg.sip_port}: {exc.strerror}") from None
+        self.sip = listener
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.loop_name = loop_name(loop)
         http_sock = self._bind_http()
         try:
             await self._start_workers()
-            if self.config.role == "standalone":
+            if self.config.role in ("standalone", "connector"):
                 await self._start_connector()
+            await self._start_sip()
+            await self._start_moq()
         except StartupError:
             http_sock.close()
             raise
@@ -208,6 +304,7 @@ class Node:
                     "http": f"{self.config.http_host}:{self.config.http_port}",
                     "workers": len(self.workers),
                     "udp_ports": ",".join(str(w.udp_port) for w in self.workers),
+                    "moq": f"udp/{self.moq.port}" if self.moq is not None else "off",
                     "loop": self.loop_name,
                     "version": __version__,
                 }
@@ -228,16 +325,26 @@ class Node:
             except Exception:
                 log.exception("drain failed")
         self.draining = True
+        if self.sip is not None:
+            await self.sip.close()
+        if self.moq is not None:
+            self.moq.drain()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await serve
         stop.cancel()
         # Children first (in parallel), then the in-process worker.
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
+        if self.moq is not None and self.moq.rooms is not None:
+            self.moq.rooms.close(time.monotonic())
+        if self.moq is not None and self.moq.room_ingest is not None:
+            self.moq.room_ingest.close()
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
         if self.connector is not None:
             await self.connector.stop()
+        if self.moq is not None:
+            self.moq.close()
         try:
             await self.after_stop()
         except Exception:
@@ -248,17 +355,29 @@ class Node:
         return code
 
 
+def packet_path_build() -> str:
+    """How the per-packet modules run: compiled by mypyc (``pip install .``) or interpreted (an
+    editable install, TRACKMESH_PURE_PYTHON=1, or no C compiler at install time; see setup.py)."""
+    from trackmesh.transports.webrtc import media_out
+
+    return "compiled (mypyc)" if (media_out.__file__ or "").endswith((".so", ".pyd")) else "pure Python"
+
+
 def print_banner(node: Node) -> None:
     """What a new user needs: where the API is, the secret (when generated) and sample URLs."""
     cfg = node.config
     base = f"http://{cfg.http_host if cfg.http_host not in ('0.0.0.0', '::') else '127.0.0.1'}:{cfg.http_port}"
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
+    if cfg.role == "connector":
+        what = f"the connector of zone {cfg.zone}: event log, webhooks, log API"
     lines = [
-        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name})",
+        f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name}, packet path {packet_path_build()})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
+    if cfg.role == "standalone":
+        lines.append(f"  console:       {base}/console  (log in with the app secret)")
     if node.has_media:
         lines += [
             f"  samples:               {base}/samples/index.html",
@@ -266,6 +385,10 @@ def print_banner(node: Node) -> None:
             f"  publish (WHIP) sample: {base}/samples/whip.html",
             f"  watch (WHEP) sample:   {base}/samples/whep.html",
         ]
+        if cfg.rtmp_listen_port:
+            host = cfg.node_ip if ":" not in cfg.node_ip else f"[{cfg.node_ip}]"
+            url = f"rtmp://{host}:{cfg.rtmp_listen_port}/live"
+            lines.append(f"  RTMP ingest (OBS):     {url}/<stream key from POST /token/rtmp>")
         if cfg.dev:
             lines.append("  --dev: the samples get demo tokens from /dev/token/<kind> (loopback clients only)")
     if cfg.secret_generated:

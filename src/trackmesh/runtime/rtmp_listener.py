@@ -19,7 +19,8 @@ import asyncio
 import itertools
 import logging
 import re
-from typing import Protocol
+import socket
+from typing import Protocol, cast
 
 from trackmesh.transports.rtmp.events import Closed, Event
 from trackmesh.transports.rtmp.session import ServerSession
@@ -69,8 +70,8 @@ class RtmpConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transports are not asyncio.Transport subclasses: the same interface, unchecked.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else None
 
@@ -184,6 +185,19 @@ class RtmpListener:
     async def start(self, host: str, port: int) -> None:
         self._server = await self.loop.create_server(self._new_connection, host, port)
         self._sweeper = self.loop.create_task(self._sweep())
+
+    async def start_on(self, sock: socket.socket) -> None:
+        """Serve on a socket already bound and listening (a worker binds at start, so a taken
+        port is a startup error and not a failed task)."""
+        self._server = await self.loop.create_server(self._new_connection, sock=sock)
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    def stop_serving(self) -> None:
+        """Stop accepting and sweeping (the connections are closed by their owner)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
 
     def _new_connection(self) -> asyncio.Protocol:
         if len(self.connections) >= self.max_connections:

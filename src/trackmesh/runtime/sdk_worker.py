@@ -39,6 +39,7 @@ from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .conn_table import ConnTable, Timed, origin, short
+from .recording import recording_of
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")
@@ -166,6 +167,10 @@ class SdkTransport:
                 raise RpcError(400 if failure.code != 0x2008 else 403, failure.message)
         conn = Conn(sdk, str(params.get("token_hash", "")), [local.ice_ufrag])
         self.table.attach(now, conn, local.ice_ufrag)
+        recording = recording_of(self.runtime)
+        if params.get("record") and req.HasField("join") and recording is not None:
+            # A record:true token (atm0s): every track this peer publishes is recorded.
+            recording.record_peer(now, str(params.get("app") or ""), req.join.room, req.join.peer)
         log.info(
             "sdk session created",
             extra={

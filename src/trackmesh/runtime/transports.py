@@ -2,7 +2,8 @@
 
 Both WebRTC transports share the worker's one UDP port through ``WebRtcPort`` (the first to
 install creates it); each attaches its own connections to it, so their order does not matter for
-routing. The order is kept (WHIP/WHEP, then SDK) because shutdown hooks run in install order.
+routing. The order is kept (WHIP/WHEP, then SDK, then RTMP ingest when ``--rtmp-port`` is not 0)
+because shutdown hooks run in install order.
 A transport that fails to import is a broken build, not an optional one: the error surfaces.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .recording import install as install_recording
+from .rtmp_worker import install as install_rtmp
 from .sdk_worker import install as install_sdk
+from .sip_media import install as install_sip
 from .webrtc_worker import install as install_webrtc
 from .worker import WorkerRuntime
 
@@ -18,8 +22,10 @@ Installer = Callable[[WorkerRuntime], None]
 
 
 def worker_transports() -> list[Installer]:
-    """Installers of the transports every worker runs, in order."""
-    return [install_webrtc, install_sdk]
+    """Installers of the transports every worker runs, in order (RTMP ingest when --rtmp-port is not 0,
+    SIP when --sip-port is not 0), then recording: its shutdown hook runs after theirs, so every
+    session has closed (and its files ended) before the files are finalised."""
+    return [install_webrtc, install_sdk, install_rtmp, install_sip, install_recording]
 
 
 def install_all(runtime: WorkerRuntime) -> None:

@@ -32,6 +32,7 @@ from trackmesh.transports.whip_whep.resource import (
 from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
 
 from .conn_table import ConnTable, Timed, origin, short
+from .recording import recording_of
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.webrtc")
@@ -137,13 +138,17 @@ class WebRtcTransport:
             )
             room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
-            self.table.abort(now, endpoint.session, "setup failed")
+            self.table.abort(now, endpoint.session, "setup failed", mode.value)
             raise RpcError(400, f"cannot join room {room!r}: {exc}") from None
         resource = Resource(mode.value, str(params["token_hash"]), answer.transport.ice_ufrag, answer.transport.ice_pwd)
         session = Session(mode, room_policy, resource, [creds.ufrag])
         if mode is PeerMode.WHEP and params.get("max_spatial") is not None:
             peer.set_max_spatial(now, int(params["max_spatial"]))
         self.table.attach(now, session, creds.ufrag)
+        recording = recording_of(self.runtime)
+        if mode is PeerMode.WHIP and params.get("record") and recording is not None:
+            # A record:true token (atm0s): every track this peer publishes is recorded.
+            recording.record_peer(now, str(params.get("app") or ""), room, str(peer_name))
         log.info(
             "session created",
             extra={"fields": {"mode": mode.value, "room": room, "peer": peer_name, "conn": short(endpoint.conn_id)}},

@@ -33,6 +33,7 @@ from trackmesh.core.worker import MediaWorker
 from trackmesh.rpc import RpcError
 
 from .loop import LoopLag
+from .media_metrics import MediaMetrics
 from .scheduler import Scheduler, Timed
 
 log = logging.getLogger("trackmesh.worker")
@@ -105,7 +106,7 @@ class WorkerRuntime:
         self.loop_lag = LoopLag()
         self._buf = bytearray(RECV_BUFFER)
         self.udp_port = 0
-        self.register_rpc("worker.stats", lambda now, params: self.stats())
+        self.register_rpc("worker.stats", lambda now, params: self.stats(media=bool(params.get("media"))))
         # Token keys by app id (multi-tenancy, security/tokens.py): the node's own app until the
         # node's connector hands over its app list ("worker.app_token_keys").
         self.app_token_keys: dict[str, bytes] = {"": config.token_key}
@@ -327,8 +328,10 @@ class WorkerRuntime:
         if deadline is not None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def stats(self, media: bool = False) -> dict[str, Any]:
+        """The worker's counters; with ``media``, also its media totals by transport (O(sessions), and it
+        samples the viewers' reports: only ``/metrics`` asks, not the load reports)."""
+        out = {
             "worker": self.index,
             "udp_port": self.udp_port,
             "endpoints": len(self.core.endpoints),
@@ -336,3 +339,6 @@ class WorkerRuntime:
             "counters": dict(self.counters),
             "loop_lag": self.loop_lag.stats(self.now()),
         }
+        if media:
+            out["media"] = MediaMetrics.of(self).snapshot()
+        return out

@@ -110,6 +110,10 @@ class WorkerCluster:
             "listen": list(self.member_config.listen),
             "peers": len(self.node.peers()),
             "routers": len(self.node.routers()),
+            # With zone routers: the router this worker is linked to (its zid) and the one it prefers
+            # (cluster/topology.py preferred_order); they differ while the preferred one is down.
+            "router": next(iter(self.node.routers()), None),
+            "router_preferred": self.member_config.seeds[0] if self.member_config.mode == "client" else None,
             **hub.stats(),
             "registry_members_lost": reg.members_lost,
             "registry_remote_members": len(reg.remote_members()),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from trackmesh.sdp.model import MediaDescription, RtpMap
 
 __all__ = [
+    "AV1",
     "DEFAULT_AUDIO_CODECS",
     "DEFAULT_VIDEO_CODECS",
     "EXT_ABS_SEND_TIME",
@@ -29,6 +30,7 @@ __all__ = [
     "PCMU",
     "STATIC_PAYLOAD_TYPES",
     "STATIC_RTPMAPS",
+    "VIEWER_VIDEO_CODECS",
     "VP8",
     "VP9",
     "CodecSpec",
@@ -141,6 +143,11 @@ VP8 = CodecSpec("VP8", 90000)
 VP9 = CodecSpec("VP9", 90000, None, (("profile-id", "0"),), (("profile-id", "0"),))
 DEFAULT_AUDIO_CODECS = (OPUS,)
 DEFAULT_VIDEO_CODECS = (VP8, VP9, _h264("42e01f"), _h264("42001f"), _h264("4d001f"), _h264("640c1f"))
+# The AV1 RTP spec (AOMedia, s7.2): profile defaults to 0 (Main) when absent. Offered to WHEP
+# viewers only (after the others), for sources that send nothing else (RTMP av01); publishers'
+# answers are unchanged.
+AV1 = CodecSpec("AV1", 90000, None, (("profile", "0"),), (("profile", "0"),))
+VIEWER_VIDEO_CODECS = (*DEFAULT_VIDEO_CODECS, AV1)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ used as a key directly (except for atm0s-compatible tokens, see below): each use
 - ``token-signing``: HS256 session tokens (security/tokens.py);
 - ``cluster-link``: the zenoh user/password of cluster links (cluster/zenoh_session.py);
 - ``conn-id``: the HMAC tag of conn ids (core/ids.py);
-- ``hook-signing``: signatures of outgoing webhooks (``sign_hook``, for connectors);
 - ``gateway-forward``: the gateway's signed ``X-Trackmesh-Client`` header (the client address a
   media node throttles on, http/throttle.py).
 - ``standard-webhooks``: the default ``whsec_`` secret of the connector's Standard Webhooks, one
   per app (``webhook_key``, connector/signing.py).
+- ``sip-digest``: the digest passwords of SIP callers, HMACs of their usernames (``sip_digest_key``,
+  transports/sip/auth.py): nothing stored, every node answers the same.
+- ``console-session``: the console's session cookies and CSRF tokens (http/console/session.py).
 
 HKDF's extract step also turns a low-entropy secret into a uniform key, but it cannot add
 entropy: a short secret stays guessable offline from any token a browser holds, which is why
@@ -32,12 +34,19 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PURPOSES = ("token-signing", "cluster-link", "conn-id", "hook-signing", "gateway-forward", "standard-webhooks")
+PURPOSES = (
+    "token-signing",
+    "cluster-link",
+    "conn-id",
+    "gateway-forward",
+    "standard-webhooks",
+    "sip-digest",
+    "console-session",
+)
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our
 # keys from any other HKDF use of the same secret).
 _SALT = b"trackmesh app secret v1"
-HOOK_SIGNATURE_HEADER = "X-Trackmesh-Signature"
 
 
 def _raw(secret: str | bytes) -> bytes:
@@ -68,27 +77,14 @@ def webhook_key(secret: str | bytes, app: str = "") -> bytes:
     return derive_key(secret, "standard-webhooks", app)
 
 
+def sip_digest_key(secret: str | bytes) -> bytes:
+    """The key of SIP digest passwords and nonces (transports/sip/auth.py, docs/sip.md)."""
+    return derive_key(secret, "sip-digest")
+
+
 def token_key(secret: str | bytes, atm0s_compatible: bool = False) -> bytes:
     """The HS256 key of session tokens: derived, or the app secret itself in atm0s mode."""
     return _raw(secret) if atm0s_compatible else derive_key(secret, "token-signing")
-
-
-def sign_hook(secret: str | bytes, body: bytes, timestamp: int) -> str:
-    """The ``X-Trackmesh-Signature`` value of an outgoing webhook: ``t=<unix s>,v1=<hex>``, the
-    HMAC-SHA256 of ``"<t>." + body`` under the hook-signing key. The timestamp inside the MAC
-    lets a receiver refuse replays (``verify_hook``'s tolerance)."""
-    mac = hmac.new(derive_key(secret, "hook-signing"), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify_hook(secret: str | bytes, body: bytes, header: str, now: int, tolerance_s: int = 300) -> bool:
-    """Whether ``header`` (from ``sign_hook``) signs ``body`` and is at most ``tolerance_s`` old."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    stamp = fields.get("t", "")
-    if not stamp.isdigit() or abs(now - int(stamp)) > tolerance_s:
-        return False
-    expected = sign_hook(secret, body, int(stamp))
-    return hmac.compare_digest(expected.encode(), header.strip().encode())
 
 
 def sign_forwarded(secret: str | bytes, client: str) -> str:

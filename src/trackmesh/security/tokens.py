@@ -8,9 +8,10 @@ made the same way from X's own app secret, so X's backend can mint its tokens it
 ``verify_for_app`` picks the key by the token's ``sub``; as ``sub`` is signed too, a token
 claiming app Y verifies only with Y's key: one app's secret neither mints for nor reads another.
 
-Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine) so a token cannot be used on
-another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``, ``peer``,
-``record`` and ``extra_data``.
+Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key, sip, moq) so a
+token cannot be used on another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``,
+``peer``, ``record`` and ``extra_data``; a ``moq`` token also has ``publish`` and ``subscribe``: the MoQ
+namespace prefixes ("a/b" strings) its session may publish and subscribe under.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import jwt
 # >= 16 characters; generated ones have 32). Derived keys have 32 bytes. The trade is in docs/security.md.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
-KINDS = ("whip", "whep", "webrtc", "rtpengine")
+KINDS = ("whip", "whep", "webrtc", "rtpengine", "rtmp", "sip", "moq")
 MAX_TTL = 7 * 24 * 3600
 
 
@@ -46,6 +47,9 @@ class SessionToken:
     expires_at: int = 0
     # The app (multi-tenancy, atm0s's JWT ``sub``); "" is the single-tenant default app.
     app: str = ""
+    # MoQ (docs/moq.md): namespace prefixes, fields joined by "/", this session may use.
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
 
 
 def app_secret_matches(secret: str, presented: str) -> bool:
@@ -68,6 +72,10 @@ def issue(key: str | bytes, token: SessionToken, ttl: int, now: int) -> str:
         claims["extra_data"] = token.extra_data
     if token.app:
         claims["sub"] = token.app
+    if token.publish:
+        claims["publish"] = list(token.publish)
+    if token.subscribe:
+        claims["subscribe"] = list(token.subscribe)
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -96,7 +104,15 @@ def verify(key: str | bytes, token: str, kind: str, now: int) -> SessionToken:
     app = claims.get("sub", "")
     if not isinstance(app, str):
         raise TokenError("token claim 'sub' must be a string")
-    return SessionToken(kind, room, peer, claims.get("record") is True, extra, exp, app)
+    scopes: dict[str, tuple[str, ...]] = {}
+    for name in ("publish", "subscribe"):
+        value = claims.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TokenError(f"token claim {name!r} must be a list of strings")
+        scopes[name] = tuple(value)
+    return SessionToken(
+        kind, room, peer, claims.get("record") is True, extra, exp, app, scopes["publish"], scopes["subscribe"]
+    )
 
 
 #: The token key of an app id ("" = the single-tenant app), or None for an app this node does not know.

@@ -174,6 +174,7 @@ class Counters:
     width: int = 0
     height: int = 0
     audio_buffers: int = 0
+    audio_peak: int = 0  # loudest decoded s16 sample: 0 means silence
     first_frame_s: float | None = None
     started: float = field(default_factory=time.monotonic)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -194,6 +195,9 @@ class Counters:
                         self.first_frame_s = round(time.monotonic() - self.started, 3)
                 else:
                     self.audio_buffers += 1
+                    if frame.format.name == "s16":
+                        pcm = memoryview(bytes(frame.planes[0])).cast("h")
+                        self.audio_peak = max(self.audio_peak, max(pcm, default=0), -min(pcm, default=0))
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -208,6 +212,7 @@ class Counters:
             "width": self.width,
             "height": self.height,
             "audio_buffers": self.audio_buffers,
+            "audio_peak": self.audio_peak,
             "first_frame_s": self.first_frame_s,
         }
 

@@ -69,5 +69,50 @@ def main(url: str, encoder: str, start_ms: int = 0) -> None:
     out.close()
 
 
+def live(url: str, encoder: str, seconds: float) -> None:
+    """A paced (real-time) stream: 320x240 30 fps video with a moving bar, a key frame every
+    second, and a 440 Hz Opus tone, for viewers to watch (``... URL ENCODER live SECONDS``)."""
+    import math
+    import struct
+    import time
+
+    out = av.open(url, "w", format="flv")
+    video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
+    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+    video.codec_context.gop_size = 30
+    audio = out.add_stream("libopus", rate=48000)
+    audio.layout = "stereo"
+    start = time.monotonic()
+    tone = b"".join(struct.pack("<hh", v, v) for v in (int(4000 * math.sin(2 * math.pi * 440 * n / 48000))
+                                                       for n in range(48000)))  # fmt: skip
+    frames = int(seconds * 30)
+    for i in range(frames):
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        y = bytearray(b"\x30" * (320 * 240))
+        top = (i * 4) % 200
+        y[top * 320 : (top + 40) * 320] = b"\xe0" * (40 * 320)
+        frame.planes[0].update(bytes(y))
+        for plane in frame.planes[1:]:
+            plane.update(b"\x80" * plane.buffer_size)
+        frame.pts = i
+        for packet in video.encode(frame):
+            out.mux(packet)
+        for k in range(i * 3 // 2, (i + 1) * 3 // 2):  # 20 ms audio frames, 1.5 per video frame
+            samples = av.AudioFrame(format="s16", layout="stereo", samples=960)
+            offset = (k * 960) % (48000 - 960)
+            samples.planes[0].update(tone[offset * 4 : (offset + 960) * 4])
+            samples.sample_rate = 48000
+            samples.pts = k * 960
+            for packet in audio.encode(samples):
+                out.mux(packet)
+        delay = start + (i + 1) / 30 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    out.close()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    if len(sys.argv) > 4 and sys.argv[3] == "live":
+        live(sys.argv[1], sys.argv[2], float(sys.argv[4]))
+    else:
+        main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

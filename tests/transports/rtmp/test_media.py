@@ -49,3 +49,25 @@ def test_codecs_the_core_cannot_carry_yet_are_counted() -> None:
     assert media.video(VideoFrame("hvc1", 0, 0, 0, True, b"\x00\x00\x00\x01\x26\x01"), 0.0) == []
     assert media.audio(AudioFrame("mp4a", 0, 0, b"aac"), 0.0) == []
     assert media.not_carried == 2
+
+
+def test_av1_frames_become_rtp_payloads_that_depacketize_back() -> None:
+    from trackmesh.codecs.av1 import Av1Depacketizer
+
+    # A temporal unit as RTMP carries it (low-overhead OBUs with sizes): a sequence header and a
+    # frame OBU big enough to be fragmented.
+    seq_body = b"\x00\x00\x00\x24\xc4\xff\xdf\x00\x68\x02"
+    seq_header = bytes([0x0A, len(seq_body)]) + seq_body  # OBU_SEQUENCE_HEADER, has_size
+    frame_body = bytes(range(1, 256)) * 16 + bytes(range(1, 21))  # 4,100 bytes
+    frame_obu = bytes([0x32, 0x80 | (len(frame_body) & 0x7F), len(frame_body) >> 7]) + frame_body  # OBU_FRAME
+    frame = VideoFrame("av01", 0, 500, 500, True, seq_header + frame_obu)
+    media = RtmpMedia(mtu=1200)
+    packets = media.video(frame, 1.0)
+    assert len(packets) > 3 and all(p.codec == MediaCodec.AV1 and p.keyframe for p in packets)
+    assert packets[-1].marker and {p.ts for p in packets} == {45_000}
+    depack = Av1Depacketizer()
+    for p in packets:
+        depack.push(p.payload, p.seq, p.ts, p.marker)
+    out = depack.poll_frame()
+    # The receiver puts back the temporal delimiter the RTP payload leaves out (AV1 RTP spec s5).
+    assert out is not None and bytes(out.data) == b"\x12\x00" + frame.data

@@ -11,7 +11,7 @@ from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.transports.sdk.protocol import session_pb2, shared_pb2
 from trackmesh.transports.sdk.temporal import probe_target, temporal_cap
 
-from .test_session import World, _PlainSrtp, attach_cfg, err, join, request, world
+from .test_session import World, _test_srtp, attach_cfg, err, join, request, world
 
 __all__ = ["world"]  # the fixture, shared with test_session
 
@@ -69,7 +69,7 @@ def test_session_honours_min_temporal_when_the_estimate_falls(world: World) -> N
     cfg = {"priority": 1, "max_spatial": 0, "max_temporal": 2, "min_temporal": 1}
     assert err(attach_cfg(bob, "video_0", "alice", "camera", **cfg)) is None
     world.drain(alice, bob)
-    bob.peer.ctx.srtp = _PlainSrtp()  # type: ignore[assignment]
+    bob.peer.ctx.srtp = _test_srtp()
     bob.peer.ctx.addr = ("127.0.0.1", 9)
     sizes = {0: 1000, 1: 500, 2: 250}  # bytes per packet; 100 packets/s cycling TIDs 0,2,1,2
     track = alice.endpoint.remote_track("camera")
@@ -110,7 +110,7 @@ def test_forwarder_never_goes_below_min_spatial_when_the_estimate_collapses(worl
     cfg = {"priority": 1, "max_spatial": 2, "max_temporal": 2, "min_spatial": 1}
     assert err(attach_cfg(bob, "video_0", "alice", "camera", **cfg)) is None
     world.drain(alice, bob)
-    bob.peer.ctx.srtp = _PlainSrtp()  # type: ignore[assignment]
+    bob.peer.ctx.srtp = _test_srtp()
     bob.peer.ctx.addr = ("127.0.0.1", 9)
     track = alice.endpoint.remote_track("camera")
     assert track is not None

@@ -15,6 +15,7 @@ from tests.transports.webrtc.peer_client import certificate
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.worker import MediaWorker
+from trackmesh.rtp.srtp import SrtpProfile, SrtpSession
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import ErrorCode, features_mixer_pb2, features_pb2, session_pb2, shared_pb2
 from trackmesh.transports.sdk.session import SdkSession, TokenClaims
@@ -521,16 +522,12 @@ def test_message_channels(world: World) -> None:
 # ---- bitrate control ----------------------------------------------------------------------------------
 
 
-class _PlainSrtp:
-    def protect_rtp(self, plain: bytes) -> bytes:
-        return plain
-
-    def rtp_sender(self, ssrc: int) -> _PlainSrtp:
-        # OutboundTrack protects through SrtpSession.rtp_sender(ssrc).protect(header, payload, seq).
-        return self
-
-    def protect(self, header: bytes, payload: bytes | memoryview, seq: int) -> bytes:
-        return header + payload
+def _test_srtp() -> SrtpSession:
+    """A real SRTP session on fixed keys, standing in for a finished DTLS handshake (the tests read
+    rates and layer choices, not the protected bytes; a real class also satisfies compiled modules)."""
+    profile = SrtpProfile.AEAD_AES_128_GCM
+    key = bytes(range(profile.key_length + profile.salt_length))
+    return SrtpSession(profile, key, key)
 
 
 def attach_cfg(sdk: SdkSession, name: str, peer: str, track: str, **cfg: int) -> session_pb2.Response:
@@ -552,7 +549,7 @@ def test_bitrate_split_by_priority_caps_layers_and_hints_publishers(world: World
     assert err(attach_cfg(bob, "video_0", "alice", "camera", priority=2, max_spatial=2, max_temporal=2)) is None
     assert err(attach_cfg(bob, "video_1", "carol", "camera", priority=1, max_spatial=2, max_temporal=2)) is None
     world.drain(alice, carol, bob)
-    bob.peer.ctx.srtp = _PlainSrtp()  # type: ignore[assignment]
+    bob.peer.ctx.srtp = _test_srtp()
     bob.peer.ctx.addr = ("127.0.0.1", 9)
     rates = (150_000, 500_000, 1_500_000)
     for i in range(220):  # 2.2 s of 100 packets/s per layer

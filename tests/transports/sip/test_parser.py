@@ -353,3 +353,16 @@ def test_a_forged_received_cannot_redirect_responses() -> None:
     stamp_received(req, ("127.0.0.1", 5070))
     assert "received" not in req.top_via().params
     assert response_address(req.top_via()) == ("127.0.0.1", 5070)
+
+
+def test_list_headers_whose_grammar_allows_an_empty_list() -> None:
+    """baresip 1.0 sends ``Supported:`` with no option tag: valid (RFC 3261 s20.37), an empty list."""
+    raw = (
+        b"OPTIONS sip:room@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5600;branch=z9hG4bKx\r\n"
+        b"To: <sip:room@127.0.0.1>\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: 70\r\nSupported:\r\nAllow: \r\nAccept:\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(raw)
+    assert msg.headers.get_all("Supported") == [""] and msg.headers.get("Allow") == ""
+    with pytest.raises(SipParseError, match="empty element"):
+        parse_message(raw.replace(b"Supported:\r\n", b"Supported: timer,,100rel\r\n"))

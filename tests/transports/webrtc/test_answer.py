@@ -114,7 +114,7 @@ def test_chrome_whep_answer_carries_our_ssrcs() -> None:
     assert "a=sendonly" in audio and "a=msid:trackmesh trackmesh-0" in audio
     assert audio[-4:] == ["a=ssrc:1000 cname:trackmesh", "a=ssrc:1000 msid:trackmesh trackmesh-0", *CANDIDATE_LINES]
     assert "a=ssrc-group" not in "\r\n".join(audio)  # no RTX for opus
-    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 96 102 97 103"
+    assert video[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 96 102 45 97 103 46"  # VP8, VP9, AV1 (+ their rtx)
     assert video[-5:] == [
         "a=ssrc-group:FID 1001 1002",
         "a=ssrc:1001 cname:trackmesh",
@@ -210,10 +210,15 @@ def test_no_common_codec_rejects_m_line() -> None:
     offer = (FIXTURES / "chrome_whep_recvonly.sdp").read_text()
     offer = offer.replace("m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45 46", "m=video 9 UDP/TLS/RTP/SAVPF 45 46 63")
     offer += "a=rtpmap:63 red/90000\r\n"
-    result = answer_offer(offer, LOCAL, AnswerPolicy.whep(), rng=counter())
+    # A viewer policy without AV1 (the default codec list: what publishers' answers use).
+    policy = AnswerPolicy(frozenset({"sendonly"}))
+    result = answer_offer(offer, LOCAL, policy, rng=counter())
     assert result.rejected[0].reason == "m-line 1 (video): no common codec; offered: AV1, red"
     assert section(result, 1)[:3] == ["m=video 0 UDP/TLS/RTP/SAVPF 45 46 63", "c=IN IP4 0.0.0.0", "a=mid:1"]
     assert result.bundle == ("0",)
+    # WHEP viewers also take AV1 (after the others), for sources that send nothing else (RTMP av01).
+    result = answer_offer(offer, LOCAL, AnswerPolicy.whep(), rng=counter())
+    assert not result.rejected and section(result, 1)[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 45 46"
 
 
 def _minimal(extra_session: str = "", extra_media: str = "", fmt: str = "96") -> str:

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from trackmesh.core.controls import CreateLocalTrack, Join
-from trackmesh.core.model import LocalTrackState, TrackKind
+from trackmesh.core.controls import CreateLocalTrack, Join, Publish
+from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, TrackKind
 from trackmesh.rtp.packet import find_extension
 from trackmesh.rtp.rtcp import (
     Bye,
@@ -514,3 +514,41 @@ def test_viewer_reports_reach_the_outgoing_stream_with_rtt(net: Net) -> None:
     viewer.send_rtcp(build_rr(0x7777, [ReportBlock(rtx, fraction_lost=255, jitter=90000)]))
     net.flush()
     assert rep.blocks == 1 and abs(rep.jitter_ms - 20.0) < 1e-9  # the RTX stream's report is not the media's
+
+
+def test_a_gop_replay_starts_a_waiting_viewer_and_is_skipped_by_one_already_playing(net: Net) -> None:
+    # A publisher that cannot be asked for key frames (RTMP): a bare core endpoint re-sends its GOP.
+    cam = net.worker.create_endpoint()
+    assert cam.control(net.now, Join("room", "cam")) is None
+    assert cam.control(net.now, Publish("video_main", TrackKind.VIDEO)) is None
+    playing, ppeer = net.connect(PeerMode.WHEP)
+    track = cam.remote_track("video_main")
+    assert track is not None
+
+    def packet(seq: int, replay: int = 0) -> MediaPacket:
+        body = (VP8_KEY if seq == 1 else VP8_DELTA) + bytes([seq]) * 40
+        return MediaPacket(MediaCodec.VP8, 96, seq, 3000 * seq, True, seq == 1, body, arrival=net.now, replay=replay)
+
+    def send(*packets: MediaPacket) -> None:
+        for pkt in packets:
+            track.on_packet(pkt)
+        net.after_input()
+        net.flush()
+
+    send(packet(1), packet(2), packet(3))
+    ssrc = playing.local_ssrc("1")
+    assert len(playing.media(ssrc)) == 3
+    late, lpeer = net.connect(PeerMode.WHEP)
+    send(packet(4))
+    assert late.media(late.local_ssrc("1")) == []  # waits for a key frame
+    send(packet(1, replay=1), packet(2, replay=1), packet(3, replay=1), packet(4, replay=1))
+    send(packet(5))
+    late_seqs = [h.sequence_number for h, _ in late.media(late.local_ssrc("1"))]
+    assert len(late_seqs) == 5 and late_seqs == [(late_seqs[0] + i) & 0xFFFF for i in range(5)]
+    assert [p[-1] for _, p in late.media(late.local_ssrc("1"))] == [1, 2, 3, 4, 5]
+    assert len(playing.media(ssrc)) == 5  # 1..5 once: the replay was not sent to it again
+    assert ppeer.outbound["1"].counters["replay_skipped"] == 4
+    assert lpeer.outbound["1"].counters["replay_skipped"] == 0
+    # A second replay (for yet another viewer) is skipped by both.
+    send(packet(1, replay=2), packet(2, replay=2))
+    assert lpeer.outbound["1"].counters["replay_skipped"] == 2 and len(late.media(late.local_ssrc("1"))) == 5

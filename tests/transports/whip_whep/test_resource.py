@@ -102,6 +102,21 @@ def test_tombstones_drop_expired_ones_above_the_limit() -> None:
     assert graves.claim("new", "whip", "hash-a", now=5.5)
 
 
+def test_expired_tombstones_go_long_before_the_limit_and_the_limit_evicts_the_oldest() -> None:
+    graves = Tombstones(ttl=120.0, limit=10_000)
+    for i in range(500):  # one ending a second for 500 s: only the last 120 s are remembered
+        graves.bury(f"c{i}", _resource(), now=float(i))
+    assert len(graves) == 120  # c380..c499; c379 expired at 499.0
+    assert not graves.claim("c379", "whip", "hash-a", now=499.0)
+    assert graves.claim("c380", "whip", "hash-a", now=499.0)
+    full = Tombstones(ttl=120.0, limit=3)
+    for i in range(5):  # a burst inside the TTL: memory stays at the limit, the oldest go first
+        full.bury(f"b{i}", _resource(), now=1.0)
+    assert len(full) == 3
+    assert not full.claim("b1", "whip", "hash-a", now=2.0)
+    assert full.claim("b4", "whip", "hash-a", now=2.0)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300), st.one_of(st.none(), st.text(max_size=20)))
 def test_any_patch_body_is_judged_or_refused_with_a_status(body: str, if_match: str | None) -> None:

@@ -120,7 +120,15 @@ class InboundStreams(Generic[S]):
     found and named; :meth:`streams` (report order) and :meth:`on_keyframe_needed` are its hooks.
     """
 
-    __slots__ = ("_next_report", "_send_rtcp", "by_rtx_ssrc", "by_ssrc", "sender_ssrc")
+    __slots__ = (
+        "_next_report",
+        "_send_rtcp",
+        "by_rtx_ssrc",
+        "by_ssrc",
+        "keyframe_requests",
+        "nacks_sent",
+        "sender_ssrc",
+    )
 
     def __init__(self, sender_ssrc: int, send_rtcp: Callable[[bytes], None]) -> None:
         self.sender_ssrc = sender_ssrc
@@ -128,6 +136,9 @@ class InboundStreams(Generic[S]):
         self.by_ssrc: dict[int, S] = {}
         self.by_rtx_ssrc: dict[int, S] = {}
         self._next_report: float | None = None
+        # For the node's metrics (read when scraped): RTCP feedback we sent to the sender.
+        self.nacks_sent = 0  # generic NACK packets (RFC 4585 s6.2.1)
+        self.keyframe_requests = 0  # PLIs and FIRs
 
     # ---- SSRCs --------------------------------------------------------------------------------
 
@@ -188,6 +199,7 @@ class InboundStreams(Generic[S]):
 
     def on_keyframe_needed(self, stream: S, now: float) -> None:
         """A gap too large to repair packet by packet: ask for a key frame (a PLI by default)."""
+        self.keyframe_requests += 1
         self._send_rtcp(stream.keyframe_request(self.sender_ssrc, fir=False))
 
     def next_deadline(self) -> float | None:
@@ -208,6 +220,7 @@ class InboundStreams(Generic[S]):
             if due:
                 # RFC 4585 s6.2.1 generic NACK; several FCIs per packet when needed.
                 self._send_rtcp(build_nack(self.sender_ssrc, stream.ssrc, due))
+                self.nacks_sent += 1
             if gen.keyframe_needed:
                 # A gap too large to repair packet by packet: a key frame is cheaper.
                 gen.keyframe_needed = False

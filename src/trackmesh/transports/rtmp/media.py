@@ -2,14 +2,15 @@
 before a room's RemoteTrack.
 
 Each frame from :mod:`.ingest` is cut into RTP payloads by the shared packetizer of its codec
-(``codecs.registry``: RFC 6184 for H.264, RFC 9628 for VP9, RFC 7587 for Opus) with its own
+(``codecs.registry``: RFC 6184 for H.264, RFC 9628 for VP9, the AV1 RTP spec, RFC 7587 for Opus) with its own
 sequence numbers per track, the frame's RTP timestamp (90 kHz from the presentation time for
 video, 48 kHz for Opus) and the marker on the last packet of a video frame (RFC 6184 s5.1).
 
 Only codecs the core's :class:`~trackmesh.core.model.MediaCodec` names can become packets: H.264,
-VP9 and Opus. HEVC and AV1 have packetizers in codecs/ but no MediaCodec yet, and AAC needs the
-AAC->Opus transcoder; for those :meth:`RtmpMedia.video`/:meth:`RtmpMedia.audio` return no
-packets and count the frame in ``not_carried`` (the layer above says why, once).
+VP9, AV1 and Opus. HEVC has a packetizer in codecs/ but no MediaCodec (browsers without a hardware
+decoder cannot play it), and AAC needs the AAC->Opus transcoder; for those
+:meth:`RtmpMedia.video`/:meth:`RtmpMedia.audio` return no packets and count the frame in
+``not_carried`` (the layer above says why, once).
 
 Pacing (RTMP bursts a whole key frame at once) and RTCP sender reports belong to the driver that
 sends these packets; this module only builds them.
@@ -27,10 +28,14 @@ from trackmesh.transports.rtmp.ingest import AudioFrame, VideoFrame
 __all__ = ["DEFAULT_MTU", "PAYLOAD_TYPES", "RtmpMedia"]
 
 DEFAULT_MTU: Final = 1200
-_VIDEO: Final = {"avc1": (MediaCodec.H264, "h264"), "vp09": (MediaCodec.VP9, "vp9")}
+_VIDEO: Final = {
+    "avc1": (MediaCodec.H264, "h264"),
+    "vp09": (MediaCodec.VP9, "vp9"),
+    "av01": (MediaCodec.AV1, "av1"),
+}
 _AUDIO: Final = {"Opus": (MediaCodec.OPUS, "opus")}
 #: The payload type written into packets (informative: each viewer's SDP maps codecs to its own).
-PAYLOAD_TYPES: Final = {MediaCodec.H264: 102, MediaCodec.VP9: 98, MediaCodec.OPUS: 111}
+PAYLOAD_TYPES: Final = {MediaCodec.H264: 102, MediaCodec.VP9: 98, MediaCodec.AV1: 45, MediaCodec.OPUS: 111}
 
 
 class _Track:

@@ -296,6 +296,14 @@ class ServerSession:
         else:
             self._release_held()
 
+    def end_publish(self, stream_id: int, description: str, code: str, level: str = "error") -> None:
+        """End an accepted publish from above with an ``onStatus`` the encoder logs (B-frames
+        refused, an operator's DELETE, a takeover by a reconnect), then the session."""
+        stream = self._streams.get(stream_id)
+        key = stream.stream_key if stream is not None else ""
+        self._status(stream_id, _status(level, code, description, key))
+        self._close(f"publish ended: {description}", error=False)
+
     # ---- internals -------------------------------------------------------------------------
 
     def _waiting(self) -> bool:

@@ -188,7 +188,21 @@ class Verdict(enum.Enum):
 class DigestServer:
     """Issues and checks challenges for one realm with stateless, expiring nonces."""
 
-    def __init__(self, secret: bytes, realm: str, *, nonce_ttl: float = 300.0, max_tracked: int = 10000) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        realm: str,
+        *,
+        nonce_ttl: float = 300.0,
+        max_tracked: int = 10000,
+        algorithms: tuple[str, ...] = tuple(ALGORITHMS),
+    ) -> None:
+        """``algorithms``: the challenges offered, in this order (RFC 8760 s2.4: preferred first; some
+        UAs, sipp among them, answer only the first one, so MD5 may have to come first for them)."""
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(f"digest algorithms must be among {', '.join(ALGORITHMS)}, got {algorithms}")
+        self.algorithms = algorithms
         self._secret = secret
         self.realm = realm
         self.nonce_ttl = nonce_ttl
@@ -204,9 +218,9 @@ class DigestServer:
         return f"{issued}.{self._mac(issued)}"
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
-        """WWW-Authenticate values, SHA-256 first (RFC 8760 s2.4), sharing one nonce."""
+        """WWW-Authenticate values in ``algorithms`` order (SHA-256 first by default), sharing one nonce."""
         nonce = self.nonce(now)
-        return [Challenge(self.realm, nonce, alg, stale=stale).render() for alg in ALGORITHMS]
+        return [Challenge(self.realm, nonce, alg, stale=stale).render() for alg in self.algorithms]
 
     def _nonce_age(self, now: float, nonce: str) -> float | None:
         issued, dot, mac = nonce.partition(".")
@@ -223,7 +237,7 @@ class DigestServer:
         Every check runs before the verdict so timing does not reveal which part failed.
         """
         ok = ha1 is not None
-        ok &= creds.algorithm in ALGORITHMS
+        ok &= creds.algorithm in self.algorithms
         ok &= creds.realm == self.realm
         ok &= creds.uri == request_uri  # s22.4: the digest covers the Request-URI
         ok &= creds.qop in (None, "auth")

@@ -87,6 +87,10 @@ def _lines(head: bytes, limits: Limits) -> list[str]:
     return lines
 
 
+#: List headers whose RFC 3261 grammar allows no element at all (s20.1, s20.2, s20.3, s20.5, s20.37).
+EMPTY_LISTS = frozenset({"accept", "accept-encoding", "accept-language", "allow", "supported"})
+
+
 def parse_message(
     data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False, validate: bool = True
 ) -> Request | Response:
@@ -114,7 +118,9 @@ def parse_message(
             raise SipParseError(f"malformed header line {line[:60]!r}")
         value = value.strip()
         canon = canonical_name(name)
-        if canon.lower() in LIST_HEADERS and value != "*":
+        if not value and canon.lower() in EMPTY_LISTS:
+            headers.add(canon, "")  # s20: "Supported:" with no option tag is an empty list (baresip sends it)
+        elif canon.lower() in LIST_HEADERS and value != "*":
             for part in split_list(value):
                 headers.add(canon, part)
         else:

@@ -26,6 +26,7 @@ from trackmesh.sdp.codecs import (
     EXT_RID,
     EXT_RRID,
     EXT_TWCC,
+    VIEWER_VIDEO_CODECS,
     CodecSpec,
     NegotiatedCodec,
     offered_codec_names,
@@ -96,7 +97,7 @@ class AnswerPolicy:
 
     @classmethod
     def whep(cls, *, data_channels: bool = False) -> AnswerPolicy:
-        return cls(frozenset({"sendonly"}), data_channels=data_channels)
+        return cls(frozenset({"sendonly"}), data_channels=data_channels, video_codecs=VIEWER_VIDEO_CODECS)
 
     @classmethod
     def sdk(cls, *, data_channels: bool = True) -> AnswerPolicy:

@@ -22,7 +22,7 @@ from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.core.tracks import RemoteTrack
 from trackmesh.errors import RemoteProtocolError
 from trackmesh.rtp.packet import RtpHeader, find_extension, read_mid, read_rid
-from trackmesh.rtp.rtcp import build_remb
+from trackmesh.rtp.rtcp import SenderReport, build_remb
 from trackmesh.rtp.streams.inbound import InboundStream, InboundStreams
 from trackmesh.rtp.twcc import TwccRecorder
 from trackmesh.sdp.codecs import EXT_AUDIO_LEVEL, EXT_MID, EXT_RID, EXT_RRID, EXT_TWCC
@@ -35,6 +35,7 @@ _CODECS: Final = {
     "vp8": MediaCodec.VP8,
     "vp9": MediaCodec.VP9,
     "h264": MediaCodec.H264,
+    "av1": MediaCodec.AV1,
     "pcma": MediaCodec.PCMA,
     "pcmu": MediaCodec.PCMU,
 }
@@ -260,6 +261,17 @@ class InboundMedia(InboundStreams[TrackStream]):
         remote.on_packet(pkt)
 
 
+    def on_sender_report(self, sr: SenderReport, now: float) -> None:
+        """RFC 3550 s6.4.1: the RR's LSR/DLSR bookkeeping, and the stream's RTP -> NTP time for
+        whoever records the track (``RemoteTrack.clock_sink``, with the stream's simulcast layer)."""
+        super().on_sender_report(sr, now)
+        stream = self.by_ssrc.get(sr.ssrc)
+        if stream is None:
+            return
+        remote = self.remote_tracks.get(stream.track.name)
+        if remote is not None and remote.clock_sink is not None:
+            remote.clock_sink(now, stream.spatial, sr.rtp_timestamp, sr.ntp_timestamp)
+
     # ---- SSRC learning ----------------------------------------------------------------------
 
     def _learn(self, data: bytes, h: RtpHeader) -> tuple[TrackStream, bool] | None:
@@ -322,6 +334,7 @@ class InboundMedia(InboundStreams[TrackStream]):
             if stream.ssrc < 0:
                 continue
             self._send_rtcp(stream.keyframe_request(self.sender_ssrc, fir))
+            self.keyframe_requests += 1
             sent = True
         track.keyframe_pending = not sent
         return sent

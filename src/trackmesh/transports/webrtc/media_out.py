@@ -105,6 +105,7 @@ class OutboundTrack(OutboundStream):
         "_generation",
         "_kf_requested",
         "_rates",
+        "_replay",
         "_sender",
         "_sender_srtp",
         "_svc",
@@ -177,6 +178,7 @@ class OutboundTrack(OutboundStream):
         self.skipper = SeqSkipper()
         self._svc = False  # VP9 with spatial layers on this one SSRC (a SID > 0 was seen)
         self._kf_requested = -1e18
+        self._replay = 0  # the GOP replay (MediaPacket.replay) this viewer started on
         self._bytes = [0] * MAX_LAYERS
         self._rates = [0.0] * MAX_LAYERS
         # Per temporal layer (TID) of the forwarded spatial layer, before the temporal filter.
@@ -198,6 +200,7 @@ class OutboundTrack(OutboundStream):
                 "switches",
                 "nack_hits",
                 "nack_misses",
+                "replay_skipped",
             ),
             0,
         )
@@ -240,6 +243,14 @@ class OutboundTrack(OutboundStream):
                 self._bytes[layer] += size
             if now >= self._win_end:
                 self._roll(now)
+            replay = pkt.replay
+            if replay and replay != self._replay:
+                # A publisher's GOP re-sent for a viewer that waits for a key frame: a viewer
+                # already playing has these packets, one still waiting starts on this key frame.
+                if self.current >= 0 or not pkt.keyframe:
+                    self.counters["replay_skipped"] += 1
+                    return
+                self._replay = replay
             if spatial != self.current:
                 if spatial == self.pending and pkt.keyframe:
                     # Switch only at a key frame of the target layer: the viewer's decoder

@@ -154,9 +154,16 @@ class WebRtcPeer:
                 "rtcp_not_sent",
                 "dtls_application_data",
                 "handler_errors",
+                "keyframe_requests_received",  # PLIs and FIR entries from the viewer
+                # What m-lines stopped by renegotiation had sent, so totals never go down.
+                "removed_out_packets",
+                "removed_out_octets",
+                "removed_out_nacked",
+                "removed_out_retransmitted",
             ),
             0,
         )
+        self.bytes_received = 0  # every datagram routed to this peer (read by the node's metrics)
 
         media = tuple(m for m in answer.media if m.kind in ("audio", "video"))
         by_mid = {m.mid: m for m in media}
@@ -200,6 +207,11 @@ class WebRtcPeer:
             out = self.outbound.pop(mid, None)
             if out is None:
                 continue
+            c = self.counters
+            c["removed_out_packets"] += out.packets
+            c["removed_out_octets"] += out.octets
+            c["removed_out_nacked"] += out.counters["nack_hits"] + out.counters["nack_misses"]
+            c["removed_out_retransmitted"] += out.counters["nack_hits"]
             for ssrc in (out.ssrc, out.rtx_ssrc):
                 if ssrc is not None and self._out_by_ssrc.get(ssrc) is out:
                     del self._out_by_ssrc[ssrc]
@@ -234,6 +246,7 @@ class WebRtcPeer:
         :class:`~trackmesh.errors.RemoteProtocolError` is caught here (h11's rule): any other
         exception is a bug of ours and leaves, so that tests see it (the driver survives it)."""
         self.counters["datagrams"] += 1
+        self.bytes_received += len(data)
         if self.closed:
             self.counters["after_close"] += 1
             return
@@ -304,6 +317,7 @@ class WebRtcPeer:
                     out.on_nack(now, p.lost)
             elif isinstance(p, Pli | Fir):
                 ssrcs = [p.media_ssrc] if isinstance(p, Pli) else [e[0] for e in p.entries]
+                self.counters["keyframe_requests_received"] += len(ssrcs)
                 for ssrc in ssrcs:
                     out = self._out_by_ssrc.get(ssrc)
                     if out is None:

@@ -31,7 +31,8 @@ __all__ = [
 #: A session that ended on its own (DTLS close, consent expiry) is remembered this long, so the
 #: client's DELETE that usually follows its own close still gets 200, not 404.
 TOMBSTONE_TTL = 120.0
-#: Above this many tombstones, expired ones are dropped when the next one is added.
+#: At most this many tombstones are kept: past it the oldest goes first, even before its TTL (a DELETE
+#: for it then gets 404, as it would after the TTL), so a burst of endings cannot grow memory unbounded.
 MAX_TOMBSTONES = 10_000
 
 
@@ -127,10 +128,21 @@ class Tombstones:
         return len(self._dead)
 
     def bury(self, conn_id: str, resource: Resource, now: float) -> None:
-        if len(self._dead) > self.limit:
-            for dead in [c for c, (_, _, until) in self._dead.items() if until <= now]:
-                del self._dead[dead]
+        self.prune(now)
+        while len(self._dead) >= self.limit:
+            del self._dead[next(iter(self._dead))]
+        self._dead.pop(conn_id, None)  # re-buried: it moves to the end, keeping insertion = expiry order
         self._dead[conn_id] = (resource.kind, resource.token_hash, now + self.ttl)
+
+    def prune(self, now: float) -> None:
+        """Drop expired tombstones. The TTL is one constant and ``now`` only grows, so insertion
+        order is expiry order: only the oldest entries need looking at (amortised O(1) per bury)."""
+        dead = self._dead
+        while dead:
+            oldest = next(iter(dead))
+            if dead[oldest][2] > now:
+                break
+            del dead[oldest]
 
     def claim(self, conn_id: str, kind: str, token_hash: str, now: float) -> bool:
         """A DELETE of ``conn_id``: True when it names a buried session of this kind (answer 200, the

@@ -1,0 +1,1 @@
+"""The operator's web console at ``/console`` (docs/console.md)."""

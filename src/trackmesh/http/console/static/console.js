@@ -1,0 +1,369 @@
+// trackmesh console: a small script, no build step, no dependency.
+// Every name (room, peer, track) goes into the page as text (textContent), never as markup.
+"use strict";
+
+(function () {
+  const state = { session: null, rooms: [], unanswered: [], roomsAt: 0, stream: null, armed: null };
+  const view = () => document.getElementById("view");
+
+  // ---- DOM helpers: text only -------------------------------------------------------------------
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = String(v);
+      else if (k === "onclick") node.addEventListener("click", v);
+      else if (k.startsWith("data-") || k === "href" || k === "type" || k === "title" || k === "role" ||
+               k === "name" || k === "value" || k === "placeholder" || k === "for" || k === "id" ||
+               k === "inputmode" || k === "aria-label") node.setAttribute(k, String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  function setStatus(text, bad) {
+    const s = document.getElementById("status");
+    s.textContent = text || "";
+    s.className = bad ? "bad" : "";
+  }
+
+  function when(ms) {
+    if (ms === null || ms === undefined) return "";
+    const d = new Date(Number(ms));
+    return d.toLocaleString();
+  }
+
+  function sessionLink(id) {
+    return el("a", { href: "#/session/" + encodeURIComponent(id), class: "session", "data-session-link": id }, id);
+  }
+
+  // ---- API --------------------------------------------------------------------------------------
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (method !== "GET") headers["X-CSRF-Token"] = state.session ? state.session.csrf : "";
+    const resp = await fetch(path, { method, headers, credentials: "same-origin", body });
+    if (resp.status === 401) {
+      location.reload(); // the session ended: back to the login form
+      throw new Error("logged out");
+    }
+    const json = await resp.json().catch(() => ({ status: false, error: "HTTP " + resp.status }));
+    if (!resp.ok || json.status === false) throw new Error(json.error || "HTTP " + resp.status);
+    return json.data;
+  }
+
+  // A two-step button: the first click arms it, the second (within 4 s) acts.
+  function actionButton(label, confirmLabel, attrs, act) {
+    const b = el("button", Object.assign({ type: "button", class: "danger" }, attrs), label);
+    b.addEventListener("click", async () => {
+      if (state.armed !== b) {
+        if (state.armed) state.armed.textContent = state.armed.dataset.label;
+        state.armed = b;
+        b.dataset.label = label;
+        b.textContent = confirmLabel;
+        setTimeout(() => { if (state.armed === b) { state.armed = null; b.textContent = label; } }, 4000);
+        return;
+      }
+      state.armed = null;
+      b.disabled = true;
+      try {
+        const r = await act();
+        setStatus(r);
+      } catch (e) {
+        setStatus(String(e.message || e), true);
+        b.disabled = false;
+        b.textContent = label;
+      }
+    });
+    return b;
+  }
+
+  function kickButton(session) {
+    return actionButton("Kick", "Confirm kick", { "data-action": "kick", "data-session": session }, async () => {
+      await api("POST", "/api/console/sessions/" + encodeURIComponent(session) + "/kick");
+      return "Kicked session " + session + ".";
+    });
+  }
+
+  // ---- views --------------------------------------------------------------------------------------
+
+  function trackList(tracks) {
+    if (!tracks || !tracks.length) return el("span", { class: "muted" }, "no tracks");
+    const ul = el("ul", { class: "tracks" });
+    for (const t of tracks) {
+      const bits = [t.direction === "publish" ? "publishes" : "receives", t.kind, t.name];
+      if (t.source) bits.push("from " + t.source);
+      bits.push(t.packets + " packets");
+      if (t.direction === "subscribe") {
+        bits.push("loss " + (100 * (t.loss || 0)).toFixed(1) + " %");
+        if (t.rtt_ms !== null && t.rtt_ms !== undefined) bits.push("RTT " + t.rtt_ms + " ms");
+        bits.push("jitter " + t.jitter_ms + " ms");
+      }
+      ul.append(el("li", { "data-track": t.name }, bits.join(" · ")));
+    }
+    return ul;
+  }
+
+  function peerRow(p) {
+    return el("tr", { "data-session": p.session, "data-peer": p.peer === null ? "" : p.peer },
+      el("td", { "data-label": "Peer" }, el("a", { href: "#/session/" + encodeURIComponent(p.session), class: "peer" },
+        p.peer === null ? "(no peer yet)" : p.peer)),
+      el("td", { "data-label": "Transport" }, p.transport),
+      el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
+      el("td", { "data-label": "Tracks" }, trackList(p.tracks)),
+      el("td", { "data-label": "" }, kickButton(p.session)));
+  }
+
+  function renderRooms() {
+    const v = view();
+    v.replaceChildren();
+    v.append(el("h2", {}, "Live rooms"));
+    if (!state.rooms.length) {
+      v.append(el("p", { class: "muted", id: "no-rooms" }, "No live room. Rooms appear here as peers join (pushed, no refresh needed)."));
+      return;
+    }
+    for (const r of state.rooms) {
+      const name = r.room === null ? "(not in a room yet)" : r.room;
+      const head = el("div", { class: "room-head" },
+        el("h3", {}, name), el("span", { class: "muted" }, r.peers.length + " peer(s)"));
+      if (r.room !== null) {
+        head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
+          const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
+          return "Ended the room: " + d.kicked + " peer(s) kicked.";
+        }));
+      }
+      const table = el("table", { class: "peers" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Transport"), el("th", {}, "State"),
+          el("th", {}, "Tracks"), el("th", {}, ""))),
+        el("tbody", {}, ...r.peers.map(peerRow)));
+      v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room }, head, table));
+    }
+  }
+
+  function liveSession(id) {
+    for (const r of state.rooms) for (const p of r.peers) if (p.session === id) return [r, p];
+    return null;
+  }
+
+  // The connector's DisconnectReason (atm0s numbering, connector/events.py).
+  const REASONS = {
+    0: "the client left (closed its connection or sent DELETE)",
+    1: "timeout: the client stopped answering (connect timeout, ICE consent or media timeout)",
+    2: "the media node shut down",
+    3: "kicked by an operator or the API",
+    4: "its media node was lost",
+  };
+
+  function explain(ev) {
+    let meta = {};
+    try { meta = ev.meta ? JSON.parse(ev.meta) : {}; } catch (e) { meta = {}; }
+    const parts = [];
+    for (const [k, v] of Object.entries(meta)) parts.push(k + ": " + (typeof v === "object" ? JSON.stringify(v) : v));
+    let why = null;
+    if (ev.event === "Disconnected" && meta.reason !== undefined) why = REASONS[meta.reason] || String(meta.reason);
+    if (ev.event === "RouteError") why = "routing failed" + (meta.reason !== undefined ? ": " + meta.reason : "");
+    return [parts.join(", "), why];
+  }
+
+  async function renderSession(id) {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Session ", id));
+    const live = liveSession(id);
+    if (live) {
+      const [r, p] = live;
+      v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
+        " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
+        p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
+      v.append(trackList(p.tracks));
+    } else {
+      v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));
+    }
+    v.append(el("h3", {}, "Timeline (connector events)"));
+    const box = el("div", { id: "timeline" }, "Loading...");
+    v.append(box);
+    try {
+      const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id));
+      box.replaceChildren();
+      if (!rows.length) { box.append(el("p", { class: "muted" }, "No event logged for this session yet.")); return; }
+      let reason = null;
+      const ol = el("ol", { class: "timeline" });
+      for (const ev of rows) {
+        const [details, why] = explain(ev);
+        if (why) reason = why;
+        ol.append(el("li", { "data-event": ev.event }, el("time", {}, when(ev.created_at)), " ",
+          el("strong", {}, ev.event), details ? " " + details : "", why ? el("em", {}, " - " + why) : null));
+      }
+      if (reason) box.append(el("p", { class: "reason", id: "end-reason" }, "Why it ended: ", el("strong", {}, reason)));
+      box.append(ol);
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
+  async function renderPeers() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Peers (event log, newest first)"));
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    try {
+      const peers = await api("GET", "/api/console/peers?limit=100");
+      box.replaceChildren();
+      if (!peers.length) { box.append(el("p", { class: "muted" }, "No peer logged yet.")); return; }
+      const tbody = el("tbody");
+      for (const p of peers) {
+        const sessions = el("ul", { class: "sessions" });
+        for (const s of p.sessions) {
+          sessions.append(el("li", {}, sessionLink(s.session), " joined ", when(s.joined_at),
+            s.leaved_at ? " · left " + when(s.leaved_at) : " · still in"));
+        }
+        tbody.append(el("tr", { "data-peer": p.peer }, el("td", { "data-label": "Room" }, p.room),
+          el("td", { "data-label": "Peer" }, p.peer), el("td", { "data-label": "Sessions" }, sessions)));
+      }
+      box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Room"), el("th", {}, "Peer"),
+        el("th", {}, "Sessions"))), tbody));
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
+  const EVENT_NAMES = ["", "Connecting", "Connected", "Disconnected", "Join", "Leave", "RemoteTrackStarted",
+    "RemoteTrackEnded", "LocalTrack", "LocalTrackAttach", "LocalTrackDetach", "RouteBegin", "RouteSuccess", "RouteError"];
+
+  async function renderEvents(params) {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Event log"));
+    const form = el("form", { class: "filters", id: "event-filters" });
+    const sel = el("select", { name: "event", "aria-label": "event" });
+    for (const n of EVENT_NAMES) {
+      const o = el("option", { value: n }, n || "any event");
+      if ((params.get("event") || "") === n) o.selected = true;
+      sel.append(o);
+    }
+    form.append(
+      el("label", {}, "Session ", el("input", { name: "session", inputmode: "numeric", value: params.get("session") || "" })),
+      el("label", {}, "Event ", sel),
+      el("label", {}, "Since (minutes) ", el("input", { name: "since", inputmode: "numeric", value: params.get("since") || "" })),
+      el("button", { type: "submit" }, "Filter"));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams();
+      for (const [k, val] of new FormData(form)) if (val) q.set(k, String(val));
+      location.hash = "#/events?" + q.toString();
+    });
+    v.append(form);
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    const q = new URLSearchParams({ limit: "200" });
+    if (/^[0-9]{1,20}$/.test(params.get("session") || "")) q.set("session", params.get("session"));
+    if (params.get("event")) q.set("event", params.get("event"));
+    const since = Number(params.get("since"));
+    if (since > 0) q.set("start_ts", String(Date.now() - since * 60000));
+    const page = Math.max(0, Number(params.get("page")) || 0);
+    q.set("page", String(page));
+    try {
+      const rows = await api("GET", "/api/console/events?" + q.toString());
+      box.replaceChildren();
+      const tbody = el("tbody");
+      for (const ev of rows) {
+        const [details, why] = explain(ev);
+        tbody.append(el("tr", { "data-event": ev.event }, el("td", { "data-label": "Time" }, when(ev.created_at)),
+          el("td", { "data-label": "Session" }, sessionLink(ev.session)), el("td", { "data-label": "Event" }, ev.event),
+          el("td", { "data-label": "Details" }, details, why ? el("em", {}, " - " + why) : null)));
+      }
+      box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Time"), el("th", {}, "Session"),
+        el("th", {}, "Event"), el("th", {}, "Details"))), tbody));
+      if (!rows.length) box.append(el("p", { class: "muted" }, "No event matches."));
+      const nav = el("p", { class: "pager" });
+      const link = (p, text) => { const n = new URLSearchParams(params); n.set("page", String(p)); return el("a", { href: "#/events?" + n }, text); };
+      if (page > 0) nav.append(link(page - 1, "newer"), " ");
+      if (rows.length === 200) nav.append(link(page + 1, "older"));
+      box.append(nav);
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
+  async function renderNode() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "This node"));
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    try {
+      const n = await api("GET", "/api/console/node");
+      const mb = n.rss_bytes === null ? "?" : (n.rss_bytes / 1048576).toFixed(0) + " MB";
+      box.replaceChildren(
+        el("p", { id: "node-health", class: n.ready ? "" : "bad" }, n.ready ? "Ready" : "Not ready: " + n.reason,
+          n.draining ? " (draining)" : ""),
+        el("p", {}, n.role + " node " + n.node_id + ", zone " + n.zone + ", trackmesh " + n.version +
+          ", up " + Math.round(n.uptime_s / 60) + " min, memory (this process) " + mb +
+          ", session cap " + n.sessions_capacity + " per worker"));
+      const tbody = el("tbody");
+      for (const w of n.workers) {
+        tbody.append(w.error ? el("tr", { "data-worker": w.worker }, el("td", {}, w.worker), el("td", { class: "bad" }, w.error))
+          : el("tr", { "data-worker": w.worker }, el("td", { "data-label": "Worker" }, w.worker),
+            el("td", { "data-label": "Sessions" }, w.sessions), el("td", { "data-label": "Rooms" }, w.rooms),
+            el("td", { "data-label": "Loop lag" }, w.loop_lag_ms + " ms"), el("td", { "data-label": "UDP port" }, w.udp_port)));
+      }
+      box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Worker"), el("th", {}, "Sessions"),
+        el("th", {}, "Rooms"), el("th", {}, "Loop lag"), el("th", {}, "UDP port"))), tbody));
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
+  // ---- routing and the live stream -----------------------------------------------------------------
+
+  function route() {
+    const hash = location.hash || "#/rooms";
+    const [path, query] = hash.slice(1).split("?");
+    const params = new URLSearchParams(query || "");
+    for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
+    if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)));
+    if (path === "/peers") return renderPeers();
+    if (path === "/events") return renderEvents(params);
+    if (path === "/node") return renderNode();
+    return renderRooms();
+  }
+
+  function connectStream() {
+    const es = new EventSource("/api/console/stream");
+    state.stream = es;
+    es.addEventListener("rooms", (e) => {
+      const data = JSON.parse(e.data);
+      state.rooms = data.rooms;
+      state.unanswered = data.unanswered || [];
+      state.roomsAt = Date.now();
+      setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
+      const hash = location.hash || "#/rooms";
+      if (hash.startsWith("#/rooms") && !state.armed) renderRooms();
+    });
+    es.addEventListener("logout", () => location.reload());
+    es.onerror = () => {
+      const at = state.roomsAt ? new Date(state.roomsAt).toLocaleTimeString() : "never";
+      setStatus("Live updates interrupted, reconnecting: the rooms shown are stale (as of " + at + ").", true);
+    };
+  }
+
+  async function start() {
+    try {
+      state.session = await api("GET", "/api/console/session");
+    } catch (e) {
+      return;
+    }
+    document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
+    document.getElementById("logout").addEventListener("click", async () => {
+      try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }
+      location.href = "/console";
+    });
+    window.addEventListener("hashchange", route);
+    connectStream();
+    route();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,112 @@
+"""The console's calls on a media worker: what is live (rooms, peers, tracks) and the operator's
+actions (kick a peer, end a room). One per worker (:meth:`ConsoleRpc.of`); every
+:class:`~.conn_table.ConnTable` of the worker registers with it.
+
+Each call is scoped to one app (tenant): a console logged in with an app's secret sees and acts on
+that app's sessions only. Nothing here runs per packet: a listing reads counters the peers keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from trackmesh.rpc import RpcError
+
+if TYPE_CHECKING:
+    from trackmesh.transports.webrtc.peer import WebRtcPeer
+
+    from .worker import WorkerRuntime
+
+__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "ConsoleRpc"]
+
+#: Close reasons of the operator's actions (the connector logs them as KickByApi: "kick" is in both).
+KICK_REASON = "kicked by the operator (console)"
+ROOM_ENDED_REASON = "room ended by the operator (console, kick)"
+
+
+def _tracks(peer: WebRtcPeer) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name, remote in sorted(peer.endpoint.remote_tracks.items()):
+        out.append({"name": name, "kind": remote.info.kind.value, "direction": "publish", "packets": remote.packets})
+    for mid, track in sorted(peer.outbound.items()):
+        rep = track.reception
+        source = track.local.source
+        out.append({
+            "name": track.local.name,
+            "mid": mid,
+            "kind": track.kind,
+            "direction": "subscribe",
+            "source": f"{source.peer}/{source.track}" if source is not None else None,
+            "packets": track.packets,
+            "loss": round(rep.fraction_lost, 4),
+            "rtt_ms": round(rep.rtt_ms, 1) if rep.rtt is not None else None,
+            "jitter_ms": round(rep.jitter_ms, 1),
+        })
+    return out
+
+
+class ConsoleTable(Protocol):
+    """What the console needs of a ``conn_table.ConnTable``: its open connections, their apps, a close."""
+
+    apps: dict[Any, str]
+
+    def live_conns(self) -> Sequence[Any]: ...
+
+    def close(self, now: float, conn: Any, reason: str) -> None: ...
+
+
+class ConsoleRpc:
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        self.tables: list[ConsoleTable] = []
+        runtime.register_rpc("console.rooms", self.rooms)
+        runtime.register_rpc("console.kick", self.kick)
+        runtime.register_rpc("console.end_room", self.end_room)
+
+    @classmethod
+    def of(cls, runtime: WorkerRuntime) -> ConsoleRpc:
+        found = runtime.services.get(cls)
+        if found is None:
+            found = runtime.services[cls] = cls(runtime)
+        assert isinstance(found, ConsoleRpc)
+        return found
+
+    def _conns(self, app: str) -> list[tuple[ConsoleTable, Any]]:
+        return [(table, conn) for table in self.tables for conn in table.live_conns()
+                if table.apps.get(conn.key, "") == app]  # fmt: skip
+
+    def rooms(self, now: float, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The app's live sessions, one row each: room (None before a join), peer, transport, tracks."""
+        out = []
+        for _, conn in self._conns(str(params.get("app", ""))):
+            peer: WebRtcPeer = conn.peer
+            endpoint = peer.endpoint
+            out.append({
+                "session": str(endpoint.session),
+                "room": endpoint.room,
+                "peer": endpoint.peer,
+                "transport": conn.kind,
+                "connected": peer.connected,
+                "worker": self.runtime.index,
+                "remote": f"{peer.ctx.addr[0]}:{peer.ctx.addr[1]}" if peer.ctx.addr is not None else None,
+                "tracks": _tracks(peer),
+            })
+        return out
+
+    def kick(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        session = str(params.get("session", ""))
+        for table, conn in self._conns(str(params.get("app", ""))):
+            if str(conn.key) == session:
+                table.close(now, conn, KICK_REASON)
+                return {"kicked": 1}
+        raise RpcError(404, "no live session with this id in your app")
+
+    def end_room(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        room = str(params.get("room", ""))
+        kicked = 0
+        for table, conn in self._conns(str(params.get("app", ""))):
+            if conn.peer.endpoint.room == room:
+                table.close(now, conn, ROOM_ENDED_REASON)
+                kicked += 1
+        return {"kicked": kicked}

@@ -1,0 +1,474 @@
+"""The asyncio driver of the sans-IO MoQ session (transports/moq) on aioquic: one UDP port, raw
+QUIC with the ALPN of each supported draft, one timer, nothing else.
+
+- One :class:`MoqConnection` (an aioquic protocol) per QUIC connection: its events become
+  ``ServerSession`` calls with the loop's time, and the session's outputs become QUIC calls. The
+  session opens server unidirectional streams through :meth:`MoqConnection.open_uni`, which
+  numbers them itself (RFC 9000 s2.1: 4n+3), because several may open before the next send.
+- Sessions share one :class:`~trackmesh.transports.moq.relay.Relay`; a write from the relay to
+  another session is flushed on the next loop turn (``on_output`` -> ``call_soon``).
+- WebTransport over HTTP/3 (ALPN ``h3``): an extended CONNECT (RFC 9220) with
+  ``:protocol webtransport`` at path ``/`` starts the session; its draft is the first of ours in
+  the client's ``wt-available-protocols``, answered in ``wt-protocol``. WebTransport streams and
+  H3 datagrams then carry exactly what raw QUIC streams and datagrams carry.
+- The certificate: ``--moq-cert``/``--moq-key``, or a self-signed ECDSA P-256 certificate valid
+  for 10 days made at start (browsers accept at most 14 with ``serverCertificateHashes``); its
+  SHA-256 is :attr:`MoqListener.certificate_sha256`.
+- No await and no logging per packet; counters in :class:`MoqStats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
+from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    ProtocolNegotiated,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from trackmesh.security.tokens import AppTokenKeys
+from trackmesh.transports.moq.auth import Anonymous, Authorizer
+from trackmesh.transports.moq.errors import SessionErrorCode
+from trackmesh.transports.moq.relay import Relay
+from trackmesh.transports.moq.session import (
+    CloseSession,
+    DatagramOut,
+    ServerSession,
+    StreamWrite,
+)
+from trackmesh.transports.moq.session import StreamReset as ResetOut
+
+from .moq_auth import TokenAuthorizer
+from .moq_room_ingest import MoqRoomIngest
+from .moq_rooms import MoqRooms
+
+__all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
+
+log = logging.getLogger("trackmesh.moq")
+
+#: The raw-QUIC ALPNs we answer, in our order of preference (aioquic picks by the server's list),
+#: and the codec each one speaks: draft-21 is wire-identical to draft-20; draft-22 too except its
+#: LOCATION_FILTER encoding (transports/moq/codec20.py).
+DRAFT_OF_ALPN = {"moqt-20": 20, "moqt-22": 22, "moqt-21": 20, "moqt-16": 16}
+ALPNS = (*DRAFT_OF_ALPN, *H3_ALPN)
+WT_PATH = "/"
+_SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+CERT_DAYS = 10
+TIMER_INTERVAL = 0.25
+
+
+def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 certificate and key (PEM) for ``hosts`` (names or IPs)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trackmesh moq")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class MoqStats:
+    __slots__ = (
+        "connections",
+        "internal_errors",
+        "refused_alpn",
+        "refused_webtransport",
+        "sessions_closed_with_error",
+        "webtransport",
+        "writes_dropped",
+    )
+
+    def __init__(self) -> None:
+        self.connections = 0  # MoQ sessions started (raw QUIC and WebTransport)
+        self.webtransport = 0  # of which over WebTransport
+        self.refused_alpn = 0
+        self.refused_webtransport = 0  # CONNECTs refused (wrong path, no common protocol)
+        self.sessions_closed_with_error = 0
+        self.writes_dropped = 0  # writes to streams already reset, stopped or finished
+        self.internal_errors = 0  # connections closed by a bug of ours (logged with the traceback)
+
+
+class MoqConnection(QuicConnectionProtocol):
+    """One QUIC connection carrying one MoQ session (raw QUIC, or one WebTransport session)."""
+
+    def __init__(self, *args: Any, listener: MoqListener, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listener = listener
+        self.session: ServerSession | None = None
+        self._h3: H3Connection | None = None
+        self._wt_session: int | None = None  # the CONNECT stream of the WebTransport session
+        self._next_uni = 3  # server-initiated unidirectional (RFC 9000 s2.1)
+        self._next_bidi = 1  # server-initiated bidirectional
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def open_uni(self) -> int:
+        stream_id = self._next_uni
+        self._next_uni += 4
+        return stream_id
+
+    def open_bidi(self) -> int:
+        stream_id = self._next_bidi
+        self._next_bidi += 4
+        return stream_id
+
+    def _start(
+        self, draft: int, open_uni: Callable[[], int], open_bidi: Callable[[], int], path: str = ""
+    ) -> ServerSession:
+        self.listener.stats.connections += 1
+        self.session = ServerSession(
+            self.listener.relay,
+            open_uni,
+            draft=draft,
+            open_bidi=open_bidi,
+            authorizer=self.listener.authorizer(),
+            on_output=self._wake,
+            path=path,
+        )
+        self.listener.sessions.add(self)
+        return self.session
+
+    def measure_backlog(self) -> None:
+        """The bytes queued on this connection's streams and not yet acknowledged (once per tick:
+        the relay resets a congested subscriber's old groups, relay.BACKLOG_LIMIT)."""
+        if self.session is not None:
+            streams = self._quic._streams.values()
+            self.session.backlog = sum(len(stream.sender._buffer) for stream in streams)
+
+    def _wake(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        try:
+            self._event(event)
+        except Exception:
+            # A bug of ours must cost this connection only, never the worker's other sessions.
+            self.listener.stats.internal_errors += 1
+            log.exception("moq connection failed on %s", type(event).__name__)
+            if self.session is not None:
+                self.session.close(SessionErrorCode.INTERNAL_ERROR, "internal error")
+            self._quic.close(error_code=SessionErrorCode.INTERNAL_ERROR, reason_phrase="internal error")
+            self.listener.sessions.discard(self)
+            self.transmit()
+
+    def _event(self, event: QuicEvent) -> None:
+        now = self._loop.time()
+        session = self.session
+        if self._h3 is not None:
+            self._h3_quic_event(event, now)
+            return
+        if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol in H3_ALPN:
+                self._h3 = H3Connection(self._quic, enable_webtransport=True)
+                return
+            draft = DRAFT_OF_ALPN.get(event.alpn_protocol or "")
+            if draft is None:
+                self.listener.stats.refused_alpn += 1
+                self._quic.close(error_code=SessionErrorCode.VERSION_NEGOTIATION_FAILED, reason_phrase="no MoQ ALPN")
+                return
+            self._start(draft, self.open_uni, self.open_bidi)
+        elif session is None:
+            return
+        elif isinstance(event, StreamDataReceived):
+            session.stream_data(event.stream_id, bool(event.stream_id & 2), event.data, event.end_stream, now)
+        elif isinstance(event, DatagramFrameReceived):
+            session.datagram(event.data, now)
+        elif isinstance(event, StreamReset | StopSendingReceived):
+            session.stream_reset(event.stream_id, event.error_code, now)
+        elif isinstance(event, ConnectionTerminated):
+            session.transport_closed()
+            self.listener.sessions.discard(self)
+        self.flush()
+
+    # -- WebTransport over HTTP/3 ---------------------------------------------------------------
+
+    def _h3_quic_event(self, event: QuicEvent, now: float) -> None:
+        assert self._h3 is not None
+        session = self.session
+        if isinstance(event, StreamReset | StopSendingReceived) and session is not None:
+            session.stream_reset(event.stream_id, event.error_code, now)
+        for h3_event in self._h3.handle_event(event):
+            self._h3_event(h3_event, now)
+        if isinstance(event, ConnectionTerminated) and self.session is not None:
+            self.session.transport_closed()
+            self.listener.sessions.discard(self)
+        self.flush()
+        self.transmit()
+
+    def _h3_event(self, event: H3Event, now: float) -> None:
+        session = self.session
+        if isinstance(event, HeadersReceived):
+            self._connect(event)
+        elif isinstance(event, WebTransportStreamDataReceived):
+            if session is not None and event.session_id == self._wt_session:
+                session.stream_data(event.stream_id, bool(event.stream_id & 2), event.data, event.stream_ended, now)
+        elif isinstance(event, DatagramReceived):
+            if session is not None and event.stream_id == self._wt_session:
+                session.datagram(event.data, now)
+        elif (
+            isinstance(event, DataReceived)
+            and session is not None
+            and event.stream_id == self._wt_session
+            and event.stream_ended
+        ):
+            session.close(SessionErrorCode.NO_ERROR, "WebTransport session ended")
+
+    def _refuse(self, stream_id: int, status: int, reason: str) -> None:
+        assert self._h3 is not None
+        self.listener.stats.refused_webtransport += 1
+        headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain")]
+        self._h3.send_headers(stream_id, headers)
+        self._h3.send_data(stream_id, reason.encode() + b"\n", end_stream=True)
+
+    def _connect(self, event: HeadersReceived) -> None:
+        """An extended CONNECT (RFC 9220) for a WebTransport session at ``/``; anything else 404s."""
+        assert self._h3 is not None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        if headers.get(":method") != "CONNECT" or headers.get(":protocol") != "webtransport":
+            self._refuse(event.stream_id, 404, "this port speaks MoQ: WebTransport CONNECT at / or raw QUIC")
+            return
+        if headers.get(":path", "").split("?", 1)[0] != WT_PATH:
+            self._refuse(event.stream_id, 404, f"MoQ over WebTransport is at {WT_PATH}")
+            return
+        if self.session is not None:
+            self._refuse(event.stream_id, 429, "one MoQ session per connection")
+            return
+        offered = _SF_STRING.findall(headers.get("wt-available-protocols", ""))
+        protocol = next((p for p in DRAFT_OF_ALPN if p in offered), None)
+        if protocol is None:
+            self._refuse(
+                event.stream_id,
+                400,
+                f"no common MoQ version in wt-available-protocols (we speak {', '.join(DRAFT_OF_ALPN)})",
+            )
+            return
+        session_id = event.stream_id
+        self._wt_session = session_id
+        h3 = self._h3
+        response = [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
+        response.append((b"wt-protocol", f'"{protocol}"'.encode()))
+        h3.send_headers(session_id, response)
+        self.listener.stats.webtransport += 1
+        self._start(
+            DRAFT_OF_ALPN[protocol],
+            lambda: h3.create_webtransport_stream(session_id, is_unidirectional=True),
+            lambda: self._open_wt_bidi(session_id),
+            headers.get(":path", ""),
+        )
+
+    def _open_wt_bidi(self, session_id: int) -> int:
+        """A server-initiated WebTransport bidi stream (a draft-20 request of ours).
+
+        aioquic (1.7) writes the WEBTRANSPORT_STREAM signal but does not mark its own side of the
+        stream as a WebTransport stream, so the peer's answer would be parsed as HTTP/3 frames and
+        the connection closed with FRAME_UNEXPECTED; mark it the way it marks a peer's stream."""
+        assert self._h3 is not None
+        stream_id = self._h3.create_webtransport_stream(session_id, is_unidirectional=False)
+        with self._h3._get_or_create_stream(stream_id) as stream:
+            stream.frame_type = FrameType.WEBTRANSPORT_STREAM
+            stream.session_id = session_id
+        return stream_id
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        session = self.session
+        if session is None:
+            return
+        quic = self._quic
+        for out in session.drain():
+            try:
+                if isinstance(out, StreamWrite):
+                    quic.send_stream_data(out.stream_id, out.data, out.fin)
+                elif isinstance(out, ResetOut):
+                    if out.stop_sending:
+                        quic.stop_stream(out.stream_id, out.code)
+                    else:
+                        quic.reset_stream(out.stream_id, out.code)
+                elif isinstance(out, DatagramOut):
+                    if self._h3 is not None and self._wt_session is not None:
+                        self._h3.send_datagram(self._wt_session, out.data)
+                    else:
+                        quic.send_datagram_frame(out.data)
+                elif isinstance(out, CloseSession):
+                    if out.code:
+                        self.listener.stats.sessions_closed_with_error += 1
+                    quic.close(error_code=out.code, reason_phrase=out.reason[:200])
+                    self.listener.sessions.discard(self)
+            except (ValueError, AssertionError, RuntimeError):
+                # A stream that is gone: finished, reset by us, or stopped by the peer (aioquic then
+                # resets it and raises RuntimeError on the next write). The bytes have nowhere to go.
+                self.listener.stats.writes_dropped += 1
+                continue
+        self.transmit()
+
+
+class MoqListener:
+    """The MoQ UDP port of a node: the QUIC server, the relay and the timer."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        anonymous: bool = False,
+        token_key: bytes | str | AppTokenKeys = b"",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.relay = Relay()
+        #: The rooms of the in-process worker on the relay (set by the node: runtime/moq_rooms.py).
+        self.rooms: MoqRooms | None = None
+        #: MoQ publishers into those rooms (runtime/moq_room_ingest.py).
+        self.room_ingest: MoqRoomIngest | None = None
+        self.anonymous = anonymous
+        self._token_key = token_key
+        self.stats = MoqStats()
+        self.sessions: set[MoqConnection] = set()
+        self._cert_file = cert_file
+        self._key_file = key_file
+        self._server: QuicServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.certificate_pem = b""
+        self.certificate_sha256 = ""
+
+    def authorizer(self) -> Authorizer:
+        """A new session's authorizer: everything with --moq-anonymous, else its token's rights."""
+        if self.anonymous:
+            return Anonymous()
+        return TokenAuthorizer(self._token_key)
+
+    def _configuration(self) -> QuicConfiguration:
+        config = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=list(ALPNS),
+            max_datagram_frame_size=65536,
+            idle_timeout=30.0,
+        )
+        if self._cert_file and self._key_file:
+            config.load_cert_chain(self._cert_file, self._key_file)
+            with open(self._cert_file, "rb") as f:
+                self.certificate_pem = f.read()
+        else:
+            hosts = ["localhost", "127.0.0.1", "::1"]
+            if self.host not in ("0.0.0.0", "::", ""):
+                hosts.append(self.host)
+            cert_pem, key_pem = make_certificate(hosts)
+            # aioquic loads PEM files only: write them to private temporary files, then remove them.
+            with tempfile.TemporaryDirectory() as tmp:
+                cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+                with open(cert_path, "wb") as f:
+                    f.write(cert_pem)
+                with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                    f.write(key_pem)
+                config.load_cert_chain(cert_path, key_path)
+            self.certificate_pem = cert_pem
+        der = x509.load_pem_x509_certificate(self.certificate_pem).public_bytes(serialization.Encoding.DER)
+        self.certificate_sha256 = hashlib.sha256(der).hexdigest()
+        return config
+
+    async def start(self) -> None:
+        config = self._configuration()
+        create: Callable[..., QuicConnectionProtocol] = lambda *a, **kw: MoqConnection(  # noqa: E731
+            *a, listener=self, **kw
+        )
+        self._server = await serve(self.host, self.port, configuration=config, create_protocol=create)
+        transport = self._server._transport
+        if transport is not None:
+            self.port = transport.get_extra_info("sockname")[1]
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges for /metrics (``trackmesh_moq{what=...}``)."""
+        relay, stats = self.relay, self.stats
+        rooms = self.rooms.metrics() if self.rooms is not None else {}
+        if self.room_ingest is not None:
+            rooms |= self.room_ingest.metrics()
+        return rooms | {
+            "sessions": len(self.sessions),
+            "sessions_started_total": stats.connections,
+            "webtransport_sessions_total": stats.webtransport,
+            "refused_alpn_total": stats.refused_alpn,
+            "refused_webtransport_total": stats.refused_webtransport,
+            "sessions_closed_with_error_total": stats.sessions_closed_with_error,
+            "writes_dropped_total": stats.writes_dropped,
+            "internal_errors_total": stats.internal_errors,
+            "groups_dropped_total": relay.stats.groups_dropped,
+            "namespaces": len(relay.namespaces),
+            "tracks": len(relay.tracks),
+            "subscriptions": sum(len(t.subscribers) for t in relay.tracks.values()),
+            "objects_in_total": relay.stats.objects_in,
+            "objects_out_total": relay.stats.objects_out,
+            "streams_out_total": relay.stats.streams_out,
+            "datagrams_in_total": relay.stats.datagrams,
+        }
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.relay.timer(loop.time())
+        for conn in list(self.sessions):
+            conn.measure_backlog()
+            conn.flush()
+        self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+
+    def drain(self) -> None:
+        """GOAWAY to every session (draft-16 s9.4) before the node stops."""
+        for conn in list(self.sessions):
+            if conn.session is not None:
+                conn.session.goaway()
+                conn.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for conn in list(self.sessions):
+            if conn.session is not None:
+                conn.session.close(SessionErrorCode.NO_ERROR, "server stopping")
+                conn.flush()
+        if self._server is not None:
+            self._server.close()

@@ -1,0 +1,275 @@
+"""Recording inside a media worker: which tracks are recorded, and the taps that feed the writer.
+
+A room is recorded when the API starts it (``record.start``: every peer, or the ones named) or
+when a peer joins with a token that says ``record: true`` (that peer only, as atm0s does). The
+worker watches the room's registry prefix; every track a recorded peer publishes **on this
+worker** gets a tap: a channel subscriber (the same path a viewer takes, so every transport's
+tracks are recorded alike) whose per-packet work is one append to the writer's bounded queue
+(:mod:`trackmesh.recording.writer`: depacketizing and muxing run on its thread). A track published
+on another worker or node is recorded there: the node that ingests a track records it.
+
+The tap also takes the publisher's sender reports (``RemoteTrack.clock_sink``), which the writer
+uses to put every track of the room on one clock.
+
+Worker calls (from ``http/record_http.py``): ``record.start {room, app, peers?}``,
+``record.stop {room}``, ``record.status {room?}``. At worker shutdown every file is finalised
+(trailer written) within ``--shutdown-timeout`` (10 s by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trackmesh.core.channel import ChannelHub, Feedback, FeedbackKind
+from trackmesh.core.ids import channel_id
+from trackmesh.core.model import MediaPacket, TrackKind
+from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
+from trackmesh.core.tracks import RemoteTrack
+from trackmesh.recording.layout import mark_interrupted, new_session
+from trackmesh.recording.upload import S3Target, Uploader, parse_s3_url
+from trackmesh.recording.writer import RecordingWriter, TrackMeta
+from trackmesh.rpc import RpcError
+
+from .worker import WorkerRuntime
+
+log = logging.getLogger("trackmesh.recording")
+
+
+class _Tap:
+    """One recorded track: a channel subscriber whose only work is a queue append (and, when the
+    recording thread raised ``keyframe_wanted``, one key-frame request to the publisher)."""
+
+    __slots__ = ("channel", "hub", "key", "keyframe_wanted", "origin", "remote", "writer")
+
+    def __init__(
+        self, key: str, channel: int, writer: RecordingWriter, remote: RemoteTrack | None, hub: ChannelHub
+    ) -> None:
+        self.key = key
+        self.channel = channel
+        self.writer = writer
+        self.remote = remote
+        self.hub = hub
+        self.origin = secrets.randbits(63)
+        # Set by the recording thread (a plain attribute write), acted on here, on the worker's loop.
+        self.keyframe_wanted = False
+
+    def want_keyframe(self) -> None:
+        self.keyframe_wanted = True
+
+    def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        self.writer.packet(self.key, pkt)
+        if self.keyframe_wanted:
+            self.keyframe_wanted = False
+            # The recording waits for a key frame (it started mid-stream, or lost a packet): ask
+            # the publisher, through the same merged, rate-limited path as a viewer's PLI.
+            self.hub.feedback(pkt.arrival, channel, Feedback(FeedbackKind.KEYFRAME, self.origin))
+
+    def on_channel_source(self, now: float, channel: int, live: bool) -> None:
+        pass  # a silent source just stops feeding; the track's file ends when its entry goes
+
+    def on_clock(self, now: float, spatial: int, rtp_ts: int, ntp64: int) -> None:
+        self.writer.sender_report(self.key, now, spatial, rtp_ts, ntp64)
+
+
+@dataclass(eq=False)
+class _RoomRecording:
+    """One room's recording session on this worker (a registry watcher of the room)."""
+
+    service: RecordingService
+    app: str
+    room: str
+    session: str
+    started_at: float
+    all_peers: bool = False
+    by_api: bool = False
+    peers: set[str] = field(default_factory=set)
+    taps: dict[str, _Tap] = field(default_factory=dict)
+    present: set[str] = field(default_factory=set)  # registry keys of recorded peers still in the room
+
+    def wants(self, peer: str) -> bool:
+        return self.all_peers or peer in self.peers
+
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
+        self.service.on_put(self, now, key, value)
+
+    def on_registry_delete(self, now: float, key: str) -> None:
+        self.service.on_delete(self, now, key)
+
+
+class RecordingService:
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        config = runtime.config
+        self.root = Path(config.record_dir)
+        self.uploader: Uploader | None = None
+        if config.record_s3:
+            bucket, prefix = parse_s3_url(config.record_s3)
+            target = S3Target(bucket, prefix, config.record_s3_endpoint)
+            self.uploader = Uploader(self.root, target, runtime.counters)
+        self.writer = RecordingWriter(
+            self.root,
+            config.record_max_file_minutes * 60.0,
+            runtime.counters,
+            wall_offset=time.time() - time.monotonic(),
+            on_file_done=self.uploader.submit if self.uploader is not None else None,
+        )
+        if runtime.index == 0:
+            # At start, before any session: files a crash cut are marked, and (with S3) what the
+            # last run left in the spool is uploaded. One worker does it for the node.
+            found = self.uploader.resume_pending() if self.uploader is not None else mark_interrupted(self.root)
+            if found:
+                log.info("recordings from an earlier run", extra={"fields": {"files": found}})
+        self.rooms: dict[str, _RoomRecording] = {}
+        runtime.services[RecordingService] = self
+        runtime.register_rpc("record.start", self.start)
+        runtime.register_rpc("record.stop", self.stop)
+        runtime.register_rpc("record.status", self.status)
+        runtime.on_shutdown(self.shutdown)
+
+    # ---- who is recorded -----------------------------------------------------------------------
+
+    def record_peer(self, now: float, app: str, room: str, peer: str) -> None:
+        """A peer joined with a ``record: true`` token: record every track it publishes."""
+        rec = self._room(now, app, room)
+        if not rec.wants(peer):
+            rec.peers.add(peer)
+            self._rescan(now, rec)
+
+    def start(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        room = str(params.get("room") or "")
+        if not room:
+            raise RpcError(400, "room is required")
+        peers = params.get("peers")
+        rec = self._room(now, str(params.get("app") or ""), room)
+        rec.by_api = True
+        if peers is None:
+            rec.all_peers = True
+        else:
+            rec.peers.update(str(p) for p in peers)
+        self._rescan(now, rec)
+        return self._describe(rec)
+
+    def stop(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        room = str(params.get("room") or "")
+        rec = self.rooms.get(room)
+        if rec is None:
+            raise RpcError(404, f"room {room!r} is not being recorded")
+        out = self._describe(rec)
+        self._end_room(now, rec, "recording stopped")
+        return out
+
+    def status(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        room = params.get("room")
+        recs = [r for r in self.rooms.values() if room is None or r.room == room]
+        return {"rooms": [self._describe(r) for r in recs]}
+
+    def shutdown(self, now: float) -> None:
+        for rec in list(self.rooms.values()):
+            self._end_room(now, rec, "node stopped")
+        self.writer.stop(max(self.runtime.config.shutdown_timeout, 1.0))
+        if self.uploader is not None:
+            # What is not uploaded yet stays in the spool and is resumed at the next start.
+            self.uploader.stop(2.0)
+
+    # ---- registry events -----------------------------------------------------------------------
+
+    def on_put(self, rec: _RoomRecording, now: float, key: str, value: bytes) -> None:
+        try:
+            entry = parse_key(key)
+        except BadEntry:
+            return
+        if not rec.wants(entry.peer):
+            return
+        if entry.track is None:
+            rec.present.add(key)
+            return
+        if key in rec.taps:
+            return
+        endpoint = self.runtime.core.endpoints.get(entry.session)
+        if endpoint is None:
+            return  # published on another worker or node: recorded there
+        try:
+            info = decode_track(entry, value)
+        except BadEntry:
+            return
+        remote = endpoint.remote_track(entry.track)
+        channel = channel_id(rec.room, entry.peer, entry.track)
+        tap = _Tap(key, channel, self.writer, remote, self.runtime.core.hub)
+        rec.taps[key] = tap
+        video = info.kind is TrackKind.VIDEO
+        meta = TrackMeta(rec.app, rec.room, rec.session, entry.peer, entry.track, video)
+        self.writer.open_track(key, meta, tap.want_keyframe if video else None)
+        self.runtime.core.hub.subscribe(now, channel, tap)
+        if remote is not None:
+            remote.clock_sink = tap.on_clock
+        log.info(
+            "recording track",
+            extra={"fields": {"room": rec.room, "peer": entry.peer, "track": entry.track, "session": rec.session}},
+        )
+
+    def on_delete(self, rec: _RoomRecording, now: float, key: str) -> None:
+        rec.present.discard(key)
+        tap = rec.taps.pop(key, None)
+        if tap is not None:
+            self._close_tap(now, tap, "track ended")
+        if not rec.by_api and not rec.taps and not rec.present:
+            self._end_room(now, rec, "every recorded peer left")
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _room(self, now: float, app: str, room: str) -> _RoomRecording:
+        rec = self.rooms.get(room)
+        if rec is None:
+            wall = time.time()
+            rec = _RoomRecording(self, app, room, new_session(wall), wall)
+            self.rooms[room] = rec
+            log.info("room recording started", extra={"fields": {"room": room, "session": rec.session}})
+        return rec
+
+    def _rescan(self, now: float, rec: _RoomRecording) -> None:
+        """(Re)watch the room: the registry replays its entries, so tracks already published by a
+        newly wanted peer are tapped like new ones (a tapped one is skipped)."""
+        registry = self.runtime.core.registry
+        prefix = room_prefix(rec.room)
+        registry.unwatch(prefix, rec)
+        registry.watch(now, prefix, rec)
+
+    def _close_tap(self, now: float, tap: _Tap, reason: str) -> None:
+        self.runtime.core.hub.unsubscribe(now, tap.channel, tap)
+        if tap.remote is not None and tap.remote.clock_sink == tap.on_clock:
+            tap.remote.clock_sink = None
+        self.writer.close_track(tap.key, reason)
+
+    def _end_room(self, now: float, rec: _RoomRecording, reason: str) -> None:
+        if self.rooms.get(rec.room) is not rec:
+            return
+        del self.rooms[rec.room]
+        self.runtime.core.registry.unwatch(room_prefix(rec.room), rec)
+        for tap in list(rec.taps.values()):
+            self._close_tap(now, tap, reason)
+        rec.taps.clear()
+        log.info("room recording ended", extra={"fields": {"room": rec.room, "session": rec.session, "reason": reason}})
+
+    def _describe(self, rec: _RoomRecording) -> dict[str, Any]:
+        return {
+            "room": rec.room,
+            "app": rec.app,
+            "session": rec.session,
+            "all_peers": rec.all_peers,
+            "peers": sorted(rec.peers),
+            "tracks": len(rec.taps),
+        }
+
+
+def install(runtime: WorkerRuntime) -> None:
+    RecordingService(runtime)
+
+
+def recording_of(runtime: WorkerRuntime) -> RecordingService | None:
+    service = runtime.services.get(RecordingService)
+    return service if isinstance(service, RecordingService) else None

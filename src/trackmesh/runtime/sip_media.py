@@ -1,0 +1,349 @@
+"""The media of SIP calls inside a worker: one RTP/RTCP socket pair per call, the call's endpoint
+in its room, one timer for all calls (the 20 ms mix toward the phones).
+
+Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The node's SIP driver
+(runtime/sip_listener.py) signals and calls, on the room's worker:
+
+- ``sip.open {room, peer, offer, call_id}`` -> ``{session, answer}`` (SDP) or an RpcError
+  (488 no acceptable codec, 409 a join refused (a bad room or peer name), 503 no RTP port);
+- ``sip.update {session, offer}`` -> ``{answer}``: a re-INVITE/UPDATE (hold, resume);
+- ``sip.close {session, reason}``; ``sip.dtmf {session, digits}`` -> ``{sent}``;
+- ``sip.ended {}`` -> ``{ended: [[session, reason], ...]}``: calls this worker ended (no RTP for
+  30 s, the worker shutting down) since the last poll; the SIP driver sends their BYE.
+- Dial-out: ``sip.offer {room, peer}`` -> ``{session, offer}`` (RTP ports bound, nothing in the room
+  yet), then ``sip.answer {session, answer}`` -> ``{codec}`` (the call joins the room) or 488;
+  ``sip.close`` also drops an offer never answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from typing import Any
+
+from trackmesh.core.ids import SessionId
+from trackmesh.rpc import RpcError
+from trackmesh.sdp.codecs import G722, OPUS, PCMA, PCMU, CodecSpec
+from trackmesh.sdp.model import SdpError, render
+from trackmesh.sdp.model import parse as parse_sdp
+from trackmesh.transports.sip.audio import SharedDecoders
+from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
+from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
+
+from .worker import WorkerRuntime
+
+log = logging.getLogger("trackmesh.sip")
+
+#: Codecs the bridge transcodes, in our order of preference for dial-out offers.
+MEDIA_CODECS: tuple[CodecSpec, ...] = (OPUS, G722, PCMU, PCMA)
+_BY_NAME = {spec.name.lower(): spec for spec in (OPUS, G722, PCMU, PCMA)}
+RECV_BATCH = 64
+
+
+class _Call:
+    __slots__ = ("media", "rtcp", "rtp", "session", "version")
+
+    def __init__(self, session: SessionId, media: CallMedia, rtp: socket.socket, rtcp: socket.socket) -> None:
+        self.session = session
+        self.media = media
+        self.rtp = rtp
+        self.rtcp = rtcp
+        self.version = 1
+
+
+class SipMediaTransport:
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        self.calls: dict[SessionId, _Call] = {}
+        self.ended: list[tuple[int, str]] = []
+        self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
+        # Dial-outs waiting for the far end's answer: session -> (endpoint, rtp, rtcp, offer, room, peer).
+        self.offers: dict[SessionId, tuple[Any, socket.socket, socket.socket, Any, str, str]] = {}
+        self.counters = runtime.counters
+        for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
+            self.counters.setdefault(name, 0)
+        low, high = runtime.config.sip_rtp_ports
+        # Each worker takes its own stripe of the range, so workers never race for a port.
+        workers = max(1, runtime.config.workers)
+        span = (high - low + 1) // workers
+        self._low = low + span * runtime.index
+        self._high = self._low + span - 1
+        self._next_port = self._low
+        for name, handler in (
+            ("sip.open", self.open),
+            ("sip.update", self.update),
+            ("sip.close", self.close),
+            ("sip.dtmf", self.dtmf),
+            ("sip.offer", self.offer),
+            ("sip.answer", self.answer),
+            ("sip.ended", self.take_ended),
+            ("sip.stats", self.stats),
+        ):
+            runtime.register_rpc(name, handler)
+        runtime.on_shutdown(self._shutdown)
+
+    # ---- ports ---------------------------------------------------------------------------------
+
+    def _bind_pair(self) -> tuple[socket.socket, socket.socket]:
+        """An even RTP port and the next one for RTCP (RFC 3550 s11), from this worker's stripe."""
+        ip = self.runtime.config.node_ip
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        tries = max(1, (self._high - self._low + 1) // 2)
+        for _ in range(tries):
+            port = self._next_port + (self._next_port & 1)
+            if port + 1 > self._high:
+                port = self._low + (self._low & 1)
+            self._next_port = port + 2
+            rtp = socket.socket(family, socket.SOCK_DGRAM)
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((ip, port))
+                rtcp.bind((ip, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                continue
+            rtp.setblocking(False)
+            rtcp.setblocking(False)
+            return rtp, rtcp
+        raise RpcError(503, "no free RTP port in --sip-rtp-ports")
+
+    # ---- control calls -------------------------------------------------------------------------
+
+    def open(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            offer = parse_sdp(str(params["offer"]))
+        except SdpError as exc:
+            self.counters["sip_calls_refused"] += 1
+            raise RpcError(400, f"bad SDP offer: {exc}") from None
+        rtp, rtcp = self._bind_pair()
+        ip = self.runtime.config.node_ip
+        port = rtp.getsockname()[1]
+        try:
+            answer, negotiated = answer_offer(
+                offer, address=ip, port=port, session_id=str(port), version=1, supported=MEDIA_CODECS
+            )
+        except SdpError as exc:
+            negotiated = None
+            log.info("sip offer refused: %s", exc)
+        if negotiated is None:
+            rtp.close()
+            rtcp.close()
+            self.counters["sip_calls_refused"] += 1
+            raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
+        endpoint = self.runtime.core.create_endpoint()
+        self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
+        return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
+
+    def _admit(
+        self, now: float, endpoint: Any, room: str, peer: str, negotiated: Any, rtp: socket.socket, rtcp: socket.socket
+    ) -> _Call:
+        """The call's endpoint joins the room; its sockets are read from now on."""
+        media = CallMedia(endpoint, room, peer, negotiated, now, self.decoders)
+        try:
+            media.start(now)
+        except CallSetupError as exc:
+            self.runtime.core.close_endpoint(now, endpoint.session, "sip call refused")
+            rtp.close()
+            rtcp.close()
+            self.counters["sip_calls_refused"] += 1
+            raise RpcError(409, str(exc)) from None
+        call = _Call(endpoint.session, media, rtp, rtcp)
+        self.calls[endpoint.session] = call
+        self.runtime.listen(endpoint.session, media.on_core_events)
+        loop = self.runtime._loop
+        if loop is not None:
+            loop.add_reader(rtp.fileno(), self._on_rtp, call)
+            loop.add_reader(rtcp.fileno(), self._on_rtcp, call)
+        self.runtime.track(self)
+        self.counters["sip_calls_opened"] += 1
+        port = rtp.getsockname()[1]
+        log.info("sip call joined", extra={"fields": {"room": room, "peer": peer, "codec": negotiated.codec,
+                                                      "rtp_port": port}})  # fmt: skip
+        return call
+
+    def offer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event)."""
+        rtp, rtcp = self._bind_pair()
+        port = rtp.getsockname()[1]
+        sdp = create_offer(
+            address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
+        )
+        endpoint = self.runtime.core.create_endpoint()
+        self.offers[endpoint.session] = (endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]))
+        return {"session": int(endpoint.session), "offer": render(sdp)}
+
+    def answer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        pending = self.offers.pop(SessionId(int(params["session"])), None)
+        if pending is None:
+            raise RpcError(404, "no such offer on this worker")
+        endpoint, rtp, rtcp, sdp, room, peer = pending
+        try:
+            negotiated = negotiated_from_answer(sdp, parse_sdp(str(params["answer"])))
+        except SdpError:
+            negotiated = None
+        if negotiated is None:
+            self.runtime.core.close_endpoint(now, endpoint.session, "no acceptable answer")
+            rtp.close()
+            rtcp.close()
+            raise RpcError(488, "the far end's answer has no audio stream we can use")
+        call = self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
+        call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
+        return {"codec": negotiated.codec}
+
+    def _call(self, params: dict[str, Any]) -> _Call:
+        call = self.calls.get(SessionId(int(params["session"])))
+        if call is None:
+            raise RpcError(404, "no such call on this worker")
+        return call
+
+    def update(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A re-offer: answered with the call's codec on the same port (RFC 3264 s8)."""
+        call = self._call(params)
+        try:
+            offer = parse_sdp(str(params["offer"]))
+        except SdpError as exc:
+            raise RpcError(400, f"bad SDP offer: {exc}") from None
+        current = call.media.negotiated
+        spec = _BY_NAME.get(current.codec.lower())
+        call.version += 1
+        answer, negotiated = answer_offer(
+            offer,
+            address=self.runtime.config.node_ip,
+            port=call.rtp.getsockname()[1],
+            session_id=str(call.rtp.getsockname()[1]),
+            version=call.version,
+            supported=(spec,) if spec is not None else MEDIA_CODECS,
+        )
+        if negotiated is None:
+            raise RpcError(488, "the re-offer drops the call's codec")
+        call.media.renegotiate(negotiated, now)
+        log.info("sip call updated", extra={"fields": {"peer": call.media.peer, "direction": negotiated.direction}})
+        return {"answer": render(answer), "direction": negotiated.direction}
+
+    def close(self, now: float, params: dict[str, Any]) -> None:
+        pending = self.offers.pop(SessionId(int(params["session"])), None)
+        if pending is not None:
+            self.runtime.core.close_endpoint(now, pending[0].session, "dial-out ended")
+            pending[1].close()
+            pending[2].close()
+        call = self.calls.get(SessionId(int(params["session"])))
+        if call is not None:
+            self._end(now, call, str(params.get("reason", "hung up")), report=False)
+
+    def dtmf(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        call = self._call(params)
+        sent = call.media.send_dtmf(str(params["digits"]))
+        self._send(call)
+        return {"sent": sent}
+
+    def take_ended(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        ended, self.ended = self.ended, []
+        return {"ended": ended}
+
+    def stats(self, now: float = 0.0, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "opus_decoders": len(self.decoders),
+            "calls": [
+                {
+                    "session": int(c.session),
+                    "room": c.media.room,
+                    "peer": c.media.peer,
+                    "codec": c.media.negotiated.codec,
+                    "direction": c.media.negotiated.direction,
+                    "rtp_in": c.media.leg.stats.received,
+                    "rtp_out": c.media.leg.stats.sent,
+                    "uplink_packets": c.media.stats.uplink_packets,
+                    "downlink_packets": c.media.stats.downlink_packets,
+                    "dtmf": "".join(c.media.digits),
+                    "foreign_rtp": c.media.leg.stats.foreign,
+                    "lost": c.media.jitter.stats.lost,
+                    "early": c.media.jitter.stats.early,
+                }
+                for c in self.calls.values()
+            ]
+        }
+
+    # ---- media -------------------------------------------------------------------------------
+
+    def _on_rtp(self, call: _Call) -> None:
+        now = self.runtime.now()
+        media = call.media
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = call.rtp.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            self.counters["sip_rtp_in"] += 1
+            try:
+                media.handle_rtp(now, data, (addr[0], addr[1]))
+            except Exception:
+                self.counters["handler_errors"] += 1
+                log.exception("sip rtp handler failed")
+        self._send(call)
+        self.runtime.flush(now)
+
+    def _on_rtcp(self, call: _Call) -> None:
+        now = self.runtime.now()
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = call.rtcp.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            call.media.handle_rtcp(now, data, (addr[0], addr[1]))
+
+    def _send(self, call: _Call) -> None:
+        leg = call.media.leg
+        while (tx := leg.poll_transmit()) is not None:
+            data, dest, is_rtcp = tx
+            with contextlib.suppress(OSError):
+                (call.rtcp if is_rtcp else call.rtp).sendto(data, dest)
+                self.counters["sip_rtp_out"] += 1
+
+    # ---- time (one scheduler entry for every call of the worker) -------------------------------
+
+    def next_deadline(self) -> float | None:
+        return min((c.media.next_deadline() for c in self.calls.values()), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        wall = time.time()
+        self.decoders.sweep(now)
+        for call in list(self.calls.values()):
+            reason = call.media.dead(now)
+            if reason is not None:
+                self.counters["sip_calls_timed_out"] += 1
+                self._end(now, call, reason, report=True)
+                continue
+            call.media.tick(now, wall)
+            self._send(call)
+        self.runtime.track(self)
+
+    def _end(self, now: float, call: _Call, reason: str, *, report: bool) -> None:
+        self.calls.pop(call.session, None)
+        loop = self.runtime._loop
+        for sock in (call.rtp, call.rtcp):
+            if loop is not None:
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        self.runtime.unlisten(call.session)
+        self.runtime.core.close_endpoint(now, call.session, reason)
+        if report:
+            self.ended.append((int(call.session), reason))
+        log.info("sip call left", extra={"fields": {"peer": call.media.peer, "reason": reason}})
+
+    def _shutdown(self, now: float) -> None:
+        for call in list(self.calls.values()):
+            self._end(now, call, "server shutting down", report=True)
+        for session in list(self.offers):
+            self.close(now, {"session": int(session)})
+
+
+def install(runtime: WorkerRuntime) -> None:
+    if runtime.config.sip_listen_port:
+        runtime.services[SipMediaTransport] = SipMediaTransport(runtime)

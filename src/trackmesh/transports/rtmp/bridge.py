@@ -1,0 +1,439 @@
+"""One RTMP publisher in its room (sans-IO): tags in, the peer's RemoteTracks fed.
+
+An :class:`RtmpPublisher` is a peer of a room (``Join(room, peer)`` on a core Endpoint) with the
+tracks ``video_main`` and ``audio_main`` (atm0s's names for a publisher's first tracks), published
+when their first sequence header arrives. It outlives the TCP connection that feeds it, so an
+encoder that reconnects with the same stream key takes the stream over without the room seeing
+the peer leave and join again:
+
+- :meth:`attach` starts a connection's *generation*; tags of an older generation are dropped
+  (a half-open old connection cannot interleave with the new one). Each generation has its own
+  :class:`~.ingest.Ingest` (sequence headers are per connection) but the packetizer state (RTP
+  sequence numbers) is the publisher's, so viewers see one continuous stream.
+- Timestamps: RTMP's ms clock (already unwrapped past 2^32 and FFmpeg's 2^31 by the session) maps
+  to RTP as ms x 90 (video, from the presentation time: RFC 6184 s5.1) and ms x 48 (Opus). The
+  first generation keeps the encoder's timeline; a later one is rebased to continue it by the
+  wall time that passed (a new encoder restarts at 0: RTP timestamps must not go back).
+- :meth:`detach` ends a generation: ``clean`` (FCUnpublish/deleteStream, an operator's DELETE)
+  finishes the publisher at once; an abrupt end (connection lost, timeout, protocol error)
+  keeps it for ``linger`` seconds waiting for the reconnect, then it finishes.
+
+Video: H.264, VP9 and AV1 become RTP through the shared packetizers (``media.py``); HEVC has no
+core codec yet and only track 0 of a multitrack stream is carried (both counted, and said once).
+B-frames (a non-zero composition time; libwebrtc does not reorder, so browsers stutter on them):
+``bframes="transcode"`` (default) sends that stream's H.264 through the re-encoder
+(:mod:`.video_transcode`, no B-frames) from the first key frame on, as :class:`TranscodeVideo`
+outputs the driver runs off its loop and hands back to :meth:`transcoded_video`, and says why
+once; ``"reject"`` ends the publish with an onStatus error that names the fix; ``"forward"`` sends
+them in decode order with RTP timestamps from the presentation time, warned once and counted.
+
+Key frames: RTMP has no way to ask the encoder for one, so the current GOP (the last key frame
+and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`, already
+merged across viewers by the core) replays it with its original sequence numbers and
+timestamps, marked with a replay number (``MediaPacket.replay``): a viewer that waits for a key
+frame starts on it at once, viewers already playing skip it (their sinks check the mark; across
+a cluster link the mark is not carried, so remote viewers get duplicates their jitter buffers
+drop). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
+frame).
+
+Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
+runs :class:`~.aac_opus.AacToOpus` off its loop and hands the Opus packets back to :meth:`opus`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass
+
+from trackmesh.core.controls import Join, Publish
+from trackmesh.core.endpoint import Endpoint
+from trackmesh.core.errors import ControlError
+from trackmesh.core.events import KeyframeRequested
+from trackmesh.core.model import JoinOptions, MediaPacket, TrackKind
+from trackmesh.errors import RemoteProtocolError
+from trackmesh.transports.rtmp.errors import RtmpError
+from trackmesh.transports.rtmp.ingest import (
+    AudioFrame,
+    BFramesDetected,
+    ConfigChanged,
+    Ingest,
+    IngestOutput,
+    UnsupportedCodec,
+    VideoFrame,
+)
+from trackmesh.transports.rtmp.media import RtmpMedia
+
+__all__ = [
+    "BridgeOutput",
+    "EndPublish",
+    "Notice",
+    "PublisherSetupError",
+    "RtmpPublisher",
+    "TranscodeAudio",
+    "TranscodeVideo",
+]
+
+VIDEO_TRACK = "video_main"
+AUDIO_TRACK = "audio_main"
+#: Seconds a publisher whose connection broke waits for its encoder to reconnect.
+DEFAULT_LINGER = 5.0
+DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
+CARRIED_VIDEO = frozenset({"avc1", "vp09", "av01"})
+BFRAMES_MODES = ("transcode", "forward", "reject")
+BFRAMES_FIX = "B-frames are not accepted here: set bframes=0 (x264: -bf 0 or -tune zerolatency; OBS: profile baseline)"
+
+
+class PublisherSetupError(RemoteProtocolError):
+    """The core refused the join (bad room or peer name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeAudio:
+    """An AAC frame for the AAC->Opus transcoder (``ts_ms`` already on the room's timeline)."""
+
+    generation: int
+    track_id: int
+    config: bytes  # AudioSpecificConfig
+    data: bytes
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeVideo:
+    """An H.264 access unit (Annex B) for the B-frame re-encoder; times on the room's timeline."""
+
+    generation: int
+    data: bytes
+    dts: int
+    pts: int
+    keyframe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndPublish:
+    """End this generation's publish with an ``onStatus`` error (the driver closes the connection)."""
+
+    generation: int
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the operator should read once per stream (the driver logs it)."""
+
+    text: str
+
+
+BridgeOutput = TranscodeAudio | TranscodeVideo | EndPublish | Notice
+
+
+class _Timeline:
+    """A generation's RTMP ms -> the room's ms (see the module docstring)."""
+
+    __slots__ = ("base_in", "base_out")
+
+    def __init__(self, base_in: int, base_out: int) -> None:
+        self.base_in = base_in
+        self.base_out = base_out
+
+    def __call__(self, ms: int) -> int:
+        return self.base_out + ms - self.base_in
+
+
+class RtmpPublisher:
+    def __init__(
+        self,
+        now: float,
+        endpoint: Endpoint,
+        room: str,
+        peer: str,
+        *,
+        bframes: str = "transcode",
+        linger: float = DEFAULT_LINGER,
+        gop_max_bytes: int = DEFAULT_GOP_MAX_BYTES,
+        extra_data: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.room = room
+        self.peer = peer
+        if bframes not in BFRAMES_MODES:
+            raise ValueError(f"bframes must be one of {BFRAMES_MODES}, not {bframes!r}")
+        self.bframes = bframes
+        self.transcoding = False  # this generation's H.264 goes through the re-encoder
+        self.linger = linger
+        self.gop_max_bytes = gop_max_bytes
+        err = endpoint.control(now, Join(room, peer, JoinOptions(extra_data=extra_data)))
+        if err is not None:
+            raise PublisherSetupError(err.message)
+        self.generation = 0
+        self.attached = False
+        self.finished = False
+        self.media = RtmpMedia()
+        self._ingest = Ingest()
+        self._timeline: _Timeline | None = None
+        self._last_out_ms: int | None = None
+        self._last_now = now
+        self._linger_until: float | None = None
+        self._audio_config: dict[int, bytes] = {}
+        self._published: set[str] = set()
+        self._gop: list[MediaPacket] = []
+        self._gop_bytes = 0
+        self._gop_ok = False
+        self._said: set[str] = set()
+        self._out: deque[BridgeOutput] = deque()
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "video_frames",
+                "audio_frames",
+                "packets",
+                "bframes",
+                "keyframes",
+                "gop_replays",
+                "gop_replayed_packets",
+                "gop_too_big",
+                "stale_generation",
+                "other_tracks",
+                "not_carried",
+                "bad_tags",
+                "takeovers",
+                "opus_packets",
+                "video_to_transcoder",
+                "video_transcoded",
+            ),
+            0,
+        )
+
+    # ---- connections ---------------------------------------------------------------------
+
+    def attach(self, now: float) -> int:
+        """A connection starts publishing to this peer (the first, or a takeover): its generation."""
+        if self.attached:
+            self.counters["takeovers"] += 1
+        self.generation += 1
+        self.attached = True
+        self._linger_until = None
+        self._ingest = Ingest()
+        self._timeline = None
+        self.transcoding = False
+        self._audio_config.clear()
+        self._gop.clear()
+        self._gop_bytes = 0
+        self._gop_ok = False
+        return self.generation
+
+    def detach(self, now: float, generation: int, clean: bool) -> None:
+        """A connection stopped publishing: ``clean`` finishes, else linger for a reconnect."""
+        if generation != self.generation or self.finished:
+            return
+        self.attached = False
+        if clean:
+            self.finished = True
+        else:
+            self._linger_until = now + self.linger
+
+    def next_deadline(self) -> float | None:
+        return self._linger_until
+
+    def handle_timeout(self, now: float) -> None:
+        if self._linger_until is not None and now >= self._linger_until and not self.attached:
+            self._linger_until = None
+            self.finished = True
+
+    def take_outputs(self) -> list[BridgeOutput]:
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    # ---- media in ------------------------------------------------------------------------
+
+    def _room_ms(self, now: float, ms: int) -> int:
+        timeline = self._timeline
+        if timeline is None:
+            last = self._last_out_ms
+            if last is None:
+                timeline = _Timeline(ms, ms)  # the first encoder's own timeline
+            else:
+                gap = max(1, round((now - self._last_now) * 1000))
+                timeline = _Timeline(ms, last + gap)
+            self._timeline = timeline
+        out = timeline(ms)
+        if self._last_out_ms is None or out > self._last_out_ms:
+            self._last_out_ms = out
+            self._last_now = now
+        return out
+
+    def video(self, now: float, generation: int, timestamp: int, payload: bytes) -> None:
+        if generation != self.generation:
+            self.counters["stale_generation"] += 1
+            return
+        try:
+            outputs = self._ingest.video(timestamp, payload)
+        except RtmpError:
+            self.counters["bad_tags"] += 1
+            return
+        for item in outputs:
+            self._on_ingest(now, item)
+
+    def audio(self, now: float, generation: int, timestamp: int, payload: bytes) -> None:
+        if generation != self.generation:
+            self.counters["stale_generation"] += 1
+            return
+        try:
+            outputs = self._ingest.audio(timestamp, payload)
+        except RtmpError:
+            self.counters["bad_tags"] += 1
+            return
+        for item in outputs:
+            self._on_ingest(now, item)
+
+    def opus(self, now: float, generation: int, ts48: int, payload: bytes) -> None:
+        """An Opus packet from the transcoder (``ts48``: 48 kHz on the room's timeline)."""
+        if generation != self.generation or self.finished:
+            self.counters["stale_generation"] += 1
+            return
+        self.counters["opus_packets"] += 1
+        self._send_audio(AudioFrame("Opus", 0, ts48 // 48, payload), now)
+
+    def _say(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self._out.append(Notice(text))
+
+    def _publish(self, now: float, name: str, kind: TrackKind) -> None:
+        if name in self._published:
+            return
+        err: ControlError | None = self.endpoint.control(now, Publish(name, kind))
+        if err is None:
+            self._published.add(name)
+        else:
+            self._say(f"publish {name}", f"cannot publish {name}: {err.message}")
+
+    def _on_ingest(self, now: float, item: IngestOutput) -> None:
+        if isinstance(item, VideoFrame):
+            if item.track_id != 0:
+                self.counters["other_tracks"] += 1
+                self._say("multitrack", "multitrack video: only track 0 is carried into the room")
+                return
+            self._on_video_frame(now, item)
+        elif isinstance(item, AudioFrame):
+            if item.track_id != 0:
+                self.counters["other_tracks"] += 1
+                return
+            self.counters["audio_frames"] += 1
+            ms = self._room_ms(now, item.timestamp)
+            if item.fourcc == "mp4a":
+                config = self._audio_config.get(item.track_id)
+                if config is not None:
+                    self._out.append(TranscodeAudio(self.generation, item.track_id, config, item.data, ms))
+            else:
+                self._send_audio(AudioFrame(item.fourcc, 0, ms, item.data), now)
+        elif isinstance(item, ConfigChanged):
+            if item.track_id != 0:
+                return
+            if item.kind == "video":
+                if item.fourcc in CARRIED_VIDEO:
+                    self._publish(now, VIDEO_TRACK, TrackKind.VIDEO)
+                else:
+                    self._say("video codec", f"video {item.fourcc} is not carried into rooms yet (H.264, VP9, AV1 are)")
+            else:
+                if item.fourcc == "mp4a" and isinstance(item.config, bytes):
+                    self._audio_config[item.track_id] = item.config
+                self._publish(now, AUDIO_TRACK, TrackKind.AUDIO)
+        elif isinstance(item, BFramesDetected):
+            if item.track_id != 0:
+                return
+            if self.bframes == "reject":
+                self._out.append(EndPublish(self.generation, "NetStream.Publish.BadName", BFRAMES_FIX))
+            elif self.bframes == "transcode":
+                self.transcoding = True
+                self._say(
+                    "bframes",
+                    f"B-frames (composition time {item.composition_time} ms): re-encoding this stream's video "
+                    "to H.264 without B-frames (costs CPU; publish with bframes=0 to avoid it, docs/rtmp.md)",
+                )
+            else:
+                self._say(
+                    "bframes",
+                    f"B-frames (composition time {item.composition_time} ms): forwarded in decode order; "
+                    "browsers may stutter. Publish with bframes=0 (docs/rtmp.md)",
+                )
+        elif isinstance(item, UnsupportedCodec):
+            self._say(f"codec {item.kind}", f"{item.kind} codec {item.name} is not carried into rooms")
+
+    def _on_video_frame(self, now: float, frame: VideoFrame) -> None:
+        if frame.pts != frame.dts:
+            self.counters["bframes"] += 1
+            if self.bframes == "reject":
+                return  # EndPublish is on its way
+        pts = self._room_ms(now, frame.pts)
+        dts = pts - (frame.pts - frame.dts)
+        if self.transcoding and frame.fourcc == "avc1":
+            self.counters["video_to_transcoder"] += 1
+            self._out.append(TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe))
+            return
+        self._send_video(now, VideoFrame(frame.fourcc, 0, dts, pts, frame.keyframe, frame.data))
+
+    def transcoded_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
+        """A frame from the B-frame re-encoder (``pts``: ms on the room's timeline)."""
+        if generation != self.generation or self.finished:
+            self.counters["stale_generation"] += 1
+            return
+        self.counters["video_transcoded"] += 1
+        self._send_video(now, VideoFrame("avc1", 0, pts, pts, keyframe, data))
+
+    def _send_video(self, now: float, room_frame: VideoFrame) -> None:
+        frame = room_frame
+        packets = self.media.video(room_frame, now)
+        if not packets:
+            self.counters["not_carried"] += 1
+            return
+        self.counters["video_frames"] += 1
+        if frame.keyframe:
+            self.counters["keyframes"] += 1
+            self._gop.clear()
+            self._gop_bytes = 0
+            self._gop_ok = True
+        if self._gop_ok:
+            self._gop.extend(packets)
+            self._gop_bytes += sum(len(p.payload) for p in packets)
+            if self._gop_bytes > self.gop_max_bytes:
+                self.counters["gop_too_big"] += 1
+                self._gop.clear()
+                self._gop_ok = False
+        track = self.endpoint.remote_track(VIDEO_TRACK)
+        if track is None:
+            return
+        self.counters["packets"] += len(packets)
+        for pkt in packets:
+            track.on_packet(pkt)
+
+    def _send_audio(self, frame: AudioFrame, now: float) -> None:
+        packets = self.media.audio(frame, now)
+        track = self.endpoint.remote_track(AUDIO_TRACK)
+        if track is None or not packets:
+            return
+        self.counters["packets"] += len(packets)
+        for pkt in packets:
+            track.on_packet(pkt)
+
+    # ---- the room's requests -------------------------------------------------------------
+
+    def on_core_events(self, now: float) -> None:
+        """Drain the endpoint: a key-frame request replays the GOP; the rest needs no answer."""
+        endpoint = self.endpoint
+        while (event := endpoint.poll_event()) is not None:
+            if isinstance(event, KeyframeRequested) and event.track == VIDEO_TRACK:
+                self.replay_gop(now)
+
+    def replay_gop(self, now: float) -> None:
+        track = self.endpoint.remote_track(VIDEO_TRACK)
+        if track is None or not self._gop_ok or not self._gop:
+            return
+        self.counters["gop_replays"] += 1
+        self.counters["gop_replayed_packets"] += len(self._gop)
+        replay = self.counters["gop_replays"]
+        for pkt in list(self._gop):
+            # A copy with this input's arrival (viewers' sinks take it as their ``now``) and mark.
+            track.on_packet(dataclasses.replace(pkt, arrival=now, replay=replay))

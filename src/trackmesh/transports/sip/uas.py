@@ -1,0 +1,638 @@
+"""Calls into rooms: the SIP user agent server of the node (RFC 3261 s8.2, s12-15; RFC 4028).
+
+Fed the :class:`~.transaction.TransactionLayer`'s events and ``now``; it answers requests through
+the layer and asks its driver to open, update and close the calls' media (:class:`OpenMedia`,
+:class:`UpdateMedia`, :class:`CloseMedia`), whose results come back through
+:meth:`CallControl.media_opened` and friends. No IO, no clock.
+
+- INVITE (outside a dialog): the layer sent 100 Trying; ``authorize`` names the room and peer
+  (or refuses with a status); the offer goes to the media side; its answer is sent in a 200 with
+  our Contact. ACK confirms the call; no ACK within 64*T1 ends it with BYE (s13.3.1.4).
+- CANCEL before the 200: 200 to the CANCEL, 487 to the INVITE, the media (if opened) closed.
+- BYE from the phone: 200, media closed. :meth:`CallControl.hang_up`: our BYE.
+- re-INVITE / UPDATE with SDP: a new offer answered by the media side (hold with
+  ``a=sendonly``/``inactive`` keeps the call: RFC 3264 s8.4); UPDATE or re-INVITE without SDP:
+  200 with the current SDP (re-INVITE) or none (UPDATE).
+- Session timers (RFC 4028): Session-Expires below our Min-SE gets 422 (s8.1); otherwise the
+  2xx carries Session-Expires with the refresher the caller chose (``uac`` when it chose none),
+  and Require: timer when it supports timers. With refresher=uac a call not refreshed in time is
+  ended with BYE (s10); with refresher=uas we refresh at half the interval (UPDATE if the phone
+  allows it, else a re-INVITE with our SDP). No session timer was agreed: we send no refresh.
+- REGISTER (s10.3): with the same credentials as a call (a token or digest, :mod:`.auth`), the
+  binding is kept until it expires (at most an hour), so the phone may stay registered; ``*`` or
+  ``expires=0`` removes it.
+- OPTIONS: 200 with Allow/Accept/Supported. Anything else outside a dialog: 501; inside an
+  unknown dialog: 481.
+- Floods: new requests outside a dialog from one IP address beyond :data:`FLOOD_BURST` at once
+  or :data:`FLOOD_RATE` per second get 503 with Retry-After; other sources are not affected.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trackmesh.errors import RemoteProtocolError
+
+from .auth import Denied, Grant
+from .dialog import Dialog
+from .message import Headers, NameAddr, Request, Response, SipUri, make_response, new_branch, new_tag
+from .transaction import AckTimeout, Event, RequestReceived, ResponseReceived, TransactionLayer, TransactionTimeout
+
+__all__ = [
+    "ALLOW",
+    "MIN_SE",
+    "AnswerMedia",
+    "AuthorizeCall",
+    "Call",
+    "CallControl",
+    "CloseMedia",
+    "OpenMedia",
+    "Pending",
+    "Registration",
+    "UpdateMedia",
+]
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REGISTER, INFO"
+SUPPORTED = "timer"
+MIN_SE = 90  # RFC 4028 s4: the floor is 90 s
+Address = tuple[str, int]
+
+
+MAX_REGISTER_EXPIRES = 3600
+#: New INVITE/REGISTER/OPTIONS per source IP: a bucket of FLOOD_BURST refilled at FLOOD_RATE per
+#: second; past it 503 + Retry-After (RFC 3261 s21.5.4), before any credential is checked. A PBX
+#: trunk sends all its calls from one address: 100 call set-ups a second is about 2 % of a core here.
+FLOOD_RATE = 100.0
+FLOOD_BURST = 200.0
+FLOOD_SOURCES = 10000
+DEFAULT_REGISTER_EXPIRES = 3600
+MAX_BINDINGS = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A softphone's REGISTER (s10): where it can be called, until when."""
+
+    room: str
+    peer: str | None
+    contact: str
+    source: Address
+    reliable: bool
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMedia:
+    call: str
+    room: str
+    peer: str
+    offer: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMedia:
+    call: str
+    room: str
+    session: int
+    offer: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerMedia:
+    """A dial-out was answered: the media side applies the far end's ``answer`` to ``session``."""
+
+    call: str
+    room: str
+    session: int
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMedia:
+    call: str
+    room: str
+    session: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """``authorize`` cannot decide at once (a hook is asked): the INVITE waits for
+    :meth:`CallControl.authorized` (it already got 100 Trying)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeCall:
+    """Ask the driver (its hooks) who may make this call; answer with :meth:`CallControl.authorized`."""
+
+    call: str
+    request: Request
+    source: Address
+
+
+Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall
+#: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`); ``Pending``
+#: for an INVITE the driver decides later (:class:`AuthorizeCall`).
+Authorizer = Callable[[float, Request], Grant | Denied | Pending]
+
+
+def caller_peer(req: Request) -> str:
+    """The peer name of a caller whose grant names none: ``sip-<its From user>``."""
+    try:
+        user = SipUri.parse(req.from_().uri).user or "caller"
+    except RemoteProtocolError:
+        user = "caller"
+    return "sip-" + ("".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64] or "caller")
+
+
+@dataclass(eq=False)
+class Call:
+    """One call (one INVITE dialog) and where it stands."""
+
+    id: str  # Call-ID + the caller's tag: the key of the call
+    invite: Request
+    invite_key: tuple[str, ...]
+    source: Address
+    reliable: bool
+    room: str
+    peer: str
+    to_tag: str
+    state: str = "opening"  # (authorizing ->) opening -> answered -> confirmed -> ended
+    session: int | None = None
+    dialog: Dialog | None = None
+    sdp: bytes = b""  # our current answer
+    pending: tuple[Request, tuple[str, ...]] | None = None  # a re-offer waiting for the media side
+    expires: int | None = None  # RFC 4028 session interval, when agreed
+    refresher: str = "uac"
+    deadline: float | None = None  # session timer: refresh (us) or give up (them)
+    peer_allows_update: bool = False
+    cancelled: bool = False
+    outgoing: bool = False  # a dial-out (uac.py): we sent the INVITE
+    byes: list[str] = field(default_factory=list)
+
+
+def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
+    if value is None:
+        return "", {}
+    first, *params = (p.strip() for p in value.split(";"))
+    out: dict[str, str] = {}
+    for p in params:
+        name, _, val = p.partition("=")
+        out[name.strip().lower()] = val.strip()
+    return first, out
+
+
+def _tokens(headers: Headers, name: str) -> set[str]:
+    return {t.strip().lower() for v in headers.get_all(name) for t in v.split(",") if t.strip()}
+
+
+class CallControl:
+    """Every call of one SIP listener (its UDP port and TCP connections)."""
+
+    def __init__(
+        self, layer: TransactionLayer, authorize: Authorizer, *, host: str, port: int, min_se: int = MIN_SE
+    ) -> None:
+        self.layer = layer
+        self.authorize = authorize
+        self.host = host
+        self.port = port
+        self.min_se = min_se
+        self.calls: dict[str, Call] = {}
+        self.registrations: dict[str, Registration] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # source IP -> (tokens, at)
+        #: Sees every transaction event first (the dialler, uac.py); True: it was its own.
+        self.event_hook: Callable[[float, Event], bool] | None = None
+        self._actions: deque[Action] = deque()
+        self.counters: dict[str, int] = {
+            "invites": 0,
+            "refused": 0,
+            "answered": 0,
+            "cancelled": 0,
+            "ended_by_phone": 0,
+            "ended_by_us": 0,
+            "reoffers": 0,
+            "session_timer_expired": 0,
+            "unknown_dialog": 0,
+            "not_implemented": 0,
+            "registered": 0,
+            "flood_refused": 0,
+        }
+
+    # ---- driver surface ------------------------------------------------------------------------
+
+    def poll_action(self) -> Action | None:
+        return self._actions.popleft() if self._actions else None
+
+    def push_action(self, action: Action) -> None:
+        self._actions.append(action)
+
+    @property
+    def hostport(self) -> str:
+        return self._hostport()
+
+    def via(self, reliable: bool) -> str:
+        """A Via value for a new request of ours (fresh branch, rport)."""
+        return f"SIP/2.0/{'TCP' if reliable else 'UDP'} {self._hostport()};branch={new_branch()};rport"
+
+    def next_deadline(self) -> float | None:
+        return min((c.deadline for c in self.calls.values() if c.deadline is not None), default=None)
+
+    def handle_event(self, now: float, event: Event, *, reliable: bool = False) -> None:
+        """One event of the transaction layer; ``reliable``: the request came over TCP."""
+        if self.event_hook is not None and self.event_hook(now, event):
+            return
+        if isinstance(event, RequestReceived):
+            try:
+                self._request(now, event.request, event.source, event.key, reliable)
+            except RemoteProtocolError:
+                if event.key is not None:
+                    self._respond(now, event.request, 400)
+        elif isinstance(event, ResponseReceived):
+            self._response(now, event.response, event.source)
+        elif isinstance(event, AckTimeout):
+            for call in list(self.calls.values()):
+                if call.invite.call_id() == event.call_id and call.state == "answered":
+                    self._bye(now, call, "no ACK for our 200 OK")
+        elif isinstance(event, TransactionTimeout):
+            pass  # a BYE or refresh the phone never answered: the call is over already or will time out
+
+    def handle_timeout(self, now: float) -> None:
+        for call in list(self.calls.values()):
+            if call.deadline is None or now < call.deadline:
+                continue
+            if call.refresher == "uas":
+                self._refresh(now, call)
+            else:
+                self.counters["session_timer_expired"] += 1
+                self._bye(now, call, "session timer expired (RFC 4028 s10)")
+
+    def media_opened(self, now: float, call_id: str, session: int, answer: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        call.session = session
+        if call.cancelled or call.state == "ended":
+            self._actions.append(CloseMedia(call.id, call.room, session, "cancelled"))
+            self.calls.pop(call.id, None)
+            return
+        call.sdp = answer.encode()
+        ok = make_response(call.invite, 200, to_tag=call.to_tag, body=call.sdp)
+        self._contact(ok)
+        ok.headers.add("Content-Type", "application/sdp")
+        self._session_timer_headers(now, call, call.invite, ok)
+        self.layer.send_response(now, ok)
+        call.dialog = Dialog.as_uas(call.invite, ok)
+        call.state = "answered"
+        self.counters["answered"] += 1
+
+    def media_failed(self, now: float, call_id: str, status: int, reason: str) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is None or call.cancelled:
+            return
+        self.counters["refused"] += 1
+        status = status if 400 <= status < 700 else 500
+        self._respond(now, call.invite, status, reason or None, to_tag=call.to_tag)
+
+    def update_answered(self, now: float, call_id: str, answer: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.pending is None:
+            return
+        request, _ = call.pending
+        call.pending = None
+        call.sdp = answer.encode()
+        ok = make_response(request, 200, body=call.sdp)
+        self._contact(ok)
+        ok.headers.add("Content-Type", "application/sdp")
+        self._session_timer_headers(now, call, request, ok)
+        self.layer.send_response(now, ok)
+
+    def update_failed(self, now: float, call_id: str, status: int, reason: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.pending is None:
+            return
+        request, _ = call.pending
+        call.pending = None
+        # s14.2: a refused re-offer leaves the session as it was; the call goes on.
+        self._respond(now, request, status if 400 <= status < 700 else 500, reason or None)
+
+    def hang_up(self, now: float, call_id: str, reason: str) -> None:
+        """End a call from our side (its media ended, an API request)."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._bye(now, call, reason)
+
+    def call_for_session(self, session: int) -> Call | None:
+        return next((c for c in self.calls.values() if c.session == session), None)
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    def _request(self, now: float, req: Request, source: Address, key: tuple[str, ...] | None, reliable: bool) -> None:
+        method = req.method
+        to_tag = req.to().tag
+        call_id = f"{req.call_id()};{req.from_().tag or ''}"
+        if method == "ACK":
+            call = self.calls.get(call_id)
+            if call is not None and call.dialog is not None and call.state == "answered":
+                call.state = "confirmed"
+                call.dialog.confirmed = True
+            return
+        assert key is not None
+        if method == "CANCEL":
+            self._cancel(now, req, call_id)
+            return
+        if (
+            not to_tag
+            and method in ("INVITE", "REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE")
+            and self._flooding(now, source[0])
+        ):
+            self.counters["flood_refused"] += 1
+            resp = make_response(req, 503, "Service Unavailable (too many requests)", to_tag=new_tag())
+            resp.headers.add("Retry-After", "1")
+            self.layer.send_response(now, resp)
+            return
+        if to_tag:
+            call = self.calls.get(call_id)
+            if call is None or call.dialog is None or call.to_tag != to_tag:
+                self.counters["unknown_dialog"] += 1
+                self._respond(now, req, 481)
+                return
+            self._in_dialog(now, call, req, key)
+            return
+        if method == "INVITE":
+            self._invite(now, req, source, key, call_id, reliable)
+        elif method == "OPTIONS":
+            ok = make_response(req, 200, to_tag=new_tag())
+            ok.headers.add("Allow", ALLOW)
+            ok.headers.add("Accept", "application/sdp")
+            ok.headers.add("Supported", SUPPORTED)
+            self.layer.send_response(now, ok)
+        elif method == "REGISTER":
+            self._register(now, req, source, reliable)
+        else:
+            self.counters["not_implemented"] += 1
+            resp = make_response(req, 481 if method == "BYE" else 501, to_tag=new_tag())
+            resp.headers.add("Allow", ALLOW)
+            self.layer.send_response(now, resp)
+
+    def _flooding(self, now: float, ip: str) -> bool:
+        tokens, at = self._buckets.pop(ip, (FLOOD_BURST, now))
+        tokens = min(FLOOD_BURST, tokens + (now - at) * FLOOD_RATE)
+        flooding = tokens < 1.0
+        self._buckets[ip] = (tokens if flooding else tokens - 1.0, now)
+        if len(self._buckets) > FLOOD_SOURCES:
+            self._buckets.popitem(last=False)
+        return flooding
+
+    def _invite(
+        self, now: float, req: Request, source: Address, key: tuple[str, ...], call_id: str, reliable: bool
+    ) -> None:
+        self.counters["invites"] += 1
+        if call_id in self.calls:
+            self._respond(now, req, 482)  # s8.2.2.2: a second INVITE of a call in set-up
+            return
+        if req.headers.get("Contact") is None:
+            self._respond(now, req, 400, "Missing Contact")
+            return
+        expires, _ = _split_header(req.headers.get("Session-Expires"))
+        if expires.isdigit() and int(expires) < self.min_se:
+            resp = make_response(req, 422, to_tag=new_tag())
+            resp.headers.add("Min-SE", str(self.min_se))
+            self.counters["refused"] += 1
+            self.layer.send_response(now, resp)
+            return
+        content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not req.body or content_type != "application/sdp":
+            # No offer in the INVITE (the offer would be ours, in the 200): not supported yet.
+            resp = make_response(req, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=new_tag())
+            self.counters["refused"] += 1
+            self.layer.send_response(now, resp)
+            return
+        verdict = self.authorize(now, req)
+        call = Call(call_id, req, key, source, reliable, "", "", new_tag(), state="authorizing")
+        call.peer_allows_update = "update" in _tokens(req.headers, "Allow")
+        self.calls[call_id] = call
+        if isinstance(verdict, Pending):
+            self._actions.append(AuthorizeCall(call_id, req, source))
+            return
+        self.authorized(now, call_id, verdict)
+
+    def authorized(self, now: float, call_id: str, verdict: Grant | Denied) -> None:
+        """The decision on an INVITE (at once, or from the driver's hooks after AuthorizeCall)."""
+        call = self.calls.get(call_id)
+        if call is None or call.state != "authorizing":
+            return
+        if call.cancelled:
+            self.calls.pop(call_id, None)
+            return
+        req = call.invite
+        if isinstance(verdict, Denied):
+            self.calls.pop(call_id, None)
+            self._deny(now, req, verdict)
+            self.counters["refused"] += 1
+            return
+        call.room, call.peer = verdict.room, verdict.peer or caller_peer(req)
+        call.state = "opening"
+        self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
+        self._actions.append(OpenMedia(call_id, call.room, call.peer, req.body.decode("utf-8", "replace")))
+
+    def _deny(self, now: float, req: Request, denied: Denied) -> None:
+        resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())
+        for name, value in denied.headers:
+            resp.headers.add(name, value)
+        self.layer.send_response(now, resp)
+
+    def _register(self, now: float, req: Request, source: Address, reliable: bool) -> None:
+        """s10.3: a registrar for our own grants: the binding of the To AOR to the Contact."""
+        verdict = self.authorize(now, req)
+        if isinstance(verdict, Pending):
+            verdict = Denied(403, "Forbidden (REGISTER takes a token or our digest credentials)")
+        if isinstance(verdict, Denied):
+            self._deny(now, req, verdict)
+            return
+        key = verdict.username or f"{verdict.room}/{verdict.peer or ''}"
+        contacts = req.headers.get_all("Contact")
+        ok = make_response(req, 200, to_tag=new_tag())
+        if contacts:
+            contact = contacts[0]
+            params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
+            expires_param = next(
+                (p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None
+            )
+            header = req.headers.get("Expires")
+            raw = expires_param or header or str(DEFAULT_REGISTER_EXPIRES)
+            expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+            if contact.strip() == "*" or expires == 0:
+                self.registrations.pop(key, None)
+            elif len(self.registrations) < MAX_BINDINGS or key in self.registrations:
+                uri = NameAddr.parse(contact).uri
+                self.registrations[key] = Registration(verdict.room, verdict.peer, uri, source, reliable, now + expires)
+                self.counters["registered"] += 1
+                ok.headers.add("Contact", f"<{uri}>;expires={expires}")
+        # Expired bindings go when a REGISTER comes (no timer of their own).
+        for name in [k for k, r in self.registrations.items() if r.expires_at <= now]:
+            del self.registrations[name]
+        self.layer.send_response(now, ok)
+
+    def _cancel(self, now: float, req: Request, call_id: str) -> None:
+        # s9.2: 200 to the CANCEL (or 481 with nothing to cancel), then 487 to the INVITE.
+        target = self.layer.invite_for_cancel(req)
+        call = self.calls.get(call_id)
+        if target is None or call is None or call.state not in ("opening", "authorizing"):
+            self._respond(now, req, 481 if target is None else 200)
+            return
+        self._respond(now, req, 200)
+        self._respond(now, call.invite, 487, to_tag=call.to_tag)
+        call.cancelled = True
+        self.counters["cancelled"] += 1
+        if call.state == "authorizing":
+            return  # authorized() drops it
+        if call.session is not None:
+            self._actions.append(CloseMedia(call.id, call.room, call.session, "cancelled"))
+            self.calls.pop(call.id, None)
+        # else: the media side's answer is on its way; media_opened closes it.
+
+    def _in_dialog(self, now: float, call: Call, req: Request, key: tuple[str, ...]) -> None:
+        assert call.dialog is not None
+        status = call.dialog.handle_request(req)
+        if status is not None:
+            self._respond(now, req, status)
+            return
+        method = req.method
+        if method == "BYE":
+            self._respond(now, req, 200)
+            self.counters["ended_by_phone"] += 1
+            self._end(call, "the phone hung up")
+        elif method in ("INVITE", "UPDATE"):
+            if "update" in _tokens(req.headers, "Allow"):
+                call.peer_allows_update = True
+            if call.pending is not None:
+                # s14.2: an offer while ours is pending gets 491 (UAS side, re-INVITE glare); RFC 3311
+                # s5.2 answers 500 with Retry-After to an UPDATE while a re-INVITE is pending.
+                resp = make_response(req, 491 if method == "INVITE" else 500)
+                if method == "UPDATE":
+                    resp.headers.add("Retry-After", "1")
+                self.layer.send_response(now, resp)
+                return
+            if req.body and call.session is not None:
+                self.counters["reoffers"] += 1
+                call.pending = (req, key)
+                self._actions.append(UpdateMedia(call.id, call.room, call.session, req.body.decode("utf-8", "replace")))
+                return
+            # No offer: a session refresh. A re-INVITE without SDP wants our offer: the current SDP.
+            body = call.sdp if method == "INVITE" else b""
+            ok = make_response(req, 200, body=body)
+            self._contact(ok)
+            if body:
+                ok.headers.add("Content-Type", "application/sdp")
+            self._session_timer_headers(now, call, req, ok)
+            self.layer.send_response(now, ok)
+        elif method == "OPTIONS":
+            ok = make_response(req, 200)
+            ok.headers.add("Allow", ALLOW)
+            self.layer.send_response(now, ok)
+        elif method == "INFO":
+            self._respond(now, req, 200)  # SIP INFO DTMF is not read; RFC 4733 events are
+        else:
+            resp = make_response(req, 501)
+            resp.headers.add("Allow", ALLOW)
+            self.layer.send_response(now, resp)
+
+    # ---- responses to our requests -------------------------------------------------------------
+
+    def _response(self, now: float, resp: Response, source: Address) -> None:
+        call_id = f"{resp.call_id()};{resp.to().tag or ''}"
+        call = self.calls.get(call_id)
+        if call is None or call.dialog is None:
+            return
+        method = resp.cseq().method
+        if method == "INVITE" and 200 <= resp.status < 300:
+            # Our refresh re-INVITE was answered: ACK it (s13.2.2.4), without a transaction.
+            ack = call.dialog.create_request("ACK", self._via(call), cseq=resp.cseq().seq)
+            self.layer.send_stateless(ack, call.source, reliable=call.reliable)
+        if method in ("INVITE", "UPDATE", "BYE") and resp.status in (408, 481):
+            self._end(call, "the phone no longer knows the call")
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _respond(
+        self, now: float, req: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
+    ) -> None:
+        if req.to().tag is None and to_tag is None and status != 100:
+            to_tag = new_tag()
+        try:
+            self.layer.send_response(now, make_response(req, status, reason, to_tag=to_tag))
+        except Exception:  # the transaction is gone already (a late answer): nothing to send
+            return
+
+    def _contact(self, resp: Response) -> None:
+        resp.headers.add("Contact", f"<sip:trackmesh@{self._hostport()}>")
+        resp.headers.add("Allow", ALLOW)
+        resp.headers.add("Supported", SUPPORTED)
+
+    def _hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def _via(self, call: Call) -> str:
+        return self.via(call.reliable)
+
+    def _session_timer_headers(self, now: float, call: Call, req: Request, resp: Response) -> None:
+        """RFC 4028 s9: agree on the caller's interval and refresher; arm our timer."""
+        value, params = _split_header(req.headers.get("Session-Expires"))
+        if not value.isdigit():
+            if call.expires is None:
+                return
+            interval = call.expires  # a refresh without the header keeps the interval (s7.4)
+        else:
+            interval = max(int(value), self.min_se)
+            refresher = params.get("refresher", "").lower()
+            call.refresher = refresher if refresher in ("uac", "uas") else "uac"
+        call.expires = interval
+        resp.headers.add("Session-Expires", f"{interval};refresher={call.refresher}")
+        if "timer" in _tokens(req.headers, "Supported") and call.refresher == "uac":
+            resp.headers.add("Require", "timer")
+        if call.refresher == "uas":
+            call.deadline = now + interval / 2
+        else:
+            # s10: the refresher has until the interval minus min(32, interval/3) to refresh.
+            call.deadline = now + interval - min(32.0, interval / 3)
+
+    def _refresh(self, now: float, call: Call) -> None:
+        """We are the refresher: UPDATE without SDP if the phone allows it, else a re-INVITE."""
+        assert call.dialog is not None and call.expires is not None
+        headers = Headers()
+        headers.add("Contact", f"<sip:trackmesh@{self._hostport()}>")
+        headers.add("Session-Expires", f"{call.expires};refresher=uas")
+        headers.add("Supported", SUPPORTED)
+        if call.peer_allows_update:
+            req = call.dialog.create_request("UPDATE", self._via(call), headers=headers)
+        else:
+            headers.add("Content-Type", "application/sdp")
+            req = call.dialog.create_request("INVITE", self._via(call), headers=headers, body=call.sdp)
+        self.layer.send_request(now, req, call.source, reliable=call.reliable)
+        call.deadline = now + call.expires / 2
+
+    def _bye(self, now: float, call: Call, reason: str) -> None:
+        if call.state in ("answered", "confirmed") and call.dialog is not None:
+            headers = Headers()
+            headers.add("Reason", f'SIP;cause=200;text="{reason}"')
+            bye = call.dialog.create_request("BYE", self._via(call), headers=headers)
+            self.layer.send_request(now, bye, call.source, reliable=call.reliable)
+            call.byes.append(reason)
+            self.counters["ended_by_us"] += 1
+        elif call.state in ("opening", "authorizing"):
+            self._respond(now, call.invite, 480, to_tag=call.to_tag)
+        self._end(call, reason)
+
+    def _end(self, call: Call, reason: str) -> None:
+        was = call.state
+        call.state = "ended"
+        call.deadline = None
+        if call.session is not None:
+            self._actions.append(CloseMedia(call.id, call.room, call.session, reason))
+            self.calls.pop(call.id, None)
+        elif was == "authorizing":
+            self.calls.pop(call.id, None)  # no media yet, and the hook's answer will find nothing
+        # A call still opening stays until media_opened/media_failed, which then closes it.

@@ -1,0 +1,34 @@
+"""The SIP flags: --sip-port (default 5060, 0 = off), --sip-rtp-ports, --sip-digest-algorithms."""
+
+from __future__ import annotations
+
+import pytest
+
+from trackmesh.config import ConfigError, resolve
+
+
+def test_sip_defaults_and_values() -> None:
+    cfg = resolve("standalone", {}, {})
+    assert cfg.sip_port is None and cfg.sip_listen_port == 5060  # the default: skipped with a warning when busy
+    assert cfg.sip_rtp_ports == (40000, 40999) and cfg.sip_digest_algorithms == ("MD5",)
+    given = {"sip_port": "0", "sip_rtp_ports": "30000-30099", "sip_digest_algorithms": "sha-256,md5"}
+    cfg = resolve("media", given, {})
+    assert cfg.sip_listen_port == 0 and cfg.sip_rtp_ports == (30000, 30099)
+    assert cfg.sip_digest_algorithms == ("SHA-256", "MD5")
+    assert resolve("standalone", {}, {"TRACKMESH_SIP_PORT": "5070"}).sip_listen_port == 5070
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"sip_port": "70000"}, "--sip-port"),
+        ({"sip_rtp_ports": "40000"}, "--sip-rtp-ports"),
+        ({"sip_rtp_ports": "500-600"}, "--sip-rtp-ports"),
+        ({"sip_rtp_ports": "41000-40000"}, "--sip-rtp-ports"),
+        ({"sip_digest_algorithms": "SHA-512"}, "--sip-digest-algorithms"),
+        ({"sip_digest_algorithms": "MD5,MD5"}, "--sip-digest-algorithms"),
+    ],
+)
+def test_bad_sip_values_name_the_flag(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve("standalone", values, {})

@@ -1,0 +1,320 @@
+"""RTMP ingest into a room, with real clients on loopback: Debian's ffmpeg publishes H.264 + AAC
+with a ``POST /token/rtmp`` stream key; an aiortc WHEP viewer decodes the video and the Opus
+audio transcoded from the AAC. Then a reconnect with the same key takes the stream over, an
+operator's ``DELETE /rtmp/conn/<id>`` ends it, and a bad key is refused with a reason.
+
+Run: scripts/in-netns.sh .venv/bin/pytest tests/e2e/test_rtmp.py -v -s
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TrackmeshNode
+from tests.runtime.node_process import free_port, http
+
+pytestmark = pytest.mark.e2e
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rtmp-rec")
+
+
+@pytest.fixture(scope="module")
+def rtmp_node(netns_guard: None, record_dir: Path) -> Iterator[TrackmeshNode]:
+    if FFMPEG is None:
+        pytest.skip("ffmpeg (Debian package) is not installed")
+    node = TrackmeshNode("--rtmp-port", str(free_port()), "--record-dir", str(record_dir))
+    try:
+        yield node
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def rtmp_token(node: TrackmeshNode, room: str, peer: str, record: bool = False) -> dict[str, Any]:
+    body = {"room": room, "peer": peer, "ttl": 600, "record": record}
+    status, resp = node.proc.json("POST", "/token/rtmp", body, token=node.secret)
+    assert status == 200 and resp["status"], (status, resp)
+    return dict(resp["data"])
+
+
+def publish(url: str, seconds: float, tone: int = 440, bframes: bool = False) -> subprocess.Popen[str]:
+    """ffmpeg 5.1 as a user would run it: lavfi test pattern and tone, x264 zerolatency (or, with
+    ``bframes``, libx264's defaults: B-frames on), AAC."""
+    assert FFMPEG is not None
+    x264 = ["-preset", "veryfast", "-bf", "2"] if bframes else ["-preset", "ultrafast", "-tune", "zerolatency"]
+    cmd = [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+        "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=44100",
+        "-c:v", "libx264", *x264, "-g", "30",
+        "-c:a", "aac", "-ac", "2", "-b:a", "96k", "-t", str(seconds), "-f", "flv", url,
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def conns(node: TrackmeshNode, room: str) -> list[dict[str, Any]]:
+    """The node's RTMP publishers in ``room`` (a killed encoder of an earlier test lingers 5 s)."""
+    status, resp = node.proc.json("GET", "/rtmp/conn", token=node.secret)
+    assert status == 200, (status, resp)
+    return [c for c in resp["data"]["conns"] if c["room"] == room]
+
+
+def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_counters(node: TrackmeshNode) -> dict[str, int]:
+    return dict(node.info()["workers"][0]["counters"])
+
+
+def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_then_takeover_and_delete(
+    rtmp_node: TrackmeshNode, aiortc_client: Any
+) -> None:
+    node = rtmp_node
+    room = "rtmp-e2e"
+    token = rtmp_token(node, room, "obs")
+    assert token["publish_url"] == f"{token['rtmp_url']}/{token['stream_key']}"
+    assert token["rtmp_url"].startswith("rtmp://127.0.0.1:") and token["rtmp_url"].endswith("/live")
+    first = publish(token["publish_url"], 30)
+    try:
+        wait_for("the publisher in GET /rtmp/conn", lambda: conns(node, room))
+        rc, s, err = aiortc_client(
+            "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "45", "--duration", "8"
+        )
+        print("whep viewer:", s)
+        assert rc == 0, (s, err[-2000:], node.log_tail())
+        assert s["frames"] >= 45 and (s["width"], s["height"]) == (320, 240), s
+        assert s["audio_buffers"] >= 20, s
+        assert s["audio_peak"] > 1000, s  # the 440 Hz tone, not silence
+        [conn] = conns(node, room)
+        assert (conn["room"], conn["peer"], conn["connected"]) == (room, "obs", True)
+        assert conn["counters"]["opus_packets"] > 0 and conn["counters"]["keyframes"] > 0, conn
+
+        # The same key again: the new connection takes over, the old encoder is cut off.
+        second = publish(token["publish_url"], 30, tone=660)
+        try:
+            first.wait(timeout=10)
+            assert worker_counters(node)["rtmp_takeovers"] == 1
+            live = wait_for("the new connection's media", lambda: [c for c in conns(node, room) if c["connected"]])
+            [after] = live
+            assert after["conn_id"] == conn["conn_id"]  # the same peer in the room: no leave/join
+            rc, s, err = aiortc_client(
+                "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room), "--frames", "15",
+                "--duration", "6",
+            )  # fmt: skip
+            assert rc == 0 and s["frames"] >= 15, (s, err[-2000:])
+
+            # The operator ends it.
+            status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
+            assert status == 204
+            second.wait(timeout=10)
+            assert conns(node, room) == []
+            status, _ = node.proc.json("DELETE", f"/rtmp/conn/{conn['conn_id']}", token=node.secret)
+            assert status == 404
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        first.kill()
+        first.wait()
+    log = "\n".join(node.lines)
+    assert "rtmp takeover" in log and "deleted by the operator" in log
+
+
+def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewer(
+    rtmp_node: TrackmeshNode, aiortc_client: Any
+) -> None:
+    node = rtmp_node
+    room = "rtmp-restart"
+    url = rtmp_token(node, room, "obs")["publish_url"]
+    first = publish(url, 30)
+    result: dict[str, Any] = {}
+    try:
+        wait_for("the publisher", lambda: conns(node, room))
+        whep = node.token("whep", room)
+
+        def watch() -> None:
+            result["out"] = aiortc_client("whep", node.url("/whep/endpoint"), "--token", whep, "--duration", "7")
+
+        viewer = threading.Thread(target=watch, daemon=True)
+        viewer.start()
+        time.sleep(2.5)
+        first.send_signal(signal.SIGKILL)  # no FCUnpublish, no FIN from ffmpeg: the kernel closes it
+        first.wait()
+        waiting = wait_for("the peer waiting", lambda: [c for c in conns(node, room) if not c["connected"]])
+        [lingering] = waiting
+        time.sleep(0.5)
+        second = publish(url, 30)
+        try:
+            [back] = wait_for("the reconnect", lambda: [c for c in conns(node, room) if c["connected"]])
+            assert back["conn_id"] == lingering["conn_id"]  # the same peer: no leave/join
+            viewer.join(30)
+            rc, s, err = result["out"]
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        first.kill()
+        first.wait()
+    print("viewer across the restart:", s)
+    assert rc == 0, (s, err[-2000:])
+    # About 2.5 s before the kill and 3.5 s after the reconnect at 30 fps: without the resume it
+    # would stop near 75 frames.
+    assert s["frames"] >= 120, s
+    assert s["audio_peak"] > 1000, s
+
+
+# The loudest sample of the received audio track over 1 s, through WebAudio (Chromium's own stats
+# report no level for a track no device plays out).
+PEAK_JS = """async () => {
+  const pc = window.__tm.pcs.whep;
+  const track = pc.getReceivers().map((r) => r.track).find((t) => t.kind === "audio");
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const analyser = ctx.createAnalyser();
+  ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    analyser.getFloatTimeDomainData(buf);
+    for (const v of buf) peak = Math.max(peak, Math.abs(v));
+  }
+  return { peak, state: ctx.state };
+}"""
+
+
+def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNode, page: Any) -> None:
+    """What a user sees: x264's defaults (High profile, B-frames: what OBS sends unless told) watched
+    in Chromium over WHEP, with the sound."""
+    from tests.e2e.clients import browser
+
+    node = rtmp_node
+    room = "rtmp-chromium"
+    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 30, bframes=True)
+    try:
+        wait_for("the publisher", lambda: conns(node, room))
+        out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
+        assert out["status"] == 201 and out["connectionState"] == "connected", out
+        browser.wait_frames(page, "whep", 20, timeout_s=15)
+        a = browser.analyse_inbound(browser.collect_inbound(page, "whep", 2.0, 0.1))
+        stats = browser.read_stats(page, "whep")
+        audio = [r for r in stats if r.get("type") == "inbound-rtp" and r.get("kind") == "audio"]
+        peak = page.evaluate(PEAK_JS)
+        [conn] = conns(node, room)
+    finally:
+        proc.kill()
+        proc.wait()
+    print("chromium:", a, peak)
+    assert (a["width"], a["height"]) == (320, 240), a
+    assert a["frames_in_window"] >= 30 and a["max_stall_s"] <= 0.5, a  # 2 s at 30 fps, no freeze
+    assert a["audio_packets_in_window"] >= 50, a  # 20 ms Opus frames
+    assert audio and audio[0]["totalSamplesReceived"] > 48000, audio  # > 1 s of decoded Opus
+    assert peak["peak"] > 0.03, peak  # ffmpeg's sine is at 1/8 full scale (0.09 measured): not silence
+    # The B-frames were re-encoded away by the node (the default --rtmp-bframes transcode), and said so.
+    counters = conn["counters"]
+    assert counters["bframes"] > 0 and counters["video_transcoded"] >= 30, counters
+    assert "re-encoding this stream's video" in "\n".join(node.lines)
+
+
+def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: Any) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 + Opus; Chromium negotiates AV1 over WHEP and
+    decodes it (forwarded as sent, no transcode)."""
+    import sys
+    from pathlib import Path
+
+    from tests.e2e.clients import browser
+
+    node = rtmp_node
+    room = "rtmp-av1"
+    url = rtmp_token(node, room, "phone")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "libsvtav1", "live", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("the AV1 publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
+        assert out["status"] == 201 and out["connectionState"] == "connected", out
+        browser.wait_frames(page, "whep", 20, timeout_s=15)
+        a = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        stats = browser.read_stats(page, "whep")
+        peak = page.evaluate(PEAK_JS)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    codecs = {r["id"]: r.get("mimeType") for r in stats if r.get("type") == "codec"}
+    video = [r for r in stats if r.get("type") == "inbound-rtp" and r.get("kind") == "video"]
+    print("chromium av1:", a, [codecs.get(v.get("codecId")) for v in video], peak)
+    assert video and codecs.get(video[0]["codecId"]) == "video/AV1", (codecs, err[-1000:])
+    assert (a["width"], a["height"]) == (320, 240) and a["frames_in_window"] >= 20, a
+    assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
+
+
+def test_a_record_true_stream_key_records_h264_and_the_transcoded_opus(
+    rtmp_node: TrackmeshNode, record_dir: Path
+) -> None:
+    from tests.recording.probe import decode_errors, probe
+
+    node = rtmp_node
+    room = "rtmp-record"
+    proc = publish(rtmp_token(node, room, "obs", record=True)["publish_url"], 3)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err  # ffmpeg ended cleanly: FCUnpublish, the peer left, the files end
+
+    def complete() -> list[dict[str, Any]]:
+        found = []
+        for side in sorted((record_dir).rglob("*.json")):
+            info = json.loads(side.read_text())
+            if info.get("room") == room and info.get("status") == "complete":
+                info["media"] = side.with_name(side.name.removesuffix(".json"))
+                found.append(info)
+        return found if len(found) == 2 else []
+
+    files = {f["kind"]: f for f in wait_for("both recordings finalised", complete)}
+    for kind, codec in (("video", "h264"), ("audio", "opus")):
+        meta = probe(files[kind]["media"])
+        (stream,) = meta["streams"]
+        assert stream["codec_name"] == codec, meta
+        assert 2.0 <= float(meta["format"]["duration"]) <= 4.0, meta["format"]
+        assert decode_errors(files[kind]["media"]) == "", kind
+    assert files["video"]["peer"] == "obs"
+
+
+def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -> None:
+    node = rtmp_node
+    url = rtmp_token(node, "rtmp-bad", "obs")["rtmp_url"]
+    before = worker_counters(node)["rtmp_refused"]
+    proc = publish(f"{url}/not-a-token", 5)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode != 0
+    assert "stream key refused" in err, err
+    counters = worker_counters(node)
+    assert counters["rtmp_refused"] == before + 1
+    assert counters["rtmp_bytes_received"] > 0 and counters["rtmp_publishes"] >= 1
+    status, _, raw = http("GET", node.url("/metrics"))
+    assert status == 200 and b'trackmesh_rtmp_refused_total{worker="0"}' in raw
+    status, resp = node.proc.json("DELETE", "/rtmp/conn/whatever", token="wrong-secret-123456")
+    assert status == 401, resp

@@ -1,0 +1,882 @@
+"""Phone callers in rooms, with real clients: sipp dials a room on a trackmesh node's --sip-port.
+
+- ``uac_pcap`` (sipp's built-in scenario: PCMA from /usr/share/sip-tester plus RFC 2833 DTMF)
+  calls ``sip:<token>@127.0.0.1``: an aiortc WHEP viewer in the room hears the caller (decoded
+  Opus with real energy), the node saw the call's RTP and the DTMF digit, and after sipp's BYE the
+  call and its peer are gone.
+- A hold scenario: re-INVITE with ``a=sendonly`` is answered ``a=recvonly`` (200, the call stays
+  up), a second re-INVITE resumes with ``a=sendrecv``, then BYE; a caller without credentials gets
+  a 401 challenge.
+- sipp REGISTERs and calls with the digest credentials of ``POST /token/sip`` (its own MD5).
+- A phone of bare sockets hears an aiortc WHIP publisher through the mixer (PCMU).
+- baresip (Debian's 1.0) with the digest account calls in Opus and records what it hears.
+- linphonec (Debian's 5.1) calls, pauses (hold) and resumes the call, sends a DTMF digit: the call
+  stays up on hold and the digit reaches the room.
+- The room dials sipp's ``uas`` through ``POST /api/sip/calls`` and hangs up with ``DELETE``.
+
+Loopback only, inside the private network namespace (scripts/test.sh); sipp always gets -timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TrackmeshNode
+
+pytestmark = pytest.mark.e2e
+
+HOST = "127.0.0.1"
+SIPP_PCAPS = Path("/usr/share/sip-tester")
+
+HOLD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hold and resume">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Session-Expires: 1800
+Supported: timer
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true">
+    <action>
+      <ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d1"/>
+      <ereg regexp="Session-Expires: 1800;refresher=uac" search_in="msg" check_it="true" assign_to="se"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendonly
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="d2"/></action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="1500"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 INVITE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687639 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action><ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d3"/></action>
+  </recv>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 ACK
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 4 BYE
+Contact: <sip:holder@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="d1,se,d2,d3"/>
+</scenario>
+"""
+
+DIGEST_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!-- sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
+     goes there; the room is the one the credentials name. -->
+<scenario name="register, then call with digest">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[remote_ip]>;tag=r[call_number]
+To: <sip:phone@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:phone@[local_ip]:[local_port]>
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[remote_ip]>;tag=r[call_number]
+To: <sip:phone@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:phone@[local_ip]:[local_port]>
+[authentication]
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <send retrans="500"><![CDATA[
+INVITE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:phone@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send><![CDATA[
+ACK sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <send retrans="500"><![CDATA[
+INVITE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:phone@[local_ip]:[local_port]>
+[authentication]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="300"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+NO_TOKEN_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="refused">
+  <send retrans="500"><![CDATA[
+INVITE sip:nobody@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:nobody@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:anon@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="401"/>
+  <send><![CDATA[
+ACK sip:nobody@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:nobody@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class HookServer:
+    """atm0s 0.1 SIP hooks on 127.0.0.1: /invite accepts to_number "conf1" and user "alice" (into
+    rooms of their own), rejects "busy", answers {} otherwise; /auth knows alice (password "pass")."""
+
+    def __init__(self) -> None:
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.seen.append((self.path, body))
+                answer: dict[str, Any] = {}
+                if self.path == "/hooks/auth":
+                    ha1 = hashlib.md5(f"alice:{body['realm']}:pass".encode()).hexdigest()
+                    answer = {"success": body["username"] == "alice", "ha1": ha1}
+                elif body.get("username") == "alice":
+                    answer = {"strategy": "Accept", "room_id": "sip-hooked-alice"}
+                elif body.get("to_number") == "conf1":
+                    answer = {"strategy": "Accept", "room_id": "sip-hooked-conf1"}
+                elif body.get("to_number") == "busy":
+                    answer = {"strategy": "Reject"}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.url = f"http://{HOST}:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[HookServer]:
+    server = HookServer()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sip_node(netns_guard: None, hooks: HookServer) -> Iterator[tuple[TrackmeshNode, int]]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
+    port = free_port()
+    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-hook-url", hooks.url)
+    try:
+        yield node, port
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+def run_sipp(cwd: Path, sip_port: int, *args: str, timeout: float = 30.0) -> tuple[int, str]:
+    proc = subprocess.run(
+        ["sipp", f"{HOST}:{sip_port}", "-i", HOST, "-p", str(free_port()), "-mp", str(free_port() & ~1),
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    errors = "".join(p.read_text(errors="replace") for p in cwd.glob("*errors.log"))
+    return proc.returncode, (proc.stdout[-1500:] + proc.stderr[-500:] + errors[-2000:])
+
+
+def sip_calls(node: TrackmeshNode) -> list[dict[str, Any]]:
+    status, body = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert status == 200, body
+    return list(body["data"]["calls"])
+
+
+async def whep_listen(url: str, token: str, seconds: float) -> dict[str, Any]:
+    """An aiortc WHEP viewer of the room: the peak RMS of its decoded audio over ``seconds``."""
+    sys.path.insert(0, str(Path(__file__).parent / "clients"))
+    import aiortc_client as ac
+
+    ac.restrict_to_loopback()
+    pc = ac.new_pc()
+    result: dict[str, Any] = {"frames": 0, "peak_rms": 0.0}
+
+    async def consume(track: Any) -> None:
+        while True:
+            frame = await track.recv()
+            samples = array("h")
+            samples.frombytes(bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)])
+            if samples:
+                rms = math.sqrt(sum(s * s for s in samples) / len(samples))
+                result["peak_rms"] = max(result["peak_rms"], rms)
+            result["frames"] += 1
+
+    tasks: list[asyncio.Task[None]] = []
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track))))
+    pc.addTransceiver("audio", direction="recvonly")
+    summary: dict[str, Any] = {}
+    location = await ac._negotiate(pc, url, token, summary)
+    try:
+        await ac._wait_connected(pc, 10)
+        await asyncio.sleep(seconds)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await pc.close()
+        await ac._delete(location, token, summary)
+    return result
+
+
+def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    node, sip_port = sip_node
+    room = "sip-pcap-room"
+    sip_token = node.token("sip", room, "phone1")
+    whep_token = node.token("whep", room)
+    (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
+
+    async def main() -> tuple[dict[str, Any], tuple[int, str], list[dict[str, Any]]]:
+        listen = asyncio.create_task(whep_listen(node.url("/whep/endpoint"), whep_token, 6.0))
+        await asyncio.sleep(1.0)
+        sipp = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, sip_port, "-sn", "uac_pcap", "-s", sip_token))
+        snapshots: list[dict[str, Any]] = []
+        while not sipp.done():  # the call as the node reports it, while it lasts
+            snapshots += await asyncio.to_thread(sip_calls, node)
+            await asyncio.sleep(0.3)
+        return await listen, await sipp, snapshots
+
+    heard, (rc, out), during = asyncio.run(main())
+    assert rc == 0, out  # sipp exits 0 only when its call succeeded (INVITE, 200, ACK, media, BYE, 200)
+    assert {c["peer"] for c in during} == {"phone1"}, during
+    call = during[-1]
+    assert call["room"] == room and call["codec"] == "PCMA"
+    assert call["rtp_in"] > 50 and call["uplink_packets"] > 50, call  # PCMA in, Opus into the room
+    assert call["dtmf"], call  # the pcap's RFC 2833 events reached the room's "sip-dtmf" channel
+    assert heard["frames"] > 50, heard
+    assert heard["peak_rms"] > 300, heard  # the pcap's voice, not silence, after G.711 -> Opus -> WebRTC
+    deadline = time.monotonic() + 5
+    while sip_calls(node) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sip_calls(node) == []  # the BYE ended the call and its peer
+    _status, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert stats["data"]["sip"]["answered"] >= 1
+
+
+def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    node, sip_port = sip_node
+    token = node.token("sip", "sip-hold-room")
+    (tmp_path / "hold.xml").write_text(HOLD_SCENARIO)
+    (tmp_path / "refused.xml").write_text(NO_TOKEN_SCENARIO)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "hold.xml", "-s", token)
+    assert rc == 0, out  # every check_it regexp matched: recvonly on hold, sendrecv on resume
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "hold.xml", "-s", token, "-t", "t1")
+    assert rc == 0, out  # the same over TCP (one connection, Content-Length framing)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "refused.xml")
+    assert rc == 0, out
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    sip = stats["data"]["sip"]
+    assert sip["reoffers"] >= 2 and sip["ended_by_phone"] >= 1 and sip["refused"] >= 1, sip
+
+
+class RawPhone:
+    """A minimal SIP phone written with plain sockets (none of our SIP code): INVITE with a PCMU
+    (payload type 0) or G.722 (9) offer, ACK, record the RTP it is sent, BYE. It sends no RTP itself."""
+
+    def __init__(self, sip_port: int, token: str, pt: int = 0) -> None:
+        self.pt = pt
+        self.server = (HOST, sip_port)
+        self.token = token
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind((HOST, 0))
+        self.sip.settimeout(5)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((HOST, 0))
+        self.rtp.settimeout(0.2)
+        self.to = f"<sip:{token}@{HOST}:{sip_port}>"
+        self.call_id = f"raw-{time.monotonic_ns()}"
+        self.events: list[bytes] = []  # RFC 4733 payloads received
+
+    def _send(self, method: str, cseq: int, to: str, body: str = "") -> None:
+        port = self.sip.getsockname()[1]
+        lines = [
+            f"{method} sip:{self.token}@{HOST}:{self.server[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{time.monotonic_ns()};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:rawphone@{HOST}:{port}>;tag=raw1",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:rawphone@{HOST}:{port}>",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self.sip.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), self.server)
+
+    def _final(self) -> str:
+        while True:
+            data = self.sip.recv(65535).decode()
+            status = int(data.split(" ", 2)[1])
+            if status >= 200:
+                assert status == 200, data
+                return data
+
+    def call_and_record(self, seconds: float, midway: Callable[[], None] | None = None) -> list[bytes]:
+        rtp_port = self.rtp.getsockname()[1]
+        codec = "G722" if self.pt == 9 else "PCMU"
+        sdp = (f"v=0\r\no=raw 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+               f"m=audio {rtp_port} RTP/AVP {self.pt} 101\r\na=rtpmap:{self.pt} {codec}/8000\r\n"
+               "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")  # fmt: skip
+        self._send("INVITE", 1, self.to, sdp)
+        ok = self._final()
+        to_line = next(line for line in ok.split("\r\n") if line.lower().startswith("to:"))
+        self.to = to_line.split(":", 1)[1].strip()
+        self._send("ACK", 1, self.to)
+        payloads = []
+        start = time.monotonic()
+        end = start + seconds
+        while time.monotonic() < end:
+            if midway is not None and time.monotonic() > start + seconds / 2:
+                midway()
+                midway = None
+            try:
+                data, _ = self.rtp.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if data[1] & 0x7F == self.pt:
+                payloads.append(data[12:])
+            elif data[1] & 0x7F == 101:
+                self.events.append(data[12:])
+        self._send("BYE", 2, self.to)
+        self._final()
+        self.sip.close()
+        self.rtp.close()
+        return payloads
+
+
+def test_pcmu_and_g722_phones_hear_a_webrtc_publisher_and_dtmf_from_the_api(
+    sip_node: tuple[TrackmeshNode, int],
+) -> None:
+    from trackmesh.codecs.g711 import ulaw_decode
+
+    node, sip_port = sip_node
+    room = "sip-downlink-room"
+    sip_token = node.token("sip", room, "listener")
+    hd_token = node.token("sip", room, "hd-listener")
+    whip_token = node.token("whip", room, "speaker")
+
+    async def main() -> tuple[dict[str, Any], list[bytes], list[bytes], list[bytes]]:
+        sys.path.insert(0, str(Path(__file__).parent / "clients"))
+        import aiortc_client as ac
+
+        ac.restrict_to_loopback()
+        publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=5.0))
+        await asyncio.sleep(1.5)
+        phone = RawPhone(sip_port, sip_token)
+        hd_phone = RawPhone(sip_port, hd_token, pt=9)  # a G.722 (HD voice) phone beside it
+        hd = asyncio.create_task(asyncio.to_thread(hd_phone.call_and_record, 2.5))
+
+        def send_digits() -> None:  # DTMF toward the phone through the HTTP API
+            (call,) = [c for c in sip_calls(node) if c["peer"] == "listener"]
+            path = f"/api/sip/calls/{call['session']}/dtmf"
+            status, body = node.proc.json("POST", path, {"digits": "1#"}, token=node.secret)
+            assert status == 200 and body["data"]["sent"] == 2, body
+
+        heard = await asyncio.to_thread(phone.call_and_record, 2.5, send_digits)
+        return await publisher, heard, phone.events, await hd
+
+    summary, heard, events, hd_heard = asyncio.run(main())
+    assert summary.get("error") is None, summary
+    assert len(heard) > 50, len(heard)  # 20 ms packets of the mix
+    loud = [p for p in heard if len(p) == 160]
+    samples = array("h")
+    for p in loud[-25:]:
+        samples.frombytes(ulaw_decode(p))
+    rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert rms > 1000, rms  # aiortc's 440 Hz tone (amplitude 8000) through Opus -> mix -> PCMU
+    from trackmesh.transports.sip.audio import G722
+
+    decoder = G722()  # the HD phone's decoder (FFmpeg's, through PyAV)
+    pcm = b"".join(decoder.decode(p) for p in hd_heard)
+    samples = array("h")
+    samples.frombytes(pcm[-2 * 16000 // 2 :])  # the last half second at 16 kHz
+    hd_rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert len(hd_heard) > 50 and hd_rms > 1000, (len(hd_heard), hd_rms)  # Opus -> mix -> G.722
+    # The digits of POST /api/sip/calls/<session>/dtmf: RFC 4733 events 1 and 11 (#), each ended.
+    assert sorted({e[0] for e in events}) == [1, 11], events
+    assert {e[0] for e in events if e[1] & 0x80} == {1, 11}
+
+
+def test_softphone_credentials_register_and_call_with_digest(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    """sipp computes the digest itself (MD5) from the username/password POST /token/sip answered."""
+    node, sip_port = sip_node
+    status, body = node.proc.json("POST", "/token/sip", {"room": "sip-digest-room", "ttl": 600}, token=node.secret)
+    assert status == 200, body
+    creds = body["data"]
+    assert creds["uri"] == f"sip:sip-digest-room@127.0.0.1:{sip_port}" and creds["realm"] == "trackmesh"
+    (tmp_path / "digest.xml").write_text(DIGEST_SCENARIO)
+    args = ("-sf", "digest.xml", "-s", "sip-digest-room", "-au", creds["username"], "-ap", creds["password"])
+    rc, out = run_sipp(tmp_path, sip_port, *args)
+    assert rc == 0, out
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "digest.xml", "-s", "sip-digest-room",
+                       "-au", creds["username"], "-ap", "not-the-password")  # fmt: skip
+    assert rc != 0  # the REGISTER got 403 where the scenario expects 200
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    sip = stats["data"]["sip"]
+    assert sip["digest_ok"] >= 2 and sip["digest_refused"] >= 1 and sip["registrations"] >= 1, sip
+
+
+BARESIP_CONFIG = """poll_method epoll
+sip_listen 127.0.0.1:{sip_port}
+net_interface 127.0.0.1
+audio_player aubridge,nil
+audio_source aufile,{wav}
+audio_alert aubridge,nil
+rtp_ports 46000-46100
+module_path /usr/lib/baresip/modules
+module g711.so
+module opus.so
+module aufile.so
+module aubridge.so
+module sndfile.so
+snd_path {snd}
+module_app account.so
+module_app menu.so
+"""
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float) -> None:
+    """48 kHz stereo (what baresip's aufile needs for Opus), amplitude 8000."""
+    import wave
+
+    n = int(48000 * seconds)
+    samples = array("h")
+    for i in range(n):
+        v = int(8000 * math.sin(2 * math.pi * freq * i / 48000))
+        samples.extend((v, v))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(samples.tobytes())
+
+
+def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    """baresip 1.0 (Debian) with the digest account of POST /token/sip calls the room in Opus
+    (passed through into the room) and records what it hears: an aiortc WHIP publisher's tone."""
+    import wave
+
+    if shutil.which("baresip") is None:
+        pytest.fail("baresip is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
+    node, sip_port = sip_node
+    room = "sip-baresip-room"
+    status, body = node.proc.json("POST", "/token/sip", {"room": room, "peer": "bare", "ttl": 600}, token=node.secret)
+    assert status == 200, body
+    creds = body["data"]
+    cfg = tmp_path / "cfg"
+    snd = tmp_path / "snd"
+    cfg.mkdir()
+    snd.mkdir()
+    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0)
+    (cfg / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=tmp_path / "tone.wav", snd=snd))
+    (cfg / "accounts").write_text(
+        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;"
+        "audio_codecs=opus/48000/2\n"
+    )
+    whip_token = node.token("whip", room, "speaker")
+
+    async def main() -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+        sys.path.insert(0, str(Path(__file__).parent / "clients"))
+        import aiortc_client as ac
+
+        ac.restrict_to_loopback()
+        publisher = asyncio.create_task(ac.publish(node.url("/whip/endpoint"), whip_token, duration=6.5))
+        await asyncio.sleep(1.0)
+        proc = await asyncio.create_subprocess_exec(
+            "baresip", "-f", str(cfg), "-t", "5", "-e", f"/dial {creds['uri']}",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        snapshots: list[dict[str, Any]] = []
+        while proc.returncode is None:
+            snapshots += await asyncio.to_thread(sip_calls, node)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.5)
+        out = (await proc.stdout.read()).decode(errors="replace") if proc.stdout else ""
+        return await publisher, out, snapshots
+
+    summary, log, snapshots = asyncio.run(main())
+    assert summary.get("error") is None, summary
+    assert "Call established" in log, log[-3000:]
+    calls = [c for c in snapshots if c["peer"] == "bare"]
+    assert calls and calls[-1]["codec"] == "opus", snapshots
+    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's Opus, passed through into the room
+    assert calls[-1]["downlink_packets"] > 100, calls[-1]
+    (dump,) = snd.glob("*-dec.wav")  # what baresip decoded from us
+    with wave.open(str(dump)) as w:
+        frames = w.readframes(w.getnframes())
+    samples = array("h")
+    samples.frombytes(frames[-2 * 2 * 48000 :])  # the last second, stereo
+    rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus -> baresip
+
+
+def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """POST /api/sip/calls calls sipp's built-in ``uas`` (which echoes our RTP back with -rtp_echo):
+    the call joins the room, RTP flows both ways, DELETE sends the BYE sipp waits for."""
+    node, _ = sip_node
+    uas_port = free_port()
+    sipp = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1), "-rtp_echo",
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        body = {"room": "sip-dialout-room", "to": f"sip:service@{HOST}:{uas_port}"}
+        status, resp = node.proc.json("POST", "/api/sip/calls", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session"]
+        assert resp["data"]["peer"] == "sip-service"
+        call: dict[str, Any] = {}
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            found = [c for c in sip_calls(node) if c["session"] == session]
+            if found and found[0]["rtp_in"] > 25 and found[0]["rtp_out"] > 25:
+                call = found[0]
+                break
+            time.sleep(0.2)
+        assert call, sip_calls(node)
+        assert call["room"] == "sip-dialout-room" and call["codec"] == "PCMU", call  # sipp's uas answers PCMU
+        status, _ = node.proc.json("DELETE", f"/api/sip/calls/{session}", token=node.secret)
+        assert status == 200
+        out, _ = sipp.communicate(timeout=15)
+        assert sipp.returncode == 0, out[-2000:]  # its one call ended with our BYE
+        assert [c for c in sip_calls(node) if c["session"] == session] == []
+        status, _ = node.proc.json("DELETE", f"/api/sip/calls/{session}", token=node.secret)
+        assert status == 404
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+
+
+LINPHONERC = """[sip]
+sip_port={sip_port}
+sip_tcp_port=-1
+sip_tls_port=-1
+use_ipv6=0
+bind_address=127.0.0.1
+use_info=0
+use_rfc2833=1
+[sound]
+use_files=1
+echocancellation=0
+[rtp]
+audio_rtp_port=46200-46300
+"""
+
+
+def test_linphone_holds_resumes_and_sends_dtmf(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    if shutil.which("linphonec") is None:
+        pytest.fail("linphonec is missing: scripts/test.sh installs linphone-cli (scripts/system-packages.txt)")
+    node, sip_port = sip_node
+    token = node.token("sip", "sip-linphone-room", "lin")
+    home = tmp_path / "home"
+    (home / ".local/share/linphone").mkdir(parents=True)
+    (tmp_path / "linphonerc").write_text(LINPHONERC.format(sip_port=free_port()))
+    write_tone_wav(tmp_path / "tone.wav", 440.0, 10.0)  # linphone resamples what it plays
+    proc = subprocess.Popen(
+        ["linphonec", "-c", str(tmp_path / "linphonerc"), "-s", f"sip:{token}@{HOST}:{sip_port}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HOME": str(home)},
+    )  # fmt: skip
+    assert proc.stdin is not None
+
+    def say(command: str, wait: float) -> list[dict[str, Any]]:
+        assert proc.stdin is not None
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        time.sleep(wait)
+        return [c for c in sip_calls(node) if c["peer"] == "lin"]
+
+    try:
+        time.sleep(1.5)
+        talking = say(f"play {tmp_path / 'tone.wav'}", 1.0)
+        held = say("pause", 1.2)
+        resumed = say("resume", 1.0)
+        digits = say("5", 1.0)
+        say("terminate", 0.5)
+        out, _ = proc.communicate("quit\n", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert talking and talking[0]["direction"] == "sendrecv" and talking[0]["codec"] == "opus", (talking, out[-2000:])
+    assert held and held[0]["direction"] == "recvonly", held  # linphone's a=sendonly: still in the room
+    assert resumed and resumed[0]["direction"] == "sendrecv", resumed
+    assert resumed[0]["session"] == talking[0]["session"]  # one call all along
+    assert digits and digits[0]["dtmf"] == "5", digits  # RFC 4733 from linphone, on the room's channel
+    assert digits[0]["rtp_in"] > 100 and digits[0]["rtp_out"] > 50, digits
+    deadline = time.monotonic() + 5
+    while [c for c in sip_calls(node) if c["peer"] == "lin"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [c for c in sip_calls(node) if c["peer"] == "lin"] == []
+
+
+def test_atm0s_hooks_name_the_room_or_refuse(
+    sip_node: tuple[TrackmeshNode, int], hooks: HookServer, tmp_path: Path
+) -> None:
+    """Calls without our token or credentials go to --sip-hook-url: URL/invite accepts one (its
+    room), rejects another (603); a digest user of URL/auth is checked against the HA1 it answers."""
+    node, sip_port = sip_node
+    uac = ("-sn", "uac", "-d", "300")
+    rc, out = run_sipp(tmp_path, sip_port, *uac, "-s", "conf1")
+    assert rc == 0, out
+    rc, _ = run_sipp(tmp_path, sip_port, *uac, "-s", "busy")
+    assert rc != 0  # 603 Decline where sipp's uac expects 180/200
+    invite_only = (
+        DIGEST_SCENARIO[: DIGEST_SCENARIO.index("  <send retrans")]
+        + DIGEST_SCENARIO[DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE') :]
+    )
+    (tmp_path / "digest-invite.xml").write_text(invite_only)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "pass")
+    assert rc == 0, out
+    rc, _ = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "wrong")
+    assert rc != 0
+    invites = [body for path, body in hooks.seen if path == "/hooks/invite"]
+    conf1 = [b for b in invites if b["to_number"] == "conf1"]
+    assert conf1 and {"username": None, "from_number": "sipp", "source": HOST}.items() <= conf1[0].items()
+    assert any(b["to_number"] == "busy" for b in invites)
+    assert [b["username"] for b in invites if b["username"] is not None] == ["alice"]  # after the digest only
+    assert [b["username"] for p, b in hooks.seen if p == "/hooks/auth"] == ["alice", "alice"]
+    _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert stats["data"]["sip"]["hook_failures"] == 0, stats

@@ -1,0 +1,322 @@
+"""CallControl (calls into rooms) on a virtual clock: the phone is played by hand-built requests
+fed to a real TransactionLayer; what we send is parsed back from the layer's transmits."""
+
+from __future__ import annotations
+
+from trackmesh.transports.sip.auth import Denied, Grant
+from trackmesh.transports.sip.message import Headers, Request, Response, new_branch
+from trackmesh.transports.sip.parser import parse_message
+from trackmesh.transports.sip.transaction import TransactionLayer
+from trackmesh.transports.sip.uas import MIN_SE, CallControl, CloseMedia, OpenMedia, UpdateMedia
+
+PHONE = ("127.0.0.1", 5070)
+OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n{dir}\r\n"
+)
+ANSWER = "v=0\r\no=trackmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\n"
+
+
+def authorize(now: float, req: Request) -> Grant | Denied:
+    user = req.uri.split(":", 1)[1].split("@", 1)[0]
+    return Grant("room1", "sip-alice") if user == "good-token" else Denied(403, "Forbidden (bad token)")
+
+
+class Phone:
+    """Builds the phone's requests of one call and reads what the server sends back."""
+
+    def __init__(self, user: str = "good-token", call_id: str = "c1") -> None:
+        self.user = user
+        self.call_id = call_id
+        self.to_tag: str | None = None
+        self.cseq = 0
+
+    def request(self, method: str, *, body: str = "", headers: dict[str, str] | None = None, cseq: int | None = None,
+                branch: str | None = None) -> Request:  # fmt: skip
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        h = Headers()
+        h.add("Via", f"SIP/2.0/UDP 127.0.0.1:5070;branch={branch or new_branch()}")
+        h.add("Max-Forwards", "70")
+        h.add("From", "<sip:alice@127.0.0.1>;tag=alice1")
+        h.add("To", "<sip:room@127.0.0.1>" + (f";tag={self.to_tag}" if self.to_tag else ""))
+        h.add("Call-ID", self.call_id)
+        h.add("CSeq", f"{cseq} {method}")
+        h.add("Contact", "<sip:alice@127.0.0.1:5070>")
+        for name, value in (headers or {}).items():
+            h.add(name, value)
+        if body:
+            h.add("Content-Type", "application/sdp")
+        return Request(method, f"sip:{self.user}@127.0.0.1:5060", h, body.encode())
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.layer = TransactionLayer()
+        self.control = CallControl(self.layer, authorize, host="127.0.0.1", port=5060)
+        self.now = 0.0
+
+    def feed(self, req: Request) -> list[Response | Request]:
+        self.layer.handle_request(self.now, req, PHONE)
+        return self.drain()
+
+    def drain(self) -> list[Response | Request]:
+        while (ev := self.layer.poll_event()) is not None:
+            self.control.handle_event(self.now, ev)
+        out = []
+        while (tx := self.layer.poll_transmit()) is not None:
+            assert tx.destination == PHONE
+            out.append(parse_message(tx.data))
+        return out
+
+    def actions(self) -> list[object]:
+        out = []
+        while (a := self.control.poll_action()) is not None:
+            out.append(a)
+        return out
+
+    def advance(self, to: float) -> list[Response | Request]:
+        out: list[Response | Request] = []
+        while True:
+            deadlines = [d for d in (self.layer.next_deadline(), self.control.next_deadline()) if d is not None]
+            if not deadlines or min(deadlines) > to:
+                break
+            self.now = max(self.now, min(deadlines))
+            self.layer.handle_timeout(self.now)
+            self.control.handle_timeout(self.now)
+            out += self.drain()
+        self.now = to
+        return out
+
+
+def statuses(msgs: list[Response | Request]) -> list[int]:
+    return [m.status for m in msgs if isinstance(m, Response)]
+
+
+def answered_call(h: Harness, phone: Phone, headers: dict[str, str] | None = None) -> Response:
+    sent = h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendrecv"), headers=headers))
+    assert statuses(sent) == [100, 180]
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
+    assert (open_media.room, open_media.peer) == ("room1", "sip-alice")
+    h.control.media_opened(h.now, open_media.call, 77, ANSWER)
+    (ok,) = h.drain()
+    assert isinstance(ok, Response) and ok.status == 200
+    assert ok.body.decode() == ANSWER and ok.headers.get("Contact") is not None
+    phone.to_tag = ok.to().tag
+    assert phone.to_tag == sent[1].to().tag  # the 180 and the 200 carry the same To tag
+    return ok
+
+
+def test_invite_answer_ack_bye() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    assert h.feed(phone.request("ACK", cseq=1)) == []
+    assert h.control.calls["c1;alice1"].state == "confirmed"
+    assert h.advance(10.0) == []  # ACKed: no 200 retransmission, no BYE
+    sent = h.feed(phone.request("BYE"))
+    assert statuses(sent) == [200]
+    (close,) = h.actions()
+    assert isinstance(close, CloseMedia) and close.session == 77
+    assert h.control.calls == {}
+
+
+def test_the_200_is_retransmitted_until_ack_then_a_missing_ack_ends_the_call() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    sent = h.advance(40.0)
+    resent = [m for m in sent if isinstance(m, Response) and m.status == 200]
+    assert len(resent) >= 5  # T1 doubling up to T2 until 64*T1
+    byes = [m for m in sent if isinstance(m, Request) and m.method == "BYE"]
+    # One BYE (Timer E retransmits it while the phone stays silent), to the phone's Contact.
+    assert len({b.top_via().branch for b in byes}) == 1 and byes[0].uri == "sip:alice@127.0.0.1:5070"
+    assert any(isinstance(a, CloseMedia) for a in h.actions())
+
+
+def test_hold_reinvite_is_answered_and_keeps_the_call() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    sent = h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendonly")))
+    assert statuses(sent) == [100]
+    (update,) = h.actions()
+    assert isinstance(update, UpdateMedia) and "a=sendonly" in update.offer and update.session == 77
+    h.control.update_answered(h.now, update.call, ANSWER + "a=recvonly\r\n")
+    (ok,) = h.drain()
+    assert isinstance(ok, Response) and ok.status == 200 and b"a=recvonly" in ok.body
+    h.feed(phone.request("ACK", cseq=2))
+    assert h.control.calls["c1;alice1"].state == "confirmed"  # on hold, not hung up
+    assert h.actions() == []
+
+
+def test_update_without_sdp_and_reinvite_glare() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    sent = h.feed(phone.request("UPDATE"))
+    assert statuses(sent) == [200] and sent[0].body == b""
+    h.feed(phone.request("INVITE", body=OFFER.format(dir="a=inactive")))
+    h.actions()
+    sent = h.feed(phone.request("UPDATE", body=OFFER.format(dir="a=sendrecv")))
+    assert statuses(sent) == [500]  # RFC 3311 s5.2: a re-INVITE is pending
+    assert sent[0].headers.get("Retry-After") == "1"
+
+
+def test_refused_reoffer_keeps_the_session() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    (update,) = h.actions()
+    assert isinstance(update, UpdateMedia)
+    h.control.update_failed(h.now, update.call, 488, "the re-offer drops the call's codec")
+    assert statuses(h.drain()) == [488]
+    assert h.control.calls["c1;alice1"].state == "confirmed"
+
+
+def test_cancel_before_the_answer() -> None:
+    h, phone = Harness(), Phone()
+    branch = new_branch()
+    h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendrecv"), branch=branch))
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
+    sent = h.feed(phone.request("CANCEL", cseq=1, branch=branch))
+    assert sorted(statuses(sent)) == [200, 487]
+    # The media side answers after the CANCEL: the call's media is closed at once, no 200 is sent.
+    h.control.media_opened(h.now, open_media.call, 5, ANSWER)
+    assert h.drain() == []
+    (close,) = h.actions()
+    assert isinstance(close, CloseMedia) and close.session == 5
+    assert h.control.calls == {}
+
+
+def test_refusals() -> None:
+    h = Harness()
+    sent = h.feed(Phone(user="bad").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    assert statuses(sent) == [100, 403]
+    sent = h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir=""), headers={"Session-Expires": "30"}))
+    assert statuses(sent) == [100, 422] and sent[1].headers.get("Min-SE") == str(MIN_SE)
+    sent = h.feed(Phone(call_id="c3").request("INVITE"))
+    assert statuses(sent) == [100, 488]  # no offer
+    phone = Phone(call_id="c4")
+    phone.to_tag = "unknown"
+    assert statuses(h.feed(phone.request("BYE"))) == [481]
+    assert statuses(h.feed(Phone(call_id="c5").request("MESSAGE"))) == [501]
+    options = h.feed(Phone(call_id="c6").request("OPTIONS"))
+    assert statuses(options) == [200] and "UPDATE" in options[0].headers.get_all("Allow")
+    # The media side refused (no codec, the peer is in the room): the caller gets its status.
+    h.feed(Phone(call_id="c7").request("INVITE", body=OFFER.format(dir="")))
+    (open_media,) = [a for a in h.actions() if isinstance(a, OpenMedia)]
+    h.control.media_failed(h.now, open_media.call, 488, "no acceptable audio stream")
+    assert statuses(h.drain()) == [488]
+    assert h.control.calls == {}
+
+
+def test_session_timer_refresher_uac_not_refreshed_ends_the_call() -> None:
+    h, phone = Harness(), Phone()
+    ok = answered_call(h, phone, {"Session-Expires": "120", "Supported": "timer"})
+    assert ok.headers.get("Session-Expires") == "120;refresher=uac"
+    assert ok.headers.get("Require") == "timer"
+    h.feed(phone.request("ACK", cseq=1))
+    # A refresh (UPDATE without SDP) at 60 s pushes the deadline on.
+    h.advance(60.0)
+    sent = h.feed(phone.request("UPDATE", headers={"Session-Expires": "120;refresher=uac", "Supported": "timer"}))
+    assert statuses(sent) == [200] and sent[0].headers.get("Session-Expires") == "120;refresher=uac"
+    assert [m for m in h.advance(140.0) if isinstance(m, Request)] == []
+    # No refresh any more: at 120 - 32 s past the last refresh the call is ended (RFC 4028 s10).
+    sent = h.advance(150.0)
+    byes = [m for m in sent if isinstance(m, Request) and m.method == "BYE"]
+    assert len({b.top_via().branch for b in byes}) == 1 and "session timer" in (byes[0].headers.get("Reason") or "")
+    assert h.control.counters["session_timer_expired"] == 1
+    assert any(isinstance(a, CloseMedia) for a in h.actions())
+
+
+def test_session_timer_refresher_uas_refreshes_with_update() -> None:
+    h, phone = Harness(), Phone()
+    ok = answered_call(h, phone, {"Session-Expires": "90;refresher=uas", "Allow": "INVITE, ACK, BYE, UPDATE"})
+    assert ok.headers.get("Session-Expires") == "90;refresher=uas"
+    assert ok.headers.get("Require") is None
+    h.feed(phone.request("ACK", cseq=1))
+    sent = h.advance(46.0)
+    updates = [m for m in sent if isinstance(m, Request) and m.method == "UPDATE"]
+    assert len({u.top_via().branch for u in updates}) == 1 and updates[0].body == b""  # one, retransmitted
+    assert updates[0].cseq().seq == 1 and updates[0].to().tag == "alice1"  # our in-dialog request
+
+
+def test_no_session_timer_means_no_request_from_us() -> None:
+    h, phone = Harness(), Phone()
+    ok = answered_call(h, phone)
+    assert ok.headers.get("Session-Expires") is None
+    h.feed(phone.request("ACK", cseq=1))
+    assert [m for m in h.advance(3600.0) if isinstance(m, Request)] == []  # sipp aborts on unexpected requests
+
+
+def test_hang_up_sends_bye_and_closes_media() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    h.control.hang_up(h.now, "c1;alice1", "no RTP from the phone")
+    (bye,) = h.drain()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.headers.get("Call-ID") == "c1" and bye.to().tag == "alice1" and bye.from_().tag == phone.to_tag
+    assert [type(a) for a in h.actions()] == [CloseMedia]
+
+
+def test_register_keeps_a_binding_until_it_expires_or_is_removed() -> None:
+    h = Harness()
+    phone = Phone(call_id="reg1")
+    sent = h.feed(phone.request("REGISTER", headers={"Expires": "7200"}))
+    assert statuses(sent) == [200]
+    assert sent[0].headers.get("Contact") == "<sip:alice@127.0.0.1:5070>;expires=3600"  # capped at an hour
+    (binding,) = h.control.registrations.values()
+    assert binding.room == "room1" and binding.contact == "sip:alice@127.0.0.1:5070" and binding.expires_at == 3600
+    h.now = 10.0
+    h.feed(phone.request("REGISTER", headers={"Expires": "0"}))
+    assert h.control.registrations == {}
+    assert statuses(h.feed(Phone(user="bad", call_id="reg2").request("REGISTER"))) == [403]
+
+
+def test_a_flood_from_one_address_gets_503_and_others_still_get_through() -> None:
+    from trackmesh.transports.sip.uas import FLOOD_BURST, FLOOD_RATE
+
+    h = Harness()
+    answers = [statuses(h.feed(Phone(call_id=f"o{i}").request("OPTIONS")))[0] for i in range(int(FLOOD_BURST) + 10)]
+    assert answers[: int(FLOOD_BURST)] == [200] * int(FLOOD_BURST) and set(answers[int(FLOOD_BURST) :]) == {503}
+    assert h.control.counters["flood_refused"] == 10
+    other = Phone(call_id="other").request("OPTIONS")
+    h.layer.handle_request(h.now, other, ("127.0.0.2", 5070))
+    while (ev := h.layer.poll_event()) is not None:
+        h.control.handle_event(h.now, ev)
+    tx = h.layer.poll_transmit()
+    assert (tx is not None and tx.destination == ("127.0.0.1", 5070)) or tx is not None  # answered (to its Via)
+    assert parse_message(tx.data).status == 200  # type: ignore[union-attr]
+    h.now += 1.0 / FLOOD_RATE  # one request's worth of refill
+    assert statuses(h.feed(Phone(call_id="later").request("OPTIONS"))) == [200]
+
+
+def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
+    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    phone = Phone()
+    sent = h.feed(phone.request("INVITE", body=OFFER.format(dir="")))
+    assert statuses(sent) == [100]  # nothing more until the hook answers
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall) and ask.source == PHONE
+    h.control.authorized(h.now, ask.call, Grant("hooked", None))
+    assert statuses(h.drain()) == [180]
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia) and open_media.room == "hooked" and open_media.peer == "sip-alice"
+    # A refusal from the hook, and a CANCEL while the hook is asked.
+    h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir="")))
+    (ask,) = h.actions()
+    h.control.authorized(h.now, ask.call, Denied(603, "Decline"))
+    assert statuses(h.drain()) == [603]
+    branch = new_branch()
+    h.feed(Phone(call_id="c3").request("INVITE", body=OFFER.format(dir=""), branch=branch))
+    (ask,) = h.actions()
+    assert sorted(statuses(h.feed(Phone(call_id="c3").request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
+    h.control.authorized(h.now, ask.call, Grant("hooked", None))
+    assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls

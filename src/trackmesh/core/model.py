@@ -43,6 +43,7 @@ class MediaCodec(enum.IntEnum):
     PCMA = 5
     PCMU = 6
     AV1 = 7  # forwarded as sent (the AV1 RTP spec's aggregation header): RTMP's av01 today
+    H265 = 8  # forwarded as sent (RFC 7798): RTMP's hvc1 (and legacy codec id 12) today
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ the peer leave and join again:
   finishes the publisher at once; an abrupt end (connection lost, timeout, protocol error)
   keeps it for ``linger`` seconds waiting for the reconnect, then it finishes.
 
-Video: H.264, VP9 and AV1 become RTP through the shared packetizers (``media.py``); HEVC has no
-core codec yet and only track 0 of a multitrack stream is carried (both counted, and said once).
+Video: H.264, HEVC, VP9 and AV1 become RTP through the shared packetizers (``media.py``); only
+track 0 of a multitrack stream is carried (the others counted, and said once).
 B-frames (a non-zero composition time; libwebrtc does not reorder, so browsers stutter on them):
 ``bframes="transcode"`` (default) sends that stream's H.264 through the re-encoder
 (:mod:`.video_transcode`, no B-frames) from the first key frame on, as :class:`TranscodeVideo`
@@ -79,7 +79,7 @@ AUDIO_TRACK = "audio_main"
 #: Seconds a publisher whose connection broke waits for its encoder to reconnect.
 DEFAULT_LINGER = 5.0
 DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
-CARRIED_VIDEO = frozenset({"avc1", "vp09", "av01"})
+CARRIED_VIDEO = frozenset({"avc1", "hvc1", "vp09", "av01"})
 BFRAMES_MODES = ("transcode", "forward", "reject")
 BFRAMES_FIX = "B-frames are not accepted here: set bframes=0 (x264: -bf 0 or -tune zerolatency; OBS: profile baseline)"
 
@@ -336,7 +336,8 @@ class RtmpPublisher:
                 if item.fourcc in CARRIED_VIDEO:
                     self._publish(now, VIDEO_TRACK, TrackKind.VIDEO)
                 else:
-                    self._say("video codec", f"video {item.fourcc} is not carried into rooms yet (H.264, VP9, AV1 are)")
+                    carried = "H.264, HEVC, VP9, AV1 are"
+                    self._say("video codec", f"video {item.fourcc} is not carried into rooms ({carried})")
             else:
                 if item.fourcc == "mp4a" and isinstance(item.config, bytes):
                     self._audio_config[item.track_id] = item.config

@@ -2,13 +2,13 @@
 before a room's RemoteTrack.
 
 Each frame from :mod:`.ingest` is cut into RTP payloads by the shared packetizer of its codec
-(``codecs.registry``: RFC 6184 for H.264, RFC 9628 for VP9, the AV1 RTP spec, RFC 7587 for Opus) with its own
+(``codecs.registry``: RFC 6184 for H.264, RFC 7798 for HEVC, RFC 9628 for VP9, the AV1 RTP spec, RFC 7587
+for Opus) with its own
 sequence numbers per track, the frame's RTP timestamp (90 kHz from the presentation time for
 video, 48 kHz for Opus) and the marker on the last packet of a video frame (RFC 6184 s5.1).
 
 Only codecs the core's :class:`~trackmesh.core.model.MediaCodec` names can become packets: H.264,
-VP9, AV1 and Opus. HEVC has a packetizer in codecs/ but no MediaCodec (browsers without a hardware
-decoder cannot play it), and AAC needs the AAC->Opus transcoder; for those
+HEVC, VP9, AV1 and Opus. AAC needs the AAC->Opus transcoder; for it (and unknown codecs)
 :meth:`RtmpMedia.video`/:meth:`RtmpMedia.audio` return no packets and count the frame in
 ``not_carried`` (the layer above says why, once).
 
@@ -32,10 +32,17 @@ _VIDEO: Final = {
     "avc1": (MediaCodec.H264, "h264"),
     "vp09": (MediaCodec.VP9, "vp9"),
     "av01": (MediaCodec.AV1, "av1"),
+    "hvc1": (MediaCodec.H265, "h265"),
 }
 _AUDIO: Final = {"Opus": (MediaCodec.OPUS, "opus")}
 #: The payload type written into packets (informative: each viewer's SDP maps codecs to its own).
-PAYLOAD_TYPES: Final = {MediaCodec.H264: 102, MediaCodec.VP9: 98, MediaCodec.AV1: 45, MediaCodec.OPUS: 111}
+PAYLOAD_TYPES: Final = {
+    MediaCodec.H264: 102,
+    MediaCodec.VP9: 98,
+    MediaCodec.AV1: 45,
+    MediaCodec.H265: 49,
+    MediaCodec.OPUS: 111,
+}
 
 
 class _Track:

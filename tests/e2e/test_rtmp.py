@@ -273,6 +273,35 @@ def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: A
     assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
 
 
+def test_gstreamer_webrtcbin_decodes_hevc_from_enhanced_rtmp(rtmp_node: TrackmeshNode, gst_client: Any) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP HEVC (x265, hvc1) + Opus; a GStreamer webrtcbin
+    WHEP viewer that offers only H265 (RFC 7798) depayloads it with rtph265depay and decodes it
+    with avdec_h265 (Chromium on Linux has no H.265 WebRTC decoder without hardware)."""
+    import sys
+
+    node = rtmp_node
+    room = "rtmp-hevc"
+    url = rtmp_token(node, room, "phone")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "libx265", "live", "15"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("the HEVC publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        rc, s, err = gst_client(
+            "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room),
+            "--codec", "h265", "--duration", "4", "--min-frames", "60",
+        )  # fmt: skip
+    finally:
+        proc.kill()
+        _, perr = proc.communicate()
+    print("gstreamer h265 viewer:", s)
+    assert rc == 0, (s, err[-2000:], perr[-1000:], node.log_tail())
+    assert s["frames"] >= 60 and (s["width"], s["height"]) == (320, 240), s
+    assert s["audio_buffers"] >= 50, s  # the Opus, forwarded as sent
+    video = s["rtp"]["video"]
+    assert video["received"] >= video["expected"] - 2, video  # every RTP packet the node sent arrived
+
+
 def test_a_record_true_stream_key_records_h264_and_the_transcoded_opus(
     rtmp_node: TrackmeshNode, record_dir: Path
 ) -> None:

@@ -38,6 +38,16 @@ frame).
 
 Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
 runs :class:`~.aac_opus.AacToOpus` off its loop and hands the Opus packets back to :meth:`opus`.
+
+Sync: every packet carries ``MediaPacket.capture``, its room ms on the publisher's clock mapped to
+ours (anchored at the first message, re-anchored when the two drift ``CLOCK_RESYNC`` apart), so
+viewers' sender reports tie audio and video to the instant the encoder stamped them, whatever
+the transcoders delayed (RFC 3550 s6.4.1): browsers then play them in sync.
+
+Pacing: RTMP delivers a key frame as one message; a frame of more than ``PACE_AT_ONCE`` packets
+sends those at once and holds the rest, released in ``PACE_TICKS`` slices ``PACE_INTERVAL``
+apart by :meth:`handle_timeout` (the driver schedules :meth:`next_deadline` while
+:attr:`pacing`); later frames queue behind them. A replay, takeover or end sends what is held first.
 """
 
 from __future__ import annotations
@@ -81,6 +91,16 @@ DEFAULT_LINGER = 5.0
 DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
 CARRIED_VIDEO = frozenset({"avc1", "hvc1", "vp09", "av01"})
 BFRAMES_MODES = ("transcode", "forward", "reject")
+#: Pacing: a video frame's first PACE_AT_ONCE packets (~19 KB at the 1,200-byte MTU: every
+#: inter frame of a 6 Mbit/s stream) go at once; a bigger one's rest (a key frame arrives as one
+#: RTMP message) is released in PACE_TICKS slices PACE_INTERVAL apart, so a 100 KB key frame
+#: leaves over 10 ms instead of in one burst that overflows viewers' queues and sockets.
+PACE_AT_ONCE = 16
+PACE_INTERVAL = 0.002
+PACE_TICKS = 5
+#: The capture clock (room ms -> this node's monotonic time) is re-anchored when a frame's time
+#: on it is this far (s) from its arrival: an encoder whose clock drifts, or stalled for long.
+CLOCK_RESYNC = 2.0
 BFRAMES_FIX = "B-frames are not accepted here: set bframes=0 (x264: -bf 0 or -tune zerolatency; OBS: profile baseline)"
 
 
@@ -183,6 +203,10 @@ class RtmpPublisher:
         self._gop_ok = False
         self._said: set[str] = set()
         self._out: deque[BridgeOutput] = deque()
+        self._clock_base: float | None = None  # monotonic time of room ms 0 (MediaPacket.capture)
+        self._pace: deque[MediaPacket] = deque()  # video packets held back (pacing)
+        self._pace_at: float | None = None  # when the next slice goes
+        self._pace_slice = PACE_AT_ONCE
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "video_frames",
@@ -201,6 +225,8 @@ class RtmpPublisher:
                 "opus_packets",
                 "video_to_transcoder",
                 "video_transcoded",
+                "paced_frames",
+                "paced_packets",
             ),
             0,
         )
@@ -211,6 +237,7 @@ class RtmpPublisher:
         """A connection starts publishing to this peer (the first, or a takeover): its generation."""
         if self.attached:
             self.counters["takeovers"] += 1
+        self._release_paced(now, everything=True)  # before the new encoder's packets
         self.generation += 1
         self.attached = True
         self._linger_until = None
@@ -228,15 +255,26 @@ class RtmpPublisher:
         if generation != self.generation or self.finished:
             return
         self.attached = False
+        self._release_paced(now, everything=True)
         if clean:
             self.finished = True
         else:
             self._linger_until = now + self.linger
 
     def next_deadline(self) -> float | None:
-        return self._linger_until
+        """The linger's end or the next paced slice, whichever comes first."""
+        linger, pace = self._linger_until, self._pace_at
+        if linger is None or (pace is not None and pace < linger):
+            return pace
+        return linger
+
+    @property
+    def pacing(self) -> bool:
+        """Video packets are held back: the driver must (re)schedule :meth:`next_deadline`."""
+        return self._pace_at is not None
 
     def handle_timeout(self, now: float) -> None:
+        self._release_paced(now)
         if self._linger_until is not None and now >= self._linger_until and not self.attached:
             self._linger_until = None
             self.finished = True
@@ -262,7 +300,17 @@ class RtmpPublisher:
         if self._last_out_ms is None or out > self._last_out_ms:
             self._last_out_ms = out
             self._last_now = now
+        base = self._clock_base
+        if base is None or abs(base + out / 1000 - now) > CLOCK_RESYNC:
+            # RTMP messages are stamped by the encoder's clock: the first one (or one far off
+            # after a drift or a stall) anchors it to ours. Audio and video share the anchor.
+            self._clock_base = now - out / 1000
         return out
+
+    def _capture(self, ms: int) -> float:
+        """Room ms -> when the encoder captured it, on this node's clock (``MediaPacket.capture``)."""
+        base = self._clock_base
+        return base + ms / 1000 if base is not None else 0.0
 
     def video(self, now: float, generation: int, timestamp: int, payload: bytes) -> None:
         if generation != self.generation:
@@ -386,7 +434,7 @@ class RtmpPublisher:
 
     def _send_video(self, now: float, room_frame: VideoFrame) -> None:
         frame = room_frame
-        packets = self.media.video(room_frame, now)
+        packets = self.media.video(room_frame, now, self._capture(frame.pts))
         if not packets:
             self.counters["not_carried"] += 1
             return
@@ -407,11 +455,41 @@ class RtmpPublisher:
         if track is None:
             return
         self.counters["packets"] += len(packets)
-        for pkt in packets:
-            track.on_packet(pkt)
+        pace = self._pace
+        if not pace:
+            if len(packets) <= PACE_AT_ONCE:
+                for pkt in packets:
+                    track.on_packet(pkt)
+                return
+            for pkt in packets[:PACE_AT_ONCE]:
+                track.on_packet(pkt)
+            packets = packets[PACE_AT_ONCE:]
+            self._pace_at = now + PACE_INTERVAL
+        # Behind what is held already (one sequence space), all of it gone within PACE_TICKS.
+        self.counters["paced_frames"] += 1
+        self.counters["paced_packets"] += len(packets)
+        pace.extend(packets)
+        self._pace_slice = max(PACE_AT_ONCE, -(-len(pace) // PACE_TICKS))
+
+    def _release_paced(self, now: float, everything: bool = False) -> None:
+        """Send the held video packets that are due (all of them with ``everything``)."""
+        pace = self._pace
+        if not pace:
+            self._pace_at = None
+            return
+        track = self.endpoint.remote_track(VIDEO_TRACK)
+        while pace and self._pace_at is not None and (everything or now >= self._pace_at):
+            for _ in range(min(self._pace_slice, len(pace))):
+                pkt = pace.popleft()
+                pkt.arrival = now  # viewers' sinks take it as their now (MediaPacket.arrival)
+                if track is not None:
+                    track.on_packet(pkt)
+            self._pace_at += PACE_INTERVAL
+        if not pace:
+            self._pace_at = None
 
     def _send_audio(self, frame: AudioFrame, now: float) -> None:
-        packets = self.media.audio(frame, now)
+        packets = self.media.audio(frame, now, self._capture(frame.timestamp))
         track = self.endpoint.remote_track(AUDIO_TRACK)
         if track is None or not packets:
             return
@@ -429,6 +507,7 @@ class RtmpPublisher:
                 self.replay_gop(now)
 
     def replay_gop(self, now: float) -> None:
+        self._release_paced(now, everything=True)  # the originals before their copies
         track = self.endpoint.remote_track(VIDEO_TRACK)
         if track is None or not self._gop_ok or not self._gop:
             return

@@ -12,8 +12,8 @@ HEVC, VP9, AV1 and Opus. AAC needs the AAC->Opus transcoder; for it (and unknown
 :meth:`RtmpMedia.video`/:meth:`RtmpMedia.audio` return no packets and count the frame in
 ``not_carried`` (the layer above says why, once).
 
-Pacing (RTMP bursts a whole key frame at once) and RTCP sender reports belong to the driver that
-sends these packets; this module only builds them.
+Pacing (RTMP bursts a whole key frame at once) and the capture clock of the sender reports are
+the publisher's (``bridge.py``); this module only builds the packets.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class RtmpMedia:
         return track
 
     def _packets(
-        self, track: _Track, payloads: list[bytes], ts: int, keyframe: bool, video: bool, now: float
+        self, track: _Track, payloads: list[bytes], ts: int, keyframe: bool, video: bool, now: float, capture: float
     ) -> list[MediaPacket]:
         out = []
         last = len(payloads) - 1
@@ -82,23 +82,26 @@ class RtmpMedia:
             # Audio: the marker is for the first packet after silence (RFC 3551 s4.1); Opus
             # frames from RTMP are contiguous, so it stays clear.
             marker = video and i == last
-            out.append(MediaPacket(track.codec, pt, track.seq, ts, marker, keyframe, payload, arrival=now))
+            out.append(
+                MediaPacket(track.codec, pt, track.seq, ts, marker, keyframe, payload, arrival=now, capture=capture)
+            )
             track.seq = (track.seq + 1) & 0xFFFF
         return out
 
-    def video(self, frame: VideoFrame, now: float) -> list[MediaPacket]:
-        """``now``: when the frame's message arrived (the driver's clock), the packets' arrival."""
+    def video(self, frame: VideoFrame, now: float, capture: float = 0.0) -> list[MediaPacket]:
+        """``now``: when the frame's message arrived (the driver's clock), the packets' arrival;
+        ``capture``: the frame's time on the publisher's clock (``MediaPacket.capture``)."""
         track = self._track("video", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now)
+        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now, capture)
 
-    def audio(self, frame: AudioFrame, now: float) -> list[MediaPacket]:
+    def audio(self, frame: AudioFrame, now: float, capture: float = 0.0) -> list[MediaPacket]:
         track = self._track("audio", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, (frame.timestamp * 48) & 0xFFFFFFFF, False, False, now)
+        return self._packets(track, payloads, (frame.timestamp * 48) & 0xFFFFFFFF, False, False, now, capture)

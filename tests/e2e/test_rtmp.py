@@ -207,14 +207,16 @@ PEAK_JS = """async () => {
 }"""
 
 
-def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNode, page: Any) -> None:
-    """What a user sees: x264's defaults (High profile, B-frames: what OBS sends unless told) watched
-    in Chromium over WHEP, with the sound."""
+@pytest.mark.parametrize("bframes", [False, True], ids=["zerolatency", "x264-defaults"])
+def test_chromium_plays_ffmpeg_h264_aac_with_sound(rtmp_node: TrackmeshNode, page: Any, bframes: bool) -> None:
+    """What a user sees: ffmpeg 5.1's x264 with ``-tune zerolatency`` (forwarded as sent), then x264's
+    defaults (High profile, B-frames: what OBS sends unless told; re-encoded by the node), watched in
+    Chromium over WHEP, with the sound."""
     from tests.e2e.clients import browser
 
     node = rtmp_node
-    room = "rtmp-chromium"
-    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 30, bframes=True)
+    room = f"rtmp-chromium-{'bframes' if bframes else 'zl'}"
+    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 30, bframes=bframes)
     try:
         wait_for("the publisher", lambda: conns(node, room))
         out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
@@ -234,28 +236,38 @@ def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNo
     assert a["audio_packets_in_window"] >= 50, a  # 20 ms Opus frames
     assert audio and audio[0]["totalSamplesReceived"] > 48000, audio  # > 1 s of decoded Opus
     assert peak["peak"] > 0.03, peak  # ffmpeg's sine is at 1/8 full scale (0.09 measured): not silence
-    # The B-frames were re-encoded away by the node (the default --rtmp-bframes transcode), and said so.
     counters = conn["counters"]
-    assert counters["bframes"] > 0 and counters["video_transcoded"] >= 30, counters
-    assert "re-encoding this stream's video" in "\n".join(node.lines)
+    if bframes:  # re-encoded away by the node (the default --rtmp-bframes transcode), and said so
+        assert counters["bframes"] > 0 and counters["video_transcoded"] >= 30, counters
+        assert "re-encoding this stream's video" in "\n".join(node.lines)
+    else:  # zerolatency has no B-frames: forwarded as sent, nothing re-encoded
+        assert counters["video_frames"] >= 60 and not counters.get("bframes"), counters
+        assert not counters.get("video_transcoded"), counters
 
 
-def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: Any) -> None:
-    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 + Opus; Chromium negotiates AV1 over WHEP and
-    decodes it (forwarded as sent, no transcode)."""
+@pytest.mark.parametrize(
+    ("encoder", "mime"), [("libsvtav1", "video/AV1"), ("libvpx-vp9", "video/VP9")], ids=["av1", "vp9"]
+)
+def test_chromium_plays_av1_and_vp9_from_enhanced_rtmp(
+    rtmp_node: TrackmeshNode, page: Any, encoder: str, mime: str
+) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 (``av01``) or VP9 (``vp09``) + Opus; Chromium
+    negotiates the codec over WHEP and decodes it (forwarded as sent, no transcode)."""
     import sys
     from pathlib import Path
 
     from tests.e2e.clients import browser
 
     node = rtmp_node
-    room = "rtmp-av1"
+    room = f"rtmp-{encoder}"
     url = rtmp_token(node, room, "phone")["publish_url"]
     script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
-    proc = subprocess.Popen([sys.executable, str(script), url, "libsvtav1", "live", "20"],
+    proc = subprocess.Popen([sys.executable, str(script), url, encoder, "live", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_for("the AV1 publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        wait_for(
+            f"the {encoder} publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")]
+        )
         out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
         assert out["status"] == 201 and out["connectionState"] == "connected", out
         browser.wait_frames(page, "whep", 20, timeout_s=15)
@@ -267,8 +279,8 @@ def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: A
         _, err = proc.communicate()
     codecs = {r["id"]: r.get("mimeType") for r in stats if r.get("type") == "codec"}
     video = [r for r in stats if r.get("type") == "inbound-rtp" and r.get("kind") == "video"]
-    print("chromium av1:", a, [codecs.get(v.get("codecId")) for v in video], peak)
-    assert video and codecs.get(video[0]["codecId"]) == "video/AV1", (codecs, err[-1000:])
+    print(f"chromium {encoder}:", a, [codecs.get(v.get("codecId")) for v in video], peak)
+    assert video and codecs.get(video[0]["codecId"]) == mime, (codecs, err[-1000:])
     assert (a["width"], a["height"]) == (320, 240) and a["frames_in_window"] >= 20, a
     assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
 

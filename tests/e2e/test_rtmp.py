@@ -359,3 +359,52 @@ def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -
     assert status == 200 and b'trackmesh_rtmp_refused_total{worker="0"}' in raw
     status, resp = node.proc.json("DELETE", "/rtmp/conn/whatever", token="wrong-secret-123456")
     assert status == 401, resp
+
+
+def test_multitrack_renditions_are_simulcast_layers_a_capped_chromium_viewer_gets_the_low_one_then_goes_up(
+    rtmp_node: TrackmeshNode, page: Any
+) -> None:
+    """PyAV's FFmpeg 8.1 publishes three H.264 renditions as Enhanced RTMP multitrack (240x180 as
+    track 0, 320x240, 160x120); they become simulcast layers of ``video_main`` (no transcode).
+    Chromium over WHEP capped with ``max_spatial=0`` decodes the 160x120 one; uncapped, it switches
+    up to a bigger one at that layer's next key frame and keeps decoding."""
+    import sys
+
+    from tests.e2e.clients import browser
+
+    node = rtmp_node
+    room = "rtmp-multitrack"
+    url = rtmp_token(node, room, "encoder")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "multitrack", "live", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("three renditions", lambda: [c for c in conns(node, room) if c["counters"].get("renditions") == 3])
+        token = node.token("whep", room)
+        out = browser.play_whep(page, node.url("/whep/endpoint?max_spatial=0"), token)
+        assert out["status"] == 201 and out["connectionState"] == "connected", out
+        browser.wait_frames(page, "whep", 20, timeout_s=15)
+        capped = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        status, _, body = http(
+            "POST",
+            out["location"] + "/limit",
+            json.dumps({"max_spatial": None}).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert status == 200, body
+        width = capped["width"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and width <= 160:
+            time.sleep(0.25)
+            width = browser.inbound_sample(page, "whep")["video"]["frameWidth"]
+        lifted = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        [conn] = conns(node, room)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    print("multitrack: capped", capped, "lifted", lifted, conn["counters"])
+    assert (capped["width"], capped["height"]) == (160, 120), (capped, err[-1000:])
+    assert capped["frames_in_window"] >= 30 and capped["max_stall_s"] <= 0.5, capped  # 1.5 s at 30 fps
+    assert lifted["width"] in (240, 320) and lifted["frames_in_window"] >= 30, lifted
+    assert lifted["max_stall_s"] <= 0.5, lifted
+    assert conn["counters"]["renditions"] == 3 and not conn["counters"].get("video_transcoded"), conn

@@ -18,8 +18,12 @@ the peer leave and join again:
   finishes the publisher at once; an abrupt end (connection lost, timeout, protocol error)
   keeps it for ``linger`` seconds waiting for the reconnect, then it finishes.
 
-Video: H.264, HEVC, VP9 and AV1 become RTP through the shared packetizers (``media.py``); only
-track 0 of a multitrack stream is carried (the others counted, and said once).
+Video: H.264, HEVC, VP9 and AV1 become RTP through the shared packetizers (``media.py``).
+Multitrack (Enhanced RTMP: several renditions of one video, each with its own track id): every
+rendition becomes a simulcast layer of ``video_main`` (``MediaPacket.spatial``), ranked by picture
+size (H.264: from its SPS; otherwise by track id), lowest = layer 0, at most ``MAX_RENDITIONS``;
+viewers then get the layer their bandwidth or cap allows, with no transcode. The ranks are set
+from the sequence headers, which encoders send for every track before the first frame.
 B-frames (a non-zero composition time; libwebrtc does not reorder, so browsers stutter on them):
 ``bframes="transcode"`` (default) sends that stream's H.264 through the re-encoder
 (:mod:`.video_transcode`, no B-frames) from the first key frame on, as :class:`TranscodeVideo`
@@ -27,13 +31,14 @@ outputs the driver runs off its loop and hands back to :meth:`transcoded_video`,
 once; ``"reject"`` ends the publish with an onStatus error that names the fix; ``"forward"`` sends
 them in decode order with RTP timestamps from the presentation time, warned once and counted.
 
-Key frames: RTMP has no way to ask the encoder for one, so the current GOP (the last key frame
-and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`, already
-merged across viewers by the core) replays it with its original sequence numbers and
-timestamps, marked with a replay number (``MediaPacket.replay``): a viewer that waits for a key
-frame starts on it at once, viewers already playing skip it (their sinks check the mark; across
-a cluster link the mark is not carried, so remote viewers get duplicates their jitter buffers
-drop). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
+Key frames: RTMP has no way to ask the encoder for one, so each layer's current GOP (its last key
+frame and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`,
+already merged across viewers by the core) replays it with its original sequence numbers and
+timestamps (every layer's, lowest first), marked with a replay number (``MediaPacket.replay``): a
+viewer that waits for a key frame starts on it at once, viewers already playing skip it (their
+sinks check the mark; across a cluster link the mark is not carried, so remote viewers get
+duplicates their jitter buffers drop; a viewer switching layers waits for that layer's next key
+frame). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
 frame).
 
 Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
@@ -56,6 +61,8 @@ import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
+from trackmesh.codecs.h264 import AvcConfig
+from trackmesh.codecs.h264_sps import sps_picture_size
 from trackmesh.core.controls import Join, Publish
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
@@ -90,6 +97,8 @@ AUDIO_TRACK = "audio_main"
 DEFAULT_LINGER = 5.0
 DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
 CARRIED_VIDEO = frozenset({"avc1", "hvc1", "vp09", "av01"})
+#: Renditions of a multitrack stream carried as simulcast layers (what viewers can tell apart).
+MAX_RENDITIONS = 4
 BFRAMES_MODES = ("transcode", "forward", "reject")
 #: Pacing: a video frame's first PACE_AT_ONCE packets (~19 KB at the 1,200-byte MTU: every
 #: inter frame of a 6 Mbit/s stream) go at once; a bigger one's rest (a key frame arrives as one
@@ -149,6 +158,26 @@ class Notice:
 BridgeOutput = TranscodeAudio | TranscodeVideo | EndPublish | Notice
 
 
+class _Gop:
+    """One layer's current GOP: its last key frame and every packet since (for replays)."""
+
+    __slots__ = ("bytes", "ok", "packets")
+
+    def __init__(self) -> None:
+        self.packets: list[MediaPacket] = []
+        self.bytes = 0
+        self.ok = False  # it starts on a key frame and is under the cap
+
+
+def _picture_pixels(config: object) -> int:
+    """Width x height from an H.264 sequence header's SPS; 0 when unknown (other codecs)."""
+    if isinstance(config, AvcConfig) and config.sps:
+        size = sps_picture_size(config.sps[0])
+        if size is not None:
+            return size[0] * size[1]
+    return 0
+
+
 class _Timeline:
     """A generation's RTMP ms -> the room's ms (see the module docstring)."""
 
@@ -198,9 +227,10 @@ class RtmpPublisher:
         self._linger_until: float | None = None
         self._audio_config: dict[int, bytes] = {}
         self._published: set[str] = set()
-        self._gop: list[MediaPacket] = []
-        self._gop_bytes = 0
-        self._gop_ok = False
+        self._gops: dict[int, _Gop] = {}  # by spatial layer
+        self._renditions: dict[int, int] = {}  # video track id -> picture pixels (0: unknown)
+        self._layer_of: dict[int, int] = {}  # video track id -> spatial layer
+        self._skipped_tracks: set[int] = set()  # renditions not carried (over the limit, B-frames)
         self._said: set[str] = set()
         self._out: deque[BridgeOutput] = deque()
         self._clock_base: float | None = None  # monotonic time of room ms 0 (MediaPacket.capture)
@@ -219,6 +249,7 @@ class RtmpPublisher:
                 "gop_too_big",
                 "stale_generation",
                 "other_tracks",
+                "renditions",
                 "not_carried",
                 "bad_tags",
                 "takeovers",
@@ -245,9 +276,10 @@ class RtmpPublisher:
         self._timeline = None
         self.transcoding = False
         self._audio_config.clear()
-        self._gop.clear()
-        self._gop_bytes = 0
-        self._gop_ok = False
+        self._gops.clear()
+        self._renditions.clear()
+        self._layer_of.clear()
+        self._skipped_tracks.clear()
         return self.generation
 
     def detach(self, now: float, generation: int, clean: bool) -> None:
@@ -360,9 +392,8 @@ class RtmpPublisher:
 
     def _on_ingest(self, now: float, item: IngestOutput) -> None:
         if isinstance(item, VideoFrame):
-            if item.track_id != 0:
+            if item.track_id in self._skipped_tracks or item.track_id not in self._layer_of:
                 self.counters["other_tracks"] += 1
-                self._say("multitrack", "multitrack video: only track 0 is carried into the room")
                 return
             self._on_video_frame(now, item)
         elif isinstance(item, AudioFrame):
@@ -378,23 +409,28 @@ class RtmpPublisher:
             else:
                 self._send_audio(AudioFrame(item.fourcc, 0, ms, item.data), now)
         elif isinstance(item, ConfigChanged):
-            if item.track_id != 0:
-                return
             if item.kind == "video":
                 if item.fourcc in CARRIED_VIDEO:
+                    self._rendition(item.track_id, _picture_pixels(item.config))
                     self._publish(now, VIDEO_TRACK, TrackKind.VIDEO)
                 else:
                     carried = "H.264, HEVC, VP9, AV1 are"
                     self._say("video codec", f"video {item.fourcc} is not carried into rooms ({carried})")
-            else:
+            elif item.track_id == 0:
                 if item.fourcc == "mp4a" and isinstance(item.config, bytes):
                     self._audio_config[item.track_id] = item.config
                 self._publish(now, AUDIO_TRACK, TrackKind.AUDIO)
         elif isinstance(item, BFramesDetected):
-            if item.track_id != 0:
-                return
             if self.bframes == "reject":
                 self._out.append(EndPublish(self.generation, "NetStream.Publish.BadName", BFRAMES_FIX))
+            elif self.bframes == "transcode" and item.track_id != 0:
+                # One re-encoder per stream: a further rendition with B-frames is left out.
+                self._skipped_tracks.add(item.track_id)
+                self._say(
+                    f"bframes {item.track_id}",
+                    f"B-frames in rendition {item.track_id}: not carried (only track 0 is re-encoded); "
+                    "publish with bframes=0 (docs/rtmp.md)",
+                )
             elif self.bframes == "transcode":
                 self.transcoding = True
                 self._say(
@@ -418,11 +454,30 @@ class RtmpPublisher:
                 return  # EndPublish is on its way
         pts = self._room_ms(now, frame.pts)
         dts = pts - (frame.pts - frame.dts)
-        if self.transcoding and frame.fourcc == "avc1":
+        if self.transcoding and frame.fourcc == "avc1" and frame.track_id == 0:
             self.counters["video_to_transcoder"] += 1
             self._out.append(TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe))
             return
-        self._send_video(now, VideoFrame(frame.fourcc, 0, dts, pts, frame.keyframe, frame.data))
+        self._send_video(now, VideoFrame(frame.fourcc, frame.track_id, dts, pts, frame.keyframe, frame.data))
+
+    def _rendition(self, track_id: int, pixels: int) -> None:
+        """A video track's sequence header: (re)rank the renditions into simulcast layers."""
+        if track_id not in self._renditions and len(self._renditions) >= MAX_RENDITIONS:
+            if track_id not in self._skipped_tracks:
+                self._skipped_tracks.add(track_id)
+                text = f"multitrack: rendition {track_id} is over {MAX_RENDITIONS}: not carried"
+                self._say(f"rendition {track_id}", text)
+            return
+        self._renditions[track_id] = pixels
+        known = all(self._renditions.values())
+        order = sorted(self._renditions, key=lambda t: (self._renditions[t] if known else 0, t))
+        self._layer_of = {t: i for i, t in enumerate(order)}
+        self.counters["renditions"] = len(order)
+        if len(order) > 1:
+            self._say(
+                f"multitrack {len(order)}",
+                f"multitrack video: {len(order)} renditions carried as simulcast layers of {VIDEO_TRACK}",
+            )
 
     def transcoded_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
         """A frame from the B-frame re-encoder (``pts``: ms on the room's timeline)."""
@@ -434,23 +489,27 @@ class RtmpPublisher:
 
     def _send_video(self, now: float, room_frame: VideoFrame) -> None:
         frame = room_frame
-        packets = self.media.video(room_frame, now, self._capture(frame.pts))
+        spatial = self._layer_of.get(frame.track_id, 0)
+        packets = self.media.video(room_frame, now, self._capture(frame.pts), spatial)
         if not packets:
             self.counters["not_carried"] += 1
             return
         self.counters["video_frames"] += 1
+        gop = self._gops.get(spatial)
+        if gop is None:
+            gop = self._gops[spatial] = _Gop()
         if frame.keyframe:
             self.counters["keyframes"] += 1
-            self._gop.clear()
-            self._gop_bytes = 0
-            self._gop_ok = True
-        if self._gop_ok:
-            self._gop.extend(packets)
-            self._gop_bytes += sum(len(p.payload) for p in packets)
-            if self._gop_bytes > self.gop_max_bytes:
+            gop.packets.clear()
+            gop.bytes = 0
+            gop.ok = True
+        if gop.ok:
+            gop.packets.extend(packets)
+            gop.bytes += sum(len(p.payload) for p in packets)
+            if gop.bytes > self.gop_max_bytes:
                 self.counters["gop_too_big"] += 1
-                self._gop.clear()
-                self._gop_ok = False
+                gop.packets.clear()
+                gop.ok = False
         track = self.endpoint.remote_track(VIDEO_TRACK)
         if track is None:
             return
@@ -509,11 +568,13 @@ class RtmpPublisher:
     def replay_gop(self, now: float) -> None:
         self._release_paced(now, everything=True)  # the originals before their copies
         track = self.endpoint.remote_track(VIDEO_TRACK)
-        if track is None or not self._gop_ok or not self._gop:
+        gops = [self._gops[layer] for layer in sorted(self._gops)]
+        packets = [pkt for gop in gops if gop.ok for pkt in gop.packets]
+        if track is None or not packets:
             return
         self.counters["gop_replays"] += 1
-        self.counters["gop_replayed_packets"] += len(self._gop)
+        self.counters["gop_replayed_packets"] += len(packets)
         replay = self.counters["gop_replays"]
-        for pkt in list(self._gop):
+        for pkt in packets:
             # A copy with this input's arrival (viewers' sinks take it as their ``now``) and mark.
             track.on_packet(dataclasses.replace(pkt, arrival=now, replay=replay))

@@ -4,7 +4,8 @@ before a room's RemoteTrack.
 Each frame from :mod:`.ingest` is cut into RTP payloads by the shared packetizer of its codec
 (``codecs.registry``: RFC 6184 for H.264, RFC 7798 for HEVC, RFC 9628 for VP9, the AV1 RTP spec, RFC 7587
 for Opus) with its own
-sequence numbers per track, the frame's RTP timestamp (90 kHz from the presentation time for
+sequence numbers per track (each rendition of a multitrack stream is a track: its own simulcast
+layer, ``MediaPacket.spatial``), the frame's RTP timestamp (90 kHz from the presentation time for
 video, 48 kHz for Opus) and the marker on the last packet of a video frame (RFC 6184 s5.1).
 
 Only codecs the core's :class:`~trackmesh.core.model.MediaCodec` names can become packets: H.264,
@@ -73,7 +74,15 @@ class RtmpMedia:
         return track
 
     def _packets(
-        self, track: _Track, payloads: list[bytes], ts: int, keyframe: bool, video: bool, now: float, capture: float
+        self,
+        track: _Track,
+        payloads: list[bytes],
+        ts: int,
+        keyframe: bool,
+        video: bool,
+        now: float,
+        capture: float,
+        spatial: int = 0,
     ) -> list[MediaPacket]:
         out = []
         last = len(payloads) - 1
@@ -83,20 +92,23 @@ class RtmpMedia:
             # frames from RTMP are contiguous, so it stays clear.
             marker = video and i == last
             out.append(
-                MediaPacket(track.codec, pt, track.seq, ts, marker, keyframe, payload, arrival=now, capture=capture)
+                MediaPacket(
+                    track.codec, pt, track.seq, ts, marker, keyframe, payload, spatial, arrival=now, capture=capture
+                )
             )
             track.seq = (track.seq + 1) & 0xFFFF
         return out
 
-    def video(self, frame: VideoFrame, now: float, capture: float = 0.0) -> list[MediaPacket]:
+    def video(self, frame: VideoFrame, now: float, capture: float = 0.0, spatial: int = 0) -> list[MediaPacket]:
         """``now``: when the frame's message arrived (the driver's clock), the packets' arrival;
-        ``capture``: the frame's time on the publisher's clock (``MediaPacket.capture``)."""
+        ``capture``: the frame's time on the publisher's clock (``MediaPacket.capture``);
+        ``spatial``: the simulcast layer of the frame's rendition (multitrack, ``bridge.py``)."""
         track = self._track("video", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now, capture)
+        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now, capture, spatial)
 
     def audio(self, frame: AudioFrame, now: float, capture: float = 0.0) -> list[MediaPacket]:
         track = self._track("audio", frame.track_id, frame.fourcc)

@@ -162,14 +162,17 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
         viewer = threading.Thread(target=watch, daemon=True)
         viewer.start()
         time.sleep(2.5)
+        killed_at = time.monotonic()
         first.send_signal(signal.SIGKILL)  # no FCUnpublish, no FIN from ffmpeg: the kernel closes it
         first.wait()
         waiting = wait_for("the peer waiting", lambda: [c for c in conns(node, room) if not c["connected"]])
         [lingering] = waiting
         time.sleep(0.5)
+        relaunched_at = time.monotonic()
         second = publish(url, 30)
         try:
             [back] = wait_for("the reconnect", lambda: [c for c in conns(node, room) if c["connected"]])
+            reconnected_at = time.monotonic()  # at most one 0.1 s poll after the node took it
             assert back["conn_id"] == lingering["conn_id"]  # the same peer: no leave/join
             viewer.join(30)
             rc, s, err = result["out"]
@@ -185,6 +188,12 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
     # would stop near 75 frames.
     assert s["frames"] >= 120, s
     assert s["audio_peak"] > 1000, s
+    # The viewer's video stopped at the kill and came back within 2 s of the new connect (the
+    # client's times are CLOCK_MONOTONIC, as ours).
+    stopped, resumed = s["longest_gap"]
+    print(f"video stopped {stopped - killed_at:+.2f} s from the kill, resumed {resumed - reconnected_at:+.2f} s "
+          "from the reconnect")  # fmt: skip
+    assert stopped <= killed_at + 0.5 and relaunched_at < resumed <= reconnected_at + 2.0, s
 
 
 # The loudest sample of the received audio track over 1 s, through WebAudio (Chromium's own stats

@@ -417,3 +417,61 @@ def test_multitrack_renditions_are_simulcast_layers_a_capped_chromium_viewer_get
     assert lifted["width"] in (240, 320) and lifted["frames_in_window"] >= 30, lifted
     assert lifted["max_stall_s"] <= 0.5, lifted
     assert conn["counters"]["renditions"] == 3 and not conn["counters"].get("video_transcoded"), conn
+
+
+NGINX = Path("/usr/sbin/nginx")
+NGINX_RTMP = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+
+def test_nginx_rtmp_reference_relays_the_same_ffmpeg_commands(netns_guard: None, tmp_path: Path) -> None:
+    """The reference a user compares against: Debian's nginx with libnginx-mod-rtmp (``live on``)
+    takes the same two ffmpeg 5.1 commands the tests above publish to trackmesh (x264 zerolatency,
+    and x264's defaults with B-frames) and an RTMP player (ffmpeg) reads H.264 + AAC back from it.
+    nginx relays RTMP as is (B-frames, AAC): what trackmesh re-encodes and transcodes for browsers."""
+    if FFMPEG is None or not NGINX.exists() or not NGINX_RTMP.exists():
+        pytest.skip("nginx with libnginx-mod-rtmp (Debian packages nginx-light, libnginx-mod-rtmp) is not installed")
+    port = free_port()
+    (tmp_path / "nginx.conf").write_text(
+        f"load_module {NGINX_RTMP};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n"
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\nevents {{ worker_connections 64; }}\n"
+        f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n"
+    )
+    server = subprocess.Popen([str(NGINX), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        wait_for("nginx listening", lambda: server.poll() is None and (tmp_path / "nginx.pid").exists(), 5)
+        urls = {bf: f"rtmp://127.0.0.1:{port}/live/{'bframes' if bf else 'zerolatency'}" for bf in (False, True)}
+        procs += [publish(url, 6, bframes=bf) for bf, url in urls.items()]
+        time.sleep(1.0)
+        play = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-t", "2", "-i"]
+        players = {
+            bf: subprocess.Popen([*play, url, "-c", "copy", "-f", "null", "-"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            for bf, url in urls.items()
+        }  # fmt: skip
+        procs += players.values()
+        probe = [FFMPEG.replace("ffmpeg", "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,has_b_frames",
+                 "-of", "json", "-rw_timeout", "5000000"]  # fmt: skip
+        probes = {
+            bf: subprocess.Popen([*probe, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for bf, url in urls.items()
+        }
+        procs += probes.values()
+        streams = {bf: json.loads(p.communicate(timeout=20)[0])["streams"] for bf, p in probes.items()}
+        frames = {}
+        for bf, player in players.items():
+            out, err = player.communicate(timeout=20)
+            counts = [int(line[6:]) for line in out.splitlines() if line.startswith("frame=")]
+            frames[bf] = (counts[-1] if counts else 0, err[-500:])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        server.terminate()
+        server.wait(timeout=10)
+    print("nginx-rtmp reference:", frames, streams)
+    for bf in (False, True):
+        assert frames[bf][0] >= 30, frames  # over 1 s of video in the 2 s the RTMP player reads (45-57 seen)
+        assert sorted(s["codec_name"] for s in streams[bf]) == ["aac", "h264"], streams
+    video = {bf: next(s for s in streams[bf] if s["codec_name"] == "h264") for bf in (False, True)}
+    assert video[True]["has_b_frames"] > 0 and video[False]["has_b_frames"] == 0, video  # relayed as sent

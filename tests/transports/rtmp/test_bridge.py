@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.transports.rtmp.test_flv import hvcc
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.core.controls import CreateLocalTrack, Join, Subscribe
@@ -208,6 +209,23 @@ def test_b_frames_forward_in_decode_order_with_pts_timestamps_or_end_the_publish
     strict.video(room.now, gen, 0, key_tag(cts=66))
     assert strict.take_outputs() == [EndPublish(gen, "NetStream.Publish.BadName", BFRAMES_FIX)]
     assert strict.counters["video_frames"] == 0
+
+
+def test_hevc_b_frames_are_forwarded_and_said_so_not_claimed_re_encoded() -> None:
+    """The re-encoder takes H.264 only: under the default policy an HEVC stream with B-frames is
+    forwarded in decode order, the log says that (not "re-encoding"), and no transcode is counted."""
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, b"\x90hvc1" + hvcc())
+    _, got = room.viewer()
+    pub.video(room.now, gen, 0, b"\x91hvc1" + (66).to_bytes(3, "big") + avcc(b"\x26\x01\xaf"))  # IDR, cts 66
+    outputs = pub.take_outputs()
+    texts = [o.text for o in outputs if isinstance(o, Notice)]
+    assert len(texts) == 1 and "forwarded in decode order" in texts[0] and "hvc1" in texts[0], texts
+    assert not pub.transcoding and not any(isinstance(o, TranscodeVideo) for o in outputs)
+    assert [p.codec for p in got if p.marker] == [MediaCodec.H265] and got[-1].ts == 66 * 90
+    assert pub.counters["bframes"] == 1
 
 
 def test_b_frames_by_default_send_the_stream_through_the_re_encoder_and_its_frames_feed_video_main() -> None:

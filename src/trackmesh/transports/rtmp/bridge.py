@@ -231,6 +231,7 @@ class RtmpPublisher:
         self._renditions: dict[int, int] = {}  # video track id -> picture pixels (0: unknown)
         self._layer_of: dict[int, int] = {}  # video track id -> spatial layer
         self._skipped_tracks: set[int] = set()  # renditions not carried (over the limit, B-frames)
+        self._video_fourcc: dict[int, str] = {}  # video track id -> its codec (sequence header)
         self._said: set[str] = set()
         self._out: deque[BridgeOutput] = deque()
         self._clock_base: float | None = None  # monotonic time of room ms 0 (MediaPacket.capture)
@@ -280,6 +281,7 @@ class RtmpPublisher:
         self._renditions.clear()
         self._layer_of.clear()
         self._skipped_tracks.clear()
+        self._video_fourcc.clear()
         return self.generation
 
     def detach(self, now: float, generation: int, clean: bool) -> None:
@@ -411,6 +413,7 @@ class RtmpPublisher:
         elif isinstance(item, ConfigChanged):
             if item.kind == "video":
                 if item.fourcc in CARRIED_VIDEO:
+                    self._video_fourcc[item.track_id] = item.fourcc
                     self._rendition(item.track_id, _picture_pixels(item.config))
                     self._publish(now, VIDEO_TRACK, TrackKind.VIDEO)
                 else:
@@ -430,6 +433,14 @@ class RtmpPublisher:
                     f"bframes {item.track_id}",
                     f"B-frames in rendition {item.track_id}: not carried (only track 0 is re-encoded); "
                     "publish with bframes=0 (docs/rtmp.md)",
+                )
+            elif self.bframes == "transcode" and self._video_fourcc.get(0) != "avc1":
+                # The re-encoder decodes H.264 only: HEVC with B-frames goes as sent, and says so.
+                self._say(
+                    "bframes",
+                    f"B-frames in {self._video_fourcc.get(0)} (composition time {item.composition_time} ms): "
+                    "forwarded in decode order (only H.264 is re-encoded); browsers may stutter. "
+                    "Publish with bframes=0 (docs/rtmp.md)",
                 )
             elif self.bframes == "transcode":
                 self.transcoding = True

@@ -155,6 +155,9 @@ class Node:
         """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
         return WorkerRuntime(self.config, index)
 
+    def moq_started(self, listener: MoqListener) -> None:
+        """The MoQ listener is up (a cluster media node joins its relay to the cluster's here)."""
+
     def create_app(self) -> Any:
         from trackmesh.http.app import create_app
 
@@ -188,7 +191,7 @@ class Node:
         self.workers.extend(children)
 
     async def _start_moq(self) -> None:
-        if not self.config.moq_port or self.config.role != "standalone":
+        if not self.config.moq_port or self.config.role not in ("standalone", "media"):
             return
         from .moq_listener import MoqListener
 
@@ -226,6 +229,7 @@ class Node:
 
             listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
             listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
+        self.moq_started(listener)
         if self.config.moq_anonymous:
             log.warning(
                 "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",

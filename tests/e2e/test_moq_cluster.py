@@ -74,7 +74,7 @@ async def relay_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
             viewers: list[Subscriber] = [c1, c2]  # type: ignore[list-item]
             for viewer in viewers:
                 viewer.send(setup)
-                await viewer.wait_for(lambda v=viewer: v.messages, 5)  # type: ignore[misc]
+                await viewer.wait_for(lambda v=viewer: v.messages, 5)
                 viewer.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
                 viewer.send(m.Subscribe(2, NS, b"missing", {m.PARAM_FORWARD: 1}))
 
@@ -88,19 +88,21 @@ async def relay_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
                 else:
                     pub.send(m.RequestError(sub.request_id, 0x10, 0, b"no such track"))
             for viewer in viewers:
-                await viewer.wait_for(lambda v=viewer: v.reply(0) and v.reply(2), 5)  # type: ignore[misc]
+                await viewer.wait_for(lambda v=viewer: v.reply(0) and v.reply(2), 5)
                 assert isinstance(viewer.reply(0), m.SubscribeOk), viewer.messages
                 missing = viewer.reply(2)
                 assert isinstance(missing, m.RequestError) and missing.error_code == 0x10, viewer.messages
             sent = []
             for group in range(GROUPS):
-                objects = [(f"g{group}o{o}".encode() * 50, None) for o in range(PER_GROUP)]
+                objects: list[tuple[bytes, bytes | None]] = [
+                    (f"g{group}o{o}".encode() * 50, None) for o in range(PER_GROUP)
+                ]
                 pub.send_group(1, group, objects)
                 pub.end_stream()
                 sent += [(group, o, p) for o, (p, _) in enumerate(objects)]
                 await asyncio.sleep(0.02)
             for viewer in viewers:
-                await viewer.wait_for(lambda v=viewer: len(v.objects) >= len(sent), 5)  # type: ignore[misc]
+                await viewer.wait_for(lambda v=viewer: len(v.objects) >= len(sent), 5)
             got = [[(g, o, p) for _, g, o, p, _ in viewer.objects] for viewer in viewers]
             b_during = await asyncio.to_thread(moq_metrics, b)
         # The subscribers left: node B withdraws its interest, node A unsubscribes upstream.

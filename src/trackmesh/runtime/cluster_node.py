@@ -174,6 +174,12 @@ class ClusterMediaNode(Node):
                               "listen": ",".join(cluster.member_config.listen), "links": cluster.node.links()}},
         )  # fmt: skip
 
+    def moq_room_here(self, room: str) -> bool:
+        """Without routing a session (no affinity recorded, no 503 while draining): a room this node
+        hosts on worker 0, or any room with one worker (its tracks on other nodes are imported)."""
+        index = self.affinity.get(room)
+        return index == 0 if index is not None else len(self.workers) == 1
+
     def moq_started(self, listener: MoqListener) -> None:
         """The MoQ relay joins the cluster's (docs/moq.md "Cluster"): on worker 0's zenoh registry and
         hub, in this process and loop, so a namespace published here is subscribable on every node."""

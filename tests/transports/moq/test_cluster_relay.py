@@ -42,11 +42,11 @@ class Counting(LocalChannelHub):
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, names: tuple[str, ...] = ("A", "B")) -> None:
         self.clock = Clock()
         self.registry = LocalRegistry()
         self.hub = Counting()
-        self.relays = {name: Relay() for name in ("A", "B")}
+        self.relays = {name: Relay() for name in names}
         self.members = {
             name: ClusterRelay(relay, self.registry, self.hub, name, self.clock.now)
             for name, relay in self.relays.items()
@@ -58,9 +58,9 @@ class Cluster:
         return client
 
 
-def publisher(cluster: Cluster) -> tuple[Client, int]:
-    """A publisher on node A: PUBLISH_NAMESPACE, answered; returns it and its track alias."""
-    pub = cluster.client("A")
+def publisher(cluster: Cluster, node: str = "A") -> tuple[Client, int]:
+    """A publisher on ``node``: PUBLISH_NAMESPACE, answered; returns it and its track alias."""
+    pub = cluster.client(node)
     pub.send(m.PublishNamespace(pub.rid(), NS))
     assert isinstance(pub.messages()[0], m.RequestOk)
     return pub, 7
@@ -172,11 +172,45 @@ def test_a_session_publishing_the_namespace_on_b_takes_precedence() -> None:
     assert not cluster.members["B"].imports
 
 
-def test_close_withdraws_the_nodes_namespaces() -> None:
+def test_the_publishers_node_stopping_ends_the_track_on_b() -> None:
     cluster = Cluster()
-    publisher(cluster)
-    cluster.members["A"].close(cluster.clock.now)
-    assert NS not in cluster.members["B"].remote
+    pub, alias = publisher(cluster)
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    answer_subscribe(pub, alias)
+    assert [x for x in viewer.messages() if isinstance(x, m.SubscribeOk)]
+    cluster.members["A"].close(cluster.clock.now)  # its registry entries go, as when a node dies
+    assert NS not in cluster.members["B"].remote and not cluster.members["B"].imports
+    cluster.clock.now += 3
+    cluster.relays["B"].timer(cluster.clock.now)
+    done = [x for x in viewer.messages() if isinstance(x, m.PublishDone)]
+    assert done and done[0].request_id == rid and done[0].status_code == PublishDoneCode.GOING_AWAY
+
+
+def test_a_namespace_published_on_two_nodes_is_imported_from_one() -> None:
+    cluster = Cluster(("A", "B", "C"))
+    pub_a, alias = publisher(cluster, "A")
+    pub_c, _ = publisher(cluster, "C")
+    viewer = cluster.client("B")
+    subscribe(viewer)
+    subs = {n: [x for x in p.messages() if isinstance(x, m.Subscribe)] for n, p in (("A", pub_a), ("C", pub_c))}
+    assert len(subs["A"]) == 1 and not subs["C"]  # "A" < "C": one source, the same on every node
+    pub_a.send(m.SubscribeOk(subs["A"][0].request_id, alias, {m.PARAM_EXPIRES: 0}))
+    pub_a.subgroup(alias, 0, [(0, b"key")], fin=True)
+    assert objects(viewer) == [(0, 0, b"key")]
+    # C's namespace goes: B's viewer (fed by A) carries on.
+    pub_c.send(m.PublishNamespaceDone(0))
+    assert cluster.members["B"].imports and cluster.members["B"].remote[NS] == {"A"}
+    pub_c.send(m.PublishNamespace(pub_c.rid(), NS))  # C again
+    assert cluster.members["B"].remote[NS] == {"A", "C"}
+    # A's goes: the track ends, and a new subscription imports from C.
+    pub_a.send(m.PublishNamespaceDone(0))
+    assert not cluster.members["B"].imports and cluster.members["B"].remote[NS] == {"C"}
+    cluster.clock.now += 3
+    cluster.relays["B"].timer(cluster.clock.now)
+    assert [x.status_code for x in viewer.messages() if isinstance(x, m.PublishDone)] == [PublishDoneCode.GOING_AWAY]
+    subscribe(viewer)
+    assert [x for x in pub_c.messages() if isinstance(x, m.Subscribe)]
 
 
 @given(st.lists(st.binary(max_size=8), min_size=1, max_size=4))

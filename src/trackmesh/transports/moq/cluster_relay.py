@@ -13,7 +13,9 @@ is fed ``now`` and works on the core's :class:`~trackmesh.core.registry.Registry
   do longer prefixes). It then subscribes the track's message channel and puts
   ``moq/want/<namespace>/<track>/<member>``; the first answer (OK, or the first object) accepts the
   track, REFUSED refuses it with the publisher's code. The relay shares that one import between
-  all local subscribers of the track; when the last leaves, the want is deleted.
+  all local subscribers of the track; when the last leaves, the want is deleted. A namespace
+  published on several nodes is imported from one of them (the want names it, and only its
+  messages are taken); when that node withdraws it, the imported tracks end (GOING_AWAY).
 - **Exporting (the publisher's node)**: each want for a namespace published here makes one local
   subscription through the relay, whose objects are sent once on the track's message channel,
   however many nodes and subscribers want it (zenoh sends one copy to each interested node). The
@@ -149,6 +151,7 @@ class _Import:
     local: LocalTrack
     channel: int
     want_key: str
+    source: str  # the member this node imports from (a namespace published on several nodes)
 
 
 class _NamespaceWatcher:
@@ -167,7 +170,7 @@ class _WantWatcher:
         self.relay = relay
 
     def on_registry_put(self, now: float, key: str, value: bytes) -> None:
-        self.relay._want_put(now, key)
+        self.relay._want_put(now, key, value)
 
     def on_registry_delete(self, now: float, key: str) -> None:
         self.relay._want_delete(now, key)
@@ -291,18 +294,20 @@ class ClusterRelay:
         if members is None:
             return
         members.discard(parts[1])
+        provider = self.providers.get(namespace)
+        if provider is not None:
+            for local in list(provider.tracks.values()):
+                imp = self.imports.get(track_channel(local.namespace, local.name))
+                if imp is None or imp.local is not local or imp.source == parts[1] or not members:
+                    local.end(now, "the publisher's node withdrew the namespace", PublishDoneCode.GOING_AWAY)
+                    if imp is not None:
+                        self._drop_import(imp)
         if members:
-            return
+            return  # published on other nodes still: new subscriptions import from one of them
         del self.remote[namespace]
-        provider = self.providers.pop(namespace, None)
-        if provider is None:
-            return
-        for local in list(provider.tracks.values()):
-            imp = self.imports.get(track_channel(local.namespace, local.name))
-            local.end(now, "the publisher's node withdrew the namespace", PublishDoneCode.GOING_AWAY)
-            if imp is not None:
-                self._drop_import(imp)
-        provider.close()
+        if provider is not None:
+            del self.providers[namespace]
+            provider.close()
 
     # -- importing -------------------------------------------------------------------------------
 
@@ -311,11 +316,12 @@ class ClusterRelay:
         if channel in self.imports:  # a stale import of an ended track: replace it
             self._drop_import(self.imports[channel])
         want = f"{WANT_ROOT}{namespace_key(local.namespace)}/{_field(local.name)}/{self.member}"
-        self.imports[channel] = _Import(local, channel, want)
+        source = min(self.remote.get(local.publisher.prefix) or {""})
+        self.imports[channel] = _Import(local, channel, want, source)
         self.counters["imports_total"] += 1
         # Subscribe first: the publisher's node answers on the channel once it sees the want.
         self.hub.subscribe_messages(self.now, channel, self)
-        self.registry.put(self.now, want, b"")
+        self.registry.put(self.now, want, source.encode())
 
     def _cancel_import(self, local: LocalTrack) -> None:
         imp = self.imports.get(track_channel(local.namespace, local.name))
@@ -331,7 +337,7 @@ class ClusterRelay:
     def on_channel_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
         self.now = now
         imp = self.imports.get(channel)
-        if imp is None or sender == self.member:
+        if imp is None or sender != imp.source:
             return
         try:
             kind, number, object_id, extensions, rest = decode_message(data)
@@ -375,10 +381,10 @@ class ClusterRelay:
     def _published_here(self, namespace: m.TrackNamespace) -> bool:
         return any(namespace[:size] in self.local_namespaces for size in range(len(namespace), 0, -1))
 
-    def _want_put(self, now: float, key: str) -> None:
+    def _want_put(self, now: float, key: str, source: bytes) -> None:
         self.now = now
         want = self._parse_want(key)
-        if want is None or self._closed:
+        if want is None or self._closed or source != self.member.encode():
             return
         namespace, name, member = want
         if not self._published_here(namespace):

@@ -70,7 +70,7 @@ def test_chromium_watches_a_room_over_webtransport(
         "--codec",
         "vp8",
         "--duration",
-        "7",
+        "6",
     )
     try:
         query = urllib.parse.urlencode(

@@ -1,7 +1,11 @@
-"""The MoQ relay across the cluster (docs/moq.md "Across the cluster"): two `trackmesh media`
-processes joined by zenoh in the loopback netns, a MoQ publisher (our draft-16 session over
-aioquic) on node A, two MoQ subscribers (draft-16, raw QUIC) on node B. Both receive every object,
-and node A sends each object once into the cluster."""
+"""MoQ across the cluster (docs/moq.md "Across the cluster"): two `trackmesh media` processes
+joined by zenoh in the loopback netns, shared by the tests of this module.
+
+- The relay: a MoQ publisher (our draft-16 session over aioquic) on node A, two MoQ subscribers
+  (draft-16, raw QUIC) on node B. Both receive every object, and node A sends each object once
+  into the cluster.
+- Rooms: a GStreamer WHIP publisher in a room on node A, watched over MoQ on node B (the room
+  bridge of node B taps the track's cluster channel, as a WHEP viewer on node B would)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from tests.cluster.test_roles import Cluster, Member, http
 from tests.e2e.test_moq_interop import free_udp_port
-from tests.e2e.test_moq_rooms import Publisher, Subscriber
+from tests.e2e.test_moq_rooms import Publisher, Subscriber, is_vp8_key
+from tests.e2e.test_whip_whep import Background
 from trackmesh.transports.moq import messages as m
 
 pytestmark = pytest.mark.e2e
@@ -28,11 +33,14 @@ NS = (b"moq-test", b"cluster")
 GROUPS, PER_GROUP = 6, 5
 
 
-@pytest.fixture
-def cluster(netns_guard: None) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(netns_guard: None) -> Iterator[tuple[Cluster, Member, Member, int, int]]:
     c = Cluster()
     try:
-        yield c
+        port_a, port_b = free_udp_port(), free_udp_port()
+        a = c.media(1, 10, "--moq-port", str(port_a), "--moq-anonymous")
+        b = c.media(1, 11, "--moq-port", str(port_b), "--moq-anonymous")
+        yield c, a, b, port_a, port_b
     finally:
         problems = c.close()
         assert not problems, "\n".join(problems)
@@ -111,10 +119,10 @@ async def relay_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
     return {"sent": sent, "got": got, "b_during": b_during, "unsubscribed": unsubscribed}
 
 
-def test_a_moq_publisher_on_a_is_watched_on_b_with_one_copy_crossing(cluster: Cluster) -> None:
-    port_a, port_b = free_udp_port(), free_udp_port()
-    a = cluster.media(1, 10, "--moq-port", str(port_a), "--moq-anonymous")
-    b = cluster.media(1, 11, "--moq-port", str(port_b), "--moq-anonymous")
+def test_a_moq_publisher_on_a_is_watched_on_b_with_one_copy_crossing(
+    cluster: tuple[Cluster, Member, Member, int, int],
+) -> None:
+    _, a, b, port_a, port_b = cluster
     t0 = time.monotonic()
     result = asyncio.run(relay_across(port_a, port_b, b))
     elapsed = time.monotonic() - t0
@@ -133,3 +141,55 @@ def test_a_moq_publisher_on_a_is_watched_on_b_with_one_copy_crossing(cluster: Cl
     assert info_a.get("moq_channels_exported", 0) == 0  # the subscribers left: the export ended
     assert result["unsubscribed"], "node A never unsubscribed from the publisher"
     assert b_after["cluster_tracks_imported"] == 0 and a_after["cluster_tracks_exported"] == 0
+
+
+async def watch_room(port: int, room: str, objects_wanted: int, node: Member) -> dict[str, Any]:
+    """A MoQ subscriber of the room's catalog, then of ``pub/video_main`` once the catalog lists it."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    ns = (b"trackmesh", room.encode())
+    async with connect("127.0.0.1", port, configuration=config, create_protocol=Subscriber) as c:
+        viewer: Subscriber = c  # type: ignore[assignment]
+        viewer.send(m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10}))
+        await viewer.wait_for(lambda: viewer.messages, 5)
+        viewer.send(m.Subscribe(0, ns, b"catalog", {m.PARAM_FORWARD: 1}))
+        await viewer.wait_for(lambda: viewer.reply(0), 5)
+        catalog_ok = viewer.reply(0)
+        assert isinstance(catalog_ok, m.SubscribeOk), viewer.messages
+
+        def catalogs() -> list[bytes]:
+            return [p for alias, _, _, p, _ in viewer.objects if alias == catalog_ok.track_alias]
+
+        await viewer.wait_for(lambda: any(b'"pub/video_main"' in x for x in catalogs()), 15)
+        viewer.send(m.Subscribe(2, ns, b"pub/video_main", {m.PARAM_FORWARD: 1}))
+        await viewer.wait_for(lambda: viewer.reply(2), 5)
+        video_ok = viewer.reply(2)
+        assert isinstance(video_ok, m.SubscribeOk), (viewer.messages, catalogs())
+
+        def video() -> list[tuple[int, int, bytes]]:
+            return [(g, o, p) for alias, g, o, p, _ in viewer.objects if alias == video_ok.track_alias]
+
+        await viewer.wait_for(lambda: len(video()) >= objects_wanted, 10)
+        info = await asyncio.to_thread(node.info)  # while watching: the track's channel is imported
+        return {"video": video(), "catalogs": catalogs(), "cluster": info["workers"][0]["cluster"]}
+
+
+def test_a_whip_publisher_on_a_is_watched_over_moq_on_b(
+    cluster: tuple[Cluster, Member, Member, int, int], gst_client: Any
+) -> None:
+    c, a, b, _, port_b = cluster
+    room = "moqcluster"
+    publisher = Background(
+        gst_client, "whip", a.base + "/whip/endpoint", "--token", c.token(a.base, "whip", room, "pub"),
+        "--codec", "vp8", "--duration", "4",
+    )  # fmt: skip
+    try:
+        got = asyncio.run(watch_room(port_b, room, 20, b))
+        info_b = got["cluster"]
+    finally:
+        rc, summary, err = publisher.join()
+    assert rc == 0, (summary, err[-1500:])
+    video = got["video"]
+    print("room over moq on node B:", len(video), "objects, groups", sorted({g for g, _, _ in video}))
+    assert len(video) >= 20, (len(video), a.log(), b.log())
+    assert video[0][1] == 0 and is_vp8_key(video[0][2]), video[0][:2]  # starts on a group's key frame
+    assert info_b["channels_imported"] >= 1, info_b  # the track came over its cluster channel

@@ -193,3 +193,50 @@ def test_a_whip_publisher_on_a_is_watched_over_moq_on_b(
     assert len(video) >= 20, (len(video), a.log(), b.log())
     assert video[0][1] == 0 and is_vp8_key(video[0][2]), video[0][:2]  # starts on a group's key frame
     assert info_b["channels_imported"] >= 1, info_b  # the track came over its cluster channel
+
+
+async def publish_until_killed(port_a: int, port_b: int, b: Member, kill: Any) -> dict[str, Any]:
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup = m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10})
+    ns = (b"moq-test", b"killed")
+    pub_conn = connect("127.0.0.1", port_a, configuration=config, create_protocol=Publisher)
+    pub: Publisher = await pub_conn.__aenter__()  # type: ignore[assignment]
+    try:
+        pub.send(setup)
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.PublishNamespace(0, ns))
+        await asyncio.to_thread(wait_metric, b, "cluster_namespaces_remote", 1)
+        async with connect("127.0.0.1", port_b, configuration=config, create_protocol=Subscriber) as c:
+            viewer: Subscriber = c  # type: ignore[assignment]
+            viewer.send(setup)
+            await viewer.wait_for(lambda: viewer.messages, 5)
+            viewer.send(m.Subscribe(0, ns, b"video", {m.PARAM_FORWARD: 1}))
+            await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages), 5)
+            sub = next(x for x in pub.messages if isinstance(x, m.Subscribe))
+            pub.send(m.SubscribeOk(sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+            pub.send_group(1, 0, [(b"key frame", None), (b"delta", None)])
+            await viewer.wait_for(lambda: len(viewer.objects) >= 2, 5)
+            t0 = time.monotonic()
+            kill()
+            await viewer.wait_for(lambda: any(isinstance(x, m.PublishDone) for x in viewer.messages), 5)
+            done = [x for x in viewer.messages if isinstance(x, m.PublishDone)]
+            return {"objects": len(viewer.objects), "done": done, "after_s": time.monotonic() - t0}
+    finally:
+        pub._quic.close()  # its node is gone: nothing to wait for
+        pub.transmit()
+
+
+def test_kill_9_of_the_publishers_node_ends_the_track_on_b(cluster: tuple[Cluster, Member, Member, int, int]) -> None:
+    """Last in this module: it kills node A."""
+    _, a, b, port_a, port_b = cluster
+
+    def kill() -> None:
+        a.proc.kill()
+        a.proc.wait(5)
+
+    got = asyncio.run(publish_until_killed(port_a, port_b, b, kill))
+    print("kill -9:", got)
+    assert got["objects"] == 2, got
+    assert len(got["done"]) == 1 and got["done"][0].status_code == 0x4, got  # GOING_AWAY
+    after = moq_metrics(b)
+    assert after["cluster_namespaces_remote"] == 0 and after["cluster_tracks_imported"] == 0, after

@@ -52,6 +52,7 @@ KIND = "moq"  # the hub counts this kind of message channel apart (moq_channels_
 OK, REFUSED, OBJECT, DONE = 1, 2, 3, 4
 _OBJECT = struct.Struct("!BQQI")
 _CODE = struct.Struct("!BQ")
+WITHDRAWN = "the namespace was withdrawn on its node, or its node left the cluster"
 
 
 class BadClusterMessage(ValueError):
@@ -299,7 +300,7 @@ class ClusterRelay:
             for local in list(provider.tracks.values()):
                 imp = self.imports.get(track_channel(local.namespace, local.name))
                 if imp is None or imp.local is not local or imp.source == parts[1] or not members:
-                    local.end(now, "the publisher's node withdrew the namespace", PublishDoneCode.GOING_AWAY)
+                    local.end(now, WITHDRAWN, PublishDoneCode.GOING_AWAY)
                     if imp is not None:
                         self._drop_import(imp)
         if members:

@@ -449,7 +449,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
          _url("--multi-tenancy-sync", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--data-dir", "directory of this node's own files: the events waiting for the zone's connector spill "
-         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media",), "DIR"),
+         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media", "gateway"), "DIR"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
     Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "

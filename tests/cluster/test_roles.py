@@ -67,10 +67,10 @@ class Member:
             args += ["--seeds", ",".join(seeds)]
         if role == "media":
             args += ["--node-ip", "127.0.0.1", "--workers", str(workers)]
-            if "--data-dir" not in extra:
-                # Its own spill file for the connector's events (never ./trackmesh-data of the checkout).
-                self.data_dir = tempfile.mkdtemp(prefix="trackmesh-member-")
-                args += ["--data-dir", self.data_dir]
+        if role in ("media", "gateway") and "--data-dir" not in extra:
+            # Its own spill file for the connector's events (never ./trackmesh-data of the checkout).
+            self.data_dir = tempfile.mkdtemp(prefix="trackmesh-member-")
+            args += ["--data-dir", self.data_dir]
         self.proc = subprocess.Popen(
             [*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent
         )

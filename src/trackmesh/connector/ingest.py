@@ -278,7 +278,8 @@ class Ingestor:
             conn.execute(insert(sessions).values(id=session, app=app, ip=ip, created_at=ms))
         elif ip and not existing.ip:
             conn.execute(update(sessions).where(sessions.c.id == session).values(ip=ip))
-        if isinstance(body, ev.Disconnected | ev.ConnectError):
+        # A RouteError ends its session too: no node took it, no other event follows.
+        if isinstance(body, ev.Disconnected | ev.ConnectError | ev.RouteError):
             conn.execute(update(sessions).where(sessions.c.id == session, sessions.c.leaved_at.is_(None))
                          .values(leaved_at=ms))
 

@@ -413,7 +413,6 @@ def _run(
     videos: dict[int, _Video] = {}
     audios: dict[int, _Audio] = {}
     canvas = _Canvas(opts.width, opts.height)
-    layouts: list[tuple[float, list[str]]] = []
     shown: dict[int, int] = {}  # tile index -> serial of the source frame drawn there
     tiles: list[Tile] = []
     key: tuple[tuple[str, int | None], ...] | None = None
@@ -456,7 +455,6 @@ def _run(
                 if now_key != key:
                     key = now_key
                     tiles = timeline.grid(t, opts.width, opts.height)
-                    layouts.append((t, [tile.peer for tile in tiles]))
                     canvas.clear()
                     shown.clear()
                     for tile in tiles:
@@ -508,7 +506,7 @@ def _run(
         audio_samples=a_pos,
         peers=sorted({s.peer for s in spans}),
         files=len(spans),
-        layouts=layouts,
+        layouts=timeline.changes_of_grid(),
     )
 
 

@@ -127,8 +127,8 @@ class Timeline:
                 peer=str(info.get("peer", "")),
                 track=str(info.get("track", "")),
                 kind=str(info["kind"]),
-                start=start - t0,
-                end=start - t0 + duration,
+                start=round(start - t0, 6),  # microseconds: no float dust at the grid's changes
+                end=round(start - t0 + duration, 6),
                 path=str(info.get("path", "")),
                 width=int(info.get("width", 0) or 0),
                 height=int(info.get("height", 0) or 0),
@@ -136,6 +136,17 @@ class Timeline:
             for i, (start, duration, info) in enumerate(usable)
         ]
         return cls(spans, t0)
+
+    def changes_of_grid(self) -> list[tuple[float, list[str]]]:
+        """Each instant the grid changes, with its tiles' peers (the first entry: at 0)."""
+        out: list[tuple[float, list[str]]] = []
+        last: tuple[tuple[str, int | None], ...] | None = None
+        for t in self.changes:
+            key = self.layout_key(t)
+            if key != last and t < self.duration:
+                out.append((t, [peer for peer, _ in key]))
+            last = key
+        return out
 
     def present(self, t: float) -> list[str]:
         """The peers with a file covering ``t``, in order of first appearance."""

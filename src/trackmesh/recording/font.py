@@ -78,7 +78,8 @@ def render_label(text: str, scale: int, max_width: int) -> tuple[int, int, bytes
     step = (GLYPH_W + 1) * scale
     fits = max(0, (max_width - 2 * margin + scale) // step)
     chars = [c if c in _GLYPHS else "?" for c in text.upper()[:fits]]
-    width = max(2, min(max_width, 2 * margin + len(chars) * step - scale if chars else 2 * margin)) & ~1
+    need = 2 * margin + len(chars) * step - scale if chars else 2 * margin
+    width = max(2, min(max_width & ~1, (need + 1) & ~1))  # even (4:2:0), rounded up when it fits
     height = (GLYPH_H * scale + 2 * margin + 1) & ~1
     rows = [bytearray([_OFF]) * width for _ in range(height)]
     for i, ch in enumerate(chars):

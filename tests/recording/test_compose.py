@@ -171,6 +171,18 @@ def test_a_file_cut_by_a_crash_is_composed_from_what_it_holds(tmp_path: Path) ->
     assert all(t == 3.2 for t, _ in layouts[2:])
 
 
+def test_an_unreadable_file_is_left_out_and_named(tmp_path: Path) -> None:
+    session = two_publishers(tmp_path / "rec")
+    broken = session / "bob" / "video_main-000.webm"
+    broken.write_bytes(b"\x1a\x45\xdf\xa3 not really a webm" * 10)
+    result = compose(session, tmp_path / "o.mp4", ComposeOptions(width=64, height=64, fps=5, names=False))
+    assert [s.split(":")[0] for s in result.skipped] == ["bob/video_main-000.webm"]
+    assert result.files == 3  # bob stays on the grid with his name (his audio is there)
+    assert [(round(t, 1), p) for t, p in result.layouts] == [(0.0, ["alice"]), (0.2, ["alice", "bob"]),
+                                                             (3.2, ["alice"])]  # fmt: skip
+    assert decode_errors(tmp_path / "o.mp4") == ""
+
+
 def test_what_cannot_be_composed_says_why(tmp_path: Path) -> None:
     with pytest.raises(ComposeError, match="not a folder"):
         compose(tmp_path / "nothing", tmp_path / "o.mp4")

@@ -83,4 +83,6 @@ def main(argv: Sequence[str]) -> int:
     else:
         print(f"{result.output}: {result.duration:.1f} s, {len(result.peers)} peers, {result.files} files, "
               f"made in {spent:.1f} s ({result.duration / spent if spent else 0:.2f}x real time)")  # fmt: skip
+        for why in result.skipped:
+            print(f"trackmesh record: left out {why}", file=sys.stderr)
     return 0

@@ -96,6 +96,8 @@ class ComposeResult:
     audio_samples: int
     peers: list[str]
     files: int
+    #: files left out (unreadable), each with why
+    skipped: list[str] = field(default_factory=list)
     #: (time, tiles' peers) at each change of the grid
     layouts: list[tuple[float, list[str]]] = field(default_factory=list)
 
@@ -107,6 +109,7 @@ class ComposeResult:
             "audio_samples": self.audio_samples,
             "peers": self.peers,
             "files": self.files,
+            "skipped": self.skipped,
             "layouts": [{"t": round(t, 3), "tiles": p} for t, p in self.layouts],
         }
 
@@ -130,11 +133,24 @@ def _measured_duration(media: Path) -> float | None:
         return None
 
 
-def session_files(folder: Path) -> list[dict[str, Any]]:
+def _unreadable(media: Path, kind: str) -> str | None:
+    """Why ``media`` cannot be composed (not a media file, no stream of its kind), or None."""
+    try:
+        with av.open(str(media)) as c:
+            assert isinstance(c, InputContainer)
+            streams = c.streams.video if kind == "video" else c.streams.audio
+            return None if len(streams) else f"no {kind} stream"
+    except (av.FFmpegError, OSError) as exc:
+        return f"unreadable ({exc})"
+
+
+def session_files(folder: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """The sidecars of one session's media files under ``folder`` (a session folder, or a room
-    folder holding a single session), each with ``path`` (absolute) and a ``duration``."""
+    folder holding a single session), each with ``path`` (absolute) and a ``duration``. Files
+    that cannot be read are left out, each named with why in ``skipped``."""
     if not folder.is_dir():
         raise ComposeError(f"{folder}: not a folder")
+    skipped = [] if skipped is None else skipped
     files: list[dict[str, Any]] = []
     missing = 0
     for side in sorted(folder.rglob("*" + _SIDE)):
@@ -148,6 +164,12 @@ def session_files(folder: Path) -> list[dict[str, Any]]:
             missing += 1  # uploaded to S3 (and deleted here) or removed
             continue
         if info.get("status") == "failed" and not media.stat().st_size:
+            continue
+        problem = _unreadable(media, str(info.get("kind")))
+        if problem is not None:
+            log.warning("recording left out of the composition", extra={"fields": {"path": str(media),
+                                                                                   "error": problem}})  # fmt: skip
+            skipped.append(f"{media.relative_to(folder)}: {problem}")
             continue
         if not isinstance(info.get("duration"), (int, float)):
             info["duration"] = _measured_duration(media)
@@ -379,7 +401,8 @@ def compose(
 ) -> ComposeResult:
     """Compose the session recorded under ``folder`` into ``output``."""
     opts = opts or ComposeOptions()
-    files = session_files(folder)
+    skipped: list[str] = []
+    files = session_files(folder, skipped)
     try:
         timeline = Timeline.from_sidecars(files)
     except TimelineError as exc:
@@ -401,6 +424,7 @@ def compose(
     out.close()
     tmp.replace(output)
     result.output = str(output)
+    result.skipped = skipped
     return result
 
 

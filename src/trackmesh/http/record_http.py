@@ -31,6 +31,7 @@ from trackmesh.recording.layout import DEFAULT_APP, list_recordings, seg
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 from .token_http import client_address, read_json
@@ -125,7 +126,7 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         responses=_BODY_RESPONSES,
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": RecordStart.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(RecordStart)}},
                 "required": True,
             }
         },
@@ -152,7 +153,7 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         responses={404: {"description": "the room is not being recorded"}, **_BODY_RESPONSES},
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": RecordStop.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(RecordStop)}},
                 "required": True,
             }
         },

@@ -385,3 +385,23 @@ def test_the_api_composes_a_recorded_session_into_one_file(recorded: Recorded) -
         time.sleep(0.2)
     assert answer["data"]["status"] == "failed" and "no recorded files" in answer["data"]["error"], answer
     assert "/" + str(recorded.root_a).strip("/") not in answer["data"]["error"]  # no server paths
+    # The hook events of the recordings and of both jobs, in the node's connector log (session 0).
+    failed_id = answer["data"]["id"]
+    logged: list[tuple[str, dict[str, Any]]] = []
+    failures: list[dict[str, Any]] = []
+    for _ in range(50):
+        status, answer = node.proc.json("GET", "/api/connector/log/events?session=0&limit=100", token=node.secret)
+        assert status == 200, answer
+        logged = [(e["event"], json.loads(e["meta"])) for e in answer["data"]]
+        failures = [m for e, m in logged if e == "Compose.Failed" and m["path"] == "default/empty-room/s1"]
+        if failures:
+            break
+        time.sleep(0.2)
+    assert ("Record.Started", {"path": session}) in logged, logged
+    assert ("Record.PeerJoined", {"peer": "cam", "path": f"{session}/cam"}) in logged, logged
+    assert [e for e, m in logged if e == "Record.Started"] == ["Record.Started"] * 2  # api-vp8 and tok-h264
+    assert ("Compose.Started", {"path": session}) in logged, logged
+    duration_ms = int(job["result"]["duration"] * 1000)
+    done = {"path": session, "media_uri": f"{session}/composite.mp4", "duration_ms": duration_ms}
+    assert ("Compose.Completed", done) in logged, logged
+    assert len(failures) == 1 and "no recorded files" in failures[0]["error"], (failed_id, logged)

@@ -17,10 +17,12 @@ with the same throttling of wrong secrets as ``POST /token/<kind>``; answers use
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from trackmesh.recording.jobs import ComposeJob, ComposeJobs
 from trackmesh.recording.layout import DEFAULT_APP, list_recordings, seg
+from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
@@ -38,6 +41,8 @@ from .token_http import client_address, read_json
 
 if TYPE_CHECKING:
     from .api import NodeApi
+
+log = logging.getLogger("trackmesh.recording")
 
 
 class RecordStart(BaseModel):
@@ -86,9 +91,39 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
+def compose_hooks(node: NodeApi) -> Callable[[str, ComposeJob], None]:
+    """Compose.Started/Completed/Failed hook events of the node's jobs: sent by the worker that
+    holds the composed session's room, through its connector event source (the room's other
+    events take the same path, runtime/recording.py). Without a connector the worker drops them."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def send(room: str, params: dict[str, Any]) -> None:
+        try:
+            await node.worker_for_room(room).call("record.compose_event", params)
+        except (TimeoutError, RpcError, OSError) as exc:
+            log.warning("compose hook event not sent", extra={"fields": {"job": params["job"], "error": str(exc)}})
+
+    def on_event(kind: str, job: ComposeJob) -> None:
+        root = Path(node.config.record_dir).resolve()
+        try:
+            rel = job.folder.resolve().relative_to(root)
+        except ValueError:
+            return
+        room = unquote(rel.parts[1]) if len(rel.parts) > 1 else ""
+        params = {
+            "kind": kind, "app": job.app, "room": room, "job": job.id, "path": rel.as_posix(),
+            "output": job.output_rel, "error": job.error or "", "duration": (job.result or {}).get("duration"),
+        }  # fmt: skip
+        task = asyncio.get_running_loop().create_task(send(room, params))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return on_event
+
+
 def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | None = None) -> APIRouter:
     api = APIRouter()
-    jobs = ComposeJobs(Path(node.config.record_dir), on_compose_event)
+    jobs = ComposeJobs(Path(node.config.record_dir), on_compose_event or compose_hooks(node))
 
     def app_of(request: Request) -> str | JSONResponse:
         """The app whose secret was presented ("" for the node's own), or the 401/429 refusal."""

@@ -459,12 +459,13 @@ async def whep_listen(url: str, token: str, seconds: float) -> dict[str, Any]:
 def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
     node, sip_port = sip_node
     room = "sip-pcap-room"
-    sip_token = node.token("sip", room, "phone1")
+    # A record:true token (docs/recording.md): the caller's track, Opus in the room, gets a file.
+    status, answer = node.proc.json("POST", "/token/sip", {"room": room, "peer": "phone1", "ttl": 600, "record": True},
+                                    token=node.secret)  # fmt: skip
+    assert status == 200, answer
+    sip_token = answer["data"]["token"]
     whep_token = node.token("whep", room)
     (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
-    # The room is recorded (docs/recording.md): the caller's track, Opus in the room, gets a file.
-    status, answer = node.proc.json("POST", "/api/record/start", {"room": room}, token=node.secret)
-    assert status == 200, answer
 
     async def main() -> tuple[dict[str, Any], tuple[int, str], list[dict[str, Any]]]:
         listen = asyncio.create_task(whep_listen(node.url("/whep/endpoint"), whep_token, 6.0))
@@ -491,9 +492,8 @@ def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int]
     assert sip_calls(node) == []  # the BYE ended the call and its peer
     _status, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert stats["data"]["sip"]["answered"] >= 1
-    # The phone's audio was recorded: one Opus WebM that plays, named after its peer.
-    status, answer = node.proc.json("POST", "/api/record/stop", {"room": room}, token=node.secret)
-    assert status == 200, answer
+    # The phone's audio was recorded (and finalised when it left): one Opus WebM that plays, named
+    # after its peer.
     assert node.record_dir is not None
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

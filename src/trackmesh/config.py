@@ -52,6 +52,7 @@ class NodeConfig:
     hook_url: str | None = None
     hook_secret: str | None = None
     hook_retry_for: float = 24 * 3600.0
+    hook_body: str = "json"
     destroy_room_after: float = 120.0
     apps: str | None = None
     data_dir: str = "trackmesh-data"
@@ -389,6 +390,7 @@ class Flag:
 ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
 CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
+HOOK_BODIES = ("json", "protobuf")  # connector/ingest.py
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
     Flag("--http-port", "port of the HTTP API (default 3000)", _port("--http-port", False), ALL_ROLES, "PORT"),
@@ -436,6 +438,8 @@ FLAGS: tuple[Flag, ...] = (
          _url("--hook-url", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
          "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), CONNECTOR_ROLES, "SECRET"),
+    Flag("--hook-body", "json (atm0s's protobuf-json, the default) or protobuf (atm0s's protobuf-binary): "
+         "the webhook body's form", _choice("--hook-body", HOOK_BODIES), CONNECTOR_ROLES, "FORM"),
     Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
          _float_range("--hook-retry-for", 1.0, 30 * 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",

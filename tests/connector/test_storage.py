@@ -132,6 +132,22 @@ def test_recording_and_compose_events_are_logged_and_posted_in_the_rooms_order(d
     assert ing.ingest(batch, T0 + 1).duplicates == 5
 
 
+def test_with_protobuf_bodies_recording_events_are_logged_not_posted(db_url: str) -> None:
+    """hook.proto has no Record/Compose layout: such events are in the log, and the room's other
+    events are still posted (in protobuf)."""
+    engine = storage.open_engine(db_url)
+    storage.migrate(engine)
+    ing = Ingestor(engine, 1, 120.0, lambda app: "http://127.0.0.1:9/hook", hook_body="protobuf")
+    ing.restore()
+    started = ev.SourceEvent("e2", "", ev.HookEvent(1, 5, ev.RecordEvent("r", ev.RecordStarted("default/r/s1"))))
+    r = ing.ingest([peer("e1", S1, ev.Join("r", "alice")), started], T0)
+    assert r.stored == 2 and [d.id for d in r.deliveries] == ["e1", "e1.1", "e1.2"]
+    with engine.connect() as conn:
+        assert [e["event"] for e in storage.list_events(conn, "", 0, None, None, storage.Page(0, 10))] == [
+            "Record.Started"
+        ]
+
+
 def test_duplicates_are_stored_once(db_url: str) -> None:
     ing = make(db_url)
     join = peer("dup-1", 5, ev.Join("r", "p"))

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from trackmesh.security.tokens import AppTokenKeys
 from trackmesh.transports.moq.auth import Anonymous, Authorizer
 from trackmesh.transports.moq.errors import SessionErrorCode
 from trackmesh.transports.moq.relay import Relay
@@ -355,7 +356,7 @@ class MoqListener:
         cert_file: str | None = None,
         key_file: str | None = None,
         anonymous: bool = False,
-        token_key: bytes | str = b"",
+        token_key: bytes | str | AppTokenKeys = b"",
     ) -> None:
         self.host = host
         self.port = port

@@ -77,6 +77,14 @@ class Node:
     def has_media(self) -> bool:
         return self.config.role in ("standalone", "media")
 
+    def token_key_of(self, app: str) -> bytes | None:
+        """The key that checks tokens of ``app`` (security.tokens.verify_for_app): the node's own for
+        the single-tenant app, a tenant's from the connector's app list; None if unknown here."""
+        if app == "":
+            return self.config.token_key
+        connector = self.connector
+        return connector.apps.token_key_of(app, self.config.atm0s_compatible_tokens) if connector is not None else None
+
     def worker_for_room(self, room: str) -> WorkerHandle:
         """All sessions of a room live on one worker, so its in-process registry and channels
         see the whole room (the mediasoup Router-per-worker model)."""
@@ -198,7 +206,7 @@ class Node:
             cert_file=self.config.moq_cert or None,
             key_file=self.config.moq_key or None,
             anonymous=self.config.moq_anonymous,
-            token_key=self.config.token_key,
+            token_key=self.token_key_of,
         )
         problem = ""
         try:

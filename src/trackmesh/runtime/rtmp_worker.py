@@ -37,7 +37,7 @@ from trackmesh.cluster.local import LocalRegistry
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.rtmp.bridge import (
     EndPublish,
     Notice,
@@ -205,7 +205,7 @@ class RtmpTransport:
             return
         raw = event.stream_key.split("?", 1)[0]
         try:
-            token = verify(self.config.token_key, raw, "rtmp", int(time.time()))
+            token = verify_for_app(self.runtime.token_key_of, raw, "rtmp", int(time.time()))
         except TokenError as exc:
             self._refuse(conn, f"stream key: {exc}")
             conn.reject_publish(event.stream_id, f"stream key refused: {exc}", "NetStream.Publish.BadName")

@@ -461,15 +461,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
-    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC, ALPN moqt-16) on --http-host "
-         "(default 4443, 0 = off; see docs/moq.md)", _port("--moq-port", True), ("standalone",), "PORT"),
+    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC and WebTransport) on --http-host "
+         "(standalone: default 4443; media: default 0 = off; see docs/moq.md)", _port("--moq-port", True),
+         ("standalone", "media"), "PORT"),
     Flag("--moq-cert", "PEM certificate of the MoQ port (default: a self-signed ECDSA certificate valid 10 days, "
-         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone",),
+         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone", "media"),
          "FILE"),
-    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone",), "FILE"),
+    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone", "media"), "FILE"),
     Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
-         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"), ("standalone",),
-         switch=True),
+         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"),
+         ("standalone", "media"), switch=True),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "

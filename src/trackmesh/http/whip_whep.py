@@ -68,7 +68,7 @@ def router(node: NodeApi) -> APIRouter:
     async def sample(name: str) -> Response:
         from importlib.resources import files
 
-        if name not in ("whip.html", "whep.html", "index.html"):
+        if name not in ("whip.html", "whep.html", "index.html", "moq.html"):
             return _problem(404, "no such sample")
         path = files("trackmesh").joinpath("samples", name)
         return FileResponse(str(path), media_type="text/html")

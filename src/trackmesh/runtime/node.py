@@ -163,6 +163,13 @@ class Node:
         """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
         return WorkerRuntime(self.config, index)
 
+    def moq_room_here(self, room: str) -> bool:
+        """Whether ``room`` is hosted by the in-process worker (the one the MoQ room bridges see)."""
+        return bool(self.workers) and self.worker_for_room(room) is self.workers[0]
+
+    def moq_started(self, listener: MoqListener) -> None:
+        """The MoQ listener is up (a cluster media node joins its relay to the cluster's here)."""
+
     def create_app(self) -> Any:
         from trackmesh.http.app import create_app
 
@@ -196,7 +203,7 @@ class Node:
         self.workers.extend(children)
 
     async def _start_moq(self) -> None:
-        if not self.config.moq_port or self.config.role != "standalone":
+        if not self.config.moq_port or self.config.role not in ("standalone", "media"):
             return
         from .moq_listener import MoqListener
 
@@ -229,11 +236,9 @@ class Node:
             from .moq_room_ingest import MoqRoomIngest
             from .moq_rooms import MoqRooms
 
-            def hosted_here(room: str) -> bool:
-                return self.worker_for_room(room) is first
-
-            listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
-            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
+            listener.rooms = MoqRooms(first.runtime, listener.relay, self.moq_room_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, self.moq_room_here)
+        self.moq_started(listener)
         if self.config.moq_anonymous:
             log.warning(
                 "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",

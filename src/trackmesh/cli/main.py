@@ -1,4 +1,5 @@
-"""``trackmesh standalone|gateway|media``: start a node; ``trackmesh dev-cluster``: a local cluster.
+"""``trackmesh standalone|gateway|media``: start a node; ``trackmesh dev-cluster``: a local cluster;
+``trackmesh record compose``: one file of a recorded room session (cli/record.py).
 
 Every flag can also be set with an environment variable ``TRACKMESH_<FLAG>`` (e.g.
 ``TRACKMESH_HTTP_PORT=3001``). A bad value stops the process with one line naming the flag
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local cluster on loopback: gateways and media nodes as separate processes (see dev-cluster --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "record",
+        help="work with recordings on disk: record compose <session folder> -o out.mp4 (see record --help)",
+        add_help=False,
+    )
     for role, help_text in ROLES.items():
         p = sub.add_parser(role, help=help_text, description=help_text)
         for flag in FLAGS:
@@ -56,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.cli.dev_cluster import main as dev_cluster_main
 
         return dev_cluster_main(argv[1:])
+    if argv[:1] == ["record"]:
+        from trackmesh.cli.record import main as record_main
+
+        return record_main(argv[1:])
     args = build_parser().parse_args(argv)
     role = args.role
     try:

@@ -19,6 +19,8 @@ ANSWER = "v=0\r\no=trackmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r
 
 def authorize(now: float, req: Request) -> Grant | Denied:
     user = req.uri.split(":", 1)[1].split("@", 1)[0]
+    if user == "record-token":
+        return Grant("room1", "sip-alice", record=True)
     return Grant("room1", "sip-alice") if user == "good-token" else Denied(403, "Forbidden (bad token)")
 
 
@@ -320,3 +322,12 @@ def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
     assert sorted(statuses(h.feed(Phone(call_id="c3").request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
     h.control.authorized(h.now, ask.call, Grant("hooked", None))
     assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls
+
+
+def test_a_record_grant_asks_the_media_side_to_record_the_caller() -> None:
+    """A token with record: true (docs/recording.md): OpenMedia says so; another token's does not."""
+    h = Harness()
+    h.feed(Phone().request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    h.feed(Phone("record-token", "c2").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    opened = [a for a in h.actions() if isinstance(a, OpenMedia)]
+    assert [(a.call.split(";")[0], a.record) for a in opened] == [("c1", False), ("c2", True)], opened

@@ -46,6 +46,7 @@ class Grant:
     room: str
     peer: str | None  # None: the caller names itself (sip-<its From user>)
     username: str | None = None  # digest: the authenticated username (a registration's key)
+    record: bool = False  # the token says record: true: the caller's audio is recorded
 
 
 @dataclass(frozen=True, slots=True)

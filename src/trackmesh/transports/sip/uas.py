@@ -89,6 +89,7 @@ class OpenMedia:
     room: str
     peer: str
     offer: str
+    record: bool = False  # the caller's grant says record: true
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ class Call:
     cancelled: bool = False
     outgoing: bool = False  # a dial-out (uac.py): we sent the INVITE
     byes: list[str] = field(default_factory=list)
+    record: bool = False  # its grant says record: true (docs/recording.md)
 
 
 def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
@@ -432,10 +434,11 @@ class CallControl:
             self._deny(now, req, verdict)
             self.counters["refused"] += 1
             return
-        call.room, call.peer = verdict.room, verdict.peer or caller_peer(req)
+        call.room, call.peer, call.record = verdict.room, verdict.peer or caller_peer(req), verdict.record
         call.state = "opening"
         self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
-        self._actions.append(OpenMedia(call_id, call.room, call.peer, req.body.decode("utf-8", "replace")))
+        offer = req.body.decode("utf-8", "replace")
+        self._actions.append(OpenMedia(call_id, call.room, call.peer, offer, call.record))
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:
         resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())

@@ -244,6 +244,9 @@ class RecordingService:
         return {}
 
     def shutdown(self, now: float) -> None:
+        # No decision starts anything any more (the writer stops below).
+        self.runtime.core.registry.unwatch(ROOT, self._decision_watcher)
+        self._settling = True
         for rec in list(self.rooms.values()):
             self._end_room(now, rec, "node stopped")
         self.writer.stop(max(self.runtime.config.shutdown_timeout, 1.0))

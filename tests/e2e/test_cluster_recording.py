@@ -70,7 +70,7 @@ def test_a_start_on_node_a_records_a_publisher_on_node_b_and_a_stop_finalises_it
     token = cluster.token(gw.base, "whip", ROOM, "bob")
     done: list[tuple[int, dict[str, Any], str]] = []
     args = [str(CLIENTS_DIR / "gst_webrtc_client.py"), "whip", f"{gw.base}/whip/endpoint?node=11",
-            "--token", token, "--codec", "vp8", "--duration", "8"]  # fmt: skip
+            "--token", token, "--codec", "vp8", "--duration", "7"]  # fmt: skip
     pub = threading.Thread(target=lambda: done.append(run_client(args, system_python=True, timeout=40)), daemon=True)
     pub.start()
 
@@ -88,7 +88,7 @@ def test_a_start_on_node_a_records_a_publisher_on_node_b_and_a_stop_finalises_it
     assert listed["data"]["files"] == []  # A's own disk: nothing (it ingests nothing)
     assert node_a != node_b
 
-    time.sleep(3.0)  # about 3 s of media recorded
+    time.sleep(2.0)  # about 2 s of media recorded
     status, _, stopped = api("POST", f"{gw.base}/api/record/stop?node=10", {"room": ROOM})
     assert status == 200 and stopped["data"]["session"] == session, stopped
     # B finalises its files (while the publisher still publishes).
@@ -106,7 +106,7 @@ def test_a_start_on_node_a_records_a_publisher_on_node_b_and_a_stop_finalises_it
     for f in files:
         assert str(f["media"]).startswith(str(dir_b / "default" / ROOM / session)), f["media"]
         info = probe(f["media"])
-        assert float(info["format"]["duration"]) >= 2.0, info["format"]
+        assert float(info["format"]["duration"]) >= 1.5, info["format"]
         assert decode_errors(f["media"]) == "", f["media"]
     assert not dir_a.exists() or not list(dir_a.rglob("*.webm"))
     status, _, again = api("POST", f"{gw.base}/api/record/stop?node=11", {"room": ROOM})
@@ -114,5 +114,8 @@ def test_a_start_on_node_a_records_a_publisher_on_node_b_and_a_stop_finalises_it
     status, _, listed = api("GET", f"{gw.base}/api/record/list?room={ROOM}&node=11")
     assert status == 200 and listed["data"]["recording"] is None, listed
     assert len(listed["data"]["files"]) == 2
+    wrong = {"Authorization": "Bearer wrong-secret-123456", "Content-Type": "application/json"}
+    status, _, raw = http("POST", f"{gw.base}/api/record/start", json.dumps({"room": ROOM}).encode(), wrong)
+    assert status == 401, raw  # the node behind checks (and throttles, per client) the secret
     pub.join(30)
     assert done and done[0][0] == 0, done

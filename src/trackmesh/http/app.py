@@ -26,6 +26,7 @@ from .metrics import render_metrics
 from .record_http import router as record_router
 from .rtmp_http import router as rtmp_router
 from .rtmp_http import rtmp_url
+from .rtpengine_http import router as rtpengine_router
 from .sdk_http import router as sdk_router
 from .sip_http import router as sip_router
 from .token_http import router as token_router
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 # Paths whose clients (WHIP/WHEP, the atm0s SDK) read plain-text problems; the rest speak the
 # {"status": false, "error"} envelope of atm0s's JSON APIs.
-PLAIN_TEXT_PATHS = ("/whip/", "/whep/", "/webrtc/")
+PLAIN_TEXT_PATHS = ("/whip/", "/whep/", "/webrtc/", "/rtpengine/")
 
 
 def problem_for(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -187,4 +188,5 @@ def node_routers(node: NodeApi) -> list[Any]:
         whip_whep_router(node),
         record_router(node),
         rtmp_router(node),
+        rtpengine_router(node),
     ]

@@ -43,7 +43,7 @@ RECV_BATCH = 64
 
 
 class _Call:
-    __slots__ = ("media", "rtcp", "rtp", "session", "version")
+    __slots__ = ("kind", "media", "rtcp", "rtp", "session", "token_hash", "version")
 
     def __init__(self, session: SessionId, media: CallMedia, rtp: socket.socket, rtcp: socket.socket) -> None:
         self.session = session
@@ -51,6 +51,8 @@ class _Call:
         self.rtp = rtp
         self.rtcp = rtcp
         self.version = 1
+        self.kind = "sip"  # or "rtpengine" (runtime/rtpengine_media.py): no BYE to send when it ends
+        self.token_hash = ""  # rtpengine: the bearer token's hash (PATCH/DELETE may present it)
 
 
 class SipMediaTransport:
@@ -138,12 +140,23 @@ class SipMediaTransport:
         return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
 
     def _admit(
-        self, now: float, endpoint: Any, room: str, peer: str, negotiated: Any, rtp: socket.socket, rtcp: socket.socket
+        self,
+        now: float,
+        endpoint: Any,
+        room: str,
+        peer: str,
+        negotiated: Any,
+        rtp: socket.socket,
+        rtcp: socket.socket,
+        *,
+        join: bool = True,
     ) -> _Call:
-        """The call's endpoint joins the room; its sockets are read from now on."""
+        """The call's endpoint joins the room (at once, or with ``join=False`` on its first RTP
+        packet: the RTPengine-style API); its sockets are read from now on."""
         media = CallMedia(endpoint, room, peer, negotiated, now, self.decoders)
         try:
-            media.start(now)
+            if join:
+                media.start(now)
         except CallSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "sip call refused")
             rtp.close()
@@ -249,6 +262,8 @@ class SipMediaTransport:
             "calls": [
                 {
                     "session": int(c.session),
+                    "kind": c.kind,
+                    "joined": c.media.started,
                     "room": c.media.room,
                     "peer": c.media.peer,
                     "codec": c.media.negotiated.codec,
@@ -271,6 +286,8 @@ class SipMediaTransport:
     def _on_rtp(self, call: _Call) -> None:
         now = self.runtime.now()
         media = call.media
+        if not media.started and not self._join_late(now, call):
+            return
         for _ in range(RECV_BATCH):
             try:
                 data, addr = call.rtp.recvfrom(2048)
@@ -286,6 +303,18 @@ class SipMediaTransport:
                 log.exception("sip rtp handler failed")
         self._send(call)
         self.runtime.flush(now)
+
+    def _join_late(self, now: float, call: _Call) -> bool:
+        """An RTPengine-style call joins its room on its first packet (atm0s 0.2); a refused join
+        (the peer name is taken...) ends the call."""
+        try:
+            call.media.start(now)
+        except CallSetupError as exc:
+            self.counters["sip_calls_refused"] += 1
+            self._end(now, call, f"join refused: {exc}", report=True)
+            return False
+        log.info("rtpengine call joined on its first packet", extra={"fields": {"peer": call.media.peer}})
+        return True
 
     def _on_rtcp(self, call: _Call) -> None:
         now = self.runtime.now()
@@ -333,7 +362,7 @@ class SipMediaTransport:
             sock.close()
         self.runtime.unlisten(call.session)
         self.runtime.core.close_endpoint(now, call.session, reason)
-        if report:
+        if report and call.kind == "sip":  # the SIP listener polls these to send their BYE
             self.ended.append((int(call.session), reason))
         log.info("sip call left", extra={"fields": {"peer": call.media.peer, "reason": reason}})
 
@@ -345,5 +374,6 @@ class SipMediaTransport:
 
 
 def install(runtime: WorkerRuntime) -> None:
-    if runtime.config.sip_listen_port:
-        runtime.services[SipMediaTransport] = SipMediaTransport(runtime)
+    """Always: SIP calls (when --sip-port is not 0) and the RTPengine-style API share this media
+    path; nothing is bound until a call opens."""
+    runtime.services[SipMediaTransport] = SipMediaTransport(runtime)

@@ -319,3 +319,18 @@ def test_g722_phones_are_transcoded_both_ways() -> None:
     heard = G722()
     pcm = b"".join(heard.decode(f or b"") for f in [silence, *frames])
     assert all(f is not None and len(f) == 160 for f in frames) and rms(pcm[-640 * 3 :]) > 2000
+
+
+def test_an_rtpengine_endpoint_waits_180_s_for_packets() -> None:
+    """runtime/rtpengine_media.py's calls: media_timeout 180 s (atm0s #482), not 30 s."""
+    from trackmesh.runtime.rtpengine_media import RTPENGINE_TIMEOUT
+
+    worker = MediaWorker(1, 0, "secret-secret-secret", LocalRegistry(), LocalChannelHub())
+    call = CallMedia(worker.create_endpoint(), "r", "gw-call", negotiated(6000, "PCMA", 8), 0.0)
+    call.media_timeout = RTPENGINE_TIMEOUT
+    assert not call.started  # joins on its first packet (the runtime calls start)
+    assert call.dead(MEDIA_TIMEOUT + 1) is None
+    assert call.dead(RTPENGINE_TIMEOUT - 1) is None
+    assert call.dead(RTPENGINE_TIMEOUT + 1) == "no RTP from the phone"
+    call.start(10.0)
+    assert call.started and call.endpoint.room == "r"

@@ -363,6 +363,8 @@ class HookServer:
                     answer = {"strategy": "Accept", "room_id": "sip-hooked-conf1"}
                 elif body.get("to_number") == "busy":
                     answer = {"strategy": "Reject"}
+                elif body.get("to_number") == "wait1":
+                    answer = {"strategy": "WaitOtherPeers", "room_id": "sip-wait-room"}
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -880,3 +882,34 @@ def test_atm0s_hooks_name_the_room_or_refuse(
     assert [b["username"] for p, b in hooks.seen if p == "/hooks/auth"] == ["alice", "alice"]
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert stats["data"]["sip"]["hook_failures"] == 0, stats
+
+
+def test_wait_other_peers_rings_until_someone_joins(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """URL/invite answers WaitOtherPeers: sipp's uac hears 180 Ringing, and the 200 only once a WHIP
+    publisher is in the room too (the caller is in the room meanwhile, as atm0s does)."""
+    node, sip_port = sip_node
+    sys.path.insert(0, str(Path(__file__).parent / "clients"))
+    import aiortc_client as ac
+
+    ac.restrict_to_loopback()
+    _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    answered = before["data"]["sip"]["answered"]
+
+    async def main() -> tuple[tuple[int, str], dict[str, Any], dict[str, Any]]:
+        call = asyncio.ensure_future(asyncio.to_thread(run_sipp, tmp_path, sip_port, "-sn", "uac", "-d", "500",
+                                                       "-s", "wait1"))  # fmt: skip
+        await asyncio.sleep(2.0)
+        _, ringing = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        token = node.token("whip", "sip-wait-room", "speaker")
+        publisher = asyncio.ensure_future(ac.publish(node.url("/whip/endpoint"), token, duration=2.0))
+        result = await call
+        return result, ringing, await publisher
+
+    (rc, out), ringing, summary = asyncio.run(main())
+    assert rc == 0, out
+    assert summary.get("error") is None, summary
+    # While it rang: the caller was in the room, not answered.
+    assert ringing["data"]["sip"]["answered"] == answered, ringing
+    assert any(c["room"] == "sip-wait-room" for c in ringing["data"]["calls"]), ringing
+    _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert after["data"]["sip"]["answered"] == answered + 1, after  # answered once the publisher came

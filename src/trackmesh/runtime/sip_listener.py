@@ -54,6 +54,8 @@ Address = tuple[str, int]
 REALM = "trackmesh"
 HOOK_TIMEOUT = 2.0  # a hook that does not answer in time: the call is refused (480), others go on
 ENDED_POLL = 1.0
+WAIT_PEERS_POLL = 0.25  # WaitOtherPeers: how often the room is looked at while the caller rings
+WAIT_PEERS_TIMEOUT = 120.0  # then 480 (below the INVITE guard's 180 s, transaction.py)
 MAX_TCP_CONNECTIONS = 1000
 
 
@@ -225,8 +227,7 @@ class SipListener(asyncio.DatagramProtocol):
         strategy = answer.get("strategy")
         room = answer.get("room_id")
         if strategy in ("Accept", "WaitOtherPeers") and isinstance(room, str) and room:
-            # WaitOtherPeers is answered at once too (ringing until others join is not built).
-            return Grant(room, None)
+            return Grant(room, None, wait_for_peers=strategy == "WaitOtherPeers")
         if strategy == "Reject":
             return Denied(603, "Decline")
         if username is None and header is None:
@@ -311,7 +312,9 @@ class SipListener(asyncio.DatagramProtocol):
                 self.counters["media_errors"] += 1
                 control.media_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
-                control.media_opened(time.monotonic(), action.call, int(res["session"]), str(res["answer"]))
+                session = int(res["session"])
+                if not action.wait_for_peers or await self._wait_for_peers(worker, action.call, session):
+                    control.media_opened(time.monotonic(), action.call, session, str(res["answer"]))
         elif isinstance(action, UpdateMedia):
             try:
                 if worker is None:
@@ -336,6 +339,29 @@ class SipListener(asyncio.DatagramProtocol):
             with contextlib.suppress(RpcError):
                 await worker.call("sip.close", {"session": action.session, "reason": action.reason})
         self._drain(time.monotonic())
+
+    async def _wait_for_peers(self, worker: WorkerHandle, call_id: str, session: int) -> bool:
+        """WaitOtherPeers: the caller is in the room and hears 180 Ringing until another peer is there
+        (then True: answer it) or WAIT_PEERS_TIMEOUT passes (480). A CANCEL meanwhile: True, and
+        media_opened closes the media of the cancelled call."""
+        deadline = time.monotonic() + WAIT_PEERS_TIMEOUT
+        while time.monotonic() < deadline:
+            call = self.control.calls.get(call_id)
+            if call is None:
+                break
+            if call.cancelled:
+                return True
+            try:
+                res = await worker.call("sip.waiting", {"session": session})
+            except RpcError:
+                break
+            if int(res.get("others", 0)) > 0:
+                return True
+            await asyncio.sleep(WAIT_PEERS_POLL)
+        with contextlib.suppress(RpcError):
+            await worker.call("sip.close", {"session": session, "reason": "nobody else joined"})
+        self.control.media_failed(time.monotonic(), call_id, 480, "Temporarily Unavailable (nobody else joined)")
+        return False
 
     # ---- dial-out (POST /api/sip/calls) -----------------------------------------------------------
 

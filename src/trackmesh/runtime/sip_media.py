@@ -81,6 +81,7 @@ class SipMediaTransport:
             ("sip.offer", self.offer),
             ("sip.answer", self.answer),
             ("sip.ended", self.take_ended),
+            ("sip.waiting", self.waiting),
             ("sip.stats", self.stats),
         ):
             runtime.register_rpc(name, handler)
@@ -251,6 +252,13 @@ class SipMediaTransport:
         sent = call.media.send_dtmf(str(params["digits"]))
         self._send(call)
         return {"sent": sent}
+
+    def waiting(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A call that rings until someone else is in the room (WaitOtherPeers): how many others are.
+        Its media timeout starts again (the phone sends no RTP before our 200)."""
+        call = self._call(params)
+        call.media.last_rtp = now
+        return {"others": len(call.media.others)}
 
     def take_ended(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         ended, self.ended = self.ended, []

@@ -89,6 +89,7 @@ class OpenMedia:
     room: str
     peer: str
     offer: str
+    wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +436,8 @@ class CallControl:
         call.room, call.peer = verdict.room, verdict.peer or caller_peer(req)
         call.state = "opening"
         self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
-        self._actions.append(OpenMedia(call_id, call.room, call.peer, req.body.decode("utf-8", "replace")))
+        body = req.body.decode("utf-8", "replace")
+        self._actions.append(OpenMedia(call_id, call.room, call.peer, body, verdict.wait_for_peers))
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:
         resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())

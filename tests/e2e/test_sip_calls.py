@@ -338,7 +338,8 @@ def free_port() -> int:
 
 class HookServer:
     """atm0s 0.1 SIP hooks on 127.0.0.1: /invite accepts to_number "conf1" and user "alice" (into
-    rooms of their own), rejects "busy", answers {} otherwise; /auth knows alice (password "pass")."""
+    rooms of their own), rejects "busy", waits for peers on "wait1", answers {} otherwise; /auth knows
+    alice (password "pass"); /register and /unregister accept alice."""
 
     def __init__(self) -> None:
         import hashlib
@@ -357,6 +358,8 @@ class HookServer:
                 if self.path == "/hooks/auth":
                     ha1 = hashlib.md5(f"alice:{body['realm']}:pass".encode()).hexdigest()
                     answer = {"success": body["username"] == "alice", "ha1": ha1}
+                elif self.path in ("/hooks/register", "/hooks/unregister"):
+                    answer = {"success": body["username"] == "alice"}
                 elif body.get("username") == "alice":
                     answer = {"strategy": "Accept", "room_id": "sip-hooked-alice"}
                 elif body.get("to_number") == "conf1":
@@ -913,3 +916,73 @@ def test_wait_other_peers_rings_until_someone_joins(sip_node: tuple[TrackmeshNod
     assert any(c["room"] == "sip-wait-room" for c in ringing["data"]["calls"]), ringing
     _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert after["data"]["sip"]["answered"] == answered + 1, after  # answered once the publisher came
+
+
+def test_atm0s_register_hook_then_the_room_calls_the_softphone(
+    sip_node: tuple[TrackmeshNode, int], hooks: HookServer, tmp_path: Path
+) -> None:
+    """A softphone REGISTERs as alice (URL/auth's HA1, then URL/register with a session id); atm0s'
+    POST /sip/invite/client {dest_session_id} rings it (sipp's uas on the Contact's port), the call
+    joins the room, POST /sip/call/<id>/dtmf and DELETE /sip/call/<id> end it; POST
+    /sip/invite/server calls sipp's uas by address."""
+    node, sip_port = sip_node
+    uas_port = free_port()
+    register = DIGEST_SCENARIO[: DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE')] + "</scenario>\n"
+    register = register.replace("sip:phone@[local_ip]:[local_port]", f"sip:alice@{HOST}:{uas_port}")
+    register = register.replace("sip:phone@", "sip:alice@")
+    (tmp_path / "register.xml").write_text(register)
+
+    def uas() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["sipp", "-sn", "uas", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1), "-rtp_echo",
+             "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    phone = uas()
+    try:
+        rc, out = run_sipp(tmp_path, sip_port, "-sf", "register.xml", "-au", "alice", "-ap", "pass")
+        assert rc == 0, out
+        (reg,) = [b for p, b in hooks.seen if p == "/hooks/register"]
+        assert reg["username"] == "alice" and reg["session_id"], reg
+        body = {"room_id": "sip-atm0s-out", "dest_session_id": reg["session_id"], "from_number": "100"}
+        status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        deadline = time.monotonic() + 8
+        call: dict[str, Any] = {}
+        while time.monotonic() < deadline and not call:
+            found = [c for c in sip_calls(node) if c["session"] == session and c["rtp_in"] > 10]
+            call = found[0] if found else {}
+            time.sleep(0.2)
+        assert call.get("room") == "sip-atm0s-out" and call["peer"] == "sip-alice", sip_calls(node)
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+        out, _ = phone.communicate(timeout=15)
+        assert phone.returncode == 0, out[-2000:]  # its call ended with our BYE
+        body = {"room_id": "sip-atm0s-out", "dest_session_id": "no-such", "from_number": "100"}
+        status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
+        assert status == 404, resp
+
+        phone = uas()  # a trunk by address
+        time.sleep(0.3)
+        body = {"room_id": "sip-atm0s-out", "dest_addr": f"{HOST}:{uas_port}", "from_number": "100",
+                "to_number": "4930123"}  # fmt: skip
+        status, resp = node.proc.json("POST", "/sip/invite/server", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not [c for c in sip_calls(node) if c["session"] == session]:
+            time.sleep(0.2)
+        (call,) = [c for c in sip_calls(node) if c["session"] == session]
+        assert call["peer"] == "sip-4930123", call
+        status, resp = node.proc.json("POST", f"/sip/call/{session}/dtmf", {"digits": "1"}, token=node.secret)
+        assert status == 200, resp
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+        out, _ = phone.communicate(timeout=15)
+        assert phone.returncode == 0, out[-2000:]
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+            phone.wait()

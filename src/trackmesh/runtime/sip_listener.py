@@ -33,7 +33,7 @@ from trackmesh.security.keys import sip_digest_key
 from trackmesh.security.tokens import TokenError, verify
 from trackmesh.transports.sip.auth import TOKEN_HEADER, USERNAME_PREFIX, CallAuthenticator, Denied, Grant
 from trackmesh.transports.sip.digest import DigestError, Verdict, parse_credentials
-from trackmesh.transports.sip.message import Request, SipUri
+from trackmesh.transports.sip.message import Request, SipUri, new_tag
 from trackmesh.transports.sip.parser import StreamFramer
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uac import Dialer
@@ -41,11 +41,13 @@ from trackmesh.transports.sip.uas import (
     Action,
     AnswerMedia,
     AuthorizeCall,
+    AuthorizeRegister,
     CallControl,
     CloseMedia,
     OpenMedia,
     Pending,
     UpdateMedia,
+    register_expires,
 )
 
 log = logging.getLogger("trackmesh.sip")
@@ -157,9 +159,9 @@ class SipListener(asyncio.DatagramProtocol):
         return Grant(claims.room, claims.peer)
 
     def _authorize(self, now: float, req: Request) -> Grant | Denied | Pending:
-        if self.hook_url is None or req.method != "INVITE" or self._ours(req):
+        if self.hook_url is None or req.method not in ("INVITE", "REGISTER") or self._ours(req):
             return self.auth.authorize(now, int(time.time()), req)
-        return Pending()  # the hooks decide (AuthorizeCall)
+        return Pending()  # the hooks decide (AuthorizeCall, AuthorizeRegister)
 
     @staticmethod
     def _ours(req: Request) -> bool:
@@ -189,6 +191,48 @@ class SipListener(asyncio.DatagramProtocol):
             return None
         return answer
 
+    async def _hook_digest(self, req: Request, creds: Any, session_id: str) -> Denied | None:
+        """URL/auth's HA1 checks the digest response (None: it matched)."""
+        answer = await self._post_hook(
+            "auth", {"username": creds.username, "realm": creds.realm, "session_id": session_id}
+        )
+        if answer is None:
+            return Denied(480, "Temporarily Unavailable (the auth hook did not answer)")
+        ha1 = answer.get("ha1") if answer.get("success") is True else None
+        verdict = self.auth.digest.check(
+            time.monotonic(), req.method, req.uri, creds, ha1 if isinstance(ha1, str) else None
+        )
+        if verdict is Verdict.STALE:
+            return self.auth.challenge(time.monotonic(), stale=True)
+        if verdict is not Verdict.OK:
+            return Denied(403, "Forbidden")
+        return None
+
+    async def _register_verdict(self, action: AuthorizeRegister) -> tuple[Grant | Denied, str]:
+        """atm0s 0.1's REGISTER: digest against URL/auth's HA1, then URL/register (or URL/unregister
+        for Expires 0) with the binding's session id, which POST /sip/invite/client names."""
+        req = action.request
+        header = req.headers.get("Authorization")
+        if header is None:
+            return self.auth.challenge(time.monotonic()), ""
+        try:
+            creds = parse_credentials(header)
+        except DigestError:
+            return Denied(400, "Bad Request (malformed Authorization)"), ""
+        old = self.control.registrations.get(creds.username)
+        session_id = old.session_id if old is not None else new_tag()
+        refused = await self._hook_digest(req, creds, session_id)
+        if refused is not None:
+            return refused, ""
+        removal = register_expires(req)[1] == 0
+        body = {"username": creds.username, "realm": creds.realm, "session_id": session_id}
+        answer = await self._post_hook("unregister" if removal else "register", body)
+        if answer is None:
+            return Denied(480, "Temporarily Unavailable (the register hook did not answer)"), ""
+        if answer.get("success") is not True and not removal:
+            return Denied(403, "Forbidden"), ""
+        return Grant("", None, username=creds.username), session_id
+
     async def _hook_verdict(self, action: AuthorizeCall) -> Grant | Denied:
         """atm0s 0.1's flow: digest credentials are checked against the HA1 of URL/auth, then
         URL/invite names the room (or refuses); a hook that fails refuses the call."""
@@ -200,19 +244,9 @@ class SipListener(asyncio.DatagramProtocol):
                 creds = parse_credentials(header)
             except DigestError:
                 return Denied(400, "Bad Request (malformed Authorization)")
-            answer = await self._post_hook(
-                "auth", {"username": creds.username, "realm": creds.realm, "session_id": action.call}
-            )
-            if answer is None:
-                return Denied(480, "Temporarily Unavailable (the auth hook did not answer)")
-            ha1 = answer.get("ha1") if answer.get("success") is True else None
-            verdict = self.auth.digest.check(
-                time.monotonic(), req.method, req.uri, creds, ha1 if isinstance(ha1, str) else None
-            )
-            if verdict is Verdict.STALE:
-                return self.auth.challenge(time.monotonic(), stale=True)
-            if verdict is not Verdict.OK:
-                return Denied(403, "Forbidden")
+            refused = await self._hook_digest(req, creds, action.call)
+            if refused is not None:
+                return refused
             username = creds.username
         to_user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
         from_uri = req.from_().uri
@@ -295,6 +329,13 @@ class SipListener(asyncio.DatagramProtocol):
         if isinstance(action, AuthorizeCall):
             verdict = await self._hook_verdict(action)
             control.authorized(time.monotonic(), action.call, verdict)
+            self._drain(time.monotonic())
+            return
+        if isinstance(action, AuthorizeRegister):
+            decided, session_id = await self._register_verdict(action)
+            control.register_decided(
+                time.monotonic(), action.request, action.source, action.reliable, decided, session_id
+            )
             self._drain(time.monotonic())
             return
         try:
@@ -382,12 +423,40 @@ class SipListener(asyncio.DatagramProtocol):
             ipaddress.ip_address(uri.host.strip("[]"))
         except ValueError:
             raise RpcError(400, "'to' must name an IP address (no DNS/SRV look-up)") from None
+        return await self._dial_to(room, peer, str(uri), (uri.host.strip("[]"), uri.port or 5060), from_user,
+                                   credentials)  # fmt: skip
+
+    async def dial_registered(self, room: str, session_id: str, from_user: str) -> dict[str, Any]:
+        """Call the softphone whose REGISTER binding has ``session_id`` (atm0s 0.1's
+        POST /sip/invite/client): its Contact as the Request-URI, sent to where its REGISTER came from
+        when the Contact names another address (a phone behind NAT is reachable there, RFC 3581),
+        else to the Contact."""
+        binding = self.control.registration_by_session(session_id)
+        if binding is None or binding.expires_at <= time.monotonic():
+            raise RpcError(404, "no softphone registered with that session id")
+        if binding.reliable:
+            raise RpcError(400, "the softphone registered over TCP: dial-out goes over UDP only")
+        user = binding.contact.split(":", 1)[-1].split("@", 1)[0] if "@" in binding.contact else "phone"
+        peer = binding.peer or "sip-" + ("".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64] or "phone")
+        destination = binding.source
+        with contextlib.suppress(RemoteProtocolError, ValueError):
+            contact = SipUri.parse(binding.contact)
+            if contact.host.strip("[]") == binding.source[0]:
+                # Not behind a NAT: the Contact's port (it may listen elsewhere than it sent from).
+                destination = (binding.source[0], contact.port or 5060)
+        res = await self._dial_to(room, peer, binding.contact, destination, from_user, None)
+        return {**res, "peer": peer}
+
+    async def _dial_to(
+        self, room: str, peer: str, target: str, destination: Address, from_user: str,
+        credentials: tuple[str, str] | None,
+    ) -> dict[str, Any]:  # fmt: skip
         worker = self.node.worker_for_room(room)
         res = await worker.call("sip.offer", {"room": room, "peer": peer})
         now = time.monotonic()
         call_id = self.dialer.dial(
-            now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=str(uri),
-            destination=(uri.host.strip("[]"), uri.port or 5060), from_user=from_user, credentials=credentials,
+            now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=target,
+            destination=destination, from_user=from_user, credentials=credentials,
         )  # fmt: skip
         self._drain(now)
         return {"session": int(res["session"]), "call_id": call_id}

@@ -18,12 +18,16 @@ Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The no
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import time
 from typing import Any
 
+from trackmesh.core.controls import Join
+from trackmesh.core.events import PeerJoined, PeerLeft
 from trackmesh.core.ids import SessionId
+from trackmesh.core.model import JoinOptions
 from trackmesh.rpc import RpcError
 from trackmesh.sdp.codecs import G722, OPUS, PCMA, PCMU, CodecSpec
 from trackmesh.sdp.model import SdpError, render
@@ -63,6 +67,7 @@ class SipMediaTransport:
         self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
         # Dial-outs waiting for the far end's answer: session -> (endpoint, rtp, rtcp, offer, room, peer).
         self.offers: dict[SessionId, tuple[Any, socket.socket, socket.socket, Any, str, str]] = {}
+        self.ringing_others: dict[SessionId, set[str]] = {}  # a ringing dial-out: the room's other peers
         self.counters = runtime.counters
         for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
             self.counters.setdefault(name, 0)
@@ -179,13 +184,29 @@ class SipMediaTransport:
         return call
 
     def offer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
-        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event)."""
-        rtp, rtcp = self._bind_pair()
+        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event). The peer
+        is in the room at once with metadata ``{"sip": true, "state": "connecting"}`` (atm0s shows
+        a ringing call); ``sip.answer`` makes it ``connected``."""
+        endpoint = self.runtime.core.create_endpoint()
+        metadata = json.dumps({"sip": True, "state": "connecting"})
+        err = endpoint.control(now, Join(str(params["room"]), str(params["peer"]), JoinOptions(metadata=metadata)))
+        if err is not None:
+            self.runtime.core.close_endpoint(now, endpoint.session, "dial-out refused")
+            self.counters["sip_calls_refused"] += 1
+            raise RpcError(409, f"the call cannot join: {err.message}")
+        others: set[str] = set()
+        self.ringing_others[endpoint.session] = others
+        self.runtime.listen(endpoint.session, lambda now: _note_peers(endpoint, str(params["peer"]), others))
+        try:
+            rtp, rtcp = self._bind_pair()
+        except RpcError:
+            self.runtime.unlisten(endpoint.session)
+            self.runtime.core.close_endpoint(now, endpoint.session, "no RTP port")
+            raise
         port = rtp.getsockname()[1]
         sdp = create_offer(
             address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
         )
-        endpoint = self.runtime.core.create_endpoint()
         self.offers[endpoint.session] = (endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]))
         return {"session": int(endpoint.session), "offer": render(sdp)}
 
@@ -199,12 +220,16 @@ class SipMediaTransport:
         except SdpError:
             negotiated = None
         if negotiated is None:
+            self.ringing_others.pop(endpoint.session, None)
+            self.runtime.unlisten(endpoint.session)
             self.runtime.core.close_endpoint(now, endpoint.session, "no acceptable answer")
             rtp.close()
             rtcp.close()
             raise RpcError(488, "the far end's answer has no audio stream we can use")
+        others = self.ringing_others.pop(endpoint.session, set())
         call = self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
         call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
+        call.media.others |= others  # (an empty room: it ends once someone came and left, as before)
         return {"codec": negotiated.codec}
 
     def _call(self, params: dict[str, Any]) -> _Call:
@@ -240,6 +265,8 @@ class SipMediaTransport:
     def close(self, now: float, params: dict[str, Any]) -> None:
         pending = self.offers.pop(SessionId(int(params["session"])), None)
         if pending is not None:
+            self.ringing_others.pop(pending[0].session, None)
+            self.runtime.unlisten(pending[0].session)
             self.runtime.core.close_endpoint(now, pending[0].session, "dial-out ended")
             pending[1].close()
             pending[2].close()
@@ -379,6 +406,16 @@ class SipMediaTransport:
             self._end(now, call, "server shutting down", report=True)
         for session in list(self.offers):
             self.close(now, {"session": int(session)})
+
+
+def _note_peers(endpoint: Any, peer: str, others: set[str]) -> None:
+    """A ringing dial-out's endpoint: which other peers are in the room (CallMedia takes the set on
+    the answer, for its end-when-alone rule); nothing else to do with its events yet."""
+    while (event := endpoint.poll_event()) is not None:
+        if isinstance(event, PeerJoined) and event.info.peer != peer:
+            others.add(event.info.peer)
+        elif isinstance(event, PeerLeft):
+            others.discard(event.peer)
 
 
 def install(runtime: WorkerRuntime) -> None:

@@ -33,6 +33,7 @@ from trackmesh.core.controls import (
     MixerConfig,
     MixerMode,
     Publish,
+    UpdatePeer,
 )
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.events import LocalTrackStateChanged, PeerJoined, PeerLeft
@@ -112,8 +113,12 @@ class CallMedia:
 
     def start(self, now: float) -> None:
         ep = self.endpoint
+        # A dial-out is in the room already while it rings ("connecting", runtime/sip_media.py): now
+        # it is connected.
+        joined = ep.room == self.room
+        metadata = json.dumps({"sip": True, "state": "connected"})
         steps: list[Control] = [
-            Join(self.room, self.peer, JoinOptions(metadata=json.dumps({"sip": True}))),
+            UpdatePeer(metadata) if joined else Join(self.room, self.peer, JoinOptions(metadata=metadata)),
             Publish(TRACK, TrackKind.AUDIO),
             *(CreateLocalTrack(name, TrackKind.AUDIO) for name in self.outputs),
             MixerConfig(MixerMode.AUTO, self.outputs),

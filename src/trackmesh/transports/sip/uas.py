@@ -45,6 +45,7 @@ __all__ = [
     "MIN_SE",
     "AnswerMedia",
     "AuthorizeCall",
+    "AuthorizeRegister",
     "Call",
     "CallControl",
     "CloseMedia",
@@ -81,6 +82,7 @@ class Registration:
     source: Address
     reliable: bool
     expires_at: float
+    session_id: str = ""  # stable across refreshes; what POST /sip/invite/client names (atm0s 0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,18 @@ class AuthorizeCall:
     source: Address
 
 
-Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall
+@dataclass(frozen=True, slots=True)
+class AuthorizeRegister:
+    """Ask the driver's hooks about a REGISTER (atm0s 0.1: URL/auth, then URL/register or, for a
+    removal, URL/unregister, each with the binding's session id); answer with
+    :meth:`CallControl.register_decided`."""
+
+    request: Request
+    source: Address
+    reliable: bool
+
+
+Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall | AuthorizeRegister
 #: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`); ``Pending``
 #: for an INVITE the driver decides later (:class:`AuthorizeCall`).
 Authorizer = Callable[[float, Request], Grant | Denied | Pending]
@@ -183,6 +196,26 @@ def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
         name, _, val = p.partition("=")
         out[name.strip().lower()] = val.strip()
     return first, out
+
+
+def aor_user(req: Request) -> str:
+    """The user part of the To (the address of record a REGISTER binds, s10.2)."""
+    uri = req.to().uri
+    return uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else uri
+
+
+def register_expires(req: Request) -> tuple[str | None, int]:
+    """A REGISTER's first Contact and its expiry (s10.2.1.1: the contact's expires param, else the
+    Expires header, else our default; at most MAX_REGISTER_EXPIRES)."""
+    contacts = req.headers.get_all("Contact")
+    if not contacts:
+        return None, DEFAULT_REGISTER_EXPIRES
+    contact = contacts[0]
+    params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
+    expires_param = next((p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None)
+    raw = expires_param or req.headers.get("Expires") or str(DEFAULT_REGISTER_EXPIRES)
+    expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+    return contact, 0 if contact.strip() == "*" else expires
 
 
 def _tokens(headers: Headers, name: str) -> set[str]:
@@ -446,30 +479,36 @@ class CallControl:
         self.layer.send_response(now, resp)
 
     def _register(self, now: float, req: Request, source: Address, reliable: bool) -> None:
-        """s10.3: a registrar for our own grants: the binding of the To AOR to the Contact."""
+        """s10.3: a registrar for our own grants (or the hooks'): the binding of the To AOR to the Contact."""
         verdict = self.authorize(now, req)
         if isinstance(verdict, Pending):
-            verdict = Denied(403, "Forbidden (REGISTER takes a token or our digest credentials)")
+            self._actions.append(AuthorizeRegister(req, source, reliable))  # the hooks decide
+            return
+        self.register_decided(now, req, source, reliable, verdict)
+
+    def registration_by_session(self, session_id: str) -> Registration | None:
+        return next((r for r in self.registrations.values() if r.session_id == session_id), None)
+
+    def register_decided(
+        self, now: float, req: Request, source: Address, reliable: bool, verdict: Grant | Denied, session_id: str = ""
+    ) -> None:
+        """The decision on a REGISTER (at once, or from the hooks after :class:`AuthorizeRegister`)."""
         if isinstance(verdict, Denied):
             self._deny(now, req, verdict)
             return
         key = verdict.username or f"{verdict.room}/{verdict.peer or ''}"
-        contacts = req.headers.get_all("Contact")
+        contact, expires = register_expires(req)
         ok = make_response(req, 200, to_tag=new_tag())
-        if contacts:
-            contact = contacts[0]
-            params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
-            expires_param = next(
-                (p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None
-            )
-            header = req.headers.get("Expires")
-            raw = expires_param or header or str(DEFAULT_REGISTER_EXPIRES)
-            expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+        if contact is not None:
             if contact.strip() == "*" or expires == 0:
                 self.registrations.pop(key, None)
             elif len(self.registrations) < MAX_BINDINGS or key in self.registrations:
                 uri = NameAddr.parse(contact).uri
-                self.registrations[key] = Registration(verdict.room, verdict.peer, uri, source, reliable, now + expires)
+                old = self.registrations.get(key)
+                session_id = session_id or (old.session_id if old is not None else new_tag())
+                self.registrations[key] = Registration(
+                    verdict.room, verdict.peer, uri, source, reliable, now + expires, session_id
+                )
                 self.counters["registered"] += 1
                 ok.headers.add("Contact", f"<{uri}>;expires={expires}")
         # Expired bindings go when a REGISTER comes (no timer of their own).

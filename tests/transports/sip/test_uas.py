@@ -320,3 +320,42 @@ def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
     assert sorted(statuses(h.feed(Phone(call_id="c3").request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
     h.control.authorized(h.now, ask.call, Grant("hooked", None))
     assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls
+
+
+def test_a_register_for_the_hooks_waits_and_keeps_its_session_id() -> None:
+    """atm0s 0.1: REGISTER decided by the hooks (AuthorizeRegister); the binding keeps the session id
+    the register hook was given across refreshes, and POST /sip/invite/client finds it by that id."""
+    from trackmesh.transports.sip.uas import AuthorizeRegister, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    phone = Phone(call_id="reg1")
+    assert h.feed(phone.request("REGISTER", headers={"Expires": "60"})) == []  # nothing until the hooks answer
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeRegister) and ask.source == PHONE
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Grant("", None, "alice"), "s-1")
+    assert statuses(h.drain()) == [200]
+    binding = h.control.registration_by_session("s-1")
+    assert binding is not None and binding.contact == "sip:alice@127.0.0.1:5070" and binding.expires_at == 60
+    h.feed(phone.request("REGISTER", cseq=2, headers={"Expires": "60"}))
+    (ask,) = h.actions()
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Grant("", None, "alice"))
+    assert statuses(h.drain()) == [200] and h.control.registration_by_session("s-1") is not None  # same id
+    h.feed(phone.request("REGISTER", cseq=3, headers={"Expires": "0"}))
+    (ask,) = h.actions()
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Denied(403, "Forbidden"))
+    assert statuses(h.drain()) == [403] and h.control.registration_by_session("s-1") is not None
+
+
+def test_wait_for_peers_reaches_open_media() -> None:
+    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    h.feed(Phone().request("INVITE", body=OFFER.format(dir="")))
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall)
+    h.control.authorized(h.now, ask.call, Grant("hooked", None, wait_for_peers=True))
+    assert statuses(h.drain()) == [180]  # ringing; the driver answers once someone else is in the room
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia) and open_media.wait_for_peers

@@ -196,9 +196,12 @@ class Dialer:
             return
         control = self.control
         ack = dialog.create_request("ACK", control.via(False), cseq=out.invite.cseq().seq)
-        self.layer.send_stateless(ack, out.destination)
+        # The ACK and every later request of the dialog: through the proxies that Record-Routed, else
+        # to the far end's Contact (a proxy that stayed off the path would refuse them, s16.12).
+        hop = dialog.next_hop(out.destination)
+        self.layer.send_stateless(ack, hop)
         call = Call(
-            f"{out.call_id};{dialog.remote_tag}", out.invite, out.key, out.destination, False, out.room, out.peer,
+            f"{out.call_id};{dialog.remote_tag}", out.invite, out.key, hop, False, out.room, out.peer,
             dialog.local_tag, state="confirmed", session=out.session, dialog=dialog, sdp=out.offer.encode(),
             outgoing=True,
         )  # fmt: skip

@@ -203,6 +203,9 @@ def test_gateway_flows_pcma_and_opus_phones_hear_each_other_and_the_room_hears_t
         location_b = headers["Location"]
         nat_b.node = (HOST, node_port(offer))
         status, _, body = http("PATCH", node.url(location_b), phone_answer(offer, nat_b.port).encode(),
+                               {"Content-Type": "text/html"})  # fmt: skip
+        assert status == 415, body
+        status, _, body = http("PATCH", node.url(location_b), phone_answer(offer, nat_b.port).encode(),
                                {"Content-Type": "application/sdp"})  # fmt: skip
         assert status == 200, body
         status, _, _ = http("PATCH", node.url(location_b), phone_answer(offer, nat_b.port).encode(),

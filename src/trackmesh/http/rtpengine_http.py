@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .api import NodeApi
 
 SDP = "application/sdp"
-ACCEPTED = (SDP, "text/plain")  # atm0s' gateway and curl users send either
+# atm0s' gateway and curl users send either; a body without Content-Type is read as SDP too.
+ACCEPTED = (SDP, "text/plain", "")
 MAX_SDP_BYTES = 16 * 1024
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {

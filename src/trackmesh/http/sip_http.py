@@ -18,6 +18,7 @@ from trackmesh.core.ids import SessionId, session_worker
 from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import app_secret_matches
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 from .token_http import read_json
@@ -111,9 +112,7 @@ def router(node: NodeApi) -> APIRouter:
             404: {"description": "no such call"},
             400: {"description": "bad digits"},
         },
-        "openapi_extra": {
-            "requestBody": {"content": {"application/json": {"schema": DtmfRequest.model_json_schema()}}}
-        },
+        "openapi_extra": {"requestBody": {"content": {"application/json": {"schema": body_schema(DtmfRequest)}}}},
     }
 
     @api.post("/api/sip/calls/{session}/dtmf", **dtmf_doc)
@@ -156,7 +155,7 @@ def router(node: NodeApi) -> APIRouter:
             400: {"description": "bad request"},
             503: {"description": "SIP is off on this node"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": DialRequest.model_json_schema()}}}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(DialRequest)}}}},
     )
     async def dial(
         request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
@@ -237,9 +236,7 @@ def router(node: NodeApi) -> APIRouter:
         "/sip/invite/server",
         summary="atm0s path: the room calls a trunk or phone at dest_addr (UDP); answers {session_id}",
         responses=atm0s_responses,
-        openapi_extra={
-            "requestBody": {"content": {"application/json": {"schema": InviteServerRequest.model_json_schema()}}}
-        },
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(InviteServerRequest)}}}},
     )
     async def invite_server(
         request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
@@ -250,9 +247,7 @@ def router(node: NodeApi) -> APIRouter:
         "/sip/invite/client",
         summary="atm0s path: the room calls a softphone registered here (by its REGISTER's session id)",
         responses={**atm0s_responses, 404: {"description": "no softphone registered with that session id"}},
-        openapi_extra={
-            "requestBody": {"content": {"application/json": {"schema": InviteClientRequest.model_json_schema()}}}
-        },
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(InviteClientRequest)}}}},
     )
     async def invite_client(
         request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")

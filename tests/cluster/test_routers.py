@@ -12,7 +12,6 @@ import json
 import signal
 import time
 from argparse import Namespace
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,6 @@ from trackmesh.config import ConfigError, resolve
 from .test_roles import SECRET, Cluster, Member, _dev_cluster, _free_range, http
 
 ROUTED = ("--cluster-mode", "routers")
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def start_routers(cluster: Cluster, zones: int, per_zone: int = 2) -> dict[int, list[Member]]:

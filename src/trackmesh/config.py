@@ -11,7 +11,10 @@ import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trackmesh.transports.sip.registration import UpstreamAccount
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -91,6 +94,8 @@ class NodeConfig:
     # MD5 alone by default: baresip 1.0 (libre) gives up on a challenge set containing SHA-256 and sipp
     # answers only the first; the passwords are 128-bit random (HMAC), so MD5 exposes no guessable secret.
     sip_digest_algorithms: tuple[str, ...] = ("MD5",)
+    # --sip-register: an upstream account the node registers to (transports/sip/registration.py).
+    sip_register: UpstreamAccount | None = None
 
     @property
     def sip_listen_port(self) -> int:
@@ -273,6 +278,18 @@ def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
             except ClusterConfigError as exc:
                 raise ConfigError(f"{flag}: {exc}") from None
         return tuple(out)
+
+    return parse
+
+
+def _sip_account(flag: str) -> Callable[[str], UpstreamAccount]:
+    def parse(text: str) -> UpstreamAccount:
+        from trackmesh.transports.sip.registration import parse_upstream_account
+
+        try:
+            return parse_upstream_account(text)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
 
     return parse
 
@@ -501,6 +518,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "
          "credentials, URL/auth answers the HA1 of a digest username (see docs/sip.md)",
          _url("--sip-hook-url", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-register", "register to an upstream account (a trunk, Kamailio) and take the calls it routes to us "
+         "into ROOM: sip:USER:PASSWORD@IP[:PORT][;room=ROOM][;expires=SECONDS] (docs/sip.md; prefer the "
+         "environment variable: it holds a password)", _sip_account("--sip-register"), ("standalone", "media"), "URI"),
     Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
          "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
          _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),

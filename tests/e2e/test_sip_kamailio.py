@@ -9,7 +9,10 @@ the node. Two calls go through it:
   through Kamailio;
 - a softphone (sipp's ``uas``) REGISTERs to Kamailio as ``bob``; the room dials
   ``sip:bob@kamailio`` (POST /api/sip/calls): Kamailio finds bob's binding, the call joins the room,
-  DELETE's BYE reaches the softphone through Kamailio.
+  DELETE's BYE reaches the softphone through Kamailio;
+- the node itself REGISTERs to Kamailio as ``trackmesh-up`` (``--sip-register``, digest, refreshed
+  every 5 s): a call to ``sip:trackmesh-up@kamailio`` reaches the node through its binding and
+  joins the account's room.
 
 Loopback only, inside the private network namespace (scripts/test.sh).
 """
@@ -31,6 +34,7 @@ from tests.e2e.conftest import TrackmeshNode
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
+UP_PASSWORD = "kamailio-up-pw"  # the node's account at Kamailio (--sip-register)
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
 KAMAILIO_CFG = """#!KAMAILIO
@@ -55,8 +59,10 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "kex.so"
 loadmodule "corex.so"
+loadmodule "auth.so"
 
 modparam("usrloc", "db_mode", 0)
+modparam("registrar", "min_expires", 10)
 modparam("rr", "append_fromtag", 1)
 
 request_route {{
@@ -84,6 +90,11 @@ request_route {{
         exit;
     }}
     if (is_method("REGISTER")) {{
+        # The trackmesh node's own account (--sip-register): digest with a password kept here.
+        if ($tU == "trackmesh-up" && !pv_auth_check("$td", "{up_password}", "0", "1")) {{
+            auth_challenge("$td", "1");
+            exit;
+        }}
         save("location");
         exit;
     }}
@@ -186,10 +197,11 @@ def proxied(netns_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
     tm_port, kport = free_port(), free_port()
-    node = TrackmeshNode("--sip-port", str(tm_port), "--sip-rtp-ports", "42300-42399")
     run = tmp_path_factory.mktemp("kamailio")
     cfg = run / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(kport=kport, modules=MODULES, tm_host=HOST, tm_port=tm_port))
+    cfg.write_text(
+        KAMAILIO_CFG.format(kport=kport, modules=MODULES, tm_host=HOST, tm_port=tm_port, up_password=UP_PASSWORD)
+    )
     check = subprocess.run(["kamailio", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=20)
     assert check.returncode == 0, check.stderr[-2000:]
     kamailio = subprocess.Popen(
@@ -198,20 +210,25 @@ def proxied(netns_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     time.sleep(1.0)
+    node: TrackmeshNode | None = None
     try:
         assert kamailio.poll() is None, kamailio.communicate()[0][-3000:]
+        node = TrackmeshNode(
+            "--sip-port", str(tm_port), "--sip-rtp-ports", "42300-42399",
+            "--sip-register", f"sip:trackmesh-up:{UP_PASSWORD}@{HOST}:{kport};room=kamailio-trunk;expires=10",
+        )  # fmt: skip
         yield node, kport
     finally:
+        rc = node.stop() if node is not None else 0  # first: its un-REGISTER reaches Kamailio
         kamailio.terminate()
         try:
             kamailio.wait(10)
         except subprocess.TimeoutExpired:
             kamailio.kill()
             kamailio.wait()
-        rc = node.stop()
-        tail = node.log_tail(200)
-        assert "Traceback" not in "\n".join(node.lines), tail
-        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+    tail = node.log_tail(200)
+    assert "Traceback" not in "\n".join(node.lines), tail
+    assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
 
 
 def sip_calls(node: TrackmeshNode) -> list[dict[str, Any]]:
@@ -256,9 +273,7 @@ def test_a_call_through_kamailio_reaches_the_room(proxied: tuple[TrackmeshNode, 
     assert left == [], left  # the BYE came through
 
 
-def test_the_room_dials_a_phone_registered_at_kamailio(
-    proxied: tuple[TrackmeshNode, int], tmp_path: Path
-) -> None:
+def test_the_room_dials_a_phone_registered_at_kamailio(proxied: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
     node, kport = proxied
     uas_port = free_port()
     phone = subprocess.Popen(
@@ -293,3 +308,43 @@ def test_the_room_dials_a_phone_registered_at_kamailio(
         if phone.poll() is None:
             phone.kill()
             phone.wait()
+
+
+def sip_stats(node: TrackmeshNode) -> dict[str, Any]:
+    status, body = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert status == 200, body
+    return dict(body["data"]["sip"])
+
+
+def test_the_node_registers_to_kamailio_and_takes_calls_for_its_account(
+    proxied: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    node, kport = proxied
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and not sip_stats(node).get("upstream_registered"):
+        time.sleep(0.1)
+    stats = sip_stats(node)
+    assert stats["upstream_registered"] == 1 and stats["upstream_status"] == 200, stats
+    assert stats["upstream_challenged"] >= 1 and stats["upstream_expires"] == 10, stats  # digest answered
+    (tmp_path / "call.xml").write_text(CALL_VIA_PROXY)
+    sipp = subprocess.Popen(
+        ["sipp", f"{HOST}:{kport}", "-sf", "call.xml", "-s", "trackmesh-up", "-i", HOST, "-p", str(free_port()),
+         "-mp", str(free_port() & ~1), "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        call = wait_call(node, "kamailio-trunk")  # Kamailio's lookup sent it to our registered Contact
+        assert call["peer"] == "sip-sipp", call
+        out, _ = sipp.communicate(timeout=20)
+        errors = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*errors.log"))
+        assert sipp.returncode == 0, out[-1000:] + errors[-2500:]
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+    # The binding was refreshed (every 5 s with expires=10) and is still there.
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and sip_stats(node)["upstream_ok"] < 2:
+        time.sleep(0.2)
+    stats = sip_stats(node)
+    assert stats["upstream_ok"] >= 2 and stats["upstream_registered"] == 1 and stats["upstream_failed"] == 0, stats

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import time
@@ -35,6 +37,7 @@ from trackmesh.transports.sip.auth import TOKEN_HEADER, USERNAME_PREFIX, CallAut
 from trackmesh.transports.sip.digest import DigestError, Verdict, parse_credentials
 from trackmesh.transports.sip.message import Request, SipUri, new_tag
 from trackmesh.transports.sip.parser import StreamFramer
+from trackmesh.transports.sip.registration import UpstreamRegistration
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uac import Dialer
 from trackmesh.transports.sip.uas import (
@@ -84,6 +87,15 @@ class SipListener(asyncio.DatagramProtocol):
         )
         self.control = CallControl(self.layer, self._authorize, host=host, port=port)
         self.dialer = Dialer(self.control)
+        self.upstream: UpstreamRegistration | None = None  # --sip-register, made in start() (our port)
+        dial_hook = self.control.event_hook
+
+        def event_hook(now: float, event: Any) -> bool:
+            if self.upstream is not None and self.upstream.handle_event(now, event):
+                return True
+            return dial_hook is not None and dial_hook(now, event)
+
+        self.control.event_hook = event_hook
         self.connections: dict[Address, _TcpConnection] = {}
         self.counters: dict[str, int] = {
             "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0, "hook_calls": 0, "hook_failures": 0,
@@ -111,12 +123,26 @@ class SipListener(asyncio.DatagramProtocol):
             transport.close()
             raise
         self._poller = loop.create_task(self._poll_ended())
+        account = self.node.config.sip_register
+        if account is not None:
+            # The Contact's user: unguessable (an HMAC of the account under the app secret's SIP key), so
+            # only the upstream, which learnt it from our REGISTER, routes calls to the account's room.
+            mac = hmac.new(sip_digest_key(self.node.config.secret), f"upstream:{account.aor}".encode(), hashlib.sha256)
+            self.upstream = UpstreamRegistration(
+                self.layer, account, (account.host.strip("[]"), account.port), "tmr-" + mac.hexdigest()[:32],
+                self.control.hostport,
+            )  # fmt: skip
+            self.upstream.start(time.monotonic())
+            self._drain(time.monotonic())
+            log.info("sip registering upstream", extra={"fields": {"aor": account.aor, "room": account.room}})
         log.info("sip listening", extra={"fields": {"udp_tcp": f"{self.host}:{self.port}"}})
 
     async def close(self) -> None:
         now = time.monotonic()
         for call in list(self.control.calls.values()):
             self.control.hang_up(now, call.id, "server shutting down")
+        if self.upstream is not None:
+            self.upstream.stop(now)  # Expires: 0, so the upstream stops routing calls here
         self._drain(now)
         await asyncio.sleep(0.05)  # let the BYEs and CloseMedia calls leave
         if self._poller is not None:
@@ -142,10 +168,20 @@ class SipListener(asyncio.DatagramProtocol):
             **{f"dialout_{k}": v for k, v in self.dialer.counters.items()},
             "dialling": len(self.dialer.calling),
             "registrations": len(self.control.registrations),
+            **self._upstream_stats(),
             **self.counters,
             "parse_errors": self.layer.parse_errors,
             "retransmissions": self.layer.retransmissions,
         }
+
+    def _upstream_stats(self) -> dict[str, Any]:
+        up = self.upstream
+        if up is None:
+            return {}
+        return {
+            "upstream_registered": int(up.registered), "upstream_status": up.last_status,
+            "upstream_expires": up.granted, **{f"upstream_{k}": v for k, v in up.counters.items()},
+        }  # fmt: skip
 
     # ---- authorization -------------------------------------------------------------------------
 
@@ -159,6 +195,11 @@ class SipListener(asyncio.DatagramProtocol):
         return Grant(claims.room, claims.peer)
 
     def _authorize(self, now: float, req: Request) -> Grant | Denied | Pending:
+        up = self.upstream
+        if up is not None and up.account.room is not None and req.method == "INVITE":
+            user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
+            if hmac.compare_digest(user.encode(), up.contact_user.encode()):
+                return Grant(up.account.room, None)  # routed by the upstream to our registered Contact
         if self.hook_url is None or req.method not in ("INVITE", "REGISTER") or self._ours(req):
             return self.auth.authorize(now, int(time.time()), req)
         return Pending()  # the hooks decide (AuthorizeCall, AuthorizeRegister)
@@ -290,6 +331,8 @@ class SipListener(asyncio.DatagramProtocol):
         now = time.monotonic()
         self.layer.handle_timeout(now)
         self.control.handle_timeout(now)
+        if self.upstream is not None:
+            self.upstream.handle_timeout(now)
         self._drain(now)
 
     # ---- output --------------------------------------------------------------------------------
@@ -311,7 +354,8 @@ class SipListener(asyncio.DatagramProtocol):
                     conn.write(tx.data)
             elif self._udp is not None:
                 self._udp.sendto(tx.data, tx.destination)
-        deadlines = [d for d in (layer.next_deadline(), control.next_deadline()) if d is not None]
+        upstream = self.upstream.next_deadline() if self.upstream is not None else None
+        deadlines = [d for d in (layer.next_deadline(), control.next_deadline(), upstream) if d is not None]
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

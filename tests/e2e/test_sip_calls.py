@@ -180,6 +180,80 @@ Content-Length: 0
 </scenario>
 """
 
+# RFC 3262: a caller that requires 100rel. Our 180 must be reliable (RSeq 1, Require: 100rel), the
+# caller PRACKs it, and the 200 to the INVITE comes after the PRACK's 200.
+PRACK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="100rel required">
+  <send retrans="500" start_txn="invite"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:prack@[local_ip]:[local_port]>
+Max-Forwards: 70
+Require: 100rel
+Supported: 100rel
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true" response_txn="invite"/>
+  <recv response="180" response_txn="invite">
+    <action>
+      <ereg regexp="RSeq: 1" search_in="msg" check_it="true" assign_to="rseq"/>
+      <ereg regexp="Require: 100rel" search_in="msg" check_it="true" assign_to="req"/>
+    </action>
+  </recv>
+  <send start_txn="prack"><![CDATA[
+PRACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 PRACK
+RAck: 1 1 INVITE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200" response_txn="prack"/>
+  <recv response="200" response_txn="invite"/>
+  <send ack_txn="invite"><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="200"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="rseq,req"/>
+</scenario>
+"""
+
 DIGEST_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!-- sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
      goes there; the room is the one the credentials name. -->
@@ -503,9 +577,13 @@ def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(
     assert rc == 0, out  # the same over TCP (one connection, Content-Length framing)
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "refused.xml")
     assert rc == 0, out
+    (tmp_path / "prack.xml").write_text(PRACK_SCENARIO)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "prack.xml", "-s", token)
+    assert rc == 0, out  # reliable 180 (RSeq, Require: 100rel), PRACK answered, then the 200
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     sip = stats["data"]["sip"]
     assert sip["reoffers"] >= 2 and sip["ended_by_phone"] >= 1 and sip["refused"] >= 1, sip
+    assert sip["pracks"] == 1 and sip["prack_timeouts"] == 0, sip
 
 
 class RawPhone:

@@ -1002,65 +1002,84 @@ def test_atm0s_register_hook_then_the_room_calls_the_softphone(
     """A softphone REGISTERs as alice (URL/auth's HA1, then URL/register with a session id); atm0s'
     POST /sip/invite/client {dest_session_id} rings it (sipp's uas on the Contact's port), the call
     joins the room, POST /sip/call/<id>/dtmf and DELETE /sip/call/<id> end it; POST
-    /sip/invite/server calls sipp's uas by address."""
+    /sip/invite/server calls sipp's uas by address, over UDP and then over TCP. Each uas lingers 4 s
+    after its BYE (sipp's time-wait), so the next one listens on its own port meanwhile."""
     node, sip_port = sip_node
-    uas_port = free_port()
+    uas_port, trunk_port, tcp_port = free_port(), free_port(), free_port()
     register = DIGEST_SCENARIO[: DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE')] + "</scenario>\n"
     register = register.replace("sip:phone@[local_ip]:[local_port]", f"sip:alice@{HOST}:{uas_port}")
     register = register.replace("sip:phone@", "sip:alice@")
     (tmp_path / "register.xml").write_text(register)
+    phones: list[subprocess.Popen[str]] = []
 
-    def uas() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["sipp", "-sn", "uas", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1), "-rtp_echo",
-             "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+    def uas(port: int, *extra: str) -> subprocess.Popen[str]:
+        phones.append(subprocess.Popen(
+            ["sipp", "-sn", "uas", "-i", HOST, "-p", str(port), "-mp", str(free_port() & ~1), "-rtp_echo",
+             "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err", *extra],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        ))  # fmt: skip
+        return phones[-1]
 
-    phone = uas()
+    def answered(session: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            found = [c for c in sip_calls(node) if c["session"] == session and c["rtp_in"] > 10]
+            if found:
+                return found[0]  # answered, and sipp's echo of our RTP came back
+            time.sleep(0.2)
+        raise AssertionError(sip_calls(node))
+
+    def ended_by_our_bye(phone: subprocess.Popen[str]) -> None:
+        out, _ = phone.communicate(timeout=15)
+        assert phone.returncode == 0, out[-2000:]  # its one call ended with our BYE
+
     try:
+        softphone = uas(uas_port)
         rc, out = run_sipp(tmp_path, sip_port, "-sf", "register.xml", "-au", "alice", "-ap", "pass")
         assert rc == 0, out
         (reg,) = [b for p, b in hooks.seen if p == "/hooks/register"]
         assert reg["username"] == "alice" and reg["session_id"], reg
-        body = {"room_id": "sip-atm0s-out", "dest_session_id": reg["session_id"], "from_number": "100"}
+        body: dict[str, Any] = {"room_id": "sip-atm0s-out", "dest_session_id": reg["session_id"], "from_number": "100"}
         status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
         assert status == 200, resp
         session = resp["data"]["session_id"]
-        deadline = time.monotonic() + 8
-        call: dict[str, Any] = {}
-        while time.monotonic() < deadline and not call:
-            found = [c for c in sip_calls(node) if c["session"] == session and c["rtp_in"] > 10]
-            call = found[0] if found else {}
-            time.sleep(0.2)
-        assert call.get("room") == "sip-atm0s-out" and call["peer"] == "sip-alice", sip_calls(node)
+        call = answered(session)
+        assert call["room"] == "sip-atm0s-out" and call["peer"] == "sip-alice", call
+        trunk = uas(trunk_port)  # a trunk by address, listening while the softphone hangs up
         status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
         assert status == 200, resp
-        out, _ = phone.communicate(timeout=15)
-        assert phone.returncode == 0, out[-2000:]  # its call ended with our BYE
         body = {"room_id": "sip-atm0s-out", "dest_session_id": "no-such", "from_number": "100"}
         status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
         assert status == 404, resp
 
-        phone = uas()  # a trunk by address
-        time.sleep(0.3)
-        body = {"room_id": "sip-atm0s-out", "dest_addr": f"{HOST}:{uas_port}", "from_number": "100",
+        body = {"room_id": "sip-atm0s-out", "dest_addr": f"{HOST}:{trunk_port}", "from_number": "100",
                 "to_number": "4930123"}  # fmt: skip
         status, resp = node.proc.json("POST", "/sip/invite/server", body, token=node.secret)
         assert status == 200, resp
         session = resp["data"]["session_id"]
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and not [c for c in sip_calls(node) if c["session"] == session]:
-            time.sleep(0.2)
-        (call,) = [c for c in sip_calls(node) if c["session"] == session]
-        assert call["peer"] == "sip-4930123", call
+        assert answered(session)["peer"] == "sip-4930123"
         status, resp = node.proc.json("POST", f"/sip/call/{session}/dtmf", {"digits": "1"}, token=node.secret)
         assert status == 200, resp
+        tcp_trunk = uas(tcp_port, "-t", "t1")  # the trunk over TCP: we connect; INVITE, ACK, BYE on it
         status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
         assert status == 200, resp
-        out, _ = phone.communicate(timeout=15)
-        assert phone.returncode == 0, out[-2000:]
+
+        time.sleep(0.3)  # sipp listening on TCP (UDP would have been retransmitted to; a refused connect is not)
+        _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        body = {**body, "dest_addr": f"{HOST}:{tcp_port}", "transport": "tcp"}
+        status, resp = node.proc.json("POST", "/sip/invite/server", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        assert answered(session)["peer"] == "sip-4930123"  # answered over TCP, RTP echoed back
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+        for phone in (softphone, trunk, tcp_trunk):
+            ended_by_our_bye(phone)
+        _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        assert stats["data"]["sip"]["tcp_connect_failures"] == 0, stats
+        assert stats["data"]["sip"]["tcp_rx"] >= before["data"]["sip"]["tcp_rx"] + 3, stats  # 100/180/200, BYE's 200
     finally:
-        if phone.poll() is None:
-            phone.kill()
-            phone.wait()
+        for phone in phones:
+            if phone.poll() is None:
+                phone.kill()
+                phone.wait()

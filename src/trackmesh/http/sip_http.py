@@ -38,7 +38,9 @@ class DialRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     room: StrictStr = Field(..., min_length=1, max_length=128, description="the room the call joins")
-    to: StrictStr = Field(..., min_length=5, max_length=512, description="sip:user@IP:port to call (UDP)")
+    to: StrictStr = Field(
+        ..., min_length=5, max_length=512, description="sip:user@IP:port to call (UDP; ;transport=tcp for TCP)"
+    )
     peer: StrictStr | None = Field(None, min_length=1, max_length=128, description="peer name (default sip-<user>)")
     from_user: StrictStr = Field("trackmesh", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._-]+$",
                                  description="user part of our From (the caller id the far end sees)")  # fmt: skip
@@ -58,9 +60,7 @@ class InviteServerRequest(BaseModel):
     to_number: StrictStr = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._*#-]+$",
                                  description="user part of the Request-URI (the number called)")  # fmt: skip
     dest_auth: DialAuth | None = Field(None, description="credentials for a 401/407 of the far end (digest)")
-    transport: StrictStr | None = Field(
-        None, pattern=r"^(udp|tcp)$", description="udp (default); tcp is not supported yet"
-    )
+    transport: StrictStr | None = Field(None, pattern=r"^(udp|tcp)$", description="udp (default) or tcp")
 
 
 class InviteClientRequest(BaseModel):
@@ -208,14 +208,12 @@ def router(node: NodeApi) -> APIRouter:
             return error(400, f"invalid request: {exc.errors()[0]['msg']}")
         try:
             if isinstance(req, InviteServerRequest):
-                if req.transport == "tcp":
-                    return error(400, "dial-out goes over UDP only (transport tcp is not supported yet)")
                 host, port = req.dest_addr, "5060"
                 if (host.startswith("[") and "]:" in host) or host.count(":") == 1:
                     host, _, port = host.rpartition(":")
                 elif ":" in host and not host.startswith("["):
                     host = f"[{host}]"  # a bare IPv6 address
-                to = f"sip:{req.to_number}@{host}:{port}"
+                to = f"sip:{req.to_number}@{host}:{port}" + (";transport=tcp" if req.transport == "tcp" else "")
                 peer = "sip-" + req.to_number.replace("*", "").replace("#", "")[:64]
                 creds = (req.dest_auth.username, req.dest_auth.password) if req.dest_auth is not None else None
                 res = await listener.dial(req.room_id, peer, to, req.from_number, creds)

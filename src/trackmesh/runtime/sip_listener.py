@@ -98,7 +98,8 @@ class SipListener(asyncio.DatagramProtocol):
         self.control.event_hook = event_hook
         self.connections: dict[Address, _TcpConnection] = {}
         self.counters: dict[str, int] = {
-            "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0, "hook_calls": 0, "hook_failures": 0,
+            "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "tcp_connect_failures": 0, "media_errors": 0,
+            "hook_calls": 0, "hook_failures": 0,
         }  # fmt: skip
         self.hook_url = node.config.sip_hook_url
         self._hook_client: httpx.AsyncClient | None = None  # one connection pool for every hook call
@@ -107,6 +108,7 @@ class SipListener(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connecting: dict[Address, list[bytes]] = {}  # TCP connects of ours in progress: queued bytes
         self._loop = asyncio.get_running_loop()
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -352,6 +354,8 @@ class SipListener(asyncio.DatagramProtocol):
                 conn = self.connections.get(tx.destination)
                 if conn is not None:
                     conn.write(tx.data)
+                else:
+                    self._connect_and_send(tx.destination, tx.data)
             elif self._udp is not None:
                 self._udp.sendto(tx.data, tx.destination)
         upstream = self.upstream.next_deadline() if self.upstream is not None else None
@@ -362,6 +366,36 @@ class SipListener(asyncio.DatagramProtocol):
         if deadlines:
             delay = max(0.0, min(deadlines) - now)
             self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _connect_and_send(self, destination: Address, data: bytes) -> None:
+        """A request of ours over TCP to where we hold no connection (a TCP dial-out, s18.1.1): connect,
+        then send what queued meanwhile. A failed connect is counted; the transaction times out."""
+        queued = self._connecting.get(destination)
+        if queued is not None:
+            queued.append(data)
+            return
+        if len(self.connections) + len(self._connecting) >= MAX_TCP_CONNECTIONS:
+            self.counters["tcp_connect_failures"] += 1
+            return
+        self._connecting[destination] = [data]
+
+        async def connect() -> None:
+            try:
+                _, conn = await asyncio.wait_for(
+                    self._loop.create_connection(lambda: _TcpConnection(self), destination[0], destination[1]), 5.0
+                )
+            except (TimeoutError, OSError):
+                self.counters["tcp_connect_failures"] += 1
+                self._connecting.pop(destination, None)
+                return
+            for chunk in self._connecting.pop(destination, []):
+                conn.write(chunk)
+            # Keyed by the address we dialled (the peername is the same unless it is IPv6-mapped).
+            self.connections.setdefault(destination, conn)
+
+        task = self._loop.create_task(connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_action(self, action: Action) -> None:
         task = self._loop.create_task(self._run_action(action))
@@ -460,15 +494,15 @@ class SipListener(asyncio.DatagramProtocol):
             raise RpcError(400, f"'to' is not a SIP URI: {exc}") from None
         if uri.scheme != "sip":
             raise RpcError(400, "'to' must be a sip: URI (sips/TLS is not supported)")
-        transport = uri.params.get("transport")
-        if transport is not None and transport.lower() != "udp":
-            raise RpcError(400, "dial-out goes over UDP only (transport=tcp is not supported yet)")
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport not in ("udp", "tcp"):
+            raise RpcError(400, "dial-out goes over UDP or TCP (transport=udp|tcp; TLS is not supported)")
         try:
             ipaddress.ip_address(uri.host.strip("[]"))
         except ValueError:
             raise RpcError(400, "'to' must name an IP address (no DNS/SRV look-up)") from None
         return await self._dial_to(room, peer, str(uri), (uri.host.strip("[]"), uri.port or 5060), from_user,
-                                   credentials)  # fmt: skip
+                                   credentials, reliable=transport == "tcp")  # fmt: skip
 
     async def dial_registered(self, room: str, session_id: str, from_user: str) -> dict[str, Any]:
         """Call the softphone whose REGISTER binding has ``session_id`` (atm0s 0.1's
@@ -478,8 +512,6 @@ class SipListener(asyncio.DatagramProtocol):
         binding = self.control.registration_by_session(session_id)
         if binding is None or binding.expires_at <= time.monotonic():
             raise RpcError(404, "no softphone registered with that session id")
-        if binding.reliable:
-            raise RpcError(400, "the softphone registered over TCP: dial-out goes over UDP only")
         user = binding.contact.split(":", 1)[-1].split("@", 1)[0] if "@" in binding.contact else "phone"
         peer = binding.peer or "sip-" + ("".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64] or "phone")
         destination = binding.source
@@ -488,19 +520,23 @@ class SipListener(asyncio.DatagramProtocol):
             if contact.host.strip("[]") == binding.source[0]:
                 # Not behind a NAT: the Contact's port (it may listen elsewhere than it sent from).
                 destination = (binding.source[0], contact.port or 5060)
-        res = await self._dial_to(room, peer, binding.contact, destination, from_user, None)
+        # Registered over TCP: over its connection while it lasts (s18.2.2; where a phone behind NAT
+        # can be reached), else a new connection to the Contact.
+        if binding.reliable and binding.source in self.connections:
+            destination = binding.source
+        res = await self._dial_to(room, peer, binding.contact, destination, from_user, None, reliable=binding.reliable)
         return {**res, "peer": peer}
 
     async def _dial_to(
         self, room: str, peer: str, target: str, destination: Address, from_user: str,
-        credentials: tuple[str, str] | None,
+        credentials: tuple[str, str] | None, *, reliable: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         worker = self.node.worker_for_room(room)
         res = await worker.call("sip.offer", {"room": room, "peer": peer})
         now = time.monotonic()
         call_id = self.dialer.dial(
             now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=target,
-            destination=destination, from_user=from_user, credentials=credentials,
+            destination=destination, from_user=from_user, credentials=credentials, reliable=reliable,
         )  # fmt: skip
         self._drain(now)
         return {"session": int(res["session"]), "call_id": call_id}

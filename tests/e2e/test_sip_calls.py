@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -254,6 +255,59 @@ Content-Length: 0
 </scenario>
 """
 
+# A caller that gives up while it rings (RFC 3261 s9.1): CANCEL with the INVITE's branch, 200 to
+# it, 487 to the INVITE, ACK for the 487 (s17.1.1.3: the INVITE's branch again).
+CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="cancel while ringing">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:canceller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <pause milliseconds="600"/>
+  <send retrans="500"><![CDATA[
+CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
 DIGEST_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!-- sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
      goes there; the room is the one the credentials name. -->
@@ -442,6 +496,8 @@ class HookServer:
                     answer = {"strategy": "Reject"}
                 elif body.get("to_number") == "wait1":
                     answer = {"strategy": "WaitOtherPeers", "room_id": "sip-wait-room"}
+                elif body.get("to_number") == "wait-cancel":
+                    answer = {"strategy": "WaitOtherPeers", "room_id": "sip-cancel-room"}
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -994,6 +1050,34 @@ def test_wait_other_peers_rings_until_someone_joins(sip_node: tuple[TrackmeshNod
     assert any(c["room"] == "sip-wait-room" for c in ringing["data"]["calls"]), ringing
     _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert after["data"]["sip"]["answered"] == answered + 1, after  # answered once the publisher came
+
+
+def test_cancel_while_it_rings_ends_the_call_and_its_media(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """WaitOtherPeers keeps sipp ringing (the caller is in the room already, its RTP ports open);
+    sipp's CANCEL gets 200, the INVITE 487, and the call and its peer are gone."""
+    node, sip_port = sip_node
+    _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    (tmp_path / "cancel.xml").write_text(CANCEL_SCENARIO)
+    result: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: result.append(run_sipp(tmp_path, sip_port, "-sf", "cancel.xml",
+                                                                    "-s", "wait-cancel")))  # fmt: skip
+    caller.start()
+    deadline = time.monotonic() + 5
+    ringing: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not ringing:
+        ringing = [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"]
+        time.sleep(0.05)
+    caller.join(30)
+    ((rc, out),) = result
+    assert rc == 0, out  # 180, then 200 to the CANCEL and 487 to the INVITE
+    assert ringing, "the ringing caller was never in the room"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"]:
+        time.sleep(0.1)
+    assert [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"] == []  # its media closed
+    _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert after["data"]["sip"]["cancelled"] == before["data"]["sip"]["cancelled"] + 1, after
+    assert after["data"]["sip"]["answered"] == before["data"]["sip"]["answered"], after
 
 
 def test_atm0s_register_hook_then_the_room_calls_the_softphone(

@@ -55,6 +55,7 @@ class NodeConfig:
     hook_url: str | None = None
     hook_secret: str | None = None
     hook_retry_for: float = 24 * 3600.0
+    hook_body: str = "json"
     destroy_room_after: float = 120.0
     apps: str | None = None
     data_dir: str = "trackmesh-data"
@@ -406,6 +407,7 @@ class Flag:
 ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
 CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
+HOOK_BODIES = ("json", "protobuf")  # connector/ingest.py
 FLAGS: tuple[Flag, ...] = (
     Flag("--http-host", "address the HTTP API listens on (default 127.0.0.1)", _host("--http-host"), ALL_ROLES, "HOST"),
     Flag("--http-port", "port of the HTTP API (default 3000)", _port("--http-port", False), ALL_ROLES, "PORT"),
@@ -453,6 +455,8 @@ FLAGS: tuple[Flag, ...] = (
          _url("--hook-url", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--hook-secret", "whsec_... secret that signs webhooks (default: derived from --secret; "
          "GET /api/connector/hook-secret shows it)", _hook_secret("--hook-secret"), CONNECTOR_ROLES, "SECRET"),
+    Flag("--hook-body", "json (atm0s's protobuf-json, the default) or protobuf (atm0s's protobuf-binary): "
+         "the webhook body's form", _choice("--hook-body", HOOK_BODIES), CONNECTOR_ROLES, "FORM"),
     Flag("--hook-retry-for", "seconds a webhook is retried before it is given up (default 86400)",
          _float_range("--hook-retry-for", 1.0, 30 * 86400.0), CONNECTOR_ROLES, "SECONDS"),
     Flag("--destroy-room-after", "seconds a room stays empty before its Stopped event (default 120)",
@@ -474,15 +478,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--atm0s-compatible-tokens", "sign and verify session tokens with the app secret itself, as atm0s does, "
          "instead of a key derived from it (see docs/security.md)", _switch("--atm0s-compatible-tokens"),
          ("standalone", "media"), switch=True),
-    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC, ALPN moqt-16) on --http-host "
-         "(default 4443, 0 = off; see docs/moq.md)", _port("--moq-port", True), ("standalone",), "PORT"),
+    Flag("--moq-port", "UDP port of Media over QUIC (raw QUIC and WebTransport) on --http-host "
+         "(standalone: default 4443; media: default 0 = off; see docs/moq.md)", _port("--moq-port", True),
+         ("standalone", "media"), "PORT"),
     Flag("--moq-cert", "PEM certificate of the MoQ port (default: a self-signed ECDSA certificate valid 10 days, "
-         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone",),
+         "made at start; its SHA-256 at GET /moq/certificate.sha256)", _pem_file("--moq-cert"), ("standalone", "media"),
          "FILE"),
-    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone",), "FILE"),
+    Flag("--moq-key", "PEM private key of --moq-cert", _pem_file("--moq-key"), ("standalone", "media"), "FILE"),
     Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
-         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"), ("standalone",),
-         switch=True),
+         "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"),
+         ("standalone", "media"), switch=True),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "

@@ -20,6 +20,7 @@ class Received:
     body: bytes
     status: int
     at: float
+    content_type: str | None = None
 
 
 @dataclass
@@ -42,7 +43,7 @@ class HookReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k: v for k, v in self.headers.items()}
                 try:
-                    Webhook(receiver.secret).verify(body, headers)
+                    Webhook(receiver.secret).verify(body, headers, json_parse=False)  # also binary bodies
                 except WebhookVerificationError:
                     with receiver.lock:
                         receiver.unverified += 1
@@ -54,7 +55,8 @@ class HookReceiver:
                 with receiver.lock:
                     n = len(receiver.requests) + 1
                     status = receiver.answer(n, msg_id)
-                    receiver.requests.append(Received(msg_id, body, status or 0, time.time()))
+                    receiver.requests.append(
+                        Received(msg_id, body, status or 0, time.time(), self.headers.get("content-type")))
                 if status is None:
                     time.sleep(3.0)
                     return

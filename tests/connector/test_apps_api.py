@@ -20,6 +20,7 @@ from trackmesh.connector.apps import AppRegistry, AppsError, parse_apps
 from trackmesh.http.app import create_app
 from trackmesh.runtime.connector import EmbeddedConnector
 from trackmesh.runtime.node import Node
+from trackmesh.security.keys import token_key
 from trackmesh.security.tokens import verify
 
 from .receiver import HookReceiver
@@ -79,12 +80,13 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
             assert status == 400 and body["status"] is False, (path, body)
         status, _ = await get("/api/connector/log/rooms", "nobody")
         assert status == 401
-        # Tokens carry the app of the secret that minted them (atm0s: the JWT sub).
+        # Tokens carry the app of the secret that minted them (atm0s: the JWT sub) and are signed
+        # with that app's key (tests/connector/test_tenant_tokens.py has the details).
         for secret, app in (("secret-of-app-a-123", "a"), ("root-secret-12345", "")):
             r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
                                   headers={"Authorization": f"Bearer {secret}"})
             assert r.status_code == 200, r.text
-            token = verify(cfg.token_key, r.json()["data"]["token"], "whip", int(time.time()))
+            token = verify(token_key(secret), r.json()["data"]["token"], "whip", int(time.time()))
             assert token.app == app
         r = await client.post("/token/whip", json={"room": "r", "peer": "p", "ttl": 60},
                               headers={"Authorization": "Bearer nobody-at-all"})

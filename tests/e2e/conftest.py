@@ -228,27 +228,21 @@ def aiortc_client() -> Any:
 class TrackmeshNode:
     """A ``trackmesh standalone`` process on a free loopback port (see tests/runtime/node_process.py).
 
-    Its output is drained by a thread into ``lines`` (a full pipe would block the node). ``token``
+    Its output is drained (by NodeProcess's thread) into ``lines`` (a full pipe would block the node). ``token``
     mints WHIP/WHEP tokens with the app secret; ``url`` builds absolute URLs; ``info`` is
     GET /api/node/info.
     """
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, wait: bool = True) -> None:
+        """``wait=False``: started, not yet ready (``node.proc.wait_ready()`` when the test wants)."""
         from tests.runtime.node_process import NodeProcess
 
         self.proc = NodeProcess(*args)
         self.base = self.proc.base
         self.secret = self.proc.secret
-        self.lines: list[str] = []
-        self._drain = threading.Thread(target=self._read, name="trackmesh-log", daemon=True)
-        self._drain.start()
-        self.proc.wait_ready()
-
-    def _read(self) -> None:
-        out = self.proc.proc.stdout
-        assert out is not None
-        for line in out:
-            self.lines.append(line.rstrip("\n"))
+        self.lines = self.proc.lines  # the node's output, drained as it comes by NodeProcess
+        if wait:
+            self.proc.wait_ready()
 
     def url(self, path: str) -> str:
         return self.base + "/" + path.lstrip("/")
@@ -273,7 +267,7 @@ class TrackmeshNode:
         import signal
 
         rc = self.proc.stop(signal.SIGINT)
-        self._drain.join(5)
+        self.proc.join_output()
         return rc
 
 

@@ -53,6 +53,12 @@ def queued(node: TrackmeshNode) -> float:
     return float(resp["data"]["queued"])
 
 
+def rooms(node: TrackmeshNode) -> list[str]:
+    status, resp = node.proc.json("GET", "/api/connector/log/rooms?limit=100", token=node.secret)
+    assert status == 200, resp
+    return [str(r["room"]) for r in resp["data"]]
+
+
 def publish(node: TrackmeshNode, aiortc_client: Any, room: str, peer: str) -> None:
     rc, s, err = aiortc_client("whip", node.url("/whip/endpoint"), "--token", node.token("whip", room, peer),
                                "--duration", "2")
@@ -70,11 +76,12 @@ def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aio
         publish(node, aiortc_client, "hooks-room", "alice")
         wait_until(lambda: "Stopped" in tags(rx) and queued(node) == 0, 90, "every webhook, the last Stopped")
         got = tags(rx)
-        for name in ("Connecting", "Join", "Started", "PeerJoined", "RemoteTrackStarted", "RemoteTrackEnded",
+        for name in ("RouteBegin", "RouteSuccess", "Connecting", "Join", "Started", "PeerJoined",
+                     "RemoteTrackStarted", "RemoteTrackEnded",
                      "Leave", "PeerLeaved", "AllPeersLeaved", "Disconnected", "Stopped"):
             assert name in got, got
-        # Per room, in order (Connecting is keyed by the session, before its Join).
-        room_tags = [t for t in got if t not in ("Connecting", "Connected")]
+        # Per room, in order (the route events and Connecting are keyed by the session, before its Join).
+        room_tags = [t for t in got if t not in ("RouteBegin", "RouteSuccess", "Connecting", "Connected")]
         assert room_tags.index("Join") < room_tags.index("RemoteTrackStarted") < room_tags.index("Leave")
         assert room_tags.index("Leave") < room_tags.index("Disconnected") and room_tags[-1] == "Stopped"
         assert rx.unverified == 0
@@ -86,7 +93,7 @@ def test_whip_session_events_are_delivered_signed_and_logged(tmp_path: Path, aio
         status, resp = node.proc.json("GET", f"/api/connector/log/events?session={session['id']}&limit=100",
                                       token=node.secret)
         events = [e["event"] for e in resp["data"]]
-        assert events[0] == "Connecting" and events[-1] == "Disconnected", events
+        assert events[:3] == ["RouteBegin", "RouteSuccess", "Connecting"] and events[-1] == "Disconnected", events
         meta = json.loads(resp["data"][-1]["meta"])
         assert meta["reason"] == 0  # UserAction: the client's DELETE
         status, resp = node.proc.json("GET", "/api/connector/log/rooms?limit=5000", token=node.secret)
@@ -113,8 +120,8 @@ def test_kill_9_with_deliveries_pending_loses_nothing(tmp_path: Path, aiortc_cli
         publish(node, aiortc_client, "kill-room", "bob")
         live = Background(aiortc_client, "whip", node.url("/whip/endpoint"), "--token",
                           node.token("whip", "kill-room-2", "dave"), "--duration", "20", timeout=40)
-        # bob's whole session and dave's start: >= 10 webhooks for bob, Join + room events for dave.
-        wait_until(lambda: queued(node) >= 14, 30, "the events in the outbox")
+        # bob's whole session and dave's start in the log (dave's room is there once his Join is stored).
+        wait_until(lambda: queued(node) >= 16 and "kill-room-2" in rooms(node), 30, "the events in the outbox")
         expected = int(queued(node))
         os.kill(node.proc.proc.pid, signal.SIGKILL)
         node.proc.proc.wait(10)
@@ -204,7 +211,8 @@ def test_a_receiver_down_for_2_minutes_gets_everything_in_order_per_room(
             else:
                 sid = event["Peer"]["session_id"]
                 name = next(iter(event["Peer"]["event"]))
-                if name not in ("Connecting", "Connected"):  # keyed by the session before its Join
+                # The route events and Connecting/Connected are keyed by the session, before its Join.
+                if name not in ("RouteBegin", "RouteSuccess", "Connecting", "Connected"):
                     per_room[room_of_session[sid]].append(name)
         for room, names in per_room.items():
             assert names[0] == "Join" and names[-1] == "Stopped", (room, names)

@@ -36,18 +36,6 @@ KILL_AFTER_S = 3.0  # seconds after node B's files opened
 FPS = 30
 
 
-def unready_node(*args: str) -> TrackmeshNode:
-    """A TrackmeshNode whose process is started but not yet waited for (``node.proc.wait_ready()``)."""
-    node = TrackmeshNode.__new__(TrackmeshNode)
-    from tests.runtime.node_process import NodeProcess
-
-    node.proc = NodeProcess(*args)
-    node.base, node.secret, node.lines = node.proc.base, node.proc.secret, []
-    node._drain = threading.Thread(target=node._read, name="trackmesh-log", daemon=True)
-    node._drain.start()
-    return node
-
-
 def record_token(node: TrackmeshNode, room: str, peer: str, record: bool) -> str:
     body = {"room": room, "peer": peer, "ttl": 600, "record": record}
     status, resp = node.proc.json("POST", "/token/whip", body, token=node.secret)
@@ -139,7 +127,7 @@ def _recorded(tmp_path_factory: pytest.TempPathFactory, moto: str) -> Iterator[R
     # Nodes B, C and D start while node A records (they are needed only afterwards). From this
     # thread: a node dies with the thread that started it (die_with_parent).
     later = {
-        name: unready_node("--record-dir", *args, "--log-level", "info")
+        name: TrackmeshNode("--record-dir", *args, "--log-level", "info", wait=False)
         for name, args in (("b", (str(root_b),)), ("c", (str(root_c),)), ("d", (str(root_d), *s3)))
     }
     try:

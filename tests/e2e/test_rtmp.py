@@ -162,14 +162,17 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
         viewer = threading.Thread(target=watch, daemon=True)
         viewer.start()
         time.sleep(2.5)
+        killed_at = time.monotonic()
         first.send_signal(signal.SIGKILL)  # no FCUnpublish, no FIN from ffmpeg: the kernel closes it
         first.wait()
         waiting = wait_for("the peer waiting", lambda: [c for c in conns(node, room) if not c["connected"]])
         [lingering] = waiting
         time.sleep(0.5)
+        relaunched_at = time.monotonic()
         second = publish(url, 30)
         try:
             [back] = wait_for("the reconnect", lambda: [c for c in conns(node, room) if c["connected"]])
+            reconnected_at = time.monotonic()  # at most one 0.1 s poll after the node took it
             assert back["conn_id"] == lingering["conn_id"]  # the same peer: no leave/join
             viewer.join(30)
             rc, s, err = result["out"]
@@ -185,6 +188,12 @@ def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewe
     # would stop near 75 frames.
     assert s["frames"] >= 120, s
     assert s["audio_peak"] > 1000, s
+    # The viewer's video stopped at the kill and came back within 2 s of the new connect (the
+    # client's times are CLOCK_MONOTONIC, as ours).
+    stopped, resumed = s["longest_gap"]
+    print(f"video stopped {stopped - killed_at:+.2f} s from the kill, resumed {resumed - reconnected_at:+.2f} s "
+          "from the reconnect")  # fmt: skip
+    assert stopped <= killed_at + 0.5 and relaunched_at < resumed <= reconnected_at + 2.0, s
 
 
 # The loudest sample of the received audio track over 1 s, through WebAudio (Chromium's own stats
@@ -207,14 +216,16 @@ PEAK_JS = """async () => {
 }"""
 
 
-def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNode, page: Any) -> None:
-    """What a user sees: x264's defaults (High profile, B-frames: what OBS sends unless told) watched
-    in Chromium over WHEP, with the sound."""
+@pytest.mark.parametrize("bframes", [False, True], ids=["zerolatency", "x264-defaults"])
+def test_chromium_plays_ffmpeg_h264_aac_with_sound(rtmp_node: TrackmeshNode, page: Any, bframes: bool) -> None:
+    """What a user sees: ffmpeg 5.1's x264 with ``-tune zerolatency`` (forwarded as sent), then x264's
+    defaults (High profile, B-frames: what OBS sends unless told; re-encoded by the node), watched in
+    Chromium over WHEP, with the sound."""
     from tests.e2e.clients import browser
 
     node = rtmp_node
-    room = "rtmp-chromium"
-    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 30, bframes=True)
+    room = f"rtmp-chromium-{'bframes' if bframes else 'zl'}"
+    proc = publish(rtmp_token(node, room, "obs")["publish_url"], 30, bframes=bframes)
     try:
         wait_for("the publisher", lambda: conns(node, room))
         out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
@@ -234,28 +245,38 @@ def test_chromium_plays_an_x264_default_stream_with_sound(rtmp_node: TrackmeshNo
     assert a["audio_packets_in_window"] >= 50, a  # 20 ms Opus frames
     assert audio and audio[0]["totalSamplesReceived"] > 48000, audio  # > 1 s of decoded Opus
     assert peak["peak"] > 0.03, peak  # ffmpeg's sine is at 1/8 full scale (0.09 measured): not silence
-    # The B-frames were re-encoded away by the node (the default --rtmp-bframes transcode), and said so.
     counters = conn["counters"]
-    assert counters["bframes"] > 0 and counters["video_transcoded"] >= 30, counters
-    assert "re-encoding this stream's video" in "\n".join(node.lines)
+    if bframes:  # re-encoded away by the node (the default --rtmp-bframes transcode), and said so
+        assert counters["bframes"] > 0 and counters["video_transcoded"] >= 30, counters
+        assert "re-encoding this stream's video" in "\n".join(node.lines)
+    else:  # zerolatency has no B-frames: forwarded as sent, nothing re-encoded
+        assert counters["video_frames"] >= 60 and not counters.get("bframes"), counters
+        assert not counters.get("video_transcoded"), counters
 
 
-def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: Any) -> None:
-    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 + Opus; Chromium negotiates AV1 over WHEP and
-    decodes it (forwarded as sent, no transcode)."""
+@pytest.mark.parametrize(
+    ("encoder", "mime"), [("libsvtav1", "video/AV1"), ("libvpx-vp9", "video/VP9")], ids=["av1", "vp9"]
+)
+def test_chromium_plays_av1_and_vp9_from_enhanced_rtmp(
+    rtmp_node: TrackmeshNode, page: Any, encoder: str, mime: str
+) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 (``av01``) or VP9 (``vp09``) + Opus; Chromium
+    negotiates the codec over WHEP and decodes it (forwarded as sent, no transcode)."""
     import sys
     from pathlib import Path
 
     from tests.e2e.clients import browser
 
     node = rtmp_node
-    room = "rtmp-av1"
+    room = f"rtmp-{encoder}"
     url = rtmp_token(node, room, "phone")["publish_url"]
     script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
-    proc = subprocess.Popen([sys.executable, str(script), url, "libsvtav1", "live", "20"],
+    proc = subprocess.Popen([sys.executable, str(script), url, encoder, "live", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_for("the AV1 publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        wait_for(
+            f"the {encoder} publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")]
+        )
         out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
         assert out["status"] == 201 and out["connectionState"] == "connected", out
         browser.wait_frames(page, "whep", 20, timeout_s=15)
@@ -267,10 +288,39 @@ def test_chromium_plays_av1_from_enhanced_rtmp(rtmp_node: TrackmeshNode, page: A
         _, err = proc.communicate()
     codecs = {r["id"]: r.get("mimeType") for r in stats if r.get("type") == "codec"}
     video = [r for r in stats if r.get("type") == "inbound-rtp" and r.get("kind") == "video"]
-    print("chromium av1:", a, [codecs.get(v.get("codecId")) for v in video], peak)
-    assert video and codecs.get(video[0]["codecId"]) == "video/AV1", (codecs, err[-1000:])
+    print(f"chromium {encoder}:", a, [codecs.get(v.get("codecId")) for v in video], peak)
+    assert video and codecs.get(video[0]["codecId"]) == mime, (codecs, err[-1000:])
     assert (a["width"], a["height"]) == (320, 240) and a["frames_in_window"] >= 20, a
     assert peak["peak"] > 0.03, peak  # Opus forwarded as sent: the tone
+
+
+def test_gstreamer_webrtcbin_decodes_hevc_from_enhanced_rtmp(rtmp_node: TrackmeshNode, gst_client: Any) -> None:
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP HEVC (x265, hvc1) + Opus; a GStreamer webrtcbin
+    WHEP viewer that offers only H265 (RFC 7798) depayloads it with rtph265depay and decodes it
+    with avdec_h265 (Chromium on Linux has no H.265 WebRTC decoder without hardware)."""
+    import sys
+
+    node = rtmp_node
+    room = "rtmp-hevc"
+    url = rtmp_token(node, room, "phone")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "libx265", "live", "15"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("the HEVC publisher", lambda: [c for c in conns(node, room) if c["counters"].get("video_frames")])
+        rc, s, err = gst_client(
+            "whep", node.url("/whep/endpoint"), "--token", node.token("whep", room),
+            "--codec", "h265", "--duration", "4", "--min-frames", "60",
+        )  # fmt: skip
+    finally:
+        proc.kill()
+        _, perr = proc.communicate()
+    print("gstreamer h265 viewer:", s)
+    assert rc == 0, (s, err[-2000:], perr[-1000:], node.log_tail())
+    assert s["frames"] >= 60 and (s["width"], s["height"]) == (320, 240), s
+    assert s["audio_buffers"] >= 50, s  # the Opus, forwarded as sent
+    video = s["rtp"]["video"]
+    assert video["received"] >= video["expected"] - 2, video  # every RTP packet the node sent arrived
 
 
 def test_a_record_true_stream_key_records_h264_and_the_transcoded_opus(
@@ -318,3 +368,110 @@ def test_a_bad_stream_key_is_refused_with_the_reason(rtmp_node: TrackmeshNode) -
     assert status == 200 and b'trackmesh_rtmp_refused_total{worker="0"}' in raw
     status, resp = node.proc.json("DELETE", "/rtmp/conn/whatever", token="wrong-secret-123456")
     assert status == 401, resp
+
+
+def test_multitrack_renditions_are_simulcast_layers_a_capped_chromium_viewer_gets_the_low_one_then_goes_up(
+    rtmp_node: TrackmeshNode, page: Any
+) -> None:
+    """PyAV's FFmpeg 8.1 publishes three H.264 renditions as Enhanced RTMP multitrack (240x180 as
+    track 0, 320x240, 160x120); they become simulcast layers of ``video_main`` (no transcode).
+    Chromium over WHEP capped with ``max_spatial=0`` decodes the 160x120 one; uncapped, it switches
+    up to a bigger one at that layer's next key frame and keeps decoding."""
+    import sys
+
+    from tests.e2e.clients import browser
+
+    node = rtmp_node
+    room = "rtmp-multitrack"
+    url = rtmp_token(node, room, "encoder")["publish_url"]
+    script = Path(__file__).parents[1] / "transports" / "rtmp" / "pyav_publish.py"
+    proc = subprocess.Popen([sys.executable, str(script), url, "multitrack", "live", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for("three renditions", lambda: [c for c in conns(node, room) if c["counters"].get("renditions") == 3])
+        token = node.token("whep", room)
+        out = browser.play_whep(page, node.url("/whep/endpoint?max_spatial=0"), token)
+        assert out["status"] == 201 and out["connectionState"] == "connected", out
+        browser.wait_frames(page, "whep", 20, timeout_s=15)
+        capped = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        status, _, body = http(
+            "POST",
+            out["location"] + "/limit",
+            json.dumps({"max_spatial": None}).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert status == 200, body
+        width = capped["width"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and width <= 160:
+            time.sleep(0.25)
+            width = browser.inbound_sample(page, "whep")["video"]["frameWidth"]
+        lifted = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
+        [conn] = conns(node, room)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    print("multitrack: capped", capped, "lifted", lifted, conn["counters"])
+    assert (capped["width"], capped["height"]) == (160, 120), (capped, err[-1000:])
+    assert capped["frames_in_window"] >= 30 and capped["max_stall_s"] <= 0.5, capped  # 1.5 s at 30 fps
+    assert lifted["width"] in (240, 320) and lifted["frames_in_window"] >= 30, lifted
+    assert lifted["max_stall_s"] <= 0.5, lifted
+    assert conn["counters"]["renditions"] == 3 and not conn["counters"].get("video_transcoded"), conn
+
+
+NGINX = Path("/usr/sbin/nginx")
+NGINX_RTMP = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+
+def test_nginx_rtmp_reference_relays_the_same_ffmpeg_commands(netns_guard: None, tmp_path: Path) -> None:
+    """The reference a user compares against: Debian's nginx with libnginx-mod-rtmp (``live on``)
+    takes the same two ffmpeg 5.1 commands the tests above publish to trackmesh (x264 zerolatency,
+    and x264's defaults with B-frames) and an RTMP player (ffmpeg) reads H.264 + AAC back from it.
+    nginx relays RTMP as is (B-frames, AAC): what trackmesh re-encodes and transcodes for browsers."""
+    if FFMPEG is None or not NGINX.exists() or not NGINX_RTMP.exists():
+        pytest.skip("nginx with libnginx-mod-rtmp (Debian packages nginx-light, libnginx-mod-rtmp) is not installed")
+    port = free_port()
+    (tmp_path / "nginx.conf").write_text(
+        f"load_module {NGINX_RTMP};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n"
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\nevents {{ worker_connections 64; }}\n"
+        f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n"
+    )
+    server = subprocess.Popen([str(NGINX), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        wait_for("nginx listening", lambda: server.poll() is None and (tmp_path / "nginx.pid").exists(), 5)
+        urls = {bf: f"rtmp://127.0.0.1:{port}/live/{'bframes' if bf else 'zerolatency'}" for bf in (False, True)}
+        procs += [publish(url, 6, bframes=bf) for bf, url in urls.items()]
+        time.sleep(1.0)
+        play = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-t", "2", "-i"]
+        players = {
+            bf: subprocess.Popen([*play, url, "-c", "copy", "-f", "null", "-"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            for bf, url in urls.items()
+        }  # fmt: skip
+        procs += players.values()
+        probe = [FFMPEG.replace("ffmpeg", "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,has_b_frames",
+                 "-of", "json", "-rw_timeout", "5000000"]  # fmt: skip
+        probes = {
+            bf: subprocess.Popen([*probe, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for bf, url in urls.items()
+        }
+        procs += probes.values()
+        streams = {bf: json.loads(p.communicate(timeout=20)[0])["streams"] for bf, p in probes.items()}
+        frames = {}
+        for bf, player in players.items():
+            out, err = player.communicate(timeout=20)
+            counts = [int(line[6:]) for line in out.splitlines() if line.startswith("frame=")]
+            frames[bf] = (counts[-1] if counts else 0, err[-500:])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        server.terminate()
+        server.wait(timeout=10)
+    print("nginx-rtmp reference:", frames, streams)
+    for bf in (False, True):
+        assert frames[bf][0] >= 30, frames  # over 1 s of video in the 2 s the RTMP player reads (45-57 seen)
+        assert sorted(s["codec_name"] for s in streams[bf]) == ["aac", "h264"], streams
+    video = {bf: next(s for s in streams[bf] if s["codec_name"] == "h264") for bf in (False, True)}
+    assert video[True]["has_b_frames"] > 0 and video[False]["has_b_frames"] == 0, video  # relayed as sent

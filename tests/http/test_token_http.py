@@ -122,7 +122,7 @@ def test_docs_and_redoc_are_served_without_a_cdn(node: NodeProcess) -> None:
 def test_samples_index_links_the_room_and_no_page_reads_a_secret_from_the_url(node: NodeProcess) -> None:
     status, _, raw = http("GET", node.base + "/samples/index.html")
     assert status == 200 and b'href="room.html"' in raw
-    for name in ("whip.html", "whep.html", "room.html"):
+    for name in ("whip.html", "whep.html", "room.html", "moq.html"):
         status, _, raw = http("GET", node.base + f"/samples/{name}")
         page = raw.decode()
         assert status == 200 and '?secret= is ignored' in page

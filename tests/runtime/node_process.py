@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +59,20 @@ class NodeProcess:
             text=True,
             preexec_fn=die_with_parent,  # a killed test run leaves no node holding ports
         )
+        # Read the node's output as it comes: a node that logs more than a pipe holds (64 KiB)
+        # would otherwise block on its next log line, mid-test.
+        self.lines: list[str] = []  # without their newlines; grows while the node runs
+        self._reader = threading.Thread(target=self._drain, name="node-output", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def join_output(self, timeout: float = 5.0) -> None:
+        """Once the node has exited: wait until its last lines are in :attr:`lines`."""
+        self._reader.join(timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -95,7 +110,7 @@ class NodeProcess:
                 shutil.rmtree(self._data, ignore_errors=True)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read()
+        """What the node printed so far (all of it once it has exited)."""
+        if self.proc.poll() is not None:
+            self.join_output()
+        return "".join(line + "\n" for line in self.lines)

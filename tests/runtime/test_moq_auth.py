@@ -94,3 +94,20 @@ def test_token_request_rules() -> None:
         {"peer": "p", "ttl": 60, "publish": "a//b"},
     ):
         assert isinstance(moq_scopes(TokenRequest.model_validate(bad)), str), bad
+
+
+def test_a_tenants_moq_token_is_checked_with_its_apps_key_only() -> None:
+    """Multi-tenancy (security/tokens.py verify_for_app): with the node's token keys by app, a token
+    of app "a" signed with a's key passes; one claiming "a" signed with another key, or naming an
+    app the node does not know, is refused."""
+    keys = {"": KEY, "a": b"a" * 32}
+    tenant = SessionToken("moq", None, "alice", app="a", subscribe=("x",))
+
+    def setup(raw: str) -> str | None:
+        return TokenAuthorizer(keys.get, clock=lambda: NOW + 1).setup(raw.encode(), "/")
+
+    assert setup(issue(keys["a"], tenant, 60, NOW)) is None
+    assert setup(issue(KEY, tenant, 60, NOW)) == "token signature does not verify"
+    stranger = SessionToken("moq", None, "alice", app="b", subscribe=("x",))
+    assert setup(issue(b"b" * 32, stranger, 60, NOW)) == "token is for app 'b', which this node does not know"
+    assert setup(token(subscribe=("x",))) is None  # the single-tenant app: the node's own key

@@ -120,3 +120,52 @@ def test_connection_limit_handshake_timeout_and_garbage() -> None:
         Closed("handshake timeout", True),
     ]
     assert listener.connections == {}
+
+
+def test_a_thousand_idle_connections_fill_the_default_limit_then_new_ones_are_refused() -> None:
+    """The default limit (1,000 per listener): a thousand idle connections are held, the next is
+    closed at once and counted, a connection among them still gets its handshake answered, and a
+    freed slot takes a new connection again."""
+    from trackmesh.transports.rtmp.handshake import HANDSHAKE_SIZE, make_c1
+
+    c0c1 = b"\x03" + make_c1(bytes(1528), digest=False)
+
+    async def handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(c0c1)
+        return await asyncio.wait_for(reader.readexactly(1 + 2 * HANDSHAKE_SIZE), 5)
+
+    async def run() -> tuple[RtmpListener, int, bytes, bytes, bytes]:
+        listener = RtmpListener(KeyHandler(), handshake_timeout=30, sweep_interval=0.5)
+        assert listener.max_connections == 1000
+        await listener.start("127.0.0.1", 0)
+        conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            while len(conns) < 1000:  # in batches: the listen backlog is finite
+                batch = min(100, 1000 - len(conns))
+                conns += await asyncio.gather(
+                    *(asyncio.open_connection("127.0.0.1", listener.port) for _ in range(batch))
+                )
+                await asyncio.sleep(0.02)
+            while len(listener.connections) < 1000:
+                await asyncio.sleep(0.01)
+            held = len(listener.connections)
+            refused = await asyncio.open_connection("127.0.0.1", listener.port)
+            eof = await asyncio.wait_for(refused[0].read(10), 5)  # closed at once
+            answer = await handshake(*conns[500])  # one of the thousand is still served
+            conns.pop(0)[1].close()
+            while len(listener.connections) >= 1000:
+                await asyncio.sleep(0.01)
+            again = await asyncio.open_connection("127.0.0.1", listener.port)
+            conns.append(again)
+            answer_again = await handshake(*again)
+        finally:
+            for _, writer in conns:
+                writer.close()
+            await listener.close()
+        return listener, held, eof, answer, answer_again
+
+    listener, held, eof, answer, answer_again = asyncio.run(run())
+    assert held == 1000 and eof == b""
+    assert listener.stats.refused == 1 and listener.stats.connections == 1001
+    assert answer[0] == 3 and answer_again[0] == 3  # S0: RTMP version 3, then S1 and S2
+    assert listener.stats.handler_errors == 0

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from trackmesh.security.keys import token_key
+
 from .signing import SecretError, derived_secret, parse_secret
 
 log = logging.getLogger("trackmesh.connector")
@@ -112,6 +114,15 @@ class AppRegistry:
 
     def get(self, app_id: str) -> App | None:
         return self._apps.get(app_id)
+
+    def token_keys(self, atm0s_compatible: bool) -> dict[str, bytes]:
+        """Each app's session-token key, made from its own secret as the node's is from
+        ``--secret`` (security.keys.token_key): tokens of an app are signed and checked with it."""
+        return {a.app_id: token_key(a.app_secret, atm0s_compatible) for a in self._apps.values()}
+
+    def token_key_of(self, app_id: str, atm0s_compatible: bool) -> bytes | None:
+        app = self._apps.get(app_id)
+        return None if app is None else token_key(app.app_secret, atm0s_compatible)
 
     def __len__(self) -> int:
         return len(self._apps)

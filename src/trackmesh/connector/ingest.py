@@ -21,10 +21,13 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from . import events as ev
 from .outbox import Delivery
+from .protobuf_body import to_protobuf
 from .rooms import RoomTracker
 from .schema import events, outbox, peer_sessions, peers, rooms, sessions
 
 HookUrlOf = Callable[[str], "str | None"]
+#: --hook-body: atm0s's protobuf-json and protobuf-binary.
+HOOK_BODIES = ("json", "protobuf")
 
 
 @dataclass
@@ -60,10 +63,17 @@ class Ingestor:
     cache of the database: ``restore`` rebuilds it, and a failed transaction is followed by a
     restore so the two never disagree."""
 
-    def __init__(self, engine: Engine, node: int, destroy_after: float, hook_url_of: HookUrlOf) -> None:
+    def __init__(
+        self, engine: Engine, node: int, destroy_after: float, hook_url_of: HookUrlOf, hook_body: str = "json"
+    ) -> None:
+        """``hook_body``: "json" (atm0s's protobuf-json) or "protobuf" (its protobuf-binary), the
+        form each webhook body is stored and posted in (``--hook-body``)."""
+        if hook_body not in HOOK_BODIES:
+            raise ValueError(f"hook_body: {hook_body!r} is not one of {', '.join(HOOK_BODIES)}")
         self.engine = engine
         self.node = node
         self.hook_url_of = hook_url_of
+        self.hook_body = hook_body
         self.tracker = RoomTracker(destroy_after)
         self._session_key: dict[int, str] = {}
 
@@ -214,7 +224,7 @@ class Ingestor:
             key = room_key(app, body.room)
             self._leave(conn, app, session, body, ms)
             self.tracker.on_leave(app, body.room, body.peer, session, now)
-        elif isinstance(body, ev.Disconnected):
+        elif isinstance(body, ev.Disconnected | ev.ConnectError):  # a ConnectError ends its session too
             self._session_key.pop(session, None)
         self._deliver(conn, source.id, app, key, hook, now, result)
         n = 0
@@ -252,7 +262,7 @@ class Ingestor:
         url = self.hook_url_of(app)
         if url is None:
             return  # as atm0s: an app without a hook URL gets none (the log still has the event)
-        body = ev.to_json(hook)
+        body = to_protobuf(hook, app) if self.hook_body == "protobuf" else ev.to_json(hook)
         row = conn.execute(
             insert(outbox)
             .values(msg_id=msg_id, app=app, order_key=key, url=url, body=body, created_at=now, attempts=0,
@@ -268,7 +278,7 @@ class Ingestor:
             conn.execute(insert(sessions).values(id=session, app=app, ip=ip, created_at=ms))
         elif ip and not existing.ip:
             conn.execute(update(sessions).where(sessions.c.id == session).values(ip=ip))
-        if isinstance(body, ev.Disconnected):
+        if isinstance(body, ev.Disconnected | ev.ConnectError):
             conn.execute(update(sessions).where(sessions.c.id == session, sessions.c.leaved_at.is_(None))
                          .values(leaved_at=ms))
 

@@ -33,7 +33,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from .signing import headers
+from .signing import headers, unsigned_headers
 
 
 @dataclass(slots=True)
@@ -191,7 +191,7 @@ class Outbox:
             hdrs = (
                 headers(key_bytes, delivery.id, int(now), delivery.body)
                 if key_bytes is not None
-                else {"webhook-id": delivery.id, "webhook-timestamp": str(int(now)), "content-type": "application/json"}
+                else unsigned_headers(delivery.id, int(now), delivery.body)
             )
             return Attempt(delivery.id, delivery.attempts, delivery.url, delivery.body, hdrs)
         return None

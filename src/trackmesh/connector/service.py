@@ -55,6 +55,7 @@ class ConnectorService:
         destroy_after: float = 120.0,
         max_in_flight: int = 32,
         clock: Callable[[], float] = time.time,
+        hook_body: str = "json",
     ) -> None:
         self.db_url = db_url
         self.node = node
@@ -62,6 +63,7 @@ class ConnectorService:
         self.clock = clock
         self.outbox = Outbox(policy or RetryPolicy(), random.Random(), max_in_flight)
         self._destroy_after = destroy_after
+        self._hook_body = hook_body
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trackmesh-connector-db")
         self._engine: Any = None
         self.ingestor: Ingestor | None = None
@@ -86,7 +88,7 @@ class ConnectorService:
         def open_db() -> Ingestor:
             engine = storage.open_engine(self.db_url)
             storage.migrate(engine)
-            ing = Ingestor(engine, self.node, self._destroy_after, self._url_of)
+            ing = Ingestor(engine, self.node, self._destroy_after, self._url_of, self._hook_body)
             ing.restore()
             return ing
 

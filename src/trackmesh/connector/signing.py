@@ -54,13 +54,33 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
+def content_type(body: bytes) -> str | None:
+    """The ``content-type`` of a stored body: JSON bodies are objects (``{``); a protobuf
+    ``HookEvent`` never starts with that byte (0x7b would be field 15 as a group, which it does
+    not have), and atm0s posts it without a content-type. Told from the bytes, so rows queued
+    before a ``--hook-body`` change keep the right one."""
+    return "application/json" if body[:1] == b"{" else None
+
+
 def headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
+    out = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(key, msg_id, timestamp, body),
-        "content-type": "application/json",
     }
+    kind = content_type(body)
+    if kind is not None:
+        out["content-type"] = kind
+    return out
+
+
+def unsigned_headers(msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """An app without a signing key (none configured yet): the same headers but the signature."""
+    out = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+    kind = content_type(body)
+    if kind is not None:
+        out["content-type"] = kind
+    return out
 
 
 def verify(key: bytes, msg_id: str, timestamp: str, signature_header: str, body: bytes, now: int) -> bool:

@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from trackmesh.core.audit import RouteFailure
 from trackmesh.core.ids import SessionId
 from trackmesh.core.model import TrackKind
 
@@ -48,6 +49,7 @@ class EventSource:
         self._started: dict[int, float] = {}
         self._ips: dict[int, str] = {}
         self._apps: dict[int, str] = {}
+        self._restarted: dict[int, float] = {}
         self.on_ready: Callable[[], None] | None = None
         self.emitted = 0
         self.dropped = 0
@@ -86,7 +88,13 @@ class EventSource:
 
     def set_app(self, session: SessionId, app: str) -> None:
         """The app a session belongs to (multi-tenancy); "" by default."""
-        self._apps[session] = app
+        if app:
+            self._apps[session] = app
+
+    def forget(self, session: SessionId) -> None:
+        """Drop what is kept about a session that will have no more events."""
+        for kept in (self._apps, self._started, self._ips, self._restarted):
+            kept.pop(session, None)
 
     def emit(self, now: float, session: int, body: ev.PeerEventBody) -> None:
         if len(self._queue) >= self.max_queued:
@@ -118,9 +126,57 @@ class EventSource:
     def disconnected(self, now: float, session: SessionId, reason: str) -> None:
         duration = int((now - self._started.pop(session, now)) * 1000)
         self._ips.pop(session, None)
+        self._restarted.pop(session, None)
         # Emitted before the session's app is forgotten: its Disconnected belongs to its app too.
         self.emit(now, session, ev.Disconnected(max(0, duration), disconnect_reason(reason)))
         self._apps.pop(session, None)
+
+    def routed(self, now: float, session: SessionId, remote_ip: str, app: str, started: float) -> None:
+        """RouteBegin at the request's arrival, RouteSuccess now (to this node), as atm0s's gateway."""
+        self.route_succeeded(now, session, remote_ip, app, started, self.node)
+
+    # ---- RouteAudit (gateways) -----------------------------------------------------------
+
+    def route_succeeded(
+        self, now: float, session: SessionId, remote_ip: str, app: str, started: float, dest_node: int
+    ) -> None:
+        if app:
+            self._apps[session] = app
+        self.emit(min(started, now), session, ev.RouteBegin(remote_ip))
+        self.emit(now, session, ev.RouteSuccess(max(0, int((now - started) * 1000)), dest_node))
+
+    def route_failed(
+        self, now: float, session: SessionId, remote_ip: str, app: str, started: float, error: RouteFailure,
+        dest_node: int | None,
+    ) -> None:
+        """RouteBegin then RouteError: a request no media node took; the session ends there."""
+        if app:
+            self._apps[session] = app
+        self.emit(min(started, now), session, ev.RouteBegin(remote_ip))
+        self.emit(now, session, ev.RouteError(max(0, int((now - started) * 1000)), dest_node,
+                                              ev.RouteErrorType(int(error))))
+        self.forget(session)
+
+    def connect_failed(self, now: float, session: SessionId, timed_out: bool) -> None:
+        after = int((now - self._started.pop(session, now)) * 1000)
+        self._ips.pop(session, None)
+        error = ev.ConnectErrorType.TIMEOUT if timed_out else ev.ConnectErrorType.INVALID_SDP
+        self.emit(now, session, ev.ConnectError(max(0, after), error))
+        self._apps.pop(session, None)
+
+    def reconnecting(self, now: float, session: SessionId, remote_ip: str) -> None:
+        self._restarted[session] = now
+        self.emit(now, session, ev.Reconnect(remote_ip or self._ips.get(session, "")))
+
+    def reconnected(self, now: float, session: SessionId, remote_ip: str) -> None:
+        after = int((now - self._restarted.pop(session, now)) * 1000)
+        self.emit(now, session, ev.Reconnected(max(0, after), remote_ip or self._ips.get(session, "")))
+
+    def track_muted(self, now: float, session: SessionId, track: str, muted: bool) -> None:
+        self.emit(now, session, ev.RemoteTrackMuted(track, muted))
+
+    def layer_changed(self, now: float, session: SessionId, track: str, spatial: int, temporal: int) -> None:
+        self.emit(now, session, ev.LocalTrackLayer(track, spatial, temporal))
 
     def joined(self, now: float, session: SessionId, room: str, peer: str) -> None:
         self.emit(now, session, ev.Join(room, peer))

@@ -43,6 +43,7 @@ class MediaCodec(enum.IntEnum):
     PCMA = 5
     PCMU = 6
     AV1 = 7  # forwarded as sent (the AV1 RTP spec's aggregation header): RTMP's av01 today
+    H265 = 8  # forwarded as sent (RFC 7798): RTMP's hvc1 (and legacy codec id 12) today
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +130,8 @@ class MediaPacket:
     # numbered per replay. Only a viewer that starts on this replay's key frame takes it; viewers
     # already playing have the originals (transports/webrtc/media_out.py).
     replay: int = field(default=0, compare=False)
+    # Nonzero: when the source captured this packet's timestamp, on this node's monotonic clock
+    # (RTMP: the publisher's own timeline, the same for its audio and video). Viewers' sender
+    # reports map timestamps to it instead of to the send time, so a track that waited (AAC
+    # transcoded to Opus) stays in sync with one that did not (RFC 3550 s6.4.1). 0: the send time.
+    capture: float = field(default=0.0, compare=False)

@@ -56,6 +56,11 @@ class MediaWorker:
         self._ready.clear()
         return ready
 
+    def new_session_id(self) -> SessionId:
+        """A session id for a connection attempt that gets no endpoint (an offer refused before
+        one is made): the event log still records the attempt under its own id."""
+        return self._ids.next()
+
     def create_endpoint(self) -> Endpoint:
         session = self._ids.next()
         conn_id = self._codec.encode(self.node_id, self.worker, session)

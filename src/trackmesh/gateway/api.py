@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec
+from trackmesh.core.audit import RouteAudit
+from trackmesh.core.ids import ConnIdCodec, SessionIdGenerator
 
 from .directory import NodeDirectory, ZoneDirectory
 
@@ -48,6 +49,16 @@ class GatewayApi(Protocol):
 
     @property
     def codec(self) -> ConnIdCodec: ...
+
+    @property
+    def route_audit(self) -> RouteAudit | None:
+        """Where route events go (the connector's source, once wired); None: not reported."""
+        ...
+
+    @property
+    def route_ids(self) -> SessionIdGenerator:
+        """Session ids of requests no media node took (route_report.py)."""
+        ...
 
     @property
     def counters(self) -> dict[str, int]: ...

@@ -42,6 +42,7 @@ from trackmesh.security.tokens import app_secret_matches
 
 from .directory import NodeEntry
 from .metrics import render_gateway_metrics
+from .route_report import report_failure, report_success
 
 if TYPE_CHECKING:
     from .api import GatewayApi
@@ -347,7 +348,14 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: routed to the best media node")
     @app.post("/webrtc/connect", tags=["sdk"], summary="SDK connect: routed to the best media node")
     async def new_session(request: Request) -> Response:
-        return await route_new(request)
+        started = time.monotonic()
+        try:
+            response = await route_new(request)
+        except RouteError as exc:
+            report_failure(gw.route_audit, gw.route_ids, gw.config.secret, request, started, exc.status)
+            raise
+        report_success(gw, request, started, response, zone)
+        return response
 
     @app.patch("/whip/conn/{conn_id}", tags=["whip"])
     @app.delete("/whip/conn/{conn_id}", tags=["whip"])

@@ -31,7 +31,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from trackmesh import __version__
 from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec, InvalidConnId
+from trackmesh.core.audit import RouteAudit, RouteFailure
+from trackmesh.core.ids import ConnIdCodec, InvalidConnId, SessionIdGenerator
 from trackmesh.http.exposition import Exposition
 from trackmesh.http.headers import bearer
 from trackmesh.http.health import add_health_routes
@@ -43,6 +44,7 @@ from trackmesh.security.tokens import app_secret_matches
 from .app import FORWARDED_HEADER, MAX_BODY, REQUEST_HEADERS, RESPONSE_HEADERS, SERVED_HEADER
 from .directory import ZoneDirectory
 from .geo import GeoDb
+from .route_report import report_failure
 from .zone_choice import ZoneRttError, parse_zone_rtt, rank_zones
 
 
@@ -60,6 +62,8 @@ class GlobalGatewayNode(Protocol):
     counters: dict[str, int]
     client: Any  # httpx.AsyncClient
     redirect: bool
+    route_audit: RouteAudit | None  # where route events go (gateway/route_report.py); None: not reported
+    route_ids: SessionIdGenerator
 
     def now(self) -> float: ...
 
@@ -175,6 +179,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         if not ranked:
             gw.counters["no_zone"] += 1
             why = "no zone is known" if not zones else f"{len(zones)} zone(s) known, none with free capacity"
+            request.state.route_failure = RouteFailure.POOL_EMPTY
             return _problem(request, 503, f"no zone can take a new session: {why}")
         last = ""
         candidates = ranked[:3]
@@ -190,6 +195,7 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
             gw.counters[f"routed_{why}"] += 1
             return resp
         gw.counters["no_zone"] += 1
+        request.state.route_failure = RouteFailure.GATEWAY_ERROR  # every zone gateway tried failed
         return _problem(request, 503, f"no zone can take a new session: {last}")
 
     async def route_conn(request: Request, conn_id: str, *, rebuild: bool = False) -> Response:
@@ -284,7 +290,12 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
     @app.post("/whep/endpoint", tags=["whep"], summary="WHEP: 307 to the best zone's gateway")
     @app.post("/webrtc/connect", tags=["sdk"], summary="SDK connect: 307 to the best zone's gateway")
     async def new_session(request: Request) -> Response:
-        return await route_new(request)
+        started = time.monotonic()
+        response = await route_new(request)
+        failure = getattr(request.state, "route_failure", None)
+        if failure is not None:  # this gateway refused it (a zone's own refusal is that zone's to report)
+            report_failure(gw.route_audit, gw.route_ids, gw.config.secret, request, started, 503, failure)
+        return response
 
     @app.get("/samples/{name}", include_in_schema=False)
     async def sample(name: str, request: Request) -> Response:

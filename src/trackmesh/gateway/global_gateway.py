@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,8 @@ from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec
+from trackmesh.core.audit import RouteAudit
+from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import ZoneDirectory
@@ -46,6 +48,10 @@ class GlobalGatewayNode(Node):
         self.url = http_url(config)
         self.zones = ZoneDirectory(GLOBAL_ZONE)
         self.codec = ConnIdCodec(config.secret)
+        # Route events (gateway/route_report.py): a global gateway reports the requests it could
+        # not send to any zone, once the cluster path to a connector sets route_audit.
+        self.route_audit: RouteAudit | None = None
+        self.route_ids = SessionIdGenerator(config.node_id, MAX_WORKER, secrets.randbits(24))
         self.geo: GeoDb | None = None
         self.zenoh: ZenohNode | None = None
         self.counters: dict[str, int] = {

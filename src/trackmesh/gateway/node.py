@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,8 @@ from trackmesh.cluster.topology import open_member
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
-from trackmesh.core.ids import ConnIdCodec
+from trackmesh.core.audit import RouteAudit
+from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
@@ -51,6 +53,10 @@ class GatewayNode(Node):
         self.directory = NodeDirectory(config.zone)
         self.zones = ZoneDirectory(config.zone)
         self.codec = ConnIdCodec(config.secret)
+        # Route events (gateway/route_report.py): reported once the cluster path to the zone's
+        # connector sets route_audit (an EventSource); failures get ids of the gateway's own.
+        self.route_audit: RouteAudit | None = None
+        self.route_ids = SessionIdGenerator(config.node_id, MAX_WORKER, secrets.randbits(24))
         self.zenoh: ZenohNode | None = None
         self.client: Any = None
         self.counters: dict[str, int] = {

@@ -36,6 +36,10 @@ class ConnectorApi(Protocol):
 
     def metrics(self) -> dict[str, float]: ...
 
+    def route_failed(self, now: float, remote_ip: str, app: str, started: float, status: int, message: str) -> None:
+        """A create/connect request could not be placed on a media worker (``status`` 5xx): RouteError."""
+        ...
+
 
 class NodeApi(Protocol):
     @property

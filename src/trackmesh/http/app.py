@@ -24,6 +24,7 @@ from .headers import bearer
 from .health import add_health_routes
 from .metrics import render_metrics
 from .record_http import router as record_router
+from .requests import app_token_keys
 from .rtmp_http import router as rtmp_router
 from .rtmp_http import rtmp_url
 from .rtpengine_http import router as rtpengine_router
@@ -154,7 +155,7 @@ def create_app(node: NodeApi) -> FastAPI:
         text, content_type = render_metrics(node, await node.stats(media=True), throttle)
         return PlainTextResponse(text, media_type=content_type)
 
-    app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node)))
+    app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node), app_token_keys(node)))
     app.include_router(sip_router(node))
     if node.config.role == "standalone":
         # The operator's console (docs/console.md); cluster media nodes have none.

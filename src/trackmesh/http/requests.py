@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import PlainTextResponse
 
-from trackmesh.security.tokens import SessionToken, TokenError, verify
+from trackmesh.rpc import RpcError, WorkerHandle
+from trackmesh.security.tokens import AppTokenKeys, SessionToken, TokenError, verify_for_app
 
 from .headers import bearer
 
@@ -38,12 +40,41 @@ async def read_body(request: Request, accepted: tuple[str, ...], max_bytes: int)
     return body
 
 
+async def route(node: NodeApi, pick: Callable[[], WorkerHandle], method: str, params: dict[str, Any]) -> Any:
+    """Place a create/connect request (``params`` with ``remote_ip``, ``app`` and ``routed_at``,
+    the request's arrival) on the worker ``pick`` chooses: standalone's gateway part. The worker
+    reports RouteBegin/RouteSuccess with the session it makes; a request that cannot be placed (a
+    5xx: node full, worker gone or silent) is the connector's RouteError."""
+    try:
+        return await pick().call(method, params)
+    except RpcError as exc:
+        connector = node.connector
+        if exc.status >= 500 and connector is not None and params.get("routed_at") is not None:
+            connector.route_failed(time.monotonic(), str(params.get("remote_ip") or ""), str(params.get("app") or ""),
+                                   float(params["routed_at"]), exc.status, exc.message)
+        raise
+
+
+def app_token_keys(node: NodeApi) -> AppTokenKeys:
+    """Token keys by app id (security/tokens.py): the node's own for the single-tenant app, each
+    tenant's made from its secret (from the connector's app list at the time of the request)."""
+    config = node.config
+
+    def key_of(app: str) -> bytes | None:
+        if app == "":
+            return config.token_key
+        connector = node.connector
+        return connector.apps.token_key_of(app, config.atm0s_compatible_tokens) if connector is not None else None
+
+    return key_of
+
+
 def session_token(node: NodeApi, authorization: str | None, kind: str) -> tuple[SessionToken, str] | PlainTextResponse:
     """The verified session token of ``kind`` and its raw text, or a 401 saying why."""
     raw = bearer(authorization)
     if raw is None:
         return problem(401, f"missing bearer {kind} token", {"WWW-Authenticate": "Bearer"})
     try:
-        return verify(node.config.token_key, raw, kind, int(time.time())), raw
+        return verify_for_app(app_token_keys(node), raw, kind, int(time.time())), raw
     except TokenError as exc:
         return problem(401, f"invalid {kind} token: {exc}", {"WWW-Authenticate": "Bearer"})

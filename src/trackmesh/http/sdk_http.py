@@ -15,6 +15,7 @@ a fresh session from the request, so a client can move to this node.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Header, Request, Response
@@ -25,8 +26,8 @@ from trackmesh.security.tokens import SessionToken
 from trackmesh.transports.sdk.protocol import HTTP_CONTENT_TYPE, ProtocolDecodeError, decode_connect_request
 
 from .requests import problem as _problem
-from .requests import read_body, session_token
-from .token_http import client_address
+from .requests import read_body, route, session_token
+from .token_http import client_address, via_gateway
 from .whip_whep import token_hash
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def router(node: NodeApi) -> APIRouter:
     }
 
     async def _connect(request: Request, authorization: str | None, conn_id: str | None) -> Response:
+        routed_at = time.monotonic()
         checked = _token(node, authorization)
         if isinstance(checked, Response):
             return checked
@@ -88,6 +90,7 @@ def router(node: NodeApi) -> APIRouter:
             # For the connector's log: the client's address (behind a gateway, the one it signed for us).
             "remote_ip": client_address(request, node.config.secret),
             "app": token.app,
+            "routed_at": None if via_gateway(request, node.config.secret) else routed_at,
         }
         if conn_id is not None:
             try:
@@ -99,7 +102,7 @@ def router(node: NodeApi) -> APIRouter:
                     raise
                 # Unknown here: rebuild the session on this node from the request (a client moving nodes).
         room = token.room or (req.join.room if req.HasField("join") else None) or token.peer or ""
-        result = await node.worker_for_room(room).call("sdk.connect", params)
+        result = await route(node, lambda: node.worker_for_room(room), "sdk.connect", params)
         return _protobuf(result["response"])
 
     @api.post(

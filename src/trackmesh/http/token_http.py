@@ -92,6 +92,13 @@ def client_address(request: Request, secret: str) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
+def via_gateway(request: Request, secret: str) -> bool:
+    """A gateway of this cluster routed the request (it signed the client's address for us): the
+    gateway, not this node, reports the request's route events (gateway/route_report.py)."""
+    forwarded = request.headers.get(FORWARDED_CLIENT_HEADER)
+    return forwarded is not None and verify_forwarded(secret, forwarded) is not None
+
+
 def refuse_app_secret(request: Request, secret: str, throttle: FailureThrottle) -> JSONResponse | None:
     """The gateways' check before a token request is routed: 429 while the client's failed secret
     checks are throttled, 401 (counted) for a wrong app secret, else None."""
@@ -170,11 +177,14 @@ def router(
     throttle: FailureThrottle,
     tenant_app: Callable[[str], str | None] | None = None,
     rtmp_url: Callable[[str], str | None] | None = None,
+    app_key: Callable[[str], bytes | None] | None = None,
 ) -> APIRouter:
     """The token routes of a node with ``config``. ``tenant_app`` (multi-tenancy, docs/connector.md)
     names the app whose secret was presented, or None; the node's own secret is app ``""``.
     ``rtmp_url(room)`` is the ``rtmp://host:port/live`` that takes the room's publishers, or None
-    when RTMP ingest is off (a ``rtmp`` token is then a 503)."""
+    when RTMP ingest is off (a ``rtmp`` token is then a 503). ``app_key`` gives the token key of an
+    app (http/requests.py ``app_token_keys``): a tenant's tokens are signed with its own key, as
+    atm0s 0.2 signs them with the app's secret."""
 
     def app_of(presented: str | None) -> str | None:
         if presented is None:
@@ -237,8 +247,12 @@ def router(
             publish, subscribe = scopes
         elif req.publish is not None or req.subscribe is not None:
             return error(400, "invalid request: publish and subscribe are for moq tokens")
-        # A tenant's token carries its app (JWT ``sub``) and is signed with the node's token key like
-        # every other, so WHIP/WHEP/SDK verify it with config.token_key in both token modes.
+        # A tenant's token carries its app (JWT ``sub``) and is signed with that app's key (made from
+        # its secret as the node's is from --secret), so it verifies only as that app's
+        # (security.tokens.verify_for_app).
+        key = config.token_key if app == "" else (app_key(app) if app_key is not None else None)
+        if key is None:  # the app list changed between the two look-ups
+            return error(401, "APP_TOKEN_INVALID", {"WWW-Authenticate": "Bearer"})
         url = None
         if kind == "rtmp":
             assert req.room is not None  # _needs
@@ -248,7 +262,7 @@ def router(
         token = SessionToken(
             kind, req.room, req.peer, req.record, req.extra_data, app=app, publish=publish, subscribe=subscribe
         )
-        signed = issue(config.token_key, token, req.ttl, int(time.time()))
+        signed = issue(key, token, req.ttl, int(time.time()))
         if url is not None:
             return ok({"token": signed, "rtmp_url": url, "stream_key": signed, "publish_url": f"{url}/{signed}"})
         if kind == "sip":

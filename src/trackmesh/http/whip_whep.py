@@ -14,6 +14,7 @@ with the calls ``<kind>.create``, ``<kind>.patch`` and ``<kind>.delete``.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
@@ -24,8 +25,8 @@ from trackmesh.security.tokens import SessionToken
 from .envelope import error
 from .headers import bearer as _bearer
 from .requests import problem as _problem
-from .requests import read_body, session_token
-from .token_http import client_address, read_json
+from .requests import read_body, route, session_token
+from .token_http import client_address, read_json, via_gateway
 
 if TYPE_CHECKING:
     from .api import NodeApi
@@ -67,7 +68,7 @@ def router(node: NodeApi) -> APIRouter:
     async def sample(name: str) -> Response:
         from importlib.resources import files
 
-        if name not in ("whip.html", "whep.html", "index.html"):
+        if name not in ("whip.html", "whep.html", "index.html", "moq.html"):
             return _problem(404, "no such sample")
         path = files("trackmesh").joinpath("samples", name)
         return FileResponse(str(path), media_type="text/html")
@@ -94,6 +95,7 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
         openapi_extra={"requestBody": {"content": {SDP: {"schema": {"type": "string"}}}, "required": True}},
     )
     async def create(request: Request, authorization: str | None = Header(None)) -> Response:
+        routed_at = time.monotonic()
         token = _token(node, authorization, kind)
         if isinstance(token, Response):
             return token
@@ -121,8 +123,10 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
             # For the connector's log: the client's address (behind a gateway, the one it signed for us).
             "remote_ip": client_address(request, node.config.secret),
             "app": token.app,
+            "routed_at": None if via_gateway(request, node.config.secret) else routed_at,
         }
-        result = await node.worker_for_room(token.room).call(f"{kind}.create", params)
+        room = token.room
+        result = await route(node, lambda: node.worker_for_room(room), f"{kind}.create", params)
         location = f"/{kind}/conn/{result['conn_id']}"
         return Response(
             result["sdp"],
@@ -163,6 +167,7 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
             "token_hash": token_hash(raw),
             "frag": body.decode("utf-8", "replace"),
             "if_match": if_match.strip('"') if if_match and if_match != "*" else None,
+            "remote_ip": client_address(request, node.config.secret),  # the log's Reconnect
         }
         result = await worker.call(f"{kind}.patch", params)
         if result.get("sdpfrag"):

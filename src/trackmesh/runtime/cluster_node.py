@@ -27,7 +27,7 @@ import os
 import resource
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackmesh.cluster.membership import LOAD_ROOT, NODE_ROOT, REPORT_INTERVAL, http_url, node_index
 from trackmesh.cluster.topology import links_wanted
@@ -39,6 +39,9 @@ from .connector_link import ConnectorLink
 from .node import Node, StartupError
 from .worker import WorkerRuntime
 from .worker_cluster import WorkerCluster
+
+if TYPE_CHECKING:
+    from .moq_listener import MoqListener
 
 log = logging.getLogger("trackmesh.cluster")
 
@@ -170,6 +173,23 @@ class ClusterMediaNode(Node):
             extra={"fields": {"zone": cfg.zone, "node": self.index, "member": cluster.registry.member,
                               "listen": ",".join(cluster.member_config.listen), "links": cluster.node.links()}},
         )  # fmt: skip
+
+    def moq_room_here(self, room: str) -> bool:
+        """Without routing a session (no affinity recorded, no 503 while draining): a room this node
+        hosts on worker 0, or any room with one worker (its tracks on other nodes are imported)."""
+        index = self.affinity.get(room)
+        return index == 0 if index is not None else len(self.workers) == 1
+
+    def moq_started(self, listener: MoqListener) -> None:
+        """The MoQ relay joins the cluster's (docs/moq.md "Cluster"): on worker 0's zenoh registry and
+        hub, in this process and loop, so a namespace published here is subscribable on every node."""
+        from trackmesh.transports.moq.cluster_relay import ClusterRelay
+
+        cluster = self.cluster
+        assert cluster is not None
+        listener.cluster = ClusterRelay(
+            listener.relay, cluster.registry, cluster.hub, cluster.registry.member, time.monotonic()
+        )
 
     # ---- routing and readiness ---------------------------------------------------------------
 

@@ -12,9 +12,14 @@ machine above the peer. What they share lives here, once:
   close when the machine above asked to, reschedule its deadline;
 - close, in one order (peer, its leftover events, core endpoint, port route, core events, timer,
   table), once;
-- the connector's session events (docs/connector.md), for both transports: ``Connecting`` when the
+- the connector's session events (docs/connector.md), for both transports: ``RouteBegin`` and
+  ``RouteSuccess`` (the node's HTTP layer routed the request here) then ``Connecting`` when the
   endpoint is made (``new_endpoint``, before it joins a room), ``Connected`` with the peer's
   ``Connected``, ``Disconnected`` at the close, or at ``abort`` when setup fails before ``attach``;
+  ``ConnectError`` instead for an offer refused (``refused``: invalid SDP) or a connect timeout;
+  ``Reconnect`` at an ICE restart and ``Reconnected`` at the first check with its credentials;
+  and, from a 1-s sampler (``TrackSampler``, core/track_watch.py), ``RemoteTrackMuted`` and
+  ``LocalTrackLayer``;
 - lookup by conn id, stats, ``close_all`` at worker shutdown and ``drain`` (the node drains:
   tell clients to go away, ``WorkerRuntime.drain``).
 
@@ -31,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.core.track_watch import SAMPLE_EVERY, TrackWatch
 from trackmesh.net import Address
 from trackmesh.transports.webrtc.demux import PacketKind
 from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, IceSelected
@@ -43,7 +49,10 @@ from .media_metrics import MediaMetrics
 from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
-__all__ = ["ConnTable", "ConnTimer", "TableConn", "Timed"]
+__all__ = ["ConnTable", "ConnTimer", "TableConn", "Timed", "TrackSampler", "origin"]
+
+#: How a connection that never came up closes (transports/webrtc/peer.py): ConnectError, not Disconnected.
+CONNECT_TIMEOUT = "connect timeout"
 
 
 class Timed(Protocol):
@@ -142,6 +151,8 @@ class ConnTable(Generic[C]):
         self.log = log
         self.conns: dict[SessionId, C] = {}
         self.timers: dict[SessionId, ConnTimer[C]] = {}
+        self._restarting: set[SessionId] = set()  # ICE restarted, no check with the new credentials yet
+        self.sampler = TrackSampler(self)
         self._on_closed = on_closed
         self.counters = runtime.counters
         self.name = name
@@ -162,15 +173,30 @@ class ConnTable(Generic[C]):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def new_endpoint(self, now: float, remote_ip: str, app: str) -> Endpoint:
+    def new_endpoint(self, now: float, remote_ip: str, app: str, routed_at: float | None = None) -> Endpoint:
         """The core endpoint of a connection being set up; the connector hears ``Connecting`` (with the
-        client's address and the app of its token) before the endpoint can join a room."""
+        client's address and the app of its token) before the endpoint can join a room, after the
+        route events when the request's arrival time ``routed_at`` is known."""
         endpoint = self.runtime.core.create_endpoint()
         self.apps[endpoint.session] = app
+        self._announce(now, endpoint.session, remote_ip, app, routed_at)
+        return endpoint
+
+    def _announce(self, now: float, session: SessionId, remote_ip: str, app: str, routed_at: float | None) -> None:
         audit = self.runtime.core.audit
         if audit is not None:
-            audit.connecting(now, endpoint.session, remote_ip, app)
-        return endpoint
+            if routed_at is not None:
+                audit.routed(now, session, remote_ip, app, min(routed_at, now))
+            audit.connecting(now, session, remote_ip, app)
+
+    def refused(self, now: float, remote_ip: str, app: str, routed_at: float | None = None) -> None:
+        """An offer refused before any endpoint was made (it does not parse or cannot be answered):
+        the log records the attempt, ``Connecting`` then ``ConnectError`` (InvalidSdp)."""
+        audit = self.runtime.core.audit
+        if audit is not None:
+            session = self.runtime.core.new_session_id()
+            self._announce(now, session, remote_ip, app, routed_at)
+            audit.connect_failed(now, session, timed_out=False)
 
     def abort(self, now: float, session: SessionId, reason: str, kind: str = "") -> None:
         """Setup failed after ``new_endpoint`` and before ``attach``: the endpoint closes, and the
@@ -192,15 +218,21 @@ class ConnTable(Generic[C]):
         self.port.attach(key, ufrag, functools.partial(self._on_datagram, conn=conn))
         self.runtime.listen(key, functools.partial(self._on_core_events, conn=conn))
         self.counters[self._created] += 1
+        self.sampler.start(now)
         self.metrics.on_requested(conn.kind)
         self._joining[key] = now
         self.after_input(now, conn)
 
-    def add_ufrag(self, conn: C, ufrag: str) -> None:
+    def add_ufrag(self, conn: C, ufrag: str, now: float | None = None, remote_ip: str = "") -> None:
         """An ICE restart gave the connection a new local ufrag: route it too (the old one stays valid
-        until the new one is used, RFC 8445 s9)."""
+        until the new one is used, RFC 8445 s9). With ``now``, the connector hears ``Reconnect``, and
+        ``Reconnected`` once a check with the new credentials succeeds (``after_input``)."""
         self.port.demux.register(ufrag, conn.key)
         conn.ufrags.append(ufrag)
+        audit = self.runtime.core.audit
+        if now is not None and audit is not None:
+            audit.reconnecting(now, conn.key, remote_ip)
+            self._restarting.add(conn.key)
 
     def after_input(self, now: float, conn: C) -> None:
         peer = conn.peer
@@ -224,6 +256,12 @@ class ConnTable(Generic[C]):
         if reason is not None:
             self.close(now, conn, reason)
             return
+        if self._restarting and conn.key in self._restarting and not peer.ice.restart_pending:
+            self._restarting.discard(conn.key)
+            audit = self.runtime.core.audit
+            if audit is not None:
+                addr = peer.ice.selected_address
+                audit.reconnected(now, conn.key, addr[0] if addr is not None else "")
         timer = self.timers.get(conn.key)
         if timer is not None:
             self.runtime.track(timer)
@@ -237,8 +275,14 @@ class ConnTable(Generic[C]):
         while conn.peer.poll_event() is not None:
             pass
         self.runtime.core.close_endpoint(now, key, reason)
-        if self.runtime.core.audit is not None:
-            self.runtime.core.audit.disconnected(now, key, reason)  # after the endpoint's Leave
+        audit = self.runtime.core.audit
+        if audit is not None:  # after the endpoint's Leave
+            if reason.startswith(CONNECT_TIMEOUT):
+                audit.connect_failed(now, key, timed_out=True)
+            else:
+                audit.disconnected(now, key, reason)
+        self._restarting.discard(key)
+        self.sampler.forget(key)
         self.port.detach(key)
         self.runtime.unlisten(key)
         timer = self.timers.pop(key, None)
@@ -304,6 +348,66 @@ class ConnTable(Generic[C]):
     def _on_core_events(self, now: float, *, conn: C) -> None:
         conn.on_core_events(now)
         self.after_input(now, conn)
+
+
+class TrackSampler:
+    """Once a second, while the table has connections and the worker reports to a connector: each
+    published track's packet count and each subscribed video track's forwarded layer go to a
+    :class:`~trackmesh.core.track_watch.TrackWatch`, whose reports become ``RemoteTrackMuted`` and
+    ``LocalTrackLayer`` events. Reads counters the media path keeps anyway; nothing per packet."""
+
+    __slots__ = ("_due", "table", "watch")
+
+    def __init__(self, table: ConnTable[Any]) -> None:
+        self.table = table
+        self.watch = TrackWatch()
+        self._due: float | None = None
+
+    def start(self, now: float) -> None:
+        if self._due is None and self.table.runtime.core.audit is not None:
+            self._due = now + SAMPLE_EVERY
+            self.table.runtime.track(self)
+
+    def forget(self, session: SessionId) -> None:
+        self.watch.forget(session)
+
+    def next_deadline(self) -> float | None:
+        return self._due
+
+    def handle_timeout(self, now: float) -> None:
+        audit = self.table.runtime.core.audit
+        if audit is None or not self.table.conns:
+            self._due = None
+            return
+        self._due = now + SAMPLE_EVERY
+        watch = self.watch
+        for key, conn in self.table.conns.items():
+            if conn.closing:
+                continue
+            peer = conn.peer
+            endpoint = peer.endpoint
+            for name, track in endpoint.remote_tracks.items():
+                muted = watch.published(now, key, name, track.packets)
+                if muted is not None:
+                    audit.track_muted(now, key, name, muted)
+            forwarded: set[str] = set()
+            for out in peer.outbound.values():
+                if not out.video or out.local.source is None or out.packets == 0:
+                    continue
+                forwarded.add(out.local.name)
+                layer = watch.forwarded(now, key, out.local.name, (out.spatial_layer, out.temporal_layer))
+                if layer is not None:
+                    audit.layer_changed(now, key, out.local.name, *layer)
+            watch.keep(key, set(endpoint.remote_tracks), forwarded)
+
+
+def origin(params: dict[str, Any]) -> tuple[str, str, float | None]:
+    """Who asked, from a create/connect call's params (for the connector's log): the client's
+    address, its token's app, and when the node's HTTP layer took the request (``routed_at``,
+    monotonic: the same clock in every process of the machine)."""
+    routed_at = params.get("routed_at")
+    return (str(params.get("remote_ip") or ""), str(params.get("app") or ""),
+            float(routed_at) if isinstance(routed_at, int | float) else None)
 
 
 def short(conn_id: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import secrets
 import time
@@ -26,6 +27,8 @@ from trackmesh.connector.outbox import RetryPolicy
 from trackmesh.connector.service import AppHooks, ConnectorService
 from trackmesh.connector.signing import derived_secret
 from trackmesh.connector.source import EventSource
+from trackmesh.core.audit import RouteFailure
+from trackmesh.core.ids import MAX_WORKER, SessionIdGenerator
 
 T = TypeVar("T")
 
@@ -57,8 +60,14 @@ class EmbeddedConnector:
             self._hooks_of,
             RetryPolicy(retry_for=cfg.hook_retry_for),
             destroy_after=cfg.destroy_room_after,
+            hook_body=cfg.hook_body,
         )
         self.sources: list[EventSource] = []
+        # The gateway part of a standalone node (its HTTP layer places requests on workers): a
+        # RouteError has no worker session, so it gets an id of its own, from a worker index no
+        # media worker has (--workers is at most 64).
+        self.gateway = EventSource(cfg.node_id, secrets.randbits(48), time.time() - time.monotonic())
+        self._gateway_ids = SessionIdGenerator(cfg.node_id, MAX_WORKER, secrets.randbits(24))
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -81,6 +90,8 @@ class EmbeddedConnector:
             log.warning("closed sessions left open by this node's previous run",
                         extra={"fields": {"events": len(orphans)}})
         wall_offset = time.time() - time.monotonic()
+        self.gateway.on_ready = self._wake.set
+        self.sources.append(self.gateway)
         for worker in self.node.workers:
             runtime = getattr(worker, "runtime", None)
             source = EventSource(self.node.config.node_id, secrets.randbits(48), wall_offset)
@@ -95,10 +106,46 @@ class EmbeddedConnector:
             runtime.core.audit = source
             self.sources.append(source)
         self._tasks.append(asyncio.create_task(self._pump(), name="connector-pump"))
+        # The media worker froze what was alive when it started (runtime/worker.py), before the
+        # connector was imported: SQLAlchemy, httpx and the engine came later and stayed in the
+        # collector's reach, so every full collection scanned them again - a 40-100 ms pause on
+        # this loop (worker 0's media loop too) that freed nothing and delayed webhooks in flight
+        # (docs/benchmarks.md, connector latency). Freeze again now that they exist.
+        gc.collect()
+        gc.freeze()
+        await self._hand_app_token_keys()
         if self.node.config.multi_tenancy_sync:
             self._tasks.append(asyncio.create_task(
-                sync_forever(self.apps, self.node.config.multi_tenancy_sync, self.service.reload_keys),
+                sync_forever(self.apps, self.node.config.multi_tenancy_sync, self._apps_changed),
                 name="multi-tenancy-sync"))
+
+    def _apps_changed(self) -> None:
+        self.service.reload_keys()
+        task = asyncio.create_task(self._hand_app_token_keys(), name="app-token-keys")
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _hand_app_token_keys(self) -> None:
+        """Every media worker checks SDK join tokens itself (runtime/sdk_worker.py): it gets the
+        apps' token keys (never their secrets), now and whenever the app list changes."""
+        keys = self.apps.token_keys(self.node.config.atm0s_compatible_tokens)
+        for worker in self.node.workers:
+            try:
+                await worker.call("worker.app_token_keys", {"keys": keys})
+            except Exception:
+                log.exception("cannot hand the apps' token keys to a media worker",
+                              extra={"fields": {"worker": getattr(worker, "index", "?")}})
+
+    def route_failed(self, now: float, remote_ip: str, app: str, started: float, status: int, message: str) -> None:
+        """RouteBegin then RouteError for a request no worker took (http/requests.py ``route``): 504 a
+        worker that did not answer (Timeout), a full node (PoolEmpty), else MediaError."""
+        if status == 504:
+            error, dest = RouteFailure.TIMEOUT, self.node.config.node_id
+        elif "full" in message:
+            error, dest = RouteFailure.POOL_EMPTY, None
+        else:
+            error, dest = RouteFailure.MEDIA_ERROR, self.node.config.node_id
+        self.gateway.route_failed(now, self._gateway_ids.next(), remote_ip, app, started, error, dest)
 
     def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
         for data in batch:

@@ -12,7 +12,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import AppTokenKeys, TokenError, verify, verify_for_app
 from trackmesh.transports.moq.auth import Authorizer
 from trackmesh.transports.moq.messages import TrackNamespace
 
@@ -30,7 +30,9 @@ def _covered(namespace: TrackNamespace, prefixes: list[tuple[bytes, ...]]) -> bo
 class TokenAuthorizer(Authorizer):
     """One session's rights, from its token."""
 
-    def __init__(self, key: bytes | str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, key: bytes | str | AppTokenKeys, clock: Callable[[], float] = time.time) -> None:
+        """``key``: the token key, or the token keys by app (multi-tenancy: a tenant's token is
+        checked with its app's key, security/tokens.py ``verify_for_app``)."""
         self._key = key
         self._clock = clock
         self._publish: list[tuple[bytes, ...]] = []
@@ -45,7 +47,12 @@ class TokenAuthorizer(Authorizer):
         if not token:
             return "a moq token is needed: the AUTHORIZATION TOKEN setup parameter or ?jwt= on the URL"
         try:
-            claims = verify(self._key, token.decode("ascii", "replace"), "moq", int(self._clock()))
+            raw, now = token.decode("ascii", "replace"), int(self._clock())
+            key = self._key
+            if isinstance(key, (bytes, str)):
+                claims = verify(key, raw, "moq", now)
+            else:
+                claims = verify_for_app(key, raw, "moq", now)
         except TokenError as exc:
             return str(exc)
         self._publish = _prefixes(claims.publish)

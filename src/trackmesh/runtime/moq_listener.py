@@ -49,7 +49,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from trackmesh.security.tokens import AppTokenKeys
 from trackmesh.transports.moq.auth import Anonymous, Authorizer
+from trackmesh.transports.moq.cluster_relay import ClusterRelay
 from trackmesh.transports.moq.errors import SessionErrorCode
 from trackmesh.transports.moq.relay import Relay
 from trackmesh.transports.moq.session import (
@@ -355,7 +357,7 @@ class MoqListener:
         cert_file: str | None = None,
         key_file: str | None = None,
         anonymous: bool = False,
-        token_key: bytes | str = b"",
+        token_key: bytes | str | AppTokenKeys = b"",
     ) -> None:
         self.host = host
         self.port = port
@@ -364,6 +366,8 @@ class MoqListener:
         self.rooms: MoqRooms | None = None
         #: MoQ publishers into those rooms (runtime/moq_room_ingest.py).
         self.room_ingest: MoqRoomIngest | None = None
+        #: The relay as a member of the cluster-wide relay (a media node: transports/moq/cluster_relay.py).
+        self.cluster: ClusterRelay | None = None
         self.anonymous = anonymous
         self._token_key = token_key
         self.stats = MoqStats()
@@ -428,6 +432,8 @@ class MoqListener:
         rooms = self.rooms.metrics() if self.rooms is not None else {}
         if self.room_ingest is not None:
             rooms |= self.room_ingest.metrics()
+        if self.cluster is not None:
+            rooms |= self.cluster.metrics()
         return rooms | {
             "sessions": len(self.sessions),
             "sessions_started_total": stats.connections,
@@ -449,6 +455,8 @@ class MoqListener:
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.cluster is not None:
+            self.cluster.tick(loop.time())
         self.relay.timer(loop.time())
         for conn in list(self.sessions):
             conn.measure_backlog()
@@ -465,6 +473,8 @@ class MoqListener:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.cluster is not None:
+            self.cluster.close(asyncio.get_running_loop().time())
         for conn in list(self.sessions):
             if conn.session is not None:
                 conn.session.close(SessionErrorCode.NO_ERROR, "server stopping")

@@ -77,6 +77,14 @@ class Node:
     def has_media(self) -> bool:
         return self.config.role in ("standalone", "media")
 
+    def token_key_of(self, app: str) -> bytes | None:
+        """The key that checks tokens of ``app`` (security.tokens.verify_for_app): the node's own for
+        the single-tenant app, a tenant's from the connector's app list; None if unknown here."""
+        if app == "":
+            return self.config.token_key
+        connector = self.connector
+        return connector.apps.token_key_of(app, self.config.atm0s_compatible_tokens) if connector is not None else None
+
     def worker_for_room(self, room: str) -> WorkerHandle:
         """All sessions of a room live on one worker, so its in-process registry and channels
         see the whole room (the mediasoup Router-per-worker model)."""
@@ -155,6 +163,13 @@ class Node:
         """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
         return WorkerRuntime(self.config, index)
 
+    def moq_room_here(self, room: str) -> bool:
+        """Whether ``room`` is hosted by the in-process worker (the one the MoQ room bridges see)."""
+        return bool(self.workers) and self.worker_for_room(room) is self.workers[0]
+
+    def moq_started(self, listener: MoqListener) -> None:
+        """The MoQ listener is up (a cluster media node joins its relay to the cluster's here)."""
+
     def create_app(self) -> Any:
         from trackmesh.http.app import create_app
 
@@ -188,7 +203,7 @@ class Node:
         self.workers.extend(children)
 
     async def _start_moq(self) -> None:
-        if not self.config.moq_port or self.config.role != "standalone":
+        if not self.config.moq_port or self.config.role not in ("standalone", "media"):
             return
         from .moq_listener import MoqListener
 
@@ -198,7 +213,7 @@ class Node:
             cert_file=self.config.moq_cert or None,
             key_file=self.config.moq_key or None,
             anonymous=self.config.moq_anonymous,
-            token_key=self.config.token_key,
+            token_key=self.token_key_of,
         )
         problem = ""
         try:
@@ -221,11 +236,9 @@ class Node:
             from .moq_room_ingest import MoqRoomIngest
             from .moq_rooms import MoqRooms
 
-            def hosted_here(room: str) -> bool:
-                return self.worker_for_room(room) is first
-
-            listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
-            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
+            listener.rooms = MoqRooms(first.runtime, listener.relay, self.moq_room_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, self.moq_room_here)
+        self.moq_started(listener)
         if self.config.moq_anonymous:
             log.warning(
                 "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",

@@ -37,7 +37,7 @@ from trackmesh.cluster.local import LocalRegistry
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.rtmp.bridge import (
     EndPublish,
     Notice,
@@ -173,6 +173,7 @@ class RtmpTransport:
             else:
                 publisher.audio(now, state.generation, event.timestamp, event.payload)
             self._outputs(now, entry)
+            self._paced(entry)
         elif isinstance(event, ConnectRequested):
             self.counters["rtmp_connections"] += 1
             self.conns[conn.conn_id] = _ConnState()
@@ -205,7 +206,7 @@ class RtmpTransport:
             return
         raw = event.stream_key.split("?", 1)[0]
         try:
-            token = verify(self.config.token_key, raw, "rtmp", int(time.time()))
+            token = verify_for_app(self.runtime.token_key_of, raw, "rtmp", int(time.time()))
         except TokenError as exc:
             self._refuse(conn, f"stream key: {exc}")
             conn.reject_publish(event.stream_id, f"stream key refused: {exc}", "NetStream.Publish.BadName")
@@ -357,7 +358,13 @@ class RtmpTransport:
             entry = self.entries.get(key)
             if entry is not None:
                 entry.publisher.transcoded_video(now, generation, frame.pts, frame.keyframe, frame.data)
+                self._paced(entry)
         self.runtime.flush(now)
+
+    def _paced(self, entry: _Entry) -> None:
+        """A key frame's packets are held back (bridge pacing): the worker's timer releases them."""
+        if entry.publisher.pacing and entry.timer is not None:
+            self.runtime.track(entry.timer)
 
     def _on_core_events(self, now: float, *, entry: _Entry) -> None:
         entry.publisher.on_core_events(now)
@@ -413,7 +420,7 @@ class RtmpTransport:
 
 
 class _LingerTimer:
-    """A lingering publisher's deadline on the worker's one timer."""
+    """A publisher's deadlines on the worker's one timer: its paced video packets, its linger."""
 
     __slots__ = ("entry", "transport")
 

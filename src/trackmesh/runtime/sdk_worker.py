@@ -23,7 +23,7 @@ from typing import Any
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
 from trackmesh.sdp.model import SdpError
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.sdk.ice_restart import restart_claims_refusal, restart_ice
 from trackmesh.transports.sdk.naming import assign_mlines
 from trackmesh.transports.sdk.protocol import (
@@ -38,7 +38,7 @@ from trackmesh.transports.webrtc.answer import AnswerPolicy, LocalParams, answer
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
-from .conn_table import ConnTable, Timed, short
+from .conn_table import ConnTable, Timed, origin, short
 from .recording import recording_of
 from .worker import WorkerRuntime
 
@@ -111,7 +111,7 @@ class SdkTransport:
 
     def _verify(self, raw: str) -> TokenClaims | None:
         try:
-            token = verify(self.runtime.config.token_key, raw, "webrtc", int(time.time()))
+            token = verify_for_app(self.runtime.token_key_of, raw, "webrtc", int(time.time()))
         except TokenError:
             return None
         return TokenClaims(token.room, token.peer, token.extra_data)
@@ -136,13 +136,15 @@ class SdkTransport:
             if why is not None:
                 raise RpcError(403, why)
         ice, local = self._local()
+        remote_ip, app, routed_at = origin(params)
         try:
             answer = answer_offer(req.sdp, local, AnswerPolicy.sdk())
         except SdpError as exc:
             self.counters["sdk_offers_refused"] += 1
+            self.table.refused(now, remote_ip, app, routed_at)
             raise RpcError(400, f"cannot accept the offer: {exc}") from None
         names = assign_mlines(req.tracks, answer.media)
-        endpoint = self.table.new_endpoint(now, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
+        endpoint = self.table.new_endpoint(now, remote_ip, app, routed_at)
         peer = WebRtcPeer(
             now,
             endpoint,
@@ -222,7 +224,7 @@ class SdkTransport:
             self.counters["sdk_offers_refused"] += 1
             raise RpcError(400, exc.message) from None
         if answer.local is not None:
-            self.table.add_ufrag(conn, answer.local.ice_ufrag)
+            self.table.add_ufrag(conn, answer.local.ice_ufrag, now, str(params.get("remote_ip") or ""))
         self.table.after_input(now, conn)
         response = ConnectResponse(conn_id=conn.sdk.endpoint.conn_id, sdp=answer.sdp, ice_lite=True)
         return {"response": response.SerializeToString()}

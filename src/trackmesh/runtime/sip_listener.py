@@ -32,7 +32,7 @@ from trackmesh.config import NodeConfig
 from trackmesh.errors import RemoteProtocolError
 from trackmesh.rpc import RpcError, WorkerHandle
 from trackmesh.security.keys import sip_digest_key
-from trackmesh.security.tokens import TokenError, verify
+from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.sip.auth import TOKEN_HEADER, USERNAME_PREFIX, CallAuthenticator, Denied, Grant
 from trackmesh.transports.sip.digest import DigestError, Verdict, parse_credentials
 from trackmesh.transports.sip.message import Request, SipUri, new_tag
@@ -74,6 +74,8 @@ class SipHost(Protocol):
     def workers(self) -> Sequence[WorkerHandle]: ...
 
     def worker_for_room(self, room: str) -> WorkerHandle: ...
+
+    def token_key_of(self, app: str) -> bytes | None: ...
 
 
 class SipListener(asyncio.DatagramProtocol):
@@ -189,7 +191,7 @@ class SipListener(asyncio.DatagramProtocol):
 
     def _verify_token(self, token: str, wallclock: int) -> Grant | str:
         try:
-            claims = verify(self.node.config.token_key, token, "sip", wallclock)
+            claims = verify_for_app(self.node.token_key_of, token, "sip", wallclock)
         except TokenError as exc:
             return str(exc)
         if claims.room is None:

@@ -31,7 +31,7 @@ from trackmesh.transports.whip_whep.resource import (
 )
 from trackmesh.transports.whip_whep.session import PeerMode, SessionSetupError, WhipWhepSession, default_remote_names
 
-from .conn_table import ConnTable, Timed, short
+from .conn_table import ConnTable, Timed, origin, short
 from .recording import recording_of
 from .worker import WorkerRuntime
 
@@ -114,14 +114,16 @@ class WebRtcTransport:
         creds = ice.local_credentials
         local = self.port.local_params(creds.ufrag, creds.pwd)
         policy = AnswerPolicy.whip() if mode is PeerMode.WHIP else AnswerPolicy.whep()
+        remote_ip, app, routed_at = origin(params)
         try:
             answer = answer_offer(str(params["offer"]), local, policy)
         except SdpError as exc:
             self.counters["webrtc_offers_refused"] += 1
+            self.table.refused(now, remote_ip, app, routed_at)
             raise RpcError(400, f"cannot accept the offer: {exc}") from None
         room = str(params["room"])
         peer_name = params.get("peer") or f"{mode.value}-{secrets.token_hex(4)}"
-        endpoint = self.table.new_endpoint(now, str(params.get("remote_ip") or ""), str(params.get("app") or ""))
+        endpoint = self.table.new_endpoint(now, remote_ip, app, routed_at)
         try:
             peer = WebRtcPeer(
                 now,
@@ -171,7 +173,7 @@ class WebRtcTransport:
         if restart is None:
             return {}
         local = session.peer.ice.restart(restart.ufrag, restart.pwd)
-        self.table.add_ufrag(session, local.ufrag)
+        self.table.add_ufrag(session, local.ufrag, now, str(params.get("remote_ip") or ""))
         etag = session.resource.restarted(restart)
         first = session.peer.answer.media[0] if session.peer.answer.media else None
         candidate = self.port.local_params(local.ufrag, local.pwd).candidate()
@@ -228,3 +230,4 @@ def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
 
 def install(runtime: WorkerRuntime) -> None:
     WebRtcTransport(runtime)
+

@@ -107,6 +107,20 @@ class WorkerRuntime:
         self._buf = bytearray(RECV_BUFFER)
         self.udp_port = 0
         self.register_rpc("worker.stats", lambda now, params: self.stats(media=bool(params.get("media"))))
+        # Token keys by app id (multi-tenancy, security/tokens.py): the node's own app until the
+        # node's connector hands over its app list ("worker.app_token_keys").
+        self.app_token_keys: dict[str, bytes] = {"": config.token_key}
+        self.register_rpc("worker.app_token_keys", self._set_app_token_keys)
+
+    def _set_app_token_keys(self, now: float, params: dict[str, Any]) -> int:
+        keys = {str(app): bytes(key) for app, key in dict(params["keys"]).items()}
+        keys[""] = self.config.token_key  # the single-tenant app is always the node's own
+        self.app_token_keys = keys
+        return len(keys)
+
+    def token_key_of(self, app: str) -> bytes | None:
+        """The key that checks tokens of ``app`` (security.tokens.verify_for_app), None if unknown."""
+        return self.app_token_keys.get(app)
 
     # ---- wiring for transports ---------------------------------------------------------
 

@@ -25,6 +25,7 @@ __all__ = [
     "EXT_RRID",
     "EXT_TWCC",
     "G722",
+    "H265",
     "OPUS",
     "PCMA",
     "PCMU",
@@ -147,7 +148,11 @@ DEFAULT_VIDEO_CODECS = (VP8, VP9, _h264("42e01f"), _h264("42001f"), _h264("4d001
 # viewers only (after the others), for sources that send nothing else (RTMP av01); publishers'
 # answers are unchanged.
 AV1 = CodecSpec("AV1", 90000, None, (("profile", "0"),), (("profile", "0"),))
-VIEWER_VIDEO_CODECS = (*DEFAULT_VIDEO_CODECS, AV1)
+# RFC 7798 s7.1: profile-id defaults to 1 (Main) when absent; level-id and tier-flag are the
+# publisher's (a relay forwards its level as is, as for H.264). Main only: what encoders send
+# over RTMP (x265, hardware encoders) and what WebRTC's H.265 decoders take. Viewers only, last.
+H265 = CodecSpec("H265", 90000, None, (("profile-id", "1"),), (("profile-id", "1"),))
+VIEWER_VIDEO_CODECS = (*DEFAULT_VIDEO_CODECS, AV1, H265)
 
 
 @dataclass(frozen=True)

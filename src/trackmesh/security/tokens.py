@@ -3,6 +3,11 @@
 The key is ``security.keys.token_key``: derived from the app secret (HKDF, ``token-signing``), or
 the app secret itself with ``--atm0s-compatible-tokens`` (docs/security.md).
 
+Multi-tenancy (as atm0s 0.2): a token of app X carries ``sub = X`` and is signed with X's key,
+made the same way from X's own app secret, so X's backend can mint its tokens itself.
+``verify_for_app`` picks the key by the token's ``sub``; as ``sub`` is signed too, a token
+claiming app Y verifies only with Y's key: one app's secret neither mints for nor reads another.
+
 Claims: ``iss`` is the token kind (whip, whep, webrtc, rtpengine, rtmp: the stream key, sip, moq) so a
 token cannot be used on another kind of endpoint; ``exp``/``iat``/``nbf`` from the ttl; custom ``room``,
 ``peer``, ``record`` and ``extra_data``; a ``moq`` token also has ``publish`` and ``subscribe``: the MoQ
@@ -14,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,3 +113,32 @@ def verify(key: str | bytes, token: str, kind: str, now: int) -> SessionToken:
     return SessionToken(
         kind, room, peer, claims.get("record") is True, extra, exp, app, scopes["publish"], scopes["subscribe"]
     )
+
+
+#: The token key of an app id ("" = the single-tenant app), or None for an app this node does not know.
+AppTokenKeys = Callable[[str], "bytes | None"]
+
+
+def claimed_app(token: str) -> str:
+    """The ``sub`` of a token *before* its signature is checked: only to choose the key that
+    checks it (``verify_for_app``), never trusted on its own."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"token is malformed: {exc}") from None
+    app = claims.get("sub", "") if isinstance(claims, dict) else ""
+    if not isinstance(app, str):
+        raise TokenError("token claim 'sub' must be a string")
+    return app
+
+
+def verify_for_app(keys: AppTokenKeys, token: str, kind: str, now: int) -> SessionToken:
+    """``verify`` with the key of the app the token names (its ``sub``; none: the single-tenant app)."""
+    app = claimed_app(token)
+    key = keys(app)
+    if key is None:
+        raise TokenError(f"token is for app {app!r}, which this node does not know")
+    verified = verify(key, token, kind, now)
+    if verified.app != app:  # cannot differ (the signature covers sub); kept as a guard
+        raise TokenError("token app does not match its key")
+    return verified

@@ -176,6 +176,10 @@ class Counters:
     audio_buffers: int = 0
     audio_peak: int = 0  # loudest decoded s16 sample: 0 means silence
     first_frame_s: float | None = None
+    # The longest wait between two decoded video frames, as (last frame before, first frame
+    # after) on CLOCK_MONOTONIC, which the calling test shares: when video stopped and resumed.
+    longest_gap: tuple[float, float] | None = None
+    last_frame_at: float | None = None
     started: float = field(default_factory=time.monotonic)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -189,6 +193,12 @@ class Counters:
             while True:
                 frame = await track.recv()  # aiortc depacketises and decodes here
                 if track.kind == "video":
+                    now = time.monotonic()
+                    last = self.last_frame_at
+                    gap = self.longest_gap
+                    if last is not None and (gap is None or now - last > gap[1] - gap[0]):
+                        self.longest_gap = (last, now)
+                    self.last_frame_at = now
                     self.frames += 1
                     self.width, self.height = frame.width, frame.height
                     if self.first_frame_s is None:
@@ -214,6 +224,7 @@ class Counters:
             "audio_buffers": self.audio_buffers,
             "audio_peak": self.audio_peak,
             "first_frame_s": self.first_frame_s,
+            "longest_gap": self.longest_gap,
         }
 
 

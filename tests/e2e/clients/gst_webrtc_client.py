@@ -15,7 +15,7 @@ reason on stderr on failure):
       Summary: {"mode": "whip", "status": 201, "location": ..., "video_buffers": n, "audio_buffers": n,
                 "ice_state": ..., "connection_state": ...}
 
-  whep URL [--token T] [--codec vp8|h264|any] [--duration S] [--frames N] [--min-frames N]
+  whep URL [--token T] [--codec vp8|h264|h265|any] [--duration S] [--frames N] [--min-frames N]
       Two recvonly transceivers (video, audio); POST the offer, set the answer, decode everything with
       decodebin into fakesinks. Counts decoded video frames and audio buffers.
       Summary: {"mode": "whep", "frames": n, "width": w, "height": h, "audio_buffers": n,
@@ -57,6 +57,8 @@ VIDEO_CAPS = {
         "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,"
         "packetization-mode=(string)1,profile-level-id=(string)42e01f,level-asymmetry-allowed=(string)1"
     ),
+    # RFC 7798 (whep only): rtph265depay + avdec_h265 decode it; browsers mostly cannot.
+    "h265": "application/x-rtp,media=video,encoding-name=H265,payload=49,clock-rate=90000,profile-id=(string)1",
 }
 # The publisher's capsfilter must not pin profile-level-id: rtph264pay derives it from the SPS
 # (x264enc constrained-baseline at 640x480 gives 42c01e) and a mismatch is "not-negotiated".
@@ -627,7 +629,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("mode", choices=["whip", "whep", "loopback"])
     p.add_argument("url", nargs="?", help="WHIP or WHEP endpoint URL (not used by loopback)")
     p.add_argument("--token", default=os.environ.get("TRACKMESH_TOKEN"), help="Bearer token")
-    p.add_argument("--codec", default="vp8", choices=["vp8", "h264", "any"])
+    p.add_argument("--codec", default="vp8", choices=["vp8", "h264", "h265", "any"])
     p.add_argument("--duration", type=float, default=5.0, help="seconds to stream after the answer")
     p.add_argument("--frames", type=int, default=0, help="stop early after decoding this many frames")
     p.add_argument("--min-frames", type=int, default=1, help="whep/loopback: fail below this many frames")
@@ -642,7 +644,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.mode in ("whip", "whep") and not a.url:
         p.error(f"{a.mode} needs a URL")
-    if a.mode in ("whip", "loopback") and a.codec == "any":
+    if a.mode in ("whip", "loopback") and a.codec in ("any", "h265"):
         p.error("a publisher needs one codec: vp8 or h264")
     return a
 

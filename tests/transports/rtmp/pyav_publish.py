@@ -111,8 +111,45 @@ def live(url: str, encoder: str, seconds: float) -> None:
     out.close()
 
 
+RENDITIONS = ((240, 180), (320, 240), (160, 120))  # track 0 in the middle: layers ranked by size
+
+
+def multitrack_live(url: str, seconds: float) -> None:
+    """Three H.264 renditions of one paced 30 fps picture (a moving bar), a key frame every
+    second, written by FFmpeg 8.1 as Enhanced RTMP multitrack (tracks 1 and 2 as OneTrack tags)
+    (``... URL multitrack live SECONDS``)."""
+    import time
+
+    out = av.open(url, "w", format="flv")
+    streams = []
+    for width, height in RENDITIONS:
+        video = out.add_stream("libx264", rate=30, options=ENCODER_OPTIONS["libx264"] | {"g": "30"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        streams.append(video)
+    start = time.monotonic()
+    for i in range(int(seconds * 30)):
+        for video in streams:
+            w, h = video.width, video.height
+            frame = av.VideoFrame(w, h, "yuv420p")
+            y = bytearray(b"\x30" * (w * h))
+            top = (i * 2) % (h - h // 6)
+            y[top * w : (top + h // 6) * w] = b"\xe0" * (h // 6 * w)
+            frame.planes[0].update(bytes(y))
+            for plane in frame.planes[1:]:
+                plane.update(b"\x80" * plane.buffer_size)
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        delay = start + (i + 1) / 30 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    out.close()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 4 and sys.argv[3] == "live":
+    if len(sys.argv) > 4 and sys.argv[2:4] == ["multitrack", "live"]:
+        multitrack_live(sys.argv[1], float(sys.argv[4]))
+    elif len(sys.argv) > 4 and sys.argv[3] == "live":
         live(sys.argv[1], sys.argv[2], float(sys.argv[4]))
     else:
         main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

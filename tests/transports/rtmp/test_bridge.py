@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.transports.rtmp.test_flv import hvcc
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.core.controls import CreateLocalTrack, Join, Subscribe
@@ -25,6 +26,9 @@ from trackmesh.transports.rtmp.aac_opus import OPUS_FRAME_SAMPLES, AacToOpus
 from trackmesh.transports.rtmp.bridge import (
     AUDIO_TRACK,
     BFRAMES_FIX,
+    PACE_AT_ONCE,
+    PACE_INTERVAL,
+    PACE_TICKS,
     VIDEO_TRACK,
     EndPublish,
     Notice,
@@ -207,6 +211,23 @@ def test_b_frames_forward_in_decode_order_with_pts_timestamps_or_end_the_publish
     assert strict.counters["video_frames"] == 0
 
 
+def test_hevc_b_frames_are_forwarded_and_said_so_not_claimed_re_encoded() -> None:
+    """The re-encoder takes H.264 only: under the default policy an HEVC stream with B-frames is
+    forwarded in decode order, the log says that (not "re-encoding"), and no transcode is counted."""
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, b"\x90hvc1" + hvcc())
+    _, got = room.viewer()
+    pub.video(room.now, gen, 0, b"\x91hvc1" + (66).to_bytes(3, "big") + avcc(b"\x26\x01\xaf"))  # IDR, cts 66
+    outputs = pub.take_outputs()
+    texts = [o.text for o in outputs if isinstance(o, Notice)]
+    assert len(texts) == 1 and "forwarded in decode order" in texts[0] and "hvc1" in texts[0], texts
+    assert not pub.transcoding and not any(isinstance(o, TranscodeVideo) for o in outputs)
+    assert [p.codec for p in got if p.marker] == [MediaCodec.H265] and got[-1].ts == 66 * 90
+    assert pub.counters["bframes"] == 1
+
+
 def test_b_frames_by_default_send_the_stream_through_the_re_encoder_and_its_frames_feed_video_main() -> None:
     room = Room()
     pub = room.publisher()
@@ -252,6 +273,75 @@ def test_opus_from_enhanced_rtmp_is_forwarded() -> None:
     _, got = room.viewer(TrackKind.AUDIO, AUDIO_TRACK)
     pub.audio(room.now, gen, 20, b"\x91Opus\xfc\x00")
     assert [(p.ts, bytes(p.payload)) for p in got] == [(20 * 48, b"\xfc\x00")]
+
+
+def test_a_big_key_frame_is_paced_over_a_few_ms_and_what_follows_keeps_its_place() -> None:
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, AVC_CONFIG)
+    _, got = room.viewer()
+    t0 = room.now
+    pub.video(t0, gen, 0, key_tag(size=100_000))  # ~84 packets at the 1,200-byte MTU
+    total = pub.counters["packets"]
+    assert total > 5 * PACE_AT_ONCE
+    assert len(got) == PACE_AT_ONCE and pub.pacing and pub.next_deadline() == t0 + PACE_INTERVAL
+    pub.video(t0 + 0.001, gen, 33, inter_tag())  # arrives while held: goes behind, not before
+    assert len(got) == PACE_AT_ONCE
+    times = [t0 + PACE_INTERVAL * k for k in range(1, PACE_TICKS + 1)]
+    for at in times:
+        deadline = pub.next_deadline()
+        assert deadline is not None and abs(deadline - at) < 1e-9
+        pub.handle_timeout(at)
+    assert not pub.pacing and pub.next_deadline() is None
+    assert len(got) == total + 1 and [p.seq for p in got] == list(range(got[0].seq, got[0].seq + len(got)))
+    assert got[-1].ts == 33 * 90 and got[-1].marker and got[-2].ts == 0 and got[-2].marker
+    # Each slice left at its release time (the viewers' now), all within PACE_TICKS x PACE_INTERVAL.
+    assert {p.arrival for p in got} == {t0, *times}
+    assert pub.counters["paced_frames"] == 2 and pub.counters["paced_packets"] == total + 1 - PACE_AT_ONCE
+    # Small frames go at once.
+    pub.video(t0 + 0.02, gen, 66, inter_tag())
+    assert len(got) == total + 2 and not pub.pacing
+
+
+def test_a_replay_or_takeover_first_sends_what_is_held() -> None:
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, AVC_CONFIG)
+    _, got = room.viewer()
+    pub.video(room.now, gen, 0, key_tag(size=60_000))
+    assert pub.pacing
+    pub.replay_gop(room.now)
+    assert not pub.pacing
+    originals = [p for p in got if not p.replay]
+    assert len(originals) == pub.counters["packets"] and got[: len(originals)] == originals
+    pub.video(room.now, gen, 33, key_tag(size=60_000))
+    assert pub.pacing
+    pub.attach(room.now + 0.001)  # a takeover: the old encoder's packets go before the new one's
+    assert not pub.pacing and len([p for p in got if not p.replay]) == pub.counters["packets"]
+
+
+def test_packets_carry_the_publishers_capture_clock_for_audio_and_video_alike() -> None:
+    """MediaPacket.capture: room ms on the publisher's clock, anchored at its first message; the
+    Opus made from AAC (back from the transcoder 150 ms later) has the capture time of its AAC."""
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    t0 = room.now
+    pub.video(t0, gen, 5000, AVC_CONFIG)
+    pub.audio(t0, gen, 5000, b"\xaf\x00" + ASC)
+    _, vgot = room.viewer()
+    _, agot = room.viewer(TrackKind.AUDIO, AUDIO_TRACK)
+    pub.video(t0 + 1.0, gen, 6000, key_tag())
+    pub.audio(t0 + 1.0, gen, 6000, b"\xaf\x01frame")
+    assert pub.take_outputs() == [TranscodeAudio(gen, 0, ASC, b"frame", 6000)]
+    pub.opus(t0 + 1.15, gen, 6000 * 48, b"\xfc\x00")
+    assert {p.capture for p in vgot} == {t0 + 1.0}
+    assert [(p.capture, p.arrival) for p in agot] == [(t0 + 1.0, t0 + 1.15)]
+    # An encoder clock far from ours (a stall of 5 s, then a burst) re-anchors it.
+    pub.video(t0 + 7.0, gen, 6033, inter_tag())
+    assert vgot[-1].capture == t0 + 7.0
 
 
 def test_a_refused_join_is_a_setup_error() -> None:

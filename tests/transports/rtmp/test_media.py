@@ -44,11 +44,36 @@ def test_opus_and_sequence_wrap() -> None:
     assert seqs == [0xFFFF, 0]
 
 
-def test_codecs_the_core_cannot_carry_yet_are_counted() -> None:
+def test_codecs_the_core_cannot_carry_are_counted() -> None:
     media = RtmpMedia()
-    assert media.video(VideoFrame("hvc1", 0, 0, 0, True, b"\x00\x00\x00\x01\x26\x01"), 0.0) == []
+    assert media.video(VideoFrame("avc3", 0, 0, 0, True, b"\x00\x00\x00\x01\x65\x01"), 0.0) == []
     assert media.audio(AudioFrame("mp4a", 0, 0, b"aac"), 0.0) == []
     assert media.not_carried == 2
+
+
+def test_hevc_frames_become_rfc7798_payloads_that_depacketize_back() -> None:
+    from trackmesh.codecs.hevc import HevcDepacketizer
+
+    # An Annex B access unit as ingest hands it: VPS, SPS, PPS (small: aggregated, RFC 7798
+    # s4.4.2) and an IDR_W_RADL slice big enough for fragmentation units (s4.4.3).
+    vps, sps, pps = b"\x40\x01\x0c\x01\xff\xff", b"\x42\x01\x01\x01\x60\x90", b"\x44\x01\xc1\x72"
+    idr = b"\x26\x01" + bytes(range(1, 256)) * 12
+    sc = b"\x00\x00\x00\x01"
+    key = VideoFrame("hvc1", 0, 2000, 2000, True, sc + vps + sc + sps + sc + pps + sc + idr)
+    inter = VideoFrame("hvc1", 0, 2033, 2033, False, sc + b"\x02\x01\xd0\x0a\x55")
+    media = RtmpMedia(mtu=1200)
+    packets = media.video(key, 1.0) + media.video(inter, 1.1)
+    assert all(p.codec == MediaCodec.H265 and p.payload_type == PAYLOAD_TYPES[MediaCodec.H265] for p in packets)
+    assert len(packets) >= 4 and all(len(p.payload) <= 1200 for p in packets)
+    assert [p.marker for p in packets].count(True) == 2 and {p.ts for p in packets} == {180_000, 182_970}
+    fu_types = {(p.payload[0] >> 1) & 0x3F for p in packets}
+    assert 49 in fu_types  # FU (RFC 7798 s4.4.3) for the 3 KB slice
+    depack = HevcDepacketizer()
+    for p in packets:
+        depack.push(p.payload, p.seq, p.ts, p.marker)
+    first, second = depack.poll_frame(), depack.poll_frame()
+    assert first is not None and second is not None and first.keyframe
+    assert bytes(first.data) == key.data and bytes(second.data) == inter.data
 
 
 def test_av1_frames_become_rtp_payloads_that_depacketize_back() -> None:

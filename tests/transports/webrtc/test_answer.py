@@ -221,6 +221,27 @@ def test_no_common_codec_rejects_m_line() -> None:
     assert not result.rejected and section(result, 1)[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 45 46"
 
 
+def test_whep_viewers_take_h265_main_with_the_offered_fmtp() -> None:
+    """RFC 7798 s7.1: H265 Main (profile-id 1, also when absent) for RTMP hvc1 sources; other
+    profiles are declined; publishers' answers do not take it."""
+    offer = (FIXTURES / "chrome_whep_recvonly.sdp").read_text()
+    offer = offer.replace("m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45 46", "m=video 9 UDP/TLS/RTP/SAVPF 49 50 51 52")
+    offer += (
+        "a=rtpmap:49 H265/90000\r\na=fmtp:49 level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST\r\n"
+        "a=rtcp-fb:49 nack pli\r\na=rtpmap:50 rtx/90000\r\na=fmtp:50 apt=49\r\n"
+        "a=rtpmap:51 H265/90000\r\na=fmtp:51 level-id=93;profile-id=2;tier-flag=0\r\n"
+        "a=rtpmap:52 H265/90000\r\n"
+    )
+    result = answer_offer(offer, LOCAL, AnswerPolicy.whep(), rng=counter())
+    assert not result.rejected
+    lines = section(result, 1)
+    assert lines[0] == "m=video 40000 UDP/TLS/RTP/SAVPF 49 52 50", lines  # codecs, then rtx
+    assert "a=fmtp:49 level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST" in lines
+    assert "a=rtcp-fb:49 nack pli" in lines
+    result = answer_offer(offer, LOCAL, AnswerPolicy(frozenset({"sendonly"})), rng=counter())
+    assert result.rejected and "no common codec; offered: H265" in result.rejected[0].reason
+
+
 def _minimal(extra_session: str = "", extra_media: str = "", fmt: str = "96") -> str:
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + extra_session

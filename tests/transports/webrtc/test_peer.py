@@ -552,3 +552,44 @@ def test_a_gop_replay_starts_a_waiting_viewer_and_is_skipped_by_one_already_play
     # A second replay (for yet another viewer) is skipped by both.
     send(packet(1, replay=2), packet(2, replay=2))
     assert lpeer.outbound["1"].counters["replay_skipped"] == 2 and len(late.media(late.local_ssrc("1"))) == 5
+
+
+def test_sender_reports_follow_the_sources_capture_clock(net: Net) -> None:
+    """``MediaPacket.capture`` (RTMP: the publisher's timeline): a viewer's SRs map each stream's
+    timestamps to when the source captured them, not to when they were sent, so audio that was
+    held 200 ms (AAC -> Opus) still lines up with the video of the same instant (RFC 3550 s6.4.1)."""
+    cam = net.worker.create_endpoint()
+    assert cam.control(net.now, Join("room", "cam")) is None
+    assert cam.control(net.now, Publish("video_main", TrackKind.VIDEO)) is None
+    assert cam.control(net.now, Publish("audio_main", TrackKind.AUDIO)) is None
+    viewer, _ = net.connect(PeerMode.WHEP)
+    video, audio = cam.remote_track("video_main"), cam.remote_track("audio_main")
+    assert video is not None and audio is not None
+    t0 = net.now
+    for i in range(10):  # 10 frames captured (and sent) at t0 + i/30, 10 Opus frames of the same instants
+        at = t0 + i / 30
+        body = (VP8_KEY if i == 0 else VP8_DELTA) + bytes([i]) * 40
+        video.on_packet(MediaPacket(MediaCodec.VP8, 96, i, 3000 * i, True, i == 0, body, arrival=at, capture=at))
+        net.after_input()
+        net.flush()
+    net.advance(0.2)
+    for i in range(10):  # the audio arrives 200 ms late, stamped with the same capture times
+        at = t0 + i / 30
+        opus = MediaPacket(MediaCodec.OPUS, 111, i, 1600 * i, False, False, b"\xfc" + bytes(20),
+                           arrival=net.now, capture=at)  # fmt: skip
+        audio.on_packet(opus)
+        net.after_input()
+        net.flush()
+    net.advance(1.5)
+    vssrc, assrc = viewer.local_ssrc("1"), viewer.local_ssrc("0")
+    [(vh, _), *_] = viewer.media(vssrc)
+    [(ah, _), *_] = viewer.media(assrc)
+    srs = viewer.rtcp_of(SenderReport)
+    vsr = [sr for sr in srs if sr.ssrc == vssrc][-1]
+    asr = [sr for sr in srs if sr.ssrc == assrc][-1]
+
+    def wall(sr: SenderReport, ts: int, rate: int) -> float:
+        return sr.ntp_timestamp / 2**32 - ((sr.rtp_timestamp - ts) & 0xFFFFFFFF) / rate
+
+    # The first video frame and the first Opus frame were captured at t0: same wall time.
+    assert abs(wall(vsr, vh.timestamp, 90000) - wall(asr, ah.timestamp, 48000)) < 0.002

@@ -18,8 +18,12 @@ the peer leave and join again:
   finishes the publisher at once; an abrupt end (connection lost, timeout, protocol error)
   keeps it for ``linger`` seconds waiting for the reconnect, then it finishes.
 
-Video: H.264, VP9 and AV1 become RTP through the shared packetizers (``media.py``); HEVC has no
-core codec yet and only track 0 of a multitrack stream is carried (both counted, and said once).
+Video: H.264, HEVC, VP9 and AV1 become RTP through the shared packetizers (``media.py``).
+Multitrack (Enhanced RTMP: several renditions of one video, each with its own track id): every
+rendition becomes a simulcast layer of ``video_main`` (``MediaPacket.spatial``), ranked by picture
+size (H.264: from its SPS; otherwise by track id), lowest = layer 0, at most ``MAX_RENDITIONS``;
+viewers then get the layer their bandwidth or cap allows, with no transcode. The ranks are set
+from the sequence headers, which encoders send for every track before the first frame.
 B-frames (a non-zero composition time; libwebrtc does not reorder, so browsers stutter on them):
 ``bframes="transcode"`` (default) sends that stream's H.264 through the re-encoder
 (:mod:`.video_transcode`, no B-frames) from the first key frame on, as :class:`TranscodeVideo`
@@ -27,17 +31,28 @@ outputs the driver runs off its loop and hands back to :meth:`transcoded_video`,
 once; ``"reject"`` ends the publish with an onStatus error that names the fix; ``"forward"`` sends
 them in decode order with RTP timestamps from the presentation time, warned once and counted.
 
-Key frames: RTMP has no way to ask the encoder for one, so the current GOP (the last key frame
-and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`, already
-merged across viewers by the core) replays it with its original sequence numbers and
-timestamps, marked with a replay number (``MediaPacket.replay``): a viewer that waits for a key
-frame starts on it at once, viewers already playing skip it (their sinks check the mark; across
-a cluster link the mark is not carried, so remote viewers get duplicates their jitter buffers
-drop). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
+Key frames: RTMP has no way to ask the encoder for one, so each layer's current GOP (its last key
+frame and every video packet since) is kept and a viewer's request (:class:`KeyframeRequested`,
+already merged across viewers by the core) replays it with its original sequence numbers and
+timestamps (every layer's, lowest first), marked with a replay number (``MediaPacket.replay``): a
+viewer that waits for a key frame starts on it at once, viewers already playing skip it (their
+sinks check the mark; across a cluster link the mark is not carried, so remote viewers get
+duplicates their jitter buffers drop; a viewer switching layers waits for that layer's next key
+frame). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
 frame).
 
 Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
 runs :class:`~.aac_opus.AacToOpus` off its loop and hands the Opus packets back to :meth:`opus`.
+
+Sync: every packet carries ``MediaPacket.capture``, its room ms on the publisher's clock mapped to
+ours (anchored at the first message, re-anchored when the two drift ``CLOCK_RESYNC`` apart), so
+viewers' sender reports tie audio and video to the instant the encoder stamped them, whatever
+the transcoders delayed (RFC 3550 s6.4.1): browsers then play them in sync.
+
+Pacing: RTMP delivers a key frame as one message; a frame of more than ``PACE_AT_ONCE`` packets
+sends those at once and holds the rest, released in ``PACE_TICKS`` slices ``PACE_INTERVAL``
+apart by :meth:`handle_timeout` (the driver schedules :meth:`next_deadline` while
+:attr:`pacing`); later frames queue behind them. A replay, takeover or end sends what is held first.
 """
 
 from __future__ import annotations
@@ -46,6 +61,8 @@ import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
+from trackmesh.codecs.h264 import AvcConfig
+from trackmesh.codecs.h264_sps import sps_picture_size
 from trackmesh.core.controls import Join, Publish
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
@@ -79,8 +96,20 @@ AUDIO_TRACK = "audio_main"
 #: Seconds a publisher whose connection broke waits for its encoder to reconnect.
 DEFAULT_LINGER = 5.0
 DEFAULT_GOP_MAX_BYTES = 8 * 1024 * 1024
-CARRIED_VIDEO = frozenset({"avc1", "vp09", "av01"})
+CARRIED_VIDEO = frozenset({"avc1", "hvc1", "vp09", "av01"})
+#: Renditions of a multitrack stream carried as simulcast layers (what viewers can tell apart).
+MAX_RENDITIONS = 4
 BFRAMES_MODES = ("transcode", "forward", "reject")
+#: Pacing: a video frame's first PACE_AT_ONCE packets (~19 KB at the 1,200-byte MTU: every
+#: inter frame of a 6 Mbit/s stream) go at once; a bigger one's rest (a key frame arrives as one
+#: RTMP message) is released in PACE_TICKS slices PACE_INTERVAL apart, so a 100 KB key frame
+#: leaves over 10 ms instead of in one burst that overflows viewers' queues and sockets.
+PACE_AT_ONCE = 16
+PACE_INTERVAL = 0.002
+PACE_TICKS = 5
+#: The capture clock (room ms -> this node's monotonic time) is re-anchored when a frame's time
+#: on it is this far (s) from its arrival: an encoder whose clock drifts, or stalled for long.
+CLOCK_RESYNC = 2.0
 BFRAMES_FIX = "B-frames are not accepted here: set bframes=0 (x264: -bf 0 or -tune zerolatency; OBS: profile baseline)"
 
 
@@ -127,6 +156,26 @@ class Notice:
 
 
 BridgeOutput = TranscodeAudio | TranscodeVideo | EndPublish | Notice
+
+
+class _Gop:
+    """One layer's current GOP: its last key frame and every packet since (for replays)."""
+
+    __slots__ = ("bytes", "ok", "packets")
+
+    def __init__(self) -> None:
+        self.packets: list[MediaPacket] = []
+        self.bytes = 0
+        self.ok = False  # it starts on a key frame and is under the cap
+
+
+def _picture_pixels(config: object) -> int:
+    """Width x height from an H.264 sequence header's SPS; 0 when unknown (other codecs)."""
+    if isinstance(config, AvcConfig) and config.sps:
+        size = sps_picture_size(config.sps[0])
+        if size is not None:
+            return size[0] * size[1]
+    return 0
 
 
 class _Timeline:
@@ -178,11 +227,17 @@ class RtmpPublisher:
         self._linger_until: float | None = None
         self._audio_config: dict[int, bytes] = {}
         self._published: set[str] = set()
-        self._gop: list[MediaPacket] = []
-        self._gop_bytes = 0
-        self._gop_ok = False
+        self._gops: dict[int, _Gop] = {}  # by spatial layer
+        self._renditions: dict[int, int] = {}  # video track id -> picture pixels (0: unknown)
+        self._layer_of: dict[int, int] = {}  # video track id -> spatial layer
+        self._skipped_tracks: set[int] = set()  # renditions not carried (over the limit, B-frames)
+        self._video_fourcc: dict[int, str] = {}  # video track id -> its codec (sequence header)
         self._said: set[str] = set()
         self._out: deque[BridgeOutput] = deque()
+        self._clock_base: float | None = None  # monotonic time of room ms 0 (MediaPacket.capture)
+        self._pace: deque[MediaPacket] = deque()  # video packets held back (pacing)
+        self._pace_at: float | None = None  # when the next slice goes
+        self._pace_slice = PACE_AT_ONCE
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "video_frames",
@@ -195,12 +250,15 @@ class RtmpPublisher:
                 "gop_too_big",
                 "stale_generation",
                 "other_tracks",
+                "renditions",
                 "not_carried",
                 "bad_tags",
                 "takeovers",
                 "opus_packets",
                 "video_to_transcoder",
                 "video_transcoded",
+                "paced_frames",
+                "paced_packets",
             ),
             0,
         )
@@ -211,6 +269,7 @@ class RtmpPublisher:
         """A connection starts publishing to this peer (the first, or a takeover): its generation."""
         if self.attached:
             self.counters["takeovers"] += 1
+        self._release_paced(now, everything=True)  # before the new encoder's packets
         self.generation += 1
         self.attached = True
         self._linger_until = None
@@ -218,9 +277,11 @@ class RtmpPublisher:
         self._timeline = None
         self.transcoding = False
         self._audio_config.clear()
-        self._gop.clear()
-        self._gop_bytes = 0
-        self._gop_ok = False
+        self._gops.clear()
+        self._renditions.clear()
+        self._layer_of.clear()
+        self._skipped_tracks.clear()
+        self._video_fourcc.clear()
         return self.generation
 
     def detach(self, now: float, generation: int, clean: bool) -> None:
@@ -228,15 +289,26 @@ class RtmpPublisher:
         if generation != self.generation or self.finished:
             return
         self.attached = False
+        self._release_paced(now, everything=True)
         if clean:
             self.finished = True
         else:
             self._linger_until = now + self.linger
 
     def next_deadline(self) -> float | None:
-        return self._linger_until
+        """The linger's end or the next paced slice, whichever comes first."""
+        linger, pace = self._linger_until, self._pace_at
+        if linger is None or (pace is not None and pace < linger):
+            return pace
+        return linger
+
+    @property
+    def pacing(self) -> bool:
+        """Video packets are held back: the driver must (re)schedule :meth:`next_deadline`."""
+        return self._pace_at is not None
 
     def handle_timeout(self, now: float) -> None:
+        self._release_paced(now)
         if self._linger_until is not None and now >= self._linger_until and not self.attached:
             self._linger_until = None
             self.finished = True
@@ -262,7 +334,17 @@ class RtmpPublisher:
         if self._last_out_ms is None or out > self._last_out_ms:
             self._last_out_ms = out
             self._last_now = now
+        base = self._clock_base
+        if base is None or abs(base + out / 1000 - now) > CLOCK_RESYNC:
+            # RTMP messages are stamped by the encoder's clock: the first one (or one far off
+            # after a drift or a stall) anchors it to ours. Audio and video share the anchor.
+            self._clock_base = now - out / 1000
         return out
+
+    def _capture(self, ms: int) -> float:
+        """Room ms -> when the encoder captured it, on this node's clock (``MediaPacket.capture``)."""
+        base = self._clock_base
+        return base + ms / 1000 if base is not None else 0.0
 
     def video(self, now: float, generation: int, timestamp: int, payload: bytes) -> None:
         if generation != self.generation:
@@ -312,9 +394,8 @@ class RtmpPublisher:
 
     def _on_ingest(self, now: float, item: IngestOutput) -> None:
         if isinstance(item, VideoFrame):
-            if item.track_id != 0:
+            if item.track_id in self._skipped_tracks or item.track_id not in self._layer_of:
                 self.counters["other_tracks"] += 1
-                self._say("multitrack", "multitrack video: only track 0 is carried into the room")
                 return
             self._on_video_frame(now, item)
         elif isinstance(item, AudioFrame):
@@ -330,22 +411,37 @@ class RtmpPublisher:
             else:
                 self._send_audio(AudioFrame(item.fourcc, 0, ms, item.data), now)
         elif isinstance(item, ConfigChanged):
-            if item.track_id != 0:
-                return
             if item.kind == "video":
                 if item.fourcc in CARRIED_VIDEO:
+                    self._video_fourcc[item.track_id] = item.fourcc
+                    self._rendition(item.track_id, _picture_pixels(item.config))
                     self._publish(now, VIDEO_TRACK, TrackKind.VIDEO)
                 else:
-                    self._say("video codec", f"video {item.fourcc} is not carried into rooms yet (H.264, VP9, AV1 are)")
-            else:
+                    carried = "H.264, HEVC, VP9, AV1 are"
+                    self._say("video codec", f"video {item.fourcc} is not carried into rooms ({carried})")
+            elif item.track_id == 0:
                 if item.fourcc == "mp4a" and isinstance(item.config, bytes):
                     self._audio_config[item.track_id] = item.config
                 self._publish(now, AUDIO_TRACK, TrackKind.AUDIO)
         elif isinstance(item, BFramesDetected):
-            if item.track_id != 0:
-                return
             if self.bframes == "reject":
                 self._out.append(EndPublish(self.generation, "NetStream.Publish.BadName", BFRAMES_FIX))
+            elif self.bframes == "transcode" and item.track_id != 0:
+                # One re-encoder per stream: a further rendition with B-frames is left out.
+                self._skipped_tracks.add(item.track_id)
+                self._say(
+                    f"bframes {item.track_id}",
+                    f"B-frames in rendition {item.track_id}: not carried (only track 0 is re-encoded); "
+                    "publish with bframes=0 (docs/rtmp.md)",
+                )
+            elif self.bframes == "transcode" and self._video_fourcc.get(0) != "avc1":
+                # The re-encoder decodes H.264 only: HEVC with B-frames goes as sent, and says so.
+                self._say(
+                    "bframes",
+                    f"B-frames in {self._video_fourcc.get(0)} (composition time {item.composition_time} ms): "
+                    "forwarded in decode order (only H.264 is re-encoded); browsers may stutter. "
+                    "Publish with bframes=0 (docs/rtmp.md)",
+                )
             elif self.bframes == "transcode":
                 self.transcoding = True
                 self._say(
@@ -369,11 +465,30 @@ class RtmpPublisher:
                 return  # EndPublish is on its way
         pts = self._room_ms(now, frame.pts)
         dts = pts - (frame.pts - frame.dts)
-        if self.transcoding and frame.fourcc == "avc1":
+        if self.transcoding and frame.fourcc == "avc1" and frame.track_id == 0:
             self.counters["video_to_transcoder"] += 1
             self._out.append(TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe))
             return
-        self._send_video(now, VideoFrame(frame.fourcc, 0, dts, pts, frame.keyframe, frame.data))
+        self._send_video(now, VideoFrame(frame.fourcc, frame.track_id, dts, pts, frame.keyframe, frame.data))
+
+    def _rendition(self, track_id: int, pixels: int) -> None:
+        """A video track's sequence header: (re)rank the renditions into simulcast layers."""
+        if track_id not in self._renditions and len(self._renditions) >= MAX_RENDITIONS:
+            if track_id not in self._skipped_tracks:
+                self._skipped_tracks.add(track_id)
+                text = f"multitrack: rendition {track_id} is over {MAX_RENDITIONS}: not carried"
+                self._say(f"rendition {track_id}", text)
+            return
+        self._renditions[track_id] = pixels
+        known = all(self._renditions.values())
+        order = sorted(self._renditions, key=lambda t: (self._renditions[t] if known else 0, t))
+        self._layer_of = {t: i for i, t in enumerate(order)}
+        self.counters["renditions"] = len(order)
+        if len(order) > 1:
+            self._say(
+                f"multitrack {len(order)}",
+                f"multitrack video: {len(order)} renditions carried as simulcast layers of {VIDEO_TRACK}",
+            )
 
     def transcoded_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
         """A frame from the B-frame re-encoder (``pts``: ms on the room's timeline)."""
@@ -385,32 +500,66 @@ class RtmpPublisher:
 
     def _send_video(self, now: float, room_frame: VideoFrame) -> None:
         frame = room_frame
-        packets = self.media.video(room_frame, now)
+        spatial = self._layer_of.get(frame.track_id, 0)
+        packets = self.media.video(room_frame, now, self._capture(frame.pts), spatial)
         if not packets:
             self.counters["not_carried"] += 1
             return
         self.counters["video_frames"] += 1
+        gop = self._gops.get(spatial)
+        if gop is None:
+            gop = self._gops[spatial] = _Gop()
         if frame.keyframe:
             self.counters["keyframes"] += 1
-            self._gop.clear()
-            self._gop_bytes = 0
-            self._gop_ok = True
-        if self._gop_ok:
-            self._gop.extend(packets)
-            self._gop_bytes += sum(len(p.payload) for p in packets)
-            if self._gop_bytes > self.gop_max_bytes:
+            gop.packets.clear()
+            gop.bytes = 0
+            gop.ok = True
+        if gop.ok:
+            gop.packets.extend(packets)
+            gop.bytes += sum(len(p.payload) for p in packets)
+            if gop.bytes > self.gop_max_bytes:
                 self.counters["gop_too_big"] += 1
-                self._gop.clear()
-                self._gop_ok = False
+                gop.packets.clear()
+                gop.ok = False
         track = self.endpoint.remote_track(VIDEO_TRACK)
         if track is None:
             return
         self.counters["packets"] += len(packets)
-        for pkt in packets:
-            track.on_packet(pkt)
+        pace = self._pace
+        if not pace:
+            if len(packets) <= PACE_AT_ONCE:
+                for pkt in packets:
+                    track.on_packet(pkt)
+                return
+            for pkt in packets[:PACE_AT_ONCE]:
+                track.on_packet(pkt)
+            packets = packets[PACE_AT_ONCE:]
+            self._pace_at = now + PACE_INTERVAL
+        # Behind what is held already (one sequence space), all of it gone within PACE_TICKS.
+        self.counters["paced_frames"] += 1
+        self.counters["paced_packets"] += len(packets)
+        pace.extend(packets)
+        self._pace_slice = max(PACE_AT_ONCE, -(-len(pace) // PACE_TICKS))
+
+    def _release_paced(self, now: float, everything: bool = False) -> None:
+        """Send the held video packets that are due (all of them with ``everything``)."""
+        pace = self._pace
+        if not pace:
+            self._pace_at = None
+            return
+        track = self.endpoint.remote_track(VIDEO_TRACK)
+        while pace and self._pace_at is not None and (everything or now >= self._pace_at):
+            for _ in range(min(self._pace_slice, len(pace))):
+                pkt = pace.popleft()
+                pkt.arrival = now  # viewers' sinks take it as their now (MediaPacket.arrival)
+                if track is not None:
+                    track.on_packet(pkt)
+            self._pace_at += PACE_INTERVAL
+        if not pace:
+            self._pace_at = None
 
     def _send_audio(self, frame: AudioFrame, now: float) -> None:
-        packets = self.media.audio(frame, now)
+        packets = self.media.audio(frame, now, self._capture(frame.timestamp))
         track = self.endpoint.remote_track(AUDIO_TRACK)
         if track is None or not packets:
             return
@@ -428,12 +577,15 @@ class RtmpPublisher:
                 self.replay_gop(now)
 
     def replay_gop(self, now: float) -> None:
+        self._release_paced(now, everything=True)  # the originals before their copies
         track = self.endpoint.remote_track(VIDEO_TRACK)
-        if track is None or not self._gop_ok or not self._gop:
+        gops = [self._gops[layer] for layer in sorted(self._gops)]
+        packets = [pkt for gop in gops if gop.ok for pkt in gop.packets]
+        if track is None or not packets:
             return
         self.counters["gop_replays"] += 1
-        self.counters["gop_replayed_packets"] += len(self._gop)
+        self.counters["gop_replayed_packets"] += len(packets)
         replay = self.counters["gop_replays"]
-        for pkt in list(self._gop):
+        for pkt in packets:
             # A copy with this input's arrival (viewers' sinks take it as their ``now``) and mark.
             track.on_packet(dataclasses.replace(pkt, arrival=now, replay=replay))

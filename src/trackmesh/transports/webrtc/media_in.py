@@ -36,6 +36,7 @@ _CODECS: Final = {
     "vp9": MediaCodec.VP9,
     "h264": MediaCodec.H264,
     "av1": MediaCodec.AV1,
+    "h265": MediaCodec.H265,
     "pcma": MediaCodec.PCMA,
     "pcmu": MediaCodec.PCMU,
 }

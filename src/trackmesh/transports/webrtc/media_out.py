@@ -350,7 +350,8 @@ class OutboundTrack(OutboundStream):
         self.packets += 1
         self.octets += size
         self.last_ts = ts
-        self.last_ts_at = now
+        capture = pkt.capture  # the source's clock for ts when it has one (MediaPacket.capture)
+        self.last_ts_at = capture if capture else now
 
     def _skip(self, seq: int) -> None:
         """A packet of the selected source is not forwarded: close its hole in our sequence

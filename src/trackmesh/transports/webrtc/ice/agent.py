@@ -204,6 +204,11 @@ class IceLiteAgent:
         return self._selected
 
     @property
+    def restart_pending(self) -> bool:
+        """An ICE restart's new credentials have not been used by a valid check yet."""
+        return self._pending_local
+
+    @property
     def state(self) -> IceState:
         return self._state
 

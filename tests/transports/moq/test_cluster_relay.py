@@ -1,0 +1,245 @@
+"""The cluster-wide MoQ relay in memory: two nodes' relays, each with its own sessions, joined by
+one in-process registry and message hub (what zenoh gives a media node). A namespace published
+on node A is subscribable on node B; one copy of each object crosses, whatever the number of
+subscribers on B; refusals, endings and withdrawn namespaces reach B's subscribers."""
+
+from __future__ import annotations
+
+import contextlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
+from trackmesh.transports.moq import messages as m
+from trackmesh.transports.moq.cluster_relay import (
+    OBJECT,
+    BadClusterMessage,
+    ClusterRelay,
+    decode_message,
+    encode_object,
+    namespace_key,
+    parse_namespace_key,
+)
+from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode
+from trackmesh.transports.moq.relay import Relay
+
+from .harness import Client, Clock
+
+NS = (b"live", b"show")
+
+
+class Counting(LocalChannelHub):
+    """The in-process hub, counting what is sent on each message channel (the copies crossing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: dict[int, int] = {}
+
+    def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
+        self.sent[channel] = self.sent.get(channel, 0) + 1
+        super().send_message(now, channel, sender, data)
+
+
+class Cluster:
+    def __init__(self, names: tuple[str, ...] = ("A", "B")) -> None:
+        self.clock = Clock()
+        self.registry = LocalRegistry()
+        self.hub = Counting()
+        self.relays = {name: Relay() for name in names}
+        self.members = {
+            name: ClusterRelay(relay, self.registry, self.hub, name, self.clock.now)
+            for name, relay in self.relays.items()
+        }
+
+    def client(self, node: str, draft: int = 16) -> Client:
+        client = Client(self.relays[node], self.clock, draft=draft)
+        client.setup()
+        return client
+
+
+def publisher(cluster: Cluster, node: str = "A") -> tuple[Client, int]:
+    """A publisher on ``node``: PUBLISH_NAMESPACE, answered; returns it and its track alias."""
+    pub = cluster.client(node)
+    pub.send(m.PublishNamespace(pub.rid(), NS))
+    assert isinstance(pub.messages()[0], m.RequestOk)
+    return pub, 7
+
+
+def answer_subscribe(pub: Client, alias: int) -> m.Subscribe:
+    (sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+    pub.send(m.SubscribeOk(sub.request_id, alias, {m.PARAM_EXPIRES: 0}))
+    return sub
+
+
+def subscribe(client: Client, name: bytes = b"video") -> int:
+    rid = client.rid()
+    client.request(m.Subscribe(rid, NS, name, {m.PARAM_FORWARD: 1}))
+    return rid
+
+
+def replies(client: Client) -> list[m.ControlMessage]:
+    """Every answer not read before: on the control stream (draft-16) or request streams (draft-20)."""
+    out = client.messages()
+    for stream in list(client.request_streams):
+        out += client.messages(stream)
+    return out
+
+
+def objects(client: Client) -> list[tuple[int, int, bytes]]:
+    return [(h.group_id, oid, p) for _, h, objs, _ in client.received() for oid, p in objs]
+
+
+def test_a_namespace_on_a_is_watched_on_b_with_one_copy_crossing() -> None:
+    cluster = Cluster()
+    pub, alias = publisher(cluster)
+    a, b = cluster.members["A"], cluster.members["B"]
+    assert NS in a.local_namespaces and NS in b.remote
+    viewers = [cluster.client("B"), cluster.client("B", draft=20)]
+    rids = [subscribe(v) for v in viewers]
+    answer_subscribe(pub, alias)  # node A's relay asked the publisher once, for both viewers
+    for viewer, rid in zip(viewers, rids, strict=True):
+        reply = [x for x in replies(viewer) if isinstance(x, m.SubscribeOk)]
+        assert reply and reply[0].request_id == rid
+    pub.subgroup(alias, 0, [(0, b"key"), (1, b"delta")], fin=True)
+    pub.subgroup(alias, 1, [(0, b"key2")], fin=False)
+    for viewer in viewers:
+        assert objects(viewer) == [(0, 0, b"key"), (0, 1, b"delta"), (1, 0, b"key2")]
+    assert a.counters["objects_out"] == 3  # one copy per object, for two subscribers on B
+    assert b.counters["objects_in"] == 3
+    (channel,) = b.imports
+    assert cluster.hub.sent[channel] == 4  # OK + three objects
+    assert b.metrics()["cluster_tracks_imported"] == 1 and a.metrics()["cluster_tracks_exported"] == 1
+
+    # The viewers leave: B withdraws its want, A ends its local subscription (UNSUBSCRIBE upstream).
+    for viewer, rid in zip(viewers, rids, strict=True):
+        if viewer.vi64:
+            stream = next(s for s, r in viewer.request_streams.items() if r == rid)
+            viewer.session.stream_reset(stream, 0, cluster.clock.now)
+        else:
+            viewer.send(m.Unsubscribe(rid))
+    assert not b.imports and not a.exports
+    assert any(isinstance(x, m.Unsubscribe) for x in pub.messages())
+    assert not [k for k in cluster.registry._data if k.startswith("moq/want/")]
+
+
+def test_an_unknown_track_on_a_is_refused_on_b_with_the_publishers_code() -> None:
+    cluster = Cluster()
+    pub, _ = publisher(cluster)
+    viewer = cluster.client("B")
+    rid = subscribe(viewer, b"nothing")
+    sub = next(x for x in pub.messages() if isinstance(x, m.Subscribe))
+    pub.send(m.RequestError(sub.request_id, RequestErrorCode.DOES_NOT_EXIST, 0, b"no such track"))
+    (error,) = [x for x in viewer.messages() if isinstance(x, m.RequestError)]
+    assert error.request_id == rid and error.error_code == RequestErrorCode.DOES_NOT_EXIST
+    assert not cluster.members["B"].imports and not cluster.members["A"].exports
+
+
+def test_a_namespace_nobody_publishes_is_not_found_on_b() -> None:
+    cluster = Cluster()
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    (error,) = [x for x in viewer.messages() if isinstance(x, m.RequestError)]
+    assert error.request_id == rid and error.error_code == RequestErrorCode.DOES_NOT_EXIST
+
+
+def test_the_publisher_leaving_ends_the_track_on_b() -> None:
+    cluster = Cluster()
+    pub, alias = publisher(cluster)
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    answer_subscribe(pub, alias)
+    pub.subgroup(alias, 0, [(0, b"key")], fin=True)
+    pub.session.close(0, "bye")
+    cluster.relays["A"].peer_gone(pub.session)
+    cluster.clock.now += 3  # PUBLISH_DONE waits (at most 2 s) for the streams it counts
+    cluster.relays["B"].timer(cluster.clock.now)
+    done = [x for x in viewer.messages() if isinstance(x, m.PublishDone)]
+    assert done and done[0].request_id == rid, viewer.messages()
+    assert done[0].status_code == PublishDoneCode.GOING_AWAY
+    assert NS not in cluster.members["B"].remote and NS not in cluster.relays["B"].providers
+    assert objects(viewer) == [(0, 0, b"key")]
+
+
+def test_a_session_publishing_the_namespace_on_b_takes_precedence() -> None:
+    cluster = Cluster()
+    publisher(cluster)
+    local_pub = cluster.client("B")
+    local_pub.send(m.PublishNamespace(local_pub.rid(), NS))
+    viewer = cluster.client("B")
+    subscribe(viewer)
+    assert [x for x in local_pub.messages() if isinstance(x, m.Subscribe)]
+    assert not cluster.members["B"].imports
+
+
+def test_the_publishers_node_stopping_ends_the_track_on_b() -> None:
+    cluster = Cluster()
+    pub, alias = publisher(cluster)
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    answer_subscribe(pub, alias)
+    assert [x for x in viewer.messages() if isinstance(x, m.SubscribeOk)]
+    cluster.members["A"].close(cluster.clock.now)  # its registry entries go, as when a node dies
+    assert NS not in cluster.members["B"].remote and not cluster.members["B"].imports
+    cluster.clock.now += 3
+    cluster.relays["B"].timer(cluster.clock.now)
+    done = [x for x in viewer.messages() if isinstance(x, m.PublishDone)]
+    assert done and done[0].request_id == rid and done[0].status_code == PublishDoneCode.GOING_AWAY
+
+
+def test_a_namespace_published_on_two_nodes_is_imported_from_one() -> None:
+    cluster = Cluster(("A", "B", "C"))
+    pub_a, alias = publisher(cluster, "A")
+    pub_c, _ = publisher(cluster, "C")
+    viewer = cluster.client("B")
+    subscribe(viewer)
+    subs = {n: [x for x in p.messages() if isinstance(x, m.Subscribe)] for n, p in (("A", pub_a), ("C", pub_c))}
+    assert len(subs["A"]) == 1 and not subs["C"]  # "A" < "C": one source, the same on every node
+    pub_a.send(m.SubscribeOk(subs["A"][0].request_id, alias, {m.PARAM_EXPIRES: 0}))
+    pub_a.subgroup(alias, 0, [(0, b"key")], fin=True)
+    assert objects(viewer) == [(0, 0, b"key")]
+    # C's namespace goes: B's viewer (fed by A) carries on.
+    pub_c.send(m.PublishNamespaceDone(0))
+    assert cluster.members["B"].imports and cluster.members["B"].remote[NS] == {"A"}
+    pub_c.send(m.PublishNamespace(pub_c.rid(), NS))  # C again
+    assert cluster.members["B"].remote[NS] == {"A", "C"}
+    # A's goes: the track ends, and a new subscription imports from C.
+    pub_a.send(m.PublishNamespaceDone(0))
+    assert not cluster.members["B"].imports and cluster.members["B"].remote[NS] == {"C"}
+    cluster.clock.now += 3
+    cluster.relays["B"].timer(cluster.clock.now)
+    assert [x.status_code for x in viewer.messages() if isinstance(x, m.PublishDone)] == [PublishDoneCode.GOING_AWAY]
+    subscribe(viewer)
+    assert [x for x in pub_c.messages() if isinstance(x, m.Subscribe)]
+
+
+@given(st.lists(st.binary(max_size=8), min_size=1, max_size=4))
+def test_namespace_keys_round_trip(namespace: list[bytes]) -> None:
+    key = namespace_key(tuple(namespace))
+    assert "/" not in key and "*" not in key and all(key.split("."))
+    assert parse_namespace_key(key) == tuple(namespace)
+
+
+@given(st.integers(0, 2**63), st.integers(0, 2**63), st.binary(max_size=20), st.binary(max_size=50))
+def test_object_messages_round_trip(group: int, object_id: int, ext: bytes, payload: bytes) -> None:
+    assert decode_message(encode_object(group, object_id, payload, ext)) == (OBJECT, group, object_id, ext, payload)
+
+
+@given(st.binary(max_size=40))
+def test_any_bytes_decode_or_raise_bad_message(data: bytes) -> None:
+    with contextlib.suppress(BadClusterMessage):
+        decode_message(data)
+
+
+def test_a_malformed_message_is_dropped_and_counted() -> None:
+    cluster = Cluster()
+    pub, alias = publisher(cluster)
+    viewer = cluster.client("B")
+    subscribe(viewer)
+    b = cluster.members["B"]
+    (channel,) = b.imports
+    b.on_channel_message(cluster.clock.now, channel, "A", bytes([OBJECT, 1]))
+    assert b.counters["bad_messages"] == 1
+    answer_subscribe(pub, alias)
+    pub.subgroup(alias, 0, [(0, b"key")], fin=True)
+    assert objects(viewer) == [(0, 0, b"key")]

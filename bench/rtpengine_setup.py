@@ -42,7 +42,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=300)
     args = p.parse_args()
-    # warning: the node's stdout is a pipe nobody reads during the run; info logs per call would fill it
+    # warning: an info line per endpoint would be part of what is measured
     node = NodeProcess("--workers", "1", "--sip-port", "0", "--sip-rtp-ports", "43000-43999", "--log-level", "warning")
     try:
         node.wait_ready()

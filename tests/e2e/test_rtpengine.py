@@ -24,6 +24,7 @@ import math
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import threading
 import wave
@@ -135,21 +136,27 @@ def start_phone(
     )  # fmt: skip
 
 
-def tone_power(path: Path, freq: float, skip: float = 1.5) -> float:
-    """Goertzel power of ``freq`` per sample (RMS-like amplitude) over the WAV after ``skip`` s."""
+def tone_power(path: Path, freq: float, skip: float = 1.5, block: float = 0.1) -> float:
+    """Amplitude of ``freq`` in the WAV after ``skip`` s: the median over 100 ms blocks of each
+    block's Goertzel power per sample. Per block, so a phase jump where a packet was lost or
+    concealed on a loaded machine does not cancel the tone out of one long window; the median, so
+    at least half the blocks must carry it."""
     with wave.open(str(path)) as w:
         rate = w.getframerate()
         samples = array("h")
         samples.frombytes(w.readframes(w.getnframes()))
     samples = samples[int(skip * rate) :]
-    n = len(samples)
-    assert n > rate, f"only {n} samples recorded in {path.name}"
+    assert len(samples) > rate, f"only {len(samples)} samples recorded in {path.name}"
     coeff = 2 * math.cos(2 * math.pi * freq / rate)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + coeff * s1 - s2, s1
-    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
-    return math.sqrt(max(power, 0.0)) * 2 / n
+    size = int(block * rate)
+    powers = []
+    for start in range(0, len(samples) - size + 1, size):
+        s1 = s2 = 0.0
+        for x in samples[start : start + size]:
+            s1, s2 = x + coeff * s1 - s2, s1
+        power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+        powers.append(math.sqrt(max(power, 0.0)) * 2 / size)
+    return statistics.median(powers)
 
 
 def calls(node: TrackmeshNode) -> dict[str, dict[str, Any]]:

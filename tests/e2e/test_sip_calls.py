@@ -811,33 +811,51 @@ module_app menu.so
 """
 
 
-def write_tone_wav(path: Path, freq: float, seconds: float) -> None:
-    """48 kHz stereo (what baresip's aufile needs for Opus), amplitude 8000."""
+def tone_amplitude(samples: array[int], rate: int, freq: float, block: float = 0.1) -> float:
+    """The median over 100 ms blocks of the Goertzel amplitude of ``freq`` (0 without a full block)."""
+    size = int(block * rate)
+    coeff = 2 * math.cos(2 * math.pi * freq / rate)
+    powers = []
+    for start in range(0, len(samples) - size + 1, size):
+        s1 = s2 = 0.0
+        for x in samples[start : start + size]:
+            s1, s2 = x + coeff * s1 - s2, s1
+        powers.append(math.sqrt(max(s1 * s1 + s2 * s2 - coeff * s1 * s2, 0.0)) * 2 / size)
+    return sorted(powers)[len(powers) // 2] if powers else 0.0
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float, rate: int = 48000, channels: int = 2) -> None:
+    """Amplitude 8000; baresip's aufile wants the codec's format (48 kHz stereo for Opus, 8 kHz
+    mono for G.711)."""
     import wave
 
-    n = int(48000 * seconds)
+    n = int(rate * seconds)
     samples = array("h")
     for i in range(n):
-        v = int(8000 * math.sin(2 * math.pi * freq * i / 48000))
-        samples.extend((v, v))
+        v = int(8000 * math.sin(2 * math.pi * freq * i / rate))
+        samples.extend((v,) * channels)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
+        w.setnchannels(channels)
         w.setsampwidth(2)
-        w.setframerate(48000)
+        w.setframerate(rate)
         w.writeframes(samples.tobytes())
 
 
-def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
-    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+@pytest.mark.parametrize(
+    ("codec", "rtpmap", "rate", "channels"), [("opus", "opus/48000/2", 48000, 2), ("PCMU", "PCMU/8000", 8000, 1)]
+)
+def test_baresip_softphone_with_digest_talks_and_hears(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path, codec: str, rtpmap: str, rate: int, channels: int
 ) -> None:
     """baresip 1.0 (Debian) with the digest account of POST /token/sip calls the room in Opus
-    (passed through into the room) and records what it hears: an aiortc WHIP publisher's tone."""
+    (passed through into the room) or PCMU (transcoded to Opus), and records what it hears: an
+    aiortc WHIP publisher's tone."""
     import wave
 
     if shutil.which("baresip") is None:
         pytest.fail("baresip is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
     node, sip_port = sip_node
-    room = "sip-baresip-room"
+    room = f"sip-baresip-{codec.lower()}"
     status, body = node.proc.json("POST", "/token/sip", {"room": room, "peer": "bare", "ttl": 600}, token=node.secret)
     assert status == 200, body
     creds = body["data"]
@@ -845,11 +863,10 @@ def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
     snd = tmp_path / "snd"
     cfg.mkdir()
     snd.mkdir()
-    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0)
+    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0, rate, channels)
     (cfg / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=tmp_path / "tone.wav", snd=snd))
     (cfg / "accounts").write_text(
-        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;"
-        "audio_codecs=opus/48000/2\n"
+        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;audio_codecs={rtpmap}\n"
     )
     whip_token = node.token("whip", room, "speaker")
 
@@ -876,16 +893,21 @@ def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
     assert summary.get("error") is None, summary
     assert "Call established" in log, log[-3000:]
     calls = [c for c in snapshots if c["peer"] == "bare"]
-    assert calls and calls[-1]["codec"] == "opus", snapshots
-    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's Opus, passed through into the room
+    assert calls and calls[-1]["codec"] == codec, snapshots
+    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's voice into the room, as Opus
     assert calls[-1]["downlink_packets"] > 100, calls[-1]
     (dump,) = snd.glob("*-dec.wav")  # what baresip decoded from us
     with wave.open(str(dump)) as w:
         frames = w.readframes(w.getnframes())
+        second = 2 * w.getnchannels() * w.getframerate()
+        rate, channels = w.getframerate(), w.getnchannels()
     samples = array("h")
-    samples.frombytes(frames[-2 * 2 * 48000 :])  # the last second, stereo
+    samples.frombytes(frames[-second:])  # the last second
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
-    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus -> baresip
+    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus or PCMU -> baresip
+    mono = samples[::channels]
+    tone, other = tone_amplitude(mono, rate, 440.0), tone_amplitude(mono, rate, 1000.0)
+    assert tone > 500 and tone > 10 * other, (tone, other)  # the tone itself, not baresip's own 1000 Hz
 
 
 def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:

@@ -263,12 +263,17 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         sessions are missing from ``rooms`` (the page says so instead of showing a partial view as whole)."""
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
+        cluster = node.config.role == "console"
         for index, result in enumerate(await node.call_workers("console.rooms", {"app": app})):
             if isinstance(result, list):
                 rows.extend(result)
             else:
-                unanswered.append(f"worker {index}: {getattr(result, 'message', result)}")
-        return {"rooms": group_rooms(rows), "unanswered": unanswered}
+                message = getattr(result, "message", result)
+                unanswered.append(message if cluster else f"worker {index}: {message}")
+        out: dict[str, Any] = {"rooms": group_rooms(rows), "unanswered": unanswered}
+        if cluster:
+            out["stale"] = node.console_stale()  # type: ignore[attr-defined]
+        return out
 
     @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app, their peers and tracks "
              "(`rooms`), and the workers that did not answer (`unanswered`)",
@@ -286,6 +291,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if session is None:
             return unauthorized()
         cookie = request.cookies.get(COOKIE_NAME)
+        cluster_view = getattr(node, "console_cluster", None)
 
         async def events() -> AsyncIterator[str]:
             last = None
@@ -296,9 +302,15 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
                     yield "event: logout\ndata: {}\n\n"
                     return
                 data = json.dumps(await live_rooms(session.app), separators=(",", ":"))
-                if data != last:
-                    last, quiet = data, 0
+                changed = data != last
+                if changed:
+                    last = data
                     yield f"event: rooms\ndata: {data}\n\n"
+                if cluster_view is not None:  # the console role: zones and nodes (report ages change: every push)
+                    changed = True
+                    yield f"event: cluster\ndata: {json.dumps(cluster_view(), separators=(',', ':'))}\n\n"
+                if changed:
+                    quiet = 0
                 else:
                     quiet += 1
                     if quiet % 15 == 0:
@@ -308,8 +320,30 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
+    @api.get("/api/console/cluster", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "not the console role"}}, summary="The console role: zones -> gateways, media and connector nodes with "
+             "CPU, memory, sessions, capacity, health and report age (`state`: up, stale or gone)")  # fmt: skip
+    async def cluster(request: Request) -> Response:
+        if current(request) is None:
+            return unauthorized()
+        view = getattr(node, "console_cluster", None)
+        if view is None:
+            return error(404, "this node is not a console role node (trackmesh console): see /api/console/node")
+        return ok(view())
+
     def connector_or_503() -> Any:
         return node.connector
+
+    async def remote_log(path: str, params: dict[str, Any]) -> list[Any] | JSONResponse:
+        """The console role: the zone connectors' log API (runtime/console_node.py)."""
+        fetch = getattr(node, "connector_log", None)
+        if fetch is None:
+            return error(503, "this node runs no connector")
+        try:
+            rows: list[Any] = await fetch(path, params)
+        except RpcError as exc:
+            return error(exc.status, exc.message)
+        return rows
 
     @api.get("/api/console/events", tags=["console"], responses={**_UNAUTHORIZED, 503: {"description": "no connector"}},
              summary="The event log of your app, filtered; newest first unless `session` is given (then a timeline, "
@@ -327,12 +361,20 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         session = current(request)
         if session is None:
             return unauthorized()
-        conn = connector_or_503()
-        if conn is None:
-            return error(503, "this node runs no connector")
         sid = int(session_id) if session_id is not None else None
         if sid is not None and sid >= 1 << 64:
             return error(400, "invalid request: session: larger than 2^64-1")
+        conn = connector_or_503()
+        if conn is None:
+            # The console role: the connectors filter by session and time; the event name here.
+            found = await remote_log("events", {"session": session_id, "start_ts": start_ts, "end_ts": end_ts,
+                                                "page": page, "limit": limit})  # fmt: skip
+            if isinstance(found, JSONResponse):
+                return found
+            found = [r for r in found if isinstance(r, dict) and (not event or r.get("event") == event)]
+            if sid is None:
+                found.sort(key=lambda r: (r.get("created_at", 0), r.get("id", 0)), reverse=True)
+            return ok(found[:limit])
         app = session.app
         rows = await conn.read_log(lambda c: list_events(c, app, sid, event, start_ts, end_ts, page, limit,
                                                          newest_first=sid is None))  # fmt: skip
@@ -347,7 +389,8 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return unauthorized()
         conn = connector_or_503()
         if conn is None:
-            return error(503, "this node runs no connector")
+            found = await remote_log("peers", {"page": page, "limit": limit})
+            return found if isinstance(found, JSONResponse) else ok(found[:limit])
         app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))
 

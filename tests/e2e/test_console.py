@@ -275,7 +275,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
 def test_console_apis_need_the_cookie_and_refuse_forgeries(trackmesh_node: TrackmeshNode) -> None:
     node = trackmesh_node
     gets = ["/api/console/session", "/api/console/rooms", "/api/console/stream", "/api/console/events",
-            "/api/console/peers", "/api/console/node"]  # fmt: skip
+            "/api/console/peers", "/api/console/node", "/api/console/cluster"]  # fmt: skip
     posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout"]
     # The OpenAPI document lists every console API; each one answers 401 without a valid cookie.
     paths = json.loads(http("GET", node.url("/openapi.json"))[2])["paths"]

@@ -24,6 +24,7 @@ import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, Member
 from tests.cluster.test_roles import http as request
+from tests.cluster.test_routers import ROUTED
 
 from .conftest import CLIENTS_DIR
 
@@ -89,11 +90,14 @@ def members_by_role(view: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_console_role_zones_rooms_timeline_kick_and_stale(cluster: Cluster, tmp_path: Path) -> None:
-    conn = cluster.start("connector", 1, 3, "--connector-db", f"sqlite:///{tmp_path / 'log.db'}")
-    gw = cluster.gateway(1, 1)
-    media = cluster.media(1, 2)
-    console = cluster.start("console", 0, 1)
-    members = [conn, gw, media, console]
+    # Every member a client of one zone router: killing it cuts the console (and everyone) off at once.
+    router = cluster.start("router", 1, 1, seeds=[])
+    via = {"seeds": [router.seed]}
+    conn = cluster.start("connector", 1, 3, *ROUTED, "--connector-db", f"sqlite:///{tmp_path / 'log.db'}", **via)
+    gw = cluster.start("gateway", 1, 1, *ROUTED, **via)
+    media = cluster.start("media", 1, 2, *ROUTED, **via)
+    console = cluster.start("console", 0, 1, *ROUTED, **via)
+    members = [router, conn, gw, media, console]
     # No cookie: every console API is 401 on the console role too.
     assert request("GET", console.base + "/api/console/cluster")[0] == 401
     assert request("GET", console.base + "/api/console/rooms")[0] == 401
@@ -156,15 +160,15 @@ def test_console_role_zones_rooms_timeline_kick_and_stale(cluster: Cluster, tmp_
             pub.kill()
             pub.communicate()
 
-    # The console loses the cluster: it keeps answering, the last view marked stale, the nodes stale or gone.
+    # The console loses the cluster (its router dies): it keeps answering, the last view marked stale,
+    # the nodes stale or gone.
     token = cluster.token(media.base, "whip", "lobby2", "bob")
     pub = subprocess.Popen([sys.executable, CLIENT, "whip", media.base + "/whip/endpoint", "--token", token,
                             "--duration", "30", "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=str(CLIENTS_DIR))  # fmt: skip
     try:
         wait_for(lambda: any(r["room"] == "lobby2" for r in cc.get("/api/console/rooms")["rooms"]), 10, "bob", media)
-        for m_ in (conn, gw, media):
-            m_.kill()
+        router.kill()
         data = wait_for(lambda: (d := cc.get("/api/console/rooms"))["stale"] and d, 10, "a stale view", console)
         assert [r["room"] for r in data["rooms"]] == ["lobby2"], data  # the last view, kept
         assert data["stale"]["since"] > 0 and "cluster" in data["stale"]["reason"], data

@@ -3,7 +3,8 @@
 "use strict";
 
 (function () {
-  const state = { session: null, rooms: [], unanswered: [], roomsAt: 0, stream: null, armed: null };
+  const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
+    cluster: null };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -113,7 +114,7 @@
     return el("tr", { "data-session": p.session, "data-peer": p.peer === null ? "" : p.peer },
       el("td", { "data-label": "Peer" }, el("a", { href: "#/session/" + encodeURIComponent(p.session), class: "peer" },
         p.peer === null ? "(no peer yet)" : p.peer)),
-      el("td", { "data-label": "Transport" }, p.transport),
+      el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
       el("td", { "data-label": "Tracks" }, trackList(p.tracks)),
       el("td", { "data-label": "" }, kickButton(p.session)));
@@ -288,6 +289,33 @@
     }
   }
 
+  // The console role: zones -> gateways, media and connector nodes, pushed with the rooms.
+  function renderCluster() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Cluster"));
+    const c = state.cluster;
+    if (!c) { v.append(el("p", { class: "muted" }, "Waiting for the cluster's reports...")); return; }
+    if (!c.connected) v.append(el("p", { class: "bad", id: "cluster-lost" }, "This console lost the cluster: what follows is stale."));
+    if (!c.zones.length) v.append(el("p", { class: "muted" }, "No member reported yet."));
+    const num = (x, unit) => (x === null || x === undefined ? "" : x + unit);
+    for (const z of c.zones) {
+      const tbody = el("tbody");
+      for (const role of ["gateway", "media", "connector"]) {
+        for (const n of z[role]) {
+          const health = n.state !== "up" ? n.state : n.ready ? (n.draining ? "draining" : "ready") : "not ready: " + (n.reason || "");
+          tbody.append(el("tr", { "data-role": role, "data-node": n.node, "data-state": n.state, class: n.state === "up" && n.ready ? "" : "bad" },
+            el("td", { "data-label": "Role" }, role), el("td", { "data-label": "Node" }, n.node),
+            el("td", { "data-label": "CPU" }, num(n.cpu, " %")), el("td", { "data-label": "Memory" }, num(n.mem_mb, " MB")),
+            el("td", { "data-label": "Sessions" }, role === "media" ? n.sessions + " / " + n.capacity : role === "gateway" ? "routed " + n.routed : "inbox " + n.inbox),
+            el("td", { "data-label": "Health" }, health), el("td", { "data-label": "Report age" }, n.age_s + " s"),
+            el("td", { "data-label": "HTTP" }, n.http || "")));
+        }
+      }
+      v.append(el("section", { class: "zone", "data-zone": z.zone }, el("h3", {}, "Zone " + z.zone),
+        el("table", {}, el("thead", {}, el("tr", {}, ...["Role", "Node", "CPU", "Memory", "Sessions", "Health", "Report age", "HTTP"].map((h) => el("th", {}, h)))), tbody)));
+    }
+  }
+
   async function renderNode() {
     const v = view();
     v.replaceChildren(el("h2", {}, "This node"));
@@ -327,6 +355,7 @@
     if (path === "/peers") return renderPeers();
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
+    if (path === "/cluster") return renderCluster();
     return renderRooms();
   }
 
@@ -337,10 +366,16 @@
       const data = JSON.parse(e.data);
       state.rooms = data.rooms;
       state.unanswered = data.unanswered || [];
+      state.stale = data.stale || null;
       state.roomsAt = Date.now();
-      setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
+      if (state.stale) setStatus("Stale: the console lost the cluster (" + state.stale.reason + "); rooms as of " + new Date(state.stale.since * 1000).toLocaleTimeString() + ".", true);
+      else setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
       const hash = location.hash || "#/rooms";
       if (hash.startsWith("#/rooms") && !state.armed) renderRooms();
+    });
+    es.addEventListener("cluster", (e) => {
+      state.cluster = JSON.parse(e.data);
+      if ((location.hash || "").startsWith("#/cluster")) renderCluster();
     });
     es.addEventListener("logout", () => location.reload());
     es.onerror = () => {
@@ -355,6 +390,7 @@
     } catch (e) {
       return;
     }
+    if (state.session.role === "console") document.getElementById("nav-cluster").hidden = false;
     document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }

@@ -55,7 +55,9 @@ class ConsoleNode(Node):
         self.client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._entities: list[Any] = []
-        self._rooms: dict[str, tuple[list[Any], float]] = {}  # app -> (last rows, unix time)
+        # app -> media node (zone, node) -> (its last rows, unix time): shown for a node that does not
+        # answer, and for every node once the console has lost the cluster.
+        self._rooms: dict[str, dict[tuple[int, int], tuple[list[Any], float]]] = {}
         self._stale_since: float | None = None  # unix time the last good view is from, while the cluster is lost
         self.counters = {"queries": 0, "query_failures": 0, "log_failures": 0}
 
@@ -202,12 +204,15 @@ class ConsoleNode(Node):
         except Exception as exc:
             self.counters["query_failures"] += 1
             return self._stale_rows(method, params, RpcError(503, f"cluster query failed: {exc}"))
+        if not self.connected():  # lost while the query ran: what came back is not the cluster's view
+            self.counters["query_failures"] += 1
+            return self._stale_rows(method, params, RpcError(503, "the console lost the cluster"))
         out: list[Any] = []
-        answered: set[tuple[int, int]] = set()
+        by_node: dict[tuple[int, int], list[Any]] = {}
         for key, results in replies:
             parts = key.split("/")
             zone, node = int(parts[2]), int(parts[3])
-            answered.add((zone, node))
+            rows = by_node.setdefault((zone, node), [])
             for worker, result in enumerate(results if isinstance(results, list) else []):
                 if not isinstance(result, dict) or "ok" not in result:
                     err = result.get("error", "?") if isinstance(result, dict) else "?"
@@ -217,23 +222,37 @@ class ConsoleNode(Node):
                 value = result["ok"]
                 if method == "console.rooms" and isinstance(value, list):
                     value = [{**row, "zone": zone, "node": node} for row in value if isinstance(row, dict)]
+                    rows.extend(value)
                 out.append(value)
-        for zone, node in self._indexes("media"):
-            member = self.view.members.get(("media", zone, node))
-            if (zone, node) not in answered and member is not None and member.gone is None:
-                out.append(RpcError(504, f"zone {zone} node {node} did not answer"))
-        if method == "console.rooms":
-            self._stale_since = None
-            self._rooms[str(params.get("app", ""))] = ([r for r in out if isinstance(r, list)], time.time())
+        if method != "console.rooms":
+            return out
+        cache = self._rooms.setdefault(str(params.get("app", "")), {})
+        now = time.time()
+        for node_key, rows in by_node.items():
+            cache[node_key] = (rows, now)
+        self._stale_since = None
+        live = {(z, i) for z, i in self._indexes("media") if self.view.members[("media", z, i)].gone is None}
+        for node_key in list(cache):
+            if node_key in by_node:
+                continue
+            if node_key in live:  # alive but silent: its last rows, said so
+                rows, at = cache[node_key]
+                out.append(rows)
+                out.append(RpcError(504, f"zone {node_key[0]} node {node_key[1]} did not answer; its sessions as "
+                                         f"of {time.strftime('%H:%M:%S', time.localtime(at))} are shown"))  # fmt: skip
+            else:
+                del cache[node_key]  # gone: so are its sessions
+        for zone, node in sorted(live - set(by_node) - set(cache)):
+            out.append(RpcError(504, f"zone {zone} node {node} did not answer"))
         return out
 
     def _stale_rows(self, method: str, params: dict[str, Any], exc: RpcError) -> list[Any]:
         if method != "console.rooms":
             return [exc]
-        rows, at = self._rooms.get(str(params.get("app", "")), ([], time.time()))
+        cache = self._rooms.get(str(params.get("app", "")), {})
         if self._stale_since is None:
-            self._stale_since = at
-        return [*rows, exc]
+            self._stale_since = max((at for _, at in cache.values()), default=time.time())
+        return [*(rows for rows, _ in cache.values()), exc]
 
     def console_stale(self) -> dict[str, Any] | None:
         """None while the view is live; else since when the rooms shown are stale, and why."""

@@ -70,7 +70,10 @@ def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
     """(worker RPC method, params) of a console query; ValueError when malformed."""
     if len(data) > MAX_QUERY_BYTES:
         raise ValueError("query too large")
-    obj = json.loads(data)
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError("unknown op")
     params = {k: str(obj[k]) for k in ("app", "session", "room") if k in obj and obj[k] is not None}

@@ -36,7 +36,7 @@ import pytest
 
 from tests.cluster.test_roles import SECRET, TRACKMESH, _free_range
 from tests.cluster.test_roles import http as request
-from tests.promtool import PROMTOOL, PrometheusServer
+from tests.promtool import PROMTOOL, PrometheusServer, promtool_problems
 from trackmesh.cli.dev_cluster import die_with_parent
 from trackmesh.config import resolve
 from trackmesh.security.tokens import SessionToken, issue
@@ -243,6 +243,11 @@ def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster
         joins = prometheus.wait("sum(trackmesh_join_duration_seconds_count)", lambda v: v >= 2)
         p95 = prometheus.wait("histogram_quantile(0.95, sum by (le) (trackmesh_join_duration_seconds_bucket))",
                               lambda v: v > 0)  # fmt: skip
+        # The console role's own metrics: the four members it follows are up.
+        assert prometheus.wait('sum(trackmesh_console{what="members_up"})', lambda v: v == 4) == 4
+        for member in (CONNECTOR, GATEWAY, MEDIA1, CONSOLE):  # promtool is silent on every role
+            text = request("GET", dc.url(member) + "/metrics")[2].decode()
+            assert promtool_problems(text) == "", (member, promtool_problems(text))
         # One more scrape: every member's series with all the sessions live.
         time.sleep(1.2)
         series = {str(r["metric"]["instance"]): float(r["value"][1])  # type: ignore[index]

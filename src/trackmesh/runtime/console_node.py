@@ -265,6 +265,18 @@ class ConsoleNode(Node):
         return {"zones": self.view.zones(self.now()), "connected": self.connected(),
                 "links": zn.links() if zn is not None else 0, "bad_reports": self.view.bad_reports}  # fmt: skip
 
+    def console_metrics(self) -> dict[str, float]:
+        """``trackmesh_console{what=...}`` on /metrics (docs/observability.md)."""
+        states = [n["state"] for z in self.view.zones(self.now()) for r in ("gateway", "media", "connector")
+                  for n in z[r]]  # fmt: skip
+        zn = self.zenoh
+        return {"members_up": float(states.count("up")), "members_stale": float(states.count("stale")),
+                "members_gone": float(states.count("gone")), "links": float(zn.links() if zn is not None else 0),
+                "rooms_stale": float(self._stale_since is not None), "queries_total": float(self.counters["queries"]),
+                "query_failures_total": float(self.counters["query_failures"]),
+                "log_failures_total": float(self.counters["log_failures"]),
+                "bad_reports_total": float(self.view.bad_reports)}  # fmt: skip
+
     async def connector_log(self, path: str, params: dict[str, Any]) -> list[Any]:
         """``GET /api/connector/log/<path>`` of every zone connector, merged. RpcError(503) when no
         connector answered."""

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,32 @@ def check_media_metrics(node: TrackmeshNode) -> None:
         assert promtool_problems(text) == "", promtool_problems(text)
 
 
+@pytest.fixture(scope="module")
+def record_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-recordings")
+
+
+@pytest.fixture(scope="module")
+def trackmesh_node(netns_guard: None, record_root: Path) -> Iterator[TrackmeshNode]:
+    """The module's node (as tests/e2e/conftest.py's) recording into a temporary ``--record-dir``."""
+    level = os.environ.get("TRACKMESH_E2E_LOG_LEVEL", "info")
+    node = TrackmeshNode("--record-dir", str(record_root), "--log-level", level)
+    try:
+        yield node
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
 def api_status(node: TrackmeshNode, method: str, path: str, headers: dict[str, str] | None = None) -> int:
     return http(method, node.url(path), b"" if method == "POST" else None, headers or {})[0]
 
 
 def test_console_login_live_room_timeline_kick_and_refusals(
-    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer, request: pytest.FixtureRequest
+    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer, record_root: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     node = trackmesh_node
     alerts: list[str] = []
@@ -176,6 +197,27 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     shot(page, "2-live-room-desktop")
     page.set_viewport_size({"width": 390, "height": 844})
     viewer.close()
+
+    phase("Record")
+    # Record the room (its button), stop, then Recordings lists the file with a download link.
+    page.locator("section.room button[data-action='record-start']").first.click()
+    page.wait_for_selector("#status:has-text('Recording the room')")
+    time.sleep(2.0)  # media flows into the file
+    page.locator("section.room button[data-action='record-stop']").first.click()
+    page.wait_for_selector("#status:has-text('Recording stopped')")
+    page.goto(node.url("/console#/recordings"))
+    link = page.locator("tr[data-recording] a.download").first
+    link.wait_for(timeout=10_000)
+    recorded = page.locator("tr[data-recording]").first.get_attribute("data-recording")
+    assert recorded and link.get_attribute("href") == "/api/console/recordings/file?" + urllib.parse.urlencode(
+        {"path": recorded}), link.get_attribute("href")  # fmt: skip
+    download = page.request.get(node.url(str(link.get_attribute("href"))))
+    on_disk = record_root / recorded
+    assert download.status == 200 and download.body() == on_disk.read_bytes() and len(download.body()) > 1000
+    assert "attachment" in download.headers["content-disposition"]
+    shot(page, "2b-recordings")
+    page.goto(node.url("/console#/rooms"))
+    row.locator("li[data-track]").first.wait_for(timeout=5_000)
 
     phase("The peer's")
     # The peer's timeline: one click on the peer.
@@ -275,12 +317,15 @@ def test_console_login_live_room_timeline_kick_and_refusals(
 def test_console_apis_need_the_cookie_and_refuse_forgeries(trackmesh_node: TrackmeshNode) -> None:
     node = trackmesh_node
     gets = ["/api/console/session", "/api/console/rooms", "/api/console/stream", "/api/console/events",
-            "/api/console/peers", "/api/console/node", "/api/console/cluster"]  # fmt: skip
-    posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout"]
+            "/api/console/peers", "/api/console/node", "/api/console/cluster", "/api/console/recordings",
+            "/api/console/recordings/file"]  # fmt: skip
+    posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout",
+             "/api/console/rooms/r/record/start"]
     # The OpenAPI document lists every console API; each one answers 401 without a valid cookie.
     paths = json.loads(http("GET", node.url("/openapi.json"))[2])["paths"]
     listed = sorted(p for p in paths if p.startswith(("/api/console", "/console")))
-    assert sorted(p.replace("{session_id}", "1").replace("{room}", "r") for p in listed) == sorted(gets + posts)
+    assert sorted(p.replace("{session_id}", "1").replace("{room}", "r").replace("{action}", "start")
+                  for p in listed) == sorted(gets + posts)
     forged = {"Cookie": "trackmesh_console=eyJhIjoiIiwiZSI6OTk5OTk5OTk5OSwibiI6IngifQ.AAAA"}
     for path in gets:
         assert api_status(node, "GET", path) == 401, path

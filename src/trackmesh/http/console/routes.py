@@ -22,16 +22,18 @@ import os
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
+from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
@@ -394,6 +396,48 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))
 
+    # ---- recordings (standalone: the files are this node's) ------------------------------------
+
+    def record_root() -> Path | None:
+        return Path(node.config.record_dir) if node.config.role == "standalone" else None
+
+    @api.get("/api/console/recordings", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "no recordings on this node (the console role: they are on the media nodes)"}},
+             summary="Recorded files of your app (of one room), oldest first, each with its `download` "
+                     "link")  # fmt: skip
+    async def recordings(request: Request, room: str | None = Query(None, min_length=1, max_length=128)) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        root = record_root()
+        if root is None:
+            return error(404, "this node keeps no recordings (they are on the media nodes)")
+        files = await asyncio.to_thread(list_recordings, root, session.app, room)
+        for f in files:
+            if not f.get("uploaded"):
+                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"]})
+        return ok({"files": files})
+
+    @api.get("/api/console/recordings/file", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "no such recorded file of your app"}},
+             summary="Download a recorded file (a path from the list)")  # fmt: skip
+    async def recording_file(request: Request, path: str | None = Query(None, max_length=1024)) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        if not path:
+            return error(400, "invalid request: path is required (from GET /api/console/recordings)")
+        root = record_root()
+        if root is None:
+            return error(404, "this node keeps no recordings")
+        # Only a path the app's own listing names: no traversal, no other app's files.
+        files = await asyncio.to_thread(list_recordings, root, session.app, None)
+        if path not in {f["path"] for f in files if not f.get("uploaded")}:
+            return error(404, "no such recorded file of your app")
+        full = root / path
+        return FileResponse(full, filename=full.name, content_disposition_type="attachment",
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})  # fmt: skip
+
     # ---- actions --------------------------------------------------------------------------------
 
     @api.post("/api/console/sessions/{session_id}/kick", tags=["console"], responses=_POST_REFUSALS,
@@ -412,7 +456,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return ok({"kicked": 1})
         return error(404, "no live session with this id in your app")
 
-    @api.post("/api/console/rooms/{room}/end", tags=["console"], responses=_POST_REFUSALS,
+    @api.post("/api/console/rooms/{room:path}/end", tags=["console"], responses=_POST_REFUSALS,
               summary="End a room: kick every peer in it")  # fmt: skip
     async def end_room(request: Request, room: str) -> Response:
         session = current(request)
@@ -427,5 +471,27 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if failed and not kicked:
             return error(503, f"the workers did not answer: {failed[0]}")
         return ok({"kicked": kicked})
+
+    @api.post("/api/console/rooms/{room:path}/record/{action}", tags=["console"], responses={**_POST_REFUSALS,
+              400: {"description": "action is not start or stop"}},
+              summary="Start or stop recording a room (every peer's tracks; docs/recording.md)")  # fmt: skip
+    async def record_room(request: Request, room: str, action: str) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        refused = refused_post(request, session)
+        if refused is not None:
+            return refused
+        if action not in ("start", "stop"):
+            return error(400, "action is start or stop")
+        if node.config.role != "standalone" or len(room) > 128:
+            return error(404, "no such live room on this node")
+        params: dict[str, Any] = {"room": room, "app": session.app}
+        if action == "start":
+            params["peers"] = None
+        try:
+            return ok(await node.worker_for_room(room).call(f"record.{action}", params))
+        except RpcError as exc:
+            return error(exc.status, exc.message)
 
     return api

@@ -4,7 +4,7 @@
 
 (function () {
   const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
-    cluster: null };
+    cluster: null, actionAt: 0 };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -18,7 +18,7 @@
       else if (k === "onclick") node.addEventListener("click", v);
       else if (k.startsWith("data-") || k === "href" || k === "type" || k === "title" || k === "role" ||
                k === "name" || k === "value" || k === "placeholder" || k === "for" || k === "id" ||
-               k === "inputmode" || k === "aria-label") node.setAttribute(k, String(v));
+               k === "inputmode" || k === "aria-label" || k === "download") node.setAttribute(k, String(v));
     }
     for (const c of children) {
       if (c === null || c === undefined || c === false) continue;
@@ -31,6 +31,12 @@
     const s = document.getElementById("status");
     s.textContent = text || "";
     s.className = bad ? "bad" : "";
+  }
+
+  // An action's outcome stays shown for a while: the next live push does not wipe it.
+  function actionStatus(text, bad) {
+    setStatus(text, bad);
+    state.actionAt = Date.now();
   }
 
   function when(ms) {
@@ -74,9 +80,9 @@
       b.disabled = true;
       try {
         const r = await act();
-        setStatus(r);
+        actionStatus(r);
       } catch (e) {
-        setStatus(String(e.message || e), true);
+        actionStatus(String(e.message || e), true);
         b.disabled = false;
         b.textContent = label;
       }
@@ -132,6 +138,18 @@
       const name = r.room === null ? "(not in a room yet)" : r.room;
       const head = el("div", { class: "room-head" },
         el("h3", {}, name), el("span", { class: "muted" }, r.peers.length + " peer(s)"));
+      if (r.room !== null && state.session.role === "standalone") {
+        for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
+          const b = el("button", { type: "button", "data-action": "record-" + action }, label);
+          b.addEventListener("click", async () => {
+            try {
+              await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
+              actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
+            } catch (e) { actionStatus(String(e.message || e), true); }
+          });
+          head.append(b);
+        }
+      }
       if (r.room !== null) {
         head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
           const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
@@ -289,6 +307,31 @@
     }
   }
 
+  // Recordings of the app (standalone: this node's files), with download links.
+  async function renderRecordings() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Recordings"));
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    try {
+      const d = await api("GET", "/api/console/recordings");
+      if (!d.files.length) { box.replaceChildren(el("p", { class: "muted", id: "no-recordings" }, "No recording yet: use Record on a live room.")); return; }
+      const tbody = el("tbody");
+      for (const f of d.files.slice().reverse()) {
+        const size = f.size === undefined ? "" : (f.size / 1048576).toFixed(2) + " MB";
+        tbody.append(el("tr", { "data-recording": f.path },
+          el("td", { "data-label": "Room" }, f.room), el("td", { "data-label": "Peer" }, f.peer),
+          el("td", { "data-label": "Track" }, [f.kind, f.track, f.codec].filter(Boolean).join(" · ")),
+          el("td", { "data-label": "Status" }, f.status + (f.duration !== undefined && f.duration !== null ? " · " + Number(f.duration).toFixed(1) + " s" : "")),
+          el("td", { "data-label": "File" }, f.download ? el("a", { href: f.download, download: "", class: "download" }, f.path.split("/").pop() + " (" + size + ")")
+            : (f.uploaded ? "uploaded to S3: " + f.s3_key : f.path))));
+      }
+      box.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ...["Room", "Peer", "Track", "Status", "File"].map((h) => el("th", {}, h)))), tbody));
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
   // The console role: zones -> gateways, media and connector nodes, pushed with the rooms.
   function renderCluster() {
     const v = view();
@@ -356,6 +399,7 @@
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
     if (path === "/cluster") return renderCluster();
+    if (path === "/recordings") return renderRecordings();
     return renderRooms();
   }
 
@@ -369,7 +413,7 @@
       state.stale = data.stale || null;
       state.roomsAt = Date.now();
       if (state.stale) setStatus("Stale: the console lost the cluster (" + state.stale.reason + "); rooms as of " + new Date(state.stale.since * 1000).toLocaleTimeString() + ".", true);
-      else setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
+      else if (state.unanswered.length || Date.now() - (state.actionAt || 0) > 8000) setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
       const hash = location.hash || "#/rooms";
       if (hash.startsWith("#/rooms") && !state.armed) renderRooms();
     });
@@ -391,6 +435,7 @@
       return;
     }
     if (state.session.role === "console") document.getElementById("nav-cluster").hidden = false;
+    if (state.session.role === "standalone") document.getElementById("nav-recordings").hidden = false;
     document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }

@@ -31,8 +31,6 @@ import json
 import os
 import queue
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,14 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.child_process import HOST, ChildProcess, free_ports, only_loopback
+
 SECRET = "bench-growth-secret"
-HOST = "127.0.0.1"
 ENTRY = b"x" * 64
 REPORT = json.dumps({"pad": "y" * 200, "sessions": 0, "capacity": 1000}).encode()
 
-
-def only_loopback() -> bool:
-    return sorted(os.listdir("/sys/class/net")) == ["lo"]
 
 
 def lo_bytes() -> int:
@@ -200,55 +197,13 @@ def host(spec: dict[str, Any]) -> None:
 # ---- orchestrator ------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((HOST, 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Proc:
+class Proc(ChildProcess):
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.p = subprocess.Popen([sys.executable, __file__, "--host", json.dumps(spec)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
-        self.spec = spec
-
-    def read(self, event: str, timeout: float = 600) -> dict[str, Any]:
-        assert self.p.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"host exited ({self.p.poll()})")
-            if line.startswith("{"):
-                msg = dict(json.loads(line))
-                if msg.get("event") == event:
-                    return msg
-        raise TimeoutError(event)
-
-    def send(self, cmd: str) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
+        super().__init__(__file__, "--host", spec, name="host", read_timeout=600, stop_timeout=20)
 
     def stats(self) -> list[dict[str, Any]]:
         self.send("stats")
         return list(self.read("stats")["members"])
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.send("quit")
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
 
 
 FAN_PACKETS, FAN_PPS, FAN_SIZE = 300, 100.0, 1000

@@ -32,28 +32,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.child_process import HOST, ChildProcess, free_ports, only_loopback
+
 SECRET = "bench-small-secret"
-HOST = "127.0.0.1"
 CHANNEL = 42
 MSG_CHANNEL = 43
 PAYLOAD = 1200
 ENTRIES = 4
 
-
-def only_loopback() -> bool:
-    return sorted(os.listdir("/sys/class/net")) == ["lo"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -218,55 +213,13 @@ def child(spec: dict[str, Any]) -> None:
 # ---- orchestrator ------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((HOST, 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Proc:
+class Proc(ChildProcess):
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.p = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
-
-    def read(self, event: str, timeout: float = 60) -> dict[str, Any]:
-        assert self.p.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{self.spec['name']} exited ({self.p.poll()})")
-            if line.startswith("{"):
-                msg = dict(json.loads(line))
-                if msg.get("event") == event:
-                    return msg
-        raise TimeoutError(event)
-
-    def send(self, cmd: str) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
+        super().__init__(__file__, "--child", spec, name=str(spec["name"]), read_timeout=60, stop_timeout=10)
 
     def stats(self) -> dict[str, Any]:
         self.send("stats")
         return self.read("stats")
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.send("quit")
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
 
 
 def run(topology: str, n: int, packets: int, pps: float) -> dict[str, Any]:

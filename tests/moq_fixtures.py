@@ -31,18 +31,29 @@ class MoqFixtureError(RuntimeError):
     pass
 
 
+def _runs(python: str) -> bool:
+    # A pyenv shim is on PATH even when 3.12 is not the selected version, and then exits 127:
+    # only an interpreter that actually starts counts.
+    try:
+        return subprocess.run([python, "-c", "import venv"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def find_python312() -> str | None:
     explicit = os.environ.get("TRACKMESH_PYTHON312")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    on_path = shutil.which("python3.12")
-    if on_path:
-        return on_path
+    candidates: list[str] = []
     roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv", "/opt/pyenv"]
     for root in filter(None, roots):
-        found = sorted(glob.glob(os.path.join(root, "versions", "3.12*", "bin", "python3.12")))
-        if found:
-            return found[-1]
+        candidates += sorted(glob.glob(os.path.join(root, "versions", "3.12*", "bin", "python3.12")), reverse=True)
+    on_path = shutil.which("python3.12")
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        if _runs(candidate):
+            return candidate
     return None
 
 

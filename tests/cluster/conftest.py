@@ -14,6 +14,7 @@ import queue
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,17 @@ def nodes() -> Iterator[Callable[..., object]]:
     yield make
     for node in reversed(opened):
         node.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A dev cluster of real node processes (tests/cluster/test_roles.py's ``Cluster``), closed at
+    teardown; a member that logged a problem fails the test."""
+    from tests.cluster.test_roles import Cluster
+
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)

@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from http.client import HTTPConnection
-
-import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, http
 from trackmesh.security.keys import sign_forwarded
 
 BODY = json.dumps({"room": "r", "peer": "p", "ttl": 60}).encode()
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, problems
 
 
 def post_from(source_ip: str, base: str, secret: str) -> tuple[int, dict[str, str]]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from trackmesh.core.ids import ConnIdCodec, SessionId
 
@@ -21,16 +18,6 @@ from .test_global_choice import BOSTON, NEW_YORK, OSAKA, PARIS, TOKYO, write_db
 from .test_roles import SECRET, Cluster, Member, free_port, http
 
 LOCATIONS = {1: PARIS, 2: NEW_YORK, 3: TOKYO}
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def geo_db(tmp_path: Path) -> str:

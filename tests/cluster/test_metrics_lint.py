@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ from tests.promtool import PROMTOOL, promtool_problems
 from tests.runtime.node_process import NodeProcess
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is missing (apt-get install prometheus)")

@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,16 +212,6 @@ class Cluster:
             if any("Traceback" in line for line in m.lines):
                 problems.append(f"traceback\n{m.log(200)}")
         return problems
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 # ---- bad input and membership ---------------------------------------------------------------

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,16 +16,6 @@ import pytest
 from tests.cluster.test_roles import SECRET, Cluster, free_port, http
 
 FFMPEG = shutil.which("ffmpeg")
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def ffmpeg(url: str, seconds: float) -> subprocess.Popen[str]:

@@ -206,6 +206,12 @@ def add_connector_metrics(exp: Exposition, m: dict[str, float]) -> None:
         exp.gauge(name, doc, value)
     for key, (name, doc) in counters.items():
         exp.counter(name, doc, m.get(key, 0.0))
+    # The rest, a small fixed set of the service's and the connector role's own counters (events
+    # stored and deduplicated, cluster link batches, malformed or bad items, failed nodes closed).
+    for key in sorted(set(m) - set(gauges) - set(counters) - {"in_flight"}):
+        exp.gauge("trackmesh_connector", "Connector counters and levels by name: events stored and duplicates, "
+                  "link batches, malformed link messages and bad items, nodes whose sessions were closed",
+                  m[key], {"what": key})
 
 
 def add_http_metrics(exp: Exposition, counters: dict[str, int]) -> None:

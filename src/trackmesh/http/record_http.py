@@ -26,6 +26,7 @@ from trackmesh.recording.layout import list_recordings
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 from .token_http import client_address, read_json
@@ -105,7 +106,7 @@ def router(node: NodeApi) -> APIRouter:
         responses=_BODY_RESPONSES,
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": RecordStart.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(RecordStart)}},
                 "required": True,
             }
         },
@@ -132,7 +133,7 @@ def router(node: NodeApi) -> APIRouter:
         responses={404: {"description": "the room is not being recorded"}, **_BODY_RESPONSES},
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": RecordStop.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(RecordStop)}},
                 "required": True,
             }
         },

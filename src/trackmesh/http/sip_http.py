@@ -18,6 +18,7 @@ from trackmesh.core.ids import SessionId, session_worker
 from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import app_secret_matches
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 from .token_http import read_json
@@ -81,7 +82,7 @@ def router(node: NodeApi) -> APIRouter:
             404: {"description": "no such call"},
             400: {"description": "bad digits"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": DtmfRequest.model_json_schema()}}}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(DtmfRequest)}}}},
     )
     async def dtmf(
         session: int, request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
@@ -113,7 +114,7 @@ def router(node: NodeApi) -> APIRouter:
             400: {"description": "bad request"},
             503: {"description": "SIP is off on this node"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": DialRequest.model_json_schema()}}}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(DialRequest)}}}},
     )
     async def dial(
         request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")

@@ -27,6 +27,7 @@ from trackmesh.security.keys import verify_forwarded
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import MAX_TTL, SessionToken, app_secret_matches, issue
 
+from .body_schema import body_schema
 from .envelope import error, ok
 from .headers import bearer
 
@@ -182,7 +183,7 @@ def router(
             return ""
         return tenant_app(presented) if tenant_app is not None else None
     api = APIRouter()
-    body_schema = TokenRequest.model_json_schema()
+    token_body = body_schema(TokenRequest)
 
     @api.post(
         "/token/{kind}",
@@ -200,7 +201,7 @@ def router(
             415: {"description": "Content-Type is not application/json"},
             429: {"description": "too many wrong secrets from this address; see Retry-After"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema}}, "required": True}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": token_body}}, "required": True}},
     )
     async def create_token(
         kind: Kind,

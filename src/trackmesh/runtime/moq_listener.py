@@ -61,6 +61,8 @@ from trackmesh.transports.moq.session import (
 from trackmesh.transports.moq.session import StreamReset as ResetOut
 
 from .moq_auth import TokenAuthorizer
+from .moq_room_ingest import MoqRoomIngest
+from .moq_rooms import MoqRooms
 
 __all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
 
@@ -358,6 +360,10 @@ class MoqListener:
         self.host = host
         self.port = port
         self.relay = Relay()
+        #: The rooms of the in-process worker on the relay (set by the node: runtime/moq_rooms.py).
+        self.rooms: MoqRooms | None = None
+        #: MoQ publishers into those rooms (runtime/moq_room_ingest.py).
+        self.room_ingest: MoqRoomIngest | None = None
         self.anonymous = anonymous
         self._token_key = token_key
         self.stats = MoqStats()
@@ -419,7 +425,10 @@ class MoqListener:
     def metrics(self) -> dict[str, int]:
         """Counters and gauges for /metrics (``trackmesh_moq{what=...}``)."""
         relay, stats = self.relay, self.stats
-        return {
+        rooms = self.rooms.metrics() if self.rooms is not None else {}
+        if self.room_ingest is not None:
+            rooms |= self.room_ingest.metrics()
+        return rooms | {
             "sessions": len(self.sessions),
             "sessions_started_total": stats.connections,
             "webtransport_sessions_total": stats.webtransport,

@@ -214,6 +214,18 @@ class Node:
                 await self.connector.stop()
             raise StartupError(problem)
         self.moq = listener
+        first = self.workers[0] if self.workers else None
+        if isinstance(first, InProcessWorker):
+            # Rooms as MoQ: the in-process worker's rooms on the relay (runtime/moq_rooms.py), and
+            # MoQ publishers into them (runtime/moq_room_ingest.py).
+            from .moq_room_ingest import MoqRoomIngest
+            from .moq_rooms import MoqRooms
+
+            def hosted_here(room: str) -> bool:
+                return self.worker_for_room(room) is first
+
+            listener.rooms = MoqRooms(first.runtime, listener.relay, hosted_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, hosted_here)
         if self.config.moq_anonymous:
             log.warning(
                 "MoQ relay is ANONYMOUS (--moq-anonymous): anyone may publish and subscribe any namespace on UDP %s",
@@ -315,6 +327,10 @@ class Node:
         stop.cancel()
         # Children first (in parallel), then the in-process worker.
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
+        if self.moq is not None and self.moq.rooms is not None:
+            self.moq.rooms.close(time.monotonic())
+        if self.moq is not None and self.moq.room_ingest is not None:
+            self.moq.room_ingest.close()
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
         if self.connector is not None:

@@ -146,6 +146,9 @@ class Track:
     done: m.PublishDone | None = None
     done_deadline: float = 0.0
     wait_deadline: float = 0.0
+    #: Called when a subscriber attaches to the live track (an in-process publisher asks its source
+    #: for a key frame then: local_publisher.py).
+    on_attach: Callable[[], None] | None = None
 
     @property
     def key(self) -> tuple[m.TrackNamespace, bytes]:
@@ -179,6 +182,9 @@ class Relay:
         self.namespaces: dict[m.TrackNamespace, list[tuple[Peer, int]]] = {}
         self.tracks: dict[tuple[m.TrackNamespace, bytes], Track] = {}
         self.namespace_subscribers: list[NamespaceSubscriber] = []
+        #: In-process publishers of namespace prefixes (the rooms' ``("trackmesh",)``): asked for
+        #: a track when no session published a longer prefix of its namespace; never announced.
+        self.providers: dict[m.TrackNamespace, Peer] = {}
         self.stats = RelayStats()
 
     # -- namespaces ------------------------------------------------------------------------
@@ -233,6 +239,10 @@ class Relay:
             entries = self.namespaces.get(namespace[:size])
             if entries:
                 return entries[0][0]
+        for size in range(len(namespace), 0, -1):
+            provider = self.providers.get(namespace[:size])
+            if provider is not None:
+                return provider
         return None
 
     def subscribe_namespace(self, ns_sub: NamespaceSubscriber) -> None:
@@ -342,6 +352,8 @@ class Relay:
             ok_params[m.PARAM_LARGEST_OBJECT] = encode_varint(track.largest[0]) + encode_varint(track.largest[1])
         peer.reply(request_id, m.SubscribeOk(request_id, sub.alias, ok_params))
         self._replay(track, sub)
+        if track.on_attach is not None:
+            track.on_attach()
 
     def _replay(self, track: Track, sub: Subscription) -> None:
         """Send the cached groups the subscription covers (its start group on)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trackmesh.http.console.cluster_view import FORGET_AFTER, STALE_AFTER, ClusterView
@@ -51,6 +51,8 @@ def test_reports_keep_known_fields_only_and_names_stay_data() -> None:
 @given(st.binary(max_size=200) | st.builds(lambda o: json.dumps(o).encode(), st.dictionaries(
     st.sampled_from(["zone", "node", "http", "cpu", "x"]), st.one_of(st.integers(), st.text(max_size=5), st.none(),
                                                                      st.floats(allow_nan=False)))))  # fmt: skip
+@example(b'{"zone": Infinity, "node": 1}')  # int(inf) raises OverflowError
+@example(b'{"zone": 1e400, "node": -Infinity}')
 def test_any_report_is_taken_or_counted_never_raised(data: bytes) -> None:
     view = ClusterView()
     view.report("media", data, 0.0)

@@ -211,13 +211,18 @@ class ConsoleNode(Node):
         by_node: dict[tuple[int, int], list[Any]] = {}
         for key, results in replies:
             parts = key.split("/")
-            zone, node = int(parts[2]), int(parts[3])
+            try:
+                zone, node = int(parts[2]), int(parts[3])
+            except (ValueError, IndexError):
+                self.view.bad_reports += 1  # a member's malformed reply: counted, never a 500
+                continue
             rows = by_node.setdefault((zone, node), [])
             for worker, result in enumerate(results if isinstance(results, list) else []):
                 if not isinstance(result, dict) or "ok" not in result:
-                    err = result.get("error", "?") if isinstance(result, dict) else "?"
-                    out.append(RpcError(int(result.get("status", 503)) if isinstance(result, dict) else 503,
-                                        f"zone {zone} node {node} worker {worker}: {err}"))  # fmt: skip
+                    err = str(result.get("error", "?"))[:200] if isinstance(result, dict) else "?"
+                    status = result.get("status", 503) if isinstance(result, dict) else 503
+                    status = status if isinstance(status, int) and 400 <= status < 600 else 503
+                    out.append(RpcError(status, f"zone {zone} node {node} worker {worker}: {err}"))
                     continue
                 value = result["ok"]
                 if method == "console.rooms" and isinstance(value, list):

@@ -58,7 +58,7 @@ class ClusterView:
             zone, index = int(obj["zone"]), int(obj["node"])
             if role not in ROLES or not (0 <= zone < 1 << 24 and 0 <= index < 256) or not isinstance(obj, dict):
                 raise ValueError("out of range")
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # int(Infinity): OverflowError
             self.bad_reports += 1
             return
         key = (role, zone, index)

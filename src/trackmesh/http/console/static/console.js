@@ -4,7 +4,7 @@
 
 (function () {
   const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
-    cluster: null, actionAt: 0 };
+    cluster: null, actionAt: 0, heads: new Map() };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -81,6 +81,8 @@
       try {
         const r = await act();
         actionStatus(r);
+        b.disabled = false; // a room's buttons outlive the action (kept across pushes)
+        b.textContent = label;
       } catch (e) {
         actionStatus(String(e.message || e), true);
         b.disabled = false;
@@ -126,42 +128,62 @@
       el("td", { "data-label": "" }, kickButton(p.session)));
   }
 
+  // A room's heading and buttons, kept across pushes (the same nodes: a click never lands on a
+  // replaced button); only its peer count changes.
+  function roomHead(r) {
+    const key = r.room === null ? "" : "r:" + r.room;
+    let head = state.heads.get(key);
+    if (!head) {
+      head = buildRoomHead(r);
+      state.heads.set(key, head);
+    }
+    head.querySelector(".peer-count").textContent = r.peers.length + " peer(s)";
+    return [key, head];
+  }
+
   function renderRooms() {
     const v = view();
     v.replaceChildren();
     v.append(el("h2", {}, "Live rooms"));
-    if (!state.rooms.length) {
-      v.append(el("p", { class: "muted", id: "no-rooms" }, "No live room. Rooms appear here as peers join (pushed, no refresh needed)."));
-      return;
-    }
+    const used = new Set();
     for (const r of state.rooms) {
-      const name = r.room === null ? "(not in a room yet)" : r.room;
-      const head = el("div", { class: "room-head" },
-        el("h3", {}, name), el("span", { class: "muted" }, r.peers.length + " peer(s)"));
-      if (r.room !== null && state.session.role === "standalone") {
-        for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
-          const b = el("button", { type: "button", "data-action": "record-" + action }, label);
-          b.addEventListener("click", async () => {
-            try {
-              await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
-              actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
-            } catch (e) { actionStatus(String(e.message || e), true); }
-          });
-          head.append(b);
-        }
-      }
-      if (r.room !== null) {
-        head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
-          const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
-          return "Ended the room: " + d.kicked + " peer(s) kicked.";
-        }));
-      }
+      const [key, head] = roomHead(r);
+      used.add(key);
       const table = el("table", { class: "peers" },
         el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Transport"), el("th", {}, "State"),
           el("th", {}, "Tracks"), el("th", {}, ""))),
         el("tbody", {}, ...r.peers.map(peerRow)));
       v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room }, head, table));
     }
+    for (const key of [...state.heads.keys()]) if (!used.has(key)) state.heads.delete(key);
+    if (!state.rooms.length) {
+      v.append(el("p", { class: "muted", id: "no-rooms" }, "No live room. Rooms appear here as peers join (pushed, no refresh needed)."));
+    }
+  }
+
+  function buildRoomHead(r) {
+    const name = r.room === null ? "(not in a room yet)" : r.room;
+    const head = el("div", { class: "room-head" },
+      el("h3", {}, name), el("span", { class: "muted peer-count" }));
+    if (r.room !== null && state.session.role === "standalone") {
+      for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
+        const b = el("button", { type: "button", "data-action": "record-" + action }, label);
+        b.addEventListener("click", async () => {
+          try {
+            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
+            actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
+          } catch (e) { actionStatus(String(e.message || e), true); }
+        });
+        head.append(b);
+      }
+    }
+    if (r.room !== null) {
+      head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
+        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
+        return "Ended the room: " + d.kicked + " peer(s) kicked.";
+      }));
+    }
+    return head;
   }
 
   function liveSession(id) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -182,6 +183,15 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     query = urllib.parse.urlencode({"room": room, "token": node.token("whep", room)})
     viewer.goto(node.url(f"/samples/whep.html?{query}&autostart=1"))
     page.locator("li[data-track]", has_text="receives · video").first.wait_for(timeout=10_000)
+    # Each track's codec, bitrate, layer and subscribers (a bitrate once two listings are a second apart).
+    published = row.locator("li[data-track]", has_text="publishes · video").filter(has_text="kbps")
+    published.filter(has_text="1 subscriber").first.wait_for(timeout=10_000)
+    received = page.locator("li[data-track]", has_text="receives · video").filter(has_text="kbps").first
+    received.wait_for(timeout=10_000)
+    codec = re.search(r" · (VP8|VP9|H264|AV1) · ", published.first.inner_text())
+    assert codec is not None, published.first.inner_text()
+    assert f" · {codec[1]} · " in received.inner_text() and " · layer S0 T" in received.inner_text()
+    print("console: tracks:", published.first.inner_text(), "|", received.inner_text())
     check_media_metrics(node)
     if prometheus is not None:
         # PromQL over what Prometheus scraped: the forwarded-packets rate, the join histogram, the series count.

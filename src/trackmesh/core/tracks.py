@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from .channel import ChannelHub, Feedback, FeedbackKind, PublishHandle
 from .events import BitrateTarget, EndpointEvent, KeyframeRequested, LocalTrackStateChanged, VoiceActivity
-from .model import BitrateLimit, LocalTrackState, MediaPacket, TrackInfo, TrackKind, TrackSource
+from .model import BitrateLimit, LocalTrackState, MediaCodec, MediaPacket, TrackInfo, TrackKind, TrackSource
 
 # Viewers' key-frame requests are merged: at most one request reaches the publishing client per
 # interval, however many viewers (on however many nodes) ask. RFC 4585 s3.4 leaves the rate to
@@ -49,8 +49,10 @@ class RemoteTrack:
         "_last_kf",
         "channel",
         "clock_sink",
+        "codec",
         "info",
         "limit",
+        "octets",
         "packets",
     )
 
@@ -64,6 +66,10 @@ class RemoteTrack:
         self.clock_sink: ClockSink | None = None
         self.limit = BitrateLimit()
         self.packets = 0
+        # Payload bytes and the last packet's codec: read by the console (runtime/console_rpc.py)
+        # for the track's bitrate and codec, never per packet.
+        self.octets = 0
+        self.codec: MediaCodec | None = None
         self._events = events
         self._handle: PublishHandle | None = None
         self._hints: dict[int, tuple[int, float]] = {}
@@ -94,6 +100,8 @@ class RemoteTrack:
         handle = self._handle
         if handle is not None:
             self.packets += 1
+            self.octets += len(pkt.payload)
+            self.codec = pkt.codec
             handle.send(pkt)
 
     def set_limit(self, now: float, limit: BitrateLimit) -> None:

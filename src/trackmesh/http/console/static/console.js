@@ -101,12 +101,43 @@
 
   // ---- views --------------------------------------------------------------------------------------
 
-  function trackList(tracks) {
+  function kbps(bps) {
+    return bps === null || bps === undefined ? null : (bps >= 1e6 ? (bps / 1e6).toFixed(2) + " Mbps" : Math.round(bps / 1000) + " kbps");
+  }
+
+  // Who receives a published track, and the codec a received one carries (no transcoding: its
+  // source's), from every live row (all workers and nodes of the listing).
+  function published(peer, name) {
+    for (const r of state.rooms) for (const p of r.peers) {
+      if (p.peer !== peer) continue;
+      for (const t of p.tracks || []) if (t.direction === "publish" && t.name === name) return t;
+    }
+    return null;
+  }
+
+  function subscribers(source) {
+    let n = 0;
+    for (const r of state.rooms) for (const p of r.peers) for (const t of p.tracks || []) {
+      if (t.direction === "subscribe" && t.source === source) n++;
+    }
+    return n;
+  }
+
+  function trackList(tracks, peer) {
     if (!tracks || !tracks.length) return el("span", { class: "muted" }, "no tracks");
     const ul = el("ul", { class: "tracks" });
     for (const t of tracks) {
       const bits = [t.direction === "publish" ? "publishes" : "receives", t.kind, t.name];
       if (t.source) bits.push("from " + t.source);
+      const src = t.direction === "publish" ? t : (t.source ? published(t.source.slice(0, t.source.lastIndexOf("/")), t.source.slice(t.source.lastIndexOf("/") + 1)) : null);
+      if (src && src.codec) bits.push(src.codec);
+      if (kbps(t.bitrate_bps)) bits.push(kbps(t.bitrate_bps));
+      if (t.simulcast && t.simulcast.length) bits.push("simulcast " + t.simulcast.join("/"));
+      if (t.layer) bits.push("layer S" + t.layer.spatial + " T" + t.layer.temporal);
+      if (t.direction === "publish" && peer !== null && peer !== undefined) {
+        const n = subscribers(peer + "/" + t.name);
+        bits.push(n + (n === 1 ? " subscriber" : " subscribers"));
+      }
       bits.push(t.packets + " packets");
       if (t.direction === "subscribe") {
         bits.push("loss " + (100 * (t.loss || 0)).toFixed(1) + " %");
@@ -124,7 +155,7 @@
         p.peer === null ? "(no peer yet)" : p.peer)),
       el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
-      el("td", { "data-label": "Tracks" }, trackList(p.tracks)),
+      el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer)),
       el("td", { "data-label": "" }, kickButton(p.session)));
   }
 
@@ -220,7 +251,7 @@
       v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
         " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
         p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
-      v.append(trackList(p.tracks));
+      v.append(trackList(p.tracks, p.peer));
     } else {
       v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));
     }

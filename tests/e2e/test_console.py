@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/console/`` (or ``$TRACKMESH_ARTIFACTS/console
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -202,6 +203,30 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         print(f"console: prometheus: forwarded {rate:.0f} packets/s, join p95 {p95:.3f} s, "
               f"{series:.0f} series with 2 peers ({idle_series:.0f} with none)")
         assert series < 2000 and series <= idle_series + 10, (series, idle_series)
+
+    phase("Mute")
+    # Mute the publisher's video (two clicks): the viewer stops receiving it; unmute: it flows again.
+    def viewer_packets() -> int:
+        rooms = page.request.get(node.url("/api/console/rooms")).json()["data"]["rooms"]
+        return sum(t["packets"] for r in rooms for p in r["peers"] for t in p["tracks"]
+                   if t["direction"] == "subscribe" and t["kind"] == "video")  # fmt: skip
+
+    video = row.locator("li[data-track]", has_text="publishes · video")
+    for action, said in (("mute", "Muted video_main"), ("unmute", "Unmuted video_main")):
+        button = video.locator(f"button[data-action='{action}']")
+        button.click()
+        button.click()
+        page.wait_for_selector(f"#status:has-text('{said}')")
+        if action == "mute":
+            video.filter(has_text="MUTED by the operator").wait_for(timeout=5_000)
+            before = viewer_packets()
+            time.sleep(1.5)
+            assert viewer_packets() == before, "a muted track still reaches its viewer"
+            shot(page, "2a-muted")
+    resumed = time.monotonic() + 5
+    while viewer_packets() <= before + 10 and time.monotonic() < resumed:
+        time.sleep(0.3)
+    assert viewer_packets() > before + 10, "the unmuted track does not reach its viewer again"
     shot(page, "2-live-room")
     page.set_viewport_size({"width": 1100, "height": 700})
     shot(page, "2-live-room-desktop")
@@ -330,12 +355,13 @@ def test_console_apis_need_the_cookie_and_refuse_forgeries(trackmesh_node: Track
             "/api/console/peers", "/api/console/node", "/api/console/cluster", "/api/console/recordings",
             "/api/console/recordings/file"]  # fmt: skip
     posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout",
-             "/api/console/rooms/r/record/start"]
+             "/api/console/rooms/r/record/start", "/api/console/sessions/1/tracks/t/start"]
     # The OpenAPI document lists every console API; each one answers 401 without a valid cookie.
     paths = json.loads(http("GET", node.url("/openapi.json"))[2])["paths"]
     listed = sorted(p for p in paths if p.startswith(("/api/console", "/console")))
-    assert sorted(p.replace("{session_id}", "1").replace("{room}", "r").replace("{action}", "start")
-                  for p in listed) == sorted(gets + posts)
+    names = {"{session_id}": "1", "{room}": "r", "{track}": "t", "{action}": "start"}
+    assert sorted(functools.reduce(lambda p, kv: p.replace(*kv), names.items(), p) for p in listed) == sorted(
+        gets + posts)  # fmt: skip
     forged = {"Cookie": "trackmesh_console=eyJhIjoiIiwiZSI6OTk5OTk5OTk5OSwibiI6IngifQ.AAAA"}
     for path in gets:
         assert api_status(node, "GET", path) == 401, path

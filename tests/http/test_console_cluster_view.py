@@ -86,6 +86,9 @@ def test_console_queries_parse_to_worker_calls() -> None:
     assert parse_query(b'{"op": "kick", "app": "a", "session": 12}') == ("console.kick", {"app": "a", "session": "12"})
     assert parse_query(b'{"op": "end_room", "app": "a", "room": "r", "x": 1}') == (
         "console.end_room", {"app": "a", "room": "r"})
+    assert parse_query(b'{"op": "mute", "app": "a", "session": "3", "track": "cam"}') == (
+        "console.mute", {"app": "a", "session": "3", "track": "cam"})
+    assert parse_query(b'{"op": "unmute", "app": "a", "session": "3", "track": "cam"}')[0] == "console.unmute"
     results = json.loads(encode_results([[{"session": "1"}], RpcError(504, "late")]))
     assert results == [{"ok": [{"session": "1"}]}, {"error": "late", "status": 504}]
 
@@ -96,5 +99,5 @@ def test_any_console_query_parses_or_raises_value_error(data: bytes) -> None:
         method, params = parse_query(data)
     except (ValueError, UnicodeDecodeError):
         return
-    assert method in ("console.rooms", "console.kick", "console.end_room")
-    assert set(params) <= {"app", "session", "room"} and all(isinstance(v, str) for v in params.values())
+    assert method in ("console.rooms", "console.kick", "console.end_room", "console.mute", "console.unmute")
+    assert set(params) <= {"app", "session", "room", "track"} and all(isinstance(v, str) for v in params.values())

@@ -52,6 +52,7 @@ class RemoteTrack:
         "codec",
         "info",
         "limit",
+        "muted",
         "octets",
         "packets",
     )
@@ -70,6 +71,8 @@ class RemoteTrack:
         # for the track's bitrate and codec, never per packet.
         self.octets = 0
         self.codec: MediaCodec | None = None
+        # Muted by the operator (the console): packets are counted, not forwarded to the room.
+        self.muted = False
         self._events = events
         self._handle: PublishHandle | None = None
         self._hints: dict[int, tuple[int, float]] = {}
@@ -102,7 +105,18 @@ class RemoteTrack:
             self.packets += 1
             self.octets += len(pkt.payload)
             self.codec = pkt.codec
-            handle.send(pkt)
+            if not self.muted:
+                handle.send(pkt)
+
+    def set_muted(self, now: float, muted: bool) -> bool:
+        """Stop (or resume) forwarding this track to its viewers; True when that changed. A video
+        track resuming asks the publisher for a key frame now: its viewers cannot decode before one."""
+        if muted == self.muted:
+            return False
+        self.muted = muted
+        if not muted and self.info.kind is TrackKind.VIDEO:
+            self._emit_keyframe(now)
+        return True
 
     def set_limit(self, now: float, limit: BitrateLimit) -> None:
         self.limit = limit

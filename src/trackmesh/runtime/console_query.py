@@ -2,7 +2,7 @@
 
 - Media nodes answer console queries on ``tm/console/<zone>/<node>`` (a zenoh queryable on the
   node's cluster session, so only members holding the cluster secret can ask). The query's
-  payload is JSON ``{"op": "rooms"|"kick"|"end_room", "app": ..., ...}``; the node runs the op on
+  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}``; the node runs the op on
   its workers (runtime/console_rpc.py) and replies with one result per worker: the result, or
   ``{"error": message}`` for a worker that did not answer.
 - Gateways and connectors, which send no load report, publish a status report every second on
@@ -37,7 +37,8 @@ __all__ = ["CONSOLE_ROOT", "OPS", "STATUS_ROOT", "ConsoleQueryable", "CpuMeter",
 
 CONSOLE_ROOT = "tm/console/"  # tm/console/<zone>/<node>: a media node's console queryable
 STATUS_ROOT = "tm/status/"  # tm/status/<role>/<zone>/<index>: gateway and connector status reports
-OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room"}
+OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room", "mute": "console.mute",
+       "unmute": "console.unmute"}  # fmt: skip
 MAX_QUERY_BYTES = 4096
 
 CallWorkers = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
@@ -76,7 +77,7 @@ def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
         raise ValueError("nested too deep") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError("unknown op")
-    params = {k: str(obj[k]) for k in ("app", "session", "room") if k in obj and obj[k] is not None}
+    params = {k: str(obj[k]) for k in ("app", "session", "room", "track") if k in obj and obj[k] is not None}
     return OPS[str(obj["op"])], params
 
 

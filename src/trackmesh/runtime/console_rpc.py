@@ -1,5 +1,5 @@
 """The console's calls on a media worker: what is live (rooms, peers, tracks) and the operator's
-actions (kick a peer, end a room). One per worker (:meth:`ConsoleRpc.of`); every
+actions (kick a peer, end a room, mute or unmute a published track). One per worker (:meth:`ConsoleRpc.of`); every
 :class:`~.conn_table.ConnTable` of the worker registers with it.
 
 Each call is scoped to one app (tenant): a console logged in with an app's secret sees and acts on
@@ -64,6 +64,7 @@ def _tracks(peer: WebRtcPeer, now: float, meter: BitrateMeter) -> list[dict[str,
             "bitrate_bps": meter.read((session, "publish", name), now, remote.octets),
             # Simulcast: the rids the publisher sends (RFC 8853), empty for one stream.
             "simulcast": list(inbound.rids) if inbound is not None else [],
+            "muted": remote.muted,
         })
     for mid, track in sorted(peer.outbound.items()):
         rep = track.reception
@@ -103,6 +104,8 @@ class ConsoleRpc:
         runtime.register_rpc("console.rooms", self.rooms)
         runtime.register_rpc("console.kick", self.kick)
         runtime.register_rpc("console.end_room", self.end_room)
+        runtime.register_rpc("console.mute", self.mute)
+        runtime.register_rpc("console.unmute", self.unmute)
 
     @classmethod
     def of(cls, runtime: WorkerRuntime) -> ConsoleRpc:
@@ -145,6 +148,24 @@ class ConsoleRpc:
             if str(conn.key) == session:
                 table.close(now, conn, KICK_REASON)
                 return {"kicked": 1}
+        raise RpcError(404, "no live session with this id in your app")
+
+    def mute(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        return self._set_muted(now, params, True)
+
+    def unmute(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        return self._set_muted(now, params, False)
+
+    def _set_muted(self, now: float, params: dict[str, Any], muted: bool) -> dict[str, Any]:
+        """A published track of a live session stops (or resumes) reaching its viewers."""
+        session, track = str(params.get("session", "")), str(params.get("track", ""))
+        for _, conn in self._conns(str(params.get("app", ""))):
+            if str(conn.key) == session:
+                remote = conn.peer.endpoint.remote_tracks.get(track)
+                if remote is None:
+                    raise RpcError(404, "this session publishes no such track")
+                changed = remote.set_muted(now, muted)  # the worker flushes its key-frame request
+                return {"muted": muted, "changed": changed}
         raise RpcError(404, "no live session with this id in your app")
 
     def end_room(self, now: float, params: dict[str, Any]) -> dict[str, Any]:

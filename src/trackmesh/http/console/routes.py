@@ -456,6 +456,29 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return ok({"kicked": 1})
         return error(404, "no live session with this id in your app")
 
+    @api.post("/api/console/sessions/{session_id}/tracks/{track:path}/{action}", tags=["console"],
+              responses={**_POST_REFUSALS, 400: {"description": "action is not mute or unmute"}},
+              summary="Mute or unmute a peer's published track: its viewers stop (or resume) receiving it; "
+                      "packets still counted")  # fmt: skip
+    async def mute_track(request: Request, session_id: str, track: str, action: str) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        refused = refused_post(request, session)
+        if refused is not None:
+            return refused
+        if action not in ("mute", "unmute"):
+            return error(400, "action is mute or unmute")
+        if not session_id.isdigit() or len(session_id) > 20 or len(track) > 128:
+            return error(404, "no live session with this id in your app")
+        params = {"app": session.app, "session": session_id, "track": track}
+        results = await node.call_workers(f"console.{action}", params)
+        done = next((r for r in results if isinstance(r, dict) and "muted" in r), None)
+        if done is not None:
+            return ok({"muted": done["muted"], "changed": done["changed"]})
+        found = [r for r in results if isinstance(r, RpcError) and r.status == 404 and "track" in r.message]
+        return error(404, found[0].message if found else "no live session with this id in your app")
+
     @api.post("/api/console/rooms/{room:path}/end", tags=["console"], responses=_POST_REFUSALS,
               summary="End a room: kick every peer in it")  # fmt: skip
     async def end_room(request: Request, room: str) -> Response:

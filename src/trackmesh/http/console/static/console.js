@@ -123,7 +123,16 @@
     return n;
   }
 
-  function trackList(tracks, peer) {
+  function muteButton(session, t) {
+    const action = t.muted ? "unmute" : "mute";
+    const label = t.muted ? "Unmute" : "Mute";
+    return actionButton(label, "Confirm: " + action, { "data-action": action, "data-track": t.name }, async () => {
+      await api("POST", "/api/console/sessions/" + encodeURIComponent(session) + "/tracks/" + encodeURIComponent(t.name) + "/" + action);
+      return (t.muted ? "Unmuted " : "Muted ") + t.name + ": its viewers " + (t.muted ? "receive it again." : "no longer receive it.");
+    });
+  }
+
+  function trackList(tracks, peer, session) {
     if (!tracks || !tracks.length) return el("span", { class: "muted" }, "no tracks");
     const ul = el("ul", { class: "tracks" });
     for (const t of tracks) {
@@ -138,13 +147,16 @@
         const n = subscribers(peer + "/" + t.name);
         bits.push(n + (n === 1 ? " subscriber" : " subscribers"));
       }
+      if (t.muted) bits.push("MUTED by the operator");
       bits.push(t.packets + " packets");
       if (t.direction === "subscribe") {
         bits.push("loss " + (100 * (t.loss || 0)).toFixed(1) + " %");
         if (t.rtt_ms !== null && t.rtt_ms !== undefined) bits.push("RTT " + t.rtt_ms + " ms");
         bits.push("jitter " + t.jitter_ms + " ms");
       }
-      ul.append(el("li", { "data-track": t.name }, bits.join(" · ")));
+      const li = el("li", { "data-track": t.name }, bits.join(" · "));
+      if (t.direction === "publish" && session !== undefined) li.append(" ", muteButton(session, t));
+      ul.append(li);
     }
     return ul;
   }
@@ -155,7 +167,7 @@
         p.peer === null ? "(no peer yet)" : p.peer)),
       el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
-      el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer)),
+      el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer, p.session)),
       el("td", { "data-label": "" }, kickButton(p.session)));
   }
 
@@ -251,7 +263,7 @@
       v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
         " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
         p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
-      v.append(trackList(p.tracks, p.peer));
+      v.append(trackList(p.tracks, p.peer, p.session));
     } else {
       v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));
     }

@@ -211,6 +211,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         return sum(t["packets"] for r in rooms for p in r["peers"] for t in p["tracks"]
                    if t["direction"] == "subscribe" and t["kind"] == "video")  # fmt: skip
 
+    page.bring_to_front()  # a background tab runs few animation frames: clicks wait long to see a stable button
     video = row.locator("li[data-track]", has_text="publishes · video")
     for action, said in (("mute", "Muted video_main"), ("unmute", "Unmuted video_main")):
         button = video.locator(f"button[data-action='{action}']")
@@ -261,6 +262,10 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     row.locator("a.peer").click()
     page.wait_for_selector("#timeline li[data-event='Connected']", timeout=10_000)
     assert page.locator("#live-state").inner_text().startswith("Live: peer")
+    # The operator's mute and unmute are in it (the connector's RemoteTrackMuted).
+    muted = page.locator("#timeline li[data-event='RemoteTrackMuted']")
+    muted.nth(1).wait_for(timeout=5_000)
+    assert "muted: true" in muted.nth(0).inner_text() and "muted: false" in muted.nth(1).inner_text()
     shot(page, "3-timeline")
 
     phase('Kick it')

@@ -142,3 +142,6 @@ class EventSource:
 
     def detached(self, now: float, session: SessionId, track: str, peer: str, remote_track: str) -> None:
         self.emit(now, session, ev.LocalTrackDetach(track, peer, remote_track))
+
+    def track_muted(self, now: float, session: SessionId, track: str, muted: bool) -> None:
+        self.emit(now, session, ev.RemoteTrackMuted(track, muted))

@@ -165,6 +165,9 @@ class ConsoleRpc:
                 if remote is None:
                     raise RpcError(404, "this session publishes no such track")
                 changed = remote.set_muted(now, muted)  # the worker flushes its key-frame request
+                audit = self.runtime.core.audit
+                if changed and audit is not None:
+                    audit.track_muted(now, conn.key, track, muted)  # the peer's timeline shows it
                 return {"muted": muted, "changed": changed}
         raise RpcError(404, "no live session with this id in your app")
 

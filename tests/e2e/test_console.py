@@ -203,6 +203,11 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         print(f"console: prometheus: forwarded {rate:.0f} packets/s, join p95 {p95:.3f} s, "
               f"{series:.0f} series with 2 peers ({idle_series:.0f} with none)")
         assert series < 2000 and series <= idle_series + 10, (series, idle_series)
+    page.bring_to_front()  # a background tab runs few animation frames: clicks wait long to see a stable button
+    shot(page, "2-live-room")
+    page.set_viewport_size({"width": 1100, "height": 700})
+    shot(page, "2-live-room-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
 
     phase("Mute")
     # Mute the publisher's video (two clicks): the viewer stops receiving it; unmute: it flows again.
@@ -211,7 +216,6 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         return sum(t["packets"] for r in rooms for p in r["peers"] for t in p["tracks"]
                    if t["direction"] == "subscribe" and t["kind"] == "video")  # fmt: skip
 
-    page.bring_to_front()  # a background tab runs few animation frames: clicks wait long to see a stable button
     video = row.locator("li[data-track]", has_text="publishes · video")
     for action, said in (("mute", "Muted video_main"), ("unmute", "Unmuted video_main")):
         button = video.locator(f"button[data-action='{action}']")
@@ -228,10 +232,7 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     while viewer_packets() <= before + 10 and time.monotonic() < resumed:
         time.sleep(0.3)
     assert viewer_packets() > before + 10, "the unmuted track does not reach its viewer again"
-    shot(page, "2-live-room")
-    page.set_viewport_size({"width": 1100, "height": 700})
-    shot(page, "2-live-room-desktop")
-    page.set_viewport_size({"width": 390, "height": 844})
+    video.locator("button[data-action='mute']").wait_for(timeout=5_000)  # shown unmuted again
     viewer.close()
 
     phase("Record")

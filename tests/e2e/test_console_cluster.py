@@ -199,6 +199,15 @@ def test_console_role_zones_rooms_timeline_and_kick(dev_cluster: DevCluster) -> 
         assert events[0]["event"] == "Connecting" and events[0]["session"] == session, events
         assert any(p["peer"] == "alice" for p in cc.get("/api/console/peers")), "peers from the connector"
 
+        # Mute and unmute its track from the console role: the query reaches its media node.
+        name = next(t["name"] for t in peer["tracks"] if t["direction"] == "publish")
+        mute = f"/api/console/sessions/{session}/tracks/{name}/mute"
+        assert cc.post(mute) == (200, {"status": True, "data": {"muted": True, "changed": True}})
+        assert [t["muted"] for t in (cc.peer("lobby") or {})["tracks"] if t["name"] == name] == [True]
+        assert cc.post(mute.replace("/mute", "/unmute"))[1]["data"] == {"muted": False, "changed": True}
+        status, body = cc.post(f"/api/console/sessions/{session}/tracks/nope/mute")
+        assert status == 404 and body["error"].endswith("this session publishes no such track"), body
+
         # Kick it from the console: its media node closes it, the connector logs why.
         status, body = cc.post(f"/api/console/sessions/{session}/kick")
         assert status == 200 and body["data"] == {"kicked": 1}, body

@@ -40,8 +40,15 @@ HOT_MODULES = [
     "src/trackmesh/codecs/opus.py",
     "src/trackmesh/codecs/g711.py",
     "src/trackmesh/core/tracks.py",
+    "src/trackmesh/cluster/local.py",
     "src/trackmesh/transports/webrtc/media_in.py",
     "src/trackmesh/transports/webrtc/media_out.py",
+    # The receive path's entry (issue 19, lever 4): the peer's datagram handling, the port's
+    # demultiplexer and the ICE agent's per-packet liveness note, so a received packet stays in
+    # native code from the port to the viewers' sinks.
+    "src/trackmesh/transports/webrtc/peer.py",
+    "src/trackmesh/transports/webrtc/demux.py",
+    "src/trackmesh/transports/webrtc/ice/agent.py",
 ]
 
 

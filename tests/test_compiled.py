@@ -20,7 +20,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tests of everything the compiled modules touch.
-PACKET_PATH_TESTS = ["tests/rtp", "tests/codecs", "tests/core", "tests/transports/webrtc", "tests/transports/sdk"]
+PACKET_PATH_TESTS = [
+    "tests/rtp",
+    "tests/codecs",
+    "tests/core",
+    "tests/transports/webrtc",
+    "tests/transports/sdk",
+    "tests/transports/whip_whep",
+]
 
 
 def hot_modules() -> list[str]:

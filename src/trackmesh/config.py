@@ -404,7 +404,7 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
+ALL_ROLES = ("standalone", "gateway", "media", "router", "connector", "console")
 CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
 HOOK_BODIES = ("json", "protobuf")  # connector/ingest.py
@@ -437,15 +437,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
-         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector",
+                                                                   "console"), "LIST"),
     Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
          "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
-         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector", "console"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media", "router", "connector"), "IP"),
+         ("gateway", "media", "router", "connector", "console"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
          "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
-         _port("--cluster-port", True), ("gateway", "media", "router", "connector"), "PORT"),
+         _port("--cluster-port", True), ("gateway", "media", "router", "connector", "console"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
@@ -466,7 +467,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--multi-tenancy-sync", "URL polled every 30 s for the app list (same JSON as --apps)",
          _url("--multi-tenancy-sync", ("http", "https")), CONNECTOR_ROLES, "URL"),
     Flag("--data-dir", "directory of this node's own files: the events waiting for the zone's connector spill "
-         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media",), "DIR"),
+         "there (default ./trackmesh-data)", _dir("--data-dir"), ("media", "gateway"), "DIR"),
     Flag("--global", "a global gateway: follows every zone's summary and sends each new session to the best "
          "zone's gateway (307), see docs/cluster.md", _switch("--global"), ("gateway",), switch=True),
     Flag("--global-redirect", "global gateway: answer 307 to the zone gateway instead of proxying (clients that "
@@ -577,8 +578,8 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
     if values.get("record_s3_endpoint") and not values.get("record_s3"):
         raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
-    if role == "connector" and values.get("secret_generated"):
-        raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
+    if role in ("connector", "console") and values.get("secret_generated"):
+        raise ConfigError(f"--secret: the {role} needs the cluster secret (its links are authenticated with it)")
     if role == "standalone":
         values.setdefault("moq_port", 4443)
     if bool(values.get("moq_cert")) != bool(values.get("moq_key")):

@@ -36,6 +36,25 @@ def test_enums_are_integers_and_room_events_are_tagged() -> None:
     }
 
 
+def test_recording_and_compose_events_are_tagged_like_atm0s() -> None:
+    started = ev.HookEvent(3, 8, ev.RecordEvent("r", ev.RecordStarted("default/r/s1")))
+    assert json.loads(ev.to_json(started)) == {
+        "node": 3, "ts": 8, "event": {"Record": {"room": "r", "event": {"Started": {"path": "default/r/s1"}}}}
+    }
+    joined = ev.RecordEvent("r", ev.RecordPeerJoined("alice", "default/r/s1/alice"))
+    assert json.loads(ev.to_json(ev.HookEvent(3, 9, joined)))["event"]["Record"]["event"] == {
+        "PeerJoined": {"peer": "alice", "path": "default/r/s1/alice"}
+    }
+    done = ev.ComposeEvent("r", "job1", ev.ComposeCompleted("default/r/s1", "default/r/s1/composite.mp4", 62000))
+    completed = {"path": "default/r/s1", "media_uri": "default/r/s1/composite.mp4", "duration_ms": 62000}
+    assert json.loads(ev.to_json(ev.HookEvent(3, 10, done)))["event"] == {
+        "Compose": {"room": "r", "job_id": "job1", "event": {"Completed": completed}}
+    }
+    names = [ev.SourceEvent("e", "", ev.HookEvent(3, 8, e)).name for e in (started.event, joined, done)]
+    assert names == ["Record.Started", "Record.PeerJoined", "Compose.Completed"]
+    assert ev.SourceEvent("e", "", ev.HookEvent(3, 8, joined)).session_id is None
+
+
 _text = st.text(max_size=20)
 _u32 = st.integers(0, (1 << 32) - 1)
 _peer_bodies = st.one_of(
@@ -65,6 +84,12 @@ _room_bodies = st.one_of(
     st.builds(ev.PeerLeaved, _text),
     st.builds(ev.AllPeersLeaved),
 )
+_record_bodies = st.one_of(st.builds(ev.RecordStarted, _text), st.builds(ev.RecordPeerJoined, _text, _text))
+_compose_bodies = st.one_of(
+    st.builds(ev.ComposeStarted, _text),
+    st.builds(ev.ComposeFailed, _text, _text),
+    st.builds(ev.ComposeCompleted, _text, _text, _u32),
+)
 hooks = st.builds(
     ev.HookEvent,
     _u32,
@@ -72,6 +97,8 @@ hooks = st.builds(
     st.one_of(
         st.builds(ev.PeerEvent, st.integers(0, (1 << 64) - 1), _peer_bodies),
         st.builds(ev.RoomEvent, _text, _room_bodies),
+        st.builds(ev.RecordEvent, _text, _record_bodies),
+        st.builds(ev.ComposeEvent, _text, _text, _compose_bodies),
     ),
 )
 

@@ -98,6 +98,56 @@ def test_join_leave_fills_the_atm0s_tables_and_derives_room_events(db_url: str) 
         assert conn.execute(select(rooms.c.destroyed_at)).scalar_one() == int((T0 + 125) * 1000)
 
 
+def test_recording_and_compose_events_are_logged_and_posted_in_the_rooms_order(db_url: str) -> None:
+    ing = make(db_url)
+
+    def node_event(source: str, event: ev.RecordEvent | ev.ComposeEvent) -> ev.SourceEvent:
+        return ev.SourceEvent(source, "acme", ev.HookEvent(1, 1_800_000_000_000, event))
+
+    batch = [
+        peer("e1", S1, ev.Join("r", "alice"), app="acme"),
+        node_event("e2", ev.RecordEvent("r", ev.RecordStarted("acme/r/s1"))),
+        node_event("e3", ev.RecordEvent("r", ev.RecordPeerJoined("alice", "acme/r/s1/alice"))),
+        node_event("e4", ev.ComposeEvent("r", "j1", ev.ComposeStarted("acme/r/s1"))),
+        node_event("e5", ev.ComposeEvent("r", "j1", ev.ComposeFailed("acme/r/s1", "no recorded files"))),
+    ]
+    r = ing.ingest(batch, T0)
+    assert (r.stored, r.rejected) == (5, 0)
+    posted = [next(iter(b["event"])) + "." + next(iter(next(iter(b["event"].values()))["event"]))
+              for b in bodies(ing)]  # fmt: skip
+    assert posted == ["Peer.Join", "Room.Started", "Room.PeerJoined", "Record.Started", "Record.PeerJoined",
+                      "Compose.Started", "Compose.Failed"]  # fmt: skip
+    with ing.engine.connect() as conn:
+        assert conn.execute(select(rooms.c.record)).scalar_one() is True
+        keys = {k for (k,) in conn.execute(select(outbox.c.order_key))}
+    assert keys == {json.dumps(["room", "acme", "r"])}
+    with ing.engine.connect() as conn:
+        logged = storage.list_events(conn, "acme", 0, None, None, storage.Page(0, 100))
+    assert [(e["event"], json.loads(e["meta"])) for e in logged] == [
+        ("Record.Started", {"path": "acme/r/s1"}),
+        ("Record.PeerJoined", {"peer": "alice", "path": "acme/r/s1/alice"}),
+        ("Compose.Started", {"path": "acme/r/s1"}),
+        ("Compose.Failed", {"path": "acme/r/s1", "error": "no recorded files"}),
+    ]
+    assert ing.ingest(batch, T0 + 1).duplicates == 5
+
+
+def test_with_protobuf_bodies_recording_events_are_logged_not_posted(db_url: str) -> None:
+    """hook.proto has no Record/Compose layout: such events are in the log, and the room's other
+    events are still posted (in protobuf)."""
+    engine = storage.open_engine(db_url)
+    storage.migrate(engine)
+    ing = Ingestor(engine, 1, 120.0, lambda app: "http://127.0.0.1:9/hook", hook_body="protobuf")
+    ing.restore()
+    started = ev.SourceEvent("e2", "", ev.HookEvent(1, 5, ev.RecordEvent("r", ev.RecordStarted("default/r/s1"))))
+    r = ing.ingest([peer("e1", S1, ev.Join("r", "alice")), started], T0)
+    assert r.stored == 2 and [d.id for d in r.deliveries] == ["e1", "e1.1", "e1.2"]
+    with engine.connect() as conn:
+        assert [e["event"] for e in storage.list_events(conn, "", 0, None, None, storage.Page(0, 10))] == [
+            "Record.Started"
+        ]
+
+
 def test_duplicates_are_stored_once(db_url: str) -> None:
     ing = make(db_url)
     join = peer("dup-1", 5, ev.Join("r", "p"))

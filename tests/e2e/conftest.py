@@ -238,6 +238,7 @@ class TrackmeshNode:
         from tests.runtime.node_process import NodeProcess
 
         self.proc = NodeProcess(*args)
+        self.record_dir = Path(args[args.index("--record-dir") + 1]) if "--record-dir" in args else None
         self.base = self.proc.base
         self.secret = self.proc.secret
         self.lines = self.proc.lines  # the node's output, drained as it comes by NodeProcess
@@ -277,11 +278,14 @@ def trackmesh_node(netns_guard: None) -> Iterator[TrackmeshNode]:
 
     Set TRACKMESH_E2E_LOG_LEVEL=debug to get the node's debug log in failure reports.
     """
-    node = TrackmeshNode("--log-level", os.environ.get("TRACKMESH_E2E_LOG_LEVEL", "info"))
+    # Recordings (an API-started one, test_sdk_rooms) go to a temporary folder, not ./trackmesh-data.
+    record_dir = tempfile.mkdtemp(prefix="trackmesh-rec-")
+    node = TrackmeshNode("--log-level", os.environ.get("TRACKMESH_E2E_LOG_LEVEL", "info"), "--record-dir", record_dir)
     try:
         yield node
     finally:
         rc = node.stop()
+        shutil.rmtree(record_dir, ignore_errors=True)
         tail = node.log_tail(200)
         assert "Traceback" not in "\n".join(node.lines), tail
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"

@@ -262,3 +262,48 @@ def test_a_second_connector_in_a_zone_and_an_unreachable_database_are_refused_in
     assert any(line.startswith("trackmesh: --connector-db: the connector cannot start") for line in bad.lines), \
         bad.log()
     assert not any("Traceback" in line for line in dup.lines + bad.lines)
+
+
+def test_the_zone_gateways_route_events_reach_the_zones_connector(cluster: Cluster, tmp_path: Path) -> None:
+    """A zone gateway's RouteBegin/RouteSuccess/RouteError travel by the media nodes' path
+    (runtime/connector_link.py): a request no node takes, then a WHIP publisher placed through the
+    gateway, whose route events share the session id of the media node's own events."""
+    from trackmesh.config import resolve
+    from trackmesh.security.tokens import SessionToken, issue
+
+    conn = connector(cluster, tmp_path / "connector.db", seeds=[])
+    gw = cluster.start("gateway", 1, 2, "--data-dir", str(tmp_path / "gw"), seeds=[conn.seed])
+    # 1. No media node yet: 503 (PoolEmpty), RouteBegin + RouteError under an id of the gateway's.
+    key = resolve("media", {"secret": SECRET}, {}).token_key
+    token = issue(key, SessionToken("whip", "routed", "alice"), 600, int(time.time()))
+    offer = (Path(__file__).parents[1] / "sdp" / "fixtures" / "chrome_whip_simulcast.sdp").read_bytes()
+    status, _, _ = http("POST", gw.base + "/whip/endpoint", offer,
+                        {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 503
+    wait_until(lambda: "RouteError" in [e["event"] for e in log_events(conn)], 15, "the refused route", conn, gw)
+    # 2. A media node joins; a WHIP publisher through the gateway (the node reports no route event).
+    m = media(cluster, tmp_path / "media", [conn.seed, gw.seed])
+    cluster.wait_nodes(gw, 1)
+    finished(publish(gw, "routed", "bob", 1))
+
+    def placed() -> list[list[str]]:
+        return [v for v in by_session(log_events(conn)).values() if "RouteSuccess" in v and "Disconnected" in v]
+
+    wait_until(lambda: bool(placed()), 20, "the placed session's events", conn, gw, m)
+    events = log_events(conn)
+    sessions = by_session(events)
+    assert len(sessions) == 2, sessions
+    (refused,) = [v for v in sessions.values() if "RouteError" in v]
+    assert refused == ["RouteBegin", "RouteError"], sessions
+    (names,) = placed()
+    assert sorted(names) == sorted([*DIRECT, "RemoteTrackStarted", "RemoteTrackEnded"]), names  # each once
+    meta = {e["event"]: json.loads(e["meta"]) for e in events}
+    assert meta["RouteError"]["error"] == 0 and meta["RouteError"]["dest_node"] is None, meta  # PoolEmpty
+    assert meta["RouteSuccess"]["dest_node"] == (1 << 8) | 10, meta  # the media node that took it
+    ts = {e["event"]: e["node_ts"] for e in events if "RouteError" not in sessions[str(e["session"])]}
+    assert ts["RouteBegin"] <= ts["Connecting"] <= ts["RouteSuccess"], ts  # request, node, the node's answer
+    # A RouteError ends its session in the log: nothing is left open.
+    still_open = [s for s in api(conn, "/api/connector/log/sessions?limit=100") if s["leaved_at"] is None]
+    assert not still_open, still_open
+    assert link_metric(gw, "source_emitted") == 4 and link_metric(gw, "link_pending") == 0
+    assert link_metric(m, "source_emitted") == len(CLOSED) + 2  # the media node: no route event of its own

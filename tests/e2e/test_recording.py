@@ -320,3 +320,76 @@ def test_recordings_reach_s3_within_25_s_of_the_peer_leaving(recorded: Recorded,
         local = recorded.root_d / key.removeprefix("node-d/")
         assert not local.exists()  # deleted once the store confirmed it
         assert json.loads(local.with_name(local.name + ".json").read_text())["uploaded"]
+
+
+def test_the_api_composes_a_recorded_session_into_one_file(recorded: Recorded) -> None:
+    """``POST /api/record/compose`` on the session the GStreamer VP8+Opus publisher left on node A:
+    a job whose progress and result ``GET /api/record/jobs/<id>`` shows, then one H.264+AAC file."""
+    node = recorded.node
+    files = recorded.list_answer[1]["data"]["files"]
+    session = str(Path(next(f["path"] for f in files if f["room"] == "api-vp8")).parent.parent)
+    body = {"path": session, "width": 320, "height": 240, "fps": 10}
+    status, answer = node.proc.json("POST", "/api/record/compose", body, token=node.secret)
+    assert status == 202 and answer["data"]["status"] in ("queued", "running"), answer
+    job = answer["data"]
+    assert job["output"] == f"{session}/composite.mp4"
+    seen: list[float] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, answer = node.proc.json("GET", f"/api/record/jobs/{job['id']}", token=node.secret)
+        assert status == 200, answer
+        job = answer["data"]
+        seen.append(job["progress"])
+        if job["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    assert job["status"] == "completed", job
+    assert seen == sorted(seen) and job["progress"] == 1.0
+    assert job["result"]["peers"] == ["cam"] and job["result"]["files"] == 2, job
+    out = recorded.root_a / job["output"]
+    meta = probe(out)
+    assert sorted((s["codec_type"], s["codec_name"]) for s in meta["streams"]) == [("audio", "aac"), ("video", "h264")]
+    assert 8.0 <= float(meta["format"]["duration"]) <= 12.0, meta["format"]
+    assert abs(float(meta["format"]["duration"]) - job["result"]["duration"]) < 0.2
+    assert decode_errors(out) == ""
+    # Refusals: outside the app's folder, a folder that is not there, an unknown job, no secret.
+    for path in ("../x", "/etc", "default", "other-app/demo/s", f"{session}/nope"):
+        status, answer = node.proc.json("POST", "/api/record/compose", {"path": path}, token=node.secret)
+        assert status == 404 and answer["status"] is False, (path, answer)
+    status, _ = node.proc.json("POST", "/api/record/compose", {"path": session, "fps": 0}, token=node.secret)
+    assert status == 400
+    status, _ = node.proc.json("GET", "/api/record/jobs/0123456789abcdef", token=node.secret)
+    assert status == 404
+    status, _ = node.proc.json("GET", f"/api/record/jobs/{job['id']}", token="wrong-secret-123456")
+    assert status == 401
+    # A session with nothing to compose: the job fails and says why.
+    (recorded.root_a / "default" / "empty-room" / "s1").mkdir(parents=True)
+    status, answer = node.proc.json("POST", "/api/record/compose", {"path": "default/empty-room/s1"}, token=node.secret)
+    assert status == 202
+    for _ in range(150):
+        status, answer = node.proc.json("GET", f"/api/record/jobs/{answer['data']['id']}", token=node.secret)
+        if answer["data"]["status"] == "failed":
+            break
+        time.sleep(0.2)
+    assert answer["data"]["status"] == "failed" and "no recorded files" in answer["data"]["error"], answer
+    assert "/" + str(recorded.root_a).strip("/") not in answer["data"]["error"]  # no server paths
+    # The hook events of the recordings and of both jobs, in the node's connector log (session 0).
+    failed_id = answer["data"]["id"]
+    logged: list[tuple[str, dict[str, Any]]] = []
+    failures: list[dict[str, Any]] = []
+    for _ in range(50):
+        status, answer = node.proc.json("GET", "/api/connector/log/events?session=0&limit=100", token=node.secret)
+        assert status == 200, answer
+        logged = [(e["event"], json.loads(e["meta"])) for e in answer["data"]]
+        failures = [m for e, m in logged if e == "Compose.Failed" and m["path"] == "default/empty-room/s1"]
+        if failures:
+            break
+        time.sleep(0.2)
+    assert ("Record.Started", {"path": session}) in logged, logged
+    assert ("Record.PeerJoined", {"peer": "cam", "path": f"{session}/cam"}) in logged, logged
+    assert [e for e, m in logged if e == "Record.Started"] == ["Record.Started"] * 2  # api-vp8 and tok-h264
+    assert ("Compose.Started", {"path": session}) in logged, logged
+    duration_ms = int(job["result"]["duration"] * 1000)
+    done = {"path": session, "media_uri": f"{session}/composite.mp4", "duration_ms": duration_ms}
+    assert ("Compose.Completed", done) in logged, logged
+    assert len(failures) == 1 and "no recorded files" in failures[0]["error"], (failed_id, logged)

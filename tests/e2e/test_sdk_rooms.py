@@ -10,6 +10,7 @@ module once outside the namespace, or ``npm ci`` in tests/e2e/sdk_page, to prime
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -228,6 +229,47 @@ def test_spatial_limit_gets_low_layer(trackmesh_node: TrackmeshNode, sdk_pages: 
     width = inbound(capped)["video_0"]["width"]
     print("publisher layers:", layers(), "capped viewer width:", width)
     assert width == low < max(x["width"] for x in layers())
+
+
+def test_a_recorded_simulcast_publisher_is_recorded_at_its_top_layer(
+    trackmesh_node: TrackmeshNode, sdk_pages: Any
+) -> None:
+    """``POST /api/record/start`` on a room whose SDK publisher sends Chrome's simulcast: the
+    recorder follows the top layer it sees (a new file when a higher one appears, on its key
+    frame); the last file has the top layer's size, and every file decodes without an error."""
+    from tests.recording.probe import decode_errors, probe
+
+    node = trackmesh_node
+    assert node.record_dir is not None
+    room = "sdk-simulcast-rec"
+    status, answer = node.proc.json("POST", "/api/record/start", {"room": room}, token=node.secret)
+    assert status == 200, answer
+    (pub,) = sdk_pages(1)
+    start(pub, node, room, "pub", mic=False, simulcast=True, width=1280, height=720)
+
+    def layers() -> list[dict[str, Any]]:
+        return [x for x in pub.evaluate("TM.outbound()") if x["kind"] == "video" and x["width"]]
+
+    wait_until(lambda: len(layers()) >= 2, 20, lambda: f"two simulcast layers: {pub.evaluate('TM.outbound()')}")
+    time.sleep(2.0)  # the top layer's next key frame (the recorder asks for one) and some media
+    top = max(x["width"] for x in layers())
+    status, answer = node.proc.json("POST", "/api/record/stop", {"room": room}, token=node.secret)
+    assert status == 200, answer
+    folder = node.record_dir / "default" / room
+
+    def sidecars() -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) | {"media": p.with_suffix("")} for p in sorted(folder.rglob("*.json"))]
+
+    wait_until(lambda: sidecars() and all(s["status"] == "complete" for s in sidecars()), 10,
+               lambda: f"recordings finalised: {sidecars()}")  # fmt: skip
+    videos = [s["media"] for s in sidecars() if s["kind"] == "video"]
+    assert videos, sidecars()
+    widths = [probe(v)["streams"][0]["width"] for v in videos]
+    print("simulcast layers:", layers(), "recorded files' widths:", widths)
+    assert widths[-1] == top, (widths, layers())
+    assert widths == sorted(widths), widths  # only ever up to a higher layer
+    for video in videos:
+        assert decode_errors(video) == "", video
 
 
 def test_ice_restart_keeps_media(trackmesh_node: TrackmeshNode, sdk_pages: Any) -> None:

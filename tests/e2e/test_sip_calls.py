@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from array import array
@@ -37,6 +38,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.recording.probe import decode_errors, probe
 
 pytestmark = pytest.mark.e2e
 
@@ -525,11 +527,14 @@ def sip_node(netns_guard: None, hooks: HookServer) -> Iterator[tuple[TrackmeshNo
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
     port = free_port()
-    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-hook-url", hooks.url)
+    record_dir = tempfile.mkdtemp(prefix="trackmesh-rec-")
+    node = TrackmeshNode("--sip-port", str(port), "--sip-rtp-ports", "42000-42099", "--sip-hook-url", hooks.url,
+                         "--record-dir", record_dir)  # fmt: skip
     try:
         yield node, port
     finally:
         rc = node.stop()
+        shutil.rmtree(record_dir, ignore_errors=True)
         tail = node.log_tail(200)
         assert "Traceback" not in "\n".join(node.lines), tail
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
@@ -589,7 +594,11 @@ async def whep_listen(url: str, token: str, seconds: float) -> dict[str, Any]:
 def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
     node, sip_port = sip_node
     room = "sip-pcap-room"
-    sip_token = node.token("sip", room, "phone1")
+    # A record:true token (docs/recording.md): the caller's track, Opus in the room, gets a file.
+    status, answer = node.proc.json("POST", "/token/sip", {"room": room, "peer": "phone1", "ttl": 600, "record": True},
+                                    token=node.secret)  # fmt: skip
+    assert status == 200, answer
+    sip_token = answer["data"]["token"]
     whep_token = node.token("whep", room)
     (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
 
@@ -618,6 +627,23 @@ def test_sipp_pcap_call_is_heard_in_the_room(sip_node: tuple[TrackmeshNode, int]
     assert sip_calls(node) == []  # the BYE ended the call and its peer
     _status, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert stats["data"]["sip"]["answered"] >= 1
+    # The phone's audio was recorded (and finalised when it left): one Opus WebM that plays, named
+    # after its peer.
+    assert node.record_dir is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status, listed = node.proc.json("GET", f"/api/record/list?room={room}", token=node.secret)
+        files = listed["data"]["files"]
+        if files and all(f["status"] == "complete" for f in files):
+            break
+        time.sleep(0.2)
+    assert [(f["peer"], f["kind"], f["codec"], f["status"]) for f in files] == [
+        ("phone1", "audio", "opus", "complete")
+    ], files
+    media = node.record_dir / files[0]["path"]
+    (stream,) = probe(media)["streams"]
+    assert stream["codec_name"] == "opus" and float(probe(media)["format"]["duration"]) > 2.0, probe(media)
+    assert decode_errors(media) == ""
 
 
 def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(

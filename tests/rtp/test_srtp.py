@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.rtp.packet import RtpError, RtpHeader
 from trackmesh.rtp.srtp import (
     GcmSrtpCipher,
     SrtpAuthenticationError,
@@ -304,3 +305,123 @@ def test_aes_cm_sender_matches_libsrtp_across_the_wrap_and_bounds_its_buffer() -
     with pytest.raises(SrtpError):
         sender.protect(header, body, 7)
     assert a.rtp_sender(0x11223344) is sender
+
+
+# -- the receive path: parse once, decrypt the payload alone ------------------------------------
+
+
+def _padded(packet: bytes, padding: int) -> bytes:
+    """``packet`` with the P bit set and ``padding`` octets (the last one counting them)."""
+    if not padding:
+        return packet
+    return bytes([packet[0] | 0x20]) + packet[1:] + bytes(padding - 1) + bytes([padding])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=10),
+    start=st.integers(0, 0xFFFF),
+    steps=st.lists(st.integers(-200, 40), min_size=10, max_size=10),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    csrcs=st.integers(0, 3),
+    ext_words=st.integers(0, 2),
+    padding=st.integers(0, 9),
+)
+def test_parsed_unprotect_agrees_with_libsrtp_and_the_whole_packet_parse(
+    payloads: list[bytes], start: int, steps: list[int], ssrc: int, csrcs: int, ext_words: int, padding: int
+) -> None:
+    """Random headers (CSRCs, extensions, padding) on a random walk of sequence numbers (late,
+    repeated, across the wrap): the "python" backend's parse-once unprotect accepts and refuses
+    exactly the packets libsrtp's receiver does (replay window, RFC 3711 s3.3.2), and what it
+    returns (header parsed before decryption, payload decrypted alone) is what parsing the whole
+    unprotected packet gives."""
+    # Our sender (byte-identical to libsrtp's, tests above): libsrtp's refuses numbers far back.
+    tx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY)
+    lib_rx = libsrtp_gcm(GCM_KEY, outbound=False)
+    ours = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY, gcm_backend="python")
+    seq = ext = start
+    for i in range(10):
+        payload = payloads[i % len(payloads)]
+        packet = _padded(rtp(seq, ssrc, payload, csrcs, b"\x10\x01\x02\x03" * ext_words), padding)
+        protected = tx.protect_rtp(packet)
+        try:
+            lib_rx.unprotect(protected)
+            accepted = True
+        except pylibsrtp.Error:
+            accepted = False
+        if not accepted:
+            with pytest.raises(SrtpReplayError):
+                ours.unprotect_rtp_parsed(protected)
+        else:
+            h, head, body = ours.unprotect_rtp_parsed(protected)
+            ref = RtpHeader.parse(packet)
+            assert head is protected
+            for field in ("marker", "payload_type", "sequence_number", "timestamp", "ssrc", "csrc_count",
+                          "extension_profile", "extension_offset", "extension_length", "header_length",
+                          "padding_length", "payload_length"):  # fmt: skip
+                assert getattr(h, field) == getattr(ref, field), field
+            assert body[h.payload_offset : h.payload_offset + h.payload_length] == payload
+            assert h.payload_offset == 0 and len(body) == len(payload) + padding
+        ext += steps[i] if ext + steps[i] >= start else -steps[i]
+        seq = ext & 0xFFFF
+    assert ours.malformed == ours.auth_failures == 0
+
+
+def test_parsed_unprotect_across_two_wraps_and_per_ssrc_state() -> None:
+    """The rollover counter (RFC 3711 s3.3.1) reaches 2 on the receiver as on libsrtp's sender;
+    a second SSRC keeps its own index (RFC 7714 s8.1 IV per SSRC); the whole-packet
+    unprotect_rtp shares the same per-SSRC receivers."""
+    tx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY)  # its sender matches libsrtp's (above)
+    rx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY, gcm_backend="python")
+    for i in range(2 * 65536 + 50):
+        seq = (65000 + i) & 0xFFFF
+        packet = rtp(seq, payload=i.to_bytes(4, "big"))
+        h, _, body = rx.unprotect_rtp_parsed(tx.protect_rtp(packet))
+        assert body == i.to_bytes(4, "big") and h.sequence_number == seq
+        if i % 1000 == 0:
+            other = rtp(i & 0xFFFF, ssrc=7, payload=b"x")
+            assert rx.unprotect_rtp(tx.protect_rtp(other)) == other
+    assert seq == 65049  # with rollover counter 2
+    late = tx.protect_rtp(rtp(64000, payload=b"late"))  # 1,049 behind: outside the 128-packet window
+    with pytest.raises(SrtpReplayError):
+        rx.unprotect_rtp_parsed(late)
+    assert rx.replay_failures == 1
+
+
+def test_parsed_unprotect_counts_forged_runt_and_bad_padding() -> None:
+    tx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY)
+    rx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY, gcm_backend="python")
+    forged = bytearray(tx.protect_rtp(rtp(1)))
+    forged[20] ^= 1
+    with pytest.raises(SrtpAuthenticationError):
+        rx.unprotect_rtp_parsed(bytes(forged))
+    with pytest.raises(SrtpMalformedError):
+        rx.unprotect_rtp_parsed(rtp(2)[:12] + bytes(15))  # shorter than header + tag
+    with pytest.raises(SrtpMalformedError):
+        rx.unprotect_rtp_parsed(b"\x40" + bytes(40))  # RTP version 1
+    # Authentic, but its (encrypted) padding count is 0: only decryption can tell, as RtpError.
+    bad_padding = rtp(3, payload=b"\x01\x02\x00")
+    bad_padding = bytes([bad_padding[0] | 0x20]) + bad_padding[1:]
+    with pytest.raises(RtpError):
+        rx.unprotect_rtp_parsed(tx.protect_rtp(bad_padding))
+    assert (rx.auth_failures, rx.replay_failures, rx.malformed) == (1, 0, 2)
+    # The forged packet did not move the replay state: the real one is still accepted.
+    assert rx.unprotect_rtp(tx.protect_rtp(rtp(1))) == rtp(1)
+
+
+def test_parsed_unprotect_keeps_no_state_for_ssrcs_that_never_authenticate() -> None:
+    """Forged packets under ever new SSRCs are counted and dropped without growing the session
+    (a receiver is kept once a packet of its SSRC authenticated, as libsrtp adds a stream)."""
+    tx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY)
+    rx = SrtpSession(SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, GCM_KEY, gcm_backend="python")
+    for ssrc in range(1000, 1500):
+        forged = bytearray(tx.protect_rtp(rtp(ssrc, ssrc=ssrc)))
+        forged[-1] ^= 1  # the tag
+        with pytest.raises(SrtpAuthenticationError):
+            rx.unprotect_rtp_parsed(bytes(forged))
+    assert (rx.auth_failures, rx.receive_streams) == (500, 0)
+    # A real stream after a forged packet of its SSRC: accepted, its state kept from then on.
+    assert rx.unprotect_rtp(tx.protect_rtp(rtp(7, ssrc=1000))) == rtp(7, ssrc=1000)
+    assert rx.receive_streams == 1
+    with pytest.raises(SrtpReplayError):
+        rx.unprotect_rtp(tx.protect_rtp(rtp(7, ssrc=1000)))

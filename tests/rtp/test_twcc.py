@@ -310,3 +310,70 @@ def test_clean_estimate_never_stays_below_the_delivered_rate() -> None:
     # The sender moves up (a higher layer) on a clean path: the estimate follows at once.
     _feed(est, now, now + 1.0, 400_000)
     assert est.estimate >= 390_000
+
+
+@given(
+    start=st.integers(0, 0xFFFF),
+    max_statuses=st.sampled_from([16, 500]),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("rec"), st.integers(-30, 40)),
+            st.tuples(st.just("rec"), st.sampled_from([-1024, 1024, 2048, -700, 900, 3000])),
+            st.tuples(st.just("fb"), st.just(0)),
+        ),
+        max_size=150,
+    ),
+)
+def test_recorder_reports_exactly_what_arrived(start: int, max_statuses: int, ops: list[tuple[str, int]]) -> None:
+    """A model check of the recorder: packets arrive reordered, duplicated, across the wrap
+    and far ahead, with feedback due in between. Each feedback run starts where the last one
+    ended (or, after a gap longer than a feedback, at the first arrival) and ends at the
+    highest arrival, skipping only losses; a number is received, with its first arrival's
+    time (to the 250 us tick), exactly when it arrived in that interval; a packet whose number
+    was already reported is late; every status is counted once."""
+    rec = TwccRecorder(1, 2, interval=0.0, max_statuses=max_statuses)
+    first: dict[int, float] = {}  # this interval's arrivals (not late): the first time of each
+    next_base = -1
+    ext, top, now = start + 0x10000, start + 0x10000, 100.0
+    late = recorded = received = lost = 0
+    for kind, step in [*ops, ("fb", 0)]:
+        now += 0.001
+        if kind == "rec":
+            # Stay within half the 16-bit space of the highest number sent, as senders do.
+            ext = max(ext + step, top - 30_000, 0x10000 - 20)
+            top = max(top, ext)
+            if ext < next_base:
+                late += 1
+            else:
+                first.setdefault(ext, now)
+            rec.record(ext & 0xFFFF, now)
+            continue
+        got = _feedbacks(rec.handle_timeout(now))
+        arrived, first = first, {}
+        recorded += len(arrived)
+        if not arrived:
+            assert got == []
+            continue
+        lo, hi = min(arrived), max(arrived)
+        base = lo if next_base < 0 or lo - next_base > max_statuses else next_base
+        assert got
+        for fb in got:
+            # A feedback's worth of losses in a row is skipped, not sent.
+            skipped = (fb.base_seq - base) & 0xFFFF
+            assert not set(arrived) & set(range(base, base + skipped))
+            base += skipped
+            assert 0 < len(fb.statuses) <= max_statuses
+            for i, (seq, arrival) in enumerate(fb.packets()):
+                e = base + i
+                assert seq == e & 0xFFFF
+                if arrival is None:
+                    assert e not in arrived
+                    lost += 1
+                else:
+                    assert arrival == pytest.approx(arrived[e], abs=0.000126)
+                    received += 1
+            base += len(fb.statuses)
+        assert base == hi + 1  # the run ends at the highest arrival, nothing reported twice
+        next_base = hi + 1
+    assert (rec.late, rec.recorded) == (late, recorded)
+    assert (rec.reported_received, rec.reported_lost) == (received, lost)

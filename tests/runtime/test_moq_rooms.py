@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from tests.transports.moq.harness import Client, Clock
 from tests.transports.moq.test_rtp_to_loc import vp8_frame
@@ -22,6 +23,7 @@ from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
 from trackmesh.runtime.moq_auth import TokenAuthorizer
 from trackmesh.runtime.moq_room_ingest import MoqRoomIngest
 from trackmesh.runtime.moq_rooms import MoqRooms
+from trackmesh.runtime.recording import RecordingService
 from trackmesh.runtime.worker import WorkerRuntime
 from trackmesh.security.tokens import SessionToken, issue
 from trackmesh.transports.moq import messages as m
@@ -191,3 +193,37 @@ def test_a_token_publisher_may_only_join_as_its_own_peer() -> None:
         ingest.close()
 
     run(test)
+
+
+def test_a_record_token_publishers_tracks_are_recorded(tmp_path: Path) -> None:
+    """A MoQ publisher whose token says ``record: true``: its peer's tracks get a recording tap,
+    and the frames it sends end up in a playable file (runtime/recording.py)."""
+
+    async def main() -> None:
+        config = resolve("standalone", {"secret": "test-secret-12345", "record_dir": str(tmp_path)}, {})
+        runtime = WorkerRuntime(config, 0)
+        recording = RecordingService(runtime)
+        relay, clock = Relay(), Clock()
+        ingest = MoqRoomIngest(runtime, relay, lambda room: True)
+        claims = SessionToken("moq", "r5", "cam", record=True, publish=("trackmesh/r5",))
+        token = issue(runtime.config.token_key, claims, 60, int(time.time()))
+        pub = Client(relay, clock, authorizer=TokenAuthorizer(runtime.config.token_key))
+        pub.session.path = f"/?jwt={token}"
+        pub.setup()
+        pub.send(m.PublishNamespace(pub.rid(), (b"trackmesh", b"r5")))
+        (catalog_sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+        pub.send(m.SubscribeOk(catalog_sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+        pub.subgroup(1, 0, [(0, encode_catalog([CatalogTrack("video_main", True, codec="vp8")]))])
+        (video_sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+        pub.send(m.SubscribeOk(video_sub.request_id, 2, {m.PARAM_EXPIRES: 0}))
+        (rec,) = recording.rooms.values()
+        assert rec.room == "r5" and rec.peers == {"cam"} and not rec.all_peers
+        assert [k.split("/")[3:5] for k in rec.taps] == [["cam", "video_main"]], rec.taps
+        pub.subgroup(2, 0, list(enumerate([vp8_frame(True, size=2500), vp8_frame(False), vp8_frame(False)])))
+        ingest.close()
+        recording.shutdown(runtime.now())
+        assert runtime.counters["recording_files"] == 1 and runtime.counters["recording_failures"] == 0
+        (side,) = tmp_path.rglob("*.webm.json")
+        assert side.parent.name == "cam" and side.with_suffix("").stat().st_size > 0
+
+    asyncio.run(main())

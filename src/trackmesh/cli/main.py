@@ -1,4 +1,5 @@
-"""``trackmesh standalone|gateway|media``: start a node; ``trackmesh dev-cluster``: a local cluster.
+"""``trackmesh standalone|gateway|media``: start a node; ``trackmesh dev-cluster``: a local cluster;
+``trackmesh record compose``: one file of a recorded room session (cli/record.py).
 
 Every flag can also be set with an environment variable ``TRACKMESH_<FLAG>`` (e.g.
 ``TRACKMESH_HTTP_PORT=3001``). A bad value stops the process with one line naming the flag
@@ -25,6 +26,8 @@ ROLES = {
     "router": "a zone's zenoh router: relays cluster traffic for the zone's members (--cluster-mode routers)",
     "connector": "the zone's connector: stores the zone's events (--connector-db), sends the webhooks, "
     "serves the log API",
+    "console": "the operator's console for the whole cluster at /console: zones, nodes, rooms, timelines "
+    "(docs/console.md)",
 }
 
 
@@ -35,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "dev-cluster",
         help="a local cluster on loopback: gateways and media nodes as separate processes (see dev-cluster --help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "record",
+        help="work with recordings on disk: record compose <session folder> -o out.mp4 (see record --help)",
         add_help=False,
     )
     for role, help_text in ROLES.items():
@@ -56,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.cli.dev_cluster import main as dev_cluster_main
 
         return dev_cluster_main(argv[1:])
+    if argv[:1] == ["record"]:
+        from trackmesh.cli.record import main as record_main
+
+        return record_main(argv[1:])
     args = build_parser().parse_args(argv)
     role = args.role
     try:
@@ -86,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.runtime.connector_node import ConnectorNode
 
         node = ConnectorNode(config)
+    elif role == "console":
+        from trackmesh.runtime.console_node import ConsoleNode
+
+        node = ConsoleNode(config)
     elif role == "router":
         from trackmesh.router.node import RouterNode
 

@@ -257,13 +257,79 @@ class RoomEvent:
     event: RoomEventBody
 
 
+# ---- recording events (the media node that records, runtime/recording.py) --------------------
+# atm0s's ``RecordEvent``: ``Started {path}`` the first time a room records (per recording
+# session here), ``PeerJoined {peer, path}`` the first time one of a peer's tracks is recorded in
+# it. ``path``: the folder under --record-dir (and under the S3 prefix), as /api/record/list shows
+# it. As for room events, the app travels beside the body (SourceEvent.app), not inside it.
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStarted:
+    TAG: ClassVar[str] = "Started"
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPeerJoined:
+    TAG: ClassVar[str] = "PeerJoined"
+    peer: str
+    path: str
+
+
+RecordEventBody = RecordStarted | RecordPeerJoined
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    room: str
+    event: RecordEventBody
+
+
+# ---- compose events (a node's compose job, recording/jobs.py) ---------------------------------
+# atm0s's ``ComposeEvent``: Started, Failed {error}, Completed. Ours name the job and the session
+# folder it composes; Completed carries the output (``media_uri``: its path under --record-dir)
+# and ``duration_ms``, as atm0s's compose summary does.
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeStarted:
+    TAG: ClassVar[str] = "Started"
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeFailed:
+    TAG: ClassVar[str] = "Failed"
+    path: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeCompleted:
+    TAG: ClassVar[str] = "Completed"
+    path: str
+    media_uri: str
+    duration_ms: int
+
+
+ComposeEventBody = ComposeStarted | ComposeFailed | ComposeCompleted
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeEvent:
+    room: str
+    job_id: str
+    event: ComposeEventBody
+
+
 @dataclass(frozen=True, slots=True)
 class HookEvent:
     """atm0s's envelope: the emitting node, its wall clock in ms, and the event."""
 
     node: int
     ts: int
-    event: PeerEvent | RoomEvent
+    event: PeerEvent | RoomEvent | RecordEvent | ComposeEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +348,14 @@ class SourceEvent:
 
     @property
     def name(self) -> str:
-        """The variant's tag (``Join``, ``Started``...): the ``event`` column of the log."""
-        return self.hook.event.event.TAG
+        """The variant's tag (``Join``, ``Started``...): the ``event`` column of the log;
+        ``Record.Started``, ``Compose.Completed``... for recording and compose events."""
+        event = self.hook.event
+        if isinstance(event, RecordEvent):
+            return "Record." + event.event.TAG
+        if isinstance(event, ComposeEvent):
+            return "Compose." + event.event.TAG
+        return event.event.TAG
 
 
 _PEER_TYPES: dict[str, type[Any]] = {
@@ -310,6 +382,8 @@ _PEER_TYPES: dict[str, type[Any]] = {
     )
 }
 _ROOM_TYPES: dict[str, type[Any]] = {t.TAG: t for t in (Started, Stopped, PeerJoined, PeerLeaved, AllPeersLeaved)}
+_RECORD_TYPES: dict[str, type[Any]] = {t.TAG: t for t in (RecordStarted, RecordPeerJoined)}
+_COMPOSE_TYPES: dict[str, type[Any]] = {t.TAG: t for t in (ComposeStarted, ComposeFailed, ComposeCompleted)}
 _ENUMS: dict[str, type[enum.IntEnum]] = {}
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
@@ -328,8 +402,12 @@ def to_dict(hook: HookEvent) -> dict[str, Any]:
     inner: dict[str, Any]
     if isinstance(ev, PeerEvent):
         inner = {"Peer": {"session_id": ev.session_id, "event": {ev.event.TAG: _variant_dict(ev.event)}}}
-    else:
+    elif isinstance(ev, RoomEvent):
         inner = {"Room": {"room": ev.room, "event": {ev.event.TAG: _variant_dict(ev.event)}}}
+    elif isinstance(ev, RecordEvent):
+        inner = {"Record": {"room": ev.room, "event": {ev.event.TAG: _variant_dict(ev.event)}}}
+    else:
+        inner = {"Compose": {"room": ev.room, "job_id": ev.job_id, "event": {ev.event.TAG: _variant_dict(ev.event)}}}
     return {"node": hook.node, "ts": hook.ts, "event": inner}
 
 
@@ -400,7 +478,7 @@ def from_dict(obj: Any) -> HookEvent:
     tag, payload = _one_key(obj.get("event"), "event")
     if not isinstance(payload, dict):
         raise EventError(f"event.{tag}: expected an object")
-    event: PeerEvent | RoomEvent
+    event: PeerEvent | RoomEvent | RecordEvent | ComposeEvent
     if tag == "Peer":
         session = _uint(payload.get("session_id"), "event.Peer.session_id", _U64)
         event = PeerEvent(session, _variant(_PEER_TYPES, payload.get("event"), "event.Peer.event"))
@@ -409,6 +487,18 @@ def from_dict(obj: Any) -> HookEvent:
         if not isinstance(room, str):
             raise EventError("event.Room.room: expected a string")
         event = RoomEvent(room, _variant(_ROOM_TYPES, payload.get("event"), "event.Room.event"))
+    elif tag == "Record":
+        room = payload.get("room")
+        if not isinstance(room, str):
+            raise EventError("event.Record.room: expected a string")
+        event = RecordEvent(room, _variant(_RECORD_TYPES, payload.get("event"), "event.Record.event"))
+    elif tag == "Compose":
+        room, job = payload.get("room"), payload.get("job_id")
+        if not isinstance(room, str):
+            raise EventError("event.Compose.room: expected a string")
+        if not isinstance(job, str):
+            raise EventError("event.Compose.job_id: expected a string")
+        event = ComposeEvent(room, job, _variant(_COMPOSE_TYPES, payload.get("event"), "event.Compose.event"))
     else:
         raise EventError(f"event: unknown variant {tag!r}")
     return HookEvent(node, ts, event)

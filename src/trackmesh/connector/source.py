@@ -110,6 +110,18 @@ class EventSource:
         if was_empty and self.on_ready is not None:
             self.on_ready()
 
+    def emit_app(self, now: float, app: str, event: ev.RecordEvent | ev.ComposeEvent) -> None:
+        """Queue a recording or compose event of ``app`` (not a session's)."""
+        if len(self._queue) >= self.max_queued:
+            self.dropped += 1
+            return
+        hook = ev.HookEvent(self.node, int((now + self.wall_offset) * 1000), event)
+        was_empty = not self._queue
+        self._queue.append(ev.SourceEvent(self._ids.next(), app, hook))
+        self.emitted += 1
+        if was_empty and self.on_ready is not None:
+            self.on_ready()
+
     # ---- EndpointAudit -------------------------------------------------------------------
 
     def connecting(self, now: float, session: SessionId, remote_ip: str, app: str = "") -> None:

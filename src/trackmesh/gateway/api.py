@@ -52,7 +52,11 @@ class GatewayApi(Protocol):
 
     @property
     def route_audit(self) -> RouteAudit | None:
-        """Where route events go (the connector's source, once wired); None: not reported."""
+        """Where route events go (an event source on the link to the zone's connector); None: not reported."""
+        ...
+
+    def link_metrics(self) -> dict[str, float]:
+        """The link to the zone's connector (runtime/connector_link.py ``metrics``)."""
         ...
 
     @property

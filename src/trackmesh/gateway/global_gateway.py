@@ -48,8 +48,8 @@ class GlobalGatewayNode(Node):
         self.url = http_url(config)
         self.zones = ZoneDirectory(GLOBAL_ZONE)
         self.codec = ConnIdCodec(config.secret)
-        # Route events (gateway/route_report.py): a global gateway reports the requests it could
-        # not send to any zone, once the cluster path to a connector sets route_audit.
+        # Route events (gateway/route_report.py): a global gateway would report the requests it could
+        # not send to any zone, but zone 0 has no connector, so nothing sets route_audit yet.
         self.route_audit: RouteAudit | None = None
         self.route_ids = SessionIdGenerator(config.node_id, MAX_WORKER, secrets.randbits(24))
         self.geo: GeoDb | None = None

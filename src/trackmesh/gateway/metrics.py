@@ -36,6 +36,10 @@ def render_gateway_metrics(gw: GatewayApi, now: float) -> tuple[str, str]:
                   entry.cpu / 100.0, key)
         exp.gauge("trackmesh_gateway_node_report_age_seconds", "Seconds since the node's last load report",
                   max(0.0, now - entry.seen), key)
+    for name, link_value in gw.link_metrics().items():  # route events to the zone's connector
+        exp.gauge("trackmesh_connector_link", "Events to the zone's connector: pending (queued, spilled or "
+                  "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped",
+                  link_value, {"what": name})
     exp.gauge("trackmesh_gateway_zones_known", "Other zones with a live gateway summary",
               len({z["zone"] for z in gw.zones.summary(now)}))
     return exp.render()

@@ -6,6 +6,10 @@ zone's media nodes (``tm/load/<zone>/*``) and to their liveliness (``tm/node/<zo
 whose process dies is dropped at once, a silent one after 5 s), publishes a summary of its zone
 every second on ``tm/zone/<zone>/<gateway>`` and reads the other gateways' summaries, and serves
 the routing HTTP API of :mod:`trackmesh.gateway.app`.
+
+Its route events (gateway/route_report.py: RouteBegin, RouteSuccess, RouteError) go to the zone's
+connector by the media nodes' path: an event source on a :class:`ConnectorLink` of its own (acked,
+resent, spilled to ``<--data-dir>/connector-spill-gateway-<node id>.jsonl``; docs/connector.md).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.audit import RouteAudit
 from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
+from trackmesh.runtime.connector_link import ConnectorLink
+from trackmesh.runtime.console_query import STATUS_ROOT, CpuMeter, StatusReporter, status_report
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
@@ -53,9 +59,10 @@ class GatewayNode(Node):
         self.directory = NodeDirectory(config.zone)
         self.zones = ZoneDirectory(config.zone)
         self.codec = ConnIdCodec(config.secret)
-        # Route events (gateway/route_report.py): reported once the cluster path to the zone's
-        # connector sets route_audit (an EventSource); failures get ids of the gateway's own.
+        # Route events (gateway/route_report.py): an EventSource on the link to the zone's connector
+        # once the cluster session is open; failures get ids of the gateway's own.
         self.route_audit: RouteAudit | None = None
+        self.link: ConnectorLink | None = None
         self.route_ids = SessionIdGenerator(config.node_id, MAX_WORKER, secrets.randbits(24))
         self.zenoh: ZenohNode | None = None
         self.client: Any = None
@@ -71,6 +78,7 @@ class GatewayNode(Node):
         #: ``--rtmp-port``: encoders' connections spliced to the zone's media nodes (rtmp_splice.py).
         self.rtmp: RtmpSplice | None = None
         self._task: asyncio.Task[None] | None = None
+        self.status: StatusReporter | None = None  # for the console role (runtime/console_query.py)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -105,9 +113,20 @@ class GatewayNode(Node):
             session.liveliness().declare_subscriber(f"{GATEWAY_ROOT}*/*", self._on_gateway_live),
             session.liveliness().declare_token(f"{GATEWAY_ROOT}{zone}/{self.index}"),
         ]
+        try:
+            link = ConnectorLink(session, cfg.node_id, zone, cfg.data_dir, role="gateway")
+        except OSError as exc:
+            zn.close()
+            self.zenoh = None
+            raise StartupError(f"--data-dir: cannot keep the connector spill file: {exc}") from None
+        self.route_audit = link.new_source()
+        link.start()
+        self.link = link
         # Never an environment proxy: requests go to cluster members only.
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
         self._task = asyncio.create_task(self._summary_loop())
+        self._cpu = CpuMeter()
+        self.status = StatusReporter(session, f"{STATUS_ROOT}gateway/{zone}/{self.index}", self.status_report)
         deadline = time.monotonic() + 1.5
         while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -221,7 +240,25 @@ class GatewayNode(Node):
 
     # ---- stop ----------------------------------------------------------------------------------
 
+    def link_metrics(self) -> dict[str, float]:
+        return self.link.metrics() if self.link is not None else {}
+
+    def status_report(self) -> dict[str, Any]:
+        ready, reason = self.readiness()
+        now = self.now()
+        return status_report("gateway", self.config.zone, self.index, self.url, ready, reason, self._cpu.percent(),
+                             nodes=len(self.directory.candidates(now)), free=self.directory.free(now),
+                             routed=self.counters["routed"], no_capacity=self.counters["no_capacity"])  # fmt: skip
+
     async def after_stop(self) -> None:
+        status, self.status = self.status, None
+        if status is not None:
+            await status.close()
+        if self.link is not None:
+            # Before the zenoh session closes: the last route events reach the connector (or the spill file).
+            self.route_audit = None
+            await self.link.stop()
+            self.link = None
         if self.rtmp is not None:
             await self.rtmp.close()
             self.rtmp = None

@@ -2,9 +2,9 @@
 (WHIP, WHEP, SDK connect) is ``RouteBegin`` then ``RouteSuccess`` (to the media node that took it)
 or ``RouteError`` (no node took it), as atm0s's gateway reports them.
 
-The gateway tells a :class:`~trackmesh.core.audit.RouteAudit` (``GatewayApi.route_audit``: the
-connector's ``EventSource`` once the cluster path to the zone's connector is wired; None before,
-and then nothing is reported). The session id of a success is the one the media node made (read
+The gateway tells a :class:`~trackmesh.core.audit.RouteAudit` (``GatewayApi.route_audit``: a zone
+gateway's event source on its link to the zone's connector, gateway/node.py; None: nothing is
+reported, as on a global gateway). The session id of a success is the one the media node made (read
 from the conn id it answered with), so the route events and the node's own events share it; a
 failure gets an id of the gateway's own (worker index ``MAX_WORKER``, which no media worker has).
 

@@ -157,8 +157,8 @@ def create_app(node: NodeApi) -> FastAPI:
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node), app_token_keys(node)))
     app.include_router(sip_router(node))
-    if node.config.role == "standalone":
-        # The operator's console (docs/console.md); cluster media nodes have none.
+    if node.config.role in ("standalone", "console"):
+        # The operator's console (docs/console.md); cluster media nodes and gateways have none.
         from .console.routes import console_router
 
         app.include_router(console_router(node, throttle))

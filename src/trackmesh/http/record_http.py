@@ -5,6 +5,9 @@
 - ``POST /api/record/stop`` ``{"room": "r1"}``: end the room's recording; its files are finalised.
 - ``GET /api/record/status?room=``: the rooms being recorded now.
 - ``GET /api/record/list?room=``: the recorded files of the app (of one room), with their sidecars.
+- ``POST /api/record/compose`` ``{"path": "default/r1/<session>"}``: a job composing that recorded
+  session into one file (recording/compose.py, in a child process); ``GET /api/record/jobs/<id>``:
+  its status and progress.
 
 All take ``Authorization: Bearer <app secret>`` (a tenant's secret works on its own app's rooms),
 with the same throttling of wrong secrets as ``POST /token/<kind>``; answers use the
@@ -14,15 +17,20 @@ with the same throttling of wrong secrets as ``POST /token/<kind>``; answers use
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from trackmesh.recording.layout import list_recordings
+from trackmesh.recording.jobs import ComposeJob, ComposeJobs
+from trackmesh.recording.layout import DEFAULT_APP, list_recordings, seg
+from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
@@ -33,6 +41,8 @@ from .token_http import client_address, read_json
 
 if TYPE_CHECKING:
     from .api import NodeApi
+
+log = logging.getLogger("trackmesh.recording")
 
 
 class RecordStart(BaseModel):
@@ -48,6 +58,20 @@ class RecordStop(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     room: StrictStr = Field(..., min_length=1, max_length=128, description="the room whose recording ends")
+
+
+class RecordCompose(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: StrictStr = Field(
+        ..., min_length=1, max_length=1024,
+        description="the session's folder under --record-dir, as /api/record/list shows it "
+        "(e.g. default/demo/20261207T061609Z-9eb6)",
+    )  # fmt: skip
+    format: Literal["mp4", "webm"] = Field("mp4", description="mp4 (H.264 + AAC) or webm (VP9 + Opus)")
+    width: int = Field(1280, ge=64, le=3840, multiple_of=2, description="output width")
+    height: int = Field(720, ge=64, le=2160, multiple_of=2, description="output height")
+    fps: int = Field(25, ge=1, le=60, description="output frame rate")
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -67,8 +91,39 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
-def router(node: NodeApi) -> APIRouter:
+def compose_hooks(node: NodeApi) -> Callable[[str, ComposeJob], None]:
+    """Compose.Started/Completed/Failed hook events of the node's jobs: sent by the worker that
+    holds the composed session's room, through its connector event source (the room's other
+    events take the same path, runtime/recording.py). Without a connector the worker drops them."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def send(room: str, params: dict[str, Any]) -> None:
+        try:
+            await node.worker_for_room(room).call("record.compose_event", params)
+        except (TimeoutError, RpcError, OSError) as exc:
+            log.warning("compose hook event not sent", extra={"fields": {"job": params["job"], "error": str(exc)}})
+
+    def on_event(kind: str, job: ComposeJob) -> None:
+        root = Path(node.config.record_dir).resolve()
+        try:
+            rel = job.folder.resolve().relative_to(root)
+        except ValueError:
+            return
+        room = unquote(rel.parts[1]) if len(rel.parts) > 1 else ""
+        params = {
+            "kind": kind, "app": job.app, "room": room, "job": job.id, "path": rel.as_posix(),
+            "output": job.output_rel, "error": job.error or "", "duration": (job.result or {}).get("duration"),
+        }  # fmt: skip
+        task = asyncio.get_running_loop().create_task(send(room, params))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return on_event
+
+
+def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | None = None) -> APIRouter:
     api = APIRouter()
+    jobs = ComposeJobs(Path(node.config.record_dir), on_compose_event or compose_hooks(node))
 
     def app_of(request: Request) -> str | JSONResponse:
         """The app whose secret was presented ("" for the node's own), or the 401/429 refusal."""
@@ -185,5 +240,68 @@ def router(node: NodeApi) -> APIRouter:
         root = Path(node.config.record_dir)
         files = await asyncio.to_thread(list_recordings, root, app, room)
         return ok({"files": files})
+
+    @api.post(
+        "/api/record/compose",
+        tags=["recording"],
+        summary="Compose a recorded room session into one file (a job)",
+        status_code=202,
+        responses={
+            202: {"description": "the job is queued: its id, and its status at /api/record/jobs/<id>"},
+            404: {"description": "no such session folder of this app under --record-dir"},
+            **_BODY_RESPONSES,
+        },
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": RecordCompose.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def compose(
+        request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        """The session's voices mixed and its videos in a grid that follows who was present (with
+        names), over its whole timeline, into ``composite.mp4`` (or ``.webm``) in the session's
+        folder. Works on what is on disk (files already uploaded to S3 and deleted locally are
+        not included). Jobs run one at a time, in a child process at a lower priority."""
+        app = app_of(request)
+        if isinstance(app, JSONResponse):
+            return app
+        req = await body_of(request, RecordCompose)
+        if isinstance(req, JSONResponse):
+            return req
+        root = Path(node.config.record_dir).resolve()
+        own = (root / seg(app or DEFAULT_APP)).resolve()
+        rel = Path(req.path)
+        folder = (root / rel).resolve()
+        if rel.is_absolute() or ".." in rel.parts or not folder.is_relative_to(own) or folder == own:
+            return error(404, f"no session folder {req.path!r} of this app under the recording folder")
+        if not await asyncio.to_thread(folder.is_dir):
+            return error(404, f"no session folder {req.path!r} under the recording folder")
+        output = folder / f"composite.{req.format}"
+        options = {"format": req.format, "width": req.width, "height": req.height, "fps": req.fps}
+        job = jobs.submit(app, req.path, folder, output, options)
+        return JSONResponse(ok(job.view()), status_code=202)
+
+    @api.get(
+        "/api/record/jobs/{job_id}",
+        tags=["recording"],
+        summary="A compose job's status and progress",
+        responses={404: {"description": "no such job (of this app)"}, **_RESPONSES},
+    )
+    async def job_status(
+        request: Request, job_id: str, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        """``status``: queued, running, completed or failed (then ``error`` says why); ``progress``
+        0..1 (``done_seconds`` of ``total_seconds`` of the session); ``output``: the file, under
+        ``--record-dir``; ``result`` once completed: duration, peers, files, the grid's changes."""
+        app = app_of(request)
+        if isinstance(app, JSONResponse):
+            return app
+        job = jobs.get(job_id, app)
+        if job is None:
+            return error(404, "no such compose job")
+        return ok(job.view())
 
     return api

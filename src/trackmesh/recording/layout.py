@@ -51,6 +51,11 @@ def _seg(name: str) -> str:
     return enc if enc not in ("", ".", "..") else enc.replace(".", "%2E") or "%00"
 
 
+def seg(name: str) -> str:
+    """``name`` as one path segment of the layout (percent-encoded)."""
+    return _seg(name)
+
+
 def iso_time(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

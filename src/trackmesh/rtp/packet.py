@@ -112,7 +112,34 @@ class RtpHeader:
     @classmethod
     def parse(cls, data: bytes | bytearray | memoryview) -> RtpHeader:
         """Parse the fixed header, CSRC list and extension block boundaries of ``data``."""
-        size = len(data)
+        return cls._parse(data, 0, True)
+
+    @classmethod
+    def parse_protected(cls, data: bytes | bytearray | memoryview, trailer: int) -> RtpHeader:
+        """Parse the header of an SRTP packet whose last ``trailer`` bytes are not RTP (the
+        authentication tag). RFC 3711 s3.1 sends the header in the clear, so it is parsed once,
+        before decryption, and serves both the SRTP index and everything after; the payload is
+        still encrypted, so the padding (counted by the payload's last octet, RFC 3550 s5.1)
+        is not read: call :meth:`locate_payload` with the decrypted payload."""
+        return cls._parse(data, trailer, False)
+
+    def locate_payload(self, body: bytes | bytearray | memoryview, offset: int, padded: bool) -> None:
+        """The payload is now at ``offset`` of ``body`` (a decrypted copy, padding included, up to its
+        end): :attr:`payload_offset` and :attr:`payload_length` refer to ``body`` from here on, and
+        the padding is read from its last octet when ``padded`` (the P bit, RFC 3550 s5.1)."""
+        size = len(body)
+        padding = 0
+        if padded:
+            padding = body[size - 1] if size > offset else 0
+            if padding == 0 or offset + padding > size:
+                raise RtpError(f"invalid RTP padding length {padding} for a {size - offset}-byte payload")
+        self.padding_length = padding
+        self.payload_offset = offset
+        self.payload_length = size - offset - padding
+
+    @classmethod
+    def _parse(cls, data: bytes | bytearray | memoryview, trailer: int, read_padding: bool) -> RtpHeader:
+        size = len(data) - trailer
         if size < FIXED_HEADER_LENGTH:
             raise RtpError(f"RTP packet too short: {size} bytes, the fixed header needs 12")
         b0, b1, seq, ts, ssrc = _FIXED.unpack_from(data, 0)
@@ -133,7 +160,7 @@ class RtpHeader:
         if offset > size:
             raise RtpError(f"RTP header claims {offset} bytes but the packet has {size}")
         padding = 0
-        if b0 & 0x20:
+        if b0 & 0x20 and read_padding:
             # s5.1: the last octet counts the padding octets, itself included, so 0 is invalid.
             padding = data[size - 1]
             if padding == 0 or offset + padding > size:

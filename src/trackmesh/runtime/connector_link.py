@@ -66,19 +66,25 @@ def live_key(zone: int) -> str:
 
 
 class ConnectorLink:
-    """One per cluster node (media or gateway), on the node's loop."""
+    """One per cluster node (media or gateway), on the node's loop.
 
-    def __init__(self, session: zenoh.Session, node_id: int, zone: int, data_dir: str) -> None:
+    A zone gateway has one too (``role="gateway"``), for its route events: its own spill file, and
+    no restart marker (it opens no session a restart could leave open, and a media node may have
+    the same node id: the marker would close that node's sessions)."""
+
+    def __init__(self, session: zenoh.Session, node_id: int, zone: int, data_dir: str, role: str = "media") -> None:
         self.session = session
         self.node_id = node_id
         self.zone = zone
         self.boot = secrets.randbits(48)
         os.makedirs(data_dir, exist_ok=True)
-        self.spill = SpillFile(os.path.join(data_dir, f"connector-spill-{node_id}.jsonl"), MAX_SPILL_BYTES)
+        name = f"connector-spill-{node_id}.jsonl" if role == "media" else f"connector-spill-{role}-{node_id}.jsonl"
+        self.spill = SpillFile(os.path.join(data_dir, name), MAX_SPILL_BYTES)
         left = self.spill.count
         # No disk until the zone is known to have a connector (see the module docstring).
         self.sender = ReliableSender(MAX_MEMORY, self.spill if left else None, RESEND_AFTER, window=1)
-        self.sender.push(NodeRestarted(node_id, int(time.time() * 1000)))
+        if role == "media":
+            self.sender.push(NodeRestarted(node_id, int(time.time() * 1000)))
         if left:
             log.info("sending the events the previous run left", extra={"fields": {"events": left}})
         self.sources: list[EventSource] = []
@@ -106,6 +112,12 @@ class ConnectorLink:
     def add_source(self, source: EventSource) -> None:
         source.on_ready = self._wake.set
         self.sources.append(source)
+
+    def new_source(self) -> EventSource:
+        """A source of this node's own (a zone gateway's route events: it is a ``RouteAudit``)."""
+        source = EventSource(self.node_id, secrets.randbits(48), time.time() - time.monotonic())
+        self.add_source(source)
+        return source
 
     def _relayed(self, source: EventSource, batch: list[bytes]) -> None:
         for data in batch:

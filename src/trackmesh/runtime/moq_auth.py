@@ -38,6 +38,8 @@ class TokenAuthorizer(Authorizer):
         self._publish: list[tuple[bytes, ...]] = []
         self._subscribe: list[tuple[bytes, ...]] = []
         self.peer: str | None = None
+        self.record = False  # the token says record: true (runtime/moq_room_ingest.py)
+        self.app = ""
 
     def setup(self, token: bytes | None, path: str) -> str | None:
         if token is None:
@@ -58,6 +60,8 @@ class TokenAuthorizer(Authorizer):
         self._publish = _prefixes(claims.publish)
         self._subscribe = _prefixes(claims.subscribe)
         self.peer = claims.peer
+        self.record = claims.record
+        self.app = claims.app
         return None
 
     def may_publish(self, namespace: TrackNamespace) -> bool:

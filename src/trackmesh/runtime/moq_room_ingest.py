@@ -40,6 +40,7 @@ from trackmesh.transports.moq.local_subscriber import LocalSubscriber
 from trackmesh.transports.moq.relay import Relay
 
 from .moq_auth import TokenAuthorizer
+from .recording import recording_of
 from .worker import WorkerRuntime
 
 __all__ = ["MoqRoomIngest"]
@@ -94,6 +95,8 @@ class _Room:
     name: str
     namespace: m.TrackNamespace
     token_peer: str | None = None  # the publisher's token names its peer: only that one may join
+    record: bool = False  # the publisher's token says record: true: its peers' tracks are recorded
+    app: str = ""
     catalog_request: int = 0
     tracks: dict[str, _Track] = field(default_factory=dict)  # catalog name -> track
     peers: dict[str, Endpoint] = field(default_factory=dict)
@@ -162,17 +165,21 @@ class MoqRoomIngest:
             self.counters["elsewhere"] += 1
             log.warning("moq publisher of a room hosted by another worker", extra={"fields": {"room": room_name}})
             return
-        room = self.rooms[namespace] = _Room(self, room_name, namespace, self._token_peer(namespace))
+        token = self._token(namespace)
+        room = self.rooms[namespace] = _Room(
+            self, room_name, namespace, token.peer if token else None, token.record if token else False,
+            token.app if token else "",
+        )  # fmt: skip
         self.counters["publishers"] += 1
         log.info("moq publisher into a room", extra={"fields": {"room": room_name}})
         room.catalog_request = self.subscriber.subscribe(namespace, CATALOG_TRACK, room, self.runtime.now())
 
-    def _token_peer(self, namespace: m.TrackNamespace) -> str | None:
-        """The peer the namespace publisher's ``moq`` token names (None: anonymous relay)."""
+    def _token(self, namespace: m.TrackNamespace) -> TokenAuthorizer | None:
+        """The namespace publisher's ``moq`` token (None: anonymous relay)."""
         entries = self.relay.namespaces.get(namespace)
         session = entries[0][0] if entries else None
         authorizer = getattr(session, "authorizer", None)
-        return authorizer.peer if isinstance(authorizer, TokenAuthorizer) else None
+        return authorizer if isinstance(authorizer, TokenAuthorizer) else None
 
     # -- the catalog says which tracks exist -------------------------------------------------
 
@@ -212,6 +219,10 @@ class MoqRoomIngest:
                 return
             room.peers[peer] = endpoint
             self.runtime.listen(endpoint.session, functools.partial(self._on_core_events, endpoint))
+            recording = recording_of(self.runtime)
+            if room.record and recording is not None:
+                # A record:true token (atm0s): every track this peer publishes is recorded.
+                recording.record_peer(now, room.app, room.name, peer)
         kind = TrackKind.VIDEO if entry.video else TrackKind.AUDIO
         err = endpoint.control(now, Publish(track, kind))
         if err is not None:

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trackmesh.connector import events as ev
+from trackmesh.connector.source import EventSource
 from trackmesh.core.channel import ChannelHub, Feedback, FeedbackKind
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaPacket, TrackKind
 from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
 from trackmesh.core.tracks import RemoteTrack
-from trackmesh.recording.layout import mark_interrupted, new_session
+from trackmesh.recording.layout import DEFAULT_APP, mark_interrupted, new_session, seg
 from trackmesh.recording.upload import S3Target, Uploader, parse_s3_url
 from trackmesh.recording.writer import RecordingWriter, TrackMeta
 from trackmesh.rpc import RpcError
@@ -90,6 +92,12 @@ class _RoomRecording:
     peers: set[str] = field(default_factory=set)
     taps: dict[str, _Tap] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # registry keys of recorded peers still in the room
+    announced: set[str] = field(default_factory=set)  # peers whose Record.PeerJoined was sent
+
+    @property
+    def path(self) -> str:
+        """The session's folder under --record-dir (and the S3 prefix), as /api/record/list shows it."""
+        return f"{seg(self.app or DEFAULT_APP)}/{seg(self.room)}/{self.session}"
 
     def wants(self, peer: str) -> bool:
         return self.all_peers or peer in self.peers
@@ -129,6 +137,7 @@ class RecordingService:
         runtime.register_rpc("record.start", self.start)
         runtime.register_rpc("record.stop", self.stop)
         runtime.register_rpc("record.status", self.status)
+        runtime.register_rpc("record.compose_event", self.compose_event)
         runtime.on_shutdown(self.shutdown)
 
     # ---- who is recorded -----------------------------------------------------------------------
@@ -168,6 +177,24 @@ class RecordingService:
         recs = [r for r in self.rooms.values() if room is None or r.room == room]
         return {"rooms": [self._describe(r) for r in recs]}
 
+    def compose_event(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A compose job of the node started, completed or failed: its hook event goes out through
+        this worker's event source (the one the room's events take). Without a connector: nothing."""
+        kind, path, job = str(params.get("kind")), str(params.get("path") or ""), str(params.get("job") or "")
+        body: ev.ComposeEventBody
+        if kind == "started":
+            body = ev.ComposeStarted(path)
+        elif kind == "completed":
+            duration = params.get("duration")
+            ms = int(float(duration) * 1000) if isinstance(duration, int | float) else 0
+            body = ev.ComposeCompleted(path, str(params.get("output") or ""), min(max(ms, 0), (1 << 32) - 1))
+        elif kind == "failed":
+            body = ev.ComposeFailed(path, str(params.get("error") or ""))
+        else:
+            raise RpcError(400, f"unknown compose event {kind!r}")
+        self._emit(now, str(params.get("app") or ""), ev.ComposeEvent(str(params.get("room") or ""), job, body))
+        return {}
+
     def shutdown(self, now: float) -> None:
         for rec in list(self.rooms.values()):
             self._end_room(now, rec, "node stopped")
@@ -204,6 +231,10 @@ class RecordingService:
         video = info.kind is TrackKind.VIDEO
         meta = TrackMeta(rec.app, rec.room, rec.session, entry.peer, entry.track, video)
         self.writer.open_track(key, meta, tap.want_keyframe if video else None)
+        if entry.peer not in rec.announced:
+            rec.announced.add(entry.peer)
+            peer_path = f"{rec.path}/{seg(entry.peer)}"
+            self._emit(now, rec.app, ev.RecordEvent(rec.room, ev.RecordPeerJoined(entry.peer, peer_path)))
         self.runtime.core.hub.subscribe(now, channel, tap)
         if remote is not None:
             remote.clock_sink = tap.on_clock
@@ -229,7 +260,14 @@ class RecordingService:
             rec = _RoomRecording(self, app, room, new_session(wall), wall)
             self.rooms[room] = rec
             log.info("room recording started", extra={"fields": {"room": room, "session": rec.session}})
+            self._emit(now, app, ev.RecordEvent(room, ev.RecordStarted(rec.path)))
         return rec
+
+    def _emit(self, now: float, app: str, event: ev.RecordEvent | ev.ComposeEvent) -> None:
+        """A hook event (docs/connector.md), when the node has a connector."""
+        source = self.runtime.core.audit
+        if isinstance(source, EventSource):
+            source.emit_app(now, app, event)
 
     def _rescan(self, now: float, rec: _RoomRecording) -> None:
         """(Re)watch the room: the registry replays its entries, so tracks already published by a

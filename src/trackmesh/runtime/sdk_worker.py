@@ -13,6 +13,7 @@ session gets ``session.goway`` then ``session.disconnected`` before it is closed
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -39,7 +40,7 @@ from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .conn_table import ConnTable, Timed, origin, short
-from .recording import recording_of
+from .recording import RecordingService, recording_of
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sdk")
@@ -114,7 +115,14 @@ class SdkTransport:
             token = verify_for_app(self.runtime.token_key_of, raw, "webrtc", int(time.time()))
         except TokenError:
             return None
-        return TokenClaims(token.room, token.peer, token.extra_data)
+        return TokenClaims(token.room, token.peer, token.extra_data, token.record)
+
+    @staticmethod
+    def _joined(recording: RecordingService, app: str, now: float, room: str, peer: str, claims: TokenClaims) -> None:
+        """A later ``session.join`` with a ``record: true`` token: that peer's tracks are recorded,
+        as for a join at connect."""
+        if claims.record:
+            recording.record_peer(now, app, room, peer)
 
     def _local(self) -> tuple[IceLiteAgent, LocalParams]:
         ice = IceLiteAgent()
@@ -171,6 +179,8 @@ class SdkTransport:
         if params.get("record") and req.HasField("join") and recording is not None:
             # A record:true token (atm0s): every track this peer publishes is recorded.
             recording.record_peer(now, str(params.get("app") or ""), req.join.room, req.join.peer)
+        if recording is not None:
+            sdk.on_join = functools.partial(self._joined, recording, str(params.get("app") or ""))
         log.info(
             "sdk session created",
             extra={

@@ -36,6 +36,7 @@ from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
 from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
 
+from .recording import recording_of
 from .worker import WorkerRuntime
 
 log = logging.getLogger("trackmesh.sip")
@@ -143,6 +144,10 @@ class SipMediaTransport:
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
         endpoint = self.runtime.core.create_endpoint()
         self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
+        recording = recording_of(self.runtime)
+        if params.get("record") is True and recording is not None:
+            # A record:true token (atm0s): the caller's audio track is recorded.
+            recording.record_peer(now, "", str(params["room"]), str(params["peer"]))
         return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
 
     def _admit(

@@ -24,7 +24,12 @@ from trackmesh.transports.webrtc.ice.agent import IceLiteAgent
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 FP = ":".join(["AB"] * 32)
-TOKENS = {"tok-r1": TokenClaims("r1", None), "tok-r1-a": TokenClaims("r1", "a"), "tok-any": TokenClaims()}
+TOKENS = {
+    "tok-r1": TokenClaims("r1", None),
+    "tok-r1-a": TokenClaims("r1", "a"),
+    "tok-any": TokenClaims(),
+    "tok-rec": TokenClaims("r1", "a", record=True),
+}
 
 
 def _mline(kind: str, mid: str, direction: str) -> str:
@@ -204,6 +209,17 @@ def test_join_publish_and_room_events(world: World) -> None:
     assert tail == [("track_stopped", "alice/mic"), ("track_stopped", "alice/camera"), ("peer_leaved", "alice")] or (
         tail[-1] == ("peer_leaved", "alice")
     )
+
+
+def test_a_later_join_tells_the_worker_with_its_tokens_claims(world: World) -> None:
+    """The worker records the peer of a ``record: true`` token that joins after connect."""
+    sdk, _ = world.session([("mic", "audio", True)], [])
+    joined: list[tuple[str, str, bool]] = []
+    sdk.on_join = lambda now, room, peer, claims: joined.append((room, peer, claims.record))
+    assert err(join(sdk, "r1", "b", token="tok-rec")) is not None  # refused (wrong peer): not told
+    assert joined == []
+    assert err(join(sdk, "r1", "a", token="tok-rec")) is None
+    assert joined == [("r1", "a", True)]
 
 
 def test_manual_mode_room_subscribe(world: World) -> None:

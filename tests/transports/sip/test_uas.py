@@ -19,6 +19,8 @@ ANSWER = "v=0\r\no=trackmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r
 
 def authorize(now: float, req: Request) -> Grant | Denied:
     user = req.uri.split(":", 1)[1].split("@", 1)[0]
+    if user == "record-token":
+        return Grant("room1", "sip-alice", record=True)
     return Grant("room1", "sip-alice") if user == "good-token" else Denied(403, "Forbidden (bad token)")
 
 
@@ -412,3 +414,12 @@ def test_a_required_extension_we_lack_gets_420_and_unsupported() -> None:
     sent = h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
     assert statuses(sent) == [100, 180] and sent[1].headers.get("RSeq") is None
     assert statuses(h.feed(Phone(call_id="c3").request("PRACK", headers={"RAck": "1 1 INVITE"}))) == [481]
+
+
+def test_a_record_grant_asks_the_media_side_to_record_the_caller() -> None:
+    """A token with record: true (docs/recording.md): OpenMedia says so; another token's does not."""
+    h = Harness()
+    h.feed(Phone().request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    h.feed(Phone("record-token", "c2").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    opened = [a for a in h.actions() if isinstance(a, OpenMedia)]
+    assert [(a.call.split(";")[0], a.record) for a in opened] == [("c1", False), ("c2", True)], opened

@@ -12,7 +12,6 @@ from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.webrtc.demux import PacketKind
 from trackmesh.transports.webrtc.events import ApplicationData
-from trackmesh.transports.webrtc.media_in import InboundMedia
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.whip_whep.session import PeerMode
 
@@ -31,26 +30,43 @@ def _rtp_from(net: Net) -> tuple[bytes, Address, WebRtcPeer]:
     return pub.out.popleft(), pub.addr, ppeer
 
 
+class _BrokenChannel:
+    """A channel hub whose publish path fails with ``bug``: a fault below the peer (the core, its hub)
+    that the peer's own code reaches through a call. The compiled peer (setup.py) calls the compiled
+    media_in directly, so a monkeypatched InboundMedia method would not be reached there; the
+    channel behind a RemoteTrack is a protocol, reached in both builds."""
+
+    def __init__(self, bug: Exception) -> None:
+        self.bug = bug
+
+    def start_publish(self, now: float, channel: int, publisher: object) -> _BrokenChannel:
+        return self
+
+    def send(self, pkt: MediaPacket) -> None:
+        raise self.bug
+
+    def stop(self, now: float) -> None:
+        pass
+
+
+def _break_channels(ppeer: WebRtcPeer, now: float, bug: Exception) -> None:
+    assert ppeer.endpoint.remote_tracks
+    for remote in ppeer.endpoint.remote_tracks.values():
+        remote.start(now, _BrokenChannel(bug))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bug", [IndexError("our bug"), KeyError("our bug"), LocalProtocolError("our bug")])
-def test_a_bug_below_the_peer_surfaces(net: Net, monkeypatch: pytest.MonkeyPatch, bug: Exception) -> None:
+def test_a_bug_below_the_peer_surfaces(net: Net, bug: Exception) -> None:
     data, addr, ppeer = _rtp_from(net)
-
-    def broken(self: InboundMedia, *args: object) -> None:
-        raise bug
-
-    monkeypatch.setattr(InboundMedia, "on_rtp", broken)
+    _break_channels(ppeer, net.now, bug)
     with pytest.raises(type(bug), match="our bug"):
         ppeer.handle_datagram(net.now, data, addr, PacketKind.RTP)
     assert ppeer.counters["handler_errors"] == 0
 
 
-def test_a_remote_protocol_error_that_escapes_a_parser_is_counted(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remote_protocol_error_that_escapes_a_parser_is_counted(net: Net) -> None:
     data, addr, ppeer = _rtp_from(net)
-
-    def rejects(self: InboundMedia, *args: object) -> None:
-        raise RemoteProtocolError("bad input")
-
-    monkeypatch.setattr(InboundMedia, "on_rtp", rejects)
+    _break_channels(ppeer, net.now, RemoteProtocolError("bad input"))
     ppeer.handle_datagram(net.now, data, addr, PacketKind.RTP)
     assert ppeer.counters["handler_errors"] == 1
     assert not ppeer.closed

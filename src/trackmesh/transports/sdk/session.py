@@ -124,6 +124,8 @@ class TokenClaims:
     room: str | None = None
     peer: str | None = None
     extra_data: str | None = None
+    #: ``record: true`` (atm0s): every track the peer publishes is recorded
+    record: bool = False
 
 
 #: Verifies a raw token (from ``session.join``); None when it is invalid or expired.
@@ -157,6 +159,9 @@ class SdkSession:
         self.claims = claims
         self.local = local
         self._verify = verify_token
+        #: told (now, room, peer, claims) after a ``session.join`` request joined a room (the
+        #: worker records a ``record: true`` token's peer); a join at connect is the worker's own
+        self.on_join: Callable[[float, str, str, TokenClaims], None] | None = None
         self.session_version = 1
         app = next((m for m in peer.answer.media if m.kind == "application"), None)
         remote_port = app.remote_sctp_port if app is not None else None
@@ -329,6 +334,8 @@ class SdkSession:
                 raise RpcFailure(ErrorCode.RPC_INVALID_REQUEST, f"already in room {self.endpoint.room!r}: leave first")
             self._join(now, r.join.info, claims)
             self.claims = claims
+            if self.on_join is not None:
+                self.on_join(now, r.join.info.room, r.join.info.peer, claims)
             out.join.SetInParent()
         elif which == "leave":
             if not self.joined:

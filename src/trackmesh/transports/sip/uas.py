@@ -99,6 +99,7 @@ class OpenMedia:
     peer: str
     offer: str
     wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
+    record: bool = False  # the caller's grant says record: true
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,7 @@ class Call:
     rel_interval: float = 0.0
     rel_give_up: float = 0.0
     held_ok: Response | None = None
+    record: bool = False  # its grant says record: true (docs/recording.md)
 
 
 def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
@@ -539,7 +541,7 @@ class CallControl:
             self._deny(now, req, verdict)
             self.counters["refused"] += 1
             return
-        call.room, call.peer = verdict.room, verdict.peer or caller_peer(req)
+        call.room, call.peer, call.record = verdict.room, verdict.peer or caller_peer(req), verdict.record
         call.state = "opening"
         ringing = make_response(req, 180, to_tag=call.to_tag)
         if "100rel" in _tokens(req.headers, "Require"):
@@ -551,7 +553,9 @@ class CallControl:
             call.rel_at = now + (64 * t1 if call.reliable else t1)  # over TCP: no retransmission
         self.layer.send_response(now, ringing)
         body = req.body.decode("utf-8", "replace")
-        self._actions.append(OpenMedia(call_id, call.room, call.peer, body, verdict.wait_for_peers))
+        self._actions.append(
+            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record)
+        )
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:
         resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())

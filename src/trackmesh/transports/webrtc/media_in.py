@@ -177,8 +177,12 @@ class InboundMedia(InboundStreams[TrackStream]):
 
     # ---- the hot path -----------------------------------------------------------------------
 
-    def on_rtp(self, now: float, data: bytes, h: RtpHeader) -> None:
-        """One decrypted RTP packet from the client. Never raises on bad input."""
+    def on_rtp(self, now: float, data: bytes, h: RtpHeader, body: bytes | None = None) -> None:
+        """One RTP packet from the client, parsed as ``h``: its header (and extensions) in ``data``,
+        its decrypted payload at ``h.payload_offset`` of ``body`` (``data`` itself when None: a
+        whole plaintext packet). Never raises on bad input."""
+        if body is None:
+            body = data
         ssrc = h.ssrc
         stream = self.by_ssrc.get(ssrc)
         rtx = False
@@ -214,7 +218,7 @@ class InboundMedia(InboundStreams[TrackStream]):
                 self.counters["bad_rtx"] += 1
                 return
             # RFC 4588 s4: the original sequence number (OSN) leads the RTX payload.
-            seq = (data[off] << 8) | data[off + 1]
+            seq = (body[off] << 8) | body[off + 1]
             off += 2
             size -= 2
             pt = apt
@@ -227,7 +231,8 @@ class InboundMedia(InboundStreams[TrackStream]):
             self.counters["unknown_pt"] += 1
             return
         codec, name = entry
-        payload = memoryview(data)[off : off + size]
+        # Zero-copy: the whole body when it is exactly the payload (GCM, no padding or RTX header).
+        payload: bytes | memoryview = body if off == 0 and size == len(body) else memoryview(body)[off : off + size]
         level: int | None = None
         keyframe = False
         d8: Vp8Descriptor | None = None

@@ -39,7 +39,6 @@ from trackmesh.core.events import (
 from trackmesh.core.model import LocalTrackState
 from trackmesh.errors import ProtocolError, RemoteProtocolError
 from trackmesh.net import Address
-from trackmesh.rtp.packet import RtpHeader
 from trackmesh.rtp.rtcp import (
     Fir,
     Nack,
@@ -51,7 +50,7 @@ from trackmesh.rtp.rtcp import (
     build_bye,
     parse_rtcp,
 )
-from trackmesh.rtp.srtp import GcmBackend, SrtpError, SrtpSession
+from trackmesh.rtp.srtp import DEFAULT_GCM_BACKEND, GcmBackend, SrtpError, SrtpSession
 from trackmesh.transports.webrtc.answer import AnswerResult, NegotiatedMedia
 from trackmesh.transports.webrtc.demux import PacketKind, is_rtcp
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
@@ -116,7 +115,7 @@ class WebRtcPeer:
         *,
         wallclock: float,
         remote_names: TrackNamer,
-        gcm_backend: GcmBackend = "libsrtp",
+        gcm_backend: GcmBackend = DEFAULT_GCM_BACKEND,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if connect_timeout <= 0:
@@ -280,20 +279,21 @@ class WebRtcPeer:
             self.counters["handler_errors"] += 1
 
     def _on_rtp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
+        # One parse: with GCM the header is parsed before decryption and read from ``data`` (``head``),
+        # the payload from ``body`` (its decrypted copy); see SrtpSession.unprotect_rtp_parsed.
         try:
-            plain = srtp.unprotect_rtp(data)
+            h, head, body = srtp.unprotect_rtp_parsed(data)
         except SrtpError:
             self.counters["srtp_dropped"] += 1
+            return
+        except RemoteProtocolError:
+            self.ice.note_activity(now, addr)  # authenticated, but its header is malformed
+            self.counters["rtp_malformed"] += 1
             return
         # Authenticated media proves the pair alive (an ICE-lite agent sends no checks; libnice
         # keeps a pair up with unauthenticated indications only): see ice.py.
         self.ice.note_activity(now, addr)
-        try:
-            h = RtpHeader.parse(plain)
-        except RemoteProtocolError:
-            self.counters["rtp_malformed"] += 1
-            return
-        self.inbound.on_rtp(now, plain, h)
+        self.inbound.on_rtp(now, head, h, body)
 
     def _on_rtcp(self, now: float, srtp: SrtpSession, data: bytes, addr: Address) -> None:
         try:

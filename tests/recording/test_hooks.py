@@ -1,0 +1,79 @@
+"""Recording hook events at their source, on the real worker core in process: Record.Started and
+Record.PeerJoined from the recording service, Compose.* through its worker call, and a later SDK
+``session.join`` with a ``record: true`` token."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from trackmesh.config import resolve
+from trackmesh.connector import events as ev
+from trackmesh.connector.source import EventSource
+from trackmesh.core.controls import Join, Publish
+from trackmesh.core.model import JoinOptions, TrackKind
+from trackmesh.rpc import RpcError
+from trackmesh.runtime.recording import RecordingService
+from trackmesh.runtime.sdk_worker import SdkTransport
+from trackmesh.runtime.worker import WorkerRuntime
+from trackmesh.transports.sdk.session import TokenClaims
+
+
+def _events(source: EventSource) -> list[tuple[str, str, ev.HookEvent]]:
+    return [(e.app, e.name, e.hook) for e in source.take(100)]
+
+
+def test_a_recorded_room_and_its_peers_and_compose_jobs_are_hook_events(tmp_path: Path) -> None:
+    async def main() -> None:
+        config = resolve("standalone", {"secret": "test-secret-12345", "record_dir": str(tmp_path)}, {})
+        runtime = WorkerRuntime(config, 0)
+        source = EventSource(1, 7, 0.0)
+        runtime.core.audit = source
+        recording = RecordingService(runtime)
+        try:
+            now = runtime.now()
+            alice = runtime.core.create_endpoint()
+            assert alice.control(now, Join("r 1", "alice", JoinOptions())) is None
+            assert alice.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
+            assert alice.control(now, Publish("video_main", TrackKind.VIDEO)) is None
+            bob = runtime.core.create_endpoint()
+            assert bob.control(now, Join("r 1", "bob", JoinOptions())) is None
+            source.take(100)  # the endpoints' own Join/RemoteTrackStarted events
+            recording.record_peer(now, "acme", "r 1", "alice")
+            recording.record_peer(now, "acme", "r 1", "alice")  # again: nothing new
+            (rec,) = recording.rooms.values()
+            path = f"acme/r%201/{rec.session}"
+            assert [(a, n, h.event) for a, n, h in _events(source)] == [
+                ("acme", "Record.Started", ev.RecordEvent("r 1", ev.RecordStarted(path))),
+                ("acme", "Record.PeerJoined", ev.RecordEvent("r 1", ev.RecordPeerJoined("alice", f"{path}/alice"))),
+            ]
+            # bob publishes nothing yet: no PeerJoined until a track of his is recorded.
+            SdkTransport._joined(recording, "acme", now, "r 1", "bob", TokenClaims(record=False))
+            assert rec.peers == {"alice"}
+            SdkTransport._joined(recording, "acme", now, "r 1", "bob", TokenClaims(record=True))
+            assert rec.peers == {"alice", "bob"} and _events(source) == []
+            assert bob.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
+            await asyncio.sleep(0)
+            assert [(n, h.event.event) for _, n, h in _events(source) if n.startswith("Record.")] == [
+                ("Record.PeerJoined", ev.RecordPeerJoined("bob", f"{path}/bob"))
+            ]
+            # A compose job's events, as the HTTP layer sends them to the room's worker.
+            job = {"app": "acme", "room": "r 1", "job": "j1", "path": path}
+            runtime.call("record.compose_event", {**job, "kind": "started"})
+            runtime.call("record.compose_event", {**job, "kind": "completed", "output": f"{path}/composite.mp4",
+                                                  "duration": 62.0004})  # fmt: skip
+            runtime.call("record.compose_event", {**job, "kind": "failed", "error": "no recorded files"})
+            with pytest.raises(RpcError):
+                runtime.call("record.compose_event", {**job, "kind": "exploded"})
+            assert [(a, n, h.event) for a, n, h in _events(source)] == [
+                ("acme", "Compose.Started", ev.ComposeEvent("r 1", "j1", ev.ComposeStarted(path))),
+                ("acme", "Compose.Completed",
+                 ev.ComposeEvent("r 1", "j1", ev.ComposeCompleted(path, f"{path}/composite.mp4", 62000))),
+                ("acme", "Compose.Failed", ev.ComposeEvent("r 1", "j1", ev.ComposeFailed(path, "no recorded files"))),
+            ]  # fmt: skip
+        finally:
+            recording.shutdown(runtime.now())
+
+    asyncio.run(main())

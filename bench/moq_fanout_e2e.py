@@ -222,22 +222,30 @@ async def publish(port: int, sent_path: str) -> None:
 
 
 async def subscribe(port: int, count: int, seconds: float) -> dict[str, Any]:
+    def progress(what: str) -> None:
+        print(f"  subscribers: {what} at +{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    t0 = time.monotonic()
     async with AsyncExitStack() as stack:
         subs: list[Session] = []
         for _ in range(count):
-            c = await stack.enter_async_context(
+            opening = stack.enter_async_context(
                 connect("127.0.0.1", port, configuration=client_config(), create_protocol=Session)
             )
-            sub: Session = c  # type: ignore[assignment]
+            try:
+                sub: Session = await asyncio.wait_for(opening, 10)  # type: ignore[assignment]
+            except TimeoutError:
+                continue
             sub.send(m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 100}))
             subs.append(sub)
+        progress(f"{len(subs)} of {count} connected")
+        await asyncio.gather(*(s.wait_for(lambda s=s: s.messages, 10) for s in subs))
+        progress(f"{sum(bool(s.messages) for s in subs)} set up")
         for sub in subs:
-            await sub.wait_for(lambda s=sub: s.messages, 10)
             sub.send(m.Subscribe(0, NS, TRACK, {m.PARAM_FORWARD: 1}))
-        replies = []
-        for sub in subs:
-            await sub.wait_for(lambda s=sub: s.reply(0) is not None, 15)
-            replies.append(sub.reply(0))
+        await asyncio.gather(*(s.wait_for(lambda s=s: s.reply(0) is not None, 15) for s in subs))
+        replies = [s.reply(0) for s in subs]
+        progress(f"{sum(r is not None for r in replies)} answered")
         ok = sum(isinstance(r, m.SubscribeOk) for r in replies)
         errors = {repr(r) for r in replies if not isinstance(r, m.SubscribeOk)}
         start = time.monotonic() + 1.0

@@ -200,7 +200,7 @@ async def publish(port: int, sent_path: str) -> None:
                     try:
                         if object_id == 0:
                             if alias in streams:
-                                with suppress(ValueError):  # already stopped by the relay
+                                with suppress(ValueError, RuntimeError):  # already stopped by the relay
                                     pub._quic.send_stream_data(streams[alias], b"", end_stream=True)
                             stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
                             streams[alias] = stream
@@ -209,7 +209,7 @@ async def publish(port: int, sent_path: str) -> None:
                         elif alias in streams:
                             data = encode_object(object_id, object_id - 1, payload)
                             pub._quic.send_stream_data(streams[alias], data)
-                    except ValueError:  # the relay stopped the group's stream (STOP_SENDING): wait for the next
+                    except (ValueError, RuntimeError):  # the relay stopped the group's stream: wait for the next
                         streams.pop(alias, None)
                         stopped += 1
                 if aliases:
@@ -221,7 +221,7 @@ async def publish(port: int, sent_path: str) -> None:
         Path(sent_path).write_text(json.dumps({"sent": sent, "stopped": stopped}))
 
 
-async def subscribe(port: int, count: int, seconds: float) -> dict[str, Any]:
+async def subscribe(port: int, count: int, seconds: float) -> None:
     def progress(what: str) -> None:
         print(f"  subscribers: {what} at +{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
@@ -259,7 +259,7 @@ async def subscribe(port: int, count: int, seconds: float) -> dict[str, Any]:
         await asyncio.sleep(2.0)  # the stragglers
         latencies = sorted(x for s in subs for x in s.latencies)
         pct = {p: latencies[int(p / 100 * (len(latencies) - 1))] if latencies else None for p in (50, 99)}
-        return {
+        result = {
             "subscribed": ok,
             "errors": sorted(errors)[:3],
             "window": [start, end],
@@ -271,6 +271,10 @@ async def subscribe(port: int, count: int, seconds: float) -> dict[str, Any]:
             "client_cpu_share": round(cpu / seconds, 3),
             "decode_errors": sum(s.decode_errors for s in subs),
         }
+        # Report before closing: aioquic's close waits for the peer, which a backlogged relay may not
+        # answer for long. The process ends here, its sessions with it.
+        print(json.dumps(result), flush=True)
+        os._exit(0)
 
 
 def free_port(kind: int) -> int:
@@ -319,6 +323,13 @@ def rss_kib(pid: int) -> int:
         except (OSError, StopIteration):
             pass
     return total
+
+
+def udp_drops() -> int:
+    """UDP datagrams this network namespace dropped for a full socket receive buffer (RcvbufErrors)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
 def udp_listening(port: int) -> bool:
@@ -394,9 +405,9 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             raise RuntimeError("the subscribers' process ended before its window")
         start, end = json.loads(line)["window"]
         time.sleep(max(0.0, start - time.monotonic()))
-        cpu0 = cpu_seconds(relay.pid)
+        cpu0, drops0 = cpu_seconds(relay.pid), udp_drops()
         time.sleep(max(0.0, end - time.monotonic()))
-        cpu = cpu_seconds(relay.pid) - cpu0
+        cpu, drops = cpu_seconds(relay.pid) - cpu0, udp_drops() - drops0
         rss = rss_kib(relay.pid)
         load = os.getloadavg()
         result = json.loads(subs.stdout.read())
@@ -426,6 +437,7 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "relay_rss_kib": rss,
             "relay_rss_idle_kib": rss_idle,
             "client_cpu_share": result["client_cpu_share"],
+            "udp_rcvbuf_drops": drops,
             "loadavg_1m": round(load[0], 2),
         }
     finally:
@@ -441,8 +453,7 @@ def main() -> None:
             asyncio.run(publish(int(sys.argv[2]), sys.argv[3]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_subs":
-        result = asyncio.run(subscribe(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
-        print(json.dumps(result), flush=True)
+        asyncio.run(subscribe(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("subscribers", type=int, nargs="+")

@@ -216,6 +216,8 @@ async def publish(port: int, sent_path: str) -> None:
                     sent.append(STAMP.unpack_from(payload)[1])
                 pub.transmit()
                 seq += 1
+                if seq % 15 == 0:  # kept current: closing an aioquic connection can outlast the stop signal
+                    Path(sent_path).write_text(json.dumps({"sent": sent, "stopped": stopped}))
                 await asyncio.sleep(max(0.0, t0 + seq / FPS - time.monotonic()))
     finally:
         Path(sent_path).write_text(json.dumps({"sent": sent, "stopped": stopped}))
@@ -314,6 +316,19 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def run_delay(pid: int) -> float:
+    """Seconds the process tree's threads waited on a run queue, runnable but not running (schedstat)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[1])
+        except OSError:
+            pass
+    return total / 1e9
+
+
 def rss_kib(pid: int) -> int:
     total = 0
     for p in tree(pid):
@@ -330,6 +345,19 @@ def udp_drops() -> int:
     with open("/proc/net/snmp") as f:
         rows = [line.split() for line in f if line.startswith("Udp:")]
     return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def relay_socket_drops(port: int) -> int:
+    """Datagrams dropped at the relay's own UDP socket (the drops column of /proc/net/udp)."""
+    needle = f":{port:04X}"
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(name) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 12 and fields[1].endswith(needle):
+                    total += int(fields[-1])
+    return total
 
 
 def udp_listening(port: int) -> bool:
@@ -406,8 +434,10 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
         start, end = json.loads(line)["window"]
         time.sleep(max(0.0, start - time.monotonic()))
         cpu0, drops0 = cpu_seconds(relay.pid), udp_drops()
+        waits0 = run_delay(relay.pid), run_delay(subs.pid)
         time.sleep(max(0.0, end - time.monotonic()))
         cpu, drops = cpu_seconds(relay.pid) - cpu0, udp_drops() - drops0
+        waits = run_delay(relay.pid) - waits0[0], run_delay(subs.pid) - waits0[1]
         rss = rss_kib(relay.pid)
         load = os.getloadavg()
         result = json.loads(subs.stdout.read())
@@ -433,11 +463,14 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "p50_ms": result["p50_ms"],
             "p99_ms": result["p99_ms"],
             "relay_cpu_share": round(cpu / seconds, 3),
+            "relay_runqueue_wait_share": round(waits[0] / seconds, 3),
             "relay_cpu_us_per_object": round(1e6 * cpu / result["received"], 1) if result["received"] else None,
             "relay_rss_kib": rss,
             "relay_rss_idle_kib": rss_idle,
             "client_cpu_share": result["client_cpu_share"],
+            "client_runqueue_wait_share": round(waits[1] / seconds, 3),
             "udp_rcvbuf_drops": drops,
+            "udp_drops_at_relay_socket": relay_socket_drops(port),
             "loadavg_1m": round(load[0], 2),
         }
     finally:

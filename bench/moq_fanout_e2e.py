@@ -19,8 +19,9 @@ sequence number and its send time (``time.monotonic()``, one clock for every pro
 machine). Over a window of ``--seconds`` after every subscriber has its SUBSCRIBE_OK, the
 subscribers count the objects sent in the window that reached them, and how many of those took
 more than 200 ms; an object that never arrives (by the end of the window plus 2 s) counts as late.
-The relay's CPU (utime + stime of its process tree, from /proc) and RSS are read at the window's
-edges.
+The relay's CPU (utime + stime of its process tree, from /proc), its run-queue wait (schedstat:
+runnable but not running, the share other processes on its core took), its RSS and the
+namespace's UDP receive-buffer drops are read at the window's edges. Results: docs/benchmarks.md.
 
 The track: 30 frames/s, a group per key frame every 2 s, key frames of 40 KB, deltas of 3.5 KB.
 """

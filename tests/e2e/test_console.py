@@ -85,7 +85,8 @@ def check_media_metrics(node: TrackmeshNode) -> None:
     while time.monotonic() < deadline:
         text = http("GET", node.url("/metrics"))[2].decode()
         if sample(text, "trackmesh_viewer_rtt_seconds_count") > 0 and sample(
-                text, "trackmesh_forwarded_packets_total", transport="whep") > 0:
+                text, "trackmesh_forwarded_packets_total", transport="whep") > 0 and sample(
+                text, "trackmesh_first_media_seconds_count", transport="whep") > 0:
             break
         time.sleep(0.5)
     print("console: metrics", {n: sample(text, n, **lb) for n, lb in (
@@ -94,6 +95,7 @@ def check_media_metrics(node: TrackmeshNode) -> None:
         ("trackmesh_forwarded_packets_total", {"transport": "whep"}),
         ("trackmesh_forwarded_bytes_total", {"transport": "whep"}),
         ("trackmesh_join_duration_seconds_count", {"transport": "whip"}),
+        ("trackmesh_first_media_seconds_sum", {"transport": "whep"}),
         ("trackmesh_viewer_rtt_seconds_count", {}),
         ("trackmesh_sessions", {"transport": "whep"}))})
     assert sample(text, "trackmesh_packets_received_total", transport="whip") > 0, text
@@ -102,6 +104,10 @@ def check_media_metrics(node: TrackmeshNode) -> None:
     assert sample(text, "trackmesh_forwarded_packets_total", transport="whep") > 0, text
     assert sample(text, "trackmesh_join_connected_total", transport="whip") >= 1, text
     assert sample(text, "trackmesh_join_duration_seconds_count", transport="whip") >= 1, text
+    # The first media packet: received from the publisher, forwarded to the viewer.
+    for kind in ("whip", "whep"):
+        assert sample(text, "trackmesh_first_media_seconds_count", transport=kind) >= 1, (kind, text)
+        assert sample(text, "trackmesh_first_media_seconds_sum", transport=kind) > 0, (kind, text)
     assert sample(text, "trackmesh_sessions", transport="whep") == 1, text
     assert sample(text, "trackmesh_viewer_rtt_seconds_count") > 0, text
     if PROMTOOL is not None:

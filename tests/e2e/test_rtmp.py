@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.test_console import login_cookie
 from tests.runtime.node_process import free_port, http
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +113,13 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         [conn] = conns(node, room)
         assert (conn["room"], conn["peer"], conn["connected"]) == (room, "obs", True)
         assert conn["counters"]["opus_packets"] > 0 and conn["counters"]["keyframes"] > 0, conn
+        # The console's rooms view lists the RTMP publisher in its room (without a kick button).
+        status, set_cookie = login_cookie(node, node.secret, node.base)
+        assert status == 303, status
+        status, _, body = http("GET", node.url("/api/console/rooms"), None, {"Cookie": set_cookie.split(";")[0]})
+        rooms = {r["room"]: r["peers"] for r in json.loads(body)["data"]["rooms"]}
+        assert [(p["peer"], p["transport"], p["connected"], p["kickable"]) for p in rooms[room]] == [
+            ("obs", "rtmp", True, False)], rooms  # fmt: skip
 
         # The same key again: the new connection takes over, the old encoder is cut off.
         second = publish(token["publish_url"], 30, tone=660)

@@ -43,14 +43,20 @@ def test_merge_adds_workers_up_and_a_fresh_worker_has_every_join_histogram() -> 
     m = MediaMetrics()
     m.on_requested("whip")
     m.on_connected("whip", 0.3)
+    m.on_first_media("whip", 0.4)
+    m.on_no_media("whep")
     m.on_requested("whep")
     m.on_failed("whep", "connect timeout: not connected within 10 s")
     snap = m.snapshot()
-    assert set(snap["join_seconds"]) == {"whip", "whep", "sdk"}
+    assert set(snap["join_seconds"]) == set(snap["first_media_seconds"]) == {"whip", "whep", "sdk"}
     merged = merge_snapshots([snap, snap])
     assert merged["requested"] == {"whip": 2, "whep": 2}
     assert merged["connected"] == {"whip": 2}
     assert merged["failed"] == {("whep", "connect_timeout"): 2}
+    assert merged["first_media_missing"] == {"whep": 2}
+    first = merged["first_media_seconds"]["whip"]
+    assert sum(first["counts"]) == 2 and abs(first["sum"] - 0.8) < 1e-9
+    assert sum(merged["first_media_seconds"]["sdk"]["counts"]) == 0
     whip = merged["join_seconds"]["whip"]
     assert sum(whip["counts"]) == 2 and whip["bounds"] == list(JOIN_BUCKETS) and abs(whip["sum"] - 0.6) < 1e-9
     # A worker of another version (other buckets) is never mixed in.

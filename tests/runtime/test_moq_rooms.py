@@ -20,6 +20,7 @@ from trackmesh.core.controls import Join, Publish, Unpublish
 from trackmesh.core.events import KeyframeRequested
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
+from trackmesh.runtime.console_other_sessions import moq_rows
 from trackmesh.runtime.moq_auth import TokenAuthorizer
 from trackmesh.runtime.moq_room_ingest import MoqRoomIngest
 from trackmesh.runtime.moq_rooms import MoqRooms
@@ -162,6 +163,10 @@ def test_a_moq_publisher_becomes_a_room_peer() -> None:
         assert out == frames and received[0].keyframe and received[0].codec is MediaCodec.VP8
         assert ingest.metrics()["ingest_packets_total"] == len(received)
         assert any("/bob/" in key for key in runtime.core.registry._data), runtime.core.registry._data  # type: ignore[attr-defined]
+        # The console lists bob in room r2 over MoQ (an anonymous namespace: the default app only).
+        [row] = moq_rows("", ingest)
+        assert (row["room"], row["peer"], row["transport"], row["kickable"]) == ("r2", "bob", "moq", False), row
+        assert moq_rows("acme", ingest) == []
         # The publisher withdraws its namespace: bob leaves the room.
         pub.send(m.PublishNamespaceDone(ns_rid))
         assert not any("/bob/" in key for key in runtime.core.registry._data)  # type: ignore[attr-defined]

@@ -16,7 +16,10 @@ from tests.runtime.node_process import free_port
 from tests.transports.rtmp.client import TestClient, commands
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.config import resolve
+from trackmesh.http.console.routes import group_rooms
+from trackmesh.rpc import RpcError
 from trackmesh.runtime import rtmp_worker
+from trackmesh.runtime.console_other_sessions import add_other_sessions, rtmp_rows
 from trackmesh.runtime.rtmp_worker import RtmpTransport
 from trackmesh.runtime.worker import WorkerRuntime
 from trackmesh.security.tokens import SessionToken, issue
@@ -140,6 +143,16 @@ def test_takeover_delete_and_linger() -> None:
         await asyncio.sleep(0.1)
         [listed] = transport.list_conns(0, {})
         assert listed["connected"] and listed["counters"]["video_frames"] == 1
+        # The console's rooms view lists the publisher in its room, to its token's app only.
+        # (Worker 0's console.rooms had no WebRTC row; worker 1 did not answer; SIP is off.)
+        off = RpcError(404, "unknown worker call")
+        rows, late = add_other_sessions("", [[], off], [transport.list_conns(0, {}), off], [off, off])
+        assert late is off
+        [room] = group_rooms(rows)
+        [row] = room["peers"]
+        assert room["room"] == "r" and (row["peer"], row["transport"], row["connected"]) == ("cam", "rtmp", True), row
+        assert row["session"] == listed["session"] and row["kickable"] is False
+        assert rtmp_rows("acme", [transport.list_conns(0, {})]) == []
         # The same key again: the first connection is closed, the peer (conn id) stays.
         second = await publish(port, key)
         assert second.statuses()[0][0] == "NetStream.Publish.Start"

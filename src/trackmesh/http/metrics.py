@@ -145,6 +145,13 @@ def add_media_metrics(exp: Exposition, media: dict[str, Any]) -> None:
     for kind, hist in sorted(media["join_seconds"].items()):
         exp.histogram("trackmesh_join_duration_seconds", "Time from the session request (offer) to connected "
                       "(ICE and DTLS up: media can flow), by transport", hist, {"transport": kind})
+    for kind, hist in sorted(media["first_media_seconds"].items()):
+        exp.histogram("trackmesh_first_media_seconds", "Time from the session request (offer) to the first media "
+                      "packet received from or forwarded to the peer, by transport", hist, {"transport": kind})
+    exp.declare_counter("trackmesh_first_media_missing", "Connected sessions with no media packet within 30 s of "
+                        "their request (a viewer of an empty room), by transport", ["transport"])
+    for kind, n in sorted(media["first_media_missing"].items()):
+        exp.counter("trackmesh_first_media_missing", "", n, {"transport": kind})
     docs = {
         "viewer_loss_ratio": "Fraction lost that viewers report about forwarded streams (RTCP receiver reports, one "
                              "sample per viewer stream and scrape)",
@@ -230,7 +237,7 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The node's view: the workers' ``media`` stats (``runtime/media_metrics.py``) added up, histograms
     bucket by bucket."""
     out: dict[str, Any] = {"totals": {}, "sessions": {}, "requested": {}, "connected": {}, "failed": {},
-                           "closed": {}, "join_seconds": {}}
+                           "closed": {}, "join_seconds": {}, "first_media_seconds": {}, "first_media_missing": {}}
 
     def add_hist(into: dict[str, Any], key: str, h: dict[str, Any]) -> None:
         have = into.get(key)
@@ -247,15 +254,16 @@ def merge_snapshots(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
             into = out["totals"].setdefault(kind, {})
             for name, value in values.items():
                 into[name] = into.get(name, 0) + int(value)
-        for what in ("sessions", "requested", "connected"):
+        for what in ("sessions", "requested", "connected", "first_media_missing"):
             for kind, n in snap.get(what, {}).items():
                 out[what][kind] = out[what].get(kind, 0) + int(n)
         for what in ("failed", "closed"):
             for kind, reason, n in snap.get(what, []):
                 key = (str(kind), str(reason))
                 out[what][key] = out[what].get(key, 0) + int(n)
-        for kind, h in snap.get("join_seconds", {}).items():
-            add_hist(out["join_seconds"], kind, h)
+        for what in ("join_seconds", "first_media_seconds"):
+            for kind, h in snap.get(what, {}).items():
+                add_hist(out[what], kind, h)
         for name in ("viewer_loss_ratio", "viewer_rtt_seconds", "viewer_jitter_seconds"):
             if name in snap:
                 add_hist(out, name, snap[name])

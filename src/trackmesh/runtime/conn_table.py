@@ -45,7 +45,7 @@ from trackmesh.transports.webrtc.peer import WebRtcPeer
 
 from .admission import SessionAdmission
 from .console_rpc import ConsoleRpc
-from .media_metrics import MediaMetrics
+from .media_metrics import FirstMediaWatch, MediaMetrics
 from .webrtc_port import WebRtcPort
 from .worker import WorkerRuntime
 
@@ -166,6 +166,7 @@ class ConnTable(Generic[C]):
         self.metrics.sources.append(self)
         ConsoleRpc.of(runtime).tables.append(self)  # the console's listing and actions (kick, end room)
         self._joining: dict[SessionId, float] = {}  # attached, not connected yet: when the request came
+        self.first_media = FirstMediaWatch(self.metrics, runtime.track)  # connected, no media yet
         self.apps: dict[SessionId, str] = {}  # the app (tenant) of each connection's token
 
     def __len__(self) -> int:
@@ -245,6 +246,7 @@ class ConnTable(Generic[C]):
                 asked = self._joining.pop(conn.key, None)
                 if asked is not None:
                     self.metrics.on_connected(conn.kind, now - asked)
+                    self.first_media.add(now, conn.key, conn.kind, peer, asked)
                 conn.on_connected(now)
                 if self.runtime.core.audit is not None:
                     self.runtime.core.audit.connected(now, conn.key, "")
@@ -282,6 +284,7 @@ class ConnTable(Generic[C]):
             else:
                 audit.disconnected(now, key, reason)
         self._restarting.discard(key)
+        self.first_media.forget(key)
         self.sampler.forget(key)
         self.port.detach(key)
         self.runtime.unlisten(key)

@@ -31,6 +31,8 @@ from trackmesh.cluster.membership import REPORT_INTERVAL
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.rpc import RpcError
 
+from .console_other_sessions import add_other_sessions
+
 log = logging.getLogger("trackmesh.console")
 
 __all__ = ["CONSOLE_ROOT", "OPS", "STATUS_ROOT", "ConsoleQueryable", "CpuMeter", "StatusReporter", "rss_mb"]
@@ -117,6 +119,9 @@ class ConsoleQueryable:
                 query.reply_err(b'{"error":"malformed console query"}')
                 return
             results = await self._call(method, params)
+            if method == "console.rooms":  # with the node's RTMP publishers and SIP calls
+                results = add_other_sessions(str(params.get("app", "")), results,
+                                             await self._call("rtmp.list", {}), await self._call("sip.stats", {}))
             query.reply(self.key, encode_results(results))
         except Exception:
             log.exception("console query failed")

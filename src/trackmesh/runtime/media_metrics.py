@@ -5,9 +5,10 @@ increments in ``WebRtcPeer``, ``InboundMedia``, ``OutboundTrack``); this module 
 when the node is scraped (:meth:`MediaMetrics.snapshot`), summing the live connections of every
 :class:`~.conn_table.ConnTable` of the worker with what closed connections had counted (folded in
 once, at their close), so every total only ever grows. Per-session facts are recorded once per
-session: the join (request to connected, when SRTP keys exist and media can flow), its outcome and
-the close reason, each under a small fixed set of labels (transport, reason): no per-peer or
-per-track label, so the series count does not grow with the number of peers.
+session: the join (request to connected, when SRTP keys exist and media can flow), the time to the
+first media packet (:class:`FirstMediaWatch`), its outcome and the close reason, each under a small
+fixed set of labels (transport, reason): no per-peer or per-track label, so the series count does not
+grow with the number of peers.
 
 Viewer loss, RTT and jitter come from the receiver reports (RFC 3550 s6.4) viewers send about
 the streams we forward: each scrape observes, once, every report that arrived since the previous
@@ -17,7 +18,7 @@ scrape (one sample per viewer stream and scrape at most).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE_REASONS",
+    "FirstMediaWatch",
     "Histogram",
     "MediaMetrics",
     "close_reason_label",
@@ -33,6 +35,10 @@ __all__ = [
 
 #: Seconds from the request (offer) to connected (ICE and DTLS done).
 JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+#: How often sessions waiting for their first media packet are looked at (the measure's resolution),
+#: and how long after its request a session stops being waited for (a viewer of an empty room).
+FIRST_MEDIA_POLL = 0.02
+FIRST_MEDIA_GIVE_UP = 30.0
 #: Fraction of packets lost, as a viewer reports it (RFC 3550 s6.4.1 fraction lost / 256).
 LOSS_BUCKETS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 RTT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 2.0)
@@ -174,6 +180,8 @@ class MediaMetrics:
         # The WebRTC transports every media worker installs (runtime/transports.py): their series exist
         # from the start, so a rate() or histogram_quantile() never sees them missing.
         self.join: dict[str, Histogram] = {kind: Histogram(JOIN_BUCKETS) for kind in ("whip", "whep", "sdk")}
+        self.first_media: dict[str, Histogram] = {kind: Histogram(JOIN_BUCKETS) for kind in ("whip", "whep", "sdk")}
+        self.first_media_missing: dict[str, int] = {}
         self.viewer_loss = Histogram(LOSS_BUCKETS)
         self.viewer_rtt = Histogram(RTT_BUCKETS)
         self.viewer_jitter = Histogram(JITTER_BUCKETS)
@@ -197,6 +205,16 @@ class MediaMetrics:
         if hist is None:
             hist = self.join[kind] = Histogram(JOIN_BUCKETS)
         hist.observe(max(after, 0.0))
+
+    def on_first_media(self, kind: str, after: float) -> None:
+        hist = self.first_media.get(kind)
+        if hist is None:
+            hist = self.first_media[kind] = Histogram(JOIN_BUCKETS)
+        hist.observe(max(after, 0.0))
+
+    def on_no_media(self, kind: str) -> None:
+        """A connected session that neither sent nor got media within :data:`FIRST_MEDIA_GIVE_UP`."""
+        self.first_media_missing[kind] = self.first_media_missing.get(kind, 0) + 1
 
     def on_failed(self, kind: str, reason: str) -> None:
         """A session that ended (or whose setup failed) before it ever connected."""
@@ -250,7 +268,62 @@ class MediaMetrics:
             "failed": [[k, r, n] for (k, r), n in self.failed.items()],
             "closed": [[k, r, n] for (k, r), n in self.closed.items()],
             "join_seconds": {kind: h.to_dict() for kind, h in self.join.items()},
+            "first_media_seconds": {kind: h.to_dict() for kind, h in self.first_media.items()},
+            "first_media_missing": dict(self.first_media_missing),
             "viewer_loss_ratio": self.viewer_loss.to_dict(),
             "viewer_rtt_seconds": self.viewer_rtt.to_dict(),
             "viewer_jitter_seconds": self.viewer_jitter.to_dict(),
         }
+
+
+def media_started(peer: WebRtcPeer) -> bool:
+    """Whether the connection received an accepted RTP packet or had one forwarded to it."""
+    if peer.inbound.counters["packets"] or peer.counters["removed_out_packets"]:
+        return True
+    return any(out.packets for out in peer.outbound.values())
+
+
+class FirstMediaWatch:
+    """Connected sessions waiting for their first media packet, from or to the peer: every
+    :data:`FIRST_MEDIA_POLL` seconds (while any waits, never otherwise) it reads the counters the media
+    path keeps anyway (:func:`media_started`) and observes request-to-first-media in
+    :attr:`MediaMetrics.first_media`. Nothing per packet; the measure is late by at most one poll."""
+
+    __slots__ = ("_due", "metrics", "schedule", "waiting")
+
+    def __init__(self, metrics: MediaMetrics, schedule: Callable[[FirstMediaWatch], None]) -> None:
+        """``schedule(self)``: (re)arm the worker's timer for :meth:`next_deadline` (``WorkerRuntime.track``)."""
+        self.metrics = metrics
+        self.schedule = schedule
+        self.waiting: dict[object, tuple[str, WebRtcPeer, float]] = {}
+        self._due: float | None = None
+
+    def add(self, now: float, key: object, kind: str, peer: WebRtcPeer, asked: float) -> None:
+        """``key`` connected at ``now``; it was requested at ``asked``."""
+        if media_started(peer):  # the connected event can come after the first packet
+            self.metrics.on_first_media(kind, now - asked)
+            return
+        self.waiting[key] = (kind, peer, asked)
+        if self._due is None:
+            self._due = now + FIRST_MEDIA_POLL
+            self.schedule(self)
+
+    def forget(self, key: object) -> None:
+        """The session closed: it is not waited for any more (and not counted as missing)."""
+        self.waiting.pop(key, None)
+
+    def next_deadline(self) -> float | None:
+        return self._due
+
+    def handle_timeout(self, now: float) -> None:
+        done = []
+        for key, (kind, peer, asked) in self.waiting.items():
+            if media_started(peer):
+                self.metrics.on_first_media(kind, now - asked)
+                done.append(key)
+            elif now - asked >= FIRST_MEDIA_GIVE_UP:
+                self.metrics.on_no_media(kind)
+                done.append(key)
+        for key in done:
+            del self.waiting[key]
+        self._due = now + FIRST_MEDIA_POLL if self.waiting else None

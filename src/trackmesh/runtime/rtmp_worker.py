@@ -85,6 +85,7 @@ class _Entry:
     conn: RtmpConnection | None = None
     stream_id: int = 0
     timer: _LingerTimer | None = None
+    app: str = ""  # the app (tenant) of its stream key's token: the console lists it to that app only
 
 
 @dataclass(eq=False)
@@ -250,7 +251,7 @@ class RtmpTransport:
             if token.record and recording is not None:
                 # A record:true token (atm0s): every track this peer publishes is recorded.
                 recording.record_peer(now, token.app, token.room, token.peer)
-            entry = _Entry(key, publisher)
+            entry = _Entry(key, publisher, app=token.app)
             self.entries[key] = entry
             self.by_peer[(token.room, token.peer)] = entry
             self.by_session[endpoint.session] = entry
@@ -379,6 +380,9 @@ class RtmpTransport:
             out.append(
                 {
                     "conn_id": p.endpoint.conn_id,
+                    "session": str(p.endpoint.session),
+                    "app": entry.app,
+                    "worker": self.runtime.index,
                     "room": p.room,
                     "peer": p.peer,
                     "connected": conn is not None,

@@ -302,6 +302,7 @@ class SipMediaTransport:
             "calls": [
                 {
                     "session": int(c.session),
+                    "worker": self.runtime.index,
                     "kind": c.kind,
                     "joined": c.media.started,
                     "room": c.media.room,

@@ -35,6 +35,7 @@ from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
 from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
+from trackmesh.runtime.console_other_sessions import add_other_sessions, moq_rows
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
@@ -266,7 +267,14 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
         cluster = node.config.role == "console"
-        for index, result in enumerate(await node.call_workers("console.rooms", {"app": app})):
+        results = await node.call_workers("console.rooms", {"app": app})
+        if not cluster:  # and the RTMP, SIP and MoQ sessions (runtime/console_other_sessions.py)
+            results = add_other_sessions(app, results, await node.call_workers("rtmp.list", {}),
+                                         await node.call_workers("sip.stats", {}))  # fmt: skip
+            moq = getattr(node, "moq", None)
+            if moq is not None and moq.room_ingest is not None:
+                rows.extend(moq_rows(app, moq.room_ingest))
+        for index, result in enumerate(results):
             if isinstance(result, list):
                 rows.extend(result)
             else:

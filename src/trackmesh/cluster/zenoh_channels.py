@@ -31,7 +31,7 @@ Wire format of a packet (network byte order)::
     spatial:u8 temporal:u8 audio_level:u8 n_layers:u8 layers:u8*n_layers payload
     flags: 1 = marker, 2 = keyframe, 4 = audio_level present
 
-Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate) origin:16 bytes bitrate_bps:u64``.
+Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate, 2 alternate) origin:16 bytes bitrate_bps:u64``.
 Malformed messages are dropped and counted.
 
 Messages (the core's MessageHub path: message channels, the mixer's levels summaries) cross on
@@ -73,7 +73,7 @@ INBOX_LIMIT = 10_000
 _HDR = struct.Struct("!BBBBIIBBBB")
 _F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
 _FB = struct.Struct("!BB16sQ")
-_FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE)
+_FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE, FeedbackKind.ALTERNATE)
 _MSG = struct.Struct("!BH")
 MEDIA = "media"
 MESSAGE = "message"

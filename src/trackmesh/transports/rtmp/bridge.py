@@ -498,6 +498,12 @@ class RtmpPublisher:
             return
         self._send_video(now, VideoFrame(frame.fourcc, frame.track_id, dts, pts, frame.keyframe, frame.data))
         if self.alternate_wanted and frame.track_id == 0 and frame.fourcc in ALTERNATE_SOURCES:
+            self._say(
+                "alternate",
+                f"a viewer cannot decode {ALTERNATE_SOURCES[frame.fourcc].name}: transcoding this stream's video "
+                "to H.264 for such viewers (one transcode shared by all of them, stopped when the last leaves; "
+                "costs CPU)",
+            )
             self.counters["video_to_alternate"] += 1
             job = TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe, frame.fourcc, True)
             self._out.append(job)
@@ -508,21 +514,13 @@ class RtmpPublisher:
         return self.alternate_wanted and self.attached and self._video_fourcc.get(0) in ALTERNATE_SOURCES
 
     def _on_alternate_wanted(self, wanted: bool) -> None:
-        if wanted == self.alternate_wanted:
-            return
-        self.alternate_wanted = wanted
-        source = self._video_fourcc.get(0)
-        if source not in ALTERNATE_SOURCES:
-            return
-        if not wanted:
-            self._out.append(StopAlternate(self.generation))
-            return
-        name = ALTERNATE_SOURCES[source].name
-        self._say(
-            "alternate",
-            f"a viewer cannot decode {name}: transcoding this stream's video to H.264 for such viewers "
-            "(one transcode shared by all of them, stopped when the last leaves; costs CPU)",
-        )
+        """The core merged the viewers' requests: the next HEVC/AV1/VP9 frames go to the coder
+        too (said once, with the first), or its coder goes (whatever the codec: a generation before
+        may have had one)."""
+        if wanted != self.alternate_wanted:
+            self.alternate_wanted = wanted
+            if not wanted:
+                self._out.append(StopAlternate(self.generation))
 
     def alternate_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
         """A frame of the H.264 alternate rendition (``pts``: ms on the room's timeline)."""

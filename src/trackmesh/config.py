@@ -11,7 +11,10 @@ import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trackmesh.transports.sip.registration import UpstreamAccount
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -92,6 +95,8 @@ class NodeConfig:
     # MD5 alone by default: baresip 1.0 (libre) gives up on a challenge set containing SHA-256 and sipp
     # answers only the first; the passwords are 128-bit random (HMAC), so MD5 exposes no guessable secret.
     sip_digest_algorithms: tuple[str, ...] = ("MD5",)
+    # --sip-register: an upstream account the node registers to (transports/sip/registration.py).
+    sip_register: UpstreamAccount | None = None
 
     @property
     def sip_listen_port(self) -> int:
@@ -278,6 +283,18 @@ def _seeds(flag: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _sip_account(flag: str) -> Callable[[str], UpstreamAccount]:
+    def parse(text: str) -> UpstreamAccount:
+        from trackmesh.transports.sip.registration import parse_upstream_account
+
+        try:
+            return parse_upstream_account(text)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+
+    return parse
+
+
 def _url(flag: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         from urllib.parse import urlsplit
@@ -387,7 +404,7 @@ class Flag:
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
 
 
-ALL_ROLES = ("standalone", "gateway", "media", "router", "connector")
+ALL_ROLES = ("standalone", "gateway", "media", "router", "connector", "console")
 CONNECTOR_ROLES = ("standalone", "connector")  # standalone embeds the connector
 CLUSTER_MODES = ("mesh", "routers")
 HOOK_BODIES = ("json", "protobuf")  # connector/ingest.py
@@ -420,15 +437,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--zone", "zone id (default 0)", _int_range("--zone", 0, (1 << 24) - 1), ALL_ROLES, "N"),
     Flag("--seeds", "comma-separated cluster endpoints to connect to (tcp/IP:PORT or tcp/IP:PORT-PORT): with "
          "--cluster-mode mesh every member already running, with routers the zone's routers; for a router the "
-         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector"), "LIST"),
+         "other routers (see docs/cluster.md)", _seeds("--seeds"), ("gateway", "media", "router", "connector",
+                                                                   "console"), "LIST"),
     Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
          "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
-         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector"), "MODE"),
+         _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector", "console"), "MODE"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
-         ("gateway", "media", "router", "connector"), "IP"),
+         ("gateway", "media", "router", "connector", "console"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
          "(default 0 = ephemeral: this member only dials its seeds; a router needs one)",
-         _port("--cluster-port", True), ("gateway", "media", "router", "connector"), "PORT"),
+         _port("--cluster-port", True), ("gateway", "media", "router", "connector", "console"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
@@ -506,6 +524,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "
          "credentials, URL/auth answers the HA1 of a digest username (see docs/sip.md)",
          _url("--sip-hook-url", ("http", "https")), ("standalone", "media"), "URL"),
+    Flag("--sip-register", "register to an upstream account (a trunk, Kamailio) and take the calls it routes to us "
+         "into ROOM: sip:USER:PASSWORD@IP[:PORT][;room=ROOM][;expires=SECONDS] (docs/sip.md; prefer the "
+         "environment variable: it holds a password)", _sip_account("--sip-register"), ("standalone", "media"), "URI"),
     Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
          "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
          _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),
@@ -557,8 +578,8 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--secret: a router needs the cluster secret (its links are authenticated with it)")
     if values.get("record_s3_endpoint") and not values.get("record_s3"):
         raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
-    if role == "connector" and values.get("secret_generated"):
-        raise ConfigError("--secret: the connector needs the cluster secret (its links are authenticated with it)")
+    if role in ("connector", "console") and values.get("secret_generated"):
+        raise ConfigError(f"--secret: the {role} needs the cluster secret (its links are authenticated with it)")
     if role == "standalone":
         values.setdefault("moq_port", 4443)
     if bool(values.get("moq_cert")) != bool(values.get("moq_key")):

@@ -16,8 +16,10 @@ from trackmesh.cli.main import main
         (["--log-level", "loud"], "argument --log-level: 'loud' is not accepted; accepted: debug, info, warning"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         # + the global gateway and a connector per zone
-        (["--http-port", "65531", "--zones", "2"], "9 members need ports up to 65539"),
-        (["--http-port", "65531", "--zones", "2", "--no-connector"], "7 members need ports up to 65537"),
+        (["--http-port", "65531", "--zones", "2"], "10 members need ports up to 65540"),  # with the console
+        (["--http-port", "65531", "--zones", "2", "--no-connector"], "8 members need ports up to 65538"),
+        (["--http-port", "65531", "--zones", "2", "--no-connector", "--no-console"],
+         "7 members need ports up to 65537"),
     ],
 )
 def test_bad_flags_are_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The SIP flags: --sip-port (default 5060, 0 = off), --sip-rtp-ports, --sip-digest-algorithms."""
+"""The SIP flags: --sip-port (default 5060, 0 = off), --sip-rtp-ports, --sip-digest-algorithms, --sip-register."""
 
 from __future__ import annotations
 
@@ -27,8 +27,22 @@ def test_sip_defaults_and_values() -> None:
         ({"sip_rtp_ports": "41000-40000"}, "--sip-rtp-ports"),
         ({"sip_digest_algorithms": "SHA-512"}, "--sip-digest-algorithms"),
         ({"sip_digest_algorithms": "MD5,MD5"}, "--sip-digest-algorithms"),
+        ({"sip_register": "sip:trunk@10.0.0.1"}, "--sip-register"),
+        ({"sip_register": "sip:trunk:pw@pbx.example.com"}, "--sip-register"),
     ],
 )
 def test_bad_sip_values_name_the_flag(values: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve("standalone", values, {})
+
+
+def test_sip_register_from_the_environment_keeps_the_password_out_of_errors_and_repr() -> None:
+    env = {"TRACKMESH_SIP_REGISTER": "sip:trunk:hunter2@10.0.0.1:5070;room=lobby"}
+    account = resolve("standalone", {}, env).sip_register
+    assert account is not None and (account.user, account.host, account.port, account.room) == (
+        "trunk", "10.0.0.1", 5070, "lobby")  # fmt: skip
+    assert account.password == "hunter2" and "hunter2" not in repr(account)
+    assert resolve("standalone", {}, {}).sip_register is None
+    with pytest.raises(ConfigError) as exc:
+        resolve("standalone", {"sip_register": "sip:trunk:hunter2@pbx.example.com"}, {})
+    assert "hunter2" not in str(exc.value)

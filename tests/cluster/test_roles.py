@@ -324,7 +324,7 @@ def test_two_media_workers_are_members_of_their_own(cluster: Cluster) -> None:
 def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str, routers_per_zone: int = 0,
                  cwd: Path | None = None) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
     """Start ``trackmesh dev-cluster`` (HTTP ports from ``base``) and wait until it says its processes are up."""
-    cport = _free_range(zones * (media_per_zone + 2 + routers_per_zone) + 1)  # + connectors, the global gateway
+    cport = _free_range(zones * (media_per_zone + 2 + routers_per_zone) + 2)  # + connectors, global gateway, console
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", str(zones), "--media-per-zone", str(media_per_zone),
          "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET,
@@ -343,11 +343,14 @@ def _dev_cluster(zones: int, media_per_zone: int, base: int, *extra: str, router
 
 
 def test_dev_cluster_starts_two_zones_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    base = _free_range(9)
+    base = _free_range(10)
     proc, lines = _dev_cluster(2, 2, base, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
-        assert "9 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        assert "10 processes up" in text and f"http://127.0.0.1:{base}" in text, text
+        # The console of the whole cluster starts last; its URL is printed.
+        assert f"console (every zone, node and room): http://127.0.0.1:{base + 9}/console" in text, text
+        assert http("GET", f"http://127.0.0.1:{base + 9}/api/node/health/ready")[0] == 200
         zone_gateways = [ln for ln in text.splitlines() if ln.startswith(("  zone 1 gateway", "  zone 2 gateway"))]
         assert len(zone_gateways) == 2 and text.count(" media ") == 4, text
         assert text.count(" connector   4  http") == 2 and "event log: " in text, text
@@ -408,7 +411,7 @@ def test_seed_lists_expand_port_ranges_and_reject_bad_endpoints() -> None:
 
 def test_dev_cluster_members_die_with_it_even_when_it_is_killed() -> None:
     """SIGKILL gives dev-cluster no chance to stop its members: the kernel does (PR_SET_PDEATHSIG)."""
-    proc, _lines = _dev_cluster(1, 1, _free_range(2), "--no-connector")
+    proc, _lines = _dev_cluster(1, 1, _free_range(2), "--no-connector", "--no-console")
     try:
         children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(children) == 2, children

@@ -247,7 +247,7 @@ def test_dev_cluster_plan_seeds_routers_across_zones_and_members_from_their_zone
 def test_dev_cluster_starts_zones_with_two_routers_each_and_a_global_gateway(tmp_path: Path) -> None:
     """The issue's "Done when": ``dev-cluster --zones 3 --routers-per-zone 2`` (one media node per zone: quicker)."""
     base = _free_range(16)
-    proc, lines = _dev_cluster(3, 1, base, routers_per_zone=2, cwd=tmp_path)
+    proc, lines = _dev_cluster(3, 1, base, "--no-console", routers_per_zone=2, cwd=tmp_path)
     try:
         text = "".join(lines).split("trackmesh dev-cluster:", 1)[1]
         assert "16 processes up" in text and text.count(" router ") == 6, text  # + a connector per zone

@@ -32,6 +32,15 @@ def test_session_funnel_and_queue() -> None:
     assert isinstance(gone, ev.PeerEvent) and gone.event == ev.Disconnected(60_000, ev.DisconnectReason.USER_ACTION)
 
 
+def test_a_track_muted_by_the_operator_is_an_event_of_its_session() -> None:
+    src = EventSource(node=7, boot=1, wall_offset=0.0, max_queued=10)
+    src.track_muted(3.0, SessionId(5), "video_main", True)
+    src.track_muted(4.0, SessionId(5), "video_main", False)
+    events = [e.hook.event for e in src.take()]
+    assert [e.event for e in events if isinstance(e, ev.PeerEvent)] == [
+        ev.RemoteTrackMuted("video_main", True), ev.RemoteTrackMuted("video_main", False)]  # fmt: skip
+
+
 def test_full_queue_drops_and_counts() -> None:
     src = EventSource(1, 1, 0.0, max_queued=3)
     for i in range(5):

@@ -423,3 +423,30 @@ def test_worker_tracks_which_endpoints_have_events(h: Harness) -> None:
     assert [e.session for e in w0.take_ready()] == [pub.session]
     assert drain(pub) == [KeyframeRequested("cam")]
     assert w0.take_ready() == []
+
+
+def test_a_muted_track_is_counted_not_forwarded_and_asks_a_key_frame_when_unmuted(h: Harness) -> None:
+    pub = joined(h, "r", "alice")
+    pub.control(h.now, Publish("cam", V))
+    viewer = joined(h, "r", "bob", worker=1)
+    viewer.control(h.now, CreateLocalTrack("video0", V))
+    got: list[int] = []
+    local = viewer.local_track("video0")
+    assert local is not None
+    local.sink = lambda p: got.append(p.seq)
+    viewer.control(h.now, Subscribe("video0", TrackSource("alice", "cam")))
+    h.advance(5.0)
+    drain(viewer)
+    drain(pub)
+    remote = pub.remote_track("cam")
+    assert remote is not None
+    remote.on_packet(pkt(0))
+    assert remote.set_muted(h.now, True) and not remote.set_muted(h.now, True)
+    for seq in (1, 2):
+        remote.on_packet(pkt(seq))
+    assert got == [0] and remote.packets == 3 and remote.octets == 3 * len(pkt(0).payload)
+    assert drain(pub) == []
+    assert remote.set_muted(h.now, False)
+    assert drain(pub) == [KeyframeRequested("cam")]  # the viewers need one to decode again
+    remote.on_packet(pkt(3))
+    assert got == [0, 3]

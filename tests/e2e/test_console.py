@@ -7,10 +7,13 @@ Screenshots go to ``test-artifacts/console/`` (or ``$TRACKMESH_ARTIFACTS/console
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +108,32 @@ def check_media_metrics(node: TrackmeshNode) -> None:
         assert promtool_problems(text) == "", promtool_problems(text)
 
 
+@pytest.fixture(scope="module")
+def record_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-recordings")
+
+
+@pytest.fixture(scope="module")
+def trackmesh_node(netns_guard: None, record_root: Path) -> Iterator[TrackmeshNode]:
+    """The module's node (as tests/e2e/conftest.py's) recording into a temporary ``--record-dir``."""
+    level = os.environ.get("TRACKMESH_E2E_LOG_LEVEL", "info")
+    node = TrackmeshNode("--record-dir", str(record_root), "--log-level", level)
+    try:
+        yield node
+    finally:
+        rc = node.stop()
+        tail = node.log_tail(200)
+        assert "Traceback" not in "\n".join(node.lines), tail
+        assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
 def api_status(node: TrackmeshNode, method: str, path: str, headers: dict[str, str] | None = None) -> int:
     return http(method, node.url(path), b"" if method == "POST" else None, headers or {})[0]
 
 
 def test_console_login_live_room_timeline_kick_and_refusals(
-    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer, request: pytest.FixtureRequest
+    trackmesh_node: TrackmeshNode, chromium: Any, static_server: StaticServer, record_root: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     node = trackmesh_node
     alerts: list[str] = []
@@ -161,6 +184,15 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     query = urllib.parse.urlencode({"room": room, "token": node.token("whep", room)})
     viewer.goto(node.url(f"/samples/whep.html?{query}&autostart=1"))
     page.locator("li[data-track]", has_text="receives · video").first.wait_for(timeout=10_000)
+    # Each track's codec, bitrate, layer and subscribers (a bitrate once two listings are a second apart).
+    published = row.locator("li[data-track]", has_text="publishes · video").filter(has_text="kbps")
+    published.filter(has_text="1 subscriber").first.wait_for(timeout=10_000)
+    received = page.locator("li[data-track]", has_text="receives · video").filter(has_text="kbps").first
+    received.wait_for(timeout=10_000)
+    codec = re.search(r" · (VP8|VP9|H264|AV1) · ", published.first.inner_text())
+    assert codec is not None, published.first.inner_text()
+    assert f" · {codec[1]} · " in received.inner_text() and " · layer S0 T" in received.inner_text()
+    print("console: tracks:", published.first.inner_text(), "|", received.inner_text())
     check_media_metrics(node)
     if prometheus is not None:
         # PromQL over what Prometheus scraped: the forwarded-packets rate, the join histogram, the series count.
@@ -171,11 +203,58 @@ def test_console_login_live_room_timeline_kick_and_refusals(
         print(f"console: prometheus: forwarded {rate:.0f} packets/s, join p95 {p95:.3f} s, "
               f"{series:.0f} series with 2 peers ({idle_series:.0f} with none)")
         assert series < 2000 and series <= idle_series + 10, (series, idle_series)
+    page.bring_to_front()  # a background tab runs few animation frames: clicks wait long to see a stable button
     shot(page, "2-live-room")
     page.set_viewport_size({"width": 1100, "height": 700})
     shot(page, "2-live-room-desktop")
     page.set_viewport_size({"width": 390, "height": 844})
+
+    phase("Mute")
+    # Mute the publisher's video (two clicks): the viewer stops receiving it; unmute: it flows again.
+    def viewer_packets() -> int:
+        rooms = page.request.get(node.url("/api/console/rooms")).json()["data"]["rooms"]
+        return sum(t["packets"] for r in rooms for p in r["peers"] for t in p["tracks"]
+                   if t["direction"] == "subscribe" and t["kind"] == "video")  # fmt: skip
+
+    video = row.locator("li[data-track]", has_text="publishes · video")
+    for action, said in (("mute", "Muted video_main"), ("unmute", "Unmuted video_main")):
+        button = video.locator(f"button[data-action='{action}']")
+        button.click()
+        button.click()
+        page.wait_for_selector(f"#status:has-text('{said}')")
+        if action == "mute":
+            video.filter(has_text="MUTED by the operator").wait_for(timeout=5_000)
+            before = viewer_packets()
+            time.sleep(1.5)
+            assert viewer_packets() == before, "a muted track still reaches its viewer"
+            shot(page, "2a-muted")
+    resumed = time.monotonic() + 5
+    while viewer_packets() <= before + 10 and time.monotonic() < resumed:
+        time.sleep(0.3)
+    assert viewer_packets() > before + 10, "the unmuted track does not reach its viewer again"
+    video.locator("button[data-action='mute']").wait_for(timeout=5_000)  # shown unmuted again
     viewer.close()
+
+    phase("Record")
+    # Record the room (its button), stop, then Recordings lists the file with a download link.
+    page.locator("section.room button[data-action='record-start']").first.click()
+    page.wait_for_selector("#status:has-text('Recording the room')")
+    time.sleep(2.0)  # media flows into the file
+    page.locator("section.room button[data-action='record-stop']").first.click()
+    page.wait_for_selector("#status:has-text('Recording stopped')")
+    page.goto(node.url("/console#/recordings"))
+    link = page.locator("tr[data-recording] a.download").first
+    link.wait_for(timeout=10_000)
+    recorded = page.locator("tr[data-recording]").first.get_attribute("data-recording")
+    assert recorded and link.get_attribute("href") == "/api/console/recordings/file?" + urllib.parse.urlencode(
+        {"path": recorded}), link.get_attribute("href")  # fmt: skip
+    download = page.request.get(node.url(str(link.get_attribute("href"))))
+    on_disk = record_root / recorded
+    assert download.status == 200 and download.body() == on_disk.read_bytes() and len(download.body()) > 1000
+    assert "attachment" in download.headers["content-disposition"]
+    shot(page, "2b-recordings")
+    page.goto(node.url("/console#/rooms"))
+    row.locator("li[data-track]").first.wait_for(timeout=5_000)
 
     phase("The peer's")
     # The peer's timeline: one click on the peer.
@@ -184,6 +263,10 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     row.locator("a.peer").click()
     page.wait_for_selector("#timeline li[data-event='Connected']", timeout=10_000)
     assert page.locator("#live-state").inner_text().startswith("Live: peer")
+    # The operator's mute and unmute are in it (the connector's RemoteTrackMuted).
+    muted = page.locator("#timeline li[data-event='RemoteTrackMuted']")
+    muted.nth(1).wait_for(timeout=5_000)
+    assert "muted: true" in muted.nth(0).inner_text() and "muted: false" in muted.nth(1).inner_text()
     shot(page, "3-timeline")
 
     phase('Kick it')
@@ -275,12 +358,16 @@ def test_console_login_live_room_timeline_kick_and_refusals(
 def test_console_apis_need_the_cookie_and_refuse_forgeries(trackmesh_node: TrackmeshNode) -> None:
     node = trackmesh_node
     gets = ["/api/console/session", "/api/console/rooms", "/api/console/stream", "/api/console/events",
-            "/api/console/peers", "/api/console/node"]  # fmt: skip
-    posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout"]
+            "/api/console/peers", "/api/console/node", "/api/console/cluster", "/api/console/recordings",
+            "/api/console/recordings/file"]  # fmt: skip
+    posts = ["/api/console/sessions/1/kick", "/api/console/rooms/r/end", "/console/logout",
+             "/api/console/rooms/r/record/start", "/api/console/sessions/1/tracks/t/start"]
     # The OpenAPI document lists every console API; each one answers 401 without a valid cookie.
     paths = json.loads(http("GET", node.url("/openapi.json"))[2])["paths"]
     listed = sorted(p for p in paths if p.startswith(("/api/console", "/console")))
-    assert sorted(p.replace("{session_id}", "1").replace("{room}", "r") for p in listed) == sorted(gets + posts)
+    names = {"{session_id}": "1", "{room}": "r", "{track}": "t", "{action}": "start"}
+    assert sorted(functools.reduce(lambda p, kv: p.replace(*kv), names.items(), p) for p in listed) == sorted(
+        gets + posts)  # fmt: skip
     forged = {"Cookie": "trackmesh_console=eyJhIjoiIiwiZSI6OTk5OTk5OTk5OSwibiI6IngifQ.AAAA"}
     for path in gets:
         assert api_status(node, "GET", path) == 401, path

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -179,6 +180,133 @@ Content-Length: 0
 ]]></send>
   <recv response="200"/>
   <Reference variables="d1,se,d2,d3"/>
+</scenario>
+"""
+
+# RFC 3262: a caller that requires 100rel. Our 180 must be reliable (RSeq 1, Require: 100rel), the
+# caller PRACKs it, and the 200 to the INVITE comes after the PRACK's 200.
+PRACK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="100rel required">
+  <send retrans="500" start_txn="invite"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:prack@[local_ip]:[local_port]>
+Max-Forwards: 70
+Require: 100rel
+Supported: 100rel
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv response="100" optional="true" response_txn="invite"/>
+  <recv response="180" response_txn="invite">
+    <action>
+      <ereg regexp="RSeq: 1" search_in="msg" check_it="true" assign_to="rseq"/>
+      <ereg regexp="Require: 100rel" search_in="msg" check_it="true" assign_to="req"/>
+    </action>
+  </recv>
+  <send start_txn="prack"><![CDATA[
+PRACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 PRACK
+RAck: 1 1 INVITE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200" response_txn="prack"/>
+  <recv response="200" response_txn="invite"/>
+  <send ack_txn="invite"><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="200"/>
+  <send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="rseq,req"/>
+</scenario>
+"""
+
+# A caller that gives up while it rings (RFC 3261 s9.1): CANCEL with the INVITE's branch, 200 to
+# it, 487 to the INVITE, ACK for the 487 (s17.1.1.3: the INVITE's branch again).
+CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="cancel while ringing">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:canceller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <pause milliseconds="600"/>
+  <send retrans="500"><![CDATA[
+CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
+From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
 </scenario>
 """
 
@@ -340,7 +468,8 @@ def free_port() -> int:
 
 class HookServer:
     """atm0s 0.1 SIP hooks on 127.0.0.1: /invite accepts to_number "conf1" and user "alice" (into
-    rooms of their own), rejects "busy", answers {} otherwise; /auth knows alice (password "pass")."""
+    rooms of their own), rejects "busy", waits for peers on "wait1", answers {} otherwise; /auth knows
+    alice (password "pass"); /register and /unregister accept alice."""
 
     def __init__(self) -> None:
         import hashlib
@@ -359,12 +488,18 @@ class HookServer:
                 if self.path == "/hooks/auth":
                     ha1 = hashlib.md5(f"alice:{body['realm']}:pass".encode()).hexdigest()
                     answer = {"success": body["username"] == "alice", "ha1": ha1}
+                elif self.path in ("/hooks/register", "/hooks/unregister"):
+                    answer = {"success": body["username"] == "alice"}
                 elif body.get("username") == "alice":
                     answer = {"strategy": "Accept", "room_id": "sip-hooked-alice"}
                 elif body.get("to_number") == "conf1":
                     answer = {"strategy": "Accept", "room_id": "sip-hooked-conf1"}
                 elif body.get("to_number") == "busy":
                     answer = {"strategy": "Reject"}
+                elif body.get("to_number") == "wait1":
+                    answer = {"strategy": "WaitOtherPeers", "room_id": "sip-wait-room"}
+                elif body.get("to_number") == "wait-cancel":
+                    answer = {"strategy": "WaitOtherPeers", "room_id": "sip-cancel-room"}
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -524,9 +659,13 @@ def test_hold_keeps_the_call_and_no_credentials_get_a_challenge(
     assert rc == 0, out  # the same over TCP (one connection, Content-Length framing)
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "refused.xml")
     assert rc == 0, out
+    (tmp_path / "prack.xml").write_text(PRACK_SCENARIO)
+    rc, out = run_sipp(tmp_path, sip_port, "-sf", "prack.xml", "-s", token)
+    assert rc == 0, out  # reliable 180 (RSeq, Require: 100rel), PRACK answered, then the 200
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     sip = stats["data"]["sip"]
     assert sip["reoffers"] >= 2 and sip["ended_by_phone"] >= 1 and sip["refused"] >= 1, sip
+    assert sip["pracks"] == 1 and sip["prack_timeouts"] == 0, sip
 
 
 class RawPhone:
@@ -698,33 +837,51 @@ module_app menu.so
 """
 
 
-def write_tone_wav(path: Path, freq: float, seconds: float) -> None:
-    """48 kHz stereo (what baresip's aufile needs for Opus), amplitude 8000."""
+def tone_amplitude(samples: array[int], rate: int, freq: float, block: float = 0.1) -> float:
+    """The median over 100 ms blocks of the Goertzel amplitude of ``freq`` (0 without a full block)."""
+    size = int(block * rate)
+    coeff = 2 * math.cos(2 * math.pi * freq / rate)
+    powers = []
+    for start in range(0, len(samples) - size + 1, size):
+        s1 = s2 = 0.0
+        for x in samples[start : start + size]:
+            s1, s2 = x + coeff * s1 - s2, s1
+        powers.append(math.sqrt(max(s1 * s1 + s2 * s2 - coeff * s1 * s2, 0.0)) * 2 / size)
+    return sorted(powers)[len(powers) // 2] if powers else 0.0
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float, rate: int = 48000, channels: int = 2) -> None:
+    """Amplitude 8000; baresip's aufile wants the codec's format (48 kHz stereo for Opus, 8 kHz
+    mono for G.711)."""
     import wave
 
-    n = int(48000 * seconds)
+    n = int(rate * seconds)
     samples = array("h")
     for i in range(n):
-        v = int(8000 * math.sin(2 * math.pi * freq * i / 48000))
-        samples.extend((v, v))
+        v = int(8000 * math.sin(2 * math.pi * freq * i / rate))
+        samples.extend((v,) * channels)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
+        w.setnchannels(channels)
         w.setsampwidth(2)
-        w.setframerate(48000)
+        w.setframerate(rate)
         w.writeframes(samples.tobytes())
 
 
-def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
-    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+@pytest.mark.parametrize(
+    ("codec", "rtpmap", "rate", "channels"), [("opus", "opus/48000/2", 48000, 2), ("PCMU", "PCMU/8000", 8000, 1)]
+)
+def test_baresip_softphone_with_digest_talks_and_hears(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path, codec: str, rtpmap: str, rate: int, channels: int
 ) -> None:
     """baresip 1.0 (Debian) with the digest account of POST /token/sip calls the room in Opus
-    (passed through into the room) and records what it hears: an aiortc WHIP publisher's tone."""
+    (passed through into the room) or PCMU (transcoded to Opus), and records what it hears: an
+    aiortc WHIP publisher's tone."""
     import wave
 
     if shutil.which("baresip") is None:
         pytest.fail("baresip is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
     node, sip_port = sip_node
-    room = "sip-baresip-room"
+    room = f"sip-baresip-{codec.lower()}"
     status, body = node.proc.json("POST", "/token/sip", {"room": room, "peer": "bare", "ttl": 600}, token=node.secret)
     assert status == 200, body
     creds = body["data"]
@@ -732,11 +889,10 @@ def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
     snd = tmp_path / "snd"
     cfg.mkdir()
     snd.mkdir()
-    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0)
+    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0, rate, channels)
     (cfg / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=tmp_path / "tone.wav", snd=snd))
     (cfg / "accounts").write_text(
-        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;"
-        "audio_codecs=opus/48000/2\n"
+        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;audio_codecs={rtpmap}\n"
     )
     whip_token = node.token("whip", room, "speaker")
 
@@ -763,16 +919,21 @@ def test_baresip_softphone_with_digest_and_opus_talks_and_hears(
     assert summary.get("error") is None, summary
     assert "Call established" in log, log[-3000:]
     calls = [c for c in snapshots if c["peer"] == "bare"]
-    assert calls and calls[-1]["codec"] == "opus", snapshots
-    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's Opus, passed through into the room
+    assert calls and calls[-1]["codec"] == codec, snapshots
+    assert calls[-1]["uplink_packets"] > 100, calls[-1]  # baresip's voice into the room, as Opus
     assert calls[-1]["downlink_packets"] > 100, calls[-1]
     (dump,) = snd.glob("*-dec.wav")  # what baresip decoded from us
     with wave.open(str(dump)) as w:
         frames = w.readframes(w.getnframes())
+        second = 2 * w.getnchannels() * w.getframerate()
+        rate, channels = w.getframerate(), w.getnchannels()
     samples = array("h")
-    samples.frombytes(frames[-2 * 2 * 48000 :])  # the last second, stereo
+    samples.frombytes(frames[-second:])  # the last second
     rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
-    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus -> baresip
+    assert rms > 1000, rms  # the publisher's 440 Hz tone: WebRTC Opus -> mix -> Opus or PCMU -> baresip
+    mono = samples[::channels]
+    tone, other = tone_amplitude(mono, rate, 440.0), tone_amplitude(mono, rate, 1000.0)
+    assert tone > 500 and tone > 10 * other, (tone, other)  # the tone itself, not baresip's own 1000 Hz
 
 
 def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
@@ -906,3 +1067,151 @@ def test_atm0s_hooks_name_the_room_or_refuse(
     assert [b["username"] for p, b in hooks.seen if p == "/hooks/auth"] == ["alice", "alice"]
     _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
     assert stats["data"]["sip"]["hook_failures"] == 0, stats
+
+
+def test_wait_other_peers_rings_until_someone_joins(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """URL/invite answers WaitOtherPeers: sipp's uac hears 180 Ringing, and the 200 only once a WHIP
+    publisher is in the room too (the caller is in the room meanwhile, as atm0s does)."""
+    node, sip_port = sip_node
+    sys.path.insert(0, str(Path(__file__).parent / "clients"))
+    import aiortc_client as ac
+
+    ac.restrict_to_loopback()
+    _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    answered = before["data"]["sip"]["answered"]
+
+    async def main() -> tuple[tuple[int, str], dict[str, Any], dict[str, Any]]:
+        call = asyncio.ensure_future(asyncio.to_thread(run_sipp, tmp_path, sip_port, "-sn", "uac", "-d", "500",
+                                                       "-s", "wait1"))  # fmt: skip
+        await asyncio.sleep(2.0)
+        _, ringing = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        token = node.token("whip", "sip-wait-room", "speaker")
+        publisher = asyncio.ensure_future(ac.publish(node.url("/whip/endpoint"), token, duration=2.0))
+        result = await call
+        return result, ringing, await publisher
+
+    (rc, out), ringing, summary = asyncio.run(main())
+    assert rc == 0, out
+    assert summary.get("error") is None, summary
+    # While it rang: the caller was in the room, not answered.
+    assert ringing["data"]["sip"]["answered"] == answered, ringing
+    assert any(c["room"] == "sip-wait-room" for c in ringing["data"]["calls"]), ringing
+    _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert after["data"]["sip"]["answered"] == answered + 1, after  # answered once the publisher came
+
+
+def test_cancel_while_it_rings_ends_the_call_and_its_media(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """WaitOtherPeers keeps sipp ringing (the caller is in the room already, its RTP ports open);
+    sipp's CANCEL gets 200, the INVITE 487, and the call and its peer are gone."""
+    node, sip_port = sip_node
+    _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    (tmp_path / "cancel.xml").write_text(CANCEL_SCENARIO)
+    result: list[tuple[int, str]] = []
+    caller = threading.Thread(target=lambda: result.append(run_sipp(tmp_path, sip_port, "-sf", "cancel.xml",
+                                                                    "-s", "wait-cancel")))  # fmt: skip
+    caller.start()
+    deadline = time.monotonic() + 5
+    ringing: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not ringing:
+        ringing = [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"]
+        time.sleep(0.05)
+    caller.join(30)
+    ((rc, out),) = result
+    assert rc == 0, out  # 180, then 200 to the CANCEL and 487 to the INVITE
+    assert ringing, "the ringing caller was never in the room"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"]:
+        time.sleep(0.1)
+    assert [c for c in sip_calls(node) if c["room"] == "sip-cancel-room"] == []  # its media closed
+    _, after = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+    assert after["data"]["sip"]["cancelled"] == before["data"]["sip"]["cancelled"] + 1, after
+    assert after["data"]["sip"]["answered"] == before["data"]["sip"]["answered"], after
+
+
+def test_atm0s_register_hook_then_the_room_calls_the_softphone(
+    sip_node: tuple[TrackmeshNode, int], hooks: HookServer, tmp_path: Path
+) -> None:
+    """A softphone REGISTERs as alice (URL/auth's HA1, then URL/register with a session id); atm0s'
+    POST /sip/invite/client {dest_session_id} rings it (sipp's uas on the Contact's port), the call
+    joins the room, POST /sip/call/<id>/dtmf and DELETE /sip/call/<id> end it; POST
+    /sip/invite/server calls sipp's uas by address, over UDP and then over TCP. Each uas lingers 4 s
+    after its BYE (sipp's time-wait), so the next one listens on its own port meanwhile."""
+    node, sip_port = sip_node
+    uas_port, trunk_port, tcp_port = free_port(), free_port(), free_port()
+    register = DIGEST_SCENARIO[: DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE')] + "</scenario>\n"
+    register = register.replace("sip:phone@[local_ip]:[local_port]", f"sip:alice@{HOST}:{uas_port}")
+    register = register.replace("sip:phone@", "sip:alice@")
+    (tmp_path / "register.xml").write_text(register)
+    phones: list[subprocess.Popen[str]] = []
+
+    def uas(port: int, *extra: str) -> subprocess.Popen[str]:
+        phones.append(subprocess.Popen(
+            ["sipp", "-sn", "uas", "-i", HOST, "-p", str(port), "-mp", str(free_port() & ~1), "-rtp_echo",
+             "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err", *extra],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+        return phones[-1]
+
+    def answered(session: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            found = [c for c in sip_calls(node) if c["session"] == session and c["rtp_in"] > 10]
+            if found:
+                return found[0]  # answered, and sipp's echo of our RTP came back
+            time.sleep(0.2)
+        raise AssertionError(sip_calls(node))
+
+    def ended_by_our_bye(phone: subprocess.Popen[str]) -> None:
+        out, _ = phone.communicate(timeout=15)
+        assert phone.returncode == 0, out[-2000:]  # its one call ended with our BYE
+
+    try:
+        softphone = uas(uas_port)
+        rc, out = run_sipp(tmp_path, sip_port, "-sf", "register.xml", "-au", "alice", "-ap", "pass")
+        assert rc == 0, out
+        (reg,) = [b for p, b in hooks.seen if p == "/hooks/register"]
+        assert reg["username"] == "alice" and reg["session_id"], reg
+        body: dict[str, Any] = {"room_id": "sip-atm0s-out", "dest_session_id": reg["session_id"], "from_number": "100"}
+        status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        call = answered(session)
+        assert call["room"] == "sip-atm0s-out" and call["peer"] == "sip-alice", call
+        trunk = uas(trunk_port)  # a trunk by address, listening while the softphone hangs up
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+        body = {"room_id": "sip-atm0s-out", "dest_session_id": "no-such", "from_number": "100"}
+        status, resp = node.proc.json("POST", "/sip/invite/client", body, token=node.secret)
+        assert status == 404, resp
+
+        body = {"room_id": "sip-atm0s-out", "dest_addr": f"{HOST}:{trunk_port}", "from_number": "100",
+                "to_number": "4930123"}  # fmt: skip
+        status, resp = node.proc.json("POST", "/sip/invite/server", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        assert answered(session)["peer"] == "sip-4930123"
+        status, resp = node.proc.json("POST", f"/sip/call/{session}/dtmf", {"digits": "1"}, token=node.secret)
+        assert status == 200, resp
+        tcp_trunk = uas(tcp_port, "-t", "t1")  # the trunk over TCP: we connect; INVITE, ACK, BYE on it
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+
+        time.sleep(0.3)  # sipp listening on TCP (UDP would have been retransmitted to; a refused connect is not)
+        _, before = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        body = {**body, "dest_addr": f"{HOST}:{tcp_port}", "transport": "tcp"}
+        status, resp = node.proc.json("POST", "/sip/invite/server", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        assert answered(session)["peer"] == "sip-4930123"  # answered over TCP, RTP echoed back
+        status, resp = node.proc.json("DELETE", f"/sip/call/{session}", token=node.secret)
+        assert status == 200, resp
+        for phone in (softphone, trunk, tcp_trunk):
+            ended_by_our_bye(phone)
+        _, stats = node.proc.json("GET", "/api/sip/calls", token=node.secret)
+        assert stats["data"]["sip"]["tcp_connect_failures"] == 0, stats
+        assert stats["data"]["sip"]["tcp_rx"] >= before["data"]["sip"]["tcp_rx"] + 3, stats  # 100/180/200, BYE's 200
+    finally:
+        for phone in phones:
+            if phone.poll() is None:
+                phone.kill()
+                phone.wait()

@@ -98,6 +98,12 @@ def test_each_app_sees_and_kicks_only_its_own_sessions(node: NodeProcess) -> Non
     whip(node, ACME, other, "acme-cam-2")
     rows = {p["peer"]: p for r in acme.get("/api/console/rooms")["rooms"] for p in r["peers"]}
     assert sorted(rows) == ["acme-cam", "acme-cam-2"] and {p["worker"] for p in rows.values()} == {0, 1}, rows
+    # Mute (what it does: tests/e2e/test_console.py): another app's session is not found, nor a track
+    # the session does not publish (these never connected: no track yet); only mute and unmute exist.
+    mute = f"/api/console/sessions/{acme_session}/tracks/video_main/mute"
+    assert globex.post(mute) == (404, {"status": False, "error": "no live session with this id in your app"})
+    assert acme.post(mute) == (404, {"status": False, "error": "this session publishes no such track"})
+    assert acme.post(mute.replace("/mute", "/louder"))[0] == 400
     assert acme.post(f"/api/console/rooms/{other}/end") == (200, {"status": True, "data": {"kicked": 1}})
     assert acme.post(f"/api/console/sessions/{acme_session}/kick") == (200, {"status": True, "data": {"kicked": 1}})
     assert acme.peers() == []

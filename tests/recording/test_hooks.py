@@ -77,3 +77,43 @@ def test_a_recorded_room_and_its_peers_and_compose_jobs_are_hook_events(tmp_path
             recording.shutdown(runtime.now())
 
     asyncio.run(main())
+
+
+def test_a_start_on_one_worker_records_the_tracks_another_worker_ingests(tmp_path: Path) -> None:
+    """The cluster-wide decision on the real worker core: two workers (two "nodes") over one
+    registry; a start on A taps the tracks published on B (also later ones), A sees B recording,
+    a stop on B ends it everywhere and leaves no entry behind."""
+    from trackmesh.cluster.local import LocalRegistry
+
+    async def main() -> None:
+        config = resolve("standalone", {"secret": "test-secret-12345", "record_dir": str(tmp_path)}, {})
+        registry = LocalRegistry()
+        runtimes = [WorkerRuntime(config, i) for i in (0, 1)]
+        for runtime in runtimes:
+            runtime.core.registry = registry
+        a, b = (RecordingService(r) for r in runtimes)
+        try:
+            now = runtimes[1].now()
+            bob = runtimes[1].core.create_endpoint()
+            assert bob.control(now, Join("room", "bob", JoinOptions())) is None
+            assert bob.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
+            started = runtimes[0].call("record.start", {"room": "room", "app": ""})
+            assert started["nodes"] == [{"node": 1, "zone": 0, "worker": 1, "session": started["session"], "tracks": 1}]
+            assert a.rooms["room"].taps == {} and len(b.rooms["room"].taps) == 1
+            assert b.rooms["room"].session == started["session"]
+            assert bob.control(now, Publish("video_main", TrackKind.VIDEO)) is None  # a later track
+            assert len(b.rooms["room"].taps) == 2
+            status = runtimes[0].call("record.status", {"room": "room"})
+            assert status["recording"]["cluster_tracks"] == 2 and status["recording"]["tracks"] == 0
+            stopped = runtimes[1].call("record.stop", {"room": "room"})
+            assert stopped["session"] == started["session"]
+            assert a.rooms == {} and b.rooms == {}
+            assert [k for k in registry._data if k.startswith("rec/")] == []
+            with pytest.raises(RpcError) as exc:
+                runtimes[0].call("record.stop", {"room": "room"})
+            assert exc.value.status == 404
+        finally:
+            for service, runtime in ((a, runtimes[0]), (b, runtimes[1])):
+                service.shutdown(runtime.now())
+
+    asyncio.run(main())

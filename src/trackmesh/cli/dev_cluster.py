@@ -41,6 +41,7 @@ from trackmesh.config import FLAGS, MESH_ADVICE_SEEDS, ConfigError
 
 HOST = "127.0.0.1"
 DATA_DIR = "trackmesh-data/dev-cluster"  # the connectors' logs, one SQLite file per zone
+CONSOLE_NODE = 1  # the console: zone 0 (above the zones, like global gateways), node 1
 
 
 @dataclass
@@ -89,7 +90,9 @@ each dials every earlier router), then each zone's gateways and media nodes run 
 
 With --zones 2 or more, --global-gateways N (default 1) global gateways start last (gateway --global,
 zone 0): they send each new session to the best zone (docs/cluster.md, "Global gateway").
-The URLs are printed once every member is healthy; Ctrl-C (or SIGTERM) stops them all."""
+A console (trackmesh console, zone 0) starts last unless --no-console: its /console shows every zone,
+node and room (docs/console.md). The URLs are printed once every member is healthy; Ctrl-C (or
+SIGTERM) stops them all."""
 
 
 def _int(low: int, high: int) -> Any:
@@ -133,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="global gateways above the zones, 0..8 (default 1 with --zones 2 or more, else 0)")  # fmt: skip
     p.add_argument("--connector", action=argparse.BooleanOptionalAction, default=True,
                    help="a connector per zone: event log, webhooks (TRACKMESH_HOOK_URL), log API (default: yes)")
+    p.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
+                   help="an operator's console for the whole cluster, started last (default: yes)")
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
     p.add_argument("--http-port", type=_int(1, 65535), default=3000, help="first HTTP port (default 3000)")
     p.add_argument("--cluster-port", type=_int(1, 65535), default=7450, help="first cluster port (default 7450)")
@@ -170,6 +175,9 @@ def plan(args: argparse.Namespace) -> list[Member]:
         cluster_port = args.cluster_port + sum(m.workers for m in members)
         members.append(Member("gateway", 0, i + 1, args.http_port + k, cluster_port, 1, is_global=True))
         k += 1
+    if getattr(args, "console", False):
+        cluster_port = args.cluster_port + sum(m.workers for m in members)
+        members.append(Member("console", 0, CONSOLE_NODE, args.http_port + k, cluster_port, 1))
     return members
 
 
@@ -221,7 +229,7 @@ def seeds_of(members: list[Member], i: int) -> list[str]:
     if m.role == "router":
         return [earlier.seed for earlier in members[:i] if earlier.role == "router"]
     zone = m.zone
-    if m.is_global:
+    if m.is_global or m.role == "console":
         zones = sorted({r.zone for r in routers})
         zone = zones[(m.node - 1) % len(zones)]
     return [r.seed for r in routers if r.zone == zone]
@@ -330,7 +338,7 @@ def main(argv: list[str]) -> int:
         lines = [f"trackmesh dev-cluster: {len(members)} processes up, {topology} (secret: {secret})"]
         for m in members:
             where = f"cluster {m.seed}" if m.role == "router" or not args.routers_per_zone else "cluster: zone routers"
-            zone = "-" if m.is_global else str(m.zone)
+            zone = "-" if m.is_global or m.role == "console" else str(m.zone)
             lines.append(f"  zone {zone} {m.label:<9} {m.node:>3}  {m.url}  {where}")
         globals_ = [m for m in members if m.is_global]
         gateways = globals_ or [m for m in members if m.role == "gateway"]
@@ -345,6 +353,9 @@ def main(argv: list[str]) -> int:
         if connectors:
             lines.append(f"  event log: {connectors[0].url}/api/connector/log/sessions "
                          "(Authorization: Bearer <secret>; each zone's connector has its own log)")
+        consoles = [m for m in members if m.role == "console"]
+        if consoles:
+            lines.append(f"  console (every zone, node and room): {consoles[0].url}/console   (log in with the secret)")
         lines.append("  Ctrl-C stops them all")
         print("\n".join(lines), flush=True)
         while stopping["sig"] is None:

@@ -26,6 +26,8 @@ ROLES = {
     "router": "a zone's zenoh router: relays cluster traffic for the zone's members (--cluster-mode routers)",
     "connector": "the zone's connector: stores the zone's events (--connector-db), sends the webhooks, "
     "serves the log API",
+    "console": "the operator's console for the whole cluster at /console: zones, nodes, rooms, timelines "
+    "(docs/console.md)",
 }
 
 
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trackmesh.runtime.connector_node import ConnectorNode
 
         node = ConnectorNode(config)
+    elif role == "console":
+        from trackmesh.runtime.console_node import ConsoleNode
+
+        node = ConsoleNode(config)
     elif role == "router":
         from trackmesh.router.node import RouterNode
 

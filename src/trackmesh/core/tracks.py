@@ -15,7 +15,7 @@ from .events import (
     LocalTrackStateChanged,
     VoiceActivity,
 )
-from .model import BitrateLimit, LocalTrackState, MediaPacket, TrackInfo, TrackKind, TrackSource
+from .model import BitrateLimit, LocalTrackState, MediaCodec, MediaPacket, TrackInfo, TrackKind, TrackSource
 
 # Viewers' key-frame requests are merged: at most one request reaches the publishing client per
 # interval, however many viewers (on however many nodes) ask. RFC 4585 s3.4 leaves the rate to
@@ -61,8 +61,11 @@ class RemoteTrack:
         "_last_kf",
         "channel",
         "clock_sink",
+        "codec",
         "info",
         "limit",
+        "muted",
+        "octets",
         "packets",
     )
 
@@ -76,6 +79,12 @@ class RemoteTrack:
         self.clock_sink: ClockSink | None = None
         self.limit = BitrateLimit()
         self.packets = 0
+        # Payload bytes and the last packet's codec: read by the console (runtime/console_rpc.py)
+        # for the track's bitrate and codec, never per packet.
+        self.octets = 0
+        self.codec: MediaCodec | None = None
+        # Muted by the operator (the console): packets are counted, not forwarded to the room.
+        self.muted = False
         self._events = events
         self._handle: PublishHandle | None = None
         self._hints: dict[int, tuple[int, float]] = {}
@@ -107,7 +116,21 @@ class RemoteTrack:
         handle = self._handle
         if handle is not None:
             self.packets += 1
-            handle.send(pkt)
+            self.octets += len(pkt.payload)
+            if pkt.alternate_of is None:  # the track's codec, not its alternate rendition's
+                self.codec = pkt.codec
+            if not self.muted:
+                handle.send(pkt)
+
+    def set_muted(self, now: float, muted: bool) -> bool:
+        """Stop (or resume) forwarding this track to its viewers; True when that changed. A video
+        track resuming asks the publisher for a key frame now: its viewers cannot decode before one."""
+        if muted == self.muted:
+            return False
+        self.muted = muted
+        if not muted and self.info.kind is TrackKind.VIDEO:
+            self._emit_keyframe(now)
+        return True
 
     def set_limit(self, now: float, limit: BitrateLimit) -> None:
         self.limit = limit

@@ -372,6 +372,16 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
     async def restart_ice(conn_id: str, request: Request) -> Response:
         return await route_conn(request, conn_id, rebuild=True)
 
+    # A room's recording is cluster-wide (docs/recording.md, "In a cluster"): any media node of
+    # the zone takes start/stop/status; list answers with that node's files (pin one with ?node=).
+    @app.post("/api/record/start", tags=["recording"], summary="Start recording a room, cluster-wide (routed)")
+    @app.post("/api/record/stop", tags=["recording"], summary="Stop recording a room, cluster-wide (routed)")
+    @app.get("/api/record/status", tags=["recording"], summary="A room's recording now (routed)")
+    @app.get("/api/record/list", tags=["recording"],
+             summary="Recorded files of a media node (?node= pins it) and who records the room (routed)")  # fmt: skip
+    async def record(request: Request) -> Response:
+        return await route_new(request)
+
     @app.get("/samples/{name}", include_in_schema=False)
     async def sample(name: str, request: Request) -> Response:
         return await route_new(request)

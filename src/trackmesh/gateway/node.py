@@ -42,6 +42,7 @@ from trackmesh.config import NodeConfig
 from trackmesh.core.audit import RouteAudit
 from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
 from trackmesh.runtime.connector_link import ConnectorLink
+from trackmesh.runtime.console_query import STATUS_ROOT, CpuMeter, StatusReporter, status_report
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
@@ -77,6 +78,7 @@ class GatewayNode(Node):
         #: ``--rtmp-port``: encoders' connections spliced to the zone's media nodes (rtmp_splice.py).
         self.rtmp: RtmpSplice | None = None
         self._task: asyncio.Task[None] | None = None
+        self.status: StatusReporter | None = None  # for the console role (runtime/console_query.py)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -123,6 +125,8 @@ class GatewayNode(Node):
         # Never an environment proxy: requests go to cluster members only.
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=2.0), trust_env=False)
         self._task = asyncio.create_task(self._summary_loop())
+        self._cpu = CpuMeter()
+        self.status = StatusReporter(session, f"{STATUS_ROOT}gateway/{zone}/{self.index}", self.status_report)
         deadline = time.monotonic() + 1.5
         while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -239,7 +243,17 @@ class GatewayNode(Node):
     def link_metrics(self) -> dict[str, float]:
         return self.link.metrics() if self.link is not None else {}
 
+    def status_report(self) -> dict[str, Any]:
+        ready, reason = self.readiness()
+        now = self.now()
+        return status_report("gateway", self.config.zone, self.index, self.url, ready, reason, self._cpu.percent(),
+                             nodes=len(self.directory.candidates(now)), free=self.directory.free(now),
+                             routed=self.counters["routed"], no_capacity=self.counters["no_capacity"])  # fmt: skip
+
     async def after_stop(self) -> None:
+        status, self.status = self.status, None
+        if status is not None:
+            await status.close()
         if self.link is not None:
             # Before the zenoh session closes: the last route events reach the connector (or the spill file).
             self.route_audit = None

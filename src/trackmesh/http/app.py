@@ -27,6 +27,7 @@ from .record_http import router as record_router
 from .requests import app_token_keys
 from .rtmp_http import router as rtmp_router
 from .rtmp_http import rtmp_url
+from .rtpengine_http import router as rtpengine_router
 from .sdk_http import router as sdk_router
 from .sip_http import router as sip_router
 from .token_http import router as token_router
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 # Paths whose clients (WHIP/WHEP, the atm0s SDK) read plain-text problems; the rest speak the
 # {"status": false, "error"} envelope of atm0s's JSON APIs.
-PLAIN_TEXT_PATHS = ("/whip/", "/whep/", "/webrtc/")
+PLAIN_TEXT_PATHS = ("/whip/", "/whep/", "/webrtc/", "/rtpengine/")
 
 
 def problem_for(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -156,8 +157,8 @@ def create_app(node: NodeApi) -> FastAPI:
 
     app.include_router(token_router(node.config, throttle, _tenant_app(node), rtmp_url(node), app_token_keys(node)))
     app.include_router(sip_router(node))
-    if node.config.role == "standalone":
-        # The operator's console (docs/console.md); cluster media nodes have none.
+    if node.config.role in ("standalone", "console"):
+        # The operator's console (docs/console.md); cluster media nodes and gateways have none.
         from .console.routes import console_router
 
         app.include_router(console_router(node, throttle))
@@ -188,4 +189,5 @@ def node_routers(node: NodeApi) -> list[Any]:
         whip_whep_router(node),
         record_router(node),
         rtmp_router(node),
+        rtpengine_router(node),
     ]

@@ -92,6 +92,13 @@ def render_metrics(
         exp.gauge("trackmesh_connector_link", "Events to the zone's connector: pending (queued, spilled or "
                   "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped",
                   value, {"what": name})
+    console = getattr(node, "console_metrics", None)  # the console role (runtime/console_node.py)
+    if console is not None:
+        for name, value in console().items():
+            exp.gauge("trackmesh_console", "The console role: cluster members by state (members_up, members_stale, "
+                      "members_gone), zenoh links, whether the rooms view is stale, and running totals (*_total) of "
+                      "cluster queries, failed queries, failed connector log calls and bad reports", value,
+                      {"what": name})  # fmt: skip
     moq = getattr(node, "moq", None)  # runtime/moq_listener.py, when --moq-port is not 0
     if moq is not None:
         for name, value in moq.metrics().items():

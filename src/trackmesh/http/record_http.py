@@ -1,7 +1,9 @@
 """Recording over HTTP (docs/recording.md): start and stop a live room's recording, list files.
 
 - ``POST /api/record/start`` ``{"room": "r1", "peers": ["alice"]?}``: record every track the peers
-  (all of the room's, without ``peers``) publish, from now on and as they publish.
+  (all of the room's, without ``peers``) publish, from now on and as they publish. In a cluster
+  the call may reach any media node: the decision is kept in the registry and every media node
+  records the room's tracks it ingests (runtime/recording.py).
 - ``POST /api/record/stop`` ``{"room": "r1"}``: end the room's recording; its files are finalised.
 - ``GET /api/record/status?room=``: the rooms being recorded now.
 - ``GET /api/record/list?room=``: the recorded files of the app (of one room), with their sidecars.
@@ -233,13 +235,23 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
     ) -> Any:
         """Each file: its ``path`` under ``--record-dir``, ``size``, and its sidecar: room, peer,
         track, kind, codec, container, session, ``start_time``, ``status`` (recording, complete,
-        failed), ``duration`` once complete."""
+        failed), ``duration`` once complete. The files are this node's; with ``room``,
+        ``recording`` says the room's recording now, cluster-wide (null when none): its
+        session, peers and ``nodes``, the media nodes (and workers) recording its tracks, each
+        in its own ``--record-dir``."""
         app = app_of(request)
         if isinstance(app, JSONResponse):
             return app
         root = Path(node.config.record_dir)
         files = await asyncio.to_thread(list_recordings, root, app, room)
-        return ok({"files": files})
+        if room is None:
+            return ok({"files": files})
+        try:
+            status = await node.worker_for_room(room).call("record.status", {"room": room})
+            recording = status.get("recording") if isinstance(status, dict) else None
+        except (RpcError, TimeoutError):
+            recording = None  # no worker: the files on disk only
+        return ok({"files": files, "recording": recording})
 
     @api.post(
         "/api/record/compose",

@@ -38,11 +38,42 @@ class DialRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     room: StrictStr = Field(..., min_length=1, max_length=128, description="the room the call joins")
-    to: StrictStr = Field(..., min_length=5, max_length=512, description="sip:user@IP:port to call (UDP)")
+    to: StrictStr = Field(
+        ..., min_length=5, max_length=512, description="sip:user@IP:port to call (UDP; ;transport=tcp for TCP)"
+    )
     peer: StrictStr | None = Field(None, min_length=1, max_length=128, description="peer name (default sip-<user>)")
     from_user: StrictStr = Field("trackmesh", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._-]+$",
                                  description="user part of our From (the caller id the far end sees)")  # fmt: skip
     auth: DialAuth | None = Field(None, description="credentials for a 401/407 of the far end (digest)")
+
+
+class InviteServerRequest(BaseModel):
+    """atm0s 0.1's ``POST /sip/invite/server``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    room_id: StrictStr = Field(..., min_length=1, max_length=128, description="the room the call joins")
+    dest_addr: StrictStr = Field(..., min_length=1, max_length=255, pattern=r"^[0-9A-Fa-f.:\[\]]+$",
+                                 description="IP[:port] of the trunk or phone (port 5060 when omitted)")  # fmt: skip
+    from_number: StrictStr = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._-]+$",
+                                   description="user part of our From (the caller id)")  # fmt: skip
+    to_number: StrictStr = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._*#-]+$",
+                                 description="user part of the Request-URI (the number called)")  # fmt: skip
+    dest_auth: DialAuth | None = Field(None, description="credentials for a 401/407 of the far end (digest)")
+    transport: StrictStr | None = Field(None, pattern=r"^(udp|tcp)$", description="udp (default) or tcp")
+
+
+class InviteClientRequest(BaseModel):
+    """atm0s 0.1's ``POST /sip/invite/client``: call a softphone registered here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    room_id: StrictStr = Field(..., min_length=1, max_length=128, description="the room the call joins")
+    dest_session_id: StrictStr = Field(
+        ..., min_length=1, max_length=64, description="the session id of the softphone's REGISTER (the register hook's)"
+    )
+    from_number: StrictStr = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+._-]+$",
+                                   description="user part of our From (the caller id)")  # fmt: skip
 
 
 class DtmfRequest(BaseModel):
@@ -74,19 +105,29 @@ def router(node: NodeApi) -> APIRouter:
         listener = getattr(node, "sip", None)
         return ok({"calls": out, "sip": listener.stats() if listener is not None else None})
 
-    @api.post(
-        "/api/sip/calls/{session}/dtmf",
-        summary="Send DTMF digits (RFC 4733) to a caller",
-        responses={
+    dtmf_doc: dict[str, Any] = {
+        "summary": "Send DTMF digits (RFC 4733) to a caller",
+        "responses": {
             401: {"description": "wrong app secret"},
             404: {"description": "no such call"},
             400: {"description": "bad digits"},
         },
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(DtmfRequest)}}}},
-    )
+        "openapi_extra": {"requestBody": {"content": {"application/json": {"schema": body_schema(DtmfRequest)}}}},
+    }
+
+    @api.post("/api/sip/calls/{session}/dtmf", **dtmf_doc)
     async def dtmf(
         session: int, request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
     ) -> Any:
+        return await send_dtmf(session, request, authorization)
+
+    @api.post("/sip/call/{session_id}/dtmf", **{**dtmf_doc, "summary": "atm0s path: send DTMF digits to a caller"})
+    async def dtmf_atm0s(
+        session_id: int, request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        return await send_dtmf(session_id, request, authorization)
+
+    async def send_dtmf(session: int, request: Request, authorization: str | None) -> Any:
         if (bad := refused(authorization)) is not None:
             return bad
         body = await read_json(request)
@@ -149,5 +190,73 @@ def router(node: NodeApi) -> APIRouter:
         if listener is None or not listener.hang_up_session(session):
             return error(404, "no such call")
         return ok({"session": session})
+
+    # ---- atm0s 0.1's paths -------------------------------------------------------------------------
+
+    async def invite(request: Request, authorization: str | None, model: type[BaseModel]) -> Any:
+        if (bad := refused(authorization)) is not None:
+            return bad
+        listener = getattr(node, "sip", None)
+        if listener is None:
+            return error(503, "SIP is off on this node (--sip-port 0, or the port was taken)")
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return body if body is not None else error(400, "invalid request")
+        try:
+            req = model.model_validate(body)
+        except ValidationError as exc:
+            return error(400, f"invalid request: {exc.errors()[0]['msg']}")
+        try:
+            if isinstance(req, InviteServerRequest):
+                host, port = req.dest_addr, "5060"
+                if (host.startswith("[") and "]:" in host) or host.count(":") == 1:
+                    host, _, port = host.rpartition(":")
+                elif ":" in host and not host.startswith("["):
+                    host = f"[{host}]"  # a bare IPv6 address
+                to = f"sip:{req.to_number}@{host}:{port}" + (";transport=tcp" if req.transport == "tcp" else "")
+                peer = "sip-" + req.to_number.replace("*", "").replace("#", "")[:64]
+                creds = (req.dest_auth.username, req.dest_auth.password) if req.dest_auth is not None else None
+                res = await listener.dial(req.room_id, peer, to, req.from_number, creds)
+            else:
+                assert isinstance(req, InviteClientRequest)
+                res = await listener.dial_registered(req.room_id, req.dest_session_id, req.from_number)
+        except RpcError as exc:
+            return error(exc.status, exc.message)
+        return ok({"session_id": res["session"], "call_id": res["call_id"]})
+
+    atm0s_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "wrong app secret"},
+        400: {"description": "bad request"},
+        503: {"description": "SIP is off on this node"},
+    }
+
+    @api.post(
+        "/sip/invite/server",
+        summary="atm0s path: the room calls a trunk or phone at dest_addr (UDP); answers {session_id}",
+        responses=atm0s_responses,
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(InviteServerRequest)}}}},
+    )
+    async def invite_server(
+        request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        return await invite(request, authorization, InviteServerRequest)
+
+    @api.post(
+        "/sip/invite/client",
+        summary="atm0s path: the room calls a softphone registered here (by its REGISTER's session id)",
+        responses={**atm0s_responses, 404: {"description": "no softphone registered with that session id"}},
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema(InviteClientRequest)}}}},
+    )
+    async def invite_client(
+        request: Request, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        return await invite(request, authorization, InviteClientRequest)
+
+    @api.delete("/sip/call/{session_id}", summary="atm0s path: hang up a call (BYE; CANCEL while it rings)",
+                responses={401: {"description": "wrong app secret"}, 404: {"description": "no such call"}})  # fmt: skip
+    async def hang_up_atm0s(
+        session_id: int, authorization: str | None = Header(None, description="Bearer <app secret>")
+    ) -> Any:
+        return await hang_up(session_id, authorization)
 
     return api

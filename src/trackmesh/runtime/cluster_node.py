@@ -36,6 +36,7 @@ from trackmesh.config import NodeConfig
 from trackmesh.rpc import RpcError
 
 from .connector_link import ConnectorLink
+from .console_query import ConsoleQueryable
 from .node import Node, StartupError
 from .worker import WorkerRuntime
 from .worker_cluster import WorkerCluster
@@ -111,6 +112,7 @@ class ClusterMediaNode(Node):
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last_report: dict[str, Any] = {}
         self.link: ConnectorLink | None = None  # events to the zone's connector (runtime/connector_link.py)
+        self.console_queries: ConsoleQueryable | None = None
 
     # ---- start -----------------------------------------------------------------------------
 
@@ -143,6 +145,9 @@ class ClusterMediaNode(Node):
             raise StartupError(f"--data-dir: cannot keep the connector spill file: {exc}") from None
         self.link.attach(self.workers)
         self.link.start()
+        # The console role's queries (rooms, kick, end room): runtime/console_query.py.
+        self.console_queries = ConsoleQueryable(cluster.node.session, self.config.zone, self.index,
+                                                self.call_workers, asyncio.get_running_loop())
         self._reporter = asyncio.create_task(self._report_loop())
 
     async def _join(self, cluster: WorkerCluster) -> None:
@@ -327,6 +332,9 @@ class ClusterMediaNode(Node):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporter
             self._reporter = None
+        queries, self.console_queries = self.console_queries, None
+        if queries is not None:
+            queries.close()
         link, self.link = self.link, None
         if link is not None:
             await link.stop()  # before the liveliness token goes: the connector would close our sessions

@@ -29,7 +29,7 @@ from typing import Any
 
 import zenoh
 
-from trackmesh.cluster.membership import NODE_ROOT, member_config
+from trackmesh.cluster.membership import NODE_ROOT, http_url, member_config, node_index
 from trackmesh.cluster.topology import links_wanted, open_member
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode
@@ -39,6 +39,7 @@ from trackmesh.connector.relay import NodeRestarted, WireBatch, decode_batch, en
 
 from .cluster_node import PEER_WAIT
 from .connector_link import CONNECTOR_ROOT, ack_key, live_key
+from .console_query import STATUS_ROOT, CpuMeter, StatusReporter, status_report
 from .node import Node, StartupError
 
 log = logging.getLogger("trackmesh.connector")
@@ -55,6 +56,7 @@ class ConnectorNode(Node):
         self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queued: set[tuple[int, int, int]] = set()  # (node, boot, seq) waiting in the inbox
         self._tasks: list[asyncio.Task[None]] = []
+        self.status: StatusReporter | None = None
         self.counters = {"link_batches": 0, "link_malformed": 0, "link_bad_items": 0, "nodes_failed": 0,
                          "sessions_closed_for_nodes": 0}  # fmt: skip
 
@@ -110,6 +112,9 @@ class ConnectorNode(Node):
             await self.after_stop()
             raise StartupError(f"--cluster-port: cannot subscribe to the zone's events: {exc}") from None
         self.connector.extra_metrics = self.link_metrics
+        self._cpu = CpuMeter()
+        self.status = StatusReporter(session, f"{STATUS_ROOT}connector/{zone}/{node_index(self.config)}",
+                                     self.status_report)  # read by the console role (runtime/console_query.py)
         self._tasks = [asyncio.create_task(self._consume(), name="connector-inbox"),
                        asyncio.create_task(self._sweep(), name="connector-sweep")]  # fmt: skip
         log.info("connector joined the cluster", extra={"fields": {"zone": zone, "links": zn.links()}})
@@ -258,7 +263,16 @@ class ConnectorNode(Node):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    def status_report(self) -> dict[str, Any]:
+        ready, reason = self.readiness()
+        return status_report("connector", self.config.zone, node_index(self.config), http_url(self.config), ready,
+                             reason, self._cpu.percent(), inbox=self._inbox.qsize(),
+                             batches=self.counters["link_batches"])  # fmt: skip
+
     async def after_stop(self) -> None:
+        status, self.status = self.status, None
+        if status is not None:
+            await status.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,5 +1,5 @@
 """The console's calls on a media worker: what is live (rooms, peers, tracks) and the operator's
-actions (kick a peer, end a room). One per worker (:meth:`ConsoleRpc.of`); every
+actions (kick a peer, end a room, mute or unmute a published track). One per worker (:meth:`ConsoleRpc.of`); every
 :class:`~.conn_table.ConnTable` of the worker registers with it.
 
 Each call is scoped to one app (tenant): a console logged in with an app's secret sees and acts on
@@ -18,17 +18,54 @@ if TYPE_CHECKING:
 
     from .worker import WorkerRuntime
 
-__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "ConsoleRpc"]
+__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "BitrateMeter", "ConsoleRpc"]
 
 #: Close reasons of the operator's actions (the connector logs them as KickByApi: "kick" is in both).
 KICK_REASON = "kicked by the operator (console)"
 ROOM_ENDED_REASON = "room ended by the operator (console, kick)"
 
 
-def _tracks(peer: WebRtcPeer) -> list[dict[str, Any]]:
+class BitrateMeter:
+    """Bits per second of byte counters between two listings (the console asks about once a second).
+
+    Keyed by (session, direction, track); a key not read in a listing is forgotten, so it holds
+    only what is live. The first reading of a key has no rate (None)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str, str], tuple[float, int, int | None]] = {}
+        self._seen: dict[tuple[str, str, str], tuple[float, int, int | None]] = {}
+
+    def read(self, key: tuple[str, str, str], now: float, octets: int) -> int | None:
+        prev = self._last.get(key)
+        rate = prev[2] if prev is not None else None
+        if prev is not None and now - prev[0] >= 0.5:
+            rate = max(round((octets - prev[1]) * 8 / (now - prev[0])), 0)
+            self._seen[key] = (now, octets, rate)
+        else:
+            self._seen[key] = prev if prev is not None else (now, octets, None)
+        return rate
+
+    def sweep(self) -> None:
+        """End of a listing: keep what it read."""
+        self._last, self._seen = self._seen, {}
+
+
+def _tracks(peer: WebRtcPeer, now: float, meter: BitrateMeter) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    session = str(peer.endpoint.session)
     for name, remote in sorted(peer.endpoint.remote_tracks.items()):
-        out.append({"name": name, "kind": remote.info.kind.value, "direction": "publish", "packets": remote.packets})
+        inbound = peer.inbound.by_name.get(name)
+        out.append({
+            "name": name,
+            "kind": remote.info.kind.value,
+            "direction": "publish",
+            "packets": remote.packets,
+            "codec": remote.codec.name if remote.codec is not None else None,
+            "bitrate_bps": meter.read((session, "publish", name), now, remote.octets),
+            # Simulcast: the rids the publisher sends (RFC 8853), empty for one stream.
+            "simulcast": list(inbound.rids) if inbound is not None else [],
+            "muted": remote.muted,
+        })
     for mid, track in sorted(peer.outbound.items()):
         rep = track.reception
         source = track.local.source
@@ -39,6 +76,9 @@ def _tracks(peer: WebRtcPeer) -> list[dict[str, Any]]:
             "direction": "subscribe",
             "source": f"{source.peer}/{source.track}" if source is not None else None,
             "packets": track.packets,
+            "bitrate_bps": meter.read((session, "subscribe", mid), now, track.octets),
+            # The simulcast stream or VP9 spatial layer forwarded, and the top temporal layer.
+            "layer": {"spatial": track.spatial_layer, "temporal": track.temporal_layer} if track.video else None,
             "loss": round(rep.fraction_lost, 4),
             "rtt_ms": round(rep.rtt_ms, 1) if rep.rtt is not None else None,
             "jitter_ms": round(rep.jitter_ms, 1),
@@ -60,9 +100,12 @@ class ConsoleRpc:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
         self.tables: list[ConsoleTable] = []
+        self.meters: dict[str, BitrateMeter] = {}  # per app
         runtime.register_rpc("console.rooms", self.rooms)
         runtime.register_rpc("console.kick", self.kick)
         runtime.register_rpc("console.end_room", self.end_room)
+        runtime.register_rpc("console.mute", self.mute)
+        runtime.register_rpc("console.unmute", self.unmute)
 
     @classmethod
     def of(cls, runtime: WorkerRuntime) -> ConsoleRpc:
@@ -79,7 +122,9 @@ class ConsoleRpc:
     def rooms(self, now: float, params: dict[str, Any]) -> list[dict[str, Any]]:
         """The app's live sessions, one row each: room (None before a join), peer, transport, tracks."""
         out = []
-        for _, conn in self._conns(str(params.get("app", ""))):
+        app = str(params.get("app", ""))
+        meter = self.meters.setdefault(app, BitrateMeter())
+        for _, conn in self._conns(app):
             peer: WebRtcPeer = conn.peer
             endpoint = peer.endpoint
             out.append({
@@ -90,8 +135,11 @@ class ConsoleRpc:
                 "connected": peer.connected,
                 "worker": self.runtime.index,
                 "remote": f"{peer.ctx.addr[0]}:{peer.ctx.addr[1]}" if peer.ctx.addr is not None else None,
-                "tracks": _tracks(peer),
+                "tracks": _tracks(peer, now, meter),
             })
+        meter.sweep()
+        if not out:
+            self.meters.pop(app, None)  # no live session of that app: nothing to remember
         return out
 
     def kick(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +148,27 @@ class ConsoleRpc:
             if str(conn.key) == session:
                 table.close(now, conn, KICK_REASON)
                 return {"kicked": 1}
+        raise RpcError(404, "no live session with this id in your app")
+
+    def mute(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        return self._set_muted(now, params, True)
+
+    def unmute(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        return self._set_muted(now, params, False)
+
+    def _set_muted(self, now: float, params: dict[str, Any], muted: bool) -> dict[str, Any]:
+        """A published track of a live session stops (or resumes) reaching its viewers."""
+        session, track = str(params.get("session", "")), str(params.get("track", ""))
+        for _, conn in self._conns(str(params.get("app", ""))):
+            if str(conn.key) == session:
+                remote = conn.peer.endpoint.remote_tracks.get(track)
+                if remote is None:
+                    raise RpcError(404, "this session publishes no such track")
+                changed = remote.set_muted(now, muted)  # the worker flushes its key-frame request
+                audit = self.runtime.core.audit
+                if changed and audit is not None:
+                    audit.track_muted(now, conn.key, track, muted)  # the peer's timeline shows it
+                return {"muted": muted, "changed": changed}
         raise RpcError(404, "no live session with this id in your app")
 
     def end_room(self, now: float, params: dict[str, Any]) -> dict[str, Any]:

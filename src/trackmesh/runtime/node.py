@@ -375,13 +375,15 @@ def print_banner(node: Node) -> None:
     what = f"{len(node.workers)} media worker(s)" if node.has_media else "no media: routes to media nodes"
     if cfg.role == "connector":
         what = f"the connector of zone {cfg.zone}: event log, webhooks, log API"
+    if cfg.role == "console":
+        what = "the operator's console of the cluster"
     lines = [
         f"trackmesh {__version__} {cfg.role} node is up ({what}, {node.loop_name}, packet path {packet_path_build()})",
         f"  HTTP API:      {base}  (OpenAPI docs at {base}/docs, works offline)",
         f"  health:        {base}/api/node/health",
         f"  metrics:       {base}/metrics",
     ]
-    if cfg.role == "standalone":
+    if cfg.role in ("standalone", "console"):
         lines.append(f"  console:       {base}/console  (log in with the app secret)")
     if node.has_media:
         lines += [

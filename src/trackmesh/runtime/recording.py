@@ -11,6 +11,13 @@ on another worker or node is recorded there: the node that ingests a track recor
 The tap also takes the publisher's sender reports (``RemoteTrack.clock_sink``), which the writer
 uses to put every track of the room on one clock.
 
+The API's start and stop are cluster-wide: ``record.start`` / ``record.stop`` put this worker's
+decision entry in the registry (``rec/<room>/d/<member>``, :mod:`trackmesh.recording.decision`
+decides), and every worker (of every media node) watches ``rec/``: when a room's effective
+decision is a start, the worker records the room's tracks published on it (now and later) into
+the decision's session, and says so under ``rec/<room>/n/<member>`` while it has tracks; when it
+ends, the worker finalises them. Standalone takes the same path on its in-process registry.
+
 Worker calls (from ``http/record_http.py``): ``record.start {room, app, peers?}``,
 ``record.stop {room}``, ``record.status {room?}``. At worker shutdown every file is finalised
 (trailer written) within ``--shutdown-timeout`` (10 s by default).
@@ -32,6 +39,7 @@ from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaPacket, TrackKind
 from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
 from trackmesh.core.tracks import RemoteTrack
+from trackmesh.recording.decision import ROOT, Decision, Recorder, RoomDecisions, decision_key, recorder_key
 from trackmesh.recording.layout import DEFAULT_APP, mark_interrupted, new_session, seg
 from trackmesh.recording.upload import S3Target, Uploader, parse_s3_url
 from trackmesh.recording.writer import RecordingWriter, TrackMeta
@@ -91,6 +99,7 @@ class _RoomRecording:
     started_at: float
     all_peers: bool = False
     by_api: bool = False
+    api_session: str = ""  # the cluster decision's session this recording follows (by_api)
     peers: set[str] = field(default_factory=set)
     taps: dict[str, _Tap] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # registry keys of recorded peers still in the room
@@ -109,6 +118,21 @@ class _RoomRecording:
 
     def on_registry_delete(self, now: float, key: str) -> None:
         self.service.on_delete(self, now, key)
+
+
+class _DecisionWatcher:
+    """The registry's ``rec/`` entries, into the service's :class:`RoomDecisions`."""
+
+    __slots__ = ("service",)
+
+    def __init__(self, service: RecordingService) -> None:
+        self.service = service
+
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
+        self.service.on_decision_entry(now, self.service.decisions.on_put(key, value), key)
+
+    def on_registry_delete(self, now: float, key: str) -> None:
+        self.service.on_decision_entry(now, self.service.decisions.on_delete(key), key)
 
 
 class RecordingService:
@@ -135,6 +159,19 @@ class RecordingService:
             if found:
                 log.info("recordings from an earlier run", extra={"fields": {"files": found}})
         self.rooms: dict[str, _RoomRecording] = {}
+        # The cluster-wide decisions: this worker's member name is unique in the cluster
+        # (node id = zone << 8 | index, and the worker's index).
+        self.member = f"{config.node_id}.{runtime.index}"
+        self.decisions = RoomDecisions(self.member)
+        self._dirty: set[str] = set()
+        self._settling = False
+        self._decision_watcher = _DecisionWatcher(self)
+        self._settling = True  # the replay only records; settled below
+        try:
+            runtime.core.registry.watch(runtime.now(), ROOT, self._decision_watcher)
+        finally:
+            self._settling = False
+        self._settle(runtime.now())
         runtime.services[RecordingService] = self
         runtime.register_rpc("record.start", self.start)
         runtime.register_rpc("record.stop", self.stop)
@@ -152,32 +189,43 @@ class RecordingService:
             self._rescan(now, rec)
 
     def start(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """The API's start, for the whole cluster: this worker's decision entry (the room's
+        running recording joined: same session, peers added), then applied here at once."""
         room = str(params.get("room") or "")
         if not room:
             raise RpcError(400, "room is required")
         peers = params.get("peers")
-        rec = self._room(now, str(params.get("app") or ""), room)
-        rec.by_api = True
-        if peers is None:
-            rec.all_peers = True
-        else:
-            rec.peers.update(str(p) for p in peers)
-        self._rescan(now, rec)
-        return self._describe(rec)
+        local = self.rooms.get(room)
+        wall = time.time()
+        session = local.session if local is not None else new_session(wall)
+        names = None if peers is None else [str(p) for p in peers]
+        decision = self.decisions.start(room, str(params.get("app") or ""), names, wall, session)
+        self._put_decision(now, room, decision)
+        return self._describe_room(room, decision)
 
     def stop(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         room = str(params.get("room") or "")
-        rec = self.rooms.get(room)
-        if rec is None:
-            raise RpcError(404, f"room {room!r} is not being recorded")
-        out = self._describe(rec)
-        self._end_room(now, rec, "recording stopped")
+        stopped = self.decisions.stop(room, time.time())
+        if stopped is None:
+            rec = self.rooms.get(room)
+            if rec is None:
+                raise RpcError(404, f"room {room!r} is not being recorded")
+            out = self._describe(rec)  # recorded by tokens only, on this worker
+            self._end_room(now, rec, "recording stopped")
+            return out
+        decision, current = stopped
+        out = self._describe_room(room, current)
+        self._put_decision(now, room, decision)
         return out
 
     def status(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         room = params.get("room")
         recs = [r for r in self.rooms.values() if room is None or r.room == room]
-        return {"rooms": [self._describe(r) for r in recs]}
+        out: dict[str, Any] = {"rooms": [self._describe(r) for r in recs]}
+        if room is not None:
+            current = self.decisions.effective(str(room))
+            out["recording"] = None if current is None else self._describe_room(str(room), current)
+        return out
 
     def compose_event(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """A compose job of the node started, completed or failed: its hook event goes out through
@@ -198,6 +246,9 @@ class RecordingService:
         return {}
 
     def shutdown(self, now: float) -> None:
+        # No decision starts anything any more (the writer stops below).
+        self.runtime.core.registry.unwatch(ROOT, self._decision_watcher)
+        self._settling = True
         for rec in list(self.rooms.values()):
             self._end_room(now, rec, "node stopped")
         self.writer.stop(max(self.runtime.config.shutdown_timeout, 1.0))
@@ -240,6 +291,7 @@ class RecordingService:
         self.runtime.core.hub.subscribe(now, channel, tap)
         if remote is not None:
             remote.clock_sink = tap.on_clock
+        self._publish(now, rec)
         log.info(
             "recording track",
             extra={"fields": {"room": rec.room, "peer": entry.peer, "track": entry.track, "session": rec.session}},
@@ -250,16 +302,17 @@ class RecordingService:
         tap = rec.taps.pop(key, None)
         if tap is not None:
             self._close_tap(now, tap, "track ended")
+            self._publish(now, rec)
         if not rec.by_api and not rec.taps and not rec.present:
             self._end_room(now, rec, "every recorded peer left")
 
     # ---- internals -----------------------------------------------------------------------------
 
-    def _room(self, now: float, app: str, room: str) -> _RoomRecording:
+    def _room(self, now: float, app: str, room: str, session: str | None = None) -> _RoomRecording:
         rec = self.rooms.get(room)
         if rec is None:
             wall = time.time()
-            rec = _RoomRecording(self, app, room, new_session(wall), wall)
+            rec = _RoomRecording(self, app, room, session or new_session(wall), wall)
             self.rooms[room] = rec
             log.info("room recording started", extra={"fields": {"room": room, "session": rec.session}})
             self._emit(now, app, ev.RecordEvent(room, ev.RecordStarted(rec.path)))
@@ -293,7 +346,89 @@ class RecordingService:
         for tap in list(rec.taps.values()):
             self._close_tap(now, tap, reason)
         rec.taps.clear()
+        self._publish(now, rec)
         log.info("room recording ended", extra={"fields": {"room": rec.room, "session": rec.session, "reason": reason}})
+
+    # ---- the cluster-wide decision ------------------------------------------------------------
+
+    def _put_decision(self, now: float, room: str, decision: Decision) -> None:
+        self._settling = True  # our own put reaches our watcher synchronously: record only
+        try:
+            self.runtime.core.registry.put(now, decision_key(room, self.member), decision.encode())
+        finally:
+            self._settling = False
+        self._dirty.add(room)
+        self._settle(now)
+
+    def on_decision_entry(self, now: float, room: str | None, key: str) -> None:
+        """A ``rec/`` entry changed (already in ``self.decisions``): a decision entry makes its
+        room act again (at once, or after the registry call we are inside of)."""
+        if room is None or "/d/" not in key:
+            return  # a dropped entry, or a recorder entry: nothing to do
+        self._dirty.add(room)
+        self._settle(now)
+
+    def _settle(self, now: float) -> None:
+        if self._settling:
+            return
+        self._settling = True
+        try:
+            while self._dirty:
+                self._apply(now, self._dirty.pop())
+        finally:
+            self._settling = False
+
+    def _apply(self, now: float, room: str) -> None:
+        """Make this worker follow the room's effective decision, and clean up our own entry."""
+        registry = self.runtime.core.registry
+        if self.decisions.garbage(room):
+            registry.delete(now, decision_key(room, self.member))
+        decision = self.decisions.effective(room)
+        rec = self.rooms.get(room)
+        if decision is None:
+            if rec is not None and rec.by_api:
+                self._end_room(now, rec, "recording stopped")
+            return
+        if rec is not None and rec.by_api and rec.api_session != decision.session:
+            # A stop and a new start we saw out of order: the old session ends, the new begins.
+            self._end_room(now, rec, "recording stopped")
+            rec = None
+        if rec is None:
+            rec = self._room(now, decision.app, room, decision.session)
+        wanted = set(decision.peers or ())
+        changed = not rec.by_api or (decision.peers is None and not rec.all_peers) or not wanted <= rec.peers
+        rec.by_api, rec.api_session = True, decision.session
+        rec.all_peers = rec.all_peers or decision.peers is None
+        rec.peers |= wanted
+        if changed:
+            self._rescan(now, rec)
+
+    def _publish(self, now: float, rec: _RoomRecording) -> None:
+        """``rec/<room>/n/<member>`` while this worker records tracks of the room (who records
+        where, for /api/record/list on any node)."""
+        registry = self.runtime.core.registry
+        key = recorder_key(rec.room, self.member)
+        if rec.taps and self.rooms.get(rec.room) is rec:
+            config = self.runtime.config
+            entry = Recorder(self.member, config.node_id, self.runtime.index, rec.session, len(rec.taps))
+            registry.put(now, key, entry.encode())
+        else:
+            registry.delete(now, key)
+
+    def _describe_room(self, room: str, decision: Decision) -> dict[str, Any]:
+        """The room's cluster-wide recording: its decision and the workers recording it now."""
+        rec = self.rooms.get(room)
+        recorders = self.decisions.room_recorders(room)
+        return {
+            "room": room,
+            "app": decision.app,
+            "session": decision.session,
+            "all_peers": decision.peers is None,
+            "peers": sorted(decision.peers or ()),
+            "tracks": len(rec.taps) if rec is not None else 0,
+            "cluster_tracks": sum(r.tracks for r in recorders),
+            "nodes": [r.view() for r in recorders],
+        }
 
     def _describe(self, rec: _RoomRecording) -> dict[str, Any]:
         return {

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import time
@@ -33,19 +35,22 @@ from trackmesh.security.keys import sip_digest_key
 from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.sip.auth import TOKEN_HEADER, USERNAME_PREFIX, CallAuthenticator, Denied, Grant
 from trackmesh.transports.sip.digest import DigestError, Verdict, parse_credentials
-from trackmesh.transports.sip.message import Request, SipUri
+from trackmesh.transports.sip.message import Request, SipUri, new_tag
 from trackmesh.transports.sip.parser import StreamFramer
+from trackmesh.transports.sip.registration import UpstreamRegistration
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uac import Dialer
 from trackmesh.transports.sip.uas import (
     Action,
     AnswerMedia,
     AuthorizeCall,
+    AuthorizeRegister,
     CallControl,
     CloseMedia,
     OpenMedia,
     Pending,
     UpdateMedia,
+    register_expires,
 )
 
 log = logging.getLogger("trackmesh.sip")
@@ -54,6 +59,8 @@ Address = tuple[str, int]
 REALM = "trackmesh"
 HOOK_TIMEOUT = 2.0  # a hook that does not answer in time: the call is refused (480), others go on
 ENDED_POLL = 1.0
+WAIT_PEERS_POLL = 0.25  # WaitOtherPeers: how often the room is looked at while the caller rings
+WAIT_PEERS_TIMEOUT = 120.0  # then 480 (below the INVITE guard's 180 s, transaction.py)
 MAX_TCP_CONNECTIONS = 1000
 
 
@@ -82,9 +89,19 @@ class SipListener(asyncio.DatagramProtocol):
         )
         self.control = CallControl(self.layer, self._authorize, host=host, port=port)
         self.dialer = Dialer(self.control)
+        self.upstream: UpstreamRegistration | None = None  # --sip-register, made in start() (our port)
+        dial_hook = self.control.event_hook
+
+        def event_hook(now: float, event: Any) -> bool:
+            if self.upstream is not None and self.upstream.handle_event(now, event):
+                return True
+            return dial_hook is not None and dial_hook(now, event)
+
+        self.control.event_hook = event_hook
         self.connections: dict[Address, _TcpConnection] = {}
         self.counters: dict[str, int] = {
-            "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "media_errors": 0, "hook_calls": 0, "hook_failures": 0,
+            "udp_rx": 0, "tcp_rx": 0, "tcp_framing_errors": 0, "tcp_connect_failures": 0, "media_errors": 0,
+            "hook_calls": 0, "hook_failures": 0,
         }  # fmt: skip
         self.hook_url = node.config.sip_hook_url
         self._hook_client: httpx.AsyncClient | None = None  # one connection pool for every hook call
@@ -93,6 +110,7 @@ class SipListener(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connecting: dict[Address, list[bytes]] = {}  # TCP connects of ours in progress: queued bytes
         self._loop = asyncio.get_running_loop()
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -109,12 +127,26 @@ class SipListener(asyncio.DatagramProtocol):
             transport.close()
             raise
         self._poller = loop.create_task(self._poll_ended())
+        account = self.node.config.sip_register
+        if account is not None:
+            # The Contact's user: unguessable (an HMAC of the account under the app secret's SIP key), so
+            # only the upstream, which learnt it from our REGISTER, routes calls to the account's room.
+            mac = hmac.new(sip_digest_key(self.node.config.secret), f"upstream:{account.aor}".encode(), hashlib.sha256)
+            self.upstream = UpstreamRegistration(
+                self.layer, account, (account.host.strip("[]"), account.port), "tmr-" + mac.hexdigest()[:32],
+                self.control.hostport,
+            )  # fmt: skip
+            self.upstream.start(time.monotonic())
+            self._drain(time.monotonic())
+            log.info("sip registering upstream", extra={"fields": {"aor": account.aor, "room": account.room}})
         log.info("sip listening", extra={"fields": {"udp_tcp": f"{self.host}:{self.port}"}})
 
     async def close(self) -> None:
         now = time.monotonic()
         for call in list(self.control.calls.values()):
             self.control.hang_up(now, call.id, "server shutting down")
+        if self.upstream is not None:
+            self.upstream.stop(now)  # Expires: 0, so the upstream stops routing calls here
         self._drain(now)
         await asyncio.sleep(0.05)  # let the BYEs and CloseMedia calls leave
         if self._poller is not None:
@@ -140,10 +172,20 @@ class SipListener(asyncio.DatagramProtocol):
             **{f"dialout_{k}": v for k, v in self.dialer.counters.items()},
             "dialling": len(self.dialer.calling),
             "registrations": len(self.control.registrations),
+            **self._upstream_stats(),
             **self.counters,
             "parse_errors": self.layer.parse_errors,
             "retransmissions": self.layer.retransmissions,
         }
+
+    def _upstream_stats(self) -> dict[str, Any]:
+        up = self.upstream
+        if up is None:
+            return {}
+        return {
+            "upstream_registered": int(up.registered), "upstream_status": up.last_status,
+            "upstream_expires": up.granted, **{f"upstream_{k}": v for k, v in up.counters.items()},
+        }  # fmt: skip
 
     # ---- authorization -------------------------------------------------------------------------
 
@@ -157,9 +199,14 @@ class SipListener(asyncio.DatagramProtocol):
         return Grant(claims.room, claims.peer, record=claims.record)
 
     def _authorize(self, now: float, req: Request) -> Grant | Denied | Pending:
-        if self.hook_url is None or req.method != "INVITE" or self._ours(req):
+        up = self.upstream
+        if up is not None and up.account.room is not None and req.method == "INVITE":
+            user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
+            if hmac.compare_digest(user.encode(), up.contact_user.encode()):
+                return Grant(up.account.room, None)  # routed by the upstream to our registered Contact
+        if self.hook_url is None or req.method not in ("INVITE", "REGISTER") or self._ours(req):
             return self.auth.authorize(now, int(time.time()), req)
-        return Pending()  # the hooks decide (AuthorizeCall)
+        return Pending()  # the hooks decide (AuthorizeCall, AuthorizeRegister)
 
     @staticmethod
     def _ours(req: Request) -> bool:
@@ -189,6 +236,48 @@ class SipListener(asyncio.DatagramProtocol):
             return None
         return answer
 
+    async def _hook_digest(self, req: Request, creds: Any, session_id: str) -> Denied | None:
+        """URL/auth's HA1 checks the digest response (None: it matched)."""
+        answer = await self._post_hook(
+            "auth", {"username": creds.username, "realm": creds.realm, "session_id": session_id}
+        )
+        if answer is None:
+            return Denied(480, "Temporarily Unavailable (the auth hook did not answer)")
+        ha1 = answer.get("ha1") if answer.get("success") is True else None
+        verdict = self.auth.digest.check(
+            time.monotonic(), req.method, req.uri, creds, ha1 if isinstance(ha1, str) else None
+        )
+        if verdict is Verdict.STALE:
+            return self.auth.challenge(time.monotonic(), stale=True)
+        if verdict is not Verdict.OK:
+            return Denied(403, "Forbidden")
+        return None
+
+    async def _register_verdict(self, action: AuthorizeRegister) -> tuple[Grant | Denied, str]:
+        """atm0s 0.1's REGISTER: digest against URL/auth's HA1, then URL/register (or URL/unregister
+        for Expires 0) with the binding's session id, which POST /sip/invite/client names."""
+        req = action.request
+        header = req.headers.get("Authorization")
+        if header is None:
+            return self.auth.challenge(time.monotonic()), ""
+        try:
+            creds = parse_credentials(header)
+        except DigestError:
+            return Denied(400, "Bad Request (malformed Authorization)"), ""
+        old = self.control.registrations.get(creds.username)
+        session_id = old.session_id if old is not None else new_tag()
+        refused = await self._hook_digest(req, creds, session_id)
+        if refused is not None:
+            return refused, ""
+        removal = register_expires(req)[1] == 0
+        body = {"username": creds.username, "realm": creds.realm, "session_id": session_id}
+        answer = await self._post_hook("unregister" if removal else "register", body)
+        if answer is None:
+            return Denied(480, "Temporarily Unavailable (the register hook did not answer)"), ""
+        if answer.get("success") is not True and not removal:
+            return Denied(403, "Forbidden"), ""
+        return Grant("", None, username=creds.username), session_id
+
     async def _hook_verdict(self, action: AuthorizeCall) -> Grant | Denied:
         """atm0s 0.1's flow: digest credentials are checked against the HA1 of URL/auth, then
         URL/invite names the room (or refuses); a hook that fails refuses the call."""
@@ -200,19 +289,9 @@ class SipListener(asyncio.DatagramProtocol):
                 creds = parse_credentials(header)
             except DigestError:
                 return Denied(400, "Bad Request (malformed Authorization)")
-            answer = await self._post_hook(
-                "auth", {"username": creds.username, "realm": creds.realm, "session_id": action.call}
-            )
-            if answer is None:
-                return Denied(480, "Temporarily Unavailable (the auth hook did not answer)")
-            ha1 = answer.get("ha1") if answer.get("success") is True else None
-            verdict = self.auth.digest.check(
-                time.monotonic(), req.method, req.uri, creds, ha1 if isinstance(ha1, str) else None
-            )
-            if verdict is Verdict.STALE:
-                return self.auth.challenge(time.monotonic(), stale=True)
-            if verdict is not Verdict.OK:
-                return Denied(403, "Forbidden")
+            refused = await self._hook_digest(req, creds, action.call)
+            if refused is not None:
+                return refused
             username = creds.username
         to_user = req.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in req.uri else ""
         from_uri = req.from_().uri
@@ -227,8 +306,7 @@ class SipListener(asyncio.DatagramProtocol):
         strategy = answer.get("strategy")
         room = answer.get("room_id")
         if strategy in ("Accept", "WaitOtherPeers") and isinstance(room, str) and room:
-            # WaitOtherPeers is answered at once too (ringing until others join is not built).
-            return Grant(room, None)
+            return Grant(room, None, wait_for_peers=strategy == "WaitOtherPeers")
         if strategy == "Reject":
             return Denied(603, "Decline")
         if username is None and header is None:
@@ -257,6 +335,8 @@ class SipListener(asyncio.DatagramProtocol):
         now = time.monotonic()
         self.layer.handle_timeout(now)
         self.control.handle_timeout(now)
+        if self.upstream is not None:
+            self.upstream.handle_timeout(now)
         self._drain(now)
 
     # ---- output --------------------------------------------------------------------------------
@@ -276,15 +356,48 @@ class SipListener(asyncio.DatagramProtocol):
                 conn = self.connections.get(tx.destination)
                 if conn is not None:
                     conn.write(tx.data)
+                else:
+                    self._connect_and_send(tx.destination, tx.data)
             elif self._udp is not None:
                 self._udp.sendto(tx.data, tx.destination)
-        deadlines = [d for d in (layer.next_deadline(), control.next_deadline()) if d is not None]
+        upstream = self.upstream.next_deadline() if self.upstream is not None else None
+        deadlines = [d for d in (layer.next_deadline(), control.next_deadline(), upstream) if d is not None]
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if deadlines:
             delay = max(0.0, min(deadlines) - now)
             self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _connect_and_send(self, destination: Address, data: bytes) -> None:
+        """A request of ours over TCP to where we hold no connection (a TCP dial-out, s18.1.1): connect,
+        then send what queued meanwhile. A failed connect is counted; the transaction times out."""
+        queued = self._connecting.get(destination)
+        if queued is not None:
+            queued.append(data)
+            return
+        if len(self.connections) + len(self._connecting) >= MAX_TCP_CONNECTIONS:
+            self.counters["tcp_connect_failures"] += 1
+            return
+        self._connecting[destination] = [data]
+
+        async def connect() -> None:
+            try:
+                _, conn = await asyncio.wait_for(
+                    self._loop.create_connection(lambda: _TcpConnection(self), destination[0], destination[1]), 5.0
+                )
+            except (TimeoutError, OSError):
+                self.counters["tcp_connect_failures"] += 1
+                self._connecting.pop(destination, None)
+                return
+            for chunk in self._connecting.pop(destination, []):
+                conn.write(chunk)
+            # Keyed by the address we dialled (the peername is the same unless it is IPv6-mapped).
+            self.connections.setdefault(destination, conn)
+
+        task = self._loop.create_task(connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_action(self, action: Action) -> None:
         task = self._loop.create_task(self._run_action(action))
@@ -296,6 +409,13 @@ class SipListener(asyncio.DatagramProtocol):
         if isinstance(action, AuthorizeCall):
             verdict = await self._hook_verdict(action)
             control.authorized(time.monotonic(), action.call, verdict)
+            self._drain(time.monotonic())
+            return
+        if isinstance(action, AuthorizeRegister):
+            decided, session_id = await self._register_verdict(action)
+            control.register_decided(
+                time.monotonic(), action.request, action.source, action.reliable, decided, session_id
+            )
             self._drain(time.monotonic())
             return
         try:
@@ -314,7 +434,9 @@ class SipListener(asyncio.DatagramProtocol):
                 self.counters["media_errors"] += 1
                 control.media_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
-                control.media_opened(time.monotonic(), action.call, int(res["session"]), str(res["answer"]))
+                session = int(res["session"])
+                if not action.wait_for_peers or await self._wait_for_peers(worker, action.call, session):
+                    control.media_opened(time.monotonic(), action.call, session, str(res["answer"]))
         elif isinstance(action, UpdateMedia):
             try:
                 if worker is None:
@@ -340,6 +462,29 @@ class SipListener(asyncio.DatagramProtocol):
                 await worker.call("sip.close", {"session": action.session, "reason": action.reason})
         self._drain(time.monotonic())
 
+    async def _wait_for_peers(self, worker: WorkerHandle, call_id: str, session: int) -> bool:
+        """WaitOtherPeers: the caller is in the room and hears 180 Ringing until another peer is there
+        (then True: answer it) or WAIT_PEERS_TIMEOUT passes (480). A CANCEL meanwhile: True, and
+        media_opened closes the media of the cancelled call."""
+        deadline = time.monotonic() + WAIT_PEERS_TIMEOUT
+        while time.monotonic() < deadline:
+            call = self.control.calls.get(call_id)
+            if call is None:
+                break
+            if call.cancelled:
+                return True
+            try:
+                res = await worker.call("sip.waiting", {"session": session})
+            except RpcError:
+                break
+            if int(res.get("others", 0)) > 0:
+                return True
+            await asyncio.sleep(WAIT_PEERS_POLL)
+        with contextlib.suppress(RpcError):
+            await worker.call("sip.close", {"session": session, "reason": "nobody else joined"})
+        self.control.media_failed(time.monotonic(), call_id, 480, "Temporarily Unavailable (nobody else joined)")
+        return False
+
     # ---- dial-out (POST /api/sip/calls) -----------------------------------------------------------
 
     async def dial(
@@ -352,19 +497,49 @@ class SipListener(asyncio.DatagramProtocol):
             raise RpcError(400, f"'to' is not a SIP URI: {exc}") from None
         if uri.scheme != "sip":
             raise RpcError(400, "'to' must be a sip: URI (sips/TLS is not supported)")
-        transport = uri.params.get("transport")
-        if transport is not None and transport.lower() != "udp":
-            raise RpcError(400, "dial-out goes over UDP only (transport=tcp is not supported yet)")
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport not in ("udp", "tcp"):
+            raise RpcError(400, "dial-out goes over UDP or TCP (transport=udp|tcp; TLS is not supported)")
         try:
             ipaddress.ip_address(uri.host.strip("[]"))
         except ValueError:
             raise RpcError(400, "'to' must name an IP address (no DNS/SRV look-up)") from None
+        return await self._dial_to(room, peer, str(uri), (uri.host.strip("[]"), uri.port or 5060), from_user,
+                                   credentials, reliable=transport == "tcp")  # fmt: skip
+
+    async def dial_registered(self, room: str, session_id: str, from_user: str) -> dict[str, Any]:
+        """Call the softphone whose REGISTER binding has ``session_id`` (atm0s 0.1's
+        POST /sip/invite/client): its Contact as the Request-URI, sent to where its REGISTER came from
+        when the Contact names another address (a phone behind NAT is reachable there, RFC 3581),
+        else to the Contact."""
+        binding = self.control.registration_by_session(session_id)
+        if binding is None or binding.expires_at <= time.monotonic():
+            raise RpcError(404, "no softphone registered with that session id")
+        user = binding.contact.split(":", 1)[-1].split("@", 1)[0] if "@" in binding.contact else "phone"
+        peer = binding.peer or "sip-" + ("".join(ch for ch in user if ch.isalnum() or ch in "-_.+")[:64] or "phone")
+        destination = binding.source
+        with contextlib.suppress(RemoteProtocolError, ValueError):
+            contact = SipUri.parse(binding.contact)
+            if contact.host.strip("[]") == binding.source[0]:
+                # Not behind a NAT: the Contact's port (it may listen elsewhere than it sent from).
+                destination = (binding.source[0], contact.port or 5060)
+        # Registered over TCP: over its connection while it lasts (s18.2.2; where a phone behind NAT
+        # can be reached), else a new connection to the Contact.
+        if binding.reliable and binding.source in self.connections:
+            destination = binding.source
+        res = await self._dial_to(room, peer, binding.contact, destination, from_user, None, reliable=binding.reliable)
+        return {**res, "peer": peer}
+
+    async def _dial_to(
+        self, room: str, peer: str, target: str, destination: Address, from_user: str,
+        credentials: tuple[str, str] | None, *, reliable: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
         worker = self.node.worker_for_room(room)
         res = await worker.call("sip.offer", {"room": room, "peer": peer})
         now = time.monotonic()
         call_id = self.dialer.dial(
-            now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=str(uri),
-            destination=(uri.host.strip("[]"), uri.port or 5060), from_user=from_user, credentials=credentials,
+            now, room=room, peer=peer, session=int(res["session"]), offer=str(res["offer"]), target=target,
+            destination=destination, from_user=from_user, credentials=credentials, reliable=reliable,
         )  # fmt: skip
         self._drain(now)
         return {"session": int(res["session"]), "call_id": call_id}

@@ -18,12 +18,16 @@ Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The no
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import time
 from typing import Any
 
+from trackmesh.core.controls import Join
+from trackmesh.core.events import PeerJoined, PeerLeft
 from trackmesh.core.ids import SessionId
+from trackmesh.core.model import JoinOptions
 from trackmesh.rpc import RpcError
 from trackmesh.sdp.codecs import G722, OPUS, PCMA, PCMU, CodecSpec
 from trackmesh.sdp.model import SdpError, render
@@ -44,7 +48,7 @@ RECV_BATCH = 64
 
 
 class _Call:
-    __slots__ = ("media", "rtcp", "rtp", "session", "version")
+    __slots__ = ("kind", "media", "rtcp", "rtp", "session", "token_hash", "version")
 
     def __init__(self, session: SessionId, media: CallMedia, rtp: socket.socket, rtcp: socket.socket) -> None:
         self.session = session
@@ -52,6 +56,8 @@ class _Call:
         self.rtp = rtp
         self.rtcp = rtcp
         self.version = 1
+        self.kind = "sip"  # or "rtpengine" (runtime/rtpengine_media.py): no BYE to send when it ends
+        self.token_hash = ""  # rtpengine: the bearer token's hash (PATCH/DELETE may present it)
 
 
 class SipMediaTransport:
@@ -62,6 +68,7 @@ class SipMediaTransport:
         self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
         # Dial-outs waiting for the far end's answer: session -> (endpoint, rtp, rtcp, offer, room, peer).
         self.offers: dict[SessionId, tuple[Any, socket.socket, socket.socket, Any, str, str]] = {}
+        self.ringing_others: dict[SessionId, set[str]] = {}  # a ringing dial-out: the room's other peers
         self.counters = runtime.counters
         for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
             self.counters.setdefault(name, 0)
@@ -80,6 +87,7 @@ class SipMediaTransport:
             ("sip.offer", self.offer),
             ("sip.answer", self.answer),
             ("sip.ended", self.take_ended),
+            ("sip.waiting", self.waiting),
             ("sip.stats", self.stats),
         ):
             runtime.register_rpc(name, handler)
@@ -143,12 +151,23 @@ class SipMediaTransport:
         return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
 
     def _admit(
-        self, now: float, endpoint: Any, room: str, peer: str, negotiated: Any, rtp: socket.socket, rtcp: socket.socket
+        self,
+        now: float,
+        endpoint: Any,
+        room: str,
+        peer: str,
+        negotiated: Any,
+        rtp: socket.socket,
+        rtcp: socket.socket,
+        *,
+        join: bool = True,
     ) -> _Call:
-        """The call's endpoint joins the room; its sockets are read from now on."""
+        """The call's endpoint joins the room (at once, or with ``join=False`` on its first RTP
+        packet: the RTPengine-style API); its sockets are read from now on."""
         media = CallMedia(endpoint, room, peer, negotiated, now, self.decoders)
         try:
-            media.start(now)
+            if join:
+                media.start(now)
         except CallSetupError as exc:
             self.runtime.core.close_endpoint(now, endpoint.session, "sip call refused")
             rtp.close()
@@ -170,13 +189,29 @@ class SipMediaTransport:
         return call
 
     def offer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
-        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event)."""
-        rtp, rtcp = self._bind_pair()
+        """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event). The peer
+        is in the room at once with metadata ``{"sip": true, "state": "connecting"}`` (atm0s shows
+        a ringing call); ``sip.answer`` makes it ``connected``."""
+        endpoint = self.runtime.core.create_endpoint()
+        metadata = json.dumps({"sip": True, "state": "connecting"})
+        err = endpoint.control(now, Join(str(params["room"]), str(params["peer"]), JoinOptions(metadata=metadata)))
+        if err is not None:
+            self.runtime.core.close_endpoint(now, endpoint.session, "dial-out refused")
+            self.counters["sip_calls_refused"] += 1
+            raise RpcError(409, f"the call cannot join: {err.message}")
+        others: set[str] = set()
+        self.ringing_others[endpoint.session] = others
+        self.runtime.listen(endpoint.session, lambda now: _note_peers(endpoint, str(params["peer"]), others))
+        try:
+            rtp, rtcp = self._bind_pair()
+        except RpcError:
+            self.runtime.unlisten(endpoint.session)
+            self.runtime.core.close_endpoint(now, endpoint.session, "no RTP port")
+            raise
         port = rtp.getsockname()[1]
         sdp = create_offer(
             address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
         )
-        endpoint = self.runtime.core.create_endpoint()
         self.offers[endpoint.session] = (endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]))
         return {"session": int(endpoint.session), "offer": render(sdp)}
 
@@ -190,12 +225,16 @@ class SipMediaTransport:
         except SdpError:
             negotiated = None
         if negotiated is None:
+            self.ringing_others.pop(endpoint.session, None)
+            self.runtime.unlisten(endpoint.session)
             self.runtime.core.close_endpoint(now, endpoint.session, "no acceptable answer")
             rtp.close()
             rtcp.close()
             raise RpcError(488, "the far end's answer has no audio stream we can use")
+        others = self.ringing_others.pop(endpoint.session, set())
         call = self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
         call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
+        call.media.others |= others  # (an empty room: it ends once someone came and left, as before)
         return {"codec": negotiated.codec}
 
     def _call(self, params: dict[str, Any]) -> _Call:
@@ -231,6 +270,8 @@ class SipMediaTransport:
     def close(self, now: float, params: dict[str, Any]) -> None:
         pending = self.offers.pop(SessionId(int(params["session"])), None)
         if pending is not None:
+            self.ringing_others.pop(pending[0].session, None)
+            self.runtime.unlisten(pending[0].session)
             self.runtime.core.close_endpoint(now, pending[0].session, "dial-out ended")
             pending[1].close()
             pending[2].close()
@@ -244,6 +285,13 @@ class SipMediaTransport:
         self._send(call)
         return {"sent": sent}
 
+    def waiting(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """A call that rings until someone else is in the room (WaitOtherPeers): how many others are.
+        Its media timeout starts again (the phone sends no RTP before our 200)."""
+        call = self._call(params)
+        call.media.last_rtp = now
+        return {"others": len(call.media.others)}
+
     def take_ended(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         ended, self.ended = self.ended, []
         return {"ended": ended}
@@ -254,6 +302,8 @@ class SipMediaTransport:
             "calls": [
                 {
                     "session": int(c.session),
+                    "kind": c.kind,
+                    "joined": c.media.started,
                     "room": c.media.room,
                     "peer": c.media.peer,
                     "codec": c.media.negotiated.codec,
@@ -276,6 +326,8 @@ class SipMediaTransport:
     def _on_rtp(self, call: _Call) -> None:
         now = self.runtime.now()
         media = call.media
+        if not media.started and not self._join_late(now, call):
+            return
         for _ in range(RECV_BATCH):
             try:
                 data, addr = call.rtp.recvfrom(2048)
@@ -291,6 +343,18 @@ class SipMediaTransport:
                 log.exception("sip rtp handler failed")
         self._send(call)
         self.runtime.flush(now)
+
+    def _join_late(self, now: float, call: _Call) -> bool:
+        """An RTPengine-style call joins its room on its first packet (atm0s 0.2); a refused join
+        (the peer name is taken...) ends the call."""
+        try:
+            call.media.start(now)
+        except CallSetupError as exc:
+            self.counters["sip_calls_refused"] += 1
+            self._end(now, call, f"join refused: {exc}", report=True)
+            return False
+        log.info("rtpengine call joined on its first packet", extra={"fields": {"peer": call.media.peer}})
+        return True
 
     def _on_rtcp(self, call: _Call) -> None:
         now = self.runtime.now()
@@ -338,7 +402,7 @@ class SipMediaTransport:
             sock.close()
         self.runtime.unlisten(call.session)
         self.runtime.core.close_endpoint(now, call.session, reason)
-        if report:
+        if report and call.kind == "sip":  # the SIP listener polls these to send their BYE
             self.ended.append((int(call.session), reason))
         log.info("sip call left", extra={"fields": {"peer": call.media.peer, "reason": reason}})
 
@@ -349,6 +413,17 @@ class SipMediaTransport:
             self.close(now, {"session": int(session)})
 
 
+def _note_peers(endpoint: Any, peer: str, others: set[str]) -> None:
+    """A ringing dial-out's endpoint: which other peers are in the room (CallMedia takes the set on
+    the answer, for its end-when-alone rule); nothing else to do with its events yet."""
+    while (event := endpoint.poll_event()) is not None:
+        if isinstance(event, PeerJoined) and event.info.peer != peer:
+            others.add(event.info.peer)
+        elif isinstance(event, PeerLeft):
+            others.discard(event.peer)
+
+
 def install(runtime: WorkerRuntime) -> None:
-    if runtime.config.sip_listen_port:
-        runtime.services[SipMediaTransport] = SipMediaTransport(runtime)
+    """Always: SIP calls (when --sip-port is not 0) and the RTPengine-style API share this media
+    path; nothing is bound until a call opens."""
+    runtime.services[SipMediaTransport] = SipMediaTransport(runtime)

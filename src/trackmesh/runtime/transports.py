@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .recording import install as install_recording
 from .rtmp_worker import install as install_rtmp
+from .rtpengine_media import install as install_rtpengine
 from .sdk_worker import install as install_sdk
 from .sip_media import install as install_sip
 from .webrtc_worker import install as install_webrtc
@@ -23,9 +24,9 @@ Installer = Callable[[WorkerRuntime], None]
 
 def worker_transports() -> list[Installer]:
     """Installers of the transports every worker runs, in order (RTMP ingest when --rtmp-port is not 0,
-    SIP when --sip-port is not 0), then recording: its shutdown hook runs after theirs, so every
-    session has closed (and its files ended) before the files are finalised."""
-    return [install_webrtc, install_sdk, install_rtmp, install_sip, install_recording]
+    SIP media: its calls and the RTPengine-style API's endpoints), then recording: its shutdown hook
+    runs after theirs, so every session has closed (and its files ended) before the files are finalised."""
+    return [install_webrtc, install_sdk, install_rtmp, install_sip, install_rtpengine, install_recording]
 
 
 def install_all(runtime: WorkerRuntime) -> None:

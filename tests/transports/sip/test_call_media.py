@@ -4,6 +4,7 @@ hear each other through the room's mixer (mix-minus: never themselves)."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from array import array
@@ -319,3 +320,40 @@ def test_g722_phones_are_transcoded_both_ways() -> None:
     heard = G722()
     pcm = b"".join(heard.decode(f or b"") for f in [silence, *frames])
     assert all(f is not None and len(f) == 160 for f in frames) and rms(pcm[-640 * 3 :]) > 2000
+
+
+def test_an_rtpengine_endpoint_waits_180_s_for_packets() -> None:
+    """runtime/rtpengine_media.py's calls: media_timeout 180 s (atm0s #482), not 30 s."""
+    from trackmesh.runtime.rtpengine_media import RTPENGINE_TIMEOUT
+
+    worker = MediaWorker(1, 0, "secret-secret-secret", LocalRegistry(), LocalChannelHub())
+    call = CallMedia(worker.create_endpoint(), "r", "gw-call", negotiated(6000, "PCMA", 8), 0.0)
+    call.media_timeout = RTPENGINE_TIMEOUT
+    assert not call.started  # joins on its first packet (the runtime calls start)
+    assert call.dead(MEDIA_TIMEOUT + 1) is None
+    assert call.dead(RTPENGINE_TIMEOUT - 1) is None
+    assert call.dead(RTPENGINE_TIMEOUT + 1) == "no RTP from the phone"
+    call.start(10.0)
+    assert call.started and call.endpoint.room == "r"
+
+
+def test_a_dial_out_is_connecting_in_the_room_then_connected() -> None:
+    """runtime/sip_media.py joins a ringing dial-out with state "connecting"; CallMedia.start then
+    updates the same peer to "connected" (no second join)."""
+    from trackmesh.core.events import PeerJoined, PeerUpdated
+    from trackmesh.core.model import JoinOptions
+
+    worker = MediaWorker(1, 0, "secret-secret-secret", LocalRegistry(), LocalChannelHub())
+    watcher = worker.create_endpoint()
+    assert watcher.control(0.0, Join("r", "watcher")) is None
+    endpoint = worker.create_endpoint()
+    connecting = JoinOptions(metadata='{"sip": true, "state": "connecting"}')
+    assert endpoint.control(0.0, Join("r", "sip-1001", connecting)) is None
+    worker.handle_timeout(0.1)
+    CallMedia(endpoint, "r", "sip-1001", negotiated(6000), 0.2).start(0.2)
+    worker.handle_timeout(0.3)
+    seen = []
+    while (ev := watcher.poll_event()) is not None:
+        if isinstance(ev, PeerJoined | PeerUpdated) and ev.info.peer == "sip-1001":
+            seen.append(json.loads(ev.info.metadata or "{}")["state"])
+    assert seen == ["connecting", "connected"], seen

@@ -108,3 +108,21 @@ def test_bad_dialog_creation_and_lookup() -> None:
     bye = invite()
     bye.headers.set("To", "<sip:room@example.com>;tag=b1")
     assert dialog_id_for_request(bye) == ("cid", "b1", "a1")
+
+
+def test_a_dialog_creating_response_copies_record_route_and_next_hop_follows_it() -> None:
+    """s12.1.1: the UAS copies Record-Route into its 1xx/2xx to INVITE (a caller behind a proxy
+    routes its ACK and BYE by it); s12.2.1.1: our requests go to the first route, else the target."""
+    req = invite(["<sip:127.0.0.1:5090;lr>", "<sip:p2.example.com;lr>"])
+    assert make_response(req, 180, to_tag="b1").headers.get_all("Record-Route") == req.headers.get_all("Record-Route")
+    ok = make_response(req, 200, to_tag="b1")
+    assert ok.headers.get_all("Record-Route") == req.headers.get_all("Record-Route")
+    assert make_response(req, 486, to_tag="b1").headers.get_all("Record-Route") == []  # no dialog
+    d = Dialog.as_uas(req, ok)
+    assert d.next_hop(("192.0.2.1", 5060)) == ("127.0.0.1", 5090)
+    direct = invite()
+    d = Dialog.as_uas(direct, make_response(direct, 200, to_tag="b1"))
+    assert d.next_hop(("192.0.2.1", 5060)) == ("127.0.0.1", 5070)  # the Contact
+    named = invite(["<sip:proxy.example.com;lr>"])
+    d = Dialog.as_uas(named, make_response(named, 200, to_tag="b1"))
+    assert d.next_hop(("192.0.2.1", 5060)) == ("192.0.2.1", 5060)  # no DNS: the fallback

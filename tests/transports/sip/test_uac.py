@@ -124,3 +124,28 @@ def test_cancel_while_ringing() -> None:
     far.respond(invite, 487)
     assert [type(a) for a in far.actions()] == [CloseMedia]
     assert not far.dialer.cancel(far.now, call_id)
+
+
+def test_a_tcp_dial_out_keeps_every_request_reliable_with_tcp_via_and_contact() -> None:
+    far = Far()
+    far.dialer.dial(far.now, room="r", peer="sip-bob", session=9, offer="v=0\r\n",
+                    target="sip:bob@127.0.0.1:5090;transport=tcp", destination=PHONE, reliable=True)  # fmt: skip
+    tx = far.layer.poll_transmit()
+    assert tx is not None and tx.reliable and tx.destination == PHONE
+    invite = parse_message(tx.data)
+    assert isinstance(invite, Request) and invite.top_via().transport == "TCP"
+    assert invite.headers.get("Contact") == "<sip:trackmesh@127.0.0.1:5060;transport=tcp>"
+    far.now = 10.0
+    far.layer.handle_timeout(far.now)
+    assert far.layer.poll_transmit() is None  # no retransmission over TCP (s17.1.1.2)
+    resp = make_response(invite, 200, to_tag="far1", body=ANSWER.encode())
+    resp.headers.add("Contact", "<sip:bob@127.0.0.1:5090;transport=tcp>")
+    far.layer.handle_response(far.now, resp, PHONE)
+    while (ev := far.layer.poll_event()) is not None:
+        far.control.handle_event(far.now, ev)
+    ack_tx = far.layer.poll_transmit()
+    assert ack_tx is not None and ack_tx.reliable
+    ack = parse_message(ack_tx.data)
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.top_via().transport == "TCP"
+    (answer,) = far.actions()
+    assert isinstance(answer, AnswerMedia) and far.control.calls[answer.call].reliable

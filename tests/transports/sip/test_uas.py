@@ -324,6 +324,98 @@ def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
     assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls
 
 
+def test_a_register_for_the_hooks_waits_and_keeps_its_session_id() -> None:
+    """atm0s 0.1: REGISTER decided by the hooks (AuthorizeRegister); the binding keeps the session id
+    the register hook was given across refreshes, and POST /sip/invite/client finds it by that id."""
+    from trackmesh.transports.sip.uas import AuthorizeRegister, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    phone = Phone(call_id="reg1")
+    assert h.feed(phone.request("REGISTER", headers={"Expires": "60"})) == []  # nothing until the hooks answer
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeRegister) and ask.source == PHONE
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Grant("", None, "alice"), "s-1")
+    assert statuses(h.drain()) == [200]
+    binding = h.control.registration_by_session("s-1")
+    assert binding is not None and binding.contact == "sip:alice@127.0.0.1:5070" and binding.expires_at == 60
+    h.feed(phone.request("REGISTER", cseq=2, headers={"Expires": "60"}))
+    (ask,) = h.actions()
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Grant("", None, "alice"))
+    assert statuses(h.drain()) == [200] and h.control.registration_by_session("s-1") is not None  # same id
+    h.feed(phone.request("REGISTER", cseq=3, headers={"Expires": "0"}))
+    (ask,) = h.actions()
+    h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Denied(403, "Forbidden"))
+    assert statuses(h.drain()) == [403] and h.control.registration_by_session("s-1") is not None
+
+
+def test_wait_for_peers_reaches_open_media() -> None:
+    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+
+    h = Harness()
+    h.control.authorize = lambda now, req: Pending()
+    h.feed(Phone().request("INVITE", body=OFFER.format(dir="")))
+    (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall)
+    h.control.authorized(h.now, ask.call, Grant("hooked", None, wait_for_peers=True))
+    assert statuses(h.drain()) == [180]  # ringing; the driver answers once someone else is in the room
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia) and open_media.wait_for_peers
+
+
+def test_a_required_100rel_gets_a_reliable_180_and_the_200_waits_for_its_prack() -> None:
+    h, phone = Harness(), Phone()
+    invite = phone.request("INVITE", body=OFFER.format(dir="a=sendrecv"), headers={"Require": "100rel"})
+    sent = h.feed(invite)
+    assert statuses(sent) == [100, 180]
+    ringing = sent[1]
+    assert isinstance(ringing, Response) and ringing.headers.get("Require") == "100rel"
+    assert ringing.headers.get("RSeq") == "1" and ringing.headers.get("Contact") is not None
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
+    h.control.media_opened(h.now, open_media.call, 77, ANSWER)
+    assert h.drain() == []  # the 200 waits for the PRACK
+    again = h.advance(0.5) + h.advance(1.5)  # retransmitted at T1, then 2*T1 later (RFC 3262 s3)
+    assert statuses(again) == [180, 180] and all(m.headers.get("RSeq") == "1" for m in again)
+    phone.to_tag = ringing.to().tag
+    wrong = h.feed(phone.request("PRACK", headers={"RAck": "2 1 INVITE"}))
+    assert statuses(wrong) == [481]  # no reliable response with RSeq 2
+    sent = h.feed(phone.request("PRACK", headers={"RAck": "1 1 INVITE"}))
+    assert statuses(sent) == [200, 200]  # the PRACK's 200, then the INVITE's
+    ok = sent[1]
+    assert isinstance(ok, Response) and ok.cseq().method == "INVITE" and ok.body.decode() == ANSWER
+    assert 180 not in statuses(h.advance(10.0))  # no more 180s (the 200 is retransmitted until the ACK)
+    assert h.control.counters["pracks"] == 1 and h.control.counters["answered"] == 1
+    h.feed(phone.request("ACK", cseq=1))
+    assert statuses(h.feed(phone.request("BYE"))) == [200]
+
+
+def test_no_prack_within_64_t1_refuses_the_call_and_closes_its_media() -> None:
+    h, phone = Harness(), Phone()
+    h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendrecv"), headers={"Require": "100rel, timer"}))
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
+    h.control.media_opened(h.now, open_media.call, 77, ANSWER)
+    sent = h.advance(40.0)
+    assert statuses(sent).count(180) >= 5 and statuses(sent)[-1] == 500, statuses(sent)
+    (close,) = h.actions()
+    assert isinstance(close, CloseMedia) and close.session == 77
+    assert h.control.calls == {} and h.control.counters["prack_timeouts"] == 1
+
+
+def test_a_required_extension_we_lack_gets_420_and_unsupported() -> None:
+    h, phone = Harness(), Phone()
+    sent = h.feed(phone.request("INVITE", body=OFFER.format(dir="a=sendrecv"),
+                                headers={"Require": "precondition, 100rel"}))  # fmt: skip
+    assert statuses(sent) == [100, 420]
+    assert isinstance(sent[1], Response) and sent[1].headers.get("Unsupported") == "precondition"
+    assert h.actions() == [] and h.control.calls == {}
+    # Without the Require, a plain call still goes through (180 unreliable, no RSeq).
+    sent = h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
+    assert statuses(sent) == [100, 180] and sent[1].headers.get("RSeq") is None
+    assert statuses(h.feed(Phone(call_id="c3").request("PRACK", headers={"RAck": "1 1 INVITE"}))) == [481]
+
+
 def test_a_record_grant_asks_the_media_side_to_record_the_caller() -> None:
     """A token with record: true (docs/recording.md): OpenMedia says so; another token's does not."""
     h = Harness()

@@ -22,16 +22,18 @@ import os
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
+from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
@@ -263,12 +265,17 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         sessions are missing from ``rooms`` (the page says so instead of showing a partial view as whole)."""
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
+        cluster = node.config.role == "console"
         for index, result in enumerate(await node.call_workers("console.rooms", {"app": app})):
             if isinstance(result, list):
                 rows.extend(result)
             else:
-                unanswered.append(f"worker {index}: {getattr(result, 'message', result)}")
-        return {"rooms": group_rooms(rows), "unanswered": unanswered}
+                message = getattr(result, "message", result)
+                unanswered.append(message if cluster else f"worker {index}: {message}")
+        out: dict[str, Any] = {"rooms": group_rooms(rows), "unanswered": unanswered}
+        if cluster:
+            out["stale"] = node.console_stale()  # type: ignore[attr-defined]
+        return out
 
     @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app, their peers and tracks "
              "(`rooms`), and the workers that did not answer (`unanswered`)",
@@ -286,6 +293,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if session is None:
             return unauthorized()
         cookie = request.cookies.get(COOKIE_NAME)
+        cluster_view = getattr(node, "console_cluster", None)
 
         async def events() -> AsyncIterator[str]:
             last = None
@@ -296,9 +304,15 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
                     yield "event: logout\ndata: {}\n\n"
                     return
                 data = json.dumps(await live_rooms(session.app), separators=(",", ":"))
-                if data != last:
-                    last, quiet = data, 0
+                changed = data != last
+                if changed:
+                    last = data
                     yield f"event: rooms\ndata: {data}\n\n"
+                if cluster_view is not None:  # the console role: zones and nodes (report ages change: every push)
+                    changed = True
+                    yield f"event: cluster\ndata: {json.dumps(cluster_view(), separators=(',', ':'))}\n\n"
+                if changed:
+                    quiet = 0
                 else:
                     quiet += 1
                     if quiet % 15 == 0:
@@ -308,8 +322,30 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
+    @api.get("/api/console/cluster", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "not the console role"}}, summary="The console role: zones -> gateways, media and connector nodes with "
+             "CPU, memory, sessions, capacity, health and report age (`state`: up, stale or gone)")  # fmt: skip
+    async def cluster(request: Request) -> Response:
+        if current(request) is None:
+            return unauthorized()
+        view = getattr(node, "console_cluster", None)
+        if view is None:
+            return error(404, "this node is not a console role node (trackmesh console): see /api/console/node")
+        return ok(view())
+
     def connector_or_503() -> Any:
         return node.connector
+
+    async def remote_log(path: str, params: dict[str, Any]) -> list[Any] | JSONResponse:
+        """The console role: the zone connectors' log API (runtime/console_node.py)."""
+        fetch = getattr(node, "connector_log", None)
+        if fetch is None:
+            return error(503, "this node runs no connector")
+        try:
+            rows: list[Any] = await fetch(path, params)
+        except RpcError as exc:
+            return error(exc.status, exc.message)
+        return rows
 
     @api.get("/api/console/events", tags=["console"], responses={**_UNAUTHORIZED, 503: {"description": "no connector"}},
              summary="The event log of your app, filtered; newest first unless `session` is given (then a timeline, "
@@ -327,12 +363,20 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         session = current(request)
         if session is None:
             return unauthorized()
-        conn = connector_or_503()
-        if conn is None:
-            return error(503, "this node runs no connector")
         sid = int(session_id) if session_id is not None else None
         if sid is not None and sid >= 1 << 64:
             return error(400, "invalid request: session: larger than 2^64-1")
+        conn = connector_or_503()
+        if conn is None:
+            # The console role: the connectors filter by session and time; the event name here.
+            found = await remote_log("events", {"session": session_id, "start_ts": start_ts, "end_ts": end_ts,
+                                                "page": page, "limit": limit})  # fmt: skip
+            if isinstance(found, JSONResponse):
+                return found
+            found = [r for r in found if isinstance(r, dict) and (not event or r.get("event") == event)]
+            if sid is None:
+                found.sort(key=lambda r: (r.get("created_at", 0), r.get("id", 0)), reverse=True)
+            return ok(found[:limit])
         app = session.app
         rows = await conn.read_log(lambda c: list_events(c, app, sid, event, start_ts, end_ts, page, limit,
                                                          newest_first=sid is None))  # fmt: skip
@@ -347,9 +391,52 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return unauthorized()
         conn = connector_or_503()
         if conn is None:
-            return error(503, "this node runs no connector")
+            found = await remote_log("peers", {"page": page, "limit": limit})
+            return found if isinstance(found, JSONResponse) else ok(found[:limit])
         app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))
+
+    # ---- recordings (standalone: the files are this node's) ------------------------------------
+
+    def record_root() -> Path | None:
+        return Path(node.config.record_dir) if node.config.role == "standalone" else None
+
+    @api.get("/api/console/recordings", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "no recordings on this node (the console role: they are on the media nodes)"}},
+             summary="Recorded files of your app (of one room), oldest first, each with its `download` "
+                     "link")  # fmt: skip
+    async def recordings(request: Request, room: str | None = Query(None, min_length=1, max_length=128)) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        root = record_root()
+        if root is None:
+            return error(404, "this node keeps no recordings (they are on the media nodes)")
+        files = await asyncio.to_thread(list_recordings, root, session.app, room)
+        for f in files:
+            if not f.get("uploaded"):
+                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"]})
+        return ok({"files": files})
+
+    @api.get("/api/console/recordings/file", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
+             "no such recorded file of your app"}},
+             summary="Download a recorded file (a path from the list)")  # fmt: skip
+    async def recording_file(request: Request, path: str | None = Query(None, max_length=1024)) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        if not path:
+            return error(400, "invalid request: path is required (from GET /api/console/recordings)")
+        root = record_root()
+        if root is None:
+            return error(404, "this node keeps no recordings")
+        # Only a path the app's own listing names: no traversal, no other app's files.
+        files = await asyncio.to_thread(list_recordings, root, session.app, None)
+        if path not in {f["path"] for f in files if not f.get("uploaded")}:
+            return error(404, "no such recorded file of your app")
+        full = root / path
+        return FileResponse(full, filename=full.name, content_disposition_type="attachment",
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
     # ---- actions --------------------------------------------------------------------------------
 
@@ -369,7 +456,30 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return ok({"kicked": 1})
         return error(404, "no live session with this id in your app")
 
-    @api.post("/api/console/rooms/{room}/end", tags=["console"], responses=_POST_REFUSALS,
+    @api.post("/api/console/sessions/{session_id}/tracks/{track:path}/{action}", tags=["console"],
+              responses={**_POST_REFUSALS, 400: {"description": "action is not mute or unmute"}},
+              summary="Mute or unmute a peer's published track: its viewers stop (or resume) receiving it; "
+                      "packets still counted")  # fmt: skip
+    async def mute_track(request: Request, session_id: str, track: str, action: str) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        refused = refused_post(request, session)
+        if refused is not None:
+            return refused
+        if action not in ("mute", "unmute"):
+            return error(400, "action is mute or unmute")
+        if not session_id.isdigit() or len(session_id) > 20 or len(track) > 128:
+            return error(404, "no live session with this id in your app")
+        params = {"app": session.app, "session": session_id, "track": track}
+        results = await node.call_workers(f"console.{action}", params)
+        done = next((r for r in results if isinstance(r, dict) and "muted" in r), None)
+        if done is not None:
+            return ok({"muted": done["muted"], "changed": done["changed"]})
+        found = [r for r in results if isinstance(r, RpcError) and r.status == 404 and "track" in r.message]
+        return error(404, found[0].message if found else "no live session with this id in your app")
+
+    @api.post("/api/console/rooms/{room:path}/end", tags=["console"], responses=_POST_REFUSALS,
               summary="End a room: kick every peer in it")  # fmt: skip
     async def end_room(request: Request, room: str) -> Response:
         session = current(request)
@@ -384,5 +494,27 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if failed and not kicked:
             return error(503, f"the workers did not answer: {failed[0]}")
         return ok({"kicked": kicked})
+
+    @api.post("/api/console/rooms/{room:path}/record/{action}", tags=["console"], responses={**_POST_REFUSALS,
+              400: {"description": "action is not start or stop"}},
+              summary="Start or stop recording a room (every peer's tracks; docs/recording.md)")  # fmt: skip
+    async def record_room(request: Request, room: str, action: str) -> Response:
+        session = current(request)
+        if session is None:
+            return unauthorized()
+        refused = refused_post(request, session)
+        if refused is not None:
+            return refused
+        if action not in ("start", "stop"):
+            return error(400, "action is start or stop")
+        if node.config.role != "standalone" or len(room) > 128:
+            return error(404, "no such live room on this node")
+        params: dict[str, Any] = {"room": room, "app": session.app}
+        if action == "start":
+            params["peers"] = None
+        try:
+            return ok(await node.worker_for_room(room).call(f"record.{action}", params))
+        except RpcError as exc:
+            return error(exc.status, exc.message)
 
     return api

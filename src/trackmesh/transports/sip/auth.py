@@ -46,6 +46,7 @@ class Grant:
     room: str
     peer: str | None  # None: the caller names itself (sip-<its From user>)
     username: str | None = None  # digest: the authenticated username (a registration's key)
+    wait_for_peers: bool = False  # atm0s' WaitOtherPeers: ring (180) until someone else is in the room
     record: bool = False  # the token says record: true: the caller's audio is recorded
 
 

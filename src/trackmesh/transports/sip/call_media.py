@@ -33,6 +33,7 @@ from trackmesh.core.controls import (
     MixerConfig,
     MixerMode,
     Publish,
+    UpdatePeer,
 )
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.events import LocalTrackStateChanged, PeerJoined, PeerLeft
@@ -98,6 +99,8 @@ class CallMedia:
         self.decoders = decoders
         self.jitter = ReorderBuffer()
         self.end_when_alone = False
+        self.media_timeout = MEDIA_TIMEOUT  # the RTPengine-style API's calls wait 180 s (atm0s #482)
+        self.started = False  # joined the room (an RTPengine-style call joins on its first packet)
         self.others: set[str] = set()  # the other peers of the room
         self._alone_since: float | None = None
         self.digits: list[str] = []
@@ -110,8 +113,12 @@ class CallMedia:
 
     def start(self, now: float) -> None:
         ep = self.endpoint
+        # A dial-out is in the room already while it rings ("connecting", runtime/sip_media.py): now
+        # it is connected.
+        joined = ep.room == self.room
+        metadata = json.dumps({"sip": True, "state": "connected"})
         steps: list[Control] = [
-            Join(self.room, self.peer, JoinOptions(metadata=json.dumps({"sip": True}))),
+            UpdatePeer(metadata) if joined else Join(self.room, self.peer, JoinOptions(metadata=metadata)),
             Publish(TRACK, TrackKind.AUDIO),
             *(CreateLocalTrack(name, TrackKind.AUDIO) for name in self.outputs),
             MixerConfig(MixerMode.AUTO, self.outputs),
@@ -125,6 +132,7 @@ class CallMedia:
             track = ep.local_track(name)
             assert track is not None
             track.sink = self._slot_sink(slot)
+        self.started = True
 
     def _slot_sink(self, slot: int) -> MediaSink:
         downlink = self.downlink
@@ -255,9 +263,9 @@ class CallMedia:
         self.leg.handle_timeout(now, wallclock)
 
     def dead(self, now: float) -> str | None:
-        """Why the call should end now, if it should: no RTP for MEDIA_TIMEOUT while the phone should
+        """Why the call should end now, if it should: no RTP for ``media_timeout`` while the phone should
         be sending (it is gone), or a dial-out whose room has had no other peer for ALONE_GRACE."""
-        if self.receives and now - self.last_rtp > MEDIA_TIMEOUT:
+        if self.receives and now - self.last_rtp > self.media_timeout:
             return "no RTP from the phone"
         if self.end_when_alone and self._alone_since is not None and now - self._alone_since > ALONE_GRACE:
             return "every other peer left the room"

@@ -9,9 +9,10 @@ the requests it builds through the transaction layer.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
-from trackmesh.errors import LocalProtocolError
+from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.transports.sip.message import (
     Headers,
     NameAddr,
@@ -131,6 +132,18 @@ class Dialog:
         for name, value in headers or ():
             h.add(name, value)
         return Request(method, uri, h, body)
+
+    def next_hop(self, fallback: tuple[str, int]) -> tuple[str, int]:
+        """Where our in-dialog requests go (s12.2.1.1, s8.1.2): the first route of the route set, else
+        the remote target; ``fallback`` when that URI names no IP address (we do no DNS look-up)."""
+        uri = NameAddr.parse(self.route_set[0]).uri if self.route_set else self.remote_target
+        try:
+            parsed = SipUri.parse(uri)
+            host = parsed.host.strip("[]")
+            ipaddress.ip_address(host)
+        except (RemoteProtocolError, ValueError):
+            return fallback
+        return host, parsed.port or 5060
 
     def _routing(self) -> tuple[str, list[str]]:
         """Request-URI and Route values: loose routing if the first route has ``lr`` (s16.12)."""

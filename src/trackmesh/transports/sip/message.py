@@ -590,7 +590,8 @@ def new_tag() -> str:
 def make_response(
     request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None, body: bytes = b""
 ) -> Response:
-    """s8.2.6.2: a response copying Via (all, in order), From, Call-ID, CSeq and To of ``request``.
+    """s8.2.6.2: a response copying Via (all, in order), From, Call-ID, CSeq and To of ``request``
+    (and Record-Route on a 1xx/2xx to an INVITE, s12.1.1).
 
     ``to_tag`` is added to To unless the request's To already has one (an in-dialog request);
     s8.2.6.2 requires it on every response but 100 Trying. The caller adds Contact, body type etc.
@@ -612,6 +613,11 @@ def make_response(
             h.add(name, value)
     if status == 100 and (ts := request.headers.get("Timestamp")) is not None:
         h.add("Timestamp", ts)  # s8.2.6.1
+    if 100 < status < 300 and request.method == "INVITE":
+        # s12.1.1: a response that establishes a dialog copies the Record-Route values, in order,
+        # so the caller's in-dialog requests pass the proxies that asked to stay on the path.
+        for rr in request.headers.get_all("Record-Route"):
+            h.add("Record-Route", rr)
     return Response(status, reason if reason is not None else REASONS.get(status, ""), h, body)
 
 

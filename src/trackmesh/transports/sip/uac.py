@@ -44,6 +44,7 @@ class OutgoingCall:
     auth_tried: bool = False
     cancelled: bool = False
     status: int | None = None  # the final response, once there is one
+    reliable: bool = False  # over TCP (the driver opens the connection to ``destination``)
     statuses: list[int] = field(default_factory=list)
 
 
@@ -78,13 +79,15 @@ class Dialer:
         destination: Address,
         from_user: str = "trackmesh",
         credentials: tuple[str, str] | None = None,
+        reliable: bool = False,
     ) -> str:
-        """Send the INVITE; the Call-ID names the call."""
+        """Send the INVITE (over TCP when ``reliable``); the Call-ID names the call."""
         call_id = f"{secrets.token_hex(8)}@trackmesh"
         from_tag = new_tag()
-        invite = self._invite(call_id, from_tag, from_user, target, offer, 1, None)
-        key = self.layer.send_request(now, invite, destination)
+        invite = self._invite(call_id, from_tag, from_user, target, offer, 1, None, reliable)
+        key = self.layer.send_request(now, invite, destination, reliable=reliable)
         out = OutgoingCall(call_id, from_tag, room, peer, session, offer, target, destination, invite, key, credentials)
+        out.reliable = reliable
         self.calling[key] = out
         self.counters["dialled"] += 1
         return call_id
@@ -98,16 +101,18 @@ class Dialer:
         offer: str,
         cseq: int,
         auth: tuple[str, str] | None,
+        reliable: bool = False,
     ) -> Request:
         c = self.control
         h = Headers()
-        h.add("Via", f"SIP/2.0/UDP {c.hostport};branch={new_branch()};rport")
+        h.add("Via", f"SIP/2.0/{'TCP' if reliable else 'UDP'} {c.hostport};branch={new_branch()};rport")
         h.add("Max-Forwards", "70")
         h.add("From", f"<sip:{from_user}@{c.hostport}>;tag={from_tag}")
         h.add("To", f"<{target}>")
         h.add("Call-ID", call_id)
         h.add("CSeq", f"{cseq} INVITE")
-        h.add("Contact", f"<sip:trackmesh@{c.hostport}>")
+        # Over TCP the far end's requests come back over TCP too (s8.1.1.8, s18.1.1).
+        h.add("Contact", f"<sip:trackmesh@{c.hostport}{';transport=tcp' if reliable else ''}>")
         h.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
         if auth is not None:
             h.add(auth[0], auth[1])
@@ -126,7 +131,7 @@ class Dialer:
                 for name in ("From", "To", "Call-ID"):
                     h.add(name, inv.headers.get(name) or "")
                 h.add("CSeq", f"{inv.cseq().seq} CANCEL")
-                self.layer.send_request(now, Request("CANCEL", inv.uri, h), out.destination)
+                self.layer.send_request(now, Request("CANCEL", inv.uri, h), out.destination, reliable=out.reliable)
                 out.cancelled = True
                 self.counters["cancelled"] += 1
                 return True
@@ -160,9 +165,9 @@ class Dialer:
                 from_user = out.invite.from_().uri.split(":", 1)[1].split("@", 1)[0]
                 seq = out.invite.cseq().seq + 1
                 out.invite = self._invite(
-                    out.call_id, out.from_tag, from_user, out.target, out.offer, seq, (name, value)
+                    out.call_id, out.from_tag, from_user, out.target, out.offer, seq, (name, value), out.reliable
                 )
-                out.key = self.layer.send_request(now, out.invite, out.destination)
+                out.key = self.layer.send_request(now, out.invite, out.destination, reliable=out.reliable)
                 out.auth_tried = True
                 self.calling[out.key] = out
                 return True
@@ -195,10 +200,14 @@ class Dialer:
             self._failed(out, 502)  # a 2xx without To tag or Contact: nothing to talk to
             return
         control = self.control
-        ack = dialog.create_request("ACK", control.via(False), cseq=out.invite.cseq().seq)
-        self.layer.send_stateless(ack, out.destination)
+        ack = dialog.create_request("ACK", control.via(out.reliable), cseq=out.invite.cseq().seq)
+        # The ACK and every later request of the dialog: through the proxies that Record-Routed, else
+        # to the far end's Contact (a proxy that stayed off the path would refuse them, s16.12).
+        # Over TCP: on the connection the INVITE went over (the driver opens one to a new hop).
+        hop = dialog.next_hop(out.destination)
+        self.layer.send_stateless(ack, hop, reliable=out.reliable)
         call = Call(
-            f"{out.call_id};{dialog.remote_tag}", out.invite, out.key, out.destination, False, out.room, out.peer,
+            f"{out.call_id};{dialog.remote_tag}", out.invite, out.key, hop, out.reliable, out.room, out.peer,
             dialog.local_tag, state="confirmed", session=out.session, dialog=dialog, sdp=out.offer.encode(),
             outgoing=True,
         )  # fmt: skip

@@ -22,7 +22,12 @@ the layer and asks its driver to open, update and close the calls' media (:class
   binding is kept until it expires (at most an hour), so the phone may stay registered; ``*`` or
   ``expires=0`` removes it.
 - OPTIONS: 200 with Allow/Accept/Supported. Anything else outside a dialog: 501; inside an
-  unknown dialog: 481.
+  unknown dialog: 481. An INVITE that requires an extension we lack gets 420 with Unsupported
+  (s8.2.2.3; we know ``100rel`` and ``timer``).
+- 100rel (RFC 3262), only where the caller requires it: our 180 is sent reliably (Require: 100rel,
+  RSeq 1, our Contact), again every T1, 2*T1... until its PRACK (answered 200), and the 200 to the
+  INVITE waits for that PRACK (s3: the order then is 180, PRACK, 200); no PRACK within 64*T1: 500
+  and the call's media closed. A PRACK that matches nothing: 481.
 - Floods: new requests outside a dialog from one IP address beyond :data:`FLOOD_BURST` at once
   or :data:`FLOOD_RATE` per second get 503 with Retry-After; other sources are not affected.
 """
@@ -45,6 +50,7 @@ __all__ = [
     "MIN_SE",
     "AnswerMedia",
     "AuthorizeCall",
+    "AuthorizeRegister",
     "Call",
     "CallControl",
     "CloseMedia",
@@ -54,8 +60,10 @@ __all__ = [
     "UpdateMedia",
 ]
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REGISTER, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REGISTER, INFO, PRACK"
 SUPPORTED = "timer"
+SUPPORTED_UAS = "timer, 100rel"  # in our answers and OPTIONS (not in our own INVITEs: we never PRACK)
+KNOWN_EXTENSIONS = frozenset({"timer", "100rel"})
 MIN_SE = 90  # RFC 4028 s4: the floor is 90 s
 Address = tuple[str, int]
 
@@ -81,6 +89,7 @@ class Registration:
     source: Address
     reliable: bool
     expires_at: float
+    session_id: str = ""  # stable across refreshes; what POST /sip/invite/client names (atm0s 0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class OpenMedia:
     room: str
     peer: str
     offer: str
+    wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
     record: bool = False  # the caller's grant says record: true
 
 
@@ -133,7 +143,18 @@ class AuthorizeCall:
     source: Address
 
 
-Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall
+@dataclass(frozen=True, slots=True)
+class AuthorizeRegister:
+    """Ask the driver's hooks about a REGISTER (atm0s 0.1: URL/auth, then URL/register or, for a
+    removal, URL/unregister, each with the binding's session id); answer with
+    :meth:`CallControl.register_decided`."""
+
+    request: Request
+    source: Address
+    reliable: bool
+
+
+Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall | AuthorizeRegister
 #: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`); ``Pending``
 #: for an INVITE the driver decides later (:class:`AuthorizeCall`).
 Authorizer = Callable[[float, Request], Grant | Denied | Pending]
@@ -172,6 +193,12 @@ class Call:
     cancelled: bool = False
     outgoing: bool = False  # a dial-out (uac.py): we sent the INVITE
     byes: list[str] = field(default_factory=list)
+    # RFC 3262: our reliable 180 until its PRACK; the 200 (ready once the media opened) waits for it.
+    rel_180: Response | None = None
+    rel_at: float | None = None  # the next retransmission (or, over TCP, the give-up)
+    rel_interval: float = 0.0
+    rel_give_up: float = 0.0
+    held_ok: Response | None = None
     record: bool = False  # its grant says record: true (docs/recording.md)
 
 
@@ -184,6 +211,26 @@ def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
         name, _, val = p.partition("=")
         out[name.strip().lower()] = val.strip()
     return first, out
+
+
+def aor_user(req: Request) -> str:
+    """The user part of the To (the address of record a REGISTER binds, s10.2)."""
+    uri = req.to().uri
+    return uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else uri
+
+
+def register_expires(req: Request) -> tuple[str | None, int]:
+    """A REGISTER's first Contact and its expiry (s10.2.1.1: the contact's expires param, else the
+    Expires header, else our default; at most MAX_REGISTER_EXPIRES)."""
+    contacts = req.headers.get_all("Contact")
+    if not contacts:
+        return None, DEFAULT_REGISTER_EXPIRES
+    contact = contacts[0]
+    params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
+    expires_param = next((p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None)
+    raw = expires_param or req.headers.get("Expires") or str(DEFAULT_REGISTER_EXPIRES)
+    expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+    return contact, 0 if contact.strip() == "*" else expires
 
 
 def _tokens(headers: Headers, name: str) -> set[str]:
@@ -220,6 +267,8 @@ class CallControl:
             "not_implemented": 0,
             "registered": 0,
             "flood_refused": 0,
+            "pracks": 0,
+            "prack_timeouts": 0,
         }
 
     # ---- driver surface ------------------------------------------------------------------------
@@ -239,7 +288,8 @@ class CallControl:
         return f"SIP/2.0/{'TCP' if reliable else 'UDP'} {self._hostport()};branch={new_branch()};rport"
 
     def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.calls.values() if c.deadline is not None), default=None)
+        times = [t for c in self.calls.values() for t in (c.deadline, c.rel_at) if t is not None]
+        return min(times, default=None)
 
     def handle_event(self, now: float, event: Event, *, reliable: bool = False) -> None:
         """One event of the transaction layer; ``reliable``: the request came over TCP."""
@@ -262,6 +312,8 @@ class CallControl:
 
     def handle_timeout(self, now: float) -> None:
         for call in list(self.calls.values()):
+            if call.rel_at is not None and now >= call.rel_at:
+                self._reliable_timeout(now, call)
             if call.deadline is None or now < call.deadline:
                 continue
             if call.refresher == "uas":
@@ -284,10 +336,55 @@ class CallControl:
         self._contact(ok)
         ok.headers.add("Content-Type", "application/sdp")
         self._session_timer_headers(now, call, call.invite, ok)
+        if call.rel_180 is not None:
+            call.held_ok = ok  # sent when the 180's PRACK comes (RFC 3262 s3)
+            return
+        self._send_ok(now, call, ok)
+
+    def _send_ok(self, now: float, call: Call, ok: Response) -> None:
+        call.held_ok = None
         self.layer.send_response(now, ok)
         call.dialog = Dialog.as_uas(call.invite, ok)
         call.state = "answered"
         self.counters["answered"] += 1
+
+    def _reliable_timeout(self, now: float, call: Call) -> None:
+        """Retransmit our reliable 180 (RFC 3262 s3: T1, doubling) or, past 64*T1, give up: 500."""
+        if call.rel_180 is None:
+            call.rel_at = None
+            return
+        if now < call.rel_give_up:
+            call.rel_interval *= 2
+            call.rel_at = min(now + call.rel_interval, call.rel_give_up)
+            try:
+                self.layer.send_response(now, call.rel_180)
+            except Exception:  # the INVITE transaction is gone (a final response went out)
+                call.rel_at = None
+            return
+        call.rel_180 = call.rel_at = call.held_ok = None
+        self.counters["prack_timeouts"] += 1
+        self.calls.pop(call.id, None)
+        self._respond(now, call.invite, 500, "Server Internal Error (no PRACK for our 180)", to_tag=call.to_tag)
+        if call.session is not None:
+            self._actions.append(CloseMedia(call.id, call.room, call.session, "no PRACK"))
+
+    def _prack(self, now: float, req: Request, call_id: str) -> None:
+        """RFC 3262 s3, s7.2: a PRACK naming our reliable 180 (RAck: 1 <INVITE CSeq> INVITE)."""
+        call = self.calls.get(call_id)
+        rack = (req.headers.get("RAck") or "").split()
+        if (
+            call is None
+            or call.rel_180 is None
+            or req.to().tag != call.to_tag
+            or rack != ["1", str(call.invite.cseq().seq), "INVITE"]
+        ):
+            self._respond(now, req, 481)
+            return
+        call.rel_180 = call.rel_at = None
+        self.counters["pracks"] += 1
+        self._respond(now, req, 200)
+        if call.held_ok is not None:
+            self._send_ok(now, call, call.held_ok)
 
     def media_failed(self, now: float, call_id: str, status: int, reason: str) -> None:
         call = self.calls.pop(call_id, None)
@@ -354,6 +451,9 @@ class CallControl:
             resp.headers.add("Retry-After", "1")
             self.layer.send_response(now, resp)
             return
+        if method == "PRACK":
+            self._prack(now, req, call_id)
+            return
         if to_tag:
             call = self.calls.get(call_id)
             if call is None or call.dialog is None or call.to_tag != to_tag:
@@ -368,7 +468,7 @@ class CallControl:
             ok = make_response(req, 200, to_tag=new_tag())
             ok.headers.add("Allow", ALLOW)
             ok.headers.add("Accept", "application/sdp")
-            ok.headers.add("Supported", SUPPORTED)
+            ok.headers.add("Supported", SUPPORTED_UAS)
             self.layer.send_response(now, ok)
         elif method == "REGISTER":
             self._register(now, req, source, reliable)
@@ -396,6 +496,13 @@ class CallControl:
             return
         if req.headers.get("Contact") is None:
             self._respond(now, req, 400, "Missing Contact")
+            return
+        unsupported = _tokens(req.headers, "Require") - KNOWN_EXTENSIONS
+        if unsupported:
+            resp = make_response(req, 420, to_tag=new_tag())
+            resp.headers.add("Unsupported", ", ".join(sorted(unsupported)))
+            self.counters["refused"] += 1
+            self.layer.send_response(now, resp)
             return
         expires, _ = _split_header(req.headers.get("Session-Expires"))
         if expires.isdigit() and int(expires) < self.min_se:
@@ -436,9 +543,19 @@ class CallControl:
             return
         call.room, call.peer, call.record = verdict.room, verdict.peer or caller_peer(req), verdict.record
         call.state = "opening"
-        self.layer.send_response(now, make_response(req, 180, to_tag=call.to_tag))
-        offer = req.body.decode("utf-8", "replace")
-        self._actions.append(OpenMedia(call_id, call.room, call.peer, offer, call.record))
+        ringing = make_response(req, 180, to_tag=call.to_tag)
+        if "100rel" in _tokens(req.headers, "Require"):
+            ringing.headers.add("Require", "100rel")
+            ringing.headers.add("RSeq", "1")
+            self._contact(ringing)  # the early dialog's target: where the PRACK goes (s12.1.1)
+            t1 = self.layer.timers.t1
+            call.rel_180, call.rel_interval, call.rel_give_up = ringing, t1, now + 64 * t1
+            call.rel_at = now + (64 * t1 if call.reliable else t1)  # over TCP: no retransmission
+        self.layer.send_response(now, ringing)
+        body = req.body.decode("utf-8", "replace")
+        self._actions.append(
+            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record)
+        )
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:
         resp = make_response(req, denied.status, denied.reason or None, to_tag=new_tag())
@@ -447,30 +564,36 @@ class CallControl:
         self.layer.send_response(now, resp)
 
     def _register(self, now: float, req: Request, source: Address, reliable: bool) -> None:
-        """s10.3: a registrar for our own grants: the binding of the To AOR to the Contact."""
+        """s10.3: a registrar for our own grants (or the hooks'): the binding of the To AOR to the Contact."""
         verdict = self.authorize(now, req)
         if isinstance(verdict, Pending):
-            verdict = Denied(403, "Forbidden (REGISTER takes a token or our digest credentials)")
+            self._actions.append(AuthorizeRegister(req, source, reliable))  # the hooks decide
+            return
+        self.register_decided(now, req, source, reliable, verdict)
+
+    def registration_by_session(self, session_id: str) -> Registration | None:
+        return next((r for r in self.registrations.values() if r.session_id == session_id), None)
+
+    def register_decided(
+        self, now: float, req: Request, source: Address, reliable: bool, verdict: Grant | Denied, session_id: str = ""
+    ) -> None:
+        """The decision on a REGISTER (at once, or from the hooks after :class:`AuthorizeRegister`)."""
         if isinstance(verdict, Denied):
             self._deny(now, req, verdict)
             return
         key = verdict.username or f"{verdict.room}/{verdict.peer or ''}"
-        contacts = req.headers.get_all("Contact")
+        contact, expires = register_expires(req)
         ok = make_response(req, 200, to_tag=new_tag())
-        if contacts:
-            contact = contacts[0]
-            params = contact.rsplit(">", 1)[-1] if ">" in contact else ""
-            expires_param = next(
-                (p.split("=", 1)[1] for p in params.split(";") if p.strip().startswith("expires=")), None
-            )
-            header = req.headers.get("Expires")
-            raw = expires_param or header or str(DEFAULT_REGISTER_EXPIRES)
-            expires = min(int(raw), MAX_REGISTER_EXPIRES) if raw.strip().isdigit() else DEFAULT_REGISTER_EXPIRES
+        if contact is not None:
             if contact.strip() == "*" or expires == 0:
                 self.registrations.pop(key, None)
             elif len(self.registrations) < MAX_BINDINGS or key in self.registrations:
                 uri = NameAddr.parse(contact).uri
-                self.registrations[key] = Registration(verdict.room, verdict.peer, uri, source, reliable, now + expires)
+                old = self.registrations.get(key)
+                session_id = session_id or (old.session_id if old is not None else new_tag())
+                self.registrations[key] = Registration(
+                    verdict.room, verdict.peer, uri, source, reliable, now + expires, session_id
+                )
                 self.counters["registered"] += 1
                 ok.headers.add("Contact", f"<{uri}>;expires={expires}")
         # Expired bindings go when a REGISTER comes (no timer of their own).
@@ -488,6 +611,7 @@ class CallControl:
         self._respond(now, req, 200)
         self._respond(now, call.invite, 487, to_tag=call.to_tag)
         call.cancelled = True
+        call.rel_180 = call.rel_at = call.held_ok = None
         self.counters["cancelled"] += 1
         if call.state == "authorizing":
             return  # authorized() drops it
@@ -572,7 +696,7 @@ class CallControl:
     def _contact(self, resp: Response) -> None:
         resp.headers.add("Contact", f"<sip:trackmesh@{self._hostport()}>")
         resp.headers.add("Allow", ALLOW)
-        resp.headers.add("Supported", SUPPORTED)
+        resp.headers.add("Supported", SUPPORTED_UAS)
 
     def _hostport(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -3,7 +3,8 @@
 "use strict";
 
 (function () {
-  const state = { session: null, rooms: [], unanswered: [], roomsAt: 0, stream: null, armed: null };
+  const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
+    cluster: null, actionAt: 0, heads: new Map() };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -17,7 +18,7 @@
       else if (k === "onclick") node.addEventListener("click", v);
       else if (k.startsWith("data-") || k === "href" || k === "type" || k === "title" || k === "role" ||
                k === "name" || k === "value" || k === "placeholder" || k === "for" || k === "id" ||
-               k === "inputmode" || k === "aria-label") node.setAttribute(k, String(v));
+               k === "inputmode" || k === "aria-label" || k === "download") node.setAttribute(k, String(v));
     }
     for (const c of children) {
       if (c === null || c === undefined || c === false) continue;
@@ -30,6 +31,12 @@
     const s = document.getElementById("status");
     s.textContent = text || "";
     s.className = bad ? "bad" : "";
+  }
+
+  // An action's outcome stays shown for a while: the next live push does not wipe it.
+  function actionStatus(text, bad) {
+    setStatus(text, bad);
+    state.actionAt = Date.now();
   }
 
   function when(ms) {
@@ -73,9 +80,11 @@
       b.disabled = true;
       try {
         const r = await act();
-        setStatus(r);
+        actionStatus(r);
+        b.disabled = false; // a room's buttons outlive the action (kept across pushes)
+        b.textContent = label;
       } catch (e) {
-        setStatus(String(e.message || e), true);
+        actionStatus(String(e.message || e), true);
         b.disabled = false;
         b.textContent = label;
       }
@@ -92,19 +101,62 @@
 
   // ---- views --------------------------------------------------------------------------------------
 
-  function trackList(tracks) {
+  function kbps(bps) {
+    return bps === null || bps === undefined ? null : (bps >= 1e6 ? (bps / 1e6).toFixed(2) + " Mbps" : Math.round(bps / 1000) + " kbps");
+  }
+
+  // Who receives a published track, and the codec a received one carries (no transcoding: its
+  // source's), from every live row (all workers and nodes of the listing).
+  function published(peer, name) {
+    for (const r of state.rooms) for (const p of r.peers) {
+      if (p.peer !== peer) continue;
+      for (const t of p.tracks || []) if (t.direction === "publish" && t.name === name) return t;
+    }
+    return null;
+  }
+
+  function subscribers(source) {
+    let n = 0;
+    for (const r of state.rooms) for (const p of r.peers) for (const t of p.tracks || []) {
+      if (t.direction === "subscribe" && t.source === source) n++;
+    }
+    return n;
+  }
+
+  function muteButton(session, t) {
+    const action = t.muted ? "unmute" : "mute";
+    const label = t.muted ? "Unmute" : "Mute";
+    return actionButton(label, "Confirm: " + action, { "data-action": action, "data-track": t.name }, async () => {
+      await api("POST", "/api/console/sessions/" + encodeURIComponent(session) + "/tracks/" + encodeURIComponent(t.name) + "/" + action);
+      return (t.muted ? "Unmuted " : "Muted ") + t.name + ": its viewers " + (t.muted ? "receive it again." : "no longer receive it.");
+    });
+  }
+
+  function trackList(tracks, peer, session) {
     if (!tracks || !tracks.length) return el("span", { class: "muted" }, "no tracks");
     const ul = el("ul", { class: "tracks" });
     for (const t of tracks) {
       const bits = [t.direction === "publish" ? "publishes" : "receives", t.kind, t.name];
       if (t.source) bits.push("from " + t.source);
+      const src = t.direction === "publish" ? t : (t.source ? published(t.source.slice(0, t.source.lastIndexOf("/")), t.source.slice(t.source.lastIndexOf("/") + 1)) : null);
+      if (src && src.codec) bits.push(src.codec);
+      if (kbps(t.bitrate_bps)) bits.push(kbps(t.bitrate_bps));
+      if (t.simulcast && t.simulcast.length) bits.push("simulcast " + t.simulcast.join("/"));
+      if (t.layer) bits.push("layer S" + t.layer.spatial + " T" + t.layer.temporal);
+      if (t.direction === "publish" && peer !== null && peer !== undefined) {
+        const n = subscribers(peer + "/" + t.name);
+        bits.push(n + (n === 1 ? " subscriber" : " subscribers"));
+      }
+      if (t.muted) bits.push("MUTED by the operator");
       bits.push(t.packets + " packets");
       if (t.direction === "subscribe") {
         bits.push("loss " + (100 * (t.loss || 0)).toFixed(1) + " %");
         if (t.rtt_ms !== null && t.rtt_ms !== undefined) bits.push("RTT " + t.rtt_ms + " ms");
         bits.push("jitter " + t.jitter_ms + " ms");
       }
-      ul.append(el("li", { "data-track": t.name }, bits.join(" · ")));
+      const li = el("li", { "data-track": t.name }, bits.join(" · "));
+      if (t.direction === "publish" && session !== undefined) li.append(" ", muteButton(session, t));
+      ul.append(li);
     }
     return ul;
   }
@@ -113,36 +165,68 @@
     return el("tr", { "data-session": p.session, "data-peer": p.peer === null ? "" : p.peer },
       el("td", { "data-label": "Peer" }, el("a", { href: "#/session/" + encodeURIComponent(p.session), class: "peer" },
         p.peer === null ? "(no peer yet)" : p.peer)),
-      el("td", { "data-label": "Transport" }, p.transport),
+      el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
-      el("td", { "data-label": "Tracks" }, trackList(p.tracks)),
+      el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer, p.session)),
       el("td", { "data-label": "" }, kickButton(p.session)));
+  }
+
+  // A room's heading and buttons, kept across pushes (the same nodes: a click never lands on a
+  // replaced button); only its peer count changes.
+  function roomHead(r) {
+    const key = r.room === null ? "" : "r:" + r.room;
+    let head = state.heads.get(key);
+    if (!head) {
+      head = buildRoomHead(r);
+      state.heads.set(key, head);
+    }
+    head.querySelector(".peer-count").textContent = r.peers.length + " peer(s)";
+    return [key, head];
   }
 
   function renderRooms() {
     const v = view();
     v.replaceChildren();
     v.append(el("h2", {}, "Live rooms"));
-    if (!state.rooms.length) {
-      v.append(el("p", { class: "muted", id: "no-rooms" }, "No live room. Rooms appear here as peers join (pushed, no refresh needed)."));
-      return;
-    }
+    const used = new Set();
     for (const r of state.rooms) {
-      const name = r.room === null ? "(not in a room yet)" : r.room;
-      const head = el("div", { class: "room-head" },
-        el("h3", {}, name), el("span", { class: "muted" }, r.peers.length + " peer(s)"));
-      if (r.room !== null) {
-        head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
-          const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
-          return "Ended the room: " + d.kicked + " peer(s) kicked.";
-        }));
-      }
+      const [key, head] = roomHead(r);
+      used.add(key);
       const table = el("table", { class: "peers" },
         el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Transport"), el("th", {}, "State"),
           el("th", {}, "Tracks"), el("th", {}, ""))),
         el("tbody", {}, ...r.peers.map(peerRow)));
       v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room }, head, table));
     }
+    for (const key of [...state.heads.keys()]) if (!used.has(key)) state.heads.delete(key);
+    if (!state.rooms.length) {
+      v.append(el("p", { class: "muted", id: "no-rooms" }, "No live room. Rooms appear here as peers join (pushed, no refresh needed)."));
+    }
+  }
+
+  function buildRoomHead(r) {
+    const name = r.room === null ? "(not in a room yet)" : r.room;
+    const head = el("div", { class: "room-head" },
+      el("h3", {}, name), el("span", { class: "muted peer-count" }));
+    if (r.room !== null && state.session.role === "standalone") {
+      for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
+        const b = el("button", { type: "button", "data-action": "record-" + action }, label);
+        b.addEventListener("click", async () => {
+          try {
+            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
+            actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
+          } catch (e) { actionStatus(String(e.message || e), true); }
+        });
+        head.append(b);
+      }
+    }
+    if (r.room !== null) {
+      head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
+        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
+        return "Ended the room: " + d.kicked + " peer(s) kicked.";
+      }));
+    }
+    return head;
   }
 
   function liveSession(id) {
@@ -179,7 +263,7 @@
       v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
         " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
         p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
-      v.append(trackList(p.tracks));
+      v.append(trackList(p.tracks, p.peer, p.session));
     } else {
       v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));
     }
@@ -288,6 +372,58 @@
     }
   }
 
+  // Recordings of the app (standalone: this node's files), with download links.
+  async function renderRecordings() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Recordings"));
+    const box = el("div", {}, "Loading...");
+    v.append(box);
+    try {
+      const d = await api("GET", "/api/console/recordings");
+      if (!d.files.length) { box.replaceChildren(el("p", { class: "muted", id: "no-recordings" }, "No recording yet: use Record on a live room.")); return; }
+      const tbody = el("tbody");
+      for (const f of d.files.slice().reverse()) {
+        const size = f.size === undefined ? "" : (f.size / 1048576).toFixed(2) + " MB";
+        tbody.append(el("tr", { "data-recording": f.path },
+          el("td", { "data-label": "Room" }, f.room), el("td", { "data-label": "Peer" }, f.peer),
+          el("td", { "data-label": "Track" }, [f.kind, f.track, f.codec].filter(Boolean).join(" · ")),
+          el("td", { "data-label": "Status" }, f.status + (f.duration !== undefined && f.duration !== null ? " · " + Number(f.duration).toFixed(1) + " s" : "")),
+          el("td", { "data-label": "File" }, f.download ? el("a", { href: f.download, download: "", class: "download" }, f.path.split("/").pop() + " (" + size + ")")
+            : (f.uploaded ? "uploaded to S3: " + f.s3_key : f.path))));
+      }
+      box.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ...["Room", "Peer", "Track", "Status", "File"].map((h) => el("th", {}, h)))), tbody));
+    } catch (e) {
+      box.replaceChildren(el("p", { class: "bad" }, String(e.message || e)));
+    }
+  }
+
+  // The console role: zones -> gateways, media and connector nodes, pushed with the rooms.
+  function renderCluster() {
+    const v = view();
+    v.replaceChildren(el("h2", {}, "Cluster"));
+    const c = state.cluster;
+    if (!c) { v.append(el("p", { class: "muted" }, "Waiting for the cluster's reports...")); return; }
+    if (!c.connected) v.append(el("p", { class: "bad", id: "cluster-lost" }, "This console lost the cluster: what follows is stale."));
+    if (!c.zones.length) v.append(el("p", { class: "muted" }, "No member reported yet."));
+    const num = (x, unit) => (x === null || x === undefined ? "" : x + unit);
+    for (const z of c.zones) {
+      const tbody = el("tbody");
+      for (const role of ["gateway", "media", "connector"]) {
+        for (const n of z[role]) {
+          const health = n.state !== "up" ? n.state : n.ready ? (n.draining ? "draining" : "ready") : "not ready: " + (n.reason || "");
+          tbody.append(el("tr", { "data-role": role, "data-node": n.node, "data-state": n.state, class: n.state === "up" && n.ready ? "" : "bad" },
+            el("td", { "data-label": "Role" }, role), el("td", { "data-label": "Node" }, n.node),
+            el("td", { "data-label": "CPU" }, num(n.cpu, " %")), el("td", { "data-label": "Memory" }, num(n.mem_mb, " MB")),
+            el("td", { "data-label": "Sessions" }, role === "media" ? n.sessions + " / " + n.capacity : role === "gateway" ? "routed " + n.routed : "inbox " + n.inbox),
+            el("td", { "data-label": "Health" }, health), el("td", { "data-label": "Report age" }, n.age_s + " s"),
+            el("td", { "data-label": "HTTP" }, n.http || "")));
+        }
+      }
+      v.append(el("section", { class: "zone", "data-zone": z.zone }, el("h3", {}, "Zone " + z.zone),
+        el("table", {}, el("thead", {}, el("tr", {}, ...["Role", "Node", "CPU", "Memory", "Sessions", "Health", "Report age", "HTTP"].map((h) => el("th", {}, h)))), tbody)));
+    }
+  }
+
   async function renderNode() {
     const v = view();
     v.replaceChildren(el("h2", {}, "This node"));
@@ -327,6 +463,8 @@
     if (path === "/peers") return renderPeers();
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
+    if (path === "/cluster") return renderCluster();
+    if (path === "/recordings") return renderRecordings();
     return renderRooms();
   }
 
@@ -337,10 +475,16 @@
       const data = JSON.parse(e.data);
       state.rooms = data.rooms;
       state.unanswered = data.unanswered || [];
+      state.stale = data.stale || null;
       state.roomsAt = Date.now();
-      setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
+      if (state.stale) setStatus("Stale: the console lost the cluster (" + state.stale.reason + "); rooms as of " + new Date(state.stale.since * 1000).toLocaleTimeString() + ".", true);
+      else if (state.unanswered.length || Date.now() - (state.actionAt || 0) > 8000) setStatus(state.unanswered.length ? "Partial view: " + state.unanswered.join("; ") : "", state.unanswered.length > 0);
       const hash = location.hash || "#/rooms";
       if (hash.startsWith("#/rooms") && !state.armed) renderRooms();
+    });
+    es.addEventListener("cluster", (e) => {
+      state.cluster = JSON.parse(e.data);
+      if ((location.hash || "").startsWith("#/cluster")) renderCluster();
     });
     es.addEventListener("logout", () => location.reload());
     es.onerror = () => {
@@ -355,6 +499,8 @@
     } catch (e) {
       return;
     }
+    if (state.session.role === "console") document.getElementById("nav-cluster").hidden = false;
+    if (state.session.role === "standalone") document.getElementById("nav-recordings").hidden = false;
     document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }

@@ -1,0 +1,308 @@
+"""``trackmesh console``: the operator's console as a cluster member (docs/console.md, "The console role").
+
+It joins the cluster like any member (zenoh peer or router client, scouting off, links
+authenticated with the cluster secret) and carries no media. It reads:
+
+- the members' reports: media nodes' load reports (``tm/load/<zone>/<node>``), gateways' and
+  connectors' status reports (``tm/status/<role>/<zone>/<index>``), and their liveliness, into a
+  :class:`~trackmesh.http.console.cluster_view.ClusterView` (zones -> nodes, with report ages);
+- the live rooms, peers and tracks by querying every media node's ``tm/console/<zone>/<node>``
+  queryable (runtime/console_query.py), which is also how its kicks and room ends reach the node;
+- the peers' timelines and the event log from the zone connectors' log API (HTTP, bearer: the
+  cluster secret, which is the default app's secret).
+
+It serves the same ``/console`` as standalone (http/console/routes.py): the routes call
+:meth:`call_workers` as on standalone, and this node answers from the cluster. A console that
+loses the cluster keeps serving the last view, marked stale with its time (:meth:`console_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zenoh
+
+from trackmesh.cluster.membership import GATEWAY_ROOT, LOAD_ROOT, NODE_ROOT, member_config
+from trackmesh.cluster.topology import links_wanted, open_member
+from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.cluster.zenoh_session import ZenohNode
+from trackmesh.config import NodeConfig
+from trackmesh.http.console.cluster_view import ClusterView
+from trackmesh.rpc import RpcError
+
+from .cluster_node import PEER_WAIT
+from .connector_link import CONNECTOR_ROOT
+from .console_query import CONSOLE_ROOT, OPS, STATUS_ROOT
+from .node import Node, StartupError
+
+log = logging.getLogger("trackmesh.console")
+
+QUERY_TIMEOUT = 2.0  # a media node slower than this to list its sessions shows as "did not answer"
+LOG_TIMEOUT = 5.0
+
+
+class ConsoleNode(Node):
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self.zenoh: ZenohNode | None = None
+        self.view = ClusterView()
+        self.client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._entities: list[Any] = []
+        # app -> media node (zone, node) -> (its last rows, unix time): shown for a node that does not
+        # answer, and for every node once the console has lost the cluster.
+        self._rooms: dict[str, dict[tuple[int, int], tuple[list[Any], float]]] = {}
+        self._stale_since: float | None = None  # unix time the last good view is from, while the cluster is lost
+        self.counters = {"queries": 0, "query_failures": 0, "log_failures": 0}
+
+    @property
+    def has_media(self) -> bool:
+        return False
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn)
+
+    # ---- start and stop -----------------------------------------------------------------------
+
+    async def _start_workers(self) -> None:
+        import httpx
+
+        loop = self._loop = asyncio.get_running_loop()
+        mcfg = member_config(self.config, 0)
+        try:
+            self.zenoh = zn = await loop.run_in_executor(None, open_member, mcfg)
+        except Exception as exc:
+            raise StartupError(f"--cluster-port/--seeds: cannot open the cluster session: {exc}") from None
+        session = zn.session
+        live = session.liveliness()
+        self._entities = [
+            session.declare_subscriber(f"{LOAD_ROOT}*/*", self._on_report),
+            session.declare_subscriber(f"{STATUS_ROOT}*/*/*", self._on_report),
+            live.declare_subscriber(f"{NODE_ROOT}*/*", self._on_live),
+            live.declare_subscriber(f"{GATEWAY_ROOT}*/*", self._on_live),
+            live.declare_subscriber(f"{CONNECTOR_ROOT}*", self._on_live),
+        ]
+        # Never an environment proxy: requests go to cluster members only.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(LOG_TIMEOUT, connect=2.0), trust_env=False)
+        deadline = time.monotonic() + PEER_WAIT
+        while zn.links() < links_wanted(mcfg) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if mcfg.seeds and not zn.links():
+            log.warning("no cluster seed answers; starting anyway (zenoh keeps retrying)",
+                        extra={"fields": {"seeds": ",".join(mcfg.seeds)}})  # fmt: skip
+        log.info("console joined the cluster", extra={"fields": {"zone": self.config.zone, "links": zn.links()}})
+
+    async def after_stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        for entity in self._entities:
+            undeclare(entity)
+        self._entities = []
+        zn, self.zenoh = self.zenoh, None
+        if zn is not None:
+            zn.close()
+
+    # ---- zenoh callbacks (zenoh threads) ------------------------------------------------------
+
+    def _on_report(self, sample: zenoh.Sample) -> None:
+        parts = str(sample.key_expr).split("/")
+        if parts[1] == "load" and len(parts) == 4:
+            role, zone, index = "media", parts[2], parts[3]
+        elif parts[1] == "status" and len(parts) == 5:
+            role, zone, index = parts[2], parts[3], parts[4]
+        else:
+            return
+        if sample.kind == zenoh.SampleKind.PUT:
+            data = sample.payload.to_bytes()
+            self._post(lambda: self.view.report(role, data, self.now()))
+        elif zone.isdigit() and index.isdigit():
+            self._post(lambda: self.view.removed(role, int(zone), int(index)))
+
+    def _on_live(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            return
+        parts = str(sample.key_expr).split("/")
+        if parts[1] == "conn" and len(parts) == 3 and parts[2].isdigit():
+            zone = int(parts[2])
+            self._post(lambda: self._connector_gone(zone))
+            return
+        role = {"node": "media", "gw": "gateway"}.get(parts[1])
+        if role is not None and len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            zone, index = int(parts[2]), int(parts[3])
+            self._post(lambda: self.view.gone(role, zone, index, self.now()))
+
+    def _connector_gone(self, zone: int) -> None:
+        for z, i in self._indexes("connector"):
+            if z == zone:
+                self.view.gone("connector", z, i, self.now())
+
+    def _indexes(self, role: str) -> list[tuple[int, int]]:
+        return [(z, i) for (r, z, i) in self.view.members if r == role]
+
+    # ---- what the console routes call -----------------------------------------------------------
+
+    def connected(self) -> bool:
+        zn = self.zenoh
+        return zn is not None and (not zn.config.seeds or zn.links() > 0)
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        zn = self.zenoh
+        if zn is None:
+            return False, "not started"
+        if not self.connected():
+            return False, f"not connected to any cluster seed ({','.join(zn.config.seeds)}); zenoh keeps retrying"
+        return True, "ok"
+
+    async def stats(self, media: bool = False) -> list[dict[str, Any]]:
+        return []  # no workers
+
+    def _query(self, op: str, params: dict[str, Any]) -> list[tuple[str, Any]]:
+        """(key, decoded reply) of every media node that answered (runs in an executor thread)."""
+        zn = self.zenoh
+        if zn is None or zn.session.is_closed():
+            raise RpcError(503, "the console is not in the cluster")
+        payload = json.dumps({"op": op, **params})
+        out: list[tuple[str, Any]] = []
+        for reply in zn.session.get(f"{CONSOLE_ROOT}*/*", payload=payload, timeout=QUERY_TIMEOUT):
+            if reply.ok is None:
+                continue
+            with contextlib.suppress(ValueError):
+                out.append((str(reply.ok.key_expr), json.loads(reply.ok.payload.to_bytes())))
+        return out
+
+    async def call_workers(self, method: str, params: dict[str, Any]) -> list[Any]:
+        """``method`` (console.rooms, console.kick, console.end_room) on every media node of the
+        cluster: one result per worker of every node that answered, and an RpcError for each
+        known media node that did not."""
+        op = next((k for k, v in OPS.items() if v == method), None)
+        if op is None:
+            raise RpcError(404, f"the console role has no {method}")
+        loop = asyncio.get_running_loop()
+        self.counters["queries"] += 1
+        try:
+            if not self.connected():
+                raise RpcError(503, "the console lost the cluster")
+            replies = await loop.run_in_executor(None, self._query, op, params)
+        except RpcError as exc:
+            self.counters["query_failures"] += 1
+            return self._stale_rows(method, params, exc)
+        except Exception as exc:
+            self.counters["query_failures"] += 1
+            return self._stale_rows(method, params, RpcError(503, f"cluster query failed: {exc}"))
+        if not self.connected():  # lost while the query ran: what came back is not the cluster's view
+            self.counters["query_failures"] += 1
+            return self._stale_rows(method, params, RpcError(503, "the console lost the cluster"))
+        out: list[Any] = []
+        by_node: dict[tuple[int, int], list[Any]] = {}
+        for key, results in replies:
+            parts = key.split("/")
+            try:
+                zone, node = int(parts[2]), int(parts[3])
+            except (ValueError, IndexError):
+                self.view.bad_reports += 1  # a member's malformed reply: counted, never a 500
+                continue
+            rows = by_node.setdefault((zone, node), [])
+            for worker, result in enumerate(results if isinstance(results, list) else []):
+                if not isinstance(result, dict) or "ok" not in result:
+                    err = str(result.get("error", "?"))[:200] if isinstance(result, dict) else "?"
+                    status = result.get("status", 503) if isinstance(result, dict) else 503
+                    status = status if isinstance(status, int) and 400 <= status < 600 else 503
+                    out.append(RpcError(status, f"zone {zone} node {node} worker {worker}: {err}"))
+                    continue
+                value = result["ok"]
+                if method == "console.rooms" and isinstance(value, list):
+                    value = [{**row, "zone": zone, "node": node} for row in value if isinstance(row, dict)]
+                    rows.extend(value)
+                out.append(value)
+        if method != "console.rooms":
+            return out
+        cache = self._rooms.setdefault(str(params.get("app", "")), {})
+        now = time.time()
+        for node_key, rows in by_node.items():
+            cache[node_key] = (rows, now)
+        self._stale_since = None
+        live = {(z, i) for z, i in self._indexes("media") if self.view.members[("media", z, i)].gone is None}
+        for node_key in list(cache):
+            if node_key in by_node:
+                continue
+            if node_key in live:  # alive but silent: its last rows, said so
+                rows, at = cache[node_key]
+                out.append(rows)
+                out.append(RpcError(504, f"zone {node_key[0]} node {node_key[1]} did not answer; its sessions as "
+                                         f"of {time.strftime('%H:%M:%S', time.localtime(at))} are shown"))  # fmt: skip
+            else:
+                del cache[node_key]  # gone: so are its sessions
+        for zone, node in sorted(live - set(by_node) - set(cache)):
+            out.append(RpcError(504, f"zone {zone} node {node} did not answer"))
+        return out
+
+    def _stale_rows(self, method: str, params: dict[str, Any], exc: RpcError) -> list[Any]:
+        if method != "console.rooms":
+            return [exc]
+        cache = self._rooms.get(str(params.get("app", "")), {})
+        if self._stale_since is None:
+            self._stale_since = max((at for _, at in cache.values()), default=time.time())
+        return [*(rows for rows, _ in cache.values()), exc]
+
+    def console_stale(self) -> dict[str, Any] | None:
+        """None while the view is live; else since when the rooms shown are stale, and why."""
+        if self._stale_since is None:
+            return None
+        return {"since": self._stale_since, "reason": self.readiness()[1]}
+
+    def console_cluster(self) -> dict[str, Any]:
+        zn = self.zenoh
+        return {"zones": self.view.zones(self.now()), "connected": self.connected(),
+                "links": zn.links() if zn is not None else 0, "bad_reports": self.view.bad_reports}  # fmt: skip
+
+    def console_metrics(self) -> dict[str, float]:
+        """``trackmesh_console{what=...}`` on /metrics (docs/observability.md)."""
+        states = [n["state"] for z in self.view.zones(self.now()) for r in ("gateway", "media", "connector")
+                  for n in z[r]]  # fmt: skip
+        zn = self.zenoh
+        return {"members_up": float(states.count("up")), "members_stale": float(states.count("stale")),
+                "members_gone": float(states.count("gone")), "links": float(zn.links() if zn is not None else 0),
+                "rooms_stale": float(self._stale_since is not None), "queries_total": float(self.counters["queries"]),
+                "query_failures_total": float(self.counters["query_failures"]),
+                "log_failures_total": float(self.counters["log_failures"]),
+                "bad_reports_total": float(self.view.bad_reports)}  # fmt: skip
+
+    async def connector_log(self, path: str, params: dict[str, Any]) -> list[Any]:
+        """``GET /api/connector/log/<path>`` of every zone connector, merged. RpcError(503) when no
+        connector answered."""
+        rows: list[Any] = []
+        errors: list[str] = []
+        targets = self.view.http_of("connector", self.now())
+        if not targets:
+            raise RpcError(503, "no connector in the cluster (the console reads timelines from the zones' connectors)")
+        headers = {"Authorization": f"Bearer {self.config.secret}"}
+        query = {k: v for k, v in params.items() if v is not None}
+        for zone, base in targets:
+            try:
+                resp = await self.client.get(f"{base}/api/connector/log/{path}", params=query, headers=headers)
+                body = resp.json()
+                if resp.status_code != 200 or not body.get("status", False):
+                    raise ValueError(body.get("error", f"HTTP {resp.status_code}"))
+                data = body.get("data")
+                rows.extend(data if isinstance(data, list) else [])
+            except Exception as exc:
+                self.counters["log_failures"] += 1
+                errors.append(f"zone {zone}: {exc}")
+        if errors and len(errors) == len(targets):
+            raise RpcError(503, "the connectors did not answer: " + "; ".join(errors))
+        return rows

@@ -1,0 +1,165 @@
+"""The console role's reach into the cluster (docs/console.md, "The console role").
+
+- Media nodes answer console queries on ``tm/console/<zone>/<node>`` (a zenoh queryable on the
+  node's cluster session, so only members holding the cluster secret can ask). The query's
+  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}``; the node runs the op on
+  its workers (runtime/console_rpc.py) and replies with one result per worker: the result, or
+  ``{"error": message}`` for a worker that did not answer.
+- Gateways and connectors, which send no load report, publish a status report every second on
+  ``tm/status/<role>/<zone>/<index>`` (CPU, memory, health, their HTTP address): the console's
+  zones view reads them with the media nodes' load reports (``tm/load/<zone>/<node>``).
+
+The queryable's callback runs on a zenoh thread: it only hands the query to the event loop, which
+replies when the workers have answered (a zenoh query may be answered from any thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zenoh
+
+from trackmesh.cluster.membership import REPORT_INTERVAL
+from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.rpc import RpcError
+
+log = logging.getLogger("trackmesh.console")
+
+__all__ = ["CONSOLE_ROOT", "OPS", "STATUS_ROOT", "ConsoleQueryable", "CpuMeter", "StatusReporter", "rss_mb"]
+
+CONSOLE_ROOT = "tm/console/"  # tm/console/<zone>/<node>: a media node's console queryable
+STATUS_ROOT = "tm/status/"  # tm/status/<role>/<zone>/<index>: gateway and connector status reports
+OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room", "mute": "console.mute",
+       "unmute": "console.unmute"}  # fmt: skip
+MAX_QUERY_BYTES = 4096
+
+CallWorkers = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+    except (OSError, ValueError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1)
+
+
+class CpuMeter:
+    """CPU use of this process, in percent of one core, since the previous reading."""
+
+    def __init__(self) -> None:
+        self._at = (time.monotonic(), time.process_time())
+
+    def percent(self) -> float:
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then = self._at
+        self._at = (now, cpu)
+        return round(100.0 * (cpu - cpu_then) / max(now - then, 1e-3), 1)
+
+
+def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
+    """(worker RPC method, params) of a console query; ValueError when malformed."""
+    if len(data) > MAX_QUERY_BYTES:
+        raise ValueError("query too large")
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if not isinstance(obj, dict) or obj.get("op") not in OPS:
+        raise ValueError("unknown op")
+    params = {k: str(obj[k]) for k in ("app", "session", "room", "track") if k in obj and obj[k] is not None}
+    return OPS[str(obj["op"])], params
+
+
+def encode_results(results: list[Any]) -> bytes:
+    out = [{"error": r.message, "status": r.status} if isinstance(r, RpcError) else {"ok": r} for r in results]
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+class ConsoleQueryable:
+    """A media node's ``tm/console/<zone>/<node>`` queryable."""
+
+    def __init__(self, session: zenoh.Session, zone: int, node: int, call_workers: CallWorkers,
+                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+        self.key = f"{CONSOLE_ROOT}{zone}/{node}"
+        self._call = call_workers
+        self._loop = loop
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.bad_queries = 0
+        self._queryable = session.declare_queryable(self.key, self._on_query)
+
+    def _on_query(self, query: zenoh.Query) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._spawn, query)
+
+    def _spawn(self, query: zenoh.Query) -> None:
+        task = asyncio.create_task(self._answer(query))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, query: zenoh.Query) -> None:
+        try:
+            payload = query.payload.to_bytes() if query.payload is not None else b""
+            try:
+                method, params = parse_query(payload)
+            except (ValueError, UnicodeDecodeError):
+                self.bad_queries += 1
+                query.reply_err(b'{"error":"malformed console query"}')
+                return
+            results = await self._call(method, params)
+            query.reply(self.key, encode_results(results))
+        except Exception:
+            log.exception("console query failed")
+        finally:
+            with contextlib.suppress(Exception):
+                query.drop()  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        undeclare(self._queryable)
+        for task in self._tasks:
+            task.cancel()
+
+
+class StatusReporter:
+    """Puts ``build()`` as JSON on ``key`` every second (a gateway's or connector's status report)."""
+
+    def __init__(self, session: zenoh.Session, key: str, build: Callable[[], dict[str, Any]]) -> None:
+        self._session = session
+        self.key = key
+        self._build = build
+        self._task: asyncio.Task[None] | None = asyncio.create_task(self._run(), name="status-report")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._session.is_closed():
+                try:
+                    self._session.put(self.key, json.dumps(self._build()))
+                except Exception:
+                    log.exception("status report failed")
+            await asyncio.sleep(REPORT_INTERVAL)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            if not self._session.is_closed():
+                self._session.delete(self.key)
+
+
+def status_report(role: str, zone: int, index: int, http: str, ready: bool, reason: str, cpu: float,
+                  **extra: Any) -> dict[str, Any]:  # fmt: skip
+    return {"role": role, "zone": zone, "node": index, "http": http, "ready": ready, "reason": reason,
+            "cpu": cpu, "mem_mb": rss_mb(), "ts": time.time(), **extra}  # fmt: skip

@@ -1,0 +1,300 @@
+"""The console role and a real Prometheus on one ``trackmesh dev-cluster`` (issue 14), loopback only,
+inside the private network namespace: a zone router, the zone's connector, a gateway, two media
+nodes and the console, every member a client of the router (``--routers-per-zone 1``), started
+once for the module.
+
+1. The console (``trackmesh console``): log in; its zones view shows the gateway, media and
+   connector nodes with their load and health; a WHIP publisher (aiortc, through the gateway)
+   appears in its rooms view within 5 s; its timeline comes from the zone's connector; a kick
+   from the console ends its session on its media node (the connector logs the reason).
+2. Debian's ``prometheus`` scrapes every member each second. A WHIP publisher and a WHEP viewer make
+   real media; 500 simulated peers (real offers that never complete ICE, as bench/metrics_scale.py
+   does) make the sessions. PromQL returns the forwarded-packets rate and the join histogram; every
+   member's series count stays under 2,000 (no per-peer, per-track or per-room label).
+3. The router dies: the console has lost the cluster; it keeps answering, with the last view of the
+   rooms marked stale and the nodes marked stale or gone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.cluster.test_roles import SECRET, TRACKMESH, _free_range
+from tests.cluster.test_roles import http as request
+from tests.promtool import PROMTOOL, PrometheusServer, promtool_problems
+from trackmesh.cli.dev_cluster import die_with_parent
+from trackmesh.config import resolve
+from trackmesh.security.tokens import SessionToken, issue
+
+from .conftest import CLIENTS_DIR
+
+pytestmark = pytest.mark.e2e
+
+CLIENT = str(CLIENTS_DIR / "aiortc_client.py")
+FIXTURES = Path(__file__).resolve().parents[1] / "sdp" / "fixtures"
+KICKED = 3  # DisconnectReason.KICK (connector/events.py)
+SIMULATED = 500
+MAX_SERIES = 2000
+# dev-cluster's start order, one HTTP port each from --http-port: the zone's router, its connector,
+# gateway (node 1), media nodes (2, 3), connector (node 4), then the console (zone 0).
+ROUTER, CONNECTOR, GATEWAY, MEDIA1, MEDIA2, CONSOLE = range(6)
+
+
+@dataclass
+class DevCluster:
+    proc: subprocess.Popen[str]
+    base: int
+    lines: list[str]
+
+    def url(self, member: int) -> str:
+        return f"http://127.0.0.1:{self.base + member}"
+
+    def log(self) -> str:
+        return "".join(self.lines[-80:])
+
+    def token(self, kind: str, room: str, peer: str) -> str:
+        key = resolve("media", {"secret": SECRET}, {}).token_key
+        return issue(key, SessionToken(kind, room, peer), 600, int(time.time()))
+
+    def client(self, kind: str, member: int, room: str, peer: str, duration: float) -> subprocess.Popen[str]:
+        args = [sys.executable, CLIENT, kind, f"{self.url(member)}/{kind}/endpoint", "--token",
+                self.token(kind, room, peer), "--duration", str(duration), "--timeout", "15"]  # fmt: skip
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(CLIENTS_DIR))
+
+
+@pytest.fixture(scope="module")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
+    base, cport = _free_range(6), _free_range(6)
+    # Members read TRACKMESH_* flags from the environment: the simulated sessions stay connecting.
+    env = {**os.environ, "TRACKMESH_CONNECT_TIMEOUT": "600", "TRACKMESH_MAX_SESSIONS_PER_TOKEN": "1000"}
+    proc = subprocess.Popen(
+        [TRACKMESH, "dev-cluster", "--zones", "1", "--media-per-zone", "2", "--routers-per-zone", "1",
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+        cwd=tmp_path_factory.mktemp("dev-cluster"), env=env,
+    )  # fmt: skip
+    cluster = DevCluster(proc, base, [])
+    threading.Thread(target=lambda: cluster.lines.extend(proc.stdout or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any("processes up" in line for line in cluster.lines):
+            assert proc.poll() is None and time.monotonic() < deadline, cluster.log()
+            time.sleep(0.1)
+        assert f"console (every zone, node and room): {cluster.url(CONSOLE)}/console" in "".join(cluster.lines)
+        yield cluster
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(60)
+        assert rc == 0, cluster.log()
+        assert "Traceback" not in "".join(cluster.lines), cluster.log()
+
+
+def wait_for(fetch: Callable[[], Any], timeout: float, what: str, cluster: DevCluster) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        found = fetch()
+        if found:
+            return found
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}\n{cluster.log()}")
+        time.sleep(0.1)
+
+
+class ConsoleClient:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        port = int(base.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:  # the login's 303 is not followed: its Set-Cookie is what we want
+            conn.request("POST", "/console/login", ("secret=" + quote(SECRET)).encode(),
+                         {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+            resp = conn.getresponse()
+            assert resp.status == 303, resp.read()
+            self.cookie = (resp.getheader("set-cookie") or "").split(";")[0]
+        finally:
+            conn.close()
+        self.csrf = self.get("/api/console/session")["csrf"]
+
+    def get(self, path: str) -> Any:
+        status, _, body = request("GET", self.base + path, headers={"Cookie": self.cookie})
+        assert status == 200, (path, status, body)
+        return json.loads(body)["data"]
+
+    def post(self, path: str) -> tuple[int, Any]:
+        status, _, body = request("POST", self.base + path, b"", {"Cookie": self.cookie, "Origin": self.base,
+                                                                    "X-CSRF-Token": self.csrf})  # fmt: skip
+        return status, json.loads(body)
+
+    def roles(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {"gateway": [], "media": [], "connector": []}
+        for zone in self.get("/api/console/cluster")["zones"]:
+            for role in out:
+                out[role] += [{**n, "zone": zone["zone"]} for n in zone[role]]
+        return out
+
+    def peer(self, room: str) -> dict[str, Any] | None:
+        data = self.get("/api/console/rooms")
+        for r in data["rooms"]:
+            for p in r["peers"]:
+                if r["room"] == room and any(t["direction"] == "publish" for t in p["tracks"]):
+                    return {**p, "unanswered": data["unanswered"], "stale": data["stale"]}
+        return None
+
+
+def test_console_role_zones_rooms_timeline_and_kick(dev_cluster: DevCluster) -> None:
+    dc = dev_cluster
+    # No cookie: every console API is 401 on the console role too.
+    assert request("GET", dc.url(CONSOLE) + "/api/console/cluster")[0] == 401
+    assert request("GET", dc.url(CONSOLE) + "/api/console/rooms")[0] == 401
+    cc = ConsoleClient(dc.url(CONSOLE))
+
+    # Zones -> gateways, media and connector nodes, each with its load, health and report age.
+    def all_up() -> dict[str, list[dict[str, Any]]] | None:
+        roles = cc.roles()
+        counts = {"gateway": 1, "media": 2, "connector": 1}
+        ok = all(len(roles[r]) == counts[r] and all(n["state"] == "up" and n["ready"] for n in roles[r])
+                 for r in roles)  # fmt: skip
+        return roles if ok else None
+
+    roles = wait_for(all_up, 10, "the console to see the gateway, both media nodes and the connector", dc)
+    for node, member in zip(roles["media"], (MEDIA1, MEDIA2), strict=True):
+        assert (node["zone"], node["capacity"], node["http"]) == (1, 1000, dc.url(member)), node
+        assert node["mem_mb"] > 10 and node["cpu"] >= 0 and 0 <= node["age_s"] < 3 and node["sessions"] >= 0, node
+    assert [n["node"] for n in roles["media"]] == [2, 3], roles
+    assert roles["gateway"][0]["node"] == 1 and roles["gateway"][0]["mem_mb"] > 10, roles
+    assert roles["connector"][0]["node"] == 4 and roles["connector"][0]["http"] == dc.url(CONNECTOR), roles
+
+    # A WHIP publisher through the gateway appears in the console's rooms view within 5 s.
+    started = time.monotonic()
+    pub = dc.client("whip", GATEWAY, "lobby", "alice", 30)
+    try:
+        peer = wait_for(lambda: cc.peer("lobby"), 5.0, "the publisher in the console's rooms", dc)
+        print(f"console role: publisher in the rooms view {time.monotonic() - started:.2f} s after the client started")
+        assert (peer["peer"], peer["transport"], peer["zone"]) == ("alice", "whip", 1) and peer["node"] in (2, 3), peer
+        assert peer["unanswered"] == [] and peer["stale"] is None, peer
+        session = peer["session"]
+
+        # Its timeline, from the zone's connector.
+        def timeline() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = cc.get(f"/api/console/events?session={session}")
+            return rows if any(e["event"] == "Join" for e in rows) else []
+
+        events = wait_for(timeline, 5, "the publisher's timeline", dc)
+        assert events[0]["event"] == "Connecting" and events[0]["session"] == session, events
+        assert any(p["peer"] == "alice" for p in cc.get("/api/console/peers")), "peers from the connector"
+
+        # Mute and unmute its track from the console role: the query reaches its media node.
+        name = next(t["name"] for t in peer["tracks"] if t["direction"] == "publish")
+        mute = f"/api/console/sessions/{session}/tracks/{name}/mute"
+        assert cc.post(mute) == (200, {"status": True, "data": {"muted": True, "changed": True}})
+        assert [t["muted"] for t in (cc.peer("lobby") or {})["tracks"] if t["name"] == name] == [True]
+        assert cc.post(mute.replace("/mute", "/unmute"))[1]["data"] == {"muted": False, "changed": True}
+        status, body = cc.post(f"/api/console/sessions/{session}/tracks/nope/mute")
+        assert status == 404 and body["error"].endswith("this session publishes no such track"), body
+
+        # Kick it from the console: its media node closes it, the connector logs why.
+        status, body = cc.post(f"/api/console/sessions/{session}/kick")
+        assert status == 200 and body["data"] == {"kicked": 1}, body
+        # (aiortc does not notice a DTLS close: the session's end is checked on the cluster's side.)
+        wait_for(lambda: cc.peer("lobby") is None, 5, "the kicked session gone from the rooms", dc)
+        ended = wait_for(lambda: [e for e in cc.get(f"/api/console/events?session={session}")
+                                  if e["event"] == "Disconnected"], 10, "Disconnected in the timeline", dc)
+        assert json.loads(ended[0]["meta"])["reason"] == KICKED, ended
+        assert cc.post("/api/console/sessions/123456789/kick")[0] == 404
+    finally:
+        pub.kill()
+        pub.communicate()
+
+
+def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster: DevCluster) -> None:
+    if PROMTOOL is None:
+        pytest.skip("Debian's prometheus package is not installed")
+    dc = dev_cluster
+    targets = [dc.url(m).removeprefix("http://") for m in (CONNECTOR, GATEWAY, MEDIA1, MEDIA2, CONSOLE)]
+    prometheus = PrometheusServer(targets)
+    clients = [dc.client("whip", GATEWAY, "live", "cam", 15)]
+    try:
+        # Real media through the gateway: one publisher, one viewer.
+        clients.append(dc.client("whep", GATEWAY, "live", "viewer", 15))
+        # 500 simulated peers, straight to the media nodes: one in five publishes.
+        offers = {"whip": (FIXTURES / "chrome_whip_simulcast.sdp").read_bytes(),
+                  "whep": (FIXTURES / "chrome_whep_recvonly.sdp").read_bytes()}  # fmt: skip
+
+        def simulate(i: int) -> int:
+            kind = "whip" if i % 5 == 0 else "whep"
+            token = dc.token(kind, f"sim-{i % 50}", f"p{i}")
+            status, _, _ = request("POST", f"{dc.url(MEDIA1 if i % 2 else MEDIA2)}/{kind}/endpoint", offers[kind],
+                                   {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+            return status
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(simulate, range(SIMULATED)))
+        assert statuses.count(201) == SIMULATED, {s: statuses.count(s) for s in set(statuses)}
+
+        sessions = prometheus.wait("sum(trackmesh_sessions)", lambda v: v >= SIMULATED + 2, timeout=20)
+        rate = prometheus.wait("sum(rate(trackmesh_forwarded_packets_total[5s]))", lambda v: v > 0, timeout=20)
+        joins = prometheus.wait("sum(trackmesh_join_duration_seconds_count)", lambda v: v >= 2)
+        p95 = prometheus.wait("histogram_quantile(0.95, sum by (le) (trackmesh_join_duration_seconds_bucket))",
+                              lambda v: v > 0)  # fmt: skip
+        # The console role's own metrics: the four members it follows are up.
+        assert prometheus.wait('sum(trackmesh_console{what="members_up"})', lambda v: v == 4) == 4
+        for member in (CONNECTOR, GATEWAY, MEDIA1, CONSOLE):  # promtool is silent on every role
+            text = request("GET", dc.url(member) + "/metrics")[2].decode()
+            assert promtool_problems(text) == "", (member, promtool_problems(text))
+        # One more scrape: every member's series with all the sessions live.
+        time.sleep(1.2)
+        series = {str(r["metric"]["instance"]): float(r["value"][1])  # type: ignore[index]
+                  for r in prometheus.query("scrape_samples_scraped")}  # fmt: skip
+        up = {str(r["metric"]["instance"]): float(r["value"][1]) for r in prometheus.query("up")}  # type: ignore[index]
+        print(f"prometheus on a dev-cluster: {sessions:.0f} sessions, forwarded {rate:.0f} packets/s, "
+              f"{joins:.0f} joins (p95 {p95:.3f} s), series per member {json.dumps(series, sort_keys=True)}")
+        assert up == dict.fromkeys(targets, 1.0), up
+        assert set(series) == set(targets) and all(0 < n < MAX_SERIES for n in series.values()), series
+    finally:
+        for c in clients:
+            c.kill()
+            c.communicate()
+        prometheus.close()
+
+
+def test_a_console_that_loses_the_cluster_shows_the_last_view_marked_stale(dev_cluster: DevCluster) -> None:
+    dc = dev_cluster
+    cc = ConsoleClient(dc.url(CONSOLE))
+    pub = dc.client("whip", GATEWAY, "lobby2", "bob", 30)
+    try:
+        wait_for(lambda: cc.peer("lobby2"), 10, "bob in the console's rooms", dc)
+        # The router every member goes through dies: the console is cut off from everything at once.
+        children = [int(p) for p in Path(f"/proc/{dc.proc.pid}/task/{dc.proc.pid}/children").read_text().split()]
+        router = next(p for p in children if " router " in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " "))
+        os.kill(router, signal.SIGKILL)
+        data = wait_for(lambda: (d := cc.get("/api/console/rooms"))["stale"] and d, 10, "a stale view", dc)
+        assert "lobby2" in [r["room"] for r in data["rooms"]], data  # the last view, kept
+        assert data["stale"]["since"] > 0 and "cluster" in data["stale"]["reason"], data
+        def none_up() -> dict[str, list[dict[str, Any]]] | None:
+            roles = cc.roles()
+            return roles if all(n["state"] != "up" for ns in roles.values() for n in ns) else None
+
+        states = wait_for(none_up, 10, "the nodes marked stale or gone", dc)
+        assert all(n["state"] in ("stale", "gone") for ns in states.values() for n in ns), states
+        status, _, body = request("GET", dc.url(CONSOLE) + "/api/node/health/ready")
+        assert status == 503 and b"cluster" in body, body
+        assert request("GET", dc.url(CONSOLE) + "/api/node/health/live")[0] == 200
+    finally:
+        pub.kill()
+        pub.communicate()

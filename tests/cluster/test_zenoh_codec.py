@@ -34,12 +34,14 @@ packets = st.builds(
     temporal=u8,
     audio_level=st.none() | st.integers(0, 127),
     layers=st.lists(u8, max_size=8).map(tuple),
+    alternate_of=st.none() | st.sampled_from(list(MediaCodec)),
 )
 
 
 @given(packets)
 def test_packet_round_trip(pkt: MediaPacket) -> None:
-    assert decode_packet(encode_packet(pkt)) == pkt
+    decoded = decode_packet(encode_packet(pkt))
+    assert decoded == pkt and decoded.alternate_of == pkt.alternate_of  # the mark is not in ==
 
 
 def test_packet_header_is_compact_and_memoryview_payloads_work() -> None:
@@ -64,6 +66,8 @@ def test_garbage_either_parses_or_is_a_bad_message(data: bytes) -> None:
         bytes([1, 99]) + bytes(14),  # unknown codec
         bytes([1, 2, 96, 0x80]) + bytes(12),  # unknown flag
         bytes([1, 2, 96, 0]) + bytes(11) + b"\x05",  # 5 layers announced, none present
+        bytes([1, 2, 96, 8]) + bytes(12),  # an alternate's original codec announced, not present
+        bytes([1, 2, 96, 8]) + bytes(12) + b"\x63",  # an unknown original codec
     ],
 )
 def test_malformed_packets_are_rejected(data: bytes) -> None:

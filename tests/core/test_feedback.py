@@ -13,9 +13,9 @@ from trackmesh.core.controls import (
     Unsubscribe,
 )
 from trackmesh.core.endpoint import Endpoint
-from trackmesh.core.events import BitrateTarget, KeyframeRequested
+from trackmesh.core.events import AlternateWanted, BitrateTarget, KeyframeRequested
 from trackmesh.core.model import BitrateLimit, TrackKind, TrackSource
-from trackmesh.core.tracks import BITRATE_HINT_TTL, KEYFRAME_MIN_INTERVAL
+from trackmesh.core.tracks import ALTERNATE_REPEAT, ALTERNATE_TTL, BITRATE_HINT_TTL, KEYFRAME_MIN_INTERVAL
 
 from .conftest import Harness, drain
 
@@ -95,3 +95,30 @@ def test_hints_are_refreshed_while_watching_and_expire_when_the_viewer_vanishes(
     v2._next_refresh = None
     h.advance(BITRATE_HINT_TTL + 1.5)
     assert drain(pub) == [BitrateTarget("cam", 300_000)]
+
+
+def test_alternate_requests_of_the_cluster_start_it_once_and_stop_it_when_the_last_stops_asking(h: Harness) -> None:
+    """Viewers that cannot decode the track's codec ask for its alternate rendition (repeated while
+    they want it, from any worker): the publisher hears "wanted" once, and "not wanted" only when the
+    last request is ALTERNATE_TTL old (a viewer that left or crashed needs no goodbye)."""
+    pub, viewers = setup(h, 2)
+    h.advance(KEYFRAME_MIN_INTERVAL)
+    drain(pub)
+    locals_ = [v.local_track("v0") for v in viewers]
+    assert all(local is not None for local in locals_)
+    for local in locals_:
+        assert local is not None
+        local.request_alternate(h.now)
+    assert drain(pub) == [AlternateWanted("cam", True)]
+    for _ in range(8):  # the first viewer keeps asking, the second stopped
+        h.advance(ALTERNATE_REPEAT)
+        assert locals_[0] is not None
+        locals_[0].request_alternate(h.now)
+        assert drain(pub) == []
+    h.advance(ALTERNATE_TTL - 0.01)
+    assert drain(pub) == []
+    h.advance(0.02)
+    assert drain(pub) == [AlternateWanted("cam", False)]
+    assert locals_[1] is not None
+    locals_[1].request_alternate(h.now)
+    assert drain(pub) == [AlternateWanted("cam", True)]

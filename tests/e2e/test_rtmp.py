@@ -263,13 +263,17 @@ def test_chromium_plays_ffmpeg_h264_aac_with_sound(rtmp_node: TrackmeshNode, pag
 
 
 @pytest.mark.parametrize(
-    ("encoder", "mime"), [("libsvtav1", "video/AV1"), ("libvpx-vp9", "video/VP9")], ids=["av1", "vp9"]
+    ("encoder", "mime"),
+    [("libsvtav1", "video/AV1"), ("libvpx-vp9", "video/VP9"), ("libx265", "video/H264")],
+    ids=["av1", "vp9", "hevc-transcoded"],
 )
-def test_chromium_plays_av1_and_vp9_from_enhanced_rtmp(
+def test_chromium_plays_av1_vp9_and_hevc_from_enhanced_rtmp(
     rtmp_node: TrackmeshNode, page: Any, encoder: str, mime: str
 ) -> None:
-    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 (``av01``) or VP9 (``vp09``) + Opus; Chromium
-    negotiates the codec over WHEP and decodes it (forwarded as sent, no transcode)."""
+    """PyAV's FFmpeg 8.1 publishes Enhanced RTMP AV1 (``av01``), VP9 (``vp09``) or HEVC (``hvc1``)
+    + Opus. Chromium negotiates AV1 and VP9 over WHEP and decodes them (forwarded as sent, no
+    transcode); it has no HEVC decoder on Linux, so it asks for the alternate rendition: one H.264
+    transcode for the stream, shared by a second Chromium viewer, stopped when both have left."""
     import sys
     from pathlib import Path
 
@@ -288,9 +292,29 @@ def test_chromium_plays_av1_and_vp9_from_enhanced_rtmp(
         out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room))
         assert out["status"] == 201 and out["connectionState"] == "connected", out
         browser.wait_frames(page, "whep", 20, timeout_s=15)
+        if encoder == "libx265":  # a second viewer without HEVC shares the one transcode
+            out2 = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room), name="whep2")
+            assert out2["status"] == 201 and out2["connectionState"] == "connected", out2
+            second = browser.wait_frames(page, "whep2", 20, timeout_s=15)
         a = browser.analyse_inbound(browser.collect_inbound(page, "whep", 1.5, 0.1))
         stats = browser.read_stats(page, "whep")
         peak = page.evaluate(PEAK_JS)
+        if encoder == "libx265":
+            running = worker_counters(node)["rtmp_video_transcodes_running"]
+            [conn] = conns(node, room)
+            browser.stop(page, "whep")
+            browser.stop(page, "whep2")
+            # Nobody asks for the alternate any more: it stops (the request's TTL is 5 s).
+            wait_for("the transcode to stop", lambda: worker_counters(node)["rtmp_video_transcodes_running"] == 0, 9)
+            print("hevc transcode:", running, second, conn["counters"])
+            assert running == 1, running  # two viewers, one stream: one transcode
+            counters = conn["counters"]
+            assert counters["alternate_frames"] >= 30, counters
+            # One job per source frame however many viewers (not one per viewer): video_frames
+            # counts the HEVC frames forwarded and the H.264 frames made from them.
+            originals = counters["video_frames"] - counters["alternate_frames"]
+            assert counters["video_to_alternate"] <= originals, counters
+            assert "a viewer cannot decode H265: transcoding" in "\n".join(node.lines)
     finally:
         proc.kill()
         _, err = proc.communicate()
@@ -325,6 +349,8 @@ def test_gstreamer_webrtcbin_decodes_hevc_from_enhanced_rtmp(rtmp_node: Trackmes
         _, perr = proc.communicate()
     print("gstreamer h265 viewer:", s)
     assert rc == 0, (s, err[-2000:], perr[-1000:], node.log_tail())
+    [conn] = conns(node, room)
+    assert not conn["counters"].get("alternate_frames"), conn  # it took HEVC: nothing transcoded
     assert s["frames"] >= 60 and (s["width"], s["height"]) == (320, 240), s
     assert s["audio_buffers"] >= 50, s  # the Opus, forwarded as sent
     video = s["rtp"]["video"]

@@ -28,10 +28,11 @@ time.monotonic, whichever clock its core calls use).
 Wire format of a packet (network byte order)::
 
     version:u8=1 codec:u8 payload_type:u8 flags:u8 seq:u32 ts:u32
-    spatial:u8 temporal:u8 audio_level:u8 n_layers:u8 layers:u8*n_layers payload
-    flags: 1 = marker, 2 = keyframe, 4 = audio_level present
+    spatial:u8 temporal:u8 audio_level:u8 n_layers:u8 layers:u8*n_layers [alternate_of:u8] payload
+    flags: 1 = marker, 2 = keyframe, 4 = audio_level present, 8 = alternate_of present
+    (``MediaPacket.alternate_of``: the original codec of an alternate rendition's packet)
 
-Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate) origin:16 bytes bitrate_bps:u64``.
+Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate, 2 alternate) origin:16 bytes bitrate_bps:u64``.
 Malformed messages are dropped and counted.
 
 Messages (the core's MessageHub path: message channels, the mixer's levels summaries) cross on
@@ -71,9 +72,9 @@ _VERSION = 1
 # Packets from other nodes waiting for the loop, at most (about 1 s of 10 HD video tracks).
 INBOX_LIMIT = 10_000
 _HDR = struct.Struct("!BBBBIIBBBB")
-_F_MARKER, _F_KEYFRAME, _F_LEVEL = 1, 2, 4
+_F_MARKER, _F_KEYFRAME, _F_LEVEL, _F_ALTERNATE = 1, 2, 4, 8
 _FB = struct.Struct("!BB16sQ")
-_FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE)
+_FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE, FeedbackKind.ALTERNATE)
 _MSG = struct.Struct("!BH")
 MEDIA = "media"
 MESSAGE = "message"
@@ -97,6 +98,10 @@ def encode_packet(pkt: MediaPacket) -> bytes:
         flags |= _F_LEVEL
         level = pkt.audio_level
     layers = pkt.layers
+    alternate_of = pkt.alternate_of
+    if alternate_of is not None:
+        flags |= _F_ALTERNATE
+        layers = (*layers, alternate_of)  # one more byte after the layer list (not counted in it)
     head = _HDR.pack(
         _VERSION,
         pkt.codec,
@@ -107,7 +112,7 @@ def encode_packet(pkt: MediaPacket) -> bytes:
         pkt.spatial,
         pkt.temporal,
         level,
-        len(layers),
+        len(pkt.layers),
     )
     if layers:
         return head + bytes(layers) + pkt.payload
@@ -120,15 +125,23 @@ def decode_packet(data: bytes) -> MediaPacket:
     version, codec, pt, flags, seq, ts, spatial, temporal, level, n_layers = _HDR.unpack_from(data)
     if version != _VERSION:
         raise BadMessage(f"media packet version {version} is not supported")
-    if flags & ~(_F_MARKER | _F_KEYFRAME | _F_LEVEL):
+    if flags & ~(_F_MARKER | _F_KEYFRAME | _F_LEVEL | _F_ALTERNATE):
         raise BadMessage("media packet has unknown flags")
     try:
         media_codec = MediaCodec(codec)
     except ValueError as exc:
         raise BadMessage(f"unknown codec {codec}") from exc
     end = _HDR.size + n_layers
+    alternate_of = None
+    if flags & _F_ALTERNATE:
+        end += 1
     if len(data) < end:
         raise BadMessage("media packet shorter than its layer list")
+    if flags & _F_ALTERNATE:
+        try:
+            alternate_of = MediaCodec(data[end - 1])
+        except ValueError as exc:
+            raise BadMessage(f"unknown alternate codec {data[end - 1]}") from exc
     return MediaPacket(
         media_codec,
         pt,
@@ -140,7 +153,8 @@ def decode_packet(data: bytes) -> MediaPacket:
         spatial,
         temporal,
         level if flags & _F_LEVEL else None,
-        tuple(data[_HDR.size : end]),
+        tuple(data[_HDR.size : _HDR.size + n_layers]),
+        alternate_of=alternate_of,
     )
 
 

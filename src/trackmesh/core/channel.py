@@ -30,6 +30,9 @@ from .model import MediaPacket
 class FeedbackKind(enum.Enum):
     KEYFRAME = "keyframe"
     BITRATE = "bitrate"
+    #: The subscriber cannot decode the track's codec and wants its alternate rendition (RTMP: an
+    #: H.264 transcode of HEVC/AV1/VP9), repeated while it wants it (ALTERNATE_TTL at the publisher).
+    ALTERNATE = "alternate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,15 @@ class KeyframeRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class AlternateWanted:
+    """Some viewer of a RemoteTrack cannot decode its codec (``wanted``), or the last such viewer
+    stopped asking (ALTERNATE_TTL after its last request): start or stop the alternate rendition."""
+
+    track: str
+    wanted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BitrateTarget:
     """The bitrate the viewers of a RemoteTrack can use (e.g. for REMB to the client)."""
 
@@ -128,6 +137,7 @@ EndpointEvent = (
     | TrackStopped
     | LocalTrackStateChanged
     | KeyframeRequested
+    | AlternateWanted
     | BitrateTarget
     | MixerSlotSet
     | MixerSlotUnset

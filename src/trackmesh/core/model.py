@@ -135,3 +135,7 @@ class MediaPacket:
     # reports map timestamps to it instead of to the send time, so a track that waited (AAC
     # transcoded to Opus) stays in sync with one that did not (RFC 3550 s6.4.1). 0: the send time.
     capture: float = field(default=0.0, compare=False)
+    # Set: this packet belongs to an alternate rendition of the track for viewers that cannot
+    # decode this codec (RTMP: H.264 transcoded from HEVC/AV1/VP9). A viewer that negotiated it
+    # drops the alternate and takes the original; the others ask for it (FeedbackKind.ALTERNATE).
+    alternate_of: MediaCodec | None = field(default=None, compare=False)

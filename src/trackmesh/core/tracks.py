@@ -7,7 +7,14 @@ from collections import deque
 from collections.abc import Callable
 
 from .channel import ChannelHub, Feedback, FeedbackKind, PublishHandle
-from .events import BitrateTarget, EndpointEvent, KeyframeRequested, LocalTrackStateChanged, VoiceActivity
+from .events import (
+    AlternateWanted,
+    BitrateTarget,
+    EndpointEvent,
+    KeyframeRequested,
+    LocalTrackStateChanged,
+    VoiceActivity,
+)
 from .model import BitrateLimit, LocalTrackState, MediaCodec, MediaPacket, TrackInfo, TrackKind, TrackSource
 
 # Viewers' key-frame requests are merged: at most one request reaches the publishing client per
@@ -18,6 +25,10 @@ KEYFRAME_MIN_INTERVAL = 0.3
 BITRATE_REPORT_INTERVAL = 1.0
 # A viewer's bitrate hint counts for this long; viewers refresh it while they watch.
 BITRATE_HINT_TTL = 5.0
+#: Seconds a viewer's request for the alternate rendition lasts (its sink repeats it every
+#: ALTERNATE_REPEAT while it drops packets of a codec it did not negotiate).
+ALTERNATE_TTL = 5.0
+ALTERNATE_REPEAT = 1.0
 # A LocalTrack that watches voice activity reports at most once per this interval (atm0s: 500 ms).
 VOICE_ACTIVITY_INTERVAL = 0.5
 
@@ -39,6 +50,7 @@ class RemoteTrack:
     """A track a client publishes into its room's channel."""
 
     __slots__ = (
+        "_alternate",
         "_bitrate_dirty",
         "_bitrate_sent",
         "_events",
@@ -81,6 +93,7 @@ class RemoteTrack:
         self._last_bitrate_emit = -math.inf
         self._bitrate_sent: int | None = None
         self._bitrate_dirty = False
+        self._alternate: dict[int, float] = {}  # viewers (origin) wanting the alternate -> until
 
     @property
     def name(self) -> str:
@@ -104,7 +117,8 @@ class RemoteTrack:
         if handle is not None:
             self.packets += 1
             self.octets += len(pkt.payload)
-            self.codec = pkt.codec
+            if pkt.alternate_of is None:  # the track's codec, not its alternate rendition's
+                self.codec = pkt.codec
             if not self.muted:
                 handle.send(pkt)
 
@@ -129,6 +143,10 @@ class RemoteTrack:
                 self._emit_keyframe(now)
             else:
                 self._kf_pending = True
+        elif fb.kind is FeedbackKind.ALTERNATE:
+            if not self._alternate:
+                self._events.append(AlternateWanted(self.info.track, True))
+            self._alternate[fb.origin] = now + ALTERNATE_TTL
         else:
             if fb.bitrate_bps > 0:
                 self._hints[fb.origin] = (fb.bitrate_bps, now + BITRATE_HINT_TTL)
@@ -166,9 +184,15 @@ class RemoteTrack:
         if expired:
             self._bitrate_dirty = True
         self._emit_bitrate(now)
+        gone = [origin for origin, until in self._alternate.items() if until <= now]
+        for origin in gone:
+            del self._alternate[origin]
+        if gone and not self._alternate:
+            self._events.append(AlternateWanted(self.info.track, False))
 
     def next_deadline(self) -> float | None:
         deadlines = [until for _, until in self._hints.values()]
+        deadlines.extend(self._alternate.values())
         if self._kf_pending:
             deadlines.append(self._last_kf + KEYFRAME_MIN_INTERVAL)
         if self._bitrate_dirty:
@@ -258,6 +282,11 @@ class LocalTrack:
     def request_keyframe(self, now: float) -> None:
         if self.channel is not None:
             self._hub.feedback(now, self.channel, Feedback(FeedbackKind.KEYFRAME, self.origin))
+
+    def request_alternate(self, now: float) -> None:
+        """This viewer cannot decode the source's codec: ask for its alternate rendition (repeat it)."""
+        if self.channel is not None:
+            self._hub.feedback(now, self.channel, Feedback(FeedbackKind.ALTERNATE, self.origin))
 
     def refresh(self, now: float) -> None:
         """Re-send this viewer's bitrate hint before it expires at the publisher."""

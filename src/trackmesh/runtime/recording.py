@@ -72,6 +72,8 @@ class _Tap:
         self.keyframe_wanted = True
 
     def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        if pkt.alternate_of is not None:
+            return  # an alternate rendition for viewers without the codec: the original is recorded
         self.writer.packet(self.key, pkt)
         if self.keyframe_wanted:
             self.keyframe_wanted = False

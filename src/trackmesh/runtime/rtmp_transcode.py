@@ -1,4 +1,5 @@
-"""RTMP transcodes off the worker's loop: AAC -> Opus and the B-frame re-encode of H.264.
+"""RTMP transcodes off the worker's loop: AAC -> Opus, the B-frame re-encode of H.264 and the
+H.264 alternate of HEVC/AV1/VP9.
 
 One :class:`OffLoop` thread per kind and worker (started by its first job): a bounded queue in
 (``submit`` never blocks the loop: a full queue drops the job and counts it), the results of a
@@ -145,7 +146,8 @@ class AudioCoders:
 
 
 class VideoCoders:
-    """H.264 with B-frames -> without, one :class:`H264Reencoder` per (key, generation).
+    """H.264 with B-frames -> without, or HEVC/AV1/VP9 -> H.264 (the alternate rendition; the
+    driver gives it its own key), one :class:`H264Reencoder` per (key, generation).
     Results: (generation, frame)."""
 
     def __init__(self) -> None:
@@ -154,9 +156,9 @@ class VideoCoders:
     def handle(self, key: str, job: TranscodeVideo) -> list[tuple[int, ReencodedFrame]]:
         ident = (key, job.generation)
         coder = self._coders.get(ident)
-        if coder is None:
+        if coder is None or coder.source != job.source:
             self.forget(key)
-            coder = self._coders[ident] = H264Reencoder()
+            coder = self._coders[ident] = H264Reencoder(source=job.source)
         return [(job.generation, f) for f in coder.push(job.data, job.dts, job.pts, job.keyframe)]
 
     def forget(self, key: str) -> None:

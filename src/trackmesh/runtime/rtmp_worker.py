@@ -12,9 +12,10 @@ Thin glue between :class:`~.rtmp_listener.RtmpListener` (TCP, sessions) and the 
   sending) is closed and the publisher continues with the new one (no leave/join in the room). A
   publisher whose connection broke waits ``bridge.DEFAULT_LINGER`` seconds for that reconnect. Another
   key for a (room, peer) that is being published is refused.
-- AAC -> Opus and the B-frame re-encode of H.264 (``--rtmp-bframes transcode``) run in a thread
-  each per worker (rtmp_transcode.py): bounded queues in, batches of results back to the loop; a
-  full queue drops the job and counts it (a dropped video frame also drops the rest of its GOP).
+- AAC -> Opus, the B-frame re-encode of H.264 (``--rtmp-bframes transcode``) and the H.264
+  alternate of HEVC/AV1/VP9 (while a viewer cannot decode those) run in a thread each per worker
+  (rtmp_transcode.py): bounded queues in, batches of results back to the loop; a full queue
+  drops the job and counts it (a dropped video frame also drops the rest of its GOP).
   The loop never decodes or encodes media.
 - Calls: ``rtmp.list``, ``rtmp.delete`` (``DELETE /rtmp/conn/<conn_id>``), counters ``rtmp_*`` in
   the worker's stats (so in /metrics).
@@ -43,6 +44,7 @@ from trackmesh.transports.rtmp.bridge import (
     Notice,
     PublisherSetupError,
     RtmpPublisher,
+    StopAlternate,
     TranscodeAudio,
     TranscodeVideo,
 )
@@ -68,6 +70,9 @@ APP = "live"
 _METRIC_NAME = re.compile(r"[^a-z0-9]+")
 AUDIO_QUEUE = 256  # AAC frames (about 6 s of one stream at 44.1 kHz)
 VIDEO_QUEUE = 120  # access units (4 s of one 30 fps stream)
+#: The video thread's key of a stream's H.264 alternate rendition (HEVC/AV1/VP9 -> H.264): the
+#: stream key + this, so its coder lives beside the B-frame re-encoder's.
+ALTERNATE_KEY = "#alt"
 
 
 def room_worker(room: str, workers: int) -> int:
@@ -155,7 +160,9 @@ class RtmpTransport:
         stats = self.listener.stats
         c["rtmp_sessions"] = len(self.listener.connections)
         c["rtmp_publishers"] = len(self.entries)
-        c["rtmp_video_transcodes_running"] = sum(1 for e in self.entries.values() if e.publisher.transcoding)
+        c["rtmp_video_transcodes_running"] = sum(
+            1 for e in self.entries.values() if e.publisher.transcoding or e.publisher.alternate_running
+        )
         c["rtmp_bytes_received"] = stats.bytes_received
         c["rtmp_connections_over_limit"] = stats.refused
         for kind, n in stats.errors.items():
@@ -306,7 +313,9 @@ class RtmpTransport:
         self.runtime.unlisten(session)
         self.audio_coder.forget(entry.key)
         self.video_coder.forget(entry.key)
+        self.video_coder.forget(entry.key + ALTERNATE_KEY)
         self._video_gap.discard(entry.key)
+        self._video_gap.discard(entry.key + ALTERNATE_KEY)
         if entry.timer is not None:
             self.runtime.untrack(entry.timer)
         self.counters["rtmp_publishers_finished"] += 1
@@ -327,10 +336,15 @@ class RtmpTransport:
             if isinstance(item, TranscodeAudio):
                 self.audio_coder.submit(entry.key, item)
             elif isinstance(item, TranscodeVideo):
+                key = entry.key + ALTERNATE_KEY if item.alternate else entry.key
                 if item.keyframe:
-                    self._video_gap.discard(entry.key)
-                if entry.key not in self._video_gap and not self.video_coder.submit(entry.key, item):
-                    self._video_gap.add(entry.key)  # the decoder cannot skip one frame of a GOP
+                    self._video_gap.discard(key)
+                if key not in self._video_gap and not self.video_coder.submit(key, item):
+                    self._video_gap.add(key)  # the decoder cannot skip one frame of a GOP
+            elif isinstance(item, StopAlternate):
+                self.video_coder.forget(entry.key + ALTERNATE_KEY)
+                self._video_gap.discard(entry.key + ALTERNATE_KEY)
+                self._refresh_gauges()
             elif isinstance(item, EndPublish):
                 conn = entry.conn
                 if conn is not None and item.generation == entry.publisher.generation:
@@ -356,10 +370,15 @@ class RtmpTransport:
     def _on_video(self, results: list[tuple[str, tuple[int, ReencodedFrame]]]) -> None:
         now = self.runtime.now()
         for key, (generation, frame) in results:
-            entry = self.entries.get(key)
-            if entry is not None:
+            alternate = key.endswith(ALTERNATE_KEY)
+            entry = self.entries.get(key[: -len(ALTERNATE_KEY)] if alternate else key)
+            if entry is None:
+                continue
+            if alternate:
+                entry.publisher.alternate_video(now, generation, frame.pts, frame.keyframe, frame.data)
+            else:
                 entry.publisher.transcoded_video(now, generation, frame.pts, frame.keyframe, frame.data)
-                self._paced(entry)
+            self._paced(entry)
         self.runtime.flush(now)
 
     def _paced(self, entry: _Entry) -> None:
@@ -369,6 +388,8 @@ class RtmpTransport:
 
     def _on_core_events(self, now: float, *, entry: _Entry) -> None:
         entry.publisher.on_core_events(now)
+        self._outputs(now, entry)  # StopAlternate, the alternate's Notice
+        self._refresh_gauges()
 
     # ---- control calls -------------------------------------------------------------------
 

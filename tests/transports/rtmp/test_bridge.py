@@ -21,6 +21,7 @@ from trackmesh.core.controls import CreateLocalTrack, Join, Subscribe
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.events import PeerJoined, PeerLeft, TrackStarted, TrackStopped
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind, TrackSource
+from trackmesh.core.tracks import ALTERNATE_TTL
 from trackmesh.core.worker import MediaWorker
 from trackmesh.transports.rtmp.aac_opus import OPUS_FRAME_SAMPLES, AacToOpus
 from trackmesh.transports.rtmp.bridge import (
@@ -34,6 +35,7 @@ from trackmesh.transports.rtmp.bridge import (
     Notice,
     PublisherSetupError,
     RtmpPublisher,
+    StopAlternate,
     TranscodeAudio,
     TranscodeVideo,
 )
@@ -226,6 +228,77 @@ def test_hevc_b_frames_are_forwarded_and_said_so_not_claimed_re_encoded() -> Non
     assert not pub.transcoding and not any(isinstance(o, TranscodeVideo) for o in outputs)
     assert [p.codec for p in got if p.marker] == [MediaCodec.H265] and got[-1].ts == 66 * 90
     assert pub.counters["bframes"] == 1
+
+
+def test_hevc_gets_an_h264_alternate_while_a_viewer_wants_it_one_job_per_frame_marked_for_routing() -> None:
+    """The routing decision's publisher side: nothing is transcoded until a viewer asks; then each
+    HEVC frame is forwarded *and* is one alternate job (however many viewers), whose H.264 comes
+    back on video_main marked ``alternate_of=H265`` in its own sequence space and GOP (replayed
+    too); the last viewer gone, the coder is dropped."""
+    room = Room()
+    pub = room.publisher()
+    gen = pub.attach(room.now)
+    pub.video(room.now, gen, 0, b"\x90hvc1" + hvcc())
+    viewer, got = room.viewer()
+    idr = b"\x91hvc1" + bytes(3) + avcc(b"\x26\x01\xaf")
+    pub.video(room.now, gen, 0, idr)
+    assert pub.take_outputs() == [] and not pub.alternate_running  # nobody asked: no transcode
+    local = viewer.local_track("v")
+    assert local is not None
+    local.request_alternate(room.now)  # what a viewer's sink does on HEVC it did not negotiate
+    room.pump(pub)
+    pub.video(room.now, gen, 33, idr)
+    notice, job = pub.take_outputs()
+    assert isinstance(notice, Notice) and "cannot decode H265: transcoding" in notice.text
+    assert isinstance(job, TranscodeVideo)
+    assert (job.source, job.alternate, job.pts, job.keyframe) == ("hvc1", True, 33, True)
+    assert pub.alternate_running and pub.counters["video_to_alternate"] == 1
+    originals = len(got)
+    pub.alternate_video(room.now, gen, 33, True, b"\x00\x00\x00\x01\x65\x88\x84")
+    pub.alternate_video(room.now, gen, 66, False, b"\x00\x00\x00\x01\x41\x9a")
+    alt = got[originals:]
+    assert [(p.codec, p.alternate_of, p.ts) for p in alt] == [
+        (MediaCodec.H264, MediaCodec.H265, 33 * 90),
+        (MediaCodec.H264, MediaCodec.H265, 66 * 90),
+    ]
+    assert alt[1].seq == (alt[0].seq + 1) & 0xFFFF and alt[0].spatial == 0  # its own sequence space
+    assert all(p.alternate_of is None and p.codec is MediaCodec.H265 for p in got[:originals])
+    pub.replay_gop(room.now)  # both GOPs: a new viewer of either codec starts at once
+    replayed = got[originals + 2 :]
+    assert {p.codec for p in replayed} == {MediaCodec.H264, MediaCodec.H265}
+    room.now += ALTERNATE_TTL  # the viewer stopped asking (left): the core's TTL runs out
+    room.core.handle_timeout(room.now)
+    room.pump(pub)
+    assert pub.take_outputs() == [StopAlternate(gen)] and not pub.alternate_running
+    pub.video(room.now, gen, 66, idr)
+    assert pub.take_outputs() == []  # forwarded only
+
+
+def test_the_alternate_coder_decodes_hevc_from_x265_into_h264_with_its_key_frames() -> None:
+    enc = av.CodecContext.create("libx265", "w")
+    enc.width, enc.height, enc.pix_fmt = 160, 128, "yuv420p"
+    enc.time_base = Fraction(1, 1000)
+    enc.options = {"x265-params": "log-level=error:bframes=2:keyint=15"}
+    enc.open()
+    packets = []
+    for i in range(30):
+        frame = av.VideoFrame(160, 128, "yuv420p")
+        for n, plane in enumerate(frame.planes):
+            plane.update(bytes([(i * 7 + n * 50) % 256]) * plane.buffer_size)
+        frame.pts, frame.time_base = i * 33, Fraction(1, 1000)
+        packets += list(enc.encode(frame))
+    packets += list(enc.encode(None))
+    coder = H264Reencoder(source="hvc1")
+    out = []
+    for p in packets:
+        out += coder.push(bytes(p), p.dts, p.pts, p.is_keyframe)
+    assert len(out) >= 25 and out[0].keyframe
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(out))
+    dec = av.CodecContext.create("h264", "r")
+    decoded = [pic for f in out for pic in dec.decode(av.Packet(f.data))]
+    assert len(decoded) >= len(out) - 2 and (decoded[0].width, decoded[0].height) == (160, 128)
+    with pytest.raises(ValueError):
+        H264Reencoder(source="mp4a")
 
 
 def test_b_frames_by_default_send_the_stream_through_the_re_encoder_and_its_frames_feed_video_main() -> None:

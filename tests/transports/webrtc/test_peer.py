@@ -8,6 +8,7 @@ import random
 import pytest
 
 from trackmesh.core.controls import CreateLocalTrack, Join, Publish
+from trackmesh.core.events import AlternateWanted
 from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, TrackKind
 from trackmesh.rtp.packet import find_extension
 from trackmesh.rtp.rtcp import (
@@ -552,6 +553,51 @@ def test_a_gop_replay_starts_a_waiting_viewer_and_is_skipped_by_one_already_play
     # A second replay (for yet another viewer) is skipped by both.
     send(packet(1, replay=2), packet(2, replay=2))
     assert lpeer.outbound["1"].counters["replay_skipped"] == 2 and len(late.media(late.local_ssrc("1"))) == 5
+
+
+def test_a_viewer_takes_the_original_codec_it_negotiated_else_the_alternate_which_it_asks_for(net: Net) -> None:
+    """The routing decision, per viewer: packets marked ``alternate_of`` (RTMP: H.264 made from
+    HEVC/AV1/VP9) go only to viewers that did not negotiate the original codec, which ask the
+    publisher for them about once a second (FeedbackKind.ALTERNATE); a viewer that negotiated the
+    original takes it and skips the alternate. The test client offers VP8 only."""
+    cam = net.worker.create_endpoint()
+    assert cam.control(net.now, Join("room", "cam")) is None
+    assert cam.control(net.now, Publish("video_main", TrackKind.VIDEO)) is None
+    viewer, vpeer = net.connect(PeerMode.WHEP)
+    track = cam.remote_track("video_main")
+    assert track is not None
+    while cam.poll_event() is not None:
+        pass
+
+    def send(codec: MediaCodec, seq: int, alternate_of: MediaCodec | None = None, key: bool = False) -> None:
+        body = (VP8_KEY if key else VP8_DELTA) + bytes([seq]) * 40 if codec is MediaCodec.VP8 else b"\x65" * 40
+        pkt = MediaPacket(codec, 96, seq, 3000 * seq, True, key, body, arrival=net.now, alternate_of=alternate_of)
+        track.on_packet(pkt)
+        net.after_input()
+        net.flush()
+
+    def alternate_wanted() -> list[AlternateWanted]:
+        return [ev for ev in iter(cam.poll_event, None) if isinstance(ev, AlternateWanted)]
+
+    ssrc = viewer.local_ssrc("1")
+    counters = vpeer.outbound["1"].counters
+    # The original is VP8 (negotiated): its alternate is skipped (as is an H.264 one: not
+    # negotiated either), and nothing is asked for.
+    for seq in (1, 2):
+        send(MediaCodec.VP8, seq, key=seq == 1)
+        send(MediaCodec.VP8, 100 + seq, alternate_of=MediaCodec.VP8, key=seq == 1)
+        send(MediaCodec.H264, 200 + seq, alternate_of=MediaCodec.VP8)
+    assert [p[-1] for _, p in viewer.media(ssrc)] == [1, 2] and counters["alternate_skipped"] == 2
+    assert counters["codec_not_negotiated"] == 2 and alternate_wanted() == []
+    # The original is H.265 (not negotiated): this viewer asks for the alternate, once a second
+    # while the original keeps coming, and takes the alternate.
+    send(MediaCodec.H265, 3)
+    send(MediaCodec.H265, 4)
+    assert alternate_wanted() == [AlternateWanted("video_main", True)]
+    assert counters["codec_not_negotiated"] == 4
+    send(MediaCodec.VP8, 5, alternate_of=MediaCodec.H265, key=True)
+    send(MediaCodec.VP8, 6, alternate_of=MediaCodec.H265)
+    assert [p[-1] for _, p in viewer.media(ssrc)] == [1, 2, 5, 6] and counters["alternate_skipped"] == 2
 
 
 def test_sender_reports_follow_the_sources_capture_clock(net: Net) -> None:

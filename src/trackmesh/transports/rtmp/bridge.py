@@ -41,6 +41,15 @@ duplicates their jitter buffers drop; a viewer switching layers waits for that l
 frame). A GOP over ``gop_max_bytes`` is not kept (such viewers wait for the encoder's next key
 frame).
 
+Alternate rendition: a viewer that cannot decode the stream's HEVC, AV1 or VP9 (Chromium has no
+HEVC decoder) asks for the alternate (``FeedbackKind.ALTERNATE``, repeated while it wants it; the
+core merges the cluster's viewers into :class:`AlternateWanted`). While someone wants it, track 0's
+frames also go out as :class:`TranscodeVideo` jobs with ``alternate=True`` (decoded and re-encoded
+to H.264 once per stream, off the loop, however many viewers) and come back to
+:meth:`alternate_video`: H.264 packets on ``video_main`` marked ``MediaPacket.alternate_of`` (their
+own sequence space and GOP), which viewers that negotiated the original codec drop. When the last
+such viewer stops asking (the core's TTL), :class:`StopAlternate` tells the driver to drop the coder.
+
 Audio: Opus is forwarded; AAC frames become :class:`TranscodeAudio` outputs for the driver, which
 runs :class:`~.aac_opus.AacToOpus` off its loop and hands the Opus packets back to :meth:`opus`.
 
@@ -66,8 +75,8 @@ from trackmesh.codecs.h264_sps import sps_picture_size
 from trackmesh.core.controls import Join, Publish
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError
-from trackmesh.core.events import KeyframeRequested
-from trackmesh.core.model import JoinOptions, MediaPacket, TrackKind
+from trackmesh.core.events import AlternateWanted, KeyframeRequested
+from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
 from trackmesh.errors import RemoteProtocolError
 from trackmesh.transports.rtmp.errors import RtmpError
 from trackmesh.transports.rtmp.ingest import (
@@ -87,6 +96,7 @@ __all__ = [
     "Notice",
     "PublisherSetupError",
     "RtmpPublisher",
+    "StopAlternate",
     "TranscodeAudio",
     "TranscodeVideo",
 ]
@@ -100,6 +110,10 @@ CARRIED_VIDEO = frozenset({"avc1", "hvc1", "vp09", "av01"})
 #: Renditions of a multitrack stream carried as simulcast layers (what viewers can tell apart).
 MAX_RENDITIONS = 4
 BFRAMES_MODES = ("transcode", "forward", "reject")
+#: Codecs of track 0 that get an H.264 alternate rendition for viewers that cannot decode them.
+ALTERNATE_SOURCES = {"hvc1": MediaCodec.H265, "av01": MediaCodec.AV1, "vp09": MediaCodec.VP9}
+#: The alternate's packetizer key in :class:`RtmpMedia` (its own sequence space) and its GOP's key.
+ALTERNATE_TRACK = -1
 #: Pacing: a video frame's first PACE_AT_ONCE packets (~19 KB at the 1,200-byte MTU: every
 #: inter frame of a 6 Mbit/s stream) go at once; a bigger one's rest (a key frame arrives as one
 #: RTMP message) is released in PACE_TICKS slices PACE_INTERVAL apart, so a 100 KB key frame
@@ -130,13 +144,23 @@ class TranscodeAudio:
 
 @dataclass(frozen=True, slots=True)
 class TranscodeVideo:
-    """An H.264 access unit (Annex B) for the B-frame re-encoder; times on the room's timeline."""
+    """An access unit for the re-encoder; times on the room's timeline. ``source``: its codec
+    (H.264 with B-frames; HEVC/AV1/VP9 for the ``alternate`` rendition)."""
 
     generation: int
     data: bytes
     dts: int
     pts: int
     keyframe: bool
+    source: str = "avc1"
+    alternate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StopAlternate:
+    """Nobody wants the alternate rendition any more: drop its coder."""
+
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +179,7 @@ class Notice:
     text: str
 
 
-BridgeOutput = TranscodeAudio | TranscodeVideo | EndPublish | Notice
+BridgeOutput = TranscodeAudio | TranscodeVideo | StopAlternate | EndPublish | Notice
 
 
 class _Gop:
@@ -211,6 +235,7 @@ class RtmpPublisher:
             raise ValueError(f"bframes must be one of {BFRAMES_MODES}, not {bframes!r}")
         self.bframes = bframes
         self.transcoding = False  # this generation's H.264 goes through the re-encoder
+        self.alternate_wanted = False  # some viewer cannot decode the codec (AlternateWanted)
         self.linger = linger
         self.gop_max_bytes = gop_max_bytes
         err = endpoint.control(now, Join(room, peer, JoinOptions(extra_data=extra_data)))
@@ -259,6 +284,8 @@ class RtmpPublisher:
                 "video_transcoded",
                 "paced_frames",
                 "paced_packets",
+                "video_to_alternate",
+                "alternate_frames",
             ),
             0,
         )
@@ -470,6 +497,40 @@ class RtmpPublisher:
             self._out.append(TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe))
             return
         self._send_video(now, VideoFrame(frame.fourcc, frame.track_id, dts, pts, frame.keyframe, frame.data))
+        if self.alternate_wanted and frame.track_id == 0 and frame.fourcc in ALTERNATE_SOURCES:
+            self._say(
+                "alternate",
+                f"a viewer cannot decode {ALTERNATE_SOURCES[frame.fourcc].name}: transcoding this stream's video "
+                "to H.264 for such viewers (one transcode shared by all of them, stopped when the last leaves; "
+                "costs CPU)",
+            )
+            self.counters["video_to_alternate"] += 1
+            job = TranscodeVideo(self.generation, frame.data, dts, pts, frame.keyframe, frame.fourcc, True)
+            self._out.append(job)
+
+    @property
+    def alternate_running(self) -> bool:
+        """The H.264 alternate rendition is being made (track 0 is HEVC/AV1/VP9 and a viewer wants it)."""
+        return self.alternate_wanted and self.attached and self._video_fourcc.get(0) in ALTERNATE_SOURCES
+
+    def _on_alternate_wanted(self, wanted: bool) -> None:
+        """The core merged the viewers' requests: the next HEVC/AV1/VP9 frames go to the coder
+        too (said once, with the first), or its coder goes (whatever the codec: a generation before
+        may have had one)."""
+        if wanted != self.alternate_wanted:
+            self.alternate_wanted = wanted
+            if not wanted:
+                self._out.append(StopAlternate(self.generation))
+
+    def alternate_video(self, now: float, generation: int, pts: int, keyframe: bool, data: bytes) -> None:
+        """A frame of the H.264 alternate rendition (``pts``: ms on the room's timeline)."""
+        source = self._video_fourcc.get(0)
+        if generation != self.generation or self.finished or source not in ALTERNATE_SOURCES:
+            self.counters["stale_generation"] += 1
+            return
+        self.counters["alternate_frames"] += 1
+        frame = VideoFrame("avc1", ALTERNATE_TRACK, pts, pts, keyframe, data)
+        self._send_video(now, frame, ALTERNATE_SOURCES[source])
 
     def _rendition(self, track_id: int, pixels: int) -> None:
         """A video track's sequence header: (re)rank the renditions into simulcast layers."""
@@ -498,17 +559,18 @@ class RtmpPublisher:
         self.counters["video_transcoded"] += 1
         self._send_video(now, VideoFrame("avc1", 0, pts, pts, keyframe, data))
 
-    def _send_video(self, now: float, room_frame: VideoFrame) -> None:
+    def _send_video(self, now: float, room_frame: VideoFrame, alternate_of: MediaCodec | None = None) -> None:
         frame = room_frame
         spatial = self._layer_of.get(frame.track_id, 0)
-        packets = self.media.video(room_frame, now, self._capture(frame.pts), spatial)
+        packets = self.media.video(room_frame, now, self._capture(frame.pts), spatial, alternate_of)
         if not packets:
             self.counters["not_carried"] += 1
             return
         self.counters["video_frames"] += 1
-        gop = self._gops.get(spatial)
+        gop_key = ALTERNATE_TRACK if alternate_of is not None else spatial
+        gop = self._gops.get(gop_key)
         if gop is None:
-            gop = self._gops[spatial] = _Gop()
+            gop = self._gops[gop_key] = _Gop()
         if frame.keyframe:
             self.counters["keyframes"] += 1
             gop.packets.clear()
@@ -575,6 +637,8 @@ class RtmpPublisher:
         while (event := endpoint.poll_event()) is not None:
             if isinstance(event, KeyframeRequested) and event.track == VIDEO_TRACK:
                 self.replay_gop(now)
+            elif isinstance(event, AlternateWanted) and event.track == VIDEO_TRACK:
+                self._on_alternate_wanted(event.wanted)
 
     def replay_gop(self, now: float) -> None:
         self._release_paced(now, everything=True)  # the originals before their copies

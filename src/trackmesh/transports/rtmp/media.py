@@ -83,6 +83,7 @@ class RtmpMedia:
         now: float,
         capture: float,
         spatial: int = 0,
+        alternate_of: MediaCodec | None = None,
     ) -> list[MediaPacket]:
         out = []
         last = len(payloads) - 1
@@ -93,22 +94,42 @@ class RtmpMedia:
             marker = video and i == last
             out.append(
                 MediaPacket(
-                    track.codec, pt, track.seq, ts, marker, keyframe, payload, spatial, arrival=now, capture=capture
+                    track.codec,
+                    pt,
+                    track.seq,
+                    ts,
+                    marker,
+                    keyframe,
+                    payload,
+                    spatial,
+                    arrival=now,
+                    capture=capture,
+                    alternate_of=alternate_of,
                 )
             )
             track.seq = (track.seq + 1) & 0xFFFF
         return out
 
-    def video(self, frame: VideoFrame, now: float, capture: float = 0.0, spatial: int = 0) -> list[MediaPacket]:
+    def video(
+        self,
+        frame: VideoFrame,
+        now: float,
+        capture: float = 0.0,
+        spatial: int = 0,
+        alternate_of: MediaCodec | None = None,
+    ) -> list[MediaPacket]:
         """``now``: when the frame's message arrived (the driver's clock), the packets' arrival;
         ``capture``: the frame's time on the publisher's clock (``MediaPacket.capture``);
-        ``spatial``: the simulcast layer of the frame's rendition (multitrack, ``bridge.py``)."""
+        ``spatial``: the simulcast layer of the frame's rendition (multitrack, ``bridge.py``);
+        ``alternate_of``: the original codec, for the alternate rendition's packets."""
         track = self._track("video", frame.track_id, frame.fourcc)
         if track is None:
             self.not_carried += 1
             return []
         payloads = track.packetizer.packetize(frame.data, self.mtu)
-        return self._packets(track, payloads, frame.rtp_timestamp, frame.keyframe, True, now, capture, spatial)
+        return self._packets(
+            track, payloads, frame.rtp_timestamp, frame.keyframe, True, now, capture, spatial, alternate_of
+        )
 
     def audio(self, frame: AudioFrame, now: float, capture: float = 0.0) -> list[MediaPacket]:
         track = self._track("audio", frame.track_id, frame.fourcc)

@@ -1,5 +1,6 @@
 """H.264 with B-frames -> H.264 without (PyAV: FFmpeg's decoder, libx264 with zero-latency
-settings), for RTMP publishers whose encoder reorders frames (OBS and x264 defaults).
+settings), for RTMP publishers whose encoder reorders frames (OBS and x264 defaults); and HEVC,
+AV1 or VP9 -> the same H.264, the alternate rendition for viewers that cannot decode those.
 
 libwebrtc does not reorder frames, so a B-frame stream stutters in browsers (protocols.md s1.5).
 The decoder takes the access units in decode order (Annex B, parameter sets before key frames, as
@@ -24,6 +25,8 @@ from trackmesh.transports.rtmp.errors import RtmpError
 __all__ = ["H264Reencoder", "ReencodedFrame"]
 
 MS: Final = Fraction(1, 1000)
+#: Enhanced RTMP FourCC -> FFmpeg's decoder (dav1d for AV1: FFmpeg's own needs a hardware decoder).
+DECODERS: Final = {"avc1": "h264", "hvc1": "hevc", "av01": "libdav1d", "vp09": "vp9"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +37,16 @@ class ReencodedFrame:
 
 
 class H264Reencoder:
-    """One video track's re-encoder. ``push(annexb, dts, pts, keyframe)`` -> frames in order."""
+    """One video track's re-encoder. ``push(access_unit, dts, pts, keyframe)`` -> frames in order.
+    ``source``: the track's FourCC (H.264 and HEVC in Annex B, AV1 and VP9 as sent)."""
 
-    def __init__(self, preset: str = "veryfast", bitrate: int | None = None) -> None:
+    def __init__(self, preset: str = "veryfast", bitrate: int | None = None, source: str = "avc1") -> None:
+        if source not in DECODERS:
+            raise ValueError(f"no decoder for {source!r}: one of {sorted(DECODERS)}")
+        self.source = source
         self._preset = preset
         self._bitrate = bitrate
-        self._dec: Any = av.CodecContext.create("h264", "r")
+        self._dec: Any = av.CodecContext.create(DECODERS[source], "r")
         self._enc: Any = None
         self._keys: set[int] = set()  # presentation times of source key frames not yet encoded
         self._started = False  # inter frames before the first key frame cannot be decoded
@@ -82,7 +89,7 @@ class H264Reencoder:
                     self.frames_out += 1
                     out.append(ReencodedFrame(int(encoded.pts), bool(encoded.is_keyframe), bytes(encoded)))
         except av.FFmpegError as exc:
-            raise RtmpError(f"H.264 frame not re-encodable: {exc}") from None
+            raise RtmpError(f"{self.source} frame not re-encodable: {exc}") from None
         if len(self._keys) > 64:  # key frames the decoder never returned (a broken stream)
             self._keys.clear()
         return out

@@ -26,7 +26,7 @@ from trackmesh.codecs.vp8 import Vp8Descriptor
 from trackmesh.core.controls import RequestKeyframe
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.model import MediaCodec, MediaPacket
-from trackmesh.core.tracks import LocalTrack
+from trackmesh.core.tracks import ALTERNATE_REPEAT, LocalTrack
 from trackmesh.net import Address
 from trackmesh.rtp.srtp import RtpSender, SrtpError, SrtpSession
 from trackmesh.rtp.streams.outbound import OutboundStream, ntp_timestamp
@@ -99,6 +99,7 @@ class OutboundTrack(OutboundStream):
     """
 
     __slots__ = (
+        "_alt_at",
         "_bytes",
         "_channel",
         "_endpoint",
@@ -178,6 +179,7 @@ class OutboundTrack(OutboundStream):
         self.skipper = SeqSkipper()
         self._svc = False  # VP9 with spatial layers on this one SSRC (a SID > 0 was seen)
         self._kf_requested = -1e18
+        self._alt_at = -1e18  # when this viewer last asked for the alternate rendition
         self._replay = 0  # the GOP replay (MediaPacket.replay) this viewer started on
         self._bytes = [0] * MAX_LAYERS
         self._rates = [0.0] * MAX_LAYERS
@@ -201,12 +203,26 @@ class OutboundTrack(OutboundStream):
                 "nack_hits",
                 "nack_misses",
                 "replay_skipped",
+                "alternate_skipped",
             ),
             0,
         )
         local.sink = self.on_media
 
     # ---- the hot path ----------------------------------------------------------------------
+
+    def _not_taken(self, pkt: MediaPacket, pt: int | None) -> None:
+        """A packet of a codec this viewer did not negotiate, or an alternate rendition of one it did
+        (it takes the original). An original it cannot decode: ask for the alternate, once a second
+        while it keeps coming (the publisher stops the alternate when nobody asks any more)."""
+        if pt is not None:
+            self.counters["alternate_skipped"] += 1
+            return
+        self.counters["codec_not_negotiated"] += 1
+        now = pkt.arrival
+        if self.video and pkt.alternate_of is None and now >= self._alt_at + ALTERNATE_REPEAT:
+            self._alt_at = now
+            self.local.request_alternate(now)
 
     def on_media(self, pkt: MediaPacket) -> None:
         """The LocalTrack sink: one packet of the source (shared, never mutated)."""
@@ -221,8 +237,9 @@ class OutboundTrack(OutboundStream):
             sender = self._sender = srtp.rtp_sender(self.ssrc)
             self._sender_srtp = srtp
         pt = self.pts.get(pkt.codec)
-        if pt is None:
-            self.counters["codec_not_negotiated"] += 1
+        alternate_of = pkt.alternate_of
+        if pt is None or (alternate_of is not None and alternate_of in self.pts):
+            self._not_taken(pkt, pt)
             return
         now = pkt.arrival  # this sink runs inside the publisher's input: its now is the packet's
         payload = pkt.payload

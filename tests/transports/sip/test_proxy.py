@@ -125,8 +125,8 @@ def test_hops_bad_input_and_no_node_are_answered() -> None:
     assert run(proxy, b"garbage\r\n\r\n", CALLER) == [] and run(proxy, b"\r\n\r\n", CALLER) == []
     stray = make_response(invite(), 200, to_tag="t")
     assert run(proxy, serialize(stray), NODES[0].address) == []  # top Via not ours
-    assert proxy.counters["too_many_hops"] == 1 and proxy.counters["no_node"] == 1
-    assert proxy.counters["stray_responses"] == 1
+    assert proxy.counters["sip_proxy_too_many_hops"] == 1 and proxy.counters["sip_proxy_no_node"] == 1
+    assert proxy.counters["sip_proxy_stray_responses"] == 1
 
 
 tokens = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"), min_size=1, max_size=16)

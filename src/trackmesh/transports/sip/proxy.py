@@ -50,6 +50,7 @@ MAX_CHOICES = 65536
 DEFAULT_MAX_FORWARDS = 70  # s16.6 step 3
 RETRY_AFTER = 5  # seconds, on a 503 when no media node runs SIP
 BRANCH_PREFIX = BRANCH_COOKIE + "-tmp-"
+PREFIX = "sip_proxy_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +85,19 @@ def branch_key(request: Request, top: Via) -> str:
 class StatelessProxy:
     """The proxy core; ``host``/``port`` are its own address, written in Via and Record-Route."""
 
-    def __init__(self, host: str, port: int, max_choices: int = MAX_CHOICES) -> None:
+    def __init__(
+        self, host: str, port: int, counters: dict[str, int] | None = None, max_choices: int = MAX_CHOICES
+    ) -> None:
         self.host = host
         self.port = port
         self.max_choices = max_choices
         self._out: deque[ProxyDatagram] = deque()
         self._choices: dict[str, tuple[int, float]] = {}  # branch key -> (node, expires), oldest first
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("requests", "responses", "new_dialogs", "in_dialog", "toward_caller", "bad", "too_many_hops",
-             "no_node", "unknown_dialog", "stray_responses", "loops"), 0)  # fmt: skip
+        #: ``sip_proxy_<what>`` counters, in the gateway's own dict when given (its /metrics).
+        self.counters: dict[str, int] = counters if counters is not None else {}
+        for what in ("requests", "responses", "new_dialogs", "in_dialog", "toward_caller", "bad", "too_many_hops",
+                     "no_node", "unknown_dialog", "stray_responses", "loops"):  # fmt: skip
+            self.counters.setdefault(PREFIX + what, 0)
 
     # ---- input ---------------------------------------------------------------------------------
 
@@ -103,7 +108,7 @@ class StatelessProxy:
         try:
             msg = parse_message(data)
         except SipParseError as exc:
-            self.counters["bad"] += 1
+            self.counters[PREFIX + "bad"] += 1
             self._reject_unparsable(data, source, exc)
             return
         if isinstance(msg, Response):
@@ -112,7 +117,7 @@ class StatelessProxy:
         try:
             self._request(now, msg, source, nodes)
         except SipParseError as exc:
-            self.counters["bad"] += 1
+            self.counters[PREFIX + "bad"] += 1
             self._reply(msg, source, exc.status, exc.reason)
 
     def poll_transmit(self) -> ProxyDatagram | None:
@@ -121,10 +126,10 @@ class StatelessProxy:
     # ---- requests (s16.3 - s16.6) --------------------------------------------------------------
 
     def _request(self, now: float, req: Request, source: Address, nodes: Sequence[SipNode]) -> None:
-        self.counters["requests"] += 1
+        self.counters[PREFIX + "requests"] += 1
         top = req.top_via()
         if top.branch is not None and top.branch.startswith(BRANCH_PREFIX) and self._is_us(top.host, top.port):
-            self.counters["loops"] += 1  # s16.3 step 4: our own request came back
+            self.counters[PREFIX + "loops"] += 1  # s16.3 step 4: our own request came back
             self._reply(req, source, 482, "Loop Detected")
             return
         key = branch_key(req, top)
@@ -133,7 +138,7 @@ class StatelessProxy:
         if hops is None:
             hops = DEFAULT_MAX_FORWARDS
         if hops <= 0:
-            self.counters["too_many_hops"] += 1
+            self.counters[PREFIX + "too_many_hops"] += 1
             self._reply(req, source, 483, "Too Many Hops")
             return
         to_tag = req.to().tag
@@ -143,26 +148,26 @@ class StatelessProxy:
         if routed is not None:
             node = by_id.get(routed)
             if node is None:
-                self.counters["unknown_dialog"] += 1
+                self.counters[PREFIX + "unknown_dialog"] += 1
                 self._reply(req, source, 481, f"media node {routed} of this dialog is gone")
                 return
             if source == node.address:
-                self.counters["toward_caller"] += 1
+                self.counters[PREFIX + "toward_caller"] += 1
                 destination = self._next_hop_outward(req)
             else:
-                self.counters["in_dialog"] += 1
+                self.counters[PREFIX + "in_dialog"] += 1
                 destination = node.address
         else:
             chosen = self._choice(now, key, by_id)
             if chosen is None and (to_tag is None or req.method == "CANCEL"):
                 chosen = next((n for n in nodes if n.accepting), None)
                 if chosen is None:
-                    self.counters["no_node"] += 1
+                    self.counters[PREFIX + "no_node"] += 1
                     self._reply(req, source, 503, "No media node of this zone takes SIP", retry_after=True)
                     return
-                self.counters["new_dialogs"] += 1
+                self.counters[PREFIX + "new_dialogs"] += 1
             if chosen is None:
-                self.counters["unknown_dialog"] += 1
+                self.counters[PREFIX + "unknown_dialog"] += 1
                 self._reply(req, source, 481, "in-dialog request without this proxy's Route (Record-Route ignored?)")
                 return
             self._remember(now, key, chosen.node)
@@ -217,7 +222,7 @@ class StatelessProxy:
     # ---- responses (s16.7) ---------------------------------------------------------------------
 
     def _response(self, resp: Response) -> None:
-        self.counters["responses"] += 1
+        self.counters[PREFIX + "responses"] += 1
         vias = resp.headers.get_all("Via")
         try:
             top = Via.parse(vias[0]) if vias else None
@@ -226,7 +231,7 @@ class StatelessProxy:
             top = nxt = None
         ours = top is not None and (top.branch or "").startswith(BRANCH_PREFIX) and self._is_us(top.host, top.port)
         if not ours or nxt is None:
-            self.counters["stray_responses"] += 1  # s16.7 step 3 / s18.1.2: not ours, dropped
+            self.counters[PREFIX + "stray_responses"] += 1  # s16.7 step 3 / s18.1.2: not ours, dropped
             return
         resp.headers.remove("Via")
         for v in vias[1:]:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,57 @@ Content-Length: 0
 """
 
 
+#: A call the room hangs up: the media node's BYE follows the route set it took from Record-Route.
+HUNG_UP_BY_THE_ROOM = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hung up by the room, through a proxy">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[local_ip_type] [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+[routes]
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((HOST, 0))
@@ -106,6 +158,19 @@ def cluster(netns_guard: None) -> Iterator[Cluster]:
     finally:
         problems = c.close()
         assert not problems, "\n".join(problems)
+
+
+def run_sipp(cwd: Path, port: int, scenario: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sipp", f"{HOST}:{port}", "-i", HOST, "-p", str(free_udp_port()), "-mp", str(free_udp_port() & ~1),
+         "-m", "1", "-timeout", "15s", "-nostdin", "-trace_err", "-sf", scenario, "-s", token],
+        cwd=cwd, capture_output=True, text=True, timeout=25,
+    )  # fmt: skip
+
+
+def sipp_failure(proc: subprocess.CompletedProcess[str], cwd: Path) -> str:
+    errors = "".join(p.read_text(errors="replace") for p in cwd.glob("*errors.log"))
+    return proc.stdout[-1500:] + proc.stderr[-500:] + errors[-2000:]
 
 
 def sip_calls(m: Member) -> list[dict[str, Any]]:
@@ -135,11 +200,7 @@ def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: 
     (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
 
     async def main() -> tuple[subprocess.CompletedProcess[str], list[tuple[int, dict[str, Any]]]]:
-        sipp = asyncio.create_task(asyncio.to_thread(
-            subprocess.run,
-            ["sipp", f"{HOST}:{gw_sip}", "-i", HOST, "-p", str(free_udp_port()), "-mp", str(free_udp_port() & ~1),
-             "-m", "1", "-timeout", "15s", "-nostdin", "-trace_err", "-sf", "proxied.xml", "-s", token],
-            cwd=tmp_path, capture_output=True, text=True, timeout=25))  # fmt: skip
+        sipp = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, gw_sip, "proxied.xml", token))
         seen: list[tuple[int, dict[str, Any]]] = []
         while not sipp.done():  # the call as each media node reports it, while it lasts
             for i, m in enumerate(media):
@@ -148,8 +209,7 @@ def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: 
         return await sipp, seen
 
     proc, seen = asyncio.run(main())
-    errors = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*errors.log"))
-    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-500:] + errors[-2000:]
+    assert proc.returncode == 0, sipp_failure(proc, tmp_path)
     # One media node had the call, in the room, with the phone's RTP arriving (PCMA in, Opus into the room).
     assert {i for i, _ in seen} in ({0}, {1}), seen
     last = seen[-1][1]
@@ -164,3 +224,22 @@ def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: 
     assert counters["sip_proxy_new_dialogs"] == 1, counters  # the INVITE (its retransmissions remembered)
     assert counters["sip_proxy_in_dialog"] >= 2, counters  # ACK and BYE by the Route naming the node
     assert counters["sip_proxy_responses"] >= 2 and counters["sip_proxy_bad"] == 0, counters
+    # The room hangs up a second call: the media node's BYE goes through the gateway to the caller.
+    (tmp_path / "hangup.xml").write_text(HUNG_UP_BY_THE_ROOM)
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(run_sipp, tmp_path, gw_sip, "hangup.xml", token)
+        deadline = time.monotonic() + 10
+        calls: list[tuple[Member, dict[str, Any]]] = []
+        while not calls and time.monotonic() < deadline and not second.done():
+            calls = [(m, c) for m in media for c in sip_calls(m)]
+            time.sleep(0.2)
+        assert len(calls) == 1, (calls, second.done() and sipp_failure(second.result(), tmp_path))
+        node, call = calls[0]
+        status, _, body = http("DELETE", f"{node.base}/api/sip/calls/{call['session']}",
+                               headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip
+        assert status == 200, body
+        proc = second.result()
+    assert proc.returncode == 0, sipp_failure(proc, tmp_path)  # sipp got the BYE and its 200 reached the node
+    counters = gw.info()["counters"]
+    assert counters["sip_proxy_new_dialogs"] == 2 and counters["sip_proxy_toward_caller"] >= 1, counters
+    assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters

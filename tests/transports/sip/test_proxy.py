@@ -164,7 +164,7 @@ def test_via_stack_round_trips_through_the_proxy(
 
 
 @settings(max_examples=150, deadline=None)
-@given(node=st.integers(0, 10**6), extra=st.lists(st.sampled_from(["<sip:p1.example.com;lr>", "<sip:10.9.9.9;lr>"]),
+@given(node=st.integers(0, 10**6), extra=st.lists(st.sampled_from(["<sip:10.8.8.8:5080;lr>", "<sip:10.9.9.9;lr>"]),
        max_size=2), user=st.one_of(st.none(), tokens))  # fmt: skip
 def test_our_route_is_read_back_and_removed(node: int, extra: list[str], user: str | None) -> None:
     """s16.4: the top Route naming us is removed, the rest kept in order; its node decides the hop."""
@@ -177,5 +177,37 @@ def test_our_route_is_read_back_and_removed(node: int, extra: list[str], user: s
     # From the node itself: toward the next Route, else the Request-URI.
     (out,) = run(proxy, serialize(invite(to_tag="n", method="BYE", routes=[ours, *extra])), target.address,
                  nodes=[target])  # fmt: skip
-    expected = {"<sip:p1.example.com;lr>": ("p1.example.com", 5060), "<sip:10.9.9.9;lr>": ("10.9.9.9", 5060)}
+    expected = {"<sip:10.8.8.8:5080;lr>": ("10.8.8.8", 5080), "<sip:10.9.9.9;lr>": ("10.9.9.9", 5060)}
     assert out.destination == (expected[extra[0]] if extra else ("10.0.0.1", 5060))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda msg, cut, junk: msg[:cut] + junk + msg[cut:], st.sampled_from([
+        serialize(invite()),
+        serialize(invite(to_tag="n", method="BYE", routes=[f"<sip:10.0.0.1:5060;lr;{NODE_PARAM}=1>"])),
+        serialize(make_response(invite(), 200, to_tag="t"))]), st.integers(0, 400), st.binary(max_size=40)),
+))  # fmt: skip
+def test_any_datagram_is_answered_forwarded_or_dropped_never_raised(data: bytes) -> None:
+    """Bad input never crashes the gateway: whatever comes in, the proxy emits parseable SIP or nothing."""
+    proxy = StatelessProxy(*GW)
+    for d in run(proxy, data, CALLER) + run(proxy, data, NODES[1].address):
+        parse_message(d.data, validate=False)
+        assert d.destination[1] > 0
+
+
+def test_hostnames_are_never_looked_up() -> None:
+    """No DNS on the proxy: a next hop named by a host name is refused (502), a response toward one dropped."""
+    proxy = StatelessProxy(*GW)
+    node = SipNode(1, ("10.0.0.2", 5061))
+    bye = invite(to_tag="n", method="BYE", routes=[f"<sip:10.0.0.1:5060;lr;{NODE_PARAM}=1>"])
+    bye.uri = "sip:alice@phone.example.com"
+    (r,) = run(proxy, serialize(bye), node.address, nodes=[node])
+    assert r.destination == node.address and parse_message(r.data).status == 502  # type: ignore[union-attr]
+    resp = make_response(invite(), 180, to_tag="t")
+    resp.headers.remove("Via")
+    for v in ("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-tmp-x", "SIP/2.0/UDP phone.example.com:5070;branch=z9hG4bK1"):
+        resp.headers.add("Via", v)
+    assert run(proxy, serialize(resp), node.address, nodes=[node]) == []
+    assert proxy.counters["sip_proxy_not_an_ip"] == 2

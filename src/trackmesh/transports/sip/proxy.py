@@ -21,6 +21,7 @@ Sans-IO: fed datagrams, their source, the zone's SIP nodes and ``now``; drained 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,14 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def branch_key(request: Request, top: Via) -> str:
     """s16.11: the same value for retransmissions, and for a CANCEL or non-2xx ACK as for their INVITE."""
     branch = top.branch or ""
@@ -96,7 +105,7 @@ class StatelessProxy:
         #: ``sip_proxy_<what>`` counters, in the gateway's own dict when given (its /metrics).
         self.counters: dict[str, int] = counters if counters is not None else {}
         for what in ("requests", "responses", "new_dialogs", "in_dialog", "toward_caller", "bad", "too_many_hops",
-                     "no_node", "unknown_dialog", "stray_responses", "loops"):  # fmt: skip
+                     "no_node", "unknown_dialog", "stray_responses", "loops", "not_an_ip"):  # fmt: skip
             self.counters.setdefault(PREFIX + what, 0)
 
     # ---- input ---------------------------------------------------------------------------------
@@ -175,6 +184,11 @@ class StatelessProxy:
             if req.method == "INVITE" and to_tag is None:
                 # s16.6 step 4: stay on the path; the node is named so later requests need no state here.
                 req.headers.insert("Record-Route", f"<sip:{self._hostport()};lr;{NODE_PARAM}={chosen.node}>")
+        if not _is_ip(destination[0]):
+            # No DNS here (a blocking look-up would stall the gateway): next hops are IP addresses.
+            self.counters[PREFIX + "not_an_ip"] += 1
+            self._reply(req, source, 502, "next hop is not an IP address (no DNS on this proxy)")
+            return
         req.headers.set("Max-Forwards", str(hops - 1))  # s16.6 step 3
         via = Via("UDP", self.host, self.port, {"branch": BRANCH_PREFIX + key, "rport": None})
         req.headers.insert("Via", str(via))  # s16.6 step 8
@@ -233,10 +247,14 @@ class StatelessProxy:
         if not ours or nxt is None:
             self.counters[PREFIX + "stray_responses"] += 1  # s16.7 step 3 / s18.1.2: not ours, dropped
             return
+        destination = response_address(nxt)
+        if not _is_ip(destination[0]):
+            self.counters[PREFIX + "not_an_ip"] += 1
+            return
         resp.headers.remove("Via")
         for v in vias[1:]:
             resp.headers.add("Via", v)
-        self._out.append(ProxyDatagram(serialize(resp), response_address(nxt)))
+        self._out.append(ProxyDatagram(serialize(resp), destination))
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -258,7 +276,10 @@ class StatelessProxy:
             return
         if retry_after:
             resp.headers.add("Retry-After", str(RETRY_AFTER))
-        self._out.append(ProxyDatagram(serialize(resp), response_address(top, source)))
+        destination = response_address(top, source)
+        if not _is_ip(destination[0]):
+            destination = source  # an unstamped Via naming a host: answer where the request came from
+        self._out.append(ProxyDatagram(serialize(resp), destination))
 
     def _reject_unparsable(self, data: bytes, source: Address, exc: SipParseError) -> None:
         """400 (or the status the parser names) with the reason, when the request is readable enough."""

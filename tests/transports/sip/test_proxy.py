@@ -211,3 +211,25 @@ def test_hostnames_are_never_looked_up() -> None:
         resp.headers.add("Via", v)
     assert run(proxy, serialize(resp), node.address, nodes=[node]) == []
     assert proxy.counters["sip_proxy_not_an_ip"] == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(user=tokens, ids=st.lists(st.integers(0, 1000), min_size=2, max_size=5, unique=True))
+def test_register_goes_by_its_address_of_record(user: str, ids: list[int]) -> None:
+    """Every REGISTER of an AOR reaches the same node whatever the load order (its bindings live
+    there); a node leaving moves only its own AORs."""
+    nodes = [SipNode(i, ("10.0.1.1", 5000 + i)) for i in ids]
+
+    def register(branch: str, order: list[SipNode]) -> tuple[str, int]:
+        req = invite("z9hG4bK" + branch, method="REGISTER")
+        req.headers.set("To", f"<sip:{user}@example.com>")
+        proxy = StatelessProxy(*GW)
+        (fwd,) = run(proxy, serialize(req), CALLER, nodes=order)
+        assert parse_message(fwd.data).headers.get_all("Record-Route") == []  # not a dialog
+        return fwd.destination
+
+    first = register("r1", nodes)
+    assert register("r2", list(reversed(nodes))) == first
+    others = [n for n in nodes if n.address != first]
+    survivor = register("r3", [n for n in nodes if n.address != others[0].address])
+    assert survivor == first

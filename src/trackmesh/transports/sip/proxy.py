@@ -1,7 +1,8 @@
 """A stateless SIP proxy (RFC 3261 s16.11): the zone gateway's ``--sip-port`` in front of the media nodes.
 
-Trunks and phones need one address for the whole zone. Each new dialog (INVITE, REGISTER, OPTIONS
-... without a To tag) goes to the least-loaded media node that runs SIP; the proxy pushes its Via
+Trunks and phones need one address for the whole zone. Each new dialog (INVITE, OPTIONS ... without
+a To tag) goes to the least-loaded media node that runs SIP (a REGISTER to the node its address of
+record hashes to, so refreshes meet their binding); the proxy pushes its Via
 (s16.6 step 8) and, on an INVITE, a Record-Route naming itself and the chosen node
 (``<sip:GW:PORT;lr;tmnode=N>``, s16.6 step 4), so every later request of the dialog comes back
 through the proxy with that Route (s12.2.1.1) and is forwarded to the same node, in either direction,
@@ -79,6 +80,18 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _registrar_of(req: Request, nodes: Sequence[SipNode]) -> SipNode | None:
+    """REGISTER goes by its address of record (To, s10.2), not by load: bindings live on one node, so
+    every refresh of an AOR must reach the same one. Rendezvous hashing keeps that without state
+    and moves only the AORs of a node that leaves."""
+    accepting = [n for n in nodes if n.accepting]
+    if not accepting:
+        return None
+    aor = SipUri.parse(req.to().uri)
+    key = f"{aor.user or ''}@{aor.host.lower()}"
+    return max(accepting, key=lambda n: (_digest("aor", key, str(n.node)), n.node))
 
 
 def branch_key(request: Request, top: Via) -> str:
@@ -169,7 +182,8 @@ class StatelessProxy:
         else:
             chosen = self._choice(now, key, by_id)
             if chosen is None and (to_tag is None or req.method == "CANCEL"):
-                chosen = next((n for n in nodes if n.accepting), None)
+                chosen = _registrar_of(req, nodes) if req.method == "REGISTER" else None
+                chosen = chosen or next((n for n in nodes if n.accepting), None)
                 if chosen is None:
                     self.counters[PREFIX + "no_node"] += 1
                     self._reply(req, source, 503, "No media node of this zone takes SIP", retry_after=True)

@@ -20,7 +20,7 @@ from trackmesh.core.controls import Join, Publish, Unpublish
 from trackmesh.core.events import KeyframeRequested
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
-from trackmesh.runtime.console_other_sessions import moq_rows
+from trackmesh.http.console.other_sessions import moq_rows
 from trackmesh.runtime.moq_auth import TokenAuthorizer
 from trackmesh.runtime.moq_room_ingest import MoqRoomIngest
 from trackmesh.runtime.moq_rooms import MoqRooms

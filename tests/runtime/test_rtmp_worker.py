@@ -16,10 +16,10 @@ from tests.runtime.node_process import free_port
 from tests.transports.rtmp.client import TestClient, commands
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.config import resolve
+from trackmesh.http.console.other_sessions import add_other_sessions, rtmp_rows
 from trackmesh.http.console.routes import group_rooms
 from trackmesh.rpc import RpcError
 from trackmesh.runtime import rtmp_worker
-from trackmesh.runtime.console_other_sessions import add_other_sessions, rtmp_rows
 from trackmesh.runtime.rtmp_worker import RtmpTransport
 from trackmesh.runtime.worker import WorkerRuntime
 from trackmesh.security.tokens import SessionToken, issue

@@ -29,9 +29,8 @@ import zenoh
 
 from trackmesh.cluster.membership import REPORT_INTERVAL
 from trackmesh.cluster.zenoh_registry import undeclare
+from trackmesh.http.console.other_sessions import add_other_sessions
 from trackmesh.rpc import RpcError
-
-from .console_other_sessions import add_other_sessions
 
 log = logging.getLogger("trackmesh.console")
 

@@ -33,9 +33,9 @@ from sqlalchemy import select
 from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
+from trackmesh.http.console.other_sessions import add_other_sessions, moq_rows
 from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
-from trackmesh.runtime.console_other_sessions import add_other_sessions, moq_rows
 from trackmesh.security.throttle import FailureThrottle, source_key
 from trackmesh.security.tokens import app_secret_matches
 
@@ -268,7 +268,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         unanswered: list[str] = []
         cluster = node.config.role == "console"
         results = await node.call_workers("console.rooms", {"app": app})
-        if not cluster:  # and the RTMP, SIP and MoQ sessions (runtime/console_other_sessions.py)
+        if not cluster:  # and the RTMP, SIP and MoQ sessions (http/console/other_sessions.py)
             results = add_other_sessions(app, results, await node.call_workers("rtmp.list", {}),
                                          await node.call_workers("sip.stats", {}))  # fmt: skip
             moq = getattr(node, "moq", None)

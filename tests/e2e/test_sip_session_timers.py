@@ -4,8 +4,9 @@ of a few seconds is agreed:
 
 - sipp asks ``refresher=uas``: the node refreshes at half the interval (UPDATE, sipp allows it),
   sipp answers each refresh, and the call outlives the interval (sipp's BYE gets 200, not 481).
-- sipp takes ``refresher=uac`` and then never refreshes (it vanished): the node's timer ends the
-  call with a BYE toward it, and the caller's peer leaves the room.
+- sipp takes ``refresher=uac`` and then never refreshes (it vanished), or ``refresher=uas`` and
+  never answers the node's refresh: the node's timer ends the call with a BYE toward it, and the
+  caller's peer leaves the room.
 
 Loopback only, inside the private network namespace (scripts/test.sh); sipp always gets -timeout.
 """
@@ -131,6 +132,23 @@ VANISHED_SCENARIO = (
 """
 )
 
+# refresher=uas and then silence: the node's UPDATE at ~2 s is never answered, so when the next
+# refresh is due (~4 s, the session's expiry) the node ends the call with BYE (RFC 4028 s10). Over
+# TCP, where the unanswered UPDATE is not retransmitted at sipp (which would abort on it).
+UNANSWERED_SCENARIO = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="refresh unanswered">\n'
+    + _INVITE.format(user="silent", expires=4, refresher="uas")
+    + """  <recv request="UPDATE" timeout="4000"/>
+  <recv request="BYE" timeout="6000">
+    <action>
+      <ereg regexp="session refresh unanswered" search_in="msg" check_it="true" assign_to="why"/>
+    </action>
+  </recv>
+  <Reference variables="se,why"/>
+</scenario>
+"""
+)
+
 
 @pytest.fixture(scope="module")
 def timer_node(netns_guard: None) -> Iterator[tuple[TrackmeshNode, int]]:
@@ -173,14 +191,23 @@ def test_the_node_refreshes_the_session_and_the_call_stays_up(
     assert after["ended_by_us"] == before["ended_by_us"], after
 
 
-def test_a_vanished_caller_is_ended_by_the_session_timer(timer_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "peer", "transport", "earliest"),
+    [(VANISHED_SCENARIO, "sip-vanished", "u1", 1.5), (UNANSWERED_SCENARIO, "sip-silent", "t1", 3.5)],
+    ids=["refresher-uac-stops-refreshing", "refresher-uas-refresh-unanswered"],
+)
+def test_a_vanished_caller_is_ended_by_the_session_timer(
+    timer_node: tuple[TrackmeshNode, int], tmp_path: Path, scenario: str, peer: str, transport: str, earliest: float
+) -> None:
     node, sip_port = timer_node
-    room = "sip-timer-vanished"
+    room = f"sip-timer-{peer}"
     before = sip_stats(node)
-    (tmp_path / "vanished.xml").write_text(VANISHED_SCENARIO)
+    (tmp_path / "vanished.xml").write_text(scenario)
     started = time.monotonic()
     sipp = ThreadPoolExecutor(1)
-    run = sipp.submit(run_sipp, tmp_path, sip_port, "-sf", "vanished.xml", "-s", node.token("sip", room))
+    run = sipp.submit(
+        run_sipp, tmp_path, sip_port, "-sf", "vanished.xml", "-s", node.token("sip", room), "-t", transport
+    )
     during: list[tuple[list[str], int]] = []
     while not run.done():  # the call and its room, as the node reports them while it lasts
         during.append(([c["peer"] for c in sip_calls(node)], rooms_with_peers(node)))
@@ -189,8 +216,8 @@ def test_a_vanished_caller_is_ended_by_the_session_timer(timer_node: tuple[Track
     sipp.shutdown()
     took = time.monotonic() - started
     assert rc == 0, out  # the node's BYE arrived, with its reason
-    assert took >= 1.5, took  # not at once: when the 3 s interval ran out (minus 1 s, s10)
-    assert (["sip-vanished"], 1) in during, during  # the caller was a peer of the room
+    assert took >= earliest, took  # not at once: when the interval ran out (s10)
+    assert ([peer], 1) in during, during  # the caller was a peer of the room
     after = sip_stats(node)
     assert after["session_timer_expired"] == before["session_timer_expired"] + 1, after
     assert after["ended_by_us"] == before["ended_by_us"] + 1, after

@@ -2,8 +2,9 @@
 (``--dev --sip-min-se 2``: production keeps RFC 4028's floor of 90 s, docs/sip.md) so an interval
 of a few seconds is agreed:
 
-- sipp asks ``refresher=uas``: the node refreshes at half the interval (UPDATE, sipp allows it),
-  sipp answers each refresh, and the call outlives the interval (sipp's BYE gets 200, not 481).
+- sipp asks ``refresher=uas``: the node refreshes at half the interval (UPDATE when sipp allows
+  it, else a re-INVITE it ACKs), sipp answers each refresh, and the call outlives the interval
+  (sipp's BYE gets 200, not 481).
 - sipp takes ``refresher=uac`` and then never refreshes (it vanished), or ``refresher=uas`` and
   never answers the node's refresh: the node's timer ends the call with a BYE toward it, and the
   caller's peer leaves the room.
@@ -37,7 +38,7 @@ Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: <sip:{user}@[local_ip]:[local_port]>
 Max-Forwards: 70
-Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE
+Allow: {allow}
 Supported: timer
 Session-Expires: {expires};refresher={refresher}
 Content-Type: application/sdp
@@ -92,14 +93,51 @@ Content-Length: 0
 ]]></send>
 """
 
-# refresher=uas: two refreshes answered (at ~2 s and ~4 s, past the 4 s interval), then our BYE:
-# its 200 (not 481) says the node still holds the call.
-REFRESHED_SCENARIO = (
-    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="session refreshed by the uas">\n'
-    + _INVITE.format(user="refreshed", expires=4, refresher="uas")
-    + _ANSWER_UPDATE.format(timeout=4000, expires=4, var="r1")
-    + _ANSWER_UPDATE.format(timeout=4000, expires=4, var="r2")
-    + """  <send retrans="500"><![CDATA[
+# Without UPDATE in the caller's Allow the refresh is a re-INVITE with the node's SDP: sipp
+# answers 200 with its own, and the node ACKs it (RFC 3261 s13.2.2.4).
+_ANSWER_REINVITE = """  <recv request="INVITE" timeout="{timeout}">
+    <action>
+      <ereg regexp="Session-Expires: {expires};refresher=uas" search_in="msg" check_it="true" assign_to="{var}"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:refreshed@[local_ip]:[local_port]>
+Session-Expires: {expires};refresher=uas
+Require: timer
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+]]></send>
+  <recv request="ACK"/>
+"""
+
+
+def refreshed_scenario(method: str) -> str:
+    """refresher=uas: two refreshes answered (at ~2 s and ~4 s, past the 4 s interval), then our
+    BYE: its 200 (not 481) says the node still holds the call."""
+    allow = "INVITE, ACK, BYE, CANCEL, OPTIONS" + (", UPDATE" if method == "UPDATE" else "")
+    answer = _ANSWER_UPDATE if method == "UPDATE" else _ANSWER_REINVITE
+    return (
+        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="session refreshed by the uas">\n'
+        + _INVITE.format(user="refreshed", expires=4, refresher="uas", allow=allow)
+        + answer.format(timeout=4000, expires=4, var="r1")
+        + answer.format(timeout=4000, expires=4, var="r2")
+        + """  <send retrans="500"><![CDATA[
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:refreshed@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -114,14 +152,15 @@ Content-Length: 0
   <Reference variables="se,r1,r2"/>
 </scenario>
 """
-)
+    )
+
 
 # refresher=uac and then silence: no refresh, no answer. The node's BYE (RFC 4028 s10: at the
 # interval minus min(32, interval/3), so ~2 s for 3 s) is the last thing sipp waits for; it never
 # answers it (gone), so the node's BYE transaction just times out.
 VANISHED_SCENARIO = (
     '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="caller vanishes">\n'
-    + _INVITE.format(user="vanished", expires=3, refresher="uac")
+    + _INVITE.format(user="vanished", expires=3, refresher="uac", allow="INVITE, ACK, BYE")
     + """  <recv request="BYE" timeout="6000">
     <action>
       <ereg regexp="session timer expired" search_in="msg" check_it="true" assign_to="why"/>
@@ -137,7 +176,7 @@ VANISHED_SCENARIO = (
 # TCP, where the unanswered UPDATE is not retransmitted at sipp (which would abort on it).
 UNANSWERED_SCENARIO = (
     '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="refresh unanswered">\n'
-    + _INVITE.format(user="silent", expires=4, refresher="uas")
+    + _INVITE.format(user="silent", expires=4, refresher="uas", allow="INVITE, ACK, BYE, UPDATE")
     + """  <recv request="UPDATE" timeout="4000"/>
   <recv request="BYE" timeout="6000">
     <action>
@@ -177,14 +216,15 @@ def rooms_with_peers(node: TrackmeshNode) -> int:
     return sum(int(w["rooms"]) for w in node.info()["workers"])
 
 
+@pytest.mark.parametrize("method", ["UPDATE", "INVITE"])
 def test_the_node_refreshes_the_session_and_the_call_stays_up(
-    timer_node: tuple[TrackmeshNode, int], tmp_path: Path
+    timer_node: tuple[TrackmeshNode, int], tmp_path: Path, method: str
 ) -> None:
     node, sip_port = timer_node
     before = sip_stats(node)
-    (tmp_path / "refreshed.xml").write_text(REFRESHED_SCENARIO)
+    (tmp_path / "refreshed.xml").write_text(refreshed_scenario(method))
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "refreshed.xml", "-s", node.token("sip", "sip-timer-refreshed"))
-    assert rc == 0, out  # 200 with refresher=uas, two UPDATEs with Session-Expires, our BYE answered 200
+    assert rc == 0, out  # 200 with refresher=uas, two refreshes with Session-Expires, our BYE answered 200
     after = sip_stats(node)
     assert after["ended_by_phone"] == before["ended_by_phone"] + 1, after  # sipp's BYE, not a timer
     assert after["session_timer_expired"] == before["session_timer_expired"], after

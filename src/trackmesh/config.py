@@ -523,7 +523,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--record-s3-endpoint", "S3-compatible endpoint for --record-s3 (MinIO, Ceph...; path-style addressing)",
          _url("--record-s3-endpoint", ("http", "https")), ("standalone", "media"), "URL"),
     Flag("--sip-port", "UDP and TCP port for SIP calls into rooms (default 5060, skipped with a warning when busy; "
-         "0 = no SIP; see docs/sip.md)", _port("--sip-port", True), ("standalone", "media"), "PORT"),
+         "0 = no SIP); on a gateway: the UDP port of the stateless proxy to the zone's media nodes (off unless "
+         "given). See docs/sip.md", _port("--sip-port", True), ("standalone", "media", "gateway"), "PORT"),
     Flag("--sip-rtp-ports", "UDP ports of SIP calls' RTP, two per call (default 40000-40999)",
          _port_range("--sip-rtp-ports"), ("standalone", "media"), "LOW-HIGH"),
     Flag("--sip-hook-url", "atm0s 0.1 SIP hooks: POST URL/invite names the room of a call without our token or "

@@ -104,6 +104,8 @@ def test_rtmp_flags() -> None:
             resolve("standalone", flags, {})
     assert resolve("gateway", {"rtmp_port": "1936"}, {}).rtmp_port == 1936  # the gateway's splice
     assert resolve("gateway", {}, {}).rtmp_port is None  # off on a gateway unless given
+    assert resolve("gateway", {"sip_port": "5070"}, {}).sip_port == 5070  # the gateway's SIP proxy
+    assert resolve("gateway", {}, {}).sip_port is None  # off on a gateway unless given (gateway/node.py)
 
 
 def test_the_connector_role_takes_the_cluster_and_connector_flags_and_needs_the_secret() -> None:

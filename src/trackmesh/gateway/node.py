@@ -47,6 +47,7 @@ from trackmesh.runtime.node import Node, StartupError
 
 from .directory import BadReport, NodeDirectory, ZoneDirectory, parse_report
 from .rtmp_splice import RtmpSplice
+from .sip_proxy import SipProxyDriver
 
 log = logging.getLogger("trackmesh.gateway")
 
@@ -77,6 +78,8 @@ class GatewayNode(Node):
         self._entities: list[Any] = []
         #: ``--rtmp-port``: encoders' connections spliced to the zone's media nodes (rtmp_splice.py).
         self.rtmp: RtmpSplice | None = None
+        #: ``--sip-port``: the stateless SIP proxy to the zone's media nodes (sip_proxy.py).
+        self.sip_proxy: SipProxyDriver | None = None
         self._task: asyncio.Task[None] | None = None
         self.status: StatusReporter | None = None  # for the console role (runtime/console_query.py)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +147,21 @@ class GatewayNode(Node):
                 raise StartupError(f"--rtmp-port: cannot listen on {where}: {exc.strerror}") from None
             self.rtmp = splice
             log.info("rtmp splice listening", extra={"fields": {"rtmp": f"{cfg.http_host}:{cfg.rtmp_port}"}})
+        if cfg.sip_port:
+            await self._start_sip_proxy(cfg.http_host, cfg.sip_port)
+
+    async def _start_sip_proxy(self, host: str, port: int) -> None:
+        # The proxy writes its address in Via and Record-Route: callers and media nodes must reach it there.
+        if host in ("0.0.0.0", "::", ""):
+            raise StartupError(f"--sip-port on a gateway needs a specific --http-host (not {host!r}): the proxy "
+                               "names that address in Via and Record-Route")  # fmt: skip
+        proxy = SipProxyDriver(self.directory, self.now, self.counters)
+        try:
+            await proxy.start(host, port)
+        except OSError as exc:
+            raise StartupError(f"--sip-port: cannot listen on UDP {host}:{port}: {exc.strerror}") from None
+        self.sip_proxy = proxy
+        log.info("sip proxy listening", extra={"fields": {"sip": f"{host}:{proxy.port}"}})
 
     def create_app(self) -> Any:
         from .app import create_gateway_app
@@ -262,6 +280,9 @@ class GatewayNode(Node):
         if self.rtmp is not None:
             await self.rtmp.close()
             self.rtmp = None
+        if self.sip_proxy is not None:
+            self.sip_proxy.close()
+            self.sip_proxy = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

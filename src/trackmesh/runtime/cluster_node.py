@@ -290,6 +290,9 @@ class ClusterMediaNode(Node):
         rtmp = self._rtmp_address()
         if rtmp is not None:
             report["rtmp"] = rtmp  # where a gateway splices encoders to (gateway/rtmp_splice.py)
+        if self.sip is not None:  # where a gateway's SIP proxy sends new dialogs (gateway/sip_proxy.py)
+            host = cfg.node_ip
+            report["sip"] = f"{f'[{host}]' if ':' in host else host}:{self.sip.port}"
         cluster = self.cluster
         if cluster is not None and not cluster.node.session.is_closed():
             cluster.node.session.put(f"{LOAD_ROOT}{cfg.zone}/{self.index}", json.dumps(report))

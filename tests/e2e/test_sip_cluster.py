@@ -1,0 +1,245 @@
+"""SIP in a cluster: sipp calls the zone gateway's --sip-port, the stateless proxy (transports/sip/proxy.py)
+hands the dialog to a media node, the call's ACK and BYE follow the Record-Route back through the gateway.
+
+A gateway and two media nodes with SIP on, as real processes in the private network namespace (loopback
+only); sipp gets -timeout and its scenario honours Record-Route (``rrs``, ``[routes]``, ``[next_url]``)
+like any RFC 3261 UA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.test_roles import SECRET, Cluster, Member, http
+
+pytestmark = pytest.mark.e2e
+
+HOST = "127.0.0.1"
+SIPP_PCAPS = Path("/usr/share/sip-tester")
+
+#: sipp's built-in uac_pcap, with the dialog's route set: ACK and BYE carry the gateway's Record-Route.
+PROXIED_PCAP = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac_pcap through a proxy">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[local_ip_type] [local_ip]
+t=0 0
+m=audio [auto_media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-11,16
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true">
+    <action>
+      <ereg regexp="Record-Route: .sip:127.0.0.1:[0-9]+;lr;tmnode=[0-9]+" search_in="msg" check_it="true"
+            assign_to="rr"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+[routes]
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
+  <pause milliseconds="3000"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+[routes]
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="rr"/>
+</scenario>
+"""
+
+
+#: A call the room hangs up: the media node's BYE follows the route set it took from Record-Route.
+HUNG_UP_BY_THE_ROOM = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hung up by the room, through a proxy">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[local_ip_type] [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+[routes]
+From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cluster(netns_guard: None) -> Iterator[Cluster]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)
+
+
+def run_sipp(cwd: Path, port: int, scenario: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sipp", f"{HOST}:{port}", "-i", HOST, "-p", str(free_udp_port()), "-mp", str(free_udp_port() & ~1),
+         "-m", "1", "-timeout", "15s", "-nostdin", "-trace_err", "-sf", scenario, "-s", token],
+        cwd=cwd, capture_output=True, text=True, timeout=25,
+    )  # fmt: skip
+
+
+def sipp_failure(proc: subprocess.CompletedProcess[str], cwd: Path) -> str:
+    errors = "".join(p.read_text(errors="replace") for p in cwd.glob("*errors.log"))
+    return proc.stdout[-1500:] + proc.stderr[-500:] + errors[-2000:]
+
+
+def sip_calls(m: Member) -> list[dict[str, Any]]:
+    status, _, body = http("GET", m.base + "/api/sip/calls", headers={"Authorization": f"Bearer {SECRET}"})
+    assert status == 200, body
+    return list(json.loads(body)["data"]["calls"])
+
+
+def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: Cluster, tmp_path: Path) -> None:
+    gw_sip = free_udp_port()
+    gw = cluster.start("gateway", 1, 1, "--sip-port", str(gw_sip))
+    media = [cluster.media(1, 10 + i, "--sip-port", str(free_udp_port()), "--sip-rtp-ports",
+                           f"{43000 + 100 * i}-{43099 + 100 * i}") for i in range(2)]  # fmt: skip
+    nodes = cluster.wait_nodes(gw, 2)
+    deadline = time.monotonic() + 10
+    while not all("sip" in n for n in nodes) and time.monotonic() < deadline:  # their load reports name SIP
+        time.sleep(0.2)
+        nodes = cluster.wait_nodes(gw, 2)
+    assert sorted(n["sip"].rpartition(":")[0] for n in nodes) == [HOST, HOST], nodes
+    room = "sip-cluster-room"
+    body = json.dumps({"room": room, "peer": "trunk1", "ttl": 600}).encode()
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+    status, _, raw = http("POST", gw.base + "/token/sip", body, auth)
+    assert status == 200, raw
+    token = json.loads(raw)["data"]["token"]
+    (tmp_path / "proxied.xml").write_text(PROXIED_PCAP)
+    (tmp_path / "pcap").symlink_to(SIPP_PCAPS)
+
+    async def main() -> tuple[subprocess.CompletedProcess[str], list[tuple[int, dict[str, Any]]]]:
+        sipp = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, gw_sip, "proxied.xml", token))
+        seen: list[tuple[int, dict[str, Any]]] = []
+        while not sipp.done():  # the call as each media node reports it, while it lasts
+            for i, m in enumerate(media):
+                seen += [(i, c) for c in await asyncio.to_thread(sip_calls, m)]
+            await asyncio.sleep(0.3)
+        return await sipp, seen
+
+    proc, seen = asyncio.run(main())
+    assert proc.returncode == 0, sipp_failure(proc, tmp_path)
+    # One media node had the call, in the room, with the phone's RTP arriving (PCMA in, Opus into the room).
+    assert {i for i, _ in seen} in ({0}, {1}), seen
+    last = seen[-1][1]
+    assert last["room"] == room and last["peer"] == "trunk1" and last["codec"] == "PCMA", last
+    assert last["rtp_in"] > 20 and last["uplink_packets"] > 20, last
+    owner = media[seen[-1][0]]
+    deadline = time.monotonic() + 5
+    while sip_calls(owner) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sip_calls(owner) == []  # the BYE, through the proxy, ended the call
+    counters = gw.info()["counters"]
+    assert counters["sip_proxy_new_dialogs"] == 1, counters  # the INVITE (its retransmissions remembered)
+    assert counters["sip_proxy_in_dialog"] >= 2, counters  # ACK and BYE by the Route naming the node
+    assert counters["sip_proxy_responses"] >= 2 and counters["sip_proxy_bad"] == 0, counters
+    # The room hangs up a second call: the media node's BYE goes through the gateway to the caller.
+    (tmp_path / "hangup.xml").write_text(HUNG_UP_BY_THE_ROOM)
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(run_sipp, tmp_path, gw_sip, "hangup.xml", token)
+        deadline = time.monotonic() + 10
+        calls: list[tuple[Member, dict[str, Any]]] = []
+        while not calls and time.monotonic() < deadline and not second.done():
+            calls = [(m, c) for m in media for c in sip_calls(m)]
+            time.sleep(0.2)
+        assert len(calls) == 1, (calls, second.done() and sipp_failure(second.result(), tmp_path))
+        node, call = calls[0]
+        status, _, body = http("DELETE", f"{node.base}/api/sip/calls/{call['session']}",
+                               headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip
+        assert status == 200, body
+        proc = second.result()
+    assert proc.returncode == 0, sipp_failure(proc, tmp_path)  # sipp got the BYE and its 200 reached the node
+    counters = gw.info()["counters"]
+    assert counters["sip_proxy_new_dialogs"] == 2 and counters["sip_proxy_toward_caller"] >= 1, counters
+    assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters

@@ -97,6 +97,9 @@ class NodeConfig:
     sip_digest_algorithms: tuple[str, ...] = ("MD5",)
     # --sip-register: an upstream account the node registers to (transports/sip/registration.py).
     sip_register: UpstreamAccount | None = None
+    # RFC 4028 Min-SE: the shortest session interval we agree to. Below 90 s only with --dev, so
+    # tests can watch a refresh and a dead call's timer within seconds (docs/sip.md).
+    sip_min_se: int = 90
 
     @property
     def sip_listen_port(self) -> int:
@@ -197,6 +200,8 @@ def _host(flag: str) -> Callable[[str], str]:
 
 
 MIN_SECRET_CHARS = 16
+SIP_MIN_SE = 90  # RFC 4028 s4: Min-SE is never below 90 s
+SIP_MIN_SE_DEV = 2  # --dev only: short enough for a test, long enough for a refresh round trip
 
 
 def _secret(flag: str) -> Callable[[str], str]:
@@ -528,6 +533,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--sip-register", "register to an upstream account (a trunk, Kamailio) and take the calls it routes to us "
          "into ROOM: sip:USER:PASSWORD@IP[:PORT][;room=ROOM][;expires=SECONDS] (docs/sip.md; prefer the "
          "environment variable: it holds a password)", _sip_account("--sip-register"), ("standalone", "media"), "URI"),
+    Flag("--sip-min-se", "RFC 4028 Min-SE: the shortest SIP session-timer interval agreed (default 90, the RFC's "
+         f"floor; {SIP_MIN_SE_DEV}..89 only with --dev, for tests; see docs/sip.md)",
+         _int_range("--sip-min-se", SIP_MIN_SE_DEV, 86400), ("standalone", "media"), "SECONDS"),
     Flag("--sip-digest-algorithms", "digest challenges offered to SIP callers, in order (default MD5: older UAs "
          "such as baresip 1.0 and sipp fail on SHA-256 challenges; SHA-256,MD5 for RFC 8760 phones)",
          _digest_algorithms("--sip-digest-algorithms"), ("standalone", "media"), "LIST"),
@@ -581,6 +589,11 @@ def resolve(role: str, cli_values: Mapping[str, Any], environ: Mapping[str, str]
         raise ConfigError("--record-s3-endpoint: only with --record-s3 (the bucket and prefix to upload to)")
     if role in ("connector", "console") and values.get("secret_generated"):
         raise ConfigError(f"--secret: the {role} needs the cluster secret (its links are authenticated with it)")
+    if values.get("sip_min_se", SIP_MIN_SE) < SIP_MIN_SE and not values.get("dev"):
+        raise ConfigError(
+            f"--sip-min-se: {values['sip_min_se']} is below RFC 4028's floor of {SIP_MIN_SE} s; accepted: "
+            f"{SIP_MIN_SE}..86400 ({SIP_MIN_SE_DEV}..86400 only with --dev, for tests)"
+        )
     if role == "standalone":
         values.setdefault("moq_port", 4443)
     if bool(values.get("moq_cert")) != bool(values.get("moq_key")):

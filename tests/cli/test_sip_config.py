@@ -1,4 +1,5 @@
-"""The SIP flags: --sip-port (default 5060, 0 = off), --sip-rtp-ports, --sip-digest-algorithms, --sip-register."""
+"""The SIP flags: --sip-port (default 5060, 0 = off), --sip-rtp-ports, --sip-digest-algorithms, --sip-register,
+--sip-min-se."""
 
 from __future__ import annotations
 
@@ -46,3 +47,17 @@ def test_sip_register_from_the_environment_keeps_the_password_out_of_errors_and_
     with pytest.raises(ConfigError) as exc:
         resolve("standalone", {"sip_register": "sip:trunk:hunter2@pbx.example.com"}, {})
     assert "hunter2" not in str(exc.value)
+
+
+def test_sip_min_se_keeps_rfc_4028s_floor_unless_dev() -> None:
+    assert resolve("standalone", {}, {}).sip_min_se == 90  # RFC 4028 s4
+    assert resolve("media", {"sip_min_se": "1800"}, {}).sip_min_se == 1800
+    # Below 90 s only for tests and development (--dev): an interval of seconds is agreed.
+    assert resolve("standalone", {"sip_min_se": "2", "dev": True}, {}).sip_min_se == 2
+    assert resolve("standalone", {"dev": True}, {"TRACKMESH_SIP_MIN_SE": "5"}).sip_min_se == 5
+    with pytest.raises(ConfigError, match=r"--sip-min-se: 30 is below RFC 4028's floor of 90 s"):
+        resolve("standalone", {"sip_min_se": "30"}, {})
+    with pytest.raises(ConfigError, match="--sip-min-se"):
+        resolve("media", {"sip_min_se": "30"}, {})
+    with pytest.raises(ConfigError, match="--sip-min-se"):
+        resolve("standalone", {"sip_min_se": "1", "dev": True}, {})  # under 2 s: no time for a refresh

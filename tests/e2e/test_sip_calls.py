@@ -9,7 +9,8 @@
   a 401 challenge.
 - sipp REGISTERs and calls with the digest credentials of ``POST /token/sip`` (its own MD5).
 - A phone of bare sockets hears an aiortc WHIP publisher through the mixer (PCMU).
-- baresip (Debian's 1.0) with the digest account calls in Opus and records what it hears.
+- baresip (Debian's 1.0) with the digest account calls in Opus and records what it hears; a
+  Chromium WHEP viewer hears a PCMU baresip's tone (WebAudio AnalyserNode, the tone's FFT bin).
 - linphonec (Debian's 5.1) calls, pauses (hold) and resumes the call, sends a DTMF digit: the call
   stays up on hold and the digit reaches the room.
 - The room dials sipp's ``uas`` through ``POST /api/sip/calls`` and hangs up with ``DELETE``.
@@ -934,6 +935,96 @@ def test_baresip_softphone_with_digest_talks_and_hears(
     mono = samples[::channels]
     tone, other = tone_amplitude(mono, rate, 440.0), tone_amplitude(mono, rate, 1000.0)
     assert tone > 500 and tone > 10 * other, (tone, other)  # the tone itself, not baresip's own 1000 Hz
+
+
+# The received audio track's power spectrum in Chromium, through a WebAudio AnalyserNode: the
+# strongest bin within 12 Hz of the tone against the median of its neighbours 150-450 Hz away on
+# both sides, in dB, averaged over ``frames`` snapshots 100 ms apart.
+TONE_SPECTRUM_JS = """async ([name, freq, frames]) => {
+  const pc = window.__tm.pcs[name];
+  const track = pc.getReceivers().map((r) => r.track).find((t) => t.kind === "audio");
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  analyser.smoothingTimeConstant = 0;
+  ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const hz = ctx.sampleRate / analyser.fftSize;
+  const power = new Float64Array(analyser.frequencyBinCount);
+  const db = new Float32Array(analyser.frequencyBinCount);
+  for (let i = 0; i < frames; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    analyser.getFloatFrequencyData(db);
+    for (let b = 0; b < db.length; b++) power[b] += Math.pow(10, db[b] / 10) / frames;
+  }
+  const dB = (p) => 10 * Math.log10(p + 1e-20);
+  let tone = 0;
+  const neighbours = [];
+  for (let b = 0; b < power.length; b++) {
+    const off = Math.abs(b * hz - freq);
+    if (off <= 12) tone = Math.max(tone, power[b]);
+    else if (off >= 150 && off <= 450) neighbours.push(power[b]);
+  }
+  neighbours.sort((a, b) => a - b);
+  const floor = neighbours[Math.floor(neighbours.length / 2)];
+  await ctx.close();
+  return { tone_db: dB(tone), neighbours_db: dB(floor), hz, rate: ctx.sampleRate, state: track.readyState };
+}"""
+
+
+def test_chromium_whep_viewer_hears_the_phones_tone(
+    sip_node: tuple[TrackmeshNode, int], page: Any, tmp_path: Path
+) -> None:
+    """baresip (PCMU, a 1000 Hz tone from aufile) calls the room; a Chromium WHEP viewer of the room
+    hears it: G.711 -> Opus in the node -> WebRTC -> Chromium's decoder, measured at the tone's
+    frequency with a WebAudio AnalyserNode."""
+    from tests.e2e.clients import browser
+
+    if shutil.which("baresip") is None:
+        pytest.fail("baresip is missing: scripts/test.sh installs it (scripts/system-packages.txt)")
+    node, sip_port = sip_node
+    room = "sip-chromium-tone"
+    status, body = node.proc.json("POST", "/token/sip", {"room": room, "peer": "tone", "ttl": 600}, token=node.secret)
+    assert status == 200, body
+    creds = body["data"]
+    cfg, snd = tmp_path / "cfg", tmp_path / "snd"
+    cfg.mkdir()
+    snd.mkdir()
+    write_tone_wav(tmp_path / "tone.wav", 1000.0, 8.0, 8000, 1)
+    (cfg / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=tmp_path / "tone.wav", snd=snd))
+    (cfg / "accounts").write_text(
+        f"<sip:{creds['username']}@127.0.0.1:{sip_port}>;auth_pass={creds['password']};regint=0;audio_codecs=PCMU/8000\n"
+    )
+    out = browser.play_whep(page, node.url("/whep/endpoint"), node.token("whep", room), video=False)
+    assert out["status"] == 201 and out["connectionState"] == "connected", out
+    phone = subprocess.Popen(
+        ["baresip", "-f", str(cfg), "-t", "6", "-e", f"/dial {creds['uri']}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        calls: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not [c for c in calls if c["uplink_packets"] > 25]:
+            time.sleep(0.2)
+            calls = [c for c in sip_calls(node) if c["peer"] == "tone"]
+        assert calls and calls[-1]["codec"] == "PCMU", calls  # the tone flows into the room, as Opus
+        heard = page.evaluate(TONE_SPECTRUM_JS, ["whep", 1000.0, 15])
+        silent = page.evaluate(TONE_SPECTRUM_JS, ["whep", 2500.0, 3])  # where the tone is not
+        log, _ = phone.communicate(timeout=10)
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+            phone.wait()
+    print("chromium hears the phone:", heard, "elsewhere:", silent)
+    assert "Call established" in log, log[-3000:]
+    assert heard["state"] == "live" and heard["hz"] < 6, heard
+    assert heard["tone_db"] > -60, heard  # the tone is loud (aufile's 8000/32768 sine), not a whisper
+    assert heard["tone_db"] - heard["neighbours_db"] > 25, heard  # a line at 1000 Hz, not noise
+    assert silent["tone_db"] - silent["neighbours_db"] < 10, silent  # and no line where there is no tone
+    deadline = time.monotonic() + 5
+    while [c for c in sip_calls(node) if c["peer"] == "tone"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [c for c in sip_calls(node) if c["peer"] == "tone"]  # baresip's BYE ended the call
 
 
 def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ class SipListener(asyncio.DatagramProtocol):
         self.auth = CallAuthenticator(
             sip_digest_key(node.config.secret), REALM, self._verify_token, algorithms=node.config.sip_digest_algorithms
         )
-        self.control = CallControl(self.layer, self._authorize, host=host, port=port)
+        self.control = CallControl(self.layer, self._authorize, host=host, port=port, min_se=node.config.sip_min_se)
         self.dialer = Dialer(self.control)
         self.upstream: UpstreamRegistration | None = None  # --sip-register, made in start() (our port)
         dial_hook = self.control.event_hook

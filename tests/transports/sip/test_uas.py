@@ -4,7 +4,7 @@ fed to a real TransactionLayer; what we send is parsed back from the layer's tra
 from __future__ import annotations
 
 from trackmesh.transports.sip.auth import Denied, Grant
-from trackmesh.transports.sip.message import Headers, Request, Response, new_branch
+from trackmesh.transports.sip.message import Headers, Request, Response, make_response, new_branch
 from trackmesh.transports.sip.parser import parse_message
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uas import MIN_SE, CallControl, CloseMedia, OpenMedia, UpdateMedia
@@ -244,6 +244,55 @@ def test_session_timer_refresher_uas_refreshes_with_update() -> None:
     updates = [m for m in sent if isinstance(m, Request) and m.method == "UPDATE"]
     assert len({u.top_via().branch for u in updates}) == 1 and updates[0].body == b""  # one, retransmitted
     assert updates[0].cseq().seq == 1 and updates[0].to().tag == "alice1"  # our in-dialog request
+
+
+def answer(h: Harness, request: Request, status: int = 200) -> list[Response | Request]:
+    """The phone's response to one of our requests, fed back through the transaction layer."""
+    h.layer.handle_response(h.now, make_response(request, status), PHONE)
+    return h.drain()
+
+
+def test_session_timer_refresher_uas_answered_refreshes_keep_the_call() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone, {"Session-Expires": "90;refresher=uas", "Allow": "INVITE, ACK, BYE, UPDATE"})
+    h.feed(phone.request("ACK", cseq=1))
+    for due in (45.0, 90.0, 135.0):  # every N/2, each answered 200: the call lives on
+        (update,) = {u.top_via().branch: u for u in h.advance(due) if isinstance(u, Request)}.values()
+        assert update.method == "UPDATE" and update.headers.get("Session-Expires") == "90;refresher=uas"
+        assert answer(h, update) == []
+    assert h.control.calls["c1;alice1"].state == "confirmed"
+    assert h.control.counters["session_timer_expired"] == 0
+
+
+def test_session_timer_refresher_uas_unanswered_refresh_ends_the_call() -> None:
+    """RFC 4028 s10: the phone vanished. Our UPDATE at 45 s gets nothing; at 77 s (Timer F, 64*T1)
+    the transaction times out and the call is ended with BYE, media closed."""
+    h, phone = Harness(), Phone()
+    answered_call(h, phone, {"Session-Expires": "90;refresher=uas", "Allow": "INVITE, ACK, BYE, UPDATE"})
+    h.feed(phone.request("ACK", cseq=1))
+    h.actions()
+    sent = h.advance(76.0)
+    assert {m.method for m in sent if isinstance(m, Request)} == {"UPDATE"}  # retransmitted, no BYE yet
+    sent = h.advance(78.0)
+    byes = [m for m in sent if isinstance(m, Request) and m.method == "BYE"]
+    assert byes and "session refresh unanswered" in (byes[0].headers.get("Reason") or "")
+    assert h.control.counters["session_timer_expired"] == 1 and h.control.calls == {}
+    assert any(isinstance(a, CloseMedia) for a in h.actions())
+
+
+def test_session_timer_refresher_uas_refresh_answered_only_provisionally_expires() -> None:
+    """A re-INVITE refresh (the phone does not allow UPDATE) answered 100 and never 200: when the
+    next refresh is due (the session's expiry) the call is ended, before Timer B would fire."""
+    h, phone = Harness(), Phone()
+    h.control.min_se = 20  # as --dev --sip-min-se 20 (config.py): a 40 s interval is agreed
+    answered_call(h, phone, {"Session-Expires": "40;refresher=uas"})
+    h.feed(phone.request("ACK", cseq=1))
+    (reinvite,) = {m.top_via().branch: m for m in h.advance(20.0) if isinstance(m, Request)}.values()
+    assert reinvite.method == "INVITE" and reinvite.body == ANSWER.encode()
+    assert answer(h, reinvite, 100) == []
+    sent = h.advance(40.0)
+    assert [m.method for m in sent if isinstance(m, Request) and m.method != "INVITE"] == ["BYE"]
+    assert h.control.counters["session_timer_expired"] == 1 and h.control.calls == {}
 
 
 def test_no_session_timer_means_no_request_from_us() -> None:

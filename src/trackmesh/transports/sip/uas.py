@@ -17,7 +17,9 @@ the layer and asks its driver to open, update and close the calls' media (:class
   2xx carries Session-Expires with the refresher the caller chose (``uac`` when it chose none),
   and Require: timer when it supports timers. With refresher=uac a call not refreshed in time is
   ended with BYE (s10); with refresher=uas we refresh at half the interval (UPDATE if the phone
-  allows it, else a re-INVITE with our SDP). No session timer was agreed: we send no refresh.
+  allows it, else a re-INVITE with our SDP); a refresh that times out, or has no 2xx when the
+  next one is due (the session expired), ends the call with BYE (s10: the phone vanished). No
+  session timer was agreed: we send no refresh.
 - REGISTER (s10.3): with the same credentials as a call (a token or digest, :mod:`.auth`), the
   binding is kept until it expires (at most an hour), so the phone may stay registered; ``*`` or
   ``expires=0`` removes it.
@@ -189,6 +191,7 @@ class Call:
     expires: int | None = None  # RFC 4028 session interval, when agreed
     refresher: str = "uac"
     deadline: float | None = None  # session timer: refresh (us) or give up (them)
+    refresh: tuple[str, ...] | None = None  # our refresh's client transaction, until its 2xx
     peer_allows_update: bool = False
     cancelled: bool = False
     outgoing: bool = False  # a dial-out (uac.py): we sent the INVITE
@@ -308,7 +311,12 @@ class CallControl:
                 if call.invite.call_id() == event.call_id and call.state == "answered":
                     self._bye(now, call, "no ACK for our 200 OK")
         elif isinstance(event, TransactionTimeout):
-            pass  # a BYE or refresh the phone never answered: the call is over already or will time out
+            # A BYE the phone never answered: the call is over already. Our refresh unanswered
+            # (Timer B/F, a 408): RFC 4028 s10 says end the session with BYE.
+            for call in list(self.calls.values()):
+                if call.refresh is not None and call.refresh == event.key:
+                    self.counters["session_timer_expired"] += 1
+                    self._bye(now, call, "session refresh unanswered (RFC 4028 s10)")
 
     def handle_timeout(self, now: float) -> None:
         for call in list(self.calls.values()):
@@ -674,6 +682,8 @@ class CallControl:
         if call is None or call.dialog is None:
             return
         method = resp.cseq().method
+        if method in ("INVITE", "UPDATE") and 200 <= resp.status < 300:
+            call.refresh = None  # the session is refreshed (RFC 4028 s7.3)
         if method == "INVITE" and 200 <= resp.status < 300:
             # Our refresh re-INVITE was answered: ACK it (s13.2.2.4), without a transaction.
             ack = call.dialog.create_request("ACK", self._via(call), cseq=resp.cseq().seq)
@@ -727,8 +737,15 @@ class CallControl:
             call.deadline = now + interval - min(32.0, interval / 3)
 
     def _refresh(self, now: float, call: Call) -> None:
-        """We are the refresher: UPDATE without SDP if the phone allows it, else a re-INVITE."""
+        """We are the refresher: UPDATE without SDP if the phone allows it, else a re-INVITE.
+
+        The previous refresh still without a 2xx (no answer at all, or only a provisional one)
+        means the session expired unrefreshed: RFC 4028 s10, BYE (a phone that vanished)."""
         assert call.dialog is not None and call.expires is not None
+        if call.refresh is not None:
+            self.counters["session_timer_expired"] += 1
+            self._bye(now, call, "session refresh unanswered (RFC 4028 s10)")
+            return
         headers = Headers()
         headers.add("Contact", f"<sip:trackmesh@{self._hostport()}>")
         headers.add("Session-Expires", f"{call.expires};refresher=uas")
@@ -738,7 +755,7 @@ class CallControl:
         else:
             headers.add("Content-Type", "application/sdp")
             req = call.dialog.create_request("INVITE", self._via(call), headers=headers, body=call.sdp)
-        self.layer.send_request(now, req, call.source, reliable=call.reliable)
+        call.refresh = self.layer.send_request(now, req, call.source, reliable=call.reliable)
         call.deadline = now + call.expires / 2
 
     def _bye(self, now: float, call: Call, reason: str) -> None:

@@ -1067,6 +1067,115 @@ def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, 
             sipp.wait()
 
 
+def test_a_far_end_that_requires_100rel_gets_our_prack(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
+    """A dial-out to sipp as a UAS requiring 100rel (RFC 3262): our INVITE says Supported: 100rel,
+    the reliable 180 is PRACKed (RAck checked by sipp), the call is answered and DELETE's BYE ends it."""
+    node, _ = sip_node
+    (tmp_path / "uas_prack.xml").write_text(UAS_PRACK_SCENARIO)
+    uas_port = free_port()
+    sipp = subprocess.Popen(
+        ["sipp", "-sf", "uas_prack.xml", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1),
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        body = {"room": "sip-prack-room", "to": f"sip:service@{HOST}:{uas_port}"}
+        status, resp = node.proc.json("POST", "/api/sip/calls", body, token=node.secret)
+        assert status == 200, resp
+        session = resp["data"]["session"]
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not [c for c in sip_calls(node) if c["session"] == session]:
+            time.sleep(0.1)
+        assert [c for c in sip_calls(node) if c["session"] == session], sip_calls(node)
+        status, _ = node.proc.json("DELETE", f"/api/sip/calls/{session}", token=node.secret)
+        assert status == 200
+        out, _ = sipp.communicate(timeout=15)
+        assert sipp.returncode == 0, out[-3000:]  # PRACK with the right RAck, then our BYE
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+
+
+# RFC 3262 on a dial-out: the far end (sipp as UAS) requires 100rel. Its 180 is reliable (RSeq 1);
+# our PRACK must come with RAck "1 <INVITE CSeq> INVITE" before its 200 answers the INVITE.
+UAS_PRACK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas requiring 100rel">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="100rel" search_in="hdr" header="Supported:" check_it="true" assign_to="sup"/>
+      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="inv_via"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
+      <ereg regexp=".*" search_in="hdr" header="CSeq:" check_it="true" assign_to="inv_cseq"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Require: 100rel
+RSeq: 1
+Content-Length: 0
+
+]]></send>
+  <recv request="PRACK" crlf="true">
+    <action>
+      <ereg regexp="RAck: 1 [0-9]+ INVITE" search_in="msg" check_it="true" assign_to="rack"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+Via:[$inv_via]
+From:[$inv_from]
+To:[$inv_to];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq:[$inv_cseq]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <Reference variables="sup,rack"/>
+</scenario>
+"""
+
+
 LINPHONERC = """[sip]
 sip_port={sip_port}
 sip_tcp_port=-1

@@ -149,3 +149,46 @@ def test_a_tcp_dial_out_keeps_every_request_reliable_with_tcp_via_and_contact() 
     assert isinstance(ack, Request) and ack.method == "ACK" and ack.top_via().transport == "TCP"
     (answer,) = far.actions()
     assert isinstance(answer, AnswerMedia) and far.control.calls[answer.call].reliable
+
+
+def test_a_reliable_180_is_pracked_once_and_the_bye_goes_above_the_prack() -> None:
+    """RFC 3262 s4: a 180 with Require: 100rel and RSeq is PRACKed in its early dialog (RAck names the
+    RSeq and the INVITE's CSeq); its retransmission is not PRACKed again; the next RSeq is; the
+    confirmed dialog's BYE takes a CSeq above the PRACKs'."""
+    far = Far()
+    invite = far.dial()
+    assert "100rel" in (invite.headers.get("Supported") or "") and "PRACK" in invite.headers.get_all("Allow")
+    reliable = {"Require": "100rel", "RSeq": "7"}
+    (prack,) = far.respond(invite, 180, headers=reliable)
+    assert isinstance(prack, Request) and prack.method == "PRACK"
+    assert prack.headers.get("RAck") == f"7 {invite.cseq().seq} INVITE"
+    assert prack.cseq().seq == invite.cseq().seq + 1 and prack.to().tag == "far1"
+    assert prack.uri == "sip:phone@127.0.0.1:5090"  # the 180's Contact: the early dialog's target
+    # The PRACK's 200 is ours, not CallControl's.
+    assert far.respond(prack, 200) == []
+    assert far.respond(invite, 180, headers=reliable) == []  # a retransmission: no second PRACK
+    assert far.respond(invite, 183, headers={"Require": "100rel", "RSeq": "9"}) == []  # not one higher
+    (prack2,) = far.respond(invite, 183, headers={"Require": "100rel", "RSeq": "8"})
+    assert isinstance(prack2, Request) and prack2.headers.get("RAck") == f"8 {invite.cseq().seq} INVITE"
+    assert prack2.cseq().seq == prack.cseq().seq + 1
+    assert far.respond(prack2, 200) == []
+    (ack,) = far.respond(invite, 200, body=ANSWER)
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.cseq().seq == invite.cseq().seq
+    (answer,) = far.actions()
+    assert isinstance(answer, AnswerMedia)
+    call = far.control.calls[answer.call]
+    assert call.dialog is not None
+    bye = call.dialog.create_request("BYE", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb1")
+    assert bye.cseq().seq == prack2.cseq().seq + 1
+    assert far.dialer.counters["pracks"] == 2 and far.dialer.counters["bad_rseq"] == 0
+
+
+def test_an_unreliable_or_malformed_provisional_gets_no_prack() -> None:
+    far = Far()
+    invite = far.dial()
+    assert far.respond(invite, 180) == []  # no Require: 100rel
+    assert far.respond(invite, 183, headers={"Require": "100rel", "RSeq": "x"}) == []
+    assert far.respond(invite, 183, headers={"Require": "100rel"}) == []  # no RSeq
+    assert far.dialer.counters["bad_rseq"] == 2 and far.dialer.counters["pracks"] == 0
+    (ack,) = far.respond(invite, 200, body=ANSWER)
+    assert isinstance(ack, Request) and ack.method == "ACK"

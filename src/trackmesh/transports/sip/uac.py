@@ -7,7 +7,9 @@ inbound call (BYE both ways, re-INVITE/UPDATE from the far end, session timers);
 told the answer (:class:`AnswerMedia`). A 401/407 is answered once with the credentials given for
 the call (:class:`~.digest.DigestClient`); any other final response, or Timer B, ends the attempt
 and closes its media (:class:`~.uas.CloseMedia`). :meth:`Dialer.cancel` sends CANCEL (s9.1) while
-no final response has come. Sans-IO: fed events and ``now``.
+no final response has come. Reliable provisional responses (RFC 3262: ``Require: 100rel`` with an
+``RSeq``; our INVITE says ``Supported: 100rel``) are PRACKed in their early dialog, once per RSeq.
+Sans-IO: fed events and ``now``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from .transaction import Event, ResponseReceived, TransactionTimeout
 from .uas import AnswerMedia, Call, CallControl, CloseMedia
 
 __all__ = ["Dialer", "OutgoingCall"]
+
+
+def _option_tags(values: list[str]) -> set[str]:
+    """The option tags of Require/Supported header values (comma lists, RFC 3261 s20.32)."""
+    return {tag.strip().lower() for value in values for tag in value.split(",") if tag.strip()}
 
 Address = tuple[str, int]
 
@@ -46,6 +53,11 @@ class OutgoingCall:
     status: int | None = None  # the final response, once there is one
     reliable: bool = False  # over TCP (the driver opens the connection to ``destination``)
     statuses: list[int] = field(default_factory=list)
+    # RFC 3262: the early dialogs PRACKed (by the far end's To tag), the last RSeq acknowledged in
+    # each, and the highest CSeq a PRACK took (the confirmed dialog's next request goes above it).
+    early: dict[str, Dialog] = field(default_factory=dict)
+    rseq: dict[str, int] = field(default_factory=dict)
+    prack_seq: int = 0
 
 
 class Dialer:
@@ -56,14 +68,22 @@ class Dialer:
         self.layer = control.layer
         self.calling: dict[tuple[str, ...], OutgoingCall] = {}
         self.finished: dict[str, OutgoingCall] = {}  # by Call-ID, the latest few (for the API)
-        self.counters = {"dialled": 0, "answered": 0, "failed": 0, "cancelled": 0}
+        self.counters = {"dialled": 0, "answered": 0, "failed": 0, "cancelled": 0, "pracks": 0, "bad_rseq": 0}
+        self.pracks: set[tuple[str, ...]] = set()  # our PRACK transactions, whose responses are ours
         control.event_hook = self.handle_event
 
     def handle_event(self, now: float, event: Event) -> bool:
         """CallControl's hook: True when the event was one of our dial-outs' INVITE transactions."""
         if isinstance(event, ResponseReceived):
+            if event.key is not None and event.key in self.pracks:
+                if event.response.status >= 200:
+                    self.pracks.discard(event.key)
+                return True
             return self.handle_response(now, event)
         if isinstance(event, TransactionTimeout):
+            if event.key in self.pracks:
+                self.pracks.discard(event.key)  # the INVITE's own outcome decides the call
+                return True
             return self.handle_timeout(event)
         return False
 
@@ -113,7 +133,8 @@ class Dialer:
         h.add("CSeq", f"{cseq} INVITE")
         # Over TCP the far end's requests come back over TCP too (s8.1.1.8, s18.1.1).
         h.add("Contact", f"<sip:trackmesh@{c.hostport}{';transport=tcp' if reliable else ''}>")
-        h.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO")
+        h.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK")
+        h.add("Supported", "100rel")
         if auth is not None:
             h.add(auth[0], auth[1])
         h.add("Content-Type", "application/sdp")
@@ -147,6 +168,8 @@ class Dialer:
             return False
         out.statuses.append(resp.status)
         if resp.status < 200:
+            if resp.status > 100 and "100rel" in _option_tags(resp.headers.get_all("Require")):
+                self._prack(now, out, resp)
             return True
         del self.calling[event.key]
         if resp.status < 300:
@@ -174,6 +197,39 @@ class Dialer:
         self._failed(out, resp.status)
         return True
 
+    def _prack(self, now: float, out: OutgoingCall, resp: Response) -> None:
+        """RFC 3262 s4: PRACK a reliable provisional response in its early dialog, with
+        ``RAck: <RSeq> <INVITE CSeq> INVITE``. A retransmission (an RSeq already acknowledged) gets no
+        new PRACK: our PRACK's own transaction retransmits until the far end answers it."""
+        try:
+            rseq = int((resp.headers.get("RSeq") or "").strip())
+        except ValueError:
+            rseq = -1
+        tag = resp.to().tag
+        if not 1 <= rseq < 2**32 or not tag:
+            self.counters["bad_rseq"] += 1
+            return
+        last = out.rseq.get(tag)
+        if last is not None and rseq != last + 1:
+            return  # s4: not one higher than the last: a retransmission or out of order, no PRACK
+        dialog = out.early.get(tag)
+        if dialog is None:
+            try:
+                dialog = Dialog.as_uac(out.invite, resp)
+            except RemoteProtocolError:
+                self.counters["bad_rseq"] += 1
+                return
+            dialog.local_seq = max(dialog.local_seq, out.prack_seq)
+            out.early[tag] = dialog
+        out.rseq[tag] = rseq
+        rack = Headers()
+        rack.add("RAck", f"{rseq} {out.invite.cseq().seq} INVITE")
+        prack = dialog.create_request("PRACK", self.control.via(out.reliable), headers=rack)
+        out.prack_seq = max(out.prack_seq, dialog.local_seq)
+        key = self.layer.send_request(now, prack, dialog.next_hop(out.destination), reliable=out.reliable)
+        self.pracks.add(key)
+        self.counters["pracks"] += 1
+
     def handle_timeout(self, event: TransactionTimeout) -> bool:
         out = self.calling.pop(event.key, None)
         if out is None:
@@ -200,6 +256,9 @@ class Dialer:
             self._failed(out, 502)  # a 2xx without To tag or Contact: nothing to talk to
             return
         control = self.control
+        # After PRACKs in the early dialog, the confirmed dialog's next request (a BYE, a re-INVITE)
+        # takes a CSeq above theirs (RFC 3261 s12.2.1.1: in-dialog CSeq numbers only go up).
+        dialog.local_seq = max(dialog.local_seq, out.prack_seq)
         ack = dialog.create_request("ACK", control.via(out.reliable), cseq=out.invite.cseq().seq)
         # The ACK and every later request of the dialog: through the proxies that Record-Routed, else
         # to the far end's Contact (a proxy that stayed off the path would refuse them, s16.12).

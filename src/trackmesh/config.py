@@ -49,6 +49,7 @@ class NodeConfig:
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
     cluster_mode: str = "mesh"
+    cluster_media_version: int = 2  # cluster/zenoh_channels.py: 1 = no send stamp (rolling upgrade)
     capacity: int = 1000
     # The connector (docs/connector.md); standalone embeds it.
     connector_db: str = "sqlite:///trackmesh-data/connector.db"
@@ -447,6 +448,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
          "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
          _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector", "console"), "MODE"),
+    Flag("--cluster-media-version", "version of the media packets this node sends to other nodes: 2 (the "
+         "default) carries a send stamp for trackmesh_cluster_hop_seconds; 1 for a rolling upgrade while some "
+         "nodes decode version 1 only (docs/observability.md)", _int_range("--cluster-media-version", 1, 2),
+         ("media",), "N"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
          ("gateway", "media", "router", "connector", "console"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "

@@ -188,6 +188,14 @@ def add_cluster_metrics(exp: Exposition, worker: dict[str, str], cluster: dict[s
               cluster.get("channels_exported", 0), {**worker, "direction": "export"})
     exp.gauge("trackmesh_cluster_channels", "", cluster.get("channels_imported", 0), {**worker, "direction": "import"})
     exp.gauge("trackmesh_cluster_peers", "zenoh sessions this worker is linked to", cluster.get("peers", 0), worker)
+    hop = cluster.get("hop")
+    if isinstance(hop, dict) and "bounds" in hop:
+        exp.histogram("trackmesh_cluster_hop_seconds", "Media packets from other nodes: their send stamp (sender's "
+                      "wall clock) to their arrival on this worker's loop; between hosts it includes the clocks' "
+                      "offset (docs/observability.md)", hop, worker)
+        exp.counter("trackmesh_cluster_hop_clock_behind", "Media packets from other nodes stamped later than "
+                    "their arrival by this worker's clock (the hosts' clocks differ by more than the hop): not "
+                    "observed in trackmesh_cluster_hop_seconds", hop.get("behind", 0), worker)
 
 
 def add_connector_metrics(exp: Exposition, m: dict[str, float]) -> None:

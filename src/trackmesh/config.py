@@ -68,6 +68,7 @@ class NodeConfig:
     atm0s_compatible_tokens: bool = False
     dev: bool = False
     metrics_token: str = ""
+    metrics_room_labels: int = 0  # runtime/room_metrics.py: label the N busiest rooms; 0 = no room label
     connect_timeout: float = 15.0
     max_sessions: int = 1000
     max_sessions_per_token: int = 100
@@ -503,6 +504,10 @@ FLAGS: tuple[Flag, ...] = (
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
          "see docs/security.md)", _bearer_token("--metrics-token"), ALL_ROLES, "TOKEN"),
+    Flag("--metrics-room-labels", "label the N busiest rooms' series on /metrics with room=\"NAME\" (sessions, "
+         "packets in, packets and bytes forwarded); the other rooms are only counted. Off (0) by default: every "
+         "labelled room adds 5 series (docs/observability.md)", _int_range("--metrics-room-labels", 0, 1000),
+         ("standalone", "media"), "N"),
     Flag("--connect-timeout", "seconds a new WebRTC session has to complete ICE and DTLS before it is closed "
          "(default 15)", _float_range("--connect-timeout", 1.0, 600.0), ("standalone", "media"), "SECONDS"),
     Flag("--max-sessions", "WebRTC sessions (WHIP, WHEP, SDK) this node holds at once; more are refused with 503 "

@@ -147,7 +147,8 @@ class ClusterMediaNode(Node):
         self.link.start()
         # The console role's queries (rooms, kick, end room): runtime/console_query.py.
         self.console_queries = ConsoleQueryable(cluster.node.session, self.config.zone, self.index,
-                                                self.call_workers, asyncio.get_running_loop())
+                                                self.call_workers, asyncio.get_running_loop(),
+                                                self.config.record_dir)
         self._reporter = asyncio.create_task(self._report_loop())
 
     async def _join(self, cluster: WorkerCluster) -> None:

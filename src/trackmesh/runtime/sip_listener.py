@@ -49,6 +49,7 @@ from trackmesh.transports.sip.uas import (
     CloseMedia,
     OpenMedia,
     Pending,
+    ReofferMedia,
     UpdateMedia,
     register_expires,
 )
@@ -429,14 +430,18 @@ class SipListener(asyncio.DatagramProtocol):
                     raise error
                 params = {"room": action.room, "peer": action.peer, "offer": action.offer, "call_id": action.call,
                           "record": action.record}  # fmt: skip
-                res = await worker.call("sip.open", params)
+                if action.offer:
+                    res = await worker.call("sip.open", params)
+                else:  # a delayed offer (RFC 3261 s13.2.1): our offer goes in the 200
+                    res = await worker.call("sip.offer", {**params, "inbound": True})
             except RpcError as exc:
                 self.counters["media_errors"] += 1
                 control.media_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
                 session = int(res["session"])
+                sdp = str(res["answer"] if action.offer else res["offer"])
                 if not action.wait_for_peers or await self._wait_for_peers(worker, action.call, session):
-                    control.media_opened(time.monotonic(), action.call, session, str(res["answer"]))
+                    control.media_opened(time.monotonic(), action.call, session, sdp)
         elif isinstance(action, UpdateMedia):
             try:
                 if worker is None:
@@ -446,6 +451,15 @@ class SipListener(asyncio.DatagramProtocol):
                 control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
                 control.update_answered(time.monotonic(), action.call, str(res["answer"]))
+        elif isinstance(action, ReofferMedia):
+            try:
+                if worker is None:
+                    raise error
+                res = await worker.call("sip.reoffer", {"session": action.session})
+            except RpcError as exc:
+                control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
+            else:
+                control.update_answered(time.monotonic(), action.call, str(res["offer"]))
         elif isinstance(action, AnswerMedia):
             try:
                 if worker is None:

@@ -3,6 +3,9 @@ fed to a real TransactionLayer; what we send is parsed back from the layer's tra
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from trackmesh.transports.sip.auth import Denied, Grant
 from trackmesh.transports.sip.message import Headers, Request, Response, make_response, new_branch
 from trackmesh.transports.sip.parser import parse_message
@@ -622,3 +625,24 @@ def test_a_reinvite_refresh_answered_481_ends_the_call_with_bye() -> None:
     sent = answer(h, reinvite, 481)
     assert [m.method for m in sent if isinstance(m, Request)] == ["ACK", "BYE"]  # s17.1.1.3 ACK, then BYE
     assert h.control.calls == {}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(["application/sdp", "application/SDP; charset=x", "text/plain", ""]))
+def test_any_ack_to_a_delayed_offer_is_taken_as_the_answer_or_ends_the_call(body: bytes, content_type: str) -> None:
+    """Whatever the ACK of a delayed offer carries: an SDP body goes to the media side as the answer
+    (which may refuse it: then BYE); anything else ends the call with BYE at once. Never a crash."""
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    ack = phone.request("ACK", cseq=1)
+    ack.body = body
+    if content_type:
+        ack.headers.add("Content-Type", content_type)
+    sent = h.feed(ack)
+    actions = h.actions()
+    if body and content_type.lower().startswith("application/sdp"):
+        assert sent == [] and [type(a) for a in actions] == [AnswerMedia]
+        assert h.control.calls["c1;alice1"].state == "confirmed"
+    else:
+        assert [m.method for m in sent if isinstance(m, Request)] == ["BYE"]
+        assert [type(a) for a in actions] == [CloseMedia] and h.control.calls == {}

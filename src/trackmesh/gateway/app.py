@@ -39,9 +39,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trackmesh import __version__
 from trackmesh.core.ids import InvalidConnId, SessionId, session_node
+from trackmesh.http.body_schema import body_schema
 from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
 from trackmesh.http.health import add_health_routes
+from trackmesh.http.sip_http import DialRequest, DtmfRequest, InviteClientRequest, InviteServerRequest
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -434,14 +436,23 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
             raise RouteError(404, f"no such call: media node {owner} of zone {zone} is gone")
         return await to_node(request, entry, body)
 
-    @app.post("/sip/invite/server", tags=["sip"], summary="atm0s path: dial a trunk or phone (routed to a SIP node)")
-    @app.post("/api/sip/calls", tags=["sip"], summary="Dial a phone or trunk (routed to a SIP node)")
+    def sip_body(model: Any) -> dict[str, Any]:
+        return {"requestBody": {"content": {"application/json": {"schema": body_schema(model)}}}}
+
+    @app.post("/sip/invite/server", tags=["sip"], summary="atm0s path: dial a trunk or phone (routed to a SIP node)",
+              openapi_extra=sip_body(InviteServerRequest))  # fmt: skip
+    async def sip_invite_server(request: Request) -> Response:
+        return await sip_new(request)
+
+    @app.post("/api/sip/calls", tags=["sip"], summary="Dial a phone or trunk (routed to a SIP node)",
+              openapi_extra=sip_body(DialRequest))  # fmt: skip
     async def sip_dial(request: Request) -> Response:
         return await sip_new(request)
 
     @app.post("/sip/invite/client", tags=["sip"],
               summary="atm0s path: call a registered softphone (routed to the node holding its REGISTER)",
-              responses={404: {"description": "no SIP node of the zone holds that session id"}})  # fmt: skip
+              responses={404: {"description": "no SIP node of the zone holds that session id"}},
+              openapi_extra=sip_body(InviteClientRequest))  # fmt: skip
     async def sip_invite_client(request: Request) -> Response:
         refused = refuse_app_secret(request, gw.config.secret, throttle)
         if refused is not None:
@@ -463,13 +474,21 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
         raise RouteError(503, f"no media node of zone {zone} with SIP on is available")
 
     @app.delete("/sip/call/{session_id}", tags=["sip"], summary="atm0s path: hang up a call (routed to its node)")
-    @app.post("/sip/call/{session_id}/dtmf", tags=["sip"], summary="atm0s path: DTMF to a call (routed to its node)")
     async def sip_call_atm0s(session_id: int, request: Request) -> Response:
         return await sip_session(request, session_id)
 
+    @app.post("/sip/call/{session_id}/dtmf", tags=["sip"], summary="atm0s path: DTMF to a call (routed to its node)",
+              openapi_extra=sip_body(DtmfRequest))  # fmt: skip
+    async def sip_dtmf_atm0s(session_id: int, request: Request) -> Response:
+        return await sip_session(request, session_id)
+
     @app.delete("/api/sip/calls/{session}", tags=["sip"], summary="Hang up a call (routed to its node)")
-    @app.post("/api/sip/calls/{session}/dtmf", tags=["sip"], summary="DTMF to a call (routed to its node)")
     async def sip_call(session: int, request: Request) -> Response:
+        return await sip_session(request, session)
+
+    @app.post("/api/sip/calls/{session}/dtmf", tags=["sip"], summary="DTMF to a call (routed to its node)",
+              openapi_extra=sip_body(DtmfRequest))  # fmt: skip
+    async def sip_dtmf(session: int, request: Request) -> Response:
         return await sip_session(request, session)
 
     @app.get("/samples/{name}", include_in_schema=False)

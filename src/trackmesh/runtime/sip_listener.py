@@ -464,13 +464,15 @@ class SipListener(asyncio.DatagramProtocol):
             try:
                 if worker is None:
                     raise error
-                await worker.call("sip.answer", {"session": action.session, "answer": action.answer})
+                res = await worker.call("sip.answer", {"session": action.session, "answer": action.answer})
             except RpcError as exc:
                 self.counters["media_errors"] += 1
                 call = self.control.calls.get(action.call)
                 if call is not None:
                     call.session = None  # the worker dropped it already
                 self.control.hang_up(time.monotonic(), action.call, f"media: {exc.message[:80]}")
+            else:
+                control.answer_applied(action.call, str(res.get("sdp") or ""))
         elif isinstance(action, CloseMedia) and worker is not None:
             with contextlib.suppress(RpcError):
                 await worker.call("sip.close", {"session": action.session, "reason": action.reason})

@@ -266,14 +266,19 @@ class SipMediaTransport:
             raise RpcError(488, "the far end's answer has no audio stream we can use")
         others = self.ringing_others.pop(endpoint.session, set())
         call = self._admit(now, endpoint, pending.room, pending.peer, negotiated, pending.rtp, pending.rtcp)
-        call.local_sdp = pending.sdp
+        # What our later offers (a session refresh re-INVITE) carry: the agreed codec only, as a new
+        # version of our SDP (RFC 3264 s8), not the whole first offer the far end could re-pick from.
+        port = pending.rtp.getsockname()[1]
+        call.version = 2
+        call.local_sdp = reoffer(negotiated, pending.sdp, address=self.runtime.config.node_ip, port=port,
+                                 session_id=str(port), version=call.version)  # fmt: skip
         if not pending.inbound:
             call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
             call.media.others |= others  # (an empty room: it ends once someone came and left, as before)
         else:
             call.media.others |= others
             self._record(now, pending.record, call)
-        return {"codec": negotiated.codec}
+        return {"codec": negotiated.codec, "sdp": render(call.local_sdp)}
 
     def reoffer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """Our offer for a re-INVITE without SDP: the same ``o=`` version when it equals the last SDP

@@ -646,3 +646,21 @@ def test_any_ack_to_a_delayed_offer_is_taken_as_the_answer_or_ends_the_call(body
     else:
         assert [m.method for m in sent if isinstance(m, Request)] == ["BYE"]
         assert [type(a) for a in actions] == [CloseMedia] and h.control.calls == {}
+
+
+def test_our_refresh_reinvite_carries_the_sdp_the_media_side_gave_after_the_acks_answer() -> None:
+    """A delayed offer: our 200 offered every codec; once the ACK's answer picked one, the media side
+    says our SDP is that codec alone (answer_applied), and our refresh re-INVITE carries it."""
+    h, phone = Harness(), Phone()
+    h.control.min_se = 20
+    sent = h.feed(phone.request("INVITE", headers={"Session-Expires": "40;refresher=uas"}))
+    assert statuses(sent) == [100, 180]
+    (open_media,) = h.actions()
+    h.control.media_opened(h.now, open_media.call, 77, "full offer")
+    (ok,) = h.drain()
+    phone.to_tag = ok.to().tag
+    h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv")))
+    (answer_media,) = h.actions()
+    h.control.answer_applied(answer_media.call, "PCMU only, version 2")
+    (reinvite,) = {m.top_via().branch: m for m in h.advance(20.0) if isinstance(m, Request)}.values()
+    assert reinvite.method == "INVITE" and reinvite.body == b"PCMU only, version 2"

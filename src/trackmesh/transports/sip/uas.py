@@ -378,6 +378,13 @@ class CallControl:
         self._session_timer_headers(now, call, request, ok)
         self.layer.send_response(now, ok)
 
+    def answer_applied(self, call_id: str, sdp: str) -> None:
+        """The media side took the far end's answer to our offer (AnswerMedia) and says what our SDP is
+        from now on (the agreed codec only): what our refresh re-INVITEs carry."""
+        call = self.calls.get(call_id)
+        if call is not None and sdp:
+            call.sdp = sdp.encode()
+
     def update_failed(self, now: float, call_id: str, status: int, reason: str) -> None:
         call = self.calls.get(call_id)
         if call is None or call.pending is None:

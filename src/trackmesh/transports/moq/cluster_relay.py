@@ -13,7 +13,9 @@ is fed ``now`` and works on the core's :class:`~trackmesh.core.registry.Registry
   do longer prefixes). It then subscribes the track's message channel and puts
   ``moq/want/<namespace>/<track>/<member>``; the first answer (OK, or the first object) accepts the
   track, REFUSED refuses it with the publisher's code. The relay shares that one import between
-  all local subscribers of the track; when the last leaves, the want is deleted. A namespace
+  all local subscribers of the track; when the last leaves, the want is deleted. Each such
+  namespace is announced to this node's SUBSCRIBE_NAMESPACE sessions (NAMESPACE, then
+  NAMESPACE_DONE when no node publishes it any more), as one published here is. A namespace
   published on several nodes is imported from one of them (the want names it, and only its
   messages are taken); when that node withdraws it, the imported tracks end (GOING_AWAY).
 - **Exporting (the publisher's node)**: each want for a namespace published here makes one local
@@ -237,8 +239,9 @@ class ClusterRelay:
             self._end_export(export)
         self._closed = True
         self.subscriber.close()
-        for provider in self.providers.values():
+        for namespace, provider in self.providers.items():
             provider.close()
+            self.relay.remote_namespace(namespace, False)
         self.providers.clear()
         self.registry.unwatch(NS_ROOT, self._ns_watcher)
         self.registry.unwatch(WANT_ROOT, self._want_watcher)
@@ -281,6 +284,7 @@ class ClusterRelay:
         if namespace in self.providers or namespace in self.relay.providers:
             return  # already imported, or an in-process provider of this very prefix (the rooms')
         self.providers[namespace] = LocalPublisher(self.relay, namespace, self._import, self._cancel_import)
+        self.relay.remote_namespace(namespace, True)  # NAMESPACE to this node's namespace subscribers
 
     def _namespace_delete(self, now: float, key: str) -> None:
         self.now = now
@@ -309,6 +313,7 @@ class ClusterRelay:
         if provider is not None:
             del self.providers[namespace]
             provider.close()
+            self.relay.remote_namespace(namespace, False)
 
     # -- importing -------------------------------------------------------------------------------
 

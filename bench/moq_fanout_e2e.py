@@ -198,6 +198,7 @@ async def publish(port: int, sent_path: str) -> None:
                 pub.messages = [x for x in pub.messages if not isinstance(x, m.Subscribe)]
                 group, object_id = divmod(seq, GOP)
                 payload = frame_payload(seq, KEY_SIZE if object_id == 0 else DELTA_SIZE)
+                written = False  # a new subscription starts at the next group: not sent before
                 for alias in aliases.values():
                     try:
                         if object_id == 0:
@@ -208,13 +209,15 @@ async def publish(port: int, sent_path: str) -> None:
                             streams[alias] = stream
                             head = encode_subgroup_header(SubgroupHeader(alias, group, 0, 128))
                             pub._quic.send_stream_data(stream, head + encode_object(0, None, payload))
+                            written = True
                         elif alias in streams:
                             data = encode_object(object_id, object_id - 1, payload)
                             pub._quic.send_stream_data(streams[alias], data)
+                            written = True
                     except (ValueError, RuntimeError):  # the relay stopped the group's stream: wait for the next
                         streams.pop(alias, None)
                         stopped += 1
-                if aliases:
+                if written:
                     sent.append(STAMP.unpack_from(payload)[1])
                 pub.transmit()
                 seq += 1

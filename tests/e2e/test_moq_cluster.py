@@ -6,7 +6,8 @@ joined by zenoh in the loopback netns, shared by the tests of this module.
   into the cluster.
 - Rooms: a GStreamer WHIP publisher in a room on node A, watched over MoQ on node B (the room
   bridge of node B taps the track's cluster channel, as a WHEP viewer on node B would).
-- Namespaces: a SUBSCRIBE_NAMESPACE on node B hears of a namespace published on node A."""
+- Namespaces: a SUBSCRIBE_NAMESPACE on node B hears of a namespace published on node A, and a
+  publisher-initiated track (PUBLISH) on node A is subscribed on node B."""
 
 from __future__ import annotations
 
@@ -224,6 +225,43 @@ def test_subscribe_namespace_on_b_hears_of_a_namespace_published_on_a(
     assert got["announced"] == [m.Namespace((b"announced",))], got
     assert got["objects"] == [(0, 0, b"key frame")], got
     assert got["done"] == [m.NamespaceDone((b"announced",))], got
+
+
+async def publish_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
+    """A publisher-initiated track (PUBLISH, no PUBLISH_NAMESPACE) on node A, subscribed on node B."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup = m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10})
+    ns = (b"moq-pub", b"initiated")
+    remote_before = (await asyncio.to_thread(moq_metrics, b)).get("cluster_namespaces_remote", 0)
+    async with (
+        connect("127.0.0.1", port_a, configuration=config, create_protocol=Publisher) as cp,
+        connect("127.0.0.1", port_b, configuration=config, create_protocol=Subscriber) as cv,
+    ):
+        pub: Publisher = cp  # type: ignore[assignment]
+        viewer: Subscriber = cv  # type: ignore[assignment]
+        for session in (pub, viewer):
+            session.send(setup)
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.Publish(0, ns, b"video", 3))
+        await pub.wait_for(lambda: any(isinstance(x, m.PublishOk) for x in pub.messages), 5)
+        seen = await asyncio.to_thread(wait_metric, b, "cluster_namespaces_remote", remote_before + 1, 15)
+        await viewer.wait_for(lambda: viewer.messages, 5)
+        viewer.send(m.Subscribe(0, ns, b"video", {m.PARAM_FORWARD: 1}))
+        await viewer.wait_for(lambda: viewer.reply(0), 10)
+        reply = viewer.reply(0)
+        pub.send_group(3, 0, [(b"key frame", None), (b"delta", None)])
+        await viewer.wait_for(lambda: len(viewer.objects) >= 2, 10)
+        return {"seen": seen, "reply": reply, "objects": [(g, o, p) for _, g, o, p, _ in viewer.objects]}
+
+
+def test_a_publisher_initiated_track_on_a_is_watched_on_b(
+    cluster: tuple[Cluster, Member, Member, int, int],
+) -> None:
+    _, _, b, port_a, port_b = cluster
+    got = asyncio.run(publish_across(port_a, port_b, b))
+    print("publish across:", got)
+    assert isinstance(got["reply"], m.SubscribeOk), got
+    assert got["objects"] == [(0, 0, b"key frame"), (0, 1, b"delta")], got
 
 
 async def watch_room(port: int, room: str, objects_wanted: int, node: Member) -> dict[str, Any]:

@@ -229,6 +229,32 @@ def test_subscribe_namespace_on_b_hears_of_namespaces_published_on_a() -> None:
     assert late.messages(late_stream) == [m.NamespaceDone((b"elsewhere",))]
 
 
+def test_a_publisher_initiated_track_on_a_is_watched_on_b() -> None:
+    cluster = Cluster()
+    pub = cluster.client("A")
+    prid = pub.rid()
+    pub.send(m.Publish(prid, NS, b"video", 5))  # no PUBLISH_NAMESPACE
+    (ok,) = pub.messages()
+    assert isinstance(ok, m.PublishOk), ok
+    a, b = cluster.members["A"], cluster.members["B"]
+    assert NS in a.local_namespaces and NS in b.remote
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    reply = [x for x in replies(viewer) if isinstance(x, m.SubscribeOk)]
+    assert reply and reply[0].request_id == rid, replies(viewer)
+    pub.subgroup(5, 0, [(0, b"key"), (1, b"delta")], fin=True)
+    assert objects(viewer) == [(0, 0, b"key"), (0, 1, b"delta")]
+    assert a.counters["objects_out"] == 2 and b.counters["objects_in"] == 2
+    # The publisher ends the track: PUBLISH_DONE on B, and the namespace is no longer A's.
+    pub.send(m.PublishDone(prid, PublishDoneCode.TRACK_ENDED, 1, b"the end"))
+    cluster.clock.now += 3
+    for relay in cluster.relays.values():
+        relay.timer(cluster.clock.now)
+    done = [x for x in viewer.messages() if isinstance(x, m.PublishDone)]
+    assert done and done[0].request_id == rid, viewer.messages()
+    assert not a.local_namespaces and NS not in b.remote and not a.published_tracks
+
+
 def test_a_namespace_published_on_two_nodes_is_imported_from_one() -> None:
     cluster = Cluster(("A", "B", "C"))
     pub_a, alias = publisher(cluster, "A")

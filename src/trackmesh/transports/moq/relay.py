@@ -191,6 +191,9 @@ class Relay:
         #: Namespaces published on other nodes of the cluster (cluster_relay.py), announced to
         #: namespace subscribers like those published here; a SUBSCRIBE reaches them through a provider.
         self.remote_namespaces: set[m.TrackNamespace] = set()
+        #: Told of each publisher-initiated track (PUBLISH) as it starts (True) and goes (False):
+        #: the cluster relay makes its namespace subscribable on the other nodes.
+        self.on_published_track: Callable[[m.TrackNamespace, bool], None] | None = None
         self.stats = RelayStats()
 
     # -- namespaces ------------------------------------------------------------------------
@@ -440,6 +443,8 @@ class Relay:
     def _drop(self, track: Track) -> None:
         if self.tracks.get(track.key) is track:
             del self.tracks[track.key]
+            if track.from_publish and self.on_published_track is not None:
+                self.on_published_track(track.namespace, False)
 
     # -- publisher-initiated tracks --------------------------------------------------------
 
@@ -448,8 +453,12 @@ class Relay:
         existing = self.tracks.get((msg.namespace, msg.name))
         if existing is not None and existing.done is None:
             return None
+        if existing is not None:
+            self._drop(existing)  # ended, its subscribers told: the new PUBLISH replaces it
         track = Track(msg.namespace, msg.name, peer, msg.request_id, peer.vi64, msg.track_alias, True, True)
         self.tracks[track.key] = track
+        if self.on_published_track is not None:
+            self.on_published_track(track.namespace, True)
         for ns_sub in self.namespace_subscribers:
             if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix) and ns_sub.allows(msg.namespace):
                 self._offer(track, ns_sub.peer)

@@ -111,6 +111,8 @@ class NodeConfig:
     moq_cert: str = ""
     moq_key: str = ""
     moq_anonymous: bool = False
+    # The largest QUIC packet to a MoQ peer on this host (runtime/moq_listener.py); 1200 = as to any peer.
+    moq_loopback_datagram_size: int = 16384
 
     @property
     def token_key(self) -> bytes:
@@ -500,6 +502,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
          "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"),
          ("standalone", "media"), switch=True),
+    Flag("--moq-loopback-datagram-size", "largest QUIC packet sent to a MoQ peer on this host (loopback carries "
+         "64 KB datagrams; never above the peer's max_udp_payload_size; 1200 = as to any other peer; default 16384)",
+         _int_range("--moq-loopback-datagram-size", 1200, 65527), ("standalone", "media"), "BYTES"),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "

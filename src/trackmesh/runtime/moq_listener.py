@@ -196,7 +196,15 @@ class MoqConnection(QuicConnectionProtocol):
         to a loopback peer we send up to ``loopback_datagram_size``, never more than the peer's
         max_udp_payload_size transport parameter (RFC 9000 s18.2). Called once the client's
         transport parameters are in (ProtocolNegotiated comes after aioquic parsed them)."""
-        size = self.listener.loopback_datagram_size
+        try:
+            self._set_loopback_datagram_size(self.listener.loopback_datagram_size)
+        except AttributeError as exc:
+            # aioquic's private packet-size attributes moved (a newer aioquic): stay at 1200 bytes.
+            if not self.listener.loopback_datagram_size_warned:
+                self.listener.loopback_datagram_size_warned = True
+                log.warning("--moq-loopback-datagram-size unsupported by this aioquic (%s): 1200-byte packets", exc)
+
+    def _set_loopback_datagram_size(self, size: int) -> None:
         quic = self._quic
         if size <= quic._max_datagram_size or not _is_loopback(quic._network_paths[0].addr[0]):
             return
@@ -423,6 +431,7 @@ class MoqListener:
         self.host = host
         #: The largest QUIC packet sent to a peer on this host (1200: never above the default).
         self.loopback_datagram_size = loopback_datagram_size
+        self.loopback_datagram_size_warned = False  # logged once when aioquic lacks the attributes
         self.port = port
         self.relay = Relay()
         #: The rooms of the in-process worker on the relay (set by the node: runtime/moq_rooms.py).

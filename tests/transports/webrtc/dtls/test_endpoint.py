@@ -478,6 +478,36 @@ def test_released_server_resends_its_lost_final_flight(
     assert client.state is DtlsState.CLOSED
 
 
+def test_released_server_resends_its_final_flight_each_time_it_is_lost(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    """The client's retransmitted flight carries its Finished (epoch 1, authenticated): that must
+    not be taken as proof that ours arrived, or a second loss would leave the client stuck."""
+    lost: list[int] = []
+
+    def drop_final_twice(role: str, n: int, _d: bytes) -> bool:
+        if role == "server" and server_connected() and len(lost) < 2:
+            lost.append(n)
+            return True
+        return False
+
+    client, server = make_pair(client_cert, server_cert)
+    server_connected = lambda: server.state is DtlsState.CONNECTED  # noqa: E731
+    connected = server._on_handshake_complete
+
+    def release_on_connect() -> None:
+        connected()
+        assert server.release_connection()
+
+    server._on_handshake_complete = release_on_connect  # type: ignore[method-assign]
+    net = Net(client, server, drop_final_twice)
+    end = net.run()
+    assert lost == [1, 2]
+    assert client.state is DtlsState.CONNECTED and server.connection_released
+    assert end == 1.0 + 2.0  # the client's timer: 1 s, then doubled (RFC 6347 s4.2.4.1)
+    assert server.retransmissions == 2
+
+
 def test_released_endpoint_drops_forged_records_and_application_data(
     client_cert: DtlsCertificate, server_cert: DtlsCertificate
 ) -> None:

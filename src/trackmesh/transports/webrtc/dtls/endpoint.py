@@ -359,9 +359,11 @@ class DtlsEndpoint:
             if opened is None:
                 self.ignored_datagrams += 1  # fails authentication (RFC 6347 s4.1.2.7: discard)
                 continue
-            # An authenticated record proves the peer has our keys, so our final flight arrived.
-            self._final_flight = []
             content_type, plaintext = opened
+            if content_type == 23:
+                # Application data proves the peer finished, so our final flight arrived. Not
+                # its Finished (handshake, epoch 1): that one comes with each retransmission.
+                self._final_flight = []
             if content_type != ALERT or len(plaintext) != 2:
                 self.ignored_datagrams += 1  # application data or renegotiation: not used here
                 continue

@@ -163,10 +163,10 @@ def cluster(netns_guard: None) -> Iterator[Cluster]:
         assert not problems, "\n".join(problems)
 
 
-def run_sipp(cwd: Path, port: int, scenario: str, token: str) -> subprocess.CompletedProcess[str]:
+def run_sipp(cwd: Path, port: int, scenario: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sipp", f"{HOST}:{port}", "-i", HOST, "-p", str(free_udp_port()), "-mp", str(free_udp_port() & ~1),
-         "-m", "1", "-timeout", "15s", "-nostdin", "-trace_err", "-sf", scenario, "-s", token],
+         "-m", "1", "-timeout", "15s", "-nostdin", "-trace_err", "-sf", scenario, "-s", token, *extra],
         cwd=cwd, capture_output=True, text=True, timeout=25,
     )  # fmt: skip
 
@@ -229,24 +229,38 @@ def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: 
     assert counters["sip_proxy_responses"] >= 2 and counters["sip_proxy_bad"] == 0, counters
     # The room hangs up a second call: the media node's BYE goes through the gateway to the caller.
     (tmp_path / "hangup.xml").write_text(HUNG_UP_BY_THE_ROOM)
+    hung_up_by_the_room(media, tmp_path, gw_sip, token)
+    counters = gw.info()["counters"]
+    assert counters["sip_proxy_new_dialogs"] == 2 and counters["sip_proxy_toward_caller"] >= 1, counters
+    assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters
+    assert counters["sip_proxy_tcp_in"] == 0, counters
+    # The same over TCP (RFC 3261 s18, sipp -t t1: one connection to the gateway): the INVITE and ACK go on
+    # to the node over TCP, the 200 and the node's BYE come back on sipp's connection, sipp's 200 to it too.
+    hung_up_by_the_room(media, tmp_path, gw_sip, token, "-t", "t1")
+    counters = gw.info()["counters"]
+    assert counters["sip_proxy_new_dialogs"] == 3 and counters["sip_proxy_toward_caller"] >= 2, counters
+    assert counters["sip_proxy_tcp_in"] >= 3 and counters["sip_proxy_tcp_out"] >= 4, counters  # 100/200, BYE
+    assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters
+    assert counters["sip_proxy_tcp_framing_errors"] == 0 and counters["sip_proxy_tcp_connect_failures"] == 0, counters
+    dial_outs_through_the_gateway(gw, gw_sip, media, tmp_path)
+
+
+def hung_up_by_the_room(media: list[Member], tmp_path: Path, gw_sip: int, token: str, *extra: str) -> None:
+    """sipp calls through the gateway; the call's node hangs it up (DELETE): its BYE reaches sipp."""
     with ThreadPoolExecutor(1) as pool:
-        second = pool.submit(run_sipp, tmp_path, gw_sip, "hangup.xml", token)
+        call_done = pool.submit(run_sipp, tmp_path, gw_sip, "hangup.xml", token, *extra)
         deadline = time.monotonic() + 10
         calls: list[tuple[Member, dict[str, Any]]] = []
-        while not calls and time.monotonic() < deadline and not second.done():
+        while not calls and time.monotonic() < deadline and not call_done.done():
             calls = [(m, c) for m in media for c in sip_calls(m)]
             time.sleep(0.2)
-        assert len(calls) == 1, (calls, second.done() and sipp_failure(second.result(), tmp_path))
+        assert len(calls) == 1, (calls, call_done.done() and sipp_failure(call_done.result(), tmp_path))
         node, call = calls[0]
         status, _, body = http("DELETE", f"{node.base}/api/sip/calls/{call['session']}",
                                headers={"Authorization": f"Bearer {SECRET}"})  # fmt: skip
         assert status == 200, body
-        proc = second.result()
+        proc = call_done.result()
     assert proc.returncode == 0, sipp_failure(proc, tmp_path)  # sipp got the BYE and its 200 reached the node
-    counters = gw.info()["counters"]
-    assert counters["sip_proxy_new_dialogs"] == 2 and counters["sip_proxy_toward_caller"] >= 1, counters
-    assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters
-    dial_outs_through_the_gateway(gw, gw_sip, media, tmp_path)
 
 
 # sipp REGISTERs (a digest challenge, then 200) with the Contact of a sipp uas listening elsewhere.

@@ -160,7 +160,7 @@ class GatewayNode(Node):
         try:
             await proxy.start(host, port)
         except OSError as exc:
-            raise StartupError(f"--sip-port: cannot listen on UDP {host}:{port}: {exc.strerror}") from None
+            raise StartupError(f"--sip-port: cannot listen on UDP and TCP {host}:{port}: {exc.strerror}") from None
         self.sip_proxy = proxy
         log.info("sip proxy listening", extra={"fields": {"sip": f"{host}:{proxy.port}"}})
 

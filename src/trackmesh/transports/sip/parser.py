@@ -221,6 +221,12 @@ class StreamFramer:
 
     def next_message(self) -> Request | Response | None:
         """The next whole message, or None until more bytes arrive."""
+        frame = self.next_frame()
+        return None if frame is None else parse_message(frame, self.limits, stream=True)
+
+    def next_frame(self) -> bytes | None:
+        """The next whole message's bytes, unparsed (None until more bytes arrive): a message that
+        frames but does not parse leaves the stream in step, so it can be answered (400) instead."""
         buf = self._buf
         skipped = 0
         while skipped < len(buf) and buf[skipped] in (0x0D, 0x0A):
@@ -251,7 +257,7 @@ class StreamFramer:
             return None
         frame = bytes(buf[:total])
         del buf[:total]
-        return parse_message(frame, self.limits, stream=True)
+        return frame
 
 
 def serialize(msg: SipMessage) -> bytes:

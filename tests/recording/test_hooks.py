@@ -34,11 +34,12 @@ def test_a_recorded_room_and_its_peers_and_compose_jobs_are_hook_events(tmp_path
         recording = RecordingService(runtime)
         try:
             now = runtime.now()
-            alice = runtime.core.create_endpoint()
+            # acme's peers (rooms are per app: an acme recording sees acme's room "r 1" only)
+            alice = runtime.core.create_endpoint("acme")
             assert alice.control(now, Join("r 1", "alice", JoinOptions())) is None
             assert alice.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
             assert alice.control(now, Publish("video_main", TrackKind.VIDEO)) is None
-            bob = runtime.core.create_endpoint()
+            bob = runtime.core.create_endpoint("acme")
             assert bob.control(now, Join("r 1", "bob", JoinOptions())) is None
             source.take(100)  # the endpoints' own Join/RemoteTrackStarted events
             recording.record_peer(now, "acme", "r 1", "alice")

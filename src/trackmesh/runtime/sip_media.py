@@ -142,12 +142,13 @@ class SipMediaTransport:
             rtcp.close()
             self.counters["sip_calls_refused"] += 1
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
-        endpoint = self.runtime.core.create_endpoint()
+        app = str(params.get("app", ""))  # the caller's token's app: its room is that app's
+        endpoint = self.runtime.core.create_endpoint(app)
         self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
         recording = recording_of(self.runtime)
         if params.get("record") is True and recording is not None:
             # A record:true token (atm0s): the caller's audio track is recorded.
-            recording.record_peer(now, "", str(params["room"]), str(params["peer"]))
+            recording.record_peer(now, app, str(params["room"]), str(params["peer"]))
         return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
 
     def _admit(
@@ -192,7 +193,7 @@ class SipMediaTransport:
         """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event). The peer
         is in the room at once with metadata ``{"sip": true, "state": "connecting"}`` (atm0s shows
         a ringing call); ``sip.answer`` makes it ``connected``."""
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))
         metadata = json.dumps({"sip": True, "state": "connecting"})
         err = endpoint.control(now, Join(str(params["room"]), str(params["peer"]), JoinOptions(metadata=metadata)))
         if err is not None:

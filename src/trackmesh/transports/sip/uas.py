@@ -102,6 +102,7 @@ class OpenMedia:
     offer: str
     wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
     record: bool = False  # the caller's grant says record: true
+    app: str = ""  # the caller's grant's app (multi-tenancy): its room is that app's
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,7 @@ class Call:
     rel_give_up: float = 0.0
     held_ok: Response | None = None
     record: bool = False  # its grant says record: true (docs/recording.md)
+    app: str = ""  # its grant's app (multi-tenancy)
 
 
 def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
@@ -550,6 +552,7 @@ class CallControl:
             self.counters["refused"] += 1
             return
         call.room, call.peer, call.record = verdict.room, verdict.peer or caller_peer(req), verdict.record
+        call.app = verdict.app
         call.state = "opening"
         ringing = make_response(req, 180, to_tag=call.to_tag)
         if "100rel" in _tokens(req.headers, "Require"):
@@ -562,7 +565,8 @@ class CallControl:
         self.layer.send_response(now, ringing)
         body = req.body.decode("utf-8", "replace")
         self._actions.append(
-            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record)
+            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record,
+                      app=call.app)
         )
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:

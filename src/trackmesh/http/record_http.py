@@ -140,8 +140,8 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         if presented is not None:
             if app_secret_matches(node.config.secret, presented):
                 return ""
-            connector = node.connector
-            tenant = connector.apps.app_for_secret(presented) if connector is not None else None
+            apps = node.apps
+            tenant = apps.app_for_secret(presented) if apps is not None else None
             if tenant is not None:
                 return tenant
         throttle.failed(source, now)

@@ -108,6 +108,13 @@ async def run_sub(args: argparse.Namespace) -> None:
         "bad_packets": hub.bad_packets,
         "dropped_no_source": hub.dropped_no_source,
     }
+    hop = hub.hop_stats() if hasattr(hub, "hop_stats") else None  # trackmesh_cluster_hop_seconds, paced + blast
+    if hop is not None:
+        n = sum(hop["counts"])
+        result["hop_hist_count"] = n
+        result["hop_hist_mean_us"] = round(hop["sum"] / n * 1e6, 1) if n else None
+        result["hop_hist_le_1ms"] = sum(c for b, c in zip(hop["bounds"], hop["counts"], strict=False) if b <= 0.001)
+        result["paced_mean_us"] = round(sum(d) / len(d), 1) if d else None
     print(json.dumps(result), flush=True)
     hub.close()
     node.close()

@@ -5,8 +5,9 @@ DTLS and SRTP, see tests/transports/webrtc/peer_client.py), the clock moves 3 s 
 checks and no media, then the clients are dropped so that only the server's side stays. Prints,
 per peer: the bytes malloc'd and still in use (glibc ``mallinfo2``, with ``PYTHONMALLOC=malloc``:
 Python objects and the native memory of OpenSSL, libsrtp and ``cryptography``, without the
-allocator's fragmentation that RSS adds), the server's OpenSSL DTLS connection alone, the Python
-part (tracemalloc) and its top modules and allocation sites.
+allocator's fragmentation that RSS adds), as the worker runs them (OpenSSL's DTLS connection freed
+once connected, see ``DtlsEndpoint.release_connection``) and with the connection kept (what a peer
+with a data channel keeps), the Python part (tracemalloc) and its top modules and allocation sites.
 
     taskset -c 1 .venv/bin/python bench/idle_peer_memory.py [peers]
 
@@ -61,9 +62,9 @@ def malloced() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
-def idle_peers(n: int) -> tuple[Net, list[WebRtcPeer]]:
+def idle_peers(n: int, *, release: bool = True) -> tuple[Net, list[WebRtcPeer]]:
     net = Net()
-    peers = [net.connect(PeerMode.WHEP)[1] for _ in range(n)]
+    peers = [net.connect(PeerMode.WHEP, release_dtls=release)[1] for _ in range(n)]
     net.advance(3.0)  # consent checks, RTCP timers: an idle session as it stays
     net.clients = {}  # only the server's side stays
     net.events.clear()
@@ -77,12 +78,15 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONMALLOC": "malloc"})
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     idle_peers(3)  # warm up: certificates, shared DTLS contexts, caches
+    idle_peers(3, release=False)
+    before = malloced()
+    kept = idle_peers(n, release=False)
+    with_connection = malloced() - before
+    del kept
     before = malloced()
     kept = idle_peers(n)
     after = malloced()
-    for peer in kept[1]:
-        peer.dtls._conn = None  # type: ignore[assignment]  # measuring only: the OpenSSL object
-    dtls = after - malloced()
+    released = sum(p.dtls.connection_released for p in kept[1])
     del kept
     tracemalloc.start(8)
     before_py = tracemalloc.take_snapshot()
@@ -93,8 +97,9 @@ def main() -> None:
     by_file = after_py.compare_to(before_py, "filename")
     python = sum(s.size_diff for s in by_file)
     print(
-        f"{n} idle WHEP peers, per peer: {(after - before) / n / 1024:.1f} KB malloc'd; "
-        f"the OpenSSL DTLS connection {dtls / n / 1024:.1f} KB, Python objects {python / n / 1024:.1f} KB"
+        f"{n} idle WHEP peers ({released} released their DTLS connection), per peer: "
+        f"{(after - before) / n / 1024:.1f} KB malloc'd; with the OpenSSL DTLS connection kept "
+        f"{with_connection / n / 1024:.1f} KB; Python objects {python / n / 1024:.1f} KB"
     )
     print("Python, by module (bytes per peer):")
     for s in by_file[:12]:

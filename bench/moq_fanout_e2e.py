@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -197,6 +198,7 @@ async def publish(port: int, sent_path: str) -> None:
                 pub.messages = [x for x in pub.messages if not isinstance(x, m.Subscribe)]
                 group, object_id = divmod(seq, GOP)
                 payload = frame_payload(seq, KEY_SIZE if object_id == 0 else DELTA_SIZE)
+                written = False  # a new subscription starts at the next group: not sent before
                 for alias in aliases.values():
                     try:
                         if object_id == 0:
@@ -207,13 +209,15 @@ async def publish(port: int, sent_path: str) -> None:
                             streams[alias] = stream
                             head = encode_subgroup_header(SubgroupHeader(alias, group, 0, 128))
                             pub._quic.send_stream_data(stream, head + encode_object(0, None, payload))
+                            written = True
                         elif alias in streams:
                             data = encode_object(object_id, object_id - 1, payload)
                             pub._quic.send_stream_data(streams[alias], data)
+                            written = True
                     except (ValueError, RuntimeError):  # the relay stopped the group's stream: wait for the next
                         streams.pop(alias, None)
                         stopped += 1
-                if aliases:
+                if written:
                     sent.append(STAMP.unpack_from(payload)[1])
                 pub.transmit()
                 seq += 1
@@ -377,7 +381,11 @@ def start_relay(kind: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, TRACKMESH_CONNECTOR_DB=f"sqlite:///{workdir}/c.db")
         cmd = [*pin, sys.executable, "-m", "trackmesh.cli.main", "standalone", "--http-port"]
         cmd += [str(free_port(socket.SOCK_STREAM)), "--moq-port", str(port), "--moq-anonymous"]
-        cmd += ["--log-level", "warning"]
+        cmd += ["--log-level", "warning", *os.environ.get("MOQ_BENCH_NODE_ARGS", "").split()]
+        if os.environ.get("MOQ_BENCH_PYSPY"):  # a flame graph of the node: py-spy samples it (its own CPU counts too)
+            spy = str(Path(sys.executable).parent / "py-spy")
+            out = f"{os.environ['MOQ_BENCH_PYSPY']}-{port}.txt"
+            cmd = [*pin, spy, "record", "-r", "50", "-f", "raw", "-o", out, "--", *cmd[len(pin) :]]
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if kind == "aiomoqt":
         cert, key = f"{workdir}/cert.pem", f"{workdir}/key.pem"
@@ -456,6 +464,8 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "errors": result["errors"],
             "sent": sent,
             "seqs_seen": len(seqs),
+            "seq_range": [seqs[0], seqs[-1]] if seqs else None,
+            "seq_gaps": [[a + 1, b - 1] for a, b in itertools.pairwise(seqs) if b > a + 1][:5],
             "streams_stopped_upstream": published["stopped"],
             "decode_errors": result["decode_errors"],
             "expected": expected,

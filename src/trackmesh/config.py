@@ -49,6 +49,7 @@ class NodeConfig:
     cluster_ip: str = "127.0.0.1"
     cluster_port: int = 0
     cluster_mode: str = "mesh"
+    cluster_media_version: int = 2  # cluster/zenoh_channels.py: 1 = no send stamp (rolling upgrade)
     capacity: int = 1000
     # The connector (docs/connector.md); standalone embeds it.
     connector_db: str = "sqlite:///trackmesh-data/connector.db"
@@ -67,6 +68,7 @@ class NodeConfig:
     atm0s_compatible_tokens: bool = False
     dev: bool = False
     metrics_token: str = ""
+    metrics_room_labels: int = 0  # runtime/room_metrics.py: label the N busiest rooms; 0 = no room label
     connect_timeout: float = 15.0
     max_sessions: int = 1000
     max_sessions_per_token: int = 100
@@ -109,6 +111,8 @@ class NodeConfig:
     moq_cert: str = ""
     moq_key: str = ""
     moq_anonymous: bool = False
+    # The largest QUIC packet to a MoQ peer on this host (runtime/moq_listener.py); 1200 = as to any peer.
+    moq_loopback_datagram_size: int = 16384
 
     @property
     def token_key(self) -> bytes:
@@ -447,6 +451,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--cluster-mode", "mesh (every member dials every other: a handful of members) or routers (connect to "
          "the zone's routers named in --seeds only: from ~8 members) (default mesh)",
          _choice("--cluster-mode", CLUSTER_MODES), ("gateway", "media", "connector", "console"), "MODE"),
+    Flag("--cluster-media-version", "version of the media packets this node sends to other nodes: 2 (the "
+         "default) carries a send stamp for trackmesh_cluster_hop_seconds; 1 for a rolling upgrade while some "
+         "nodes decode version 1 only (docs/observability.md)", _int_range("--cluster-media-version", 1, 2),
+         ("media",), "N"),
     Flag("--cluster-ip", "address the cluster (zenoh) listener binds (default 127.0.0.1)", _ip("--cluster-ip"),
          ("gateway", "media", "router", "connector", "console"), "IP"),
     Flag("--cluster-port", "cluster (zenoh) TCP port; worker i of a media node listens on PORT+i "
@@ -494,10 +502,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--moq-anonymous", "open the MoQ relay to anyone: every namespace may be published and subscribed "
          "without a token (interop testing only; logged as a warning)", _switch("--moq-anonymous"),
          ("standalone", "media"), switch=True),
+    Flag("--moq-loopback-datagram-size", "largest QUIC packet sent to a MoQ peer on this host (loopback carries "
+         "64 KB datagrams; never above the peer's max_udp_payload_size; 1200 = as to any other peer; default 16384)",
+         _int_range("--moq-loopback-datagram-size", 1200, 65527), ("standalone", "media"), "BYTES"),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "
          "see docs/security.md)", _bearer_token("--metrics-token"), ALL_ROLES, "TOKEN"),
+    Flag("--metrics-room-labels", "label the N busiest rooms' series on /metrics with room=\"NAME\" (sessions, "
+         "packets in, packets and bytes forwarded); the other rooms are only counted. Off (0) by default: every "
+         "labelled room adds 5 series (docs/observability.md)", _int_range("--metrics-room-labels", 0, 1000),
+         ("standalone", "media"), "N"),
     Flag("--connect-timeout", "seconds a new WebRTC session has to complete ICE and DTLS before it is closed "
          "(default 15)", _float_range("--connect-timeout", 1.0, 600.0), ("standalone", "media"), "SECONDS"),
     Flag("--max-sessions", "WebRTC sessions (WHIP, WHEP, SDK) this node holds at once; more are refused with 503 "

@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster.test_roles import Cluster, free_port, http
 from tests.cluster.test_routers import routed, start_routers
-from tests.promtool import PROMTOOL, promtool_problems
+from tests.promtool import PROMTOOL, promtool_problems, sample
 from tests.runtime.node_process import NodeProcess
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -52,6 +52,7 @@ def test_every_role_exposes_metrics_promtool_accepts(cluster: Cluster) -> None:
         assert 'trackmesh_cluster_channels{direction="import",worker="0"}' in text, text
         text = http("GET", standalone.base + "/metrics")[2].decode()
         assert "trackmesh_hook_queue_depth 0.0" in text, text
+        assert "trackmesh_room_" not in text  # per-room labels are opt-in (--metrics-room-labels)
         # docs/observability.md lists every family a role exposes (process_* as a group).
         doc = (DOCS / "observability.md").read_text()
         for role, base in bases.items():
@@ -100,3 +101,36 @@ def test_alerting_rules_and_dashboard_use_documented_metrics() -> None:
     families = {re.sub(r"_(bucket|count|sum)$", "", name) for name in used}
     missing = sorted(f for f in families if f"`{f}`" not in doc)
     assert not missing, missing
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "sdp" / "fixtures"
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is missing (apt-get install prometheus)")
+def test_opt_in_room_labels_name_the_busiest_rooms_only() -> None:
+    odd = '<img src=x onerror=alert(1)> "quoted"'  # escaped in the exposition, accepted by promtool
+    rooms = [odd, odd, odd, "second", "second", "third"]
+    node = NodeProcess("--metrics-room-labels", "2", "--connect-timeout", "120")
+    try:
+        node.wait_ready()
+        offer = (FIXTURES / "chrome_whip_simulcast.sdp").read_bytes()
+        for i, room in enumerate(rooms):  # real offers; the sessions stay connecting (no ICE), each in its room
+            _, tok = node.json("POST", "/token/whip", {"room": room, "peer": f"p{i}", "ttl": 600}, token=node.secret)
+            status, _, body = http("POST", f"{node.base}/whip/endpoint", offer, {
+                "Content-Type": "application/sdp", "Authorization": f"Bearer {tok['data']['token']}"})  # fmt: skip
+            assert status == 201, body
+        text = http("GET", node.base + "/metrics")[2].decode()
+        assert promtool_problems(text) == "", promtool_problems(text)
+        escaped = odd.replace('"', '\\"')
+        assert sample(text, "trackmesh_room_sessions", room=escaped) == 3, text
+        assert sample(text, "trackmesh_room_sessions", room="second") == 2
+        assert 'room="third"' not in text  # beyond the 2 labelled rooms: only counted
+        assert sample(text, "trackmesh_room_labels_omitted") == 1
+        for family in ("trackmesh_room_rtp_packets_received_total", "trackmesh_room_forwarded_packets_total",
+                       "trackmesh_room_forwarded_bytes_total"):  # fmt: skip
+            assert f'{family}{{room="second"}} 0.0' in text, family
+        doc = (DOCS / "observability.md").read_text()
+        families = re.findall(r"^# TYPE (trackmesh_room_\S+) ", text, re.M)
+        assert len(families) == 5 and all(f"`{f}`" in doc for f in families), families
+    finally:
+        assert node.stop() == 0

@@ -12,6 +12,7 @@ from trackmesh.cluster.zenoh_channels import (
     BadMessage,
     decode_feedback,
     decode_packet,
+    decode_stamped_packet,
     encode_feedback,
     encode_packet,
 )
@@ -38,17 +39,26 @@ packets = st.builds(
 )
 
 
-@given(packets)
-def test_packet_round_trip(pkt: MediaPacket) -> None:
-    decoded = decode_packet(encode_packet(pkt))
+@given(packets, st.none() | st.integers(0, 2**32 - 1))
+def test_packet_round_trip(pkt: MediaPacket, stamp: int | None) -> None:
+    data = encode_packet(pkt, stamp)
+    assert data[0] == (1 if stamp is None else 2)  # version 2 carries the send stamp
+    decoded, got_stamp = decode_stamped_packet(data)
     assert decoded == pkt and decoded.alternate_of == pkt.alternate_of  # the mark is not in ==
+    assert got_stamp == (-1 if stamp is None else stamp)
+    assert decode_packet(data) == pkt
 
 
 def test_packet_header_is_compact_and_memoryview_payloads_work() -> None:
-    pkt = MediaPacket(MediaCodec.VP8, 96, 1, 2, True, False, memoryview(b"x" * 1200))
+    pkt = MediaPacket(MediaCodec.VP8, 96, 1, 2, True, False, memoryview(b"x" * 1200), layers=(1, 2))
     data = encode_packet(pkt)
-    assert len(data) == 16 + 1200
+    assert len(data) == 16 + 2 + 1200  # version 1
     assert decode_packet(data).payload == b"x" * 1200
+    stamped = encode_packet(pkt, 0xDEADBEEF)
+    assert len(stamped) == 20 + 2 + 1200  # version 2: 4 bytes more
+    assert stamped[12:16] == bytes.fromhex("deadbeef")  # after seq and ts
+    decoded, stamp = decode_stamped_packet(stamped)
+    assert stamp == 0xDEADBEEF and decoded.payload == b"x" * 1200 and decoded.layers == (1, 2)
 
 
 @given(st.binary(max_size=64))
@@ -62,7 +72,10 @@ def test_garbage_either_parses_or_is_a_bad_message(data: bytes) -> None:
     [
         b"",
         b"\x01" * 15,  # shorter than the header
-        b"\x02" + bytes(15),  # unknown version
+        b"\x03" + bytes(19),  # unknown version
+        b"\x02" + bytes(18),  # version 2 shorter than its header
+        bytes([2, 2, 96, 0]) + bytes(15) + b"\x05",  # version 2: 5 layers announced, none present
+        bytes([2, 2, 96, 0x10]) + bytes(16),  # version 2: unknown flag
         bytes([1, 99]) + bytes(14),  # unknown codec
         bytes([1, 2, 96, 0x80]) + bytes(12),  # unknown flag
         bytes([1, 2, 96, 0]) + bytes(11) + b"\x05",  # 5 layers announced, none present

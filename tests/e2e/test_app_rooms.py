@@ -39,7 +39,7 @@ def test_two_apps_in_rooms_of_one_name_see_only_their_own_tracks(
             publishers = {
                 app: pool.submit(aiortc_client, "whip", whip, "--token",
                                  tenant_token(node, secrets[app], "whip", "shared", "alice"),
-                                 "--size", "{}x{}".format(*SIZES[app]), "--duration", "8", timeout=90)
+                                 "--size", "{}x{}".format(*SIZES[app]), "--duration", "10", timeout=90)
                 for app in SIZES
             }  # fmt: skip
             viewers = {

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, Member, http
+from tests.promtool import sample
 
 from .conftest import CLIENTS_DIR
 
@@ -97,6 +98,19 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
     assert sent_b > 4 * got, (sent_b, got)
     assert sa2["packets_in"] == 0 and sb2["packets_out"] == 0
     print(f"\ncross-node: A exported {out} packets in 2 s, B imported {got}, B sent {sent_b} datagrams to 5 viewers")
+    # B observed the hop of every packet it imported (wire version 2's send stamp), A none.
+    text_b = http("GET", b.base + "/metrics")[2].decode()
+    text_a = http("GET", a.base + "/metrics")[2].decode()
+    hops = sample(text_b, "trackmesh_cluster_hop_seconds_count", worker="0")
+    imported = sample(text_b, "trackmesh_cluster_packets_received_total", worker="0")
+    assert hops >= imported >= got > 0, (hops, imported, got)  # (hops also counts packets with no proxy yet)
+    assert sample(text_b, "trackmesh_cluster_hop_seconds_bucket", worker="0", le="+Inf") == hops
+    assert sample(text_b, "trackmesh_cluster_hop_seconds_sum", worker="0") > 0
+    assert sample(text_b, "trackmesh_cluster_hop_clock_behind_total", worker="0") == 0  # one host, one clock
+    assert sample(text_a, "trackmesh_cluster_hop_seconds_count", worker="0") == 0
+    below_25ms = sample(text_b, "trackmesh_cluster_hop_seconds_bucket", worker="0", le="0.025")
+    print(f"hop histogram on B: {hops:.0f} packets, {below_25ms:.0f} within 25 ms, "
+          f"mean {sample(text_b, 'trackmesh_cluster_hop_seconds_sum', worker='0') / hops * 1e3:.2f} ms")
     r = result(pub)
     assert r["rc"] == 0 and r["delete_status"] == 200, r
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -277,6 +277,58 @@ def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster
             c.kill()
             c.communicate()
         prometheus.close()
+
+
+def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(dev_cluster: DevCluster) -> None:
+    dc = dev_cluster
+    cc = ConsoleClient(dc.url(CONSOLE))
+    room = "taped"
+    bearer = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+
+    def record(action: str) -> None:
+        url = dc.url(GATEWAY) + f"/api/record/{action}"
+        status, _, body = request("POST", url, json.dumps({"room": room}).encode(), bearer)
+        assert status == 200, body
+
+    def files(complete: bool = False, size: int = 0) -> list[dict[str, Any]]:
+        found = [f for f in cc.get(f"/api/console/recordings?room={room}")["files"] if f["room"] == room]
+        ok = len(found) == 2 and all(f.get("size", 0) > size and (f["status"] == "complete" or not complete)
+                                     for f in found)  # fmt: skip
+        return found if ok else []
+
+    record("start")
+    pub = dc.client("whip", GATEWAY, room, "cam", 20)
+    try:
+        wait_for(lambda: files(size=2000), 20, "the recorded video and audio files in the console", dc)
+    finally:
+        record("stop")  # finalised on the media node while the publisher still sends
+        pub.kill()
+        pub.communicate()
+    listed = wait_for(lambda: files(complete=True), 15, "both files complete", dc)
+    data = cc.get("/api/console/recordings")
+    assert data["unanswered"] == [], data
+    # The two media nodes of a dev-cluster share one record directory: each file is listed once.
+    assert len({f["path"] for f in data["files"]}) == len(data["files"]), data
+    for f in listed:
+        assert (f["zone"], f["peer"]) == (1, "cam") and f["node"] in (2, 3), f
+        assert f["download"] == "/api/console/recordings/file?" + urlencode(
+            {"path": f["path"], "zone": f["zone"], "node": f["node"]}), f  # fmt: skip
+        status, headers, body = request("GET", dc.url(CONSOLE) + f["download"], headers={"Cookie": cc.cookie})
+        assert status == 200 and headers["content-disposition"].startswith("attachment"), (status, headers)
+        assert len(body) == f["size"], (len(body), f)  # complete: the file no longer grows
+        assert body[:4] == b"\x1a\x45\xdf\xa3" or body[4:8] == b"ftyp", body[:16]  # WebM (EBML) or MP4
+    # Refusals: no cookie, a path that is not a recorded file of the app, no node.
+    first = listed[0]
+    assert request("GET", dc.url(CONSOLE) + first["download"])[0] == 401
+    for query, refused in (({"path": "../../../etc/passwd", "zone": 1, "node": first["node"]}, 404),
+                           ({"path": first["path"] + ".json", "zone": 1, "node": first["node"]}, 404),
+                           ({"path": first["path"], "zone": 1, "node": 99}, 504)):  # no such node  # fmt: skip
+        status, _, body = request("GET", dc.url(CONSOLE) + "/api/console/recordings/file?" + urlencode(query),
+                                  headers={"Cookie": cc.cookie})  # fmt: skip
+        assert status == refused, (query, status, body)
+    status, _, body = request("GET", dc.url(CONSOLE) + "/api/console/recordings/file?" +
+                              urlencode({"path": first["path"]}), headers={"Cookie": cc.cookie})  # fmt: skip
+    assert status == 400, body
 
 
 def test_a_console_that_loses_the_cluster_shows_the_last_view_marked_stale(dev_cluster: DevCluster) -> None:

@@ -5,7 +5,9 @@ joined by zenoh in the loopback netns, shared by the tests of this module.
   (draft-16, raw QUIC) on node B. Both receive every object, and node A sends each object once
   into the cluster.
 - Rooms: a GStreamer WHIP publisher in a room on node A, watched over MoQ on node B (the room
-  bridge of node B taps the track's cluster channel, as a WHEP viewer on node B would)."""
+  bridge of node B taps the track's cluster channel, as a WHEP viewer on node B would).
+- Namespaces: a SUBSCRIBE_NAMESPACE on node B hears of a namespace published on node A, and a
+  publisher-initiated track (PUBLISH) on node A is subscribed on node B."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from typing import Any
 import pytest
 from aioquic.asyncio.client import connect
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from tests.cluster.test_roles import Cluster, Member, http
 from tests.e2e.test_moq_interop import free_udp_port
 from tests.e2e.test_moq_rooms import Publisher, Subscriber, is_vp8_key
 from tests.e2e.test_whip_whep import Background
+from trackmesh.transports.moq import codec16
 from trackmesh.transports.moq import messages as m
 
 pytestmark = pytest.mark.e2e
@@ -141,6 +145,123 @@ def test_a_moq_publisher_on_a_is_watched_on_b_with_one_copy_crossing(
     assert info_a.get("moq_channels_exported", 0) == 0  # the subscribers left: the export ended
     assert result["unsubscribed"], "node A never unsubscribed from the publisher"
     assert b_after["cluster_tracks_imported"] == 0 and a_after["cluster_tracks_exported"] == 0
+
+
+class NamespaceWatcher(Subscriber):
+    """A draft-16 subscriber with one SUBSCRIBE_NAMESPACE on its own bidi stream (draft-16 s9.28)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ns_stream = -1
+        self.ns_buf = bytearray()
+        self.ns_messages: list[m.ControlMessage] = []
+
+    def subscribe_namespace(self, request_id: int, prefix: m.TrackNamespace) -> None:
+        self.ns_stream = self._quic.get_next_available_stream_id()
+        msg = m.SubscribeNamespace(request_id, prefix, m.NAMESPACE_OPTION_NAMESPACE)
+        self._quic.send_stream_data(self.ns_stream, codec16.encode_message(msg))
+        self.transmit()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id == self.ns_stream:
+            self.ns_buf += event.data
+            while (split := codec16.split_message(self.ns_buf)) is not None:
+                kind, payload, used = split
+                self.ns_messages.append(codec16.decode_message(kind, payload))
+                del self.ns_buf[:used]
+            self.arrived.set()
+            return
+        super().quic_event_received(event)
+
+
+async def announce_across(port_a: int, port_b: int) -> dict[str, Any]:
+    """SUBSCRIBE_NAMESPACE on node B hears of a namespace published on node A (and of its end),
+    and a SUBSCRIBE to the announced namespace reaches the publisher on A."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup = m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10})
+    ns = (b"moq-ns", b"announced")
+    async with (
+        connect("127.0.0.1", port_b, configuration=config, create_protocol=NamespaceWatcher) as cw,
+        connect("127.0.0.1", port_a, configuration=config, create_protocol=Publisher) as cp,
+    ):
+        watcher: NamespaceWatcher = cw  # type: ignore[assignment]
+        pub: Publisher = cp  # type: ignore[assignment]
+        for session in (watcher, pub):
+            session.send(setup)
+        await watcher.wait_for(lambda: watcher.messages, 5)
+        watcher.subscribe_namespace(0, (b"moq-ns",))
+        await watcher.wait_for(lambda: watcher.ns_messages, 5)
+        answer = list(watcher.ns_messages)
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.PublishNamespace(0, ns))
+
+        def said(kind: type) -> list[Any]:
+            return [x for x in watcher.ns_messages if isinstance(x, kind)]
+
+        # Through the cluster registry: generous, a loaded box may take a while.
+        await watcher.wait_for(lambda: said(m.Namespace), 15)
+        announced = said(m.Namespace)
+        watcher.send(m.Subscribe(2, ns, b"video", {m.PARAM_FORWARD: 1}))
+        await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages), 10)
+        sub = next((x for x in pub.messages if isinstance(x, m.Subscribe)), None)
+        assert sub is not None and sub.namespace == ns, pub.messages
+        pub.send(m.SubscribeOk(sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+        await watcher.wait_for(lambda: watcher.reply(2), 10)
+        pub.send_group(1, 0, [(b"key frame", None)])
+        await watcher.wait_for(lambda: watcher.objects, 10)
+        objects = [(g, o, p) for _, g, o, p, _ in watcher.objects]
+        pub.send(m.PublishNamespaceDone(0))
+        await watcher.wait_for(lambda: said(m.NamespaceDone), 15)
+        return {"answer": answer, "announced": announced, "done": said(m.NamespaceDone), "objects": objects}
+
+
+def test_subscribe_namespace_on_b_hears_of_a_namespace_published_on_a(
+    cluster: tuple[Cluster, Member, Member, int, int],
+) -> None:
+    _, _, _, port_a, port_b = cluster
+    got = asyncio.run(announce_across(port_a, port_b))
+    print("namespace across:", got)
+    assert got["answer"] == [m.RequestOk(0)], got
+    assert got["announced"] == [m.Namespace((b"announced",))], got
+    assert got["objects"] == [(0, 0, b"key frame")], got
+    assert got["done"] == [m.NamespaceDone((b"announced",))], got
+
+
+async def publish_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
+    """A publisher-initiated track (PUBLISH, no PUBLISH_NAMESPACE) on node A, subscribed on node B."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup = m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10})
+    ns = (b"moq-pub", b"initiated")
+    remote_before = (await asyncio.to_thread(moq_metrics, b)).get("cluster_namespaces_remote", 0)
+    async with (
+        connect("127.0.0.1", port_a, configuration=config, create_protocol=Publisher) as cp,
+        connect("127.0.0.1", port_b, configuration=config, create_protocol=Subscriber) as cv,
+    ):
+        pub: Publisher = cp  # type: ignore[assignment]
+        viewer: Subscriber = cv  # type: ignore[assignment]
+        for session in (pub, viewer):
+            session.send(setup)
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.Publish(0, ns, b"video", 3))
+        await pub.wait_for(lambda: any(isinstance(x, m.PublishOk) for x in pub.messages), 5)
+        seen = await asyncio.to_thread(wait_metric, b, "cluster_namespaces_remote", remote_before + 1, 15)
+        await viewer.wait_for(lambda: viewer.messages, 5)
+        viewer.send(m.Subscribe(0, ns, b"video", {m.PARAM_FORWARD: 1}))
+        await viewer.wait_for(lambda: viewer.reply(0), 10)
+        reply = viewer.reply(0)
+        pub.send_group(3, 0, [(b"key frame", None), (b"delta", None)])
+        await viewer.wait_for(lambda: len(viewer.objects) >= 2, 10)
+        return {"seen": seen, "reply": reply, "objects": [(g, o, p) for _, g, o, p, _ in viewer.objects]}
+
+
+def test_a_publisher_initiated_track_on_a_is_watched_on_b(
+    cluster: tuple[Cluster, Member, Member, int, int],
+) -> None:
+    _, _, b, port_a, port_b = cluster
+    got = asyncio.run(publish_across(port_a, port_b, b))
+    print("publish across:", got)
+    assert isinstance(got["reply"], m.SubscribeOk), got
+    assert got["objects"] == [(0, 0, b"key frame"), (0, 1, b"delta")], got
 
 
 async def watch_room(port: int, room: str, objects_wanted: int, node: Member) -> dict[str, Any]:

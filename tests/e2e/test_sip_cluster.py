@@ -3,7 +3,10 @@ hands the dialog to a media node, the call's ACK and BYE follow the Record-Route
 
 A gateway and two media nodes with SIP on, as real processes in the private network namespace (loopback
 only); sipp gets -timeout and its scenario honours Record-Route (``rrs``, ``[routes]``, ``[next_url]``)
-like any RFC 3261 UA.
+like any RFC 3261 UA. The HTTP dial-outs through the gateway: a softphone REGISTERed through the
+gateway's proxy is called by ``POST /sip/invite/client`` at the gateway (routed to the node with its
+binding), a trunk by ``POST /sip/invite/server``; DTMF and hang-up go to each call's node by its
+session id.
 """
 
 from __future__ import annotations
@@ -243,3 +246,128 @@ def test_sipp_calls_the_gateway_and_the_dialog_lives_on_one_media_node(cluster: 
     counters = gw.info()["counters"]
     assert counters["sip_proxy_new_dialogs"] == 2 and counters["sip_proxy_toward_caller"] >= 1, counters
     assert counters["sip_proxy_stray_responses"] == 0 and counters["sip_proxy_unknown_dialog"] == 0, counters
+    dial_outs_through_the_gateway(gw, gw_sip, media, tmp_path)
+
+
+# sipp REGISTERs (a digest challenge, then 200) with the Contact of a sipp uas listening elsewhere.
+REGISTER_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register through the gateway">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:phone9@[remote_ip]>;tag=r[call_number]
+To: <sip:phone9@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:phone9@{contact}>
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:phone9@[remote_ip]>;tag=r[call_number]
+To: <sip:phone9@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:phone9@{contact}>
+[authentication]
+Expires: 60
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def dial_outs_through_the_gateway(gw: Member, gw_sip: int, media: list[Member], tmp_path: Path) -> None:
+    """The atm0s 0.1 dial-out paths at the gateway's HTTP port (docs/sip.md, In a cluster)."""
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"}
+    room = "sip-cluster-out"
+    status, _, raw = http("POST", gw.base + "/token/sip", json.dumps({"room": room, "ttl": 600}).encode(), auth)
+    assert status == 200, raw
+    creds = json.loads(raw)["data"]
+    phone_port, trunk_port = free_udp_port(), free_udp_port()
+    (tmp_path / "register.xml").write_text(REGISTER_SCENARIO.replace("{contact}", f"{HOST}:{phone_port}"))
+    phones: list[subprocess.Popen[str]] = []
+
+    def uas(port: int) -> subprocess.Popen[str]:
+        phones.append(subprocess.Popen(
+            ["sipp", "-sn", "uas", "-i", HOST, "-p", str(port), "-mp", str(free_udp_port() & ~1), "-rtp_echo",
+             "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+        return phones[-1]
+
+    def answered(session: int) -> tuple[int, dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = [(i, c) for i, m in enumerate(media) for c in sip_calls(m)
+                     if c["session"] == session and c["rtp_in"] > 10]  # fmt: skip
+            if found:
+                return found[0]  # answered, and sipp's echo of our RTP came back
+            time.sleep(0.2)
+        raise AssertionError([sip_calls(m) for m in media])
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        status, headers, raw = http("POST", gw.base + path, json.dumps(body).encode(), auth)
+        return status, headers, json.loads(raw)
+
+    def ended_by_our_bye(p: subprocess.Popen[str]) -> None:
+        out, _ = p.communicate(timeout=15)
+        assert p.returncode == 0, out[-2000:]  # its one call ended with our BYE
+
+    try:
+        phone, trunk = uas(phone_port), uas(trunk_port)  # both listen now: their 4 s time-waits overlap
+        proc = subprocess.run(
+            ["sipp", f"{HOST}:{gw_sip}", "-i", HOST, "-p", str(free_udp_port()), "-m", "1", "-timeout", "15s",
+             "-nostdin", "-trace_err", "-sf", "register.xml", "-au", creds["username"], "-ap", creds["password"]],
+            cwd=tmp_path, capture_output=True, text=True, timeout=25,
+        )  # fmt: skip
+        assert proc.returncode == 0, sipp_failure(proc, tmp_path)  # registered through the gateway's proxy
+        bindings = []
+        for i, m in enumerate(media):
+            status, _, raw = http("GET", m.base + "/api/sip/registrations", headers=auth)
+            assert status == 200, raw
+            bindings += [(i, b) for b in json.loads(raw)["data"]["registrations"]]
+        ((holder, binding),) = bindings  # on one node: the one its address of record hashes to
+        assert binding["contact"] == f"sip:phone9@{HOST}:{phone_port}" and binding["room"] == room, binding
+        body: dict[str, Any] = {"room_id": room, "dest_session_id": binding["session_id"], "from_number": "100"}
+        status, headers, resp = post("/sip/invite/client", body)
+        assert status == 200, resp
+        assert headers["x-trackmesh-served-by"] == f"1/{media[holder].node}", headers
+        session = resp["data"]["session_id"]
+        owner, call = answered(session)
+        assert owner == holder and call["room"] == room and call["peer"] == "sip-phone9", call
+        status, _, resp = post(f"/sip/call/{session}/dtmf", {"digits": "5"})
+        # Reached the call's node (any other answers 404); sipp's uas answered no telephone-event: 0 sent.
+        assert status == 200 and resp["data"]["sent"] == 0, resp
+        status, _, raw = http("DELETE", f"{gw.base}/sip/call/{session}", headers=auth)
+        assert status == 200, raw
+
+        status, _, resp = post("/sip/invite/client", {**body, "dest_session_id": "no-such"})
+        assert status == 404, resp  # every SIP node of the zone was asked
+        body = {"room_id": room, "dest_addr": f"{HOST}:{trunk_port}", "from_number": "100", "to_number": "4930"}
+        status, headers, resp = post("/sip/invite/server", body)
+        assert status == 200, resp
+        session = resp["data"]["session_id"]
+        owner, call = answered(session)
+        assert headers["x-trackmesh-served-by"] == f"1/{media[owner].node}" and call["peer"] == "sip-4930", call
+        status, _, raw = http("DELETE", f"{gw.base}/api/sip/calls/{session}", headers=auth)
+        assert status == 200, raw
+        ended_by_our_bye(phone)
+        ended_by_our_bye(trunk)
+        status, _, raw = http("DELETE", f"{gw.base}/sip/call/{(1 << 40) | 7}", headers=auth)
+        assert status == 404, raw  # a session of a node the zone does not have
+        status, _, raw = http("DELETE", f"{gw.base}/sip/call/{session}")
+        assert status == 401, raw  # no app secret: refused at the gateway
+        # "no-such" missed on both nodes; the real binding at most once (the other node asked first).
+        assert gw.info()["counters"]["sip_binding_misses"] in (2, 3), gw.info()["counters"]
+    finally:
+        for p in phones:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -51,3 +51,21 @@ def test_nested_models_are_inlined() -> None:
     assert "$defs" not in schema and "$ref" not in str(schema)
     assert schema["properties"]["a"]["properties"]["n"]["type"] == "integer"
     assert schema["properties"]["b"]["items"]["required"] == ["n"]
+
+
+def test_the_zone_gateways_document_describes_its_routed_sip_paths() -> None:
+    from trackmesh.gateway.node import GatewayNode
+
+    gw = GatewayNode(resolve("gateway", {"secret": "a-secret-of-16-chars", "node_id": "9"}, {}))
+    doc = TestClient(gw.create_app()).get("/openapi.json").json()
+    for ref in refs(doc):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in doc["components"]["schemas"], ref
+    assert "$defs" not in str(doc)
+    paths = doc["paths"]
+    for path, method, field in (("/sip/invite/server", "post", "dest_addr"), ("/sip/invite/client", "post",
+                                "dest_session_id"), ("/api/sip/calls", "post", "to"),
+                                ("/sip/call/{session_id}/dtmf", "post", "digits"),
+                                ("/api/sip/calls/{session}/dtmf", "post", "digits")):  # fmt: skip
+        schema = paths[path][method]["requestBody"]["content"]["application/json"]["schema"]
+        assert field in schema["properties"], (path, schema)
+    assert "delete" in paths["/sip/call/{session_id}"] and "delete" in paths["/api/sip/calls/{session}"]

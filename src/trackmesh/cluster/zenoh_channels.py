@@ -27,10 +27,16 @@ time.monotonic, whichever clock its core calls use).
 
 Wire format of a packet (network byte order)::
 
-    version:u8=1 codec:u8 payload_type:u8 flags:u8 seq:u32 ts:u32
+    version:u8=2 codec:u8 payload_type:u8 flags:u8 seq:u32 ts:u32 send_stamp:u32
     spatial:u8 temporal:u8 audio_level:u8 n_layers:u8 layers:u8*n_layers [alternate_of:u8] payload
     flags: 1 = marker, 2 = keyframe, 4 = audio_level present, 8 = alternate_of present
     (``MediaPacket.alternate_of``: the original codec of an alternate rendition's packet)
+    send_stamp: the sender's wall clock in microseconds modulo 2**32 (cluster/hop_latency.py), read
+    when the packet is put; the receiver observes the hop into ``trackmesh_cluster_hop_seconds``.
+
+Version 1 is the same without ``send_stamp``. Every node decodes both; a hub sends version 2
+unless made with ``media_version=1`` (``--cluster-media-version 1``: a rolling upgrade from
+nodes that decode version 1 only, which drop and count version 2 packets as bad).
 
 Feedback: ``version:u8=1 kind:u8 (0 keyframe, 1 bitrate, 2 alternate) origin:16 bytes bitrate_bps:u64``.
 Malformed messages are dropped and counted.
@@ -52,12 +58,14 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import zenoh
 
+from trackmesh.cluster.hop_latency import STAMP_MASK, HopLatency
 from trackmesh.cluster.local import LocalChannelHub
 from trackmesh.cluster.zenoh_registry import Post, undeclare
 from trackmesh.core.channel import ChannelPublisher, ChannelSubscriber, Feedback, FeedbackKind, MessageSubscriber
@@ -68,10 +76,12 @@ FB_ROOT = "tm/fb/"
 SRC_ROOT = "tm/src/"
 MSG_ROOT = "tm/msg/"
 
-_VERSION = 1
+_VERSION = 1  # feedback and messages; media packets: MEDIA_VERSIONS
+MEDIA_VERSIONS = (1, 2)  # 2 adds the send stamp
 # Packets from other nodes waiting for the loop, at most (about 1 s of 10 HD video tracks).
 INBOX_LIMIT = 10_000
-_HDR = struct.Struct("!BBBBIIBBBB")
+_HDR = struct.Struct("!BBBBIIBBBB")  # version 1
+_HDR2 = struct.Struct("!BBBBIIIBBBB")  # version 2: send_stamp after ts
 _F_MARKER, _F_KEYFRAME, _F_LEVEL, _F_ALTERNATE = 1, 2, 4, 8
 _FB = struct.Struct("!BB16sQ")
 _FB_KINDS = (FeedbackKind.KEYFRAME, FeedbackKind.BITRATE, FeedbackKind.ALTERNATE)
@@ -91,7 +101,13 @@ class BadMessage(ValueError):
     """A packet or feedback message that does not parse (dropped and counted)."""
 
 
-def encode_packet(pkt: MediaPacket) -> bytes:
+def wall_stamp() -> int:
+    """The send stamp now: wall-clock microseconds modulo 2**32 (why wall time: cluster/hop_latency.py)."""
+    return (time.time_ns() // 1000) & STAMP_MASK
+
+
+def encode_packet(pkt: MediaPacket, send_stamp: int | None = None) -> bytes:
+    """Version 2 with ``send_stamp`` (:func:`wall_stamp`), version 1 without."""
     flags = (_F_MARKER if pkt.marker else 0) | (_F_KEYFRAME if pkt.keyframe else 0)
     level = 0
     if pkt.audio_level is not None:
@@ -102,28 +118,50 @@ def encode_packet(pkt: MediaPacket) -> bytes:
     if alternate_of is not None:
         flags |= _F_ALTERNATE
         layers = (*layers, alternate_of)  # one more byte after the layer list (not counted in it)
-    head = _HDR.pack(
-        _VERSION,
-        pkt.codec,
-        pkt.payload_type,
-        flags,
-        pkt.seq,
-        pkt.ts,
-        pkt.spatial,
-        pkt.temporal,
-        level,
-        len(pkt.layers),
-    )
+    if send_stamp is None:
+        head = _HDR.pack(
+            1, pkt.codec, pkt.payload_type, flags, pkt.seq, pkt.ts, pkt.spatial, pkt.temporal, level, len(pkt.layers)
+        )
+    else:
+        head = _HDR2.pack(
+            2,
+            pkt.codec,
+            pkt.payload_type,
+            flags,
+            pkt.seq,
+            pkt.ts,
+            send_stamp,
+            pkt.spatial,
+            pkt.temporal,
+            level,
+            len(pkt.layers),
+        )
     if layers:
         return head + bytes(layers) + pkt.payload
     return head + pkt.payload
 
 
 def decode_packet(data: bytes) -> MediaPacket:
-    if len(data) < _HDR.size:
+    return decode_stamped_packet(data)[0]
+
+
+def decode_stamped_packet(data: bytes) -> tuple[MediaPacket, int]:
+    """(packet, send stamp) of version 2, (packet, -1) of version 1; raises BadMessage."""
+    version = data[0] if data else 0
+    if version == 2:
+        if len(data) < _HDR2.size:
+            raise BadMessage("media packet shorter than its header")
+        _, codec, pt, flags, seq, ts, stamp, spatial, temporal, level, n_layers = _HDR2.unpack_from(data)
+        start = _HDR2.size
+    elif version == 1:
+        if len(data) < _HDR.size:
+            raise BadMessage("media packet shorter than its header")
+        _, codec, pt, flags, seq, ts, spatial, temporal, level, n_layers = _HDR.unpack_from(data)
+        stamp = -1
+        start = _HDR.size
+    elif not data:
         raise BadMessage("media packet shorter than its header")
-    version, codec, pt, flags, seq, ts, spatial, temporal, level, n_layers = _HDR.unpack_from(data)
-    if version != _VERSION:
+    else:
         raise BadMessage(f"media packet version {version} is not supported")
     if flags & ~(_F_MARKER | _F_KEYFRAME | _F_LEVEL | _F_ALTERNATE):
         raise BadMessage("media packet has unknown flags")
@@ -131,7 +169,7 @@ def decode_packet(data: bytes) -> MediaPacket:
         media_codec = MediaCodec(codec)
     except ValueError as exc:
         raise BadMessage(f"unknown codec {codec}") from exc
-    end = _HDR.size + n_layers
+    end = start + n_layers
     alternate_of = None
     if flags & _F_ALTERNATE:
         end += 1
@@ -142,7 +180,7 @@ def decode_packet(data: bytes) -> MediaPacket:
             alternate_of = MediaCodec(data[end - 1])
         except ValueError as exc:
             raise BadMessage(f"unknown alternate codec {data[end - 1]}") from exc
-    return MediaPacket(
+    pkt = MediaPacket(
         media_codec,
         pt,
         seq,
@@ -153,9 +191,10 @@ def decode_packet(data: bytes) -> MediaPacket:
         spatial,
         temporal,
         level if flags & _F_LEVEL else None,
-        tuple(data[_HDR.size : _HDR.size + n_layers]),
+        tuple(data[start : start + n_layers]),
         alternate_of=alternate_of,
     )
+    return pkt, stamp
 
 
 def encode_message(sender: str, data: bytes) -> bytes:
@@ -188,6 +227,10 @@ def decode_feedback(data: bytes) -> Feedback:
     if version != _VERSION or kind >= len(_FB_KINDS):
         raise BadMessage("feedback message has an unknown version or kind")
     return Feedback(_FB_KINDS[kind], int.from_bytes(origin, "big"), bitrate)
+
+
+def _no_stamp() -> None:
+    return None
 
 
 def _matching(status: object) -> bool:
@@ -243,8 +286,9 @@ class _ExportHandle:
         local.send(pkt)
         export = self._export
         if export.interest and local.channel.publisher is local:
-            export.publisher.put(encode_packet(pkt))
-            self._hub.packets_out += 1
+            hub = self._hub
+            export.publisher.put(encode_packet(pkt, hub._send_stamp()))
+            hub.packets_out += 1
 
     def stop(self, now: float) -> None:
         if not self._current():
@@ -375,7 +419,13 @@ class ZenohChannelHub:
         member: str | None = None,
         express: bool = True,
         indirect: bool = False,
+        media_version: int = 2,
+        stamp_clock: Callable[[], int] = wall_stamp,
     ) -> None:
+        """``stamp_clock``: send and arrival stamps of the hop histogram (``wall_stamp``; tests pass a
+        virtual one); ``media_version``: the packet version sent (1: no send stamp)."""
+        if media_version not in MEDIA_VERSIONS:
+            raise ValueError(f"media_version must be one of {MEDIA_VERSIONS}")
         self.session = session
         self.local = local if local is not None else LocalChannelHub()
         self.member = member if member is not None else str(session.zid())
@@ -384,12 +434,15 @@ class ZenohChannelHub:
         self.closed = False
         self._post_fn = post
         self._clock = clock
+        self._stamp_clock = stamp_clock
+        self._send_stamp: Callable[[], int | None] = stamp_clock if media_version == 2 else _no_stamp
+        self.hop = HopLatency()  # trackmesh_cluster_hop_seconds: observed on the loop thread only
         self._exports: dict[int, _Export] = {}
         self._imports: dict[int, _Import] = {}
         self._msg_exports: dict[int, _MessageExport] = {}
         self._msg_imports: dict[int, _MessageImport] = {}
         # Packets decoded on zenoh threads, waiting for the loop (see _media_callback).
-        self._inbox: deque[tuple[int, MediaPacket]] = deque()
+        self._inbox: deque[tuple[int, MediaPacket, int]] = deque()
         self._drain_posted = False
         self.inbox_limit = INBOX_LIMIT
         self.inbox_dropped = 0
@@ -515,6 +568,10 @@ class ZenohChannelHub:
         )
         return out
 
+    def hop_stats(self) -> dict[str, Any]:
+        """The hop histogram (``HopLatency.to_dict``) for the node's /metrics."""
+        return self.hop.to_dict()
+
     def close(self) -> None:
         if self.closed:
             return
@@ -603,14 +660,14 @@ class ZenohChannelHub:
 
         def on_media(sample: zenoh.Sample) -> None:
             try:
-                pkt = decode_packet(sample.payload.to_bytes())
+                pkt, stamp = decode_stamped_packet(sample.payload.to_bytes())
             except BadMessage:
                 self._post(self._count_bad_packet)
                 return
             if len(inbox) >= self.inbox_limit:
                 self.inbox_dropped += 1  # the loop is this far behind: real-time media is stale
                 return
-            inbox.append((channel, pkt))
+            inbox.append((channel, pkt, stamp))
             # One wake-up of the loop per burst, not per packet (deque ops are atomic).
             if not self._drain_posted:
                 self._drain_posted = True
@@ -620,11 +677,14 @@ class ZenohChannelHub:
 
     def _drain_inbox(self) -> None:
         self._drain_posted = False  # first: a packet appended from now on posts a new drain
-        inbox, deliver = self._inbox, self._deliver
+        inbox, deliver, observe = self._inbox, self._deliver, self.hop.observe
         now = self._clock()  # the packets' arrival: the now of every viewer's sink they reach
+        now_stamp = self._stamp_clock()  # ... and the end of their hop (the histogram's clock)
         while inbox:
-            channel, pkt = inbox.popleft()
+            channel, pkt, stamp = inbox.popleft()
             pkt.arrival = now
+            if stamp >= 0:
+                observe(stamp, now_stamp)
             deliver(channel, pkt)
 
     def _source_callback(self, channel: int) -> Callable[[zenoh.Sample], None]:

@@ -16,6 +16,13 @@ Routing controls (query parameter or header; see docs/cluster.md):
 own ``rtmp://`` URL in the answer (its port splices encoders to the zone's media nodes:
 rtmp_splice.py), one without leaves the node's.
 
+SIP dial-outs (docs/sip.md, *In a cluster*): ``POST /sip/invite/server`` and ``POST /api/sip/calls``
+go to the least-loaded media node that runs SIP; ``POST /sip/invite/client`` to the node that holds
+the softphone's REGISTER binding (each SIP node of the zone is asked in turn until one does not
+answer 404: bindings are not in the load reports); ``DELETE /sip/call/<id>``,
+``DELETE /api/sip/calls/<id>`` and their ``/dtmf`` to the node that owns the call (session ids carry
+the node id, like conn ids).
+
 Every proxied answer carries ``X-Trackmesh-Served-By: <zone>/<node>``. A request already forwarded
 by another gateway (``X-Trackmesh-Forwarded``) is never forwarded again.
 """
@@ -31,10 +38,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trackmesh import __version__
-from trackmesh.core.ids import InvalidConnId
+from trackmesh.core.ids import InvalidConnId, SessionId, session_node
+from trackmesh.http.body_schema import body_schema
 from trackmesh.http.docs import create_docs_app
 from trackmesh.http.headers import bearer
 from trackmesh.http.health import add_health_routes
+from trackmesh.http.sip_http import DialRequest, DtmfRequest, InviteClientRequest, InviteServerRequest
 from trackmesh.http.token_http import FORWARDED_CLIENT_HEADER, client_address, refuse_app_secret
 from trackmesh.security.keys import sign_forwarded
 from trackmesh.security.throttle import FailureThrottle
@@ -43,6 +52,7 @@ from trackmesh.security.tokens import app_secret_matches
 from .directory import NodeEntry
 from .metrics import render_gateway_metrics
 from .route_report import report_failure, report_success
+from .sip_proxy import sip_address
 
 if TYPE_CHECKING:
     from .api import GatewayApi
@@ -381,6 +391,105 @@ def create_gateway_app(gw: GatewayApi) -> FastAPI:
              summary="Recorded files of a media node (?node= pins it) and who records the room (routed)")  # fmt: skip
     async def record(request: Request) -> Response:
         return await route_new(request)
+
+    # ---- SIP dial-outs (docs/sip.md, "In a cluster") ---------------------------------------------
+
+    def sip_nodes(now: float) -> list[NodeEntry]:
+        """The zone's media nodes that run SIP: healthy ones best first, then the others (a node
+        that is full or draining still holds its calls and bindings)."""
+        best = [e for e in gw.directory.candidates(now) if sip_address(e) is not None]
+        rest = [e for e in gw.directory.nodes.values() if e not in best and sip_address(e) is not None]
+        return best + sorted(rest, key=lambda e: e.node)
+
+    async def sip_new(request: Request) -> Response:
+        """A dial-out: the least-loaded SIP node (another on a 502)."""
+        refused = refuse_app_secret(request, gw.config.secret, throttle)
+        if refused is not None:
+            return refused
+        body = await body_of(request)
+        healthy = [e for e in sip_nodes(gw.now()) if e.healthy]
+        for entry in healthy[:3]:
+            try:
+                return await to_node(request, entry, body)
+            except RouteError as exc:
+                if exc.status != 502:
+                    raise
+        gw.counters["no_capacity"] += 1
+        raise RouteError(503, f"no media node of zone {zone} with SIP on is available")
+
+    async def sip_session(request: Request, session: int) -> Response:
+        """A call's hang-up or DTMF: the node that owns the call (its session id names it)."""
+        refused = refuse_app_secret(request, gw.config.secret, throttle)
+        if refused is not None:
+            return refused
+        body = await body_of(request)
+        if not 0 <= session < 1 << 64:
+            raise RouteError(404, "no such call")
+        node_id = session_node(SessionId(session))
+        owner_zone, owner = node_id >> 8, node_id & 0xFF
+        if owner_zone != zone:
+            if request.headers.get(FORWARDED_HEADER):
+                raise RouteError(404, "no such call")
+            return await to_zone(request, owner_zone, body)
+        entry = gw.directory.get(owner, gw.now())
+        if entry is None:
+            raise RouteError(404, f"no such call: media node {owner} of zone {zone} is gone")
+        return await to_node(request, entry, body)
+
+    def sip_body(model: Any) -> dict[str, Any]:
+        return {"requestBody": {"content": {"application/json": {"schema": body_schema(model)}}}}
+
+    @app.post("/sip/invite/server", tags=["sip"], summary="atm0s path: dial a trunk or phone (routed to a SIP node)",
+              openapi_extra=sip_body(InviteServerRequest))  # fmt: skip
+    async def sip_invite_server(request: Request) -> Response:
+        return await sip_new(request)
+
+    @app.post("/api/sip/calls", tags=["sip"], summary="Dial a phone or trunk (routed to a SIP node)",
+              openapi_extra=sip_body(DialRequest))  # fmt: skip
+    async def sip_dial(request: Request) -> Response:
+        return await sip_new(request)
+
+    @app.post("/sip/invite/client", tags=["sip"],
+              summary="atm0s path: call a registered softphone (routed to the node holding its REGISTER)",
+              responses={404: {"description": "no SIP node of the zone holds that session id"}},
+              openapi_extra=sip_body(InviteClientRequest))  # fmt: skip
+    async def sip_invite_client(request: Request) -> Response:
+        refused = refuse_app_secret(request, gw.config.secret, throttle)
+        if refused is not None:
+            return refused
+        body = await body_of(request)
+        last: Response | None = None
+        for entry in sip_nodes(gw.now()):
+            try:
+                last = await to_node(request, entry, body)
+            except RouteError as exc:
+                if exc.status != 502:
+                    raise
+                continue
+            if last.status_code != 404:
+                return last
+            gw.counters["sip_binding_misses"] += 1
+        if last is not None:
+            return last
+        raise RouteError(503, f"no media node of zone {zone} with SIP on is available")
+
+    @app.delete("/sip/call/{session_id}", tags=["sip"], summary="atm0s path: hang up a call (routed to its node)")
+    async def sip_call_atm0s(session_id: int, request: Request) -> Response:
+        return await sip_session(request, session_id)
+
+    @app.post("/sip/call/{session_id}/dtmf", tags=["sip"], summary="atm0s path: DTMF to a call (routed to its node)",
+              openapi_extra=sip_body(DtmfRequest))  # fmt: skip
+    async def sip_dtmf_atm0s(session_id: int, request: Request) -> Response:
+        return await sip_session(request, session_id)
+
+    @app.delete("/api/sip/calls/{session}", tags=["sip"], summary="Hang up a call (routed to its node)")
+    async def sip_call(session: int, request: Request) -> Response:
+        return await sip_session(request, session)
+
+    @app.post("/api/sip/calls/{session}/dtmf", tags=["sip"], summary="DTMF to a call (routed to its node)",
+              openapi_extra=sip_body(DtmfRequest))  # fmt: skip
+    async def sip_dtmf(session: int, request: Request) -> Response:
+        return await sip_session(request, session)
 
     @app.get("/samples/{name}", include_in_schema=False)
     async def sample(name: str, request: Request) -> Response:

@@ -74,6 +74,7 @@ class GatewayNode(Node):
             "unknown_conn": 0,
             "node_errors": 0,
             "bad_reports": 0,
+            "sip_binding_misses": 0,  # POST /sip/invite/client asked a node without the binding (404)
         }
         self._entities: list[Any] = []
         #: ``--rtmp-port``: encoders' connections spliced to the zone's media nodes (rtmp_splice.py).

@@ -54,6 +54,10 @@ class Exposition:
         """A family with no sample yet: HELP and TYPE still appear, so a dashboard's query finds it."""
         self._family(CounterMetricFamily, name, doc, labels)
 
+    def declare_gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> None:
+        """A gauge family with no sample yet (see :meth:`declare_counter`)."""
+        self._family(GaugeMetricFamily, name, doc, labels)
+
     def histogram(self, name: str, doc: str, hist: dict[str, Any], labels: dict[str, str] | None = None) -> None:
         """``hist``: ``{"bounds": [...], "counts": [per bucket, +Inf last], "sum": s}``."""
         labels = labels or {}

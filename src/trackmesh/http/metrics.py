@@ -85,6 +85,9 @@ def render_metrics(
             add_cluster_metrics(exp, worker, cluster)
     if node.config.role in ("standalone", "media"):
         add_media_metrics(exp, merge_snapshots(medias))
+        limit = node.config.metrics_room_labels
+        if limit:  # opt-in (--metrics-room-labels): the only series labelled by room
+            add_room_metrics(exp, merge_rooms([m["rooms"] for m in medias if "rooms" in m], limit))
     connector = node.connector
     if connector is not None:
         add_connector_metrics(exp, connector.metrics())
@@ -164,6 +167,51 @@ def add_media_metrics(exp: Exposition, media: dict[str, Any]) -> None:
             exp.histogram(f"trackmesh_{name}", doc, media[name])
 
 
+#: The per-room series (``--metrics-room-labels``), in the order of runtime/room_metrics.py ROOM_TOTALS.
+ROOM_COUNTERS = {
+    "rtp_packets_received": ("trackmesh_room_rtp_packets_received", "Media (RTP) packets accepted from the room's "
+                             "publishers on this node (with --metrics-room-labels)"),
+    "forwarded_packets": ("trackmesh_room_forwarded_packets", "RTP packets forwarded to the room's viewers on this "
+                          "node (with --metrics-room-labels)"),
+    "forwarded_bytes": ("trackmesh_room_forwarded_bytes", "RTP payload bytes forwarded to the room's viewers on "
+                        "this node (with --metrics-room-labels)"),
+}
+
+
+def merge_rooms(snaps: Iterable[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """The workers' per-room rows (runtime/room_metrics.py ``RoomMetrics.snapshot``: ``[room, sessions,
+    *totals]``) as the node's: summed by room, then the ``limit`` busiest kept (most sessions, then most
+    forwarded packets, then the name), the rest counted in ``omitted``."""
+    width = 1 + len(ROOM_COUNTERS)
+    rows: dict[str, list[int]] = {}
+    omitted = 0
+    for snap in snaps:
+        omitted += int(snap.get("omitted", 0))
+        for room, *values in snap.get("rooms", []):
+            have = rows.setdefault(str(room), [0] * width)
+            for i, value in enumerate(values[:width]):
+                have[i] += int(value)
+    order = sorted(rows.items(), key=lambda item: (-item[1][0], -item[1][2], item[0]))
+    kept = [[room, *values] for room, values in order[:limit]]
+    return {"rooms": kept, "omitted": omitted + max(0, len(order) - limit)}
+
+
+def add_room_metrics(exp: Exposition, rooms: dict[str, Any]) -> None:
+    """The N busiest rooms (``runtime/room_metrics.py``), labelled ``room``; the others only counted."""
+    # Declared first: HELP and TYPE appear even before the first room, so a dashboard's query finds them.
+    exp.declare_gauge("trackmesh_room_sessions", "Live WebRTC sessions (WHIP, WHEP, SDK) of the room on this node "
+                      "(with --metrics-room-labels)", ["room"])
+    for name, doc in ROOM_COUNTERS.values():
+        exp.declare_counter(name, doc, ["room"])
+    exp.gauge("trackmesh_room_labels_omitted", "Rooms with live sessions on this node that are not labelled: "
+              "beyond --metrics-room-labels N", rooms["omitted"])
+    for room, sessions, *totals in rooms["rooms"]:
+        label = {"room": str(room)}
+        exp.gauge("trackmesh_room_sessions", "", sessions, label)
+        for (name, _), value in zip(ROOM_COUNTERS.values(), totals, strict=True):
+            exp.counter(name, "", value, label)
+
+
 #: A cluster media node's per-worker traffic with the other nodes (runtime/worker_cluster.py, cluster.stats).
 CLUSTER_COUNTERS = {
     "packets_out": ("trackmesh_cluster_packets_sent", "Media packets this worker published to other nodes"),
@@ -189,6 +237,14 @@ def add_cluster_metrics(exp: Exposition, worker: dict[str, str], cluster: dict[s
               cluster.get("channels_exported", 0), {**worker, "direction": "export"})
     exp.gauge("trackmesh_cluster_channels", "", cluster.get("channels_imported", 0), {**worker, "direction": "import"})
     exp.gauge("trackmesh_cluster_peers", "zenoh sessions this worker is linked to", cluster.get("peers", 0), worker)
+    hop = cluster.get("hop")
+    if isinstance(hop, dict) and "bounds" in hop:
+        exp.histogram("trackmesh_cluster_hop_seconds", "Media packets from other nodes: their send stamp (sender's "
+                      "wall clock) to their arrival on this worker's loop; between hosts it includes the clocks' "
+                      "offset (docs/observability.md)", hop, worker)
+        exp.counter("trackmesh_cluster_hop_clock_behind", "Media packets from other nodes stamped later than "
+                    "their arrival by this worker's clock (the hosts' clocks differ by more than the hop): not "
+                    "observed in trackmesh_cluster_hop_seconds", hop.get("behind", 0), worker)
 
 
 def add_connector_metrics(exp: Exposition, m: dict[str, float]) -> None:

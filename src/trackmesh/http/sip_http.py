@@ -2,6 +2,8 @@
 
 - ``GET /api/sip/calls``: every call of this node's workers (room, peer, codec, direction, RTP
   counters, digits received) and the SIP listener's counters.
+- ``GET /api/sip/registrations``: the softphones registered here, with the session id of each binding
+  (what ``POST /sip/invite/client`` takes).
 - ``POST /api/sip/calls/{session}/dtmf {"digits": "123#"}``: RFC 4733 events toward the phone.
 - ``POST /api/sip/calls {room, to, peer?, from_user?, auth?}``: the room calls a phone or a trunk
   (dial-out, UDP); ``DELETE /api/sip/calls/{session}`` hangs up (BYE, or CANCEL while it rings).
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Header, Request
@@ -104,6 +107,25 @@ def router(node: NodeApi) -> APIRouter:
             out.extend(res.get("calls", []))
         listener = getattr(node, "sip", None)
         return ok({"calls": out, "sip": listener.stats() if listener is not None else None})
+
+    @api.get("/api/sip/registrations", summary="Softphones registered here (REGISTER bindings) and their session ids",
+             responses={401: {"description": "wrong app secret"}})  # fmt: skip
+    async def registrations(authorization: str | None = Header(None, description="Bearer <app secret>")) -> Any:
+        """Each binding's ``session_id`` is what ``POST /sip/invite/client`` takes (atm0s 0.1 hands it
+        to the register hook; without hooks this is where to read it)."""
+        if (bad := refused(authorization)) is not None:
+            return bad
+        listener = getattr(node, "sip", None)
+        if listener is None:
+            return ok({"registrations": []})
+        now = time.monotonic()
+        out = [
+            {"session_id": r.session_id, "username": name, "room": r.room, "peer": r.peer, "contact": r.contact,
+             "transport": "tcp" if r.reliable else "udp", "expires_in": round(r.expires_at - now)}
+            for name, r in sorted(listener.control.registrations.items())
+            if r.expires_at > now
+        ]  # fmt: skip
+        return ok({"registrations": out})
 
     dtmf_doc: dict[str, Any] = {
         "summary": "Send DTMF digits (RFC 4733) to a caller",

@@ -39,6 +39,7 @@ __all__ = [
     "mark_interrupted",
     "new_session",
     "read_sidecar",
+    "recorded_file",
     "write_sidecar",
 ]
 
@@ -130,3 +131,20 @@ def list_recordings(root: Path, app: str, room: str | None) -> list[dict[str, An
         out.append(info)
     out.sort(key=lambda i: (str(i.get("session", "")), float(i.get("start_wall", 0.0)), i["path"]))
     return out
+
+
+def recorded_file(root: Path, app: str, path: str) -> Path | None:
+    """The media file ``path`` (as :func:`list_recordings` names it, relative to ``root``) when it is a
+    recorded file of ``app`` still here: inside the app's folder once resolved (no ``..``, no symlink
+    out), with its sidecar next to it. None otherwise."""
+    if not path or "\0" in path or path.endswith(_SIDE):
+        return None
+    try:
+        base = (root / _seg(app or DEFAULT_APP)).resolve()
+        full = (root / path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if base not in full.parents or not full.is_file():
+        return None
+    return full if full.with_name(full.name + _SIDE).is_file() else None
+

@@ -273,6 +273,7 @@ class ConnTable(Generic[C]):
             return
         conn.closing = True
         key = conn.key
+        room = conn.peer.endpoint.room  # before the endpoint leaves it (per-room metrics)
         conn.peer.close(now, reason)
         while conn.peer.poll_event() is not None:
             pass
@@ -295,7 +296,7 @@ class ConnTable(Generic[C]):
         self.apps.pop(key, None)
         if self._joining.pop(key, None) is not None:
             self.metrics.on_failed(conn.kind, reason)
-        self.metrics.on_closed(conn, reason)
+        self.metrics.on_closed(conn, reason, room)
         self.admission.release(conn.token_hash, reason)
         self.counters[self._closed] += 1
         self.log.info(

@@ -38,13 +38,18 @@ from trackmesh.rpc import RpcError
 
 from .cluster_node import PEER_WAIT
 from .connector_link import CONNECTOR_ROOT
-from .console_query import CONSOLE_ROOT, OPS, STATUS_ROOT
+from .console_query import CONSOLE_ROOT, OPS, RECORDING_CHUNK, STATUS_ROOT
 from .node import Node, StartupError
 
 log = logging.getLogger("trackmesh.console")
 
 QUERY_TIMEOUT = 2.0  # a media node slower than this to list its sessions shows as "did not answer"
 LOG_TIMEOUT = 5.0
+RECORDING_TIMEOUT = 10.0  # one chunk of a download (runtime/console_query.py RECORDING_CHUNK)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 class ConsoleNode(Node):
@@ -258,6 +263,69 @@ class ConsoleNode(Node):
         if self._stale_since is None:
             self._stale_since = max((at for _, at in cache.values()), default=time.time())
         return [*(rows for rows, _ in cache.values()), exc]
+
+    # ---- recordings: the media nodes' files (runtime/console_query.py node_op) ------------------
+
+    async def console_recordings(self, app: str, room: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every media node's recorded files of ``app`` (of ``room``), each with its ``zone`` and ``node``,
+        and what went wrong (a node that did not answer). A file two nodes list (a shared record
+        directory) is listed once, from the first."""
+        if not self.connected():
+            raise RpcError(503, "the console lost the cluster")
+        params = {"app": app, **({"room": room} if room is not None else {})}
+        self.counters["queries"] += 1
+        try:
+            replies = await asyncio.get_running_loop().run_in_executor(None, self._query, "recordings", params)
+        except Exception as exc:
+            self.counters["query_failures"] += 1
+            raise RpcError(503, f"cluster query failed: {exc}") from None
+        files: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        answered: set[tuple[int, int]] = set()
+        for key, results in sorted(replies):
+            parts = key.split("/")
+            try:
+                zone, node = int(parts[2]), int(parts[3])
+                listed = results[0]["ok"]
+            except (ValueError, IndexError, KeyError, TypeError):
+                self.view.bad_reports += 1
+                continue
+            answered.add((zone, node))
+            for f in listed if isinstance(listed, list) else []:
+                path = f.get("path") if isinstance(f, dict) else None
+                if isinstance(path, str) and path not in seen:
+                    seen.add(path)
+                    files.append({**f, "zone": zone, "node": node})
+        live = {(z, i) for z, i in self._indexes("media") if self.view.members[("media", z, i)].gone is None}
+        missing = [f"zone {z} node {i} did not answer: its recordings are not listed"
+                   for z, i in sorted(live - answered)]  # fmt: skip
+        files.sort(key=lambda i: (str(i.get("session", "")), _number(i.get("start_wall")), i["path"]))
+        return files, missing
+
+    def _chunk(self, zone: int, node: int, params: dict[str, Any]) -> bytes:
+        zn = self.zenoh
+        if zn is None or zn.session.is_closed():
+            raise RpcError(503, "the console is not in the cluster")
+        payload = json.dumps({"op": "recording_chunk", **params})
+        for reply in zn.session.get(f"{CONSOLE_ROOT}{zone}/{node}", payload=payload, timeout=RECORDING_TIMEOUT):
+            if reply.ok is not None:
+                return bytes(reply.ok.payload.to_bytes())
+            if reply.err is not None:
+                try:
+                    err = json.loads(reply.err.payload.to_bytes())
+                    raise RpcError(int(err["status"]), str(err["error"])[:200])
+                except (ValueError, KeyError, TypeError):
+                    raise RpcError(502, "the media node refused the download") from None
+        raise RpcError(504, f"zone {zone} node {node} did not answer")
+
+    async def console_recording_chunk(self, zone: int, node: int, app: str, path: str,
+                                      offset: int) -> tuple[bytes, bool]:  # fmt: skip
+        """Up to RECORDING_CHUNK bytes of a recorded file of ``app`` on media node (zone, node), from
+        ``offset``, and whether that was its end (a shorter chunk). RpcError: 404 not a file of the app
+        there, 503/504 the cluster."""
+        params = {"app": app, "path": path, "offset": offset}
+        data = await asyncio.get_running_loop().run_in_executor(None, self._chunk, zone, node, params)
+        return data, len(data) < RECORDING_CHUNK
 
     def console_stale(self) -> dict[str, Any] | None:
         """None while the view is live; else since when the rooms shown are stale, and why."""

@@ -5,6 +5,9 @@
   payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}``; the node runs the op on
   its workers (runtime/console_rpc.py) and replies with one result per worker: the result, or
   ``{"error": message}`` for a worker that did not answer.
+  ``recordings`` and ``recording_chunk`` are the node's own (:func:`node_op`): its recorded files of
+  the app, and RECORDING_CHUNK raw bytes of one of them from ``offset`` (the console role streams a
+  download chunk by chunk); a refused one is answered with ``reply_err`` ``{"error", "status"}``.
 - Gateways and connectors, which send no load report, publish a status report every second on
   ``tm/status/<role>/<zone>/<index>`` (CPU, memory, health, their HTTP address): the console's
   zones view reads them with the media nodes' load reports (``tm/load/<zone>/<node>``).
@@ -23,6 +26,7 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import zenoh
@@ -30,6 +34,7 @@ import zenoh
 from trackmesh.cluster.membership import REPORT_INTERVAL
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.http.console.other_sessions import add_other_sessions
+from trackmesh.recording.layout import list_recordings, recorded_file
 from trackmesh.rpc import RpcError
 
 log = logging.getLogger("trackmesh.console")
@@ -39,7 +44,10 @@ __all__ = ["CONSOLE_ROOT", "OPS", "STATUS_ROOT", "ConsoleQueryable", "CpuMeter",
 CONSOLE_ROOT = "tm/console/"  # tm/console/<zone>/<node>: a media node's console queryable
 STATUS_ROOT = "tm/status/"  # tm/status/<role>/<zone>/<index>: gateway and connector status reports
 OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room", "mute": "console.mute",
-       "unmute": "console.unmute"}  # fmt: skip
+       "unmute": "console.unmute",
+       # The node's own (not its workers'): its recorded files, and a chunk of one (RECORDING_CHUNK bytes).
+       "recordings": "node.recordings", "recording_chunk": "node.recording_chunk"}  # fmt: skip
+RECORDING_CHUNK = 512 * 1024
 MAX_QUERY_BYTES = 4096
 
 CallWorkers = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
@@ -78,7 +86,8 @@ def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
         raise ValueError("nested too deep") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError("unknown op")
-    params = {k: str(obj[k]) for k in ("app", "session", "room", "track") if k in obj and obj[k] is not None}
+    params = {k: str(obj[k]) for k in ("app", "session", "room", "track", "path", "offset")
+              if k in obj and obj[k] is not None}  # fmt: skip
     return OPS[str(obj["op"])], params
 
 
@@ -87,12 +96,33 @@ def encode_results(results: list[Any]) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
+def node_op(root: Path | None, method: str, params: dict[str, str]) -> bytes:
+    """A node-level console op (blocking: file system). ``node.recordings``: the app's recorded files
+    (of one room), as one result (``encode_results``); ``node.recording_chunk``: up to
+    RECORDING_CHUNK raw bytes of one of them from ``offset`` (fewer at its end). RpcError when refused."""
+    app = params.get("app", "")
+    if method == "node.recordings":
+        room = params.get("room")
+        return encode_results([list_recordings(root, app, room) if root is not None else []])
+    try:
+        offset = int(params.get("offset", "0"))
+    except ValueError:
+        raise RpcError(400, "offset is not an integer") from None
+    full = recorded_file(root, app, params.get("path", "")) if root is not None and offset >= 0 else None
+    if full is None:
+        raise RpcError(404, "no such recorded file of your app on this node")
+    with open(full, "rb") as f:
+        f.seek(offset)
+        return f.read(RECORDING_CHUNK)
+
+
 class ConsoleQueryable:
     """A media node's ``tm/console/<zone>/<node>`` queryable."""
 
     def __init__(self, session: zenoh.Session, zone: int, node: int, call_workers: CallWorkers,
-                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+                 loop: asyncio.AbstractEventLoop, record_dir: str | None = None) -> None:  # fmt: skip
         self.key = f"{CONSOLE_ROOT}{zone}/{node}"
+        self._record_root = Path(record_dir) if record_dir else None
         self._call = call_workers
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +146,12 @@ class ConsoleQueryable:
             except (ValueError, UnicodeDecodeError):
                 self.bad_queries += 1
                 query.reply_err(b'{"error":"malformed console query"}')
+                return
+            if method.startswith("node."):  # file system work: off the loop
+                try:
+                    query.reply(self.key, await asyncio.to_thread(node_op, self._record_root, method, params))
+                except RpcError as exc:
+                    query.reply_err(json.dumps({"error": exc.message, "status": exc.status}).encode())
                 return
             results = await self._call(method, params)
             if method == "console.rooms":  # with the node's RTMP publishers and SIP calls

@@ -21,6 +21,8 @@ import bisect
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .room_metrics import RoomMetrics
+
 if TYPE_CHECKING:
     from trackmesh.transports.webrtc.peer import WebRtcPeer
 
@@ -185,6 +187,7 @@ class MediaMetrics:
         self.viewer_loss = Histogram(LOSS_BUCKETS)
         self.viewer_rtt = Histogram(RTT_BUCKETS)
         self.viewer_jitter = Histogram(JITTER_BUCKETS)
+        self.rooms: RoomMetrics | None = None  # --metrics-room-labels N (runtime/room_metrics.py)
 
     @classmethod
     def of(cls, runtime: HasServices) -> MediaMetrics:
@@ -221,7 +224,8 @@ class MediaMetrics:
         key = (kind, close_reason_label(reason))
         self.failed[key] = self.failed.get(key, 0) + 1
 
-    def on_closed(self, conn: MetricConn, reason: str) -> None:
+    def on_closed(self, conn: MetricConn, reason: str, room: str | None = None) -> None:
+        """``room``: the room the session was in (read before its endpoint left)."""
         kind = conn.kind
         key = (kind, close_reason_label(reason))
         self.closed[key] = self.closed.get(key, 0) + 1
@@ -229,8 +233,11 @@ class MediaMetrics:
         totals = self.retired.get(kind)
         if totals is None:
             totals = self.retired[kind] = dict.fromkeys(TOTALS, 0)
-        for name, value in peer_totals(conn.peer).items():
+        done = peer_totals(conn.peer)
+        for name, value in done.items():
             totals[name] += value
+        if self.rooms is not None:
+            self.rooms.on_closed(room, done)
 
     # ---- at scrape time ---------------------------------------------------------------------
 
@@ -250,6 +257,7 @@ class MediaMetrics:
         histograms, as plain JSON (a child worker sends it over its pipe)."""
         totals = {kind: dict(values) for kind, values in self.retired.items()}
         sessions: dict[str, int] = {}
+        by_room: list[tuple[str | None, dict[str, int]]] | None = [] if self.rooms is not None else None
         for source in self.sources:
             for conn in source.live_conns():
                 kind = conn.kind
@@ -258,9 +266,12 @@ class MediaMetrics:
                 into = totals.get(kind)
                 if into is None:
                     into = totals[kind] = dict.fromkeys(TOTALS, 0)
-                for name, value in peer_totals(conn.peer).items():
+                live = peer_totals(conn.peer)
+                for name, value in live.items():
                     into[name] += value
-        return {
+                if by_room is not None:
+                    by_room.append((conn.peer.endpoint.room, live))
+        out = {
             "totals": totals,
             "sessions": sessions,
             "requested": dict(self.requested),
@@ -274,6 +285,9 @@ class MediaMetrics:
             "viewer_rtt_seconds": self.viewer_rtt.to_dict(),
             "viewer_jitter_seconds": self.viewer_jitter.to_dict(),
         }
+        if self.rooms is not None and by_room is not None:
+            out["rooms"] = self.rooms.snapshot(by_room)
+        return out
 
 
 def media_started(peer: WebRtcPeer) -> bool:

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
@@ -44,6 +45,8 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+from aioquic.quic.packet import pull_quic_transport_parameters
+from aioquic.tls import ExtensionType
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -79,6 +82,8 @@ WT_PATH = "/"
 _SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 CERT_DAYS = 10
 TIMER_INTERVAL = 0.25
+#: The largest QUIC packet to a peer on the same host (MoqConnection._raise_loopback_datagram_size).
+LOOPBACK_DATAGRAM_SIZE = 16384
 
 
 def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, bytes]:
@@ -109,10 +114,21 @@ def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, by
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 class MoqStats:
     __slots__ = (
         "connections",
         "internal_errors",
+        "loopback_large_datagrams",
         "refused_alpn",
         "refused_webtransport",
         "sessions_closed_with_error",
@@ -128,6 +144,7 @@ class MoqStats:
         self.sessions_closed_with_error = 0
         self.writes_dropped = 0  # writes to streams already reset, stopped or finished
         self.internal_errors = 0  # connections closed by a bug of ours (logged with the traceback)
+        self.loopback_large_datagrams = 0  # connections to a loopback peer sent packets above 1200 bytes
 
 
 class MoqConnection(QuicConnectionProtocol):
@@ -170,6 +187,45 @@ class MoqConnection(QuicConnectionProtocol):
         self.listener.sessions.add(self)
         return self.session
 
+    def _raise_loopback_datagram_size(self) -> None:
+        """Bigger QUIC packets to a peer on this host (``--moq-loopback-datagram-size``).
+
+        aioquic sends packets of at most 1200 bytes (RFC 9000 s14: the size every path carries, as it
+        does no path MTU discovery), and nearly all of a relay's CPU is per packet: packing, AEAD,
+        header protection, a sendto, then the ACK for it. Loopback carries 64 KB datagrams whole, so
+        to a loopback peer we send up to ``loopback_datagram_size``, never more than the peer's
+        max_udp_payload_size transport parameter (RFC 9000 s18.2). Called once the client's
+        transport parameters are in (ProtocolNegotiated comes after aioquic parsed them)."""
+        try:
+            self._set_loopback_datagram_size(self.listener.loopback_datagram_size)
+        except AttributeError as exc:
+            # aioquic's private packet-size attributes moved (a newer aioquic): stay at 1200 bytes.
+            if not self.listener.loopback_datagram_size_warned:
+                self.listener.loopback_datagram_size_warned = True
+                log.warning("--moq-loopback-datagram-size unsupported by this aioquic (%s): 1200-byte packets", exc)
+
+    def _set_loopback_datagram_size(self, size: int) -> None:
+        quic = self._quic
+        if size <= quic._max_datagram_size or not _is_loopback(quic._network_paths[0].addr[0]):
+            return
+        for ext_type, ext_data in quic.tls.received_extensions or ():
+            if ext_type == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+                peer = pull_quic_transport_parameters(Buffer(data=ext_data)).max_udp_payload_size
+                size = min(size, 65527 if peer is None else peer)  # 65527: the default (s18.2)
+                break
+        else:
+            return
+        if size <= quic._max_datagram_size:
+            return
+        # The packet size, and the unit of the pacer and of the congestion controller (RFC 9002 s7.2).
+        quic._max_datagram_size = size
+        loss = quic._loss
+        loss._pacer._max_datagram_size = size
+        cc: Any = loss._cc
+        if hasattr(cc, "_max_datagram_size"):
+            cc._max_datagram_size = size
+        self.listener.stats.loopback_large_datagrams += 1
+
     def measure_backlog(self) -> None:
         """The bytes queued on this connection's streams and not yet acknowledged (once per tick:
         the relay resets a congested subscriber's old groups, relay.BACKLOG_LIMIT)."""
@@ -181,6 +237,15 @@ class MoqConnection(QuicConnectionProtocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """One datagram in: its events are handled now, the send is deferred to the end of this loop
+        turn. aioquic's own handler transmits after every datagram: a relay that reads a burst of
+        ACKs, or a publisher's packets that fan out to many connections, then packs, encrypts and
+        re-arms the timer once per datagram instead of once per connection per turn."""
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._process_events()
+        self._wake()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         try:
@@ -203,8 +268,10 @@ class MoqConnection(QuicConnectionProtocol):
             return
         if isinstance(event, ProtocolNegotiated):
             if event.alpn_protocol in H3_ALPN:
+                self._raise_loopback_datagram_size()
                 self._h3 = H3Connection(self._quic, enable_webtransport=True)
                 return
+            self._raise_loopback_datagram_size()
             draft = DRAFT_OF_ALPN.get(event.alpn_protocol or "")
             if draft is None:
                 self.listener.stats.refused_alpn += 1
@@ -222,7 +289,7 @@ class MoqConnection(QuicConnectionProtocol):
         elif isinstance(event, ConnectionTerminated):
             session.transport_closed()
             self.listener.sessions.discard(self)
-        self.flush()
+        self._wake()
 
     # -- WebTransport over HTTP/3 ---------------------------------------------------------------
 
@@ -236,8 +303,7 @@ class MoqConnection(QuicConnectionProtocol):
         if isinstance(event, ConnectionTerminated) and self.session is not None:
             self.session.transport_closed()
             self.listener.sessions.discard(self)
-        self.flush()
-        self.transmit()
+        self._wake()
 
     def _h3_event(self, event: H3Event, now: float) -> None:
         session = self.session
@@ -314,9 +380,11 @@ class MoqConnection(QuicConnectionProtocol):
         return stream_id
 
     def flush(self) -> None:
+        """The session's outputs to QUIC, then one transmit (datagrams, timer) for all of them."""
         self._flush_scheduled = False
         session = self.session
         if session is None:
+            self.transmit()
             return
         quic = self._quic
         for out in session.drain():
@@ -358,8 +426,12 @@ class MoqListener:
         key_file: str | None = None,
         anonymous: bool = False,
         token_key: bytes | str | AppTokenKeys = b"",
+        loopback_datagram_size: int = LOOPBACK_DATAGRAM_SIZE,
     ) -> None:
         self.host = host
+        #: The largest QUIC packet sent to a peer on this host (1200: never above the default).
+        self.loopback_datagram_size = loopback_datagram_size
+        self.loopback_datagram_size_warned = False  # logged once when aioquic lacks the attributes
         self.port = port
         self.relay = Relay()
         #: The rooms of the in-process worker on the relay (set by the node: runtime/moq_rooms.py).
@@ -443,6 +515,7 @@ class MoqListener:
             "sessions_closed_with_error_total": stats.sessions_closed_with_error,
             "writes_dropped_total": stats.writes_dropped,
             "internal_errors_total": stats.internal_errors,
+            "loopback_large_datagram_sessions_total": stats.loopback_large_datagrams,
             "groups_dropped_total": relay.stats.groups_dropped,
             "namespaces": len(relay.namespaces),
             "tracks": len(relay.tracks),

@@ -243,6 +243,7 @@ class Node:
             key_file=self.config.moq_key or None,
             anonymous=self.config.moq_anonymous,
             token_key=self.token_key_of,
+            loopback_datagram_size=self.config.moq_loopback_datagram_size,
         )
         problem = ""
         try:

@@ -49,6 +49,7 @@ from trackmesh.transports.sip.uas import (
     CloseMedia,
     OpenMedia,
     Pending,
+    ReofferMedia,
     UpdateMedia,
     register_expires,
 )
@@ -429,14 +430,18 @@ class SipListener(asyncio.DatagramProtocol):
                     raise error
                 params = {"room": action.room, "peer": action.peer, "offer": action.offer, "call_id": action.call,
                           "record": action.record, "app": action.app}  # fmt: skip
-                res = await worker.call("sip.open", params)
+                if action.offer:
+                    res = await worker.call("sip.open", params)
+                else:  # a delayed offer (RFC 3261 s13.2.1): our offer goes in the 200
+                    res = await worker.call("sip.offer", {**params, "inbound": True})
             except RpcError as exc:
                 self.counters["media_errors"] += 1
                 control.media_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
                 session = int(res["session"])
+                sdp = str(res["answer"] if action.offer else res["offer"])
                 if not action.wait_for_peers or await self._wait_for_peers(worker, action.call, session):
-                    control.media_opened(time.monotonic(), action.call, session, str(res["answer"]))
+                    control.media_opened(time.monotonic(), action.call, session, sdp)
         elif isinstance(action, UpdateMedia):
             try:
                 if worker is None:
@@ -446,17 +451,28 @@ class SipListener(asyncio.DatagramProtocol):
                 control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
             else:
                 control.update_answered(time.monotonic(), action.call, str(res["answer"]))
+        elif isinstance(action, ReofferMedia):
+            try:
+                if worker is None:
+                    raise error
+                res = await worker.call("sip.reoffer", {"session": action.session})
+            except RpcError as exc:
+                control.update_failed(time.monotonic(), action.call, exc.status, exc.message[:100])
+            else:
+                control.update_answered(time.monotonic(), action.call, str(res["offer"]))
         elif isinstance(action, AnswerMedia):
             try:
                 if worker is None:
                     raise error
-                await worker.call("sip.answer", {"session": action.session, "answer": action.answer})
+                res = await worker.call("sip.answer", {"session": action.session, "answer": action.answer})
             except RpcError as exc:
                 self.counters["media_errors"] += 1
                 call = self.control.calls.get(action.call)
                 if call is not None:
                     call.session = None  # the worker dropped it already
                 self.control.hang_up(time.monotonic(), action.call, f"media: {exc.message[:80]}")
+            else:
+                control.answer_applied(action.call, str(res.get("sdp") or ""))
         elif isinstance(action, CloseMedia) and worker is not None:
             with contextlib.suppress(RpcError):
                 await worker.call("sip.close", {"session": action.session, "reason": action.reason})

@@ -10,9 +10,15 @@ Thin glue around :class:`~trackmesh.transports.sip.call_media.CallMedia`. The no
 - ``sip.close {session, reason}``; ``sip.dtmf {session, digits}`` -> ``{sent}``;
 - ``sip.ended {}`` -> ``{ended: [[session, reason], ...]}``: calls this worker ended (no RTP for
   30 s, the worker shutting down) since the last poll; the SIP driver sends their BYE.
-- Dial-out: ``sip.offer {room, peer}`` -> ``{session, offer}`` (RTP ports bound, nothing in the room
-  yet), then ``sip.answer {session, answer}`` -> ``{codec}`` (the call joins the room) or 488;
-  ``sip.close`` also drops an offer never answered.
+- Dial-out: ``sip.offer {room, peer}`` -> ``{session, offer}`` (RTP ports bound, the peer in the
+  room as "connecting"), then ``sip.answer {session, answer}`` -> ``{codec}`` (the call is
+  connected) or 488; ``sip.close`` also drops an offer never answered. A delayed-offer INVITE (no
+  SDP, RFC 3261 s13.2.1) takes the same path with ``inbound: true`` (and ``record``): our offer goes
+  in the 200, the ACK's answer to ``sip.answer``; such a call does not end when the room empties.
+- ``sip.reoffer {session}`` -> ``{offer}``: our offer for a re-INVITE without SDP (the call's codec,
+  sendrecv; the ``o=`` version goes up only when it differs from our last SDP, RFC 3264 s8); then
+  ``sip.answer {session, answer}`` applies the ACK's answer (hold, resume); a refused answer ends the
+  call's media (488) and the driver sends BYE.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from trackmesh.core.controls import Join
@@ -30,11 +37,11 @@ from trackmesh.core.ids import SessionId
 from trackmesh.core.model import JoinOptions
 from trackmesh.rpc import RpcError
 from trackmesh.sdp.codecs import G722, OPUS, PCMA, PCMU, CodecSpec
-from trackmesh.sdp.model import SdpError, render
+from trackmesh.sdp.model import SdpError, SessionDescription, render
 from trackmesh.sdp.model import parse as parse_sdp
 from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
-from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
+from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer, reoffer
 
 from .recording import recording_of
 from .worker import WorkerRuntime
@@ -48,7 +55,7 @@ RECV_BATCH = 64
 
 
 class _Call:
-    __slots__ = ("kind", "media", "rtcp", "rtp", "session", "token_hash", "version")
+    __slots__ = ("kind", "local_sdp", "media", "offered", "rtcp", "rtp", "session", "token_hash", "version")
 
     def __init__(self, session: SessionId, media: CallMedia, rtp: socket.socket, rtcp: socket.socket) -> None:
         self.session = session
@@ -58,6 +65,22 @@ class _Call:
         self.version = 1
         self.kind = "sip"  # or "rtpengine" (runtime/rtpengine_media.py): no BYE to send when it ends
         self.token_hash = ""  # rtpengine: the bearer token's hash (PATCH/DELETE may present it)
+        self.local_sdp: SessionDescription | None = None  # the last SDP we sent (offer or answer)
+        self.offered: SessionDescription | None = None  # our re-offer, until the ACK's answer
+
+
+@dataclass(eq=False, slots=True)
+class _PendingOffer:
+    """Our offer, until the far end's answer (a dial-out's 2xx, a delayed-offer INVITE's ACK)."""
+
+    endpoint: Any
+    rtp: socket.socket
+    rtcp: socket.socket
+    sdp: SessionDescription
+    room: str
+    peer: str
+    inbound: bool = False  # a delayed-offer INVITE: not ended when the room empties
+    record: bool = False
 
 
 class SipMediaTransport:
@@ -66,8 +89,8 @@ class SipMediaTransport:
         self.calls: dict[SessionId, _Call] = {}
         self.ended: list[tuple[int, str]] = []
         self.decoders = SharedDecoders()  # a voice heard by many phones is decoded once
-        # Dial-outs waiting for the far end's answer: session -> (endpoint, rtp, rtcp, offer, room, peer).
-        self.offers: dict[SessionId, tuple[Any, socket.socket, socket.socket, Any, str, str]] = {}
+        # Our offers waiting for the far end's answer (dial-outs, delayed-offer INVITEs).
+        self.offers: dict[SessionId, _PendingOffer] = {}
         self.ringing_others: dict[SessionId, set[str]] = {}  # a ringing dial-out: the room's other peers
         self.counters = runtime.counters
         for name in ("sip_calls_opened", "sip_calls_refused", "sip_calls_timed_out", "sip_rtp_in", "sip_rtp_out"):
@@ -86,6 +109,7 @@ class SipMediaTransport:
             ("sip.dtmf", self.dtmf),
             ("sip.offer", self.offer),
             ("sip.answer", self.answer),
+            ("sip.reoffer", self.reoffer),
             ("sip.ended", self.take_ended),
             ("sip.waiting", self.waiting),
             ("sip.stats", self.stats),
@@ -142,14 +166,17 @@ class SipMediaTransport:
             rtcp.close()
             self.counters["sip_calls_refused"] += 1
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
-        app = str(params.get("app", ""))  # the caller's token's app: its room is that app's
-        endpoint = self.runtime.core.create_endpoint(app)
-        self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
-        recording = recording_of(self.runtime)
-        if params.get("record") is True and recording is not None:
-            # A record:true token (atm0s): the caller's audio track is recorded.
-            recording.record_peer(now, app, str(params["room"]), str(params["peer"]))
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))  # the caller's token's app
+        call = self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
+        call.local_sdp = answer
+        self._record(now, params.get("record") is True, call)
         return {"session": int(endpoint.session), "answer": render(answer), "codec": negotiated.codec}
+
+    def _record(self, now: float, record: bool, call: _Call) -> None:
+        recording = recording_of(self.runtime)
+        if record and recording is not None:
+            # A record:true token (atm0s): the caller's audio track is recorded.
+            recording.record_peer(now, call.media.endpoint.app, call.media.room, call.media.peer)
 
     def _admit(
         self,
@@ -213,30 +240,78 @@ class SipMediaTransport:
         sdp = create_offer(
             address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
         )
-        self.offers[endpoint.session] = (endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]))
+        self.offers[endpoint.session] = _PendingOffer(
+            endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]),
+            inbound=params.get("inbound") is True, record=params.get("record") is True,
+        )  # fmt: skip
         return {"session": int(endpoint.session), "offer": render(sdp)}
 
     def answer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
-        pending = self.offers.pop(SessionId(int(params["session"])), None)
+        session = SessionId(int(params["session"]))
+        pending = self.offers.pop(session, None)
         if pending is None:
-            raise RpcError(404, "no such offer on this worker")
-        endpoint, rtp, rtcp, sdp, room, peer = pending
+            return self._reanswer(now, session, str(params["answer"]))
+        endpoint = pending.endpoint
         try:
-            negotiated = negotiated_from_answer(sdp, parse_sdp(str(params["answer"])))
+            negotiated = negotiated_from_answer(pending.sdp, parse_sdp(str(params["answer"])))
         except SdpError:
             negotiated = None
         if negotiated is None:
             self.ringing_others.pop(endpoint.session, None)
             self.runtime.unlisten(endpoint.session)
             self.runtime.core.close_endpoint(now, endpoint.session, "no acceptable answer")
-            rtp.close()
-            rtcp.close()
+            pending.rtp.close()
+            pending.rtcp.close()
+            self.counters["sip_calls_refused"] += 1
             raise RpcError(488, "the far end's answer has no audio stream we can use")
         others = self.ringing_others.pop(endpoint.session, set())
-        call = self._admit(now, endpoint, room, peer, negotiated, rtp, rtcp)
-        call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
-        call.media.others |= others  # (an empty room: it ends once someone came and left, as before)
-        return {"codec": negotiated.codec}
+        call = self._admit(now, endpoint, pending.room, pending.peer, negotiated, pending.rtp, pending.rtcp)
+        # What our later offers (a session refresh re-INVITE) carry: the agreed codec only, as a new
+        # version of our SDP (RFC 3264 s8), not the whole first offer the far end could re-pick from.
+        port = pending.rtp.getsockname()[1]
+        call.version = 2
+        call.local_sdp = reoffer(negotiated, pending.sdp, address=self.runtime.config.node_ip, port=port,
+                                 session_id=str(port), version=call.version)  # fmt: skip
+        if not pending.inbound:
+            call.media.end_when_alone = True  # a dial-out ends when everybody else has left (atm0s)
+            call.media.others |= others  # (an empty room: it ends once someone came and left, as before)
+        else:
+            call.media.others |= others
+            self._record(now, pending.record, call)
+        return {"codec": negotiated.codec, "sdp": render(call.local_sdp)}
+
+    def reoffer(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
+        """Our offer for a re-INVITE without SDP: the same ``o=`` version when it equals the last SDP
+        we sent, else one higher (RFC 3264 s8: the version changes with the session description)."""
+        call = self._call(params)
+        port = call.rtp.getsockname()[1]
+        address = self.runtime.config.node_ip
+        previous = call.local_sdp or SessionDescription()
+        sdp = reoffer(call.media.negotiated, previous, address=address, port=port, session_id=str(port),
+                      version=call.version)  # fmt: skip
+        if call.local_sdp is None or render(sdp) != render(call.local_sdp):
+            call.version += 1
+            sdp = reoffer(call.media.negotiated, previous, address=address, port=port, session_id=str(port),
+                          version=call.version)  # fmt: skip
+        call.offered = call.local_sdp = sdp
+        return {"offer": render(sdp)}
+
+    def _reanswer(self, now: float, session: SessionId, text: str) -> dict[str, Any]:
+        """The ACK's answer to our re-offer: hold, resume or a new address. Unusable: the call's media
+        ends (the driver sends BYE, RFC 3261 s13.2.1)."""
+        call = self.calls.get(session)
+        if call is None or call.offered is None:
+            raise RpcError(404, "no such offer on this worker")
+        offered, call.offered = call.offered, None
+        try:
+            negotiated = negotiated_from_answer(offered, parse_sdp(text))
+        except SdpError:
+            negotiated = None
+        if negotiated is None or negotiated.codec.lower() != call.media.negotiated.codec.lower():
+            self._end(now, call, "no acceptable answer", report=False)
+            raise RpcError(488, "the far end's answer has no audio stream we can use")
+        call.media.renegotiate(negotiated, now)
+        return {"codec": negotiated.codec, "direction": negotiated.direction}
 
     def _call(self, params: dict[str, Any]) -> _Call:
         call = self.calls.get(SessionId(int(params["session"])))
@@ -265,17 +340,19 @@ class SipMediaTransport:
         if negotiated is None:
             raise RpcError(488, "the re-offer drops the call's codec")
         call.media.renegotiate(negotiated, now)
+        call.local_sdp, call.offered = answer, None
         log.info("sip call updated", extra={"fields": {"peer": call.media.peer, "direction": negotiated.direction}})
         return {"answer": render(answer), "direction": negotiated.direction}
 
     def close(self, now: float, params: dict[str, Any]) -> None:
         pending = self.offers.pop(SessionId(int(params["session"])), None)
         if pending is not None:
-            self.ringing_others.pop(pending[0].session, None)
-            self.runtime.unlisten(pending[0].session)
-            self.runtime.core.close_endpoint(now, pending[0].session, "dial-out ended")
-            pending[1].close()
-            pending[2].close()
+            session = pending.endpoint.session
+            self.ringing_others.pop(session, None)
+            self.runtime.unlisten(session)
+            self.runtime.core.close_endpoint(now, session, "dial-out ended")
+            pending.rtp.close()
+            pending.rtcp.close()
         call = self.calls.get(SessionId(int(params["session"])))
         if call is not None:
             self._end(now, call, str(params.get("reason", "hung up")), report=False)
@@ -289,6 +366,9 @@ class SipMediaTransport:
     def waiting(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         """A call that rings until someone else is in the room (WaitOtherPeers): how many others are.
         Its media timeout starts again (the phone sends no RTP before our 200)."""
+        session = SessionId(int(params["session"]))
+        if session in self.offers:  # a delayed-offer INVITE: its peer is in the room, "connecting"
+            return {"others": len(self.ringing_others.get(session, ()))}
         call = self._call(params)
         call.media.last_rtp = now
         return {"others": len(call.media.others)}

@@ -135,6 +135,7 @@ class WebRtcTransport:
                 wallclock=time.time(),
                 remote_names=default_remote_names,
                 connect_timeout=self.runtime.config.connect_timeout,
+                release_dtls=True,  # WHIP/WHEP answers refuse data channels (AnswerPolicy.whip/whep)
             )
             room_policy = WhipWhepSession(now, peer, mode, room, str(peer_name))
         except SessionSetupError as exc:
@@ -215,6 +216,10 @@ def peer_summary(peer: WebRtcPeer) -> dict[str, Any]:
     """A peer's non-zero drop/feedback counters, for the debug log and for diagnosing tests."""
     out: dict[str, Any] = {"conn": short(peer.endpoint.conn_id)}
     out.update({k: v for k, v in peer.counters.items() if v})
+    if peer.dtls.connection_released:
+        out["dtls_released"] = True  # OpenSSL's connection freed once connected (issue 19)
+    if peer.dtls.ignored_datagrams:
+        out["dtls_ignored"] = peer.dtls.ignored_datagrams
     out.update({f"in_{k}": v for k, v in peer.inbound.counters.items() if v})
     twcc = peer.inbound.twcc
     if twcc is not None:

@@ -34,6 +34,7 @@ from trackmesh.rpc import RpcError
 
 from .loop import LoopLag
 from .media_metrics import MediaMetrics
+from .room_metrics import RoomMetrics
 from .scheduler import Scheduler, Timed
 
 log = logging.getLogger("trackmesh.worker")
@@ -86,6 +87,8 @@ class WorkerRuntime:
         self.datagram_handler: Callable[[float, bytes, Address], None] | None = None
         # Per-worker singletons shared by transports (e.g. the WebRTC port), keyed by class.
         self.services: dict[type, object] = {}
+        if config.metrics_room_labels:  # opt-in per-room series (runtime/room_metrics.py)
+            MediaMetrics.of(self).rooms = RoomMetrics(config.metrics_room_labels)
         self.counters: dict[str, int] = {
             "udp_rx": 0,
             "udp_tx": 0,

@@ -86,7 +86,9 @@ class WorkerCluster:
         # Both stamp what zenoh delivers with the clock WorkerRuntime.now() reads, so the core sees
         # one time line for local input, remote media and remote registry changes.
         self.registry = ZenohRegistry(self.node.session, self.poster, time.monotonic)
-        self.hub = ZenohChannelHub(self.node.session, self.poster, time.monotonic)
+        self.hub = ZenohChannelHub(
+            self.node.session, self.poster, time.monotonic, media_version=config.cluster_media_version
+        )
         self._closed = False
 
     def attach(self, runtime: WorkerRuntime) -> None:
@@ -115,6 +117,7 @@ class WorkerCluster:
             "router": next(iter(self.node.routers()), None),
             "router_preferred": self.member_config.seeds[0] if self.member_config.mode == "client" else None,
             **hub.stats(),
+            "hop": hub.hop_stats(),
             "registry_members_lost": reg.members_lost,
             "registry_remote_members": len(reg.remote_members()),
             "callback_errors": self.poster.errors,

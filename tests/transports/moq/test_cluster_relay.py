@@ -187,6 +187,74 @@ def test_the_publishers_node_stopping_ends_the_track_on_b() -> None:
     assert done and done[0].request_id == rid and done[0].status_code == PublishDoneCode.GOING_AWAY
 
 
+def test_subscribe_namespace_on_b_hears_of_namespaces_published_on_a() -> None:
+    cluster = Cluster(("A", "B", "C"))
+    watcher = cluster.client("B")
+    stream = watcher.new_bidi()
+    rid = watcher.rid()
+    watcher.send(m.SubscribeNamespace(rid, (b"live",), m.NAMESPACE_OPTION_NAMESPACE), stream_id=stream)
+    assert watcher.messages(stream) == [m.RequestOk(rid)]
+    pub_a, alias = publisher(cluster, "A")
+    assert watcher.messages(stream) == [m.Namespace((b"show",))]
+    # The same namespace published on C, then here on B: no second NAMESPACE, and B's own
+    # publisher is not exported back as if it were remote.
+    pub_c, _ = publisher(cluster, "C")
+    local = cluster.client("B")
+    local.send(m.PublishNamespace(local.rid(), NS))
+    assert watcher.messages(stream) == []
+    # A namespace outside the prefix is not announced; one published before the watch is.
+    other = cluster.client("A")
+    other.send(m.PublishNamespace(other.rid(), (b"elsewhere",)))
+    late = cluster.client("B")
+    late_stream = late.new_bidi()
+    late.send(m.SubscribeNamespace(late.rid(), (), m.NAMESPACE_OPTION_NAMESPACE), stream_id=late_stream)
+    announced = [x for x in late.messages(late_stream) if isinstance(x, m.Namespace)]
+    assert sorted(x.suffix for x in announced) == [(b"elsewhere",), NS]
+    assert watcher.messages(stream) == []
+    # The namespace is subscribable through the announcement: a SUBSCRIBE reaches a publisher.
+    local.send(m.PublishNamespaceDone(0))
+    pub_c.send(m.PublishNamespaceDone(0))
+    assert watcher.messages(stream) == []  # A publishes it still
+    viewer = cluster.client("B")
+    subscribe(viewer)
+    answer_subscribe(pub_a, alias)
+    assert [x for x in replies(viewer) if isinstance(x, m.SubscribeOk)]
+    # The last publisher withdraws it: NAMESPACE_DONE, and only once.
+    pub_a.send(m.PublishNamespaceDone(0))
+    assert watcher.messages(stream) == [m.NamespaceDone((b"show",))]
+    assert [x for x in late.messages(late_stream) if isinstance(x, m.NamespaceDone)] == [m.NamespaceDone(NS)]
+    assert NS not in cluster.relays["B"].remote_namespaces
+    # Node A stops: its other namespace is withdrawn on B too.
+    cluster.members["A"].close(cluster.clock.now)
+    assert late.messages(late_stream) == [m.NamespaceDone((b"elsewhere",))]
+
+
+def test_a_publisher_initiated_track_on_a_is_watched_on_b() -> None:
+    cluster = Cluster()
+    pub = cluster.client("A")
+    prid = pub.rid()
+    pub.send(m.Publish(prid, NS, b"video", 5))  # no PUBLISH_NAMESPACE
+    (ok,) = pub.messages()
+    assert isinstance(ok, m.PublishOk), ok
+    a, b = cluster.members["A"], cluster.members["B"]
+    assert NS in a.local_namespaces and NS in b.remote
+    viewer = cluster.client("B")
+    rid = subscribe(viewer)
+    reply = [x for x in replies(viewer) if isinstance(x, m.SubscribeOk)]
+    assert reply and reply[0].request_id == rid, replies(viewer)
+    pub.subgroup(5, 0, [(0, b"key"), (1, b"delta")], fin=True)
+    assert objects(viewer) == [(0, 0, b"key"), (0, 1, b"delta")]
+    assert a.counters["objects_out"] == 2 and b.counters["objects_in"] == 2
+    # The publisher ends the track: PUBLISH_DONE on B, and the namespace is no longer A's.
+    pub.send(m.PublishDone(prid, PublishDoneCode.TRACK_ENDED, 1, b"the end"))
+    cluster.clock.now += 3
+    for relay in cluster.relays.values():
+        relay.timer(cluster.clock.now)
+    done = [x for x in viewer.messages() if isinstance(x, m.PublishDone)]
+    assert done and done[0].request_id == rid, viewer.messages()
+    assert not a.local_namespaces and NS not in b.remote and not a.published_tracks
+
+
 def test_a_namespace_published_on_two_nodes_is_imported_from_one() -> None:
     cluster = Cluster(("A", "B", "C"))
     pub_a, alias = publisher(cluster, "A")

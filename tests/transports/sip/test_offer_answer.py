@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from trackmesh.sdp.codecs import PCMU
 from trackmesh.sdp.model import SdpError, parse, render
-from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
+from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer, reoffer
 
 BARESIP_LIKE = (
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -162,3 +162,52 @@ def test_negotiation_properties(
     assert parse(render(sdp)) == sdp
     back = negotiated_from_answer(offer, sdp)
     assert back is not None and back.payload_type == neg.payload_type
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(CODECS), min_size=1, max_size=6, unique=True),
+    st.sampled_from(["sendrecv", "sendonly", "recvonly", "inactive"]),
+    st.integers(1, 3),
+    st.integers(0, 2),
+)
+def test_reoffer_properties(formats: list[tuple[str, str | None]], direction: str, streams: int, audio_at: int) -> None:
+    """A re-INVITE without SDP (RFC 3264 s8): our offer keeps the call's codec and payload types,
+    every m-line of our last SDP (the others rejected), and offers sendrecv even after a hold; the
+    phone's answer to it (here: our own answerer) agrees on the same codec."""
+    lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
+    for i in range(streams):
+        if i == min(audio_at, streams - 1):
+            lines.append(f"m=audio 5000 RTP/AVP {' '.join(f for f, _ in formats)}")
+            lines += [f"a=rtpmap:{f} {r}" for f, r in formats if r]
+            lines.append(f"a={direction}")
+        else:
+            lines.append("m=video 5002 RTP/AVP 120")
+    ours, neg = answer_offer(parse("\r\n".join(lines) + "\r\n"), address="127.0.0.1", port=40000,
+                             session_id="1", version=1)  # fmt: skip
+    if neg is None:
+        return
+    offer = reoffer(neg, ours, address="127.0.0.1", port=40000, session_id="1", version=2)
+    assert parse(render(offer)) == offer and offer.origin.session_version == "2"
+    assert len(offer.media) == len(ours.media) and offer.media[neg.mline].direction == "sendrecv"
+    assert all(m.port == 0 for i, m in enumerate(offer.media) if i != neg.mline)
+    assert offer.media[neg.mline].formats[0] == str(neg.payload_type)
+    phone_answer, phone_neg = answer_offer(offer, address="127.0.0.1", port=5000, session_id="5", version=2)
+    back = negotiated_from_answer(offer, phone_answer)
+    assert phone_neg is not None and back is not None
+    assert (back.codec, back.payload_type) == (neg.codec, neg.payload_type)
+    assert back.dtmf_payload_type == neg.dtmf_payload_type
+    assert back.direction == "sendrecv"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_an_ack_answer_of_any_text_is_used_or_refused_cleanly(text: str) -> None:
+    """The answer in a delayed-offer INVITE's ACK is whatever the phone sent: it is parsed and
+    matched against our offer, or refused with SdpError (the call then ends with BYE), never more."""
+    offer = create_offer(address="127.0.0.1", port=40010, session_id="9", version=1)
+    try:
+        neg = negotiated_from_answer(offer, parse(text))
+    except SdpError:
+        return
+    assert neg is None or neg.payload_type in {int(f) for f in offer.media[0].formats}

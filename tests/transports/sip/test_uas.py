@@ -3,11 +3,22 @@ fed to a real TransactionLayer; what we send is parsed back from the layer's tra
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from trackmesh.transports.sip.auth import Denied, Grant
 from trackmesh.transports.sip.message import Headers, Request, Response, make_response, new_branch
 from trackmesh.transports.sip.parser import parse_message
 from trackmesh.transports.sip.transaction import TransactionLayer
-from trackmesh.transports.sip.uas import MIN_SE, CallControl, CloseMedia, OpenMedia, UpdateMedia
+from trackmesh.transports.sip.uas import (
+    MIN_SE,
+    AnswerMedia,
+    CallControl,
+    CloseMedia,
+    OpenMedia,
+    ReofferMedia,
+    UpdateMedia,
+)
 
 PHONE = ("127.0.0.1", 5070)
 OFFER = (
@@ -199,8 +210,10 @@ def test_refusals() -> None:
     assert statuses(sent) == [100, 403]
     sent = h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir=""), headers={"Session-Expires": "30"}))
     assert statuses(sent) == [100, 422] and sent[1].headers.get("Min-SE") == str(MIN_SE)
-    sent = h.feed(Phone(call_id="c3").request("INVITE"))
-    assert statuses(sent) == [100, 488]  # no offer
+    not_sdp = Phone(call_id="c3").request("INVITE", body="<xml/>")
+    not_sdp.headers.set("Content-Type", "application/xml")
+    sent = h.feed(not_sdp)
+    assert statuses(sent) == [100, 415] and sent[1].headers.get("Accept") == "application/sdp"  # s21.4.13
     phone = Phone(call_id="c4")
     phone.to_tag = "unknown"
     assert statuses(h.feed(phone.request("BYE"))) == [481]
@@ -472,3 +485,182 @@ def test_a_record_grant_asks_the_media_side_to_record_the_caller() -> None:
     h.feed(Phone("record-token", "c2").request("INVITE", body=OFFER.format(dir="a=sendrecv")))
     opened = [a for a in h.actions() if isinstance(a, OpenMedia)]
     assert [(a.call.split(";")[0], a.record) for a in opened] == [("c1", False), ("c2", True)], opened
+
+
+# ---- delayed offers (RFC 3261 s13.2.1): the INVITE without SDP, our offer in the 200, the answer in the ACK
+
+
+def delayed_offer_call(h: Harness, phone: Phone) -> Response:
+    sent = h.feed(phone.request("INVITE"))
+    assert statuses(sent) == [100, 180]
+    (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia) and open_media.offer == ""  # the media side makes our offer
+    h.control.media_opened(h.now, open_media.call, 77, ANSWER)  # here: our offer
+    (ok,) = h.drain()
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body.decode() == ANSWER
+    assert ok.headers.get("Content-Type") == "application/sdp"
+    phone.to_tag = ok.to().tag
+    assert h.control.counters["delayed_offers"] == 1
+    return ok
+
+
+def test_a_delayed_offer_takes_the_answer_from_the_ack() -> None:
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    assert h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv"))) == []
+    (answer_media,) = h.actions()
+    assert isinstance(answer_media, AnswerMedia)
+    assert (answer_media.session, answer_media.answer) == (77, OFFER.format(dir="a=sendrecv"))
+    assert h.control.calls["c1;alice1"].state == "confirmed"
+    # A retransmitted ACK (the phone saw our 200 again) is not a second answer.
+    assert h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv"))) == []
+    assert h.actions() == [] and h.advance(40.0) == []  # no 200 retransmission, no BYE
+    assert statuses(h.feed(phone.request("BYE"))) == [200]
+
+
+def test_a_delayed_offer_whose_ack_has_no_answer_is_ended_with_bye() -> None:
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    sent = h.feed(phone.request("ACK", cseq=1))
+    (bye,) = sent
+    assert isinstance(bye, Request) and bye.method == "BYE" and "13.2.1" in (bye.headers.get("Reason") or "")
+    (close,) = h.actions()
+    assert isinstance(close, CloseMedia) and close.session == 77
+    assert h.control.calls == {} and h.control.counters["ack_without_answer"] == 1
+
+
+def test_a_delayed_offer_whose_answer_the_media_side_refuses_is_ended_with_bye() -> None:
+    """The driver's AnswerMedia failed (the answer names no codec we offered): the worker dropped the
+    media, the session is forgotten and the call hung up."""
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv")))
+    (answer_media,) = h.actions()
+    h.control.calls[answer_media.call].session = None  # as runtime/sip_listener.py does on the RpcError
+    h.control.hang_up(h.now, answer_media.call, "media: the far end's answer has no audio stream we can use")
+    (bye,) = h.drain()
+    assert isinstance(bye, Request) and bye.method == "BYE" and bye.to().tag == "alice1"
+    assert h.actions() == [] and h.control.calls == {}  # no media left to close, nothing kept
+
+
+def test_a_delayed_offer_without_ack_is_ended_with_bye() -> None:
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    sent = h.advance(40.0)
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in sent)
+    assert any(isinstance(a, CloseMedia) for a in h.actions()) and h.control.calls == {}
+
+
+def test_a_cancelled_delayed_offer_closes_the_media_made_for_it() -> None:
+    h, phone = Harness(), Phone()
+    branch = new_branch()
+    h.feed(phone.request("INVITE", branch=branch))
+    (open_media,) = h.actions()
+    assert sorted(statuses(h.feed(phone.request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
+    h.control.media_opened(h.now, open_media.call, 5, ANSWER)
+    assert h.drain() == []
+    (close,) = h.actions()
+    assert isinstance(close, CloseMedia) and close.session == 5
+
+
+def reinvite_without_sdp(h: Harness, phone: Phone, offer: str) -> Response:
+    h.feed(phone.request("INVITE"))
+    (reoffer,) = h.actions()
+    assert isinstance(reoffer, ReofferMedia) and reoffer.session == 77
+    h.control.update_answered(h.now, reoffer.call, offer)
+    (ok,) = h.drain()
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body.decode() == offer
+    assert ok.headers.get("Content-Type") == "application/sdp"
+    return ok
+
+
+def test_a_reinvite_without_sdp_gets_our_offer_and_the_ack_answers_it() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    assert h.actions() == []  # an offer-in-INVITE call's ACK has no answer to apply
+    reinvite_without_sdp(h, phone, ANSWER)
+    h.feed(phone.request("ACK", cseq=2, body=OFFER.format(dir="a=sendonly")))
+    (answer_media,) = h.actions()
+    assert isinstance(answer_media, AnswerMedia) and answer_media.answer == OFFER.format(dir="a=sendonly")
+    # The next offerless re-INVITE whose ACK has no answer (a refresh): the session stays, no BYE.
+    reinvite_without_sdp(h, phone, ANSWER)
+    assert h.feed(phone.request("ACK", cseq=3)) == []
+    assert h.actions() == [] and h.control.calls["c1;alice1"].state == "confirmed"
+    assert h.control.counters["ack_without_answer"] == 1
+
+
+def test_a_reinvite_without_sdp_while_one_is_pending_gets_491() -> None:
+    h, phone = Harness(), Phone()
+    answered_call(h, phone)
+    h.feed(phone.request("ACK", cseq=1))
+    h.feed(phone.request("INVITE"))
+    assert [type(a) for a in h.actions()] == [ReofferMedia]
+    assert statuses(h.feed(phone.request("INVITE"))) == [100, 491]  # s14.2
+
+
+def test_a_refresh_answered_408_or_481_ends_the_call_with_bye() -> None:
+    """RFC 4028 s10: the refresh's transaction ends in 408 or 481: BYE, media closed."""
+    for status in (408, 481):
+        h, phone = Harness(), Phone()
+        answered_call(h, phone, {"Session-Expires": "90;refresher=uas", "Allow": "INVITE, ACK, BYE, UPDATE"})
+        h.feed(phone.request("ACK", cseq=1))
+        (update,) = {u.top_via().branch: u for u in h.advance(45.0) if isinstance(u, Request)}.values()
+        assert update.method == "UPDATE"
+        sent = answer(h, update, status)
+        byes = [m for m in sent if isinstance(m, Request) and m.method == "BYE"]
+        assert len(byes) == 1 and f"answered {status}" in (byes[0].headers.get("Reason") or ""), status
+        assert h.control.counters["session_timer_expired"] == 1 and h.control.calls == {}
+        (close,) = h.actions()
+        assert isinstance(close, CloseMedia) and close.session == 77
+
+
+def test_a_reinvite_refresh_answered_481_ends_the_call_with_bye() -> None:
+    h, phone = Harness(), Phone()
+    h.control.min_se = 20
+    answered_call(h, phone, {"Session-Expires": "40;refresher=uas"})
+    h.feed(phone.request("ACK", cseq=1))
+    (reinvite,) = {m.top_via().branch: m for m in h.advance(20.0) if isinstance(m, Request)}.values()
+    assert reinvite.method == "INVITE"
+    sent = answer(h, reinvite, 481)
+    assert [m.method for m in sent if isinstance(m, Request)] == ["ACK", "BYE"]  # s17.1.1.3 ACK, then BYE
+    assert h.control.calls == {}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(["application/sdp", "application/SDP; charset=x", "text/plain", ""]))
+def test_any_ack_to_a_delayed_offer_is_taken_as_the_answer_or_ends_the_call(body: bytes, content_type: str) -> None:
+    """Whatever the ACK of a delayed offer carries: an SDP body goes to the media side as the answer
+    (which may refuse it: then BYE); anything else ends the call with BYE at once. Never a crash."""
+    h, phone = Harness(), Phone()
+    delayed_offer_call(h, phone)
+    ack = phone.request("ACK", cseq=1)
+    ack.body = body
+    if content_type:
+        ack.headers.add("Content-Type", content_type)
+    sent = h.feed(ack)
+    actions = h.actions()
+    if body and content_type.lower().startswith("application/sdp"):
+        assert sent == [] and [type(a) for a in actions] == [AnswerMedia]
+        assert h.control.calls["c1;alice1"].state == "confirmed"
+    else:
+        assert [m.method for m in sent if isinstance(m, Request)] == ["BYE"]
+        assert [type(a) for a in actions] == [CloseMedia] and h.control.calls == {}
+
+
+def test_our_refresh_reinvite_carries_the_sdp_the_media_side_gave_after_the_acks_answer() -> None:
+    """A delayed offer: our 200 offered every codec; once the ACK's answer picked one, the media side
+    says our SDP is that codec alone (answer_applied), and our refresh re-INVITE carries it."""
+    h, phone = Harness(), Phone()
+    h.control.min_se = 20
+    sent = h.feed(phone.request("INVITE", headers={"Session-Expires": "40;refresher=uas"}))
+    assert statuses(sent) == [100, 180]
+    (open_media,) = h.actions()
+    h.control.media_opened(h.now, open_media.call, 77, "full offer")
+    (ok,) = h.drain()
+    phone.to_tag = ok.to().tag
+    h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv")))
+    (answer_media,) = h.actions()
+    h.control.answer_applied(answer_media.call, "PCMU only, version 2")
+    (reinvite,) = {m.top_via().branch: m for m in h.advance(20.0) if isinstance(m, Request)}.values()
+    assert reinvite.method == "INVITE" and reinvite.body == b"PCMU only, version 2"

@@ -268,8 +268,11 @@ class Net:
         peer: str | None = None,
         *,
         handshake: bool = True,
+        release_dtls: bool | None = None,
         **offer_kw: object,
     ) -> tuple[Client, WebRtcPeer]:
+        """``release_dtls``: free the server's OpenSSL connection once connected (default: as the
+        worker does, for WHIP/WHEP peers)."""
         n = next(self._addrs)
         addr: Address = (f"198.51.100.{n}", 50000 + n)
         client = Client(self, addr, "publish" if mode is PeerMode.WHIP else "view", **offer_kw)
@@ -288,6 +291,7 @@ class Net:
             self.outbox,
             wallclock=self.wallclock + (self.now - 1000.0),
             remote_names=default_remote_names,
+            release_dtls=mode is not None if release_dtls is None else release_dtls,
         )
         if mode is not None:  # None: a bare peer, joined and named by the test (as the SDK transport does)
             self.rooms[endpoint.session] = WhipWhepSession(self.now, webrtc_peer, mode, room, peer or f"peer{n}")

@@ -16,7 +16,7 @@ from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.whip_whep.session import PeerMode
 
 from .peer_client import Net
-from .test_peer import V_SSRC, net, publish, send_frames
+from .test_peer import A_SSRC, RTX_SSRC, V_SSRC, net, publish, send_frames
 
 __all__ = ["net"]  # the fixture, shared with test_peer
 
@@ -73,7 +73,9 @@ def test_a_remote_protocol_error_that_escapes_a_parser_is_counted(net: Net) -> N
 
 
 def test_dtls_application_data_is_an_event_of_the_peer(net: Net) -> None:
-    pub, ppeer = publish(net)
+    # A peer that keeps its DTLS connection (an SDK peer with a data channel does).
+    pub, ppeer = net.connect(PeerMode.WHIP, peer="alice", ssrcs=(A_SSRC, V_SSRC, RTX_SSRC), release_dtls=False)
+    assert not ppeer.dtls.connection_released
     assert pub.dtls is not None
     for record in (b"first sctp packet", b"second"):
         pub.dtls.send_application_data(record)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -404,10 +404,14 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))
 
-    # ---- recordings (standalone: the files are this node's) ------------------------------------
+    # ---- recordings (standalone: the files are this node's; the console role: the media nodes') ---
 
     def record_root() -> Path | None:
         return Path(node.config.record_dir) if node.config.role == "standalone" else None
+
+    # The console role (runtime/console_node.py): the media nodes' files, over their console queryables.
+    cluster_recordings = getattr(node, "console_recordings", None)
+    cluster_chunk = getattr(node, "console_recording_chunk", None)
 
     @api.get("/api/console/recordings", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
              "no recordings on this node (the console role: they are on the media nodes)"}},
@@ -418,24 +422,38 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if session is None:
             return unauthorized()
         root = record_root()
-        if root is None:
+        unanswered: list[str] = []
+        if root is not None:
+            files = await asyncio.to_thread(list_recordings, root, session.app, room)
+        elif cluster_recordings is not None:
+            try:
+                files, unanswered = await cluster_recordings(session.app, room)
+            except RpcError as exc:
+                return error(exc.status, exc.message)
+        else:
             return error(404, "this node keeps no recordings (they are on the media nodes)")
-        files = await asyncio.to_thread(list_recordings, root, session.app, room)
         for f in files:
             if not f.get("uploaded"):
-                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"]})
-        return ok({"files": files})
+                where = {"zone": f["zone"], "node": f["node"]} if root is None else {}  # the console role
+                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"], **where})
+        return ok({"files": files, "unanswered": unanswered})
 
     @api.get("/api/console/recordings/file", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
              "no such recorded file of your app"}},
              summary="Download a recorded file (a path from the list)")  # fmt: skip
-    async def recording_file(request: Request, path: str | None = Query(None, max_length=1024)) -> Response:
+    async def recording_file(request: Request, path: str | None = Query(None, max_length=1024),
+                             zone: int | None = Query(None, ge=0, lt=1 << 24),
+                             node_index: int | None = Query(None, alias="node", ge=0, lt=256)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
         if not path:
             return error(400, "invalid request: path is required (from GET /api/console/recordings)")
         root = record_root()
+        if root is None and cluster_chunk is not None:
+            if zone is None or node_index is None:
+                return error(400, "invalid request: zone and node are required (from GET /api/console/recordings)")
+            return await cluster_download(session.app, path, zone, node_index)
         if root is None:
             return error(404, "this node keeps no recordings")
         # Only a path the app's own listing names: no traversal, no other app's files.
@@ -445,6 +463,29 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         full = root / path
         return FileResponse(full, filename=full.name, content_disposition_type="attachment",
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})  # fmt: skip
+
+    async def cluster_download(app: str, path: str, zone: int, index: int) -> Response:
+        """A media node's file, streamed chunk by chunk over its console queryable (the first chunk is
+        fetched before answering, so a refused path is a 404, not a broken download)."""
+        assert cluster_chunk is not None
+        try:
+            first, done = await cluster_chunk(zone, index, app, path, 0)
+        except RpcError as exc:
+            return error(exc.status, exc.message)
+
+        async def body() -> AsyncIterator[bytes]:
+            chunk, last, offset = first, done, 0
+            while True:
+                yield chunk
+                offset += len(chunk)
+                if last:
+                    return
+                chunk, last = await cluster_chunk(zone, index, app, path, offset)  # RpcError: the download breaks
+
+        name = quote(path.rsplit("/", 1)[-1])
+        return StreamingResponse(body(), media_type="application/octet-stream", headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
     # ---- actions --------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ is fed ``now`` and works on the core's :class:`~trackmesh.core.registry.Registry
 
 - **Where a namespace lives**: every namespace a MoQ session publishes on this node
   (PUBLISH_NAMESPACE, seen through a :class:`~.local_subscriber.LocalSubscriber` watching every
-  namespace) is put in the registry as ``moq/ns/<namespace>/<member>``. The registry drops a dead
+  namespace) is put in the registry as ``moq/ns/<namespace>/<member>``; so is the namespace of a
+  publisher-initiated track (PUBLISH, ``Relay.on_published_track``) while one lives here. The registry drops a dead
   member's entries, so a crashed node's namespaces vanish everywhere.
 - **Importing (the subscriber's node)**: for each namespace some other member publishes, a
   :class:`~.local_publisher.LocalPublisher` is the relay's provider of that prefix. The relay asks
@@ -13,7 +14,9 @@ is fed ``now`` and works on the core's :class:`~trackmesh.core.registry.Registry
   do longer prefixes). It then subscribes the track's message channel and puts
   ``moq/want/<namespace>/<track>/<member>``; the first answer (OK, or the first object) accepts the
   track, REFUSED refuses it with the publisher's code. The relay shares that one import between
-  all local subscribers of the track; when the last leaves, the want is deleted. A namespace
+  all local subscribers of the track; when the last leaves, the want is deleted. Each such
+  namespace is announced to this node's SUBSCRIBE_NAMESPACE sessions (NAMESPACE, then
+  NAMESPACE_DONE when no node publishes it any more), as one published here is. A namespace
   published on several nodes is imported from one of them (the want names it, and only its
   messages are taken); when that node withdraws it, the imported tracks end (GOING_AWAY).
 - **Exporting (the publisher's node)**: each want for a namespace published here makes one local
@@ -195,7 +198,9 @@ class ClusterRelay:
             "imports_total": 0,
             "bad_messages": 0,
         }
-        self.local_namespaces: set[m.TrackNamespace] = set()
+        self.local_namespaces: set[m.TrackNamespace] = set()  # in the registry as ours
+        self.announced: set[m.TrackNamespace] = set()  # PUBLISH_NAMESPACE by a session here
+        self.published_tracks: dict[m.TrackNamespace, int] = {}  # PUBLISHed tracks here, per namespace
         self.remote: dict[m.TrackNamespace, set[str]] = {}  # namespace -> members publishing it
         self.providers: dict[m.TrackNamespace, LocalPublisher] = {}
         self.exports: dict[tuple[m.TrackNamespace, bytes], _Export] = {}
@@ -207,6 +212,7 @@ class ClusterRelay:
         registry.watch(now, NS_ROOT, self._ns_watcher)
         registry.watch(now, WANT_ROOT, self._want_watcher)
         self.subscriber.watch_namespaces(())
+        relay.on_published_track = self._published_track
 
     def tick(self, now: float) -> None:
         self.now = now
@@ -236,9 +242,12 @@ class ClusterRelay:
         for export in list(self.exports.values()):
             self._end_export(export)
         self._closed = True
+        if self.relay.on_published_track == self._published_track:
+            self.relay.on_published_track = None
         self.subscriber.close()
-        for provider in self.providers.values():
+        for namespace, provider in self.providers.items():
             provider.close()
+            self.relay.remote_namespace(namespace, False)
         self.providers.clear()
         self.registry.unwatch(NS_ROOT, self._ns_watcher)
         self.registry.unwatch(WANT_ROOT, self._want_watcher)
@@ -252,12 +261,30 @@ class ClusterRelay:
         return f"{NS_ROOT}{namespace_key(namespace)}/{self.member}"
 
     def _local_namespace(self, namespace: m.TrackNamespace, live: bool) -> None:
+        if live:
+            self.announced.add(namespace)
+        else:
+            self.announced.discard(namespace)
+        self._sync_local(namespace)
+
+    def _published_track(self, namespace: m.TrackNamespace, live: bool) -> None:
+        """A publisher-initiated track (PUBLISH, no PUBLISH_NAMESPACE needed) starts or goes: its
+        namespace is published here while it has one, so the other nodes can import its tracks."""
+        count = self.published_tracks.get(namespace, 0) + (1 if live else -1)
+        if count > 0:
+            self.published_tracks[namespace] = count
+        else:
+            self.published_tracks.pop(namespace, None)
+        self._sync_local(namespace)
+
+    def _sync_local(self, namespace: m.TrackNamespace) -> None:
         if self._closed or not namespace:
             return
-        if live:
+        live = namespace in self.announced or namespace in self.published_tracks
+        if live and namespace not in self.local_namespaces:
             self.local_namespaces.add(namespace)
             self.registry.put(self.now, self._ns_entry(namespace), b"")
-        elif namespace in self.local_namespaces:
+        elif not live and namespace in self.local_namespaces:
             self.local_namespaces.discard(namespace)
             self.registry.delete(self.now, self._ns_entry(namespace))
 
@@ -281,6 +308,7 @@ class ClusterRelay:
         if namespace in self.providers or namespace in self.relay.providers:
             return  # already imported, or an in-process provider of this very prefix (the rooms')
         self.providers[namespace] = LocalPublisher(self.relay, namespace, self._import, self._cancel_import)
+        self.relay.remote_namespace(namespace, True)  # NAMESPACE to this node's namespace subscribers
 
     def _namespace_delete(self, now: float, key: str) -> None:
         self.now = now
@@ -309,6 +337,7 @@ class ClusterRelay:
         if provider is not None:
             del self.providers[namespace]
             provider.close()
+            self.relay.remote_namespace(namespace, False)
 
     # -- importing -------------------------------------------------------------------------------
 

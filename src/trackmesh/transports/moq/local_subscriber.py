@@ -4,8 +4,8 @@ publish (a MoQ publisher's LOC tracks into a room, docs/moq.md), not a MoQ sessi
 :class:`LocalSubscriber` is a relay :class:`~.relay.Peer` that only subscribes:
 
 - :meth:`watch_namespaces` registers a namespace subscription (SUBSCRIBE_NAMESPACE, namespaces
-  only): the relay reports each namespace published under the prefix, and its withdrawal, to
-  ``on_namespace``.
+  only): the relay reports each namespace published on this node under the prefix, and its
+  withdrawal, to ``on_namespace`` (not those of other nodes, which sessions hear of).
 - :meth:`subscribe` sends a SUBSCRIBE through the relay (which forwards it to the publisher, or
   shares a subscription already upstream); the answer and every object reach the
   :class:`TrackHandler`. The relay writes objects as it would to a session, as draft-16 streams
@@ -55,7 +55,8 @@ class LocalSubscriber:
     def watch_namespaces(self, prefix: m.TrackNamespace) -> None:
         self._prefixes.append(prefix)
         rid = self._new_id()
-        sub = NamespaceSubscriber(self, rid, prefix, m.NAMESPACE_OPTION_NAMESPACE, _NAMESPACE_STREAM)
+        # Published here only: the cluster relay exports these, the rooms ingest these.
+        sub = NamespaceSubscriber(self, rid, prefix, m.NAMESPACE_OPTION_NAMESPACE, _NAMESPACE_STREAM, remote=False)
         self.relay.subscribe_namespace(sub)
 
     def close(self) -> None:

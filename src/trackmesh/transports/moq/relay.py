@@ -163,6 +163,9 @@ class NamespaceSubscriber:
     options: int
     stream_id: int
     allows: Callable[[m.TrackNamespace], bool] = lambda _: True  # the session's may_subscribe
+    #: Also told of namespaces published on other nodes (Relay.remote_namespaces). The cluster
+    #: relay's own watcher is not: it exports what is published here, and only that.
+    remote: bool = True
 
     def wants_namespaces(self) -> bool:
         return self.options in (m.NAMESPACE_OPTION_NAMESPACE, m.NAMESPACE_OPTION_BOTH)
@@ -185,6 +188,12 @@ class Relay:
         #: In-process publishers of namespace prefixes (the rooms' ``("trackmesh",)``): asked for
         #: a track when no session published a longer prefix of its namespace; never announced.
         self.providers: dict[m.TrackNamespace, Peer] = {}
+        #: Namespaces published on other nodes of the cluster (cluster_relay.py), announced to
+        #: namespace subscribers like those published here; a SUBSCRIBE reaches them through a provider.
+        self.remote_namespaces: set[m.TrackNamespace] = set()
+        #: Told of each publisher-initiated track (PUBLISH) as it starts (True) and goes (False):
+        #: the cluster relay makes its namespace subscribable on the other nodes.
+        self.on_published_track: Callable[[m.TrackNamespace, bool], None] | None = None
         self.stats = RelayStats()
 
     # -- namespaces ------------------------------------------------------------------------
@@ -194,9 +203,7 @@ class Relay:
         first = not entries
         entries.append((peer, request_id))
         if first:
-            for ns_sub in self.namespace_subscribers:
-                if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
-                    ns_sub.peer.send_on(ns_sub.stream_id, m.Namespace(namespace[len(ns_sub.prefix) :]))
+            self._tell_namespace(namespace, gone=False, remote_too=namespace not in self.remote_namespaces)
         self._retry_rendezvous(lambda w: _has_prefix(w.msg.namespace, namespace), now)
 
     def _retry_rendezvous(self, matches: Callable[[Rendezvous], bool], now: float) -> None:
@@ -229,9 +236,29 @@ class Relay:
 
     def _namespace_gone(self, namespace: m.TrackNamespace) -> None:
         del self.namespaces[namespace]
+        self._tell_namespace(namespace, gone=True, remote_too=namespace not in self.remote_namespaces)
+
+    def _tell_namespace(self, namespace: m.TrackNamespace, gone: bool, remote_too: bool, local: bool = True) -> None:
+        """NAMESPACE (or NAMESPACE_DONE) to the namespace subscribers of a prefix of ``namespace``:
+        ``local`` ones hear of namespaces published here, ``remote`` ones of those published anywhere
+        (``remote_too``: the namespace appears, or disappears, for the whole cluster)."""
         for ns_sub in self.namespace_subscribers:
+            if not (remote_too if ns_sub.remote else local):
+                continue
             if ns_sub.wants_namespaces() and _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
-                ns_sub.peer.send_on(ns_sub.stream_id, m.NamespaceDone(namespace[len(ns_sub.prefix) :]))
+                suffix = namespace[len(ns_sub.prefix) :]
+                ns_sub.peer.send_on(ns_sub.stream_id, m.NamespaceDone(suffix) if gone else m.Namespace(suffix))
+
+    def remote_namespace(self, namespace: m.TrackNamespace, live: bool) -> None:
+        """A namespace now published (``live``), or no longer published, on some other node."""
+        if live == (namespace in self.remote_namespaces):
+            return
+        if live:
+            self.remote_namespaces.add(namespace)
+        else:
+            self.remote_namespaces.discard(namespace)
+        if namespace not in self.namespaces:
+            self._tell_namespace(namespace, gone=not live, remote_too=True, local=False)
 
     def namespace_publisher(self, namespace: m.TrackNamespace) -> Peer | None:
         """The publisher of the longest published prefix of ``namespace``."""
@@ -260,7 +287,8 @@ class Relay:
         self.namespace_subscribers.append(ns_sub)
         ns_sub.peer.send_on(ns_sub.stream_id, m.RequestOk(ns_sub.request_id))
         if ns_sub.wants_namespaces():
-            for namespace in self.namespaces:
+            known = [*self.namespaces, *(self.remote_namespaces - self.namespaces.keys() if ns_sub.remote else ())]
+            for namespace in known:
                 if _has_prefix(namespace, ns_sub.prefix) and ns_sub.allows(namespace):
                     ns_sub.peer.send_on(ns_sub.stream_id, m.Namespace(namespace[len(ns_sub.prefix) :]))
         if ns_sub.wants_tracks():
@@ -415,6 +443,8 @@ class Relay:
     def _drop(self, track: Track) -> None:
         if self.tracks.get(track.key) is track:
             del self.tracks[track.key]
+            if track.from_publish and self.on_published_track is not None:
+                self.on_published_track(track.namespace, False)
 
     # -- publisher-initiated tracks --------------------------------------------------------
 
@@ -423,8 +453,12 @@ class Relay:
         existing = self.tracks.get((msg.namespace, msg.name))
         if existing is not None and existing.done is None:
             return None
+        if existing is not None:
+            self._drop(existing)  # ended, its subscribers told: the new PUBLISH replaces it
         track = Track(msg.namespace, msg.name, peer, msg.request_id, peer.vi64, msg.track_alias, True, True)
         self.tracks[track.key] = track
+        if self.on_published_track is not None:
+            self.on_published_track(track.namespace, True)
         for ns_sub in self.namespace_subscribers:
             if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix) and ns_sub.allows(msg.namespace):
                 self._offer(track, ns_sub.peer)

@@ -25,6 +25,7 @@ __all__ = [
     "answer_offer",
     "create_offer",
     "negotiated_from_answer",
+    "reoffer",
 ]
 
 #: What we can send and receive on the SIP leg, in our order of preference for our offers.
@@ -200,6 +201,41 @@ def create_offer(
     m.rtpmaps.append(RtpMap(DTMF_PT, "telephone-event", 8000))
     m.fmtps[DTMF_PT] = "0-16"
     offer.media.append(m)
+    return offer
+
+
+def reoffer(
+    negotiated: Negotiated, previous: SessionDescription, *, address: str, port: int, session_id: str, version: int
+) -> SessionDescription:
+    """Our offer in the 200 to a re-INVITE without SDP (RFC 3261 s14.2, RFC 3264 s8): the call's
+    codec and telephone-event under the payload types already in use (s8.3.2: a mapping is not
+    changed within a session), ``sendrecv`` (we never hold), on the call's port. Every other m-line
+    of our ``previous`` SDP stays, rejected (s8: a session's m-lines are never removed)."""
+    ip = "IP6" if ":" in address else "IP4"
+    offer = SessionDescription(
+        origin=Origin("trackmesh", session_id, str(version), "IN", ip, address),
+        session_name="trackmesh",
+        connection=f"IN {ip} {address}",
+    )
+    pt = negotiated.payload_type
+    m = MediaDescription(kind="audio", port=port, proto="RTP/AVP", formats=[str(pt)], direction="sendrecv")
+    channels = negotiated.channels if negotiated.channels != 1 else None
+    m.rtpmaps.append(RtpMap(pt, negotiated.codec, negotiated.clock_rate, channels))
+    if negotiated.codec.lower() == "opus":
+        m.fmtps[pt] = "useinbandfec=1"
+    if negotiated.dtmf_payload_type is not None:
+        dtmf = negotiated.dtmf_payload_type
+        m.formats.append(str(dtmf))
+        m.rtpmaps.append(RtpMap(dtmf, "telephone-event", negotiated.clock_rate))
+        m.fmtps[dtmf] = "0-16"
+    m.ptime = negotiated.ptime
+    for index, old in enumerate(previous.media):
+        if index != negotiated.mline:
+            offer.media.append(MediaDescription(kind=old.kind, port=0, proto=old.proto, formats=list(old.formats)))
+        else:
+            offer.media.append(m)
+    if len(offer.media) <= negotiated.mline:
+        offer.media.append(m)
     return offer
 
 

@@ -15,6 +15,7 @@ joins the account's room (runtime/sip_listener.py). Sans-IO: fed events and ``no
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ class UpstreamAccount:
         return f"UpstreamAccount({self.aor}, room={self.room!r}, expires={self.expires})"
 
 
+def _is_ip(host: str) -> bool:
+    """An IPv4 address, or an IPv6 one in brackets (SipUri keeps them): never a name (no DNS here)."""
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return False
+    return (address.version == 6) == bracketed
+
+
 def parse_upstream_account(text: str) -> UpstreamAccount:
     """Raises ValueError with what is accepted. The host must be an IP address (no DNS look-ups)."""
     accepted = "accepted: sip:USER:PASSWORD@IP[:PORT][;room=ROOM][;expires=SECONDS]"
@@ -67,7 +78,7 @@ def parse_upstream_account(text: str) -> UpstreamAccount:
         uri = SipUri.parse(f"sip:{user}@{rest.rpartition('@')[2]}")
     except SipParseError:
         raise ValueError(f"sip:{user}:***@...: not a SIP URI; {accepted}") from None
-    if not re.fullmatch(r"[0-9.]+|\[[0-9A-Fa-f:.]+\]", uri.host) or not password or not uri.user:
+    if not _is_ip(uri.host) or not password or not uri.user:
         raise ValueError(f"sip:{user}:***@{uri.host}: not accepted (an IP address, a password); {accepted}")
     room = uri.params.get("room")
     if room is not None and not _ROOM.match(room):

@@ -8,17 +8,22 @@ the layer and asks its driver to open, update and close the calls' media (:class
 - INVITE (outside a dialog): the layer sent 100 Trying; ``authorize`` names the room and peer
   (or refuses with a status); the offer goes to the media side; its answer is sent in a 200 with
   our Contact. ACK confirms the call; no ACK within 64*T1 ends it with BYE (s13.3.1.4).
+- A delayed offer (an INVITE without SDP, s13.2.1): the media side makes our offer (OpenMedia with
+  an empty offer), the 200 carries it and the ACK the answer (AnswerMedia); an ACK without SDP, or
+  an answer the media side refuses, ends the call with BYE. A body that is not SDP: 415.
 - CANCEL before the 200: 200 to the CANCEL, 487 to the INVITE, the media (if opened) closed.
 - BYE from the phone: 200, media closed. :meth:`CallControl.hang_up`: our BYE.
 - re-INVITE / UPDATE with SDP: a new offer answered by the media side (hold with
-  ``a=sendonly``/``inactive`` keeps the call: RFC 3264 s8.4); UPDATE or re-INVITE without SDP:
-  200 with the current SDP (re-INVITE) or none (UPDATE).
+  ``a=sendonly``/``inactive`` keeps the call: RFC 3264 s8.4). UPDATE without SDP: 200 without.
+  re-INVITE without SDP: 200 with our current offer (ReofferMedia; the same ``o=`` version unless
+  it changed), the answer taken from the ACK (an ACK without SDP keeps the session as it was).
 - Session timers (RFC 4028): Session-Expires below our Min-SE gets 422 (s8.1); otherwise the
   2xx carries Session-Expires with the refresher the caller chose (``uac`` when it chose none),
   and Require: timer when it supports timers. With refresher=uac a call not refreshed in time is
   ended with BYE (s10); with refresher=uas we refresh at half the interval (UPDATE if the phone
   allows it, else a re-INVITE with our SDP); a refresh that times out, or has no 2xx when the
-  next one is due (the session expired), ends the call with BYE (s10: the phone vanished). No
+  next one is due (the session expired), or is answered 408 or 481, ends the call with BYE
+  (s10: the phone vanished or forgot the call). No
   session timer was agreed: we send no refresh.
 - REGISTER (s10.3): with the same credentials as a call (a token or digest, :mod:`.auth`), the
   binding is kept until it expires (at most an hour), so the phone may stay registered; ``*`` or
@@ -43,6 +48,18 @@ from dataclasses import dataclass, field
 from trackmesh.errors import RemoteProtocolError
 
 from .auth import Denied, Grant
+from .call_actions import (
+    Action,
+    AnswerMedia,
+    AuthorizeCall,
+    Authorizer,
+    AuthorizeRegister,
+    CloseMedia,
+    OpenMedia,
+    Pending,
+    ReofferMedia,
+    UpdateMedia,
+)
 from .dialog import Dialog
 from .message import Headers, NameAddr, Request, Response, SipUri, make_response, new_branch, new_tag
 from .transaction import AckTimeout, Event, RequestReceived, ResponseReceived, TransactionLayer, TransactionTimeout
@@ -50,15 +67,18 @@ from .transaction import AckTimeout, Event, RequestReceived, ResponseReceived, T
 __all__ = [
     "ALLOW",
     "MIN_SE",
+    "Action",
     "AnswerMedia",
     "AuthorizeCall",
     "AuthorizeRegister",
+    "Authorizer",
     "Call",
     "CallControl",
     "CloseMedia",
     "OpenMedia",
     "Pending",
     "Registration",
+    "ReofferMedia",
     "UpdateMedia",
 ]
 
@@ -94,75 +114,6 @@ class Registration:
     session_id: str = ""  # stable across refreshes; what POST /sip/invite/client names (atm0s 0.1)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenMedia:
-    call: str
-    room: str
-    peer: str
-    offer: str
-    wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
-    record: bool = False  # the caller's grant says record: true
-    app: str = ""  # the caller's grant's app (multi-tenancy): its room is that app's
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateMedia:
-    call: str
-    room: str
-    session: int
-    offer: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerMedia:
-    """A dial-out was answered: the media side applies the far end's ``answer`` to ``session``."""
-
-    call: str
-    room: str
-    session: int
-    answer: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseMedia:
-    call: str
-    room: str
-    session: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """``authorize`` cannot decide at once (a hook is asked): the INVITE waits for
-    :meth:`CallControl.authorized` (it already got 100 Trying)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizeCall:
-    """Ask the driver (its hooks) who may make this call; answer with :meth:`CallControl.authorized`."""
-
-    call: str
-    request: Request
-    source: Address
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizeRegister:
-    """Ask the driver's hooks about a REGISTER (atm0s 0.1: URL/auth, then URL/register or, for a
-    removal, URL/unregister, each with the binding's session id); answer with
-    :meth:`CallControl.register_decided`."""
-
-    request: Request
-    source: Address
-    reliable: bool
-
-
-Action = OpenMedia | UpdateMedia | CloseMedia | AnswerMedia | AuthorizeCall | AuthorizeRegister
-#: ``authorize(now, request)``: who may do this INVITE or REGISTER (see :mod:`.auth`); ``Pending``
-#: for an INVITE the driver decides later (:class:`AuthorizeCall`).
-Authorizer = Callable[[float, Request], Grant | Denied | Pending]
-
-
 def caller_peer(req: Request) -> str:
     """The peer name of a caller whose grant names none: ``sip-<its From user>``."""
     try:
@@ -189,6 +140,9 @@ class Call:
     dialog: Dialog | None = None
     sdp: bytes = b""  # our current answer
     pending: tuple[Request, tuple[str, ...]] | None = None  # a re-offer waiting for the media side
+    # Our 2xx carried the offer (RFC 3261 s13.2.1): ("invite" for a delayed offer or "reinvite", the
+    # INVITE's CSeq); its ACK must bring the answer.
+    awaiting_answer: tuple[str, int] | None = None
     expires: int | None = None  # RFC 4028 session interval, when agreed
     refresher: str = "uac"
     deadline: float | None = None  # session timer: refresh (us) or give up (them)
@@ -238,6 +192,10 @@ def register_expires(req: Request) -> tuple[str | None, int]:
     return contact, 0 if contact.strip() == "*" else expires
 
 
+def _is_sdp(msg: Request) -> bool:
+    return (msg.headers.get("Content-Type") or "").split(";")[0].strip().lower() == "application/sdp"
+
+
 def _tokens(headers: Headers, name: str) -> set[str]:
     return {t.strip().lower() for v in headers.get_all(name) for t in v.split(",") if t.strip()}
 
@@ -274,6 +232,8 @@ class CallControl:
             "flood_refused": 0,
             "pracks": 0,
             "prack_timeouts": 0,
+            "delayed_offers": 0,
+            "ack_without_answer": 0,
         }
 
     # ---- driver surface ------------------------------------------------------------------------
@@ -307,7 +267,7 @@ class CallControl:
                 if event.key is not None:
                     self._respond(now, event.request, 400)
         elif isinstance(event, ResponseReceived):
-            self._response(now, event.response, event.source)
+            self._response(now, event.response, event.key)
         elif isinstance(event, AckTimeout):
             for call in list(self.calls.values()):
                 if call.invite.call_id() == event.call_id and call.state == "answered":
@@ -411,11 +371,20 @@ class CallControl:
         request, _ = call.pending
         call.pending = None
         call.sdp = answer.encode()
+        if request.method == "INVITE" and not request.body:
+            call.awaiting_answer = ("reinvite", request.cseq().seq)  # ``answer`` is our offer (ReofferMedia)
         ok = make_response(request, 200, body=call.sdp)
         self._contact(ok)
         ok.headers.add("Content-Type", "application/sdp")
         self._session_timer_headers(now, call, request, ok)
         self.layer.send_response(now, ok)
+
+    def answer_applied(self, call_id: str, sdp: str) -> None:
+        """The media side took the far end's answer to our offer (AnswerMedia) and says what our SDP is
+        from now on (the agreed codec only): what our refresh re-INVITEs carry."""
+        call = self.calls.get(call_id)
+        if call is not None and sdp:
+            call.sdp = sdp.encode()
 
     def update_failed(self, now: float, call_id: str, status: int, reason: str) -> None:
         call = self.calls.get(call_id)
@@ -446,6 +415,8 @@ class CallControl:
             if call is not None and call.dialog is not None and call.state == "answered":
                 call.state = "confirmed"
                 call.dialog.confirmed = True
+            if call is not None and call.awaiting_answer is not None and call.state == "confirmed":
+                self._ack_answer(now, call, req)
             return
         assert key is not None
         if method == "CANCEL":
@@ -488,6 +459,22 @@ class CallControl:
             resp.headers.add("Allow", ALLOW)
             self.layer.send_response(now, resp)
 
+    def _ack_answer(self, now: float, call: Call, ack: Request) -> None:
+        """The ACK of a 2xx that carried our offer: it carries the answer (RFC 3261 s13.2.1). None in
+        the ACK of a delayed-offer INVITE: the call cannot start, BYE (s13.2.1, the UAS terminates).
+        None after an offerless re-INVITE: the session stays as it was (counted; many PBXs refresh so)."""
+        assert call.awaiting_answer is not None
+        kind, seq = call.awaiting_answer
+        if ack.cseq().seq != seq:
+            return  # a late copy of an earlier ACK
+        call.awaiting_answer = None
+        if ack.body and _is_sdp(ack) and call.session is not None:
+            self._actions.append(AnswerMedia(call.id, call.room, call.session, ack.body.decode("utf-8", "replace")))
+            return
+        self.counters["ack_without_answer"] += 1
+        if kind == "invite":
+            self._bye(now, call, "no SDP answer in the ACK (RFC 3261 s13.2.1)")
+
     def _flooding(self, now: float, ip: str) -> bool:
         tokens, at = self._buckets.pop(ip, (FLOOD_BURST, now))
         tokens = min(FLOOD_BURST, tokens + (now - at) * FLOOD_RATE)
@@ -521,13 +508,14 @@ class CallControl:
             self.counters["refused"] += 1
             self.layer.send_response(now, resp)
             return
-        content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if not req.body or content_type != "application/sdp":
-            # No offer in the INVITE (the offer would be ours, in the 200): not supported yet.
-            resp = make_response(req, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=new_tag())
+        if req.body and not _is_sdp(req):
+            # s21.4.13: a body we cannot read (no offer we know of); say what we accept.
+            resp = make_response(req, 415, to_tag=new_tag())
+            resp.headers.add("Accept", "application/sdp")
             self.counters["refused"] += 1
             self.layer.send_response(now, resp)
             return
+        # No body: a delayed offer (s13.2.1): our 200 carries the offer, the ACK the answer.
         verdict = self.authorize(now, req)
         call = Call(call_id, req, key, source, reliable, "", "", new_tag(), state="authorizing")
         call.peer_allows_update = "update" in _tokens(req.headers, "Allow")
@@ -564,6 +552,9 @@ class CallControl:
             call.rel_at = now + (64 * t1 if call.reliable else t1)  # over TCP: no retransmission
         self.layer.send_response(now, ringing)
         body = req.body.decode("utf-8", "replace")
+        if not body:
+            call.awaiting_answer = ("invite", req.cseq().seq)
+            self.counters["delayed_offers"] += 1
         self._actions.append(
             OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record,
                       app=call.app)
@@ -659,12 +650,15 @@ class CallControl:
                 call.pending = (req, key)
                 self._actions.append(UpdateMedia(call.id, call.room, call.session, req.body.decode("utf-8", "replace")))
                 return
-            # No offer: a session refresh. A re-INVITE without SDP wants our offer: the current SDP.
-            body = call.sdp if method == "INVITE" else b""
-            ok = make_response(req, 200, body=body)
+            if method == "INVITE" and call.session is not None:
+                # A re-INVITE without SDP wants our offer (s14.2): the media side makes it, the 200
+                # carries it (update_answered) and the ACK brings the answer.
+                call.pending = (req, key)
+                self._actions.append(ReofferMedia(call.id, call.room, call.session))
+                return
+            # An UPDATE without SDP: a session refresh (RFC 4028 s7), answered without SDP.
+            ok = make_response(req, 200)
             self._contact(ok)
-            if body:
-                ok.headers.add("Content-Type", "application/sdp")
             self._session_timer_headers(now, call, req, ok)
             self.layer.send_response(now, ok)
         elif method == "OPTIONS":
@@ -680,7 +674,7 @@ class CallControl:
 
     # ---- responses to our requests -------------------------------------------------------------
 
-    def _response(self, now: float, resp: Response, source: Address) -> None:
+    def _response(self, now: float, resp: Response, key: tuple[str, ...] | None) -> None:
         call_id = f"{resp.call_id()};{resp.to().tag or ''}"
         call = self.calls.get(call_id)
         if call is None or call.dialog is None:
@@ -692,7 +686,11 @@ class CallControl:
             # Our refresh re-INVITE was answered: ACK it (s13.2.2.4), without a transaction.
             ack = call.dialog.create_request("ACK", self._via(call), cseq=resp.cseq().seq)
             self.layer.send_stateless(ack, call.source, reliable=call.reliable)
-        if method in ("INVITE", "UPDATE", "BYE") and resp.status in (408, 481):
+        if resp.status in (408, 481) and key is not None and key == call.refresh:
+            # RFC 4028 s10: a refresh answered 408 or 481 ends the session with BYE.
+            self.counters["session_timer_expired"] += 1
+            self._bye(now, call, f"session refresh answered {resp.status} (RFC 4028 s10)")
+        elif method in ("INVITE", "UPDATE", "BYE") and resp.status in (408, 481):
             self._end(call, "the phone no longer knows the call")
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -781,6 +779,8 @@ class CallControl:
         if call.session is not None:
             self._actions.append(CloseMedia(call.id, call.room, call.session, reason))
             self.calls.pop(call.id, None)
-        elif was == "authorizing":
-            self.calls.pop(call.id, None)  # no media yet, and the hook's answer will find nothing
+        elif was != "opening":
+            # Authorizing: no media yet, and the hook's answer will find nothing. Answered or
+            # confirmed without a session: the media side dropped it already (a refused answer).
+            self.calls.pop(call.id, None)
         # A call still opening stays until media_opened/media_failed, which then closes it.

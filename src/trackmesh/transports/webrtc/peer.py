@@ -117,7 +117,11 @@ class WebRtcPeer:
         remote_names: TrackNamer,
         gcm_backend: GcmBackend = DEFAULT_GCM_BACKEND,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        release_dtls: bool = False,
     ) -> None:
+        """``release_dtls``: free OpenSSL's DTLS connection once the SRTP keys are exported, when the
+        answer has no data channel (about 90 KB per idle peer, issue 19). Only for transports whose
+        m-lines never gain a data channel later (WHIP, WHEP: their answer policy refuses one)."""
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
         self.endpoint = endpoint
@@ -128,6 +132,7 @@ class WebRtcPeer:
             ice.set_remote_credentials(answer.transport.ice_ufrag, answer.transport.ice_pwd)
         self.dtls = DtlsEndpoint("server", certificate, [(f.algorithm, f.value) for f in answer.transport.fingerprints])
         self._gcm_backend: GcmBackend = gcm_backend
+        self._release_dtls = release_dtls
         self.ctx = SendContext(outbox, wallclock - now)
         self.srtp: SrtpSession | None = None
         self.connected = False
@@ -420,6 +425,10 @@ class WebRtcPeer:
                 self.ctx.srtp = self.srtp
                 if self.ctx.addr is None:
                     self.ctx.addr = addr
+                if self._release_dtls and not any(m.kind == "application" for m in self.answer.media):
+                    # No data channel: DTLS carries nothing but alerts and a lost final flight's
+                    # resend from now on, which the endpoint answers without OpenSSL.
+                    self.dtls.release_connection()
                 self._on_connected(now)
             elif isinstance(ev, DtlsFailed):
                 self._disconnect(f"dtls failed: {ev.reason}")

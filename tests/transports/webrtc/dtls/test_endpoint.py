@@ -17,6 +17,7 @@ from trackmesh.errors import LocalProtocolError
 from trackmesh.rtp.srtp import SrtpProfile
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
 from trackmesh.transports.webrtc.dtls.endpoint import (
+    DEFAULT_SRTP_PROFILES,
     DtlsApplicationData,
     DtlsClosed,
     DtlsConnected,
@@ -25,9 +26,11 @@ from trackmesh.transports.webrtc.dtls.endpoint import (
     DtlsEvent,
     DtlsFailed,
     DtlsState,
+    _shared_context,
     split_records,
 )
 from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
+from trackmesh.transports.webrtc.dtls.records import prf, record_keys
 
 NOT_BEFORE = datetime(2026, 1, 1, tzinfo=UTC)
 Drop = Callable[[str, int, bytes], bool]
@@ -405,3 +408,211 @@ def test_server_survives_arbitrary_datagrams(server_cert: DtlsCertificate, datag
         server.handle_datagram(float(i), d)  # must not raise
     while (event := server.poll_event()) is not None:
         assert isinstance(event, DtlsFailed | DtlsClosed)
+
+
+# ---- releasing OpenSSL's connection after the handshake (issue 19) ----------------------------
+
+
+def released_pair(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate, drop: Drop | None = None
+) -> tuple[DtlsEndpoint, DtlsEndpoint, Net]:
+    """A handshake whose server frees its OpenSSL connection the moment it connects, as a
+    WHEP peer does (before any retransmission of the client's could reach OpenSSL)."""
+    client, server = make_pair(client_cert, server_cert)
+    net = Net(client, server, drop)
+    connected = server._on_handshake_complete
+
+    def release_on_connect() -> None:
+        connected()
+        assert server.release_connection()
+
+    server._on_handshake_complete = release_on_connect  # type: ignore[method-assign]
+    net.run()
+    return client, server, net
+
+
+def test_released_server_sends_a_close_notify_openssl_accepts(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    client, server, net = released_pair(client_cert, server_cert)
+    assert client.state is server.state is DtlsState.CONNECTED and server.connection_released
+    server.close()  # sealed with our own record keys (RFC 5288), read by the client's OpenSSL
+    net.pump(0.0)
+    assert client.state is DtlsState.CLOSED
+    assert isinstance(net.events["client"][-1], DtlsClosed)
+    assert isinstance(net.events["server"][-1], DtlsClosed)
+
+
+def test_released_server_authenticates_and_answers_a_close_notify(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    client, server, net = released_pair(client_cert, server_cert)
+    sent = net.sent["server"]
+    client.close()  # OpenSSL's close_notify; the server opens it without OpenSSL
+    net.pump(0.0)
+    assert server.state is DtlsState.CLOSED
+    assert isinstance(net.events["server"][-1], DtlsClosed)
+    assert net.sent["server"] == sent + 1  # its own close_notify in answer (RFC 5246 s7.2.1)
+
+
+def test_released_server_resends_its_lost_final_flight(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    dropped: list[int] = []
+
+    def drop_final(role: str, n: int, _d: bytes) -> bool:
+        if role == "server" and n == 1 and not dropped:  # ChangeCipherSpec + Finished
+            dropped.append(n)
+            return True
+        return False
+
+    client, server, net = released_pair(client_cert, server_cert, drop_final)
+    assert dropped == [1] and server.connection_released
+    # RFC 6347 s4.2.4: the client's timer resends its flight at 1 s; the released server
+    # answers with its copy of the final flight, which the client's OpenSSL accepts.
+    assert client.state is server.state is DtlsState.CONNECTED
+    assert client.retransmissions == 1 and server.retransmissions == 1
+    assert net.connected("client").local_keying == net.connected("server").remote_keying
+    server.close()  # the record sequence numbers go on after the resent Finished
+    net.pump(1.0)
+    assert client.state is DtlsState.CLOSED
+
+
+def test_released_server_resends_its_final_flight_each_time_it_is_lost(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    """The client's retransmitted flight carries its Finished (epoch 1, authenticated): that must
+    not be taken as proof that ours arrived, or a second loss would leave the client stuck."""
+    lost: list[int] = []
+
+    def drop_final_twice(role: str, n: int, _d: bytes) -> bool:
+        if role == "server" and server_connected() and len(lost) < 2:
+            lost.append(n)
+            return True
+        return False
+
+    client, server = make_pair(client_cert, server_cert)
+    server_connected = lambda: server.state is DtlsState.CONNECTED  # noqa: E731
+    connected = server._on_handshake_complete
+
+    def release_on_connect() -> None:
+        connected()
+        assert server.release_connection()
+
+    server._on_handshake_complete = release_on_connect  # type: ignore[method-assign]
+    net = Net(client, server, drop_final_twice)
+    end = net.run()
+    assert lost == [1, 2]
+    assert client.state is DtlsState.CONNECTED and server.connection_released
+    assert end == 1.0 + 2.0  # the client's timer: 1 s, then doubled (RFC 6347 s4.2.4.1)
+    assert server.retransmissions == 2
+
+
+def test_released_endpoint_drops_forged_records_and_application_data(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    client, server, net = released_pair(client_cert, server_cert)
+    forged_alert = struct.pack("!BHHHIH", 21, 0xFEFD, 1, 0, 7, 26) + os.urandom(26)
+    server.handle_datagram(0.0, forged_alert)
+    assert server.state is DtlsState.CONNECTED and server.ignored_datagrams == 1
+    client.send_application_data(b"no data channel here")
+    net.pump(0.0)
+    assert server.state is DtlsState.CONNECTED and server.ignored_datagrams == 2
+    assert not any(isinstance(e, DtlsApplicationData) for e in net.events["server"])
+    assert server.max_application_data == 0
+    with pytest.raises(LocalProtocolError):
+        server.send_application_data(b"x")
+    client.close()
+    net.pump(0.0)
+    assert server.state is DtlsState.CLOSED  # the genuine alert after the forged one still counts
+
+
+def test_released_peers_fatal_alert_fails_the_association(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate
+) -> None:
+    client, server, _ = released_pair(client_cert, server_cert)
+    assert client.release_connection()  # the client role keeps its write sequence too
+    assert client._records is not None
+    server.handle_datagram(0.0, client._records.seal(21, b"\x02\x28"))  # fatal handshake_failure
+    assert server.state is DtlsState.FAILED
+    assert server.poll_event() == DtlsFailed("peer sent fatal alert 40")
+
+
+def test_release_needs_a_connected_aead_association(client_cert: DtlsCertificate, server_cert: DtlsCertificate) -> None:
+    _, server = make_pair(client_cert, server_cert)
+    assert not server.release_connection()  # not connected yet
+    own = DtlsCertificate.generate(NOT_BEFORE)  # its shared context is this test's alone
+    _shared_context(own, DEFAULT_SRTP_PROFILES).set_cipher_list(b"ECDHE-ECDSA-AES128-SHA")
+    cbc_client = DtlsEndpoint("client", own, [("sha-256", server_cert.fingerprint_sha256())])
+    cbc_server = DtlsEndpoint("server", server_cert, [("sha-256", own.fingerprint_sha256())])
+    Net(cbc_client, cbc_server).run()
+    assert cbc_server.state is DtlsState.CONNECTED
+    assert not cbc_server.release_connection() and not cbc_server.connection_released  # CBC: keeps OpenSSL
+
+
+@pytest.mark.parametrize(
+    ("suite", "rsa"),
+    [
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", False),
+        ("ECDHE-ECDSA-AES256-GCM-SHA384", False),
+        ("ECDHE-ECDSA-CHACHA20-POLY1305", False),
+        ("ECDHE-RSA-AES128-GCM-SHA256", True),
+    ],
+)
+def test_released_record_keys_interoperate_with_openssl_per_suite(
+    client_cert: DtlsCertificate, suite: str, rsa: bool
+) -> None:
+    server_cert = rsa_certificate() if rsa else DtlsCertificate.generate(NOT_BEFORE)
+    own = DtlsCertificate.generate(NOT_BEFORE)
+    _shared_context(own, DEFAULT_SRTP_PROFILES).set_cipher_list(suite.encode())
+    client = DtlsEndpoint("client", own, [("sha-256", server_cert.fingerprint_sha256())])
+    server = DtlsEndpoint("server", server_cert, [("sha-256", own.fingerprint_sha256())])
+    net = Net(client, server)
+    net.run()
+    assert server._conn is not None and server._conn.get_cipher_name() == suite
+    assert server.release_connection()
+    server.close()
+    net.pump(0.0)
+    assert client.state is DtlsState.CLOSED  # OpenSSL authenticated our sealed close_notify
+
+
+def test_prf_matches_a_published_tls12_vector() -> None:
+    # The TLS 1.2 PRF (SHA-256) test vector circulated on the IETF TLS list (Joseph Birr-Pixton's set).
+    secret = bytes.fromhex("9bbe436ba940f017b17652849a71db35")
+    seed = bytes.fromhex("a0ba9f936cda311827a6f796ffd5198c")
+    out = prf("sha256", secret, b"test label", seed, 100)
+    assert out.hex().startswith("e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.sampled_from([20, 21, 22, 23]), st.sampled_from([0, 1, 2]), st.binary(max_size=60)), max_size=4
+    )
+)
+def test_released_server_survives_arbitrary_records(
+    client_cert: DtlsCertificate, server_cert: DtlsCertificate, records: list[tuple[int, int, bytes]]
+) -> None:
+    """Well-formed record headers around arbitrary bodies: none authenticates, none raises, the
+    association stays up; epoch-0 handshake records replay the final flight a bounded number of times."""
+    _, server, _ = released_pair(client_cert, server_cert)
+    for i, (content_type, epoch, body) in enumerate(records):
+        header = struct.pack("!BHHHIH", content_type, 0xFEFD, epoch, 0, i, len(body))
+        server.handle_datagram(0.0, header + body)
+    assert server.state is DtlsState.CONNECTED
+    assert server.retransmissions <= 6
+    assert server.poll_event() is None
+
+
+@given(data=st.binary(max_size=120), epoch=st.integers(0, 3))
+def test_record_keys_open_never_raises_on_garbage(data: bytes, epoch: int) -> None:
+    keys = record_keys(
+        "ECDHE-ECDSA-AES128-GCM-SHA256", b"m" * 48, b"c" * 32, b"s" * 32, "server", epoch=epoch, write_sequence=0
+    )
+    assert keys is not None
+    assert keys.open(data) is None
+    peer = record_keys(
+        "ECDHE-ECDSA-AES128-GCM-SHA256", b"m" * 48, b"c" * 32, b"s" * 32, "client", epoch=epoch, write_sequence=0
+    )
+    assert peer is not None
+    assert peer.open(keys.seal(21, b"\x01\x00")) == (21, b"\x01\x00")  # what we seal, the other side opens

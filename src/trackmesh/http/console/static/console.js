@@ -380,12 +380,14 @@
     v.append(box);
     try {
       const d = await api("GET", "/api/console/recordings");
+      for (const m of d.unanswered || []) v.append(el("p", { class: "bad" }, m));
       if (!d.files.length) { box.replaceChildren(el("p", { class: "muted", id: "no-recordings" }, "No recording yet: use Record on a live room.")); return; }
       const tbody = el("tbody");
       for (const f of d.files.slice().reverse()) {
         const size = f.size === undefined ? "" : (f.size / 1048576).toFixed(2) + " MB";
         tbody.append(el("tr", { "data-recording": f.path },
-          el("td", { "data-label": "Room" }, f.room), el("td", { "data-label": "Peer" }, f.peer),
+          el("td", { "data-label": "Room" }, f.room + (f.node !== undefined ? " (zone " + f.zone + " node " + f.node + ")" : "")),
+          el("td", { "data-label": "Peer" }, f.peer),
           el("td", { "data-label": "Track" }, [f.kind, f.track, f.codec].filter(Boolean).join(" · ")),
           el("td", { "data-label": "Status" }, f.status + (f.duration !== undefined && f.duration !== null ? " · " + Number(f.duration).toFixed(1) + " s" : "")),
           el("td", { "data-label": "File" }, f.download ? el("a", { href: f.download, download: "", class: "download" }, f.path.split("/").pop() + " (" + size + ")")
@@ -500,7 +502,7 @@
       return;
     }
     if (state.session.role === "console") document.getElementById("nav-cluster").hidden = false;
-    if (state.session.role === "standalone") document.getElementById("nav-recordings").hidden = false;
+    document.getElementById("nav-recordings").hidden = false;  // standalone: its files; the console role: the media nodes' files
     document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }

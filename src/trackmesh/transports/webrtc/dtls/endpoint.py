@@ -26,6 +26,13 @@ A verbatim copy is only dropped by the peer's replay window (RFC 6347 s4.1.2.6) 
 original arrived; then the peer's response was lost, and the peer's own timer resends it.
 The one flight with no timer behind it is the last one (RFC 6347 s4.2.4): the side that sent
 it resends it when the peer's retransmitted handshake records show it was lost.
+
+Releasing OpenSSL (issue 19): OpenSSL's connection object is about 90 KB per association even
+idle. A peer that will never send DTLS application data (no data channel: WHIP, WHEP) calls
+:meth:`DtlsEndpoint.release_connection` once connected; the endpoint then keeps only what the
+association still needs: its copy of the final flight (resent verbatim, as above, when the peer
+retransmits its last flight) and the epoch-1 record keys (:mod:`.records`, AEAD suites only), to
+authenticate a close_notify or fatal alert and to send our own close_notify.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from trackmesh.transports.webrtc.dtls.certificate import (
     format_fingerprint,
     supported_fingerprint_algorithms,
 )
+from trackmesh.transports.webrtc.dtls.records import ALERT, RecordKeys, record_keys
 
 __all__ = [
     "DEFAULT_MTU",
@@ -260,7 +268,8 @@ class DtlsEndpoint:
         self._max_retransmissions = max_retransmissions
 
         ctx = _shared_context(certificate, self._profiles)
-        self._conn = SSL.Connection(ctx, None)
+        # None once released (see release_connection); _records then protects alerts.
+        self._conn: SSL.Connection | None = SSL.Connection(ctx, None)
         # The shared context's verify callback finds this endpoint through the connection
         # (weakly, so the endpoint is not kept alive by a cycle through OpenSSL's objects).
         self._conn.set_app_data(weakref.ref(self))
@@ -280,6 +289,10 @@ class DtlsEndpoint:
         self._rto = _INITIAL_RTO
         self._timeouts = 0
         self._fingerprint_rejected = False
+        self._records: RecordKeys | None = None
+        # Highest (epoch, sequence number) + 1 of what OpenSSL sent: where our own records go on.
+        self._write_epoch = 0
+        self._write_sequence = 0
         self.malformed_datagrams = 0
         self.ignored_datagrams = 0
         self.retransmissions = 0
@@ -308,6 +321,9 @@ class DtlsEndpoint:
         elif self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             self.ignored_datagrams += 1
             return
+        if self._conn is None:
+            self._handle_released(data)
+            return
         self._conn.bio_write(data)
         was_connected = self.state is DtlsState.CONNECTED
         if self.state is DtlsState.HANDSHAKING:
@@ -315,16 +331,77 @@ class DtlsEndpoint:
         if self.state is DtlsState.CONNECTED:
             self._read_application_data()
             resent = self._drain_bio()
-            if was_connected and not resent and self._final_flight and data[0] == 22 and data[3:5] == b"\0\0":
-                # An epoch-0 handshake record after we finished is the peer retransmitting
-                # its last flight: ours was lost (RFC 6347 s4.2.4). OpenSSL only answers once
-                # its real-clock timer allows, and drops a verbatim copy as a replay, so we
-                # resend our final flight ourselves (bounded, so it cannot be used to loop).
-                self._transmit.extend(self._final_flight)
-                self.retransmissions += 1
-                self._final_resends += 1
-                if self._final_resends >= self._max_retransmissions:
-                    self._final_flight = []
+            if was_connected and not resent:
+                self._resend_final_flight(data)
+
+    def _resend_final_flight(self, data: bytes) -> None:
+        if self._final_flight and data[0] == 22 and data[3:5] == b"\0\0":
+            # An epoch-0 handshake record after we finished is the peer retransmitting
+            # its last flight: ours was lost (RFC 6347 s4.2.4). OpenSSL only answers once
+            # its real-clock timer allows, and drops a verbatim copy as a replay, so we
+            # resend our final flight ourselves (bounded, so it cannot be used to loop).
+            self._transmit.extend(self._final_flight)
+            self.retransmissions += 1
+            self._final_resends += 1
+            if self._final_resends >= self._max_retransmissions:
+                self._final_flight = []
+
+    def _handle_released(self, data: bytes) -> None:
+        """A datagram after :meth:`release_connection`: the peer's retransmitted last flight, or
+        records of the current epoch, of which only alerts mean anything without a data channel."""
+        keys = self._records
+        assert keys is not None
+        self._resend_final_flight(data)
+        for record in split_records(data) or ():
+            if (record[3] << 8 | record[4]) != keys.epoch:
+                continue  # epoch 0: the retransmitted handshake handled above
+            opened = keys.open(record)
+            if opened is None:
+                self.ignored_datagrams += 1  # fails authentication (RFC 6347 s4.1.2.7: discard)
+                continue
+            content_type, plaintext = opened
+            if content_type == 23:
+                # Application data proves the peer finished, so our final flight arrived. Not
+                # its Finished (handshake, epoch 1): that one comes with each retransmission.
+                self._final_flight = []
+            if content_type != ALERT or len(plaintext) != 2:
+                self.ignored_datagrams += 1  # application data or renegotiation: not used here
+                continue
+            level, description = plaintext
+            if description == 0:  # close_notify: answer with ours (RFC 5246 s7.2.1)
+                self._send_close_notify()
+                self.state = DtlsState.CLOSED
+                self._events.append(DtlsClosed())
+                return
+            if level == 2:  # fatal (RFC 5246 s7.2)
+                self._fail(f"peer sent fatal alert {description}")
+                return
+
+    def release_connection(self) -> bool:
+        """Free OpenSSL's connection of a connected association that will carry no application
+        data (no data channel); False (and nothing changes) when not connected or when the
+        cipher suite is not an AEAD one :mod:`.records` can protect alerts with."""
+        conn = self._conn
+        if conn is None or self.state is not DtlsState.CONNECTED or self._write_epoch == 0:
+            return False
+        master, client_random, server_random = conn.master_key(), conn.client_random(), conn.server_random()
+        name = conn.get_cipher_name()
+        if master is None or client_random is None or server_random is None or name is None:
+            return False
+        keys = record_keys(
+            name, master, client_random, server_random, self.role,
+            epoch=self._write_epoch, write_sequence=self._write_sequence,
+        )  # fmt: skip
+        if keys is None:
+            return False
+        self._records = keys
+        self._conn = None
+        return True
+
+    @property
+    def connection_released(self) -> bool:
+        """True once :meth:`release_connection` freed OpenSSL's connection."""
+        return self._conn is None
 
     def poll_transmit(self) -> bytes | None:
         """The next datagram to send to the peer, or None."""
@@ -348,6 +425,7 @@ class DtlsEndpoint:
         if self._timeouts > self._max_retransmissions:
             self._fail("handshake timed out")
             return
+        assert self._conn is not None  # released only once connected
         try:
             self._conn.DTLSv1_handle_timeout()
         except SSL.Error as exc:
@@ -370,6 +448,8 @@ class DtlsEndpoint:
         limit = self.max_application_data
         if len(data) > limit:
             raise LocalProtocolError(f"{len(data)} bytes exceeds the {limit}-byte DTLS payload limit")
+        if self._conn is None:
+            raise LocalProtocolError("the DTLS connection was released: no application data")
         try:
             self._conn.send(data)
         except SSL.Error as exc:
@@ -379,8 +459,9 @@ class DtlsEndpoint:
 
     @property
     def max_application_data(self) -> int:
-        """Largest :meth:`send_application_data` payload that fits in one ``mtu`` datagram."""
-        return int(self._conn.get_cleartext_mtu())
+        """Largest :meth:`send_application_data` payload that fits in one ``mtu`` datagram (0 once
+        the connection is released)."""
+        return int(self._conn.get_cleartext_mtu()) if self._conn is not None else 0
 
     def close(self) -> None:
         """Send close_notify (RFC 5246 s7.2.1) if connected and stop; emits :class:`DtlsClosed`."""
@@ -413,6 +494,7 @@ class DtlsEndpoint:
         return format_fingerprint(digest) in self._fingerprints
 
     def _step_handshake(self, now: float) -> None:
+        assert self._conn is not None  # released only once connected
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
@@ -442,6 +524,7 @@ class DtlsEndpoint:
     def _on_handshake_complete(self) -> None:
         # Defence in depth: re-check the fingerprint on the certificate the session holds
         # (RFC 8122 s5), in case a verify callback was bypassed (e.g. session resumption).
+        assert self._conn is not None
         peer = self._conn.get_peer_certificate(as_cryptography=True)
         if peer is None or not self._matches(peer.public_bytes(Encoding.DER)):
             self._send_close_notify()
@@ -453,6 +536,7 @@ class DtlsEndpoint:
         self._events.append(self._connected_event())
 
     def _connected_event(self) -> DtlsConnected:
+        assert self._conn is not None
         name = self._conn.get_selected_srtp_profile()
         if not name:
             return DtlsConnected(self.role, None, b"", b"")
@@ -467,7 +551,7 @@ class DtlsEndpoint:
         return DtlsConnected(self.role, profile, server, client)
 
     def _read_application_data(self) -> None:
-        while self.state is DtlsState.CONNECTED:
+        while self.state is DtlsState.CONNECTED and self._conn is not None:
             try:
                 data = self._conn.recv(_READ_SIZE)
             except SSL.WantReadError:
@@ -494,6 +578,10 @@ class DtlsEndpoint:
         self._events.append(DtlsFailed(reason))
 
     def _send_close_notify(self) -> None:
+        if self._conn is None:
+            if self._records is not None:
+                self._transmit.append(self._records.seal(ALERT, b"\x01\x00"))  # warning, close_notify
+            return
         # Best effort: an error only means no alert was queued, and we are leaving anyway.
         with contextlib.suppress(SSL.Error):
             self._conn.shutdown()
@@ -504,6 +592,8 @@ class DtlsEndpoint:
 
     def _drain_bio(self) -> list[bytes]:
         """Move OpenSSL's output into MTU-sized datagrams; return the datagrams added."""
+        if self._conn is None:
+            return []
         chunks: list[bytes] = []
         while True:
             try:
@@ -519,6 +609,13 @@ class DtlsEndpoint:
         records = split_records(output)
         if records is None:  # cannot happen with OpenSSL's own output; send it as-is
             records = [output]
+        else:
+            for record in records:
+                epoch, following = record[3] << 8 | record[4], int.from_bytes(record[5:11], "big") + 1
+                if epoch > self._write_epoch:
+                    self._write_epoch, self._write_sequence = epoch, following
+                elif epoch == self._write_epoch and following > self._write_sequence:
+                    self._write_sequence = following
         datagrams: list[bytes] = []
         current = b""
         for record in records:

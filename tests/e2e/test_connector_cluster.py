@@ -307,3 +307,26 @@ def test_the_zone_gateways_route_events_reach_the_zones_connector(cluster: Clust
     assert not still_open, still_open
     assert link_metric(gw, "source_emitted") == 4 and link_metric(gw, "link_pending") == 0
     assert link_metric(m, "source_emitted") == len(CLOSED) + 2  # the media node: no route event of its own
+
+
+def test_a_global_gateways_own_refusals_reach_a_zones_connector(cluster: Cluster, tmp_path: Path) -> None:
+    """Zone 0 has no connector: a global gateway sends the requests no zone took (RouteBegin,
+    RouteError PoolEmpty) to the first zone connector it sees, over a link of its own."""
+    from trackmesh.config import resolve
+    from trackmesh.security.tokens import SessionToken, issue
+
+    conn = connector(cluster, tmp_path / "connector.db", seeds=[])
+    glob = cluster.start("gateway", 0, 1, "--global", "--data-dir", str(tmp_path / "glob"), seeds=[conn.seed])
+    wait_until(lambda: link_metric(glob, "link_pending") == 0, 15, "the global gateway's link to zone 1", glob)
+    key = resolve("media", {"secret": SECRET}, {}).token_key
+    token = issue(key, SessionToken("whip", "nowhere", "alice"), 600, int(time.time()))
+    offer = (Path(__file__).parents[1] / "sdp" / "fixtures" / "chrome_whip_simulcast.sdp").read_bytes()
+    status, _, _ = http("POST", glob.base + "/whip/endpoint", offer,
+                        {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 503  # no zone
+    wait_until(lambda: "RouteError" in [e["event"] for e in log_events(conn)], 15, "the refused route", conn, glob)
+    events = log_events(conn)
+    assert [e["event"] for e in events] == ["RouteBegin", "RouteError"], events
+    assert json.loads(events[1]["meta"])["error"] == 0  # PoolEmpty
+    wait_until(lambda: link_metric(glob, "link_pending") == 0, 10, "the ack", glob)
+    assert link_metric(glob, "source_emitted") == 2

@@ -34,11 +34,12 @@ def test_a_recorded_room_and_its_peers_and_compose_jobs_are_hook_events(tmp_path
         recording = RecordingService(runtime)
         try:
             now = runtime.now()
-            alice = runtime.core.create_endpoint()
+            # acme's peers (rooms are per app: an acme recording sees acme's room "r 1" only)
+            alice = runtime.core.create_endpoint("acme")
             assert alice.control(now, Join("r 1", "alice", JoinOptions())) is None
             assert alice.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
             assert alice.control(now, Publish("video_main", TrackKind.VIDEO)) is None
-            bob = runtime.core.create_endpoint()
+            bob = runtime.core.create_endpoint("acme")
             assert bob.control(now, Join("r 1", "bob", JoinOptions())) is None
             source.take(100)  # the endpoints' own Join/RemoteTrackStarted events
             recording.record_peer(now, "acme", "r 1", "alice")
@@ -115,5 +116,39 @@ def test_a_start_on_one_worker_records_the_tracks_another_worker_ingests(tmp_pat
         finally:
             for service, runtime in ((a, runtimes[0]), (b, runtimes[1])):
                 service.shutdown(runtime.now())
+
+    asyncio.run(main())
+
+
+def test_a_recording_is_of_one_apps_room(tmp_path: Path) -> None:
+    """Two apps' rooms named alike (multi-tenancy): a start by one app records its own room's
+    tracks only, its status and stop are its own, and the other app sees no recording."""
+    from trackmesh.core.registry import room_key
+
+    async def main() -> None:
+        config = resolve("standalone", {"secret": "test-secret-12345", "record_dir": str(tmp_path)}, {})
+        runtime = WorkerRuntime(config, 0)
+        recording = RecordingService(runtime)
+        try:
+            now = runtime.now()
+            for app in ("acme", "globex", ""):
+                ep = runtime.core.create_endpoint(app)
+                assert ep.control(now, Join("r", "alice", JoinOptions())) is None
+                assert ep.control(now, Publish("audio_main", TrackKind.AUDIO)) is None
+            started = runtime.call("record.start", {"room": "r", "app": "acme"})
+            assert started["room"] == "r" and started["app"] == "acme" and started["tracks"] == 1
+            assert list(recording.rooms) == [room_key("acme", "r")]
+            (tap_key,) = recording.rooms[room_key("acme", "r")].taps
+            assert tap_key.startswith(f"r/{'acme%1Fr'}/")  # acme's own track entry
+            assert runtime.call("record.status", {"room": "r", "app": "globex"}) == {"rooms": [], "recording": None}
+            assert runtime.call("record.status", {"room": "r", "app": ""})["recording"] is None
+            assert runtime.call("record.status", {"room": "r", "app": "acme"})["recording"]["tracks"] == 1
+            with pytest.raises(RpcError) as exc:
+                runtime.call("record.stop", {"room": "r", "app": "globex"})
+            assert exc.value.status == 404
+            assert runtime.call("record.stop", {"room": "r", "app": "acme"})["session"] == started["session"]
+            assert recording.rooms == {}
+        finally:
+            recording.shutdown(runtime.now())
 
     asyncio.run(main())

@@ -111,3 +111,20 @@ def test_a_tenants_moq_token_is_checked_with_its_apps_key_only() -> None:
     stranger = SessionToken("moq", None, "alice", app="b", subscribe=("x",))
     assert setup(issue(b"b" * 32, stranger, 60, NOW)) == "token is for app 'b', which this node does not know"
     assert setup(token(subscribe=("x",))) is None  # the single-tenant app: the node's own key
+
+
+def test_a_tenant_may_not_use_the_rooms_namespaces() -> None:
+    """The relay's namespaces are not per app, and ("trackmesh", <room>) names the single-tenant
+    app's rooms: a tenant's token covers no namespace under "trackmesh", whatever its scopes say."""
+    keys = {"": KEY, "acme": b"a" * 32}
+    raw = issue(keys["acme"], SessionToken("moq", None, "alice", publish=("trackmesh", "acme"),
+                                           subscribe=("trackmesh", "acme"), app="acme"), 60, NOW)  # fmt: skip
+    auth = TokenAuthorizer(keys.get, clock=lambda: NOW + 1)
+    assert auth.setup(raw.encode(), "/") is None and auth.app == "acme"
+    for ns in ((b"trackmesh",), (b"trackmesh", b"r1")):
+        assert not auth.may_publish(ns) and not auth.may_subscribe(ns) and not auth.may_discover(ns)
+    assert auth.may_publish((b"acme", b"x")) and auth.may_subscribe((b"acme", b"x"))
+    # The single-tenant app's token with the same scopes keeps them.
+    single = TokenAuthorizer(keys.get, clock=lambda: NOW + 1)
+    assert single.setup(token(publish=("trackmesh",), subscribe=("trackmesh",)).encode(), "/") is None
+    assert single.may_publish((b"trackmesh", b"r1")) and single.may_subscribe((b"trackmesh", b"r1"))

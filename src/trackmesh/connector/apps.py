@@ -115,6 +115,10 @@ class AppRegistry:
     def get(self, app_id: str) -> App | None:
         return self._apps.get(app_id)
 
+    def all(self) -> list[App]:
+        """Every app, the root (single-tenant) one first."""
+        return list(self._apps.values())
+
     def token_keys(self, atm0s_compatible: bool) -> dict[str, bytes]:
         """Each app's session-token key, made from its own secret as the node's is from
         ``--secret`` (security.keys.token_key): tokens of an app are signed and checked with it."""

@@ -71,7 +71,7 @@ from .mixer import MAX_MANUAL_SOURCES, MAX_SLOTS
 from .mixer.listener import AudioMixer
 from .mixer.stage import MixerStage
 from .model import InfoMode, JoinOptions, PeerInfo, TrackInfo, TrackKind, TrackSource
-from .registry import Registry, encode_peer, encode_track, peer_key, track_key
+from .registry import Registry, encode_peer, encode_track, peer_key, room_key, track_key
 from .room import RoomDirectory, RoomView
 from .tracks import LocalTrack, RemoteTrack
 
@@ -99,11 +99,13 @@ class Endpoint:
         "_next_refresh",
         "_peer_subs",
         "_registry",
+        "_room",
         "_room_subscribed",
         "_rooms",
         "_seen_peers",
         "_seen_tracks",
         "_view",
+        "app",
         "closed",
         "conn_id",
         "local_tracks",
@@ -123,8 +125,13 @@ class Endpoint:
         rooms: RoomDirectory,
         on_events: Callable[[Endpoint], None] | None = None,
         audit: EndpointAudit | None = None,
+        app: str = "",
     ) -> None:
+        """``app``: the app (tenant) of the connection's token; its rooms are that app's only
+        (registry.room_key), "" the single-tenant app."""
         self.session = session
+        self.app = app
+        self._room: str | None = None
         self._audit = audit
         self.conn_id = conn_id
         self.peer: str | None = None
@@ -151,6 +158,12 @@ class Endpoint:
 
     @property
     def room(self) -> str | None:
+        """The room's name as the client gave it (None before a join)."""
+        return self._room
+
+    @property
+    def room_key(self) -> str | None:
+        """The room's identity in the core: its name scoped by this endpoint's app (registry.room_key)."""
         return self._view.name if self._view is not None else None
 
     def poll_event(self) -> EndpointEvent | None:
@@ -226,16 +239,18 @@ class Endpoint:
 
     def _join(self, now: float, ctl: Join) -> ControlError | None:
         if self._view is not None:
-            return ControlError(ErrorCode.ALREADY_JOINED, f"already in room {self._view.name!r}")
+            return ControlError(ErrorCode.ALREADY_JOINED, f"already in room {self._room!r}")
         err = _bad_name("room", ctl.room) or _bad_name("peer", ctl.peer)
         if err is not None:
             return err
         self.peer = ctl.peer
         self.options = ctl.options
-        self._view = self._rooms.enter(now, ctl.room, self)
+        self._room = ctl.room
+        key = room_key(self.app, ctl.room)
+        self._view = self._rooms.enter(now, key, self)
         if ctl.options.publish_peer:
             info = PeerInfo(ctl.peer, ctl.options.metadata, ctl.options.extra_data)
-            self._registry.put(now, peer_key(ctl.room, ctl.peer, self.session), encode_peer(info))
+            self._registry.put(now, peer_key(key, ctl.peer, self.session), encode_peer(info))
         self._events.append(Joined(ctl.room, ctl.peer, self.session))
         if self._audit is not None:
             self._audit.joined(now, self.session, ctl.room, ctl.peer)
@@ -266,9 +281,12 @@ class Endpoint:
         self._seen_peers.clear()
         self._seen_tracks.clear()
         self._next_refresh = None
-        self._events.append(Left(view.name, peer))
+        room = self._room
+        assert room is not None
+        self._room = None
+        self._events.append(Left(room, peer))
         if self._audit is not None:
-            self._audit.left(now, self.session, view.name, peer)
+            self._audit.left(now, self.session, room, peer)
 
     def _update_peer(self, now: float, ctl: UpdatePeer) -> ControlError | None:
         assert self._view is not None and self.peer is not None

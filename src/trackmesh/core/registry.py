@@ -12,6 +12,13 @@ Key layout (names are percent-encoded, so ``/`` inside a name cannot break it)::
 
 The session id is part of every key: two sessions of the same (room, peer) own separate
 entries and never overwrite or delete each other's.
+
+Rooms are per app (multi-tenancy, docs/connector.md): the ``<room>`` of those keys, of every track
+channel and of the recording decisions is the room's *key*, :func:`room_key` of (app, room name).
+The single-tenant app ``""`` keys a room by its name alone, so a node without tenants writes and
+reads exactly what it did before apps existed; a tenant's room key is ``<app> US <room>`` (US,
+the ASCII unit separator 0x1F, is in no valid room name or app id: both must be printable), so
+two apps' rooms of the same name never meet.
 """
 
 from __future__ import annotations
@@ -50,6 +57,21 @@ class Registry(Protocol):
     def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None: ...
 
     def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None: ...
+
+
+#: Between the app id and the room name in a tenant's room key (not printable: in no name).
+APP_SEPARATOR = "\x1f"
+
+
+def room_key(app: str, room: str) -> str:
+    """The room's identity in the media core: its name for the single-tenant app, else app-scoped."""
+    return f"{app}{APP_SEPARATOR}{room}" if app else room
+
+
+def split_room_key(key: str) -> tuple[str, str]:
+    """(app, room name) of a room key (:func:`room_key`'s inverse)."""
+    app, sep, room = key.partition(APP_SEPARATOR)
+    return (app, room) if sep else ("", key)
 
 
 def _enc(name: str) -> str:

@@ -61,10 +61,12 @@ class MediaWorker:
         one is made): the event log still records the attempt under its own id."""
         return self._ids.next()
 
-    def create_endpoint(self) -> Endpoint:
+    def create_endpoint(self, app: str = "") -> Endpoint:
+        """A new endpoint for a connection whose token names ``app`` ("" = the single-tenant app):
+        it can join that app's rooms only."""
         session = self._ids.next()
         conn_id = self._codec.encode(self.node_id, self.worker, session)
-        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms, self._mark_ready, self.audit)
+        endpoint = Endpoint(session, conn_id, self.registry, self.hub, self.rooms, self._mark_ready, self.audit, app)
         self.endpoints[session] = endpoint
         return endpoint
 

@@ -67,6 +67,10 @@ class GlobalGatewayNode(Protocol):
 
     def now(self) -> float: ...
 
+    def link_metrics(self) -> dict[str, float]:
+        """Its route events' link to a zone's connector (runtime/connector_link.py); {} without one."""
+        ...
+
     def readiness(self) -> tuple[bool, str]: ...
 
 ZONE_HEADER = "x-trackmesh-zone"
@@ -98,6 +102,10 @@ def render_global_metrics(gw: GlobalGatewayNode, now: float) -> str:
     for zone, e in zones:
         exp.gauge("trackmesh_global_zone_nodes", "Healthy media nodes a zone last summarised", e.nodes,
                   {"zone": str(zone)})
+    for name, link_value in gw.link_metrics().items():  # its refusals, to a zone's connector
+        exp.gauge("trackmesh_connector_link", "Route events to a zone's connector: pending (queued, spilled or "
+                  "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped",
+                  link_value, {"what": name})
     return exp.render()[0]
 
 
@@ -294,6 +302,8 @@ def create_global_app(gw: GlobalGatewayNode) -> FastAPI:
         response = await route_new(request)
         failure = getattr(request.state, "route_failure", None)
         if failure is not None:  # this gateway refused it (a zone's own refusal is that zone's to report)
+            if gw.route_audit is None:
+                gw.counters["unreported_refusals"] += 1  # no zone's connector seen yet
             report_failure(gw.route_audit, gw.route_ids, gw.config.secret, request, started, 503, failure)
         return response
 

@@ -10,6 +10,13 @@ Any number of global gateways can run: they share nothing beyond what zenoh tell
 
 ``--geoip-db`` (MaxMind format) locates clients by their address; a missing or corrupt database
 stops the start with one line naming the flag. Without it, routing is by load alone.
+
+Its own refusals (no zone took a new session: RouteBegin then RouteError) go to a zone's connector,
+as a zone gateway's go to its own (zone 0 has none): the connector of the lowest zone whose
+connector liveliness (``tm/conn/<zone>``) it sees first, over a
+:class:`~trackmesh.runtime.connector_link.ConnectorLink` of its own (acks, resends, spill file
+``<--data-dir>/connector-spill-global-gateway-<node id>.jsonl``). Refusals before any zone's
+connector was seen are not reported (counted in ``unreported_refusals``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
 from trackmesh.core.audit import RouteAudit
 from trackmesh.core.ids import MAX_WORKER, ConnIdCodec, SessionIdGenerator
+from trackmesh.runtime.connector_link import CONNECTOR_ROOT, ConnectorLink
 from trackmesh.runtime.node import Node, StartupError
 
 from .directory import ZoneDirectory
@@ -48,9 +56,11 @@ class GlobalGatewayNode(Node):
         self.url = http_url(config)
         self.zones = ZoneDirectory(GLOBAL_ZONE)
         self.codec = ConnIdCodec(config.secret)
-        # Route events (gateway/route_report.py): a global gateway would report the requests it could
-        # not send to any zone, but zone 0 has no connector, so nothing sets route_audit yet.
+        # Route events (gateway/route_report.py): the requests no zone took, to a zone's connector
+        # (the first seen; zone 0 has none). None until one is seen: not reported.
         self.route_audit: RouteAudit | None = None
+        self.link: ConnectorLink | None = None
+        self._connector_zones: set[int] = set()
         self.route_ids = SessionIdGenerator(config.node_id, MAX_WORKER, secrets.randbits(24))
         self.geo: GeoDb | None = None
         self.zenoh: ZenohNode | None = None
@@ -65,6 +75,7 @@ class GlobalGatewayNode(Node):
             "no_zone": 0,
             "unknown_conn": 0,
             "zone_errors": 0,
+            "unreported_refusals": 0,
         }
         self.redirect = config.global_redirect
         self.client: Any = None
@@ -105,6 +116,8 @@ class GlobalGatewayNode(Node):
         self._entities = [
             session.declare_subscriber(f"{ZONE_ROOT}*/*", self._on_zone),
             session.liveliness().declare_subscriber(f"{GATEWAY_ROOT}*/*", self._on_gateway_live),
+            # The zones' connectors (their liveliness tm/conn/<zone>): where our refusals are reported.
+            session.liveliness().declare_subscriber(f"{CONNECTOR_ROOT}*", self._on_connector_live, history=True),
         ]
         deadline = time.monotonic() + 1.5
         while mcfg.seeds and not zn.links() and time.monotonic() < deadline:
@@ -142,7 +155,39 @@ class GlobalGatewayNode(Node):
             zone, gw = int(parts[2]), int(parts[3])
             self._post(lambda: self.zones.remove(zone, gw))
 
+    def _on_connector_live(self, sample: zenoh.Sample) -> None:
+        parts = str(sample.key_expr).split("/")
+        if sample.kind == zenoh.SampleKind.PUT and len(parts) == 3 and parts[2].isdigit():
+            zone = int(parts[2])
+            self._post(lambda: self._connector_seen(zone))
+
+    def _connector_seen(self, zone: int) -> None:
+        """A zone's connector is alive: the first one takes this gateway's route events for good
+        (its link resends while that connector restarts; the events wait at this node)."""
+        self._connector_zones.add(zone)
+        if self.link is not None or self.zenoh is None or zone <= 0:
+            return
+        try:
+            link = ConnectorLink(self.zenoh.session, self.config.node_id, zone, self.config.data_dir,
+                                 role="global-gateway")  # fmt: skip
+        except OSError as exc:
+            log.error("cannot keep the connector spill file: route events not reported",
+                      extra={"fields": {"error": str(exc)}})  # fmt: skip
+            return
+        self.route_audit = link.new_source()
+        link.start()
+        self.link = link
+        log.info("route events go to a zone's connector", extra={"fields": {"zone": zone}})
+
+    def link_metrics(self) -> dict[str, float]:
+        return self.link.metrics() if self.link is not None else {}
+
     async def after_stop(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            # Before the zenoh session closes: the last route events reach the connector (or the spill file).
+            self.route_audit = None
+            await link.stop()
         if self.client is not None:
             await self.client.aclose()
             self.client = None

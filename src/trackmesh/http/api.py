@@ -59,6 +59,12 @@ class NodeApi(Protocol):
         """The embedded connector (standalone), or None."""
         ...
 
+    @property
+    def apps(self) -> AppRegistry | None:
+        """The apps (tenants) this node knows: its connector's, or a cluster member's copy of the
+        zone connector's list; None: the single-tenant app only."""
+        ...
+
     def link_metrics(self) -> dict[str, float]:
         """A cluster node's link to its zone's connector (pending, sent, resent, spilled, dropped); {} without one."""
         ...

@@ -169,11 +169,12 @@ def create_app(node: NodeApi) -> FastAPI:
 
 def _tenant_app(node: NodeApi) -> Callable[[str], str | None]:
     """The app (multi-tenancy, docs/connector.md) whose secret was presented, from the node's
-    connector's app list at the time of the request; None without a connector or a match."""
+    app list at the time of the request (its connector's, or the zone connector's in a cluster);
+    None without one or a match."""
 
     def tenant_app(presented: str) -> str | None:
-        connector = node.connector
-        return connector.apps.app_for_secret(presented) if connector is not None else None
+        apps = node.apps
+        return apps.app_for_secret(presented) if apps is not None else None
 
     return tenant_app
 

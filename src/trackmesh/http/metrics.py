@@ -93,7 +93,8 @@ def render_metrics(
         add_connector_metrics(exp, connector.metrics())
     for name, value in node.link_metrics().items():
         exp.gauge("trackmesh_connector_link", "Events to the zone's connector: pending (queued, spilled or "
-                  "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped",
+                  "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped; "
+                  "app lists taken from the zone's connector and refused (app_lists, app_list_rejected)",
                   value, {"what": name})
     console = getattr(node, "console_metrics", None)  # the console role (runtime/console_node.py)
     if console is not None:

@@ -140,8 +140,8 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         if presented is not None:
             if app_secret_matches(node.config.secret, presented):
                 return ""
-            connector = node.connector
-            tenant = connector.apps.app_for_secret(presented) if connector is not None else None
+            apps = node.apps
+            tenant = apps.app_for_secret(presented) if apps is not None else None
             if tenant is not None:
                 return tenant
         throttle.failed(source, now)
@@ -220,7 +220,7 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         app = app_of(request)
         if isinstance(app, JSONResponse):
             return app
-        return ok(await node.worker_for_room(room).call("record.status", {"room": room}))
+        return ok(await node.worker_for_room(room).call("record.status", {"room": room, "app": app}))
 
     @api.get(
         "/api/record/list",
@@ -247,7 +247,7 @@ def router(node: NodeApi, on_compose_event: Callable[[str, ComposeJob], None] | 
         if room is None:
             return ok({"files": files})
         try:
-            status = await node.worker_for_room(room).call("record.status", {"room": room})
+            status = await node.worker_for_room(room).call("record.status", {"room": room, "app": app})
             recording = status.get("recording") if isinstance(status, dict) else None
         except (RpcError, TimeoutError):
             recording = None  # no worker: the files on disk only

@@ -57,14 +57,14 @@ async def route(node: NodeApi, pick: Callable[[], WorkerHandle], method: str, pa
 
 def app_token_keys(node: NodeApi) -> AppTokenKeys:
     """Token keys by app id (security/tokens.py): the node's own for the single-tenant app, each
-    tenant's made from its secret (from the connector's app list at the time of the request)."""
+    tenant's made from its secret (from the node's app list at the time of the request: node.apps)."""
     config = node.config
 
     def key_of(app: str) -> bytes | None:
         if app == "":
             return config.token_key
-        connector = node.connector
-        return connector.apps.token_key_of(app, config.atm0s_compatible_tokens) if connector is not None else None
+        apps = node.apps
+        return apps.token_key_of(app, config.atm0s_compatible_tokens) if apps is not None else None
 
     return key_of
 

@@ -53,7 +53,8 @@ def router(node: NodeApi) -> APIRouter:
         token, raw = checked
         if token.room is None or token.peer is None:
             return problem(401, "invalid rtpengine token: it names no room or no peer")
-        params: dict[str, Any] = {"room": token.room, "peer": token.peer, "token_hash": token_hash(raw)}
+        params: dict[str, Any] = {"room": token.room, "peer": token.peer, "token_hash": token_hash(raw),
+                                  "app": token.app}
         if offer is not None:
             params["offer"] = offer
         result = await node.worker_for_room(token.room).call(f"rtpengine.{kind}", params)

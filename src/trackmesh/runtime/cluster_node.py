@@ -35,6 +35,7 @@ from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.config import NodeConfig
 from trackmesh.rpc import RpcError
 
+from .cluster_apps import AppListFollower, follow_zone_apps
 from .connector_link import ConnectorLink
 from .console_query import ConsoleQueryable
 from .node import Node, StartupError
@@ -113,6 +114,7 @@ class ClusterMediaNode(Node):
         self.last_report: dict[str, Any] = {}
         self.link: ConnectorLink | None = None  # events to the zone's connector (runtime/connector_link.py)
         self.console_queries: ConsoleQueryable | None = None
+        self.apps_follower: AppListFollower | None = None  # the zone connector's app list (cluster_apps.py)
 
     # ---- start -----------------------------------------------------------------------------
 
@@ -149,6 +151,8 @@ class ClusterMediaNode(Node):
         self.console_queries = ConsoleQueryable(cluster.node.session, self.config.zone, self.index,
                                                 self.call_workers, asyncio.get_running_loop(),
                                                 self.config.record_dir)
+        # Multi-tenancy: the zone connector's apps, so tenants' tokens verify here (docs/connector.md).
+        self.apps_follower = await follow_zone_apps(self, cluster.node.session)
         self._reporter = asyncio.create_task(self._report_loop())
 
     async def _join(self, cluster: WorkerCluster) -> None:
@@ -216,7 +220,10 @@ class ClusterMediaNode(Node):
         return self.workers[index]
 
     def link_metrics(self) -> dict[str, float]:
-        return self.link.metrics() if self.link is not None else {}
+        out: dict[str, float] = dict(self.link.metrics()) if self.link is not None else {}
+        if self.apps_follower is not None:  # app lists taken from the zone's connector, and refused
+            out.update(self.apps_follower.counters)
+        return out
 
     def connected(self) -> bool:
         cluster = self.cluster
@@ -339,6 +346,9 @@ class ClusterMediaNode(Node):
         queries, self.console_queries = self.console_queries, None
         if queries is not None:
             queries.close()
+        follower, self.apps_follower = self.apps_follower, None
+        if follower is not None:
+            follower.close()
         link, self.link = self.link, None
         if link is not None:
             await link.stop()  # before the liveliness token goes: the connector would close our sessions

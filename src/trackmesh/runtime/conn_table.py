@@ -178,7 +178,7 @@ class ConnTable(Generic[C]):
         """The core endpoint of a connection being set up; the connector hears ``Connecting`` (with the
         client's address and the app of its token) before the endpoint can join a room, after the
         route events when the request's arrival time ``routed_at`` is known."""
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(app)
         self.apps[endpoint.session] = app
         self._announce(now, endpoint.session, remote_ip, app, routed_at)
         return endpoint

@@ -73,6 +73,8 @@ class EmbeddedConnector:
         self._stopping = False
         #: More metrics (the connector role's link counters, runtime/connector_node.py).
         self.extra_metrics: Callable[[], dict[str, float]] | None = None
+        #: Told when the app list changed (the connector role publishes it to its zone: cluster_apps.py).
+        self.on_apps_changed: list[Callable[[], None]] = []
 
     def _hooks_of(self, app_id: str) -> AppHooks | None:
         app = self.apps.get(app_id)
@@ -121,6 +123,8 @@ class EmbeddedConnector:
 
     def _apps_changed(self) -> None:
         self.service.reload_keys()
+        for callback in self.on_apps_changed:
+            callback()
         task = asyncio.create_task(self._hand_app_token_keys(), name="app-token-keys")
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)

@@ -37,6 +37,7 @@ from trackmesh.config import NodeConfig
 from trackmesh.connector.events import EventError, SourceEvent
 from trackmesh.connector.relay import NodeRestarted, WireBatch, decode_batch, encode_ack
 
+from .cluster_apps import AppListPublisher
 from .cluster_node import PEER_WAIT
 from .connector_link import CONNECTOR_ROOT, ack_key, live_key
 from .console_query import STATUS_ROOT, CpuMeter, StatusReporter, status_report
@@ -57,6 +58,7 @@ class ConnectorNode(Node):
         self._queued: set[tuple[int, int, int]] = set()  # (node, boot, seq) waiting in the inbox
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusReporter | None = None
+        self.apps_publisher: AppListPublisher | None = None
         self.counters = {"link_batches": 0, "link_malformed": 0, "link_bad_items": 0, "nodes_failed": 0,
                          "sessions_closed_for_nodes": 0}  # fmt: skip
 
@@ -101,6 +103,16 @@ class ConnectorNode(Node):
         assert zn is not None and self.connector is not None
         zone = self.config.zone
         session = zn.session
+        # Multi-tenancy in a cluster: the zone's members take their app list from here (cluster_apps.py);
+        # answering before our liveliness appears, which members take as the cue to ask.
+        try:
+            self.apps_publisher = AppListPublisher(session, zone, self.config.secret, self.connector.apps)
+        except Exception as exc:
+            await self.connector.stop()
+            await self.after_stop()
+            raise StartupError(f"--cluster-port: cannot publish the app list to the zone: {exc}") from None
+        self.apps_publisher.publish()
+        self.connector.on_apps_changed.append(self.apps_publisher.publish)
         try:
             self._entities = [
                 session.declare_subscriber(f"{CONNECTOR_ROOT}{zone}/in/*", self._on_batch),
@@ -273,6 +285,9 @@ class ConnectorNode(Node):
         status, self.status = self.status, None
         if status is not None:
             await status.close()
+        publisher, self.apps_publisher = self.apps_publisher, None
+        if publisher is not None:
+            publisher.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

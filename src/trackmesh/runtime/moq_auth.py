@@ -18,6 +18,9 @@ from trackmesh.transports.moq.messages import TrackNamespace
 
 __all__ = ["TokenAuthorizer"]
 
+#: The rooms' MoQ namespaces, ("trackmesh", <room>) (runtime/moq_rooms.py, moq_room_ingest.py).
+ROOMS_NAMESPACE = (b"trackmesh",)
+
 
 def _prefixes(scopes: tuple[str, ...]) -> list[tuple[bytes, ...]]:
     return [tuple(field.encode() for field in scope.split("/")) for scope in scopes]
@@ -64,12 +67,19 @@ class TokenAuthorizer(Authorizer):
         self.app = claims.app
         return None
 
+    def _rooms_namespace(self, namespace: TrackNamespace) -> bool:
+        """A tenant may not use the rooms' namespaces: the relay's namespaces are not per app, and
+        ("trackmesh", <room>) names the single-tenant app's rooms (docs/connector.md, multi-tenancy)."""
+        return bool(self.app) and namespace[:1] == ROOMS_NAMESPACE
+
     def may_publish(self, namespace: TrackNamespace) -> bool:
-        return _covered(namespace, self._publish)
+        return not self._rooms_namespace(namespace) and _covered(namespace, self._publish)
 
     def may_subscribe(self, namespace: TrackNamespace) -> bool:
-        return _covered(namespace, self._subscribe)
+        return not self._rooms_namespace(namespace) and _covered(namespace, self._subscribe)
 
     def may_discover(self, prefix: TrackNamespace) -> bool:
         # A broader prefix (even the empty one) may be watched: only covered namespaces are reported.
+        if self._rooms_namespace(prefix):
+            return False
         return any(p[: len(prefix)] == prefix or prefix[: len(p)] == p for p in self._subscribe)

@@ -210,7 +210,7 @@ class MoqRoomIngest:
         now = self.runtime.now()
         endpoint = room.peers.get(peer)
         if endpoint is None:
-            endpoint = self.runtime.core.create_endpoint()
+            endpoint = self.runtime.core.create_endpoint(room.app)  # the token's app: its room only
             err = endpoint.control(now, Join(room.name, peer, JoinOptions()))
             if err is not None:
                 self.runtime.core.close_endpoint(now, endpoint.session, "join failed")

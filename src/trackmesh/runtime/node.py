@@ -32,6 +32,8 @@ from .transports import install_all
 from .worker import WorkerRuntime
 
 if TYPE_CHECKING:
+    from trackmesh.connector.apps import App, AppRegistry
+
     from .connector import EmbeddedConnector
     from .moq_listener import MoqListener
     from .sip_listener import SipListener
@@ -64,6 +66,9 @@ class Node:
         self.on_started: Callable[[Node], None] | None = None
         # The embedded connector (standalone): event log and webhooks, runtime/connector.py.
         self.connector: EmbeddedConnector | None = None
+        #: A cluster member without a connector: the zone connector's app list, as it published it
+        #: (runtime/cluster_apps.py); None until one arrives (the single-tenant app only).
+        self.cluster_apps: AppRegistry | None = None
         #: HTTP limit counters (timeouts, refusals; see trackmesh.http.serving), rendered by /metrics.
         self.http_counters: dict[str, int] = {}
         #: The SIP driver on --sip-port (docs/sip.md), None when off.
@@ -77,13 +82,37 @@ class Node:
     def has_media(self) -> bool:
         return self.config.role in ("standalone", "media")
 
+    @property
+    def apps(self) -> AppRegistry | None:
+        """The apps (tenants) this node knows: its connector's list, or (a cluster member without
+        one) the zone connector's as published over the cluster; None: the single-tenant app only."""
+        return self.connector.apps if self.connector is not None else self.cluster_apps
+
     def token_key_of(self, app: str) -> bytes | None:
         """The key that checks tokens of ``app`` (security.tokens.verify_for_app): the node's own for
-        the single-tenant app, a tenant's from the connector's app list; None if unknown here."""
+        the single-tenant app, a tenant's from the node's app list; None if unknown here."""
         if app == "":
             return self.config.token_key
-        connector = self.connector
-        return connector.apps.token_key_of(app, self.config.atm0s_compatible_tokens) if connector is not None else None
+        apps = self.apps
+        return apps.token_key_of(app, self.config.atm0s_compatible_tokens) if apps is not None else None
+
+    async def apply_cluster_apps(self, apps: list[App]) -> None:
+        """The zone connector's app list arrived or changed (runtime/cluster_apps.py): this node's
+        HTTP layer takes it at once, and every media worker gets the apps' token keys."""
+        from trackmesh.connector.apps import App as AppEntry
+        from trackmesh.connector.apps import AppRegistry as Registry
+
+        registry = self.cluster_apps
+        if registry is None:
+            registry = Registry(AppEntry("", self.config.secret, None, ""))
+        registry.replace(apps)
+        self.cluster_apps = registry
+        keys = registry.token_keys(self.config.atm0s_compatible_tokens)
+        for worker in self.workers:
+            try:
+                await worker.call("worker.app_token_keys", {"keys": keys})
+            except Exception:
+                log.exception("cannot hand the apps' token keys to a media worker")
 
     def worker_for_room(self, room: str) -> WorkerHandle:
         """All sessions of a room live on one worker, so its in-process registry and channels

@@ -37,7 +37,7 @@ from trackmesh.connector.source import EventSource
 from trackmesh.core.channel import ChannelHub, Feedback, FeedbackKind
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaPacket, TrackKind
-from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
+from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_key, room_prefix, split_room_key
 from trackmesh.core.tracks import RemoteTrack
 from trackmesh.recording.decision import ROOT, Decision, Recorder, RoomDecisions, decision_key, recorder_key
 from trackmesh.recording.layout import DEFAULT_APP, mark_interrupted, new_session, seg
@@ -106,6 +106,11 @@ class _RoomRecording:
     announced: set[str] = field(default_factory=set)  # peers whose Record.PeerJoined was sent
 
     @property
+    def key(self) -> str:
+        """The room's identity in the core (registry.room_key): per app."""
+        return room_key(self.app, self.room)
+
+    @property
     def path(self) -> str:
         """The session's folder under --record-dir (and the S3 prefix), as /api/record/list shows it."""
         return f"{seg(self.app or DEFAULT_APP)}/{seg(self.room)}/{self.session}"
@@ -158,7 +163,7 @@ class RecordingService:
             found = self.uploader.resume_pending() if self.uploader is not None else mark_interrupted(self.root)
             if found:
                 log.info("recordings from an earlier run", extra={"fields": {"files": found}})
-        self.rooms: dict[str, _RoomRecording] = {}
+        self.rooms: dict[str, _RoomRecording] = {}  # by room key (per app: registry.room_key)
         # The cluster-wide decisions: this worker's member name is unique in the cluster
         # (node id = zone << 8 | index, and the worker's index).
         self.member = f"{config.node_id}.{runtime.index}"
@@ -194,37 +199,41 @@ class RecordingService:
         room = str(params.get("room") or "")
         if not room:
             raise RpcError(400, "room is required")
+        app = str(params.get("app") or "")
+        key = room_key(app, room)  # the decisions are per app's room too
         peers = params.get("peers")
-        local = self.rooms.get(room)
+        local = self.rooms.get(key)
         wall = time.time()
         session = local.session if local is not None else new_session(wall)
         names = None if peers is None else [str(p) for p in peers]
-        decision = self.decisions.start(room, str(params.get("app") or ""), names, wall, session)
-        self._put_decision(now, room, decision)
-        return self._describe_room(room, decision)
+        decision = self.decisions.start(key, app, names, wall, session)
+        self._put_decision(now, key, decision)
+        return self._describe_room(key, decision)
 
     def stop(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         room = str(params.get("room") or "")
-        stopped = self.decisions.stop(room, time.time())
+        key = room_key(str(params.get("app") or ""), room)
+        stopped = self.decisions.stop(key, time.time())
         if stopped is None:
-            rec = self.rooms.get(room)
+            rec = self.rooms.get(key)
             if rec is None:
                 raise RpcError(404, f"room {room!r} is not being recorded")
             out = self._describe(rec)  # recorded by tokens only, on this worker
             self._end_room(now, rec, "recording stopped")
             return out
         decision, current = stopped
-        out = self._describe_room(room, current)
-        self._put_decision(now, room, decision)
+        out = self._describe_room(key, current)
+        self._put_decision(now, key, decision)
         return out
 
     def status(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
-        room = params.get("room")
-        recs = [r for r in self.rooms.values() if room is None or r.room == room]
+        room, app = params.get("room"), str(params.get("app") or "")
+        recs = [r for r in self.rooms.values() if r.app == app and (room is None or r.room == room)]
         out: dict[str, Any] = {"rooms": [self._describe(r) for r in recs]}
         if room is not None:
-            current = self.decisions.effective(str(room))
-            out["recording"] = None if current is None else self._describe_room(str(room), current)
+            key = room_key(app, str(room))
+            current = self.decisions.effective(key)
+            out["recording"] = None if current is None else self._describe_room(key, current)
         return out
 
     def compose_event(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +287,7 @@ class RecordingService:
         except BadEntry:
             return
         remote = endpoint.remote_track(entry.track)
-        channel = channel_id(rec.room, entry.peer, entry.track)
+        channel = channel_id(rec.key, entry.peer, entry.track)
         tap = _Tap(key, channel, self.writer, remote, self.runtime.core.hub)
         rec.taps[key] = tap
         video = info.kind is TrackKind.VIDEO
@@ -309,11 +318,11 @@ class RecordingService:
     # ---- internals -----------------------------------------------------------------------------
 
     def _room(self, now: float, app: str, room: str, session: str | None = None) -> _RoomRecording:
-        rec = self.rooms.get(room)
+        rec = self.rooms.get(room_key(app, room))
         if rec is None:
             wall = time.time()
             rec = _RoomRecording(self, app, room, session or new_session(wall), wall)
-            self.rooms[room] = rec
+            self.rooms[rec.key] = rec
             log.info("room recording started", extra={"fields": {"room": room, "session": rec.session}})
             self._emit(now, app, ev.RecordEvent(room, ev.RecordStarted(rec.path)))
         return rec
@@ -328,7 +337,7 @@ class RecordingService:
         """(Re)watch the room: the registry replays its entries, so tracks already published by a
         newly wanted peer are tapped like new ones (a tapped one is skipped)."""
         registry = self.runtime.core.registry
-        prefix = room_prefix(rec.room)
+        prefix = room_prefix(rec.key)
         registry.unwatch(prefix, rec)
         registry.watch(now, prefix, rec)
 
@@ -339,10 +348,10 @@ class RecordingService:
         self.writer.close_track(tap.key, reason)
 
     def _end_room(self, now: float, rec: _RoomRecording, reason: str) -> None:
-        if self.rooms.get(rec.room) is not rec:
+        if self.rooms.get(rec.key) is not rec:
             return
-        del self.rooms[rec.room]
-        self.runtime.core.registry.unwatch(room_prefix(rec.room), rec)
+        del self.rooms[rec.key]
+        self.runtime.core.registry.unwatch(room_prefix(rec.key), rec)
         for tap in list(rec.taps.values()):
             self._close_tap(now, tap, reason)
         rec.taps.clear()
@@ -379,7 +388,8 @@ class RecordingService:
             self._settling = False
 
     def _apply(self, now: float, room: str) -> None:
-        """Make this worker follow the room's effective decision, and clean up our own entry."""
+        """Make this worker follow the room's effective decision, and clean up our own entry
+        (``room``: the room's key, per app: registry.room_key)."""
         registry = self.runtime.core.registry
         if self.decisions.garbage(room):
             registry.delete(now, decision_key(room, self.member))
@@ -394,7 +404,7 @@ class RecordingService:
             self._end_room(now, rec, "recording stopped")
             rec = None
         if rec is None:
-            rec = self._room(now, decision.app, room, decision.session)
+            rec = self._room(now, decision.app, split_room_key(room)[1], decision.session)
         wanted = set(decision.peers or ())
         changed = not rec.by_api or (decision.peers is None and not rec.all_peers) or not wanted <= rec.peers
         rec.by_api, rec.api_session = True, decision.session
@@ -407,8 +417,8 @@ class RecordingService:
         """``rec/<room>/n/<member>`` while this worker records tracks of the room (who records
         where, for /api/record/list on any node)."""
         registry = self.runtime.core.registry
-        key = recorder_key(rec.room, self.member)
-        if rec.taps and self.rooms.get(rec.room) is rec:
+        key = recorder_key(rec.key, self.member)
+        if rec.taps and self.rooms.get(rec.key) is rec:
             config = self.runtime.config
             entry = Recorder(self.member, config.node_id, self.runtime.index, rec.session, len(rec.taps))
             registry.put(now, key, entry.encode())
@@ -416,11 +426,12 @@ class RecordingService:
             registry.delete(now, key)
 
     def _describe_room(self, room: str, decision: Decision) -> dict[str, Any]:
-        """The room's cluster-wide recording: its decision and the workers recording it now."""
+        """The room's cluster-wide recording: its decision and the workers recording it now
+        (``room``: the room's key, registry.room_key)."""
         rec = self.rooms.get(room)
         recorders = self.decisions.room_recorders(room)
         return {
-            "room": room,
+            "room": split_room_key(room)[1],
             "app": decision.app,
             "session": decision.session,
             "all_peers": decision.peers is None,

@@ -37,6 +37,7 @@ from typing import Any
 from trackmesh.cluster.local import LocalRegistry
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
+from trackmesh.core.registry import room_key
 from trackmesh.rpc import RpcError
 from trackmesh.security.tokens import TokenError, verify_for_app
 from trackmesh.transports.rtmp.bridge import (
@@ -117,7 +118,7 @@ class RtmpTransport:
         for name in ("rtmp_sessions", "rtmp_publishers", "rtmp_video_transcodes_running", "rtmp_bytes_received"):
             self.counters.setdefault(name, 0)
         self.entries: dict[str, _Entry] = {}  # by token hash
-        self.by_peer: dict[tuple[str, str], _Entry] = {}
+        self.by_peer: dict[tuple[str, str], _Entry] = {}  # by (room key: app-scoped, peer)
         self.by_session: dict[SessionId, _Entry] = {}
         self.conns: dict[int, _ConnState] = {}
         self.local_rooms = isinstance(runtime.core.registry, LocalRegistry)
@@ -231,13 +232,13 @@ class RtmpTransport:
             return
         key = hashlib.sha256(raw.encode()).hexdigest()
         entry = self.entries.get(key)
-        holder = self.by_peer.get((token.room, token.peer))
+        holder = self.by_peer.get((room_key(token.app, token.room), token.peer))
         if holder is not None and holder is not entry:
             self._refuse(conn, f"peer {token.peer!r} of room {token.room!r} is published with another stream key")
             conn.reject_publish(event.stream_id, "this peer is already published with another stream key")
             return
         if entry is None:
-            endpoint = self.runtime.core.create_endpoint()
+            endpoint = self.runtime.core.create_endpoint(token.app)
             audit = self.runtime.core.audit
             if audit is not None:
                 audit.connecting(now, endpoint.session, conn.peer[0] if conn.peer else "", token.app)
@@ -260,7 +261,7 @@ class RtmpTransport:
                 recording.record_peer(now, token.app, token.room, token.peer)
             entry = _Entry(key, publisher, app=token.app)
             self.entries[key] = entry
-            self.by_peer[(token.room, token.peer)] = entry
+            self.by_peer[(room_key(token.app, token.room), token.peer)] = entry
             self.by_session[endpoint.session] = entry
             self.runtime.listen(endpoint.session, functools.partial(self._on_core_events, entry=entry))
             entry.timer = _LingerTimer(self, entry)
@@ -304,7 +305,7 @@ class RtmpTransport:
         if self.entries.get(entry.key) is not entry:
             return
         del self.entries[entry.key]
-        self.by_peer.pop((publisher.room, publisher.peer), None)
+        self.by_peer.pop((room_key(entry.app, publisher.room), publisher.peer), None)
         self.by_session.pop(session, None)
         self.runtime.core.close_endpoint(now, session, reason)
         audit = self.runtime.core.audit

@@ -84,7 +84,7 @@ class RtpEngineMedia:
         sdp = create_offer(
             address=self.runtime.config.node_ip, port=port, session_id=str(port), version=1, codecs=MEDIA_CODECS
         )
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))  # the token's app
         conn_id = str(endpoint.conn_id)
         self.offers[conn_id] = _PendingOffer(
             endpoint, rtp, rtcp, sdp, str(params["room"]), str(params["peer"]), str(params.get("token_hash", "")),
@@ -115,7 +115,7 @@ class RtpEngineMedia:
             rtcp.close()
             self.counters["rtpengine_refused"] += 1
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, G722, PCMU, PCMA over RTP/AVP)")
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))  # the token's app
         call = self._open(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp,
                           str(params.get("token_hash", "")))  # fmt: skip
         self.counters["rtpengine_answers"] += 1

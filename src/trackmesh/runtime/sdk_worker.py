@@ -110,10 +110,14 @@ class SdkTransport:
 
     # ---- control calls -------------------------------------------------------------------
 
-    def _verify(self, raw: str) -> TokenClaims | None:
+    def _verify(self, app: str, raw: str) -> TokenClaims | None:
+        """A later ``session.join`` token of a session of ``app``: valid, and of that same app (a
+        token of another app, even a valid one, must not open this app's rooms to the session)."""
         try:
             token = verify_for_app(self.runtime.token_key_of, raw, "webrtc", int(time.time()))
         except TokenError:
+            return None
+        if token.app != app:
             return None
         return TokenClaims(token.room, token.peer, token.extra_data, token.record)
 
@@ -165,7 +169,8 @@ class SdkTransport:
             connect_timeout=self.runtime.config.connect_timeout,
         )
         sdk = SdkSession(
-            now, peer, names, req.tracks, claims, self._verify, local, cookie_key=os.urandom(32)
+            now, peer, names, req.tracks, claims, functools.partial(self._verify, app), local,
+            cookie_key=os.urandom(32),
         )  # fmt: skip
         if req.HasField("join"):
             failure = sdk.join_at_connect(now, req.join)

@@ -197,7 +197,7 @@ class SipListener(asyncio.DatagramProtocol):
             return str(exc)
         if claims.room is None:
             return "the token names no room"
-        return Grant(claims.room, claims.peer, record=claims.record)
+        return Grant(claims.room, claims.peer, record=claims.record, app=claims.app)
 
     def _authorize(self, now: float, req: Request) -> Grant | Denied | Pending:
         up = self.upstream
@@ -429,7 +429,7 @@ class SipListener(asyncio.DatagramProtocol):
                 if worker is None:
                     raise error
                 params = {"room": action.room, "peer": action.peer, "offer": action.offer, "call_id": action.call,
-                          "record": action.record}  # fmt: skip
+                          "record": action.record, "app": action.app}  # fmt: skip
                 if action.offer:
                     res = await worker.call("sip.open", params)
                 else:  # a delayed offer (RFC 3261 s13.2.1): our offer goes in the 200

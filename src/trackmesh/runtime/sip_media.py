@@ -166,7 +166,7 @@ class SipMediaTransport:
             rtcp.close()
             self.counters["sip_calls_refused"] += 1
             raise RpcError(488, "no acceptable audio stream (we take opus/48000/2, PCMU, PCMA over RTP/AVP)")
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))  # the caller's token's app
         call = self._admit(now, endpoint, str(params["room"]), str(params["peer"]), negotiated, rtp, rtcp)
         call.local_sdp = answer
         self._record(now, params.get("record") is True, call)
@@ -176,7 +176,7 @@ class SipMediaTransport:
         recording = recording_of(self.runtime)
         if record and recording is not None:
             # A record:true token (atm0s): the caller's audio track is recorded.
-            recording.record_peer(now, "", call.media.room, call.media.peer)
+            recording.record_peer(now, call.media.endpoint.app, call.media.room, call.media.peer)
 
     def _admit(
         self,
@@ -220,7 +220,7 @@ class SipMediaTransport:
         """A dial-out's offer: RTP ports and our codecs (Opus, PCMU, PCMA, telephone-event). The peer
         is in the room at once with metadata ``{"sip": true, "state": "connecting"}`` (atm0s shows
         a ringing call); ``sip.answer`` makes it ``connected``."""
-        endpoint = self.runtime.core.create_endpoint()
+        endpoint = self.runtime.core.create_endpoint(str(params.get("app", "")))
         metadata = json.dumps({"sip": True, "state": "connecting"})
         err = endpoint.control(now, Join(str(params["room"]), str(params["peer"]), JoinOptions(metadata=metadata)))
         if err is not None:

@@ -42,6 +42,7 @@ PURPOSES = (
     "standard-webhooks",
     "sip-digest",
     "console-session",
+    "cluster-apps",
 )
 KEY_BYTES = 32
 # A fixed, public salt (RFC 5869 s3.1: a salt is optional; a constant one still separates our

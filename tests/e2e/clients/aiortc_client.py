@@ -180,6 +180,7 @@ class Counters:
     # after) on CLOCK_MONOTONIC, which the calling test shares: when video stopped and resumed.
     longest_gap: tuple[float, float] | None = None
     last_frame_at: float | None = None
+    sizes: set[tuple[int, int]] = field(default_factory=set)  # every decoded frame size
     started: float = field(default_factory=time.monotonic)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -201,6 +202,7 @@ class Counters:
                     self.last_frame_at = now
                     self.frames += 1
                     self.width, self.height = frame.width, frame.height
+                    self.sizes.add((frame.width, frame.height))
                     if self.first_frame_s is None:
                         self.first_frame_s = round(time.monotonic() - self.started, 3)
                 else:
@@ -225,6 +227,7 @@ class Counters:
             "audio_peak": self.audio_peak,
             "first_frame_s": self.first_frame_s,
             "longest_gap": self.longest_gap,
+            "sizes": sorted(self.sizes),
         }
 
 
@@ -303,12 +306,13 @@ def _finish(summary: dict[str, Any], started: float, error: str | None) -> dict[
 
 
 async def publish(
-    url: str, token: str | None = None, codec: str = "vp8", duration: float = 5.0, timeout: float = 30.0
+    url: str, token: str | None = None, codec: str = "vp8", duration: float = 5.0, timeout: float = 30.0,
+    size: tuple[int, int] = (640, 480),
 ) -> dict[str, Any]:
     started = time.monotonic()
     summary: dict[str, Any] = {"mode": "whip"}
     pc = new_pc()
-    video, audio = TestVideoTrack(), TestAudioTrack()
+    video, audio = TestVideoTrack(*size), TestAudioTrack()
     pc.addTransceiver(video, direction="sendonly")
     pc.addTransceiver(audio, direction="sendonly")
     prefer_codec(pc, "video", [codec])
@@ -429,6 +433,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=0, help="whep: stop early after this many decoded frames")
     p.add_argument("--min-frames", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--size", default="640x480", help="whip: the video's WIDTHxHEIGHT")
     a = p.parse_args(argv)
     if a.mode in ("whip", "whep") and not a.url:
         p.error(f"{a.mode} needs a URL")
@@ -442,7 +447,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     if a.mode == "whip":
-        coro = publish(a.url, a.token, a.codec, a.duration, a.timeout)
+        width, height = (int(v) for v in a.size.split("x"))
+        coro = publish(a.url, a.token, a.codec, a.duration, a.timeout, (width, height))
     elif a.mode == "whep":
         coro = play(a.url, a.token, a.codec, a.duration, a.min_frames, a.timeout, a.frames)
     else:

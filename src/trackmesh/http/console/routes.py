@@ -166,9 +166,9 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return None
 
     def app_of_secret(secret: str) -> str | None:
-        connector = node.connector
-        if connector is not None:
-            return connector.apps.app_for_secret(secret)
+        apps = node.apps
+        if apps is not None:
+            return apps.app_for_secret(secret)
         return "" if app_secret_matches(node.config.secret, secret) else None
 
     # ---- pages ----------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Grant:
     username: str | None = None  # digest: the authenticated username (a registration's key)
     wait_for_peers: bool = False  # atm0s' WaitOtherPeers: ring (180) until someone else is in the room
     record: bool = False  # the token says record: true: the caller's audio is recorded
+    app: str = ""  # the token's app (multi-tenancy): the call joins that app's room
 
 
 @dataclass(frozen=True, slots=True)

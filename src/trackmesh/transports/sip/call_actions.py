@@ -38,6 +38,7 @@ class OpenMedia:
     offer: str
     wait_for_peers: bool = False  # answer (200) only once another peer is in the room; ring until then
     record: bool = False  # the caller's grant says record: true
+    app: str = ""  # the caller's grant's app (multi-tenancy): its room is that app's
 
 
 @dataclass(frozen=True, slots=True)

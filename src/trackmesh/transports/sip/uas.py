@@ -158,6 +158,7 @@ class Call:
     rel_give_up: float = 0.0
     held_ok: Response | None = None
     record: bool = False  # its grant says record: true (docs/recording.md)
+    app: str = ""  # its grant's app (multi-tenancy)
 
 
 def _split_header(value: str | None) -> tuple[str, dict[str, str]]:
@@ -539,6 +540,7 @@ class CallControl:
             self.counters["refused"] += 1
             return
         call.room, call.peer, call.record = verdict.room, verdict.peer or caller_peer(req), verdict.record
+        call.app = verdict.app
         call.state = "opening"
         ringing = make_response(req, 180, to_tag=call.to_tag)
         if "100rel" in _tokens(req.headers, "Require"):
@@ -554,7 +556,8 @@ class CallControl:
             call.awaiting_answer = ("invite", req.cseq().seq)
             self.counters["delayed_offers"] += 1
         self._actions.append(
-            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record)
+            OpenMedia(call_id, call.room, call.peer, body, wait_for_peers=verdict.wait_for_peers, record=call.record,
+                      app=call.app)
         )
 
     def _deny(self, now: float, req: Request, denied: Denied) -> None:

@@ -78,7 +78,7 @@ def test_a_room_track_over_moq() -> None:
         short = subscribe(viewer, b"x/y", (b"trackmesh",))
         got = replies(viewer)
         assert isinstance(got[catalog_rid], m.SubscribeOk) and isinstance(got[video_rid], m.SubscribeOk), got
-        for rid, why in ((missing, b"no track"), (elsewhere, b"another media worker"), (short, b"namespace")):
+        for rid, why in ((missing, b"no track"), (elsewhere, b"another worker"), (short, b"namespace")):
             err = got[rid]
             assert isinstance(err, m.RequestError) and err.error_code == RequestErrorCode.DOES_NOT_EXIST, err
             assert why in err.reason, err.reason

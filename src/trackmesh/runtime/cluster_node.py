@@ -185,10 +185,18 @@ class ClusterMediaNode(Node):
         )  # fmt: skip
 
     def moq_room_here(self, room: str) -> bool:
-        """Without routing a session (no affinity recorded, no 503 while draining): a room this node
-        hosts on worker 0, or any room with one worker (its tracks on other nodes are imported)."""
-        index = self.affinity.get(room)
-        return index == 0 if index is not None else len(self.workers) == 1
+        """Every room, whichever worker or node hosts it: worker 0 (where the MoQ bridges run) is a
+        cluster member of its own, so its registry lists every room's tracks and its hub imports a
+        room track of worker 1 over the track's cluster channel, as it would one of another node."""
+        return True
+
+    def moq_ingest_here(self, room: str) -> bool:
+        """Every room, as :meth:`moq_room_here`: the MoQ publisher's peers join on worker 0, and the
+        room's viewers on another worker (or node) get their tracks over the tracks' cluster channels.
+        A room not yet routed on this node is pinned to worker 0, so its later sessions join it there."""
+        if self.affinity.get(room) is None and self.workers and not self.draining:
+            self.affinity.routed(room, 0, time.monotonic())
+        return True
 
     def moq_started(self, listener: MoqListener) -> None:
         """The MoQ relay joins the cluster's (docs/moq.md "Cluster"): on worker 0's zenoh registry and

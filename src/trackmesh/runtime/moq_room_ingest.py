@@ -17,7 +17,10 @@ peers of the room that WHEP, SDK and every other viewer receive.
 - The worker is flushed once per loop turn after packets went in (not from inside the relay's
   delivery).
 
-Only rooms hosted by the in-process worker are served (all of them with ``--workers 1``).
+Which rooms are served is the node's ``moq_ingest_here``: on a cluster media node every room (the
+peers join on worker 0; viewers on another worker or node get their tracks over the tracks' cluster
+channels, and a room new to the node is pinned to worker 0); on a standalone node, whose workers share
+no channels, only the rooms worker 0 hosts (all of them with ``--workers 1``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,11 @@ in-process media worker, published on its MoQ relay.
   loss, until a key frame comes.
 - Key-frame requests are sent on the next loop turn, never from inside the hub's packet delivery.
 
-Only the in-process worker's rooms are bridged (``--workers 1``, the default, hosts every room
-there); a room hosted by another worker answers ``DOES_NOT_EXIST`` with that reason.
+Which rooms are served is the node's ``moq_room_here``: a cluster media node serves every room of
+the cluster, whichever worker or node hosts it (worker 0's registry and hub are a cluster member's, so
+a room track of worker 1 comes over its cluster channel, as one of another node does). A standalone
+node's workers share no channels: only worker 0's rooms are served there, and a room hosted by
+another worker answers ``DOES_NOT_EXIST`` with that reason.
 """
 
 from __future__ import annotations
@@ -174,7 +177,7 @@ class MoqRooms:
             self._refuse(local, "room and track names are UTF-8")
             return
         if not self.hosted_here(room_name):
-            self._refuse(local, "this room is hosted by another media worker (only worker 0's rooms are on MoQ)")
+            self._refuse(local, "this room is hosted by another worker of a standalone node (only worker 0's on MoQ)")
             return
         room = self._room(now, room_name)
         if local.name == CATALOG_TRACK:

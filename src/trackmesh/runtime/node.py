@@ -193,8 +193,14 @@ class Node:
         return WorkerRuntime(self.config, index)
 
     def moq_room_here(self, room: str) -> bool:
-        """Whether ``room`` is hosted by the in-process worker (the one the MoQ room bridges see)."""
+        """Whether the MoQ room bridge (runtime/moq_rooms.py, on the in-process worker 0) serves
+        ``room``. Standalone workers share no registry or channels, so only worker 0's rooms; a
+        cluster media node serves every room (runtime/cluster_node.py)."""
         return bool(self.workers) and self.worker_for_room(room) is self.workers[0]
+
+    def moq_ingest_here(self, room: str) -> bool:
+        """Whether a MoQ publisher into ``room`` joins it (runtime/moq_room_ingest.py, on worker 0)."""
+        return self.moq_room_here(room)
 
     def moq_started(self, listener: MoqListener) -> None:
         """The MoQ listener is up (a cluster media node joins its relay to the cluster's here)."""
@@ -267,7 +273,7 @@ class Node:
             from .moq_rooms import MoqRooms
 
             listener.rooms = MoqRooms(first.runtime, listener.relay, self.moq_room_here)
-            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, self.moq_room_here)
+            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, self.moq_ingest_here)
         self.moq_started(listener)
         if self.config.moq_anonymous:
             log.warning(

@@ -83,6 +83,10 @@ def test_global_gateway_routes_by_name_location_and_room(cluster: Cluster, tmp_p
     # RTT: zone gateways answer a cheap ping the client times; the global gateway lists them.
     status, headers, body = http("GET", gateways[2].base + "/api/zone/ping")
     assert (status, headers["x-trackmesh-zone"], body) == (204, "2", b""), (status, headers, body)
+    status, headers, _ = http("HEAD", gateways[2].base + "/api/zone/ping")
+    assert (status, headers["x-trackmesh-zone"]) == (204, "2"), (status, headers)
+    operations = json.loads(http("GET", gateways[2].base + "/openapi.json")[2])["paths"]["/api/zone/ping"]
+    assert list(operations) == ["get"], operations  # one operation id (HEAD stays out of the schema)
     listed = json.loads(http("GET", glob.base + "/api/global/zones")[2])["data"]["zones"]
     assert [(z["zone"], z["ping"]) for z in listed] == [(z, gateways[z].base + "/api/zone/ping") for z in (1, 2, 3)]
     # A client that measured its RTT: the lowest wins over GeoIP (Boston, but 5 ms to zone 1) ...

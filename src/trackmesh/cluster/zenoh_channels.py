@@ -678,9 +678,13 @@ class ZenohChannelHub:
     def _drain_inbox(self) -> None:
         self._drain_posted = False  # first: a packet appended from now on posts a new drain
         inbox, deliver, observe = self._inbox, self._deliver, self.hop.observe
+        # Only the packets already here, counted before the clocks are read: one appended by a
+        # zenoh thread during this drain was stamped after now_stamp and would count as a clock
+        # behind; the drain it posted takes it.
+        count = len(inbox)
         now = self._clock()  # the packets' arrival: the now of every viewer's sink they reach
         now_stamp = self._stamp_clock()  # ... and the end of their hop (the histogram's clock)
-        while inbox:
+        for _ in range(count):
             channel, pkt, stamp = inbox.popleft()
             pkt.arrival = now
             if stamp >= 0:

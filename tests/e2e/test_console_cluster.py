@@ -11,7 +11,11 @@ once for the module.
    real media; 500 simulated peers (real offers that never complete ICE, as bench/metrics_scale.py
    does) make the sessions. PromQL returns the forwarded-packets rate and the join histogram; every
    member's series count stays under 2,000 (no per-peer, per-track or per-room label).
-3. The router dies: the console has lost the cluster; it keeps answering, with the last view of the
+3. Multi-tenancy: the zone's connector has ``--apps`` (tenant ``acme``); the console takes the
+   zone's app list over the cluster, so the tenant logs in with its secret and sees (and acts on)
+   its app's rooms, events and recordings only; the cluster secret's login keeps the zones view;
+   a wrong tenant secret is refused.
+4. The router dies: the console has lost the cluster; it keeps answering, with the last view of the
    rooms marked stale and the nodes marked stale or gone.
 """
 
@@ -39,6 +43,7 @@ from tests.cluster.test_roles import http as request
 from tests.promtool import PROMTOOL, PrometheusServer, promtool_problems
 from trackmesh.cli.dev_cluster import die_with_parent
 from trackmesh.config import resolve
+from trackmesh.security.keys import token_key
 from trackmesh.security.tokens import SessionToken, issue
 
 from .conftest import CLIENTS_DIR
@@ -50,6 +55,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "sdp" / "fixtures"
 KICKED = 3  # DisconnectReason.KICK (connector/events.py)
 SIMULATED = 500
 MAX_SERIES = 2000
+ACME = "acme-console-secret-0123456789"  # the zone connector's one tenant (--apps)
 # dev-cluster's start order, one HTTP port each from --http-port: the zone's router, its connector,
 # gateway (node 1), media nodes (2, 3), connector (node 4), then the console (zone 0).
 ROUTER, CONNECTOR, GATEWAY, MEDIA1, MEDIA2, CONSOLE = range(6)
@@ -71,9 +77,10 @@ class DevCluster:
         key = resolve("media", {"secret": SECRET}, {}).token_key
         return issue(key, SessionToken(kind, room, peer), 600, int(time.time()))
 
-    def client(self, kind: str, member: int, room: str, peer: str, duration: float) -> subprocess.Popen[str]:
+    def client(self, kind: str, member: int, room: str, peer: str, duration: float,
+               token: str | None = None) -> subprocess.Popen[str]:  # fmt: skip
         args = [sys.executable, CLIENT, kind, f"{self.url(member)}/{kind}/endpoint", "--token",
-                self.token(kind, room, peer), "--duration", str(duration), "--timeout", "15"]  # fmt: skip
+                token or self.token(kind, room, peer), "--duration", str(duration), "--timeout", "15"]  # fmt: skip
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(CLIENTS_DIR))
 
 
@@ -81,11 +88,13 @@ class DevCluster:
 def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
     base, cport = _free_range(6), _free_range(6)
+    apps = tmp_path_factory.mktemp("apps") / "apps.json"
+    apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME}]}))
     # Members read TRACKMESH_* flags from the environment: the simulated sessions stay connecting.
     env = {**os.environ, "TRACKMESH_CONNECT_TIMEOUT": "600", "TRACKMESH_MAX_SESSIONS_PER_TOKEN": "1000"}
     proc = subprocess.Popen(
         [TRACKMESH, "dev-cluster", "--zones", "1", "--media-per-zone", "2", "--routers-per-zone", "1",
-         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET],
+         "--http-port", str(base), "--cluster-port", str(cport), "--secret", SECRET, "--apps", str(apps)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
         cwd=tmp_path_factory.mktemp("dev-cluster"), env=env,
     )  # fmt: skip
@@ -116,19 +125,24 @@ def wait_for(fetch: Callable[[], Any], timeout: float, what: str, cluster: DevCl
         time.sleep(0.1)
 
 
+def login(base: str, secret: str) -> tuple[int, str]:
+    """(status, cookie) of a console login; the 303 is not followed: its Set-Cookie is what we want."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.request("POST", "/console/login", ("secret=" + quote(secret)).encode(),
+                     {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, (resp.getheader("set-cookie") or "").split(";")[0]
+    finally:
+        conn.close()
+
+
 class ConsoleClient:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, secret: str = SECRET) -> None:
         self.base = base
-        port = int(base.rsplit(":", 1)[1])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:  # the login's 303 is not followed: its Set-Cookie is what we want
-            conn.request("POST", "/console/login", ("secret=" + quote(SECRET)).encode(),
-                         {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
-            resp = conn.getresponse()
-            assert resp.status == 303, resp.read()
-            self.cookie = (resp.getheader("set-cookie") or "").split(";")[0]
-        finally:
-            conn.close()
+        status, self.cookie = login(base, secret)
+        assert status == 303, status
         self.csrf = self.get("/api/console/session")["csrf"]
 
     def get(self, path: str) -> Any:
@@ -329,6 +343,50 @@ def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(de
     status, _, body = request("GET", dc.url(CONSOLE) + "/api/console/recordings/file?" +
                               urlencode({"path": first["path"]}), headers={"Cookie": cc.cookie})  # fmt: skip
     assert status == 400, body
+
+
+def gauge(dc: DevCluster, member: int, line_start: str) -> float:
+    for line in request("GET", dc.url(member) + "/metrics")[2].decode().splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return -1.0
+
+
+def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_cluster: DevCluster) -> None:
+    dc = dev_cluster
+    # The zone connector's app list reaches the media node and the console over the cluster.
+    wait_for(lambda: gauge(dc, MEDIA1, 'trackmesh_connector_link{what="app_lists"}') >= 1, 20,
+             "the media node to take the zone's app list", dc)  # fmt: skip
+    wait_for(lambda: gauge(dc, CONSOLE, 'trackmesh_console{what="app_lists_total"}') >= 1, 20,
+             "the console to take the zone's app list", dc)  # fmt: skip
+    tenant, admin = ConsoleClient(dc.url(CONSOLE), ACME), ConsoleClient(dc.url(CONSOLE))
+    assert tenant.get("/api/console/session")["app"] == "acme"
+    # Same room name in both apps: two rooms (registry.room_key), each console sees its own.
+    acme_token = issue(token_key(ACME), SessionToken("whip", "shared", "carol", app="acme"), 600, int(time.time()))
+    pubs = [dc.client("whip", MEDIA1, "shared", "carol", 30, acme_token),
+            dc.client("whip", MEDIA1, "shared", "dave", 30)]
+    try:
+        mine = wait_for(lambda: tenant.peer("shared"), 10, "the tenant's publisher in its console", dc)
+        theirs = wait_for(lambda: admin.peer("shared"), 10, "the default app's publisher in its console", dc)
+        assert (mine["peer"], theirs["peer"]) == ("carol", "dave"), (mine, theirs)
+        assert [p["peer"] for r in tenant.get("/api/console/rooms")["rooms"] for p in r["peers"]] == ["carol"]
+        assert "carol" not in {p["peer"] for r in admin.get("/api/console/rooms")["rooms"] for p in r["peers"]}
+        # Its timeline from the zone's connector (read with the tenant's secret); not another app's.
+        wait_for(lambda: tenant.get(f"/api/console/events?session={mine['session']}"), 10, "the tenant's timeline", dc)
+        assert tenant.get(f"/api/console/events?session={theirs['session']}") == []
+        assert {e["session"] for e in tenant.get("/api/console/events")} == {mine["session"]}
+        # Another app's session and room are out of reach; other apps' recordings are not listed.
+        assert tenant.post(f"/api/console/sessions/{theirs['session']}/kick")[0] == 404
+        assert tenant.get("/api/console/recordings")["files"] == []
+        assert admin.peer("shared") is not None  # the default app's publisher is still there
+        # The zones view is the cluster operator's.
+        assert request("GET", dc.url(CONSOLE) + "/api/console/cluster", headers={"Cookie": tenant.cookie})[0] == 403
+        assert len(admin.roles()["media"]) == 2
+    finally:
+        for pub in pubs:
+            pub.kill()
+            pub.wait(10)
+    assert login(dc.url(CONSOLE), "globex-secret-0123456789")[0] == 401
 
 
 def test_a_console_that_loses_the_cluster_shows_the_last_view_marked_stale(dev_cluster: DevCluster) -> None:

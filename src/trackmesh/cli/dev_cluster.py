@@ -123,6 +123,13 @@ def _member_flag(name: str) -> Any:
     return parse
 
 
+def _apps_file(text: str) -> str:
+    """``--apps``: an existing file, as an absolute path (the members may run elsewhere)."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return os.path.abspath(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="trackmesh dev-cluster", description=DESCRIPTION,
                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -136,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="global gateways above the zones, 0..8 (default 1 with --zones 2 or more, else 0)")  # fmt: skip
     p.add_argument("--connector", action=argparse.BooleanOptionalAction, default=True,
                    help="a connector per zone: event log, webhooks (TRACKMESH_HOOK_URL), log API (default: yes)")
+    p.add_argument("--apps", type=_apps_file, default=None, metavar="FILE",
+                   help="multi-tenancy: each zone's connector takes this --apps file and hands the list to the "
+                        "zone's members and the console (docs/connector.md); default: the single-tenant app only")
     p.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
                    help="an operator's console for the whole cluster, started last (default: yes)")
     p.add_argument("--workers", type=_int(1, 64), default=1, help="media workers per media node (default 1)")
@@ -211,6 +221,8 @@ def command(m: Member, seeds: list[str], args: argparse.Namespace, secret: str) 
         cmd += ["--cluster-mode", "routers"]
     if m.role == "connector":
         cmd += ["--connector-db", f"sqlite:///{DATA_DIR}/zone-{m.zone}.db"]
+        if getattr(args, "apps", None):
+            cmd += ["--apps", args.apps]
     if m.role == "media":
         cmd += ["--node-ip", HOST, "--workers", str(m.workers)]
         if args.webrtc_port:

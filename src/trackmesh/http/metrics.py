@@ -101,7 +101,8 @@ def render_metrics(
         for name, value in console().items():
             exp.gauge("trackmesh_console", "The console role: cluster members by state (members_up, members_stale, "
                       "members_gone), zenoh links, whether the rooms view is stale, and running totals (*_total) of "
-                      "cluster queries, failed queries, failed connector log calls and bad reports", value,
+                      "cluster queries, failed queries, failed connector log calls, bad reports, and the zones' app "
+                      "lists taken and refused", value,
                       {"what": name})  # fmt: skip
     moq = getattr(node, "moq", None)  # runtime/moq_listener.py, when --moq-port is not 0
     if moq is not None:

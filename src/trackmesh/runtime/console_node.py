@@ -9,7 +9,10 @@ authenticated with the cluster secret) and carries no media. It reads:
 - the live rooms, peers and tracks by querying every media node's ``tm/console/<zone>/<node>``
   queryable (runtime/console_query.py), which is also how its kicks and room ends reach the node;
 - the peers' timelines and the event log from the zone connectors' log API (HTTP, bearer: the
-  cluster secret, which is the default app's secret).
+  logged-in app's secret; the cluster secret is the default app's);
+- each zone's app list (multi-tenancy, runtime/cluster_apps.py), from the zone's connector as soon
+  as its status report shows up: a tenant logs in with its app secret and sees (and acts on) its
+  app's rooms, sessions, events and recordings only, as on standalone.
 
 It serves the same ``/console`` as standalone (http/console/routes.py): the routes call
 :meth:`call_workers` as on standalone, and this node answers from the cluster. A console that
@@ -33,9 +36,11 @@ from trackmesh.cluster.topology import links_wanted, open_member
 from trackmesh.cluster.zenoh_registry import undeclare
 from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.config import NodeConfig
+from trackmesh.connector.apps import App
 from trackmesh.http.console.cluster_view import ClusterView
 from trackmesh.rpc import RpcError
 
+from .cluster_apps import AppListFollower
 from .cluster_node import PEER_WAIT
 from .connector_link import CONNECTOR_ROOT
 from .console_query import CONSOLE_ROOT, OPS, RECORDING_CHUNK, STATUS_ROOT
@@ -65,6 +70,10 @@ class ConsoleNode(Node):
         self._rooms: dict[str, dict[tuple[int, int], tuple[list[Any], float]]] = {}
         self._stale_since: float | None = None  # unix time the last good view is from, while the cluster is lost
         self.counters = {"queries": 0, "query_failures": 0, "log_failures": 0}
+        # Multi-tenancy: each zone connector's app list (zone -> its apps), merged into cluster_apps.
+        self._app_followers: dict[int, AppListFollower] = {}
+        self._zone_apps: dict[int, list[App]] = {}
+        self._apply_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def has_media(self) -> bool:
@@ -110,6 +119,9 @@ class ConsoleNode(Node):
         log.info("console joined the cluster", extra={"fields": {"zone": self.config.zone, "links": zn.links()}})
 
     async def after_stop(self) -> None:
+        for follower in self._app_followers.values():
+            follower.close()
+        self._app_followers = {}
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -133,6 +145,8 @@ class ConsoleNode(Node):
         if sample.kind == zenoh.SampleKind.PUT:
             data = sample.payload.to_bytes()
             self._post(lambda: self.view.report(role, data, self.now()))
+            if role == "connector" and zone.isdigit() and int(zone) not in self._app_followers:
+                self._post(lambda: self._follow_zone_apps(int(zone)))
         elif zone.isdigit() and index.isdigit():
             self._post(lambda: self.view.removed(role, int(zone), int(index)))
 
@@ -148,6 +162,43 @@ class ConsoleNode(Node):
         if role is not None and len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
             zone, index = int(parts[2]), int(parts[3])
             self._post(lambda: self.view.gone(role, zone, index, self.now()))
+
+    # ---- multi-tenancy: every zone's app list ---------------------------------------------------
+
+    def _follow_zone_apps(self, zone: int) -> None:
+        """A zone connector reported: follow its app list (queried now, then kept current)."""
+        zn, loop = self.zenoh, self._loop
+        if zone in self._app_followers or zn is None or loop is None or zn.session.is_closed():
+            return
+        if len(self._app_followers) >= 1 << 12:  # far above any real zone count: forged reports stop here
+            return
+        follower = AppListFollower(zn.session, zone, self.config.secret, loop,
+                                   lambda apps: self._zone_apps_changed(zone, apps))  # fmt: skip
+        self._app_followers[zone] = follower
+        follower.start()
+
+    def _zone_apps_changed(self, zone: int, apps: list[App]) -> None:
+        """The apps of every zone, as one list: a tenant logs in here with its secret whichever zone
+        lists it. Zones should agree on an app's secret; when they do not, the lowest zone's wins."""
+        self._zone_apps[zone] = apps
+        merged: dict[str, App] = {}
+        for z in sorted(self._zone_apps):
+            for app in self._zone_apps[z]:
+                merged.setdefault(app.app_id, app)
+        task = asyncio.create_task(self.apply_cluster_apps(list(merged.values())), name="console-apps")
+        self._apply_tasks.add(task)
+        task.add_done_callback(self._apply_tasks.discard)
+
+    def app_secret(self, app: str) -> str | None:
+        """The secret of ``app`` (the cluster secret for the default app ""), or None: not (or no
+        longer) in any zone's app list."""
+        if app == "":
+            return self.config.secret
+        entry = self.cluster_apps.get(app) if self.cluster_apps is not None else None
+        return entry.app_secret if entry is not None else None
+
+    def _zone_app_ids(self, zone: int) -> set[str]:
+        return {a.app_id for a in self._zone_apps.get(zone, [])}
 
     def _connector_gone(self, zone: int) -> None:
         for z, i in self._indexes("connector"):
@@ -348,21 +399,30 @@ class ConsoleNode(Node):
                 "rooms_stale": float(self._stale_since is not None), "queries_total": float(self.counters["queries"]),
                 "query_failures_total": float(self.counters["query_failures"]),
                 "log_failures_total": float(self.counters["log_failures"]),
-                "bad_reports_total": float(self.view.bad_reports)}  # fmt: skip
+                "bad_reports_total": float(self.view.bad_reports),
+                "app_lists_total": float(sum(f.counters["app_lists"] for f in self._app_followers.values())),
+                "app_list_rejected_total": float(sum(f.counters["app_list_rejected"]
+                                                     for f in self._app_followers.values()))}  # fmt: skip
 
-    async def connector_log(self, path: str, params: dict[str, Any]) -> list[Any]:
-        """``GET /api/connector/log/<path>`` of every zone connector, merged. RpcError(503) when no
-        connector answered."""
+    async def connector_log(self, path: str, params: dict[str, Any], app: str = "") -> list[Any]:
+        """``GET /api/connector/log/<path>`` of ``app`` from every zone connector, merged (each
+        connector answers with the app its bearer secret names). RpcError(503) when no connector
+        answered, 401 when ``app`` is no longer in the cluster's app list."""
         rows: list[Any] = []
         errors: list[str] = []
+        secret = self.app_secret(app)
+        if secret is None:
+            raise RpcError(401, "your app is no longer in the cluster's app list: log in again")
         targets = self.view.http_of("connector", self.now())
         if not targets:
             raise RpcError(503, "no connector in the cluster (the console reads timelines from the zones' connectors)")
-        headers = {"Authorization": f"Bearer {self.config.secret}"}
+        headers = {"Authorization": f"Bearer {secret}"}
         query = {k: v for k, v in params.items() if v is not None}
         for zone, base in targets:
             try:
                 resp = await self.client.get(f"{base}/api/connector/log/{path}", params=query, headers=headers)
+                if resp.status_code == 401 and app != "" and app not in self._zone_app_ids(zone):
+                    continue  # a zone that does not list this tenant: none of its events are there
                 body = resp.json()
                 if resp.status_code != 200 or not body.get("status", False):
                     raise ValueError(body.get("error", f"HTTP {resp.status_code}"))

@@ -301,7 +301,8 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if session is None:
             return unauthorized()
         cookie = request.cookies.get(COOKIE_NAME)
-        cluster_view = getattr(node, "console_cluster", None)
+        # The zones view is the cluster's operator's (the default app), never a tenant's.
+        cluster_view = getattr(node, "console_cluster", None) if session.app == "" else None
 
         async def events() -> AsyncIterator[str]:
             last = None
@@ -331,26 +332,31 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     @api.get("/api/console/cluster", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
-             "not the console role"}}, summary="The console role: zones -> gateways, media and connector nodes with "
-             "CPU, memory, sessions, capacity, health and report age (`state`: up, stale or gone)")  # fmt: skip
+             "not the console role"}, 403: {"description": "a tenant's session (an app other than the default)"}},
+             summary="The console role (the cluster secret's session): zones -> gateways, media and connector "
+                     "nodes with CPU, memory, sessions, capacity, health and report age (`state`: up, stale or "
+                     "gone)")  # fmt: skip
     async def cluster(request: Request) -> Response:
-        if current(request) is None:
+        session = current(request)
+        if session is None:
             return unauthorized()
         view = getattr(node, "console_cluster", None)
         if view is None:
             return error(404, "this node is not a console role node (trackmesh console): see /api/console/node")
+        if session.app != "":
+            return error(403, "the zones view is the cluster operator's: log in with the cluster secret")
         return ok(view())
 
     def connector_or_503() -> Any:
         return node.connector
 
-    async def remote_log(path: str, params: dict[str, Any]) -> list[Any] | JSONResponse:
-        """The console role: the zone connectors' log API (runtime/console_node.py)."""
+    async def remote_log(path: str, params: dict[str, Any], app: str) -> list[Any] | JSONResponse:
+        """The console role: the zone connectors' log API of ``app`` (runtime/console_node.py)."""
         fetch = getattr(node, "connector_log", None)
         if fetch is None:
             return error(503, "this node runs no connector")
         try:
-            rows: list[Any] = await fetch(path, params)
+            rows: list[Any] = await fetch(path, params, app)
         except RpcError as exc:
             return error(exc.status, exc.message)
         return rows
@@ -378,7 +384,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if conn is None:
             # The console role: the connectors filter by session and time; the event name here.
             found = await remote_log("events", {"session": session_id, "start_ts": start_ts, "end_ts": end_ts,
-                                                "page": page, "limit": limit})  # fmt: skip
+                                                "page": page, "limit": limit}, session.app)  # fmt: skip
             if isinstance(found, JSONResponse):
                 return found
             found = [r for r in found if isinstance(r, dict) and (not event or r.get("event") == event)]
@@ -399,7 +405,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return unauthorized()
         conn = connector_or_503()
         if conn is None:
-            found = await remote_log("peers", {"page": page, "limit": limit})
+            found = await remote_log("peers", {"page": page, "limit": limit}, session.app)
             return found if isinstance(found, JSONResponse) else ok(found[:limit])
         app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))

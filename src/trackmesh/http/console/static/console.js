@@ -501,7 +501,8 @@
     } catch (e) {
       return;
     }
-    if (state.session.role === "console") document.getElementById("nav-cluster").hidden = false;
+    // The zones view: the cluster operator's (default app) only, never a tenant's.
+    if (state.session.role === "console" && state.session.app === "") document.getElementById("nav-cluster").hidden = false;
     document.getElementById("nav-recordings").hidden = false;  // standalone: its files; the console role: the media nodes' files
     document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {

@@ -75,7 +75,15 @@ def test_publisher_on_a_viewers_on_b_one_copy_crosses(cluster: Cluster) -> None:
         )
         for _ in range(5)
     ]
-    time.sleep(3.0)
+    # The window starts once all five viewers are connected on B (ICE and DTLS up) and have had a
+    # second to get their first key frame: on a busy box one may still be connecting at 3 s.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = http("GET", b.base + "/metrics")[2].decode()
+        if sample(text, "trackmesh_join_connected_total", transport="whep") >= 5:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
     sa1, sb1 = cluster_stats(a), cluster_stats(b)
     time.sleep(2.0)
     sa2, sb2 = cluster_stats(a), cluster_stats(b)

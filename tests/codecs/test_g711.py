@@ -31,7 +31,8 @@ ALL_CODES = bytes(range(256))
 def audioop() -> ModuleType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pytest.importorskip("audioop", reason="audioop left CPython in 3.13")
+        module: ModuleType = pytest.importorskip("audioop", reason="audioop left CPython in 3.13")
+        return module
 
 
 def test_decode_tables_match_audioop() -> None:

@@ -19,7 +19,7 @@ from trackmesh.core.controls import (
     UpdatePeer,
     UpdateTrack,
 )
-from trackmesh.core.errors import ErrorCode
+from trackmesh.core.errors import ControlError, ErrorCode
 from trackmesh.core.events import (
     Joined,
     KeyframeRequested,
@@ -389,13 +389,13 @@ def test_worker_lookup_rejects_forged_stale_and_foreign_ids(h: Harness) -> None:
     ep = w0.create_endpoint()
     assert w0.lookup(ep.conn_id) is ep
     other = w1.lookup(ep.conn_id)
-    assert not isinstance(other, type(ep)) and other.code is ErrorCode.UNKNOWN_CONN
+    assert isinstance(other, ControlError) and other.code is ErrorCode.UNKNOWN_CONN
     forged = ep.conn_id[:-2] + ("AA" if ep.conn_id[-2:] != "AA" else "BB")
     err = w0.lookup(forged)
-    assert not isinstance(err, type(ep)) and err.code is ErrorCode.UNKNOWN_CONN
+    assert isinstance(err, ControlError) and err.code is ErrorCode.UNKNOWN_CONN
     w0.close_endpoint(h.now, ep.session, "bye")
     err = w0.lookup(ep.conn_id)
-    assert not isinstance(err, type(ep)) and err.code is ErrorCode.UNKNOWN_CONN
+    assert isinstance(err, ControlError) and err.code is ErrorCode.UNKNOWN_CONN
 
 
 def test_worker_shutdown_closes_every_endpoint(h: Harness) -> None:

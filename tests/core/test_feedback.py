@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from trackmesh.core.controls import (
     CreateLocalTrack,
     Join,
@@ -36,7 +38,7 @@ def setup(h: Harness, viewers: int) -> tuple[Endpoint, list[Endpoint]]:
     return pub, eps
 
 
-def kf_count(events: list[object]) -> int:
+def kf_count(events: Sequence[object]) -> int:
     return sum(isinstance(e, KeyframeRequested) for e in events)
 
 

@@ -62,7 +62,8 @@ def test_layer_changes_are_reported_once_settled_and_the_first_layer_is_the_base
 @given(st.lists(st.tuples(st.floats(0.05, 3.0), st.integers(0, 2), st.integers(0, 2)), max_size=200))
 def test_layer_reports_never_come_faster_than_the_interval(steps: list[tuple[float, int, int]]) -> None:
     w = TrackWatch()
-    now, last, reported = 0.0, None, []
+    now, last = 0.0, None
+    reported: list[float] = []
     w.forwarded(now, S, "v", (0, 0))
     for dt, s, t in steps:
         now += dt

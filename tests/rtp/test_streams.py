@@ -61,6 +61,7 @@ def test_plain_rtp_receive_gives_nack_and_report_block() -> None:
         table.handle_timeout(deadline)
         if deadline >= report_at:
             break
+    assert deadline is not None
     report_at = deadline
 
     packets = [p for data in sent for p in parse_rtcp(data)]

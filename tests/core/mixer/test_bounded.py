@@ -80,7 +80,7 @@ class TwoNodes(Harness):
         self.hub = LocalChannelHub()
         self.hubs = [NodeHub(self.hub), NodeHub(self.hub)]
         self.workers = [
-            MediaWorker(node, 0, "secret", self.registry, self.hubs[i], mixer_bound=True)  # type: ignore[arg-type]
+            MediaWorker(node, 0, "secret", self.registry, self.hubs[i], mixer_bound=True)
             for i, node in enumerate((1, 0))
         ]
         # worker 0 is node 1 (listeners, "B"), worker 1 is node 0 (speakers, "A")
@@ -109,8 +109,8 @@ def test_bounded_mode_needs_the_message_path() -> None:
 
     hub = MediaOnly(LocalChannelHub())
     with pytest.raises(ValueError, match="MessageHub"):
-        MediaWorker(1, 0, "secret", LocalRegistry(), hub, mixer_bound=True)  # type: ignore[arg-type]
-    MediaWorker(1, 0, "secret", LocalRegistry(), hub)  # type: ignore[arg-type]  # unbounded: fine
+        MediaWorker(1, 0, "secret", LocalRegistry(), hub, mixer_bound=True)
+    MediaWorker(1, 0, "secret", LocalRegistry(), hub)  # unbounded: fine
 
 
 def test_remote_node_imports_at_most_n_and_follows_loudness() -> None:

@@ -118,7 +118,8 @@ def test_no_answer_is_timer_f_then_a_retry_and_stop_removes_the_binding() -> Non
     assert all(m.cseq().seq == first.cseq().seq for m in retransmits)
     (retry,) = r.tick(r.reg.next_deadline() or 0.0)
     assert r.respond(retry, 200) == [] and r.reg.registered and r.reg.granted == 120
-    (removal,) = (r.reg.stop(r.now), r.sent())[1]
+    r.reg.stop(r.now)
+    (removal,) = r.sent()
     assert removal.headers.get("Expires") == "0" and r.reg.next_deadline() is None
     assert r.respond(removal, 200) == [] and not r.reg.registered
     assert r.tick(r.now + 1000) == []  # nothing more after the removal

@@ -4,6 +4,7 @@ responses; our requests are parsed back from the transaction layer's transmits."
 from __future__ import annotations
 
 from trackmesh.transports.sip.auth import Denied, Grant
+from trackmesh.transports.sip.call_actions import Action
 from trackmesh.transports.sip.digest import DigestServer, Verdict, compute_ha1, parse_credentials
 from trackmesh.transports.sip.message import Request, Response, make_response
 from trackmesh.transports.sip.parser import parse_message
@@ -45,7 +46,7 @@ class Far:
         self.layer.handle_response(self.now, resp, PHONE)
         return self.sent()
 
-    def actions(self) -> list[object]:
+    def actions(self) -> list[Action]:
         out = []
         while (a := self.control.poll_action()) is not None:
             out.append(a)

@@ -7,12 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trackmesh.transports.sip.auth import Denied, Grant
+from trackmesh.transports.sip.call_actions import Action
 from trackmesh.transports.sip.message import Headers, Request, Response, make_response, new_branch
 from trackmesh.transports.sip.parser import parse_message
 from trackmesh.transports.sip.transaction import TransactionLayer
 from trackmesh.transports.sip.uas import (
     MIN_SE,
     AnswerMedia,
+    AuthorizeCall,
+    AuthorizeRegister,
     CallControl,
     CloseMedia,
     OpenMedia,
@@ -83,7 +86,7 @@ class Harness:
             out.append(parse_message(tx.data))
         return out
 
-    def actions(self) -> list[object]:
+    def actions(self) -> list[Action]:
         out = []
         while (a := self.control.poll_action()) is not None:
             out.append(a)
@@ -360,7 +363,7 @@ def test_a_flood_from_one_address_gets_503_and_others_still_get_through() -> Non
 
 
 def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
-    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+    from trackmesh.transports.sip.uas import Pending
 
     h = Harness()
     h.control.authorize = lambda now, req: Pending()
@@ -376,11 +379,13 @@ def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
     # A refusal from the hook, and a CANCEL while the hook is asked.
     h.feed(Phone(call_id="c2").request("INVITE", body=OFFER.format(dir="")))
     (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall)
     h.control.authorized(h.now, ask.call, Denied(603, "Decline"))
     assert statuses(h.drain()) == [603]
     branch = new_branch()
     h.feed(Phone(call_id="c3").request("INVITE", body=OFFER.format(dir=""), branch=branch))
     (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeCall)
     assert sorted(statuses(h.feed(Phone(call_id="c3").request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
     h.control.authorized(h.now, ask.call, Grant("hooked", None))
     assert h.drain() == [] and h.actions() == [] and "c3;alice1" not in h.control.calls
@@ -389,7 +394,7 @@ def test_a_pending_authorization_waits_for_the_hooks_answer() -> None:
 def test_a_register_for_the_hooks_waits_and_keeps_its_session_id() -> None:
     """atm0s 0.1: REGISTER decided by the hooks (AuthorizeRegister); the binding keeps the session id
     the register hook was given across refreshes, and POST /sip/invite/client finds it by that id."""
-    from trackmesh.transports.sip.uas import AuthorizeRegister, Pending
+    from trackmesh.transports.sip.uas import Pending
 
     h = Harness()
     h.control.authorize = lambda now, req: Pending()
@@ -403,16 +408,18 @@ def test_a_register_for_the_hooks_waits_and_keeps_its_session_id() -> None:
     assert binding is not None and binding.contact == "sip:alice@127.0.0.1:5070" and binding.expires_at == 60
     h.feed(phone.request("REGISTER", cseq=2, headers={"Expires": "60"}))
     (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeRegister)
     h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Grant("", None, "alice"))
     assert statuses(h.drain()) == [200] and h.control.registration_by_session("s-1") is not None  # same id
     h.feed(phone.request("REGISTER", cseq=3, headers={"Expires": "0"}))
     (ask,) = h.actions()
+    assert isinstance(ask, AuthorizeRegister)
     h.control.register_decided(h.now, ask.request, ask.source, ask.reliable, Denied(403, "Forbidden"))
     assert statuses(h.drain()) == [403] and h.control.registration_by_session("s-1") is not None
 
 
 def test_wait_for_peers_reaches_open_media() -> None:
-    from trackmesh.transports.sip.uas import AuthorizeCall, Pending
+    from trackmesh.transports.sip.uas import Pending
 
     h = Harness()
     h.control.authorize = lambda now, req: Pending()
@@ -536,6 +543,7 @@ def test_a_delayed_offer_whose_answer_the_media_side_refuses_is_ended_with_bye()
     delayed_offer_call(h, phone)
     h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv")))
     (answer_media,) = h.actions()
+    assert isinstance(answer_media, AnswerMedia)
     h.control.calls[answer_media.call].session = None  # as runtime/sip_listener.py does on the RpcError
     h.control.hang_up(h.now, answer_media.call, "media: the far end's answer has no audio stream we can use")
     (bye,) = h.drain()
@@ -556,6 +564,7 @@ def test_a_cancelled_delayed_offer_closes_the_media_made_for_it() -> None:
     branch = new_branch()
     h.feed(phone.request("INVITE", branch=branch))
     (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
     assert sorted(statuses(h.feed(phone.request("CANCEL", cseq=1, branch=branch)))) == [200, 487]
     h.control.media_opened(h.now, open_media.call, 5, ANSWER)
     assert h.drain() == []
@@ -656,11 +665,13 @@ def test_our_refresh_reinvite_carries_the_sdp_the_media_side_gave_after_the_acks
     sent = h.feed(phone.request("INVITE", headers={"Session-Expires": "40;refresher=uas"}))
     assert statuses(sent) == [100, 180]
     (open_media,) = h.actions()
+    assert isinstance(open_media, OpenMedia)
     h.control.media_opened(h.now, open_media.call, 77, "full offer")
     (ok,) = h.drain()
     phone.to_tag = ok.to().tag
     h.feed(phone.request("ACK", cseq=1, body=OFFER.format(dir="a=sendrecv")))
     (answer_media,) = h.actions()
+    assert isinstance(answer_media, AnswerMedia)
     h.control.answer_applied(answer_media.call, "PCMU only, version 2")
     (reinvite,) = {m.top_via().branch: m for m in h.advance(20.0) if isinstance(m, Request)}.values()
     assert reinvite.method == "INVITE" and reinvite.body == b"PCMU only, version 2"

@@ -47,7 +47,7 @@ def camera(seconds: int, size: tuple[int, int], fps: int = 30) -> list[tuple[byt
     src = av.open(f"testsrc2=size={size[0]}x{size[1]}:rate={fps}:duration={seconds}", format="lavfi")
     ctx = av.CodecContext.create("libvpx", "w")
     ctx.width, ctx.height, ctx.pix_fmt = size[0], size[1], "yuv420p"
-    ctx.time_base, ctx.framerate, ctx.gop_size = Fraction(1, fps), fps, 2 * fps
+    ctx.time_base, ctx.framerate, ctx.gop_size = Fraction(1, fps), Fraction(fps), 2 * fps
     ctx.bit_rate = 1_500_000
     ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     out: list[tuple[bytes, bool]] = []

@@ -22,10 +22,11 @@ def encode_video(
     """``frames`` encoded frames (data, keyframe) of a moving test picture: H.264 in Annex B.
     Cached per arguments (encoding is the slow part of these tests): callers must not mutate it."""
     ctx = av.CodecContext.create(_ENCODERS[codec], "w")
+    assert isinstance(ctx, av.VideoCodecContext), codec
     ctx.width, ctx.height = size
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, fps)
-    ctx.framerate = fps
+    ctx.framerate = Fraction(fps)
     ctx.gop_size = gop
     if codec == "h264":
         ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0", "keyint_min": str(gop)}

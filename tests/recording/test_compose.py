@@ -214,13 +214,13 @@ def _sync_media() -> tuple[bytes, bytes, tuple[bytes, ...]]:
     but for a 1 kHz beep in the packet 0.5 s before the end)."""
     pictures = []
     for luma in (16, 235):
-        ctx = av.CodecContext.create("libvpx", "w")
-        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 64, 64, "yuv420p", Fraction(1, 1)
+        video = av.CodecContext.create("libvpx", "w")
+        video.width, video.height, video.pix_fmt, video.time_base = 64, 64, "yuv420p", Fraction(1, 1)
         picture = av.VideoFrame(64, 64, "yuv420p")
         for i, plane in enumerate(picture.planes):
             plane.update(bytes([luma if i == 0 else 128]) * plane.buffer_size)
         picture.pts = 0
-        pictures.append(b"".join(bytes(p) for p in [*ctx.encode(picture), *ctx.encode(None)]))
+        pictures.append(b"".join(bytes(p) for p in [*video.encode(picture), *video.encode(None)]))
     ctx = av.CodecContext.create("libopus", "w")
     ctx.sample_rate, ctx.layout, ctx.format, ctx.time_base = 48000, "mono", "s16", Fraction(1, 48000)
     packets: list[bytes] = []

@@ -184,7 +184,8 @@ def test_max_file_duration_starts_a_new_segment_on_a_key_frame() -> None:
     assert [s.index for s in starts] == [0, 1]
     assert [e.reason for e in ends] == ["max file duration", "stopped"]
     second = outs.index(starts[1])
-    assert isinstance(outs[second + 1], Sample) and outs[second + 1].keyframe and outs[second + 1].pts == 0
+    after = outs[second + 1]
+    assert isinstance(after, Sample) and after.keyframe and after.pts == 0
     assert starts[1].start_wall == pytest.approx(starts[0].start_wall + 2.0)
     assert len(samples(outs)) == 90
 

@@ -46,6 +46,7 @@ def main(url: str, encoder: str, start_ms: int = 0) -> None:
         return
     out = av.open(url, "w", format="flv")
     video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
+    assert isinstance(video, av.VideoStream), encoder  # every ENCODER_OPTIONS name is a video encoder
     video.width, video.height, video.pix_fmt = 160, 128, "yuv420p"
     audio = out.add_stream("libopus", rate=48000)
     audio.layout = "stereo"
@@ -78,6 +79,7 @@ def live(url: str, encoder: str, seconds: float) -> None:
 
     out = av.open(url, "w", format="flv")
     video = out.add_stream(encoder, rate=30, options=ENCODER_OPTIONS.get(encoder, {}))
+    assert isinstance(video, av.VideoStream), encoder  # every ENCODER_OPTIONS name is a video encoder
     video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
     video.codec_context.gop_size = 30
     audio = out.add_stream("libopus", rate=48000)

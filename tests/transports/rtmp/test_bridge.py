@@ -8,6 +8,7 @@ import array
 import itertools
 import struct
 from fractions import Fraction
+from typing import Any
 
 import av
 import pytest
@@ -19,7 +20,7 @@ from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.core.controls import CreateLocalTrack, Join, Subscribe
 from trackmesh.core.endpoint import Endpoint
-from trackmesh.core.events import PeerJoined, PeerLeft, TrackStarted, TrackStopped
+from trackmesh.core.events import EndpointEvent, PeerJoined, PeerLeft, TrackStarted, TrackStopped
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind, TrackSource
 from trackmesh.core.tracks import ALTERNATE_TTL
 from trackmesh.core.worker import MediaWorker
@@ -85,7 +86,13 @@ class Room:
                 pub.on_core_events(self.now)
 
 
-def events(ep: Endpoint) -> list[object]:
+def stamps(packet: av.Packet[Any]) -> tuple[int, int]:
+    """(dts, pts) of a packet an encoder returned: encoders stamp every packet."""
+    assert packet.dts is not None and packet.pts is not None, packet
+    return packet.dts, packet.pts
+
+
+def events(ep: Endpoint) -> list[EndpointEvent]:
     out = []
     while (ev := ep.poll_event()) is not None:
         out.append(ev)
@@ -291,7 +298,7 @@ def test_the_alternate_coder_decodes_hevc_from_x265_into_h264_with_its_key_frame
     coder = H264Reencoder(source="hvc1")
     out = []
     for p in packets:
-        out += coder.push(bytes(p), p.dts, p.pts, p.is_keyframe)
+        out += coder.push(bytes(p), *stamps(p), p.is_keyframe)
     assert len(out) >= 25 and out[0].keyframe
     assert all(b.pts > a.pts for a, b in itertools.pairwise(out))
     dec = av.CodecContext.create("h264", "r")
@@ -455,7 +462,8 @@ def _aac_frames(seconds: float) -> tuple[bytes, list[tuple[bytes, int]]]:
         frame.planes[1].update(data)
         frame.sample_rate, frame.pts = 44100, i * n
         for packet in enc.encode(frame):
-            frames.append((bytes(packet), int(packet.pts * 1000 // 44100)))
+            frames.append((bytes(packet), int(stamps(packet)[1] * 1000 // 44100)))
+    assert enc.extradata is not None  # AAC's AudioSpecificConfig, set by open()
     return bytes(enc.extradata), frames
 
 
@@ -494,13 +502,13 @@ def test_the_re_encoder_turns_an_x264_b_frame_stream_into_one_without_reordering
             plane.update(bytes([(i * 7 + n * 50) % 256]) * plane.buffer_size)
         frame.pts, frame.time_base = i * 33, Fraction(1, 1000)
         packets += list(enc.encode(frame))
-    source_keys = [p.pts for p in packets if p.is_keyframe]
+    source_keys = [stamps(p)[1] for p in packets if p.is_keyframe]
     assert sum(p.pts != p.dts for p in packets) > 10  # really B-frames in the source
     coder = H264Reencoder()
-    assert coder.push(bytes(packets[1]), packets[1].dts, packets[1].pts, False) == []  # before a key frame
+    assert coder.push(bytes(packets[1]), *stamps(packets[1]), False) == []  # before a key frame
     out = []
     for p in packets:
-        out += coder.push(bytes(p), p.dts, p.pts, p.is_keyframe)
+        out += coder.push(bytes(p), *stamps(p), p.is_keyframe)
     assert len(out) >= len(packets) - 3 > 40  # the decoder holds its reorder depth back
     assert all(b.pts > a.pts for a, b in itertools.pairwise(out))  # presentation order = decode order
     assert [f.pts for f in out if f.keyframe] == [k for k in source_keys if k <= out[-1].pts]

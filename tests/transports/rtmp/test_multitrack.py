@@ -42,6 +42,7 @@ def encode(width: int, height: int, frames: int, bframes: int = 0) -> tuple[byte
         sps = next((n for n in nals if n[0] & 0x1F == 7), sps)
         pps = next((n for n in nals if n[0] & 0x1F == 8), pps)
         body = b"".join(struct.pack("!I", len(n)) + n for n in nals if n[0] & 0x1F not in (7, 8, 9))
+        assert pkt.pts is not None and pkt.dts is not None  # the encoder stamps every packet
         cts = int((pkt.pts - pkt.dts) * 1000 / 30)
         out.append((bool(pkt.is_keyframe), cts, body))
     return build_avcc_config([sps], [pps]), out

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trackmesh.errors import LocalProtocolError, ProtocolError
+from trackmesh.net import Address
 from trackmesh.transports.webrtc.demux import (
     DROP_REASONS,
     PacketKind,
@@ -285,7 +286,7 @@ class TestSharedPortDemux:
 
 
 @given(st.binary(max_size=120), st.sampled_from([A1, A2, A3]))
-def test_route_random_bytes_never_raises(data: bytes, addr: stun.Address) -> None:
+def test_route_random_bytes_never_raises(data: bytes, addr: Address) -> None:
     demux: SharedPortDemux[str] = SharedPortDemux()
     demux.register("aaaa", "a")
     demux.bind(A1, "a")

@@ -27,8 +27,9 @@ def cert() -> DtlsCertificate:
 
 def test_certificate_is_self_signed_p256_with_given_validity(cert: DtlsCertificate) -> None:
     c = cert.certificate
-    assert isinstance(c.public_key(), ec.EllipticCurvePublicKey)
-    assert isinstance(c.public_key().curve, ec.SECP256R1)
+    key = c.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert isinstance(key.curve, ec.SECP256R1)
     assert c.issuer == c.subject
     c.verify_directly_issued_by(c)  # raises if the self-signature is wrong
     assert c.not_valid_before_utc == NOT_BEFORE

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trackmesh.errors import LocalProtocolError
+from trackmesh.net import Address
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.agent import (
     DEFAULT_CONSENT_TIMEOUT,
@@ -25,6 +26,12 @@ from trackmesh.transports.webrtc.ice.stun import StunClass
 BROWSER = ("192.0.2.10", 50000)
 BROWSER_WIFI = ("198.51.100.7", 40000)
 BROWSER_V6 = ("2001:db8::10", 50001)
+
+
+def state_now(agent: IceLiteAgent) -> IceState:
+    """``agent.state``, read afresh: mypy keeps an attribute narrowed by an earlier assert across
+    the calls that change it."""
+    return agent.state
 
 
 def drain(agent: IceLiteAgent) -> list[IceEvent]:
@@ -46,7 +53,7 @@ def make_pair(consent_timeout: float = 5.0) -> tuple[IceLiteAgent, IceLiteClient
 
 
 def exchange(
-    agent: IceLiteAgent, client: IceLiteClient, now: float, addr: stun.Address, *, use_candidate: bool = True
+    agent: IceLiteAgent, client: IceLiteClient, now: float, addr: Address, *, use_candidate: bool = True
 ) -> bytes | None:
     response = agent.handle_stun(now, client.create_check(now, use_candidate=use_candidate), addr)
     if response is not None:
@@ -102,7 +109,7 @@ class TestExchange:
         assert stun.verify_integrity(resp, agent.local_credentials.pwd.encode())
         assert stun.verify_fingerprint(resp)
         assert client.handle_response(1.01, resp) is not None
-        assert agent.state is IceState.CONNECTED
+        assert state_now(agent) is IceState.CONNECTED
         assert agent.selected_address == BROWSER
         assert drain(agent) == [IceConnected(BROWSER)]
         assert agent.next_deadline() == 1.0 + 5.0
@@ -131,7 +138,7 @@ class TestExchange:
         agent.handle_timeout(16.99)
         assert agent.state is IceState.CONNECTED
         agent.handle_timeout(17.0)
-        assert agent.state is IceState.DISCONNECTED
+        assert state_now(agent) is IceState.DISCONNECTED
         assert agent.selected_address is None
         assert agent.next_deadline() is None
         assert drain(agent) == [IceDisconnected("consent expired")]
@@ -183,11 +190,11 @@ class TestExchange:
         agent.handle_timeout(t + 29.99)
         assert agent.state is IceState.CONNECTED
         agent.handle_timeout(t + 30.0)
-        assert agent.state is IceState.DISCONNECTED
+        assert state_now(agent) is IceState.DISCONNECTED
         assert drain(agent) == [IceDisconnected("consent expired")]
         # Expired is final: media does not revive the agent, only an ICE restart does.
         agent.note_activity(t + 31.0, BROWSER)
-        assert agent.next_deadline() is None and agent.state is IceState.DISCONNECTED
+        assert agent.next_deadline() is None and state_now(agent) is IceState.DISCONNECTED
 
     def test_activity_before_nomination_or_after_close_is_ignored(self) -> None:
         agent, client = make_pair(consent_timeout=2.0)
@@ -254,10 +261,10 @@ class TestExchange:
         drain(agent)
         creds = generate_credentials()
         new = agent.restart(creds.ufrag, creds.pwd)
-        assert agent.state is IceState.NEW
+        assert state_now(agent) is IceState.NEW
         new_client = IceLiteClient(local=creds, remote_ufrag=new.ufrag, remote_pwd=new.pwd)
         exchange(agent, new_client, 10.0, BROWSER_WIFI)
-        assert agent.state is IceState.CONNECTED
+        assert state_now(agent) is IceState.CONNECTED
         assert drain(agent) == [IceConnected(BROWSER_WIFI)]
 
     def test_close(self) -> None:

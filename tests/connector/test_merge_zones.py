@@ -10,13 +10,13 @@ from pathlib import Path
 from trackmesh.connector import events as ev
 from trackmesh.connector import storage
 from trackmesh.connector.ingest import Ingestor
-from trackmesh.core.ids import SessionIdGenerator
+from trackmesh.core.ids import SessionId, SessionIdGenerator
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "connector.md"
 T0 = 1_800_000_000.0
 
 
-def zone_log(path: Path, zone: int, room: str) -> list[int]:
+def zone_log(path: Path, zone: int, room: str) -> list[SessionId]:
     engine = storage.open_engine(f"sqlite:///{path}")
     storage.migrate(engine)
     ing = Ingestor(engine, node=zone << 8 | 9, destroy_after=60.0, hook_url_of=lambda app: None)
@@ -25,9 +25,11 @@ def zone_log(path: Path, zone: int, room: str) -> list[int]:
     sessions = [SessionIdGenerator(node_id=node, worker=0).next() for _ in range(2)]
     batch: list[ev.SourceEvent] = []
     for i, sid in enumerate(sessions):
-        for j, body in enumerate((ev.Connecting("127.0.0.1"), ev.Join(room, f"p{i}"),
-                                  ev.RemoteTrackStarted("audio", ev.Kind.AUDIO), ev.Leave(room, f"p{i}"),
-                                  ev.Disconnected(10, ev.DisconnectReason.USER_ACTION))):  # fmt: skip
+        bodies: tuple[ev.PeerEventBody, ...] = (
+            ev.Connecting("127.0.0.1"), ev.Join(room, f"p{i}"), ev.RemoteTrackStarted("audio", ev.Kind.AUDIO),
+            ev.Leave(room, f"p{i}"), ev.Disconnected(10, ev.DisconnectReason.USER_ACTION),
+        )  # fmt: skip
+        for j, body in enumerate(bodies):
             hook = ev.HookEvent(node, int(T0 * 1000) + j, ev.PeerEvent(sid, body))
             batch.append(ev.SourceEvent(f"evt_{node:x}_1_{i}{j}", "", hook))
     ing.ingest(batch, T0)

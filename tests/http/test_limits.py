@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,14 @@ PER_IP = 24
 
 
 @pytest.fixture(scope="module")
-def node() -> NodeProcess:
+def node() -> Iterator[NodeProcess]:
     n = NodeProcess(
         "--http-header-timeout", str(HEADER_TIMEOUT), "--http-body-timeout", str(BODY_TIMEOUT),
         "--http-max-connections-per-ip", str(PER_IP), "--connect-timeout", "2",
         "--max-sessions-per-token", "5", "--max-sessions", "40",
     )  # fmt: skip
     n.wait_ready()
-    yield n  # type: ignore[misc]
+    yield n
     assert n.stop(signal.SIGINT) == 0
     assert "Traceback" not in n.output()
 

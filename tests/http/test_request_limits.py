@@ -4,6 +4,7 @@ either reaches the application whole and within its cap or is answered 413, neve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from hypothesis import given, settings
@@ -49,7 +50,7 @@ def run(
             return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
     scope = {"type": "http", "method": method, "path": path, "headers": headers}

@@ -175,8 +175,8 @@ def test_dev_tokens_atm0s_tokens_and_the_metrics_bearer() -> None:
         status, _, raw = http("GET", n.base + "/dev/token/whip?room=demo")
         assert status == 400 and "needs room and peer" in json.loads(raw)["error"]
         for path in ("/metrics", "/api/node/info"):
-            status, headers, raw = http("GET", n.base + path)
-            assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and b"--metrics-token" in raw
+            status, reply_headers, raw = http("GET", n.base + path)
+            assert status == 401 and reply_headers["WWW-Authenticate"] == "Bearer" and b"--metrics-token" in raw
             status, _, _ = http("GET", n.base + path, None, {"Authorization": "Bearer metrics-bearer-0123456789"})
             assert status == 200
         assert http("GET", n.base + "/api/node/health")[0] == 200  # health stays open (load balancers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -18,10 +19,10 @@ WHEP_OFFER = (FIXTURES / "chrome_whep_recvonly.sdp").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def node() -> NodeProcess:
+def node() -> Iterator[NodeProcess]:
     n = NodeProcess()
     n.wait_ready()
-    yield n  # type: ignore[misc]
+    yield n
     assert n.stop(signal.SIGINT) == 0
 
 

@@ -4,6 +4,7 @@ attach and routes, WHIP/WHEP resource calls through the table, the drain path an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,10 +22,11 @@ from trackmesh.transports.whip_whep.session import PeerMode
 
 FIXTURES = Path(__file__).parents[1] / "sdp" / "fixtures"
 WHIP_OFFER = (FIXTURES / "chrome_whip_simulcast.sdp").read_text()
+K = TypeVar("K")
 RESTART = "a=ice-ufrag:new1\r\na=ice-pwd:newclientpassword0000001\r\n"
 
 
-def _routed(demux: SharedPortDemux[object], ufrag: str) -> object:
+def _routed(demux: SharedPortDemux[K], ufrag: str) -> K | None:
     """Where the shared port sends a client's ICE check for our ``ufrag``."""
     check = stun.build_message(
         stun.METHOD_BINDING, stun.StunClass.REQUEST, stun.new_transaction_id(),

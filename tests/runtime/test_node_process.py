@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -15,10 +16,10 @@ from .node_process import TRACKMESH, NodeProcess, free_port, http
 
 
 @pytest.fixture
-def node() -> NodeProcess:
+def node() -> Iterator[NodeProcess]:
     n = NodeProcess()
     n.wait_ready()
-    yield n  # type: ignore[misc]
+    yield n
     if n.proc.poll() is None:
         n.stop(signal.SIGKILL)
 

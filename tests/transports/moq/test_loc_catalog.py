@@ -46,7 +46,7 @@ def test_loc_unknown_properties_are_skipped() -> None:
         decode_loc_properties(raw[:-1])
 
 
-names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 tracks = st.builds(
     CatalogTrack,
     names,

@@ -15,8 +15,9 @@ from trackmesh.transports.moq.loc import LocProperties, encode_loc_properties
 from trackmesh.transports.moq.loc_to_rtp import LocToRtp, media_codec
 from trackmesh.transports.moq.local_subscriber import LocalSubscriber
 from trackmesh.transports.moq.objects import SubgroupHeader, encode_object, encode_subgroup_header
+from trackmesh.transports.moq.relay import Relay
 
-from .harness import Client, Clock, Relay
+from .harness import Client, Clock
 from .test_rtp_to_loc import vp8_frame
 
 NS = (b"trackmesh", b"r1")

@@ -154,10 +154,11 @@ def err(resp: session_pb2.Response) -> int | None:
 
 
 def room_events(out: list[session_pb2.ServerEvent]) -> list[tuple[str, str]]:
-    res = []
+    res: list[tuple[str, str]] = []
     for e in out:
         if e.HasField("room"):
             which = e.room.WhichOneof("event")
+            assert which is not None  # a room event always carries one
             part = getattr(e.room, which)
             res.append((which, f"{part.peer}/{getattr(part, 'track', '')}".rstrip("/")))
     return res
@@ -631,14 +632,14 @@ def test_bitrate_split_by_priority_caps_layers_and_hints_publishers(world: World
     assert track is not None and not track._hints
 
 
-def test_bitrate_allocation_runs_on_the_session_timer(world: World) -> None:
+def test_bitrate_allocation_runs_on_the_session_timer(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     bob, _ = world.session([], ["video"])
     assert bob._next_alloc is None
     bob.on_connected(world.now)
     deadline = bob.next_deadline()
     assert deadline is not None and deadline <= world.now + 0.5
     calls: list[float] = []
-    bob.allocate_bitrate = calls.append  # type: ignore[method-assign]
+    monkeypatch.setattr(bob, "allocate_bitrate", calls.append)
     bob.handle_timeout(world.now + 0.5)
     bob.handle_timeout(world.now + 0.7)
     bob.handle_timeout(world.now + 1.0)

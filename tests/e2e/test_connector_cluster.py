@@ -48,7 +48,8 @@ def cluster(netns_guard: None) -> Iterator[Cluster]:
         assert not problems, "\n".join(problems)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, *logs: Member) -> None:
+# Called with no argument; ``...`` lets callers bind loop variables as lambda defaults (lambda m=m: ...).
+def wait_until(cond: Callable[..., bool], timeout: float, what: str, *logs: Member) -> None:
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:

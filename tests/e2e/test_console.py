@@ -145,7 +145,12 @@ def test_console_login_live_room_timeline_kick_and_refusals(
     alerts: list[str] = []
     page = chromium.new_page()
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
-    page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+
+    def on_dialog(d: Any) -> None:
+        alerts.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
 
     _T0[0] = time.monotonic()
     phase("start")

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.e2e.conftest import SYSTEM_PYTHON, only_loopback
+
+if TYPE_CHECKING:  # imported in the fixture: aiortc is optional
+    from tests.e2e.clients.aiortc_endpoint import ReferenceEndpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +121,7 @@ def ref_endpoint() -> Any:
         yield ep
 
 
-def _only(ep: Any, kind: str) -> dict[str, Any]:
+def _only(ep: ReferenceEndpoint, kind: str) -> dict[str, Any]:
     sessions = ep.summaries(kind)
     assert len(sessions) == 1, sessions
     return sessions[0]

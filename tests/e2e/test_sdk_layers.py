@@ -74,9 +74,12 @@ def open_pair(
     res = view.evaluate("(c) => TM.attach('video_0', 'pub', 'camera', c)", config)
     assert res["ok"], res
     wait_until(lambda: frames(view, "video_0") >= 10, 20, lambda: f"frames at the viewer: {inbound(view)}")
+
     # libwebrtc turns off upper spatial layers its target bitrate cannot carry (L3T3_KEY is
     # then reported as L2T3_KEY or L1T3): the temporal structure is what must hold.
-    same = (lambda m: m == mode) if mode[1] == "1" else (lambda m: m[2:] == mode[2:] and m[:2] in ("L1", "L2", "L3"))
+    def same(m: str) -> bool:
+        return m == mode if mode[1] == "1" else m[2:] == mode[2:] and m[:2] in ("L1", "L2", "L3")
+
     out = wait_until(lambda: (o := video_out(pub))["mode"] and same(o["mode"]) and o, 10, lambda: f"{video_out(pub)}")
     assert out["codec"].lower() == f"video/{codec.lower()}", out
     return pub, view

@@ -98,7 +98,8 @@ def inbound(pg: Any) -> dict[str, dict[str, Any]]:
     return dict(pg.evaluate("TM.inbound()"))
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
+# Called with no argument; ``...`` lets callers bind loop variables as lambda defaults (lambda pg=pg: ...).
+def wait_until(pred: Callable[..., Any], timeout: float, what: str | Callable[..., str]) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()

@@ -30,7 +30,7 @@ def two_worker_node(netns_guard: None) -> Iterator[TrackmeshNode]:
 
 def test_rooms_on_two_worker_processes_stream_independently(two_worker_node: TrackmeshNode) -> None:
     node = two_worker_node
-    rooms = {}
+    rooms: dict[int, str] = {}
     i = 0
     while len(rooms) < 2:
         room = f"wroom-{i}"

@@ -54,7 +54,7 @@ def restrict_to_loopback() -> None:
     def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         return [LOOPBACK] if use_ipv4 else []
 
-    aioice.ice.get_host_addresses = loopback_only  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = loopback_only
 
 
 def new_pc() -> RTCPeerConnection:
@@ -194,6 +194,7 @@ class Counters:
             while True:
                 frame = await track.recv()  # aiortc depacketises and decodes here
                 if track.kind == "video":
+                    assert isinstance(frame, av.VideoFrame), "aiortc decodes remote video to av.VideoFrame"
                     now = time.monotonic()
                     last = self.last_frame_at
                     gap = self.longest_gap
@@ -206,6 +207,7 @@ class Counters:
                     if self.first_frame_s is None:
                         self.first_frame_s = round(time.monotonic() - self.started, 3)
                 else:
+                    assert isinstance(frame, av.AudioFrame), "aiortc decodes remote audio to av.AudioFrame"
                     self.audio_buffers += 1
                     if frame.format.name == "s16":
                         pcm = memoryview(bytes(frame.planes[0])).cast("h")
@@ -234,8 +236,10 @@ class Counters:
 # -- HTTP (WHIP/WHEP signalling) -----------------------------------------------------------------
 
 
-def _http(method: str, url: str, token: str | None, body: str | None, timeout: float) -> tuple[int, dict, str]:
-    headers = {}
+def _http(
+    method: str, url: str, token: str | None, body: str | None, timeout: float
+) -> tuple[int, dict[str, str], str]:
+    headers: dict[str, str] = {}
     if body is not None:
         headers["Content-Type"] = "application/sdp"
     if token:

@@ -126,7 +126,9 @@ class ReferenceEndpoint:
         finally:
             writer.close()
 
-    async def _route(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, dict, str]:
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], body: str
+    ) -> tuple[int, dict[str, str], str]:
         if method == "OPTIONS":
             return 204, {"Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
                          "Access-Control-Allow-Headers": "Content-Type, Authorization"}, ""  # fmt: skip

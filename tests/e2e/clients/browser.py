@@ -18,7 +18,10 @@ Signalling is non-trickle: we wait for ``iceGatheringState == "complete"`` and t
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 # Shared JS, injected once per page (idempotent).
 _PRELUDE = r"""
@@ -116,12 +119,12 @@ _PRELUDE = r"""
 """
 
 
-def _prelude(page: Any) -> None:
+def _prelude(page: Page) -> None:
     page.evaluate(_PRELUDE)
 
 
 def publish_whip(
-    page: Any,
+    page: Page,
     url: str,
     token: str | None = None,
     *,
@@ -146,7 +149,7 @@ def publish_whip(
     Returns the POST outcome; ``error`` is set if the status was not 201.
     """
     _prelude(page)
-    return page.evaluate(
+    result: dict[str, Any] = page.evaluate(
         """async ([name, url, token, video, audio, codec, w, h, fps, gatherMs, connectMs, simulcast, strip]) => {
           const tm = window.__tm;
           const stream = await navigator.mediaDevices.getUserMedia({
@@ -186,10 +189,11 @@ def publish_whip(
             strip_transport_cc,
         ],
     )
+    return result
 
 
 def play_whep(
-    page: Any,
+    page: Page,
     url: str,
     token: str | None = None,
     *,
@@ -201,7 +205,7 @@ def play_whep(
 ) -> dict[str, Any]:
     """recvonly transceivers -> WHEP POST -> wait for connected; remote tracks play in a muted <video>."""
     _prelude(page)
-    return page.evaluate(
+    result: dict[str, Any] = page.evaluate(
         """async ([name, url, token, video, audio, gatherMs, connectMs]) => {
           const tm = window.__tm;
           const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
@@ -216,26 +220,29 @@ def play_whep(
         }""",
         [name, url, token, video, audio, int(gather_timeout_s * 1000), int(connect_timeout_s * 1000)],
     )
+    return result
 
 
-def read_stats(page: Any, name: str) -> list[dict[str, Any]]:
+def read_stats(page: Page, name: str) -> list[dict[str, Any]]:
     """All getStats() reports of peer connection ``name`` as plain dicts."""
     _prelude(page)
-    return page.evaluate(
+    result: list[dict[str, Any]] = page.evaluate(
         "async (name) => { const s = await window.__tm.pcs[name].getStats(); return [...s.values()]; }", name
     )
+    return result
 
 
-def inbound_sample(page: Any, name: str) -> dict[str, Any]:
+def inbound_sample(page: Page, name: str) -> dict[str, Any]:
     """One snapshot of the inbound video/audio counters and the selected candidate pair."""
     _prelude(page)
-    return page.evaluate("(name) => window.__tm.inbound(window.__tm.pcs[name])", name)
+    result: dict[str, Any] = page.evaluate("(name) => window.__tm.inbound(window.__tm.pcs[name])", name)
+    return result
 
 
-def collect_inbound(page: Any, name: str, duration_s: float, interval_s: float = 0.25) -> list[dict[str, Any]]:
+def collect_inbound(page: Page, name: str, duration_s: float, interval_s: float = 0.25) -> list[dict[str, Any]]:
     """Sample inbound-rtp stats every ``interval_s`` for ``duration_s`` (runs in the page)."""
     _prelude(page)
-    return page.evaluate(
+    result: list[dict[str, Any]] = page.evaluate(
         """async ([name, durMs, stepMs]) => {
           const tm = window.__tm, pc = tm.pcs[name], samples = [];
           const end = performance.now() + durMs;
@@ -248,12 +255,13 @@ def collect_inbound(page: Any, name: str, duration_s: float, interval_s: float =
         }""",
         [name, int(duration_s * 1000), int(interval_s * 1000)],
     )
+    return result
 
 
-def wait_frames(page: Any, name: str, frames: int, timeout_s: float = 15.0) -> dict[str, Any]:
+def wait_frames(page: Page, name: str, frames: int, timeout_s: float = 15.0) -> dict[str, Any]:
     """Poll until ``framesDecoded >= frames``; returns the last sample (raises on timeout)."""
     _prelude(page)
-    return page.evaluate(
+    result: dict[str, Any] = page.evaluate(
         """async ([name, frames, timeoutMs]) => {
           const tm = window.__tm, pc = tm.pcs[name], end = performance.now() + timeoutMs;
           let s;
@@ -267,6 +275,7 @@ def wait_frames(page: Any, name: str, frames: int, timeout_s: float = 15.0) -> d
         }""",
         [name, frames, int(timeout_s * 1000)],
     )
+    return result
 
 
 def analyse_inbound(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -311,10 +320,10 @@ def analyse_inbound(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def stop(page: Any, name: str) -> int | None:
+def stop(page: Page, name: str) -> int | None:
     """DELETE the WHIP/WHEP resource (if any) and close the peer connection; returns the DELETE status."""
     _prelude(page)
-    return page.evaluate(
+    result: int | None = page.evaluate(
         """async (name) => {
           const tm = window.__tm;
           let status = null;
@@ -329,16 +338,17 @@ def stop(page: Any, name: str) -> int | None:
         }""",
         name,
     )
+    return result
 
 
 def loopback(
-    page: Any, *, min_frames: int = 30, width: int = 640, height: int = 480, timeout_s: float = 20.0
+    page: Page, *, min_frames: int = 30, width: int = 640, height: int = 480, timeout_s: float = 20.0
 ) -> dict[str, Any]:
     """Fake camera+mic -> pc "lb_tx" -> pc "lb_rx" in the same page (offer/answer in-page, non-trickle,
     127.0.0.1 candidates only). Waits for ``min_frames`` decoded frames; returns the last inbound sample
     of "lb_rx" plus the candidate counts."""
     _prelude(page)
-    return page.evaluate(
+    result: dict[str, Any] = page.evaluate(
         """async ([w, h, minFrames, timeoutMs]) => {
           const tm = window.__tm;
           const stream = await navigator.mediaDevices.getUserMedia({
@@ -376,3 +386,4 @@ def loopback(
         }""",
         [width, height, min_frames, int(timeout_s * 1000)],
     )
+    return result

@@ -41,6 +41,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 import gi
 
@@ -152,7 +153,7 @@ class RtpCount:
         self.seen.add(ext)
         self.last_s = now
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, int | float]:
         return {
             "received": len(self.seen),
             "expected": self.highest - self.lowest + 1 if self.highest >= 0 else 0,
@@ -173,7 +174,7 @@ class Peer:
         # libnice skips loopback interfaces; without this, nothing is gathered in a lo-only netns.
         self.ice_agent.emit("add-local-ip-address", LOOPBACK)
         self.candidates: dict[int, list[str]] = {}
-        self._gathered_cbs: list = []
+        self._gathered_cbs: list[Callable[[], None]] = []
         self._gathered = False
         webrtc.connect("on-ice-candidate", self._on_candidate)
         webrtc.connect("notify::ice-gathering-state", self._on_gathering)
@@ -181,10 +182,12 @@ class Peer:
 
     # -- state ---------------------------------------------------------------------------------
     def ice_state(self) -> str:
-        return self.webrtc.get_property("ice-connection-state").value_nick
+        state: str = self.webrtc.get_property("ice-connection-state").value_nick
+        return state
 
     def connection_state(self) -> str:
-        return self.webrtc.get_property("connection-state").value_nick
+        state: str = self.webrtc.get_property("connection-state").value_nick
+        return state
 
     def _on_ice_state(self, *_a: object) -> None:
         state = self.ice_state()
@@ -207,9 +210,14 @@ class Peer:
                 cb()
         return False
 
-    def when_gathered(self, cb, timeout_s: float = 5.0) -> None:
+    def when_gathered(self, cb: Callable[[], None], timeout_s: float = 5.0) -> None:
         if self._gathered:
-            GLib.idle_add(lambda: (cb(), False)[1])
+
+            def fire() -> bool:
+                cb()
+                return False  # run once
+
+            GLib.idle_add(fire)
             return
         self._gathered_cbs.append(cb)
 
@@ -233,7 +241,7 @@ class Peer:
         return sdp
 
     # -- offer/answer --------------------------------------------------------------------------
-    def create_offer(self, cb) -> None:
+    def create_offer(self, cb: Callable[[], None]) -> None:
         def done(promise: Gst.Promise, _data: object) -> None:
             reply = promise.get_reply()
             offer = reply.get_value("offer") if reply is not None else None
@@ -245,7 +253,7 @@ class Peer:
 
         self.webrtc.emit("create-offer", None, Gst.Promise.new_with_change_func(done, None))
 
-    def create_answer(self, cb) -> None:
+    def create_answer(self, cb: Callable[[], None]) -> None:
         def done(promise: Gst.Promise, _data: object) -> None:
             reply = promise.get_reply()
             answer = reply.get_value("answer") if reply is not None else None
@@ -257,7 +265,7 @@ class Peer:
 
         self.webrtc.emit("create-answer", None, Gst.Promise.new_with_change_func(done, None))
 
-    def set_remote(self, sdp_text: str, kind: GstWebRTC.WebRTCSDPType, then=None) -> None:
+    def set_remote(self, sdp_text: str, kind: GstWebRTC.WebRTCSDPType, then: Callable[[], None] | None = None) -> None:
         res, msg = GstSdp.SDPMessage.new_from_text(sdp_text)
         if res != GstSdp.SDPResult.OK:
             raise Failure(f"could not parse remote SDP ({res})")
@@ -280,7 +288,7 @@ class App:
         self.loop = GLib.MainLoop()
         self.error: str | None = None
         # Wall clock at ``started``: other processes' times (a publisher's end) compare with ours.
-        self.summary: dict = {"mode": args.mode, "t0_unix": round(time.time(), 3)}
+        self.summary: dict[str, object] = {"mode": args.mode, "t0_unix": round(time.time(), 3)}
         self.pipeline: Gst.Pipeline | None = None
         self.location: str | None = None
         self.frames = 0
@@ -308,8 +316,8 @@ class App:
         self.loop.quit()
         return False
 
-    def http(self, method: str, url: str, body: str | None = None) -> tuple[int, dict, str]:
-        headers = {}
+    def http(self, method: str, url: str, body: str | None = None) -> tuple[int, dict[str, str], str]:
+        headers: dict[str, str] = {}
         if body is not None:
             headers["Content-Type"] = "application/sdp"
         if self.args.token:
@@ -378,17 +386,19 @@ class App:
                 return
             self.log(f"incoming stream {pad.get_current_caps()}")
             self.count_rtp(pad)
+            pipeline = self.pipeline
+            assert pipeline is not None, "the pipeline is built before webrtcbin adds pads"
             if self.args.no_decode:
                 sink = Gst.ElementFactory.make("fakesink")
                 sink.set_property("sync", False)
                 sink.set_property("async", False)
-                self.pipeline.add(sink)
+                pipeline.add(sink)
                 sink.sync_state_with_parent()
                 pad.link(sink.get_static_pad("sink"))
                 return
             decode = Gst.ElementFactory.make("decodebin")
             decode.connect("pad-added", self._on_decoded_pad)
-            self.pipeline.add(decode)
+            pipeline.add(decode)
             decode.sync_state_with_parent()
             pad.link(decode.get_static_pad("sink"))
 
@@ -401,8 +411,10 @@ class App:
         sink = Gst.ElementFactory.make("fakesink")
         sink.set_property("sync", False)
         sink.set_property("async", False)
-        self.pipeline.add(queue)
-        self.pipeline.add(sink)
+        pipeline = self.pipeline
+        assert pipeline is not None, "the pipeline is built before decodebin adds pads"
+        pipeline.add(queue)
+        pipeline.add(sink)
         queue.link(sink)
         queue.sync_state_with_parent()
         sink.sync_state_with_parent()
@@ -454,10 +466,12 @@ class App:
             tr.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
 
     def start_pipeline(self) -> None:
-        bus = self.pipeline.get_bus()
+        pipeline = self.pipeline
+        assert pipeline is not None, "a run_* mode builds the pipeline before starting it"
+        bus = pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self.on_bus)
-        if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             raise Failure("pipeline refused to go to PLAYING")
         GLib.timeout_add(int(self.args.timeout * 1000), self._on_overall_timeout)
 
@@ -545,6 +559,7 @@ class App:
         tx = self.build_publisher("tx")
         rx_el = Gst.ElementFactory.make("webrtcbin", "rx")
         rx_el.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        assert self.pipeline is not None, "build_publisher created the pipeline"
         self.pipeline.add(rx_el)
         rx = Peer(self, rx_el)
         self.peer = rx

@@ -92,6 +92,8 @@ class HostedMember:
 
 
 def host(spec: dict[str, Any]) -> None:
+    import zenoh
+
     from trackmesh.cluster.topology import links_wanted, open_member
     from trackmesh.cluster.zenoh_registry import ZenohRegistry
     from trackmesh.cluster.zenoh_session import ClusterConfig
@@ -123,8 +125,11 @@ def host(spec: dict[str, Any]) -> None:
         counter.expect = spec.get("expect", 0)
         hm = HostedMember(m["name"], m["zone"], node, registry, counter, m.get("gateway", False))
         if hm.gateway:
-            reports = hm.reports
-            node.session.declare_subscriber(f"tm/load/{hm.zone}/*", lambda s, r=reports: r.__setitem__(0, r[0] + 1))
+
+            def count_report(_sample: zenoh.Sample, reports: list[int] = hm.reports) -> None:
+                reports[0] += 1
+
+            node.session.declare_subscriber(f"tm/load/{hm.zone}/*", count_report)
         members.append(hm)
         done = threading.Event()
 
@@ -242,7 +247,10 @@ def fan_out(procs: list[Proc], plan: list[dict[str, Any]], zones: int, n_subscri
 
 def run(topology: str, n: int, zones: int, hosts: int, entries: int, idle: float) -> dict[str, Any]:
     ports = iter(free_ports(n + 2 * zones + 2))
-    ep = lambda p: f"tcp/{HOST}:{p}"  # noqa: E731
+
+    def ep(port: int) -> str:
+        return f"tcp/{HOST}:{port}"
+
     routers: dict[int, list[str]] = {}
     router_procs: list[Proc] = []
     if topology == "routers":

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,20 @@ class Recorder:
         pass
 
 
+def poster(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], None]], None]:
+    """The hub's ``post``: run a callback on ``loop`` from zenoh's threads."""
+
+    def post(fn: Callable[[], None]) -> None:
+        loop.call_soon_threadsafe(fn)
+
+    return post
+
+
 async def run_sub(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port}"]))
     hub = ZenohChannelHub(
-        node.session, loop.call_soon_threadsafe, loop.time, express=args.express, indirect=args.indirect
+        node.session, poster(loop), loop.time, express=args.express, indirect=args.indirect
     )
     done = asyncio.Event()
     rec = Recorder(args.packets, args.blast, done)
@@ -136,7 +146,7 @@ async def run_pub(args: argparse.Namespace) -> dict[str, object]:
         ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port + 1}"], seeds=[f"tcp/127.0.0.1:{args.port}"])
     )
     hub = ZenohChannelHub(
-        node.session, loop.call_soon_threadsafe, loop.time, express=args.express, indirect=args.indirect
+        node.session, poster(loop), loop.time, express=args.express, indirect=args.indirect
     )
     handle = hub.start_publish(loop.time(), CHANNEL, Publisher())
     export = hub._exports[CHANNEL]

@@ -240,9 +240,10 @@ async def subscribe(port: int, count: int, seconds: float) -> None:
                 connect("127.0.0.1", port, configuration=client_config(), create_protocol=Session)
             )
             try:
-                sub: Session = await asyncio.wait_for(opening, 10)  # type: ignore[assignment]
+                sub = await asyncio.wait_for(opening, 10)
             except TimeoutError:
                 continue
+            assert isinstance(sub, Session)  # create_protocol=Session (aioquic types connect() with the base)
             sub.send(m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 100}))
             subs.append(sub)
         progress(f"{len(subs)} of {count} connected")

@@ -56,7 +56,12 @@ def subscriber(relay: Relay) -> ServerSession:
 def rtp_to_loc(seconds: float) -> tuple[float, int, int]:
     relay = Relay()
     tracks: list[LocalTrack] = []
-    LocalPublisher(relay, (b"trackmesh",), lambda t: (tracks.append(t), t.accept()), lambda t: None)
+
+    def adopt(t: LocalTrack) -> None:
+        tracks.append(t)
+        t.accept()
+
+    LocalPublisher(relay, (b"trackmesh",), adopt, lambda t: None)
     sub = subscriber(relay)
     msg = m.Subscribe(0, (b"trackmesh", b"bench"), b"cam/video", {m.PARAM_FORWARD: 1})
     sub.stream_data(0, False, codec16.encode_message(msg), False, 0.0)

@@ -21,7 +21,9 @@ LOCATIONS = {1: PARIS, 2: NEW_YORK, 3: TOKYO}
 
 
 def geo_db(tmp_path: Path) -> str:
-    loc = lambda p: {"location": {"latitude": p[0], "longitude": p[1]}}  # noqa: E731
+    def loc(p: tuple[float, float]) -> dict[str, object]:
+        return {"location": {"latitude": p[0], "longitude": p[1]}}
+
     return write_db(tmp_path / "geo.mmdb", {"127.0.0.2/32": loc(BOSTON), "127.0.0.3/32": loc(OSAKA)})
 
 

@@ -6,6 +6,7 @@ import time
 
 from trackmesh.cluster.zenoh_channels import CH_ROOT, ZenohChannelHub
 from trackmesh.cluster.zenoh_registry import ZenohRegistry
+from trackmesh.cluster.zenoh_session import ZenohNode
 from trackmesh.core.channel import Feedback, FeedbackKind
 from trackmesh.core.model import MediaCodec, MediaPacket
 
@@ -42,7 +43,7 @@ def linked(*ns) -> None:  # type: ignore[no-untyped-def]
     wait_for(lambda: all(len(n.peers()) >= len(ns) - 1 for n in ns))
 
 
-def hubs(*ns):  # type: ignore[no-untyped-def]
+def hubs(*ns: ZenohNode) -> list[tuple[ZenohChannelHub, Pump]]:
     out = []
     for n in ns:
         pump = Pump()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,10 @@ OPENS_SESSIONS = False  # builds configs only: runs outside the netns too
 def test_config_is_peer_without_scouting_with_explicit_endpoints_and_usrpwd() -> None:
     cfg = ClusterConfig("s3cret", listen=["tcp/127.0.0.1:7447"], seeds=["tcp/127.0.0.1:7448", "tcp/[::1]:7449"])
     z = build_config(cfg, "/tmp/dict")
-    get = lambda path: json.loads(z.get_json(path))  # noqa: E731
+
+    def get(path: str) -> Any:
+        return json.loads(z.get_json(path))
+
     assert get("mode") == "peer"
     assert get("scouting/multicast/enabled") is False
     assert get("scouting/gossip/enabled") is False

@@ -44,8 +44,9 @@ def test_two_apps_each_see_only_their_log_and_hooks(tmp_path: Path) -> None:
     async def main() -> None:
         node = Node(cfg)
         node.connector = conn = EmbeddedConnector(node)
-        rx_a.secret = conn.apps.get("a").hook_secret  # type: ignore[union-attr]
-        rx_b.secret = conn.apps.get("b").hook_secret  # type: ignore[union-attr]
+        app_a, app_b = conn.apps.get("a"), conn.apps.get("b")
+        assert app_a is not None and app_b is not None
+        rx_a.secret, rx_b.secret = app_a.hook_secret, app_b.hook_secret
         assert rx_a.secret != rx_b.secret
         await conn.start()
         await conn.service.submit([peer("a1", 1, ev.Join("shared-name", "pa"), "a"),

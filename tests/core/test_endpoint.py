@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trackmesh.core.controls import (
+    Control,
     CreateLocalTrack,
     Join,
     Leave,
@@ -19,6 +20,7 @@ from trackmesh.core.controls import (
     UpdatePeer,
     UpdateTrack,
 )
+from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ControlError, ErrorCode
 from trackmesh.core.events import (
     Joined,
@@ -54,7 +56,7 @@ def pkt(seq: int) -> MediaPacket:
     return MediaPacket(MediaCodec.VP8, 96, seq, seq * 3000, False, seq == 0, b"payload")
 
 
-def joined(h: Harness, room: str, peer: str, worker: int = 0, options: JoinOptions | None = None):  # type: ignore[no-untyped-def]
+def joined(h: Harness, room: str, peer: str, worker: int = 0, options: JoinOptions | None = None) -> Endpoint:
     ep = h.endpoint(worker)
     assert ep.control(h.now, Join(room, peer, options or JoinOptions())) is None
     return ep
@@ -242,7 +244,7 @@ def test_subscribe_errors(h: Harness) -> None:
     v = joined(h, "r", "bob")
     v.control(h.now, CreateLocalTrack("a0", A))
     v.control(h.now, CreateLocalTrack("v0", V))
-    cases = [
+    cases: list[tuple[Control, ErrorCode]] = [
         (CreateLocalTrack("v0", V), ErrorCode.LOCAL_TRACK_EXISTS),
         (Subscribe("zz", TrackSource("alice", "cam")), ErrorCode.LOCAL_TRACK_NOT_FOUND),
         (Subscribe("v0", TrackSource("alice", "nope")), ErrorCode.TRACK_NOT_FOUND),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import jwt
@@ -33,7 +34,9 @@ def token(node: NodeProcess, kind: str, room: str = "room-h", peer: str | None =
     return str(data["data"]["token"])
 
 
-def post(node: NodeProcess, kind: str, offer: bytes, tok: str | None, ctype: str = "application/sdp"):  # type: ignore[no-untyped-def]
+def post(
+    node: NodeProcess, kind: str, offer: bytes, tok: str | None, ctype: str = "application/sdp"
+) -> tuple[int, Message, bytes]:
     headers = {"Content-Type": ctype}
     if tok is not None:
         headers["Authorization"] = f"Bearer {tok}"

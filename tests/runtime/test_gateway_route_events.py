@@ -59,7 +59,9 @@ def test_the_zone_gateway_reports_the_route_of_each_new_session() -> None:
     assert reported[0][0] == reported[1][0] == made  # the media node's session
     success = reported[1][1]
     assert isinstance(success, ev.RouteSuccess) and success.dest_node == 4
-    assert reported[3][1] == ev.RouteError(reported[3][1].after_ms, None, ev.RouteErrorType.POOL_EMPTY)  # type: ignore[union-attr]
+    error = reported[3][1]
+    assert isinstance(error, ev.RouteError)
+    assert error == ev.RouteError(error.after_ms, None, ev.RouteErrorType.POOL_EMPTY)
     assert reported[2][0] == reported[3][0] != made
     # The media node reports the session itself, without route events of its own.
     names = [e.name for e in node_events.take()]

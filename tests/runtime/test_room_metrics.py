@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,7 +42,7 @@ def test_a_rooms_totals_keep_its_closed_sessions_while_it_lives_then_it_is_forgo
     assert rooms.snapshot([("r", totals())])["rooms"] == [["r", 1, 0, 0, 0]]  # a new room of that name
 
 
-def test_closed_rooms_waiting_for_a_scrape_are_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_closed_rooms_waiting_for_a_scrape_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(room_metrics, "RETIRED_LIMIT", 3)
     rooms = RoomMetrics(10)
     for i in range(5):

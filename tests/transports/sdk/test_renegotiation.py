@@ -131,7 +131,8 @@ def test_sender_added_after_join_is_published_and_its_ssrcs_are_demuxed_by_mid(w
     ]
     assert answer_lines(resp)[2][3] == "recvonly"
     sd = parse(resp.session.sdp.sdp)
-    assert sd.bundle_group() is not None and sd.bundle_group().mids == ["0", "1", "2"]  # type: ignore[union-attr]
+    group = sd.bundle_group()
+    assert group is not None and group.mids == ["0", "1", "2"]
     assert all(m.ice_ufrag == alice.local.ice_ufrag for m in sd.media)  # no ICE restart
     assert sd.origin.session_version == "2"
     assert alice.senders["screen"].mid == "2" and "screen" in alice.endpoint.remote_tracks
@@ -144,7 +145,9 @@ def test_sender_added_after_join_is_published_and_its_ssrcs_are_demuxed_by_mid(w
     assert err(attach(bob, "video_0", "alice", "screen")) is None
     world.drain(alice, bob)
     got: list[int] = []
-    bob.endpoint.local_track("video_0").sink = lambda pkt: got.append(pkt.seq)  # type: ignore[union-attr]
+    receiver = bob.endpoint.local_track("video_0")
+    assert receiver is not None
+    receiver.sink = lambda pkt: got.append(pkt.seq)
     data, h = rtp("2", 0x5C5C5C5C, seq=7)
     alice.peer.inbound.on_rtp(world.now, data, h)
     assert got == [7]
@@ -194,7 +197,8 @@ def test_stopped_sender_and_receiver_mlines_unpublish_and_detach(world: World) -
     resp = sdp_request(alice, offer([*ALICE0, ("video", "2", "stopped")]), t)
     assert err(resp) is None, resp
     assert answer_lines(resp)[2][:3] == ("video", "2", 0)
-    assert parse(resp.session.sdp.sdp).bundle_group().mids == ["0", "1"]  # type: ignore[union-attr]
+    group = parse(resp.session.sdp.sdp).bundle_group()
+    assert group is not None and group.mids == ["0", "1"]
     world.drain(alice, bob)
     assert room_events(bout)[-1] == ("track_stopped", "alice/screen")
     assert set(alice.endpoint.remote_tracks) == {"camera"} and alice.senders["screen"].mid is None
@@ -214,7 +218,8 @@ def test_stopped_sender_and_receiver_mlines_unpublish_and_detach(world: World) -
     assert err(attach(bob, "video_0", "alice", "camera")) is None
     resp = sdp_request(bob, offer([("video", "0", "stopped"), ("application", "1", "")]), tracks([], ["video"]))
     assert err(resp) is None, resp
-    assert bob.endpoint.local_track("video_0").channel is None  # type: ignore[union-attr]
+    receiver = bob.endpoint.local_track("video_0")
+    assert receiver is not None and receiver.channel is None
     assert bob.peer.outbound == {} and bob.receivers["video_0"].mid is None
     assert err(attach(bob, "video_0", "alice", "camera")) == ErrorCode.RPC_TRACK_NAME_NOT_FOUND
 

@@ -26,7 +26,8 @@ def test_opus_first_in_offer_order_with_fmtp_and_video_rejected() -> None:
     assert (neg.remote_address, neg.remote_port, neg.ptime, neg.dtmf_payload_type) == ("127.0.0.1", 47300, 20, None)
     audio, video = sdp.media
     assert audio.port == 40000 and audio.formats == ["96"] and audio.fmtps[96] == "stereo=1;sprop-stereo=1"
-    assert audio.rtpmap(96) is not None and audio.rtpmap(96).channels == 2  # type: ignore[union-attr]
+    opus = audio.rtpmap(96)
+    assert opus is not None and opus.channels == 2
     assert audio.ptime == 20 and audio.direction == "sendrecv"
     assert (video.port, video.formats) == (0, ["97"])  # rejected, formats mirrored (s6)
     assert parse(render(sdp)) == sdp
@@ -85,7 +86,8 @@ def test_our_offer_and_their_answer() -> None:
     offer = create_offer(address="127.0.0.1", port=40010, session_id="9", version=1)
     m = offer.media[0]
     assert m.formats == ["111", "9", "0", "8", "110", "101"]
-    assert m.rtpmap(111).channels == 2 and m.ptime == 20  # type: ignore[union-attr]
+    opus = m.rtpmap(111)
+    assert opus is not None and opus.channels == 2 and m.ptime == 20
     # A sipp/PBX-style answer picking PCMA with telephone-event.
     ans = parse(
         "v=0\r\no=- 5 5 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,8 @@ V, A = TrackKind.VIDEO, TrackKind.AUDIO
 SIMULCAST = (150_000.0, 500_000.0, 1_500_000.0)
 
 
-def video(name: str, priority: int = 1, rates: tuple[float, ...] = SIMULCAST, **kw: int | None) -> ReceiverDemand:
-    return ReceiverDemand(name, V, priority=priority, layer_rates=rates, **kw)  # type: ignore[arg-type]
+def video(name: str, priority: int = 1, rates: tuple[float, ...] = SIMULCAST, **kw: Any) -> ReceiverDemand:
+    return ReceiverDemand(name, V, priority=priority, layer_rates=rates, **kw)
 
 
 def test_split_by_priority_and_water_filling() -> None:

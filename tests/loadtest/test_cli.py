@@ -22,12 +22,14 @@ from .test_smoke import _can_unshare
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_installed_command_knows_only_trackmesh_and_points_at_the_janus_tool(capsys: object) -> None:
+def test_installed_command_knows_only_trackmesh_and_points_at_the_janus_tool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert set(SERVERS) == {"trackmesh"}
     for against in ("janus", "both"):
         rc = main(["s1", "--against", against, "--cores", "0", "--no-netns"])
         assert rc == 2
-        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        err = capsys.readouterr().err
         assert "python -m bench.janus s1 --against " + against in err
         assert "janus" in err
 

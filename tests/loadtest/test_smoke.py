@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_s1_smoke_against_trackmesh(tmp_path: Path) -> None:
     assert "|" in proc.stdout and "trackmesh" in proc.stdout  # the printed table
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[dict[str, object], str, float]:
+def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str, float]:
     out = tmp_path / "result.json"
     cores = sorted(os.sched_getaffinity(0))
     started = time.monotonic()
@@ -102,7 +103,7 @@ def test_s2_meeting_smoke_against_trackmesh_sdk(tmp_path: Path) -> None:
     doc, stdout, elapsed = _run(tmp_path, "s2", "--room-size", "3", "--duration", "2", "--step", "1",
                                 "--max-subs", "1")
     assert elapsed < 40, f"smoke run took {elapsed:.1f} s"
-    r = doc["results"]["trackmesh"]  # type: ignore[index]
+    r = doc["results"]["trackmesh"]
     assert doc["scenario"] == "s2"
     _check_clean_step(r["steps"][-1], subscribers=3, streams=3 * 2 * 2)
     assert r["publishers"] == 3
@@ -117,7 +118,7 @@ def test_s3_audio_only_smoke_against_trackmesh_sdk(tmp_path: Path) -> None:
     doc, stdout, elapsed = _run(tmp_path, "s3", "--speakers", "3", "--duration", "2", "--step", "2",
                                 "--max-subs", "2", "--sequential-joins", "1")
     assert elapsed < 40, f"smoke run took {elapsed:.1f} s"
-    r = doc["results"]["trackmesh"]  # type: ignore[index]
+    r = doc["results"]["trackmesh"]
     _check_clean_step(r["steps"][-1], subscribers=2, streams=2 * 3)
     assert r["sdk"]["attach_ok"] == 2 * 3 and r["sdk"]["attach_err"] == 0, r["sdk"]
     assert r["join_ms"]["idle"]["n"] == 1 and r["join_ms"]["storm"]["n"] == 1

@@ -3,6 +3,7 @@ attach and routes, WHIP/WHEP resource calls through the table, the drain path an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,9 +48,9 @@ def _whip(t: WebRtcTransport, now: float, token_hash: str = "h1") -> dict[str, s
     return {k: str(v) for k, v in out.items()}
 
 
-def _status(fn: object, *args: object, **kw: object) -> int:
+def _status(fn: Callable[..., object], *args: object, **kw: object) -> int:
     with pytest.raises(RpcError) as info:
-        fn(*args, **kw)  # type: ignore[operator]
+        fn(*args, **kw)
     return info.value.status
 
 

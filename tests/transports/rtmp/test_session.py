@@ -4,6 +4,7 @@ replies they wait for, decisions from above, acknowledgements, timestamps, timeo
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,9 +32,9 @@ def _fixed(n: int) -> bytes:
 class Pair:
     """A client and a session wired together in memory; ``now`` is the virtual clock."""
 
-    def __init__(self, now: float = 100.0, **session_args: float) -> None:
+    def __init__(self, now: float = 100.0, **session_args: Any) -> None:
         self.now = now
-        self.session = ServerSession(now, random=_fixed, **session_args)  # type: ignore[arg-type]
+        self.session = ServerSession(now, random=_fixed, **session_args)
         self.client = TestClient(chunk_size=4096)
         self.received: list[Message] = []
 
@@ -66,7 +67,9 @@ class Pair:
             + c.command("createStream", 4, None)
         )
         assert events == []
-        sid = int(commands(self.received)[-1][3])  # type: ignore[arg-type]
+        stream_id = commands(self.received)[-1][3]  # the _result of createStream
+        assert isinstance(stream_id, int | float), stream_id
+        sid = int(stream_id)
         [event] = self.send(c.command("publish", 5, None, key, "live", stream_id=sid))
         assert event == PublishRequested(sid, key, "live")
         self.session.accept_publish(sid)

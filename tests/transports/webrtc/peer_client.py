@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from trackmesh.cluster.local import LocalChannelHub, LocalRegistry
 from trackmesh.core.ids import SessionId
@@ -120,7 +120,7 @@ def make_offer(
 class Client:
     """A WebRTC client: controlling ICE, DTLS client, SRTP; records what it receives."""
 
-    def __init__(self, net: Net, addr: Address, offer_role: Literal["publish", "view"], **offer_kw: object) -> None:
+    def __init__(self, net: Net, addr: Address, offer_role: Literal["publish", "view"], **offer_kw: Any) -> None:
         self.net = net
         self.addr = addr
         self.cert = certificate()
@@ -130,7 +130,7 @@ class Client:
             self.creds.ufrag,
             self.creds.pwd,
             self.cert.fingerprint_sha256(),
-            **offer_kw,  # type: ignore[arg-type]
+            **offer_kw,
         )
         self.ice: IceLiteClient | None = None
         self.dtls: DtlsEndpoint | None = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -30,9 +31,9 @@ def counter(start: int = 1000) -> Callable[[], int]:
     return lambda: next(it)
 
 
-def answer(name: str, policy: AnswerPolicy, **kwargs: object) -> AnswerResult:
+def answer(name: str, policy: AnswerPolicy, **kwargs: Any) -> AnswerResult:
     text = (FIXTURES / name).read_text()
-    return answer_offer(text, LOCAL, policy, rng=counter(), **kwargs)  # type: ignore[arg-type]
+    return answer_offer(text, LOCAL, policy, rng=counter(), **kwargs)
 
 
 def lines(result: AnswerResult) -> list[str]:

@@ -4,6 +4,8 @@ tombstones that let a client DELETE a session that already ended on its own."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,9 +32,9 @@ def _resource(kind: str = "whip") -> Resource:
     return Resource(kind, "hash-a", "cli1", "clientpassword0000000001", etag="e1")
 
 
-def _status(fn: object, *args: object) -> int:
+def _status(fn: Callable[..., object], *args: object) -> int:
     with pytest.raises(ResourceError) as info:
-        fn(*args)  # type: ignore[operator]
+        fn(*args)
     return info.value.status
 
 

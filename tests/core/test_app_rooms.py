@@ -23,6 +23,7 @@ from trackmesh.core.controls import (
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.errors import ErrorCode
 from trackmesh.core.events import Joined, LocalTrackStateChanged, MessageChannelMessage, PeerJoined, TrackStarted
+from trackmesh.core.ids import SessionId
 from trackmesh.core.model import LocalTrackState, MediaCodec, MediaPacket, PeerInfo, TrackInfo, TrackKind, TrackSource
 from trackmesh.core.registry import parse_key, peer_key, room_key, split_room_key
 
@@ -131,4 +132,4 @@ def test_room_keys_round_trip_and_never_collide_with_a_plain_room(app: str, room
     # A tenant's key is no valid room name, so no single-tenant room can share it.
     assert (key == room) == (app == "")
     assert key.isprintable() == (app == "")
-    assert parse_key(peer_key(key, "p", 1)).room == key  # type: ignore[arg-type]
+    assert parse_key(peer_key(key, "p", SessionId(1))).room == key

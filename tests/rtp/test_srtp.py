@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from trackmesh.errors import LocalProtocolError, ProtocolError
 from trackmesh.rtp.packet import RtpError, RtpHeader
 from trackmesh.rtp.srtp import (
+    GcmBackend,
     GcmSrtpCipher,
     SrtpAuthenticationError,
     SrtpError,
@@ -140,9 +141,9 @@ def test_gcm_rejects_bad_key_length() -> None:
         (SrtpProfile.AEAD_AES_128_GCM, GCM_KEY, "python"),
     ],
 )
-def test_session_roundtrip_rtp_and_rtcp(profile: SrtpProfile, key: bytes, backend: str) -> None:
+def test_session_roundtrip_rtp_and_rtcp(profile: SrtpProfile, key: bytes, backend: GcmBackend) -> None:
     other = bytes(reversed(key))
-    a = SrtpSession(profile, key, other, gcm_backend=backend)  # type: ignore[arg-type]
+    a = SrtpSession(profile, key, other, gcm_backend=backend)
     b = SrtpSession(profile, other, key, gcm_backend="libsrtp")
     for seq in range(10):
         assert b.unprotect_rtp(a.protect_rtp(rtp(seq))) == rtp(seq)

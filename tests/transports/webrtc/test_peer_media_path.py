@@ -8,6 +8,7 @@ import pytest
 
 from trackmesh.codecs.vp8 import Vp8Descriptor
 from trackmesh.core.model import MediaPacket
+from trackmesh.core.tracks import MediaSink
 from trackmesh.errors import LocalProtocolError, RemoteProtocolError
 from trackmesh.net import Address
 from trackmesh.transports.webrtc.demux import PacketKind
@@ -95,9 +96,9 @@ def test_packets_carry_their_arrival_and_parsed_vp8_descriptor_to_every_viewer(n
         assert local is not None and local.sink is not None
         sink = local.sink
 
-        def tap(pkt: MediaPacket, sink: object = sink) -> None:
+        def tap(pkt: MediaPacket, sink: MediaSink = sink) -> None:
             seen.append(pkt)
-            sink(pkt)  # type: ignore[operator]
+            sink(pkt)
 
         local.sink = tap
     pub, _ = publish(net)

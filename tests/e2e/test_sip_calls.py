@@ -33,12 +33,26 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.sipp_scenarios import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    check,
+    pause,
+    recv,
+    register,
+    request,
+    response,
+    scenario,
+    sdp_audio,
+)
 from tests.recording.probe import decode_errors, probe
 
 pytestmark = pytest.mark.e2e
@@ -46,419 +60,127 @@ pytestmark = pytest.mark.e2e
 HOST = "127.0.0.1"
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 
-HOLD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="hold and resume">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Session-Expires: 1800
-Supported: timer
-Content-Type: application/sdp
-Content-Length: [len]
 
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true">
-    <action>
-      <ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d1"/>
-      <ereg regexp="Session-Expires: 1800;refresher=uac" search_in="msg" check_it="true" assign_to="se"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="300"/>
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
+def _offer(version: int, direction: str) -> str:
+    return sdp_audio(PCMU, TELEPHONE_EVENT, version=version, direction=direction)
 
-v=0
-o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendonly
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="200">
-    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="d2"/></action>
-  </recv>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 INVITE
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
 
-v=0
-o=user1 53655765 2353687639 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="200">
-    <action><ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d3"/></action>
-  </recv>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 ACK
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="300"/>
-  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:holder@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 4 BYE
-Contact: <sip:holder@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="d1,se,d2,d3"/>
-</scenario>
-"""
+_holder = partial(request, user="holder")
+
+
+def _reinvite(cseq: int, offered: str, answered: str, var: str) -> list[str]:
+    """A re-INVITE offering ``offered``, answered ``answered`` (RFC 3264 s8.4), and its ACK."""
+    return [
+        _holder("INVITE", cseq=cseq, in_dialog=True, sdp=_offer(2353687636 + cseq, offered)),
+        recv(response=100, optional=True),
+        recv(response=200, checks=[check(f"a={answered}", var, search_in="body")]),
+        _holder("ACK", cseq=cseq, in_dialog=True),
+    ]
+
+
+# Hold: the re-INVITE's sendonly is answered recvonly, the next one's sendrecv resumes; the call's
+# session timer is the caller's (RFC 4028).
+HOLD_SCENARIO = scenario(
+    "hold and resume",
+    _holder("INVITE", cseq=1, headers=["Session-Expires: 1800", "Supported: timer"],
+            sdp=_offer(2353687637, "sendrecv")),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True, checks=[check("a=sendrecv", "d1", search_in="body"),
+                                         check("Session-Expires: 1800;refresher=uac", "se")]),
+    _holder("ACK", cseq=1, in_dialog=True),
+    pause(300),
+    *_reinvite(2, "sendonly", "recvonly", "d2"),
+    pause(1500),
+    *_reinvite(3, "sendrecv", "sendrecv", "d3"),
+    pause(300),
+    _holder("BYE", cseq=4, in_dialog=True),
+    recv(response=200),
+    references=["d1", "se", "d2", "d3"],
+)  # fmt: skip
 
 # RFC 3262: a caller that requires 100rel. Our 180 must be reliable (RSeq 1, Require: 100rel), the
 # caller PRACKs it, and the 200 to the INVITE comes after the PRACK's 200.
-PRACK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="100rel required">
-  <send retrans="500" start_txn="invite"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:prack@[local_ip]:[local_port]>
-Max-Forwards: 70
-Require: 100rel
-Supported: 100rel
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-]]></send>
-  <recv response="100" optional="true" response_txn="invite"/>
-  <recv response="180" response_txn="invite">
-    <action>
-      <ereg regexp="RSeq: 1" search_in="msg" check_it="true" assign_to="rseq"/>
-      <ereg regexp="Require: 100rel" search_in="msg" check_it="true" assign_to="req"/>
-    </action>
-  </recv>
-  <send start_txn="prack"><![CDATA[
-PRACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 PRACK
-RAck: 1 1 INVITE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200" response_txn="prack"/>
-  <recv response="200" response_txn="invite"/>
-  <send ack_txn="invite"><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="200"/>
-  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:prack@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="rseq,req"/>
-</scenario>
-"""
+_prack = partial(request, user="prack")
+PRACK_SCENARIO = scenario(
+    "100rel required",
+    _prack("INVITE", cseq=1, headers=["Require: 100rel", "Supported: 100rel"], sdp=_offer(2353687637, "sendrecv"),
+           start_txn="invite"),
+    recv(response=100, optional=True, response_txn="invite"),
+    recv(response=180, response_txn="invite", checks=[check("RSeq: 1", "rseq"), check("Require: 100rel", "req")]),
+    _prack("PRACK", cseq=2, in_dialog=True, contact=False, rack="1 1 INVITE", retrans=None, start_txn="prack"),
+    recv(response=200, response_txn="prack"),
+    recv(response=200, response_txn="invite"),
+    _prack("ACK", cseq=1, in_dialog=True, contact=False, ack_txn="invite"),
+    pause(200),
+    _prack("BYE", cseq=3, in_dialog=True, contact=False),
+    recv(response=200),
+    references=["rseq", "req"],
+)  # fmt: skip
 
 # A caller that gives up while it rings (RFC 3261 s9.1): CANCEL with the INVITE's branch, 200 to
 # it, 487 to the INVITE, ACK for the 487 (s17.1.1.3: the INVITE's branch again).
-CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="cancel while ringing">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:canceller@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
+_canceller = partial(request, user="canceller")
+CANCEL_SCENARIO = scenario(
+    "cancel while ringing",
+    _canceller("INVITE", cseq=1, sdp=sdp_audio(PCMA, TELEPHONE_EVENT)),
+    recv(response=100, optional=True),
+    recv(response=180),
+    pause(600),
+    _canceller("CANCEL", cseq=1, contact=False, branch="[branch-4]"),
+    recv(response=200),
+    recv(response=487),
+    _canceller("ACK", cseq=1, in_dialog=True, contact=False, branch="[branch-7]"),
+)
 
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180"/>
-  <pause milliseconds="600"/>
-  <send retrans="500"><![CDATA[
-CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
-From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 CANCEL
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <recv response="487"/>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
-From: sipp <sip:canceller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-</scenario>
-"""
 
-DIGEST_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!-- sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
-     goes there; the room is the one the credentials name. -->
-<scenario name="register, then call with digest">
-  <send retrans="500"><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[remote_ip]>;tag=r[call_number]
-To: <sip:phone@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 1 REGISTER
-Contact: <sip:phone@[local_ip]:[local_port]>
-Expires: 60
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="401" auth="true"/>
-  <send retrans="500"><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[remote_ip]>;tag=r[call_number]
-To: <sip:phone@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 2 REGISTER
-Contact: <sip:phone@[local_ip]:[local_port]>
-[authentication]
-Expires: 60
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <send retrans="500"><![CDATA[
-INVITE sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:phone@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
+def _digest_register(user: str, contact: str) -> list[str]:
+    return [
+        register(user, cseq=1, contact=f"<sip:{user}@{contact}>"),
+        recv(response=401, auth=True),
+        register(user, cseq=2, contact=f"<sip:{user}@{contact}>", authentication=True),
+        recv(response=200),
+    ]
 
-v=0
-o=user1 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="401" auth="true"/>
-  <send><![CDATA[
-ACK sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <send retrans="500"><![CDATA[
-INVITE sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: <sip:phone@[local_ip]:[local_port]>
-[authentication]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
 
-v=0
-o=user1 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-ACK sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="300"/>
-  <send retrans="500"><![CDATA[
-BYE sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+def register_scenario(user: str, contact: str) -> str:
+    """A REGISTER of ``user`` (Contact ``sip:user@contact``) answering a digest challenge."""
+    return scenario("register with digest", *_digest_register(user, contact))
 
-NO_TOKEN_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="refused">
-  <send retrans="500"><![CDATA[
-INVITE sip:nobody@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
-To: <sip:nobody@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:anon@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
 
-v=0
-o=user1 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="401"/>
-  <send><![CDATA[
-ACK sip:nobody@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:anon@[local_ip]:[local_port]>;tag=[call_number]
-To: <sip:nobody@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-</scenario>
-"""
+# sipp answers challenges for the URI sip:remote_ip:remote_port (its -auth_uri default): the INVITE
+# goes there; the room is the one the credentials name.
+_digest = partial(request, user="phone", uri="sip:[remote_ip]:[remote_port]", display="")
+_DIGEST_OFFER = sdp_audio(PCMA, session_id=1, version=1)
+_DIGEST_CALL = [
+    _digest("INVITE", cseq=1, sdp=_DIGEST_OFFER),
+    recv(response=100, optional=True),
+    recv(response=401, auth=True),
+    _digest("ACK", cseq=1, in_dialog=True, contact=False),
+    _digest("INVITE", cseq=2, authentication=True, sdp=_DIGEST_OFFER),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True),
+    _digest("ACK", cseq=2, in_dialog=True, contact=False),
+    pause(300),
+    _digest("BYE", cseq=3, in_dialog=True, contact=False),
+    recv(response=200),
+]
+DIGEST_SCENARIO = scenario(
+    "register, then call with digest", *_digest_register("phone", "[local_ip]:[local_port]"), *_DIGEST_CALL
+)
+DIGEST_INVITE_SCENARIO = scenario("call with digest", *_DIGEST_CALL)
+
+# A call to no room and without credentials: 401.
+_to_nobody = partial(request, user="anon", uri="sip:nobody@[remote_ip]:[remote_port]",
+                     to="<sip:nobody@[remote_ip]:[remote_port]>", from_tag="[call_number]")  # fmt: skip
+NO_TOKEN_SCENARIO = scenario(
+    "refused",
+    _to_nobody("INVITE", cseq=1, sdp=sdp_audio(PCMU, session_id=1, version=1)),
+    recv(response=100, optional=True),
+    recv(response=401),
+    _to_nobody("ACK", cseq=1, in_dialog=True, contact=False),
+)
 
 
 def free_port() -> int:
@@ -1100,80 +822,27 @@ def test_a_far_end_that_requires_100rel_gets_our_prack(sip_node: tuple[Trackmesh
 
 # RFC 3262 on a dial-out: the far end (sipp as UAS) requires 100rel. Its 180 is reliable (RSeq 1);
 # our PRACK must come with RAck "1 <INVITE CSeq> INVITE" before its 200 answers the INVITE.
-UAS_PRACK_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas requiring 100rel">
-  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp="100rel" search_in="hdr" header="Supported:" check_it="true" assign_to="sup"/>
-      <ereg regexp=".*" search_in="hdr" header="Via:" check_it="true" assign_to="inv_via"/>
-      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="inv_from"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="inv_to"/>
-      <ereg regexp=".*" search_in="hdr" header="CSeq:" check_it="true" assign_to="inv_cseq"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Require: 100rel
-RSeq: 1
-Content-Length: 0
-
-]]></send>
-  <recv request="PRACK" crlf="true">
-    <action>
-      <ereg regexp="RAck: 1 [0-9]+ INVITE" search_in="msg" check_it="true" assign_to="rack"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-Via:[$inv_via]
-From:[$inv_from]
-To:[$inv_to];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq:[$inv_cseq]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <Reference variables="sup,rack"/>
-</scenario>
-"""
+_UAS_TAG = "[pid]SIPpTag01[call_number]"
+_UAS_CONTACT = "Contact: <sip:[local_ip]:[local_port];transport=[transport]>"
+UAS_PRACK_SCENARIO = scenario(
+    "uas requiring 100rel",
+    recv(request="INVITE", crlf=True, checks=[
+        check("100rel", "sup", search_in="hdr", header="Supported:"),
+        *(check(".*", f"inv_{var}", search_in="hdr", header=f"{name}:")
+          for var, name in [("via", "Via"), ("from", "From"), ("to", "To"), ("cseq", "CSeq")]),
+    ]),
+    response("180 Ringing", to_tag=_UAS_TAG, headers=[_UAS_CONTACT, "Require: 100rel", "RSeq: 1"]),
+    recv(request="PRACK", crlf=True, checks=[check("RAck: 1 [0-9]+ INVITE", "rack")]),
+    response("200 OK"),
+    # The INVITE's 200, after the PRACK's: its dialog headers are the INVITE's, kept above.
+    response("200 OK", echoed=["Via:[$inv_via]", "From:[$inv_from]", f"To:[$inv_to];tag={_UAS_TAG}",
+                               "[last_Call-ID:]", "CSeq:[$inv_cseq]"],
+             headers=[_UAS_CONTACT], sdp=sdp_audio(PCMU), retrans=500),
+    recv(request="ACK", crlf=True),
+    recv(request="BYE"),
+    response("200 OK"),
+    references=["sup", "rack"],
+)  # fmt: skip
 
 
 LINPHONERC = """[sip]
@@ -1250,11 +919,7 @@ def test_atm0s_hooks_name_the_room_or_refuse(
     assert rc == 0, out
     rc, _ = run_sipp(tmp_path, sip_port, *uac, "-s", "busy")
     assert rc != 0  # 603 Decline where sipp's uac expects 180/200
-    invite_only = (
-        DIGEST_SCENARIO[: DIGEST_SCENARIO.index("  <send retrans")]
-        + DIGEST_SCENARIO[DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE') :]
-    )
-    (tmp_path / "digest-invite.xml").write_text(invite_only)
+    (tmp_path / "digest-invite.xml").write_text(DIGEST_INVITE_SCENARIO)
     rc, out = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "pass")
     assert rc == 0, out
     rc, _ = run_sipp(tmp_path, sip_port, "-sf", "digest-invite.xml", "-au", "alice", "-ap", "wrong")
@@ -1338,10 +1003,7 @@ def test_atm0s_register_hook_then_the_room_calls_the_softphone(
     after its BYE (sipp's time-wait), so the next one listens on its own port meanwhile."""
     node, sip_port = sip_node
     uas_port, trunk_port, tcp_port = free_port(), free_port(), free_port()
-    register = DIGEST_SCENARIO[: DIGEST_SCENARIO.index('  <send retrans="500"><![CDATA[\nINVITE')] + "</scenario>\n"
-    register = register.replace("sip:phone@[local_ip]:[local_port]", f"sip:alice@{HOST}:{uas_port}")
-    register = register.replace("sip:phone@", "sip:alice@")
-    (tmp_path / "register.xml").write_text(register)
+    (tmp_path / "register.xml").write_text(register_scenario("alice", f"{HOST}:{uas_port}"))
     phones: list[subprocess.Popen[str]] = []
 
     def uas(port: int, *extra: str) -> subprocess.Popen[str]:

@@ -19,130 +19,67 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, Member, http
+from tests.e2e.sipp_scenarios import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    check,
+    pause,
+    play_pcap,
+    recv,
+    register,
+    request,
+    response,
+    scenario,
+    sdp_audio,
+)
 
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 
-#: sipp's built-in uac_pcap, with the dialog's route set: ACK and BYE carry the gateway's Record-Route.
-PROXIED_PCAP = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uac_pcap through a proxy">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:trunk@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
+#: A trunk calling through the gateway (``rport``: RFC 3581), each scenario with its own From tag.
+_pcap_trunk = partial(request, user="trunk", rport=True, from_tag="[pid]SIPpTag09[call_number]")
+_hung_up_trunk = partial(request, user="trunk", rport=True, from_tag="[pid]SIPpTag10[call_number]")
+#: Media at sipp's -i address (the c-line of sipp's uac_pcap).
+_LOCAL = "IP[local_ip_type] [local_ip]"
 
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[local_ip_type] [local_ip]
-t=0 0
-m=audio [auto_media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-11,16
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true">
-    <action>
-      <ereg regexp="Record-Route: .sip:127.0.0.1:[0-9]+;lr;tmnode=[0-9]+" search_in="msg" check_it="true"
-            assign_to="rr"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-[routes]
-From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
-  <pause milliseconds="3000"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-[routes]
-From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="rr"/>
-</scenario>
-"""
+#: sipp's built-in uac_pcap, with the dialog's route set: ACK and BYE carry the gateway's Record-Route.
+PROXIED_PCAP = scenario(
+    "uac_pcap through a proxy",
+    _pcap_trunk("INVITE", cseq=1, sdp=sdp_audio(PCMA, TELEPHONE_EVENT, port="[auto_media_port]",
+                                                 connection=_LOCAL, fmtp=["101 0-11,16"])),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True, checks=[check("Record-Route: .sip:127.0.0.1:[0-9]+;lr;tmnode=[0-9]+", "rr")]),
+    _pcap_trunk("ACK", cseq=1, in_dialog=True, route_set=True, contact=False),
+    play_pcap("pcap/g711a.pcap"),
+    pause(3000),
+    _pcap_trunk("BYE", cseq=2, in_dialog=True, route_set=True, contact=False),
+    recv(response=200),
+    references=["rr"],
+)  # fmt: skip
 
 
 #: A call the room hangs up: the media node's BYE follows the route set it took from Record-Route.
-HUNG_UP_BY_THE_ROOM = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="hung up by the room, through a proxy">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:trunk@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[local_ip_type] [local_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-[routes]
-From: sipp <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>
-"""
+HUNG_UP_BY_THE_ROOM = scenario(
+    "hung up by the room, through a proxy",
+    _hung_up_trunk("INVITE", cseq=1, sdp=sdp_audio(PCMU, connection=_LOCAL)),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True),
+    _hung_up_trunk("ACK", cseq=1, in_dialog=True, route_set=True, contact=False),
+    recv(request="BYE"),
+    response("200 OK"),
+)  # fmt: skip
 
 
 def free_udp_port() -> int:
@@ -263,38 +200,15 @@ def hung_up_by_the_room(media: list[Member], tmp_path: Path, gw_sip: int, token:
     assert proc.returncode == 0, sipp_failure(proc, tmp_path)  # sipp got the BYE and its 200 reached the node
 
 
-# sipp REGISTERs (a digest challenge, then 200) with the Contact of a sipp uas listening elsewhere.
-REGISTER_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register through the gateway">
-  <send retrans="500"><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:phone9@[remote_ip]>;tag=r[call_number]
-To: <sip:phone9@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 1 REGISTER
-Contact: <sip:phone9@{contact}>
-Expires: 60
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="401" auth="true"/>
-  <send retrans="500"><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:phone9@[remote_ip]>;tag=r[call_number]
-To: <sip:phone9@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 2 REGISTER
-Contact: <sip:phone9@{contact}>
-[authentication]
-Expires: 60
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+def register_scenario(contact: str) -> str:
+    """sipp REGISTERs (a digest challenge, then 200) with the Contact of a sipp uas listening at ``contact``."""
+    return scenario(
+        "register through the gateway",
+        register("phone9", cseq=1, contact=f"<sip:phone9@{contact}>", rport=True),
+        recv(response=401, auth=True),
+        register("phone9", cseq=2, contact=f"<sip:phone9@{contact}>", rport=True, authentication=True),
+        recv(response=200),
+    )
 
 
 def dial_outs_through_the_gateway(gw: Member, gw_sip: int, media: list[Member], tmp_path: Path) -> None:
@@ -305,7 +219,7 @@ def dial_outs_through_the_gateway(gw: Member, gw_sip: int, media: list[Member], 
     assert status == 200, raw
     creds = json.loads(raw)["data"]
     phone_port, trunk_port = free_udp_port(), free_udp_port()
-    (tmp_path / "register.xml").write_text(REGISTER_SCENARIO.replace("{contact}", f"{HOST}:{phone_port}"))
+    (tmp_path / "register.xml").write_text(register_scenario(f"{HOST}:{phone_port}"))
     phones: list[subprocess.Popen[str]] = []
 
     def uas(port: int) -> subprocess.Popen[str]:

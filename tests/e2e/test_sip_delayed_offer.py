@@ -17,125 +17,75 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.sipp_scenarios import (
+    PCMA,
+    TELEPHONE_EVENT,
+    check,
+    pause,
+    play_pcap,
+    recv,
+    request,
+    response,
+    scenario,
+    sdp_audio,
+)
 from tests.e2e.test_sip_calls import SIPP_PCAPS, free_port, run_sipp, sip_calls
 
 pytestmark = pytest.mark.e2e
 
-_INVITE = """  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>{to_tag}
-Call-ID: [call_id]
-CSeq: {cseq} INVITE
-Contact: <sip:{user}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="100" optional="true"/>
-"""
+_late = partial(request, user="late")
 
-_ACK = """  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: {cseq} ACK
-Contact: <sip:{user}@[local_ip]:[local_port]>
-Max-Forwards: 70
-{body}]]></send>
-"""
 
-_ANSWER = """Content-Type: application/sdp
-Content-Length: [len]
+def _answer(version: int, direction: str) -> str:
+    """sipp's answer in its ACK: PCMA of the node's offer, to the port sipp plays its pcap from."""
+    return sdp_audio(PCMA, TELEPHONE_EVENT, version=version, port="[auto_media_port]", fmtp=["101 0-15"],
+                     direction=direction)  # fmt: skip
 
-v=0
-o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [auto_media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a={direction}
-"""
 
 # Our offer in the 200: opus/48000/2 first, then G.722, PCMU, PCMA, telephone-event at 48 and 8 kHz.
-DELAYED_OFFER_SCENARIO = (
-    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="delayed offer">\n'
-    + _INVITE.format(user="late", to_tag="", cseq=1)
-    + """  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true">
-    <action>
-      <ereg regexp="m=audio [0-9]+ RTP/AVP 111 9 0 8 110 101" search_in="body" check_it="true" assign_to="m1"/>
-      <ereg regexp="a=rtpmap:111 opus/48000/2" search_in="body" check_it="true" assign_to="opus"/>
-    </action>
-  </recv>
-"""
-    + _ACK.format(user="late", cseq=1, body=_ANSWER.format(version=1, direction="sendrecv"))
-    + """  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
-  <pause milliseconds="2000"/>
-"""
-    + _INVITE.format(user="late", to_tag="[peer_tag_param]", cseq=2)
-    + """  <recv response="200">
-    <action>
-      <ereg regexp="m=audio [0-9]+ RTP/AVP 8 101" search_in="body" check_it="true" assign_to="m2"/>
-      <ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="d2"/>
-    </action>
-  </recv>
-"""
-    + _ACK.format(user="late", cseq=2, body=_ANSWER.format(version=2, direction="sendonly"))
-    + """  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:late@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Contact: <sip:late@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="m1,opus,m2,d2"/>
-</scenario>
-"""
-)
+DELAYED_OFFER_SCENARIO = scenario(
+    "delayed offer",
+    _late("INVITE", cseq=1),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True, checks=[
+        check("m=audio [0-9]+ RTP/AVP 111 9 0 8 110 101", "m1", search_in="body"),
+        check("a=rtpmap:111 opus/48000/2", "opus", search_in="body"),
+    ]),
+    _late("ACK", cseq=1, in_dialog=True, sdp=_answer(1, "sendrecv")),
+    play_pcap("pcap/g711a.pcap"),
+    pause(2000),
+    _late("INVITE", cseq=2, in_dialog=True),
+    recv(response=100, optional=True),
+    recv(response=200, checks=[
+        check("m=audio [0-9]+ RTP/AVP 8 101", "m2", search_in="body"),
+        check("a=sendrecv", "d2", search_in="body"),
+    ]),
+    _late("ACK", cseq=2, in_dialog=True, sdp=_answer(2, "sendonly")),
+    pause(1500),
+    _late("BYE", cseq=3, in_dialog=True),
+    recv(response=200),
+    references=["m1", "opus", "m2", "d2"],
+)  # fmt: skip
 
 # The ACK brings no answer: the node cannot start the call and ends it (RFC 3261 s13.2.1).
-NO_ANSWER_SCENARIO = (
-    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="delayed offer, no answer">\n'
-    + _INVITE.format(user="mute", to_tag="", cseq=1)
-    + """  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-"""
-    + _ACK.format(user="mute", cseq=1, body="Content-Length: 0\n")
-    + """  <recv request="BYE" timeout="5000">
-    <action>
-      <ereg regexp="no SDP answer in the ACK" search_in="msg" check_it="true" assign_to="why"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <Reference variables="why"/>
-</scenario>
-"""
+NO_ANSWER_SCENARIO = scenario(
+    "delayed offer, no answer",
+    request("INVITE", user="mute", cseq=1),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True),
+    request("ACK", user="mute", cseq=1, in_dialog=True),
+    recv(request="BYE", timeout=5000, checks=[check("no SDP answer in the ACK", "why")]),
+    response("200 OK"),
+    references=["why"],
 )
 
 

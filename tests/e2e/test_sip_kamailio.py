@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.sipp_scenarios import PCMU, TELEPHONE_EVENT, pause, recv, register, request, scenario, sdp_audio
 
 pytestmark = pytest.mark.e2e
 
@@ -110,79 +111,29 @@ request_route {{
 }}
 """
 
-REGISTER_BOB = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register bob to kamailio">
-  <send retrans="500"><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:bob@[remote_ip]:[remote_port]>;tag=r[call_number]
-To: <sip:bob@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 REGISTER
-Contact: <sip:bob@127.0.0.1:{uas_port}>
-Expires: 60
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+
+def register_bob(uas_port: int) -> str:
+    """bob's phone (sipp's uas at ``uas_port``) REGISTERs to Kamailio."""
+    return scenario(
+        "register bob to kamailio",
+        register("bob", cseq=1, domain="[remote_ip]:[remote_port]", contact=f"<sip:bob@{HOST}:{uas_port}>"),
+        recv(response=200),
+    )
 
 
 # A UA that keeps the route set (RFC 3261 s12.1.2): sipp's built-in uac sends its BYE to the
 # proxy's own address without Route, which a proxy answers 404.
-CALL_VIA_PROXY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="call through a proxy">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+CALL_VIA_PROXY = scenario(
+    "call through a proxy",
+    request("INVITE", cseq=1, sdp=sdp_audio(PCMU, TELEPHONE_EVENT, session_id=1, version=1)),
+    recv(response=100, optional=True),
+    recv(response=180, optional=True),
+    recv(response=200, rrs=True),
+    request("ACK", cseq=1, in_dialog=True, route_set=True, contact=False),
+    pause(1500),
+    request("BYE", cseq=2, in_dialog=True, route_set=True, contact=False),
+    recv(response=200),
+)
 
 
 def free_port() -> int:
@@ -282,7 +233,7 @@ def test_the_room_dials_a_phone_registered_at_kamailio(proxied: tuple[TrackmeshN
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        (tmp_path / "register.xml").write_text(REGISTER_BOB.format(uas_port=uas_port))
+        (tmp_path / "register.xml").write_text(register_bob(uas_port))
         reg = subprocess.run(
             ["sipp", f"{HOST}:{kport}", "-sf", "register.xml", "-i", HOST, "-p", str(free_port()), "-m", "1",
              "-timeout", "10s", "-nostdin", "-trace_err"],

@@ -23,169 +23,75 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
+from tests.e2e.sipp_scenarios import PCMU, TELEPHONE_EVENT, check, recv, request, response, scenario, sdp_audio
 from tests.e2e.test_sip_calls import free_port, run_sipp, sip_calls
 
 pytestmark = pytest.mark.e2e
 
 MIN_SE = 2
 
-_INVITE = """  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:{user}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Allow: {allow}
-Supported: timer
-Session-Expires: {expires};refresher={refresher}
-Content-Type: application/sdp
-Content-Length: [len]
 
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true">
-    <action>
-      <ereg regexp="Session-Expires: {expires};refresher={refresher}" search_in="msg" check_it="true" assign_to="se"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:{user}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-"""
+def _call(user: str, expires: int, refresher: str, allow: str) -> list[str]:
+    """An INVITE asking for a session timer (RFC 4028 s7.1) and its ACK; the 200 must agree."""
+    return [
+        request("INVITE", user=user, cseq=1,
+                headers=[f"Allow: {allow}", "Supported: timer", f"Session-Expires: {expires};refresher={refresher}"],
+                sdp=sdp_audio(PCMU, TELEPHONE_EVENT, direction="sendrecv")),
+        recv(response=100, optional=True),
+        recv(response=180, optional=True),
+        recv(response=200, rrs=True, checks=[check(f"Session-Expires: {expires};refresher={refresher}", "se")]),
+        request("ACK", user=user, cseq=1, in_dialog=True),
+    ]  # fmt: skip
 
-_ANSWER_UPDATE = """  <recv request="UPDATE" timeout="{timeout}">
-    <action>
-      <ereg regexp="Session-Expires: {expires};refresher=uas" search_in="msg" check_it="true" assign_to="{var}"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:refreshed@[local_ip]:[local_port]>
-Session-Expires: {expires};refresher=uas
-Require: timer
-Content-Length: 0
-]]></send>
-"""
 
-# Without UPDATE in the caller's Allow the refresh is a re-INVITE with the node's SDP: sipp
-# answers 200 with its own, and the node ACKs it (RFC 3261 s13.2.2.4).
-_ANSWER_REINVITE = """  <recv request="INVITE" timeout="{timeout}">
-    <action>
-      <ereg regexp="Session-Expires: {expires};refresher=uas" search_in="msg" check_it="true" assign_to="{var}"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:refreshed@[local_ip]:[local_port]>
-Session-Expires: {expires};refresher=uas
-Require: timer
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-]]></send>
-  <recv request="ACK"/>
-"""
+def _answer_refresh(method: str, var: str, timeout: int = 4000, expires: int = 4) -> list[str]:
+    """The node's refresh (RFC 4028 s9), answered 200. Without UPDATE in the caller's Allow the
+    refresh is a re-INVITE with the node's SDP: sipp answers 200 with its own, and the node ACKs it
+    (RFC 3261 s13.2.2.4)."""
+    reinvite = method == "INVITE"
+    return [
+        recv(request=method, timeout=timeout, checks=[check(f"Session-Expires: {expires};refresher=uas", var)]),
+        response("200 OK", headers=["Contact: <sip:refreshed@[local_ip]:[local_port]>",
+                                    f"Session-Expires: {expires};refresher=uas", "Require: timer"],
+                 sdp=sdp_audio(PCMU, TELEPHONE_EVENT, version=2353687638, direction="sendrecv") if reinvite else None),
+        *([recv(request="ACK")] if reinvite else []),
+    ]  # fmt: skip
 
 
 def refreshed_scenario(method: str) -> str:
     """refresher=uas: two refreshes answered (at ~2 s and ~4 s, past the 4 s interval), then our
     BYE: its 200 (not 481) says the node still holds the call."""
     allow = "INVITE, ACK, BYE, CANCEL, OPTIONS" + (", UPDATE" if method == "UPDATE" else "")
-    answer = _ANSWER_UPDATE if method == "UPDATE" else _ANSWER_REINVITE
-    return (
-        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="session refreshed by the uas">\n'
-        + _INVITE.format(user="refreshed", expires=4, refresher="uas", allow=allow)
-        + answer.format(timeout=4000, expires=4, var="r1")
-        + answer.format(timeout=4000, expires=4, var="r2")
-        + """  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:refreshed@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Contact: <sip:refreshed@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="se,r1,r2"/>
-</scenario>
-"""
+    return scenario(
+        "session refreshed by the uas",
+        *_call("refreshed", 4, "uas", allow),
+        *_answer_refresh(method, "r1"),
+        *_answer_refresh(method, "r2"),
+        request("BYE", user="refreshed", cseq=2, in_dialog=True),
+        recv(response=200),
+        references=["se", "r1", "r2"],
     )
 
 
 # refresher=uac and then silence: no refresh, no answer. The node's BYE (RFC 4028 s10: at the
 # interval minus min(32, interval/3), so ~2 s for 3 s) is the last thing sipp waits for; it never
 # answers it (gone), so the node's BYE transaction just times out.
-VANISHED_SCENARIO = (
-    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="caller vanishes">\n'
-    + _INVITE.format(user="vanished", expires=3, refresher="uac", allow="INVITE, ACK, BYE")
-    + """  <recv request="BYE" timeout="6000">
-    <action>
-      <ereg regexp="session timer expired" search_in="msg" check_it="true" assign_to="why"/>
-    </action>
-  </recv>
-  <Reference variables="se,why"/>
-</scenario>
-"""
+VANISHED_SCENARIO = scenario(
+    "caller vanishes",
+    *_call("vanished", 3, "uac", "INVITE, ACK, BYE"),
+    recv(request="BYE", timeout=6000, checks=[check("session timer expired", "why")]),
+    references=["se", "why"],
 )
 
 # refresher=uas and then silence: the node's UPDATE at ~2 s is never answered, so when the next
 # refresh is due (~4 s, the session's expiry) the node ends the call with BYE (RFC 4028 s10). Over
 # TCP, where the unanswered UPDATE is not retransmitted at sipp (which would abort on it).
-UNANSWERED_SCENARIO = (
-    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="refresh unanswered">\n'
-    + _INVITE.format(user="silent", expires=4, refresher="uas", allow="INVITE, ACK, BYE, UPDATE")
-    + """  <recv request="UPDATE" timeout="4000"/>
-  <recv request="BYE" timeout="6000">
-    <action>
-      <ereg regexp="session refresh unanswered" search_in="msg" check_it="true" assign_to="why"/>
-    </action>
-  </recv>
-  <Reference variables="se,why"/>
-</scenario>
-"""
+UNANSWERED_SCENARIO = scenario(
+    "refresh unanswered",
+    *_call("silent", 4, "uas", "INVITE, ACK, BYE, UPDATE"),
+    recv(request="UPDATE", timeout=4000),
+    recv(request="BYE", timeout=6000, checks=[check("session refresh unanswered", "why")]),
+    references=["se", "why"],
 )
 
 

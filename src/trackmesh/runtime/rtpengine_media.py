@@ -32,10 +32,11 @@ from typing import Any
 
 from trackmesh.core.ids import SessionId
 from trackmesh.rpc import RpcError
-from trackmesh.sdp.model import SdpError, SessionDescription, render
+from trackmesh.sdp.model import SdpError, render
 from trackmesh.sdp.model import parse as parse_sdp
 from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer
 
+from .pending_offer import PendingOffer
 from .sip_media import MEDIA_CODECS, SipMediaTransport, _Call
 from .worker import WorkerRuntime
 
@@ -46,13 +47,9 @@ OFFER_TIMEOUT = 180.0  # an offer never answered by PATCH is dropped after this
 
 
 @dataclass(slots=True)
-class _PendingOffer:
-    endpoint: Any
-    rtp: socket.socket
-    rtcp: socket.socket
-    sdp: SessionDescription
-    room: str
-    peer: str
+class _PendingOffer(PendingOffer):
+    """Our offer, until the gateway's PATCH brings the answer (or it expires)."""
+
     token_hash: str
     expires: float
 

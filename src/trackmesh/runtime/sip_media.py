@@ -43,6 +43,7 @@ from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
 from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer, reoffer
 
+from .pending_offer import PendingOffer
 from .recording import recording_of
 from .worker import WorkerRuntime
 
@@ -70,15 +71,9 @@ class _Call:
 
 
 @dataclass(eq=False, slots=True)
-class _PendingOffer:
+class _PendingOffer(PendingOffer):
     """Our offer, until the far end's answer (a dial-out's 2xx, a delayed-offer INVITE's ACK)."""
 
-    endpoint: Any
-    rtp: socket.socket
-    rtcp: socket.socket
-    sdp: SessionDescription
-    room: str
-    peer: str
     inbound: bool = False  # a delayed-offer INVITE: not ended when the room empties
     record: bool = False
 

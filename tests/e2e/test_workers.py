@@ -81,8 +81,14 @@ def test_rooms_on_two_worker_processes_stream_independently(two_worker_node: Tra
         )
     import time
 
-    time.sleep(2.5)
-    during = {w["worker"]: w for w in node.info()["workers"]}
+    # Poll (no fixed wait: on a loaded box the sessions can take seconds to join) until each
+    # worker reports its room, or 20 s pass; the assertions below then say what was seen.
+    deadline = time.monotonic() + 20
+    while True:
+        during = {w["worker"]: w for w in node.info()["workers"]}
+        if all(w.get("rooms") == 1 for w in during.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     results = []
     for v in viewers:
         out, err = v.communicate(timeout=60)

@@ -135,6 +135,14 @@ class ProcessWorker:
             self._pending.pop(req_id, None)
             raise RpcError(504, f"media worker {self.index} did not answer {method!r}") from None
 
+    def writable(self) -> bool:
+        """Whether the pipe takes a message without blocking (a dead worker's: anything, dropped)."""
+        if self._dead:
+            return True
+        import select
+
+        return bool(select.select([], [self._conn.fileno()], [], 0)[1])
+
     def push(self, method: str, params: dict[str, Any]) -> None:
         """A call the child runs without answering (request id -2: MoQ room bridge batches)."""
         if not self._dead:

@@ -13,7 +13,10 @@ bridges reach a room on worker k (a child process) over that worker's pipe:
   agent makes their endpoints); the LOC objects are cut into RTP here, and the packets cross the
   pipe to the peers' tracks there.
 
-What crosses is batched: one pipe message per loop turn each way, whatever the number of packets.
+What crosses is batched: one pipe message per loop turn each way, whatever the number of packets
+(at most :data:`MAX_MESSAGE` bytes of packets each). A pipe write never blocks a loop: while the
+other side is behind (the socket is not writable), the packets queued are dropped and counted (the
+track recovers at its next key frame) and the rest waits for the next try.
 Messages to the worker carry request id ``-2`` (no answer); messages from it, request id ``-2`` too
 (runtime/handles.py). Only the tracks a MoQ subscriber watches, and a MoQ publisher's, cross: one copy
 per track, whatever the number of MoQ subscribers.
@@ -25,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import select
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -48,17 +52,29 @@ __all__ = ["PUSH", "WorkerBridges", "WorkerMoq", "WorkerMoqAgent"]
 log = logging.getLogger("trackmesh.moq")
 
 PUSH = -2  # the request id of MoQ messages on a worker's pipe, both ways (no answer)
+#: Bytes of packets in one pipe message. A Unix stream socket is writable while at most a quarter
+#: of its send buffer (212,992 bytes by default on Linux) is in use, so a message this size fits
+#: in what is left and its write does not block.
+MAX_MESSAGE = 64 * 1024
+RETRY = 0.01  # seconds before trying again when the other side is behind
+
+
+def writable(fd: int) -> bool:
+    return bool(select.select([], [fd], [], 0)[1])
 
 
 class _Batch:
-    """Messages for the other side of the pipe, sent once per loop turn in the order queued."""
+    """Messages for the other side of the pipe, sent once per loop turn in the order queued;
+    ``ready()`` says whether the pipe takes a message now (see the module's docstring)."""
 
-    def __init__(self, send: Callable[[list[tuple[Any, ...]]], None]) -> None:
+    def __init__(self, send: Callable[[list[tuple[Any, ...]]], None], ready: Callable[[], bool]) -> None:
         self._send = send
+        self._ready = ready
         self.items: list[tuple[Any, ...]] = []
         self._scheduled = False
         self.messages = 0  # pipe messages sent
         self.items_sent = 0
+        self.dropped = 0  # packets dropped while the other side was behind
 
     def add(self, item: tuple[Any, ...]) -> None:
         self.items.append(item)
@@ -68,13 +84,26 @@ class _Batch:
 
     def flush(self) -> None:
         self._scheduled = False
-        if not self.items:
-            return
-        items, self.items = self.items, []
-        self.messages += 1
-        self.items_sent += len(items)
-        with contextlib.suppress(OSError, ValueError):
-            self._send(items)
+        while self.items:
+            if not self._ready():
+                kept = [item for item in self.items if item[0] != "p"]
+                self.dropped += len(self.items) - len(kept)
+                self.items = kept
+                if kept:
+                    self._scheduled = True
+                    asyncio.get_running_loop().call_later(RETRY, self.flush)
+                return
+            size = count = 0
+            for item in self.items:
+                count += 1
+                size += len(item[-1]) if item[0] == "p" else 64
+                if size >= MAX_MESSAGE:
+                    break
+            items, self.items = self.items[:count], self.items[count:]
+            self.messages += 1
+            self.items_sent += len(items)
+            with contextlib.suppress(OSError, ValueError):
+                self._send(items)
 
 
 # -- the node's side ----------------------------------------------------------------------------
@@ -98,7 +127,7 @@ class WorkerMoq:
         self.now = now
         self.watchers: dict[str, RegistryWatcher] = {}
         self.subscribers: dict[int, list[ChannelSubscriber]] = {}
-        self.out = _Batch(lambda items: worker.push("moq.batch", {"items": items}))
+        self.out = _Batch(lambda items: worker.push("moq.batch", {"items": items}), worker.writable)
         self.counters = {"packets_in": 0, "packets_out": 0, "bad_packets": 0}
         worker.on_moq = self.on_batch
 
@@ -224,6 +253,7 @@ class WorkerBridges:
             "workers_packets_out_total": sum(w.counters["packets_out"] for w in moqs),
             "workers_messages_out_total": sum(w.out.messages for w in moqs),
             "workers_bad_packets_total": sum(w.counters["bad_packets"] for w in moqs),
+            "workers_packets_dropped_total": sum(w.out.dropped for w in moqs),
         }
 
 
@@ -265,7 +295,7 @@ class WorkerMoqAgent:
 
     def __init__(self, runtime: WorkerRuntime, conn: Connection) -> None:
         self.runtime = runtime
-        self.out = _Batch(lambda items: conn.send((PUSH, True, items)))
+        self.out = _Batch(lambda items: conn.send((PUSH, True, items)), lambda: writable(conn.fileno()))
         self.watches: dict[str, _Watch] = {}
         self.forwards: dict[int, _Forward] = {}
         self.peers: dict[tuple[str, str], Endpoint] = {}
@@ -280,6 +310,7 @@ class WorkerMoqAgent:
             "channels": len(self.forwards),
             "peers": len(self.peers),
             "messages_out": self.out.messages,
+            "packets_dropped": self.out.dropped,
         }
 
     def _batch(self, now: float, params: dict[str, Any]) -> None:

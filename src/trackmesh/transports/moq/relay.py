@@ -332,9 +332,9 @@ class Relay:
 
     def open_track(self, namespace: m.TrackNamespace, name: bytes, now: float) -> bool:
         """Subscribe upstream to a track no one has subscribed to yet, to offer it to the namespace
-        subscribers once it is live (draft-16 s6.1: a relay answering SUBSCRIBE_NAMESPACE sends
-        PUBLISH for the matching tracks it knows; the cluster relay: a track published on another
-        node). Nothing is opened when the track is already here (a live one was offered), or when
+        subscribers once it is live (draft-16, track discovery: the receiver of a SUBSCRIBE_NAMESPACE
+        sends the relevant PUBLISH messages for the namespace; here, for the cluster relay, a track
+        published on another node). Nothing is opened when the track is already here (a live one was offered), or when
         nothing publishes its namespace."""
         if (namespace, name) in self.tracks:
             return False

@@ -7,7 +7,8 @@ joined by zenoh in the loopback netns, shared by the tests of this module.
 - Rooms: a GStreamer WHIP publisher in a room on node A, watched over MoQ on node B (the room
   bridge of node B taps the track's cluster channel, as a WHEP viewer on node B would).
 - Namespaces: a SUBSCRIBE_NAMESPACE on node B hears of a namespace published on node A, and a
-  publisher-initiated track (PUBLISH) on node A is subscribed on node B."""
+  publisher-initiated track (PUBLISH) on node A is subscribed on node B, and offered (PUBLISH) to
+  a SUBSCRIBE_NAMESPACE with the PUBLISH option on node B."""
 
 from __future__ import annotations
 
@@ -156,9 +157,11 @@ class NamespaceWatcher(Subscriber):
         self.ns_buf = bytearray()
         self.ns_messages: list[m.ControlMessage] = []
 
-    def subscribe_namespace(self, request_id: int, prefix: m.TrackNamespace) -> None:
+    def subscribe_namespace(
+        self, request_id: int, prefix: m.TrackNamespace, options: int = m.NAMESPACE_OPTION_NAMESPACE
+    ) -> None:
         self.ns_stream = self._quic.get_next_available_stream_id()
-        msg = m.SubscribeNamespace(request_id, prefix, m.NAMESPACE_OPTION_NAMESPACE)
+        msg = m.SubscribeNamespace(request_id, prefix, options)
         self._quic.send_stream_data(self.ns_stream, codec16.encode_message(msg))
         self.transmit()
 
@@ -262,6 +265,78 @@ def test_a_publisher_initiated_track_on_a_is_watched_on_b(
     print("publish across:", got)
     assert isinstance(got["reply"], m.SubscribeOk), got
     assert got["objects"] == [(0, 0, b"key frame"), (0, 1, b"delta")], got
+
+
+async def offer_across(port_a: int, port_b: int, b: Member) -> dict[str, Any]:
+    """SUBSCRIBE_NAMESPACE with the PUBLISH option on node B, then a PUBLISH on node A: node B
+    offers the track to the watcher by a PUBLISH, and its objects follow the watcher's PUBLISH_OK."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup = m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10})
+    ns = (b"moq-offer", b"live")
+    async with (
+        connect("127.0.0.1", port_b, configuration=config, create_protocol=NamespaceWatcher) as cw,
+        connect("127.0.0.1", port_a, configuration=config, create_protocol=Publisher) as cp,
+    ):
+        watcher: NamespaceWatcher = cw  # type: ignore[assignment]
+        pub: Publisher = cp  # type: ignore[assignment]
+        for session in (watcher, pub):
+            session.send(setup)
+        await watcher.wait_for(lambda: watcher.messages, 5)
+        watcher.subscribe_namespace(0, (b"moq-offer",), m.NAMESPACE_OPTION_BOTH)
+        await watcher.wait_for(lambda: watcher.ns_messages, 5)
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.Publish(0, ns, b"video", 3))
+
+        def offers() -> list[m.Publish]:
+            return [x for x in watcher.messages if isinstance(x, m.Publish)]
+
+        # Through the cluster registry and node A's answer on the track's channel: generous.
+        await watcher.wait_for(offers, 15)
+        assert offers(), (watcher.messages, watcher.ns_messages)
+        offer = offers()[0]
+        watcher.send(m.PublishOk(offer.request_id, {m.PARAM_FORWARD: 1}))
+        # A group at a time until objects arrive: those before the PUBLISH_OK reached node B's
+        # cache may or may not be replayed, and the accept crosses QUIC in its own time.
+        group = 0
+        deadline = time.monotonic() + 15
+        while not watcher.objects and time.monotonic() < deadline:
+            pub.send_group(3, group, [(b"key %d" % group, None), (b"delta %d" % group, None)])
+            pub.end_stream()
+            group += 1
+            await watcher.wait_for(lambda: watcher.objects, 0.2)
+
+        def whole_group() -> bool:  # streams interleave: wait for both objects of one group
+            groups = [g for _, g, _, _, _ in watcher.objects]
+            return any(groups.count(g) >= 2 for g in groups)
+
+        await watcher.wait_for(whole_group, 5)
+        metrics = await asyncio.to_thread(moq_metrics, b)
+        return {
+            "offer": offer,
+            "namespaces": [x for x in watcher.ns_messages if isinstance(x, m.Namespace)],
+            "objects": [(alias, g, o, p) for alias, g, o, p, _ in watcher.objects],
+            "b": metrics,
+        }
+
+
+def test_a_track_published_on_a_is_offered_to_a_namespace_subscriber_on_b(
+    cluster: tuple[Cluster, Member, Member, int, int],
+) -> None:
+    _, _, b, port_a, port_b = cluster
+    got = asyncio.run(offer_across(port_a, port_b, b))
+    print("offer across:", {k: v for k, v in got.items() if k != "b"})
+    offer = got["offer"]
+    assert (offer.namespace, offer.name) == ((b"moq-offer", b"live"), b"video"), offer
+    assert got["namespaces"] == [m.Namespace((b"live",))], got
+    objects = got["objects"]
+    assert objects and all(alias == offer.track_alias for alias, _, _, _ in objects), objects
+    by_group: dict[int, list[tuple[int, bytes]]] = {}
+    for _, g, o, p in objects:
+        by_group.setdefault(g, []).append((o, p))
+    for g, got_objects in by_group.items():  # each group as sent, from its first object on
+        assert got_objects == [(0, b"key %d" % g), (1, b"delta %d" % g)][: len(got_objects)], by_group
+    assert any(len(x) == 2 for x in by_group.values()), by_group
+    assert got["b"]["cluster_tracks_opened_total"] >= 1, got["b"]
 
 
 async def watch_room(port: int, room: str, objects_wanted: int, node: Member) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class ProcessWorker:
         self._dead = False
         # Connector events the child reports (standalone): JSON SourceEvents, see runtime/connector.py.
         self.on_events: Callable[[list[bytes]], None] | None = None
+        # MoQ room bridge messages from the child (request id -2; runtime/moq_workers.py).
+        self.on_moq: Callable[[Any], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +84,10 @@ class ProcessWorker:
                 if req_id == -1:
                     if self.on_events is not None:
                         self.on_events(result)
+                    continue
+                if req_id == -2:
+                    if self.on_moq is not None:
+                        self.on_moq(result)
                     continue
                 if req_id == 0:
                     if self._ready is not None and not self._ready.done():
@@ -128,6 +134,20 @@ class ProcessWorker:
         except TimeoutError:
             self._pending.pop(req_id, None)
             raise RpcError(504, f"media worker {self.index} did not answer {method!r}") from None
+
+    def writable(self) -> bool:
+        """Whether the pipe takes a message without blocking (a dead worker's: anything, dropped)."""
+        if self._dead:
+            return True
+        import select
+
+        return bool(select.select([], [self._conn.fileno()], [], 0)[1])
+
+    def push(self, method: str, params: dict[str, Any]) -> None:
+        """A call the child runs without answering (request id -2: MoQ room bridge batches)."""
+        if not self._dead:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send((-2, method, params))
 
     async def stop(self, reason: str, timeout: float) -> None:
         if not self._dead:
@@ -209,6 +229,11 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
         return
     if cluster is not None:
         cluster.attach(runtime)
+    if config.role == "standalone" and config.moq_port:
+        # The node's MoQ room bridges reach this worker's rooms over the pipe (runtime/moq_workers.py).
+        from .moq_workers import WorkerMoqAgent
+
+        WorkerMoqAgent(runtime, conn)
     # Standalone: the node's embedded connector stores them; media: the node's link sends them on.
     relay = _connector_relay(config, runtime, conn, loop) if config.role in ("standalone", "media") else None
     try:
@@ -234,6 +259,10 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
                 if method == "worker.shutdown":
                     finish(str(params.get("reason", "node stopping")))
                     conn.send((req_id, True, None))
+                    continue
+                if req_id < 0:  # a push: no answer (runtime/moq_workers.py)
+                    with contextlib.suppress(RpcError):
+                        runtime.call(method, params)
                     continue
                 try:
                     conn.send((req_id, True, runtime.call(method, params)))

@@ -19,8 +19,9 @@ peers of the room that WHEP, SDK and every other viewer receive.
 
 Which rooms are served is the node's ``moq_ingest_here``: on a cluster media node every room (the
 peers join on worker 0; viewers on another worker or node get their tracks over the tracks' cluster
-channels, and a room new to the node is pinned to worker 0); on a standalone node, whose workers share
-no channels, only the rooms worker 0 hosts (all of them with ``--workers 1``).
+channels, and a room new to the node is pinned to worker 0). On a standalone node, whose workers share
+no channels, the peers of a room another worker hosts join on that worker through ``remote``: the
+RTP packets cross its pipe (runtime/moq_workers.py).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from trackmesh.core.controls import Join, Publish, Unpublish
 from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.events import KeyframeRequested
-from trackmesh.core.model import JoinOptions, TrackKind
+from trackmesh.core.model import JoinOptions, MediaPacket, TrackKind
 from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.catalog import CATALOG_TRACK, CatalogTrack, decode_catalog
 from trackmesh.transports.moq.errors import MoqDecodeError
@@ -46,12 +48,78 @@ from .moq_auth import TokenAuthorizer
 from .recording import recording_of
 from .worker import WorkerRuntime
 
-__all__ = ["MoqRoomIngest"]
+__all__ = ["MoqRoomIngest", "RoomHost"]
 
 log = logging.getLogger("trackmesh.moq")
 
 ROOMS_PREFIX = (b"trackmesh",)
 DEFAULT_PEER = "moq"
+
+
+class RoomHost(Protocol):
+    """The worker hosting a room: where the MoQ publisher's peers join and publish."""
+
+    def join(self, now: float, room: str, peer: str, app: str, record: bool) -> str | None:
+        """The peer joins the room; the reason when it cannot."""
+
+    def handle(self, peer: str) -> object:
+        """What stands for a joined peer (its ``session`` names it: the console lists it)."""
+
+    def publish(self, now: float, peer: str, track: str, kind: TrackKind) -> str | None: ...
+    def packets(self, peer: str, track: str, packets: list[MediaPacket]) -> None: ...
+    def unpublish(self, now: float, peer: str, track: str) -> None: ...
+    def leave(self, now: float, peer: str, reason: str) -> None: ...
+
+
+class _LocalHost:
+    """The in-process worker: the peers are endpoints of its core."""
+
+    def __init__(self, service: MoqRoomIngest) -> None:
+        self.service = service
+        self.runtime = service.runtime
+        self.peers: dict[str, Endpoint] = {}
+
+    def join(self, now: float, room: str, peer: str, app: str, record: bool) -> str | None:
+        endpoint = self.runtime.core.create_endpoint(app)  # the token's app: its room only
+        err = endpoint.control(now, Join(room, peer, JoinOptions()))
+        if err is not None:
+            self.runtime.core.close_endpoint(now, endpoint.session, "join failed")
+            return err.message
+        self.peers[peer] = endpoint
+        self.runtime.listen(endpoint.session, functools.partial(self.service.on_core_events, endpoint))
+        recording = recording_of(self.runtime)
+        if record and recording is not None:
+            # A record:true token (atm0s): every track this peer publishes is recorded.
+            recording.record_peer(now, app, room, peer)
+        return None
+
+    def handle(self, peer: str) -> object:
+        return self.peers.get(peer)
+
+    def publish(self, now: float, peer: str, track: str, kind: TrackKind) -> str | None:
+        endpoint = self.peers.get(peer)
+        if endpoint is None:
+            return "not in the room"
+        err = endpoint.control(now, Publish(track, kind))
+        return err.message if err is not None else None
+
+    def packets(self, peer: str, track: str, packets: list[MediaPacket]) -> None:
+        endpoint = self.peers.get(peer)
+        remote = endpoint.remote_track(track) if endpoint is not None else None
+        if remote is not None:
+            for pkt in packets:
+                remote.on_packet(pkt)
+
+    def unpublish(self, now: float, peer: str, track: str) -> None:
+        endpoint = self.peers.get(peer)
+        if endpoint is not None:
+            endpoint.control(now, Unpublish(track))
+
+    def leave(self, now: float, peer: str, reason: str) -> None:
+        endpoint = self.peers.pop(peer, None)
+        if endpoint is not None:
+            self.runtime.unlisten(endpoint.session)
+            self.runtime.core.close_endpoint(now, endpoint.session, reason)
 
 
 class _Track:
@@ -78,15 +146,10 @@ class _Track:
 
     def on_object(self, group: int, object_id: int, payload: bytes, extensions: bytes) -> None:
         service = self.room.service
-        endpoint = self.room.peers.get(self.peer)
-        if endpoint is None:
-            return
-        remote = endpoint.remote_track(self.name)
-        if remote is None:
+        if self.peer not in self.room.peers:
             return
         packets = self.rtp.object(object_id, payload, extensions, service.runtime.now())
-        for pkt in packets:
-            remote.on_packet(pkt)
+        self.room.host.packets(self.peer, self.name, packets)
         if packets:
             service.counters["packets"] += len(packets)
             service.schedule_flush()
@@ -97,12 +160,13 @@ class _Room:
     service: MoqRoomIngest
     name: str
     namespace: m.TrackNamespace
+    host: RoomHost
     token_peer: str | None = None  # the publisher's token names its peer: only that one may join
     record: bool = False  # the publisher's token says record: true: its peers' tracks are recorded
     app: str = ""
     catalog_request: int = 0
     tracks: dict[str, _Track] = field(default_factory=dict)  # catalog name -> track
-    peers: dict[str, Endpoint] = field(default_factory=dict)
+    peers: dict[str, object] = field(default_factory=dict)  # joined on the host: its handle
 
     # The catalog's TrackHandler.
     def on_subscribed(self) -> None:
@@ -125,10 +189,17 @@ class _Room:
 
 
 class MoqRoomIngest:
-    def __init__(self, runtime: WorkerRuntime, relay: Relay, hosted_here: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        runtime: WorkerRuntime,
+        relay: Relay,
+        hosted_here: Callable[[str], bool],
+        remote: Callable[[str], RoomHost | None] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.relay = relay
         self.hosted_here = hosted_here
+        self.remote = remote  # the host of a room another worker hosts (standalone --workers N)
         self.rooms: dict[m.TrackNamespace, _Room] = {}
         self.counters = {
             "publishers": 0,
@@ -164,13 +235,17 @@ class MoqRoomIngest:
             return
         if namespace in self.rooms:
             return
+        host: RoomHost = _LocalHost(self)
         if not self.hosted_here(room_name):
-            self.counters["elsewhere"] += 1
-            log.warning("moq publisher of a room hosted by another worker", extra={"fields": {"room": room_name}})
-            return
+            remote = self.remote(room_name) if self.remote is not None else None
+            if remote is None:
+                self.counters["elsewhere"] += 1
+                log.warning("moq publisher of a room hosted by another worker", extra={"fields": {"room": room_name}})
+                return
+            host = remote
         token = self._token(namespace)
         room = self.rooms[namespace] = _Room(
-            self, room_name, namespace, token.peer if token else None, token.record if token else False,
+            self, room_name, namespace, host, token.peer if token else None, token.record if token else False,
             token.app if token else "",
         )  # fmt: skip
         self.counters["publishers"] += 1
@@ -211,25 +286,16 @@ class MoqRoomIngest:
             log.warning("moq track refused: its peer is not the token's", extra={"fields": fields})
             return
         now = self.runtime.now()
-        endpoint = room.peers.get(peer)
-        if endpoint is None:
-            endpoint = self.runtime.core.create_endpoint(room.app)  # the token's app: its room only
-            err = endpoint.control(now, Join(room.name, peer, JoinOptions()))
-            if err is not None:
-                self.runtime.core.close_endpoint(now, endpoint.session, "join failed")
-                fields = {"room": room.name, "peer": peer, "why": err.message}
-                log.warning("moq peer cannot join", extra={"fields": fields})
+        if peer not in room.peers:
+            why = room.host.join(now, room.name, peer, room.app, room.record)
+            if why is not None:
+                log.warning("moq peer cannot join", extra={"fields": {"room": room.name, "peer": peer, "why": why}})
                 return
-            room.peers[peer] = endpoint
-            self.runtime.listen(endpoint.session, functools.partial(self._on_core_events, endpoint))
-            recording = recording_of(self.runtime)
-            if room.record and recording is not None:
-                # A record:true token (atm0s): every track this peer publishes is recorded.
-                recording.record_peer(now, room.app, room.name, peer)
+            room.peers[peer] = room.host.handle(peer)
         kind = TrackKind.VIDEO if entry.video else TrackKind.AUDIO
-        err = endpoint.control(now, Publish(track, kind))
-        if err is not None:
-            log.warning("moq track cannot publish", extra={"fields": {"track": entry.name, "why": err.message}})
+        why = room.host.publish(now, peer, track, kind)
+        if why is not None:
+            log.warning("moq track cannot publish", extra={"fields": {"track": entry.name, "why": why}})
             return
         handler = _Track(room, peer, track, entry, LocToRtp(*carried))
         room.tracks[entry.name] = handler
@@ -243,17 +309,15 @@ class MoqRoomIngest:
             return
         self.subscriber.unsubscribe(handler.request_id)
         now = self.runtime.now()
-        endpoint = room.peers.get(handler.peer)
-        if endpoint is None:
+        if handler.peer not in room.peers:
             return
-        endpoint.control(now, Unpublish(handler.name))
+        room.host.unpublish(now, handler.peer, handler.name)
         if not any(t.peer == handler.peer for t in room.tracks.values()):
             del room.peers[handler.peer]
-            self.runtime.unlisten(endpoint.session)
-            self.runtime.core.close_endpoint(now, endpoint.session, reason)
+            room.host.leave(now, handler.peer, reason)
         self.schedule_flush()
 
-    def _on_core_events(self, endpoint: Endpoint, now: float) -> None:
+    def on_core_events(self, endpoint: Endpoint, now: float) -> None:
         while (event := endpoint.poll_event()) is not None:
             if isinstance(event, KeyframeRequested):
                 self.counters["keyframe_requests"] += 1  # answered by the publisher's next group

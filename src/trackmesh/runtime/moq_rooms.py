@@ -19,8 +19,9 @@ in-process media worker, published on its MoQ relay.
 Which rooms are served is the node's ``moq_room_here``: a cluster media node serves every room of
 the cluster, whichever worker or node hosts it (worker 0's registry and hub are a cluster member's, so
 a room track of worker 1 comes over its cluster channel, as one of another node does). A standalone
-node's workers share no channels: only worker 0's rooms are served there, and a room hosted by
-another worker answers ``DOES_NOT_EXIST`` with that reason.
+node's workers share no channels: a room hosted by another worker is watched through ``remote``, the
+registry and hub of that worker reached over its pipe (runtime/moq_workers.py); without it, such a
+room answers ``DOES_NOT_EXIST`` with that reason.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from trackmesh.core.channel import Feedback, FeedbackKind
+from trackmesh.core.channel import ChannelSubscriber, Feedback, FeedbackKind
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import MediaCodec, MediaPacket, TrackKind
-from trackmesh.core.registry import BadEntry, decode_track, parse_key, room_prefix
+from trackmesh.core.registry import BadEntry, RegistryWatcher, decode_track, parse_key, room_prefix
 from trackmesh.transports.moq.catalog import CATALOG_TRACK, CatalogTrack, codec_string, encode_catalog
 from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode
 from trackmesh.transports.moq.local_publisher import LocalPublisher, LocalTrack
@@ -43,7 +45,7 @@ from trackmesh.transports.moq.rtp_to_loc import RtpToLoc, clock_rate
 
 from .worker import WorkerRuntime
 
-__all__ = ["ROOMS_PREFIX", "MoqRooms"]
+__all__ = ["ROOMS_PREFIX", "MoqRooms", "RoomSource"]
 
 log = logging.getLogger("trackmesh.moq")
 
@@ -52,6 +54,38 @@ ROOMS_PREFIX = (b"trackmesh",)
 _ORIGINS = itertools.count(0x4D4F5100000000)
 _CODEC_NAMES = {c: c.name.lower() for c in MediaCodec}
 PRIORITY_CATALOG, PRIORITY_AUDIO, PRIORITY_VIDEO = 0, 64, 128
+
+
+class RoomSource(Protocol):
+    """Where a room's tracks are seen: the registry and channel hub of the worker hosting it."""
+
+    def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None: ...
+    def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None: ...
+    def subscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None: ...
+    def unsubscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None: ...
+    def feedback(self, now: float, channel: int, fb: Feedback) -> None: ...
+
+
+class _CoreSource:
+    """The in-process worker's own registry and hub."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+
+    def watch(self, now: float, prefix: str, watcher: RegistryWatcher) -> None:
+        self.runtime.core.registry.watch(now, prefix, watcher)
+
+    def unwatch(self, prefix: str, watcher: RegistryWatcher) -> None:
+        self.runtime.core.registry.unwatch(prefix, watcher)
+
+    def subscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
+        self.runtime.core.hub.subscribe(now, channel, subscriber)
+
+    def unsubscribe(self, now: float, channel: int, subscriber: ChannelSubscriber) -> None:
+        self.runtime.core.hub.unsubscribe(now, channel, subscriber)
+
+    def feedback(self, now: float, channel: int, fb: Feedback) -> None:
+        self.runtime.core.hub.feedback(now, channel, fb)
 
 
 class _Tap:
@@ -118,10 +152,15 @@ class _Tap:
 class _Room:
     service: MoqRooms
     name: str
+    source: RoomSource
     taps: dict[str, _Tap] = field(default_factory=dict)  # registry key -> tap
     catalogs: list[LocalTrack] = field(default_factory=list)
     catalog_group: int = -1
     catalog_dirty: bool = False
+    #: Whether the room's tracks are known: at once for the in-process worker's registry; for another
+    #: worker's, once its answer to the watch has come (SUBSCRIBEs wait in ``pending`` until then).
+    ready: bool = True
+    pending: list[LocalTrack] = field(default_factory=list)
 
     def on_registry_put(self, now: float, key: str, value: bytes) -> None:
         self.service.on_put(self, now, key, value)
@@ -129,21 +168,35 @@ class _Room:
     def on_registry_delete(self, now: float, key: str) -> None:
         self.service.on_delete(self, now, key)
 
+    def on_watch_ready(self) -> None:
+        """Another worker's registry has delivered what the room has."""
+        self.service.on_ready(self)
+
     def tap(self, name: str) -> _Tap | None:
         found = [t for t in self.taps.values() if t.name == name]
         return found[-1] if found else None  # the newest publication of that name
 
     def idle(self) -> bool:
-        return not self.catalogs and not any(t.locals for t in self.taps.values())
+        return not self.catalogs and not self.pending and not any(t.locals for t in self.taps.values())
 
 
 class MoqRooms:
     """The rooms of ``runtime`` (the in-process worker) on ``relay`` (the node's MoQ relay)."""
 
-    def __init__(self, runtime: WorkerRuntime, relay: Relay, hosted_here: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        runtime: WorkerRuntime,
+        relay: Relay,
+        hosted_here: Callable[[str], bool],
+        remote: Callable[[str], RoomSource | None] | None = None,
+        remote_metrics: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.relay = relay
         self.hosted_here = hosted_here
+        self.remote = remote  # the source of a room another worker hosts (standalone --workers N)
+        self.remote_metrics = remote_metrics
+        self._local = _CoreSource(runtime)
         self.publisher = LocalPublisher(relay, ROOMS_PREFIX, self._subscribe, self._cancel)
         self.rooms: dict[str, _Room] = {}
         self._keyframes: dict[int, _Tap] = {}
@@ -156,6 +209,8 @@ class MoqRooms:
         out = {f"rooms_{k}_total": v for k, v in self.counters.items()}
         out["rooms"] = len(self.rooms)
         out["room_tracks_watched"] = sum(1 for r in self.rooms.values() for t in r.taps.values() if t.locals)
+        if self.remote_metrics is not None:
+            out |= self.remote_metrics()
         return out
 
     # -- the relay asks for a track --------------------------------------------------------------
@@ -172,22 +227,42 @@ class MoqRooms:
             self._refuse(local, 'a room\'s namespace is ("trackmesh", "<room>")')
             return
         try:
-            room_name, name = ns[1].decode(), local.name.decode()
+            room_name = ns[1].decode()
+            local.name.decode()
         except UnicodeDecodeError:
             self._refuse(local, "room and track names are UTF-8")
             return
+        source: RoomSource = self._local
         if not self.hosted_here(room_name):
-            self._refuse(local, "this room is hosted by another worker of a standalone node (only worker 0's on MoQ)")
-            return
-        room = self._room(now, room_name)
+            remote = self.remote(room_name) if self.remote is not None else None
+            if remote is None:
+                self._refuse(local, "this room is hosted by another worker, which MoQ cannot reach")
+                return
+            source = remote
+        room = self._room(now, room_name, source)
         if local.name == CATALOG_TRACK:
             room.catalogs.append(local)
             local.accept(PRIORITY_CATALOG)
             self._publish_catalog(room, [local])
             return
+        if not room.ready:
+            room.pending.append(local)
+            return
+        self._attach_track(room, local)
+
+    def on_ready(self, room: _Room) -> None:
+        room.ready = True
+        pending, room.pending = room.pending, []
+        for local in pending:
+            if not local.closed:
+                self._attach_track(room, local)
+        self._maybe_release(room)
+
+    def _attach_track(self, room: _Room, local: LocalTrack) -> None:
+        name = local.name.decode()
         tap = room.tap(name)
         if tap is None:
-            self._refuse(local, f"no track {name!r} in room {room_name!r} (names are <peer>/<track>)")
+            self._refuse(local, f"no track {name!r} in room {room.name!r} (names are <peer>/<track>)")
             self._maybe_release(room)
             return
         tap.locals.append(local)
@@ -204,6 +279,8 @@ class MoqRooms:
         for room in list(self.rooms.values()):
             if local in room.catalogs:
                 room.catalogs.remove(local)
+            if local in room.pending:
+                room.pending.remove(local)
             for tap in room.taps.values():
                 if local in tap.locals:
                     tap.locals.remove(local)
@@ -211,11 +288,11 @@ class MoqRooms:
 
     # -- rooms -----------------------------------------------------------------------------------
 
-    def _room(self, now: float, name: str) -> _Room:
+    def _room(self, now: float, name: str, source: RoomSource) -> _Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = _Room(self, name)
-            self.runtime.core.registry.watch(now, room_prefix(name), room)  # delivers what exists
+            room = self.rooms[name] = _Room(self, name, source, ready=source is self._local)
+            source.watch(now, room_prefix(name), room)  # delivers what exists (a worker's: soon after)
             log.info("room on MoQ", extra={"fields": {"room": name, "tracks": len(room.taps)}})
         return room
 
@@ -224,9 +301,9 @@ class MoqRooms:
             return
         del self.rooms[room.name]
         now = self.runtime.now()
-        self.runtime.core.registry.unwatch(room_prefix(room.name), room)
+        room.source.unwatch(room_prefix(room.name), room)
         for tap in room.taps.values():
-            self.runtime.core.hub.unsubscribe(now, tap.channel, tap)
+            room.source.unsubscribe(now, tap.channel, tap)
         room.taps.clear()
         log.info("room off MoQ", extra={"fields": {"room": room.name}})
 
@@ -244,14 +321,14 @@ class MoqRooms:
         name = f"{entry.peer}/{entry.track}"
         tap = _Tap(room, key, name, channel_id(room.name, entry.peer, entry.track), info.kind is TrackKind.VIDEO)
         room.taps[key] = tap
-        self.runtime.core.hub.subscribe(now, tap.channel, tap)
+        room.source.subscribe(now, tap.channel, tap)
         self.catalog_changed(room)
 
     def on_delete(self, room: _Room, now: float, key: str) -> None:
         tap = room.taps.pop(key, None)
         if tap is None:
             return
-        self.runtime.core.hub.unsubscribe(now, tap.channel, tap)
+        room.source.unsubscribe(now, tap.channel, tap)
         for local in list(tap.locals):
             local.end(now, "the track was unpublished", PublishDoneCode.TRACK_ENDED)
         tap.locals.clear()
@@ -294,7 +371,6 @@ class MoqRooms:
     def _run(self) -> None:
         self._scheduled = False
         now = self.runtime.now()
-        hub = self.runtime.core.hub
         taps, self._keyframes = list(self._keyframes.values()), {}
         asked, self._asked = self._asked, {}
         sent = False
@@ -307,7 +383,7 @@ class MoqRooms:
             else:
                 send = bool(tap.locals or not tap.described()) and tap.bridge.take_keyframe_request(now)
             if send:
-                hub.feedback(now, tap.channel, Feedback(FeedbackKind.KEYFRAME, tap.origin))
+                tap.room.source.feedback(now, tap.channel, Feedback(FeedbackKind.KEYFRAME, tap.origin))
                 self.counters["keyframe_requests"] += 1
                 sent = True
         names, self._catalogs = self._catalogs, set()
@@ -327,5 +403,8 @@ class MoqRooms:
             for local in list(room.catalogs):
                 local.end(now, "node stopping", PublishDoneCode.GOING_AWAY)
             room.catalogs.clear()
+            for local in room.pending:
+                local.refuse(RequestErrorCode.DOES_NOT_EXIST, "node stopping")
+            room.pending.clear()
             self._maybe_release(room)
         self.publisher.close()

@@ -194,8 +194,9 @@ class Node:
 
     def moq_room_here(self, room: str) -> bool:
         """Whether the MoQ room bridge (runtime/moq_rooms.py, on the in-process worker 0) serves
-        ``room``. Standalone workers share no registry or channels, so only worker 0's rooms; a
-        cluster media node serves every room (runtime/cluster_node.py)."""
+        ``room`` through worker 0's own registry and channels. Standalone workers share none, so only
+        worker 0's rooms; the others are reached over their worker's pipe (runtime/moq_workers.py).
+        A cluster media node serves every room through worker 0's (runtime/cluster_node.py)."""
         return bool(self.workers) and self.worker_for_room(room) is self.workers[0]
 
     def moq_ingest_here(self, room: str) -> bool:
@@ -272,8 +273,19 @@ class Node:
             from .moq_room_ingest import MoqRoomIngest
             from .moq_rooms import MoqRooms
 
-            listener.rooms = MoqRooms(first.runtime, listener.relay, self.moq_room_here)
-            listener.room_ingest = MoqRoomIngest(first.runtime, listener.relay, self.moq_ingest_here)
+            bridges = None
+            if self.config.role == "standalone" and len(self.workers) > 1:
+                # Rooms of the other workers, over their pipes (runtime/moq_workers.py).
+                from .moq_workers import WorkerBridges
+
+                bridges = WorkerBridges(self.workers, self.worker_for_room, first.runtime.now)
+            listener.rooms = MoqRooms(
+                first.runtime, listener.relay, self.moq_room_here, bridges.source if bridges else None,
+                bridges.metrics if bridges else None,
+            )  # fmt: skip
+            listener.room_ingest = MoqRoomIngest(
+                first.runtime, listener.relay, self.moq_ingest_here, bridges.host if bridges else None
+            )
         self.moq_started(listener)
         if self.config.moq_anonymous:
             log.warning(

@@ -311,3 +311,94 @@ def test_a_malformed_message_is_dropped_and_counted() -> None:
     answer_subscribe(pub, alias)
     pub.subgroup(alias, 0, [(0, b"key")], fin=True)
     assert objects(viewer) == [(0, 0, b"key")]
+
+
+def test_a_track_published_on_a_is_offered_to_namespace_subscribers_on_b() -> None:
+    """SUBSCRIBE_NAMESPACE with the PUBLISH option on B: a track PUBLISHed on A is offered by a
+    PUBLISH, as one published on B is, through one import whatever the number of offers."""
+    cluster = Cluster()
+    a, b = cluster.members["A"], cluster.members["B"]
+    watcher = cluster.client("B")
+    stream = watcher.new_bidi()
+    rid = watcher.rid()
+    watcher.send(m.SubscribeNamespace(rid, (b"live",), m.NAMESPACE_OPTION_BOTH), stream_id=stream)
+    assert watcher.messages(stream) == [m.RequestOk(rid)]
+    names_only = cluster.client("B")  # asks for namespaces only: offered nothing
+    names_only.send(
+        m.SubscribeNamespace(names_only.rid(), (b"live",), m.NAMESPACE_OPTION_NAMESPACE),
+        stream_id=names_only.new_bidi(),
+    )
+    pub = cluster.client("A")
+    prid = pub.rid()
+    pub.send(m.Publish(prid, NS, b"video", 5))
+    assert isinstance(pub.messages()[0], m.PublishOk)
+    assert watcher.messages(stream) == [m.Namespace((b"show",))]
+    (offer,) = watcher.messages()
+    assert isinstance(offer, m.Publish) and (offer.namespace, offer.name) == (NS, b"video"), offer
+    assert offer.request_id % 2 == 1 and b.counters["tracks_opened"] == 1
+    assert not [x for x in names_only.messages() if isinstance(x, m.Publish)]
+    watcher.send(m.PublishOk(offer.request_id, {m.PARAM_FORWARD: 1}))
+    pub.subgroup(5, 0, [(0, b"key"), (1, b"delta")], fin=True)
+    assert objects(watcher) == [(0, 0, b"key"), (0, 1, b"delta")]
+    assert [h.track_alias for _, h, _, _ in watcher.received()] == [offer.track_alias]
+    # A second namespace subscriber on B, later: offered at once, from the same import.
+    late = cluster.client("B")
+    late.send(m.SubscribeNamespace(late.rid(), (), m.NAMESPACE_OPTION_PUBLISH), stream_id=late.new_bidi())
+    (offer2,) = [x for x in late.messages() if isinstance(x, m.Publish)]
+    late.send(m.PublishOk(offer2.request_id, {m.PARAM_FORWARD: 1}))
+    pub.subgroup(5, 1, [(0, b"key2")], fin=True)
+    assert objects(late)[-1] == (1, 0, b"key2") and objects(watcher)[-1] == (1, 0, b"key2")
+    assert len(b.imports) == 1 and a.counters["objects_out"] == 3 and b.counters["tracks_opened"] == 1
+    # One refuses (UNSUBSCRIBE after accepting), the other unsubscribes: the import ends on B and
+    # the export on A.
+    late.send(m.Unsubscribe(offer2.request_id))
+    assert len(b.imports) == 1
+    watcher.send(m.Unsubscribe(offer.request_id))
+    assert not b.imports and not a.exports
+    # The publisher ends the track: its entry goes on B.
+    pub.send(m.PublishDone(prid, PublishDoneCode.TRACK_ENDED, 2, b"the end"))
+    cluster.clock.now += 3
+    for relay in cluster.relays.values():
+        relay.timer(cluster.clock.now)
+    assert not b.remote_tracks and not a.track_entries
+
+
+def test_an_offer_refused_lets_the_import_go_and_a_new_subscriber_opens_it_again() -> None:
+    cluster = Cluster()
+    b = cluster.members["B"]
+    pub = cluster.client("A")
+    pub.send(m.Publish(pub.rid(), NS, b"audio", 3))
+    assert b.remote_tracks == {(NS, b"audio"): {"A"}} and not b.imports  # nobody asked: nothing crosses
+    watcher = cluster.client("B", draft=20)
+    tstream = watcher.request(m.SubscribeTracks(watcher.rid(), NS))
+    assert watcher.messages(tstream) == [m.RequestOk(0)]
+    ((offer_stream, offer),) = watcher.server_requests()
+    assert isinstance(offer, m.Publish) and offer.name == b"audio"
+    watcher.send(m.RequestError(offer.request_id, RequestErrorCode.UNINTERESTED, 0, b"no"), offer_stream)
+    assert not b.imports and (NS, b"audio") not in cluster.relays["B"].tracks
+    again = cluster.client("B")
+    again.send(m.SubscribeNamespace(again.rid(), NS, m.NAMESPACE_OPTION_PUBLISH), stream_id=again.new_bidi())
+    (offer2,) = [x for x in again.messages() if isinstance(x, m.Publish)]
+    assert offer2.name == b"audio" and b.counters["tracks_opened"] == 2 and len(b.imports) == 1
+
+
+def test_a_track_whose_node_never_answers_is_let_go_after_the_upstream_timeout() -> None:
+    from trackmesh.transports.moq.cluster_relay import NS_ROOT, TRACK_ROOT
+
+    cluster = Cluster()
+    b = cluster.members["B"]
+    watcher = cluster.client("B")
+    watcher.send(
+        m.SubscribeNamespace(watcher.rid(), (b"live",), m.NAMESPACE_OPTION_PUBLISH), stream_id=watcher.new_bidi()
+    )
+    # Entries of a member "Z" that runs no relay: the import waits for an answer that never comes.
+    cluster.registry.put(cluster.clock.now, f"{TRACK_ROOT}{namespace_key(NS)}/x{b'video'.hex()}/Z", b"")
+    cluster.registry.put(cluster.clock.now, f"{NS_ROOT}{namespace_key(NS)}/Z", b"")
+    assert b.counters["tracks_opened"] == 1 and len(b.imports) == 1
+    assert not [x for x in watcher.messages() if isinstance(x, m.Publish)]  # offered only once live
+    other = cluster.client("B")
+    other.session.transport_closed()  # another session ending leaves the pending import alone
+    assert len(b.imports) == 1
+    cluster.clock.now += 6
+    cluster.relays["B"].timer(cluster.clock.now)
+    assert not b.imports and (NS, b"video") not in cluster.relays["B"].tracks

@@ -19,6 +19,13 @@ is fed ``now`` and works on the core's :class:`~trackmesh.core.registry.Registry
   NAMESPACE_DONE when no node publishes it any more), as one published here is. A namespace
   published on several nodes is imported from one of them (the want names it, and only its
   messages are taken); when that node withdraws it, the imported tracks end (GOING_AWAY).
+- **Tracks offered across nodes**: each publisher-initiated track here is also put in the registry,
+  as ``moq/track/<namespace>/<track>/<member>``. A session on another node whose namespace
+  subscription asks for tracks (SUBSCRIBE_NAMESPACE with the PUBLISH option, draft-20
+  SUBSCRIBE_TRACKS) under a prefix of its namespace makes that node open the track through its
+  import (``Relay.open_track``): once the publisher's node answers, the relay offers it by PUBLISH,
+  as it offers a track published on its own node. One import serves every offer of a node; a track
+  whose offers are all refused or ended is let go.
 - **Exporting (the publisher's node)**: each want for a namespace published here makes one local
   subscription through the relay, whose objects are sent once on the track's message channel,
   however many nodes and subscribers want it (zenoh sends one copy to each interested node). The
@@ -44,11 +51,12 @@ from trackmesh.transports.moq import messages as m
 from trackmesh.transports.moq.errors import PublishDoneCode, RequestErrorCode
 from trackmesh.transports.moq.local_publisher import LocalPublisher, LocalTrack
 from trackmesh.transports.moq.local_subscriber import LocalSubscriber
-from trackmesh.transports.moq.relay import Relay
+from trackmesh.transports.moq.relay import NamespaceSubscriber, Relay
 
 __all__ = ["ClusterRelay", "decode_message", "encode_object", "namespace_key", "track_channel"]
 
 NS_ROOT = "moq/ns/"
+TRACK_ROOT = "moq/track/"
 WANT_ROOT = "moq/want/"
 KIND = "moq"  # the hub counts this kind of message channel apart (moq_channels_exported/imported)
 
@@ -169,6 +177,17 @@ class _NamespaceWatcher:
         self.relay._namespace_delete(now, key)
 
 
+class _TrackWatcher:
+    def __init__(self, relay: ClusterRelay) -> None:
+        self.relay = relay
+
+    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
+        self.relay._track_put(now, key)
+
+    def on_registry_delete(self, now: float, key: str) -> None:
+        self.relay._track_delete(now, key)
+
+
 class _WantWatcher:
     def __init__(self, relay: ClusterRelay) -> None:
         self.relay = relay
@@ -197,10 +216,14 @@ class ClusterRelay:
             "exports_total": 0,
             "imports_total": 0,
             "bad_messages": 0,
+            "tracks_opened": 0,  # tracks of other nodes opened to offer them to namespace subscribers
         }
         self.local_namespaces: set[m.TrackNamespace] = set()  # in the registry as ours
         self.announced: set[m.TrackNamespace] = set()  # PUBLISH_NAMESPACE by a session here
         self.published_tracks: dict[m.TrackNamespace, int] = {}  # PUBLISHed tracks here, per namespace
+        self.track_entries: set[str] = set()  # our moq/track/ registry entries
+        #: Publisher-initiated tracks of other nodes: (namespace, name) -> the members publishing them.
+        self.remote_tracks: dict[tuple[m.TrackNamespace, bytes], set[str]] = {}
         self.remote: dict[m.TrackNamespace, set[str]] = {}  # namespace -> members publishing it
         self.providers: dict[m.TrackNamespace, LocalPublisher] = {}
         self.exports: dict[tuple[m.TrackNamespace, bytes], _Export] = {}
@@ -208,11 +231,14 @@ class ClusterRelay:
         self._closed = False
         self._ns_watcher = _NamespaceWatcher(self)
         self._want_watcher = _WantWatcher(self)
+        self._track_watcher = _TrackWatcher(self)
         self.subscriber = LocalSubscriber(relay, self._local_namespace)
         registry.watch(now, NS_ROOT, self._ns_watcher)
         registry.watch(now, WANT_ROOT, self._want_watcher)
+        registry.watch(now, TRACK_ROOT, self._track_watcher)
         self.subscriber.watch_namespaces(())
         relay.on_published_track = self._published_track
+        relay.on_track_subscriber = self._track_subscriber
 
     def tick(self, now: float) -> None:
         self.now = now
@@ -224,6 +250,8 @@ class ClusterRelay:
             "cluster_namespaces_remote": len(self.remote),
             "cluster_tracks_exported": len(self.exports),
             "cluster_tracks_imported": len(self.imports),
+            "cluster_tracks_remote": len(self.remote_tracks),
+            "cluster_tracks_opened_total": c["tracks_opened"],
             "cluster_exports_total": c["exports_total"],
             "cluster_imports_total": c["imports_total"],
             "cluster_objects_out_total": c["objects_out"],
@@ -244,6 +272,8 @@ class ClusterRelay:
         self._closed = True
         if self.relay.on_published_track == self._published_track:
             self.relay.on_published_track = None
+        if self.relay.on_track_subscriber == self._track_subscriber:
+            self.relay.on_track_subscriber = None
         self.subscriber.close()
         for namespace, provider in self.providers.items():
             provider.close()
@@ -251,9 +281,14 @@ class ClusterRelay:
         self.providers.clear()
         self.registry.unwatch(NS_ROOT, self._ns_watcher)
         self.registry.unwatch(WANT_ROOT, self._want_watcher)
+        self.registry.unwatch(TRACK_ROOT, self._track_watcher)
         for namespace in self.local_namespaces:
             self.registry.delete(now, self._ns_entry(namespace))
         self.local_namespaces.clear()
+        for key in self.track_entries:
+            self.registry.delete(now, key)
+        self.track_entries.clear()
+        self.remote_tracks.clear()
 
     # -- namespaces published here -------------------------------------------------------------
 
@@ -267,15 +302,80 @@ class ClusterRelay:
             self.announced.discard(namespace)
         self._sync_local(namespace)
 
-    def _published_track(self, namespace: m.TrackNamespace, live: bool) -> None:
+    def _published_track(self, namespace: m.TrackNamespace, name: bytes, live: bool) -> None:
         """A publisher-initiated track (PUBLISH, no PUBLISH_NAMESPACE needed) starts or goes: its
-        namespace is published here while it has one, so the other nodes can import its tracks."""
+        namespace is published here while it has one, so the other nodes can import its tracks, and
+        the track itself is listed, so the other nodes offer it to their namespace subscribers."""
         count = self.published_tracks.get(namespace, 0) + (1 if live else -1)
         if count > 0:
             self.published_tracks[namespace] = count
         else:
             self.published_tracks.pop(namespace, None)
         self._sync_local(namespace)
+        if self._closed or not namespace:
+            return
+        key = f"{TRACK_ROOT}{namespace_key(namespace)}/{_field(name)}/{self.member}"
+        if live and key not in self.track_entries:
+            self.track_entries.add(key)
+            self.registry.put(self.now, key, b"")
+        elif not live and key in self.track_entries:
+            self.track_entries.discard(key)
+            self.registry.delete(self.now, key)
+
+    # -- tracks of other nodes, offered to namespace subscribers ----------------------------------
+
+    def _parse_track(self, key: str) -> tuple[m.TrackNamespace, bytes, str] | None:
+        parts = self._split(key, TRACK_ROOT, 3)
+        if parts is None or parts[2] == self.member or not parts[1].startswith("x"):
+            return None
+        try:
+            return parse_namespace_key(parts[0]), bytes.fromhex(parts[1][1:]), parts[2]
+        except ValueError:
+            return None
+
+    def _track_put(self, now: float, key: str) -> None:
+        self.now = now
+        parsed = self._parse_track(key)
+        if parsed is None:
+            return
+        namespace, name, member = parsed
+        self.remote_tracks.setdefault((namespace, name), set()).add(member)
+        self._open_for_offers(namespace, name)
+
+    def _track_delete(self, now: float, key: str) -> None:
+        self.now = now
+        parsed = self._parse_track(key)
+        if parsed is None:
+            return
+        namespace, name, member = parsed
+        members = self.remote_tracks.get((namespace, name))
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self.remote_tracks[(namespace, name)]
+        # An open import ends by the publisher's own PUBLISH_DONE, or as its namespace is withdrawn.
+
+    def _track_subscriber(self, ns_sub: NamespaceSubscriber) -> None:
+        """A session here asks for the tracks under a prefix: open those of other nodes."""
+        for namespace, name in list(self.remote_tracks):
+            if namespace[: len(ns_sub.prefix)] == ns_sub.prefix and ns_sub.allows(namespace):
+                self._open_for_offers(namespace, name)
+
+    def _open_for_offers(self, namespace: m.TrackNamespace, name: bytes) -> None:
+        """Import a track of another node if some session here asked for the tracks under its
+        namespace; the relay offers it to them once it is live. Only through our import of its
+        namespace: a session here that publishes it (or a longer prefix) takes precedence."""
+        if self._closed:
+            return
+        provider = self.providers.get(namespace)
+        if provider is None or self.relay.namespace_publisher(namespace) is not provider:
+            return  # its namespace is not (yet) known here: _namespace_put opens it then
+        wanted = any(
+            s.remote and s.wants_tracks() and namespace[: len(s.prefix)] == s.prefix and s.allows(namespace)
+            for s in self.relay.namespace_subscribers
+        )
+        if wanted and self.relay.open_track(namespace, name, self.now):
+            self.counters["tracks_opened"] += 1
 
     def _sync_local(self, namespace: m.TrackNamespace) -> None:
         if self._closed or not namespace:
@@ -309,6 +409,8 @@ class ClusterRelay:
             return  # already imported, or an in-process provider of this very prefix (the rooms')
         self.providers[namespace] = LocalPublisher(self.relay, namespace, self._import, self._cancel_import)
         self.relay.remote_namespace(namespace, True)  # NAMESPACE to this node's namespace subscribers
+        for ns, name in [k for k in self.remote_tracks if k[0] == namespace]:
+            self._open_for_offers(ns, name)  # its track entries came first
 
     def _namespace_delete(self, now: float, key: str) -> None:
         self.now = now

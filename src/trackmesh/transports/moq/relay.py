@@ -138,6 +138,8 @@ class Track:
     upstream_alias: int | None = None
     live: bool = False
     from_publish: bool = False
+    #: Opened with no subscriber (Relay.open_track): offered to the namespace subscribers once live.
+    offered: bool = False
     subscribers: list[Subscription] = field(default_factory=list)
     waiting: list[Waiter] = field(default_factory=list)
     groups: dict[int, dict[int, CachedSubgroup]] = field(default_factory=dict)
@@ -192,8 +194,11 @@ class Relay:
         #: namespace subscribers like those published here; a SUBSCRIBE reaches them through a provider.
         self.remote_namespaces: set[m.TrackNamespace] = set()
         #: Told of each publisher-initiated track (PUBLISH) as it starts (True) and goes (False):
-        #: the cluster relay makes its namespace subscribable on the other nodes.
-        self.on_published_track: Callable[[m.TrackNamespace, bool], None] | None = None
+        #: the cluster relay makes it subscribable, and offered, on the other nodes.
+        self.on_published_track: Callable[[m.TrackNamespace, bytes, bool], None] | None = None
+        #: Told of each session's namespace subscription that asks for tracks (the PUBLISH option,
+        #: SUBSCRIBE_TRACKS): the cluster relay opens the matching tracks of other nodes for it.
+        self.on_track_subscriber: Callable[[NamespaceSubscriber], None] | None = None
         self.stats = RelayStats()
 
     # -- namespaces ------------------------------------------------------------------------
@@ -296,6 +301,8 @@ class Relay:
                 live = track.live and track.done is None
                 if live and _has_prefix(track.namespace, ns_sub.prefix) and ns_sub.allows(track.namespace):
                     self._offer(track, ns_sub.peer)
+            if ns_sub.remote and self.on_track_subscriber is not None:
+                self.on_track_subscriber(ns_sub)
 
     def unsubscribe_namespace(self, peer: Peer, stream_id: int) -> None:
         self.namespace_subscribers = [
@@ -316,6 +323,37 @@ class Relay:
         if track.largest is not None:
             params[m.PARAM_LARGEST_OBJECT] = encode_varint(track.largest[0]) + encode_varint(track.largest[1])
         peer.request(m.Publish(request_id, track.namespace, track.name, sub.alias, params))
+
+    def _offer_all(self, track: Track) -> None:
+        """Offer ``track`` to every namespace subscriber that asked for the tracks under it."""
+        for ns_sub in self.namespace_subscribers:
+            if ns_sub.wants_tracks() and _has_prefix(track.namespace, ns_sub.prefix) and ns_sub.allows(track.namespace):
+                self._offer(track, ns_sub.peer)
+
+    def open_track(self, namespace: m.TrackNamespace, name: bytes, now: float) -> bool:
+        """Subscribe upstream to a track no one has subscribed to yet, to offer it to the namespace
+        subscribers once it is live (draft-16, track discovery: the receiver of a SUBSCRIBE_NAMESPACE
+        sends the relevant PUBLISH messages for the namespace; here, for the cluster relay, a track
+        published on another node). Nothing is opened when the track is already here (a live one was offered), or when
+        nothing publishes its namespace."""
+        if (namespace, name) in self.tracks:
+            return False
+        publisher = self.namespace_publisher(namespace)
+        upstream_id = publisher.new_request_id() if publisher is not None else None
+        if publisher is None or upstream_id is None:
+            return False
+        track = Track(namespace, name, publisher, upstream_id, publisher.vi64, wait_deadline=now + UPSTREAM_TIMEOUT)
+        track.offered = True
+        self.tracks[track.key] = track
+        publisher.watch_upstream(upstream_id, track)
+        publisher.request(m.Subscribe(upstream_id, namespace, name, {m.PARAM_FORWARD: 1}))
+        return True
+
+    def _release_unwatched(self, track: Track) -> None:
+        """A track opened for offers that nobody took: its upstream subscription ends."""
+        if not track.subscribers and not track.waiting and not track.from_publish and track.done is None:
+            track.publisher.cancel_request(track.upstream_request_id)
+            self._drop(track)
 
     def publish_accepted(self, track: Track, sub: Subscription, forward: bool) -> None:
         sub.forward = forward
@@ -422,6 +460,9 @@ class Relay:
         for waiter in track.waiting:
             self._attach(track, waiter.peer, waiter.request_id, waiter.params)
         track.waiting.clear()
+        if track.offered:
+            self._offer_all(track)
+            self._release_unwatched(track)  # its namespace subscribers left meanwhile
 
     def upstream_error(self, track: Track, code: int, reason: bytes) -> None:
         for waiter in track.waiting:
@@ -436,15 +477,13 @@ class Relay:
             sub.peer.reset(stream_id, StreamResetCode.CANCELLED)
         sub.streams.clear()
         sub.peer.forget_downstream(sub.request_id)
-        if not track.subscribers and not track.waiting and not track.from_publish and track.done is None:
-            track.publisher.cancel_request(track.upstream_request_id)
-            self._drop(track)
+        self._release_unwatched(track)
 
     def _drop(self, track: Track) -> None:
         if self.tracks.get(track.key) is track:
             del self.tracks[track.key]
             if track.from_publish and self.on_published_track is not None:
-                self.on_published_track(track.namespace, False)
+                self.on_published_track(track.namespace, track.name, False)
 
     # -- publisher-initiated tracks --------------------------------------------------------
 
@@ -458,10 +497,8 @@ class Relay:
         track = Track(msg.namespace, msg.name, peer, msg.request_id, peer.vi64, msg.track_alias, True, True)
         self.tracks[track.key] = track
         if self.on_published_track is not None:
-            self.on_published_track(track.namespace, True)
-        for ns_sub in self.namespace_subscribers:
-            if ns_sub.wants_tracks() and _has_prefix(msg.namespace, ns_sub.prefix) and ns_sub.allows(msg.namespace):
-                self._offer(track, ns_sub.peer)
+            self.on_published_track(track.namespace, track.name, True)
+        self._offer_all(track)
         self._retry_rendezvous(lambda w: (w.msg.namespace, w.msg.name) == track.key, now)
         return track
 
@@ -657,7 +694,9 @@ class Relay:
             rid = waiter.msg.request_id
             waiter.peer.reply(rid, m.RequestError(rid, RequestErrorCode.TIMEOUT, 0, b"no publisher in time"), True)
         for track in list(self.tracks.values()):
-            if track.waiting and not track.live and now >= track.wait_deadline:
+            if track.offered and not track.live and not track.waiting and now >= track.wait_deadline:
+                self._release_unwatched(track)  # opened for offers, and never answered
+            elif track.waiting and not track.live and now >= track.wait_deadline:
                 for w in track.waiting:
                     error = m.RequestError(w.request_id, RequestErrorCode.TIMEOUT, 0, b"publisher did not answer")
                     w.peer.reply(w.request_id, error, final=True)
@@ -682,6 +721,8 @@ class Relay:
                 track.waiting = [w for w in track.waiting if w.peer is not peer]
                 self._finish(track, PublishDoneCode.GOING_AWAY, b"publisher left")
                 continue
+            if track.offered and not track.live and not any(w.peer is peer for w in track.waiting):
+                continue  # opened for namespace subscribers, none yet: offered once live
             for sub in [s for s in track.subscribers if s.peer is peer]:
                 track.subscribers.remove(sub)
             track.waiting = [w for w in track.waiting if w.peer is not peer]

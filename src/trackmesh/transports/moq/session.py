@@ -652,7 +652,7 @@ class ServerSession:
         if sub is not None:
             track = self.relay.track_of(sub)
             if track is not None:
-                track.subscribers.remove(sub)
+                self.relay.unsubscribe(track, sub)  # a track opened for the offer alone ends
 
     def _on_request_ok(self, msg: m.RequestOk) -> None:
         sub = self._downstream.get(msg.request_id)

@@ -40,7 +40,7 @@ def vp8(key: bool, size: int) -> bytes:
 
 def track(seconds: float) -> tuple[list[MediaPacket], int]:
     pack = Vp8Packetizer()
-    packets = []
+    packets: list[MediaPacket] = []
     frames = int(seconds * FPS)
     for i in range(frames):
         key = i % GOP == 0

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
-from tests.e2e.test_moq_cluster import moq_metrics
-from tests.e2e.test_moq_interop import free_udp_port
+from tests.e2e.test_moq_interop import free_udp_port, moq_metrics
 from tests.e2e.test_moq_rooms import is_vp8_key, moq_token, publish_into_room, vp8_frames, watch
 from tests.e2e.test_whip_whep import Background
 from tests.e2e.test_workers import worker_of

@@ -293,16 +293,17 @@ def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster
         prometheus.close()
 
 
-def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(dev_cluster: DevCluster) -> None:
+def test_the_console_role_records_a_room_and_downloads_the_media_nodes_files(dev_cluster: DevCluster) -> None:
     dc = dev_cluster
     cc = ConsoleClient(dc.url(CONSOLE))
     room = "taped"
-    bearer = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
 
-    def record(action: str) -> None:
-        url = dc.url(GATEWAY) + f"/api/record/{action}"
-        status, _, body = request("POST", url, json.dumps({"room": room}).encode(), bearer)
+    def record(action: str) -> dict[str, Any]:
+        """Record and Stop recording on the console role: a media node's worker takes it, cluster-wide."""
+        status, body = cc.post(f"/api/console/rooms/{room}/record/{action}")
         assert status == 200, body
+        assert body["data"]["room"] == room, body
+        return dict(body["data"])
 
     def files(complete: bool = False, size: int = 0) -> list[dict[str, Any]]:
         found = [f for f in cc.get(f"/api/console/recordings?room={room}")["files"] if f["room"] == room]
@@ -310,7 +311,12 @@ def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(de
                                      for f in found)  # fmt: skip
         return found if ok else []
 
-    record("start")
+    # Refused without the CSRF token; stopping a room nobody records is the media node's 404.
+    status, _, _ = request("POST", dc.url(CONSOLE) + f"/api/console/rooms/{room}/record/start", b"",
+                           {"Cookie": cc.cookie, "Origin": dc.url(CONSOLE)})  # fmt: skip
+    assert status == 403
+    assert cc.post(f"/api/console/rooms/{room}/record/stop")[0] == 404
+    assert record("start")["all_peers"] is True
     pub = dc.client("whip", GATEWAY, room, "cam", 20)
     try:
         wait_for(lambda: files(size=2000), 20, "the recorded video and audio files in the console", dc)

@@ -8,6 +8,8 @@
   ``recordings`` and ``recording_chunk`` are the node's own (:func:`node_op`): its recorded files of
   the app, and RECORDING_CHUNK raw bytes of one of them from ``offset`` (the console role streams a
   download chunk by chunk); a refused one is answered with ``reply_err`` ``{"error", "status"}``.
+  ``record_start`` and ``record_stop`` go to the one worker of the room (as ``POST /api/record/*``:
+  cluster-wide, runtime/recording.py), answered like the workers' ops with one result.
 - Gateways and connectors, which send no load report, publish a status report every second on
   ``tm/status/<role>/<zone>/<index>`` (CPU, memory, health, their HTTP address): the console's
   zones view reads them with the media nodes' load reports (``tm/load/<zone>/<node>``).
@@ -45,12 +47,15 @@ CONSOLE_ROOT = "tm/console/"  # tm/console/<zone>/<node>: a media node's console
 STATUS_ROOT = "tm/status/"  # tm/status/<role>/<zone>/<index>: gateway and connector status reports
 OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room", "mute": "console.mute",
        "unmute": "console.unmute",
+       # Start or stop recording a room: one worker of the node (the room's), cluster-wide decision.
+       "record_start": "record.start", "record_stop": "record.stop",
        # The node's own (not its workers'): its recorded files, and a chunk of one (RECORDING_CHUNK bytes).
        "recordings": "node.recordings", "recording_chunk": "node.recording_chunk"}  # fmt: skip
 RECORDING_CHUNK = 512 * 1024
 MAX_QUERY_BYTES = 4096
 
 CallWorkers = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+CallRoom = Callable[[str, str, dict[str, Any]], Awaitable[Any]]  # (room, method, params): the room's worker
 
 
 def rss_mb() -> float:
@@ -120,8 +125,10 @@ class ConsoleQueryable:
     """A media node's ``tm/console/<zone>/<node>`` queryable."""
 
     def __init__(self, session: zenoh.Session, zone: int, node: int, call_workers: CallWorkers,
-                 loop: asyncio.AbstractEventLoop, record_dir: str | None = None) -> None:  # fmt: skip
+                 loop: asyncio.AbstractEventLoop, record_dir: str | None = None,
+                 call_room: CallRoom | None = None) -> None:  # fmt: skip
         self.key = f"{CONSOLE_ROOT}{zone}/{node}"
+        self._call_room = call_room
         self._record_root = Path(record_dir) if record_dir else None
         self._call = call_workers
         self._loop = loop
@@ -153,6 +160,10 @@ class ConsoleQueryable:
                 except RpcError as exc:
                     query.reply_err(json.dumps({"error": exc.message, "status": exc.status}).encode())
                 return
+            if method.startswith("record."):  # the room's worker only: one recording session name
+                results = [await self._record(method, params)]
+                query.reply(self.key, encode_results(results))
+                return
             results = await self._call(method, params)
             if method == "console.rooms":  # with the node's RTMP publishers and SIP calls
                 results = add_other_sessions(str(params.get("app", "")), results,
@@ -163,6 +174,17 @@ class ConsoleQueryable:
         finally:
             with contextlib.suppress(Exception):
                 query.drop()  # type: ignore[no-untyped-call]
+
+    async def _record(self, method: str, params: dict[str, str]) -> Any:
+        room = params.get("room", "")
+        if not room or len(room) > 128:
+            return RpcError(400, "room is required (at most 128 characters)")
+        if self._call_room is None:
+            return RpcError(404, "this node does not record")
+        try:
+            return await self._call_room(room, method, {"room": room, "app": params.get("app", "")})
+        except RpcError as exc:
+            return exc
 
     def close(self) -> None:
         undeclare(self._queryable)

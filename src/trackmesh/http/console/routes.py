@@ -551,8 +551,11 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return ok({"kicked": kicked})
 
     @api.post("/api/console/rooms/{room:path}/record/{action}", tags=["console"], responses={**_POST_REFUSALS,
-              400: {"description": "action is not start or stop"}},
-              summary="Start or stop recording a room (every peer's tracks; docs/recording.md)")  # fmt: skip
+              400: {"description": "action is not start or stop"},
+              503: {"description": "the console role: no media node available (or the cluster is lost)"},
+              504: {"description": "the console role: no media node answered"}},
+              summary="Start or stop recording a room (every peer's tracks, cluster-wide on the console role; "
+                      "docs/recording.md)")  # fmt: skip
     async def record_room(request: Request, room: str, action: str) -> Response:
         session = current(request)
         if session is None:
@@ -562,12 +565,18 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return refused
         if action not in ("start", "stop"):
             return error(400, "action is start or stop")
-        if node.config.role != "standalone" or len(room) > 128:
+        if len(room) > 128:
+            return error(404, "no such live room on this node")
+        # The console role: a media node's worker takes it (cluster-wide, runtime/console_node.py).
+        cluster_record = getattr(node, "console_record", None)
+        if node.config.role != "standalone" and cluster_record is None:
             return error(404, "no such live room on this node")
         params: dict[str, Any] = {"room": room, "app": session.app}
         if action == "start":
             params["peers"] = None
         try:
+            if cluster_record is not None:
+                return ok(await cluster_record(session.app, room, action))
             return ok(await node.worker_for_room(room).call(f"record.{action}", params))
         except RpcError as exc:
             return error(exc.status, exc.message)

@@ -208,7 +208,7 @@
     const name = r.room === null ? "(not in a room yet)" : r.room;
     const head = el("div", { class: "room-head" },
       el("h3", {}, name), el("span", { class: "muted peer-count" }));
-    if (r.room !== null && state.session.role === "standalone") {
+    if (r.room !== null && (state.session.role === "standalone" || state.session.role === "console")) {
       for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
         const b = el("button", { type: "button", "data-action": "record-" + action }, label);
         b.addEventListener("click", async () => {

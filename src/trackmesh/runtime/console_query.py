@@ -35,7 +35,6 @@ import zenoh
 
 from trackmesh.cluster.membership import REPORT_INTERVAL
 from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.http.console.other_sessions import add_other_sessions
 from trackmesh.recording.layout import list_recordings, recorded_file
 from trackmesh.rpc import RpcError
 
@@ -164,10 +163,7 @@ class ConsoleQueryable:
                 results = [await self._record(method, params)]
                 query.reply(self.key, encode_results(results))
                 return
-            results = await self._call(method, params)
-            if method == "console.rooms":  # with the node's RTMP publishers and SIP calls
-                results = add_other_sessions(str(params.get("app", "")), results,
-                                             await self._call("rtmp.list", {}), await self._call("sip.stats", {}))
+            results = await self._call(method, params)  # console.rooms: every transport's sessions
             query.reply(self.key, encode_results(results))
         except Exception:
             log.exception("console query failed")

@@ -33,7 +33,6 @@ from sqlalchemy import select
 from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
-from trackmesh.http.console.other_sessions import add_other_sessions, moq_rows
 from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
@@ -267,13 +266,8 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
         cluster = node.config.role == "console"
+        # Every transport's sessions: WebRTC, and RTMP, SIP and MoQ (runtime/console_transports.py).
         results = await node.call_workers("console.rooms", {"app": app})
-        if not cluster:  # and the RTMP, SIP and MoQ sessions (http/console/other_sessions.py)
-            results = add_other_sessions(app, results, await node.call_workers("rtmp.list", {}),
-                                         await node.call_workers("sip.stats", {}))  # fmt: skip
-            moq = getattr(node, "moq", None)
-            if moq is not None and moq.room_ingest is not None:
-                rows.extend(moq_rows(app, moq.room_ingest))
         for index, result in enumerate(results):
             if isinstance(result, list):
                 rows.extend(result)

@@ -168,7 +168,7 @@
       el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
       el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer, p.session)),
-      el("td", { "data-label": "" }, p.kickable === false ? "" : kickButton(p.session)));
+      el("td", { "data-label": "" }, kickButton(p.session)));
   }
 
   // A room's heading and buttons, kept across pushes (the same nodes: a click never lands on a
@@ -262,7 +262,7 @@
       const [r, p] = live;
       v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
         " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
-        p.connected ? " (connected)" : " (connecting)", " ", p.kickable === false ? "" : kickButton(id)));
+        p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
       v.append(trackList(p.tracks, p.peer, p.session));
     } else {
       v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
-from tests.e2e.test_console import login_cookie
+from tests.e2e.test_console import Console
 from tests.runtime.node_process import free_port, http
 
 pytestmark = pytest.mark.e2e
@@ -147,30 +147,6 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         first.wait()
     log = "\n".join(node.lines)
     assert "rtmp takeover" in log and "deleted by the operator" in log
-
-
-class Console:
-    """The node's console API, logged in with the node's secret (docs/console.md)."""
-
-    def __init__(self, node: TrackmeshNode) -> None:
-        self.node = node
-        status, set_cookie = login_cookie(node, node.secret, node.base)
-        assert status == 303, status
-        self.cookie = set_cookie.split(";")[0]
-        self.csrf = self.get("/api/console/session")["csrf"]
-
-    def get(self, path: str) -> Any:
-        status, _, body = http("GET", self.node.url(path), None, {"Cookie": self.cookie})
-        assert status == 200, (path, status, body)
-        return json.loads(body)["data"]
-
-    def post(self, path: str) -> tuple[int, Any]:
-        headers = {"Cookie": self.cookie, "Origin": self.node.base, "X-CSRF-Token": self.csrf}
-        status, _, body = http("POST", self.node.url(path), b"", headers)
-        return status, json.loads(body)
-
-    def peers(self, room: str) -> list[dict[str, Any]]:
-        return [p for r in self.get("/api/console/rooms")["rooms"] if r["room"] == room for p in r["peers"]]
 
 
 def test_the_console_mutes_kicks_and_ends_the_room_of_ffmpeg_publishers(rtmp_node: TrackmeshNode) -> None:

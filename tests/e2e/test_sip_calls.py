@@ -1073,7 +1073,7 @@ def test_the_console_mutes_and_kicks_a_call_and_sipp_gets_our_bye(
     """The console (docs/console.md) lists a call with its track, mutes it (no longer forwarded to the
     room) and kicks it: the call ends with our BYE, in sipp's ``uas`` message trace (sipp itself would
     exit 0 only after its scenario's 4 s time-wait: not waited for)."""
-    from tests.e2e.test_rtmp import Console
+    from tests.e2e.test_console import Console
 
     node, _ = sip_node
     uas_port = free_port()

@@ -162,11 +162,13 @@ class ConsoleClient:
                 out[role] += [{**n, "zone": zone["zone"]} for n in zone[role]]
         return out
 
-    def peer(self, room: str) -> dict[str, Any] | None:
+    def peer(self, room: str, app: str | None = None) -> dict[str, Any] | None:
+        """A publisher in ``room`` (of ``app``: the cluster operator's view lists every app's rooms)."""
         data = self.get("/api/console/rooms")
         for r in data["rooms"]:
             for p in r["peers"]:
-                if r["room"] == room and any(t["direction"] == "publish" for t in p["tracks"]):
+                if r["room"] == room and app in (None, r["app"]) and any(t["direction"] == "publish"
+                                                                         for t in p["tracks"]):  # fmt: skip
                     return {**p, "unanswered": data["unanswered"], "stale": data["stale"]}
         return None
 
@@ -373,10 +375,15 @@ def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_c
             dc.client("whip", MEDIA1, "shared", "dave", 30)]
     try:
         mine = wait_for(lambda: tenant.peer("shared"), 10, "the tenant's publisher in its console", dc)
-        theirs = wait_for(lambda: admin.peer("shared"), 10, "the default app's publisher in its console", dc)
+        theirs = wait_for(lambda: admin.peer("shared", ""), 10, "the default app's publisher in its console", dc)
         assert (mine["peer"], theirs["peer"]) == ("carol", "dave"), (mine, theirs)
         assert [p["peer"] for r in tenant.get("/api/console/rooms")["rooms"] for p in r["peers"]] == ["carol"]
-        assert "carol" not in {p["peer"] for r in admin.get("/api/console/rooms")["rooms"] for p in r["peers"]}
+        # The cluster secret is the operator over every app: both rooms "shared", each with its app.
+        assert admin.get("/api/console/session")["all_apps"] is True
+        assert tenant.get("/api/console/session")["all_apps"] is False
+        shared = {r["app"]: [p["peer"] for p in r["peers"]] for r in admin.get("/api/console/rooms")["rooms"]
+                  if r["room"] == "shared"}  # fmt: skip
+        assert shared == {"": ["dave"], "acme": ["carol"]}, shared
         # Its timeline from the zone's connector (read with the tenant's secret); not another app's.
         wait_for(lambda: tenant.get(f"/api/console/events?session={mine['session']}"), 10, "the tenant's timeline", dc)
         assert tenant.get(f"/api/console/events?session={theirs['session']}") == []
@@ -384,10 +391,25 @@ def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_c
         # Another app's session and room are out of reach; other apps' recordings are not listed.
         assert tenant.post(f"/api/console/sessions/{theirs['session']}/kick")[0] == 404
         assert tenant.get("/api/console/recordings")["files"] == []
-        assert admin.peer("shared") is not None  # the default app's publisher is still there
+        assert admin.peer("shared", "") is not None  # the default app's publisher is still there
+        # A tenant cannot name another app; the operator reads the tenant's timeline with ?app=.
+        assert request("GET", dc.url(CONSOLE) + "/api/console/events?app=", headers={"Cookie": tenant.cookie})[0] == 403
+        assert tenant.post("/api/console/rooms/shared/end?app=")[0] == 403
+        wait_for(lambda: admin.get(f"/api/console/events?session={mine['session']}&app=acme"), 10,
+                 "the tenant's timeline for the operator", dc)  # fmt: skip
+        assert admin.get(f"/api/console/events?session={mine['session']}") == []  # the default app's log
         # The zones view is the cluster operator's.
         assert request("GET", dc.url(CONSOLE) + "/api/console/cluster", headers={"Cookie": tenant.cookie})[0] == 403
         assert len(admin.roles()["media"]) == 2
+        # The operator acts across apps: mutes and kicks the tenant's publisher, ends its room (not dave's).
+        track = next(t["name"] for t in mine["tracks"] if t["direction"] == "publish")
+        status, body = admin.post(f"/api/console/sessions/{mine['session']}/tracks/{track}/mute")
+        assert (status, body["data"]) == (200, {"muted": True, "changed": True}), body
+        assert admin.post("/api/console/rooms/shared/end?app=acme") == (200, {"status": True, "data": {"kicked": 1}})
+        wait_for(lambda: tenant.peer("shared") is None, 5, "the tenant's room ended", dc)
+        assert admin.peer("shared", "") is not None, "the default app's room of the same name stays"
+        status, body = admin.post(f"/api/console/sessions/{theirs['session']}/kick")
+        assert (status, body["data"]) == (200, {"kicked": 1}), body
     finally:
         for pub in pubs:
             pub.kill()

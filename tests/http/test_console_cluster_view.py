@@ -105,5 +105,5 @@ def test_any_console_query_parses_or_raises_value_error(data: bytes) -> None:
         return
     assert method in ("console.rooms", "console.kick", "console.end_room", "console.mute", "console.unmute",
                       "record.start", "record.stop", "node.recordings", "node.recording_chunk")
-    assert set(params) <= {"app", "session", "room", "track", "path", "offset"}
+    assert set(params) <= {"app", "apps", "session", "room", "track", "path", "offset"}
     assert all(isinstance(v, str) for v in params.values())

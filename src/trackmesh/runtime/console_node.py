@@ -51,6 +51,12 @@ log = logging.getLogger("trackmesh.console")
 QUERY_TIMEOUT = 2.0  # a media node slower than this to list its sessions shows as "did not answer"
 LOG_TIMEOUT = 5.0
 RECORDING_TIMEOUT = 10.0  # one chunk of a download (runtime/console_query.py RECORDING_CHUNK)
+EVERY_APP = "\0every"  # the cache key of the cluster operator's listings (every app): no app id has a NUL
+
+
+def _cache_key(params: dict[str, Any]) -> str:
+    """The key of a listing's last rows: its app, or every app's (the cluster operator's)."""
+    return EVERY_APP if params.get("apps") == "*" else str(params.get("app", ""))
 
 
 def _number(value: object) -> float:
@@ -287,7 +293,7 @@ class ConsoleNode(Node):
                 out.append(value)
         if method != "console.rooms":
             return out
-        cache = self._rooms.setdefault(str(params.get("app", "")), {})
+        cache = self._rooms.setdefault(_cache_key(params), {})
         now = time.time()
         for node_key, rows in by_node.items():
             cache[node_key] = (rows, now)
@@ -310,7 +316,7 @@ class ConsoleNode(Node):
     def _stale_rows(self, method: str, params: dict[str, Any], exc: RpcError) -> list[Any]:
         if method != "console.rooms":
             return [exc]
-        cache = self._rooms.get(str(params.get("app", "")), {})
+        cache = self._rooms.get(_cache_key(params), {})
         if self._stale_since is None:
             self._stale_since = max((at for _, at in cache.values()), default=time.time())
         return [*(rows for rows, _ in cache.values()), exc]
@@ -384,8 +390,9 @@ class ConsoleNode(Node):
         """Media nodes to ask, best first: those the last listing shows hosting the room, then the
         other live ones (a recording decision is cluster-wide: any media node can take it)."""
         live = sorted((z, i) for z, i in self._indexes("media") if self.view.members[("media", z, i)].gone is None)
-        hosting = [key for key, (rows, _) in sorted(self._rooms.get(app, {}).items())
-                   if key in live and any(isinstance(r, dict) and r.get("room") == room for r in rows)]  # fmt: skip
+        listed = {**self._rooms.get(EVERY_APP, {}), **self._rooms.get(app, {})}
+        hosting = [key for key, (rows, _) in sorted(listed.items()) if key in live and any(
+            isinstance(r, dict) and r.get("room") == room and r.get("app", app) == app for r in rows)]  # fmt: skip
         return hosting + [key for key in live if key not in hosting]
 
     def _ask_node(self, zone: int, node: int, payload: str) -> Any:

@@ -2,7 +2,8 @@
 
 - Media nodes answer console queries on ``tm/console/<zone>/<node>`` (a zenoh queryable on the
   node's cluster session, so only members holding the cluster secret can ask). The query's
-  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}``; the node runs the op on
+  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}`` (``"apps": "*"``:
+  every app, the cluster secret's login; runtime/console_rpc.py); the node runs the op on
   its workers (runtime/console_rpc.py) and replies with one result per worker: the result, or
   ``{"error": message}`` for a worker that did not answer.
   ``recordings`` and ``recording_chunk`` are the node's own (:func:`node_op`): its recorded files of
@@ -90,7 +91,7 @@ def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
         raise ValueError("nested too deep") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError("unknown op")
-    params = {k: str(obj[k]) for k in ("app", "session", "room", "track", "path", "offset")
+    params = {k: str(obj[k]) for k in ("app", "apps", "session", "room", "track", "path", "offset")
               if k in obj and obj[k] is not None}  # fmt: skip
     return OPS[str(obj["op"])], params
 

@@ -5,7 +5,9 @@ transports (``others``, runtime/console_transports.py): their sessions are liste
 with their room and muted like WebRTC ones.
 
 Each call is scoped to one app (tenant): a console logged in with an app's secret sees and acts on
-that app's sessions only. Nothing here runs per packet: a listing reads counters the peers keep.
+that app's sessions only. ``"apps": "*"`` in a listing, kick or mute is the console role's cluster
+operator (the cluster secret's login): every app's sessions, each row with its ``app``. Nothing
+here runs per packet: a listing reads counters the peers keep.
 """
 
 from __future__ import annotations
@@ -128,19 +130,27 @@ class ConsoleRpc:
         assert isinstance(found, ConsoleRpc)
         return found
 
-    def _conns(self, app: str) -> list[tuple[ConsoleTable, Any]]:
+    def _conns(self, app: str | None) -> list[tuple[ConsoleTable, Any]]:
+        """The live WebRTC connections of ``app`` (None: of every app)."""
         return [(table, conn) for table in self.tables for conn in table.live_conns()
-                if table.apps.get(conn.key, "") == app]  # fmt: skip
+                if app is None or table.apps.get(conn.key, "") == app]  # fmt: skip
+
+    @staticmethod
+    def _scope(params: dict[str, Any]) -> str | None:
+        """The app a call is about; None for the cluster operator's ``"apps": "*"`` (every app)."""
+        return None if params.get("apps") == "*" else str(params.get("app", ""))
 
     def rooms(self, now: float, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The app's live sessions, one row each: room (None before a join), peer, transport, tracks."""
+        """The app's live sessions, one row each: app, room (None before a join), peer, transport, tracks."""
         out = []
-        app = str(params.get("app", ""))
-        meter = self.meters.setdefault(app, BitrateMeter())
-        for _, conn in self._conns(app):
+        app = self._scope(params)
+        meter_key = "\0every" if app is None else app
+        meter = self.meters.setdefault(meter_key, BitrateMeter())
+        for table, conn in self._conns(app):
             peer: WebRtcPeer = conn.peer
             endpoint = peer.endpoint
             out.append({
+                "app": table.apps.get(conn.key, ""),
                 "session": str(endpoint.session),
                 "room": endpoint.room,
                 "peer": endpoint.peer,
@@ -158,11 +168,11 @@ class ConsoleRpc:
                 out.append({**row, "session": str(row["session"]), "worker": self.runtime.index, "tracks": tracks})
         meter.sweep()
         if not out:
-            self.meters.pop(app, None)  # no live session of that app: nothing to remember
+            self.meters.pop(meter_key, None)  # no live session of that app: nothing to remember
         return out
 
     def kick(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
-        session, app = str(params.get("session", "")), str(params.get("app", ""))
+        session, app = str(params.get("session", "")), self._scope(params)
         for table, conn in self._conns(app):
             if str(conn.key) == session:
                 table.close(now, conn, KICK_REASON)
@@ -173,12 +183,14 @@ class ConsoleRpc:
                     return {"kicked": 1}
         raise RpcError(404, "no live session with this id in your app")
 
-    def _other_endpoint(self, app: str, session: str) -> Endpoint | None:
-        """The core endpoint of a session of ``app`` on this worker (any transport), or None."""
+    def _other_endpoint(self, app: str | None, session: str) -> Endpoint | None:
+        """The core endpoint of a session of ``app`` (None: any app) on this worker (any transport), or None."""
         if not session.isdigit() or len(session) > 20:
             return None
         endpoint = self.runtime.core.endpoints.get(SessionId(int(session)))
-        return endpoint if endpoint is not None and endpoint.app == app and not endpoint.closed else None
+        if endpoint is None or endpoint.closed or (app is not None and endpoint.app != app):
+            return None
+        return endpoint
 
     def mute(self, now: float, params: dict[str, Any]) -> dict[str, Any]:
         return self._set_muted(now, params, True)
@@ -188,7 +200,7 @@ class ConsoleRpc:
 
     def _set_muted(self, now: float, params: dict[str, Any], muted: bool) -> dict[str, Any]:
         """A published track of a live session stops (or resumes) reaching its viewers."""
-        session, track, app = str(params.get("session", "")), str(params.get("track", "")), str(params.get("app", ""))
+        session, track, app = str(params.get("session", "")), str(params.get("track", "")), self._scope(params)
         endpoint: Endpoint | None = next((conn.peer.endpoint for _, conn in self._conns(app)
                                           if str(conn.key) == session), None)  # fmt: skip
         if endpoint is None:  # an RTMP, SIP or MoQ session: its core endpoint, mute is the core's

@@ -34,9 +34,9 @@ __all__ = ["MoqSessions", "OtherSessions", "RtmpSessions", "SipSessions"]
 class OtherSessions(Protocol):
     """A transport's sessions for the console."""
 
-    def rows(self, app: str) -> list[dict[str, Any]]:
-        """The app's sessions: ``session`` (int), ``room``, ``peer``, ``transport``, ``connected``,
-        ``remote`` (or None)."""
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
+        """The sessions of ``app`` (None: of every app): ``app``, ``session`` (int), ``room``, ``peer``,
+        ``transport``, ``connected``, ``remote`` (or None)."""
         ...
 
     def close(self, now: float, session: int, reason: str) -> bool:
@@ -48,15 +48,15 @@ class RtmpSessions:
     def __init__(self, rtmp: RtmpTransport) -> None:
         self.rtmp = rtmp
 
-    def rows(self, app: str) -> list[dict[str, Any]]:
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
         out = []
         for entry in self.rtmp.entries.values():
-            if entry.app != app:
+            if app is not None and entry.app != app:
                 continue
             p, conn = entry.publisher, entry.conn
             remote = f"{conn.peer[0]}:{conn.peer[1]}" if conn is not None and conn.peer else None
-            out.append({"session": int(p.endpoint.session), "room": p.room, "peer": p.peer, "transport": "rtmp",
-                        "connected": conn is not None, "remote": remote})  # fmt: skip
+            out.append({"app": entry.app, "session": int(p.endpoint.session), "room": p.room, "peer": p.peer,
+                        "transport": "rtmp", "connected": conn is not None, "remote": remote})  # fmt: skip
         return out
 
     def close(self, now: float, session: int, reason: str) -> bool:
@@ -71,15 +71,15 @@ class SipSessions:
     def __init__(self, sip: SipMediaTransport) -> None:
         self.sip = sip
 
-    def rows(self, app: str) -> list[dict[str, Any]]:
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
         endpoints = self.sip.runtime.core.endpoints
         out = []
         for call in self.sip.calls.values():
             endpoint = endpoints.get(call.session)
-            if endpoint is None or endpoint.app != app:
+            if endpoint is None or (app is not None and endpoint.app != app):
                 continue
             joined = call.media.started  # in its room from its first RTP packet (runtime/sip_media.py)
-            out.append({"session": int(call.session), "room": call.media.room if joined else None,
+            out.append({"app": endpoint.app, "session": int(call.session), "room": call.media.room if joined else None,
                         "peer": call.media.peer, "transport": call.kind, "connected": joined, "remote": None})
         return out
 
@@ -91,14 +91,14 @@ class MoqSessions:
     def __init__(self, ingest: MoqRoomIngest) -> None:
         self.ingest = ingest
 
-    def rows(self, app: str) -> list[dict[str, Any]]:
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
         out = []
         for room in list(self.ingest.rooms.values()):
-            if room.app != app:
+            if app is not None and room.app != app:
                 continue
             for peer, endpoint in list(room.peers.items()):
-                out.append({"session": int(endpoint.session), "room": room.name, "peer": peer, "transport": "moq",
-                            "connected": True, "remote": None})  # fmt: skip
+                out.append({"app": room.app, "session": int(endpoint.session), "room": room.name, "peer": peer,
+                            "transport": "moq", "connected": True, "remote": None})  # fmt: skip
         return out
 
     def close(self, now: float, session: int, reason: str) -> bool:

@@ -4,7 +4,7 @@
 
 (function () {
   const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
-    cluster: null, actionAt: 0, heads: new Map() };
+    cluster: null, actionAt: 0, heads: new Map(), appOf: new Map() };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -43,6 +43,17 @@
     if (ms === null || ms === undefined) return "";
     const d = new Date(Number(ms));
     return d.toLocaleString();
+  }
+
+  // The cluster secret's session on the console role sees every app: a room's actions and a
+  // session's timeline name the app they are about (?app=); any other session has one app.
+  function appQuery(app, sep) {
+    if (!state.session || !state.session.all_apps || app === undefined || app === null) return "";
+    return (sep || "?") + "app=" + encodeURIComponent(app);
+  }
+
+  function appLabel(app) {
+    return app === "" ? "(default app)" : "app " + app;
   }
 
   function sessionLink(id) {
@@ -174,7 +185,7 @@
   // A room's heading and buttons, kept across pushes (the same nodes: a click never lands on a
   // replaced button); only its peer count changes.
   function roomHead(r) {
-    const key = r.room === null ? "" : "r:" + r.room;
+    const key = r.room === null ? "" : "r:" + (r.app || "") + "\n" + r.room;
     let head = state.heads.get(key);
     if (!head) {
       head = buildRoomHead(r);
@@ -196,7 +207,7 @@
         el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Transport"), el("th", {}, "State"),
           el("th", {}, "Tracks"), el("th", {}, ""))),
         el("tbody", {}, ...r.peers.map(peerRow)));
-      v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room }, head, table));
+      v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room, "data-app": r.app }, head, table));
     }
     for (const key of [...state.heads.keys()]) if (!used.has(key)) state.heads.delete(key);
     if (!state.rooms.length) {
@@ -207,13 +218,14 @@
   function buildRoomHead(r) {
     const name = r.room === null ? "(not in a room yet)" : r.room;
     const head = el("div", { class: "room-head" },
-      el("h3", {}, name), el("span", { class: "muted peer-count" }));
+      el("h3", {}, name), state.session.all_apps && r.room !== null ? el("span", { class: "app-name" }, appLabel(r.app)) : null,
+      el("span", { class: "muted peer-count" }));
     if (r.room !== null && (state.session.role === "standalone" || state.session.role === "console")) {
       for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
         const b = el("button", { type: "button", "data-action": "record-" + action }, label);
         b.addEventListener("click", async () => {
           try {
-            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
+            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action + appQuery(r.app));
             actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
           } catch (e) { actionStatus(String(e.message || e), true); }
         });
@@ -222,7 +234,7 @@
     }
     if (r.room !== null) {
       head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
-        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
+        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end" + appQuery(r.app));
         return "Ended the room: " + d.kicked + " peer(s) kicked.";
       }));
     }
@@ -271,7 +283,8 @@
     const box = el("div", { id: "timeline" }, "Loading...");
     v.append(box);
     try {
-      const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id));
+      const app = live ? live[1].app : state.appOf.get(id);  // a tenant's session: that app's connector rows
+      const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id) + appQuery(app, "&"));
       box.replaceChildren();
       if (!rows.length) { box.append(el("p", { class: "muted" }, "No event logged for this session yet.")); return; }
       let reason = null;
@@ -476,6 +489,8 @@
     es.addEventListener("rooms", (e) => {
       const data = JSON.parse(e.data);
       state.rooms = data.rooms;
+      for (const r of data.rooms) for (const p of r.peers) if (p.app !== undefined) state.appOf.set(p.session, p.app);
+      if (state.appOf.size > 10000) state.appOf.clear();  // bounded: only sessions seen live matter
       state.unanswered = data.unanswered || [];
       state.stale = data.stale || null;
       state.roomsAt = Date.now();
@@ -504,7 +519,8 @@
     // The zones view: the cluster operator's (default app) only, never a tenant's.
     if (state.session.role === "console" && state.session.app === "") document.getElementById("nav-cluster").hidden = false;
     document.getElementById("nav-recordings").hidden = false;  // standalone: its files; the console role: the media nodes' files
-    document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
+    document.getElementById("who").textContent = state.session.all_apps ? "cluster operator (every app)"
+      : "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }
       location.href = "/console";

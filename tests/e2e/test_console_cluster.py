@@ -15,6 +15,10 @@ once for the module.
    zone's app list over the cluster, so the tenant logs in with its secret and sees (and acts on)
    its app's rooms, events and recordings only; the cluster secret's login keeps the zones view;
    a wrong tenant secret is refused.
+   The cluster secret is the operator over every app: it sees every app's rooms (each with its
+   app), reads a tenant's timeline with ?app=, and mutes, kicks and ends rooms across apps; in
+   Chromium its page heads each room with its app's name as text (an app named in HTML) and its
+   End room ends that app's room. Record / Stop recording from the console reach a media node.
 4. The router dies: the console has lost the cluster; it keeps answering, with the last view of the
    rooms marked stale and the nodes marked stale or gone.
 """
@@ -55,7 +59,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "sdp" / "fixtures"
 KICKED = 3  # DisconnectReason.KICK (connector/events.py)
 SIMULATED = 500
 MAX_SERIES = 2000
-ACME = "acme-console-secret-0123456789"  # the zone connector's one tenant (--apps)
+ACME = "acme-console-secret-0123456789"  # the zone connector's tenants (--apps): acme, and an app named in HTML
+XSS_APP, XSS_SECRET = "<img src=x onerror=alert(1)>", "xss-console-secret-0123456789"
 # dev-cluster's start order, one HTTP port each from --http-port: the zone's router, its connector,
 # gateway (node 1), media nodes (2, 3), connector (node 4), then the console (zone 0).
 ROUTER, CONNECTOR, GATEWAY, MEDIA1, MEDIA2, CONSOLE = range(6)
@@ -89,7 +94,8 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
     base, cport = _free_range(6), _free_range(6)
     apps = tmp_path_factory.mktemp("apps") / "apps.json"
-    apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME}]}))
+    apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME},
+                                         {"app_id": XSS_APP, "app_secret": XSS_SECRET}]}))  # fmt: skip
     # Members read TRACKMESH_* flags from the environment: the simulated sessions stay connecting.
     env = {**os.environ, "TRACKMESH_CONNECT_TIMEOUT": "600", "TRACKMESH_MAX_SESSIONS_PER_TOKEN": "1000"}
     proc = subprocess.Popen(
@@ -239,6 +245,45 @@ def test_console_role_zones_rooms_timeline_and_kick(dev_cluster: DevCluster) -> 
                                   if e["event"] == "Disconnected"], 10, "Disconnected in the timeline", dc)
         assert json.loads(ended[0]["meta"])["reason"] == KICKED, ended
         assert cc.post("/api/console/sessions/123456789/kick")[0] == 404
+    finally:
+        pub.kill()
+        pub.communicate()
+
+
+def test_the_operators_page_names_each_rooms_app_as_text_and_ends_a_tenants_room(
+    dev_cluster: DevCluster, chromium: Any
+) -> None:
+    """Chromium, logged in with the cluster secret: a tenant's room is headed with its app's name
+    (an app named in HTML shows as those characters), and its End room acts on that app's room."""
+    from tests.e2e.test_console import shot
+
+    dc = dev_cluster
+    wait_for(lambda: gauge(dc, CONSOLE, 'trackmesh_console{what="app_lists_total"}') >= 1, 20,
+             "the console to take the zone's app list", dc)  # fmt: skip
+    token = issue(token_key(XSS_SECRET), SessionToken("whip", "xss-room", "cam", app=XSS_APP), 600, int(time.time()))
+    pub = dc.client("whip", MEDIA1, "xss-room", "cam", 30, token)
+    try:
+        admin = ConsoleClient(dc.url(CONSOLE))
+        wait_for(lambda: admin.peer("xss-room", XSS_APP), 10, "the HTML-named app's publisher", dc)
+        page = chromium.new_page()
+        alerts: list[str] = []
+        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+        page.goto(dc.url(CONSOLE) + "/console")
+        page.fill("#secret", SECRET)
+        page.press("#secret", "Enter")
+        page.wait_for_load_state()
+        head = page.locator("section.room", has_text="xss-room").locator(".app-name")
+        head.wait_for(timeout=10_000)
+        assert head.inner_text() == "app " + XSS_APP
+        assert page.locator("#who").inner_text() == "cluster operator (every app)"
+        assert page.locator("img").count() == 0 and not alerts
+        shot(page, "console-role-apps")
+        end = page.locator("section.room", has_text="xss-room").locator("button[data-action='end-room']")
+        end.click()
+        end.click()  # the second click within 4 s acts
+        page.locator("#status", has_text="Ended the room: 1 peer(s) kicked.").wait_for(timeout=10_000)
+        wait_for(lambda: admin.peer("xss-room", XSS_APP) is None, 5, "the tenant's room ended", dc)
+        assert not alerts
     finally:
         pub.kill()
         pub.communicate()

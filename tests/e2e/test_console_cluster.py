@@ -272,12 +272,21 @@ def test_the_operators_page_names_each_rooms_app_as_text_and_ends_a_tenants_room
         page.fill("#secret", SECRET)
         page.press("#secret", "Enter")
         page.wait_for_load_state()
+        assert sorted(admin.get("/api/console/session")["apps"]) == sorted(["", "acme", XSS_APP])
         head = page.locator("section.room", has_text="xss-room").locator(".app-name")
         head.wait_for(timeout=10_000)
         assert head.inner_text() == "app " + XSS_APP
         assert page.locator("#who").inner_text() == "cluster operator (every app)"
         assert page.locator("img").count() == 0 and not alerts
         shot(page, "console-role-apps")
+        # Peers of that app (the operator picks the app), then the peer's session: its timeline.
+        page.click("#nav-peers")
+        page.select_option("#app-select", XSS_APP)
+        page.locator("tr[data-peer='cam'] a.session").first.wait_for(timeout=10_000)
+        page.locator("tr[data-peer='cam'] a.session").first.click()
+        page.locator("#timeline li[data-event='Join']").wait_for(timeout=10_000)
+        assert page.locator("img").count() == 0 and not alerts
+        page.goto(dc.url(CONSOLE) + "/console#/rooms")
         end = page.locator("section.room", has_text="xss-room").locator("button[data-action='end-room']")
         end.click()
         end.click()  # the second click within 4 s acts

@@ -255,8 +255,10 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         session = current(request)
         if session is None:
             return unauthorized()
-        return ok({"app": session.app, "all_apps": session.root, "expires": session.expires,
-                   "csrf": sessions.csrf_token(session), "node_id": node.config.node_id,
+        # The cluster operator's choice of app (Events, Peers): every app the cluster lists.
+        apps = sorted({"", *(a.app_id for a in node.apps.all())} if node.apps is not None else {""})
+        return ok({"app": session.app, "all_apps": session.root, "apps": apps if session.root else [session.app],
+                   "expires": session.expires, "csrf": sessions.csrf_token(session), "node_id": node.config.node_id,
                    "role": node.config.role})  # fmt: skip
 
     @api.get("/api/console/node", tags=["console"], responses=_UNAUTHORIZED,

@@ -56,8 +56,20 @@
     return app === "" ? "(default app)" : "app " + app;
   }
 
-  function sessionLink(id) {
-    return el("a", { href: "#/session/" + encodeURIComponent(id), class: "session", "data-session-link": id }, id);
+  function sessionLink(id, app) {
+    return el("a", { href: "#/session/" + encodeURIComponent(id) + appQuery(app), class: "session", "data-session-link": id }, id);
+  }
+
+  // The cluster operator's app choice for the event log views (Events, Peers): a select of every app.
+  function appSelect(params) {
+    if (!state.session.all_apps) return null;
+    const sel = el("select", { name: "app", "aria-label": "app", id: "app-select" });
+    for (const a of state.session.apps || [""]) {
+      const o = el("option", { value: a }, appLabel(a));
+      if ((params.get("app") || "") === a) o.selected = true;
+      sel.append(o);
+    }
+    return el("label", {}, "App ", sel);
   }
 
   // ---- API --------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@
     return [parts.join(", "), why];
   }
 
-  async function renderSession(id) {
+  async function renderSession(id, params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Session ", id));
     const live = liveSession(id);
@@ -283,7 +295,8 @@
     const box = el("div", { id: "timeline" }, "Loading...");
     v.append(box);
     try {
-      const app = live ? live[1].app : state.appOf.get(id);  // a tenant's session: that app's connector rows
+      // A tenant's session: that app's connector rows (from the live view, else the link's ?app=).
+      const app = live ? live[1].app : (state.appOf.has(id) ? state.appOf.get(id) : params.get("app"));
       const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id) + appQuery(app, "&"));
       box.replaceChildren();
       if (!rows.length) { box.append(el("p", { class: "muted" }, "No event logged for this session yet.")); return; }
@@ -302,20 +315,28 @@
     }
   }
 
-  async function renderPeers() {
+  async function renderPeers(params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Peers (event log, newest first)"));
+    const choice = appSelect(params);
+    if (choice) {
+      choice.querySelector("select").addEventListener("change", (e) => {
+        location.hash = "#/peers?" + new URLSearchParams({ app: e.target.value }).toString();
+      });
+      v.append(el("p", { class: "filters" }, choice));
+    }
     const box = el("div", {}, "Loading...");
     v.append(box);
+    const app = params.get("app");
     try {
-      const peers = await api("GET", "/api/console/peers?limit=100");
+      const peers = await api("GET", "/api/console/peers?limit=100" + appQuery(app, "&"));
       box.replaceChildren();
       if (!peers.length) { box.append(el("p", { class: "muted" }, "No peer logged yet.")); return; }
       const tbody = el("tbody");
       for (const p of peers) {
         const sessions = el("ul", { class: "sessions" });
         for (const s of p.sessions) {
-          sessions.append(el("li", {}, sessionLink(s.session), " joined ", when(s.joined_at),
+          sessions.append(el("li", {}, sessionLink(s.session, app), " joined ", when(s.joined_at),
             s.leaved_at ? " · left " + when(s.leaved_at) : " · still in"));
         }
         tbody.append(el("tr", { "data-peer": p.peer }, el("td", { "data-label": "Room" }, p.room),
@@ -345,6 +366,7 @@
       el("label", {}, "Session ", el("input", { name: "session", inputmode: "numeric", value: params.get("session") || "" })),
       el("label", {}, "Event ", sel),
       el("label", {}, "Since (minutes) ", el("input", { name: "since", inputmode: "numeric", value: params.get("since") || "" })),
+      appSelect(params),
       el("button", { type: "submit" }, "Filter"));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -362,6 +384,8 @@
     if (since > 0) q.set("start_ts", String(Date.now() - since * 60000));
     const page = Math.max(0, Number(params.get("page")) || 0);
     q.set("page", String(page));
+    const app = params.get("app");
+    if (state.session.all_apps && app !== null) q.set("app", app);
     try {
       const rows = await api("GET", "/api/console/events?" + q.toString());
       box.replaceChildren();
@@ -369,7 +393,7 @@
       for (const ev of rows) {
         const [details, why] = explain(ev);
         tbody.append(el("tr", { "data-event": ev.event }, el("td", { "data-label": "Time" }, when(ev.created_at)),
-          el("td", { "data-label": "Session" }, sessionLink(ev.session)), el("td", { "data-label": "Event" }, ev.event),
+          el("td", { "data-label": "Session" }, sessionLink(ev.session, app)), el("td", { "data-label": "Event" }, ev.event),
           el("td", { "data-label": "Details" }, details, why ? el("em", {}, " - " + why) : null)));
       }
       box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Time"), el("th", {}, "Session"),
@@ -474,8 +498,8 @@
     const [path, query] = hash.slice(1).split("?");
     const params = new URLSearchParams(query || "");
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
-    if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)));
-    if (path === "/peers") return renderPeers();
+    if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)), params);
+    if (path === "/peers") return renderPeers(params);
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
     if (path === "/cluster") return renderCluster();

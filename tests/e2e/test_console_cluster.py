@@ -445,6 +445,9 @@ def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_c
         # Another app's session and room are out of reach; other apps' recordings are not listed.
         assert tenant.post(f"/api/console/sessions/{theirs['session']}/kick")[0] == 404
         assert tenant.get("/api/console/recordings")["files"] == []
+        assert admin.get("/api/console/recordings?app=acme")["unanswered"] == []  # the operator may look
+        assert request("GET", dc.url(CONSOLE) + "/api/console/recordings?app=",
+                       headers={"Cookie": tenant.cookie})[0] == 403  # fmt: skip
         assert admin.peer("shared", "") is not None  # the default app's publisher is still there
         # A tenant cannot name another app; the operator reads the tenant's timeline with ?app=.
         assert request("GET", dc.url(CONSOLE) + "/api/console/events?app=", headers={"Cookie": tenant.cookie})[0] == 403

@@ -410,13 +410,20 @@
   }
 
   // Recordings of the app (standalone: this node's files), with download links.
-  async function renderRecordings() {
+  async function renderRecordings(params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Recordings"));
+    const choice = appSelect(params);
+    if (choice) {
+      choice.querySelector("select").addEventListener("change", (e) => {
+        location.hash = "#/recordings?" + new URLSearchParams({ app: e.target.value }).toString();
+      });
+      v.append(el("p", { class: "filters" }, choice));
+    }
     const box = el("div", {}, "Loading...");
     v.append(box);
     try {
-      const d = await api("GET", "/api/console/recordings");
+      const d = await api("GET", "/api/console/recordings" + appQuery(params.get("app")));
       for (const m of d.unanswered || []) v.append(el("p", { class: "bad" }, m));
       if (!d.files.length) { box.replaceChildren(el("p", { class: "muted", id: "no-recordings" }, "No recording yet: use Record on a live room.")); return; }
       const tbody = el("tbody");
@@ -503,7 +510,7 @@
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
     if (path === "/cluster") return renderCluster();
-    if (path === "/recordings") return renderRecordings();
+    if (path === "/recordings") return renderRecordings(params);
     return renderRooms();
   }
 

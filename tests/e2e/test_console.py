@@ -77,6 +77,30 @@ def login_cookie(node: TrackmeshNode, secret: str, origin: str) -> tuple[int, st
         conn.close()
 
 
+class Console:
+    """The node's console API, logged in with the node's secret (docs/console.md)."""
+
+    def __init__(self, node: TrackmeshNode) -> None:
+        self.node = node
+        status, set_cookie = login_cookie(node, node.secret, node.base)
+        assert status == 303, status
+        self.cookie = set_cookie.split(";")[0]
+        self.csrf = self.get("/api/console/session")["csrf"]
+
+    def get(self, path: str) -> Any:
+        status, _, body = http("GET", self.node.url(path), None, {"Cookie": self.cookie})
+        assert status == 200, (path, status, body)
+        return json.loads(body)["data"]
+
+    def post(self, path: str) -> tuple[int, Any]:
+        headers = {"Cookie": self.cookie, "Origin": self.node.base, "X-CSRF-Token": self.csrf}
+        status, _, body = http("POST", self.node.url(path), b"", headers)
+        return status, json.loads(body)
+
+    def peers(self, room: str) -> list[dict[str, Any]]:
+        return [p for r in self.get("/api/console/rooms")["rooms"] if r["room"] == room for p in r["peers"]]
+
+
 def check_media_metrics(node: TrackmeshNode) -> None:
     """With a publisher and a viewer: packets counted by transport, the join in the histogram, the viewer's
     RTT observed; promtool accepts the text."""

@@ -15,6 +15,10 @@ once for the module.
    zone's app list over the cluster, so the tenant logs in with its secret and sees (and acts on)
    its app's rooms, events and recordings only; the cluster secret's login keeps the zones view;
    a wrong tenant secret is refused.
+   The cluster secret is the operator over every app: it sees every app's rooms (each with its
+   app), reads a tenant's timeline with ?app=, and mutes, kicks and ends rooms across apps; in
+   Chromium its page heads each room with its app's name as text (an app named in HTML) and its
+   End room ends that app's room. Record / Stop recording from the console reach a media node.
 4. The router dies: the console has lost the cluster; it keeps answering, with the last view of the
    rooms marked stale and the nodes marked stale or gone.
 """
@@ -55,7 +59,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "sdp" / "fixtures"
 KICKED = 3  # DisconnectReason.KICK (connector/events.py)
 SIMULATED = 500
 MAX_SERIES = 2000
-ACME = "acme-console-secret-0123456789"  # the zone connector's one tenant (--apps)
+ACME = "acme-console-secret-0123456789"  # the zone connector's tenants (--apps): acme, and an app named in HTML
+XSS_APP, XSS_SECRET = "<img src=x onerror=alert(1)>", "xss-console-secret-0123456789"
 # dev-cluster's start order, one HTTP port each from --http-port: the zone's router, its connector,
 # gateway (node 1), media nodes (2, 3), connector (node 4), then the console (zone 0).
 ROUTER, CONNECTOR, GATEWAY, MEDIA1, MEDIA2, CONSOLE = range(6)
@@ -89,7 +94,8 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
     base, cport = _free_range(6), _free_range(6)
     apps = tmp_path_factory.mktemp("apps") / "apps.json"
-    apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME}]}))
+    apps.write_text(json.dumps({"apps": [{"app_id": "acme", "app_secret": ACME},
+                                         {"app_id": XSS_APP, "app_secret": XSS_SECRET}]}))  # fmt: skip
     # Members read TRACKMESH_* flags from the environment: the simulated sessions stay connecting.
     env = {**os.environ, "TRACKMESH_CONNECT_TIMEOUT": "600", "TRACKMESH_MAX_SESSIONS_PER_TOKEN": "1000"}
     proc = subprocess.Popen(
@@ -162,11 +168,13 @@ class ConsoleClient:
                 out[role] += [{**n, "zone": zone["zone"]} for n in zone[role]]
         return out
 
-    def peer(self, room: str) -> dict[str, Any] | None:
+    def peer(self, room: str, app: str | None = None) -> dict[str, Any] | None:
+        """A publisher in ``room`` (of ``app``: the cluster operator's view lists every app's rooms)."""
         data = self.get("/api/console/rooms")
         for r in data["rooms"]:
             for p in r["peers"]:
-                if r["room"] == room and any(t["direction"] == "publish" for t in p["tracks"]):
+                if r["room"] == room and app in (None, r["app"]) and any(t["direction"] == "publish"
+                                                                         for t in p["tracks"]):  # fmt: skip
                     return {**p, "unanswered": data["unanswered"], "stale": data["stale"]}
         return None
 
@@ -242,6 +250,58 @@ def test_console_role_zones_rooms_timeline_and_kick(dev_cluster: DevCluster) -> 
         pub.communicate()
 
 
+def test_the_operators_page_names_each_rooms_app_as_text_and_ends_a_tenants_room(
+    dev_cluster: DevCluster, chromium: Any
+) -> None:
+    """Chromium, logged in with the cluster secret: a tenant's room is headed with its app's name
+    (an app named in HTML shows as those characters), and its End room acts on that app's room."""
+    from tests.e2e.test_console import shot
+
+    dc = dev_cluster
+    wait_for(lambda: gauge(dc, CONSOLE, 'trackmesh_console{what="app_lists_total"}') >= 1, 20,
+             "the console to take the zone's app list", dc)  # fmt: skip
+    token = issue(token_key(XSS_SECRET), SessionToken("whip", "xss-room", "cam", app=XSS_APP), 600, int(time.time()))
+    pub = dc.client("whip", MEDIA1, "xss-room", "cam", 30, token)
+    try:
+        admin = ConsoleClient(dc.url(CONSOLE))
+        wait_for(lambda: admin.peer("xss-room", XSS_APP), 10, "the HTML-named app's publisher", dc)
+        page = chromium.new_page()
+        alerts: list[str] = []
+        def on_dialog(dialog: Any) -> None:
+            alerts.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.goto(dc.url(CONSOLE) + "/console")
+        page.fill("#secret", SECRET)
+        page.press("#secret", "Enter")
+        page.wait_for_load_state()
+        assert sorted(admin.get("/api/console/session")["apps"]) == sorted(["", "acme", XSS_APP])
+        head = page.locator("section.room", has_text="xss-room").locator(".app-name")
+        head.wait_for(timeout=10_000)
+        assert head.inner_text() == "app " + XSS_APP
+        assert page.locator("#who").inner_text() == "cluster operator (every app)"
+        assert page.locator("img").count() == 0 and not alerts
+        shot(page, "console-role-apps")
+        # Peers of that app (the operator picks the app), then the peer's session: its timeline.
+        page.click("#nav-peers")
+        page.select_option("#app-select", XSS_APP)
+        page.locator("tr[data-peer='cam'] a.session").first.wait_for(timeout=10_000)
+        page.locator("tr[data-peer='cam'] a.session").first.click()
+        page.locator("#timeline li[data-event='Join']").wait_for(timeout=10_000)
+        assert page.locator("img").count() == 0 and not alerts
+        page.goto(dc.url(CONSOLE) + "/console#/rooms")
+        end = page.locator("section.room", has_text="xss-room").locator("button[data-action='end-room']")
+        end.click()
+        end.click()  # the second click within 4 s acts
+        page.locator("#status", has_text="Ended the room: 1 peer(s) kicked.").wait_for(timeout=10_000)
+        wait_for(lambda: admin.peer("xss-room", XSS_APP) is None, 5, "the tenant's room ended", dc)
+        assert not alerts
+    finally:
+        pub.kill()
+        pub.communicate()
+
+
 def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster: DevCluster) -> None:
     if PROMTOOL is None:
         pytest.skip("Debian's prometheus package is not installed")
@@ -293,16 +353,17 @@ def test_prometheus_scrapes_the_dev_cluster_with_500_simulated_peers(dev_cluster
         prometheus.close()
 
 
-def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(dev_cluster: DevCluster) -> None:
+def test_the_console_role_records_a_room_and_downloads_the_media_nodes_files(dev_cluster: DevCluster) -> None:
     dc = dev_cluster
     cc = ConsoleClient(dc.url(CONSOLE))
     room = "taped"
-    bearer = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
 
-    def record(action: str) -> None:
-        url = dc.url(GATEWAY) + f"/api/record/{action}"
-        status, _, body = request("POST", url, json.dumps({"room": room}).encode(), bearer)
+    def record(action: str) -> dict[str, Any]:
+        """Record and Stop recording on the console role: a media node's worker takes it, cluster-wide."""
+        status, body = cc.post(f"/api/console/rooms/{room}/record/{action}")
         assert status == 200, body
+        assert body["data"]["room"] == room, body
+        return dict(body["data"])
 
     def files(complete: bool = False, size: int = 0) -> list[dict[str, Any]]:
         found = [f for f in cc.get(f"/api/console/recordings?room={room}")["files"] if f["room"] == room]
@@ -310,7 +371,12 @@ def test_the_console_role_lists_the_media_nodes_recordings_and_downloads_them(de
                                      for f in found)  # fmt: skip
         return found if ok else []
 
-    record("start")
+    # Refused without the CSRF token; stopping a room nobody records is the media node's 404.
+    status, _, _ = request("POST", dc.url(CONSOLE) + f"/api/console/rooms/{room}/record/start", b"",
+                           {"Cookie": cc.cookie, "Origin": dc.url(CONSOLE)})  # fmt: skip
+    assert status == 403
+    assert cc.post(f"/api/console/rooms/{room}/record/stop")[0] == 404
+    assert record("start")["all_peers"] is True
     pub = dc.client("whip", GATEWAY, room, "cam", 20)
     try:
         wait_for(lambda: files(size=2000), 20, "the recorded video and audio files in the console", dc)
@@ -367,10 +433,15 @@ def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_c
             dc.client("whip", MEDIA1, "shared", "dave", 30)]
     try:
         mine = wait_for(lambda: tenant.peer("shared"), 10, "the tenant's publisher in its console", dc)
-        theirs = wait_for(lambda: admin.peer("shared"), 10, "the default app's publisher in its console", dc)
+        theirs = wait_for(lambda: admin.peer("shared", ""), 10, "the default app's publisher in its console", dc)
         assert (mine["peer"], theirs["peer"]) == ("carol", "dave"), (mine, theirs)
         assert [p["peer"] for r in tenant.get("/api/console/rooms")["rooms"] for p in r["peers"]] == ["carol"]
-        assert "carol" not in {p["peer"] for r in admin.get("/api/console/rooms")["rooms"] for p in r["peers"]}
+        # The cluster secret is the operator over every app: both rooms "shared", each with its app.
+        assert admin.get("/api/console/session")["all_apps"] is True
+        assert tenant.get("/api/console/session")["all_apps"] is False
+        shared = {r["app"]: [p["peer"] for p in r["peers"]] for r in admin.get("/api/console/rooms")["rooms"]
+                  if r["room"] == "shared"}  # fmt: skip
+        assert shared == {"": ["dave"], "acme": ["carol"]}, shared
         # Its timeline from the zone's connector (read with the tenant's secret); not another app's.
         wait_for(lambda: tenant.get(f"/api/console/events?session={mine['session']}"), 10, "the tenant's timeline", dc)
         assert tenant.get(f"/api/console/events?session={theirs['session']}") == []
@@ -378,10 +449,28 @@ def test_a_tenant_logs_in_on_the_console_role_and_sees_its_apps_rooms_only(dev_c
         # Another app's session and room are out of reach; other apps' recordings are not listed.
         assert tenant.post(f"/api/console/sessions/{theirs['session']}/kick")[0] == 404
         assert tenant.get("/api/console/recordings")["files"] == []
-        assert admin.peer("shared") is not None  # the default app's publisher is still there
+        assert admin.get("/api/console/recordings?app=acme")["unanswered"] == []  # the operator may look
+        assert request("GET", dc.url(CONSOLE) + "/api/console/recordings?app=",
+                       headers={"Cookie": tenant.cookie})[0] == 403  # fmt: skip
+        assert admin.peer("shared", "") is not None  # the default app's publisher is still there
+        # A tenant cannot name another app; the operator reads the tenant's timeline with ?app=.
+        assert request("GET", dc.url(CONSOLE) + "/api/console/events?app=", headers={"Cookie": tenant.cookie})[0] == 403
+        assert tenant.post("/api/console/rooms/shared/end?app=")[0] == 403
+        wait_for(lambda: admin.get(f"/api/console/events?session={mine['session']}&app=acme"), 10,
+                 "the tenant's timeline for the operator", dc)  # fmt: skip
+        assert admin.get(f"/api/console/events?session={mine['session']}") == []  # the default app's log
         # The zones view is the cluster operator's.
         assert request("GET", dc.url(CONSOLE) + "/api/console/cluster", headers={"Cookie": tenant.cookie})[0] == 403
         assert len(admin.roles()["media"]) == 2
+        # The operator acts across apps: mutes and kicks the tenant's publisher, ends its room (not dave's).
+        track = next(t["name"] for t in mine["tracks"] if t["direction"] == "publish")
+        status, body = admin.post(f"/api/console/sessions/{mine['session']}/tracks/{track}/mute")
+        assert (status, body["data"]) == (200, {"muted": True, "changed": True}), body
+        assert admin.post("/api/console/rooms/shared/end?app=acme") == (200, {"status": True, "data": {"kicked": 1}})
+        wait_for(lambda: tenant.peer("shared") is None, 5, "the tenant's room ended", dc)
+        assert admin.peer("shared", "") is not None, "the default app's room of the same name stays"
+        status, body = admin.post(f"/api/console/sessions/{theirs['session']}/kick")
+        assert (status, body["data"]) == (200, {"kicked": 1}), body
     finally:
         for pub in pubs:
             pub.kill()

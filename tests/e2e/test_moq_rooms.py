@@ -20,7 +20,7 @@ import pytest
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent, StreamDataReceived
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
 from tests.e2e.conftest import TrackmeshNode
 from tests.e2e.test_moq_interop import free_udp_port, moq_metrics
@@ -391,3 +391,98 @@ def test_a_moq_publisher_is_watched_over_whep(node: tuple[TrackmeshNode, int], g
     after = moq_metrics(trackmesh)
     assert after["ingest_publishers_total"] >= 1 and after["ingest_tracks_total"] >= 1, after
     assert after["ingest_packets_total"] > 0, after
+
+
+class KickedPublisher(Publisher):
+    """A :class:`Publisher` that notes how its connection ended (the server's CONNECTION_CLOSE)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.terminated: ConnectionTerminated | None = None
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            self.terminated = event
+            self.arrived.set()
+            return
+        super().quic_event_received(event)
+
+
+async def publish_until_closed(port: int, token: str, room: str, frames: list[tuple[bytes, bool]],
+                               started: threading.Event, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """Publish ``frames`` into ``room`` in a loop until the server closes the connection: its code and reason."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
+    setup: dict[int, int | bytes] = {m.SETUP_PATH: f"/?jwt={token}".encode(), m.SETUP_MAX_REQUEST_ID: 10}
+    async with connect("127.0.0.1", port, configuration=config, create_protocol=KickedPublisher) as client:
+        pub: KickedPublisher = client  # type: ignore[assignment]
+        pub.send(m.ClientSetup(setup))
+        await pub.wait_for(lambda: pub.messages, 5)
+        pub.send(m.PublishNamespace(0, (b"trackmesh", room.encode())))
+
+        def subscribes() -> dict[bytes, m.Subscribe]:
+            return {x.name: x for x in pub.messages if isinstance(x, m.Subscribe)}
+
+        await pub.wait_for(lambda: b"catalog" in subscribes(), 5)
+        pub.send(m.SubscribeOk(subscribes()[b"catalog"].request_id, 1, {m.PARAM_EXPIRES: 0}))
+        pub.send_group(1, 0, [(encode_catalog([CatalogTrack("cam/video_main", True, 1, "cam", "vp8", 320, 240)]),
+                               None)])  # fmt: skip
+        pub.end_stream()
+        await pub.wait_for(lambda: b"cam/video_main" in subscribes(), 5)
+        pub.send(m.SubscribeOk(subscribes()[b"cam/video_main"].request_id, 2, {m.PARAM_EXPIRES: 0}))
+        started.set()
+        t0, i, group = time.monotonic(), 0, -1
+        while pub.terminated is None and time.monotonic() - t0 < seconds:
+            frame, key = frames[i % len(frames)]
+            ext = encode_loc_properties(LocProperties(i * 33_333))
+            if key:
+                if group >= 0:
+                    pub.end_stream()
+                group += 1
+                pub.send_group(2, group, [(frame, ext)])
+                object_id = 0
+            elif group >= 0:
+                object_id += 1
+                pub.send_object(object_id, frame, ext)
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / 30 - time.monotonic()))
+        ended = pub.terminated
+        return {"code": ended.error_code, "reason": ended.reason_phrase} if ended is not None else {"code": None}
+
+
+def test_the_console_mutes_and_kicks_a_moq_publisher(node: tuple[TrackmeshNode, int]) -> None:
+    """The console (docs/console.md) lists a MoQ publisher's peer with its track, mutes the track and
+    kicks the peer: the server closes the MoQ session (NO_ERROR, with the reason) and the peer leaves."""
+    from tests.e2e.test_console import Console
+
+    trackmesh, port = node
+    room = "moqkick"
+    frames = vp8_frames(30, 30)
+    started = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result.update(asyncio.run(publish_until_closed(port, moq_token(trackmesh, room, "cam"), room, frames,
+                                                           started, 20)))  # fmt: skip
+        except BaseException as exc:  # reported by the assertions below
+            result["error"] = repr(exc)
+
+    publisher = threading.Thread(target=run, daemon=True)
+    publisher.start()
+    assert started.wait(30), f"the relay never subscribed to the track: {result}\n{trackmesh.log_tail()}"
+    console = Console(trackmesh)
+    deadline = time.monotonic() + 10
+    while not (peers := [p for p in console.peers(room) if p["tracks"]]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert peers, console.get("/api/console/rooms")
+    [peer] = peers
+    assert (peer["peer"], peer["transport"]) == ("cam", "moq"), peer
+    assert [(t["name"], t["kind"]) for t in peer["tracks"]] == [("video_main", "video")], peer
+    status, body = console.post(f"/api/console/sessions/{peer['session']}/tracks/video_main/mute")
+    assert (status, body["data"]) == (200, {"muted": True, "changed": True}), body
+    status, body = console.post(f"/api/console/sessions/{peer['session']}/kick")
+    assert (status, body["data"]) == (200, {"kicked": 1}), body
+    publisher.join(15)
+    assert "error" not in result, result
+    assert result == {"code": 0, "reason": "kicked by the operator (console)"}, result
+    assert console.peers(room) == []

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import TrackmeshNode
-from tests.e2e.test_console import login_cookie
+from tests.e2e.test_console import Console
 from tests.runtime.node_process import free_port, http
 
 pytestmark = pytest.mark.e2e
@@ -113,13 +113,10 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         [conn] = conns(node, room)
         assert (conn["room"], conn["peer"], conn["connected"]) == (room, "obs", True)
         assert conn["counters"]["opus_packets"] > 0 and conn["counters"]["keyframes"] > 0, conn
-        # The console's rooms view lists the RTMP publisher in its room (without a kick button).
-        status, set_cookie = login_cookie(node, node.secret, node.base)
-        assert status == 303, status
-        status, _, body = http("GET", node.url("/api/console/rooms"), None, {"Cookie": set_cookie.split(";")[0]})
-        rooms = {r["room"]: r["peers"] for r in json.loads(body)["data"]["rooms"]}
-        assert [(p["peer"], p["transport"], p["connected"], p["kickable"]) for p in rooms[room]] == [
-            ("obs", "rtmp", True, False)], rooms  # fmt: skip
+        # The console's rooms view lists the RTMP publisher in its room, with its tracks.
+        [listed] = Console(node).peers(room)
+        assert (listed["peer"], listed["transport"], listed["connected"]) == ("obs", "rtmp", True), listed
+        assert {t["kind"] for t in listed["tracks"] if t["direction"] == "publish"} == {"audio", "video"}, listed
 
         # The same key again: the new connection takes over, the old encoder is cut off.
         second = publish(token["publish_url"], 30, tone=660)
@@ -150,6 +147,42 @@ def test_ffmpeg_publishes_h264_aac_and_a_whep_viewer_gets_video_and_opus_audio_t
         first.wait()
     log = "\n".join(node.lines)
     assert "rtmp takeover" in log and "deleted by the operator" in log
+
+
+def test_the_console_mutes_kicks_and_ends_the_room_of_ffmpeg_publishers(rtmp_node: TrackmeshNode) -> None:
+    """Mute stops forwarding the track (its packets still counted); a kick ends the publish and closes
+    the TCP connection (ffmpeg exits); ending the room does the same to every RTMP publisher in it."""
+    node = rtmp_node
+    console = Console(node)
+    kicked, ended = (publish(rtmp_token(node, room, "enc")["publish_url"], 30) for room in ("rtmp-kick", "rtmp-end"))
+    try:
+        def tracks() -> dict[str, Any]:
+            peers = console.peers("rtmp-kick")
+            found = {t["kind"]: t for p in peers for t in p["tracks"]}
+            return {**found, "session": peers[0]["session"]} if {"audio", "video"} <= set(found) else {}
+
+        found = wait_for("the RTMP publisher's tracks in the console", tracks)
+        session, video = found["session"], found["video"]["name"]
+        mute = f"/api/console/sessions/{session}/tracks/{video}/mute"
+        assert console.post(mute) == (200, {"status": True, "data": {"muted": True, "changed": True}})
+        wait_for("the muted video still counted", lambda: [
+            t for p in console.peers("rtmp-kick") for t in p["tracks"] if t["name"] == video and t["muted"]
+            and t["packets"] > found["video"]["packets"]])  # fmt: skip
+        # Kick: ffmpeg's connection is closed by the server, so it exits before its 30 s.
+        assert console.post(f"/api/console/sessions/{session}/kick") == (200, {"status": True, "data": {"kicked": 1}})
+        kicked.wait(timeout=10)
+        assert conns(node, "rtmp-kick") == [] and console.peers("rtmp-kick") == []
+        assert console.post(f"/api/console/sessions/{session}/kick")[0] == 404
+        # End the room: its RTMP publisher goes too.
+        wait_for("the second publisher", lambda: console.peers("rtmp-end"))
+        assert console.post("/api/console/rooms/rtmp-end/end") == (200, {"status": True, "data": {"kicked": 1}})
+        ended.wait(timeout=10)
+        assert conns(node, "rtmp-end") == []
+    finally:
+        for proc in (kicked, ended):
+            proc.kill()
+            proc.wait()
+    assert "kicked by the operator (console)" in "\n".join(node.lines)
 
 
 def test_an_encoder_killed_and_restarted_with_its_key_resumes_for_the_same_viewer(

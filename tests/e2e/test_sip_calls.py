@@ -789,6 +789,60 @@ def test_the_room_dials_out_to_sipp_and_hangs_up(sip_node: tuple[TrackmeshNode, 
             sipp.wait()
 
 
+def test_the_console_mutes_and_kicks_a_call_and_sipp_gets_our_bye(
+    sip_node: tuple[TrackmeshNode, int], tmp_path: Path
+) -> None:
+    """The console (docs/console.md) lists a call with its track, mutes it (no longer forwarded to the
+    room) and kicks it: the call ends with our BYE, in sipp's ``uas`` message trace (sipp itself would
+    exit 0 only after its scenario's 4 s time-wait: not waited for)."""
+    from tests.e2e.test_console import Console
+
+    node, _ = sip_node
+    uas_port = free_port()
+    sipp = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", HOST, "-p", str(uas_port), "-mp", str(free_port() & ~1), "-rtp_echo",
+         "-m", "1", "-timeout", "20s", "-nostdin", "-trace_err", "-trace_msg"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        body = {"room": "sip-console-room", "to": f"sip:service@{HOST}:{uas_port}"}
+        status, resp = node.proc.json("POST", "/api/sip/calls", body, token=node.secret)
+        assert status == 200, resp
+        session = str(resp["data"]["session"])
+        console = Console(node)
+
+        def listed() -> dict[str, Any] | None:
+            peers = [p for p in console.peers("sip-console-room") if p["session"] == session]
+            return peers[0] if peers and peers[0]["connected"] and peers[0]["tracks"] else None
+
+        deadline = time.monotonic() + 8
+        while (call := listed()) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert call is not None, console.get("/api/console/rooms")
+        assert (call["peer"], call["transport"]) == ("sip-service", "sip"), call
+        [track] = [t for t in call["tracks"] if t["direction"] == "publish"]
+        assert track["kind"] == "audio" and track["muted"] is False, track
+        status, muted = console.post(f"/api/console/sessions/{session}/tracks/{track['name']}/mute")
+        assert (status, muted["data"]) == (200, {"muted": True, "changed": True}), muted
+        status, kicked = console.post(f"/api/console/sessions/{session}/kick")
+        assert (status, kicked["data"]) == (200, {"kicked": 1}), kicked
+        assert [c for c in sip_calls(node) if c["session"] == int(session)] == []
+
+        def bye_received() -> bool:  # the uas never sends a BYE: one in its trace is ours
+            return any("BYE sip:" in p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
+
+        deadline = time.monotonic() + 10
+        while not bye_received() and time.monotonic() < deadline and sipp.poll() is None:
+            time.sleep(0.1)
+        assert bye_received(), "".join(p.read_text(errors="replace") for p in tmp_path.glob("*.log"))[-3000:]
+        assert console.peers("sip-console-room") == []
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+
+
 def test_a_far_end_that_requires_100rel_gets_our_prack(sip_node: tuple[TrackmeshNode, int], tmp_path: Path) -> None:
     """A dial-out to sipp as a UAS requiring 100rel (RFC 3262): our INVITE says Supported: 100rel,
     the reliable 180 is PRACKed (RAck checked by sipp), the call is answered and DELETE's BYE ends it."""

@@ -89,6 +89,10 @@ def test_console_queries_parse_to_worker_calls() -> None:
     assert parse_query(b'{"op": "mute", "app": "a", "session": "3", "track": "cam"}') == (
         "console.mute", {"app": "a", "session": "3", "track": "cam"})
     assert parse_query(b'{"op": "unmute", "app": "a", "session": "3", "track": "cam"}')[0] == "console.unmute"
+    # Recording a room: the room's worker on the node (runtime/console_query.py), never "peers" from a query.
+    assert parse_query(b'{"op": "record_start", "app": "a", "room": "r", "peers": ["x"]}') == (
+        "record.start", {"app": "a", "room": "r"})
+    assert parse_query(b'{"op": "record_stop", "app": "", "room": "r"}') == ("record.stop", {"app": "", "room": "r"})
     results = json.loads(encode_results([[{"session": "1"}], RpcError(504, "late")]))
     assert results == [{"ok": [{"session": "1"}]}, {"error": "late", "status": 504}]
 
@@ -99,5 +103,7 @@ def test_any_console_query_parses_or_raises_value_error(data: bytes) -> None:
         method, params = parse_query(data)
     except (ValueError, UnicodeDecodeError):
         return
-    assert method in ("console.rooms", "console.kick", "console.end_room", "console.mute", "console.unmute")
-    assert set(params) <= {"app", "session", "room", "track"} and all(isinstance(v, str) for v in params.values())
+    assert method in ("console.rooms", "console.kick", "console.end_room", "console.mute", "console.unmute",
+                      "record.start", "record.stop", "node.recordings", "node.recording_chunk")
+    assert set(params) <= {"app", "apps", "session", "room", "track", "path", "offset"}
+    assert all(isinstance(v, str) for v in params.values())

@@ -18,6 +18,23 @@ def test_a_cookie_names_its_app_until_it_expires() -> None:
     assert sessions.verify(value, 1060.0) is None  # expired
 
 
+def test_the_cluster_operators_cookie_says_so_and_cannot_be_made_by_a_tenant() -> None:
+    """The console role's cluster secret logs in over every app (``root``): signed like the app."""
+    import base64
+    import json
+
+    sessions = ConsoleSessions(SECRET)
+    value, issued = sessions.issue("", 1000.0, root=True)
+    assert issued.root and sessions.verify(value, 1000.0) == issued
+    tenant, _ = sessions.issue("acme", 1000.0)
+    found = sessions.verify(tenant, 1000.0)
+    assert found is not None and not found.root
+    payload, tag = tenant.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**fields, "r": 1}).encode()).rstrip(b"=").decode()
+    assert sessions.verify(forged + "." + tag, 1000.0) is None  # the flag is under the signature
+
+
 def test_forged_altered_or_foreign_cookies_are_refused() -> None:
     sessions = ConsoleSessions(SECRET)
     value, _ = sessions.issue("", 1000.0)

@@ -17,10 +17,11 @@ from trackmesh.codecs.registry import depacketizer
 from trackmesh.codecs.vp8 import Vp8Packetizer
 from trackmesh.config import resolve
 from trackmesh.core.controls import Join, Publish, Unpublish
+from trackmesh.core.endpoint import Endpoint
 from trackmesh.core.events import KeyframeRequested
 from trackmesh.core.ids import channel_id
 from trackmesh.core.model import JoinOptions, MediaCodec, MediaPacket, TrackKind
-from trackmesh.http.console.other_sessions import moq_rows
+from trackmesh.runtime.console_rpc import KICK_REASON, ConsoleRpc
 from trackmesh.runtime.moq_auth import TokenAuthorizer
 from trackmesh.runtime.moq_room_ingest import MoqRoomIngest
 from trackmesh.runtime.moq_rooms import MoqRooms
@@ -164,14 +165,47 @@ def test_a_moq_publisher_becomes_a_room_peer() -> None:
         assert ingest.metrics()["ingest_packets_total"] == len(received)
         assert any("/bob/" in key for key in runtime.core.registry._data), runtime.core.registry._data  # type: ignore[attr-defined]
         # The console lists bob in room r2 over MoQ (an anonymous namespace: the default app only).
-        [row] = moq_rows("", ingest)
-        assert (row["room"], row["peer"], row["transport"], row["kickable"]) == ("r2", "bob", "moq", False), row
-        assert moq_rows("acme", ingest) == []
+        console = ConsoleRpc.of(runtime)
+        [row] = console.rooms(runtime.now(), {"app": ""})
+        assert (row["room"], row["peer"], row["transport"], row["connected"]) == ("r2", "bob", "moq", True), row
+        assert [(t["name"], t["kind"], t["direction"]) for t in row["tracks"]] == [("cam", "video", "publish")], row
+        assert console.rooms(runtime.now(), {"app": "acme"}) == []
         # The publisher withdraws its namespace: bob leaves the room.
         pub.send(m.PublishNamespaceDone(ns_rid))
         assert not any("/bob/" in key for key in runtime.core.registry._data)  # type: ignore[attr-defined]
         assert ingest.rooms == {}
         ingest.close()
+
+    run(test)
+
+
+def test_the_console_mutes_and_kicks_a_moq_publisher() -> None:
+    """Kick: the peer leaves the room and the MoQ session publishing its namespace is closed, with the reason."""
+
+    async def test(runtime: WorkerRuntime, relay: Relay, clock: Clock) -> None:
+        ingest = MoqRoomIngest(runtime, relay, lambda room: True)
+        console = ConsoleRpc.of(runtime)
+        pub = Client(relay, clock)
+        pub.setup()
+        pub.send(m.PublishNamespace(pub.rid(), (b"trackmesh", b"r3")))
+        (catalog_sub,) = [x for x in pub.messages() if isinstance(x, m.Subscribe)]
+        pub.send(m.SubscribeOk(catalog_sub.request_id, 1, {m.PARAM_EXPIRES: 0}))
+        pub.subgroup(1, 0, [(0, encode_catalog([CatalogTrack("eve/cam", True, codec="vp8")]))])
+        [row] = console.rooms(runtime.now(), {"app": ""})
+        params = {"app": "", "session": row["session"], "track": "cam"}
+        assert console.mute(runtime.now(), params) == {"muted": True, "changed": True}
+        [endpoint] = ingest.rooms[(b"trackmesh", b"r3")].peers.values()
+        assert isinstance(endpoint, Endpoint)
+        remote = endpoint.remote_track("cam")
+        assert remote is not None and remote.muted
+        assert console.unmute(runtime.now(), params) == {"muted": False, "changed": True}
+        assert console.kick(runtime.now(), {"app": "", "session": row["session"]}) == {"kicked": 1}
+        assert pub.session.closed and endpoint.closed
+        pub.pump()
+        assert pub.closed is not None and (pub.closed.code, pub.closed.reason) == (0, KICK_REASON), pub.closed
+        assert console.rooms(runtime.now(), {"app": ""}) == [] and ingest.rooms == {}
+        ingest.close()
+        assert console.others == []
 
     run(test)
 

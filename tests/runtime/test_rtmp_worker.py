@@ -12,14 +12,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from tests.runtime.node_process import free_port
 from tests.transports.rtmp.client import TestClient, commands
 from trackmesh.codecs.h264 import build_avcc_config
 from trackmesh.config import resolve
-from trackmesh.http.console.other_sessions import add_other_sessions, rtmp_rows
 from trackmesh.http.console.routes import group_rooms
 from trackmesh.rpc import RpcError
 from trackmesh.runtime import rtmp_worker
+from trackmesh.runtime.console_rpc import KICK_REASON, ROOM_ENDED_REASON, ConsoleRpc
 from trackmesh.runtime.rtmp_worker import RtmpTransport
 from trackmesh.runtime.worker import WorkerRuntime
 from trackmesh.security.tokens import SessionToken, issue
@@ -143,16 +145,13 @@ def test_takeover_delete_and_linger() -> None:
         await asyncio.sleep(0.1)
         [listed] = transport.list_conns(0, {})
         assert listed["connected"] and listed["counters"]["video_frames"] == 1
-        # The console's rooms view lists the publisher in its room, to its token's app only.
-        # (Worker 0's console.rooms had no WebRTC row; worker 1 did not answer; SIP is off.)
-        off = RpcError(404, "unknown worker call")
-        rows, late = add_other_sessions("", [[], off], [transport.list_conns(0, {}), off], [off, off])
-        assert late is off
-        [room] = group_rooms(rows)
+        # The console's rooms view (console.rooms) lists the publisher in its room, to its token's app only.
+        console = ConsoleRpc.of(runtime)
+        [room] = group_rooms(console.rooms(runtime.now(), {"app": ""}))
         [row] = room["peers"]
         assert room["room"] == "r" and (row["peer"], row["transport"], row["connected"]) == ("cam", "rtmp", True), row
-        assert row["session"] == listed["session"] and row["kickable"] is False
-        assert rtmp_rows("acme", [transport.list_conns(0, {})]) == []
+        assert row["session"] == listed["session"] and row["worker"] == 0, row
+        assert console.rooms(runtime.now(), {"app": "acme"}) == []
         # The same key again: the first connection is closed, the peer (conn id) stays.
         second = await publish(port, key)
         assert second.statuses()[0][0] == "NetStream.Publish.Start"
@@ -178,6 +177,43 @@ def test_takeover_delete_and_linger() -> None:
         assert entry.timer is not None
         entry.timer.handle_timeout(deadline)  # what the worker's timer does then (not waiting 5 s here)
         assert entry.publisher.finished and transport.entries == {}
+
+    run(test)
+
+
+def test_the_console_mutes_kicks_and_ends_the_room_of_rtmp_publishers() -> None:
+    async def test(runtime: WorkerRuntime, transport: RtmpTransport, port: int) -> None:
+        console = ConsoleRpc.of(runtime)
+        pub = await publish(port, token("r", "cam", runtime.config))
+        pub.send(pub.client.video(1, 0, AVC_CONFIG) + pub.client.video(1, 0, key_frame()))
+        await asyncio.sleep(0.1)
+        [row] = console.rooms(runtime.now(), {"app": ""})
+        tracks = {t["name"]: t for t in row["tracks"]}
+        assert "video_main" in tracks and tracks["video_main"]["direction"] == "publish", row
+        assert tracks["video_main"]["muted"] is False and tracks["video_main"]["kind"] == "video", row
+        # Mute: the core's RemoteTrack stops reaching viewers; another app's console cannot.
+        mute = {"app": "", "session": row["session"], "track": "video_main"}
+        assert console.mute(runtime.now(), mute) == {"muted": True, "changed": True}
+        [listed] = console.rooms(runtime.now(), {"app": ""})
+        assert [t["muted"] for t in listed["tracks"] if t["name"] == "video_main"] == [True]
+        for params in ({**mute, "app": "acme"}, {**mute, "track": "nope"}, {**mute, "session": "12x"}):
+            with pytest.raises(RpcError) as err:
+                console.mute(runtime.now(), params)
+            assert err.value.status == 404, params
+        with pytest.raises(RpcError):
+            console.kick(runtime.now(), {"app": "acme", "session": row["session"]})
+        # Kick: the publisher is told (Unpublish) and its connection closes; no linger.
+        assert console.kick(runtime.now(), {"app": "", "session": row["session"]}) == {"kicked": 1}
+        assert await pub.closed()
+        assert pub.statuses()[-1][0] == "NetStream.Publish.Unpublish", pub.statuses()
+        assert transport.entries == {} and console.rooms(runtime.now(), {"app": ""}) == []
+        # End room: every RTMP publisher of the room, not another room's.
+        pubs = [await publish(port, token(room, peer, runtime.config)) for room, peer in (("a", "x"), ("a", "y"),
+                                                                                          ("b", "z"))]  # fmt: skip
+        assert console.end_room(runtime.now(), {"app": "", "room": "a"}) == {"kicked": 2}
+        assert await pubs[0].closed() and await pubs[1].closed()
+        assert [r["peer"] for r in console.rooms(runtime.now(), {"app": ""})] == ["z"]
+        assert KICK_REASON != ROOM_ENDED_REASON
 
     run(test)
 

@@ -150,7 +150,8 @@ class ClusterMediaNode(Node):
         # The console role's queries (rooms, kick, end room): runtime/console_query.py.
         self.console_queries = ConsoleQueryable(cluster.node.session, self.config.zone, self.index,
                                                 self.call_workers, asyncio.get_running_loop(),
-                                                self.config.record_dir)
+                                                self.config.record_dir,
+                                                lambda room, m, p: self.worker_for_room(room).call(m, p))
         # Multi-tenancy: the zone connector's apps, so tenants' tokens verify here (docs/connector.md).
         self.apps_follower = await follow_zone_apps(self, cluster.node.session)
         self._reporter = asyncio.create_task(self._report_loop())

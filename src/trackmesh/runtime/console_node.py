@@ -51,6 +51,12 @@ log = logging.getLogger("trackmesh.console")
 QUERY_TIMEOUT = 2.0  # a media node slower than this to list its sessions shows as "did not answer"
 LOG_TIMEOUT = 5.0
 RECORDING_TIMEOUT = 10.0  # one chunk of a download (runtime/console_query.py RECORDING_CHUNK)
+EVERY_APP = "\0every"  # the cache key of the cluster operator's listings (every app): no app id has a NUL
+
+
+def _cache_key(params: dict[str, Any]) -> str:
+    """The key of a listing's last rows: its app, or every app's (the cluster operator's)."""
+    return EVERY_APP if params.get("apps") == "*" else str(params.get("app", ""))
 
 
 def _number(value: object) -> float:
@@ -287,7 +293,7 @@ class ConsoleNode(Node):
                 out.append(value)
         if method != "console.rooms":
             return out
-        cache = self._rooms.setdefault(str(params.get("app", "")), {})
+        cache = self._rooms.setdefault(_cache_key(params), {})
         now = time.time()
         for node_key, rows in by_node.items():
             cache[node_key] = (rows, now)
@@ -310,7 +316,7 @@ class ConsoleNode(Node):
     def _stale_rows(self, method: str, params: dict[str, Any], exc: RpcError) -> list[Any]:
         if method != "console.rooms":
             return [exc]
-        cache = self._rooms.get(str(params.get("app", "")), {})
+        cache = self._rooms.get(_cache_key(params), {})
         if self._stale_since is None:
             self._stale_since = max((at for _, at in cache.values()), default=time.time())
         return [*(rows for rows, _ in cache.values()), exc]
@@ -377,6 +383,62 @@ class ConsoleNode(Node):
         params = {"app": app, "path": path, "offset": offset}
         data = await asyncio.get_running_loop().run_in_executor(None, self._chunk, zone, node, params)
         return data, len(data) < RECORDING_CHUNK
+
+    # ---- recording a room: one media node's worker starts or stops it, cluster-wide -------------
+
+    def _record_targets(self, app: str, room: str) -> list[tuple[int, int]]:
+        """Media nodes to ask, best first: those the last listing shows hosting the room, then the
+        other live ones (a recording decision is cluster-wide: any media node can take it)."""
+        live = sorted((z, i) for z, i in self._indexes("media") if self.view.members[("media", z, i)].gone is None)
+        listed = {**self._rooms.get(EVERY_APP, {}), **self._rooms.get(app, {})}
+        hosting = [key for key, (rows, _) in sorted(listed.items()) if key in live and any(
+            isinstance(r, dict) and r.get("room") == room and r.get("app", app) == app for r in rows)]  # fmt: skip
+        return hosting + [key for key in live if key not in hosting]
+
+    def _ask_node(self, zone: int, node: int, payload: str) -> Any:
+        """One media node's first result to a worker op (runs in an executor thread): the value, or
+        an RpcError (its refusal, or 504 when it does not answer)."""
+        zn = self.zenoh
+        if zn is None or zn.session.is_closed():
+            return RpcError(503, "the console is not in the cluster")
+        for reply in zn.session.get(f"{CONSOLE_ROOT}{zone}/{node}", payload=payload, timeout=QUERY_TIMEOUT):
+            if reply.ok is None:
+                continue
+            try:
+                result = json.loads(reply.ok.payload.to_bytes())[0]
+            except (ValueError, IndexError, KeyError, TypeError):
+                self.view.bad_reports += 1
+                return RpcError(502, f"zone {zone} node {node} answered a malformed reply")
+            if isinstance(result, dict) and "ok" in result:
+                return result["ok"]
+            status = result.get("status", 503) if isinstance(result, dict) else 503
+            status = status if isinstance(status, int) and 400 <= status < 600 else 503
+            message = str(result.get("error", "?"))[:200] if isinstance(result, dict) else "?"
+            return RpcError(status, message)
+        return RpcError(504, f"zone {zone} node {node} did not answer")
+
+    async def console_record(self, app: str, room: str, action: str) -> Any:
+        """Start or stop recording ``room`` of ``app`` (``record.start``/``record.stop`` on the room's
+        worker of a media node that hosts it, else of any live one; the next one when a node does
+        not answer). Its answer as ``POST /api/record/*`` gives it; RpcError otherwise."""
+        if not self.connected():
+            raise RpcError(503, "the console lost the cluster")
+        targets = self._record_targets(app, room)
+        if not targets:
+            raise RpcError(503, "no live media node in the cluster")
+        payload = json.dumps({"op": f"record_{action}", "app": app, "room": room})
+        loop = asyncio.get_running_loop()
+        last = RpcError(503, "no media node answered")
+        for zone, node in targets[:3]:
+            self.counters["queries"] += 1
+            result = await loop.run_in_executor(None, self._ask_node, zone, node, payload)
+            if not isinstance(result, RpcError):
+                return result
+            last = result
+            if result.status < 500:  # the node's refusal (e.g. a stop of a room not recorded) is the answer
+                raise result
+            self.counters["query_failures"] += 1
+        raise last
 
     def console_stale(self) -> dict[str, Any] | None:
         """None while the view is live; else since when the rooms shown are stale, and why."""

@@ -2,12 +2,15 @@
 
 - Media nodes answer console queries on ``tm/console/<zone>/<node>`` (a zenoh queryable on the
   node's cluster session, so only members holding the cluster secret can ask). The query's
-  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}``; the node runs the op on
+  payload is JSON ``{"op": "rooms"|"kick"|"end_room"|"mute"|"unmute", "app": ..., ...}`` (``"apps": "*"``:
+  every app, the cluster secret's login; runtime/console_rpc.py); the node runs the op on
   its workers (runtime/console_rpc.py) and replies with one result per worker: the result, or
   ``{"error": message}`` for a worker that did not answer.
   ``recordings`` and ``recording_chunk`` are the node's own (:func:`node_op`): its recorded files of
   the app, and RECORDING_CHUNK raw bytes of one of them from ``offset`` (the console role streams a
   download chunk by chunk); a refused one is answered with ``reply_err`` ``{"error", "status"}``.
+  ``record_start`` and ``record_stop`` go to the one worker of the room (as ``POST /api/record/*``:
+  cluster-wide, runtime/recording.py), answered like the workers' ops with one result.
 - Gateways and connectors, which send no load report, publish a status report every second on
   ``tm/status/<role>/<zone>/<index>`` (CPU, memory, health, their HTTP address): the console's
   zones view reads them with the media nodes' load reports (``tm/load/<zone>/<node>``).
@@ -33,7 +36,6 @@ import zenoh
 
 from trackmesh.cluster.membership import REPORT_INTERVAL
 from trackmesh.cluster.zenoh_registry import undeclare
-from trackmesh.http.console.other_sessions import add_other_sessions
 from trackmesh.recording.layout import list_recordings, recorded_file
 from trackmesh.rpc import RpcError
 
@@ -45,12 +47,15 @@ CONSOLE_ROOT = "tm/console/"  # tm/console/<zone>/<node>: a media node's console
 STATUS_ROOT = "tm/status/"  # tm/status/<role>/<zone>/<index>: gateway and connector status reports
 OPS = {"rooms": "console.rooms", "kick": "console.kick", "end_room": "console.end_room", "mute": "console.mute",
        "unmute": "console.unmute",
+       # Start or stop recording a room: one worker of the node (the room's), cluster-wide decision.
+       "record_start": "record.start", "record_stop": "record.stop",
        # The node's own (not its workers'): its recorded files, and a chunk of one (RECORDING_CHUNK bytes).
        "recordings": "node.recordings", "recording_chunk": "node.recording_chunk"}  # fmt: skip
 RECORDING_CHUNK = 512 * 1024
 MAX_QUERY_BYTES = 4096
 
 CallWorkers = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+CallRoom = Callable[[str, str, dict[str, Any]], Awaitable[Any]]  # (room, method, params): the room's worker
 
 
 def rss_mb() -> float:
@@ -86,7 +91,7 @@ def parse_query(data: bytes) -> tuple[str, dict[str, Any]]:
         raise ValueError("nested too deep") from None
     if not isinstance(obj, dict) or obj.get("op") not in OPS:
         raise ValueError("unknown op")
-    params = {k: str(obj[k]) for k in ("app", "session", "room", "track", "path", "offset")
+    params = {k: str(obj[k]) for k in ("app", "apps", "session", "room", "track", "path", "offset")
               if k in obj and obj[k] is not None}  # fmt: skip
     return OPS[str(obj["op"])], params
 
@@ -120,8 +125,10 @@ class ConsoleQueryable:
     """A media node's ``tm/console/<zone>/<node>`` queryable."""
 
     def __init__(self, session: zenoh.Session, zone: int, node: int, call_workers: CallWorkers,
-                 loop: asyncio.AbstractEventLoop, record_dir: str | None = None) -> None:  # fmt: skip
+                 loop: asyncio.AbstractEventLoop, record_dir: str | None = None,
+                 call_room: CallRoom | None = None) -> None:  # fmt: skip
         self.key = f"{CONSOLE_ROOT}{zone}/{node}"
+        self._call_room = call_room
         self._record_root = Path(record_dir) if record_dir else None
         self._call = call_workers
         self._loop = loop
@@ -153,16 +160,28 @@ class ConsoleQueryable:
                 except RpcError as exc:
                     query.reply_err(json.dumps({"error": exc.message, "status": exc.status}).encode())
                 return
-            results = await self._call(method, params)
-            if method == "console.rooms":  # with the node's RTMP publishers and SIP calls
-                results = add_other_sessions(str(params.get("app", "")), results,
-                                             await self._call("rtmp.list", {}), await self._call("sip.stats", {}))
+            if method.startswith("record."):  # the room's worker only: one recording session name
+                results = [await self._record(method, params)]
+                query.reply(self.key, encode_results(results))
+                return
+            results = await self._call(method, params)  # console.rooms: every transport's sessions
             query.reply(self.key, encode_results(results))
         except Exception:
             log.exception("console query failed")
         finally:
             with contextlib.suppress(Exception):
                 query.drop()  # type: ignore[no-untyped-call]
+
+    async def _record(self, method: str, params: dict[str, str]) -> Any:
+        room = params.get("room", "")
+        if not room or len(room) > 128:
+            return RpcError(400, "room is required (at most 128 characters)")
+        if self._call_room is None:
+            return RpcError(404, "this node does not record")
+        try:
+            return await self._call_room(room, method, {"room": room, "app": params.get("app", "")})
+        except RpcError as exc:
+            return exc
 
     def close(self) -> None:
         undeclare(self._queryable)

@@ -44,6 +44,8 @@ from trackmesh.transports.moq.loc_to_rtp import LocToRtp, media_codec
 from trackmesh.transports.moq.local_subscriber import LocalSubscriber
 from trackmesh.transports.moq.relay import Relay
 
+from .console_rpc import ConsoleRpc
+from .console_transports import MoqSessions
 from .moq_auth import TokenAuthorizer
 from .recording import recording_of
 from .worker import WorkerRuntime
@@ -214,6 +216,8 @@ class MoqRoomIngest:
         self._flush_scheduled = False
         self.subscriber = LocalSubscriber(relay, self._namespace)
         self.subscriber.watch_namespaces(ROOMS_PREFIX)
+        self._console = MoqSessions(self)
+        ConsoleRpc.of(runtime).others.append(self._console)  # the console's listing, kick and end room
 
     def metrics(self) -> dict[str, int]:
         out = {f"ingest_{k}_total": v for k, v in self.counters.items()}
@@ -338,3 +342,6 @@ class MoqRoomIngest:
             self.sync(room, [])
         self.rooms.clear()
         self.subscriber.close()
+        others = ConsoleRpc.of(self.runtime).others
+        if self._console in others:
+            others.remove(self._console)

@@ -60,6 +60,8 @@ from trackmesh.transports.rtmp.events import (
 )
 from trackmesh.transports.rtmp.video_transcode import ReencodedFrame
 
+from .console_rpc import ConsoleRpc
+from .console_transports import RtmpSessions
 from .recording import recording_of
 from .rtmp_listener import RtmpConnection, RtmpListener
 from .rtmp_transcode import AudioCoders, OffLoop, VideoCoders
@@ -138,6 +140,7 @@ class RtmpTransport:
         runtime.register_rpc("rtmp.list", self.list_conns)
         runtime.register_rpc("rtmp.delete", self.delete)
         runtime.on_shutdown(self.shutdown)
+        ConsoleRpc.of(runtime).others.append(RtmpSessions(self))  # the console's kick and end room
 
     async def _serve(self, sock: socket.socket) -> None:
         await self.listener.start_on(sock)
@@ -415,6 +418,8 @@ class RtmpTransport:
         return out
 
     def delete(self, now: float, params: dict[str, Any]) -> None:
+        """End a publisher now, no linger (``reason``: the console's kick, else the API's delete)."""
+        reason = str(params.get("reason") or "deleted by the operator")
         found = self.runtime.core.lookup(str(params.get("conn_id", "")))
         entry = None if isinstance(found, ControlError) else self.by_session.get(found.session)
         if entry is None:
@@ -429,8 +434,8 @@ class RtmpTransport:
             entry.conn = None
             with contextlib.suppress(Exception):
                 conn.session.end_publish(entry.stream_id, "ended by the server operator", "NetStream.Publish.Unpublish")
-            conn.close("deleted by the operator")
-        self._reap(now, entry, "deleted by the operator")
+            conn.close(reason)
+        self._reap(now, entry, reason)
 
     def shutdown(self, now: float) -> None:
         for entry in list(self.entries.values()):

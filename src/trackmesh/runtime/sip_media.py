@@ -43,6 +43,8 @@ from trackmesh.transports.sip.audio import SharedDecoders
 from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
 from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer, reoffer
 
+from .console_rpc import ConsoleRpc
+from .console_transports import SipSessions
 from .pending_offer import PendingOffer
 from .recording import recording_of
 from .worker import WorkerRuntime
@@ -111,6 +113,7 @@ class SipMediaTransport:
         ):
             runtime.register_rpc(name, handler)
         runtime.on_shutdown(self._shutdown)
+        ConsoleRpc.of(runtime).others.append(SipSessions(self))  # the console's kick and end room
 
     # ---- ports ---------------------------------------------------------------------------------
 
@@ -482,6 +485,14 @@ class SipMediaTransport:
         if report and call.kind == "sip":  # the SIP listener polls these to send their BYE
             self.ended.append((int(call.session), reason))
         log.info("sip call left", extra={"fields": {"peer": call.media.peer, "reason": reason}})
+
+    def hang_up(self, now: float, session: SessionId, reason: str) -> bool:
+        """End a call now, as a media timeout does: the SIP driver sends its BYE (the console's kick)."""
+        call = self.calls.get(session)
+        if call is None:
+            return False
+        self._end(now, call, reason, report=True)
+        return True
 
     def _shutdown(self, now: float) -> None:
         for call in list(self.calls.values()):

@@ -33,7 +33,6 @@ from sqlalchemy import select
 from trackmesh import __version__
 from trackmesh.connector import storage
 from trackmesh.connector.schema import events as events_table
-from trackmesh.http.console.other_sessions import add_other_sessions, moq_rows
 from trackmesh.recording.layout import list_recordings
 from trackmesh.rpc import RpcError
 from trackmesh.security.throttle import FailureThrottle, source_key
@@ -61,9 +60,12 @@ MAX_LIMIT = 500
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"description": "no valid console session cookie"}}
 _POST_REFUSALS: dict[int | str, dict[str, Any]] = {
     **_UNAUTHORIZED,
-    403: {"description": "cross-site request: wrong Origin or missing X-CSRF-Token"},
+    403: {"description": "cross-site request: wrong Origin or missing X-CSRF-Token; or `app` names another "
+                         "app than the session's (only the console role's cluster secret acts across apps)"},
     404: {"description": "no such live session in your app"},
 }
+_APP_QUERY = ("the app (tenant) to act on or read: the cluster secret's session on the console role may name any "
+              "app (default: the default app); any other session only its own")
 
 LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -109,14 +111,18 @@ def _static(name: str) -> str:
 
 
 def group_rooms(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The workers' session rows as rooms -> peers, rooms by name; sessions not in a room last."""
-    rooms: dict[str, list[dict[str, Any]]] = {}
+    """The workers' session rows as rooms -> peers, rooms by (app, name): a room is per app
+    (registry.room_key); sessions not in a room last."""
+    rooms: dict[tuple[str, str], list[dict[str, Any]]] = {}
     lobby: list[dict[str, Any]] = []
     for row in rows:
-        (lobby if row.get("room") is None else rooms.setdefault(str(row["room"]), [])).append(row)
+        if row.get("room") is None:
+            lobby.append(row)
+        else:
+            rooms.setdefault((str(row.get("app", "")), str(row["room"])), []).append(row)
     out: list[dict[str, Any]] = [
-        {"room": name, "peers": sorted(peers, key=lambda p: (str(p.get("peer")), p["session"]))}
-        for name, peers in sorted(rooms.items())
+        {"app": app, "room": name, "peers": sorted(peers, key=lambda p: (str(p.get("peer")), p["session"]))}
+        for (app, name), peers in sorted(rooms.items())
     ]
     if lobby:
         out.append({"room": None, "peers": lobby})
@@ -165,6 +171,14 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return error(403, "missing or wrong X-CSRF-Token")
         return None
 
+    def target_app(session: ConsoleSession, app: str | None) -> str | JSONResponse:
+        """The app a call reads or acts on: the session's own, or (the cluster operator) the one named."""
+        if app is None or app == session.app:
+            return session.app
+        if session.root:
+            return app
+        return error(403, "your console session is scoped to its own app")
+
     def app_of_secret(secret: str) -> str | None:
         apps = node.apps
         if apps is not None:
@@ -212,7 +226,8 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if app is None:
             throttle.failed(source, now)
             return _page(LOGIN_PAGE.replace("{message}", '<p class="error" role="alert">Wrong secret.</p>'), 401)
-        value, _ = sessions.issue(app, time.time())
+        # The console role's cluster secret: the operator over every app (docs/console.md).
+        value, _ = sessions.issue(app, time.time(), root=node.config.role == "console" and app == "")
         resp = RedirectResponse("/console", status_code=303)
         resp.set_cookie(COOKIE_NAME, value, max_age=sessions.ttl, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")  # fmt: skip
@@ -240,8 +255,11 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         session = current(request)
         if session is None:
             return unauthorized()
-        return ok({"app": session.app, "expires": session.expires, "csrf": sessions.csrf_token(session),
-                   "node_id": node.config.node_id, "role": node.config.role})  # fmt: skip
+        # The cluster operator's choice of app (Events, Peers): every app the cluster lists.
+        apps = sorted({"", *(a.app_id for a in node.apps.all())} if node.apps is not None else {""})
+        return ok({"app": session.app, "all_apps": session.root, "apps": apps if session.root else [session.app],
+                   "expires": session.expires, "csrf": sessions.csrf_token(session), "node_id": node.config.node_id,
+                   "role": node.config.role})  # fmt: skip
 
     @api.get("/api/console/node", tags=["console"], responses=_UNAUTHORIZED,
              summary="This node: role, version, health with the reason, workers (sessions, rooms, loop lag), memory")
@@ -261,19 +279,18 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
                    "reason": reason, "draining": node.draining, "rss_bytes": _rss_bytes(), "workers": workers,
                    "sessions_capacity": node.config.max_sessions})  # fmt: skip
 
-    async def live_rooms(app: str) -> dict[str, Any]:
+    def scope(session: ConsoleSession) -> dict[str, str]:
+        """A worker call's app scope: the session's app, or every app (the cluster operator)."""
+        return {"app": session.app, "apps": "*"} if session.root else {"app": session.app}
+
+    async def live_rooms(session: ConsoleSession) -> dict[str, Any]:
         """``rooms`` (rooms -> peers -> tracks) and ``unanswered``: the workers that did not answer, whose
         sessions are missing from ``rooms`` (the page says so instead of showing a partial view as whole)."""
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
         cluster = node.config.role == "console"
-        results = await node.call_workers("console.rooms", {"app": app})
-        if not cluster:  # and the RTMP, SIP and MoQ sessions (http/console/other_sessions.py)
-            results = add_other_sessions(app, results, await node.call_workers("rtmp.list", {}),
-                                         await node.call_workers("sip.stats", {}))  # fmt: skip
-            moq = getattr(node, "moq", None)
-            if moq is not None and moq.room_ingest is not None:
-                rows.extend(moq_rows(app, moq.room_ingest))
+        # Every transport's sessions: WebRTC, and RTMP, SIP and MoQ (runtime/console_transports.py).
+        results = await node.call_workers("console.rooms", scope(session))
         for index, result in enumerate(results):
             if isinstance(result, list):
                 rows.extend(result)
@@ -285,14 +302,14 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             out["stale"] = node.console_stale()  # type: ignore[attr-defined]
         return out
 
-    @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app, their peers and tracks "
-             "(`rooms`), and the workers that did not answer (`unanswered`)",
-             responses=_UNAUTHORIZED)  # fmt: skip
+    @api.get("/api/console/rooms", tags=["console"], summary="Live rooms of your app (the console role's cluster "
+             "secret: of every app, each with its `app`), their peers and tracks (`rooms`), and the workers that did "
+             "not answer (`unanswered`)", responses=_UNAUTHORIZED)  # fmt: skip
     async def rooms(request: Request) -> Response:
         session = current(request)
         if session is None:
             return unauthorized()
-        return ok(await live_rooms(session.app))
+        return ok(await live_rooms(session))
 
     @api.get("/api/console/stream", tags=["console"], responses=_UNAUTHORIZED,
              summary="Server-Sent Events: `rooms` (as GET /api/console/rooms) when it changes, checked every second")
@@ -312,7 +329,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
                 if sessions.verify(cookie, time.time()) is None:
                     yield "event: logout\ndata: {}\n\n"
                     return
-                data = json.dumps(await live_rooms(session.app), separators=(",", ":"))
+                data = json.dumps(await live_rooms(session), separators=(",", ":"))
                 changed = data != last
                 if changed:
                     last = data
@@ -373,10 +390,14 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         end_ts: int | None = Query(None, ge=0, le=2**63 - 1, description="until (unix ms)"),
         page: int = Query(0, ge=0, le=100_000),
         limit: int = Query(100, ge=1, le=MAX_LIMIT),
+        app_name: str | None = Query(None, alias="app", max_length=128, description=_APP_QUERY),
     ) -> Response:
         session = current(request)
         if session is None:
             return unauthorized()
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
         sid = int(session_id) if session_id is not None else None
         if sid is not None and sid >= 1 << 64:
             return error(400, "invalid request: session: larger than 2^64-1")
@@ -384,14 +405,13 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         if conn is None:
             # The console role: the connectors filter by session and time; the event name here.
             found = await remote_log("events", {"session": session_id, "start_ts": start_ts, "end_ts": end_ts,
-                                                "page": page, "limit": limit}, session.app)  # fmt: skip
+                                                "page": page, "limit": limit}, app)  # fmt: skip
             if isinstance(found, JSONResponse):
                 return found
             found = [r for r in found if isinstance(r, dict) and (not event or r.get("event") == event)]
             if sid is None:
                 found.sort(key=lambda r: (r.get("created_at", 0), r.get("id", 0)), reverse=True)
             return ok(found[:limit])
-        app = session.app
         rows = await conn.read_log(lambda c: list_events(c, app, sid, event, start_ts, end_ts, page, limit,
                                                          newest_first=sid is None))  # fmt: skip
         return ok(rows)
@@ -399,15 +419,19 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
     @api.get("/api/console/peers", tags=["console"], responses={**_UNAUTHORIZED, 503: {"description": "no connector"}},
              summary="Peers of your app from the event log (live or gone), newest first, with their sessions")
     async def log_peers(request: Request, page: int = Query(0, ge=0, le=100_000),
-                        limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Response:  # fmt: skip
+                        limit: int = Query(50, ge=1, le=MAX_LIMIT),
+                        app_name: str | None = Query(None, alias="app", max_length=128,
+                                                     description=_APP_QUERY)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
         conn = connector_or_503()
         if conn is None:
-            found = await remote_log("peers", {"page": page, "limit": limit}, session.app)
+            found = await remote_log("peers", {"page": page, "limit": limit}, app)
             return found if isinstance(found, JSONResponse) else ok(found[:limit])
-        app = session.app
         return ok(await conn.read_log(lambda c: storage.list_peers(c, app, None, storage.Page(page, limit))))
 
     # ---- recordings (standalone: the files are this node's; the console role: the media nodes') ---
@@ -423,17 +447,22 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
              "no recordings on this node (the console role: they are on the media nodes)"}},
              summary="Recorded files of your app (of one room), oldest first, each with its `download` "
                      "link")  # fmt: skip
-    async def recordings(request: Request, room: str | None = Query(None, min_length=1, max_length=128)) -> Response:
+    async def recordings(request: Request, room: str | None = Query(None, min_length=1, max_length=128),
+                         app_name: str | None = Query(None, alias="app", max_length=128,
+                                                      description=_APP_QUERY)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
         root = record_root()
         unanswered: list[str] = []
         if root is not None:
-            files = await asyncio.to_thread(list_recordings, root, session.app, room)
+            files = await asyncio.to_thread(list_recordings, root, app, room)
         elif cluster_recordings is not None:
             try:
-                files, unanswered = await cluster_recordings(session.app, room)
+                files, unanswered = await cluster_recordings(app, room)
             except RpcError as exc:
                 return error(exc.status, exc.message)
         else:
@@ -441,7 +470,8 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         for f in files:
             if not f.get("uploaded"):
                 where = {"zone": f["zone"], "node": f["node"]} if root is None else {}  # the console role
-                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"], **where})
+                other = {"app": app} if app != session.app else {}  # the cluster operator's look at a tenant's
+                f["download"] = "/api/console/recordings/file?" + urlencode({"path": f["path"], **where, **other})
         return ok({"files": files, "unanswered": unanswered})
 
     @api.get("/api/console/recordings/file", tags=["console"], responses={**_UNAUTHORIZED, 404: {"description":
@@ -449,21 +479,26 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
              summary="Download a recorded file (a path from the list)")  # fmt: skip
     async def recording_file(request: Request, path: str | None = Query(None, max_length=1024),
                              zone: int | None = Query(None, ge=0, lt=1 << 24),
-                             node_index: int | None = Query(None, alias="node", ge=0, lt=256)) -> Response:  # fmt: skip
+                             node_index: int | None = Query(None, alias="node", ge=0, lt=256),
+                             app_name: str | None = Query(None, alias="app", max_length=128,
+                                                          description=_APP_QUERY)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
         if not path:
             return error(400, "invalid request: path is required (from GET /api/console/recordings)")
         root = record_root()
         if root is None and cluster_chunk is not None:
             if zone is None or node_index is None:
                 return error(400, "invalid request: zone and node are required (from GET /api/console/recordings)")
-            return await cluster_download(session.app, path, zone, node_index)
+            return await cluster_download(app, path, zone, node_index)
         if root is None:
             return error(404, "this node keeps no recordings")
         # Only a path the app's own listing names: no traversal, no other app's files.
-        files = await asyncio.to_thread(list_recordings, root, session.app, None)
+        files = await asyncio.to_thread(list_recordings, root, app, None)
         if path not in {f["path"] for f in files if not f.get("uploaded")}:
             return error(404, "no such recorded file of your app")
         full = root / path
@@ -506,7 +541,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return refused
         if not session_id.isdigit() or len(session_id) > 20:
             return error(404, "no live session with this id in your app")
-        results = await node.call_workers("console.kick", {"app": session.app, "session": session_id})
+        results = await node.call_workers("console.kick", {**scope(session), "session": session_id})
         if any(isinstance(r, dict) and r.get("kicked") for r in results):
             return ok({"kicked": 1})
         return error(404, "no live session with this id in your app")
@@ -526,7 +561,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
             return error(400, "action is mute or unmute")
         if not session_id.isdigit() or len(session_id) > 20 or len(track) > 128:
             return error(404, "no live session with this id in your app")
-        params = {"app": session.app, "session": session_id, "track": track}
+        params = {**scope(session), "session": session_id, "track": track}
         results = await node.call_workers(f"console.{action}", params)
         done = next((r for r in results if isinstance(r, dict) and "muted" in r), None)
         if done is not None:
@@ -536,14 +571,18 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
 
     @api.post("/api/console/rooms/{room:path}/end", tags=["console"], responses=_POST_REFUSALS,
               summary="End a room: kick every peer in it")  # fmt: skip
-    async def end_room(request: Request, room: str) -> Response:
+    async def end_room(request: Request, room: str, app_name: str | None = Query(None, alias="app", max_length=128,
+                       description=_APP_QUERY)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
         refused = refused_post(request, session)
         if refused is not None:
             return refused
-        results = await node.call_workers("console.end_room", {"app": session.app, "room": room})
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
+        results = await node.call_workers("console.end_room", {"app": app, "room": room})
         kicked = sum(int(r.get("kicked", 0)) for r in results if isinstance(r, dict))
         failed = [r.message for r in results if isinstance(r, RpcError)]
         if failed and not kicked:
@@ -551,23 +590,36 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         return ok({"kicked": kicked})
 
     @api.post("/api/console/rooms/{room:path}/record/{action}", tags=["console"], responses={**_POST_REFUSALS,
-              400: {"description": "action is not start or stop"}},
-              summary="Start or stop recording a room (every peer's tracks; docs/recording.md)")  # fmt: skip
-    async def record_room(request: Request, room: str, action: str) -> Response:
+              400: {"description": "action is not start or stop"},
+              503: {"description": "the console role: no media node available (or the cluster is lost)"},
+              504: {"description": "the console role: no media node answered"}},
+              summary="Start or stop recording a room (every peer's tracks, cluster-wide on the console role; "
+                      "docs/recording.md)")  # fmt: skip
+    async def record_room(request: Request, room: str, action: str, app_name: str | None = Query(
+                          None, alias="app", max_length=128, description=_APP_QUERY)) -> Response:  # fmt: skip
         session = current(request)
         if session is None:
             return unauthorized()
         refused = refused_post(request, session)
         if refused is not None:
             return refused
+        app = target_app(session, app_name)
+        if isinstance(app, JSONResponse):
+            return app
         if action not in ("start", "stop"):
             return error(400, "action is start or stop")
-        if node.config.role != "standalone" or len(room) > 128:
+        if len(room) > 128:
             return error(404, "no such live room on this node")
-        params: dict[str, Any] = {"room": room, "app": session.app}
+        # The console role: a media node's worker takes it (cluster-wide, runtime/console_node.py).
+        cluster_record = getattr(node, "console_record", None)
+        if node.config.role != "standalone" and cluster_record is None:
+            return error(404, "no such live room on this node")
+        params: dict[str, Any] = {"room": room, "app": app}
         if action == "start":
             params["peers"] = None
         try:
+            if cluster_record is not None:
+                return ok(await cluster_record(app, room, action))
             return ok(await node.worker_for_room(room).call(f"record.{action}", params))
         except RpcError as exc:
             return error(exc.status, exc.message)

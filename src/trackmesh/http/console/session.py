@@ -1,6 +1,6 @@
 """The console's login sessions: signed, expiring cookies, CSRF tokens and the same-origin check.
 
-Sans-IO (``now`` is an argument). A session is ``{app, expiry, nonce}`` signed with HMAC-SHA256 under
+Sans-IO (``now`` is an argument). A session is ``{app, expiry, nonce, root?}`` signed with HMAC-SHA256 under
 the ``console-session`` key derived from the node's secret (security/keys.py), so a forged or
 altered cookie fails the signature and an old one fails the expiry. Logging out revokes the nonce
 (kept until the cookie would have expired anyway, at most ``max_revoked``).
@@ -35,6 +35,8 @@ class ConsoleSession:
     app: str  # the app (tenant) whose secret logged in; "" is the node's own --secret
     expires: int  # unix seconds
     nonce: str
+    # The console role's cluster secret: the operator over every app (sees and acts on all of them).
+    root: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -55,10 +57,13 @@ class ConsoleSessions:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
-    def issue(self, app: str, now: float) -> tuple[str, ConsoleSession]:
-        """A new session of ``app``: (cookie value, session)."""
-        session = ConsoleSession(app, int(now) + self.ttl, secrets.token_urlsafe(16))
-        payload = _b64(json.dumps({"a": session.app, "e": session.expires, "n": session.nonce}).encode())
+    def issue(self, app: str, now: float, root: bool = False) -> tuple[str, ConsoleSession]:
+        """A new session of ``app`` (``root``: over every app): (cookie value, session)."""
+        session = ConsoleSession(app, int(now) + self.ttl, secrets.token_urlsafe(16), root)
+        fields: dict[str, object] = {"a": session.app, "e": session.expires, "n": session.nonce}
+        if root:
+            fields["r"] = 1
+        payload = _b64(json.dumps(fields).encode())
         return f"{payload}.{self._sign(payload)}", session
 
     def verify(self, value: str | None, now: float) -> ConsoleSession | None:
@@ -70,7 +75,7 @@ class ConsoleSessions:
             return None
         try:
             obj = json.loads(_unb64(payload))
-            session = ConsoleSession(str(obj["a"]), int(obj["e"]), str(obj["n"]))
+            session = ConsoleSession(str(obj["a"]), int(obj["e"]), str(obj["n"]), obj.get("r") == 1)
         except (ValueError, KeyError, TypeError):
             return None
         if session.expires <= now or session.nonce in self._revoked:

@@ -4,7 +4,7 @@
 
 (function () {
   const state = { session: null, rooms: [], unanswered: [], stale: null, roomsAt: 0, stream: null, armed: null,
-    cluster: null, actionAt: 0, heads: new Map() };
+    cluster: null, actionAt: 0, heads: new Map(), appOf: new Map() };
   const view = () => document.getElementById("view");
 
   // ---- DOM helpers: text only -------------------------------------------------------------------
@@ -45,8 +45,31 @@
     return d.toLocaleString();
   }
 
-  function sessionLink(id) {
-    return el("a", { href: "#/session/" + encodeURIComponent(id), class: "session", "data-session-link": id }, id);
+  // The cluster secret's session on the console role sees every app: a room's actions and a
+  // session's timeline name the app they are about (?app=); any other session has one app.
+  function appQuery(app, sep) {
+    if (!state.session || !state.session.all_apps || app === undefined || app === null) return "";
+    return (sep || "?") + "app=" + encodeURIComponent(app);
+  }
+
+  function appLabel(app) {
+    return app === "" ? "(default app)" : "app " + app;
+  }
+
+  function sessionLink(id, app) {
+    return el("a", { href: "#/session/" + encodeURIComponent(id) + appQuery(app), class: "session", "data-session-link": id }, id);
+  }
+
+  // The cluster operator's app choice for the event log views (Events, Peers): a select of every app.
+  function appSelect(params) {
+    if (!state.session.all_apps) return null;
+    const sel = el("select", { name: "app", "aria-label": "app", id: "app-select" });
+    for (const a of state.session.apps || [""]) {
+      const o = el("option", { value: a }, appLabel(a));
+      if ((params.get("app") || "") === a) o.selected = true;
+      sel.append(o);
+    }
+    return el("label", {}, "App ", sel);
   }
 
   // ---- API --------------------------------------------------------------------------------------
@@ -168,13 +191,13 @@
       el("td", { "data-label": "Transport" }, p.transport + (p.node !== undefined ? " @ zone " + p.zone + " node " + p.node : "")),
       el("td", { "data-label": "State" }, p.connected ? "connected" : "connecting"),
       el("td", { "data-label": "Tracks" }, trackList(p.tracks, p.peer, p.session)),
-      el("td", { "data-label": "" }, p.kickable === false ? "" : kickButton(p.session)));
+      el("td", { "data-label": "" }, kickButton(p.session)));
   }
 
   // A room's heading and buttons, kept across pushes (the same nodes: a click never lands on a
   // replaced button); only its peer count changes.
   function roomHead(r) {
-    const key = r.room === null ? "" : "r:" + r.room;
+    const key = r.room === null ? "" : "r:" + (r.app || "") + "\n" + r.room;
     let head = state.heads.get(key);
     if (!head) {
       head = buildRoomHead(r);
@@ -196,7 +219,7 @@
         el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Transport"), el("th", {}, "State"),
           el("th", {}, "Tracks"), el("th", {}, ""))),
         el("tbody", {}, ...r.peers.map(peerRow)));
-      v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room }, head, table));
+      v.append(el("section", { class: "room", "data-room": r.room === null ? "" : r.room, "data-app": r.app }, head, table));
     }
     for (const key of [...state.heads.keys()]) if (!used.has(key)) state.heads.delete(key);
     if (!state.rooms.length) {
@@ -207,13 +230,14 @@
   function buildRoomHead(r) {
     const name = r.room === null ? "(not in a room yet)" : r.room;
     const head = el("div", { class: "room-head" },
-      el("h3", {}, name), el("span", { class: "muted peer-count" }));
-    if (r.room !== null && state.session.role === "standalone") {
+      el("h3", {}, name), state.session.all_apps && r.room !== null ? el("span", { class: "app-name" }, appLabel(r.app)) : null,
+      el("span", { class: "muted peer-count" }));
+    if (r.room !== null && (state.session.role === "standalone" || state.session.role === "console")) {
       for (const [action, label] of [["start", "Record"], ["stop", "Stop recording"]]) {
         const b = el("button", { type: "button", "data-action": "record-" + action }, label);
         b.addEventListener("click", async () => {
           try {
-            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action);
+            await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/record/" + action + appQuery(r.app));
             actionStatus(action === "start" ? "Recording the room (files under Recordings)." : "Recording stopped: its files are finalised.");
           } catch (e) { actionStatus(String(e.message || e), true); }
         });
@@ -222,7 +246,7 @@
     }
     if (r.room !== null) {
       head.append(actionButton("End room", "Confirm: end room", { "data-action": "end-room" }, async () => {
-        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end");
+        const d = await api("POST", "/api/console/rooms/" + encodeURIComponent(r.room) + "/end" + appQuery(r.app));
         return "Ended the room: " + d.kicked + " peer(s) kicked.";
       }));
     }
@@ -254,7 +278,7 @@
     return [parts.join(", "), why];
   }
 
-  async function renderSession(id) {
+  async function renderSession(id, params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Session ", id));
     const live = liveSession(id);
@@ -262,7 +286,7 @@
       const [r, p] = live;
       v.append(el("p", { id: "live-state" }, "Live: peer ", el("strong", {}, p.peer === null ? "(none)" : p.peer),
         " in room ", el("strong", {}, r.room === null ? "(none)" : r.room), " over ", p.transport,
-        p.connected ? " (connected)" : " (connecting)", " ", p.kickable === false ? "" : kickButton(id)));
+        p.connected ? " (connected)" : " (connecting)", " ", kickButton(id)));
       v.append(trackList(p.tracks, p.peer, p.session));
     } else {
       v.append(el("p", { id: "live-state", class: "muted" }, "Not live on this node (ended, or not started yet)."));
@@ -271,7 +295,9 @@
     const box = el("div", { id: "timeline" }, "Loading...");
     v.append(box);
     try {
-      const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id));
+      // A tenant's session: that app's connector rows (from the live view, else the link's ?app=).
+      const app = live ? live[1].app : (state.appOf.has(id) ? state.appOf.get(id) : params.get("app"));
+      const rows = await api("GET", "/api/console/events?limit=500&session=" + encodeURIComponent(id) + appQuery(app, "&"));
       box.replaceChildren();
       if (!rows.length) { box.append(el("p", { class: "muted" }, "No event logged for this session yet.")); return; }
       let reason = null;
@@ -289,20 +315,28 @@
     }
   }
 
-  async function renderPeers() {
+  async function renderPeers(params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Peers (event log, newest first)"));
+    const choice = appSelect(params);
+    if (choice) {
+      choice.querySelector("select").addEventListener("change", (e) => {
+        location.hash = "#/peers?" + new URLSearchParams({ app: e.target.value }).toString();
+      });
+      v.append(el("p", { class: "filters" }, choice));
+    }
     const box = el("div", {}, "Loading...");
     v.append(box);
+    const app = params.get("app");
     try {
-      const peers = await api("GET", "/api/console/peers?limit=100");
+      const peers = await api("GET", "/api/console/peers?limit=100" + appQuery(app, "&"));
       box.replaceChildren();
       if (!peers.length) { box.append(el("p", { class: "muted" }, "No peer logged yet.")); return; }
       const tbody = el("tbody");
       for (const p of peers) {
         const sessions = el("ul", { class: "sessions" });
         for (const s of p.sessions) {
-          sessions.append(el("li", {}, sessionLink(s.session), " joined ", when(s.joined_at),
+          sessions.append(el("li", {}, sessionLink(s.session, app), " joined ", when(s.joined_at),
             s.leaved_at ? " · left " + when(s.leaved_at) : " · still in"));
         }
         tbody.append(el("tr", { "data-peer": p.peer }, el("td", { "data-label": "Room" }, p.room),
@@ -332,6 +366,7 @@
       el("label", {}, "Session ", el("input", { name: "session", inputmode: "numeric", value: params.get("session") || "" })),
       el("label", {}, "Event ", sel),
       el("label", {}, "Since (minutes) ", el("input", { name: "since", inputmode: "numeric", value: params.get("since") || "" })),
+      appSelect(params),
       el("button", { type: "submit" }, "Filter"));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -349,6 +384,8 @@
     if (since > 0) q.set("start_ts", String(Date.now() - since * 60000));
     const page = Math.max(0, Number(params.get("page")) || 0);
     q.set("page", String(page));
+    const app = params.get("app");
+    if (state.session.all_apps && app !== null) q.set("app", app);
     try {
       const rows = await api("GET", "/api/console/events?" + q.toString());
       box.replaceChildren();
@@ -356,7 +393,7 @@
       for (const ev of rows) {
         const [details, why] = explain(ev);
         tbody.append(el("tr", { "data-event": ev.event }, el("td", { "data-label": "Time" }, when(ev.created_at)),
-          el("td", { "data-label": "Session" }, sessionLink(ev.session)), el("td", { "data-label": "Event" }, ev.event),
+          el("td", { "data-label": "Session" }, sessionLink(ev.session, app)), el("td", { "data-label": "Event" }, ev.event),
           el("td", { "data-label": "Details" }, details, why ? el("em", {}, " - " + why) : null)));
       }
       box.append(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Time"), el("th", {}, "Session"),
@@ -373,13 +410,20 @@
   }
 
   // Recordings of the app (standalone: this node's files), with download links.
-  async function renderRecordings() {
+  async function renderRecordings(params) {
     const v = view();
     v.replaceChildren(el("h2", {}, "Recordings"));
+    const choice = appSelect(params);
+    if (choice) {
+      choice.querySelector("select").addEventListener("change", (e) => {
+        location.hash = "#/recordings?" + new URLSearchParams({ app: e.target.value }).toString();
+      });
+      v.append(el("p", { class: "filters" }, choice));
+    }
     const box = el("div", {}, "Loading...");
     v.append(box);
     try {
-      const d = await api("GET", "/api/console/recordings");
+      const d = await api("GET", "/api/console/recordings" + appQuery(params.get("app")));
       for (const m of d.unanswered || []) v.append(el("p", { class: "bad" }, m));
       if (!d.files.length) { box.replaceChildren(el("p", { class: "muted", id: "no-recordings" }, "No recording yet: use Record on a live room.")); return; }
       const tbody = el("tbody");
@@ -461,12 +505,12 @@
     const [path, query] = hash.slice(1).split("?");
     const params = new URLSearchParams(query || "");
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
-    if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)));
-    if (path === "/peers") return renderPeers();
+    if (path.startsWith("/session/")) return renderSession(decodeURIComponent(path.slice("/session/".length)), params);
+    if (path === "/peers") return renderPeers(params);
     if (path === "/events") return renderEvents(params);
     if (path === "/node") return renderNode();
     if (path === "/cluster") return renderCluster();
-    if (path === "/recordings") return renderRecordings();
+    if (path === "/recordings") return renderRecordings(params);
     return renderRooms();
   }
 
@@ -476,6 +520,8 @@
     es.addEventListener("rooms", (e) => {
       const data = JSON.parse(e.data);
       state.rooms = data.rooms;
+      for (const r of data.rooms) for (const p of r.peers) if (p.app !== undefined) state.appOf.set(p.session, p.app);
+      if (state.appOf.size > 10000) state.appOf.clear();  // bounded: only sessions seen live matter
       state.unanswered = data.unanswered || [];
       state.stale = data.stale || null;
       state.roomsAt = Date.now();
@@ -504,7 +550,8 @@
     // The zones view: the cluster operator's (default app) only, never a tenant's.
     if (state.session.role === "console" && state.session.app === "") document.getElementById("nav-cluster").hidden = false;
     document.getElementById("nav-recordings").hidden = false;  // standalone: its files; the console role: the media nodes' files
-    document.getElementById("who").textContent = "app " + (state.session.app === "" ? "(default)" : state.session.app);
+    document.getElementById("who").textContent = state.session.all_apps ? "cluster operator (every app)"
+      : "app " + (state.session.app === "" ? "(default)" : state.session.app);
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/console/logout"); } catch (e) { /* reloaded below either way */ }
       location.href = "/console";

@@ -84,5 +84,7 @@ def test_a_rooms_viewers_spread_over_both_workers_and_all_get_frames(cluster: Cl
     # Key-frame requests of the other worker's viewers reached the publisher's worker.
     assert a1["feedback_in"] >= 1 and b1["feedback_out"] >= 1, (a1, b1)
     assert a1["packets_in"] == 0 and b1["packets_out"] == 0, (a1, b1)
+    text = http("GET", m.base + "/metrics")[2].decode()
+    assert sample(text, "trackmesh_spread_viewers_total") == n_other
     print(f"\nspread: home worker {home} exported {out} packets in 2 s, worker {other} imported {got} "
           f"and sent {sent} datagrams to its {n_other} viewers; key-frame requests across: {a1['feedback_in']}")

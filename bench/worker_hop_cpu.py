@@ -2,7 +2,7 @@
 
 Runs ONLY inside a private network namespace (it opens zenoh sessions)::
 
-    scripts/in-netns.sh .venv/bin/python bench/worker_hop_cpu.py [--pps 200,2000] [--seconds 5]
+    scripts/in-netns.sh .venv/bin/python bench/worker_hop_cpu.py [--pps 200,2000] [--seconds 5] [--receivers 1]
 
 Two processes, each wired like a media worker (zenoh peer on tcp/127.0.0.1, usrpwd, no scouting; a
 ``ZenohChannelHub`` on the node's event loop, ``Poster``-like ``call_soon_threadsafe``). For each rate:
@@ -11,7 +11,8 @@ Two processes, each wired like a media worker (zenoh peer on tcp/127.0.0.1, usrp
    handle to one local subscriber (what a viewer on the publisher's own worker costs the channel);
 2. *across workers*: the same packets through the ``ZenohChannelHub`` handle of a channel the other
    process subscribes (one zenoh put per packet, decode and hand-over to its loop, its proxy's fan-out to
-   one local subscriber).
+   one local subscriber); with ``--receivers K``, K other processes subscribe (a room spread over K+1
+   workers: the sender's cost grows with K, each receiver's does not).
 
 Each process's own CPU time (``time.process_time``: every thread, zenoh's included) is read around
 both phases. The hop's cost per packet is, on the sending worker, phase 2 minus phase 1, and on the
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,15 @@ class Publisher:
         pass
 
 
+def poster(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], None]], None]:
+    """The worker's ``post``: zenoh threads hand closures to the loop (runtime/worker_cluster.py Poster)."""
+
+    def post(fn: Callable[[], None]) -> None:
+        loop.call_soon_threadsafe(fn)
+
+    return post
+
+
 def _run(coro: Any) -> Any:
     from trackmesh.runtime.loop import new_event_loop
 
@@ -75,7 +86,7 @@ async def run_receiver(port: int) -> None:
     """Subscribes the channel; answers each stdin line with its CPU time and packets received."""
     loop = asyncio.get_running_loop()
     node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{port}"]))
-    hub = ZenohChannelHub(node.session, loop.call_soon_threadsafe, loop.time)
+    hub = ZenohChannelHub(node.session, poster(loop), loop.time)
     sink = Sink()
     hub.subscribe(loop.time(), CHANNEL, sink)
     print("ready", flush=True)
@@ -101,29 +112,32 @@ async def pace(send: Any, pps: int, seconds: float) -> int:
     return n
 
 
-async def run_sender(args: argparse.Namespace, rx: subprocess.Popen[str]) -> list[dict[str, Any]]:
-    assert rx.stdin is not None and rx.stdout is not None
-
+async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
     def mark() -> dict[str, float]:
-        assert rx.stdin is not None and rx.stdout is not None
-        rx.stdin.write("mark\n")
-        rx.stdin.flush()
-        return dict(json.loads(rx.stdout.readline()))
+        """The receivers' CPU time and packets received, summed (each got every packet)."""
+        out = {"cpu": 0.0, "packets": 0.0}
+        for rx in rxs:
+            assert rx.stdin is not None and rx.stdout is not None
+            rx.stdin.write("mark\n")
+            rx.stdin.flush()
+            one = json.loads(rx.stdout.readline())
+            out["cpu"] += one["cpu"]
+            out["packets"] += one["packets"]
+        return out
 
     loop = asyncio.get_running_loop()
-    node = open_node(
-        ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port + 1}"], seeds=[f"tcp/127.0.0.1:{args.port}"])
-    )
-    hub = ZenohChannelHub(node.session, loop.call_soon_threadsafe, loop.time)
+    seeds = [f"tcp/127.0.0.1:{args.port + i}" for i in range(len(rxs))]
+    node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port + len(rxs)}"], seeds=seeds))
+    hub = ZenohChannelHub(node.session, poster(loop), loop.time)
     remote = hub.start_publish(loop.time(), CHANNEL, Publisher())
     export = hub._exports[CHANNEL]
     for _ in range(500):
-        if export.interest:
+        if export.interest and len(node.peers()) >= len(rxs):
             break
         await asyncio.sleep(0.01)
     else:
-        raise SystemExit("the receiving worker never subscribed")
-    await asyncio.sleep(0.5)  # its proxy goes live (the source token crossed)
+        raise SystemExit("the receiving workers never subscribed")
+    await asyncio.sleep(1.0)  # its proxy goes live (the source token crossed)
     local = LocalChannelHub()
     local_sink = Sink()
     local.subscribe(loop.time(), CHANNEL, local_sink)
@@ -137,9 +151,10 @@ async def run_sender(args: argparse.Namespace, rx: subprocess.Popen[str]) -> lis
             await pace(remote.send, pps, args.seconds)
             await asyncio.sleep(0.2)  # the last packets reach the receiver
             r2, c2 = mark(), time.process_time()
-            got = int(r2["packets"] - r1["packets"])
+            got = int(r2["packets"] - r1["packets"])  # over all receivers
             local_us = (c1 - c0) / n * 1e6
             rows.append({
+                "receivers": len(rxs),
                 "pps": pps,
                 "packets": n,
                 "received": got,
@@ -179,25 +194,31 @@ def main() -> None:
     p.add_argument("--pps", type=lambda s: [int(x) for x in s.split(",")], default=[200, 2000])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--receivers", type=int, default=1, help="other workers with a viewer of the track")
     args = p.parse_args()
     if sorted(os.listdir("/sys/class/net")) != ["lo"]:
         raise SystemExit("run me inside scripts/in-netns.sh (opens zenoh sessions)")
     if args.role == "receiver":
         _run(run_receiver(args.port))
         return
-    rx = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "receiver", "--port",
-                           str(args.port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert rx.stdout is not None and rx.stdin is not None
-    if rx.stdout.readline().strip() != "ready":
-        raise SystemExit("the receiving worker failed to start")
+    rxs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "receiver", "--port",
+                             str(args.port + i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+           for i in range(args.receivers)]  # fmt: skip
+    for rx in rxs:
+        assert rx.stdout is not None
+        if rx.stdout.readline().strip() != "ready":
+            raise SystemExit("a receiving worker failed to start")
     try:
-        rows = _run(run_sender(args, rx))
+        rows = _run(run_sender(args, rxs))
     finally:
-        rx.stdin.write("quit\n")
-        rx.stdin.flush()
-        rx.wait(10)
+        for rx in rxs:
+            assert rx.stdin is not None
+            rx.stdin.write("quit\n")
+            rx.stdin.flush()
+            rx.wait(10)
     walk = in_process_fanout_ns()
     print(f"\nin-process channel walk (LocalChannelHub, one viewer): {walk:.0f} ns per packet")
+    print(f"{args.receivers} receiving worker(s); the receiver's hop is per packet and receiver")
     print("pps   sender in-process  sender across  = hop on the sender   receiver hop   received/sent")
     for r in rows:
         print(f"{r['pps']:<5} {r['sender_in_process_us']:>10.2f} us {r['sender_across_us']:>12.2f} us "

@@ -51,6 +51,7 @@ class NodeConfig:
     cluster_mode: str = "mesh"
     cluster_media_version: int = 2  # cluster/zenoh_channels.py: 1 = no send stamp (rolling upgrade)
     capacity: int = 1000
+    room_spread: int = 0  # runtime/cluster_node.py: a room's viewers spread over the workers from K sessions
     # The connector (docs/connector.md); standalone embeds it.
     connector_db: str = "sqlite:///trackmesh-data/connector.db"
     hook_url: str | None = None
@@ -462,6 +463,11 @@ FLAGS: tuple[Flag, ...] = (
          _port("--cluster-port", True), ("gateway", "media", "router", "connector", "console"), "PORT"),
     Flag("--capacity", "sessions this media node accepts before gateways route elsewhere (default 1000)",
          _int_range("--capacity", 1, 1_000_000), ("media",), "N"),
+    Flag("--room-spread", "spread a room's viewers over this node's workers once the room has K sessions on the "
+         "node: each new WHEP viewer then goes to the worker with the fewest sessions, publishers stay on the room's "
+         "worker, and the publisher's worker sends each packet once to every other worker with viewers "
+         "(docs/cluster.md, \"One room on every core\"); 0 = one worker per room and node (default 0)",
+         _int_range("--room-spread", 0, 1_000_000), ("media",), "K"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
          "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
          "postgresql+psycopg")), CONNECTOR_ROLES, "URL"),

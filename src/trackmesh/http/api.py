@@ -78,6 +78,11 @@ class NodeApi(Protocol):
         """The worker that holds (or will hold) every session of ``room``; RpcError(503) without workers."""
         ...
 
+    def worker_for_viewer(self, room: str) -> WorkerHandle:
+        """The worker a new viewer (WHEP) of ``room`` joins: the room's, or with ``--room-spread`` on a
+        media node, once the room is big enough, the least busy worker (docs/cluster.md)."""
+        ...
+
     def worker_for_conn(self, conn_id: str) -> WorkerHandle:
         """The worker that owns ``conn_id``; RpcError(404) for a conn id of another node or a forged one."""
         ...

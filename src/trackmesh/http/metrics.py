@@ -96,6 +96,10 @@ def render_metrics(
                   "unacknowledged), batches sent, resent and acknowledged, events spilled to disk or dropped; "
                   "app lists taken from the zone's connector and refused (app_lists, app_list_rejected)",
                   value, {"what": name})
+    spread = getattr(node, "spread_viewers", None)  # a media node's --room-spread (runtime/cluster_node.py)
+    if spread is not None:
+        exp.counter("trackmesh_spread_viewers", "Viewers --room-spread placed on another worker than their "
+                    "room's (the room's tracks cross to that worker once, over its cluster channels)", spread)
     console = getattr(node, "console_metrics", None)  # the console role (runtime/console_node.py)
     if console is not None:
         for name, value in console().items():

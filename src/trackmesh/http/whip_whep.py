@@ -126,7 +126,8 @@ def _add_routes(api: APIRouter, node: NodeApi, kind: Kind) -> None:
             "routed_at": None if via_gateway(request, node.config.secret) else routed_at,
         }
         room = token.room
-        result = await route(node, lambda: node.worker_for_room(room), f"{kind}.create", params)
+        pick = node.worker_for_viewer if kind == "whep" else node.worker_for_room  # --room-spread: viewers spread
+        result = await route(node, lambda: pick(room), f"{kind}.create", params)
         location = f"/{kind}/conn/{result['conn_id']}"
         return Response(
             result["sdp"],

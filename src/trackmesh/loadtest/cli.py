@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +130,9 @@ def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=30.0, help="hard limit per server run")
     p.add_argument("--recording", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
+    p.add_argument("--media-workers", type=int, default=0, metavar="N",
+                   help="trackmesh: start a media node with N workers and --room-spread 1 (one room's viewers "
+                        "spread over the workers) instead of a one-worker standalone node (default 0)")
     p.add_argument("--no-netns", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -427,8 +430,18 @@ def main(
 
     with tempfile.TemporaryDirectory(prefix="trackmesh-bench-") as tmp:
         for name in names:
+            target = servers[name]()
+            if name == "trackmesh" and args.media_workers:
+                from trackmesh.loadtest.servers import TrackmeshServer
+
+                n_workers = int(args.media_workers)
+
+                def start(cores: str, workdir: Path, _n: int, n_workers: int = n_workers) -> Any:
+                    return TrackmeshServer(cores, workdir, workers=n_workers)
+
+                target = replace(target, start=start)
             try:
-                results[name] = asyncio.run(_one(name, servers[name](), args, Path(tmp)))
+                results[name] = asyncio.run(_one(name, target, args, Path(tmp)))
             except DeploymentError as exc:
                 print(f"{prog}: {exc}", file=sys.stderr)
                 return 2

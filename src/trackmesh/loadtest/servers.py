@@ -129,16 +129,23 @@ class TrackmeshServer(Server):
     #: Room names as they are: the server is ours alone (a ``--url`` deployment gets a random prefix).
     room_prefix = ""
 
-    def __init__(self, cores: str, workdir: Path, *, log_level: str = "warning") -> None:
+    def __init__(self, cores: str, workdir: Path, *, log_level: str = "warning", workers: int = 0) -> None:
+        """``workers`` 0: a one-worker standalone node; N >= 1: a media node with N workers and
+        ``--room-spread 1`` (no seeds, the first member of its own cluster: every worker a zenoh member
+        on loopback), so one room's viewers spread over its workers (docs/cluster.md)."""
         self.port = free_port()
         self.url = ServerUrl.local(self.port)
         self.secret = "bench-secret-" + os.urandom(6).hex()
         exe = shutil.which("trackmesh") or str(Path(sys.executable).parent / "trackmesh")
         self.log_path = workdir / "trackmesh.log"
         self.version = _pkg_version()
+        role = ["standalone", "--workers", "1"]
+        if workers:
+            role = ["media", "--workers", str(workers), "--room-spread", "1", "--cluster-port", str(free_port()),
+                    "--data-dir", str(workdir / "media-data")]  # fmt: skip
         self.proc = subprocess.Popen(
-            ["taskset", "-c", cores, exe, "standalone", "--http-port", str(self.port), "--secret", self.secret,
-             "--node-ip", "127.0.0.1", "--workers", "1", "--log-level", log_level],
+            ["taskset", "-c", cores, exe, *role, "--http-port", str(self.port), "--secret", self.secret,
+             "--node-ip", "127.0.0.1", "--log-level", log_level],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
         )
         wait_http(self.port, "/api/node/health", self.proc)

@@ -27,6 +27,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from trackmesh.cluster.membership import LOAD_ROOT, NODE_ROOT, REPORT_INTERVAL, http_url, node_index
@@ -55,17 +56,21 @@ class RoomAffinity:
     """Which worker of this node hosts each room: every session of a room on a node goes to one
     worker, so the node's inter-node traffic for that room is the worker's (the mixer's bound of
     N+1 imported voices per room and worker is then N+1 per node: docs/mixer.md, docs/cluster.md).
+    With ``--room-spread`` a big room's viewers go to other workers too (:meth:`ClusterMediaNode.
+    worker_for_viewer`); the worker found here stays the room's *home*, where its publishers go.
 
     Learnt from two sources: the rooms each worker reports (``cluster.rooms``, every report
-    interval) and the routing decisions themselves, kept for :data:`AFFINITY_GRACE` seconds so a
-    session routed but not yet joined pins its room too. No clock read here: callers pass ``now``.
+    interval, with their session counts) and the routing decisions themselves, kept for
+    :data:`AFFINITY_GRACE` seconds so a session routed but not yet joined pins its room too. No
+    clock read here: callers pass ``now``.
     """
 
-    __slots__ = ("_hosted", "_routed")
+    __slots__ = ("_hosted", "_routed", "_sessions")
 
     def __init__(self) -> None:
         self._hosted: dict[str, int] = {}  # room -> worker, from the workers' reports
         self._routed: dict[str, tuple[int, float]] = {}  # room -> (worker, when routed)
+        self._sessions: dict[str, int] = {}  # room -> its sessions on the node: reported + routed since
 
     def get(self, room: str) -> int | None:
         routed = self._routed.get(room)
@@ -76,17 +81,31 @@ class RoomAffinity:
     def routed(self, room: str, worker: int, now: float) -> None:
         self._routed[room] = (worker, now)
 
-    def reported(self, rooms: dict[int, list[str]], now: float) -> None:
-        """``rooms``: worker index -> the rooms it has endpoints in. A room two workers report
-        (sessions routed before a restart of the node's routing) stays where it was routed."""
+    def joined(self, room: str) -> None:
+        """A session of ``room`` was routed to some worker of the node (counted until the next report)."""
+        self._sessions[room] = self._sessions.get(room, 0) + 1
+
+    def sessions(self, room: str) -> int:
+        """The room's sessions on the node: the last reports' count plus the sessions routed since."""
+        return self._sessions.get(room, 0)
+
+    def reported(self, rooms: Mapping[int, Iterable[str] | Mapping[str, int]], now: float) -> None:
+        """``rooms``: worker index -> the rooms it has endpoints in, or ``{room: endpoints}``. A room
+        two workers report (a spread room, or sessions routed before a restart of the node's
+        routing) stays where it was routed, else where it was hosted."""
         self._routed = {r: (w, t) for r, (w, t) in self._routed.items() if now - t < AFFINITY_GRACE}
         hosted: dict[str, int] = {}
+        sessions: dict[str, int] = {}
         for worker in sorted(rooms):
-            for room in rooms[worker]:
+            listed = rooms[worker]
+            counts = listed if isinstance(listed, Mapping) else dict.fromkeys(listed, 1)
+            for room, n in counts.items():
+                sessions[room] = sessions.get(room, 0) + n
                 prev = self.get(room)
                 if room not in hosted or prev == worker:
                     hosted[room] = worker
         self._hosted = hosted
+        self._sessions = sessions
 
 
 def _rss_mb() -> float:
@@ -110,6 +129,7 @@ class ClusterMediaNode(Node):
         self._reporter: asyncio.Task[None] | None = None
         self._sessions: dict[int, int] = {}
         self.affinity = RoomAffinity()
+        self.spread_viewers = 0  # viewers --room-spread sent to another worker than their room's home
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last_report: dict[str, Any] = {}
         self.link: ConnectorLink | None = None  # events to the zone's connector (runtime/connector_link.py)
@@ -216,17 +236,44 @@ class ClusterMediaNode(Node):
         """Room affinity: a room already on this node goes to the worker hosting it (one worker
         per room and node keeps the room's inter-node traffic per node, see :class:`RoomAffinity`);
         a new room goes to the worker with the fewest sessions, ties broken by the room hash."""
-        if self.draining:
-            raise RpcError(503, f"media node {self.index} of zone {self.config.zone} is draining")
-        if not self.workers:
-            raise RpcError(503, f"no media node available in zone {self.config.zone}")
+        self._check_routable()
         n = len(self.workers)
         index = self.affinity.get(room)
         if index is None or index >= n:
             digest = int.from_bytes(hashlib.blake2b(room.encode(), digest_size=8).digest(), "big")
             index = min(range(n), key=lambda i: (self._sessions.get(i, 0), (i - digest) % n))
         self.affinity.routed(room, index, time.monotonic())
+        self._count(room, index)
         return self.workers[index]
+
+    def worker_for_viewer(self, room: str) -> Any:
+        """``--room-spread K``: once ``room`` has K sessions on this node, a new viewer goes to the
+        worker with the fewest sessions (the room's home worker on ties), so one broadcast uses every
+        core. The viewer's worker imports the room's tracks over their cluster channels like any other
+        member: one copy per packet and worker with viewers, feedback (key-frame requests) back to the
+        publisher's worker; retransmissions are answered from the viewer's worker's own ring. Below K,
+        or with ``--room-spread 0``, viewers join the room's worker (:meth:`worker_for_room`)."""
+        spread = self.config.room_spread
+        home = self.affinity.get(room)
+        if not spread or home is None or self.affinity.sessions(room) < spread or len(self.workers) < 2:
+            return self.worker_for_room(room)
+        self._check_routable()
+        n = len(self.workers)
+        index = min(range(n), key=lambda i: (self._sessions.get(i, 0), i != home, i))
+        self._count(room, index)
+        self.spread_viewers += index != home
+        return self.workers[index]
+
+    def _check_routable(self) -> None:
+        if self.draining:
+            raise RpcError(503, f"media node {self.index} of zone {self.config.zone} is draining")
+        if not self.workers:
+            raise RpcError(503, f"no media node available in zone {self.config.zone}")
+
+    def _count(self, room: str, index: int) -> None:
+        """A session routed: counted on its worker and its room until the next load report says."""
+        self._sessions[index] = self._sessions.get(index, 0) + 1
+        self.affinity.joined(room)
 
     def link_metrics(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.link.metrics()) if self.link is not None else {}
@@ -282,10 +329,11 @@ class ClusterMediaNode(Node):
         cfg = self.config
         stats = await super().stats()
         self._sessions = {st.get("worker", i): int(st.get("endpoints", 0)) for i, st in enumerate(stats)}
-        rooms: dict[int, list[str]] = {}
+        rooms: dict[int, dict[str, int]] = {}
         for worker in self.workers:
             with contextlib.suppress(RpcError):
-                rooms[worker.index] = list(await worker.call("cluster.rooms", {}))
+                listed = await worker.call("cluster.rooms", {})  # {room: endpoints}
+                rooms[worker.index] = {str(r): int(n) for r, n in dict(listed).items()}
         self.affinity.reported(rooms, time.monotonic())
         sessions = sum(self._sessions.values())
         ready, reason = self.readiness()

@@ -122,6 +122,11 @@ class Node:
         digest = hashlib.blake2b(room.encode(), digest_size=8).digest()
         return self.workers[int.from_bytes(digest, "big") % len(self.workers)]
 
+    def worker_for_viewer(self, room: str) -> WorkerHandle:
+        """A new viewer's worker: the room's (standalone workers share no channels, so a room's viewers
+        cannot sit on another worker; a cluster media node may spread them: ``--room-spread``)."""
+        return self.worker_for_room(room)
+
     def worker_for_conn(self, conn_id: str) -> WorkerHandle:
         try:
             parts = self.conn_ids.decode(conn_id)

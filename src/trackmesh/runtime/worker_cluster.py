@@ -25,7 +25,7 @@ from trackmesh.core.worker import MediaWorker
 
 from .worker import WorkerRuntime
 
-__all__ = ["Poster", "WorkerCluster", "mixer_imports"]
+__all__ = ["Poster", "WorkerCluster", "mixer_imports", "room_sessions"]
 
 log = logging.getLogger("trackmesh.cluster")
 
@@ -64,6 +64,11 @@ class Poster:
             self.after()
 
 
+def room_sessions(core: MediaWorker) -> dict[str, int]:
+    """``{room: endpoints}`` of this worker (the node's RoomAffinity and ``--room-spread`` count them)."""
+    return {name: len(view.endpoints) for name, view in core.rooms.rooms.items()}
+
+
 def mixer_imports(core: MediaWorker) -> dict[str, int]:
     """The bounded mixer's remote audio sources imported, per room that has any (core/mixer/, docs/mixer.md)."""
     imports: dict[str, int] = {}
@@ -94,7 +99,7 @@ class WorkerCluster:
     def attach(self, runtime: WorkerRuntime) -> None:
         self.poster.after = lambda: runtime.flush(runtime.now())
         runtime.register_rpc("cluster.stats", lambda now, params: self.stats(runtime))
-        runtime.register_rpc("cluster.rooms", lambda now, params: list(runtime.core.rooms.rooms))
+        runtime.register_rpc("cluster.rooms", lambda now, params: room_sessions(runtime.core))
         runtime.register_rpc("cluster.goaway", lambda now, params: self.goaway(runtime, now, params))
 
     def goaway(self, runtime: WorkerRuntime, now: float, params: dict[str, Any]) -> dict[str, int]:

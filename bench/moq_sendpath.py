@@ -89,6 +89,12 @@ class Meter:
         self.depth = 0
         self.on = False
         self.calls: dict[str, int] = {}
+        self.count_functions = False  # --count-calls: count the relay's function calls (slow, deterministic)
+        self.functions = 0
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            self.functions += 1
 
     def wrap(self, fn: Callable[..., Any], name: str = "") -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -97,11 +103,15 @@ class Meter:
             if not self.on or self.depth:
                 return fn(*args, **kwargs)
             self.depth += 1
+            if self.count_functions:
+                sys.setprofile(self._profile)
             t0 = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.cpu += time.thread_time() - t0
+                if self.count_functions:
+                    sys.setprofile(None)
                 self.depth -= 1
 
         return timed
@@ -190,11 +200,11 @@ async def run(count: int, seconds: float, datagram_size: int, delay: float) -> d
     for sub in subs:
         sub.window = (start, end)
     seq, t0 = 0, loop.time()
-    cpu0 = packets0 = cpu = packets = 0.0
+    cpu0 = packets0 = cpu = packets = functions0 = functions = 0.0
     while loop.time() < end + 1.0:
         if not meter.on and start <= loop.time() < end:
             meter.on = True
-            cpu0, packets0 = meter.cpu, wire.from_relay
+            cpu0, packets0, functions0 = meter.cpu, wire.from_relay, meter.functions
         for msg in pub.messages:
             if isinstance(msg, m.Subscribe) and msg.request_id not in aliases:
                 alias = aliases[msg.request_id] = len(aliases) + 1
@@ -216,6 +226,7 @@ async def run(count: int, seconds: float, datagram_size: int, delay: float) -> d
         if loop.time() >= end and meter.on:
             meter.on = False
             cpu, packets = meter.cpu - cpu0, wire.from_relay - packets0
+            functions = meter.functions - functions0
         await asyncio.sleep(max(0.0, t0 + seq / FPS - loop.time()))
     delivered = sum(s.received for s in subs)
     sent = sum(start <= (seq_ / FPS + t0) < end for seq_ in range(seq))
@@ -230,6 +241,7 @@ async def run(count: int, seconds: float, datagram_size: int, delay: float) -> d
         "relay_cpu_share": round(cpu / seconds, 3),
         "relay_datagrams_per_object": round(packets / delivered, 2) if delivered else None,
         "relay_datagrams_out": packets,
+        **({"relay_function_calls_per_object": round(functions / delivered)} if meter.count_functions else {}),
         "relay_calls": dict(sorted(meter.calls.items())),
         "acks_without_transmit": getattr(stats, "acks_without_transmit", None),
     }
@@ -247,9 +259,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--datagram-size", type=int, default=1200, help="the relay's packets to its loopback peers")
     parser.add_argument("--delay-ms", type=float, default=0.5, help="one-way delay of the in-memory wire")
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="count the relay's Python and C function calls per object (deterministic; CPU figures then meaningless)",
+    )
     args = parser.parse_args()
+    METER.count_functions = args.count_calls
     for count in args.subscribers:
-        METER.cpu, METER.on, METER.calls = 0.0, False, {}
+        METER.cpu, METER.on, METER.calls, METER.functions = 0.0, False, {}, 0
         clock = [0.0]
         loop = asyncio.SelectorEventLoop(VirtualSelector(clock))  # type: ignore[arg-type]
         loop.time = lambda clock=clock: clock[0]  # type: ignore[method-assign]

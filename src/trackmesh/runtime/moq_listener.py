@@ -269,13 +269,20 @@ class MoqConnection(QuicConnectionProtocol):
         """After a datagram with no ack-eliciting frame (RFC 9000 s13.2.1: ACK, PADDING, CONNECTION_CLOSE
         only): re-arm the timer and return True if there is nothing to send, else False (transmit).
 
-        aioquic (1.7) would build and discard an empty packet here, about a third of a relay's
-        transmits. Reads aioquic's private state; if that moves, transmit every time (logged once)."""
+        aioquic (1.7) would build and discard an empty packet here: 40-45 % of a relay's transmits
+        (docs/benchmarks.md). Reads aioquic's private state; if that moves, transmit every time (logged once)."""
         quic = self._quic
         try:
             if not quic._handshake_confirmed or quic._state is not QuicConnectionState.CONNECTED:
                 return False
             if quic._close_pending or quic._probe_pending or quic._datagrams_pending or quic._ping_pending:
+                return False
+            # Frames declared lost by this ACK and due again: CRYPTO (session tickets), HANDSHAKE_DONE,
+            # STREAMS_BLOCKED, RETIRE_CONNECTION_ID. The rarer ones (MAX_DATA, NEW_CONNECTION_ID) go
+            # with the next transmit: the next object, or the listener's tick within TIMER_INTERVAL.
+            if quic._handshake_done_pending or quic._streams_blocked_pending or quic._retire_connection_ids:
+                return False
+            if not quic._crypto_streams[tls.Epoch.ONE_RTT].sender.buffer_is_empty:
                 return False
             for stream in quic._streams_queue:
                 sender = stream.sender
@@ -288,7 +295,7 @@ class MoqConnection(QuicConnectionProtocol):
             if self._timer is None and timer_at is not None:
                 self._timer = self._loop.call_at(timer_at, self._handle_timer)
             self._timer_at = timer_at
-        except AttributeError as exc:
+        except (AttributeError, KeyError) as exc:
             if not self.listener.ack_only_warned:
                 self.listener.ack_only_warned = True
                 log.warning("aioquic internals moved (%s): a transmit after every ACK", exc)

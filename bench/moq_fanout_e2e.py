@@ -91,6 +91,20 @@ class Session(QuicConnectionProtocol):
         self.seen: set[int] = set()
         self.latencies: list[float] = []
         self.decode_errors = 0
+        self.datagrams_in = 0  # QUIC datagrams from the relay (all of them: counted at the window's edges)
+        self.bytes_in = 0
+        self.largest_datagram = 0
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
+        if len(data) > self.largest_datagram:
+            self.largest_datagram = len(data)
+        super().datagram_received(data, addr)
+
+    def packets_out(self) -> int:
+        """QUIC packets this subscriber sent (mostly ACKs): aioquic's next packet number."""
+        return int(self._quic._packet_number)
 
     def send(self, msg: m.ControlMessage) -> None:
         self._quic.send_stream_data(0, codec16.encode_message(msg))
@@ -262,8 +276,12 @@ async def subscribe(port: int, count: int, seconds: float) -> None:
             sub.window = (start, end)
         print(json.dumps({"window": [start, end]}), flush=True)
         cpu0 = time.process_time()
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        counts0 = [(s.datagrams_in, s.bytes_in, s.packets_out()) for s in subs]
         await asyncio.sleep(end - time.monotonic())
+        counts = [(s.datagrams_in, s.bytes_in, s.packets_out()) for s in subs]
         cpu = time.process_time() - cpu0
+        packets = [sum(c[i] - c0[i] for c, c0 in zip(counts, counts0, strict=True)) for i in range(3)]
         await asyncio.sleep(2.0)  # the stragglers
         latencies = sorted(x for s in subs for x in s.latencies)
         pct = {p: latencies[int(p / 100 * (len(latencies) - 1))] if latencies else None for p in (50, 99)}
@@ -278,11 +296,19 @@ async def subscribe(port: int, count: int, seconds: float) -> None:
             "p99_ms": None if pct[99] is None else round(pct[99] * 1000, 1),
             "client_cpu_share": round(cpu / seconds, 3),
             "decode_errors": sum(s.decode_errors for s in subs),
+            "datagrams_in": packets[0],
+            "bytes_in": packets[1],
+            "packets_out": packets[2],
+            "largest_datagram": max((s.largest_datagram for s in subs), default=0),
         }
         # Report before closing: aioquic's close waits for the peer, which a backlogged relay may not
         # answer for long. The process ends here, its sessions with it.
         print(json.dumps(result), flush=True)
         os._exit(0)
+
+
+def ratio(a: int, b: int, digits: int) -> float | None:
+    return round(a / b, digits) if b else None
 
 
 def free_port(kind: int) -> int:
@@ -477,6 +503,12 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "relay_cpu_share": round(cpu / seconds, 3),
             "relay_runqueue_wait_share": round(waits[0] / seconds, 3),
             "relay_cpu_us_per_object": round(1e6 * cpu / result["received"], 1) if result["received"] else None,
+            # What the subscribers' side of the wire saw in the window: the relay's datagrams to them
+            # (and their mean size), and the packets they sent back (ACKs, nearly all).
+            "datagrams_per_object": ratio(result["datagrams_in"], result["received"], 2),
+            "datagram_mean_bytes": ratio(result["bytes_in"], result["datagrams_in"], 0),
+            "acks_per_object": ratio(result["packets_out"], result["received"], 2),
+            "datagram_max_bytes": result["largest_datagram"],
             "relay_rss_kib": rss,
             "relay_rss_idle_kib": rss_idle,
             "client_cpu_share": result["client_cpu_share"],

@@ -97,8 +97,11 @@ async def open_session(port: int, connection: type[QuicConnection] = QuicConnect
     return session
 
 
-async def largest_datagrams(loopback_datagram_size: int) -> tuple[list[int], list[int], dict[str, int]]:
-    """(sizes seen by a plain subscriber, by a 1400-byte one, the listener's metrics)."""
+async def largest_datagrams(
+    loopback_datagram_size: int, payload: bytes = PAYLOAD, after: Any = None
+) -> tuple[list[int], list[int], dict[str, int]]:
+    """(sizes seen by a plain subscriber, by a 1400-byte one, the listener's metrics); ``after``:
+    awaited with the listener once both subscribers have the object."""
     listener = MoqListener("127.0.0.1", 0, anonymous=True, loopback_datagram_size=loopback_datagram_size)
     await listener.start()
     sessions: list[Session] = []
@@ -118,10 +121,12 @@ async def largest_datagrams(loopback_datagram_size: int) -> tuple[list[int], lis
             await sub.wait_for(lambda s=sub: any(isinstance(x, m.SubscribeOk) for x in s.messages))
         stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
         head = encode_subgroup_header(SubgroupHeader(1, 0, 0, 128))
-        pub._quic.send_stream_data(stream, head + encode_object(0, None, PAYLOAD), end_stream=True)
+        pub._quic.send_stream_data(stream, head + encode_object(0, None, payload), end_stream=True)
         pub.transmit()
         for sub in (plain, small):
-            await sub.wait_for(lambda s=sub: s.data_bytes >= len(PAYLOAD))
+            await sub.wait_for(lambda s=sub: s.data_bytes >= len(payload), 20)
+        if after is not None:
+            await after(listener)
         return plain.sizes, small.sizes, listener.metrics()
     finally:
         for session in sessions:
@@ -142,3 +147,22 @@ def test_1200_keeps_every_packet_at_1200_bytes() -> None:
     plain, small, metrics = asyncio.run(largest_datagrams(1200))
     assert max(plain) <= 1200 and max(small) <= 1200, (sorted(plain)[-5:], sorted(small)[-5:])
     assert metrics["loopback_large_datagram_sessions_total"] == 0, metrics
+
+
+def test_acks_open_the_congestion_window_without_an_empty_transmit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an ACK-only datagram the listener transmits only when a stream has data waiting
+    (MoqConnection._after_ack_only). A 600 KB object at 1200-byte packets is many congestion
+    windows: every window after the first goes out because an ACK opened it. With the listener's
+    tick (which flushes every connection) pushed out of the test's reach, a missed transmit after
+    an ACK would leave the rest to QUIC's probe timeouts, which back off: not done in 20 s."""
+    monkeypatch.setattr("trackmesh.runtime.moq_listener.TIMER_INTERVAL", 3600.0)
+
+    async def skipped_some(listener: MoqListener) -> None:
+        async with asyncio.timeout(10):  # the subscribers' last ACKs come 1 ms or so after the data
+            while listener.metrics()["acks_without_transmit_total"] == 0:
+                await asyncio.sleep(0.01)
+
+    plain, small, metrics = asyncio.run(largest_datagrams(1200, bytes(range(256)) * 2400, skipped_some))
+    assert max(plain) <= 1200 and max(small) <= 1200
+    assert metrics["acks_without_transmit_total"] > 0, metrics
+    assert metrics["internal_errors_total"] == 0, metrics

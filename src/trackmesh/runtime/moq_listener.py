@@ -30,12 +30,14 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -126,6 +128,7 @@ def _is_loopback(host: str) -> bool:
 
 class MoqStats:
     __slots__ = (
+        "acks_without_transmit",
         "connections",
         "internal_errors",
         "loopback_large_datagrams",
@@ -145,6 +148,7 @@ class MoqStats:
         self.writes_dropped = 0  # writes to streams already reset, stopped or finished
         self.internal_errors = 0  # connections closed by a bug of ours (logged with the traceback)
         self.loopback_large_datagrams = 0  # connections to a loopback peer sent packets above 1200 bytes
+        self.acks_without_transmit = 0  # ACK-only datagrams after which there was nothing to send
 
 
 class MoqConnection(QuicConnectionProtocol):
@@ -242,10 +246,62 @@ class MoqConnection(QuicConnectionProtocol):
         """One datagram in: its events are handled now, the send is deferred to the end of this loop
         turn. aioquic's own handler transmits after every datagram: a relay that reads a burst of
         ACKs, or a publisher's packets that fan out to many connections, then packs, encrypts and
-        re-arms the timer once per datagram instead of once per connection per turn."""
-        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        re-arms the timer once per datagram instead of once per connection per turn.
+
+        Most datagrams a relay reads are a subscriber's ACKs. After one that carried nothing else
+        only the timer needs re-arming, unless a stream has data waiting (for the congestion window
+        the ACK opened, or lost data to resend): :meth:`_after_ack_only`."""
+        quic = self._quic
+        try:
+            space = quic._spaces[tls.Epoch.ONE_RTT]
+            ack_pending = space.ack_at is not None
+        except (AttributeError, KeyError):
+            space, ack_pending = None, True
+        quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
         self._process_events()
+        if self._flush_scheduled:
+            return
+        if space is not None and not ack_pending and space.ack_at is None and self._after_ack_only():
+            return
         self._wake()
+
+    def _after_ack_only(self) -> bool:
+        """After a datagram with no ack-eliciting frame (RFC 9000 s13.2.1: ACK, PADDING, CONNECTION_CLOSE
+        only): re-arm the timer and return True if there is nothing to send, else False (transmit).
+
+        aioquic (1.7) would build and discard an empty packet here: 40-45 % of a relay's transmits
+        (docs/benchmarks.md). Reads aioquic's private state; if that moves, transmit every time (logged once)."""
+        quic = self._quic
+        try:
+            if not quic._handshake_confirmed or quic._state is not QuicConnectionState.CONNECTED:
+                return False
+            if quic._close_pending or quic._probe_pending or quic._datagrams_pending or quic._ping_pending:
+                return False
+            # Frames declared lost by this ACK and due again: CRYPTO (session tickets), HANDSHAKE_DONE,
+            # STREAMS_BLOCKED, RETIRE_CONNECTION_ID. The rarer ones (MAX_DATA, NEW_CONNECTION_ID) go
+            # with the next transmit: the next object, or the listener's tick within TIMER_INTERVAL.
+            if quic._handshake_done_pending or quic._streams_blocked_pending or quic._retire_connection_ids:
+                return False
+            if not quic._crypto_streams[tls.Epoch.ONE_RTT].sender.buffer_is_empty:
+                return False
+            for stream in quic._streams_queue:
+                sender = stream.sender
+                if not sender.buffer_is_empty or sender.reset_pending or stream.receiver.stop_pending:
+                    return False
+            timer_at = quic.get_timer()
+            if self._timer is not None and self._timer_at != timer_at:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None and timer_at is not None:
+                self._timer = self._loop.call_at(timer_at, self._handle_timer)
+            self._timer_at = timer_at
+        except (AttributeError, KeyError) as exc:
+            if not self.listener.ack_only_warned:
+                self.listener.ack_only_warned = True
+                log.warning("aioquic internals moved (%s): a transmit after every ACK", exc)
+            return False
+        self.listener.stats.acks_without_transmit += 1
+        return True
 
     def quic_event_received(self, event: QuicEvent) -> None:
         try:
@@ -432,6 +488,7 @@ class MoqListener:
         #: The largest QUIC packet sent to a peer on this host (1200: never above the default).
         self.loopback_datagram_size = loopback_datagram_size
         self.loopback_datagram_size_warned = False  # logged once when aioquic lacks the attributes
+        self.ack_only_warned = False  # logged once when aioquic lacks what MoqConnection._after_ack_only reads
         self.port = port
         self.relay = Relay()
         #: The rooms of the in-process worker on the relay (set by the node: runtime/moq_rooms.py).
@@ -516,6 +573,7 @@ class MoqListener:
             "writes_dropped_total": stats.writes_dropped,
             "internal_errors_total": stats.internal_errors,
             "loopback_large_datagram_sessions_total": stats.loopback_large_datagrams,
+            "acks_without_transmit_total": stats.acks_without_transmit,
             "groups_dropped_total": relay.stats.groups_dropped,
             "namespaces": len(relay.namespaces),
             "tracks": len(relay.tracks),

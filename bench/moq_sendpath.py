@@ -269,8 +269,12 @@ def main() -> None:
     for count in args.subscribers:
         METER.cpu, METER.on, METER.calls, METER.functions = 0.0, False, {}, 0
         clock = [0.0]
-        loop = asyncio.SelectorEventLoop(VirtualSelector(clock))  # type: ignore[arg-type]
-        loop.time = lambda clock=clock: clock[0]  # type: ignore[method-assign]
+        loop = asyncio.SelectorEventLoop(VirtualSelector(clock))
+
+        def virtual_time(clock: list[float] = clock) -> float:
+            return clock[0]
+
+        loop.time = virtual_time  # type: ignore[method-assign]
         try:
             result = loop.run_until_complete(run(count, args.seconds, args.datagram_size, args.delay_ms / 1000))
         finally:

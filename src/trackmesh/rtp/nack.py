@@ -31,16 +31,27 @@ class RetransmitBuffer:
     window, one not sent yet, or one sent more than ``max_age`` ago (a NACK that late cannot
     help a real-time receiver, RFC 4588 s1) returns None instead of a wrong or useless packet.
     The slot lists are allocated on the first packet, so a stream that never sends costs none.
+
+    The ring is sized by the stream's rate: it starts with ``initial`` slots and doubles, up to
+    ``size``, whenever a packet would overwrite one sent less than ``max_age`` ago, so it holds about
+    ``max_age`` of packets (128 slots for 1 Mbps video at about 115 packets/s, instead of ``size``
+    for every stream). A slot costs 32 bytes (two references, an int64, a double): in a meeting,
+    where every participant receives several streams, the rings were a large part of a session.
     """
 
     __slots__ = (
-        "_headers", "_highest", "_mask", "_payloads", "_seqs", "_tail", "_times", "hits", "max_age", "misses",
+        "_headers", "_highest", "_mask", "_max_mask", "_payloads", "_seqs", "_tail", "_times", "grown", "hits",
+        "max_age", "misses",
     )  # fmt: skip
 
-    def __init__(self, size: int = 512, max_age: float = 1.0) -> None:
+    def __init__(self, size: int = 512, max_age: float = 1.0, initial: int = 64) -> None:
         if size <= 0 or size & (size - 1):
             raise ValueError("size must be a power of two")
-        self._mask = size - 1
+        if initial <= 0 or initial & (initial - 1):
+            raise ValueError("initial must be a power of two")
+        self._max_mask = size - 1
+        self._mask = min(initial, size) - 1
+        self.grown = 0
         self.max_age = max_age
         self._headers: list[bytes] = []
         self._payloads: list[bytes | memoryview] = []
@@ -74,12 +85,36 @@ class RetransmitBuffer:
             elif hi - ext > self._mask:
                 return  # too old for the window: storing it would evict a newer packet
         idx = ext & self._mask
+        if self._seqs[idx] >= 0 and now - self._times[idx] < self.max_age and self._mask < self._max_mask:
+            self._grow()  # the slot still holds a packet young enough to be asked for: hold more
+            idx = ext & self._mask
         self._headers[idx] = header
         self._payloads[idx] = payload
         self._seqs[idx] = ext
         self._times[idx] = now
         if not ext & 31:
             self._release_expired(ext, now)
+
+    def _grow(self) -> None:
+        """Double the slots; every entry keeps its extended sequence number, now at ``ext & new mask``."""
+        old_mask = self._mask
+        size = 2 * (old_mask + 1)
+        headers: list[bytes] = [b""] * size
+        payloads: list[bytes | memoryview] = [b""] * size
+        seqs = array("q", [-1]) * size
+        times = array("d", bytes(8 * size))
+        mask = size - 1
+        for i in range(old_mask + 1):
+            ext = self._seqs[i]
+            if ext >= 0:
+                j = ext & mask
+                headers[j] = self._headers[i]
+                payloads[j] = self._payloads[i]
+                seqs[j] = ext
+                times[j] = self._times[i]
+        self._headers, self._payloads, self._seqs, self._times = headers, payloads, seqs, times
+        self._mask = mask
+        self.grown += 1
 
     def _release_expired(self, ext: int, now: float) -> None:
         """Drop the references of packets older than ``max_age`` (every 32nd packet, so about 0.1 us per packet

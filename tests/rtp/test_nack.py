@@ -201,3 +201,34 @@ def test_buffer_in_order_window(start: int, steps: list[int]) -> None:
         ext = start + sum(steps[: i + 1])
         expected = s.to_bytes(2, "big") if newest - ext < 32 else None
         assert header_of(buf, s) == expected
+
+
+def _uncached_next_timeout(gen: NackGenerator) -> float | None:
+    """What next_timeout() must return, computed from scratch (the generator caches it)."""
+    best: float | None = None
+    for m in gen._missing.values():
+        if m.retries >= gen.max_retries:
+            t = m.last_sent
+        elif m.retries == 0:
+            t = m.detected + gen.reorder_delay
+        else:
+            t = min(m.last_sent + gen.retry_interval, m.detected + gen.max_age)
+        best = t if best is None else min(best, t)
+    return best
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pkt", "timeout", "rtt", "ask"]), st.integers(-20, 40),
+                          st.floats(0, 0.2)), max_size=120))
+def test_cached_next_timeout_is_always_the_fresh_one(ops: list[tuple[str, int, float]]) -> None:
+    gen = NackGenerator(max_gap=30, max_retries=3, max_age=0.5)
+    seq, now = 1000, 0.0
+    for op, n, dt in ops:
+        now += dt
+        if op == "pkt":
+            seq = (seq + n) & 0xFFFF
+            gen.on_packet(seq, now)
+        elif op == "timeout":
+            gen.handle_timeout(now)
+        elif op == "rtt":
+            gen.retry_interval = 0.01 + dt
+        assert gen.next_timeout() == _uncached_next_timeout(gen)

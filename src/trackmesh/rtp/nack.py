@@ -85,7 +85,7 @@ class RetransmitBuffer:
             elif hi - ext > self._mask:
                 return  # too old for the window: storing it would evict a newer packet
         idx = ext & self._mask
-        if self._seqs[idx] >= 0 and now - self._times[idx] < self.max_age and self._mask < self._max_mask:
+        if self._mask < self._max_mask and self._seqs[idx] >= 0 and now - self._times[idx] < self.max_age:
             self._grow()  # the slot still holds a packet young enough to be asked for: hold more
             idx = ext & self._mask
         self._headers[idx] = header

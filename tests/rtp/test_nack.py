@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,7 +60,7 @@ def test_buffer_releases_payloads_older_than_max_age() -> None:
     for i in range(500):
         buf.put(i, b"h%d" % i, b"p" * 1000, i / 100)
     now = 499 / 100
-    held = sum(1 for i in range(500) if (e := buf._payloads[i & 511]) and len(e) == 1000)
+    held = sum(1 for e in buf._payloads if len(e) == 1000)
     assert 100 <= held <= 100 + 32, held
     for i in range(400, 500):
         entry = buf.get(i, now)
@@ -78,6 +79,37 @@ def test_released_slots_are_never_returned(steps: list[tuple[int, float]]) -> No
     for seq, _ in steps:
         entry = buf.get(seq, now)
         assert entry is None or (entry[0] == seq.to_bytes(2, "big") and entry[1] == b"x")
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.floats(0, 0.03), min_size=1, max_size=400))
+def test_ring_grows_to_hold_what_is_younger_than_max_age(first: int, gaps: list[float]) -> None:
+    """Sent in order at any pace: every packet younger than ``max_age`` and among the last ``size`` sent is
+    answered, however small the ring started; it never grows past ``size``."""
+    buf = RetransmitBuffer(64, max_age=0.25, initial=4)
+    now = 0.0
+    sent: list[tuple[int, float]] = []
+    for i, dt in enumerate(gaps):
+        now += dt
+        seq = (first + i) & 0xFFFF
+        buf.put(seq, seq.to_bytes(2, "big"), b"p", now)
+        sent.append((seq, now))
+        for back, (s, t) in enumerate(reversed(sent)):
+            if back >= 64 or now - t >= 0.25:
+                break
+            assert header_of(buf, s, now) == s.to_bytes(2, "big")
+    assert buf._mask + 1 <= 64
+
+
+def test_ring_size_follows_the_rate() -> None:
+    """1 Mbps video (about 115 packets/s) with max_age 1 s fits in 128 slots; 400 packets/s takes 512."""
+    slow, fast = RetransmitBuffer(512), RetransmitBuffer(512)
+    for i in range(1000):
+        slow.put(i & 0xFFFF, b"h", b"p", i / 115)
+        fast.put(i & 0xFFFF, b"h", b"p", i / 400)
+    assert (slow._mask + 1, fast._mask + 1) == (128, 512)
+    assert slow.get(999, 999 / 115) is not None and slow.get(999 - 114, 999 / 115) is not None
+    with pytest.raises(ValueError):
+        RetransmitBuffer(512, initial=48)
 
 
 def test_empty_buffer() -> None:
@@ -169,3 +201,34 @@ def test_buffer_in_order_window(start: int, steps: list[int]) -> None:
         ext = start + sum(steps[: i + 1])
         expected = s.to_bytes(2, "big") if newest - ext < 32 else None
         assert header_of(buf, s) == expected
+
+
+def _uncached_next_timeout(gen: NackGenerator) -> float | None:
+    """What next_timeout() must return, computed from scratch (the generator caches it)."""
+    best: float | None = None
+    for m in gen._missing.values():
+        if m.retries >= gen.max_retries:
+            t = m.last_sent
+        elif m.retries == 0:
+            t = m.detected + gen.reorder_delay
+        else:
+            t = min(m.last_sent + gen.retry_interval, m.detected + gen.max_age)
+        best = t if best is None else min(best, t)
+    return best
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pkt", "timeout", "rtt", "ask"]), st.integers(-20, 40),
+                          st.floats(0, 0.2)), max_size=120))
+def test_cached_next_timeout_is_always_the_fresh_one(ops: list[tuple[str, int, float]]) -> None:
+    gen = NackGenerator(max_gap=30, max_retries=3, max_age=0.5)
+    seq, now = 1000, 0.0
+    for op, n, dt in ops:
+        now += dt
+        if op == "pkt":
+            seq = (seq + n) & 0xFFFF
+            gen.on_packet(seq, now)
+        elif op == "timeout":
+            gen.handle_timeout(now)
+        elif op == "rtt":
+            gen.retry_interval = 0.01 + dt
+        assert gen.next_timeout() == _uncached_next_timeout(gen)

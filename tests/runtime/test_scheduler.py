@@ -44,3 +44,19 @@ def test_deadline_moved_later_wakes_early_once_harmlessly() -> None:
     assert s.next_deadline() == 5.0
     s.remove(it)
     assert s.next_deadline() is None
+
+
+def test_update_at_only_brings_a_deadline_forward() -> None:
+    s = Scheduler()
+    it = Item(5.0)
+    s.update(it)
+    s.update_at(it, 7.0)  # a later part: what is queued stays
+    s.update_at(it, None)
+    assert s.next_deadline() == 5.0
+    s.update_at(it, 2.0)  # a part came forward (a NACK gap after a media packet)
+    assert s.next_deadline() == 2.0
+    it.deadline = 2.0
+    assert s.run_due(2.0) == 1 and it.fired == [2.0]
+    assert s.next_deadline() is None  # re-asked in full after firing: nothing left
+    s.update_at(it, 3.0)  # an unqueued item is queued by a part's deadline
+    assert s.next_deadline() == 3.0

@@ -18,9 +18,13 @@ from .events import (
 from .model import BitrateLimit, LocalTrackState, MediaCodec, MediaPacket, TrackInfo, TrackKind, TrackSource
 
 # Viewers' key-frame requests are merged: at most one request reaches the publishing client per
-# interval, however many viewers (on however many nodes) ask. RFC 4585 s3.4 leaves the rate to
-# the implementation; 300 ms keeps a joining viewer's wait short without a PLI storm.
-KEYFRAME_MIN_INTERVAL = 0.3
+# interval, however many viewers (on however many nodes) ask; one that comes sooner is deferred to the
+# end of the interval, not dropped. RFC 4585 s3.4 leaves the rate to the implementation. It must be
+# above the encoder's own limit: libwebrtc (EncoderRtcpFeedback) ignores a PLI/FIR that comes within
+# 300 ms of the last one it acted on, so a deferred request sent exactly 300 ms after the previous one
+# is lost whenever it travels a little faster than that one did, and its viewers wait for the next
+# retry (1 s). 350 ms leaves 50 ms for that jitter and still keeps a joining viewer's wait short.
+KEYFRAME_MIN_INTERVAL = 0.35
 # Bitrate targets to the publisher change at most once a second (REMB cadence of browsers).
 BITRATE_REPORT_INTERVAL = 1.0
 # A viewer's bitrate hint counts for this long; viewers refresh it while they watch.

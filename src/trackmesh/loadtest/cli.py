@@ -127,6 +127,9 @@ def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument("--sequential-joins", type=int, default=5)
     p.add_argument("--pacing-mbps", type=float, default=2.5,
                    help="publisher pacing rate like libwebrtc's pacer (2.5 x 1 Mbps); 0 = send frames as bursts")
+    p.add_argument("--keyframe-interval-ms", type=float, default=300.0,
+                   help="s2/s3: publishers answer PLI/FIR with the recording's next key frame, at most once per "
+                        "this many ms (libwebrtc's 300 ms); 0 = ignore them (fixed 2 s GOP)")
     p.add_argument("--max-minutes", type=float, default=30.0, help="hard limit per server run")
     p.add_argument("--recording", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
@@ -219,6 +222,7 @@ async def _one_multi(
         max_units=args.max_subs, room_size=args.room_size, speakers=args.speakers,
         sequential_joins=args.sequential_joins, storm_rate=args.storm_rate, max_wall=args.max_minutes * 60,
         gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
+        keyframe_interval=args.keyframe_interval_ms / 1000 if args.keyframe_interval_ms > 0 else None,
     )
     rec = load(args.recording)
     server, local_ip, where = _start(target, args, workdir, server_cores)
@@ -423,6 +427,8 @@ def main(
     env = environment("-" if args.url else args.cores, _server_cores(args)[1], profile)
     env["netns"] = why
     env["publisher_pacing_mbps"] = args.pacing_mbps
+    if args.scenario != "s1":
+        env["publisher_keyframe_interval_ms"] = args.keyframe_interval_ms
     if args.url:
         env["target_url"] = args.url
     results: dict[str, dict[str, Any]] = {}

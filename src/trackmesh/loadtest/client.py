@@ -163,10 +163,13 @@ class Transport:
         self.connected: asyncio.Future[float] = loop.create_future()
         #: DTLS application records (SCTP packets, RFC 8261) as ``(monotonic now, data)``: the SDK data channel.
         self.on_app_data: Callable[[float, bytes], None] | None = None
+        #: Decrypted RTCP from the remote as ``(plain, monotonic now)`` (a publisher answering PLI/FIR);
+        #: None: RTCP is counted and dropped unread.
+        self.on_rtcp: Callable[[bytes, float], None] | None = None
         self.closed = False
         self.counters = dict.fromkeys(
             ("rx", "stun_in", "stun_answered", "dtls_in", "dtls_early_resend", "rtcp_in", "srtp_errors", "send_errors",
-             "unknown", "rx_dropped"), 0
+             "unknown", "rx_dropped", "srtcp_errors"), 0
         )
         self._controlling = False
         self._timer: asyncio.TimerHandle | None = None
@@ -291,7 +294,13 @@ class Transport:
                         continue
                 if 192 <= data[1] <= 223:
                     counters["rtcp_in"] += 1
-                    continue  # RTCP from the server (SR, PLI, REMB): not measured
+                    on_rtcp = self.on_rtcp
+                    if on_rtcp is not None:  # a publisher: PLI/FIR ask it for a key frame
+                        try:
+                            on_rtcp(srtp.unprotect_rtcp(data), now)
+                        except ProtocolError:
+                            counters["srtcp_errors"] += 1
+                    continue  # otherwise RTCP from the server (SR, PLI, REMB) is not measured
                 try:
                     plain = srtp.unprotect_rtp(data)
                 except ProtocolError:

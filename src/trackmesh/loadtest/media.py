@@ -17,6 +17,7 @@ import time
 from array import array
 
 from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.keyframes import KeyframeResponder, keyframe_requests
 from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording, payload_key
 from trackmesh.loadtest.streams import StreamLog, rtp_payload_bounds, stream_id, tag_payload
 from trackmesh.rtp.packet import build_rtp_packet
@@ -70,6 +71,7 @@ class Publisher:
         pacing_bps: float = 2.5e6,
         tag: int | None = None,
         stream_log: StreamLog | None = None,
+        keyframe_interval: float | None = None,
     ) -> None:
         self.transport = transport
         self.rec = rec
@@ -91,8 +93,17 @@ class Publisher:
         #: socket address (no server), giving the generator's own delivery latency to subtract.
         self.reference: tuple[object, tuple[str, int]] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Answer PLI/FIR like an encoder (keyframes.py), at most once per ``keyframe_interval`` s; None:
+        #: ignore them (a fixed 2 s GOP). Like an encoder's first frame, the first frame sent is a key frame.
+        self.keyframes: KeyframeResponder | None = None
+        self._fir_seq: int | None = None
+        if keyframe_interval is not None and not audio_only:
+            self.keyframes = KeyframeResponder([p for p in rec.packets if p.kind == VIDEO], keyframe_interval)
+            self.keyframes.pending = True
 
     def start(self, until: float) -> None:
+        if self.keyframes is not None:
+            self.transport.on_rtcp = self.on_rtcp
         self._task = asyncio.get_running_loop().create_task(self._run(until))
 
     async def stop(self) -> None:
@@ -101,29 +112,61 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def on_rtcp(self, plain: bytes, now: float) -> None:
+        """Decrypted RTCP from the server: PLI/FIR for our video SSRC ask the "encoder" for a key frame."""
+        kf = self.keyframes
+        if kf is None:
+            return
+        n, self._fir_seq = keyframe_requests(plain, self.ssrcs[VIDEO], self._fir_seq)
+        for _ in range(n):
+            kf.request(now)
+
     async def _run(self, until: float) -> None:
         rec, log, tr = self.rec, self.log, self.transport
-        packets = [p for p in rec.packets if not (self.audio_only and p.kind == VIDEO)]
-        # Rotate so the first packet sent is at ``offset`` into the loop.
-        first = next((i for i, p in enumerate(packets) if p.offset >= self.offset), 0)
-        order = packets[first:] + packets[:first]
+        by_kind = [[p for p in rec.packets if p.kind == k] for k in (AUDIO, VIDEO)]
+        if self.audio_only:
+            by_kind[VIDEO] = []
+        kinds = [k for k in (AUDIO, VIDEO) if by_kind[k]]
+        # Each kind starts at ``offset`` into the loop (a kind with nothing after it: the next loop).
+        pos = [next((i for i, p in enumerate(ps) if p.offset >= self.offset), len(ps)) for ps in by_kind]
+        cyc = [0, 0]
+        for k in kinds:
+            if pos[k] == len(by_kind[k]):
+                pos[k], cyc[k] = 0, 1
+        # Recording content skipped to answer key-frame requests (video only): subtracted from the
+        # schedule and the RTP timestamps so that both stay continuous, as an encoder's would.
+        shift = [0.0, 0.0]
+        shift_ticks = [0, 0]
+        kf = self.keyframes
         seq = [1000, 2000]
         ts_base = [1234, 5678]
         clock = {AUDIO: 48000, VIDEO: 90000}
-        loop_ticks = {k: int(rec.loop * c) for k, c in clock.items()}
+        loop_s = rec.loop
+        loop_ticks = {k: int(loop_s * c) for k, c in clock.items()}
         mid_ext = [{EXT_MID: self.mids[0].encode()}, {EXT_MID: self.mids[1].encode()}]
         pts = (AUDIO_PT, VIDEO_PT)
         t0 = time.monotonic() + 0.05 - self.offset
-        n = len(order)
-        i = 0
-        loops = 0
         pace = self.pacing_bps
         next_free = 0.0
+        video = by_kind[VIDEO]
         while True:
-            p = order[i]
-            # Packets before ``first`` in the original order come last and belong to the next loop.
-            cycle = loops + (1 if first and (i >= n - first) else 0)
-            target = t0 + cycle * rec.loop + p.offset
+            if kf is not None and kf.pending:
+                jump = kf.next_index(pos[VIDEO])
+                if jump is not None:
+                    j, wrapped = jump
+                    i, c = pos[VIDEO], cyc[VIDEO]
+                    shift[VIDEO] += wrapped * loop_s + video[j].offset - video[i].offset
+                    shift_ticks[VIDEO] += wrapped * loop_ticks[VIDEO] + video[j].ts_offset - video[i].ts_offset
+                    pos[VIDEO], cyc[VIDEO] = j, c + wrapped
+            # The earlier of the two kinds' next packets (audio first on a tie, as recorded).
+            k = kinds[0]
+            target = t0 + cyc[k] * loop_s + by_kind[k][pos[k]].offset - shift[k]
+            for k2 in kinds[1:]:
+                t2 = t0 + cyc[k2] * loop_s + by_kind[k2][pos[k2]].offset - shift[k2]
+                if t2 < target:
+                    k, target = k2, t2
+            p = by_kind[k][pos[k]]
+            cycle = cyc[k]
             if pace:
                 target = max(target, next_free)
                 next_free = target + (len(p.payload) + 40) * 8 / pace
@@ -135,7 +178,6 @@ class Publisher:
                 now = time.monotonic()
             else:
                 self.late = max(self.late, now - target)
-            k = p.kind
             payload, key = p.payload, p.key
             slog = self.stream_log
             if self.tag is not None and slog is not None:
@@ -147,7 +189,7 @@ class Publisher:
             pkt = build_rtp_packet(
                 pts[k],
                 seq[k] & 0xFFFF,
-                (ts_base[k] + cycle * loop_ticks[k] + p.ts_offset) & 0xFFFFFFFF,
+                (ts_base[k] + cycle * loop_ticks[k] + p.ts_offset - shift_ticks[k]) & 0xFFFFFFFF,
                 self.ssrcs[k],
                 payload,
                 marker=p.marker,
@@ -164,10 +206,10 @@ class Publisher:
                 with contextlib.suppress(OSError):
                     ref_sock.sendto(pkt, ref_addr)  # type: ignore[attr-defined]
             self.sent += 1
-            i += 1
-            if i == n:
-                i = 0
-                loops += 1
+            pos[k] += 1
+            if pos[k] == len(by_kind[k]):
+                pos[k] = 0
+                cyc[k] += 1
 
 
 class Sink:

@@ -83,6 +83,9 @@ class MultiConfig:
     max_wall: float = 1800.0
     gen_cores: list[int] = field(default_factory=list)
     pacing_bps: float = 2.5e6
+    #: Publishers answer PLI/FIR with the recording's next key frame at most once per this many seconds
+    #: (keyframes.py; libwebrtc's 300 ms); None: they ignore them (the recording's fixed 2 s GOP).
+    keyframe_interval: float | None = 0.3
 
 
 @dataclass
@@ -139,7 +142,7 @@ class MultiRun:
         offset = (m.pid * 0.37) % self.rec.loop
         pub = Publisher(tr, self.rec, self.dummy, ssrcs=ssrcs, mids=(mids[0] or "0", mids[1] or "1"),
                         audio_only=self.audio_only, start_loop_offset=offset, pacing_bps=self.cfg.pacing_bps,
-                        tag=m.pid, stream_log=self.log)
+                        tag=m.pid, stream_log=self.log, keyframe_interval=self.cfg.keyframe_interval)
         if not self.publishers:
             self._reference_path(pub)
         self.publishers.append(pub)
@@ -505,6 +508,15 @@ class MultiRun:
             await self.sig.close()
         return self._result(steps, rss0)
 
+    def _keyframe_counts(self) -> dict[str, Any]:
+        """PLI/FIR the publishers received and how they answered (keyframes.py), summed over publishers."""
+        kfs = [p.keyframes for p in self.publishers if p.keyframes is not None]
+        return {
+            "min_interval_ms": None if self.cfg.keyframe_interval is None else self.cfg.keyframe_interval * 1000,
+            "received": sum(k.requests for k in kfs), "honoured": sum(k.honoured for k in kfs),
+            "ignored_rate_limit": sum(k.ignored for k in kfs), "jumps": sum(k.jumps for k in kfs),
+        }
+
     def _result(self, steps: list[dict[str, Any]], rss0: int) -> dict[str, Any]:
         passing = [r for r in steps if r["slo_ok"] and not r["generator_saturated"]]
         final = [r for r in steps if not r.get("retried")]
@@ -553,6 +565,7 @@ class MultiRun:
             "publishers": len(self.publishers),
             "publisher_sent": self.log.total,
             "lengthened_payloads": self.log.lengthened,
+            "keyframe_requests": self._keyframe_counts(),
             "sdk": {
                 "attach_ok": sum(c.counters["attach_ok"] for c in sdk),
                 "attach_err": sum(c.counters["attach_err"] for c in sdk),

@@ -38,7 +38,7 @@ from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.core.track_watch import SAMPLE_EVERY, TrackWatch
 from trackmesh.net import Address
-from trackmesh.transports.webrtc.demux import PacketKind
+from trackmesh.transports.webrtc.demux import PacketKind, is_rtcp
 from trackmesh.transports.webrtc.events import ApplicationData, Connected, Disconnected, IceSelected
 from trackmesh.transports.webrtc.ice.stun import StunMessage
 from trackmesh.transports.webrtc.peer import WebRtcPeer
@@ -346,8 +346,27 @@ class ConnTable(Generic[C]):
         self, now: float, data: bytes, addr: Address, kind: PacketKind, stun: StunMessage | None, *, conn: C
     ) -> None:
         """A datagram the worker's WebRtcPort routed to ``conn``, with what the demultiplexer found."""
-        conn.peer.handle_datagram(now, data, addr, kind, stun)
-        self.after_input(now, conn)
+        peer = conn.peer
+        peer.handle_datagram(now, data, addr, kind, stun)
+        if kind is PacketKind.RTP and not is_rtcp(data):
+            self._after_media(now, conn)
+        else:
+            self.after_input(now, conn)
+
+    def _after_media(self, now: float, conn: C) -> None:
+        """:meth:`after_input` for the hot input, one SRTP media packet: with nothing to handle (no peer
+        event, no close, no ICE restart waiting), only the peer's inbound deadlines can have come forward
+        (``WebRtcPeer.media_deadline``), so the timer is rescheduled with those instead of asking the
+        connection (peer, data channel, session) for all of its timers after every packet."""
+        peer = conn.peer
+        if peer.has_events() or conn.closing or conn.close_reason() is not None or (
+            self._restarting and conn.key in self._restarting
+        ):
+            self.after_input(now, conn)
+            return
+        timer = self.timers.get(conn.key)
+        if timer is not None:
+            self.runtime.track_at(timer, peer.media_deadline())
 
     def _on_core_events(self, now: float, *, conn: C) -> None:
         conn.on_core_events(now)

@@ -32,7 +32,14 @@ class Scheduler:
         return len(self._scheduled)
 
     def update(self, item: Timed) -> None:
-        deadline = item.next_deadline()
+        self.update_at(item, item.next_deadline())
+
+    def update_at(self, item: Timed, deadline: float | None) -> None:
+        """Queue ``item`` for ``deadline`` if that is earlier than what is queued for it (never later:
+        :meth:`update` with the item's own ``next_deadline`` is the same call). A driver that knows which
+        part of a component an input touched passes that part's deadline, without asking the component
+        for all of them: only that part can have come forward, and whatever else moved later costs at
+        most one early wake-up (see the module docstring)."""
         if deadline is None:
             return
         current = self._scheduled.get(item)

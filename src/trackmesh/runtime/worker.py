@@ -154,6 +154,11 @@ class WorkerRuntime:
         """(Re)schedule a component's deadline after it handled an input."""
         self.scheduler.update(item)
 
+    def track_at(self, item: Timed, deadline: float | None) -> None:
+        """After an input that can only have brought ``item``'s deadline forward to ``deadline``
+        (:meth:`Scheduler.update_at`): cheaper than :meth:`track` when the item has many timers."""
+        self.scheduler.update_at(item, deadline)
+
     def untrack(self, item: Timed) -> None:
         self.scheduler.remove(item)
 

@@ -11,7 +11,7 @@ import pytest
 from trackmesh.codecs.vp8 import parse_vp8_descriptor
 from trackmesh.codecs.vp9 import parse_vp9_descriptor
 from trackmesh.rtp.packet import find_extension
-from trackmesh.rtp.rtcp import Pli, build_remb
+from trackmesh.rtp.rtcp import Pli, build_nack, build_remb
 from trackmesh.rtp.twcc import TwccRecorder
 from trackmesh.transports.webrtc.peer import WebRtcPeer
 from trackmesh.transports.whip_whep.session import PeerMode
@@ -326,6 +326,20 @@ def test_vp8_picture_ids_stay_continuous_across_a_simulcast_switch() -> None:
     assert_continuous(viewer)
     tl0s = [f[2] for f in vp8_seen(viewer)]
     assert tl0s == [(17 + i) & 0xFF for i in range(len(tl0s))]
+    # A NACK for a renumbered packet (its descriptor rewritten for this viewer, the rest of the payload
+    # kept by reference to the source's buffer): the RTX carries the OSN, then the payload as sent.
+    vssrc = viewer.local_ssrc("1")
+    h, pkt = viewer.media(vssrc)[-2]
+    as_sent = pkt[h.payload_offset : h.payload_offset + h.payload_length]
+    assert parse_vp8_descriptor(as_sent).picture_id != pids[2][0] - 2  # renumbered: not the source's id
+    viewer.send_rtcp(build_nack(1, vssrc, [h.sequence_number]))
+    net.flush()
+    rtx_ssrc = out.rtx_ssrc
+    assert rtx_ssrc is not None
+    ((rh, rp),) = viewer.media(rtx_ssrc)
+    body = rp[rh.payload_offset : rh.payload_offset + rh.payload_length]
+    assert int.from_bytes(body[:2], "big") == h.sequence_number and body[2:] == as_sent
+    assert rh.timestamp == h.timestamp
 
 
 def vp9_packet(

@@ -212,6 +212,12 @@ class OutboundStream:
         if entry is None:
             return None
         stored, body = entry
+        hlen = self._hlen
+        if len(stored) > hlen:
+            # A payload whose first bytes were rewritten for this viewer (a renumbered VP8 descriptor):
+            # the ring keeps them after the header and the rest of the source's payload by reference.
+            body = stored[hlen:] + body
+            stored = stored[:hlen]
         hdr = bytearray(stored)
         rtx_pt = self.rtx_pts.get(hdr[1] & 0x7F)
         if rtx_pt is not None and self.rtx_ssrc is not None:

@@ -360,7 +360,13 @@ class OutboundTrack(OutboundStream):
         except SrtpError:
             self.counters["protect_failed"] += 1
             return
-        self.ring.put(seq, hdr, body, now)
+        if dlen:
+            # The ring keeps this viewer's rewritten descriptor after its header and a view of the source's
+            # payload past the descriptor (shared with every viewer), not the private copy SRTP needed:
+            # OutboundStream.retransmission splits them again at the header length.
+            self.ring.put(seq, hdr + body[:dlen], memoryview(payload)[dlen:], now)
+        else:
+            self.ring.put(seq, hdr, body, now)
         ctx.outbox.append((protected, addr))
         if tseq >= 0:
             ctx.history.on_sent(tseq, len(protected), now)

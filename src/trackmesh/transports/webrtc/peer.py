@@ -389,6 +389,19 @@ class WebRtcPeer:
             candidates.append(self._next_sr)
         return min((d for d in candidates if d is not None), default=None)
 
+    def media_deadline(self) -> float | None:
+        """The only deadline an SRTP media packet (not RTCP) can bring forward: the inbound streams' (a new
+        gap's NACK, TWCC feedback, the first receiver report). Everything else :meth:`next_deadline` takes
+        is untouched by one (DTLS, the connect timer, sender reports) or only moves later (ICE consent,
+        refreshed by authenticated media), so a driver reschedules the peer after such a packet with
+        this alone instead of every timer of the connection (issue 19: timers were 12 % of a meeting's CPU)."""
+        if self.closed or not self.connected:
+            return None
+        return self.inbound.next_deadline()
+
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     def poll_event(self) -> PeerEvent | None:
         return self._events.popleft() if self._events else None
 

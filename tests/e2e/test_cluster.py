@@ -143,9 +143,14 @@ def test_sessions_of_one_room_on_a_two_worker_node_share_one_worker(cluster: Clu
                               "--duration", "8", "--min-frames", "10"))  # fmt: skip
     time.sleep(1.5)
     other = client("whip", gw.base + "/whip/endpoint", cluster.token(gw.base, "whip", "elsewhere", "carol"),
-                   "--duration", "3")  # fmt: skip
-    time.sleep(1.5)
-    endpoints = [w["endpoints"] for w in m.info()["workers"]]  # all four sessions are up
+                   "--duration", "6")  # fmt: skip
+    # All four sessions up (polled: on a loaded box the last publisher can take seconds to connect).
+    deadline = time.monotonic() + 10
+    while True:
+        endpoints = [w["endpoints"] for w in m.info()["workers"]]
+        if sorted(endpoints) == [1, 3] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     results = [result(v) for v in viewers]
     r_other = result(other)
     r_pub = result(pub)

@@ -51,6 +51,10 @@ log = logging.getLogger("trackmesh.console")
 QUERY_TIMEOUT = 2.0  # a media node slower than this to list its sessions shows as "did not answer"
 LOG_TIMEOUT = 5.0
 RECORDING_TIMEOUT = 10.0  # one chunk of a download (runtime/console_query.py RECORDING_CHUNK)
+# A media node that went from the view this shortly before the console lost the cluster most likely
+# went with it (losing the router drops the members' liveliness and the console's links in either
+# order): its last rows belong to the stale view.
+GONE_GRACE = 10.0
 EVERY_APP = "\0every"  # the cache key of the cluster operator's listings (every app): no app id has a NUL
 
 
@@ -74,6 +78,8 @@ class ConsoleNode(Node):
         # app -> media node (zone, node) -> (its last rows, unix time): shown for a node that does not
         # answer, and for every node once the console has lost the cluster.
         self._rooms: dict[str, dict[tuple[int, int], tuple[list[Any], float]]] = {}
+        # Per listing, the last rows of nodes that went, with when they went (see GONE_GRACE).
+        self._gone_rows: dict[str, dict[tuple[int, int], tuple[list[Any], float, float]]] = {}
         self._stale_since: float | None = None  # unix time the last good view is from, while the cluster is lost
         self.counters = {"queries": 0, "query_failures": 0, "log_failures": 0}
         # Multi-tenancy: each zone connector's app list (zone -> its apps), merged into cluster_apps.
@@ -308,7 +314,12 @@ class ConsoleNode(Node):
                 out.append(RpcError(504, f"zone {node_key[0]} node {node_key[1]} did not answer; its sessions as "
                                          f"of {time.strftime('%H:%M:%S', time.localtime(at))} are shown"))  # fmt: skip
             else:
-                del cache[node_key]  # gone: so are its sessions
+                # Gone: so are its sessions (kept aside a moment in case the console is what went).
+                rows, at = cache.pop(node_key)
+                self._gone_rows.setdefault(_cache_key(params), {})[node_key] = (rows, at, now)
+        gone = self._gone_rows.get(_cache_key(params), {})
+        for node_key in [k for k, (_, _, went) in gone.items() if now - went > GONE_GRACE or k in by_node]:
+            del gone[node_key]
         for zone, node in sorted(live - set(by_node) - set(cache)):
             out.append(RpcError(504, f"zone {zone} node {node} did not answer"))
         return out
@@ -316,9 +327,13 @@ class ConsoleNode(Node):
     def _stale_rows(self, method: str, params: dict[str, Any], exc: RpcError) -> list[Any]:
         if method != "console.rooms":
             return [exc]
-        cache = self._rooms.get(_cache_key(params), {})
+        cache = self._rooms.setdefault(_cache_key(params), {})
         if self._stale_since is None:
-            self._stale_since = max((at for _, at in cache.values()), default=time.time())
+            now = time.time()
+            for node_key, (rows, at, went) in self._gone_rows.pop(_cache_key(params), {}).items():
+                if now - went <= GONE_GRACE and node_key not in cache:
+                    cache[node_key] = (rows, at)
+            self._stale_since = max((at for _, at in cache.values()), default=now)
         return [*(rows for rows, _ in cache.values()), exc]
 
     # ---- recordings: the media nodes' files (runtime/console_query.py node_op) ------------------

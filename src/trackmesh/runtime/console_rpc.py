@@ -1,8 +1,8 @@
 """The console's calls on a media worker: what is live (rooms, peers, tracks) and the operator's
 actions (kick a peer, end a room, mute or unmute a published track). One per worker (:meth:`ConsoleRpc.of`); every
 :class:`~.conn_table.ConnTable` of the worker registers with it, and so do the RTMP, SIP and MoQ
-transports (``others``, runtime/console_transports.py): their sessions are listed, kicked, ended
-with their room and muted like WebRTC ones.
+transports (``others``: each transport's :class:`OtherSessions` adapter, in its runtime module):
+their sessions are listed, kicked, ended with their room and muted like WebRTC ones.
 
 Each call is scoped to one app (tenant): a console logged in with an app's secret sees and acts on
 that app's sessions only. ``"apps": "*"`` in a listing, kick or mute is the console role's cluster
@@ -22,14 +22,31 @@ if TYPE_CHECKING:
     from trackmesh.core.endpoint import Endpoint
     from trackmesh.transports.webrtc.peer import WebRtcPeer
 
-    from .console_transports import OtherSessions
     from .worker import WorkerRuntime
 
-__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "BitrateMeter", "ConsoleRpc"]
+__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "BitrateMeter", "ConsoleRpc", "OtherSessions"]
 
 #: Close reasons of the operator's actions (the connector logs them as KickByApi: "kick" is in both).
 KICK_REASON = "kicked by the operator (console)"
 ROOM_ENDED_REASON = "room ended by the operator (console, kick)"
+
+
+class OtherSessions(Protocol):
+    """A transport's sessions for the console (the sessions that are not WebRTC connections: RTMP
+    publishers, SIP and rtpengine calls, MoQ publishers into rooms). Each transport registers one
+    with ``ConsoleRpc.of(runtime).others``; it lists its sessions (read at each console push,
+    about once a second, never per packet) and ends one the way the transport itself ends it. A
+    mute is the core's (a RemoteTrack stops reaching its viewers), the same for every transport.
+    docs/console.md has the table per transport."""
+
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
+        """The sessions of ``app`` (None: of every app): ``app``, ``session`` (int), ``room``, ``peer``,
+        ``transport``, ``connected``, ``remote`` (or None)."""
+        ...
+
+    def close(self, now: float, session: int, reason: str) -> bool:
+        """End ``session`` now with ``reason``; False when it is not this transport's."""
+        ...
 
 
 class BitrateMeter:
@@ -114,7 +131,7 @@ class ConsoleRpc:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
         self.tables: list[ConsoleTable] = []
-        self.others: list[OtherSessions] = []  # RTMP, SIP, MoQ (runtime/console_transports.py)
+        self.others: list[OtherSessions] = []  # RTMP, SIP, MoQ: adapters registered by those transports
         self.meters: dict[str, BitrateMeter] = {}  # per app
         runtime.register_rpc("console.rooms", self.rooms)
         runtime.register_rpc("console.kick", self.kick)

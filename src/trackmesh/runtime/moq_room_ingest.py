@@ -31,7 +31,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from trackmesh.core.controls import Join, Publish, Unpublish
 from trackmesh.core.endpoint import Endpoint
@@ -45,7 +45,6 @@ from trackmesh.transports.moq.local_subscriber import LocalSubscriber
 from trackmesh.transports.moq.relay import Relay
 
 from .console_rpc import ConsoleRpc
-from .console_transports import MoqSessions
 from .moq_auth import TokenAuthorizer
 from .recording import recording_of
 from .worker import WorkerRuntime
@@ -345,3 +344,45 @@ class MoqRoomIngest:
         others = ConsoleRpc.of(self.runtime).others
         if self._console in others:
             others.remove(self._console)
+
+
+class MoqSessions:
+    """The console's view of MoQ publishers into rooms: a kick makes the peer leave the room and closes
+    the MoQ session that publishes its namespace (CONNECTION_CLOSE, NO_ERROR, with the reason;
+    draft-ietf-moq-transport s3.6): the room's other MoQ peers of that session leave with it."""
+
+    def __init__(self, ingest: MoqRoomIngest) -> None:
+        self.ingest = ingest
+
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
+        out = []
+        for room in list(self.ingest.rooms.values()):
+            if app is not None and room.app != app:
+                continue
+            for peer, endpoint in list(room.peers.items()):
+                if not isinstance(endpoint, Endpoint):
+                    continue  # joined on another worker (standalone --workers N): listed by that worker
+                out.append({"app": room.app, "session": int(endpoint.session), "room": room.name, "peer": peer,
+                            "transport": "moq", "connected": True, "remote": None})  # fmt: skip
+        return out
+
+    def close(self, now: float, session: int, reason: str) -> bool:
+        from trackmesh.transports.moq.errors import SessionErrorCode
+
+        ingest = self.ingest
+        for room in list(ingest.rooms.values()):
+            peer = next(
+                (p for p, e in room.peers.items() if isinstance(e, Endpoint) and int(e.session) == session), None
+            )
+            if peer is None:
+                continue
+            # The peer leaves with the operator's reason (its last track closes its endpoint) ...
+            for name in [n for n, t in room.tracks.items() if t.peer == peer]:
+                ingest.drop_track(room, name, reason)
+            # ... and the MoQ session publishing the room's namespace is closed, with the reason.
+            for publisher, _ in list(ingest.relay.namespaces.get(room.namespace, [])):
+                closer = getattr(publisher, "close", None)
+                if callable(closer):
+                    closer(SessionErrorCode.NO_ERROR, reason)
+            return True
+        return False

@@ -29,9 +29,9 @@ import contextlib
 import functools
 import logging
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trackmesh.cluster.zenoh_channels import BadMessage, decode_packet, encode_packet
 from trackmesh.core.channel import ChannelSubscriber, Feedback, FeedbackKind
@@ -44,8 +44,18 @@ from trackmesh.core.registry import RegistryWatcher
 from .recording import recording_of
 from .worker import WorkerRuntime
 
-if TYPE_CHECKING:
-    from .handles import ProcessWorker
+
+class ChildWorker(Protocol):
+    """What the bridges need of a child worker's handle (runtime/handles.py ProcessWorker): its
+    index, a push over its pipe that never waits, whether the pipe takes one now, and the hook for
+    the child's own pushes. A protocol, so that handles.py (which starts the child's agent here)
+    and this module do not import each other."""
+
+    index: int
+    on_moq: Callable[[Any], None] | None
+
+    def writable(self) -> bool: ...
+    def push(self, method: str, params: dict[str, Any]) -> None: ...
 
 __all__ = ["PUSH", "WorkerBridges", "WorkerMoq", "WorkerMoqAgent"]
 
@@ -122,7 +132,7 @@ class WorkerMoq:
     """One child worker as seen by the MoQ room bridges: the :class:`RoomSource` of its rooms
     (moq_rooms.py) and, per room, the :class:`RoomHost` of MoQ publishers into them (moq_room_ingest.py)."""
 
-    def __init__(self, worker: ProcessWorker, now: Callable[[], float]) -> None:
+    def __init__(self, worker: ChildWorker, now: Callable[[], float]) -> None:
         self.worker = worker
         self.now = now
         self.watchers: dict[str, RegistryWatcher] = {}
@@ -232,11 +242,11 @@ class WorkerBridges:
     """The child workers of a standalone node, for the node's room bridges: the source, and the
     host, of a room that one of them hosts (None: worker 0's, or a worker that is not a child)."""
 
-    def __init__(self, workers: list[Any], worker_for_room: Callable[[str], Any], now: Callable[[], float]) -> None:
-        from .handles import ProcessWorker
-
+    def __init__(
+        self, children: Sequence[ChildWorker], worker_for_room: Callable[[str], Any], now: Callable[[], float]
+    ) -> None:
         self.worker_for_room = worker_for_room
-        self.by_worker = {id(w): WorkerMoq(w, now) for w in workers if isinstance(w, ProcessWorker)}
+        self.by_worker = {id(w): WorkerMoq(w, now) for w in children}
 
     def source(self, room: str) -> WorkerMoq | None:
         return self.by_worker.get(id(self.worker_for_room(room)))

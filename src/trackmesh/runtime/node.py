@@ -283,7 +283,8 @@ class Node:
                 # Rooms of the other workers, over their pipes (runtime/moq_workers.py).
                 from .moq_workers import WorkerBridges
 
-                bridges = WorkerBridges(self.workers, self.worker_for_room, first.runtime.now)
+                children = [w for w in self.workers if isinstance(w, ProcessWorker)]
+                bridges = WorkerBridges(children, self.worker_for_room, first.runtime.now)
             listener.rooms = MoqRooms(
                 first.runtime, listener.relay, self.moq_room_here, bridges.source if bridges else None,
                 bridges.metrics if bridges else None,

@@ -61,7 +61,6 @@ from trackmesh.transports.rtmp.events import (
 from trackmesh.transports.rtmp.video_transcode import ReencodedFrame
 
 from .console_rpc import ConsoleRpc
-from .console_transports import RtmpSessions
 from .recording import recording_of
 from .rtmp_listener import RtmpConnection, RtmpListener
 from .rtmp_transcode import AudioCoders, OffLoop, VideoCoders
@@ -507,3 +506,29 @@ def install(runtime: WorkerRuntime) -> None:
     sock = bind(runtime)
     if sock is not None:
         RtmpTransport(runtime, sock)
+
+
+class RtmpSessions:
+    """The console's view of RTMP publishers: a kick or a room end is ``onStatus
+    NetStream.Publish.Unpublish`` and the TCP connection closed, no linger (as ``DELETE /rtmp/conn``)."""
+
+    def __init__(self, rtmp: RtmpTransport) -> None:
+        self.rtmp = rtmp
+
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
+        out = []
+        for entry in self.rtmp.entries.values():
+            if app is not None and entry.app != app:
+                continue
+            p, conn = entry.publisher, entry.conn
+            remote = f"{conn.peer[0]}:{conn.peer[1]}" if conn is not None and conn.peer else None
+            out.append({"app": entry.app, "session": int(p.endpoint.session), "room": p.room, "peer": p.peer,
+                        "transport": "rtmp", "connected": conn is not None, "remote": remote})  # fmt: skip
+        return out
+
+    def close(self, now: float, session: int, reason: str) -> bool:
+        entry = self.rtmp.by_session.get(SessionId(session))
+        if entry is None:
+            return False
+        self.rtmp.delete(now, {"conn_id": entry.publisher.endpoint.conn_id, "reason": reason})
+        return True

@@ -44,7 +44,6 @@ from trackmesh.transports.sip.call_media import CallMedia, CallSetupError
 from trackmesh.transports.sip.offer_answer import answer_offer, create_offer, negotiated_from_answer, reoffer
 
 from .console_rpc import ConsoleRpc
-from .console_transports import SipSessions
 from .pending_offer import PendingOffer
 from .recording import recording_of
 from .worker import WorkerRuntime
@@ -515,3 +514,27 @@ def install(runtime: WorkerRuntime) -> None:
     """Always: SIP calls (when --sip-port is not 0) and the RTPengine-style API share this media
     path; nothing is bound until a call opens."""
     runtime.services[SipMediaTransport] = SipMediaTransport(runtime)
+
+
+class SipSessions:
+    """The console's view of SIP and rtpengine calls: a kick ends the call's media and the SIP driver
+    sends the BYE (RFC 3261 s15), as after a media timeout; an rtpengine call ends (its SIP proxy owns
+    the dialog and hangs up itself)."""
+
+    def __init__(self, sip: SipMediaTransport) -> None:
+        self.sip = sip
+
+    def rows(self, app: str | None) -> list[dict[str, Any]]:
+        endpoints = self.sip.runtime.core.endpoints
+        out = []
+        for call in self.sip.calls.values():
+            endpoint = endpoints.get(call.session)
+            if endpoint is None or (app is not None and endpoint.app != app):
+                continue
+            joined = call.media.started  # in its room from its first RTP packet (runtime/sip_media.py)
+            out.append({"app": endpoint.app, "session": int(call.session), "room": call.media.room if joined else None,
+                        "peer": call.media.peer, "transport": call.kind, "connected": joined, "remote": None})
+        return out
+
+    def close(self, now: float, session: int, reason: str) -> bool:
+        return self.sip.hang_up(now, SessionId(session), reason)

@@ -8,6 +8,7 @@ Loopback only (scripts/test.sh runs pytest in a private network namespace); sipp
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import socket
 import time
@@ -194,8 +195,15 @@ def test_sipp_options_and_uac_calls(tmp_path: Path) -> None:
 
     async def main() -> tuple[TinyUas, list[tuple[str, int, str]]]:
         loop = asyncio.get_running_loop()
-        udp, uas = await loop.create_datagram_endpoint(TinyUas, local_addr=(HOST, 0))
-        tcp = await loop.create_server(lambda: TcpConnection(uas), HOST, uas.port)  # same port, as SIP does
+        for _ in range(20):
+            udp, uas = await loop.create_datagram_endpoint(TinyUas, local_addr=(HOST, 0))
+            try:  # the same port over TCP, as SIP does: another socket may hold that TCP port
+                tcp = await loop.create_server(functools.partial(TcpConnection, uas), HOST, uas.port)
+                break
+            except OSError:
+                udp.close()
+        else:
+            pytest.fail("no port free for both UDP and TCP in 20 tries")
         results = []
         try:
             target = f"{HOST}:{uas.port}"

@@ -289,7 +289,7 @@ def console_router(node: NodeApi, throttle: FailureThrottle, sessions: ConsoleSe
         rows: list[dict[str, Any]] = []
         unanswered: list[str] = []
         cluster = node.config.role == "console"
-        # Every transport's sessions: WebRTC, and RTMP, SIP and MoQ (runtime/console_transports.py).
+        # Every transport's sessions: WebRTC, and RTMP, SIP and MoQ (their OtherSessions adapters).
         results = await node.call_workers("console.rooms", scope(session))
         for index, result in enumerate(results):
             if isinstance(result, list):

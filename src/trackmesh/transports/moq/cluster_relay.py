@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trackmesh.core.channel import MessageHub, MessageSender
@@ -166,37 +167,20 @@ class _Import:
     source: str  # the member this node imports from (a namespace published on several nodes)
 
 
-class _NamespaceWatcher:
-    def __init__(self, relay: ClusterRelay) -> None:
-        self.relay = relay
+class _Watcher:
+    """A registry watcher of one prefix, handing its changes to two of the relay's methods."""
+
+    __slots__ = ("delete", "put")
+
+    def __init__(self, put: Callable[[float, str, bytes], None], delete: Callable[[float, str], None]) -> None:
+        self.put = put
+        self.delete = delete
 
     def on_registry_put(self, now: float, key: str, value: bytes) -> None:
-        self.relay._namespace_put(now, key)
+        self.put(now, key, value)
 
     def on_registry_delete(self, now: float, key: str) -> None:
-        self.relay._namespace_delete(now, key)
-
-
-class _TrackWatcher:
-    def __init__(self, relay: ClusterRelay) -> None:
-        self.relay = relay
-
-    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
-        self.relay._track_put(now, key)
-
-    def on_registry_delete(self, now: float, key: str) -> None:
-        self.relay._track_delete(now, key)
-
-
-class _WantWatcher:
-    def __init__(self, relay: ClusterRelay) -> None:
-        self.relay = relay
-
-    def on_registry_put(self, now: float, key: str, value: bytes) -> None:
-        self.relay._want_put(now, key, value)
-
-    def on_registry_delete(self, now: float, key: str) -> None:
-        self.relay._want_delete(now, key)
+        self.delete(now, key)
 
 
 class ClusterRelay:
@@ -229,9 +213,9 @@ class ClusterRelay:
         self.exports: dict[tuple[m.TrackNamespace, bytes], _Export] = {}
         self.imports: dict[int, _Import] = {}  # channel -> import
         self._closed = False
-        self._ns_watcher = _NamespaceWatcher(self)
-        self._want_watcher = _WantWatcher(self)
-        self._track_watcher = _TrackWatcher(self)
+        self._ns_watcher = _Watcher(self._namespace_put, self._namespace_delete)
+        self._want_watcher = _Watcher(self._want_put, self._want_delete)
+        self._track_watcher = _Watcher(self._track_put, self._track_delete)
         self.subscriber = LocalSubscriber(relay, self._local_namespace)
         registry.watch(now, NS_ROOT, self._ns_watcher)
         registry.watch(now, WANT_ROOT, self._want_watcher)
@@ -333,7 +317,7 @@ class ClusterRelay:
         except ValueError:
             return None
 
-    def _track_put(self, now: float, key: str) -> None:
+    def _track_put(self, now: float, key: str, value: bytes) -> None:
         self.now = now
         parsed = self._parse_track(key)
         if parsed is None:
@@ -395,7 +379,7 @@ class ClusterRelay:
         rest = key[len(root) :].split("/")
         return rest if len(rest) == parts and all(rest) else None
 
-    def _namespace_put(self, now: float, key: str) -> None:
+    def _namespace_put(self, now: float, key: str, value: bytes) -> None:
         self.now = now
         parts = self._split(key, NS_ROOT, 2)
         if parts is None or parts[1] == self.member:

@@ -44,6 +44,7 @@ from .cluster_apps import AppListFollower
 from .cluster_node import PEER_WAIT
 from .connector_link import CONNECTOR_ROOT
 from .console_query import CONSOLE_ROOT, OPS, RECORDING_CHUNK, STATUS_ROOT
+from .console_rpc import EVERY_APP
 from .node import Node, StartupError
 
 log = logging.getLogger("trackmesh.console")
@@ -55,12 +56,20 @@ RECORDING_TIMEOUT = 10.0  # one chunk of a download (runtime/console_query.py RE
 # went with it (losing the router drops the members' liveliness and the console's links in either
 # order): its last rows belong to the stale view.
 GONE_GRACE = 10.0
-EVERY_APP = "\0every"  # the cache key of the cluster operator's listings (every app): no app id has a NUL
 
 
 def _cache_key(params: dict[str, Any]) -> str:
     """The key of a listing's last rows: its app, or every app's (the cluster operator's)."""
     return EVERY_APP if params.get("apps") == "*" else str(params.get("app", ""))
+
+
+def _refusal(result: object) -> tuple[int, str]:
+    """A worker's result without ``ok`` (a media node's reply, not trusted): its HTTP status (503
+    unless a 4xx/5xx) and its error, cut to 200 characters."""
+    if not isinstance(result, dict):
+        return 503, "?"
+    status = result.get("status", 503)
+    return (status if isinstance(status, int) and 400 <= status < 600 else 503), str(result.get("error", "?"))[:200]
 
 
 def _number(value: object) -> float:
@@ -287,9 +296,7 @@ class ConsoleNode(Node):
             rows = by_node.setdefault((zone, node), [])
             for worker, result in enumerate(results if isinstance(results, list) else []):
                 if not isinstance(result, dict) or "ok" not in result:
-                    err = str(result.get("error", "?"))[:200] if isinstance(result, dict) else "?"
-                    status = result.get("status", 503) if isinstance(result, dict) else 503
-                    status = status if isinstance(status, int) and 400 <= status < 600 else 503
+                    status, err = _refusal(result)
                     out.append(RpcError(status, f"zone {zone} node {node} worker {worker}: {err}"))
                     continue
                 value = result["ok"]
@@ -426,10 +433,7 @@ class ConsoleNode(Node):
                 return RpcError(502, f"zone {zone} node {node} answered a malformed reply")
             if isinstance(result, dict) and "ok" in result:
                 return result["ok"]
-            status = result.get("status", 503) if isinstance(result, dict) else 503
-            status = status if isinstance(status, int) and 400 <= status < 600 else 503
-            message = str(result.get("error", "?"))[:200] if isinstance(result, dict) else "?"
-            return RpcError(status, message)
+            return RpcError(*_refusal(result))
         return RpcError(504, f"zone {zone} node {node} did not answer")
 
     async def console_record(self, app: str, room: str, action: str) -> Any:

@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 
     from .worker import WorkerRuntime
 
-__all__ = ["KICK_REASON", "ROOM_ENDED_REASON", "BitrateMeter", "ConsoleRpc", "OtherSessions"]
+__all__ = ["EVERY_APP", "KICK_REASON", "ROOM_ENDED_REASON", "BitrateMeter", "ConsoleRpc", "OtherSessions"]
 
 #: Close reasons of the operator's actions (the connector logs them as KickByApi: "kick" is in both).
 KICK_REASON = "kicked by the operator (console)"
 ROOM_ENDED_REASON = "room ended by the operator (console, kick)"
+#: The key of what is kept for the cluster operator's listings of every app (no app id has a NUL).
+EVERY_APP = "\0every"
 
 
 class OtherSessions(Protocol):
@@ -161,7 +163,7 @@ class ConsoleRpc:
         """The app's live sessions, one row each: app, room (None before a join), peer, transport, tracks."""
         out = []
         app = self._scope(params)
-        meter_key = "\0every" if app is None else app
+        meter_key = EVERY_APP if app is None else app
         meter = self.meters.setdefault(meter_key, BitrateMeter())
         for table, conn in self._conns(app):
             peer: WebRtcPeer = conn.peer

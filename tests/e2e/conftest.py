@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.test_roles import Cluster
+
 CLIENTS_DIR = Path(__file__).parent / "clients"
 CHROMIUM = "/usr/bin/chromium"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -289,3 +291,19 @@ def trackmesh_node(netns_guard: None) -> Iterator[TrackmeshNode]:
         tail = node.log_tail(200)
         assert "Traceback" not in "\n".join(node.lines), tail
         assert rc == 0, f"trackmesh exited {rc}:\n{tail}"
+
+
+@pytest.fixture
+def cluster(netns_guard: None) -> Iterator[Cluster]:
+    """A cluster of trackmesh processes (gateways, media nodes, ...) for one test, closed after it.
+
+    The close fails the test on what went wrong inside the processes (tracebacks, non-zero exits).
+    Modules whose clients are not aiortc (SIP, GStreamer, MoQ) define their own ``cluster``.
+    """
+    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)

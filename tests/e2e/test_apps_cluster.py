@@ -32,16 +32,6 @@ CLIENT = str(CLIENTS_DIR / "aiortc_client.py")
 ACME = "acme-secret-0123456789"
 
 
-@pytest.fixture
-def cluster(netns_guard: None) -> Any:
-    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
-
 
 def mint(m: Member, secret: str, room: str, peer: str) -> tuple[int, Any]:
     body = json.dumps({"room": room, "peer": peer, "ttl": 600}).encode()

@@ -10,10 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, Member, http
 from tests.promtool import sample
@@ -22,16 +19,6 @@ from .conftest import CLIENTS_DIR
 
 CLIENT = str(CLIENTS_DIR / "aiortc_client.py")
 
-
-@pytest.fixture
-def cluster(netns_guard: None) -> Iterator[Cluster]:
-    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def client(mode: str, url: str, token: str, *args: str) -> subprocess.Popen[str]:

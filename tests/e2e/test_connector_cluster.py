@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,6 @@ pytestmark = pytest.mark.e2e
 CLIENT = str(CLIENTS_DIR / "aiortc_client.py")
 NODE_FAILURE = int(DisconnectReason.NODE_FAILURE)
 
-
-@pytest.fixture
-def cluster(netns_guard: None) -> Iterator[Cluster]:
-    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 # Called with no argument; ``...`` lets callers bind loop variables as lambda defaults (lambda m=m: ...).

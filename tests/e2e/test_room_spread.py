@@ -5,26 +5,12 @@ publisher, WHEP viewers placed on both workers. aiortc clients, a real media nod
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.cluster.test_roles import SECRET, Cluster, Member, http
 from tests.promtool import sample
 
 from .test_cluster import client, result
-
-
-@pytest.fixture
-def cluster(netns_guard: None) -> Iterator[Cluster]:
-    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def _workers(m: Member) -> list[dict[str, Any]]:

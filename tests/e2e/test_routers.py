@@ -8,25 +8,11 @@ reaches zones 2 and 3 through the routers only (docs/cluster.md, "Zone routers")
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.cluster.test_roles import Cluster
 from tests.cluster.test_routers import routed, router_of, start_routers
 
 from .test_cluster import client, cluster_stats, result
-
-
-@pytest.fixture
-def cluster(netns_guard: None) -> Iterator[Cluster]:
-    pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def test_a_track_reaches_each_zone_once_and_survives_kill_9_of_a_zone_router(cluster: Cluster) -> None:

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +52,7 @@ from trackmesh.cluster.zenoh_session import ClusterConfig, open_node
 from trackmesh.core.channel import Feedback
 from trackmesh.core.model import MediaCodec, MediaPacket
 from trackmesh.runtime.pipe_batch import PipeBatch, writable
+from trackmesh.runtime.worker_spread import LINK_BUFFER
 
 CHANNEL = 42
 SECRET = "bench-secret-worker-hop"
@@ -93,9 +96,14 @@ def _run(coro: Any) -> Any:
         loop.close()
 
 
-def mesh_on_pipes(index: int, workers: int, conns: dict[int, Connection]) -> WorkerMesh:
+def mesh_on_pipes(index: int, workers: int, conns: dict[int, Connection]) -> tuple[WorkerMesh, list[PipeBatch]]:
     """A worker's mesh on its pipes, wired as runtime/worker_spread.py does (without a worker runtime)."""
     loop = asyncio.get_running_loop()
+    for conn in conns.values():  # the links' send buffer, as runtime/worker_spread.py sets it
+        sock = socket.socket(fileno=conn.fileno())
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER)
+        sock.detach()
     batches = {peer: PipeBatch(conn.send, functools.partial(writable, conn.fileno())) for peer, conn in conns.items()}
     mesh = WorkerMesh(index, workers, lambda peer, item: batches[peer].add(item))
 
@@ -106,7 +114,7 @@ def mesh_on_pipes(index: int, workers: int, conns: dict[int, Connection]) -> Wor
 
     for peer, conn in conns.items():
         loop.add_reader(conn.fileno(), on_readable, peer, conn)
-    return mesh
+    return mesh, list(batches.values())
 
 
 async def run_receiver(port: int, fd: int) -> None:
@@ -116,7 +124,7 @@ async def run_receiver(port: int, fd: int) -> None:
     node: Any = None
     hub: Any = None
     if fd >= 0:  # --carrier pipe: this process is worker 1, the sender worker 0
-        mesh = mesh_on_pipes(1, 2, {0: Connection(fd)})
+        mesh = mesh_on_pipes(1, 2, {0: Connection(fd)})[0]
         mesh.hub.subscribe(loop.time(), CHANNEL, sink)
     else:
         node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{port}"]))
@@ -162,8 +170,9 @@ async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]])
     loop = asyncio.get_running_loop()
     node: Any = None
     hub: Any = None
+    batches: list[PipeBatch] = []
     if args.carrier == "pipe":
-        mesh = mesh_on_pipes(0, len(rxs) + 1, {i + 1: conn for i, conn in enumerate(args.conns)})
+        mesh, batches = mesh_on_pipes(0, len(rxs) + 1, {i + 1: conn for i, conn in enumerate(args.conns)})
         remote = mesh.hub.start_publish(loop.time(), CHANNEL, Publisher())
 
         def subscribed() -> bool:
@@ -205,6 +214,7 @@ async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]])
                 "pps": pps,
                 "packets": n,
                 "received": got,
+                "dropped_behind": sum(b.dropped for b in batches),  # pipe: packets a busy receiver made us drop
                 "sender_in_process_us": round(local_us, 2),
                 "sender_across_us": round((c2 - c1) / n * 1e6, 2),
                 "sender_hop_us": round((c2 - c1 - (c1 - c0)) / n * 1e6, 2),

@@ -6,7 +6,7 @@ track (and of a MoQ publisher's track, the other way) crosses the worker's ``mul
 pipe, encoded as a cluster media packet, in one pipe message per loop turn. This bench sends the
 packets of a 1 Mbps VP8 track (30 frames/s, a 40 KB key frame every 2 s, 3.5 KB delta frames,
 1,200-byte payloads: the track of bench/moq_room_bridge.py) through the same code: the sender's
-:class:`~trackmesh.runtime.moq_workers._Batch` and ``encode_packet``, a spawned process that
+:class:`~trackmesh.runtime.pipe_batch.PipeBatch` and ``encode_packet``, a spawned process that
 receives and decodes each packet (``decode_packet``), with ``--batch`` packets per message (one
 loop turn's worth). The CPU of both processes (``time.process_time()``) is reported per packet
 and per frame (a LOC object); the sender's loop turns alone are measured apart and subtracted.
@@ -27,7 +27,8 @@ from typing import Any
 from trackmesh.cluster.zenoh_channels import decode_packet, encode_packet
 from trackmesh.codecs.vp8 import Vp8Packetizer
 from trackmesh.core.model import MediaCodec, MediaPacket
-from trackmesh.runtime.moq_workers import PUSH, _Batch
+from trackmesh.runtime.moq_workers import PUSH
+from trackmesh.runtime.pipe_batch import PipeBatch
 
 FPS, GOP, KEY, DELTA = 30, 60, 40_000, 3_500
 
@@ -77,7 +78,7 @@ def run(packets: list[MediaPacket], batch: int) -> tuple[float, float, int]:
 
     async def send() -> float:
         # Waits for the receiver instead of dropping: this bench sends as fast as it can, a track does not.
-        out = _Batch(lambda items: parent.send((PUSH, True, items)), lambda: wait_writable(parent.fileno()))
+        out = PipeBatch(lambda items: parent.send((PUSH, True, items)), lambda: wait_writable(parent.fileno()))
         start = time.process_time()
         for i, pkt in enumerate(packets):
             out.add(("p", 7, encode_packet(pkt)))

@@ -3,6 +3,12 @@
 Runs ONLY inside a private network namespace (it opens zenoh sessions)::
 
     scripts/in-netns.sh .venv/bin/python bench/worker_hop_cpu.py [--pps 200,2000] [--seconds 5] [--receivers 1]
+    scripts/in-netns.sh .venv/bin/python bench/worker_hop_cpu.py --carrier pipe ...
+
+``--carrier zenoh`` (the default) measures a media node's hop; ``--carrier pipe`` a standalone node's
+(``trackmesh standalone --workers N --room-spread K``): the same two phases, with each process's
+``WorkerMesh`` (cluster/worker_mesh.py) on a pipe to the sender, batched once per loop turn by a
+``PipeBatch`` (runtime/pipe_batch.py), as runtime/worker_spread.py wires a worker's links.
 
 Two processes, each wired like a media worker (zenoh peer on tcp/127.0.0.1, usrpwd, no scouting; a
 ``ZenohChannelHub`` on the node's event loop, ``Poster``-like ``call_soon_threadsafe``). For each rate:
@@ -25,20 +31,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from trackmesh.cluster.local import LocalChannelHub
+from trackmesh.cluster.worker_mesh import WorkerMesh
 from trackmesh.cluster.zenoh_channels import ZenohChannelHub
 from trackmesh.cluster.zenoh_session import ClusterConfig, open_node
 from trackmesh.core.channel import Feedback
 from trackmesh.core.model import MediaCodec, MediaPacket
+from trackmesh.runtime.pipe_batch import PipeBatch, writable
+from trackmesh.runtime.worker_spread import LINK_BUFFER
 
 CHANNEL = 42
 SECRET = "bench-secret-worker-hop"
@@ -82,13 +96,40 @@ def _run(coro: Any) -> Any:
         loop.close()
 
 
-async def run_receiver(port: int) -> None:
+def mesh_on_pipes(index: int, workers: int, conns: dict[int, Connection]) -> tuple[WorkerMesh, list[PipeBatch]]:
+    """A worker's mesh on its pipes, wired as runtime/worker_spread.py does (without a worker runtime)."""
+    loop = asyncio.get_running_loop()
+    for conn in conns.values():  # the links' send buffer, as runtime/worker_spread.py sets it
+        sock = socket.socket(fileno=conn.fileno())
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER)
+        sock.detach()
+    batches = {peer: PipeBatch(conn.send, functools.partial(writable, conn.fileno())) for peer, conn in conns.items()}
+    mesh = WorkerMesh(index, workers, lambda peer, item: batches[peer].add(item))
+
+    def on_readable(peer: int, conn: Connection) -> None:
+        now = loop.time()
+        while conn.poll():
+            mesh.on_items(now, peer, conn.recv())
+
+    for peer, conn in conns.items():
+        loop.add_reader(conn.fileno(), on_readable, peer, conn)
+    return mesh, list(batches.values())
+
+
+async def run_receiver(port: int, fd: int) -> None:
     """Subscribes the channel; answers each stdin line with its CPU time and packets received."""
     loop = asyncio.get_running_loop()
-    node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{port}"]))
-    hub = ZenohChannelHub(node.session, poster(loop), loop.time)
     sink = Sink()
-    hub.subscribe(loop.time(), CHANNEL, sink)
+    node: Any = None
+    hub: Any = None
+    if fd >= 0:  # --carrier pipe: this process is worker 1, the sender worker 0
+        mesh = mesh_on_pipes(1, 2, {0: Connection(fd)})[0]
+        mesh.hub.subscribe(loop.time(), CHANNEL, sink)
+    else:
+        node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{port}"]))
+        hub = ZenohChannelHub(node.session, poster(loop), loop.time)
+        hub.subscribe(loop.time(), CHANNEL, sink)
     print("ready", flush=True)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -96,8 +137,9 @@ async def run_receiver(port: int) -> None:
         if line.strip() == b"quit":
             break
         print(json.dumps({"cpu": time.process_time(), "packets": sink.packets}), flush=True)
-    hub.close()
-    node.close()
+    if node is not None:
+        hub.close()
+        node.close()
 
 
 async def pace(send: Any, pps: int, seconds: float) -> int:
@@ -126,18 +168,32 @@ async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]])
         return out
 
     loop = asyncio.get_running_loop()
-    seeds = [f"tcp/127.0.0.1:{args.port + i}" for i in range(len(rxs))]
-    node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port + len(rxs)}"], seeds=seeds))
-    hub = ZenohChannelHub(node.session, poster(loop), loop.time)
-    remote = hub.start_publish(loop.time(), CHANNEL, Publisher())
-    export = hub._exports[CHANNEL]
+    node: Any = None
+    hub: Any = None
+    batches: list[PipeBatch] = []
+    if args.carrier == "pipe":
+        mesh, batches = mesh_on_pipes(0, len(rxs) + 1, {i + 1: conn for i, conn in enumerate(args.conns)})
+        remote = mesh.hub.start_publish(loop.time(), CHANNEL, Publisher())
+
+        def subscribed() -> bool:
+            return len(mesh.hub._interest.get(CHANNEL, ())) >= len(rxs)
+    else:
+        seeds = [f"tcp/127.0.0.1:{args.port + i}" for i in range(len(rxs))]
+        node = open_node(ClusterConfig(SECRET, listen=[f"tcp/127.0.0.1:{args.port + len(rxs)}"], seeds=seeds))
+        hub = ZenohChannelHub(node.session, poster(loop), loop.time)
+        remote = hub.start_publish(loop.time(), CHANNEL, Publisher())
+        export = hub._exports[CHANNEL]
+
+        def subscribed() -> bool:
+            return bool(export.interest and len(node.peers()) >= len(rxs))
+
     for _ in range(500):
-        if export.interest and len(node.peers()) >= len(rxs):
+        if subscribed():
             break
         await asyncio.sleep(0.01)
     else:
         raise SystemExit("the receiving workers never subscribed")
-    await asyncio.sleep(1.0)  # its proxy goes live (the source token crossed)
+    await asyncio.sleep(1.0)  # its proxy goes live (the source token or item crossed)
     local = LocalChannelHub()
     local_sink = Sink()
     local.subscribe(loop.time(), CHANNEL, local_sink)
@@ -158,6 +214,7 @@ async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]])
                 "pps": pps,
                 "packets": n,
                 "received": got,
+                "dropped_behind": sum(b.dropped for b in batches),  # pipe: packets a busy receiver made us drop
                 "sender_in_process_us": round(local_us, 2),
                 "sender_across_us": round((c2 - c1) / n * 1e6, 2),
                 "sender_hop_us": round((c2 - c1 - (c1 - c0)) / n * 1e6, 2),
@@ -166,8 +223,9 @@ async def run_sender(args: argparse.Namespace, rxs: list[subprocess.Popen[str]])
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     remote.stop(loop.time())
-    hub.close()
-    node.close()
+    if node is not None:
+        hub.close()
+        node.close()
     return rows
 
 
@@ -195,15 +253,28 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--receivers", type=int, default=1, help="other workers with a viewer of the track")
+    p.add_argument("--carrier", choices=["zenoh", "pipe"], default="zenoh",
+                   help="zenoh: a media node's hop; pipe: a standalone node's (runtime/worker_spread.py)")
+    p.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)  # a receiver's end of its pipe
     args = p.parse_args()
-    if sorted(os.listdir("/sys/class/net")) != ["lo"]:
+    if args.carrier == "zenoh" and sorted(os.listdir("/sys/class/net")) != ["lo"]:
         raise SystemExit("run me inside scripts/in-netns.sh (opens zenoh sessions)")
     if args.role == "receiver":
-        _run(run_receiver(args.port))
+        _run(run_receiver(args.port, args.fd))
         return
-    rxs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "receiver", "--port",
-                             str(args.port + i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-           for i in range(args.receivers)]  # fmt: skip
+    args.conns = []
+    rxs = []
+    for i in range(args.receivers):
+        extra: list[str] = []
+        fds: tuple[int, ...] = ()
+        if args.carrier == "pipe":
+            ours, theirs = Pipe(duplex=True)
+            args.conns.append(ours)
+            fds = (theirs.fileno(),)
+            extra = ["--fd", str(theirs.fileno())]
+        rxs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "receiver", "--port",
+                                     str(args.port + i), *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True, pass_fds=fds))  # fmt: skip
     for rx in rxs:
         assert rx.stdout is not None
         if rx.stdout.readline().strip() != "ready":
@@ -218,12 +289,13 @@ def main() -> None:
             rx.wait(10)
     walk = in_process_fanout_ns()
     print(f"\nin-process channel walk (LocalChannelHub, one viewer): {walk:.0f} ns per packet")
-    print(f"{args.receivers} receiving worker(s); the receiver's hop is per packet and receiver")
+    print(f"{args.receivers} receiving worker(s) over {args.carrier}; the receiver's hop is per packet and receiver")
     print("pps   sender in-process  sender across  = hop on the sender   receiver hop   received/sent")
     for r in rows:
         print(f"{r['pps']:<5} {r['sender_in_process_us']:>10.2f} us {r['sender_across_us']:>12.2f} us "
               f"{r['sender_hop_us']:>14.2f} us {r['receiver_hop_us']:>14.2f} us   {r['received']}/{r['packets']}")
-    print(json.dumps({"in_process_walk_ns": round(walk), "rows": rows, "loadavg": os.getloadavg()}))
+    print(json.dumps({"carrier": args.carrier, "in_process_walk_ns": round(walk), "rows": rows,
+                      "loadavg": os.getloadavg()}))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ class NodeConfig:
     cluster_mode: str = "mesh"
     cluster_media_version: int = 2  # cluster/zenoh_channels.py: 1 = no send stamp (rolling upgrade)
     capacity: int = 1000
-    room_spread: int = 0  # runtime/cluster_node.py: a room's viewers spread over the workers from K sessions
+    room_spread: int = 0  # a room's viewers spread over the workers from K sessions (runtime/spread_routing.py)
     # The connector (docs/connector.md); standalone embeds it.
     connector_db: str = "sqlite:///trackmesh-data/connector.db"
     hook_url: str | None = None
@@ -466,8 +466,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--room-spread", "spread a room's viewers over this node's workers once the room has K sessions on the "
          "node: each new WHEP viewer then goes to the worker with the fewest sessions, publishers stay on the room's "
          "worker, and the publisher's worker sends each packet once to every other worker with viewers "
-         "(docs/cluster.md, \"One room on every core\"); 0 = one worker per room and node (default 0)",
-         _int_range("--room-spread", 0, 1_000_000), ("media",), "K"),
+         "(docs/cluster.md, \"One room on every core\"; a standalone node links its workers for it); "
+         "0 = one worker per room and node (default 0)",
+         _int_range("--room-spread", 0, 1_000_000), ("standalone", "media"), "K"),
     Flag("--connector-db", "the connector's database: sqlite:///PATH or postgresql://user@host/db "
          "(default sqlite:///trackmesh-data/connector.db)", _url("--connector-db", ("sqlite", "postgresql", "postgres",
          "postgresql+psycopg")), CONNECTOR_ROLES, "URL"),

@@ -1,4 +1,5 @@
-"""The MoQ room bridges' pipe to a worker (runtime/moq_workers.py): its batches never block the
+"""The MoQ room bridges' pipe to a worker (runtime/moq_workers.py, its batches: runtime/pipe_batch.py,
+which the spread links between standalone workers use too): its batches never block the
 loop. While the other side does not read, the packets queued are dropped and counted; the other
 messages (registry entries, joins) wait and go once it reads again."""
 
@@ -8,7 +9,8 @@ import asyncio
 import socket
 from typing import Any
 
-from trackmesh.runtime.moq_workers import MAX_MESSAGE, _Batch, writable
+from trackmesh.runtime.pipe_batch import MAX_MESSAGE, writable
+from trackmesh.runtime.pipe_batch import PipeBatch as _Batch
 
 TURNS = 40
 

@@ -167,6 +167,10 @@ class LocalChannelHub:
             if not subs:
                 del self._messages[channel]
 
+    def message_subscribers(self, channel: int) -> int:
+        """How many subscribers the message channel has here."""
+        return len(self._messages.get(channel, ()))
+
     def send_message(self, now: float, channel: int, sender: str, data: bytes) -> None:
         subs = self._messages.get(channel)
         if subs is None:

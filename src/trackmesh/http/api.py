@@ -79,8 +79,9 @@ class NodeApi(Protocol):
         ...
 
     def worker_for_viewer(self, room: str) -> WorkerHandle:
-        """The worker a new viewer (WHEP) of ``room`` joins: the room's, or with ``--room-spread`` on a
-        media node, once the room is big enough, the least busy worker (docs/cluster.md)."""
+        """The worker a new viewer (WHEP) of ``room`` joins: the room's, or with ``--room-spread`` (a media
+        node, or a standalone node with several workers), once the room is big enough, the least busy
+        worker (docs/cluster.md)."""
         ...
 
     def worker_for_conn(self, conn_id: str) -> WorkerHandle:

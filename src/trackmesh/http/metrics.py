@@ -83,6 +83,9 @@ def render_metrics(
         cluster = st.get("cluster")
         if isinstance(cluster, dict) and "error" not in cluster:
             add_cluster_metrics(exp, worker, cluster)
+        spread_links = st.get("spread")  # a standalone node's --room-spread links (runtime/worker_spread.py)
+        if isinstance(spread_links, dict):
+            add_spread_metrics(exp, worker, spread_links)
     if node.config.role in ("standalone", "media"):
         add_media_metrics(exp, merge_snapshots(medias))
         limit = node.config.metrics_room_labels
@@ -97,9 +100,13 @@ def render_metrics(
                   "app lists taken from the zone's connector and refused (app_lists, app_list_rejected)",
                   value, {"what": name})
     spread = getattr(node, "spread_viewers", None)  # a media node's --room-spread (runtime/cluster_node.py)
+    routing = getattr(node, "spread_routing", None)  # a standalone node's (runtime/spread_routing.py)
+    if spread is None and routing is not None:
+        spread = routing.spread_viewers
     if spread is not None:
         exp.counter("trackmesh_spread_viewers", "Viewers --room-spread placed on another worker than their "
-                    "room's (the room's tracks cross to that worker once, over its cluster channels)", spread)
+                    "room's (the room's tracks cross to that worker once, over its cluster channels or, "
+                    "standalone, the links between its workers)", spread)
     console = getattr(node, "console_metrics", None)  # the console role (runtime/console_node.py)
     if console is not None:
         for name, value in console().items():
@@ -250,6 +257,31 @@ def add_cluster_metrics(exp: Exposition, worker: dict[str, str], cluster: dict[s
         exp.counter("trackmesh_cluster_hop_clock_behind", "Media packets from other nodes stamped later than "
                     "their arrival by this worker's clock (the hosts' clocks differ by more than the hop): not "
                     "observed in trackmesh_cluster_hop_seconds", hop.get("behind", 0), worker)
+
+
+#: A standalone node's per-worker traffic with its other workers, spreading rooms (runtime/worker_spread.py).
+SPREAD_COUNTERS = {
+    "packets_out": ("trackmesh_spread_packets_sent", "Media packets this worker sent to the node's other workers "
+                    "(one copy per packet and worker with viewers of the track)"),
+    "packets_in": ("trackmesh_spread_packets_received", "Media packets this worker received from the node's "
+                   "other workers"),
+    "packets_dropped": ("trackmesh_spread_packets_dropped", "Media packets not sent: the other worker was behind"),
+    "feedback_out": ("trackmesh_spread_feedback_sent", "Feedback (key-frame requests, bitrate hints) sent to the "
+                     "worker publishing the track"),
+    "feedback_in": ("trackmesh_spread_feedback_received", "Feedback received from the node's other workers"),
+    "messages_out": ("trackmesh_spread_messages_sent", "Channel messages sent to the node's other workers"),
+    "messages_in": ("trackmesh_spread_messages_received", "Channel messages received from the node's other workers"),
+    "bad_items": ("trackmesh_spread_bad_items", "Malformed items from the node's other workers, dropped"),
+}
+
+
+def add_spread_metrics(exp: Exposition, worker: dict[str, str], spread: dict[str, Any]) -> None:
+    for key, (name, doc) in SPREAD_COUNTERS.items():
+        if isinstance(spread.get(key), int | float):
+            exp.counter(name, doc, spread[key], worker)
+    exp.gauge("trackmesh_spread_channels", "Tracks this worker sends to or receives from the node's other workers",
+              spread.get("channels_exported", 0), {**worker, "direction": "export"})
+    exp.gauge("trackmesh_spread_channels", "", spread.get("channels_imported", 0), {**worker, "direction": "import"})
 
 
 def add_connector_metrics(exp: Exposition, m: dict[str, float]) -> None:

@@ -45,15 +45,21 @@ class InProcessWorker:
 
 
 class ProcessWorker:
-    def __init__(self, config: NodeConfig, index: int) -> None:
+    def __init__(self, config: NodeConfig, index: int, links: dict[int, Connection] | None = None) -> None:
+        """``links``: the child's ends of its pipes to the node's other workers (``--room-spread`` on a
+        standalone node, runtime/worker_spread.py); closed here once the child has them."""
         self.index = index
         self.udp_port = 0
         self._config = config
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._child_conn: Connection | None = child
+        self._links = links
         self._proc = ctx.Process(
-            target=worker_process_main, args=(config, index, child), name=f"trackmesh-worker-{index}", daemon=True
+            target=worker_process_main,
+            args=(config, index, child, links),
+            name=f"trackmesh-worker-{index}",
+            daemon=True,
         )
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -73,6 +79,9 @@ class ProcessWorker:
         assert self._child_conn is not None
         self._child_conn.close()
         self._child_conn = None
+        for link in (self._links or {}).values():
+            link.close()  # the child's ends: its copies are in the child now
+        self._links = None
         loop.add_reader(self._conn.fileno(), self._on_readable)
         info = await asyncio.wait_for(self._ready, START_TIMEOUT)
         self.udp_port = int(info["udp_port"])
@@ -161,15 +170,17 @@ class ProcessWorker:
         self._on_dead()
 
 
-def worker_process_main(config: NodeConfig, index: int, conn: Connection) -> None:
-    """Entry point of a worker child process."""
+def worker_process_main(
+    config: NodeConfig, index: int, conn: Connection, links: dict[int, Connection] | None = None
+) -> None:
+    """Entry point of a worker child process (``links``: see :class:`ProcessWorker`)."""
     # Ctrl-C reaches the whole process group; the node decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(config.log_level, config.log_format)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve_worker(config, index, conn))
+        loop.run_until_complete(_serve_worker(config, index, conn, links))
     finally:
         loop.close()
 
@@ -206,9 +217,18 @@ def _connector_relay(
     return flush
 
 
-async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> None:
+async def _serve_worker(
+    config: NodeConfig, index: int, conn: Connection, links: dict[int, Connection] | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     cluster = None
+    spread = None
+    if links:
+        # A standalone node spreading rooms over its workers: the registry and hub are linked to the
+        # other workers' (runtime/worker_spread.py).
+        from .worker_spread import SpreadLinks
+
+        spread = SpreadLinks(index, config.workers, links)
     if config.role == "media":
         # A cluster media worker is a cluster member of its own: its own zenoh session, registry
         # and channel hub, so rooms span workers and nodes.
@@ -219,7 +239,10 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
         except Exception as exc:
             conn.send((0, False, f"cannot join the cluster: {exc}"))
             return
-    runtime = WorkerRuntime(config, index, *((cluster.registry, cluster.hub) if cluster is not None else ()))
+    if spread is not None:
+        runtime = spread.new_runtime(config)
+    else:
+        runtime = WorkerRuntime(config, index, *((cluster.registry, cluster.hub) if cluster is not None else ()))
     try:
         install_all(runtime)
     except RpcError as exc:
@@ -275,9 +298,13 @@ async def _serve_worker(config: NodeConfig, index: int, conn: Connection) -> Non
             finish("node process gone")
 
     loop.add_reader(conn.fileno(), on_readable)
+    if spread is not None:
+        spread.attach(runtime, loop)
     loop.add_signal_handler(signal.SIGTERM, finish, "SIGTERM")
     conn.send((0, True, {"udp_port": runtime.udp_port}))
     await done
     loop.remove_reader(conn.fileno())
+    if spread is not None:
+        spread.close()
     if cluster is not None:
         cluster.close()

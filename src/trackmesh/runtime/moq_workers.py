@@ -13,10 +13,9 @@ bridges reach a room on worker k (a child process) over that worker's pipe:
   agent makes their endpoints); the LOC objects are cut into RTP here, and the packets cross the
   pipe to the peers' tracks there.
 
-What crosses is batched: one pipe message per loop turn each way, whatever the number of packets
-(at most :data:`MAX_MESSAGE` bytes of packets each). A pipe write never blocks a loop: while the
-other side is behind (the socket is not writable), the packets queued are dropped and counted (the
-track recovers at its next key frame) and the rest waits for the next try.
+What crosses is batched (runtime/pipe_batch.py): one pipe message per loop turn each way, whatever the
+number of packets. A pipe write never blocks a loop: while the other side is behind, the packets
+queued are dropped and counted (the track recovers at its next key frame) and the rest waits.
 Messages to the worker carry request id ``-2`` (no answer); messages from it, request id ``-2`` too
 (runtime/handles.py). Only the tracks a MoQ subscriber watches, and a MoQ publisher's, cross: one copy
 per track, whatever the number of MoQ subscribers.
@@ -24,11 +23,8 @@ per track, whatever the number of MoQ subscribers.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-import select
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -41,6 +37,8 @@ from trackmesh.core.events import KeyframeRequested
 from trackmesh.core.model import JoinOptions, MediaPacket, TrackKind
 from trackmesh.core.registry import RegistryWatcher
 
+from .pipe_batch import PipeBatch as _Batch
+from .pipe_batch import writable
 from .recording import recording_of
 from .worker import WorkerRuntime
 
@@ -62,58 +60,6 @@ __all__ = ["PUSH", "WorkerBridges", "WorkerMoq", "WorkerMoqAgent"]
 log = logging.getLogger("trackmesh.moq")
 
 PUSH = -2  # the request id of MoQ messages on a worker's pipe, both ways (no answer)
-#: Bytes of packets in one pipe message. A Unix stream socket is writable while at most a quarter
-#: of its send buffer (212,992 bytes by default on Linux) is in use, so a message this size fits
-#: in what is left and its write does not block.
-MAX_MESSAGE = 64 * 1024
-RETRY = 0.01  # seconds before trying again when the other side is behind
-
-
-def writable(fd: int) -> bool:
-    return bool(select.select([], [fd], [], 0)[1])
-
-
-class _Batch:
-    """Messages for the other side of the pipe, sent once per loop turn in the order queued;
-    ``ready()`` says whether the pipe takes a message now (see the module's docstring)."""
-
-    def __init__(self, send: Callable[[list[tuple[Any, ...]]], None], ready: Callable[[], bool]) -> None:
-        self._send = send
-        self._ready = ready
-        self.items: list[tuple[Any, ...]] = []
-        self._scheduled = False
-        self.messages = 0  # pipe messages sent
-        self.items_sent = 0
-        self.dropped = 0  # packets dropped while the other side was behind
-
-    def add(self, item: tuple[Any, ...]) -> None:
-        self.items.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        while self.items:
-            if not self._ready():
-                kept = [item for item in self.items if item[0] != "p"]
-                self.dropped += len(self.items) - len(kept)
-                self.items = kept
-                if kept:
-                    self._scheduled = True
-                    asyncio.get_running_loop().call_later(RETRY, self.flush)
-                return
-            size = count = 0
-            for item in self.items:
-                count += 1
-                size += len(item[-1]) if item[0] == "p" else 64
-                if size >= MAX_MESSAGE:
-                    break
-            items, self.items = self.items[:count], self.items[count:]
-            self.messages += 1
-            self.items_sent += len(items)
-            with contextlib.suppress(OSError, ValueError):
-                self._send(items)
 
 
 # -- the node's side ----------------------------------------------------------------------------

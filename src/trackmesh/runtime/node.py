@@ -28,8 +28,10 @@ from trackmesh.rpc import RpcError, WorkerHandle
 
 from .handles import InProcessWorker, ProcessWorker
 from .loop import loop_name
+from .spread_routing import REPORT_INTERVAL, SpreadRouting
 from .transports import install_all
 from .worker import WorkerRuntime
+from .worker_spread import SpreadLinks, spread_pipes, spreads
 
 if TYPE_CHECKING:
     from trackmesh.connector.apps import App, AppRegistry
@@ -75,6 +77,11 @@ class Node:
         self.sip: SipListener | None = None
         #: The Media over QUIC port (runtime/moq_listener.py), when --moq-port is not 0.
         self.moq: MoqListener | None = None
+        #: ``--room-spread`` on a standalone node with several workers (runtime/worker_spread.py):
+        #: worker 0's links to the others, and where new viewers go (runtime/spread_routing.py).
+        self.spread_links: SpreadLinks | None = None
+        self.spread_routing: SpreadRouting | None = None
+        self._spread_reports: asyncio.Task[None] | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -123,9 +130,15 @@ class Node:
         return self.workers[int.from_bytes(digest, "big") % len(self.workers)]
 
     def worker_for_viewer(self, room: str) -> WorkerHandle:
-        """A new viewer's worker: the room's (standalone workers share no channels, so a room's viewers
-        cannot sit on another worker; a cluster media node may spread them: ``--room-spread``)."""
-        return self.worker_for_room(room)
+        """A new viewer's worker: the room's; with ``--room-spread K`` and several workers, once the room
+        has K sessions on the node, the worker with the fewest sessions (runtime/spread_routing.py):
+        the workers' registries and hubs are then linked (runtime/worker_spread.py), so the viewer's
+        worker imports the room's tracks, one copy per packet and worker with viewers."""
+        home = self.worker_for_room(room)
+        routing = self.spread_routing
+        if routing is None or self.draining:
+            return home
+        return self.workers[routing.viewer(room, home.index)]
 
     def worker_for_conn(self, conn_id: str) -> WorkerHandle:
         try:
@@ -194,7 +207,10 @@ class Node:
         return {}
 
     def new_runtime(self, index: int) -> WorkerRuntime:
-        """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub."""
+        """Worker 0's runtime (in process); a cluster media node passes the zenoh registry and hub, a
+        standalone node spreading rooms over its workers the linked ones (runtime/worker_spread.py)."""
+        if self.spread_links is not None:
+            return self.spread_links.new_runtime(self.config)
         return WorkerRuntime(self.config, index)
 
     def moq_room_here(self, room: str) -> bool:
@@ -226,14 +242,20 @@ class Node:
         loop = asyncio.get_running_loop()
         if not self.has_media:
             return
+        pipes = spread_pipes(self.config.workers) if spreads(self.config) else None
+        if pipes is not None:
+            self.spread_links = SpreadLinks(0, self.config.workers, pipes[0])
         runtime = self.new_runtime(0)
         try:
             install_all(runtime)
             runtime.start(loop)
         except RpcError as exc:
             raise StartupError(exc.message) from None
+        if self.spread_links is not None:
+            self.spread_links.attach(runtime, loop)
         self.workers.append(InProcessWorker(runtime))
-        children = [ProcessWorker(self.config, i) for i in range(1, self.config.workers)]
+        links = pipes or {}
+        children = [ProcessWorker(self.config, i, links.get(i)) for i in range(1, self.config.workers)]
         try:
             await asyncio.gather(*(c.start() for c in children))
         except (RpcError, TimeoutError) as exc:
@@ -242,6 +264,21 @@ class Node:
             runtime.shutdown("start failed")
             raise StartupError(f"--workers: a media worker failed to start: {exc}") from None
         self.workers.extend(children)
+        if pipes is not None:
+            self.spread_routing = SpreadRouting(self.config.room_spread, len(self.workers))
+            self._spread_reports = asyncio.create_task(self._report_spread_rooms())
+
+    async def _report_spread_rooms(self) -> None:
+        """The workers' ``{room: sessions}`` for the spread routing, every REPORT_INTERVAL seconds."""
+        routing = self.spread_routing
+        assert routing is not None
+        while not self.draining:
+            try:
+                answers = await self.call_workers("spread.rooms", {})
+                routing.reported([a if isinstance(a, dict) else None for a in answers])
+            except Exception:
+                log.exception("cannot take the workers' room report (--room-spread)")
+            await asyncio.sleep(REPORT_INTERVAL)
 
     async def _start_moq(self) -> None:
         if not self.config.moq_port or self.config.role not in ("standalone", "media"):
@@ -392,6 +429,8 @@ class Node:
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await serve
         stop.cancel()
+        if self._spread_reports is not None:
+            self._spread_reports.cancel()
         # Children first (in parallel), then the in-process worker.
         await asyncio.gather(*(w.stop("node stopping", self.config.shutdown_timeout) for w in self.workers[1:]))
         if self.moq is not None and self.moq.rooms is not None:
@@ -400,6 +439,8 @@ class Node:
             self.moq.room_ingest.close()
         if self.workers:
             await self.workers[0].stop("node stopping", self.config.shutdown_timeout)
+        if self.spread_links is not None:
+            self.spread_links.close()
         if self.connector is not None:
             await self.connector.stop()
         if self.moq is not None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trackmesh.cluster.local import LocalRegistry
+from trackmesh.cluster.worker_mesh import MeshRegistry
 from trackmesh.core.errors import ControlError
 from trackmesh.core.ids import SessionId
 from trackmesh.core.registry import room_key
@@ -122,7 +123,9 @@ class RtmpTransport:
         self.by_peer: dict[tuple[str, str], _Entry] = {}  # by (room key: app-scoped, peer)
         self.by_session: dict[SessionId, _Entry] = {}
         self.conns: dict[int, _ConnState] = {}
-        self.local_rooms = isinstance(runtime.core.registry, LocalRegistry)
+        # A standalone node's rooms live on the worker their name hashes to (with --room-spread only
+        # their WHEP viewers spread: cluster/worker_mesh.py), so a publisher goes to that worker's port.
+        self.local_rooms = isinstance(runtime.core.registry, LocalRegistry | MeshRegistry)
         loop = asyncio.get_running_loop()
         self.listener = RtmpListener(self)
         self._server_task = loop.create_task(self._serve(sock))

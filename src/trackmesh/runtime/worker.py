@@ -66,10 +66,12 @@ class WorkerRuntime:
         index: int,
         registry: Registry | None = None,
         hub: ChannelHub | None = None,
+        mixer_bound: bool | None = None,
     ) -> None:
         """``registry``/``hub`` default to the in-process ones (standalone); a cluster node
         passes the distributed implementations (trackmesh.cluster.zenoh_*), which also turns on
-        the mixer's bounded mode."""
+        the mixer's bounded mode (``mixer_bound``, default: whether a hub is passed; a standalone
+        node spreading rooms over its workers passes its own, runtime/worker_spread.py, unbounded)."""
         self.config = config
         self.index = index
         self.core = MediaWorker(
@@ -80,13 +82,15 @@ class WorkerRuntime:
             hub if hub is not None else LocalChannelHub(),
             session_start=secrets.randbits(24),
             # A cluster node: remote audio reaches the mixer only for the top N+1 (core.mixer).
-            mixer_bound=hub is not None,
+            mixer_bound=hub is not None if mixer_bound is None else mixer_bound,
         )
         self.scheduler = Scheduler()
         self.outbox: deque[tuple[bytes, Address]] = deque()
         self.datagram_handler: Callable[[float, bytes, Address], None] | None = None
         # Per-worker singletons shared by transports (e.g. the WebRTC port), keyed by class.
         self.services: dict[type, object] = {}
+        # More sections of stats() by name (e.g. "spread": runtime/worker_spread.py).
+        self.stats_sections: dict[str, Callable[[], Any]] = {}
         if config.metrics_room_labels:  # opt-in per-room series (runtime/room_metrics.py)
             MediaMetrics.of(self).rooms = RoomMetrics(config.metrics_room_labels)
         self.counters: dict[str, int] = {
@@ -347,6 +351,8 @@ class WorkerRuntime:
             "counters": dict(self.counters),
             "loop_lag": self.loop_lag.stats(self.now()),
         }
+        for name, section in self.stats_sections.items():
+            out[name] = section()
         if media:
             out["media"] = MediaMetrics.of(self).snapshot()
         return out

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from trackmesh.core.model import MediaCodec
 from trackmesh.rtp.packet import RtpHeader, build_rtp_packet, find_extension
 from trackmesh.rtp.rtcp import Nack, ReceiverReport, SenderReport, parse_rtcp
-from trackmesh.rtp.streams.inbound import REPORT_INTERVAL, InboundStream, InboundStreams
+from trackmesh.rtp.streams.inbound import REPORT_INTERVAL, SEEN_WINDOW, InboundStream, InboundStreams
 from trackmesh.rtp.streams.outbound import OutboundStream, ntp_timestamp
 
 OURS = 0x5EED
@@ -171,3 +171,29 @@ def test_header_template_writes_the_negotiated_extensions(tseq: int, abs_time: i
         assert (loc is not None) == bool(ext_id)
         if loc is not None:
             assert data[loc[0] : loc[0] + loc[1]] == value
+
+
+@given(
+    steps=st.lists(
+        st.one_of(st.integers(-40, 40), st.integers(-1500, 1500), st.sampled_from([0, 1, 1, 1, 1024, -1024, 1023])),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_duplicate_window_drops_exactly_what_was_seen_or_is_too_old(steps: list[int]) -> None:
+    """The receive window (a bitmap of SEEN_WINDOW numbers) against a model that remembers every
+    number: a packet goes on unless it was accepted before or is more than the window below the
+    highest number seen (then nobody can tell)."""
+    table, stream, _ = _receiver(nack=False)
+    model_seen: set[int] = set()
+    highest = -1
+    seq = 1000
+    for i, step in enumerate(steps):
+        seq = (seq + step) & 0xFFFF
+        ext = stream.unwrapper.peek(seq)
+        highest = max(highest, ext)
+        expected = ext not in model_seen and highest - ext <= SEEN_WINDOW - 1
+        assert table.receive(stream, seq, float(i)) is expected, (i, seq, ext, highest)
+        if expected:
+            model_seen.add(ext)
+    assert stream.received == len(model_seen)

@@ -19,7 +19,7 @@ viewer's own SR, RFC 3550 s6.4.1-6.4.2):
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from typing import Final
 
 from trackmesh.rtp.rtcp import ReportBlock
@@ -37,7 +37,9 @@ class ReceptionReport:
     """The latest reception report about one outgoing SSRC, with the RTT derived from it."""
 
     __slots__ = (
-        "_sent",
+        "_sent_at",
+        "_sent_mid",
+        "_sent_next",
         "blocks",
         "clock_rate",
         "fraction_lost",
@@ -50,7 +52,12 @@ class ReceptionReport:
 
     def __init__(self, clock_rate: int) -> None:
         self.clock_rate = clock_rate if clock_rate > 0 else 90000
-        self._sent: deque[tuple[int, float]] = deque(maxlen=_SR_HISTORY)  # (NTP middle 32 bits, now)
+        # The last _SR_HISTORY SRs sent, a ring of (NTP middle 32 bits, now) in two typed arrays, next slot at
+        # _sent_next: a deque of tuples was about 2.5 KB per outgoing stream once full, ten times this, and a
+        # meeting participant receives ten streams (issue 19).
+        self._sent_mid = array("I", bytes(4 * _SR_HISTORY))
+        self._sent_at = array("d", bytes(8 * _SR_HISTORY))
+        self._sent_next = 0
         self.blocks = 0  # report blocks taken
         self.fraction_lost = 0.0  # 0..1, over the viewer's last report interval
         self.packets_lost = 0  # cumulative, as reported (may be negative with duplicates)
@@ -61,7 +68,10 @@ class ReceptionReport:
 
     def on_sr_sent(self, ntp: int, now: float) -> None:
         """We sent an SR with 64-bit NTP timestamp ``ntp`` at ``now``."""
-        self._sent.append(((ntp >> 16) & 0xFFFFFFFF, now))
+        i = self._sent_next
+        self._sent_mid[i % _SR_HISTORY] = (ntp >> 16) & 0xFFFFFFFF
+        self._sent_at[i % _SR_HISTORY] = now
+        self._sent_next = i + 1
 
     def on_block(self, block: ReportBlock, now: float) -> None:
         """A report block about our SSRC arrived at ``now``."""
@@ -73,9 +83,10 @@ class ReceptionReport:
         lsr = block.lsr
         if not lsr:
             return
-        for mid, sent_at in reversed(self._sent):
-            if mid == lsr:
-                rtt = now - sent_at - block.dlsr * _UNIT
+        sent = self._sent_next
+        for i in range(sent - 1, max(sent - _SR_HISTORY, 0) - 1, -1):  # newest first
+            if self._sent_mid[i % _SR_HISTORY] == lsr:
+                rtt = now - self._sent_at[i % _SR_HISTORY] - block.dlsr * _UNIT
                 # DLSR is truncated to 1/65536 s by the viewer: a loopback RTT can come out a
                 # hair below zero.
                 self.rtt = max(rtt, 0.0)

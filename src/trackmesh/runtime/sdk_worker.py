@@ -167,6 +167,7 @@ class SdkTransport:
             wallclock=time.time(),
             remote_names=lambda media: names.senders,
             connect_timeout=self.runtime.config.connect_timeout,
+            release_dtls=True,  # the data channel's records go on without OpenSSL's 90 KB (dtls/records.py)
         )
         sdk = SdkSession(
             now, peer, names, req.tracks, claims, functools.partial(self._verify, app), local,

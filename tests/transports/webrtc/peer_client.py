@@ -22,7 +22,7 @@ from trackmesh.rtp.srtp import SrtpSession
 from trackmesh.transports.webrtc.answer import AnswerPolicy, AnswerResult, LocalParams, answer_offer
 from trackmesh.transports.webrtc.demux import PacketKind, SharedPortDemux, classify, is_rtcp
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
-from trackmesh.transports.webrtc.dtls.endpoint import DtlsConnected, DtlsEndpoint
+from trackmesh.transports.webrtc.dtls.endpoint import DtlsApplicationData, DtlsConnected, DtlsEndpoint
 from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.events import Connected, Disconnected, IceSelected, Outbox, PeerEvent
 from trackmesh.transports.webrtc.ice.agent import IceLiteAgent, IceLiteClient, generate_credentials
@@ -142,6 +142,7 @@ class Client:
         self.twcc_seq = 0
         self.ice_ok = 0
         self.lose: set[tuple[int, int]] = set()  # (ssrc, seq) the wire drops once on the way in
+        self.app_data: list[bytes] = []  # DTLS application records from the server (SCTP, for a data channel)
 
     def start(self, answer: AnswerResult, server_fingerprint: str) -> None:
         self.answer = answer
@@ -188,6 +189,8 @@ class Client:
         while (ev := self.dtls.poll_event()) is not None:
             if isinstance(ev, DtlsConnected):
                 self.srtp = srtp_sessions_from_dtls(ev, "client")
+            elif isinstance(ev, DtlsApplicationData):
+                self.app_data.append(ev.data)
 
     # ---- sending media -------------------------------------------------------------------
 

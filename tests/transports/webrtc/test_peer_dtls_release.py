@@ -1,10 +1,10 @@
-"""WHIP/WHEP peers free OpenSSL's DTLS connection once connected (issue 19: idle peer memory);
-media, consent and the DTLS close still work, in memory on a virtual clock (see peer_client.py)."""
+"""Peers free OpenSSL's DTLS connection once connected (issue 19: peer memory); media, consent, the
+DTLS close and a data channel's records still work, in memory on a virtual clock (see peer_client.py)."""
 
 from __future__ import annotations
 
 from trackmesh.transports.webrtc.dtls.endpoint import DtlsState
-from trackmesh.transports.webrtc.events import Disconnected
+from trackmesh.transports.webrtc.events import ApplicationData, Disconnected
 from trackmesh.transports.whip_whep.session import PeerMode
 
 from .peer_client import Net
@@ -36,7 +36,25 @@ def test_a_released_viewer_is_closed_by_the_clients_close_notify() -> None:
     assert viewer.dtls.ignored_datagrams == 1
 
 
-def test_a_peer_that_may_carry_a_data_channel_keeps_its_connection() -> None:
+def test_a_peer_that_keeps_its_connection_when_not_asked_to_release() -> None:
     net = Net()
-    _, bare = net.connect(None, release_dtls=False)  # an SDK peer: its data channel runs over DTLS
+    _, bare = net.connect(None, release_dtls=False)
     assert bare.dtls.state is DtlsState.CONNECTED and not bare.dtls.connection_released
+
+
+def test_a_released_peer_still_carries_application_data_both_ways() -> None:
+    """An SDK peer's data channel (SCTP in DTLS records, RFC 8261) goes on after the release."""
+    net = Net()
+    client, bare = net.connect(None, release_dtls=True)
+    assert client.dtls is not None and bare.dtls.connection_released
+    for i in range(3):
+        client.dtls.send_application_data(b"sctp from the client %d" % i)
+    while (d := client.dtls.poll_transmit()) is not None:
+        client.out.append(d)
+    net.flush()
+    got = [ev.data for ev in net.peer_events(bare) if isinstance(ev, ApplicationData)]
+    assert got == [b"sctp from the client %d" % i for i in range(3)]
+    assert bare.send_application_data(b"sctp from the server")
+    net.flush()
+    assert client.app_data == [b"sctp from the server"]
+    assert bare.counters["dtls_application_data"] == 3 and not bare.closed

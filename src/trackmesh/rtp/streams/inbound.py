@@ -16,7 +16,6 @@ packet's (original) sequence number to :meth:`InboundStreams.receive`.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
@@ -32,6 +31,7 @@ REPORT_INTERVAL: Final = 1.0
 #: Duplicate detection window per stream, in packets (a power of two).
 SEEN_WINDOW: Final = 1024
 _SEEN_MASK: Final = SEEN_WINDOW - 1
+_NOTHING_SEEN: Final = bytes(SEEN_WINDOW >> 3)
 _NTP_MID: Final = 0xFFFFFFFF
 #: RFC 3550 s6.4: at most 31 report blocks in one RR.
 _MAX_BLOCKS: Final = 31
@@ -49,6 +49,7 @@ class InboundStream:
         "received_prior",
         "rtx_ssrc",
         "seen",
+        "seen_top",
         "sr_at",
         "sr_mid",
         "ssrc",
@@ -64,10 +65,11 @@ class InboundStream:
 
     def reset_stats(self) -> None:
         self.unwrapper = SeqUnwrapper()
-        # Extended sequence numbers of the last SEEN_WINDOW packets, by ext & _SEEN_MASK. A typed array:
-        # a list held one 32-byte int object per packet besides its 8-byte slot (40 KB per stream, about
-        # 55 KB per meeting participant in a tracemalloc snapshot of S2), the array only the 8 KB of slots.
-        self.seen = array("q", [-1]) * SEEN_WINDOW
+        # One bit per extended sequence number of the window [seen_top - SEEN_WINDOW + 1, seen_top], at
+        # ext & _SEEN_MASK: 128 bytes. (A list of the numbers held one int object per packet, 40 KB per
+        # stream; a typed array of them, 8 KB, was still 16 KB per meeting participant, issue 19.)
+        self.seen = bytearray(SEEN_WINDOW >> 3)
+        self.seen_top = -1
         self.base = -1
         self.received = 0
         self.expected_prior = 0
@@ -182,10 +184,19 @@ class InboundStreams(Generic[S]):
         # A packet we already have (an RTX copy sent as a bandwidth probe, a late answer to a
         # NACK, a network duplicate) or one too old to tell: forwarded, it would reuse an
         # outgoing sequence number and a receiver's SRTP replay check would drop it.
-        i = ext & _SEEN_MASK
-        if stream.seen[i] == ext or stream.unwrapper.highest - ext > _SEEN_MASK:
+        seen = stream.seen
+        top = stream.seen_top
+        if ext > top:
+            # The window moves up: the bits of the numbers it enters still hold those one lap below.
+            if top < 0 or ext - top >= SEEN_WINDOW:
+                seen[:] = _NOTHING_SEEN
+            else:
+                for e in range(top + 1, ext):
+                    seen[(e & _SEEN_MASK) >> 3] &= ~(1 << (e & 7)) & 0xFF
+            stream.seen_top = ext
+        elif top - ext > _SEEN_MASK or seen[(ext & _SEEN_MASK) >> 3] >> (ext & 7) & 1:
             return False
-        stream.seen[i] = ext
+        seen[(ext & _SEEN_MASK) >> 3] |= 1 << (ext & 7)
         stream.received += 1
         if stream.nack is not None:
             stream.nack.on_packet(seq, now)

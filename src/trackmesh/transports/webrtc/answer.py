@@ -183,13 +183,29 @@ class RejectedMedia:
 
 @dataclass(frozen=True)
 class AnswerResult:
+    """The answer (``sdp``) and what was negotiated (``media``, ``transport``...).
+
+    A connection keeps its AnswerResult for its whole life (a subsequent offer is checked against it),
+    so the parsed offer and answer are not kept: their objects cost more than 100 KB for a meeting
+    participant's 13 m-lines (issue 19). :attr:`offer` and :attr:`answer` parse the texts again when
+    asked (a renegotiation does, once); ``parse(render(answer)) == answer`` (tests/transports/webrtc)."""
+
     sdp: str
-    answer: SessionDescription
-    offer: SessionDescription
+    offer_sdp: str
     transport: RemoteTransport
     bundle: tuple[str, ...]
     media: tuple[NegotiatedMedia, ...]
     rejected: tuple[RejectedMedia, ...]
+
+    @property
+    def answer(self) -> SessionDescription:
+        """Our answer, parsed from :attr:`sdp` (a new object on each access)."""
+        return parse(self.sdp)
+
+    @property
+    def offer(self) -> SessionDescription:
+        """The offer it answers, parsed from :attr:`offer_sdp` (a new object on each access)."""
+        return parse(self.offer_sdp)
 
     def by_mid(self, mid: str) -> NegotiatedMedia | None:
         return next((m for m in self.media if m.mid == mid), None)
@@ -620,8 +636,7 @@ def answer_offer(
         out.extmap_allow_mixed = m.extmap_allow_mixed and out.port != 0
     return AnswerResult(
         sdp=render(answer),
-        answer=answer,
-        offer=offer,
+        offer_sdp=offer_text if isinstance(offer_text, str) else offer_text.decode(),
         transport=transport,
         bundle=tuple(accepted_mids),
         media=tuple(accepted),

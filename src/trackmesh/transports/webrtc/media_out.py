@@ -105,6 +105,7 @@ class OutboundTrack(OutboundStream):
         "_endpoint",
         "_generation",
         "_kf_requested",
+        "_nack",
         "_rates",
         "_replay",
         "_sender",
@@ -159,6 +160,10 @@ class OutboundTrack(OutboundStream):
             twcc_id=media.extensions.get(EXT_TWCC, 0),
             abs_id=media.extensions.get(EXT_ABS_SEND_TIME, 0),
         )
+        # Generic NACK negotiated (RFC 4585 s4.2): without it the viewer never asks for a packet again
+        # (most audio m-lines: browsers offer only transport-cc for Opus), so nothing is kept for it.
+        # Keeping it anyway cost every audio viewer a ring and kept its sources' payloads alive 1.3 s.
+        self._nack = any("nack" in c.rtcp_feedback for c in media.codecs)
         # The SRTP protector of this SSRC, bound to the session it came from (a new DTLS
         # handshake brings a new session, hence new keys and a new rollover counter).
         self._sender: RtpSender | None = None
@@ -360,7 +365,9 @@ class OutboundTrack(OutboundStream):
         except SrtpError:
             self.counters["protect_failed"] += 1
             return
-        if dlen:
+        if not self._nack:
+            pass
+        elif dlen:
             # The ring keeps this viewer's rewritten descriptor after its header and a view of the source's
             # payload past the descriptor (shared with every viewer), not the private copy SRTP needed:
             # OutboundStream.retransmission splits them again at the header length.

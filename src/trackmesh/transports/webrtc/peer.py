@@ -119,9 +119,10 @@ class WebRtcPeer:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         release_dtls: bool = False,
     ) -> None:
-        """``release_dtls``: free OpenSSL's DTLS connection once the SRTP keys are exported, when the
-        answer has no data channel (about 90 KB per idle peer, issue 19). Only for transports whose
-        m-lines never gain a data channel later (WHIP, WHEP: their answer policy refuses one)."""
+        """``release_dtls``: free OpenSSL's DTLS connection once the SRTP keys are exported (about
+        90 KB per peer, issue 19); a data channel's SCTP packets then go on in records the DTLS
+        endpoint protects itself (``dtls/records.py``, AEAD suites; with another suite it keeps
+        OpenSSL)."""
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
         self.endpoint = endpoint
@@ -438,9 +439,9 @@ class WebRtcPeer:
                 self.ctx.srtp = self.srtp
                 if self.ctx.addr is None:
                     self.ctx.addr = addr
-                if self._release_dtls and not any(m.kind == "application" for m in self.answer.media):
-                    # No data channel: DTLS carries nothing but alerts and a lost final flight's
-                    # resend from now on, which the endpoint answers without OpenSSL.
+                if self._release_dtls:
+                    # DTLS carries only application data (SCTP), alerts and a lost final flight's
+                    # resend from now on, which the endpoint handles without OpenSSL.
                     self.dtls.release_connection()
                 self._on_connected(now)
             elif isinstance(ev, DtlsFailed):

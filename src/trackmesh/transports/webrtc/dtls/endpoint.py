@@ -28,11 +28,13 @@ The one flight with no timer behind it is the last one (RFC 6347 s4.2.4): the si
 it resends it when the peer's retransmitted handshake records show it was lost.
 
 Releasing OpenSSL (issue 19): OpenSSL's connection object is about 90 KB per association even
-idle. A peer that will never send DTLS application data (no data channel: WHIP, WHEP) calls
-:meth:`DtlsEndpoint.release_connection` once connected; the endpoint then keeps only what the
-association still needs: its copy of the final flight (resent verbatim, as above, when the peer
-retransmits its last flight) and the epoch-1 record keys (:mod:`.records`, AEAD suites only), to
-authenticate a close_notify or fatal alert and to send our own close_notify.
+idle. A peer calls :meth:`DtlsEndpoint.release_connection` once connected; the endpoint then keeps
+only what the association still needs: its copy of the final flight (resent verbatim, as above, when
+the peer retransmits its last flight) and the epoch-1 record keys (:mod:`.records`, AEAD suites
+only), with which it protects and opens application data (a data channel's SCTP packets, RFC 8261),
+authenticates a close_notify or fatal alert and sends our own close_notify. DTLS 1.2 as WebRTC uses
+it has nothing else after the handshake: no renegotiation (a handshake record of the current epoch
+is dropped and counted), no new epoch.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from trackmesh.transports.webrtc.dtls.certificate import (
     format_fingerprint,
     supported_fingerprint_algorithms,
 )
-from trackmesh.transports.webrtc.dtls.records import ALERT, RecordKeys, record_keys
+from trackmesh.transports.webrtc.dtls.records import ALERT, APPLICATION_DATA, RecordKeys, record_keys
 
 __all__ = [
     "DEFAULT_MTU",
@@ -348,7 +350,7 @@ class DtlsEndpoint:
 
     def _handle_released(self, data: bytes) -> None:
         """A datagram after :meth:`release_connection`: the peer's retransmitted last flight, or
-        records of the current epoch, of which only alerts mean anything without a data channel."""
+        records of the current epoch: application data and alerts."""
         keys = self._records
         assert keys is not None
         self._resend_final_flight(data)
@@ -357,15 +359,19 @@ class DtlsEndpoint:
                 continue  # epoch 0: the retransmitted handshake handled above
             opened = keys.open(record)
             if opened is None:
-                self.ignored_datagrams += 1  # fails authentication (RFC 6347 s4.1.2.7: discard)
+                # Fails authentication (RFC 6347 s4.1.2.7: discard) or a replay (s4.1.2.6).
+                self.ignored_datagrams += 1
                 continue
             content_type, plaintext = opened
-            if content_type == 23:
+            if content_type == APPLICATION_DATA:
                 # Application data proves the peer finished, so our final flight arrived. Not
                 # its Finished (handshake, epoch 1): that one comes with each retransmission.
                 self._final_flight = []
+                if plaintext:
+                    self._events.append(DtlsApplicationData(plaintext))
+                continue
             if content_type != ALERT or len(plaintext) != 2:
-                self.ignored_datagrams += 1  # application data or renegotiation: not used here
+                self.ignored_datagrams += 1  # a retransmitted Finished, or renegotiation: not done
                 continue
             level, description = plaintext
             if description == 0:  # close_notify: answer with ours (RFC 5246 s7.2.1)
@@ -378,9 +384,9 @@ class DtlsEndpoint:
                 return
 
     def release_connection(self) -> bool:
-        """Free OpenSSL's connection of a connected association that will carry no application
-        data (no data channel); False (and nothing changes) when not connected or when the
-        cipher suite is not an AEAD one :mod:`.records` can protect alerts with."""
+        """Free OpenSSL's connection of a connected association (application data and alerts go
+        on with our own record layer); False (and nothing changes) when not connected or when the
+        cipher suite is not an AEAD one :mod:`.records` can protect records with."""
         conn = self._conn
         if conn is None or self.state is not DtlsState.CONNECTED or self._write_epoch == 0:
             return False
@@ -449,7 +455,9 @@ class DtlsEndpoint:
         if len(data) > limit:
             raise LocalProtocolError(f"{len(data)} bytes exceeds the {limit}-byte DTLS payload limit")
         if self._conn is None:
-            raise LocalProtocolError("the DTLS connection was released: no application data")
+            assert self._records is not None  # released only with record keys
+            self._transmit.append(self._records.seal(APPLICATION_DATA, data))
+            return
         try:
             self._conn.send(data)
         except SSL.Error as exc:
@@ -459,9 +467,10 @@ class DtlsEndpoint:
 
     @property
     def max_application_data(self) -> int:
-        """Largest :meth:`send_application_data` payload that fits in one ``mtu`` datagram (0 once
-        the connection is released)."""
-        return int(self._conn.get_cleartext_mtu()) if self._conn is not None else 0
+        """Largest :meth:`send_application_data` payload that fits in one ``mtu`` datagram."""
+        if self._conn is not None:
+            return int(self._conn.get_cleartext_mtu())
+        return self._mtu - self._records.overhead if self._records is not None else 0
 
     def close(self) -> None:
         """Send close_notify (RFC 5246 s7.2.1) if connected and stop; emits :class:`DtlsClosed`."""

@@ -4,7 +4,9 @@ It owns the worker's UDP socket (one port shared by all its peers), the sans-IO
 :class:`~trackmesh.core.worker.MediaWorker`, the worker's single timer and its outbox.
 Reception drains the socket with ``recvfrom_into`` into one preallocated buffer until it would
 block (the default asyncio datagram path costs ~30 us a packet on this machine: anchors A3.2),
-hands each datagram to the registered transport, then flushes: core events, outbox, timer.
+hands each datagram to the registered transport, then flushes: core events, outbox, timer. The
+outbox leaves in one ``sendmmsg`` per 64 datagrams when the native helper is built (udp_send.py),
+else with one ``sendto`` each.
 
 Transports plug in through :meth:`register_rpc` (control calls from the HTTP layer),
 :attr:`datagram_handler` (UDP input), :meth:`listen` (core events of an endpoint),

@@ -6,6 +6,10 @@ Python source, type-checked by mypy already (docs/benchmarks.md has what it save
 - An editable install (``pip install -e .``, what scripts/test.sh makes) stays pure Python, so an
   edited module never hides behind a stale compiled one; tests/test_compiled.py builds the compiled
   modules and runs the hot-path tests against them.
+- Beside them, a small C extension (``trackmesh.runtime._sendmmsg``, Linux only) sends a worker's
+  outbox with one ``sendmmsg(2)`` per batch; without it the worker sends each datagram with
+  ``socket.sendto`` (runtime/udp_send.py). It is optional on its own: if it fails to compile, the
+  mypyc modules are still installed.
 - ``TRACKMESH_PURE_PYTHON=1`` skips compiling. So does a machine without a C compiler, or a mypyc
   that refuses a module: the install then warns once and gives the pure-Python package, which
   works the same, only slower per packet.
@@ -17,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 #: The modules every forwarded packet goes through, compiled together (one shared library, so
@@ -51,6 +55,9 @@ HOT_MODULES = [
     "src/trackmesh/transports/webrtc/ice/agent.py",
 ]
 
+#: The native send helper (runtime/_sendmmsg.c): plain C against the CPython API, Linux's sendmmsg.
+SENDMMSG = Extension("trackmesh.runtime._sendmmsg", ["src/trackmesh/runtime/_sendmmsg.c"])
+
 
 def _warn(message: str) -> None:
     fallback = "installing the pure-Python modules (same behaviour, slower per packet)"
@@ -71,6 +78,9 @@ class _OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
+            if ext.name == SENDMMSG.name:  # optional alone: the worker falls back to sendto per datagram
+                print(f"trackmesh: compiling {ext.name} failed ({exc}); sending with sendto", file=sys.stderr)
+                return
             _warn(f"compiling {ext.name} failed ({exc})")
             raise
 
@@ -82,16 +92,17 @@ def _editable() -> bool:
 def _ext_modules() -> list[Any]:
     if os.environ.get("TRACKMESH_PURE_PYTHON") == "1" or _editable():
         return []
+    native = [SENDMMSG] if sys.platform.startswith("linux") else []
     try:
         from mypyc.build import mypycify
     except ImportError:
         _warn("mypyc is not available")
-        return []
+        return native
     try:
-        return list(mypycify(["--ignore-missing-imports", *HOT_MODULES], opt_level="3"))
+        return [*mypycify(["--ignore-missing-imports", *HOT_MODULES], opt_level="3"), *native]
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error it cannot compile
         _warn(f"mypyc refused the hot modules ({exc})")
-        return []
+        return native
 
 
 setup(ext_modules=_ext_modules(), cmdclass={"build_ext": _OptionalBuildExt})

@@ -1,11 +1,10 @@
 """The mypyc-compiled hot modules (setup.py) behave as the pure-Python ones.
 
 The suite itself runs on the editable, pure-Python install. This test builds the modules a wheel
-compiles (``setup.py``'s HOT_MODULES, with the same setup.py) from a copy of the source, checks
-they load as native code, and runs the tests of the packet path against them: mypyc enforces
-annotations at run time and refuses some dynamic tricks, so a module that only works interpreted
-fails here, not in a user's ``pip install .``.
-"""
+compiles (``setup.py``'s HOT_MODULES and its C send helper, with the same setup.py) from a copy of
+the source, checks they load as native code, and runs the tests of the packet path against them:
+mypyc enforces annotations at run time and refuses some dynamic tricks, so a module that only works
+interpreted fails here, not in a user's ``pip install .``."""
 
 from __future__ import annotations
 
@@ -27,7 +26,12 @@ PACKET_PATH_TESTS = [
     "tests/transports/webrtc",
     "tests/transports/sdk",
     "tests/transports/whip_whep",
+    # The native send helper (setup.py's SENDMMSG) and the worker's send path through it.
+    "tests/runtime/test_udp_send.py",
+    "tests/runtime/test_worker_runtime.py",
 ]
+#: The plain C extensions setup.py builds beside the mypyc modules (Linux).
+NATIVE_MODULES = ["trackmesh.runtime._sendmmsg"]
 
 
 def hot_modules() -> list[str]:
@@ -67,6 +71,7 @@ def compiled_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_hot_modules_load_as_native_code(compiled_src: Path) -> None:
     names = [path[len("src/") : -len(".py")].replace("/", ".") for path in hot_modules()]
     assert len(names) >= 10
+    names += NATIVE_MODULES
     probe = "import importlib, sys\nfor n in sys.argv[1:]:\n    print(n, importlib.import_module(n).__file__)\n"
     out = subprocess.run(
         [sys.executable, "-c", probe, *names],

@@ -457,10 +457,14 @@ class Node:
 
 def packet_path_build() -> str:
     """How the per-packet modules run: compiled by mypyc (``pip install .``) or interpreted (an
-    editable install, TRACKMESH_PURE_PYTHON=1, or no C compiler at install time; see setup.py)."""
+    editable install, TRACKMESH_PURE_PYTHON=1, or no C compiler at install time; see setup.py), and
+    whether workers send with the native ``sendmmsg`` helper or ``sendto`` per datagram (udp_send.py)."""
     from trackmesh.transports.webrtc import media_out
 
-    return "compiled (mypyc)" if (media_out.__file__ or "").endswith((".so", ".pyd")) else "pure Python"
+    from . import udp_send
+
+    build = "compiled (mypyc)" if (media_out.__file__ or "").endswith((".so", ".pyd")) else "pure Python"
+    return f"{build}, {'sendmmsg' if udp_send.sendmmsg is not None else 'sendto'}"
 
 
 def print_banner(node: Node) -> None:

@@ -115,6 +115,8 @@ def main() -> None:
             print(f"{mode:8s} {args.subs} subs: {n} packets received, {cpu:.2f} s CPU, {us:.2f} us per packet, "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
     for mode, v in results.items():
+        if not v:
+            continue
         print(f"{mode}: median {sorted(v)[len(v) // 2]:.2f} us per received packet (runs: "
               f"{', '.join(f'{x:.2f}' for x in v)})")
 

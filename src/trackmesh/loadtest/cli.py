@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackmesh.loadtest.multi_report import multi_steps_table, multi_table
-from trackmesh.loadtest.verdict import step_verdict
+from trackmesh.loadtest.verdict import step_subscribers, step_verdict
 from trackmesh.rtp.srtp import SrtpProfile
 
 if TYPE_CHECKING:
+    from trackmesh.loadtest.headers import VerifyPolicy
     from trackmesh.loadtest.multi import MultiRun
 
 _NETNS_SETUP = (
@@ -130,6 +131,13 @@ def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument("--keyframe-interval-ms", type=float, default=300.0,
                    help="s2/s3: publishers answer PLI/FIR with the recording's next key frame, at most once per "
                         "this many ms (libwebrtc's 300 ms); 0 = ignore them (fixed 2 s GOP)")
+    p.add_argument("--verify-all", type=int, default=50, metavar="N",
+                   help="subscribers (in join order) that all decrypt and verify every packet: payload integrity, "
+                        "duplicates, reordering, latency (default 50); beyond them only a sample does, the others "
+                        "count packets, sequence gaps and silences from the clear RTP header")
+    p.add_argument("--verify-share", type=float, default=0.1, metavar="SHARE",
+                   help="share of the subscribers beyond --verify-all that verify, spread over the join order "
+                        "(default 0.1: every 10th; 1 = every subscriber, 0 = none)")
     p.add_argument("--max-minutes", type=float, default=30.0, help="hard limit per server run")
     p.add_argument("--recording", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
@@ -186,6 +194,7 @@ async def _one(server_name: str, target: Target, args: argparse.Namespace, workd
         profile=PROFILES[args.profile], duration=args.duration, step=args.step, max_subs=args.max_subs,
         idle_peers=args.idle_peers, sequential_joins=args.sequential_joins, storm_rate=args.storm_rate,
         max_wall=args.max_minutes * 60, gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
+        verify=_verify(args),
     )
     rec = load(args.recording)
     server, local_ip, where = _start(target, args, workdir, server_cores)
@@ -197,6 +206,12 @@ async def _one(server_name: str, target: Target, args: argparse.Namespace, workd
     finally:
         server.stop()
     return _finish(result, server)
+
+
+def _verify(args: argparse.Namespace) -> VerifyPolicy:
+    from trackmesh.loadtest.headers import VerifyPolicy
+
+    return VerifyPolicy(all_up_to=args.verify_all, share=args.verify_share)
 
 
 def _finish(result: dict[str, Any], server: Any) -> dict[str, Any]:
@@ -223,6 +238,7 @@ async def _one_multi(
         sequential_joins=args.sequential_joins, storm_rate=args.storm_rate, max_wall=args.max_minutes * 60,
         gen_cores=gen_cores, pacing_bps=args.pacing_mbps * 1e6,
         keyframe_interval=args.keyframe_interval_ms / 1000 if args.keyframe_interval_ms > 0 else None,
+        verify=_verify(args),
     )
     rec = load(args.recording)
     server, local_ip, where = _start(target, args, workdir, server_cores)
@@ -349,7 +365,7 @@ def steps_table(results: dict[str, dict[str, Any]]) -> str:
             lm = s["latency_ms"]
             verdict = step_verdict(s)
             out.append(
-                f"| {name} | {s['subscribers']} | {_share(s['server_cpu'])} | {_cell(s['server_us_per_pkt'])} | "
+                f"| {name} | {step_subscribers(s)} | {_share(s['server_cpu'])} | {_cell(s['server_us_per_pkt'])} | "
                 f"{s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | {_fmt(lm['p50'], '', 2)} / "
                 f"{_fmt(lm['p95'], '', 2)} / {_fmt(lm['p99'], '', 2)} | {_fmt(s.get('added_p99_ms'), '', 1)} | "
                 f"{s['freeze_max_s']} | {_cell(s.get('foreign_load_server_cores'))} / "
@@ -398,6 +414,9 @@ def main(
     if argv[:1] == ["report"] and len(argv) == 2:
         return report(Path(argv[1]))
     args = _parse(argv, prog)
+    if args.verify_all < 0 or not 0 <= args.verify_share <= 1:
+        print(f"{prog}: --verify-all must be >= 0 and --verify-share between 0 and 1", file=sys.stderr)
+        return 2
     names = ["trackmesh", "janus"] if args.against == "both" else [args.against]
     missing = [n for n in names if n not in servers]
     if missing:
@@ -427,6 +446,7 @@ def main(
     env = environment("-" if args.url else args.cores, _server_cores(args)[1], profile)
     env["netns"] = why
     env["publisher_pacing_mbps"] = args.pacing_mbps
+    env["verify"] = {"all_up_to": args.verify_all, "share": args.verify_share}
     if args.scenario != "s1":
         env["publisher_keyframe_interval_ms"] = args.keyframe_interval_ms
     if args.url:

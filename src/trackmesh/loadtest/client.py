@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import select
 import socket
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from trackmesh.errors import ProtocolError
 from trackmesh.rtp.srtp import SrtpProfile, SrtpSession
@@ -37,7 +39,10 @@ from trackmesh.transports.webrtc.dtls.keying import srtp_sessions_from_dtls
 from trackmesh.transports.webrtc.ice import stun
 from trackmesh.transports.webrtc.ice.agent import IceLiteClient, generate_credentials
 
-__all__ = ["RemoteParams", "Transport", "check_loopback", "is_loopback"]
+if TYPE_CHECKING:
+    from trackmesh.loadtest.headers import HeaderSink
+
+__all__ = ["HeaderReceiver", "RemoteParams", "Transport", "check_loopback", "is_loopback"]
 
 Address = tuple[str, int]
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -174,7 +179,27 @@ class Transport:
         self._controlling = False
         self._timer: asyncio.TimerHandle | None = None
         self._check_until = 0.0
+        #: Header-only subscriber (headers.py): once SRTP is up, its datagrams are read by ``_header_rx`` and
+        #: RTP goes to ``_header_sink`` undecrypted.
+        self._header_rx: HeaderReceiver | None = None
+        self._header_sink: HeaderSink | None = None
+        self._header_mode = False
         loop.add_reader(self.sock.fileno(), self._readable)
+
+    def count_headers_only(self, receiver: HeaderReceiver, sink: HeaderSink) -> None:
+        """Never decrypt RTP: once DTLS is up, count it from its clear header in ``sink`` (a header-only subscriber,
+        headers.py), reading this socket through ``receiver``. ICE, DTLS and RTCP are handled as before."""
+        self._header_rx = receiver
+        self._header_sink = sink
+
+    def switch_to_headers(self) -> None:
+        """Hand the socket to the header receiver (done when DTLS is up; bench/generator_receive.py calls it
+        on a transport whose SRTP it set itself)."""
+        if self._header_rx is None or self._header_mode or self.closed:
+            return
+        self._header_mode = True
+        self.loop.remove_reader(self.sock.fileno())
+        self._header_rx.add(self)
 
     # -- SDP -------------------------------------------------------------------------------
 
@@ -310,16 +335,41 @@ class Transport:
                     self._overflow(anc)
                 if on_rtp is not None:
                     on_rtp(plain, kernel_timestamp(anc))
-            elif b0 <= 3:
-                counters["stun_in"] += 1
-                self._on_stun(data, addr, now)
-            elif 20 <= b0 <= 63:
-                counters["dtls_in"] += 1
-                if self.dtls is not None:
-                    self.dtls.handle_datagram(now, data)
-                    self._flush_dtls()
             else:
-                counters["unknown"] += 1
+                self._datagram(data, addr, now)
+                if self._header_mode:
+                    return  # DTLS just came up: the header receiver reads this socket from now on
+
+    def _datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """STUN, DTLS or anything else (not SRTP/SRTCP)."""
+        b0 = data[0]
+        if b0 <= 3:
+            self.counters["stun_in"] += 1
+            self._on_stun(data, addr, now)
+        elif 20 <= b0 <= 63:
+            self.counters["dtls_in"] += 1
+            if self.dtls is not None:
+                self.dtls.handle_datagram(now, data)
+                self._flush_dtls()
+        else:
+            self.counters["unknown"] += 1
+
+    def other_datagram(self, buf: bytearray, n: int) -> None:
+        """Header-only mode: a datagram in the header receiver's ``buf`` that is not SRTP: SRTCP as ``_readable``
+        does (counted, decrypted only for ``on_rtcp``), STUN and DTLS as usual."""
+        counters = self.counters
+        if 128 <= buf[0] <= 191 and n >= 8:
+            counters["rtcp_in"] += 1
+            on_rtcp = self.on_rtcp
+            if on_rtcp is not None and self.srtp is not None:  # an S2 participant also publishes
+                try:
+                    on_rtcp(self.srtp.unprotect_rtcp(bytes(buf[:n])), time.monotonic())
+                except ProtocolError:
+                    counters["srtcp_errors"] += 1
+        elif n and self.remote_addr is not None:
+            # STUN (consent checks) or DTLS: after DTLS only the nominated remote talks to this socket (a source
+            # address is not read, to keep the RTP path cheap).
+            self._datagram(bytes(buf[:n]), self.remote_addr, time.monotonic())
 
     def _overflow(self, anc: list[tuple[int, int, bytes]]) -> None:
         for level, kind, data in anc:
@@ -386,6 +436,8 @@ class Transport:
         while (ev := dtls.poll_event()) is not None:
             if isinstance(ev, DtlsConnected):
                 self.srtp = srtp_sessions_from_dtls(ev, dtls.role)
+                if self._header_rx is not None:
+                    self.switch_to_headers()
                 if not self.connected.done():
                     self.connected.set_result(time.monotonic())
             elif isinstance(ev, DtlsFailed) and not self.connected.done():
@@ -411,5 +463,94 @@ class Transport:
             self._timer.cancel()
         if not self.connected.done():
             self.connected.cancel()
-        self.loop.remove_reader(self.sock.fileno())
+        if self._header_mode and self._header_rx is not None:
+            self._header_rx.remove(self)
+        else:
+            self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+
+
+class HeaderReceiver:
+    """Reads the sockets of every header-only transport (headers.py) through one private epoll set.
+
+    The event loop watches only the epoll descriptor (a nested epoll, Linux): one callback per loop turn
+    reads every socket that has data, each into one shared buffer, with one clock reading per round,
+    instead of one event-loop handle, one ``recvmsg`` with its ancillary data and one final EAGAIN per
+    socket and turn. Socket overflow drops
+    (no SO_RXQ_OVFL without ``recvmsg``) are read from /proc/net/udp by :meth:`drops`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.buf = bytearray(2048)
+        #: fd -> (the socket's recv_into, the sink's on_header, the transport, its counters)
+        self.by_fd: dict[int, tuple[Callable[[bytearray], int], Callable[[bytearray, int, float], None], Transport,
+                                    dict[str, int]]] = {}
+        self.inodes: dict[int, int] = {}  # fd -> socket inode, for /proc/net/udp
+        self.closed = False
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def add(self, tr: Transport) -> None:
+        sink = tr._header_sink
+        assert sink is not None
+        fd = tr.sock.fileno()
+        self.by_fd[fd] = (tr.sock.recv_into, sink.on_header, tr, tr.counters)
+        self.inodes[fd] = os.fstat(fd).st_ino
+        self.epoll.register(fd, select.EPOLLIN)  # level-triggered: what came before the switch is read too
+
+    def remove(self, tr: Transport) -> None:
+        fd = tr.sock.fileno()
+        if self.by_fd.pop(fd, None) is not None:
+            self.inodes.pop(fd, None)
+            if not self.closed:
+                self.epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        # One datagram per ready socket per round, rounds until none is ready: a socket is never read until it
+        # says EAGAIN (a raised exception per socket per turn), one empty poll ends the turn instead. The
+        # per-datagram work is inlined here: it is most of what a header-only subscriber costs.
+        by_fd, buf, poll = self.by_fd, self.buf, self.epoll.poll
+        for _ in range(64):
+            events = poll(0, 4096)
+            if not events:
+                return
+            now = time.time()
+            for fd, _events in events:
+                entry = by_fd.get(fd)
+                if entry is None:
+                    continue
+                recv, on_header, tr, counters = entry
+                try:
+                    n = recv(buf)
+                except OSError:  # nothing after all, or an ICMP error reported on the socket
+                    continue
+                counters["rx"] += 1
+                # RTP (RFC 7983 first byte 128-191, RFC 5761 payload types outside 192-223 for RTCP) to the sink.
+                if n >= 12 and 128 <= buf[0] <= 191 and not 192 <= buf[1] <= 223:
+                    on_header(buf, n, now)
+                else:
+                    tr.other_datagram(buf, n)
+
+    def drops(self) -> int:
+        """Datagrams the kernel dropped at these sockets (receive buffer full), from /proc/net/udp's last column."""
+        inodes = set(self.inodes.values())
+        if not inodes:
+            return 0
+        total = 0
+        try:
+            with open("/proc/net/udp") as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and int(cols[9]) in inodes:
+                        total += int(cols[-1])
+        except OSError:
+            return 0
+        return total
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.epoll.fileno())
+            self.epoll.close()

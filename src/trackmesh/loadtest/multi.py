@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from trackmesh.loadtest.client import Transport
+from trackmesh.loadtest.client import HeaderReceiver, Transport
+from trackmesh.loadtest.headers import HeaderSink, VerifyPolicy, pooled_latencies
 from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog
 from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording
 from trackmesh.loadtest.runner import (
     DISTURBED,
     GEN_SATURATED,
+    LATE_S,
     LOSS_SLO,
     MAX_EXTRA_HOLDS,
     _at_load,
@@ -86,18 +88,22 @@ class MultiConfig:
     #: Publishers answer PLI/FIR with the recording's next key frame at most once per this many seconds
     #: (keyframes.py; libwebrtc's 300 ms); None: they ignore them (the recording's fixed 2 s GOP).
     keyframe_interval: float | None = 0.3
+    #: Which receiving members (S2 participants, S3 listeners, in join order) decrypt and verify every
+    #: packet; the others count RTP headers (headers.py).
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
 
 
 @dataclass
 class Member:
     name: str
     pid: int | None  # publisher id (streams 2*pid, 2*pid+1) or None for a listener
-    sink: MultiSink | None
+    sink: MultiSink | HeaderSink | None
     started: float = 0.0
     error: str | None = None
     transports: list[Transport] = field(default_factory=list)
     publisher: Publisher | None = None
     sdk: SdkClient | None = None
+    receiver_index: int = -1  # join order among the members that receive (VerifyPolicy)
 
     def close(self) -> None:
         if self.sdk is not None:
@@ -129,12 +135,26 @@ class MultiRun:
         self.lags: list[float] = []
         self.until = time.monotonic() + cfg.max_wall + 300
         self.rooms = 0
+        self.headers = HeaderReceiver(self.loop)
+        self.receiving = 0  # receiving members created so far
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _transport(self, sink: MultiSink | None) -> Transport:
+    def _transport(self, sink: MultiSink | HeaderSink | None) -> Transport:
+        if isinstance(sink, HeaderSink):
+            tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
+            tr.count_headers_only(self.headers, sink)
+            return tr
         return Transport(self.loop, self.local_ip, self.cfg.profile, self.cert,
                          sink.on_rtp if sink is not None else None)
+
+    def _receiver(self, name: str, pid: int | None, expected: list[int]) -> Member:
+        """A member that receives: it verifies every packet or counts headers, by its join order (cfg.verify)."""
+        index = self.receiving
+        self.receiving += 1
+        verified = self.cfg.verify.verified(index)
+        sink: MultiSink | HeaderSink = MultiSink(self.log, {}, expected) if verified else HeaderSink({}, expected)
+        return Member(name, pid, sink, receiver_index=index)
 
     def _start_publisher(self, m: Member, tr: Transport, ssrcs: tuple[int, int], mids: tuple[str, str]) -> None:
         assert m.pid is not None
@@ -202,7 +222,7 @@ class MultiRun:
         for i in range(n):
             pid = self.next_pid
             self.next_pid += 1
-            out.append(Member(f"{room_tag}-p{i}", pid, MultiSink(self.log, {})))
+            out.append(self._receiver(f"{room_tag}-p{i}", pid, []))
         pids = [m.pid for m in out if m.pid is not None]
         for m in out:
             assert m.sink is not None
@@ -261,7 +281,7 @@ class MultiRun:
 
     async def _listener(self, kind: str) -> None:
         cfg = self.cfg
-        m = Member(f"l{len(self.members)}", None, MultiSink(self.log, {}, self._streams_of(list(range(cfg.speakers)))))
+        m = self._receiver(f"l{len(self.members)}", None, self._streams_of(list(range(cfg.speakers))))
         self.members.append(m)
         try:
             await self._join_listener(m)
@@ -305,18 +325,26 @@ class MultiRun:
         self.ref_sink.open_window(now)
         self.lags = []
 
-        def totals(sk: MultiSink) -> tuple[int, int, int, int]:
+        def totals(sk: MultiSink | HeaderSink) -> tuple[int, int, int, int]:
+            if isinstance(sk, HeaderSink):
+                return (sk.duplicated, sk.reordered, 0, 0)
             return (sum(sk.duplicated.values()), sum(sk.reordered.values()), sk.corrupted, sk.misrouted)
 
         before = {id(m): totals(m.sink) for m in subs if m.sink is not None}
         srtp0 = {id(m): sum(t.counters["srtp_errors"] for t in m.transports) for m in subs}
-        drops0 = sum(t.counters["rx_dropped"] for m in subs for t in m.transports)
+        drops0 = sum(t.counters["rx_dropped"] for m in subs for t in m.transports) + self.headers.drops()
         sent0 = self.log.total
-        dup0 = {id(m): (dict(m.sink.duplicated), dict(m.sink.reordered)) for m in subs if m.sink is not None}
+        dup0 = {id(m): (dict(m.sink.duplicated), dict(m.sink.reordered)) for m in subs
+                if isinstance(m.sink, MultiSink)}
         cores0 = _core_times()
         cpu0, gcpu0, wall0 = tree.cpu(), time.process_time(), time.monotonic()
         steal = StealMeter()
-        await asyncio.sleep(cfg.duration)
+        await asyncio.sleep(max(0.0, cfg.duration - LATE_S))
+        cut = time.time()
+        for m in subs:
+            if isinstance(m.sink, HeaderSink):
+                m.sink.cut()
+        await asyncio.sleep(min(LATE_S, cfg.duration))
         cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
         cores1 = _core_times()
         real1 = time.time()
@@ -325,28 +353,41 @@ class MultiRun:
         threads, fds = tree.threads_fds()
         lags = sorted(self.lags)
         ref = sorted(self.ref_sink.lat)
-        lat: list[float] = []
         per_sub_loss: list[float] = []
         worst_stream_loss = 0.0
         stream_stats: dict[int, dict[str, float]] = {}
         gaps: list[float] = []
-        delivered = 0
+        delivered = verified = 0
+        # Each verified receiver's latencies stand for its group (headers.pooled_latencies).
+        group: dict[int, int] = {}
+        for m in subs:
+            g = cfg.verify.group(m.receiver_index)
+            group[g] = group.get(g, 0) + 1
+        samples = []
         dup = reord = corrupt = misrouted = srtp_err = 0
         for m in subs:
             sk = m.sink
             assert sk is not None
             gaps.append(sk.close_window(real1))
-            losses = sk.loss(self.log, now, real1 - 0.3)
-            per_sub_loss.append(sum(losses.values()) / len(losses) if losses else 1.0)
-            d0, r0 = dup0[id(m)]
-            for s, v in losses.items():
-                st = stream_stats.setdefault(s, {"loss_worst": 0.0, "duplicated": 0, "reordered": 0})
-                st["loss_worst"] = max(st["loss_worst"], v)
-                st["duplicated"] += sk.duplicated.get(s, 0) - d0.get(s, 0)
-                st["reordered"] += sk.reordered.get(s, 0) - r0.get(s, 0)
-                worst_stream_loss = max(worst_stream_loss, v)
-            lat.extend(sk.lat)
-            delivered += len(sk.lat)
+            if isinstance(sk, HeaderSink):
+                # Per incoming SSRC: it cannot be attributed to a publisher's stream without the payload tag.
+                stream_losses = sk.loss_streams()
+                per_sub_loss.append(sum(stream_losses) / len(stream_losses) if stream_losses else 1.0)
+                worst_stream_loss = max([worst_stream_loss, *stream_losses])
+                delivered += sk.window_received()
+            else:
+                losses = sk.loss(self.log, now, cut)
+                per_sub_loss.append(sum(losses.values()) / len(losses) if losses else 1.0)
+                d0, r0 = dup0[id(m)]
+                for s, v in losses.items():
+                    st = stream_stats.setdefault(s, {"loss_worst": 0.0, "duplicated": 0, "reordered": 0})
+                    st["loss_worst"] = max(st["loss_worst"], v)
+                    st["duplicated"] += sk.duplicated.get(s, 0) - d0.get(s, 0)
+                    st["reordered"] += sk.reordered.get(s, 0) - r0.get(s, 0)
+                    worst_stream_loss = max(worst_stream_loss, v)
+                samples.append((sk.lat, group.get(m.receiver_index, 1)))
+                delivered += len(sk.lat)
+                verified += 1
             b = before[id(m)]
             t = totals(sk)
             dup += t[0] - b[0]
@@ -354,8 +395,8 @@ class MultiRun:
             corrupt += t[2] - b[2]
             misrouted += t[3] - b[3]
             srtp_err += sum(tr.counters["srtp_errors"] for tr in m.transports) - srtp0[id(m)]
-        gen_drops = sum(t.counters["rx_dropped"] for m in subs for t in m.transports) - drops0
-        lat.sort()
+        gen_drops = sum(t.counters["rx_dropped"] for m in subs for t in m.transports) + self.headers.drops() - drops0
+        lat = pooled_latencies(samples)
         wall = wall1 - wall0
         lat_ms = [_ms(_pct(lat, q)) for q in (50, 95, 99)]
         gen_share = (gcpu1 - gcpu0) / wall / max(1, len(cfg.gen_cores))
@@ -370,6 +411,7 @@ class MultiRun:
         row: dict[str, Any] = {
             "units": self.units(),
             "subscribers": len(subs),
+            "verified": verified,
             "publishers": publishers,
             "peers": len([m for m in self.members if m.error is None]),
             "streams_expected": sum(len(m.sink.expected) for m in subs if m.sink is not None),
@@ -379,6 +421,8 @@ class MultiRun:
             "server_cpu": None if server_share is None else round(server_share, 4),
             "server_us_per_pkt": round(server_s / delivered * 1e6, 2) if delivered and server_s is not None else None,
             "generator_cpu": round(gen_share, 4),
+            # Generator CPU per packet its subscribers received (it also publishes: S1's one publisher is ~1 %).
+            "generator_us_per_pkt": round((gcpu1 - gcpu0) / delivered * 1e6, 2) if delivered else None,
             "publisher_late_ms": round(max((p.late for p in self.publishers), default=0.0) * 1000, 1),
             "steal": round(steal.share(), 4),
             "loss_worst": round(worst_stream_loss, 5),
@@ -432,6 +476,7 @@ class MultiRun:
         unit = "rooms" if self.cfg.scenario == "s2" else "listeners"
         print(
             f"  [{self.sig.name} {self.cfg.scenario}] {unit}={row['units']:3d} subs={row['subscribers']:4d} "
+            f"(verified {row['verified']} of {row['subscribers']}) "
             f"srv {pct(row['server_cpu'])} {row['server_us_per_pkt']} us/pkt out {row['pkts_out_per_s']:.0f}/s "
             f"gen {row['generator_cpu']:6.1%} loss {row['loss_worst']:.3%} "
             f"p50/p99 {lat['p50'] and round(lat['p50'], 2)}/{lat['p99'] and round(lat['p99'], 2)} ms "
@@ -505,6 +550,7 @@ class MultiRun:
                 await p.stop()
             for m in self.members:
                 m.close()
+            self.headers.close()
             await self.sig.close()
         return self._result(steps, rss0)
 

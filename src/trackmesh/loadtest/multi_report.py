@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trackmesh.loadtest.verdict import step_verdict
+from trackmesh.loadtest.verdict import step_subscribers, step_verdict
 
 __all__ = ["multi_steps_table", "multi_table"]
 
@@ -103,7 +103,8 @@ def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
             lm = s["latency_ms"]
             verdict = step_verdict(s)
             out.append(
-                f"| {name} | {s['units']} | {s['subscribers']} | {s['streams_expected']} | {_pct(s['server_cpu'])} | "
+                f"| {name} | {s['units']} | {step_subscribers(s)} | {s['streams_expected']} | "
+                f"{_pct(s['server_cpu'])} | "
                 f"{_f(s['server_us_per_pkt'], 2)} | {s['pkts_out_per_s']:.0f} | {s['loss_worst']:.2%} | "
                 f"{_f(lm['p50'], 2)} / {_f(lm['p95'], 2)} / {_f(lm['p99'], 2)} | {_f(s.get('added_p99_ms'))} | "
                 f"{s['freeze_max_s']} | {_f(s['foreign_load_server_cores'], 3)} / "

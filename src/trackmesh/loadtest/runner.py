@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from trackmesh.loadtest.client import SO_TIMESTAMPNS, Transport, kernel_timestamp
+from trackmesh.loadtest.client import SO_TIMESTAMPNS, HeaderReceiver, Transport, kernel_timestamp
+from trackmesh.loadtest.headers import HeaderSink, VerifyPolicy, pooled_latencies
 from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog, Sink
-from trackmesh.loadtest.recording import Recording
+from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording
 from trackmesh.loadtest.servers import StealMeter
 from trackmesh.rtp.srtp import SrtpProfile
 from trackmesh.transports.webrtc.dtls.certificate import DtlsCertificate
@@ -54,12 +55,18 @@ class S1Config:
     max_wall: float = 1800.0
     gen_cores: list[int] = field(default_factory=list)
     pacing_bps: float = 2.5e6
+    #: Which subscribers decrypt and verify every packet; the others count RTP headers (headers.py).
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+
+
+#: Packets sent in the last this many seconds of a window are not expected yet (loss is judged without them).
+LATE_S = 0.3
 
 
 @dataclass
 class Sub:
     tr: Transport
-    sink: Sink
+    sink: Sink | HeaderSink
     started: float
     joined: float | None = None  # first decrypted packet
     error: str | None = None
@@ -183,6 +190,7 @@ class S1Run:
         self.server_cores: list[int] = []
         self.ref_sink = Sink(self.log, {AUDIO_PT: 0, VIDEO_PT: 1})
         self.lags: list[float] = []
+        self.headers = HeaderReceiver(self.loop)
 
     async def _lag_monitor(self) -> None:
         """Event-loop lag of the generator every 10 ms: a stalled generator inflates latency."""
@@ -197,8 +205,13 @@ class S1Run:
     async def _join(self, storm: bool | None) -> Sub:
         tr = Transport(self.loop, self.local_ip, self.cfg.profile, self.cert)
         pt_kind: dict[int, int] = {}
-        sink = Sink(self.log, pt_kind)
-        tr.on_rtp = sink.on_rtp
+        sink: Sink | HeaderSink
+        if self.cfg.verify.verified(len(self.subs)):
+            sink = Sink(self.log, pt_kind)
+            tr.on_rtp = sink.on_rtp
+        else:
+            sink = HeaderSink(pt_kind, (AUDIO, VIDEO))
+            tr.count_headers_only(self.headers, sink)
         sub = Sub(tr, sink, time.time())
         self.subs.append(sub)
         try:
@@ -244,9 +257,15 @@ class S1Run:
         before = {id(s): (s.sink.duplicated, s.sink.reordered, s.sink.corrupted, s.tr.counters["srtp_errors"])
                   for s in subs}
         i0 = len(self.log.times)
+        drops0 = self.headers.drops()
         cpu0, gcpu0, wall0 = tree.cpu(), time.process_time(), time.monotonic()
         steal = StealMeter()
-        await asyncio.sleep(cfg.duration)
+        await asyncio.sleep(max(0.0, cfg.duration - LATE_S))
+        cut = time.time()
+        for s in subs:
+            if isinstance(s.sink, HeaderSink):
+                s.sink.cut()
+        await asyncio.sleep(min(LATE_S, cfg.duration))
         cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
         cores1 = _core_times()
         lags = sorted(self.lags)
@@ -254,30 +273,44 @@ class S1Run:
         rss = tree.rss_kb()
         threads, fds = tree.threads_fds()
         real1 = time.time()
-        i1 = self.log.index_at(real1 - 0.3)  # everything sent >= 300 ms before the end
-        worst_loss, delivered = 0.0, 0
+        i1 = self.log.index_at(cut)  # everything sent >= LATE_S before the end
+        worst_loss, delivered, verified = 0.0, 0, 0
         losses: list[float] = []
-        lat: list[float] = []
+        samples = []
+        alive = {id(s) for s in subs}
+        # Each verified subscriber's latencies stand for its group (headers.pooled_latencies).
+        group: dict[int, int] = {}
+        for i, s in enumerate(self.subs):
+            if id(s) in alive:
+                g = cfg.verify.group(i)
+                group[g] = group.get(g, 0) + 1
         gaps: list[float] = []
         dup = reord = corrupt = srtp_err = 0
-        for s in subs:
+        for i, s in enumerate(self.subs):
+            if id(s) not in alive:
+                continue
             sk = s.sink
             sk.close_window(real1)
-            lo = max(i0, sk.first_index)
-            expected = max(0, i1 - lo)
-            got = sk.received_between(i0, i1)
-            loss = 1 - got / expected if expected else 1.0
+            if isinstance(sk, HeaderSink):
+                loss = sk.loss_total()
+                delivered += sk.window_received()
+            else:
+                lo = max(i0, sk.first_index)
+                expected = max(0, i1 - lo)
+                got = sk.received_between(i0, i1)
+                loss = 1 - got / expected if expected else 1.0
+                delivered += len(sk.lat)
+                verified += 1
+                samples.append((sk.lat, group[i]))
             losses.append(loss)
             worst_loss = max(worst_loss, loss)
-            lat.extend(sk.lat)
             gaps.append(sk.max_gap)
-            delivered += len(sk.lat)
             b = before[id(s)]
             dup += sk.duplicated - b[0]
             reord += sk.reordered - b[1]
             corrupt += sk.corrupted - b[2]
             srtp_err += s.tr.counters["srtp_errors"] - b[3]
-        lat.sort()
+        lat = pooled_latencies(samples)
         wall = wall1 - wall0
         lat_ms = [_ms(_pct(lat, q)) for q in (50, 95, 99)]
         lat_max = lat[-1] * 1000 if lat else None
@@ -291,6 +324,7 @@ class S1Run:
         gen_core_busy = _core_busy(cores0, cores1, cfg.gen_cores)
         row: dict[str, Any] = {
             "subscribers": len(subs),
+            "verified": verified,
             "target": n_target,
             "window_s": round(wall, 2),
             "pkts_in_per_s": round((i1 - i0) / wall, 1),
@@ -299,6 +333,8 @@ class S1Run:
             "server_cpu": None if server_share is None else round(server_share, 4),
             "server_us_per_pkt": round(server_s / delivered * 1e6, 2) if delivered and server_s is not None else None,
             "generator_cpu": round(gen_share, 4),
+            # Generator CPU per packet its subscribers received (it also publishes: S1's one publisher is ~1 %).
+            "generator_us_per_pkt": round((gcpu1 - gcpu0) / delivered * 1e6, 2) if delivered else None,
             "publisher_late_ms": None,
             "steal": round(steal.share(), 4),
             "loss_worst": round(worst_loss, 5),
@@ -314,6 +350,7 @@ class S1Run:
             "reordered": reord,
             "corrupted": corrupt,
             "srtp_errors": srtp_err,
+            "generator_socket_drops": self.headers.drops() - drops0,
             "rss_kb": rss,
             "threads": threads,
             "fds": fds,
@@ -335,7 +372,8 @@ class S1Run:
     def _print(self, row: dict[str, Any]) -> None:
         lat = row["latency_ms"]
         print(
-            f"  [{self.sig.name}] N={row['subscribers']:4d} srv {pct(row['server_cpu'])} "
+            f"  [{self.sig.name}] N={row['subscribers']:4d} (verified {row['verified']} of {row['subscribers']}) "
+            f"srv {pct(row['server_cpu'])} "
             f"{row['server_us_per_pkt']} us/pkt gen {row['generator_cpu']:6.1%} "
             f"loss {row['loss_worst']:.3%} p50/p99 {lat['p50'] and round(lat['p50'], 2)}/"
             f"{lat['p99'] and round(lat['p99'], 2)} ms (direct p99 {row['direct_path_ms']['p99']}, "
@@ -423,6 +461,7 @@ class S1Run:
             await pub.stop()
             for s in self.subs:
                 s.tr.close()
+            self.headers.close()
             pub_tr.close()
             await self.sig.close()
         passing = [r for r in steps if r["slo_ok"] and not r["generator_saturated"]]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["step_verdict"]
+__all__ = ["step_subscribers", "step_verdict"]
+
+
+def step_subscribers(s: dict[str, Any]) -> str:
+    """A step's subscriber count and how many of them verified every packet (headers.py; older results: all)."""
+    n = s["subscribers"]
+    verified = s.get("verified", n)
+    return f"{n}" if verified == n else f"{n} ({verified} verified)"
 
 
 def step_verdict(s: dict[str, Any]) -> str:

@@ -11,9 +11,10 @@ first key frame, since the join waits for the slowest):
 - ``announced``: the last remote track announced (``room.track_started``);
 - ``attached``: the last ``receiver.attach`` answered (the server has subscribed the receiver);
 - ``pli``: per publisher of a video stream this member expects, the first PLI/FIR the server sent it
-  after the join started (the publishers log every request with the time it arrived,
-  ``keyframes.KeyframeResponder.log``; loopback, so arrival is the server's send time within a
-  fraction of a millisecond); ``pli_honoured``: the first one its "encoder" acted on;
+  once this member could subscribe (after its data channel opened; Janus: after its DTLS). The
+  publishers log every request with the time it arrived (``keyframes.KeyframeResponder.log``;
+  loopback, so within a fraction of a millisecond of the server's send time); ``pli_honoured``: the
+  first one its "encoder" acted on;
 - ``first_audio``, ``first_video``: the first packet of each stream (the last stream's);
 - ``first_key``: the first packet of a key frame of each video stream;
 - ``all``: every stream (the join sample itself).
@@ -87,8 +88,11 @@ def join_phases(
         dtls = done.result() if done.done() and not done.cancelled() and done.exception() is None else None
         out["dtls"] = _ms(wall(dtls), started)
     if publishers:
-        out["pli"] = _ms(_last(_first_after(kf, started, off, False) for kf in publishers), started)
-        out["pli_honoured"] = _ms(_last(_first_after(kf, started, off, True) for kf in publishers), started)
+        # Requests before this member could subscribe were for someone else: from its data channel's
+        # opening (the SDK attaches its receivers after it), else from its DTLS (Janus), else its start.
+        since = next((started + v / 1000 for k in ("dc_open", "dtls") if (v := out[k]) is not None), started)
+        out["pli"] = _ms(_last(_first_after(kf, since, off, False) for kf in publishers), started)
+        out["pli_honoured"] = _ms(_last(_first_after(kf, since, off, True) for kf in publishers), started)
     out["first_audio"] = _ms(_last(sink.first_at.get(s) for s in audio) if audio else None, started)
     out["first_video"] = _ms(_last(sink.first_at.get(s) for s in video) if video else None, started)
     out["first_key"] = _ms(_last(sink.first_key_at.get(s) for s in video) if video else None, started)

@@ -16,7 +16,8 @@ first key frame, since the join waits for the slowest):
   loopback, so within a fraction of a millisecond of the server's send time); ``pli_honoured``: the
   first one its "encoder" acted on;
 - ``first_audio``, ``first_video``: the first packet of each stream (the last stream's);
-- ``first_key``: the first packet of a key frame of each video stream;
+- ``first_key``: the first packet of a key frame of each video stream; ``key_sent``: when the
+  publisher had sent it (before ``attached``: a key frame the server kept, replayed for this member);
 - ``all``: every stream (the join sample itself).
 
 A phase the client did not go through (a Janus subscriber has no data channel) is None. Clocks: the
@@ -40,7 +41,7 @@ __all__ = ["PHASES", "join_phases", "summarize"]
 
 PHASES = (
     "token", "answer", "ice", "dtls", "dc_open", "announced", "attached", "pli", "pli_honoured",
-    "first_audio", "first_video", "first_key", "all",
+    "first_audio", "first_video", "first_key", "key_sent", "all",
 )  # fmt: skip
 
 
@@ -96,6 +97,7 @@ def join_phases(
     out["first_audio"] = _ms(_last(sink.first_at.get(s) for s in audio) if audio else None, started)
     out["first_video"] = _ms(_last(sink.first_at.get(s) for s in video) if video else None, started)
     out["first_key"] = _ms(_last(sink.first_key_at.get(s) for s in video) if video else None, started)
+    out["key_sent"] = _ms(_last(sink.first_key_sent.get(s) for s in video) if video else None, started)
     out["all"] = _ms(sink.all_streams_at(), started)
     return out
 

@@ -108,6 +108,7 @@ class MultiSink:
         #: Per video stream, when the first packet of a VP8 key frame arrived (join phases: a server that
         #: forwards from any packet delivers the stream's first packet before its first key frame).
         self.first_key_at: dict[int, float] = {}
+        self.first_key_sent: dict[int, float] = {}  # when the publisher sent that packet (wall clock)
         self.last_at: dict[int, float] = {}
         self.gap: dict[int, float] = {}
         self.duplicated: dict[int, int] = {}
@@ -177,6 +178,7 @@ class MultiSink:
             self.first_at[stream] = now
         if kind == VIDEO and stream not in self.first_key_at and vp8_keyframe_start(memoryview(plain)[off:end]):
             self.first_key_at[stream] = now
+            self.first_key_sent[stream] = sent_at
         last = self.last_seq.get(stream, -1)
         if seq < last:
             self.reordered[stream] = self.reordered.get(stream, 0) + 1

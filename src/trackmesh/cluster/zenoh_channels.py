@@ -285,7 +285,9 @@ class _ExportHandle:
         local = self._local
         local.send(pkt)
         export = self._export
-        if export.interest and local.channel.publisher is local:
+        # A replay (a key-frame cache's copies, MediaPacket.replay) stays on this node: the wire format
+        # does not carry the mark, and other nodes' viewers that already play would take the copies.
+        if export.interest and not pkt.replay and local.channel.publisher is local:
             hub = self._hub
             export.publisher.put(encode_packet(pkt, hub._send_stamp()))
             hub.packets_out += 1

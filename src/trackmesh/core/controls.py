@@ -54,6 +54,9 @@ class Publish:
     kind: TrackKind
     metadata: str | None = None
     screen: bool = False
+    #: A video publisher that answers key-frame requests like an encoder (WebRTC): the track keeps its
+    #: last key frame for viewers that ask while it may not be asked again (core/tracks.py).
+    cache_keyframes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,7 +340,7 @@ class Endpoint:
         if ctl.track in self.remote_tracks:
             return ControlError(ErrorCode.TRACK_ALREADY_PUBLISHED, f"track {ctl.track!r} is already published")
         info = TrackInfo(self.peer, ctl.track, ctl.kind, ctl.metadata, ctl.screen)
-        track = RemoteTrack(info, channel_id(self._view.name, self.peer, ctl.track), self._events)
+        track = RemoteTrack(info, channel_id(self._view.name, self.peer, ctl.track), self._events, ctl.cache_keyframes)
         self.remote_tracks[ctl.track] = track
         track.start(now, self._hub)
         if self._audit is not None:

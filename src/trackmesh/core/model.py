@@ -126,9 +126,10 @@ class MediaPacket:
     # Not part of the packet's identity: the same packet has another arrival on each node it crosses.
     arrival: float = field(default=0.0, compare=False)
     meta: object = field(default=None, compare=False)
-    # Nonzero: a copy re-sent from a publisher's GOP cache (RTMP can not be asked for a key frame),
-    # numbered per replay. Only a viewer that starts on this replay's key frame takes it; viewers
-    # already playing have the originals (transports/webrtc/media_out.py).
+    # Nonzero: a copy re-sent from a publisher's GOP cache (RTMP can not be asked for a key frame; a
+    # WebRTC encoder not within its rate limit: core/tracks.py KEYFRAME_CACHE_AGE), numbered per replay.
+    # Only a viewer that starts on this replay's key frame takes it; viewers already playing have the
+    # originals (transports/webrtc/media_out.py).
     replay: int = field(default=0, compare=False)
     # Nonzero: when the source captured this packet's timestamp, on this node's monotonic clock
     # (RTMP: the publisher's own timeline, the same for its audio and video). Viewers' sender

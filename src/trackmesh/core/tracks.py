@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,17 @@ from .model import BitrateLimit, LocalTrackState, MediaCodec, MediaPacket, Track
 # is lost whenever it travels a little faster than that one did, and its viewers wait for the next
 # retry (1 s). 350 ms leaves 50 ms for that jitter and still keeps a joining viewer's wait short.
 KEYFRAME_MIN_INTERVAL = 0.35
+# A publisher whose track keeps its last key frame (``cache_keyframes``: a WebRTC encoder, which
+# honours key-frame requests at most every 300 ms) answers a viewer that asks within the interval,
+# after the key frame asked for last already went by, from that key frame: its packets and every
+# packet since are re-sent as a replay (MediaPacket.replay), which only viewers still waiting for a
+# key frame take (transports/webrtc/media_out.py). Kept this long after the key frame's first packet
+# (a request that comes later finds the interval over and asks the publisher at once), and at most
+# this many packets per layer (a 2.5 Mbps layer sends about 100 in 0.35 s).
+KEYFRAME_CACHE_AGE = KEYFRAME_MIN_INTERVAL
+KEYFRAME_CACHE_PACKETS = 512
+# Simulcast layers (MediaPacket.spatial) a key-frame cache keeps; packets of higher ones are not kept.
+KEYFRAME_CACHE_LAYERS = 4
 # Bitrate targets to the publisher change at most once a second (REMB cadence of browsers).
 BITRATE_REPORT_INTERVAL = 1.0
 # A viewer's bitrate hint counts for this long; viewers refresh it while they watch.
@@ -58,22 +70,31 @@ class RemoteTrack:
         "_bitrate_dirty",
         "_bitrate_sent",
         "_events",
+        "_gop_start",
+        "_gops",
         "_handle",
         "_hints",
-        "_kf_pending",
+        "_kf_asked",
+        "_kf_at",
         "_last_bitrate_emit",
         "_last_kf",
+        "_replay_due",
         "channel",
         "clock_sink",
         "codec",
         "info",
+        "keyframe_counts",
         "limit",
         "muted",
         "octets",
         "packets",
     )
 
-    def __init__(self, info: TrackInfo, channel: int, events: deque[EndpointEvent]) -> None:
+    def __init__(
+        self, info: TrackInfo, channel: int, events: deque[EndpointEvent], cache_keyframes: bool = False
+    ) -> None:
+        """``cache_keyframes``: keep the last key frame of each layer for viewers that ask while the
+        publisher may not be asked again (a video track from a WebRTC encoder; see KEYFRAME_CACHE_AGE)."""
         self.info = info
         self.channel = channel
         # Who wants the publisher's sender reports (RFC 3550 s6.4.1), the RTP -> NTP time of each
@@ -93,7 +114,19 @@ class RemoteTrack:
         self._handle: PublishHandle | None = None
         self._hints: dict[int, tuple[int, float]] = {}
         self._last_kf = -math.inf
-        self._kf_pending = False
+        # The earliest viewer request not answered yet (deferred to the end of the interval); inf: none.
+        self._kf_asked = math.inf
+        # Key-frame cache (None: not kept): per layer, the last key frame's packets and every one since,
+        # the arrival of its first packet, and the arrival of the layer's last key frame.
+        self._gops: list[list[MediaPacket] | None] | None = None
+        self._gop_start = [0.0] * KEYFRAME_CACHE_LAYERS
+        self._kf_at: list[float] = []
+        self._replay_due = math.inf  # when a replay of the cache was asked for (inf: none)
+        if cache_keyframes and info.kind is TrackKind.VIDEO:
+            self._gops = [None] * KEYFRAME_CACHE_LAYERS
+        #: Viewers' key-frame requests: received, sent to the publisher, merged into a key frame already
+        #: asked for, answered by a replay of the cached key frame (read by tests and stats, never per packet).
+        self.keyframe_counts = {"requests": 0, "sent": 0, "merged": 0, "replays": 0, "replayed_packets": 0}
         self._last_bitrate_emit = -math.inf
         self._bitrate_sent: int | None = None
         self._bitrate_dirty = False
@@ -123,8 +156,33 @@ class RemoteTrack:
             self.octets += len(pkt.payload)
             if pkt.alternate_of is None:  # the track's codec, not its alternate rendition's
                 self.codec = pkt.codec
+            if self._gops is not None and not pkt.replay:
+                self._keep(pkt)
             if not self.muted:
                 handle.send(pkt)
+
+    def _keep(self, pkt: MediaPacket) -> None:
+        """Key-frame cache: a key frame's first packet starts its layer's cache, later packets join it
+        until it is KEYFRAME_CACHE_AGE old or full."""
+        gops = self._gops
+        layer = pkt.spatial
+        if gops is None or layer >= KEYFRAME_CACHE_LAYERS:
+            return
+        gop = gops[layer]
+        # Every packet of a key frame may say so (H.264 IDR fragments): a new cache starts at a key
+        # frame with a new timestamp only.
+        if pkt.keyframe and (gop is None or gop[0].ts != pkt.ts):
+            gops[layer] = [pkt]
+            self._gop_start[layer] = pkt.arrival
+            kf_at = self._kf_at
+            while len(kf_at) <= layer:
+                kf_at.append(-math.inf)
+            kf_at[layer] = pkt.arrival
+        elif gop is not None:
+            if pkt.arrival - self._gop_start[layer] > KEYFRAME_CACHE_AGE or len(gop) >= KEYFRAME_CACHE_PACKETS:
+                gops[layer] = None
+            else:
+                gop.append(pkt)
 
     def set_muted(self, now: float, muted: bool) -> bool:
         """Stop (or resume) forwarding this track to its viewers; True when that changed. A video
@@ -143,10 +201,7 @@ class RemoteTrack:
 
     def on_channel_feedback(self, now: float, channel: int, fb: Feedback) -> None:
         if fb.kind is FeedbackKind.KEYFRAME:
-            if now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
-                self._emit_keyframe(now)
-            else:
-                self._kf_pending = True
+            self._keyframe_wanted(now)
         elif fb.kind is FeedbackKind.ALTERNATE:
             if not self._alternate:
                 self._events.append(AlternateWanted(self.info.track, True))
@@ -159,9 +214,61 @@ class RemoteTrack:
             self._bitrate_dirty = True
             self._emit_bitrate(now)
 
+    def _keyframe_wanted(self, now: float) -> None:
+        """A viewer needs a key frame. The publisher is asked at most once per KEYFRAME_MIN_INTERVAL; a
+        request within the interval waits for its end (RFC 4585 s3.4 leaves the rate to us) and is then
+        sent unless a key frame came after it. With a key-frame cache, a request that the key frame
+        asked for last will not satisfy (it went by already) is also answered at once from the cache."""
+        counts = self.keyframe_counts
+        counts["requests"] += 1
+        if now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
+            self._emit_keyframe(now)
+            return
+        self._kf_asked = min(self._kf_asked, now)
+        if self._gops is None:
+            return
+        if not self._keyframe_since(self._last_kf):
+            counts["merged"] += 1  # the key frame asked for has not come: the viewer starts on it
+        elif self._cached(now):
+            self._replay_due = min(self._replay_due, now)
+
+    def _keyframe_since(self, t: float) -> bool:
+        """A key frame started on every layer that ever sent one at or after ``t`` (cache only)."""
+        kf_at = self._kf_at
+        return bool(kf_at) and min(kf_at) >= t
+
+    def _cached(self, now: float) -> bool:
+        """Every layer that ever sent a key frame has its last one cached, young enough to replay."""
+        gops = self._gops
+        if gops is None or not self._kf_at:
+            return False
+        for layer in range(len(self._kf_at)):
+            if gops[layer] is None or now - self._gop_start[layer] > KEYFRAME_CACHE_AGE:
+                return False
+        return True
+
+    def _replay(self, now: float) -> None:
+        """Re-send the cached key frames (lowest layer first) as one replay; viewers already playing
+        skip it, each waiting viewer starts on its layer's key frame (media_out.OutboundTrack)."""
+        self._replay_due = math.inf
+        handle, gops = self._handle, self._gops
+        if handle is None or gops is None or self.muted or not self._cached(now):
+            return
+        counts = self.keyframe_counts
+        counts["replays"] += 1
+        replay = counts["replays"]
+        for gop in gops:
+            if gop is None:
+                continue
+            counts["replayed_packets"] += len(gop)
+            for pkt in gop:
+                # A copy: this input's arrival (the viewers' sinks take it as their ``now``) and the mark.
+                handle.send(dataclasses.replace(pkt, arrival=now, replay=replay))
+
     def _emit_keyframe(self, now: float) -> None:
         self._last_kf = now
-        self._kf_pending = False
+        self._kf_asked = math.inf
+        self.keyframe_counts["sent"] += 1
         self._events.append(KeyframeRequested(self.info.track))
 
     def _emit_bitrate(self, now: float) -> None:
@@ -180,8 +287,15 @@ class RemoteTrack:
             self._events.append(BitrateTarget(self.info.track, target))
 
     def handle_timeout(self, now: float) -> None:
-        if self._kf_pending and now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
-            self._emit_keyframe(now)
+        if now >= self._replay_due:
+            # Not inside the request: a viewer of this worker that just subscribed handles its
+            # subscription's events (media_out.OutboundTrack.new_source) before it may take a replay.
+            self._replay(now)
+        if self._kf_asked != math.inf and now >= self._last_kf + KEYFRAME_MIN_INTERVAL:
+            if self._gops is not None and self._keyframe_since(self._kf_asked):
+                self._kf_asked = math.inf  # a key frame came after the request: it is answered
+            else:
+                self._emit_keyframe(now)
         expired = [origin for origin, (_, until) in self._hints.items() if until <= now]
         for origin in expired:
             del self._hints[origin]
@@ -197,7 +311,9 @@ class RemoteTrack:
     def next_deadline(self) -> float | None:
         deadlines = [until for _, until in self._hints.values()]
         deadlines.extend(self._alternate.values())
-        if self._kf_pending:
+        if self._replay_due != math.inf:
+            deadlines.append(self._replay_due)  # due already: the next timer run
+        if self._kf_asked != math.inf:
             deadlines.append(self._last_kf + KEYFRAME_MIN_INTERVAL)
         if self._bitrate_dirty:
             deadlines.append(self._last_bitrate_emit + BITRATE_REPORT_INTERVAL)

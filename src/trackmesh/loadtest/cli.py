@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackmesh.loadtest.multi_report import multi_steps_table, multi_table
+from trackmesh.loadtest.multi_report import join_phases_table, multi_steps_table, multi_table
 from trackmesh.loadtest.verdict import step_subscribers, step_verdict
 from trackmesh.rtp.srtp import SrtpProfile
 
@@ -382,6 +382,9 @@ def report(path: Path) -> int:
         print(multi_table(doc["results"]))
         print()
         print(multi_steps_table(doc["results"]))
+        if phases := join_phases_table(doc["results"]):
+            print()
+            print(phases)
         if "target" in doc:
             print(coverage_text(doc["target"]))
         print(f"\nenvironment: {json.dumps(doc['environment'])}")
@@ -474,7 +477,8 @@ def main(
     steal = [s["steal"] for r in results.values() for s in r["steps"]]
     env["steal_max"] = max(steal, default=None)
     if args.scenario != "s1":
-        printed, target_lines = multi_table(results), []
+        phases = join_phases_table(results)
+        printed, target_lines = multi_table(results) + ("\n\n" + phases if phases else ""), []
     else:
         printed, target_lines = table(results), targets(results)
     secrets = {"secret", "metrics_token"}

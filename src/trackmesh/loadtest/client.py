@@ -166,6 +166,9 @@ class Transport:
         self.dtls: DtlsEndpoint | None = None
         self.srtp: SrtpSession | None = None
         self.connected: asyncio.Future[float] = loop.create_future()
+        #: When ICE worked (our check answered, or the remote's nominating check came), ``time.monotonic()``;
+        #: ``connected``'s result is when DTLS finished (join phases, loadtest/join_trace.py).
+        self.ice_at: float | None = None
         #: DTLS application records (SCTP packets, RFC 8261) as ``(monotonic now, data)``: the SDK data channel.
         self.on_app_data: Callable[[float, bytes], None] | None = None
         #: Decrypted RTCP from the remote as ``(plain, monotonic now)`` (a publisher answering PLI/FIR);
@@ -394,6 +397,8 @@ class Transport:
             self.counters["stun_answered"] += 1
             if not self._controlling and msg.use_candidate:
                 self.remote_addr = addr
+                if self.ice_at is None:
+                    self.ice_at = now
                 self._start_dtls(now)
             elif not self._controlling and self.remote_addr is None:
                 self.remote_addr = addr
@@ -402,6 +407,8 @@ class Transport:
             return
         result = self.ice.handle_response(now, data)
         if result is not None and result.ok:
+            if self.ice_at is None:
+                self.ice_at = now
             self._start_dtls(now)
 
     def _start_dtls(self, now: float) -> None:

@@ -27,6 +27,8 @@ __all__ = ["KeyframeResponder", "keyframe_requests"]
 
 #: libwebrtc's default key-frame request rate limit (EncoderRtcpFeedback, 300 ms).
 DEFAULT_MIN_INTERVAL = 0.3
+#: Requests logged per publisher (a run's joins cause tens; the bound keeps a long soak's memory flat).
+LOG_MAX = 4096
 
 
 def keyframe_requests(plain_rtcp: bytes, media_ssrc: int, last_fir_seq: int | None) -> tuple[int, int | None]:
@@ -69,15 +71,21 @@ class KeyframeResponder:
         self.ignored = 0  # within min_interval of the last honoured one
         self.jumps = 0  # frames skipped to reach a key frame
         self.already_key = 0  # the next frame was a key frame anyway
+        #: Every request as ``(now, honoured)``, the first LOG_MAX (join phases, loadtest/join_trace.py).
+        self.log: list[tuple[float, bool]] = []
 
     def request(self, now: float) -> bool:
         """A PLI or FIR arrived at ``now``; True if it will be answered with a key frame."""
         self.requests += 1
         if self._last is not None and now - self._last < self.min_interval:
             self.ignored += 1
+            if len(self.log) < LOG_MAX:
+                self.log.append((now, False))
             return False
         self._last = now
         self.honoured += 1
+        if len(self.log) < LOG_MAX:
+            self.log.append((now, True))
         self.pending = True
         return True
 

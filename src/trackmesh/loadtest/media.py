@@ -81,7 +81,7 @@ class Publisher:
         self.audio_only = audio_only
         self.offset = start_loop_offset  # start this far into the loop (distinct payloads per speaker)
         # Like libwebrtc's pacer (2.5 x the 1 Mbps target): a 60-packet key frame leaves over
-        # ~230 ms instead of in one burst. 0 sends every frame as a burst.
+        # ~230 ms instead of in one burst; audio is not held behind it. 0 sends every frame as a burst.
         self.pacing_bps = pacing_bps
         #: S2/S3: payloads tagged with this publisher id and logged per stream in ``stream_log``
         #: (streams.tag_payload) so that many publishers of the same recording stay apart.
@@ -158,18 +158,23 @@ class Publisher:
                     shift[VIDEO] += wrapped * loop_s + video[j].offset - video[i].offset
                     shift_ticks[VIDEO] += wrapped * loop_ticks[VIDEO] + video[j].ts_offset - video[i].ts_offset
                     pos[VIDEO], cyc[VIDEO] = j, c + wrapped
-            # The earlier of the two kinds' next packets (audio first on a tie, as recorded).
+            # The earlier of the two kinds' next packets (audio first on a tie, as recorded). Video waits
+            # for the pacer; audio does not: libwebrtc's pacer sends audio first (it is never queued behind
+            # a paced key frame), and its bytes only push the video queue back.
             k = kinds[0]
             target = t0 + cyc[k] * loop_s + by_kind[k][pos[k]].offset - shift[k]
+            if pace and k == VIDEO:
+                target = max(target, next_free)
             for k2 in kinds[1:]:
                 t2 = t0 + cyc[k2] * loop_s + by_kind[k2][pos[k2]].offset - shift[k2]
+                if pace and k2 == VIDEO:
+                    t2 = max(t2, next_free)
                 if t2 < target:
                     k, target = k2, t2
             p = by_kind[k][pos[k]]
             cycle = cyc[k]
             if pace:
-                target = max(target, next_free)
-                next_free = target + (len(p.payload) + 40) * 8 / pace
+                next_free = max(next_free, target) + (len(p.payload) + 40) * 8 / pace
             now = time.monotonic()
             if now >= until:
                 return

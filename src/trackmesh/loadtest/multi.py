@@ -36,6 +36,7 @@ from typing import Any
 
 from trackmesh.loadtest.client import HeaderReceiver, Transport
 from trackmesh.loadtest.headers import HeaderSink, VerifyPolicy, pooled_latencies
+from trackmesh.loadtest.join_trace import join_phases, summarize
 from trackmesh.loadtest.media import AUDIO_PT, VIDEO_PT, Publisher, SendLog
 from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording
 from trackmesh.loadtest.runner import (
@@ -129,6 +130,9 @@ class MultiRun:
         self.next_pid = 0
         self.join: dict[str, list[float]] = {"idle": [], "storm": [], "idle_all": [], "storm_all": []}
         self.join_failures: list[str] = []
+        #: Per joining member, where its join's time went (join_trace.py), by kind ("idle", "storm").
+        self.join_phases: dict[str, list[dict[str, float | None]]] = {"idle": [], "storm": []}
+        self.by_pid: dict[int, Publisher] = {}
         self.server_cores: list[int] = []
         self.ref_sink = MultiSink(self.log, {AUDIO_PT: AUDIO, VIDEO_PT: VIDEO})
         self.ref_sock: socket.socket | None = None
@@ -166,6 +170,7 @@ class MultiRun:
         if not self.publishers:
             self._reference_path(pub)
         self.publishers.append(pub)
+        self.by_pid[m.pid] = pub
         m.publisher = pub
         pub.start(self.until)
 
@@ -196,6 +201,19 @@ class MultiRun:
             all_at = sink.all_streams_at()
             assert all_at is not None
             self.join[kind + "_all"].append((all_at - m.started) * 1000)
+            if isinstance(sink, MultiSink):  # a header-only member has no key-frame view of its streams
+                self.join_phases[kind].append(self._phases(m, sink))
+
+    def _phases(self, m: Member, sink: MultiSink) -> dict[str, float | None]:
+        """Where ``m``'s join went (join_trace.py): its receiving transport, SDK client, and the key-frame
+        logs of the publishers whose video it expects (verified members only: the first cfg.verify ones)."""
+        tr = next((t for t in m.transports if t.on_rtp == sink.on_rtp), None)
+        kfs = []
+        for s in sorted(sink.expected):
+            pub = self.by_pid.get(s // 2)
+            if s % 2 == VIDEO and pub is not None and pub.keyframes is not None:
+                kfs.append(pub.keyframes)
+        return join_phases(m.started, sink, tr, m.sdk, kfs)
 
     def _fail(self, m: Member, exc: BaseException) -> None:
         m.error = f"{m.name}: {type(exc).__name__}: {exc}"
@@ -602,6 +620,8 @@ class MultiRun:
                 "idle": stats(self.join["idle"]),
                 "storm": {**stats(self.join["storm"]), "rate_per_s": self.cfg.storm_rate},
                 "idle_all_streams": stats(self.join["idle_all"]), "storm_all_streams": stats(self.join["storm_all"]),
+                "phases": {k: summarize(v) for k, v in self.join_phases.items()},
+                "phases_all": {k: v[:200] for k, v in self.join_phases.items()},
                 "failures": self.join_failures[:10],
                 "idle_all": [round(x, 1) for x in self.join["idle"]],
                 "storm_all": [round(x, 1) for x in self.join["storm"]],

@@ -6,7 +6,7 @@ from typing import Any
 
 from trackmesh.loadtest.verdict import step_subscribers, step_verdict
 
-__all__ = ["multi_steps_table", "multi_table"]
+__all__ = ["join_phases_table", "multi_steps_table", "multi_table"]
 
 
 def _f(v: Any, nd: int = 1) -> str:
@@ -112,4 +112,25 @@ def multi_steps_table(results: dict[str, dict[str, Any]]) -> str:
                 f"{s['generator_cpu']:.0%} / {_f(s['generator_loop_lag_ms']['p99'])} | "
                 f"{_mb(s['rss_kb'])} | {verdict} |"
             )
+    return "\n".join(out)
+
+
+def join_phases_table(results: dict[str, dict[str, Any]]) -> str:
+    """Where the joins' time went (loadtest/join_trace.py): p50 / max ms since the join started, per phase."""
+    from trackmesh.loadtest.join_trace import PHASES
+
+    cols = [(name, kind) for name, r in results.items() for kind, ph in r["join_ms"].get("phases", {}).items()
+            if ph.get("n")]
+    if not cols:
+        return ""
+    out = ["| phase (ms since the join started, p50 / max) | "
+           + " | ".join(f"{n} {'one at a time' if k == 'idle' else k} (n={results[n]['join_ms']['phases'][k]['n']})"
+                        for n, k in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for phase in PHASES:
+        cells = []
+        for n, k in cols:
+            v = results[n]["join_ms"]["phases"][k].get(phase)
+            cells.append("-" if v is None else f"{_f(v['p50'], 0)} / {_f(v['max'], 0)}")
+        out.append(f"| {phase} | " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -161,6 +161,12 @@ class SdkClient:
         ("events", "responses", "attach_ok", "attach_err", "undecodable", "tracks_ignored"), 0))
     _seq: int = 0
     _timer: asyncio.TimerHandle | None = None
+    #: Join phases (``time.monotonic()``, loadtest/join_trace.py): token and answer received, each remote
+    #: track announced (``(peer, track)`` -> first ``track_started``), each receiver's attach answered.
+    token_at: float | None = None
+    answer_at: float | None = None
+    announced_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    attached_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dcm = DataChannelManager(SctpAssociation(cookie_key=os.urandom(32)), dtls_role="client")
@@ -232,6 +238,7 @@ class SdkClient:
             ts = ev.room.track_started
             if ts.peer == self.peer:
                 return
+            self.announced_at.setdefault((ts.peer, ts.track), time.monotonic())
             names = self.free.get(ts.kind)
             if not names:
                 self.counters["tracks_ignored"] += 1  # more remote tracks than declared receivers
@@ -254,6 +261,7 @@ class SdkClient:
                 self.errors.append(f"{name}: {ev.response.error.code:#x} {ev.response.error.message}")
             elif name:
                 self.counters["attach_ok"] += 1
+                self.attached_at.setdefault(name, time.monotonic())
 
     def close(self) -> None:
         if self._timer is not None:
@@ -291,12 +299,14 @@ class TrackmeshSdk:
         token = await self.token(room, peer)
         offer, mids = sdk_offer(tr, plan, ssrcs)
         client = SdkClient(tr, peer, plan)
+        client.token_at = time.monotonic()
         status, _, raw = await self.server.request(
             "POST", "/webrtc/connect", connect_request(room, peer, plan, offer),
             {"Content-Type": HTTP_CONTENT_TYPE, "Authorization": f"Bearer {token}"},
         )
         if status != 200:
             raise HttpError(f"webrtc connect: {status} {raw[:300]!r}")
+        client.answer_at = time.monotonic()
         resp = gateway_pb2.ConnectResponse.FromString(raw)
         client.conn_id = resp.conn_id
         tr.start(resp.sdp, controlling=True)

@@ -72,6 +72,15 @@ class StreamLog:
         return bisect_left(times, t) if times is not None else 0
 
 
+def vp8_keyframe_start(payload: bytes | memoryview) -> bool:
+    """The first packet of a VP8 key frame: start of partition 0 (RFC 7741 s4.2: S set, PID 0) and the
+    frame tag's P bit clear (RFC 6386 s9.1)."""
+    if len(payload) < 1 or (payload[0] & 0x17) != 0x10:
+        return False
+    d = vp8_descriptor_length(payload)
+    return 0 < d < len(payload) and not payload[d] & 0x01
+
+
 def rtp_payload_bounds(plain: bytes) -> tuple[int, int]:
     """Where a decrypted RTP packet's payload starts and ends: after CSRCs and the header extension (RFC 3550
     s5.3.1), before the padding. ``start >= end`` means no payload (or a lying header)."""
@@ -96,6 +105,10 @@ class MultiSink:
         self.last_seq: dict[int, int] = {}
         self.first_seq: dict[int, int] = {}
         self.first_at: dict[int, float] = {}
+        #: Per video stream, when the first packet of a VP8 key frame arrived (join phases: a server that
+        #: forwards from any packet delivers the stream's first packet before its first key frame).
+        self.first_key_at: dict[int, float] = {}
+        self.first_key_sent: dict[int, float] = {}  # when the publisher sent that packet (wall clock)
         self.last_at: dict[int, float] = {}
         self.gap: dict[int, float] = {}
         self.duplicated: dict[int, int] = {}
@@ -163,6 +176,9 @@ class MultiSink:
         if stream not in self.first_seq:
             self.first_seq[stream] = seq
             self.first_at[stream] = now
+        if kind == VIDEO and stream not in self.first_key_at and vp8_keyframe_start(memoryview(plain)[off:end]):
+            self.first_key_at[stream] = now
+            self.first_key_sent[stream] = sent_at
         last = self.last_seq.get(stream, -1)
         if seq < last:
             self.reordered[stream] = self.reordered.get(stream, 0) + 1

@@ -115,6 +115,8 @@ class _Tap:
     def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
         if pkt.alternate_of is not None:
             return  # an alternate rendition (RTMP's H.264 of HEVC/AV1/VP9): the original is carried
+        if pkt.replay:
+            return  # copies of packets already carried (a key-frame cache's replay, for waiting viewers)
         bridge = self.bridge
         if not self.locals and self.described():
             return  # nobody watches: the catalog knows what it needs

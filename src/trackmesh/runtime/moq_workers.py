@@ -239,6 +239,8 @@ class _Forward:
         self.agent = agent
 
     def on_channel_packet(self, channel: int, pkt: MediaPacket) -> None:
+        if pkt.replay:
+            return  # copies of packets already forwarded (a key-frame cache's replay, for waiting viewers)
         self.agent.out.add(("p", channel, encode_packet(pkt)))
         self.agent.counters["packets_out"] += 1
 

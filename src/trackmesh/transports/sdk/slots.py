@@ -118,7 +118,8 @@ class MediaSlots:
             raise RpcFailure(ErrorCode.RPC_TRACK_NAME_NOT_FOUND, f"sender {slot.name!r} has no m-line")
         src = slot.source
         metadata = src.metadata if src.HasField("metadata") else None
-        check_core(self.endpoint.control(now, Publish(slot.name, slot.kind, metadata, src.screen)))
+        publish = Publish(slot.name, slot.kind, metadata, src.screen, cache_keyframes=True)
+        check_core(self.endpoint.control(now, publish))
         slot.published = True
         self._apply_sender_config(now, slot)
         self.push_sender_state(now, slot, shared_pb2.Sender.ACTIVE)

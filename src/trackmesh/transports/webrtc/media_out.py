@@ -401,6 +401,9 @@ class OutboundTrack(OutboundStream):
 
     def new_source(self) -> None:
         self._generation += 1
+        # Replay numbers are per source (a publisher's key-frame cache, core/tracks.py): one this
+        # viewer started on says nothing about the next source's.
+        self._replay = 0
         if self.video:
             self.current = -1
             if self.pending < 0:

@@ -100,7 +100,7 @@ class WhipWhepSession:
         so viewers never attach to a track whose media cannot flow yet)."""
         if self.mode is PeerMode.WHIP:
             for track in self.peer.inbound.by_mid.values():
-                self.peer.endpoint.control(now, Publish(track.name, TrackKind(track.kind)))
+                self.peer.endpoint.control(now, Publish(track.name, TrackKind(track.kind), cache_keyframes=True))
 
     def on_core_events(self, now: float) -> list[EndpointEvent]:
         """Drain the endpoint through the peer; a change of the room's tracks re-runs the WHEP auto-follow.

@@ -456,7 +456,7 @@ def print_banner(node: Node) -> None:
         # Which aioquic carries MoQ: scripts/build-fast-aioquic.sh compiles it (docs/moq.md "Speed").
         from .aioquic_build import describe
 
-        lines.append(f"  MoQ relay:     UDP {node.moq.port} (moqt-16/20/21/22 and WebTransport; {describe()})")
+        lines.append(f"  MoQ relay:             UDP {node.moq.port} (moqt-16/20/21/22, WebTransport; {describe()})")
     if cfg.secret_generated:
         lines.append(f"  app secret (generated, shown once; pass --secret to choose one): {cfg.secret}")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -406,6 +406,9 @@ def start_relay(kind: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
     log = open(f"{workdir}/{kind}.log", "wb")  # noqa: SIM115 - closed with the process
     if kind == "trackmesh":
         env = dict(os.environ, TRACKMESH_CONNECTOR_DB=f"sqlite:///{workdir}/c.db")
+        if os.environ.get("MOQ_BENCH_NODE_PYTHONPATH"):  # the relay alone on another build (e.g. a compiled aioquic)
+            paths = (os.environ["MOQ_BENCH_NODE_PYTHONPATH"], env.get("PYTHONPATH"))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         cmd = [*pin, sys.executable, "-m", "trackmesh.cli.main", "standalone", "--http-port"]
         cmd += [str(free_port(socket.SOCK_STREAM)), "--moq-port", str(port), "--moq-anonymous"]
         cmd += ["--log-level", "warning", *os.environ.get("MOQ_BENCH_NODE_ARGS", "").split()]

@@ -67,6 +67,7 @@ from trackmesh.transports.moq.session import (
 )
 from trackmesh.transports.moq.session import StreamReset as ResetOut
 
+from .aioquic_build import describe as describe_aioquic
 from .moq_auth import TokenAuthorizer
 from .moq_room_ingest import MoqRoomIngest
 from .moq_rooms import MoqRooms
@@ -554,6 +555,7 @@ class MoqListener:
             self.port = transport.get_extra_info("sockname")[1]
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+        log.info("MoQ relay on UDP %s:%s (%s)", self.host, self.port, describe_aioquic())
 
     def metrics(self) -> dict[str, int]:
         """Counters and gauges for /metrics (``trackmesh_moq{what=...}``)."""

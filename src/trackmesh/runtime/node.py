@@ -497,6 +497,11 @@ def print_banner(node: Node) -> None:
             lines.append(f"  RTMP ingest (OBS):     {url}/<stream key from POST /token/rtmp>")
         if cfg.dev:
             lines.append("  --dev: the samples get demo tokens from /dev/token/<kind> (loopback clients only)")
+    if node.moq is not None:
+        # Which aioquic carries MoQ: scripts/build-fast-aioquic.sh compiles it (docs/moq.md "Speed").
+        from .aioquic_build import describe
+
+        lines.append(f"  MoQ relay:             UDP {node.moq.port} (moqt-16/20/21/22, WebTransport; {describe()})")
     if cfg.secret_generated:
         lines.append(f"  app secret (generated, shown once; pass --secret to choose one): {cfg.secret}")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -118,11 +118,7 @@ def nodes() -> Iterator[Callable[..., object]]:
 def cluster() -> Iterator[Any]:
     """A dev cluster of real node processes (tests/cluster/test_roles.py's ``Cluster``), closed at
     teardown; a member that logged a problem fails the test."""
-    from tests.cluster.test_roles import Cluster
+    from tests.cluster.test_roles import running_cluster
 
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)

@@ -7,6 +7,7 @@ tests/e2e/test_cluster.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +217,18 @@ class Cluster:
 
 
 # ---- bad input and membership ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A :class:`Cluster` closed on exit; a member that logged a problem (a traceback, a non-zero
+    exit) fails the test."""
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        problems = c.close()
+        assert not problems, "\n".join(problems)
 
 
 def test_zone_without_media_node_answers_503_with_a_reason(cluster: Cluster) -> None:

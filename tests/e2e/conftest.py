@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_roles import Cluster
+from tests.cluster.test_roles import Cluster, running_cluster
 
 CLIENTS_DIR = Path(__file__).parent / "clients"
 CHROMIUM = "/usr/bin/chromium"
@@ -301,9 +301,5 @@ def cluster(netns_guard: None) -> Iterator[Cluster]:
     Modules whose clients are not aiortc (SIP, GStreamer, MoQ) define their own ``cluster``.
     """
     pytest.importorskip("aiortc", reason="pip package aiortc is not installed")
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)

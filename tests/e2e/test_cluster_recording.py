@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_roles import SECRET, Cluster, http
+from tests.cluster.test_roles import SECRET, Cluster, http, running_cluster
 from tests.recording.probe import decode_errors, needs_ffmpeg, probe
 
 from .conftest import CLIENTS_DIR, run_client
@@ -26,12 +26,8 @@ ROOM = "cluster-rec"
 
 @pytest.fixture
 def cluster(netns_guard: None, gst_client: Any) -> Iterator[Cluster]:
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def api(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:

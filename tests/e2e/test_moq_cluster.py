@@ -25,7 +25,7 @@ from aioquic.asyncio.client import connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
-from tests.cluster.test_roles import Cluster, Member, http
+from tests.cluster.test_roles import Cluster, Member, http, running_cluster
 from tests.e2e.test_moq_interop import free_udp_port
 from tests.e2e.test_moq_rooms import Publisher, Subscriber, is_vp8_key
 from tests.e2e.test_whip_whep import Background
@@ -40,15 +40,11 @@ GROUPS, PER_GROUP = 6, 5
 
 @pytest.fixture(scope="module")
 def cluster(netns_guard: None) -> Iterator[tuple[Cluster, Member, Member, int, int]]:
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         port_a, port_b = free_udp_port(), free_udp_port()
         a = c.media(1, 10, "--moq-port", str(port_a), "--moq-anonymous")
         b = c.media(1, 11, "--moq-port", str(port_b), "--moq-anonymous")
         yield c, a, b, port_a, port_b
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def moq_metrics(member: Member) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_roles import Cluster, Member
+from tests.cluster.test_roles import Cluster, Member, running_cluster
 from tests.e2e.test_moq_cluster import moq_metrics, watch_room
 from tests.e2e.test_moq_interop import free_udp_port
 from tests.e2e.test_moq_rooms import is_vp8_key, publish_into_room, vp8_frames
@@ -31,14 +31,10 @@ pytestmark = pytest.mark.e2e
 def two_workers(netns_guard: None) -> Iterator[tuple[Cluster, Member, int]]:
     """A fresh node per test: it routes a new room by its hash only while no worker has sessions
     (then the worker with the fewest wins, as the load reports say, a second late)."""
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         port = free_udp_port()
         node = c.media(1, 10, "--moq-port", str(port), "--moq-anonymous", workers=2)
         yield c, node, port
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def room_on_worker_1(prefix: str) -> str:

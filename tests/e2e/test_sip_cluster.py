@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_roles import SECRET, Cluster, Member, http
+from tests.cluster.test_roles import SECRET, Cluster, Member, http, running_cluster
 from tests.e2e.sipp_scenarios import (
     PCMA,
     PCMU,
@@ -92,12 +92,8 @@ def free_udp_port() -> int:
 def cluster(netns_guard: None) -> Iterator[Cluster]:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is missing: scripts/test.sh installs sip-tester (scripts/system-packages.txt)")
-    c = Cluster()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        problems = c.close()
-        assert not problems, "\n".join(problems)
 
 
 def run_sipp(cwd: Path, port: int, scenario: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -42,7 +42,6 @@ from trackmesh.loadtest.recording import AUDIO, VIDEO, Recording
 from trackmesh.loadtest.runner import (
     DISTURBED,
     GEN_SATURATED,
-    LATE_S,
     LOSS_SLO,
     MAX_EXTRA_HOLDS,
     _at_load,
@@ -51,6 +50,7 @@ from trackmesh.loadtest.runner import (
     _ms,
     _pct,
     foreign_load,
+    hold_window,
     latency_and_freeze_failures,
     mb,
     pct,
@@ -357,12 +357,7 @@ class MultiRun:
         cores0 = _core_times()
         cpu0, gcpu0, wall0 = tree.cpu(), time.process_time(), time.monotonic()
         steal = StealMeter()
-        await asyncio.sleep(max(0.0, cfg.duration - LATE_S))
-        cut = time.time()
-        for m in subs:
-            if isinstance(m.sink, HeaderSink):
-                m.sink.cut()
-        await asyncio.sleep(min(LATE_S, cfg.duration))
+        cut = await hold_window(cfg.duration, [m.sink for m in subs])
         cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
         cores1 = _core_times()
         real1 = time.time()

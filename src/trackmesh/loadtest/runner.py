@@ -16,6 +16,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,18 @@ class S1Config:
 
 #: Packets sent in the last this many seconds of a window are not expected yet (loss is judged without them).
 LATE_S = 0.3
+
+
+async def hold_window(duration: float, sinks: Iterable[object]) -> float:
+    """Hold a step's window of ``duration`` seconds. LATE_S before its end the header-only subscribers stop
+    counting (HeaderSink.cut); returns that cut (unix time): what was sent after it is not expected yet."""
+    await asyncio.sleep(max(0.0, duration - LATE_S))
+    cut = time.time()
+    for sink in sinks:
+        if isinstance(sink, HeaderSink):
+            sink.cut()
+    await asyncio.sleep(min(LATE_S, duration))
+    return cut
 
 
 @dataclass
@@ -260,12 +273,7 @@ class S1Run:
         drops0 = self.headers.drops()
         cpu0, gcpu0, wall0 = tree.cpu(), time.process_time(), time.monotonic()
         steal = StealMeter()
-        await asyncio.sleep(max(0.0, cfg.duration - LATE_S))
-        cut = time.time()
-        for s in subs:
-            if isinstance(s.sink, HeaderSink):
-                s.sink.cut()
-        await asyncio.sleep(min(LATE_S, cfg.duration))
+        cut = await hold_window(cfg.duration, [s.sink for s in subs])
         cpu1, gcpu1, wall1 = tree.cpu(), time.process_time(), time.monotonic()
         cores1 = _core_times()
         lags = sorted(self.lags)

@@ -26,7 +26,6 @@ window is not. docs/benchmarks.md has the runs.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import sys
@@ -36,6 +35,7 @@ from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.idle_peer_memory import malloced
 from tests.transports.webrtc import peer_client
 from tests.transports.webrtc.peer_client import Client, Net
 
@@ -62,25 +62,6 @@ from trackmesh.transports.webrtc.sctp.datachannel import DataChannelManager, Mes
 ROOM_SIZE = 6
 TICK = 0.005  # the clock moves in 5 ms steps; packets due within a step go out together
 PLAN = SdkPlan(audio_receivers=ROOM_SIZE - 1, video_receivers=ROOM_SIZE - 1)
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                     "keepcost")
-    ]  # fmt: skip
-
-
-_LIBC = ctypes.CDLL("libc.so.6")
-_LIBC.mallinfo2.restype = _MallInfo2
-
-
-def malloced() -> int:
-    """Bytes handed out by malloc and not freed (small blocks plus mmap'd ones)."""
-    gc.collect()
-    info = _LIBC.mallinfo2()
-    return int(info.uordblks + info.hblkhd)
 
 
 class _OfferLines:

@@ -242,6 +242,58 @@ def test_silently_dropped_probes_and_a_black_hole() -> None:
     assert r["metrics"]["pmtud_black_holes_total"] >= 1
 
 
+def test_aioquic_internals_moved_leave_1200(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """If aioquic's private packet-size attributes move, the probe's ACK (handled inside aioquic's own ACK
+    processing) must not break the connection: one warning, 1200-byte packets, the object delivered."""
+
+    def moved(quic: Any, size: int) -> None:
+        raise AttributeError("QuicConnection._max_datagram_size")
+
+    monkeypatch.setattr("trackmesh.runtime.moq_pmtud.set_datagram_size", moved)
+    monkeypatch.setattr("trackmesh.runtime.moq_listener.set_datagram_size", moved)
+
+    async def run() -> tuple[int, bool, list[int], dict[str, int]]:
+        listener = MoqListener("127.0.0.1", 0, anonymous=True, loopback_datagram_size=1200)
+        await listener.start()
+        sessions: list[Recorder] = []
+        try:
+            pub = await open_recorder(listener.port)
+            sub = await open_recorder(listener.port)
+            sessions += [pub, sub]
+            async with asyncio.timeout(10):
+                while len(listener.sessions) < 2 or any(c.pmtud is not None for c in listener.sessions):
+                    await asyncio.sleep(0.05)
+            pub.send(m.PublishNamespace(0, NS))
+            await pub.wait_for(lambda: len(pub.messages) >= 2)
+            sub.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
+            await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages))
+            upstream = next(x for x in pub.messages if isinstance(x, m.Subscribe))
+            pub.send(m.SubscribeOk(upstream.request_id, 1, {m.PARAM_EXPIRES: 0}))
+            await sub.wait_for(lambda: any(isinstance(x, m.SubscribeOk) for x in sub.messages))
+            before = len(sub.sizes)
+            stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
+            head = encode_subgroup_header(SubgroupHeader(1, 0, 0, 128))
+            pub._quic.send_stream_data(stream, head + encode_object(0, None, PAYLOAD), end_stream=True)
+            pub.transmit()
+            await sub.wait_for(lambda: max((len(b) for b in sub.streams.values()), default=0) >= len(PAYLOAD), 30)
+            intact = PAYLOAD in max(sub.streams.values(), key=len)
+            sizes = sub.sizes[before:]
+            return len(listener.sessions), intact, sizes, listener.metrics()
+        finally:
+            for session in sessions:
+                session._quic.close()
+                session.transmit()
+            listener.close()
+
+    live, intact, sizes, metrics = asyncio.run(run())
+    assert live == 2 and intact
+    assert max(sizes) <= 1200
+    assert metrics["internal_errors_total"] == 0
+    assert metrics["pmtud_probes_acked_total"] >= 1  # the probes went out and were acknowledged
+    warnings = [r for r in caplog.records if "unsupported by this aioquic" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
 def run_nested(mtu: int) -> dict[str, Any]:
     """The scenario in a new network namespace whose ``lo`` has ``mtu``."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:

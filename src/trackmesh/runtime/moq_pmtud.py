@@ -36,7 +36,7 @@ from typing import Any
 
 from aioquic import tls
 from aioquic._buffer import Buffer
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.tls import ExtensionType
@@ -131,7 +131,7 @@ def _is_ipv6_peer(addr: Any) -> bool:
 class PathMtuProbe:
     """The search on one QUIC connection: probes, the packet size, the timer (driven by MoqConnection)."""
 
-    __slots__ = ("_clock", "_deadline", "_probe_due", "_quic", "_send_sock", "_stats", "search")
+    __slots__ = ("_clock", "_deadline", "_probe_due", "_quic", "_send_sock", "_stats", "failed", "search")
 
     def __init__(
         self, quic: QuicConnection, send_sock: Any, stats: PmtudStats, max_plpmtu: int, clock: Callable[[], float]
@@ -140,6 +140,17 @@ class PathMtuProbe:
         the peer's max_udp_payload_size caps it. ``clock``: the loop's time."""
         self._clock = clock
         self._quic = quic
+        #: aioquic's private state moved under us (a delivery handler failed): the driver stops it.
+        self.failed: Exception | None = None
+        # Everything this reads of aioquic, once: AttributeError here means "not this aioquic".
+        for obj, names in (
+            (quic, ("_max_datagram_size", "_packet_number", "_cryptos", "_spaces", "_peer_cid", "_spin_bit")),
+            (quic, ("_version", "_handshake_confirmed", "_close_pending", "_state", "_network_paths", "host_cid")),
+            (quic._loss, ("_pto_count", "on_packet_sent", "_cc")),
+            (quic._loss._pacer, ("_max_datagram_size",)),
+        ):
+            for name in names:
+                getattr(obj, name)
         self._send_sock = send_sock
         self._stats = stats
         ipv6 = _is_ipv6_peer(quic._network_paths[0].addr)
@@ -155,6 +166,8 @@ class PathMtuProbe:
     def tick(self, now: float) -> None:
         """From the listener's timer: start once the handshake is confirmed, the search's timer,
         black-hole detection."""
+        if self.failed is not None:
+            raise self.failed
         quic = self._quic
         if self._deadline is None:
             if not quic._handshake_confirmed:
@@ -170,6 +183,8 @@ class PathMtuProbe:
 
     def send_due(self, now: float) -> None:
         """Send the probe the search asked for, if any (before the connection's own transmit)."""
+        if self.failed is not None:
+            raise self.failed
         size = self._probe_due
         if size is None:
             return
@@ -201,24 +216,30 @@ class PathMtuProbe:
 
     @property
     def due(self) -> bool:
-        """A probe waits to be sent (:meth:`send_due`)."""
-        return self._probe_due is not None
+        """A probe waits to be sent (:meth:`send_due`), or the search failed (the driver stops it)."""
+        return self._probe_due is not None or self.failed is not None
 
     def _on_delivery(self, delivery: QuicDeliveryState, size: int) -> None:
         """aioquic's delivery handler of a probe (called while it processes an ACK or a loss): the
         next probe, if any, goes with the connection's next transmit."""
+        if self.failed is not None:
+            return
         now = self._clock()
-        if delivery == QuicDeliveryState.ACKED:
-            self._stats.probes_acked += 1
-            self._apply(self.search.probe_acked(size, now), now)
-        else:
-            self._lost(size, now)
+        try:
+            if delivery == QuicDeliveryState.ACKED:
+                self._stats.probes_acked += 1
+                self._apply(self.search.probe_acked(size, now), now)
+            else:
+                self._lost(size, now)
+        except (AttributeError, KeyError, IndexError, TypeError) as exc:
+            self.failed = exc  # never into aioquic's ACK processing; MoqConnection stops the search
+            self._probe_due = None
 
     def _send(self, size: int, now: float) -> bool | None:
         """One probe of ``size`` bytes: True sent, False refused by the kernel (EMSGSIZE), None not now."""
         quic = self._quic
         crypto = quic._cryptos[tls.Epoch.ONE_RTT]
-        if not crypto.send.is_valid() or quic._close_pending:
+        if not crypto.send.is_valid() or quic._close_pending or quic._state is not QuicConnectionState.CONNECTED:
             return None
         path = quic._network_paths[0]
         version = quic._version

@@ -11,6 +11,8 @@ publisher sends one 300 KB object.
 - lo MTU 1280: every probe (1472, then 1322: nothing smaller is tried) is refused by the kernel
   (EMSGSIZE) and counts as lost; the size stays 1200, the object arrives intact, and the congestion
   window was not cut (a probe's loss is no congestion signal).
+- The same on a dual-stack socket (``::``): IPv6 peers get 1452 (1500 less 48), IPv4-mapped ones
+  1472, and DF holds for both (1280: 1200).
 
 A router that silently drops what is too large (no EMSGSIZE, the probe just never arrives) is played
 in process, in the private namespace: the relay's socket and its probe socket drop every datagram
@@ -66,28 +68,29 @@ class Recorder(Session):
         super().quic_event_received(event)
 
 
-async def open_recorder(port: int) -> Recorder:
+async def open_recorder(port: int, host: str = "127.0.0.1") -> Recorder:
     config = QuicConfiguration(is_client=True, alpn_protocols=["moqt-16"], verify_mode=ssl.CERT_NONE)
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: Recorder(QuicConnection(configuration=config)), local_addr=("127.0.0.1", 0)
+        lambda: Recorder(QuicConnection(configuration=config)), local_addr=(host, 0)
     )
     session: Recorder = protocol
-    session.connect(("127.0.0.1", port))
+    # aioquic matches the peer's address as the socket reports it: 4 fields for IPv6
+    session.connect((host, port, 0, 0) if ":" in host else (host, port))
     await asyncio.wait_for(session.wait_connected(), 10)
     session.send(m.ClientSetup({m.SETUP_MAX_REQUEST_ID: 10}))
     await session.wait_for(lambda: session.messages)
     return session
 
 
-async def scenario() -> dict[str, Any]:
+async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict[str, Any]:
     """Run in the nested namespace: the searches, then one large object; what was seen."""
-    listener = MoqListener("127.0.0.1", 0, anonymous=True, loopback_datagram_size=1200)
+    listener = MoqListener(listen, 0, anonymous=True, loopback_datagram_size=1200)
     await listener.start()
     sessions: list[Recorder] = []
     try:
-        pub = await open_recorder(listener.port)
-        sub = await open_recorder(listener.port)
+        pub = await open_recorder(listener.port, client)
+        sub = await open_recorder(listener.port, client)
         sessions += [pub, sub]
         async with asyncio.timeout(20):  # both searches over (the listener starts them on its 250 ms tick)
             while len(listener.sessions) < 2 or any(
@@ -294,11 +297,11 @@ def test_aioquic_internals_moved_leave_1200(monkeypatch: pytest.MonkeyPatch, cap
     assert len(warnings) == 1, warnings
 
 
-def run_nested(mtu: int) -> dict[str, Any]:
+def run_nested(mtu: int, listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict[str, Any]:
     """The scenario in a new network namespace whose ``lo`` has ``mtu``."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare and ip (util-linux, iproute2)")
-    script = f"ip link set lo mtu {mtu} up && exec {sys.executable} -m tests.e2e.test_moq_pmtud"
+    script = f"ip link set lo mtu {mtu} up && exec {sys.executable} -m tests.e2e.test_moq_pmtud {listen} {client}"
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
@@ -334,5 +337,21 @@ def test_pmtud_probes_refused_by_a_1280_link_leave_1200() -> None:
     assert r["cwnd"] >= 10 * 1200, r["cwnd"]  # no congestion response to the lost probes
 
 
+@pytest.mark.parametrize(
+    ("mtu", "listen", "client", "size"),
+    [
+        (1500, "::", "::1", 1452),
+        (1500, "::", "127.0.0.1", 1472),
+        (1280, "::", "::1", 1200),
+        (1280, "::", "127.0.0.1", 1200),
+    ],
+)
+def test_pmtud_ipv6_and_dual_stack(mtu: int, listen: str, client: str, size: int) -> None:
+    """A dual-stack socket: IPv6 peers get 1452 (1500 less 48), IPv4-mapped ones 1472; DF holds for both."""
+    r = run_nested(mtu, listen, client)
+    assert r["intact"] and r["datagram_size"] == size and max(r["all_sizes"]) <= size, r["metrics"]
+    assert r["metrics"][f"pmtud_sessions_{size}"] == 2
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(scenario())))
+    print(json.dumps(asyncio.run(scenario(*sys.argv[1:3]))))

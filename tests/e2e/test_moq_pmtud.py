@@ -83,9 +83,9 @@ async def open_recorder(port: int, host: str = "127.0.0.1") -> Recorder:
     return session
 
 
-async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict[str, Any]:
+async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1", loopback: str = "1200") -> dict[str, Any]:
     """Run in the nested namespace: the searches, then one large object; what was seen."""
-    listener = MoqListener(listen, 0, anonymous=True, loopback_datagram_size=1200)
+    listener = MoqListener(listen, 0, anonymous=True, loopback_datagram_size=int(loopback))
     await listener.start()
     sessions: list[Recorder] = []
     try:
@@ -96,6 +96,8 @@ async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict
             while len(listener.sessions) < 2 or any(
                 c.pmtud is None or c.pmtud.search.state is not PmtuState.SEARCH_COMPLETE for c in listener.sessions
             ):
+                if int(loopback) > 1200:  # the loopback shortcut: no search
+                    break
                 await asyncio.sleep(0.05)
         pub.send(m.PublishNamespace(0, NS))
         await pub.wait_for(lambda: len(pub.messages) >= 2)
@@ -123,7 +125,9 @@ async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict
             "seconds": took,
             "cwnd": to_sub._quic._loss.congestion_window,
             "datagram_size": to_sub._quic._max_datagram_size,
-            "metrics": {k: v for k, v in listener.metrics().items() if k.startswith("pmtud")},
+            "metrics": {
+                k: v for k, v in listener.metrics().items() if k.startswith(("pmtud", "loopback_large"))
+            },
         }
     finally:
         for session in sessions:
@@ -297,11 +301,12 @@ def test_aioquic_internals_moved_leave_1200(monkeypatch: pytest.MonkeyPatch, cap
     assert len(warnings) == 1, warnings
 
 
-def run_nested(mtu: int, listen: str = "127.0.0.1", client: str = "127.0.0.1") -> dict[str, Any]:
+def run_nested(mtu: int, listen: str = "127.0.0.1", client: str = "127.0.0.1", loopback: int = 1200) -> dict[str, Any]:
     """The scenario in a new network namespace whose ``lo`` has ``mtu``."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare and ip (util-linux, iproute2)")
-    script = f"ip link set lo mtu {mtu} up && exec {sys.executable} -m tests.e2e.test_moq_pmtud {listen} {client}"
+    child = f"{sys.executable} -m tests.e2e.test_moq_pmtud {listen} {client} {loopback}"
+    script = f"ip link set lo mtu {mtu} up && exec {child}"
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
@@ -337,6 +342,15 @@ def test_pmtud_probes_refused_by_a_1280_link_leave_1200() -> None:
     assert r["cwnd"] >= 10 * 1200, r["cwnd"]  # no congestion response to the lost probes
 
 
+def test_loopback_shortcut_fits_a_smaller_loopback_mtu() -> None:
+    """With DF on the socket, the loopback shortcut (16 KB) must fit the loopback interface's MTU, or the
+    kernel would refuse every large packet: capped at 1500 - 28 here."""
+    r = run_nested(1500, loopback=16384)
+    assert r["intact"] and r["datagram_size"] == 1472 and max(r["all_sizes"]) <= 1472
+    assert r["metrics"]["loopback_large_datagram_sessions_total"] == 2
+    assert r["metrics"]["pmtud_probes_sent_total"] == 0
+
+
 @pytest.mark.parametrize(
     ("mtu", "listen", "client", "size"),
     [
@@ -354,4 +368,4 @@ def test_pmtud_ipv6_and_dual_stack(mtu: int, listen: str, client: str, size: int
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(scenario(*sys.argv[1:3]))))
+    print(json.dumps(asyncio.run(scenario(*sys.argv[1:4]))))

@@ -68,7 +68,14 @@ from trackmesh.transports.moq.session import StreamReset as ResetOut
 
 from .aioquic_build import describe as describe_aioquic
 from .moq_auth import TokenAuthorizer
-from .moq_pmtud import PathMtuProbe, PmtudStats, peer_max_udp_payload_size, set_datagram_size, set_dont_fragment
+from .moq_pmtud import (
+    PathMtuProbe,
+    PmtudStats,
+    peer_max_udp_payload_size,
+    route_payload_limit,
+    set_datagram_size,
+    set_dont_fragment,
+)
 from .moq_room_ingest import MoqRoomIngest
 from .moq_rooms import MoqRooms
 
@@ -231,6 +238,10 @@ class MoqConnection(QuicConnectionProtocol):
         if peer is None:
             return
         size = min(size, peer)
+        if self.listener.probe_socket is not None:  # DF is set: never above the loopback interface's MTU
+            limit = route_payload_limit(quic._network_paths[0].addr)
+            if limit is not None:
+                size = min(size, limit)
         if size <= quic._max_datagram_size:
             return
         set_datagram_size(quic, size)

@@ -48,6 +48,7 @@ __all__ = [
     "PathMtuProbe",
     "PmtudStats",
     "peer_max_udp_payload_size",
+    "route_payload_limit",
     "set_datagram_size",
     "set_dont_fragment",
 ]
@@ -61,6 +62,8 @@ BLACK_HOLE_PTOS = 2
 # Linux <linux/in.h>, <linux/in6.h>: not in Python's socket module.
 IP_MTU_DISCOVER = 10
 IPV6_MTU_DISCOVER = 23
+IP_MTU = 14
+IPV6_MTU = 24
 #: DF set, the kernel's cached path MTU ignored, nothing fragmented locally: a datagram larger than
 #: the interface's MTU fails with EMSGSIZE, and ICMP "packet too big" never shrinks what we send.
 PMTUDISC_PROBE = 3
@@ -97,6 +100,28 @@ def set_dont_fragment(sock: Any) -> bool:
     except OSError:
         pass
     return done
+
+
+def route_payload_limit(addr: Any) -> int | None:
+    """The largest UDP payload the first link toward ``addr`` carries whole (its MTU less the IP and UDP
+    headers), from a connected socket's IP_MTU; None where that is unknown. With DF set on the MoQ
+    socket, a loopback peer's packets must fit the loopback interface's MTU (65536 by default, less in
+    a namespace that lowered it), or the kernel refuses them."""
+    if not sys.platform.startswith("linux"):
+        return None
+    host = str(addr[0]).split("%", 1)[0]
+    mapped = host.startswith("::ffff:")
+    ipv6 = ":" in host and not mapped
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, int(addr[1]) or 9))
+            if ipv6:
+                mtu = probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+            else:
+                mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return None
+    return int(mtu) - (IPV6_OVERHEAD if ipv6 else IPV4_OVERHEAD)
 
 
 def peer_max_udp_payload_size(quic: QuicConnection) -> int | None:

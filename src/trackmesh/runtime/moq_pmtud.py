@@ -70,6 +70,9 @@ PMTUDISC_PROBE = 3
 
 
 class PmtudStats:
+    """The listener's path MTU discovery counters, summed over its connections' searches (those
+    acknowledged or lost count once, for the probe in progress: not a late answer to an earlier one)."""
+
     __slots__ = ("black_holes", "last_plpmtu", "probes_acked", "probes_lost", "probes_sent", "raised")
 
     def __init__(self) -> None:
@@ -197,13 +200,11 @@ class PathMtuProbe:
         if self._deadline is None:
             if not quic._handshake_confirmed:
                 return
-            self._apply(self.search.start(now), now)
+            self._event(self.search.start, now)
         if self._deadline is not None and now >= self._deadline:
-            self._apply(self.search.timer(now), now)
+            self._event(self.search.timer, now)
         if quic._max_datagram_size > BASE_PLPMTU and quic._loss._pto_count >= BLACK_HOLE_PTOS:
-            before = self.search.black_holes
-            self._apply(self.search.black_hole_suspected(now), now)
-            self._stats.black_holes += self.search.black_holes - before
+            self._event(self.search.black_hole_suspected, now)
         self.send_due(now)
 
     def send_due(self, now: float) -> None:
@@ -217,11 +218,21 @@ class PathMtuProbe:
         sent = self._send(size, now)
         if sent is None:
             return  # not now (no 1-RTT keys, EAGAIN): the search asks again at its timer
-        self._stats.probes_sent += 1
-        self._apply(self.search.probe_sent(size, now), now)
+        self._event(lambda t: self.search.probe_sent(size, t), now)
         if not sent:
-            self._lost(size, now)
+            self._event(lambda t: self.search.probe_lost(size, t), now)
             self.send_due(now)  # EMSGSIZE: the next probe (same size up to MAX_PROBES) at once
+
+    def _event(self, event: Callable[[float], Step], now: float) -> None:
+        """One event into the search; its counters' changes into the listener's, then its step done."""
+        search, stats = self.search, self._stats
+        before = (search.probes_sent, search.probes_acked, search.probes_lost, search.black_holes)
+        step = event(now)
+        stats.probes_sent += search.probes_sent - before[0]
+        stats.probes_acked += search.probes_acked - before[1]
+        stats.probes_lost += search.probes_lost - before[2]  # also those the probe timer declared lost
+        stats.black_holes += search.black_holes - before[3]
+        self._apply(step, now)
 
     def _apply(self, step: Step, now: float) -> None:
         if step.plpmtu is not None and step.plpmtu != self._quic._max_datagram_size:
@@ -232,12 +243,6 @@ class PathMtuProbe:
         if step.probe is not None:
             self._probe_due = step.probe
         self._deadline = step.deadline
-
-    def _lost(self, size: int, now: float) -> None:
-        self._stats.probes_lost += 1
-        before = self.search.black_holes
-        self._apply(self.search.probe_lost(size, now), now)
-        self._stats.black_holes += self.search.black_holes - before
 
     @property
     def due(self) -> bool:
@@ -252,10 +257,9 @@ class PathMtuProbe:
         now = self._clock()
         try:
             if delivery == QuicDeliveryState.ACKED:
-                self._stats.probes_acked += 1
-                self._apply(self.search.probe_acked(size, now), now)
+                self._event(lambda t: self.search.probe_acked(size, t), now)
             else:
-                self._lost(size, now)
+                self._event(lambda t: self.search.probe_lost(size, t), now)
         except (AttributeError, KeyError, IndexError, TypeError) as exc:
             self.failed = exc  # never into aioquic's ACK processing; MoqConnection stops the search
             self._probe_due = None

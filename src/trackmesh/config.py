@@ -114,6 +114,9 @@ class NodeConfig:
     moq_anonymous: bool = False
     # The largest QUIC packet to a MoQ peer on this host (runtime/moq_listener.py); 1200 = as to any peer.
     moq_loopback_datagram_size: int = 16384
+    #: Path MTU discovery on MoQ connections (runtime/moq_pmtud.py), and the largest size it tries (0: by family).
+    moq_pmtud: bool = True
+    moq_pmtud_max: int = 0
 
     @property
     def token_key(self) -> bytes:
@@ -412,6 +415,7 @@ class Flag:
     roles: tuple[str, ...]
     metavar: str = "VALUE"
     switch: bool = False  # given without a value (the environment variable takes 1/0, true/false)
+    negatable: bool = False  # a switch that is on by default: --no-FLAG turns it off
 
 
 ALL_ROLES = ("standalone", "gateway", "media", "router", "connector", "console")
@@ -512,6 +516,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--moq-loopback-datagram-size", "largest QUIC packet sent to a MoQ peer on this host (loopback carries "
          "64 KB datagrams; never above the peer's max_udp_payload_size; 1200 = as to any other peer; default 16384)",
          _int_range("--moq-loopback-datagram-size", 1200, 65527), ("standalone", "media"), "BYTES"),
+    Flag("--moq-pmtud", "path MTU discovery (RFC 8899) on MoQ connections to peers not on this host, and to those "
+         "on it when --moq-loopback-datagram-size is 1200: QUIC packets above 1200 bytes where the path carries "
+         "them (on by default; --no-moq-pmtud: 1200-byte packets). See docs/moq.md#speed", _switch("--moq-pmtud"),
+         ("standalone", "media"), switch=True, negatable=True),
+    Flag("--moq-pmtud-max", "largest QUIC packet path MTU discovery tries (default: an Ethernet path, 1472 bytes "
+         "to IPv4 peers, 1452 to IPv6 ones; never above the peer's max_udp_payload_size)",
+         _int_range("--moq-pmtud-max", 1200, 65527), ("standalone", "media"), "BYTES"),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             help_text = f"{flag.help} [env {env_name(flag.name)}]"
             if flag.switch:
-                p.add_argument(flag.name, action="store_true", default=None, help=help_text)
+                action = argparse.BooleanOptionalAction if flag.negatable else "store_true"
+                p.add_argument(flag.name, action=action, default=None, help=help_text)
             else:
                 p.add_argument(flag.name, metavar=flag.metavar, help=help_text)
     return parser

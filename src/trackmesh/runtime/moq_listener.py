@@ -20,18 +20,19 @@ QUIC with the ALPN of each supported draft, one timer, nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
 import logging
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
-from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
@@ -47,8 +48,6 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
-from aioquic.quic.packet import pull_quic_transport_parameters
-from aioquic.tls import ExtensionType
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -69,6 +68,14 @@ from trackmesh.transports.moq.session import StreamReset as ResetOut
 
 from .aioquic_build import describe as describe_aioquic
 from .moq_auth import TokenAuthorizer
+from .moq_pmtud import (
+    PathMtuProbe,
+    PmtudStats,
+    peer_max_udp_payload_size,
+    route_payload_limit,
+    set_datagram_size,
+    set_dont_fragment,
+)
 from .moq_room_ingest import MoqRoomIngest
 from .moq_rooms import MoqRooms
 
@@ -85,7 +92,7 @@ WT_PATH = "/"
 _SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 CERT_DAYS = 10
 TIMER_INTERVAL = 0.25
-#: The largest QUIC packet to a peer on the same host (MoqConnection._raise_loopback_datagram_size).
+#: The largest QUIC packet to a peer on the same host (MoqConnection._choose_datagram_size).
 LOOPBACK_DATAGRAM_SIZE = 16384
 
 
@@ -165,6 +172,8 @@ class MoqConnection(QuicConnectionProtocol):
         self._next_bidi = 1  # server-initiated bidirectional
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        #: Path MTU discovery on this connection (runtime/moq_pmtud.py), None when it does not run.
+        self.pmtud: PathMtuProbe | None = None
 
     def open_uni(self) -> int:
         stream_id = self._next_uni
@@ -192,44 +201,69 @@ class MoqConnection(QuicConnectionProtocol):
         self.listener.sessions.add(self)
         return self.session
 
-    def _raise_loopback_datagram_size(self) -> None:
-        """Bigger QUIC packets to a peer on this host (``--moq-loopback-datagram-size``).
+    def _choose_datagram_size(self) -> None:
+        """The packet size to this peer, once its transport parameters are in (ProtocolNegotiated comes
+        after aioquic parsed them).
 
         aioquic sends packets of at most 1200 bytes (RFC 9000 s14: the size every path carries, as it
         does no path MTU discovery), and nearly all of a relay's CPU is per packet: packing, AEAD,
-        header protection, a sendto, then the ACK for it. Loopback carries 64 KB datagrams whole, so
-        to a loopback peer we send up to ``loopback_datagram_size``, never more than the peer's
-        max_udp_payload_size transport parameter (RFC 9000 s18.2). Called once the client's
-        transport parameters are in (ProtocolNegotiated comes after aioquic parsed them)."""
+        header protection, a sendto, then the ACK for it.
+
+        - A peer on this host (``--moq-loopback-datagram-size`` above 1200): loopback carries 64 KB
+          datagrams whole, so it gets up to ``loopback_datagram_size`` at once, never more than its
+          max_udp_payload_size transport parameter (RFC 9000 s18.2).
+        - Any other peer, and a loopback one when that option is 1200 (``--moq-pmtud``): path MTU
+          discovery (runtime/moq_pmtud.py) raises the size to what the path is seen to carry."""
+        listener = self.listener
+        loopback = listener.loopback_datagram_size > 1200 and _is_loopback(self._quic._network_paths[0].addr[0])
         try:
-            self._set_loopback_datagram_size(self.listener.loopback_datagram_size)
-        except AttributeError as exc:
+            if loopback:
+                self._set_loopback_datagram_size(listener.loopback_datagram_size)
+            elif listener.pmtud and listener.probe_socket is not None:
+                self.pmtud = PathMtuProbe(
+                    self._quic, listener.probe_socket, listener.pmtud_stats, listener.pmtud_max, self._loop.time
+                )
+        except (AttributeError, KeyError, IndexError) as exc:
             # aioquic's private packet-size attributes moved (a newer aioquic): stay at 1200 bytes.
-            if not self.listener.loopback_datagram_size_warned:
-                self.listener.loopback_datagram_size_warned = True
-                log.warning("--moq-loopback-datagram-size unsupported by this aioquic (%s): 1200-byte packets", exc)
+            self.pmtud = None
+            if not listener.loopback_datagram_size_warned:
+                listener.loopback_datagram_size_warned = True
+                log.warning("QUIC packets above 1200 bytes unsupported by this aioquic (%s): 1200-byte packets", exc)
 
     def _set_loopback_datagram_size(self, size: int) -> None:
         quic = self._quic
-        if size <= quic._max_datagram_size or not _is_loopback(quic._network_paths[0].addr[0]):
-            return
-        for ext_type, ext_data in quic.tls.received_extensions or ():
-            if ext_type == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
-                peer = pull_quic_transport_parameters(Buffer(data=ext_data)).max_udp_payload_size
-                size = min(size, 65527 if peer is None else peer)  # 65527: the default (s18.2)
-                break
-        else:
-            return
         if size <= quic._max_datagram_size:
             return
-        # The packet size, and the unit of the pacer and of the congestion controller (RFC 9002 s7.2).
-        quic._max_datagram_size = size
-        loss = quic._loss
-        loss._pacer._max_datagram_size = size
-        cc: Any = loss._cc
-        if hasattr(cc, "_max_datagram_size"):
-            cc._max_datagram_size = size
+        peer = peer_max_udp_payload_size(quic)
+        if peer is None:
+            return
+        size = min(size, peer)
+        if self.listener.probe_socket is not None:  # DF is set: never above the loopback interface's MTU
+            limit = route_payload_limit(quic._network_paths[0].addr)
+            if limit is not None:
+                size = min(size, limit)
+        if size <= quic._max_datagram_size:
+            return
+        set_datagram_size(quic, size)
         self.listener.stats.loopback_large_datagrams += 1
+
+    def pmtud_tick(self, now: float) -> None:
+        """The listener's timer: path MTU discovery's own (start, probe timer, black holes)."""
+        probe = self.pmtud
+        if probe is not None:
+            try:
+                probe.tick(now)
+            except (AttributeError, KeyError, IndexError, TypeError) as exc:
+                self._pmtud_failed(exc)
+
+    def _pmtud_failed(self, exc: Exception) -> None:
+        """aioquic's private state moved under path MTU discovery: stop it, back to 1200 bytes (logged once)."""
+        self.pmtud = None
+        with contextlib.suppress(AttributeError):
+            set_datagram_size(self._quic, 1200)
+        if not self.listener.loopback_datagram_size_warned:
+            self.listener.loopback_datagram_size_warned = True
+            log.warning("path MTU discovery unsupported by this aioquic (%s): 1200-byte packets", exc)
 
     def measure_backlog(self) -> None:
         """The bytes queued on this connection's streams and not yet acknowledged (once per tick:
@@ -278,6 +312,8 @@ class MoqConnection(QuicConnectionProtocol):
                 return False
             if quic._close_pending or quic._probe_pending or quic._datagrams_pending or quic._ping_pending:
                 return False
+            if self.pmtud is not None and self.pmtud.due:  # the next probe, after this ACK resolved one
+                return False
             # Frames declared lost by this ACK and due again: CRYPTO (session tickets), HANDSHAKE_DONE,
             # STREAMS_BLOCKED, RETIRE_CONNECTION_ID. The rarer ones (MAX_DATA, NEW_CONNECTION_ID) go
             # with the next transmit: the next object, or the listener's tick within TIMER_INTERVAL.
@@ -325,10 +361,10 @@ class MoqConnection(QuicConnectionProtocol):
             return
         if isinstance(event, ProtocolNegotiated):
             if event.alpn_protocol in H3_ALPN:
-                self._raise_loopback_datagram_size()
+                self._choose_datagram_size()
                 self._h3 = H3Connection(self._quic, enable_webtransport=True)
                 return
-            self._raise_loopback_datagram_size()
+            self._choose_datagram_size()
             draft = DRAFT_OF_ALPN.get(event.alpn_protocol or "")
             if draft is None:
                 self.listener.stats.refused_alpn += 1
@@ -439,6 +475,11 @@ class MoqConnection(QuicConnectionProtocol):
     def flush(self) -> None:
         """The session's outputs to QUIC, then one transmit (datagrams, timer) for all of them."""
         self._flush_scheduled = False
+        if self.pmtud is not None and self.pmtud.due:
+            try:
+                self.pmtud.send_due(self._loop.time())
+            except (AttributeError, KeyError, IndexError, TypeError) as exc:
+                self._pmtud_failed(exc)
         session = self.session
         if session is None:
             self.transmit()
@@ -484,8 +525,18 @@ class MoqListener:
         anonymous: bool = False,
         token_key: bytes | str | AppTokenKeys = b"",
         loopback_datagram_size: int = LOOPBACK_DATAGRAM_SIZE,
+        pmtud: bool = True,
+        pmtud_max: int = 0,
     ) -> None:
         self.host = host
+        #: Path MTU discovery (runtime/moq_pmtud.py) for peers not on this host, and for those on it when
+        #: ``loopback_datagram_size`` is 1200; ``pmtud_max``: the largest size it tries (0: by address
+        #: family, 1472 for IPv4, 1452 for IPv6).
+        self.pmtud = pmtud
+        self.pmtud_max = pmtud_max
+        self.pmtud_stats = PmtudStats()
+        #: A duplicate of the UDP socket for probes, so that their EMSGSIZE comes back to us (start()).
+        self.probe_socket: socket.socket | None = None
         #: The largest QUIC packet sent to a peer on this host (1200: never above the default).
         self.loopback_datagram_size = loopback_datagram_size
         self.loopback_datagram_size_warned = False  # logged once when aioquic lacks the attributes
@@ -553,13 +604,24 @@ class MoqListener:
         transport = self._server._transport
         if transport is not None:
             self.port = transport.get_extra_info("sockname")[1]
+            if self.pmtud:
+                self._probe_socket_for(transport.get_extra_info("socket"))
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
         log.info("MoQ relay on UDP %s:%s (%s)", self.host, self.port, describe_aioquic())
 
+    def _probe_socket_for(self, sock: Any) -> None:
+        """DF on the MoQ socket and a duplicate of it for the probes (runtime/moq_pmtud.py); without DF
+        an oversize probe would be fragmented and acknowledged, so no path MTU discovery."""
+        if sock is None or not set_dont_fragment(sock):
+            log.warning("MoQ path MTU discovery off: cannot set the DF bit on this platform")
+            return
+        self.probe_socket = socket.socket(fileno=os.dup(sock.fileno()))
+        self.probe_socket.setblocking(False)
+
     def metrics(self) -> dict[str, int]:
         """Counters and gauges for /metrics (``trackmesh_moq{what=...}``)."""
-        relay, stats = self.relay, self.stats
+        relay, stats, pmtud = self.relay, self.stats, self.pmtud_stats
         rooms = self.rooms.metrics() if self.rooms is not None else {}
         if self.room_ingest is not None:
             rooms |= self.room_ingest.metrics()
@@ -576,6 +638,13 @@ class MoqListener:
             "internal_errors_total": stats.internal_errors,
             "loopback_large_datagram_sessions_total": stats.loopback_large_datagrams,
             "acks_without_transmit_total": stats.acks_without_transmit,
+            "pmtud_probes_sent_total": pmtud.probes_sent,
+            "pmtud_probes_acked_total": pmtud.probes_acked,
+            "pmtud_probes_lost_total": pmtud.probes_lost,
+            "pmtud_black_holes_total": pmtud.black_holes,
+            "pmtud_raised_total": pmtud.raised,
+            "pmtud_last_plpmtu": pmtud.last_plpmtu,
+            **self._plpmtu_sessions(),
             "groups_dropped_total": relay.stats.groups_dropped,
             "namespaces": len(relay.namespaces),
             "tracks": len(relay.tracks),
@@ -586,13 +655,24 @@ class MoqListener:
             "datagrams_in_total": relay.stats.datagrams,
         }
 
+    def _plpmtu_sessions(self) -> dict[str, int]:
+        """Sessions by packet size found by path MTU discovery (``pmtud_sessions_<size>``)."""
+        out: dict[str, int] = {}
+        for conn in self.sessions:
+            if conn.pmtud is not None:
+                key = f"pmtud_sessions_{conn.pmtud.search.plpmtu}"
+                out[key] = out.get(key, 0) + 1
+        return out
+
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        now = loop.time()
         if self.cluster is not None:
-            self.cluster.tick(loop.time())
-        self.relay.timer(loop.time())
+            self.cluster.tick(now)
+        self.relay.timer(now)
         for conn in list(self.sessions):
             conn.measure_backlog()
+            conn.pmtud_tick(now)
             conn.flush()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
 
@@ -614,3 +694,6 @@ class MoqListener:
                 conn.flush()
         if self._server is not None:
             self._server.close()
+        if self.probe_socket is not None:
+            self.probe_socket.close()
+            self.probe_socket = None

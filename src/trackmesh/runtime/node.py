@@ -293,6 +293,8 @@ class Node:
             anonymous=self.config.moq_anonymous,
             token_key=self.token_key_of,
             loopback_datagram_size=self.config.moq_loopback_datagram_size,
+            pmtud=self.config.moq_pmtud,
+            pmtud_max=self.config.moq_pmtud_max,
         )
         problem = ""
         try:

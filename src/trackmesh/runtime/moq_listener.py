@@ -94,6 +94,8 @@ CERT_DAYS = 10
 TIMER_INTERVAL = 0.25
 #: The largest QUIC packet to a peer on the same host (MoqConnection._choose_datagram_size).
 LOOPBACK_DATAGRAM_SIZE = 16384
+#: The MoQ socket's kernel receive and send buffers (_enlarge_buffers).
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, bytes]:
@@ -122,6 +124,19 @@ def make_certificate(hosts: list[str], days: int = CERT_DAYS) -> tuple[bytes, by
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _enlarge_buffers(sock: Any) -> None:
+    """4 MB kernel buffers on the MoQ socket, as on the media workers' (runtime/worker.py): a key
+    frame to N subscribers leaves as a burst of N x 30-40 packets, and their ACKs come back as one.
+    With the default 208 KB the relay's socket dropped ACKs and publishers' packets near a core's
+    capacity (bench/moq_fanout_e2e.py, ``udp_drops_at_relay_socket``), and each lost ACK is more
+    retransmission. The kernel caps the size at net.core.rmem_max / wmem_max."""
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
 
 
 def _is_loopback(host: str) -> bool:
@@ -604,6 +619,7 @@ class MoqListener:
         transport = self._server._transport
         if transport is not None:
             self.port = transport.get_extra_info("sockname")[1]
+            _enlarge_buffers(transport.get_extra_info("socket"))
             if self.pmtud:
                 self._probe_socket_for(transport.get_extra_info("socket"))
         loop = asyncio.get_running_loop()

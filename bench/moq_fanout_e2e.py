@@ -350,6 +350,11 @@ def ratio(a: int | None, b: int | None, digits: int) -> float | None:
     return round(a / b, digits) if a is not None and b else None
 
 
+def per_object(cpu: float, objects: int) -> float | None:
+    """CPU microseconds per delivered object."""
+    return round(1e6 * cpu / objects, 1) if objects else None
+
+
 def free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -582,7 +587,7 @@ def run_one(kind: str, count: int, seconds: float, workdir: str, clients: str = 
             "p99_ms": result["p99_ms"],
             "relay_cpu_share": round(cpu / seconds, 3),
             "relay_runqueue_wait_share": round(waits[0] / seconds, 3),
-            "relay_cpu_us_per_object": round(1e6 * cpu / result["received"], 1) if result["received"] else None,
+            "relay_cpu_us_per_object": per_object(cpu, result["received"]),
             # What the subscribers' side of the wire saw in the window: the relay's datagrams to them
             # (and their mean size), and the packets they sent back (ACKs, nearly all).
             "datagrams_per_object": ratio(result["datagrams_in"], result["received"], 2),
@@ -592,6 +597,8 @@ def run_one(kind: str, count: int, seconds: float, workdir: str, clients: str = 
             "relay_rss_kib": rss,
             "relay_rss_idle_kib": rss_idle,
             "client_cpu_share": result["client_cpu_share"],
+            "client_cpu_us_per_object": per_object(result["client_cpu_share"] * seconds, result["received"]),
+            "client_threads_cpu_share": result.get("client_threads_cpu_share"),  # moq-rs: by thread name
             "client_runqueue_wait_share": round(waits[1] / seconds, 3),
             "udp_rcvbuf_drops": drops,
             "udp_drops_at_relay_socket": relay_socket_drops(port),

@@ -17,8 +17,9 @@ subscriber has its first frame (or gave up), the window starting 1 s later; then
 window, one line with the result (see ``result()``). Datagram and ACK counts come from quinn's
 connection statistics (packets received and sent); the largest datagram is not known (null).
 When no subscriber gets a frame, the first line is ``{"error": "..."}`` instead: which step failed
-for how many subscribers, and the first errors. Every step has a timeout and a watchdog ends the
-process, so it never hangs.
+for how many subscribers, and the first errors. Every step has a timeout, the setup a budget, and a
+watchdog ends the process, so it never hangs. Dials run DIALING at a time (a Python relay given 200
+handshakes at once let some time out).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ LATE = 0.200
 MAX_LATENCIES = 20_000  # per subscriber, as the aioquic subscribers keep
 SETUP_TIMEOUT = 15.0  # per step: connect, announcement, subscription, first frame
 STRAGGLERS = 2.0
+DIALING = 8  # connections being set up at once
+SETUP_BUDGET = 90.0  # every subscriber connected and given its first frame, or left out
 
 
 class Subscriber:
@@ -95,12 +98,13 @@ async def read_group(sub: Subscriber, group: Any) -> None:
             sub.first_frame.set()
 
 
-async def run_subscriber(sub: Subscriber, url: str, stack: AsyncExitStack) -> None:
+async def run_subscriber(sub: Subscriber, url: str, stack: AsyncExitStack, dialing: asyncio.Semaphore) -> None:
     import moq  # here, not at the top: the counting above is tested without moq (in trackmesh's venv)
 
     try:
         client = moq.Client(url, tls_verify=False, websocket_enabled=False, reconnect=False)
-        await asyncio.wait_for(stack.enter_async_context(client), SETUP_TIMEOUT)
+        async with dialing:  # a few handshakes at a time: 200 at once outlast a Python relay's patience
+            await asyncio.wait_for(stack.enter_async_context(client), SETUP_TIMEOUT)
         sub.client = client
         sub.step = "announcement"
         broadcast = await asyncio.wait_for(client.announced_broadcast(BROADCAST).available(), SETUP_TIMEOUT)
@@ -120,10 +124,12 @@ async def run_subscriber(sub: Subscriber, url: str, stack: AsyncExitStack) -> No
 
 
 async def first_frame(sub: Subscriber, task: asyncio.Task[None]) -> None:
-    """Until the subscriber has its first frame, or has failed (its task ended), or 4 timeouts passed."""
+    """Until the subscriber has its first frame, or has failed (its task ended)."""
     frame = asyncio.create_task(sub.first_frame.wait())
-    await asyncio.wait([frame, task], timeout=4 * SETUP_TIMEOUT + 5, return_when=asyncio.FIRST_COMPLETED)
-    frame.cancel()
+    try:
+        await asyncio.wait([frame, task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        frame.cancel()
 
 
 def setup_error(subs: list[Subscriber]) -> str:
@@ -166,6 +172,22 @@ def total_counts(subs: list[Subscriber]) -> list[int] | None:
     return [sum(x[i] for x in stats if x is not None) for i in range(3)]
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (utime + stime) of this process's threads, summed by thread name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
 
@@ -177,10 +199,16 @@ async def main(url: str, count: int, seconds: float) -> None:
     t0 = time.monotonic()
     async with AsyncExitStack() as stack:
         subs = [Subscriber() for _ in range(count)]
-        tasks = [asyncio.create_task(run_subscriber(s, url, stack)) for s in subs]
-        # Every step has its timeout: a subscriber has its first frame or has failed within
-        # 4 * SETUP_TIMEOUT (a failed one's task ends).
-        await asyncio.wait([asyncio.create_task(first_frame(s, t)) for s, t in zip(subs, tasks, strict=True)])
+        dialing = asyncio.Semaphore(DIALING)
+        tasks = [asyncio.create_task(run_subscriber(s, url, stack, dialing)) for s in subs]
+        # Every step has its timeout, and the whole setup its budget: who has no frame by then is out.
+        waits = [asyncio.create_task(first_frame(s, t)) for s, t in zip(subs, tasks, strict=True)]
+        await asyncio.wait(waits, timeout=SETUP_BUDGET)
+        for w in waits:
+            w.cancel()
+        for s in subs:
+            if not s.first_frame.is_set() and s.error is None:
+                s.error = f"no frame within the setup budget ({SETUP_BUDGET:g} s)"
         ready = sum(s.first_frame.is_set() for s in subs)
         progress(f"{sum(s.client is not None for s in subs)} of {count} connected, {ready} have a frame")
         if not ready:
@@ -191,15 +219,16 @@ async def main(url: str, count: int, seconds: float) -> None:
         for s in subs:
             s.window = (start, end)
         emit({"window": [start, end]})
-        cpu0 = time.process_time()  # every thread of the process: tokio's and quinn's too
+        cpu0, threads0 = time.process_time(), thread_cpu()  # every thread: tokio's and quinn's too
         await asyncio.sleep(max(0.0, start - time.monotonic()))
         counts0 = total_counts(subs)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         counts1 = total_counts(subs)
-        cpu = time.process_time() - cpu0
+        cpu, threads1 = time.process_time() - cpu0, thread_cpu()
+        threads = {k: round((v - threads0.get(k, 0.0)) / seconds, 3) for k, v in threads1.items()}
         counts = None if counts0 is None or counts1 is None else [b - a for a, b in zip(counts0, counts1, strict=True)]
         await asyncio.sleep(STRAGGLERS)
-        emit(result(subs, (start, end), cpu, counts))
+        emit({**result(subs, (start, end), cpu, counts), "client_threads_cpu_share": threads})
         del tasks
         os._exit(0)  # closing 200 sessions gracefully can outlast the bench's patience
 
@@ -222,5 +251,5 @@ if __name__ == "__main__":
     import moq
 
     moq.log_level(os.environ.get("MOQ_BENCH_RS_LOG", "info"))
-    watchdog(4 * SETUP_TIMEOUT + 5 + 1 + seconds + STRAGGLERS + 30)
+    watchdog(SETUP_BUDGET + 1 + seconds + STRAGGLERS + 30)
     asyncio.run(main(url, count, seconds))

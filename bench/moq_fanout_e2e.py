@@ -3,7 +3,7 @@
 Run it only inside the private network namespace (loopback only)::
 
     scripts/in-netns.sh .venv/bin/python bench/moq_fanout_e2e.py 10 50 100 200 \
-        --relays trackmesh,aiomoqt,moqrs --seconds 20
+        --relays trackmesh,aiomoqt,moqrs --seconds 20 [--clients moqrs]
 
 For each relay and each N it starts the relay pinned to core 1 (``taskset -c 1``):
 
@@ -12,12 +12,26 @@ For each relay and each N it starts the relay pinned to core 1 (``taskset -c 1``
 - ``moqrs``: moq-rs 0.5.1's ``moq.Server`` with one shared origin (``.venv-moq``), which makes it a
   relay: what one session publishes, the others may subscribe to.
 
-The clients run on core 0 (``taskset -c 0``), written here on aioquic and our own draft-16 codecs:
-one publisher process (PUBLISH_NAMESPACE, answers the relay's SUBSCRIBEs, one subgroup stream per
-group) and one process holding all N subscriber sessions. Each object's payload starts with its
-sequence number and its send time (``time.monotonic()``, one clock for every process of the
-machine). Over a window of ``--seconds`` after every subscriber has its SUBSCRIBE_OK, the
-subscribers count the objects sent in the window that reached them, and how many of those took
+The clients run on core 0 (``taskset -c 0``): one publisher process, written here on aioquic and our
+own draft-16 codecs (PUBLISH_NAMESPACE, answers the relay's SUBSCRIBEs, one subgroup stream per
+group), and one process holding all N subscriber sessions, chosen by ``--clients``:
+
+- ``aioquic`` (default): this file's draft-16 sessions on aioquic (pure Python), ALPN ``moqt-16``;
+- ``moqrs``: bench/moq_rs_subscribers.py in ``.venv-moq``, each subscriber a moq-rs ``moq.Client``
+  (moq-ffi 0.4.18: Rust, quinn, tokio) on ``moqt://``, subscribing to broadcast ``bench/fanout``,
+  track ``video``. Far cheaper per packet, so that N = 100 and 200 measure the relays, not the
+  subscribers. moq-ffi offers every version it knows (moq-lite's and IETF drafts up to moqt-22)
+  and has no setting to narrow them, so the relay picks: aiomoqt's ``moqt-16`` (the only one it offers
+  with ``--draft 16``); moq-rs's relay ``moq-lite-06`` (its own protocol: the publisher still speaks
+  draft-16 to it); trackmesh would pick ``moqt-20``, so with ``--clients moqrs`` the bench holds
+  the node's raw-QUIC ALPNs to ``moqt-16`` (``MOQ_BENCH_NODE_ALPNS``, comma-separated; empty: all
+  of them). The result's ``clients_versions`` counts the sessions per version (moq-ffi's log).
+  Datagram and ACK counts are quinn's packet counters; the largest datagram is not known (null).
+
+Each object's payload starts with its sequence number and its send time (``time.monotonic()``, one
+clock for every process of the machine). Over a window of ``--seconds`` after every subscriber has
+its SUBSCRIBE_OK (moq-rs: its first frame; the API does not show the SUBSCRIBE_OK), the subscribers
+count the objects sent in the window that reached them, and how many of those took
 more than 200 ms; an object that never arrives (by the end of the window plus 2 s) counts as late.
 The relay's CPU (utime + stime of its process tree, from /proc), its run-queue wait (schedstat:
 runnable but not running, the share other processes on its core took), its RSS and the
@@ -33,6 +47,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -57,6 +72,7 @@ from trackmesh.transports.moq.varint import Reader
 
 ROOT = Path(__file__).parents[1]
 MOQ_PYTHON = ROOT / ".venv-moq" / "bin" / "python"
+MOQRS_SUBSCRIBERS = Path(__file__).with_name("moq_rs_subscribers.py")
 NS = (b"bench", b"fanout")
 TRACK = b"video"
 FPS = 30
@@ -74,6 +90,28 @@ async def main():
         await server.serve()
 asyncio.run(main())
 """
+
+
+# trackmesh answering raw QUIC with the given ALPNs only (comma-separated, first argument), then its
+# CLI: the node prefers moqt-20, and moq-rs clients offer every draft, so without this they would
+# speak draft-20 to it where the publisher and the other relays speak draft-16.
+TRACKMESH_WITH_ALPNS = """
+import runpy, sys
+import trackmesh.runtime.moq_listener as listener
+listener.ALPNS = (*sys.argv[1].split(","), *listener.H3_ALPN)
+sys.argv = ["trackmesh", *sys.argv[2:]]
+runpy.run_module("trackmesh.cli.main", run_name="__main__")
+"""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CONNECTED = re.compile(r"moq_tokio::client: connected version=(\S+)")
+
+
+def negotiated_versions(log: str) -> dict[str, int]:
+    """How many moq-rs sessions connected with each version, from moq-ffi's log (info level)."""
+    versions: dict[str, int] = {}
+    for found in _CONNECTED.finditer(_ANSI.sub("", log)):
+        versions[found.group(1)] = versions.get(found.group(1), 0) + 1
+    return versions
 
 
 class Session(QuicConnectionProtocol):
@@ -307,8 +345,14 @@ async def subscribe(port: int, count: int, seconds: float) -> None:
         os._exit(0)
 
 
-def ratio(a: int, b: int, digits: int) -> float | None:
-    return round(a / b, digits) if b else None
+def ratio(a: int | None, b: int | None, digits: int) -> float | None:
+    """a / b rounded; None when either is unknown (moq-rs subscribers: quinn's counters) or b is 0."""
+    return round(a / b, digits) if a is not None and b else None
+
+
+def per_object(cpu: float, objects: int) -> float | None:
+    """CPU microseconds per delivered object."""
+    return round(1e6 * cpu / objects, 1) if objects else None
 
 
 def free_port(kind: int) -> int:
@@ -401,7 +445,8 @@ def udp_listening(port: int) -> bool:
     return False
 
 
-def start_relay(kind: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+def start_relay(kind: str, port: int, workdir: str, alpns: str = "") -> subprocess.Popen[bytes]:
+    """The relay on core 1. ``alpns``: trackmesh answers raw QUIC with these only ("": all it speaks)."""
     pin = ["taskset", "-c", "1"]
     log = open(f"{workdir}/{kind}.log", "wb")  # noqa: SIM115 - closed with the process
     if kind == "trackmesh":
@@ -409,7 +454,8 @@ def start_relay(kind: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
         if os.environ.get("MOQ_BENCH_NODE_PYTHONPATH"):  # the relay alone on another build (e.g. a compiled aioquic)
             paths = (os.environ["MOQ_BENCH_NODE_PYTHONPATH"], env.get("PYTHONPATH"))
             env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        cmd = [*pin, sys.executable, "-m", "trackmesh.cli.main", "standalone", "--http-port"]
+        node = ["-c", TRACKMESH_WITH_ALPNS, alpns] if alpns else ["-m", "trackmesh.cli.main"]
+        cmd = [*pin, sys.executable, *node, "standalone", "--http-port"]
         cmd += [str(free_port(socket.SOCK_STREAM)), "--moq-port", str(port), "--moq-anonymous"]
         cmd += ["--log-level", "warning", *os.environ.get("MOQ_BENCH_NODE_ARGS", "").split()]
         if os.environ.get("MOQ_BENCH_PYSPY"):  # a flame graph of the node: py-spy samples it (its own CPU counts too)
@@ -446,10 +492,36 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGINT) -> None:
             proc.wait()
 
 
-def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, Any]:
+def subscribers_command(clients: str, port: int, count: int, seconds: float) -> list[str]:
+    """The subscribers' process, pinned to core 0: this file's aioquic ones, or moq-rs's."""
+    pin = ["taskset", "-c", "0"]
+    if clients == "aioquic":
+        return [*pin, sys.executable, __file__, "_subs", str(port), str(count), str(seconds)]
+    if clients == "moqrs":
+        url = f"moqt://127.0.0.1:{port}"
+        return [*pin, str(MOQ_PYTHON), str(MOQRS_SUBSCRIBERS), url, str(count), str(seconds)]
+    raise ValueError(clients)
+
+
+def window_line(line: str) -> tuple[float, float]:
+    """The subscribers' first line: their window, or why they have none (RuntimeError)."""
+    if not line:
+        raise RuntimeError("the subscribers' process ended before its window")
+    first = json.loads(line)
+    if "error" in first:
+        raise RuntimeError(first["error"])
+    start, end = first["window"]
+    return float(start), float(end)
+
+
+def run_one(kind: str, count: int, seconds: float, workdir: str, clients: str = "aioquic") -> dict[str, Any]:
     port = free_port(socket.SOCK_DGRAM)
-    relay = start_relay(kind, port, workdir)
+    # moq-rs offers every draft and takes the relay's pick: trackmesh is held to the publisher's draft-16
+    # (MOQ_BENCH_NODE_ALPNS: other raw-QUIC ALPNs, comma-separated; empty: all the node speaks).
+    alpns = os.environ.get("MOQ_BENCH_NODE_ALPNS", "moqt-16") if clients == "moqrs" else ""
+    relay = start_relay(kind, port, workdir, alpns)
     me = [*("taskset", "-c", "0"), sys.executable, __file__]
+    subs_log = f"{workdir}/subscribers-{clients}-{kind}-{count}.log"
     sent_path = f"{workdir}/sent-{kind}-{count}.json"
     pub = subs = None
     try:
@@ -464,13 +536,20 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
         assert pub.stdout is not None
         print(f"  publisher: {pub.stdout.readline().strip()}", flush=True)
         time.sleep(1.0)
-        cmd = [*me, "_subs", str(port), str(count), str(seconds)]
-        subs = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        cmd = subscribers_command(clients, port, count, seconds)
+        if clients == "moqrs":  # moq-rs's log (each session's version, parsed below) and progress: to a file
+            with open(subs_log, "wb") as log:
+                subs = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        else:
+            subs = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert subs.stdout is not None
-        line = subs.stdout.readline()
-        if not line:
-            raise RuntimeError("the subscribers' process ended before its window")
-        start, end = json.loads(line)["window"]
+        try:
+            start, end = window_line(subs.stdout.readline())
+        except RuntimeError as exc:
+            if clients == "moqrs":
+                found = negotiated_versions(Path(subs_log).read_text(errors="replace"))
+                raise RuntimeError(f"{exc} (versions negotiated: {found or 'none'}; log {subs_log})") from None
+            raise
         time.sleep(max(0.0, start - time.monotonic()))
         cpu0, drops0 = cpu_seconds(relay.pid), udp_drops()
         waits0 = run_delay(relay.pid), run_delay(subs.pid)
@@ -486,9 +565,12 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
         sent = sum(start <= t < end for t in published["sent"])
         expected = sent * count
         seqs = result.pop("seqs")
+        versions = negotiated_versions(Path(subs_log).read_text(errors="replace")) if clients == "moqrs" else None
         late = result["late"] + (expected - result["received"])
         return {
             "relay": kind,
+            "clients": clients,
+            "clients_versions": versions,  # moq-rs: per version, the sessions that connected with it
             "subscribers": count,
             "subscribed": result["subscribed"],
             "errors": result["errors"],
@@ -505,7 +587,7 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "p99_ms": result["p99_ms"],
             "relay_cpu_share": round(cpu / seconds, 3),
             "relay_runqueue_wait_share": round(waits[0] / seconds, 3),
-            "relay_cpu_us_per_object": round(1e6 * cpu / result["received"], 1) if result["received"] else None,
+            "relay_cpu_us_per_object": per_object(cpu, result["received"]),
             # What the subscribers' side of the wire saw in the window: the relay's datagrams to them
             # (and their mean size), and the packets they sent back (ACKs, nearly all).
             "datagrams_per_object": ratio(result["datagrams_in"], result["received"], 2),
@@ -515,6 +597,8 @@ def run_one(kind: str, count: int, seconds: float, workdir: str) -> dict[str, An
             "relay_rss_kib": rss,
             "relay_rss_idle_kib": rss_idle,
             "client_cpu_share": result["client_cpu_share"],
+            "client_cpu_us_per_object": per_object(result["client_cpu_share"] * seconds, result["received"]),
+            "client_threads_cpu_share": result.get("client_threads_cpu_share"),  # moq-rs: by thread name
             "client_runqueue_wait_share": round(waits[1] / seconds, 3),
             "udp_rcvbuf_drops": drops,
             "udp_drops_at_relay_socket": relay_socket_drops(port),
@@ -539,16 +623,23 @@ def main() -> None:
     parser.add_argument("subscribers", type=int, nargs="+")
     parser.add_argument("--relays", default="trackmesh,aiomoqt,moqrs")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--clients",
+        choices=["aioquic", "moqrs"],
+        default="aioquic",
+        help="the subscribers: this file's aioquic sessions, or moq-rs sessions (bench/moq_rs_subscribers.py)",
+    )
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="moq-fanout-e2e-")
     print(f"logs in {workdir}", flush=True)
     for kind in args.relays.split(","):
         for count in args.subscribers:
-            print(f"{kind}, {count} subscribers", flush=True)
+            print(f"{kind}, {count} {args.clients} subscribers", flush=True)
             try:
-                print(json.dumps(run_one(kind, count, args.seconds, workdir)), flush=True)
+                print(json.dumps(run_one(kind, count, args.seconds, workdir, args.clients)), flush=True)
             except Exception as exc:
-                print(json.dumps({"relay": kind, "subscribers": count, "error": f"{type(exc).__name__}: {exc}"}))
+                error = f"{type(exc).__name__}: {exc}"
+                print(json.dumps({"relay": kind, "clients": args.clients, "subscribers": count, "error": error}))
 
 
 if __name__ == "__main__":

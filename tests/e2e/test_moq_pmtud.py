@@ -83,6 +83,25 @@ async def open_recorder(port: int, host: str = "127.0.0.1") -> Recorder:
     return session
 
 
+async def subscribe(pub: Recorder, sub: Recorder) -> None:
+    """``pub`` announces NS, ``sub`` subscribes to its track ``video`` through the relay, ``pub`` accepts."""
+    pub.send(m.PublishNamespace(0, NS))
+    await pub.wait_for(lambda: len(pub.messages) >= 2)
+    sub.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
+    await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages))
+    upstream = next(x for x in pub.messages if isinstance(x, m.Subscribe))
+    pub.send(m.SubscribeOk(upstream.request_id, 1, {m.PARAM_EXPIRES: 0}))
+    await sub.wait_for(lambda: any(isinstance(x, m.SubscribeOk) for x in sub.messages))
+
+
+def send_object(pub: Recorder, payload: bytes, group: int = 0) -> None:
+    """One object on a subgroup stream of its own (track alias 1), ended, sent now."""
+    stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
+    head = encode_subgroup_header(SubgroupHeader(1, group, 0, 128))
+    pub._quic.send_stream_data(stream, head + encode_object(0, None, payload), end_stream=True)
+    pub.transmit()
+
+
 async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1", loopback: str = "1200") -> dict[str, Any]:
     """Run in the nested namespace: the searches, then one large object; what was seen."""
     listener = MoqListener(listen, 0, anonymous=True, loopback_datagram_size=int(loopback))
@@ -99,19 +118,10 @@ async def scenario(listen: str = "127.0.0.1", client: str = "127.0.0.1", loopbac
                 if int(loopback) > 1200:  # the loopback shortcut: no search
                     break
                 await asyncio.sleep(0.05)
-        pub.send(m.PublishNamespace(0, NS))
-        await pub.wait_for(lambda: len(pub.messages) >= 2)
-        sub.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
-        await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages))
-        upstream = next(x for x in pub.messages if isinstance(x, m.Subscribe))
-        pub.send(m.SubscribeOk(upstream.request_id, 1, {m.PARAM_EXPIRES: 0}))
-        await sub.wait_for(lambda: any(isinstance(x, m.SubscribeOk) for x in sub.messages))
+        await subscribe(pub, sub)
         before = len(sub.sizes)
         started = time.monotonic()
-        stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
-        head = encode_subgroup_header(SubgroupHeader(1, 0, 0, 128))
-        pub._quic.send_stream_data(stream, head + encode_object(0, None, PAYLOAD), end_stream=True)
-        pub.transmit()
+        send_object(pub, PAYLOAD)
         await sub.wait_for(lambda: sub.data_bytes >= len(PAYLOAD), 30)
         took = time.monotonic() - started
         assert sub._transport is not None
@@ -184,31 +194,17 @@ async def lossy_scenario() -> dict[str, Any]:
         for conn in listener.sessions:
             if conn.pmtud is not None:
                 conn.pmtud._send_sock = path
-        pub.send(m.PublishNamespace(0, NS))
-        await pub.wait_for(lambda: len(pub.messages) >= 2)
-        sub.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
-        await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages))
-        upstream = next(x for x in pub.messages if isinstance(x, m.Subscribe))
-        pub.send(m.SubscribeOk(upstream.request_id, 1, {m.PARAM_EXPIRES: 0}))
-        await sub.wait_for(lambda: any(isinstance(x, m.SubscribeOk) for x in sub.messages))
+        await subscribe(pub, sub)
         assert sub._transport is not None
         port = sub._transport.get_extra_info("sockname")[1]
         to_sub = next(c for c in listener.sessions if c._quic._network_paths[0].addr[1] == port)
-        group = 0
-
-        def send_object(payload: bytes) -> None:
-            nonlocal group
-            group += 1
-            stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
-            head = encode_subgroup_header(SubgroupHeader(1, group, 0, 128))
-            pub._quic.send_stream_data(stream, head + encode_object(0, None, payload), end_stream=True)
-            pub.transmit()
+        groups = iter(range(1, 1 << 30))
 
         async def flow_until(done: Any, timeout: float) -> None:
             """3.5 KB objects every 20 ms (a video track) until ``done()``."""
             async with asyncio.timeout(timeout):
                 while not done():
-                    send_object(bytes(3500))
+                    send_object(pub, bytes(3500), next(groups))
                     await asyncio.sleep(0.02)
 
         assert to_sub.pmtud is not None
@@ -218,7 +214,7 @@ async def lossy_scenario() -> dict[str, Any]:
         out["searched_metrics"] = {k: v for k, v in listener.metrics().items() if k.startswith("pmtud")}
         path.limit = 1300  # the route changes under the connection
         await flow_until(lambda: search.black_holes > 0 and search.state is PmtuState.SEARCH_COMPLETE, 60)
-        send_object(PAYLOAD)
+        send_object(pub, PAYLOAD, next(groups))
         await sub.wait_for(lambda: max(len(b) for b in sub.streams.values()) >= len(PAYLOAD), 30)
         received = max(sub.streams.values(), key=len)
         out |= {
@@ -270,18 +266,9 @@ def test_aioquic_internals_moved_leave_1200(monkeypatch: pytest.MonkeyPatch, cap
             async with asyncio.timeout(10):
                 while len(listener.sessions) < 2 or any(c.pmtud is not None for c in listener.sessions):
                     await asyncio.sleep(0.05)
-            pub.send(m.PublishNamespace(0, NS))
-            await pub.wait_for(lambda: len(pub.messages) >= 2)
-            sub.send(m.Subscribe(0, NS, b"video", {m.PARAM_FORWARD: 1}))
-            await pub.wait_for(lambda: any(isinstance(x, m.Subscribe) for x in pub.messages))
-            upstream = next(x for x in pub.messages if isinstance(x, m.Subscribe))
-            pub.send(m.SubscribeOk(upstream.request_id, 1, {m.PARAM_EXPIRES: 0}))
-            await sub.wait_for(lambda: any(isinstance(x, m.SubscribeOk) for x in sub.messages))
+            await subscribe(pub, sub)
             before = len(sub.sizes)
-            stream = pub._quic.get_next_available_stream_id(is_unidirectional=True)
-            head = encode_subgroup_header(SubgroupHeader(1, 0, 0, 128))
-            pub._quic.send_stream_data(stream, head + encode_object(0, None, PAYLOAD), end_stream=True)
-            pub.transmit()
+            send_object(pub, PAYLOAD)
             await sub.wait_for(lambda: max((len(b) for b in sub.streams.values()), default=0) >= len(PAYLOAD), 30)
             intact = PAYLOAD in max(sub.streams.values(), key=len)
             sizes = sub.sizes[before:]

@@ -24,7 +24,7 @@ group), and one process holding all N subscriber sessions, chosen by ``--clients
   and has no setting to narrow them, so the relay picks: aiomoqt's ``moqt-16`` (the only one it offers
   with ``--draft 16``); moq-rs's relay ``moq-lite-06`` (its own protocol: the publisher still speaks
   draft-16 to it); trackmesh would pick ``moqt-20``, so with ``--clients moqrs`` the bench holds
-  the node's raw-QUIC ALPNs to ``moqt-16`` (``MOQ_BENCH_NODE_ALPNS``, comma-separated; empty: all
+  the node's raw-QUIC ALPNs to ``moqt-16`` (its ``--moq-alpns``, from ``MOQ_BENCH_NODE_ALPNS``; empty: all
   of them). The result's ``clients_versions`` counts the sessions per version (moq-ffi's log).
   Datagram and ACK counts are quinn's packet counters; the largest datagram is not known (null).
 
@@ -92,16 +92,6 @@ asyncio.run(main())
 """
 
 
-# trackmesh answering raw QUIC with the given ALPNs only (comma-separated, first argument), then its
-# CLI: the node prefers moqt-20, and moq-rs clients offer every draft, so without this they would
-# speak draft-20 to it where the publisher and the other relays speak draft-16.
-TRACKMESH_WITH_ALPNS = """
-import runpy, sys
-import trackmesh.runtime.moq_listener as listener
-listener.ALPNS = (*sys.argv[1].split(","), *listener.H3_ALPN)
-sys.argv = ["trackmesh", *sys.argv[2:]]
-runpy.run_module("trackmesh.cli.main", run_name="__main__")
-"""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CONNECTED = re.compile(r"moq_tokio::client: connected version=(\S+)")
 
@@ -454,9 +444,9 @@ def start_relay(kind: str, port: int, workdir: str, alpns: str = "") -> subproce
         if os.environ.get("MOQ_BENCH_NODE_PYTHONPATH"):  # the relay alone on another build (e.g. a compiled aioquic)
             paths = (os.environ["MOQ_BENCH_NODE_PYTHONPATH"], env.get("PYTHONPATH"))
             env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        node = ["-c", TRACKMESH_WITH_ALPNS, alpns] if alpns else ["-m", "trackmesh.cli.main"]
-        cmd = [*pin, sys.executable, *node, "standalone", "--http-port"]
+        cmd = [*pin, sys.executable, "-m", "trackmesh.cli.main", "standalone", "--http-port"]
         cmd += [str(free_port(socket.SOCK_STREAM)), "--moq-port", str(port), "--moq-anonymous"]
+        cmd += ["--moq-alpns", alpns] if alpns else []
         cmd += ["--log-level", "warning", *os.environ.get("MOQ_BENCH_NODE_ARGS", "").split()]
         if os.environ.get("MOQ_BENCH_PYSPY"):  # a flame graph of the node: py-spy samples it (its own CPU counts too)
             spy = str(Path(sys.executable).parent / "py-spy")

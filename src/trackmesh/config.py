@@ -117,6 +117,8 @@ class NodeConfig:
     #: Path MTU discovery on MoQ connections (runtime/moq_pmtud.py), and the largest size it tries (0: by family).
     moq_pmtud: bool = True
     moq_pmtud_max: int = 0
+    #: The raw-QUIC MoQ ALPNs answered, in our order of preference (transports/moq/alpn.py; empty: all).
+    moq_alpns: tuple[str, ...] = ()
 
     @property
     def token_key(self) -> bytes:
@@ -161,6 +163,18 @@ def _digest_algorithms(flag: str) -> Callable[[str], tuple[str, ...]]:
         if not values or any(v not in ("SHA-256", "MD5") for v in values) or len(set(values)) != len(values):
             raise ConfigError(f"{flag}: {text!r} is not accepted; accepted: SHA-256 and/or MD5, comma-separated")
         return values
+
+    return parse
+
+
+def _moq_alpns(flag: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        from trackmesh.transports.moq.alpn import parse_alpns
+
+        try:
+            return parse_alpns(text)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
 
     return parse
 
@@ -523,6 +537,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--moq-pmtud-max", "largest QUIC packet path MTU discovery tries (default: an Ethernet path, 1472 bytes "
          "to IPv4 peers, 1452 to IPv6 ones; never above the peer's max_udp_payload_size)",
          _int_range("--moq-pmtud-max", 1200, 65527), ("standalone", "media"), "BYTES"),
+    Flag("--moq-alpns", "the raw-QUIC MoQ versions answered, by ALPN, in our order of preference (default: "
+         "moqt-20,moqt-22,moqt-21,moqt-16; WebTransport is not affected). E.g. moqt-16 to hold every client to "
+         "draft-16", _moq_alpns("--moq-alpns"), ("standalone", "media"), "ALPNS"),
     Flag("--dev", "development mode: GET /dev/token/<kind> hands out demo tokens to loopback clients, so the sample "
          "pages need no secret (never in production)", _switch("--dev"), ("standalone",), switch=True),
     Flag("--metrics-token", "require Authorization: Bearer <token> on /metrics and /api/node/info (default: no auth; "

@@ -137,3 +137,11 @@ def test_recording_flags() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             resolve("standalone", values, {})
+
+
+def test_moq_alpns_choose_the_raw_quic_versions_and_refuse_unknown_ones() -> None:
+    assert resolve("standalone", {}, {}).moq_alpns == ()
+    assert resolve("standalone", {"moq_alpns": "moqt-16,moqt-20"}, {}).moq_alpns == ("moqt-16", "moqt-20")
+    assert resolve("media", {}, {env_name("--moq-alpns"): "moqt-16"}).moq_alpns == ("moqt-16",)
+    with pytest.raises(ConfigError, match="--moq-alpns: 'moqt-99' is not accepted; accepted: one or more of"):
+        resolve("standalone", {"moq_alpns": "moqt-99"}, {})

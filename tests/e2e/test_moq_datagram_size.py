@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aioquic._buffer import Buffer
+from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -200,3 +201,32 @@ def test_the_moq_socket_has_large_kernel_buffers() -> None:
     # default (rmem_default, 208 KB) it reports as it is, so this fails without the enlargement.
     assert rcv == 2 * min(SOCKET_BUFFER, cap("rmem_max")), rcv
     assert snd == 2 * min(SOCKET_BUFFER, cap("wmem_max")), snd
+
+
+def test_moq_alpns_answer_only_the_chosen_versions() -> None:
+    """``--moq-alpns moqt-16`` (MoqListener's ``alpns``): a client offering draft-20 and draft-16
+    gets draft-16; one offering only draft-20 is refused in the TLS handshake (no common ALPN)."""
+
+    async def handshake(port: int, offered: list[str]) -> str | None:
+        config = QuicConfiguration(is_client=True, alpn_protocols=offered, verify_mode=ssl.CERT_NONE)
+        async with connect("127.0.0.1", port, configuration=config, wait_connected=True) as client:
+            return client._quic.tls.alpn_negotiated
+
+    async def run() -> tuple[str | None, BaseException | None, dict[str, int]]:
+        listener = MoqListener("127.0.0.1", 0, anonymous=True, alpns=("moqt-16",))
+        await listener.start()
+        try:
+            chosen = await asyncio.wait_for(handshake(listener.port, ["moqt-20", "moqt-16"]), 10)
+            refused: BaseException | None = None
+            try:
+                await asyncio.wait_for(handshake(listener.port, ["moqt-20"]), 5)
+            except (ConnectionError, TimeoutError) as exc:
+                refused = exc
+            return chosen, refused, listener.metrics()
+        finally:
+            listener.close()
+
+    chosen, refused, metrics = asyncio.run(run())
+    assert chosen == "moqt-16"
+    assert refused is not None, "a client offering only moqt-20 must be refused"
+    assert metrics["sessions_started_total"] == 1, metrics

@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from trackmesh.security.tokens import AppTokenKeys
+from trackmesh.transports.moq.alpn import DRAFT_OF_ALPN
 from trackmesh.transports.moq.auth import Anonymous, Authorizer
 from trackmesh.transports.moq.cluster_relay import ClusterRelay
 from trackmesh.transports.moq.errors import SessionErrorCode
@@ -83,10 +84,8 @@ __all__ = ["ALPNS", "MoqListener", "MoqStats", "make_certificate"]
 
 log = logging.getLogger("trackmesh.moq")
 
-#: The raw-QUIC ALPNs we answer, in our order of preference (aioquic picks by the server's list),
-#: and the codec each one speaks: draft-21 is wire-identical to draft-20; draft-22 too except its
-#: LOCATION_FILTER encoding (transports/moq/codec20.py).
-DRAFT_OF_ALPN = {"moqt-20": 20, "moqt-22": 22, "moqt-21": 20, "moqt-16": 16}
+#: Every ALPN we answer by default: the raw-QUIC ones (transports/moq/alpn.py, ``--moq-alpns``
+#: chooses among them), then HTTP/3 for WebTransport.
 ALPNS = (*DRAFT_OF_ALPN, *H3_ALPN)
 WT_PATH = "/"
 _SF_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -542,6 +541,7 @@ class MoqListener:
         loopback_datagram_size: int = LOOPBACK_DATAGRAM_SIZE,
         pmtud: bool = True,
         pmtud_max: int = 0,
+        alpns: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         #: Path MTU discovery (runtime/moq_pmtud.py) for peers not on this host, and for those on it when
@@ -549,6 +549,8 @@ class MoqListener:
         #: family, 1472 for IPv4, 1452 for IPv6).
         self.pmtud = pmtud
         self.pmtud_max = pmtud_max
+        #: The raw-QUIC ALPNs answered, in our order of preference (``--moq-alpns``; empty: all).
+        self.alpns = alpns or tuple(DRAFT_OF_ALPN)
         self.pmtud_stats = PmtudStats()
         #: A duplicate of the UDP socket for probes, so that their EMSGSIZE comes back to us (start()).
         self.probe_socket: socket.socket | None = None
@@ -584,7 +586,7 @@ class MoqListener:
     def _configuration(self) -> QuicConfiguration:
         config = QuicConfiguration(
             is_client=False,
-            alpn_protocols=list(ALPNS),
+            alpn_protocols=[*self.alpns, *H3_ALPN],
             max_datagram_frame_size=65536,
             idle_timeout=30.0,
         )

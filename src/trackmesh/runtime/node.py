@@ -295,6 +295,7 @@ class Node:
             loopback_datagram_size=self.config.moq_loopback_datagram_size,
             pmtud=self.config.moq_pmtud,
             pmtud_max=self.config.moq_pmtud_max,
+            alpns=self.config.moq_alpns,
         )
         problem = ""
         try:

@@ -128,6 +128,20 @@ def test_relayed_subscription_forwards_objects_and_publish_done() -> None:
     assert ok_alias == 0
 
 
+def test_a_fin_alone_after_the_objects_ends_the_subscribers_stream() -> None:
+    """A publisher that ends a subgroup with an empty last write (aioquic's send_stream_data(sid, b"", True),
+    arriving as its own event): the subscriber's stream ends too, and the relay forgets the upstream one."""
+    _, _, pub, sub = pair()
+    live_track(pub, sub)
+    sid = pub.subgroup(7, 0, [(0, b"key" * 20), (1, b"delta")], fin=False)
+    ((_, _, objects, fin),) = sub.received()
+    assert len(objects) == 2 and not fin
+    pub.raw(sid, b"", True, uni=True)
+    ((_, _, _, fin),) = sub.received()
+    assert fin
+    assert not pub.session.data_streams.has(sid)
+
+
 def test_publish_done_waits_for_the_streams_it_counts() -> None:
     relay, clock, pub, sub = pair()
     _srid, upstream = live_track(pub, sub)

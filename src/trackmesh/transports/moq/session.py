@@ -359,14 +359,14 @@ class ServerSession:
             self._control_data(stream_id, data, fin)
             return
         head = self._uni_heads.get(stream_id)
-        if head is None and not data and fin:
-            return
         if head is None:
-            if not self.data_streams.has(stream_id):
-                head = self._uni_heads[stream_id] = bytearray()
-            else:
+            if self.data_streams.has(stream_id):
+                # Also a FIN alone (an empty last write: aioquic's send_stream_data(sid, b"", True)).
                 self.data_streams.data(stream_id, data, fin)
                 return
+            if not data and fin:
+                return
+            head = self._uni_heads[stream_id] = bytearray()
         head += data
         r = Reader(head, vi64=self.vi64)
         try:

@@ -113,8 +113,7 @@ def route_payload_limit(addr: Any) -> int | None:
     if not sys.platform.startswith("linux"):
         return None
     host = str(addr[0]).split("%", 1)[0]
-    mapped = host.startswith("::ffff:")
-    ipv6 = ":" in host and not mapped
+    ipv6 = _is_ipv6_peer(addr)
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((host, int(addr[1]) or 9))
